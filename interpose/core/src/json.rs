@@ -1,0 +1,209 @@
+//! A byte sink and JSON string escaping that never allocate.
+//!
+//! Events are encoded twice: once into [`Counter`] to learn their length, then
+//! straight into the reserved region of the log. No event-sized buffer is ever
+//! needed, so hooks keep a small stack even on a signal's alternate stack.
+
+/// Something bytes can be written to. Implementations never fail: a sink that
+/// runs out of room drops the excess and remembers it did.
+pub trait Sink {
+    fn put(&mut self, bytes: &[u8]);
+}
+
+/// Counts bytes without storing them.
+#[derive(Default)]
+pub struct Counter(pub usize);
+
+impl Sink for Counter {
+    #[inline]
+    fn put(&mut self, bytes: &[u8]) {
+        self.0 += bytes.len();
+    }
+}
+
+/// Writes into a fixed slice; `overflow` is set when bytes were dropped.
+pub struct SliceSink<'a> {
+    pub buf: &'a mut [u8],
+    pub len: usize,
+    pub overflow: bool,
+}
+
+impl<'a> SliceSink<'a> {
+    pub fn new(buf: &'a mut [u8]) -> Self {
+        SliceSink { buf, len: 0, overflow: false }
+    }
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+impl Sink for SliceSink<'_> {
+    #[inline]
+    fn put(&mut self, bytes: &[u8]) {
+        let room = self.buf.len() - self.len;
+        let n = bytes.len().min(room);
+        self.buf[self.len..self.len + n].copy_from_slice(&bytes[..n]);
+        self.len += n;
+        if n < bytes.len() {
+            self.overflow = true;
+        }
+    }
+}
+
+/// Only for tests and the runner: collect into a `Vec`.
+impl Sink for Vec<u8> {
+    fn put(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// Writes `bytes` as a JSON string (with quotes). Invalid UTF-8 sequences
+/// become U+FFFD, so the output is always valid JSON; callers that must keep
+/// the exact bytes also write them with [`put_hex_string`].
+pub fn put_str<S: Sink>(s: &mut S, bytes: &[u8]) {
+    s.put(b"\"");
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        match core::str::from_utf8(rest) {
+            Ok(valid) => {
+                put_escaped(s, valid.as_bytes());
+                break;
+            }
+            Err(e) => {
+                let (valid, after) = rest.split_at(e.valid_up_to());
+                put_escaped(s, valid);
+                s.put("\u{FFFD}".as_bytes());
+                let skip = e.error_len().unwrap_or(after.len());
+                rest = &after[skip..];
+            }
+        }
+    }
+    s.put(b"\"");
+}
+
+/// Escapes valid UTF-8: quotes, backslashes and control characters.
+fn put_escaped<S: Sink>(s: &mut S, valid: &[u8]) {
+    let mut start = 0;
+    for (i, &b) in valid.iter().enumerate() {
+        let esc: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0..=0x1f | 0x7f => {
+                s.put(&valid[start..i]);
+                s.put(&[b'\\', b'u', b'0', b'0', HEX[(b >> 4) as usize], HEX[(b & 15) as usize]]);
+                start = i + 1;
+                continue;
+            }
+            _ => continue,
+        };
+        s.put(&valid[start..i]);
+        s.put(esc);
+        start = i + 1;
+    }
+    s.put(&valid[start..]);
+}
+
+/// Writes the bytes as a JSON string of lowercase hex digits.
+pub fn put_hex_string<S: Sink>(s: &mut S, bytes: &[u8]) {
+    s.put(b"\"");
+    for chunk in bytes.chunks(64) {
+        let mut tmp = [0u8; 128];
+        for (i, &b) in chunk.iter().enumerate() {
+            tmp[2 * i] = HEX[(b >> 4) as usize];
+            tmp[2 * i + 1] = HEX[(b & 15) as usize];
+        }
+        s.put(&tmp[..chunk.len() * 2]);
+    }
+    s.put(b"\"");
+}
+
+pub fn put_u64<S: Sink>(s: &mut S, mut v: u64) {
+    let mut tmp = [0u8; 20];
+    let mut i = tmp.len();
+    loop {
+        i -= 1;
+        tmp[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    s.put(&tmp[i..]);
+}
+
+pub fn put_i64<S: Sink>(s: &mut S, v: i64) {
+    if v < 0 {
+        s.put(b"-");
+    }
+    put_u64(s, v.unsigned_abs());
+}
+
+pub fn put_bool<S: Sink>(s: &mut S, v: bool) {
+    s.put(if v { b"true" } else { b"false" });
+}
+
+/// True when `bytes` is valid UTF-8 (then the JSON string is exact).
+pub fn is_utf8(bytes: &[u8]) -> bool {
+    core::str::from_utf8(bytes).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn enc(b: &[u8]) -> String {
+        let mut v = Vec::new();
+        put_str(&mut v, b);
+        String::from_utf8(v).unwrap()
+    }
+
+    #[test]
+    fn escapes_round_trip_through_serde() {
+        for s in ["plain", "q\"uote", "back\\slash", "new\nline", "tab\tctl\u{1}\u{7f}", "ünïcødé ✓"] {
+            let out = enc(s.as_bytes());
+            let back: String = serde_json::from_str(&out).unwrap();
+            assert_eq!(back, s);
+        }
+    }
+
+    #[test]
+    fn invalid_utf8_becomes_replacement_and_stays_valid_json() {
+        let out = enc(b"a\xffb\xc3");
+        let back: String = serde_json::from_str(&out).unwrap();
+        assert_eq!(back, "a\u{FFFD}b\u{FFFD}");
+    }
+
+    #[test]
+    fn numbers() {
+        let mut v = Vec::new();
+        put_i64(&mut v, i64::MIN);
+        v.push(b' ');
+        put_u64(&mut v, 0);
+        v.push(b' ');
+        put_u64(&mut v, u64::MAX);
+        assert_eq!(String::from_utf8(v).unwrap(), format!("{} 0 {}", i64::MIN, u64::MAX));
+    }
+
+    #[test]
+    fn hex() {
+        let mut v = Vec::new();
+        put_hex_string(&mut v, &[0x00, 0xff, 0x2f]);
+        assert_eq!(v, b"\"00ff2f\"");
+    }
+
+    #[test]
+    fn slice_sink_reports_overflow() {
+        let mut buf = [0u8; 4];
+        let mut s = SliceSink::new(&mut buf);
+        s.put(b"abc");
+        assert!(!s.overflow);
+        s.put(b"de");
+        assert!(s.overflow);
+        assert_eq!(s.as_bytes(), b"abcd");
+    }
+}

@@ -1,0 +1,9 @@
+//! Pure logic of mpaudit, free of I/O and of heap allocation on every path the
+//! preload library uses, so that hooks can call it from signal handlers and
+//! right after `fork`. The runner links the same code, so a glob or a path
+//! means the same thing on both sides.
+
+pub mod event;
+pub mod flags;
+pub mod json;
+pub mod path;
