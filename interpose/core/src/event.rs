@@ -1,1 +1,488 @@
-//! placeholder
+//! The event log line format (docs/events.md), encoded without allocation.
+//!
+//! Encoding is generic over [`Sink`], so the library runs it once into a
+//! [`crate::json::Counter`] to size the event and once into the log itself.
+
+use crate::flags::{put_flag_names, OpenIntent};
+use crate::json::{is_utf8, put_bool, put_hex_string, put_i64, put_str, put_u64, Sink};
+
+pub const SCHEMA_VERSION: u64 = 1;
+/// Frames kept in an event's `stack`.
+pub const MAX_FRAMES: usize = 16;
+
+/// Fields every event carries.
+#[derive(Clone, Copy, Debug)]
+pub struct Common {
+    pub ts: u64,
+    pub pid: i32,
+    pub ppid: i32,
+    pub tid: i32,
+    pub worker: Option<u32>,
+}
+
+/// One stack frame: the object (shared library or executable) and the
+/// nearest exported symbol, if any.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Frame<'a> {
+    pub object: &'a [u8],
+    pub symbol: Option<&'a [u8]>,
+}
+
+/// A path as the program gave it and its normalised absolute form.
+#[derive(Clone, Copy, Debug)]
+pub struct PathPair<'a> {
+    /// `None` when the program passed a NULL pointer.
+    pub given: Option<&'a [u8]>,
+    pub abs: Option<&'a [u8]>,
+}
+
+/// The policy's judgement of an access (added by the policy layer).
+#[derive(Clone, Copy, Debug)]
+pub struct Judgement<'a> {
+    pub verdict: &'a str,
+    pub action: &'a str,
+    pub target: Option<&'a [u8]>,
+}
+
+/// Attribution of a write: the component and the stack it was found in.
+#[derive(Clone, Copy, Debug)]
+pub struct Attribution<'a> {
+    pub component: Option<Frame<'a>>,
+    pub stack: &'a [Frame<'a>],
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Access<'a> {
+    pub op: &'a str,
+    pub path: PathPair<'a>,
+    pub path2: Option<PathPair<'a>>,
+    pub intent: OpenIntent,
+    pub flags: i32,
+    pub result: i64,
+    /// 0 when the call succeeded.
+    pub errno: i32,
+    /// Present on write-class events.
+    pub attribution: Option<Attribution<'a>>,
+    pub judgement: Option<Judgement<'a>>,
+}
+
+/// A list of byte strings (a C `argv`, or a slice in tests) that can be
+/// walked without allocating.
+pub trait Strings {
+    fn each(&self, f: &mut dyn FnMut(&[u8]));
+}
+
+impl Strings for &[&[u8]] {
+    fn each(&self, f: &mut dyn FnMut(&[u8])) {
+        for s in self.iter() {
+            f(s)
+        }
+    }
+}
+
+pub enum Process<'a> {
+    Start {
+        argv: &'a dyn Strings,
+        exe: &'a [u8],
+        cwd: &'a [u8],
+        root: bool,
+    },
+    Fork {
+        child: i32,
+    },
+    Spawn {
+        child: i32,
+        argv: &'a dyn Strings,
+        exe: &'a [u8],
+        result: i64,
+        errno: i32,
+    },
+    Exec {
+        argv: &'a dyn Strings,
+        exe: &'a [u8],
+        cwd: &'a [u8],
+        result: Option<i64>,
+        errno: i32,
+        /// `Some(reason)` when the target cannot be audited (`"static"`, `"setuid"`).
+        unaudited: Option<&'a str>,
+    },
+    Exit {
+        status: i32,
+    },
+}
+
+fn put_common<S: Sink>(s: &mut S, c: &Common, kind: &str, op: &str) {
+    s.put(b"{\"v\":");
+    put_u64(s, SCHEMA_VERSION);
+    s.put(b",\"ts\":");
+    put_u64(s, c.ts);
+    s.put(b",\"kind\":");
+    put_str(s, kind.as_bytes());
+    s.put(b",\"op\":");
+    put_str(s, op.as_bytes());
+    s.put(b",\"pid\":");
+    put_i64(s, c.pid as i64);
+    s.put(b",\"ppid\":");
+    put_i64(s, c.ppid as i64);
+    s.put(b",\"tid\":");
+    put_i64(s, c.tid as i64);
+    s.put(b",\"worker\":");
+    match c.worker {
+        Some(w) => put_u64(s, w as u64),
+        None => s.put(b"null"),
+    }
+}
+
+/// `,"key":"text"` and, when not UTF-8, `,"key_hex":"…"`.
+fn put_path_field<S: Sink>(s: &mut S, key: &str, value: Option<&[u8]>) {
+    s.put(b",\"");
+    s.put(key.as_bytes());
+    s.put(b"\":");
+    match value {
+        None => s.put(b"null"),
+        Some(v) => {
+            put_str(s, v);
+            if !is_utf8(v) {
+                s.put(b",\"");
+                s.put(key.as_bytes());
+                s.put(b"_hex\":");
+                put_hex_string(s, v);
+            }
+        }
+    }
+}
+
+fn put_frame<S: Sink>(s: &mut S, f: &Frame) {
+    s.put(b"{\"object\":");
+    put_str(s, f.object);
+    s.put(b",\"symbol\":");
+    match f.symbol {
+        Some(sym) => put_str(s, sym),
+        None => s.put(b"null"),
+    }
+    s.put(b"}");
+}
+
+fn put_errno<S: Sink>(s: &mut S, errno: i32) {
+    s.put(b",\"errno\":");
+    if errno == 0 {
+        s.put(b"null");
+    } else {
+        match errno_name(errno) {
+            Some(name) => put_str(s, name.as_bytes()),
+            None => {
+                s.put(b"\"E");
+                put_i64(s, errno as i64);
+                s.put(b"\"");
+            }
+        }
+    }
+}
+
+fn put_strings<S: Sink>(s: &mut S, key: &str, list: &dyn Strings) {
+    s.put(b",\"");
+    s.put(key.as_bytes());
+    s.put(b"\":[");
+    let mut first = true;
+    list.each(&mut |item| {
+        if !first {
+            s.put(b",");
+        }
+        first = false;
+        put_str(s, item);
+    });
+    s.put(b"]");
+}
+
+/// Encodes one access event as a JSON line (with the trailing newline).
+pub fn encode_access<S: Sink>(s: &mut S, c: &Common, a: &Access) {
+    put_common(s, c, "access", a.op);
+    put_path_field(s, "path", a.path.given);
+    put_path_field(s, "abs", a.path.abs);
+    if let Some(p2) = &a.path2 {
+        put_path_field(s, "path2", p2.given);
+        put_path_field(s, "abs2", p2.abs);
+    }
+    s.put(b",\"mode\":");
+    put_str(s, a.intent.mode.as_str().as_bytes());
+    s.put(b",\"create\":");
+    put_bool(s, a.intent.create);
+    s.put(b",\"truncate\":");
+    put_bool(s, a.intent.truncate);
+    s.put(b",\"append\":");
+    put_bool(s, a.intent.append);
+    s.put(b",\"flags\":");
+    if a.path2.is_some() || a.flags < 0 {
+        s.put(b"[]");
+    } else {
+        put_flag_names(s, a.flags);
+    }
+    s.put(b",\"result\":");
+    put_i64(s, a.result);
+    put_errno(s, a.errno);
+    if let Some(attr) = &a.attribution {
+        s.put(b",\"component\":");
+        match &attr.component {
+            Some(f) => put_frame(s, f),
+            None => s.put(b"null"),
+        }
+        s.put(b",\"stack\":[");
+        for (i, f) in attr.stack.iter().take(MAX_FRAMES).enumerate() {
+            if i > 0 {
+                s.put(b",");
+            }
+            put_frame(s, f);
+        }
+        s.put(b"]");
+    }
+    if let Some(j) = &a.judgement {
+        s.put(b",\"verdict\":");
+        put_str(s, j.verdict.as_bytes());
+        s.put(b",\"action\":");
+        put_str(s, j.action.as_bytes());
+        if j.target.is_some() {
+            put_path_field(s, "target", j.target);
+        }
+    }
+    s.put(b"}\n");
+}
+
+/// Encodes one process event as a JSON line (with the trailing newline).
+pub fn encode_process<S: Sink>(s: &mut S, c: &Common, p: &Process) {
+    let op = match p {
+        Process::Start { .. } => "start",
+        Process::Fork { .. } => "fork",
+        Process::Spawn { .. } => "spawn",
+        Process::Exec { .. } => "exec",
+        Process::Exit { .. } => "exit",
+    };
+    put_common(s, c, "process", op);
+    match p {
+        Process::Start {
+            argv,
+            exe,
+            cwd,
+            root,
+        } => {
+            put_strings(s, "argv", *argv);
+            s.put(b",\"exe\":");
+            put_str(s, exe);
+            s.put(b",\"cwd\":");
+            put_str(s, cwd);
+            s.put(b",\"root\":");
+            put_bool(s, *root);
+        }
+        Process::Fork { child } => {
+            s.put(b",\"child\":");
+            put_i64(s, *child as i64);
+        }
+        Process::Spawn {
+            child,
+            argv,
+            exe,
+            result,
+            errno,
+        } => {
+            s.put(b",\"child\":");
+            put_i64(s, *child as i64);
+            put_strings(s, "argv", *argv);
+            s.put(b",\"exe\":");
+            put_str(s, exe);
+            s.put(b",\"result\":");
+            put_i64(s, *result);
+            put_errno(s, *errno);
+        }
+        Process::Exec {
+            argv,
+            exe,
+            cwd,
+            result,
+            errno,
+            unaudited,
+        } => {
+            put_strings(s, "argv", *argv);
+            s.put(b",\"exe\":");
+            put_str(s, exe);
+            s.put(b",\"cwd\":");
+            put_str(s, cwd);
+            s.put(b",\"result\":");
+            match result {
+                Some(r) => put_i64(s, *r),
+                None => s.put(b"null"),
+            }
+            put_errno(s, *errno);
+            s.put(b",\"audited\":");
+            put_bool(s, unaudited.is_none());
+            if let Some(reason) = unaudited {
+                s.put(b",\"reason\":");
+                put_str(s, reason.as_bytes());
+            }
+        }
+        Process::Exit { status } => {
+            s.put(b",\"status\":");
+            put_i64(s, *status as i64);
+        }
+    }
+    s.put(b"}\n");
+}
+
+/// Symbolic name of an errno value (the ones file calls return).
+pub fn errno_name(e: i32) -> Option<&'static str> {
+    use libc::*;
+    Some(match e {
+        EPERM => "EPERM",
+        ENOENT => "ENOENT",
+        ESRCH => "ESRCH",
+        EINTR => "EINTR",
+        EIO => "EIO",
+        ENXIO => "ENXIO",
+        E2BIG => "E2BIG",
+        ENOEXEC => "ENOEXEC",
+        EBADF => "EBADF",
+        ECHILD => "ECHILD",
+        EAGAIN => "EAGAIN",
+        ENOMEM => "ENOMEM",
+        EACCES => "EACCES",
+        EFAULT => "EFAULT",
+        EBUSY => "EBUSY",
+        EEXIST => "EEXIST",
+        EXDEV => "EXDEV",
+        ENODEV => "ENODEV",
+        ENOTDIR => "ENOTDIR",
+        EISDIR => "EISDIR",
+        EINVAL => "EINVAL",
+        ENFILE => "ENFILE",
+        EMFILE => "EMFILE",
+        ETXTBSY => "ETXTBSY",
+        EFBIG => "EFBIG",
+        ENOSPC => "ENOSPC",
+        ESPIPE => "ESPIPE",
+        EROFS => "EROFS",
+        EMLINK => "EMLINK",
+        ENAMETOOLONG => "ENAMETOOLONG",
+        ENOSYS => "ENOSYS",
+        ENOTEMPTY => "ENOTEMPTY",
+        ELOOP => "ELOOP",
+        EOVERFLOW => "EOVERFLOW",
+        EOPNOTSUPP => "EOPNOTSUPP",
+        EDQUOT => "EDQUOT",
+        ESTALE => "ESTALE",
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flags::OpenIntent;
+    use serde_json::Value;
+
+    const C: Common = Common {
+        ts: 1,
+        pid: 10,
+        ppid: 9,
+        tid: 11,
+        worker: Some(2),
+    };
+
+    fn access(path: &[u8], abs: Option<&[u8]>, attribution: Option<Attribution>) -> Value {
+        let a = Access {
+            op: "openat",
+            path: PathPair {
+                given: Some(path),
+                abs,
+            },
+            path2: None,
+            intent: OpenIntent::from_flags(libc::O_WRONLY | libc::O_CREAT),
+            flags: libc::O_WRONLY | libc::O_CREAT,
+            result: 3,
+            errno: 0,
+            attribution,
+            judgement: None,
+        };
+        let mut v = Vec::new();
+        encode_access(&mut v, &C, &a);
+        assert_eq!(v.last(), Some(&b'\n'));
+        let mut count = crate::json::Counter::default();
+        encode_access(&mut count, &C, &a);
+        assert_eq!(
+            count.0,
+            v.len(),
+            "counting pass must size the event exactly"
+        );
+        serde_json::from_slice(&v).unwrap()
+    }
+
+    #[test]
+    fn access_event_has_the_documented_fields() {
+        let frames = [
+            Frame {
+                object: b"/lib/libx.so",
+                symbol: Some(b"f"),
+            },
+            Frame {
+                object: b"/bin/a",
+                symbol: None,
+            },
+        ];
+        let v = access(
+            b"out.txt",
+            Some(b"/job/out.txt"),
+            Some(Attribution {
+                component: Some(frames[0]),
+                stack: &frames,
+            }),
+        );
+        assert_eq!(v["v"], 1);
+        assert_eq!(v["kind"], "access");
+        assert_eq!(v["worker"], 2);
+        assert_eq!(v["abs"], "/job/out.txt");
+        assert_eq!(v["mode"], "write");
+        assert_eq!(v["create"], true);
+        assert_eq!(v["flags"], serde_json::json!(["O_WRONLY", "O_CREAT"]));
+        assert_eq!(v["errno"], Value::Null);
+        assert_eq!(v["component"]["object"], "/lib/libx.so");
+        assert_eq!(v["stack"][1]["symbol"], Value::Null);
+        assert!(v.get("path_hex").is_none());
+    }
+
+    #[test]
+    fn non_utf8_paths_keep_their_bytes() {
+        let v = access(b"caf\xe9", None, None);
+        assert_eq!(v["path"], "caf\u{FFFD}");
+        assert_eq!(v["path_hex"], "636166e9");
+        assert_eq!(v["abs"], Value::Null);
+    }
+
+    #[test]
+    fn process_events() {
+        let argv: &[&[u8]] = &[b"prog", b"-x"];
+        let mut v = Vec::new();
+        encode_process(
+            &mut v,
+            &C,
+            &Process::Exec {
+                argv: &argv,
+                exe: b"/bin/prog",
+                cwd: b"/",
+                result: None,
+                errno: 0,
+                unaudited: Some("static"),
+            },
+        );
+        let j: Value = serde_json::from_slice(&v).unwrap();
+        assert_eq!(j["op"], "exec");
+        assert_eq!(j["argv"], serde_json::json!(["prog", "-x"]));
+        assert_eq!(j["audited"], false);
+        assert_eq!(j["reason"], "static");
+        assert_eq!(j["result"], Value::Null);
+    }
+
+    #[test]
+    fn errno_names() {
+        assert_eq!(errno_name(libc::ENOENT), Some("ENOENT"));
+        let mut v = Vec::new();
+        put_errno(&mut v, 4095);
+        assert_eq!(v, b",\"errno\":\"E4095\"");
+    }
+}

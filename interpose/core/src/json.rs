@@ -30,7 +30,11 @@ pub struct SliceSink<'a> {
 
 impl<'a> SliceSink<'a> {
     pub fn new(buf: &'a mut [u8]) -> Self {
-        SliceSink { buf, len: 0, overflow: false }
+        SliceSink {
+            buf,
+            len: 0,
+            overflow: false,
+        }
     }
     pub fn as_bytes(&self) -> &[u8] {
         &self.buf[..self.len]
@@ -95,7 +99,14 @@ fn put_escaped<S: Sink>(s: &mut S, valid: &[u8]) {
             b'\t' => b"\\t",
             0..=0x1f | 0x7f => {
                 s.put(&valid[start..i]);
-                s.put(&[b'\\', b'u', b'0', b'0', HEX[(b >> 4) as usize], HEX[(b & 15) as usize]]);
+                s.put(&[
+                    b'\\',
+                    b'u',
+                    b'0',
+                    b'0',
+                    HEX[(b >> 4) as usize],
+                    HEX[(b & 15) as usize],
+                ]);
                 start = i + 1;
                 continue;
             }
@@ -164,7 +175,14 @@ mod tests {
 
     #[test]
     fn escapes_round_trip_through_serde() {
-        for s in ["plain", "q\"uote", "back\\slash", "new\nline", "tab\tctl\u{1}\u{7f}", "ünïcødé ✓"] {
+        for s in [
+            "plain",
+            "q\"uote",
+            "back\\slash",
+            "new\nline",
+            "tab\tctl\u{1}\u{7f}",
+            "ünïcødé ✓",
+        ] {
             let out = enc(s.as_bytes());
             let back: String = serde_json::from_str(&out).unwrap();
             assert_eq!(back, s);
@@ -186,7 +204,10 @@ mod tests {
         put_u64(&mut v, 0);
         v.push(b' ');
         put_u64(&mut v, u64::MAX);
-        assert_eq!(String::from_utf8(v).unwrap(), format!("{} 0 {}", i64::MIN, u64::MAX));
+        assert_eq!(
+            String::from_utf8(v).unwrap(),
+            format!("{} 0 {}", i64::MIN, u64::MAX)
+        );
     }
 
     #[test]

@@ -6,4 +6,5 @@
 pub mod event;
 pub mod flags;
 pub mod json;
+pub mod objects;
 pub mod path;
