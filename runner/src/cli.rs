@@ -1,0 +1,200 @@
+//! Command-line arguments, as clap parses them: the low-level form. They are
+//! validated into a [`crate::plan::Plan`] before anything runs.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::jobfile::{Action, Mode, OnFailure, WorkersSpec};
+
+const EXAMPLES: &str = "\
+Examples:
+  # Run a job file: 4 workers (or \"auto\"), per-worker logs in mpaudit-workers/worker_<k>/
+  mpaudit run job.toml
+  mpaudit run job.toml --workers auto --action redirect --timeout 30m
+
+  # Check a job file and print the resolved plan, without running anything
+  SLURM_CPUS_PER_TASK=8 mpaudit check job.toml
+
+  # Ad hoc, like strace: 2 copies of a command, each with MPAUDIT_WORKER=k
+  mpaudit exec --workers 2 --outputs '*.root' -- python3 job.py --events 200
+  # A framework that forks its own workers (AthenaMP style)
+  mpaudit exec --mode fork --action redirect -- athena.py --nprocs=4 jobOptions.py
+
+  # Report from existing logs, e.g. gathered from several nodes, as JSON
+  mpaudit report node1/mpaudit-logs node2/mpaudit-logs --format json
+
+  # Where is libmpaudit.so?
+  mpaudit lib-path
+
+Exit status:
+  0  the job succeeded and no rogue write was found
+  1  rogue writes were found
+  2  usage or job-file error (nothing was started)
+  3  the job failed: a worker failed, timed out or was interrupted (wins over 1)
+
+Library lookup: --preload PATH, then $MPAUDIT_PRELOAD, then libmpaudit.so next
+to the mpaudit executable, then ../lib/ relative to it.";
+
+/// Run forked batch jobs under libmpaudit.so, supervise them, and report the
+/// rogue writers: legacy code that writes files directly instead of through
+/// per-worker output components, so that workers clobber each other.
+#[derive(Debug, Parser)]
+#[command(name = "mpaudit", version, after_help = EXAMPLES, max_term_width = 100)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the job described by a job file and report rogue writes.
+    #[command(after_help = "Example:\n  mpaudit run job.toml --workers auto --timeout 30m --format json > report.json\n\nCommand-line options override the job file. Exit status: 0 ok, 1 rogue writes, 2 usage error, 3 job failed.")]
+    Run(RunArgs),
+    /// Run a command ad hoc, without a job file (like strace).
+    #[command(after_help = "Examples:\n  mpaudit exec --workers 4 --outputs '*.root' -- ./myjob --events 100\n  mpaudit exec --mode fork --action redirect -- athena.py --nprocs=4 jo.py\n\nThe job directory is the current directory. Exit status: 0 ok, 1 rogue writes, 2 usage error, 3 job failed.")]
+    Exec(ExecArgs),
+    /// Report from existing event logs (one or more log directories).
+    #[command(after_help = "Examples:\n  mpaudit report mpaudit-logs\n  mpaudit report node*/mpaudit-logs --format json --job-dir /scratch/job42\n\nExit status: 0 no rogue write, 1 rogue writes found, 2 usage error.")]
+    Report(ReportArgs),
+    /// Validate a job file and print the resolved plan; runs nothing.
+    #[command(after_help = "Example:\n  SLURM_CPUS_PER_TASK=8 mpaudit check job.toml --workers auto\n\nExit status: 0 the job file is valid, 2 it is not.")]
+    Check(CheckArgs),
+    /// Print the absolute path of libmpaudit.so.
+    #[command(name = "lib-path", after_help = "Example:\n  LD_PRELOAD=$(mpaudit lib-path) MPAUDIT_LOG_DIR=logs ./prog")]
+    LibPath(LibPathArgs),
+}
+
+#[derive(Debug, Clone, Args, Default)]
+pub struct RunOpts {
+    /// Number of workers, or "auto" for the batch allocation (ATHENA_PROC_NUMBER,
+    /// Slurm, PBS, SGE, LSF, then CPU affinity and cgroup quota).
+    #[arg(long, value_name = "N|auto", value_parser = parse_workers)]
+    pub workers: Option<WorkersSpec>,
+    /// What the library does with a rogue write.
+    #[arg(long, value_enum)]
+    pub action: Option<Action>,
+    /// Stop the job after this long (e.g. 30m, 1h30m, 90s).
+    #[arg(long, value_name = "DUR")]
+    pub timeout: Option<String>,
+    /// Time between SIGTERM and SIGKILL when stopping workers.
+    #[arg(long, value_name = "DUR", default_value = "10s")]
+    pub grace: String,
+    /// Directory for the event logs (default: <job dir>/mpaudit-logs).
+    #[arg(long, value_name = "DIR")]
+    pub log_dir: Option<PathBuf>,
+    /// What to do with the other workers when one fails.
+    #[arg(long, value_enum)]
+    pub on_failure: Option<OnFailure>,
+    /// Report format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: Format,
+    /// Print only the summary and the exit status's reason (no status line).
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// Path of libmpaudit.so (default: $MPAUDIT_PRELOAD, then next to mpaudit).
+    #[arg(long, value_name = "PATH")]
+    pub preload: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The job file (see docs/job-file.md).
+    #[arg(value_name = "JOB.toml")]
+    pub job: PathBuf,
+    #[command(flatten)]
+    pub opts: RunOpts,
+}
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    #[command(flatten)]
+    pub opts: RunOpts,
+    /// spawn: N copies of the command; fork: one process that forks its workers.
+    #[arg(long, value_enum, default_value = "spawn")]
+    pub mode: Mode,
+    /// Declared outputs (glob; repeatable).
+    #[arg(long, value_name = "GLOB")]
+    pub outputs: Vec<String>,
+    /// Registered I/O components (glob on the object's path; repeatable).
+    #[arg(long, value_name = "GLOB")]
+    pub components: Vec<String>,
+    /// Paths anyone may write (glob; repeatable).
+    #[arg(long, value_name = "GLOB")]
+    pub allow: Vec<String>,
+    /// Seed from which each worker's MPAUDIT_SEED is derived.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// The command and its arguments, after `--`.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Log directories (searched recursively for mpaudit-<pid>-<ns>.jsonl).
+    #[arg(required = true, value_name = "LOGDIR")]
+    pub logdirs: Vec<PathBuf>,
+    /// Report format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: Format,
+    /// Show paths relative to this directory (default: the job directory
+    /// recorded by `mpaudit run` in the log directory, if any).
+    #[arg(long, value_name = "DIR")]
+    pub job_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The job file.
+    #[arg(value_name = "JOB.toml")]
+    pub job: PathBuf,
+    #[command(flatten)]
+    pub opts: RunOpts,
+}
+
+#[derive(Debug, Args)]
+pub struct LibPathArgs {
+    /// Path of libmpaudit.so to check instead of searching.
+    #[arg(long, value_name = "PATH")]
+    pub preload: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum Format {
+    #[default]
+    Text,
+    Json,
+}
+
+fn parse_workers(s: &str) -> Result<WorkersSpec, String> {
+    s.parse()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn exec_takes_command_after_dashes() {
+        let cli = Cli::try_parse_from(["mpaudit", "exec", "--workers", "3", "--outputs", "*.root", "--outputs", "x", "--", "sh", "-c", "true"]).unwrap();
+        let Command::Exec(e) = cli.command else { panic!() };
+        assert_eq!(e.command, ["sh", "-c", "true"]);
+        assert_eq!(e.outputs, ["*.root", "x"]);
+        assert_eq!(e.opts.workers, Some(WorkersSpec::Count(3)));
+    }
+
+    #[test]
+    fn workers_flag_validates() {
+        assert!(Cli::try_parse_from(["mpaudit", "run", "j.toml", "--workers", "0"]).is_err());
+        let cli = Cli::try_parse_from(["mpaudit", "run", "j.toml", "--workers", "auto"]).unwrap();
+        let Command::Run(r) = cli.command else { panic!() };
+        assert_eq!(r.opts.workers, Some(WorkersSpec::Auto));
+    }
+}

@@ -1,0 +1,512 @@
+//! The validated plan: everything a run needs, resolved from the job file,
+//! the command line and the environment. Building it is pure; checks that
+//! touch the file system live in [`crate::preflight`].
+
+use std::collections::BTreeMap;
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::cli::{Format, RunOpts};
+use crate::duration::{format_duration, parse_duration};
+use crate::jobfile::{Action, JobFile, Mode, OnFailure, WorkersSpec};
+use crate::workers::{self, Facts};
+
+pub const DEFAULT_WORKERS_DIR: &str = "mpaudit-workers";
+pub const DEFAULT_LOG_DIR: &str = "mpaudit-logs";
+
+/// Where the job comes from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// `mpaudit run/check JOB.toml`: the parsed file and its absolute path.
+    JobFile { path: PathBuf, file: Box<JobFile> },
+    /// `mpaudit exec ... -- CMD`.
+    Exec {
+        command: Vec<String>,
+        mode: Mode,
+        outputs: Vec<String>,
+        components: Vec<String>,
+        allow: Vec<String>,
+        seed: Option<u64>,
+    },
+}
+
+/// The outside world the plan depends on.
+#[derive(Debug, Clone)]
+pub struct Context {
+    /// The runner's working directory (absolute).
+    pub cwd: PathBuf,
+    /// Environment, affinity and quota for `workers = "auto"`; `facts.env`
+    /// is also the environment the workers inherit.
+    pub facts: Facts,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Policy {
+    pub action: Action,
+    pub outputs: Vec<String>,
+    pub components: Vec<String>,
+    pub allow: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Plan {
+    pub job_file: Option<PathBuf>,
+    pub command: Vec<String>,
+    pub mode: Mode,
+    pub workers: usize,
+    /// Where the worker count came from, e.g. `--workers 4 (command line)`.
+    pub workers_source: String,
+    pub workers_notes: Vec<String>,
+    pub job_dir: PathBuf,
+    pub workers_dir: PathBuf,
+    pub log_dir: PathBuf,
+    #[serde(serialize_with = "ser_opt_duration")]
+    pub timeout: Option<Duration>,
+    #[serde(serialize_with = "ser_duration")]
+    pub grace: Duration,
+    pub seed: Option<u64>,
+    /// Extra environment from the job file (`[job] env`).
+    pub env: BTreeMap<String, String>,
+    pub on_failure: OnFailure,
+    pub policy: Policy,
+    #[serde(skip)]
+    pub format: Format,
+    #[serde(skip)]
+    pub quiet: bool,
+}
+
+fn ser_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format_duration(*d))
+}
+fn ser_opt_duration<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_str(&format_duration(*d)),
+        None => s.serialize_none(),
+    }
+}
+
+/// Joins `p` to `base` unless absolute, then removes `.` and `..` lexically.
+pub fn resolve(base: &Path, p: &Path) -> PathBuf {
+    let joined = if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
+    let mut out = PathBuf::new();
+    for c in joined.components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other.as_os_str()),
+        }
+    }
+    out
+}
+
+/// Builds the plan. Errors are one line and mean exit status 2.
+pub fn build(source: &Source, opts: &RunOpts, ctx: &Context) -> Result<Plan, String> {
+    let grace = parse_duration(&opts.grace).map_err(|e| format!("--grace: {e}"))?;
+    let cli_timeout = match &opts.timeout {
+        Some(t) => Some(parse_duration(t).map_err(|e| format!("--timeout: {}", e.replace("duration", "timeout")))?),
+        None => None,
+    };
+    let cli_log_dir = opts.log_dir.as_ref().map(|d| resolve(&ctx.cwd, d));
+
+    let (job_file, command, mode, file_workers, job_dir, timeout, seed, env, on_failure, policy, workers_dir, log_dir);
+    match source {
+        Source::JobFile { path, file } => {
+            let base = path.parent().unwrap_or(Path::new("/"));
+            job_file = Some(path.clone());
+            command = file.job.command.clone();
+            mode = file.job.mode.unwrap_or(Mode::Spawn);
+            file_workers = file.job.workers;
+            job_dir = resolve(base, Path::new(file.job.dir.as_deref().unwrap_or(".")));
+            timeout = file.job.timeout.map(|t| t.0);
+            seed = file.job.seed;
+            env = file.job.env.clone();
+            on_failure = file.job.on_failure.unwrap_or(OnFailure::Kill);
+            let a = &file.audit;
+            policy = Policy {
+                action: a.action.unwrap_or(Action::Log),
+                outputs: a.outputs.clone().unwrap_or_default(),
+                components: a.components.clone().unwrap_or_default(),
+                allow: a.allow.clone().unwrap_or_default(),
+            };
+            workers_dir = resolve(&job_dir, Path::new(a.workers_dir.as_deref().unwrap_or(DEFAULT_WORKERS_DIR)));
+            log_dir = resolve(&job_dir, Path::new(a.log_dir.as_deref().unwrap_or(DEFAULT_LOG_DIR)));
+        }
+        Source::Exec { command: c, mode: m, outputs, components, allow, seed: s } => {
+            if c.is_empty() {
+                return Err("no command given after `--`".into());
+            }
+            job_file = None;
+            command = c.clone();
+            mode = *m;
+            file_workers = None;
+            job_dir = ctx.cwd.clone();
+            timeout = None;
+            seed = *s;
+            env = BTreeMap::new();
+            on_failure = OnFailure::Kill;
+            policy = Policy {
+                action: Action::Log,
+                outputs: outputs.clone(),
+                components: components.clone(),
+                allow: allow.clone(),
+            };
+            workers_dir = job_dir.join(DEFAULT_WORKERS_DIR);
+            log_dir = job_dir.join(DEFAULT_LOG_DIR);
+        }
+    }
+
+    // Command line over file over default.
+    let (spec, origin) = match (opts.workers, file_workers) {
+        (Some(w), _) => (w, "command line: --workers"),
+        (None, Some(w)) => (w, "job file: workers"),
+        (None, None) => (WorkersSpec::Count(1), "default"),
+    };
+    let (workers, workers_source, workers_notes) = match spec {
+        WorkersSpec::Count(n) => (n, format!("{origin} = {n}"), Vec::new()),
+        WorkersSpec::Auto => {
+            // The job's own env (e.g. ATHENA_PROC_NUMBER) counts as part of
+            // the allocation it describes.
+            let mut facts = ctx.facts.clone();
+            for (k, v) in &env {
+                facts.env.insert(k.clone(), v.clone());
+            }
+            let d = workers::detect(&facts);
+            (d.count, format!("{origin} = \"auto\": {}", d.source), d.notes)
+        }
+    };
+
+    let mut policy = policy;
+    if let Some(a) = opts.action {
+        policy.action = a;
+    }
+    for (name, globs) in [("outputs", &policy.outputs), ("components", &policy.components), ("allow", &policy.allow)] {
+        for g in globs {
+            if g.is_empty() {
+                return Err(format!("{name}: empty glob"));
+            }
+            if g.contains(':') {
+                return Err(format!("{name}: glob `{g}` contains `:`, which separates globs in MPAUDIT_{}", name.to_uppercase()));
+            }
+        }
+    }
+    for k in env.keys() {
+        if k.is_empty() || k.contains('=') || k.contains('\0') {
+            return Err(format!("env: invalid variable name `{k}`"));
+        }
+        if k.starts_with("MPAUDIT_") || k == "LD_PRELOAD" {
+            return Err(format!("env: `{k}` is set by mpaudit itself and may not be overridden"));
+        }
+    }
+
+    Ok(Plan {
+        job_file,
+        command,
+        mode,
+        workers,
+        workers_source,
+        workers_notes,
+        job_dir,
+        workers_dir,
+        log_dir: cli_log_dir.unwrap_or(log_dir),
+        timeout: cli_timeout.or(timeout),
+        grace,
+        seed,
+        env,
+        on_failure: opts.on_failure.unwrap_or(on_failure),
+        policy,
+        format: opts.format,
+        quiet: opts.quiet,
+    })
+}
+
+/// SplitMix64: a documented, stable mixing function.
+pub fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Worker k's seed: `splitmix64(seed + k)` (wrapping), in decimal.
+pub fn worker_seed(seed: u64, k: usize) -> u64 {
+    splitmix64(seed.wrapping_add(k as u64))
+}
+
+impl Plan {
+    pub fn worker_dir(&self, k: usize) -> PathBuf {
+        self.workers_dir.join(format!("worker_{k}"))
+    }
+
+    /// Directory of a process's stdout/stderr: `worker_<k>/` in spawn mode,
+    /// `root/` for the single process of fork mode.
+    pub fn output_dir(&self, k: Option<usize>) -> PathBuf {
+        match k {
+            Some(k) => self.worker_dir(k),
+            None => self.workers_dir.join("root"),
+        }
+    }
+
+    /// The variables mpaudit sets for a process (worker `k` in spawn mode,
+    /// `None` for the root of fork mode), on top of the inherited
+    /// environment and the job's `env`.
+    pub fn mpaudit_env(&self, k: Option<usize>, preload: &Path, inherited_ld_preload: Option<&str>) -> Vec<(String, String)> {
+        let mut ld = preload.display().to_string();
+        if let Some(old) = inherited_ld_preload.filter(|s| !s.is_empty()) {
+            ld.push(':');
+            ld.push_str(old);
+        }
+        let mut v = vec![
+            ("LD_PRELOAD".to_string(), ld),
+            ("MPAUDIT_LOG_DIR".into(), self.log_dir.display().to_string()),
+            ("MPAUDIT_JOB_DIR".into(), self.job_dir.display().to_string()),
+            ("MPAUDIT_WORKERS_DIR".into(), self.workers_dir.display().to_string()),
+            ("MPAUDIT_WORKERS".into(), self.workers.to_string()),
+            ("MPAUDIT_ACTION".into(), self.policy.action.as_str().into()),
+            ("MPAUDIT_OUTPUTS".into(), self.policy.outputs.join(":")),
+            ("MPAUDIT_COMPONENTS".into(), self.policy.components.join(":")),
+            ("MPAUDIT_ALLOW".into(), self.policy.allow.join(":")),
+        ];
+        match k {
+            Some(k) => v.push(("MPAUDIT_WORKER".into(), k.to_string())),
+            None => v.push(("MPAUDIT_FORK_WORKERS".into(), "1".into())),
+        }
+        if let Some(seed) = self.seed {
+            v.push(("MPAUDIT_SEED_BASE".into(), seed.to_string()));
+            if let Some(k) = k {
+                v.push(("MPAUDIT_SEED".into(), worker_seed(seed, k).to_string()));
+            }
+        }
+        v
+    }
+
+    /// The plan as `mpaudit check` prints it.
+    pub fn render(&self, preload: Result<&Path, &str>, program: Option<&Path>) -> String {
+        let mut s = String::new();
+        let q = |v: &[String]| v.iter().map(|a| shell_quote(a)).collect::<Vec<_>>().join(" ");
+        if let Some(f) = &self.job_file {
+            s += &format!("job file:    {}\n", f.display());
+        }
+        s += &format!("command:     {}\n", q(&self.command));
+        if let Some(p) = program {
+            s += &format!("program:     {}\n", p.display());
+        }
+        s += &format!("mode:        {}\n", self.mode.as_str());
+        s += &format!("workers:     {} ({})\n", self.workers, self.workers_source);
+        for n in &self.workers_notes {
+            s += &format!("             note: {n}\n");
+        }
+        s += &format!("job dir:     {}\n", self.job_dir.display());
+        s += &format!("workers dir: {} (worker_<k>/stdout.log, stderr.log)\n", self.workers_dir.display());
+        s += &format!("log dir:     {}\n", self.log_dir.display());
+        s += &format!(
+            "timeout:     {}\n",
+            self.timeout.map(format_duration).unwrap_or_else(|| "none".into())
+        );
+        s += &format!("grace:       {}\n", format_duration(self.grace));
+        s += &format!("on failure:  {}\n", self.on_failure.as_str());
+        s += &format!("seed:        {}\n", self.seed.map(|x| x.to_string()).unwrap_or_else(|| "none".into()));
+        s += "policy:\n";
+        s += &format!("  action:     {}\n", self.policy.action.as_str());
+        s += &format!("  outputs:    {}\n", list(&self.policy.outputs));
+        s += &format!("  components: {}\n", list(&self.policy.components));
+        s += &format!("  allow:      {}\n", list(&self.policy.allow));
+        s += "environment:\n";
+        for (k, v) in &self.env {
+            s += &format!("  {k}={v}\n");
+        }
+        let preload_path = match preload {
+            Ok(p) => p.to_path_buf(),
+            Err(e) => {
+                s += &format!("  (libmpaudit.so not found: {e})\n");
+                PathBuf::from("<libmpaudit.so>")
+            }
+        };
+        let example = match self.mode {
+            Mode::Spawn => Some(0),
+            Mode::Fork => None,
+        };
+        for (k, v) in self.mpaudit_env(example, &preload_path, None) {
+            s += &format!("  {k}={v}\n");
+        }
+        if self.mode == Mode::Spawn && self.workers > 1 {
+            s += &format!("  (worker k gets MPAUDIT_WORKER=k, k = 0..{})\n", self.workers - 1);
+        }
+        s
+    }
+}
+
+fn list(v: &[String]) -> String {
+    if v.is_empty() {
+        "(none)".into()
+    } else {
+        v.join(", ")
+    }
+}
+
+pub fn shell_quote(a: &str) -> String {
+    if !a.is_empty() && a.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c)) {
+        a.to_string()
+    } else {
+        format!("'{}'", a.replace('\'', "'\\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jobfile;
+
+    fn ctx(env: &[(&str, &str)]) -> Context {
+        Context {
+            cwd: PathBuf::from("/home/u"),
+            facts: Facts {
+                env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+                pbs_nodefile_slots: None,
+                affinity: Some(8),
+                cgroup_quota: None,
+            },
+        }
+    }
+
+    fn opts() -> RunOpts {
+        RunOpts { grace: "10s".into(), ..Default::default() }
+    }
+
+    fn src(text: &str) -> Source {
+        Source::JobFile {
+            path: PathBuf::from("/jobs/a/job.toml"),
+            file: Box::new(jobfile::parse(text).unwrap()),
+        }
+    }
+
+    #[test]
+    fn defaults_from_minimal_file() {
+        let p = build(&src("[job]\ncommand = [\"./run.sh\"]\n"), &opts(), &ctx(&[])).unwrap();
+        assert_eq!(p.workers, 1);
+        assert_eq!(p.workers_source, "default = 1");
+        assert_eq!(p.mode, Mode::Spawn);
+        assert_eq!(p.job_dir, PathBuf::from("/jobs/a"));
+        assert_eq!(p.workers_dir, PathBuf::from("/jobs/a/mpaudit-workers"));
+        assert_eq!(p.log_dir, PathBuf::from("/jobs/a/mpaudit-logs"));
+        assert_eq!(p.timeout, None);
+        assert_eq!(p.on_failure, OnFailure::Kill);
+        assert_eq!(p.policy.action, Action::Log);
+    }
+
+    #[test]
+    fn dirs_resolve_relative_to_job_file_then_job_dir() {
+        let p = build(
+            &src("[job]\ncommand = [\"x\"]\ndir = \"../run\"\n[audit]\nworkers_dir = \"w\"\nlog_dir = \"/tmp/logs\"\n"),
+            &opts(),
+            &ctx(&[]),
+        )
+        .unwrap();
+        assert_eq!(p.job_dir, PathBuf::from("/jobs/run"));
+        assert_eq!(p.workers_dir, PathBuf::from("/jobs/run/w"));
+        assert_eq!(p.log_dir, PathBuf::from("/tmp/logs"));
+    }
+
+    #[test]
+    fn command_line_overrides_file() {
+        let text = "[job]\ncommand = [\"x\"]\nworkers = 4\ntimeout = \"30m\"\non_failure = \"continue\"\n[audit]\naction = \"redirect\"\n";
+        let mut o = opts();
+        o.workers = Some(WorkersSpec::Count(2));
+        o.timeout = Some("5s".into());
+        o.action = Some(Action::Deny);
+        o.on_failure = Some(OnFailure::Kill);
+        o.log_dir = Some("logs".into());
+        let p = build(&src(text), &o, &ctx(&[])).unwrap();
+        assert_eq!(p.workers, 2);
+        assert_eq!(p.workers_source, "command line: --workers = 2");
+        assert_eq!(p.timeout, Some(Duration::from_secs(5)));
+        assert_eq!(p.policy.action, Action::Deny);
+        assert_eq!(p.on_failure, OnFailure::Kill);
+        assert_eq!(p.log_dir, PathBuf::from("/home/u/logs"));
+        let p = build(&src(text), &opts(), &ctx(&[])).unwrap();
+        assert_eq!(p.workers, 4);
+        assert_eq!(p.workers_source, "job file: workers = 4");
+        assert_eq!(p.timeout, Some(Duration::from_secs(1800)));
+        assert_eq!(p.on_failure, OnFailure::Continue);
+    }
+
+    #[test]
+    fn auto_workers_use_the_environment_and_job_env() {
+        let text = "[job]\ncommand = [\"x\"]\nworkers = \"auto\"\n";
+        let p = build(&src(text), &opts(), &ctx(&[("NSLOTS", "3")])).unwrap();
+        assert_eq!(p.workers, 3);
+        assert_eq!(p.workers_source, "job file: workers = \"auto\": NSLOTS=3 [SGE]");
+        let text = "[job]\ncommand = [\"x\"]\nworkers = \"auto\"\nenv = { ATHENA_PROC_NUMBER = \"2\" }\n";
+        let p = build(&src(text), &opts(), &ctx(&[("NSLOTS", "3")])).unwrap();
+        assert_eq!(p.workers, 2);
+    }
+
+    #[test]
+    fn bad_options() {
+        let text = "[job]\ncommand = [\"x\"]\n";
+        let mut o = opts();
+        o.timeout = Some("-1m".into());
+        assert!(build(&src(text), &o, &ctx(&[])).unwrap_err().contains("negative timeout"));
+        let mut o = opts();
+        o.grace = "soon".into();
+        assert!(build(&src(text), &o, &ctx(&[])).unwrap_err().starts_with("--grace"));
+        let e = build(&src("[job]\ncommand = [\"x\"]\n[audit]\noutputs = [\"a:b\"]\n"), &opts(), &ctx(&[])).unwrap_err();
+        assert!(e.contains("MPAUDIT_OUTPUTS"), "{e}");
+        let e = build(&src("[job]\ncommand = [\"x\"]\nenv = { LD_PRELOAD = \"x\" }\n"), &opts(), &ctx(&[])).unwrap_err();
+        assert!(e.contains("LD_PRELOAD"), "{e}");
+    }
+
+    #[test]
+    fn exec_source() {
+        let s = Source::Exec {
+            command: vec!["sh".into(), "-c".into(), "true".into()],
+            mode: Mode::Fork,
+            outputs: vec!["*.root".into()],
+            components: vec![],
+            allow: vec![],
+            seed: Some(1),
+        };
+        let p = build(&s, &opts(), &ctx(&[])).unwrap();
+        assert_eq!(p.job_dir, PathBuf::from("/home/u"));
+        assert_eq!(p.mode, Mode::Fork);
+        assert_eq!(p.policy.outputs, ["*.root"]);
+    }
+
+    #[test]
+    fn environment_for_workers() {
+        let text = "[job]\ncommand = [\"x\"]\nworkers = 2\nseed = 0\n[audit]\naction = \"redirect\"\noutputs = [\"*.root\", \"h-*.txt\"]\n";
+        let p = build(&src(text), &opts(), &ctx(&[])).unwrap();
+        let env: BTreeMap<_, _> = p.mpaudit_env(Some(1), Path::new("/opt/libmpaudit.so"), Some("/other.so")).into_iter().collect();
+        assert_eq!(env["LD_PRELOAD"], "/opt/libmpaudit.so:/other.so");
+        assert_eq!(env["MPAUDIT_WORKER"], "1");
+        assert_eq!(env["MPAUDIT_OUTPUTS"], "*.root:h-*.txt");
+        assert_eq!(env["MPAUDIT_ACTION"], "redirect");
+        assert_eq!(env["MPAUDIT_LOG_DIR"], "/jobs/a/mpaudit-logs");
+        assert_eq!(env["MPAUDIT_WORKERS_DIR"], "/jobs/a/mpaudit-workers");
+        assert_eq!(env["MPAUDIT_JOB_DIR"], "/jobs/a");
+        assert_eq!(env["MPAUDIT_SEED"], worker_seed(0, 1).to_string());
+        assert!(!env.contains_key("MPAUDIT_FORK_WORKERS"));
+        let env: BTreeMap<_, _> = p.mpaudit_env(None, Path::new("/l.so"), None).into_iter().collect();
+        assert_eq!(env["MPAUDIT_FORK_WORKERS"], "1");
+        assert_eq!(env["LD_PRELOAD"], "/l.so");
+        assert!(!env.contains_key("MPAUDIT_WORKER"));
+        assert_eq!(env["MPAUDIT_SEED_BASE"], "0");
+    }
+
+    #[test]
+    fn seeds_are_stable_and_distinct() {
+        // The published SplitMix64 reference value for state 0.
+        assert_eq!(splitmix64(0), 0xE220_A839_7B1D_CDAF);
+        assert_eq!(worker_seed(12345, 0), splitmix64(12345));
+        assert_ne!(worker_seed(12345, 0), worker_seed(12345, 1));
+    }
+
+    #[test]
+    fn lexical_resolution() {
+        assert_eq!(resolve(Path::new("/a/b"), Path::new("../c/./d")), PathBuf::from("/a/c/d"));
+        assert_eq!(resolve(Path::new("/a"), Path::new("/x/y")), PathBuf::from("/x/y"));
+    }
+}
