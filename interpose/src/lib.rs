@@ -1,1 +1,46 @@
-//! placeholder
+//! libmpaudit.so: logs, classifies and (by policy) redirects or denies the
+//! file accesses of a process and all its forked workers.
+//!
+//! Layout (mirrord's): `hooks` holds the exported one-line entry points,
+//! `audit` and `process` the logic, `log` the crash-safe event log, `stack`
+//! the attribution; pure encoding and path logic live in `mpaudit-core`.
+
+mod audit;
+mod guard;
+mod hooks;
+mod log;
+mod process;
+mod real;
+mod stack;
+mod state;
+mod sys;
+
+use libc::{c_char, c_int};
+
+extern "C" {
+    /// glibc's on_exit(3): like atexit, but the handler gets the exit status.
+    fn on_exit(handler: extern "C" fn(c_int, *mut libc::c_void), arg: *mut libc::c_void) -> c_int;
+}
+
+/// Runs at load, before `main`: glibc passes `argc`, `argv` and `envp` to
+/// `.init_array` functions.
+extern "C" fn mpaudit_init(argc: c_int, argv: *const *const c_char, envp: *const *const c_char) {
+    let Some(_guard) = guard::HookGuard::enter() else {
+        return;
+    };
+    let _errno = sys::ErrnoGuard::save();
+    hooks::resolve_all();
+    // SAFETY: load time; argv/envp come from the loader.
+    unsafe { state::init(argc, argv, envp) };
+    // SAFETY: registering plain extern "C" handlers.
+    unsafe {
+        libc::pthread_atfork(None, None, Some(process::atfork_child));
+        on_exit(process::on_exit_handler, core::ptr::null_mut());
+    }
+    process::open_log_and_start();
+    state::set_ready();
+}
+
+#[used]
+#[link_section = ".init_array"]
+static INIT: extern "C" fn(c_int, *const *const c_char, *const *const c_char) = mpaudit_init;

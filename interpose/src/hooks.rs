@@ -1,0 +1,248 @@
+//! The exported entry points. Each is a one-liner handing over to audit.rs or
+//! process.rs with a closure that calls the real function.
+//!
+//! `open`, `openat` and friends are C-variadic; stable Rust cannot define
+//! variadic functions, so they take `mode` as a fixed argument. On x86-64 and
+//! aarch64 Linux a variadic integer argument travels exactly like a fixed
+//! one, and the real function is always given the mode the program passed.
+
+#![allow(clippy::missing_safety_doc)]
+
+use crate::audit::{access, Call, PathArg};
+use crate::process;
+use libc::{c_char, c_int, c_uint, mode_t, pid_t, FILE};
+use mpaudit_core::flags::{fopen_mode_flags, OpenIntent};
+
+macro_rules! hooks {
+    ($( fn $name:ident ( $($arg:ident : $ty:ty),* ) -> $ret:ty => |$real:ident| $body:expr; )*) => {
+        #[allow(non_upper_case_globals)]
+        pub(crate) mod real_fn {
+            $( pub static $name: crate::real::Real = crate::real::Real::new(concat!(stringify!($name), "\0")); )*
+        }
+
+        /// Resolves every real function (called once, at load).
+        pub(crate) fn resolve_all() {
+            $( real_fn::$name.resolve(); )*
+        }
+
+        $(
+            #[no_mangle]
+            pub unsafe extern "C" fn $name($($arg: $ty),*) -> $ret {
+                let p = real_fn::$name.get();
+                if p == 0 {
+                    return <$ret as crate::real::Missing>::missing();
+                }
+                // SAFETY: p is libc's definition of this very function.
+                let $real: unsafe extern "C" fn($($ty),*) -> $ret = unsafe { core::mem::transmute(p) };
+                #[allow(unused_unsafe)]
+                unsafe { $body }
+            }
+        )*
+    };
+}
+
+extern "C" {
+    static environ: *const *const c_char;
+}
+
+fn open_call(op: &'static str, dirfd: c_int, path: *const c_char, flags: c_int) -> Call {
+    Call {
+        op,
+        path: PathArg { dirfd, path },
+        path2: None,
+        intent: OpenIntent::from_flags(flags),
+        flags,
+    }
+}
+
+fn fopen_call(op: &'static str, path: *const c_char, mode: *const c_char) -> Call {
+    let mode = if mode.is_null() {
+        &b""[..]
+    } else {
+        unsafe { crate::sys::c_bytes(mode, 16) }
+    };
+    open_call(
+        op,
+        libc::AT_FDCWD,
+        path,
+        fopen_mode_flags(mode).unwrap_or(libc::O_RDONLY),
+    )
+}
+
+const TEMP_FLAGS: c_int = libc::O_RDWR | libc::O_CREAT | libc::O_EXCL;
+
+fn ns_call(
+    op: &'static str,
+    path: PathArg,
+    path2: Option<PathArg>,
+    create: bool,
+    truncate: bool,
+) -> Call {
+    let intent = OpenIntent {
+        create,
+        truncate,
+        ..OpenIntent::NAMESPACE
+    };
+    Call {
+        op,
+        path,
+        path2,
+        intent,
+        flags: -1,
+    }
+}
+
+fn cwd(path: *const c_char) -> PathArg {
+    PathArg::cwd(path)
+}
+
+fn at(dirfd: c_int, path: *const c_char) -> PathArg {
+    PathArg { dirfd, path }
+}
+
+hooks! {
+    // ---- open family ----
+    fn open(path: *const c_char, flags: c_int, mode: mode_t) -> c_int =>
+        |real| access(open_call("open", libc::AT_FDCWD, path, flags), |p, _| real(p, flags, mode));
+    fn open64(path: *const c_char, flags: c_int, mode: mode_t) -> c_int =>
+        |real| access(open_call("open64", libc::AT_FDCWD, path, flags), |p, _| real(p, flags, mode));
+    fn openat(dirfd: c_int, path: *const c_char, flags: c_int, mode: mode_t) -> c_int =>
+        |real| access(open_call("openat", dirfd, path, flags), |p, _| real(dirfd, p, flags, mode));
+    fn openat64(dirfd: c_int, path: *const c_char, flags: c_int, mode: mode_t) -> c_int =>
+        |real| access(open_call("openat64", dirfd, path, flags), |p, _| real(dirfd, p, flags, mode));
+    fn creat(path: *const c_char, mode: mode_t) -> c_int =>
+        |real| access(open_call("creat", libc::AT_FDCWD, path, libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC), |p, _| real(p, mode));
+    fn creat64(path: *const c_char, mode: mode_t) -> c_int =>
+        |real| access(open_call("creat64", libc::AT_FDCWD, path, libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC), |p, _| real(p, mode));
+    // Fortified entry points (-D_FORTIFY_SOURCE): no mode argument.
+    fn __open_2(path: *const c_char, flags: c_int) -> c_int =>
+        |real| access(open_call("__open_2", libc::AT_FDCWD, path, flags), |p, _| real(p, flags));
+    fn __open64_2(path: *const c_char, flags: c_int) -> c_int =>
+        |real| access(open_call("__open64_2", libc::AT_FDCWD, path, flags), |p, _| real(p, flags));
+    fn __openat_2(dirfd: c_int, path: *const c_char, flags: c_int) -> c_int =>
+        |real| access(open_call("__openat_2", dirfd, path, flags), |p, _| real(dirfd, p, flags));
+    fn __openat64_2(dirfd: c_int, path: *const c_char, flags: c_int) -> c_int =>
+        |real| access(open_call("__openat64_2", dirfd, path, flags), |p, _| real(dirfd, p, flags));
+
+    // ---- stdio ----
+    fn fopen(path: *const c_char, mode: *const c_char) -> *mut FILE =>
+        |real| access(fopen_call("fopen", path, mode), |p, _| real(p, mode));
+    fn fopen64(path: *const c_char, mode: *const c_char) -> *mut FILE =>
+        |real| access(fopen_call("fopen64", path, mode), |p, _| real(p, mode));
+    fn freopen(path: *const c_char, mode: *const c_char, stream: *mut FILE) -> *mut FILE =>
+        |real| access(fopen_call("freopen", path, mode), |p, _| real(p, mode, stream));
+    fn freopen64(path: *const c_char, mode: *const c_char, stream: *mut FILE) -> *mut FILE =>
+        |real| access(fopen_call("freopen64", path, mode), |p, _| real(p, mode, stream));
+
+    // ---- temporary files: the path is the filled-in template ----
+    fn mkstemp(template: *mut c_char) -> c_int =>
+        |real| access(open_call("mkstemp", libc::AT_FDCWD, template, TEMP_FLAGS), |_, _| real(template));
+    fn mkstemp64(template: *mut c_char) -> c_int =>
+        |real| access(open_call("mkstemp64", libc::AT_FDCWD, template, TEMP_FLAGS), |_, _| real(template));
+    fn mkostemp(template: *mut c_char, flags: c_int) -> c_int =>
+        |real| access(open_call("mkostemp", libc::AT_FDCWD, template, TEMP_FLAGS | flags), |_, _| real(template, flags));
+    fn mkostemp64(template: *mut c_char, flags: c_int) -> c_int =>
+        |real| access(open_call("mkostemp64", libc::AT_FDCWD, template, TEMP_FLAGS | flags), |_, _| real(template, flags));
+    fn mkstemps(template: *mut c_char, suffixlen: c_int) -> c_int =>
+        |real| access(open_call("mkstemps", libc::AT_FDCWD, template, TEMP_FLAGS), |_, _| real(template, suffixlen));
+    fn mkstemps64(template: *mut c_char, suffixlen: c_int) -> c_int =>
+        |real| access(open_call("mkstemps64", libc::AT_FDCWD, template, TEMP_FLAGS), |_, _| real(template, suffixlen));
+    fn mkostemps(template: *mut c_char, suffixlen: c_int, flags: c_int) -> c_int =>
+        |real| access(open_call("mkostemps", libc::AT_FDCWD, template, TEMP_FLAGS | flags), |_, _| real(template, suffixlen, flags));
+    fn mkostemps64(template: *mut c_char, suffixlen: c_int, flags: c_int) -> c_int =>
+        |real| access(open_call("mkostemps64", libc::AT_FDCWD, template, TEMP_FLAGS | flags), |_, _| real(template, suffixlen, flags));
+
+    // ---- namespace changes ----
+    fn rename(old: *const c_char, new: *const c_char) -> c_int =>
+        |real| access(ns_call("rename", cwd(old), Some(cwd(new)), false, false), |a, b| real(a, b));
+    fn renameat(olddirfd: c_int, old: *const c_char, newdirfd: c_int, new: *const c_char) -> c_int =>
+        |real| access(ns_call("renameat", at(olddirfd, old), Some(at(newdirfd, new)), false, false), |a, b| real(olddirfd, a, newdirfd, b));
+    fn renameat2(olddirfd: c_int, old: *const c_char, newdirfd: c_int, new: *const c_char, flags: c_uint) -> c_int =>
+        |real| access(ns_call("renameat2", at(olddirfd, old), Some(at(newdirfd, new)), false, false), |a, b| real(olddirfd, a, newdirfd, b, flags));
+    fn unlink(path: *const c_char) -> c_int =>
+        |real| access(ns_call("unlink", cwd(path), None, false, false), |p, _| real(p));
+    fn unlinkat(dirfd: c_int, path: *const c_char, flags: c_int) -> c_int =>
+        |real| access(ns_call("unlinkat", at(dirfd, path), None, false, false), |p, _| real(dirfd, p, flags));
+    fn remove(path: *const c_char) -> c_int =>
+        |real| access(ns_call("remove", cwd(path), None, false, false), |p, _| real(p));
+    fn rmdir(path: *const c_char) -> c_int =>
+        |real| access(ns_call("rmdir", cwd(path), None, false, false), |p, _| real(p));
+    fn truncate(path: *const c_char, length: libc::off_t) -> c_int =>
+        |real| access(ns_call("truncate", cwd(path), None, false, true), |p, _| real(p, length));
+    fn truncate64(path: *const c_char, length: libc::off64_t) -> c_int =>
+        |real| access(ns_call("truncate64", cwd(path), None, false, true), |p, _| real(p, length));
+    fn mkdir(path: *const c_char, mode: mode_t) -> c_int =>
+        |real| access(ns_call("mkdir", cwd(path), None, true, false), |p, _| real(p, mode));
+    fn mkdirat(dirfd: c_int, path: *const c_char, mode: mode_t) -> c_int =>
+        |real| access(ns_call("mkdirat", at(dirfd, path), None, true, false), |p, _| real(dirfd, p, mode));
+    fn link(old: *const c_char, new: *const c_char) -> c_int =>
+        |real| access(ns_call("link", cwd(old), Some(cwd(new)), true, false), |a, b| real(a, b));
+    fn linkat(olddirfd: c_int, old: *const c_char, newdirfd: c_int, new: *const c_char, flags: c_int) -> c_int =>
+        |real| access(ns_call("linkat", at(olddirfd, old), Some(at(newdirfd, new)), true, false), |a, b| real(olddirfd, a, newdirfd, b, flags));
+    fn symlink(target: *const c_char, linkpath: *const c_char) -> c_int =>
+        |real| access(ns_call("symlink", cwd(target), Some(cwd(linkpath)), true, false), |a, b| real(a, b));
+    fn symlinkat(target: *const c_char, newdirfd: c_int, linkpath: *const c_char) -> c_int =>
+        |real| access(ns_call("symlinkat", cwd(target), Some(at(newdirfd, linkpath)), true, false), |a, b| real(a, newdirfd, b));
+
+    // ---- processes ----
+    fn fork() -> pid_t => |real| process::fork(|| real());
+    // vfork runs as a real fork (as BuildXL does): the child then has its own
+    // memory, so our logging in it cannot corrupt the suspended parent.
+    fn vfork() -> pid_t => |_real| process::fork(|| {
+        // SAFETY: libc's fork, resolved like every other real function.
+        let f: unsafe extern "C" fn() -> pid_t = core::mem::transmute(real_fn::fork.get());
+        f()
+    });
+    fn execve(path: *const c_char, argv: *const *const c_char, envp: *const *const c_char) -> c_int =>
+        |real| process::exec(path, argv, envp, |env| real(path, argv, env));
+    fn execv(path: *const c_char, argv: *const *const c_char) -> c_int =>
+        |_real| process::exec(path, argv, environ, |env| real_execve()(path, argv, env));
+    fn execvpe(file: *const c_char, argv: *const *const c_char, envp: *const *const c_char) -> c_int =>
+        |real| exec_searching(file, argv, envp, |env| real(file, argv, env));
+    fn execvp(file: *const c_char, argv: *const *const c_char) -> c_int =>
+        |_real| exec_searching(file, argv, environ, |env| real_execvpe()(file, argv, env));
+    fn fexecve(fd: c_int, argv: *const *const c_char, envp: *const *const c_char) -> c_int =>
+        |real| {
+            let mut exe = [0u8; 4097];
+            let n = crate::sys::fd_path(fd, &mut exe[..4096]).unwrap_or(0);
+            exe[n] = 0;
+            process::exec(exe.as_ptr().cast(), argv, envp, |env| real(fd, argv, env))
+        };
+    fn posix_spawn(pid: *mut pid_t, path: *const c_char, file_actions: *const libc::posix_spawn_file_actions_t,
+                   attrp: *const libc::posix_spawnattr_t, argv: *const *mut c_char, envp: *const *mut c_char) -> c_int =>
+        |real| process::spawn(pid, path, argv.cast(), envp.cast(), |env| real(pid, path, file_actions, attrp, argv, env.cast()));
+    fn posix_spawnp(pid: *mut pid_t, file: *const c_char, file_actions: *const libc::posix_spawn_file_actions_t,
+                    attrp: *const libc::posix_spawnattr_t, argv: *const *mut c_char, envp: *const *mut c_char) -> c_int =>
+        |real| {
+            let mut exe = [0u8; 4097];
+            let resolved = process::search_path(file, &mut exe).map_or(file, |_| exe.as_ptr().cast());
+            process::spawn(pid, resolved, argv.cast(), envp.cast(), |env| real(pid, file, file_actions, attrp, argv, env.cast()))
+        };
+    fn exit(status: c_int) -> () => |real| { process::log_exit(status); real(status) };
+    fn _exit(status: c_int) -> () => |real| { process::log_exit(status); real(status) };
+    fn _Exit(status: c_int) -> () => |real| { process::log_exit(status); real(status) };
+}
+
+fn real_execve(
+) -> unsafe extern "C" fn(*const c_char, *const *const c_char, *const *const c_char) -> c_int {
+    // SAFETY: libc's execve.
+    unsafe { core::mem::transmute(real_fn::execve.get()) }
+}
+
+fn real_execvpe(
+) -> unsafe extern "C" fn(*const c_char, *const *const c_char, *const *const c_char) -> c_int {
+    // SAFETY: libc's execvpe.
+    unsafe { core::mem::transmute(real_fn::execvpe.get()) }
+}
+
+/// execvp(e): the event names the program PATH resolves to.
+fn exec_searching(
+    file: *const c_char,
+    argv: *const *const c_char,
+    envp: *const *const c_char,
+    real: impl FnOnce(*const *const c_char) -> c_int,
+) -> c_int {
+    let mut exe = [0u8; 4097];
+    let resolved = process::search_path(file, &mut exe).map_or(file, |_| exe.as_ptr().cast());
+    process::exec(resolved, argv, envp, real)
+}

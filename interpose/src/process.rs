@@ -1,0 +1,473 @@
+//! Process lifecycle: the log file of each image, fork bookkeeping, exec and
+//! spawn with the environment doctored so that a scrubbed environment
+//! (`env -i`, a sanitising launcher) cannot drop the audit, and exit.
+
+use crate::audit::log_process;
+use crate::state::{self, SAVED};
+use crate::{log, sys};
+use libc::{c_char, c_int};
+use mpaudit_core::event::{Process, Strings};
+use std::sync::atomic::{AtomicBool, Ordering::*};
+
+static EXIT_LOGGED: AtomicBool = AtomicBool::new(false);
+
+/// A NULL-terminated C array of C strings.
+pub struct CArgv(pub *const *const c_char);
+
+impl Strings for CArgv {
+    fn each(&self, f: &mut dyn FnMut(&[u8])) {
+        if self.0.is_null() {
+            return;
+        }
+        let mut i = 0;
+        loop {
+            // SAFETY: NULL-terminated array of C strings, as exec requires.
+            let p = unsafe { *self.0.add(i) };
+            if p.is_null() || i > 1 << 16 {
+                break;
+            }
+            // SAFETY: each element is a C string.
+            f(unsafe { sys::c_bytes(p, 1 << 20) });
+            i += 1;
+        }
+    }
+}
+
+/// Opens this image's log file and writes its `start` event.
+pub fn open_log_and_start() {
+    let dir = SAVED.get().log_dir.as_bytes();
+    if dir.is_empty() {
+        return;
+    }
+    let mut path = [0u8; 4200];
+    let Some(n) = log_file_name(dir, state::pid(), sys::now_ns(), &mut path) else {
+        return;
+    };
+    make_dirs(&mut path[..n]);
+    // SAFETY: path is NUL-terminated by log_file_name.
+    let fd = unsafe {
+        sys::openat(
+            libc::AT_FDCWD,
+            path.as_ptr().cast(),
+            libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC,
+            0o644,
+        )
+    };
+    if fd < 0 {
+        warn(b"mpaudit: cannot create the event log in MPAUDIT_LOG_DIR; this process is not logged\n");
+        return;
+    }
+    log::start(fd);
+    let (_, argv) = state::argv();
+    let mut cwd = [0u8; 4096];
+    let cwd_len = sys::getcwd(&mut cwd).unwrap_or(0);
+    log_process(&Process::Start {
+        argv: &CArgv(argv),
+        exe: state::exe(),
+        cwd: &cwd[..cwd_len],
+        root: state::is_root(),
+    });
+}
+
+/// `<dir>/mpaudit-<pid>-<ns>.jsonl` with a NUL, into `out`.
+fn log_file_name(dir: &[u8], pid: i32, ns: u64, out: &mut [u8]) -> Option<usize> {
+    let mut sink = mpaudit_core::json::SliceSink::new(out);
+    use mpaudit_core::json::Sink;
+    sink.put(dir);
+    sink.put(b"/mpaudit-");
+    mpaudit_core::json::put_i64(&mut sink, pid as i64);
+    sink.put(b"-");
+    mpaudit_core::json::put_u64(&mut sink, ns);
+    sink.put(b".jsonl\0");
+    (!sink.overflow).then_some(sink.len - 1)
+}
+
+/// `mkdir -p` of the directory part of `path` (NUL-terminated after it).
+fn make_dirs(path: &mut [u8]) {
+    for i in 1..path.len() {
+        if path[i] == b'/' {
+            path[i] = 0;
+            // SAFETY: NUL-terminated prefix of path.
+            unsafe { sys::mkdirat(libc::AT_FDCWD, path.as_ptr().cast(), 0o755) };
+            path[i] = b'/';
+        }
+    }
+}
+
+pub fn warn(msg: &[u8]) {
+    sys::write_all(2, msg);
+}
+
+/// The `pthread_atfork` child handler: a fresh log for the child.
+pub extern "C" fn atfork_child() {
+    state::after_fork_child();
+    EXIT_LOGGED.store(false, SeqCst);
+    log::forget_after_fork();
+    open_log_and_start();
+}
+
+/// Runs the real fork (also used for vfork) with the worker bookkeeping.
+pub fn fork(real: impl FnOnce() -> libc::pid_t) -> libc::pid_t {
+    if !state::ready() {
+        return real();
+    }
+    let assigned = state::before_fork();
+    let pid = real();
+    if pid != 0 {
+        let saved = sys::ErrnoGuard::save();
+        state::after_fork_parent(assigned, pid < 0);
+        if pid > 0 {
+            log_process(&Process::Fork { child: pid });
+        }
+        drop(saved);
+    }
+    pid
+}
+
+// ---- exec and spawn ----------------------------------------------------------
+
+/// An environment block built in its own anonymous mapping (no malloc: exec
+/// may run in a vfork/fork child or a signal handler), unmapped on drop.
+pub struct DoctoredEnv {
+    base: *mut u8,
+    size: usize,
+    envp: *const *const c_char,
+}
+
+impl Drop for DoctoredEnv {
+    fn drop(&mut self) {
+        if !self.base.is_null() {
+            // SAFETY: our own mapping.
+            unsafe { libc::munmap(self.base.cast(), self.size) };
+        }
+    }
+}
+
+impl DoctoredEnv {
+    pub fn envp(&self) -> *const *const c_char {
+        self.envp
+    }
+}
+
+fn starts_with(p: *const c_char, prefix: &[u8]) -> bool {
+    // SAFETY: environment entries are C strings; we stop at a mismatch,
+    // which the terminating NUL always is.
+    prefix
+        .iter()
+        .enumerate()
+        .all(|(i, &b)| unsafe { *p.add(i) } as u8 == b)
+}
+
+/// `envp` with mpaudit's variables restored: LD_PRELOAD holds the library,
+/// and the `MPAUDIT_*` settings are those of this process (worker index and
+/// root pid as this process knows them). Falls back to `envp` unchanged
+/// when anything fails.
+pub fn doctor_env(envp: *const *const c_char) -> DoctoredEnv {
+    let unchanged = DoctoredEnv {
+        base: core::ptr::null_mut(),
+        size: 0,
+        envp,
+    };
+    let saved = SAVED.get();
+    let lib = saved.lib_path.as_bytes();
+    if lib.is_empty() {
+        return unchanged;
+    }
+    let mut count = 0usize;
+    let mut preload: *const c_char = core::ptr::null();
+    if !envp.is_null() {
+        // SAFETY: NULL-terminated array.
+        while !unsafe { *envp.add(count) }.is_null() {
+            let e = unsafe { *envp.add(count) };
+            if starts_with(e, b"LD_PRELOAD=") {
+                preload = e;
+            }
+            count += 1;
+        }
+    }
+    // SAFETY: C string.
+    let preload_value =
+        (!preload.is_null()).then(|| unsafe { &sys::c_bytes(preload, 1 << 20)[11..] });
+    let has_lib =
+        preload_value.is_some_and(|v| v.split(|&b| b == b':' || b == b' ').any(|p| p == lib));
+    let entries = saved.env_entries.as_bytes();
+    let strings_size = 11 + lib.len() + 1 + preload_value.map_or(0, |v| v.len()) + 1 + 64 + 64;
+    let extra = entries.iter().filter(|&&b| b == 0).count() + 3;
+    let ptrs_size = (count + extra + 1) * core::mem::size_of::<*const c_char>();
+    let size = (ptrs_size + strings_size).div_ceil(4096) * 4096;
+    // SAFETY: anonymous private mapping.
+    let base = unsafe {
+        libc::mmap(
+            core::ptr::null_mut(),
+            size,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if base == libc::MAP_FAILED {
+        return unchanged;
+    }
+    let base = base as *mut u8;
+    let ptrs = base as *mut *const c_char;
+    // SAFETY: strings area follows the pointer array inside the mapping.
+    let strings = unsafe { core::slice::from_raw_parts_mut(base.add(ptrs_size), size - ptrs_size) };
+    let mut used = 0usize;
+    let mut put = |parts: &[&[u8]]| -> *const c_char {
+        let start = used;
+        for p in parts {
+            strings[used..used + p.len()].copy_from_slice(p);
+            used += p.len();
+        }
+        strings[used] = 0;
+        used += 1;
+        strings[start..].as_ptr().cast()
+    };
+    let mut n = 0usize;
+    let mut push = |p: *const c_char| {
+        // SAFETY: n < count + extra, within the pointer array.
+        unsafe { *ptrs.add(n) = p };
+        n += 1;
+    };
+    for i in 0..count {
+        // SAFETY: i < count.
+        let e = unsafe { *envp.add(i) };
+        let ours = starts_with(e, b"MPAUDIT_");
+        if ours || (e == preload && !has_lib) {
+            continue;
+        }
+        push(e);
+    }
+    if !has_lib {
+        match preload_value {
+            Some(v) if !v.is_empty() => push(put(&[b"LD_PRELOAD=", lib, b":", v])),
+            _ => push(put(&[b"LD_PRELOAD=", lib])),
+        }
+    }
+    for entry in entries.split(|&b| b == 0).filter(|e| !e.is_empty()) {
+        // SAFETY: entries are NUL-terminated inside SAVED, which is static.
+        push(entry.as_ptr().cast());
+    }
+    let mut num = [0u8; 24];
+    if let Some(w) = state::worker() {
+        push(put(&[b"MPAUDIT_WORKER=", fmt_u64(w as u64, &mut num)]));
+    }
+    if state::root_pid() > 0 {
+        push(put(&[
+            b"MPAUDIT_ROOT_PID=",
+            fmt_u64(state::root_pid() as u64, &mut num),
+        ]));
+    }
+    push(core::ptr::null());
+    DoctoredEnv {
+        base,
+        size,
+        envp: ptrs as *const *const c_char,
+    }
+}
+
+fn fmt_u64(v: u64, buf: &mut [u8; 24]) -> &[u8] {
+    let mut sink = mpaudit_core::json::SliceSink::new(buf);
+    mpaudit_core::json::put_u64(&mut sink, v);
+    let n = sink.len;
+    &buf[..n]
+}
+
+/// Why an exec target cannot be audited by a preload library, if so.
+pub fn unaudited_reason(path: *const c_char) -> Option<&'static str> {
+    if path.is_null() {
+        return None;
+    }
+    // SAFETY: C string from the program.
+    let st = unsafe { sys::stat(path, 0) }?;
+    // SAFETY: plain getters.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    if (st.st_mode & libc::S_ISUID != 0 && st.st_uid != uid)
+        || (st.st_mode & libc::S_ISGID != 0 && st.st_gid != gid)
+    {
+        return Some("setuid");
+    }
+    // SAFETY: C string.
+    let fd = unsafe { sys::openat(libc::AT_FDCWD, path, libc::O_RDONLY | libc::O_CLOEXEC, 0) };
+    if fd < 0 {
+        return None;
+    }
+    let reason = is_static_elf(fd).then_some("static");
+    sys::close(fd);
+    reason
+}
+
+/// An ELF executable without a PT_INTERP program header is statically linked.
+fn is_static_elf(fd: c_int) -> bool {
+    let mut hdr = [0u8; 64];
+    if pread(fd, &mut hdr, 0) < 64 || &hdr[..4] != b"\x7fELF" || hdr[4] != 2 {
+        return false; // scripts and 32-bit objects: not judged here
+    }
+    let u16_at = |b: &[u8], o: usize| u16::from_le_bytes([b[o], b[o + 1]]) as u64;
+    let u64_at = |b: &[u8], o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap_or([0; 8]));
+    let (phoff, phentsize, phnum) = (u64_at(&hdr, 32), u16_at(&hdr, 54), u16_at(&hdr, 56));
+    if phentsize < 56 {
+        return false;
+    }
+    let mut ph = [0u8; 56];
+    for i in 0..phnum.min(128) {
+        if pread(fd, &mut ph, phoff + i * phentsize) < 56 {
+            return false;
+        }
+        if u32::from_le_bytes([ph[0], ph[1], ph[2], ph[3]]) == libc::PT_INTERP {
+            return false;
+        }
+    }
+    true
+}
+
+fn pread(fd: c_int, buf: &mut [u8], off: u64) -> isize {
+    // SAFETY: buf valid for its length.
+    unsafe {
+        libc::syscall(
+            libc::SYS_pread64,
+            fd,
+            buf.as_mut_ptr(),
+            buf.len(),
+            off as libc::off_t,
+        ) as isize
+    }
+}
+
+/// Resolves `file` through PATH the way execvp does (first executable hit),
+/// into `out`; a name with a slash is used as is.
+pub fn search_path(file: *const c_char, out: &mut [u8]) -> Option<usize> {
+    if file.is_null() {
+        return None;
+    }
+    // SAFETY: C string.
+    let name = unsafe { sys::c_bytes(file, 4096) };
+    if name.contains(&b'/') || name.is_empty() {
+        let n = name.len().min(out.len() - 1);
+        out[..n].copy_from_slice(&name[..n]);
+        out[n] = 0;
+        return Some(n);
+    }
+    // SAFETY: getenv reads environ; no allocation.
+    let path = unsafe { libc::getenv(c"PATH".as_ptr()) };
+    let dirs: &[u8] = if path.is_null() {
+        b"/bin:/usr/bin"
+    } else {
+        unsafe { sys::c_bytes(path, 1 << 16) }
+    };
+    for dir in dirs.split(|&b| b == b':') {
+        let dir: &[u8] = if dir.is_empty() { b"." } else { dir };
+        let n = dir.len() + 1 + name.len();
+        if n + 1 > out.len() {
+            continue;
+        }
+        out[..dir.len()].copy_from_slice(dir);
+        out[dir.len()] = b'/';
+        out[dir.len() + 1..n].copy_from_slice(name);
+        out[n] = 0;
+        // SAFETY: NUL-terminated candidate.
+        let ok = unsafe {
+            libc::syscall(
+                libc::SYS_faccessat,
+                libc::AT_FDCWD,
+                out.as_ptr(),
+                libc::X_OK,
+                0,
+            )
+        } == 0;
+        if ok {
+            return Some(n);
+        }
+    }
+    None
+}
+
+/// Logs an exec about to happen, runs it with a doctored environment, and
+/// logs its failure if it returns. `exe` is the resolved target (NUL-terminated).
+pub fn exec(
+    exe: *const c_char,
+    argv: *const *const c_char,
+    envp: *const *const c_char,
+    real: impl FnOnce(*const *const c_char) -> c_int,
+) -> c_int {
+    if !state::ready() {
+        return real(envp);
+    }
+    let env = doctor_env(envp);
+    // SAFETY: exe is NUL-terminated or NULL.
+    let exe_bytes: &[u8] = if exe.is_null() {
+        b""
+    } else {
+        unsafe { sys::c_bytes(exe, 4096) }
+    };
+    let mut cwd = [0u8; 4096];
+    let cwd_len = sys::getcwd(&mut cwd).unwrap_or(0);
+    let unaudited = unaudited_reason(exe);
+    let args = CArgv(argv);
+    let event = |result, errno| Process::Exec {
+        argv: &args,
+        exe: exe_bytes,
+        cwd: &cwd[..cwd_len],
+        result,
+        errno,
+        unaudited,
+    };
+    log_process(&event(None, 0));
+    let r = real(env.envp());
+    let saved = sys::ErrnoGuard::save();
+    log_process(&event(Some(r as i64), saved.value()));
+    drop(env);
+    drop(saved);
+    r
+}
+
+/// posix_spawn(p): doctored environment, a `spawn` event after the call.
+pub fn spawn(
+    pid: *mut libc::pid_t,
+    exe: *const c_char,
+    argv: *const *const c_char,
+    envp: *const *const c_char,
+    real: impl FnOnce(*const *const c_char) -> c_int,
+) -> c_int {
+    if !state::ready() {
+        return real(envp);
+    }
+    let env = doctor_env(envp);
+    let r = real(env.envp());
+    let saved = sys::ErrnoGuard::save();
+    // SAFETY: pid is the caller's out-pointer (may be NULL).
+    let child = if r == 0 && !pid.is_null() {
+        unsafe { *pid }
+    } else {
+        -1
+    };
+    // SAFETY: exe is NUL-terminated or NULL.
+    let exe_bytes: &[u8] = if exe.is_null() {
+        b""
+    } else {
+        unsafe { sys::c_bytes(exe, 4096) }
+    };
+    log_process(&Process::Spawn {
+        child,
+        argv: &CArgv(argv),
+        exe: exe_bytes,
+        result: r as i64,
+        errno: r,
+    });
+    drop(saved);
+    r
+}
+
+/// Logs the exit once, whichever way it comes (exit, _exit, return from main).
+pub fn log_exit(status: c_int) {
+    if state::ready() && !EXIT_LOGGED.swap(true, SeqCst) {
+        let _saved = sys::ErrnoGuard::save();
+        log_process(&Process::Exit { status });
+    }
+}
+
+/// Registered with on_exit(3): covers a return from main and exit().
+pub extern "C" fn on_exit_handler(status: c_int, _arg: *mut libc::c_void) {
+    log_exit(status)
+}

@@ -1,0 +1,256 @@
+//! Process-wide state: who this process is, and what the environment asked
+//! for at load. Written only while the process is single-threaded in
+//! practice (the load-time constructor, a freshly forked child), read
+//! lock-free everywhere else.
+
+use crate::sys;
+use std::cell::UnsafeCell;
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, AtomicU32, AtomicUsize, Ordering::*};
+
+/// A fixed-capacity byte string in static memory.
+pub struct FixedBuf<const N: usize> {
+    data: [u8; N],
+    len: usize,
+}
+
+impl<const N: usize> FixedBuf<N> {
+    pub const fn new() -> Self {
+        FixedBuf {
+            data: [0; N],
+            len: 0,
+        }
+    }
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.data[..self.len]
+    }
+    /// Replaces the content; false (and empty) if it does not fit with a NUL.
+    pub fn set(&mut self, bytes: &[u8]) -> bool {
+        if bytes.len() >= N {
+            self.len = 0;
+            return false;
+        }
+        self.data[..bytes.len()].copy_from_slice(bytes);
+        self.data[bytes.len()] = 0;
+        self.len = bytes.len();
+        true
+    }
+    /// Appends `bytes` and a NUL; false if it does not fit.
+    pub fn push_cstr(&mut self, bytes: &[u8]) -> bool {
+        if self.len + bytes.len() + 1 > N {
+            return false;
+        }
+        self.data[self.len..self.len + bytes.len()].copy_from_slice(bytes);
+        self.data[self.len + bytes.len()] = 0;
+        self.len += bytes.len() + 1;
+        true
+    }
+}
+
+pub struct Global<T>(UnsafeCell<T>);
+// SAFETY: mutated only through `get_mut`, whose callers guarantee they run
+// while no other thread can read (load time, or a freshly forked child).
+unsafe impl<T> Sync for Global<T> {}
+impl<T> Global<T> {
+    pub const fn new(v: T) -> Self {
+        Global(UnsafeCell::new(v))
+    }
+    pub fn get(&self) -> &T {
+        // SAFETY: see the Sync impl.
+        unsafe { &*self.0.get() }
+    }
+    /// # Safety
+    /// No other thread may access the value at the same time.
+    #[allow(clippy::mut_from_ref)]
+    pub unsafe fn get_mut(&self) -> &mut T {
+        // SAFETY: the caller guarantees exclusivity.
+        unsafe { &mut *self.0.get() }
+    }
+}
+
+/// Settings and paths captured at load.
+pub struct Saved {
+    /// Absolute path of libmpaudit.so, for re-injecting LD_PRELOAD.
+    pub lib_path: FixedBuf<4096>,
+    /// `/proc/self/exe` of this image.
+    pub exe: FixedBuf<4096>,
+    pub log_dir: FixedBuf<4096>,
+    /// Every `MPAUDIT_*=…` entry of the environment at load except those
+    /// the library computes (worker, root pid), NUL-separated, to restore
+    /// in the environment of exec'ed programs.
+    pub env_entries: FixedBuf<65536>,
+    pub fork_workers: bool,
+}
+
+pub static SAVED: Global<Saved> = Global::new(Saved {
+    lib_path: FixedBuf::new(),
+    exe: FixedBuf::new(),
+    log_dir: FixedBuf::new(),
+    env_entries: FixedBuf::new(),
+    fork_workers: false,
+});
+
+static READY: AtomicBool = AtomicBool::new(false);
+static PID: AtomicI32 = AtomicI32::new(0);
+static PPID: AtomicI32 = AtomicI32::new(0);
+/// -1 when this process is not a worker.
+static WORKER: AtomicI64 = AtomicI64::new(-1);
+/// The pid of the fork-mode root process (0 outside fork mode).
+static ROOT_PID: AtomicI32 = AtomicI32::new(0);
+/// Next worker index a fork of the root process hands out.
+static NEXT_WORKER: AtomicU32 = AtomicU32::new(0);
+/// The worker index the fork under way hands to its child (-1: none).
+static PENDING_WORKER: AtomicI64 = AtomicI64::new(-1);
+static MAIN_BASE: AtomicUsize = AtomicUsize::new(0);
+/// argv of this image, kept to describe forked children.
+static ARGC: AtomicI32 = AtomicI32::new(0);
+static ARGV: AtomicUsize = AtomicUsize::new(0);
+
+pub fn ready() -> bool {
+    READY.load(Acquire)
+}
+pub fn set_ready() {
+    READY.store(true, Release)
+}
+pub fn pid() -> i32 {
+    PID.load(Relaxed)
+}
+pub fn ppid() -> i32 {
+    PPID.load(Relaxed)
+}
+pub fn worker() -> Option<u32> {
+    let w = WORKER.load(Relaxed);
+    (w >= 0).then_some(w as u32)
+}
+pub fn root_pid() -> i32 {
+    ROOT_PID.load(Relaxed)
+}
+/// This process hands out worker indices to the children it forks.
+pub fn is_root() -> bool {
+    SAVED.get().fork_workers && root_pid() == pid() && worker().is_none()
+}
+pub fn main_base() -> usize {
+    MAIN_BASE.load(Relaxed)
+}
+pub fn exe() -> &'static [u8] {
+    SAVED.get().exe.as_bytes()
+}
+pub fn argv() -> (i32, *const *const libc::c_char) {
+    (
+        ARGC.load(Relaxed),
+        ARGV.load(Relaxed) as *const *const libc::c_char,
+    )
+}
+
+fn parse_u32(b: &[u8]) -> Option<u32> {
+    if b.is_empty() || b.len() > 9 {
+        return None;
+    }
+    b.iter().try_fold(0u32, |acc, &c| {
+        c.is_ascii_digit().then(|| acc * 10 + (c - b'0') as u32)
+    })
+}
+
+/// Reads the environment and the process's identity. Runs once, at load.
+///
+/// # Safety
+/// Called from the constructor, before any hook can run on another thread
+/// of this library's making; `argv`/`envp` are the loader's arrays.
+pub unsafe fn init(argc: i32, argv: *const *const libc::c_char, envp: *const *const libc::c_char) {
+    // SAFETY: load time, see above.
+    let saved = unsafe { SAVED.get_mut() };
+    ARGC.store(argc, Relaxed);
+    ARGV.store(argv as usize, Relaxed);
+    PID.store(sys::getpid(), Relaxed);
+    PPID.store(sys::getppid(), Relaxed);
+
+    let mut env_root_pid = None;
+    let mut i = 0;
+    while !envp.is_null() {
+        // SAFETY: envp is NULL-terminated.
+        let entry = unsafe { *envp.add(i) };
+        if entry.is_null() {
+            break;
+        }
+        i += 1;
+        // SAFETY: each entry is a C string.
+        let kv = unsafe { sys::c_bytes(entry, 1 << 20) };
+        let Some(eq) = kv.iter().position(|&b| b == b'=') else {
+            continue;
+        };
+        let (key, value) = (&kv[..eq], &kv[eq + 1..]);
+        match key {
+            b"MPAUDIT_WORKER" => {
+                if let Some(w) = parse_u32(value) {
+                    WORKER.store(w as i64, Relaxed);
+                }
+            }
+            b"MPAUDIT_ROOT_PID" => env_root_pid = parse_u32(value),
+            _ => {
+                if key == b"MPAUDIT_LOG_DIR" {
+                    saved.log_dir.set(value);
+                }
+                if key == b"MPAUDIT_FORK_WORKERS" {
+                    saved.fork_workers = value == b"1";
+                }
+                if key.starts_with(b"MPAUDIT_") {
+                    saved.env_entries.push_cstr(kv);
+                }
+            }
+        }
+    }
+    if saved.fork_workers {
+        // The first image in fork mode is the root; its exec'ed successors
+        // (same pid) stay root; everything else inherits its root's pid.
+        ROOT_PID.store(env_root_pid.map(|p| p as i32).unwrap_or(pid()), Relaxed);
+    }
+
+    // SAFETY: dladdr on one of our own functions.
+    let mut info: libc::Dl_info = unsafe { core::mem::zeroed() };
+    if unsafe { libc::dladdr(init as *const libc::c_void, &mut info) } != 0
+        && !info.dli_fname.is_null()
+    {
+        // SAFETY: loader-owned C string.
+        saved
+            .lib_path
+            .set(unsafe { sys::c_bytes(info.dli_fname, 4096) });
+    }
+    let mut buf = [0u8; 4096];
+    // SAFETY: literal C string.
+    if let Some(n) = unsafe { sys::readlink(c"/proc/self/exe".as_ptr(), &mut buf) } {
+        saved.exe.set(&buf[..n]);
+    }
+    // SAFETY: AT_ENTRY lies in the main program; dladdr gives its base.
+    let entry = unsafe { libc::getauxval(libc::AT_ENTRY) } as usize;
+    if entry != 0 && unsafe { libc::dladdr(entry as *const libc::c_void, &mut info) } != 0 {
+        MAIN_BASE.store(info.dli_fbase as usize, Relaxed);
+    }
+}
+
+/// Called by a fork hook in the parent just before the real fork: the root
+/// assigns the next worker index to the child to be.
+pub fn before_fork() -> Option<u32> {
+    let w = is_root().then(|| NEXT_WORKER.fetch_add(1, Relaxed));
+    PENDING_WORKER.store(w.map(|w| w as i64).unwrap_or(-1), Relaxed);
+    w
+}
+
+/// In the parent after the fork: clears the pending index and gives it back
+/// if the fork failed.
+pub fn after_fork_parent(assigned: Option<u32>, failed: bool) {
+    PENDING_WORKER.store(-1, Relaxed);
+    if let (Some(w), true) = (assigned, failed) {
+        let _ = NEXT_WORKER.compare_exchange(w + 1, w, Relaxed, Relaxed);
+    }
+}
+
+/// In the child, from the `pthread_atfork` child handler (which runs for
+/// every fork through glibc, whether or not our hook saw it).
+pub fn after_fork_child() {
+    crate::guard::forget_tid();
+    PID.store(sys::getpid(), Relaxed);
+    PPID.store(sys::getppid(), Relaxed);
+    let pending = PENDING_WORKER.swap(-1, Relaxed);
+    if pending >= 0 {
+        WORKER.store(pending, Relaxed);
+    }
+}

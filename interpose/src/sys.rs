@@ -1,0 +1,226 @@
+//! Thin wrappers over raw system calls.
+//!
+//! The library never calls the libc functions it intercepts (that would
+//! re-enter its own hooks, since a preloaded `open` is found first by every
+//! caller, including this library). Everything here is async-signal-safe.
+
+use libc::{c_char, c_int, c_long};
+
+pub fn errno() -> c_int {
+    // SAFETY: __errno_location returns this thread's errno slot.
+    unsafe { *libc::__errno_location() }
+}
+
+pub fn set_errno(e: c_int) {
+    // SAFETY: as above.
+    unsafe { *libc::__errno_location() = e }
+}
+
+/// Saves errno on creation and restores it on drop, so that nothing the
+/// library does after the real call can change what the program sees.
+pub struct ErrnoGuard(c_int);
+
+impl ErrnoGuard {
+    pub fn save() -> Self {
+        ErrnoGuard(errno())
+    }
+    pub fn value(&self) -> c_int {
+        self.0
+    }
+}
+
+impl Drop for ErrnoGuard {
+    fn drop(&mut self) {
+        set_errno(self.0)
+    }
+}
+
+/// Result of a raw syscall: the value, or `-errno`.
+fn ret(r: c_long) -> c_long {
+    if r < 0 {
+        -(errno() as c_long)
+    } else {
+        r
+    }
+}
+
+pub unsafe fn openat(dirfd: c_int, path: *const c_char, flags: c_int, mode: libc::mode_t) -> c_int {
+    // SAFETY: the caller passes a NUL-terminated path.
+    ret(unsafe { libc::syscall(libc::SYS_openat, dirfd, path, flags, mode as c_long) }) as c_int
+}
+
+pub fn close(fd: c_int) {
+    // SAFETY: closing a descriptor this library owns.
+    unsafe { libc::syscall(libc::SYS_close, fd) };
+}
+
+pub unsafe fn mkdirat(dirfd: c_int, path: *const c_char, mode: libc::mode_t) -> c_int {
+    // SAFETY: NUL-terminated path from the caller.
+    ret(unsafe { libc::syscall(libc::SYS_mkdirat, dirfd, path, mode as c_long) }) as c_int
+}
+
+/// The cwd into `buf`, without the NUL; `None` if it does not fit or the
+/// cwd is unreachable (the kernel then prefixes "(unreachable)").
+pub fn getcwd(buf: &mut [u8]) -> Option<usize> {
+    // SAFETY: the kernel writes at most buf.len() bytes.
+    let r = unsafe { libc::syscall(libc::SYS_getcwd, buf.as_mut_ptr(), buf.len()) };
+    if r <= 1 || buf.first() != Some(&b'/') {
+        return None;
+    }
+    Some(r as usize - 1)
+}
+
+pub unsafe fn readlink(path: *const c_char, buf: &mut [u8]) -> Option<usize> {
+    // SAFETY: NUL-terminated path; the kernel writes at most buf.len() bytes.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_readlinkat,
+            libc::AT_FDCWD,
+            path,
+            buf.as_mut_ptr(),
+            buf.len(),
+        )
+    };
+    if r < 0 || r as usize >= buf.len() {
+        None
+    } else {
+        Some(r as usize)
+    }
+}
+
+/// The path a directory descriptor refers to, via /proc/self/fd/N.
+pub fn fd_path(fd: c_int, buf: &mut [u8]) -> Option<usize> {
+    let mut link = [0u8; 32];
+    let prefix = b"/proc/self/fd/";
+    link[..prefix.len()].copy_from_slice(prefix);
+    let mut n = prefix.len();
+    let mut digits = [0u8; 12];
+    let mut i = digits.len();
+    let mut v = fd as u32;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    let d = &digits[i..];
+    link[n..n + d.len()].copy_from_slice(d);
+    n += d.len();
+    link[n] = 0;
+    // SAFETY: link is NUL-terminated.
+    let len = unsafe { readlink(link.as_ptr().cast(), buf)? };
+    (buf.first() == Some(&b'/')).then_some(len)
+}
+
+pub fn gettid() -> c_int {
+    // SAFETY: no arguments.
+    unsafe { libc::syscall(libc::SYS_gettid) as c_int }
+}
+
+pub fn getpid() -> c_int {
+    // SAFETY: no arguments.
+    unsafe { libc::syscall(libc::SYS_getpid) as c_int }
+}
+
+pub fn getppid() -> c_int {
+    // SAFETY: no arguments.
+    unsafe { libc::syscall(libc::SYS_getppid) as c_int }
+}
+
+/// Wall-clock nanoseconds (vDSO, no syscall).
+pub fn now_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Grows the file to at least `len` bytes with real blocks behind them
+/// (never shrinks it, unlike ftruncate). Returns 0 or -errno.
+pub fn fallocate(fd: c_int, len: u64) -> c_long {
+    // SAFETY: plain syscall on our own descriptor.
+    ret(unsafe {
+        libc::syscall(
+            libc::SYS_fallocate,
+            fd,
+            0,
+            0 as libc::off_t,
+            len as libc::off_t,
+        )
+    })
+}
+
+pub fn pwrite_all(fd: c_int, mut buf: &[u8], mut off: u64) -> bool {
+    while !buf.is_empty() {
+        // SAFETY: buf is valid for its length.
+        let r = ret(unsafe {
+            libc::syscall(
+                libc::SYS_pwrite64,
+                fd,
+                buf.as_ptr(),
+                buf.len(),
+                off as libc::off_t,
+            )
+        });
+        if r == -(libc::EINTR as c_long) {
+            continue;
+        }
+        if r <= 0 {
+            return false;
+        }
+        buf = &buf[r as usize..];
+        off += r as u64;
+    }
+    true
+}
+
+pub fn write_all(fd: c_int, mut buf: &[u8]) {
+    while !buf.is_empty() {
+        // SAFETY: buf is valid for its length.
+        let r = ret(unsafe { libc::syscall(libc::SYS_write, fd, buf.as_ptr(), buf.len()) });
+        if r == -(libc::EINTR as c_long) {
+            continue;
+        }
+        if r <= 0 {
+            return;
+        }
+        buf = &buf[r as usize..];
+    }
+}
+
+/// `stat` through the raw syscall (newfstatat), for checks of our own.
+pub unsafe fn stat(path: *const c_char, flags: c_int) -> Option<libc::stat> {
+    // SAFETY: zeroed stat is a valid out-parameter; path is NUL-terminated.
+    let mut st: libc::stat = unsafe { core::mem::zeroed() };
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_newfstatat,
+            libc::AT_FDCWD,
+            path,
+            &mut st as *mut libc::stat,
+            flags,
+        )
+    };
+    (r == 0).then_some(st)
+}
+
+/// Length of a NUL-terminated C string, bounded.
+pub unsafe fn c_strlen(p: *const c_char, max: usize) -> usize {
+    let mut n = 0;
+    // SAFETY: the caller guarantees p is a C string; we stop at max.
+    while n < max && unsafe { *p.add(n) } != 0 {
+        n += 1;
+    }
+    n
+}
+
+/// A C string as bytes (without NUL), bounded to `max` bytes.
+pub unsafe fn c_bytes<'a>(p: *const c_char, max: usize) -> &'a [u8] {
+    // SAFETY: p points to at least c_strlen(p) readable bytes.
+    unsafe { core::slice::from_raw_parts(p.cast(), c_strlen(p, max)) }
+}
