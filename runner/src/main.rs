@@ -2,7 +2,12 @@
 //! report rogue writers. See `mpaudit --help` and docs/.
 
 mod cli;
+mod demangle;
 mod duration;
+mod events;
+mod memory;
+mod procs;
+mod supervise;
 mod jobfile;
 mod libpath;
 mod plan;

@@ -1,0 +1,579 @@
+//! The dispatcher: it alone owns the run's state. A signal thread only sends
+//! it messages; it spawns every process in its own process group, reaps
+//! every child (it is a child subreaper, so orphaned grandchildren come back
+//! to it), stops the job with TERM, a grace period, then KILL, and returns
+//! only when it has no child left.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::io::{IsTerminal, Read, Seek, SeekFrom, Write};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use serde::Serialize;
+
+use crate::jobfile::{Mode, OnFailure};
+use crate::memory::{self, Peak};
+use crate::plan::Plan;
+use crate::procs;
+
+const TICK: Duration = Duration::from_millis(50);
+const SAMPLE_EVERY: Duration = Duration::from_millis(250);
+const STATUS_EVERY: Duration = Duration::from_millis(500);
+
+/// Why the runner stopped a process.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    Timeout,
+    /// `on_failure = "kill"` after this worker failed.
+    WorkerFailed(usize),
+    Interrupted,
+}
+
+/// How one process the runner started ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Outcome {
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub core_dumped: bool,
+    pub wall_time_ms: u64,
+    /// Set when the runner had asked it to stop before it ended.
+    pub stopped_by: Option<StopReason>,
+    /// The process could not be started at all.
+    pub spawn_error: Option<String>,
+}
+
+impl Outcome {
+    pub fn success(&self) -> bool {
+        self.exit_code == Some(0) && self.spawn_error.is_none()
+    }
+}
+
+/// A process the runner started: worker k (spawn mode) or the root (fork mode).
+#[derive(Debug, Clone)]
+pub struct Started {
+    pub worker: Option<usize>,
+    pub pid: i32,
+    pub started: Instant,
+    pub outcome: Option<Outcome>,
+    pub memory: Peak,
+    pub stdout: PathBuf,
+    pub stderr: PathBuf,
+}
+
+/// What the dispatcher hands back.
+#[derive(Debug, Clone)]
+pub struct RunResult {
+    pub procs: Vec<Started>,
+    /// Fork mode: children of the root, by pid, with start time (clock
+    /// ticks, for fork order) and peak memory.
+    pub forked: BTreeMap<i32, (u64, Peak)>,
+    /// Processes still alive after the started ones ended, which the runner
+    /// stopped (daemonised grandchildren, orphaned workers).
+    pub strays: Vec<i32>,
+    pub stop: Option<StopReason>,
+    pub wall: Duration,
+    pub started_unix_ns: u128,
+}
+
+impl RunResult {
+    /// The job failed: a started process did not exit 0, or the run was
+    /// stopped (timeout, interruption).
+    pub fn failed(&self) -> bool {
+        self.stop.is_some() || self.procs.iter().any(|p| !p.outcome.as_ref().is_some_and(Outcome::success))
+    }
+}
+
+enum Msg {
+    Signal(Signal),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Phase {
+    Running,
+    /// TERM sent; KILL at the deadline.
+    Terminating(Instant),
+    Killing,
+}
+
+const HANDLED: [Signal; 5] = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGQUIT, Signal::SIGCHLD];
+
+fn handled_set() -> SigSet {
+    let mut s = SigSet::empty();
+    for sig in HANDLED {
+        s.add(sig);
+    }
+    s
+}
+
+/// Blocks the handled signals in this thread (inherited by threads spawned
+/// later) and starts the thread that turns them into messages.
+fn start_signal_thread(tx: mpsc::Sender<Msg>) -> Result<(), String> {
+    let set = handled_set();
+    nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None)
+        .map_err(|e| format!("cannot block signals: {e}"))?;
+    std::thread::Builder::new()
+        .name("mpaudit-signals".into())
+        .spawn(move || loop {
+            match set.wait() {
+                Ok(sig) => {
+                    if tx.send(Msg::Signal(sig)).is_err() {
+                        return;
+                    }
+                }
+                Err(_) => std::thread::sleep(TICK),
+            }
+        })
+        .map_err(|e| format!("cannot start the signal thread: {e}"))?;
+    Ok(())
+}
+
+struct Dispatcher<'a> {
+    plan: &'a Plan,
+    me: i32,
+    procs: Vec<Started>,
+    forked: BTreeMap<i32, (u64, Peak)>,
+    phase: Phase,
+    stop: Option<StopReason>,
+    cleaning: bool,
+    strays: BTreeSet<i32>,
+    interrupts: u32,
+    no_children: bool,
+    status: Option<StatusLine>,
+}
+
+/// Runs the plan to completion. `Err` only for failures before any process
+/// was started (exit status 2).
+pub fn run(plan: &Plan, program: &Path, preload: &Path) -> Result<RunResult, String> {
+    let start = Instant::now();
+    let started_unix_ns = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    // SAFETY: prctl with integer arguments only.
+    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
+        return Err(format!("prctl(PR_SET_CHILD_SUBREAPER): {}", std::io::Error::last_os_error()));
+    }
+    std::fs::create_dir_all(&plan.log_dir).map_err(|e| format!("log directory {}: {e}", plan.log_dir.display()))?;
+    std::fs::create_dir_all(&plan.workers_dir)
+        .map_err(|e| format!("workers directory {}: {e}", plan.workers_dir.display()))?;
+    for k in 0..plan.workers {
+        let d = plan.worker_dir(k);
+        std::fs::create_dir_all(&d).map_err(|e| format!("{}: {e}", d.display()))?;
+    }
+    let (tx, rx) = mpsc::channel();
+    start_signal_thread(tx)?;
+
+    let inherited_ld = std::env::var("LD_PRELOAD").ok();
+    let mut d = Dispatcher {
+        plan,
+        me: std::process::id() as i32,
+        procs: Vec::new(),
+        forked: BTreeMap::new(),
+        phase: Phase::Running,
+        stop: None,
+        cleaning: false,
+        strays: BTreeSet::new(),
+        interrupts: 0,
+        no_children: false,
+        status: (!plan.quiet && std::io::stderr().is_terminal()).then(|| StatusLine::new(&plan.log_dir)),
+    };
+    let labels: Vec<Option<usize>> = match plan.mode {
+        Mode::Spawn => (0..plan.workers).map(Some).collect(),
+        Mode::Fork => vec![None],
+    };
+    for k in labels {
+        let env = plan.mpaudit_env(k, preload, inherited_ld.as_deref());
+        d.spawn(k, program, &env)?;
+    }
+    d.dispatch(&rx, start);
+    if let Some(s) = &mut d.status {
+        s.clear();
+    }
+    Ok(RunResult {
+        procs: d.procs,
+        forked: d.forked,
+        strays: d.strays.into_iter().collect(),
+        stop: d.stop,
+        wall: start.elapsed(),
+        started_unix_ns,
+    })
+}
+
+impl Dispatcher<'_> {
+    fn spawn(&mut self, k: Option<usize>, program: &Path, env: &[(String, String)]) -> Result<(), String> {
+        let plan = self.plan;
+        let dir = plan.output_dir(k);
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let (out_path, err_path) = (dir.join("stdout.log"), dir.join("stderr.log"));
+        let out = File::create(&out_path).map_err(|e| format!("{}: {e}", out_path.display()))?;
+        let err = File::create(&err_path).map_err(|e| format!("{}: {e}", err_path.display()))?;
+        let mut cmd = Command::new(program);
+        cmd.arg0(&plan.command[0])
+            .args(&plan.command[1..])
+            .current_dir(&plan.job_dir)
+            .envs(plan.env.iter())
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err);
+        let parent = self.me;
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                let empty = libc_sigset_empty();
+                libc::pthread_sigmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+                if libc::setpgid(0, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // If the runner dies without cleaning up, its direct
+                // children die with it.
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+                if libc::getppid() != parent {
+                    libc::_exit(137);
+                }
+                Ok(())
+            });
+        }
+        let started = Instant::now();
+        match cmd.spawn() {
+            Ok(child) => {
+                let pid = child.id() as i32;
+                // The parent sets the group too, so that a TERM sent right
+                // after spawn reaches the right group (both may race).
+                let _ = nix::unistd::setpgid(Pid::from_raw(pid), Pid::from_raw(pid));
+                // `child` is dropped without waiting: the dispatcher reaps
+                // every pid itself with waitpid(-1).
+                drop(child);
+                self.procs.push(Started { worker: k, pid, started, outcome: None, memory: Peak::default(), stdout: out_path, stderr: err_path });
+            }
+            Err(e) => {
+                let _ = writeln!(File::options().append(true).open(&err_path).map_err(|e| e.to_string())?, "mpaudit: cannot start {}: {e}", program.display());
+                self.procs.push(Started {
+                    worker: k,
+                    pid: 0,
+                    started,
+                    outcome: Some(Outcome {
+                        exit_code: None,
+                        signal: None,
+                        core_dumped: false,
+                        wall_time_ms: 0,
+                        stopped_by: None,
+                        spawn_error: Some(e.to_string()),
+                    }),
+                    memory: Peak::default(),
+                    stdout: out_path,
+                    stderr: err_path,
+                });
+                self.on_failure(k);
+            }
+        }
+        Ok(())
+    }
+
+    fn all_done(&self) -> bool {
+        self.procs.iter().all(|p| p.outcome.is_some())
+    }
+
+    fn dispatch(&mut self, rx: &mpsc::Receiver<Msg>, start: Instant) {
+        let mut next_sample = Instant::now();
+        let mut next_status = start + Duration::from_secs(1);
+        loop {
+            self.reap();
+            let now = Instant::now();
+            if self.phase == Phase::Running && !self.all_done() {
+                if let Some(t) = self.plan.timeout {
+                    if now >= start + t {
+                        self.begin_stop(StopReason::Timeout);
+                    }
+                }
+            }
+            if self.all_done() {
+                if self.no_children {
+                    break;
+                }
+                if !self.cleaning {
+                    // The started processes are gone but something they
+                    // left behind is still alive (or not yet reaped).
+                    self.cleaning = true;
+                    if self.phase == Phase::Running {
+                        self.phase = Phase::Terminating(now + self.plan.grace);
+                    }
+                    self.signal_all(Signal::SIGTERM);
+                }
+            }
+            if let Phase::Terminating(deadline) = self.phase {
+                if now >= deadline {
+                    self.phase = Phase::Killing;
+                }
+            }
+            if self.phase == Phase::Killing {
+                self.signal_all(Signal::SIGKILL);
+            }
+            if now >= next_sample && !self.all_done() {
+                self.sample_memory();
+                next_sample = now + SAMPLE_EVERY;
+            }
+            if now >= next_status {
+                let (running, done) = self.counts();
+                if let Some(s) = &mut self.status {
+                    s.update(running, done, start.elapsed());
+                }
+                next_status = now + STATUS_EVERY;
+            }
+            match rx.recv_timeout(TICK) {
+                Ok(Msg::Signal(sig)) => self.on_signal(sig),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => std::thread::sleep(TICK),
+            }
+        }
+    }
+
+    fn counts(&self) -> (usize, usize) {
+        let done = self.procs.iter().filter(|p| p.outcome.is_some()).count();
+        let total = match self.plan.mode {
+            Mode::Spawn => self.procs.len(),
+            Mode::Fork => self.forked.len().max(self.procs.len()),
+        };
+        match self.plan.mode {
+            Mode::Spawn => (total - done, done),
+            Mode::Fork => {
+                let root = self.procs.first().map(|p| p.pid).unwrap_or(0);
+                let running = procs::children(root).len();
+                (running, self.forked.len().saturating_sub(running))
+            }
+        }
+    }
+
+    fn on_signal(&mut self, sig: Signal) {
+        match sig {
+            Signal::SIGCHLD => {}
+            _ => {
+                self.interrupts += 1;
+                if self.interrupts == 1 && self.phase == Phase::Running {
+                    if let Some(s) = &mut self.status {
+                        s.clear();
+                    }
+                    eprintln!("mpaudit: {sig}: stopping the job (TERM, {} grace period, then KILL); again to kill at once", crate::duration::format_duration(self.plan.grace));
+                    self.begin_stop(StopReason::Interrupted);
+                } else {
+                    self.phase = Phase::Killing;
+                    if self.stop.is_none() {
+                        self.stop = Some(StopReason::Interrupted);
+                    }
+                    self.signal_all(Signal::SIGKILL);
+                }
+            }
+        }
+    }
+
+    fn begin_stop(&mut self, why: StopReason) {
+        if self.phase != Phase::Running {
+            return;
+        }
+        self.stop = Some(why);
+        self.phase = Phase::Terminating(Instant::now() + self.plan.grace);
+        self.signal_all(Signal::SIGTERM);
+    }
+
+    fn on_failure(&mut self, k: Option<usize>) {
+        if self.plan.on_failure == OnFailure::Kill && self.phase == Phase::Running && !self.all_done() {
+            self.begin_stop(StopReason::WorkerFailed(k.unwrap_or(0)));
+        }
+    }
+
+    /// Sends `sig` to every started process's group and to every descendant
+    /// (which may have left its group with setsid).
+    fn signal_all(&mut self, sig: Signal) {
+        for p in &self.procs {
+            if p.pid > 0 && p.outcome.is_none() {
+                let _ = nix::sys::signal::killpg(Pid::from_raw(p.pid), sig);
+            }
+        }
+        let tracked: BTreeSet<i32> = self.procs.iter().filter(|p| p.outcome.is_none()).map(|p| p.pid).collect();
+        for pid in procs::descendants(self.me) {
+            if self.cleaning && !tracked.contains(&pid) {
+                self.strays.insert(pid);
+            }
+            let _ = nix::sys::signal::kill(Pid::from_raw(pid), sig);
+        }
+    }
+
+    /// Reaps every child that has ended, without blocking.
+    fn reap(&mut self) {
+        loop {
+            match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) => return,
+                Ok(status) => {
+                    let Some(pid) = status.pid() else { continue };
+                    let raw = match status {
+                        WaitStatus::Exited(_, code) => Some((Some(code), None, false)),
+                        WaitStatus::Signaled(_, sig, core) => Some((None, Some(sig as i32), core)),
+                        _ => None,
+                    };
+                    let Some((exit_code, signal, core_dumped)) = raw else { continue };
+                    let stop = match self.phase {
+                        Phase::Running => None,
+                        _ => self.stop.clone(),
+                    };
+                    let mut failed = None;
+                    if let Some(p) = self.procs.iter_mut().find(|p| p.pid == pid.as_raw() && p.outcome.is_none()) {
+                        let o = Outcome {
+                            exit_code,
+                            signal,
+                            core_dumped,
+                            wall_time_ms: p.started.elapsed().as_millis() as u64,
+                            stopped_by: stop,
+                            spawn_error: None,
+                        };
+                        if !o.success() && o.stopped_by.is_none() {
+                            failed = Some(p.worker);
+                        }
+                        p.outcome = Some(o);
+                    } else if self.plan.mode == Mode::Spawn || !self.forked.contains_key(&pid.as_raw()) {
+                        // An orphan that came back to us as subreaper.
+                        if self.all_done() {
+                            self.strays.insert(pid.as_raw());
+                        }
+                    }
+                    if let Some(k) = failed {
+                        self.on_failure(k);
+                    }
+                }
+                Err(nix::errno::Errno::ECHILD) => {
+                    self.no_children = true;
+                    return;
+                }
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(_) => return,
+            }
+        }
+    }
+
+    fn sample_memory(&mut self) {
+        for p in &mut self.procs {
+            if p.pid > 0 && p.outcome.is_none() {
+                if let Some(s) = memory::sample(p.pid) {
+                    p.memory.add(s);
+                }
+            }
+        }
+        if self.plan.mode == Mode::Fork {
+            let Some(root) = self.procs.first().filter(|p| p.outcome.is_none()).map(|p| p.pid) else { return };
+            for c in procs::children(root) {
+                let Some((_, _, starttime)) = procs::stat(c) else { continue };
+                let entry = self.forked.entry(c).or_insert((starttime, Peak::default()));
+                if let Some(s) = memory::sample(c) {
+                    entry.1.add(s);
+                }
+            }
+        }
+    }
+}
+
+fn libc_sigset_empty() -> libc::sigset_t {
+    // SAFETY: sigemptyset initialises the set it is given.
+    unsafe {
+        let mut s = std::mem::zeroed::<libc::sigset_t>();
+        libc::sigemptyset(&mut s);
+        s
+    }
+}
+
+/// The live status line on a terminal's stderr: workers, events, rogue
+/// writes so far. It counts complete lines in the log files as they grow.
+struct StatusLine {
+    log_dir: PathBuf,
+    offsets: BTreeMap<PathBuf, u64>,
+    events: u64,
+    rogue: u64,
+    shown: bool,
+}
+
+impl StatusLine {
+    fn new(log_dir: &Path) -> Self {
+        StatusLine { log_dir: log_dir.to_path_buf(), offsets: BTreeMap::new(), events: 0, rogue: 0, shown: false }
+    }
+
+    fn scan(&mut self) {
+        let Ok(dir) = std::fs::read_dir(&self.log_dir) else { return };
+        for e in dir.flatten() {
+            let path = e.path();
+            if !crate::events::is_log_name(&e.file_name().to_string_lossy()) {
+                continue;
+            }
+            let off = self.offsets.entry(path.clone()).or_insert(0);
+            let Ok(mut f) = File::open(&path) else { continue };
+            if f.seek(SeekFrom::Start(*off)).is_err() {
+                continue;
+            }
+            let mut buf = Vec::new();
+            if f.take(4 << 20).read_to_end(&mut buf).is_err() {
+                continue;
+            }
+            // Only complete lines; NUL padding is not content.
+            let Some(last_nl) = buf.iter().rposition(|&b| b == b'\n') else { continue };
+            for line in buf[..last_nl].split(|&b| b == b'\n') {
+                if line.iter().any(|&b| b != 0) {
+                    self.events += 1;
+                    if memchr_str(line, b"\"verdict\":\"rogue\"") {
+                        self.rogue += 1;
+                    }
+                }
+            }
+            *off += last_nl as u64 + 1;
+        }
+    }
+
+    fn update(&mut self, running: usize, done: usize, elapsed: Duration) {
+        self.scan();
+        let line = format!(
+            "mpaudit: {}  workers: {running} running, {done} finished  events: {}  rogue writes: {}",
+            crate::duration::format_duration(Duration::from_secs(elapsed.as_secs())),
+            self.events,
+            self.rogue
+        );
+        let mut err = std::io::stderr().lock();
+        let _ = write!(err, "\r\x1b[K{line}");
+        let _ = err.flush();
+        self.shown = true;
+    }
+
+    fn clear(&mut self) {
+        if self.shown {
+            let mut err = std::io::stderr().lock();
+            let _ = write!(err, "\r\x1b[K");
+            let _ = err.flush();
+            self.shown = false;
+        }
+    }
+}
+
+fn memchr_str(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// The last `n` lines of a file (reading at most its last 64 KiB).
+pub fn tail(path: &Path, n: usize) -> Vec<String> {
+    let Ok(mut f) = File::open(path) else { return Vec::new() };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let start = len.saturating_sub(64 * 1024);
+    if f.seek(SeekFrom::Start(start)).is_err() {
+        return Vec::new();
+    }
+    let mut buf = Vec::new();
+    let _ = f.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf);
+    let lines: Vec<&str> = text.lines().collect();
+    let skip_partial = usize::from(start > 0 && lines.len() > n);
+    lines[skip_partial.max(lines.len().saturating_sub(n))..].iter().map(|s| s.to_string()).collect()
+}
+
+/// Signal number to name (`SIGSEGV`), for reports.
+pub fn signal_name(sig: i32) -> String {
+    Signal::try_from(sig).map(|s| s.as_str().to_string()).unwrap_or_else(|_| format!("signal {sig}"))
+}
