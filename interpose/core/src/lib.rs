@@ -5,6 +5,9 @@
 
 pub mod event;
 pub mod flags;
+pub mod glob;
 pub mod json;
+pub mod map;
 pub mod objects;
 pub mod path;
+pub mod policy;

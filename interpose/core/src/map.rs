@@ -1,0 +1,433 @@
+//! Where a redirected write lands: a path inside the worker's own directory.
+//!
+//! The one promise this module makes, whatever bytes it is given: a mapped
+//! path is the worker directory itself or lies strictly below it, with no
+//! `.`, `..` or empty component, so a redirected write can never escape into
+//! the job directory, another worker's directory or anywhere else.
+
+use crate::path::{absolutize, strip_dir, MAX_ABS};
+
+/// Component under the worker directory that holds paths from outside the
+/// job directory (`/tmp/x` becomes `<worker_dir>/_abs/tmp/x`).
+pub const OUTSIDE_JOB: &[u8] = b"_abs";
+
+/// Maps the absolute path `abs` into `worker_dir`, writing it to `out`.
+///
+/// Inside `job_dir` the path keeps its job-relative part
+/// (`/job/a/b` → `<worker_dir>/a/b`); `job_dir` itself maps to `worker_dir`;
+/// anything else goes below `<worker_dir>/_abs`. A path already inside
+/// `worker_dir` maps to itself, so mapping twice changes nothing.
+///
+/// `abs` is normalised again here rather than trusted. Returns the length
+/// written, or `None` when `abs` is relative or too long, when `job_dir` or
+/// `worker_dir` is not a normalised absolute path (or `worker_dir` is `/`),
+/// or when the result does not fit `out`.
+pub fn map_to_worker(
+    abs: &[u8],
+    job_dir: &[u8],
+    worker_dir: &[u8],
+    out: &mut [u8],
+) -> Option<usize> {
+    if !is_normal_abs(job_dir) || !is_normal_abs(worker_dir) || worker_dir == b"/" {
+        return None;
+    }
+    let mut normal = [0u8; MAX_ABS];
+    let normal_len = absolutize(abs, None, &mut normal)?;
+    let abs = normal.get(..normal_len)?;
+
+    if abs == worker_dir || strip_dir(abs, worker_dir).is_some() {
+        return copy_parts(out, &[abs]);
+    }
+    if abs == job_dir {
+        return copy_parts(out, &[worker_dir]);
+    }
+    if let Some(rel) = strip_dir(abs, job_dir) {
+        return copy_parts(out, &[worker_dir, b"/", rel]);
+    }
+    match abs.get(1..) {
+        Some(below_root) if !below_root.is_empty() => {
+            copy_parts(out, &[worker_dir, b"/", OUTSIDE_JOB, b"/", below_root])
+        }
+        _ => copy_parts(out, &[worker_dir, b"/", OUTSIDE_JOB]),
+    }
+}
+
+/// Builds `<workers_dir>/worker_<worker>` into `out`; the length, or `None`
+/// when it does not fit.
+pub fn worker_dir_into(workers_dir: &[u8], worker: u32, out: &mut [u8]) -> Option<usize> {
+    let mut digits = [0u8; 10];
+    let mut start = digits.len();
+    let mut rest = worker;
+    loop {
+        start = start.checked_sub(1)?;
+        *digits.get_mut(start)? = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    let separator: &[u8] = if workers_dir.ends_with(b"/") {
+        b""
+    } else {
+        b"/"
+    };
+    copy_parts(
+        out,
+        &[workers_dir, separator, b"worker_", digits.get(start..)?],
+    )
+}
+
+/// True for `/` and for `/a/b` forms: absolute, no trailing slash, and no
+/// empty, `.` or `..` component.
+pub fn is_normal_abs(path: &[u8]) -> bool {
+    match path.split_first() {
+        Some((b'/', b"")) => true,
+        Some((b'/', rest)) => rest
+            .split(|&b| b == b'/')
+            .all(|c| !matches!(c, b"" | b"." | b"..")),
+        _ => false,
+    }
+}
+
+/// Concatenates `parts` into `out`; the length, or `None` when too long.
+fn copy_parts(out: &mut [u8], parts: &[&[u8]]) -> Option<usize> {
+    let mut len = 0usize;
+    for part in parts {
+        let end = len.checked_add(part.len())?;
+        out.get_mut(len..end)?.copy_from_slice(part);
+        len = end;
+    }
+    Some(len)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const WORKER: &str = "/job/mpaudit-workers/worker_2";
+
+    fn map(abs: &str, job: &str, worker: &str) -> Option<String> {
+        let mut out = [0u8; 256];
+        let n = map_to_worker(abs.as_bytes(), job.as_bytes(), worker.as_bytes(), &mut out)?;
+        Some(String::from_utf8(out[..n].to_vec()).unwrap())
+    }
+
+    fn m(abs: &str) -> String {
+        map(abs, "/job", WORKER).unwrap()
+    }
+
+    #[test]
+    fn maps_job_paths_below_the_worker() {
+        assert_eq!(m("/job/out.root"), format!("{WORKER}/out.root"));
+        assert_eq!(
+            m("/job/sub/dir/hist.txt"),
+            format!("{WORKER}/sub/dir/hist.txt")
+        );
+        assert_eq!(m("/job"), WORKER);
+        assert_eq!(m("/job/"), WORKER);
+        assert_eq!(m("/jobs/x"), format!("{WORKER}/_abs/jobs/x"));
+        assert_eq!(
+            m("/tmp/scratch.dat"),
+            format!("{WORKER}/_abs/tmp/scratch.dat")
+        );
+        assert_eq!(m("/"), format!("{WORKER}/_abs"));
+    }
+
+    /// The worked example in docs/policy.md, row for row.
+    #[test]
+    fn documented_example() {
+        let rows = [
+            ("/job/out.root", Some("W/out.root")),
+            ("/job/sub/hist.txt", Some("W/sub/hist.txt")),
+            ("/job/./a//b/", Some("W/a/b")),
+            ("/job", Some("W")),
+            ("/tmp/scratch.dat", Some("W/_abs/tmp/scratch.dat")),
+            ("/job/../etc/passwd", Some("W/_abs/etc/passwd")),
+            ("/jobs/x", Some("W/_abs/jobs/x")),
+            ("/", Some("W/_abs")),
+            ("/job/mpaudit-workers/worker_2/out.root", Some("W/out.root")),
+            (
+                "/job/mpaudit-workers/worker_3/x",
+                Some("W/mpaudit-workers/worker_3/x"),
+            ),
+            ("sub/out.root", None),
+            ("/job/_abs/tmp/x", Some("W/_abs/tmp/x")),
+        ];
+        let mut worker = [0u8; 64];
+        let n = worker_dir_into(b"/job/mpaudit-workers", 2, &mut worker).unwrap();
+        assert_eq!(&worker[..n], WORKER.as_bytes());
+        for (input, want) in rows {
+            let want = want.map(|w| w.replacen('W', WORKER, 1));
+            assert_eq!(map(input, "/job", WORKER), want, "{input}");
+        }
+    }
+
+    #[test]
+    fn normalises_before_mapping() {
+        assert_eq!(m("/job/./a//b/"), format!("{WORKER}/a/b"));
+        assert_eq!(m("/job/../etc/passwd"), format!("{WORKER}/_abs/etc/passwd"));
+        assert_eq!(m("/job/a/../../../../etc"), format!("{WORKER}/_abs/etc"));
+        assert_eq!(
+            m("/job/mpaudit-workers/worker_2/../worker_3/x"),
+            format!("{WORKER}/mpaudit-workers/worker_3/x")
+        );
+        assert_eq!(
+            m("/job/mpaudit-workers/worker_2/x/../../../../job/y"),
+            format!("{WORKER}/y")
+        );
+    }
+
+    #[test]
+    fn paths_in_the_worker_map_to_themselves() {
+        assert_eq!(m(WORKER), WORKER);
+        assert_eq!(m(&format!("{WORKER}/a/b")), format!("{WORKER}/a/b"));
+        assert_eq!(m(&format!("{WORKER}/./a/")), format!("{WORKER}/a"));
+        // A sibling with the worker directory as a name prefix is not inside.
+        assert_eq!(
+            m(&format!("{WORKER}0/a")),
+            format!("{WORKER}/mpaudit-workers/worker_20/a")
+        );
+    }
+
+    #[test]
+    fn root_as_job_dir() {
+        assert_eq!(
+            map("/etc/x", "/", "/w/worker_0").unwrap(),
+            "/w/worker_0/etc/x"
+        );
+        assert_eq!(map("/", "/", "/w/worker_0").unwrap(), "/w/worker_0");
+        assert_eq!(
+            map("/w/worker_0/x", "/", "/w/worker_0").unwrap(),
+            "/w/worker_0/x"
+        );
+    }
+
+    #[test]
+    fn refuses_what_it_cannot_map_safely() {
+        assert_eq!(map("relative/x", "/job", WORKER), None);
+        assert_eq!(map("", "/job", WORKER), None);
+        assert_eq!(map("/x", "/job", "/"), None);
+        assert_eq!(map("/x", "/job", "rel/worker"), None);
+        assert_eq!(map("/x", "/job", "/job/w/../w2"), None);
+        assert_eq!(map("/x", "/job", "/job/w/"), None);
+        assert_eq!(map("/x", "/job/", WORKER), None);
+        assert_eq!(map("/x", "", WORKER), None);
+        let mut small = [0u8; 8];
+        assert_eq!(
+            map_to_worker(b"/job/a", b"/job", b"/w", &mut small),
+            Some(4)
+        );
+        assert_eq!(
+            map_to_worker(b"/job/abcdefg", b"/job", b"/w", &mut small),
+            None
+        );
+        let long_name = "n".repeat(4000);
+        let mut out = vec![0u8; MAX_ABS];
+        let n = map_to_worker(
+            format!("/job/../{long_name}/..//{long_name}").as_bytes(),
+            b"/job",
+            WORKER.as_bytes(),
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(out[..n], *format!("{WORKER}/_abs/{long_name}").as_bytes());
+        let long = format!("/{}", "x".repeat(MAX_ABS));
+        assert_eq!(map(&long, "/job", WORKER), None);
+    }
+
+    #[test]
+    fn worker_dirs() {
+        let name = |dir: &[u8], k| {
+            let mut out = [0u8; 64];
+            let n = worker_dir_into(dir, k, &mut out)?;
+            Some(String::from_utf8(out[..n].to_vec()).unwrap())
+        };
+        assert_eq!(
+            name(b"/job/mpaudit-workers", 2).unwrap(),
+            "/job/mpaudit-workers/worker_2"
+        );
+        assert_eq!(
+            name(b"/job/mpaudit-workers", 0).unwrap(),
+            "/job/mpaudit-workers/worker_0"
+        );
+        assert_eq!(
+            name(b"/w", u32::MAX).unwrap(),
+            format!("/w/worker_{}", u32::MAX)
+        );
+        assert_eq!(name(b"/", 7).unwrap(), "/worker_7");
+        let mut tiny = [0u8; 11];
+        assert_eq!(worker_dir_into(b"/w", 12, &mut tiny), None);
+        assert_eq!(worker_dir_into(b"/w", 1, &mut tiny), Some(11));
+    }
+
+    #[test]
+    fn normal_abs() {
+        for good in ["/", "/a", "/a/b", "/.a/..b/...", "/a\u{ff}"] {
+            assert!(is_normal_abs(good.as_bytes()), "{good}");
+        }
+        for bad in ["", "a", "//", "/a/", "/a//b", "/./a", "/a/..", "a/b"] {
+            assert!(!is_normal_abs(bad.as_bytes()), "{bad}");
+        }
+    }
+
+    /// The guarantee: `worker` itself or strictly below it, all components
+    /// real names.
+    fn assert_contained(out: &[u8], worker: &[u8]) -> Result<(), TestCaseError> {
+        prop_assert!(
+            is_normal_abs(out),
+            "not normal: {:?}",
+            String::from_utf8_lossy(out)
+        );
+        if out != worker {
+            prop_assert!(
+                strip_dir(out, worker).is_some(),
+                "escaped: {:?}",
+                String::from_utf8_lossy(out)
+            );
+        }
+        Ok(())
+    }
+
+    fn path_atom() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            Just(b"..".to_vec()),
+            Just(b".".to_vec()),
+            Just(b"/".to_vec()),
+            Just(b"//".to_vec()),
+            Just(b"/../../".to_vec()),
+            Just(b"...".to_vec()),
+            Just(b"job".to_vec()),
+            Just(b"mpaudit-workers".to_vec()),
+            Just(b"worker_2".to_vec()),
+            Just(b"_abs".to_vec()),
+            Just(b"\xff".to_vec()),
+            Just(b"\xc3\x28".to_vec()),
+            "[a-z]{1,6}".prop_map(String::into_bytes),
+            proptest::collection::vec(1u8..=255, 1..8),
+            (1usize..600).prop_map(|n| vec![b'n'; n]),
+        ]
+    }
+
+    fn garbage_path() -> impl Strategy<Value = Vec<u8>> {
+        (any::<bool>(), proptest::collection::vec(path_atom(), 0..24)).prop_map(
+            |(absolute, atoms)| {
+                let mut path = if absolute { b"/".to_vec() } else { Vec::new() };
+                for atom in atoms {
+                    path.extend_from_slice(&atom);
+                }
+                path
+            },
+        )
+    }
+
+    /// A normalised absolute directory (possibly `/`).
+    fn normal_dir() -> impl Strategy<Value = Vec<u8>> {
+        proptest::collection::vec(
+            prop_oneof![
+                Just(b"job".to_vec()),
+                Just(b"a".to_vec()),
+                "[a-z.]{1,4}".prop_map(String::into_bytes)
+            ],
+            0..4,
+        )
+        .prop_map(|comps| {
+            let mut dir = Vec::new();
+            for comp in comps {
+                if comp == b"." || comp == b".." {
+                    continue;
+                }
+                dir.push(b'/');
+                dir.extend_from_slice(&comp);
+            }
+            if dir.is_empty() {
+                dir.push(b'/');
+            }
+            dir
+        })
+    }
+
+    /// A job directory and a worker directory, the worker usually nested in
+    /// the job directory as the library sets it up.
+    fn dirs() -> impl Strategy<Value = (Vec<u8>, Vec<u8>)> {
+        (normal_dir(), normal_dir(), any::<bool>(), 0u32..64).prop_map(|(job, other, nested, k)| {
+            let workers = if nested {
+                let mut w = job.clone();
+                if w != b"/" {
+                    w.push(b'/');
+                }
+                w.extend_from_slice(b"mpaudit-workers");
+                w
+            } else if other == b"/" {
+                b"/w".to_vec()
+            } else {
+                other
+            };
+            let mut worker = [0u8; 512];
+            let n = worker_dir_into(&workers, k, &mut worker).unwrap();
+            (job, worker[..n].to_vec())
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+
+        #[test]
+        fn output_never_escapes_the_worker_dir(abs in garbage_path(), (job, worker) in dirs()) {
+            let mut out = vec![0u8; 3 * MAX_ABS];
+            if let Some(n) = map_to_worker(&abs, &job, &worker, &mut out) {
+                let mapped = &out[..n];
+                assert_contained(mapped, &worker)?;
+                // Mapping is idempotent: a mapped path is inside the worker.
+                let mut again = vec![0u8; 3 * MAX_ABS];
+                let m = map_to_worker(mapped, &job, &worker, &mut again).unwrap();
+                prop_assert_eq!(&again[..m], mapped);
+            } else {
+                // Only relative or over-long inputs are refused by these dirs.
+                let mut scratch = [0u8; MAX_ABS];
+                prop_assert!(absolutize(&abs, None, &mut scratch).is_none());
+            }
+        }
+
+        #[test]
+        fn job_paths_keep_their_relative_part(rel in "[a-z]{1,5}(/[a-z]{1,5}){0,4}", (job, worker) in dirs()) {
+            let mut abs = job.clone();
+            if abs != b"/" {
+                abs.push(b'/');
+            }
+            abs.extend_from_slice(rel.as_bytes());
+            let mut out = [0u8; 1024];
+            let n = map_to_worker(&abs, &job, &worker, &mut out).unwrap();
+            if strip_dir(&abs, &worker).is_none() && abs != worker {
+                let mut want = worker.clone();
+                want.push(b'/');
+                want.extend_from_slice(rel.as_bytes());
+                prop_assert_eq!(&out[..n], &want[..]);
+            }
+        }
+
+        #[test]
+        fn any_bytes_for_every_argument_stay_contained(
+            abs in proptest::collection::vec(any::<u8>(), 0..64),
+            job in proptest::collection::vec(prop_oneof![Just(b'/'), Just(b'.'), Just(b'a')], 0..12),
+            worker in proptest::collection::vec(prop_oneof![Just(b'/'), Just(b'.'), Just(b'w')], 0..12),
+        ) {
+            let mut out = [0u8; 256];
+            if let Some(n) = map_to_worker(&abs, &job, &worker, &mut out) {
+                assert_contained(&out[..n], &worker)?;
+            }
+        }
+
+        #[test]
+        fn small_outputs_are_refused_not_truncated(abs in garbage_path(), (job, worker) in dirs(), size in 0usize..64) {
+            let mut big = vec![0u8; 3 * MAX_ABS];
+            let full = map_to_worker(&abs, &job, &worker, &mut big);
+            let mut small = vec![0u8; size];
+            let got = map_to_worker(&abs, &job, &worker, &mut small);
+            match full {
+                Some(n) if n <= size => prop_assert_eq!(got.map(|m| small[..m].to_vec()), Some(big[..n].to_vec())),
+                _ => prop_assert_eq!(got, None),
+            }
+        }
+    }
+}
