@@ -49,19 +49,30 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the job described by a job file and report rogue writes.
-    #[command(after_help = "Example:\n  mpaudit run job.toml --workers auto --timeout 30m --format json > report.json\n\nCommand-line options override the job file. Exit status: 0 ok, 1 rogue writes, 2 usage error, 3 job failed.")]
+    #[command(
+        after_help = "Example:\n  mpaudit run job.toml --workers auto --timeout 30m --format json > report.json\n\nCommand-line options override the job file. Exit status: 0 ok, 1 rogue writes, 2 usage error, 3 job failed."
+    )]
     Run(RunArgs),
     /// Run a command ad hoc, without a job file (like strace).
-    #[command(after_help = "Examples:\n  mpaudit exec --workers 4 --outputs '*.root' -- ./myjob --events 100\n  mpaudit exec --mode fork --action redirect -- athena.py --nprocs=4 jo.py\n\nThe job directory is the current directory. Exit status: 0 ok, 1 rogue writes, 2 usage error, 3 job failed.")]
+    #[command(
+        after_help = "Examples:\n  mpaudit exec --workers 4 --outputs '*.root' -- ./myjob --events 100\n  mpaudit exec --mode fork --action redirect -- athena.py --nprocs=4 jo.py\n\nThe job directory is the current directory. Exit status: 0 ok, 1 rogue writes, 2 usage error, 3 job failed."
+    )]
     Exec(ExecArgs),
     /// Report from existing event logs (one or more log directories).
-    #[command(after_help = "Examples:\n  mpaudit report mpaudit-logs\n  mpaudit report node*/mpaudit-logs --format json --job-dir /scratch/job42\n\nExit status: 0 no rogue write, 1 rogue writes found, 2 usage error.")]
+    #[command(
+        after_help = "Examples:\n  mpaudit report mpaudit-logs\n  mpaudit report node*/mpaudit-logs --format json --job-dir /scratch/job42\n\nExit status: 0 no rogue write, 1 rogue writes found, 2 usage error."
+    )]
     Report(ReportArgs),
     /// Validate a job file and print the resolved plan; runs nothing.
-    #[command(after_help = "Example:\n  SLURM_CPUS_PER_TASK=8 mpaudit check job.toml --workers auto\n\nExit status: 0 the job file is valid, 2 it is not.")]
+    #[command(
+        after_help = "Example:\n  SLURM_CPUS_PER_TASK=8 mpaudit check job.toml --workers auto\n\nExit status: 0 the job file is valid, 2 it is not."
+    )]
     Check(CheckArgs),
     /// Print the absolute path of libmpaudit.so.
-    #[command(name = "lib-path", after_help = "Example:\n  LD_PRELOAD=$(mpaudit lib-path) MPAUDIT_LOG_DIR=logs ./prog")]
+    #[command(
+        name = "lib-path",
+        after_help = "Example:\n  LD_PRELOAD=$(mpaudit lib-path) MPAUDIT_LOG_DIR=logs ./prog"
+    )]
     LibPath(LibPathArgs),
 }
 
@@ -183,8 +194,24 @@ mod tests {
 
     #[test]
     fn exec_takes_command_after_dashes() {
-        let cli = Cli::try_parse_from(["mpaudit", "exec", "--workers", "3", "--outputs", "*.root", "--outputs", "x", "--", "sh", "-c", "true"]).unwrap();
-        let Command::Exec(e) = cli.command else { panic!() };
+        let cli = Cli::try_parse_from([
+            "mpaudit",
+            "exec",
+            "--workers",
+            "3",
+            "--outputs",
+            "*.root",
+            "--outputs",
+            "x",
+            "--",
+            "sh",
+            "-c",
+            "true",
+        ])
+        .unwrap();
+        let Command::Exec(e) = cli.command else {
+            panic!()
+        };
         assert_eq!(e.command, ["sh", "-c", "true"]);
         assert_eq!(e.outputs, ["*.root", "x"]);
         assert_eq!(e.opts.workers, Some(WorkersSpec::Count(3)));
@@ -194,7 +221,9 @@ mod tests {
     fn workers_flag_validates() {
         assert!(Cli::try_parse_from(["mpaudit", "run", "j.toml", "--workers", "0"]).is_err());
         let cli = Cli::try_parse_from(["mpaudit", "run", "j.toml", "--workers", "auto"]).unwrap();
-        let Command::Run(r) = cli.command else { panic!() };
+        let Command::Run(r) = cli.command else {
+            panic!()
+        };
         assert_eq!(r.opts.workers, Some(WorkersSpec::Auto));
     }
 }

@@ -7,7 +7,12 @@
 pub fn demangle(sym: &str) -> Option<String> {
     let sym = sym.split('.').next()?; // clone suffixes: .cold, .isra.0
     let body = sym.strip_prefix("_Z")?;
-    let mut p = Parser { s: body.as_bytes(), i: 0, subs: Vec::new(), last_name: String::new() };
+    let mut p = Parser {
+        s: body.as_bytes(),
+        i: 0,
+        subs: Vec::new(),
+        last_name: String::new(),
+    };
     let (name, cv) = p.name()?;
     if p.i == p.s.len() {
         return Some(name);
@@ -21,7 +26,11 @@ pub fn demangle(sym: &str) -> Option<String> {
     while p.i < p.s.len() {
         params.push(p.ty()?);
     }
-    let params = if params == ["void"] { String::new() } else { params.join(", ") };
+    let params = if params == ["void"] {
+        String::new()
+    } else {
+        params.join(", ")
+    };
     Some(format!("{name}({params}){cv}"))
 }
 
@@ -49,14 +58,21 @@ impl Parser<'_> {
         while self.peek().is_some_and(|c| c.is_ascii_digit()) {
             self.i += 1;
         }
-        std::str::from_utf8(&self.s[start..self.i]).ok()?.parse().ok()
+        std::str::from_utf8(&self.s[start..self.i])
+            .ok()?
+            .parse()
+            .ok()
     }
     fn source_name(&mut self) -> Option<String> {
         let n = self.number()?;
         let end = self.i.checked_add(n).filter(|&e| e <= self.s.len())?;
         let id = std::str::from_utf8(&self.s[self.i..end]).ok()?.to_string();
         self.i = end;
-        Some(if id.starts_with("_GLOBAL__N") { "(anonymous namespace)".into() } else { id })
+        Some(if id.starts_with("_GLOBAL__N") {
+            "(anonymous namespace)".into()
+        } else {
+            id
+        })
     }
 
     /// Returns the name and trailing cv-qualifiers of a member function.
@@ -234,7 +250,11 @@ impl Parser<'_> {
             }
         }
         let joined = args.join(", ");
-        Some(if joined.ends_with('>') { format!("<{joined} >") } else { format!("<{joined}>") })
+        Some(if joined.ends_with('>') {
+            format!("<{joined} >")
+        } else {
+            format!("<{joined}>")
+        })
     }
 
     fn ty(&mut self) -> Option<String> {
@@ -325,12 +345,21 @@ mod tests {
             ("_ZN7HistSvcC2Ev", "HistSvc::HistSvc()"),
             ("_ZN7HistSvcD1Ev", "HistSvc::~HistSvc()"),
             ("_ZN5Alloc4copyERKS_", "Alloc::copy(Alloc const&)"),
-            ("_ZNSt6vectorIiSaIiEE9push_backERKi", "std::vector<int, std::allocator<int> >::push_back(int const&)"),
-            ("_ZN6Writer5writeERKSsm", "Writer::write(std::string const&, unsigned long)"),
+            (
+                "_ZNSt6vectorIiSaIiEE9push_backERKi",
+                "std::vector<int, std::allocator<int> >::push_back(int const&)",
+            ),
+            (
+                "_ZN6Writer5writeERKSsm",
+                "Writer::write(std::string const&, unsigned long)",
+            ),
             ("_ZN3Foo4openEPKcS1_", "Foo::open(char const*, char const*)"),
             ("_ZN3FooclEv", "Foo::operator()()"),
             ("_ZlsRSoRK3Foo", "operator<<(std::ostream&, Foo const&)"),
-            ("_ZN12_GLOBAL__N_16helperEv", "(anonymous namespace)::helper()"),
+            (
+                "_ZN12_GLOBAL__N_16helperEv",
+                "(anonymous namespace)::helper()",
+            ),
             ("_ZN3FooC1ERKS_", "Foo::Foo(Foo const&)"),
             ("_Z4mainv", "main()"),
         ];

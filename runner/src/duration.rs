@@ -117,7 +117,9 @@ mod tests {
         assert!(parse_duration("-5m").unwrap_err().contains("negative"));
         assert!(parse_duration("-5").unwrap_err().contains("negative"));
         assert!(parse_duration("").is_err());
-        assert!(parse_duration("5 parsecs").unwrap_err().contains("unknown unit"));
+        assert!(parse_duration("5 parsecs")
+            .unwrap_err()
+            .contains("unknown unit"));
         assert!(parse_duration("m").is_err());
         assert!(parse_duration("1h30").is_err());
         assert!(parse_duration("nan").is_err());

@@ -145,7 +145,9 @@ impl Event {
     /// docs/events.md: mode other than read, or create or truncate set.
     pub fn is_write_class(&self) -> bool {
         self.kind == Kind::Access
-            && (self.mode.is_some_and(|m| m != AccessMode::Read) || self.create == Some(true) || self.truncate == Some(true))
+            && (self.mode.is_some_and(|m| m != AccessMode::Read)
+                || self.create == Some(true)
+                || self.truncate == Some(true))
     }
     pub fn succeeded(&self) -> bool {
         self.errno.is_none() && self.result.is_none_or(|r| r >= 0)
@@ -188,8 +190,15 @@ pub fn parse_line(line: &[u8]) -> Result<Event, String> {
 /// Streams the events of one reader, line by line: NUL bytes are dropped,
 /// blank lines ignored, unparseable lines counted (and the first few kept
 /// as examples, labelled with `name`).
-pub fn read_events<R: BufRead>(mut r: R, name: &str, mut f: impl FnMut(Event)) -> std::io::Result<ReadStats> {
-    let mut stats = ReadStats { files: 1, ..Default::default() };
+pub fn read_events<R: BufRead>(
+    mut r: R,
+    name: &str,
+    mut f: impl FnMut(Event),
+) -> std::io::Result<ReadStats> {
+    let mut stats = ReadStats {
+        files: 1,
+        ..Default::default()
+    };
     let mut buf = Vec::with_capacity(4096);
     let mut lineno = 0u64;
     loop {
@@ -219,14 +228,24 @@ pub fn read_events<R: BufRead>(mut r: R, name: &str, mut f: impl FnMut(Event)) -
 }
 
 pub fn read_file(path: &Path, f: impl FnMut(Event)) -> std::io::Result<ReadStats> {
-    read_events(BufReader::with_capacity(64 * 1024, File::open(path)?), &path.display().to_string(), f)
+    read_events(
+        BufReader::with_capacity(64 * 1024, File::open(path)?),
+        &path.display().to_string(),
+        f,
+    )
 }
 
 /// `mpaudit-<pid>-<ns>.jsonl`
 pub fn is_log_name(name: &str) -> bool {
-    let Some(mid) = name.strip_prefix("mpaudit-").and_then(|s| s.strip_suffix(".jsonl")) else { return false };
+    let Some(mid) = name
+        .strip_prefix("mpaudit-")
+        .and_then(|s| s.strip_suffix(".jsonl"))
+    else {
+        return false;
+    };
     let mut parts = mid.split('-');
-    let ok = |p: Option<&str>| p.is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+    let ok =
+        |p: Option<&str>| p.is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
     ok(parts.next()) && ok(parts.next()) && parts.next().is_none()
 }
 
@@ -263,7 +282,10 @@ mod tests {
         assert_eq!(e.abs.as_deref(), Some("/job/summary.log"));
         assert!(e.is_write_class());
         assert!(e.succeeded());
-        assert_eq!(e.component.unwrap().symbol.as_deref(), Some("_ZN9LegacyAlg7executeEv"));
+        assert_eq!(
+            e.component.unwrap().symbol.as_deref(),
+            Some("_ZN9LegacyAlg7executeEv")
+        );
         assert_eq!(e.stack.unwrap().len(), 2);
     }
 
@@ -271,10 +293,16 @@ mod tests {
     fn policy_and_process_fields() {
         let line = r#"{"v":1,"ts":1,"kind":"access","op":"openat","pid":1,"ppid":0,"tid":1,"worker":0,"path":"o.root","abs":"/j/o.root","mode":"write","create":true,"truncate":true,"append":false,"flags":[],"result":3,"errno":null,"component":null,"stack":[],"verdict":"rogue","action":"redirected","target":"/j/w/worker_0/o.root"}"#;
         let e = parse_line(line.as_bytes()).unwrap();
-        assert_eq!((e.verdict, e.action), (Some(Verdict::Rogue), Some(Taken::Redirected)));
+        assert_eq!(
+            (e.verdict, e.action),
+            (Some(Verdict::Rogue), Some(Taken::Redirected))
+        );
         let line = r#"{"v":1,"ts":1,"kind":"process","op":"exec","pid":1,"ppid":0,"tid":1,"worker":null,"argv":["/bin/su"],"exe":"/bin/su","cwd":"/","result":null,"errno":null,"audited":false,"reason":"setuid"}"#;
         let e = parse_line(line.as_bytes()).unwrap();
-        assert_eq!((e.audited, e.reason.as_deref()), (Some(false), Some("setuid")));
+        assert_eq!(
+            (e.audited, e.reason.as_deref()),
+            (Some(false), Some("setuid"))
+        );
         let line = r#"{"v":1,"ts":1,"kind":"process","op":"start","pid":1,"ppid":0,"tid":1,"worker":null,"argv":[],"exe":"/x","cwd":"/","root":true}"#;
         assert_eq!(parse_line(line.as_bytes()).unwrap().root, Some(true));
     }
@@ -305,8 +333,16 @@ mod tests {
         assert_eq!(n, 2);
         assert_eq!(stats.events, 2);
         assert_eq!(stats.skipped, 2);
-        assert!(stats.examples[0].starts_with("log:3: "), "{:?}", stats.examples);
-        assert!(stats.examples[1].starts_with("log:6: "), "{:?}", stats.examples);
+        assert!(
+            stats.examples[0].starts_with("log:3: "),
+            "{:?}",
+            stats.examples
+        );
+        assert!(
+            stats.examples[1].starts_with("log:6: "),
+            "{:?}",
+            stats.examples
+        );
     }
 
     #[test]

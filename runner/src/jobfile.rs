@@ -150,7 +150,9 @@ impl<'de> Deserialize<'de> for Timeout {
         impl Visitor<'_> for V {
             type Value = Timeout;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a duration such as \"30m\", \"1h30m\", \"90s\", or a number of seconds")
+                f.write_str(
+                    "a duration such as \"30m\", \"1h30m\", \"90s\", or a number of seconds",
+                )
             }
             fn visit_i64<E: de::Error>(self, n: i64) -> Result<Timeout, E> {
                 if n < 0 {
@@ -408,7 +410,10 @@ fn table_at(text: &str, offset: usize) -> String {
 fn key_on_line(text: &str, offset: usize) -> Option<String> {
     let offset = offset.min(text.len());
     let start = text[..offset].rfind('\n').map(|i| i + 1).unwrap_or(0);
-    let end = text[offset..].find('\n').map(|i| i + offset).unwrap_or(text.len());
+    let end = text[offset..]
+        .find('\n')
+        .map(|i| i + offset)
+        .unwrap_or(text.len());
     let line = &text[start..end];
     let eq = line.find('=')?;
     let key = line[..eq].trim().trim_matches('"');
@@ -514,7 +519,10 @@ log_dir = "mpaudit-logs"
         assert_eq!(j.job.env["ATHENA_PROC_NUMBER"], "4");
         assert_eq!(j.job.on_failure, Some(OnFailure::Kill));
         assert_eq!(j.audit.action, Some(Action::Redirect));
-        assert_eq!(j.audit.outputs.as_deref().unwrap(), ["*.root", "hist-*.txt"]);
+        assert_eq!(
+            j.audit.outputs.as_deref().unwrap(),
+            ["*.root", "hist-*.txt"]
+        );
         assert_eq!(j.audit.allow.as_deref().unwrap(), ["/scratch/**"]);
         assert_eq!(j.audit.log_dir.as_deref(), Some("mpaudit-logs"));
     }
@@ -540,7 +548,8 @@ log_dir = "mpaudit-logs"
 
     #[test]
     fn unknown_key_in_audit_suggests_closest() {
-        let e = parse("[job]\ncommand = [\"true\"]\n\n[audit]\n  output = [\"*.root\"]\n").unwrap_err();
+        let e =
+            parse("[job]\ncommand = [\"true\"]\n\n[audit]\n  output = [\"*.root\"]\n").unwrap_err();
         assert_eq!((e.line, e.column), (Some(5), Some(3)));
         assert_eq!(e.key.as_deref(), Some("audit.output"));
         assert!(e.message.contains("did you mean `outputs`?"), "{e:?}");

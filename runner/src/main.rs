@@ -5,16 +5,18 @@ mod cli;
 mod demangle;
 mod duration;
 mod events;
-mod memory;
-mod procs;
-mod supervise;
 mod jobfile;
 mod libpath;
+mod memory;
 mod plan;
 mod preflight;
+mod procs;
+mod report;
+mod run_meta;
+mod supervise;
 mod workers;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -54,11 +56,289 @@ fn run(cli: Cli) -> Result<u8, String> {
         Command::Check(a) => {
             let (plan, program) = prepare_job(&a.job, &a.opts)?;
             let lib = libpath::find_here(a.opts.preload.as_deref());
-            print!("{}", plan.render(lib.as_deref().map_err(|e| e.as_str()), Some(&program)));
+            print!(
+                "{}",
+                plan.render(lib.as_deref().map_err(|e| e.as_str()), Some(&program))
+            );
             Ok(0)
         }
-        _ => Err("not implemented yet".into()),
+        Command::Run(a) => {
+            let (plan, program) = prepare_job(&a.job, &a.opts)?;
+            execute(&plan, &program, a.opts.preload.as_deref())
+        }
+        Command::Exec(a) => {
+            let ctx = context()?;
+            let source = plan::Source::Exec {
+                command: a.command,
+                mode: a.mode,
+                outputs: a.outputs,
+                components: a.components,
+                allow: a.allow,
+                seed: a.seed,
+            };
+            let plan = plan::build(&source, &a.opts, &ctx)?;
+            let program = preflight::check(&plan, ctx.facts.env.get("PATH").map(String::as_str))?;
+            execute(&plan, &program, a.opts.preload.as_deref())
+        }
+        Command::Report(a) => report_dirs(&a),
     }
+}
+
+/// Runs a validated plan: everything that can fail with status 2 is
+/// checked before the first process starts.
+fn execute(plan: &plan::Plan, program: &Path, preload: Option<&Path>) -> Result<u8, String> {
+    let lib = libpath::find_here(preload)?;
+    std::fs::create_dir_all(&plan.log_dir)
+        .map_err(|e| format!("log directory {}: {e}", plan.log_dir.display()))?;
+    let probe = plan
+        .log_dir
+        .join(format!(".mpaudit-write-test-{}", std::process::id()));
+    std::fs::write(&probe, b"").map_err(|e| {
+        format!(
+            "log directory {} is not writable: {e}",
+            plan.log_dir.display()
+        )
+    })?;
+    let _ = std::fs::remove_file(&probe);
+    let earlier: BTreeSet<PathBuf> = events::log_files(&plan.log_dir)
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    run_meta::write(plan)?;
+
+    let result = supervise::run(plan, program, &lib)?;
+
+    let mut agg = report::Aggregator::default();
+    let files: Vec<PathBuf> = events::log_files(&plan.log_dir)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|f| !earlier.contains(f))
+        .collect();
+    for f in &files {
+        match events::read_file(f, |ev| agg.add(0, ev)) {
+            Ok(s) => agg.merge_stats(s),
+            Err(e) => eprintln!("mpaudit: warning: {}: {e}", f.display()),
+        }
+    }
+    let labels = report::Labels {
+        job_dir: Some(plan.job_dir.clone()),
+        sources: vec![plan.log_dir.display().to_string()],
+    };
+    let mut rep = report::Report::default();
+    rep.summary.job_dir = Some(plan.job_dir.display().to_string());
+    rep.summary.mode = Some(plan.mode.as_str().into());
+    rep.summary.workers = plan.workers;
+    rep.summary.wall_time_ms = Some(result.wall.as_millis() as u64);
+    rep.summary.log_dirs = vec![labels.path(&plan.log_dir.display().to_string())];
+    rep.summary.earlier_log_files_ignored = earlier.len() as u64;
+    rep.summary.job_failed = result.failed();
+    rep.summary.stop_reason = result.stop.as_ref().map(|s| match s {
+        supervise::StopReason::Timeout => format!(
+            "timeout after {}",
+            plan.timeout
+                .map(duration::format_duration)
+                .unwrap_or_default()
+        ),
+        supervise::StopReason::WorkerFailed(k) => format!("worker {k} failed (on_failure = kill)"),
+        supervise::StopReason::Interrupted => "interrupted".into(),
+    });
+    rep.summary.strays_killed = result.strays.clone();
+    rep.workers = worker_reports(plan, &result, &agg, &labels);
+    rep.fill(&agg, &labels);
+    let _ = run_meta::finish(plan, &rep);
+    print_report(&rep, plan.format, plan.quiet);
+    Ok(rep.summary.exit_code)
+}
+
+fn print_report(rep: &report::Report, format: cli::Format, quiet: bool) {
+    use std::io::Write;
+    let text = match format {
+        cli::Format::Json => rep.to_json() + "\n",
+        cli::Format::Text if quiet => {
+            rep.to_text()
+                .lines()
+                .take_while(|l| !l.is_empty())
+                .collect::<Vec<_>>()
+                .join("\n")
+                + "\n"
+        }
+        cli::Format::Text => rep.to_text(),
+    };
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes());
+    let _ = out.flush();
+}
+
+fn worker_reports(
+    plan: &plan::Plan,
+    r: &supervise::RunResult,
+    agg: &report::Aggregator,
+    l: &report::Labels,
+) -> Vec<report::WorkerReport> {
+    let counts = |w: Option<u64>| {
+        agg.per_worker
+            .get(&report::Who {
+                source: 0,
+                worker: w,
+            })
+            .copied()
+            .unwrap_or_default()
+    };
+    let mut out = Vec::new();
+    for p in &r.procs {
+        let o = p.outcome.clone();
+        let failed = !o.as_ref().is_some_and(|o| o.success())
+            && o.as_ref().is_none_or(|o| o.stopped_by.is_none());
+        let c = counts(p.worker.map(|k| k as u64));
+        let mut tail = if failed {
+            supervise::tail(&p.stderr, 10)
+        } else {
+            Vec::new()
+        };
+        let mut tail_file = &p.stderr;
+        if failed && tail.is_empty() {
+            tail = supervise::tail(&p.stdout, 10);
+            tail_file = &p.stdout;
+        }
+        let o = o.unwrap_or(supervise::Outcome {
+            exit_code: None,
+            signal: None,
+            core_dumped: false,
+            wall_time_ms: 0,
+            stopped_by: None,
+            spawn_error: None,
+        });
+        out.push(report::WorkerReport {
+            worker: p.worker,
+            pid: (p.pid > 0).then_some(p.pid),
+            exit_code: o.exit_code.map(i64::from),
+            signal: o.signal,
+            signal_name: o.signal.map(supervise::signal_name),
+            core_dumped: o.core_dumped,
+            timed_out: o.stopped_by == Some(supervise::StopReason::Timeout),
+            stopped_by: o.stopped_by.as_ref().map(|s| match s {
+                supervise::StopReason::Timeout => "timeout".to_string(),
+                supervise::StopReason::WorkerFailed(k) => format!("worker {k} failed"),
+                supervise::StopReason::Interrupted => "interrupted".into(),
+            }),
+            spawn_error: o.spawn_error,
+            wall_time_ms: Some(o.wall_time_ms),
+            memory: Some(p.memory),
+            events: c.events,
+            rogue_writes: c.rogue,
+            stdout: Some(l.path(&p.stdout.display().to_string())),
+            stderr: Some(l.path(&tail_file.display().to_string())),
+            stderr_tail: tail,
+        });
+    }
+    if plan.mode == jobfile::Mode::Fork {
+        // Workers are the root's children: index from their own events
+        // (`worker` of their records), else fork order (start time, pid).
+        let mut order: Vec<(&i32, &(u64, memory::Peak))> = r.forked.iter().collect();
+        order.sort_by_key(|(pid, (start, _))| (*start, **pid));
+        let mut seen = BTreeSet::new();
+        for (i, (pid, (_, peak))) in order.iter().enumerate() {
+            let k = agg
+                .pid_worker
+                .get(&(0, **pid as i64))
+                .copied()
+                .flatten()
+                .unwrap_or(i as u64);
+            seen.insert(k);
+            let c = counts(Some(k));
+            out.push(report::WorkerReport {
+                worker: Some(k as usize),
+                pid: Some(**pid),
+                exit_code: agg.exits.get(&(0, **pid as i64)).copied(),
+                memory: Some(*peak),
+                events: c.events,
+                rogue_writes: c.rogue,
+                ..Default::default()
+            });
+        }
+        // Workers seen only in the events (too short-lived to sample).
+        for (who, c) in &agg.per_worker {
+            if let Some(k) = who.worker {
+                if seen.insert(k) {
+                    let pid = agg
+                        .pid_worker
+                        .iter()
+                        .find(|(_, w)| **w == Some(k))
+                        .map(|((_, p), _)| *p);
+                    out.push(report::WorkerReport {
+                        worker: Some(k as usize),
+                        pid: pid.map(|p| p as i32),
+                        exit_code: pid.and_then(|p| agg.exits.get(&(0, p)).copied()),
+                        events: c.events,
+                        rogue_writes: c.rogue,
+                        ..Default::default()
+                    });
+                }
+            }
+        }
+        out[1..].sort_by_key(|w| w.worker);
+    }
+    out
+}
+
+/// `mpaudit report LOGDIR...`
+fn report_dirs(a: &cli::ReportArgs) -> Result<u8, String> {
+    let cwd = cwd()?;
+    let mut agg = report::Aggregator::default();
+    let mut names = Vec::new();
+    let mut all_files = Vec::new();
+    for (i, d) in a.logdirs.iter().enumerate() {
+        let dir = plan::resolve(&cwd, d);
+        let files =
+            events::log_files(&dir).map_err(|e| format!("log directory {}: {e}", d.display()))?;
+        all_files.push((i as u16, files));
+        names.push(d.display().to_string());
+    }
+    if u16::try_from(a.logdirs.len()).is_err() {
+        return Err("too many log directories".into());
+    }
+    for (i, files) in &all_files {
+        for f in files {
+            match events::read_file(f, |ev| agg.add(*i, ev)) {
+                Ok(s) => agg.merge_stats(s),
+                Err(e) => eprintln!("mpaudit: warning: {}: {e}", f.display()),
+            }
+        }
+    }
+    let job_dir = match &a.job_dir {
+        Some(j) => Some(plan::resolve(&cwd, j)),
+        None => run_meta::job_dir(
+            &a.logdirs
+                .iter()
+                .map(|d| plan::resolve(&cwd, d))
+                .collect::<Vec<_>>(),
+        ),
+    };
+    let labels = report::Labels {
+        job_dir: job_dir.clone(),
+        sources: names.clone(),
+    };
+    let mut rep = report::Report::default();
+    rep.summary.job_dir = job_dir.map(|j| j.display().to_string());
+    rep.summary.log_dirs = names;
+    rep.summary.workers = agg.per_worker.keys().filter(|w| w.worker.is_some()).count();
+    rep.workers = agg
+        .per_worker
+        .iter()
+        .filter(|(w, _)| a.logdirs.len() == 1 || w.source == 0)
+        .filter_map(|(w, c)| {
+            let k = w.worker? as usize;
+            Some(report::WorkerReport {
+                worker: Some(k),
+                events: c.events,
+                rogue_writes: c.rogue,
+                ..Default::default()
+            })
+        })
+        .collect();
+    rep.fill(&agg, &labels);
+    print_report(&rep, a.format, false);
+    Ok(rep.summary.exit_code)
 }
 
 fn env_map() -> BTreeMap<String, String> {
@@ -72,7 +352,10 @@ fn cwd() -> Result<PathBuf, String> {
 }
 
 fn context() -> Result<plan::Context, String> {
-    Ok(plan::Context { cwd: cwd()?, facts: workers::probe(&env_map()) })
+    Ok(plan::Context {
+        cwd: cwd()?,
+        facts: workers::probe(&env_map()),
+    })
 }
 
 /// Reads, parses and validates a job file into a plan and the program path.
@@ -81,7 +364,10 @@ fn prepare_job(job: &Path, opts: &cli::RunOpts) -> Result<(plan::Plan, PathBuf),
     let path = plan::resolve(&ctx.cwd, job);
     let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", job.display()))?;
     let file = jobfile::parse(&text).map_err(|e| e.render(&job.display().to_string()))?;
-    let source = plan::Source::JobFile { path, file: Box::new(file) };
+    let source = plan::Source::JobFile {
+        path,
+        file: Box::new(file),
+    };
     let plan = plan::build(&source, opts, &ctx)?;
     let program = preflight::check(&plan, ctx.facts.env.get("PATH").map(String::as_str))?;
     Ok((plan, program))

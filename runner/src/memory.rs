@@ -38,7 +38,9 @@ pub fn parse_rollup(text: &str) -> Option<Sample> {
     let mut any = false;
     for line in text.lines() {
         let mut it = line.split_whitespace();
-        let (Some(key), Some(val)) = (it.next(), it.next()) else { continue };
+        let (Some(key), Some(val)) = (it.next(), it.next()) else {
+            continue;
+        };
         let Ok(v) = val.parse::<u64>() else { continue };
         match key {
             "Rss:" => s.rss = v,
@@ -64,11 +66,32 @@ mod tests {
     fn rollup() {
         let text = "55d0c0000000-7ffd8b5fe000 ---p 00000000 00:00 0                          [rollup]\nRss:                1000 kB\nPss:                 600 kB\nPss_Anon:            100 kB\nShared_Clean:        500 kB\nShared_Dirty:        100 kB\nPrivate_Clean:       150 kB\nPrivate_Dirty:       250 kB\nReferenced:         1000 kB\n";
         let s = parse_rollup(text).unwrap();
-        assert_eq!(s, Sample { rss: 1000, pss: 600, private: 400, shared: 600 });
+        assert_eq!(
+            s,
+            Sample {
+                rss: 1000,
+                pss: 600,
+                private: 400,
+                shared: 600
+            }
+        );
         let mut p = Peak::default();
         p.add(s);
-        p.add(Sample { rss: 10, pss: 900, private: 1, shared: 1 });
-        assert_eq!((p.peak_pss_kib, p.peak_private_kib, p.peak_shared_kib, p.samples), (900, 400, 600, 2));
+        p.add(Sample {
+            rss: 10,
+            pss: 900,
+            private: 1,
+            shared: 1,
+        });
+        assert_eq!(
+            (
+                p.peak_pss_kib,
+                p.peak_private_kib,
+                p.peak_shared_kib,
+                p.samples
+            ),
+            (900, 400, 600, 2)
+        );
         assert_eq!(parse_rollup(""), None);
     }
 

@@ -89,7 +89,11 @@ fn ser_opt_duration<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<
 
 /// Joins `p` to `base` unless absolute, then removes `.` and `..` lexically.
 pub fn resolve(base: &Path, p: &Path) -> PathBuf {
-    let joined = if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
+    let joined = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    };
     let mut out = PathBuf::new();
     for c in joined.components() {
         match c {
@@ -107,12 +111,28 @@ pub fn resolve(base: &Path, p: &Path) -> PathBuf {
 pub fn build(source: &Source, opts: &RunOpts, ctx: &Context) -> Result<Plan, String> {
     let grace = parse_duration(&opts.grace).map_err(|e| format!("--grace: {e}"))?;
     let cli_timeout = match &opts.timeout {
-        Some(t) => Some(parse_duration(t).map_err(|e| format!("--timeout: {}", e.replace("duration", "timeout")))?),
+        Some(t) => Some(
+            parse_duration(t)
+                .map_err(|e| format!("--timeout: {}", e.replace("duration", "timeout")))?,
+        ),
         None => None,
     };
     let cli_log_dir = opts.log_dir.as_ref().map(|d| resolve(&ctx.cwd, d));
 
-    let (job_file, command, mode, file_workers, job_dir, timeout, seed, env, on_failure, policy, workers_dir, log_dir);
+    let (
+        job_file,
+        command,
+        mode,
+        file_workers,
+        job_dir,
+        timeout,
+        seed,
+        env,
+        on_failure,
+        policy,
+        workers_dir,
+        log_dir,
+    );
     match source {
         Source::JobFile { path, file } => {
             let base = path.parent().unwrap_or(Path::new("/"));
@@ -132,10 +152,23 @@ pub fn build(source: &Source, opts: &RunOpts, ctx: &Context) -> Result<Plan, Str
                 components: a.components.clone().unwrap_or_default(),
                 allow: a.allow.clone().unwrap_or_default(),
             };
-            workers_dir = resolve(&job_dir, Path::new(a.workers_dir.as_deref().unwrap_or(DEFAULT_WORKERS_DIR)));
-            log_dir = resolve(&job_dir, Path::new(a.log_dir.as_deref().unwrap_or(DEFAULT_LOG_DIR)));
+            workers_dir = resolve(
+                &job_dir,
+                Path::new(a.workers_dir.as_deref().unwrap_or(DEFAULT_WORKERS_DIR)),
+            );
+            log_dir = resolve(
+                &job_dir,
+                Path::new(a.log_dir.as_deref().unwrap_or(DEFAULT_LOG_DIR)),
+            );
         }
-        Source::Exec { command: c, mode: m, outputs, components, allow, seed: s } => {
+        Source::Exec {
+            command: c,
+            mode: m,
+            outputs,
+            components,
+            allow,
+            seed: s,
+        } => {
             if c.is_empty() {
                 return Err("no command given after `--`".into());
             }
@@ -175,7 +208,11 @@ pub fn build(source: &Source, opts: &RunOpts, ctx: &Context) -> Result<Plan, Str
                 facts.env.insert(k.clone(), v.clone());
             }
             let d = workers::detect(&facts);
-            (d.count, format!("{origin} = \"auto\": {}", d.source), d.notes)
+            (
+                d.count,
+                format!("{origin} = \"auto\": {}", d.source),
+                d.notes,
+            )
         }
     };
 
@@ -183,13 +220,20 @@ pub fn build(source: &Source, opts: &RunOpts, ctx: &Context) -> Result<Plan, Str
     if let Some(a) = opts.action {
         policy.action = a;
     }
-    for (name, globs) in [("outputs", &policy.outputs), ("components", &policy.components), ("allow", &policy.allow)] {
+    for (name, globs) in [
+        ("outputs", &policy.outputs),
+        ("components", &policy.components),
+        ("allow", &policy.allow),
+    ] {
         for g in globs {
             if g.is_empty() {
                 return Err(format!("{name}: empty glob"));
             }
             if g.contains(':') {
-                return Err(format!("{name}: glob `{g}` contains `:`, which separates globs in MPAUDIT_{}", name.to_uppercase()));
+                return Err(format!(
+                    "{name}: glob `{g}` contains `:`, which separates globs in MPAUDIT_{}",
+                    name.to_uppercase()
+                ));
             }
         }
     }
@@ -198,7 +242,9 @@ pub fn build(source: &Source, opts: &RunOpts, ctx: &Context) -> Result<Plan, Str
             return Err(format!("env: invalid variable name `{k}`"));
         }
         if k.starts_with("MPAUDIT_") || k == "LD_PRELOAD" {
-            return Err(format!("env: `{k}` is set by mpaudit itself and may not be overridden"));
+            return Err(format!(
+                "env: `{k}` is set by mpaudit itself and may not be overridden"
+            ));
         }
     }
 
@@ -253,7 +299,12 @@ impl Plan {
     /// The variables mpaudit sets for a process (worker `k` in spawn mode,
     /// `None` for the root of fork mode), on top of the inherited
     /// environment and the job's `env`.
-    pub fn mpaudit_env(&self, k: Option<usize>, preload: &Path, inherited_ld_preload: Option<&str>) -> Vec<(String, String)> {
+    pub fn mpaudit_env(
+        &self,
+        k: Option<usize>,
+        preload: &Path,
+        inherited_ld_preload: Option<&str>,
+    ) -> Vec<(String, String)> {
         let mut ld = preload.display().to_string();
         if let Some(old) = inherited_ld_preload.filter(|s| !s.is_empty()) {
             ld.push(':');
@@ -263,11 +314,17 @@ impl Plan {
             ("LD_PRELOAD".to_string(), ld),
             ("MPAUDIT_LOG_DIR".into(), self.log_dir.display().to_string()),
             ("MPAUDIT_JOB_DIR".into(), self.job_dir.display().to_string()),
-            ("MPAUDIT_WORKERS_DIR".into(), self.workers_dir.display().to_string()),
+            (
+                "MPAUDIT_WORKERS_DIR".into(),
+                self.workers_dir.display().to_string(),
+            ),
             ("MPAUDIT_WORKERS".into(), self.workers.to_string()),
             ("MPAUDIT_ACTION".into(), self.policy.action.as_str().into()),
             ("MPAUDIT_OUTPUTS".into(), self.policy.outputs.join(":")),
-            ("MPAUDIT_COMPONENTS".into(), self.policy.components.join(":")),
+            (
+                "MPAUDIT_COMPONENTS".into(),
+                self.policy.components.join(":"),
+            ),
             ("MPAUDIT_ALLOW".into(), self.policy.allow.join(":")),
         ];
         match k {
@@ -286,7 +343,12 @@ impl Plan {
     /// The plan as `mpaudit check` prints it.
     pub fn render(&self, preload: Result<&Path, &str>, program: Option<&Path>) -> String {
         let mut s = String::new();
-        let q = |v: &[String]| v.iter().map(|a| shell_quote(a)).collect::<Vec<_>>().join(" ");
+        let q = |v: &[String]| {
+            v.iter()
+                .map(|a| shell_quote(a))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
         if let Some(f) = &self.job_file {
             s += &format!("job file:    {}\n", f.display());
         }
@@ -300,15 +362,25 @@ impl Plan {
             s += &format!("             note: {n}\n");
         }
         s += &format!("job dir:     {}\n", self.job_dir.display());
-        s += &format!("workers dir: {} (worker_<k>/stdout.log, stderr.log)\n", self.workers_dir.display());
+        s += &format!(
+            "workers dir: {} (worker_<k>/stdout.log, stderr.log)\n",
+            self.workers_dir.display()
+        );
         s += &format!("log dir:     {}\n", self.log_dir.display());
         s += &format!(
             "timeout:     {}\n",
-            self.timeout.map(format_duration).unwrap_or_else(|| "none".into())
+            self.timeout
+                .map(format_duration)
+                .unwrap_or_else(|| "none".into())
         );
         s += &format!("grace:       {}\n", format_duration(self.grace));
         s += &format!("on failure:  {}\n", self.on_failure.as_str());
-        s += &format!("seed:        {}\n", self.seed.map(|x| x.to_string()).unwrap_or_else(|| "none".into()));
+        s += &format!(
+            "seed:        {}\n",
+            self.seed
+                .map(|x| x.to_string())
+                .unwrap_or_else(|| "none".into())
+        );
         s += "policy:\n";
         s += &format!("  action:     {}\n", self.policy.action.as_str());
         s += &format!("  outputs:    {}\n", list(&self.policy.outputs));
@@ -333,7 +405,10 @@ impl Plan {
             s += &format!("  {k}={v}\n");
         }
         if self.mode == Mode::Spawn && self.workers > 1 {
-            s += &format!("  (worker k gets MPAUDIT_WORKER=k, k = 0..{})\n", self.workers - 1);
+            s += &format!(
+                "  (worker k gets MPAUDIT_WORKER=k, k = 0..{})\n",
+                self.workers - 1
+            );
         }
         s
     }
@@ -348,7 +423,10 @@ fn list(v: &[String]) -> String {
 }
 
 pub fn shell_quote(a: &str) -> String {
-    if !a.is_empty() && a.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c)) {
+    if !a.is_empty()
+        && a.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c))
+    {
         a.to_string()
     } else {
         format!("'{}'", a.replace('\'', "'\\''"))
@@ -364,7 +442,10 @@ mod tests {
         Context {
             cwd: PathBuf::from("/home/u"),
             facts: Facts {
-                env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+                env: env
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
                 pbs_nodefile_slots: None,
                 affinity: Some(8),
                 cgroup_quota: None,
@@ -373,7 +454,10 @@ mod tests {
     }
 
     fn opts() -> RunOpts {
-        RunOpts { grace: "10s".into(), ..Default::default() }
+        RunOpts {
+            grace: "10s".into(),
+            ..Default::default()
+        }
     }
 
     fn src(text: &str) -> Source {
@@ -385,7 +469,12 @@ mod tests {
 
     #[test]
     fn defaults_from_minimal_file() {
-        let p = build(&src("[job]\ncommand = [\"./run.sh\"]\n"), &opts(), &ctx(&[])).unwrap();
+        let p = build(
+            &src("[job]\ncommand = [\"./run.sh\"]\n"),
+            &opts(),
+            &ctx(&[]),
+        )
+        .unwrap();
         assert_eq!(p.workers, 1);
         assert_eq!(p.workers_source, "default = 1");
         assert_eq!(p.mode, Mode::Spawn);
@@ -438,8 +527,12 @@ mod tests {
         let text = "[job]\ncommand = [\"x\"]\nworkers = \"auto\"\n";
         let p = build(&src(text), &opts(), &ctx(&[("NSLOTS", "3")])).unwrap();
         assert_eq!(p.workers, 3);
-        assert_eq!(p.workers_source, "job file: workers = \"auto\": NSLOTS=3 [SGE]");
-        let text = "[job]\ncommand = [\"x\"]\nworkers = \"auto\"\nenv = { ATHENA_PROC_NUMBER = \"2\" }\n";
+        assert_eq!(
+            p.workers_source,
+            "job file: workers = \"auto\": NSLOTS=3 [SGE]"
+        );
+        let text =
+            "[job]\ncommand = [\"x\"]\nworkers = \"auto\"\nenv = { ATHENA_PROC_NUMBER = \"2\" }\n";
         let p = build(&src(text), &opts(), &ctx(&[("NSLOTS", "3")])).unwrap();
         assert_eq!(p.workers, 2);
     }
@@ -449,13 +542,27 @@ mod tests {
         let text = "[job]\ncommand = [\"x\"]\n";
         let mut o = opts();
         o.timeout = Some("-1m".into());
-        assert!(build(&src(text), &o, &ctx(&[])).unwrap_err().contains("negative timeout"));
+        assert!(build(&src(text), &o, &ctx(&[]))
+            .unwrap_err()
+            .contains("negative timeout"));
         let mut o = opts();
         o.grace = "soon".into();
-        assert!(build(&src(text), &o, &ctx(&[])).unwrap_err().starts_with("--grace"));
-        let e = build(&src("[job]\ncommand = [\"x\"]\n[audit]\noutputs = [\"a:b\"]\n"), &opts(), &ctx(&[])).unwrap_err();
+        assert!(build(&src(text), &o, &ctx(&[]))
+            .unwrap_err()
+            .starts_with("--grace"));
+        let e = build(
+            &src("[job]\ncommand = [\"x\"]\n[audit]\noutputs = [\"a:b\"]\n"),
+            &opts(),
+            &ctx(&[]),
+        )
+        .unwrap_err();
         assert!(e.contains("MPAUDIT_OUTPUTS"), "{e}");
-        let e = build(&src("[job]\ncommand = [\"x\"]\nenv = { LD_PRELOAD = \"x\" }\n"), &opts(), &ctx(&[])).unwrap_err();
+        let e = build(
+            &src("[job]\ncommand = [\"x\"]\nenv = { LD_PRELOAD = \"x\" }\n"),
+            &opts(),
+            &ctx(&[]),
+        )
+        .unwrap_err();
         assert!(e.contains("LD_PRELOAD"), "{e}");
     }
 
@@ -479,7 +586,10 @@ mod tests {
     fn environment_for_workers() {
         let text = "[job]\ncommand = [\"x\"]\nworkers = 2\nseed = 0\n[audit]\naction = \"redirect\"\noutputs = [\"*.root\", \"h-*.txt\"]\n";
         let p = build(&src(text), &opts(), &ctx(&[])).unwrap();
-        let env: BTreeMap<_, _> = p.mpaudit_env(Some(1), Path::new("/opt/libmpaudit.so"), Some("/other.so")).into_iter().collect();
+        let env: BTreeMap<_, _> = p
+            .mpaudit_env(Some(1), Path::new("/opt/libmpaudit.so"), Some("/other.so"))
+            .into_iter()
+            .collect();
         assert_eq!(env["LD_PRELOAD"], "/opt/libmpaudit.so:/other.so");
         assert_eq!(env["MPAUDIT_WORKER"], "1");
         assert_eq!(env["MPAUDIT_OUTPUTS"], "*.root:h-*.txt");
@@ -489,7 +599,10 @@ mod tests {
         assert_eq!(env["MPAUDIT_JOB_DIR"], "/jobs/a");
         assert_eq!(env["MPAUDIT_SEED"], worker_seed(0, 1).to_string());
         assert!(!env.contains_key("MPAUDIT_FORK_WORKERS"));
-        let env: BTreeMap<_, _> = p.mpaudit_env(None, Path::new("/l.so"), None).into_iter().collect();
+        let env: BTreeMap<_, _> = p
+            .mpaudit_env(None, Path::new("/l.so"), None)
+            .into_iter()
+            .collect();
         assert_eq!(env["MPAUDIT_FORK_WORKERS"], "1");
         assert_eq!(env["LD_PRELOAD"], "/l.so");
         assert!(!env.contains_key("MPAUDIT_WORKER"));
@@ -506,7 +619,13 @@ mod tests {
 
     #[test]
     fn lexical_resolution() {
-        assert_eq!(resolve(Path::new("/a/b"), Path::new("../c/./d")), PathBuf::from("/a/c/d"));
-        assert_eq!(resolve(Path::new("/a"), Path::new("/x/y")), PathBuf::from("/x/y"));
+        assert_eq!(
+            resolve(Path::new("/a/b"), Path::new("../c/./d")),
+            PathBuf::from("/a/c/d")
+        );
+        assert_eq!(
+            resolve(Path::new("/a"), Path::new("/x/y")),
+            PathBuf::from("/x/y")
+        );
     }
 }

@@ -11,22 +11,34 @@ use crate::plan::Plan;
 
 /// Resolves `program` like `execvp`: with a `/` relative to `dir`, else
 /// through `path_var`. Errors say what was looked for, in one line.
-pub fn resolve_program(program: &str, dir: &Path, path_var: Option<&str>) -> Result<PathBuf, String> {
+pub fn resolve_program(
+    program: &str,
+    dir: &Path,
+    path_var: Option<&str>,
+) -> Result<PathBuf, String> {
     if program.is_empty() {
         return Err("the command's program is an empty string".into());
     }
     if program.contains('/') {
         let p = crate::plan::resolve(dir, Path::new(program));
-        return check_executable(&p).map(|_| p).map_err(|e| format!("command `{program}`: {e}"));
+        return check_executable(&p)
+            .map(|_| p)
+            .map_err(|e| format!("command `{program}`: {e}"));
     }
     let path_var = path_var.unwrap_or("/usr/local/bin:/usr/bin:/bin");
     let mut not_exec = None;
     for d in path_var.split(':') {
-        let d = if d.is_empty() { Path::new(".") } else { Path::new(d) };
+        let d = if d.is_empty() {
+            Path::new(".")
+        } else {
+            Path::new(d)
+        };
         let candidate = crate::plan::resolve(dir, &d.join(program));
         match check_executable(&candidate) {
             Ok(()) => return Ok(candidate),
-            Err(e) if candidate.exists() => not_exec = Some(format!("{}: {e}", candidate.display())),
+            Err(e) if candidate.exists() => {
+                not_exec = Some(format!("{}: {e}", candidate.display()))
+            }
             Err(_) => {}
         }
     }
@@ -51,7 +63,9 @@ fn check_executable(p: &Path) -> Result<(), String> {
 }
 
 fn access(p: &Path, mode: libc::c_int) -> bool {
-    let Ok(c) = CString::new(p.as_os_str().as_bytes()) else { return false };
+    let Ok(c) = CString::new(p.as_os_str().as_bytes()) else {
+        return false;
+    };
     unsafe { libc::access(c.as_ptr(), mode) == 0 }
 }
 
@@ -67,11 +81,19 @@ pub fn check_writable_dir(what: &str, dir: &Path) -> Result<(), String> {
                 } else if p == dir {
                     Err(format!("{what} {} is not writable", dir.display()))
                 } else {
-                    Err(format!("{what} {} cannot be created: {} is not writable", dir.display(), p.display()))
+                    Err(format!(
+                        "{what} {} cannot be created: {} is not writable",
+                        dir.display(),
+                        p.display()
+                    ))
                 };
             }
             Ok(_) => {
-                return Err(format!("{what} {}: {} is not a directory", dir.display(), p.display()));
+                return Err(format!(
+                    "{what} {}: {} is not a directory",
+                    dir.display(),
+                    p.display()
+                ));
             }
             Err(_) => {
                 if !p.pop() {
@@ -86,7 +108,12 @@ pub fn check_writable_dir(what: &str, dir: &Path) -> Result<(), String> {
 pub fn check(plan: &Plan, path_var: Option<&str>) -> Result<PathBuf, String> {
     match std::fs::metadata(&plan.job_dir) {
         Ok(m) if m.is_dir() => {}
-        Ok(_) => return Err(format!("job directory {} is not a directory", plan.job_dir.display())),
+        Ok(_) => {
+            return Err(format!(
+                "job directory {} is not a directory",
+                plan.job_dir.display()
+            ))
+        }
         Err(e) => return Err(format!("job directory {}: {e}", plan.job_dir.display())),
     }
     let program = resolve_program(&plan.command[0], &plan.job_dir, path_var)?;
@@ -103,7 +130,8 @@ mod tests {
     fn finds_programs() {
         let p = resolve_program("sh", Path::new("/"), Some("/nonexistent:/bin:/usr/bin")).unwrap();
         assert!(p.ends_with("sh"));
-        let e = resolve_program("no-such-program-mpaudit", Path::new("/"), Some("/bin")).unwrap_err();
+        let e =
+            resolve_program("no-such-program-mpaudit", Path::new("/"), Some("/bin")).unwrap_err();
         assert_eq!(e, "command `no-such-program-mpaudit` not found in PATH");
         let e = resolve_program("./nope", Path::new("/"), None).unwrap_err();
         assert_eq!(e, "command `./nope`: no such file");

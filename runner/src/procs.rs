@@ -14,16 +14,24 @@ pub fn parse_stat(text: &str) -> Option<(i32, i32, u64)> {
     let rest = &text[text.rfind(')')? + 1..];
     let f: Vec<&str> = rest.split_whitespace().collect();
     // f[0] = state (field 3), f[1] = ppid (4), f[2] = pgrp (5), f[19] = starttime (22)
-    Some((f.get(1)?.parse().ok()?, f.get(2)?.parse().ok()?, f.get(19)?.parse().ok()?))
+    Some((
+        f.get(1)?.parse().ok()?,
+        f.get(2)?.parse().ok()?,
+        f.get(19)?.parse().ok()?,
+    ))
 }
 
 /// Every live process (zombies included) whose ancestry leads to `root`,
 /// excluding `root` itself.
 pub fn descendants(root: i32) -> Vec<i32> {
     let mut children: BTreeMap<i32, Vec<i32>> = BTreeMap::new();
-    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
     for e in dir.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
         if let Some((ppid, _, _)) = stat(pid) {
             children.entry(ppid).or_default().push(pid);
         }
@@ -51,14 +59,19 @@ pub fn children(pid: i32) -> Vec<i32> {
         for t in tasks.flatten() {
             if let Ok(text) = std::fs::read_to_string(t.path().join("children")) {
                 found_file = true;
-                out.extend(text.split_whitespace().filter_map(|s| s.parse::<i32>().ok()));
+                out.extend(
+                    text.split_whitespace()
+                        .filter_map(|s| s.parse::<i32>().ok()),
+                );
             }
         }
     }
     if !found_file {
         if let Ok(dir) = std::fs::read_dir("/proc") {
             for e in dir.flatten() {
-                let Some(c) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
+                let Some(c) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+                    continue;
+                };
                 if stat(c).is_some_and(|(pp, _, _)| pp == pid) {
                     out.insert(c);
                 }
@@ -81,7 +94,10 @@ mod tests {
 
     #[test]
     fn finds_own_child() {
-        let mut c = std::process::Command::new("sleep").arg("5").spawn().unwrap();
+        let mut c = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
         let me = std::process::id() as i32;
         let pid = c.id() as i32;
         assert!(descendants(me).contains(&pid));

@@ -11,7 +11,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
@@ -80,14 +80,17 @@ pub struct RunResult {
     pub strays: Vec<i32>,
     pub stop: Option<StopReason>,
     pub wall: Duration,
-    pub started_unix_ns: u128,
 }
 
 impl RunResult {
     /// The job failed: a started process did not exit 0, or the run was
     /// stopped (timeout, interruption).
     pub fn failed(&self) -> bool {
-        self.stop.is_some() || self.procs.iter().any(|p| !p.outcome.as_ref().is_some_and(Outcome::success))
+        self.stop.is_some()
+            || self
+                .procs
+                .iter()
+                .any(|p| !p.outcome.as_ref().is_some_and(Outcome::success))
     }
 }
 
@@ -103,7 +106,13 @@ enum Phase {
     Killing,
 }
 
-const HANDLED: [Signal; 5] = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGQUIT, Signal::SIGCHLD];
+const HANDLED: [Signal; 5] = [
+    Signal::SIGINT,
+    Signal::SIGTERM,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+    Signal::SIGCHLD,
+];
 
 fn handled_set() -> SigSet {
     let mut s = SigSet::empty();
@@ -153,12 +162,15 @@ struct Dispatcher<'a> {
 /// was started (exit status 2).
 pub fn run(plan: &Plan, program: &Path, preload: &Path) -> Result<RunResult, String> {
     let start = Instant::now();
-    let started_unix_ns = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
     // SAFETY: prctl with integer arguments only.
     if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
-        return Err(format!("prctl(PR_SET_CHILD_SUBREAPER): {}", std::io::Error::last_os_error()));
+        return Err(format!(
+            "prctl(PR_SET_CHILD_SUBREAPER): {}",
+            std::io::Error::last_os_error()
+        ));
     }
-    std::fs::create_dir_all(&plan.log_dir).map_err(|e| format!("log directory {}: {e}", plan.log_dir.display()))?;
+    std::fs::create_dir_all(&plan.log_dir)
+        .map_err(|e| format!("log directory {}: {e}", plan.log_dir.display()))?;
     std::fs::create_dir_all(&plan.workers_dir)
         .map_err(|e| format!("workers directory {}: {e}", plan.workers_dir.display()))?;
     for k in 0..plan.workers {
@@ -180,7 +192,8 @@ pub fn run(plan: &Plan, program: &Path, preload: &Path) -> Result<RunResult, Str
         strays: BTreeSet::new(),
         interrupts: 0,
         no_children: false,
-        status: (!plan.quiet && std::io::stderr().is_terminal()).then(|| StatusLine::new(&plan.log_dir)),
+        status: (!plan.quiet && std::io::stderr().is_terminal())
+            .then(|| StatusLine::new(&plan.log_dir)),
     };
     let labels: Vec<Option<usize>> = match plan.mode {
         Mode::Spawn => (0..plan.workers).map(Some).collect(),
@@ -200,12 +213,16 @@ pub fn run(plan: &Plan, program: &Path, preload: &Path) -> Result<RunResult, Str
         strays: d.strays.into_iter().collect(),
         stop: d.stop,
         wall: start.elapsed(),
-        started_unix_ns,
     })
 }
 
 impl Dispatcher<'_> {
-    fn spawn(&mut self, k: Option<usize>, program: &Path, env: &[(String, String)]) -> Result<(), String> {
+    fn spawn(
+        &mut self,
+        k: Option<usize>,
+        program: &Path,
+        env: &[(String, String)],
+    ) -> Result<(), String> {
         let plan = self.plan;
         let dir = plan.output_dir(k);
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -249,10 +266,25 @@ impl Dispatcher<'_> {
                 // `child` is dropped without waiting: the dispatcher reaps
                 // every pid itself with waitpid(-1).
                 drop(child);
-                self.procs.push(Started { worker: k, pid, started, outcome: None, memory: Peak::default(), stdout: out_path, stderr: err_path });
+                self.procs.push(Started {
+                    worker: k,
+                    pid,
+                    started,
+                    outcome: None,
+                    memory: Peak::default(),
+                    stdout: out_path,
+                    stderr: err_path,
+                });
             }
             Err(e) => {
-                let _ = writeln!(File::options().append(true).open(&err_path).map_err(|e| e.to_string())?, "mpaudit: cannot start {}: {e}", program.display());
+                let _ = writeln!(
+                    File::options()
+                        .append(true)
+                        .open(&err_path)
+                        .map_err(|e| e.to_string())?,
+                    "mpaudit: cannot start {}: {e}",
+                    program.display()
+                );
                 self.procs.push(Started {
                     worker: k,
                     pid: 0,
@@ -381,7 +413,10 @@ impl Dispatcher<'_> {
     }
 
     fn on_failure(&mut self, k: Option<usize>) {
-        if self.plan.on_failure == OnFailure::Kill && self.phase == Phase::Running && !self.all_done() {
+        if self.plan.on_failure == OnFailure::Kill
+            && self.phase == Phase::Running
+            && !self.all_done()
+        {
             self.begin_stop(StopReason::WorkerFailed(k.unwrap_or(0)));
         }
     }
@@ -394,7 +429,12 @@ impl Dispatcher<'_> {
                 let _ = nix::sys::signal::killpg(Pid::from_raw(p.pid), sig);
             }
         }
-        let tracked: BTreeSet<i32> = self.procs.iter().filter(|p| p.outcome.is_none()).map(|p| p.pid).collect();
+        let tracked: BTreeSet<i32> = self
+            .procs
+            .iter()
+            .filter(|p| p.outcome.is_none())
+            .map(|p| p.pid)
+            .collect();
         for pid in procs::descendants(self.me) {
             if self.cleaning && !tracked.contains(&pid) {
                 self.strays.insert(pid);
@@ -415,13 +455,19 @@ impl Dispatcher<'_> {
                         WaitStatus::Signaled(_, sig, core) => Some((None, Some(sig as i32), core)),
                         _ => None,
                     };
-                    let Some((exit_code, signal, core_dumped)) = raw else { continue };
+                    let Some((exit_code, signal, core_dumped)) = raw else {
+                        continue;
+                    };
                     let stop = match self.phase {
                         Phase::Running => None,
                         _ => self.stop.clone(),
                     };
                     let mut failed = None;
-                    if let Some(p) = self.procs.iter_mut().find(|p| p.pid == pid.as_raw() && p.outcome.is_none()) {
+                    if let Some(p) = self
+                        .procs
+                        .iter_mut()
+                        .find(|p| p.pid == pid.as_raw() && p.outcome.is_none())
+                    {
                         let o = Outcome {
                             exit_code,
                             signal,
@@ -434,7 +480,9 @@ impl Dispatcher<'_> {
                             failed = Some(p.worker);
                         }
                         p.outcome = Some(o);
-                    } else if self.plan.mode == Mode::Spawn || !self.forked.contains_key(&pid.as_raw()) {
+                    } else if self.plan.mode == Mode::Spawn
+                        || !self.forked.contains_key(&pid.as_raw())
+                    {
                         // An orphan that came back to us as subreaper.
                         if self.all_done() {
                             self.strays.insert(pid.as_raw());
@@ -463,9 +511,18 @@ impl Dispatcher<'_> {
             }
         }
         if self.plan.mode == Mode::Fork {
-            let Some(root) = self.procs.first().filter(|p| p.outcome.is_none()).map(|p| p.pid) else { return };
+            let Some(root) = self
+                .procs
+                .first()
+                .filter(|p| p.outcome.is_none())
+                .map(|p| p.pid)
+            else {
+                return;
+            };
             for c in procs::children(root) {
-                let Some((_, _, starttime)) = procs::stat(c) else { continue };
+                let Some((_, _, starttime)) = procs::stat(c) else {
+                    continue;
+                };
                 let entry = self.forked.entry(c).or_insert((starttime, Peak::default()));
                 if let Some(s) = memory::sample(c) {
                     entry.1.add(s);
@@ -496,18 +553,28 @@ struct StatusLine {
 
 impl StatusLine {
     fn new(log_dir: &Path) -> Self {
-        StatusLine { log_dir: log_dir.to_path_buf(), offsets: BTreeMap::new(), events: 0, rogue: 0, shown: false }
+        StatusLine {
+            log_dir: log_dir.to_path_buf(),
+            offsets: BTreeMap::new(),
+            events: 0,
+            rogue: 0,
+            shown: false,
+        }
     }
 
     fn scan(&mut self) {
-        let Ok(dir) = std::fs::read_dir(&self.log_dir) else { return };
+        let Ok(dir) = std::fs::read_dir(&self.log_dir) else {
+            return;
+        };
         for e in dir.flatten() {
             let path = e.path();
             if !crate::events::is_log_name(&e.file_name().to_string_lossy()) {
                 continue;
             }
             let off = self.offsets.entry(path.clone()).or_insert(0);
-            let Ok(mut f) = File::open(&path) else { continue };
+            let Ok(mut f) = File::open(&path) else {
+                continue;
+            };
             if f.seek(SeekFrom::Start(*off)).is_err() {
                 continue;
             }
@@ -516,7 +583,9 @@ impl StatusLine {
                 continue;
             }
             // Only complete lines; NUL padding is not content.
-            let Some(last_nl) = buf.iter().rposition(|&b| b == b'\n') else { continue };
+            let Some(last_nl) = buf.iter().rposition(|&b| b == b'\n') else {
+                continue;
+            };
             for line in buf[..last_nl].split(|&b| b == b'\n') {
                 if line.iter().any(|&b| b != 0) {
                     self.events += 1;
@@ -559,7 +628,9 @@ fn memchr_str(hay: &[u8], needle: &[u8]) -> bool {
 
 /// The last `n` lines of a file (reading at most its last 64 KiB).
 pub fn tail(path: &Path, n: usize) -> Vec<String> {
-    let Ok(mut f) = File::open(path) else { return Vec::new() };
+    let Ok(mut f) = File::open(path) else {
+        return Vec::new();
+    };
     let len = f.metadata().map(|m| m.len()).unwrap_or(0);
     let start = len.saturating_sub(64 * 1024);
     if f.seek(SeekFrom::Start(start)).is_err() {
@@ -570,10 +641,15 @@ pub fn tail(path: &Path, n: usize) -> Vec<String> {
     let text = String::from_utf8_lossy(&buf);
     let lines: Vec<&str> = text.lines().collect();
     let skip_partial = usize::from(start > 0 && lines.len() > n);
-    lines[skip_partial.max(lines.len().saturating_sub(n))..].iter().map(|s| s.to_string()).collect()
+    lines[skip_partial.max(lines.len().saturating_sub(n))..]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
 }
 
 /// Signal number to name (`SIGSEGV`), for reports.
 pub fn signal_name(sig: i32) -> String {
-    Signal::try_from(sig).map(|s| s.as_str().to_string()).unwrap_or_else(|_| format!("signal {sig}"))
+    Signal::try_from(sig)
+        .map(|s| s.as_str().to_string())
+        .unwrap_or_else(|_| format!("signal {sig}"))
 }

@@ -60,10 +60,15 @@ pub fn detect(facts: &Facts) -> Detected {
             if let Some(path) = facts.env.get(var) {
                 match facts.pbs_nodefile_slots {
                     Some(n) if n > 0 => {
-                        batch = Some((n, format!("PBS_NODEFILE ({n} slots for this host in {path}) [{system}]")));
+                        batch = Some((
+                            n,
+                            format!("PBS_NODEFILE ({n} slots for this host in {path}) [{system}]"),
+                        ));
                         break;
                     }
-                    _ => notes.push(format!("ignored PBS_NODEFILE={path}: unreadable or no slots")),
+                    _ => notes.push(format!(
+                        "ignored PBS_NODEFILE={path}: unreadable or no slots"
+                    )),
                 }
             }
             continue;
@@ -88,19 +93,43 @@ pub fn detect(facts: &Facts) -> Detected {
     }
     if let Some(q) = quota {
         if limit.as_ref().is_none_or(|(l, _)| q < *l) {
-            limit = Some((q, format!("cgroup CPU quota ({} CPUs)", fmt_quota(facts.cgroup_quota.unwrap_or(0.0)))));
+            limit = Some((
+                q,
+                format!(
+                    "cgroup CPU quota ({} CPUs)",
+                    fmt_quota(facts.cgroup_quota.unwrap_or(0.0))
+                ),
+            ));
         }
     }
     match (batch, limit) {
         (Some((n, source)), Some((l, why))) if l < n => {
-            notes.push(format!("capped {n} to {l} by the {why} so as not to overbook"));
-            Detected { count: l, source, notes }
+            notes.push(format!(
+                "capped {n} to {l} by the {why} so as not to overbook"
+            ));
+            Detected {
+                count: l,
+                source,
+                notes,
+            }
         }
-        (Some((n, source)), _) => Detected { count: n, source, notes },
-        (None, Some((l, why))) => Detected { count: l, source: why, notes },
+        (Some((n, source)), _) => Detected {
+            count: n,
+            source,
+            notes,
+        },
+        (None, Some((l, why))) => Detected {
+            count: l,
+            source: why,
+            notes,
+        },
         (None, None) => {
             notes.push("no batch variable, CPU affinity or cgroup quota found".into());
-            Detected { count: 1, source: "default (1)".into(), notes }
+            Detected {
+                count: 1,
+                source: "default (1)".into(),
+                notes,
+            }
         }
     }
 }
@@ -132,7 +161,11 @@ pub fn probe(env: &BTreeMap<String, String>) -> Facts {
 /// non-empty lines when none does (a file written for this node only).
 pub fn nodefile_slots(text: &str, host: &str) -> usize {
     let short = host.split('.').next().unwrap_or(host);
-    let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
     let mine = lines
         .iter()
         .filter(|l| {
@@ -184,7 +217,8 @@ fn cgroup_quota() -> Option<f64> {
             if c.ends_with("cpu.max") {
                 return parse_cpu_max(&text);
             }
-            let period = std::fs::read_to_string(c.replace("cfs_quota_us", "cfs_period_us")).ok()?;
+            let period =
+                std::fs::read_to_string(c.replace("cfs_quota_us", "cfs_period_us")).ok()?;
             let q: f64 = text.trim().parse().ok()?;
             let p: f64 = period.trim().parse().ok()?;
             return (q > 0.0 && p > 0.0).then(|| q / p);
@@ -211,7 +245,10 @@ mod tests {
 
     fn facts(vars: &[(&str, &str)]) -> Facts {
         Facts {
-            env: vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            env: vars
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             pbs_nodefile_slots: None,
             affinity: Some(64),
             cgroup_quota: None,
@@ -237,7 +274,11 @@ mod tests {
         f.pbs_nodefile_slots = Some(3);
         let d = detect(&f);
         assert_eq!(d.count, 3);
-        assert!(d.source.starts_with("PBS_NODEFILE (3 slots"), "{}", d.source);
+        assert!(
+            d.source.starts_with("PBS_NODEFILE (3 slots"),
+            "{}",
+            d.source
+        );
         f.pbs_nodefile_slots = None;
         let d = detect(&f);
         assert_eq!(d.source, "CPU affinity (64 CPUs)");
@@ -262,8 +303,14 @@ mod tests {
             ("SLURM_CPUS_PER_TASK", "4"),
             ("ATHENA_PROC_NUMBER", "3"),
         ]));
-        assert_eq!((d.count, d.source.as_str()), (3, "ATHENA_PROC_NUMBER=3 [AthenaMP]"));
-        let d = detect(&facts(&[("SLURM_CPUS_ON_NODE", "5"), ("SLURM_CPUS_PER_TASK", "4")]));
+        assert_eq!(
+            (d.count, d.source.as_str()),
+            (3, "ATHENA_PROC_NUMBER=3 [AthenaMP]")
+        );
+        let d = detect(&facts(&[
+            ("SLURM_CPUS_ON_NODE", "5"),
+            ("SLURM_CPUS_PER_TASK", "4"),
+        ]));
         assert_eq!(d.count, 4);
         let d = detect(&facts(&[("PBS_NCPUS", "5"), ("PBS_NP", "7")]));
         assert_eq!(d.count, 7);
@@ -273,7 +320,11 @@ mod tests {
 
     #[test]
     fn bad_values_are_skipped_and_noted() {
-        let d = detect(&facts(&[("ATHENA_PROC_NUMBER", "0"), ("SLURM_CPUS_PER_TASK", "four"), ("NSLOTS", "2")]));
+        let d = detect(&facts(&[
+            ("ATHENA_PROC_NUMBER", "0"),
+            ("SLURM_CPUS_PER_TASK", "four"),
+            ("NSLOTS", "2"),
+        ]));
         assert_eq!(d.count, 2);
         assert_eq!(d.notes.len(), 2, "{:?}", d.notes);
         assert!(d.notes[0].contains("ATHENA_PROC_NUMBER"));
@@ -287,11 +338,19 @@ mod tests {
         f.affinity = Some(4);
         let d = detect(&f);
         assert_eq!(d.count, 4);
-        assert!(d.notes[0].contains("capped 16 to 4 by the CPU affinity"), "{:?}", d.notes);
+        assert!(
+            d.notes[0].contains("capped 16 to 4 by the CPU affinity"),
+            "{:?}",
+            d.notes
+        );
         f.cgroup_quota = Some(2.5);
         let d = detect(&f);
         assert_eq!(d.count, 2);
-        assert!(d.notes[0].contains("cgroup CPU quota (2.50 CPUs)"), "{:?}", d.notes);
+        assert!(
+            d.notes[0].contains("cgroup CPU quota (2.50 CPUs)"),
+            "{:?}",
+            d.notes
+        );
     }
 
     #[test]
@@ -301,7 +360,10 @@ mod tests {
         assert_eq!(detect(&f).source, "CPU affinity (8 CPUs)");
         f.cgroup_quota = Some(3.0);
         let d = detect(&f);
-        assert_eq!((d.count, d.source.as_str()), (3, "cgroup CPU quota (3 CPUs)"));
+        assert_eq!(
+            (d.count, d.source.as_str()),
+            (3, "cgroup CPU quota (3 CPUs)")
+        );
         f.cgroup_quota = Some(0.5);
         assert_eq!(detect(&f).count, 1);
         f.affinity = None;

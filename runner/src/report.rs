@@ -1,0 +1,907 @@
+//! Aggregation of events into the report, and its text and JSON renderings
+//! (docs/report.md). Memory is bounded by distinct paths, components and
+//! processes, never by the number of events: events are folded in one by
+//! one as the reader streams them.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::events::{Event, Kind, ReadStats, Taken, Verdict};
+use crate::memory::Peak;
+
+/// Exit status: 0 ok, 1 rogue writes, 3 job failed (wins over 1).
+pub fn exit_code(job_failed: bool, rogue_writes: u64) -> u8 {
+    if job_failed {
+        3
+    } else if rogue_writes > 0 {
+        1
+    } else {
+        0
+    }
+}
+
+/// Who did something: which log directory (index) and which worker (None:
+/// outside any worker, e.g. the root of fork mode before it forks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Who {
+    pub source: u16,
+    pub worker: Option<u64>,
+}
+
+#[derive(Debug, Default)]
+struct PathUse {
+    writers: BTreeSet<Who>,
+    readers: BTreeSet<Who>,
+}
+
+#[derive(Debug, Default)]
+struct RogueAgg {
+    events: u64,
+    unmitigated: u64,
+    workers: BTreeSet<Who>,
+    actions: BTreeMap<&'static str, u64>,
+    paths: HashMap<String, (u64, BTreeSet<Who>, BTreeMap<&'static str, u64>)>,
+}
+
+#[derive(Debug, Default)]
+struct UnauditedAgg {
+    count: u64,
+    workers: BTreeSet<Who>,
+    argv: Vec<String>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct WorkerCounts {
+    pub events: u64,
+    pub rogue: u64,
+}
+
+/// Folds events in.
+#[derive(Debug, Default)]
+pub struct Aggregator {
+    pub stats: ReadStats,
+    paths: HashMap<String, PathUse>,
+    rogue: HashMap<(String, Option<String>), RogueAgg>,
+    redirected: BTreeMap<String, BTreeMap<Who, BTreeSet<String>>>,
+    unaudited: BTreeMap<(String, String), UnauditedAgg>,
+    pub per_worker: BTreeMap<Who, WorkerCounts>,
+    /// pid → worker, from each process's events (fork mode).
+    pub pid_worker: BTreeMap<(u16, i64), Option<u64>>,
+    /// pid → exit status, from `exit` events.
+    pub exits: BTreeMap<(u16, i64), i64>,
+    pub rogue_writes: u64,
+    /// Write-class events without a verdict (a library without policy).
+    pub unclassified_writes: u64,
+}
+
+/// Paths that are never a clobber: devices, kernel interfaces.
+fn ignorable(path: &str) -> bool {
+    ["/dev/", "/proc/", "/sys/"]
+        .iter()
+        .any(|p| path.starts_with(p))
+        || path == "/dev/null"
+}
+
+impl Aggregator {
+    pub fn add(&mut self, source: u16, ev: Event) {
+        let who = Who {
+            source,
+            worker: ev.worker,
+        };
+        let c = self.per_worker.entry(who).or_default();
+        c.events += 1;
+        self.pid_worker.entry((source, ev.pid)).or_insert(ev.worker);
+        match ev.kind {
+            Kind::Process => self.add_process(source, who, ev),
+            Kind::Access => self.add_access(who, ev),
+        }
+    }
+
+    fn add_process(&mut self, source: u16, who: Who, ev: Event) {
+        if ev.op == "exit" {
+            if let Some(s) = ev.status {
+                self.exits.insert((source, ev.pid), s);
+            }
+        }
+        if ev.op == "exec" && ev.audited == Some(false) {
+            let exe = ev.exe.clone().unwrap_or_default();
+            let reason = ev.reason.clone().unwrap_or_else(|| "unknown".into());
+            let u = self.unaudited.entry((exe, reason)).or_default();
+            u.count += 1;
+            u.workers.insert(who);
+            if u.argv.is_empty() {
+                u.argv = ev.argv.unwrap_or_default();
+            }
+        }
+    }
+
+    fn add_access(&mut self, who: Who, ev: Event) {
+        let write = ev.is_write_class();
+        let action = ev.action.unwrap_or(Taken::None);
+        if write && ev.verdict.is_none() {
+            self.unclassified_writes += 1;
+        }
+        let shown_path = ev
+            .abs
+            .clone()
+            .or_else(|| ev.path.clone())
+            .unwrap_or_default();
+        if ev.verdict == Some(Verdict::Rogue) {
+            self.rogue_writes += 1;
+            if let Some(c) = self.per_worker.get_mut(&who) {
+                c.rogue += 1;
+            }
+            let comp = ev.component.clone().unwrap_or(crate::events::Frame {
+                object: None,
+                symbol: None,
+            });
+            let key = (
+                comp.object.unwrap_or_else(|| "(unknown)".into()),
+                comp.symbol,
+            );
+            let g = self.rogue.entry(key).or_default();
+            g.events += 1;
+            if action.unmitigated() {
+                g.unmitigated += 1;
+            }
+            g.workers.insert(who);
+            *g.actions.entry(action.as_str()).or_default() += 1;
+            let p = g.paths.entry(shown_path.clone()).or_default();
+            p.0 += 1;
+            p.1.insert(who);
+            *p.2.entry(action.as_str()).or_default() += 1;
+        }
+        if action == Taken::Redirected {
+            if let Some(t) = &ev.target {
+                self.redirected
+                    .entry(shown_path.clone())
+                    .or_default()
+                    .entry(who)
+                    .or_default()
+                    .insert(t.clone());
+            }
+        }
+        if !ev.succeeded() || ev.op == "mkdir" || ev.op == "rmdir" {
+            return;
+        }
+        // Where the bytes really went: a redirected write is not a clobber.
+        let mut touched: Vec<String> = Vec::with_capacity(2);
+        if write && action == Taken::Redirected {
+            if let Some(t) = &ev.target {
+                touched.push(t.clone());
+            }
+        } else if let Some(a) = ev.abs.clone() {
+            touched.push(a);
+        }
+        if write {
+            if let Some(a2) = ev.abs2.clone() {
+                touched.push(a2);
+            }
+        }
+        for p in touched {
+            if ignorable(&p) {
+                continue;
+            }
+            let u = self.paths.entry(p).or_default();
+            if write {
+                u.writers.insert(who);
+            } else {
+                u.readers.insert(who);
+            }
+        }
+    }
+
+    pub fn merge_stats(&mut self, s: ReadStats) {
+        self.stats.merge(s);
+    }
+}
+
+// ---- the report ----
+
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Summary {
+    pub status: String,
+    pub exit_code: u8,
+    pub job_failed: bool,
+    pub stop_reason: Option<String>,
+    pub job_dir: Option<String>,
+    pub mode: Option<String>,
+    pub workers: usize,
+    pub wall_time_ms: Option<u64>,
+    pub log_dirs: Vec<String>,
+    pub log_files: u64,
+    pub events: u64,
+    pub skipped_lines: u64,
+    pub skipped_examples: Vec<String>,
+    pub earlier_log_files_ignored: u64,
+    pub rogue_writes: u64,
+    pub rogue_components: usize,
+    pub conflicts: usize,
+    pub redirected_paths: usize,
+    pub unaudited: usize,
+    pub unclassified_writes: u64,
+    pub strays_killed: Vec<i32>,
+}
+
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct WorkerReport {
+    /// Worker index; null for the root process of fork mode.
+    pub worker: Option<usize>,
+    pub pid: Option<i32>,
+    pub exit_code: Option<i64>,
+    pub signal: Option<i32>,
+    pub signal_name: Option<String>,
+    pub core_dumped: bool,
+    pub timed_out: bool,
+    pub stopped_by: Option<String>,
+    pub spawn_error: Option<String>,
+    pub wall_time_ms: Option<u64>,
+    pub memory: Option<Peak>,
+    pub events: u64,
+    pub rogue_writes: u64,
+    pub stdout: Option<String>,
+    pub stderr: Option<String>,
+    pub stderr_tail: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RoguePath {
+    pub path: String,
+    pub count: u64,
+    pub workers: Vec<String>,
+    pub actions: BTreeMap<&'static str, u64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RogueGroup {
+    pub object: String,
+    pub symbol: Option<String>,
+    pub demangled: Option<String>,
+    pub events: u64,
+    pub unmitigated: u64,
+    pub workers: Vec<String>,
+    pub actions: BTreeMap<&'static str, u64>,
+    pub paths: Vec<RoguePath>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Conflict {
+    pub path: String,
+    /// "clobber": written by more than one; "write-read": written by one
+    /// worker, read by another.
+    pub kind: &'static str,
+    pub writers: Vec<String>,
+    pub readers: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RedirectTarget {
+    pub worker: String,
+    pub target: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Redirect {
+    pub original: String,
+    pub targets: Vec<RedirectTarget>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Unaudited {
+    pub exe: String,
+    pub reason: String,
+    pub count: u64,
+    pub workers: Vec<String>,
+    pub argv: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Report {
+    pub summary: Summary,
+    pub workers: Vec<WorkerReport>,
+    pub rogue: Vec<RogueGroup>,
+    pub conflicts: Vec<Conflict>,
+    pub redirected: Vec<Redirect>,
+    pub unaudited: Vec<Unaudited>,
+}
+
+/// Renders paths relative to the job directory, and worker identities.
+pub struct Labels {
+    pub job_dir: Option<PathBuf>,
+    /// Names of the log directories when there are several.
+    pub sources: Vec<String>,
+}
+
+impl Labels {
+    pub fn path(&self, p: &str) -> String {
+        if let Some(j) = &self.job_dir {
+            if let Ok(rest) = Path::new(p).strip_prefix(j) {
+                let r = rest.to_string_lossy();
+                return if r.is_empty() {
+                    ".".into()
+                } else {
+                    r.into_owned()
+                };
+            }
+        }
+        p.to_string()
+    }
+    pub fn who(&self, w: Who) -> String {
+        let base = match w.worker {
+            Some(k) => k.to_string(),
+            None => "root".into(),
+        };
+        if self.sources.len() > 1 {
+            format!(
+                "{}:{base}",
+                self.sources
+                    .get(w.source as usize)
+                    .map(String::as_str)
+                    .unwrap_or("?")
+            )
+        } else {
+            base
+        }
+    }
+    fn whos(&self, s: &BTreeSet<Who>) -> Vec<String> {
+        s.iter().map(|w| self.who(*w)).collect()
+    }
+}
+
+impl Aggregator {
+    /// The event-derived sections, sorted for the reader: rogue components
+    /// worst first, clobbers before write-read conflicts.
+    pub fn sections(
+        &self,
+        l: &Labels,
+    ) -> (
+        Vec<RogueGroup>,
+        Vec<Conflict>,
+        Vec<Redirect>,
+        Vec<Unaudited>,
+    ) {
+        let mut rogue: Vec<RogueGroup> = self
+            .rogue
+            .iter()
+            .map(|((object, symbol), g)| {
+                let mut paths: Vec<RoguePath> = g
+                    .paths
+                    .iter()
+                    .map(|(p, (n, ws, acts))| RoguePath {
+                        path: l.path(p),
+                        count: *n,
+                        workers: l.whos(ws),
+                        actions: acts.clone(),
+                    })
+                    .collect();
+                paths.sort_by(|a, b| {
+                    b.workers
+                        .len()
+                        .cmp(&a.workers.len())
+                        .then(b.count.cmp(&a.count))
+                        .then(a.path.cmp(&b.path))
+                });
+                RogueGroup {
+                    object: l.path(object),
+                    symbol: symbol.clone(),
+                    demangled: symbol.as_deref().and_then(crate::demangle::demangle),
+                    events: g.events,
+                    unmitigated: g.unmitigated,
+                    workers: l.whos(&g.workers),
+                    actions: g.actions.clone(),
+                    paths,
+                }
+            })
+            .collect();
+        // Worst first: writes that nothing stopped, then reach (workers),
+        // then volume, then distinct paths; ties by name.
+        rogue.sort_by(|a, b| {
+            b.unmitigated
+                .cmp(&a.unmitigated)
+                .then(b.workers.len().cmp(&a.workers.len()))
+                .then(b.events.cmp(&a.events))
+                .then(b.paths.len().cmp(&a.paths.len()))
+                .then(a.object.cmp(&b.object))
+                .then(a.symbol.cmp(&b.symbol))
+        });
+
+        let mut conflicts = Vec::new();
+        for (p, u) in &self.paths {
+            if u.writers.len() > 1 {
+                conflicts.push(Conflict {
+                    path: l.path(p),
+                    kind: "clobber",
+                    writers: l.whos(&u.writers),
+                    readers: l.whos(&u.readers),
+                });
+            } else if let Some(w) = u.writers.iter().next() {
+                // A worker's output read by someone else. The root writing
+                // before it forks and workers reading is the normal pattern.
+                if w.worker.is_some() && u.readers.iter().any(|r| r != w) {
+                    let readers: BTreeSet<Who> =
+                        u.readers.iter().filter(|r| *r != w).copied().collect();
+                    conflicts.push(Conflict {
+                        path: l.path(p),
+                        kind: "write-read",
+                        writers: l.whos(&u.writers),
+                        readers: l.whos(&readers),
+                    });
+                }
+            }
+        }
+        conflicts.sort_by(|a, b| {
+            (a.kind != "clobber")
+                .cmp(&(b.kind != "clobber"))
+                .then(b.writers.len().cmp(&a.writers.len()))
+                .then(a.path.cmp(&b.path))
+        });
+
+        let redirected = self
+            .redirected
+            .iter()
+            .map(|(orig, per)| Redirect {
+                original: l.path(orig),
+                targets: per
+                    .iter()
+                    .flat_map(|(w, ts)| ts.iter().map(move |t| (*w, t)))
+                    .map(|(w, t)| RedirectTarget {
+                        worker: l.who(w),
+                        target: l.path(t),
+                    })
+                    .collect(),
+            })
+            .collect();
+
+        let mut unaudited: Vec<Unaudited> = self
+            .unaudited
+            .iter()
+            .map(|((exe, reason), u)| Unaudited {
+                exe: l.path(exe),
+                reason: reason.clone(),
+                count: u.count,
+                workers: l.whos(&u.workers),
+                argv: u.argv.clone(),
+            })
+            .collect();
+        unaudited.sort_by(|a, b| b.count.cmp(&a.count).then(a.exe.cmp(&b.exe)));
+        (rogue, conflicts, redirected, unaudited)
+    }
+}
+
+impl Report {
+    /// Fills the event sections and the summary's counts from `agg`.
+    pub fn fill(&mut self, agg: &Aggregator, l: &Labels) {
+        let (rogue, conflicts, redirected, unaudited) = agg.sections(l);
+        let s = &mut self.summary;
+        s.log_files = agg.stats.files;
+        s.events = agg.stats.events;
+        s.skipped_lines = agg.stats.skipped;
+        s.skipped_examples = agg.stats.examples.clone();
+        s.rogue_writes = agg.rogue_writes;
+        s.rogue_components = rogue.len();
+        s.conflicts = conflicts.len();
+        s.redirected_paths = redirected.len();
+        s.unaudited = unaudited.len();
+        s.unclassified_writes = agg.unclassified_writes;
+        s.exit_code = exit_code(s.job_failed, agg.rogue_writes);
+        s.status = match s.exit_code {
+            0 => "ok",
+            1 => "rogue writes",
+            _ => "job failed",
+        }
+        .into();
+        self.rogue = rogue;
+        self.conflicts = conflicts;
+        self.redirected = redirected;
+        self.unaudited = unaudited;
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+    }
+
+    pub fn to_text(&self) -> String {
+        let mut o = String::new();
+        let s = &self.summary;
+        o += &format!("mpaudit: {} (exit status {})\n", s.status, s.exit_code);
+        if let Some(r) = &s.stop_reason {
+            o += &format!("  stopped: {r}\n");
+        }
+        if let Some(j) = &s.job_dir {
+            o += &format!("  job dir: {j}\n");
+        }
+        o += &format!(
+            "  logs: {} event(s) in {} file(s) from {}\n",
+            s.events,
+            s.log_files,
+            s.log_dirs.join(", ")
+        );
+        if s.skipped_lines > 0 {
+            o += &format!(
+                "  skipped {} unparseable line(s), e.g. {}\n",
+                s.skipped_lines,
+                s.skipped_examples.first().map(String::as_str).unwrap_or("")
+            );
+        }
+        if s.earlier_log_files_ignored > 0 {
+            o += &format!(
+                "  ignored {} log file(s) from earlier runs in the log directory\n",
+                s.earlier_log_files_ignored
+            );
+        }
+        if s.unclassified_writes > 0 {
+            o += &format!(
+                "  {} write(s) carried no verdict (library without policy fields)\n",
+                s.unclassified_writes
+            );
+        }
+        if !s.strays_killed.is_empty() {
+            o += &format!(
+                "  stopped {} stray process(es) left behind by the job: {:?}\n",
+                s.strays_killed.len(),
+                s.strays_killed
+            );
+        }
+        if !self.workers.is_empty() {
+            o += "\nworkers:\n";
+            for w in &self.workers {
+                let name = w
+                    .worker
+                    .map(|k| format!("worker {k}"))
+                    .unwrap_or_else(|| "root".into());
+                let how = if let Some(e) = &w.spawn_error {
+                    format!("could not start: {e}")
+                } else if let Some(sig) = &w.signal_name {
+                    format!(
+                        "killed by {sig}{}",
+                        if w.core_dumped { " (core dumped)" } else { "" }
+                    )
+                } else if let Some(c) = w.exit_code {
+                    format!("exit {c}")
+                } else {
+                    "unknown".into()
+                };
+                let mut line = format!("  {name:<10} {how}");
+                if w.timed_out {
+                    line += " [timeout]";
+                } else if let Some(b) = &w.stopped_by {
+                    line += &format!(" [stopped: {b}]");
+                }
+                if let Some(ms) = w.wall_time_ms {
+                    line += &format!("  {:.1}s", ms as f64 / 1000.0);
+                }
+                if let Some(m) = &w.memory {
+                    if m.samples > 0 {
+                        line += &format!(
+                            "  mem peak pss {} private {} shared {}",
+                            kib(m.peak_pss_kib),
+                            kib(m.peak_private_kib),
+                            kib(m.peak_shared_kib)
+                        );
+                    }
+                }
+                line += &format!("  events {}  rogue {}", w.events, w.rogue_writes);
+                o += &line;
+                o.push('\n');
+                if !w.stderr_tail.is_empty() {
+                    o += &format!(
+                        "    last lines of {}:\n",
+                        w.stderr.as_deref().unwrap_or("stderr")
+                    );
+                    for t in &w.stderr_tail {
+                        o += &format!("    | {t}\n");
+                    }
+                }
+            }
+        }
+        if !self.rogue.is_empty() {
+            o += &format!(
+                "\nrogue writes ({} in {} component(s), worst first):\n",
+                s.rogue_writes,
+                self.rogue.len()
+            );
+            for g in &self.rogue {
+                let sym = g
+                    .demangled
+                    .as_deref()
+                    .or(g.symbol.as_deref())
+                    .unwrap_or("?");
+                o += &format!(
+                    "  {} {}: {} write(s), workers {}, {}\n",
+                    g.object,
+                    sym,
+                    g.events,
+                    g.workers.join(","),
+                    actions(&g.actions)
+                );
+                for p in &g.paths {
+                    o += &format!(
+                        "    {}  x{}  workers {}  {}\n",
+                        p.path,
+                        p.count,
+                        p.workers.join(","),
+                        actions(&p.actions)
+                    );
+                }
+            }
+        }
+        if !self.conflicts.is_empty() {
+            o += &format!("\nconflicts ({}):\n", self.conflicts.len());
+            for c in &self.conflicts {
+                match c.kind {
+                    "clobber" => {
+                        o += &format!("  {}  written by workers {}\n", c.path, c.writers.join(","))
+                    }
+                    _ => {
+                        o += &format!(
+                            "  {}  written by worker {}, read by {}\n",
+                            c.path,
+                            c.writers.join(","),
+                            c.readers.join(",")
+                        )
+                    }
+                }
+            }
+        }
+        if !self.redirected.is_empty() {
+            o += &format!("\nredirected ({}):\n", self.redirected.len());
+            for r in &self.redirected {
+                o += &format!("  {}\n", r.original);
+                for t in &r.targets {
+                    o += &format!("    worker {} -> {}\n", t.worker, t.target);
+                }
+            }
+        }
+        if !self.unaudited.is_empty() {
+            o += &format!("\nunaudited processes ({}):\n", self.unaudited.len());
+            for u in &self.unaudited {
+                o += &format!(
+                    "  {} ({}): {} exec(s), workers {}\n",
+                    u.exe,
+                    u.reason,
+                    u.count,
+                    u.workers.join(",")
+                );
+            }
+        }
+        o
+    }
+}
+
+fn kib(k: u64) -> String {
+    if k >= 1024 * 1024 {
+        format!("{:.1}G", k as f64 / 1048576.0)
+    } else if k >= 1024 {
+        format!("{:.1}M", k as f64 / 1024.0)
+    } else {
+        format!("{k}K")
+    }
+}
+
+fn actions(a: &BTreeMap<&'static str, u64>) -> String {
+    a.iter()
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::parse_line;
+
+    fn access(worker: Option<u64>, op: &str, abs: &str, mode: &str, extra: &str) -> Event {
+        let w = worker.map(|k| k.to_string()).unwrap_or("null".into());
+        let create = mode != "read";
+        let line = format!(
+            r#"{{"v":1,"ts":1,"kind":"access","op":"{op}","pid":{},"ppid":1,"tid":1,"worker":{w},"path":"{abs}","abs":"{abs}","mode":"{mode}","create":{create},"truncate":false,"append":false,"flags":[],"result":3,"errno":null{extra}}}"#,
+            100 + worker.unwrap_or(99)
+        );
+        parse_line(line.as_bytes()).unwrap_or_else(|e| panic!("{e}: {line}"))
+    }
+
+    fn rogue(worker: u64, abs: &str, obj: &str, sym: &str, action: &str) -> Event {
+        let extra = format!(
+            r#","component":{{"object":"{obj}","symbol":"{sym}"}},"stack":[],"verdict":"rogue","action":"{action}""#
+        );
+        access(Some(worker), "openat", abs, "write", &extra)
+    }
+
+    fn labels() -> Labels {
+        Labels {
+            job_dir: Some(PathBuf::from("/job")),
+            sources: vec!["logs".into()],
+        }
+    }
+
+    #[test]
+    fn exit_codes() {
+        assert_eq!(exit_code(false, 0), 0);
+        assert_eq!(exit_code(false, 3), 1);
+        assert_eq!(exit_code(true, 0), 3);
+        assert_eq!(exit_code(true, 3), 3);
+    }
+
+    #[test]
+    fn groups_rogue_writes_by_component_worst_first() {
+        let mut a = Aggregator::default();
+        // Legacy: 2 workers, logged (unmitigated).
+        for w in [0, 1] {
+            a.add(
+                0,
+                rogue(
+                    w,
+                    "/job/summary.log",
+                    "/job/lib/libLegacyAlg.so",
+                    "_ZN9LegacyAlg7executeEv",
+                    "logged",
+                ),
+            );
+        }
+        a.add(
+            0,
+            rogue(
+                0,
+                "/job/other.txt",
+                "/job/lib/libLegacyAlg.so",
+                "_ZN9LegacyAlg7executeEv",
+                "logged",
+            ),
+        );
+        // Histo: many events but all redirected.
+        for _ in 0..5 {
+            a.add(
+                0,
+                rogue(2, "/job/h.root", "/opt/libHist.so", "_Z4hist", "redirected"),
+            );
+        }
+        let (r, _, _, _) = a.sections(&labels());
+        assert_eq!(r.len(), 2);
+        assert_eq!(r[0].object, "lib/libLegacyAlg.so");
+        assert_eq!(r[0].demangled.as_deref(), Some("LegacyAlg::execute()"));
+        assert_eq!((r[0].events, r[0].unmitigated), (3, 3));
+        assert_eq!(r[0].workers, ["0", "1"]);
+        assert_eq!(r[0].paths[0].path, "summary.log");
+        assert_eq!(r[0].paths[0].workers, ["0", "1"]);
+        assert_eq!(r[0].paths[1].path, "other.txt");
+        assert_eq!(r[0].actions["logged"], 3);
+        assert_eq!(r[1].object, "/opt/libHist.so");
+        assert_eq!(r[1].actions["redirected"], 5);
+        assert_eq!(a.rogue_writes, 8);
+    }
+
+    #[test]
+    fn conflicts_clobbers_and_write_read() {
+        let mut a = Aggregator::default();
+        a.add(0, access(Some(0), "openat", "/job/out.root", "write", ""));
+        a.add(0, access(Some(1), "openat", "/job/out.root", "write", ""));
+        a.add(0, access(Some(0), "openat", "/job/w0.txt", "write", ""));
+        a.add(0, access(Some(1), "openat", "/job/w0.txt", "read", ""));
+        a.add(0, access(Some(0), "openat", "/job/own.txt", "write", ""));
+        a.add(0, access(Some(0), "openat", "/job/own.txt", "read", ""));
+        a.add(0, access(None, "openat", "/job/conf.txt", "write", ""));
+        a.add(0, access(Some(1), "openat", "/job/conf.txt", "read", ""));
+        a.add(0, access(Some(0), "openat", "/dev/null", "write", ""));
+        a.add(0, access(Some(1), "openat", "/dev/null", "write", ""));
+        a.add(0, access(Some(0), "mkdir", "/job/d", "write", ""));
+        a.add(0, access(Some(1), "mkdir", "/job/d", "write", ""));
+        // A failed open clobbers nothing.
+        let mut failed = access(Some(2), "openat", "/job/out2.root", "write", "");
+        failed.result = Some(-1);
+        failed.errno = Some("EACCES".into());
+        a.add(0, failed);
+        a.add(0, access(Some(3), "openat", "/job/out2.root", "write", ""));
+        let (_, c, _, _) = a.sections(&labels());
+        assert_eq!(c.len(), 2, "{c:?}");
+        assert_eq!((c[0].path.as_str(), c[0].kind), ("out.root", "clobber"));
+        assert_eq!(c[0].writers, ["0", "1"]);
+        assert_eq!((c[1].path.as_str(), c[1].kind), ("w0.txt", "write-read"));
+        assert_eq!(c[1].readers, ["1"]);
+    }
+
+    #[test]
+    fn redirected_writes_are_not_clobbers() {
+        let mut a = Aggregator::default();
+        for w in [0u64, 1] {
+            let extra = format!(
+                r#","verdict":"declared","action":"redirected","target":"/job/mpaudit-workers/worker_{w}/out.root""#
+            );
+            a.add(
+                0,
+                access(Some(w), "openat", "/job/out.root", "write", &extra),
+            );
+        }
+        let (_, c, r, _) = a.sections(&labels());
+        assert!(c.is_empty(), "{c:?}");
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].original, "out.root");
+        assert_eq!(r[0].targets[1].worker, "1");
+        assert_eq!(r[0].targets[1].target, "mpaudit-workers/worker_1/out.root");
+        assert_eq!(a.rogue_writes, 0);
+    }
+
+    #[test]
+    fn rename_writes_its_target() {
+        let mut a = Aggregator::default();
+        for w in [0u64, 1] {
+            let extra = format!(r#","path2":"/job/final.root","abs2":"/job/final.root""#);
+            a.add(
+                0,
+                access(Some(w), "rename", &format!("/job/tmp{w}"), "write", &extra),
+            );
+        }
+        let (_, c, _, _) = a.sections(&labels());
+        assert_eq!(c.len(), 1);
+        assert_eq!(c[0].path, "final.root");
+    }
+
+    #[test]
+    fn unaudited_and_several_sources() {
+        let mut a = Aggregator::default();
+        let line = r#"{"v":1,"ts":1,"kind":"process","op":"exec","pid":5,"ppid":1,"tid":5,"worker":1,"argv":["/bin/su","-"],"exe":"/bin/su","cwd":"/","result":null,"errno":null,"audited":false,"reason":"setuid"}"#;
+        a.add(0, parse_line(line.as_bytes()).unwrap());
+        a.add(1, parse_line(line.as_bytes()).unwrap());
+        a.add(0, access(Some(0), "openat", "/shared/o", "write", ""));
+        a.add(1, access(Some(0), "openat", "/shared/o", "write", ""));
+        let l = Labels {
+            job_dir: None,
+            sources: vec!["node1".into(), "node2".into()],
+        };
+        let (_, c, _, u) = a.sections(&l);
+        assert_eq!(u.len(), 1);
+        assert_eq!((u[0].count, u[0].reason.as_str()), (2, "setuid"));
+        assert_eq!(u[0].workers, ["node1:1", "node2:1"]);
+        assert_eq!(c[0].writers, ["node1:0", "node2:0"]);
+        assert_eq!(c[0].path, "/shared/o");
+    }
+
+    #[test]
+    fn relative_paths() {
+        let l = labels();
+        assert_eq!(l.path("/job/a/b.root"), "a/b.root");
+        assert_eq!(l.path("/job"), ".");
+        assert_eq!(l.path("/jobs/x"), "/jobs/x");
+        assert_eq!(l.path("/tmp/x"), "/tmp/x");
+    }
+
+    #[test]
+    fn report_fill_and_render() {
+        let mut a = Aggregator::default();
+        a.add(
+            0,
+            rogue(
+                0,
+                "/job/summary.log",
+                "/job/lib/libLegacyAlg.so",
+                "_ZN9LegacyAlg7executeEv",
+                "logged",
+            ),
+        );
+        let mut r = Report::default();
+        r.fill(&a, &labels());
+        assert_eq!(r.summary.exit_code, 1);
+        assert_eq!(r.summary.status, "rogue writes");
+        let t = r.to_text();
+        assert!(
+            t.contains("lib/libLegacyAlg.so LegacyAlg::execute(): 1 write(s), workers 0, logged 1"),
+            "{t}"
+        );
+        let j: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+        for k in [
+            "summary",
+            "workers",
+            "rogue",
+            "conflicts",
+            "redirected",
+            "unaudited",
+        ] {
+            assert!(j.get(k).is_some(), "{k}");
+        }
+        let mut r = Report::default();
+        r.summary.job_failed = true;
+        r.fill(&a, &labels());
+        assert_eq!(r.summary.exit_code, 3);
+    }
+}

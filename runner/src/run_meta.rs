@@ -1,0 +1,60 @@
+//! `mpaudit-run-<pid>-<ns>.json` in the log directory: what `mpaudit run`
+//! knew (job directory, mode, workers) and, once done, the report's summary
+//! and workers, so that `mpaudit report LOGDIR` can show paths relative to
+//! the job directory.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use crate::plan::Plan;
+use crate::report::Report;
+
+static FILE: OnceLock<PathBuf> = OnceLock::new();
+
+pub fn write(plan: &Plan) -> Result<(), String> {
+    let ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let path = plan
+        .log_dir
+        .join(format!("mpaudit-run-{}-{ns}.json", std::process::id()));
+    let v = serde_json::json!({ "job_dir": plan.job_dir, "mode": plan.mode, "workers": plan.workers, "plan": plan });
+    std::fs::write(&path, serde_json::to_string_pretty(&v).unwrap_or_default()).map_err(|e| {
+        format!(
+            "log directory {} is not writable: {e}",
+            plan.log_dir.display()
+        )
+    })?;
+    let _ = FILE.set(path);
+    Ok(())
+}
+
+pub fn finish(plan: &Plan, rep: &Report) -> std::io::Result<()> {
+    let Some(path) = FILE.get() else {
+        return Ok(());
+    };
+    let v = serde_json::json!({ "job_dir": plan.job_dir, "mode": plan.mode, "workers": plan.workers, "plan": plan, "summary": rep.summary, "worker_outcomes": rep.workers });
+    std::fs::write(path, serde_json::to_string_pretty(&v).unwrap_or_default())
+}
+
+/// The job directory recorded in the log directories, if they all agree.
+pub fn job_dir(dirs: &[PathBuf]) -> Option<PathBuf> {
+    let mut found: Option<PathBuf> = None;
+    for d in dirs {
+        for e in std::fs::read_dir(d).ok()?.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !(name.starts_with("mpaudit-run-") && name.ends_with(".json")) {
+                continue;
+            }
+            let v: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(e.path()).ok()?).ok()?;
+            let j = PathBuf::from(v.get("job_dir")?.as_str()?);
+            match &found {
+                Some(f) if f != &j => return None,
+                _ => found = Some(j),
+            }
+        }
+    }
+    found.filter(|p| Path::new(p).is_absolute())
+}
