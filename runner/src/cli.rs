@@ -86,10 +86,15 @@ pub struct RunOpts {
     #[arg(long, value_enum)]
     pub action: Option<Action>,
     /// Stop the job after this long (e.g. 30m, 1h30m, 90s).
-    #[arg(long, value_name = "DUR")]
+    #[arg(long, value_name = "DUR", allow_hyphen_values = true)]
     pub timeout: Option<String>,
     /// Time between SIGTERM and SIGKILL when stopping workers.
-    #[arg(long, value_name = "DUR", default_value = "10s")]
+    #[arg(
+        long,
+        value_name = "DUR",
+        default_value = "10s",
+        allow_hyphen_values = true
+    )]
     pub grace: String,
     /// Directory for the event logs (default: <job dir>/mpaudit-logs).
     #[arg(long, value_name = "DIR")]
