@@ -150,7 +150,7 @@ impl Event {
                 || self.truncate == Some(true))
     }
     pub fn succeeded(&self) -> bool {
-        self.errno.is_none() && self.result.is_none_or(|r| r >= 0)
+        self.errno.is_none() && self.result.map_or(true, |r| r >= 0)
     }
 }
 

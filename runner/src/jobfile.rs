@@ -451,7 +451,7 @@ pub fn closest<'a>(name: &str, valid: &[&'a str]) -> Option<&'a str> {
     let mut best: Option<(usize, &str)> = None;
     for &v in valid {
         let d = levenshtein(&lower, v);
-        if best.is_none_or(|(bd, _)| d < bd) {
+        if best.map_or(true, |(bd, _)| d < bd) {
             best = Some((d, v));
         }
     }

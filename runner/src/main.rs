@@ -188,7 +188,7 @@ fn worker_reports(
     for p in &r.procs {
         let o = p.outcome.clone();
         let failed = !o.as_ref().is_some_and(|o| o.success())
-            && o.as_ref().is_none_or(|o| o.stopped_by.is_none());
+            && o.as_ref().map_or(true, |o| o.stopped_by.is_none());
         let c = counts(p.worker.map(|k| k as u64));
         let mut tail = if failed {
             supervise::tail(&p.stderr, 10)

@@ -36,13 +36,16 @@ struct PathUse {
     readers: BTreeSet<Who>,
 }
 
+/// Per path of a rogue group: count, workers, actions taken.
+type PathAgg = (u64, BTreeSet<Who>, BTreeMap<&'static str, u64>);
+
 #[derive(Debug, Default)]
 struct RogueAgg {
     events: u64,
     unmitigated: u64,
     workers: BTreeSet<Who>,
     actions: BTreeMap<&'static str, u64>,
-    paths: HashMap<String, (u64, BTreeSet<Who>, BTreeMap<&'static str, u64>)>,
+    paths: HashMap<String, PathAgg>,
 }
 
 #[derive(Debug, Default)]
@@ -826,10 +829,10 @@ mod tests {
     fn rename_writes_its_target() {
         let mut a = Aggregator::default();
         for w in [0u64, 1] {
-            let extra = format!(r#","path2":"/job/final.root","abs2":"/job/final.root""#);
+            let extra = r#","path2":"/job/final.root","abs2":"/job/final.root""#;
             a.add(
                 0,
-                access(Some(w), "rename", &format!("/job/tmp{w}"), "write", &extra),
+                access(Some(w), "rename", &format!("/job/tmp{w}"), "write", extra),
             );
         }
         let (_, c, _, _) = a.sections(&labels());

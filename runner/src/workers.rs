@@ -92,7 +92,7 @@ pub fn detect(facts: &Facts) -> Detected {
         limit = Some((a, format!("CPU affinity ({a} CPUs)")));
     }
     if let Some(q) = quota {
-        if limit.as_ref().is_none_or(|(l, _)| q < *l) {
+        if limit.as_ref().map_or(true, |(l, _)| q < *l) {
             limit = Some((
                 q,
                 format!(
