@@ -110,7 +110,10 @@ impl Aggregator {
         }
         if ev.op == "exec" && ev.audited == Some(false) {
             let exe = ev.exe.clone().unwrap_or_default();
-            let reason = ev.reason.clone().unwrap_or_else(|| "unknown".into());
+            let reason = ev
+                .reason
+                .clone()
+                .unwrap_or_else(|| "outcome not recorded".into());
             let u = self.unaudited.entry((exe, reason)).or_default();
             u.count += 1;
             u.workers.insert(who);
@@ -564,7 +567,7 @@ impl Report {
                 } else if let Some(c) = w.exit_code {
                     format!("exit {c}")
                 } else {
-                    "unknown".into()
+                    "outcome not recorded".into()
                 };
                 let mut line = format!("  {name:<10} {how}");
                 if w.timed_out {

@@ -480,14 +480,10 @@ impl Dispatcher<'_> {
                             failed = Some(p.worker);
                         }
                         p.outcome = Some(o);
-                    } else if self.plan.mode == Mode::Spawn
-                        || !self.forked.contains_key(&pid.as_raw())
-                    {
-                        // An orphan that came back to us as subreaper.
-                        if self.all_done() {
-                            self.strays.insert(pid.as_raw());
-                        }
                     }
+                    // Anything else is an orphan that came back to us as
+                    // subreaper: reaped here, counted as a stray only if
+                    // the cleanup had to signal it.
                     if let Some(k) = failed {
                         self.on_failure(k);
                     }
@@ -553,9 +549,18 @@ struct StatusLine {
 
 impl StatusLine {
     fn new(log_dir: &Path) -> Self {
+        // Logs of earlier runs are not this run's: start past their end.
+        let offsets = crate::events::log_files(log_dir)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|f| {
+                let len = std::fs::metadata(&f).map(|m| m.len()).unwrap_or(0);
+                (f, len)
+            })
+            .collect();
         StatusLine {
             log_dir: log_dir.to_path_buf(),
-            offsets: BTreeMap::new(),
+            offsets,
             events: 0,
             rogue: 0,
             shown: false,
