@@ -1,1 +1,301 @@
-//! harness placeholder
+//! The end-to-end harness: builds the artifacts it tests (never assuming an
+//! earlier build), compiles the fixture programs, gives each test its own
+//! directory, and reads event logs back.
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// Where the harness builds: its own target dir, so the nested cargo never
+/// waits for the lock of the outer `cargo test`.
+fn harness_target() -> PathBuf {
+    workspace_root().join("target").join("e2e")
+}
+
+pub struct Artifacts {
+    pub lib: PathBuf,
+    pub runner: PathBuf,
+}
+
+/// Builds libmpaudit.so and the mpaudit binary once per test run
+/// (`cargo build --message-format=json`, reading the artifact paths).
+pub fn artifacts() -> &'static Artifacts {
+    static A: OnceLock<Artifacts> = OnceLock::new();
+    A.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let out = Command::new(cargo)
+            .current_dir(workspace_root())
+            .args([
+                "build",
+                "-p",
+                "mpaudit-interpose",
+                "-p",
+                "mpaudit-runner",
+                "--message-format=json",
+            ])
+            .env("CARGO_TARGET_DIR", harness_target())
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run cargo build");
+        assert!(out.status.success(), "nested cargo build failed");
+        let mut lib = None;
+        let mut runner = None;
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let Ok(msg) = serde_json::from_str::<Value>(line) else {
+                continue;
+            };
+            if msg["reason"] != "compiler-artifact" {
+                continue;
+            }
+            if let Some(exe) = msg["executable"].as_str() {
+                if exe.ends_with("/mpaudit") {
+                    runner = Some(PathBuf::from(exe));
+                }
+            }
+            for f in msg["filenames"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+            {
+                if f.ends_with("/libmpaudit.so") {
+                    lib = Some(PathBuf::from(f));
+                }
+            }
+        }
+        Artifacts {
+            lib: lib.expect("cargo reported no libmpaudit.so"),
+            runner: runner.expect("cargo reported no mpaudit binary"),
+        }
+    })
+}
+
+pub fn lib() -> &'static Path {
+    &artifacts().lib
+}
+
+/// Compiles a fixture once per run; returns the output path. `kind` picks
+/// the compiler and flags.
+pub fn fixture(name: &str) -> PathBuf {
+    // Dependencies first: the map's lock is not reentrant.
+    let writer_lib = (name == "writer_main").then(|| fixture("libfixture_writer.so"));
+    static BUILT: OnceLock<std::sync::Mutex<std::collections::HashMap<String, PathBuf>>> =
+        OnceLock::new();
+    let map = BUILT.get_or_init(Default::default);
+    let mut map = map.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(p) = map.get(name) {
+        return p.clone();
+    }
+    let src = workspace_root().join("tests/fixtures");
+    let dir = harness_target().join("fixtures");
+    std::fs::create_dir_all(&dir).expect("fixture dir");
+    let out = dir.join(name);
+    let mut cmd = match name {
+        "probe" => cc(&["-O0", "-g"], &src.join("probe.c"), &out, &["-lpthread"]),
+        "probe-fortified" => cc(
+            &["-O2", "-D_FORTIFY_SOURCE=2"],
+            &src.join("probe.c"),
+            &out,
+            &["-lpthread"],
+        ),
+        "libfixture_writer.so" => cc(
+            &["-shared", "-fPIC", "-O1"],
+            &src.join("fixture_writer.c"),
+            &out,
+            &[],
+        ),
+        "writer_main" => {
+            let lib = writer_lib.expect("built above");
+            let libdir = lib
+                .parent()
+                .expect("dir")
+                .to_str()
+                .expect("utf-8")
+                .to_owned();
+            cc(
+                &["-O1"],
+                &src.join("writer_main.c"),
+                &out,
+                &[
+                    &format!("-L{libdir}"),
+                    "-lfixture_writer",
+                    &format!("-Wl,-rpath,{libdir}"),
+                ],
+            )
+        }
+        "ofstream" => {
+            let mut c = Command::new("g++");
+            c.args(["-O1", "-o"])
+                .arg(&out)
+                .arg(src.join("ofstream.cpp"));
+            c
+        }
+        "rust_create" => {
+            let mut c = Command::new("rustc");
+            c.args(["-O", "-o"])
+                .arg(&out)
+                .arg(src.join("rust_create.rs"));
+            c
+        }
+        other => panic!("unknown fixture {other}"),
+    };
+    let status = cmd.status().expect("run the compiler");
+    assert!(status.success(), "building fixture {name} failed");
+    map.insert(name.to_owned(), out.clone());
+    out
+}
+
+fn cc(flags: &[&str], src: &Path, out: &Path, libs: &[&str]) -> Command {
+    let mut c = Command::new("cc");
+    c.args(flags).arg("-o").arg(out).arg(src).args(libs);
+    c
+}
+
+/// A directory of one's own for a test, under target/e2e/tmp.
+pub struct TestDir {
+    pub path: PathBuf,
+}
+
+impl TestDir {
+    pub fn new(name: &str) -> TestDir {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let path = harness_target()
+            .join("tmp")
+            .join(format!("{name}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("create test dir");
+        TestDir { path }
+    }
+
+    pub fn join(&self, p: &str) -> PathBuf {
+        self.path.join(p)
+    }
+
+    pub fn logs(&self) -> PathBuf {
+        self.path.join("logs")
+    }
+
+    /// A command run in this directory with the library preloaded and
+    /// logging into `logs/`.
+    pub fn audited(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = Command::new(program);
+        c.current_dir(&self.path)
+            .env("LD_PRELOAD", lib())
+            .env("MPAUDIT_LOG_DIR", self.logs())
+            .env_remove("MPAUDIT_WORKER")
+            .env_remove("MPAUDIT_FORK_WORKERS")
+            .env_remove("MPAUDIT_ROOT_PID");
+        c
+    }
+
+    /// The same command without the library, for comparisons.
+    pub fn bare(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = Command::new(program);
+        c.current_dir(&self.path);
+        c
+    }
+
+    pub fn events(&self) -> Vec<Value> {
+        read_events(&self.logs()).0
+    }
+}
+
+/// Gives each test its own directory (ripgrep's `rgtest!` habit).
+#[macro_export]
+macro_rules! e2e {
+    ($name:ident, |$dir:ident| $body:block) => {
+        #[test]
+        fn $name() {
+            let $dir = $crate::TestDir::new(stringify!($name));
+            $body
+        }
+    };
+}
+
+/// Every event in a log directory, and the number of lines that did not
+/// parse. NUL bytes (unfilled log space) are skipped, as docs/events.md says.
+pub fn read_events(dir: &Path) -> (Vec<Value>, usize) {
+    let mut events = Vec::new();
+    let mut bad = 0;
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return (events, bad);
+    };
+    let mut files: Vec<_> = entries.filter_map(|e| e.ok()).map(|e| e.path()).collect();
+    files.sort();
+    for f in files {
+        let bytes = std::fs::read(&f).expect("read log");
+        for line in bytes.split(|&b| b == b'\n') {
+            let line: Vec<u8> = line.iter().copied().filter(|&b| b != 0).collect();
+            if line.is_empty() {
+                continue;
+            }
+            match serde_json::from_slice::<Value>(&line) {
+                Ok(v) => events.push(v),
+                Err(_) => bad += 1,
+            }
+        }
+    }
+    (events, bad)
+}
+
+/// Runs a command to completion with a deadline; panics with its output on
+/// timeout (a hang is a failure, never a stuck CI).
+pub fn run(cmd: &mut Command, deadline: std::time::Duration) -> Output {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let start = std::time::Instant::now();
+    loop {
+        if child.try_wait().expect("wait").is_some() {
+            return child.wait_with_output().expect("output");
+        }
+        if start.elapsed() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("output");
+            panic!(
+                "command timed out after {deadline:?} (a hang): stdout={} stderr={}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+pub const DEADLINE: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Access events on paths whose file name is `name`.
+pub fn accesses<'a>(events: &'a [Value], name: &str) -> Vec<&'a Value> {
+    events
+        .iter()
+        .filter(|e| e["kind"] == "access")
+        .filter(|e| {
+            e["path"]
+                .as_str()
+                .is_some_and(|p| p.rsplit('/').next() == Some(name))
+        })
+        .collect()
+}
+
+pub fn ops(events: &[Value]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| e["op"].as_str().map(str::to_owned))
+        .collect()
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}

@@ -1,1 +1,4 @@
+//! One integration-test binary for the whole project (ripgrep's habit): each
+//! module covers one part, each test gets its own directory via `e2e!`.
 
+mod interpose;
