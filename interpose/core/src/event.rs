@@ -111,7 +111,7 @@ pub enum Process<'a> {
     },
 }
 
-fn put_common<S: Sink>(s: &mut S, c: &Common, kind: &str, op: &str) {
+fn put_common<S: Sink + ?Sized>(s: &mut S, c: &Common, kind: &str, op: &str) {
     s.put(b"{\"v\":");
     put_u64(s, SCHEMA_VERSION);
     s.put(b",\"ts\":");
@@ -134,7 +134,7 @@ fn put_common<S: Sink>(s: &mut S, c: &Common, kind: &str, op: &str) {
 }
 
 /// `,"key":"text"` and, when not UTF-8, `,"key_hex":"…"`.
-fn put_path_field<S: Sink>(s: &mut S, key: &str, value: Option<&[u8]>) {
+fn put_path_field<S: Sink + ?Sized>(s: &mut S, key: &str, value: Option<&[u8]>) {
     s.put(b",\"");
     s.put(key.as_bytes());
     s.put(b"\":");
@@ -152,7 +152,7 @@ fn put_path_field<S: Sink>(s: &mut S, key: &str, value: Option<&[u8]>) {
     }
 }
 
-fn put_frame<S: Sink>(s: &mut S, f: &Frame) {
+fn put_frame<S: Sink + ?Sized>(s: &mut S, f: &Frame) {
     s.put(b"{\"object\":");
     put_str(s, f.object);
     s.put(b",\"symbol\":");
@@ -163,7 +163,7 @@ fn put_frame<S: Sink>(s: &mut S, f: &Frame) {
     s.put(b"}");
 }
 
-fn put_errno<S: Sink>(s: &mut S, errno: i32) {
+fn put_errno<S: Sink + ?Sized>(s: &mut S, errno: i32) {
     s.put(b",\"errno\":");
     if errno == 0 {
         s.put(b"null");
@@ -179,7 +179,7 @@ fn put_errno<S: Sink>(s: &mut S, errno: i32) {
     }
 }
 
-fn put_strings<S: Sink>(s: &mut S, key: &str, list: &dyn Strings) {
+fn put_strings<S: Sink + ?Sized>(s: &mut S, key: &str, list: &dyn Strings) {
     s.put(b",\"");
     s.put(key.as_bytes());
     s.put(b"\":[");
@@ -195,7 +195,7 @@ fn put_strings<S: Sink>(s: &mut S, key: &str, list: &dyn Strings) {
 }
 
 /// Encodes one access event as a JSON line (with the trailing newline).
-pub fn encode_access<S: Sink>(s: &mut S, c: &Common, a: &Access) {
+pub fn encode_access<S: Sink + ?Sized>(s: &mut S, c: &Common, a: &Access) {
     put_common(s, c, "access", a.op);
     put_path_field(s, "path", a.path.given);
     put_path_field(s, "abs", a.path.abs);
@@ -248,7 +248,7 @@ pub fn encode_access<S: Sink>(s: &mut S, c: &Common, a: &Access) {
 }
 
 /// Encodes one process event as a JSON line (with the trailing newline).
-pub fn encode_process<S: Sink>(s: &mut S, c: &Common, p: &Process) {
+pub fn encode_process<S: Sink + ?Sized>(s: &mut S, c: &Common, p: &Process) {
     let op = match p {
         Process::Start { .. } => "start",
         Process::Fork { .. } => "fork",

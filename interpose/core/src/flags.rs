@@ -103,7 +103,7 @@ const NAMED_FLAGS: &[(i32, &str)] = &[
 /// Writes the flag names as a JSON array: the access mode first, then the
 /// other set flags. Composite flags (`O_SYNC`, `O_TMPFILE`, `O_DIRECTORY`)
 /// are named once, not as their parts.
-pub fn put_flag_names<S: Sink>(s: &mut S, flags: i32) {
+pub fn put_flag_names<S: Sink + ?Sized>(s: &mut S, flags: i32) {
     s.put(b"[");
     put_str(
         s,

@@ -66,7 +66,7 @@ const HEX: &[u8; 16] = b"0123456789abcdef";
 /// Writes `bytes` as a JSON string (with quotes). Invalid UTF-8 sequences
 /// become U+FFFD, so the output is always valid JSON; callers that must keep
 /// the exact bytes also write them with [`put_hex_string`].
-pub fn put_str<S: Sink>(s: &mut S, bytes: &[u8]) {
+pub fn put_str<S: Sink + ?Sized>(s: &mut S, bytes: &[u8]) {
     s.put(b"\"");
     let mut rest = bytes;
     while !rest.is_empty() {
@@ -88,7 +88,7 @@ pub fn put_str<S: Sink>(s: &mut S, bytes: &[u8]) {
 }
 
 /// Escapes valid UTF-8: quotes, backslashes and control characters.
-fn put_escaped<S: Sink>(s: &mut S, valid: &[u8]) {
+fn put_escaped<S: Sink + ?Sized>(s: &mut S, valid: &[u8]) {
     let mut start = 0;
     for (i, &b) in valid.iter().enumerate() {
         let esc: &[u8] = match b {
@@ -120,7 +120,7 @@ fn put_escaped<S: Sink>(s: &mut S, valid: &[u8]) {
 }
 
 /// Writes the bytes as a JSON string of lowercase hex digits.
-pub fn put_hex_string<S: Sink>(s: &mut S, bytes: &[u8]) {
+pub fn put_hex_string<S: Sink + ?Sized>(s: &mut S, bytes: &[u8]) {
     s.put(b"\"");
     for chunk in bytes.chunks(64) {
         let mut tmp = [0u8; 128];
@@ -133,7 +133,7 @@ pub fn put_hex_string<S: Sink>(s: &mut S, bytes: &[u8]) {
     s.put(b"\"");
 }
 
-pub fn put_u64<S: Sink>(s: &mut S, mut v: u64) {
+pub fn put_u64<S: Sink + ?Sized>(s: &mut S, mut v: u64) {
     let mut tmp = [0u8; 20];
     let mut i = tmp.len();
     loop {
@@ -147,14 +147,14 @@ pub fn put_u64<S: Sink>(s: &mut S, mut v: u64) {
     s.put(&tmp[i..]);
 }
 
-pub fn put_i64<S: Sink>(s: &mut S, v: i64) {
+pub fn put_i64<S: Sink + ?Sized>(s: &mut S, v: i64) {
     if v < 0 {
         s.put(b"-");
     }
     put_u64(s, v.unsigned_abs());
 }
 
-pub fn put_bool<S: Sink>(s: &mut S, v: bool) {
+pub fn put_bool<S: Sink + ?Sized>(s: &mut S, v: bool) {
     s.put(if v { b"true" } else { b"false" });
 }
 
