@@ -12,6 +12,8 @@ Examples:
   # Run a job file: 4 workers (or \"auto\"), per-worker logs in mpaudit-workers/worker_<k>/
   mpaudit run job.toml
   mpaudit run job.toml --workers auto --action redirect --timeout 30m
+  # Redirect rogue writes, then merge them ([merge] in the job file) elsewhere
+  mpaudit run job.toml --action redirect --merge-dir merged
 
   # Check a job file and print the resolved plan, without running anything
   SLURM_CPUS_PER_TASK=8 mpaudit check job.toml
@@ -31,7 +33,8 @@ Exit status:
   0  the job succeeded and no rogue write was found
   1  rogue writes were found
   2  usage or job-file error (nothing was started)
-  3  the job failed: a worker failed, timed out or was interrupted (wins over 1)
+  3  the job failed: a worker failed, timed out or was interrupted, or a merge
+     failed (wins over 1)
 
 Library lookup: --preload PATH, then $MPAUDIT_PRELOAD, then libmpaudit.so next
 to the mpaudit executable, then ../lib/ relative to it.";
@@ -50,7 +53,7 @@ pub struct Cli {
 pub enum Command {
     /// Run the job described by a job file and report rogue writes.
     #[command(
-        after_help = "Example:\n  mpaudit run job.toml --workers auto --timeout 30m --format json > report.json\n\nCommand-line options override the job file. Exit status: 0 ok, 1 rogue writes, 2 usage error, 3 job failed."
+        after_help = "Example:\n  mpaudit run job.toml --workers auto --timeout 30m --format json > report.json\n\nCommand-line options override the job file. Exit status: 0 ok, 1 rogue writes, 2 usage error, 3 job or merge failed."
     )]
     Run(RunArgs),
     /// Run a command ad hoc, without a job file (like strace).
@@ -111,6 +114,13 @@ pub struct RunOpts {
     /// Path of libmpaudit.so (default: $MPAUDIT_PRELOAD, then next to mpaudit).
     #[arg(long, value_name = "PATH")]
     pub preload: Option<PathBuf>,
+    /// Write merged outputs below DIR (job-relative paths kept) instead of
+    /// at their original place.
+    #[arg(long, value_name = "DIR")]
+    pub merge_dir: Option<PathBuf>,
+    /// Let merges replace files that already exist.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]

@@ -1,8 +1,8 @@
 //! The job file (`job.toml`): serde types that deny unknown keys, and errors
 //! that name the line, the column and the key, with the closest valid key.
 //!
-//! Every table is its own struct with `deny_unknown_fields`; adding a table
-//! (the coming `[merge]`) is one more field in [`JobFile`] plus one struct.
+//! Every table is its own struct with `deny_unknown_fields`; `[merge]` is a
+//! map from globs to mergers, kept in file order (the first match wins).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -20,6 +20,8 @@ pub struct JobFile {
     pub job: JobTable,
     #[serde(default)]
     pub audit: AuditTable,
+    #[serde(default)]
+    pub merge: MergeTable,
 }
 
 /// `[job]`
@@ -51,7 +53,7 @@ pub struct AuditTable {
 
 /// Valid keys per table, for "did you mean" suggestions.
 pub const TABLES: &[(&str, &[&str])] = &[
-    ("", &["job", "audit"]),
+    ("", &["job", "audit", "merge"]),
     (
         "job",
         &[
@@ -77,6 +79,127 @@ pub const TABLES: &[(&str, &[&str])] = &[
         ],
     ),
 ];
+
+/// `[merge]`: `"glob" = merger` entries, in the order of the file.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct MergeTable(pub Vec<MergeRule>);
+
+/// One `[merge]` entry.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct MergeRule {
+    pub glob: String,
+    pub merger: Merger,
+}
+
+/// How the worker files of one path become one file.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Merger {
+    /// The inputs one after the other, in worker order (text, logs).
+    Concat,
+    /// The lowest-numbered worker's file.
+    First,
+    /// A command template: `{output}` (also inside an argument) is the file
+    /// to write, `{inputs}` (a whole argument) one argument per worker file.
+    Command(Vec<String>),
+}
+
+impl Merger {
+    /// `concat`, `first`, or the template as written (`hadd -f {output} {inputs}`).
+    pub fn describe(&self) -> String {
+        match self {
+            Merger::Concat => "concat".into(),
+            Merger::First => "first".into(),
+            Merger::Command(argv) => argv
+                .iter()
+                .map(|a| match a.as_str() {
+                    "{output}" | "{inputs}" => a.clone(),
+                    _ => crate::plan::shell_quote(a),
+                })
+                .collect::<Vec<_>>()
+                .join(" "),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Merger {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Merger;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str(
+                    "\"concat\", \"first\" or a command such as [\"hadd\", \"-f\", \"{output}\", \"{inputs}\"]",
+                )
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Merger, E> {
+                match s {
+                    "concat" => Ok(Merger::Concat),
+                    "first" => Ok(Merger::First),
+                    _ => Err(E::custom(format!(
+                        "unknown merger \"{s}\": expected \"concat\", \"first\" or a command array such as [\"hadd\", \"-f\", \"{{output}}\", \"{{inputs}}\"]"
+                    ))),
+                }
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Merger, A::Error> {
+                let mut argv = Vec::new();
+                while let Some(a) = seq.next_element::<String>()? {
+                    argv.push(a);
+                }
+                check_template(&argv).map_err(de::Error::custom)?;
+                Ok(Merger::Command(argv))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A command template needs a program, `{output}` somewhere and `{inputs}`
+/// as one whole argument.
+pub fn check_template(argv: &[String]) -> Result<(), String> {
+    if argv.is_empty() {
+        return Err("the merge command is empty".into());
+    }
+    if argv[0].contains('{') {
+        return Err("the merge command must start with a program, not a placeholder".into());
+    }
+    if !argv.iter().any(|a| a.contains("{output}")) {
+        return Err("the merge command has no {output} argument".into());
+    }
+    let whole = argv.iter().filter(|a| *a == "{inputs}").count();
+    if whole != 1
+        || argv
+            .iter()
+            .any(|a| a != "{inputs}" && a.contains("{inputs}"))
+    {
+        return Err("the merge command needs {inputs} exactly once, as a whole argument (it expands to one argument per worker file)".into());
+    }
+    Ok(())
+}
+
+impl<'de> Deserialize<'de> for MergeTable {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = MergeTable;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a table of \"glob\" = merger")
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<MergeTable, A::Error> {
+                let mut rules = Vec::new();
+                while let Some(glob) = map.next_key::<String>()? {
+                    let merger = map.next_value::<Merger>()?;
+                    if glob.is_empty() {
+                        return Err(de::Error::custom("empty glob"));
+                    }
+                    rules.push(MergeRule { glob, merger });
+                }
+                Ok(MergeTable(rules))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
 
 /// `workers = 4` or `workers = "auto"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -627,6 +750,48 @@ log_dir = "mpaudit-logs"
         let e = parse("[job]\ncommand = []\n").unwrap_err();
         assert_eq!(e.key.as_deref(), Some("job.command"));
         assert_eq!(e.line, Some(2));
+    }
+
+    #[test]
+    fn merge_table_keeps_file_order_and_checks_mergers() {
+        let j = parse(
+            "[job]\ncommand = [\"x\"]\n[merge]\n\"*.root\" = [\"hadd\", \"-f\", \"{output}\", \"{inputs}\"]\n\"summary.log\" = \"concat\"\n\"a*\" = \"first\"\n",
+        )
+        .unwrap();
+        let globs: Vec<_> = j.merge.0.iter().map(|r| r.glob.as_str()).collect();
+        assert_eq!(globs, ["*.root", "summary.log", "a*"]);
+        assert_eq!(
+            j.merge.0[0].merger,
+            Merger::Command(vec![
+                "hadd".into(),
+                "-f".into(),
+                "{output}".into(),
+                "{inputs}".into()
+            ])
+        );
+        assert_eq!(j.merge.0[0].merger.describe(), "hadd -f {output} {inputs}");
+        assert_eq!(j.merge.0[1].merger, Merger::Concat);
+        assert_eq!(j.merge.0[2].merger, Merger::First);
+        assert!(parse("[job]\ncommand = [\"x\"]\n")
+            .unwrap()
+            .merge
+            .0
+            .is_empty());
+
+        let e = parse("[job]\ncommand = [\"x\"]\n[merge]\n\"*.log\" = \"cat\"\n").unwrap_err();
+        assert_eq!(e.line, Some(4));
+        assert_eq!(e.key.as_deref(), Some("merge.*.log"));
+        assert!(e.message.contains("unknown merger \"cat\""), "{e:?}");
+        let e = parse("[job]\ncommand = [\"x\"]\n[merge]\n\"*.root\" = [\"hadd\", \"{inputs}\"]\n")
+            .unwrap_err();
+        assert!(e.message.contains("{output}"), "{e:?}");
+        let e = parse(
+            "[job]\ncommand = [\"x\"]\n[merge]\n\"*.root\" = [\"m\", \"{output}\", \"--in={inputs}\"]\n",
+        )
+        .unwrap_err();
+        assert!(e.message.contains("whole argument"), "{e:?}");
+        let e = parse("[job]\ncommand = [\"x\"]\n[merg]\n\"a\" = \"concat\"\n").unwrap_err();
+        assert!(e.message.contains("did you mean `merge`?"), "{e:?}");
     }
 
     #[test]

@@ -8,6 +8,7 @@ mod events;
 mod jobfile;
 mod libpath;
 mod memory;
+mod merge;
 mod plan;
 mod preflight;
 mod procs;
@@ -106,7 +107,26 @@ fn execute(plan: &plan::Plan, program: &Path, preload: Option<&Path>) -> Result<
         .collect();
     run_meta::write(plan)?;
 
+    // File times lag the clock by up to a tick: a little slack, so a file
+    // the job wrote at once is not taken for an earlier run's.
+    let since = std::time::SystemTime::now() - std::time::Duration::from_millis(100);
     let result = supervise::run(plan, program, &lib)?;
+    let (merges, merge_warnings) = merge::run(
+        &merge::Setup {
+            job_dir: &plan.job_dir,
+            workers_dir: &plan.workers_dir,
+            workers: plan.workers,
+            rules: &plan.merge,
+            merge_dir: plan.merge_dir.as_deref(),
+            force: plan.force,
+            since,
+            timeout: plan.timeout,
+        },
+        result.failed(),
+    );
+    for w in &merge_warnings {
+        eprintln!("mpaudit: warning: merge: {w}");
+    }
 
     let mut agg = report::Aggregator::default();
     let files: Vec<PathBuf> = events::log_files(&plan.log_dir)
@@ -145,6 +165,7 @@ fn execute(plan: &plan::Plan, program: &Path, preload: Option<&Path>) -> Result<
     rep.summary.strays_killed = result.strays.clone();
     rep.workers = worker_reports(plan, &result, &agg, &labels);
     rep.fill(&agg, &labels);
+    rep.set_merges(&merges, &labels);
     let _ = run_meta::finish(plan, &rep);
     print_report(&rep, plan.format, plan.quiet);
     Ok(rep.summary.exit_code)

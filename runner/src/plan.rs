@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::cli::{Format, RunOpts};
 use crate::duration::{format_duration, parse_duration};
-use crate::jobfile::{Action, JobFile, Mode, OnFailure, WorkersSpec};
+use crate::jobfile::{Action, JobFile, MergeRule, Mode, OnFailure, WorkersSpec};
 use crate::workers::{self, Facts};
 
 pub const DEFAULT_WORKERS_DIR: &str = "mpaudit-workers";
@@ -71,6 +71,12 @@ pub struct Plan {
     pub env: BTreeMap<String, String>,
     pub on_failure: OnFailure,
     pub policy: Policy,
+    /// `[merge]` rules, in file order.
+    pub merge: Vec<MergeRule>,
+    /// `--merge-dir`: merged outputs go below it instead of in place.
+    pub merge_dir: Option<PathBuf>,
+    /// `--force`: merges may replace existing files.
+    pub force: bool,
     #[serde(skip)]
     pub format: Format,
     #[serde(skip)]
@@ -132,6 +138,7 @@ pub fn build(source: &Source, opts: &RunOpts, ctx: &Context) -> Result<Plan, Str
         policy,
         workers_dir,
         log_dir,
+        merge,
     );
     match source {
         Source::JobFile { path, file } => {
@@ -160,6 +167,7 @@ pub fn build(source: &Source, opts: &RunOpts, ctx: &Context) -> Result<Plan, Str
                 &job_dir,
                 Path::new(a.log_dir.as_deref().unwrap_or(DEFAULT_LOG_DIR)),
             );
+            merge = file.merge.0.clone();
         }
         Source::Exec {
             command: c,
@@ -189,6 +197,7 @@ pub fn build(source: &Source, opts: &RunOpts, ctx: &Context) -> Result<Plan, Str
             };
             workers_dir = job_dir.join(DEFAULT_WORKERS_DIR);
             log_dir = job_dir.join(DEFAULT_LOG_DIR);
+            merge = Vec::new();
         }
     }
 
@@ -264,6 +273,9 @@ pub fn build(source: &Source, opts: &RunOpts, ctx: &Context) -> Result<Plan, Str
         env,
         on_failure: opts.on_failure.unwrap_or(on_failure),
         policy,
+        merge,
+        merge_dir: opts.merge_dir.as_ref().map(|d| resolve(&ctx.cwd, d)),
+        force: opts.force,
         format: opts.format,
         quiet: opts.quiet,
     })
@@ -386,6 +398,18 @@ impl Plan {
         s += &format!("  outputs:    {}\n", list(&self.policy.outputs));
         s += &format!("  components: {}\n", list(&self.policy.components));
         s += &format!("  allow:      {}\n", list(&self.policy.allow));
+        if !self.merge.is_empty() || self.merge_dir.is_some() {
+            s += "merge:\n";
+            for r in &self.merge {
+                s += &format!("  {}  ->  {}\n", r.glob, r.merger.describe());
+            }
+            if let Some(d) = &self.merge_dir {
+                s += &format!("  into:       {}\n", d.display());
+            }
+            if self.force {
+                s += "  (--force: existing files are replaced)\n";
+            }
+        }
         s += "environment:\n";
         for (k, v) in &self.env {
             s += &format!("  {k}={v}\n");

@@ -229,6 +229,9 @@ pub struct Summary {
     pub unaudited: usize,
     pub unclassified_writes: u64,
     pub strays_killed: Vec<i32>,
+    /// Paths merged back (or attempted), and how many of them failed.
+    pub merges: usize,
+    pub merge_failures: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Default)]
@@ -303,6 +306,28 @@ pub struct Unaudited {
     pub argv: Vec<String>,
 }
 
+#[derive(Debug, Clone, Serialize)]
+pub struct MergeInput {
+    pub worker: String,
+    pub path: String,
+}
+
+/// One merge after the run (docs/report.md).
+#[derive(Debug, Clone, Serialize)]
+pub struct MergeReport {
+    pub output: String,
+    pub original: String,
+    /// "redirected" (from the manifests) or "declared" (matched in the
+    /// worker directories by a `[merge]` glob).
+    pub source: crate::merge::Origin,
+    pub inputs: Vec<MergeInput>,
+    pub rule: Option<String>,
+    pub merger: String,
+    pub status: crate::merge::Status,
+    pub reason: Option<String>,
+    pub bytes: Option<u64>,
+}
+
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct Report {
     pub summary: Summary,
@@ -310,6 +335,7 @@ pub struct Report {
     pub rogue: Vec<RogueGroup>,
     pub conflicts: Vec<Conflict>,
     pub redirected: Vec<Redirect>,
+    pub merges: Vec<MergeReport>,
     pub unaudited: Vec<Unaudited>,
 }
 
@@ -504,6 +530,39 @@ impl Report {
         self.unaudited = unaudited;
     }
 
+    /// Adds the merges; a failed or refused one makes the exit status 3.
+    pub fn set_merges(&mut self, outcomes: &[crate::merge::Outcome], l: &Labels) {
+        self.merges = outcomes
+            .iter()
+            .map(|o| MergeReport {
+                output: l.path(&o.output.display().to_string()),
+                original: l.path(&o.group.original.display().to_string()),
+                source: o.group.origin,
+                inputs: o
+                    .group
+                    .inputs
+                    .iter()
+                    .map(|(k, p)| MergeInput {
+                        worker: k.to_string(),
+                        path: l.path(&p.display().to_string()),
+                    })
+                    .collect(),
+                rule: o.rule.clone(),
+                merger: o.merger.clone(),
+                status: o.status,
+                reason: o.reason.clone(),
+                bytes: o.bytes,
+            })
+            .collect();
+        let s = &mut self.summary;
+        s.merges = self.merges.len();
+        s.merge_failures = outcomes.iter().filter(|o| o.status.is_failure()).count();
+        if s.merge_failures > 0 && s.exit_code != 3 {
+            s.exit_code = 3;
+            s.status = "merge failed".into();
+        }
+    }
+
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
     }
@@ -657,6 +716,27 @@ impl Report {
                 o += &format!("  {}\n", r.original);
                 for t in &r.targets {
                     o += &format!("    worker {} -> {}\n", t.worker, t.target);
+                }
+            }
+        }
+        if !self.merges.is_empty() {
+            o += &format!(
+                "\nmerges ({}, {} failed):\n",
+                self.merges.len(),
+                s.merge_failures
+            );
+            for m in &self.merges {
+                let ws: Vec<&str> = m.inputs.iter().map(|i| i.worker.as_str()).collect();
+                let size = m.bytes.map(|b| format!(", {b} bytes")).unwrap_or_default();
+                o += &format!(
+                    "  {}  <- workers {}  {}: {}{size}\n",
+                    m.output,
+                    ws.join(","),
+                    m.merger,
+                    m.status.as_str()
+                );
+                if let Some(r) = &m.reason {
+                    o += &format!("    {r}\n");
                 }
             }
         }
@@ -901,6 +981,7 @@ mod tests {
             "rogue",
             "conflicts",
             "redirected",
+            "merges",
             "unaudited",
         ] {
             assert!(j.get(k).is_some(), "{k}");
