@@ -1,12 +1,16 @@
-//! What every file hook does: resolve the path(s), call the real function,
-//! attribute and log the access. Hooks (hooks.rs) are one-liners into here.
+//! What every file hook does: resolve the path(s), judge the access against
+//! the policy, redirect or deny it if the policy says so, call the real
+//! function, and log the event. Hooks (hooks.rs) are one-liners into here.
 
 use crate::guard::HookGuard;
-use crate::{log, stack, state, sys};
+use crate::state::SAVED;
+use crate::{log, redirect, stack, state, sys};
 use libc::{c_char, c_int};
-use mpaudit_core::event::{encode_access, Access, Attribution, Common, PathPair};
+use mpaudit_core::event::{encode_access, Access, Attribution, Common, Judgement, PathPair};
 use mpaudit_core::flags::OpenIntent;
+use mpaudit_core::glob::GlobList;
 use mpaudit_core::path::{absolutize, MAX_ABS};
+use mpaudit_core::policy::{Action, ActionSetting, Policy, Verdict};
 use std::cell::UnsafeCell;
 
 /// What a path argument is relative to.
@@ -25,14 +29,60 @@ impl PathArg {
     }
 }
 
-/// A hooked call's return value, as the event's `result`.
+/// Which of a call's paths it writes (for the policy's verdict).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Writes {
+    /// The first path (open, unlink, mkdir, truncate, …).
+    First,
+    /// Both (rename: the source disappears, the destination appears).
+    Both,
+    /// Only the second (link and symlink create the new name).
+    Second,
+}
+
+/// A one- or two-path access.
+pub struct Call {
+    pub op: &'static str,
+    pub path: PathArg,
+    pub path2: Option<PathArg>,
+    pub intent: OpenIntent,
+    /// open(2) flags, or -1 for calls without flags.
+    pub flags: c_int,
+    pub writes: Writes,
+    /// mkstemp family: the path is a template the call fills in; the value
+    /// is the length of the suffix after the `XXXXXX`.
+    pub template_suffix: Option<usize>,
+    /// unlink, rmdir, remove: the path disappears.
+    pub removes: bool,
+    /// rename's source and truncate: a redirect must start from the
+    /// original's content.
+    pub keeps_content: bool,
+    /// mkdir: creating a directory cannot clobber anything, and declared
+    /// outputs may be written into it, so it is judged and logged but never
+    /// redirected (rogue files inside it are, with their parents).
+    pub makes_directory: bool,
+}
+
+/// A hooked call's return value.
 pub trait Outcome: Copy {
+    /// The event's `result`.
     fn result(self) -> i64;
+    /// The value for a call the policy refused (errno is set separately).
+    fn failure() -> Self;
+    /// The value for a call that succeeds without reaching libc (a removal of
+    /// a path this worker only sees through its redirect table).
+    fn success() -> Option<Self>;
 }
 
 impl Outcome for c_int {
     fn result(self) -> i64 {
         self as i64
+    }
+    fn failure() -> Self {
+        -1
+    }
+    fn success() -> Option<Self> {
+        Some(0)
     }
 }
 
@@ -45,20 +95,34 @@ impl Outcome for *mut libc::FILE {
             unsafe { libc::fileno(self) as i64 }
         }
     }
+    fn failure() -> Self {
+        core::ptr::null_mut()
+    }
+    fn success() -> Option<Self> {
+        None
+    }
 }
 
-/// Per-thread scratch space for path resolution: too large for the stack of
-/// a signal handler running on a small alternate stack. Only the thread's
-/// single active hook (see HookGuard) uses it.
+/// Per-thread scratch space for paths: too large for the stack of a signal
+/// handler on a small alternate stack. Only the thread's single active hook
+/// (see HookGuard) uses it.
 struct Scratch {
     base: [u8; 4096],
     abs: [u8; MAX_ABS],
     abs2: [u8; MAX_ABS],
+    target: [u8; MAX_ABS + 1],
+    target2: [u8; MAX_ABS + 1],
 }
 
 thread_local! {
     static SCRATCH: UnsafeCell<Scratch> = const {
-        UnsafeCell::new(Scratch { base: [0; 4096], abs: [0; MAX_ABS], abs2: [0; MAX_ABS] })
+        UnsafeCell::new(Scratch {
+            base: [0; 4096],
+            abs: [0; MAX_ABS],
+            abs2: [0; MAX_ABS],
+            target: [0; MAX_ABS + 1],
+            target2: [0; MAX_ABS + 1],
+        })
     };
 }
 
@@ -66,6 +130,9 @@ thread_local! {
 const MAX_GIVEN: usize = 8192;
 
 /// Resolves `arg` into `out`: the given bytes and the absolute form.
+///
+/// # Safety
+/// `arg.path` is NULL or a readable C string.
 unsafe fn resolve<'a>(arg: PathArg, base: &mut [u8], out: &'a mut [u8]) -> PathPair<'a> {
     if arg.path.is_null() {
         return PathPair {
@@ -73,8 +140,7 @@ unsafe fn resolve<'a>(arg: PathArg, base: &mut [u8], out: &'a mut [u8]) -> PathP
             abs: None,
         };
     }
-    // SAFETY: the program passed a C string that the kernel could read (the
-    // caller skips calls that failed with EFAULT).
+    // SAFETY: the caller's contract.
     let given: &'a [u8] = unsafe { sys::c_bytes(arg.path, MAX_GIVEN) };
     let base_len = if given.first() == Some(&b'/') {
         None
@@ -83,10 +149,7 @@ unsafe fn resolve<'a>(arg: PathArg, base: &mut [u8], out: &'a mut [u8]) -> PathP
     } else {
         sys::fd_path(arg.dirfd, base)
     };
-    let abs = match absolutize(given, base_len.map(|n| &base[..n]), out) {
-        Some(n) => Some(&out[..n]),
-        None => None,
-    };
+    let abs = absolutize(given, base_len.map(|n| &base[..n]), out).map(|n| &out[..n]);
     PathPair {
         given: Some(given),
         abs,
@@ -103,72 +166,492 @@ fn common() -> Common {
     }
 }
 
-/// A one- or two-path access.
-pub struct Call {
-    pub op: &'static str,
-    pub path: PathArg,
-    pub path2: Option<PathArg>,
-    pub intent: OpenIntent,
-    /// open(2) flags, or -1 for calls without flags.
-    pub flags: c_int,
+fn policy() -> Policy<'static> {
+    let s = SAVED.get();
+    Policy {
+        outputs: GlobList::new(s.outputs.as_bytes()),
+        components: GlobList::new(s.components.as_bytes()),
+        allow: GlobList::new(s.allow.as_bytes()),
+        action: s.action,
+        job_dir: s.job_dir.as_bytes(),
+    }
 }
 
-/// Runs `real` and logs the access. `real` receives the path pointers to use
-/// (the policy layer may substitute redirected ones).
-pub unsafe fn access<R: Outcome>(
+/// The verdict on a write: the worst over the paths it writes.
+fn verdict(
+    call: &Call,
+    path: &PathPair,
+    path2: Option<&PathPair>,
+    st: Option<&stack::Stack>,
+) -> Verdict {
+    if !call.intent.is_write() {
+        return Verdict::Read;
+    }
+    let p = policy();
+    let registered = st.is_some_and(|st| {
+        st.frames[..st.n]
+            .iter()
+            .any(|f| p.component_matches(f.object, f.symbol))
+    });
+    let judge = |pp: &PathPair| match pp.abs {
+        Some(abs) => p.verdict(true, abs, redirect::is_declared(abs), registered),
+        None => Verdict::Allowed, // nothing a path-based policy can say
+    };
+    let rank = |v: Verdict| match v {
+        Verdict::Rogue => 4,
+        Verdict::Registered => 3,
+        Verdict::Declared => 2,
+        Verdict::Allowed => 1,
+        Verdict::Read => 0,
+    };
+    let mut worst = Verdict::Read;
+    let mut consider = |v: Verdict| {
+        if rank(v) > rank(worst) {
+            worst = v
+        }
+    };
+    if call.writes != Writes::Second {
+        consider(judge(path));
+    }
+    if let (Some(p2), true) = (path2, call.writes != Writes::First) {
+        consider(judge(p2));
+    }
+    if worst == Verdict::Read {
+        Verdict::Allowed
+    } else {
+        worst
+    }
+}
+
+/// Runs `real` on the program's paths, or on redirected ones, or not at all
+/// (deny), and logs the access. `real` receives the path pointers to use.
+///
+/// # Safety
+/// The path arguments are what the program passed to the hooked function.
+pub unsafe fn file_access<R: Outcome>(
     call: Call,
     real: impl FnOnce(*const c_char, *const c_char) -> R,
 ) -> R {
     let p1 = call.path.path;
-    let p2 = call.path2.map(|p| p.path).unwrap_or(core::ptr::null());
-    if !state::ready() || !log::enabled() {
+    let p2 = call.path2.map_or(core::ptr::null(), |p| p.path);
+    if !state::ready() {
+        return real(p1, p2);
+    }
+    let saved = SAVED.get();
+    let is_write = call.intent.is_write();
+    let in_worker = state::worker().is_some();
+    let may_act = redirect::any_redirected()
+        || (is_write
+            && (saved.action == ActionSetting::Deny
+                || (saved.action == ActionSetting::Redirect && in_worker)));
+    if !may_act && !is_write && !log::enabled() {
         return real(p1, p2);
     }
     let Some(_guard) = HookGuard::enter() else {
         return real(p1, p2);
     };
-    // A NULL or unmapped path must fail exactly as libc makes it fail: call
-    // first, then read the path only if the kernel could (not EFAULT).
-    let r = real(p1, p2);
-    let saved = sys::ErrnoGuard::save();
-    let result = r.result();
-    let errno = if result < 0 { saved.value() } else { 0 };
-    if errno != libc::EFAULT {
-        let _ = std::panic::catch_unwind(|| {
-            // SAFETY: paths were readable by the kernel (no EFAULT).
-            unsafe { log_access(&call, result, errno) }
-        });
-    }
-    r
-}
-
-unsafe fn log_access(call: &Call, result: i64, errno: c_int) {
     SCRATCH.with(|cell| {
         // SAFETY: the HookGuard makes this the thread's only user.
         let s = unsafe { &mut *cell.get() };
-        let Scratch { base, abs, abs2 } = s;
-        // SAFETY: see access().
+        if may_act {
+            // SAFETY: as for access().
+            unsafe { judge_then_call(&call, s, real) }
+        } else {
+            // SAFETY: as for access().
+            unsafe { call_then_judge(&call, s, real) }
+        }
+    })
+}
+
+/// Log mode: the call runs first, untouched; paths are read afterwards only
+/// if the kernel could read them (a bad pointer fails with EFAULT, exactly as
+/// without us, and is not logged).
+unsafe fn call_then_judge<R: Outcome>(
+    call: &Call,
+    s: &mut Scratch,
+    real: impl FnOnce(*const c_char, *const c_char) -> R,
+) -> R {
+    let p1 = call.path.path;
+    let p2 = call.path2.map_or(core::ptr::null(), |p| p.path);
+    let r = real(p1, p2);
+    let saved_errno = sys::ErrnoGuard::save();
+    let result = r.result();
+    let errno = if result < 0 { saved_errno.value() } else { 0 };
+    if errno == libc::EFAULT {
+        return r;
+    }
+    let _ = std::panic::catch_unwind(core::panic::AssertUnwindSafe(|| {
+        let Scratch {
+            base, abs, abs2, ..
+        } = s;
+        // SAFETY: the kernel read these paths (no EFAULT).
         let path = unsafe { resolve(call.path, base, abs) };
         let path2 = call.path2.map(|p| unsafe { resolve(p, base, abs2) });
-        let stack = call.intent.is_write().then(stack::capture);
-        let attribution = stack.as_ref().map(|st| Attribution {
-            component: st.component.map(|i| st.frames[i]),
-            stack: &st.frames[..st.n],
-        });
-        let event = Access {
-            op: call.op,
+        let st = call.intent.is_write().then(stack::capture);
+        let v = verdict(call, &path, path2.as_ref(), st.as_ref());
+        let action = policy().action_for(v, false);
+        // Deny and redirect were handled before the call; here only logging.
+        let action = if action == Action::Redirected || action == Action::Denied {
+            Action::Logged
+        } else {
+            action
+        };
+        finish(
+            call,
             path,
             path2,
-            intent: call.intent,
-            flags: call.flags,
+            st.as_ref(),
+            v,
+            action,
+            None,
             result,
             errno,
-            attribution,
-            judgement: None,
+        );
+    }));
+    r
+}
+
+/// Policy mode: decide before the call, because the call itself changes.
+unsafe fn judge_then_call<R: Outcome>(
+    call: &Call,
+    s: &mut Scratch,
+    real: impl FnOnce(*const c_char, *const c_char) -> R,
+) -> R {
+    let Scratch {
+        base,
+        abs,
+        abs2,
+        target,
+        target2,
+    } = s;
+    // SAFETY: paths are the program's C strings (NULL is handled).
+    let path = unsafe { resolve(call.path, base, abs) };
+    let path2 = call.path2.map(|p| unsafe { resolve(p, base, abs2) });
+    let st = call.intent.is_write().then(stack::capture);
+    let v = verdict(call, &path, path2.as_ref(), st.as_ref());
+    let mut action = policy().action_for(v, state::worker().is_some());
+    if call.makes_directory && action == Action::Redirected {
+        action = Action::Logged;
+    }
+
+    if action == Action::Denied {
+        finish(
+            call,
+            path,
+            path2,
+            st.as_ref(),
+            v,
+            action,
+            None,
+            -1,
+            libc::EACCES,
+        );
+        sys::set_errno(libc::EACCES);
+        return R::failure();
+    }
+
+    // Where each path goes: its earlier redirect in this worker, a new
+    // redirect (when this call writes it), or nowhere (the original).
+    let redirect_new = action == Action::Redirected;
+    let mut failed = 0;
+    let route1 = path.abs.and_then(|a| {
+        let copy = call.keeps_content || (call.flags >= 0 && keeps_content(call.intent));
+        route(
+            a,
+            redirect_new && call.writes != Writes::Second,
+            copy,
+            target,
+            &mut failed,
+        )
+    });
+    let route2 = path2.as_ref().and_then(|p| p.abs).and_then(|a| {
+        route(
+            a,
+            redirect_new && call.writes != Writes::First,
+            false,
+            target2,
+            &mut failed,
+        )
+    });
+    if route1.is_some() || route2.is_some() {
+        action = Action::Redirected;
+    }
+    let shown_is_first = route1.is_some();
+    let shown_len = route1.or(route2).map(|r| r.len);
+    macro_rules! shown_target {
+        () => {
+            shown_len.map(|n| {
+                if shown_is_first {
+                    &target[..n]
+                } else {
+                    &target2[..n]
+                }
+            })
         };
-        let c = common();
-        log::append(&|sink| encode_access(sink, &c, &event));
-    })
+    }
+
+    if failed != 0 {
+        finish(
+            call,
+            path,
+            path2,
+            st.as_ref(),
+            v,
+            Action::RedirectFailed,
+            shown_target!(),
+            -1,
+            failed,
+        );
+        sys::set_errno(failed);
+        return R::failure();
+    }
+
+    // A removal of a path this worker redirected but never wrote (the
+    // original exists, the worker copy does not): it vanishes from the
+    // worker's view, and the shared file stays as it is.
+    if let (true, Some(r)) = (call.removes, route1) {
+        // SAFETY: NUL-terminated target.
+        let target_exists =
+            unsafe { sys::stat(target.as_ptr().cast(), libc::AT_SYMLINK_NOFOLLOW) }.is_some();
+        if !target_exists && path.abs.is_some_and(exists) {
+            if let Some(ok) = R::success() {
+                if r.new {
+                    redirect::record(path.abs.unwrap_or_default(), &target[..r.len]);
+                }
+                finish(
+                    call,
+                    path,
+                    path2,
+                    st.as_ref(),
+                    v,
+                    action,
+                    shown_target!(),
+                    0,
+                    0,
+                );
+                return ok;
+            }
+        }
+    }
+
+    let p1 = if route1.is_some() {
+        target.as_ptr().cast()
+    } else {
+        call.path.path
+    };
+    let p2 = match (route2, call.path2) {
+        (Some(_), _) => target2.as_ptr().cast(),
+        (None, Some(p)) => p.path,
+        (None, None) => core::ptr::null(),
+    };
+    let r = real(p1, p2);
+    let saved_errno = sys::ErrnoGuard::save();
+    let result = r.result();
+    let errno = if result < 0 { saved_errno.value() } else { 0 };
+
+    let _ = std::panic::catch_unwind(core::panic::AssertUnwindSafe(|| {
+        let mut path = path;
+        if let (Some(r), Some(suffix), true) = (route1, call.template_suffix, result >= 0) {
+            // mkstemp filled in the redirected template: the program's own
+            // template gets the same name, and the event and the table get
+            // the filled-in original path (built in target2, unused here).
+            let filled = &target[..r.len];
+            copy_template_tail(call.path.path as *mut c_char, filled, suffix);
+            if let Some(a) = path.abs {
+                let n = a.len().min(MAX_ABS);
+                target2[..n].copy_from_slice(&a[..n]);
+                let tail = (6 + suffix).min(n).min(filled.len());
+                target2[n - tail..n].copy_from_slice(&filled[filled.len() - tail..]);
+                path = PathPair {
+                    given: path.given,
+                    abs: Some(&target2[..n]),
+                };
+            }
+        }
+        if result >= 0 {
+            if let (Some(r), Some(a)) = (route1, path.abs) {
+                if r.new {
+                    redirect::record(a, &target[..r.len]);
+                }
+            }
+            if let (Some(r), Some(a)) = (route2, path2.as_ref().and_then(|p| p.abs)) {
+                if r.new {
+                    redirect::record(a, &target2[..r.len]);
+                }
+            }
+        }
+        finish(
+            call,
+            path,
+            path2,
+            st.as_ref(),
+            v,
+            action,
+            shown_target!(),
+            result,
+            errno,
+        );
+    }));
+    r
+}
+
+/// A path's destination: `len` bytes of NUL-terminated target; `new` when
+/// this call creates the redirect (rather than following an earlier one).
+#[derive(Clone, Copy)]
+struct Route {
+    len: usize,
+    new: bool,
+}
+
+/// Decides where `abs` goes and writes the NUL-terminated target into `out`.
+/// `None`: the original path. Sets `failed` to an errno when a new redirect
+/// cannot be prepared (the call must then fail: never fall back to the
+/// shared file).
+fn route(
+    abs: &[u8],
+    redirect_new: bool,
+    copy: bool,
+    out: &mut [u8],
+    failed: &mut i32,
+) -> Option<Route> {
+    if let Some(t) = redirect::lookup(abs) {
+        let n = t.len().min(out.len() - 1);
+        out[..n].copy_from_slice(&t[..n]);
+        out[n] = 0;
+        return Some(Route { len: n, new: false });
+    }
+    if !redirect_new {
+        return None;
+    }
+    let saved = SAVED.get();
+    let cap = out.len() - 1;
+    let Some(n) = mpaudit_core::map::map_to_worker(
+        abs,
+        saved.job_dir.as_bytes(),
+        saved.worker_dir.as_bytes(),
+        &mut out[..cap],
+    ) else {
+        *failed = libc::ENAMETOOLONG;
+        return None;
+    };
+    out[n] = 0;
+    let e = redirect::prepare_target(abs, &out[..n], copy);
+    if e != 0 {
+        *failed = e;
+    }
+    Some(Route { len: n, new: true })
+}
+
+/// An open that changes an existing file's content without replacing it
+/// (append, read-write, write without truncation) needs the original's
+/// content in the worker's copy first.
+fn keeps_content(intent: OpenIntent) -> bool {
+    use mpaudit_core::flags::AccessMode;
+    intent.mode != AccessMode::Read
+        && !intent.truncate
+        && (intent.append || intent.mode == AccessMode::ReadWrite)
+}
+
+fn exists(abs: &[u8]) -> bool {
+    let mut buf = [0u8; MAX_ABS + 1];
+    if abs.len() >= buf.len() {
+        return false;
+    }
+    buf[..abs.len()].copy_from_slice(abs);
+    // SAFETY: NUL-terminated.
+    unsafe { sys::stat(buf.as_ptr().cast(), libc::AT_SYMLINK_NOFOLLOW) }.is_some()
+}
+
+/// Copies the filled-in `XXXXXX` (and suffix) of `filled` into the program's
+/// template, whose tail has the same layout.
+fn copy_template_tail(template: *mut c_char, filled: &[u8], suffix: usize) {
+    // SAFETY: the program's template is a writable C string.
+    let len = unsafe { sys::c_strlen(template, MAX_GIVEN) };
+    let tail = (6 + suffix).min(len).min(filled.len());
+    for i in 0..tail {
+        // SAFETY: within the template's length.
+        unsafe { *template.add(len - tail + i) = filled[filled.len() - tail + i] as c_char };
+    }
+}
+
+/// Logs the event and, without a log, warns once per path on stderr.
+#[allow(clippy::too_many_arguments)]
+fn finish(
+    call: &Call,
+    path: PathPair,
+    path2: Option<PathPair>,
+    st: Option<&stack::Stack>,
+    v: Verdict,
+    action: Action,
+    target: Option<&[u8]>,
+    result: i64,
+    errno: c_int,
+) {
+    let attribution = st.map(|st| Attribution {
+        component: st.component.map(|i| st.frames[i]),
+        stack: &st.frames[..st.n],
+    });
+    if v == Verdict::Rogue && !log::enabled() {
+        warn_rogue(
+            path.abs.or(path.given).unwrap_or(b"?"),
+            attribution.as_ref(),
+            action,
+        );
+    }
+    if !log::enabled() {
+        return;
+    }
+    let event = Access {
+        op: call.op,
+        path,
+        path2,
+        intent: call.intent,
+        flags: call.flags,
+        result,
+        errno,
+        attribution,
+        judgement: Some(Judgement {
+            verdict: v.as_str(),
+            action: action.as_str(),
+            target,
+        }),
+    };
+    let c = common();
+    log::append(&|sink| encode_access(sink, &c, &event));
+}
+
+/// `mpaudit: rogue write <path> by <object>(<symbol>) pid <pid> worker <k> -> <action>`
+fn warn_rogue(path: &[u8], attribution: Option<&Attribution>, action: Action) {
+    if !redirect::first_warning(path) {
+        return;
+    }
+    use mpaudit_core::json::{put_i64, put_u64, Sink, SliceSink};
+    let mut buf = [0u8; 2048];
+    let mut s = SliceSink::new(&mut buf);
+    s.put(b"mpaudit: rogue write ");
+    s.put(&path[..path.len().min(1024)]);
+    s.put(b" by ");
+    match attribution.and_then(|a| a.component) {
+        Some(f) => {
+            s.put(&f.object[..f.object.len().min(512)]);
+            s.put(b"(");
+            s.put(f.symbol.map_or(&b"?"[..], |x| &x[..x.len().min(256)]));
+            s.put(b")");
+        }
+        None => s.put(b"?"),
+    }
+    s.put(b" pid ");
+    put_i64(&mut s, state::pid() as i64);
+    s.put(b" worker ");
+    match state::worker() {
+        Some(w) => put_u64(&mut s, w as u64),
+        None => s.put(b"none"),
+    }
+    s.put(b" -> ");
+    s.put(action.as_str().as_bytes());
+    let n = s.len.min(buf.len() - 1);
+    buf[n] = b'\n';
+    sys::write_all(2, &buf[..n + 1]);
 }
 
 /// Logs a process event (fork, exec, spawn, exit, start).
@@ -178,4 +661,32 @@ pub fn log_process(p: &mpaudit_core::event::Process) {
     }
     let c = common();
     log::append(&|sink| mpaudit_core::event::encode_process(sink, &c, p));
+}
+
+/// Reroutes a call that only reads a path (stat, access, opendir, …) to its
+/// redirected file, so a worker sees what it wrote. Not logged.
+///
+/// # Safety
+/// `arg.path` is what the program passed.
+pub unsafe fn reroute<R>(arg: PathArg, real: impl FnOnce(*const c_char) -> R) -> R {
+    if !state::ready() || !redirect::any_redirected() || arg.path.is_null() {
+        return real(arg.path);
+    }
+    let Some(_guard) = HookGuard::enter() else {
+        return real(arg.path);
+    };
+    SCRATCH.with(|cell| {
+        // SAFETY: the HookGuard makes this the thread's only user.
+        let s = unsafe { &mut *cell.get() };
+        // SAFETY: the program's C string.
+        let path = unsafe { resolve(arg, &mut s.base, &mut s.abs) };
+        let mut failed = 0;
+        match path
+            .abs
+            .and_then(|a| route(a, false, false, &mut s.target, &mut failed))
+        {
+            Some(_) => real(s.target.as_ptr().cast()),
+            None => real(arg.path),
+        }
+    })
 }

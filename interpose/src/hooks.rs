@@ -8,9 +8,9 @@
 
 #![allow(clippy::missing_safety_doc)]
 
-use crate::audit::{access, Call, PathArg};
+use crate::audit::{file_access, reroute, Call, PathArg, Writes};
 use crate::process;
-use libc::{c_char, c_int, c_uint, mode_t, pid_t, FILE};
+use libc::{c_char, c_int, c_uint, c_void, mode_t, pid_t, FILE};
 use mpaudit_core::flags::{fopen_mode_flags, OpenIntent};
 
 macro_rules! hooks {
@@ -52,6 +52,19 @@ fn open_call(op: &'static str, dirfd: c_int, path: *const c_char, flags: c_int) 
         path2: None,
         intent: OpenIntent::from_flags(flags),
         flags,
+        writes: Writes::First,
+        template_suffix: None,
+        removes: false,
+        keeps_content: false,
+        makes_directory: false,
+    }
+}
+
+/// mkstemp and friends: the template is filled in by the call.
+fn temp_call(op: &'static str, template: *mut c_char, flags: c_int, suffix: c_int) -> Call {
+    Call {
+        template_suffix: Some(suffix.max(0) as usize),
+        ..open_call(op, libc::AT_FDCWD, template, TEMP_FLAGS | flags)
     }
 }
 
@@ -71,24 +84,68 @@ fn fopen_call(op: &'static str, path: *const c_char, mode: *const c_char) -> Cal
 
 const TEMP_FLAGS: c_int = libc::O_RDWR | libc::O_CREAT | libc::O_EXCL;
 
-fn ns_call(
-    op: &'static str,
-    path: PathArg,
-    path2: Option<PathArg>,
-    create: bool,
-    truncate: bool,
-) -> Call {
-    let intent = OpenIntent {
-        create,
-        truncate,
-        ..OpenIntent::NAMESPACE
-    };
+/// A namespace change; the helpers below say what else it does (creates,
+/// removes, which of its paths it writes).
+fn ns(op: &'static str, path: PathArg, path2: Option<PathArg>) -> Call {
     Call {
         op,
         path,
         path2,
-        intent,
+        intent: OpenIntent::NAMESPACE,
         flags: -1,
+        writes: if path2.is_some() {
+            Writes::Both
+        } else {
+            Writes::First
+        },
+        template_suffix: None,
+        removes: false,
+        keeps_content: false,
+        makes_directory: false,
+    }
+}
+
+fn removal(op: &'static str, path: PathArg) -> Call {
+    Call {
+        removes: true,
+        ..ns(op, path, None)
+    }
+}
+
+/// mkdir, link, symlink: the (last) path is created.
+fn creation(op: &'static str, path: PathArg, path2: Option<PathArg>) -> Call {
+    let base = ns(op, path, path2);
+    Call {
+        makes_directory: path2.is_none(),
+        intent: OpenIntent {
+            create: true,
+            ..OpenIntent::NAMESPACE
+        },
+        writes: if path2.is_some() {
+            Writes::Second
+        } else {
+            Writes::First
+        },
+        ..base
+    }
+}
+
+/// rename: both paths are written; the source's content moves along.
+fn renaming(op: &'static str, old: PathArg, new: PathArg) -> Call {
+    Call {
+        keeps_content: true,
+        ..ns(op, old, Some(new))
+    }
+}
+
+fn truncation(op: &'static str, path: PathArg) -> Call {
+    Call {
+        intent: OpenIntent {
+            truncate: true,
+            ..OpenIntent::NAMESPACE
+        },
+        keeps_content: true,
+        ..ns(op, path, None)
     }
 }
 
@@ -103,86 +160,111 @@ fn at(dirfd: c_int, path: *const c_char) -> PathArg {
 hooks! {
     // ---- open family ----
     fn open(path: *const c_char, flags: c_int, mode: mode_t) -> c_int =>
-        |real| access(open_call("open", libc::AT_FDCWD, path, flags), |p, _| real(p, flags, mode));
+        |real| file_access(open_call("open", libc::AT_FDCWD, path, flags), |p, _| real(p, flags, mode));
     fn open64(path: *const c_char, flags: c_int, mode: mode_t) -> c_int =>
-        |real| access(open_call("open64", libc::AT_FDCWD, path, flags), |p, _| real(p, flags, mode));
+        |real| file_access(open_call("open64", libc::AT_FDCWD, path, flags), |p, _| real(p, flags, mode));
     fn openat(dirfd: c_int, path: *const c_char, flags: c_int, mode: mode_t) -> c_int =>
-        |real| access(open_call("openat", dirfd, path, flags), |p, _| real(dirfd, p, flags, mode));
+        |real| file_access(open_call("openat", dirfd, path, flags), |p, _| real(dirfd, p, flags, mode));
     fn openat64(dirfd: c_int, path: *const c_char, flags: c_int, mode: mode_t) -> c_int =>
-        |real| access(open_call("openat64", dirfd, path, flags), |p, _| real(dirfd, p, flags, mode));
+        |real| file_access(open_call("openat64", dirfd, path, flags), |p, _| real(dirfd, p, flags, mode));
     fn creat(path: *const c_char, mode: mode_t) -> c_int =>
-        |real| access(open_call("creat", libc::AT_FDCWD, path, libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC), |p, _| real(p, mode));
+        |real| file_access(open_call("creat", libc::AT_FDCWD, path, libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC), |p, _| real(p, mode));
     fn creat64(path: *const c_char, mode: mode_t) -> c_int =>
-        |real| access(open_call("creat64", libc::AT_FDCWD, path, libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC), |p, _| real(p, mode));
+        |real| file_access(open_call("creat64", libc::AT_FDCWD, path, libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC), |p, _| real(p, mode));
     // Fortified entry points (-D_FORTIFY_SOURCE): no mode argument.
     fn __open_2(path: *const c_char, flags: c_int) -> c_int =>
-        |real| access(open_call("__open_2", libc::AT_FDCWD, path, flags), |p, _| real(p, flags));
+        |real| file_access(open_call("__open_2", libc::AT_FDCWD, path, flags), |p, _| real(p, flags));
     fn __open64_2(path: *const c_char, flags: c_int) -> c_int =>
-        |real| access(open_call("__open64_2", libc::AT_FDCWD, path, flags), |p, _| real(p, flags));
+        |real| file_access(open_call("__open64_2", libc::AT_FDCWD, path, flags), |p, _| real(p, flags));
     fn __openat_2(dirfd: c_int, path: *const c_char, flags: c_int) -> c_int =>
-        |real| access(open_call("__openat_2", dirfd, path, flags), |p, _| real(dirfd, p, flags));
+        |real| file_access(open_call("__openat_2", dirfd, path, flags), |p, _| real(dirfd, p, flags));
     fn __openat64_2(dirfd: c_int, path: *const c_char, flags: c_int) -> c_int =>
-        |real| access(open_call("__openat64_2", dirfd, path, flags), |p, _| real(dirfd, p, flags));
+        |real| file_access(open_call("__openat64_2", dirfd, path, flags), |p, _| real(dirfd, p, flags));
 
     // ---- stdio ----
     fn fopen(path: *const c_char, mode: *const c_char) -> *mut FILE =>
-        |real| access(fopen_call("fopen", path, mode), |p, _| real(p, mode));
+        |real| file_access(fopen_call("fopen", path, mode), |p, _| real(p, mode));
     fn fopen64(path: *const c_char, mode: *const c_char) -> *mut FILE =>
-        |real| access(fopen_call("fopen64", path, mode), |p, _| real(p, mode));
+        |real| file_access(fopen_call("fopen64", path, mode), |p, _| real(p, mode));
     fn freopen(path: *const c_char, mode: *const c_char, stream: *mut FILE) -> *mut FILE =>
-        |real| access(fopen_call("freopen", path, mode), |p, _| real(p, mode, stream));
+        |real| file_access(fopen_call("freopen", path, mode), |p, _| real(p, mode, stream));
     fn freopen64(path: *const c_char, mode: *const c_char, stream: *mut FILE) -> *mut FILE =>
-        |real| access(fopen_call("freopen64", path, mode), |p, _| real(p, mode, stream));
+        |real| file_access(fopen_call("freopen64", path, mode), |p, _| real(p, mode, stream));
 
     // ---- temporary files: the path is the filled-in template ----
     fn mkstemp(template: *mut c_char) -> c_int =>
-        |real| access(open_call("mkstemp", libc::AT_FDCWD, template, TEMP_FLAGS), |_, _| real(template));
+        |real| file_access(temp_call("mkstemp", template, 0, 0), |p, _| real(p as *mut c_char));
     fn mkstemp64(template: *mut c_char) -> c_int =>
-        |real| access(open_call("mkstemp64", libc::AT_FDCWD, template, TEMP_FLAGS), |_, _| real(template));
+        |real| file_access(temp_call("mkstemp64", template, 0, 0), |p, _| real(p as *mut c_char));
     fn mkostemp(template: *mut c_char, flags: c_int) -> c_int =>
-        |real| access(open_call("mkostemp", libc::AT_FDCWD, template, TEMP_FLAGS | flags), |_, _| real(template, flags));
+        |real| file_access(temp_call("mkostemp", template, flags, 0), |p, _| real(p as *mut c_char, flags));
     fn mkostemp64(template: *mut c_char, flags: c_int) -> c_int =>
-        |real| access(open_call("mkostemp64", libc::AT_FDCWD, template, TEMP_FLAGS | flags), |_, _| real(template, flags));
+        |real| file_access(temp_call("mkostemp64", template, flags, 0), |p, _| real(p as *mut c_char, flags));
     fn mkstemps(template: *mut c_char, suffixlen: c_int) -> c_int =>
-        |real| access(open_call("mkstemps", libc::AT_FDCWD, template, TEMP_FLAGS), |_, _| real(template, suffixlen));
+        |real| file_access(temp_call("mkstemps", template, 0, suffixlen), |p, _| real(p as *mut c_char, suffixlen));
     fn mkstemps64(template: *mut c_char, suffixlen: c_int) -> c_int =>
-        |real| access(open_call("mkstemps64", libc::AT_FDCWD, template, TEMP_FLAGS), |_, _| real(template, suffixlen));
+        |real| file_access(temp_call("mkstemps64", template, 0, suffixlen), |p, _| real(p as *mut c_char, suffixlen));
     fn mkostemps(template: *mut c_char, suffixlen: c_int, flags: c_int) -> c_int =>
-        |real| access(open_call("mkostemps", libc::AT_FDCWD, template, TEMP_FLAGS | flags), |_, _| real(template, suffixlen, flags));
+        |real| file_access(temp_call("mkostemps", template, flags, suffixlen), |p, _| real(p as *mut c_char, suffixlen, flags));
     fn mkostemps64(template: *mut c_char, suffixlen: c_int, flags: c_int) -> c_int =>
-        |real| access(open_call("mkostemps64", libc::AT_FDCWD, template, TEMP_FLAGS | flags), |_, _| real(template, suffixlen, flags));
+        |real| file_access(temp_call("mkostemps64", template, flags, suffixlen), |p, _| real(p as *mut c_char, suffixlen, flags));
 
     // ---- namespace changes ----
     fn rename(old: *const c_char, new: *const c_char) -> c_int =>
-        |real| access(ns_call("rename", cwd(old), Some(cwd(new)), false, false), |a, b| real(a, b));
+        |real| file_access(renaming("rename", cwd(old), cwd(new)), |a, b| real(a, b));
     fn renameat(olddirfd: c_int, old: *const c_char, newdirfd: c_int, new: *const c_char) -> c_int =>
-        |real| access(ns_call("renameat", at(olddirfd, old), Some(at(newdirfd, new)), false, false), |a, b| real(olddirfd, a, newdirfd, b));
+        |real| file_access(renaming("renameat", at(olddirfd, old), at(newdirfd, new)), |a, b| real(olddirfd, a, newdirfd, b));
     fn renameat2(olddirfd: c_int, old: *const c_char, newdirfd: c_int, new: *const c_char, flags: c_uint) -> c_int =>
-        |real| access(ns_call("renameat2", at(olddirfd, old), Some(at(newdirfd, new)), false, false), |a, b| real(olddirfd, a, newdirfd, b, flags));
+        |real| file_access(renaming("renameat2", at(olddirfd, old), at(newdirfd, new)), |a, b| real(olddirfd, a, newdirfd, b, flags));
     fn unlink(path: *const c_char) -> c_int =>
-        |real| access(ns_call("unlink", cwd(path), None, false, false), |p, _| real(p));
+        |real| file_access(removal("unlink", cwd(path)), |p, _| real(p));
     fn unlinkat(dirfd: c_int, path: *const c_char, flags: c_int) -> c_int =>
-        |real| access(ns_call("unlinkat", at(dirfd, path), None, false, false), |p, _| real(dirfd, p, flags));
+        |real| file_access(removal("unlinkat", at(dirfd, path)), |p, _| real(dirfd, p, flags));
     fn remove(path: *const c_char) -> c_int =>
-        |real| access(ns_call("remove", cwd(path), None, false, false), |p, _| real(p));
+        |real| file_access(removal("remove", cwd(path)), |p, _| real(p));
     fn rmdir(path: *const c_char) -> c_int =>
-        |real| access(ns_call("rmdir", cwd(path), None, false, false), |p, _| real(p));
+        |real| file_access(removal("rmdir", cwd(path)), |p, _| real(p));
     fn truncate(path: *const c_char, length: libc::off_t) -> c_int =>
-        |real| access(ns_call("truncate", cwd(path), None, false, true), |p, _| real(p, length));
+        |real| file_access(truncation("truncate", cwd(path)), |p, _| real(p, length));
     fn truncate64(path: *const c_char, length: libc::off64_t) -> c_int =>
-        |real| access(ns_call("truncate64", cwd(path), None, false, true), |p, _| real(p, length));
+        |real| file_access(truncation("truncate64", cwd(path)), |p, _| real(p, length));
     fn mkdir(path: *const c_char, mode: mode_t) -> c_int =>
-        |real| access(ns_call("mkdir", cwd(path), None, true, false), |p, _| real(p, mode));
+        |real| file_access(creation("mkdir", cwd(path), None), |p, _| real(p, mode));
     fn mkdirat(dirfd: c_int, path: *const c_char, mode: mode_t) -> c_int =>
-        |real| access(ns_call("mkdirat", at(dirfd, path), None, true, false), |p, _| real(dirfd, p, mode));
+        |real| file_access(creation("mkdirat", at(dirfd, path), None), |p, _| real(dirfd, p, mode));
     fn link(old: *const c_char, new: *const c_char) -> c_int =>
-        |real| access(ns_call("link", cwd(old), Some(cwd(new)), true, false), |a, b| real(a, b));
+        |real| file_access(creation("link", cwd(old), Some(cwd(new))), |a, b| real(a, b));
     fn linkat(olddirfd: c_int, old: *const c_char, newdirfd: c_int, new: *const c_char, flags: c_int) -> c_int =>
-        |real| access(ns_call("linkat", at(olddirfd, old), Some(at(newdirfd, new)), true, false), |a, b| real(olddirfd, a, newdirfd, b, flags));
+        |real| file_access(creation("linkat", at(olddirfd, old), Some(at(newdirfd, new))), |a, b| real(olddirfd, a, newdirfd, b, flags));
     fn symlink(target: *const c_char, linkpath: *const c_char) -> c_int =>
-        |real| access(ns_call("symlink", cwd(target), Some(cwd(linkpath)), true, false), |a, b| real(a, b));
+        |real| file_access(creation("symlink", cwd(target), Some(cwd(linkpath))), |_, b| real(target, b));
     fn symlinkat(target: *const c_char, newdirfd: c_int, linkpath: *const c_char) -> c_int =>
-        |real| access(ns_call("symlinkat", cwd(target), Some(at(newdirfd, linkpath)), true, false), |a, b| real(a, newdirfd, b));
+        |real| file_access(creation("symlinkat", cwd(target), Some(at(newdirfd, linkpath))), |_, b| real(target, newdirfd, b));
+
+    // ---- read-your-writes: calls that only look at a path follow its redirect ----
+    fn stat(path: *const c_char, buf: *mut c_void) -> c_int => |real| reroute(cwd(path), |p| real(p, buf));
+    fn stat64(path: *const c_char, buf: *mut c_void) -> c_int => |real| reroute(cwd(path), |p| real(p, buf));
+    fn lstat(path: *const c_char, buf: *mut c_void) -> c_int => |real| reroute(cwd(path), |p| real(p, buf));
+    fn lstat64(path: *const c_char, buf: *mut c_void) -> c_int => |real| reroute(cwd(path), |p| real(p, buf));
+    fn fstatat(dirfd: c_int, path: *const c_char, buf: *mut c_void, flags: c_int) -> c_int =>
+        |real| reroute(at(dirfd, path), |p| real(dirfd, p, buf, flags));
+    fn fstatat64(dirfd: c_int, path: *const c_char, buf: *mut c_void, flags: c_int) -> c_int =>
+        |real| reroute(at(dirfd, path), |p| real(dirfd, p, buf, flags));
+    fn statx(dirfd: c_int, path: *const c_char, flags: c_int, mask: c_uint, buf: *mut c_void) -> c_int =>
+        |real| reroute(at(dirfd, path), |p| real(dirfd, p, flags, mask, buf));
+    // Binaries built against glibc < 2.33 call these instead.
+    fn __xstat(ver: c_int, path: *const c_char, buf: *mut c_void) -> c_int => |real| reroute(cwd(path), |p| real(ver, p, buf));
+    fn __xstat64(ver: c_int, path: *const c_char, buf: *mut c_void) -> c_int => |real| reroute(cwd(path), |p| real(ver, p, buf));
+    fn __lxstat(ver: c_int, path: *const c_char, buf: *mut c_void) -> c_int => |real| reroute(cwd(path), |p| real(ver, p, buf));
+    fn __lxstat64(ver: c_int, path: *const c_char, buf: *mut c_void) -> c_int => |real| reroute(cwd(path), |p| real(ver, p, buf));
+    fn __fxstatat(ver: c_int, dirfd: c_int, path: *const c_char, buf: *mut c_void, flags: c_int) -> c_int =>
+        |real| reroute(at(dirfd, path), |p| real(ver, dirfd, p, buf, flags));
+    fn __fxstatat64(ver: c_int, dirfd: c_int, path: *const c_char, buf: *mut c_void, flags: c_int) -> c_int =>
+        |real| reroute(at(dirfd, path), |p| real(ver, dirfd, p, buf, flags));
+    fn access(path: *const c_char, mode: c_int) -> c_int => |real| reroute(cwd(path), |p| real(p, mode));
+    fn faccessat(dirfd: c_int, path: *const c_char, mode: c_int, flags: c_int) -> c_int =>
+        |real| reroute(at(dirfd, path), |p| real(dirfd, p, mode, flags));
+    fn opendir(path: *const c_char) -> *mut libc::DIR => |real| reroute(cwd(path), |p| real(p));
 
     // ---- processes ----
     fn fork() -> pid_t => |real| process::fork(|| real());

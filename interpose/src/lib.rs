@@ -5,12 +5,14 @@
 //! `audit` and `process` the logic, `log` the crash-safe event log, `stack`
 //! the attribution; pure encoding and path logic live in `mpaudit-core`.
 
+mod api;
 mod audit;
 mod guard;
 mod hooks;
 mod log;
 mod process;
 mod real;
+mod redirect;
 mod stack;
 mod state;
 mod sys;
@@ -36,6 +38,10 @@ extern "C" fn mpaudit_init(argc: c_int, argv: *const *const c_char, envp: *const
     unsafe {
         libc::pthread_atfork(None, None, Some(process::atfork_child));
         on_exit(process::on_exit_handler, core::ptr::null_mut());
+    }
+    if state::SAVED.get().action == mpaudit_core::policy::ActionSetting::Redirect {
+        // An exec'ed image of a worker picks up what the worker redirected.
+        redirect::load_manifest();
     }
     process::open_log_and_start();
     state::set_ready();

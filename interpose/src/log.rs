@@ -17,6 +17,7 @@
 
 use crate::sys;
 use mpaudit_core::json::{Counter, Sink, SliceSink};
+use std::cell::{Cell, UnsafeCell};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
 
 const WINDOW: u64 = 1 << 20;
@@ -77,15 +78,46 @@ pub fn forget_after_fork() {
     }
 }
 
-/// Appends one event produced by `encode` (called twice: to size, to write).
+/// Appends one event produced by `encode`.
+///
+/// Usually encoded once, into this thread's staging buffer, then copied
+/// into the log with one `memcpy`. When the buffer is in use (a signal
+/// handler logging while this thread logs) or the event does not fit, the
+/// event is encoded twice instead: once to size it, once into the log.
 pub fn append(encode: &dyn Fn(&mut dyn Sink)) {
     let fd = FD.load(Relaxed);
     if fd < 0 {
         return;
     }
+    let staged = STAGE_BUSY.try_with(|b| !b.replace(true)).unwrap_or(false);
+    if staged {
+        let done = STAGE
+            .try_with(|cell| {
+                // SAFETY: STAGE_BUSY makes this the thread's only user.
+                let buf = unsafe { &mut *cell.get() };
+                let mut sink = StageSink { buf, len: 0 };
+                encode(&mut sink);
+                if sink.len > STAGE_SIZE {
+                    return false;
+                }
+                let bytes = &sink.buf[..sink.len];
+                write_reserved(fd, bytes.len() as u64, &|s| s.put(bytes));
+                true
+            })
+            .unwrap_or(false);
+        let _ = STAGE_BUSY.try_with(|b| b.set(false));
+        if done {
+            return;
+        }
+    }
     let mut counter = Counter::default();
     encode(&mut counter);
-    let len = counter.0 as u64;
+    write_reserved(fd, counter.0 as u64, encode);
+}
+
+/// Reserves `len` bytes and writes them with `encode`: through the mapping
+/// when it can, else with pwrite.
+fn write_reserved(fd: i32, len: u64, encode: &dyn Fn(&mut dyn Sink)) {
     let off = OFFSET.fetch_add(len, Relaxed);
     if !PWRITE_ONLY.load(Relaxed)
         && ensure_backed(fd, off + len)
@@ -103,14 +135,47 @@ pub fn append(encode: &dyn Fn(&mut dyn Sink)) {
     sink.flush();
 }
 
+/// Events up to this size (every read and most writes) are encoded once.
+const STAGE_SIZE: usize = 4096;
+
+thread_local! {
+    static STAGE_BUSY: Cell<bool> = const { Cell::new(false) };
+    static STAGE: UnsafeCell<[u8; STAGE_SIZE]> = const { UnsafeCell::new([0; STAGE_SIZE]) };
+}
+
+/// Fills the staging buffer; past its end only counts, so an oversized
+/// event is detected (`len > STAGE_SIZE`) and re-encoded the slow way.
+struct StageSink<'a> {
+    buf: &'a mut [u8; STAGE_SIZE],
+    len: usize,
+}
+
+impl Sink for StageSink<'_> {
+    #[inline]
+    fn put(&mut self, bytes: &[u8]) {
+        let end = self.len + bytes.len();
+        if end <= STAGE_SIZE {
+            self.buf[self.len..end].copy_from_slice(bytes);
+        }
+        self.len = end;
+    }
+}
+
 /// Makes sure the file has blocks up to `end`. On failure, switches the
 /// process to pwrite-only (pwrite extends the file itself).
+///
+/// Only the new range `[backed, want)` is allocated: asking for `[0, want)`
+/// each time makes the kernel walk every page already allocated (on tmpfs
+/// that made logging quadratic in the log's size). `BACKED` means "every
+/// byte below is backed": a thread that read `backed` and then allocated
+/// `[backed, want)` may raise it to `want`, whatever other threads do.
 fn ensure_backed(fd: i32, end: u64) -> bool {
-    if end <= BACKED.load(Acquire) {
+    let backed = BACKED.load(Acquire);
+    if end <= backed {
         return true;
     }
     let want = end.div_ceil(CHUNK) * CHUNK;
-    if sys::fallocate(fd, want) != 0 {
+    if sys::fallocate(fd, backed, want - backed) != 0 {
         PWRITE_ONLY.store(true, Relaxed);
         return false;
     }

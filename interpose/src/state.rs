@@ -4,6 +4,8 @@
 //! lock-free everywhere else.
 
 use crate::sys;
+use mpaudit_core::path::absolutize;
+use mpaudit_core::policy::ActionSetting;
 use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, AtomicU32, AtomicUsize, Ordering::*};
 
@@ -79,6 +81,19 @@ pub struct Saved {
     /// in the environment of exec'ed programs.
     pub env_entries: FixedBuf<65536>,
     pub fork_workers: bool,
+    /// The policy (docs/policy.md): glob lists as given, `:`-separated.
+    pub outputs: FixedBuf<16384>,
+    pub components: FixedBuf<16384>,
+    /// MPAUDIT_ALLOW plus the defaults (/dev, /proc, /sys, the temporary,
+    /// log and workers directories).
+    pub allow: FixedBuf<20480>,
+    pub action: ActionSetting,
+    /// Normalised absolute job directory.
+    pub job_dir: FixedBuf<4096>,
+    /// Normalised absolute directory holding worker_<k>/.
+    pub workers_dir: FixedBuf<4096>,
+    /// This process's worker directory (empty outside a worker).
+    pub worker_dir: FixedBuf<4200>,
 }
 
 pub static SAVED: Global<Saved> = Global::new(Saved {
@@ -87,6 +102,13 @@ pub static SAVED: Global<Saved> = Global::new(Saved {
     log_dir: FixedBuf::new(),
     env_entries: FixedBuf::new(),
     fork_workers: false,
+    outputs: FixedBuf::new(),
+    components: FixedBuf::new(),
+    allow: FixedBuf::new(),
+    action: ActionSetting::Log,
+    job_dir: FixedBuf::new(),
+    workers_dir: FixedBuf::new(),
+    worker_dir: FixedBuf::new(),
 });
 
 static READY: AtomicBool = AtomicBool::new(false);
@@ -164,6 +186,10 @@ pub unsafe fn init(argc: i32, argv: *const *const libc::c_char, envp: *const *co
     PPID.store(sys::getppid(), Relaxed);
 
     let mut env_root_pid = None;
+    let mut dirs = DirSettings {
+        tmpdir: b"/tmp",
+        ..DirSettings::default()
+    };
     let mut i = 0;
     while !envp.is_null() {
         // SAFETY: envp is NULL-terminated.
@@ -185,14 +211,30 @@ pub unsafe fn init(argc: i32, argv: *const *const libc::c_char, envp: *const *co
                 }
             }
             b"MPAUDIT_ROOT_PID" => env_root_pid = parse_u32(value),
+            b"TMPDIR" if value.first() == Some(&b'/') => dirs.tmpdir = value,
             _ => {
-                if key == b"MPAUDIT_LOG_DIR" {
-                    saved.log_dir.set(value);
+                match key {
+                    b"MPAUDIT_LOG_DIR" => dirs.log_dir = value,
+                    b"MPAUDIT_FORK_WORKERS" => saved.fork_workers = value == b"1",
+                    b"MPAUDIT_OUTPUTS" => _ = saved.outputs.set(value),
+                    b"MPAUDIT_COMPONENTS" => _ = saved.components.set(value),
+                    b"MPAUDIT_ALLOW" => dirs.user_allow = value,
+                    b"MPAUDIT_ACTION" => match ActionSetting::parse(value) {
+                        Some(a) => saved.action = a,
+                        None => crate::process::warn(
+                            b"mpaudit: MPAUDIT_ACTION must be log, redirect or deny; using log\n",
+                        ),
+                    },
+                    b"MPAUDIT_JOB_DIR" => dirs.job_dir = value,
+                    b"MPAUDIT_WORKERS_DIR" => dirs.workers_dir = value,
+                    _ => {}
                 }
-                if key == b"MPAUDIT_FORK_WORKERS" {
-                    saved.fork_workers = value == b"1";
-                }
-                if key.starts_with(b"MPAUDIT_") {
+                // Directories are handed on in absolute form (below).
+                let dir_setting = matches!(
+                    key,
+                    b"MPAUDIT_LOG_DIR" | b"MPAUDIT_JOB_DIR" | b"MPAUDIT_WORKERS_DIR"
+                );
+                if key.starts_with(b"MPAUDIT_") && !dir_setting {
                     saved.env_entries.push_cstr(kv);
                 }
             }
@@ -203,6 +245,8 @@ pub unsafe fn init(argc: i32, argv: *const *const libc::c_char, envp: *const *co
         // (same pid) stay root; everything else inherits its root's pid.
         ROOT_PID.store(env_root_pid.map(|p| p as i32).unwrap_or(pid()), Relaxed);
     }
+
+    init_policy_dirs(saved, &dirs);
 
     // SAFETY: dladdr on one of our own functions.
     let mut info: libc::Dl_info = unsafe { core::mem::zeroed() };
@@ -223,6 +267,97 @@ pub unsafe fn init(argc: i32, argv: *const *const libc::c_char, envp: *const *co
     let entry = unsafe { libc::getauxval(libc::AT_ENTRY) } as usize;
     if entry != 0 && unsafe { libc::dladdr(entry as *const libc::c_void, &mut info) } != 0 {
         MAIN_BASE.store(info.dli_fbase as usize, Relaxed);
+    }
+}
+
+/// The directory and allow settings as found in the environment.
+#[derive(Default)]
+struct DirSettings<'a> {
+    log_dir: &'a [u8],
+    job_dir: &'a [u8],
+    workers_dir: &'a [u8],
+    user_allow: &'a [u8],
+    tmpdir: &'a [u8],
+}
+
+/// Resolves the job, workers and allow settings into normalised absolute
+/// form. The job directory defaults to the cwd of the first process and is
+/// then handed to every exec'ed descendant, so they all agree on it.
+fn init_policy_dirs(saved: &mut Saved, dirs: &DirSettings) {
+    let mut cwd = [0u8; 4096];
+    let cwd_len = sys::getcwd(&mut cwd).unwrap_or(0);
+    let cwd = (cwd_len > 0).then_some(&cwd[..cwd_len]);
+    let mut buf = [0u8; 4096];
+    let job = if dirs.job_dir.is_empty() {
+        cwd.unwrap_or(b"/")
+    } else {
+        dirs.job_dir
+    };
+    let n = absolutize(job, cwd, &mut buf).unwrap_or(0);
+    saved.job_dir.set(&buf[..n]);
+    let workers: &[u8] = if dirs.workers_dir.is_empty() {
+        b"mpaudit-workers"
+    } else {
+        dirs.workers_dir
+    };
+    let wn = absolutize(workers, Some(saved.job_dir.as_bytes()), &mut buf).unwrap_or(0);
+    saved.workers_dir.set(&buf[..wn]);
+    if !dirs.log_dir.is_empty() {
+        let ln = absolutize(dirs.log_dir, cwd, &mut buf).unwrap_or(0);
+        saved.log_dir.set(&buf[..ln]);
+    }
+    for (key, value) in [
+        (&b"MPAUDIT_JOB_DIR="[..], saved.job_dir.as_bytes()),
+        (b"MPAUDIT_WORKERS_DIR=", saved.workers_dir.as_bytes()),
+        (b"MPAUDIT_LOG_DIR=", saved.log_dir.as_bytes()),
+    ] {
+        if value.is_empty() {
+            continue;
+        }
+        let mut entry = [0u8; 4200];
+        let mut sink = mpaudit_core::json::SliceSink::new(&mut entry);
+        mpaudit_core::json::Sink::put(&mut sink, key);
+        mpaudit_core::json::Sink::put(&mut sink, value);
+        let len = sink.len;
+        saved.env_entries.push_cstr(&entry[..len]);
+    }
+
+    // The allow list: the user's globs, then the defaults.
+    let mut allow = [0u8; 20480];
+    let mut sink = mpaudit_core::json::SliceSink::new(&mut allow);
+    let mut add = |parts: &[&[u8]]| {
+        if sink.len > 0 {
+            mpaudit_core::json::Sink::put(&mut sink, b":");
+        }
+        for p in parts {
+            mpaudit_core::json::Sink::put(&mut sink, p);
+        }
+    };
+    if !dirs.user_allow.is_empty() {
+        add(&[dirs.user_allow]);
+    }
+    add(&[b"/dev/**:/proc/**:/sys/**"]);
+    let mut t = [0u8; 4096];
+    if let Some(tn) = absolutize(dirs.tmpdir, None, &mut t) {
+        add(&[&t[..tn], b"/**"]);
+    }
+    if !saved.log_dir.as_bytes().is_empty() {
+        add(&[saved.log_dir.as_bytes(), b"/**"]);
+    }
+    add(&[saved.workers_dir.as_bytes(), b"/**"]);
+    let len = sink.len;
+    saved.allow.set(&allow[..len]);
+    set_worker_dir(saved);
+}
+
+/// Recomputes `worker_dir` for the current worker index.
+fn set_worker_dir(saved: &mut Saved) {
+    let mut buf = [0u8; 4200];
+    match worker()
+        .and_then(|w| mpaudit_core::map::worker_dir_into(saved.workers_dir.as_bytes(), w, &mut buf))
+    {
+        Some(n) => _ = saved.worker_dir.set(&buf[..n]),
+        None => _ = saved.worker_dir.set(b""),
     }
 }
 
@@ -252,5 +387,7 @@ pub fn after_fork_child() {
     let pending = PENDING_WORKER.swap(-1, Relaxed);
     if pending >= 0 {
         WORKER.store(pending, Relaxed);
+        // SAFETY: the child of a fork is single-threaded here.
+        set_worker_dir(unsafe { SAVED.get_mut() });
     }
 }

@@ -60,8 +60,40 @@ pub unsafe fn mkdirat(dirfd: c_int, path: *const c_char, mode: libc::mode_t) -> 
 }
 
 /// The cwd into `buf`, without the NUL; `None` if it does not fit or the
-/// cwd is unreachable (the kernel then prefixes "(unreachable)").
+/// cwd is unreachable. Served from the per-thread copy (guard.rs), which
+/// the `chdir`/`fchdir` hooks below invalidate.
 pub fn getcwd(buf: &mut [u8]) -> Option<usize> {
+    crate::guard::cwd(buf)
+}
+
+/// `chdir`, hooked only to invalidate the cached cwd. glibc's `chdir` and
+/// `fchdir` are bare system calls, so the hook makes the call itself
+/// (nothing to resolve, usable before the constructor has run).
+#[no_mangle]
+pub unsafe extern "C" fn chdir(path: *const c_char) -> c_int {
+    // SAFETY: the program's path argument, handed to the kernel unchanged.
+    let r = unsafe { libc::syscall(libc::SYS_chdir, path) } as c_int;
+    let saved = ErrnoGuard::save();
+    crate::guard::cwd_changed();
+    drop(saved);
+    r
+}
+
+/// `fchdir`: see `chdir`.
+#[no_mangle]
+pub unsafe extern "C" fn fchdir(fd: c_int) -> c_int {
+    // SAFETY: a plain system call on the program's descriptor.
+    let r = unsafe { libc::syscall(libc::SYS_fchdir, fd) } as c_int;
+    let saved = ErrnoGuard::save();
+    crate::guard::cwd_changed();
+    drop(saved);
+    r
+}
+
+/// The cwd straight from the kernel into `buf`, without the NUL; `None` if
+/// it does not fit or the cwd is unreachable (the kernel then prefixes
+/// "(unreachable)").
+pub fn getcwd_raw(buf: &mut [u8]) -> Option<usize> {
     // SAFETY: the kernel writes at most buf.len() bytes.
     let r = unsafe { libc::syscall(libc::SYS_getcwd, buf.as_mut_ptr(), buf.len()) };
     if r <= 1 || buf.first() != Some(&b'/') {
@@ -140,16 +172,16 @@ pub fn now_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-/// Grows the file to at least `len` bytes with real blocks behind them
+/// Gives the file real blocks for `[off, off + len)`, growing it if needed
 /// (never shrinks it, unlike ftruncate). Returns 0 or -errno.
-pub fn fallocate(fd: c_int, len: u64) -> c_long {
+pub fn fallocate(fd: c_int, off: u64, len: u64) -> c_long {
     // SAFETY: plain syscall on our own descriptor.
     ret(unsafe {
         libc::syscall(
             libc::SYS_fallocate,
             fd,
             0,
-            0 as libc::off_t,
+            off as libc::off_t,
             len as libc::off_t,
         )
     })

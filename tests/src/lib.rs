@@ -30,53 +30,65 @@ pub struct Artifacts {
 /// (`cargo build --message-format=json`, reading the artifact paths).
 pub fn artifacts() -> &'static Artifacts {
     static A: OnceLock<Artifacts> = OnceLock::new();
-    A.get_or_init(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let out = Command::new(cargo)
-            .current_dir(workspace_root())
-            .args([
-                "build",
-                "-p",
-                "mpaudit-interpose",
-                "-p",
-                "mpaudit-runner",
-                "--message-format=json",
-            ])
-            .env("CARGO_TARGET_DIR", harness_target())
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("run cargo build");
-        assert!(out.status.success(), "nested cargo build failed");
-        let mut lib = None;
-        let mut runner = None;
-        for line in String::from_utf8_lossy(&out.stdout).lines() {
-            let Ok(msg) = serde_json::from_str::<Value>(line) else {
-                continue;
-            };
-            if msg["reason"] != "compiler-artifact" {
-                continue;
-            }
-            if let Some(exe) = msg["executable"].as_str() {
-                if exe.ends_with("/mpaudit") {
-                    runner = Some(PathBuf::from(exe));
-                }
-            }
-            for f in msg["filenames"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-            {
-                if f.ends_with("/libmpaudit.so") {
-                    lib = Some(PathBuf::from(f));
-                }
+    A.get_or_init(|| build_artifacts(false, &harness_target()))
+}
+
+/// The same artifacts built with `--release`, in their own target dir
+/// (target/bench), for the overhead benchmark (src/bin/mpaudit-bench.rs).
+pub fn artifacts_release() -> &'static Artifacts {
+    static A: OnceLock<Artifacts> = OnceLock::new();
+    A.get_or_init(|| build_artifacts(true, &workspace_root().join("target").join("bench")))
+}
+
+fn build_artifacts(release: bool, target: &Path) -> Artifacts {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(workspace_root()).args([
+        "build",
+        "-p",
+        "mpaudit-interpose",
+        "-p",
+        "mpaudit-runner",
+        "--message-format=json",
+    ]);
+    if release {
+        cmd.arg("--release");
+    }
+    let out = cmd
+        .env("CARGO_TARGET_DIR", target)
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run cargo build");
+    assert!(out.status.success(), "nested cargo build failed");
+    let mut lib = None;
+    let mut runner = None;
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Ok(msg) = serde_json::from_str::<Value>(line) else {
+            continue;
+        };
+        if msg["reason"] != "compiler-artifact" {
+            continue;
+        }
+        if let Some(exe) = msg["executable"].as_str() {
+            if exe.ends_with("/mpaudit") {
+                runner = Some(PathBuf::from(exe));
             }
         }
-        Artifacts {
-            lib: lib.expect("cargo reported no libmpaudit.so"),
-            runner: runner.expect("cargo reported no mpaudit binary"),
+        for f in msg["filenames"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+        {
+            if f.ends_with("/libmpaudit.so") {
+                lib = Some(PathBuf::from(f));
+            }
         }
-    })
+    }
+    Artifacts {
+        lib: lib.expect("cargo reported no libmpaudit.so"),
+        runner: runner.expect("cargo reported no mpaudit binary"),
+    }
 }
 
 pub fn lib() -> &'static Path {
@@ -132,6 +144,20 @@ pub fn fixture(name: &str) -> PathBuf {
                 ],
             )
         }
+        "libcomp_registered.so" | "libcomp_legacy.so" => {
+            let func = if name.contains("registered") {
+                "-DFUNC=registered_write"
+            } else {
+                "-DFUNC=legacy_write"
+            };
+            cc(
+                &["-shared", "-fPIC", "-O1", func],
+                &src.join("component.c"),
+                &out,
+                &[],
+            )
+        }
+        "components_main" => cc(&["-O1"], &src.join("components_main.c"), &out, &["-ldl"]),
         "ofstream" => {
             let mut c = Command::new("g++");
             c.args(["-O1", "-o"])

@@ -2,3 +2,4 @@
 //! module covers one part, each test gets its own directory via `e2e!`.
 
 mod interpose;
+mod policy;

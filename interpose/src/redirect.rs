@@ -1,0 +1,427 @@
+//! Redirection state: which paths this worker has redirected (so later reads,
+//! stats and renames of the same path follow the write), the outputs a
+//! framework declared at run time, and the once-per-path warnings.
+//!
+//! All tables are fixed-size, lock-free and live in static memory: a forked
+//! child inherits them as they are; an exec'ed image reloads the redirect
+//! table from its worker's manifest, `worker_<k>/mpaudit-redirects.jsonl`.
+
+use crate::state::SAVED;
+use crate::sys;
+use mpaudit_core::json::{put_hex_string, put_i64, put_str, put_u64, Sink, SliceSink};
+use mpaudit_core::path::MAX_ABS;
+use std::cell::UnsafeCell;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::*};
+
+// ---- a byte arena for the tables' strings -------------------------------------
+
+const ARENA_SIZE: usize = 4 << 20;
+struct Arena(UnsafeCell<[u8; ARENA_SIZE]>);
+// SAFETY: each range is written once by the thread that reserved it, before
+// the entry pointing at it is published with Release.
+unsafe impl Sync for Arena {}
+static ARENA: Arena = Arena(UnsafeCell::new([0; ARENA_SIZE]));
+static ARENA_USED: AtomicUsize = AtomicUsize::new(0);
+
+fn store(bytes: &[u8]) -> Option<u64> {
+    let off = ARENA_USED.fetch_add(bytes.len(), Relaxed);
+    if off + bytes.len() > ARENA_SIZE || bytes.len() > u32::MAX as usize {
+        return None;
+    }
+    // SAFETY: [off, off+len) is this thread's alone.
+    unsafe {
+        core::ptr::copy_nonoverlapping(
+            bytes.as_ptr(),
+            (ARENA.0.get() as *mut u8).add(off),
+            bytes.len(),
+        )
+    };
+    Some(((off as u64) << 32) | bytes.len() as u64)
+}
+
+fn load(handle: u64) -> &'static [u8] {
+    // SAFETY: published ranges never change.
+    unsafe {
+        core::slice::from_raw_parts(
+            (ARENA.0.get() as *const u8).add((handle >> 32) as usize),
+            handle as u32 as usize,
+        )
+    }
+}
+
+fn fnv(bytes: &[u8]) -> u64 {
+    let h = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+    });
+    h.max(2) // 0 = empty slot, 1 = being written
+}
+
+/// An open-addressing set of byte strings, each with an optional value.
+struct StrMap<const N: usize> {
+    hash: [AtomicU64; N],
+    key: [AtomicU64; N],
+    value: [AtomicU64; N],
+    len: AtomicUsize,
+}
+
+impl<const N: usize> StrMap<N> {
+    const fn new() -> Self {
+        StrMap {
+            hash: [const { AtomicU64::new(0) }; N],
+            key: [const { AtomicU64::new(0) }; N],
+            value: [const { AtomicU64::new(0) }; N],
+            len: AtomicUsize::new(0),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len.load(Relaxed) == 0
+    }
+
+    fn get(&self, key: &[u8]) -> Option<&'static [u8]> {
+        let h = fnv(key);
+        for i in 0..N {
+            let slot = (h as usize).wrapping_add(i) % N;
+            match self.hash[slot].load(Acquire) {
+                0 => return None,
+                x if x == h && load(self.key[slot].load(Relaxed)) == key => {
+                    return Some(load(self.value[slot].load(Relaxed)));
+                }
+                _ => {}
+            }
+        }
+        None
+    }
+
+    /// Inserts `key` (with `value`); false when it was there already or the
+    /// table is full.
+    fn insert(&self, key: &[u8], value: &[u8]) -> bool {
+        let h = fnv(key);
+        for i in 0..N {
+            let slot = (h as usize).wrapping_add(i) % N;
+            match self.hash[slot].load(Acquire) {
+                0 => {
+                    if self.hash[slot]
+                        .compare_exchange(0, 1, Acquire, Relaxed)
+                        .is_err()
+                    {
+                        continue; // lost the slot; a racing insert of the same key is rare and harmless
+                    }
+                    let (Some(k), Some(v)) = (store(key), store(value)) else {
+                        return false; // arena full: the slot stays claimed and unused
+                    };
+                    self.key[slot].store(k, Relaxed);
+                    self.value[slot].store(v, Relaxed);
+                    self.hash[slot].store(h, Release);
+                    self.len.fetch_add(1, Relaxed);
+                    return true;
+                }
+                x if x == h && load(self.key[slot].load(Relaxed)) == key => return false,
+                _ => {}
+            }
+        }
+        false
+    }
+}
+
+static REDIRECTED: StrMap<8192> = StrMap::new();
+static DECLARED: StrMap<1024> = StrMap::new();
+static WARNED: StrMap<1024> = StrMap::new();
+
+/// The redirected file for `abs`, if this worker redirected it.
+pub fn lookup(abs: &[u8]) -> Option<&'static [u8]> {
+    if REDIRECTED.is_empty() {
+        return None;
+    }
+    REDIRECTED.get(abs)
+}
+
+pub fn any_redirected() -> bool {
+    !REDIRECTED.is_empty()
+}
+
+pub fn declare(abs: &[u8]) -> bool {
+    DECLARED.insert(abs, b"") || DECLARED.get(abs).is_some()
+}
+
+pub fn is_declared(abs: &[u8]) -> bool {
+    !DECLARED.is_empty() && DECLARED.get(abs).is_some()
+}
+
+/// True the first time a path is warned about in this process.
+pub fn first_warning(abs: &[u8]) -> bool {
+    WARNED.insert(abs, b"")
+}
+
+// ---- preparing a target --------------------------------------------------------
+
+/// Makes `target` (inside the worker directory) ready for the redirected
+/// call: parent directories exist (the worker's top one with mode 0700), no
+/// component below the worker directory is a symlink (which could lead the
+/// write out of it), and, for a write that keeps existing content (append,
+/// read-write, no truncation), the original's content is copied in first.
+/// Returns 0 or the errno the call must fail with.
+pub fn prepare_target(original: &[u8], target: &[u8], copy: bool) -> i32 {
+    let saved = SAVED.get();
+    let worker_dir = saved.worker_dir.as_bytes();
+    let mut path = [0u8; MAX_ABS + 1];
+    if target.len() >= path.len() || !target.starts_with(worker_dir) {
+        return libc::ENAMETOOLONG;
+    }
+    path[..target.len()].copy_from_slice(target);
+    let workers_top = saved.workers_dir.as_bytes().len();
+    // Create each missing parent; below the workers directory, refuse any
+    // component that is a symlink.
+    for i in 1..=target.len() {
+        if i != target.len() && path[i] != b'/' {
+            continue;
+        }
+        let saved_byte = path[i];
+        path[i] = 0;
+        if i != target.len() {
+            let mode = if i == worker_dir.len() { 0o700 } else { 0o755 };
+            // SAFETY: NUL-terminated prefix.
+            unsafe { sys::mkdirat(libc::AT_FDCWD, path.as_ptr().cast(), mode) };
+        }
+        if i > workers_top {
+            // SAFETY: NUL-terminated prefix.
+            if let Some(st) = unsafe { sys::stat(path.as_ptr().cast(), libc::AT_SYMLINK_NOFOLLOW) }
+            {
+                if st.st_mode & libc::S_IFMT == libc::S_IFLNK {
+                    return libc::ELOOP;
+                }
+            }
+        }
+        path[i] = saved_byte;
+    }
+    path[target.len()] = 0;
+    if copy {
+        copy_original(original, &path);
+    }
+    0
+}
+
+/// Copies `original` to the NUL-terminated `target` unless the target exists
+/// already (a previous redirect) or the original does not.
+fn copy_original(original: &[u8], target: &[u8]) {
+    let mut src = [0u8; MAX_ABS + 1];
+    if original.len() >= src.len() {
+        return;
+    }
+    src[..original.len()].copy_from_slice(original);
+    // SAFETY: NUL-terminated (zero-initialised buffer).
+    let Some(st) = (unsafe { sys::stat(src.as_ptr().cast(), 0) }) else {
+        return;
+    };
+    if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+        return;
+    }
+    // SAFETY: NUL-terminated paths; descriptors closed below.
+    let from = unsafe {
+        sys::openat(
+            libc::AT_FDCWD,
+            src.as_ptr().cast(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+            0,
+        )
+    };
+    if from < 0 {
+        return;
+    }
+    let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC;
+    let to = unsafe {
+        sys::openat(
+            libc::AT_FDCWD,
+            target.as_ptr().cast(),
+            flags,
+            st.st_mode & 0o7777,
+        )
+    };
+    if to >= 0 {
+        let mut left = st.st_size as u64;
+        while left > 0 {
+            // SAFETY: plain syscall on our descriptors; copies inside the kernel.
+            let n = unsafe {
+                libc::syscall(
+                    libc::SYS_sendfile,
+                    to,
+                    from,
+                    core::ptr::null_mut::<libc::off_t>(),
+                    left.min(1 << 30),
+                )
+            };
+            if n <= 0 {
+                break;
+            }
+            left -= n as u64;
+        }
+        sys::close(to);
+    }
+    sys::close(from);
+}
+
+/// Records a redirect: in the table (for read-your-writes) and, the first
+/// time, in the worker's manifest for the runner's merge.
+pub fn record(original: &[u8], target: &[u8]) {
+    if !REDIRECTED.insert(original, target) {
+        return;
+    }
+    let saved = SAVED.get();
+    let mut path = [0u8; 4300];
+    let mut p = SliceSink::new(&mut path);
+    p.put(saved.worker_dir.as_bytes());
+    p.put(b"/mpaudit-redirects.jsonl\0");
+    if p.overflow {
+        return;
+    }
+    let mut line = [0u8; 2 * MAX_ABS + 512];
+    let mut s = SliceSink::new(&mut line);
+    s.put(b"{\"original\":");
+    put_str(&mut s, original);
+    s.put(b",\"target\":");
+    put_str(&mut s, target);
+    if !mpaudit_core::json::is_utf8(original) || !mpaudit_core::json::is_utf8(target) {
+        s.put(b",\"original_hex\":");
+        put_hex_string(&mut s, original);
+        s.put(b",\"target_hex\":");
+        put_hex_string(&mut s, target);
+    }
+    s.put(b",\"worker\":");
+    put_u64(&mut s, crate::state::worker().unwrap_or(0) as u64);
+    s.put(b",\"pid\":");
+    put_i64(&mut s, crate::state::pid() as i64);
+    s.put(b"}\n");
+    if s.overflow {
+        return;
+    }
+    let n = s.len;
+    // SAFETY: NUL-terminated path. One O_APPEND write per line keeps lines
+    // whole across the worker's processes.
+    let fd = unsafe {
+        sys::openat(
+            libc::AT_FDCWD,
+            path.as_ptr().cast(),
+            libc::O_WRONLY | libc::O_CREAT | libc::O_APPEND | libc::O_CLOEXEC,
+            0o644,
+        )
+    };
+    if fd >= 0 {
+        sys::write_all(fd, &line[..n]);
+        sys::close(fd);
+    }
+}
+
+/// After exec in a worker: reload what the worker redirected so far.
+pub fn load_manifest() {
+    let saved = SAVED.get();
+    if saved.worker_dir.as_bytes().is_empty() {
+        return;
+    }
+    let mut path = [0u8; 4300];
+    let mut p = SliceSink::new(&mut path);
+    p.put(saved.worker_dir.as_bytes());
+    p.put(b"/mpaudit-redirects.jsonl\0");
+    if p.overflow {
+        return;
+    }
+    // SAFETY: NUL-terminated path.
+    let fd = unsafe {
+        sys::openat(
+            libc::AT_FDCWD,
+            path.as_ptr().cast(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+            0,
+        )
+    };
+    if fd < 0 {
+        return;
+    }
+    // Lines are at most ~2*MAX_ABS*2 (hex); read in a sliding buffer.
+    let mut buf = [0u8; 4 * MAX_ABS + 1024];
+    let mut have = 0usize;
+    loop {
+        // SAFETY: reading into our buffer.
+        let n = unsafe {
+            libc::syscall(
+                libc::SYS_read,
+                fd,
+                buf[have..].as_mut_ptr(),
+                buf.len() - have,
+            )
+        };
+        if n <= 0 {
+            break;
+        }
+        have += n as usize;
+        let mut start = 0;
+        while let Some(nl) = buf[start..have].iter().position(|&b| b == b'\n') {
+            load_line(&buf[start..start + nl]);
+            start += nl + 1;
+        }
+        buf.copy_within(start..have, 0);
+        have -= start;
+        if have == buf.len() {
+            have = 0; // a line longer than any we write: skip it
+        }
+    }
+    sys::close(fd);
+}
+
+fn load_line(line: &[u8]) {
+    let mut o = [0u8; MAX_ABS];
+    let mut t = [0u8; MAX_ABS];
+    let original = hex_field(line, b"\"original_hex\":\"", &mut o)
+        .or_else(|| str_field(line, b"\"original\":\"", &mut o));
+    let Some(on) = original else { return };
+    let target = hex_field(line, b"\"target_hex\":\"", &mut t)
+        .or_else(|| str_field(line, b"\"target\":\"", &mut t));
+    let Some(tn) = target else { return };
+    REDIRECTED.insert(&o[..on], &t[..tn]);
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len())
+        .position(|w| w == needle)
+        .map(|i| i + needle.len())
+}
+
+/// A JSON string field as written by `put_str` (escapes \" \\ \n \r \t \u00XX).
+fn str_field(line: &[u8], key: &[u8], out: &mut [u8]) -> Option<usize> {
+    let mut i = find(line, key)?;
+    let mut n = 0;
+    while i < line.len() && n < out.len() {
+        let b = line[i];
+        let (byte, step) = match b {
+            b'"' => return Some(n),
+            b'\\' => match line.get(i + 1)? {
+                b'n' => (b'\n', 2),
+                b'r' => (b'\r', 2),
+                b't' => (b'\t', 2),
+                b'u' => (
+                    u8::from_str_radix(core::str::from_utf8(line.get(i + 4..i + 6)?).ok()?, 16)
+                        .ok()?,
+                    6,
+                ),
+                &c => (c, 2),
+            },
+            _ => (b, 1),
+        };
+        out[n] = byte;
+        n += 1;
+        i += step;
+    }
+    None
+}
+
+fn hex_field(line: &[u8], key: &[u8], out: &mut [u8]) -> Option<usize> {
+    let i = find(line, key)?;
+    let end = line[i..].iter().position(|&b| b == b'"')? + i;
+    let hex = &line[i..end];
+    if hex.len() % 2 != 0 || hex.len() / 2 > out.len() {
+        return None;
+    }
+    for (k, pair) in hex.chunks(2).enumerate() {
+        out[k] = u8::from_str_radix(core::str::from_utf8(pair).ok()?, 16).ok()?;
+    }
+    Some(hex.len() / 2)
+}
