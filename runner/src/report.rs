@@ -232,6 +232,8 @@ pub struct Summary {
     /// Paths merged back (or attempted), and how many of them failed.
     pub merges: usize,
     pub merge_failures: usize,
+    /// Paths several workers wrote, kept apart by redirection.
+    pub averted: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Default)]
@@ -335,6 +337,9 @@ pub struct Report {
     pub rogue: Vec<RogueGroup>,
     pub conflicts: Vec<Conflict>,
     pub redirected: Vec<Redirect>,
+    /// Clobbers that redirection averted: original paths redirected in
+    /// more than one worker (`kind` is "clobber").
+    pub averted: Vec<Conflict>,
     pub merges: Vec<MergeReport>,
     pub unaudited: Vec<Unaudited>,
 }
@@ -526,6 +531,20 @@ impl Report {
         .into();
         self.rogue = rogue;
         self.conflicts = conflicts;
+        self.averted = redirected
+            .iter()
+            .filter_map(|r| {
+                let mut ws: Vec<String> = r.targets.iter().map(|t| t.worker.clone()).collect();
+                ws.dedup();
+                (ws.len() > 1).then(|| Conflict {
+                    path: r.original.clone(),
+                    kind: "clobber",
+                    writers: ws,
+                    readers: Vec::new(),
+                })
+            })
+            .collect();
+        self.summary.averted = self.averted.len();
         self.redirected = redirected;
         self.unaudited = unaudited;
     }
@@ -708,6 +727,15 @@ impl Report {
                         )
                     }
                 }
+            }
+        }
+        if !self.averted.is_empty() {
+            o += &format!(
+                "\nclobbers averted by redirection ({}):\n",
+                self.averted.len()
+            );
+            for c in &self.averted {
+                o += &format!("  {}  written by workers {}\n", c.path, c.writers.join(","));
             }
         }
         if !self.redirected.is_empty() {
@@ -899,6 +927,14 @@ mod tests {
                 access(Some(w), "openat", "/job/out.root", "write", &extra),
             );
         }
+        let mut rep = Report::default();
+        rep.fill(&a, &labels());
+        assert_eq!(rep.averted.len(), 1);
+        assert_eq!(rep.averted[0].path, "out.root");
+        assert_eq!(rep.averted[0].writers, ["0", "1"]);
+        assert!(rep.to_text().contains(
+            "clobbers averted by redirection (1):\n  out.root  written by workers 0,1\n"
+        ));
         let (_, c, r, _) = a.sections(&labels());
         assert!(c.is_empty(), "{c:?}");
         assert_eq!(r.len(), 1);
@@ -981,6 +1017,7 @@ mod tests {
             "rogue",
             "conflicts",
             "redirected",
+            "averted",
             "merges",
             "unaudited",
         ] {
