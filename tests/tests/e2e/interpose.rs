@@ -464,3 +464,26 @@ e2e!(child_killed_by_sigkill_keeps_its_events, |dir| {
         assert_eq!(accesses(&ev, &format!("k{i}")).len(), 1, "k{i}");
     }
 });
+
+e2e!(
+    variadic_exec_family_is_logged_and_execle_stays_audited,
+    |dir| {
+        for (mode, name) in [
+            ("l", "via-execl"),
+            ("lp", "via-execlp"),
+            ("le", "via-execle"),
+        ] {
+            run_ok(dir.audited(fixture("probe")).args(["execl", mode]));
+            let ev = dir.events();
+            let exec = ev.iter().find(|e| {
+                e["op"] == "exec" && e["argv"][2].as_str().is_some_and(|a| a.contains(name))
+            });
+            assert!(exec.is_some(), "exec event for exec{mode}");
+            assert_eq!(
+                accesses(&ev, name).len(),
+                1,
+                "the program exec{mode} started was audited"
+            );
+        }
+    }
+);
