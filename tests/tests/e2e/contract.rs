@@ -1,0 +1,86 @@
+//! The event schema is a contract (docs/events.md): the runner parses events
+//! with its own serde types that deny unknown fields. Here the library writes
+//! every kind of event it can, and the runner must parse every line.
+
+use mpaudit_tests::*;
+use serde_json::Value;
+
+e2e!(runner_parses_every_event_the_library_writes, |dir| {
+    let probe = fixture("probe");
+    let mut runs: Vec<std::process::Command> = Vec::new();
+    for args in [
+        vec!["opens"],
+        vec!["errors"],
+        vec!["bad-utf8"],
+        vec!["forks", "2"],
+        vec!["exec-missing"],
+    ] {
+        let mut c = dir.audited(&probe);
+        c.args(&args);
+        runs.push(c);
+    }
+    let mut c = dir.audited(&probe);
+    c.args(["exec", "true"]);
+    runs.push(c);
+    // posix_spawn, a rogue write redirected in a worker, a denied one.
+    let mut c = dir.audited("python3");
+    c.args([
+        "-c",
+        "import os; os.waitpid(os.posix_spawn('/bin/true', ['true'], os.environ), 0)",
+    ]);
+    runs.push(c);
+    let mut c = dir.audited("bash");
+    c.args(["-c", "echo x > redirected.txt; echo y >> redirected.txt"])
+        .env("MPAUDIT_ACTION", "redirect")
+        .env("MPAUDIT_WORKER", "1");
+    runs.push(c);
+    let mut c = dir.audited("bash");
+    c.args(["-c", "echo x > denied.txt || true"])
+        .env("MPAUDIT_ACTION", "deny");
+    runs.push(c);
+    for mut c in runs {
+        run(&mut c, DEADLINE);
+    }
+    let (events, bad) = read_events(&dir.logs());
+    assert_eq!(bad, 0);
+    for op in [
+        "start", "fork", "spawn", "exec", "exit", "open", "rename", "mkstemp", "symlink",
+    ] {
+        assert!(
+            events.iter().any(|e| e["op"] == op),
+            "the logs hold a {op} event"
+        );
+    }
+    for field in ["path_hex", "target", "component", "stack"] {
+        assert!(
+            events.iter().any(|e| e.get(field).is_some()),
+            "the logs hold a {field} field"
+        );
+    }
+    for action in ["redirected", "denied", "logged", "none"] {
+        assert!(
+            events.iter().any(|e| e["action"] == action),
+            "an event with action {action}"
+        );
+    }
+
+    let out = run(
+        std::process::Command::new(&artifacts().runner)
+            .args(["report", "--format", "json"])
+            .arg(dir.logs()),
+        DEADLINE,
+    );
+    let report: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("report JSON: {e}\n{}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(
+        report["summary"]["skipped_lines"], 0,
+        "{:#}",
+        report["summary"]
+    );
+    assert_eq!(
+        report["summary"]["events"].as_u64(),
+        Some(events.len() as u64),
+        "{:#}",
+        report["summary"]
+    );
+});
