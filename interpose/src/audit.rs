@@ -554,12 +554,9 @@ fn keeps_content(intent: OpenIntent) -> bool {
 
 fn exists(abs: &[u8]) -> bool {
     let mut buf = [0u8; MAX_ABS + 1];
-    if abs.len() >= buf.len() {
-        return false;
-    }
-    buf[..abs.len()].copy_from_slice(abs);
-    // SAFETY: NUL-terminated.
-    unsafe { sys::stat(buf.as_ptr().cast(), libc::AT_SYMLINK_NOFOLLOW) }.is_some()
+    // SAFETY: c_path gives a NUL-terminated copy.
+    sys::c_path(abs, &mut buf)
+        .is_some_and(|p| unsafe { sys::stat(p, libc::AT_SYMLINK_NOFOLLOW) }.is_some())
 }
 
 /// Copies the filled-in `XXXXXX` (and suffix) of `filled` into the program's

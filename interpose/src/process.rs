@@ -395,12 +395,7 @@ pub fn exec(
         return real(envp);
     }
     let env = doctor_env(envp);
-    // SAFETY: exe is NUL-terminated or NULL.
-    let exe_bytes: &[u8] = if exe.is_null() {
-        b""
-    } else {
-        unsafe { sys::c_bytes(exe, 4096) }
-    };
+    let exe_bytes = sys::c_bytes_or_empty(exe, 4096);
     let mut cwd = [0u8; 4096];
     let cwd_len = sys::getcwd(&mut cwd).unwrap_or(0);
     let unaudited = unaudited_reason(exe);
@@ -442,12 +437,7 @@ pub fn spawn(
     } else {
         -1
     };
-    // SAFETY: exe is NUL-terminated or NULL.
-    let exe_bytes: &[u8] = if exe.is_null() {
-        b""
-    } else {
-        unsafe { sys::c_bytes(exe, 4096) }
-    };
+    let exe_bytes = sys::c_bytes_or_empty(exe, 4096);
     log_process(&Process::Spawn {
         child,
         argv: &CArgv(argv),

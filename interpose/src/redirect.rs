@@ -205,11 +205,10 @@ pub fn prepare_target(original: &[u8], target: &[u8], copy: bool) -> i32 {
 /// already (a previous redirect) or the original does not.
 fn copy_original(original: &[u8], target: &[u8]) {
     let mut src = [0u8; MAX_ABS + 1];
-    if original.len() >= src.len() {
+    if sys::c_path(original, &mut src).is_none() {
         return;
     }
-    src[..original.len()].copy_from_slice(original);
-    // SAFETY: NUL-terminated (zero-initialised buffer).
+    // SAFETY: NUL-terminated by c_path.
     let Some(st) = (unsafe { sys::stat(src.as_ptr().cast(), 0) }) else {
         return;
     };
@@ -260,18 +259,24 @@ fn copy_original(original: &[u8], target: &[u8]) {
     sys::close(from);
 }
 
+/// `<worker dir>/mpaudit-redirects.jsonl` with a NUL, into `out`; false
+/// outside a worker or when it does not fit.
+fn manifest_path(out: &mut [u8]) -> bool {
+    let worker_dir = SAVED.get().worker_dir.as_bytes();
+    let mut p = SliceSink::new(out);
+    p.put(worker_dir);
+    p.put(b"/mpaudit-redirects.jsonl\0");
+    !worker_dir.is_empty() && !p.overflow
+}
+
 /// Records a redirect: in the table (for read-your-writes) and, the first
 /// time, in the worker's manifest for the runner's merge.
 pub fn record(original: &[u8], target: &[u8]) {
     if !REDIRECTED.insert(original, target) {
         return;
     }
-    let saved = SAVED.get();
     let mut path = [0u8; 4300];
-    let mut p = SliceSink::new(&mut path);
-    p.put(saved.worker_dir.as_bytes());
-    p.put(b"/mpaudit-redirects.jsonl\0");
-    if p.overflow {
+    if !manifest_path(&mut path) {
         return;
     }
     let mut line = [0u8; 2 * MAX_ABS + 512];
@@ -313,15 +318,8 @@ pub fn record(original: &[u8], target: &[u8]) {
 
 /// After exec in a worker: reload what the worker redirected so far.
 pub fn load_manifest() {
-    let saved = SAVED.get();
-    if saved.worker_dir.as_bytes().is_empty() {
-        return;
-    }
     let mut path = [0u8; 4300];
-    let mut p = SliceSink::new(&mut path);
-    p.put(saved.worker_dir.as_bytes());
-    p.put(b"/mpaudit-redirects.jsonl\0");
-    if p.overflow {
+    if !manifest_path(&mut path) {
         return;
     }
     // SAFETY: NUL-terminated path.

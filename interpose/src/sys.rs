@@ -256,3 +256,23 @@ pub unsafe fn c_bytes<'a>(p: *const c_char, max: usize) -> &'a [u8] {
     // SAFETY: p points to at least c_strlen(p) readable bytes.
     unsafe { core::slice::from_raw_parts(p.cast(), c_strlen(p, max)) }
 }
+
+/// A NUL-terminated copy of `bytes` in `buf`, or `None` if it does not fit.
+pub fn c_path(bytes: &[u8], buf: &mut [u8]) -> Option<*const c_char> {
+    if bytes.len() >= buf.len() {
+        return None;
+    }
+    buf[..bytes.len()].copy_from_slice(bytes);
+    buf[bytes.len()] = 0;
+    Some(buf.as_ptr().cast())
+}
+
+/// A C string from the program as bytes, or empty for NULL.
+pub fn c_bytes_or_empty<'a>(p: *const c_char, max: usize) -> &'a [u8] {
+    if p.is_null() {
+        b""
+    } else {
+        // SAFETY: a non-NULL C string from the program.
+        unsafe { c_bytes(p, max) }
+    }
+}
