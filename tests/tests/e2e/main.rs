@@ -1,6 +1,7 @@
 //! One integration-test binary for the whole project (ripgrep's habit): each
 //! module covers one part, each test gets its own directory via `e2e!`.
 
+mod bench;
 mod contract;
 mod interpose;
 mod policy;

@@ -1,0 +1,78 @@
+//! Smoke test of the overhead benchmark (src/bin/mpaudit-bench.rs): it runs
+//! with tiny sizes and prints a table with every row. No timing is checked
+//! here; the figures live in docs/performance.md.
+
+use mpaudit_tests::*;
+
+e2e!(benchmark_runs_and_prints_every_row, |dir| {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_mpaudit-bench"));
+    cmd.args(["--debug", "--scale", "1000", "--runs", "1", "--dir"])
+        .arg(&dir.path)
+        .arg("--output")
+        .arg(dir.join("table.md"));
+    let out = run(&mut cmd, std::time::Duration::from_secs(600));
+    let text = stdout(&out);
+    assert!(
+        out.status.success(),
+        "mpaudit-bench failed: {:?}\n{text}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("table.md")).expect("--output"),
+        text
+    );
+    let rows: Vec<&str> = text.lines().filter(|l| l.starts_with("| ")).collect();
+    let has = |workload: &str, config: &str| {
+        rows.iter()
+            .any(|r| r.starts_with(&format!("| {workload} | {config} |")))
+    };
+    for w in [
+        "read: open+close existing file",
+        "write: create/truncate+write+close",
+        "fopen+fputs+fclose",
+        "8 threads x open+close",
+    ] {
+        for c in [
+            "bare",
+            "LD_PRELOAD, every access logged",
+            "LD_PRELOAD, policy + redirect",
+            "mpaudit exec (end to end, incl. report)",
+        ] {
+            assert!(has(w, c), "no row {w} / {c} in\n{text}");
+        }
+        // Measured, or skipped saying so where strace is missing.
+        assert!(
+            has(
+                &format!("{w} (n/20)"),
+                "strace -f -e trace=%file -o /dev/null"
+            ),
+            "no strace row for {w} in\n{text}"
+        );
+    }
+    assert!(has("true (process start-up)", "bare"), "{text}");
+    assert!(
+        has("true (process start-up)", "mpaudit exec -- true"),
+        "{text}"
+    );
+    assert!(has("athena-like example job (4 workers)", "bare"), "{text}");
+    assert!(
+        has(
+            "athena-like example job (4 workers)",
+            "mpaudit run job.toml (end to end)"
+        ),
+        "{text}"
+    );
+    assert!(
+        rows.iter().any(|r| r.starts_with("| VmSize |"))
+            && rows.iter().any(|r| r.starts_with("| VmRSS |")),
+        "{text}"
+    );
+    assert_eq!(
+        rows.iter().filter(|r| r.contains(" events | ")).count(),
+        2,
+        "report throughput rows (1M and 2M, scaled) in\n{text}"
+    );
+    // A row that failed says so instead of a time.
+    assert!(!text.contains("failed: exit status"), "{text}");
+});
