@@ -106,6 +106,13 @@ fn execute(plan: &plan::Plan, program: &Path, preload: Option<&Path>) -> Result<
         .into_iter()
         .collect();
     run_meta::write(plan)?;
+    let cleared = merge::clear_previous(&plan.job_dir, &plan.workers_dir);
+    if cleared > 0 && !plan.quiet {
+        eprintln!(
+            "mpaudit: removed {cleared} redirected file(s) an earlier run left in {}",
+            plan.workers_dir.display()
+        );
+    }
 
     // File times lag the clock by up to a tick: a little slack, so a file
     // the job wrote at once is not taken for an earlier run's.

@@ -15,7 +15,7 @@
 use std::collections::BTreeMap;
 use std::ffi::{CString, OsString};
 use std::fs::File;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -279,6 +279,52 @@ pub fn collect(s: &Setup) -> (Vec<Group>, Vec<String>) {
     (out, warnings)
 }
 
+/// Removes what an earlier run's redirection left in the worker
+/// directories (the files its manifests list, and the manifests), so that
+/// this run's appends do not land after an earlier run's lines. Returns how
+/// many files were removed.
+pub fn clear_previous(job_dir: &Path, workers_dir: &Path) -> usize {
+    let mut removed = 0;
+    let Ok(rd) = std::fs::read_dir(workers_dir) else {
+        return 0;
+    };
+    let job = job_dir.as_os_str().as_bytes();
+    for e in rd.filter_map(Result::ok) {
+        let name = e.file_name();
+        if !name.to_string_lossy().starts_with("worker_") {
+            continue;
+        }
+        let wdir = e.path();
+        let manifest = wdir.join(MANIFEST);
+        let Ok(text) = std::fs::read(&manifest) else {
+            continue;
+        };
+        for line in text.split(|&b| b == b'\n') {
+            let line: Vec<u8> = line.iter().copied().filter(|&b| b != 0).collect();
+            let Ok(m) = serde_json::from_slice::<ManifestLine>(&line) else {
+                continue;
+            };
+            // Only a target the mapping puts inside this worker directory.
+            let mut buf = vec![0u8; 16 * 1024];
+            let mapped = mpaudit_core::map::map_to_worker(
+                m.original.as_bytes(),
+                job,
+                wdir.as_os_str().as_bytes(),
+                &mut buf,
+            )
+            .map(|len| buf[..len].to_vec());
+            if mapped.as_deref() == Some(m.target.as_bytes())
+                && std::fs::symlink_metadata(&m.target).is_ok_and(|md| !md.is_dir())
+                && std::fs::remove_file(&m.target).is_ok()
+            {
+                removed += 1;
+            }
+        }
+        let _ = std::fs::remove_file(&manifest);
+    }
+    removed
+}
+
 fn walk(dir: &Path, rel: &Path, depth: usize, found: &mut usize, f: &mut dyn FnMut(&Path, &Path)) {
     if depth > MAX_DEPTH {
         return;
@@ -337,7 +383,7 @@ pub fn run(s: &Setup, job_failed: bool) -> (Vec<Outcome>, Vec<String>) {
             }
             Some(m) => {
                 let inputs: Vec<PathBuf> = o.group.inputs.iter().map(|(_, p)| p.clone()).collect();
-                match merge_one(&m, &inputs, &o.output, s) {
+                match merge_one(&m, &inputs, &o.output, Some(&o.group.original), s) {
                     Ok(bytes) => {
                         o.status = Status::Merged;
                         o.bytes = Some(bytes);
@@ -368,9 +414,20 @@ pub enum Refusal {
 }
 
 /// Merges `inputs` into `output` atomically; the size written.
-pub fn merge_one(m: &Merger, inputs: &[PathBuf], output: &Path, s: &Setup) -> Result<u64, Refusal> {
+///
+/// For `concat`, `base` is the original path: when it exists (a file the
+/// workers appended to, which the library copied into each worker's file
+/// before the first append), its content comes once, then each worker's
+/// additions.
+pub fn merge_one(
+    m: &Merger,
+    inputs: &[PathBuf],
+    output: &Path,
+    base: Option<&Path>,
+    s: &Setup,
+) -> Result<u64, Refusal> {
     write_atomic(output, s.force, |tmp| match m {
-        Merger::Concat => concat(inputs, tmp),
+        Merger::Concat => concat_onto(base, inputs, tmp),
         Merger::First => concat(&inputs[..inputs.len().min(1)], tmp),
         Merger::Command(t) => command(t, inputs, tmp, s),
     })
@@ -467,6 +524,38 @@ fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<()> {
         }
         _ => Err(e),
     }
+}
+
+/// `base` (when it is a file) once, then each input without the copy of
+/// `base` it starts with, if it does.
+pub fn concat_onto(base: Option<&Path>, inputs: &[PathBuf], out: &Path) -> Result<(), String> {
+    let b = base
+        .filter(|b| std::fs::metadata(b).is_ok_and(|m| m.is_file()))
+        .map(std::fs::read)
+        .transpose()
+        .map_err(|e| format!("{}: {e}", base.unwrap_or(Path::new("")).display()))?;
+    let Some(b) = b.filter(|b| !b.is_empty()) else {
+        return concat(inputs, out);
+    };
+    let mut w = File::options()
+        .write(true)
+        .create_new(true)
+        .open(out)
+        .map_err(|e| format!("{}: {e}", out.display()))?;
+    w.write_all(&b).map_err(|e| e.to_string())?;
+    for i in inputs {
+        let mut r = File::open(i).map_err(|e| format!("{}: {e}", i.display()))?;
+        let mut head = Vec::with_capacity(b.len());
+        std::io::Read::by_ref(&mut r)
+            .take(b.len() as u64)
+            .read_to_end(&mut head)
+            .map_err(|e| format!("{}: {e}", i.display()))?;
+        if head != b {
+            w.write_all(&head).map_err(|e| e.to_string())?;
+        }
+        std::io::copy(&mut r, &mut w).map_err(|e| format!("{}: {e}", i.display()))?;
+    }
+    w.flush().map_err(|e| e.to_string())
 }
 
 /// The inputs one after the other.
@@ -587,6 +676,26 @@ mod tests {
     }
 
     #[test]
+    fn an_earlier_runs_redirected_files_are_cleared() {
+        let job = tmp("clear");
+        let w = job.join("mpaudit-workers");
+        let wd = w.join("worker_0");
+        std::fs::create_dir_all(&wd).unwrap();
+        std::fs::write(wd.join("summary.log"), "old\n").unwrap();
+        std::fs::write(wd.join("hist.txt"), "declared\n").unwrap();
+        std::fs::write(job.join("keep"), "x").unwrap();
+        let m = format!(
+            "{{\"original\":\"{0}/summary.log\",\"target\":\"{1}/summary.log\",\"worker\":0,\"pid\":1}}\n{{\"original\":\"{0}/keep\",\"target\":\"{0}/keep\",\"worker\":0,\"pid\":1}}\n",
+            job.display(),
+            wd.display()
+        );
+        std::fs::write(wd.join(MANIFEST), m).unwrap();
+        assert_eq!(clear_previous(&job, &w), 1);
+        assert!(!wd.join("summary.log").exists() && !wd.join(MANIFEST).exists());
+        assert!(wd.join("hist.txt").exists() && job.join("keep").exists());
+    }
+
+    #[test]
     fn template_expansion() {
         let t: Vec<String> = ["hadd", "-f", "{output}", "{inputs}", "--log={output}.log"]
             .iter()
@@ -668,7 +777,25 @@ mod tests {
         assert_eq!(n, 18);
         let s = setup(&d, &d, &[]);
         let first = d.join("first.log");
-        merge_one(&Merger::First, &[b.clone(), a.clone()], &first, &s).unwrap();
+        merge_one(&Merger::First, &[b.clone(), a.clone()], &first, None, &s).unwrap();
+        // Appends onto an existing file: its content once, then the additions.
+        let base = d.join("base");
+        std::fs::write(&base, "old\n").unwrap();
+        std::fs::write(&a, "old\nworker 0\n").unwrap();
+        std::fs::write(&b, "worker 1\n").unwrap();
+        let onto = d.join("onto.log");
+        merge_one(
+            &Merger::Concat,
+            &[a.clone(), b.clone()],
+            &onto,
+            Some(&base),
+            &s,
+        )
+        .unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&onto).unwrap(),
+            "old\nworker 0\nworker 1\n"
+        );
         assert_eq!(std::fs::read_to_string(&first).unwrap(), "worker 1\n");
         // No temporary file is left behind.
         let left: Vec<_> = std::fs::read_dir(&d)
@@ -739,7 +866,7 @@ mod tests {
             .iter()
             .map(|s| s.to_string())
             .collect();
-        merge_one(&Merger::Command(t), &inputs, &d.join("sum"), &s).unwrap();
+        merge_one(&Merger::Command(t), &inputs, &d.join("sum"), None, &s).unwrap();
         assert_eq!(std::fs::read_to_string(d.join("sum")).unwrap(), "1\n2\n");
         let t: Vec<String> = [
             "sh",
@@ -751,7 +878,7 @@ mod tests {
         .iter()
         .map(|s| s.to_string())
         .collect();
-        let r = merge_one(&Merger::Command(t), &inputs, &d.join("h"), &s);
+        let r = merge_one(&Merger::Command(t), &inputs, &d.join("h"), None, &s);
         let Err(Refusal::Failed(why)) = r else {
             panic!("{r:?}")
         };

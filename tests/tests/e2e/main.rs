@@ -5,3 +5,5 @@ mod bench;
 mod contract;
 mod interpose;
 mod policy;
+mod examples;
+mod docs;
