@@ -820,7 +820,7 @@ mod tests {
         let mut ran = false;
         let r = write_atomic(&out, false, |t| {
             ran = true;
-            concat(&[a.clone()], t)
+            concat(std::slice::from_ref(&a), t)
         });
         assert_eq!(r, Err(Refusal::Exists));
         assert!(!ran, "the merger does not even run");
@@ -828,14 +828,14 @@ mod tests {
         // The output appearing while the merger runs: still not replaced.
         let r = write_atomic(&d.join("race.log"), false, |t| {
             std::fs::write(d.join("race.log"), "theirs\n").unwrap();
-            concat(&[a.clone()], t)
+            concat(std::slice::from_ref(&a), t)
         });
         assert_eq!(r, Err(Refusal::Exists));
         assert_eq!(
             std::fs::read_to_string(d.join("race.log")).unwrap(),
             "theirs\n"
         );
-        write_atomic(&out, true, |t| concat(&[a.clone()], t)).unwrap();
+        write_atomic(&out, true, |t| concat(std::slice::from_ref(&a), t)).unwrap();
         assert_eq!(std::fs::read_to_string(&out).unwrap(), "new\n");
     }
 
