@@ -177,6 +177,16 @@ fn policy() -> Policy<'static> {
     }
 }
 
+/// Inside the temporary directory but not inside the job directory (which
+/// may itself live in /tmp): scratch space, always allowed.
+fn is_scratch(abs: &[u8]) -> bool {
+    use mpaudit_core::path::strip_dir;
+    let s = SAVED.get();
+    let job = s.job_dir.as_bytes();
+    let tmp = s.tmpdir.as_bytes();
+    !tmp.is_empty() && strip_dir(abs, tmp).is_some() && strip_dir(abs, job).is_none() && abs != job
+}
+
 /// The verdict on a write: the worst over the paths it writes.
 fn verdict(
     call: &Call,
@@ -194,6 +204,7 @@ fn verdict(
             .any(|f| p.component_matches(f.object, f.symbol))
     });
     let judge = |pp: &PathPair| match pp.abs {
+        Some(abs) if is_scratch(abs) => Verdict::Allowed,
         Some(abs) => p.verdict(true, abs, redirect::is_declared(abs), registered),
         None => Verdict::Allowed, // nothing a path-based policy can say
     };

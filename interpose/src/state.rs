@@ -94,6 +94,8 @@ pub struct Saved {
     pub workers_dir: FixedBuf<4096>,
     /// This process's worker directory (empty outside a worker).
     pub worker_dir: FixedBuf<4200>,
+    /// The normalised temporary directory ($TMPDIR or /tmp).
+    pub tmpdir: FixedBuf<4096>,
 }
 
 pub static SAVED: Global<Saved> = Global::new(Saved {
@@ -109,6 +111,7 @@ pub static SAVED: Global<Saved> = Global::new(Saved {
     job_dir: FixedBuf::new(),
     workers_dir: FixedBuf::new(),
     worker_dir: FixedBuf::new(),
+    tmpdir: FixedBuf::new(),
 });
 
 static READY: AtomicBool = AtomicBool::new(false);
@@ -337,10 +340,11 @@ fn init_policy_dirs(saved: &mut Saved, dirs: &DirSettings) {
         add(&[dirs.user_allow]);
     }
     add(&[b"/dev/**:/proc/**:/sys/**"]);
+    // The temporary directory is allowed too, but outside the job directory
+    // only (a job may run in /tmp): see `audit::verdict`.
     let mut t = [0u8; 4096];
-    if let Some(tn) = absolutize(dirs.tmpdir, None, &mut t) {
-        add(&[&t[..tn], b"/**"]);
-    }
+    let tn = absolutize(dirs.tmpdir, None, &mut t).unwrap_or(0);
+    saved.tmpdir.set(&t[..tn]);
     if !saved.log_dir.as_bytes().is_empty() {
         add(&[saved.log_dir.as_bytes(), b"/**"]);
     }

@@ -110,6 +110,9 @@ fn daemonised_grandchild_does_not_survive() {
     let dir = tempdir("daemon");
     let job = r#"[job]
 command = ["sh", "-c", "setsid sh -c 'trap \"\" TERM; sleep 30' > /dev/null 2>&1 & echo $! > daemon.pid; sleep 0.2"]
+
+[audit]
+outputs = ["*.pid"]
 "#;
     let (code, report, stderr) = run_job(&dir, job, &[]);
     assert_eq!(code, 0, "{report}\n{stderr}");

@@ -331,3 +331,31 @@ e2e!(
         );
     }
 );
+
+e2e!(
+    regression_a_job_directory_inside_tmp_is_still_audited,
+    |dir| {
+        // The temporary directory is allowed by default, but a job that runs in
+        // it must not be allowed wholesale.
+        let job = std::env::temp_dir().join(format!("mpaudit-e2e-job-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&job);
+        std::fs::create_dir_all(&job).unwrap();
+        let scratch =
+            std::env::temp_dir().join(format!("mpaudit-e2e-scratch-{}", std::process::id()));
+        let mut cmd = dir.audited("bash");
+        cmd.current_dir(&job)
+            .env("MPAUDIT_ACTION", "log")
+            .env_remove("MPAUDIT_JOB_DIR")
+            .args([
+                "-c",
+                &format!("echo x > in-job.txt; echo y > {}", scratch.display()),
+            ]);
+        ok(run(&mut cmd, DEADLINE));
+        let ev = dir.events();
+        assert_eq!(accesses(&ev, "in-job.txt")[0]["verdict"], "rogue");
+        let name = scratch.file_name().unwrap().to_str().unwrap();
+        assert_eq!(accesses(&ev, name)[0]["verdict"], "allowed");
+        let _ = std::fs::remove_dir_all(&job);
+        let _ = std::fs::remove_file(&scratch);
+    }
+);
