@@ -7,3 +7,4 @@ mod interpose;
 mod policy;
 mod examples;
 mod docs;
+mod runner;
