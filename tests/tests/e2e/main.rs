@@ -3,8 +3,8 @@
 
 mod bench;
 mod contract;
+mod docs;
+mod examples;
 mod interpose;
 mod policy;
-mod examples;
-mod docs;
 mod runner;
