@@ -266,6 +266,10 @@ hooks! {
         |real| reroute(at(dirfd, path), |p| real(dirfd, p, mode, flags));
     fn opendir(path: *const c_char) -> *mut libc::DIR => |real| reroute(cwd(path), |p| real(p));
 
+    // ---- the cwd: hooked only to invalidate the per-thread cwd cache ----
+    fn chdir(path: *const c_char) -> c_int => |real| after_chdir(real(path));
+    fn fchdir(fd: c_int) -> c_int => |real| after_chdir(real(fd));
+
     // ---- processes ----
     fn fork() -> pid_t => |real| process::fork(|| real());
     // vfork runs as a real fork (as BuildXL does): the child then has its own
@@ -327,4 +331,12 @@ fn exec_searching(
     let mut exe = [0u8; 4097];
     let resolved = process::search_path(file, &mut exe).map_or(file, |_| exe.as_ptr().cast());
     process::exec(resolved, argv, envp, real)
+}
+
+/// Marks every thread's cached cwd stale (errno untouched), and passes the
+/// result on.
+fn after_chdir(r: c_int) -> c_int {
+    let _errno = crate::sys::ErrnoGuard::save();
+    crate::guard::cwd_changed();
+    r
 }

@@ -61,33 +61,9 @@ pub unsafe fn mkdirat(dirfd: c_int, path: *const c_char, mode: libc::mode_t) -> 
 
 /// The cwd into `buf`, without the NUL; `None` if it does not fit or the
 /// cwd is unreachable. Served from the per-thread copy (guard.rs), which
-/// the `chdir`/`fchdir` hooks below invalidate.
+/// the `chdir`/`fchdir` hooks (hooks.rs) invalidate.
 pub fn getcwd(buf: &mut [u8]) -> Option<usize> {
     crate::guard::cwd(buf)
-}
-
-/// `chdir`, hooked only to invalidate the cached cwd. glibc's `chdir` and
-/// `fchdir` are bare system calls, so the hook makes the call itself
-/// (nothing to resolve, usable before the constructor has run).
-#[no_mangle]
-pub unsafe extern "C" fn chdir(path: *const c_char) -> c_int {
-    // SAFETY: the program's path argument, handed to the kernel unchanged.
-    let r = unsafe { libc::syscall(libc::SYS_chdir, path) } as c_int;
-    let saved = ErrnoGuard::save();
-    crate::guard::cwd_changed();
-    drop(saved);
-    r
-}
-
-/// `fchdir`: see `chdir`.
-#[no_mangle]
-pub unsafe extern "C" fn fchdir(fd: c_int) -> c_int {
-    // SAFETY: a plain system call on the program's descriptor.
-    let r = unsafe { libc::syscall(libc::SYS_fchdir, fd) } as c_int;
-    let saved = ErrnoGuard::save();
-    crate::guard::cwd_changed();
-    drop(saved);
-    r
 }
 
 /// The cwd straight from the kernel into `buf`, without the NUL; `None` if

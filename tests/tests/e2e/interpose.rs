@@ -487,3 +487,18 @@ e2e!(
         }
     }
 );
+
+e2e!(relative_paths_follow_chdir_and_fchdir, |dir| {
+    run_ok(dir.audited(fixture("probe")).arg("chdir"));
+    let ev = dir.events();
+    let abs = |name: &str| accesses(&ev, name)[0]["abs"].as_str().unwrap().to_owned();
+    assert_eq!(abs("before"), dir.join("before").to_str().unwrap());
+    assert_eq!(
+        abs("after-chdir"),
+        dir.join("sub/after-chdir").to_str().unwrap()
+    );
+    assert_eq!(
+        abs("after-fchdir"),
+        dir.join("after-fchdir").to_str().unwrap()
+    );
+});
