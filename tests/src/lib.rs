@@ -157,6 +157,7 @@ pub fn fixture(name: &str) -> PathBuf {
                 &[],
             )
         }
+        "static_writer" => cc(&["-static", "-O1"], &src.join("static_writer.c"), &out, &[]),
         "components_main" => cc(&["-O1"], &src.join("components_main.c"), &out, &["-ldl"]),
         "ofstream" => {
             let mut c = Command::new("g++");

@@ -84,3 +84,38 @@ e2e!(runner_parses_every_event_the_library_writes, |dir| {
         report["summary"]
     );
 });
+
+e2e!(static_binaries_are_reported_as_unaudited, |dir| {
+    let exe = fixture("static_writer");
+    run(
+        dir.audited(fixture("probe"))
+            .args(["exec", exe.to_str().unwrap()]),
+        DEADLINE,
+    );
+    assert!(
+        dir.join("static-out.txt").exists(),
+        "the static program ran"
+    );
+    let ev = dir.events();
+    let exec = ev.iter().find(|e| e["op"] == "exec").expect("exec event");
+    assert_eq!(
+        (exec["audited"].clone(), exec["reason"].clone()),
+        (Value::Bool(false), "static".into())
+    );
+    assert!(
+        accesses(&ev, "static-out.txt").is_empty(),
+        "nothing is seen inside a static binary"
+    );
+    let out = run(
+        std::process::Command::new(&artifacts().runner)
+            .args(["report", "--format", "json"])
+            .arg(dir.logs()),
+        DEADLINE,
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let listed = report["unaudited"].to_string();
+    assert!(
+        listed.contains("static_writer") && listed.contains("static"),
+        "{listed}"
+    );
+});
