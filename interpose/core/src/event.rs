@@ -247,6 +247,17 @@ pub fn encode_access<S: Sink + ?Sized>(s: &mut S, c: &Common, a: &Access) {
     s.put(b"}\n");
 }
 
+/// `argv`, `exe` and (for start and exec) `cwd`: what a process runs.
+fn put_program<S: Sink + ?Sized>(s: &mut S, argv: &dyn Strings, exe: &[u8], cwd: Option<&[u8]>) {
+    put_strings(s, "argv", argv);
+    s.put(b",\"exe\":");
+    put_str(s, exe);
+    if let Some(cwd) = cwd {
+        s.put(b",\"cwd\":");
+        put_str(s, cwd);
+    }
+}
+
 /// Encodes one process event as a JSON line (with the trailing newline).
 pub fn encode_process<S: Sink + ?Sized>(s: &mut S, c: &Common, p: &Process) {
     let op = match p {
@@ -264,11 +275,7 @@ pub fn encode_process<S: Sink + ?Sized>(s: &mut S, c: &Common, p: &Process) {
             cwd,
             root,
         } => {
-            put_strings(s, "argv", *argv);
-            s.put(b",\"exe\":");
-            put_str(s, exe);
-            s.put(b",\"cwd\":");
-            put_str(s, cwd);
+            put_program(s, *argv, exe, Some(cwd));
             s.put(b",\"root\":");
             put_bool(s, *root);
         }
@@ -285,9 +292,7 @@ pub fn encode_process<S: Sink + ?Sized>(s: &mut S, c: &Common, p: &Process) {
         } => {
             s.put(b",\"child\":");
             put_i64(s, *child as i64);
-            put_strings(s, "argv", *argv);
-            s.put(b",\"exe\":");
-            put_str(s, exe);
+            put_program(s, *argv, exe, None);
             s.put(b",\"result\":");
             put_i64(s, *result);
             put_errno(s, *errno);
@@ -300,11 +305,7 @@ pub fn encode_process<S: Sink + ?Sized>(s: &mut S, c: &Common, p: &Process) {
             errno,
             unaudited,
         } => {
-            put_strings(s, "argv", *argv);
-            s.put(b",\"exe\":");
-            put_str(s, exe);
-            s.put(b",\"cwd\":");
-            put_str(s, cwd);
+            put_program(s, *argv, exe, Some(cwd));
             s.put(b",\"result\":");
             match result {
                 Some(r) => put_i64(s, *r),
