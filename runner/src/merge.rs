@@ -188,6 +188,22 @@ struct ManifestLine {
     target: String,
 }
 
+impl ManifestLine {
+    /// True when `target` is exactly where the library's shared mapping puts
+    /// `original` for worker directory `wdir`: a forged or stale line can
+    /// then neither merge from nor delete anything else.
+    fn target_is_mapped(&self, job: &[u8], wdir: &Path) -> bool {
+        let mut buf = vec![0u8; 16 * 1024];
+        mpaudit_core::map::map_to_worker(
+            self.original.as_bytes(),
+            job,
+            wdir.as_os_str().as_bytes(),
+            &mut buf,
+        )
+        .is_some_and(|len| &buf[..len] == self.target.as_bytes())
+    }
+}
+
 /// Finds the groups to merge. Problems that do not stop the others (a
 /// manifest line that does not parse or does not match the mapping) come
 /// back as warnings.
@@ -213,17 +229,8 @@ pub fn collect(s: &Setup) -> (Vec<Group>, Vec<String>) {
                     ));
                     continue;
                 };
-                // The target must be where the shared mapping puts the
-                // original: a manifest cannot send a merge anywhere else.
-                let mut buf = vec![0u8; 16 * 1024];
-                let mapped = mpaudit_core::map::map_to_worker(
-                    m.original.as_bytes(),
-                    job,
-                    wdir.as_os_str().as_bytes(),
-                    &mut buf,
-                )
-                .map(|len| buf[..len].to_vec());
-                if mapped.as_deref() != Some(m.target.as_bytes()) {
+                // A manifest cannot send a merge anywhere else.
+                if !m.target_is_mapped(job, &wdir) {
                     warnings.push(format!(
                         "{}:{}: target {} is not where {} maps; ignored",
                         manifest.display(),
@@ -305,15 +312,7 @@ pub fn clear_previous(job_dir: &Path, workers_dir: &Path) -> usize {
                 continue;
             };
             // Only a target the mapping puts inside this worker directory.
-            let mut buf = vec![0u8; 16 * 1024];
-            let mapped = mpaudit_core::map::map_to_worker(
-                m.original.as_bytes(),
-                job,
-                wdir.as_os_str().as_bytes(),
-                &mut buf,
-            )
-            .map(|len| buf[..len].to_vec());
-            if mapped.as_deref() == Some(m.target.as_bytes())
+            if m.target_is_mapped(job, &wdir)
                 && std::fs::symlink_metadata(&m.target).is_ok_and(|md| !md.is_dir())
                 && std::fs::remove_file(&m.target).is_ok()
             {
@@ -693,6 +692,29 @@ mod tests {
         assert_eq!(clear_previous(&job, &w), 1);
         assert!(!wd.join("summary.log").exists() && !wd.join(MANIFEST).exists());
         assert!(wd.join("hist.txt").exists() && job.join("keep").exists());
+    }
+
+    #[test]
+    fn regression_a_forged_manifest_line_cannot_feed_a_merge() {
+        let job = tmp("forged");
+        let w = job.join("mpaudit-workers");
+        let wd = w.join("worker_0");
+        std::fs::create_dir_all(&wd).unwrap();
+        let outside = job.join("secret.txt");
+        std::fs::write(&outside, "not a worker file\n").unwrap();
+        let m = format!(
+            "{{\"original\":\"{}/summary.log\",\"target\":\"{}\",\"worker\":0,\"pid\":1}}\n",
+            job.display(),
+            outside.display()
+        );
+        std::fs::write(wd.join(MANIFEST), m).unwrap();
+        let rules = [rule("*.log", Merger::Concat)];
+        let (groups, warnings) = collect(&setup(&job, &w, &rules));
+        assert!(groups.is_empty(), "the forged target fed no merge");
+        assert!(
+            warnings.iter().any(|w| w.contains("is not where")),
+            "{warnings:?}"
+        );
     }
 
     #[test]
