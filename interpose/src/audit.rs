@@ -234,6 +234,36 @@ fn verdict(
     }
 }
 
+/// An access resolved and judged: its paths, its caller's stack (writes
+/// only) and the policy's verdict. Both policy modes start from this.
+struct Assessed<'a> {
+    path: PathPair<'a>,
+    path2: Option<PathPair<'a>>,
+    stack: Option<stack::Stack>,
+    verdict: Verdict,
+}
+
+/// # Safety
+/// The call's paths are NULL or readable C strings.
+unsafe fn assess<'a>(
+    call: &Call,
+    base: &mut [u8],
+    abs: &'a mut [u8],
+    abs2: &'a mut [u8],
+) -> Assessed<'a> {
+    // SAFETY: the caller's contract.
+    let path = unsafe { resolve(call.path, base, abs) };
+    let path2 = call.path2.map(|p| unsafe { resolve(p, base, abs2) });
+    let stack = call.intent.is_write().then(stack::capture);
+    let verdict = verdict(call, &path, path2.as_ref(), stack.as_ref());
+    Assessed {
+        path,
+        path2,
+        stack,
+        verdict,
+    }
+}
+
 /// Runs `real` on the program's paths, or on redirected ones, or not at all
 /// (deny), and logs the access. `real` receives the path pointers to use.
 ///
@@ -296,28 +326,13 @@ unsafe fn call_then_judge<R: Outcome>(
             base, abs, abs2, ..
         } = s;
         // SAFETY: the kernel read these paths (no EFAULT).
-        let path = unsafe { resolve(call.path, base, abs) };
-        let path2 = call.path2.map(|p| unsafe { resolve(p, base, abs2) });
-        let st = call.intent.is_write().then(stack::capture);
-        let v = verdict(call, &path, path2.as_ref(), st.as_ref());
-        let action = policy().action_for(v, false);
+        let a = unsafe { assess(call, base, abs, abs2) };
         // Deny and redirect were handled before the call; here only logging.
-        let action = if action == Action::Redirected || action == Action::Denied {
-            Action::Logged
-        } else {
-            action
+        let action = match policy().action_for(a.verdict, false) {
+            Action::Redirected | Action::Denied => Action::Logged,
+            other => other,
         };
-        finish(
-            call,
-            path,
-            path2,
-            st.as_ref(),
-            v,
-            action,
-            None,
-            result,
-            errno,
-        );
+        finish(call, &a, action, None, result, errno);
     }));
     r
 }
@@ -336,27 +351,14 @@ unsafe fn judge_then_call<R: Outcome>(
         target2,
     } = s;
     // SAFETY: paths are the program's C strings (NULL is handled).
-    let path = unsafe { resolve(call.path, base, abs) };
-    let path2 = call.path2.map(|p| unsafe { resolve(p, base, abs2) });
-    let st = call.intent.is_write().then(stack::capture);
-    let v = verdict(call, &path, path2.as_ref(), st.as_ref());
-    let mut action = policy().action_for(v, state::worker().is_some());
+    let a = unsafe { assess(call, base, abs, abs2) };
+    let mut action = policy().action_for(a.verdict, state::worker().is_some());
     if call.makes_directory && action == Action::Redirected {
         action = Action::Logged;
     }
 
     if action == Action::Denied {
-        finish(
-            call,
-            path,
-            path2,
-            st.as_ref(),
-            v,
-            action,
-            None,
-            -1,
-            libc::EACCES,
-        );
+        finish(call, &a, action, None, -1, libc::EACCES);
         sys::set_errno(libc::EACCES);
         return R::failure();
     }
@@ -365,19 +367,19 @@ unsafe fn judge_then_call<R: Outcome>(
     // redirect (when this call writes it), or nowhere (the original).
     let redirect_new = action == Action::Redirected;
     let mut failed = 0;
-    let route1 = path.abs.and_then(|a| {
+    let route1 = a.path.abs.and_then(|abs| {
         let copy = call.keeps_content || (call.flags >= 0 && keeps_content(call.intent));
         route(
-            a,
+            abs,
             redirect_new && call.writes != Writes::Second,
             copy,
             target,
             &mut failed,
         )
     });
-    let route2 = path2.as_ref().and_then(|p| p.abs).and_then(|a| {
+    let route2 = a.path2.as_ref().and_then(|p| p.abs).and_then(|abs| {
         route(
-            a,
+            abs,
             redirect_new && call.writes != Writes::First,
             false,
             target2,
@@ -404,10 +406,7 @@ unsafe fn judge_then_call<R: Outcome>(
     if failed != 0 {
         finish(
             call,
-            path,
-            path2,
-            st.as_ref(),
-            v,
+            &a,
             Action::RedirectFailed,
             shown_target!(),
             -1,
@@ -424,22 +423,12 @@ unsafe fn judge_then_call<R: Outcome>(
         // SAFETY: NUL-terminated target.
         let target_exists =
             unsafe { sys::stat(target.as_ptr().cast(), libc::AT_SYMLINK_NOFOLLOW) }.is_some();
-        if !target_exists && path.abs.is_some_and(exists) {
+        if !target_exists && a.path.abs.is_some_and(exists) {
             if let Some(ok) = R::success() {
                 if r.new {
-                    redirect::record(path.abs.unwrap_or_default(), &target[..r.len]);
+                    redirect::record(a.path.abs.unwrap_or_default(), &target[..r.len]);
                 }
-                finish(
-                    call,
-                    path,
-                    path2,
-                    st.as_ref(),
-                    v,
-                    action,
-                    shown_target!(),
-                    0,
-                    0,
-                );
+                finish(call, &a, action, shown_target!(), 0, 0);
                 return ok;
             }
         }
@@ -461,47 +450,37 @@ unsafe fn judge_then_call<R: Outcome>(
     let errno = if result < 0 { saved_errno.value() } else { 0 };
 
     let _ = std::panic::catch_unwind(core::panic::AssertUnwindSafe(|| {
-        let mut path = path;
+        let mut a = a;
         if let (Some(r), Some(suffix), true) = (route1, call.template_suffix, result >= 0) {
             // mkstemp filled in the redirected template: the program's own
             // template gets the same name, and the event and the table get
             // the filled-in original path (built in target2, unused here).
             let filled = &target[..r.len];
             copy_template_tail(call.path.path as *mut c_char, filled, suffix);
-            if let Some(a) = path.abs {
-                let n = a.len().min(MAX_ABS);
-                target2[..n].copy_from_slice(&a[..n]);
+            if let Some(orig) = a.path.abs {
+                let n = orig.len().min(MAX_ABS);
+                target2[..n].copy_from_slice(&orig[..n]);
                 let tail = (6 + suffix).min(n).min(filled.len());
                 target2[n - tail..n].copy_from_slice(&filled[filled.len() - tail..]);
-                path = PathPair {
-                    given: path.given,
+                a.path = PathPair {
+                    given: a.path.given,
                     abs: Some(&target2[..n]),
                 };
             }
         }
         if result >= 0 {
-            if let (Some(r), Some(a)) = (route1, path.abs) {
+            if let (Some(r), Some(orig)) = (route1, a.path.abs) {
                 if r.new {
-                    redirect::record(a, &target[..r.len]);
+                    redirect::record(orig, &target[..r.len]);
                 }
             }
-            if let (Some(r), Some(a)) = (route2, path2.as_ref().and_then(|p| p.abs)) {
+            if let (Some(r), Some(orig)) = (route2, a.path2.as_ref().and_then(|p| p.abs)) {
                 if r.new {
-                    redirect::record(a, &target2[..r.len]);
+                    redirect::record(orig, &target2[..r.len]);
                 }
             }
         }
-        finish(
-            call,
-            path,
-            path2,
-            st.as_ref(),
-            v,
-            action,
-            shown_target!(),
-            result,
-            errno,
-        );
+        finish(call, &a, action, shown_target!(), result, errno);
     }));
     r
 }
@@ -583,25 +562,21 @@ fn copy_template_tail(template: *mut c_char, filled: &[u8], suffix: usize) {
 }
 
 /// Logs the event and, without a log, warns once per path on stderr.
-#[allow(clippy::too_many_arguments)]
 fn finish(
     call: &Call,
-    path: PathPair,
-    path2: Option<PathPair>,
-    st: Option<&stack::Stack>,
-    v: Verdict,
+    a: &Assessed,
     action: Action,
     target: Option<&[u8]>,
     result: i64,
     errno: c_int,
 ) {
-    let attribution = st.map(|st| Attribution {
+    let attribution = a.stack.as_ref().map(|st| Attribution {
         component: st.component.map(|i| st.frames[i]),
         stack: &st.frames[..st.n],
     });
-    if v == Verdict::Rogue && !log::enabled() {
+    if a.verdict == Verdict::Rogue && !log::enabled() {
         warn_rogue(
-            path.abs.or(path.given).unwrap_or(b"?"),
+            a.path.abs.or(a.path.given).unwrap_or(b"?"),
             attribution.as_ref(),
             action,
         );
@@ -611,15 +586,15 @@ fn finish(
     }
     let event = Access {
         op: call.op,
-        path,
-        path2,
+        path: a.path,
+        path2: a.path2,
         intent: call.intent,
         flags: call.flags,
         result,
         errno,
         attribution,
         judgement: Some(Judgement {
-            verdict: v.as_str(),
+            verdict: a.verdict.as_str(),
             action: action.as_str(),
             target,
         }),
