@@ -303,6 +303,20 @@ pub fn run(cmd: &mut Command, deadline: std::time::Duration) -> Output {
 
 pub const DEADLINE: std::time::Duration = std::time::Duration::from_secs(120);
 
+/// Runs a command to completion (see [`run`]) and fails the test, showing
+/// its status and output, unless it succeeded.
+pub fn run_ok(cmd: &mut Command) -> Output {
+    let out = run(cmd, DEADLINE);
+    assert!(
+        out.status.success(),
+        "command failed: {:?}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// Access events on paths whose file name is `name`.
 pub fn accesses<'a>(events: &'a [Value], name: &str) -> Vec<&'a Value> {
     events

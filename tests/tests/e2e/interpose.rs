@@ -5,18 +5,6 @@ use mpaudit_tests::*;
 use serde_json::Value;
 use std::collections::{BTreeSet, HashMap};
 
-fn run_ok(cmd: &mut std::process::Command) -> std::process::Output {
-    let out = run(cmd, DEADLINE);
-    assert!(
-        out.status.success(),
-        "command failed: {:?}\nstdout: {}\nstderr: {}",
-        out.status,
-        stdout(&out),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
 fn one_access<'a>(events: &'a [Value], name: &str, op: &str) -> &'a Value {
     accesses(events, name)
         .into_iter()

@@ -20,26 +20,14 @@ fn worker_file(dir: &TestDir, k: u32, rel: &str) -> std::path::PathBuf {
     dir.join(&format!("mpaudit-workers/worker_{k}/{rel}"))
 }
 
-fn ok(out: std::process::Output) -> std::process::Output {
-    assert!(
-        out.status.success(),
-        "failed: {:?}\nstdout: {}\nstderr: {}",
-        out.status,
-        stdout(&out),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
 e2e!(
     four_spawned_workers_redirect_and_read_their_own_writes,
     |dir| {
         for k in 0..4 {
-            let out = ok(run(
+            let out = run_ok(
                 worker_cmd(&dir, "redirect", Some(k), "bash")
                     .args(["-c", "echo $MPAUDIT_WORKER > out.txt; cat out.txt"]),
-                DEADLINE,
-            ));
+            );
             assert_eq!(
                 stdout(&out),
                 format!("{k}\n"),
@@ -84,11 +72,10 @@ e2e!(
     sed_in_place_on_a_shared_file_edits_only_the_worker_copy,
     |dir| {
         std::fs::write(dir.join("conf.txt"), "alpha\n").unwrap();
-        let out = ok(run(
+        let out = run_ok(
             worker_cmd(&dir, "redirect", Some(1), "bash")
                 .args(["-c", "sed -i s/alpha/beta/ conf.txt && cat conf.txt"]),
-            DEADLINE,
-        ));
+        );
         assert_eq!(stdout(&out), "beta\n");
         assert_eq!(
             std::fs::read_to_string(dir.join("conf.txt")).unwrap(),
@@ -119,10 +106,7 @@ assert os.path.exists('a.txt')\n\
 os.rename('a.txt', 'b.txt')\n\
 assert not os.path.exists('a.txt')\n\
 print(open('b.txt').read())\n";
-    let out = ok(run(
-        worker_cmd(&dir, "redirect", Some(2), "python3").args(["-c", script]),
-        DEADLINE,
-    ));
+    let out = run_ok(worker_cmd(&dir, "redirect", Some(2), "python3").args(["-c", script]));
     assert_eq!(stdout(&out), "hello\n");
     assert!(!dir.join("a.txt").exists() && !dir.join("b.txt").exists());
     assert_eq!(
@@ -133,14 +117,10 @@ print(open('b.txt').read())\n";
 
 e2e!(sqlite_creates_its_database_in_the_worker_dir, |dir| {
     let sql = "create table t(x); insert into t values (42);";
-    ok(run(
-        worker_cmd(&dir, "redirect", Some(3), "sqlite3").args(["db.sqlite", sql]),
-        DEADLINE,
-    ));
-    let out = ok(run(
+    run_ok(worker_cmd(&dir, "redirect", Some(3), "sqlite3").args(["db.sqlite", sql]));
+    let out = run_ok(
         worker_cmd(&dir, "redirect", Some(3), "sqlite3").args(["db.sqlite", "select x from t;"]),
-        DEADLINE,
-    ));
+    );
     assert_eq!(
         stdout(&out),
         "42\n",
@@ -152,10 +132,7 @@ e2e!(sqlite_creates_its_database_in_the_worker_dir, |dir| {
 
 e2e!(append_to_a_shared_file_starts_from_its_content, |dir| {
     std::fs::write(dir.join("summary.log"), "original\n").unwrap();
-    ok(run(
-        worker_cmd(&dir, "redirect", Some(0), "bash").args(["-c", "echo w0 >> summary.log"]),
-        DEADLINE,
-    ));
+    run_ok(worker_cmd(&dir, "redirect", Some(0), "bash").args(["-c", "echo w0 >> summary.log"]));
     assert_eq!(
         std::fs::read_to_string(dir.join("summary.log")).unwrap(),
         "original\n"
@@ -193,10 +170,7 @@ e2e!(
 );
 
 e2e!(outside_a_worker_redirect_falls_back_to_logging, |dir| {
-    ok(run(
-        worker_cmd(&dir, "redirect", None, "bash").args(["-c", "echo x > parent.txt"]),
-        DEADLINE,
-    ));
+    run_ok(worker_cmd(&dir, "redirect", None, "bash").args(["-c", "echo x > parent.txt"]));
     assert!(dir.join("parent.txt").exists());
     let ev = dir.events();
     let e = accesses(&ev, "parent.txt")[0];
@@ -223,7 +197,7 @@ e2e!(
         cmd.arg(&libdir)
             .env("MPAUDIT_COMPONENTS", "libcomp_registered.so")
             .env("MPAUDIT_OUTPUTS", "*.root");
-        let out = ok(run(&mut cmd, DEADLINE));
+        let out = run_ok(&mut cmd);
         assert_eq!(stdout(&out), "api present\n");
         let ev = dir.events();
         let verdict = |name: &str| {
@@ -266,7 +240,7 @@ e2e!(output_globs_declare_outputs, |dir| {
         "echo h > hist-0.root; mkdir -p sub; echo h > sub/deep.root",
     ])
     .env("MPAUDIT_OUTPUTS", "*.root");
-    ok(run(&mut cmd, DEADLINE));
+    run_ok(&mut cmd);
     assert!(dir.join("hist-0.root").exists() && dir.join("sub/deep.root").exists());
     let ev = dir.events();
     assert_eq!(accesses(&ev, "deep.root")[0]["verdict"], "declared");
@@ -276,7 +250,7 @@ e2e!(without_a_log_each_rogue_path_is_warned_once, |dir| {
     let mut cmd = worker_cmd(&dir, "log", Some(3), "bash");
     cmd.env_remove("MPAUDIT_LOG_DIR")
         .args(["-c", "for i in 1 2 3 4 5; do echo $i > loop.txt; done"]);
-    let out = ok(run(&mut cmd, DEADLINE));
+    let out = run_ok(&mut cmd);
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     let lines: Vec<_> = stderr
         .lines()
@@ -298,7 +272,7 @@ e2e!(without_a_log_each_rogue_path_is_warned_once, |dir| {
 e2e!(fork_mode_workers_redirect_into_their_own_dirs, |dir| {
     let mut cmd = worker_cmd(&dir, "redirect", None, fixture("probe").to_str().unwrap());
     cmd.args(["forks", "4"]).env("MPAUDIT_FORK_WORKERS", "1");
-    ok(run(&mut cmd, DEADLINE));
+    run_ok(&mut cmd);
     for i in 0..4 {
         let name = format!("child-{i}");
         assert!(
@@ -350,7 +324,7 @@ e2e!(
                 "-c",
                 &format!("echo x > in-job.txt; echo y > {}", scratch.display()),
             ]);
-        ok(run(&mut cmd, DEADLINE));
+        run_ok(&mut cmd);
         let ev = dir.events();
         assert_eq!(accesses(&ev, "in-job.txt")[0]["verdict"], "rogue");
         let name = scratch.file_name().unwrap().to_str().unwrap();
