@@ -16,6 +16,8 @@
 //!   --dir PATH     scratch directory (default: /dev/shm if present, as
 //!                  the peers were measured on tmpfs; else target/bench/tmp)
 //!   --output FILE  also write the report (Markdown) to FILE
+//!   --only LIST    run only these parts, comma-separated: read, write,
+//!                  fopen, threads, true, athena, memory, report (default all)
 //!   --debug        use the debug artifacts of the test harness (the smoke
 //!                  test: no release build; figures then mean nothing)
 
@@ -32,6 +34,19 @@ struct Opts {
     dir: Option<PathBuf>,
     output: Option<PathBuf>,
     debug: bool,
+    /// Parts to run (`--only`); empty means all.
+    only: Vec<String>,
+}
+
+/// The parts `--only` can name.
+const PARTS: [&str; 8] = [
+    "read", "write", "fopen", "threads", "true", "athena", "memory", "report",
+];
+
+impl Opts {
+    fn wants(&self, part: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|p| p == part)
+    }
 }
 
 fn parse_args() -> Opts {
@@ -41,6 +56,7 @@ fn parse_args() -> Opts {
         dir: None,
         output: None,
         debug: false,
+        only: Vec::new(),
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -58,8 +74,19 @@ fn parse_args() -> Opts {
             "--dir" => o.dir = Some(PathBuf::from(val("--dir"))),
             "--output" => o.output = Some(PathBuf::from(val("--output"))),
             "--debug" => o.debug = true,
+            "--only" => {
+                for part in val("--only").split(',') {
+                    if !PARTS.contains(&part) {
+                        die(&format!(
+                            "--only: unknown part {part:?} (one of {})",
+                            PARTS.join(", ")
+                        ));
+                    }
+                    o.only.push(part.to_string());
+                }
+            }
             "-h" | "--help" => {
-                println!("usage: mpaudit-bench [--quick] [--runs N] [--scale D] [--dir PATH] [--output FILE] [--debug]");
+                println!("usage: mpaudit-bench [--quick] [--runs N] [--scale D] [--dir PATH] [--output FILE] [--only LIST] [--debug]");
                 std::process::exit(0);
             }
             other => die(&format!("unknown argument {other}")),
@@ -371,6 +398,9 @@ fn main() {
         ),
     ];
     for (name, args, target) in &micro {
+        if !o.wants(&args[0]) {
+            continue;
+        }
         let mk = |f: ArgsCmd, args: Vec<String>| -> MakeCmd { Box::new(move || Ok(f(&args))) };
         let (w, b, l, r, bn) = (
             work.clone(),
@@ -513,7 +543,7 @@ fn main() {
     }
 
     // ---- mpaudit exec -- true ----
-    {
+    if o.wants("true") {
         let tdir = work.join("exec-true");
         std::fs::create_dir_all(&tdir).expect("mkdir");
         let (t1, t2, r, l) = (tdir.clone(), tdir.clone(), runner.clone(), lib.clone());
@@ -556,7 +586,8 @@ fn main() {
     let example = root.join("examples/athena-like");
     let athena_name = "athena-like example job (4 workers)";
     let athena_mpaudit = "mpaudit run job.toml (end to end)";
-    if example.join("job.toml").is_file() {
+    if !o.wants("athena") {
+    } else if example.join("job.toml").is_file() {
         let built = !example.join("build.sh").is_file()
             || Command::new("sh")
                 .arg(example.join("build.sh"))
@@ -626,13 +657,17 @@ fn main() {
     }
 
     // ---- memory ----
-    let mem = memory(&bench, &lib, &work, runs);
+    let mem = o.wants("memory").then(|| memory(&bench, &lib, &work, runs));
 
     // ---- report throughput ----
-    let report = report_throughput(&runner, &work, sc, runs);
+    let report = if o.wants("report") {
+        report_throughput(&runner, &work, sc, runs)
+    } else {
+        Vec::new()
+    };
 
     rm(&work);
-    let text = render(&o, &machine(&scratch_parent), &rows, &mem, &report);
+    let text = render(&o, &machine(&scratch_parent), &rows, mem.as_ref(), &report);
     print!("{text}");
     if let Some(out) = &o.output {
         std::fs::write(out, &text).unwrap_or_else(|e| die(&format!("{}: {e}", out.display())));
@@ -693,18 +728,25 @@ fn status_kib(out: &[u8]) -> (u64, u64) {
 fn memory(bench: &Path, lib: &Path, work: &Path, runs: usize) -> Memory {
     let mut bare = Vec::new();
     let mut pre = Vec::new();
+    let status_of = |mut c: Command| {
+        let out = c.output().expect("run bench mem");
+        if !out.status.success() {
+            die(&format!(
+                "bench mem failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        status_kib(&out.stdout)
+    };
     for _ in 0..runs {
-        let out = Command::new(bench)
-            .args(["mem", "out.root"])
-            .current_dir(work)
-            .output()
-            .expect("run bench mem");
-        bare.push(status_kib(&out.stdout));
+        let mut c = Command::new(bench);
+        c.args(["mem", "out.root"]).current_dir(work);
+        bare.push(status_of(c));
         let mut c = Command::new(bench);
         c.args(["mem", "out.root"]).current_dir(work);
         preload_env(&mut c, lib, &work.join("logs"));
-        let out = c.output().expect("run bench mem");
-        pre.push(status_kib(&out.stdout));
+        pre.push(status_of(c));
         rm(&work.join("logs"));
     }
     let med = |v: &[(u64, u64)]| {
@@ -827,7 +869,13 @@ fn fmt_s(s: f64) -> String {
     }
 }
 
-fn render(o: &Opts, machine: &str, rows: &[Row], mem: &Memory, report: &[ReportRun]) -> String {
+fn render(
+    o: &Opts,
+    machine: &str,
+    rows: &[Row],
+    mem: Option<&Memory>,
+    report: &[ReportRun],
+) -> String {
     let mut t = String::new();
     t += "## mpaudit overhead benchmark\n\n";
     t += &format!(
@@ -888,48 +936,52 @@ fn render(o: &Opts, machine: &str, rows: &[Row], mem: &Memory, report: &[ReportR
             r.workload, r.config
         );
     }
-    let dsize = mem.preloaded.0 as i64 - mem.bare.0 as i64;
-    let drss = mem.preloaded.1 as i64 - mem.bare.1 as i64;
-    t += "\n| per-process memory | bare | LD_PRELOAD | added | target | met |\n|---|---|---|---|---|---|\n";
-    t += &format!(
-        "| VmSize | {} KiB | {} KiB | {} KiB | ≤ 65536 KiB | {} |\n",
-        mem.bare.0,
-        mem.preloaded.0,
-        dsize,
-        yes(dsize <= 65536)
-    );
-    t += &format!(
-        "| VmRSS | {} KiB | {} KiB | {} KiB | ≤ 4096 KiB | {} |\n",
-        mem.bare.1,
-        mem.preloaded.1,
-        drss,
-        yes(drss <= 4096)
-    );
-    t += "\n| `mpaudit report --format json` | distinct paths | median | min–max | events/s | peak RSS | target | met |\n|---|---|---|---|---|---|---|---|\n";
-    for r in report {
-        let med = median(&r.secs);
-        let lo = r.secs.iter().cloned().fold(f64::INFINITY, f64::min);
-        let hi = r.secs.iter().cloned().fold(0.0, f64::max);
-        let eps = r.events as f64 / med;
+    if let Some(mem) = mem {
+        let dsize = mem.preloaded.0 as i64 - mem.bare.0 as i64;
+        let drss = mem.preloaded.1 as i64 - mem.bare.1 as i64;
+        t += "\n| per-process memory | bare | LD_PRELOAD | added | target | met |\n|---|---|---|---|---|---|\n";
         t += &format!(
-            "| {} events | {} | {} | {}–{} | {:.2}M | {:.1} MiB | ≥ 1M events/s | {} |\n",
-            r.events,
-            r.distinct_paths,
-            fmt_s(med),
-            fmt_s(lo),
-            fmt_s(hi),
-            eps / 1e6,
-            r.maxrss_kib as f64 / 1024.0,
-            yes(eps >= 1e6)
+            "| VmSize | {} KiB | {} KiB | {} KiB | ≤ 65536 KiB | {} |\n",
+            mem.bare.0,
+            mem.preloaded.0,
+            dsize,
+            yes(dsize <= 65536)
+        );
+        t += &format!(
+            "| VmRSS | {} KiB | {} KiB | {} KiB | ≤ 4096 KiB | {} |\n",
+            mem.bare.1,
+            mem.preloaded.1,
+            drss,
+            yes(drss <= 4096)
         );
     }
-    if report.len() == 2 {
-        let (a, b) = (report[0].maxrss_kib as f64, report[1].maxrss_kib as f64);
-        t += &format!(
+    if !report.is_empty() {
+        t += "\n| `mpaudit report --format json` | distinct paths | median | min–max | events/s | peak RSS | target | met |\n|---|---|---|---|---|---|---|---|\n";
+        for r in report {
+            let med = median(&r.secs);
+            let lo = r.secs.iter().cloned().fold(f64::INFINITY, f64::min);
+            let hi = r.secs.iter().cloned().fold(0.0, f64::max);
+            let eps = r.events as f64 / med;
+            t += &format!(
+                "| {} events | {} | {} | {}–{} | {:.2}M | {:.1} MiB | ≥ 1M events/s | {} |\n",
+                r.events,
+                r.distinct_paths,
+                fmt_s(med),
+                fmt_s(lo),
+                fmt_s(hi),
+                eps / 1e6,
+                r.maxrss_kib as f64 / 1024.0,
+                yes(eps >= 1e6)
+            );
+        }
+        if report.len() == 2 {
+            let (a, b) = (report[0].maxrss_kib as f64, report[1].maxrss_kib as f64);
+            t += &format!(
             "\npeak RSS of the report, 2x the events over the same paths: {:.2}x (bounded by distinct paths: {})\n",
             b / a.max(1.0),
             yes(b <= a * 1.25)
         );
+        }
     }
     t
 }
