@@ -224,8 +224,15 @@ fn lookup(ip: usize) -> ClassifiedFrame {
     let symbol = (!info.dli_sname.is_null())
         // SAFETY: a NUL-terminated string in the object's string table.
         .then(|| unsafe { crate::sys::c_bytes(info.dli_sname, 4096) });
+    // Our own frames by load address: an installed copy may be renamed
+    // (libmpaudit-1.2.so), and the name test alone then blamed us.
+    let class = if info.dli_fbase as usize == crate::state::own_base() {
+        ObjectClass::Mpaudit
+    } else {
+        classify_object(object)
+    };
     ClassifiedFrame {
         frame: Frame { object, symbol },
-        class: classify_object(object) as u8,
+        class: class as u8,
     }
 }

@@ -126,6 +126,9 @@ static NEXT_WORKER: AtomicU32 = AtomicU32::new(0);
 /// The worker index the fork under way hands to its child (-1: none).
 static PENDING_WORKER: AtomicI64 = AtomicI64::new(-1);
 static MAIN_BASE: AtomicUsize = AtomicUsize::new(0);
+/// Load address of libmpaudit.so itself: its frames are ours whatever the
+/// file is called.
+static OWN_BASE: AtomicUsize = AtomicUsize::new(0);
 /// argv of this image, kept to describe forked children.
 static ARGC: AtomicI32 = AtomicI32::new(0);
 static ARGV: AtomicUsize = AtomicUsize::new(0);
@@ -155,6 +158,9 @@ pub fn is_root() -> bool {
 }
 pub fn main_base() -> usize {
     MAIN_BASE.load(Relaxed)
+}
+pub fn own_base() -> usize {
+    OWN_BASE.load(Relaxed)
 }
 pub fn exe() -> &'static [u8] {
     SAVED.get().exe.as_bytes()
@@ -256,6 +262,7 @@ pub unsafe fn init(argc: i32, argv: *const *const libc::c_char, envp: *const *co
     if unsafe { libc::dladdr(init as *const libc::c_void, &mut info) } != 0
         && !info.dli_fname.is_null()
     {
+        OWN_BASE.store(info.dli_fbase as usize, Relaxed);
         // SAFETY: loader-owned C string.
         saved
             .lib_path

@@ -490,3 +490,24 @@ e2e!(relative_paths_follow_chdir_and_fchdir, |dir| {
         dir.join("after-fchdir").to_str().unwrap()
     );
 });
+
+// Regression: frames were recognised as ours by file name only, so a copy
+// installed under another name (libmpaudit-1.2.so) was the "component" of
+// every write, and its own frames filled the stack.
+e2e!(a_renamed_copy_of_the_library_never_blames_itself, |dir| {
+    let copy = dir.join("libaudit-copy-1.2.so");
+    std::fs::copy(lib(), &copy).unwrap();
+    let mut cmd = dir.audited(fixture("writer_main"));
+    run_ok(cmd.env("LD_PRELOAD", &copy).arg("report.txt"));
+    let ev = dir.events();
+    let e = one_access(&ev, "report.txt", "fopen");
+    assert_eq!(e["component"]["symbol"], "fixture_write_report", "{e}");
+    let stack = e["stack"].as_array().unwrap();
+    assert!(
+        stack.iter().all(|f| !f["object"]
+            .as_str()
+            .unwrap()
+            .ends_with("libaudit-copy-1.2.so")),
+        "{e}"
+    );
+});
