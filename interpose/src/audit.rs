@@ -6,7 +6,9 @@ use crate::guard::HookGuard;
 use crate::state::SAVED;
 use crate::{log, redirect, stack, state, sys};
 use libc::{c_char, c_int};
-use mpaudit_core::event::{encode_access, Access, Attribution, Common, Judgement, PathPair};
+use mpaudit_core::event::{
+    Access, AccessEvent, Attribution, Common, Judgement, PathPair, ProcessEvent,
+};
 use mpaudit_core::flags::OpenIntent;
 use mpaudit_core::glob::GlobList;
 use mpaudit_core::path::{absolutize, MAX_ABS};
@@ -247,6 +249,7 @@ struct Assessed<'a> {
 /// The call's paths are NULL or readable C strings.
 unsafe fn assess<'a>(
     call: &Call,
+    raw_stack: Option<&stack::RawStack>,
     base: &mut [u8],
     abs: &'a mut [u8],
     abs2: &'a mut [u8],
@@ -254,7 +257,7 @@ unsafe fn assess<'a>(
     // SAFETY: the caller's contract.
     let path = unsafe { resolve(call.path, base, abs) };
     let path2 = call.path2.map(|p| unsafe { resolve(p, base, abs2) });
-    let stack = call.intent.is_write().then(stack::capture);
+    let stack = raw_stack.map(stack::symbolise_stack);
     let verdict = verdict(call, &path, path2.as_ref(), stack.as_ref());
     Assessed {
         path,
@@ -267,8 +270,12 @@ unsafe fn assess<'a>(
 /// Runs `real` on the program's paths, or on redirected ones, or not at all
 /// (deny), and logs the access. `real` receives the path pointers to use.
 ///
+/// Inlined into each hook so that a write's stack walk starts in the hook's
+/// frame (see `stack::capture_raw`).
+///
 /// # Safety
 /// The path arguments are what the program passed to the hooked function.
+#[inline(always)]
 pub unsafe fn file_access<R: Outcome>(
     call: Call,
     real: impl FnOnce(*const c_char, *const c_char) -> R,
@@ -291,15 +298,17 @@ pub unsafe fn file_access<R: Outcome>(
     let Some(_guard) = HookGuard::enter() else {
         return real(p1, p2);
     };
+    let raw_stack = is_write.then(stack::capture_raw);
+    let raw_stack = raw_stack.as_ref();
     SCRATCH.with(|cell| {
         // SAFETY: the HookGuard makes this the thread's only user.
         let s = unsafe { &mut *cell.get() };
         if may_act {
             // SAFETY: as for access().
-            unsafe { judge_then_call(&call, s, real) }
+            unsafe { judge_then_call(&call, raw_stack, s, real) }
         } else {
             // SAFETY: as for access().
-            unsafe { call_then_judge(&call, s, real) }
+            unsafe { call_then_judge(&call, raw_stack, s, real) }
         }
     })
 }
@@ -309,6 +318,7 @@ pub unsafe fn file_access<R: Outcome>(
 /// without us, and is not logged).
 unsafe fn call_then_judge<R: Outcome>(
     call: &Call,
+    raw_stack: Option<&stack::RawStack>,
     s: &mut Scratch,
     real: impl FnOnce(*const c_char, *const c_char) -> R,
 ) -> R {
@@ -326,7 +336,7 @@ unsafe fn call_then_judge<R: Outcome>(
             base, abs, abs2, ..
         } = s;
         // SAFETY: the kernel read these paths (no EFAULT).
-        let a = unsafe { assess(call, base, abs, abs2) };
+        let a = unsafe { assess(call, raw_stack, base, abs, abs2) };
         // Deny and redirect were handled before the call; here only logging.
         let action = match policy().action_for(a.verdict, false) {
             Action::Redirected | Action::Denied => Action::Logged,
@@ -340,6 +350,7 @@ unsafe fn call_then_judge<R: Outcome>(
 /// Policy mode: decide before the call, because the call itself changes.
 unsafe fn judge_then_call<R: Outcome>(
     call: &Call,
+    raw_stack: Option<&stack::RawStack>,
     s: &mut Scratch,
     real: impl FnOnce(*const c_char, *const c_char) -> R,
 ) -> R {
@@ -351,7 +362,7 @@ unsafe fn judge_then_call<R: Outcome>(
         target2,
     } = s;
     // SAFETY: paths are the program's C strings (NULL is handled).
-    let a = unsafe { assess(call, base, abs, abs2) };
+    let a = unsafe { assess(call, raw_stack, base, abs, abs2) };
     let mut action = policy().action_for(a.verdict, state::worker().is_some());
     if call.makes_directory && action == Action::Redirected {
         action = Action::Logged;
@@ -599,8 +610,10 @@ fn finish(
             target,
         }),
     };
-    let c = common();
-    log::append(&|sink| encode_access(sink, &c, &event));
+    log::append(&AccessEvent {
+        common: common(),
+        access: event,
+    });
 }
 
 /// `mpaudit: rogue write <path> by <object>(<symbol>) pid <pid> worker <k> -> <action>`
@@ -642,8 +655,10 @@ pub fn log_process(p: &mpaudit_core::event::Process) {
     if !log::enabled() {
         return;
     }
-    let c = common();
-    log::append(&|sink| mpaudit_core::event::encode_process(sink, &c, p));
+    log::append(&ProcessEvent {
+        common: common(),
+        process: p,
+    });
 }
 
 /// Reroutes a call that only reads a path (stat, access, opendir, …) to its

@@ -16,6 +16,7 @@
 //!   with `pwrite` at its reserved offset: slower, never lost.
 
 use crate::sys;
+use mpaudit_core::event::Encode;
 use mpaudit_core::json::{Counter, Sink, SliceSink};
 use std::cell::{Cell, UnsafeCell};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
@@ -84,7 +85,7 @@ pub fn forget_after_fork() {
 /// into the log with one `memcpy`. When the buffer is in use (a signal
 /// handler logging while this thread logs) or the event does not fit, the
 /// event is encoded twice instead: once to size it, once into the log.
-pub fn append(encode: &dyn Fn(&mut dyn Sink)) {
+pub fn append<E: Encode>(event: &E) {
     let fd = FD.load(Relaxed);
     if fd < 0 {
         return;
@@ -96,12 +97,11 @@ pub fn append(encode: &dyn Fn(&mut dyn Sink)) {
                 // SAFETY: STAGE_BUSY makes this the thread's only user.
                 let buf = unsafe { &mut *cell.get() };
                 let mut sink = StageSink { buf, len: 0 };
-                encode(&mut sink);
+                event.encode(&mut sink);
                 if sink.len > STAGE_SIZE {
                     return false;
                 }
-                let bytes = &sink.buf[..sink.len];
-                write_reserved(fd, bytes.len() as u64, &|s| s.put(bytes));
+                write_reserved(fd, &Staged(&sink.buf[..sink.len]));
                 true
             })
             .unwrap_or(false);
@@ -110,18 +110,28 @@ pub fn append(encode: &dyn Fn(&mut dyn Sink)) {
             return;
         }
     }
-    let mut counter = Counter::default();
-    encode(&mut counter);
-    write_reserved(fd, counter.0 as u64, encode);
+    write_reserved(fd, event);
 }
 
-/// Reserves `len` bytes and writes them with `encode`: through the mapping
+/// An event already encoded in the staging buffer.
+struct Staged<'a>(&'a [u8]);
+
+impl Encode for Staged<'_> {
+    fn encode<S: Sink + ?Sized>(&self, s: &mut S) {
+        s.put(self.0)
+    }
+}
+
+/// Sizes the event, reserves its bytes and writes it: through the mapping
 /// when it can, else with pwrite.
-fn write_reserved(fd: i32, len: u64, encode: &dyn Fn(&mut dyn Sink)) {
+fn write_reserved<E: Encode>(fd: i32, event: &E) {
+    let mut counter = Counter::default();
+    event.encode(&mut counter);
+    let len = counter.0 as u64;
     let off = OFFSET.fetch_add(len, Relaxed);
     if !PWRITE_ONLY.load(Relaxed)
         && ensure_backed(fd, off + len)
-        && write_mapped(fd, off, len, encode)
+        && write_mapped(fd, off, len, event)
     {
         return;
     }
@@ -131,7 +141,7 @@ fn write_reserved(fd: i32, len: u64, encode: &dyn Fn(&mut dyn Sink)) {
         buf: [0; 512],
         n: 0,
     };
-    encode(&mut sink);
+    event.encode(&mut sink);
     sink.flush();
 }
 
@@ -151,7 +161,7 @@ struct StageSink<'a> {
 }
 
 impl Sink for StageSink<'_> {
-    #[inline]
+    #[inline(always)]
     fn put(&mut self, bytes: &[u8]) {
         let end = self.len + bytes.len();
         if end <= STAGE_SIZE {
@@ -183,7 +193,7 @@ fn ensure_backed(fd: i32, end: u64) -> bool {
     true
 }
 
-fn write_mapped(fd: i32, off: u64, len: u64, encode: &dyn Fn(&mut dyn Sink)) -> bool {
+fn write_mapped<E: Encode>(fd: i32, off: u64, len: u64, event: &E) -> bool {
     let window = off / WINDOW;
     if (off + len - 1) / WINDOW != window || len == 0 {
         return false;
@@ -214,7 +224,7 @@ fn write_mapped(fd: i32, off: u64, len: u64, encode: &dyn Fn(&mut dyn Sink)) -> 
         core::slice::from_raw_parts_mut((base + (off % WINDOW) as usize) as *mut u8, len as usize)
     };
     let mut sink = SliceSink::new(region);
-    encode(&mut sink);
+    event.encode(&mut sink);
     slot.users.fetch_sub(1, SeqCst);
     true
 }

@@ -24,29 +24,52 @@ extern "C" {
     fn _Unwind_GetIP(ctx: *mut UnwindContext) -> usize;
 }
 
-const MAX_RAW: usize = 48;
 const URC_NO_REASON: libc::c_int = 0;
 const URC_END_OF_STACK: libc::c_int = 5;
 
-struct Raw {
-    ips: [usize; MAX_RAW],
+/// The caller's return addresses, ours left out, innermost first.
+pub struct RawStack {
+    ips: [usize; MAX_FRAMES],
     n: usize,
 }
 
 extern "C" fn collect(ctx: *mut UnwindContext, arg: *mut libc::c_void) -> libc::c_int {
-    // SAFETY: arg is the &mut Raw passed to _Unwind_Backtrace below.
-    let raw = unsafe { &mut *(arg as *mut Raw) };
-    if raw.n >= MAX_RAW {
-        return URC_END_OF_STACK;
-    }
+    // SAFETY: arg is the &mut RawStack passed to _Unwind_Backtrace below.
+    let raw = unsafe { &mut *(arg as *mut RawStack) };
     // SAFETY: ctx is valid for the duration of the callback.
     let ip = unsafe { _Unwind_GetIP(ctx) };
     if ip == 0 {
         return URC_END_OF_STACK;
     }
+    if crate::state::is_own_address(ip) {
+        return URC_NO_REASON;
+    }
     raw.ips[raw.n] = ip;
     raw.n += 1;
-    URC_NO_REASON
+    // An event keeps MAX_FRAMES frames: walking further (job stacks are
+    // often 40 deep) is wasted work.
+    if raw.n == MAX_FRAMES {
+        URC_END_OF_STACK
+    } else {
+        URC_NO_REASON
+    }
+}
+
+/// Walks the caller's stack. Always inlined, and called straight from the
+/// hook (`audit::file_access` is inlined too): the walk then starts in the
+/// hook's own frame, and every frame of ours it passes costs ~2,000
+/// instructions of DWARF interpretation in libgcc.
+#[inline(always)]
+pub fn capture_raw() -> RawStack {
+    // The unwinder may touch errno; the program must not see it change.
+    let _errno = crate::sys::ErrnoGuard::save();
+    let mut raw = RawStack {
+        ips: [0; MAX_FRAMES],
+        n: 0,
+    };
+    // SAFETY: collect only writes into raw.
+    unsafe { _Unwind_Backtrace(collect, &mut raw as *mut RawStack as *mut libc::c_void) };
+    raw
 }
 
 /// A symbolised frame plus its class.
@@ -63,13 +86,8 @@ pub struct Stack {
     pub component: Option<usize>,
 }
 
-pub fn capture() -> Stack {
-    let mut raw = Raw {
-        ips: [0; MAX_RAW],
-        n: 0,
-    };
-    // SAFETY: collect only writes into raw.
-    unsafe { _Unwind_Backtrace(collect, &mut raw as *mut Raw as *mut libc::c_void) };
+/// Names and classifies the frames of `raw` and picks the component.
+pub fn symbolise_stack(raw: &RawStack) -> Stack {
     let mut out = Stack {
         frames: [Frame::default(); MAX_FRAMES],
         n: 0,

@@ -129,6 +129,8 @@ static MAIN_BASE: AtomicUsize = AtomicUsize::new(0);
 /// Load address of libmpaudit.so itself: its frames are ours whatever the
 /// file is called.
 static OWN_BASE: AtomicUsize = AtomicUsize::new(0);
+/// End of our highest loaded segment: [OWN_BASE, OWN_END) holds our code.
+static OWN_END: AtomicUsize = AtomicUsize::new(0);
 /// argv of this image, kept to describe forked children.
 static ARGC: AtomicI32 = AtomicI32::new(0);
 static ARGV: AtomicUsize = AtomicUsize::new(0);
@@ -161,6 +163,40 @@ pub fn main_base() -> usize {
 }
 pub fn own_base() -> usize {
     OWN_BASE.load(Relaxed)
+}
+/// Whether `addr` lies in libmpaudit.so's loaded segments.
+#[inline]
+pub fn is_own_address(addr: usize) -> bool {
+    addr >= OWN_BASE.load(Relaxed) && addr < OWN_END.load(Relaxed)
+}
+
+/// Finds where our segments end (at load time: dl_iterate_phdr takes the
+/// loader's lock, so never from a hook).
+fn find_own_end(base: usize) {
+    unsafe extern "C" fn visit(
+        info: *mut libc::dl_phdr_info,
+        _size: libc::size_t,
+        data: *mut libc::c_void,
+    ) -> libc::c_int {
+        // SAFETY: the loader passes a valid info; data is the base we gave.
+        let (info, base) = unsafe { (&*info, *(data as *const usize)) };
+        if info.dlpi_addr as usize != base {
+            return 0;
+        }
+        let mut end = 0;
+        for i in 0..info.dlpi_phnum as usize {
+            // SAFETY: dlpi_phdr has dlpi_phnum entries.
+            let ph = unsafe { &*info.dlpi_phdr.add(i) };
+            if ph.p_type == libc::PT_LOAD {
+                end = end.max(base + (ph.p_vaddr + ph.p_memsz) as usize);
+            }
+        }
+        OWN_END.store(end, Relaxed);
+        1
+    }
+    let mut data = base;
+    // SAFETY: visit only reads the loader's program headers.
+    unsafe { libc::dl_iterate_phdr(Some(visit), &mut data as *mut usize as *mut libc::c_void) };
 }
 pub fn exe() -> &'static [u8] {
     SAVED.get().exe.as_bytes()
@@ -263,6 +299,7 @@ pub unsafe fn init(argc: i32, argv: *const *const libc::c_char, envp: *const *co
         && !info.dli_fname.is_null()
     {
         OWN_BASE.store(info.dli_fbase as usize, Relaxed);
+        find_own_end(info.dli_fbase as usize);
         // SAFETY: loader-owned C string.
         saved
             .lib_path

@@ -4,7 +4,7 @@
 //! [`crate::json::Counter`] to size the event and once into the log itself.
 
 use crate::flags::{put_flag_names, OpenIntent};
-use crate::json::{is_utf8, put_bool, put_hex_string, put_i64, put_str, put_u64, Sink};
+use crate::json::{put_bool, put_hex_string, put_i64, put_str, put_str_checked, put_u64, Sink};
 
 pub const SCHEMA_VERSION: u64 = 1;
 /// Frames kept in an event's `stack`.
@@ -80,6 +80,37 @@ impl Strings for &[&[u8]] {
     }
 }
 
+/// An event that can be encoded into any sink. Generic rather than
+/// `&mut dyn Sink`: the library's log path is then compiled per sink, with
+/// the ~40 small writes of an event inlined instead of one virtual call each.
+pub trait Encode {
+    fn encode<S: Sink + ?Sized>(&self, s: &mut S);
+}
+
+pub struct AccessEvent<'a> {
+    pub common: Common,
+    pub access: Access<'a>,
+}
+
+impl Encode for AccessEvent<'_> {
+    #[inline]
+    fn encode<S: Sink + ?Sized>(&self, s: &mut S) {
+        encode_access(s, &self.common, &self.access)
+    }
+}
+
+pub struct ProcessEvent<'a> {
+    pub common: Common,
+    pub process: &'a Process<'a>,
+}
+
+impl Encode for ProcessEvent<'_> {
+    #[inline]
+    fn encode<S: Sink + ?Sized>(&self, s: &mut S) {
+        encode_process(s, &self.common, self.process)
+    }
+}
+
 pub enum Process<'a> {
     Start {
         argv: &'a dyn Strings,
@@ -141,8 +172,7 @@ fn put_path_field<S: Sink + ?Sized>(s: &mut S, key: &str, value: Option<&[u8]>) 
     match value {
         None => s.put(b"null"),
         Some(v) => {
-            put_str(s, v);
-            if !is_utf8(v) {
+            if !put_str_checked(s, v) {
                 s.put(b",\"");
                 s.put(key.as_bytes());
                 s.put(b"_hex\":");

@@ -63,11 +63,43 @@ impl Sink for Vec<u8> {
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
+/// Bytes a JSON string holds as they are: printable ASCII but `"` and `\`.
+const PLAIN: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0x20;
+    while b < 0x7f {
+        t[b] = b != b'"' as usize && b != b'\\' as usize;
+        b += 1;
+    }
+    t
+};
+
 /// Writes `bytes` as a JSON string (with quotes). Invalid UTF-8 sequences
 /// become U+FFFD, so the output is always valid JSON; callers that must keep
-/// the exact bytes also write them with [`put_hex_string`].
+/// the exact bytes use [`put_str_checked`] and [`put_hex_string`].
+#[inline]
 pub fn put_str<S: Sink + ?Sized>(s: &mut S, bytes: &[u8]) {
+    put_str_checked(s, bytes);
+}
+
+/// [`put_str`], returning whether `bytes` was valid UTF-8 (the JSON string
+/// is then exact). Paths are nearly always plain ASCII: one table scan, one
+/// write.
+#[inline]
+pub fn put_str_checked<S: Sink + ?Sized>(s: &mut S, bytes: &[u8]) -> bool {
     s.put(b"\"");
+    let exact = if bytes.iter().all(|&b| PLAIN[b as usize]) {
+        s.put(bytes);
+        true
+    } else {
+        put_str_escaped(s, bytes)
+    };
+    s.put(b"\"");
+    exact
+}
+
+fn put_str_escaped<S: Sink + ?Sized>(s: &mut S, bytes: &[u8]) -> bool {
+    let mut exact = true;
     let mut rest = bytes;
     while !rest.is_empty() {
         match core::str::from_utf8(rest) {
@@ -76,6 +108,7 @@ pub fn put_str<S: Sink + ?Sized>(s: &mut S, bytes: &[u8]) {
                 break;
             }
             Err(e) => {
+                exact = false;
                 let (valid, after) = rest.split_at(e.valid_up_to());
                 put_escaped(s, valid);
                 s.put("\u{FFFD}".as_bytes());
@@ -84,7 +117,7 @@ pub fn put_str<S: Sink + ?Sized>(s: &mut S, bytes: &[u8]) {
             }
         }
     }
-    s.put(b"\"");
+    exact
 }
 
 /// Escapes valid UTF-8: quotes, backslashes and control characters.
@@ -133,16 +166,35 @@ pub fn put_hex_string<S: Sink + ?Sized>(s: &mut S, bytes: &[u8]) {
     s.put(b"\"");
 }
 
+/// "00" "01" … "99": two digits per division.
+const DIGIT_PAIRS: [u8; 200] = {
+    let mut t = [0u8; 200];
+    let mut i = 0;
+    while i < 100 {
+        t[2 * i] = b'0' + (i / 10) as u8;
+        t[2 * i + 1] = b'0' + (i % 10) as u8;
+        i += 1;
+    }
+    t
+};
+
+#[inline]
 pub fn put_u64<S: Sink + ?Sized>(s: &mut S, mut v: u64) {
     let mut tmp = [0u8; 20];
     let mut i = tmp.len();
-    loop {
+    while v >= 100 {
+        let d = (v % 100) as usize * 2;
+        v /= 100;
+        i -= 2;
+        tmp[i..i + 2].copy_from_slice(&DIGIT_PAIRS[d..d + 2]);
+    }
+    if v >= 10 {
+        let d = v as usize * 2;
+        i -= 2;
+        tmp[i..i + 2].copy_from_slice(&DIGIT_PAIRS[d..d + 2]);
+    } else {
         i -= 1;
-        tmp[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
+        tmp[i] = b'0' + v as u8;
     }
     s.put(&tmp[i..]);
 }
@@ -197,7 +249,48 @@ mod tests {
     }
 
     #[test]
+    fn put_str_says_whether_the_bytes_were_exact() {
+        let mut v = Vec::new();
+        assert!(put_str_checked(&mut v, b"plain/ascii.txt"));
+        assert!(put_str_checked(&mut v, "ünï\"q".as_bytes()));
+        assert!(!put_str_checked(&mut v, b"bad\xff"));
+        assert_eq!(
+            String::from_utf8(v).unwrap(),
+            "\"plain/ascii.txt\"\"ünï\\\"q\"\"bad\u{FFFD}\""
+        );
+    }
+
+    #[test]
+    fn every_byte_round_trips_or_is_replaced() {
+        for b in 0u8..=255 {
+            let input = [b'a', b, b'z'];
+            let out = enc(&input);
+            let back: String = serde_json::from_str(&out).unwrap();
+            match core::str::from_utf8(&input) {
+                Ok(text) => assert_eq!(back, text),
+                Err(_) => assert_eq!(back, "a\u{FFFD}z"),
+            }
+        }
+    }
+
+    #[test]
     fn numbers() {
+        for v in [
+            0u64,
+            9,
+            10,
+            99,
+            100,
+            101,
+            999,
+            1000,
+            12345,
+            1795296063879000442,
+        ] {
+            let mut out = Vec::new();
+            put_u64(&mut out, v);
+            assert_eq!(String::from_utf8(out).unwrap(), v.to_string());
+        }
         let mut v = Vec::new();
         put_i64(&mut v, i64::MIN);
         v.push(b' ');
