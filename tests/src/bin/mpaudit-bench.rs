@@ -105,6 +105,9 @@ fn die(msg: &str) -> ! {
 /// One finished run: wall time, the child's peak RSS, its exit code.
 struct Sample {
     secs: f64,
+    /// User + system CPU time of the child and its reaped descendants:
+    /// steadier than wall time when other work shares the machine.
+    cpu_secs: f64,
     maxrss_kib: u64,
     code: i32,
 }
@@ -139,8 +142,10 @@ fn time(cmd: &mut Command) -> Sample {
     } else {
         128 + libc::WTERMSIG(status)
     };
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
     Sample {
         secs,
+        cpu_secs: tv(ru.ru_utime) + tv(ru.ru_stime),
         maxrss_kib: ru.ru_maxrss as u64,
         code,
     }
@@ -168,6 +173,9 @@ struct Row {
     config: String,
     /// Err: skipped, with the reason.
     samples: Result<Vec<f64>, String>,
+    /// CPU seconds of the same runs, and the ratio of their median to bare's.
+    cpu: Vec<f64>,
+    cpu_ratio: Option<f64>,
     target: Option<f64>,
     /// Ratio to this row's own bare (index into the rows of the group).
     ratio: Option<f64>,
@@ -196,6 +204,7 @@ fn interleave(
         .iter()
         .map(|c| (c.make)().map(|_| Vec::new()))
         .collect();
+    let mut cpu: Vec<Vec<f64>> = configs.iter().map(|_| Vec::new()).collect();
     for run in 0..runs {
         for (i, c) in configs.iter().enumerate() {
             let Ok(v) = &mut samples[i] else { continue };
@@ -207,24 +216,32 @@ fn interleave(
                 continue;
             }
             v.push(s.secs);
+            cpu[i].push(s.cpu_secs);
         }
         eprint!(".");
     }
     eprintln!(" {workload}");
     let base = samples[0].as_ref().ok().map(|v| median(v));
+    let base_cpu = (!cpu[0].is_empty()).then(|| median(&cpu[0]));
     configs
         .iter()
-        .zip(samples)
+        .zip(samples.into_iter().zip(cpu))
         .enumerate()
-        .map(|(i, (c, s))| {
+        .map(|(i, (c, (s, cpu)))| {
             let ratio = match (&s, base) {
                 (Ok(v), Some(b)) if b > 0.0 => Some(median(v) / b),
+                _ => None,
+            };
+            let cpu_ratio = match base_cpu {
+                Some(b) if b > 0.0 && !cpu.is_empty() => Some(median(&cpu) / b),
                 _ => None,
             };
             Row {
                 workload: workload.to_string(),
                 config: c.name.to_string(),
                 samples: s,
+                cpu,
+                cpu_ratio,
                 target: targets.get(i).copied().flatten(),
                 ratio,
             }
@@ -536,6 +553,8 @@ fn main() {
                 workload: sname,
                 config: "strace -f -e trace=%file -o /dev/null".into(),
                 samples: Err("skipped: strace is not installed".into()),
+                cpu: Vec::new(),
+                cpu_ratio: None,
                 target: None,
                 ratio: None,
             });
@@ -680,6 +699,8 @@ fn skipped(workload: &str, config: &str, why: &str) -> Row {
         workload: workload.into(),
         config: config.into(),
         samples: Err(why.into()),
+        cpu: Vec::new(),
+        cpu_ratio: None,
         target: None,
         ratio: None,
     }
@@ -884,8 +905,8 @@ fn render(
         o.scale,
         if o.debug { "DEBUG" } else { "release" }
     );
-    t += "| workload | configuration | median | min–max | ratio to bare | target | met |\n";
-    t += "|---|---|---|---|---|---|---|\n";
+    t += "| workload | configuration | median | min–max | ratio to bare | target | met | CPU median | CPU ratio |\n";
+    t += "|---|---|---|---|---|---|---|---|---|\n";
     let mut bare_median = std::collections::HashMap::new();
     for r in rows {
         if r.config == "bare" {
@@ -931,8 +952,17 @@ fn render(
                 _ => (String::new(), String::new()),
             }
         };
+        let (cpu_med, cpu_ratio) = if r.cpu.is_empty() {
+            (String::new(), String::new())
+        } else {
+            let ratio = match r.cpu_ratio {
+                Some(x) if !r.workload.starts_with("true") => format!("{x:.2}x"),
+                _ => String::new(),
+            };
+            (fmt_s(median(&r.cpu)), ratio)
+        };
         t += &format!(
-            "| {} | {} | {med} | {range} | {ratio} | {target} | {met} |\n",
+            "| {} | {} | {med} | {range} | {ratio} | {target} | {met} | {cpu_med} | {cpu_ratio} |\n",
             r.workload, r.config
         );
     }

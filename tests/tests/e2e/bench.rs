@@ -76,3 +76,46 @@ e2e!(benchmark_runs_and_prints_every_row, |dir| {
     // A row that failed says so instead of a time.
     assert!(!text.contains("failed: exit status"), "{text}");
 });
+
+e2e!(benchmark_only_runs_the_parts_it_is_given, |dir| {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_mpaudit-bench"));
+    cmd.args([
+        "--debug",
+        "--scale",
+        "1000",
+        "--runs",
+        "1",
+        "--only",
+        "read,memory",
+        "--dir",
+    ])
+    .arg(&dir.path);
+    let out = run(&mut cmd, std::time::Duration::from_secs(600));
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}");
+    let workloads: std::collections::BTreeSet<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| workload"))
+        .filter_map(|l| l.split(" | ").next())
+        .collect();
+    assert_eq!(
+        workloads,
+        [
+            "| VmRSS",
+            "| VmSize",
+            "| per-process memory",
+            "| read: open+close existing file",
+            "| read: open+close existing file (n/20)"
+        ]
+        .into_iter()
+        .collect(),
+        "{text}"
+    );
+    let mut bad = std::process::Command::new(env!("CARGO_BIN_EXE_mpaudit-bench"));
+    let out = run(
+        bad.args(["--only", "reads"]),
+        std::time::Duration::from_secs(60),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown part \"reads\""));
+});
