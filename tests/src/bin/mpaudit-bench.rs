@@ -318,14 +318,18 @@ fn machine(dir: &Path) -> String {
 fn compile_bench(out_dir: &Path) -> PathBuf {
     std::fs::create_dir_all(out_dir).expect("fixture dir");
     let out = out_dir.join("bench");
+    // Built under a private name and renamed into place: two benchmarks
+    // running at once (the smoke tests) must never run a half-written file.
+    let tmp = out_dir.join(format!("bench.{}.tmp", std::process::id()));
     let src = workspace_root().join("tests/fixtures/bench.c");
     let st = Command::new("cc")
         .args(["-O2", "-pthread", "-o"])
-        .arg(&out)
+        .arg(&tmp)
         .arg(&src)
         .status()
         .expect("run cc");
     assert!(st.success(), "cc failed on {}", src.display());
+    std::fs::rename(&tmp, &out).expect("rename the workload into place");
     out
 }
 
