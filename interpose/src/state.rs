@@ -383,9 +383,10 @@ fn init_policy_dirs(saved: &mut Saved, dirs: &DirSettings) {
     if !dirs.user_allow.is_empty() {
         add(&[dirs.user_allow]);
     }
-    add(&[b"/dev/**:/proc/**:/sys/**"]);
-    // The temporary directory is allowed too, but outside the job directory
-    // only (a job may run in /tmp): see `audit::verdict`.
+    add(&[b"/proc/**:/sys/**"]);
+    // /dev and the temporary directory are allowed too, but outside the job
+    // directory only (a job may run in /tmp or /dev/shm): see
+    // `audit::is_scratch`.
     let mut t = [0u8; 4096];
     let tn = absolutize(dirs.tmpdir, None, &mut t).unwrap_or(0);
     saved.tmpdir.set(&t[..tn]);

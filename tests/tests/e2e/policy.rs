@@ -333,3 +333,31 @@ e2e!(
         let _ = std::fs::remove_file(&scratch);
     }
 );
+
+// Regression: `/dev/**` was allowed wholesale, so a job run from /dev/shm
+// (as the benchmark did) had every write judged "allowed".
+e2e!(
+    regression_a_job_directory_inside_dev_shm_is_still_audited,
+    |dir| {
+        let shm = std::path::Path::new("/dev/shm");
+        if !shm.is_dir() {
+            eprintln!("skipped: no /dev/shm here");
+            return;
+        }
+        let job = shm.join(format!("mpaudit-e2e-job-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&job);
+        std::fs::create_dir_all(&job).unwrap();
+        let mut cmd = dir.audited("bash");
+        cmd.current_dir(&job)
+            .env("MPAUDIT_ACTION", "log")
+            .env_remove("MPAUDIT_JOB_DIR")
+            .args(["-c", "echo x > in-job.txt; echo y > /dev/null"]);
+        run_ok(&mut cmd);
+        let ev = dir.events();
+        assert_eq!(accesses(&ev, "in-job.txt")[0]["verdict"], "rogue");
+        let null: Vec<_> = ev.iter().filter(|e| e["abs"] == "/dev/null").collect();
+        assert!(!null.is_empty(), "no /dev/null event: {:?}", ops(&ev));
+        assert!(null.iter().all(|e| e["verdict"] == "allowed"));
+        let _ = std::fs::remove_dir_all(&job);
+    }
+);
