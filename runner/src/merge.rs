@@ -593,14 +593,9 @@ fn command(template: &[String], inputs: &[PathBuf], out: &Path, s: &Setup) -> Re
         .stderr(err)
         .spawn()
         .map_err(|e| format!("cannot run {}: {e}", template[0]))?;
-    let start = Instant::now();
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(st)) => break st,
-            Ok(None) => {}
-            Err(e) => return Err(format!("waiting for {}: {e}", template[0])),
-        }
-        if s.timeout.is_some_and(|t| start.elapsed() > t) {
+    let status = match wait_timeout(&mut child, s.timeout) {
+        Ok(Some(st)) => st,
+        Ok(None) => {
             let _ = child.kill();
             let _ = child.wait();
             return Err(format!(
@@ -608,7 +603,7 @@ fn command(template: &[String], inputs: &[PathBuf], out: &Path, s: &Setup) -> Re
                 template[0]
             ));
         }
-        std::thread::sleep(Duration::from_millis(20));
+        Err(e) => return Err(format!("waiting for {}: {e}", template[0])),
     };
     if status.success() {
         return Ok(());
@@ -626,6 +621,54 @@ fn command(template: &[String], inputs: &[PathBuf], out: &Path, s: &Setup) -> Re
         format!("{} failed ({how})", template[0])
     } else {
         format!("{} failed ({how}): {}", template[0], tail.join(" | "))
+    })
+}
+
+/// Waits for `child` to exit, for at most `limit` (`None`: no limit).
+/// `Ok(None)`: still running at the limit. It sleeps in `poll` on a pidfd,
+/// which wakes the moment the child exits; where pidfds are not available
+/// (Linux before 5.3, some sandboxes), it checks every 20 ms instead.
+fn wait_timeout(
+    child: &mut std::process::Child,
+    limit: Option<Duration>,
+) -> std::io::Result<Option<std::process::ExitStatus>> {
+    let Some(limit) = limit else {
+        return child.wait().map(Some);
+    };
+    let deadline = Instant::now() + limit;
+    let pidfd = pidfd_open(child.id());
+    loop {
+        if let Some(st) = child.try_wait()? {
+            return Ok(Some(st));
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(None);
+        }
+        match &pidfd {
+            Some(fd) => {
+                let mut p = libc::pollfd {
+                    fd: std::os::fd::AsRawFd::as_raw_fd(fd),
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                // Whole milliseconds, rounded up: never a busy loop.
+                let ms = left.as_micros().div_ceil(1000).min(i32::MAX as u128) as libc::c_int;
+                // SAFETY: one valid pollfd. EINTR and the rest: try again.
+                unsafe { libc::poll(&mut p, 1, ms) };
+            }
+            None => std::thread::sleep(left.min(Duration::from_millis(20))),
+        }
+    }
+}
+
+/// A pidfd for our own unreaped child (its pid cannot be reused meanwhile).
+fn pidfd_open(pid: u32) -> Option<std::os::fd::OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags; it returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    // SAFETY: a fresh fd that nothing else owns.
+    (fd >= 0).then(|| unsafe {
+        <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as libc::c_int)
     })
 }
 
@@ -909,6 +952,42 @@ mod tests {
             "{why}"
         );
         assert!(!d.join("h").exists());
+    }
+
+    #[test]
+    fn a_merge_command_is_waited_for_and_stopped_at_the_timeout() {
+        let ok = |cmd: &str| Command::new("sh").args(["-c", cmd]).spawn().unwrap();
+        let mut c = ok("exit 3");
+        let st = wait_timeout(&mut c, Some(Duration::from_secs(60))).unwrap();
+        assert_eq!(st.and_then(|s| s.code()), Some(3));
+        let st = wait_timeout(&mut ok("exit 0"), None).unwrap();
+        assert!(st.is_some_and(|s| s.success()));
+        let mut c = ok("sleep 30");
+        assert!(wait_timeout(&mut c, Some(Duration::from_millis(50)))
+            .unwrap()
+            .is_none());
+        c.kill().unwrap();
+        c.wait().unwrap();
+
+        let d = tmp("cmd-timeout");
+        let w = d.join("mpaudit-workers");
+        std::fs::create_dir_all(&w).unwrap();
+        let input = d.join("i0");
+        std::fs::write(&input, "1\n").unwrap();
+        let s = Setup {
+            timeout: Some(Duration::from_millis(50)),
+            ..setup(&d, &w, &[])
+        };
+        let t: Vec<String> = ["sleep", "30"].iter().map(|s| s.to_string()).collect();
+        let r = merge_one(&Merger::Command(t), &[input], &d.join("out"), None, &s);
+        let Err(Refusal::Failed(why)) = r else {
+            panic!("{r:?}")
+        };
+        assert!(
+            why.contains("did not finish within the job's timeout"),
+            "{why}"
+        );
+        assert!(!d.join("out").exists());
     }
 
     #[test]

@@ -24,7 +24,13 @@ use crate::plan::Plan;
 use crate::procs;
 
 const TICK: Duration = Duration::from_millis(50);
+/// Memory samples: every 250 ms, less often when a pass costs more than
+/// 1% of a CPU (a pass reads `smaps_rollup`, whose cost grows with the
+/// workers' resident memory: ~15 ms of CPU per GiB of 4 KiB pages), but
+/// at least every 10 s.
 const SAMPLE_EVERY: Duration = Duration::from_millis(250);
+const SAMPLE_COST_FACTOR: u32 = 100;
+const SAMPLE_AT_LEAST: Duration = Duration::from_secs(10);
 const STATUS_EVERY: Duration = Duration::from_millis(500);
 
 /// Why the runner stopped a process.
@@ -347,8 +353,9 @@ impl Dispatcher<'_> {
                 self.signal_all(Signal::SIGKILL);
             }
             if now >= next_sample && !self.all_done() {
+                let cpu = thread_cpu_time();
                 self.sample_memory();
-                next_sample = now + SAMPLE_EVERY;
+                next_sample = now + sample_interval(thread_cpu_time().saturating_sub(cpu));
             }
             if now >= next_status {
                 let (running, done) = self.counts();
@@ -528,6 +535,29 @@ impl Dispatcher<'_> {
     }
 }
 
+/// The wait before the next memory sample, after a pass that cost `cost`
+/// of CPU time.
+fn sample_interval(cost: Duration) -> Duration {
+    cost.saturating_mul(SAMPLE_COST_FACTOR)
+        .clamp(SAMPLE_EVERY, SAMPLE_AT_LEAST)
+}
+
+/// CPU time used by the calling thread (zero if the clock is unavailable).
+fn thread_cpu_time() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid timespec out-pointer.
+    if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) } != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(
+        ts.tv_sec.max(0) as u64,
+        ts.tv_nsec.clamp(0, 999_999_999) as u32,
+    )
+}
+
 fn libc_sigset_empty() -> libc::sigset_t {
     // SAFETY: sigemptyset initialises the set it is given.
     unsafe {
@@ -657,4 +687,27 @@ pub fn signal_name(sig: i32) -> String {
     Signal::try_from(sig)
         .map(|s| s.as_str().to_string())
         .unwrap_or_else(|_| format!("signal {sig}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_samples_keep_within_their_cpu_budget() {
+        let ms = Duration::from_millis;
+        // Cheap passes: every 250 ms.
+        assert_eq!(sample_interval(Duration::ZERO), ms(250));
+        assert_eq!(sample_interval(ms(2)), ms(250));
+        // Dearer ones: 1% of a CPU, at least every 10 s.
+        assert_eq!(sample_interval(ms(6)), ms(600));
+        assert_eq!(sample_interval(ms(240)), ms(10_000));
+        assert_eq!(sample_interval(Duration::MAX), ms(10_000));
+        let a = thread_cpu_time();
+        let mut x = 0u64;
+        for i in 0..1_000_000u64 {
+            x = std::hint::black_box(x.wrapping_add(i));
+        }
+        assert!(thread_cpu_time() > a, "{x}");
+    }
 }

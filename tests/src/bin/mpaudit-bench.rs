@@ -377,6 +377,8 @@ fn main() {
     let sc = o.scale;
 
     let mut rows: Vec<Row> = Vec::new();
+    // Lines printed under the table.
+    let mut notes: Vec<String> = Vec::new();
 
     // ---- micro workloads ----
     let micro: [(&str, Vec<String>, Option<f64>); 4] = [
@@ -609,6 +611,11 @@ fn main() {
     let example = root.join("examples/athena-like");
     let athena_name = "athena-like example job (4 workers)";
     let athena_mpaudit = "mpaudit run job.toml (end to end)";
+    // The bare job never merges the per-worker files its framework writes
+    // (mpaudit-workers/worker_<k>/hist.txt); `mpaudit run` does, with the
+    // job's [merge] command. This row does that same work after the bare
+    // job, so the runner's own overhead can be told from the merge's.
+    let athena_merge = "bare, then the same [merge] command (sh -c)";
     if !o.wants("athena") {
     } else if example.join("job.toml").is_file() {
         let built = !example.join("build.sh").is_file()
@@ -616,12 +623,18 @@ fn main() {
                 .arg(example.join("build.sh"))
                 .status()
                 .is_ok_and(|s| s.success());
-        let command = job_command(&example.join("job.toml"));
+        let job_text = std::fs::read_to_string(example.join("job.toml")).unwrap_or_default();
+        let command = job_command(&job_text);
+        let merge_line = command
+            .as_deref()
+            .and_then(|c| bare_then_merge(c, &merge_commands(&job_text)));
         match (built, command) {
             (true, Some(command)) => {
                 let a = work.join("athena-bare");
                 let b = work.join("athena-run");
-                let (ex1, ex2, a1, b1) = (example.clone(), example.clone(), a.clone(), b.clone());
+                let m = work.join("athena-merge");
+                let (ex1, ex2, ex3) = (example.clone(), example.clone(), example.clone());
+                let (a1, b1, m1) = (a.clone(), b.clone(), m.clone());
                 let (a2, b2, r) = (a.clone(), b.clone(), runner.clone());
                 let l = lib.clone();
                 let configs = vec![
@@ -655,8 +668,35 @@ fn main() {
                             copy_dir(&ex2, &b1);
                         }),
                     },
+                    Config {
+                        name: athena_merge,
+                        make: Box::new(move || {
+                            let line = merge_line.as_ref().ok_or(
+                                "skipped: no [merge] command over plain file names in job.toml",
+                            )?;
+                            let mut c = Command::new("sh");
+                            c.args(["-c", line])
+                                .env("ATHENA_PROC_NUMBER", "4")
+                                .current_dir(&m);
+                            Ok(quiet(c))
+                        }),
+                        ok_codes: &[0],
+                        prepare: Box::new(move || {
+                            rm(&m1);
+                            copy_dir(&ex3, &m1);
+                        }),
+                    },
                 ];
-                rows.extend(interleave(athena_name, &configs, runs, &[None, Some(1.03)]));
+                let r = interleave(athena_name, &configs, runs, &[None, Some(1.03), None]);
+                if let (Ok(run), Ok(merged)) = (&r[1].samples, &r[2].samples) {
+                    notes.push(format!(
+                        "athena-like: `{athena_mpaudit}` against `{athena_merge}` \
+                         (the same work without mpaudit): {:.2}x, +{:.1} ms (medians)",
+                        median(run) / median(merged),
+                        (median(run) - median(merged)) * 1000.0
+                    ));
+                }
+                rows.extend(r);
             }
             (built, _) => {
                 let why = if built {
@@ -664,13 +704,13 @@ fn main() {
                 } else {
                     "skipped: examples/athena-like/build.sh failed"
                 };
-                for c in ["bare", athena_mpaudit] {
+                for c in ["bare", athena_mpaudit, athena_merge] {
                     rows.push(skipped(athena_name, c, why));
                 }
             }
         }
     } else {
-        for c in ["bare", athena_mpaudit] {
+        for c in ["bare", athena_mpaudit, athena_merge] {
             rows.push(skipped(
                 athena_name,
                 c,
@@ -690,7 +730,14 @@ fn main() {
     };
 
     rm(&work);
-    let text = render(&o, &machine(&scratch_parent), &rows, mem.as_ref(), &report);
+    let text = render(
+        &o,
+        &machine(&scratch_parent),
+        &rows,
+        &notes,
+        mem.as_ref(),
+        &report,
+    );
     print!("{text}");
     if let Some(out) = &o.output {
         std::fs::write(out, &text).unwrap_or_else(|e| die(&format!("{}: {e}", out.display())));
@@ -710,26 +757,82 @@ fn skipped(workload: &str, config: &str, why: &str) -> Row {
     }
 }
 
-/// `command = [...]` of the `[job]` table: a TOML array of plain strings
-/// is also a JSON array.
-fn job_command(job: &Path) -> Option<Vec<String>> {
-    let text = std::fs::read_to_string(job).ok()?;
-    let mut in_job = false;
+/// The `key = value` lines of a job file's `[table]`, as text: the crude
+/// reading the benchmark needs (one line per entry), not a TOML parser.
+fn table_entries<'t>(text: &'t str, table: &str) -> Vec<(&'t str, &'t str)> {
+    let mut out = Vec::new();
+    let mut inside = false;
     for line in text.lines() {
         let t = line.trim();
         if t.starts_with('[') && !t.starts_with("[[") && t.ends_with(']') && !t.contains('=') {
-            in_job = t == "[job]";
+            inside = t == format!("[{table}]");
             continue;
         }
-        if in_job {
-            if let Some(rest) = t.strip_prefix("command") {
-                let v = rest.trim_start().strip_prefix('=')?.trim();
-                let cmd: Vec<String> = serde_json::from_str(v).ok()?;
-                return (!cmd.is_empty()).then_some(cmd);
+        if inside && !t.starts_with('#') {
+            if let Some((k, v)) = t.split_once('=') {
+                out.push((k.trim(), v.trim()));
             }
         }
     }
-    None
+    out
+}
+
+/// `command = [...]` of the `[job]` table: a TOML array of plain strings
+/// is also a JSON array.
+fn job_command(text: &str) -> Option<Vec<String>> {
+    let (_, v) = table_entries(text, "job")
+        .into_iter()
+        .find(|(k, _)| *k == "command")?;
+    let cmd: Vec<String> = serde_json::from_str(v).ok()?;
+    (!cmd.is_empty()).then_some(cmd)
+}
+
+/// The `[merge]` rules whose merger is a command: (glob, template).
+fn merge_commands(text: &str) -> Vec<(String, Vec<String>)> {
+    table_entries(text, "merge")
+        .into_iter()
+        .filter_map(|(k, v)| {
+            let glob = serde_json::from_str::<String>(k).unwrap_or_else(|_| k.to_string());
+            let template: Vec<String> = serde_json::from_str(v).ok()?;
+            (!template.is_empty()).then_some((glob, template))
+        })
+        .collect()
+}
+
+fn sh_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+/// A shell line that runs the job, then each merge command over the files
+/// its workers wrote in their own directories (mpaudit-workers/worker_<k>/,
+/// the framework's default), as `mpaudit run` does after the job. Only for
+/// rules over a plain file name in the job directory (the output's name).
+fn bare_then_merge(command: &[String], merges: &[(String, Vec<String>)]) -> Option<String> {
+    if merges.is_empty() {
+        return None;
+    }
+    let mut parts = vec![command
+        .iter()
+        .map(|a| sh_quote(a))
+        .collect::<Vec<_>>()
+        .join(" ")];
+    for (glob, template) in merges {
+        if glob.contains(['/', '*', '?', '[', '{']) {
+            return None;
+        }
+        let args: Vec<String> = template
+            .iter()
+            .map(|a| {
+                if a == "{inputs}" {
+                    format!("mpaudit-workers/worker_*/{}", sh_quote(glob))
+                } else {
+                    sh_quote(&a.replace("{output}", glob))
+                }
+            })
+            .collect();
+        parts.push(args.join(" "));
+    }
+    Some(parts.join(" && "))
 }
 
 struct Memory {
@@ -898,6 +1001,7 @@ fn render(
     o: &Opts,
     machine: &str,
     rows: &[Row],
+    notes: &[String],
     mem: Option<&Memory>,
     report: &[ReportRun],
 ) -> String {
@@ -969,6 +1073,12 @@ fn render(
             "| {} | {} | {med} | {range} | {ratio} | {target} | {met} | {cpu_med} | {cpu_ratio} |\n",
             r.workload, r.config
         );
+    }
+    if !notes.is_empty() {
+        t += "\n";
+        for n in notes {
+            t += &format!("{n}\n");
+        }
     }
     if let Some(mem) = mem {
         let dsize = mem.preloaded.0 as i64 - mem.bare.0 as i64;

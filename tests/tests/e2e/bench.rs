@@ -64,6 +64,13 @@ e2e!(benchmark_runs_and_prints_every_row, |dir| {
         "{text}"
     );
     assert!(
+        has(
+            "athena-like example job (4 workers)",
+            "bare, then the same [merge] command (sh -c)"
+        ),
+        "{text}"
+    );
+    assert!(
         rows.iter().any(|r| r.starts_with("| VmSize |"))
             && rows.iter().any(|r| r.starts_with("| VmRSS |")),
         "{text}"
