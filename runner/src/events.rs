@@ -2,11 +2,12 @@
 //! fields, and a streaming reader that skips NUL bytes and counts the lines
 //! it could not parse.
 
+use std::borrow::Cow;
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -59,36 +60,58 @@ impl Taken {
     }
 }
 
+/// A JSON string borrowed from the line when it holds no escapes (the
+/// usual case), owned otherwise. Same errors as `String`: "expected a
+/// string".
+#[derive(Deserialize)]
+struct Str<'a>(#[serde(borrow)] Cow<'a, str>);
+
+/// `Option<Cow<str>>` that borrows: serde's own impl for `Cow` always owns.
+fn opt_str<'de: 'a, 'a, D: Deserializer<'de>>(d: D) -> Result<Option<Cow<'a, str>>, D::Error> {
+    Ok(Option::<Str<'a>>::deserialize(d)?.map(|s| s.0))
+}
+
+/// `Option<Vec<Cow<str>>>` whose strings borrow.
+fn opt_str_vec<'de: 'a, 'a, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Vec<Cow<'a, str>>>, D::Error> {
+    Ok(Option::<Vec<Str<'a>>>::deserialize(d)?.map(|v| v.into_iter().map(|s| s.0).collect()))
+}
+
 /// `{"object": ..., "symbol": ...}`
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Frame {
-    pub object: Option<String>,
-    pub symbol: Option<String>,
+pub struct Frame<'a> {
+    #[serde(borrow, default, deserialize_with = "opt_str")]
+    pub object: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "opt_str")]
+    pub symbol: Option<Cow<'a, str>>,
 }
 
 /// One line of a log. Common fields are required; the others depend on
-/// `kind`/`op` and are optional here.
+/// `kind`/`op` and are optional here. Strings borrow from the line they
+/// were parsed from.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Event {
+pub struct Event<'a> {
     pub v: u32,
     pub ts: u64,
     pub kind: Kind,
-    pub op: String,
+    #[serde(borrow)]
+    pub op: Cow<'a, str>,
     pub pid: i64,
     pub ppid: i64,
     pub tid: i64,
     pub worker: Option<u64>,
     // access
-    #[serde(default)]
-    pub path: Option<String>,
-    #[serde(default)]
-    pub abs: Option<String>,
-    #[serde(default)]
-    pub path2: Option<String>,
-    #[serde(default)]
-    pub abs2: Option<String>,
+    #[serde(borrow, default, deserialize_with = "opt_str")]
+    pub path: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "opt_str")]
+    pub abs: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "opt_str")]
+    pub path2: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "opt_str")]
+    pub abs2: Option<Cow<'a, str>>,
     #[serde(default)]
     pub mode: Option<AccessMode>,
     #[serde(default)]
@@ -97,38 +120,38 @@ pub struct Event {
     pub truncate: Option<bool>,
     #[serde(default)]
     pub append: Option<bool>,
-    #[serde(default)]
-    pub flags: Option<Vec<String>>,
+    #[serde(borrow, default, deserialize_with = "opt_str_vec")]
+    pub flags: Option<Vec<Cow<'a, str>>>,
     #[serde(default)]
     pub result: Option<i64>,
-    #[serde(default)]
-    pub errno: Option<String>,
-    #[serde(default)]
-    pub component: Option<Frame>,
-    #[serde(default)]
-    pub stack: Option<Vec<Frame>>,
-    #[serde(default)]
-    pub path_hex: Option<String>,
-    #[serde(default)]
-    pub path2_hex: Option<String>,
-    #[serde(default)]
-    pub abs_hex: Option<String>,
-    #[serde(default)]
-    pub abs2_hex: Option<String>,
+    #[serde(borrow, default, deserialize_with = "opt_str")]
+    pub errno: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub component: Option<Frame<'a>>,
+    #[serde(borrow, default)]
+    pub stack: Option<Vec<Frame<'a>>>,
+    #[serde(borrow, default, deserialize_with = "opt_str")]
+    pub path_hex: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "opt_str")]
+    pub path2_hex: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "opt_str")]
+    pub abs_hex: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "opt_str")]
+    pub abs2_hex: Option<Cow<'a, str>>,
     // policy (added by the library to access events)
     #[serde(default)]
     pub verdict: Option<Verdict>,
     #[serde(default)]
     pub action: Option<Taken>,
-    #[serde(default)]
-    pub target: Option<String>,
+    #[serde(borrow, default, deserialize_with = "opt_str")]
+    pub target: Option<Cow<'a, str>>,
     // process
-    #[serde(default)]
-    pub argv: Option<Vec<String>>,
-    #[serde(default)]
-    pub exe: Option<String>,
-    #[serde(default)]
-    pub cwd: Option<String>,
+    #[serde(borrow, default, deserialize_with = "opt_str_vec")]
+    pub argv: Option<Vec<Cow<'a, str>>>,
+    #[serde(borrow, default, deserialize_with = "opt_str")]
+    pub exe: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "opt_str")]
+    pub cwd: Option<Cow<'a, str>>,
     #[serde(default)]
     pub root: Option<bool>,
     #[serde(default)]
@@ -137,11 +160,11 @@ pub struct Event {
     pub status: Option<i64>,
     #[serde(default)]
     pub audited: Option<bool>,
-    #[serde(default)]
-    pub reason: Option<String>,
+    #[serde(borrow, default, deserialize_with = "opt_str")]
+    pub reason: Option<Cow<'a, str>>,
 }
 
-impl Event {
+impl Event<'_> {
     /// docs/events.md: mode other than read, or create or truncate set.
     pub fn is_write_class(&self) -> bool {
         self.kind == Kind::Access
@@ -179,7 +202,7 @@ impl ReadStats {
 
 /// Parses one line (NUL bytes already removed). Schema versions other than
 /// 1 are rejected.
-pub fn parse_line(line: &[u8]) -> Result<Event, String> {
+pub fn parse_line(line: &[u8]) -> Result<Event<'_>, String> {
     let ev: Event = serde_json::from_slice(line).map_err(|e| e.to_string())?;
     if ev.v != 1 {
         return Err(format!("unsupported schema version {}", ev.v));
@@ -193,7 +216,7 @@ pub fn parse_line(line: &[u8]) -> Result<Event, String> {
 pub fn read_events<R: BufRead>(
     mut r: R,
     name: &str,
-    mut f: impl FnMut(Event),
+    mut f: impl FnMut(Event<'_>),
 ) -> std::io::Result<ReadStats> {
     let mut stats = ReadStats {
         files: 1,
@@ -227,7 +250,7 @@ pub fn read_events<R: BufRead>(
     Ok(stats)
 }
 
-pub fn read_file(path: &Path, f: impl FnMut(Event)) -> std::io::Result<ReadStats> {
+pub fn read_file(path: &Path, f: impl FnMut(Event<'_>)) -> std::io::Result<ReadStats> {
     read_events(
         BufReader::with_capacity(64 * 1024, File::open(path)?),
         &path.display().to_string(),
@@ -343,6 +366,66 @@ mod tests {
             "{:?}",
             stats.examples
         );
+    }
+
+    #[test]
+    fn strings_borrow_from_the_line_unless_escaped() {
+        let line = br#"{"v":1,"ts":1,"kind":"process","op":"exec","pid":1,"ppid":0,"tid":1,"worker":null,"argv":["/bin/su","a\"b"],"exe":"/bin/\u0073u","cwd":"/","result":null,"errno":null,"audited":false,"reason":"setuid"}"#;
+        let e = parse_line(line).unwrap();
+        assert!(matches!(e.op, Cow::Borrowed("exec")));
+        assert!(matches!(e.reason, Some(Cow::Borrowed("setuid"))));
+        assert!(matches!(e.exe, Some(Cow::Owned(ref s)) if s == "/bin/su"));
+        let argv = e.argv.unwrap();
+        assert!(matches!(argv[0], Cow::Borrowed("/bin/su")));
+        assert!(matches!(argv[1], Cow::Owned(ref s) if s == "a\"b"));
+        assert_eq!(e.errno, None);
+        let e = parse_line(EXAMPLE.as_bytes()).unwrap();
+        let c = e.component.unwrap();
+        assert!(matches!(
+            c.object,
+            Some(Cow::Borrowed("/job/lib/libLegacyAlg.so"))
+        ));
+        assert_eq!(e.stack.unwrap()[1].symbol, None);
+    }
+
+    #[test]
+    fn string_fields_reject_other_types_as_before() {
+        // The messages the owned `String` fields gave (taken from the
+        // runner before they borrowed): reports quote them.
+        let common =
+            r#"{"v":1,"ts":1,"kind":"access","op":"open","pid":1,"ppid":0,"tid":1,"worker":null"#;
+        for (extra, want) in [
+            (
+                r#","path":5"#,
+                "invalid type: integer `5`, expected a string at line 1 column 89",
+            ),
+            (
+                r#","flags":"O_RDONLY""#,
+                "invalid type: string \"O_RDONLY\", expected a sequence at line 1 column 99",
+            ),
+            (
+                r#","flags":[1]"#,
+                "invalid type: integer `1`, expected a string at line 1 column 91",
+            ),
+            (
+                r#","component":{"object":true}"#,
+                "invalid type: boolean `true`, expected a string at line 1 column 107",
+            ),
+            (
+                r#","component":{"object":null,"x":1}"#,
+                "unknown field `x`, expected `object` or `symbol` at line 1 column 111",
+            ),
+            (
+                r#","stack":[{"symbol":[]}]"#,
+                "invalid type: sequence, expected a string at line 1 column 100",
+            ),
+        ] {
+            let line = format!("{common}{extra}}}");
+            assert_eq!(parse_line(line.as_bytes()).unwrap_err(), want, "{line}");
+        }
+        let e =
+            parse_line(b"{\"v\":1,\"ts\":1,\"kind\":\"access\",\"op\":\"op\xff\"}").unwrap_err();
+        assert_eq!(e, "invalid unicode code point at line 1 column 39");
     }
 
     #[test]

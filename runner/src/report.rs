@@ -3,6 +3,7 @@
 //! processes, never by the number of events: events are folded in one by
 //! one as the reader streams them.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
@@ -88,7 +89,7 @@ fn ignorable(path: &str) -> bool {
 }
 
 impl Aggregator {
-    pub fn add(&mut self, source: u16, ev: Event) {
+    pub fn add(&mut self, source: u16, ev: Event<'_>) {
         let who = Who {
             source,
             worker: ev.worker,
@@ -102,28 +103,34 @@ impl Aggregator {
         }
     }
 
-    fn add_process(&mut self, source: u16, who: Who, ev: Event) {
+    fn add_process(&mut self, source: u16, who: Who, ev: Event<'_>) {
         if ev.op == "exit" {
             if let Some(s) = ev.status {
                 self.exits.insert((source, ev.pid), s);
             }
         }
         if ev.op == "exec" && ev.audited == Some(false) {
-            let exe = ev.exe.clone().unwrap_or_default();
+            let exe = ev.exe.as_deref().unwrap_or_default().to_string();
             let reason = ev
                 .reason
-                .clone()
-                .unwrap_or_else(|| "outcome not recorded".into());
+                .as_deref()
+                .unwrap_or("outcome not recorded")
+                .to_string();
             let u = self.unaudited.entry((exe, reason)).or_default();
             u.count += 1;
             u.workers.insert(who);
             if u.argv.is_empty() {
-                u.argv = ev.argv.unwrap_or_default();
+                u.argv = ev
+                    .argv
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(String::from)
+                    .collect();
             }
         }
     }
 
-    fn add_access(&mut self, who: Who, ev: Event) {
+    fn add_access(&mut self, who: Who, ev: Event<'_>) {
         let write = ev.is_write_class();
         let action = ev.action.unwrap_or(Taken::None);
         if write && ev.verdict.is_none() {
@@ -131,9 +138,10 @@ impl Aggregator {
         }
         let shown_path = ev
             .abs
-            .clone()
-            .or_else(|| ev.path.clone())
-            .unwrap_or_default();
+            .as_deref()
+            .or(ev.path.as_deref())
+            .unwrap_or_default()
+            .to_string();
         if ev.verdict == Some(Verdict::Rogue) {
             self.rogue_writes += 1;
             if let Some(c) = self.per_worker.get_mut(&who) {
@@ -144,8 +152,10 @@ impl Aggregator {
                 symbol: None,
             });
             let key = (
-                comp.object.unwrap_or_else(|| "(unknown)".into()),
-                comp.symbol,
+                comp.object
+                    .unwrap_or_else(|| "(unknown)".into())
+                    .into_owned(),
+                comp.symbol.map(Cow::into_owned),
             );
             let g = self.rogue.entry(key).or_default();
             g.events += 1;
@@ -166,7 +176,7 @@ impl Aggregator {
                     .or_default()
                     .entry(who)
                     .or_default()
-                    .insert(t.clone());
+                    .insert(t.to_string());
             }
         }
         if !ev.succeeded() || ev.op == "mkdir" || ev.op == "rmdir" {
@@ -176,14 +186,14 @@ impl Aggregator {
         let mut touched: Vec<String> = Vec::with_capacity(2);
         if write && action == Taken::Redirected {
             if let Some(t) = &ev.target {
-                touched.push(t.clone());
+                touched.push(t.to_string());
             }
-        } else if let Some(a) = ev.abs.clone() {
-            touched.push(a);
+        } else if let Some(a) = &ev.abs {
+            touched.push(a.to_string());
         }
         if write {
-            if let Some(a2) = ev.abs2.clone() {
-                touched.push(a2);
+            if let Some(a2) = &ev.abs2 {
+                touched.push(a2.to_string());
             }
         }
         for p in touched {
@@ -806,17 +816,19 @@ mod tests {
     use super::*;
     use crate::events::parse_line;
 
-    fn access(worker: Option<u64>, op: &str, abs: &str, mode: &str, extra: &str) -> Event {
+    fn access(worker: Option<u64>, op: &str, abs: &str, mode: &str, extra: &str) -> Event<'static> {
         let w = worker.map(|k| k.to_string()).unwrap_or("null".into());
         let create = mode != "read";
         let line = format!(
             r#"{{"v":1,"ts":1,"kind":"access","op":"{op}","pid":{},"ppid":1,"tid":1,"worker":{w},"path":"{abs}","abs":"{abs}","mode":"{mode}","create":{create},"truncate":false,"append":false,"flags":[],"result":3,"errno":null{extra}}}"#,
             100 + worker.unwrap_or(99)
         );
+        // The event borrows from its line: leaked, as a test may keep it.
+        let line: &'static str = Box::leak(line.into_boxed_str());
         parse_line(line.as_bytes()).unwrap_or_else(|e| panic!("{e}: {line}"))
     }
 
-    fn rogue(worker: u64, abs: &str, obj: &str, sym: &str, action: &str) -> Event {
+    fn rogue(worker: u64, abs: &str, obj: &str, sym: &str, action: &str) -> Event<'static> {
         let extra = format!(
             r#","component":{{"object":"{obj}","symbol":"{sym}"}},"stack":[],"verdict":"rogue","action":"{action}""#
         );
