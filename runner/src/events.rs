@@ -4,7 +4,7 @@
 
 use std::borrow::Cow;
 use std::fs::File;
-use std::io::{BufRead, BufReader};
+use std::io::{ErrorKind, Read};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Deserializer};
@@ -210,11 +210,68 @@ pub fn parse_line(line: &[u8]) -> Result<Event<'_>, String> {
     Ok(ev)
 }
 
+/// How much of a log is read at a time. Lines are parsed where they lie in
+/// this buffer; only a line cut by its end is moved (to the front).
+const CHUNK: usize = 256 * 1024;
+
+/// Calls `f` with each line of `r`, its `\n` included (the last line may
+/// have none), with NUL bytes removed: the same lines, byte for byte, as
+/// `read_until(b'\n')` followed by dropping NULs. Lines are not copied out
+/// of the read buffer unless they hold a NUL. The buffer starts at `chunk`
+/// bytes and grows to the longest line.
+fn for_each_line<R: Read>(mut r: R, chunk: usize, mut f: impl FnMut(&[u8])) -> std::io::Result<()> {
+    let mut buf = vec![0u8; chunk.max(1)];
+    let mut without_nuls = Vec::new();
+    let mut emit = |line: &[u8]| {
+        if memchr::memchr(0, line).is_none() {
+            f(line);
+        } else {
+            without_nuls.clear();
+            without_nuls.extend(line.iter().copied().filter(|&b| b != 0));
+            f(&without_nuls);
+        }
+    };
+    // buf[start..end] holds what is read and not yet handed over.
+    let (mut start, mut end) = (0, 0);
+    loop {
+        let n = loop {
+            match r.read(&mut buf[end..]) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        };
+        if n == 0 {
+            if start < end {
+                emit(&buf[start..end]);
+            }
+            return Ok(());
+        }
+        // The new bytes can only end lines begun before them: scan from the
+        // first byte not already known to hold no newline.
+        let mut scan = end;
+        end += n;
+        while let Some(i) = memchr::memchr(b'\n', &buf[scan..end]) {
+            emit(&buf[start..=scan + i]);
+            start = scan + i + 1;
+            scan = start;
+        }
+        // Keep the unfinished line: at the front, in a larger buffer if it
+        // fills this one.
+        buf.copy_within(start..end, 0);
+        end -= start;
+        start = 0;
+        if end == buf.len() {
+            buf.resize(buf.len() * 2, 0);
+        }
+    }
+}
+
 /// Streams the events of one reader, line by line: NUL bytes are dropped,
 /// blank lines ignored, unparseable lines counted (and the first few kept
 /// as examples, labelled with `name`).
-pub fn read_events<R: BufRead>(
-    mut r: R,
+pub fn read_events<R: Read>(
+    r: R,
     name: &str,
     mut f: impl FnMut(Event<'_>),
 ) -> std::io::Result<ReadStats> {
@@ -222,19 +279,13 @@ pub fn read_events<R: BufRead>(
         files: 1,
         ..Default::default()
     };
-    let mut buf = Vec::with_capacity(4096);
     let mut lineno = 0u64;
-    loop {
-        buf.clear();
-        if r.read_until(b'\n', &mut buf)? == 0 {
-            break;
-        }
+    for_each_line(r, CHUNK, |line| {
         lineno += 1;
-        buf.retain(|&b| b != 0);
-        if buf.iter().all(u8::is_ascii_whitespace) {
-            continue;
+        if line.iter().all(u8::is_ascii_whitespace) {
+            return;
         }
-        match parse_line(&buf) {
+        match parse_line(line) {
             Ok(ev) => {
                 stats.events += 1;
                 f(ev);
@@ -246,16 +297,12 @@ pub fn read_events<R: BufRead>(
                 }
             }
         }
-    }
+    })?;
     Ok(stats)
 }
 
 pub fn read_file(path: &Path, f: impl FnMut(Event<'_>)) -> std::io::Result<ReadStats> {
-    read_events(
-        BufReader::with_capacity(64 * 1024, File::open(path)?),
-        &path.display().to_string(),
-        f,
-    )
+    read_events(File::open(path)?, &path.display().to_string(), f)
 }
 
 /// `mpaudit-<pid>-<ns>.jsonl`
@@ -366,6 +413,110 @@ mod tests {
             "{:?}",
             stats.examples
         );
+    }
+
+    /// What the reader did before `for_each_line`: `read_until` a newline,
+    /// then drop the NULs.
+    fn lines_by_read_until(data: &[u8]) -> Vec<Vec<u8>> {
+        use std::io::BufRead;
+        let (mut r, mut out) = (data, Vec::new());
+        loop {
+            let mut buf = Vec::new();
+            if r.read_until(b'\n', &mut buf).unwrap() == 0 {
+                return out;
+            }
+            buf.retain(|&b| b != 0);
+            out.push(buf);
+        }
+    }
+
+    fn lines(data: &[u8], chunk: usize) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        for_each_line(data, chunk, |l| out.push(l.to_vec())).unwrap();
+        out
+    }
+
+    #[test]
+    fn lines_match_read_until_for_every_chunk_size() {
+        let mut cases: Vec<Vec<u8>> = [
+            &b""[..],
+            b"\n",
+            b"\n\n\n",
+            b"a",
+            b"a\nb",
+            b"a\nb\n",
+            b"\0",
+            b"\0\0\n\0",
+            b"ab\0c\nd\0\0\n\0\0\0",
+            b"a line longer than every small chunk\nand one more\n",
+        ]
+        .iter()
+        .map(|c| c.to_vec())
+        .collect();
+        // Pseudo-random mixes of line bytes, newlines, NULs and blanks.
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for len in 0..300 {
+            let mut c = Vec::new();
+            for _ in 0..len {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                c.push(b"ab\n\0 {"[(x % 6) as usize]);
+            }
+            cases.push(c);
+        }
+        for c in &cases {
+            let want = lines_by_read_until(c);
+            for chunk in [1, 2, 3, 5, 8, 64, CHUNK] {
+                assert_eq!(lines(c, chunk), want, "chunk {chunk}, input {c:?}");
+            }
+        }
+    }
+
+    /// Hands out one byte at a time, failing with `Interrupted` in between,
+    /// then fails for good if asked to.
+    struct Stutter<'a> {
+        data: &'a [u8],
+        interrupt: bool,
+        fail_at_end: bool,
+    }
+
+    impl Read for Stutter<'_> {
+        fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+            self.interrupt = !self.interrupt;
+            if self.interrupt {
+                return Err(ErrorKind::Interrupted.into());
+            }
+            match self.data.split_first() {
+                Some((&b, rest)) if !out.is_empty() => {
+                    out[0] = b;
+                    self.data = rest;
+                    Ok(1)
+                }
+                None if self.fail_at_end => Err(ErrorKind::InvalidData.into()),
+                _ => Ok(0),
+            }
+        }
+    }
+
+    #[test]
+    fn lines_survive_short_and_interrupted_reads() {
+        let data = b"ab\0c\n\nlast";
+        let mut got = Vec::new();
+        let r = Stutter {
+            data,
+            interrupt: false,
+            fail_at_end: false,
+        };
+        for_each_line(r, 2, |l| got.push(l.to_vec())).unwrap();
+        assert_eq!(got, lines_by_read_until(data));
+        let r = Stutter {
+            data,
+            interrupt: false,
+            fail_at_end: true,
+        };
+        let e = for_each_line(r, 2, |_| {}).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidData);
     }
 
     #[test]
