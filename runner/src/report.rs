@@ -3,8 +3,9 @@
 //! processes, never by the number of events: events are folded in one by
 //! one as the reader streams them.
 
-use std::borrow::Cow;
+use std::borrow::Borrow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -88,6 +89,83 @@ fn ignorable(path: &str) -> bool {
         || path == "/dev/null"
 }
 
+/// Calls `f` with `map[key]`, inserted (the key copied, the value default)
+/// only when missing: events look keys up by `&str`, and most of them find
+/// one already there.
+fn with_slot<K, Q, V, R>(map: &mut HashMap<K, V>, key: &Q, f: impl FnOnce(&mut V) -> R) -> R
+where
+    K: Borrow<Q> + Hash + Eq,
+    Q: ToOwned<Owned = K> + Hash + Eq + ?Sized,
+    V: Default,
+{
+    match map.get_mut(key) {
+        Some(v) => f(v),
+        None => f(map.entry(key.to_owned()).or_default()),
+    }
+}
+
+/// `with_slot` for a `BTreeMap`.
+fn with_tree_slot<K, Q, V, R>(map: &mut BTreeMap<K, V>, key: &Q, f: impl FnOnce(&mut V) -> R) -> R
+where
+    K: Borrow<Q> + Ord,
+    Q: ToOwned<Owned = K> + Ord + ?Sized,
+    V: Default,
+{
+    match map.get_mut(key) {
+        Some(v) => f(v),
+        None => f(map.entry(key.to_owned()).or_default()),
+    }
+}
+
+/// A rogue group's key, `(object, symbol)`, owned in the map and borrowed
+/// from the event for a lookup: both hash and compare as the pair of
+/// `&str`s, so `HashMap<(String, Option<String>), _>` can be searched with
+/// a `&dyn ComponentKey` built from the event's strings.
+trait ComponentKey {
+    fn pair(&self) -> (&str, Option<&str>);
+}
+
+impl ComponentKey for (String, Option<String>) {
+    fn pair(&self) -> (&str, Option<&str>) {
+        (&self.0, self.1.as_deref())
+    }
+}
+
+impl ComponentKey for (&str, Option<&str>) {
+    fn pair(&self) -> (&str, Option<&str>) {
+        (self.0, self.1)
+    }
+}
+
+impl<'a> Borrow<dyn ComponentKey + 'a> for (String, Option<String>) {
+    fn borrow(&self) -> &(dyn ComponentKey + 'a) {
+        self
+    }
+}
+
+impl Hash for dyn ComponentKey + '_ {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        // The same bytes as `(String, Option<String>)::hash`.
+        self.pair().hash(h)
+    }
+}
+
+impl PartialEq for dyn ComponentKey + '_ {
+    fn eq(&self, o: &Self) -> bool {
+        self.pair() == o.pair()
+    }
+}
+
+impl Eq for dyn ComponentKey + '_ {}
+
+impl ToOwned for dyn ComponentKey + '_ {
+    type Owned = (String, Option<String>);
+    fn to_owned(&self) -> Self::Owned {
+        let (o, s) = self.pair();
+        (o.to_string(), s.map(str::to_string))
+    }
+}
+
 impl Aggregator {
     pub fn add(&mut self, source: u16, ev: Event<'_>) {
         let who = Who {
@@ -136,76 +214,63 @@ impl Aggregator {
         if write && ev.verdict.is_none() {
             self.unclassified_writes += 1;
         }
-        let shown_path = ev
-            .abs
-            .as_deref()
-            .or(ev.path.as_deref())
-            .unwrap_or_default()
-            .to_string();
+        let shown_path = ev.abs.as_deref().or(ev.path.as_deref()).unwrap_or_default();
         if ev.verdict == Some(Verdict::Rogue) {
             self.rogue_writes += 1;
             if let Some(c) = self.per_worker.get_mut(&who) {
                 c.rogue += 1;
             }
-            let comp = ev.component.clone().unwrap_or(crate::events::Frame {
-                object: None,
-                symbol: None,
-            });
-            let key = (
-                comp.object
-                    .unwrap_or_else(|| "(unknown)".into())
-                    .into_owned(),
-                comp.symbol.map(Cow::into_owned),
+            let comp = ev.component.as_ref();
+            let key: &dyn ComponentKey = &(
+                comp.and_then(|c| c.object.as_deref())
+                    .unwrap_or("(unknown)"),
+                comp.and_then(|c| c.symbol.as_deref()),
             );
-            let g = self.rogue.entry(key).or_default();
-            g.events += 1;
-            if action.unmitigated() {
-                g.unmitigated += 1;
-            }
-            g.workers.insert(who);
-            *g.actions.entry(action.as_str()).or_default() += 1;
-            let p = g.paths.entry(shown_path.clone()).or_default();
-            p.0 += 1;
-            p.1.insert(who);
-            *p.2.entry(action.as_str()).or_default() += 1;
+            with_slot(&mut self.rogue, key, |g| {
+                g.events += 1;
+                if action.unmitigated() {
+                    g.unmitigated += 1;
+                }
+                g.workers.insert(who);
+                *g.actions.entry(action.as_str()).or_default() += 1;
+                with_slot(&mut g.paths, shown_path, |p| {
+                    p.0 += 1;
+                    p.1.insert(who);
+                    *p.2.entry(action.as_str()).or_default() += 1;
+                });
+            });
         }
         if action == Taken::Redirected {
-            if let Some(t) = &ev.target {
-                self.redirected
-                    .entry(shown_path.clone())
-                    .or_default()
-                    .entry(who)
-                    .or_default()
-                    .insert(t.to_string());
+            if let Some(t) = ev.target.as_deref() {
+                with_tree_slot(&mut self.redirected, shown_path, |per| {
+                    let ts = per.entry(who).or_default();
+                    if !ts.contains(t) {
+                        ts.insert(t.to_string());
+                    }
+                });
             }
         }
         if !ev.succeeded() || ev.op == "mkdir" || ev.op == "rmdir" {
             return;
         }
         // Where the bytes really went: a redirected write is not a clobber.
-        let mut touched: Vec<String> = Vec::with_capacity(2);
-        if write && action == Taken::Redirected {
-            if let Some(t) = &ev.target {
-                touched.push(t.to_string());
-            }
-        } else if let Some(a) = &ev.abs {
-            touched.push(a.to_string());
-        }
-        if write {
-            if let Some(a2) = &ev.abs2 {
-                touched.push(a2.to_string());
-            }
-        }
-        for p in touched {
-            if ignorable(&p) {
+        let first = if write && action == Taken::Redirected {
+            ev.target.as_deref()
+        } else {
+            ev.abs.as_deref()
+        };
+        let second = if write { ev.abs2.as_deref() } else { None };
+        for p in [first, second].into_iter().flatten() {
+            if ignorable(p) {
                 continue;
             }
-            let u = self.paths.entry(p).or_default();
-            if write {
-                u.writers.insert(who);
-            } else {
-                u.readers.insert(who);
-            }
+            with_slot(&mut self.paths, p, |u| {
+                if write {
+                    u.writers.insert(who);
+                } else {
+                    u.readers.insert(who);
+                }
+            });
         }
     }
 
@@ -989,6 +1054,57 @@ mod tests {
         assert_eq!(u[0].workers, ["node1:1", "node2:1"]);
         assert_eq!(c[0].writers, ["node1:0", "node2:0"]);
         assert_eq!(c[0].path, "/shared/o");
+    }
+
+    #[test]
+    fn keys_are_looked_up_borrowed_and_copied_once() {
+        use std::hash::BuildHasher;
+        let h =
+            std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default();
+        for (o, s) in [("a", None), ("a", Some("b")), ("", Some(""))] {
+            let owned = (o.to_string(), s.map(String::from));
+            let k: &dyn ComponentKey = &(o, s);
+            assert_eq!(h.hash_one(&owned), h.hash_one(k), "{o:?} {s:?}");
+        }
+        let mut m: HashMap<(String, Option<String>), u32> = HashMap::new();
+        for (o, s) in [("a", None), ("a", Some("b")), ("a", None), ("b", Some("a"))] {
+            with_slot(&mut m, &(o, s) as &dyn ComponentKey, |n| *n += 1);
+        }
+        assert_eq!(m.len(), 3);
+        assert_eq!(m[&("a".to_string(), None)], 2);
+        assert_eq!(m[&("a".to_string(), Some("b".to_string()))], 1);
+        let mut m: BTreeMap<String, u32> = BTreeMap::new();
+        for k in ["x", "y", "x"] {
+            with_tree_slot(&mut m, k, |n| *n += 1);
+        }
+        assert_eq!(
+            m.into_iter().collect::<Vec<_>>(),
+            [("x".into(), 2), ("y".into(), 1)]
+        );
+    }
+
+    #[test]
+    fn components_without_object_group_as_unknown() {
+        let mut a = Aggregator::default();
+        for comp in [
+            r#","component":null"#,
+            r#","component":{"object":null,"symbol":null}"#,
+            r#","component":{"object":"(unknown)","symbol":null}"#,
+            r#","component":{"object":null,"symbol":"f"}"#,
+            "",
+        ] {
+            let extra = format!(r#"{comp},"verdict":"rogue","action":"logged""#);
+            a.add(0, access(Some(0), "openat", "/job/x", "write", &extra));
+        }
+        let (r, _, _, _) = a.sections(&labels());
+        let groups: Vec<_> = r
+            .iter()
+            .map(|g| (g.object.as_str(), g.symbol.as_deref(), g.events))
+            .collect();
+        assert_eq!(
+            groups,
+            [("(unknown)", None, 4), ("(unknown)", Some("f"), 1)]
+        );
     }
 
     #[test]
