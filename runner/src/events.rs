@@ -280,7 +280,7 @@ fn for_each_line<R: Read>(mut r: R, chunk: usize, mut f: impl FnMut(&[u8])) -> s
 pub fn read_events<R: Read>(
     r: R,
     name: &str,
-    mut f: impl FnMut(Event<'_>),
+    mut f: impl FnMut(&Event<'_>),
 ) -> std::io::Result<ReadStats> {
     let mut stats = ReadStats {
         files: 1,
@@ -295,7 +295,7 @@ pub fn read_events<R: Read>(
         match parse_line(line) {
             Ok(ev) => {
                 stats.events += 1;
-                f(ev);
+                f(&ev);
             }
             Err(e) => {
                 stats.skipped += 1;
@@ -308,7 +308,7 @@ pub fn read_events<R: Read>(
     Ok(stats)
 }
 
-pub fn read_file(path: &Path, f: impl FnMut(Event<'_>)) -> std::io::Result<ReadStats> {
+pub fn read_file(path: &Path, f: impl FnMut(&Event<'_>)) -> std::io::Result<ReadStats> {
     read_events(File::open(path)?, &path.display().to_string(), f)
 }
 

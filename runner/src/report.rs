@@ -32,20 +32,48 @@ pub struct Who {
     pub worker: Option<u64>,
 }
 
+/// A set of workers in `Who` order, as a sorted `Vec`: the sets kept per
+/// path hold a few workers each, and a `BTreeSet`'s node (11 slots) was
+/// most of the report's memory and of its cache misses.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct WhoSet(Vec<Who>);
+
+impl WhoSet {
+    fn insert(&mut self, w: Who) {
+        if let Err(i) = self.0.binary_search(&w) {
+            self.0.insert(i, w);
+        }
+    }
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+    fn iter(&self) -> std::slice::Iter<'_, Who> {
+        self.0.iter()
+    }
+}
+
+impl<'a> IntoIterator for &'a WhoSet {
+    type Item = &'a Who;
+    type IntoIter = std::slice::Iter<'a, Who>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
 #[derive(Debug, Default)]
 struct PathUse {
-    writers: BTreeSet<Who>,
-    readers: BTreeSet<Who>,
+    writers: WhoSet,
+    readers: WhoSet,
 }
 
 /// Per path of a rogue group: count, workers, actions taken.
-type PathAgg = (u64, BTreeSet<Who>, BTreeMap<&'static str, u64>);
+type PathAgg = (u64, WhoSet, BTreeMap<&'static str, u64>);
 
 #[derive(Debug, Default)]
 struct RogueAgg {
     events: u64,
     unmitigated: u64,
-    workers: BTreeSet<Who>,
+    workers: WhoSet,
     actions: BTreeMap<&'static str, u64>,
     paths: HashMap<String, PathAgg>,
 }
@@ -69,7 +97,8 @@ pub struct Aggregator {
     pub stats: ReadStats,
     paths: HashMap<String, PathUse>,
     rogue: HashMap<(String, Option<String>), RogueAgg>,
-    redirected: BTreeMap<String, BTreeMap<Who, BTreeSet<String>>>,
+    /// Sorted by path for the report; a `HashMap` while folding events in.
+    redirected: HashMap<String, BTreeMap<Who, BTreeSet<String>>>,
     unaudited: BTreeMap<(String, String), UnauditedAgg>,
     pub per_worker: BTreeMap<Who, WorkerCounts>,
     /// pid → worker, from each process's events (fork mode).
@@ -96,19 +125,6 @@ fn with_slot<K, Q, V, R>(map: &mut HashMap<K, V>, key: &Q, f: impl FnOnce(&mut V
 where
     K: Borrow<Q> + Hash + Eq,
     Q: ToOwned<Owned = K> + Hash + Eq + ?Sized,
-    V: Default,
-{
-    match map.get_mut(key) {
-        Some(v) => f(v),
-        None => f(map.entry(key.to_owned()).or_default()),
-    }
-}
-
-/// `with_slot` for a `BTreeMap`.
-fn with_tree_slot<K, Q, V, R>(map: &mut BTreeMap<K, V>, key: &Q, f: impl FnOnce(&mut V) -> R) -> R
-where
-    K: Borrow<Q> + Ord,
-    Q: ToOwned<Owned = K> + Ord + ?Sized,
     V: Default,
 {
     match map.get_mut(key) {
@@ -167,7 +183,7 @@ impl ToOwned for dyn ComponentKey + '_ {
 }
 
 impl Aggregator {
-    pub fn add(&mut self, source: u16, ev: Event<'_>) {
+    pub fn add(&mut self, source: u16, ev: &Event<'_>) {
         let who = Who {
             source,
             worker: ev.worker,
@@ -181,7 +197,7 @@ impl Aggregator {
         }
     }
 
-    fn add_process(&mut self, source: u16, who: Who, ev: Event<'_>) {
+    fn add_process(&mut self, source: u16, who: Who, ev: &Event<'_>) {
         if ev.op == "exit" {
             if let Some(s) = ev.status {
                 self.exits.insert((source, ev.pid), s);
@@ -198,17 +214,12 @@ impl Aggregator {
             u.count += 1;
             u.workers.insert(who);
             if u.argv.is_empty() {
-                u.argv = ev
-                    .argv
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(String::from)
-                    .collect();
+                u.argv = ev.argv.iter().flatten().map(|a| a.to_string()).collect();
             }
         }
     }
 
-    fn add_access(&mut self, who: Who, ev: Event<'_>) {
+    fn add_access(&mut self, who: Who, ev: &Event<'_>) {
         let write = ev.is_write_class();
         let action = ev.action.unwrap_or(Taken::None);
         if write && ev.verdict.is_none() {
@@ -242,7 +253,7 @@ impl Aggregator {
         }
         if action == Taken::Redirected {
             if let Some(t) = ev.target.as_deref() {
-                with_tree_slot(&mut self.redirected, shown_path, |per| {
+                with_slot(&mut self.redirected, shown_path, |per| {
                     let ts = per.entry(who).or_default();
                     if !ts.contains(t) {
                         ts.insert(t.to_string());
@@ -457,8 +468,8 @@ impl Labels {
             base
         }
     }
-    fn whos(&self, s: &BTreeSet<Who>) -> Vec<String> {
-        s.iter().map(|w| self.who(*w)).collect()
+    fn whos<'w>(&self, s: impl IntoIterator<Item = &'w Who>) -> Vec<String> {
+        s.into_iter().map(|w| self.who(*w)).collect()
     }
 }
 
@@ -550,9 +561,10 @@ impl Aggregator {
                 .then(a.path.cmp(&b.path))
         });
 
-        let redirected = self
-            .redirected
-            .iter()
+        let mut redirected: Vec<_> = self.redirected.iter().collect();
+        redirected.sort_unstable_by_key(|(orig, _)| *orig);
+        let redirected = redirected
+            .into_iter()
             .map(|(orig, per)| Redirect {
                 original: l.path(orig),
                 targets: per
@@ -922,7 +934,7 @@ mod tests {
         for w in [0, 1] {
             a.add(
                 0,
-                rogue(
+                &rogue(
                     w,
                     "/job/summary.log",
                     "/job/lib/libLegacyAlg.so",
@@ -933,7 +945,7 @@ mod tests {
         }
         a.add(
             0,
-            rogue(
+            &rogue(
                 0,
                 "/job/other.txt",
                 "/job/lib/libLegacyAlg.so",
@@ -945,7 +957,7 @@ mod tests {
         for _ in 0..5 {
             a.add(
                 0,
-                rogue(2, "/job/h.root", "/opt/libHist.so", "_Z4hist", "redirected"),
+                &rogue(2, "/job/h.root", "/opt/libHist.so", "_Z4hist", "redirected"),
             );
         }
         let (r, _, _, _) = a.sections(&labels());
@@ -966,24 +978,24 @@ mod tests {
     #[test]
     fn conflicts_clobbers_and_write_read() {
         let mut a = Aggregator::default();
-        a.add(0, access(Some(0), "openat", "/job/out.root", "write", ""));
-        a.add(0, access(Some(1), "openat", "/job/out.root", "write", ""));
-        a.add(0, access(Some(0), "openat", "/job/w0.txt", "write", ""));
-        a.add(0, access(Some(1), "openat", "/job/w0.txt", "read", ""));
-        a.add(0, access(Some(0), "openat", "/job/own.txt", "write", ""));
-        a.add(0, access(Some(0), "openat", "/job/own.txt", "read", ""));
-        a.add(0, access(None, "openat", "/job/conf.txt", "write", ""));
-        a.add(0, access(Some(1), "openat", "/job/conf.txt", "read", ""));
-        a.add(0, access(Some(0), "openat", "/dev/null", "write", ""));
-        a.add(0, access(Some(1), "openat", "/dev/null", "write", ""));
-        a.add(0, access(Some(0), "mkdir", "/job/d", "write", ""));
-        a.add(0, access(Some(1), "mkdir", "/job/d", "write", ""));
+        a.add(0, &access(Some(0), "openat", "/job/out.root", "write", ""));
+        a.add(0, &access(Some(1), "openat", "/job/out.root", "write", ""));
+        a.add(0, &access(Some(0), "openat", "/job/w0.txt", "write", ""));
+        a.add(0, &access(Some(1), "openat", "/job/w0.txt", "read", ""));
+        a.add(0, &access(Some(0), "openat", "/job/own.txt", "write", ""));
+        a.add(0, &access(Some(0), "openat", "/job/own.txt", "read", ""));
+        a.add(0, &access(None, "openat", "/job/conf.txt", "write", ""));
+        a.add(0, &access(Some(1), "openat", "/job/conf.txt", "read", ""));
+        a.add(0, &access(Some(0), "openat", "/dev/null", "write", ""));
+        a.add(0, &access(Some(1), "openat", "/dev/null", "write", ""));
+        a.add(0, &access(Some(0), "mkdir", "/job/d", "write", ""));
+        a.add(0, &access(Some(1), "mkdir", "/job/d", "write", ""));
         // A failed open clobbers nothing.
         let mut failed = access(Some(2), "openat", "/job/out2.root", "write", "");
         failed.result = Some(-1);
         failed.errno = Some("EACCES".into());
-        a.add(0, failed);
-        a.add(0, access(Some(3), "openat", "/job/out2.root", "write", ""));
+        a.add(0, &failed);
+        a.add(0, &access(Some(3), "openat", "/job/out2.root", "write", ""));
         let (_, c, _, _) = a.sections(&labels());
         assert_eq!(c.len(), 2, "{c:?}");
         assert_eq!((c[0].path.as_str(), c[0].kind), ("out.root", "clobber"));
@@ -1001,7 +1013,7 @@ mod tests {
             );
             a.add(
                 0,
-                access(Some(w), "openat", "/job/out.root", "write", &extra),
+                &access(Some(w), "openat", "/job/out.root", "write", &extra),
             );
         }
         let mut rep = Report::default();
@@ -1028,7 +1040,7 @@ mod tests {
             let extra = r#","path2":"/job/final.root","abs2":"/job/final.root""#;
             a.add(
                 0,
-                access(Some(w), "rename", &format!("/job/tmp{w}"), "write", extra),
+                &access(Some(w), "rename", &format!("/job/tmp{w}"), "write", extra),
             );
         }
         let (_, c, _, _) = a.sections(&labels());
@@ -1040,10 +1052,10 @@ mod tests {
     fn unaudited_and_several_sources() {
         let mut a = Aggregator::default();
         let line = r#"{"v":1,"ts":1,"kind":"process","op":"exec","pid":5,"ppid":1,"tid":5,"worker":1,"argv":["/bin/su","-"],"exe":"/bin/su","cwd":"/","result":null,"errno":null,"audited":false,"reason":"setuid"}"#;
-        a.add(0, parse_line(line.as_bytes()).unwrap());
-        a.add(1, parse_line(line.as_bytes()).unwrap());
-        a.add(0, access(Some(0), "openat", "/shared/o", "write", ""));
-        a.add(1, access(Some(0), "openat", "/shared/o", "write", ""));
+        a.add(0, &parse_line(line.as_bytes()).unwrap());
+        a.add(1, &parse_line(line.as_bytes()).unwrap());
+        a.add(0, &access(Some(0), "openat", "/shared/o", "write", ""));
+        a.add(1, &access(Some(0), "openat", "/shared/o", "write", ""));
         let l = Labels {
             job_dir: None,
             sources: vec!["node1".into(), "node2".into()],
@@ -1073,13 +1085,57 @@ mod tests {
         assert_eq!(m.len(), 3);
         assert_eq!(m[&("a".to_string(), None)], 2);
         assert_eq!(m[&("a".to_string(), Some("b".to_string()))], 1);
-        let mut m: BTreeMap<String, u32> = BTreeMap::new();
-        for k in ["x", "y", "x"] {
-            with_tree_slot(&mut m, k, |n| *n += 1);
+    }
+
+    #[test]
+    fn who_sets_keep_btree_order() {
+        let mut x = 7u64;
+        let mut set = WhoSet::default();
+        let mut tree = BTreeSet::new();
+        for _ in 0..200 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let w = Who {
+                source: (x >> 60) as u16 % 3,
+                worker: ((x >> 40) % 7 != 0).then_some((x >> 20) % 9),
+            };
+            set.insert(w);
+            tree.insert(w);
+            assert!(set.iter().eq(tree.iter()));
         }
+        assert_eq!(set.len(), tree.len());
+    }
+
+    #[test]
+    fn redirected_originals_sorted_by_path() {
+        let mut a = Aggregator::default();
+        for (w, p) in [
+            (1u64, "/job/b"),
+            (0, "/job/a"),
+            (1, "/job/a"),
+            (0, "/job/c"),
+            (0, "/job/b"),
+        ] {
+            let extra =
+                format!(r#","verdict":"declared","action":"redirected","target":"/job/w{w}{p}""#);
+            a.add(0, &access(Some(w), "openat", p, "write", &extra));
+        }
+        let (_, _, r, _) = a.sections(&labels());
+        let got: Vec<(&str, Vec<&str>)> = r
+            .iter()
+            .map(|r| {
+                let ts = r.targets.iter().map(|t| t.target.as_str()).collect();
+                (r.original.as_str(), ts)
+            })
+            .collect();
         assert_eq!(
-            m.into_iter().collect::<Vec<_>>(),
-            [("x".into(), 2), ("y".into(), 1)]
+            got,
+            [
+                ("a", vec!["w0/job/a", "w1/job/a"]),
+                ("b", vec!["w0/job/b", "w1/job/b"]),
+                ("c", vec!["w0/job/c"]),
+            ]
         );
     }
 
@@ -1094,7 +1150,7 @@ mod tests {
             "",
         ] {
             let extra = format!(r#"{comp},"verdict":"rogue","action":"logged""#);
-            a.add(0, access(Some(0), "openat", "/job/x", "write", &extra));
+            a.add(0, &access(Some(0), "openat", "/job/x", "write", &extra));
         }
         let (r, _, _, _) = a.sections(&labels());
         let groups: Vec<_> = r
@@ -1121,7 +1177,7 @@ mod tests {
         let mut a = Aggregator::default();
         a.add(
             0,
-            rogue(
+            &rogue(
                 0,
                 "/job/summary.log",
                 "/job/lib/libLegacyAlg.so",
