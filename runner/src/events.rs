@@ -2,11 +2,12 @@
 //! fields, and a streaming reader that skips NUL bytes and counts the lines
 //! it could not parse.
 
+use std::borrow::Cow;
 use std::fs::File;
-use std::io::{BufRead, BufReader};
+use std::io::{ErrorKind, Read};
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -59,36 +60,58 @@ impl Taken {
     }
 }
 
+/// A JSON string borrowed from the line when it holds no escapes (the
+/// usual case), owned otherwise. Same errors as `String`: "expected a
+/// string".
+#[derive(Deserialize)]
+struct Str<'a>(#[serde(borrow)] Cow<'a, str>);
+
+/// `Option<Cow<str>>` that borrows: serde's own impl for `Cow` always owns.
+fn opt_str<'de: 'a, 'a, D: Deserializer<'de>>(d: D) -> Result<Option<Cow<'a, str>>, D::Error> {
+    Ok(Option::<Str<'a>>::deserialize(d)?.map(|s| s.0))
+}
+
+/// `Option<Vec<Cow<str>>>` whose strings borrow.
+fn opt_str_vec<'de: 'a, 'a, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Vec<Cow<'a, str>>>, D::Error> {
+    Ok(Option::<Vec<Str<'a>>>::deserialize(d)?.map(|v| v.into_iter().map(|s| s.0).collect()))
+}
+
 /// `{"object": ..., "symbol": ...}`
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Frame {
-    pub object: Option<String>,
-    pub symbol: Option<String>,
+pub struct Frame<'a> {
+    #[serde(borrow, default, deserialize_with = "opt_str")]
+    pub object: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "opt_str")]
+    pub symbol: Option<Cow<'a, str>>,
 }
 
 /// One line of a log. Common fields are required; the others depend on
-/// `kind`/`op` and are optional here.
+/// `kind`/`op` and are optional here. Strings borrow from the line they
+/// were parsed from.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Event {
+pub struct Event<'a> {
     pub v: u32,
     pub ts: u64,
     pub kind: Kind,
-    pub op: String,
+    #[serde(borrow)]
+    pub op: Cow<'a, str>,
     pub pid: i64,
     pub ppid: i64,
     pub tid: i64,
     pub worker: Option<u64>,
     // access
-    #[serde(default)]
-    pub path: Option<String>,
-    #[serde(default)]
-    pub abs: Option<String>,
-    #[serde(default)]
-    pub path2: Option<String>,
-    #[serde(default)]
-    pub abs2: Option<String>,
+    #[serde(borrow, default, deserialize_with = "opt_str")]
+    pub path: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "opt_str")]
+    pub abs: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "opt_str")]
+    pub path2: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "opt_str")]
+    pub abs2: Option<Cow<'a, str>>,
     #[serde(default)]
     pub mode: Option<AccessMode>,
     #[serde(default)]
@@ -97,38 +120,38 @@ pub struct Event {
     pub truncate: Option<bool>,
     #[serde(default)]
     pub append: Option<bool>,
-    #[serde(default)]
-    pub flags: Option<Vec<String>>,
+    #[serde(borrow, default, deserialize_with = "opt_str_vec")]
+    pub flags: Option<Vec<Cow<'a, str>>>,
     #[serde(default)]
     pub result: Option<i64>,
-    #[serde(default)]
-    pub errno: Option<String>,
-    #[serde(default)]
-    pub component: Option<Frame>,
-    #[serde(default)]
-    pub stack: Option<Vec<Frame>>,
-    #[serde(default)]
-    pub path_hex: Option<String>,
-    #[serde(default)]
-    pub path2_hex: Option<String>,
-    #[serde(default)]
-    pub abs_hex: Option<String>,
-    #[serde(default)]
-    pub abs2_hex: Option<String>,
+    #[serde(borrow, default, deserialize_with = "opt_str")]
+    pub errno: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub component: Option<Frame<'a>>,
+    #[serde(borrow, default)]
+    pub stack: Option<Vec<Frame<'a>>>,
+    #[serde(borrow, default, deserialize_with = "opt_str")]
+    pub path_hex: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "opt_str")]
+    pub path2_hex: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "opt_str")]
+    pub abs_hex: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "opt_str")]
+    pub abs2_hex: Option<Cow<'a, str>>,
     // policy (added by the library to access events)
     #[serde(default)]
     pub verdict: Option<Verdict>,
     #[serde(default)]
     pub action: Option<Taken>,
-    #[serde(default)]
-    pub target: Option<String>,
+    #[serde(borrow, default, deserialize_with = "opt_str")]
+    pub target: Option<Cow<'a, str>>,
     // process
-    #[serde(default)]
-    pub argv: Option<Vec<String>>,
-    #[serde(default)]
-    pub exe: Option<String>,
-    #[serde(default)]
-    pub cwd: Option<String>,
+    #[serde(borrow, default, deserialize_with = "opt_str_vec")]
+    pub argv: Option<Vec<Cow<'a, str>>>,
+    #[serde(borrow, default, deserialize_with = "opt_str")]
+    pub exe: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "opt_str")]
+    pub cwd: Option<Cow<'a, str>>,
     #[serde(default)]
     pub root: Option<bool>,
     #[serde(default)]
@@ -137,11 +160,11 @@ pub struct Event {
     pub status: Option<i64>,
     #[serde(default)]
     pub audited: Option<bool>,
-    #[serde(default)]
-    pub reason: Option<String>,
+    #[serde(borrow, default, deserialize_with = "opt_str")]
+    pub reason: Option<Cow<'a, str>>,
 }
 
-impl Event {
+impl Event<'_> {
     /// docs/events.md: mode other than read, or create or truncate set.
     pub fn is_write_class(&self) -> bool {
         self.kind == Kind::Access
@@ -179,42 +202,100 @@ impl ReadStats {
 
 /// Parses one line (NUL bytes already removed). Schema versions other than
 /// 1 are rejected.
-pub fn parse_line(line: &[u8]) -> Result<Event, String> {
-    let ev: Event = serde_json::from_slice(line).map_err(|e| e.to_string())?;
+pub fn parse_line(line: &[u8]) -> Result<Event<'_>, String> {
+    // One UTF-8 check of the whole line costs less than serde_json's check
+    // of each string; a line that fails it goes the checking way, for the
+    // same error (and position) as ever.
+    let ev: Event = match std::str::from_utf8(line) {
+        Ok(s) => serde_json::from_str(s),
+        Err(_) => serde_json::from_slice(line),
+    }
+    .map_err(|e| e.to_string())?;
     if ev.v != 1 {
         return Err(format!("unsupported schema version {}", ev.v));
     }
     Ok(ev)
 }
 
+/// How much of a log is read at a time. Lines are parsed where they lie in
+/// this buffer; only a line cut by its end is moved (to the front).
+const CHUNK: usize = 256 * 1024;
+
+/// Calls `f` with each line of `r`, its `\n` included (the last line may
+/// have none), with NUL bytes removed: the same lines, byte for byte, as
+/// `read_until(b'\n')` followed by dropping NULs. Lines are not copied out
+/// of the read buffer unless they hold a NUL. The buffer starts at `chunk`
+/// bytes and grows to the longest line.
+fn for_each_line<R: Read>(mut r: R, chunk: usize, mut f: impl FnMut(&[u8])) -> std::io::Result<()> {
+    let mut buf = vec![0u8; chunk.max(1)];
+    let mut without_nuls = Vec::new();
+    let mut emit = |line: &[u8]| {
+        if memchr::memchr(0, line).is_none() {
+            f(line);
+        } else {
+            without_nuls.clear();
+            without_nuls.extend(line.iter().copied().filter(|&b| b != 0));
+            f(&without_nuls);
+        }
+    };
+    // buf[start..end] holds what is read and not yet handed over.
+    let (mut start, mut end) = (0, 0);
+    loop {
+        let n = loop {
+            match r.read(&mut buf[end..]) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        };
+        if n == 0 {
+            if start < end {
+                emit(&buf[start..end]);
+            }
+            return Ok(());
+        }
+        // The new bytes can only end lines begun before them: scan from the
+        // first byte not already known to hold no newline.
+        let mut scan = end;
+        end += n;
+        while let Some(i) = memchr::memchr(b'\n', &buf[scan..end]) {
+            emit(&buf[start..=scan + i]);
+            start = scan + i + 1;
+            scan = start;
+        }
+        // Keep the unfinished line: at the front, in a larger buffer if it
+        // fills this one.
+        buf.copy_within(start..end, 0);
+        end -= start;
+        start = 0;
+        if end == buf.len() {
+            buf.resize(buf.len() * 2, 0);
+        }
+    }
+}
+
 /// Streams the events of one reader, line by line: NUL bytes are dropped,
 /// blank lines ignored, unparseable lines counted (and the first few kept
 /// as examples, labelled with `name`).
-pub fn read_events<R: BufRead>(
-    mut r: R,
+pub fn read_events<R: Read>(
+    r: R,
     name: &str,
-    mut f: impl FnMut(Event),
+    mut f: impl FnMut(&Event<'_>),
 ) -> std::io::Result<ReadStats> {
     let mut stats = ReadStats {
         files: 1,
         ..Default::default()
     };
-    let mut buf = Vec::with_capacity(4096);
     let mut lineno = 0u64;
-    loop {
-        buf.clear();
-        if r.read_until(b'\n', &mut buf)? == 0 {
-            break;
-        }
+    for_each_line(r, CHUNK, |line| {
         lineno += 1;
-        buf.retain(|&b| b != 0);
-        if buf.iter().all(u8::is_ascii_whitespace) {
-            continue;
+        if line.iter().all(u8::is_ascii_whitespace) {
+            return;
         }
-        match parse_line(&buf) {
+        match parse_line(line) {
             Ok(ev) => {
                 stats.events += 1;
-                f(ev);
+                f(&ev);
             }
             Err(e) => {
                 stats.skipped += 1;
@@ -223,16 +304,12 @@ pub fn read_events<R: BufRead>(
                 }
             }
         }
-    }
+    })?;
     Ok(stats)
 }
 
-pub fn read_file(path: &Path, f: impl FnMut(Event)) -> std::io::Result<ReadStats> {
-    read_events(
-        BufReader::with_capacity(64 * 1024, File::open(path)?),
-        &path.display().to_string(),
-        f,
-    )
+pub fn read_file(path: &Path, f: impl FnMut(&Event<'_>)) -> std::io::Result<ReadStats> {
+    read_events(File::open(path)?, &path.display().to_string(), f)
 }
 
 /// `mpaudit-<pid>-<ns>.jsonl`
@@ -342,6 +419,185 @@ mod tests {
             stats.examples[1].starts_with("log:6: "),
             "{:?}",
             stats.examples
+        );
+    }
+
+    /// What the reader did before `for_each_line`: `read_until` a newline,
+    /// then drop the NULs.
+    fn lines_by_read_until(data: &[u8]) -> Vec<Vec<u8>> {
+        use std::io::BufRead;
+        let (mut r, mut out) = (data, Vec::new());
+        loop {
+            let mut buf = Vec::new();
+            if r.read_until(b'\n', &mut buf).unwrap() == 0 {
+                return out;
+            }
+            buf.retain(|&b| b != 0);
+            out.push(buf);
+        }
+    }
+
+    fn lines(data: &[u8], chunk: usize) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        for_each_line(data, chunk, |l| out.push(l.to_vec())).unwrap();
+        out
+    }
+
+    #[test]
+    fn lines_match_read_until_for_every_chunk_size() {
+        let mut cases: Vec<Vec<u8>> = [
+            &b""[..],
+            b"\n",
+            b"\n\n\n",
+            b"a",
+            b"a\nb",
+            b"a\nb\n",
+            b"\0",
+            b"\0\0\n\0",
+            b"ab\0c\nd\0\0\n\0\0\0",
+            b"a line longer than every small chunk\nand one more\n",
+        ]
+        .iter()
+        .map(|c| c.to_vec())
+        .collect();
+        // Pseudo-random mixes of line bytes, newlines, NULs and blanks.
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for len in 0..300 {
+            let mut c = Vec::new();
+            for _ in 0..len {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                c.push(b"ab\n\0 {"[(x % 6) as usize]);
+            }
+            cases.push(c);
+        }
+        for c in &cases {
+            let want = lines_by_read_until(c);
+            for chunk in [1, 2, 3, 5, 8, 64, CHUNK] {
+                assert_eq!(lines(c, chunk), want, "chunk {chunk}, input {c:?}");
+            }
+        }
+    }
+
+    /// Hands out one byte at a time, failing with `Interrupted` in between,
+    /// then fails for good if asked to.
+    struct Stutter<'a> {
+        data: &'a [u8],
+        interrupt: bool,
+        fail_at_end: bool,
+    }
+
+    impl Read for Stutter<'_> {
+        fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+            self.interrupt = !self.interrupt;
+            if self.interrupt {
+                return Err(ErrorKind::Interrupted.into());
+            }
+            match self.data.split_first() {
+                Some((&b, rest)) if !out.is_empty() => {
+                    out[0] = b;
+                    self.data = rest;
+                    Ok(1)
+                }
+                None if self.fail_at_end => Err(ErrorKind::InvalidData.into()),
+                _ => Ok(0),
+            }
+        }
+    }
+
+    #[test]
+    fn lines_survive_short_and_interrupted_reads() {
+        let data = b"ab\0c\n\nlast";
+        let mut got = Vec::new();
+        let r = Stutter {
+            data,
+            interrupt: false,
+            fail_at_end: false,
+        };
+        for_each_line(r, 2, |l| got.push(l.to_vec())).unwrap();
+        assert_eq!(got, lines_by_read_until(data));
+        let r = Stutter {
+            data,
+            interrupt: false,
+            fail_at_end: true,
+        };
+        let e = for_each_line(r, 2, |_| {}).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidData);
+    }
+
+    #[test]
+    fn strings_borrow_from_the_line_unless_escaped() {
+        let line = br#"{"v":1,"ts":1,"kind":"process","op":"exec","pid":1,"ppid":0,"tid":1,"worker":null,"argv":["/bin/su","a\"b"],"exe":"/bin/\u0073u","cwd":"/","result":null,"errno":null,"audited":false,"reason":"setuid"}"#;
+        let e = parse_line(line).unwrap();
+        assert!(matches!(e.op, Cow::Borrowed("exec")));
+        assert!(matches!(e.reason, Some(Cow::Borrowed("setuid"))));
+        assert!(matches!(e.exe, Some(Cow::Owned(ref s)) if s == "/bin/su"));
+        let argv = e.argv.unwrap();
+        assert!(matches!(argv[0], Cow::Borrowed("/bin/su")));
+        assert!(matches!(argv[1], Cow::Owned(ref s) if s == "a\"b"));
+        assert_eq!(e.errno, None);
+        let e = parse_line(EXAMPLE.as_bytes()).unwrap();
+        let c = e.component.unwrap();
+        assert!(matches!(
+            c.object,
+            Some(Cow::Borrowed("/job/lib/libLegacyAlg.so"))
+        ));
+        assert_eq!(e.stack.unwrap()[1].symbol, None);
+    }
+
+    #[test]
+    fn string_fields_reject_other_types_as_before() {
+        // The messages the owned `String` fields gave (taken from the
+        // runner before they borrowed): reports quote them.
+        let common =
+            r#"{"v":1,"ts":1,"kind":"access","op":"open","pid":1,"ppid":0,"tid":1,"worker":null"#;
+        for (extra, want) in [
+            (
+                r#","path":5"#,
+                "invalid type: integer `5`, expected a string at line 1 column 89",
+            ),
+            (
+                r#","flags":"O_RDONLY""#,
+                "invalid type: string \"O_RDONLY\", expected a sequence at line 1 column 99",
+            ),
+            (
+                r#","flags":[1]"#,
+                "invalid type: integer `1`, expected a string at line 1 column 91",
+            ),
+            (
+                r#","component":{"object":true}"#,
+                "invalid type: boolean `true`, expected a string at line 1 column 107",
+            ),
+            (
+                r#","component":{"object":null,"x":1}"#,
+                "unknown field `x`, expected `object` or `symbol` at line 1 column 111",
+            ),
+            (
+                r#","stack":[{"symbol":[]}]"#,
+                "invalid type: sequence, expected a string at line 1 column 100",
+            ),
+        ] {
+            let line = format!("{common}{extra}}}");
+            assert_eq!(parse_line(line.as_bytes()).unwrap_err(), want, "{line}");
+        }
+        let e =
+            parse_line(b"{\"v\":1,\"ts\":1,\"kind\":\"access\",\"op\":\"op\xff\"}").unwrap_err();
+        assert_eq!(e, "invalid unicode code point at line 1 column 39");
+    }
+
+    #[test]
+    fn lines_that_are_not_utf8_fail_as_before() {
+        // Valid UTF-8 takes the from_str way, anything else from_slice: the
+        // messages below are the ones from_slice always gave.
+        let e = parse_line(b"{\"v\":1,\xff\"ts\":1}").unwrap_err();
+        assert_eq!(e, "key must be a string at line 1 column 8");
+        let e = parse_line(b"{\"v\":1,\"ts\":1,\"kind\":\"access\",\"op\":\"\xc3\xa9\",\"pid\":1,\"ppid\":0,\"tid\":1,\"worker\":null,\"path\":\"a\xc3\",\"x\":1}").unwrap_err();
+        assert_eq!(e, "invalid unicode code point at line 1 column 89");
+        let e = parse_line("{\"v\":1,\"ts\":1,\"kind\":\"access\",\"op\":\"\u{e9}t\u{e9}\",\"pid\":1,\"ppid\":0,\"tid\":1,\"worker\":null,\"path\":\"\u{fffd}\"}".as_bytes()).unwrap();
+        assert_eq!(
+            (&*e.op, e.path.as_deref()),
+            ("\u{e9}t\u{e9}", Some("\u{fffd}"))
         );
     }
 

@@ -3,7 +3,9 @@
 //! processes, never by the number of events: events are folded in one by
 //! one as the reader streams them.
 
+use std::borrow::Borrow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -30,20 +32,48 @@ pub struct Who {
     pub worker: Option<u64>,
 }
 
+/// A set of workers in `Who` order, as a sorted `Vec`: the sets kept per
+/// path hold a few workers each, and a `BTreeSet`'s node (11 slots) was
+/// most of the report's memory and of its cache misses.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct WhoSet(Vec<Who>);
+
+impl WhoSet {
+    fn insert(&mut self, w: Who) {
+        if let Err(i) = self.0.binary_search(&w) {
+            self.0.insert(i, w);
+        }
+    }
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+    fn iter(&self) -> std::slice::Iter<'_, Who> {
+        self.0.iter()
+    }
+}
+
+impl<'a> IntoIterator for &'a WhoSet {
+    type Item = &'a Who;
+    type IntoIter = std::slice::Iter<'a, Who>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
 #[derive(Debug, Default)]
 struct PathUse {
-    writers: BTreeSet<Who>,
-    readers: BTreeSet<Who>,
+    writers: WhoSet,
+    readers: WhoSet,
 }
 
 /// Per path of a rogue group: count, workers, actions taken.
-type PathAgg = (u64, BTreeSet<Who>, BTreeMap<&'static str, u64>);
+type PathAgg = (u64, WhoSet, BTreeMap<&'static str, u64>);
 
 #[derive(Debug, Default)]
 struct RogueAgg {
     events: u64,
     unmitigated: u64,
-    workers: BTreeSet<Who>,
+    workers: WhoSet,
     actions: BTreeMap<&'static str, u64>,
     paths: HashMap<String, PathAgg>,
 }
@@ -67,7 +97,8 @@ pub struct Aggregator {
     pub stats: ReadStats,
     paths: HashMap<String, PathUse>,
     rogue: HashMap<(String, Option<String>), RogueAgg>,
-    redirected: BTreeMap<String, BTreeMap<Who, BTreeSet<String>>>,
+    /// Sorted by path for the report; a `HashMap` while folding events in.
+    redirected: HashMap<String, BTreeMap<Who, BTreeSet<String>>>,
     unaudited: BTreeMap<(String, String), UnauditedAgg>,
     pub per_worker: BTreeMap<Who, WorkerCounts>,
     /// pid → worker, from each process's events (fork mode).
@@ -87,8 +118,72 @@ fn ignorable(path: &str) -> bool {
         || path == "/dev/null"
 }
 
+/// Calls `f` with `map[key]`, inserted (the key copied, the value default)
+/// only when missing: events look keys up by `&str`, and most of them find
+/// one already there.
+fn with_slot<K, Q, V, R>(map: &mut HashMap<K, V>, key: &Q, f: impl FnOnce(&mut V) -> R) -> R
+where
+    K: Borrow<Q> + Hash + Eq,
+    Q: ToOwned<Owned = K> + Hash + Eq + ?Sized,
+    V: Default,
+{
+    match map.get_mut(key) {
+        Some(v) => f(v),
+        None => f(map.entry(key.to_owned()).or_default()),
+    }
+}
+
+/// A rogue group's key, `(object, symbol)`, owned in the map and borrowed
+/// from the event for a lookup: both hash and compare as the pair of
+/// `&str`s, so `HashMap<(String, Option<String>), _>` can be searched with
+/// a `&dyn ComponentKey` built from the event's strings.
+trait ComponentKey {
+    fn pair(&self) -> (&str, Option<&str>);
+}
+
+impl ComponentKey for (String, Option<String>) {
+    fn pair(&self) -> (&str, Option<&str>) {
+        (&self.0, self.1.as_deref())
+    }
+}
+
+impl ComponentKey for (&str, Option<&str>) {
+    fn pair(&self) -> (&str, Option<&str>) {
+        (self.0, self.1)
+    }
+}
+
+impl<'a> Borrow<dyn ComponentKey + 'a> for (String, Option<String>) {
+    fn borrow(&self) -> &(dyn ComponentKey + 'a) {
+        self
+    }
+}
+
+impl Hash for dyn ComponentKey + '_ {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        // The same bytes as `(String, Option<String>)::hash`.
+        self.pair().hash(h)
+    }
+}
+
+impl PartialEq for dyn ComponentKey + '_ {
+    fn eq(&self, o: &Self) -> bool {
+        self.pair() == o.pair()
+    }
+}
+
+impl Eq for dyn ComponentKey + '_ {}
+
+impl ToOwned for dyn ComponentKey + '_ {
+    type Owned = (String, Option<String>);
+    fn to_owned(&self) -> Self::Owned {
+        let (o, s) = self.pair();
+        (o.to_string(), s.map(str::to_string))
+    }
+}
+
 impl Aggregator {
-    pub fn add(&mut self, source: u16, ev: Event) {
+    pub fn add(&mut self, source: u16, ev: &Event<'_>) {
         let who = Who {
             source,
             worker: ev.worker,
@@ -102,100 +197,91 @@ impl Aggregator {
         }
     }
 
-    fn add_process(&mut self, source: u16, who: Who, ev: Event) {
+    fn add_process(&mut self, source: u16, who: Who, ev: &Event<'_>) {
         if ev.op == "exit" {
             if let Some(s) = ev.status {
                 self.exits.insert((source, ev.pid), s);
             }
         }
         if ev.op == "exec" && ev.audited == Some(false) {
-            let exe = ev.exe.clone().unwrap_or_default();
+            let exe = ev.exe.as_deref().unwrap_or_default().to_string();
             let reason = ev
                 .reason
-                .clone()
-                .unwrap_or_else(|| "outcome not recorded".into());
+                .as_deref()
+                .unwrap_or("outcome not recorded")
+                .to_string();
             let u = self.unaudited.entry((exe, reason)).or_default();
             u.count += 1;
             u.workers.insert(who);
             if u.argv.is_empty() {
-                u.argv = ev.argv.unwrap_or_default();
+                u.argv = ev.argv.iter().flatten().map(|a| a.to_string()).collect();
             }
         }
     }
 
-    fn add_access(&mut self, who: Who, ev: Event) {
+    fn add_access(&mut self, who: Who, ev: &Event<'_>) {
         let write = ev.is_write_class();
         let action = ev.action.unwrap_or(Taken::None);
         if write && ev.verdict.is_none() {
             self.unclassified_writes += 1;
         }
-        let shown_path = ev
-            .abs
-            .clone()
-            .or_else(|| ev.path.clone())
-            .unwrap_or_default();
+        let shown_path = ev.abs.as_deref().or(ev.path.as_deref()).unwrap_or_default();
         if ev.verdict == Some(Verdict::Rogue) {
             self.rogue_writes += 1;
             if let Some(c) = self.per_worker.get_mut(&who) {
                 c.rogue += 1;
             }
-            let comp = ev.component.clone().unwrap_or(crate::events::Frame {
-                object: None,
-                symbol: None,
-            });
-            let key = (
-                comp.object.unwrap_or_else(|| "(unknown)".into()),
-                comp.symbol,
+            let comp = ev.component.as_ref();
+            let key: &dyn ComponentKey = &(
+                comp.and_then(|c| c.object.as_deref())
+                    .unwrap_or("(unknown)"),
+                comp.and_then(|c| c.symbol.as_deref()),
             );
-            let g = self.rogue.entry(key).or_default();
-            g.events += 1;
-            if action.unmitigated() {
-                g.unmitigated += 1;
-            }
-            g.workers.insert(who);
-            *g.actions.entry(action.as_str()).or_default() += 1;
-            let p = g.paths.entry(shown_path.clone()).or_default();
-            p.0 += 1;
-            p.1.insert(who);
-            *p.2.entry(action.as_str()).or_default() += 1;
+            with_slot(&mut self.rogue, key, |g| {
+                g.events += 1;
+                if action.unmitigated() {
+                    g.unmitigated += 1;
+                }
+                g.workers.insert(who);
+                *g.actions.entry(action.as_str()).or_default() += 1;
+                with_slot(&mut g.paths, shown_path, |p| {
+                    p.0 += 1;
+                    p.1.insert(who);
+                    *p.2.entry(action.as_str()).or_default() += 1;
+                });
+            });
         }
         if action == Taken::Redirected {
-            if let Some(t) = &ev.target {
-                self.redirected
-                    .entry(shown_path.clone())
-                    .or_default()
-                    .entry(who)
-                    .or_default()
-                    .insert(t.clone());
+            if let Some(t) = ev.target.as_deref() {
+                with_slot(&mut self.redirected, shown_path, |per| {
+                    let ts = per.entry(who).or_default();
+                    if !ts.contains(t) {
+                        ts.insert(t.to_string());
+                    }
+                });
             }
         }
         if !ev.succeeded() || ev.op == "mkdir" || ev.op == "rmdir" {
             return;
         }
         // Where the bytes really went: a redirected write is not a clobber.
-        let mut touched: Vec<String> = Vec::with_capacity(2);
-        if write && action == Taken::Redirected {
-            if let Some(t) = &ev.target {
-                touched.push(t.clone());
-            }
-        } else if let Some(a) = ev.abs.clone() {
-            touched.push(a);
-        }
-        if write {
-            if let Some(a2) = ev.abs2.clone() {
-                touched.push(a2);
-            }
-        }
-        for p in touched {
-            if ignorable(&p) {
+        let first = if write && action == Taken::Redirected {
+            ev.target.as_deref()
+        } else {
+            ev.abs.as_deref()
+        };
+        let second = if write { ev.abs2.as_deref() } else { None };
+        for p in [first, second].into_iter().flatten() {
+            if ignorable(p) {
                 continue;
             }
-            let u = self.paths.entry(p).or_default();
-            if write {
-                u.writers.insert(who);
-            } else {
-                u.readers.insert(who);
-            }
+            with_slot(&mut self.paths, p, |u| {
+                if write {
+                    u.writers.insert(who);
+                } else {
+                    u.readers.insert(who);
+                }
+            });
         }
     }
 
@@ -382,8 +468,8 @@ impl Labels {
             base
         }
     }
-    fn whos(&self, s: &BTreeSet<Who>) -> Vec<String> {
-        s.iter().map(|w| self.who(*w)).collect()
+    fn whos<'w>(&self, s: impl IntoIterator<Item = &'w Who>) -> Vec<String> {
+        s.into_iter().map(|w| self.who(*w)).collect()
     }
 }
 
@@ -475,9 +561,10 @@ impl Aggregator {
                 .then(a.path.cmp(&b.path))
         });
 
-        let redirected = self
-            .redirected
-            .iter()
+        let mut redirected: Vec<_> = self.redirected.iter().collect();
+        redirected.sort_unstable_by_key(|(orig, _)| *orig);
+        let redirected = redirected
+            .into_iter()
             .map(|(orig, per)| Redirect {
                 original: l.path(orig),
                 targets: per
@@ -806,17 +893,19 @@ mod tests {
     use super::*;
     use crate::events::parse_line;
 
-    fn access(worker: Option<u64>, op: &str, abs: &str, mode: &str, extra: &str) -> Event {
+    fn access(worker: Option<u64>, op: &str, abs: &str, mode: &str, extra: &str) -> Event<'static> {
         let w = worker.map(|k| k.to_string()).unwrap_or("null".into());
         let create = mode != "read";
         let line = format!(
             r#"{{"v":1,"ts":1,"kind":"access","op":"{op}","pid":{},"ppid":1,"tid":1,"worker":{w},"path":"{abs}","abs":"{abs}","mode":"{mode}","create":{create},"truncate":false,"append":false,"flags":[],"result":3,"errno":null{extra}}}"#,
             100 + worker.unwrap_or(99)
         );
+        // The event borrows from its line: leaked, as a test may keep it.
+        let line: &'static str = Box::leak(line.into_boxed_str());
         parse_line(line.as_bytes()).unwrap_or_else(|e| panic!("{e}: {line}"))
     }
 
-    fn rogue(worker: u64, abs: &str, obj: &str, sym: &str, action: &str) -> Event {
+    fn rogue(worker: u64, abs: &str, obj: &str, sym: &str, action: &str) -> Event<'static> {
         let extra = format!(
             r#","component":{{"object":"{obj}","symbol":"{sym}"}},"stack":[],"verdict":"rogue","action":"{action}""#
         );
@@ -845,7 +934,7 @@ mod tests {
         for w in [0, 1] {
             a.add(
                 0,
-                rogue(
+                &rogue(
                     w,
                     "/job/summary.log",
                     "/job/lib/libLegacyAlg.so",
@@ -856,7 +945,7 @@ mod tests {
         }
         a.add(
             0,
-            rogue(
+            &rogue(
                 0,
                 "/job/other.txt",
                 "/job/lib/libLegacyAlg.so",
@@ -868,7 +957,7 @@ mod tests {
         for _ in 0..5 {
             a.add(
                 0,
-                rogue(2, "/job/h.root", "/opt/libHist.so", "_Z4hist", "redirected"),
+                &rogue(2, "/job/h.root", "/opt/libHist.so", "_Z4hist", "redirected"),
             );
         }
         let (r, _, _, _) = a.sections(&labels());
@@ -889,24 +978,24 @@ mod tests {
     #[test]
     fn conflicts_clobbers_and_write_read() {
         let mut a = Aggregator::default();
-        a.add(0, access(Some(0), "openat", "/job/out.root", "write", ""));
-        a.add(0, access(Some(1), "openat", "/job/out.root", "write", ""));
-        a.add(0, access(Some(0), "openat", "/job/w0.txt", "write", ""));
-        a.add(0, access(Some(1), "openat", "/job/w0.txt", "read", ""));
-        a.add(0, access(Some(0), "openat", "/job/own.txt", "write", ""));
-        a.add(0, access(Some(0), "openat", "/job/own.txt", "read", ""));
-        a.add(0, access(None, "openat", "/job/conf.txt", "write", ""));
-        a.add(0, access(Some(1), "openat", "/job/conf.txt", "read", ""));
-        a.add(0, access(Some(0), "openat", "/dev/null", "write", ""));
-        a.add(0, access(Some(1), "openat", "/dev/null", "write", ""));
-        a.add(0, access(Some(0), "mkdir", "/job/d", "write", ""));
-        a.add(0, access(Some(1), "mkdir", "/job/d", "write", ""));
+        a.add(0, &access(Some(0), "openat", "/job/out.root", "write", ""));
+        a.add(0, &access(Some(1), "openat", "/job/out.root", "write", ""));
+        a.add(0, &access(Some(0), "openat", "/job/w0.txt", "write", ""));
+        a.add(0, &access(Some(1), "openat", "/job/w0.txt", "read", ""));
+        a.add(0, &access(Some(0), "openat", "/job/own.txt", "write", ""));
+        a.add(0, &access(Some(0), "openat", "/job/own.txt", "read", ""));
+        a.add(0, &access(None, "openat", "/job/conf.txt", "write", ""));
+        a.add(0, &access(Some(1), "openat", "/job/conf.txt", "read", ""));
+        a.add(0, &access(Some(0), "openat", "/dev/null", "write", ""));
+        a.add(0, &access(Some(1), "openat", "/dev/null", "write", ""));
+        a.add(0, &access(Some(0), "mkdir", "/job/d", "write", ""));
+        a.add(0, &access(Some(1), "mkdir", "/job/d", "write", ""));
         // A failed open clobbers nothing.
         let mut failed = access(Some(2), "openat", "/job/out2.root", "write", "");
         failed.result = Some(-1);
         failed.errno = Some("EACCES".into());
-        a.add(0, failed);
-        a.add(0, access(Some(3), "openat", "/job/out2.root", "write", ""));
+        a.add(0, &failed);
+        a.add(0, &access(Some(3), "openat", "/job/out2.root", "write", ""));
         let (_, c, _, _) = a.sections(&labels());
         assert_eq!(c.len(), 2, "{c:?}");
         assert_eq!((c[0].path.as_str(), c[0].kind), ("out.root", "clobber"));
@@ -924,7 +1013,7 @@ mod tests {
             );
             a.add(
                 0,
-                access(Some(w), "openat", "/job/out.root", "write", &extra),
+                &access(Some(w), "openat", "/job/out.root", "write", &extra),
             );
         }
         let mut rep = Report::default();
@@ -951,7 +1040,7 @@ mod tests {
             let extra = r#","path2":"/job/final.root","abs2":"/job/final.root""#;
             a.add(
                 0,
-                access(Some(w), "rename", &format!("/job/tmp{w}"), "write", extra),
+                &access(Some(w), "rename", &format!("/job/tmp{w}"), "write", extra),
             );
         }
         let (_, c, _, _) = a.sections(&labels());
@@ -963,10 +1052,10 @@ mod tests {
     fn unaudited_and_several_sources() {
         let mut a = Aggregator::default();
         let line = r#"{"v":1,"ts":1,"kind":"process","op":"exec","pid":5,"ppid":1,"tid":5,"worker":1,"argv":["/bin/su","-"],"exe":"/bin/su","cwd":"/","result":null,"errno":null,"audited":false,"reason":"setuid"}"#;
-        a.add(0, parse_line(line.as_bytes()).unwrap());
-        a.add(1, parse_line(line.as_bytes()).unwrap());
-        a.add(0, access(Some(0), "openat", "/shared/o", "write", ""));
-        a.add(1, access(Some(0), "openat", "/shared/o", "write", ""));
+        a.add(0, &parse_line(line.as_bytes()).unwrap());
+        a.add(1, &parse_line(line.as_bytes()).unwrap());
+        a.add(0, &access(Some(0), "openat", "/shared/o", "write", ""));
+        a.add(1, &access(Some(0), "openat", "/shared/o", "write", ""));
         let l = Labels {
             job_dir: None,
             sources: vec!["node1".into(), "node2".into()],
@@ -977,6 +1066,101 @@ mod tests {
         assert_eq!(u[0].workers, ["node1:1", "node2:1"]);
         assert_eq!(c[0].writers, ["node1:0", "node2:0"]);
         assert_eq!(c[0].path, "/shared/o");
+    }
+
+    #[test]
+    fn keys_are_looked_up_borrowed_and_copied_once() {
+        use std::hash::BuildHasher;
+        let h =
+            std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default();
+        for (o, s) in [("a", None), ("a", Some("b")), ("", Some(""))] {
+            let owned = (o.to_string(), s.map(String::from));
+            let k: &dyn ComponentKey = &(o, s);
+            assert_eq!(h.hash_one(&owned), h.hash_one(k), "{o:?} {s:?}");
+        }
+        let mut m: HashMap<(String, Option<String>), u32> = HashMap::new();
+        for (o, s) in [("a", None), ("a", Some("b")), ("a", None), ("b", Some("a"))] {
+            with_slot(&mut m, &(o, s) as &dyn ComponentKey, |n| *n += 1);
+        }
+        assert_eq!(m.len(), 3);
+        assert_eq!(m[&("a".to_string(), None)], 2);
+        assert_eq!(m[&("a".to_string(), Some("b".to_string()))], 1);
+    }
+
+    #[test]
+    fn who_sets_keep_btree_order() {
+        let mut x = 7u64;
+        let mut set = WhoSet::default();
+        let mut tree = BTreeSet::new();
+        for _ in 0..200 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let w = Who {
+                source: (x >> 60) as u16 % 3,
+                worker: ((x >> 40) % 7 != 0).then_some((x >> 20) % 9),
+            };
+            set.insert(w);
+            tree.insert(w);
+            assert!(set.iter().eq(tree.iter()));
+        }
+        assert_eq!(set.len(), tree.len());
+    }
+
+    #[test]
+    fn redirected_originals_sorted_by_path() {
+        let mut a = Aggregator::default();
+        for (w, p) in [
+            (1u64, "/job/b"),
+            (0, "/job/a"),
+            (1, "/job/a"),
+            (0, "/job/c"),
+            (0, "/job/b"),
+        ] {
+            let extra =
+                format!(r#","verdict":"declared","action":"redirected","target":"/job/w{w}{p}""#);
+            a.add(0, &access(Some(w), "openat", p, "write", &extra));
+        }
+        let (_, _, r, _) = a.sections(&labels());
+        let got: Vec<(&str, Vec<&str>)> = r
+            .iter()
+            .map(|r| {
+                let ts = r.targets.iter().map(|t| t.target.as_str()).collect();
+                (r.original.as_str(), ts)
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("a", vec!["w0/job/a", "w1/job/a"]),
+                ("b", vec!["w0/job/b", "w1/job/b"]),
+                ("c", vec!["w0/job/c"]),
+            ]
+        );
+    }
+
+    #[test]
+    fn components_without_object_group_as_unknown() {
+        let mut a = Aggregator::default();
+        for comp in [
+            r#","component":null"#,
+            r#","component":{"object":null,"symbol":null}"#,
+            r#","component":{"object":"(unknown)","symbol":null}"#,
+            r#","component":{"object":null,"symbol":"f"}"#,
+            "",
+        ] {
+            let extra = format!(r#"{comp},"verdict":"rogue","action":"logged""#);
+            a.add(0, &access(Some(0), "openat", "/job/x", "write", &extra));
+        }
+        let (r, _, _, _) = a.sections(&labels());
+        let groups: Vec<_> = r
+            .iter()
+            .map(|g| (g.object.as_str(), g.symbol.as_deref(), g.events))
+            .collect();
+        assert_eq!(
+            groups,
+            [("(unknown)", None, 4), ("(unknown)", Some("f"), 1)]
+        );
     }
 
     #[test]
@@ -993,7 +1177,7 @@ mod tests {
         let mut a = Aggregator::default();
         a.add(
             0,
-            rogue(
+            &rogue(
                 0,
                 "/job/summary.log",
                 "/job/lib/libLegacyAlg.so",
