@@ -141,11 +141,9 @@ fn execute(plan: &plan::Plan, program: &Path, preload: Option<&Path>) -> Result<
         .into_iter()
         .filter(|f| !earlier.contains(f))
         .collect();
-    for f in &files {
-        match events::read_file(f, |ev| agg.add(0, ev)) {
-            Ok(s) => agg.merge_stats(s),
-            Err(e) => eprintln!("mpaudit: warning: {}: {e}", f.display()),
-        }
+    let logs: Vec<(u16, PathBuf)> = files.iter().map(|f| (0, f.clone())).collect();
+    for (f, e) in report::read_logs(&mut agg, &logs, report_threads()) {
+        eprintln!("mpaudit: warning: {}: {e}", f.display());
     }
     let labels = report::Labels {
         job_dir: Some(plan.job_dir.clone()),
@@ -309,6 +307,12 @@ fn worker_reports(
     out
 }
 
+/// Threads reading logs for a report: the CPUs this process may use, at
+/// most 4 (each file in flight holds an aggregator of its own).
+fn report_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
+}
+
 /// `mpaudit report LOGDIR...`
 fn report_dirs(a: &cli::ReportArgs) -> Result<u8, String> {
     let cwd = cwd()?;
@@ -325,13 +329,12 @@ fn report_dirs(a: &cli::ReportArgs) -> Result<u8, String> {
     if u16::try_from(a.logdirs.len()).is_err() {
         return Err("too many log directories".into());
     }
-    for (i, files) in &all_files {
-        for f in files {
-            match events::read_file(f, |ev| agg.add(*i, ev)) {
-                Ok(s) => agg.merge_stats(s),
-                Err(e) => eprintln!("mpaudit: warning: {}: {e}", f.display()),
-            }
-        }
+    let logs: Vec<(u16, PathBuf)> = all_files
+        .into_iter()
+        .flat_map(|(i, files)| files.into_iter().map(move |f| (i, f)))
+        .collect();
+    for (f, e) in report::read_logs(&mut agg, &logs, report_threads()) {
+        eprintln!("mpaudit: warning: {}: {e}", f.display());
     }
     let job_dir = match &a.job_dir {
         Some(j) => Some(plan::resolve(&cwd, j)),

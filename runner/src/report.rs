@@ -47,6 +47,11 @@ impl WhoSet {
     fn len(&self) -> usize {
         self.0.len()
     }
+    fn extend(&mut self, o: &WhoSet) {
+        for w in o {
+            self.insert(*w);
+        }
+    }
     fn iter(&self) -> std::slice::Iter<'_, Who> {
         self.0.iter()
     }
@@ -182,7 +187,76 @@ impl ToOwned for dyn ComponentKey + '_ {
     }
 }
 
+/// Moves the entries of `b` into `a`, combining those both hold with `f`.
+fn merge_maps<K: Hash + Eq, V>(
+    a: &mut HashMap<K, V>,
+    b: HashMap<K, V>,
+    mut f: impl FnMut(&mut V, V),
+) {
+    for (k, v) in b {
+        match a.get_mut(&k) {
+            Some(x) => f(x, v),
+            None => {
+                a.insert(k, v);
+            }
+        }
+    }
+}
+
+fn add_counts(a: &mut BTreeMap<&'static str, u64>, b: BTreeMap<&'static str, u64>) {
+    for (k, v) in b {
+        *a.entry(k).or_default() += v;
+    }
+}
+
 impl Aggregator {
+    /// Folds in `o`, which holds the events that come after this one's:
+    /// the result is the same as adding every event to one aggregator
+    /// (first-seen and first-non-empty values come from `self`, the last
+    /// exit status from `o`).
+    pub fn merge(&mut self, o: Aggregator) {
+        self.stats.merge(o.stats);
+        merge_maps(&mut self.paths, o.paths, |a, b| {
+            a.writers.extend(&b.writers);
+            a.readers.extend(&b.readers);
+        });
+        merge_maps(&mut self.rogue, o.rogue, |a, b| {
+            a.events += b.events;
+            a.unmitigated += b.unmitigated;
+            a.workers.extend(&b.workers);
+            add_counts(&mut a.actions, b.actions);
+            merge_maps(&mut a.paths, b.paths, |a, b| {
+                a.0 += b.0;
+                a.1.extend(&b.1);
+                add_counts(&mut a.2, b.2);
+            });
+        });
+        merge_maps(&mut self.redirected, o.redirected, |a, b| {
+            for (w, ts) in b {
+                a.entry(w).or_default().extend(ts);
+            }
+        });
+        for (k, b) in o.unaudited {
+            let a = self.unaudited.entry(k).or_default();
+            a.count += b.count;
+            a.workers.extend(b.workers);
+            if a.argv.is_empty() {
+                a.argv = b.argv;
+            }
+        }
+        for (w, b) in o.per_worker {
+            let a = self.per_worker.entry(w).or_default();
+            a.events += b.events;
+            a.rogue += b.rogue;
+        }
+        for (k, w) in o.pid_worker {
+            self.pid_worker.entry(k).or_insert(w);
+        }
+        self.exits.extend(o.exits);
+        self.rogue_writes += o.rogue_writes;
+        self.unclassified_writes += o.unclassified_writes;
+    }
+
     pub fn add(&mut self, source: u16, ev: &Event<'_>) {
         let who = Who {
             source,
@@ -288,6 +362,97 @@ impl Aggregator {
     pub fn merge_stats(&mut self, s: ReadStats) {
         self.stats.merge(s);
     }
+}
+
+/// Reads `files` (each with its log directory's index) into `agg`, with the
+/// same result as reading them one after the other, on up to `threads`
+/// threads: each file is folded into an aggregator of its own and those are
+/// merged in file order. At most `2 * threads` files are read ahead of the
+/// merge, so memory stays bounded by distinct paths. Returns the files that
+/// could not be read (or not to the end), in order.
+pub fn read_logs(
+    agg: &mut Aggregator,
+    files: &[(u16, PathBuf)],
+    threads: usize,
+) -> Vec<(PathBuf, std::io::Error)> {
+    let read = |a: &mut Aggregator, (source, path): &(u16, PathBuf)| match crate::events::read_file(
+        path,
+        |ev| a.add(*source, ev),
+    ) {
+        Ok(s) => {
+            a.merge_stats(s);
+            None
+        }
+        Err(e) => Some(e),
+    };
+    let mut failed = Vec::new();
+    let threads = threads.min(files.len());
+    if threads <= 1 {
+        for f in files {
+            if let Some(e) = read(agg, f) {
+                failed.push((f.1.clone(), e));
+            }
+        }
+        return failed;
+    }
+    let ahead = 2 * threads;
+    let (job_tx, job_rx) = std::sync::mpsc::channel::<usize>();
+    let job_rx = std::sync::Mutex::new(job_rx);
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::scope(|scope| {
+        // Dropped when this closure ends, even by a panic: the readers then
+        // find no more work and stop, so the scope can join them.
+        let job_tx = job_tx;
+        for _ in 0..threads {
+            let (job_rx, done_tx) = (&job_rx, done_tx.clone());
+            scope.spawn(move || loop {
+                let Ok(i) = job_rx
+                    .lock()
+                    .map_err(drop)
+                    .and_then(|r| r.recv().map_err(drop))
+                else {
+                    return;
+                };
+                // A panic is handed to the merging thread, which re-raises
+                // it: waiting for this file would never end.
+                let one = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    let mut a = Aggregator::default();
+                    let e = read(&mut a, &files[i]);
+                    (a, e)
+                }));
+                if done_tx.send((i, one)).is_err() {
+                    return;
+                }
+            });
+        }
+        drop(done_tx);
+        let mut sent = 0;
+        while sent < files.len().min(ahead) {
+            let _ = job_tx.send(sent);
+            sent += 1;
+        }
+        let mut pending = BTreeMap::new();
+        let mut next = 0;
+        while next < files.len() {
+            let Ok((i, one)) = done_rx.recv() else {
+                break;
+            };
+            pending.insert(i, one);
+            while let Some(one) = pending.remove(&next) {
+                let (a, e) = one.unwrap_or_else(|p| std::panic::resume_unwind(p));
+                agg.merge(a);
+                if let Some(e) = e {
+                    failed.push((files[next].1.clone(), e));
+                }
+                next += 1;
+                if sent < files.len() {
+                    let _ = job_tx.send(sent);
+                    sent += 1;
+                }
+            }
+        }
+    });
+    failed
 }
 
 // ---- the report ----
@@ -1161,6 +1326,158 @@ mod tests {
             groups,
             [("(unknown)", None, 4), ("(unknown)", Some("f"), 1)]
         );
+    }
+
+    /// A pseudo-random mix of the events the aggregator treats apart.
+    fn random_events(seed: u64, n: usize) -> Vec<(u16, Event<'static>)> {
+        random_lines(seed, n)
+            .into_iter()
+            .map(|(source, line)| {
+                let line: &'static str = Box::leak(line.into_boxed_str());
+                let ev = parse_line(line.as_bytes()).unwrap_or_else(|e| panic!("{e}: {line}"));
+                (source, ev)
+            })
+            .collect()
+    }
+
+    /// The lines of `random_events`, with the index of their log directory.
+    fn random_lines(seed: u64, n: usize) -> Vec<(u16, String)> {
+        let mut x = seed;
+        let mut pick = |k: usize| {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (x >> 33) as usize % k
+        };
+        let mut out = Vec::new();
+        for _ in 0..n {
+            let source = pick(2) as u16;
+            let worker = [None, Some(0), Some(1), Some(2)][pick(4)];
+            let w = worker.map_or("null".to_string(), |k| k.to_string());
+            let pid = 100 + pick(5);
+            let line = match pick(10) {
+                0 => {
+                    let argv = ["[]", r#"["/bin/su"]"#, r#"["/bin/su","-"]"#][pick(3)];
+                    let reason = [r#","reason":"setuid""#, r#","reason":"static""#, ""][pick(3)];
+                    format!(
+                        r#"{{"v":1,"ts":1,"kind":"process","op":"exec","pid":{pid},"ppid":1,"tid":1,"worker":{w},"argv":{argv},"exe":"/bin/su","cwd":"/","result":null,"errno":null,"audited":false{reason}}}"#
+                    )
+                }
+                1 => format!(
+                    r#"{{"v":1,"ts":1,"kind":"process","op":"exit","pid":{pid},"ppid":1,"tid":1,"worker":{w},"status":{}}}"#,
+                    pick(3)
+                ),
+                _ => {
+                    let op = ["openat", "openat", "rename", "mkdir"][pick(4)];
+                    let abs = ["/job/a", "/job/b", "/job/c", "/dev/null"][pick(4)];
+                    let mode = ["read", "write", "readwrite"][pick(3)];
+                    let res = [
+                        r#""result":3,"errno":null"#,
+                        r#""result":-1,"errno":"EACCES""#,
+                    ][pick(2)];
+                    let abs2 = ["", r#","path2":"d","abs2":"/job/d""#][pick(2)];
+                    let policy = match pick(4) {
+                        0 => String::new(),
+                        1 => r#","verdict":"declared","action":"redirected","target":"/job/w/T""#
+                            .replace('T', &pick(3).to_string()),
+                        _ => {
+                            let comp = [
+                                r#""component":null"#,
+                                r#""component":{"object":"/job/lib/libA.so","symbol":"f"}"#,
+                                r#""component":{"object":"/job/lib/libB.so","symbol":null}"#,
+                            ][pick(3)];
+                            let action = ["logged", "denied", "redirected"][pick(3)];
+                            format!(
+                                r#",{comp},"verdict":"rogue","action":"{action}","target":"/job/w/r{}""#,
+                                pick(2)
+                            )
+                        }
+                    };
+                    format!(
+                        r#"{{"v":1,"ts":1,"kind":"access","op":"{op}","pid":{pid},"ppid":1,"tid":1,"worker":{w},"path":"p","abs":"{abs}","mode":"{mode}","create":false,"truncate":false,{res}{abs2}{policy}}}"#
+                    )
+                }
+            };
+            out.push((source, line));
+        }
+        out
+    }
+
+    /// Everything the report and main.rs read from an aggregator.
+    fn rendered(a: &Aggregator) -> String {
+        let l = Labels {
+            job_dir: Some(PathBuf::from("/job")),
+            sources: vec!["one".into(), "two".into()],
+        };
+        let mut r = Report::default();
+        r.fill(a, &l);
+        format!(
+            "{}{}{:?}{:?}{:?}",
+            r.to_json(),
+            r.to_text(),
+            a.per_worker,
+            a.pid_worker,
+            a.exits
+        )
+    }
+
+    #[test]
+    fn merging_in_order_is_adding_in_order() {
+        for seed in 0..40 {
+            let events = random_events(seed, 300);
+            let mut whole = Aggregator::default();
+            for (s, e) in &events {
+                whole.add(*s, e);
+            }
+            // Cut into pieces of varied sizes (some empty), merged in order.
+            let mut merged = Aggregator::default();
+            let mut rest = &events[..];
+            let mut k = seed as usize;
+            while !rest.is_empty() {
+                k = (k * 7 + 3) % 61;
+                let (piece, tail) = rest.split_at(k.min(rest.len()));
+                let mut a = Aggregator::default();
+                for (s, e) in piece {
+                    a.add(*s, e);
+                }
+                merged.merge(a);
+                rest = tail;
+            }
+            assert_eq!(rendered(&merged), rendered(&whole), "seed {seed}");
+        }
+    }
+
+    #[test]
+    fn read_logs_gives_the_same_on_any_number_of_threads() {
+        let dir = std::env::temp_dir().join(format!("mpaudit-read-logs-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut files = Vec::new();
+        for (i, chunk) in random_lines(7, 900).chunks(90).enumerate() {
+            let path = dir.join(format!("mpaudit-{i}-1.jsonl"));
+            let mut text: String = chunk.iter().map(|(_, l)| format!("{l}\n")).collect();
+            text += "{\"v\":1,\"ts\":\n"; // a bad line in every file
+            std::fs::write(&path, text).unwrap();
+            files.push(((i % 2) as u16, path));
+        }
+        files.insert(4, (0, dir.join("mpaudit-9999-1.jsonl"))); // missing
+        let mut want = None;
+        for threads in 1..=4 {
+            let mut a = Aggregator::default();
+            let failed = read_logs(&mut a, &files, threads);
+            assert_eq!(failed.len(), 1);
+            assert_eq!(failed[0].0, files[4].1);
+            assert_eq!(
+                (a.stats.files, a.stats.events, a.stats.skipped),
+                (10, 900, 10)
+            );
+            let got = (rendered(&a), a.stats.examples.clone());
+            assert!(got.1[0].contains("mpaudit-0-1.jsonl:91: "), "{:?}", got.1);
+            match &want {
+                None => want = Some(got),
+                Some(w) => assert_eq!(&got, w, "{threads} threads"),
+            }
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
