@@ -145,6 +145,8 @@ pub struct Event<'a> {
     pub action: Option<Taken>,
     #[serde(borrow, default, deserialize_with = "opt_str")]
     pub target: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "opt_str")]
+    pub target_hex: Option<Cow<'a, str>>,
     // process
     #[serde(borrow, default, deserialize_with = "opt_str_vec")]
     pub argv: Option<Vec<Cow<'a, str>>>,
@@ -364,6 +366,19 @@ mod tests {
             Some("_ZN9LegacyAlg7executeEv")
         );
         assert_eq!(e.stack.unwrap().len(), 2);
+    }
+
+    // Regression: the library writes `target_hex` beside a non-UTF-8
+    // redirect target (docs/events.md), but the runner's type had no such
+    // field, so deny_unknown_fields dropped those events from the report.
+    #[test]
+    fn a_non_utf8_redirect_target_is_parsed() {
+        let line = r#"{"v":1,"ts":1,"kind":"access","op":"openat","pid":1,"ppid":0,"tid":1,"worker":0,"path":"o\ufffd.root","abs":"/j/o\ufffd.root","mode":"write","create":true,"truncate":true,"append":false,"flags":[],"result":3,"errno":null,"component":null,"stack":[],"path_hex":"6fff2e726f6f74","abs_hex":"2f6a2f6fff2e726f6f74","verdict":"rogue","action":"redirected","target":"/j/w/worker_0/o\ufffd.root","target_hex":"2f6a2f772f776f726b65725f302f6fff2e726f6f74"}"#;
+        let e = parse_line(line.as_bytes()).unwrap();
+        assert_eq!(
+            e.target_hex.as_deref(),
+            Some("2f6a2f772f776f726b65725f302f6fff2e726f6f74")
+        );
     }
 
     #[test]
