@@ -41,6 +41,8 @@ extern "C" fn collect(ctx: *mut UnwindContext, arg: *mut libc::c_void) -> libc::
     if ip == 0 {
         return URC_END_OF_STACK;
     }
+    // Our own frames go by load address, not by name: an installed copy
+    // may be renamed (libmpaudit-1.2.so), and the name test alone blamed us.
     if crate::state::is_own_address(ip) {
         return URC_NO_REASON;
     }
@@ -242,15 +244,8 @@ fn lookup(ip: usize) -> ClassifiedFrame {
     let symbol = (!info.dli_sname.is_null())
         // SAFETY: a NUL-terminated string in the object's string table.
         .then(|| unsafe { crate::sys::c_bytes(info.dli_sname, 4096) });
-    // Our own frames by load address: an installed copy may be renamed
-    // (libmpaudit-1.2.so), and the name test alone then blamed us.
-    let class = if info.dli_fbase as usize == crate::state::own_base() {
-        ObjectClass::Mpaudit
-    } else {
-        classify_object(object)
-    };
     ClassifiedFrame {
         frame: Frame { object, symbol },
-        class: class as u8,
+        class: classify_object(object) as u8,
     }
 }

@@ -161,9 +161,6 @@ pub fn is_root() -> bool {
 pub fn main_base() -> usize {
     MAIN_BASE.load(Relaxed)
 }
-pub fn own_base() -> usize {
-    OWN_BASE.load(Relaxed)
-}
 /// Whether `addr` lies in libmpaudit.so's loaded segments.
 #[inline]
 pub fn is_own_address(addr: usize) -> bool {
