@@ -1,7 +1,9 @@
 //! The event log line format (docs/events.md), encoded without allocation.
 //!
-//! Encoding is generic over [`Sink`], so the library runs it once into a
-//! [`crate::json::Counter`] to size the event and once into the log itself.
+//! Encoding is generic over [`Sink`] (see [`Encode`]), so the library runs
+//! it into whichever sink it needs (its staging buffer, a
+//! [`crate::json::Counter`] to size the event, the log itself) with no
+//! virtual call per fragment.
 
 use crate::flags::{put_flag_names, OpenIntent};
 use crate::json::{put_bool, put_hex_string, put_i64, put_str, put_str_checked, put_u64, Sink};

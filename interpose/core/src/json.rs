@@ -1,8 +1,10 @@
 //! A byte sink and JSON string escaping that never allocate.
 //!
-//! Events are encoded twice: once into [`Counter`] to learn their length, then
-//! straight into the reserved region of the log. No event-sized buffer is ever
-//! needed, so hooks keep a small stack even on a signal's alternate stack.
+//! The library encodes an event into a per-thread staging buffer, or, when
+//! that is busy or too small, twice: once into [`Counter`] to learn its
+//! length, then straight into the reserved region of the log. No event-sized
+//! buffer is ever needed on the stack, so hooks keep a small stack even on a
+//! signal's alternate stack.
 
 /// Something bytes can be written to. Implementations never fail: a sink that
 /// runs out of room drops the excess and remembers it did.
