@@ -142,9 +142,7 @@ fn execute(plan: &plan::Plan, program: &Path, preload: Option<&Path>) -> Result<
         .filter(|f| !earlier.contains(f))
         .collect();
     let logs: Vec<(u16, PathBuf)> = files.iter().map(|f| (0, f.clone())).collect();
-    for (f, e) in report::read_logs(&mut agg, &logs, report_threads()) {
-        eprintln!("mpaudit: warning: {}: {e}", f.display());
-    }
+    read_logs(&mut agg, &logs);
     let labels = report::Labels {
         job_dir: Some(plan.job_dir.clone()),
         sources: vec![plan.log_dir.display().to_string()],
@@ -307,10 +305,14 @@ fn worker_reports(
     out
 }
 
-/// Threads reading logs for a report: the CPUs this process may use, at
-/// most 4 (each file in flight holds an aggregator of its own).
-fn report_threads() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
+/// Reads the logs into `agg` on as many threads as this process may use, at
+/// most 4 (each file in flight holds an aggregator of its own); a log that
+/// cannot be read is a warning, not an error.
+fn read_logs(agg: &mut report::Aggregator, logs: &[(u16, PathBuf)]) {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+    for (f, e) in report::read_logs(agg, logs, threads) {
+        eprintln!("mpaudit: warning: {}: {e}", f.display());
+    }
 }
 
 /// `mpaudit report LOGDIR...`
@@ -333,9 +335,7 @@ fn report_dirs(a: &cli::ReportArgs) -> Result<u8, String> {
         .into_iter()
         .flat_map(|(i, files)| files.into_iter().map(move |f| (i, f)))
         .collect();
-    for (f, e) in report::read_logs(&mut agg, &logs, report_threads()) {
-        eprintln!("mpaudit: warning: {}: {e}", f.display());
-    }
+    read_logs(&mut agg, &logs);
     let job_dir = match &a.job_dir {
         Some(j) => Some(plan::resolve(&cwd, j)),
         None => run_meta::job_dir(
