@@ -165,6 +165,8 @@ fn common() -> Common {
         ppid: state::ppid(),
         tid: crate::guard::tid(),
         worker: state::worker(),
+        rank: state::rank(),
+        node: state::node(),
     }
 }
 

@@ -103,6 +103,11 @@ pub struct Event<'a> {
     pub ppid: i64,
     pub tid: i64,
     pub worker: Option<u64>,
+    /// Under a launcher only (docs/events.md, "Ranks").
+    #[serde(default)]
+    pub rank: Option<u64>,
+    #[serde(borrow, default, deserialize_with = "opt_str")]
+    pub node: Option<Cow<'a, str>>,
     // access
     #[serde(borrow, default, deserialize_with = "opt_str")]
     pub path: Option<Cow<'a, str>>,
@@ -322,10 +327,20 @@ pub fn is_log_name(name: &str) -> bool {
     else {
         return false;
     };
-    let mut parts = mid.split('-');
-    let ok =
-        |p: Option<&str>| p.is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
-    ok(parts.next()) && ok(parts.next()) && parts.next().is_none()
+    // `<pid>-<ns>`, or under a launcher `<node>-r<rank>-<pid>-<ns>` (node
+    // names may hold `-`, so split from the right).
+    let mut parts = mid.rsplitn(3, '-');
+    let digits = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
+    let ok = |p: Option<&str>| p.is_some_and(digits);
+    if !(ok(parts.next()) && ok(parts.next())) {
+        return false;
+    }
+    match parts.next() {
+        None => true,
+        Some(rank_part) => rank_part
+            .rsplit_once("-r")
+            .is_some_and(|(node, rank)| !node.is_empty() && digits(rank)),
+    }
 }
 
 /// Every log file under `dir`, recursively, sorted.
@@ -623,5 +638,12 @@ mod tests {
         assert!(!is_log_name("mpaudit-run-1-2.json"));
         assert!(!is_log_name("mpaudit-1-2-3.jsonl"));
         assert!(!is_log_name("mpaudit-a-2.jsonl"));
+        // Under a launcher: node (which may hold `-`) and rank first.
+        assert!(is_log_name("mpaudit-wn-01.cern.ch-r3-123-99.jsonl"));
+        assert!(is_log_name("mpaudit-vm-r0-1-2.jsonl"));
+        assert!(!is_log_name("mpaudit--r0-1-2.jsonl"));
+        assert!(!is_log_name("mpaudit-vm-r-1-2.jsonl"));
+        assert!(!is_log_name("mpaudit-vm-rx-1-2.jsonl"));
+        assert!(!is_log_name("mpaudit-redirects.jsonl"));
     }
 }

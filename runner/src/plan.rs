@@ -60,8 +60,18 @@ pub struct Plan {
     pub workers_source: String,
     pub workers_notes: Vec<String>,
     pub job_dir: PathBuf,
+    /// The directory holding this run's `worker_<k>/`: the configured
+    /// workers directory, or under a launcher its `rank_<r>/`.
     pub workers_dir: PathBuf,
+    /// This run's log directory: under a launcher, `rank_<r>/` of the
+    /// configured one, so that ranks sharing a file system never read each
+    /// other's logs (a job-wide report reads the configured one whole).
     pub log_dir: PathBuf,
+    /// The launcher rank this runner is (mpaudit_core::launcher), if any.
+    pub rank: Option<u32>,
+    /// The workers directory as configured: what the library is given; it
+    /// adds `rank_<r>/` itself (mpaudit_core::map::worker_dir_for).
+    pub shared_workers_dir: PathBuf,
     #[serde(serialize_with = "ser_opt_duration")]
     pub timeout: Option<Duration>,
     #[serde(serialize_with = "ser_duration")]
@@ -257,6 +267,17 @@ pub fn build(source: &Source, opts: &RunOpts, ctx: &Context) -> Result<Plan, Str
         }
     }
 
+    let rank = mpaudit_core::launcher::rank_of(
+        ctx.facts
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_bytes(), v.as_bytes())),
+    );
+    let log_dir = cli_log_dir.unwrap_or(log_dir);
+    let (run_workers_dir, run_log_dir) = match rank {
+        Some(r) => (rank_dir(&workers_dir, r), rank_dir(&log_dir, r)),
+        None => (workers_dir.clone(), log_dir),
+    };
     Ok(Plan {
         job_file,
         command,
@@ -265,8 +286,10 @@ pub fn build(source: &Source, opts: &RunOpts, ctx: &Context) -> Result<Plan, Str
         workers_source,
         workers_notes,
         job_dir,
-        workers_dir,
-        log_dir: cli_log_dir.unwrap_or(log_dir),
+        workers_dir: run_workers_dir,
+        log_dir: run_log_dir,
+        rank,
+        shared_workers_dir: workers_dir,
         timeout: cli_timeout.or(timeout),
         grace,
         seed,
@@ -279,6 +302,12 @@ pub fn build(source: &Source, opts: &RunOpts, ctx: &Context) -> Result<Plan, Str
         format: opts.format,
         quiet: opts.quiet,
     })
+}
+
+/// `<dir>/rank_<r>`, named as the library names it.
+fn rank_dir(dir: &Path, rank: u32) -> PathBuf {
+    let name = String::from_utf8_lossy(mpaudit_core::map::RANK_PREFIX);
+    dir.join(format!("{name}{rank}"))
 }
 
 /// SplitMix64: a documented, stable mixing function.
@@ -328,7 +357,7 @@ impl Plan {
             ("MPAUDIT_JOB_DIR".into(), self.job_dir.display().to_string()),
             (
                 "MPAUDIT_WORKERS_DIR".into(),
-                self.workers_dir.display().to_string(),
+                self.shared_workers_dir.display().to_string(),
             ),
             ("MPAUDIT_WORKERS".into(), self.workers.to_string()),
             ("MPAUDIT_ACTION".into(), self.policy.action.as_str().into()),

@@ -20,6 +20,11 @@ pub struct Common {
     pub ppid: i32,
     pub tid: i32,
     pub worker: Option<u32>,
+    /// The launcher rank (docs/events.md, "Ranks"); `None` outside a
+    /// launcher, and then neither `rank` nor `node` is written.
+    pub rank: Option<u32>,
+    /// The node name (`uname -n`), written beside `rank`.
+    pub node: &'static [u8],
 }
 
 /// One stack frame: the object (shared library or executable) and the
@@ -169,6 +174,15 @@ fn put_common<S: Sink + ?Sized>(s: &mut S, c: &Common, kind: &str, op: &str) {
     match c.worker {
         Some(w) => put_u64(s, w as u64),
         None => s.put(b"null"),
+    }
+    // Under a launcher only: pids are unique per node, so a line must name
+    // its node to say which process it is; outside one it costs nothing.
+    if let Some(rank) = c.rank {
+        s.put(b",\"rank\":");
+        put_u64(s, rank as u64);
+        // Host names are ASCII; anything else is written lossily.
+        s.put(b",\"node\":");
+        put_str(s, c.node);
     }
 }
 
@@ -422,6 +436,8 @@ mod tests {
         ppid: 9,
         tid: 11,
         worker: Some(2),
+        rank: None,
+        node: b"",
     };
 
     fn access(path: &[u8], abs: Option<&[u8]>, attribution: Option<Attribution>) -> Value {
@@ -515,6 +531,38 @@ mod tests {
         assert_eq!(j["audited"], false);
         assert_eq!(j["reason"], "static");
         assert_eq!(j["result"], Value::Null);
+    }
+
+    #[test]
+    fn rank_and_node_only_under_a_launcher() {
+        let plain = access(b"a", Some(b"/a"), None);
+        assert!(plain.get("rank").is_none() && plain.get("node").is_none());
+        let ranked = Common {
+            rank: Some(3),
+            node: b"wn\"01",
+            ..C
+        };
+        for line in [
+            {
+                let mut v = Vec::new();
+                encode_process(&mut v, &ranked, &Process::Exit { status: 0 });
+                v
+            },
+            {
+                let mut v = Vec::new();
+                let mut count = crate::json::Counter::default();
+                let p = Process::Fork { child: 4 };
+                encode_process(&mut v, &ranked, &p);
+                encode_process(&mut count, &ranked, &p);
+                assert_eq!(count.0, v.len());
+                v
+            },
+        ] {
+            let j: Value = serde_json::from_slice(&line).unwrap();
+            assert_eq!(j["rank"], 3);
+            assert_eq!(j["node"], "wn\"01");
+            assert_eq!(j["worker"], 2);
+        }
     }
 
     #[test]
