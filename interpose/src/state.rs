@@ -248,8 +248,7 @@ pub unsafe fn init(argc: i32, argv: *const *const libc::c_char, envp: *const *co
     PPID.store(sys::getppid(), Relaxed);
 
     let mut env_root_pid = None;
-    // (priority, rank) of the most trusted launcher variable seen so far.
-    let mut launcher_rank: Option<(usize, u32)> = None;
+    let mut launcher_rank = launcher::RankScan::default();
     let mut dirs = DirSettings {
         tmpdir: b"/tmp",
         ..DirSettings::default()
@@ -268,11 +267,7 @@ pub unsafe fn init(argc: i32, argv: *const *const libc::c_char, envp: *const *co
             continue;
         };
         let (key, value) = (&kv[..eq], &kv[eq + 1..]);
-        if let (Some(p), Some(r)) = (launcher::rank_priority(key), launcher::parse_rank(value)) {
-            if launcher_rank.map_or(true, |(best, _)| p < best) {
-                launcher_rank = Some((p, r));
-            }
-        }
+        launcher_rank.see(key, value);
         match key {
             b"MPAUDIT_WORKER" => {
                 if let Some(w) = parse_u32(value) {
@@ -315,7 +310,7 @@ pub unsafe fn init(argc: i32, argv: *const *const libc::c_char, envp: *const *co
         ROOT_PID.store(env_root_pid.map(|p| p as i32).unwrap_or(pid()), Relaxed);
     }
 
-    if let Some((_, r)) = launcher_rank {
+    if let Some(r) = launcher_rank.rank() {
         init_rank(r, saved.fork_workers);
     }
     init_policy_dirs(saved, &dirs);

@@ -72,6 +72,10 @@ pub struct Plan {
     /// The workers directory as configured: what the library is given; it
     /// adds `rank_<r>/` itself (mpaudit_core::map::worker_dir_for).
     pub shared_workers_dir: PathBuf,
+    /// Why this run does not merge, when it must not: a rank of a step of
+    /// several ranks would merge into the job directory the other ranks
+    /// merge into, clobbering their results.
+    pub merge_skipped: Option<String>,
     #[serde(serialize_with = "ser_opt_duration")]
     pub timeout: Option<Duration>,
     #[serde(serialize_with = "ser_duration")]
@@ -274,6 +278,19 @@ pub fn build(source: &Source, opts: &RunOpts, ctx: &Context) -> Result<Plan, Str
             .map(|(k, v)| (k.as_bytes(), v.as_bytes())),
     );
     let log_dir = cli_log_dir.unwrap_or(log_dir);
+    let merge_dir = opts.merge_dir.as_ref().map(|d| resolve(&ctx.cwd, d));
+    let step_size = mpaudit_core::launcher::SIZE_VARIABLES
+        .iter()
+        .find_map(|v| ctx.facts.env.get(*v)?.parse::<u32>().ok());
+    let merge_skipped = match (rank, step_size) {
+        (Some(r), Some(n)) if n > 1 && merge_dir.is_none() => Some(format!(
+            "rank {r} of {n}: merging into the shared job directory would clobber the other \
+             ranks' merges; the redirected files stay in {}/rank_{r}/ (or give each rank its own \
+             --merge-dir)",
+            workers_dir.display()
+        )),
+        _ => None,
+    };
     let (run_workers_dir, run_log_dir) = match rank {
         Some(r) => (rank_dir(&workers_dir, r), rank_dir(&log_dir, r)),
         None => (workers_dir.clone(), log_dir),
@@ -290,6 +307,7 @@ pub fn build(source: &Source, opts: &RunOpts, ctx: &Context) -> Result<Plan, Str
         log_dir: run_log_dir,
         rank,
         shared_workers_dir: workers_dir,
+        merge_skipped,
         timeout: cli_timeout.or(timeout),
         grace,
         seed,
@@ -297,7 +315,7 @@ pub fn build(source: &Source, opts: &RunOpts, ctx: &Context) -> Result<Plan, Str
         on_failure: opts.on_failure.unwrap_or(on_failure),
         policy,
         merge,
-        merge_dir: opts.merge_dir.as_ref().map(|d| resolve(&ctx.cwd, d)),
+        merge_dir,
         force: opts.force,
         format: opts.format,
         quiet: opts.quiet,
@@ -517,6 +535,69 @@ mod tests {
         Source::JobFile {
             path: PathBuf::from("/jobs/a/job.toml"),
             file: Box::new(jobfile::parse(text).unwrap()),
+        }
+    }
+
+    #[test]
+    fn a_rank_keeps_its_workers_and_logs_in_rank_dirs() {
+        let text = "[job]\ncommand = [\"./run.sh\"]\n";
+        let step = [
+            ("SLURM_STEP_ID", "0"),
+            ("SLURM_PROCID", "3"),
+            ("SLURM_STEP_NUM_TASKS", "4"),
+        ];
+        let p = build(&src(text), &opts(), &ctx(&step)).unwrap();
+        assert_eq!(p.rank, Some(3));
+        assert_eq!(
+            p.shared_workers_dir,
+            PathBuf::from("/jobs/a/mpaudit-workers")
+        );
+        assert_eq!(
+            p.workers_dir,
+            PathBuf::from("/jobs/a/mpaudit-workers/rank_3")
+        );
+        assert_eq!(p.log_dir, PathBuf::from("/jobs/a/mpaudit-logs/rank_3"));
+        // The library is given the shared directory and composes the same
+        // path from it (mpaudit_core::map::worker_dir_for).
+        let env = p.mpaudit_env(Some(1), Path::new("/lib.so"), None);
+        let given = &env
+            .iter()
+            .find(|(k, _)| k == "MPAUDIT_WORKERS_DIR")
+            .unwrap()
+            .1;
+        let mut out = [0u8; 256];
+        let n = mpaudit_core::map::worker_dir_for(given.as_bytes(), Some(3), 1, &mut out).unwrap();
+        assert_eq!(
+            p.worker_dir(1),
+            PathBuf::from(std::str::from_utf8(&out[..n]).unwrap())
+        );
+        assert!(p.merge_skipped.as_deref().unwrap().contains("rank 3 of 4"));
+
+        // One rank merges as usual; so does a rank given its own merge dir.
+        let one = [
+            ("SLURM_STEP_ID", "0"),
+            ("SLURM_PROCID", "0"),
+            ("SLURM_STEP_NUM_TASKS", "1"),
+        ];
+        assert_eq!(
+            build(&src(text), &opts(), &ctx(&one))
+                .unwrap()
+                .merge_skipped,
+            None
+        );
+        let mut o = opts();
+        o.merge_dir = Some("merged".into());
+        assert_eq!(
+            build(&src(text), &o, &ctx(&step)).unwrap().merge_skipped,
+            None
+        );
+
+        // Not under a launcher (nor in a Slurm batch script): as before.
+        for env in [&[][..], &[("SLURM_PROCID", "0")][..]] {
+            let p = build(&src(text), &opts(), &ctx(env)).unwrap();
+            assert_eq!(p.rank, None);
+            assert_eq!(p.workers_dir, p.shared_workers_dir);
+            assert_eq!(p.log_dir, PathBuf::from("/jobs/a/mpaudit-logs"));
         }
     }
 

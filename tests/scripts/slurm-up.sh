@@ -23,12 +23,14 @@ if [ -e "$state/slurm.conf" ]; then
   echo "slurm-up: $state is not fresh (slurm.conf exists)" >&2
   exit 1
 fi
-mkdir -p "$state/ctld" "$state/spool" "$state/munge"
-# Unix socket paths are limited to 108 bytes: the munge socket lives in a
-# short directory of its own, remembered for slurm-down.sh.
-sockdir="$(mktemp -d /tmp/mpaudit-munge.XXXXXX)"
+mkdir -p "$state/ctld" "$state/munge"
+# Unix socket paths are limited to 108 bytes: munged's socket and slurmd's
+# spool (which holds the step sockets) live in a short directory of their
+# own, remembered for slurm-down.sh.
+sockdir="$(mktemp -d /tmp/mpaudit-slurm.XXXXXX)"
 echo "$sockdir" > "$state/munge-sockdir"
-socket="$sockdir/socket"
+mkdir -p "$sockdir/spool"
+socket="$sockdir/munge.socket"
 
 # munge: a key of our own, a daemon of our own.
 mungekey --create --keyfile="$state/munge/munge.key" >/dev/null 2>&1 \
@@ -53,7 +55,7 @@ AuthType=auth/munge
 AuthInfo=socket=$socket
 CredType=cred/munge
 StateSaveLocation=$state/ctld
-SlurmdSpoolDir=$state/spool
+SlurmdSpoolDir=$sockdir/spool
 SlurmctldPidFile=$state/slurmctld.pid
 SlurmdPidFile=$state/slurmd.pid
 SlurmctldLogFile=$state/slurmctld.log

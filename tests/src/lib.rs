@@ -2,6 +2,8 @@
 //! earlier build), compiles the fixture programs, gives each test its own
 //! directory, and reads event logs back.
 
+pub mod components;
+
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -222,6 +224,10 @@ impl TestDir {
             .env_remove("MPAUDIT_WORKER")
             .env_remove("MPAUDIT_FORK_WORKERS")
             .env_remove("MPAUDIT_ROOT_PID");
+        // A suite run inside a launcher must not make every test a rank.
+        for v in mpaudit_core::launcher::RANK_VARIABLES {
+            c.env_remove(v);
+        }
         c
     }
 
@@ -257,7 +263,13 @@ pub fn read_events(dir: &Path) -> (Vec<Value>, usize) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return (events, bad);
     };
-    let mut files: Vec<_> = entries.filter_map(|e| e.ok()).map(|e| e.path()).collect();
+    // Event logs only: a runner's log directory also holds its run's
+    // metadata (`mpaudit-run-*.json`).
+    let mut files: Vec<_> = entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+        .collect();
     files.sort();
     for f in files {
         let bytes = std::fs::read(&f).expect("read log");

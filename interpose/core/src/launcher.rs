@@ -30,19 +30,58 @@ pub fn parse_rank(value: &[u8]) -> Option<u32> {
     })
 }
 
-/// Picks the rank from `(key, value)` pairs of an environment: the most
-/// trusted variable of [`RANK_VARIABLES`] that holds a valid rank.
-pub fn rank_of<'a>(env: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) -> Option<u32> {
-    let mut best: Option<(usize, u32)> = None;
-    for (key, value) in env {
+/// Set in every task of a Slurm job step (`srun`), absent from the batch
+/// script itself, where Slurm sets `SLURM_PROCID=0` too: a batch script is
+/// the whole job, not rank 0 of a step.
+pub const SLURM_STEP_VARIABLE: &str = "SLURM_STEP_ID";
+
+/// Reads an environment one entry at a time (the library walks `envp`
+/// once, in any order) and gives the rank at the end.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RankScan {
+    /// (priority, rank) of the most trusted non-Slurm variable seen so far.
+    best: Option<(usize, u32)>,
+    slurm_procid: Option<u32>,
+    in_slurm_step: bool,
+}
+
+impl RankScan {
+    pub fn see(&mut self, key: &[u8], value: &[u8]) {
+        if key == SLURM_STEP_VARIABLE.as_bytes() {
+            self.in_slurm_step = true;
+            return;
+        }
         let (Some(p), Some(r)) = (rank_priority(key), parse_rank(value)) else {
-            continue;
+            return;
         };
-        if best.map_or(true, |(bp, _)| p < bp) {
-            best = Some((p, r));
+        if p == 0 {
+            self.slurm_procid = Some(r);
+        } else if self.best.map_or(true, |(bp, _)| p < bp) {
+            self.best = Some((p, r));
         }
     }
-    best.map(|(_, r)| r)
+
+    /// The most trusted variable of [`RANK_VARIABLES`] that holds a valid
+    /// rank (`SLURM_PROCID` only inside a job step).
+    pub fn rank(&self) -> Option<u32> {
+        match self.slurm_procid {
+            Some(r) if self.in_slurm_step => Some(r),
+            _ => self.best.map(|(_, r)| r),
+        }
+    }
+}
+
+/// The variables that give the number of ranks of the step, in the order
+/// they are trusted (the runner reads them; the library has no use for it).
+pub const SIZE_VARIABLES: [&str; 3] = ["SLURM_STEP_NUM_TASKS", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE"];
+
+/// The rank of an environment given as `(key, value)` pairs.
+pub fn rank_of<'a>(env: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) -> Option<u32> {
+    let mut scan = RankScan::default();
+    for (key, value) in env {
+        scan.see(key, value);
+    }
+    scan.rank()
 }
 
 /// The byte a node name keeps in a file name: letters, digits, `.`, `_`,
@@ -59,8 +98,26 @@ pub fn file_name_byte(b: u8) -> u8 {
 mod tests {
     use super::*;
 
-    fn rank(env: &[(&str, &str)]) -> Option<u32> {
+    fn rank_outside_a_step(env: &[(&str, &str)]) -> Option<u32> {
         rank_of(env.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())))
+    }
+
+    /// The rank inside a Slurm job step (`SLURM_STEP_ID` set, as srun does).
+    fn rank(env: &[(&str, &str)]) -> Option<u32> {
+        let mut with_step = env.to_vec();
+        with_step.insert(env.len() / 2, ("SLURM_STEP_ID", "0"));
+        rank_outside_a_step(&with_step)
+    }
+
+    #[test]
+    fn a_slurm_batch_script_is_not_a_rank() {
+        // sbatch sets SLURM_PROCID=0 in the batch script, without a step.
+        assert_eq!(rank_outside_a_step(&[("SLURM_PROCID", "0")]), None);
+        assert_eq!(rank(&[("SLURM_PROCID", "0")]), Some(0));
+        assert_eq!(
+            rank_outside_a_step(&[("SLURM_PROCID", "0"), ("PMI_RANK", "2")]),
+            Some(2)
+        );
     }
 
     #[test]

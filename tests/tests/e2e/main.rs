@@ -6,5 +6,6 @@ mod contract;
 mod docs;
 mod examples;
 mod interpose;
+mod launchers;
 mod policy;
 mod runner;

@@ -1,0 +1,285 @@
+//! Ranks under real launchers: a single-node Slurm of the test's own and
+//! Open MPI (tests/src/components.rs starts them through tests/scripts/).
+//! Each rank is a worker; ranks writing one name are a conflict between
+//! them; a runner per rank keeps its own workers and logs.
+
+use mpaudit_tests::components::{mpirun, Slurm};
+use mpaudit_tests::*;
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::process::Command;
+
+/// `bash -c` of a program writing one name, as each rank runs it.
+const WRITE_SAME: &str = "echo rank $SLURM_PROCID$OMPI_COMM_WORLD_RANK > same.txt";
+
+fn hostname() -> String {
+    let out = run_ok(Command::new("uname").arg("-n"));
+    stdout(&out).trim().to_string()
+}
+
+fn report_json(logs: &[std::path::PathBuf]) -> Value {
+    let out = run(
+        Command::new(&artifacts().runner)
+            .args(["report", "--format", "json"])
+            .args(logs),
+        DEADLINE,
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "report JSON: {e}\n{}\n{}",
+            stdout(&out),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// The four ranks are four workers (0-3, each on this node) in the events,
+/// in four log files named after node and rank, and the report lists the
+/// shared name as a conflict between all four.
+fn assert_four_ranks_conflict(dir: &TestDir) {
+    let (events, bad) = read_events(&dir.logs());
+    assert_eq!(bad, 0);
+    let node = hostname();
+    let starts: Vec<&Value> = events.iter().filter(|e| e["op"] == "start").collect();
+    let ranks: BTreeSet<u64> = starts.iter().map(|e| e["rank"].as_u64().unwrap()).collect();
+    assert_eq!(ranks, BTreeSet::from([0, 1, 2, 3]), "{starts:#?}");
+    for e in &events {
+        assert_eq!(e["worker"], e["rank"], "a rank is its own worker: {e}");
+        assert_eq!(e["node"], node.as_str(), "{e}");
+    }
+    let mut names: Vec<String> = std::fs::read_dir(dir.logs())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    for r in 0..4 {
+        assert!(
+            names
+                .iter()
+                .any(|n| n.starts_with(&format!("mpaudit-{node}-r{r}-"))),
+            "a log named after node and rank {r}: {names:?}"
+        );
+    }
+    let writers: BTreeSet<u64> = accesses(&events, "same.txt")
+        .iter()
+        .filter(|e| e["mode"] == "write")
+        .map(|e| e["worker"].as_u64().unwrap())
+        .collect();
+    assert_eq!(writers, BTreeSet::from([0, 1, 2, 3]));
+
+    let report = report_json(&[dir.logs()]);
+    let conflicts = report["conflicts"].as_array().expect("conflicts");
+    let same = conflicts
+        .iter()
+        .find(|c| c["path"].as_str().is_some_and(|p| p.ends_with("same.txt")))
+        .unwrap_or_else(|| panic!("same.txt is a conflict: {conflicts:#?}"));
+    assert_eq!(
+        same["writers"].as_array().map(Vec::len),
+        Some(4),
+        "written by all four ranks: {same}"
+    );
+}
+
+e2e!(
+    srun_ranks_writing_one_name_are_four_workers_in_conflict,
+    |dir| {
+        let Some(slurm) = Slurm::start(&dir) else {
+            return;
+        };
+        let out = run(
+            slurm
+                .command("srun")
+                .args(["-n", "4", "--overcommit", "env"])
+                .arg(format!("LD_PRELOAD={}", lib().display()))
+                .arg(format!("MPAUDIT_LOG_DIR={}", dir.logs().display()))
+                .args(["bash", "-c", WRITE_SAME])
+                .current_dir(&dir.path),
+            DEADLINE,
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_four_ranks_conflict(&dir);
+    }
+);
+
+e2e!(
+    mpirun_ranks_writing_one_name_are_four_workers_in_conflict,
+    |dir| {
+        let Some(mut mpirun) = mpirun() else {
+            return;
+        };
+        let out = run(
+            mpirun
+                .args(["-np", "4"])
+                .args(["-x", "LD_PRELOAD", "-x", "MPAUDIT_LOG_DIR"])
+                .env("LD_PRELOAD", lib())
+                .env("MPAUDIT_LOG_DIR", dir.logs())
+                .args(["bash", "-c", WRITE_SAME])
+                .current_dir(&dir.path),
+            DEADLINE,
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // mpirun itself (and its orted) ran under the library too: not ranks.
+        let (events, _) = read_events(&dir.logs());
+        let ranked: Vec<Value> = events
+            .into_iter()
+            .filter(|e| e.get("rank").is_some())
+            .collect();
+        assert!(!ranked.is_empty());
+        let only_ranks = dir.join("rank-logs");
+        std::fs::create_dir_all(&only_ranks).unwrap();
+        for e in std::fs::read_dir(dir.logs()).unwrap() {
+            let e = e.unwrap();
+            if e.file_name().to_string_lossy().contains("-r") {
+                std::fs::rename(e.path(), only_ranks.join(e.file_name())).unwrap();
+            }
+        }
+        std::fs::rename(dir.logs(), dir.join("launcher-logs")).unwrap();
+        std::fs::rename(&only_ranks, dir.logs()).unwrap();
+        assert_four_ranks_conflict(&dir);
+    }
+);
+
+// Regression (issue 14): under `srun -n 2 mpaudit exec --workers 1` both
+// ranks called themselves worker 0, redirected into one worker_0/ and
+// read each other's logs. Each rank's runner now keeps rank_<r>/.
+e2e!(srun_of_mpaudit_exec_keeps_each_rank_to_itself, |dir| {
+    let Some(slurm) = Slurm::start(&dir) else {
+        return;
+    };
+    let out = run(
+        slurm
+            .command("srun")
+            .args(["-n", "2", "--overcommit"])
+            .arg(&artifacts().runner)
+            .args([
+                "exec",
+                "--workers",
+                "1",
+                "--action",
+                "redirect",
+                "--format",
+                "json",
+            ])
+            .args(["--", "bash", "-c", "echo rank $SLURM_PROCID > out.txt"])
+            .current_dir(&dir.path),
+        DEADLINE,
+    );
+    let text = stdout(&out);
+    let errors = String::from_utf8_lossy(&out.stderr);
+    // Neither the ranks nor their runners' merges wrote the shared name: a
+    // rank of two does not merge into the shared job directory.
+    assert!(
+        !dir.join("out.txt").exists(),
+        "the shared name was not written: {text}\n{errors}"
+    );
+    for r in 0..2 {
+        assert!(
+            errors.contains(&format!("not merging: rank {r} of 2")),
+            "{errors}"
+        );
+    }
+    for r in 0..2u64 {
+        let worker = dir.join(&format!("mpaudit-workers/rank_{r}/worker_0"));
+        assert_eq!(
+            std::fs::read_to_string(worker.join("out.txt")).unwrap(),
+            format!("rank {r}\n"),
+            "rank {r} redirected into its own directory"
+        );
+        assert!(worker.join("stdout.log").exists());
+        let (events, bad) = read_events(&dir.join(&format!("mpaudit-logs/rank_{r}")));
+        assert_eq!(bad, 0);
+        assert!(!events.is_empty());
+        for e in &events {
+            assert_eq!(e["rank"], r, "rank {r}'s logs hold only rank {r}: {e}");
+            assert_eq!(e["worker"], 0, "{e}");
+        }
+    }
+    // Each rank's report read its own logs only.
+    let reports: Vec<Value> = serde_json::Deserializer::from_slice(&out.stdout)
+        .into_iter::<Value>()
+        .map(|v| v.unwrap())
+        .collect();
+    assert_eq!(reports.len(), 2, "{text}");
+    for rep in &reports {
+        let targets: Vec<String> = rep["redirected"]
+            .to_string()
+            .split("rank_")
+            .skip(1)
+            .map(|s| s[..1].to_string())
+            .collect();
+        assert!(!targets.is_empty(), "{rep:#}");
+        assert!(
+            targets.windows(2).all(|w| w[0] == w[1]),
+            "one rank per report: {rep:#}"
+        );
+    }
+    // Bare: the same step without mpaudit writes out.txt (one rank wins).
+    let bare = run(
+        slurm
+            .command("srun")
+            .args(["-n", "2", "--overcommit", "bash", "-c"])
+            .arg("echo rank $SLURM_PROCID > out.txt")
+            .current_dir(&dir.path),
+        DEADLINE,
+    );
+    assert!(bare.status.success());
+    assert!(dir.join("out.txt").exists());
+});
+
+// The guide's Slurm script, taken from docs/guide.md, submitted with
+// `sbatch --wait`: the audit's status is the job's (1: rogue writes).
+e2e!(sbatch_of_the_guides_slurm_script, |dir| {
+    let Some(slurm) = Slurm::start(&dir) else {
+        return;
+    };
+    let guide = std::fs::read_to_string(workspace_root().join("docs/guide.md")).unwrap();
+    let script = guide
+        .split("**Slurm**")
+        .nth(1)
+        .and_then(|s| s.split("```sh tested").nth(1))
+        .and_then(|s| s.split_once('\n').map(|(_, body)| body))
+        .and_then(|s| s.split("```").next())
+        .expect("the guide's Slurm block");
+    assert!(script.starts_with("#!/bin/bash\n#SBATCH"), "{script}");
+    let repo = super::docs::scratch("sbatch-guide");
+    std::fs::write(repo.join("minifw.slurm"), script).unwrap();
+    // A 2-CPU test node: the command line overrides the script's 8 CPUs,
+    // as a user on a small allocation would.
+    let out = run(
+        slurm
+            .command("sbatch")
+            .args(["--wait", "--cpus-per-task=2", "--output=job.out"])
+            .arg("minifw.slurm")
+            .current_dir(&repo.path),
+        DEADLINE,
+    );
+    let job_out = std::fs::read_to_string(repo.join("job.out")).unwrap_or_default();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "sbatch --wait exits with the job's status (rogue writes)\n{}\n{job_out}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // `--workers auto` took the allocation's 2 CPUs: workers 0 and 1.
+    assert!(job_out.contains("worker 1 "), "{job_out}");
+    assert!(!job_out.contains("worker 2 "), "{job_out}");
+    let example = repo.join("examples/athena-like");
+    assert!(
+        example.join("hist.txt").exists(),
+        "merged in the job: {job_out}"
+    );
+    // A batch script is the whole job, not a rank: plain worker_<k>/.
+    assert!(
+        example.join("mpaudit-workers/worker_0").is_dir(),
+        "{job_out}"
+    );
+    assert!(!example.join("mpaudit-workers/rank_0").exists());
+});
