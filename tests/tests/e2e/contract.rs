@@ -38,6 +38,10 @@ e2e!(runner_parses_every_event_the_library_writes, |dir| {
     c.args(["-c", "echo x > denied.txt || true"])
         .env("MPAUDIT_ACTION", "deny");
     runs.push(c);
+    // A launcher rank (the variable a launcher sets): rank and node fields.
+    let mut c = dir.audited("bash");
+    c.args(["-c", "echo r > ranked.txt"]).env("PMI_RANK", "3");
+    runs.push(c);
     for mut c in runs {
         run(&mut c, DEADLINE);
     }
@@ -51,7 +55,7 @@ e2e!(runner_parses_every_event_the_library_writes, |dir| {
             "the logs hold a {op} event"
         );
     }
-    for field in ["path_hex", "target", "component", "stack"] {
+    for field in ["path_hex", "target", "component", "stack", "rank", "node"] {
         assert!(
             events.iter().any(|e| e.get(field).is_some()),
             "the logs hold a {field} field"
