@@ -16,7 +16,10 @@ fi
 mapfile -t need < <(printf '%s\n' "${need[@]}" | sort -u)
 echo "install-components: installing ${need[*]}"
 if [ "$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi
-$SUDO apt-get update -qq
+# Once per CI run: .ci/run may just have updated the lists for its own tools.
+if ! find /var/lib/apt/lists -maxdepth 1 -name '*_Packages*' -mmin -60 2>/dev/null | grep -q .; then
+  $SUDO apt-get update -qq
+fi
 # The packages' own services are not wanted (no systemd here, and the tests
 # start their own daemons in a scratch directory): policy-rc.d refuses them.
 if [ ! -e /usr/sbin/policy-rc.d ]; then
