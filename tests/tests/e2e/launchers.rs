@@ -9,8 +9,62 @@ use serde_json::Value;
 use std::collections::BTreeSet;
 use std::process::Command;
 
-/// `bash -c` of a program writing one name, as each rank runs it.
-const WRITE_SAME: &str = "echo rank $SLURM_PROCID$OMPI_COMM_WORLD_RANK > same.txt";
+// The commands of docs/guide.md ("Ranks: srun and mpirun"), verbatim: each
+// test checks that the guide still shows its command, then runs it with
+// bash, the `mpaudit` under test first on PATH.
+const GUIDE_SRUN: &str = "\
+srun -n 4 --overcommit env LD_PRELOAD=\"$(mpaudit lib-path)\" \\
+  MPAUDIT_LOG_DIR=\"$PWD/logs\" bash -c 'echo rank $SLURM_PROCID > same.txt'
+mpaudit report logs
+";
+const GUIDE_MPIRUN: &str = "\
+mpirun --allow-run-as-root --oversubscribe -np 4 \\
+  -x LD_PRELOAD=\"$(mpaudit lib-path)\" -x MPAUDIT_LOG_DIR=\"$PWD/logs\" \\
+  bash -c 'echo rank $OMPI_COMM_WORLD_RANK > same.txt'
+mpaudit report logs
+";
+const GUIDE_SRUN_EXEC: &str = "\
+srun -n 2 --overcommit mpaudit exec --workers 1 --action redirect -- \\
+  bash -c 'echo rank $SLURM_PROCID > out.txt'
+mpaudit report mpaudit-logs/rank_0 mpaudit-logs/rank_1
+";
+
+/// `bash -c` of a command from the guide, in the test's directory.
+fn guide_command(dir: &TestDir, command: &str, mut bash: Command) -> Command {
+    let guide = std::fs::read_to_string(workspace_root().join("docs/guide.md")).unwrap();
+    assert!(
+        guide.contains(command),
+        "docs/guide.md no longer shows:\n{command}"
+    );
+    let bin = dir.join("bin");
+    if !bin.exists() {
+        std::fs::create_dir_all(&bin).unwrap();
+        std::os::unix::fs::symlink(&artifacts().runner, bin.join("mpaudit")).unwrap();
+    }
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    bash.args(["-c", command])
+        .current_dir(&dir.path)
+        .env("PATH", path)
+        .env_remove("LD_PRELOAD")
+        .env_remove("MPAUDIT_LOG_DIR");
+    bash
+}
+
+/// The report's status is 1 (rogue writes) and it names the shared file.
+fn assert_report_names(out: &std::process::Output, name: &str) {
+    let text = stdout(out);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains(name), "{text}");
+}
 
 fn hostname() -> String {
     let out = run_ok(Command::new("uname").arg("-n"));
@@ -87,20 +141,10 @@ e2e!(
             return;
         };
         let out = run(
-            slurm
-                .command("srun")
-                .args(["-n", "4", "--overcommit", "env"])
-                .arg(format!("LD_PRELOAD={}", lib().display()))
-                .arg(format!("MPAUDIT_LOG_DIR={}", dir.logs().display()))
-                .args(["bash", "-c", WRITE_SAME])
-                .current_dir(&dir.path),
+            &mut guide_command(&dir, GUIDE_SRUN, slurm.command("bash")),
             DEADLINE,
         );
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_report_names(&out, "same.txt");
         assert_four_ranks_conflict(&dir);
     }
 );
@@ -108,41 +152,14 @@ e2e!(
 e2e!(
     mpirun_ranks_writing_one_name_are_four_workers_in_conflict,
     |dir| {
-        let Some(mut mpirun) = mpirun() else {
+        if mpirun().is_none() {
             return;
-        };
+        }
         let out = run(
-            mpirun
-                .args(["-np", "4"])
-                .args(["-x", "LD_PRELOAD", "-x", "MPAUDIT_LOG_DIR"])
-                .env("LD_PRELOAD", lib())
-                .env("MPAUDIT_LOG_DIR", dir.logs())
-                .args(["bash", "-c", WRITE_SAME])
-                .current_dir(&dir.path),
+            &mut guide_command(&dir, GUIDE_MPIRUN, Command::new("bash")),
             DEADLINE,
         );
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        // mpirun itself (and its orted) ran under the library too: not ranks.
-        let (events, _) = read_events(&dir.logs());
-        let ranked: Vec<Value> = events
-            .into_iter()
-            .filter(|e| e.get("rank").is_some())
-            .collect();
-        assert!(!ranked.is_empty());
-        let only_ranks = dir.join("rank-logs");
-        std::fs::create_dir_all(&only_ranks).unwrap();
-        for e in std::fs::read_dir(dir.logs()).unwrap() {
-            let e = e.unwrap();
-            if e.file_name().to_string_lossy().contains("-r") {
-                std::fs::rename(e.path(), only_ranks.join(e.file_name())).unwrap();
-            }
-        }
-        std::fs::rename(dir.logs(), dir.join("launcher-logs")).unwrap();
-        std::fs::rename(&only_ranks, dir.logs()).unwrap();
+        assert_report_names(&out, "same.txt");
         assert_four_ranks_conflict(&dir);
     }
 );
@@ -155,21 +172,7 @@ e2e!(srun_of_mpaudit_exec_keeps_each_rank_to_itself, |dir| {
         return;
     };
     let out = run(
-        slurm
-            .command("srun")
-            .args(["-n", "2", "--overcommit"])
-            .arg(&artifacts().runner)
-            .args([
-                "exec",
-                "--workers",
-                "1",
-                "--action",
-                "redirect",
-                "--format",
-                "json",
-            ])
-            .args(["--", "bash", "-c", "echo rank $SLURM_PROCID > out.txt"])
-            .current_dir(&dir.path),
+        &mut guide_command(&dir, GUIDE_SRUN_EXEC, slurm.command("bash")),
         DEADLINE,
     );
     let text = stdout(&out);
@@ -186,6 +189,8 @@ e2e!(srun_of_mpaudit_exec_keeps_each_rank_to_itself, |dir| {
             "{errors}"
         );
     }
+    // The job-wide report of the guide's second line: both directories.
+    assert!(text.contains("rank_0") && text.contains("rank_1"), "{text}");
     for r in 0..2u64 {
         let worker = dir.join(&format!("mpaudit-workers/rank_{r}/worker_0"));
         assert_eq!(
@@ -194,32 +199,17 @@ e2e!(srun_of_mpaudit_exec_keeps_each_rank_to_itself, |dir| {
             "rank {r} redirected into its own directory"
         );
         assert!(worker.join("stdout.log").exists());
-        let (events, bad) = read_events(&dir.join(&format!("mpaudit-logs/rank_{r}")));
+        let logs = dir.join(&format!("mpaudit-logs/rank_{r}"));
+        let (events, bad) = read_events(&logs);
         assert_eq!(bad, 0);
         assert!(!events.is_empty());
         for e in &events {
             assert_eq!(e["rank"], r, "rank {r}'s logs hold only rank {r}: {e}");
             assert_eq!(e["worker"], 0, "{e}");
         }
-    }
-    // Each rank's report read its own logs only.
-    let reports: Vec<Value> = serde_json::Deserializer::from_slice(&out.stdout)
-        .into_iter::<Value>()
-        .map(|v| v.unwrap())
-        .collect();
-    assert_eq!(reports.len(), 2, "{text}");
-    for rep in &reports {
-        let targets: Vec<String> = rep["redirected"]
-            .to_string()
-            .split("rank_")
-            .skip(1)
-            .map(|s| s[..1].to_string())
-            .collect();
-        assert!(!targets.is_empty(), "{rep:#}");
-        assert!(
-            targets.windows(2).all(|w| w[0] == w[1]),
-            "one rank per report: {rep:#}"
-        );
+        let targets = report_json(&[logs])["redirected"].to_string();
+        assert!(targets.contains(&format!("rank_{r}/worker_0")), "{targets}");
+        assert!(!targets.contains(&format!("rank_{}/", 1 - r)), "{targets}");
     }
     // Bare: the same step without mpaudit writes out.txt (one rank wins).
     let bare = run(
