@@ -273,3 +273,60 @@ e2e!(sbatch_of_the_guides_slurm_script, |dir| {
     );
     assert!(!example.join("mpaudit-workers/rank_0").exists());
 });
+
+// A rank that forks workers itself (a fork-mode framework run as a rank):
+// its workers are rank_<r>/worker_<k>, numbered within the rank, and keep
+// the rank in their events.
+e2e!(fork_workers_of_a_rank_nest_inside_the_rank, |dir| {
+    let script = "(echo a > shared.txt) & wait; (echo b > shared.txt) & wait";
+    let out = run(
+        dir.audited("bash")
+            .args(["-c", script])
+            .env("PMI_RANK", "5")
+            .env("MPAUDIT_FORK_WORKERS", "1")
+            .env("MPAUDIT_ACTION", "redirect"),
+        DEADLINE,
+    );
+    assert!(out.status.success());
+    assert!(!dir.join("shared.txt").exists());
+    for (k, content) in [(0, "a\n"), (1, "b\n")] {
+        let target = dir.join(&format!("mpaudit-workers/rank_5/worker_{k}/shared.txt"));
+        assert_eq!(
+            std::fs::read_to_string(&target).ok().as_deref(),
+            Some(content),
+            "{}",
+            target.display()
+        );
+    }
+    let events = dir.events();
+    assert!(events.iter().all(|e| e["rank"] == 5));
+    let root = events.iter().find(|e| e["op"] == "start").unwrap();
+    assert_eq!(root["worker"], Value::Null, "the forking rank is the root");
+});
+
+// Regression: a rank that is its own worker handed MPAUDIT_WORKER=<rank> to
+// the programs it execs, which then took themselves for worker <rank> of
+// the rank (rank_<r>/worker_<r>) and redirected elsewhere than their parent.
+e2e!(programs_a_rank_execs_stay_that_rank_s_worker, |dir| {
+    let out = run(
+        dir.audited("bash")
+            .args(["-c", "echo one > a.txt; bash -c 'echo two > b.txt'"])
+            .env("PMI_RANK", "2")
+            .env("MPAUDIT_ACTION", "redirect"),
+        DEADLINE,
+    );
+    assert!(out.status.success());
+    for (name, content) in [("a.txt", "one\n"), ("b.txt", "two\n")] {
+        let target = dir.join(&format!("mpaudit-workers/worker_2/{name}"));
+        assert_eq!(
+            std::fs::read_to_string(&target).ok().as_deref(),
+            Some(content),
+            "{}",
+            target.display()
+        );
+    }
+    assert!(!dir.join("mpaudit-workers/rank_2").exists());
+    let events = dir.events();
+    assert!(events.len() > 2);
+    assert!(events.iter().all(|e| e["rank"] == 2 && e["worker"] == 2));
+});
