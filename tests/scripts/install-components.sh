@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Installs the real components the launcher tests run (single-node Slurm,
-# munge, Open MPI) when they are missing. Runs apt-get update once, and only
+# Installs the real components the launcher and ROOT tests run (single-node
+# Slurm, munge, Open MPI, Python's venv) when they are missing. Runs apt-get update once, and only
 # when something has to be installed. Safe to run again on a warm machine.
 set -euo pipefail
 
@@ -9,8 +9,12 @@ for tool in slurmctld:slurm-wlm slurmd:slurm-wlm srun:slurm-wlm munged:munge mpi
   command -v "${tool%%:*}" >/dev/null 2>&1 || PATH="$PATH:/usr/sbin" command -v "${tool%%:*}" >/dev/null 2>&1 \
     || need+=("${tool##*:}")
 done
+# tests/scripts/root-venv.sh needs `python3 -m venv` (Debian splits it out).
+if ! command -v python3.11 >/dev/null 2>&1 && ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+  need+=(python3-venv)
+fi
 if [ ${#need[@]} -eq 0 ]; then
-  echo "install-components: slurm-wlm, munge and openmpi-bin present"
+  echo "install-components: slurm-wlm, munge, openmpi-bin and python3-venv present"
   exit 0
 fi
 mapfile -t need < <(printf '%s\n' "${need[@]}" | sort -u)
