@@ -426,6 +426,12 @@ impl Plan {
             self.workers_dir.display()
         );
         s += &format!("log dir:     {}\n", self.log_dir.display());
+        if let Some(r) = self.rank {
+            s += &format!("rank:        {r} (launcher; workers and logs in rank_{r}/)\n");
+        }
+        if let Some(why) = &self.merge_skipped {
+            s += &format!("             note: not merging: {why}\n");
+        }
         s += &format!(
             "timeout:     {}\n",
             self.timeout
@@ -572,6 +578,9 @@ mod tests {
             PathBuf::from(std::str::from_utf8(&out[..n]).unwrap())
         );
         assert!(p.merge_skipped.as_deref().unwrap().contains("rank 3 of 4"));
+        let shown = p.render(Ok(Path::new("/lib.so")), None);
+        assert!(shown.contains("rank:        3 "), "{shown}");
+        assert!(shown.contains("not merging: rank 3 of 4"), "{shown}");
 
         // One rank merges as usual; so does a rank given its own merge dir.
         let one = [
