@@ -153,3 +153,27 @@ pub fn root_python() -> Option<&'static Path> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The convention the component tests rely on: a missing component
+    /// fails, unless MPAUDIT_TESTS_ALLOW_SKIP=1 (and only exactly "1").
+    #[test]
+    fn a_missing_component_fails_unless_skipping_is_allowed() {
+        assert!(require("present", None));
+        for (value, skips) in [(None, false), (Some("0"), false), (Some("1"), true)] {
+            match value {
+                Some(v) => std::env::set_var(ALLOW_SKIP, v),
+                None => std::env::remove_var(ALLOW_SKIP),
+            }
+            let got = std::panic::catch_unwind(|| require("absent", Some("not found".into())));
+            match got {
+                Ok(ran) => assert!(skips && !ran, "{value:?}: skipped"),
+                Err(_) => assert!(!skips, "{value:?}: failed"),
+            }
+        }
+        std::env::remove_var(ALLOW_SKIP);
+    }
+}
