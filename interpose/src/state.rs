@@ -126,7 +126,6 @@ static ROOT_PID: AtomicI32 = AtomicI32::new(0);
 static NEXT_WORKER: AtomicU32 = AtomicU32::new(0);
 /// The worker index the fork under way hands to its child (-1: none).
 static PENDING_WORKER: AtomicI64 = AtomicI64::new(-1);
-static MAIN_BASE: AtomicUsize = AtomicUsize::new(0);
 /// Load address of libmpaudit.so itself: its frames are ours whatever the
 /// file is called.
 static OWN_BASE: AtomicUsize = AtomicUsize::new(0);
@@ -177,9 +176,6 @@ pub fn root_pid() -> i32 {
 /// This process hands out worker indices to the children it forks.
 pub fn is_root() -> bool {
     SAVED.get().fork_workers && root_pid() == pid() && worker().is_none()
-}
-pub fn main_base() -> usize {
-    MAIN_BASE.load(Relaxed)
 }
 /// Whether `addr` lies in libmpaudit.so's loaded segments.
 #[inline]
@@ -331,11 +327,6 @@ pub unsafe fn init(argc: i32, argv: *const *const libc::c_char, envp: *const *co
     // SAFETY: literal C string.
     if let Some(n) = unsafe { sys::readlink(c"/proc/self/exe".as_ptr(), &mut buf) } {
         saved.exe.set(&buf[..n]);
-    }
-    // SAFETY: AT_ENTRY lies in the main program; dladdr gives its base.
-    let entry = unsafe { libc::getauxval(libc::AT_ENTRY) } as usize;
-    if entry != 0 && unsafe { libc::dladdr(entry as *const libc::c_void, &mut info) } != 0 {
-        MAIN_BASE.store(info.dli_fbase as usize, Relaxed);
     }
 }
 

@@ -2,7 +2,6 @@
 //! report rogue writers. See `mpaudit --help` and docs/.
 
 mod cli;
-mod demangle;
 mod duration;
 mod events;
 mod jobfile;
@@ -15,6 +14,7 @@ mod procs;
 mod report;
 mod run_meta;
 mod supervise;
+mod symbols;
 mod workers;
 
 use std::collections::{BTreeMap, BTreeSet};

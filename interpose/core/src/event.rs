@@ -27,12 +27,15 @@ pub struct Common {
     pub node: &'static [u8],
 }
 
-/// One stack frame: the object (shared library or executable) and the
-/// nearest exported symbol, if any.
+/// One stack frame: the object (shared library or executable) holding the
+/// call, and the call's address in that object's ELF image (the run-time
+/// address minus the object's load bias, so the number a symboliser such as
+/// `addr2line -e <object>` takes). Both are `None`/0 for a frame in no
+/// known object. The runner names the function (docs/events.md).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Frame<'a> {
-    pub object: &'a [u8],
-    pub symbol: Option<&'a [u8]>,
+    pub object: Option<&'a [u8]>,
+    pub vaddr: u64,
 }
 
 /// A path as the program gave it and its normalised absolute form.
@@ -205,14 +208,16 @@ fn put_path_field<S: Sink + ?Sized>(s: &mut S, key: &str, value: Option<&[u8]>) 
 }
 
 fn put_frame<S: Sink + ?Sized>(s: &mut S, f: &Frame) {
-    s.put(b"{\"object\":");
-    put_str(s, f.object);
-    s.put(b",\"symbol\":");
-    match f.symbol {
-        Some(sym) => put_str(s, sym),
-        None => s.put(b"null"),
+    match f.object {
+        Some(object) => {
+            s.put(b"{\"object\":");
+            put_str(s, object);
+            s.put(b",\"vaddr\":");
+            put_u64(s, f.vaddr);
+            s.put(b"}");
+        }
+        None => s.put(b"{\"object\":null,\"vaddr\":null}"),
     }
-    s.put(b"}");
 }
 
 fn put_errno<S: Sink + ?Sized>(s: &mut S, errno: i32) {
@@ -472,13 +477,14 @@ mod tests {
     fn access_event_has_the_documented_fields() {
         let frames = [
             Frame {
-                object: b"/lib/libx.so",
-                symbol: Some(b"f"),
+                object: Some(b"/lib/libx.so"),
+                vaddr: 0x1139,
             },
             Frame {
-                object: b"/bin/a",
-                symbol: None,
+                object: Some(b"/bin/a"),
+                vaddr: u64::MAX,
             },
+            Frame::default(),
         ];
         let v = access(
             b"out.txt",
@@ -496,8 +502,15 @@ mod tests {
         assert_eq!(v["create"], true);
         assert_eq!(v["flags"], serde_json::json!(["O_WRONLY", "O_CREAT"]));
         assert_eq!(v["errno"], Value::Null);
-        assert_eq!(v["component"]["object"], "/lib/libx.so");
-        assert_eq!(v["stack"][1]["symbol"], Value::Null);
+        assert_eq!(
+            v["component"],
+            serde_json::json!({"object": "/lib/libx.so", "vaddr": 0x1139})
+        );
+        assert_eq!(v["stack"][1]["vaddr"].as_u64(), Some(u64::MAX));
+        assert_eq!(
+            v["stack"][2],
+            serde_json::json!({"object": null, "vaddr": null})
+        );
         assert!(v.get("path_hex").is_none());
     }
 
