@@ -1243,12 +1243,16 @@ mod tests {
         assert!(
             g.function
                 .as_deref()
-                .is_some_and(|f| f.ends_with("exit_codes")),
+                .is_some_and(|f| f.contains("::exit_codes")),
             "{g:?}"
         );
         assert!(
             g.symbol.as_deref().is_some_and(|s| s.starts_with("_ZN")),
             "{g:?}"
+        );
+        assert!(
+            g.file.as_deref().is_some_and(|f| f.ends_with("report.rs")) && g.line.is_some(),
+            "the test binary has line tables: {g:?}"
         );
         assert!(component_name(g).contains("exit_codes"));
     }

@@ -224,11 +224,20 @@ mod tests {
             .expect("gcc is installed");
         let lib = String::from_utf8(lib.stdout).unwrap().trim().to_string();
         let nm = Command::new("nm")
-            .args(["-D", "--defined-only", "--without-symbol-versions", "--format=just-symbols"])
+            .args([
+                "-D",
+                "--defined-only",
+                "--without-symbol-versions",
+                "--format=just-symbols",
+            ])
             .arg(&lib)
             .output()
             .expect("binutils' nm is installed");
-        assert!(nm.status.success(), "nm {lib}: {}", String::from_utf8_lossy(&nm.stderr));
+        assert!(
+            nm.status.success(),
+            "nm {lib}: {}",
+            String::from_utf8_lossy(&nm.stderr)
+        );
         let names = String::from_utf8(nm.stdout).unwrap();
         let names: Vec<&str> = names.lines().collect();
         let mangled = names.iter().filter(|n| n.starts_with("_Z")).count();
@@ -293,7 +302,8 @@ mod tests {
     /// `decltype(nullptr)` for `std::nullptr_t`, `VTT for x` for
     /// `{vtt(x)}` (and `vtable for x`). The same names, spelt differently.
     fn cxxfilt_spelling(ours: &str) -> String {
-        const STRING: &str = "std::basic_string<char, std::char_traits<char>, std::allocator<char> >";
+        const STRING: &str =
+            "std::basic_string<char, std::char_traits<char>, std::allocator<char> >";
         const OSTREAM: &str = "std::basic_ostream<char, std::char_traits<char> >";
         let mut s = ours.to_string();
         for (short, full, leaf) in [
@@ -302,8 +312,14 @@ mod tests {
         ] {
             let short_leaf = &short[5..];
             s = s
-                .replace(&format!("{short}::{short_leaf}"), &format!("{short}::{leaf}"))
-                .replace(&format!("{short}::~{short_leaf}"), &format!("{short}::~{leaf}"));
+                .replace(
+                    &format!("{short}::{short_leaf}"),
+                    &format!("{short}::{leaf}"),
+                )
+                .replace(
+                    &format!("{short}::~{short_leaf}"),
+                    &format!("{short}::~{leaf}"),
+                );
             s = replace_word(&s, &format!("{short}>"), &format!("{full} >"));
             s = replace_word(&s, short, full);
         }
