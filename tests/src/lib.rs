@@ -160,6 +160,20 @@ pub fn fixture(name: &str) -> PathBuf {
             )
         }
         "static_writer" => cc(&["-static", "-O1"], &src.join("static_writer.c"), &out, &[]),
+        "dlopen_locks" => cc(&["-O1"], &src.join("dlopen_locks.c"), &out, &["-ldl"]),
+        "hidden_main" => cc(&["-O1"], &src.join("hidden_main.c"), &out, &["-ldl"]),
+        "libctor_thread.so" => cc(
+            &["-shared", "-fPIC", "-O1"],
+            &src.join("ctor_thread_lib.c"),
+            &out,
+            &["-lpthread"],
+        ),
+        "libhidden_writers.so" => cc(
+            &["-shared", "-fPIC", "-O0", "-g", "-fvisibility=hidden"],
+            &src.join("hidden_writers.c"),
+            &out,
+            &[],
+        ),
         "components_main" => cc(&["-O1"], &src.join("components_main.c"), &out, &["-ldl"]),
         "ofstream" => {
             let mut c = Command::new("g++");
@@ -327,6 +341,24 @@ pub fn run_ok(cmd: &mut Command) -> Output {
         String::from_utf8_lossy(&out.stderr)
     );
     out
+}
+
+/// The function binutils' `addr2line` finds at an event frame's
+/// `{"object", "vaddr"}`: an independent check of what the library records
+/// (docs/events.md) and of the runner's names.
+pub fn frame_function(frame: &Value) -> String {
+    let object = frame["object"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no object: {frame}"));
+    let vaddr = frame["vaddr"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no vaddr: {frame}"));
+    let out = Command::new("addr2line")
+        .args(["-f", "-e", object, &format!("{vaddr:#x}")])
+        .output()
+        .expect("binutils' addr2line is installed");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines().next().unwrap_or("").to_string()
 }
 
 /// Access events on paths whose file name is `name`.

@@ -90,13 +90,13 @@ fn strs(v: &Value) -> Vec<String> {
         .collect()
 }
 
-/// The rogue group whose symbol contains `func`.
+/// The rogue group whose function contains `func`.
 fn rogue_group<'a>(r: &'a Value, func: &str) -> &'a Value {
     r["rogue"]
         .as_array()
         .expect("rogue")
         .iter()
-        .find(|g| g["symbol"].as_str().is_some_and(|s| s.contains(func)))
+        .find(|g| g["function"].as_str().is_some_and(|s| s.contains(func)))
         .unwrap_or_else(|| panic!("no rogue group for {func}: {:#}", r["rogue"]))
 }
 
@@ -149,7 +149,7 @@ e2e!(
             );
             assert!(g["symbol"].as_str().unwrap().contains("LegacyAlg"), "{g:#}");
             assert!(
-                g["demangled"]
+                g["function"]
                     .as_str()
                     .is_some_and(|d| d.starts_with(&format!("LegacyAlg::{func}("))),
                 "{g:#}"

@@ -9,3 +9,4 @@ mod interpose;
 mod launchers;
 mod policy;
 mod runner;
+mod symbols;

@@ -221,7 +221,7 @@ e2e!(
             .as_str()
             .unwrap()
             .ends_with("/libcomp_legacy.so"));
-        assert_eq!(e["component"]["symbol"], "legacy_write");
+        assert_eq!(frame_function(&e["component"]), "legacy_write");
         assert!(worker_file(&dir, 0, "legacy.txt").exists() && !dir.join("legacy.txt").exists());
         let (v, a, _) = verdict("declared.out");
         assert_eq!(
