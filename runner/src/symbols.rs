@@ -1,7 +1,7 @@
 //! Names the frames the library recorded as (object, vaddr)
 //! (docs/events.md): the function from the object's DWARF debug
-//! information where it has some (with `file:line`, and inlined functions
-//! named as themselves), else from its symbol table (`.symtab`, which holds
+//! information where it has some (with the call's `file:line`), else from
+//! its symbol table (`.symtab`, which holds
 //! static and hidden functions, or `.dynsym` in a stripped object), and
 //! demangled with `cpp_demangle` or `rustc-demangle`.
 //!
@@ -111,7 +111,7 @@ impl ObjectInfo {
             return Resolved::default();
         }
         let mut r = Resolved::default();
-        if let Some(frame) = self.dwarf.as_ref().and_then(|d| innermost_frame(d, vaddr)) {
+        if let Some(frame) = self.dwarf.as_ref().and_then(|d| outermost_frame(d, vaddr)) {
             r = frame;
         }
         if r.symbol.is_none() {
@@ -132,10 +132,18 @@ impl ObjectInfo {
     }
 }
 
-/// The innermost (possibly inlined) function at `vaddr` and its location.
-fn innermost_frame(dwarf: &addr2line::Loader, vaddr: u64) -> Option<Resolved> {
+/// The function whose code holds `vaddr` and the source line of the call
+/// in it. DWARF lists the inlined functions at an address innermost first;
+/// the last one is the real function, and its location is where the chain
+/// of inlined calls starts: for a `std::ofstream` constructor inlined into
+/// `LegacyAlg::execute()`, the line in `execute` that constructs it, not a
+/// line of `<fstream>`.
+fn outermost_frame(dwarf: &addr2line::Loader, vaddr: u64) -> Option<Resolved> {
     let mut frames = dwarf.find_frames(vaddr).ok()?;
-    let frame = frames.next().ok()??;
+    let mut frame = frames.next().ok()??;
+    while let Ok(Some(outer)) = frames.next() {
+        frame = outer;
+    }
     let location = frame.location.as_ref();
     Some(Resolved {
         symbol: frame

@@ -175,6 +175,14 @@ pub fn fixture(name: &str) -> PathBuf {
             &[],
         ),
         "components_main" => cc(&["-O1"], &src.join("components_main.c"), &out, &["-ldl"]),
+        "abi_tagged" => {
+            // -rdynamic: the writer is in .dynsym, where hooks read names.
+            let mut c = Command::new("g++");
+            c.args(["-O1", "-g", "-rdynamic", "-o"])
+                .arg(&out)
+                .arg(src.join("abi_tagged.cpp"));
+            c
+        }
         "ofstream" => {
             let mut c = Command::new("g++");
             c.args(["-O1", "-o"])

@@ -258,7 +258,7 @@ e2e!(without_a_log_each_rogue_path_is_warned_once, |dir| {
         .collect();
     assert_eq!(lines.len(), 1, "{stderr}");
     let expected = format!(
-        "mpaudit: rogue write {} by /usr/bin/bash(",
+        "mpaudit: rogue write {} by /usr/bin/bash+0x",
         dir.join("loop.txt").display()
     );
     assert!(lines[0].starts_with(&expected), "{}", lines[0]);

@@ -157,3 +157,41 @@ e2e!(components_registered_by_symbol_match_at_hook_time, |dir| {
     assert_eq!(verdict("reg.txt"), "registered");
     assert_eq!(verdict("legacy.txt"), "rogue");
 });
+
+// The writer's mangled name carries an ABI tag, which the policy's
+// qualified-name rendering refuses: a raw pattern still matches it at hook
+// time, and the report names it as c++filt does.
+e2e!(
+    an_abi_tagged_component_matches_raw_and_is_named_readably,
+    |dir| {
+        let prog = fixture("abi_tagged");
+        let mut cmd = dir.audited(&prog);
+        cmd.arg("registered.txt")
+            .env("MPAUDIT_COMPONENTS", "_ZN7HistSvc*B5cxx11*");
+        run_ok(&mut cmd);
+        run_ok(dir.audited(&prog).arg("rogue.txt"));
+        let ev = dir.events();
+        let verdict = |name: &str| accesses(&ev, name)[0]["verdict"].clone();
+        assert_eq!(verdict("registered.txt"), "registered");
+        assert_eq!(verdict("rogue.txt"), "rogue");
+        let out = run(
+            Command::new(&artifacts().runner)
+                .args(["report", "--format", "json"])
+                .arg(dir.logs()),
+            DEADLINE,
+        );
+        let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let g = &json["rogue"][0];
+        assert_eq!(g["symbol"], "_ZN7HistSvc11write_namedB5cxx11EPKc", "{g:#}");
+        assert_eq!(
+            g["function"], "HistSvc::write_named[abi:cxx11](char const*)",
+            "{g:#}"
+        );
+        assert!(
+            g["file"]
+                .as_str()
+                .is_some_and(|f| f.ends_with("abi_tagged.cpp")),
+            "{g:#}"
+        );
+    }
+);
