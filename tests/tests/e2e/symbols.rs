@@ -195,3 +195,40 @@ e2e!(
         );
     }
 );
+
+// The report is made after the run, from the object files: one deleted
+// since (a job's scratch build) leaves its call sites unnamed, never a
+// failure or a wrong name.
+e2e!(a_deleted_object_leaves_its_call_sites_unnamed, |dir| {
+    let lib = dir.join("libgone.so");
+    std::fs::copy(fixture("libhidden_writers.so"), &lib).unwrap();
+    run_ok(dir.audited(fixture("hidden_main")).arg(&lib));
+    std::fs::remove_file(&lib).unwrap();
+    let out = run(
+        Command::new(&artifacts().runner)
+            .args(["report", "--format", "json"])
+            .arg(dir.logs()),
+        DEADLINE,
+    );
+    assert_eq!(out.status.code(), Some(1), "rogue writes, reported");
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let groups = json["rogue"].as_array().unwrap();
+    assert_eq!(groups.len(), 2, "one per call site: {groups:#?}");
+    for g in groups {
+        assert!(
+            g["object"].as_str().unwrap().ends_with("libgone.so"),
+            "{g:#}"
+        );
+        assert!(
+            g["vaddr"].is_u64() && g["function"].is_null() && g["symbol"].is_null(),
+            "{g:#}"
+        );
+    }
+    let text = run(
+        Command::new(&artifacts().runner)
+            .args(["report"])
+            .arg(dir.logs()),
+        DEADLINE,
+    );
+    assert!(stdout(&text).contains("libgone.so+0x"), "{}", stdout(&text));
+});
