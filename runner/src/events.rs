@@ -14,6 +14,9 @@ use serde::{Deserialize, Deserializer};
 pub enum Kind {
     Access,
     Process,
+    /// The process's log could not grow: its later events are not logged.
+    #[serde(rename = "log_stopped")]
+    LogStopped,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -78,6 +81,40 @@ fn opt_str_vec<'de: 'a, 'a, D: Deserializer<'de>>(
     Ok(Option::<Vec<Str<'a>>>::deserialize(d)?.map(|v| v.into_iter().map(|s| s.0).collect()))
 }
 
+/// `errno`: an error name (access and process events) or, in `log_stopped`,
+/// the error number, kept as its decimal digits.
+fn opt_errno<'de: 'a, 'a, D: Deserializer<'de>>(d: D) -> Result<Option<Cow<'a, str>>, D::Error> {
+    struct V;
+    impl<'de> serde::de::Visitor<'de> for V {
+        type Value = Option<Cow<'de, str>>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an error name, an error number or null")
+        }
+        fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+            Ok(Some(Cow::Borrowed(v)))
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(Some(Cow::Owned(v.to_owned())))
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Self::Value, E> {
+            Ok(Some(Cow::Owned(v.to_string())))
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Self::Value, E> {
+            Ok(Some(Cow::Owned(v.to_string())))
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+    d.deserialize_option(V)
+}
+
 /// `{"object": ..., "vaddr": ...}`: the object holding a call, and the
 /// call's address in the object's ELF image (docs/events.md), named by
 /// `crate::symbols`.
@@ -99,7 +136,8 @@ pub struct Event<'a> {
     pub v: u32,
     pub ts: u64,
     pub kind: Kind,
-    #[serde(borrow)]
+    /// Empty for `log_stopped`, which has none.
+    #[serde(borrow, default)]
     pub op: Cow<'a, str>,
     pub pid: i64,
     pub ppid: i64,
@@ -131,7 +169,7 @@ pub struct Event<'a> {
     pub flags: Option<Vec<Cow<'a, str>>>,
     #[serde(default)]
     pub result: Option<i64>,
-    #[serde(borrow, default, deserialize_with = "opt_str")]
+    #[serde(borrow, default, deserialize_with = "opt_errno")]
     pub errno: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     pub component: Option<Frame<'a>>,
@@ -167,6 +205,9 @@ pub struct Event<'a> {
     pub child: Option<i64>,
     #[serde(default)]
     pub status: Option<i64>,
+    /// `exit`: events the process could not log.
+    #[serde(default)]
+    pub dropped: Option<u64>,
     #[serde(default)]
     pub audited: Option<bool>,
     #[serde(borrow, default, deserialize_with = "opt_str")]
@@ -411,6 +452,20 @@ mod tests {
         );
         let line = r#"{"v":1,"ts":1,"kind":"process","op":"start","pid":1,"ppid":0,"tid":1,"worker":null,"argv":[],"exe":"/x","cwd":"/","root":true}"#;
         assert_eq!(parse_line(line.as_bytes()).unwrap().root, Some(true));
+    }
+
+    #[test]
+    fn log_stopped_and_dropped() {
+        let line = r#"{"v":1,"ts":1,"kind":"log_stopped","pid":7,"ppid":1,"tid":7,"worker":null,"reason":"file_size_limit","errno":27}"#;
+        let e = parse_line(line.as_bytes()).unwrap();
+        assert_eq!(e.kind, Kind::LogStopped);
+        assert_eq!(e.op, "");
+        assert_eq!(e.reason.as_deref(), Some("file_size_limit"));
+        assert_eq!(e.errno.as_deref(), Some("27"));
+        let line = r#"{"v":1,"ts":1,"kind":"process","op":"exit","pid":7,"ppid":1,"tid":7,"worker":null,"status":0,"dropped":12}"#;
+        assert_eq!(parse_line(line.as_bytes()).unwrap().dropped, Some(12));
+        let line = r#"{"v":1,"ts":1,"kind":"access","op":"open","pid":1,"ppid":0,"tid":1,"worker":null,"errno":true}"#;
+        assert!(parse_line(line.as_bytes()).is_err());
     }
 
     #[test]

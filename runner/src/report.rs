@@ -129,6 +129,10 @@ pub struct Aggregator {
     pub rogue_writes: u64,
     /// Write-class events without a verdict (a library without policy).
     pub unclassified_writes: u64,
+    /// Processes whose log stopped (`log_stopped`), with the reason.
+    pub log_stopped: BTreeMap<(u16, i64), String>,
+    /// Events processes could not log (the `dropped` of their `exit`).
+    pub dropped_events: u64,
 }
 
 /// Paths that are never a clobber: devices, kernel interfaces.
@@ -261,6 +265,8 @@ impl Aggregator {
         self.exits.extend(o.exits);
         self.rogue_writes += o.rogue_writes;
         self.unclassified_writes += o.unclassified_writes;
+        self.log_stopped.extend(o.log_stopped);
+        self.dropped_events += o.dropped_events;
     }
 
     pub fn add(&mut self, source: u16, ev: &Event<'_>) {
@@ -274,6 +280,10 @@ impl Aggregator {
         match ev.kind {
             Kind::Process => self.add_process(source, who, ev),
             Kind::Access => self.add_access(who, ev),
+            Kind::LogStopped => {
+                let reason = ev.reason.as_deref().unwrap_or("unknown").to_string();
+                self.log_stopped.insert((source, ev.pid), reason);
+            }
         }
     }
 
@@ -282,6 +292,7 @@ impl Aggregator {
             if let Some(s) = ev.status {
                 self.exits.insert((source, ev.pid), s);
             }
+            self.dropped_events += ev.dropped.unwrap_or(0);
         }
         if ev.op == "exec" && ev.audited == Some(false) {
             let exe = ev.exe.as_deref().unwrap_or_default().to_string();
@@ -491,6 +502,17 @@ pub struct Summary {
     pub merge_failures: usize,
     /// Paths several workers wrote, kept apart by redirection.
     pub averted: usize,
+    /// Processes whose log stopped (it could not grow), and the events
+    /// they could not log: facts that make the audit incomplete.
+    pub log_stopped: Vec<LogStoppedProcess>,
+    pub dropped_events: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LogStoppedProcess {
+    pub pid: i64,
+    /// `file_size_limit`, `no_space`, `no_descriptor`, `log_gone` or `io_error`.
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, Serialize, Default)]
@@ -842,6 +864,15 @@ impl Report {
         s.redirected_paths = redirected.len();
         s.unaudited = unaudited.len();
         s.unclassified_writes = agg.unclassified_writes;
+        s.log_stopped = agg
+            .log_stopped
+            .iter()
+            .map(|(&(_, pid), reason)| LogStoppedProcess {
+                pid,
+                reason: reason.clone(),
+            })
+            .collect();
+        s.dropped_events = agg.dropped_events;
         s.exit_code = exit_code(s.job_failed, agg.rogue_writes);
         s.status = match s.exit_code {
             0 => "ok",
@@ -927,6 +958,21 @@ impl Report {
                 "  skipped {} unparseable line(s), e.g. {}\n",
                 s.skipped_lines,
                 s.skipped_examples.first().map(String::as_str).unwrap_or("")
+            );
+        }
+        if !s.log_stopped.is_empty() || s.dropped_events > 0 {
+            let which: Vec<String> = s
+                .log_stopped
+                .iter()
+                .take(5)
+                .map(|p| format!("pid {}: {}", p.pid, p.reason))
+                .collect();
+            o += &format!(
+                "  incomplete: the log stopped in {} process(es) ({}{}); {} event(s) not logged\n",
+                s.log_stopped.len(),
+                which.join(", "),
+                if s.log_stopped.len() > 5 { ", ..." } else { "" },
+                s.dropped_events
             );
         }
         if s.earlier_log_files_ignored > 0 {
