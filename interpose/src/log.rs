@@ -87,8 +87,19 @@ static DEV: AtomicU64 = AtomicU64::new(0);
 static INO: AtomicU64 = AtomicU64::new(0);
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
-/// Next free byte of the log.
-static OFFSET: AtomicU64 = AtomicU64::new(0);
+/// Next free byte of the log. Every event writes it: alone on its cache
+/// line, so that the flags every event reads are not invalidated with it.
+static OFFSET: CacheLine<AtomicU64> = CacheLine(AtomicU64::new(0));
+
+#[repr(align(64))]
+struct CacheLine<T>(T);
+
+impl<T> core::ops::Deref for CacheLine<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
 /// Bytes of the file that fallocate has backed: mapped writes stay below.
 static BACKED: AtomicU64 = AtomicU64::new(0);
 /// Bytes that may be reserved (the last `RESERVE` only by closing records):
@@ -202,7 +213,7 @@ pub fn create(path: &[u8]) -> Result<(), c_int> {
     };
     DEV.store(st.st_dev, SeqCst);
     INO.store(st.st_ino, SeqCst);
-    for v in [&OFFSET, &BACKED, &CAPACITY, &DROPPED] {
+    for v in [&*OFFSET, &BACKED, &CAPACITY, &DROPPED] {
         v.store(0, SeqCst);
     }
     for f in [&PWRITE_ONLY, &STOPPED, &FINAL, &TRIMMED] {

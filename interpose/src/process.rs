@@ -488,6 +488,8 @@ pub fn spawn(
 
 /// Logs the exit once, whichever way it comes (exit, _exit, return from main).
 pub fn log_exit(status: c_int) {
+    // A child of a fork nobody saw starts its own log (and exit flag) first.
+    notice_unseen_fork();
     if state::ready() && !EXIT_LOGGED.swap(true, SeqCst) {
         let _saved = sys::ErrnoGuard::save();
         if log::enabled() {
