@@ -216,6 +216,63 @@ e2e!(ulimit_f_mid_run_stops_the_log_not_the_program, |dir| {
     );
 });
 
+// No descriptor left for the log to grow with (the program holds them
+// all): the program sees what it sees bare, the log says no_descriptor.
+e2e!(no_free_descriptor_stops_the_log_not_the_program, |dir| {
+    let prog = fixture("host_safety");
+    let script = format!("ulimit -n 16; exec {} exhaust-fds 3000", prog.display());
+    let (_, bare, audited) = bare_and_audited(&dir, "bash", &["-c", &script]);
+    assert!(bare.status.success(), "{bare:?}");
+    assert_eq!(audited.status, bare.status, "{audited:?}");
+    assert_eq!(stdout(&audited), stdout(&bare));
+    assert!(
+        stdout(&bare).contains("then Too many open files"),
+        "{bare:?}"
+    );
+    let stderr = String::from_utf8_lossy(&audited.stderr);
+    assert_eq!(stderr.matches("stopped logging").count(), 1, "{stderr}");
+    let events = dir.events();
+    let stopped = kind(&events, "log_stopped");
+    assert_eq!(stopped.len(), 1, "{stderr}");
+    assert_eq!(stopped[0]["reason"], "no_descriptor");
+    assert_eq!(stopped[0]["errno"], libc::EMFILE);
+});
+
+// The program removes the log directory's files and puts files of its own
+// in their place: the library never writes to them and stops logging.
+e2e!(a_replaced_log_file_is_never_written, |dir| {
+    let prog = fixture("host_safety");
+    let bare_dir = TestDir::new("bare");
+    std::fs::create_dir_all(bare_dir.logs()).unwrap();
+    let bare = run(
+        bare_dir
+            .bare(&prog)
+            .arg("replace")
+            .arg(bare_dir.logs())
+            .arg("3000"),
+        DEADLINE,
+    );
+    let audited = run(
+        dir.audited(&prog)
+            .arg("replace")
+            .arg(dir.logs())
+            .arg("3000"),
+        DEADLINE,
+    );
+    assert_eq!(stdout(&bare), "replaced none\n");
+    assert_eq!(audited.status, bare.status, "{audited:?}");
+    assert_eq!(stdout(&audited), "replaced some\n");
+    let stderr = String::from_utf8_lossy(&audited.stderr);
+    assert_eq!(stderr.matches("stopped logging").count(), 1, "{stderr}");
+    assert!(stderr.contains("removed or replaced"), "{stderr}");
+    let files: Vec<_> = std::fs::read_dir(dir.logs()).unwrap().collect();
+    assert_eq!(files.len(), 1);
+    for f in files {
+        let p = f.unwrap().path();
+        assert_eq!(std::fs::read(&p).unwrap(), b"theirs\n", "{}", p.display());
+    }
+});
+
 /// A tmpfs of `size` mounted at `at`, unmounted on drop.
 struct SmallFs(std::path::PathBuf);
 
