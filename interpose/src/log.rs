@@ -520,34 +520,44 @@ fn stop(reason: StopReason, errno: c_int) {
     );
 }
 
+/// One line on stderr, gathered from its pieces (no path-sized buffer on
+/// the stack: this may run in a signal handler on a small alternate stack).
 fn tell_stderr(reason: StopReason) {
-    let mut buf = [0u8; PATH_SIZE + 256];
-    let mut s = SliceSink::new(&mut buf);
+    let mut head = [0u8; 64];
+    let mut s = SliceSink::new(&mut head);
     s.put(b"mpaudit: process ");
     mpaudit_core::json::put_i64(&mut s, crate::state::pid() as i64);
     s.put(b" stopped logging to ");
+    let n = s.len;
     // SAFETY: PATH is NUL-terminated and no longer written.
-    s.put(unsafe { sys::c_bytes((*PATH.0.get()).as_ptr().cast(), PATH_SIZE) });
-    s.put(match reason {
-        StopReason::FileSizeLimit => b": the file size limit (ulimit -f) is reached".as_slice(),
+    let path = unsafe { sys::c_bytes((*PATH.0.get()).as_ptr().cast(), PATH_SIZE) };
+    let why: &[u8] = match reason {
+        StopReason::FileSizeLimit => b": the file size limit (ulimit -f) is reached",
         StopReason::NoSpace => b": no space left on the device",
         StopReason::NoDescriptor => b": no file descriptor free (ulimit -n)",
         StopReason::LogGone => b": the log file was removed or replaced",
         StopReason::IoError => b": an I/O error",
-    });
-    s.put(b"; the audit of this process is incomplete\n");
-    let n = s.len;
+    };
+    let tail: &[u8] = b"; the audit of this process is incomplete\n";
+    let pieces = [&head[..n], path, why, tail];
+    let len: usize = pieces.iter().map(|p| p.len()).sum();
     // stderr may itself be a file under the same size limit: a write past
     // it would raise SIGXFSZ in the program.
     if let Some(st) = sys::fstat(2) {
         if st.st_mode & libc::S_IFMT == libc::S_IFREG {
             let end = (st.st_size as u64).max(sys::tell(2).unwrap_or(0));
-            if end + n as u64 > sys::file_size_limit() {
+            if end + len as u64 > sys::file_size_limit() {
                 return;
             }
         }
     }
-    sys::write_all(2, &buf[..n]);
+    // One writev: the line is not interleaved with the program's output.
+    let iov = pieces.map(|p| libc::iovec {
+        iov_base: p.as_ptr() as *mut libc::c_void,
+        iov_len: p.len(),
+    });
+    // SAFETY: four iovecs over live slices.
+    unsafe { libc::syscall(libc::SYS_writev, 2, iov.as_ptr(), iov.len()) };
 }
 
 /// At exit (and before exec): trims the log to its content. Writers that
