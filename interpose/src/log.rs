@@ -509,6 +509,7 @@ fn stop(reason: StopReason, errno: c_int) {
     if STOPPED.swap(true, SeqCst) {
         return;
     }
+    let _errno = sys::ErrnoGuard::save();
     tell_stderr(reason);
     write_reserved(
         &LogStopped {
