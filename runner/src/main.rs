@@ -2,6 +2,7 @@
 //! report rogue writers. See `mpaudit --help` and docs/.
 
 mod cli;
+mod control;
 mod duration;
 mod events;
 mod jobfile;
@@ -29,6 +30,10 @@ use cli::{Cli, Command};
 pub const EXIT_USAGE: u8 = 2;
 
 fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some(control::WATCHDOG_ARG) {
+        return ExitCode::from(control::watchdog_main(&args[1..]));
+    }
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -117,7 +122,9 @@ fn execute(plan: &plan::Plan, program: &Path, preload: Option<&Path>) -> Result<
     // File times lag the clock by up to a tick: a little slack, so a file
     // the job wrote at once is not taken for an earlier run's.
     let since = std::time::SystemTime::now() - std::time::Duration::from_millis(100);
-    let result = supervise::run(plan, program, &lib)?;
+    // From here to the last merge, one owner of the signals and processes.
+    let control = control::Control::take()?;
+    let result = supervise::run(plan, program, &lib, &control)?;
     let (merges, merge_warnings) = match &plan.merge_skipped {
         Some(why) => (Vec::new(), vec![format!("not merging: {why}")]),
         None => merge::run(
@@ -130,10 +137,13 @@ fn execute(plan: &plan::Plan, program: &Path, preload: Option<&Path>) -> Result<
                 force: plan.force,
                 since,
                 timeout: plan.timeout,
+                grace: plan.grace,
+                control: Some(&control),
             },
             result.failed(),
         ),
     };
+    drop(control);
     for w in &merge_warnings {
         eprintln!("mpaudit: warning: merge: {w}");
     }

@@ -10,14 +10,14 @@ use std::io::{IsTerminal, Read, Seek, SeekFrom, Write};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use nix::sys::signal::Signal;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use serde::Serialize;
 
+use crate::control::Control;
 use crate::jobfile::{Mode, OnFailure};
 use crate::memory::{self, Peak};
 use crate::plan::Plan;
@@ -100,10 +100,6 @@ impl RunResult {
     }
 }
 
-enum Msg {
-    Signal(Signal),
-}
-
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Phase {
     Running,
@@ -112,46 +108,9 @@ enum Phase {
     Killing,
 }
 
-const HANDLED: [Signal; 5] = [
-    Signal::SIGINT,
-    Signal::SIGTERM,
-    Signal::SIGHUP,
-    Signal::SIGQUIT,
-    Signal::SIGCHLD,
-];
-
-fn handled_set() -> SigSet {
-    let mut s = SigSet::empty();
-    for sig in HANDLED {
-        s.add(sig);
-    }
-    s
-}
-
-/// Blocks the handled signals in this thread (inherited by threads spawned
-/// later) and starts the thread that turns them into messages.
-fn start_signal_thread(tx: mpsc::Sender<Msg>) -> Result<(), String> {
-    let set = handled_set();
-    nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None)
-        .map_err(|e| format!("cannot block signals: {e}"))?;
-    std::thread::Builder::new()
-        .name("mpaudit-signals".into())
-        .spawn(move || loop {
-            match set.wait() {
-                Ok(sig) => {
-                    if tx.send(Msg::Signal(sig)).is_err() {
-                        return;
-                    }
-                }
-                Err(_) => std::thread::sleep(TICK),
-            }
-        })
-        .map_err(|e| format!("cannot start the signal thread: {e}"))?;
-    Ok(())
-}
-
 struct Dispatcher<'a> {
     plan: &'a Plan,
+    control: &'a Control,
     me: i32,
     procs: Vec<Started>,
     forked: BTreeMap<i32, (u64, Peak)>,
@@ -166,7 +125,12 @@ struct Dispatcher<'a> {
 
 /// Runs the plan to completion. `Err` only for failures before any process
 /// was started (exit status 2).
-pub fn run(plan: &Plan, program: &Path, preload: &Path) -> Result<RunResult, String> {
+pub fn run(
+    plan: &Plan,
+    program: &Path,
+    preload: &Path,
+    control: &Control,
+) -> Result<RunResult, String> {
     let start = Instant::now();
     // SAFETY: prctl with integer arguments only.
     if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
@@ -183,12 +147,10 @@ pub fn run(plan: &Plan, program: &Path, preload: &Path) -> Result<RunResult, Str
         let d = plan.worker_dir(k);
         std::fs::create_dir_all(&d).map_err(|e| format!("{}: {e}", d.display()))?;
     }
-    let (tx, rx) = mpsc::channel();
-    start_signal_thread(tx)?;
-
     let inherited_ld = std::env::var("LD_PRELOAD").ok();
     let mut d = Dispatcher {
         plan,
+        control,
         me: std::process::id() as i32,
         procs: Vec::new(),
         forked: BTreeMap::new(),
@@ -209,7 +171,7 @@ pub fn run(plan: &Plan, program: &Path, preload: &Path) -> Result<RunResult, Str
         let env = plan.mpaudit_env(k, preload, inherited_ld.as_deref());
         d.spawn(k, program, &env)?;
     }
-    d.dispatch(&rx, start);
+    d.dispatch(start);
     if let Some(s) = &mut d.status {
         s.clear();
     }
@@ -244,31 +206,12 @@ impl Dispatcher<'_> {
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err);
-        let parent = self.me;
-        // SAFETY: only async-signal-safe calls between fork and exec.
-        unsafe {
-            cmd.pre_exec(move || {
-                let empty = libc_sigset_empty();
-                libc::pthread_sigmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
-                if libc::setpgid(0, 0) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                // If the runner dies without cleaning up, its direct
-                // children die with it.
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
-                if libc::getppid() != parent {
-                    libc::_exit(137);
-                }
-                Ok(())
-            });
-        }
+        self.control.prepare(&mut cmd);
         let started = Instant::now();
         match cmd.spawn() {
             Ok(child) => {
                 let pid = child.id() as i32;
-                // The parent sets the group too, so that a TERM sent right
-                // after spawn reaches the right group (both may race).
-                let _ = nix::unistd::setpgid(Pid::from_raw(pid), Pid::from_raw(pid));
+                self.control.adopt(pid);
                 // `child` is dropped without waiting: the dispatcher reaps
                 // every pid itself with waitpid(-1).
                 drop(child);
@@ -317,7 +260,7 @@ impl Dispatcher<'_> {
         self.procs.iter().all(|p| p.outcome.is_some())
     }
 
-    fn dispatch(&mut self, rx: &mpsc::Receiver<Msg>, start: Instant) {
+    fn dispatch(&mut self, start: Instant) {
         let mut next_sample = Instant::now();
         let mut next_status = start + Duration::from_secs(1);
         loop {
@@ -325,7 +268,7 @@ impl Dispatcher<'_> {
             let now = Instant::now();
             if self.phase == Phase::Running && !self.all_done() {
                 if let Some(t) = self.plan.timeout {
-                    if now >= start + t {
+                    if now >= start + t + self.control.paused() {
                         self.begin_stop(StopReason::Timeout);
                     }
                 }
@@ -364,10 +307,8 @@ impl Dispatcher<'_> {
                 }
                 next_status = now + STATUS_EVERY;
             }
-            match rx.recv_timeout(TICK) {
-                Ok(Msg::Signal(sig)) => self.on_signal(sig),
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => std::thread::sleep(TICK),
+            if let Some(sig) = self.control.recv_timeout(TICK) {
+                self.on_signal(sig);
             }
         }
     }
@@ -390,7 +331,8 @@ impl Dispatcher<'_> {
 
     fn on_signal(&mut self, sig: Signal) {
         match sig {
-            Signal::SIGCHLD => {}
+            // Ctrl-Z and continuing: done by the control itself.
+            Signal::SIGCHLD | Signal::SIGTSTP | Signal::SIGCONT => {}
             _ => {
                 self.interrupts += 1;
                 if self.interrupts == 1 && self.phase == Phase::Running {
@@ -487,6 +429,7 @@ impl Dispatcher<'_> {
                             failed = Some(p.worker);
                         }
                         p.outcome = Some(o);
+                        self.control.release(p.pid);
                     }
                     // Anything else is an orphan that came back to us as
                     // subreaper: reaped here, counted as a stray only if
@@ -556,15 +499,6 @@ fn thread_cpu_time() -> Duration {
         ts.tv_sec.max(0) as u64,
         ts.tv_nsec.clamp(0, 999_999_999) as u32,
     )
-}
-
-fn libc_sigset_empty() -> libc::sigset_t {
-    // SAFETY: sigemptyset initialises the set it is given.
-    unsafe {
-        let mut s = std::mem::zeroed::<libc::sigset_t>();
-        libc::sigemptyset(&mut s);
-        s
-    }
 }
 
 /// The live status line on a terminal's stderr: workers, events, rogue
