@@ -156,3 +156,239 @@ e2e!(status_line_shows_on_a_terminal_and_never_in_a_pipe, |dir| {
         "no status line without a terminal: {stderr}"
     );
 });
+
+/// `/proc/<pid>/stat`'s state letter, if the process exists.
+fn state(pid: i32) -> Option<char> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    text[text.rfind(')')? + 1..].trim_start().chars().next()
+}
+
+/// Waits until `pred` holds, failing the test at the deadline.
+fn wait_for(what: &str, pred: impl FnMut() -> bool) {
+    wait_within(DEADLINE, what, pred)
+}
+
+fn wait_within(deadline: Duration, what: &str, mut pred: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !pred() {
+        assert!(start.elapsed() < deadline, "never happened: {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The pid a job wrote to `name` in its directory, once it has.
+fn pid_file(dir: &TestDir, name: &str) -> i32 {
+    let mut pid = 0;
+    wait_for(&format!("{name} written"), || {
+        pid = std::fs::read_to_string(dir.join(name))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0);
+        pid > 0
+    });
+    pid
+}
+
+/// Processes (not zombies: those are dead, and init reaps what it inherits)
+/// whose environment says they belong to a job in `dir`.
+fn job_processes(dir: &TestDir) -> Vec<i32> {
+    let marker = format!("MPAUDIT_JOB_DIR={}", dir.path.display());
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&p| state(p).is_some_and(|s| s != 'Z' && s != 'X'))
+        .filter(|p| {
+            std::fs::read(format!("/proc/{p}/environ"))
+                .is_ok_and(|env| env.split(|&b| b == 0).any(|e| e == marker.as_bytes()))
+        })
+        .collect()
+}
+
+fn gone(pid: i32) -> bool {
+    state(pid).map_or(true, |s| s == 'Z' || s == 'X')
+}
+
+fn send(child: &std::process::Child, sig: libc::c_int) {
+    // SAFETY: plain kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, sig) };
+}
+
+/// A job whose two workers each write `hist.txt` in their worker directory,
+/// merged by `merge`, a shell script run as `sh -c SCRIPT OUTPUT INPUTS...`.
+fn merge_job(dir: &TestDir, extra_job: &str, merge: &str) {
+    write_job(
+        dir,
+        &format!(
+            "[job]\ncommand = [\"sh\", \"-c\", \"echo $MPAUDIT_WORKER > mpaudit-workers/worker_$MPAUDIT_WORKER/hist.txt\"]\nworkers = 2\n{extra_job}\n[merge]\n\"hist.txt\" = [\"sh\", \"-c\", {}, \"{{output}}\", \"{{inputs}}\"]\n",
+            serde_json::to_string(merge).unwrap()
+        ),
+    );
+}
+
+const SLOW_MERGE: &str =
+    "echo $$ > merge.pid; sleep 60 & echo $! > merge-child.pid; wait; cat \"$@\" > \"$0\"";
+
+e2e!(
+    regression_sigint_and_sigterm_during_a_slow_merge_stop_it_and_its_children,
+    |dir| {
+        for sig in [libc::SIGINT, libc::SIGTERM] {
+            for f in ["merge.pid", "merge-child.pid", "hist.txt"] {
+                let _ = std::fs::remove_file(dir.join(f));
+            }
+            merge_job(&dir, "", SLOW_MERGE);
+            let child = runner(&dir, "5s").spawn().unwrap();
+            let sh = pid_file(&dir, "merge.pid");
+            let sleeper = pid_file(&dir, "merge-child.pid");
+            send(&child, sig);
+            // Before the fix the signal was never read: the merge ran its
+            // full minute, and this deadline failed.
+            let (code, report) = finish(child, Duration::from_secs(30));
+            assert_eq!(code, 3, "signal {sig}: {report:#}");
+            let m = &report["merges"][0];
+            assert_eq!(m["status"], "failed", "{m:#}");
+            assert!(
+                m["reason"].as_str().unwrap_or("").contains("interrupted"),
+                "{m:#}"
+            );
+            assert!(
+                gone(sh) && gone(sleeper),
+                "the merge and its child are gone"
+            );
+            assert!(!dir.join("hist.txt").exists(), "no half-merged output");
+        }
+    }
+);
+
+e2e!(merge_command_sees_the_signal_mask_of_a_bare_run, |dir| {
+    merge_job(
+        &dir,
+        "",
+        "grep -E '^Sig(Blk|Ign)' /proc/self/status > mask.txt; cat \"$@\" > \"$0\"",
+    );
+    let (code, report) = finish(runner(&dir, "5s").spawn().unwrap(), DEADLINE);
+    assert_eq!(report["merges"][0]["status"], "merged", "{report:#}");
+    assert_eq!(code, 0, "{report:#}");
+    let mask = std::fs::read_to_string(dir.join("mask.txt")).unwrap();
+    // The runner blocks INT, TERM, HUP, QUIT, CHLD, TSTP and CONT for its
+    // own use; the merge command must see what it would see run bare.
+    let bare = Command::new("sh")
+        .args(["-c", "grep -E '^Sig(Blk|Ign)' /proc/self/status"])
+        .output()
+        .unwrap();
+    let field = |text: &str, name: &str| {
+        let hex = text
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap_or_else(|| panic!("{name} in {text}"));
+        u64::from_str_radix(hex.trim(), 16).unwrap()
+    };
+    let bare = String::from_utf8_lossy(&bare.stdout).into_owned();
+    assert_eq!(
+        field(&mask, "SigBlk:"),
+        0,
+        "blocked in the merge command: {mask}"
+    );
+    assert_eq!(field(&bare, "SigBlk:"), 0, "{bare}");
+    // Signals 1-31 ignored as bare (32 and up are glibc's own).
+    let standard = |m: u64| m & 0x7fff_ffff;
+    assert_eq!(
+        standard(field(&mask, "SigIgn:")),
+        standard(field(&bare, "SigIgn:")),
+        "{mask} vs bare {bare}"
+    );
+});
+
+e2e!(
+    regression_a_timed_out_merges_grandchildren_are_gone,
+    |dir| {
+        // The shell ignores TERM: only the KILL after the grace period ends it,
+        // and its child must go with it.
+        merge_job(
+            &dir,
+            "timeout = \"2s\"",
+            &format!("trap '' TERM; {SLOW_MERGE}"),
+        );
+        let (code, report) = finish(runner(&dir, "200ms").spawn().unwrap(), DEADLINE);
+        assert_eq!(code, 3, "{report:#}");
+        let m = &report["merges"][0];
+        assert!(
+            m["reason"].as_str().unwrap_or("").contains("timeout"),
+            "{m:#}"
+        );
+        let sleeper = pid_file(&dir, "merge-child.pid");
+        let sh = pid_file(&dir, "merge.pid");
+        assert!(gone(sh), "the merge command {sh} is gone");
+        assert!(gone(sleeper), "its child {sleeper} is gone");
+    }
+);
+
+/// Starts a job, waits for the pids it names, kills the runner with
+/// SIGKILL, and checks that nothing of the job stays alive.
+fn kill_9_leaves_nothing(dir: &TestDir, job: &str, pid_files: &[&str]) {
+    write_job(dir, job);
+    let mut child = runner(dir, "5s").spawn().unwrap();
+    let pids: Vec<i32> = pid_files.iter().map(|f| pid_file(dir, f)).collect();
+    assert!(pids.iter().all(|&p| !gone(p)));
+    assert!(!job_processes(dir).is_empty(), "the job runs");
+    send(&child, libc::SIGKILL);
+    child.wait().unwrap();
+    // The job's sleeps last 300 s: well past this wait.
+    wait_within(Duration::from_secs(30), "every job process gone", || {
+        pids.iter().all(|&p| gone(p)) && job_processes(dir).is_empty()
+    });
+}
+
+e2e!(
+    regression_kill_9_of_mpaudit_leaves_no_job_process_in_spawn_mode,
+    |dir| {
+        kill_9_leaves_nothing(
+        &dir,
+        "[job]\ncommand = [\"sh\", \"-c\", \"sleep 300 & echo $! > gc$MPAUDIT_WORKER.pid; echo $$ > w$MPAUDIT_WORKER.pid; wait\"]\nworkers = 2\n[audit]\noutputs = [\"*.pid\"]\n",
+        &["w0.pid", "w1.pid", "gc0.pid", "gc1.pid"],
+    );
+    }
+);
+
+e2e!(
+    regression_kill_9_of_mpaudit_leaves_no_job_process_in_fork_mode,
+    |dir| {
+        kill_9_leaves_nothing(
+        &dir,
+        "[job]\nmode = \"fork\"\ncommand = [\"sh\", \"-c\", \"(sleep 300; true) & echo $! > f1.pid; (sleep 300; true) & echo $! > f2.pid; echo $$ > root.pid; wait\"]\n[audit]\noutputs = [\"*.pid\"]\n",
+        &["root.pid", "f1.pid", "f2.pid"],
+    );
+    }
+);
+
+e2e!(
+    regression_ctrl_z_stops_the_workers_and_sigcont_resumes_them,
+    |dir| {
+        write_job(
+        &dir,
+        "[job]\ncommand = [\"sh\", \"-c\", \"echo $$ > w$MPAUDIT_WORKER.pid; i=0; while [ $i -lt 15 ]; do sleep 0.1; i=$((i+1)); done; echo done\"]\nworkers = 2\n[audit]\noutputs = [\"*.pid\"]\n",
+    );
+        let child = runner(&dir, "5s").spawn().unwrap();
+        let pids = worker_pids(&dir, 2);
+        let me = child.id() as i32;
+        send(&child, libc::SIGTSTP);
+        // Before the fix the runner stopped and the workers ran on.
+        wait_for("workers and runner stopped", || {
+            state(me) == Some('T') && pids.iter().all(|&p| state(p) == Some('T'))
+        });
+        send(&child, libc::SIGCONT);
+        wait_for("workers running again", || {
+            pids.iter().all(|&p| state(p) != Some('T'))
+        });
+        let (code, report) = finish(child, DEADLINE);
+        assert_eq!(code, 0, "{report:#}");
+        for k in 0..2 {
+            assert_eq!(
+                std::fs::read_to_string(
+                    dir.join(&format!("mpaudit-workers/worker_{k}/stdout.log"))
+                )
+                .unwrap(),
+                "done\n"
+            );
+        }
+    }
+);
