@@ -34,7 +34,7 @@ Exit status:
   1  rogue writes were found
   2  usage or job-file error (nothing was started)
   3  the job failed: a worker failed, timed out or was interrupted, or a merge
-     failed (wins over 1)
+     failed or was interrupted (wins over 1)
 
 Library lookup: --preload PATH, then $MPAUDIT_PRELOAD, then libmpaudit.so next
 to the mpaudit executable, then ../lib/ relative to it.";
