@@ -80,6 +80,10 @@ pub struct Control {
     interrupted: Cell<Option<Signal>>,
     /// Time spent stopped by Ctrl-Z (timeouts do not count it).
     paused: Cell<Duration>,
+    /// `mpaudit exec` with one process: the controlling terminal's
+    /// descriptor and that process's group, which holds the terminal as
+    /// its foreground group whenever mpaudit would.
+    terminal: Cell<Option<(libc::c_int, i32)>>,
 }
 
 impl Control {
@@ -157,6 +161,7 @@ impl Control {
             groups: RefCell::new(BTreeSet::new()),
             interrupted: Cell::new(None),
             paused: Cell::new(Duration::ZERO),
+            terminal: Cell::new(None),
         })
     }
 
@@ -195,6 +200,77 @@ impl Control {
         }
     }
 
+    /// Also hands the controlling terminal `fd` to `cmd`'s process group
+    /// before it runs, when mpaudit's group holds it: the program reads the
+    /// terminal and gets Ctrl-C and Ctrl-Z from it exactly as it would run
+    /// bare (a shell does the same for a job). Call after
+    /// [`prepare`](Self::prepare), then [`adopt_terminal`](Self::adopt_terminal).
+    pub fn prepare_terminal(&self, cmd: &mut Command, fd: libc::c_int) {
+        // SAFETY: getpgrp has no preconditions.
+        let ours = unsafe { libc::getpgrp() };
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::tcgetpgrp(fd) == ours {
+                    with_ttou_blocked(|| libc::tcsetpgrp(fd, libc::getpid()));
+                }
+                Ok(())
+            });
+        }
+        self.terminal.set(Some((fd, 0)));
+    }
+
+    /// `pid` is the process [`prepare_terminal`](Self::prepare_terminal) set up.
+    pub fn adopt_terminal(&self, pid: i32) {
+        if let Some((fd, _)) = self.terminal.get() {
+            self.terminal.set(Some((fd, pid)));
+        }
+    }
+
+    pub fn holds_terminal(&self, pid: i32) -> bool {
+        self.terminal.get().is_some_and(|(_, p)| p == pid)
+    }
+
+    /// The terminal back to mpaudit's group, if the job's holds it.
+    fn take_terminal(&self) {
+        if let Some((fd, pg)) = self.terminal.get() {
+            // SAFETY: plain terminal calls on a descriptor we hold.
+            unsafe {
+                if libc::tcgetpgrp(fd) == pg {
+                    with_ttou_blocked(|| libc::tcsetpgrp(fd, libc::getpgrp()));
+                }
+            }
+        }
+    }
+
+    /// The terminal to the job's group, if mpaudit's holds it (it was
+    /// continued in the foreground, not with `bg`).
+    fn give_terminal(&self) {
+        if let Some((fd, pg)) = self.terminal.get().filter(|t| t.1 > 0) {
+            // SAFETY: plain terminal calls on a descriptor we hold.
+            unsafe {
+                if libc::tcgetpgrp(fd) == libc::getpgrp() {
+                    with_ttou_blocked(|| libc::tcsetpgrp(fd, pg));
+                }
+            }
+        }
+    }
+
+    /// Ctrl-Z: the job stopped, the terminal back to mpaudit's group, and
+    /// mpaudit stopped; when the shell continues it, the terminal (if it is
+    /// in the foreground) and SIGCONT to the job.
+    pub fn suspend(&self) {
+        self.signal_job(Signal::SIGTSTP);
+        self.take_terminal();
+        let t = Instant::now();
+        // SIGSTOP cannot be blocked: the whole runner stops here and goes
+        // on when the shell continues it.
+        let _ = nix::sys::signal::kill(Pid::from_raw(self.me), Signal::SIGSTOP);
+        self.paused.set(self.paused.get() + t.elapsed());
+        self.give_terminal();
+        self.signal_job(Signal::SIGCONT);
+    }
+
     /// A process started with [`prepare`](Self::prepare): its group is the
     /// job's, and the watchdog learns it.
     pub fn adopt(&self, pid: i32) {
@@ -208,6 +284,10 @@ impl Control {
     /// The leader of group `pid` was reaped.
     pub fn release(&self, pid: i32) {
         self.groups.borrow_mut().remove(&pid);
+        if self.holds_terminal(pid) {
+            self.take_terminal();
+            self.terminal.set(None);
+        }
     }
 
     fn tell_watchdog(&self, line: &str) {
@@ -232,16 +312,11 @@ impl Control {
             }
         };
         match sig {
-            Signal::SIGTSTP => {
-                self.signal_job(Signal::SIGTSTP);
-                let t = Instant::now();
-                // SIGSTOP cannot be blocked: the whole runner stops here
-                // and goes on when the shell continues it.
-                let _ = nix::sys::signal::kill(Pid::from_raw(self.me), Signal::SIGSTOP);
-                self.paused.set(self.paused.get() + t.elapsed());
-                self.signal_job(Signal::SIGCONT);
+            Signal::SIGTSTP => self.suspend(),
+            Signal::SIGCONT => {
+                self.give_terminal();
+                self.signal_job(Signal::SIGCONT)
             }
-            Signal::SIGCONT => self.signal_job(Signal::SIGCONT),
             s if is_interrupt(s) && self.interrupted.get().is_none() => {
                 self.interrupted.set(Some(s))
             }
@@ -392,6 +467,29 @@ impl Drop for Control {
             libc::pthread_sigmask(libc::SIG_SETMASK, &self.original_mask, std::ptr::null_mut())
         };
     }
+}
+
+/// The first of stdin, stdout, stderr that is mpaudit's controlling
+/// terminal.
+pub fn controlling_terminal() -> Option<libc::c_int> {
+    // SAFETY: plain terminal queries on descriptors 0-2.
+    (0..3).find(|&fd| unsafe { libc::isatty(fd) == 1 && libc::tcgetpgrp(fd) > 0 })
+}
+
+/// Runs `f` with SIGTTOU blocked in the calling thread: `tcsetpgrp` from a
+/// background group then succeeds instead of stopping the caller.
+/// Async-signal-safe (used between fork and exec).
+fn with_ttou_blocked(f: impl FnOnce() -> libc::c_int) {
+    let mut ttou = empty_set();
+    let mut old = empty_set();
+    // SAFETY: valid, initialised sets.
+    unsafe {
+        libc::sigaddset(&mut ttou, libc::SIGTTOU);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &ttou, &mut old);
+    }
+    f();
+    // SAFETY: the set saved above.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
 }
 
 fn empty_set() -> libc::sigset_t {

@@ -81,6 +81,7 @@ fn run(cli: Cli) -> Result<u8, String> {
                 components: a.components,
                 allow: a.allow,
                 seed: a.seed,
+                report: a.report,
             };
             let plan = plan::build(&source, &a.opts, &ctx)?;
             let program = preflight::check(&plan, ctx.facts.env.get("PATH").map(String::as_str))?;
@@ -183,11 +184,11 @@ fn execute(plan: &plan::Plan, program: &Path, preload: Option<&Path>) -> Result<
     rep.fill(&agg, &labels);
     rep.set_merges(&merges, &labels);
     let _ = run_meta::finish(plan, &rep);
-    print_report(&rep, plan.format, plan.quiet);
+    print_report(&rep, plan.format, plan.quiet, &plan.report_to);
     Ok(rep.summary.exit_code)
 }
 
-fn print_report(rep: &report::Report, format: cli::Format, quiet: bool) {
+fn print_report(rep: &report::Report, format: cli::Format, quiet: bool, to: &plan::ReportTo) {
     use std::io::Write;
     let text = match format {
         cli::Format::Json => rep.to_json() + "\n",
@@ -201,9 +202,21 @@ fn print_report(rep: &report::Report, format: cli::Format, quiet: bool) {
         }
         cli::Format::Text => rep.to_text(),
     };
-    let mut out = std::io::stdout().lock();
-    let _ = out.write_all(text.as_bytes());
-    let _ = out.flush();
+    match to {
+        plan::ReportTo::Stdout => {
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(text.as_bytes());
+            let _ = out.flush();
+        }
+        plan::ReportTo::Stderr => {
+            let _ = std::io::stderr().lock().write_all(text.as_bytes());
+        }
+        plan::ReportTo::File(f) => {
+            if let Err(e) = std::fs::write(f, text) {
+                eprintln!("mpaudit: cannot write the report to {}: {e}", f.display());
+            }
+        }
+    }
 }
 
 fn worker_reports(
@@ -227,14 +240,13 @@ fn worker_reports(
         let failed = !o.as_ref().is_some_and(|o| o.success())
             && o.as_ref().map_or(true, |o| o.stopped_by.is_none());
         let c = counts(p.worker.map(|k| k as u64));
-        let mut tail = if failed {
-            supervise::tail(&p.stderr, 10)
-        } else {
-            Vec::new()
-        };
+        // Streams passed through (`mpaudit exec`) have no file: their tail
+        // is already on the user's screen.
+        let tail_of = |f: &Option<PathBuf>| f.as_deref().map_or_else(Vec::new, |f| supervise::tail(f, 10));
+        let mut tail = if failed { tail_of(&p.stderr) } else { Vec::new() };
         let mut tail_file = &p.stderr;
         if failed && tail.is_empty() {
-            tail = supervise::tail(&p.stdout, 10);
+            tail = tail_of(&p.stdout);
             tail_file = &p.stdout;
         }
         let o = o.unwrap_or(supervise::Outcome {
@@ -263,8 +275,8 @@ fn worker_reports(
             memory: Some(p.memory),
             events: c.events,
             rogue_writes: c.rogue,
-            stdout: Some(l.path(&p.stdout.display().to_string())),
-            stderr: Some(l.path(&tail_file.display().to_string())),
+            stdout: p.stdout.as_ref().map(|f| l.path(&f.display().to_string())),
+            stderr: tail_file.as_ref().map(|f| l.path(&f.display().to_string())),
             stderr_tail: tail,
         });
     }
@@ -381,7 +393,7 @@ fn report_dirs(a: &cli::ReportArgs) -> Result<u8, String> {
         })
         .collect();
     rep.fill(&agg, &labels);
-    print_report(&rep, a.format, false);
+    print_report(&rep, a.format, false, &plan::ReportTo::Stdout);
     Ok(rep.summary.exit_code)
 }
 

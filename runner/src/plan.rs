@@ -29,7 +29,35 @@ pub enum Source {
         components: Vec<String>,
         allow: Vec<String>,
         seed: Option<u64>,
+        /// `--report FILE` (default: standard error).
+        report: Option<PathBuf>,
     },
+}
+
+/// Where the job's processes' standard streams go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Streams {
+    /// `mpaudit run`: stdin `/dev/null`, stdout and stderr into
+    /// `worker_<k>/stdout.log`, `stderr.log`.
+    Logs,
+    /// `mpaudit exec` with one process (one worker, or fork mode): the very
+    /// descriptors mpaudit got, a terminal staying the terminal (the
+    /// process becomes its foreground group while mpaudit is).
+    PassThrough,
+    /// `mpaudit exec` with several workers: output lines prefixed `k: `
+    /// on mpaudit's stdout and stderr, and kept in the log files; stdin to
+    /// worker 0.
+    Labelled,
+}
+
+/// Where the report goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReportTo {
+    Stdout,
+    /// `mpaudit exec`: standard output is the program's.
+    Stderr,
+    File(PathBuf),
 }
 
 /// The outside world the plan depends on.
@@ -91,6 +119,9 @@ pub struct Plan {
     pub merge_dir: Option<PathBuf>,
     /// `--force`: merges may replace existing files.
     pub force: bool,
+    pub streams: Streams,
+    #[serde(skip)]
+    pub report_to: ReportTo,
     #[serde(skip)]
     pub format: Format,
     #[serde(skip)]
@@ -138,6 +169,7 @@ pub fn build(source: &Source, opts: &RunOpts, ctx: &Context) -> Result<Plan, Str
         None => None,
     };
     let cli_log_dir = opts.log_dir.as_ref().map(|d| resolve(&ctx.cwd, d));
+    let cli_workers_dir = opts.workers_dir.as_ref().map(|d| resolve(&ctx.cwd, d));
 
     let (
         job_file,
@@ -153,6 +185,7 @@ pub fn build(source: &Source, opts: &RunOpts, ctx: &Context) -> Result<Plan, Str
         workers_dir,
         log_dir,
         merge,
+        exec_report,
     );
     match source {
         Source::JobFile { path, file } => {
@@ -182,6 +215,7 @@ pub fn build(source: &Source, opts: &RunOpts, ctx: &Context) -> Result<Plan, Str
                 Path::new(a.log_dir.as_deref().unwrap_or(DEFAULT_LOG_DIR)),
             );
             merge = file.merge.0.clone();
+            exec_report = None;
         }
         Source::Exec {
             command: c,
@@ -190,6 +224,7 @@ pub fn build(source: &Source, opts: &RunOpts, ctx: &Context) -> Result<Plan, Str
             components,
             allow,
             seed: s,
+            report,
         } => {
             if c.is_empty() {
                 return Err("no command given after `--`".into());
@@ -212,6 +247,10 @@ pub fn build(source: &Source, opts: &RunOpts, ctx: &Context) -> Result<Plan, Str
             workers_dir = job_dir.join(DEFAULT_WORKERS_DIR);
             log_dir = job_dir.join(DEFAULT_LOG_DIR);
             merge = Vec::new();
+            exec_report = Some(match report {
+                Some(f) => ReportTo::File(resolve(&ctx.cwd, f)),
+                None => ReportTo::Stderr,
+            });
         }
     }
 
@@ -278,6 +317,7 @@ pub fn build(source: &Source, opts: &RunOpts, ctx: &Context) -> Result<Plan, Str
             .map(|(k, v)| (k.as_bytes(), v.as_bytes())),
     );
     let log_dir = cli_log_dir.unwrap_or(log_dir);
+    let workers_dir = cli_workers_dir.unwrap_or(workers_dir);
     let merge_dir = opts.merge_dir.as_ref().map(|d| resolve(&ctx.cwd, d));
     let step_size = mpaudit_core::launcher::SIZE_VARIABLES
         .iter()
@@ -294,6 +334,11 @@ pub fn build(source: &Source, opts: &RunOpts, ctx: &Context) -> Result<Plan, Str
     let (run_workers_dir, run_log_dir) = match rank {
         Some(r) => (rank_dir(&workers_dir, r), rank_dir(&log_dir, r)),
         None => (workers_dir.clone(), log_dir),
+    };
+    let (streams, report_to) = match exec_report {
+        None => (Streams::Logs, ReportTo::Stdout),
+        Some(r) if workers == 1 || mode == Mode::Fork => (Streams::PassThrough, r),
+        Some(r) => (Streams::Labelled, r),
     };
     Ok(Plan {
         job_file,
@@ -317,6 +362,8 @@ pub fn build(source: &Source, opts: &RunOpts, ctx: &Context) -> Result<Plan, Str
         merge,
         merge_dir,
         force: opts.force,
+        streams,
+        report_to,
         format: opts.format,
         quiet: opts.quiet,
     })
@@ -718,6 +765,7 @@ mod tests {
             components: vec![],
             allow: vec![],
             seed: Some(1),
+            report: None,
         };
         let p = build(&s, &opts(), &ctx(&[])).unwrap();
         assert_eq!(p.job_dir, PathBuf::from("/home/u"));

@@ -20,7 +20,7 @@ use serde::Serialize;
 use crate::control::Control;
 use crate::jobfile::{Mode, OnFailure};
 use crate::memory::{self, Peak};
-use crate::plan::Plan;
+use crate::plan::{Plan, Streams};
 use crate::procs;
 
 const TICK: Duration = Duration::from_millis(50);
@@ -70,8 +70,9 @@ pub struct Started {
     pub started: Instant,
     pub outcome: Option<Outcome>,
     pub memory: Peak,
-    pub stdout: PathBuf,
-    pub stderr: PathBuf,
+    /// Its stdout and stderr files (`None`: passed through, `mpaudit exec`).
+    pub stdout: Option<PathBuf>,
+    pub stderr: Option<PathBuf>,
 }
 
 /// What the dispatcher hands back.
@@ -121,6 +122,8 @@ struct Dispatcher<'a> {
     interrupts: u32,
     no_children: bool,
     status: Option<StatusLine>,
+    /// Threads copying labelled output (`mpaudit exec`, several workers).
+    labellers: Vec<std::thread::JoinHandle<()>>,
 }
 
 /// Runs the plan to completion. `Err` only for failures before any process
@@ -160,8 +163,10 @@ pub fn run(
         strays: BTreeSet::new(),
         interrupts: 0,
         no_children: false,
-        status: (!plan.quiet && std::io::stderr().is_terminal())
+        // Not over the program's own output on the terminal (exec).
+        status: (!plan.quiet && plan.streams == Streams::Logs && std::io::stderr().is_terminal())
             .then(|| StatusLine::new(&plan.log_dir)),
+        labellers: Vec::new(),
     };
     let labels: Vec<Option<usize>> = match plan.mode {
         Mode::Spawn => (0..plan.workers).map(Some).collect(),
@@ -174,6 +179,10 @@ pub fn run(
     d.dispatch(start);
     if let Some(s) = &mut d.status {
         s.clear();
+    }
+    // Every writer is gone: each pipe is at its end.
+    for t in d.labellers.drain(..) {
+        let _ = t.join();
     }
     Ok(RunResult {
         procs: d.procs,
@@ -195,23 +204,77 @@ impl Dispatcher<'_> {
         let dir = plan.output_dir(k);
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let (out_path, err_path) = (dir.join("stdout.log"), dir.join("stderr.log"));
-        let out = File::create(&out_path).map_err(|e| format!("{}: {e}", out_path.display()))?;
-        let err = File::create(&err_path).map_err(|e| format!("{}: {e}", err_path.display()))?;
         let mut cmd = Command::new(program);
         cmd.arg0(&plan.command[0])
             .args(&plan.command[1..])
             .current_dir(&plan.job_dir)
             .envs(plan.env.iter())
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err);
+            .envs(env.iter().map(|(k, v)| (k, v)));
         self.control.prepare(&mut cmd);
+        let files = match plan.streams {
+            Streams::Logs => {
+                let out = File::create(&out_path)
+                    .map_err(|e| format!("{}: {e}", out_path.display()))?;
+                let err = File::create(&err_path)
+                    .map_err(|e| format!("{}: {e}", err_path.display()))?;
+                cmd.stdin(Stdio::null()).stdout(out).stderr(err);
+                true
+            }
+            Streams::PassThrough => {
+                // The very descriptors mpaudit got; a terminal is handed
+                // over as its foreground while mpaudit holds it.
+                cmd.stdin(Stdio::inherit())
+                    .stdout(Stdio::inherit())
+                    .stderr(Stdio::inherit());
+                if let Some(fd) = crate::control::controlling_terminal() {
+                    self.control.prepare_terminal(&mut cmd, fd);
+                }
+                false
+            }
+            Streams::Labelled => {
+                // One reader of a terminal among several workers would be a
+                // race, and Ctrl-C must reach mpaudit: the terminal is
+                // nobody's; other input goes to worker 0.
+                let stdin = if k == Some(0) && !std::io::stdin().is_terminal() {
+                    Stdio::inherit()
+                } else {
+                    Stdio::null()
+                };
+                cmd.stdin(stdin).stdout(Stdio::piped()).stderr(Stdio::piped());
+                true
+            }
+        };
+        let (out_path, err_path) = if files {
+            (Some(out_path), Some(err_path))
+        } else {
+            (None, None)
+        };
         let started = Instant::now();
         match cmd.spawn() {
-            Ok(child) => {
+            Ok(mut child) => {
                 let pid = child.id() as i32;
                 self.control.adopt(pid);
+                self.control.adopt_terminal(pid);
+                let pipes = [
+                    (
+                        child.stdout.take().map(|o| File::from(std::os::fd::OwnedFd::from(o))),
+                        &out_path,
+                        false,
+                    ),
+                    (child.stderr.take().map(|e| File::from(std::os::fd::OwnedFd::from(e))), &err_path, true),
+                ];
+                for (pipe, log, to_stderr) in pipes {
+                    let (Some(pipe), Some(log)) = (pipe, log) else {
+                        continue;
+                    };
+                    let log = File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
+                    let label = k.unwrap_or(0);
+                    let t = std::thread::Builder::new()
+                        .name(format!("mpaudit-label-{label}"))
+                        .spawn(move || label_lines(label, pipe, log, to_stderr))
+                        .map_err(|e| format!("cannot start an output thread: {e}"))?;
+                    self.labellers.push(t);
+                }
                 // `child` is dropped without waiting: the dispatcher reaps
                 // every pid itself with waitpid(-1).
                 drop(child);
@@ -226,14 +289,17 @@ impl Dispatcher<'_> {
                 });
             }
             Err(e) => {
-                let _ = writeln!(
-                    File::options()
-                        .append(true)
-                        .open(&err_path)
-                        .map_err(|e| e.to_string())?,
-                    "mpaudit: cannot start {}: {e}",
-                    program.display()
-                );
+                let msg = format!("mpaudit: cannot start {}: {e}\n", program.display());
+                match &err_path {
+                    Some(p) => {
+                        let _ = File::options()
+                            .create(true)
+                            .append(true)
+                            .open(p)
+                            .and_then(|mut f| f.write_all(msg.as_bytes()));
+                    }
+                    None => eprint!("{msg}"),
+                }
                 self.procs.push(Started {
                     worker: k,
                     pid: 0,
@@ -395,8 +461,25 @@ impl Dispatcher<'_> {
     /// Reaps every child that has ended, without blocking.
     fn reap(&mut self) {
         loop {
-            match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+            match waitpid(
+                Pid::from_raw(-1),
+                Some(WaitPidFlag::WNOHANG | WaitPidFlag::WUNTRACED),
+            ) {
                 Ok(WaitStatus::StillAlive) => return,
+                Ok(WaitStatus::Stopped(pid, sig)) => {
+                    // The process holding the terminal stopped by Ctrl-Z
+                    // (or reading it in the background): the runner stops
+                    // too, so that the shell gets the terminal back.
+                    if self.control.holds_terminal(pid.as_raw())
+                        && matches!(sig, Signal::SIGTSTP | Signal::SIGTTIN | Signal::SIGTTOU)
+                        && procs::state(pid.as_raw()) == Some('T')
+                    {
+                        if let Some(s) = &mut self.status {
+                            s.clear();
+                        }
+                        self.control.suspend();
+                    }
+                }
                 Ok(status) => {
                     let Some(pid) = status.pid() else { continue };
                     let raw = match status {
@@ -499,6 +582,60 @@ fn thread_cpu_time() -> Duration {
         ts.tv_sec.max(0) as u64,
         ts.tv_nsec.clamp(0, 999_999_999) as u32,
     )
+}
+
+/// Copies worker `k`'s output to mpaudit's stdout (or stderr), each line
+/// prefixed `k: ` as `srun --label` does, and into its log file as it
+/// came. A line longer than 64 KiB is cut; a last line without newline
+/// gets one on the terminal (not in the log).
+fn label_lines(k: usize, mut from: File, mut log: File, to_stderr: bool) {
+    const LONGEST: usize = 64 * 1024;
+    let prefix = format!("{k}: ");
+    let mut out_ok = true;
+    let mut emit = |line: &[u8]| {
+        let _ = log.write_all(line);
+        if !out_ok {
+            return;
+        }
+        let mut v = Vec::with_capacity(prefix.len() + line.len() + 1);
+        v.extend_from_slice(prefix.as_bytes());
+        v.extend_from_slice(line);
+        if !line.ends_with(b"\n") {
+            v.push(b'\n');
+        }
+        // Whole lines under the stream's lock: workers never interleave
+        // within a line. A reader that went away: the log still gets all.
+        out_ok = if to_stderr {
+            std::io::stderr().lock().write_all(&v).is_ok()
+        } else {
+            let mut o = std::io::stdout().lock();
+            o.write_all(&v).and_then(|_| o.flush()).is_ok()
+        };
+    };
+    let mut buf = Vec::new();
+    let mut chunk = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        };
+        buf.extend_from_slice(&chunk[..n]);
+        let mut start = 0;
+        while let Some(i) = memchr::memchr(b'\n', &buf[start..]) {
+            emit(&buf[start..start + i + 1]);
+            start += i + 1;
+        }
+        buf.drain(..start);
+        if buf.len() >= LONGEST {
+            emit(&buf);
+            buf.clear();
+        }
+    }
+    if !buf.is_empty() {
+        emit(&buf);
+    }
 }
 
 /// The live status line on a terminal's stderr: workers, events, rogue
