@@ -242,8 +242,15 @@ fn worker_reports(
         let c = counts(p.worker.map(|k| k as u64));
         // Streams passed through (`mpaudit exec`) have no file: their tail
         // is already on the user's screen.
-        let tail_of = |f: &Option<PathBuf>| f.as_deref().map_or_else(Vec::new, |f| supervise::tail(f, 10));
-        let mut tail = if failed { tail_of(&p.stderr) } else { Vec::new() };
+        let tail_of = |f: &Option<PathBuf>| {
+            f.as_deref()
+                .map_or_else(Vec::new, |f| supervise::tail(f, 10))
+        };
+        let mut tail = if failed {
+            tail_of(&p.stderr)
+        } else {
+            Vec::new()
+        };
         let mut tail_file = &p.stderr;
         if failed && tail.is_empty() {
             tail = tail_of(&p.stdout);

@@ -213,10 +213,10 @@ impl Dispatcher<'_> {
         self.control.prepare(&mut cmd);
         let files = match plan.streams {
             Streams::Logs => {
-                let out = File::create(&out_path)
-                    .map_err(|e| format!("{}: {e}", out_path.display()))?;
-                let err = File::create(&err_path)
-                    .map_err(|e| format!("{}: {e}", err_path.display()))?;
+                let out =
+                    File::create(&out_path).map_err(|e| format!("{}: {e}", out_path.display()))?;
+                let err =
+                    File::create(&err_path).map_err(|e| format!("{}: {e}", err_path.display()))?;
                 cmd.stdin(Stdio::null()).stdout(out).stderr(err);
                 true
             }
@@ -240,7 +240,9 @@ impl Dispatcher<'_> {
                 } else {
                     Stdio::null()
                 };
-                cmd.stdin(stdin).stdout(Stdio::piped()).stderr(Stdio::piped());
+                cmd.stdin(stdin)
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped());
                 true
             }
         };
@@ -257,11 +259,21 @@ impl Dispatcher<'_> {
                 self.control.adopt_terminal(pid);
                 let pipes = [
                     (
-                        child.stdout.take().map(|o| File::from(std::os::fd::OwnedFd::from(o))),
+                        child
+                            .stdout
+                            .take()
+                            .map(|o| File::from(std::os::fd::OwnedFd::from(o))),
                         &out_path,
                         false,
                     ),
-                    (child.stderr.take().map(|e| File::from(std::os::fd::OwnedFd::from(e))), &err_path, true),
+                    (
+                        child
+                            .stderr
+                            .take()
+                            .map(|e| File::from(std::os::fd::OwnedFd::from(e))),
+                        &err_path,
+                        true,
+                    ),
                 ];
                 for (pipe, log, to_stderr) in pipes {
                     let (Some(pipe), Some(log)) = (pipe, log) else {

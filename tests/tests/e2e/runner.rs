@@ -392,3 +392,255 @@ e2e!(
         }
     }
 );
+
+// `mpaudit exec` keeps the terminal: the program's streams are its own.
+
+/// `mpaudit exec [args] -- cmd...` in `dir`, report to `report.json`.
+fn exec(dir: &TestDir, args: &[&str], cmd: &[&str]) -> Command {
+    let mut c = Command::new(&artifacts().runner);
+    c.current_dir(&dir.path)
+        .arg("exec")
+        .arg("--preload")
+        .arg(lib())
+        .args(["--format", "json", "--report", "report.json"])
+        .args(args)
+        .arg("--")
+        .args(cmd);
+    c
+}
+
+fn report(dir: &TestDir) -> Value {
+    serde_json::from_slice(&std::fs::read(dir.join("report.json")).unwrap()).unwrap()
+}
+
+/// Runs `cmd` with `input` on its stdin; (status, stdout, stderr).
+fn with_input(cmd: &mut Command, input: &[u8]) -> (i32, String, String) {
+    use std::io::Write;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+e2e!(regression_exec_passes_stdin_and_stdout_through, |dir| {
+    // Before: stdin was /dev/null and stdout went to worker_0/stdout.log,
+    // so this printed nothing.
+    let bare = with_input(Command::new("sort").current_dir(&dir.path), b"b\na\n");
+    let (code, out, err) = with_input(&mut exec(&dir, &[], &["sort"]), b"b\na\n");
+    assert_eq!((code, out.as_str()), (0, "a\nb\n"), "{err}");
+    assert_eq!((code, out, err), bare, "as bare");
+    // Without --report the report goes to stderr: stdout stays the program's.
+    let mut c = Command::new(&artifacts().runner);
+    c.current_dir(&dir.path)
+        .args(["exec", "--preload"])
+        .arg(lib())
+        .args(["--", "sort"]);
+    let (code, out, err) = with_input(&mut c, b"b\na\n");
+    assert_eq!((code, out.as_str()), (0, "a\nb\n"), "{err}");
+    assert!(err.contains("mpaudit: ok"), "{err}");
+});
+
+e2e!(
+    exec_passes_stderr_through_and_reports_the_programs_exit_status,
+    |dir| {
+        let script = "echo to-stdout; echo to-stderr >&2; exit 7";
+        let bare = with_input(
+            Command::new("sh")
+                .args(["-c", script])
+                .current_dir(&dir.path),
+            b"",
+        );
+        let (code, out, err) = with_input(&mut exec(&dir, &[], &["sh", "-c", script]), b"");
+        assert_eq!(bare.0, 7);
+        assert_eq!((out, err), (bare.1, bare.2), "streams as bare");
+        // mpaudit's own status keeps its meaning (3: the job failed); the
+        // program's is in the report.
+        assert_eq!(code, 3);
+        let r = report(&dir);
+        assert_eq!(r["workers"][0]["exit_code"], 7, "{r:#}");
+        let (code, _, _) = with_input(&mut exec(&dir, &[], &["true"]), b"");
+        assert_eq!(code, 0);
+    }
+);
+
+/// Runs `sh -c script` on a pseudo-terminal (script(1)), with `input`
+/// typed on it; what the terminal showed.
+fn on_a_terminal(dir: &TestDir, script: &str, input: &[u8]) -> String {
+    use std::io::Write;
+    let mut child = Command::new("script")
+        .current_dir(&dir.path)
+        .args(["-qec", script, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    // A program stopped in the background (SIGTTIN) would hang here.
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "hung on the terminal: {}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    let shown = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{shown}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    shown.replace('\r', "")
+}
+
+e2e!(regression_exec_keeps_a_terminal_a_terminal, |dir| {
+    let probe = "for fd in 0 1 2; do test -t $fd && echo fd$fd-tty || echo fd$fd-not; done";
+    let cmd = format!(
+        "{} exec --preload {} --report report.json -- sh -c '{probe}'",
+        artifacts().runner.display(),
+        lib().display()
+    );
+    let bare = on_a_terminal(&dir, &format!("sh -c '{probe}'"), b"");
+    assert_eq!(bare, "fd0-tty\nfd1-tty\nfd2-tty\n");
+    assert_eq!(on_a_terminal(&dir, &cmd, b""), bare);
+});
+
+e2e!(
+    exec_program_reads_the_terminal_as_its_foreground_job,
+    |dir| {
+        // In a background process group, reading the terminal stops the
+        // program (SIGTTIN): it must hold the terminal as a shell job would.
+        let cmd = format!(
+            "{} exec --preload {} --format json --report report.json -- sh -c 'read line; echo got $line'",
+            artifacts().runner.display(),
+            lib().display()
+        );
+        let shown = on_a_terminal(&dir, &cmd, b"hello\n");
+        assert!(shown.contains("got hello"), "{shown}");
+        assert_eq!(report(&dir)["workers"][0]["exit_code"], 0);
+    }
+);
+
+e2e!(exec_labels_the_lines_of_several_workers, |dir| {
+    let (code, out, err) = with_input(
+        &mut exec(
+            &dir,
+            &["--workers", "2"],
+            &[
+                "sh",
+                "-c",
+                "echo one; echo two; echo oops >&2; printf 'no newline'",
+            ],
+        ),
+        b"",
+    );
+    assert_eq!(code, 0, "{err}");
+    for (stream, want) in [
+        (&out, ["one", "two", "no newline"].as_slice()),
+        (&err, ["oops"].as_slice()),
+    ] {
+        for k in 0..2 {
+            let mine: Vec<&str> = stream
+                .lines()
+                .filter_map(|l| l.strip_prefix(&format!("{k}: ")))
+                .collect();
+            assert_eq!(mine, want, "worker {k} in order: {stream}");
+        }
+        assert!(
+            stream
+                .lines()
+                .all(|l| l.starts_with("0: ") || l.starts_with("1: ")),
+            "{stream}"
+        );
+    }
+    for k in 0..2 {
+        let wd = dir.join(&format!("mpaudit-workers/worker_{k}"));
+        assert_eq!(
+            std::fs::read_to_string(wd.join("stdout.log")).unwrap(),
+            "one\ntwo\nno newline",
+            "the log keeps the output as written"
+        );
+        assert_eq!(
+            std::fs::read_to_string(wd.join("stderr.log")).unwrap(),
+            "oops\n"
+        );
+    }
+});
+
+/// A read-only directory: a tmpfs mounted on `dir` and remounted read-only
+/// (chmod is no obstacle to root). `None` when mounting is not permitted.
+struct ReadOnly(std::path::PathBuf);
+
+impl ReadOnly {
+    fn mount(dir: &std::path::Path, file: &str) -> Option<ReadOnly> {
+        std::fs::create_dir_all(dir).unwrap();
+        let sh = |c: &str| {
+            Command::new("sh")
+                .args(["-c", c])
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        let d = dir.display();
+        if !sh(&format!("mount -t tmpfs mpaudit-ro '{d}'")) {
+            return None;
+        }
+        let ro = ReadOnly(dir.to_path_buf());
+        std::fs::write(dir.join(file), "input\n").unwrap();
+        sh(&format!("mount -o remount,ro '{d}'")).then_some(ro)
+    }
+}
+
+impl Drop for ReadOnly {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+e2e!(regression_exec_runs_from_a_read_only_job_directory, |dir| {
+    let job = dir.join("release");
+    let Some(_ro) = ReadOnly::mount(&job, "data.txt") else {
+        eprintln!(
+            "SKIPPED: cannot mount a read-only tmpfs here (not root, or no mount permission)"
+        );
+        return;
+    };
+    assert!(
+        std::fs::write(job.join("probe"), "").is_err(),
+        "the job directory is read-only"
+    );
+    let w = dir.join("w");
+    let l = dir.join("l");
+    let out = Command::new(&artifacts().runner)
+        .current_dir(&job)
+        .args(["exec", "--preload"])
+        .arg(lib())
+        .arg("--workers-dir")
+        .arg(&w)
+        .arg("--log-dir")
+        .arg(&l)
+        .args(["--format", "json", "--", "cat", "data.txt"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "input\n");
+    let r: Value = serde_json::from_str(err.trim()).unwrap_or_else(|e| panic!("{e}: {err}"));
+    assert!(r["summary"]["events"].as_u64().unwrap_or(0) > 0, "{r:#}");
+    assert!(w.join("worker_0").is_dir() && l.is_dir());
+});
