@@ -644,3 +644,78 @@ e2e!(regression_exec_runs_from_a_read_only_job_directory, |dir| {
     assert!(r["summary"]["events"].as_u64().unwrap_or(0) > 0, "{r:#}");
     assert!(w.join("worker_0").is_dir() && l.is_dir());
 });
+
+/// Drives an interactive bash on a pseudo-terminal: runs argv[1] (a
+/// command line), presses Ctrl-Z once `started` shows, checks the job's
+/// process (pid in ./w.pid) is stopped, types `fg`, and waits for the end.
+const CTRL_Z_ON_A_TERMINAL: &str = r#"
+import os, pty, select, sys, time
+pid, fd = pty.fork()
+if pid == 0:
+    os.execvp("bash", ["bash", "--norc", "--noprofile", "-i"])
+buf = b""
+def until(needle, t=60):
+    global buf
+    end = time.time() + t
+    while needle not in buf and time.time() < end:
+        if select.select([fd], [], [], 0.1)[0]:
+            try:
+                buf += os.read(fd, 4096)
+            except OSError:
+                break
+    if needle not in buf:
+        sys.exit("never saw %r in %r" % (needle, buf))
+def state(p):
+    with open("/proc/%d/stat" % p) as f:
+        return f.read().rsplit(")", 1)[1].split()[0]
+os.write(fd, (sys.argv[1] + "\n").encode())
+until(b"started\r\n")
+os.write(fd, b"\x1a")
+until(b"Stopped", 20)
+worker = int(open("w.pid").read())
+print("worker while stopped:", state(worker))
+os.write(fd, b"fg\n")
+until(b"finished")
+os.write(fd, b"echo status=$?\n")
+until(b"status=0", 10)
+print(buf.decode(errors="replace"))
+os.write(fd, b"exit\n")
+"#;
+
+e2e!(
+    exec_ctrl_z_on_a_terminal_stops_the_program_and_fg_resumes_it,
+    |dir| {
+        if Command::new("python3")
+            .arg("-c")
+            .arg("import pty")
+            .output()
+            .map_or(true, |o| !o.status.success())
+        {
+            eprintln!("SKIPPED: python3 with the pty module is needed for this test");
+            return;
+        }
+        // The terminal's Ctrl-Z reaches the program's group (it holds the
+        // terminal); mpaudit must stop too, so that the shell gets it back.
+        let line = format!(
+        "{} exec --preload {} --outputs w.pid --report report.json -- sh -c 'echo $$ > w.pid; echo started; sleep 1; echo finished'",
+        artifacts().runner.display(),
+        lib().display()
+    );
+        let out = run(
+            Command::new("python3").current_dir(&dir.path).args([
+                "-c",
+                CTRL_Z_ON_A_TERMINAL,
+                &line,
+            ]),
+            DEADLINE,
+        );
+        let shown = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{shown}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(shown.contains("worker while stopped: T"), "{shown}");
+        assert!(shown.contains("status=0"), "{shown}");
+    }
+);
