@@ -512,9 +512,10 @@ fn start_watchdog(run_id: &str) -> Result<File, String> {
     }
     // SAFETY: two fresh descriptors that nothing else owns.
     let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-    let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
-    let mut cmd = Command::new(exe);
-    cmd.arg(WATCHDOG_ARG)
+    // This very binary, even if its file was replaced or removed since.
+    let mut cmd = Command::new("/proc/self/exe");
+    cmd.arg0("mpaudit")
+        .arg(WATCHDOG_ARG)
         .arg(run_id)
         .env_remove(RUN_ID_VAR)
         .stdin(Stdio::from(read))
