@@ -649,3 +649,44 @@ fn has_marker(pid: i32, marker: &str) -> bool {
     std::fs::read(format!("/proc/{pid}/environ"))
         .is_ok_and(|env| env.split(|&b| b == 0).any(|e| e == marker.as_bytes()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::ExitStatusExt;
+
+    #[test]
+    fn the_sweep_kills_marked_processes_and_their_unmarked_children() {
+        let id = format!("sweep-test-{}", std::process::id());
+        // The shell carries the marker; its child was exec'ed with a
+        // scrubbed environment, as a process hiding from the sweep would.
+        let mut sh = Command::new("sh")
+            .args(["-c", "env -i sleep 60 & echo $!; wait"])
+            .env(RUN_ID_VAR, &id)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(sh.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let sleeper: i32 = line.trim().parse().unwrap();
+        assert!(!has_marker(sleeper, &format!("{RUN_ID_VAR}={id}")));
+        let other = Command::new("sleep").arg("60").spawn().unwrap();
+        assert!(sweep(&id, &BTreeSet::new()) >= 2);
+        assert_eq!(sh.wait().unwrap().signal(), Some(libc::SIGKILL));
+        let gone = |p: i32| procs::state(p).map_or(true, |s| s == 'Z' || s == 'X');
+        let start = Instant::now();
+        while !gone(sleeper) {
+            assert!(start.elapsed() < Duration::from_secs(30), "{sleeper} lives");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // Not of this run: untouched.
+        let mut other = other;
+        assert!(other.try_wait().unwrap().is_none());
+        other.kill().unwrap();
+        other.wait().unwrap();
+        // Nothing left: nothing to kill.
+        assert_eq!(sweep(&id, &BTreeSet::new()), 0);
+    }
+}

@@ -719,3 +719,26 @@ e2e!(
         assert!(shown.contains("status=0"), "{shown}");
     }
 );
+
+e2e!(
+    kill_9_of_mpaudit_during_a_merge_leaves_no_merge_process,
+    |dir| {
+        merge_job(
+            &dir,
+            "",
+            "echo $$ > merge.pid; sleep 300 & echo $! > merge-child.pid; wait",
+        );
+        let mut child = runner(&dir, "5s").spawn().unwrap();
+        let pids = [
+            pid_file(&dir, "merge.pid"),
+            pid_file(&dir, "merge-child.pid"),
+        ];
+        send(&child, libc::SIGKILL);
+        child.wait().unwrap();
+        wait_within(
+            Duration::from_secs(30),
+            "the merge command and its child gone",
+            || pids.iter().all(|&p| gone(p)),
+        );
+    }
+);
