@@ -448,26 +448,24 @@ impl Dispatcher<'_> {
         }
     }
 
-    /// Sends `sig` to every started process's group and to every descendant
-    /// (which may have left its group with setsid).
+    /// Sends `sig` to the job ([`Control::signal_job`]); while cleaning
+    /// up, whatever is still alive besides the started processes is a
+    /// stray.
     fn signal_all(&mut self, sig: Signal) {
-        for p in &self.procs {
-            if p.pid > 0 && p.outcome.is_none() {
-                let _ = nix::sys::signal::killpg(Pid::from_raw(p.pid), sig);
+        if self.cleaning {
+            let tracked: BTreeSet<i32> = self
+                .procs
+                .iter()
+                .filter(|p| p.outcome.is_none())
+                .map(|p| p.pid)
+                .collect();
+            for pid in procs::descendants(self.me) {
+                if !tracked.contains(&pid) {
+                    self.strays.insert(pid);
+                }
             }
         }
-        let tracked: BTreeSet<i32> = self
-            .procs
-            .iter()
-            .filter(|p| p.outcome.is_none())
-            .map(|p| p.pid)
-            .collect();
-        for pid in procs::descendants(self.me) {
-            if self.cleaning && !tracked.contains(&pid) {
-                self.strays.insert(pid);
-            }
-            let _ = nix::sys::signal::kill(Pid::from_raw(pid), sig);
-        }
+        self.control.signal_job(sig);
     }
 
     /// Reaps every child that has ended, without blocking.
