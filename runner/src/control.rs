@@ -362,6 +362,8 @@ impl Control {
         // Reaped below with waitpid(-1), which also reaps its orphans.
         drop(child);
         let start = Instant::now();
+        // Only time stopped while this command runs extends its limit.
+        let paused_before = self.paused();
         let mut status = None;
         // Why the runner stops it (timeout, interrupt), when it does.
         let mut why: Option<Ended> = None;
@@ -382,7 +384,7 @@ impl Control {
             let now = Instant::now();
             if why.is_none()
                 && status.is_none()
-                && limit.is_some_and(|l| now >= start + l + self.paused())
+                && limit.is_some_and(|l| now >= start + l + (self.paused() - paused_before))
             {
                 why = Some(Ended::TimedOut);
                 kill_at = Some(now + grace);
@@ -400,7 +402,8 @@ impl Control {
             }
             match self.recv_timeout(POLL) {
                 Some(sig) if is_interrupt(sig) => {
-                    if status.is_some() || matches!(why, Some(Ended::Interrupted(_))) {
+                    if kill_at.is_some() {
+                        // Already stopping (or cleaning up): at once now.
                         killing = true;
                     } else {
                         eprintln!(
