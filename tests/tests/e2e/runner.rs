@@ -343,8 +343,11 @@ e2e!(
     |dir| {
         kill_9_leaves_nothing(
         &dir,
-        "[job]\ncommand = [\"sh\", \"-c\", \"sleep 300 & echo $! > gc$MPAUDIT_WORKER.pid; echo $$ > w$MPAUDIT_WORKER.pid; wait\"]\nworkers = 2\n[audit]\noutputs = [\"*.pid\"]\n",
-        &["w0.pid", "w1.pid", "gc0.pid", "gc1.pid"],
+        // A grandchild in the worker's group, and one that left it (its
+        // own session) with an emptied environment: the library restores
+        // the run's marker across that exec, and the watchdog finds it.
+        "[job]\ncommand = [\"sh\", \"-c\", \"sleep 300 & echo $! > gc$MPAUDIT_WORKER.pid; setsid env -i sh -c 'echo $$ > hidden$MPAUDIT_WORKER.pid; exec sleep 300' & echo $$ > w$MPAUDIT_WORKER.pid; wait\"]\nworkers = 2\n[audit]\noutputs = [\"*.pid\"]\n",
+        &["w0.pid", "w1.pid", "gc0.pid", "gc1.pid", "hidden0.pid", "hidden1.pid"],
     );
     }
 );
