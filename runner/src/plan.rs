@@ -774,6 +774,56 @@ mod tests {
     }
 
     #[test]
+    fn exec_keeps_the_terminal_and_reports_elsewhere() {
+        let exec = |mode: Mode, report: Option<&str>| Source::Exec {
+            command: vec!["sort".into()],
+            mode,
+            outputs: vec![],
+            components: vec![],
+            allow: vec![],
+            seed: None,
+            report: report.map(PathBuf::from),
+        };
+        let p = build(&exec(Mode::Spawn, None), &opts(), &ctx(&[])).unwrap();
+        assert_eq!(
+            (p.streams, p.report_to),
+            (Streams::PassThrough, ReportTo::Stderr)
+        );
+        let mut two = opts();
+        two.workers = Some(WorkersSpec::Count(2));
+        let p = build(&exec(Mode::Spawn, Some("r.json")), &two, &ctx(&[])).unwrap();
+        assert_eq!(p.streams, Streams::Labelled);
+        assert_eq!(p.report_to, ReportTo::File(PathBuf::from("/home/u/r.json")));
+        // Fork mode: one process, whatever the worker count.
+        let p = build(&exec(Mode::Fork, None), &two, &ctx(&[])).unwrap();
+        assert_eq!(p.streams, Streams::PassThrough);
+        let p = build(&src("[job]\ncommand = [\"x\"]\n"), &two, &ctx(&[])).unwrap();
+        assert_eq!((p.streams, p.report_to), (Streams::Logs, ReportTo::Stdout));
+    }
+
+    #[test]
+    fn workers_and_log_dirs_from_the_command_line() {
+        let mut o = opts();
+        o.workers_dir = Some("../scratch/w".into());
+        o.log_dir = Some("/tmp/l".into());
+        let s = Source::Exec {
+            command: vec!["true".into()],
+            mode: Mode::Spawn,
+            outputs: vec![],
+            components: vec![],
+            allow: vec![],
+            seed: None,
+            report: None,
+        };
+        let p = build(&s, &o, &ctx(&[])).unwrap();
+        assert_eq!(p.job_dir, PathBuf::from("/home/u"));
+        assert_eq!(p.workers_dir, PathBuf::from("/home/scratch/w"));
+        assert_eq!(p.log_dir, PathBuf::from("/tmp/l"));
+        let p = build(&src("[job]\ncommand = [\"x\"]\n"), &o, &ctx(&[])).unwrap();
+        assert_eq!(p.workers_dir, PathBuf::from("/home/scratch/w"));
+    }
+
+    #[test]
     fn environment_for_workers() {
         let text = "[job]\ncommand = [\"x\"]\nworkers = 2\nseed = 0\n[audit]\naction = \"redirect\"\noutputs = [\"*.root\", \"h-*.txt\"]\n";
         let p = build(&src(text), &opts(), &ctx(&[])).unwrap();
