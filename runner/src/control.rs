@@ -27,6 +27,7 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::thread::JoinHandleExt;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
@@ -463,6 +464,10 @@ impl Drop for Control {
         self.watchdog.borrow_mut().take();
         self.stop_thread.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
+            // Wake it now rather than at the end of its current wait: a
+            // SIGCHLD for that thread alone, which it takes and drops.
+            // SAFETY: the thread has not been joined, so its id is valid.
+            unsafe { libc::pthread_kill(t.as_pthread_t(), libc::SIGCHLD) };
             let _ = t.join();
         }
         // SAFETY: valid set pointer.
