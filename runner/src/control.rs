@@ -15,11 +15,11 @@
 //! run ended cleanly and restores the mask.
 //!
 //! The watchdog (`mpaudit __watchdog RUN_ID`, not a child of the runner)
-//! reads a pipe whose only writer is the runner: at EOF, however the runner
-//! ended (even `kill -9`), it kills what is left of the job: the process
-//! groups it was told about, every process whose environment holds
-//! `MPAUDIT_RUN_ID=<this run>` (the library restores it across `exec`),
-//! and their descendants.
+//! reads a pipe whose only writer is the runner: at EOF without the
+//! runner's "end" line (the runner was killed, even with `kill -9`), it
+//! kills what is left of the job: the process groups it was told about,
+//! every process whose environment holds `MPAUDIT_RUN_ID=<this run>` (the
+//! library restores it across `exec`), and their descendants.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet};
@@ -460,7 +460,7 @@ fn reap_all(mut f: impl FnMut(i32, i32)) -> bool {
 impl Drop for Control {
     fn drop(&mut self) {
         self.tell_watchdog("end\n");
-        // EOF for the watchdog: it sweeps (finding nothing) and exits.
+        // EOF after "end": the watchdog exits without a sweep.
         self.watchdog.borrow_mut().take();
         self.stop_thread.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
@@ -573,11 +573,13 @@ pub fn watchdog_main(args: &[String]) -> u8 {
             clean = true;
         }
     }
-    // After a clean end the runner has reaped every group it started, and
-    // a group id may be reused: only the marker counts then.
-    let groups = if clean { BTreeSet::new() } else { told };
-    let killed = sweep(run_id, &groups);
-    if killed > 0 && !clean {
+    // A clean end: the runner itself stopped and reaped every process of
+    // the job (it is their subreaper), and the group ids may be reused.
+    if clean {
+        return 0;
+    }
+    let killed = sweep(run_id, &told);
+    if killed > 0 {
         eprintln!("mpaudit: the runner is gone; its watchdog killed {killed} process(es) left of run {run_id}");
     }
     0
