@@ -681,7 +681,13 @@ mod tests {
             .read_line(&mut line)
             .unwrap();
         let sleeper: i32 = line.trim().parse().unwrap();
-        assert!(!has_marker(sleeper, &format!("{RUN_ID_VAR}={id}")));
+        // Until `env -i` has exec'ed sleep, the child is still the shell's
+        // fork, marker included.
+        let start = Instant::now();
+        while has_marker(sleeper, &format!("{RUN_ID_VAR}={id}")) {
+            assert!(start.elapsed() < Duration::from_secs(30), "no exec");
+            std::thread::sleep(Duration::from_millis(5));
+        }
         let other = Command::new("sleep").arg("60").spawn().unwrap();
         assert!(sweep(&id, &BTreeSet::new()) >= 2);
         assert_eq!(sh.wait().unwrap().signal(), Some(libc::SIGKILL));
