@@ -305,7 +305,7 @@ e2e!(
         // and its child must go with it.
         merge_job(
             &dir,
-            "timeout = \"2s\"",
+            "timeout = \"3s\"",
             &format!("trap '' TERM; {SLOW_MERGE}"),
         );
         let (code, report) = finish(runner(&dir, "200ms").spawn().unwrap(), DEADLINE);
@@ -368,7 +368,7 @@ e2e!(
     |dir| {
         write_job(
         &dir,
-        "[job]\ncommand = [\"sh\", \"-c\", \"echo $$ > w$MPAUDIT_WORKER.pid; i=0; while [ $i -lt 15 ]; do sleep 0.1; i=$((i+1)); done; echo done\"]\nworkers = 2\n[audit]\noutputs = [\"*.pid\"]\n",
+        "[job]\ncommand = [\"sh\", \"-c\", \"echo $$ > w$MPAUDIT_WORKER.pid; i=0; while [ $i -lt 30 ]; do sleep 0.1; i=$((i+1)); done; echo done\"]\nworkers = 2\n[audit]\noutputs = [\"*.pid\"]\n",
     );
         let child = runner(&dir, "5s").spawn().unwrap();
         let pids = worker_pids(&dir, 2);
