@@ -182,17 +182,10 @@ fn policy() -> Policy<'static> {
     }
 }
 
-/// Inside /dev or the temporary directory but not inside the job directory
-/// (which may itself live in /tmp or /dev/shm): scratch space and devices,
-/// always allowed.
+/// Scratch space and devices, always allowed (see [`mpaudit_core::policy::is_scratch`]).
 fn is_scratch(abs: &[u8]) -> bool {
-    use mpaudit_core::path::strip_dir;
     let s = SAVED.get();
-    let job = s.job_dir.as_bytes();
-    let tmp = s.tmpdir.as_bytes();
-    let under_scratch =
-        strip_dir(abs, b"/dev").is_some() || (!tmp.is_empty() && strip_dir(abs, tmp).is_some());
-    under_scratch && strip_dir(abs, job).is_none() && abs != job
+    mpaudit_core::policy::is_scratch(abs, s.job_dir.as_bytes(), s.tmpdir.as_bytes())
 }
 
 /// The verdict on a write: the worst over the paths it writes.

@@ -126,6 +126,10 @@ pub struct RunOpts {
     /// Let merges replace files that already exist.
     #[arg(long)]
     pub force: bool,
+    /// Run the command under the seccomp supervisor even if the preload
+    /// library could audit it (static and Go programs always are).
+    #[arg(long)]
+    pub supervise: bool,
 }
 
 #[derive(Debug, Args)]

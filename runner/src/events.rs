@@ -212,6 +212,9 @@ pub struct Event<'a> {
     pub audited: Option<bool>,
     #[serde(borrow, default, deserialize_with = "opt_str")]
     pub reason: Option<Cow<'a, str>>,
+    /// `"seccomp"` on events the runner's seccomp supervisor logged.
+    #[serde(borrow, default, deserialize_with = "opt_str")]
+    pub via: Option<Cow<'a, str>>,
 }
 
 impl Event<'_> {

@@ -49,6 +49,22 @@ pub struct AuditTable {
     pub allow: Option<Vec<String>>,
     pub workers_dir: Option<String>,
     pub log_dir: Option<String>,
+    /// Run the job's command under the seccomp supervisor even when the
+    /// preload could audit it (docs/hooks.md).
+    pub supervise: Option<bool>,
+    /// `io_uring_setup` under the supervisor: `"enosys"` (default) or `"allow"`.
+    pub io_uring: Option<IoUring>,
+}
+
+/// `[audit] io_uring`: what a supervised process's `io_uring_setup` gets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IoUring {
+    /// Fails with ENOSYS: programs fall back to ordinary, audited calls.
+    #[default]
+    Enosys,
+    /// Let through; the run lists those processes as not fully audited.
+    Allow,
 }
 
 /// Valid keys per table, for "did you mean" suggestions.
@@ -76,6 +92,8 @@ pub const TABLES: &[(&str, &[&str])] = &[
             "allow",
             "workers_dir",
             "log_dir",
+            "supervise",
+            "io_uring",
         ],
     ),
 ];

@@ -14,6 +14,7 @@ mod preflight;
 mod procs;
 mod report;
 mod run_meta;
+mod seccomp;
 mod supervise;
 mod symbols;
 mod workers;

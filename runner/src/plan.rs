@@ -78,6 +78,16 @@ pub struct Policy {
     pub allow: Vec<String>,
 }
 
+/// The seccomp supervisor's settings (docs/hooks.md).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Supervise {
+    /// `--supervise` / `[audit] supervise = true`: even a program the
+    /// preload could audit.
+    pub always: bool,
+    /// `[audit] io_uring = "allow"`.
+    pub io_uring_allowed: bool,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Plan {
     pub job_file: Option<PathBuf>,
@@ -113,6 +123,7 @@ pub struct Plan {
     pub env: BTreeMap<String, String>,
     pub on_failure: OnFailure,
     pub policy: Policy,
+    pub supervise: Supervise,
     /// `[merge]` rules, in file order.
     pub merge: Vec<MergeRule>,
     /// `--merge-dir`: merged outputs go below it instead of in place.
@@ -186,6 +197,7 @@ pub fn build(source: &Source, opts: &RunOpts, ctx: &Context) -> Result<Plan, Str
         log_dir,
         merge,
         exec_report,
+        mut supervise,
     );
     match source {
         Source::JobFile { path, file } => {
@@ -216,6 +228,10 @@ pub fn build(source: &Source, opts: &RunOpts, ctx: &Context) -> Result<Plan, Str
             );
             merge = file.merge.0.clone();
             exec_report = None;
+            supervise = Supervise {
+                always: a.supervise.unwrap_or(false),
+                io_uring_allowed: a.io_uring == Some(crate::jobfile::IoUring::Allow),
+            };
         }
         Source::Exec {
             command: c,
@@ -251,6 +267,7 @@ pub fn build(source: &Source, opts: &RunOpts, ctx: &Context) -> Result<Plan, Str
                 Some(f) => ReportTo::File(resolve(&ctx.cwd, f)),
                 None => ReportTo::Stderr,
             });
+            supervise = Supervise::default();
         }
     }
 
@@ -278,6 +295,7 @@ pub fn build(source: &Source, opts: &RunOpts, ctx: &Context) -> Result<Plan, Str
         }
     };
 
+    supervise.always |= opts.supervise;
     let mut policy = policy;
     if let Some(a) = opts.action {
         policy.action = a;
@@ -359,6 +377,7 @@ pub fn build(source: &Source, opts: &RunOpts, ctx: &Context) -> Result<Plan, Str
         env,
         on_failure: opts.on_failure.unwrap_or(on_failure),
         policy,
+        supervise,
         merge,
         merge_dir,
         force: opts.force,

@@ -124,6 +124,8 @@ struct Dispatcher<'a> {
     status: Option<StatusLine>,
     /// Threads copying labelled output (`mpaudit exec`, several workers).
     labellers: Vec<std::thread::JoinHandle<()>>,
+    /// Audits the started processes the preload cannot (static, Go).
+    seccomp: Option<crate::seccomp::Supervisor>,
 }
 
 /// Runs the plan to completion. `Err` only for failures before any process
@@ -167,6 +169,7 @@ pub fn run(
         status: (!plan.quiet && plan.streams == Streams::Logs && std::io::stderr().is_terminal())
             .then(|| StatusLine::new(&plan.log_dir)),
         labellers: Vec::new(),
+        seccomp: crate::seccomp::Supervisor::for_program(plan, program)?,
     };
     let labels: Vec<Option<usize>> = match plan.mode {
         Mode::Spawn => (0..plan.workers).map(Some).collect(),
@@ -177,6 +180,9 @@ pub fn run(
         d.spawn(k, program, &env)?;
     }
     d.dispatch(start);
+    if let Some(s) = d.seccomp.take() {
+        s.finish();
+    }
     if let Some(s) = &mut d.status {
         s.clear();
     }
@@ -250,6 +256,10 @@ impl Dispatcher<'_> {
             (Some(out_path), Some(err_path))
         } else {
             (None, None)
+        };
+        let _armed = match &self.seccomp {
+            Some(s) => Some(s.arm(&mut cmd, k)?),
+            None => None,
         };
         let started = Instant::now();
         match cmd.spawn() {

@@ -145,6 +145,15 @@ impl Policy<'_> {
     }
 }
 
+/// Inside /dev or the temporary directory `tmpdir` but not inside the job
+/// directory (which may itself live in /tmp or /dev/shm): scratch space and
+/// devices, whose writes are always allowed. `tmpdir` may be empty (none).
+pub fn is_scratch(abs: &[u8], job_dir: &[u8], tmpdir: &[u8]) -> bool {
+    let under_scratch = strip_dir(abs, b"/dev").is_some()
+        || (!tmpdir.is_empty() && strip_dir(abs, tmpdir).is_some());
+    under_scratch && strip_dir(abs, job_dir).is_none() && abs != job_dir
+}
+
 /// Renders the qualified name of a simple Itanium-mangled symbol into `out`:
 /// `_ZN7HistSvc5writeEv` → `HistSvc::write`, `_Z5writePKc` → `write`.
 ///

@@ -1,0 +1,239 @@
+//! The seccomp supervisor: audits the processes the preload library cannot
+//! see (static executables, Go programs, and any the job names), without
+//! root, through seccomp user notification.
+//!
+//! Each such process the runner starts gets, between fork and exec, a BPF
+//! filter ([`filter`]) that sends its file-changing system calls to a
+//! listener descriptor, which the child passes back to the runner over a
+//! socket pair before it execs. One thread ([`notify`]) receives the
+//! notifications of every listener, reads the paths from the process's
+//! memory, judges them with the library's policy (mpaudit-core), logs the
+//! same events as the library (with `"via": "seccomp"`) and lets the call
+//! go on (log) or fails it with `EACCES` (deny). The filter is inherited
+//! by the process's children and survives their execs. See docs/hooks.md.
+
+mod calls;
+pub mod detect;
+pub mod filter;
+mod notify;
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::Command;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+
+use crate::plan::Plan;
+
+pub use detect::Unseen;
+
+/// What the supervisor reports at the end of a run.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Notifications received (each one a stopped system call).
+    pub notifications: u64,
+    /// Events that could not be written to the log.
+    pub lost_events: u64,
+}
+
+/// Why the job's program is supervised: what the preload would miss, or
+/// the job asked for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Why {
+    Unseen(Unseen),
+    Asked,
+}
+
+/// Decides whether `program` runs under the supervisor.
+pub fn why(plan: &Plan, program: &Path) -> Option<Why> {
+    detect::unseen(program)
+        .map(Why::Unseen)
+        .or(plan.supervise.always.then_some(Why::Asked))
+}
+
+/// The running supervisor: its thread and the way to hand it new children.
+pub struct Supervisor {
+    filter: Vec<libc::sock_filter>,
+    tx: mpsc::Sender<notify::NewChild>,
+    wake: OwnedFd,
+    thread: Option<JoinHandle<Stats>>,
+}
+
+/// One child being armed: the runner's copy of the child's end of the
+/// socket pair, closed once the child is started (or failed to start), so
+/// that the supervisor sees the socket hang up if no listener ever comes.
+pub struct Armed {
+    _child_end: OwnedFd,
+}
+
+impl Supervisor {
+    /// Starts the supervisor thread if `program` needs it.
+    pub fn for_program(plan: &Plan, program: &Path) -> Result<Option<Supervisor>, String> {
+        let Some(why) = why(plan, program) else {
+            return Ok(None);
+        };
+        if plan.supervise.io_uring_allowed && !plan.quiet {
+            eprintln!(
+                "mpaudit: io_uring = \"allow\": file operations submitted through io_uring by {} are not audited",
+                program.display()
+            );
+        }
+        let _ = why;
+        let filter = filter::program(&filter::rules(plan.supervise.io_uring_allowed));
+        // SAFETY: eventfd with constant flags.
+        let efd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if efd < 0 {
+            return Err(format!("eventfd: {}", std::io::Error::last_os_error()));
+        }
+        // SAFETY: a new descriptor we own.
+        let wake = unsafe { OwnedFd::from_raw_fd(efd) };
+        let wake_thread = wake.try_clone().map_err(|e| format!("eventfd: {e}"))?;
+        let (tx, rx) = mpsc::channel();
+        let judge = notify::Judge::new(plan, program);
+        let thread = std::thread::Builder::new()
+            .name("mpaudit-seccomp".into())
+            .spawn(move || notify::run(judge, rx, wake_thread))
+            .map_err(|e| format!("cannot start the seccomp supervisor: {e}"))?;
+        Ok(Some(Supervisor {
+            filter,
+            tx,
+            wake,
+            thread: Some(thread),
+        }))
+    }
+
+    /// Prepares `cmd` (worker `worker`) to run under the filter: the child
+    /// installs it just before exec and sends its listener to the
+    /// supervisor. The child does not get `LD_PRELOAD` with the library:
+    /// the supervisor is its one auditor (a dynamic Go program would
+    /// otherwise have its libc calls logged twice), and the filter covers
+    /// everything it runs.
+    pub fn arm(&self, cmd: &mut Command, worker: Option<usize>) -> Result<Armed, String> {
+        let mut fds = [0; 2];
+        // SAFETY: a valid out-array of two ints.
+        let rc = unsafe {
+            libc::socketpair(
+                libc::AF_UNIX,
+                libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+                0,
+                fds.as_mut_ptr(),
+            )
+        };
+        if rc != 0 {
+            return Err(format!("socketpair: {}", std::io::Error::last_os_error()));
+        }
+        // SAFETY: two new descriptors we own.
+        let (ours, theirs) =
+            unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        self.tx
+            .send(notify::NewChild {
+                socket: ours,
+                worker: worker.map(|k| k as u32),
+            })
+            .map_err(|_| "the seccomp supervisor has stopped".to_string())?;
+        self.wake_up();
+        match std::env::var_os("LD_PRELOAD") {
+            Some(v) if !v.is_empty() => cmd.env("LD_PRELOAD", v),
+            _ => cmd.env_remove("LD_PRELOAD"),
+        };
+        let prog = self.filter.clone();
+        let sock = theirs.as_raw_fd();
+        // SAFETY: the closure makes only async-signal-safe system calls and
+        // does not allocate (the program was copied before the fork).
+        unsafe {
+            cmd.pre_exec(move || install_in_child(&prog, sock));
+        }
+        Ok(Armed { _child_end: theirs })
+    }
+
+    fn wake_up(&self) {
+        let one = 1u64;
+        // SAFETY: an 8-byte write to our eventfd.
+        unsafe { libc::write(self.wake.as_raw_fd(), (&one as *const u64).cast(), 8) };
+    }
+
+    /// Stops the supervisor once the job's processes are gone, and warns
+    /// about events it could not log.
+    pub fn finish(mut self) -> Stats {
+        drop(std::mem::replace(&mut self.tx, mpsc::channel().0));
+        self.wake_up();
+        let stats = self
+            .thread
+            .take()
+            .and_then(|t| t.join().ok())
+            .unwrap_or_default();
+        if stats.lost_events > 0 {
+            eprintln!(
+                "mpaudit: warning: the seccomp supervisor could not log {} event(s): the report is incomplete",
+                stats.lost_events
+            );
+        }
+        stats
+    }
+}
+
+/// In the child, after fork: no new privileges (required to install a
+/// filter without CAP_SYS_ADMIN), the filter with a new listener, the
+/// listener sent over `sock`, then closed here.
+fn install_in_child(prog: &[libc::sock_filter], sock: RawFd) -> std::io::Result<()> {
+    let err = std::io::Error::last_os_error;
+    // SAFETY: prctl with integer arguments.
+    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+        return Err(err());
+    }
+    let fprog = libc::sock_fprog {
+        len: prog.len() as u16,
+        filter: prog.as_ptr() as *mut libc::sock_filter,
+    };
+    // SAFETY: a valid sock_fprog that outlives the call.
+    let listener = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            libc::SECCOMP_FILTER_FLAG_NEW_LISTENER,
+            &fprog as *const libc::sock_fprog,
+        )
+    } as RawFd;
+    if listener < 0 {
+        return Err(err());
+    }
+    let sent = send_fd(sock, listener);
+    // SAFETY: our own descriptor; the program must not inherit it.
+    unsafe { libc::close(listener) };
+    sent
+}
+
+/// Sends `fd` over the Unix socket `sock` (SCM_RIGHTS), without allocating.
+fn send_fd(sock: RawFd, fd: RawFd) -> std::io::Result<()> {
+    // Room for one cmsghdr with one int, 8-byte aligned.
+    let mut space = [0u64; 4];
+    let mut byte = [0u8; 1];
+    let mut iov = libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: 1,
+    };
+    // SAFETY: msghdr is plain data; the pointers set below stay valid for
+    // the sendmsg call.
+    unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = space.as_mut_ptr().cast();
+        msg.msg_controllen = libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) as usize;
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as usize;
+        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>(), fd);
+        loop {
+            if libc::sendmsg(sock, &msg, libc::MSG_NOSIGNAL) >= 0 {
+                return Ok(());
+            }
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+    }
+}
