@@ -175,6 +175,22 @@ pub fn fixture(name: &str) -> PathBuf {
             &out,
             &[],
         ),
+        "static_loops" => cc(&["-static", "-O2"], &src.join("static_loops.c"), &out, &[]),
+        "uring_writer" => cc(&["-O1"], &src.join("uring_writer.c"), &out, &["-luring"]),
+        "go_static" | "go_cgo" => {
+            let scratch = harness_target().join("go");
+            let mut c = Command::new("go");
+            c.current_dir(src.join("go_writer"))
+                .args(["build", "-o"])
+                .arg(&out)
+                .arg(".")
+                .env("GOCACHE", scratch.join("cache"))
+                .env("GOPATH", scratch.join("path"))
+                .env("GOFLAGS", "-mod=mod")
+                .env("GO111MODULE", "on")
+                .env("CGO_ENABLED", if name == "go_cgo" { "1" } else { "0" });
+            c
+        }
         "components_main" => cc(&["-O1"], &src.join("components_main.c"), &out, &["-ldl"]),
         "abi_tagged" => {
             // -rdynamic: the writer is in .dynsym, where hooks read names.
@@ -204,6 +220,43 @@ pub fn fixture(name: &str) -> PathBuf {
     assert!(status.success(), "building fixture {name} failed");
     map.insert(name.to_owned(), out.clone());
     out
+}
+
+/// A fixture that needs a tool the machine may lack (`go`, liburing's
+/// header): built if the tool is there. Without it the test fails, except
+/// that a developer may set `MPAUDIT_TESTS_ALLOW_SKIP=1` outside CI to skip
+/// such tests, loudly (`.ci/run` installs the tools; CI never skips).
+pub fn fixture_needing(name: &str, tool: &str, present: bool) -> Option<PathBuf> {
+    if present {
+        return Some(fixture(name));
+    }
+    let allowed = std::env::var("MPAUDIT_TESTS_ALLOW_SKIP").as_deref() == Ok("1")
+        && std::env::var_os("CI").is_none();
+    assert!(
+        allowed,
+        "fixture {name} needs {tool}, which is missing: install it (.ci/run does), \
+         or set MPAUDIT_TESTS_ALLOW_SKIP=1 to skip such tests on a developer machine"
+    );
+    eprintln!("SKIPPED: fixture {name} needs {tool}, missing (MPAUDIT_TESTS_ALLOW_SKIP=1)");
+    None
+}
+
+/// The Go fixtures (tests/fixtures/go_writer): `go_static` (CGO_ENABLED=0)
+/// or `go_cgo` (dynamically linked through cgo).
+pub fn go_fixture(name: &str) -> Option<PathBuf> {
+    let has_go = Command::new("go")
+        .arg("version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    fixture_needing(name, "go (Debian: golang-go)", has_go)
+}
+
+/// The io_uring fixture, linked against liburing.
+pub fn uring_fixture() -> Option<PathBuf> {
+    let has = Path::new("/usr/include/liburing.h").exists();
+    fixture_needing("uring_writer", "liburing (Debian: liburing-dev)", has)
 }
 
 fn cc(flags: &[&str], src: &Path, out: &Path, libs: &[&str]) -> Command {

@@ -1,7 +1,8 @@
 //! Which programs the preload library cannot audit: statically linked ELF
 //! executables (no `PT_INTERP`, so no dynamic loader to honour
 //! `LD_PRELOAD`) and Go executables, static or dynamic (Go makes its own
-//! system calls, bypassing libc and so the library's hooks).
+//! system calls, bypassing libc and so the library's hooks), and liburing
+//! users (io_uring operations reach no hook).
 
 use std::path::Path;
 
@@ -17,6 +18,11 @@ pub enum Unseen {
     /// A Go executable (`.go.buildinfo` section, or the
     /// `runtime.buildVersion` symbol in older or unusual builds).
     Go,
+    /// Linked against liburing: its file operations would go through an
+    /// io_uring that no hook sees. Under the supervisor `io_uring_setup`
+    /// fails with ENOSYS (by default) and the program falls back to
+    /// ordinary system calls.
+    IoUring,
 }
 
 impl Unseen {
@@ -24,6 +30,7 @@ impl Unseen {
         match self {
             Unseen::Static => "static",
             Unseen::Go => "go",
+            Unseen::IoUring => "io_uring",
         }
     }
 }
@@ -52,6 +59,14 @@ pub fn unseen_in(data: &[u8]) -> Option<Unseen> {
             .any(|s| s.name_bytes() == Ok(b"runtime.buildVersion"));
     if is_go {
         return Some(Unseen::Go);
+    }
+    let uses_liburing = elf.dynamic_symbols().any(|s| {
+        s.is_undefined()
+            && s.name_bytes()
+                .is_ok_and(|n| n.starts_with(b"io_uring_queue_init"))
+    });
+    if uses_liburing {
+        return Some(Unseen::IoUring);
     }
     let endian = elf.endian();
     let has_interp = elf

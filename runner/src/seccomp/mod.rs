@@ -33,6 +33,8 @@ pub use detect::Unseen;
 pub struct Stats {
     /// Notifications received (each one a stopped system call).
     pub notifications: u64,
+    /// Events logged.
+    pub events: u64,
     /// Events that could not be written to the log.
     pub lost_events: u64,
 }
@@ -55,6 +57,9 @@ pub fn why(plan: &Plan, program: &Path) -> Option<Why> {
 /// The running supervisor: its thread and the way to hand it new children.
 pub struct Supervisor {
     filter: Vec<libc::sock_filter>,
+    /// Why it runs: `static`, `go`, `io_uring` or `asked for`.
+    why: &'static str,
+    quiet: bool,
     tx: mpsc::Sender<notify::NewChild>,
     wake: OwnedFd,
     thread: Option<JoinHandle<Stats>>,
@@ -70,8 +75,10 @@ pub struct Armed {
 impl Supervisor {
     /// Starts the supervisor thread if `program` needs it.
     pub fn for_program(plan: &Plan, program: &Path) -> Result<Option<Supervisor>, String> {
-        let Some(why) = why(plan, program) else {
-            return Ok(None);
+        let why = match why(plan, program) {
+            Some(Why::Unseen(u)) => u.as_str(),
+            Some(Why::Asked) => "asked for",
+            None => return Ok(None),
         };
         if plan.supervise.io_uring_allowed && !plan.quiet {
             eprintln!(
@@ -79,7 +86,6 @@ impl Supervisor {
                 program.display()
             );
         }
-        let _ = why;
         let filter = filter::program(&filter::rules(plan.supervise.io_uring_allowed));
         // SAFETY: eventfd with constant flags.
         let efd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
@@ -97,6 +103,8 @@ impl Supervisor {
             .map_err(|e| format!("cannot start the seccomp supervisor: {e}"))?;
         Ok(Some(Supervisor {
             filter,
+            why,
+            quiet: plan.quiet,
             tx,
             wake,
             thread: Some(thread),
@@ -153,8 +161,9 @@ impl Supervisor {
         unsafe { libc::write(self.wake.as_raw_fd(), (&one as *const u64).cast(), 8) };
     }
 
-    /// Stops the supervisor once the job's processes are gone, and warns
-    /// about events it could not log.
+    /// Stops the supervisor once the job's processes are gone, says what
+    /// it saw (so a run shows it was supervised), and warns about events it
+    /// could not log.
     pub fn finish(mut self) -> Stats {
         drop(std::mem::replace(&mut self.tx, mpsc::channel().0));
         self.wake_up();
@@ -163,6 +172,12 @@ impl Supervisor {
             .take()
             .and_then(|t| t.join().ok())
             .unwrap_or_default();
+        if !self.quiet {
+            eprintln!(
+                "mpaudit: seccomp supervisor ({}): {} call(s) stopped, {} event(s) logged",
+                self.why, stats.notifications, stats.events
+            );
+        }
         if stats.lost_events > 0 {
             eprintln!(
                 "mpaudit: warning: the seccomp supervisor could not log {} event(s): the report is incomplete",

@@ -10,7 +10,7 @@
 //! programs, not a sandbox. `SECCOMP_IOCTL_NOTIF_ID_VALID` after reading
 //! ensures that the memory we read belonged to the stopped call's process.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -262,8 +262,9 @@ fn handle(judge: &Judge, l: &mut Listener, stats: &mut Stats) {
         return;
     }
     if let Some(line) = line {
-        if write_event(judge, l, task_ids(tid).0, &line).is_err() {
-            stats.lost_events += 1;
+        match write_event(judge, l, task_ids(tid).0, &line) {
+            Ok(()) => stats.events += 1,
+            Err(_) => stats.lost_events += 1,
         }
     }
     let resp = match answer {

@@ -11,3 +11,4 @@ mod launchers;
 mod policy;
 mod runner;
 mod symbols;
+mod seccomp;
