@@ -175,6 +175,7 @@ pub fn fixture(name: &str) -> PathBuf {
             &out,
             &[],
         ),
+        "static_calls" => cc(&["-static", "-O1"], &src.join("static_calls.c"), &out, &[]),
         "static_loops" => cc(&["-static", "-O2"], &src.join("static_loops.c"), &out, &[]),
         "uring_writer" => cc(&["-O1"], &src.join("uring_writer.c"), &out, &["-luring"]),
         "go_static" | "go_cgo" => {

@@ -175,3 +175,97 @@ e2e!(static_binaries_are_reported_as_unaudited, |dir| {
         "{listed}"
     );
 });
+
+e2e!(
+    runner_parses_every_event_the_seccomp_supervisor_writes,
+    |dir| {
+        let calls = fixture("static_calls");
+        let logs = dir.join("mpaudit-logs");
+        let exec = |args: &[&str], prog: &std::path::Path| {
+            let mut c = std::process::Command::new(&artifacts().runner);
+            c.current_dir(&dir.path)
+                .args(["exec", "-q", "--preload"])
+                .arg(lib())
+                .arg("--log-dir")
+                .arg(&logs)
+                .args(args)
+                .arg("--")
+                .arg(prog);
+            run(&mut c, DEADLINE)
+        };
+        exec(&["--workers", "2"], &calls);
+        exec(&["--action", "deny"], &calls);
+        exec(&["--outputs", "calls-*"], &calls);
+        if let Some(uring) = uring_fixture() {
+            std::fs::write(
+                dir.join("job.toml"),
+                format!(
+                    "[job]\ncommand = [{:?}]\n[audit]\nio_uring = \"allow\"\nlog_dir = {:?}\n",
+                    uring.to_str().unwrap(),
+                    logs.to_str().unwrap()
+                ),
+            )
+            .unwrap();
+            let mut c = std::process::Command::new(&artifacts().runner);
+            c.current_dir(&dir.path)
+                .args(["run", "-q", "job.toml", "--preload"])
+                .arg(lib());
+            run(&mut c, DEADLINE);
+        }
+        let (events, _) = read_events(&logs);
+        let events: Vec<Value> = events.into_iter().filter(|e| e["v"] == 1).collect();
+        for e in &events {
+            assert_eq!(e["via"], "seccomp", "{e}");
+        }
+        for op in [
+            "exec",
+            "openat",
+            "rename",
+            "mkdir",
+            "symlink",
+            "link",
+            "chmod",
+            "utimensat",
+            "truncate",
+            "unlink",
+            "rmdir",
+        ] {
+            assert!(
+                events.iter().any(|e| e["op"] == op),
+                "the logs hold a {op} event: {events:#?}"
+            );
+        }
+        for field in ["path_hex", "abs_hex", "path2", "component", "stack"] {
+            assert!(
+                events.iter().any(|e| e.get(field).is_some()),
+                "the logs hold a {field} field"
+            );
+        }
+        for action in ["denied", "logged", "none"] {
+            assert!(
+                events.iter().any(|e| e["action"] == action),
+                "an event with action {action}"
+            );
+        }
+        let out = run(
+            std::process::Command::new(&artifacts().runner)
+                .args(["report", "--format", "json"])
+                .arg(&logs),
+            DEADLINE,
+        );
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!("report JSON: {e}\n{}", String::from_utf8_lossy(&out.stderr))
+        });
+        assert_eq!(
+            report["summary"]["skipped_lines"], 0,
+            "{:#}",
+            report["summary"]
+        );
+        assert_eq!(
+            report["summary"]["events"].as_u64(),
+            Some(events.len() as u64),
+            "{:#}",
+            report["summary"]
+        );
+    }
+);
