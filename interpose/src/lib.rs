@@ -16,6 +16,7 @@ mod redirect;
 mod stack;
 mod state;
 mod sys;
+mod unseen;
 
 use libc::{c_char, c_int};
 

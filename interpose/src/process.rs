@@ -327,7 +327,11 @@ pub fn unaudited_reason(path: *const c_char) -> Option<&'static str> {
     if fd < 0 {
         return None;
     }
-    let reason = is_static_elf(fd).then_some("static");
+    let reason = if crate::unseen::is_go_elf(fd) {
+        Some("go")
+    } else {
+        is_static_elf(fd).then_some("static")
+    };
     sys::close(fd);
     reason
 }
@@ -433,6 +437,9 @@ pub fn exec(
     let mut cwd = [0u8; 4096];
     let cwd_len = sys::getcwd(&mut cwd).unwrap_or(0);
     let unaudited = unaudited_reason(exe);
+    if let Some(reason) = unaudited {
+        crate::unseen::warn_without_runner(exe_bytes, reason);
+    }
     let args = CArgv(argv);
     let event = |result, errno| Process::Exec {
         argv: &args,

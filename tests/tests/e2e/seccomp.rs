@@ -284,3 +284,81 @@ e2e!(
         assert_eq!(w[0]["worker"], 0);
     }
 );
+
+/// Without the runner, an exec of a program the preload cannot audit is
+/// logged as unaudited with its reason, and named on stderr once.
+fn exec_without_runner_is_unaudited(dir: &TestDir, prog: &Path, reason: &str) {
+    let out = run(
+        dir.audited(fixture("probe"))
+            .args(["exec", prog.to_str().unwrap()]),
+        DEADLINE,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    let want = format!("mpaudit: not audited ({reason}): {}", prog.display());
+    assert_eq!(
+        err.lines()
+            .filter(|l| l.starts_with("mpaudit: not audited"))
+            .collect::<Vec<_>>(),
+        [want.as_str()],
+        "{err}"
+    );
+    let ev = dir.events();
+    let exec = ev
+        .iter()
+        .find(|e| e["op"] == "exec" && e["result"].is_null())
+        .expect("exec event");
+    assert_eq!(
+        (&exec["audited"], &exec["reason"]),
+        (&Value::Bool(false), &Value::from(reason)),
+        "{exec}"
+    );
+}
+
+e2e!(
+    a_static_program_execed_without_the_runner_is_named_on_stderr,
+    |dir| {
+        exec_without_runner_is_unaudited(&dir, &fixture("static_writer"), "static");
+    }
+);
+
+e2e!(
+    a_dynamic_go_program_execed_without_the_runner_is_unaudited,
+    |dir| {
+        let Some(prog) = go_fixture("go_cgo") else {
+            return;
+        };
+        exec_without_runner_is_unaudited(&dir, &prog, "go");
+    }
+);
+
+e2e!(
+    a_static_go_program_execed_without_the_runner_is_unaudited,
+    |dir| {
+        let Some(prog) = go_fixture("go_static") else {
+            return;
+        };
+        exec_without_runner_is_unaudited(&dir, &prog, "go");
+    }
+);
+
+e2e!(
+    under_the_runner_an_unaudited_exec_is_reported_not_printed,
+    |dir| {
+        let prog = fixture("static_writer");
+        let script = format!("{} && echo done", prog.display());
+        let (out, report) = exec(
+            &dir,
+            &["--workers", "1"],
+            Path::new("/bin/sh"),
+            &["-c", &script],
+        );
+        assert!(out.status.code().is_some());
+        let err = std::fs::read_to_string(dir.join("mpaudit-workers/worker_0/stderr.log")).unwrap();
+        assert!(
+            !err.contains("not audited"),
+            "the program's stderr is its own: {err}"
+        );
+        let listed = report["unaudited"].to_string();
+        assert!(listed.contains("static_writer"), "{report:#}");
+    }
+);
