@@ -17,7 +17,8 @@
 //!                  the peers were measured on tmpfs; else target/bench/tmp)
 //!   --output FILE  also write the report (Markdown) to FILE
 //!   --only LIST    run only these parts, comma-separated: read, write,
-//!                  fopen, threads, true, athena, memory, report (default all)
+//!                  fopen, threads, true, athena, memory, report, seccomp
+//!                  (default all)
 //!   --debug        use the debug artifacts of the test harness (the smoke
 //!                  test: no release build; figures then mean nothing)
 
@@ -39,8 +40,8 @@ struct Opts {
 }
 
 /// The parts `--only` can name.
-const PARTS: [&str; 8] = [
-    "read", "write", "fopen", "threads", "true", "athena", "memory", "report",
+const PARTS: [&str; 9] = [
+    "read", "write", "fopen", "threads", "true", "athena", "memory", "report", "seccomp",
 ];
 
 impl Opts {
@@ -316,13 +317,20 @@ fn machine(dir: &Path) -> String {
 }
 
 fn compile_bench(out_dir: &Path) -> PathBuf {
+    compile_bench_as(out_dir, "bench", &[])
+}
+
+/// The same workloads linked with extra flags (`-static`: a program the
+/// preload cannot see, which the runner's seccomp supervisor audits).
+fn compile_bench_as(out_dir: &Path, name: &str, flags: &[&str]) -> PathBuf {
     std::fs::create_dir_all(out_dir).expect("fixture dir");
-    let out = out_dir.join("bench");
+    let out = out_dir.join(name);
     // Built under a private name and renamed into place: two benchmarks
     // running at once (the smoke tests) must never run a half-written file.
-    let tmp = out_dir.join(format!("bench.{}.tmp", std::process::id()));
+    let tmp = out_dir.join(format!("{name}.{}.tmp", std::process::id()));
     let src = workspace_root().join("tests/fixtures/bench.c");
     let st = Command::new("cc")
+        .args(flags)
         .args(["-O2", "-pthread", "-o"])
         .arg(&tmp)
         .arg(&src)
@@ -564,6 +572,84 @@ fn main() {
                 target: None,
                 ratio: None,
             });
+        }
+    }
+
+    // ---- the seccomp supervisor: the same workloads linked statically ----
+    if o.wants("seccomp") {
+        let sbench = compile_bench_as(&bench_target.join("fixtures"), "bench-static", &["-static"]);
+        let n_read = (200_000 / sc).max(1);
+        let n_write = (100_000 / sc).max(1);
+        for (name, args, target, notified) in [
+            (
+                "static read: open+close existing file",
+                vec!["read".to_string(), n_read.to_string(), "input.dat".into()],
+                Some(1.05),
+                0,
+            ),
+            (
+                "static write: create/truncate+write+close",
+                vec!["write".to_string(), n_write.to_string(), "out.root".into()],
+                None,
+                n_write,
+            ),
+        ] {
+            let (w1, b1, w2, b2, r, l) = (
+                work.clone(),
+                sbench.clone(),
+                work.clone(),
+                sbench.clone(),
+                runner.clone(),
+                lib.clone(),
+            );
+            let a1 = args.clone();
+            let logs = work.join("logs");
+            let clean = {
+                let w = work.clone();
+                move || {
+                    rm(&w.join("logs"));
+                    rm(&w.join("mpaudit-workers"));
+                }
+            };
+            let configs = vec![
+                Config {
+                    name: "bare",
+                    make: Box::new(move || {
+                        let mut c = Command::new(&b1);
+                        c.args(&a1).current_dir(&w1);
+                        Ok(quiet(c))
+                    }),
+                    ok_codes: &[0],
+                    prepare: Box::new(clean.clone()),
+                },
+                Config {
+                    name: "mpaudit exec, seccomp supervisor (end to end)",
+                    make: Box::new(move || {
+                        let mut c = Command::new(&r);
+                        c.args(["exec", "--workers", "1", "--quiet", "--preload"])
+                            .arg(&l)
+                            .arg("--log-dir")
+                            .arg(&logs)
+                            .arg("--")
+                            .arg(&b2)
+                            .args(&args)
+                            .current_dir(&w2);
+                        Ok(quiet(c))
+                    }),
+                    ok_codes: &[0, 1],
+                    prepare: Box::new(clean),
+                },
+            ];
+            let r = interleave(name, &configs, runs, &[None, target]);
+            if notified > 0 {
+                if let (Ok(b), Ok(s)) = (&r[0].samples, &r[1].samples) {
+                    notes.push(format!(
+                        "{name}: {:.1} µs per notified call under the supervisor (median difference / {notified} calls, runner start-up included)",
+                        (median(s) - median(b)) / notified as f64 * 1e6
+                    ));
+                }
+            }
+            rows.extend(r);
         }
     }
 

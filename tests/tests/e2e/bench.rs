@@ -50,6 +50,16 @@ e2e!(benchmark_runs_and_prints_every_row, |dir| {
             "no strace row for {w} in\n{text}"
         );
     }
+    for w in [
+        "static read: open+close existing file",
+        "static write: create/truncate+write+close",
+    ] {
+        assert!(has(w, "bare"), "{text}");
+        assert!(
+            has(w, "mpaudit exec, seccomp supervisor (end to end)"),
+            "{text}"
+        );
+    }
     assert!(has("true (process start-up)", "bare"), "{text}");
     assert!(
         has("true (process start-up)", "mpaudit exec -- true"),
