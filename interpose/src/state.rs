@@ -420,7 +420,7 @@ fn init_policy_dirs(saved: &mut Saved, dirs: &DirSettings) {
     if !dirs.user_allow.is_empty() {
         add(&[dirs.user_allow]);
     }
-    add(&[b"/proc/**:/sys/**"]);
+    add(&[mpaudit_core::policy::ALWAYS_ALLOWED]);
     // /dev and the temporary directory are allowed too, but outside the job
     // directory only (a job may run in /tmp or /dev/shm): see
     // `audit::is_scratch`.

@@ -145,6 +145,11 @@ impl Policy<'_> {
     }
 }
 
+/// Globs every job allows besides its own `allow` list (kernel
+/// interfaces); the log and workers directories (`<dir>/**`) come after
+/// them.
+pub const ALWAYS_ALLOWED: &[u8] = b"/proc/**:/sys/**";
+
 /// Inside /dev or the temporary directory `tmpdir` but not inside the job
 /// directory (which may itself live in /tmp or /dev/shm): scratch space and
 /// devices, whose writes are always allowed. `tmpdir` may be empty (none).

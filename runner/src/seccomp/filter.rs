@@ -19,8 +19,13 @@ const X32_SYSCALL_BIT: u32 = 0x4000_0000;
 /// (`OpenIntent::is_write`): the access mode bits, `O_CREAT`, `O_TRUNC`
 /// and `__O_TMPFILE`. An open with none of them is a read and never
 /// reaches the supervisor.
-pub const WRITE_INTENT_BITS: u32 =
-    (libc::O_WRONLY | libc::O_RDWR | libc::O_CREAT | libc::O_TRUNC | libc::O_TMPFILE) as u32;
+/// (`O_TMPFILE` is `__O_TMPFILE | O_DIRECTORY`: only its own bit counts,
+/// or every read-only `O_DIRECTORY` open would be stopped.)
+pub const WRITE_INTENT_BITS: u32 = (libc::O_WRONLY
+    | libc::O_RDWR
+    | libc::O_CREAT
+    | libc::O_TRUNC
+    | (libc::O_TMPFILE & !libc::O_DIRECTORY)) as u32;
 
 /// What the filter does with one system call number.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -213,6 +218,7 @@ mod tests {
             libc::O_RDONLY | libc::O_CREAT,
             libc::O_RDONLY | libc::O_TRUNC,
             libc::O_RDWR | libc::O_TMPFILE,
+            libc::O_WRONLY | libc::O_TMPFILE,
         ] {
             assert_eq!(openat(f), libc::SECCOMP_RET_USER_NOTIF, "{f:#o}");
         }

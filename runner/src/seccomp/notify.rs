@@ -58,6 +58,16 @@ pub struct Judge {
     log_dir: PathBuf,
 }
 
+/// The allow globs as the library builds them (interpose/src/state.rs):
+/// the job's, then the kernel interfaces, the log and workers directories.
+fn allow_list(plan: &Plan) -> String {
+    let mut v = plan.policy.allow.clone();
+    v.push(String::from_utf8_lossy(mpaudit_core::policy::ALWAYS_ALLOWED).into_owned());
+    v.push(format!("{}/**", plan.log_dir.display()));
+    v.push(format!("{}/**", plan.workers_dir.display()));
+    v.join(":")
+}
+
 impl Judge {
     pub fn new(plan: &Plan, _program: &Path) -> Judge {
         use crate::jobfile::Action as A;
@@ -73,7 +83,7 @@ impl Judge {
         Judge {
             outputs: plan.policy.outputs.join(":"),
             components: plan.policy.components.join(":"),
-            allow: plan.policy.allow.join(":"),
+            allow: allow_list(plan),
             action: match plan.policy.action {
                 A::Log => ActionSetting::Log,
                 A::Redirect => ActionSetting::Redirect,

@@ -362,3 +362,18 @@ e2e!(
         assert!(listed.contains("static_writer"), "{report:#}");
     }
 );
+
+// Regression: the supervisor judged with the job's allow globs only, not
+// the ones the library always adds (/proc, /sys, the log and workers
+// directories), so a supervised write there was a rogue write.
+e2e!(the_supervisor_allows_what_the_library_allows, |dir| {
+    let prog = fixture("static_loops");
+    std::fs::create_dir_all(dir.join("mpaudit-workers/worker_0")).unwrap();
+    for target in ["mpaudit-workers/worker_0/own.txt", "/dev/null"] {
+        let (out, report) = exec(&dir, &["--workers", "1"], &prog, &["write", "1", target]);
+        assert_eq!(exit_code(&out), 0, "{target}: {report:#}");
+    }
+    let ev = supervised_events(&dir);
+    let w = writes_to(&ev, "own.txt");
+    assert_eq!((w.len(), &w[0]["verdict"]), (1, &"allowed".into()));
+});
