@@ -480,6 +480,12 @@ impl Plan {
         s += &format!("command:     {}\n", q(&self.command));
         if let Some(p) = program {
             s += &format!("program:     {}\n", p.display());
+            if let Some(why) = crate::seccomp::why(self, p) {
+                s += &format!(
+                    "             audited by the seccomp supervisor ({})\n",
+                    why.describe()
+                );
+            }
         }
         s += &format!("mode:        {}\n", self.mode.as_str());
         s += &format!("workers:     {} ({})\n", self.workers, self.workers_source);

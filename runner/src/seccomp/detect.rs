@@ -9,8 +9,7 @@ use std::path::Path;
 use object::read::elf::{ElfFile64, ProgramHeader};
 use object::{Object, ObjectSymbol};
 
-/// Why a program needs the supervisor, as the event logs and the report
-/// name it.
+/// Why a program needs the supervisor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Unseen {
     /// No `PT_INTERP`: the loader never runs, `LD_PRELOAD` is ignored.
@@ -23,16 +22,6 @@ pub enum Unseen {
     /// fails with ENOSYS (by default) and the program falls back to
     /// ordinary system calls.
     IoUring,
-}
-
-impl Unseen {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Unseen::Static => "static",
-            Unseen::Go => "go",
-            Unseen::IoUring => "io_uring",
-        }
-    }
 }
 
 /// What the preload would miss in `path`, if it is a 64-bit ELF executable

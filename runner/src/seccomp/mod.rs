@@ -47,6 +47,18 @@ pub enum Why {
     Asked,
 }
 
+impl Why {
+    /// `static program`, `go program`, `uses io_uring`, `asked for`.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Why::Unseen(Unseen::Static) => "static program",
+            Why::Unseen(Unseen::Go) => "Go program",
+            Why::Unseen(Unseen::IoUring) => "links liburing",
+            Why::Asked => "supervise = true",
+        }
+    }
+}
+
 /// Decides whether `program` runs under the supervisor.
 pub fn why(plan: &Plan, program: &Path) -> Option<Why> {
     detect::unseen(program)
@@ -57,7 +69,7 @@ pub fn why(plan: &Plan, program: &Path) -> Option<Why> {
 /// The running supervisor: its thread and the way to hand it new children.
 pub struct Supervisor {
     filter: Vec<libc::sock_filter>,
-    /// Why it runs: `static`, `go`, `io_uring` or `asked for`.
+    /// Why it runs ([`Why::describe`]).
     why: &'static str,
     quiet: bool,
     tx: mpsc::Sender<notify::NewChild>,
@@ -75,10 +87,8 @@ pub struct Armed {
 impl Supervisor {
     /// Starts the supervisor thread if `program` needs it.
     pub fn for_program(plan: &Plan, program: &Path) -> Result<Option<Supervisor>, String> {
-        let why = match why(plan, program) {
-            Some(Why::Unseen(u)) => u.as_str(),
-            Some(Why::Asked) => "asked for",
-            None => return Ok(None),
+        let Some(why) = why(plan, program).map(Why::describe) else {
+            return Ok(None);
         };
         if plan.supervise.io_uring_allowed && !plan.quiet {
             eprintln!(

@@ -150,10 +150,11 @@ pub fn run(judge: Judge, rx: mpsc::Receiver<NewChild>, wake: OwnedFd) -> Stats {
         let mut gone = Vec::new();
         for (i, l) in listeners.iter_mut().enumerate() {
             let re = fds[1 + np + i].revents;
-            if re & libc::POLLIN != 0 {
+            let received = re & libc::POLLIN != 0 && handle(&judge, l, &mut stats);
+            if received {
                 stats.notifications += 1;
-                handle(&judge, l, &mut stats);
             } else if re & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0 {
+                // No task uses the filter any more.
                 gone.push(i);
             }
         }
@@ -249,12 +250,14 @@ enum Answer {
     Fail(i32),
 }
 
-fn handle(judge: &Judge, l: &mut Listener, stats: &mut Stats) {
+/// Receives and answers one notification; false when there was none to
+/// receive.
+fn handle(judge: &Judge, l: &mut Listener, stats: &mut Stats) -> bool {
     // SAFETY: seccomp_notif is plain data; RECV requires it zeroed.
     let mut req: libc::seccomp_notif = unsafe { std::mem::zeroed() };
     // SAFETY: RECV fills the struct it is given.
     if unsafe { libc::ioctl(l.fd.as_raw_fd(), libc::SECCOMP_IOCTL_NOTIF_RECV, &mut req) } != 0 {
-        return; // ENOENT: the caller was interrupted or died meanwhile.
+        return false; // ENOENT: the caller was interrupted or died meanwhile.
     }
     let tid = req.pid as i32;
     let (pid, ppid) = task_ids(tid);
@@ -295,7 +298,7 @@ fn handle(judge: &Judge, l: &mut Listener, stats: &mut Stats) {
         )
     } == 0;
     if !valid {
-        return;
+        return true;
     }
     if let Some(line) = line {
         match write_event(judge, l, pid, &line) {
@@ -320,6 +323,7 @@ fn handle(judge: &Judge, l: &mut Listener, stats: &mut Stats) {
     // SAFETY: SEND reads the response it is given. ENOENT: the caller was
     // interrupted meanwhile; the kernel restarts or fails the call itself.
     unsafe { libc::ioctl(l.fd.as_raw_fd(), libc::SECCOMP_IOCTL_NOTIF_SEND, &resp) };
+    true
 }
 
 /// Appends one event line to the listener's log, created on first use as
