@@ -224,22 +224,11 @@ pub fn fixture(name: &str) -> PathBuf {
 }
 
 /// A fixture that needs a tool the machine may lack (`go`, liburing's
-/// header): built if the tool is there. Without it the test fails, except
-/// that a developer may set `MPAUDIT_TESTS_ALLOW_SKIP=1` outside CI to skip
-/// such tests, loudly (`.ci/run` installs the tools; CI never skips).
+/// header): built if the tool is there; otherwise the test fails, or skips
+/// loudly under `MPAUDIT_TESTS_ALLOW_SKIP=1` ([`components::require`]).
 pub fn fixture_needing(name: &str, tool: &str, present: bool) -> Option<PathBuf> {
-    if present {
-        return Some(fixture(name));
-    }
-    let allowed = std::env::var("MPAUDIT_TESTS_ALLOW_SKIP").as_deref() == Ok("1")
-        && std::env::var_os("CI").is_none();
-    assert!(
-        allowed,
-        "fixture {name} needs {tool}, which is missing: install it (.ci/run does), \
-         or set MPAUDIT_TESTS_ALLOW_SKIP=1 to skip such tests on a developer machine"
-    );
-    eprintln!("SKIPPED: fixture {name} needs {tool}, missing (MPAUDIT_TESTS_ALLOW_SKIP=1)");
-    None
+    let problem = (!present).then(|| format!("fixture {name} needs {tool}"));
+    components::require(tool, problem).then(|| fixture(name))
 }
 
 /// The Go fixtures (tests/fixtures/go_writer): `go_static` (CGO_ENABLED=0)

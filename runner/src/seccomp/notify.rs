@@ -56,6 +56,27 @@ pub struct Judge {
     job_dir: String,
     tmpdir: String,
     log_dir: PathBuf,
+    /// Under a launcher: this runner's rank and the node name, written in
+    /// every event and in log names, as the library does.
+    rank: Option<(u32, String)>,
+}
+
+/// `uname -n`, as the library reads it.
+fn node_name() -> String {
+    // SAFETY: a zeroed utsname is valid; uname only fills it.
+    let mut uts: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid out-pointer.
+    if unsafe { libc::uname(&mut uts) } != 0 {
+        return String::new();
+    }
+    let name: Vec<u8> = uts
+        .nodename
+        .iter()
+        .take_while(|&&c| c != 0)
+        .take(64)
+        .map(|&c| c as u8)
+        .collect();
+    String::from_utf8_lossy(&name).into_owned()
 }
 
 /// The allow globs as the library builds them (interpose/src/state.rs):
@@ -64,7 +85,7 @@ fn allow_list(plan: &Plan) -> String {
     let mut v = plan.policy.allow.clone();
     v.push(String::from_utf8_lossy(mpaudit_core::policy::ALWAYS_ALLOWED).into_owned());
     v.push(format!("{}/**", plan.log_dir.display()));
-    v.push(format!("{}/**", plan.workers_dir.display()));
+    v.push(format!("{}/**", plan.shared_workers_dir.display()));
     v.join(":")
 }
 
@@ -92,6 +113,7 @@ impl Judge {
             job_dir: plan.job_dir.display().to_string(),
             tmpdir,
             log_dir: plan.log_dir.clone(),
+            rank: plan.rank.map(|r| (r, node_name())),
         }
     }
 
@@ -237,11 +259,12 @@ fn recv_fd(sock: RawFd) -> Option<OwnedFd> {
 }
 
 /// The task whose call is stopped, and its worker.
-struct Caller {
+struct Caller<'j> {
     tid: i32,
     pid: i32,
     ppid: i32,
     worker: Option<u32>,
+    rank: Option<&'j (u32, String)>,
 }
 
 /// What to answer a stopped call.
@@ -266,6 +289,7 @@ fn handle(judge: &Judge, l: &mut Listener, stats: &mut Stats) -> bool {
         pid,
         ppid,
         worker: l.worker,
+        rank: judge.rank.as_ref(),
     };
     let args = req.data.args;
     let (answer, line) = match Call::of(req.data.nr as i64) {
@@ -330,7 +354,17 @@ fn handle(judge: &Judge, l: &mut Listener, stats: &mut Stats) -> bool {
 /// `mpaudit-<pid>-<ns>.jsonl` (the name the report looks for).
 fn write_event(judge: &Judge, l: &mut Listener, pid: i32, line: &[u8]) -> std::io::Result<()> {
     if l.log.is_none() {
-        let name = format!("mpaudit-{pid}-{}.jsonl", now_ns());
+        let launcher = match &judge.rank {
+            Some((rank, node)) => {
+                let node: String = node
+                    .bytes()
+                    .map(|b| mpaudit_core::launcher::file_name_byte(b) as char)
+                    .collect();
+                format!("{node}-r{rank}-")
+            }
+            None => String::new(),
+        };
+        let name = format!("mpaudit-{launcher}{pid}-{}.jsonl", now_ns());
         let f = std::fs::OpenOptions::new()
             .append(true)
             .create_new(true)
@@ -596,6 +630,10 @@ fn common(c: &Caller, kind: &str, op: &str) -> Map<String, Value> {
     e.insert("ppid".into(), json!(c.ppid));
     e.insert("tid".into(), json!(c.tid));
     e.insert("worker".into(), json!(c.worker));
+    if let Some((rank, node)) = c.rank {
+        e.insert("rank".into(), json!(rank));
+        e.insert("node".into(), json!(node));
+    }
     e
 }
 

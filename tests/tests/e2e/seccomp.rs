@@ -377,3 +377,53 @@ e2e!(the_supervisor_allows_what_the_library_allows, |dir| {
     let w = writes_to(&ev, "own.txt");
     assert_eq!((w.len(), &w[0]["verdict"]), (1, &"allowed".into()));
 });
+
+// Under a launcher the supervisor's events and log names carry the rank
+// and the node, as the library's do, in the rank's own log directory.
+e2e!(a_supervised_rank_logs_its_rank_and_node, |dir| {
+    let prog = fixture("static_writer");
+    let mut c = Command::new(&artifacts().runner);
+    c.current_dir(&dir.path)
+        .args(["exec", "--format", "json", "--workers", "1", "--preload"])
+        .arg(lib())
+        .arg("--")
+        .arg(&prog)
+        .env("PMI_RANK", "3")
+        .env("PMI_SIZE", "1");
+    let out = run(&mut c, DEADLINE);
+    assert_eq!(exit_code(&out), 1, "{}", stdout(&out));
+    let logs = dir.join("mpaudit-logs/rank_3");
+    let node = String::from_utf8(run_ok(&mut Command::new("uname").arg("-n")).stdout).unwrap();
+    let node = node.trim();
+    let names: Vec<String> = std::fs::read_dir(&logs)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".jsonl"))
+        .collect();
+    assert_eq!(names.len(), 1, "{names:?}");
+    let safe: String = node
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    assert!(
+        names[0].starts_with(&format!("mpaudit-{safe}-r3-")),
+        "{names:?}"
+    );
+    let ev: Vec<Value> = read_events(&logs)
+        .0
+        .into_iter()
+        .filter(|e| e["v"] == 1)
+        .collect();
+    let w = writes_to(&ev, "static-out.txt");
+    assert_eq!(w.len(), 1);
+    assert_eq!(
+        (&w[0]["rank"], &w[0]["node"], &w[0]["worker"]),
+        (&3.into(), &node.into(), &0.into())
+    );
+});
