@@ -393,7 +393,7 @@ e2e!(a_supervised_rank_logs_its_rank_and_node, |dir| {
     let out = run(&mut c, DEADLINE);
     assert_eq!(exit_code(&out), 1, "{}", stdout(&out));
     let logs = dir.join("mpaudit-logs/rank_3");
-    let node = String::from_utf8(run_ok(&mut Command::new("uname").arg("-n")).stdout).unwrap();
+    let node = String::from_utf8(run_ok(Command::new("uname").arg("-n")).stdout).unwrap();
     let node = node.trim();
     let names: Vec<String> = std::fs::read_dir(&logs)
         .unwrap()
