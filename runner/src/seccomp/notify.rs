@@ -559,7 +559,7 @@ fn access(
     e.insert("result".into(), result);
     e.insert("errno".into(), errno);
     // The only frame the supervisor knows is the program itself.
-    let frame = json!({"object": String::from_utf8_lossy(&exe), "symbol": null});
+    let frame = json!({"object": String::from_utf8_lossy(&exe), "vaddr": null});
     e.insert("component".into(), frame.clone());
     e.insert("stack".into(), json!([frame]));
     e.insert("verdict".into(), json!(verdict.as_str()));

@@ -10,5 +10,5 @@ mod interpose;
 mod launchers;
 mod policy;
 mod runner;
-mod symbols;
 mod seccomp;
+mod symbols;
