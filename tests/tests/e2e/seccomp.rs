@@ -9,18 +9,25 @@ use serde_json::Value;
 use std::path::Path;
 use std::process::{Command, Output};
 
-/// `mpaudit exec --format json ARGS -- PROG PROG_ARGS` in `dir`.
+/// `mpaudit exec --format json --report FILE ARGS -- PROG PROG_ARGS` in
+/// `dir`: the program's own output (one worker: its very streams) and the
+/// report.
 fn exec(dir: &TestDir, args: &[&str], prog: &Path, prog_args: &[&str]) -> (Output, Value) {
+    let report_file = dir.join("report.json");
+    let _ = std::fs::remove_file(&report_file);
     let mut c = Command::new(&artifacts().runner);
     c.current_dir(&dir.path)
-        .args(["exec", "--format", "json", "--preload"])
+        .args(["exec", "--format", "json", "--report"])
+        .arg(&report_file)
+        .arg("--preload")
         .arg(lib())
         .args(args)
         .arg("--")
         .arg(prog)
         .args(prog_args);
     let out = run(&mut c, DEADLINE);
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+    let text = std::fs::read(&report_file).unwrap_or_default();
+    let report: Value = serde_json::from_slice(&text).unwrap_or_else(|e| {
         panic!(
             "report is not JSON ({e}): stdout={} stderr={}",
             stdout(&out),
@@ -185,7 +192,7 @@ fn go_writes_are_denied(dir: &TestDir, name: &str) {
     assert_eq!(exit_code(&out), 3, "{report:#}");
     assert_eq!(report["summary"]["rogue_writes"], 1);
     assert_eq!(report["workers"][0]["exit_code"], 3, "{report:#}");
-    let err = std::fs::read_to_string(dir.join("mpaudit-workers/worker_0/stderr.log")).unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("permission denied"), "{err}");
     assert!(!dir.join("go-out.txt").exists());
 }
@@ -222,10 +229,8 @@ e2e!(
         std::fs::remove_file(dir.join("uring-out.txt")).unwrap();
         let (out, report) = exec(&dir, &["--workers", "1"], &prog, &[]);
         assert_eq!(exit_code(&out), 1, "{report:#}");
-        let said =
-            std::fs::read_to_string(dir.join("mpaudit-workers/worker_0/stdout.log")).unwrap();
         assert_eq!(
-            said.trim(),
+            stdout(&out).trim(),
             "io_uring unavailable: Function not implemented; fallback openat"
         );
         assert_eq!(
@@ -353,7 +358,7 @@ e2e!(
             &["-c", &script],
         );
         assert!(out.status.code().is_some());
-        let err = std::fs::read_to_string(dir.join("mpaudit-workers/worker_0/stderr.log")).unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
         assert!(
             !err.contains("not audited"),
             "the program's stderr is its own: {err}"
@@ -384,7 +389,7 @@ e2e!(a_supervised_rank_logs_its_rank_and_node, |dir| {
     let prog = fixture("static_writer");
     let mut c = Command::new(&artifacts().runner);
     c.current_dir(&dir.path)
-        .args(["exec", "--format", "json", "--workers", "1", "--preload"])
+        .args(["exec", "-q", "--workers", "1", "--preload"])
         .arg(lib())
         .arg("--")
         .arg(&prog)
