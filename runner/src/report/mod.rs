@@ -1,0 +1,13 @@
+//! The report (docs/report.md), in the shape of ripgrep's printers: its
+//! model ([`model`]), the aggregation of events into it ([`aggregate`]), the
+//! exit status decided from it ([`status`]), and its renderers ([`text`],
+//! [`json`]).
+
+mod aggregate;
+mod json;
+mod model;
+mod status;
+mod text;
+
+pub use aggregate::{read_logs, Aggregator};
+pub use model::*;
