@@ -316,16 +316,18 @@ pub fn read_file(path: &Path, f: impl FnMut(&Event<'_>)) -> std::io::Result<Read
 
 /// `mpaudit-<pid>-<ns>.jsonl`
 pub fn is_log_name(name: &str) -> bool {
-    let Some(mid) = name
-        .strip_prefix("mpaudit-")
-        .and_then(|s| s.strip_suffix(".jsonl"))
-    else {
-        return false;
-    };
-    let mut parts = mid.split('-');
-    let ok =
-        |p: Option<&str>| p.is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
-    ok(parts.next()) && ok(parts.next()) && parts.next().is_none()
+    log_name_parts(name).is_some()
+}
+
+/// The pid and load time (ns) in a log's name, `mpaudit-<pid>-<ns>.jsonl`.
+pub fn log_name_parts(name: &str) -> Option<(i64, u128)> {
+    let mid = name.strip_prefix("mpaudit-")?.strip_suffix(".jsonl")?;
+    let (pid, ns) = mid.split_once('-')?;
+    let digits = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
+    if !digits(pid) || !digits(ns) {
+        return None;
+    }
+    Some((pid.parse().ok()?, ns.parse().ok()?))
 }
 
 /// Every log file under `dir`, recursively, sorted.

@@ -28,6 +28,7 @@ pub enum Source {
         outputs: Vec<String>,
         components: Vec<String>,
         allow: Vec<String>,
+        allow_conflicts: Vec<String>,
         seed: Option<u64>,
     },
 }
@@ -48,6 +49,9 @@ pub struct Policy {
     pub outputs: Vec<String>,
     pub components: Vec<String>,
     pub allow: Vec<String>,
+    /// `[audit] allow_conflicts` / `--allow-conflicts`: judged by the
+    /// report only (never sent to the library).
+    pub allow_conflicts: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -158,6 +162,7 @@ pub fn build(source: &Source, opts: &RunOpts, ctx: &Context) -> Result<Plan, Str
                 outputs: a.outputs.clone().unwrap_or_default(),
                 components: a.components.clone().unwrap_or_default(),
                 allow: a.allow.clone().unwrap_or_default(),
+                allow_conflicts: a.allow_conflicts.clone().unwrap_or_default(),
             };
             workers_dir = resolve(
                 &job_dir,
@@ -175,6 +180,7 @@ pub fn build(source: &Source, opts: &RunOpts, ctx: &Context) -> Result<Plan, Str
             outputs,
             components,
             allow,
+            allow_conflicts,
             seed: s,
         } => {
             if c.is_empty() {
@@ -194,6 +200,7 @@ pub fn build(source: &Source, opts: &RunOpts, ctx: &Context) -> Result<Plan, Str
                 outputs: outputs.clone(),
                 components: components.clone(),
                 allow: allow.clone(),
+                allow_conflicts: allow_conflicts.clone(),
             };
             workers_dir = job_dir.join(DEFAULT_WORKERS_DIR);
             log_dir = job_dir.join(DEFAULT_LOG_DIR);
@@ -245,6 +252,9 @@ pub fn build(source: &Source, opts: &RunOpts, ctx: &Context) -> Result<Plan, Str
                 ));
             }
         }
+    }
+    if policy.allow_conflicts.iter().any(String::is_empty) {
+        return Err("allow_conflicts: empty glob".into());
     }
     for k in env.keys() {
         if k.is_empty() || k.contains('=') || k.contains('\0') {
@@ -398,6 +408,12 @@ impl Plan {
         s += &format!("  outputs:    {}\n", list(&self.policy.outputs));
         s += &format!("  components: {}\n", list(&self.policy.components));
         s += &format!("  allow:      {}\n", list(&self.policy.allow));
+        if !self.policy.allow_conflicts.is_empty() {
+            s += &format!(
+                "  allow conflicts: {}\n",
+                list(&self.policy.allow_conflicts)
+            );
+        }
         if !self.merge.is_empty() || self.merge_dir.is_some() {
             s += "merge:\n";
             for r in &self.merge {
@@ -598,6 +614,7 @@ mod tests {
             outputs: vec!["*.root".into()],
             components: vec![],
             allow: vec![],
+            allow_conflicts: vec![],
             seed: Some(1),
         };
         let p = build(&s, &opts(), &ctx(&[])).unwrap();

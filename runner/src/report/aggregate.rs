@@ -11,7 +11,6 @@ use std::path::PathBuf;
 use crate::events::{Event, Kind, ReadStats, Taken, Verdict};
 
 use super::model::*;
-use super::status::exit_code;
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 struct WhoSet(Vec<Who>);
@@ -49,8 +48,83 @@ struct PathUse {
     readers: WhoSet,
 }
 
-/// Per path of a rogue group: count, workers, actions taken.
-type PathAgg = (u64, WhoSet, BTreeMap<&'static str, u64>);
+/// Per path of a rogue group: count, workers, actions taken, and the calls
+/// that wrote it.
+#[derive(Debug, Default)]
+struct PathAgg {
+    count: u64,
+    workers: WhoSet,
+    actions: BTreeMap<&'static str, u64>,
+    calls: Vec<CallAgg>,
+}
+
+/// One kind of call on a rogue path: the operation, the path's role in it
+/// and, for a two-path call, the other path (the first one seen).
+#[derive(Debug)]
+struct CallAgg {
+    op: String,
+    role: Option<Role>,
+    count: u64,
+    counterpart: Option<String>,
+}
+
+impl PathAgg {
+    fn add_call(&mut self, op: &str, role: Option<Role>, counterpart: Option<&str>, n: u64) {
+        match self.calls.iter_mut().find(|c| c.role == role && c.op == op) {
+            Some(c) => {
+                c.count += n;
+                if c.counterpart.is_none() {
+                    c.counterpart = counterpart.map(str::to_string);
+                }
+            }
+            None => self.calls.push(CallAgg {
+                op: op.to_string(),
+                role,
+                count: n,
+                counterpart: counterpart.map(str::to_string),
+            }),
+        }
+    }
+}
+
+/// The shape of an access call: which of its paths it writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    /// One path (open, unlink, truncate, mkdir, …), written when a write.
+    Single,
+    /// rename: the source disappears, the destination appears.
+    Rename,
+    /// link: the source is only looked at; the destination is created.
+    Link,
+    /// symlink: the source is the link's text, never touched; the
+    /// destination (the link) is created.
+    Symlink,
+}
+
+impl Shape {
+    fn of(op: &str) -> Shape {
+        if op.starts_with("rename") {
+            Shape::Rename
+        } else if op.starts_with("symlink") {
+            Shape::Symlink
+        } else if op.starts_with("link") {
+            Shape::Link
+        } else {
+            Shape::Single
+        }
+    }
+}
+
+/// Failed calls that a rogue write would have been, per path: nothing was
+/// written (docs/report.md, "attempts").
+#[derive(Debug, Default)]
+struct AttemptAgg {
+    count: u64,
+    workers: WhoSet,
+    /// (op, errno) → count.
+    calls: BTreeMap<(String, String), u64>,
+    object: Option<String>,
+}
 
 #[derive(Debug, Default)]
 struct RogueAgg {
@@ -79,6 +153,7 @@ pub struct WorkerCounts {
 pub struct Aggregator {
     pub stats: ReadStats,
     paths: HashMap<String, PathUse>,
+    attempts: HashMap<String, AttemptAgg>,
     rogue: HashMap<(String, Option<String>), RogueAgg>,
     /// Sorted by path for the report; a `HashMap` while folding events in.
     redirected: HashMap<String, BTreeMap<Who, BTreeSet<String>>>,
@@ -93,12 +168,12 @@ pub struct Aggregator {
     pub unclassified_writes: u64,
 }
 
-/// Paths that are never a clobber: devices, kernel interfaces.
+/// Paths that are never a clobber: device files and kernel interfaces.
+/// `/dev/shm` holds real files, shared between processes: not ignored.
 fn ignorable(path: &str) -> bool {
-    ["/dev/", "/proc/", "/sys/"]
-        .iter()
-        .any(|p| path.starts_with(p))
-        || path == "/dev/null"
+    (path.starts_with("/dev/") && !path.starts_with("/dev/shm/"))
+        || path.starts_with("/proc/")
+        || path.starts_with("/sys/")
 }
 
 /// Calls `f` with `map[key]`, inserted (the key copied, the value default)
@@ -204,10 +279,23 @@ impl Aggregator {
             a.workers.extend(&b.workers);
             add_counts(&mut a.actions, b.actions);
             merge_maps(&mut a.paths, b.paths, |a, b| {
-                a.0 += b.0;
-                a.1.extend(&b.1);
-                add_counts(&mut a.2, b.2);
+                a.count += b.count;
+                a.workers.extend(&b.workers);
+                add_counts(&mut a.actions, b.actions);
+                for c in b.calls {
+                    a.add_call(&c.op, c.role, c.counterpart.as_deref(), c.count);
+                }
             });
+        });
+        merge_maps(&mut self.attempts, o.attempts, |a, b| {
+            a.count += b.count;
+            a.workers.extend(&b.workers);
+            for (k, n) in b.calls {
+                *a.calls.entry(k).or_default() += n;
+            }
+            if a.object.is_none() {
+                a.object = b.object;
+            }
         });
         merge_maps(&mut self.redirected, o.redirected, |a, b| {
             for (w, ts) in b {
@@ -277,8 +365,39 @@ impl Aggregator {
         if write && ev.verdict.is_none() {
             self.unclassified_writes += 1;
         }
-        let shown_path = ev.abs.as_deref().or(ev.path.as_deref()).unwrap_or_default();
-        if ev.verdict == Some(Verdict::Rogue) {
+        let shape = Shape::of(&ev.op);
+        let first_path = ev.abs.as_deref().or(ev.path.as_deref()).unwrap_or_default();
+        let second_path = ev.abs2.as_deref().or(ev.path2.as_deref());
+        // Creating a directory overwrites nothing (docs/policy.md).
+        let makes_directory = ev.op == "mkdir" || ev.op == "mkdirat";
+        // The call failed by itself (not because the policy refused it):
+        // it wrote nothing, an attempt rather than a write.
+        let attempt = !ev.succeeded() && !matches!(action, Taken::Denied | Taken::RedirectFailed);
+        if ev.verdict == Some(Verdict::Rogue) && !makes_directory && attempt {
+            let shown = match shape {
+                Shape::Link | Shape::Symlink => second_path.unwrap_or(first_path),
+                _ => first_path,
+            };
+            let comp = ev.component.as_ref().and_then(|c| c.object.as_deref());
+            with_slot(&mut self.attempts, shown, |a| {
+                a.count += 1;
+                a.workers.insert(who);
+                let errno = ev.errno.as_deref().unwrap_or("?");
+                match a
+                    .calls
+                    .iter_mut()
+                    .find(|((o, e), _)| *o == *ev.op && e == errno)
+                {
+                    Some((_, n)) => *n += 1,
+                    None => {
+                        a.calls.insert((ev.op.to_string(), errno.to_string()), 1);
+                    }
+                }
+                if a.object.is_none() {
+                    a.object = comp.map(str::to_string);
+                }
+            });
+        } else if ev.verdict == Some(Verdict::Rogue) && !makes_directory {
             self.rogue_writes += 1;
             if let Some(c) = self.per_worker.get_mut(&who) {
                 c.rogue += 1;
@@ -289,6 +408,23 @@ impl Aggregator {
                     .unwrap_or("(unknown)"),
                 comp.and_then(|c| c.symbol.as_deref()),
             );
+            // The paths the call wrote, each with its role and the other
+            // path: a symlink's text and a link's source are not written.
+            let written: [Option<(&str, Option<Role>, Option<&str>)>; 2] = match shape {
+                Shape::Single => [Some((first_path, None, None)), None],
+                Shape::Rename => [
+                    Some((first_path, Some(Role::Source), second_path)),
+                    second_path.map(|p2| (p2, Some(Role::Destination), Some(first_path))),
+                ],
+                Shape::Link | Shape::Symlink => [
+                    Some((
+                        second_path.unwrap_or(first_path),
+                        Some(Role::Destination),
+                        Some(first_path),
+                    )),
+                    None,
+                ],
+            };
             with_slot(&mut self.rogue, key, |g| {
                 g.events += 1;
                 if action.unmitigated() {
@@ -296,33 +432,74 @@ impl Aggregator {
                 }
                 g.workers.insert(who);
                 *g.actions.entry(action.as_str()).or_default() += 1;
-                with_slot(&mut g.paths, shown_path, |p| {
-                    p.0 += 1;
-                    p.1.insert(who);
-                    *p.2.entry(action.as_str()).or_default() += 1;
-                });
+                for (path, role, other) in written.into_iter().flatten() {
+                    with_slot(&mut g.paths, path, |p| {
+                        p.count += 1;
+                        p.workers.insert(who);
+                        *p.actions.entry(action.as_str()).or_default() += 1;
+                        p.add_call(&ev.op, role, other, 1);
+                    });
+                }
             });
         }
-        if action == Taken::Redirected {
-            if let Some(t) = ev.target.as_deref() {
-                with_slot(&mut self.redirected, shown_path, |per| {
+        let redirected = action == Taken::Redirected;
+        // The event's `target` belongs to the path the call writes first:
+        // a link's or symlink's destination, else the first path.
+        let (target_of, target) = match shape {
+            Shape::Link | Shape::Symlink => {
+                (second_path.unwrap_or(first_path), ev.target.as_deref())
+            }
+            _ => (first_path, ev.target.as_deref()),
+        };
+        // A redirected rename of a rogue write moves the worker's copy to
+        // the worker's copy of the destination (both paths are redirected;
+        // the event names the source's target only).
+        let destination_redirected =
+            redirected && shape == Shape::Rename && ev.verdict == Some(Verdict::Rogue);
+        if redirected {
+            if let Some(t) = target {
+                with_slot(&mut self.redirected, target_of, |per| {
                     let ts = per.entry(who).or_default();
                     if !ts.contains(t) {
                         ts.insert(t.to_string());
                     }
                 });
             }
+            if let (true, Some(p2)) = (destination_redirected && ev.succeeded(), second_path) {
+                with_slot(&mut self.redirected, p2, |per| {
+                    per.entry(who).or_default();
+                });
+            }
         }
-        if !ev.succeeded() || ev.op == "mkdir" || ev.op == "rmdir" {
+        if !ev.succeeded() || makes_directory || ev.op == "rmdir" {
             return;
         }
-        // Where the bytes really went: a redirected write is not a clobber.
-        let first = if write && action == Taken::Redirected {
-            ev.target.as_deref()
-        } else {
-            ev.abs.as_deref()
+        // Where the bytes really went: a redirected access is not one of
+        // the shared file.
+        let (first, second) = match shape {
+            Shape::Single | Shape::Rename => {
+                let first = if redirected {
+                    target
+                } else {
+                    ev.abs.as_deref()
+                };
+                let second = if shape == Shape::Rename && !destination_redirected {
+                    ev.abs2.as_deref()
+                } else {
+                    None
+                };
+                (first, second)
+            }
+            // The source is only looked at (link) or not at all (symlink).
+            Shape::Link | Shape::Symlink => (
+                None,
+                if redirected {
+                    target
+                } else {
+                    ev.abs2.as_deref()
+                },
+            ),
         };
-        let second = if write { ev.abs2.as_deref() } else { None };
         for p in [first, second].into_iter().flatten() {
             if ignorable(p) {
                 continue;
@@ -433,18 +610,22 @@ pub fn read_logs(
     failed
 }
 
+/// The event-derived sections of the report, sorted for the reader.
+#[derive(Debug, Default)]
+pub struct Sections {
+    pub rogue: Vec<RogueGroup>,
+    pub attempts: Vec<Attempt>,
+    pub conflicts: Vec<Conflict>,
+    pub overlaps: Vec<Conflict>,
+    pub redirected: Vec<Redirect>,
+    pub averted: Vec<Conflict>,
+    pub unaudited: Vec<Unaudited>,
+}
+
 impl Aggregator {
     /// The event-derived sections, sorted for the reader: rogue components
-    /// worst first, clobbers before write-read conflicts.
-    pub fn sections(
-        &self,
-        l: &Labels,
-    ) -> (
-        Vec<RogueGroup>,
-        Vec<Conflict>,
-        Vec<Redirect>,
-        Vec<Unaudited>,
-    ) {
+    /// worst first, clobbers by reach.
+    pub fn sections(&self, l: &Labels) -> Sections {
         let mut rogue: Vec<RogueGroup> = self
             .rogue
             .iter()
@@ -452,11 +633,25 @@ impl Aggregator {
                 let mut paths: Vec<RoguePath> = g
                     .paths
                     .iter()
-                    .map(|(p, (n, ws, acts))| RoguePath {
-                        path: l.path(p),
-                        count: *n,
-                        workers: l.whos(ws),
-                        actions: acts.clone(),
+                    .map(|(p, a)| {
+                        let mut calls: Vec<CallUse> = a
+                            .calls
+                            .iter()
+                            .map(|c| CallUse {
+                                op: c.op.clone(),
+                                role: c.role,
+                                count: c.count,
+                                counterpart: c.counterpart.as_deref().map(|p| l.path(p)),
+                            })
+                            .collect();
+                        calls.sort_by(|a, b| b.count.cmp(&a.count).then(a.op.cmp(&b.op)));
+                        RoguePath {
+                            path: l.path(p),
+                            count: a.count,
+                            workers: l.whos(&a.workers),
+                            actions: a.actions.clone(),
+                            calls,
+                        }
                     })
                     .collect();
                 paths.sort_by(|a, b| {
@@ -490,14 +685,40 @@ impl Aggregator {
                 .then(a.symbol.cmp(&b.symbol))
         });
 
+        let mut attempts: Vec<Attempt> = self
+            .attempts
+            .iter()
+            .map(|(p, a)| Attempt {
+                path: l.path(p),
+                count: a.count,
+                workers: l.whos(&a.workers),
+                calls: a
+                    .calls
+                    .iter()
+                    .map(|((op, errno), n)| AttemptCall {
+                        op: op.clone(),
+                        errno: errno.clone(),
+                        count: *n,
+                    })
+                    .collect(),
+                object: a.object.as_deref().map(|o| l.path(o)),
+            })
+            .collect();
+        attempts.sort_by(|a, b| b.count.cmp(&a.count).then(a.path.cmp(&b.path)));
+
         let mut conflicts = Vec::new();
+        let mut overlaps = Vec::new();
         for (p, u) in &self.paths {
+            if l.is_own(p) {
+                continue;
+            }
             if u.writers.len() > 1 {
                 conflicts.push(Conflict {
                     path: l.path(p),
                     kind: "clobber",
                     writers: l.whos(&u.writers),
                     readers: l.whos(&u.readers),
+                    resolution: l.conflict_allowed(p).then_some("allowed"),
                 });
             } else if let Some(w) = u.writers.iter().next() {
                 // A worker's output read by someone else. The root writing
@@ -505,26 +726,29 @@ impl Aggregator {
                 if w.worker.is_some() && u.readers.iter().any(|r| r != w) {
                     let readers: BTreeSet<Who> =
                         u.readers.iter().filter(|r| *r != w).copied().collect();
-                    conflicts.push(Conflict {
+                    overlaps.push(Conflict {
                         path: l.path(p),
                         kind: "write-read",
                         writers: l.whos(&u.writers),
                         readers: l.whos(&readers),
+                        resolution: None,
                     });
                 }
             }
         }
-        conflicts.sort_by(|a, b| {
-            (a.kind != "clobber")
-                .cmp(&(b.kind != "clobber"))
-                .then(b.writers.len().cmp(&a.writers.len()))
+        let by_reach = |a: &Conflict, b: &Conflict| {
+            b.writers
+                .len()
+                .cmp(&a.writers.len())
                 .then(a.path.cmp(&b.path))
-        });
+        };
+        conflicts.sort_by(by_reach);
+        overlaps.sort_by(by_reach);
 
-        let mut redirected: Vec<_> = self.redirected.iter().collect();
-        redirected.sort_unstable_by_key(|(orig, _)| *orig);
-        let redirected = redirected
-            .into_iter()
+        let mut originals: Vec<_> = self.redirected.iter().collect();
+        originals.sort_unstable_by_key(|(orig, _)| *orig);
+        let redirected = originals
+            .iter()
             .map(|(orig, per)| Redirect {
                 original: l.path(orig),
                 targets: per
@@ -535,6 +759,19 @@ impl Aggregator {
                         target: l.path(t),
                     })
                     .collect(),
+            })
+            .collect();
+        // The clobbers redirection averted: originals redirected in more
+        // than one worker.
+        let averted = originals
+            .iter()
+            .filter(|(_, per)| per.len() > 1)
+            .map(|(orig, per)| Conflict {
+                path: l.path(orig),
+                kind: "clobber",
+                writers: l.whos(per.keys()),
+                readers: Vec::new(),
+                resolution: Some("redirected"),
             })
             .collect();
 
@@ -550,53 +787,47 @@ impl Aggregator {
             })
             .collect();
         unaudited.sort_by(|a, b| b.count.cmp(&a.count).then(a.exe.cmp(&b.exe)));
-        (rogue, conflicts, redirected, unaudited)
+        Sections {
+            rogue,
+            attempts,
+            conflicts,
+            overlaps,
+            redirected,
+            averted,
+            unaudited,
+        }
     }
 }
 
 impl Report {
-    /// Fills the event sections and the summary's counts from `agg`.
+    /// Fills the event sections and the summary's counts from `agg`. The
+    /// exit status is decided later, once, by [`Report::conclude`].
     pub fn fill(&mut self, agg: &Aggregator, l: &Labels) {
-        let (rogue, conflicts, redirected, unaudited) = agg.sections(l);
+        let sec = agg.sections(l);
         let s = &mut self.summary;
         s.log_files = agg.stats.files;
         s.events = agg.stats.events;
         s.skipped_lines = agg.stats.skipped;
         s.skipped_examples = agg.stats.examples.clone();
         s.rogue_writes = agg.rogue_writes;
-        s.rogue_components = rogue.len();
-        s.conflicts = conflicts.len();
-        s.redirected_paths = redirected.len();
-        s.unaudited = unaudited.len();
+        s.rogue_components = sec.rogue.len();
+        s.attempts = sec.attempts.iter().map(|a| a.count).sum();
+        s.conflicts = sec.conflicts.len();
+        s.overlaps = sec.overlaps.len();
+        s.redirected_paths = sec.redirected.len();
+        s.unaudited = sec.unaudited.len();
         s.unclassified_writes = agg.unclassified_writes;
-        s.exit_code = exit_code(s.job_failed, agg.rogue_writes);
-        s.status = match s.exit_code {
-            0 => "ok",
-            1 => "rogue writes",
-            _ => "job failed",
-        }
-        .into();
-        self.rogue = rogue;
-        self.conflicts = conflicts;
-        self.averted = redirected
-            .iter()
-            .filter_map(|r| {
-                let mut ws: Vec<String> = r.targets.iter().map(|t| t.worker.clone()).collect();
-                ws.dedup();
-                (ws.len() > 1).then(|| Conflict {
-                    path: r.original.clone(),
-                    kind: "clobber",
-                    writers: ws,
-                    readers: Vec::new(),
-                })
-            })
-            .collect();
-        self.summary.averted = self.averted.len();
-        self.redirected = redirected;
-        self.unaudited = unaudited;
+        s.averted = sec.averted.len();
+        self.rogue = sec.rogue;
+        self.attempts = sec.attempts;
+        self.conflicts = sec.conflicts;
+        self.overlaps = sec.overlaps;
+        self.averted = sec.averted;
+        self.redirected = sec.redirected;
+        self.unaudited = sec.unaudited;
     }
 
-    /// Adds the merges; a failed or refused one makes the exit status 3.
+    /// Adds the merges (a failed or refused one makes the exit status 3).
     pub fn set_merges(&mut self, outcomes: &[crate::merge::Outcome], l: &Labels) {
         self.merges = outcomes
             .iter()
@@ -623,10 +854,6 @@ impl Report {
         let s = &mut self.summary;
         s.merges = self.merges.len();
         s.merge_failures = outcomes.iter().filter(|o| o.status.is_failure()).count();
-        if s.merge_failures > 0 && s.exit_code != 3 {
-            s.exit_code = 3;
-            s.status = "merge failed".into();
-        }
     }
 }
 
@@ -634,6 +861,7 @@ impl Report {
 mod tests {
     use super::*;
     use crate::events::parse_line;
+    use crate::report::status::Coverage;
 
     fn access(worker: Option<u64>, op: &str, abs: &str, mode: &str, extra: &str) -> Event<'static> {
         let w = worker.map(|k| k.to_string()).unwrap_or("null".into());
@@ -658,15 +886,8 @@ mod tests {
         Labels {
             job_dir: Some(PathBuf::from("/job")),
             sources: vec!["logs".into()],
+            ..Default::default()
         }
-    }
-
-    #[test]
-    fn exit_codes() {
-        assert_eq!(exit_code(false, 0), 0);
-        assert_eq!(exit_code(false, 3), 1);
-        assert_eq!(exit_code(true, 0), 3);
-        assert_eq!(exit_code(true, 3), 3);
     }
 
     #[test]
@@ -702,7 +923,7 @@ mod tests {
                 &rogue(2, "/job/h.root", "/opt/libHist.so", "_Z4hist", "redirected"),
             );
         }
-        let (r, _, _, _) = a.sections(&labels());
+        let Sections { rogue: r, .. } = a.sections(&labels());
         assert_eq!(r.len(), 2);
         assert_eq!(r[0].object, "lib/libLegacyAlg.so");
         assert_eq!(r[0].demangled.as_deref(), Some("LegacyAlg::execute()"));
@@ -738,12 +959,16 @@ mod tests {
         failed.errno = Some("EACCES".into());
         a.add(0, &failed);
         a.add(0, &access(Some(3), "openat", "/job/out2.root", "write", ""));
-        let (_, c, _, _) = a.sections(&labels());
-        assert_eq!(c.len(), 2, "{c:?}");
+        let sec = a.sections(&labels());
+        let c = &sec.conflicts;
+        assert_eq!(c.len(), 1, "{c:?}");
         assert_eq!((c[0].path.as_str(), c[0].kind), ("out.root", "clobber"));
         assert_eq!(c[0].writers, ["0", "1"]);
-        assert_eq!((c[1].path.as_str(), c[1].kind), ("w0.txt", "write-read"));
-        assert_eq!(c[1].readers, ["1"]);
+        // One writer and another reader: a lesser finding, kept apart.
+        let o = &sec.overlaps;
+        assert_eq!(o.len(), 1, "{o:?}");
+        assert_eq!((o[0].path.as_str(), o[0].kind), ("w0.txt", "write-read"));
+        assert_eq!(o[0].readers, ["1"]);
     }
 
     #[test]
@@ -766,7 +991,11 @@ mod tests {
         assert!(rep.to_text().contains(
             "clobbers averted by redirection (1):\n  out.root  written by workers 0,1\n"
         ));
-        let (_, c, r, _) = a.sections(&labels());
+        let Sections {
+            conflicts: c,
+            redirected: r,
+            ..
+        } = a.sections(&labels());
         assert!(c.is_empty(), "{c:?}");
         assert_eq!(r.len(), 1);
         assert_eq!(r[0].original, "out.root");
@@ -785,7 +1014,7 @@ mod tests {
                 &access(Some(w), "rename", &format!("/job/tmp{w}"), "write", extra),
             );
         }
-        let (_, c, _, _) = a.sections(&labels());
+        let Sections { conflicts: c, .. } = a.sections(&labels());
         assert_eq!(c.len(), 1);
         assert_eq!(c[0].path, "final.root");
     }
@@ -801,8 +1030,13 @@ mod tests {
         let l = Labels {
             job_dir: None,
             sources: vec!["node1".into(), "node2".into()],
+            ..Default::default()
         };
-        let (_, c, _, u) = a.sections(&l);
+        let Sections {
+            conflicts: c,
+            unaudited: u,
+            ..
+        } = a.sections(&l);
         assert_eq!(u.len(), 1);
         assert_eq!((u[0].count, u[0].reason.as_str()), (2, "setuid"));
         assert_eq!(u[0].workers, ["node1:1", "node2:1"]);
@@ -863,7 +1097,7 @@ mod tests {
                 format!(r#","verdict":"declared","action":"redirected","target":"/job/w{w}{p}""#);
             a.add(0, &access(Some(w), "openat", p, "write", &extra));
         }
-        let (_, _, r, _) = a.sections(&labels());
+        let Sections { redirected: r, .. } = a.sections(&labels());
         let got: Vec<(&str, Vec<&str>)> = r
             .iter()
             .map(|r| {
@@ -894,7 +1128,7 @@ mod tests {
             let extra = format!(r#"{comp},"verdict":"rogue","action":"logged""#);
             a.add(0, &access(Some(0), "openat", "/job/x", "write", &extra));
         }
-        let (r, _, _, _) = a.sections(&labels());
+        let Sections { rogue: r, .. } = a.sections(&labels());
         let groups: Vec<_> = r
             .iter()
             .map(|g| (g.object.as_str(), g.symbol.as_deref(), g.events))
@@ -985,6 +1219,7 @@ mod tests {
         let l = Labels {
             job_dir: Some(PathBuf::from("/job")),
             sources: vec!["one".into(), "two".into()],
+            ..Default::default()
         };
         let mut r = Report::default();
         r.fill(a, &l);
@@ -1069,6 +1304,7 @@ mod tests {
     #[test]
     fn report_fill_and_render() {
         let mut a = Aggregator::default();
+        a.stats.files = 1;
         a.add(
             0,
             &rogue(
@@ -1081,6 +1317,7 @@ mod tests {
         );
         let mut r = Report::default();
         r.fill(&a, &labels());
+        r.conclude(&Default::default());
         assert_eq!(r.summary.exit_code, 1);
         assert_eq!(r.summary.status, "rogue writes");
         let t = r.to_text();
@@ -1104,6 +1341,287 @@ mod tests {
         let mut r = Report::default();
         r.summary.job_failed = true;
         r.fill(&a, &labels());
+        r.conclude(&Default::default());
         assert_eq!(r.summary.exit_code, 3);
+    }
+
+    /// The report of `a` as a run's would be concluded: one log file read,
+    /// the runner's own directories and `allow` globs as given.
+    fn concluded(a: &mut Aggregator, allow: &[&str], merged: &[&str]) -> Report {
+        a.stats.files = a.stats.files.max(1);
+        let l = Labels {
+            job_dir: Some(PathBuf::from("/job")),
+            sources: vec!["logs".into()],
+            own_dirs: vec![PathBuf::from("/job/mpaudit-workers")],
+            allow_conflicts: allow.iter().map(|g| g.to_string()).collect(),
+        };
+        let mut r = Report::default();
+        r.fill(a, &l);
+        r.merges = merged
+            .iter()
+            .map(|p| MergeReport {
+                output: p.to_string(),
+                original: p.to_string(),
+                source: crate::merge::Origin::Redirected,
+                inputs: vec![],
+                rule: None,
+                merger: "concat".into(),
+                status: crate::merge::Status::Merged,
+                reason: None,
+                bytes: None,
+            })
+            .collect();
+        r.conclude(&Default::default());
+        r
+    }
+
+    fn two_writers(path: &str) -> Aggregator {
+        let mut a = Aggregator::default();
+        for w in [0, 1] {
+            let extra = r#","verdict":"allowed","action":"none""#;
+            a.add(0, &access(Some(w), "openat", path, "write", extra));
+        }
+        a
+    }
+
+    // Regression: two workers writing one fixed name under /tmp (allowed
+    // scratch for the library) were listed as a conflict, yet "ok".
+    #[test]
+    fn a_clobber_of_a_real_file_fails_the_audit() {
+        for path in ["/tmp/fixed.txt", "/dev/shm/fixed", "/job/out.root"] {
+            let r = concluded(&mut two_writers(path), &[], &[]);
+            assert_eq!(
+                (r.summary.exit_code, r.summary.status.as_str()),
+                (1, "conflicts"),
+                "{path}"
+            );
+            assert_eq!(r.summary.unresolved_conflicts, 1);
+            assert!(r.to_text().contains("1 unresolved"), "{}", r.to_text());
+        }
+        // Devices and the workers' own directories are not conflicts.
+        for path in ["/dev/null", "/dev/tty", "/job/mpaudit-workers/merge.log"] {
+            let r = concluded(&mut two_writers(path), &[], &[]);
+            assert_eq!(r.summary.exit_code, 0, "{path}: {:?}", r.conflicts);
+            assert!(r.conflicts.is_empty());
+        }
+    }
+
+    #[test]
+    fn a_clobber_allowed_or_merged_does_not_fail_the_audit() {
+        let r = concluded(&mut two_writers("/tmp/lock"), &["/tmp/lock"], &[]);
+        assert_eq!(r.summary.exit_code, 0, "{:?}", r.conflicts);
+        assert_eq!(r.conflicts[0].resolution, Some("allowed"));
+        let r = concluded(&mut two_writers("/job/sub/a.txt"), &["*.txt"], &[]);
+        assert_eq!(r.summary.exit_code, 0);
+        let r = concluded(&mut two_writers("/job/sub/a.txt"), &["sub/*"], &[]);
+        assert_eq!(r.summary.exit_code, 0);
+        let r = concluded(&mut two_writers("/job/a.txt"), &["*.root"], &[]);
+        assert_eq!(r.summary.exit_code, 1);
+        let r = concluded(&mut two_writers("/job/hist.txt"), &[], &["hist.txt"]);
+        assert_eq!(r.summary.exit_code, 0);
+        assert_eq!(r.conflicts[0].resolution, Some("merged"));
+        assert!(r.to_text().contains("(merged by a [merge] rule)"));
+    }
+
+    #[test]
+    fn the_job_failing_wins_then_an_incomplete_audit() {
+        let mut a = two_writers("/job/x");
+        let mut r = concluded(&mut a, &[], &[]);
+        assert_eq!(r.summary.exit_code, 1);
+        r.unaudited.push(Unaudited {
+            exe: "/bin/static".into(),
+            reason: "static".into(),
+            count: 1,
+            workers: vec!["0".into()],
+            argv: vec![],
+        });
+        r.conclude(&Default::default());
+        assert_eq!(r.summary.exit_code, 4);
+        assert_eq!(r.summary.incomplete[0].reason, "unaudited");
+        let j: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+        assert_eq!(j["summary"]["incomplete"][0]["reason"], "unaudited");
+        assert!(
+            r.to_text().contains("incomplete audit: 1 exec(s)"),
+            "{}",
+            r.to_text()
+        );
+        r.summary.job_failed = true;
+        r.conclude(&Default::default());
+        assert_eq!(r.summary.exit_code, 3);
+        // Nothing logged at all: incomplete, never "ok".
+        let mut r = Report::default();
+        r.fill(&Aggregator::default(), &labels());
+        r.conclude(&Default::default());
+        assert_eq!(r.summary.exit_code, 4);
+        assert_eq!(r.summary.incomplete[0].reason, "no_library");
+        // A process the runner started that logged nothing.
+        let mut r = concluded(&mut Aggregator::default(), &[], &[]);
+        r.conclude(&Coverage {
+            unlogged: vec![("worker 1".into(), "./static".into())],
+        });
+        assert_eq!(r.summary.exit_code, 4);
+        assert_eq!(r.summary.incomplete[0].reason, "not_preloaded");
+    }
+
+    // Regression: `ln -s /etc/passwd mylink` was a rogue write to, and with
+    // two workers a clobber of, /etc/passwd.
+    #[test]
+    fn a_symlink_writes_its_link_not_its_target() {
+        let mut a = Aggregator::default();
+        for w in [0, 1] {
+            let extra = format!(
+                r#","path2":"mylink{w}","abs2":"/job/mylink{w}","verdict":"rogue","action":"logged""#
+            );
+            a.add(
+                0,
+                &access(Some(w), "symlinkat", "/etc/passwd", "write", &extra),
+            );
+        }
+        let r = concluded(&mut a, &[], &[]);
+        assert!(r.conflicts.is_empty(), "{:?}", r.conflicts);
+        let paths: Vec<&str> = r.rogue[0].paths.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(paths, ["mylink0", "mylink1"]);
+        let call = &r.rogue[0].paths[0].calls[0];
+        assert_eq!(
+            (call.op.as_str(), call.role, call.counterpart.as_deref()),
+            ("symlinkat", Some(Role::Destination), Some("/etc/passwd"))
+        );
+        let t = r.to_text();
+        assert!(
+            t.contains("mylink0  x1  workers 0  symlinkat destination (from /etc/passwd)"),
+            "{t}"
+        );
+        assert!(!t.contains("/etc/passwd  x"), "{t}");
+    }
+
+    #[test]
+    fn two_path_calls_list_both_paths_with_roles() {
+        let mut a = Aggregator::default();
+        let extra = r#","path2":"b","abs2":"/job/b","verdict":"rogue","action":"logged""#;
+        a.add(0, &access(Some(0), "rename", "/job/a", "write", extra));
+        let extra = r#","path2":"hard","abs2":"/job/hard","verdict":"rogue","action":"logged""#;
+        a.add(0, &access(Some(0), "link", "/job/b", "write", extra));
+        let r = concluded(&mut a, &[], &[]);
+        let mut got: Vec<(String, String, Option<Role>, Option<String>)> = r.rogue[0]
+            .paths
+            .iter()
+            .flat_map(|p| {
+                p.calls
+                    .iter()
+                    .map(|c| (p.path.clone(), c.op.clone(), c.role, c.counterpart.clone()))
+            })
+            .collect();
+        got.sort_by(|x, y| (&x.0, &x.1).cmp(&(&y.0, &y.1)));
+        assert_eq!(
+            got,
+            [
+                (
+                    "a".into(),
+                    "rename".into(),
+                    Some(Role::Source),
+                    Some("b".into())
+                ),
+                (
+                    "b".into(),
+                    "rename".into(),
+                    Some(Role::Destination),
+                    Some("a".into())
+                ),
+                (
+                    "hard".into(),
+                    "link".into(),
+                    Some(Role::Destination),
+                    Some("b".into())
+                ),
+            ]
+        );
+        assert_eq!(r.summary.rogue_writes, 2);
+        assert!(
+            r.to_text().contains("rename source (to b)"),
+            "{}",
+            r.to_text()
+        );
+    }
+
+    // Regression: git's failed unlink(.git/MERGE_HEAD) and `mkdir -p` made
+    // the exit status 1.
+    #[test]
+    fn failed_calls_are_attempts_and_mkdir_is_never_rogue() {
+        let mut a = Aggregator::default();
+        let mut failed = access(
+            Some(0),
+            "unlink",
+            "/job/.git/MERGE_HEAD",
+            "write",
+            r#","verdict":"rogue","action":"logged""#,
+        );
+        failed.result = Some(-1);
+        failed.errno = Some("ENOENT".into());
+        a.add(0, &failed);
+        a.add(
+            0,
+            &access(
+                Some(0),
+                "mkdir",
+                "/job/d",
+                "write",
+                r#","verdict":"rogue","action":"logged""#,
+            ),
+        );
+        // A denied write failed because of the policy: still a rogue write.
+        let mut denied = access(
+            Some(0),
+            "openat",
+            "/job/x",
+            "write",
+            r#","verdict":"rogue","action":"denied""#,
+        );
+        denied.result = Some(-1);
+        denied.errno = Some("EACCES".into());
+        a.add(0, &denied);
+        let r = concluded(&mut a, &[], &[]);
+        assert_eq!(r.summary.rogue_writes, 1);
+        assert_eq!(r.rogue[0].paths[0].path, "x");
+        assert_eq!(r.summary.attempts, 1);
+        assert_eq!(r.attempts[0].path, ".git/MERGE_HEAD");
+        assert_eq!(r.attempts[0].calls[0].errno, "ENOENT");
+        assert!(r
+            .to_text()
+            .contains(".git/MERGE_HEAD  workers 0  unlink ENOENT x1"));
+        let mut only_failures = Aggregator::default();
+        only_failures.add(0, &failed);
+        only_failures.add(
+            0,
+            &access(
+                Some(0),
+                "mkdir",
+                "/job/d",
+                "write",
+                r#","verdict":"rogue","action":"logged""#,
+            ),
+        );
+        assert_eq!(concluded(&mut only_failures, &[], &[]).summary.exit_code, 0);
+    }
+
+    // Regression: `echo > t.tmp; mv t.tmp final.txt` under redirect in two
+    // workers gave "conflicts: final.txt" beside the averted clobber.
+    #[test]
+    fn a_redirected_rename_is_an_averted_clobber_only() {
+        let mut a = Aggregator::default();
+        for w in [0u64, 1] {
+            let t = format!("/job/mpaudit-workers/worker_{w}/t.tmp");
+            let open = format!(r#","verdict":"rogue","action":"redirected","target":"{t}""#);
+            a.add(0, &access(Some(w), "openat", "/job/t.tmp", "write", &open));
+            a.add(0, &access(Some(w), "openat", "/job/t.tmp", "read", &open));
+            let mv = format!(
+                r#","path2":"final.txt","abs2":"/job/final.txt","verdict":"rogue","action":"redirected","target":"{t}""#
+            );
+            a.add(0, &access(Some(w), "rename", "/job/t.tmp", "write", &mv));
+        }
+        let r = concluded(&mut a, &[], &[]);
+        assert!(r.conflicts.is_empty(), "{:?}", r.conflicts);
+        assert!(r.overlaps.is_empty(), "{:?}", r.overlaps);
+        let averted: Vec<&str> = r.averted.iter().map(|c| c.path.as_str()).collect();
+        assert_eq!(averted, ["final.txt", "t.tmp"]);
     }
 }

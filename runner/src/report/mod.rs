@@ -3,11 +3,13 @@
 //! exit status decided from it ([`status`]), and its renderers ([`text`],
 //! [`json`]).
 
-mod aggregate;
+pub mod aggregate;
+mod build;
 mod json;
 mod model;
-mod status;
+pub(crate) mod status;
 mod text;
 
 pub use aggregate::{read_logs, Aggregator};
+pub use build::{LogFacts, LogSource, RunFacts};
 pub use model::*;

@@ -3,6 +3,7 @@
 //! [`super::status`], rendered by [`super::text`] and [`super::json`].
 
 use std::collections::BTreeMap;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -38,7 +39,13 @@ pub struct Summary {
     pub earlier_log_files_ignored: u64,
     pub rogue_writes: u64,
     pub rogue_components: usize,
+    /// Failed calls that would have been rogue writes: nothing written.
+    pub attempts: u64,
     pub conflicts: usize,
+    /// Conflicts neither merged nor allowed: they make the exit status 1.
+    pub unresolved_conflicts: usize,
+    /// Paths one worker wrote and another read (a lesser finding).
+    pub overlaps: usize,
     pub redirected_paths: usize,
     pub unaudited: usize,
     pub unclassified_writes: u64,
@@ -48,12 +55,41 @@ pub struct Summary {
     pub merge_failures: usize,
     /// Paths several workers wrote, kept apart by redirection.
     pub averted: usize,
+    /// Why the audit is incomplete (exit status 4); empty when it is not.
+    pub incomplete: Vec<Incomplete>,
+    /// `mpaudit report`: the runs reported (docs/report.md, "Runs").
+    pub runs: Vec<RunRef>,
 }
 
-#[derive(Debug, Clone, Serialize, Default)]
+/// A run a report covers, and how many runs its log directory holds.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct RunRef {
+    pub log_dir: String,
+    pub id: String,
+    /// Has `mpaudit-run-*.json` (a run of `mpaudit run`/`exec`), else
+    /// LD_PRELOAD alone.
+    pub recorded_by_runner: bool,
+    pub runs_in_dir: usize,
+}
+
+/// One reason the audit did not see everything (docs/report.md).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Incomplete {
+    /// `"no_library"`, `"unaudited"`, …: stable, for programs.
+    pub reason: &'static str,
+    /// For a person: what was missed, and what to do about it.
+    pub detail: String,
+}
+
+/// A worker's row; also read back from the run metadata (`worker_outcomes`
+/// of `mpaudit-run-*.json`) by `mpaudit report`.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, Default)]
+#[serde(default)]
 pub struct WorkerReport {
     /// Worker index; null for the root process of fork mode.
     pub worker: Option<usize>,
+    /// The log directory it came from, when a report reads several.
+    pub log_dir: Option<String>,
     pub pid: Option<i32>,
     pub exit_code: Option<i64>,
     pub signal: Option<i32>,
@@ -77,6 +113,56 @@ pub struct RoguePath {
     pub count: u64,
     pub workers: Vec<String>,
     pub actions: BTreeMap<&'static str, u64>,
+    /// The calls that wrote it, most frequent first.
+    pub calls: Vec<CallUse>,
+}
+
+/// A path's role in a two-path call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// rename's old name, link's existing file, symlink's text.
+    Source,
+    /// rename's new name, the link created by link or symlink.
+    Destination,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Source => "source",
+            Role::Destination => "destination",
+        }
+    }
+}
+
+/// How a rogue path was written: `op` (`"openat"`, `"rename"`, …), the
+/// path's `role` in a two-path call, and the `counterpart` (the call's other
+/// path, first seen).
+#[derive(Debug, Clone, Serialize)]
+pub struct CallUse {
+    pub op: String,
+    pub role: Option<Role>,
+    pub count: u64,
+    pub counterpart: Option<String>,
+}
+
+/// Failed calls on a path that would have been rogue writes.
+#[derive(Debug, Clone, Serialize)]
+pub struct Attempt {
+    pub path: String,
+    pub count: u64,
+    pub workers: Vec<String>,
+    /// `{"op", "errno", "count"}`
+    pub calls: Vec<AttemptCall>,
+    pub object: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AttemptCall {
+    pub op: String,
+    pub errno: String,
+    pub count: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -99,6 +185,10 @@ pub struct Conflict {
     pub kind: &'static str,
     pub writers: Vec<String>,
     pub readers: Vec<String>,
+    /// Why a clobber does not fail the audit: `"merged"` (a `[merge]` rule
+    /// merged the path) or `"allowed"` (`[audit] allow_conflicts`); null
+    /// when it does (exit status 1).
+    pub resolution: Option<&'static str>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -149,7 +239,12 @@ pub struct Report {
     pub summary: Summary,
     pub workers: Vec<WorkerReport>,
     pub rogue: Vec<RogueGroup>,
+    /// Failed calls that would have been rogue writes.
+    pub attempts: Vec<Attempt>,
+    /// Paths written by more than one worker (`kind` is "clobber").
     pub conflicts: Vec<Conflict>,
+    /// Paths written by one worker and read by another ("write-read").
+    pub overlaps: Vec<Conflict>,
     pub redirected: Vec<Redirect>,
     /// Clobbers that redirection averted: original paths redirected in
     /// more than one worker (`kind` is "clobber").
@@ -159,13 +254,37 @@ pub struct Report {
 }
 
 /// Renders paths relative to the job directory, and worker identities.
+#[derive(Debug, Clone, Default)]
 pub struct Labels {
     pub job_dir: Option<PathBuf>,
     /// Names of the log directories when there are several.
     pub sources: Vec<String>,
+    /// The runner's own directories (workers and logs): writes there are
+    /// never conflicts.
+    pub own_dirs: Vec<PathBuf>,
+    /// `[audit] allow_conflicts`: clobbers of these paths are allowed.
+    pub allow_conflicts: Vec<String>,
 }
 
 impl Labels {
+    /// Inside the runner's own directories (workers, logs).
+    pub fn is_own(&self, p: &str) -> bool {
+        self.own_dirs.iter().any(|d| Path::new(p).starts_with(d))
+    }
+    /// Matched by an `allow_conflicts` glob, as `[audit]` globs match: the
+    /// job-relative path or the absolute one (a glob without `/`: the name).
+    pub fn conflict_allowed(&self, p: &str) -> bool {
+        let rel = self
+            .job_dir
+            .as_deref()
+            .and_then(|j| Path::new(p).strip_prefix(j).ok())
+            .map(|r| r.as_os_str().as_bytes());
+        self.allow_conflicts.iter().any(|g| {
+            let g = g.as_bytes();
+            rel.is_some_and(|rel| mpaudit_core::glob::glob_match(g, rel))
+                || mpaudit_core::glob::glob_match(g, p.as_bytes())
+        })
+    }
     pub fn path(&self, p: &str) -> String {
         if let Some(j) = &self.job_dir {
             if let Ok(rest) = Path::new(p).strip_prefix(j) {

@@ -1,12 +1,116 @@
-//! The exit status, decided in one place from the report's findings.
+//! The exit status, decided in one place from the report's findings
+//! (docs/report.md, "Exit status"): 3 the job failed, 4 the audit is
+//! incomplete, 1 rogue writes or unresolved conflicts, 0 clean; 2 (usage)
+//! never comes from a report.
 
-/// Exit status: 0 ok, 1 rogue writes, 3 job failed (wins over 1).
-pub fn exit_code(job_failed: bool, rogue_writes: u64) -> u8 {
-    if job_failed {
-        3
-    } else if rogue_writes > 0 {
-        1
+use super::model::{Incomplete, Report, Summary, Unaudited};
+
+pub const EXIT_OK: u8 = 0;
+pub const EXIT_FINDINGS: u8 = 1;
+pub const EXIT_JOB_FAILED: u8 = 3;
+pub const EXIT_INCOMPLETE: u8 = 4;
+
+/// What the runner knows beyond the events, for the incomplete-audit gate.
+#[derive(Debug, Clone, Default)]
+pub struct Coverage {
+    /// Processes the runner started that left no log at all (the library
+    /// was not loaded in them: a static program, `--preload` naming
+    /// something else, LD_PRELOAD dropped): `(who, program)`.
+    pub unlogged: Vec<(String, String)>,
+}
+
+/// Why the audit is incomplete, from the summary and the report's sections.
+/// One reason per line: a new one is one more `gap(...)`.
+pub fn incomplete(s: &Summary, unaudited: &[Unaudited], cov: &Coverage) -> Vec<Incomplete> {
+    let mut out = Vec::new();
+    let mut gap = |missed: bool, reason: &'static str, detail: &dyn Fn() -> String| {
+        if missed {
+            out.push(Incomplete {
+                reason,
+                detail: detail(),
+            });
+        }
+    };
+    gap(s.log_files == 0, "no_library", &|| {
+        format!(
+            "no process loaded libmpaudit.so: no event log in {} (check --preload / LD_PRELOAD and MPAUDIT_LOG_DIR)",
+            s.log_dirs.join(", ")
+        )
+    });
+    gap(
+        s.log_files > 0 && !cov.unlogged.is_empty(),
+        "not_preloaded",
+        &|| {
+            let list: Vec<String> = cov
+                .unlogged
+                .iter()
+                .map(|(who, prog)| format!("{who} ({prog})"))
+                .collect();
+            format!(
+            "{} process(es) the runner started logged nothing (a static program, or the library was not preloaded): {}",
+            cov.unlogged.len(),
+            super::text::top(&list, 5)
+        )
+        },
+    );
+    gap(!unaudited.is_empty(), "unaudited", &|| {
+        let n: u64 = unaudited.iter().map(|u| u.count).sum();
+        let exes: Vec<String> = unaudited
+            .iter()
+            .map(|u| format!("{} ({})", u.exe, u.reason))
+            .collect();
+        format!(
+            "{n} exec(s) of programs the library cannot audit: {}",
+            super::text::top(&exes, 5)
+        )
+    });
+    // The library's own losses (dropped events, a log that stopped) are
+    // wired here as one more gap(...) each.
+    out
+}
+
+/// The exit status and its one-word reason. The job failing wins over
+/// everything, an incomplete audit over the findings.
+pub fn decide(s: &Summary) -> (u8, &'static str) {
+    if s.job_failed {
+        (EXIT_JOB_FAILED, "job failed")
+    } else if s.merge_failures > 0 {
+        (EXIT_JOB_FAILED, "merge failed")
+    } else if !s.incomplete.is_empty() {
+        (EXIT_INCOMPLETE, "audit incomplete")
+    } else if s.rogue_writes > 0 && s.unresolved_conflicts > 0 {
+        (EXIT_FINDINGS, "rogue writes and conflicts")
+    } else if s.rogue_writes > 0 {
+        (EXIT_FINDINGS, "rogue writes")
+    } else if s.unresolved_conflicts > 0 {
+        (EXIT_FINDINGS, "conflicts")
     } else {
-        0
+        (EXIT_OK, "ok")
+    }
+}
+
+impl Report {
+    /// Resolves conflicts by the merges, runs the incomplete-audit gate and
+    /// sets the exit status: call once, when every section is in.
+    pub fn conclude(&mut self, cov: &Coverage) {
+        for c in &mut self.conflicts {
+            if c.resolution.is_none()
+                && self
+                    .merges
+                    .iter()
+                    .any(|m| m.original == c.path && m.status == crate::merge::Status::Merged)
+            {
+                c.resolution = Some("merged");
+            }
+        }
+        self.summary.unresolved_conflicts = self
+            .conflicts
+            .iter()
+            .filter(|c| c.resolution.is_none())
+            .count();
+        self.summary.incomplete = incomplete(&self.summary, &self.unaudited, cov);
+        let (code, status) = decide(&self.summary);
+        self.summary.exit_code = code;
+        self.summary.status = status.into();
     }
 }
