@@ -8,3 +8,4 @@ mod examples;
 mod interpose;
 mod policy;
 mod runner;
+mod verdicts;
