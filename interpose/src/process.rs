@@ -314,30 +314,6 @@ fn is_loader_name(path: &[u8]) -> bool {
         && name.windows(3).any(|w| w == b".so")
 }
 
-#[cfg(test)]
-mod loader_tests {
-    #[test]
-    fn loader_names() {
-        for n in [
-            &b"/lib64/ld-linux-x86-64.so.2"[..],
-            b"/lib/ld-linux-aarch64.so.1",
-            b"ld-2.31.so",
-            b"/lib/ld-musl-x86_64.so.1",
-            b"/lib64/ld64.so.2",
-        ] {
-            assert!(super::is_loader_name(n), "{:?}", core::str::from_utf8(n));
-        }
-        for n in [
-            &b"/bin/ld"[..],
-            b"/usr/bin/ld.gold",
-            b"/x/old-tool.so",
-            b"/opt/ld-tool",
-        ] {
-            assert!(!super::is_loader_name(n), "{:?}", core::str::from_utf8(n));
-        }
-    }
-}
-
 /// An ELF executable without a PT_INTERP program header is statically linked.
 fn is_static_elf(fd: c_int) -> bool {
     let mut hdr = [0u8; 64];
@@ -500,4 +476,28 @@ pub fn log_exit(status: c_int) {
 /// Registered with on_exit(3): covers a return from main and exit().
 pub extern "C" fn on_exit_handler(status: c_int, _arg: *mut libc::c_void) {
     log_exit(status)
+}
+
+#[cfg(test)]
+mod loader_tests {
+    #[test]
+    fn loader_names() {
+        for n in [
+            &b"/lib64/ld-linux-x86-64.so.2"[..],
+            b"/lib/ld-linux-aarch64.so.1",
+            b"ld-2.31.so",
+            b"/lib/ld-musl-x86_64.so.1",
+            b"/lib64/ld64.so.2",
+        ] {
+            assert!(super::is_loader_name(n), "{:?}", core::str::from_utf8(n));
+        }
+        for n in [
+            &b"/bin/ld"[..],
+            b"/usr/bin/ld.gold",
+            b"/x/old-tool.so",
+            b"/opt/ld-tool",
+        ] {
+            assert!(!super::is_loader_name(n), "{:?}", core::str::from_utf8(n));
+        }
+    }
 }

@@ -111,7 +111,8 @@ pub struct RunOpts {
     /// Report format.
     #[arg(long, value_enum, default_value = "text")]
     pub format: Format,
-    /// Print only the summary and the exit status's reason (no status line).
+    /// Print only the report's summary (the status and its reasons; no live
+    /// status line on the terminal); `check`: print nothing unless wrong.
     #[arg(long, short)]
     pub quiet: bool,
     /// Path of libmpaudit.so (default: $MPAUDIT_PRELOAD, then next to mpaudit).

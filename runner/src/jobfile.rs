@@ -565,7 +565,8 @@ fn key_on_line(text: &str, offset: usize) -> Option<String> {
 }
 
 /// Line and column of `key =` inside `[table]`.
-fn locate_key(text: &str, table: &str, key: &str) -> Option<(usize, usize)> {
+/// Line and column (1-based) of `key = ...` in `[table]`.
+pub fn locate_key(text: &str, table: &str, key: &str) -> Option<(usize, usize)> {
     let mut current = String::new();
     for (i, line) in text.lines().enumerate() {
         let t = line.trim();

@@ -55,15 +55,7 @@ fn run(cli: Cli) -> Result<u8, String> {
             println!("{}", p.display());
             Ok(0)
         }
-        Command::Check(a) => {
-            let (plan, program) = prepare_job(&a.job, &a.opts)?;
-            let lib = libpath::find_here(a.opts.preload.as_deref());
-            print!(
-                "{}",
-                plan.render(lib.as_deref().map_err(|e| e.as_str()), Some(&program))
-            );
-            Ok(0)
-        }
+        Command::Check(a) => check(&a),
         Command::Run(a) => {
             let (plan, program) = prepare_job(&a.job, &a.opts)?;
             execute(&plan, &program, a.opts.preload.as_deref())
@@ -85,6 +77,29 @@ fn run(cli: Cli) -> Result<u8, String> {
         }
         Command::Report(a) => report_dirs(&a),
     }
+}
+
+/// `mpaudit check JOB.toml`: the plan, as text or JSON; a job that could
+/// not run (no library) is an error like any other.
+fn check(a: &cli::CheckArgs) -> Result<u8, String> {
+    let (plan, program) = prepare_job(&a.job, &a.opts)?;
+    let lib = libpath::find_here(a.opts.preload.as_deref());
+    let out = match a.opts.format {
+        cli::Format::Json => {
+            let v = serde_json::json!({
+                "valid": lib.is_ok(),
+                "plan": plan,
+                "program": program,
+                "preload": lib.as_ref().ok(),
+                "error": lib.as_ref().err(),
+            });
+            serde_json::to_string_pretty(&v).unwrap_or_default() + "\n"
+        }
+        cli::Format::Text if a.opts.quiet => String::new(),
+        cli::Format::Text => plan.render(lib.as_deref().map_err(|e| e.as_str()), Some(&program)),
+    };
+    print!("{out}");
+    lib.map(|_| 0)
 }
 
 /// Runs a validated plan: everything that can fail with status 2 is
@@ -280,6 +295,15 @@ fn prepare_job(job: &Path, opts: &cli::RunOpts) -> Result<(plan::Plan, PathBuf),
         file: Box::new(file),
     };
     let plan = plan::build(&source, opts, &ctx)?;
-    let program = preflight::check(&plan, ctx.facts.env.get("PATH").map(String::as_str))?;
+    let program =
+        preflight::check(&plan, ctx.facts.env.get("PATH").map(String::as_str)).map_err(|e| {
+            // The command's errors point at the command in the file.
+            match jobfile::locate_key(&text, "job", "command") {
+                Some((l, c)) if e.starts_with("command `") => {
+                    format!("{}:{l}:{c}: key `job.command`: {e}", job.display())
+                }
+                _ => e,
+            }
+        })?;
     Ok((plan, program))
 }

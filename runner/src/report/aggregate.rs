@@ -4,7 +4,7 @@
 //! events are folded in one by one as the reader streams them.
 
 use std::borrow::Borrow;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
 
@@ -87,6 +87,9 @@ impl PathAgg {
     }
 }
 
+/// A path a call wrote: the path, its role, the call's other path.
+type WrittenPath<'e> = (&'e str, Option<Role>, Option<&'e str>);
+
 /// The shape of an access call: which of its paths it writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Shape {
@@ -166,6 +169,9 @@ pub struct Aggregator {
     pub rogue_writes: u64,
     /// Write-class events without a verdict (a library without policy).
     pub unclassified_writes: u64,
+    /// The objects write events named as their component: what a
+    /// `components` glob can match.
+    component_objects: HashSet<String>,
 }
 
 /// Paths that are never a clobber: device files and kernel interfaces.
@@ -321,6 +327,7 @@ impl Aggregator {
         self.exits.extend(o.exits);
         self.rogue_writes += o.rogue_writes;
         self.unclassified_writes += o.unclassified_writes;
+        self.component_objects.extend(o.component_objects);
     }
 
     pub fn add(&mut self, source: u16, ev: &Event<'_>) {
@@ -364,6 +371,11 @@ impl Aggregator {
         let action = ev.action.unwrap_or(Taken::None);
         if write && ev.verdict.is_none() {
             self.unclassified_writes += 1;
+        }
+        if let Some(obj) = ev.component.as_ref().and_then(|c| c.object.as_deref()) {
+            if !self.component_objects.contains(obj) {
+                self.component_objects.insert(obj.to_string());
+            }
         }
         let shape = Shape::of(&ev.op);
         let first_path = ev.abs.as_deref().or(ev.path.as_deref()).unwrap_or_default();
@@ -410,7 +422,7 @@ impl Aggregator {
             );
             // The paths the call wrote, each with its role and the other
             // path: a symlink's text and a link's source are not written.
-            let written: [Option<(&str, Option<Role>, Option<&str>)>; 2] = match shape {
+            let written: [Option<WrittenPath>; 2] = match shape {
                 Shape::Single => [Some((first_path, None, None)), None],
                 Shape::Rename => [
                     Some((first_path, Some(Role::Source), second_path)),
@@ -799,6 +811,44 @@ impl Aggregator {
     }
 }
 
+/// A warning for each `components` glob that matches no object seen
+/// writing (matched as the library does: the object's file name, or its
+/// path), with the seen objects it was probably meant for.
+fn unmatched_components(globs: &[String], seen: &HashSet<String>) -> Vec<String> {
+    use mpaudit_core::glob::glob_match;
+    if seen.is_empty() {
+        return Vec::new();
+    }
+    let name = |o: &str| o.rsplit('/').next().unwrap_or(o).to_string();
+    let mut out = Vec::new();
+    for g in globs {
+        let gb = g.as_bytes();
+        let hit = seen
+            .iter()
+            .any(|o| glob_match(gb, o.as_bytes()) || glob_match(gb, name(o).as_bytes()));
+        if hit {
+            continue;
+        }
+        let stem = g.trim_end_matches('*');
+        let mut near: Vec<String> = seen
+            .iter()
+            .map(|o| name(o))
+            .filter(|n| !stem.is_empty() && (n.starts_with(stem) || n.contains(stem)))
+            .collect();
+        near.sort();
+        near.dedup();
+        let mut w = format!("components glob `{g}` matches no object seen writing");
+        if !near.is_empty() {
+            w += &format!(
+                " (seen: {}; did you mean `{stem}*`?)",
+                super::text::top(&near, 3)
+            );
+        }
+        out.push(w);
+    }
+    out
+}
+
 impl Report {
     /// Fills the event sections and the summary's counts from `agg`. The
     /// exit status is decided later, once, by [`Report::conclude`].
@@ -818,6 +868,7 @@ impl Report {
         s.unaudited = sec.unaudited.len();
         s.unclassified_writes = agg.unclassified_writes;
         s.averted = sec.averted.len();
+        s.warnings = unmatched_components(&l.components, &agg.component_objects);
         self.rogue = sec.rogue;
         self.attempts = sec.attempts;
         self.conflicts = sec.conflicts;
@@ -1354,6 +1405,7 @@ mod tests {
             sources: vec!["logs".into()],
             own_dirs: vec![PathBuf::from("/job/mpaudit-workers")],
             allow_conflicts: allow.iter().map(|g| g.to_string()).collect(),
+            ..Default::default()
         };
         let mut r = Report::default();
         r.fill(a, &l);

@@ -33,6 +33,7 @@ impl Report {
             sources: vec![plan.log_dir.display().to_string()],
             own_dirs: vec![plan.workers_dir.clone(), plan.log_dir.clone()],
             allow_conflicts: plan.policy.allow_conflicts.clone(),
+            components: plan.policy.components.clone(),
         };
         let mut rep = Report::default();
         let s = &mut rep.summary;
@@ -232,7 +233,9 @@ impl Report {
         };
         let mut own_dirs = Vec::new();
         let mut allow_conflicts = Vec::new();
+        let mut components = Vec::new();
         for m in &metas {
+            components.extend(strings(&m["plan"]["policy"]["components"]));
             if let Some(w) = m["plan"]["workers_dir"].as_str() {
                 own_dirs.push(PathBuf::from(w));
             }
@@ -244,6 +247,7 @@ impl Report {
             sources: f.sources.iter().map(|s| s.name.clone()).collect(),
             own_dirs,
             allow_conflicts,
+            components,
         };
         let mut rep = Report::default();
         let s = &mut rep.summary;

@@ -59,6 +59,9 @@ pub struct Summary {
     pub incomplete: Vec<Incomplete>,
     /// `mpaudit report`: the runs reported (docs/report.md, "Runs").
     pub runs: Vec<RunRef>,
+    /// Things that look wrong in the setup (a `components` glob that
+    /// matches nothing seen), for a person; no effect on the exit status.
+    pub warnings: Vec<String>,
 }
 
 /// A run a report covers, and how many runs its log directory holds.
@@ -264,6 +267,8 @@ pub struct Labels {
     pub own_dirs: Vec<PathBuf>,
     /// `[audit] allow_conflicts`: clobbers of these paths are allowed.
     pub allow_conflicts: Vec<String>,
+    /// `[audit] components`: each should match an object seen writing.
+    pub components: Vec<String>,
 }
 
 impl Labels {

@@ -19,6 +19,9 @@ impl Report {
         for i in &s.incomplete {
             o += &format!("  incomplete audit: {}\n", i.detail);
         }
+        for w in &s.warnings {
+            o += &format!("  warning: {w}\n");
+        }
         if let Some(r) = &s.stop_reason {
             o += &format!("  stopped: {r}\n");
         }

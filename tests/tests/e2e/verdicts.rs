@@ -587,3 +587,94 @@ e2e!(three_hundred_workers_read_as_ranges, |dir| {
     assert!(longest < 200, "a line of {longest} characters:\n{text}");
     assert!(text.lines().count() < 40, "{text}");
 });
+
+// Regression: `check --format json` printed text, `--quiet` printed the
+// plan, and "command not found in PATH" did not name the file and line.
+e2e!(
+    check_speaks_json_stays_quiet_and_locates_its_errors,
+    |dir| {
+        std::fs::write(
+            dir.join("job.toml"),
+            "[job]\ncommand = [\"true\"]\nworkers = 2\n",
+        )
+        .unwrap();
+        let out = run(
+            mpaudit(&dir.path).args(["check", "job.toml", "--format", "json"]),
+            DEADLINE,
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v = json_of(&out);
+        assert_eq!(v["valid"], true);
+        assert_eq!(v["plan"]["workers"], 2);
+        assert!(v["preload"].as_str().unwrap().ends_with("libmpaudit.so"));
+        let out = run(
+            mpaudit(&dir.path).args(["check", "job.toml", "--quiet"]),
+            DEADLINE,
+        );
+        assert_eq!(out.status.code(), Some(0));
+        assert_eq!(stdout(&out), "");
+        std::fs::write(
+            dir.join("typo.toml"),
+            "[job]\nworkers = 2\ncommand = [\"no-such-program-mpaudit\"]\n",
+        )
+        .unwrap();
+        let out = run(mpaudit(&dir.path).args(["check", "typo.toml"]), DEADLINE);
+        assert_eq!(out.status.code(), Some(2));
+        assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "mpaudit: error: typo.toml:3:1: key `job.command`: command `no-such-program-mpaudit` not found in PATH\n"
+    );
+        // A library that cannot be found fails the check, as it fails a run.
+        let out = run(
+            mpaudit(&dir.path).args([
+                "check",
+                "job.toml",
+                "--preload",
+                "/nonexistent/libmpaudit.so",
+            ]),
+            DEADLINE,
+        );
+        assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("libmpaudit.so not found"));
+    }
+);
+
+// Regression: a components glob that matched nothing loaded (`libsqlite3.so`
+// for `libsqlite3.so.0`) gave no warning.
+e2e!(a_components_glob_that_matches_nothing_warns, |dir| {
+    if Command::new("sqlite3").arg("-version").output().is_err() {
+        eprintln!("sqlite3 missing (.ci/run installs it): skipped");
+        return;
+    }
+    let run_sqlite = |glob: &str, db: &str| {
+        let out = run(
+            mpaudit(&dir.path)
+                .args(["exec", "--format", "json", "--components", glob, "--"])
+                .args(["sqlite3", db, "create table t(x)"]),
+            DEADLINE,
+        );
+        (out.status.code(), json_of(&out))
+    };
+    let (code, r) = run_sqlite("libsqlite3.so", "a.db");
+    assert_eq!(
+        code,
+        Some(1),
+        "not registered, so rogue: {:#}",
+        r["summary"]
+    );
+    let w = strs(&r["summary"]["warnings"]);
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].starts_with("components glob `libsqlite3.so` matches no object seen writing"),
+        "{w:?}"
+    );
+    assert!(w[0].contains("did you mean `libsqlite3.so*`?"), "{w:?}");
+    let (code, r) = run_sqlite("libsqlite3.so*", "b.db");
+    assert_eq!(code, Some(0), "{:#}", r["summary"]);
+    assert_eq!(r["summary"]["warnings"], serde_json::json!([]));
+});
