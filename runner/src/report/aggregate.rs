@@ -1510,6 +1510,7 @@ mod tests {
         let mut r = concluded(&mut Aggregator::default(), &[], &[]);
         r.conclude(&Coverage {
             unlogged: vec![("worker 1".into(), "./static".into())],
+            ..Default::default()
         });
         assert_eq!(r.summary.exit_code, 4);
         assert_eq!(r.summary.incomplete[0].reason, "not_preloaded");

@@ -83,7 +83,10 @@ fn coverage(plan: &Plan, r: &RunResult, agg: &Aggregator) -> Coverage {
             (who, plan.command.first().cloned().unwrap_or_default())
         })
         .collect();
-    Coverage { unlogged }
+    Coverage {
+        unlogged,
+        recorded_not_preloaded: Vec::new(),
+    }
 }
 
 fn worker_reports(plan: &Plan, r: &RunResult, agg: &Aggregator, l: &Labels) -> Vec<WorkerReport> {
@@ -329,7 +332,16 @@ impl Report {
                 c.resolution = Some("merged");
             }
         }
-        rep.conclude(&Coverage::default());
+        let recorded_not_preloaded = metas
+            .iter()
+            .flat_map(|m| m["summary"]["incomplete"].as_array().into_iter().flatten())
+            .filter(|i| i["reason"] == "not_preloaded")
+            .filter_map(|i| i["detail"].as_str().map(String::from))
+            .collect();
+        rep.conclude(&Coverage {
+            unlogged: Vec::new(),
+            recorded_not_preloaded,
+        });
         rep
     }
 }

@@ -17,6 +17,9 @@ pub struct Coverage {
     /// was not loaded in them: a static program, `--preload` naming
     /// something else, LD_PRELOAD dropped): `(who, program)`.
     pub unlogged: Vec<(String, String)>,
+    /// `mpaudit report`: what the run's own report found missing that the
+    /// logs cannot show again (processes that logged nothing), as it said.
+    pub recorded_not_preloaded: Vec<String>,
 }
 
 /// Why the audit is incomplete, from the summary and the report's sections.
@@ -53,6 +56,9 @@ pub fn incomplete(s: &Summary, unaudited: &[Unaudited], cov: &Coverage) -> Vec<I
         )
         },
     );
+    for detail in &cov.recorded_not_preloaded {
+        gap(cov.unlogged.is_empty(), "not_preloaded", &|| detail.clone());
+    }
     gap(!unaudited.is_empty(), "unaudited", &|| {
         let n: u64 = unaudited.iter().map(|u| u.count).sum();
         let exes: Vec<String> = unaudited

@@ -223,6 +223,12 @@ e2e!(a_run_that_loaded_no_library_is_incomplete, |dir| {
         .map(|i| i["reason"].as_str().unwrap())
         .collect();
     assert!(reasons.contains(&"unaudited"), "{reasons:?}");
+    // The report of that run, from its logs, says the same.
+    let out = run(
+        mpaudit(&dir.path).args(["report", "mpaudit-logs"]),
+        DEADLINE,
+    );
+    assert_eq!(out.status.code(), Some(4), "{}", stdout(&out));
 });
 
 // Regression: ROOT runs `ld-linux-x86-64.so.2 --version` at start-up; it
