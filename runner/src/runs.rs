@@ -7,8 +7,11 @@
 //!   metadata. Its id is `<pid>-<ns>`.
 //! - Logs older than every metadata file (LD_PRELOAD alone) are grouped by
 //!   process tree: a log whose process's parent (or, after exec, itself) has
-//!   an earlier log joins that log's run; any other starts a run, whose id
-//!   is its root's `<pid>-<ns>`.
+//!   an earlier log joins that log's run, and so does one whose parent
+//!   logged nothing but started another logged process still running then
+//!   (workers of an unaudited launcher); any other starts a run, whose id is
+//!   its root's `<pid>-<ns>`. When in doubt, logs join: a run shown whole is
+//!   better than one cut short.
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -45,15 +48,44 @@ fn meta_name_parts(name: &str) -> Option<(String, u128)> {
     Some((mid.to_string(), ns.parse().ok()?))
 }
 
-/// (pid, ppid) from a log's first line, its `start` event.
-fn first_event(path: &Path) -> Option<(i64, i64)> {
-    let mut buf = vec![0u8; 64 * 1024];
+/// What a log says about its process: pid, parent, first and last event
+/// times (the last `None` when no line near the end parses: a killed
+/// process, a torn line).
+struct Span {
+    pid: i64,
+    ppid: i64,
+    start_ts: u64,
+    end_ts: Option<u64>,
+}
+
+/// Reads a log's first line and the last complete line of its last 64 KiB.
+fn span(path: &Path) -> Option<Span> {
+    use std::io::{Seek, SeekFrom};
+    const WINDOW: u64 = 64 * 1024;
     let mut f = std::fs::File::open(path).ok()?;
+    let mut buf = vec![0u8; WINDOW as usize];
     let n = f.read(&mut buf).ok()?;
-    let line = buf[..n].split(|&b| b == b'\n').next()?;
-    let line: Vec<u8> = line.iter().copied().filter(|&b| b != 0).collect();
-    let ev = events::parse_line(&line).ok()?;
-    Some((ev.pid, ev.ppid))
+    let clean = |l: &[u8]| -> Vec<u8> { l.iter().copied().filter(|&b| b != 0).collect() };
+    let first = clean(buf[..n].split(|&b| b == b'\n').next()?);
+    let ev = events::parse_line(&first).ok()?;
+    let (pid, ppid, start_ts) = (ev.pid, ev.ppid, ev.ts);
+    let len = f.metadata().ok()?.len();
+    let from = len.saturating_sub(WINDOW);
+    f.seek(SeekFrom::Start(from)).ok()?;
+    let mut tail = Vec::new();
+    f.take(WINDOW).read_to_end(&mut tail).ok()?;
+    let end_ts = tail
+        .split(|&b| b == b'\n')
+        .rev()
+        .map(clean)
+        .filter(|l| !l.is_empty())
+        .find_map(|l| events::parse_line(&l).ok().map(|e| e.ts));
+    Some(Span {
+        pid,
+        ppid,
+        start_ts,
+        end_ts,
+    })
 }
 
 /// Every run in `dir`, oldest first.
@@ -78,12 +110,22 @@ pub fn runs(dir: &Path) -> std::io::Result<Vec<Run>> {
     let mut out: Vec<Run> = Vec::new();
     // Before any metadata: process trees.
     let mut run_of_pid: HashMap<i64, usize> = HashMap::new();
+    // Unlogged parent → (run of its logged children, their latest end).
+    let mut run_of_parent: HashMap<i64, (usize, u64)> = HashMap::new();
     for (pid, ns, path) in logs.iter().filter(|l| l.1 < first_meta) {
-        let parent = first_event(path).map(|(_, ppid)| ppid);
+        let sp = span(path);
+        let parent = sp.as_ref().map(|s| s.ppid);
+        let sibling = sp.as_ref().and_then(|s| {
+            run_of_parent
+                .get(&s.ppid)
+                .filter(|(_, end)| s.start_ts <= *end)
+                .map(|(i, _)| *i)
+        });
         let joined = parent
             .and_then(|pp| run_of_pid.get(&pp))
             .or_else(|| run_of_pid.get(pid))
-            .copied();
+            .copied()
+            .or(sibling);
         let i = match joined {
             Some(i) => i,
             None => {
@@ -99,6 +141,17 @@ pub fn runs(dir: &Path) -> std::io::Result<Vec<Run>> {
         };
         out[i].files.push(path.clone());
         run_of_pid.insert(*pid, i);
+        if let Some(s) = &sp {
+            if !run_of_pid.contains_key(&s.ppid) {
+                let end = s.end_ts.unwrap_or(u64::MAX);
+                let e = run_of_parent.entry(s.ppid).or_insert((i, end));
+                if e.0 == i {
+                    e.1 = e.1.max(end);
+                } else {
+                    *e = (i, end);
+                }
+            }
+        }
     }
     // From the first metadata on: by time.
     for (k, (id, ns, path)) in metas.iter().enumerate() {
@@ -153,10 +206,15 @@ pub fn select(runs: Vec<Run>, pick: &Pick, dir: &str) -> Result<Vec<Run>, String
 mod tests {
     use super::*;
 
-    fn start(pid: i64, ppid: i64) -> String {
-        format!(
-            "{{\"v\":1,\"ts\":1,\"kind\":\"process\",\"op\":\"start\",\"pid\":{pid},\"ppid\":{ppid},\"tid\":{pid},\"worker\":null,\"argv\":[],\"exe\":\"/bin/sh\",\"cwd\":\"/\",\"root\":false}}\n"
-        )
+    /// A log from `start` to `end` (ns; no exit event when `end` is None).
+    fn start(pid: i64, ppid: i64, start: u128, end: Option<u128>) -> String {
+        let mut s = format!(
+            "{{\"v\":1,\"ts\":{start},\"kind\":\"process\",\"op\":\"start\",\"pid\":{pid},\"ppid\":{ppid},\"tid\":{pid},\"worker\":null,\"argv\":[],\"exe\":\"/bin/sh\",\"cwd\":\"/\",\"root\":false}}\n"
+        );
+        if let Some(e) = end {
+            s += &format!("{{\"v\":1,\"ts\":{e},\"kind\":\"process\",\"op\":\"exit\",\"pid\":{pid},\"ppid\":{ppid},\"tid\":{pid},\"worker\":null,\"status\":0}}\n");
+        }
+        s
     }
 
     #[test]
@@ -165,19 +223,23 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let log = |pid: i64, ns: u128, ppid: i64| {
-            std::fs::write(
-                dir.join(format!("mpaudit-{pid}-{ns}.jsonl")),
-                start(pid, ppid),
-            )
-            .unwrap();
+            let text = start(pid, ppid, ns, Some(ns + 5));
+            std::fs::write(dir.join(format!("mpaudit-{pid}-{ns}.jsonl")), text).unwrap();
         };
-        // LD_PRELOAD alone, twice: a tree 10 → 11 → 12 (12 exec'd), then 20.
+        // LD_PRELOAD alone, twice from one unaudited shell (pid 1): a tree
+        // 10 → 11 → 12 (11 exec'd), then 20, which starts after 10 ended.
         log(10, 100, 1);
         log(11, 110, 10);
         log(11, 115, 10);
         log(20, 200, 1);
         log(12, 210, 11); // a late child of the first tree
-                          // Two runs of the runner.
+                          // Workers of an unaudited launcher (pid 50), running at once: one
+                          // run; one of them killed (no exit event) still joins.
+        let write = |name: &str, text: String| std::fs::write(dir.join(name), text).unwrap();
+        write("mpaudit-51-230.jsonl", start(51, 50, 230, Some(260)));
+        write("mpaudit-52-240.jsonl", start(52, 50, 240, None));
+        write("mpaudit-53-250.jsonl", start(53, 50, 250, Some(255)));
+        // Two runs of the runner.
         std::fs::write(dir.join("mpaudit-run-7-300.json"), "{\"job_dir\":\"/j\"}").unwrap();
         log(30, 310, 7);
         log(31, 320, 7);
@@ -185,13 +247,13 @@ mod tests {
         log(40, 410, 8);
         let rs = runs(&dir).unwrap();
         let ids: Vec<&str> = rs.iter().map(|r| r.id.as_str()).collect();
-        assert_eq!(ids, ["10-100", "20-200", "7-300", "8-400"]);
+        assert_eq!(ids, ["10-100", "20-200", "51-230", "7-300", "8-400"]);
         let n: Vec<usize> = rs.iter().map(|r| r.files.len()).collect();
-        assert_eq!(n, [4, 1, 2, 1]);
-        assert_eq!(rs[2].meta.as_ref().unwrap()["job_dir"], "/j");
+        assert_eq!(n, [4, 1, 3, 2, 1]);
+        assert_eq!(rs[3].meta.as_ref().unwrap()["job_dir"], "/j");
         let latest = select(rs.clone(), &Pick::Latest, "d").unwrap();
         assert_eq!(latest[0].id, "8-400");
-        assert_eq!(select(rs.clone(), &Pick::All, "d").unwrap().len(), 4);
+        assert_eq!(select(rs.clone(), &Pick::All, "d").unwrap().len(), 5);
         let one = select(rs.clone(), &Pick::Id("20-200".into()), "d").unwrap();
         assert_eq!(one[0].files.len(), 1);
         let e = select(rs, &Pick::Id("9-9".into()), "d").unwrap_err();
