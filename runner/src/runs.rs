@@ -48,11 +48,10 @@ fn meta_name_parts(name: &str) -> Option<(String, u128)> {
     Some((mid.to_string(), ns.parse().ok()?))
 }
 
-/// What a log says about its process: pid, parent, first and last event
+/// What a log says about its process: its parent, first and last event
 /// times (the last `None` when no line near the end parses: a killed
 /// process, a torn line).
 struct Span {
-    pid: i64,
     ppid: i64,
     start_ts: u64,
     end_ts: Option<u64>,
@@ -68,7 +67,7 @@ fn span(path: &Path) -> Option<Span> {
     let clean = |l: &[u8]| -> Vec<u8> { l.iter().copied().filter(|&b| b != 0).collect() };
     let first = clean(buf[..n].split(|&b| b == b'\n').next()?);
     let ev = events::parse_line(&first).ok()?;
-    let (pid, ppid, start_ts) = (ev.pid, ev.ppid, ev.ts);
+    let (ppid, start_ts) = (ev.ppid, ev.ts);
     let len = f.metadata().ok()?.len();
     let from = len.saturating_sub(WINDOW);
     f.seek(SeekFrom::Start(from)).ok()?;
@@ -81,7 +80,6 @@ fn span(path: &Path) -> Option<Span> {
         .filter(|l| !l.is_empty())
         .find_map(|l| events::parse_line(&l).ok().map(|e| e.ts));
     Some(Span {
-        pid,
         ppid,
         start_ts,
         end_ts,

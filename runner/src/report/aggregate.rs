@@ -172,6 +172,9 @@ pub struct Aggregator {
     /// The objects write events named as their component: what a
     /// `components` glob can match.
     component_objects: HashSet<String>,
+    /// The last of them inserted: most writes come from the component the
+    /// previous one came from, and comparing is cheaper than hashing.
+    last_component: String,
 }
 
 /// Paths that are never a clobber: device files and kernel interfaces.
@@ -373,8 +376,12 @@ impl Aggregator {
             self.unclassified_writes += 1;
         }
         if let Some(obj) = ev.component.as_ref().and_then(|c| c.object.as_deref()) {
-            if !self.component_objects.contains(obj) {
-                self.component_objects.insert(obj.to_string());
+            if obj != self.last_component {
+                if !self.component_objects.contains(obj) {
+                    self.component_objects.insert(obj.to_string());
+                }
+                self.last_component.clear();
+                self.last_component.push_str(obj);
             }
         }
         let shape = Shape::of(&ev.op);

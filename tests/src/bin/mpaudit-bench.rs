@@ -995,6 +995,20 @@ fn report_throughput(runner: &Path, work: &Path, sc: u64, runs: usize) -> Vec<Re
             secs.push(s.secs);
             maxrss = maxrss.max(s.maxrss_kib);
         }
+        // The figure is only worth something if the report read every
+        // event (a report that picked one run of many once read 1 file).
+        let j = Command::new(runner)
+            .args(["report", "--format", "json"])
+            .arg(&dir)
+            .output()
+            .expect("run mpaudit report");
+        let v: serde_json::Value = serde_json::from_slice(&j.stdout).unwrap_or_default();
+        if v["summary"]["events"].as_u64() != Some(written) {
+            die(&format!(
+                "mpaudit report read {} of the {written} events",
+                v["summary"]["events"]
+            ));
+        }
         rm(&dir);
         out.push(ReportRun {
             events: written,
