@@ -7,7 +7,7 @@ use crate::state::SAVED;
 use crate::{log, redirect, stack, state, sys};
 use libc::{c_char, c_int};
 use mpaudit_core::event::{
-    Access, AccessEvent, Attribution, Common, Judgement, PathPair, ProcessEvent,
+    Access, AccessEvent, Attribution, Common, Frame, Judgement, PathPair, ProcessEvent,
 };
 use mpaudit_core::flags::OpenIntent;
 use mpaudit_core::glob::GlobList;
@@ -165,6 +165,8 @@ fn common() -> Common {
         ppid: state::ppid(),
         tid: crate::guard::tid(),
         worker: state::worker(),
+        rank: state::rank(),
+        node: state::node(),
     }
 }
 
@@ -204,9 +206,7 @@ fn verdict(
     }
     let p = policy();
     let registered = st.is_some_and(|st| {
-        st.frames[..st.n]
-            .iter()
-            .any(|f| p.component_matches(f.object, f.symbol))
+        (0..st.n).any(|i| p.component_matches(st.frames[i].object.unwrap_or(b""), st.symbol(i)))
     });
     let judge = |pp: &PathPair| match pp.abs {
         Some(abs) if is_scratch(abs) => Verdict::Allowed,
@@ -619,25 +619,27 @@ fn finish(
     });
 }
 
-/// `mpaudit: rogue write <path> by <object>(<symbol>) pid <pid> worker <k> -> <action>`
+/// `mpaudit: rogue write <path> by <object>+0x<vaddr> pid <pid> worker <k> -> <action>`
 fn warn_rogue(path: &[u8], attribution: Option<&Attribution>, action: Action) {
     if !redirect::first_warning(path) {
         return;
     }
-    use mpaudit_core::json::{put_i64, put_u64, Sink, SliceSink};
+    use mpaudit_core::json::{put_hex_u64, put_i64, put_u64, Sink, SliceSink};
     let mut buf = [0u8; 2048];
     let mut s = SliceSink::new(&mut buf);
     s.put(b"mpaudit: rogue write ");
     s.put(&path[..path.len().min(1024)]);
     s.put(b" by ");
     match attribution.and_then(|a| a.component) {
-        Some(f) => {
-            s.put(&f.object[..f.object.len().min(512)]);
-            s.put(b"(");
-            s.put(f.symbol.map_or(&b"?"[..], |x| &x[..x.len().min(256)]));
-            s.put(b")");
+        Some(Frame {
+            object: Some(object),
+            vaddr,
+        }) => {
+            s.put(&object[..object.len().min(512)]);
+            s.put(b"+");
+            put_hex_u64(&mut s, vaddr);
         }
-        None => s.put(b"?"),
+        _ => s.put(b"?"),
     }
     s.put(b" pid ");
     put_i64(&mut s, state::pid() as i64);

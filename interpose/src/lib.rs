@@ -34,6 +34,7 @@ extern "C" fn mpaudit_init(argc: c_int, argv: *const *const c_char, envp: *const
     hooks::resolve_all();
     // SAFETY: load time; argv/envp come from the loader.
     unsafe { state::init(argc, argv, envp) };
+    stack::init();
     // SAFETY: registering plain extern "C" handlers.
     unsafe {
         libc::pthread_atfork(None, None, Some(process::atfork_child));

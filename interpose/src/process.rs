@@ -69,12 +69,23 @@ pub fn open_log_and_start() {
     });
 }
 
-/// `<dir>/mpaudit-<pid>-<ns>.jsonl` with a NUL, into `out`.
+/// `<dir>/mpaudit-<pid>-<ns>.jsonl` with a NUL, into `out`; under a
+/// launcher `<dir>/mpaudit-<node>-r<rank>-<pid>-<ns>.jsonl`, so that ranks
+/// on different nodes sharing one directory never collide (pids repeat
+/// across nodes).
 fn log_file_name(dir: &[u8], pid: i32, ns: u64, out: &mut [u8]) -> Option<usize> {
     let mut sink = mpaudit_core::json::SliceSink::new(out);
     use mpaudit_core::json::Sink;
     sink.put(dir);
     sink.put(b"/mpaudit-");
+    if let Some(rank) = state::rank() {
+        for &b in state::node() {
+            sink.put(&[mpaudit_core::launcher::file_name_byte(b)]);
+        }
+        sink.put(b"-r");
+        mpaudit_core::json::put_u64(&mut sink, rank as u64);
+        sink.put(b"-");
+    }
     mpaudit_core::json::put_i64(&mut sink, pid as i64);
     sink.put(b"-");
     mpaudit_core::json::put_u64(&mut sink, ns);
@@ -250,7 +261,7 @@ pub fn doctor_env(envp: *const *const c_char) -> DoctoredEnv {
         push(entry.as_ptr().cast());
     }
     let mut num = [0u8; 24];
-    if let Some(w) = state::worker() {
+    if let Some(w) = state::worker().filter(|_| !state::worker_is_rank()) {
         push(put(&[b"MPAUDIT_WORKER=", fmt_u64(w as u64, &mut num)]));
     }
     if state::root_pid() > 0 {

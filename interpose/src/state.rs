@@ -4,6 +4,7 @@
 //! lock-free everywhere else.
 
 use crate::sys;
+use mpaudit_core::launcher;
 use mpaudit_core::path::absolutize;
 use mpaudit_core::policy::ActionSetting;
 use std::cell::UnsafeCell;
@@ -125,7 +126,6 @@ static ROOT_PID: AtomicI32 = AtomicI32::new(0);
 static NEXT_WORKER: AtomicU32 = AtomicU32::new(0);
 /// The worker index the fork under way hands to its child (-1: none).
 static PENDING_WORKER: AtomicI64 = AtomicI64::new(-1);
-static MAIN_BASE: AtomicUsize = AtomicUsize::new(0);
 /// Load address of libmpaudit.so itself: its frames are ours whatever the
 /// file is called.
 static OWN_BASE: AtomicUsize = AtomicUsize::new(0);
@@ -133,6 +133,15 @@ static OWN_BASE: AtomicUsize = AtomicUsize::new(0);
 static OWN_END: AtomicUsize = AtomicUsize::new(0);
 /// argv of this image, kept to describe forked children.
 static ARGC: AtomicI32 = AtomicI32::new(0);
+/// The launcher rank (docs/events.md, "Ranks"); -1 outside a launcher.
+static RANK: AtomicI64 = AtomicI64::new(-1);
+/// The worker index is the rank itself (no runner or fork-mode root numbers
+/// the rank's workers): its directory is `worker_<rank>`, and exec'ed
+/// programs find the rank again in the launcher's variable rather than in
+/// `MPAUDIT_WORKER` (which would make them a local worker of the rank).
+static WORKER_IS_RANK: AtomicBool = AtomicBool::new(false);
+/// `uname -n`, read at load for the events of a rank.
+static NODE: Global<FixedBuf<65>> = Global::new(FixedBuf::new());
 static ARGV: AtomicUsize = AtomicUsize::new(0);
 
 pub fn ready() -> bool {
@@ -151,15 +160,22 @@ pub fn worker() -> Option<u32> {
     let w = WORKER.load(Relaxed);
     (w >= 0).then_some(w as u32)
 }
+pub fn rank() -> Option<u32> {
+    let r = RANK.load(Relaxed);
+    (r >= 0).then_some(r as u32)
+}
+pub fn worker_is_rank() -> bool {
+    WORKER_IS_RANK.load(Relaxed)
+}
+pub fn node() -> &'static [u8] {
+    NODE.get().as_bytes()
+}
 pub fn root_pid() -> i32 {
     ROOT_PID.load(Relaxed)
 }
 /// This process hands out worker indices to the children it forks.
 pub fn is_root() -> bool {
     SAVED.get().fork_workers && root_pid() == pid() && worker().is_none()
-}
-pub fn main_base() -> usize {
-    MAIN_BASE.load(Relaxed)
 }
 /// Whether `addr` lies in libmpaudit.so's loaded segments.
 #[inline]
@@ -228,6 +244,7 @@ pub unsafe fn init(argc: i32, argv: *const *const libc::c_char, envp: *const *co
     PPID.store(sys::getppid(), Relaxed);
 
     let mut env_root_pid = None;
+    let mut launcher_rank = launcher::RankScan::default();
     let mut dirs = DirSettings {
         tmpdir: b"/tmp",
         ..DirSettings::default()
@@ -246,6 +263,7 @@ pub unsafe fn init(argc: i32, argv: *const *const libc::c_char, envp: *const *co
             continue;
         };
         let (key, value) = (&kv[..eq], &kv[eq + 1..]);
+        launcher_rank.see(key, value);
         match key {
             b"MPAUDIT_WORKER" => {
                 if let Some(w) = parse_u32(value) {
@@ -288,6 +306,9 @@ pub unsafe fn init(argc: i32, argv: *const *const libc::c_char, envp: *const *co
         ROOT_PID.store(env_root_pid.map(|p| p as i32).unwrap_or(pid()), Relaxed);
     }
 
+    if let Some(r) = launcher_rank.rank() {
+        init_rank(r, saved.fork_workers);
+    }
     init_policy_dirs(saved, &dirs);
 
     // SAFETY: dladdr on one of our own functions.
@@ -307,10 +328,29 @@ pub unsafe fn init(argc: i32, argv: *const *const libc::c_char, envp: *const *co
     if let Some(n) = unsafe { sys::readlink(c"/proc/self/exe".as_ptr(), &mut buf) } {
         saved.exe.set(&buf[..n]);
     }
-    // SAFETY: AT_ENTRY lies in the main program; dladdr gives its base.
-    let entry = unsafe { libc::getauxval(libc::AT_ENTRY) } as usize;
-    if entry != 0 && unsafe { libc::dladdr(entry as *const libc::c_void, &mut info) } != 0 {
-        MAIN_BASE.store(info.dli_fbase as usize, Relaxed);
+}
+
+/// Under a launcher: the rank, the node name, and the rank as the worker
+/// when nothing else numbers this process (no `MPAUDIT_WORKER` from a
+/// runner, no fork-mode root that will hand out indices).
+fn init_rank(rank: u32, fork_workers: bool) {
+    RANK.store(rank as i64, Relaxed);
+    if worker().is_none() && !fork_workers {
+        WORKER.store(rank as i64, Relaxed);
+        WORKER_IS_RANK.store(true, Relaxed);
+    }
+    // SAFETY: a zeroed utsname is valid; uname only fills it.
+    let mut uts: libc::utsname = unsafe { core::mem::zeroed() };
+    // SAFETY: load time (see `init`), and uts is a valid out-pointer.
+    if unsafe { libc::uname(&mut uts) } == 0 {
+        let name = &uts.nodename;
+        let len = name.iter().position(|&c| c == 0).unwrap_or(name.len());
+        let mut bytes = [0u8; 65];
+        for (b, &c) in bytes.iter_mut().zip(&name[..len.min(64)]) {
+            *b = c as u8;
+        }
+        // SAFETY: load time, single-threaded.
+        unsafe { NODE.get_mut() }.set(&bytes[..len.min(64)]);
     }
 }
 
@@ -399,9 +439,12 @@ fn init_policy_dirs(saved: &mut Saved, dirs: &DirSettings) {
 /// Recomputes `worker_dir` for the current worker index.
 fn set_worker_dir(saved: &mut Saved) {
     let mut buf = [0u8; 4200];
-    match worker()
-        .and_then(|w| mpaudit_core::map::worker_dir_into(saved.workers_dir.as_bytes(), w, &mut buf))
-    {
+    // A rank that is its own worker is `worker_<rank>`; a local worker of a
+    // rank is `rank_<r>/worker_<k>` (mpaudit_core::map::worker_dir_for).
+    let rank = rank().filter(|_| !worker_is_rank());
+    match worker().and_then(|w| {
+        mpaudit_core::map::worker_dir_for(saved.workers_dir.as_bytes(), rank, w, &mut buf)
+    }) {
         Some(n) => _ = saved.worker_dir.set(&buf[..n]),
         None => _ = saved.worker_dir.set(b""),
     }

@@ -78,14 +78,16 @@ fn opt_str_vec<'de: 'a, 'a, D: Deserializer<'de>>(
     Ok(Option::<Vec<Str<'a>>>::deserialize(d)?.map(|v| v.into_iter().map(|s| s.0).collect()))
 }
 
-/// `{"object": ..., "symbol": ...}`
+/// `{"object": ..., "vaddr": ...}`: the object holding a call, and the
+/// call's address in the object's ELF image (docs/events.md), named by
+/// `crate::symbols`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Frame<'a> {
     #[serde(borrow, default, deserialize_with = "opt_str")]
     pub object: Option<Cow<'a, str>>,
-    #[serde(borrow, default, deserialize_with = "opt_str")]
-    pub symbol: Option<Cow<'a, str>>,
+    #[serde(default)]
+    pub vaddr: Option<u64>,
 }
 
 /// One line of a log. Common fields are required; the others depend on
@@ -103,6 +105,11 @@ pub struct Event<'a> {
     pub ppid: i64,
     pub tid: i64,
     pub worker: Option<u64>,
+    /// Under a launcher only (docs/events.md, "Ranks").
+    #[serde(default)]
+    pub rank: Option<u64>,
+    #[serde(borrow, default, deserialize_with = "opt_str")]
+    pub node: Option<Cow<'a, str>>,
     // access
     #[serde(borrow, default, deserialize_with = "opt_str")]
     pub path: Option<Cow<'a, str>>,
@@ -319,13 +326,22 @@ pub fn is_log_name(name: &str) -> bool {
     log_name_parts(name).is_some()
 }
 
-/// The pid and load time (ns) in a log's name, `mpaudit-<pid>-<ns>.jsonl`.
+/// The pid and load time (ns) in a log's name: `mpaudit-<pid>-<ns>.jsonl`,
+/// or under a launcher `mpaudit-<node>-r<rank>-<pid>-<ns>.jsonl` (node
+/// names may hold `-`, so split from the right).
 pub fn log_name_parts(name: &str) -> Option<(i64, u128)> {
     let mid = name.strip_prefix("mpaudit-")?.strip_suffix(".jsonl")?;
-    let (pid, ns) = mid.split_once('-')?;
+    let mut parts = mid.rsplitn(3, '-');
     let digits = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
-    if !digits(pid) || !digits(ns) {
+    let (ns, pid) = (parts.next()?, parts.next()?);
+    if !digits(ns) || !digits(pid) {
         return None;
+    }
+    if let Some(rank_part) = parts.next() {
+        let (node, rank) = rank_part.rsplit_once("-r")?;
+        if node.is_empty() || !digits(rank) {
+            return None;
+        }
     }
     Some((pid.parse().ok()?, ns.parse().ok()?))
 }
@@ -353,7 +369,7 @@ pub fn log_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 mod tests {
     use super::*;
 
-    pub const EXAMPLE: &str = r#"{"v":1,"ts":1763750000123456789,"kind":"access","op":"fopen","pid":4242,"ppid":4240,"tid":4242,"worker":2,"path":"summary.log","abs":"/job/summary.log","mode":"write","create":true,"truncate":false,"append":true,"flags":["O_WRONLY","O_CREAT","O_APPEND"],"result":5,"errno":null,"component":{"object":"/job/lib/libLegacyAlg.so","symbol":"_ZN9LegacyAlg7executeEv"},"stack":[{"object":"/job/lib/libLegacyAlg.so","symbol":"_ZN9LegacyAlg7executeEv"},{"object":"/job/bin/minifw","symbol":null}]}"#;
+    pub const EXAMPLE: &str = r#"{"v":1,"ts":1763750000123456789,"kind":"access","op":"fopen","pid":4242,"ppid":4240,"tid":4242,"worker":2,"path":"summary.log","abs":"/job/summary.log","mode":"write","create":true,"truncate":false,"append":true,"flags":["O_WRONLY","O_CREAT","O_APPEND"],"result":5,"errno":null,"component":{"object":"/job/lib/libLegacyAlg.so","vaddr":4409},"stack":[{"object":"/job/lib/libLegacyAlg.so","vaddr":4409},{"object":null,"vaddr":null}]}"#;
 
     #[test]
     fn parses_the_documented_example() {
@@ -363,10 +379,7 @@ mod tests {
         assert_eq!(e.abs.as_deref(), Some("/job/summary.log"));
         assert!(e.is_write_class());
         assert!(e.succeeded());
-        assert_eq!(
-            e.component.unwrap().symbol.as_deref(),
-            Some("_ZN9LegacyAlg7executeEv")
-        );
+        assert_eq!(e.component.unwrap().vaddr, Some(4409));
         assert_eq!(e.stack.unwrap().len(), 2);
     }
 
@@ -560,7 +573,7 @@ mod tests {
             c.object,
             Some(Cow::Borrowed("/job/lib/libLegacyAlg.so"))
         ));
-        assert_eq!(e.stack.unwrap()[1].symbol, None);
+        assert_eq!(e.stack.unwrap()[1].object, None);
     }
 
     #[test]
@@ -588,11 +601,15 @@ mod tests {
             ),
             (
                 r#","component":{"object":null,"x":1}"#,
-                "unknown field `x`, expected `object` or `symbol` at line 1 column 111",
+                "unknown field `x`, expected `object` or `vaddr` at line 1 column 111",
             ),
             (
-                r#","stack":[{"symbol":[]}]"#,
+                r#","stack":[{"object":[]}]"#,
                 "invalid type: sequence, expected a string at line 1 column 100",
+            ),
+            (
+                r#","stack":[{"vaddr":-1}]"#,
+                "invalid value: integer `-1`, expected u64 at line 1 column 101",
             ),
         ] {
             let line = format!("{common}{extra}}}");
@@ -625,5 +642,12 @@ mod tests {
         assert!(!is_log_name("mpaudit-run-1-2.json"));
         assert!(!is_log_name("mpaudit-1-2-3.jsonl"));
         assert!(!is_log_name("mpaudit-a-2.jsonl"));
+        // Under a launcher: node (which may hold `-`) and rank first.
+        assert!(is_log_name("mpaudit-wn-01.cern.ch-r3-123-99.jsonl"));
+        assert!(is_log_name("mpaudit-vm-r0-1-2.jsonl"));
+        assert!(!is_log_name("mpaudit--r0-1-2.jsonl"));
+        assert!(!is_log_name("mpaudit-vm-r-1-2.jsonl"));
+        assert!(!is_log_name("mpaudit-vm-rx-1-2.jsonl"));
+        assert!(!is_log_name("mpaudit-redirects.jsonl"));
     }
 }

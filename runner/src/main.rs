@@ -2,7 +2,6 @@
 //! report rogue writers. See `mpaudit --help` and docs/.
 
 mod cli;
-mod demangle;
 mod duration;
 mod events;
 mod jobfile;
@@ -16,6 +15,7 @@ mod report;
 mod run_meta;
 mod runs;
 mod supervise;
+mod symbols;
 mod workers;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -135,19 +135,22 @@ fn execute(plan: &plan::Plan, program: &Path, preload: Option<&Path>) -> Result<
     // the job wrote at once is not taken for an earlier run's.
     let since = std::time::SystemTime::now() - std::time::Duration::from_millis(100);
     let result = supervise::run(plan, program, &lib)?;
-    let (merges, merge_warnings) = merge::run(
-        &merge::Setup {
-            job_dir: &plan.job_dir,
-            workers_dir: &plan.workers_dir,
-            workers: plan.workers,
-            rules: &plan.merge,
-            merge_dir: plan.merge_dir.as_deref(),
-            force: plan.force,
-            since,
-            timeout: plan.timeout,
-        },
-        result.failed(),
-    );
+    let (merges, merge_warnings) = match &plan.merge_skipped {
+        Some(why) => (Vec::new(), vec![format!("not merging: {why}")]),
+        None => merge::run(
+            &merge::Setup {
+                job_dir: &plan.job_dir,
+                workers_dir: &plan.workers_dir,
+                workers: plan.workers,
+                rules: &plan.merge,
+                merge_dir: plan.merge_dir.as_deref(),
+                force: plan.force,
+                since,
+                timeout: plan.timeout,
+            },
+            result.failed(),
+        ),
+    };
     for w in &merge_warnings {
         eprintln!("mpaudit: warning: merge: {w}");
     }

@@ -64,8 +64,22 @@ pub struct Plan {
     pub workers_source: String,
     pub workers_notes: Vec<String>,
     pub job_dir: PathBuf,
+    /// The directory holding this run's `worker_<k>/`: the configured
+    /// workers directory, or under a launcher its `rank_<r>/`.
     pub workers_dir: PathBuf,
+    /// This run's log directory: under a launcher, `rank_<r>/` of the
+    /// configured one, so that ranks sharing a file system never read each
+    /// other's logs (a job-wide report reads the configured one whole).
     pub log_dir: PathBuf,
+    /// The launcher rank this runner is (mpaudit_core::launcher), if any.
+    pub rank: Option<u32>,
+    /// The workers directory as configured: what the library is given; it
+    /// adds `rank_<r>/` itself (mpaudit_core::map::worker_dir_for).
+    pub shared_workers_dir: PathBuf,
+    /// Why this run does not merge, when it must not: a rank of a step of
+    /// several ranks would merge into the job directory the other ranks
+    /// merge into, clobbering their results.
+    pub merge_skipped: Option<String>,
     #[serde(serialize_with = "ser_opt_duration")]
     pub timeout: Option<Duration>,
     #[serde(serialize_with = "ser_duration")]
@@ -267,6 +281,30 @@ pub fn build(source: &Source, opts: &RunOpts, ctx: &Context) -> Result<Plan, Str
         }
     }
 
+    let rank = mpaudit_core::launcher::rank_of(
+        ctx.facts
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_bytes(), v.as_bytes())),
+    );
+    let log_dir = cli_log_dir.unwrap_or(log_dir);
+    let merge_dir = opts.merge_dir.as_ref().map(|d| resolve(&ctx.cwd, d));
+    let step_size = mpaudit_core::launcher::SIZE_VARIABLES
+        .iter()
+        .find_map(|v| ctx.facts.env.get(*v)?.parse::<u32>().ok());
+    let merge_skipped = match (rank, step_size) {
+        (Some(r), Some(n)) if n > 1 && merge_dir.is_none() => Some(format!(
+            "rank {r} of {n}: merging into the shared job directory would clobber the other \
+             ranks' merges; the redirected files stay in {}/rank_{r}/ (or give each rank its own \
+             --merge-dir)",
+            workers_dir.display()
+        )),
+        _ => None,
+    };
+    let (run_workers_dir, run_log_dir) = match rank {
+        Some(r) => (rank_dir(&workers_dir, r), rank_dir(&log_dir, r)),
+        None => (workers_dir.clone(), log_dir),
+    };
     Ok(Plan {
         job_file,
         command,
@@ -275,8 +313,11 @@ pub fn build(source: &Source, opts: &RunOpts, ctx: &Context) -> Result<Plan, Str
         workers_source,
         workers_notes,
         job_dir,
-        workers_dir,
-        log_dir: cli_log_dir.unwrap_or(log_dir),
+        workers_dir: run_workers_dir,
+        log_dir: run_log_dir,
+        rank,
+        shared_workers_dir: workers_dir,
+        merge_skipped,
         timeout: cli_timeout.or(timeout),
         grace,
         seed,
@@ -284,11 +325,17 @@ pub fn build(source: &Source, opts: &RunOpts, ctx: &Context) -> Result<Plan, Str
         on_failure: opts.on_failure.unwrap_or(on_failure),
         policy,
         merge,
-        merge_dir: opts.merge_dir.as_ref().map(|d| resolve(&ctx.cwd, d)),
+        merge_dir,
         force: opts.force,
         format: opts.format,
         quiet: opts.quiet,
     })
+}
+
+/// `<dir>/rank_<r>`, named as the library names it.
+fn rank_dir(dir: &Path, rank: u32) -> PathBuf {
+    let name = String::from_utf8_lossy(mpaudit_core::map::RANK_PREFIX);
+    dir.join(format!("{name}{rank}"))
 }
 
 /// SplitMix64: a documented, stable mixing function.
@@ -338,7 +385,7 @@ impl Plan {
             ("MPAUDIT_JOB_DIR".into(), self.job_dir.display().to_string()),
             (
                 "MPAUDIT_WORKERS_DIR".into(),
-                self.workers_dir.display().to_string(),
+                self.shared_workers_dir.display().to_string(),
             ),
             ("MPAUDIT_WORKERS".into(), self.workers.to_string()),
             ("MPAUDIT_ACTION".into(), self.policy.action.as_str().into()),
@@ -389,6 +436,12 @@ impl Plan {
             self.workers_dir.display()
         );
         s += &format!("log dir:     {}\n", self.log_dir.display());
+        if let Some(r) = self.rank {
+            s += &format!("rank:        {r} (launcher; workers and logs in rank_{r}/)\n");
+        }
+        if let Some(why) = &self.merge_skipped {
+            s += &format!("             note: not merging: {why}\n");
+        }
         s += &format!(
             "timeout:     {}\n",
             self.timeout
@@ -504,6 +557,72 @@ mod tests {
         Source::JobFile {
             path: PathBuf::from("/jobs/a/job.toml"),
             file: Box::new(jobfile::parse(text).unwrap()),
+        }
+    }
+
+    #[test]
+    fn a_rank_keeps_its_workers_and_logs_in_rank_dirs() {
+        let text = "[job]\ncommand = [\"./run.sh\"]\n";
+        let step = [
+            ("SLURM_STEP_ID", "0"),
+            ("SLURM_PROCID", "3"),
+            ("SLURM_STEP_NUM_TASKS", "4"),
+        ];
+        let p = build(&src(text), &opts(), &ctx(&step)).unwrap();
+        assert_eq!(p.rank, Some(3));
+        assert_eq!(
+            p.shared_workers_dir,
+            PathBuf::from("/jobs/a/mpaudit-workers")
+        );
+        assert_eq!(
+            p.workers_dir,
+            PathBuf::from("/jobs/a/mpaudit-workers/rank_3")
+        );
+        assert_eq!(p.log_dir, PathBuf::from("/jobs/a/mpaudit-logs/rank_3"));
+        // The library is given the shared directory and composes the same
+        // path from it (mpaudit_core::map::worker_dir_for).
+        let env = p.mpaudit_env(Some(1), Path::new("/lib.so"), None);
+        let given = &env
+            .iter()
+            .find(|(k, _)| k == "MPAUDIT_WORKERS_DIR")
+            .unwrap()
+            .1;
+        let mut out = [0u8; 256];
+        let n = mpaudit_core::map::worker_dir_for(given.as_bytes(), Some(3), 1, &mut out).unwrap();
+        assert_eq!(
+            p.worker_dir(1),
+            PathBuf::from(std::str::from_utf8(&out[..n]).unwrap())
+        );
+        assert!(p.merge_skipped.as_deref().unwrap().contains("rank 3 of 4"));
+        let shown = p.render(Ok(Path::new("/lib.so")), None);
+        assert!(shown.contains("rank:        3 "), "{shown}");
+        assert!(shown.contains("not merging: rank 3 of 4"), "{shown}");
+
+        // One rank merges as usual; so does a rank given its own merge dir.
+        let one = [
+            ("SLURM_STEP_ID", "0"),
+            ("SLURM_PROCID", "0"),
+            ("SLURM_STEP_NUM_TASKS", "1"),
+        ];
+        assert_eq!(
+            build(&src(text), &opts(), &ctx(&one))
+                .unwrap()
+                .merge_skipped,
+            None
+        );
+        let mut o = opts();
+        o.merge_dir = Some("merged".into());
+        assert_eq!(
+            build(&src(text), &o, &ctx(&step)).unwrap().merge_skipped,
+            None
+        );
+
+        // Not under a launcher (nor in a Slurm batch script): as before.
+        for env in [&[][..], &[("SLURM_PROCID", "0")][..]] {
+            let p = build(&src(text), &opts(), &ctx(env)).unwrap();
+            assert_eq!(p.rank, None);
+            assert_eq!(p.workers_dir, p.shared_workers_dir);
+            assert_eq!(p.log_dir, PathBuf::from("/jobs/a/mpaudit-logs"));
         }
     }
 

@@ -2,6 +2,8 @@
 //! earlier build), compiles the fixture programs, gives each test its own
 //! directory, and reads event logs back.
 
+pub mod components;
+
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -158,7 +160,29 @@ pub fn fixture(name: &str) -> PathBuf {
             )
         }
         "static_writer" => cc(&["-static", "-O1"], &src.join("static_writer.c"), &out, &[]),
+        "dlopen_locks" => cc(&["-O1"], &src.join("dlopen_locks.c"), &out, &["-ldl"]),
+        "hidden_main" => cc(&["-O1"], &src.join("hidden_main.c"), &out, &["-ldl"]),
+        "libctor_thread.so" => cc(
+            &["-shared", "-fPIC", "-O1"],
+            &src.join("ctor_thread_lib.c"),
+            &out,
+            &["-lpthread"],
+        ),
+        "libhidden_writers.so" => cc(
+            &["-shared", "-fPIC", "-O0", "-g", "-fvisibility=hidden"],
+            &src.join("hidden_writers.c"),
+            &out,
+            &[],
+        ),
         "components_main" => cc(&["-O1"], &src.join("components_main.c"), &out, &["-ldl"]),
+        "abi_tagged" => {
+            // -rdynamic: the writer is in .dynsym, where hooks read names.
+            let mut c = Command::new("g++");
+            c.args(["-O1", "-g", "-rdynamic", "-o"])
+                .arg(&out)
+                .arg(src.join("abi_tagged.cpp"));
+            c
+        }
         "ofstream" => {
             let mut c = Command::new("g++");
             c.args(["-O1", "-o"])
@@ -222,6 +246,10 @@ impl TestDir {
             .env_remove("MPAUDIT_WORKER")
             .env_remove("MPAUDIT_FORK_WORKERS")
             .env_remove("MPAUDIT_ROOT_PID");
+        // A suite run inside a launcher must not make every test a rank.
+        for v in mpaudit_core::launcher::RANK_VARIABLES {
+            c.env_remove(v);
+        }
         c
     }
 
@@ -257,7 +285,13 @@ pub fn read_events(dir: &Path) -> (Vec<Value>, usize) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return (events, bad);
     };
-    let mut files: Vec<_> = entries.filter_map(|e| e.ok()).map(|e| e.path()).collect();
+    // Event logs only: a runner's log directory also holds its run's
+    // metadata (`mpaudit-run-*.json`).
+    let mut files: Vec<_> = entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+        .collect();
     files.sort();
     for f in files {
         let bytes = std::fs::read(&f).expect("read log");
@@ -315,6 +349,24 @@ pub fn run_ok(cmd: &mut Command) -> Output {
         String::from_utf8_lossy(&out.stderr)
     );
     out
+}
+
+/// The function binutils' `addr2line` finds at an event frame's
+/// `{"object", "vaddr"}`: an independent check of what the library records
+/// (docs/events.md) and of the runner's names.
+pub fn frame_function(frame: &Value) -> String {
+    let object = frame["object"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no object: {frame}"));
+    let vaddr = frame["vaddr"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no vaddr: {frame}"));
+    let out = Command::new("addr2line")
+        .args(["-f", "-e", object, &format!("{vaddr:#x}")])
+        .output()
+        .expect("binutils' addr2line is installed");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines().next().unwrap_or("").to_string()
 }
 
 /// Access events on paths whose file name is `name`.

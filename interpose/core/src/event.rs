@@ -20,14 +20,22 @@ pub struct Common {
     pub ppid: i32,
     pub tid: i32,
     pub worker: Option<u32>,
+    /// The launcher rank (docs/events.md, "Ranks"); `None` outside a
+    /// launcher, and then neither `rank` nor `node` is written.
+    pub rank: Option<u32>,
+    /// The node name (`uname -n`), written beside `rank`.
+    pub node: &'static [u8],
 }
 
-/// One stack frame: the object (shared library or executable) and the
-/// nearest exported symbol, if any.
+/// One stack frame: the object (shared library or executable) holding the
+/// call, and the call's address in that object's ELF image (the run-time
+/// address minus the object's load bias, so the number a symboliser such as
+/// `addr2line -e <object>` takes). Both are `None`/0 for a frame in no
+/// known object. The runner names the function (docs/events.md).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Frame<'a> {
-    pub object: &'a [u8],
-    pub symbol: Option<&'a [u8]>,
+    pub object: Option<&'a [u8]>,
+    pub vaddr: u64,
 }
 
 /// A path as the program gave it and its normalised absolute form.
@@ -170,6 +178,15 @@ fn put_common<S: Sink + ?Sized>(s: &mut S, c: &Common, kind: &str, op: &str) {
         Some(w) => put_u64(s, w as u64),
         None => s.put(b"null"),
     }
+    // Under a launcher only: pids are unique per node, so a line must name
+    // its node to say which process it is; outside one it costs nothing.
+    if let Some(rank) = c.rank {
+        s.put(b",\"rank\":");
+        put_u64(s, rank as u64);
+        // Host names are ASCII; anything else is written lossily.
+        s.put(b",\"node\":");
+        put_str(s, c.node);
+    }
 }
 
 /// `,"key":"text"` and, when not UTF-8, `,"key_hex":"…"`.
@@ -191,14 +208,16 @@ fn put_path_field<S: Sink + ?Sized>(s: &mut S, key: &str, value: Option<&[u8]>) 
 }
 
 fn put_frame<S: Sink + ?Sized>(s: &mut S, f: &Frame) {
-    s.put(b"{\"object\":");
-    put_str(s, f.object);
-    s.put(b",\"symbol\":");
-    match f.symbol {
-        Some(sym) => put_str(s, sym),
-        None => s.put(b"null"),
+    match f.object {
+        Some(object) => {
+            s.put(b"{\"object\":");
+            put_str(s, object);
+            s.put(b",\"vaddr\":");
+            put_u64(s, f.vaddr);
+            s.put(b"}");
+        }
+        None => s.put(b"{\"object\":null,\"vaddr\":null}"),
     }
-    s.put(b"}");
 }
 
 fn put_errno<S: Sink + ?Sized>(s: &mut S, errno: i32) {
@@ -422,6 +441,8 @@ mod tests {
         ppid: 9,
         tid: 11,
         worker: Some(2),
+        rank: None,
+        node: b"",
     };
 
     fn access(path: &[u8], abs: Option<&[u8]>, attribution: Option<Attribution>) -> Value {
@@ -456,13 +477,14 @@ mod tests {
     fn access_event_has_the_documented_fields() {
         let frames = [
             Frame {
-                object: b"/lib/libx.so",
-                symbol: Some(b"f"),
+                object: Some(b"/lib/libx.so"),
+                vaddr: 0x1139,
             },
             Frame {
-                object: b"/bin/a",
-                symbol: None,
+                object: Some(b"/bin/a"),
+                vaddr: u64::MAX,
             },
+            Frame::default(),
         ];
         let v = access(
             b"out.txt",
@@ -480,8 +502,15 @@ mod tests {
         assert_eq!(v["create"], true);
         assert_eq!(v["flags"], serde_json::json!(["O_WRONLY", "O_CREAT"]));
         assert_eq!(v["errno"], Value::Null);
-        assert_eq!(v["component"]["object"], "/lib/libx.so");
-        assert_eq!(v["stack"][1]["symbol"], Value::Null);
+        assert_eq!(
+            v["component"],
+            serde_json::json!({"object": "/lib/libx.so", "vaddr": 0x1139})
+        );
+        assert_eq!(v["stack"][1]["vaddr"].as_u64(), Some(u64::MAX));
+        assert_eq!(
+            v["stack"][2],
+            serde_json::json!({"object": null, "vaddr": null})
+        );
         assert!(v.get("path_hex").is_none());
     }
 
@@ -515,6 +544,38 @@ mod tests {
         assert_eq!(j["audited"], false);
         assert_eq!(j["reason"], "static");
         assert_eq!(j["result"], Value::Null);
+    }
+
+    #[test]
+    fn rank_and_node_only_under_a_launcher() {
+        let plain = access(b"a", Some(b"/a"), None);
+        assert!(plain.get("rank").is_none() && plain.get("node").is_none());
+        let ranked = Common {
+            rank: Some(3),
+            node: b"wn\"01",
+            ..C
+        };
+        for line in [
+            {
+                let mut v = Vec::new();
+                encode_process(&mut v, &ranked, &Process::Exit { status: 0 });
+                v
+            },
+            {
+                let mut v = Vec::new();
+                let mut count = crate::json::Counter::default();
+                let p = Process::Fork { child: 4 };
+                encode_process(&mut v, &ranked, &p);
+                encode_process(&mut count, &ranked, &p);
+                assert_eq!(count.0, v.len());
+                v
+            },
+        ] {
+            let j: Value = serde_json::from_slice(&line).unwrap();
+            assert_eq!(j["rank"], 3);
+            assert_eq!(j["node"], "wn\"01");
+            assert_eq!(j["worker"], 2);
+        }
     }
 
     #[test]

@@ -201,6 +201,25 @@ pub fn put_u64<S: Sink + ?Sized>(s: &mut S, mut v: u64) {
     s.put(&tmp[i..]);
 }
 
+/// `0x` and the lowercase hex digits of `v`, no leading zeros (for
+/// addresses in human-readable lines, not in JSON).
+pub fn put_hex_u64<S: Sink + ?Sized>(s: &mut S, v: u64) {
+    let mut tmp = [0u8; 18];
+    let mut i = tmp.len();
+    let mut v = v;
+    loop {
+        i -= 1;
+        tmp[i] = HEX[(v & 0xf) as usize];
+        v >>= 4;
+        if v == 0 {
+            break;
+        }
+    }
+    i -= 2;
+    tmp[i..i + 2].copy_from_slice(b"0x");
+    s.put(&tmp[i..]);
+}
+
 pub fn put_i64<S: Sink + ?Sized>(s: &mut S, v: i64) {
     if v < 0 {
         s.put(b"-");

@@ -7,6 +7,7 @@ pub mod event;
 pub mod flags;
 pub mod glob;
 pub mod json;
+pub mod launcher;
 pub mod map;
 pub mod objects;
 pub mod path;

@@ -55,9 +55,14 @@ pub fn map_to_worker(
 /// Builds `<workers_dir>/worker_<worker>` into `out`; the length, or `None`
 /// when it does not fit.
 pub fn worker_dir_into(workers_dir: &[u8], worker: u32, out: &mut [u8]) -> Option<usize> {
+    numbered_dir_into(workers_dir, b"worker_", worker, out)
+}
+
+/// `<dir>/<prefix><n>` into `out`.
+fn numbered_dir_into(dir: &[u8], prefix: &[u8], n: u32, out: &mut [u8]) -> Option<usize> {
     let mut digits = [0u8; 10];
     let mut start = digits.len();
-    let mut rest = worker;
+    let mut rest = n;
     loop {
         start = start.checked_sub(1)?;
         *digits.get_mut(start)? = b'0' + (rest % 10) as u8;
@@ -66,15 +71,41 @@ pub fn worker_dir_into(workers_dir: &[u8], worker: u32, out: &mut [u8]) -> Optio
             break;
         }
     }
-    let separator: &[u8] = if workers_dir.ends_with(b"/") {
-        b""
-    } else {
-        b"/"
-    };
-    copy_parts(
-        out,
-        &[workers_dir, separator, b"worker_", digits.get(start..)?],
-    )
+    let separator: &[u8] = if dir.ends_with(b"/") { b"" } else { b"/" };
+    copy_parts(out, &[dir, separator, prefix, digits.get(start..)?])
+}
+
+/// Component under the workers directory that holds the worker directories
+/// of launcher rank `r` when the rank runs several workers itself:
+/// `rank_<r>/worker_<k>`.
+pub const RANK_PREFIX: &[u8] = b"rank_";
+
+/// Builds `<workers_dir>/rank_<rank>` into `out`: the directory a rank's own
+/// runner (or fork-mode root) keeps its workers in. The length, or `None`
+/// when it does not fit.
+pub fn rank_dir_into(workers_dir: &[u8], rank: u32, out: &mut [u8]) -> Option<usize> {
+    numbered_dir_into(workers_dir, RANK_PREFIX, rank, out)
+}
+
+/// The directory of a worker, composing the two sources of identity (see
+/// docs/policy.md, "Ranks"): local worker `k` of launcher rank `r` is
+/// `<workers_dir>/rank_<r>/worker_<k>`; without a rank it is
+/// `<workers_dir>/worker_<k>`. A rank that is itself the worker (no local
+/// numbering) passes its rank as `worker` and `None` as `rank`.
+pub fn worker_dir_for(
+    workers_dir: &[u8],
+    rank: Option<u32>,
+    worker: u32,
+    out: &mut [u8],
+) -> Option<usize> {
+    match rank {
+        None => worker_dir_into(workers_dir, worker, out),
+        Some(r) => {
+            let mut rank_dir = [0u8; MAX_ABS];
+            let n = rank_dir_into(workers_dir, r, &mut rank_dir)?;
+            worker_dir_into(rank_dir.get(..n)?, worker, out)
+        }
+    }
 }
 
 /// True for `/` and for `/a/b` forms: absolute, no trailing slash, and no
@@ -259,6 +290,27 @@ mod tests {
         let mut tiny = [0u8; 11];
         assert_eq!(worker_dir_into(b"/w", 12, &mut tiny), None);
         assert_eq!(worker_dir_into(b"/w", 1, &mut tiny), Some(11));
+    }
+
+    #[test]
+    fn ranks_and_workers_compose() {
+        let dir = |rank, k| {
+            let mut out = [0u8; 64];
+            let n = worker_dir_for(b"/job/w", rank, k, &mut out)?;
+            Some(String::from_utf8(out[..n].to_vec()).unwrap())
+        };
+        assert_eq!(dir(None, 3).unwrap(), "/job/w/worker_3");
+        assert_eq!(dir(Some(2), 0).unwrap(), "/job/w/rank_2/worker_0");
+        assert_eq!(dir(Some(0), 2).unwrap(), "/job/w/rank_0/worker_2");
+        // Rank 1's worker 0 and rank 0's worker 1 never share a directory,
+        // nor do they share one with the plain workers of a rank-less run.
+        assert_ne!(dir(Some(1), 0), dir(Some(0), 1));
+        assert_ne!(dir(Some(1), 0), dir(None, 1));
+        let mut rank_dir = [0u8; 64];
+        let n = rank_dir_into(b"/job/w", 12, &mut rank_dir).unwrap();
+        assert_eq!(&rank_dir[..n], b"/job/w/rank_12");
+        let mut tiny = [0u8; 20];
+        assert_eq!(worker_dir_for(b"/job/w", Some(1), 0, &mut tiny), None);
     }
 
     #[test]

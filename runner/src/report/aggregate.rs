@@ -50,7 +50,7 @@ struct PathUse {
 
 /// Per path of a rogue group: count, workers, actions taken, and the calls
 /// that wrote it.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct PathAgg {
     count: u64,
     workers: WhoSet,
@@ -60,7 +60,7 @@ struct PathAgg {
 
 /// One kind of call on a rogue path: the operation, the path's role in it
 /// and, for a two-path call, the other path (the first one seen).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct CallAgg {
     op: String,
     role: Option<Role>,
@@ -129,13 +129,30 @@ struct AttemptAgg {
     object: Option<String>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct RogueAgg {
     events: u64,
     unmitigated: u64,
     workers: WhoSet,
     actions: BTreeMap<&'static str, u64>,
     paths: HashMap<String, PathAgg>,
+}
+
+impl RogueAgg {
+    fn absorb(&mut self, b: RogueAgg) {
+        self.events += b.events;
+        self.unmitigated += b.unmitigated;
+        self.workers.extend(&b.workers);
+        add_counts(&mut self.actions, b.actions);
+        merge_maps(&mut self.paths, b.paths, |a, b| {
+            a.count += b.count;
+            a.workers.extend(&b.workers);
+            add_counts(&mut a.actions, b.actions);
+            for c in b.calls {
+                a.add_call(&c.op, c.role, c.counterpart.as_deref(), c.count);
+            }
+        });
+    }
 }
 
 #[derive(Debug, Default)]
@@ -157,7 +174,9 @@ pub struct Aggregator {
     pub stats: ReadStats,
     paths: HashMap<String, PathUse>,
     attempts: HashMap<String, AttemptAgg>,
-    rogue: HashMap<(String, Option<String>), RogueAgg>,
+    /// Keyed by the component's raw frame, (object, vaddr): call sites are
+    /// named, and grouped by function, only for the report (`sections`).
+    rogue: HashMap<(String, Option<u64>), RogueAgg>,
     /// Sorted by path for the report; a `HashMap` while folding events in.
     redirected: HashMap<String, BTreeMap<Who, BTreeSet<String>>>,
     unaudited: BTreeMap<(String, String), UnauditedAgg>,
@@ -200,27 +219,27 @@ where
     }
 }
 
-/// A rogue group's key, `(object, symbol)`, owned in the map and borrowed
-/// from the event for a lookup: both hash and compare as the pair of
-/// `&str`s, so `HashMap<(String, Option<String>), _>` can be searched with
-/// a `&dyn ComponentKey` built from the event's strings.
+/// A rogue group's key, `(object, vaddr)`, owned in the map and borrowed
+/// from the event for a lookup: both hash and compare as the pair, so
+/// `HashMap<(String, Option<u64>), _>` can be searched with a
+/// `&dyn ComponentKey` built from the event's string.
 trait ComponentKey {
-    fn pair(&self) -> (&str, Option<&str>);
+    fn pair(&self) -> (&str, Option<u64>);
 }
 
-impl ComponentKey for (String, Option<String>) {
-    fn pair(&self) -> (&str, Option<&str>) {
-        (&self.0, self.1.as_deref())
+impl ComponentKey for (String, Option<u64>) {
+    fn pair(&self) -> (&str, Option<u64>) {
+        (&self.0, self.1)
     }
 }
 
-impl ComponentKey for (&str, Option<&str>) {
-    fn pair(&self) -> (&str, Option<&str>) {
+impl ComponentKey for (&str, Option<u64>) {
+    fn pair(&self) -> (&str, Option<u64>) {
         (self.0, self.1)
     }
 }
 
-impl<'a> Borrow<dyn ComponentKey + 'a> for (String, Option<String>) {
+impl<'a> Borrow<dyn ComponentKey + 'a> for (String, Option<u64>) {
     fn borrow(&self) -> &(dyn ComponentKey + 'a) {
         self
     }
@@ -228,7 +247,7 @@ impl<'a> Borrow<dyn ComponentKey + 'a> for (String, Option<String>) {
 
 impl Hash for dyn ComponentKey + '_ {
     fn hash<H: Hasher>(&self, h: &mut H) {
-        // The same bytes as `(String, Option<String>)::hash`.
+        // The same bytes as `(String, Option<u64>)::hash`.
         self.pair().hash(h)
     }
 }
@@ -242,10 +261,10 @@ impl PartialEq for dyn ComponentKey + '_ {
 impl Eq for dyn ComponentKey + '_ {}
 
 impl ToOwned for dyn ComponentKey + '_ {
-    type Owned = (String, Option<String>);
+    type Owned = (String, Option<u64>);
     fn to_owned(&self) -> Self::Owned {
-        let (o, s) = self.pair();
-        (o.to_string(), s.map(str::to_string))
+        let (o, v) = self.pair();
+        (o.to_string(), v)
     }
 }
 
@@ -282,20 +301,7 @@ impl Aggregator {
             a.writers.extend(&b.writers);
             a.readers.extend(&b.readers);
         });
-        merge_maps(&mut self.rogue, o.rogue, |a, b| {
-            a.events += b.events;
-            a.unmitigated += b.unmitigated;
-            a.workers.extend(&b.workers);
-            add_counts(&mut a.actions, b.actions);
-            merge_maps(&mut a.paths, b.paths, |a, b| {
-                a.count += b.count;
-                a.workers.extend(&b.workers);
-                add_counts(&mut a.actions, b.actions);
-                for c in b.calls {
-                    a.add_call(&c.op, c.role, c.counterpart.as_deref(), c.count);
-                }
-            });
-        });
+        merge_maps(&mut self.rogue, o.rogue, RogueAgg::absorb);
         merge_maps(&mut self.attempts, o.attempts, |a, b| {
             a.count += b.count;
             a.workers.extend(&b.workers);
@@ -425,7 +431,7 @@ impl Aggregator {
             let key: &dyn ComponentKey = &(
                 comp.and_then(|c| c.object.as_deref())
                     .unwrap_or("(unknown)"),
-                comp.and_then(|c| c.symbol.as_deref()),
+                comp.and_then(|c| c.vaddr),
             );
             // The paths the call wrote, each with its role and the other
             // path: a symlink's text and a link's source are not written.
@@ -641,14 +647,51 @@ pub struct Sections {
     pub unaudited: Vec<Unaudited>,
 }
 
+/// A rogue group's first call site (lowest vaddr) and what it resolved to.
+struct CallSite {
+    vaddr: Option<u64>,
+    resolved: crate::symbols::Resolved,
+}
+
 impl Aggregator {
+    /// The rogue groups by component function: call sites named
+    /// (`crate::symbols`), those in one function of one object merged. A
+    /// site that cannot be named stays a group of its own.
+    fn rogue_by_function(&self) -> Vec<((String, CallSite), RogueAgg)> {
+        let mut symbols = crate::symbols::Symbols::new();
+        let mut sites: Vec<(&(String, Option<u64>), &RogueAgg)> = self.rogue.iter().collect();
+        sites.sort_by(|a, b| a.0.cmp(b.0));
+        let mut groups: Vec<((String, CallSite), RogueAgg)> = Vec::new();
+        let mut index: HashMap<(String, String), usize> = HashMap::new();
+        for ((object, vaddr), g) in sites {
+            let resolved = match vaddr {
+                Some(v) => symbols.resolve(object, *v).clone(),
+                None => Default::default(),
+            };
+            let function = resolved.symbol.clone();
+            let site = CallSite {
+                vaddr: *vaddr,
+                resolved,
+            };
+            match function.map(|f| (object.clone(), f)) {
+                Some(key) if index.contains_key(&key) => groups[index[&key]].1.absorb(g.clone()),
+                Some(key) => {
+                    index.insert(key, groups.len());
+                    groups.push(((object.clone(), site), g.clone()));
+                }
+                None => groups.push(((object.clone(), site), g.clone())),
+            }
+        }
+        groups
+    }
+
     /// The event-derived sections, sorted for the reader: rogue components
     /// worst first, clobbers by reach.
     pub fn sections(&self, l: &Labels) -> Sections {
         let mut rogue: Vec<RogueGroup> = self
-            .rogue
-            .iter()
-            .map(|((object, symbol), g)| {
+            .rogue_by_function()
+            .into_iter()
+            .map(|((object, site), g)| {
                 let mut paths: Vec<RoguePath> = g
                     .paths
                     .iter()
@@ -681,9 +724,12 @@ impl Aggregator {
                         .then(a.path.cmp(&b.path))
                 });
                 RogueGroup {
-                    object: l.path(object),
-                    symbol: symbol.clone(),
-                    demangled: symbol.as_deref().and_then(crate::demangle::demangle),
+                    object: l.path(&object),
+                    vaddr: site.vaddr,
+                    symbol: site.resolved.symbol,
+                    function: site.resolved.function,
+                    file: site.resolved.file,
+                    line: site.resolved.line,
                     events: g.events,
                     unmitigated: g.unmitigated,
                     workers: l.whos(&g.workers),
@@ -702,6 +748,7 @@ impl Aggregator {
                 .then(b.paths.len().cmp(&a.paths.len()))
                 .then(a.object.cmp(&b.object))
                 .then(a.symbol.cmp(&b.symbol))
+                .then(a.vaddr.cmp(&b.vaddr))
         });
 
         let mut attempts: Vec<Attempt> = self
@@ -920,6 +967,7 @@ mod tests {
     use super::*;
     use crate::events::parse_line;
     use crate::report::status::Coverage;
+    use crate::report::text::component_name;
 
     fn access(worker: Option<u64>, op: &str, abs: &str, mode: &str, extra: &str) -> Event<'static> {
         let w = worker.map(|k| k.to_string()).unwrap_or("null".into());
@@ -933,9 +981,9 @@ mod tests {
         parse_line(line.as_bytes()).unwrap_or_else(|e| panic!("{e}: {line}"))
     }
 
-    fn rogue(worker: u64, abs: &str, obj: &str, sym: &str, action: &str) -> Event<'static> {
+    fn rogue(worker: u64, abs: &str, obj: &str, vaddr: u64, action: &str) -> Event<'static> {
         let extra = format!(
-            r#","component":{{"object":"{obj}","symbol":"{sym}"}},"stack":[],"verdict":"rogue","action":"{action}""#
+            r#","component":{{"object":"{obj}","vaddr":{vaddr}}},"stack":[],"verdict":"rogue","action":"{action}""#
         );
         access(Some(worker), "openat", abs, "write", &extra)
     }
@@ -959,7 +1007,7 @@ mod tests {
                     w,
                     "/job/summary.log",
                     "/job/lib/libLegacyAlg.so",
-                    "_ZN9LegacyAlg7executeEv",
+                    0x1139,
                     "logged",
                 ),
             );
@@ -970,7 +1018,7 @@ mod tests {
                 0,
                 "/job/other.txt",
                 "/job/lib/libLegacyAlg.so",
-                "_ZN9LegacyAlg7executeEv",
+                0x1139,
                 "logged",
             ),
         );
@@ -978,13 +1026,19 @@ mod tests {
         for _ in 0..5 {
             a.add(
                 0,
-                &rogue(2, "/job/h.root", "/opt/libHist.so", "_Z4hist", "redirected"),
+                &rogue(2, "/job/h.root", "/opt/libHist.so", 0x2000, "redirected"),
             );
         }
         let Sections { rogue: r, .. } = a.sections(&labels());
         assert_eq!(r.len(), 2);
         assert_eq!(r[0].object, "lib/libLegacyAlg.so");
-        assert_eq!(r[0].demangled.as_deref(), Some("LegacyAlg::execute()"));
+        // The objects do not exist: the call sites stay unnamed.
+        assert_eq!((r[0].vaddr, r[0].function.as_deref()), (Some(0x1139), None));
+        assert_eq!(
+            component_name(&r[0]),
+            "lib/libLegacyAlg.so+0x1139",
+            "the text report's name"
+        );
         assert_eq!((r[0].events, r[0].unmitigated), (3, 3));
         assert_eq!(r[0].workers, ["0", "1"]);
         assert_eq!(r[0].paths[0].path, "summary.log");
@@ -994,6 +1048,58 @@ mod tests {
         assert_eq!(r[1].object, "/opt/libHist.so");
         assert_eq!(r[1].actions["redirected"], 5);
         assert_eq!(a.rogue_writes, 8);
+    }
+
+    /// Two call sites in one function of a real object (this test binary)
+    /// are one group, named by the function; a site in another function
+    /// is a group of its own.
+    #[test]
+    fn call_sites_in_one_function_are_one_component() {
+        use object::{Object, ObjectSymbol};
+        let exe = std::env::current_exe().unwrap();
+        let bytes = std::fs::read(&exe).unwrap();
+        let file = object::File::parse(&*bytes).unwrap();
+        let function = |part: &str| {
+            file.symbols()
+                .find(|s| s.name().is_ok_and(|n| n.contains(part)) && s.size() > 8)
+                .map(|s| s.address())
+                .unwrap_or_else(|| panic!("a symbol for {part}"))
+        };
+        let (one, other) = (
+            function("relative_paths"),
+            function("who_sets_keep_btree_order"),
+        );
+        let exe = exe.to_str().unwrap();
+        let mut a = Aggregator::default();
+        for (vaddr, path) in [
+            (one + 1, "/job/a"),
+            (one + 5, "/job/b"),
+            (other + 1, "/job/c"),
+        ] {
+            a.add(0, &rogue(0, path, exe, vaddr, "logged"));
+        }
+        let Sections { rogue: r, .. } = a.sections(&labels());
+        assert_eq!(r.len(), 2, "{r:#?}");
+        let g = r.iter().find(|g| g.events == 2).expect("the merged group");
+        assert_eq!(g.vaddr, Some(one + 1), "the first call site");
+        assert!(
+            g.function
+                .as_deref()
+                .is_some_and(|f| f.contains("::relative_paths")),
+            "{g:?}"
+        );
+        assert!(
+            g.symbol.as_deref().is_some_and(|s| s.starts_with("_ZN")),
+            "{g:?}"
+        );
+        assert!(
+            g.file
+                .as_deref()
+                .is_some_and(|f| f.ends_with("aggregate.rs"))
+                && g.line.is_some(),
+            "the test binary has line tables: {g:?}"
+        );
+        assert!(component_name(g).contains("relative_paths"));
     }
 
     #[test]
@@ -1107,18 +1213,18 @@ mod tests {
         use std::hash::BuildHasher;
         let h =
             std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default();
-        for (o, s) in [("a", None), ("a", Some("b")), ("", Some(""))] {
-            let owned = (o.to_string(), s.map(String::from));
-            let k: &dyn ComponentKey = &(o, s);
-            assert_eq!(h.hash_one(&owned), h.hash_one(k), "{o:?} {s:?}");
+        for (o, v) in [("a", None), ("a", Some(7u64)), ("", Some(0))] {
+            let owned = (o.to_string(), v);
+            let k: &dyn ComponentKey = &(o, v);
+            assert_eq!(h.hash_one(&owned), h.hash_one(k), "{o:?} {v:?}");
         }
-        let mut m: HashMap<(String, Option<String>), u32> = HashMap::new();
-        for (o, s) in [("a", None), ("a", Some("b")), ("a", None), ("b", Some("a"))] {
-            with_slot(&mut m, &(o, s) as &dyn ComponentKey, |n| *n += 1);
+        let mut m: HashMap<(String, Option<u64>), u32> = HashMap::new();
+        for (o, v) in [("a", None), ("a", Some(7u64)), ("a", None), ("b", Some(1))] {
+            with_slot(&mut m, &(o, v) as &dyn ComponentKey, |n| *n += 1);
         }
         assert_eq!(m.len(), 3);
         assert_eq!(m[&("a".to_string(), None)], 2);
-        assert_eq!(m[&("a".to_string(), Some("b".to_string()))], 1);
+        assert_eq!(m[&("a".to_string(), Some(7))], 1);
     }
 
     #[test]
@@ -1178,9 +1284,9 @@ mod tests {
         let mut a = Aggregator::default();
         for comp in [
             r#","component":null"#,
-            r#","component":{"object":null,"symbol":null}"#,
-            r#","component":{"object":"(unknown)","symbol":null}"#,
-            r#","component":{"object":null,"symbol":"f"}"#,
+            r#","component":{"object":null,"vaddr":null}"#,
+            r#","component":{"object":"(unknown)","vaddr":null}"#,
+            r#","component":{"object":null,"vaddr":5}"#,
             "",
         ] {
             let extra = format!(r#"{comp},"verdict":"rogue","action":"logged""#);
@@ -1189,12 +1295,9 @@ mod tests {
         let Sections { rogue: r, .. } = a.sections(&labels());
         let groups: Vec<_> = r
             .iter()
-            .map(|g| (g.object.as_str(), g.symbol.as_deref(), g.events))
+            .map(|g| (g.object.as_str(), g.vaddr, g.events))
             .collect();
-        assert_eq!(
-            groups,
-            [("(unknown)", None, 4), ("(unknown)", Some("f"), 1)]
-        );
+        assert_eq!(groups, [("(unknown)", None, 4), ("(unknown)", Some(5), 1)]);
     }
 
     /// A pseudo-random mix of the events the aggregator treats apart.
@@ -1252,8 +1355,8 @@ mod tests {
                         _ => {
                             let comp = [
                                 r#""component":null"#,
-                                r#""component":{"object":"/job/lib/libA.so","symbol":"f"}"#,
-                                r#""component":{"object":"/job/lib/libB.so","symbol":null}"#,
+                                r#""component":{"object":"/job/lib/libA.so","vaddr":4096}"#,
+                                r#""component":{"object":"/job/lib/libB.so","vaddr":null}"#,
                             ][pick(3)];
                             let action = ["logged", "denied", "redirected"][pick(3)];
                             format!(
@@ -1369,7 +1472,7 @@ mod tests {
                 0,
                 "/job/summary.log",
                 "/job/lib/libLegacyAlg.so",
-                "_ZN9LegacyAlg7executeEv",
+                0x1139,
                 "logged",
             ),
         );
@@ -1380,7 +1483,7 @@ mod tests {
         assert_eq!(r.summary.status, "rogue writes");
         let t = r.to_text();
         assert!(
-            t.contains("lib/libLegacyAlg.so LegacyAlg::execute(): 1 write(s), workers 0, logged 1"),
+            t.contains("lib/libLegacyAlg.so+0x1139: 1 write(s), workers 0, logged 1"),
             "{t}"
         );
         let j: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();

@@ -8,7 +8,7 @@ mod build;
 mod json;
 mod model;
 pub(crate) mod status;
-mod text;
+pub(crate) mod text;
 
 pub use aggregate::{read_logs, Aggregator};
 pub use build::{LogFacts, LogSource, RunFacts};

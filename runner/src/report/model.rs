@@ -171,8 +171,15 @@ pub struct AttemptCall {
 #[derive(Debug, Clone, Serialize)]
 pub struct RogueGroup {
     pub object: String,
+    /// The call site's address in `object` (docs/events.md); of the first
+    /// one when the function writes from several.
+    pub vaddr: Option<u64>,
+    /// The function as the object names it (mangled), its readable form,
+    /// and the call's source location: see `crate::symbols`.
     pub symbol: Option<String>,
-    pub demangled: Option<String>,
+    pub function: Option<String>,
+    pub file: Option<String>,
+    pub line: Option<u32>,
     pub events: u64,
     pub unmitigated: u64,
     pub workers: Vec<String>,

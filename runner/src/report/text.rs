@@ -85,7 +85,7 @@ impl Report {
             for g in &self.rogue {
                 o += &format!(
                     "  {}: {} write(s), workers {}, {}\n",
-                    component(g),
+                    component_name(g),
                     g.events,
                     ranges(&g.workers),
                     actions(&g.actions)
@@ -248,14 +248,18 @@ impl Report {
     }
 }
 
-/// `lib/libLegacyAlg.so LegacyAlg::execute()`: how a component is named.
-fn component(g: &RogueGroup) -> String {
-    let sym = g
-        .demangled
-        .as_deref()
-        .or(g.symbol.as_deref())
-        .unwrap_or("?");
-    format!("{} {}", g.object, sym)
+/// `object function (file:line)`, as much of it as is known; an unnamed
+/// call site is `object+0xvaddr`: how a component is named.
+pub(super) fn component_name(g: &RogueGroup) -> String {
+    let mut s = match (&g.function, g.vaddr) {
+        (Some(f), _) => format!("{} {f}", g.object),
+        (None, Some(v)) => format!("{}+{v:#x}", g.object),
+        (None, None) => g.object.clone(),
+    };
+    if let (Some(file), Some(line)) = (&g.file, g.line) {
+        s += &format!(" ({file}:{line})");
+    }
+    s
 }
 
 fn worker_name(w: &WorkerReport, padded: bool) -> String {

@@ -38,6 +38,10 @@ e2e!(runner_parses_every_event_the_library_writes, |dir| {
     c.args(["-c", "echo x > denied.txt || true"])
         .env("MPAUDIT_ACTION", "deny");
     runs.push(c);
+    // A launcher rank (the variable a launcher sets): rank and node fields.
+    let mut c = dir.audited("bash");
+    c.args(["-c", "echo r > ranked.txt"]).env("PMI_RANK", "3");
+    runs.push(c);
     for mut c in runs {
         run(&mut c, DEADLINE);
     }
@@ -51,12 +55,43 @@ e2e!(runner_parses_every_event_the_library_writes, |dir| {
             "the logs hold a {op} event"
         );
     }
-    for field in ["path_hex", "target", "component", "stack"] {
+    for field in ["path_hex", "target", "component", "stack", "rank", "node"] {
         assert!(
             events.iter().any(|e| e.get(field).is_some()),
             "the logs hold a {field} field"
         );
     }
+    // Frames are exactly {"object", "vaddr"} (docs/events.md#frames), and a
+    // vaddr is an address binutils resolves in that object's file.
+    let frames: Vec<&Value> = events
+        .iter()
+        .flat_map(|e| {
+            e["stack"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .chain(e.get("component"))
+        })
+        .filter(|f| !f.is_null())
+        .collect();
+    assert!(!frames.is_empty());
+    for f in &frames {
+        let keys: Vec<&String> = f
+            .as_object()
+            .expect("a frame is an object")
+            .keys()
+            .collect();
+        assert_eq!(keys, ["object", "vaddr"], "{f}");
+    }
+    let probe_frame = frames
+        .iter()
+        .find(|f| f["object"].as_str().is_some_and(|o| o.ends_with("/probe")))
+        .expect("a frame in the probe");
+    let function = frame_function(probe_frame);
+    assert!(
+        !function.is_empty() && function != "??",
+        "{probe_frame}: {function}"
+    );
     for action in ["redirected", "denied", "logged", "none"] {
         assert!(
             events.iter().any(|e| e["action"] == action),

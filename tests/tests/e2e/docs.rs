@@ -108,7 +108,7 @@ fn template() -> &'static Path {
 
 /// A scratch "repository": the examples (already built) and
 /// target/release/mpaudit.
-fn scratch(name: &str) -> TestDir {
+pub(crate) fn scratch(name: &str) -> TestDir {
     let d = TestDir::new(name);
     let t = template();
     super::examples::copy_tree(&t.join("examples"), &d.join("examples"));

@@ -322,12 +322,12 @@ e2e!(component_names_the_library_and_function_not_libc, |dir| {
             .ends_with("/libfixture_writer.so"),
         "{e}"
     );
-    assert_eq!(e["component"]["symbol"], "fixture_write_report");
+    assert_eq!(frame_function(&e["component"]), "fixture_write_report");
     let stack = e["stack"].as_array().unwrap();
     assert!(stack.len() >= 2 && stack.len() <= 16);
     assert!(stack
         .iter()
-        .all(|f| !f["object"].as_str().unwrap().contains("libmpaudit")));
+        .all(|f| !f["object"].as_str().unwrap_or("").contains("libmpaudit")));
     assert!(stack
         .iter()
         .any(|f| f["object"].as_str().unwrap().ends_with("/writer_main")));
@@ -501,12 +501,16 @@ e2e!(a_renamed_copy_of_the_library_never_blames_itself, |dir| {
     run_ok(cmd.env("LD_PRELOAD", &copy).arg("report.txt"));
     let ev = dir.events();
     let e = one_access(&ev, "report.txt", "fopen");
-    assert_eq!(e["component"]["symbol"], "fixture_write_report", "{e}");
+    assert_eq!(
+        frame_function(&e["component"]),
+        "fixture_write_report",
+        "{e}"
+    );
     let stack = e["stack"].as_array().unwrap();
     assert!(
         stack.iter().all(|f| !f["object"]
             .as_str()
-            .unwrap()
+            .unwrap_or("")
             .ends_with("libaudit-copy-1.2.so")),
         "{e}"
     );

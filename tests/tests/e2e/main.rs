@@ -6,6 +6,8 @@ mod contract;
 mod docs;
 mod examples;
 mod interpose;
+mod launchers;
 mod policy;
 mod runner;
+mod symbols;
 mod verdicts;

@@ -221,7 +221,7 @@ e2e!(
             .as_str()
             .unwrap()
             .ends_with("/libcomp_legacy.so"));
-        assert_eq!(e["component"]["symbol"], "legacy_write");
+        assert_eq!(frame_function(&e["component"]), "legacy_write");
         assert!(worker_file(&dir, 0, "legacy.txt").exists() && !dir.join("legacy.txt").exists());
         let (v, a, _) = verdict("declared.out");
         assert_eq!(
@@ -258,7 +258,7 @@ e2e!(without_a_log_each_rogue_path_is_warned_once, |dir| {
         .collect();
     assert_eq!(lines.len(), 1, "{stderr}");
     let expected = format!(
-        "mpaudit: rogue write {} by /usr/bin/bash(",
+        "mpaudit: rogue write {} by /usr/bin/bash+0x",
         dir.join("loop.txt").display()
     );
     assert!(lines[0].starts_with(&expected), "{}", lines[0]);

@@ -1,0 +1,234 @@
+//! Stack attribution without the loader lock, and the runner's names for
+//! the frames the library records as (object, vaddr) (issue 10, items 3-4).
+
+use mpaudit_tests::*;
+use serde_json::Value;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+/// A hang is the bug these tests look for: `run` kills the program and
+/// fails the test past this.
+const HANG: Duration = Duration::from_secs(60);
+
+fn same_as_bare(bare: &Output, audited: &Output) {
+    assert_eq!(
+        (audited.status.code(), stdout(audited)),
+        (bare.status.code(), stdout(bare)),
+        "audited stderr: {}",
+        String::from_utf8_lossy(&audited.stderr)
+    );
+}
+
+// Regression: the stack walk named frames with dladdr, which waits for the
+// loader lock; dlopen holds it while the constructor joins the thread that
+// is inside our fopen hook: a deadlock.
+e2e!(
+    a_dlopen_constructor_joining_a_thread_that_fopens_does_not_deadlock,
+    |dir| {
+        let lib = fixture("libctor_thread.so");
+        let prog = fixture("dlopen_locks");
+        let bare = run(dir.bare(&prog).arg("ctor-thread").arg(&lib), HANG);
+        let bare_file = std::fs::read(dir.join("ctor-thread.txt")).expect("bare run wrote");
+        std::fs::remove_file(dir.join("ctor-thread.txt")).unwrap();
+        let audited = run(dir.audited(&prog).arg("ctor-thread").arg(&lib), HANG);
+        same_as_bare(&bare, &audited);
+        assert_eq!(
+            std::fs::read(dir.join("ctor-thread.txt")).unwrap(),
+            bare_file
+        );
+        let ev = dir.events();
+        let writes: Vec<&Value> = accesses(&ev, "ctor-thread.txt")
+            .into_iter()
+            .filter(|e| e["mode"] == "write")
+            .collect();
+        assert_eq!(writes.len(), 1, "{ev:#?}");
+        let component = &writes[0]["component"];
+        assert!(
+            component["object"]
+                .as_str()
+                .is_some_and(|o| o.ends_with("/libctor_thread.so")),
+            "the thread's frames are found inside dlopen: {component}"
+        );
+        assert_eq!(frame_function(component), "writer");
+    }
+);
+
+// Regression: a SIGALRM handler's open() interrupting dlopen/dlclose
+// called dladdr, which waited for the loader lock its own thread held.
+e2e!(
+    a_sigalrm_handler_opening_during_dlopen_and_dlclose_does_not_deadlock,
+    |dir| {
+        let lib = fixture("libcomp_legacy.so");
+        let prog = fixture("dlopen_locks");
+        let args = |c: &mut Command| {
+            c.arg("alarm-loop").arg(&lib).arg("1500");
+        };
+        let mut bare = dir.bare(&prog);
+        args(&mut bare);
+        let bare = run(&mut bare, HANG);
+        let mut audited = dir.audited(&prog);
+        args(&mut audited);
+        let audited = run(&mut audited, HANG);
+        same_as_bare(&bare, &audited);
+        assert_eq!(stdout(&audited), "done\n");
+        let ev = dir.events();
+        let opens = accesses(&ev, "alarm.txt");
+        assert!(
+            opens.len() >= 20,
+            "the handler's opens are logged: {}",
+            opens.len()
+        );
+        assert!(opens.iter().all(|e| e["component"]["object"]
+            .as_str()
+            .is_some_and(|o| o.ends_with("/dlopen_locks"))));
+    }
+);
+
+/// The line of `marker` in a fixture's source (1-based).
+fn line_of(source: &str, marker: &str) -> u64 {
+    let text =
+        std::fs::read_to_string(workspace_root().join("tests/fixtures").join(source)).unwrap();
+    text.lines().position(|l| l.contains(marker)).expect(marker) as u64 + 1
+}
+
+// Regression: components were named after the nearest *exported* symbol
+// (dladdr), so a static or hidden function got its exported neighbour's
+// name or none; the report now reads .symtab and DWARF.
+e2e!(
+    static_and_hidden_functions_are_named_with_file_and_line,
+    |dir| {
+        let lib = fixture("libhidden_writers.so");
+        run_ok(dir.audited(fixture("hidden_main")).arg(&lib));
+        let report = |format: &str| {
+            run(
+                Command::new(&artifacts().runner)
+                    .args(["report", "--format", format])
+                    .arg(dir.logs()),
+                DEADLINE,
+            )
+        };
+        let json: Value = serde_json::from_slice(&report("json").stdout).unwrap();
+        let text = stdout(&report("text"));
+        for function in ["static_write", "hidden_write"] {
+            let line = line_of("hidden_writers.c", &format!("{function}'s fopen"));
+            let g = json["rogue"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|g| g["function"] == function)
+                .unwrap_or_else(|| panic!("no group for {function}: {:#}", json["rogue"]));
+            assert_eq!(g["symbol"], function, "{g:#}");
+            assert!(
+                g["file"]
+                    .as_str()
+                    .is_some_and(|f| f.ends_with("hidden_writers.c")),
+                "{g:#}"
+            );
+            assert_eq!(g["line"].as_u64(), Some(line), "{g:#}");
+            assert!(
+                text.contains(&format!(" {function} ("))
+                    && text.contains(&format!("hidden_writers.c:{line})")),
+                "{text}"
+            );
+        }
+    }
+);
+
+// The policy's symbol patterns are matched at hook time from the object's
+// own dynamic symbol table (no dladdr): a component registered by function
+// name is `registered`, its neighbour in another library is not.
+e2e!(components_registered_by_symbol_match_at_hook_time, |dir| {
+    let libdir = fixture("libcomp_registered.so")
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    fixture("libcomp_legacy.so");
+    let mut cmd = dir.audited(fixture("components_main"));
+    cmd.arg(&libdir).env("MPAUDIT_COMPONENTS", "registered_w*");
+    run_ok(&mut cmd);
+    let ev = dir.events();
+    let verdict = |name: &str| {
+        accesses(&ev, name)
+            .into_iter()
+            .find(|e| e["mode"] == "write")
+            .unwrap_or_else(|| panic!("{name}: {ev:#?}"))["verdict"]
+            .clone()
+    };
+    assert_eq!(verdict("reg.txt"), "registered");
+    assert_eq!(verdict("legacy.txt"), "rogue");
+});
+
+// The writer's mangled name carries an ABI tag, which the policy's
+// qualified-name rendering refuses: a raw pattern still matches it at hook
+// time, and the report names it as c++filt does.
+e2e!(
+    an_abi_tagged_component_matches_raw_and_is_named_readably,
+    |dir| {
+        let prog = fixture("abi_tagged");
+        let mut cmd = dir.audited(&prog);
+        cmd.arg("registered.txt")
+            .env("MPAUDIT_COMPONENTS", "_ZN7HistSvc*B5cxx11*");
+        run_ok(&mut cmd);
+        run_ok(dir.audited(&prog).arg("rogue.txt"));
+        let ev = dir.events();
+        let verdict = |name: &str| accesses(&ev, name)[0]["verdict"].clone();
+        assert_eq!(verdict("registered.txt"), "registered");
+        assert_eq!(verdict("rogue.txt"), "rogue");
+        let out = run(
+            Command::new(&artifacts().runner)
+                .args(["report", "--format", "json"])
+                .arg(dir.logs()),
+            DEADLINE,
+        );
+        let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let g = &json["rogue"][0];
+        assert_eq!(g["symbol"], "_ZN7HistSvc11write_namedB5cxx11EPKc", "{g:#}");
+        assert_eq!(
+            g["function"], "HistSvc::write_named[abi:cxx11](char const*)",
+            "{g:#}"
+        );
+        assert!(
+            g["file"]
+                .as_str()
+                .is_some_and(|f| f.ends_with("abi_tagged.cpp")),
+            "{g:#}"
+        );
+    }
+);
+
+// The report is made after the run, from the object files: one deleted
+// since (a job's scratch build) leaves its call sites unnamed, never a
+// failure or a wrong name.
+e2e!(a_deleted_object_leaves_its_call_sites_unnamed, |dir| {
+    let lib = dir.join("libgone.so");
+    std::fs::copy(fixture("libhidden_writers.so"), &lib).unwrap();
+    run_ok(dir.audited(fixture("hidden_main")).arg(&lib));
+    std::fs::remove_file(&lib).unwrap();
+    let out = run(
+        Command::new(&artifacts().runner)
+            .args(["report", "--format", "json"])
+            .arg(dir.logs()),
+        DEADLINE,
+    );
+    assert_eq!(out.status.code(), Some(1), "rogue writes, reported");
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let groups = json["rogue"].as_array().unwrap();
+    assert_eq!(groups.len(), 2, "one per call site: {groups:#?}");
+    for g in groups {
+        assert!(
+            g["object"].as_str().unwrap().ends_with("libgone.so"),
+            "{g:#}"
+        );
+        assert!(
+            g["vaddr"].is_u64() && g["function"].is_null() && g["symbol"].is_null(),
+            "{g:#}"
+        );
+    }
+    let text = run(
+        Command::new(&artifacts().runner)
+            .args(["report"])
+            .arg(dir.logs()),
+        DEADLINE,
+    );
+    assert!(stdout(&text).contains("libgone.so+0x"), "{}", stdout(&text));
+});
