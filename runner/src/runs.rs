@@ -8,16 +8,22 @@
 //! - Logs older than every metadata file (LD_PRELOAD alone) are grouped by
 //!   process tree: a log whose process's parent (or, after exec, itself) has
 //!   an earlier log joins that log's run, and so does one whose parent
-//!   logged nothing but started another logged process still running then
-//!   (workers of an unaudited launcher); any other starts a run, whose id is
-//!   its root's `<pid>-<ns>`. When in doubt, logs join: a run shown whole is
-//!   better than one cut short.
+//!   logged nothing but started another logged process that was running
+//!   then or had ended less than 2 s before (the ranks of an unaudited
+//!   launcher); any other starts a run, whose id is its root's `<pid>-<ns>`.
+//!   When in doubt, logs join: a run shown whole is better than one cut
+//!   short.
 
 use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use crate::events;
+
+/// Processes of one unlogged parent started at most this long after the
+/// previous one ended are one run (a launcher's quick ranks); a later one
+/// starts a run (the same command run again from one shell).
+const SIBLING_GAP_NS: u64 = 2_000_000_000;
 
 /// One run's logs in one directory.
 #[derive(Debug, Clone)]
@@ -116,7 +122,7 @@ pub fn runs(dir: &Path) -> std::io::Result<Vec<Run>> {
         let sibling = sp.as_ref().and_then(|s| {
             run_of_parent
                 .get(&s.ppid)
-                .filter(|(_, end)| s.start_ts <= *end)
+                .filter(|(_, end)| s.start_ts <= end.saturating_add(SIBLING_GAP_NS))
                 .map(|(i, _)| *i)
         });
         let joined = parent
@@ -220,23 +226,31 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("mpaudit-runs-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
+        // Event times in seconds (the names' load times stay small).
+        const S: u128 = 1_000_000_000;
         let log = |pid: i64, ns: u128, ppid: i64| {
-            let text = start(pid, ppid, ns, Some(ns + 5));
+            let text = start(pid, ppid, ns * S, Some((ns + 5) * S));
             std::fs::write(dir.join(format!("mpaudit-{pid}-{ns}.jsonl")), text).unwrap();
         };
+        let write = |name: &str, text: String| std::fs::write(dir.join(name), text).unwrap();
         // LD_PRELOAD alone, twice from one unaudited shell (pid 1): a tree
-        // 10 → 11 → 12 (11 exec'd), then 20, which starts after 10 ended.
+        // 10 → 11 → 12 (11 exec'd), then 20, which starts long after.
         log(10, 100, 1);
         log(11, 110, 10);
         log(11, 115, 10);
         log(20, 200, 1);
         log(12, 210, 11); // a late child of the first tree
-                          // Workers of an unaudited launcher (pid 50), running at once: one
-                          // run; one of them killed (no exit event) still joins.
-        let write = |name: &str, text: String| std::fs::write(dir.join(name), text).unwrap();
-        write("mpaudit-51-230.jsonl", start(51, 50, 230, Some(260)));
-        write("mpaudit-52-240.jsonl", start(52, 50, 240, None));
-        write("mpaudit-53-250.jsonl", start(53, 50, 250, Some(255)));
+                          // Ranks of an unaudited launcher (pid 50): running at once, one
+                          // killed (no exit event), one started just after another ended.
+        write(
+            "mpaudit-51-230.jsonl",
+            start(51, 50, 230 * S, Some(231 * S)),
+        );
+        write("mpaudit-52-240.jsonl", start(52, 50, 231 * S + S / 2, None));
+        write(
+            "mpaudit-53-250.jsonl",
+            start(53, 50, 232 * S, Some(232 * S)),
+        );
         // Two runs of the runner.
         std::fs::write(dir.join("mpaudit-run-7-300.json"), "{\"job_dir\":\"/j\"}").unwrap();
         log(30, 310, 7);

@@ -1616,6 +1616,12 @@ mod tests {
         r.conclude(&Default::default());
         assert_eq!(r.summary.exit_code, 4);
         assert_eq!(r.summary.incomplete[0].reason, "no_library");
+        // Lines the reader could not parse are events nobody judged.
+        let mut r = concluded(&mut two_writers("/job/x"), &[], &[]);
+        r.summary.skipped_lines = 1;
+        r.conclude(&Default::default());
+        assert_eq!(r.summary.exit_code, 4);
+        assert_eq!(r.summary.incomplete[0].reason, "unparsed_events");
         // A process the runner started that logged nothing.
         let mut r = concluded(&mut Aggregator::default(), &[], &[]);
         r.conclude(&Coverage {

@@ -70,6 +70,13 @@ pub fn incomplete(s: &Summary, unaudited: &[Unaudited], cov: &Coverage) -> Vec<I
             super::text::top(&exes, 5)
         )
     });
+    gap(s.skipped_lines > 0, "unparsed_events", &|| {
+        format!(
+            "{} log line(s) could not be read as events (torn, corrupt, or from another schema version), e.g. {}",
+            s.skipped_lines,
+            s.skipped_examples.first().map(String::as_str).unwrap_or("?")
+        )
+    });
     // The library's own losses (dropped events, a log that stopped) are
     // wired here as one more gap(...) each.
     out

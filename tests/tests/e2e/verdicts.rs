@@ -486,14 +486,20 @@ e2e!(report_shows_the_latest_run_with_its_outcomes, |dir| {
     );
 });
 
-// LD_PRELOAD alone: separate invocations are separate runs, each with its
-// root row.
+// LD_PRELOAD alone: separate invocations (from two shells, as from two
+// terminals) are separate runs, each with its root row.
 e2e!(report_tells_ld_preload_runs_apart, |dir| {
     for k in 0..2 {
-        run_ok(dir.audited("sh").args([
-            "-c",
-            &format!("echo {k} > out{k}.txt; sh -c 'echo > sub{k}.txt'"),
-        ]));
+        // The unaudited shell around it stays its parent (`; true`: no exec).
+        let audited = format!(
+            "LD_PRELOAD={} MPAUDIT_LOG_DIR=logs sh -c \"echo {k} > out{k}.txt; sh -c 'echo > sub{k}.txt'\"; true",
+            lib().display()
+        );
+        run_ok(
+            dir.bare("sh")
+                .args(["-c", &audited])
+                .env_remove("LD_PRELOAD"),
+        );
     }
     let out = run(
         mpaudit(&dir.path).args(["report", "logs", "--format", "json"]),
