@@ -158,7 +158,8 @@ unsafe fn resolve<'a>(arg: PathArg, base: &mut [u8], out: &'a mut [u8]) -> PathP
     }
 }
 
-fn common() -> Common {
+pub(crate) fn common() -> Common {
+    crate::process::notice_unseen_fork();
     Common {
         ts: sys::now_ns(),
         pid: state::pid(),

@@ -272,6 +272,7 @@ hooks! {
 
     // ---- processes ----
     fn fork() -> pid_t => |real| process::fork(|| real());
+    fn _Fork() -> pid_t => |real| process::fork_without_handlers(|| real());
     // vfork runs as a real fork (as BuildXL does): the child then has its own
     // memory, so our logging in it cannot corrupt the suspended parent.
     fn vfork() -> pid_t => |_real| process::fork(|| {

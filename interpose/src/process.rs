@@ -44,20 +44,10 @@ pub fn open_log_and_start() {
         return;
     };
     make_dirs(&mut path[..n]);
-    // SAFETY: path is NUL-terminated by log_file_name.
-    let fd = unsafe {
-        sys::openat(
-            libc::AT_FDCWD,
-            path.as_ptr().cast(),
-            libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC,
-            0o644,
-        )
-    };
-    if fd < 0 {
+    if log::create(&path[..n]).is_err() {
         warn(b"mpaudit: cannot create the event log in MPAUDIT_LOG_DIR; this process is not logged\n");
         return;
     }
-    log::start(fd);
     let (_, argv) = state::argv();
     let mut cwd = [0u8; 4096];
     let cwd_len = sys::getcwd(&mut cwd).unwrap_or(0);
@@ -111,10 +101,43 @@ pub fn warn(msg: &[u8]) {
 
 /// The `pthread_atfork` child handler: a fresh log for the child.
 pub extern "C" fn atfork_child() {
+    adopt_fork_child();
+}
+
+/// In a fork child, run by whoever notices the fork first: the atfork
+/// handler, the `_Fork` hook, or the first event of a child whose fork we
+/// never saw (raw `clone`/`syscall(SYS_fork)`; log.rs finds its
+/// `MADV_WIPEONFORK` marker zeroed). Drops the parent's log state unseen
+/// and starts the child's own log; later callers do nothing.
+pub fn adopt_fork_child() {
+    if !log::claim_after_fork() {
+        return;
+    }
+    let _errno = sys::ErrnoGuard::save();
     state::after_fork_child();
     EXIT_LOGGED.store(false, SeqCst);
     log::forget_after_fork();
     open_log_and_start();
+    log::mark_owned();
+}
+
+/// A fork no hook saw, noticed before its first event is built (so that
+/// the event carries the child's pid).
+#[inline]
+pub fn notice_unseen_fork() {
+    if log::enabled() && log::inherited() {
+        adopt_fork_child();
+    }
+}
+
+/// `_Fork` (glibc 2.34): a fork that runs no atfork handlers, so the child
+/// side of ours runs here.
+pub fn fork_without_handlers(real: impl FnOnce() -> libc::pid_t) -> libc::pid_t {
+    let pid = fork(real);
+    if pid == 0 && state::ready() {
+        adopt_fork_child();
+    }
+    pid
 }
 
 /// Runs the real fork (also used for vfork) with the worker bookkeeping.
@@ -436,6 +459,9 @@ pub fn exec(
         unaudited,
     };
     log_process(&event(None, 0));
+    // A successful exec leaves this log behind: trim it now (if exec
+    // fails, later events are written with pwrite).
+    log::finish();
     let r = real(env.envp());
     let saved = sys::ErrnoGuard::save();
     log_process(&event(Some(r as i64), saved.value()));
@@ -478,9 +504,20 @@ pub fn spawn(
 
 /// Logs the exit once, whichever way it comes (exit, _exit, return from main).
 pub fn log_exit(status: c_int) {
+    // A child of a fork nobody saw starts its own log (and exit flag) first.
+    notice_unseen_fork();
     if state::ready() && !EXIT_LOGGED.swap(true, SeqCst) {
         let _saved = sys::ErrnoGuard::save();
-        log_process(&Process::Exit { status });
+        if log::enabled() {
+            log::append_closing(&mpaudit_core::event::ProcessEvent {
+                common: crate::audit::common(),
+                process: &Process::Exit {
+                    status,
+                    dropped: log::dropped(),
+                },
+            });
+        }
+        log::finish();
     }
 }
 

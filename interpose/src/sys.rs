@@ -163,7 +163,8 @@ pub fn fallocate(fd: c_int, off: u64, len: u64) -> c_long {
     })
 }
 
-pub fn pwrite_all(fd: c_int, mut buf: &[u8], mut off: u64) -> bool {
+/// Writes all of `buf` at `off`. Returns 0 or -errno.
+pub fn pwrite_all(fd: c_int, mut buf: &[u8], mut off: u64) -> c_long {
     while !buf.is_empty() {
         // SAFETY: buf is valid for its length.
         let r = ret(unsafe {
@@ -178,13 +179,61 @@ pub fn pwrite_all(fd: c_int, mut buf: &[u8], mut off: u64) -> bool {
         if r == -(libc::EINTR as c_long) {
             continue;
         }
-        if r <= 0 {
-            return false;
+        if r < 0 {
+            return r;
+        }
+        if r == 0 {
+            return -(libc::EIO as c_long);
         }
         buf = &buf[r as usize..];
         off += r as u64;
     }
-    true
+    0
+}
+
+/// Sets the file's size (here only ever to shrink it). Returns 0 or -errno.
+pub fn ftruncate(fd: c_int, len: u64) -> c_long {
+    // SAFETY: plain syscall on our own descriptor.
+    ret(unsafe { libc::syscall(libc::SYS_ftruncate, fd, len as libc::off_t) })
+}
+
+pub fn fstat(fd: c_int) -> Option<libc::stat> {
+    // SAFETY: zeroed stat is a valid out-parameter.
+    let mut st: libc::stat = unsafe { core::mem::zeroed() };
+    // SAFETY: st is a valid out-pointer.
+    let r = unsafe { libc::syscall(libc::SYS_fstat, fd, &mut st as *mut libc::stat) };
+    (r == 0).then_some(st)
+}
+
+/// The file position of `fd` (unchanged), or `None`.
+pub fn tell(fd: c_int) -> Option<u64> {
+    // SAFETY: lseek by 0 from the current position moves nothing.
+    let r = unsafe { libc::syscall(libc::SYS_lseek, fd, 0 as libc::off_t, libc::SEEK_CUR) };
+    (r >= 0).then_some(r as u64)
+}
+
+/// The soft `RLIMIT_FSIZE` in bytes (`u64::MAX` when unlimited): a write or
+/// growth past it raises SIGXFSZ.
+pub fn file_size_limit() -> u64 {
+    let mut lim = libc::rlimit64 {
+        rlim_cur: libc::RLIM64_INFINITY,
+        rlim_max: libc::RLIM64_INFINITY,
+    };
+    // SAFETY: prlimit64 on ourselves, reading only; lim is a valid out-pointer.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_prlimit64,
+            0,
+            libc::RLIMIT_FSIZE,
+            core::ptr::null::<libc::rlimit64>(),
+            &mut lim as *mut libc::rlimit64,
+        )
+    };
+    if r != 0 || lim.rlim_cur == libc::RLIM64_INFINITY {
+        u64::MAX
+    } else {
+        lim.rlim_cur
+    }
 }
 
 pub fn write_all(fd: c_int, mut buf: &[u8]) {

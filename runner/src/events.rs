@@ -14,6 +14,9 @@ use serde::{Deserialize, Deserializer};
 pub enum Kind {
     Access,
     Process,
+    /// The process's log could not grow: its later events are not logged.
+    #[serde(rename = "log_stopped")]
+    LogStopped,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -78,6 +81,40 @@ fn opt_str_vec<'de: 'a, 'a, D: Deserializer<'de>>(
     Ok(Option::<Vec<Str<'a>>>::deserialize(d)?.map(|v| v.into_iter().map(|s| s.0).collect()))
 }
 
+/// `errno`: an error name (access and process events) or, in `log_stopped`,
+/// the error number, kept as its decimal digits.
+fn opt_errno<'de: 'a, 'a, D: Deserializer<'de>>(d: D) -> Result<Option<Cow<'a, str>>, D::Error> {
+    struct V;
+    impl<'de> serde::de::Visitor<'de> for V {
+        type Value = Option<Cow<'de, str>>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an error name, an error number or null")
+        }
+        fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+            Ok(Some(Cow::Borrowed(v)))
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(Some(Cow::Owned(v.to_owned())))
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Self::Value, E> {
+            Ok(Some(Cow::Owned(v.to_string())))
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Self::Value, E> {
+            Ok(Some(Cow::Owned(v.to_string())))
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+    d.deserialize_option(V)
+}
+
 /// `{"object": ..., "vaddr": ...}`: the object holding a call, and the
 /// call's address in the object's ELF image (docs/events.md), named by
 /// `crate::symbols`.
@@ -99,7 +136,8 @@ pub struct Event<'a> {
     pub v: u32,
     pub ts: u64,
     pub kind: Kind,
-    #[serde(borrow)]
+    /// Empty for `log_stopped`, which has none.
+    #[serde(borrow, default)]
     pub op: Cow<'a, str>,
     pub pid: i64,
     pub ppid: i64,
@@ -131,7 +169,7 @@ pub struct Event<'a> {
     pub flags: Option<Vec<Cow<'a, str>>>,
     #[serde(default)]
     pub result: Option<i64>,
-    #[serde(borrow, default, deserialize_with = "opt_str")]
+    #[serde(borrow, default, deserialize_with = "opt_errno")]
     pub errno: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     pub component: Option<Frame<'a>>,
@@ -167,6 +205,9 @@ pub struct Event<'a> {
     pub child: Option<i64>,
     #[serde(default)]
     pub status: Option<i64>,
+    /// `exit`: events the process could not log.
+    #[serde(default)]
+    pub dropped: Option<u64>,
     #[serde(default)]
     pub audited: Option<bool>,
     #[serde(borrow, default, deserialize_with = "opt_str")]
@@ -231,22 +272,14 @@ pub fn parse_line(line: &[u8]) -> Result<Event<'_>, String> {
 const CHUNK: usize = 256 * 1024;
 
 /// Calls `f` with each line of `r`, its `\n` included (the last line may
-/// have none), with NUL bytes removed: the same lines, byte for byte, as
-/// `read_until(b'\n')` followed by dropping NULs. Lines are not copied out
-/// of the read buffer unless they hold a NUL. The buffer starts at `chunk`
-/// bytes and grows to the longest line.
+/// have none). A NUL byte ends a line too, and is dropped: events never
+/// hold one, and the NULs after a torn event (a thread killed while it
+/// copied its bytes) are what keeps the next event from being glued to it.
+/// Runs of NULs (unfilled log space) yield nothing. Lines are handed over
+/// where they lie in the read buffer, which starts at `chunk` bytes and
+/// grows to the longest line.
 fn for_each_line<R: Read>(mut r: R, chunk: usize, mut f: impl FnMut(&[u8])) -> std::io::Result<()> {
     let mut buf = vec![0u8; chunk.max(1)];
-    let mut without_nuls = Vec::new();
-    let mut emit = |line: &[u8]| {
-        if memchr::memchr(0, line).is_none() {
-            f(line);
-        } else {
-            without_nuls.clear();
-            without_nuls.extend(line.iter().copied().filter(|&b| b != 0));
-            f(&without_nuls);
-        }
-    };
     // buf[start..end] holds what is read and not yet handed over.
     let (mut start, mut end) = (0, 0);
     loop {
@@ -259,17 +292,28 @@ fn for_each_line<R: Read>(mut r: R, chunk: usize, mut f: impl FnMut(&[u8])) -> s
         };
         if n == 0 {
             if start < end {
-                emit(&buf[start..end]);
+                f(&buf[start..end]);
             }
             return Ok(());
         }
         // The new bytes can only end lines begun before them: scan from the
-        // first byte not already known to hold no newline.
+        // first byte not already known to hold no newline or NUL.
         let mut scan = end;
         end += n;
-        while let Some(i) = memchr::memchr(b'\n', &buf[scan..end]) {
-            emit(&buf[start..=scan + i]);
-            start = scan + i + 1;
+        while let Some(i) = memchr::memchr2(b'\n', 0, &buf[scan..end]) {
+            let at = scan + i;
+            if buf[at] == b'\n' {
+                f(&buf[start..=at]);
+                start = at + 1;
+            } else {
+                if start < at {
+                    f(&buf[start..at]);
+                }
+                start = at + 1;
+                while start < end && buf[start] == 0 {
+                    start += 1;
+                }
+            }
             scan = start;
         }
         // Keep the unfinished line: at the front, in a larger buffer if it
@@ -283,8 +327,8 @@ fn for_each_line<R: Read>(mut r: R, chunk: usize, mut f: impl FnMut(&[u8])) -> s
     }
 }
 
-/// Streams the events of one reader, line by line: NUL bytes are dropped,
-/// blank lines ignored, unparseable lines counted (and the first few kept
+/// Streams the events of one reader, line by line: NUL bytes end a line
+/// and are dropped, blank lines ignored, unparseable lines counted (and the first few kept
 /// as examples, labelled with `name`).
 pub fn read_events<R: Read>(
     r: R,
@@ -295,9 +339,13 @@ pub fn read_events<R: Read>(
         files: 1,
         ..Default::default()
     };
-    let mut lineno = 0u64;
+    // Lines end at a newline; a NUL splits one only for parsing.
+    let mut newlines = 0u64;
     for_each_line(r, CHUNK, |line| {
-        lineno += 1;
+        let lineno = newlines + 1;
+        if line.last() == Some(&b'\n') {
+            newlines += 1;
+        }
         if line.iter().all(u8::is_ascii_whitespace) {
             return;
         }
@@ -415,6 +463,20 @@ mod tests {
     }
 
     #[test]
+    fn log_stopped_and_dropped() {
+        let line = r#"{"v":1,"ts":1,"kind":"log_stopped","pid":7,"ppid":1,"tid":7,"worker":null,"reason":"file_size_limit","errno":27}"#;
+        let e = parse_line(line.as_bytes()).unwrap();
+        assert_eq!(e.kind, Kind::LogStopped);
+        assert_eq!(e.op, "");
+        assert_eq!(e.reason.as_deref(), Some("file_size_limit"));
+        assert_eq!(e.errno.as_deref(), Some("27"));
+        let line = r#"{"v":1,"ts":1,"kind":"process","op":"exit","pid":7,"ppid":1,"tid":7,"worker":null,"status":0,"dropped":12}"#;
+        assert_eq!(parse_line(line.as_bytes()).unwrap().dropped, Some(12));
+        let line = r#"{"v":1,"ts":1,"kind":"access","op":"open","pid":1,"ppid":0,"tid":1,"worker":null,"errno":true}"#;
+        assert!(parse_line(line.as_bytes()).is_err());
+    }
+
+    #[test]
     fn rejects_unknown_fields_and_versions() {
         let e = parse_line(br#"{"v":1,"ts":1,"kind":"process","op":"exit","pid":1,"ppid":0,"tid":1,"worker":null,"status":0,"bogus":1}"#).unwrap_err();
         assert!(e.contains("unknown field `bogus`"), "{e}");
@@ -452,19 +514,28 @@ mod tests {
         );
     }
 
-    /// What the reader did before `for_each_line`: `read_until` a newline,
-    /// then drop the NULs.
-    fn lines_by_read_until(data: &[u8]) -> Vec<Vec<u8>> {
-        use std::io::BufRead;
-        let (mut r, mut out) = (data, Vec::new());
-        loop {
-            let mut buf = Vec::new();
-            if r.read_until(b'\n', &mut buf).unwrap() == 0 {
-                return out;
+    /// The lines `for_each_line` must give: split after each newline and
+    /// at each NUL (dropped), no empty pieces.
+    fn lines_by_bytes(data: &[u8]) -> Vec<Vec<u8>> {
+        let (mut out, mut cur) = (Vec::new(), Vec::new());
+        for &b in data {
+            match b {
+                0 => {
+                    if !cur.is_empty() {
+                        out.push(std::mem::take(&mut cur));
+                    }
+                }
+                b'\n' => {
+                    cur.push(b);
+                    out.push(std::mem::take(&mut cur));
+                }
+                _ => cur.push(b),
             }
-            buf.retain(|&b| b != 0);
-            out.push(buf);
         }
+        if !cur.is_empty() {
+            out.push(cur);
+        }
+        out
     }
 
     fn lines(data: &[u8], chunk: usize) -> Vec<Vec<u8>> {
@@ -473,8 +544,29 @@ mod tests {
         out
     }
 
+    // Regression: a thread killed by exit_group while copying its event
+    // leaves a torn line and NULs; the exit event after them was glued to
+    // the torn bytes and lost with them.
     #[test]
-    fn lines_match_read_until_for_every_chunk_size() {
+    fn a_torn_line_does_not_swallow_the_next_event() {
+        let exit = r#"{"v":1,"ts":1,"kind":"process","op":"exit","pid":1,"ppid":0,"tid":1,"worker":null,"status":0,"dropped":0}"#;
+        let mut data = EXAMPLE.as_bytes()[..80].to_vec();
+        data.extend_from_slice(&[0u8; 300]);
+        data.extend_from_slice(exit.as_bytes());
+        data.push(b'\n');
+        let mut ops = Vec::new();
+        let stats = read_events(&data[..], "log", |e| ops.push(e.op.to_string())).unwrap();
+        assert_eq!(ops, ["exit"]);
+        assert_eq!((stats.events, stats.skipped), (1, 1));
+        assert!(
+            stats.examples[0].starts_with("log:1: "),
+            "{:?}",
+            stats.examples
+        );
+    }
+
+    #[test]
+    fn lines_split_at_newlines_and_nuls_for_every_chunk_size() {
         let mut cases: Vec<Vec<u8>> = [
             &b""[..],
             b"\n",
@@ -503,7 +595,7 @@ mod tests {
             cases.push(c);
         }
         for c in &cases {
-            let want = lines_by_read_until(c);
+            let want = lines_by_bytes(c);
             for chunk in [1, 2, 3, 5, 8, 64, CHUNK] {
                 assert_eq!(lines(c, chunk), want, "chunk {chunk}, input {c:?}");
             }
@@ -546,7 +638,7 @@ mod tests {
             fail_at_end: false,
         };
         for_each_line(r, 2, |l| got.push(l.to_vec())).unwrap();
-        assert_eq!(got, lines_by_read_until(data));
+        assert_eq!(got, lines_by_bytes(data));
         let r = Stutter {
             data,
             interrupt: false,

@@ -159,6 +159,7 @@ pub fn fixture(name: &str) -> PathBuf {
                 &[],
             )
         }
+        "host_safety" => cc(&["-O1"], &src.join("host_safety.c"), &out, &["-lpthread"]),
         "static_writer" => cc(&["-static", "-O1"], &src.join("static_writer.c"), &out, &[]),
         "dlopen_locks" => cc(&["-O1"], &src.join("dlopen_locks.c"), &out, &["-ldl"]),
         "hidden_main" => cc(&["-O1"], &src.join("hidden_main.c"), &out, &["-ldl"]),
@@ -278,7 +279,7 @@ macro_rules! e2e {
 }
 
 /// Every event in a log directory, and the number of lines that did not
-/// parse. NUL bytes (unfilled log space) are skipped, as docs/events.md says.
+/// parse. NUL bytes (unfilled log space) end a line, as docs/events.md says.
 pub fn read_events(dir: &Path) -> (Vec<Value>, usize) {
     let mut events = Vec::new();
     let mut bad = 0;
@@ -294,16 +295,27 @@ pub fn read_events(dir: &Path) -> (Vec<Value>, usize) {
         .collect();
     files.sort();
     for f in files {
-        let bytes = std::fs::read(&f).expect("read log");
-        for line in bytes.split(|&b| b == b'\n') {
-            let line: Vec<u8> = line.iter().copied().filter(|&b| b != 0).collect();
-            if line.is_empty() {
-                continue;
-            }
-            match serde_json::from_slice::<Value>(&line) {
-                Ok(v) => events.push(v),
-                Err(_) => bad += 1,
-            }
+        let (mut ev, b) = read_log_file(&f);
+        events.append(&mut ev);
+        bad += b;
+    }
+    (events, bad)
+}
+
+/// The events of one log file, and the number of lines that did not parse.
+pub fn read_log_file(path: &Path) -> (Vec<Value>, usize) {
+    let mut events = Vec::new();
+    let mut bad = 0;
+    let bytes = std::fs::read(path).expect("read log");
+    // A NUL ends a line too (docs/events.md): what a killed writer left
+    // unfilled after a torn event.
+    for line in bytes.split(|&b| b == b'\n' || b == 0) {
+        if line.is_empty() {
+            continue;
+        }
+        match serde_json::from_slice::<Value>(line) {
+            Ok(v) => events.push(v),
+            Err(_) => bad += 1,
         }
     }
     (events, bad)

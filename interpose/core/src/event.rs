@@ -149,7 +149,62 @@ pub enum Process<'a> {
     },
     Exit {
         status: i32,
+        /// Events this process image could not log (0 unless its log stopped).
+        dropped: u64,
     },
+}
+
+/// Why a process stopped logging (the `reason` of a `log_stopped` event).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    /// Growing the log would pass `RLIMIT_FSIZE` (and raise `SIGXFSZ`).
+    FileSizeLimit,
+    /// The filesystem holding the log is full.
+    NoSpace,
+    /// No descriptor was free to open the log with (EMFILE/ENFILE).
+    NoDescriptor,
+    /// The log file was removed or replaced.
+    LogGone,
+    /// Any other failure.
+    IoError,
+}
+
+impl StopReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StopReason::FileSizeLimit => "file_size_limit",
+            StopReason::NoSpace => "no_space",
+            StopReason::NoDescriptor => "no_descriptor",
+            StopReason::LogGone => "log_gone",
+            StopReason::IoError => "io_error",
+        }
+    }
+}
+
+/// The record that ends a log which could not grow: every later event of
+/// the process image is dropped and counted (the `dropped` of its `exit`).
+pub struct LogStopped {
+    pub common: Common,
+    pub reason: StopReason,
+    /// The error number behind `reason` (EFBIG for the size limit).
+    pub errno: i32,
+}
+
+impl Encode for LogStopped {
+    fn encode<S: Sink + ?Sized>(&self, s: &mut S) {
+        let c = &self.common;
+        s.put(b"{\"v\":");
+        put_u64(s, SCHEMA_VERSION);
+        s.put(b",\"ts\":");
+        put_u64(s, c.ts);
+        s.put(b",\"kind\":\"log_stopped\"");
+        put_ids(s, c);
+        s.put(b",\"reason\":\"");
+        s.put(self.reason.as_str().as_bytes());
+        s.put(b"\",\"errno\":");
+        put_i64(s, self.errno as i64);
+        s.put(b"}\n");
+    }
 }
 
 fn put_common<S: Sink + ?Sized>(s: &mut S, c: &Common, kind: &str, op: &str) {
@@ -167,6 +222,11 @@ fn put_common<S: Sink + ?Sized>(s: &mut S, c: &Common, kind: &str, op: &str) {
     s.put(b"\",\"op\":\"");
     s.put(op.as_bytes());
     s.put(b"\"");
+    put_ids(s, c);
+}
+
+/// `,"pid":…,"ppid":…,"tid":…,"worker":…`
+fn put_ids<S: Sink + ?Sized>(s: &mut S, c: &Common) {
     s.put(b",\"pid\":");
     put_i64(s, c.pid as i64);
     s.put(b",\"ppid\":");
@@ -376,9 +436,11 @@ pub fn encode_process<S: Sink + ?Sized>(s: &mut S, c: &Common, p: &Process) {
                 put_str(s, reason.as_bytes());
             }
         }
-        Process::Exit { status } => {
+        Process::Exit { status, dropped } => {
             s.put(b",\"status\":");
             put_i64(s, *status as i64);
+            s.put(b",\"dropped\":");
+            put_u64(s, *dropped);
         }
     }
     s.put(b"}\n");
@@ -558,7 +620,14 @@ mod tests {
         for line in [
             {
                 let mut v = Vec::new();
-                encode_process(&mut v, &ranked, &Process::Exit { status: 0 });
+                encode_process(
+                    &mut v,
+                    &ranked,
+                    &Process::Exit {
+                        status: 0,
+                        dropped: 0,
+                    },
+                );
                 v
             },
             {
@@ -576,6 +645,43 @@ mod tests {
             assert_eq!(j["node"], "wn\"01");
             assert_eq!(j["worker"], 2);
         }
+    }
+
+    #[test]
+    fn exit_and_log_stopped_events() {
+        let mut v = Vec::new();
+        encode_process(
+            &mut v,
+            &C,
+            &Process::Exit {
+                status: 3,
+                dropped: 12,
+            },
+        );
+        let j: Value = serde_json::from_slice(&v).unwrap();
+        assert_eq!(
+            (j["op"].as_str(), j["status"].as_i64()),
+            (Some("exit"), Some(3))
+        );
+        assert_eq!(j["dropped"], 12);
+        let mut v = Vec::new();
+        LogStopped {
+            common: C,
+            reason: StopReason::FileSizeLimit,
+            errno: libc::EFBIG,
+        }
+        .encode(&mut v);
+        assert_eq!(v.last(), Some(&b'\n'));
+        let j: Value = serde_json::from_slice(&v).unwrap();
+        let keys: Vec<&str> = j.as_object().unwrap().keys().map(|k| k.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["errno", "kind", "pid", "ppid", "reason", "tid", "ts", "v", "worker"]
+        );
+        assert_eq!(j["kind"], "log_stopped");
+        assert_eq!(j["reason"], "file_size_limit");
+        assert_eq!(j["errno"], libc::EFBIG);
+        assert_eq!(j["worker"], 2);
     }
 
     #[test]

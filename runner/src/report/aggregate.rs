@@ -194,6 +194,10 @@ pub struct Aggregator {
     /// The last of them inserted: most writes come from the component the
     /// previous one came from, and comparing is cheaper than hashing.
     last_component: String,
+    /// Processes whose log stopped (`log_stopped`), with the reason.
+    pub log_stopped: BTreeMap<(u16, i64), String>,
+    /// Events processes could not log (the `dropped` of their `exit`).
+    pub dropped_events: u64,
 }
 
 /// Paths that are never a clobber: device files and kernel interfaces.
@@ -337,6 +341,8 @@ impl Aggregator {
         self.rogue_writes += o.rogue_writes;
         self.unclassified_writes += o.unclassified_writes;
         self.component_objects.extend(o.component_objects);
+        self.log_stopped.extend(o.log_stopped);
+        self.dropped_events += o.dropped_events;
     }
 
     pub fn add(&mut self, source: u16, ev: &Event<'_>) {
@@ -350,6 +356,10 @@ impl Aggregator {
         match ev.kind {
             Kind::Process => self.add_process(source, who, ev),
             Kind::Access => self.add_access(who, ev),
+            Kind::LogStopped => {
+                let reason = ev.reason.as_deref().unwrap_or("unknown").to_string();
+                self.log_stopped.insert((source, ev.pid), reason);
+            }
         }
     }
 
@@ -358,6 +368,7 @@ impl Aggregator {
             if let Some(s) = ev.status {
                 self.exits.insert((source, ev.pid), s);
             }
+            self.dropped_events += ev.dropped.unwrap_or(0);
         }
         if ev.op == "exec" && ev.audited == Some(false) {
             let exe = ev.exe.as_deref().unwrap_or_default().to_string();
@@ -921,6 +932,15 @@ impl Report {
         s.redirected_paths = sec.redirected.len();
         s.unaudited = sec.unaudited.len();
         s.unclassified_writes = agg.unclassified_writes;
+        s.log_stopped = agg
+            .log_stopped
+            .iter()
+            .map(|(&(_, pid), reason)| LogStoppedProcess {
+                pid,
+                reason: reason.clone(),
+            })
+            .collect();
+        s.dropped_events = agg.dropped_events;
         s.averted = sec.averted.len();
         s.warnings = unmatched_components(&l.components, &agg.component_objects);
         self.rogue = sec.rogue;

@@ -55,6 +55,10 @@ pub struct Summary {
     pub merge_failures: usize,
     /// Paths several workers wrote, kept apart by redirection.
     pub averted: usize,
+    /// Processes whose log stopped (it could not grow), and the events
+    /// they could not log: facts that make the audit incomplete.
+    pub log_stopped: Vec<LogStoppedProcess>,
+    pub dropped_events: u64,
     /// Why the audit is incomplete (exit status 4); empty when it is not.
     pub incomplete: Vec<Incomplete>,
     /// `mpaudit report`: the runs reported (docs/report.md, "Runs").
@@ -73,6 +77,13 @@ pub struct RunRef {
     /// LD_PRELOAD alone.
     pub recorded_by_runner: bool,
     pub runs_in_dir: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LogStoppedProcess {
+    pub pid: i64,
+    /// `file_size_limit`, `no_space`, `no_descriptor`, `log_gone` or `io_error`.
+    pub reason: String,
 }
 
 /// One reason the audit did not see everything (docs/report.md).

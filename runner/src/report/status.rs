@@ -77,8 +77,24 @@ pub fn incomplete(s: &Summary, unaudited: &[Unaudited], cov: &Coverage) -> Vec<I
             s.skipped_examples.first().map(String::as_str).unwrap_or("?")
         )
     });
-    // The library's own losses (dropped events, a log that stopped) are
-    // wired here as one more gap(...) each.
+    gap(!s.log_stopped.is_empty(), "log_stopped", &|| {
+        let which: Vec<String> = s
+            .log_stopped
+            .iter()
+            .map(|p| format!("pid {}: {}", p.pid, p.reason))
+            .collect();
+        format!(
+            "the log stopped in {} process(es) ({}): what they did after it is not in the report",
+            s.log_stopped.len(),
+            super::text::top(&which, 5)
+        )
+    });
+    gap(s.dropped_events > 0, "dropped_events", &|| {
+        format!(
+            "{} event(s) not logged (counted by the processes' exit events)",
+            s.dropped_events
+        )
+    });
     out
 }
 

@@ -42,11 +42,27 @@ e2e!(runner_parses_every_event_the_library_writes, |dir| {
     let mut c = dir.audited("bash");
     c.args(["-c", "echo r > ranked.txt"]).env("PMI_RANK", "3");
     runs.push(c);
+    // A log that stops at the file size limit: log_stopped, and an exit
+    // with a non-zero dropped count.
+    let mut c = dir.audited("bash");
+    c.args(["-c", "ulimit -f 64; for i in $(seq 400); do : > f$i; done"]);
+    runs.push(c);
     for mut c in runs {
         run(&mut c, DEADLINE);
     }
     let (events, bad) = read_events(&dir.logs());
     assert_eq!(bad, 0);
+    let stopped = events
+        .iter()
+        .find(|e| e["kind"] == "log_stopped")
+        .expect("a log_stopped event");
+    assert_eq!(stopped["reason"], "file_size_limit");
+    assert!(
+        events
+            .iter()
+            .any(|e| e["op"] == "exit" && e["dropped"].as_u64() > Some(0)),
+        "an exit event with dropped events"
+    );
     for op in [
         "start", "fork", "spawn", "exec", "exit", "open", "rename", "mkstemp", "symlink",
     ] {
@@ -116,6 +132,11 @@ e2e!(runner_parses_every_event_the_library_writes, |dir| {
     assert_eq!(
         report["summary"]["events"].as_u64(),
         Some(events.len() as u64),
+        "{:#}",
+        report["summary"]
+    );
+    assert!(
+        report["summary"]["dropped_events"].as_u64() > Some(0),
         "{:#}",
         report["summary"]
     );
