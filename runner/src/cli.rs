@@ -35,7 +35,7 @@ Exit status:
      [merge] rule merged and no allow_conflicts glob allows
   2  usage or job-file error (nothing was started)
   3  the job failed: a worker failed, timed out or was interrupted, or a merge
-     failed (wins over all below)
+     failed or was interrupted (wins over all below)
   4  the audit is incomplete: no process loaded the library, or some ran
      unaudited (wins over 1 and 0)
 
@@ -61,7 +61,7 @@ pub enum Command {
     Run(RunArgs),
     /// Run a command ad hoc, without a job file (like strace).
     #[command(
-        after_help = "Examples:\n  mpaudit exec --workers 4 --outputs '*.root' -- ./myjob --events 100\n  mpaudit exec --mode fork --action redirect -- athena.py --nprocs=4 jo.py\n\nThe job directory is the current directory. Exit status: 0 ok, 1 rogue writes or conflicts, 2 usage error, 3 job failed, 4 audit incomplete."
+        after_help = "Examples:\n  printf 'b\\na\\n' | mpaudit exec -- sort\n  mpaudit exec --workers 4 --outputs '*.root' -- ./myjob --events 100\n  mpaudit exec --mode fork --action redirect -- athena.py --nprocs=4 jo.py\n  cd /cvmfs/release && mpaudit exec --workers-dir /tmp/w --log-dir /tmp/l -- ./job\n\nThe job directory is the current directory. The program keeps the terminal: one process (one worker, or fork mode) gets mpaudit's stdin, stdout and stderr themselves; several workers' output lines are prefixed `k: ` (also kept in worker_<k>/stdout.log, stderr.log) and worker 0 gets stdin. The report goes to stderr (or --report FILE). Exit status: 0 ok, 1 rogue writes or conflicts, 2 usage error, 3 job failed, 4 audit incomplete."
     )]
     Exec(ExecArgs),
     /// Report from existing event logs (one or more log directories).
@@ -105,6 +105,11 @@ pub struct RunOpts {
     /// Directory for the event logs (default: <job dir>/mpaudit-logs).
     #[arg(long, value_name = "DIR")]
     pub log_dir: Option<PathBuf>,
+    /// Directory holding worker_<k>/ (redirected files, per-worker output)
+    /// (default: <job dir>/mpaudit-workers). With --log-dir, a job directory
+    /// that is read-only (a CVMFS release area) works.
+    #[arg(long, value_name = "DIR")]
+    pub workers_dir: Option<PathBuf>,
     /// What to do with the other workers when one fails.
     #[arg(long, value_enum)]
     pub on_failure: Option<OnFailure>,
@@ -159,6 +164,9 @@ pub struct ExecArgs {
     /// Seed from which each worker's MPAUDIT_SEED is derived.
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Write the report to FILE instead of standard error.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
     /// The command and its arguments, after `--`.
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<String>,

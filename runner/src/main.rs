@@ -2,6 +2,7 @@
 //! report rogue writers. See `mpaudit --help` and docs/.
 
 mod cli;
+mod control;
 mod duration;
 mod events;
 mod jobfile;
@@ -30,6 +31,10 @@ use cli::{Cli, Command};
 pub const EXIT_USAGE: u8 = 2;
 
 fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some(control::WATCHDOG_ARG) {
+        return ExitCode::from(control::watchdog_main(&args[1..]));
+    }
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -70,6 +75,7 @@ fn run(cli: Cli) -> Result<u8, String> {
                 allow: a.allow,
                 allow_conflicts: a.allow_conflicts,
                 seed: a.seed,
+                report: a.report,
             };
             let plan = plan::build(&source, &a.opts, &ctx)?;
             let program = preflight::check(&plan, ctx.facts.env.get("PATH").map(String::as_str))?;
@@ -134,7 +140,9 @@ fn execute(plan: &plan::Plan, program: &Path, preload: Option<&Path>) -> Result<
     // File times lag the clock by up to a tick: a little slack, so a file
     // the job wrote at once is not taken for an earlier run's.
     let since = std::time::SystemTime::now() - std::time::Duration::from_millis(100);
-    let result = supervise::run(plan, program, &lib)?;
+    // From here to the last merge, one owner of the signals and processes.
+    let control = control::Control::take()?;
+    let result = supervise::run(plan, program, &lib, &control)?;
     let (merges, merge_warnings) = match &plan.merge_skipped {
         Some(why) => (Vec::new(), vec![format!("not merging: {why}")]),
         None => merge::run(
@@ -147,10 +155,13 @@ fn execute(plan: &plan::Plan, program: &Path, preload: Option<&Path>) -> Result<
                 force: plan.force,
                 since,
                 timeout: plan.timeout,
+                grace: plan.grace,
+                control: Some(&control),
             },
             result.failed(),
         ),
     };
+    drop(control);
     for w in &merge_warnings {
         eprintln!("mpaudit: warning: merge: {w}");
     }
@@ -171,11 +182,11 @@ fn execute(plan: &plan::Plan, program: &Path, preload: Option<&Path>) -> Result<
         earlier_log_files: earlier.len() as u64,
     });
     let _ = run_meta::finish(plan, &rep);
-    print_report(&rep, plan.format, plan.quiet);
+    print_report(&rep, plan.format, plan.quiet, &plan.report_to);
     Ok(rep.summary.exit_code)
 }
 
-fn print_report(rep: &report::Report, format: cli::Format, quiet: bool) {
+fn print_report(rep: &report::Report, format: cli::Format, quiet: bool, to: &plan::ReportTo) {
     use std::io::Write;
     let text = match format {
         cli::Format::Json => rep.to_json() + "\n",
@@ -189,9 +200,21 @@ fn print_report(rep: &report::Report, format: cli::Format, quiet: bool) {
         }
         cli::Format::Text => rep.to_text(),
     };
-    let mut out = std::io::stdout().lock();
-    let _ = out.write_all(text.as_bytes());
-    let _ = out.flush();
+    match to {
+        plan::ReportTo::Stdout => {
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(text.as_bytes());
+            let _ = out.flush();
+        }
+        plan::ReportTo::Stderr => {
+            let _ = std::io::stderr().lock().write_all(text.as_bytes());
+        }
+        plan::ReportTo::File(f) => {
+            if let Err(e) = std::fs::write(f, text) {
+                eprintln!("mpaudit: cannot write the report to {}: {e}", f.display());
+            }
+        }
+    }
 }
 
 /// Reads the logs into `agg` on as many threads as this process may use, at
@@ -266,7 +289,7 @@ fn report_dirs(a: &cli::ReportArgs) -> Result<u8, String> {
         agg: &agg,
         job_dir,
     });
-    print_report(&rep, a.format, false);
+    print_report(&rep, a.format, false, &plan::ReportTo::Stdout);
     Ok(rep.summary.exit_code)
 }
 

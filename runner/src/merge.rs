@@ -23,6 +23,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 
+use crate::control::{Control, Ended};
 use crate::jobfile::{MergeRule, Merger};
 
 /// Name of the library's per-worker manifest.
@@ -46,6 +47,13 @@ pub struct Setup<'a> {
     pub since: SystemTime,
     /// Limit for a merge command.
     pub timeout: Option<Duration>,
+    /// Time between TERM and KILL when a merge command is stopped.
+    pub grace: Duration,
+    /// The command's owner of signals and processes: merge commands then
+    /// run as the workers do (own process group, stopped by timeout or
+    /// Ctrl-C with TERM, grace, KILL, nothing left behind). `None` only
+    /// outside `mpaudit run`/`exec` (unit tests): plain child processes.
+    pub control: Option<&'a Control>,
 }
 
 /// Where an input was found.
@@ -353,6 +361,11 @@ pub fn run(s: &Setup, job_failed: bool) -> (Vec<Outcome>, Vec<String>) {
     let (groups, warnings) = collect(s);
     let mut out = Vec::new();
     for g in groups {
+        // A stop request between two merges (Ctrl-C, TERM) ends the pass.
+        let interrupted = s.control.and_then(|c| {
+            c.poll();
+            c.interrupted()
+        });
         let output = output_for(&g.original, s.job_dir, s.merge_dir);
         let rule = rule_for(s.rules, &g.original, s.job_dir);
         let (merger, label) = match rule {
@@ -374,6 +387,13 @@ pub fn run(s: &Setup, job_failed: bool) -> (Vec<Outcome>, Vec<String>) {
         };
         match merger {
             _ if job_failed => o.reason = Some("the job failed; worker files left in place".into()),
+            _ if interrupted.is_some() => {
+                o.status = Status::Failed;
+                o.reason = Some(format!(
+                    "not attempted: mpaudit was interrupted ({}); worker files left in place",
+                    interrupted.map(|s| s.as_str()).unwrap_or_default()
+                ));
+            }
             None => {
                 o.reason = Some(format!(
                 "no [merge] rule matches it and {} workers wrote it; worker files left in place",
@@ -585,25 +605,33 @@ fn command(template: &[String], inputs: &[PathBuf], out: &Path, s: &Setup) -> Re
     let _ = writeln!(log, "== {} -> {}", shown, out.display());
     let start_len = log.metadata().map(|m| m.len()).unwrap_or(0);
     let err = log.try_clone().map_err(|e| e.to_string())?;
-    let mut child = Command::new(&argv[0])
-        .args(&argv[1..])
+    let mut cmd = Command::new(&argv[0]);
+    cmd.args(&argv[1..])
         .current_dir(s.job_dir)
         .stdin(Stdio::null())
         .stdout(log)
-        .stderr(err)
-        .spawn()
-        .map_err(|e| format!("cannot run {}: {e}", template[0]))?;
-    let status = match wait_timeout(&mut child, s.timeout) {
-        Ok(Some(st)) => st,
-        Ok(None) => {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(format!(
-                "{} did not finish within the job's timeout",
-                template[0]
-            ));
+        .stderr(err);
+    let cannot_run = |e: std::io::Error| format!("cannot run {}: {e}", template[0]);
+    let timed_out = || format!("{} did not finish within the job's timeout", template[0]);
+    let status = if let Some(c) = s.control {
+        match c
+            .run_command(&mut cmd, s.timeout, s.grace)
+            .map_err(cannot_run)?
+        {
+            Ended::Exited(st) => st,
+            Ended::TimedOut => return Err(timed_out()),
+            Ended::Interrupted(sig) => {
+                return Err(format!(
+                    "{} was stopped: mpaudit was interrupted ({sig})",
+                    template[0]
+                ))
+            }
         }
-        Err(e) => return Err(format!("waiting for {}: {e}", template[0])),
+    } else {
+        plain_command(&mut cmd, s.timeout).map_err(|e| match e {
+            None => timed_out(),
+            Some(e) => cannot_run(e),
+        })?
     };
     if status.success() {
         return Ok(());
@@ -622,6 +650,24 @@ fn command(template: &[String], inputs: &[PathBuf], out: &Path, s: &Setup) -> Re
     } else {
         format!("{} failed ({how}): {}", template[0], tail.join(" | "))
     })
+}
+
+/// A merge command as a plain child, without a [`Control`]: `Err(None)`
+/// when it was still running at `limit` (then killed).
+fn plain_command(
+    cmd: &mut Command,
+    limit: Option<Duration>,
+) -> Result<std::process::ExitStatus, Option<std::io::Error>> {
+    let mut child = cmd.spawn().map_err(Some)?;
+    match wait_timeout(&mut child, limit) {
+        Ok(Some(st)) => Ok(st),
+        Ok(None) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            Err(None)
+        }
+        Err(e) => Err(Some(e)),
+    }
 }
 
 /// Waits for `child` to exit, for at most `limit` (`None`: no limit).
@@ -714,6 +760,8 @@ mod tests {
             force: false,
             since: SystemTime::UNIX_EPOCH,
             timeout: Some(Duration::from_secs(30)),
+            grace: Duration::from_millis(100),
+            control: None,
         }
     }
 

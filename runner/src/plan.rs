@@ -30,7 +30,35 @@ pub enum Source {
         allow: Vec<String>,
         allow_conflicts: Vec<String>,
         seed: Option<u64>,
+        /// `--report FILE` (default: standard error).
+        report: Option<PathBuf>,
     },
+}
+
+/// Where the job's processes' standard streams go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Streams {
+    /// `mpaudit run`: stdin `/dev/null`, stdout and stderr into
+    /// `worker_<k>/stdout.log`, `stderr.log`.
+    Logs,
+    /// `mpaudit exec` with one process (one worker, or fork mode): the very
+    /// descriptors mpaudit got, a terminal staying the terminal (the
+    /// process becomes its foreground group while mpaudit is).
+    PassThrough,
+    /// `mpaudit exec` with several workers: output lines prefixed `k: `
+    /// on mpaudit's stdout and stderr, and kept in the log files; stdin to
+    /// worker 0.
+    Labelled,
+}
+
+/// Where the report goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReportTo {
+    Stdout,
+    /// `mpaudit exec`: standard output is the program's.
+    Stderr,
+    File(PathBuf),
 }
 
 /// The outside world the plan depends on.
@@ -95,6 +123,9 @@ pub struct Plan {
     pub merge_dir: Option<PathBuf>,
     /// `--force`: merges may replace existing files.
     pub force: bool,
+    pub streams: Streams,
+    #[serde(skip)]
+    pub report_to: ReportTo,
     #[serde(skip)]
     pub format: Format,
     #[serde(skip)]
@@ -142,6 +173,7 @@ pub fn build(source: &Source, opts: &RunOpts, ctx: &Context) -> Result<Plan, Str
         None => None,
     };
     let cli_log_dir = opts.log_dir.as_ref().map(|d| resolve(&ctx.cwd, d));
+    let cli_workers_dir = opts.workers_dir.as_ref().map(|d| resolve(&ctx.cwd, d));
 
     let (
         job_file,
@@ -157,6 +189,7 @@ pub fn build(source: &Source, opts: &RunOpts, ctx: &Context) -> Result<Plan, Str
         workers_dir,
         log_dir,
         merge,
+        exec_report,
     );
     match source {
         Source::JobFile { path, file } => {
@@ -187,6 +220,7 @@ pub fn build(source: &Source, opts: &RunOpts, ctx: &Context) -> Result<Plan, Str
                 Path::new(a.log_dir.as_deref().unwrap_or(DEFAULT_LOG_DIR)),
             );
             merge = file.merge.0.clone();
+            exec_report = None;
         }
         Source::Exec {
             command: c,
@@ -196,6 +230,7 @@ pub fn build(source: &Source, opts: &RunOpts, ctx: &Context) -> Result<Plan, Str
             allow,
             allow_conflicts,
             seed: s,
+            report,
         } => {
             if c.is_empty() {
                 return Err("no command given after `--`".into());
@@ -219,6 +254,10 @@ pub fn build(source: &Source, opts: &RunOpts, ctx: &Context) -> Result<Plan, Str
             workers_dir = job_dir.join(DEFAULT_WORKERS_DIR);
             log_dir = job_dir.join(DEFAULT_LOG_DIR);
             merge = Vec::new();
+            exec_report = Some(match report {
+                Some(f) => ReportTo::File(resolve(&ctx.cwd, f)),
+                None => ReportTo::Stderr,
+            });
         }
     }
 
@@ -288,6 +327,7 @@ pub fn build(source: &Source, opts: &RunOpts, ctx: &Context) -> Result<Plan, Str
             .map(|(k, v)| (k.as_bytes(), v.as_bytes())),
     );
     let log_dir = cli_log_dir.unwrap_or(log_dir);
+    let workers_dir = cli_workers_dir.unwrap_or(workers_dir);
     let merge_dir = opts.merge_dir.as_ref().map(|d| resolve(&ctx.cwd, d));
     let step_size = mpaudit_core::launcher::SIZE_VARIABLES
         .iter()
@@ -304,6 +344,11 @@ pub fn build(source: &Source, opts: &RunOpts, ctx: &Context) -> Result<Plan, Str
     let (run_workers_dir, run_log_dir) = match rank {
         Some(r) => (rank_dir(&workers_dir, r), rank_dir(&log_dir, r)),
         None => (workers_dir.clone(), log_dir),
+    };
+    let (streams, report_to) = match exec_report {
+        None => (Streams::Logs, ReportTo::Stdout),
+        Some(r) if workers == 1 || mode == Mode::Fork => (Streams::PassThrough, r),
+        Some(r) => (Streams::Labelled, r),
     };
     Ok(Plan {
         job_file,
@@ -327,6 +372,8 @@ pub fn build(source: &Source, opts: &RunOpts, ctx: &Context) -> Result<Plan, Str
         merge,
         merge_dir,
         force: opts.force,
+        streams,
+        report_to,
         format: opts.format,
         quiet: opts.quiet,
     })
@@ -735,11 +782,62 @@ mod tests {
             allow: vec![],
             allow_conflicts: vec![],
             seed: Some(1),
+            report: None,
         };
         let p = build(&s, &opts(), &ctx(&[])).unwrap();
         assert_eq!(p.job_dir, PathBuf::from("/home/u"));
         assert_eq!(p.mode, Mode::Fork);
         assert_eq!(p.policy.outputs, ["*.root"]);
+    }
+
+    #[test]
+    fn exec_keeps_the_terminal_and_reports_elsewhere() {
+        let exec = |mode: Mode, report: Option<&str>| Source::Exec {
+            command: vec!["sort".into()],
+            mode,
+            outputs: vec![],
+            components: vec![],
+            allow: vec![],
+            seed: None,
+            report: report.map(PathBuf::from),
+        };
+        let p = build(&exec(Mode::Spawn, None), &opts(), &ctx(&[])).unwrap();
+        assert_eq!(
+            (p.streams, p.report_to),
+            (Streams::PassThrough, ReportTo::Stderr)
+        );
+        let mut two = opts();
+        two.workers = Some(WorkersSpec::Count(2));
+        let p = build(&exec(Mode::Spawn, Some("r.json")), &two, &ctx(&[])).unwrap();
+        assert_eq!(p.streams, Streams::Labelled);
+        assert_eq!(p.report_to, ReportTo::File(PathBuf::from("/home/u/r.json")));
+        // Fork mode: one process, whatever the worker count.
+        let p = build(&exec(Mode::Fork, None), &two, &ctx(&[])).unwrap();
+        assert_eq!(p.streams, Streams::PassThrough);
+        let p = build(&src("[job]\ncommand = [\"x\"]\n"), &two, &ctx(&[])).unwrap();
+        assert_eq!((p.streams, p.report_to), (Streams::Logs, ReportTo::Stdout));
+    }
+
+    #[test]
+    fn workers_and_log_dirs_from_the_command_line() {
+        let mut o = opts();
+        o.workers_dir = Some("../scratch/w".into());
+        o.log_dir = Some("/tmp/l".into());
+        let s = Source::Exec {
+            command: vec!["true".into()],
+            mode: Mode::Spawn,
+            outputs: vec![],
+            components: vec![],
+            allow: vec![],
+            seed: None,
+            report: None,
+        };
+        let p = build(&s, &o, &ctx(&[])).unwrap();
+        assert_eq!(p.job_dir, PathBuf::from("/home/u"));
+        assert_eq!(p.workers_dir, PathBuf::from("/home/scratch/w"));
+        assert_eq!(p.log_dir, PathBuf::from("/tmp/l"));
+        let p = build(&src("[job]\ncommand = [\"x\"]\n"), &o, &ctx(&[])).unwrap();
+        assert_eq!(p.workers_dir, PathBuf::from("/home/scratch/w"));
     }
 
     #[test]

@@ -8,6 +8,12 @@ pub fn stat(pid: i32) -> Option<(i32, i32, u64)> {
     parse_stat(&text)
 }
 
+/// The state letter of `/proc/<pid>/stat` (`R`, `S`, `T`, `Z`, …).
+pub fn state(pid: i32) -> Option<char> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    text[text.rfind(')')? + 1..].trim_start().chars().next()
+}
+
 /// Parses a `/proc/<pid>/stat` line; the command name may hold spaces and
 /// parentheses, so fields are counted from the last `)`.
 pub fn parse_stat(text: &str) -> Option<(i32, i32, u64)> {

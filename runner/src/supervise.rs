@@ -10,17 +10,17 @@ use std::io::{IsTerminal, Read, Seek, SeekFrom, Write};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use nix::sys::signal::Signal;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use serde::Serialize;
 
+use crate::control::Control;
 use crate::jobfile::{Mode, OnFailure};
 use crate::memory::{self, Peak};
-use crate::plan::Plan;
+use crate::plan::{Plan, Streams};
 use crate::procs;
 
 const TICK: Duration = Duration::from_millis(50);
@@ -70,8 +70,9 @@ pub struct Started {
     pub started: Instant,
     pub outcome: Option<Outcome>,
     pub memory: Peak,
-    pub stdout: PathBuf,
-    pub stderr: PathBuf,
+    /// Its stdout and stderr files (`None`: passed through, `mpaudit exec`).
+    pub stdout: Option<PathBuf>,
+    pub stderr: Option<PathBuf>,
 }
 
 /// What the dispatcher hands back.
@@ -100,10 +101,6 @@ impl RunResult {
     }
 }
 
-enum Msg {
-    Signal(Signal),
-}
-
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Phase {
     Running,
@@ -112,46 +109,9 @@ enum Phase {
     Killing,
 }
 
-const HANDLED: [Signal; 5] = [
-    Signal::SIGINT,
-    Signal::SIGTERM,
-    Signal::SIGHUP,
-    Signal::SIGQUIT,
-    Signal::SIGCHLD,
-];
-
-fn handled_set() -> SigSet {
-    let mut s = SigSet::empty();
-    for sig in HANDLED {
-        s.add(sig);
-    }
-    s
-}
-
-/// Blocks the handled signals in this thread (inherited by threads spawned
-/// later) and starts the thread that turns them into messages.
-fn start_signal_thread(tx: mpsc::Sender<Msg>) -> Result<(), String> {
-    let set = handled_set();
-    nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None)
-        .map_err(|e| format!("cannot block signals: {e}"))?;
-    std::thread::Builder::new()
-        .name("mpaudit-signals".into())
-        .spawn(move || loop {
-            match set.wait() {
-                Ok(sig) => {
-                    if tx.send(Msg::Signal(sig)).is_err() {
-                        return;
-                    }
-                }
-                Err(_) => std::thread::sleep(TICK),
-            }
-        })
-        .map_err(|e| format!("cannot start the signal thread: {e}"))?;
-    Ok(())
-}
-
 struct Dispatcher<'a> {
     plan: &'a Plan,
+    control: &'a Control,
     me: i32,
     procs: Vec<Started>,
     forked: BTreeMap<i32, (u64, Peak)>,
@@ -162,11 +122,18 @@ struct Dispatcher<'a> {
     interrupts: u32,
     no_children: bool,
     status: Option<StatusLine>,
+    /// Threads copying labelled output (`mpaudit exec`, several workers).
+    labellers: Vec<std::thread::JoinHandle<()>>,
 }
 
 /// Runs the plan to completion. `Err` only for failures before any process
 /// was started (exit status 2).
-pub fn run(plan: &Plan, program: &Path, preload: &Path) -> Result<RunResult, String> {
+pub fn run(
+    plan: &Plan,
+    program: &Path,
+    preload: &Path,
+    control: &Control,
+) -> Result<RunResult, String> {
     let start = Instant::now();
     // SAFETY: prctl with integer arguments only.
     if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
@@ -183,12 +150,10 @@ pub fn run(plan: &Plan, program: &Path, preload: &Path) -> Result<RunResult, Str
         let d = plan.worker_dir(k);
         std::fs::create_dir_all(&d).map_err(|e| format!("{}: {e}", d.display()))?;
     }
-    let (tx, rx) = mpsc::channel();
-    start_signal_thread(tx)?;
-
     let inherited_ld = std::env::var("LD_PRELOAD").ok();
     let mut d = Dispatcher {
         plan,
+        control,
         me: std::process::id() as i32,
         procs: Vec::new(),
         forked: BTreeMap::new(),
@@ -198,8 +163,10 @@ pub fn run(plan: &Plan, program: &Path, preload: &Path) -> Result<RunResult, Str
         strays: BTreeSet::new(),
         interrupts: 0,
         no_children: false,
-        status: (!plan.quiet && std::io::stderr().is_terminal())
+        // Not over the program's own output on the terminal (exec).
+        status: (!plan.quiet && plan.streams == Streams::Logs && std::io::stderr().is_terminal())
             .then(|| StatusLine::new(&plan.log_dir)),
+        labellers: Vec::new(),
     };
     let labels: Vec<Option<usize>> = match plan.mode {
         Mode::Spawn => (0..plan.workers).map(Some).collect(),
@@ -209,9 +176,13 @@ pub fn run(plan: &Plan, program: &Path, preload: &Path) -> Result<RunResult, Str
         let env = plan.mpaudit_env(k, preload, inherited_ld.as_deref());
         d.spawn(k, program, &env)?;
     }
-    d.dispatch(&rx, start);
+    d.dispatch(start);
     if let Some(s) = &mut d.status {
         s.clear();
+    }
+    // Every writer is gone: each pipe is at its end.
+    for t in d.labellers.drain(..) {
+        let _ = t.join();
     }
     Ok(RunResult {
         procs: d.procs,
@@ -233,42 +204,89 @@ impl Dispatcher<'_> {
         let dir = plan.output_dir(k);
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let (out_path, err_path) = (dir.join("stdout.log"), dir.join("stderr.log"));
-        let out = File::create(&out_path).map_err(|e| format!("{}: {e}", out_path.display()))?;
-        let err = File::create(&err_path).map_err(|e| format!("{}: {e}", err_path.display()))?;
         let mut cmd = Command::new(program);
         cmd.arg0(&plan.command[0])
             .args(&plan.command[1..])
             .current_dir(&plan.job_dir)
             .envs(plan.env.iter())
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err);
-        let parent = self.me;
-        // SAFETY: only async-signal-safe calls between fork and exec.
-        unsafe {
-            cmd.pre_exec(move || {
-                let empty = libc_sigset_empty();
-                libc::pthread_sigmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
-                if libc::setpgid(0, 0) != 0 {
-                    return Err(std::io::Error::last_os_error());
+            .envs(env.iter().map(|(k, v)| (k, v)));
+        self.control.prepare(&mut cmd);
+        let files = match plan.streams {
+            Streams::Logs => {
+                let out =
+                    File::create(&out_path).map_err(|e| format!("{}: {e}", out_path.display()))?;
+                let err =
+                    File::create(&err_path).map_err(|e| format!("{}: {e}", err_path.display()))?;
+                cmd.stdin(Stdio::null()).stdout(out).stderr(err);
+                true
+            }
+            Streams::PassThrough => {
+                // The very descriptors mpaudit got; a terminal is handed
+                // over as its foreground while mpaudit holds it.
+                cmd.stdin(Stdio::inherit())
+                    .stdout(Stdio::inherit())
+                    .stderr(Stdio::inherit());
+                if let Some(fd) = crate::control::controlling_terminal() {
+                    self.control.prepare_terminal(&mut cmd, fd);
                 }
-                // If the runner dies without cleaning up, its direct
-                // children die with it.
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
-                if libc::getppid() != parent {
-                    libc::_exit(137);
-                }
-                Ok(())
-            });
-        }
+                false
+            }
+            Streams::Labelled => {
+                // One reader of a terminal among several workers would be a
+                // race, and Ctrl-C must reach mpaudit: the terminal is
+                // nobody's; other input goes to worker 0.
+                let stdin = if k == Some(0) && !std::io::stdin().is_terminal() {
+                    Stdio::inherit()
+                } else {
+                    Stdio::null()
+                };
+                cmd.stdin(stdin)
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped());
+                true
+            }
+        };
+        let (out_path, err_path) = if files {
+            (Some(out_path), Some(err_path))
+        } else {
+            (None, None)
+        };
         let started = Instant::now();
         match cmd.spawn() {
-            Ok(child) => {
+            Ok(mut child) => {
                 let pid = child.id() as i32;
-                // The parent sets the group too, so that a TERM sent right
-                // after spawn reaches the right group (both may race).
-                let _ = nix::unistd::setpgid(Pid::from_raw(pid), Pid::from_raw(pid));
+                self.control.adopt(pid);
+                self.control.adopt_terminal(pid);
+                let pipes = [
+                    (
+                        child
+                            .stdout
+                            .take()
+                            .map(|o| File::from(std::os::fd::OwnedFd::from(o))),
+                        &out_path,
+                        false,
+                    ),
+                    (
+                        child
+                            .stderr
+                            .take()
+                            .map(|e| File::from(std::os::fd::OwnedFd::from(e))),
+                        &err_path,
+                        true,
+                    ),
+                ];
+                for (pipe, log, to_stderr) in pipes {
+                    let (Some(pipe), Some(log)) = (pipe, log) else {
+                        continue;
+                    };
+                    let log = File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
+                    let label = k.unwrap_or(0);
+                    let t = std::thread::Builder::new()
+                        .name(format!("mpaudit-label-{label}"))
+                        .spawn(move || label_lines(label, pipe, log, to_stderr))
+                        .map_err(|e| format!("cannot start an output thread: {e}"))?;
+                    self.labellers.push(t);
+                }
                 // `child` is dropped without waiting: the dispatcher reaps
                 // every pid itself with waitpid(-1).
                 drop(child);
@@ -283,14 +301,17 @@ impl Dispatcher<'_> {
                 });
             }
             Err(e) => {
-                let _ = writeln!(
-                    File::options()
-                        .append(true)
-                        .open(&err_path)
-                        .map_err(|e| e.to_string())?,
-                    "mpaudit: cannot start {}: {e}",
-                    program.display()
-                );
+                let msg = format!("mpaudit: cannot start {}: {e}\n", program.display());
+                match &err_path {
+                    Some(p) => {
+                        let _ = File::options()
+                            .create(true)
+                            .append(true)
+                            .open(p)
+                            .and_then(|mut f| f.write_all(msg.as_bytes()));
+                    }
+                    None => eprint!("{msg}"),
+                }
                 self.procs.push(Started {
                     worker: k,
                     pid: 0,
@@ -317,7 +338,7 @@ impl Dispatcher<'_> {
         self.procs.iter().all(|p| p.outcome.is_some())
     }
 
-    fn dispatch(&mut self, rx: &mpsc::Receiver<Msg>, start: Instant) {
+    fn dispatch(&mut self, start: Instant) {
         let mut next_sample = Instant::now();
         let mut next_status = start + Duration::from_secs(1);
         loop {
@@ -325,7 +346,7 @@ impl Dispatcher<'_> {
             let now = Instant::now();
             if self.phase == Phase::Running && !self.all_done() {
                 if let Some(t) = self.plan.timeout {
-                    if now >= start + t {
+                    if now >= start + t + self.control.paused() {
                         self.begin_stop(StopReason::Timeout);
                     }
                 }
@@ -364,10 +385,8 @@ impl Dispatcher<'_> {
                 }
                 next_status = now + STATUS_EVERY;
             }
-            match rx.recv_timeout(TICK) {
-                Ok(Msg::Signal(sig)) => self.on_signal(sig),
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => std::thread::sleep(TICK),
+            if let Some(sig) = self.control.recv_timeout(TICK) {
+                self.on_signal(sig);
             }
         }
     }
@@ -390,7 +409,8 @@ impl Dispatcher<'_> {
 
     fn on_signal(&mut self, sig: Signal) {
         match sig {
-            Signal::SIGCHLD => {}
+            // Ctrl-Z and continuing: done by the control itself.
+            Signal::SIGCHLD | Signal::SIGTSTP | Signal::SIGCONT => {}
             _ => {
                 self.interrupts += 1;
                 if self.interrupts == 1 && self.phase == Phase::Running {
@@ -428,33 +448,48 @@ impl Dispatcher<'_> {
         }
     }
 
-    /// Sends `sig` to every started process's group and to every descendant
-    /// (which may have left its group with setsid).
+    /// Sends `sig` to the job ([`Control::signal_job`]); while cleaning
+    /// up, whatever is still alive besides the started processes is a
+    /// stray.
     fn signal_all(&mut self, sig: Signal) {
-        for p in &self.procs {
-            if p.pid > 0 && p.outcome.is_none() {
-                let _ = nix::sys::signal::killpg(Pid::from_raw(p.pid), sig);
+        if self.cleaning {
+            let tracked: BTreeSet<i32> = self
+                .procs
+                .iter()
+                .filter(|p| p.outcome.is_none())
+                .map(|p| p.pid)
+                .collect();
+            for pid in procs::descendants(self.me) {
+                if !tracked.contains(&pid) {
+                    self.strays.insert(pid);
+                }
             }
         }
-        let tracked: BTreeSet<i32> = self
-            .procs
-            .iter()
-            .filter(|p| p.outcome.is_none())
-            .map(|p| p.pid)
-            .collect();
-        for pid in procs::descendants(self.me) {
-            if self.cleaning && !tracked.contains(&pid) {
-                self.strays.insert(pid);
-            }
-            let _ = nix::sys::signal::kill(Pid::from_raw(pid), sig);
-        }
+        self.control.signal_job(sig);
     }
 
     /// Reaps every child that has ended, without blocking.
     fn reap(&mut self) {
         loop {
-            match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+            match waitpid(
+                Pid::from_raw(-1),
+                Some(WaitPidFlag::WNOHANG | WaitPidFlag::WUNTRACED),
+            ) {
                 Ok(WaitStatus::StillAlive) => return,
+                Ok(WaitStatus::Stopped(pid, sig)) => {
+                    // The process holding the terminal stopped by Ctrl-Z
+                    // (or reading it in the background): the runner stops
+                    // too, so that the shell gets the terminal back.
+                    if self.control.holds_terminal(pid.as_raw())
+                        && matches!(sig, Signal::SIGTSTP | Signal::SIGTTIN | Signal::SIGTTOU)
+                        && procs::state(pid.as_raw()) == Some('T')
+                    {
+                        if let Some(s) = &mut self.status {
+                            s.clear();
+                        }
+                        self.control.suspend();
+                    }
+                }
                 Ok(status) => {
                     let Some(pid) = status.pid() else { continue };
                     let raw = match status {
@@ -487,6 +522,7 @@ impl Dispatcher<'_> {
                             failed = Some(p.worker);
                         }
                         p.outcome = Some(o);
+                        self.control.release(p.pid);
                     }
                     // Anything else is an orphan that came back to us as
                     // subreaper: reaped here, counted as a stray only if
@@ -558,12 +594,57 @@ fn thread_cpu_time() -> Duration {
     )
 }
 
-fn libc_sigset_empty() -> libc::sigset_t {
-    // SAFETY: sigemptyset initialises the set it is given.
-    unsafe {
-        let mut s = std::mem::zeroed::<libc::sigset_t>();
-        libc::sigemptyset(&mut s);
-        s
+/// Copies worker `k`'s output to mpaudit's stdout (or stderr), each line
+/// prefixed `k: ` as `srun --label` does, and into its log file as it
+/// came. A line longer than 64 KiB is cut; a last line without newline
+/// gets one on the terminal (not in the log).
+fn label_lines(k: usize, mut from: File, mut log: File, to_stderr: bool) {
+    const LONGEST: usize = 64 * 1024;
+    let prefix = format!("{k}: ");
+    let mut out_ok = true;
+    let mut emit = |line: &[u8]| {
+        let _ = log.write_all(line);
+        if !out_ok {
+            return;
+        }
+        let mut v = Vec::with_capacity(prefix.len() + line.len() + 1);
+        v.extend_from_slice(prefix.as_bytes());
+        v.extend_from_slice(line);
+        if !line.ends_with(b"\n") {
+            v.push(b'\n');
+        }
+        // Whole lines under the stream's lock: workers never interleave
+        // within a line. A reader that went away: the log still gets all.
+        out_ok = if to_stderr {
+            std::io::stderr().lock().write_all(&v).is_ok()
+        } else {
+            let mut o = std::io::stdout().lock();
+            o.write_all(&v).and_then(|_| o.flush()).is_ok()
+        };
+    };
+    let mut buf = Vec::new();
+    let mut chunk = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        };
+        buf.extend_from_slice(&chunk[..n]);
+        let mut start = 0;
+        while let Some(i) = memchr::memchr(b'\n', &buf[start..]) {
+            emit(&buf[start..start + i + 1]);
+            start += i + 1;
+        }
+        buf.drain(..start);
+        if buf.len() >= LONGEST {
+            emit(&buf);
+            buf.clear();
+        }
+    }
+    if !buf.is_empty() {
+        emit(&buf);
     }
 }
 

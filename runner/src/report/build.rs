@@ -105,14 +105,20 @@ fn worker_reports(plan: &Plan, r: &RunResult, agg: &Aggregator, l: &Labels) -> V
         let failed = !o.as_ref().is_some_and(|o| o.success())
             && o.as_ref().map_or(true, |o| o.stopped_by.is_none());
         let c = counts(p.worker.map(|k| k as u64));
+        // Streams passed through (`mpaudit exec`) have no file: their tail
+        // is already on the user's screen.
+        let tail_of = |f: &Option<PathBuf>| {
+            f.as_deref()
+                .map_or_else(Vec::new, |f| supervise::tail(f, 10))
+        };
         let mut tail = if failed {
-            supervise::tail(&p.stderr, 10)
+            tail_of(&p.stderr)
         } else {
             Vec::new()
         };
         let mut tail_file = &p.stderr;
         if failed && tail.is_empty() {
-            tail = supervise::tail(&p.stdout, 10);
+            tail = tail_of(&p.stdout);
             tail_file = &p.stdout;
         }
         let o = o.unwrap_or(supervise::Outcome {
@@ -142,8 +148,8 @@ fn worker_reports(plan: &Plan, r: &RunResult, agg: &Aggregator, l: &Labels) -> V
             memory: Some(p.memory),
             events: c.events,
             rogue_writes: c.rogue,
-            stdout: Some(l.path(&p.stdout.display().to_string())),
-            stderr: Some(l.path(&tail_file.display().to_string())),
+            stdout: p.stdout.as_ref().map(|f| l.path(&f.display().to_string())),
+            stderr: tail_file.as_ref().map(|f| l.path(&f.display().to_string())),
             stderr_tail: tail,
         });
     }

@@ -23,15 +23,37 @@ fn mpaudit(cwd: &Path) -> Command {
 
 /// `mpaudit exec --format json ARGS -- sh -c SCRIPT` in `cwd`.
 fn exec_sh(cwd: &Path, args: &[&str], script: &str) -> (i32, Value, Output) {
+    exec_json(cwd, args, &["sh", "-c", script])
+}
+
+/// `mpaudit exec --format json ARGS -- CMD` in `cwd`, and its report (exec
+/// leaves stdout and stderr to the program: the report goes to a file).
+fn exec_json(cwd: &Path, args: &[&str], cmd: &[&str]) -> (i32, Value, Output) {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let file = std::env::temp_dir().join(format!(
+        "mpaudit-verdicts-report-{}-{n}.json",
+        std::process::id()
+    ));
     let out = run(
         mpaudit(cwd)
-            .args(["exec", "--format", "json"])
+            .args(["exec", "--format", "json", "--report"])
+            .arg(&file)
             .args(args)
-            .args(["--", "sh", "-c", script]),
+            .arg("--")
+            .args(cmd),
         DEADLINE,
     );
     let code = out.status.code().unwrap_or(-1);
-    let v = json_of(&out);
+    let text = std::fs::read(&file).unwrap_or_default();
+    let _ = std::fs::remove_file(&file);
+    let v = serde_json::from_slice(&text).unwrap_or_else(|e| {
+        panic!(
+            "not a JSON report ({e}): stdout={} stderr={}",
+            stdout(&out),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
     (code, v, out)
 }
 
@@ -575,13 +597,7 @@ e2e!(
 // Regression: with 300 workers, `workers 0,1,2,...,299` ran to 1,100
 // characters and there were 300 worker rows.
 e2e!(three_hundred_workers_read_as_ranges, |dir| {
-    // Read while it runs: the JSON of 300 workers fills a pipe.
-    let out = mpaudit(&dir.path)
-        .args(["exec", "--format", "json", "--workers", "300", "--"])
-        .args(["sh", "-c", "echo x > shared.txt"])
-        .output()
-        .unwrap();
-    let (code, r) = (out.status.code().unwrap_or(-1), json_of(&out));
+    let (code, r, _) = exec_sh(&dir.path, &["--workers", "300"], "echo x > shared.txt");
     assert_eq!(code, 1);
     assert_eq!(r["conflicts"][0]["writers"].as_array().unwrap().len(), 300);
     assert_eq!(r["workers"].as_array().unwrap().len(), 300);
@@ -664,13 +680,12 @@ e2e!(a_components_glob_that_matches_nothing_warns, |dir| {
         return;
     }
     let run_sqlite = |glob: &str, db: &str| {
-        let out = run(
-            mpaudit(&dir.path)
-                .args(["exec", "--format", "json", "--components", glob, "--"])
-                .args(["sqlite3", db, "create table t(x)"]),
-            DEADLINE,
+        let (code, r, _) = exec_json(
+            &dir.path,
+            &["--components", glob],
+            &["sqlite3", db, "create table t(x)"],
         );
-        (out.status.code(), json_of(&out))
+        (Some(code), r)
     };
     let (code, r) = run_sqlite("libsqlite3.so", "a.db");
     assert_eq!(
