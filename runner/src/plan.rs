@@ -798,6 +798,7 @@ mod tests {
             outputs: vec![],
             components: vec![],
             allow: vec![],
+            allow_conflicts: vec![],
             seed: None,
             report: report.map(PathBuf::from),
         };
@@ -829,6 +830,7 @@ mod tests {
             outputs: vec![],
             components: vec![],
             allow: vec![],
+            allow_conflicts: vec![],
             seed: None,
             report: None,
         };
