@@ -705,3 +705,37 @@ e2e!(a_components_glob_that_matches_nothing_warns, |dir| {
     assert_eq!(code, Some(0), "{:#}", r["summary"]);
     assert_eq!(r["summary"]["warnings"], serde_json::json!([]));
 });
+
+// Regression: `cargo install --path runner` installs mpaudit without
+// libmpaudit.so, and `mpaudit check` still said the job was fine (exit 0).
+e2e!(an_installed_runner_without_its_library_fails_check, |dir| {
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::copy(&artifacts().runner, bin.join("mpaudit")).unwrap();
+    std::fs::write(dir.join("job.toml"), "[job]\ncommand = [\"true\"]\n").unwrap();
+    let out = run(
+        Command::new(bin.join("mpaudit"))
+            .args(["check", "job.toml"])
+            .current_dir(&dir.path)
+            .env_remove("MPAUDIT_PRELOAD"),
+        DEADLINE,
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("libmpaudit.so not found"), "{err}");
+    // Put where the README says, it is found.
+    std::fs::copy(lib(), bin.join("libmpaudit.so")).unwrap();
+    let out = run(
+        Command::new(bin.join("mpaudit"))
+            .args(["check", "job.toml", "--quiet"])
+            .current_dir(&dir.path)
+            .env_remove("MPAUDIT_PRELOAD"),
+        DEADLINE,
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+});
