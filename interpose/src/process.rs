@@ -327,13 +327,29 @@ pub fn unaudited_reason(path: *const c_char) -> Option<&'static str> {
     if fd < 0 {
         return None;
     }
+    // The dynamic loader run as a program (`ld-linux-x86-64.so.2 --version`,
+    // as ROOT does) has no PT_INTERP either, but it is no static program: it
+    // honours LD_PRELOAD for the program it runs.
+    // SAFETY: C string from the program (checked non-NULL above).
+    let loader = is_loader_name(unsafe { core::ffi::CStr::from_ptr(path) }.to_bytes());
     let reason = if crate::unseen::is_go_elf(fd) {
         Some("go")
     } else {
-        is_static_elf(fd).then_some("static")
+        (!loader && is_static_elf(fd)).then_some("static")
     };
     sys::close(fd);
     reason
+}
+
+/// `ld-linux-x86-64.so.2`, `ld-linux-aarch64.so.1`, `ld-2.31.so`,
+/// `ld64.so.2`, `ld-musl-x86_64.so.1`: the file name of a dynamic loader.
+fn is_loader_name(path: &[u8]) -> bool {
+    let name = match path.iter().rposition(|&b| b == b'/') {
+        Some(i) => &path[i + 1..],
+        None => path,
+    };
+    (name.starts_with(b"ld-") || name.starts_with(b"ld64.so"))
+        && name.windows(3).any(|w| w == b".so")
 }
 
 /// An ELF executable without a PT_INTERP program header is statically linked.
@@ -515,4 +531,28 @@ pub fn log_exit(status: c_int) {
 /// Registered with on_exit(3): covers a return from main and exit().
 pub extern "C" fn on_exit_handler(status: c_int, _arg: *mut libc::c_void) {
     log_exit(status)
+}
+
+#[cfg(test)]
+mod loader_tests {
+    #[test]
+    fn loader_names() {
+        for n in [
+            &b"/lib64/ld-linux-x86-64.so.2"[..],
+            b"/lib/ld-linux-aarch64.so.1",
+            b"ld-2.31.so",
+            b"/lib/ld-musl-x86_64.so.1",
+            b"/lib64/ld64.so.2",
+        ] {
+            assert!(super::is_loader_name(n), "{:?}", core::str::from_utf8(n));
+        }
+        for n in [
+            &b"/bin/ld"[..],
+            b"/usr/bin/ld.gold",
+            b"/x/old-tool.so",
+            b"/opt/ld-tool",
+        ] {
+            assert!(!super::is_loader_name(n), "{:?}", core::str::from_utf8(n));
+        }
+    }
 }

@@ -30,11 +30,14 @@ Examples:
   mpaudit lib-path
 
 Exit status:
-  0  the job succeeded and no rogue write was found
-  1  rogue writes were found
+  0  the job succeeded, every process was audited, no rogue write, no conflict
+  1  rogue writes, or files written by several workers (conflicts) that no
+     [merge] rule merged and no allow_conflicts glob allows
   2  usage or job-file error (nothing was started)
   3  the job failed: a worker failed, timed out or was interrupted, or a merge
-     failed or was interrupted (wins over 1)
+     failed or was interrupted (wins over all below)
+  4  the audit is incomplete: no process loaded the library, or some ran
+     unaudited (wins over 1 and 0)
 
 Library lookup: --preload PATH, then $MPAUDIT_PRELOAD, then libmpaudit.so next
 to the mpaudit executable, then ../lib/ relative to it.";
@@ -53,17 +56,17 @@ pub struct Cli {
 pub enum Command {
     /// Run the job described by a job file and report rogue writes.
     #[command(
-        after_help = "Example:\n  mpaudit run job.toml --workers auto --timeout 30m --format json > report.json\n\nCommand-line options override the job file. Exit status: 0 ok, 1 rogue writes, 2 usage error, 3 job or merge failed."
+        after_help = "Example:\n  mpaudit run job.toml --workers auto --timeout 30m --format json > report.json\n\nCommand-line options override the job file. Exit status: 0 ok, 1 rogue writes or conflicts, 2 usage error, 3 job or merge failed, 4 audit incomplete."
     )]
     Run(RunArgs),
     /// Run a command ad hoc, without a job file (like strace).
     #[command(
-        after_help = "Examples:\n  printf 'b\\na\\n' | mpaudit exec -- sort\n  mpaudit exec --workers 4 --outputs '*.root' -- ./myjob --events 100\n  mpaudit exec --mode fork --action redirect -- athena.py --nprocs=4 jo.py\n  cd /cvmfs/release && mpaudit exec --workers-dir /tmp/w --log-dir /tmp/l -- ./job\n\nThe job directory is the current directory. The program keeps the terminal: one process (one worker, or fork mode) gets mpaudit's stdin, stdout and stderr themselves; several workers' output lines are prefixed `k: ` (also kept in worker_<k>/stdout.log, stderr.log) and worker 0 gets stdin. The report goes to stderr (or --report FILE). Exit status: 0 ok, 1 rogue writes, 2 usage error, 3 job failed."
+        after_help = "Examples:\n  printf 'b\\na\\n' | mpaudit exec -- sort\n  mpaudit exec --workers 4 --outputs '*.root' -- ./myjob --events 100\n  mpaudit exec --mode fork --action redirect -- athena.py --nprocs=4 jo.py\n  cd /cvmfs/release && mpaudit exec --workers-dir /tmp/w --log-dir /tmp/l -- ./job\n\nThe job directory is the current directory. The program keeps the terminal: one process (one worker, or fork mode) gets mpaudit's stdin, stdout and stderr themselves; several workers' output lines are prefixed `k: ` (also kept in worker_<k>/stdout.log, stderr.log) and worker 0 gets stdin. The report goes to stderr (or --report FILE). Exit status: 0 ok, 1 rogue writes or conflicts, 2 usage error, 3 job failed, 4 audit incomplete."
     )]
     Exec(ExecArgs),
     /// Report from existing event logs (one or more log directories).
     #[command(
-        after_help = "Examples:\n  mpaudit report mpaudit-logs\n  mpaudit report node*/mpaudit-logs --format json --job-dir /scratch/job42\n\nExit status: 0 no rogue write, 1 rogue writes found, 2 usage error."
+        after_help = "Examples:\n  mpaudit report mpaudit-logs\n  mpaudit report mpaudit-logs --run 4242-1763750000123456789\n  mpaudit report node*/mpaudit-logs --format json --job-dir /scratch/job42\n\nReports the latest run in each log directory unless --run or --all-runs.\nExit status: 0 clean, 1 rogue writes or conflicts, 2 usage error, 3 the run's job failed, 4 the audit is incomplete (no logs, unaudited processes)."
     )]
     Report(ReportArgs),
     /// Validate a job file and print the resolved plan; runs nothing.
@@ -113,7 +116,8 @@ pub struct RunOpts {
     /// Report format.
     #[arg(long, value_enum, default_value = "text")]
     pub format: Format,
-    /// Print only the summary and the exit status's reason (no status line).
+    /// Print only the report's summary (the status and its reasons; no live
+    /// status line on the terminal); `check`: print nothing unless wrong.
     #[arg(long, short)]
     pub quiet: bool,
     /// Path of libmpaudit.so (default: $MPAUDIT_PRELOAD, then next to mpaudit).
@@ -157,6 +161,10 @@ pub struct ExecArgs {
     /// Paths anyone may write (glob; repeatable).
     #[arg(long, value_name = "GLOB")]
     pub allow: Vec<String>,
+    /// Paths several workers may write without failing the audit (glob;
+    /// repeatable), like `[audit] allow_conflicts`.
+    #[arg(long, value_name = "GLOB")]
+    pub allow_conflicts: Vec<String>,
     /// Seed from which each worker's MPAUDIT_SEED is derived.
     #[arg(long)]
     pub seed: Option<u64>,
@@ -180,6 +188,13 @@ pub struct ReportArgs {
     /// recorded by `mpaudit run` in the log directory, if any).
     #[arg(long, value_name = "DIR")]
     pub job_dir: Option<PathBuf>,
+    /// Report this run (an id the report shows, `<pid>-<ns>`) instead of
+    /// the latest in each log directory.
+    #[arg(long, value_name = "ID", conflicts_with = "all_runs")]
+    pub run: Option<String>,
+    /// Report every run in the log directories together.
+    #[arg(long)]
+    pub all_runs: bool,
 }
 
 #[derive(Debug, Args)]

@@ -374,26 +374,27 @@ pub fn read_file(path: &Path, f: impl FnMut(&Event<'_>)) -> std::io::Result<Read
 
 /// `mpaudit-<pid>-<ns>.jsonl`
 pub fn is_log_name(name: &str) -> bool {
-    let Some(mid) = name
-        .strip_prefix("mpaudit-")
-        .and_then(|s| s.strip_suffix(".jsonl"))
-    else {
-        return false;
-    };
-    // `<pid>-<ns>`, or under a launcher `<node>-r<rank>-<pid>-<ns>` (node
-    // names may hold `-`, so split from the right).
+    log_name_parts(name).is_some()
+}
+
+/// The pid and load time (ns) in a log's name: `mpaudit-<pid>-<ns>.jsonl`,
+/// or under a launcher `mpaudit-<node>-r<rank>-<pid>-<ns>.jsonl` (node
+/// names may hold `-`, so split from the right).
+pub fn log_name_parts(name: &str) -> Option<(i64, u128)> {
+    let mid = name.strip_prefix("mpaudit-")?.strip_suffix(".jsonl")?;
     let mut parts = mid.rsplitn(3, '-');
     let digits = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
-    let ok = |p: Option<&str>| p.is_some_and(digits);
-    if !(ok(parts.next()) && ok(parts.next())) {
-        return false;
+    let (ns, pid) = (parts.next()?, parts.next()?);
+    if !digits(ns) || !digits(pid) {
+        return None;
     }
-    match parts.next() {
-        None => true,
-        Some(rank_part) => rank_part
-            .rsplit_once("-r")
-            .is_some_and(|(node, rank)| !node.is_empty() && digits(rank)),
+    if let Some(rank_part) = parts.next() {
+        let (node, rank) = rank_part.rsplit_once("-r")?;
+        if node.is_empty() || !digits(rank) {
+            return None;
+        }
     }
+    Some((pid.parse().ok()?, ns.parse().ok()?))
 }
 
 /// Every log file under `dir`, recursively, sorted.

@@ -47,6 +47,10 @@ pub struct AuditTable {
     pub outputs: Option<Vec<String>>,
     pub components: Option<Vec<String>>,
     pub allow: Option<Vec<String>>,
+    /// Paths several workers may write without failing the audit (a
+    /// shared scratch file the job knows about): the conflict is reported,
+    /// marked allowed.
+    pub allow_conflicts: Option<Vec<String>>,
     pub workers_dir: Option<String>,
     pub log_dir: Option<String>,
     /// Run the job's command under the seccomp supervisor even when the
@@ -90,6 +94,7 @@ pub const TABLES: &[(&str, &[&str])] = &[
             "outputs",
             "components",
             "allow",
+            "allow_conflicts",
             "workers_dir",
             "log_dir",
             "supervise",
@@ -415,6 +420,19 @@ pub fn parse(text: &str) -> Result<JobFile, JobFileError> {
                     message: "the command is empty: give at least the program, e.g. command = [\"python3\", \"job.py\"]".into(),
                 });
             }
+            if let Some(globs) = &job.audit.allow_conflicts {
+                if globs.iter().any(String::is_empty) {
+                    let (line, column) = locate_key(text, "audit", "allow_conflicts")
+                        .map(|(l, c)| (Some(l), Some(c)))
+                        .unwrap_or((None, None));
+                    return Err(JobFileError {
+                        line,
+                        column,
+                        key: Some("audit.allow_conflicts".into()),
+                        message: "empty glob: give the paths workers may all write, e.g. allow_conflicts = [\"/tmp/lock\", \"*.cache\"]".into(),
+                    });
+                }
+            }
             Ok(job)
         }
         Err(e) => Err(explain(text, &e)),
@@ -565,7 +583,8 @@ fn key_on_line(text: &str, offset: usize) -> Option<String> {
 }
 
 /// Line and column of `key =` inside `[table]`.
-fn locate_key(text: &str, table: &str, key: &str) -> Option<(usize, usize)> {
+/// Line and column (1-based) of `key = ...` in `[table]`.
+pub fn locate_key(text: &str, table: &str, key: &str) -> Option<(usize, usize)> {
     let mut current = String::new();
     for (i, line) in text.lines().enumerate() {
         let t = line.trim();

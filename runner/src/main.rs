@@ -14,6 +14,7 @@ mod preflight;
 mod procs;
 mod report;
 mod run_meta;
+mod runs;
 mod seccomp;
 mod supervise;
 mod symbols;
@@ -60,15 +61,7 @@ fn run(cli: Cli) -> Result<u8, String> {
             println!("{}", p.display());
             Ok(0)
         }
-        Command::Check(a) => {
-            let (plan, program) = prepare_job(&a.job, &a.opts)?;
-            let lib = libpath::find_here(a.opts.preload.as_deref());
-            print!(
-                "{}",
-                plan.render(lib.as_deref().map_err(|e| e.as_str()), Some(&program))
-            );
-            Ok(0)
-        }
+        Command::Check(a) => check(&a),
         Command::Run(a) => {
             let (plan, program) = prepare_job(&a.job, &a.opts)?;
             execute(&plan, &program, a.opts.preload.as_deref())
@@ -81,6 +74,7 @@ fn run(cli: Cli) -> Result<u8, String> {
                 outputs: a.outputs,
                 components: a.components,
                 allow: a.allow,
+                allow_conflicts: a.allow_conflicts,
                 seed: a.seed,
                 report: a.report,
             };
@@ -90,6 +84,29 @@ fn run(cli: Cli) -> Result<u8, String> {
         }
         Command::Report(a) => report_dirs(&a),
     }
+}
+
+/// `mpaudit check JOB.toml`: the plan, as text or JSON; a job that could
+/// not run (no library) is an error like any other.
+fn check(a: &cli::CheckArgs) -> Result<u8, String> {
+    let (plan, program) = prepare_job(&a.job, &a.opts)?;
+    let lib = libpath::find_here(a.opts.preload.as_deref());
+    let out = match a.opts.format {
+        cli::Format::Json => {
+            let v = serde_json::json!({
+                "valid": lib.is_ok(),
+                "plan": plan,
+                "program": program,
+                "preload": lib.as_ref().ok(),
+                "error": lib.as_ref().err(),
+            });
+            serde_json::to_string_pretty(&v).unwrap_or_default() + "\n"
+        }
+        cli::Format::Text if a.opts.quiet => String::new(),
+        cli::Format::Text => plan.render(lib.as_deref().map_err(|e| e.as_str()), Some(&program)),
+    };
+    print!("{out}");
+    lib.map(|_| 0)
 }
 
 /// Runs a validated plan: everything that can fail with status 2 is
@@ -158,32 +175,13 @@ fn execute(plan: &plan::Plan, program: &Path, preload: Option<&Path>) -> Result<
         .collect();
     let logs: Vec<(u16, PathBuf)> = files.iter().map(|f| (0, f.clone())).collect();
     read_logs(&mut agg, &logs);
-    let labels = report::Labels {
-        job_dir: Some(plan.job_dir.clone()),
-        sources: vec![plan.log_dir.display().to_string()],
-    };
-    let mut rep = report::Report::default();
-    rep.summary.job_dir = Some(plan.job_dir.display().to_string());
-    rep.summary.mode = Some(plan.mode.as_str().into());
-    rep.summary.workers = plan.workers;
-    rep.summary.wall_time_ms = Some(result.wall.as_millis() as u64);
-    rep.summary.log_dirs = vec![labels.path(&plan.log_dir.display().to_string())];
-    rep.summary.earlier_log_files_ignored = earlier.len() as u64;
-    rep.summary.job_failed = result.failed();
-    rep.summary.stop_reason = result.stop.as_ref().map(|s| match s {
-        supervise::StopReason::Timeout => format!(
-            "timeout after {}",
-            plan.timeout
-                .map(duration::format_duration)
-                .unwrap_or_default()
-        ),
-        supervise::StopReason::WorkerFailed(k) => format!("worker {k} failed (on_failure = kill)"),
-        supervise::StopReason::Interrupted => "interrupted".into(),
+    let rep = report::Report::from_run(&report::RunFacts {
+        plan,
+        result: &result,
+        agg: &agg,
+        merges: &merges,
+        earlier_log_files: earlier.len() as u64,
     });
-    rep.summary.strays_killed = result.strays.clone();
-    rep.workers = worker_reports(plan, &result, &agg, &labels);
-    rep.fill(&agg, &labels);
-    rep.set_merges(&merges, &labels);
     let _ = run_meta::finish(plan, &rep);
     print_report(&rep, plan.format, plan.quiet, &plan.report_to);
     Ok(rep.summary.exit_code)
@@ -220,124 +218,6 @@ fn print_report(rep: &report::Report, format: cli::Format, quiet: bool, to: &pla
     }
 }
 
-fn worker_reports(
-    plan: &plan::Plan,
-    r: &supervise::RunResult,
-    agg: &report::Aggregator,
-    l: &report::Labels,
-) -> Vec<report::WorkerReport> {
-    let counts = |w: Option<u64>| {
-        agg.per_worker
-            .get(&report::Who {
-                source: 0,
-                worker: w,
-            })
-            .copied()
-            .unwrap_or_default()
-    };
-    let mut out = Vec::new();
-    for p in &r.procs {
-        let o = p.outcome.clone();
-        let failed = !o.as_ref().is_some_and(|o| o.success())
-            && o.as_ref().map_or(true, |o| o.stopped_by.is_none());
-        let c = counts(p.worker.map(|k| k as u64));
-        // Streams passed through (`mpaudit exec`) have no file: their tail
-        // is already on the user's screen.
-        let tail_of = |f: &Option<PathBuf>| {
-            f.as_deref()
-                .map_or_else(Vec::new, |f| supervise::tail(f, 10))
-        };
-        let mut tail = if failed {
-            tail_of(&p.stderr)
-        } else {
-            Vec::new()
-        };
-        let mut tail_file = &p.stderr;
-        if failed && tail.is_empty() {
-            tail = tail_of(&p.stdout);
-            tail_file = &p.stdout;
-        }
-        let o = o.unwrap_or(supervise::Outcome {
-            exit_code: None,
-            signal: None,
-            core_dumped: false,
-            wall_time_ms: 0,
-            stopped_by: None,
-            spawn_error: None,
-        });
-        out.push(report::WorkerReport {
-            worker: p.worker,
-            pid: (p.pid > 0).then_some(p.pid),
-            exit_code: o.exit_code.map(i64::from),
-            signal: o.signal,
-            signal_name: o.signal.map(supervise::signal_name),
-            core_dumped: o.core_dumped,
-            timed_out: o.stopped_by == Some(supervise::StopReason::Timeout),
-            stopped_by: o.stopped_by.as_ref().map(|s| match s {
-                supervise::StopReason::Timeout => "timeout".to_string(),
-                supervise::StopReason::WorkerFailed(k) => format!("worker {k} failed"),
-                supervise::StopReason::Interrupted => "interrupted".into(),
-            }),
-            spawn_error: o.spawn_error,
-            wall_time_ms: Some(o.wall_time_ms),
-            memory: Some(p.memory),
-            events: c.events,
-            rogue_writes: c.rogue,
-            stdout: p.stdout.as_ref().map(|f| l.path(&f.display().to_string())),
-            stderr: tail_file.as_ref().map(|f| l.path(&f.display().to_string())),
-            stderr_tail: tail,
-        });
-    }
-    if plan.mode == jobfile::Mode::Fork {
-        // Workers are the root's children: index from their own events
-        // (`worker` of their records), else fork order (start time, pid).
-        let mut order: Vec<(&i32, &(u64, memory::Peak))> = r.forked.iter().collect();
-        order.sort_by_key(|(pid, (start, _))| (*start, **pid));
-        let mut seen = BTreeSet::new();
-        for (i, (pid, (_, peak))) in order.iter().enumerate() {
-            let k = agg
-                .pid_worker
-                .get(&(0, **pid as i64))
-                .copied()
-                .flatten()
-                .unwrap_or(i as u64);
-            seen.insert(k);
-            let c = counts(Some(k));
-            out.push(report::WorkerReport {
-                worker: Some(k as usize),
-                pid: Some(**pid),
-                exit_code: agg.exits.get(&(0, **pid as i64)).copied(),
-                memory: Some(*peak),
-                events: c.events,
-                rogue_writes: c.rogue,
-                ..Default::default()
-            });
-        }
-        // Workers seen only in the events (too short-lived to sample).
-        for (who, c) in &agg.per_worker {
-            if let Some(k) = who.worker {
-                if seen.insert(k) {
-                    let pid = agg
-                        .pid_worker
-                        .iter()
-                        .find(|(_, w)| **w == Some(k))
-                        .map(|((_, p), _)| *p);
-                    out.push(report::WorkerReport {
-                        worker: Some(k as usize),
-                        pid: pid.map(|p| p as i32),
-                        exit_code: pid.and_then(|p| agg.exits.get(&(0, p)).copied()),
-                        events: c.events,
-                        rogue_writes: c.rogue,
-                        ..Default::default()
-                    });
-                }
-            }
-        }
-        out[1..].sort_by_key(|w| w.worker);
-    }
-    out
-}
-
 /// Reads the logs into `agg` on as many threads as this process may use, at
 /// most 4 (each file in flight holds an aggregator of its own); a log that
 /// cannot be read is a warning, not an error.
@@ -348,59 +228,68 @@ fn read_logs(agg: &mut report::Aggregator, logs: &[(u16, PathBuf)]) {
     }
 }
 
-/// `mpaudit report LOGDIR...`
+/// `mpaudit report LOGDIR...`: the latest run of each directory (or the
+/// one `--run` names, or all of them).
 fn report_dirs(a: &cli::ReportArgs) -> Result<u8, String> {
     let cwd = cwd()?;
-    let mut agg = report::Aggregator::default();
-    let mut names = Vec::new();
-    let mut all_files = Vec::new();
-    for (i, d) in a.logdirs.iter().enumerate() {
-        let dir = plan::resolve(&cwd, d);
-        let files =
-            events::log_files(&dir).map_err(|e| format!("log directory {}: {e}", d.display()))?;
-        all_files.push((i as u16, files));
-        names.push(d.display().to_string());
-    }
     if u16::try_from(a.logdirs.len()).is_err() {
         return Err("too many log directories".into());
     }
-    let logs: Vec<(u16, PathBuf)> = all_files
-        .into_iter()
-        .flat_map(|(i, files)| files.into_iter().map(move |f| (i, f)))
+    let pick = match (&a.run, a.all_runs) {
+        (Some(id), _) => runs::Pick::Id(id.clone()),
+        (None, true) => runs::Pick::All,
+        (None, false) => runs::Pick::Latest,
+    };
+    let mut sources = Vec::new();
+    for d in &a.logdirs {
+        let dir = plan::resolve(&cwd, d);
+        let all = runs::runs(&dir).map_err(|e| format!("log directory {}: {e}", d.display()))?;
+        let runs_in_dir = all.len();
+        let name = d.display().to_string();
+        let picked = match runs::select(all, &pick, &name) {
+            // --run names one run: the other directories may not hold it.
+            Err(_) if a.logdirs.len() > 1 => Vec::new(),
+            other => other?,
+        };
+        sources.push(report::LogSource {
+            name,
+            dir,
+            runs: picked,
+            runs_in_dir,
+        });
+    }
+    if let runs::Pick::Id(id) = &pick {
+        if sources.iter().all(|s| s.runs.is_empty()) {
+            return Err(format!(
+                "no run `{id}` in any of the {} log directories",
+                a.logdirs.len()
+            ));
+        }
+    }
+    let logs: Vec<(u16, PathBuf)> = sources
+        .iter()
+        .enumerate()
+        .flat_map(|(i, s)| {
+            s.runs
+                .iter()
+                .flat_map(move |r| r.files.iter().map(move |f| (i as u16, f.clone())))
+        })
         .collect();
+    let mut agg = report::Aggregator::default();
     read_logs(&mut agg, &logs);
     let job_dir = match &a.job_dir {
         Some(j) => Some(plan::resolve(&cwd, j)),
         None => run_meta::job_dir(
-            &a.logdirs
+            sources
                 .iter()
-                .map(|d| plan::resolve(&cwd, d))
-                .collect::<Vec<_>>(),
+                .flat_map(|s| s.runs.iter().filter_map(|r| r.meta.as_ref())),
         ),
     };
-    let labels = report::Labels {
-        job_dir: job_dir.clone(),
-        sources: names.clone(),
-    };
-    let mut rep = report::Report::default();
-    rep.summary.job_dir = job_dir.map(|j| j.display().to_string());
-    rep.summary.log_dirs = names;
-    rep.summary.workers = agg.per_worker.keys().filter(|w| w.worker.is_some()).count();
-    rep.workers = agg
-        .per_worker
-        .iter()
-        .filter(|(w, _)| a.logdirs.len() == 1 || w.source == 0)
-        .filter_map(|(w, c)| {
-            let k = w.worker? as usize;
-            Some(report::WorkerReport {
-                worker: Some(k),
-                events: c.events,
-                rogue_writes: c.rogue,
-                ..Default::default()
-            })
-        })
-        .collect();
-    rep.fill(&agg, &labels);
+    let rep = report::Report::from_logs(&report::LogFacts {
+        sources: &sources,
+        agg: &agg,
+        job_dir,
+    });
     print_report(&rep, a.format, false, &plan::ReportTo::Stdout);
     Ok(rep.summary.exit_code)
 }
@@ -433,6 +322,15 @@ fn prepare_job(job: &Path, opts: &cli::RunOpts) -> Result<(plan::Plan, PathBuf),
         file: Box::new(file),
     };
     let plan = plan::build(&source, opts, &ctx)?;
-    let program = preflight::check(&plan, ctx.facts.env.get("PATH").map(String::as_str))?;
+    let program =
+        preflight::check(&plan, ctx.facts.env.get("PATH").map(String::as_str)).map_err(|e| {
+            // The command's errors point at the command in the file.
+            match jobfile::locate_key(&text, "job", "command") {
+                Some((l, c)) if e.starts_with("command `") => {
+                    format!("{}:{l}:{c}: key `job.command`: {e}", job.display())
+                }
+                _ => e,
+            }
+        })?;
     Ok((plan, program))
 }

@@ -1,7 +1,7 @@
 //! Per-process memory from `/proc/<pid>/smaps_rollup`: PSS, private and
 //! shared resident memory, and their peaks over the samples taken.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// One sample, KiB.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -13,7 +13,8 @@ pub struct Sample {
 }
 
 /// Peaks over a process's samples, KiB (each field's own maximum).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Peak {
     pub peak_pss_kib: u64,
     pub peak_private_kib: u64,

@@ -28,6 +28,7 @@ pub enum Source {
         outputs: Vec<String>,
         components: Vec<String>,
         allow: Vec<String>,
+        allow_conflicts: Vec<String>,
         seed: Option<u64>,
         /// `--report FILE` (default: standard error).
         report: Option<PathBuf>,
@@ -76,6 +77,9 @@ pub struct Policy {
     pub outputs: Vec<String>,
     pub components: Vec<String>,
     pub allow: Vec<String>,
+    /// `[audit] allow_conflicts` / `--allow-conflicts`: judged by the
+    /// report only (never sent to the library).
+    pub allow_conflicts: Vec<String>,
 }
 
 /// The seccomp supervisor's settings (docs/hooks.md).
@@ -217,6 +221,7 @@ pub fn build(source: &Source, opts: &RunOpts, ctx: &Context) -> Result<Plan, Str
                 outputs: a.outputs.clone().unwrap_or_default(),
                 components: a.components.clone().unwrap_or_default(),
                 allow: a.allow.clone().unwrap_or_default(),
+                allow_conflicts: a.allow_conflicts.clone().unwrap_or_default(),
             };
             workers_dir = resolve(
                 &job_dir,
@@ -239,6 +244,7 @@ pub fn build(source: &Source, opts: &RunOpts, ctx: &Context) -> Result<Plan, Str
             outputs,
             components,
             allow,
+            allow_conflicts,
             seed: s,
             report,
         } => {
@@ -259,6 +265,7 @@ pub fn build(source: &Source, opts: &RunOpts, ctx: &Context) -> Result<Plan, Str
                 outputs: outputs.clone(),
                 components: components.clone(),
                 allow: allow.clone(),
+                allow_conflicts: allow_conflicts.clone(),
             };
             workers_dir = job_dir.join(DEFAULT_WORKERS_DIR);
             log_dir = job_dir.join(DEFAULT_LOG_DIR);
@@ -316,6 +323,9 @@ pub fn build(source: &Source, opts: &RunOpts, ctx: &Context) -> Result<Plan, Str
                 ));
             }
         }
+    }
+    if policy.allow_conflicts.iter().any(String::is_empty) {
+        return Err("allow_conflicts: empty glob".into());
     }
     for k in env.keys() {
         if k.is_empty() || k.contains('=') || k.contains('\0') {
@@ -523,6 +533,12 @@ impl Plan {
         s += &format!("  outputs:    {}\n", list(&self.policy.outputs));
         s += &format!("  components: {}\n", list(&self.policy.components));
         s += &format!("  allow:      {}\n", list(&self.policy.allow));
+        if !self.policy.allow_conflicts.is_empty() {
+            s += &format!(
+                "  allow conflicts: {}\n",
+                list(&self.policy.allow_conflicts)
+            );
+        }
         if !self.merge.is_empty() || self.merge_dir.is_some() {
             s += "merge:\n";
             for r in &self.merge {
@@ -789,6 +805,7 @@ mod tests {
             outputs: vec!["*.root".into()],
             components: vec![],
             allow: vec![],
+            allow_conflicts: vec![],
             seed: Some(1),
             report: None,
         };
@@ -806,6 +823,7 @@ mod tests {
             outputs: vec![],
             components: vec![],
             allow: vec![],
+            allow_conflicts: vec![],
             seed: None,
             report: report.map(PathBuf::from),
         };
@@ -837,6 +855,7 @@ mod tests {
             outputs: vec![],
             components: vec![],
             allow: vec![],
+            allow_conflicts: vec![],
             seed: None,
             report: None,
         };

@@ -34,26 +34,26 @@ pub fn finish(plan: &Plan, rep: &Report) -> std::io::Result<()> {
     let Some(path) = FILE.get() else {
         return Ok(());
     };
-    let v = serde_json::json!({ "job_dir": plan.job_dir, "mode": plan.mode, "workers": plan.workers, "plan": plan, "summary": rep.summary, "worker_outcomes": rep.workers });
+    // Merged originals: the conflicts they resolve stay resolved in
+    // `mpaudit report`.
+    let merged: Vec<&str> = rep
+        .merges
+        .iter()
+        .filter(|m| m.status == crate::merge::Status::Merged)
+        .map(|m| m.original.as_str())
+        .collect();
+    let v = serde_json::json!({ "job_dir": plan.job_dir, "mode": plan.mode, "workers": plan.workers, "plan": plan, "summary": rep.summary, "worker_outcomes": rep.workers, "merged": merged });
     std::fs::write(path, serde_json::to_string_pretty(&v).unwrap_or_default())
 }
 
-/// The job directory recorded in the log directories, if they all agree.
-pub fn job_dir(dirs: &[PathBuf]) -> Option<PathBuf> {
+/// The job directory the runs' metadata record, if they all agree.
+pub fn job_dir<'a>(metas: impl Iterator<Item = &'a serde_json::Value>) -> Option<PathBuf> {
     let mut found: Option<PathBuf> = None;
-    for d in dirs {
-        for e in std::fs::read_dir(d).ok()?.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if !(name.starts_with("mpaudit-run-") && name.ends_with(".json")) {
-                continue;
-            }
-            let v: serde_json::Value =
-                serde_json::from_str(&std::fs::read_to_string(e.path()).ok()?).ok()?;
-            let j = PathBuf::from(v.get("job_dir")?.as_str()?);
-            match &found {
-                Some(f) if f != &j => return None,
-                _ => found = Some(j),
-            }
+    for v in metas {
+        let j = PathBuf::from(v.get("job_dir")?.as_str()?);
+        match &found {
+            Some(f) if f != &j => return None,
+            _ => found = Some(j),
         }
     }
     found.filter(|p| Path::new(p).is_absolute())

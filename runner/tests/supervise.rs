@@ -356,6 +356,10 @@ fn check_reports_auto_workers_for_each_batch_variable() {
     )
     .unwrap();
     std::fs::write(dir.join("nodes"), "localhost-not-this\n").unwrap();
+    // `check` fails without a library; this test is about the worker count
+    // (and `cargo test -p mpaudit-runner` does not build the library).
+    let lib = dir.join("libmpaudit.so");
+    std::fs::write(&lib, "").unwrap();
     let vars = [
         ("ATHENA_PROC_NUMBER", "1", "ATHENA_PROC_NUMBER=1 [AthenaMP]"),
         ("SLURM_CPUS_PER_TASK", "1", "SLURM_CPUS_PER_TASK=1 [Slurm]"),
@@ -372,7 +376,9 @@ fn check_reports_auto_workers_for_each_batch_variable() {
     ];
     for (var, value, source) in vars {
         let mut cmd = Command::new(BIN);
-        cmd.args(["check", "job.toml"]).current_dir(&dir);
+        cmd.args(["check", "job.toml"])
+            .current_dir(&dir)
+            .env("MPAUDIT_PRELOAD", &lib);
         for (v, _, _) in vars {
             cmd.env_remove(v);
         }
@@ -393,7 +399,9 @@ fn check_reports_auto_workers_for_each_batch_variable() {
     }
     // No batch variable: CPU affinity.
     let mut cmd = Command::new(BIN);
-    cmd.args(["check", "job.toml"]).current_dir(&dir);
+    cmd.args(["check", "job.toml"])
+        .current_dir(&dir)
+        .env("MPAUDIT_PRELOAD", &lib);
     for (v, _, _) in vars {
         cmd.env_remove(v);
     }

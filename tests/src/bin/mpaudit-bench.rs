@@ -37,6 +37,8 @@ struct Opts {
     debug: bool,
     /// Parts to run (`--only`); empty means all.
     only: Vec<String>,
+    /// Where the example jobs are (`--examples`; default: the checkout's).
+    examples: Option<PathBuf>,
 }
 
 /// The parts `--only` can name.
@@ -58,6 +60,7 @@ fn parse_args() -> Opts {
         output: None,
         debug: false,
         only: Vec::new(),
+        examples: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -75,6 +78,7 @@ fn parse_args() -> Opts {
             "--dir" => o.dir = Some(PathBuf::from(val("--dir"))),
             "--output" => o.output = Some(PathBuf::from(val("--output"))),
             "--debug" => o.debug = true,
+            "--examples" => o.examples = Some(PathBuf::from(val("--examples"))),
             "--only" => {
                 for part in val("--only").split(',') {
                     if !PARTS.contains(&part) {
@@ -87,7 +91,7 @@ fn parse_args() -> Opts {
                 }
             }
             "-h" | "--help" => {
-                println!("usage: mpaudit-bench [--quick] [--runs N] [--scale D] [--dir PATH] [--output FILE] [--only LIST] [--debug]");
+                println!("usage: mpaudit-bench [--quick] [--runs N] [--scale D] [--dir PATH] [--output FILE] [--only LIST] [--examples DIR] [--debug]");
                 std::process::exit(0);
             }
             other => die(&format!("unknown argument {other}")),
@@ -254,13 +258,22 @@ fn rm(p: &Path) {
     let _ = std::fs::remove_dir_all(p);
 }
 
+/// Copies an example's directory, without what a run of it leaves behind
+/// (the runner's directories, and the merged outputs: files the job file's
+/// `[merge]` names), so that the copy is as fresh as the checkout whatever
+/// the user ran there before (README step 1 runs this very example).
 fn copy_dir(from: &Path, to: &Path) {
+    let job = std::fs::read_to_string(from.join("job.toml")).unwrap_or_default();
+    let outputs: Vec<String> = table_entries(&job, "merge")
+        .into_iter()
+        .map(|(k, _)| serde_json::from_str::<String>(k).unwrap_or_else(|_| k.to_string()))
+        .collect();
     std::fs::create_dir_all(to).expect("mkdir");
     for e in std::fs::read_dir(from).expect("read example dir") {
         let e = e.expect("entry");
         let name = e.file_name();
         let n = name.to_string_lossy();
-        if n.starts_with("mpaudit-") || n == "src" {
+        if n.starts_with("mpaudit-") || n == "src" || outputs.iter().any(|o| *o == n) {
             continue;
         }
         let ft = e.file_type().expect("file type");
@@ -694,7 +707,11 @@ fn main() {
     }
 
     // ---- the athena-like example job end to end ----
-    let example = root.join("examples/athena-like");
+    let example = o
+        .examples
+        .clone()
+        .unwrap_or_else(|| root.join("examples"))
+        .join("athena-like");
     let athena_name = "athena-like example job (4 workers)";
     let athena_mpaudit = "mpaudit run job.toml (end to end)";
     // The bare job never merges the per-worker files its framework writes
@@ -1091,6 +1108,20 @@ fn report_throughput(runner: &Path, work: &Path, sc: u64, runs: usize) -> Vec<Re
             }
             secs.push(s.secs);
             maxrss = maxrss.max(s.maxrss_kib);
+        }
+        // The figure is only worth something if the report read every
+        // event (a report that picked one run of many once read 1 file).
+        let j = Command::new(runner)
+            .args(["report", "--format", "json"])
+            .arg(&dir)
+            .output()
+            .expect("run mpaudit report");
+        let v: serde_json::Value = serde_json::from_slice(&j.stdout).unwrap_or_default();
+        if v["summary"]["events"].as_u64() != Some(written) {
+            die(&format!(
+                "mpaudit report read {} of the {written} events",
+                v["summary"]["events"]
+            ));
         }
         rm(&dir);
         out.push(ReportRun {

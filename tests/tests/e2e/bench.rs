@@ -136,3 +136,54 @@ e2e!(benchmark_only_runs_the_parts_it_is_given, |dir| {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown part \"reads\""));
 });
+
+// Regression: README step 1 (`examples/athena-like/run.sh`) then step 2
+// (`cargo test --workspace`) failed step 2: this smoke test copied the
+// example with step 1's merged outputs, and the merge refused
+// (`hist.txt already exists`). Here, the README's commands in that order on
+// a fresh copy of the examples: the run, then the benchmark on that copy.
+e2e!(
+    readme_step_one_then_the_benchmark_on_the_same_examples,
+    |dir| {
+        let examples = dir.join("examples");
+        super::examples::copy_tree(&workspace_root().join("examples"), &examples);
+        let rel = dir.join("target/release");
+        std::fs::create_dir_all(&rel).unwrap();
+        std::os::unix::fs::symlink(&artifacts().runner, rel.join("mpaudit")).unwrap();
+        // Step 1, as README.md has it (the build is the harness's).
+        let out = run(
+            std::process::Command::new("sh")
+                .arg("-c")
+                .arg("examples/athena-like/run.sh")
+                .current_dir(&dir.path)
+                .env_remove("MPAUDIT")
+                .env_remove("LD_PRELOAD"),
+            DEADLINE,
+        );
+        assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+        assert!(
+            examples.join("athena-like/hist.txt").is_file(),
+            "step 1 merged"
+        );
+        // Step 2's part that depends on the checkout: the athena-like rows.
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_mpaudit-bench"));
+        cmd.args([
+            "--debug", "--scale", "1000", "--runs", "1", "--only", "athena",
+        ])
+        .arg("--examples")
+        .arg(&examples)
+        .arg("--dir")
+        .arg(dir.join("bench"));
+        let out = run(&mut cmd, std::time::Duration::from_secs(600));
+        let text = stdout(&out);
+        assert!(out.status.success(), "{text}");
+        assert!(
+            text.contains(
+                "| athena-like example job (4 workers) | mpaudit run job.toml (end to end) |"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("failed: exit status"), "{text}");
+        assert!(!text.contains("skipped"), "{text}");
+    }
+);

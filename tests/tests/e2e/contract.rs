@@ -117,7 +117,8 @@ e2e!(runner_parses_every_event_the_library_writes, |dir| {
 
     let out = run(
         std::process::Command::new(&artifacts().runner)
-            .args(["report", "--format", "json"])
+            // Every process above ran on its own: one LD_PRELOAD run each.
+            .args(["report", "--all-runs", "--format", "json"])
             .arg(dir.logs()),
         DEADLINE,
     );
@@ -164,7 +165,8 @@ e2e!(static_binaries_are_reported_as_unaudited, |dir| {
     );
     let out = run(
         std::process::Command::new(&artifacts().runner)
-            .args(["report", "--format", "json"])
+            // Every process above ran on its own: one LD_PRELOAD run each.
+            .args(["report", "--all-runs", "--format", "json"])
             .arg(dir.logs()),
         DEADLINE,
     );

@@ -287,9 +287,9 @@ e2e!(
             "lib/libLegacyAlg.so LegacyAlg::execute(",
             "lib/libLegacyAlg.so LegacyAlg::finalize()",
             "clobbers averted by redirection (2):",
-            "  summary.log  written by workers 0,1,2,3",
-            "  summary.log  <- workers 0,1,2,3  concat: merged",
-            "  hist.txt  <- workers 0,1,2,3  python3 merge_hist.py {output} {inputs}: merged",
+            "  summary.log  written by workers 0-3",
+            "  summary.log  <- workers 0-3  concat: merged",
+            "  hist.txt  <- workers 0-3  python3 merge_hist.py {output} {inputs}: merged",
             "mem peak pss",
         ] {
             assert!(text.contains(needle), "missing {needle:?} in:\n{text}");

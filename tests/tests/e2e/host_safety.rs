@@ -203,6 +203,18 @@ e2e!(ulimit_f_mid_run_stops_the_log_not_the_program, |dir| {
     let s = &json["summary"];
     assert_eq!(s["dropped_events"], dropped, "{s:#}");
     assert_eq!(s["log_stopped"][0]["reason"], "file_size_limit", "{s:#}");
+    // An audit with a stopped log is incomplete: exit status 4, and why.
+    assert_eq!(report.status.code(), Some(4), "{s:#}");
+    let reasons: Vec<&str> = s["incomplete"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i["reason"].as_str())
+        .collect();
+    assert!(
+        reasons.contains(&"log_stopped") && reasons.contains(&"dropped_events"),
+        "{s:#}"
+    );
     let text = run(
         Command::new(&artifacts().runner)
             .arg("report")

@@ -12,3 +12,4 @@ mod policy;
 mod runner;
 mod seccomp;
 mod symbols;
+mod verdicts;

@@ -1,40 +1,17 @@
-//! Aggregation of events into the report, and its text and JSON renderings
-//! (docs/report.md). Memory is bounded by distinct paths, components and
-//! processes, never by the number of events: events are folded in one by
-//! one as the reader streams them.
+//! Aggregation: events folded into per-path, per-component and per-process
+//! counts, then sorted into the report's sections. Memory is bounded by
+//! distinct paths, components and processes, never by the number of events:
+//! events are folded in one by one as the reader streams them.
 
 use std::borrow::Borrow;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::hash::{Hash, Hasher};
-use std::path::{Path, PathBuf};
-
-use serde::Serialize;
+use std::path::PathBuf;
 
 use crate::events::{Event, Kind, ReadStats, Taken, Verdict};
-use crate::memory::Peak;
 
-/// Exit status: 0 ok, 1 rogue writes, 3 job failed (wins over 1).
-pub fn exit_code(job_failed: bool, rogue_writes: u64) -> u8 {
-    if job_failed {
-        3
-    } else if rogue_writes > 0 {
-        1
-    } else {
-        0
-    }
-}
+use super::model::*;
 
-/// Who did something: which log directory (index) and which worker (None:
-/// outside any worker, e.g. the root of fork mode before it forks).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Who {
-    pub source: u16,
-    pub worker: Option<u64>,
-}
-
-/// A set of workers in `Who` order, as a sorted `Vec`: the sets kept per
-/// path hold a few workers each, and a `BTreeSet`'s node (11 slots) was
-/// most of the report's memory and of its cache misses.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 struct WhoSet(Vec<Who>);
 
@@ -71,8 +48,86 @@ struct PathUse {
     readers: WhoSet,
 }
 
-/// Per path of a rogue group: count, workers, actions taken.
-type PathAgg = (u64, WhoSet, BTreeMap<&'static str, u64>);
+/// Per path of a rogue group: count, workers, actions taken, and the calls
+/// that wrote it.
+#[derive(Debug, Default, Clone)]
+struct PathAgg {
+    count: u64,
+    workers: WhoSet,
+    actions: BTreeMap<&'static str, u64>,
+    calls: Vec<CallAgg>,
+}
+
+/// One kind of call on a rogue path: the operation, the path's role in it
+/// and, for a two-path call, the other path (the first one seen).
+#[derive(Debug, Clone)]
+struct CallAgg {
+    op: String,
+    role: Option<Role>,
+    count: u64,
+    counterpart: Option<String>,
+}
+
+impl PathAgg {
+    fn add_call(&mut self, op: &str, role: Option<Role>, counterpart: Option<&str>, n: u64) {
+        match self.calls.iter_mut().find(|c| c.role == role && c.op == op) {
+            Some(c) => {
+                c.count += n;
+                if c.counterpart.is_none() {
+                    c.counterpart = counterpart.map(str::to_string);
+                }
+            }
+            None => self.calls.push(CallAgg {
+                op: op.to_string(),
+                role,
+                count: n,
+                counterpart: counterpart.map(str::to_string),
+            }),
+        }
+    }
+}
+
+/// A path a call wrote: the path, its role, the call's other path.
+type WrittenPath<'e> = (&'e str, Option<Role>, Option<&'e str>);
+
+/// The shape of an access call: which of its paths it writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    /// One path (open, unlink, truncate, mkdir, …), written when a write.
+    Single,
+    /// rename: the source disappears, the destination appears.
+    Rename,
+    /// link: the source is only looked at; the destination is created.
+    Link,
+    /// symlink: the source is the link's text, never touched; the
+    /// destination (the link) is created.
+    Symlink,
+}
+
+impl Shape {
+    fn of(op: &str) -> Shape {
+        if op.starts_with("rename") {
+            Shape::Rename
+        } else if op.starts_with("symlink") {
+            Shape::Symlink
+        } else if op.starts_with("link") {
+            Shape::Link
+        } else {
+            Shape::Single
+        }
+    }
+}
+
+/// Failed calls that a rogue write would have been, per path: nothing was
+/// written (docs/report.md, "attempts").
+#[derive(Debug, Default)]
+struct AttemptAgg {
+    count: u64,
+    workers: WhoSet,
+    /// (op, errno) → count.
+    calls: BTreeMap<(String, String), u64>,
+    object: Option<String>,
+}
 
 #[derive(Debug, Default, Clone)]
 struct RogueAgg {
@@ -90,9 +145,12 @@ impl RogueAgg {
         self.workers.extend(&b.workers);
         add_counts(&mut self.actions, b.actions);
         merge_maps(&mut self.paths, b.paths, |a, b| {
-            a.0 += b.0;
-            a.1.extend(&b.1);
-            add_counts(&mut a.2, b.2);
+            a.count += b.count;
+            a.workers.extend(&b.workers);
+            add_counts(&mut a.actions, b.actions);
+            for c in b.calls {
+                a.add_call(&c.op, c.role, c.counterpart.as_deref(), c.count);
+            }
         });
     }
 }
@@ -115,6 +173,7 @@ pub struct WorkerCounts {
 pub struct Aggregator {
     pub stats: ReadStats,
     paths: HashMap<String, PathUse>,
+    attempts: HashMap<String, AttemptAgg>,
     /// Keyed by the component's raw frame, (object, vaddr): call sites are
     /// named, and grouped by function, only for the report (`sections`).
     rogue: HashMap<(String, Option<u64>), RogueAgg>,
@@ -129,18 +188,24 @@ pub struct Aggregator {
     pub rogue_writes: u64,
     /// Write-class events without a verdict (a library without policy).
     pub unclassified_writes: u64,
+    /// The objects write events named as their component: what a
+    /// `components` glob can match.
+    component_objects: HashSet<String>,
+    /// The last of them inserted: most writes come from the component the
+    /// previous one came from, and comparing is cheaper than hashing.
+    last_component: String,
     /// Processes whose log stopped (`log_stopped`), with the reason.
     pub log_stopped: BTreeMap<(u16, i64), String>,
     /// Events processes could not log (the `dropped` of their `exit`).
     pub dropped_events: u64,
 }
 
-/// Paths that are never a clobber: devices, kernel interfaces.
+/// Paths that are never a clobber: device files and kernel interfaces.
+/// `/dev/shm` holds real files, shared between processes: not ignored.
 fn ignorable(path: &str) -> bool {
-    ["/dev/", "/proc/", "/sys/"]
-        .iter()
-        .any(|p| path.starts_with(p))
-        || path == "/dev/null"
+    (path.starts_with("/dev/") && !path.starts_with("/dev/shm/"))
+        || path.starts_with("/proc/")
+        || path.starts_with("/sys/")
 }
 
 /// Calls `f` with `map[key]`, inserted (the key copied, the value default)
@@ -241,6 +306,16 @@ impl Aggregator {
             a.readers.extend(&b.readers);
         });
         merge_maps(&mut self.rogue, o.rogue, RogueAgg::absorb);
+        merge_maps(&mut self.attempts, o.attempts, |a, b| {
+            a.count += b.count;
+            a.workers.extend(&b.workers);
+            for (k, n) in b.calls {
+                *a.calls.entry(k).or_default() += n;
+            }
+            if a.object.is_none() {
+                a.object = b.object;
+            }
+        });
         merge_maps(&mut self.redirected, o.redirected, |a, b| {
             for (w, ts) in b {
                 a.entry(w).or_default().extend(ts);
@@ -265,6 +340,7 @@ impl Aggregator {
         self.exits.extend(o.exits);
         self.rogue_writes += o.rogue_writes;
         self.unclassified_writes += o.unclassified_writes;
+        self.component_objects.extend(o.component_objects);
         self.log_stopped.extend(o.log_stopped);
         self.dropped_events += o.dropped_events;
     }
@@ -316,8 +392,48 @@ impl Aggregator {
         if write && ev.verdict.is_none() {
             self.unclassified_writes += 1;
         }
-        let shown_path = ev.abs.as_deref().or(ev.path.as_deref()).unwrap_or_default();
-        if ev.verdict == Some(Verdict::Rogue) {
+        if let Some(obj) = ev.component.as_ref().and_then(|c| c.object.as_deref()) {
+            if obj != self.last_component {
+                if !self.component_objects.contains(obj) {
+                    self.component_objects.insert(obj.to_string());
+                }
+                self.last_component.clear();
+                self.last_component.push_str(obj);
+            }
+        }
+        let shape = Shape::of(&ev.op);
+        let first_path = ev.abs.as_deref().or(ev.path.as_deref()).unwrap_or_default();
+        let second_path = ev.abs2.as_deref().or(ev.path2.as_deref());
+        // Creating a directory overwrites nothing (docs/policy.md).
+        let makes_directory = ev.op == "mkdir" || ev.op == "mkdirat";
+        // The call failed by itself (not because the policy refused it):
+        // it wrote nothing, an attempt rather than a write.
+        let attempt = !ev.succeeded() && !matches!(action, Taken::Denied | Taken::RedirectFailed);
+        if ev.verdict == Some(Verdict::Rogue) && !makes_directory && attempt {
+            let shown = match shape {
+                Shape::Link | Shape::Symlink => second_path.unwrap_or(first_path),
+                _ => first_path,
+            };
+            let comp = ev.component.as_ref().and_then(|c| c.object.as_deref());
+            with_slot(&mut self.attempts, shown, |a| {
+                a.count += 1;
+                a.workers.insert(who);
+                let errno = ev.errno.as_deref().unwrap_or("?");
+                match a
+                    .calls
+                    .iter_mut()
+                    .find(|((o, e), _)| *o == *ev.op && e == errno)
+                {
+                    Some((_, n)) => *n += 1,
+                    None => {
+                        a.calls.insert((ev.op.to_string(), errno.to_string()), 1);
+                    }
+                }
+                if a.object.is_none() {
+                    a.object = comp.map(str::to_string);
+                }
+            });
+        } else if ev.verdict == Some(Verdict::Rogue) && !makes_directory {
             self.rogue_writes += 1;
             if let Some(c) = self.per_worker.get_mut(&who) {
                 c.rogue += 1;
@@ -328,6 +444,23 @@ impl Aggregator {
                     .unwrap_or("(unknown)"),
                 comp.and_then(|c| c.vaddr),
             );
+            // The paths the call wrote, each with its role and the other
+            // path: a symlink's text and a link's source are not written.
+            let written: [Option<WrittenPath>; 2] = match shape {
+                Shape::Single => [Some((first_path, None, None)), None],
+                Shape::Rename => [
+                    Some((first_path, Some(Role::Source), second_path)),
+                    second_path.map(|p2| (p2, Some(Role::Destination), Some(first_path))),
+                ],
+                Shape::Link | Shape::Symlink => [
+                    Some((
+                        second_path.unwrap_or(first_path),
+                        Some(Role::Destination),
+                        Some(first_path),
+                    )),
+                    None,
+                ],
+            };
             with_slot(&mut self.rogue, key, |g| {
                 g.events += 1;
                 if action.unmitigated() {
@@ -335,33 +468,74 @@ impl Aggregator {
                 }
                 g.workers.insert(who);
                 *g.actions.entry(action.as_str()).or_default() += 1;
-                with_slot(&mut g.paths, shown_path, |p| {
-                    p.0 += 1;
-                    p.1.insert(who);
-                    *p.2.entry(action.as_str()).or_default() += 1;
-                });
+                for (path, role, other) in written.into_iter().flatten() {
+                    with_slot(&mut g.paths, path, |p| {
+                        p.count += 1;
+                        p.workers.insert(who);
+                        *p.actions.entry(action.as_str()).or_default() += 1;
+                        p.add_call(&ev.op, role, other, 1);
+                    });
+                }
             });
         }
-        if action == Taken::Redirected {
-            if let Some(t) = ev.target.as_deref() {
-                with_slot(&mut self.redirected, shown_path, |per| {
+        let redirected = action == Taken::Redirected;
+        // The event's `target` belongs to the path the call writes first:
+        // a link's or symlink's destination, else the first path.
+        let (target_of, target) = match shape {
+            Shape::Link | Shape::Symlink => {
+                (second_path.unwrap_or(first_path), ev.target.as_deref())
+            }
+            _ => (first_path, ev.target.as_deref()),
+        };
+        // A redirected rename of a rogue write moves the worker's copy to
+        // the worker's copy of the destination (both paths are redirected;
+        // the event names the source's target only).
+        let destination_redirected =
+            redirected && shape == Shape::Rename && ev.verdict == Some(Verdict::Rogue);
+        if redirected {
+            if let Some(t) = target {
+                with_slot(&mut self.redirected, target_of, |per| {
                     let ts = per.entry(who).or_default();
                     if !ts.contains(t) {
                         ts.insert(t.to_string());
                     }
                 });
             }
+            if let (true, Some(p2)) = (destination_redirected && ev.succeeded(), second_path) {
+                with_slot(&mut self.redirected, p2, |per| {
+                    per.entry(who).or_default();
+                });
+            }
         }
-        if !ev.succeeded() || ev.op == "mkdir" || ev.op == "rmdir" {
+        if !ev.succeeded() || makes_directory || ev.op == "rmdir" {
             return;
         }
-        // Where the bytes really went: a redirected write is not a clobber.
-        let first = if write && action == Taken::Redirected {
-            ev.target.as_deref()
-        } else {
-            ev.abs.as_deref()
+        // Where the bytes really went: a redirected access is not one of
+        // the shared file.
+        let (first, second) = match shape {
+            Shape::Single | Shape::Rename => {
+                let first = if redirected {
+                    target
+                } else {
+                    ev.abs.as_deref()
+                };
+                let second = if shape == Shape::Rename && !destination_redirected {
+                    ev.abs2.as_deref()
+                } else {
+                    None
+                };
+                (first, second)
+            }
+            // The source is only looked at (link) or not at all (symlink).
+            Shape::Link | Shape::Symlink => (
+                None,
+                if redirected {
+                    target
+                } else {
+                    ev.abs2.as_deref()
+                },
+            ),
         };
-        let second = if write { ev.abs2.as_deref() } else { None };
         for p in [first, second].into_iter().flatten() {
             if ignorable(p) {
                 continue;
@@ -472,219 +646,16 @@ pub fn read_logs(
     failed
 }
 
-// ---- the report ----
-
-#[derive(Debug, Clone, Serialize, Default)]
-pub struct Summary {
-    pub status: String,
-    pub exit_code: u8,
-    pub job_failed: bool,
-    pub stop_reason: Option<String>,
-    pub job_dir: Option<String>,
-    pub mode: Option<String>,
-    pub workers: usize,
-    pub wall_time_ms: Option<u64>,
-    pub log_dirs: Vec<String>,
-    pub log_files: u64,
-    pub events: u64,
-    pub skipped_lines: u64,
-    pub skipped_examples: Vec<String>,
-    pub earlier_log_files_ignored: u64,
-    pub rogue_writes: u64,
-    pub rogue_components: usize,
-    pub conflicts: usize,
-    pub redirected_paths: usize,
-    pub unaudited: usize,
-    pub unclassified_writes: u64,
-    pub strays_killed: Vec<i32>,
-    /// Paths merged back (or attempted), and how many of them failed.
-    pub merges: usize,
-    pub merge_failures: usize,
-    /// Paths several workers wrote, kept apart by redirection.
-    pub averted: usize,
-    /// Processes whose log stopped (it could not grow), and the events
-    /// they could not log: facts that make the audit incomplete.
-    pub log_stopped: Vec<LogStoppedProcess>,
-    pub dropped_events: u64,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct LogStoppedProcess {
-    pub pid: i64,
-    /// `file_size_limit`, `no_space`, `no_descriptor`, `log_gone` or `io_error`.
-    pub reason: String,
-}
-
-#[derive(Debug, Clone, Serialize, Default)]
-pub struct WorkerReport {
-    /// Worker index; null for the root process of fork mode.
-    pub worker: Option<usize>,
-    pub pid: Option<i32>,
-    pub exit_code: Option<i64>,
-    pub signal: Option<i32>,
-    pub signal_name: Option<String>,
-    pub core_dumped: bool,
-    pub timed_out: bool,
-    pub stopped_by: Option<String>,
-    pub spawn_error: Option<String>,
-    pub wall_time_ms: Option<u64>,
-    pub memory: Option<Peak>,
-    pub events: u64,
-    pub rogue_writes: u64,
-    pub stdout: Option<String>,
-    pub stderr: Option<String>,
-    pub stderr_tail: Vec<String>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct RoguePath {
-    pub path: String,
-    pub count: u64,
-    pub workers: Vec<String>,
-    pub actions: BTreeMap<&'static str, u64>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct RogueGroup {
-    pub object: String,
-    /// The call site's address in `object` (docs/events.md); of the first
-    /// one when the function writes from several.
-    pub vaddr: Option<u64>,
-    /// The function as the object names it (mangled), its readable form,
-    /// and the call's source location: see `crate::symbols`.
-    pub symbol: Option<String>,
-    pub function: Option<String>,
-    pub file: Option<String>,
-    pub line: Option<u32>,
-    pub events: u64,
-    pub unmitigated: u64,
-    pub workers: Vec<String>,
-    pub actions: BTreeMap<&'static str, u64>,
-    pub paths: Vec<RoguePath>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Conflict {
-    pub path: String,
-    /// "clobber": written by more than one; "write-read": written by one
-    /// worker, read by another.
-    pub kind: &'static str,
-    pub writers: Vec<String>,
-    pub readers: Vec<String>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct RedirectTarget {
-    pub worker: String,
-    pub target: String,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Redirect {
-    pub original: String,
-    pub targets: Vec<RedirectTarget>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Unaudited {
-    pub exe: String,
-    pub reason: String,
-    pub count: u64,
-    pub workers: Vec<String>,
-    pub argv: Vec<String>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct MergeInput {
-    pub worker: String,
-    pub path: String,
-}
-
-/// One merge after the run (docs/report.md).
-#[derive(Debug, Clone, Serialize)]
-pub struct MergeReport {
-    pub output: String,
-    pub original: String,
-    /// "redirected" (from the manifests) or "declared" (matched in the
-    /// worker directories by a `[merge]` glob).
-    pub source: crate::merge::Origin,
-    pub inputs: Vec<MergeInput>,
-    pub rule: Option<String>,
-    pub merger: String,
-    pub status: crate::merge::Status,
-    pub reason: Option<String>,
-    pub bytes: Option<u64>,
-}
-
-#[derive(Debug, Clone, Serialize, Default)]
-pub struct Report {
-    pub summary: Summary,
-    pub workers: Vec<WorkerReport>,
+/// The event-derived sections of the report, sorted for the reader.
+#[derive(Debug, Default)]
+pub struct Sections {
     pub rogue: Vec<RogueGroup>,
+    pub attempts: Vec<Attempt>,
     pub conflicts: Vec<Conflict>,
+    pub overlaps: Vec<Conflict>,
     pub redirected: Vec<Redirect>,
-    /// Clobbers that redirection averted: original paths redirected in
-    /// more than one worker (`kind` is "clobber").
     pub averted: Vec<Conflict>,
-    pub merges: Vec<MergeReport>,
     pub unaudited: Vec<Unaudited>,
-}
-
-/// `object function (file:line)`, as much of it as is known; an unnamed
-/// call site is `object+0xvaddr`.
-fn component_name(g: &RogueGroup) -> String {
-    let mut s = match (&g.function, g.vaddr) {
-        (Some(f), _) => format!("{} {f}", g.object),
-        (None, Some(v)) => format!("{}+{v:#x}", g.object),
-        (None, None) => g.object.clone(),
-    };
-    if let (Some(file), Some(line)) = (&g.file, g.line) {
-        s += &format!(" ({file}:{line})");
-    }
-    s
-}
-
-/// Renders paths relative to the job directory, and worker identities.
-pub struct Labels {
-    pub job_dir: Option<PathBuf>,
-    /// Names of the log directories when there are several.
-    pub sources: Vec<String>,
-}
-
-impl Labels {
-    pub fn path(&self, p: &str) -> String {
-        if let Some(j) = &self.job_dir {
-            if let Ok(rest) = Path::new(p).strip_prefix(j) {
-                let r = rest.to_string_lossy();
-                return if r.is_empty() {
-                    ".".into()
-                } else {
-                    r.into_owned()
-                };
-            }
-        }
-        p.to_string()
-    }
-    pub fn who(&self, w: Who) -> String {
-        let base = match w.worker {
-            Some(k) => k.to_string(),
-            None => "root".into(),
-        };
-        if self.sources.len() > 1 {
-            format!(
-                "{}:{base}",
-                self.sources
-                    .get(w.source as usize)
-                    .map(String::as_str)
-                    .unwrap_or("?")
-            )
-        } else {
-            base
-        }
-    }
-    fn whos<'w>(&self, s: impl IntoIterator<Item = &'w Who>) -> Vec<String> {
-        s.into_iter().map(|w| self.who(*w)).collect()
-    }
 }
 
 /// A rogue group's first call site (lowest vaddr) and what it resolved to.
@@ -726,16 +697,8 @@ impl Aggregator {
     }
 
     /// The event-derived sections, sorted for the reader: rogue components
-    /// worst first, clobbers before write-read conflicts.
-    pub fn sections(
-        &self,
-        l: &Labels,
-    ) -> (
-        Vec<RogueGroup>,
-        Vec<Conflict>,
-        Vec<Redirect>,
-        Vec<Unaudited>,
-    ) {
+    /// worst first, clobbers by reach.
+    pub fn sections(&self, l: &Labels) -> Sections {
         let mut rogue: Vec<RogueGroup> = self
             .rogue_by_function()
             .into_iter()
@@ -743,11 +706,25 @@ impl Aggregator {
                 let mut paths: Vec<RoguePath> = g
                     .paths
                     .iter()
-                    .map(|(p, (n, ws, acts))| RoguePath {
-                        path: l.path(p),
-                        count: *n,
-                        workers: l.whos(ws),
-                        actions: acts.clone(),
+                    .map(|(p, a)| {
+                        let mut calls: Vec<CallUse> = a
+                            .calls
+                            .iter()
+                            .map(|c| CallUse {
+                                op: c.op.clone(),
+                                role: c.role,
+                                count: c.count,
+                                counterpart: c.counterpart.as_deref().map(|p| l.path(p)),
+                            })
+                            .collect();
+                        calls.sort_by(|a, b| b.count.cmp(&a.count).then(a.op.cmp(&b.op)));
+                        RoguePath {
+                            path: l.path(p),
+                            count: a.count,
+                            workers: l.whos(&a.workers),
+                            actions: a.actions.clone(),
+                            calls,
+                        }
                     })
                     .collect();
                 paths.sort_by(|a, b| {
@@ -785,14 +762,40 @@ impl Aggregator {
                 .then(a.vaddr.cmp(&b.vaddr))
         });
 
+        let mut attempts: Vec<Attempt> = self
+            .attempts
+            .iter()
+            .map(|(p, a)| Attempt {
+                path: l.path(p),
+                count: a.count,
+                workers: l.whos(&a.workers),
+                calls: a
+                    .calls
+                    .iter()
+                    .map(|((op, errno), n)| AttemptCall {
+                        op: op.clone(),
+                        errno: errno.clone(),
+                        count: *n,
+                    })
+                    .collect(),
+                object: a.object.as_deref().map(|o| l.path(o)),
+            })
+            .collect();
+        attempts.sort_by(|a, b| b.count.cmp(&a.count).then(a.path.cmp(&b.path)));
+
         let mut conflicts = Vec::new();
+        let mut overlaps = Vec::new();
         for (p, u) in &self.paths {
+            if l.is_own(p) {
+                continue;
+            }
             if u.writers.len() > 1 {
                 conflicts.push(Conflict {
                     path: l.path(p),
                     kind: "clobber",
                     writers: l.whos(&u.writers),
                     readers: l.whos(&u.readers),
+                    resolution: l.conflict_allowed(p).then_some("allowed"),
                 });
             } else if let Some(w) = u.writers.iter().next() {
                 // A worker's output read by someone else. The root writing
@@ -800,26 +803,29 @@ impl Aggregator {
                 if w.worker.is_some() && u.readers.iter().any(|r| r != w) {
                     let readers: BTreeSet<Who> =
                         u.readers.iter().filter(|r| *r != w).copied().collect();
-                    conflicts.push(Conflict {
+                    overlaps.push(Conflict {
                         path: l.path(p),
                         kind: "write-read",
                         writers: l.whos(&u.writers),
                         readers: l.whos(&readers),
+                        resolution: None,
                     });
                 }
             }
         }
-        conflicts.sort_by(|a, b| {
-            (a.kind != "clobber")
-                .cmp(&(b.kind != "clobber"))
-                .then(b.writers.len().cmp(&a.writers.len()))
+        let by_reach = |a: &Conflict, b: &Conflict| {
+            b.writers
+                .len()
+                .cmp(&a.writers.len())
                 .then(a.path.cmp(&b.path))
-        });
+        };
+        conflicts.sort_by(by_reach);
+        overlaps.sort_by(by_reach);
 
-        let mut redirected: Vec<_> = self.redirected.iter().collect();
-        redirected.sort_unstable_by_key(|(orig, _)| *orig);
-        let redirected = redirected
-            .into_iter()
+        let mut originals: Vec<_> = self.redirected.iter().collect();
+        originals.sort_unstable_by_key(|(orig, _)| *orig);
+        let redirected = originals
+            .iter()
             .map(|(orig, per)| Redirect {
                 original: l.path(orig),
                 targets: per
@@ -830,6 +836,19 @@ impl Aggregator {
                         target: l.path(t),
                     })
                     .collect(),
+            })
+            .collect();
+        // The clobbers redirection averted: originals redirected in more
+        // than one worker.
+        let averted = originals
+            .iter()
+            .filter(|(_, per)| per.len() > 1)
+            .map(|(orig, per)| Conflict {
+                path: l.path(orig),
+                kind: "clobber",
+                writers: l.whos(per.keys()),
+                readers: Vec::new(),
+                resolution: Some("redirected"),
             })
             .collect();
 
@@ -845,24 +864,73 @@ impl Aggregator {
             })
             .collect();
         unaudited.sort_by(|a, b| b.count.cmp(&a.count).then(a.exe.cmp(&b.exe)));
-        (rogue, conflicts, redirected, unaudited)
+        Sections {
+            rogue,
+            attempts,
+            conflicts,
+            overlaps,
+            redirected,
+            averted,
+            unaudited,
+        }
     }
 }
 
+/// A warning for each `components` glob that matches no object seen
+/// writing (matched as the library does: the object's file name, or its
+/// path), with the seen objects it was probably meant for.
+fn unmatched_components(globs: &[String], seen: &HashSet<String>) -> Vec<String> {
+    use mpaudit_core::glob::glob_match;
+    if seen.is_empty() {
+        return Vec::new();
+    }
+    let name = |o: &str| o.rsplit('/').next().unwrap_or(o).to_string();
+    let mut out = Vec::new();
+    for g in globs {
+        let gb = g.as_bytes();
+        let hit = seen
+            .iter()
+            .any(|o| glob_match(gb, o.as_bytes()) || glob_match(gb, name(o).as_bytes()));
+        if hit {
+            continue;
+        }
+        let stem = g.trim_end_matches('*');
+        let mut near: Vec<String> = seen
+            .iter()
+            .map(|o| name(o))
+            .filter(|n| !stem.is_empty() && (n.starts_with(stem) || n.contains(stem)))
+            .collect();
+        near.sort();
+        near.dedup();
+        let mut w = format!("components glob `{g}` matches no object seen writing");
+        if !near.is_empty() {
+            w += &format!(
+                " (seen: {}; did you mean `{stem}*`?)",
+                super::text::top(&near, 3)
+            );
+        }
+        out.push(w);
+    }
+    out
+}
+
 impl Report {
-    /// Fills the event sections and the summary's counts from `agg`.
+    /// Fills the event sections and the summary's counts from `agg`. The
+    /// exit status is decided later, once, by [`Report::conclude`].
     pub fn fill(&mut self, agg: &Aggregator, l: &Labels) {
-        let (rogue, conflicts, redirected, unaudited) = agg.sections(l);
+        let sec = agg.sections(l);
         let s = &mut self.summary;
         s.log_files = agg.stats.files;
         s.events = agg.stats.events;
         s.skipped_lines = agg.stats.skipped;
         s.skipped_examples = agg.stats.examples.clone();
         s.rogue_writes = agg.rogue_writes;
-        s.rogue_components = rogue.len();
-        s.conflicts = conflicts.len();
-        s.redirected_paths = redirected.len();
-        s.unaudited = unaudited.len();
+        s.rogue_components = sec.rogue.len();
+        s.attempts = sec.attempts.iter().map(|a| a.count).sum();
+        s.conflicts = sec.conflicts.len();
+        s.overlaps = sec.overlaps.len();
+        s.redirected_paths = sec.redirected.len();
+        s.unaudited = sec.unaudited.len();
         s.unclassified_writes = agg.unclassified_writes;
         s.log_stopped = agg
             .log_stopped
@@ -873,34 +941,18 @@ impl Report {
             })
             .collect();
         s.dropped_events = agg.dropped_events;
-        s.exit_code = exit_code(s.job_failed, agg.rogue_writes);
-        s.status = match s.exit_code {
-            0 => "ok",
-            1 => "rogue writes",
-            _ => "job failed",
-        }
-        .into();
-        self.rogue = rogue;
-        self.conflicts = conflicts;
-        self.averted = redirected
-            .iter()
-            .filter_map(|r| {
-                let mut ws: Vec<String> = r.targets.iter().map(|t| t.worker.clone()).collect();
-                ws.dedup();
-                (ws.len() > 1).then(|| Conflict {
-                    path: r.original.clone(),
-                    kind: "clobber",
-                    writers: ws,
-                    readers: Vec::new(),
-                })
-            })
-            .collect();
-        self.summary.averted = self.averted.len();
-        self.redirected = redirected;
-        self.unaudited = unaudited;
+        s.averted = sec.averted.len();
+        s.warnings = unmatched_components(&l.components, &agg.component_objects);
+        self.rogue = sec.rogue;
+        self.attempts = sec.attempts;
+        self.conflicts = sec.conflicts;
+        self.overlaps = sec.overlaps;
+        self.averted = sec.averted;
+        self.redirected = sec.redirected;
+        self.unaudited = sec.unaudited;
     }
 
-    /// Adds the merges; a failed or refused one makes the exit status 3.
+    /// Adds the merges (a failed or refused one makes the exit status 3).
     pub fn set_merges(&mut self, outcomes: &[crate::merge::Outcome], l: &Labels) {
         self.merges = outcomes
             .iter()
@@ -927,244 +979,15 @@ impl Report {
         let s = &mut self.summary;
         s.merges = self.merges.len();
         s.merge_failures = outcomes.iter().filter(|o| o.status.is_failure()).count();
-        if s.merge_failures > 0 && s.exit_code != 3 {
-            s.exit_code = 3;
-            s.status = "merge failed".into();
-        }
     }
-
-    pub fn to_json(&self) -> String {
-        serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
-    }
-
-    pub fn to_text(&self) -> String {
-        let mut o = String::new();
-        let s = &self.summary;
-        o += &format!("mpaudit: {} (exit status {})\n", s.status, s.exit_code);
-        if let Some(r) = &s.stop_reason {
-            o += &format!("  stopped: {r}\n");
-        }
-        if let Some(j) = &s.job_dir {
-            o += &format!("  job dir: {j}\n");
-        }
-        o += &format!(
-            "  logs: {} event(s) in {} file(s) from {}\n",
-            s.events,
-            s.log_files,
-            s.log_dirs.join(", ")
-        );
-        if s.skipped_lines > 0 {
-            o += &format!(
-                "  skipped {} unparseable line(s), e.g. {}\n",
-                s.skipped_lines,
-                s.skipped_examples.first().map(String::as_str).unwrap_or("")
-            );
-        }
-        if !s.log_stopped.is_empty() || s.dropped_events > 0 {
-            let which: Vec<String> = s
-                .log_stopped
-                .iter()
-                .take(5)
-                .map(|p| format!("pid {}: {}", p.pid, p.reason))
-                .collect();
-            o += &format!(
-                "  incomplete: the log stopped in {} process(es) ({}{}); {} event(s) not logged\n",
-                s.log_stopped.len(),
-                which.join(", "),
-                if s.log_stopped.len() > 5 { ", ..." } else { "" },
-                s.dropped_events
-            );
-        }
-        if s.earlier_log_files_ignored > 0 {
-            o += &format!(
-                "  ignored {} log file(s) from earlier runs in the log directory\n",
-                s.earlier_log_files_ignored
-            );
-        }
-        if s.unclassified_writes > 0 {
-            o += &format!(
-                "  {} write(s) carried no verdict (library without policy fields)\n",
-                s.unclassified_writes
-            );
-        }
-        if !s.strays_killed.is_empty() {
-            o += &format!(
-                "  stopped {} stray process(es) left behind by the job: {:?}\n",
-                s.strays_killed.len(),
-                s.strays_killed
-            );
-        }
-        if !self.workers.is_empty() {
-            o += "\nworkers:\n";
-            for w in &self.workers {
-                let name = w
-                    .worker
-                    .map(|k| format!("worker {k}"))
-                    .unwrap_or_else(|| "root".into());
-                let how = if let Some(e) = &w.spawn_error {
-                    format!("could not start: {e}")
-                } else if let Some(sig) = &w.signal_name {
-                    format!(
-                        "killed by {sig}{}",
-                        if w.core_dumped { " (core dumped)" } else { "" }
-                    )
-                } else if let Some(c) = w.exit_code {
-                    format!("exit {c}")
-                } else {
-                    "outcome not recorded".into()
-                };
-                let mut line = format!("  {name:<10} {how}");
-                if w.timed_out {
-                    line += " [timeout]";
-                } else if let Some(b) = &w.stopped_by {
-                    line += &format!(" [stopped: {b}]");
-                }
-                if let Some(ms) = w.wall_time_ms {
-                    line += &format!("  {:.1}s", ms as f64 / 1000.0);
-                }
-                if let Some(m) = &w.memory {
-                    if m.samples > 0 {
-                        line += &format!(
-                            "  mem peak pss {} private {} shared {}",
-                            kib(m.peak_pss_kib),
-                            kib(m.peak_private_kib),
-                            kib(m.peak_shared_kib)
-                        );
-                    }
-                }
-                line += &format!("  events {}  rogue {}", w.events, w.rogue_writes);
-                o += &line;
-                o.push('\n');
-                if !w.stderr_tail.is_empty() {
-                    o += &format!(
-                        "    last lines of {}:\n",
-                        w.stderr.as_deref().unwrap_or("stderr")
-                    );
-                    for t in &w.stderr_tail {
-                        o += &format!("    | {t}\n");
-                    }
-                }
-            }
-        }
-        if !self.rogue.is_empty() {
-            o += &format!(
-                "\nrogue writes ({} in {} component(s), worst first):\n",
-                s.rogue_writes,
-                self.rogue.len()
-            );
-            for g in &self.rogue {
-                o += &format!(
-                    "  {}: {} write(s), workers {}, {}\n",
-                    component_name(g),
-                    g.events,
-                    g.workers.join(","),
-                    actions(&g.actions)
-                );
-                for p in &g.paths {
-                    o += &format!(
-                        "    {}  x{}  workers {}  {}\n",
-                        p.path,
-                        p.count,
-                        p.workers.join(","),
-                        actions(&p.actions)
-                    );
-                }
-            }
-        }
-        if !self.conflicts.is_empty() {
-            o += &format!("\nconflicts ({}):\n", self.conflicts.len());
-            for c in &self.conflicts {
-                match c.kind {
-                    "clobber" => {
-                        o += &format!("  {}  written by workers {}\n", c.path, c.writers.join(","))
-                    }
-                    _ => {
-                        o += &format!(
-                            "  {}  written by worker {}, read by {}\n",
-                            c.path,
-                            c.writers.join(","),
-                            c.readers.join(",")
-                        )
-                    }
-                }
-            }
-        }
-        if !self.averted.is_empty() {
-            o += &format!(
-                "\nclobbers averted by redirection ({}):\n",
-                self.averted.len()
-            );
-            for c in &self.averted {
-                o += &format!("  {}  written by workers {}\n", c.path, c.writers.join(","));
-            }
-        }
-        if !self.redirected.is_empty() {
-            o += &format!("\nredirected ({}):\n", self.redirected.len());
-            for r in &self.redirected {
-                o += &format!("  {}\n", r.original);
-                for t in &r.targets {
-                    o += &format!("    worker {} -> {}\n", t.worker, t.target);
-                }
-            }
-        }
-        if !self.merges.is_empty() {
-            o += &format!(
-                "\nmerges ({}, {} failed):\n",
-                self.merges.len(),
-                s.merge_failures
-            );
-            for m in &self.merges {
-                let ws: Vec<&str> = m.inputs.iter().map(|i| i.worker.as_str()).collect();
-                let size = m.bytes.map(|b| format!(", {b} bytes")).unwrap_or_default();
-                o += &format!(
-                    "  {}  <- workers {}  {}: {}{size}\n",
-                    m.output,
-                    ws.join(","),
-                    m.merger,
-                    m.status.as_str()
-                );
-                if let Some(r) = &m.reason {
-                    o += &format!("    {r}\n");
-                }
-            }
-        }
-        if !self.unaudited.is_empty() {
-            o += &format!("\nunaudited processes ({}):\n", self.unaudited.len());
-            for u in &self.unaudited {
-                o += &format!(
-                    "  {} ({}): {} exec(s), workers {}\n",
-                    u.exe,
-                    u.reason,
-                    u.count,
-                    u.workers.join(",")
-                );
-            }
-        }
-        o
-    }
-}
-
-fn kib(k: u64) -> String {
-    if k >= 1024 * 1024 {
-        format!("{:.1}G", k as f64 / 1048576.0)
-    } else if k >= 1024 {
-        format!("{:.1}M", k as f64 / 1024.0)
-    } else {
-        format!("{k}K")
-    }
-}
-
-fn actions(a: &BTreeMap<&'static str, u64>) -> String {
-    a.iter()
-        .map(|(k, v)| format!("{k} {v}"))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::events::parse_line;
+    use crate::report::status::Coverage;
+    use crate::report::text::component_name;
 
     fn access(worker: Option<u64>, op: &str, abs: &str, mode: &str, extra: &str) -> Event<'static> {
         let w = worker.map(|k| k.to_string()).unwrap_or("null".into());
@@ -1189,15 +1012,8 @@ mod tests {
         Labels {
             job_dir: Some(PathBuf::from("/job")),
             sources: vec!["logs".into()],
+            ..Default::default()
         }
-    }
-
-    #[test]
-    fn exit_codes() {
-        assert_eq!(exit_code(false, 0), 0);
-        assert_eq!(exit_code(false, 3), 1);
-        assert_eq!(exit_code(true, 0), 3);
-        assert_eq!(exit_code(true, 3), 3);
     }
 
     #[test]
@@ -1233,7 +1049,7 @@ mod tests {
                 &rogue(2, "/job/h.root", "/opt/libHist.so", 0x2000, "redirected"),
             );
         }
-        let (r, _, _, _) = a.sections(&labels());
+        let Sections { rogue: r, .. } = a.sections(&labels());
         assert_eq!(r.len(), 2);
         assert_eq!(r[0].object, "lib/libLegacyAlg.so");
         // The objects do not exist: the call sites stay unnamed.
@@ -1270,7 +1086,7 @@ mod tests {
                 .unwrap_or_else(|| panic!("a symbol for {part}"))
         };
         let (one, other) = (
-            function("exit_codes"),
+            function("relative_paths"),
             function("who_sets_keep_btree_order"),
         );
         let exe = exe.to_str().unwrap();
@@ -1282,14 +1098,14 @@ mod tests {
         ] {
             a.add(0, &rogue(0, path, exe, vaddr, "logged"));
         }
-        let (r, _, _, _) = a.sections(&labels());
+        let Sections { rogue: r, .. } = a.sections(&labels());
         assert_eq!(r.len(), 2, "{r:#?}");
         let g = r.iter().find(|g| g.events == 2).expect("the merged group");
         assert_eq!(g.vaddr, Some(one + 1), "the first call site");
         assert!(
             g.function
                 .as_deref()
-                .is_some_and(|f| f.contains("::exit_codes")),
+                .is_some_and(|f| f.contains("::relative_paths")),
             "{g:?}"
         );
         assert!(
@@ -1297,10 +1113,13 @@ mod tests {
             "{g:?}"
         );
         assert!(
-            g.file.as_deref().is_some_and(|f| f.ends_with("report.rs")) && g.line.is_some(),
+            g.file
+                .as_deref()
+                .is_some_and(|f| f.ends_with("aggregate.rs"))
+                && g.line.is_some(),
             "the test binary has line tables: {g:?}"
         );
-        assert!(component_name(g).contains("exit_codes"));
+        assert!(component_name(g).contains("relative_paths"));
     }
 
     #[test]
@@ -1324,12 +1143,16 @@ mod tests {
         failed.errno = Some("EACCES".into());
         a.add(0, &failed);
         a.add(0, &access(Some(3), "openat", "/job/out2.root", "write", ""));
-        let (_, c, _, _) = a.sections(&labels());
-        assert_eq!(c.len(), 2, "{c:?}");
+        let sec = a.sections(&labels());
+        let c = &sec.conflicts;
+        assert_eq!(c.len(), 1, "{c:?}");
         assert_eq!((c[0].path.as_str(), c[0].kind), ("out.root", "clobber"));
         assert_eq!(c[0].writers, ["0", "1"]);
-        assert_eq!((c[1].path.as_str(), c[1].kind), ("w0.txt", "write-read"));
-        assert_eq!(c[1].readers, ["1"]);
+        // One writer and another reader: a lesser finding, kept apart.
+        let o = &sec.overlaps;
+        assert_eq!(o.len(), 1, "{o:?}");
+        assert_eq!((o[0].path.as_str(), o[0].kind), ("w0.txt", "write-read"));
+        assert_eq!(o[0].readers, ["1"]);
     }
 
     #[test]
@@ -1352,7 +1175,11 @@ mod tests {
         assert!(rep.to_text().contains(
             "clobbers averted by redirection (1):\n  out.root  written by workers 0,1\n"
         ));
-        let (_, c, r, _) = a.sections(&labels());
+        let Sections {
+            conflicts: c,
+            redirected: r,
+            ..
+        } = a.sections(&labels());
         assert!(c.is_empty(), "{c:?}");
         assert_eq!(r.len(), 1);
         assert_eq!(r[0].original, "out.root");
@@ -1371,7 +1198,7 @@ mod tests {
                 &access(Some(w), "rename", &format!("/job/tmp{w}"), "write", extra),
             );
         }
-        let (_, c, _, _) = a.sections(&labels());
+        let Sections { conflicts: c, .. } = a.sections(&labels());
         assert_eq!(c.len(), 1);
         assert_eq!(c[0].path, "final.root");
     }
@@ -1387,8 +1214,13 @@ mod tests {
         let l = Labels {
             job_dir: None,
             sources: vec!["node1".into(), "node2".into()],
+            ..Default::default()
         };
-        let (_, c, _, u) = a.sections(&l);
+        let Sections {
+            conflicts: c,
+            unaudited: u,
+            ..
+        } = a.sections(&l);
         assert_eq!(u.len(), 1);
         assert_eq!((u[0].count, u[0].reason.as_str()), (2, "setuid"));
         assert_eq!(u[0].workers, ["node1:1", "node2:1"]);
@@ -1449,7 +1281,7 @@ mod tests {
                 format!(r#","verdict":"declared","action":"redirected","target":"/job/w{w}{p}""#);
             a.add(0, &access(Some(w), "openat", p, "write", &extra));
         }
-        let (_, _, r, _) = a.sections(&labels());
+        let Sections { redirected: r, .. } = a.sections(&labels());
         let got: Vec<(&str, Vec<&str>)> = r
             .iter()
             .map(|r| {
@@ -1480,7 +1312,7 @@ mod tests {
             let extra = format!(r#"{comp},"verdict":"rogue","action":"logged""#);
             a.add(0, &access(Some(0), "openat", "/job/x", "write", &extra));
         }
-        let (r, _, _, _) = a.sections(&labels());
+        let Sections { rogue: r, .. } = a.sections(&labels());
         let groups: Vec<_> = r
             .iter()
             .map(|g| (g.object.as_str(), g.vaddr, g.events))
@@ -1568,6 +1400,7 @@ mod tests {
         let l = Labels {
             job_dir: Some(PathBuf::from("/job")),
             sources: vec!["one".into(), "two".into()],
+            ..Default::default()
         };
         let mut r = Report::default();
         r.fill(a, &l);
@@ -1652,6 +1485,7 @@ mod tests {
     #[test]
     fn report_fill_and_render() {
         let mut a = Aggregator::default();
+        a.stats.files = 1;
         a.add(
             0,
             &rogue(
@@ -1664,6 +1498,7 @@ mod tests {
         );
         let mut r = Report::default();
         r.fill(&a, &labels());
+        r.conclude(&Default::default());
         assert_eq!(r.summary.exit_code, 1);
         assert_eq!(r.summary.status, "rogue writes");
         let t = r.to_text();
@@ -1687,6 +1522,295 @@ mod tests {
         let mut r = Report::default();
         r.summary.job_failed = true;
         r.fill(&a, &labels());
+        r.conclude(&Default::default());
         assert_eq!(r.summary.exit_code, 3);
+    }
+
+    /// The report of `a` as a run's would be concluded: one log file read,
+    /// the runner's own directories and `allow` globs as given.
+    fn concluded(a: &mut Aggregator, allow: &[&str], merged: &[&str]) -> Report {
+        a.stats.files = a.stats.files.max(1);
+        let l = Labels {
+            job_dir: Some(PathBuf::from("/job")),
+            sources: vec!["logs".into()],
+            own_dirs: vec![PathBuf::from("/job/mpaudit-workers")],
+            allow_conflicts: allow.iter().map(|g| g.to_string()).collect(),
+            ..Default::default()
+        };
+        let mut r = Report::default();
+        r.fill(a, &l);
+        r.merges = merged
+            .iter()
+            .map(|p| MergeReport {
+                output: p.to_string(),
+                original: p.to_string(),
+                source: crate::merge::Origin::Redirected,
+                inputs: vec![],
+                rule: None,
+                merger: "concat".into(),
+                status: crate::merge::Status::Merged,
+                reason: None,
+                bytes: None,
+            })
+            .collect();
+        r.conclude(&Default::default());
+        r
+    }
+
+    fn two_writers(path: &str) -> Aggregator {
+        let mut a = Aggregator::default();
+        for w in [0, 1] {
+            let extra = r#","verdict":"allowed","action":"none""#;
+            a.add(0, &access(Some(w), "openat", path, "write", extra));
+        }
+        a
+    }
+
+    // Regression: two workers writing one fixed name under /tmp (allowed
+    // scratch for the library) were listed as a conflict, yet "ok".
+    #[test]
+    fn a_clobber_of_a_real_file_fails_the_audit() {
+        for path in ["/tmp/fixed.txt", "/dev/shm/fixed", "/job/out.root"] {
+            let r = concluded(&mut two_writers(path), &[], &[]);
+            assert_eq!(
+                (r.summary.exit_code, r.summary.status.as_str()),
+                (1, "conflicts"),
+                "{path}"
+            );
+            assert_eq!(r.summary.unresolved_conflicts, 1);
+            assert!(r.to_text().contains("1 unresolved"), "{}", r.to_text());
+        }
+        // Devices and the workers' own directories are not conflicts.
+        for path in ["/dev/null", "/dev/tty", "/job/mpaudit-workers/merge.log"] {
+            let r = concluded(&mut two_writers(path), &[], &[]);
+            assert_eq!(r.summary.exit_code, 0, "{path}: {:?}", r.conflicts);
+            assert!(r.conflicts.is_empty());
+        }
+    }
+
+    #[test]
+    fn a_clobber_allowed_or_merged_does_not_fail_the_audit() {
+        let r = concluded(&mut two_writers("/tmp/lock"), &["/tmp/lock"], &[]);
+        assert_eq!(r.summary.exit_code, 0, "{:?}", r.conflicts);
+        assert_eq!(r.conflicts[0].resolution, Some("allowed"));
+        let r = concluded(&mut two_writers("/job/sub/a.txt"), &["*.txt"], &[]);
+        assert_eq!(r.summary.exit_code, 0);
+        let r = concluded(&mut two_writers("/job/sub/a.txt"), &["sub/*"], &[]);
+        assert_eq!(r.summary.exit_code, 0);
+        let r = concluded(&mut two_writers("/job/a.txt"), &["*.root"], &[]);
+        assert_eq!(r.summary.exit_code, 1);
+        let r = concluded(&mut two_writers("/job/hist.txt"), &[], &["hist.txt"]);
+        assert_eq!(r.summary.exit_code, 0);
+        assert_eq!(r.conflicts[0].resolution, Some("merged"));
+        assert!(r.to_text().contains("(merged by a [merge] rule)"));
+    }
+
+    #[test]
+    fn the_job_failing_wins_then_an_incomplete_audit() {
+        let mut a = two_writers("/job/x");
+        let mut r = concluded(&mut a, &[], &[]);
+        assert_eq!(r.summary.exit_code, 1);
+        r.unaudited.push(Unaudited {
+            exe: "/bin/static".into(),
+            reason: "static".into(),
+            count: 1,
+            workers: vec!["0".into()],
+            argv: vec![],
+        });
+        r.conclude(&Default::default());
+        assert_eq!(r.summary.exit_code, 4);
+        assert_eq!(r.summary.incomplete[0].reason, "unaudited");
+        let j: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+        assert_eq!(j["summary"]["incomplete"][0]["reason"], "unaudited");
+        assert!(
+            r.to_text().contains("incomplete audit: 1 exec(s)"),
+            "{}",
+            r.to_text()
+        );
+        r.summary.job_failed = true;
+        r.conclude(&Default::default());
+        assert_eq!(r.summary.exit_code, 3);
+        // Nothing logged at all: incomplete, never "ok".
+        let mut r = Report::default();
+        r.fill(&Aggregator::default(), &labels());
+        r.conclude(&Default::default());
+        assert_eq!(r.summary.exit_code, 4);
+        assert_eq!(r.summary.incomplete[0].reason, "no_library");
+        // Lines the reader could not parse are events nobody judged.
+        let mut r = concluded(&mut two_writers("/job/x"), &[], &[]);
+        r.summary.skipped_lines = 1;
+        r.conclude(&Default::default());
+        assert_eq!(r.summary.exit_code, 4);
+        assert_eq!(r.summary.incomplete[0].reason, "unparsed_events");
+        // A process the runner started that logged nothing.
+        let mut r = concluded(&mut Aggregator::default(), &[], &[]);
+        r.conclude(&Coverage {
+            unlogged: vec![("worker 1".into(), "./static".into())],
+            ..Default::default()
+        });
+        assert_eq!(r.summary.exit_code, 4);
+        assert_eq!(r.summary.incomplete[0].reason, "not_preloaded");
+    }
+
+    // Regression: `ln -s /etc/passwd mylink` was a rogue write to, and with
+    // two workers a clobber of, /etc/passwd.
+    #[test]
+    fn a_symlink_writes_its_link_not_its_target() {
+        let mut a = Aggregator::default();
+        for w in [0, 1] {
+            let extra = format!(
+                r#","path2":"mylink{w}","abs2":"/job/mylink{w}","verdict":"rogue","action":"logged""#
+            );
+            a.add(
+                0,
+                &access(Some(w), "symlinkat", "/etc/passwd", "write", &extra),
+            );
+        }
+        let r = concluded(&mut a, &[], &[]);
+        assert!(r.conflicts.is_empty(), "{:?}", r.conflicts);
+        let paths: Vec<&str> = r.rogue[0].paths.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(paths, ["mylink0", "mylink1"]);
+        let call = &r.rogue[0].paths[0].calls[0];
+        assert_eq!(
+            (call.op.as_str(), call.role, call.counterpart.as_deref()),
+            ("symlinkat", Some(Role::Destination), Some("/etc/passwd"))
+        );
+        let t = r.to_text();
+        assert!(
+            t.contains("mylink0  x1  workers 0  symlinkat destination (from /etc/passwd)"),
+            "{t}"
+        );
+        assert!(!t.contains("/etc/passwd  x"), "{t}");
+    }
+
+    #[test]
+    fn two_path_calls_list_both_paths_with_roles() {
+        let mut a = Aggregator::default();
+        let extra = r#","path2":"b","abs2":"/job/b","verdict":"rogue","action":"logged""#;
+        a.add(0, &access(Some(0), "rename", "/job/a", "write", extra));
+        let extra = r#","path2":"hard","abs2":"/job/hard","verdict":"rogue","action":"logged""#;
+        a.add(0, &access(Some(0), "link", "/job/b", "write", extra));
+        let r = concluded(&mut a, &[], &[]);
+        let mut got: Vec<(String, String, Option<Role>, Option<String>)> = r.rogue[0]
+            .paths
+            .iter()
+            .flat_map(|p| {
+                p.calls
+                    .iter()
+                    .map(|c| (p.path.clone(), c.op.clone(), c.role, c.counterpart.clone()))
+            })
+            .collect();
+        got.sort_by(|x, y| (&x.0, &x.1).cmp(&(&y.0, &y.1)));
+        assert_eq!(
+            got,
+            [
+                (
+                    "a".into(),
+                    "rename".into(),
+                    Some(Role::Source),
+                    Some("b".into())
+                ),
+                (
+                    "b".into(),
+                    "rename".into(),
+                    Some(Role::Destination),
+                    Some("a".into())
+                ),
+                (
+                    "hard".into(),
+                    "link".into(),
+                    Some(Role::Destination),
+                    Some("b".into())
+                ),
+            ]
+        );
+        assert_eq!(r.summary.rogue_writes, 2);
+        assert!(
+            r.to_text().contains("rename source (to b)"),
+            "{}",
+            r.to_text()
+        );
+    }
+
+    // Regression: git's failed unlink(.git/MERGE_HEAD) and `mkdir -p` made
+    // the exit status 1.
+    #[test]
+    fn failed_calls_are_attempts_and_mkdir_is_never_rogue() {
+        let mut a = Aggregator::default();
+        let mut failed = access(
+            Some(0),
+            "unlink",
+            "/job/.git/MERGE_HEAD",
+            "write",
+            r#","verdict":"rogue","action":"logged""#,
+        );
+        failed.result = Some(-1);
+        failed.errno = Some("ENOENT".into());
+        a.add(0, &failed);
+        a.add(
+            0,
+            &access(
+                Some(0),
+                "mkdir",
+                "/job/d",
+                "write",
+                r#","verdict":"rogue","action":"logged""#,
+            ),
+        );
+        // A denied write failed because of the policy: still a rogue write.
+        let mut denied = access(
+            Some(0),
+            "openat",
+            "/job/x",
+            "write",
+            r#","verdict":"rogue","action":"denied""#,
+        );
+        denied.result = Some(-1);
+        denied.errno = Some("EACCES".into());
+        a.add(0, &denied);
+        let r = concluded(&mut a, &[], &[]);
+        assert_eq!(r.summary.rogue_writes, 1);
+        assert_eq!(r.rogue[0].paths[0].path, "x");
+        assert_eq!(r.summary.attempts, 1);
+        assert_eq!(r.attempts[0].path, ".git/MERGE_HEAD");
+        assert_eq!(r.attempts[0].calls[0].errno, "ENOENT");
+        assert!(r
+            .to_text()
+            .contains(".git/MERGE_HEAD  workers 0  unlink ENOENT x1"));
+        let mut only_failures = Aggregator::default();
+        only_failures.add(0, &failed);
+        only_failures.add(
+            0,
+            &access(
+                Some(0),
+                "mkdir",
+                "/job/d",
+                "write",
+                r#","verdict":"rogue","action":"logged""#,
+            ),
+        );
+        assert_eq!(concluded(&mut only_failures, &[], &[]).summary.exit_code, 0);
+    }
+
+    // Regression: `echo > t.tmp; mv t.tmp final.txt` under redirect in two
+    // workers gave "conflicts: final.txt" beside the averted clobber.
+    #[test]
+    fn a_redirected_rename_is_an_averted_clobber_only() {
+        let mut a = Aggregator::default();
+        for w in [0u64, 1] {
+            let t = format!("/job/mpaudit-workers/worker_{w}/t.tmp");
+            let open = format!(r#","verdict":"rogue","action":"redirected","target":"{t}""#);
+            a.add(0, &access(Some(w), "openat", "/job/t.tmp", "write", &open));
+            a.add(0, &access(Some(w), "openat", "/job/t.tmp", "read", &open));
+            let mv = format!(
+                r#","path2":"final.txt","abs2":"/job/final.txt","verdict":"rogue","action":"redirected","target":"{t}""#
+            );
+            a.add(0, &access(Some(w), "rename", "/job/t.tmp", "write", &mv));
+        }
+        let r = concluded(&mut a, &[], &[]);
+        assert!(r.conflicts.is_empty(), "{:?}", r.conflicts);
+        assert!(r.overlaps.is_empty(), "{:?}", r.overlaps);
+        let averted: Vec<&str> = r.averted.iter().map(|c| c.path.as_str()).collect();
+        assert_eq!(averted, ["final.txt", "t.tmp"]);
     }
 }

@@ -1,0 +1,145 @@
+//! The exit status, decided in one place from the report's findings
+//! (docs/report.md, "Exit status"): 3 the job failed, 4 the audit is
+//! incomplete, 1 rogue writes or unresolved conflicts, 0 clean; 2 (usage)
+//! never comes from a report.
+
+use super::model::{Incomplete, Report, Summary, Unaudited};
+
+pub const EXIT_OK: u8 = 0;
+pub const EXIT_FINDINGS: u8 = 1;
+pub const EXIT_JOB_FAILED: u8 = 3;
+pub const EXIT_INCOMPLETE: u8 = 4;
+
+/// What the runner knows beyond the events, for the incomplete-audit gate.
+#[derive(Debug, Clone, Default)]
+pub struct Coverage {
+    /// Processes the runner started that left no log at all (the library
+    /// was not loaded in them: a static program, `--preload` naming
+    /// something else, LD_PRELOAD dropped): `(who, program)`.
+    pub unlogged: Vec<(String, String)>,
+    /// `mpaudit report`: what the run's own report found missing that the
+    /// logs cannot show again (processes that logged nothing), as it said.
+    pub recorded_not_preloaded: Vec<String>,
+}
+
+/// Why the audit is incomplete, from the summary and the report's sections.
+/// One reason per line: a new one is one more `gap(...)`.
+pub fn incomplete(s: &Summary, unaudited: &[Unaudited], cov: &Coverage) -> Vec<Incomplete> {
+    let mut out = Vec::new();
+    let mut gap = |missed: bool, reason: &'static str, detail: &dyn Fn() -> String| {
+        if missed {
+            out.push(Incomplete {
+                reason,
+                detail: detail(),
+            });
+        }
+    };
+    gap(s.log_files == 0, "no_library", &|| {
+        format!(
+            "no process loaded libmpaudit.so: no event log in {} (check --preload / LD_PRELOAD and MPAUDIT_LOG_DIR)",
+            s.log_dirs.join(", ")
+        )
+    });
+    gap(
+        s.log_files > 0 && !cov.unlogged.is_empty(),
+        "not_preloaded",
+        &|| {
+            let list: Vec<String> = cov
+                .unlogged
+                .iter()
+                .map(|(who, prog)| format!("{who} ({prog})"))
+                .collect();
+            format!(
+            "{} process(es) the runner started logged nothing (a static program, or the library was not preloaded): {}",
+            cov.unlogged.len(),
+            super::text::top(&list, 5)
+        )
+        },
+    );
+    for detail in &cov.recorded_not_preloaded {
+        gap(cov.unlogged.is_empty(), "not_preloaded", &|| detail.clone());
+    }
+    gap(!unaudited.is_empty(), "unaudited", &|| {
+        let n: u64 = unaudited.iter().map(|u| u.count).sum();
+        let exes: Vec<String> = unaudited
+            .iter()
+            .map(|u| format!("{} ({})", u.exe, u.reason))
+            .collect();
+        format!(
+            "{n} exec(s) of programs the library cannot audit: {}",
+            super::text::top(&exes, 5)
+        )
+    });
+    gap(s.skipped_lines > 0, "unparsed_events", &|| {
+        format!(
+            "{} log line(s) could not be read as events (torn, corrupt, or from another schema version), e.g. {}",
+            s.skipped_lines,
+            s.skipped_examples.first().map(String::as_str).unwrap_or("?")
+        )
+    });
+    gap(!s.log_stopped.is_empty(), "log_stopped", &|| {
+        let which: Vec<String> = s
+            .log_stopped
+            .iter()
+            .map(|p| format!("pid {}: {}", p.pid, p.reason))
+            .collect();
+        format!(
+            "the log stopped in {} process(es) ({}): what they did after it is not in the report",
+            s.log_stopped.len(),
+            super::text::top(&which, 5)
+        )
+    });
+    gap(s.dropped_events > 0, "dropped_events", &|| {
+        format!(
+            "{} event(s) not logged (counted by the processes' exit events)",
+            s.dropped_events
+        )
+    });
+    out
+}
+
+/// The exit status and its one-word reason. The job failing wins over
+/// everything, an incomplete audit over the findings.
+pub fn decide(s: &Summary) -> (u8, &'static str) {
+    if s.job_failed {
+        (EXIT_JOB_FAILED, "job failed")
+    } else if s.merge_failures > 0 {
+        (EXIT_JOB_FAILED, "merge failed")
+    } else if !s.incomplete.is_empty() {
+        (EXIT_INCOMPLETE, "audit incomplete")
+    } else if s.rogue_writes > 0 && s.unresolved_conflicts > 0 {
+        (EXIT_FINDINGS, "rogue writes and conflicts")
+    } else if s.rogue_writes > 0 {
+        (EXIT_FINDINGS, "rogue writes")
+    } else if s.unresolved_conflicts > 0 {
+        (EXIT_FINDINGS, "conflicts")
+    } else {
+        (EXIT_OK, "ok")
+    }
+}
+
+impl Report {
+    /// Resolves conflicts by the merges, runs the incomplete-audit gate and
+    /// sets the exit status: call once, when every section is in.
+    pub fn conclude(&mut self, cov: &Coverage) {
+        for c in &mut self.conflicts {
+            if c.resolution.is_none()
+                && self
+                    .merges
+                    .iter()
+                    .any(|m| m.original == c.path && m.status == crate::merge::Status::Merged)
+            {
+                c.resolution = Some("merged");
+            }
+        }
+        self.summary.unresolved_conflicts = self
+            .conflicts
+            .iter()
+            .filter(|c| c.resolution.is_none())
+            .count();
+        self.summary.incomplete = incomplete(&self.summary, &self.unaudited, cov);
+        let (code, status) = decide(&self.summary);
+        self.summary.exit_code = code;
+        self.summary.status = status.into();
+    }
+}
