@@ -251,7 +251,7 @@ e2e!(
         }
         let out = run(
             std::process::Command::new(&artifacts().runner)
-                .args(["report", "--format", "json"])
+                .args(["report", "--all-runs", "--format", "json"])
                 .arg(&logs),
             DEADLINE,
         );
