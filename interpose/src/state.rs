@@ -61,6 +61,11 @@ impl<T> Global<T> {
         // SAFETY: see the Sync impl.
         unsafe { &*self.0.get() }
     }
+    /// For values whose parts are owned separately (pool.rs): the caller
+    /// only forms references to the part it owns.
+    pub fn as_ptr(&self) -> *mut T {
+        self.0.get()
+    }
     /// # Safety
     /// No other thread may access the value at the same time.
     #[allow(clippy::mut_from_ref)]
@@ -470,6 +475,8 @@ pub fn after_fork_parent(assigned: Option<u32>, failed: bool) {
 /// In the child, from the `pthread_atfork` child handler (which runs for
 /// every fork through glibc, whether or not our hook saw it).
 pub fn after_fork_child() {
+    // Still the parent's tid (cached): the blocks this thread holds stay held.
+    crate::pool::after_fork_child(crate::guard::tid());
     crate::guard::forget_tid();
     PID.store(sys::getpid(), Relaxed);
     PPID.store(sys::getppid(), Relaxed);

@@ -28,13 +28,27 @@ pub fn map_to_worker(
     worker_dir: &[u8],
     out: &mut [u8],
 ) -> Option<usize> {
+    let mut normal = [0u8; MAX_ABS];
+    let normal_len = absolutize(abs, None, &mut normal)?;
+    map_normal_to_worker(normal.get(..normal_len)?, job_dir, worker_dir, out)
+}
+
+/// [`map_to_worker`] for a path already in normal form (checked, not
+/// trusted: anything else is refused), without the 8 KiB normalisation
+/// buffer: the library maps on the stack of whatever thread or signal
+/// handler made the call.
+pub fn map_normal_to_worker(
+    abs: &[u8],
+    job_dir: &[u8],
+    worker_dir: &[u8],
+    out: &mut [u8],
+) -> Option<usize> {
     if !is_normal_abs(job_dir) || !is_normal_abs(worker_dir) || worker_dir == b"/" {
         return None;
     }
-    let mut normal = [0u8; MAX_ABS];
-    let normal_len = absolutize(abs, None, &mut normal)?;
-    let abs = normal.get(..normal_len)?;
-
+    if !is_normal_abs(abs) || abs.len() > MAX_ABS {
+        return None;
+    }
     if abs == worker_dir || strip_dir(abs, worker_dir).is_some() {
         return copy_parts(out, &[abs]);
     }
