@@ -50,6 +50,7 @@ extern "C" fn mpaudit_init(argc: c_int, argv: *const *const c_char, envp: *const
     // the stack): pay them here, not in a handler on a small stack.
     let _ = stack::capture_raw();
     process::open_log_and_start();
+    state::map_worker_counter();
     state::set_ready();
 }
 
