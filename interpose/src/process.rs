@@ -428,16 +428,23 @@ pub fn exec(
     if !state::ready() {
         return real(envp);
     }
+    // Our checks (a stat that fails, say) must not change the errno the
+    // program sees: put it back before the real call.
+    let entry_errno = sys::ErrnoGuard::save();
     let env = doctor_env(envp);
     let exe_bytes = sys::c_bytes_or_empty(exe, 4096);
-    let mut cwd = [0u8; 4096];
-    let cwd_len = sys::getcwd(&mut cwd).unwrap_or(0);
+    // The cwd from a pool block: no 4 KiB on a possibly small stack.
+    let mut claimed = crate::pool::claim();
+    let cwd: &[u8] = match claimed.as_mut() {
+        Some(c) => crate::guard::cwd(&mut c.block().cwd).unwrap_or(b""),
+        None => b"",
+    };
     let unaudited = unaudited_reason(exe);
     let args = CArgv(argv);
     let event = |result, errno| Process::Exec {
         argv: &args,
         exe: exe_bytes,
-        cwd: &cwd[..cwd_len],
+        cwd,
         result,
         errno,
         unaudited,
@@ -446,6 +453,7 @@ pub fn exec(
     // A successful exec leaves this log behind: trim it now (if exec
     // fails, later events are written with pwrite).
     log::finish();
+    drop(entry_errno);
     let r = real(env.envp());
     let saved = sys::ErrnoGuard::save();
     log_process(&event(Some(r as i64), saved.value()));
@@ -465,7 +473,9 @@ pub fn spawn(
     if !state::ready() {
         return real(envp);
     }
+    let entry_errno = sys::ErrnoGuard::save();
     let env = doctor_env(envp);
+    drop(entry_errno);
     let r = real(env.envp());
     let saved = sys::ErrnoGuard::save();
     // SAFETY: pid is the caller's out-pointer (may be NULL).

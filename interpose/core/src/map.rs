@@ -456,6 +456,24 @@ mod tests {
         }
 
         #[test]
+        fn normal_paths_map_the_same_without_the_normalisation_buffer(abs in garbage_path(), (job, worker) in dirs()) {
+            let mut normal = [0u8; MAX_ABS];
+            let mut out = vec![0u8; 3 * MAX_ABS];
+            let mut direct = vec![0u8; 3 * MAX_ABS];
+            let via_normal = map_to_worker(&abs, &job, &worker, &mut out);
+            match absolutize(&abs, None, &mut normal) {
+                Some(n) => {
+                    let got = map_normal_to_worker(&normal[..n], &job, &worker, &mut direct);
+                    prop_assert_eq!(got.map(|m| direct[..m].to_vec()), via_normal.map(|m| out[..m].to_vec()));
+                }
+                None => prop_assert_eq!(via_normal, None),
+            }
+            if !is_normal_abs(&abs) {
+                prop_assert_eq!(map_normal_to_worker(&abs, &job, &worker, &mut direct), None, "non-normal input is refused");
+            }
+        }
+
+        #[test]
         fn job_paths_keep_their_relative_part(rel in "[a-z]{1,5}(/[a-z]{1,5}){0,4}", (job, worker) in dirs()) {
             let mut abs = job.clone();
             if abs != b"/" {

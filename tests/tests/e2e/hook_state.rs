@@ -172,6 +172,69 @@ e2e!(
     }
 );
 
+/// Steady-state stack use per call ("open" → bytes) from the paint fixture.
+fn painted(out: &Output) -> HashMap<String, i64> {
+    assert!(
+        out.status.success(),
+        "paint run: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout(out)
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f[0].to_owned(), f[2].parse().expect("bytes"))
+        })
+        .collect()
+}
+
+/// The budget behind "hooks run on an 8 KiB alternate stack": the kernel's
+/// signal frame takes about 3 KiB of it (AT_MINSIGSTKSZ), the program's
+/// handler and libc's own call some more; the hook may add at most 4 KiB
+/// over the bare call (docs/hooks.md has the measured figures).
+const HOOK_STACK_BUDGET: i64 = 4096;
+
+e2e!(
+    hooks_stack_use_over_the_bare_call_stays_within_budget,
+    |dir| {
+        let bare = painted(&run(
+            dir.bare(fixture("small_stacks")).args(["paint", "bare"]),
+            DEADLINE,
+        ));
+        assert_eq!(bare.len(), 5, "five calls measured: {bare:?}");
+        for lib in both_builds() {
+            for mode in ["log", "redirect", "deny", "fork-redirect"] {
+                let mut c = dir.audited(fixture("small_stacks"));
+                c.env("LD_PRELOAD", lib).env("MPAUDIT_JOB_DIR", &dir.path);
+                match mode {
+                    "log" => {}
+                    "fork-redirect" => {
+                        c.env("MPAUDIT_ACTION", "redirect")
+                            .env("MPAUDIT_FORK_WORKERS", "1");
+                    }
+                    m => {
+                        c.env("MPAUDIT_ACTION", m).env("MPAUDIT_WORKER", "1");
+                    }
+                }
+                let verb = if mode.starts_with("fork") {
+                    "fork-paint"
+                } else {
+                    "paint"
+                };
+                let got = painted(&run(c.args([verb, mode]), DEADLINE));
+                for (call, bytes) in &got {
+                    let extra = bytes - bare[call];
+                    assert!(
+                        extra <= HOOK_STACK_BUDGET,
+                        "{} {mode} {call}: the hook adds {extra} bytes of stack ({bytes} in all)",
+                        lib.display()
+                    );
+                }
+            }
+        }
+    }
+);
+
 fn libc_eacces() -> i32 {
     13
 }
