@@ -39,8 +39,14 @@ pub fn open_log_and_start() {
     if dir.is_empty() {
         return;
     }
-    let mut path = [0u8; 4200];
-    let Some(n) = log_file_name(dir, state::pid(), sys::now_ns(), &mut path) else {
+    // Buffers from the pool: this runs in a forked child's atfork handler,
+    // maybe on a signal handler's small stack.
+    let Some(mut claimed) = crate::pool::claim() else {
+        return;
+    };
+    let b = claimed.block();
+    let path = &mut b.work[..4200];
+    let Some(n) = log_file_name(dir, state::pid(), sys::now_ns(), path) else {
         return;
     };
     make_dirs(&mut path[..n]);
@@ -49,12 +55,10 @@ pub fn open_log_and_start() {
         return;
     }
     let (_, argv) = state::argv();
-    let mut cwd = [0u8; 4096];
-    let cwd_len = sys::getcwd(&mut cwd).unwrap_or(0);
     log_process(&Process::Start {
         argv: &CArgv(argv),
         exe: state::exe(),
-        cwd: &cwd[..cwd_len],
+        cwd: crate::guard::cwd(&mut b.cwd).unwrap_or(b""),
         root: state::is_root(),
     });
 }

@@ -172,6 +172,35 @@ e2e!(
     }
 );
 
+e2e!(
+    crash_handler_on_an_8_kib_altstack_can_fork_a_reporter,
+    |dir| {
+        let bare = run(
+            dir.bare(fixture("small_stacks"))
+                .args(["crash-fork", "8192", "bare.txt"]),
+            DEADLINE,
+        );
+        assert_eq!(stdout(&bare), "reporter exited 5\n");
+        for lib in both_builds() {
+            for mode in ["log", "redirect"] {
+                let report = format!("{mode}.txt");
+                let out = run(
+                    dir.audited(fixture("small_stacks"))
+                        .env("LD_PRELOAD", lib)
+                        .env("MPAUDIT_ACTION", mode)
+                        .env("MPAUDIT_FORK_WORKERS", "1")
+                        .env("MPAUDIT_JOB_DIR", &dir.path)
+                        .args(["crash-fork", "8192", &report]),
+                    DEADLINE,
+                );
+                // The child starts its own log in its atfork handler, on the
+                // handler's 8 KiB stack.
+                same_as_bare(&bare, &out, &format!("{} {mode}", lib.display()));
+            }
+        }
+    }
+);
+
 /// Steady-state stack use per call ("open" → bytes) from the paint fixture.
 fn painted(out: &Output) -> HashMap<String, i64> {
     assert!(
