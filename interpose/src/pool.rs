@@ -119,6 +119,15 @@ pub fn claim() -> Option<Claimed> {
             return Some(Claimed { block, slot });
         }
     }
+    claim_temporary()
+}
+
+/// Every pool block is busy: a temporary one. Cold and out of line, so the
+/// hooks' fast path (and the unwind rows the stack walk interprets) stay
+/// short.
+#[cold]
+#[inline(never)]
+fn claim_temporary() -> Option<Claimed> {
     // SAFETY: a fresh anonymous mapping (zeroed: its cwd copy is stale).
     let p = unsafe {
         libc::mmap(
