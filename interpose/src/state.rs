@@ -305,10 +305,7 @@ pub unsafe fn init(argc: i32, argv: *const *const libc::c_char, envp: *const *co
                 }
             }
             b"MPAUDIT_ROOT_PID" => env_root_pid = parse_u32(value),
-            b"MPAUDIT_WORKER_COUNTER" => {
-                saved.worker_counter.set(value);
-                saved.env_entries.push_cstr(kv);
-            }
+            b"MPAUDIT_WORKER_COUNTER" => _ = saved.worker_counter.set(value),
             b"TMPDIR" if value.first() == Some(&b'/') => dirs.tmpdir = value,
             _ => {
                 match key {
@@ -509,22 +506,25 @@ unsafe fn is_fork_server(argc: i32, argv: *const *const libc::c_char) -> bool {
     (1..argc - 1).any(|i| arg(i) == b"-c" && arg(i + 1).starts_with(FORKSERVER_MAIN))
 }
 
-/// In fork mode, maps the job's shared worker-index counter: the root
-/// creates it (a one-page file `mpaudit-<pid>-<ns>.workers` in the log
-/// directory, which the log reader ignores) and hands its path down in
-/// MPAUDIT_WORKER_COUNTER; its exec'ed successors and fork servers map it.
-/// Without a log directory the root counts alone, and fork servers do not
-/// number their children. Runs at load, after the log directory exists.
+/// In fork mode, maps the job's shared worker-index counter: each root
+/// image creates one (a one-page file `mpaudit-<pid>-<ns>.workers` in the
+/// log directory, which the log reader ignores; an image the root execs
+/// starts counting again from 0, as it always did) and hands its path down
+/// in MPAUDIT_WORKER_COUNTER; fork servers below it map it. Without a log
+/// directory the root counts alone, and fork servers do not number their
+/// children. Runs at load, after the log directory exists.
 pub fn map_worker_counter() {
     let saved = SAVED.get();
-    if !saved.fork_workers || !(is_root() || FORK_SERVER.load(Relaxed)) {
+    let root = is_root();
+    if !saved.fork_workers || !(root || FORK_SERVER.load(Relaxed)) {
+        pass_on_worker_counter();
         return;
     }
     let mut path = [0u8; 4200];
     let mut flags = libc::O_RDWR | libc::O_CLOEXEC;
-    let n = if saved.worker_counter.as_bytes().is_empty() {
+    let n = if root {
         let dir = saved.log_dir.as_bytes();
-        if dir.is_empty() || !is_root() {
+        if dir.is_empty() {
             return;
         }
         use mpaudit_core::json::{put_i64, put_u64, Sink, SliceSink};
@@ -542,6 +542,9 @@ pub fn map_worker_counter() {
         s.len
     } else {
         let p = saved.worker_counter.as_bytes();
+        if p.is_empty() {
+            return;
+        }
         path[..p.len()].copy_from_slice(p);
         p.len()
     };
@@ -574,17 +577,32 @@ pub fn map_worker_counter() {
         // Carry on from what this root handed out before (nothing, at load).
         // SAFETY: the fresh page; its first word is the counter.
         unsafe { &*(p as *const AtomicU32) }.store(NEXT_WORKER.load(Relaxed), Relaxed);
-        let mut entry = [0u8; 4300];
-        let mut s = mpaudit_core::json::SliceSink::new(&mut entry);
-        mpaudit_core::json::Sink::put(&mut s, b"MPAUDIT_WORKER_COUNTER=");
-        mpaudit_core::json::Sink::put(&mut s, &path[..n]);
-        let len = s.len;
         // SAFETY: load time, single-threaded.
-        let saved = unsafe { SAVED.get_mut() };
-        saved.worker_counter.set(&path[..n]);
-        saved.env_entries.push_cstr(&entry[..len]);
+        unsafe { SAVED.get_mut() }.worker_counter.set(&path[..n]);
     }
+    pass_on_worker_counter();
     SHARED_NEXT.store(p as usize, Relaxed);
+}
+
+/// Puts MPAUDIT_WORKER_COUNTER (`worker_counter`, if set) into the
+/// environment exec'ed programs get.
+fn pass_on_worker_counter() {
+    let path = SAVED.get().worker_counter.as_bytes();
+    if path.is_empty() {
+        return;
+    }
+    let mut entry = [0u8; 4300];
+    let mut s = mpaudit_core::json::SliceSink::new(&mut entry);
+    mpaudit_core::json::Sink::put(&mut s, b"MPAUDIT_WORKER_COUNTER=");
+    mpaudit_core::json::Sink::put(&mut s, path);
+    if s.overflow {
+        return;
+    }
+    let len = s.len;
+    // SAFETY: load time, single-threaded.
+    unsafe { SAVED.get_mut() }
+        .env_entries
+        .push_cstr(&entry[..len]);
 }
 
 /// Called by a fork hook in the parent just before the real fork: the root

@@ -115,9 +115,13 @@ pub fn worker_dir_for(
     match rank {
         None => worker_dir_into(workers_dir, worker, out),
         Some(r) => {
-            let mut rank_dir = [0u8; MAX_ABS];
-            let n = rank_dir_into(workers_dir, r, &mut rank_dir)?;
-            worker_dir_into(rank_dir.get(..n)?, worker, out)
+            // Built in `out` itself, leaf last: no path-sized buffer on the
+            // stack (the library runs this in a fork child's atfork
+            // handler, maybe on a signal handler's small stack).
+            let n = rank_dir_into(workers_dir, r, out)?;
+            let mut leaf = [0u8; 24];
+            let m = numbered_dir_into(b"", b"worker_", worker, &mut leaf)?;
+            copy_parts(out.get_mut(n..)?, &[&leaf[..m]]).map(|k| n + k)
         }
     }
 }
