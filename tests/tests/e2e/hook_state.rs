@@ -358,12 +358,19 @@ e2e!(
     forkserver_pool_tasks_are_numbered_as_distinct_workers,
     |dir| {
         std::fs::write(dir.join("pool.py"), FORKSERVER_POOL).unwrap();
-        let bare = run_ok(dir.bare("python3").arg("pool.py"));
+        // The interpreter itself, not a shell shim (pyenv's `python3` forks
+        // subshells before it execs it: docs/limitations.md).
+        let python = stdout(&run_ok(
+            Command::new("python3").args(["-c", "import sys; print(sys.executable)"]),
+        ))
+        .trim()
+        .to_owned();
+        let bare = run_ok(dir.bare(&python).arg("pool.py"));
         for i in 0..16 {
             std::fs::remove_file(dir.join(&format!("task-{i}.txt"))).unwrap();
         }
         let out = run_ok(
-            dir.audited("python3")
+            dir.audited(&python)
                 .arg("pool.py")
                 .env("MPAUDIT_FORK_WORKERS", "1")
                 .env("MPAUDIT_ACTION", "redirect")
