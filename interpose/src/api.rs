@@ -19,14 +19,17 @@ pub unsafe extern "C" fn mpaudit_declare_output(path: *const c_char) -> c_int {
     }
     // SAFETY: the caller passes a C string.
     let given = unsafe { sys::c_bytes(path, MAX_ABS) };
-    let mut cwd = [0u8; 4096];
-    let cwd_len = sys::getcwd(&mut cwd);
-    let mut abs = [0u8; MAX_ABS];
-    let Some(n) = absolutize(given, cwd_len.map(|n| &cwd[..n]), &mut abs) else {
+    let Some(mut claimed) = crate::pool::claim() else {
+        sys::set_errno(libc::ENOMEM);
+        return -1;
+    };
+    let b = claimed.block();
+    let cwd = crate::guard::cwd(&mut b.cwd);
+    let Some(n) = absolutize(given, cwd, &mut b.abs) else {
         sys::set_errno(libc::EINVAL);
         return -1;
     };
-    if redirect::declare(&abs[..n]) {
+    if redirect::declare(&b.abs[..n]) {
         0
     } else {
         sys::set_errno(libc::ENOMEM);

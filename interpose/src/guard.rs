@@ -1,19 +1,18 @@
-//! The per-thread re-entry guard, the per-thread id cache and the
-//! per-thread copy of the working directory.
+//! The per-thread re-entry guard, the per-thread id cache, and the
+//! generation that keeps the copies of the working directory honest.
 //!
-//! All are const-initialised thread-locals of types without destructors, so
-//! they compile to plain TLS slots: no lazy registration, no allocation.
+//! The thread-locals are const-initialised, of types without destructors, so
+//! they compile to plain TLS slots: no lazy registration, no allocation. They
+//! are a few bytes: every byte of TLS is paid by every thread of the program
+//! (pool.rs holds the buffers).
 
-use std::cell::{Cell, UnsafeCell};
+use crate::pool::CwdCopy;
+use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering::*};
 
 thread_local! {
     static IN_HOOK: Cell<bool> = const { Cell::new(false) };
     static TID: Cell<i32> = const { Cell::new(0) };
-    static CWD_BUSY: Cell<bool> = const { Cell::new(false) };
-    static CWD: UnsafeCell<CwdCopy> = const {
-        UnsafeCell::new(CwdCopy { generation: 0, len: NO_CWD, bytes: [0; CWD_MAX] })
-    };
 }
 
 /// Held while a hook runs its logic. A second hook entered on the same thread
@@ -58,9 +57,10 @@ pub fn forget_tid() {
 // Every relative path is resolved against the cwd. Asking the kernel each
 // time (`getcwd(2)`, ~300 ns: it rebuilds the path from the dentries) was
 // the largest single cost of logging a read. The cwd only changes through
-// `chdir`/`fchdir` (hooked in sys.rs, which bump `CWD_GENERATION` after the
-// real call), so each thread keeps a copy tagged with the generation it was
-// read under. The generation is read *before* the kernel is asked, so a
+// `chdir`/`fchdir` (hooked in hooks.rs, which bump `CWD_GENERATION` after
+// the real call), so each pool block keeps a copy (the cwd is per process,
+// so any thread's copy will do) tagged with the generation it was read
+// under. The generation is read *before* the kernel is asked, so a
 // copy taken while a `chdir` runs on another thread carries the old
 // generation and is refreshed on next use: never a stale copy marked fresh.
 //
@@ -69,17 +69,7 @@ pub fn forget_tid() {
 // `syscall(SYS_chdir)`, `chroot`, or another process renaming a directory
 // above the cwd. Those events keep the cwd of the last hooked change.
 
-const CWD_MAX: usize = 4096;
-const NO_CWD: usize = usize::MAX;
-
-struct CwdCopy {
-    generation: u64,
-    /// NO_CWD: the kernel gave no usable path (too long, unreachable).
-    len: usize,
-    bytes: [u8; CWD_MAX],
-}
-
-/// Starts at 1 so that a thread's zeroed copy is stale.
+/// Starts at 1 so that a never-read copy (generation 0) is stale.
 static CWD_GENERATION: AtomicU64 = AtomicU64::new(1);
 
 /// Called after every `chdir`/`fchdir` (successful or not).
@@ -87,30 +77,16 @@ pub fn cwd_changed() {
     CWD_GENERATION.fetch_add(1, SeqCst);
 }
 
-/// The cwd into `buf` (without NUL), from this thread's copy when it is
-/// current. A signal handler that interrupts an update, or a thread whose
-/// TLS is gone, asks the kernel directly.
-pub fn cwd(buf: &mut [u8]) -> Option<usize> {
-    let taken = CWD_BUSY.try_with(|b| b.replace(true)).unwrap_or(true);
-    if taken {
-        return crate::sys::getcwd_raw(buf);
+/// The cwd from `copy` (a pool block's, see pool.rs), refreshed from the
+/// kernel when a `chdir` happened since it was read. `None` when the kernel
+/// gives no usable path.
+pub fn cwd(copy: &mut CwdCopy) -> Option<&[u8]> {
+    let generation = CWD_GENERATION.load(SeqCst);
+    if copy.generation != generation {
+        let len = crate::sys::getcwd_raw(&mut copy.bytes);
+        copy.valid = len.is_some();
+        copy.len = len.unwrap_or(0);
+        copy.generation = generation;
     }
-    let r = CWD
-        .try_with(|cell| {
-            // SAFETY: CWD_BUSY makes this the thread's only user of the copy.
-            let c = unsafe { &mut *cell.get() };
-            let generation = CWD_GENERATION.load(SeqCst);
-            if c.generation != generation {
-                c.len = crate::sys::getcwd_raw(&mut c.bytes).unwrap_or(NO_CWD);
-                c.generation = generation;
-            }
-            if c.len == NO_CWD || c.len > buf.len() {
-                return None;
-            }
-            buf[..c.len].copy_from_slice(&c.bytes[..c.len]);
-            Some(c.len)
-        })
-        .unwrap_or_else(|_| crate::sys::getcwd_raw(buf));
-    let _ = CWD_BUSY.try_with(|b| b.set(false));
-    r
+    copy.valid.then(|| &copy.bytes[..copy.len])
 }

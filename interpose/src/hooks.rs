@@ -290,8 +290,11 @@ hooks! {
         |_real| exec_searching(file, argv, environ, |env| real_execvpe()(file, argv, env));
     fn fexecve(fd: c_int, argv: *const *const c_char, envp: *const *const c_char) -> c_int =>
         |real| {
-            let mut exe = [0u8; 4097];
-            let n = crate::sys::fd_path(fd, &mut exe[..4096]).unwrap_or(0);
+            let mut claimed = crate::pool::claim();
+            let mut none = [0u8; 1];
+            let exe = claimed.as_mut().map_or(&mut none[..], |c| &mut c.block().target[..]);
+            let room = exe.len() - 1;
+            let n = crate::sys::fd_path(fd, &mut exe[..room]).unwrap_or(0);
             exe[n] = 0;
             process::exec(exe.as_ptr().cast(), argv, envp, |env| real(fd, argv, env))
         };
@@ -301,8 +304,8 @@ hooks! {
     fn posix_spawnp(pid: *mut pid_t, file: *const c_char, file_actions: *const libc::posix_spawn_file_actions_t,
                     attrp: *const libc::posix_spawnattr_t, argv: *const *mut c_char, envp: *const *mut c_char) -> c_int =>
         |real| {
-            let mut exe = [0u8; 4097];
-            let resolved = process::search_path(file, &mut exe).map_or(file, |_| exe.as_ptr().cast());
+            let mut claimed = crate::pool::claim();
+            let resolved = resolve_program(file, claimed.as_mut());
             process::spawn(pid, resolved, argv.cast(), envp.cast(), |env| real(pid, file, file_actions, attrp, argv, env.cast()))
         };
     fn exit(status: c_int) -> () => |real| { process::log_exit(status); real(status) };
@@ -329,9 +332,24 @@ fn exec_searching(
     envp: *const *const c_char,
     real: impl FnOnce(*const *const c_char) -> c_int,
 ) -> c_int {
-    let mut exe = [0u8; 4097];
-    let resolved = process::search_path(file, &mut exe).map_or(file, |_| exe.as_ptr().cast());
+    let mut claimed = crate::pool::claim();
+    let resolved = resolve_program(file, claimed.as_mut());
     process::exec(resolved, argv, envp, real)
+}
+
+/// `file` resolved through PATH into a pool block (`file` itself without
+/// a block or a hit).
+fn resolve_program(
+    file: *const c_char,
+    claimed: Option<&mut crate::pool::Claimed>,
+) -> *const c_char {
+    match claimed {
+        Some(c) => {
+            let exe = &mut c.block().target;
+            process::search_path(file, exe).map_or(file, |_| exe.as_ptr().cast())
+        }
+        None => file,
+    }
 }
 
 /// Marks every thread's cached cwd stale (errno untouched), and passes the

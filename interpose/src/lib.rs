@@ -10,6 +10,7 @@ mod audit;
 mod guard;
 mod hooks;
 mod log;
+mod pool;
 mod process;
 mod real;
 mod redirect;
@@ -45,7 +46,12 @@ extern "C" fn mpaudit_init(argc: c_int, argv: *const *const c_char, envp: *const
         // An exec'ed image of a worker picks up what the worker redirected.
         redirect::load_manifest();
     }
+    // The first stack walk of a process pays one-time costs deep in the
+    // stack (libgcc's lazy binding, which saves the full vector state on
+    // the stack): pay them here, not in a handler on a small stack.
+    let _ = stack::capture_raw();
     process::open_log_and_start();
+    state::map_worker_counter();
     state::set_ready();
 }
 

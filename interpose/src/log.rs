@@ -44,7 +44,6 @@ use core::cell::UnsafeCell;
 use libc::{c_int, c_long};
 use mpaudit_core::event::{Encode, LogStopped, StopReason};
 use mpaudit_core::json::{Counter, Sink, SliceSink};
-use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
 
 const WINDOW: u64 = 1 << 20;
@@ -262,31 +261,22 @@ pub fn forget_after_fork() {
 
 /// Appends one event produced by `encode`.
 ///
-/// Usually encoded once, into this thread's staging buffer, then copied
-/// into the log with one `memcpy`. When the buffer is in use (a signal
-/// handler logging while this thread logs) or the event does not fit, the
-/// event is encoded twice instead: once to size it, once into the log.
+/// Usually encoded once, into a staging buffer from the pool (pool.rs),
+/// then copied into the log with one `memcpy`. When no buffer is free or
+/// the event does not fit, the event is encoded twice instead: once to size
+/// it, once into the log.
 pub fn append<E: Encode>(event: &E) {
     if !ready_to_write() {
         return;
     }
-    let staged = STAGE_BUSY.try_with(|b| !b.replace(true)).unwrap_or(false);
-    if staged {
-        let done = STAGE
-            .try_with(|cell| {
-                // SAFETY: STAGE_BUSY makes this the thread's only user.
-                let buf = unsafe { &mut *cell.get() };
-                let mut sink = StageSink { buf, len: 0 };
-                event.encode(&mut sink);
-                if sink.len > STAGE_SIZE {
-                    return false;
-                }
-                count_dropped(write_reserved(&Staged(&sink.buf[..sink.len]), false));
-                true
-            })
-            .unwrap_or(false);
-        let _ = STAGE_BUSY.try_with(|b| b.set(false));
-        if done {
+    if let Some(mut stage) = crate::pool::claim_stage() {
+        let mut sink = StageSink {
+            buf: stage.buf(),
+            len: 0,
+        };
+        event.encode(&mut sink);
+        if sink.len <= STAGE_SIZE {
+            count_dropped(write_reserved(&Staged(&sink.buf[..sink.len]), false));
             return;
         }
     }
@@ -577,13 +567,7 @@ pub fn finish() {
     TRIMMED.store(true, SeqCst);
 }
 
-/// Events up to this size (every read and most writes) are encoded once.
-const STAGE_SIZE: usize = 4096;
-
-thread_local! {
-    static STAGE_BUSY: Cell<bool> = const { Cell::new(false) };
-    static STAGE: UnsafeCell<[u8; STAGE_SIZE]> = const { UnsafeCell::new([0; STAGE_SIZE]) };
-}
+use crate::pool::STAGE_SIZE;
 
 /// Fills the staging buffer; past its end only counts, so an oversized
 /// event is detected (`len > STAGE_SIZE`) and re-encoded the slow way.

@@ -39,8 +39,14 @@ pub fn open_log_and_start() {
     if dir.is_empty() {
         return;
     }
-    let mut path = [0u8; 4200];
-    let Some(n) = log_file_name(dir, state::pid(), sys::now_ns(), &mut path) else {
+    // Buffers from the pool: this runs in a forked child's atfork handler,
+    // maybe on a signal handler's small stack.
+    let Some(mut claimed) = crate::pool::claim() else {
+        return;
+    };
+    let b = claimed.block();
+    let path = &mut b.work[..4200];
+    let Some(n) = log_file_name(dir, state::pid(), sys::now_ns(), path) else {
         return;
     };
     make_dirs(&mut path[..n]);
@@ -49,12 +55,10 @@ pub fn open_log_and_start() {
         return;
     }
     let (_, argv) = state::argv();
-    let mut cwd = [0u8; 4096];
-    let cwd_len = sys::getcwd(&mut cwd).unwrap_or(0);
     log_process(&Process::Start {
         argv: &CArgv(argv),
         exe: state::exe(),
-        cwd: &cwd[..cwd_len],
+        cwd: crate::guard::cwd(&mut b.cwd).unwrap_or(b""),
         root: state::is_root(),
     });
 }
@@ -448,10 +452,17 @@ pub fn exec(
     if !state::ready() {
         return real(envp);
     }
+    // Our checks (a stat that fails, say) must not change the errno the
+    // program sees: put it back before the real call.
+    let entry_errno = sys::ErrnoGuard::save();
     let env = doctor_env(envp);
     let exe_bytes = sys::c_bytes_or_empty(exe, 4096);
-    let mut cwd = [0u8; 4096];
-    let cwd_len = sys::getcwd(&mut cwd).unwrap_or(0);
+    // The cwd from a pool block: no 4 KiB on a possibly small stack.
+    let mut claimed = crate::pool::claim();
+    let cwd: &[u8] = match claimed.as_mut() {
+        Some(c) => crate::guard::cwd(&mut c.block().cwd).unwrap_or(b""),
+        None => b"",
+    };
     let unaudited = unaudited_reason(exe);
     if let Some(reason) = unaudited {
         crate::unseen::warn_without_runner(exe_bytes, reason);
@@ -460,7 +471,7 @@ pub fn exec(
     let event = |result, errno| Process::Exec {
         argv: &args,
         exe: exe_bytes,
-        cwd: &cwd[..cwd_len],
+        cwd,
         result,
         errno,
         unaudited,
@@ -469,6 +480,7 @@ pub fn exec(
     // A successful exec leaves this log behind: trim it now (if exec
     // fails, later events are written with pwrite).
     log::finish();
+    drop(entry_errno);
     let r = real(env.envp());
     let saved = sys::ErrnoGuard::save();
     log_process(&event(Some(r as i64), saved.value()));
@@ -488,7 +500,9 @@ pub fn spawn(
     if !state::ready() {
         return real(envp);
     }
+    let entry_errno = sys::ErrnoGuard::save();
     let env = doctor_env(envp);
+    drop(entry_errno);
     let r = real(env.envp());
     let saved = sys::ErrnoGuard::save();
     // SAFETY: pid is the caller's out-pointer (may be NULL).

@@ -160,11 +160,12 @@ pub fn first_warning(abs: &[u8]) -> bool {
 /// component below the worker directory is a symlink (which could lead the
 /// write out of it), and, for a write that keeps existing content (append,
 /// read-write, no truncation), the original's content is copied in first.
-/// Returns 0 or the errno the call must fail with.
-pub fn prepare_target(original: &[u8], target: &[u8], copy: bool) -> i32 {
+/// Returns 0 or the errno the call must fail with. `work` is scratch space
+/// (pool.rs; at least `2 * (MAX_ABS + 1)` bytes).
+pub fn prepare_target(original: &[u8], target: &[u8], copy: bool, work: &mut [u8]) -> i32 {
     let saved = SAVED.get();
     let worker_dir = saved.worker_dir.as_bytes();
-    let mut path = [0u8; MAX_ABS + 1];
+    let (path, rest) = work.split_at_mut(MAX_ABS + 1);
     if target.len() >= path.len() || !target.starts_with(worker_dir) {
         return libc::ENAMETOOLONG;
     }
@@ -196,16 +197,15 @@ pub fn prepare_target(original: &[u8], target: &[u8], copy: bool) -> i32 {
     }
     path[target.len()] = 0;
     if copy {
-        copy_original(original, &path);
+        copy_original(original, path, rest);
     }
     0
 }
 
 /// Copies `original` to the NUL-terminated `target` unless the target exists
 /// already (a previous redirect) or the original does not.
-fn copy_original(original: &[u8], target: &[u8]) {
-    let mut src = [0u8; MAX_ABS + 1];
-    if sys::c_path(original, &mut src).is_none() {
+fn copy_original(original: &[u8], target: &[u8], src: &mut [u8]) {
+    if sys::c_path(original, src).is_none() {
         return;
     }
     // SAFETY: NUL-terminated by c_path.
@@ -270,17 +270,17 @@ fn manifest_path(out: &mut [u8]) -> bool {
 }
 
 /// Records a redirect: in the table (for read-your-writes) and, the first
-/// time, in the worker's manifest for the runner's merge.
-pub fn record(original: &[u8], target: &[u8]) {
+/// time, in the worker's manifest for the runner's merge. `work` is scratch
+/// space (pool.rs) for the manifest's path and line.
+pub fn record(original: &[u8], target: &[u8], work: &mut [u8]) {
     if !REDIRECTED.insert(original, target) {
         return;
     }
-    let mut path = [0u8; 4300];
-    if !manifest_path(&mut path) {
+    let (path, line) = work.split_at_mut(4300);
+    if !manifest_path(path) {
         return;
     }
-    let mut line = [0u8; 2 * MAX_ABS + 512];
-    let mut s = SliceSink::new(&mut line);
+    let mut s = SliceSink::new(line);
     s.put(b"{\"original\":");
     put_str(&mut s, original);
     s.put(b",\"target\":");

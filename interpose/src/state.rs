@@ -7,7 +7,7 @@ use crate::sys;
 use mpaudit_core::launcher;
 use mpaudit_core::path::absolutize;
 use mpaudit_core::policy::ActionSetting;
-use std::cell::UnsafeCell;
+use std::cell::{Cell, UnsafeCell};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, AtomicU32, AtomicUsize, Ordering::*};
 
 /// A fixed-capacity byte string in static memory.
@@ -61,6 +61,11 @@ impl<T> Global<T> {
         // SAFETY: see the Sync impl.
         unsafe { &*self.0.get() }
     }
+    /// For values whose parts are owned separately (pool.rs): the caller
+    /// only forms references to the part it owns.
+    pub fn as_ptr(&self) -> *mut T {
+        self.0.get()
+    }
     /// # Safety
     /// No other thread may access the value at the same time.
     #[allow(clippy::mut_from_ref)]
@@ -97,6 +102,8 @@ pub struct Saved {
     pub worker_dir: FixedBuf<4200>,
     /// The normalised temporary directory ($TMPDIR or /tmp).
     pub tmpdir: FixedBuf<4096>,
+    /// MPAUDIT_WORKER_COUNTER: the file holding the job's next worker index.
+    pub worker_counter: FixedBuf<4200>,
 }
 
 pub static SAVED: Global<Saved> = Global::new(Saved {
@@ -113,6 +120,7 @@ pub static SAVED: Global<Saved> = Global::new(Saved {
     workers_dir: FixedBuf::new(),
     worker_dir: FixedBuf::new(),
     tmpdir: FixedBuf::new(),
+    worker_counter: FixedBuf::new(),
 });
 
 static READY: AtomicBool = AtomicBool::new(false);
@@ -122,10 +130,23 @@ static PPID: AtomicI32 = AtomicI32::new(0);
 static WORKER: AtomicI64 = AtomicI64::new(-1);
 /// The pid of the fork-mode root process (0 outside fork mode).
 static ROOT_PID: AtomicI32 = AtomicI32::new(0);
-/// Next worker index a fork of the root process hands out.
+/// Next worker index a fork of the root process hands out, when the job has
+/// no shared counter (below).
 static NEXT_WORKER: AtomicU32 = AtomicU32::new(0);
-/// The worker index the fork under way hands to its child (-1: none).
-static PENDING_WORKER: AtomicI64 = AtomicI64::new(-1);
+/// Address of the job's shared next-index counter (0: none): the first word
+/// of a `MAP_SHARED` page of the file MPAUDIT_WORKER_COUNTER names, so the
+/// root and the forkservers exec'ed below it hand out one sequence.
+static SHARED_NEXT: AtomicUsize = AtomicUsize::new(0);
+/// This image is a fork server (Python's multiprocessing forkserver): not a
+/// worker itself, it numbers the children it forks as workers.
+static FORK_SERVER: AtomicBool = AtomicBool::new(false);
+
+thread_local! {
+    /// The worker index the fork under way on this thread hands to its
+    /// child (-1: none). Per thread, because two threads may fork at once;
+    /// the child is a copy of the forking thread, so it reads its own.
+    static PENDING_WORKER: Cell<i64> = const { Cell::new(-1) };
+}
 /// Load address of libmpaudit.so itself: its frames are ours whatever the
 /// file is called.
 static OWN_BASE: AtomicUsize = AtomicUsize::new(0);
@@ -173,9 +194,22 @@ pub fn node() -> &'static [u8] {
 pub fn root_pid() -> i32 {
     ROOT_PID.load(Relaxed)
 }
-/// This process hands out worker indices to the children it forks.
+/// This process is the fork-mode root (its forked children are workers).
 pub fn is_root() -> bool {
     SAVED.get().fork_workers && root_pid() == pid() && worker().is_none()
+}
+/// This process hands out worker indices to the children it forks: the
+/// root, and a fork server below it that can reach the shared counter.
+fn hands_out_workers() -> bool {
+    is_root() || (FORK_SERVER.load(Relaxed) && SHARED_NEXT.load(Relaxed) != 0)
+}
+fn next_worker_counter() -> &'static AtomicU32 {
+    match SHARED_NEXT.load(Relaxed) {
+        0 => &NEXT_WORKER,
+        // SAFETY: a page mapped once and never unmapped; its first word is
+        // only ever accessed atomically, by every process of the job.
+        p => unsafe { &*(p as *const AtomicU32) },
+    }
 }
 /// Whether `addr` lies in libmpaudit.so's loaded segments.
 #[inline]
@@ -271,6 +305,7 @@ pub unsafe fn init(argc: i32, argv: *const *const libc::c_char, envp: *const *co
                 }
             }
             b"MPAUDIT_ROOT_PID" => env_root_pid = parse_u32(value),
+            b"MPAUDIT_WORKER_COUNTER" => _ = saved.worker_counter.set(value),
             b"TMPDIR" if value.first() == Some(&b'/') => dirs.tmpdir = value,
             _ => {
                 match key {
@@ -304,6 +339,11 @@ pub unsafe fn init(argc: i32, argv: *const *const libc::c_char, envp: *const *co
         // The first image in fork mode is the root; its exec'ed successors
         // (same pid) stay root; everything else inherits its root's pid.
         ROOT_PID.store(env_root_pid.map(|p| p as i32).unwrap_or(pid()), Relaxed);
+        // SAFETY: argv from the loader.
+        if unsafe { is_fork_server(argc, argv) } && pid() != root_pid() {
+            FORK_SERVER.store(true, Relaxed);
+            WORKER.store(-1, Relaxed);
+        }
     }
 
     if let Some(r) = launcher_rank.rank() {
@@ -450,30 +490,150 @@ fn set_worker_dir(saved: &mut Saved) {
     }
 }
 
+/// Python's multiprocessing forkserver, recognised by the command line
+/// multiprocessing gives it: `python [flags] -c 'from
+/// multiprocessing.forkserver import main; main(…)'`.
+///
+/// # Safety
+/// `argv` has `argc` C strings.
+unsafe fn is_fork_server(argc: i32, argv: *const *const libc::c_char) -> bool {
+    const FORKSERVER_MAIN: &[u8] = b"from multiprocessing.forkserver import main";
+    if argv.is_null() {
+        return false;
+    }
+    // SAFETY: the caller's contract.
+    let arg = |i: i32| unsafe { sys::c_bytes(*argv.add(i as usize), 1 << 16) };
+    (1..argc - 1).any(|i| arg(i) == b"-c" && arg(i + 1).starts_with(FORKSERVER_MAIN))
+}
+
+/// In fork mode, maps the job's shared worker-index counter: each root
+/// image creates one (a one-page file `mpaudit-<pid>-<ns>.workers` in the
+/// log directory, which the log reader ignores; an image the root execs
+/// starts counting again from 0, as it always did) and hands its path down
+/// in MPAUDIT_WORKER_COUNTER; fork servers below it map it. Without a log
+/// directory the root counts alone, and fork servers do not number their
+/// children. Runs at load, after the log directory exists.
+pub fn map_worker_counter() {
+    let saved = SAVED.get();
+    let root = is_root();
+    if !saved.fork_workers || !(root || FORK_SERVER.load(Relaxed)) {
+        pass_on_worker_counter();
+        return;
+    }
+    let mut path = [0u8; 4200];
+    let mut flags = libc::O_RDWR | libc::O_CLOEXEC;
+    let n = if root {
+        let dir = saved.log_dir.as_bytes();
+        if dir.is_empty() {
+            return;
+        }
+        use mpaudit_core::json::{put_i64, put_u64, Sink, SliceSink};
+        let mut s = SliceSink::new(&mut path);
+        s.put(dir);
+        s.put(b"/mpaudit-");
+        put_i64(&mut s, pid() as i64);
+        s.put(b"-");
+        put_u64(&mut s, sys::now_ns());
+        s.put(b".workers");
+        if s.overflow || s.len >= 4199 {
+            return;
+        }
+        flags |= libc::O_CREAT | libc::O_EXCL;
+        s.len
+    } else {
+        let p = saved.worker_counter.as_bytes();
+        if p.is_empty() {
+            return;
+        }
+        path[..p.len()].copy_from_slice(p);
+        p.len()
+    };
+    path[n] = 0;
+    // SAFETY: NUL-terminated path; the descriptor is closed below.
+    let fd = unsafe { sys::openat(libc::AT_FDCWD, path.as_ptr().cast(), flags, 0o644) };
+    if fd < 0 {
+        return;
+    }
+    // SAFETY: our own descriptor; a shared mapping of one page.
+    let p = unsafe {
+        if flags & libc::O_CREAT != 0 && libc::syscall(libc::SYS_ftruncate, fd, 4096) != 0 {
+            sys::close(fd);
+            return;
+        }
+        libc::mmap(
+            core::ptr::null_mut(),
+            4096,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            fd,
+            0,
+        )
+    };
+    sys::close(fd);
+    if p == libc::MAP_FAILED {
+        return;
+    }
+    if flags & libc::O_CREAT != 0 {
+        // Carry on from what this root handed out before (nothing, at load).
+        // SAFETY: the fresh page; its first word is the counter.
+        unsafe { &*(p as *const AtomicU32) }.store(NEXT_WORKER.load(Relaxed), Relaxed);
+        // SAFETY: load time, single-threaded.
+        unsafe { SAVED.get_mut() }.worker_counter.set(&path[..n]);
+    }
+    pass_on_worker_counter();
+    SHARED_NEXT.store(p as usize, Relaxed);
+}
+
+/// Puts MPAUDIT_WORKER_COUNTER (`worker_counter`, if set) into the
+/// environment exec'ed programs get.
+fn pass_on_worker_counter() {
+    let path = SAVED.get().worker_counter.as_bytes();
+    if path.is_empty() {
+        return;
+    }
+    let mut entry = [0u8; 4300];
+    let mut s = mpaudit_core::json::SliceSink::new(&mut entry);
+    mpaudit_core::json::Sink::put(&mut s, b"MPAUDIT_WORKER_COUNTER=");
+    mpaudit_core::json::Sink::put(&mut s, path);
+    if s.overflow {
+        return;
+    }
+    let len = s.len;
+    // SAFETY: load time, single-threaded.
+    unsafe { SAVED.get_mut() }
+        .env_entries
+        .push_cstr(&entry[..len]);
+}
+
 /// Called by a fork hook in the parent just before the real fork: the root
-/// assigns the next worker index to the child to be.
+/// (or a fork server) assigns the next worker index to the child to be.
 pub fn before_fork() -> Option<u32> {
-    let w = is_root().then(|| NEXT_WORKER.fetch_add(1, Relaxed));
-    PENDING_WORKER.store(w.map(|w| w as i64).unwrap_or(-1), Relaxed);
+    let w = hands_out_workers().then(|| next_worker_counter().fetch_add(1, Relaxed));
+    let _ = PENDING_WORKER.try_with(|p| p.set(w.map(|w| w as i64).unwrap_or(-1)));
     w
 }
 
 /// In the parent after the fork: clears the pending index and gives it back
-/// if the fork failed.
+/// if the fork failed (when no later fork took one meanwhile).
 pub fn after_fork_parent(assigned: Option<u32>, failed: bool) {
-    PENDING_WORKER.store(-1, Relaxed);
+    let _ = PENDING_WORKER.try_with(|p| p.set(-1));
     if let (Some(w), true) = (assigned, failed) {
-        let _ = NEXT_WORKER.compare_exchange(w + 1, w, Relaxed, Relaxed);
+        let _ = next_worker_counter().compare_exchange(w + 1, w, Relaxed, Relaxed);
     }
 }
 
 /// In the child, from the `pthread_atfork` child handler (which runs for
 /// every fork through glibc, whether or not our hook saw it).
 pub fn after_fork_child() {
+    // Still the parent's tid (cached): the blocks this thread holds stay held.
+    crate::pool::after_fork_child(crate::guard::tid());
     crate::guard::forget_tid();
     PID.store(sys::getpid(), Relaxed);
     PPID.store(sys::getppid(), Relaxed);
-    let pending = PENDING_WORKER.swap(-1, Relaxed);
+    let pending = PENDING_WORKER.try_with(|p| p.replace(-1)).unwrap_or(-1);
+    // A fork server's children are ordinary processes (their own forks
+    // belong to their worker).
+    FORK_SERVER.store(false, Relaxed);
     if pending >= 0 {
         WORKER.store(pending, Relaxed);
         // SAFETY: the child of a fork is single-threaded here.

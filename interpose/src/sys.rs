@@ -60,10 +60,10 @@ pub unsafe fn mkdirat(dirfd: c_int, path: *const c_char, mode: libc::mode_t) -> 
 }
 
 /// The cwd into `buf`, without the NUL; `None` if it does not fit or the
-/// cwd is unreachable. Served from the per-thread copy (guard.rs), which
-/// the `chdir`/`fchdir` hooks (hooks.rs) invalidate.
+/// cwd is unreachable. (File hooks use the cached copy in their pool block
+/// instead: `guard::cwd`.)
 pub fn getcwd(buf: &mut [u8]) -> Option<usize> {
-    crate::guard::cwd(buf)
+    getcwd_raw(buf)
 }
 
 /// The cwd straight from the kernel into `buf`, without the NUL; `None` if

@@ -192,6 +192,12 @@ pub fn fixture(name: &str) -> PathBuf {
                 .env("CGO_ENABLED", if name == "go_cgo" { "1" } else { "0" });
             c
         }
+        "small_stacks" | "errno_after_success" | "fork_threads" => cc(
+            &["-O1"],
+            &src.join(format!("{name}.c")),
+            &out,
+            &["-lpthread"],
+        ),
         "components_main" => cc(&["-O1"], &src.join("components_main.c"), &out, &["-ldl"]),
         "abi_tagged" => {
             // -rdynamic: the writer is in .dynsym, where hooks read names.

@@ -28,13 +28,27 @@ pub fn map_to_worker(
     worker_dir: &[u8],
     out: &mut [u8],
 ) -> Option<usize> {
+    let mut normal = [0u8; MAX_ABS];
+    let normal_len = absolutize(abs, None, &mut normal)?;
+    map_normal_to_worker(normal.get(..normal_len)?, job_dir, worker_dir, out)
+}
+
+/// [`map_to_worker`] for a path already in normal form (checked, not
+/// trusted: anything else is refused), without the 8 KiB normalisation
+/// buffer: the library maps on the stack of whatever thread or signal
+/// handler made the call.
+pub fn map_normal_to_worker(
+    abs: &[u8],
+    job_dir: &[u8],
+    worker_dir: &[u8],
+    out: &mut [u8],
+) -> Option<usize> {
     if !is_normal_abs(job_dir) || !is_normal_abs(worker_dir) || worker_dir == b"/" {
         return None;
     }
-    let mut normal = [0u8; MAX_ABS];
-    let normal_len = absolutize(abs, None, &mut normal)?;
-    let abs = normal.get(..normal_len)?;
-
+    if !is_normal_abs(abs) || abs.len() > MAX_ABS {
+        return None;
+    }
     if abs == worker_dir || strip_dir(abs, worker_dir).is_some() {
         return copy_parts(out, &[abs]);
     }
@@ -101,9 +115,13 @@ pub fn worker_dir_for(
     match rank {
         None => worker_dir_into(workers_dir, worker, out),
         Some(r) => {
-            let mut rank_dir = [0u8; MAX_ABS];
-            let n = rank_dir_into(workers_dir, r, &mut rank_dir)?;
-            worker_dir_into(rank_dir.get(..n)?, worker, out)
+            // Built in `out` itself, leaf last: no path-sized buffer on the
+            // stack (the library runs this in a fork child's atfork
+            // handler, maybe on a signal handler's small stack).
+            let n = rank_dir_into(workers_dir, r, out)?;
+            let mut leaf = [0u8; 24];
+            let m = numbered_dir_into(b"", b"worker_", worker, &mut leaf)?;
+            copy_parts(out.get_mut(n..)?, &[&leaf[..m]]).map(|k| n + k)
         }
     }
 }
@@ -438,6 +456,24 @@ mod tests {
                 // Only relative or over-long inputs are refused by these dirs.
                 let mut scratch = [0u8; MAX_ABS];
                 prop_assert!(absolutize(&abs, None, &mut scratch).is_none());
+            }
+        }
+
+        #[test]
+        fn normal_paths_map_the_same_without_the_normalisation_buffer(abs in garbage_path(), (job, worker) in dirs()) {
+            let mut normal = [0u8; MAX_ABS];
+            let mut out = vec![0u8; 3 * MAX_ABS];
+            let mut direct = vec![0u8; 3 * MAX_ABS];
+            let via_normal = map_to_worker(&abs, &job, &worker, &mut out);
+            match absolutize(&abs, None, &mut normal) {
+                Some(n) => {
+                    let got = map_normal_to_worker(&normal[..n], &job, &worker, &mut direct);
+                    prop_assert_eq!(got.map(|m| direct[..m].to_vec()), via_normal.map(|m| out[..m].to_vec()));
+                }
+                None => prop_assert_eq!(via_normal, None),
+            }
+            if !is_normal_abs(&abs) {
+                prop_assert_eq!(map_normal_to_worker(&abs, &job, &worker, &mut direct), None, "non-normal input is refused");
             }
         }
 

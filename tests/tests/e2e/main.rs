@@ -5,6 +5,7 @@ mod bench;
 mod contract;
 mod docs;
 mod examples;
+mod hook_state;
 mod host_safety;
 mod interpose;
 mod launchers;
