@@ -534,7 +534,9 @@ pub fn log_exit(status: c_int) {
                 common: crate::audit::common(),
                 process: &Process::Exit {
                     status,
-                    dropped: log::dropped(),
+                    // Calls that passed through unaudited for want of a
+                    // hook buffer are as lost as events that were not written.
+                    dropped: log::dropped() + crate::pool::passed_through(),
                 },
             });
         }

@@ -422,3 +422,56 @@ e2e!(
         }
     }
 );
+
+// Review 2, F1: under an address-space cap the pool's temporary blocks can
+// fail and those calls pass through unlogged. Every write must then be
+// either logged or counted in the exit event's `dropped`, and a run that
+// dropped any must not pass (exit 4, "audit incomplete").
+e2e!(
+    calls_passed_through_for_want_of_memory_are_counted_as_dropped,
+    |dir| {
+        let prog = fixture("address_space_limit");
+        let bare = run_ok(&mut dir.bare(&prog));
+        std::fs::remove_dir_all(dir.join("as")).expect("clear the bare run's files");
+        let audited = run_ok(dir.audited(&prog).env("MPAUDIT_OUTPUTS", "as/*"));
+        assert_eq!(stdout(&audited), stdout(&bare), "same writes as bare");
+        let total: u64 = stdout(&bare)
+            .trim()
+            .strip_prefix("writes=")
+            .and_then(|n| n.parse().ok())
+            .expect("writes=N");
+        let events = dir.events();
+        let logged = events
+            .iter()
+            .filter(|e| {
+                e["op"] == "open" && e["path"].as_str().is_some_and(|p| p.starts_with("as/"))
+            })
+            .count() as u64;
+        let dropped: u64 = events
+            .iter()
+            .filter(|e| e["kind"] == "process" && e["op"] == "exit")
+            .filter_map(|e| e["dropped"].as_u64())
+            .sum();
+        // The fixture's own fopen/stat calls are not in `as/`; every write open
+        // is either an event or a dropped one (a dropped call may also be one
+        // of those, hence >=).
+        assert!(
+            logged + dropped >= total,
+            "{logged} logged + {dropped} dropped < {total} writes"
+        );
+        let report = run(
+            Command::new(&artifacts().runner)
+                .args(["report", "--format", "json"])
+                .arg(dir.logs()),
+            std::time::Duration::from_secs(60),
+        );
+        let code = report.status.code();
+        let json: Value = serde_json::from_slice(&report.stdout).expect("report JSON");
+        if dropped > 0 {
+            assert_eq!(code, Some(4), "{:#}", json["summary"]);
+            assert_eq!(json["summary"]["dropped_events"].as_u64(), Some(dropped));
+        } else {
+            assert_eq!(logged, total, "nothing dropped: every write logged");
+        }
+    }
+);
