@@ -183,11 +183,19 @@ fn execute(plan: &plan::Plan, program: &Path, preload: Option<&Path>) -> Result<
         earlier_log_files: earlier.len() as u64,
     });
     let _ = run_meta::finish(plan, &rep);
-    print_report(&rep, plan.format, plan.quiet, &plan.report_to);
+    print_report(&rep, plan.format, plan.quiet, &plan.report_to)?;
     Ok(rep.summary.exit_code)
 }
 
-fn print_report(rep: &report::Report, format: cli::Format, quiet: bool, to: &plan::ReportTo) {
+/// Writes the report where the plan says. A report that could not be
+/// written is an error (exit 2): a CI job reading it would otherwise find
+/// nothing, or an older report, behind a green status.
+fn print_report(
+    rep: &report::Report,
+    format: cli::Format,
+    quiet: bool,
+    to: &plan::ReportTo,
+) -> Result<(), String> {
     use std::io::Write;
     let text = match format {
         cli::Format::Json => rep.to_json() + "\n",
@@ -201,21 +209,16 @@ fn print_report(rep: &report::Report, format: cli::Format, quiet: bool, to: &pla
         }
         cli::Format::Text => rep.to_text(),
     };
-    match to {
+    let written = match to {
         plan::ReportTo::Stdout => {
             let mut out = std::io::stdout().lock();
-            let _ = out.write_all(text.as_bytes());
-            let _ = out.flush();
+            out.write_all(text.as_bytes()).and_then(|()| out.flush())
         }
-        plan::ReportTo::Stderr => {
-            let _ = std::io::stderr().lock().write_all(text.as_bytes());
-        }
-        plan::ReportTo::File(f) => {
-            if let Err(e) = std::fs::write(f, text) {
-                eprintln!("mpaudit: cannot write the report to {}: {e}", f.display());
-            }
-        }
-    }
+        plan::ReportTo::Stderr => std::io::stderr().lock().write_all(text.as_bytes()),
+        plan::ReportTo::File(f) => std::fs::write(f, text)
+            .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", f.display()))),
+    };
+    written.map_err(|e| format!("cannot write the report: {e}"))
 }
 
 /// Reads the logs into `agg` on as many threads as this process may use, at
@@ -290,7 +293,7 @@ fn report_dirs(a: &cli::ReportArgs) -> Result<u8, String> {
         agg: &agg,
         job_dir,
     });
-    print_report(&rep, a.format, false, &plan::ReportTo::Stdout);
+    print_report(&rep, a.format, false, &plan::ReportTo::Stdout)?;
     Ok(rep.summary.exit_code)
 }
 

@@ -739,3 +739,38 @@ e2e!(an_installed_runner_without_its_library_fails_check, |dir| {
         String::from_utf8_lossy(&out.stderr)
     );
 });
+
+// Review 2, F7: `exec --report` into a missing directory, or a report to a
+// full device, exited 0: a CI job reading the report found nothing (or an
+// older one) behind a green status.
+e2e!(a_report_that_cannot_be_written_is_an_error, |dir| {
+    let out = run(
+        mpaudit(&dir.path).args([
+            "exec",
+            "-q",
+            "--report",
+            "/nonexistent-mpaudit-dir/report.txt",
+            "--",
+            "true",
+        ]),
+        DEADLINE,
+    );
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot write the report"),
+        "{out:?}"
+    );
+    // A log directory with one real run in it, reported into /dev/full.
+    run_ok(&mut dir.audited("true"));
+    // Through a shell: the harness captures stdout itself.
+    let out = run(
+        Command::new("sh")
+            .arg("-c")
+            .arg(r#""$0" report --format json "$1" > /dev/full"#)
+            .arg(&artifacts().runner)
+            .arg(dir.logs())
+            .current_dir(&dir.path),
+        DEADLINE,
+    );
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+});
