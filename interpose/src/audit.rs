@@ -135,11 +135,37 @@ unsafe fn resolve<'a>(
     } else {
         sys::fd_path(arg.dirfd, base).map(|n| &base[..n])
     };
-    let abs = absolutize(given, start, out).map(|n| &out[..n]);
+    let abs = absolutize(given, start, out).and_then(|n| follow_magic_link(n, base, out));
     PathPair {
         given: Some(given),
         abs,
     }
+}
+
+/// `out[..n]` with a leading kernel magic link (`/proc/self/cwd`,
+/// `/dev/fd/N`, …) replaced by where it points, normalised again: the path
+/// the call really reaches, so `/proc/self/cwd/out.txt` is judged (and
+/// redirected) as the job's `out.txt`, not as `/proc/**`. A link that does
+/// not lead to a path (a pipe, a socket, an unreadable process) keeps the
+/// spelling. `base` is scratch here (the dirfd's path is used by then).
+fn follow_magic_link<'a>(n: usize, base: &mut [u8], out: &'a mut [u8]) -> Option<&'a [u8]> {
+    let mut link = [0u8; 64];
+    let Some((_, prefix)) = mpaudit_core::path::magic_link(&out[..n], &mut link) else {
+        return Some(&out[..n]);
+    };
+    // SAFETY: `link` is NUL-terminated by magic_link; readlink writes at
+    // most base.len() bytes into base.
+    let Some(t) = (unsafe { sys::readlink(link.as_ptr().cast(), base) }) else {
+        return Some(&out[..n]);
+    };
+    let rest = n - prefix;
+    if base.first() != Some(&b'/') || t + rest > base.len() {
+        return Some(&out[..n]);
+    }
+    base[t..t + rest].copy_from_slice(&out[prefix..n]);
+    // The target fitted `base`, so its normal form fits `out` (MAX_ABS).
+    let m = absolutize(&base[..t + rest], None, out)?;
+    Some(&out[..m])
 }
 
 pub(crate) fn common() -> Common {

@@ -134,3 +134,151 @@ mod tests {
         }
     }
 }
+
+/// A normalised absolute path that starts with one of the kernel's magic
+/// links (`/proc/self/cwd`, `/proc/<pid>/fd/3`, `/dev/fd/3`, `/dev/stdout`,
+/// …): the kernel resolves such a link to another path, so a policy that
+/// judged the spelling would call `/proc/self/cwd/out.txt` "allowed"
+/// (`/proc/**`) while it writes the job's `out.txt`.
+///
+/// Returns the link to read (NUL-terminated, in `link`) and the length of
+/// the prefix it replaces; the rest of `abs` (from that length on) follows
+/// the link's target.
+pub fn magic_link(abs: &[u8], link: &mut [u8; 64]) -> Option<(usize, usize)> {
+    // Never indexes past the end: this runs in hooks, where a panic must not
+    // happen (a component that would start past the end ends at the end).
+    let component_end = |from: usize| {
+        abs.get(from..)
+            .and_then(|tail| tail.iter().position(|&b| b == b'/'))
+            .map_or(abs.len(), |i| from + i)
+    };
+    let digits = |s: &[u8]| !s.is_empty() && s.len() <= 20 && s.iter().all(u8::is_ascii_digit);
+    let mut put = |parts: &[&[u8]]| -> Option<usize> {
+        let mut n = 0;
+        for p in parts {
+            if n + p.len() >= link.len() {
+                return None;
+            }
+            link[n..n + p.len()].copy_from_slice(p);
+            n += p.len();
+        }
+        link[n] = 0;
+        Some(n)
+    };
+    if let Some(rest) = abs.strip_prefix(b"/dev/") {
+        let name_end = component_end(5);
+        let name = &rest[..name_end - 5];
+        let fd: &[u8] = match name {
+            b"stdin" => b"0",
+            b"stdout" => b"1",
+            b"stderr" => b"2",
+            b"fd" => {
+                let fd_end = component_end(name_end + 1);
+                let fd = abs.get(name_end + 1..fd_end)?;
+                if !digits(fd) {
+                    return None;
+                }
+                let n = put(&[b"/proc/self/fd/", fd])?;
+                return Some((n, fd_end));
+            }
+            _ => return None,
+        };
+        let n = put(&[b"/proc/self/fd/", fd])?;
+        return Some((n, name_end));
+    }
+    let rest = abs.strip_prefix(b"/proc/")?;
+    let who_end = 6 + rest.iter().position(|&b| b == b'/')?;
+    let who = &abs[6..who_end];
+    if !(who == b"self" || who == b"thread-self" || digits(who)) {
+        return None;
+    }
+    let what_end = component_end(who_end + 1);
+    let what = &abs[who_end + 1..what_end];
+    match what {
+        b"cwd" | b"root" | b"exe" => {
+            let n = put(&[&abs[..what_end]])?;
+            Some((n, what_end))
+        }
+        b"fd" => {
+            let fd_end = component_end(what_end + 1);
+            let fd = abs.get(what_end + 1..fd_end)?;
+            if !digits(fd) {
+                return None;
+            }
+            let n = put(&[&abs[..fd_end]])?;
+            Some((n, fd_end))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod magic_link_tests {
+    use super::magic_link;
+
+    fn link(abs: &str) -> Option<(String, String)> {
+        let mut buf = [0u8; 64];
+        magic_link(abs.as_bytes(), &mut buf).map(|(n, prefix)| {
+            (
+                String::from_utf8(buf[..n].to_vec()).unwrap(),
+                abs[prefix..].to_string(),
+            )
+        })
+    }
+
+    #[test]
+    fn proc_and_dev_magic_links_are_found_with_what_follows_them() {
+        let l = |a: &str, b: &str| Some((a.to_string(), b.to_string()));
+        assert_eq!(
+            link("/proc/self/cwd/out.txt"),
+            l("/proc/self/cwd", "/out.txt")
+        );
+        assert_eq!(link("/proc/self/cwd"), l("/proc/self/cwd", ""));
+        assert_eq!(
+            link("/proc/thread-self/root/etc/x"),
+            l("/proc/thread-self/root", "/etc/x")
+        );
+        assert_eq!(link("/proc/4242/fd/7"), l("/proc/4242/fd/7", ""));
+        assert_eq!(
+            link("/proc/self/fd/3/sub/f"),
+            l("/proc/self/fd/3", "/sub/f")
+        );
+        assert_eq!(link("/dev/fd/3"), l("/proc/self/fd/3", ""));
+        assert_eq!(link("/dev/stdout"), l("/proc/self/fd/1", ""));
+        assert_eq!(link("/dev/stderr/x"), l("/proc/self/fd/2", "/x"));
+    }
+
+    proptest::proptest! {
+        // It runs in hooks: no input may make it panic.
+        #[test]
+        fn never_panics(tail in proptest::collection::vec(proptest::sample::select(
+            b"/0123selfthread-cwdrootexefdstdinoutrx".to_vec()), 0..40),
+            prefix in proptest::sample::select(vec![&b"/proc/"[..], b"/dev/", b"/dev/fd/", b"/proc/self/fd/"])) {
+            let mut abs = prefix.to_vec();
+            abs.extend_from_slice(&tail);
+            let mut buf = [0u8; 64];
+            if let Some((n, end)) = magic_link(&abs, &mut buf) {
+                proptest::prop_assert!(n < 64 && end <= abs.len());
+            }
+        }
+    }
+
+    #[test]
+    fn other_proc_and_dev_paths_are_not_links() {
+        for p in [
+            "/proc/self/status",
+            "/proc/self/fd",
+            "/proc/self/fd/x",
+            "/proc/sys/kernel/x",
+            "/proc/cpuinfo",
+            "/dev/null",
+            "/dev/shm/x",
+            "/dev/fd",
+            "/dev/fdx/3",
+            "/devx/fd/3",
+            "/job/proc/self/cwd",
+        ] {
+            assert_eq!(link(p), None, "{p}");
+        }
+    }
+}

@@ -774,3 +774,54 @@ e2e!(a_report_that_cannot_be_written_is_an_error, |dir| {
     );
     assert_eq!(out.status.code(), Some(2), "{out:?}");
 });
+
+// Review 2, F2: a job file written through a kernel magic link
+// (`/proc/self/cwd/x`, `/dev/fd/N`) was judged by its spelling ("allowed",
+// `/proc/**` and `/dev`): two workers clobbered it and the run said ok;
+// under redirect the shared file was written in place.
+e2e!(
+    writes_through_proc_self_cwd_and_dev_fd_are_judged_as_the_real_file,
+    |dir| {
+        let script = "echo $MPAUDIT_WORKER > /proc/self/cwd/shared_out.txt";
+        let (code, r, _) = exec_sh(&dir.path, &["--workers", "2"], script);
+        assert_eq!(code, 1, "{:#}", r["summary"]);
+        let shared = dir.join("shared_out.txt");
+        // Inside the job directory, paths are shown relative to it.
+        assert_eq!(r["conflicts"][0]["path"], "shared_out.txt");
+        assert_eq!(strs(&r["conflicts"][0]["writers"]), ["0", "1"]);
+
+        std::fs::write(&shared, "original\n").expect("seed the shared file");
+        let (_, r, _) = exec_sh(
+            &dir.path,
+            &["--workers", "2", "--action", "redirect"],
+            script,
+        );
+        assert_eq!(
+            std::fs::read_to_string(&shared).expect("shared file"),
+            "original\n",
+            "{:#}",
+            r["summary"]
+        );
+        for k in ["0", "1"] {
+            let copy = dir.join(&format!("mpaudit-workers/worker_{k}/shared_out.txt"));
+            assert_eq!(
+                std::fs::read_to_string(&copy).expect("worker copy").trim(),
+                k
+            );
+        }
+
+        // A read-only descriptor on a job file reopened for writing as /dev/fd/N.
+        std::fs::write(dir.join("plain.txt"), "").expect("seed plain.txt");
+        let (code, r, _) = exec_sh(
+            &dir.path,
+            &["--workers", "1"],
+            "exec 3< plain.txt; echo clobbered > /dev/fd/3",
+        );
+        assert_eq!(code, 1, "{:#}", r["summary"]);
+        assert!(
+            r["rogue"].to_string().contains("\"plain.txt\""),
+            "{:#}",
+            r["rogue"]
+        );
+    }
+);
