@@ -279,12 +279,13 @@ unsafe fn assess<'a>(
 /// (deny), and logs the access. `real` receives the path pointers to use.
 ///
 /// Inlined into each hook so that a write's stack walk starts in the hook's
-/// frame (see `stack::capture_raw`).
+/// frame (see `stack::capture_raw`). `caller` is the hook's return address.
 ///
 /// # Safety
 /// The path arguments are what the program passed to the hooked function.
 #[inline(always)]
 pub unsafe fn file_access<R: Outcome>(
+    caller: usize,
     call: Call,
     real: impl FnOnce(*const c_char, *const c_char) -> R,
 ) -> R {
@@ -312,7 +313,11 @@ pub unsafe fn file_access<R: Outcome>(
     let entry_errno = sys::ErrnoGuard::save();
     // The walk first: libgcc interprets this function's unwind program up
     // to the call, so the earlier the call, the cheaper the walk.
-    let raw_stack = is_write.then(stack::capture_raw);
+    let raw_stack = if is_write {
+        Some(stack::capture_raw(caller))
+    } else {
+        None
+    };
     let raw_stack = raw_stack.as_ref();
     let Some(mut claimed) = pool::claim() else {
         drop(entry_errno);
@@ -405,7 +410,8 @@ unsafe fn judge_then_call<R: Outcome>(
     } = b;
     // SAFETY: paths are the program's C strings (NULL is handled).
     let a = unsafe { assess(call, raw_stack, base, cwd, abs, abs2) };
-    let mut action = policy().action_for(a.verdict, state::worker().is_some());
+    let truncated = a.stack.as_ref().is_some_and(|st| st.truncated);
+    let mut action = policy().action_for_stack(a.verdict, state::worker().is_some(), truncated);
     if call.makes_directory && action == Action::Redirected {
         action = Action::Logged;
     }
@@ -633,6 +639,7 @@ fn finish(
     let attribution = a.stack.as_ref().map(|st| Attribution {
         component: st.component.map(|i| st.frames[i]),
         stack: &st.frames[..st.n],
+        truncated: st.truncated,
     });
     if a.verdict == Verdict::Rogue && !log::enabled() {
         warn_rogue(

@@ -14,7 +14,7 @@ use libc::{c_char, c_int, c_uint, c_void, mode_t, pid_t, FILE};
 use mpaudit_core::flags::{fopen_mode_flags, OpenIntent};
 
 macro_rules! hooks {
-    ($( fn $name:ident ( $($arg:ident : $ty:ty),* ) -> $ret:ty => |$real:ident| $body:expr; )*) => {
+    ($( fn $name:ident ( $($arg:ident : $ty:ty),* ) -> $ret:ty => |$real:ident $(, $caller:ident)?| $body:expr; )*) => {
         #[allow(non_upper_case_globals)]
         pub(crate) mod real_fn {
             $( pub static $name: crate::real::Real = crate::real::Real::new(concat!(stringify!($name), "\0")); )*
@@ -25,9 +25,54 @@ macro_rules! hooks {
             $( real_fn::$name.resolve(); )*
         }
 
-        $(
-            #[no_mangle]
-            pub unsafe extern "C" fn $name($($arg: $ty),*) -> $ret {
+        $( hook_fn!($name ($($arg : $ty),*) -> $ret, $real [$($caller)?] $body); )*
+    };
+}
+
+/// One hook. `|real|`: a plain exported function. `|real, caller|`: the
+/// exported symbol is a two-instruction naked stub that passes its return
+/// address (the program's call site) in the sixth argument register to the
+/// body, which gets its (at most five) integer arguments back by `as` casts.
+/// A stack walk that may not run (`stack::frames_registered`) still knows
+/// the immediate caller that way, with no frame pointers to trust.
+macro_rules! hook_fn {
+    ($name:ident ($($arg:ident : $ty:ty),*) -> $ret:ty, $real:ident [] $body:expr) => {
+        #[no_mangle]
+        pub unsafe extern "C" fn $name($($arg: $ty),*) -> $ret {
+            let p = real_fn::$name.get();
+            if p == 0 {
+                return <$ret as crate::real::Missing>::missing();
+            }
+            // SAFETY: p is libc's definition of this very function.
+            let $real: unsafe extern "C" fn($($ty),*) -> $ret = unsafe { core::mem::transmute(p) };
+            #[allow(unused_unsafe)]
+            unsafe { $body }
+        }
+    };
+    ($name:ident ($($arg:ident : $ty:ty),*) -> $ret:ty, $real:ident [$caller:ident] $body:expr) => {
+        #[no_mangle]
+        #[unsafe(naked)]
+        pub unsafe extern "C" fn $name($($arg: $ty),*) -> $ret {
+            #[cfg(target_arch = "x86_64")]
+            core::arch::naked_asm!("mov r9, [rsp]", "jmp {body}", body = sym $name::body);
+            #[cfg(target_arch = "aarch64")]
+            core::arch::naked_asm!("mov x5, x30", "b {body}", body = sym $name::body);
+        }
+
+        pub(crate) mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            /// The hook's body: the stub's five argument registers, then
+            /// the return address it passed in the sixth.
+            pub(crate) unsafe extern "C" fn body(
+                r0: usize, r1: usize, r2: usize, r3: usize, r4: usize, $caller: usize,
+            ) -> $ret {
+                let regs = [r0, r1, r2, r3, r4];
+                let mut _next = 0;
+                // The ABI passes each integer or pointer argument in its
+                // own register, the low bits holding the value.
+                $( let $arg = regs[_next] as $ty; _next += 1; )*
                 let p = real_fn::$name.get();
                 if p == 0 {
                     return <$ret as crate::real::Missing>::missing();
@@ -37,7 +82,7 @@ macro_rules! hooks {
                 #[allow(unused_unsafe)]
                 unsafe { $body }
             }
-        )*
+        }
     };
 }
 
@@ -160,86 +205,86 @@ fn at(dirfd: c_int, path: *const c_char) -> PathArg {
 hooks! {
     // ---- open family ----
     fn open(path: *const c_char, flags: c_int, mode: mode_t) -> c_int =>
-        |real| file_access(open_call("open", libc::AT_FDCWD, path, flags), |p, _| real(p, flags, mode));
+        |real, caller| file_access(caller, open_call("open", libc::AT_FDCWD, path, flags), |p, _| real(p, flags, mode));
     fn open64(path: *const c_char, flags: c_int, mode: mode_t) -> c_int =>
-        |real| file_access(open_call("open64", libc::AT_FDCWD, path, flags), |p, _| real(p, flags, mode));
+        |real, caller| file_access(caller, open_call("open64", libc::AT_FDCWD, path, flags), |p, _| real(p, flags, mode));
     fn openat(dirfd: c_int, path: *const c_char, flags: c_int, mode: mode_t) -> c_int =>
-        |real| file_access(open_call("openat", dirfd, path, flags), |p, _| real(dirfd, p, flags, mode));
+        |real, caller| file_access(caller, open_call("openat", dirfd, path, flags), |p, _| real(dirfd, p, flags, mode));
     fn openat64(dirfd: c_int, path: *const c_char, flags: c_int, mode: mode_t) -> c_int =>
-        |real| file_access(open_call("openat64", dirfd, path, flags), |p, _| real(dirfd, p, flags, mode));
+        |real, caller| file_access(caller, open_call("openat64", dirfd, path, flags), |p, _| real(dirfd, p, flags, mode));
     fn creat(path: *const c_char, mode: mode_t) -> c_int =>
-        |real| file_access(open_call("creat", libc::AT_FDCWD, path, libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC), |p, _| real(p, mode));
+        |real, caller| file_access(caller, open_call("creat", libc::AT_FDCWD, path, libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC), |p, _| real(p, mode));
     fn creat64(path: *const c_char, mode: mode_t) -> c_int =>
-        |real| file_access(open_call("creat64", libc::AT_FDCWD, path, libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC), |p, _| real(p, mode));
+        |real, caller| file_access(caller, open_call("creat64", libc::AT_FDCWD, path, libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC), |p, _| real(p, mode));
     // Fortified entry points (-D_FORTIFY_SOURCE): no mode argument.
     fn __open_2(path: *const c_char, flags: c_int) -> c_int =>
-        |real| file_access(open_call("__open_2", libc::AT_FDCWD, path, flags), |p, _| real(p, flags));
+        |real, caller| file_access(caller, open_call("__open_2", libc::AT_FDCWD, path, flags), |p, _| real(p, flags));
     fn __open64_2(path: *const c_char, flags: c_int) -> c_int =>
-        |real| file_access(open_call("__open64_2", libc::AT_FDCWD, path, flags), |p, _| real(p, flags));
+        |real, caller| file_access(caller, open_call("__open64_2", libc::AT_FDCWD, path, flags), |p, _| real(p, flags));
     fn __openat_2(dirfd: c_int, path: *const c_char, flags: c_int) -> c_int =>
-        |real| file_access(open_call("__openat_2", dirfd, path, flags), |p, _| real(dirfd, p, flags));
+        |real, caller| file_access(caller, open_call("__openat_2", dirfd, path, flags), |p, _| real(dirfd, p, flags));
     fn __openat64_2(dirfd: c_int, path: *const c_char, flags: c_int) -> c_int =>
-        |real| file_access(open_call("__openat64_2", dirfd, path, flags), |p, _| real(dirfd, p, flags));
+        |real, caller| file_access(caller, open_call("__openat64_2", dirfd, path, flags), |p, _| real(dirfd, p, flags));
 
     // ---- stdio ----
     fn fopen(path: *const c_char, mode: *const c_char) -> *mut FILE =>
-        |real| file_access(fopen_call("fopen", path, mode), |p, _| real(p, mode));
+        |real, caller| file_access(caller, fopen_call("fopen", path, mode), |p, _| real(p, mode));
     fn fopen64(path: *const c_char, mode: *const c_char) -> *mut FILE =>
-        |real| file_access(fopen_call("fopen64", path, mode), |p, _| real(p, mode));
+        |real, caller| file_access(caller, fopen_call("fopen64", path, mode), |p, _| real(p, mode));
     fn freopen(path: *const c_char, mode: *const c_char, stream: *mut FILE) -> *mut FILE =>
-        |real| file_access(fopen_call("freopen", path, mode), |p, _| real(p, mode, stream));
+        |real, caller| file_access(caller, fopen_call("freopen", path, mode), |p, _| real(p, mode, stream));
     fn freopen64(path: *const c_char, mode: *const c_char, stream: *mut FILE) -> *mut FILE =>
-        |real| file_access(fopen_call("freopen64", path, mode), |p, _| real(p, mode, stream));
+        |real, caller| file_access(caller, fopen_call("freopen64", path, mode), |p, _| real(p, mode, stream));
 
     // ---- temporary files: the path is the filled-in template ----
     fn mkstemp(template: *mut c_char) -> c_int =>
-        |real| file_access(temp_call("mkstemp", template, 0, 0), |p, _| real(p as *mut c_char));
+        |real, caller| file_access(caller, temp_call("mkstemp", template, 0, 0), |p, _| real(p as *mut c_char));
     fn mkstemp64(template: *mut c_char) -> c_int =>
-        |real| file_access(temp_call("mkstemp64", template, 0, 0), |p, _| real(p as *mut c_char));
+        |real, caller| file_access(caller, temp_call("mkstemp64", template, 0, 0), |p, _| real(p as *mut c_char));
     fn mkostemp(template: *mut c_char, flags: c_int) -> c_int =>
-        |real| file_access(temp_call("mkostemp", template, flags, 0), |p, _| real(p as *mut c_char, flags));
+        |real, caller| file_access(caller, temp_call("mkostemp", template, flags, 0), |p, _| real(p as *mut c_char, flags));
     fn mkostemp64(template: *mut c_char, flags: c_int) -> c_int =>
-        |real| file_access(temp_call("mkostemp64", template, flags, 0), |p, _| real(p as *mut c_char, flags));
+        |real, caller| file_access(caller, temp_call("mkostemp64", template, flags, 0), |p, _| real(p as *mut c_char, flags));
     fn mkstemps(template: *mut c_char, suffixlen: c_int) -> c_int =>
-        |real| file_access(temp_call("mkstemps", template, 0, suffixlen), |p, _| real(p as *mut c_char, suffixlen));
+        |real, caller| file_access(caller, temp_call("mkstemps", template, 0, suffixlen), |p, _| real(p as *mut c_char, suffixlen));
     fn mkstemps64(template: *mut c_char, suffixlen: c_int) -> c_int =>
-        |real| file_access(temp_call("mkstemps64", template, 0, suffixlen), |p, _| real(p as *mut c_char, suffixlen));
+        |real, caller| file_access(caller, temp_call("mkstemps64", template, 0, suffixlen), |p, _| real(p as *mut c_char, suffixlen));
     fn mkostemps(template: *mut c_char, suffixlen: c_int, flags: c_int) -> c_int =>
-        |real| file_access(temp_call("mkostemps", template, flags, suffixlen), |p, _| real(p as *mut c_char, suffixlen, flags));
+        |real, caller| file_access(caller, temp_call("mkostemps", template, flags, suffixlen), |p, _| real(p as *mut c_char, suffixlen, flags));
     fn mkostemps64(template: *mut c_char, suffixlen: c_int, flags: c_int) -> c_int =>
-        |real| file_access(temp_call("mkostemps64", template, flags, suffixlen), |p, _| real(p as *mut c_char, suffixlen, flags));
+        |real, caller| file_access(caller, temp_call("mkostemps64", template, flags, suffixlen), |p, _| real(p as *mut c_char, suffixlen, flags));
 
     // ---- namespace changes ----
     fn rename(old: *const c_char, new: *const c_char) -> c_int =>
-        |real| file_access(renaming("rename", cwd(old), cwd(new)), |a, b| real(a, b));
+        |real, caller| file_access(caller, renaming("rename", cwd(old), cwd(new)), |a, b| real(a, b));
     fn renameat(olddirfd: c_int, old: *const c_char, newdirfd: c_int, new: *const c_char) -> c_int =>
-        |real| file_access(renaming("renameat", at(olddirfd, old), at(newdirfd, new)), |a, b| real(olddirfd, a, newdirfd, b));
+        |real, caller| file_access(caller, renaming("renameat", at(olddirfd, old), at(newdirfd, new)), |a, b| real(olddirfd, a, newdirfd, b));
     fn renameat2(olddirfd: c_int, old: *const c_char, newdirfd: c_int, new: *const c_char, flags: c_uint) -> c_int =>
-        |real| file_access(renaming("renameat2", at(olddirfd, old), at(newdirfd, new)), |a, b| real(olddirfd, a, newdirfd, b, flags));
+        |real, caller| file_access(caller, renaming("renameat2", at(olddirfd, old), at(newdirfd, new)), |a, b| real(olddirfd, a, newdirfd, b, flags));
     fn unlink(path: *const c_char) -> c_int =>
-        |real| file_access(removal("unlink", cwd(path)), |p, _| real(p));
+        |real, caller| file_access(caller, removal("unlink", cwd(path)), |p, _| real(p));
     fn unlinkat(dirfd: c_int, path: *const c_char, flags: c_int) -> c_int =>
-        |real| file_access(removal("unlinkat", at(dirfd, path)), |p, _| real(dirfd, p, flags));
+        |real, caller| file_access(caller, removal("unlinkat", at(dirfd, path)), |p, _| real(dirfd, p, flags));
     fn remove(path: *const c_char) -> c_int =>
-        |real| file_access(removal("remove", cwd(path)), |p, _| real(p));
+        |real, caller| file_access(caller, removal("remove", cwd(path)), |p, _| real(p));
     fn rmdir(path: *const c_char) -> c_int =>
-        |real| file_access(removal("rmdir", cwd(path)), |p, _| real(p));
+        |real, caller| file_access(caller, removal("rmdir", cwd(path)), |p, _| real(p));
     fn truncate(path: *const c_char, length: libc::off_t) -> c_int =>
-        |real| file_access(truncation("truncate", cwd(path)), |p, _| real(p, length));
+        |real, caller| file_access(caller, truncation("truncate", cwd(path)), |p, _| real(p, length));
     fn truncate64(path: *const c_char, length: libc::off64_t) -> c_int =>
-        |real| file_access(truncation("truncate64", cwd(path)), |p, _| real(p, length));
+        |real, caller| file_access(caller, truncation("truncate64", cwd(path)), |p, _| real(p, length));
     fn mkdir(path: *const c_char, mode: mode_t) -> c_int =>
-        |real| file_access(creation("mkdir", cwd(path), None), |p, _| real(p, mode));
+        |real, caller| file_access(caller, creation("mkdir", cwd(path), None), |p, _| real(p, mode));
     fn mkdirat(dirfd: c_int, path: *const c_char, mode: mode_t) -> c_int =>
-        |real| file_access(creation("mkdirat", at(dirfd, path), None), |p, _| real(dirfd, p, mode));
+        |real, caller| file_access(caller, creation("mkdirat", at(dirfd, path), None), |p, _| real(dirfd, p, mode));
     fn link(old: *const c_char, new: *const c_char) -> c_int =>
-        |real| file_access(creation("link", cwd(old), Some(cwd(new))), |a, b| real(a, b));
+        |real, caller| file_access(caller, creation("link", cwd(old), Some(cwd(new))), |a, b| real(a, b));
     fn linkat(olddirfd: c_int, old: *const c_char, newdirfd: c_int, new: *const c_char, flags: c_int) -> c_int =>
-        |real| file_access(creation("linkat", at(olddirfd, old), Some(at(newdirfd, new))), |a, b| real(olddirfd, a, newdirfd, b, flags));
+        |real, caller| file_access(caller, creation("linkat", at(olddirfd, old), Some(at(newdirfd, new))), |a, b| real(olddirfd, a, newdirfd, b, flags));
     fn symlink(target: *const c_char, linkpath: *const c_char) -> c_int =>
-        |real| file_access(creation("symlink", cwd(target), Some(cwd(linkpath))), |_, b| real(target, b));
+        |real, caller| file_access(caller, creation("symlink", cwd(target), Some(cwd(linkpath))), |_, b| real(target, b));
     fn symlinkat(target: *const c_char, newdirfd: c_int, linkpath: *const c_char) -> c_int =>
-        |real| file_access(creation("symlinkat", cwd(target), Some(at(newdirfd, linkpath))), |_, b| real(target, newdirfd, b));
+        |real, caller| file_access(caller, creation("symlinkat", cwd(target), Some(at(newdirfd, linkpath))), |_, b| real(target, newdirfd, b));
 
     // ---- read-your-writes: calls that only look at a path follow its redirect ----
     fn stat(path: *const c_char, buf: *mut c_void) -> c_int => |real| reroute(cwd(path), |p| real(p, buf));
@@ -269,6 +314,14 @@ hooks! {
     // ---- the cwd: hooked only to invalidate the per-thread cwd cache ----
     fn chdir(path: *const c_char) -> c_int => |real| after_chdir(real(path));
     fn fchdir(fd: c_int) -> c_int => |real| after_chdir(real(fd));
+
+    // ---- the loader: an unloaded object's cached call sites go stale ----
+    fn dlclose(handle: *mut c_void) -> c_int => |real| {
+        crate::stack::objects_unloading();
+        let r = real(handle);
+        crate::stack::objects_unloading();
+        r
+    };
 
     // ---- processes ----
     fn fork() -> pid_t => |real| process::fork(|| real());
@@ -358,4 +411,52 @@ fn after_chdir(r: c_int) -> c_int {
     let _errno = crate::sys::ErrnoGuard::save();
     crate::guard::cwd_changed();
     r
+}
+
+/// `__register_frame` and friends (libgcc), passed through after setting
+/// `stack::FRAMES_REGISTERED`; the deregistering ones are not hooked.
+/// Separate from [`hooks!`]: they return nothing, and a missing one must
+/// do nothing rather than end the process.
+macro_rules! frame_registry_hooks {
+    ($( fn $name:ident ( $($arg:ident : $ty:ty),* ) registers $begin:ident, skip_empty = $skip_empty:literal; )*) => {
+        #[allow(non_upper_case_globals)]
+        mod real_registry {
+            $( pub static $name: crate::real::Real = crate::real::Real::new(concat!(stringify!($name), "\0")); )*
+        }
+
+        /// Resolves the real registration functions (once, at load).
+        pub(crate) fn resolve_frame_registry() {
+            $( real_registry::$name.resolve(); )*
+        }
+
+        $(
+            #[no_mangle]
+            pub unsafe extern "C" fn $name($($arg: $ty),*) {
+                // SAFETY: libgcc ignores an .eh_frame that starts with a
+                // zero length word (it registers nothing); so do we.
+                let empty = $skip_empty && ($begin.is_null() || unsafe { *($begin as *const u32) } == 0);
+                if !empty {
+                    crate::stack::note_frames_registered();
+                }
+                let p = real_registry::$name.get();
+                if p != 0 {
+                    // SAFETY: p is libgcc's definition of this very function.
+                    let real: unsafe extern "C" fn($($ty),*) = unsafe { core::mem::transmute(p) };
+                    // SAFETY: the program's own arguments.
+                    unsafe { real($($arg),*) }
+                }
+            }
+        )*
+    };
+}
+
+frame_registry_hooks! {
+    fn __register_frame(begin: *mut c_void) registers begin, skip_empty = true;
+    fn __register_frame_info(begin: *const c_void, ob: *mut c_void) registers begin, skip_empty = true;
+    fn __register_frame_info_bases(begin: *const c_void, ob: *mut c_void, tbase: *mut c_void, dbase: *mut c_void)
+        registers begin, skip_empty = true;
+    fn __register_frame_table(begin: *mut c_void) registers begin, skip_empty = false;
+    fn __register_frame_info_table(begin: *mut c_void, ob: *mut c_void) registers begin, skip_empty = false;
+    fn __register_frame_info_table_bases(begin: *mut c_void, ob: *mut c_void, tbase: *mut c_void, dbase: *mut c_void)
+        registers begin, skip_empty = false;
 }

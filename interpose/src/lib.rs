@@ -34,6 +34,7 @@ extern "C" fn mpaudit_init(argc: c_int, argv: *const *const c_char, envp: *const
     };
     let _errno = sys::ErrnoGuard::save();
     hooks::resolve_all();
+    hooks::resolve_frame_registry();
     // SAFETY: load time; argv/envp come from the loader.
     unsafe { state::init(argc, argv, envp) };
     stack::init();
@@ -49,7 +50,7 @@ extern "C" fn mpaudit_init(argc: c_int, argv: *const *const c_char, envp: *const
     // The first stack walk of a process pays one-time costs deep in the
     // stack (libgcc's lazy binding, which saves the full vector state on
     // the stack): pay them here, not in a handler on a small stack.
-    let _ = stack::capture_raw();
+    let _ = stack::capture_raw(0);
     process::open_log_and_start();
     state::map_worker_counter();
     state::set_ready();

@@ -537,6 +537,7 @@ pub fn log_exit(status: c_int) {
                     // Calls that passed through unaudited for want of a
                     // hook buffer are as lost as events that were not written.
                     dropped: log::dropped() + crate::pool::passed_through(),
+                    unresolved_frames: crate::stack::unresolved_frames(),
                 },
             });
         }

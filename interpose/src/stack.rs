@@ -31,23 +31,28 @@ extern "C" {
         trace: extern "C" fn(*mut UnwindContext, *mut libc::c_void) -> libc::c_int,
         arg: *mut libc::c_void,
     ) -> libc::c_int;
-    fn _Unwind_GetIP(ctx: *mut UnwindContext) -> usize;
+    fn _Unwind_GetIPInfo(ctx: *mut UnwindContext, ip_before_insn: *mut libc::c_int) -> usize;
 }
 
 const URC_NO_REASON: libc::c_int = 0;
 const URC_END_OF_STACK: libc::c_int = 5;
 
-/// The caller's return addresses, ours left out, innermost first.
+/// The caller's call sites, ours left out, innermost first: each return
+/// address minus one (the call instruction), or, for a frame a signal
+/// interrupted, the interrupted instruction itself.
 pub struct RawStack {
-    ips: [usize; MAX_FRAMES],
+    sites: [usize; MAX_FRAMES],
     n: usize,
+    /// Only part of the stack could be walked (see [`Stack::truncated`]).
+    truncated: bool,
 }
 
 extern "C" fn collect(ctx: *mut UnwindContext, arg: *mut libc::c_void) -> libc::c_int {
     // SAFETY: arg is the &mut RawStack passed to _Unwind_Backtrace below.
     let raw = unsafe { &mut *(arg as *mut RawStack) };
+    let mut before_insn: libc::c_int = 0;
     // SAFETY: ctx is valid for the duration of the callback.
-    let ip = unsafe { _Unwind_GetIP(ctx) };
+    let ip = unsafe { _Unwind_GetIPInfo(ctx, &mut before_insn) };
     if ip == 0 {
         return URC_END_OF_STACK;
     }
@@ -56,7 +61,9 @@ extern "C" fn collect(ctx: *mut UnwindContext, arg: *mut libc::c_void) -> libc::
     if crate::state::is_own_address(ip) {
         return URC_NO_REASON;
     }
-    raw.ips[raw.n] = ip;
+    // A return address points after the call; a signal frame's IP is the
+    // interrupted instruction, which may be a function's first.
+    raw.sites[raw.n] = if before_insn != 0 { ip } else { ip - 1 };
     raw.n += 1;
     // An event keeps MAX_FRAMES frames: walking further (job stacks are
     // often 40 deep) is wasted work.
@@ -67,18 +74,46 @@ extern "C" fn collect(ctx: *mut UnwindContext, arg: *mut libc::c_void) -> libc::
     }
 }
 
-/// Walks the caller's stack. Always inlined, and called straight from the
-/// hook (`audit::file_access` is inlined too): the walk then starts in the
-/// hook's own frame, and every frame of ours it passes costs ~2,000
-/// instructions of DWARF interpretation in libgcc.
+/// Set once the program registered unwind tables of its own
+/// (`__register_frame*`, as JITs do: ROOT's cling, LLVM ORC). From then on
+/// libgcc's `_Unwind_Find_FDE` takes a mutex at every unwind step, which a
+/// hook run by a signal handler, or in a child forked while another thread
+/// unwound, would wait on forever: the hooks no longer walk the stack.
+static FRAMES_REGISTERED: AtomicBool = AtomicBool::new(false);
+
+/// Called by the `__register_frame*` hooks.
+pub fn note_frames_registered() {
+    FRAMES_REGISTERED.store(true, Relaxed);
+}
+
+/// Whether hooks record only their immediate caller (see
+/// [`FRAMES_REGISTERED`]).
+pub fn frames_registered() -> bool {
+    FRAMES_REGISTERED.load(Relaxed)
+}
+
+/// Walks the caller's stack; `caller` is the hook's return address, all
+/// that is recorded once unwind tables are registered. Always inlined,
+/// and called straight from the hook (`audit::file_access` is inlined too):
+/// the walk then starts in the hook's own frame, and every frame of ours it
+/// passes costs ~2,000 instructions of DWARF interpretation in libgcc.
 #[inline(always)]
-pub fn capture_raw() -> RawStack {
+pub fn capture_raw(caller: usize) -> RawStack {
+    let mut raw = RawStack {
+        sites: [0; MAX_FRAMES],
+        n: 0,
+        truncated: false,
+    };
+    if frames_registered() {
+        if caller != 0 && !crate::state::is_own_address(caller) {
+            raw.sites[0] = caller - 1;
+            raw.n = 1;
+        }
+        raw.truncated = true;
+        return raw;
+    }
     // The unwinder may touch errno; the program must not see it change.
     let _errno = crate::sys::ErrnoGuard::save();
-    let mut raw = RawStack {
-        ips: [0; MAX_FRAMES],
-        n: 0,
-    };
     // SAFETY: collect only writes into raw.
     unsafe { _Unwind_Backtrace(collect, &mut raw as *mut RawStack as *mut libc::c_void) };
     raw
@@ -87,11 +122,16 @@ pub fn capture_raw() -> RawStack {
 /// The caller's stack without mpaudit's own frames, innermost first.
 pub struct Stack {
     pub frames: [Frame<'static>; MAX_FRAMES],
-    /// Per frame, the function's name in the arena (see [`Stack::symbol`]),
-    /// looked up only when the policy matches components by symbol.
-    symbols: [u64; MAX_FRAMES],
+    /// Per frame, the function's name (see [`Stack::symbol`]), looked up
+    /// only when the policy matches components by symbol.
+    symbols: [Option<&'static [u8]>; MAX_FRAMES],
     pub n: usize,
     pub component: Option<usize>,
+    /// Frames further out may exist but were not seen: the walk was not
+    /// run (unwind tables registered: only the immediate caller is known),
+    /// or it ended at a frame in no known object (JIT code), whose caller
+    /// the unwinder cannot find. docs/policy.md says what this changes.
+    pub truncated: bool,
 }
 
 impl Stack {
@@ -99,7 +139,7 @@ impl Stack {
     /// when the policy asked for names ([`set_symbols_wanted`]) and the
     /// object exports one there.
     pub fn symbol(&self, i: usize) -> Option<&'static [u8]> {
-        unpack_name(self.symbols[i])
+        self.symbols[i]
     }
 }
 
@@ -108,17 +148,17 @@ impl Stack {
 pub fn symbolise_stack(raw: &RawStack) -> Stack {
     let mut out = Stack {
         frames: [Frame::default(); MAX_FRAMES],
-        symbols: [0; MAX_FRAMES],
+        symbols: [None; MAX_FRAMES],
         n: 0,
         component: None,
+        truncated: raw.truncated,
     };
     let mut classes = [ObjectClass::User; MAX_FRAMES];
-    for &ip in &raw.ips[..raw.n] {
+    for &site in &raw.sites[..raw.n] {
         if out.n == MAX_FRAMES {
             break;
         }
-        // A return address points after the call; look up the call itself.
-        let f = resolve(ip - 1);
+        let f = resolve(site);
         let class = ObjectClass::from_u8(f.class);
         if class == ObjectClass::Mpaudit {
             continue;
@@ -127,6 +167,11 @@ pub fn symbolise_stack(raw: &RawStack) -> Stack {
         out.symbols[out.n] = f.symbol;
         classes[out.n] = class;
         out.n += 1;
+    }
+    // The unwinder stops at a frame it has no tables for; a stack that
+    // ends in no object before MAX_FRAMES was cut there.
+    if out.n > 0 && out.n < MAX_FRAMES && out.frames[out.n - 1].object.is_none() {
+        out.truncated = true;
     }
     out.component = mpaudit_core::objects::pick_component(&classes[..out.n], |c| *c);
     out
@@ -193,8 +238,9 @@ pub fn init() {
     SYMBOLS_WANTED.store(!components.is_empty(), Relaxed);
 }
 
-/// The object holding `addr`, its load bias and its link map, lock-free.
-fn find_object(addr: usize) -> Option<(&'static LinkMap, usize)> {
+/// The object holding `addr`: its link map, map start and load bias,
+/// lock-free.
+fn find_object(addr: usize) -> Option<(&'static LinkMap, usize, usize)> {
     let f = FIND_OBJECT.load(Relaxed);
     if f == 0 {
         return None;
@@ -210,7 +256,7 @@ fn find_object(addr: usize) -> Option<(&'static LinkMap, usize)> {
     // SAFETY: the loader's link map of an object that holds `addr`, which
     // is on this thread's stack now: it stays loaded while we read it.
     let map = unsafe { &*out.link_map };
-    Some((map, map.l_addr))
+    Some((map, out.map_start as usize, map.l_addr))
 }
 
 /// The name of the dynamic symbol whose code holds `vaddr` in `map`'s
@@ -312,37 +358,75 @@ unsafe fn gnu_hash_symbol_count(table: *const u32) -> usize {
 }
 
 // ---- the cache ----------------------------------------------------------------
+//
+// Two fixed, lock-free tables: objects (each name copied once into a
+// static arena, never freed, so a `dlclose` cannot leave a dangling name
+// behind) and call sites (object, vaddr, symbol). Entries carry the
+// generation they were made in; `dlclose` moves the generation on, so an
+// entry made before it is never used again (another object may now sit at
+// the same address). When a table or the arena is full, the lookup is
+// simply not cached: the frame still gets its object's name, read from the
+// loader's link map, valid while the object is loaded, which it is while
+// its code is on this thread's stack.
 
 const CACHE_SLOTS: usize = 4096;
+const OBJECT_SLOTS: usize = 1024;
 const PROBES: usize = 8;
 const CLAIMED: usize = 1;
 
-/// A resolved address.
+/// Bumped around every `dlclose` (see [`dlclose_hook`]).
+static GENERATION: AtomicU64 = AtomicU64::new(1);
+/// Frames in no object `_dl_find_object` knows (JIT code, glibc < 2.35),
+/// recorded without object or address; the exit event reports the count.
+static UNRESOLVED_FRAMES: AtomicU64 = AtomicU64::new(0);
+
+/// How many frames so far were recorded without an object.
+pub fn unresolved_frames() -> u64 {
+    UNRESOLVED_FRAMES.load(Relaxed)
+}
+
+/// A resolved call site.
 #[derive(Clone, Copy)]
 struct Resolved {
     frame: Frame<'static>,
     class: u8,
-    /// The policy's symbol name, packed as in [`pack_name`] (0: none).
-    symbol: u64,
+    symbol: Option<&'static [u8]>,
 }
 
-struct Entry {
+struct ObjectEntry {
+    /// The object's map start; 0 free, CLAIMED while being written.
     key: AtomicUsize,
-    /// object: arena offset (32) | length (16) | present (1) | class (8)
-    object: AtomicU64,
+    generation: AtomicU64,
+    /// name: arena offset (32) | length (16) | class (8)
+    name: AtomicU64,
+}
+
+struct SiteEntry {
+    key: AtomicUsize,
+    generation: AtomicU64,
+    /// Index into OBJECTS.
+    object: AtomicUsize,
     vaddr: AtomicU64,
-    /// symbol: packed as in [`pack_name`]
+    /// symbol: arena offset (32) | length (16) | present (1)
     symbol: AtomicU64,
 }
 
 #[allow(clippy::declare_interior_mutable_const)]
-const EMPTY: Entry = Entry {
+const EMPTY_OBJECT: ObjectEntry = ObjectEntry {
     key: AtomicUsize::new(0),
-    object: AtomicU64::new(0),
+    generation: AtomicU64::new(0),
+    name: AtomicU64::new(0),
+};
+#[allow(clippy::declare_interior_mutable_const)]
+const EMPTY_SITE: SiteEntry = SiteEntry {
+    key: AtomicUsize::new(0),
+    generation: AtomicU64::new(0),
+    object: AtomicUsize::new(0),
     vaddr: AtomicU64::new(0),
     symbol: AtomicU64::new(0),
 };
-static CACHE: [Entry; CACHE_SLOTS] = [EMPTY; CACHE_SLOTS];
+static OBJECTS: [ObjectEntry; OBJECT_SLOTS] = [EMPTY_OBJECT; OBJECT_SLOTS];
+static SITES: [SiteEntry; CACHE_SLOTS] = [EMPTY_SITE; CACHE_SLOTS];
 
 const ARENA_SIZE: usize = 1 << 20;
 struct Arena(core::cell::UnsafeCell<[u8; ARENA_SIZE]>);
@@ -352,8 +436,14 @@ unsafe impl Sync for Arena {}
 static ARENA: Arena = Arena(core::cell::UnsafeCell::new([0; ARENA_SIZE]));
 static ARENA_USED: AtomicUsize = AtomicUsize::new(0);
 
-fn arena_store(bytes: &[u8]) -> Option<(u32, u16)> {
-    let len = bytes.len().min(u16::MAX as usize);
+/// Copies `bytes` into the arena: offset (32) | length (16) | present
+/// (bit 8), the low byte free for the caller; `None` when it is full (or
+/// the name too long to pack).
+fn pack_name(bytes: &[u8]) -> Option<u64> {
+    let len = bytes.len();
+    if len > u16::MAX as usize || ARENA_USED.load(Relaxed) + len > ARENA_SIZE {
+        return None;
+    }
     let off = ARENA_USED.fetch_add(len, Relaxed);
     if off + len > ARENA_SIZE {
         return None;
@@ -362,108 +452,152 @@ fn arena_store(bytes: &[u8]) -> Option<(u32, u16)> {
     unsafe {
         core::ptr::copy_nonoverlapping(bytes.as_ptr(), (ARENA.0.get() as *mut u8).add(off), len)
     };
-    Some((off as u32, len as u16))
-}
-
-fn arena_get(off: u32, len: u16) -> &'static [u8] {
-    // SAFETY: published ranges are immutable from then on.
-    unsafe {
-        core::slice::from_raw_parts((ARENA.0.get() as *const u8).add(off as usize), len as usize)
-    }
-}
-
-/// arena offset (32) | length (16) | present (bit 8); the low byte is free
-/// for the caller.
-fn pack_name(name: &[u8]) -> Option<u64> {
-    let (off, len) = arena_store(name)?;
     Some(((off as u64) << 32) | ((len as u64) << 16) | 0x100)
 }
 
 fn unpack_name(packed: u64) -> Option<&'static [u8]> {
-    (packed & 0x100 != 0).then(|| arena_get((packed >> 32) as u32, (packed >> 16) as u16))
+    (packed & 0x100 != 0).then(|| {
+        let (off, len) = ((packed >> 32) as usize, (packed >> 16) as u16 as usize);
+        // SAFETY: published ranges are immutable from then on.
+        unsafe { core::slice::from_raw_parts((ARENA.0.get() as *const u8).add(off), len) }
+    })
 }
 
-fn slot_of(ip: usize) -> usize {
-    (ip.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40) % CACHE_SLOTS
+fn slot_of(key: usize, slots: usize) -> usize {
+    (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40) % slots
 }
 
-fn resolve(ip: usize) -> Resolved {
-    let start = slot_of(ip);
+/// Marks every cached call site and object stale: called before and after
+/// the real `dlclose` (before: a lookup racing the close then caches at
+/// most an entry that the second bump invalidates).
+pub fn objects_unloading() {
+    GENERATION.fetch_add(1, AcqRel);
+}
+
+fn resolve(site: usize) -> Resolved {
+    let generation = GENERATION.load(Acquire);
+    let start = slot_of(site, CACHE_SLOTS);
     for i in 0..PROBES {
-        let e = &CACHE[(start + i) % CACHE_SLOTS];
+        let e = &SITES[(start + i) % CACHE_SLOTS];
         let key = e.key.load(Acquire);
-        if key == ip {
-            let o = e.object.load(Relaxed);
+        if key == site && e.generation.load(Relaxed) == generation {
+            let o = &OBJECTS[e.object.load(Relaxed)];
+            let name = o.name.load(Relaxed);
             return Resolved {
                 frame: Frame {
-                    object: unpack_name(o),
+                    object: unpack_name(name),
                     vaddr: e.vaddr.load(Relaxed),
                 },
-                class: o as u8,
-                symbol: e.symbol.load(Relaxed),
+                class: name as u8,
+                symbol: unpack_name(e.symbol.load(Relaxed)),
             };
         }
         if key == 0 {
-            let Some(r) = lookup(ip) else {
+            let Some(r) = lookup(site, generation) else {
                 return unknown();
             };
-            if e.key.compare_exchange(0, CLAIMED, Acquire, Relaxed).is_ok() {
-                e.object.store(r.packed_object, Relaxed);
-                e.vaddr.store(r.resolved.frame.vaddr, Relaxed);
-                e.symbol.store(r.resolved.symbol, Relaxed);
-                e.key.store(ip, Release);
+            if let Some((object, symbol)) = r.cacheable {
+                if e.key.compare_exchange(0, CLAIMED, Acquire, Relaxed).is_ok() {
+                    e.generation.store(generation, Relaxed);
+                    e.object.store(object, Relaxed);
+                    e.vaddr.store(r.resolved.frame.vaddr, Relaxed);
+                    e.symbol.store(symbol, Relaxed);
+                    e.key.store(site, Release);
+                }
             }
             return r.resolved;
         }
     }
-    match lookup(ip) {
+    match lookup(site, generation) {
         Some(r) => r.resolved,
         None => unknown(),
     }
 }
 
-/// A frame in no object we can find (glibc < 2.35, JIT code, or the arena
-/// is full): recorded without object or address.
+/// A frame in no object we can find (glibc < 2.35, JIT code): recorded
+/// without object or address, and counted.
 fn unknown() -> Resolved {
+    UNRESOLVED_FRAMES.fetch_add(1, Relaxed);
     Resolved {
         frame: Frame::default(),
         class: ObjectClass::User as u8,
-        symbol: 0,
+        symbol: None,
     }
 }
 
 struct Looked {
     resolved: Resolved,
-    packed_object: u64,
+    /// (OBJECTS index, packed symbol) when both are in the tables.
+    cacheable: Option<(usize, u64)>,
 }
 
-/// Uncached lookup; the names it returns are copies in the arena, which
-/// outlive a `dlclose` of their object.
-fn lookup(ip: usize) -> Option<Looked> {
-    let (map, bias) = find_object(ip)?;
-    // l_name is NULL or a NUL-terminated string owned by the loader.
-    let mut object = crate::sys::c_bytes_or_empty(map.l_name, 4096);
-    if object.is_empty() {
-        // The main program's link map has no name.
-        object = crate::state::exe();
-    }
-    let class = classify_object(object) as u8;
-    let packed_object = pack_name(object)? | class as u64;
-    let vaddr = ip.wrapping_sub(bias) as u64;
+/// Uncached lookup.
+fn lookup(site: usize, generation: u64) -> Option<Looked> {
+    let (map, map_start, bias) = find_object(site)?;
+    let vaddr = site.wrapping_sub(bias) as u64;
     let symbol = if SYMBOLS_WANTED.load(Relaxed) {
-        dynamic_symbol(map, vaddr).and_then(pack_name).unwrap_or(0)
+        dynamic_symbol(map, vaddr)
     } else {
-        0
+        None
+    };
+    let packed_symbol = match symbol {
+        None => Some(0),
+        Some(s) => pack_name(s),
+    };
+    let (object, class, index) = match object_entry(map, map_start, generation) {
+        Some((index, name)) => (unpack_name(name), name as u8, Some(index)),
+        None => {
+            // Tables full: the loader's name, valid while the object is.
+            let name = object_name(map);
+            (Some(name), classify_object(name) as u8, None)
+        }
     };
     Some(Looked {
         resolved: Resolved {
-            frame: Frame {
-                object: unpack_name(packed_object),
-                vaddr,
-            },
+            frame: Frame { object, vaddr },
             class,
             symbol,
         },
-        packed_object,
+        cacheable: index.zip(packed_symbol),
     })
+}
+
+/// The object's name as the loader knows it (the main program's link map
+/// has none: its path is read at load).
+fn object_name(map: &LinkMap) -> &'static [u8] {
+    // l_name is NULL or a NUL-terminated string owned by the loader.
+    let name = crate::sys::c_bytes_or_empty(map.l_name, 4096);
+    if name.is_empty() {
+        crate::state::exe()
+    } else {
+        name
+    }
+}
+
+/// The object's entry (index, packed name | class), made on first sight.
+fn object_entry(map: &LinkMap, map_start: usize, generation: u64) -> Option<(usize, u64)> {
+    let start = slot_of(map_start, OBJECT_SLOTS);
+    for i in 0..PROBES {
+        let index = (start + i) % OBJECT_SLOTS;
+        let e = &OBJECTS[index];
+        let key = e.key.load(Acquire);
+        if key == map_start && e.generation.load(Relaxed) == generation {
+            return Some((index, e.name.load(Relaxed)));
+        }
+        if key == 0 {
+            let name = object_name(map);
+            let packed = pack_name(name)? | classify_object(name) as u64;
+            if e.key
+                .compare_exchange(0, CLAIMED, Acquire, Relaxed)
+                .is_err()
+            {
+                return None;
+            }
+            e.generation.store(generation, Relaxed);
+            e.name.store(packed, Relaxed);
+            e.key.store(map_start, Release);
+            return Some((index, packed));
+        }
+    }
+    None
 }

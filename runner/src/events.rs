@@ -175,6 +175,9 @@ pub struct Event<'a> {
     pub component: Option<Frame<'a>>,
     #[serde(borrow, default)]
     pub stack: Option<Vec<Frame<'a>>>,
+    /// `true` when the stack could not be walked in full (docs/events.md).
+    #[serde(default)]
+    pub stack_truncated: Option<bool>,
     #[serde(borrow, default, deserialize_with = "opt_str")]
     pub path_hex: Option<Cow<'a, str>>,
     #[serde(borrow, default, deserialize_with = "opt_str")]
@@ -208,6 +211,9 @@ pub struct Event<'a> {
     /// `exit`: events the process could not log.
     #[serde(default)]
     pub dropped: Option<u64>,
+    /// `exit`: stack frames recorded without an object.
+    #[serde(default)]
+    pub unresolved_frames: Option<u64>,
     #[serde(default)]
     pub audited: Option<bool>,
     #[serde(borrow, default, deserialize_with = "opt_str")]

@@ -207,6 +207,14 @@ pub fn fixture(name: &str) -> PathBuf {
                 .arg(src.join("abi_tagged.cpp"));
             c
         }
+        "frames_registered_signal" | "frames_registered_fork" => {
+            let mut c = Command::new("g++");
+            c.args(["-O1", "-g", "-o"])
+                .arg(&out)
+                .arg(src.join(format!("{name}.cpp")))
+                .arg("-lpthread");
+            c
+        }
         "ofstream" => {
             let mut c = Command::new("g++");
             c.args(["-O1", "-o"])

@@ -59,6 +59,9 @@ pub struct Judgement<'a> {
 pub struct Attribution<'a> {
     pub component: Option<Frame<'a>>,
     pub stack: &'a [Frame<'a>],
+    /// The caller's stack goes on beyond `stack` but could not be walked
+    /// (written as `"stack_truncated":true`, only when set).
+    pub truncated: bool,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -151,6 +154,9 @@ pub enum Process<'a> {
         status: i32,
         /// Events this process image could not log (0 unless its log stopped).
         dropped: u64,
+        /// Stack frames recorded without an object (JIT code, glibc <
+        /// 2.35); written only when not 0.
+        unresolved_frames: u64,
     },
 }
 
@@ -351,6 +357,9 @@ pub fn encode_access<S: Sink + ?Sized>(s: &mut S, c: &Common, a: &Access) {
             put_frame(s, f);
         }
         s.put(b"]");
+        if attr.truncated {
+            s.put(b",\"stack_truncated\":true");
+        }
     }
     if let Some(j) = &a.judgement {
         s.put(b",\"verdict\":");
@@ -436,11 +445,19 @@ pub fn encode_process<S: Sink + ?Sized>(s: &mut S, c: &Common, p: &Process) {
                 put_str(s, reason.as_bytes());
             }
         }
-        Process::Exit { status, dropped } => {
+        Process::Exit {
+            status,
+            dropped,
+            unresolved_frames,
+        } => {
             s.put(b",\"status\":");
             put_i64(s, *status as i64);
             s.put(b",\"dropped\":");
             put_u64(s, *dropped);
+            if *unresolved_frames > 0 {
+                s.put(b",\"unresolved_frames\":");
+                put_u64(s, *unresolved_frames);
+            }
         }
     }
     s.put(b"}\n");
@@ -554,8 +571,20 @@ mod tests {
             Some(Attribution {
                 component: Some(frames[0]),
                 stack: &frames,
+                truncated: false,
             }),
         );
+        assert!(v.get("stack_truncated").is_none(), "{v}");
+        let cut = access(
+            b"out.txt",
+            Some(b"/job/out.txt"),
+            Some(Attribution {
+                component: None,
+                stack: &frames[2..],
+                truncated: true,
+            }),
+        );
+        assert_eq!(cut["stack_truncated"], true);
         assert_eq!(v["v"], 1);
         assert_eq!(v["kind"], "access");
         assert_eq!(v["worker"], 2);
@@ -626,6 +655,7 @@ mod tests {
                     &Process::Exit {
                         status: 0,
                         dropped: 0,
+                        unresolved_frames: 0,
                     },
                 );
                 v
@@ -656,6 +686,7 @@ mod tests {
             &Process::Exit {
                 status: 3,
                 dropped: 12,
+                unresolved_frames: 0,
             },
         );
         let j: Value = serde_json::from_slice(&v).unwrap();
@@ -664,6 +695,19 @@ mod tests {
             (Some("exit"), Some(3))
         );
         assert_eq!(j["dropped"], 12);
+        assert!(j.get("unresolved_frames").is_none(), "{j}");
+        let mut v = Vec::new();
+        encode_process(
+            &mut v,
+            &C,
+            &Process::Exit {
+                status: 0,
+                dropped: 0,
+                unresolved_frames: 7,
+            },
+        );
+        let j: Value = serde_json::from_slice(&v).unwrap();
+        assert_eq!(j["unresolved_frames"], 7);
         let mut v = Vec::new();
         LogStopped {
             common: C,

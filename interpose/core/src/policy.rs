@@ -143,6 +143,27 @@ impl Policy<'_> {
             _ => Action::None,
         }
     }
+
+    /// The action for a write whose caller's stack may be incomplete
+    /// (`stack_truncated`). When components are configured, the unseen
+    /// frames may hold a registered one: such a rogue write is only logged
+    /// (fails open, docs/policy.md), never denied or redirected on a guess.
+    /// Its verdict stays rogue: never falsely green.
+    pub fn action_for_stack(
+        &self,
+        verdict: Verdict,
+        in_worker: bool,
+        stack_truncated: bool,
+    ) -> Action {
+        match self.action_for(verdict, in_worker) {
+            Action::Denied | Action::Redirected
+                if stack_truncated && !self.components.is_empty() =>
+            {
+                Action::Logged
+            }
+            action => action,
+        }
+    }
 }
 
 /// Globs every job allows besides its own `allow` list (kernel
@@ -442,6 +463,29 @@ mod tests {
             policy(ActionSetting::Redirect).action_for(Rogue, false),
             Action::Logged
         );
+    }
+
+    #[test]
+    fn a_truncated_stack_only_logs_when_components_are_configured() {
+        use Verdict::*;
+        for setting in [ActionSetting::Redirect, ActionSetting::Deny] {
+            let with = policy(setting);
+            let without = Policy {
+                components: GlobList::new(b""),
+                ..with
+            };
+            assert_eq!(with.action_for_stack(Rogue, true, true), Action::Logged);
+            assert_eq!(
+                with.action_for_stack(Rogue, true, false),
+                with.action_for(Rogue, true)
+            );
+            // No component could have been missed: the stack does not matter.
+            assert_eq!(
+                without.action_for_stack(Rogue, true, true),
+                without.action_for(Rogue, true)
+            );
+            assert_ne!(without.action_for(Rogue, true), Action::Logged);
+        }
     }
 
     #[test]

@@ -47,6 +47,10 @@ e2e!(runner_parses_every_event_the_library_writes, |dir| {
     let mut c = dir.audited("bash");
     c.args(["-c", "ulimit -f 64; for i in $(seq 400); do : > f$i; done"]);
     runs.push(c);
+    // Registered unwind tables: a truncated stack.
+    let mut c = dir.audited(fixture("frames_registered_fork"));
+    c.args(["1", "reg"]);
+    runs.push(c);
     for mut c in runs {
         run(&mut c, DEADLINE);
     }
@@ -71,7 +75,15 @@ e2e!(runner_parses_every_event_the_library_writes, |dir| {
             "the logs hold a {op} event"
         );
     }
-    for field in ["path_hex", "target", "component", "stack", "rank", "node"] {
+    for field in [
+        "path_hex",
+        "target",
+        "component",
+        "stack",
+        "stack_truncated",
+        "rank",
+        "node",
+    ] {
         assert!(
             events.iter().any(|e| e.get(field).is_some()),
             "the logs hold a {field} field"

@@ -232,3 +232,115 @@ e2e!(a_deleted_object_leaves_its_call_sites_unnamed, |dir| {
     );
     assert!(stdout(&text).contains("libgone.so+0x"), "{}", stdout(&text));
 });
+
+/// The write events on `name`.
+fn writes_to<'a>(events: &'a [Value], name: &str) -> Vec<&'a Value> {
+    accesses(events, name)
+        .into_iter()
+        .filter(|e| e["mode"] == "write")
+        .collect()
+}
+
+// Regression (review1 item 1): once a program registered unwind tables
+// (__register_frame, as JITs do), libgcc's _Unwind_Find_FDE takes a mutex
+// at every unwind step; a SIGALRM handler's open() interrupting a throw
+// walked the stack into that mutex and hung.
+e2e!(
+    registered_unwind_tables_and_a_signal_handler_open_do_not_deadlock,
+    |dir| {
+        let prog = fixture("frames_registered_signal");
+        let bare = run(&mut dir.bare(&prog), HANG);
+        assert!(stdout(&bare).starts_with("caught "), "{}", stdout(&bare));
+        let audited = run(&mut dir.audited(&prog), HANG);
+        same_as_bare(&bare, &audited);
+        let ev = dir.events();
+        let writes = writes_to(&ev, "sig.out");
+        assert!(!writes.is_empty(), "the handler's opens are logged");
+        for w in &writes {
+            assert_eq!(w["stack_truncated"], true, "{w}");
+            let stack = w["stack"].as_array().expect("a stack");
+            assert_eq!(stack.len(), 1, "only the immediate caller: {w}");
+            assert!(
+                w["component"]["object"]
+                    .as_str()
+                    .is_some_and(|o| o.ends_with("/frames_registered_signal")),
+                "{w}"
+            );
+            assert!(frame_function(&w["component"]).contains("on_alarm"), "{w}");
+        }
+    }
+);
+
+// Regression (review1 item 1): a worker forked while another thread was
+// inside a throw (holding libgcc's object_mutex, frames registered) hung
+// in its first write's stack walk.
+e2e!(
+    registered_unwind_tables_and_forked_writers_do_not_deadlock,
+    |dir| {
+        let prog = fixture("frames_registered_fork");
+        let bare = run(dir.bare(&prog).args(["300", "reg"]), HANG);
+        assert_eq!(stdout(&bare), "300/300 workers ok\n");
+        std::fs::remove_file(dir.join("worker.out")).unwrap();
+        let audited = run(dir.audited(&prog).args(["300", "reg"]), HANG);
+        same_as_bare(&bare, &audited);
+        let ev = dir.events();
+        let writes = writes_to(&ev, "worker.out");
+        assert_eq!(writes.len(), 300);
+        assert!(writes.iter().all(|w| w["stack_truncated"] == true));
+    }
+);
+
+// Without registered tables the stack is walked in full, and no event
+// says it was cut short.
+e2e!(unregistered_unwind_tables_keep_the_full_stack, |dir| {
+    let prog = fixture("frames_registered_fork");
+    run_ok(dir.audited(&prog).arg("3"));
+    let ev = dir.events();
+    let writes = writes_to(&ev, "worker.out");
+    assert_eq!(writes.len(), 3);
+    for w in writes {
+        assert!(w.get("stack_truncated").is_none(), "{w}");
+        assert!(w["stack"].as_array().unwrap().len() > 1, "{w}");
+    }
+});
+
+// A truncated stack may hide a registered component: with components
+// configured its rogue write is logged, never denied (the bare run
+// succeeds); with none configured nothing could be hidden, and deny holds.
+e2e!(
+    a_truncated_stack_never_denies_when_components_are_configured,
+    |dir| {
+        let prog = fixture("frames_registered_fork");
+        let bare = run(dir.bare(&prog).args(["5", "reg"]), HANG);
+        assert_eq!(stdout(&bare), "5/5 workers ok\n");
+        let audited = run(
+            dir.audited(&prog)
+                .args(["5", "reg"])
+                .env("MPAUDIT_ACTION", "deny")
+                .env("MPAUDIT_COMPONENTS", "libnot_on_this_stack.so"),
+            HANG,
+        );
+        same_as_bare(&bare, &audited);
+        let ev = dir.events();
+        let writes = writes_to(&ev, "worker.out");
+        assert_eq!(writes.len(), 5);
+        for w in writes {
+            assert_eq!(
+                (&w["verdict"], &w["action"], &w["stack_truncated"]),
+                (
+                    &Value::from("rogue"),
+                    &Value::from("logged"),
+                    &Value::from(true)
+                ),
+                "{w}"
+            );
+        }
+        let denied = run(
+            dir.audited(&prog)
+                .args(["5", "reg"])
+                .env("MPAUDIT_ACTION", "deny"),
+            HANG,
+        );
+        assert_eq!(stdout(&denied), "0/5 workers ok\n");
+    }
+);
