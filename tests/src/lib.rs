@@ -215,6 +215,13 @@ pub fn fixture(name: &str) -> PathBuf {
                 .arg("-lpthread");
             c
         }
+        "stale_main" => cc(&["-O1"], &src.join("stale_main.c"), &out, &["-ldl"]),
+        "libstale_good.so" | "libstale_bad.so" => cc(
+            &["-shared", "-fPIC", "-O1"],
+            &src.join("stale_writer.c"),
+            &out,
+            &[],
+        ),
         "ofstream" => {
             let mut c = Command::new("g++");
             c.args(["-O1", "-o"])

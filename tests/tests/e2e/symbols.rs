@@ -344,3 +344,67 @@ e2e!(
         assert_eq!(stdout(&denied), "0/5 workers ok\n");
     }
 );
+
+/// Runs stale_main over two libraries built from one source (so dlopen
+/// puts the second where the first was): the first writes good.out, the
+/// second bad.out, with `libstale_good.so` registered and rogue writes
+/// denied; returns stdout and the events.
+fn load_in_turn(dir: &TestDir, first: &str, second: &str) -> (String, Vec<Value>) {
+    let out = run(
+        dir.audited(fixture("stale_main"))
+            .arg(fixture(first))
+            .arg(fixture(second))
+            .env("MPAUDIT_ACTION", "deny")
+            .env("MPAUDIT_COMPONENTS", "libstale_good.so"),
+        HANG,
+    );
+    let text = stdout(&out);
+    let addresses: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.split(" at ").nth(1))
+        .collect();
+    assert_eq!(addresses.len(), 2, "{text}");
+    assert_eq!(
+        addresses[0], addresses[1],
+        "the test needs both at one address"
+    );
+    (text, dir.events())
+}
+
+fn the_write<'a>(events: &'a [Value], name: &str) -> &'a Value {
+    let w = writes_to(events, name);
+    assert_eq!(w.len(), 1, "{events:#?}");
+    w[0]
+}
+
+// Regression (review1 item 2): call sites were cached by address alone;
+// after dlclose + dlopen at the same address the second library's write
+// was named as the first (registered <-> rogue, in either order).
+e2e!(
+    a_library_loaded_where_a_closed_one_was_is_named_afresh,
+    |dir| {
+        let (_, ev) = load_in_turn(&dir, "libstale_good.so", "libstale_bad.so");
+        let good = the_write(&ev, "good.out");
+        let bad = the_write(&ev, "bad.out");
+        let object = |w: &Value| w["component"]["object"].as_str().unwrap_or("").to_owned();
+        assert!(object(good).ends_with("/libstale_good.so"), "{good}");
+        assert_eq!(good["verdict"], "registered");
+        assert!(object(bad).ends_with("/libstale_bad.so"), "{bad}");
+        assert_eq!(
+            (&bad["verdict"], &bad["action"]),
+            (&"rogue".into(), &"denied".into())
+        );
+        std::fs::remove_dir_all(dir.logs()).unwrap();
+        // stale_main names the outputs by position: now libstale_good.so,
+        // loaded second, writes bad.out.
+        let (_, ev) = load_in_turn(&dir, "libstale_bad.so", "libstale_good.so");
+        let first = the_write(&ev, "good.out");
+        assert!(object(first).ends_with("/libstale_bad.so"), "{first}");
+        let second = the_write(&ev, "bad.out");
+        assert!(object(second).ends_with("/libstale_good.so"), "{second}");
+        assert_eq!(
+            (&second["verdict"], &second["action"]),
+            (&"registered".into(), &"none".into())
+        );
+    }
+);
