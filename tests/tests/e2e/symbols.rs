@@ -408,3 +408,61 @@ e2e!(
         );
     }
 );
+
+/// A program with `sites` distinct functions, each opening /dev/null for
+/// writing; `prog PASSES LIB` calls them all PASSES times, then LIB's
+/// do_write("good.out"), printing its result.
+fn many_call_sites(dir: &TestDir, sites: usize) -> std::path::PathBuf {
+    let mut c = String::from(
+        "#include <dlfcn.h>\n#include <fcntl.h>\n#include <stdio.h>\n#include <stdlib.h>\n#include <unistd.h>\n",
+    );
+    for i in 0..sites {
+        c += &format!(
+            "__attribute__((noinline)) void f{i}(void) {{ int fd = open(\"/dev/null\", O_WRONLY); if (fd >= 0) close(fd); }}\n"
+        );
+    }
+    c += "void (*tab[])(void) = {";
+    c += &(0..sites)
+        .map(|i| format!("f{i}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    c += &format!(
+        "}};\nint main(int argc, char **argv) {{\n  for (int p = 0; p < atoi(argv[1]); p++) for (int i = 0; i < {sites}; i++) tab[i]();\n  void *h = dlopen(argv[2], RTLD_NOW); if (!h) return 2;\n  int (*w)(const char *) = (int (*)(const char *))dlsym(h, \"do_write\");\n  int r = w(\"good.out\"); printf(\"do_write=%d\\n\", r); return r ? 1 : 0;\n}}\n"
+    );
+    let src = dir.join("many_sites.c");
+    std::fs::write(&src, c).unwrap();
+    let out = dir.join("many_sites");
+    run_ok(
+        Command::new("cc")
+            .args(["-O1", "-o"])
+            .arg(&out)
+            .arg(&src)
+            .arg("-ldl"),
+    );
+    out
+}
+
+// Regression (review1 item 3): every uncached lookup copied the object's
+// path into a 1 MiB arena; with more call sites than cache slots it ran
+// out, frames became {null, null}, and a registered component's write was
+// judged rogue and denied.
+e2e!(many_call_sites_never_make_a_registered_write_rogue, |dir| {
+    let prog = many_call_sites(&dir, 6000);
+    let lib = fixture("libstale_good.so");
+    let bare = run(dir.bare(&prog).arg("20").arg(&lib), HANG);
+    assert_eq!(stdout(&bare), "do_write=0\n");
+    std::fs::remove_file(dir.join("good.out")).unwrap();
+    // No log: 120,000 events would only slow the test down; the deny is
+    // what the program sees.
+    let audited = run(
+        dir.audited(&prog)
+            .arg("20")
+            .arg(&lib)
+            .env_remove("MPAUDIT_LOG_DIR")
+            .env("MPAUDIT_ACTION", "deny")
+            .env("MPAUDIT_COMPONENTS", "libstale_good.so"),
+        HANG,
+    );
+    same_as_bare(&bare, &audited);
+    assert!(dir.join("good.out").exists());
+});
