@@ -261,11 +261,18 @@ unsafe fn assess<'a>(
     cwd: &mut CwdCopy,
     abs: &'a mut [u8],
     abs2: &'a mut [u8],
+    object_name: &mut [u8],
 ) -> Assessed<'a> {
     // SAFETY: the caller's contract.
     let path = unsafe { resolve(call.path, base, cwd, abs) };
     let path2 = call.path2.map(|p| unsafe { resolve(p, base, cwd, abs2) });
-    let stack = raw_stack.map(stack::symbolise_stack);
+    // The frames' object names may need the cwd and room to make them
+    // absolute.
+    let mut names = stack::NameScratch {
+        cwd,
+        abs: object_name,
+    };
+    let stack = raw_stack.map(|raw| stack::symbolise_stack(raw, &mut names));
     let verdict = verdict(call, &path, path2.as_ref(), stack.as_ref());
     Assessed {
         path,
@@ -374,10 +381,11 @@ unsafe fn call_then_judge<R: Outcome>(
             abs2,
             cwd,
             work,
+            target,
             ..
         } = b;
         // SAFETY: the kernel read these paths (no EFAULT).
-        let a = unsafe { assess(call, raw_stack, base, cwd, abs, abs2) };
+        let a = unsafe { assess(call, raw_stack, base, cwd, abs, abs2, target) };
         // Deny and redirect were handled before the call; here only logging.
         let action = match policy().action_for(a.verdict, false) {
             Action::Redirected | Action::Denied => Action::Logged,
@@ -409,7 +417,7 @@ unsafe fn judge_then_call<R: Outcome>(
         cwd,
     } = b;
     // SAFETY: paths are the program's C strings (NULL is handled).
-    let a = unsafe { assess(call, raw_stack, base, cwd, abs, abs2) };
+    let a = unsafe { assess(call, raw_stack, base, cwd, abs, abs2, target) };
     let truncated = a.stack.as_ref().is_some_and(|st| st.truncated);
     let mut action = policy().action_for_stack(a.verdict, state::worker().is_some(), truncated);
     if call.makes_directory && action == Action::Redirected {

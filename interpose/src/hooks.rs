@@ -315,7 +315,9 @@ hooks! {
     fn chdir(path: *const c_char) -> c_int => |real| after_chdir(real(path));
     fn fchdir(fd: c_int) -> c_int => |real| after_chdir(real(fd));
 
-    // ---- the loader: an unloaded object's cached call sites go stale ----
+    // ---- the loader: an unloaded object's cached call sites go stale.
+    // (dlopen is not hooked: glibc resolves its search path from the
+    // caller's RPATH/RUNPATH, which would then be ours.) ----
     fn dlclose(handle: *mut c_void) -> c_int => |real| {
         crate::stack::objects_unloading();
         let r = real(handle);

@@ -19,6 +19,7 @@
 
 use mpaudit_core::event::{Frame, MAX_FRAMES};
 use mpaudit_core::objects::{classify_object, ObjectClass};
+use mpaudit_core::path::absolutize;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::*};
 
 #[repr(C)]
@@ -143,9 +144,16 @@ impl Stack {
     }
 }
 
+/// Room to make an object's relative name absolute: the hook's cwd copy
+/// and a pool buffer free while the stack is symbolised.
+pub struct NameScratch<'a> {
+    pub cwd: &'a mut crate::pool::CwdCopy,
+    pub abs: &'a mut [u8],
+}
+
 /// Maps the frames of `raw` to (object, vaddr), classifies them and picks
 /// the component.
-pub fn symbolise_stack(raw: &RawStack) -> Stack {
+pub fn symbolise_stack(raw: &RawStack, scratch: &mut NameScratch) -> Stack {
     let mut out = Stack {
         frames: [Frame::default(); MAX_FRAMES],
         symbols: [None; MAX_FRAMES],
@@ -158,7 +166,7 @@ pub fn symbolise_stack(raw: &RawStack) -> Stack {
         if out.n == MAX_FRAMES {
             break;
         }
-        let f = resolve(site);
+        let f = resolve(site, scratch);
         let class = ObjectClass::from_u8(f.class);
         if class == ObjectClass::Mpaudit {
             continue;
@@ -474,7 +482,7 @@ pub fn objects_unloading() {
     GENERATION.fetch_add(1, AcqRel);
 }
 
-fn resolve(site: usize) -> Resolved {
+fn resolve(site: usize, scratch: &mut NameScratch) -> Resolved {
     let generation = GENERATION.load(Acquire);
     let start = slot_of(site, CACHE_SLOTS);
     for i in 0..PROBES {
@@ -493,7 +501,7 @@ fn resolve(site: usize) -> Resolved {
             };
         }
         if key == 0 {
-            let Some(r) = lookup(site, generation) else {
+            let Some(r) = lookup(site, generation, scratch) else {
                 return unknown();
             };
             if let Some((object, symbol)) = r.cacheable {
@@ -508,7 +516,7 @@ fn resolve(site: usize) -> Resolved {
             return r.resolved;
         }
     }
-    match lookup(site, generation) {
+    match lookup(site, generation, scratch) {
         Some(r) => r.resolved,
         None => unknown(),
     }
@@ -532,7 +540,7 @@ struct Looked {
 }
 
 /// Uncached lookup.
-fn lookup(site: usize, generation: u64) -> Option<Looked> {
+fn lookup(site: usize, generation: u64, scratch: &mut NameScratch) -> Option<Looked> {
     let (map, map_start, bias) = find_object(site)?;
     let vaddr = site.wrapping_sub(bias) as u64;
     let symbol = if SYMBOLS_WANTED.load(Relaxed) {
@@ -544,7 +552,7 @@ fn lookup(site: usize, generation: u64) -> Option<Looked> {
         None => Some(0),
         Some(s) => pack_name(s),
     };
-    let (object, class, index) = match object_entry(map, map_start, generation) {
+    let (object, class, index) = match object_entry(map, map_start, generation, scratch) {
         Some((index, name)) => (unpack_name(name), name as u8, Some(index)),
         None => {
             // Tables full: the loader's name, valid while the object is.
@@ -574,8 +582,17 @@ fn object_name(map: &LinkMap) -> &'static [u8] {
     }
 }
 
-/// The object's entry (index, packed name | class), made on first sight.
-fn object_entry(map: &LinkMap, map_start: usize, generation: u64) -> Option<(usize, u64)> {
+/// The object's entry (index, packed name | class), made on first sight,
+/// with a relative name (`dlopen("./x.so")`, a relative `LD_LIBRARY_PATH`
+/// entry) made absolute against the cwd of that moment. The loader opened
+/// it against the cwd of its load, which is not observed: a `dlopen` hook
+/// would make glibc search our RPATH/RUNPATH instead of the caller's.
+fn object_entry(
+    map: &LinkMap,
+    map_start: usize,
+    generation: u64,
+    scratch: &mut NameScratch,
+) -> Option<(usize, u64)> {
     let start = slot_of(map_start, OBJECT_SLOTS);
     for i in 0..PROBES {
         let index = (start + i) % OBJECT_SLOTS;
@@ -585,7 +602,13 @@ fn object_entry(map: &LinkMap, map_start: usize, generation: u64) -> Option<(usi
             return Some((index, e.name.load(Relaxed)));
         }
         if key == 0 {
-            let name = object_name(map);
+            let mut name = object_name(map);
+            if name.first() != Some(&b'/') {
+                let cwd = crate::guard::cwd(scratch.cwd);
+                if let Some(n) = absolutize(name, cwd, scratch.abs) {
+                    name = &scratch.abs[..n];
+                }
+            }
             let packed = pack_name(name)? | classify_object(name) as u64;
             if e.key
                 .compare_exchange(0, CLAIMED, Acquire, Relaxed)

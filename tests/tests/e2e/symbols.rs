@@ -466,3 +466,45 @@ e2e!(many_call_sites_never_make_a_registered_write_rogue, |dir| {
     same_as_bare(&bare, &audited);
     assert!(dir.join("good.out").exists());
 });
+
+// Regression (review1 item 4): dlopen("./libstale_good.so") left the
+// object named "./libstale_good.so", so a component registered by its
+// absolute path did not match: the registered write was denied.
+e2e!(
+    a_library_opened_by_a_relative_path_is_named_absolutely,
+    |dir| {
+        std::fs::copy(fixture("libstale_good.so"), dir.join("libstale_good.so")).unwrap();
+        std::fs::copy(fixture("libstale_bad.so"), dir.join("libstale_bad.so")).unwrap();
+        let abs = dir.join("libstale_good.so").to_str().unwrap().to_owned();
+        let prog = fixture("stale_main");
+        let bare = run(
+            dir.bare(&prog)
+                .args(["./libstale_good.so", "./libstale_bad.so"]),
+            HANG,
+        );
+        let audited = run(
+            dir.audited(&prog)
+                .args(["./libstale_good.so", "./libstale_bad.so"])
+                .env("MPAUDIT_ACTION", "deny")
+                .env("MPAUDIT_COMPONENTS", &abs),
+            HANG,
+        );
+        assert!(bare.status.success());
+        let ev = dir.events();
+        let good = the_write(&ev, "good.out");
+        assert_eq!(good["component"]["object"], abs.as_str(), "{good}");
+        assert_eq!(
+            (&good["verdict"], &good["action"], &good["errno"]),
+            (&"registered".into(), &"none".into(), &Value::Null),
+            "{good}"
+        );
+        // The unregistered one is denied, so the program fails there only.
+        let bad = the_write(&ev, "bad.out");
+        assert!(bad["component"]["object"]
+            .as_str()
+            .unwrap()
+            .starts_with('/'));
+        assert_eq!(bad["action"], "denied");
+        assert_eq!(audited.status.code(), Some(1));
+    }
+);
