@@ -571,12 +571,12 @@ fn lookup(site: usize, generation: u64, scratch: &mut NameScratch) -> Option<Loo
 }
 
 /// The object's name as the loader knows it (the main program's link map
-/// has none: its path is read at load).
+/// has none: its path is found at load, `state::main_program`).
 fn object_name(map: &LinkMap) -> &'static [u8] {
     // l_name is NULL or a NUL-terminated string owned by the loader.
     let name = crate::sys::c_bytes_or_empty(map.l_name, 4096);
     if name.is_empty() {
-        crate::state::exe()
+        crate::state::main_program()
     } else {
         name
     }

@@ -81,6 +81,11 @@ pub struct Saved {
     pub lib_path: FixedBuf<4096>,
     /// `/proc/self/exe` of this image.
     pub exe: FixedBuf<4096>,
+    /// The file of the main program's link map: `exe`, except when the
+    /// dynamic loader was run explicitly (`ld-linux-x86-64.so.2 ./prog`),
+    /// when `exe` is the loader and this is the program (`argv[0]`, which
+    /// glibc has shifted to it, made absolute).
+    pub main_program: FixedBuf<4096>,
     pub log_dir: FixedBuf<4096>,
     /// Every `MPAUDIT_*=…` entry of the environment at load except those
     /// the library computes (worker, root pid), NUL-separated, to restore
@@ -109,6 +114,7 @@ pub struct Saved {
 pub static SAVED: Global<Saved> = Global::new(Saved {
     lib_path: FixedBuf::new(),
     exe: FixedBuf::new(),
+    main_program: FixedBuf::new(),
     log_dir: FixedBuf::new(),
     env_entries: FixedBuf::new(),
     fork_workers: false,
@@ -248,6 +254,10 @@ fn find_own_end(base: usize) {
 pub fn exe() -> &'static [u8] {
     SAVED.get().exe.as_bytes()
 }
+/// The main program's file (see [`Saved::main_program`]).
+pub fn main_program() -> &'static [u8] {
+    SAVED.get().main_program.as_bytes()
+}
 pub fn argv() -> (i32, *const *const libc::c_char) {
     (
         ARGC.load(Relaxed),
@@ -368,6 +378,23 @@ pub unsafe fn init(argc: i32, argv: *const *const libc::c_char, envp: *const *co
     if let Some(n) = unsafe { sys::readlink(c"/proc/self/exe".as_ptr(), &mut buf) } {
         saved.exe.set(&buf[..n]);
     }
+    let exe_name = mpaudit_core::path::file_name(saved.exe.as_bytes());
+    let loader_run_explicitly =
+        exe_name.starts_with(b"ld-linux") || exe_name.starts_with(b"ld64.so");
+    let mut program = None;
+    // SAFETY: argv holds argc C strings, from the loader.
+    if loader_run_explicitly && argc > 0 && !unsafe { *argv }.is_null() {
+        // SAFETY: argv[0] is a C string; buf has PATH_MAX bytes.
+        let r = unsafe { libc::realpath(*argv, buf.as_mut_ptr().cast()) };
+        if !r.is_null() {
+            // SAFETY: realpath wrote a NUL-terminated path into buf.
+            program = Some(unsafe { sys::c_bytes(buf.as_ptr().cast(), buf.len()) });
+        }
+    }
+    let _ = match program {
+        Some(p) => saved.main_program.set(p),
+        None => saved.main_program.set(saved.exe.as_bytes()),
+    };
 }
 
 /// Under a launcher: the rank, the node name, and the rank as the worker

@@ -215,6 +215,7 @@ pub fn fixture(name: &str) -> PathBuf {
                 .arg("-lpthread");
             c
         }
+        "main_writer" => cc(&["-O1", "-g"], &src.join("main_writer.c"), &out, &[]),
         "stale_main" => cc(&["-O1"], &src.join("stale_main.c"), &out, &["-ldl"]),
         "libstale_good.so" | "libstale_bad.so" => cc(
             &["-shared", "-fPIC", "-O1"],

@@ -508,3 +508,24 @@ e2e!(
         assert_eq!(audited.status.code(), Some(1));
     }
 );
+
+/// The dynamic loader, for running a program through it explicitly.
+#[cfg(target_arch = "x86_64")]
+const LOADER: &str = "/lib64/ld-linux-x86-64.so.2";
+#[cfg(target_arch = "aarch64")]
+const LOADER: &str = "/lib/ld-linux-aarch64.so.1";
+
+// Regression (review1 item 10): under `ld-linux-x86-64.so.2 ./prog`,
+// /proc/self/exe is the loader, and the main program's frames were named
+// as the loader (classified as libc: no component).
+e2e!(a_program_run_through_the_loader_is_named_as_itself, |dir| {
+    std::fs::copy(fixture("main_writer"), dir.join("main_writer")).unwrap();
+    let bare = run(dir.bare(LOADER).arg("./main_writer"), HANG);
+    let audited = run(dir.audited(LOADER).arg("./main_writer"), HANG);
+    same_as_bare(&bare, &audited);
+    let ev = dir.events();
+    let w = the_write(&ev, "p.out");
+    let program = std::fs::canonicalize(dir.join("main_writer")).unwrap();
+    assert_eq!(w["component"]["object"], program.to_str().unwrap(), "{w}");
+    assert_eq!(frame_function(&w["component"]), "writer");
+});
