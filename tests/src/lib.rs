@@ -102,6 +102,7 @@ pub fn lib() -> &'static Path {
 pub fn fixture(name: &str) -> PathBuf {
     // Dependencies first: the map's lock is not reentrant.
     let writer_lib = (name == "writer_main").then(|| fixture("libfixture_writer.so"));
+    let jit_lib = (name == "jit_main").then(|| fixture("libjit_writer.so"));
     static BUILT: OnceLock<std::sync::Mutex<std::collections::HashMap<String, PathBuf>>> =
         OnceLock::new();
     let map = BUILT.get_or_init(Default::default);
@@ -214,6 +215,26 @@ pub fn fixture(name: &str) -> PathBuf {
                 .arg(src.join(format!("{name}.cpp")))
                 .arg("-lpthread");
             c
+        }
+        "libjit_writer.so" => cc(
+            &["-shared", "-fPIC", "-O1"],
+            &src.join("jit_writer_lib.c"),
+            &out,
+            &[],
+        ),
+        "jit_main" => {
+            let lib = jit_lib.expect("built above");
+            let libdir = lib.parent().expect("dir").to_str().expect("utf-8");
+            cc(
+                &["-O1"],
+                &src.join("jit_main.c"),
+                &out,
+                &[
+                    &format!("-L{libdir}"),
+                    "-ljit_writer",
+                    &format!("-Wl,-rpath,{libdir}"),
+                ],
+            )
         }
         "main_writer" => cc(&["-O1", "-g"], &src.join("main_writer.c"), &out, &[]),
         "stale_main" => cc(&["-O1"], &src.join("stale_main.c"), &out, &["-ldl"]),

@@ -529,3 +529,35 @@ e2e!(a_program_run_through_the_loader_is_named_as_itself, |dir| {
     assert_eq!(w["component"]["object"], program.to_str().unwrap(), "{w}");
     assert_eq!(frame_function(&w["component"]), "writer");
 });
+
+// Regression (review1 item 12): a registered library writing through a
+// JIT stub left a one-frame stack [{null, null}] (the unwinder stops at
+// code it has no tables for), so the write was judged rogue and denied
+// where the bare run succeeds. The stack is now marked truncated, and with
+// components configured such a write is only logged.
+#[cfg(target_arch = "x86_64")]
+e2e!(a_write_through_jit_code_is_truncated_not_denied, |dir| {
+    let prog = fixture("jit_main");
+    let bare = run(&mut dir.bare(&prog), HANG);
+    assert_eq!(stdout(&bare), "jit_write=0\n");
+    let audited = run(
+        dir.audited(&prog)
+            .env("MPAUDIT_ACTION", "deny")
+            .env("MPAUDIT_COMPONENTS", "libjit_writer.so"),
+        HANG,
+    );
+    same_as_bare(&bare, &audited);
+    let ev = dir.events();
+    let w = the_write(&ev, "jit.out");
+    assert_eq!(
+        (&w["stack_truncated"], &w["verdict"], &w["action"]),
+        (&true.into(), &"rogue".into(), &"logged".into()),
+        "{w}"
+    );
+    assert_eq!(w["stack"][0]["object"], Value::Null, "{w}");
+    let exit = ev
+        .iter()
+        .find(|e| e["op"] == "exit")
+        .expect("an exit event");
+    assert!(exit["unresolved_frames"].as_u64() >= Some(1), "{exit}");
+});
