@@ -198,6 +198,9 @@ pub struct Aggregator {
     pub log_stopped: BTreeMap<(u16, i64), String>,
     /// Events processes could not log (the `dropped` of their `exit`).
     pub dropped_events: u64,
+    /// Stack frames recorded without an object (the `unresolved_frames`
+    /// of `exit` events): JIT code, or glibc < 2.35.
+    pub unresolved_frames: u64,
 }
 
 /// Paths that are never a clobber: device files and kernel interfaces.
@@ -343,6 +346,7 @@ impl Aggregator {
         self.component_objects.extend(o.component_objects);
         self.log_stopped.extend(o.log_stopped);
         self.dropped_events += o.dropped_events;
+        self.unresolved_frames += o.unresolved_frames;
     }
 
     pub fn add(&mut self, source: u16, ev: &Event<'_>) {
@@ -369,6 +373,7 @@ impl Aggregator {
                 self.exits.insert((source, ev.pid), s);
             }
             self.dropped_events += ev.dropped.unwrap_or(0);
+            self.unresolved_frames += ev.unresolved_frames.unwrap_or(0);
         }
         if ev.op == "exec" && ev.audited == Some(false) {
             let exe = ev.exe.as_deref().unwrap_or_default().to_string();
@@ -941,6 +946,7 @@ impl Report {
             })
             .collect();
         s.dropped_events = agg.dropped_events;
+        s.unresolved_frames = agg.unresolved_frames;
         s.averted = sec.averted.len();
         s.warnings = unmatched_components(&l.components, &agg.component_objects);
         self.rogue = sec.rogue;

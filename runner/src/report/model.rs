@@ -59,6 +59,9 @@ pub struct Summary {
     /// they could not log: facts that make the audit incomplete.
     pub log_stopped: Vec<LogStoppedProcess>,
     pub dropped_events: u64,
+    /// Stack frames in no known object (JIT code, glibc < 2.35): their
+    /// writes may lack a component.
+    pub unresolved_frames: u64,
     /// Why the audit is incomplete (exit status 4); empty when it is not.
     pub incomplete: Vec<Incomplete>,
     /// `mpaudit report`: the runs reported (docs/report.md, "Runs").

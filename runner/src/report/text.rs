@@ -68,6 +68,12 @@ impl Report {
                 s.unclassified_writes
             );
         }
+        if s.unresolved_frames > 0 {
+            o += &format!(
+                "  {} stack frame(s) in no known object (JIT code, or glibc < 2.35): those writes may lack a component\n",
+                s.unresolved_frames
+            );
+        }
         if !s.strays_killed.is_empty() {
             o += &format!(
                 "  stopped {} stray process(es) left behind by the job: {:?}\n",

@@ -560,4 +560,16 @@ e2e!(a_write_through_jit_code_is_truncated_not_denied, |dir| {
         .find(|e| e["op"] == "exit")
         .expect("an exit event");
     assert!(exit["unresolved_frames"].as_u64() >= Some(1), "{exit}");
+    let out = run(
+        Command::new(&artifacts().runner)
+            .args(["report", "--format", "json"])
+            .arg(dir.logs()),
+        DEADLINE,
+    );
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        json["summary"]["unresolved_frames"].as_u64() >= Some(1),
+        "{:#}",
+        json["summary"]
+    );
 });
