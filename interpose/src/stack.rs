@@ -13,9 +13,9 @@
 //! symbol is a name looked up here, in the object's in-memory dynamic
 //! symbol table.
 //!
-//! Each address is resolved once and kept in a fixed, lock-free table whose
-//! names live in a static arena (never freed, so a later `dlclose` cannot
-//! leave a dangling name behind).
+//! Each address is resolved once and kept in fixed, lock-free tables (see
+//! "the cache" below). Once the program registers unwind tables of its own
+//! the walk is not run at all ([`FRAMES_REGISTERED`]).
 
 use mpaudit_core::event::{Frame, MAX_FRAMES};
 use mpaudit_core::objects::{classify_object, ObjectClass};
