@@ -68,11 +68,9 @@ macro_rules! hook_fn {
             pub(crate) unsafe extern "C" fn body(
                 r0: usize, r1: usize, r2: usize, r3: usize, r4: usize, $caller: usize,
             ) -> $ret {
-                let regs = [r0, r1, r2, r3, r4];
-                let mut _next = 0;
                 // The ABI passes each integer or pointer argument in its
                 // own register, the low bits holding the value.
-                $( let $arg = regs[_next] as $ty; _next += 1; )*
+                bind_args!([r0, r1, r2, r3, r4] $($arg: $ty),*);
                 let p = real_fn::$name.get();
                 if p == 0 {
                     return <$ret as crate::real::Missing>::missing();
@@ -83,6 +81,18 @@ macro_rules! hook_fn {
                 unsafe { $body }
             }
         }
+    };
+}
+
+/// `let arg = reg as Type;` for each argument in turn, from the registers
+/// listed first (no array: hooks run on small signal stacks).
+macro_rules! bind_args {
+    ([$($reg:ident),*]) => {
+        $( let _ = $reg; )*
+    };
+    ([$reg:ident $(, $rest:ident)*] $arg:ident : $ty:ty $(, $more:ident : $mty:ty)*) => {
+        let $arg = $reg as $ty;
+        bind_args!([$($rest),*] $($more : $mty),*);
     };
 }
 

@@ -125,7 +125,9 @@ pub struct Stack {
     pub frames: [Frame<'static>; MAX_FRAMES],
     /// Per frame, the function's name (see [`Stack::symbol`]), looked up
     /// only when the policy matches components by symbol.
-    symbols: [Option<&'static [u8]>; MAX_FRAMES],
+    /// Each as address << 16 | length (0: none), half the size of a slice
+    /// on a hook's small stack (user addresses fit in 48 bits).
+    symbols: [u64; MAX_FRAMES],
     pub n: usize,
     pub component: Option<usize>,
     /// Frames further out may exist but were not seen: the walk was not
@@ -140,7 +142,12 @@ impl Stack {
     /// when the policy asked for names ([`set_symbols_wanted`]) and the
     /// object exports one there.
     pub fn symbol(&self, i: usize) -> Option<&'static [u8]> {
-        self.symbols[i]
+        let packed = self.symbols[i];
+        // SAFETY: packed by symbolise_stack from a name in the arena or in
+        // a loaded object's string table, valid for the hook.
+        (packed != 0).then(|| unsafe {
+            core::slice::from_raw_parts((packed >> 16) as *const u8, (packed & 0xffff) as usize)
+        })
     }
 }
 
@@ -156,7 +163,7 @@ pub struct NameScratch<'a> {
 pub fn symbolise_stack(raw: &RawStack, scratch: &mut NameScratch) -> Stack {
     let mut out = Stack {
         frames: [Frame::default(); MAX_FRAMES],
-        symbols: [None; MAX_FRAMES],
+        symbols: [0; MAX_FRAMES],
         n: 0,
         component: None,
         truncated: raw.truncated,
@@ -172,7 +179,14 @@ pub fn symbolise_stack(raw: &RawStack, scratch: &mut NameScratch) -> Stack {
             continue;
         }
         out.frames[out.n] = f.frame;
-        out.symbols[out.n] = f.symbol;
+        out.symbols[out.n] = f.symbol.map_or(0, |s| {
+            let addr = s.as_ptr() as u64;
+            if addr >> 48 == 0 && s.len() <= 0xffff {
+                (addr << 16) | s.len() as u64
+            } else {
+                0
+            }
+        });
         classes[out.n] = class;
         out.n += 1;
     }
