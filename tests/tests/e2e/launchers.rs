@@ -432,3 +432,59 @@ e2e!(a_one_task_srun_step_is_no_rank, |dir| {
         assert!(!name.contains("-r0-"), "{name}");
     }
 });
+
+// Regression (review 1, item 8): a rank on a node whose name is empty (a
+// container's UTS namespace) logged into `mpaudit--r1-….jsonl`, which the
+// report did not recognise: "ok", 0 events. The empty name is now `_`, and
+// a file named like a log that the report does not read is warned about.
+e2e!(a_rank_on_a_node_with_an_empty_name_is_reported, |dir| {
+    let script = "import os, socket; socket.sethostname(''); \
+                  os.execvp('bash', ['bash', '-c', 'echo x > a.txt'])";
+    let out = run(
+        dir.audited("unshare")
+            .args(["-u", "python3", "-c", script])
+            .env("OMPI_COMM_WORLD_RANK", "1"),
+        DEADLINE,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let names: Vec<String> = std::fs::read_dir(dir.logs())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        names.iter().any(|n| n.starts_with("mpaudit-_-r1-")),
+        "{names:?}"
+    );
+    let report = report_json(&[dir.logs()]);
+    let lines: usize = names
+        .iter()
+        .map(|n| {
+            std::fs::read_to_string(dir.logs().join(n))
+                .unwrap()
+                .lines()
+                .count()
+        })
+        .sum();
+    assert_eq!(
+        report["summary"]["events"].as_u64(),
+        Some(lines as u64),
+        "every log read: {report}"
+    );
+    // A log the report cannot read is named, not skipped quietly.
+    std::fs::write(dir.logs().join("mpaudit--r1-1-2.jsonl"), "").unwrap();
+    let out = run(
+        Command::new(&artifacts().runner)
+            .args(["report"])
+            .arg(dir.logs()),
+        DEADLINE,
+    );
+    let errors = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        errors.contains("mpaudit--r1-1-2.jsonl") && errors.contains("not in this report"),
+        "{errors}"
+    );
+});
