@@ -73,9 +73,7 @@ fn log_file_name(dir: &[u8], pid: i32, ns: u64, out: &mut [u8]) -> Option<usize>
     sink.put(dir);
     sink.put(b"/mpaudit-");
     if let Some(rank) = state::rank() {
-        for &b in state::node() {
-            sink.put(&[mpaudit_core::launcher::file_name_byte(b)]);
-        }
+        mpaudit_core::launcher::put_node_file_name(state::node(), |b| sink.put(&[b]));
         sink.put(b"-r");
         mpaudit_core::json::put_u64(&mut sink, rank as u64);
         sink.put(b"-");

@@ -356,6 +356,9 @@ pub unsafe fn init(argc: i32, argv: *const *const libc::c_char, envp: *const *co
         }
     }
 
+    if launcher_rank.rank_override == launcher::RankOverride::Invalid {
+        crate::process::warn(b"mpaudit: MPAUDIT_RANK must be none or auto; using auto\n");
+    }
     if let Some(r) = launcher_rank.rank() {
         init_rank(r, saved.fork_workers);
     }

@@ -405,26 +405,91 @@ pub fn log_name_parts(name: &str) -> Option<(i64, u128)> {
 
 /// Every log file under `dir`, recursively, sorted.
 pub fn log_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
+    Ok(scan_log_dir(dir)?.files)
+}
+
+/// The log files under a directory, and the files that look like logs but
+/// are not read: the report warns about each, never ignoring a log quietly.
+#[derive(Debug, Default)]
+pub struct LogDir {
+    pub files: Vec<PathBuf>,
+    /// Named `mpaudit-*.jsonl` but not a log name, or not a regular file.
+    pub skipped: Vec<PathBuf>,
+}
+
+impl LogDir {
+    pub fn warn_skipped(&self) {
+        for f in &self.skipped {
+            eprintln!(
+                "mpaudit: warning: {}: named like an event log but not one mpaudit \
+                 reads (mpaudit-[<node>-r<rank>-]<pid>-<ns>.jsonl, a regular file); \
+                 its events are not in this report",
+                f.display()
+            );
+        }
+    }
+}
+
+/// A name that is no log but would be taken for one at a glance.
+fn looks_like_a_log(name: &str) -> bool {
+    name.starts_with("mpaudit-") && name.ends_with(".jsonl") && name != crate::merge::MANIFEST
+}
+
+/// [`LogDir`] of `dir`, recursively, sorted.
+pub fn scan_log_dir(dir: &Path) -> std::io::Result<LogDir> {
+    let mut out = LogDir::default();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
         for e in std::fs::read_dir(&d)? {
             let e = e?;
             let ft = e.file_type()?;
+            let name = e.file_name().to_string_lossy().into_owned();
             if ft.is_dir() {
                 stack.push(e.path());
-            } else if ft.is_file() && is_log_name(&e.file_name().to_string_lossy()) {
-                out.push(e.path());
+            } else if ft.is_file() && is_log_name(&name) {
+                out.files.push(e.path());
+            } else if looks_like_a_log(&name) {
+                out.skipped.push(e.path());
             }
         }
     }
-    out.sort();
+    out.files.sort();
+    out.skipped.sort();
     Ok(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression (review 1, item 8): `mpaudit--r1-….jsonl` (a rank on a
+    /// node with an empty name) was skipped without a word and the report
+    /// said ok with 0 events.
+    #[test]
+    fn files_named_like_logs_but_not_read_are_listed() {
+        let dir = std::env::temp_dir().join(format!("mpaudit-scan-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("rank_1")).unwrap();
+        for name in [
+            "mpaudit-1-2.jsonl",
+            "rank_1/mpaudit--r1-3-4.jsonl",
+            "rank_1/mpaudit-redirects.jsonl",
+            "notes.txt",
+        ] {
+            std::fs::write(dir.join(name), "").unwrap();
+        }
+        std::os::unix::fs::symlink("mpaudit-1-2.jsonl", dir.join("mpaudit-5-6.jsonl")).unwrap();
+        let scan = scan_log_dir(&dir).unwrap();
+        assert_eq!(scan.files, vec![dir.join("mpaudit-1-2.jsonl")]);
+        assert_eq!(
+            scan.skipped,
+            vec![
+                dir.join("mpaudit-5-6.jsonl"),
+                dir.join("rank_1/mpaudit--r1-3-4.jsonl")
+            ]
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     pub const EXAMPLE: &str = r#"{"v":1,"ts":1763750000123456789,"kind":"access","op":"fopen","pid":4242,"ppid":4240,"tid":4242,"worker":2,"path":"summary.log","abs":"/job/summary.log","mode":"write","create":true,"truncate":false,"append":true,"flags":["O_WRONLY","O_CREAT","O_APPEND"],"result":5,"errno":null,"component":{"object":"/job/lib/libLegacyAlg.so","vaddr":4409},"stack":[{"object":"/job/lib/libLegacyAlg.so","vaddr":4409},{"object":null,"vaddr":null}]}"#;
 
@@ -750,5 +815,7 @@ mod tests {
         assert!(!is_log_name("mpaudit-vm-r-1-2.jsonl"));
         assert!(!is_log_name("mpaudit-vm-rx-1-2.jsonl"));
         assert!(!is_log_name("mpaudit-redirects.jsonl"));
+        // An empty node name is written `_` (mpaudit_core::launcher).
+        assert!(is_log_name("mpaudit-_-r1-1-2.jsonl"));
     }
 }

@@ -168,8 +168,10 @@ fn execute(plan: &plan::Plan, program: &Path, preload: Option<&Path>) -> Result<
     }
 
     let mut agg = report::Aggregator::default();
-    let files: Vec<PathBuf> = events::log_files(&plan.log_dir)
-        .unwrap_or_default()
+    let scan = events::scan_log_dir(&plan.log_dir).unwrap_or_default();
+    scan.warn_skipped();
+    let files: Vec<PathBuf> = scan
+        .files
         .into_iter()
         .filter(|f| !earlier.contains(f))
         .collect();

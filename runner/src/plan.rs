@@ -12,6 +12,7 @@ use crate::cli::{Format, RunOpts};
 use crate::duration::{format_duration, parse_duration};
 use crate::jobfile::{Action, JobFile, MergeRule, Mode, OnFailure, WorkersSpec};
 use crate::workers::{self, Facts};
+use mpaudit_core::launcher::{RankDecision, RankOverride};
 
 pub const DEFAULT_WORKERS_DIR: &str = "mpaudit-workers";
 pub const DEFAULT_LOG_DIR: &str = "mpaudit-logs";
@@ -111,6 +112,9 @@ pub struct Plan {
     pub log_dir: PathBuf,
     /// The launcher rank this runner is (mpaudit_core::launcher), if any.
     pub rank: Option<u32>,
+    /// Which variable gave the rank, or why there is none (`mpaudit check`).
+    #[serde(serialize_with = "ser_rank_decision")]
+    pub rank_decision: RankDecision,
     /// The workers directory as configured: what the library is given; it
     /// adds `rank_<r>/` itself (mpaudit_core::map::worker_dir_for).
     pub shared_workers_dir: PathBuf,
@@ -143,6 +147,9 @@ pub struct Plan {
     pub quiet: bool,
 }
 
+fn ser_rank_decision<S: serde::Serializer>(d: &RankDecision, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&describe_rank(*d))
+}
 fn ser_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&format_duration(*d))
 }
@@ -338,23 +345,40 @@ pub fn build(source: &Source, opts: &RunOpts, ctx: &Context) -> Result<Plan, Str
         }
     }
 
-    let rank = mpaudit_core::launcher::rank_of(
+    let rank_scan = mpaudit_core::launcher::scan(
         ctx.facts
             .env
             .iter()
             .map(|(k, v)| (k.as_bytes(), v.as_bytes())),
     );
+    if rank_scan.rank_override == RankOverride::Invalid {
+        return Err(format!(
+            "{}={:?}: must be none or auto",
+            mpaudit_core::launcher::RANK_OVERRIDE_VARIABLE,
+            ctx.facts.env[mpaudit_core::launcher::RANK_OVERRIDE_VARIABLE]
+        ));
+    }
+    let rank_decision = rank_scan.decision();
+    let rank = rank_decision.rank();
     let log_dir = cli_log_dir.unwrap_or(log_dir);
     let workers_dir = cli_workers_dir.unwrap_or(workers_dir);
     let merge_dir = opts.merge_dir.as_ref().map(|d| resolve(&ctx.cwd, d));
-    let step_size = mpaudit_core::launcher::SIZE_VARIABLES
-        .iter()
-        .find_map(|v| ctx.facts.env.get(*v)?.parse::<u32>().ok());
+    // The step's size from the launcher that gave the rank: under
+    // `srun -n1 mpirun -np 2` the step has one task, mpirun two ranks.
+    let step_size = rank_decision
+        .size_variable()
+        .and_then(|v| ctx.facts.env.get(v)?.parse::<u32>().ok());
     let merge_skipped = match (rank, step_size) {
         (Some(r), Some(n)) if n > 1 && merge_dir.is_none() => Some(format!(
             "rank {r} of {n}: merging into the shared job directory would clobber the other \
              ranks' merges; the redirected files stay in {}/rank_{r}/ (or give each rank its own \
              --merge-dir)",
+            workers_dir.display()
+        )),
+        (Some(r), None) if merge_dir.is_none() => Some(format!(
+            "rank {r} of a launcher that does not say how many ranks it started: merging into \
+             the shared job directory could clobber the other ranks' merges; the redirected \
+             files stay in {}/rank_{r}/ (or give each rank its own --merge-dir)",
             workers_dir.display()
         )),
         _ => None,
@@ -379,6 +403,7 @@ pub fn build(source: &Source, opts: &RunOpts, ctx: &Context) -> Result<Plan, Str
         workers_dir: run_workers_dir,
         log_dir: run_log_dir,
         rank,
+        rank_decision,
         shared_workers_dir: workers_dir,
         merge_skipped,
         timeout: cli_timeout.or(timeout),
@@ -396,6 +421,24 @@ pub fn build(source: &Source, opts: &RunOpts, ctx: &Context) -> Result<Plan, Str
         format: opts.format,
         quiet: opts.quiet,
     })
+}
+
+/// The rank line of `mpaudit check`: the rank and the variable that gave
+/// it, or why there is none.
+fn describe_rank(d: RankDecision) -> String {
+    match d {
+        RankDecision::Rank { rank, variable, .. } => {
+            format!("{rank} (from {variable}; workers and logs in rank_{rank}/)")
+        }
+        RankDecision::Disabled => "none (MPAUDIT_RANK=none)".into(),
+        RankDecision::BatchScript => {
+            "none (SLURM_PROCID outside a job step: a batch script is the whole job)".into()
+        }
+        RankDecision::OneTaskStep => "none (SLURM_PROCID of a one-task Slurm step with no MPI \
+                                      rank variable: one task is no parallel job)"
+            .into(),
+        RankDecision::NoLauncher => "none (no launcher rank variable)".into(),
+    }
 }
 
 /// `<dir>/rank_<r>`, named as the library names it.
@@ -508,9 +551,7 @@ impl Plan {
             self.workers_dir.display()
         );
         s += &format!("log dir:     {}\n", self.log_dir.display());
-        if let Some(r) = self.rank {
-            s += &format!("rank:        {r} (launcher; workers and logs in rank_{r}/)\n");
-        }
+        s += &format!("rank:        {}\n", describe_rank(self.rank_decision));
         if let Some(why) = &self.merge_skipped {
             s += &format!("             note: not merging: {why}\n");
         }
@@ -696,6 +737,80 @@ mod tests {
             assert_eq!(p.workers_dir, p.shared_workers_dir);
             assert_eq!(p.log_dir, PathBuf::from("/jobs/a/mpaudit-logs"));
         }
+    }
+
+    /// Regression (review 1, item 6): `srun -n1 mpirun -np 2 mpaudit run`
+    /// made both runners rank 0 (SLURM_PROCID won), both used rank_0/ and
+    /// merged into the job directory (the step's size, 1, allowed it).
+    #[test]
+    fn mpirun_inside_an_srun_step_takes_mpirun_s_rank_and_size() {
+        let text = "[job]\ncommand = [\"./run.sh\"]\n";
+        for r in [0u32, 1] {
+            let rank = r.to_string();
+            let env = [
+                ("SLURM_STEP_ID", "0"),
+                ("SLURM_PROCID", "0"),
+                ("SLURM_STEP_NUM_TASKS", "1"),
+                ("OMPI_COMM_WORLD_RANK", rank.as_str()),
+                ("OMPI_COMM_WORLD_SIZE", "2"),
+            ];
+            let p = build(&src(text), &opts(), &ctx(&env)).unwrap();
+            assert_eq!(p.rank, Some(r));
+            assert_eq!(
+                p.log_dir,
+                PathBuf::from(format!("/jobs/a/mpaudit-logs/rank_{r}"))
+            );
+            let why = p.merge_skipped.as_deref().unwrap_or("");
+            assert!(why.contains(&format!("rank {r} of 2")), "{why:?}");
+            let shown = p.render(Ok(Path::new("/lib.so")), None);
+            assert!(
+                shown.contains(&format!("rank:        {r} (from OMPI_COMM_WORLD_RANK;")),
+                "{shown}"
+            );
+        }
+    }
+
+    /// Regression (review 1, item 7): a batch script submitted from an
+    /// srun step (or a shell of `srun --pty bash`) was rank 0 of its
+    /// one-task step; `MPAUDIT_RANK=none` turns any rank off.
+    #[test]
+    fn a_one_task_step_is_no_rank_and_check_says_why() {
+        let text = "[job]\ncommand = [\"./run.sh\"]\n";
+        let one_task = [
+            ("SLURM_STEP_ID", "0"),
+            ("SLURM_PROCID", "0"),
+            ("SLURM_STEP_NUM_TASKS", "1"),
+        ];
+        let p = build(&src(text), &opts(), &ctx(&one_task)).unwrap();
+        assert_eq!(p.rank, None);
+        assert_eq!(p.workers_dir, PathBuf::from("/jobs/a/mpaudit-workers"));
+        let shown = p.render(Ok(Path::new("/lib.so")), None);
+        assert!(
+            shown.contains("rank:        none (SLURM_PROCID of a one-task"),
+            "{shown}"
+        );
+
+        let off = [
+            ("SLURM_STEP_ID", "0"),
+            ("SLURM_PROCID", "2"),
+            ("SLURM_STEP_NUM_TASKS", "4"),
+            ("MPAUDIT_RANK", "none"),
+        ];
+        let p = build(&src(text), &opts(), &ctx(&off)).unwrap();
+        assert_eq!(p.rank, None);
+        assert_eq!(p.merge_skipped, None);
+        let shown = p.render(Ok(Path::new("/lib.so")), None);
+        assert!(
+            shown.contains("rank:        none (MPAUDIT_RANK=none)"),
+            "{shown}"
+        );
+
+        let bad = [("MPAUDIT_RANK", "0")];
+        let e = build(&src(text), &opts(), &ctx(&bad)).unwrap_err();
+        assert!(
+            e.contains("MPAUDIT_RANK") && e.contains("none or auto"),
+            "{e}"
+        );
     }
 
     #[test]

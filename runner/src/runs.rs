@@ -101,7 +101,10 @@ pub fn runs(dir: &Path) -> std::io::Result<Vec<Run>> {
         }
     }
     metas.sort_by_key(|m| m.1);
-    let mut logs: Vec<(i64, u128, PathBuf)> = events::log_files(dir)?
+    let scan = events::scan_log_dir(dir)?;
+    scan.warn_skipped();
+    let mut logs: Vec<(i64, u128, PathBuf)> = scan
+        .files
         .into_iter()
         .filter_map(|p| {
             let (pid, ns) = events::log_name_parts(&p.file_name()?.to_string_lossy())?;

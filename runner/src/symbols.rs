@@ -7,8 +7,12 @@
 //!
 //! Each object file is opened and parsed once, each (object, vaddr) named
 //! once. An object that is gone, unreadable, or no longer has code at that
-//! address (rebuilt since the run) gives no name: callers show
-//! `object+0xvaddr`.
+//! address gives no name: callers show `object+0xvaddr`. So does one that
+//! may not be what ran, with the reason in [`Resolved::unnamed`]: a file
+//! changed after the run started (rebuilt: its addresses now name other
+//! functions), anything but a regular file (a FIFO would block the report
+//! forever), and `/proc` paths (`/proc/self/fd/N` of a memfd plugin would
+//! be read in the runner's own process, not the one that logged it).
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -25,13 +29,20 @@ pub struct Resolved {
     pub function: Option<String>,
     pub file: Option<String>,
     pub line: Option<u32>,
+    /// Why the object was not read, when that is worth saying (see the
+    /// module's documentation); `None` when named or simply gone.
+    pub unnamed: Option<String>,
 }
 
 /// Symbol tables and debug information, loaded on first use per object.
 #[derive(Default)]
 pub struct Symbols {
-    objects: HashMap<String, Option<ObjectInfo>>,
+    /// Each object, or why it gives no names (`None`: nothing to say).
+    objects: HashMap<String, Result<ObjectInfo, Option<String>>>,
     frames: HashMap<(String, u64), Resolved>,
+    /// The run's start (ns since the epoch, the earliest `start` event):
+    /// an object changed later is not the one that ran.
+    run_start_ns: Option<u64>,
 }
 
 /// One object file: its function symbols sorted by address, its code
@@ -45,8 +56,13 @@ struct ObjectInfo {
 }
 
 impl Symbols {
-    pub fn new() -> Symbols {
-        Symbols::default()
+    /// Names frames of a run that started at `run_start_ns` (ns since the
+    /// epoch), refusing objects changed since.
+    pub fn for_run(run_start_ns: Option<u64>) -> Symbols {
+        Symbols {
+            run_start_ns,
+            ..Symbols::default()
+        }
     }
 
     /// Names the code at `vaddr` in `object` (a path as the library logged
@@ -54,11 +70,18 @@ impl Symbols {
     pub fn resolve(&mut self, object: &str, vaddr: u64) -> &Resolved {
         let key = (object.to_string(), vaddr);
         if !self.frames.contains_key(&key) {
+            let run_start_ns = self.run_start_ns;
             let info = self
                 .objects
                 .entry(object.to_string())
-                .or_insert_with(|| ObjectInfo::load(object));
-            let resolved = info.as_ref().map(|i| i.resolve(vaddr)).unwrap_or_default();
+                .or_insert_with(|| ObjectInfo::load(object, run_start_ns));
+            let resolved = match info {
+                Ok(i) => i.resolve(vaddr),
+                Err(why) => Resolved {
+                    unnamed: why.clone(),
+                    ..Resolved::default()
+                },
+            };
             self.frames.insert(key.clone(), resolved);
         }
         &self.frames[&key]
@@ -66,12 +89,18 @@ impl Symbols {
 }
 
 impl ObjectInfo {
-    fn load(path: &str) -> Option<ObjectInfo> {
-        let file = File::open(path).ok()?;
+    /// The object at `path`, or why not (`Err(None)`: gone or not an
+    /// object, nothing worth saying).
+    fn load(path: &str, run_start_ns: Option<u64>) -> Result<ObjectInfo, Option<String>> {
+        let file = open_object(path, run_start_ns)?;
+        Self::parse(path, &file).ok_or(None)
+    }
+
+    fn parse(path: &str, file: &File) -> Option<ObjectInfo> {
         // SAFETY: the map is only read. A file truncated under us while
         // mapped could fault; object files of a finished run are not being
         // rewritten (addr2line's own loader maps them the same way).
-        let map = unsafe { memmap2::Mmap::map(&file) }.ok()?;
+        let map = unsafe { memmap2::Mmap::map(file) }.ok()?;
         let parsed = object::File::parse(&*map).ok()?;
         let code = parsed
             .segments()
@@ -132,6 +161,45 @@ impl ObjectInfo {
     }
 }
 
+/// Opens an object file for reading its symbols, if it can be what ran:
+/// a regular file (checked before opening and again on the open file, which
+/// is opened non-blocking: a FIFO swapped in between must not block us), not
+/// under `/proc` (or `/dev/fd`, its alias), not changed after the run began.
+fn open_object(path: &str, run_start_ns: Option<u64>) -> Result<File, Option<String>> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    if ["/proc/", "/dev/fd/"].iter().any(|p| path.starts_with(p)) {
+        return Err(Some(
+            "a /proc path names a file of the process that logged it, not readable afterwards"
+                .into(),
+        ));
+    }
+    let meta = std::fs::metadata(path).map_err(|_| None)?;
+    let not_regular = || Some("not a regular file".to_string());
+    if !meta.is_file() {
+        return Err(not_regular());
+    }
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|_| None)?;
+    let meta = file.metadata().map_err(|_| None)?;
+    if !meta.is_file() {
+        return Err(not_regular());
+    }
+    // The later of mtime and ctime: `cp -p` or `touch -r` can set mtime
+    // back, not ctime.
+    let ns = |s: i64, n: i64| (s.max(0) as u64).saturating_mul(1_000_000_000) + n.max(0) as u64;
+    let changed = ns(meta.mtime(), meta.mtime_nsec()).max(ns(meta.ctime(), meta.ctime_nsec()));
+    if let Some(start) = run_start_ns.filter(|&start| changed > start) {
+        return Err(Some(format!(
+            "changed {:.3} s after the run started (rebuilt?): its addresses may name other code",
+            (changed - start) as f64 / 1e9
+        )));
+    }
+    Ok(file)
+}
+
 /// The function whose code holds `vaddr` and the source line of the call
 /// in it. DWARF lists the inlined functions at an address innermost first;
 /// the last one is the real function, and its location is where the chain
@@ -154,6 +222,7 @@ fn outermost_frame(dwarf: &addr2line::Loader, vaddr: u64) -> Option<Resolved> {
         function: None,
         file: location.and_then(|l| l.file).map(str::to_string),
         line: location.and_then(|l| l.line),
+        unnamed: None,
     })
 }
 
@@ -440,9 +509,84 @@ mod tests {
         );
     }
 
+    /// Regression (review 1, item 11): `mkfifo libgood.so` in an object's
+    /// place made `mpaudit report` block forever in open(2).
+    #[test]
+    fn a_fifo_in_an_object_s_place_is_refused_not_opened() {
+        let dir = std::env::temp_dir().join(format!("mpaudit-fifo-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("libgood.so");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        // Without the check this blocks (no writer): the test never ends.
+        let mut s = Symbols::for_run(None);
+        let r = s.resolve(fifo.to_str().unwrap(), 0x1139).clone();
+        assert_eq!(r.function, None);
+        assert_eq!(r.unnamed.as_deref(), Some("not a regular file"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// /proc/self/… would be this process's, not the run's: refused even
+    /// though /proc/self/exe is a perfectly readable object.
+    #[test]
+    fn proc_paths_are_refused() {
+        let mut s = Symbols::for_run(None);
+        for p in ["/proc/self/exe", "/proc/self/fd/0", "/dev/fd/0"] {
+            let r = s.resolve(p, 0x1139).clone();
+            assert_eq!(r.symbol, None, "{p}");
+            assert!(
+                r.unnamed.as_deref().unwrap().contains("/proc"),
+                "{p}: {r:?}"
+            );
+        }
+    }
+
+    /// Regression (review 1, item 9): an object rebuilt after the run gave
+    /// its new functions' names to the run's addresses. This test binary,
+    /// whose own function is named when the run started after it was
+    /// built, is refused for a run that started before.
+    #[test]
+    fn an_object_changed_after_the_run_started_is_not_named() {
+        let exe = std::env::current_exe().unwrap();
+        let exe = exe.to_str().unwrap();
+        let Ok(info) = ObjectInfo::load(exe, None) else {
+            panic!("the test binary parses")
+        };
+        let addr = info
+            .functions
+            .iter()
+            .find(|f| f.2.contains("an_object_changed_after_the_run_started"))
+            .unwrap()
+            .0;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64;
+        let after = Symbols::for_run(Some(now)).resolve(exe, addr + 1).clone();
+        assert!(
+            after
+                .function
+                .as_deref()
+                .is_some_and(|f| f.contains("an_object_changed")),
+            "{after:?}"
+        );
+        let before = Symbols::for_run(Some(1)).resolve(exe, addr + 1).clone();
+        assert_eq!(before.function, None);
+        assert!(
+            before
+                .unnamed
+                .as_deref()
+                .unwrap()
+                .contains("after the run started"),
+            "{before:?}"
+        );
+    }
+
     #[test]
     fn a_missing_object_resolves_to_nothing() {
-        let mut s = Symbols::new();
+        let mut s = Symbols::for_run(None);
         assert_eq!(
             s.resolve("/nonexistent/libgone.so", 0x1139),
             &Resolved::default()
@@ -455,7 +599,9 @@ mod tests {
     fn names_functions_of_a_real_object() {
         let exe = std::env::current_exe().unwrap();
         let exe = exe.to_str().unwrap();
-        let info = ObjectInfo::load(exe).expect("the test binary parses");
+        let Ok(info) = ObjectInfo::load(exe, None) else {
+            panic!("the test binary parses")
+        };
         let (addr, _, name) = info
             .functions
             .iter()

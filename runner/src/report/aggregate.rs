@@ -201,6 +201,9 @@ pub struct Aggregator {
     /// Stack frames recorded without an object (the `unresolved_frames`
     /// of `exit` events): JIT code, or glibc < 2.35.
     pub unresolved_frames: u64,
+    /// The earliest `start` event's `ts`: the run's start, against which
+    /// call sites' objects are checked for a rebuild (`crate::symbols`).
+    pub run_start_ns: Option<u64>,
 }
 
 /// Paths that are never a clobber: device files and kernel interfaces.
@@ -347,6 +350,10 @@ impl Aggregator {
         self.log_stopped.extend(o.log_stopped);
         self.dropped_events += o.dropped_events;
         self.unresolved_frames += o.unresolved_frames;
+        self.run_start_ns = match (self.run_start_ns, o.run_start_ns) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
     }
 
     pub fn add(&mut self, source: u16, ev: &Event<'_>) {
@@ -368,6 +375,9 @@ impl Aggregator {
     }
 
     fn add_process(&mut self, source: u16, who: Who, ev: &Event<'_>) {
+        if ev.op == "start" {
+            self.run_start_ns = Some(self.run_start_ns.map_or(ev.ts, |t| t.min(ev.ts)));
+        }
         if ev.op == "exit" {
             if let Some(s) = ev.status {
                 self.exits.insert((source, ev.pid), s);
@@ -674,7 +684,7 @@ impl Aggregator {
     /// (`crate::symbols`), those in one function of one object merged. A
     /// site that cannot be named stays a group of its own.
     fn rogue_by_function(&self) -> Vec<((String, CallSite), RogueAgg)> {
-        let mut symbols = crate::symbols::Symbols::new();
+        let mut symbols = crate::symbols::Symbols::for_run(self.run_start_ns);
         let mut sites: Vec<(&(String, Option<u64>), &RogueAgg)> = self.rogue.iter().collect();
         sites.sort_by(|a, b| a.0.cmp(b.0));
         let mut groups: Vec<((String, CallSite), RogueAgg)> = Vec::new();
@@ -746,6 +756,7 @@ impl Aggregator {
                     function: site.resolved.function,
                     file: site.resolved.file,
                     line: site.resolved.line,
+                    unnamed: site.resolved.unnamed,
                     events: g.events,
                     unmitigated: g.unmitigated,
                     workers: l.whos(&g.workers),

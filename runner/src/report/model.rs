@@ -194,6 +194,10 @@ pub struct RogueGroup {
     pub function: Option<String>,
     pub file: Option<String>,
     pub line: Option<u32>,
+    /// Why the call site is not named although its object may exist (it
+    /// changed after the run started, is no regular file, …).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unnamed: Option<String>,
     pub events: u64,
     pub unmitigated: u64,
     pub workers: Vec<String>,

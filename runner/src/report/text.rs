@@ -265,6 +265,9 @@ pub(super) fn component_name(g: &RogueGroup) -> String {
     if let (Some(file), Some(line)) = (&g.file, g.line) {
         s += &format!(" ({file}:{line})");
     }
+    if let Some(why) = &g.unnamed {
+        s += &format!(" (not named: {why})");
+    }
     s
 }
 

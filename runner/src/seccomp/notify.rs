@@ -356,10 +356,11 @@ fn write_event(judge: &Judge, l: &mut Listener, pid: i32, line: &[u8]) -> std::i
     if l.log.is_none() {
         let launcher = match &judge.rank {
             Some((rank, node)) => {
-                let node: String = node
-                    .bytes()
-                    .map(|b| mpaudit_core::launcher::file_name_byte(b) as char)
-                    .collect();
+                let mut name = String::new();
+                mpaudit_core::launcher::put_node_file_name(node.as_bytes(), |b| {
+                    name.push(b as char)
+                });
+                let node = name;
                 format!("{node}-r{rank}-")
             }
             None => String::new(),

@@ -332,3 +332,159 @@ e2e!(programs_a_rank_execs_stay_that_rank_s_worker, |dir| {
     assert!(events.len() > 2);
     assert!(events.iter().all(|e| e["rank"] == 2 && e["worker"] == 2));
 });
+
+// Regression (review 1, item 6): `srun -n1 mpirun -np 2` handed both of
+// mpirun's ranks the step's SLURM_PROCID=0, which won over
+// OMPI_COMM_WORLD_RANK: both ranks were rank 0 (worker 0), their logs
+// `-r0-`, and the clobber between them was not reported. The innermost
+// launcher (mpirun) now gives the rank.
+e2e!(mpirun_inside_an_srun_step_gives_mpirun_s_ranks, |dir| {
+    let Some(slurm) = Slurm::start(&dir) else {
+        return;
+    };
+    let Some(mpirun) = mpirun() else {
+        return;
+    };
+    let mut srun = slurm.command("srun");
+    srun.args(["-n", "1", "-c", "2"])
+        .arg(mpirun.get_program())
+        .args(mpirun.get_args())
+        .args(["-np", "2", "-x"])
+        .arg(format!("LD_PRELOAD={}", lib().display()))
+        .arg("-x")
+        .arg(format!("MPAUDIT_LOG_DIR={}", dir.logs().display()))
+        .args(["bash", "-c", "echo rank $OMPI_COMM_WORLD_RANK > same.txt"])
+        .current_dir(&dir.path);
+    let out = run(&mut srun, DEADLINE);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        stdout(&out),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (events, bad) = read_events(&dir.logs());
+    assert_eq!(bad, 0);
+    let ranks: BTreeSet<u64> = events
+        .iter()
+        .filter(|e| e["op"] == "start")
+        .map(|e| e["rank"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ranks, BTreeSet::from([0, 1]), "{events:#?}");
+    let writers: BTreeSet<u64> = accesses(&events, "same.txt")
+        .iter()
+        .filter(|e| e["mode"] == "write")
+        .map(|e| e["worker"].as_u64().unwrap())
+        .collect();
+    assert_eq!(writers, BTreeSet::from([0, 1]));
+    let report = report_json(&[dir.logs()]);
+    let conflicts = report["conflicts"].as_array().expect("conflicts");
+    assert!(
+        conflicts.iter().any(
+            |c| c["path"].as_str().is_some_and(|p| p.ends_with("same.txt"))
+                && c["writers"].as_array().map(Vec::len) == Some(2)
+        ),
+        "same.txt written by both ranks: {conflicts:#?}"
+    );
+});
+
+// Regression (review 1, item 7): every process of a one-task step (`srun
+// --pty bash`, or a batch script `sbatch` submitted from inside a step,
+// which inherits SLURM_STEP_ID and SLURM_STEP_NUM_TASKS=1) was rank 0: its
+// redirected files went to worker_0/ as if it were a rank's worker. A
+// one-task step without an MPI rank is no rank: the process is the root,
+// as outside Slurm.
+e2e!(a_one_task_srun_step_is_no_rank, |dir| {
+    let Some(slurm) = Slurm::start(&dir) else {
+        return;
+    };
+    let out = run(
+        slurm
+            .command("srun")
+            .args(["-n", "1", "env"])
+            .arg(format!("LD_PRELOAD={}", lib().display()))
+            .arg(format!("MPAUDIT_LOG_DIR={}", dir.logs().display()))
+            .arg("MPAUDIT_ACTION=redirect")
+            .args(["bash", "-c", "echo one > summary.log"])
+            .current_dir(&dir.path),
+        DEADLINE,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A root's write of a new file is not rogue: it stays in place.
+    assert_eq!(
+        std::fs::read_to_string(dir.join("summary.log"))
+            .ok()
+            .as_deref(),
+        Some("one\n")
+    );
+    assert!(!dir.join("mpaudit-workers/worker_0").exists());
+    let events = dir.events();
+    assert!(!events.is_empty());
+    for e in &events {
+        assert_eq!(e.get("rank"), None, "no rank: {e}");
+        assert_eq!(e["worker"], Value::Null, "the root: {e}");
+    }
+    for f in std::fs::read_dir(dir.logs()).unwrap() {
+        let name = f.unwrap().file_name().to_string_lossy().into_owned();
+        assert!(!name.contains("-r0-"), "{name}");
+    }
+});
+
+// Regression (review 1, item 8): a rank on a node whose name is empty (a
+// container's UTS namespace) logged into `mpaudit--r1-….jsonl`, which the
+// report did not recognise: "ok", 0 events. The empty name is now `_`, and
+// a file named like a log that the report does not read is warned about.
+e2e!(a_rank_on_a_node_with_an_empty_name_is_reported, |dir| {
+    let script = "import os, socket; socket.sethostname(''); \
+                  os.execvp('bash', ['bash', '-c', 'echo x > a.txt'])";
+    let out = run(
+        dir.audited("unshare")
+            .args(["-u", "python3", "-c", script])
+            .env("OMPI_COMM_WORLD_RANK", "1"),
+        DEADLINE,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let names: Vec<String> = std::fs::read_dir(dir.logs())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        names.iter().any(|n| n.starts_with("mpaudit-_-r1-")),
+        "{names:?}"
+    );
+    let report = report_json(&[dir.logs()]);
+    let lines: usize = names
+        .iter()
+        .map(|n| {
+            std::fs::read_to_string(dir.logs().join(n))
+                .unwrap()
+                .lines()
+                .count()
+        })
+        .sum();
+    assert_eq!(
+        report["summary"]["events"].as_u64(),
+        Some(lines as u64),
+        "every log read: {report}"
+    );
+    // A log the report cannot read is named, not skipped quietly.
+    std::fs::write(dir.logs().join("mpaudit--r1-1-2.jsonl"), "").unwrap();
+    let out = run(
+        Command::new(&artifacts().runner)
+            .args(["report"])
+            .arg(dir.logs()),
+        DEADLINE,
+    );
+    let errors = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        errors.contains("mpaudit--r1-1-2.jsonl") && errors.contains("not in this report"),
+        "{errors}"
+    );
+});
