@@ -40,7 +40,9 @@ Exit status:
      unaudited (wins over 1 and 0)
 
 Library lookup: --preload PATH, then $MPAUDIT_PRELOAD, then libmpaudit.so next
-to the mpaudit executable, then ../lib/ relative to it.";
+to the mpaudit executable, then ../lib/ relative to it, then the copy built into
+mpaudit, written out to $XDG_CACHE_HOME/mpaudit/<hash>/ (or ~/.cache/mpaudit,
+then $TMPDIR/mpaudit-<uid>).";
 
 /// Run forked batch jobs under libmpaudit.so, supervise them, and report the
 /// rogue writers: legacy code that writes files directly instead of through

@@ -1,5 +1,8 @@
 //! Finding `libmpaudit.so`: `--preload PATH`, then `$MPAUDIT_PRELOAD`, then
-//! next to the mpaudit executable, then `../lib/` relative to it.
+//! next to the mpaudit executable, then `../lib/` relative to it, then the
+//! copy embedded in the executable, written out to a cache directory
+//! ([`crate::embedded`]). A library beside the binary comes first so that a
+//! development build uses the library just built with it.
 
 use std::path::{Path, PathBuf};
 
@@ -63,12 +66,20 @@ pub fn find(
     ))
 }
 
-/// [`find`] for this process.
+/// [`find`] for this process, then the embedded copy (unless --preload or
+/// MPAUDIT_PRELOAD named a library: a wrong explicit path is an error).
 pub fn find_here(flag: Option<&Path>) -> Result<PathBuf, String> {
-    let env = std::env::var("MPAUDIT_PRELOAD").ok();
+    let env = std::env::var("MPAUDIT_PRELOAD")
+        .ok()
+        .filter(|s| !s.is_empty());
     let exe = std::env::current_exe().ok();
     let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
-    find(flag, env.as_deref(), exe.as_deref(), &cwd)
+    match find(flag, env.as_deref(), exe.as_deref(), &cwd) {
+        Ok(p) => Ok(p),
+        Err(e) if flag.is_none() && env.is_none() => crate::embedded::write_out_here()
+            .map_err(|w| format!("{e}; and {w}")),
+        Err(e) => Err(e),
+    }
 }
 
 #[cfg(test)]

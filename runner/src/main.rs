@@ -4,6 +4,7 @@
 mod cli;
 mod control;
 mod duration;
+mod embedded;
 mod events;
 mod jobfile;
 mod libpath;

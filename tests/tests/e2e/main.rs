@@ -7,6 +7,7 @@ mod docs;
 mod examples;
 mod hook_state;
 mod host_safety;
+mod install;
 mod interpose;
 mod launchers;
 mod policy;
