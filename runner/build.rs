@@ -38,8 +38,8 @@ fn main() {
         Some(p) => PathBuf::from(p),
         None => build_interpose(workspace),
     };
-    let bytes = std::fs::read(&lib)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", lib.display()));
+    let bytes =
+        std::fs::read(&lib).unwrap_or_else(|e| panic!("cannot read {}: {e}", lib.display()));
     assert!(
         bytes.starts_with(b"\x7fELF"),
         "{} is not an ELF shared library",
@@ -134,7 +134,13 @@ fn is_build_script_var(k: &str) -> bool {
         // embedded library needs compiling, not linting.
         "RUSTC_WORKSPACE_WRAPPER",
     ];
-    const PREFIXES: &[&str] = &["CARGO_PKG_", "CARGO_CFG_", "CARGO_FEATURE_", "DEP_", "__CARGO"];
+    const PREFIXES: &[&str] = &[
+        "CARGO_PKG_",
+        "CARGO_CFG_",
+        "CARGO_FEATURE_",
+        "DEP_",
+        "__CARGO",
+    ];
     EXACT.contains(&k) || PREFIXES.iter().any(|p| k.starts_with(p))
 }
 

@@ -22,6 +22,9 @@ Examples:
   mpaudit exec --workers 2 --outputs '*.root' -- python3 job.py --events 200
   # A framework that forks its own workers (AthenaMP style)
   mpaudit exec --mode fork --action redirect -- athena.py --nprocs=4 jobOptions.py
+  # ... and merge what each worker wrote to hist.root, and summary.log
+  mpaudit exec --mode fork --action redirect --merge 'hist.root=hadd -f {output} {inputs}' \\
+    --merge 'summary.log=concat' -- athena.py --nprocs=4 jobOptions.py
 
   # Report from existing logs, e.g. gathered from several nodes, as JSON
   mpaudit report node1/mpaudit-logs node2/mpaudit-logs --format json
@@ -167,6 +170,13 @@ pub struct ExecArgs {
     /// repeatable), like `[audit] allow_conflicts`.
     #[arg(long, value_name = "GLOB")]
     pub allow_conflicts: Vec<String>,
+    /// Merge rule, like a `[merge]` entry (repeatable; the first matching
+    /// glob wins): GLOB=concat, GLOB=first, GLOB=PROG ARG... (split at
+    /// spaces: no quoting, no shell; write `sh` yourself if you need one)
+    /// or GLOB=["prog", "arg", ...] (a JSON array, for arguments with
+    /// spaces). {output} is the merged file, {inputs} the worker files.
+    #[arg(long, value_name = "GLOB=MERGER")]
+    pub merge: Vec<String>,
     /// Seed from which each worker's MPAUDIT_SEED is derived.
     #[arg(long)]
     pub seed: Option<u64>,

@@ -104,7 +104,11 @@ pub fn write_out(root: &Path, hash: &str, bytes: &[u8], uid: u32) -> io::Result<
 /// Creates `dir` (mode 0700) if needed; it must be a real directory owned by
 /// `uid` and not writable by group or others.
 fn make_private_dir(dir: &Path, uid: u32) -> io::Result<()> {
-    match fs::DirBuilder::new().recursive(true).mode(0o700).create(dir) {
+    match fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+    {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
         Err(e) => return Err(e),

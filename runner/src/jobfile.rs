@@ -177,6 +177,43 @@ impl<'de> Deserialize<'de> for Merger {
     }
 }
 
+/// `mpaudit exec --merge GLOB=MERGER`: the glob is everything before the
+/// first `=`; the merger is `concat`, `first`, a JSON/TOML array of strings
+/// (`["sh", "-c", "cat \"$@\" > {output}", "sh", "{inputs}"]`), or else
+/// words split at whitespace with no quoting and no shell
+/// (`hadd -f {output} {inputs}`).
+pub fn parse_merge_option(spec: &str) -> Result<MergeRule, String> {
+    const FORMS: &str = "expected GLOB=concat, GLOB=first, GLOB=PROG ARG... (split at spaces, no quoting, no shell) or GLOB=[\"prog\", \"arg\", ...]";
+    let fail = |why: &str| format!("--merge '{spec}': {why}; {FORMS}");
+    let Some((glob, merger)) = spec.split_once('=') else {
+        return Err(fail("no `=` between the glob and the merger"));
+    };
+    if glob.trim().is_empty() {
+        return Err(fail("empty glob"));
+    }
+    let merger = merger.trim();
+    let merger = match merger {
+        "" => return Err(fail("no merger after `=`")),
+        "concat" => Merger::Concat,
+        "first" => Merger::First,
+        m if m.starts_with('[') => {
+            let argv: Vec<String> = serde_json::from_str(m)
+                .map_err(|e| fail(&format!("not an array of strings ({e})")))?;
+            check_template(&argv).map_err(|e| fail(&e))?;
+            Merger::Command(argv)
+        }
+        m => {
+            let argv: Vec<String> = m.split_whitespace().map(str::to_owned).collect();
+            check_template(&argv).map_err(|e| fail(&e))?;
+            Merger::Command(argv)
+        }
+    };
+    Ok(MergeRule {
+        glob: glob.to_owned(),
+        merger,
+    })
+}
+
 /// A command template needs a program, `{output}` somewhere and `{inputs}`
 /// as one whole argument.
 pub fn check_template(argv: &[String]) -> Result<(), String> {
@@ -787,6 +824,47 @@ log_dir = "mpaudit-logs"
         let e = parse("[job]\ncommand = []\n").unwrap_err();
         assert_eq!(e.key.as_deref(), Some("job.command"));
         assert_eq!(e.line, Some(2));
+    }
+
+    #[test]
+    fn merge_option_forms_and_errors() {
+        let r = parse_merge_option("hist.root=hadd -f {output} {inputs}").unwrap();
+        assert_eq!(r.glob, "hist.root");
+        assert_eq!(r.merger.describe(), "hadd -f {output} {inputs}");
+        assert_eq!(
+            parse_merge_option("summary.log=concat").unwrap().merger,
+            Merger::Concat
+        );
+        assert_eq!(
+            parse_merge_option("a*= first ").unwrap().merger,
+            Merger::First
+        );
+        // The glob ends at the first `=`; the array form keeps spaces.
+        let r =
+            parse_merge_option(r#"*.txt=["sh", "-c", "cat \"$@\" > {output}", "sh", "{inputs}"]"#)
+                .unwrap();
+        assert_eq!(r.glob, "*.txt");
+        assert_eq!(
+            r.merger,
+            Merger::Command(
+                ["sh", "-c", "cat \"$@\" > {output}", "sh", "{inputs}"]
+                    .map(String::from)
+                    .to_vec()
+            )
+        );
+        for (spec, why) in [
+            ("hist.root", "no `=`"),
+            ("=concat", "empty glob"),
+            ("x=", "no merger"),
+            ("x=hadd {inputs}", "no {output}"),
+            ("x=cat", "no {output}"),
+            ("x=m {output} --in={inputs}", "{inputs} exactly once"),
+            ("x=[\"m\", 1]", "not an array of strings"),
+        ] {
+            let e = parse_merge_option(spec).unwrap_err();
+            assert!(e.starts_with(&format!("--merge '{spec}': ")), "{e}");
+            assert!(e.contains(why), "{spec}: {e}");
+        }
     }
 
     #[test]

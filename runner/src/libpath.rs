@@ -76,8 +76,9 @@ pub fn find_here(flag: Option<&Path>) -> Result<PathBuf, String> {
     let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
     match find(flag, env.as_deref(), exe.as_deref(), &cwd) {
         Ok(p) => Ok(p),
-        Err(e) if flag.is_none() && env.is_none() => crate::embedded::write_out_here()
-            .map_err(|w| format!("{e}; and {w}")),
+        Err(e) if flag.is_none() && env.is_none() => {
+            crate::embedded::write_out_here().map_err(|w| format!("{e}; and {w}"))
+        }
         Err(e) => Err(e),
     }
 }

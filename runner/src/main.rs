@@ -76,6 +76,7 @@ fn run(cli: Cli) -> Result<u8, String> {
                 components: a.components,
                 allow: a.allow,
                 allow_conflicts: a.allow_conflicts,
+                merge: a.merge,
                 seed: a.seed,
                 report: a.report,
             };

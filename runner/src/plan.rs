@@ -30,6 +30,8 @@ pub enum Source {
         components: Vec<String>,
         allow: Vec<String>,
         allow_conflicts: Vec<String>,
+        /// `--merge GLOB=MERGER`, as written, in command-line order.
+        merge: Vec<String>,
         seed: Option<u64>,
         /// `--report FILE` (default: standard error).
         report: Option<PathBuf>,
@@ -252,6 +254,7 @@ pub fn build(source: &Source, opts: &RunOpts, ctx: &Context) -> Result<Plan, Str
             components,
             allow,
             allow_conflicts,
+            merge: merge_options,
             seed: s,
             report,
         } => {
@@ -276,7 +279,10 @@ pub fn build(source: &Source, opts: &RunOpts, ctx: &Context) -> Result<Plan, Str
             };
             workers_dir = job_dir.join(DEFAULT_WORKERS_DIR);
             log_dir = job_dir.join(DEFAULT_LOG_DIR);
-            merge = Vec::new();
+            merge = merge_options
+                .iter()
+                .map(|m| crate::jobfile::parse_merge_option(m))
+                .collect::<Result<_, _>>()?;
             exec_report = Some(match report {
                 Some(f) => ReportTo::File(resolve(&ctx.cwd, f)),
                 None => ReportTo::Stderr,
@@ -921,6 +927,10 @@ mod tests {
             components: vec![],
             allow: vec![],
             allow_conflicts: vec![],
+            merge: vec![
+                "hist.root=hadd -f {output} {inputs}".into(),
+                "*.log=concat".into(),
+            ],
             seed: Some(1),
             report: None,
         };
@@ -928,6 +938,22 @@ mod tests {
         assert_eq!(p.job_dir, PathBuf::from("/home/u"));
         assert_eq!(p.mode, Mode::Fork);
         assert_eq!(p.policy.outputs, ["*.root"]);
+        let rules: Vec<_> = p
+            .merge
+            .iter()
+            .map(|r| format!("{} -> {}", r.glob, r.merger.describe()))
+            .collect();
+        assert_eq!(
+            rules,
+            ["hist.root -> hadd -f {output} {inputs}", "*.log -> concat"]
+        );
+        // A bad rule is a plan error naming the option.
+        let mut bad = s.clone();
+        if let Source::Exec { merge, .. } = &mut bad {
+            merge.push("x.root=hadd {inputs}".into());
+        }
+        let e = build(&bad, &opts(), &ctx(&[])).unwrap_err();
+        assert!(e.starts_with("--merge 'x.root=hadd {inputs}'"), "{e}");
     }
 
     #[test]
@@ -939,6 +965,7 @@ mod tests {
             components: vec![],
             allow: vec![],
             allow_conflicts: vec![],
+            merge: vec![],
             seed: None,
             report: report.map(PathBuf::from),
         };
@@ -971,6 +998,7 @@ mod tests {
             components: vec![],
             allow: vec![],
             allow_conflicts: vec![],
+            merge: vec![],
             seed: None,
             report: None,
         };

@@ -58,7 +58,10 @@ fn exec_rogue_write(exe: &Path, dir: &TestDir) {
         "{report}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(report["summary"]["events"].as_u64().unwrap() > 0, "{report}");
+    assert!(
+        report["summary"]["events"].as_u64().unwrap() > 0,
+        "{report}"
+    );
     let paths: Vec<&str> = report["rogue"]
         .as_array()
         .unwrap()
@@ -96,24 +99,27 @@ e2e!(an_installed_mpaudit_alone_writes_out_its_library, |dir| {
     assert!(std::fs::read(&lib).unwrap() == bytes, "restored");
 });
 
-e2e!(a_library_beside_the_binary_wins_over_the_embedded_copy, |dir| {
-    // Development builds use the library built with them, not the cache.
-    let exe = installed(&dir);
-    let beside = dir.join("bin").join("libmpaudit.so");
-    std::fs::copy(lib(), &beside).unwrap();
-    assert_eq!(lib_path(&exe, &dir), beside);
-    assert!(!dir.join("cache").exists(), "nothing written to the cache");
-    // An explicit MPAUDIT_PRELOAD that is wrong is an error, never silently
-    // replaced by the embedded copy.
-    let out = run(
-        command(&exe, &dir)
-            .env("MPAUDIT_PRELOAD", "/nonexistent/libmpaudit.so")
-            .arg("lib-path"),
-        DEADLINE,
-    );
-    assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("/nonexistent/libmpaudit.so"),
-        "{out:?}"
-    );
-});
+e2e!(
+    a_library_beside_the_binary_wins_over_the_embedded_copy,
+    |dir| {
+        // Development builds use the library built with them, not the cache.
+        let exe = installed(&dir);
+        let beside = dir.join("bin").join("libmpaudit.so");
+        std::fs::copy(lib(), &beside).unwrap();
+        assert_eq!(lib_path(&exe, &dir), beside);
+        assert!(!dir.join("cache").exists(), "nothing written to the cache");
+        // An explicit MPAUDIT_PRELOAD that is wrong is an error, never silently
+        // replaced by the embedded copy.
+        let out = run(
+            command(&exe, &dir)
+                .env("MPAUDIT_PRELOAD", "/nonexistent/libmpaudit.so")
+                .arg("lib-path"),
+            DEADLINE,
+        );
+        assert!(!out.status.success());
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("/nonexistent/libmpaudit.so"),
+            "{out:?}"
+        );
+    }
+);

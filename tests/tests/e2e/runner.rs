@@ -745,3 +745,71 @@ e2e!(
         );
     }
 );
+
+e2e!(exec_merges_by_rules_given_on_the_command_line, |dir| {
+    // Two workers each write their number into the same two names; redirect
+    // gives each its own copy; the command-line rules merge them back.
+    let script = "echo $MPAUDIT_WORKER > out.txt; echo w$MPAUDIT_WORKER >> sorted.txt";
+    let (code, _, err) = with_input(
+        &mut exec(
+            &dir,
+            &[
+                "--workers",
+                "2",
+                "--action",
+                "redirect",
+                "--merge",
+                "out.txt=concat",
+                "--merge",
+                "sorted.txt=sort -r -o {output} {inputs}",
+            ],
+            &["sh", "-c", script],
+        ),
+        b"",
+    );
+    let r = report(&dir);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("out.txt")).unwrap(),
+        "0\n1\n",
+        "{r}\n{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("sorted.txt")).unwrap(),
+        "w1\nw0\n",
+        "{r}"
+    );
+    let merges: Vec<(String, String)> = r["merges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["path"].as_str().unwrap_or_default().to_owned(),
+                m["status"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(merges.len(), 2, "{r}");
+    assert!(merges.iter().all(|(_, s)| s == "merged"), "{r}");
+    // Every conflict was merged: none is left to fail the audit.
+    assert_eq!(r["summary"]["unresolved_conflicts"], 0, "{r}");
+    assert_eq!(code, r["summary"]["exit_code"].as_i64().unwrap() as i32);
+});
+
+e2e!(exec_refuses_a_bad_merge_rule_before_starting, |dir| {
+    let (code, _, err) = with_input(
+        &mut exec(
+            &dir,
+            &["--merge", "hist.root=hadd -f {output}"],
+            &["sh", "-c", "echo ran > ran.txt"],
+        ),
+        b"",
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("--merge 'hist.root=hadd -f {output}'") && err.contains("{inputs}"),
+        "{err}"
+    );
+    assert!(!dir.join("ran.txt").exists(), "nothing ran");
+    assert!(!dir.join("mpaudit-workers").exists(), "nothing created");
+});

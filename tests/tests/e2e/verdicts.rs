@@ -708,37 +708,55 @@ e2e!(a_components_glob_that_matches_nothing_warns, |dir| {
 
 // Regression: `cargo install --path runner` installs mpaudit without
 // libmpaudit.so, and `mpaudit check` still said the job was fine (exit 0).
-e2e!(an_installed_runner_without_its_library_fails_check, |dir| {
-    let bin = dir.join("bin");
-    std::fs::create_dir_all(&bin).unwrap();
-    std::fs::copy(&artifacts().runner, bin.join("mpaudit")).unwrap();
-    std::fs::write(dir.join("job.toml"), "[job]\ncommand = [\"true\"]\n").unwrap();
-    let out = run(
-        Command::new(bin.join("mpaudit"))
-            .args(["check", "job.toml"])
-            .current_dir(&dir.path)
-            .env_remove("MPAUDIT_PRELOAD"),
-        DEADLINE,
-    );
-    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("libmpaudit.so not found"), "{err}");
-    // Put where the README says, it is found.
-    std::fs::copy(lib(), bin.join("libmpaudit.so")).unwrap();
-    let out = run(
-        Command::new(bin.join("mpaudit"))
-            .args(["check", "job.toml", "--quiet"])
-            .current_dir(&dir.path)
-            .env_remove("MPAUDIT_PRELOAD"),
-        DEADLINE,
-    );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-});
+// Now the binary embeds the library (tests/e2e/install.rs); when it cannot
+// write it anywhere and none is beside it, check still fails loudly.
+e2e!(
+    an_installed_runner_that_cannot_write_its_library_fails_check,
+    |dir| {
+        let bin = dir.join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        std::fs::copy(&artifacts().runner, bin.join("mpaudit")).unwrap();
+        std::fs::write(dir.join("job.toml"), "[job]\ncommand = [\"true\"]\n").unwrap();
+        // Every cache location is a regular file: no directory can be made.
+        let not_a_dir = dir.join("not-a-dir");
+        std::fs::write(&not_a_dir, "").unwrap();
+        let out = run(
+            Command::new(bin.join("mpaudit"))
+                .args(["check", "job.toml"])
+                .current_dir(&dir.path)
+                .env_remove("MPAUDIT_PRELOAD")
+                .env("XDG_CACHE_HOME", &not_a_dir)
+                .env("HOME", &not_a_dir)
+                .env("TMPDIR", &not_a_dir),
+            DEADLINE,
+        );
+        assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("cannot write the embedded libmpaudit.so"),
+            "{err}"
+        );
+        assert!(err.contains("libmpaudit.so not found"), "{err}");
+        // Put where the README says, it is found.
+        std::fs::copy(lib(), bin.join("libmpaudit.so")).unwrap();
+        let out = run(
+            Command::new(bin.join("mpaudit"))
+                .args(["check", "job.toml", "--quiet"])
+                .current_dir(&dir.path)
+                .env_remove("MPAUDIT_PRELOAD")
+                .env("XDG_CACHE_HOME", &not_a_dir)
+                .env("HOME", &not_a_dir)
+                .env("TMPDIR", &not_a_dir),
+            DEADLINE,
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+);
 
 // Review 2, F7: `exec --report` into a missing directory, or a report to a
 // full device, exited 0: a CI job reading the report found nothing (or an
