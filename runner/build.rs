@@ -35,7 +35,10 @@ fn main() {
     let lib = match env::var_os("MPAUDIT_EMBED_LIB") {
         // A prebuilt library (packagers, or a build without cargo's
         // network access to the workspace sources).
-        Some(p) => PathBuf::from(p),
+        Some(p) => {
+            println!("cargo:rerun-if-changed={}", Path::new(&p).display());
+            PathBuf::from(p)
+        }
         None => build_interpose(workspace),
     };
     let bytes =
