@@ -125,7 +125,8 @@ pub struct RunOpts {
     /// status line on the terminal); `check`: print nothing unless wrong.
     #[arg(long, short)]
     pub quiet: bool,
-    /// Path of libmpaudit.so (default: $MPAUDIT_PRELOAD, then next to mpaudit).
+    /// Path of libmpaudit.so (default: $MPAUDIT_PRELOAD, then next to mpaudit,
+    /// then the copy built into mpaudit; see "Library lookup" in --help).
     #[arg(long, value_name = "PATH")]
     pub preload: Option<PathBuf>,
     /// Write merged outputs below DIR (job-relative paths kept) instead of
