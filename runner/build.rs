@@ -61,7 +61,6 @@ fn build_interpose(workspace: &Path) -> PathBuf {
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let release = env::var("PROFILE").as_deref() == Ok("release");
     let target = env::var("TARGET").expect("set by cargo");
-    let host = env::var("HOST").expect("set by cargo");
 
     let mut cmd = Command::new(cargo);
     cmd.current_dir(workspace).args([
@@ -76,11 +75,9 @@ fn build_interpose(workspace: &Path) -> PathBuf {
     if release {
         cmd.arg("--release");
     }
-    // Only when cross-compiling: naming the host target would change the
-    // output directory layout and the flags cargo applies.
-    if target != host {
-        cmd.args(["--target", &target]);
-    }
+    // Always named, even when it is the host: the runner's target, whatever
+    // a cargo config's `build.target` says, and one output layout.
+    cmd.args(["--target", &target]);
     for (k, _) in env::vars_os() {
         let Some(k) = k.to_str() else { continue };
         if is_build_script_var(k) {
@@ -101,12 +98,10 @@ fn build_interpose(workspace: &Path) -> PathBuf {
          set MPAUDIT_EMBED_LIB=/path/to/libmpaudit.so to embed a prebuilt library",
         target_dir.display()
     );
-    let mut dir = target_dir;
-    if target != host {
-        dir.push(&target);
-    }
-    dir.push(if release { "release" } else { "debug" });
-    dir.join("libmpaudit.so")
+    target_dir
+        .join(&target)
+        .join(if release { "release" } else { "debug" })
+        .join("libmpaudit.so")
 }
 
 /// Variables cargo sets for this build script (they describe the runner
