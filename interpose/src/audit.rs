@@ -263,9 +263,15 @@ unsafe fn assess<'a>(
     abs2: &'a mut [u8],
     object_name: &mut [u8],
 ) -> Assessed<'a> {
-    // SAFETY: the caller's contract.
+    // SAFETY: `call.path` is NULL or a readable C string (this function's
+    // contract), which is all `resolve` needs.
     let path = unsafe { resolve(call.path, base, cwd, abs) };
-    let path2 = call.path2.map(|p| unsafe { resolve(p, base, cwd, abs2) });
+    let path2 = call.path2.map(|p| {
+        // SAFETY: the contract covers the second path too: NULL or the
+        // readable C string the program passed (rename's target, link's
+        // new name, ...).
+        unsafe { resolve(p, base, cwd, abs2) }
+    });
     // The frames' object names may need the cwd and room to make them
     // absolute.
     let mut names = stack::NameScratch {

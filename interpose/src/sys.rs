@@ -251,9 +251,14 @@ pub fn write_all(fd: c_int, mut buf: &[u8]) {
 }
 
 /// `stat` through the raw syscall (newfstatat), for checks of our own.
+///
+/// # Safety
+/// `path` points to a NUL-terminated string.
 pub unsafe fn stat(path: *const c_char, flags: c_int) -> Option<libc::stat> {
-    // SAFETY: zeroed stat is a valid out-parameter; path is NUL-terminated.
+    // SAFETY: libc::stat is plain integers, for which all-zero is valid.
     let mut st: libc::stat = unsafe { core::mem::zeroed() };
+    // SAFETY: `path` is NUL-terminated (the caller's contract) and `st` is a
+    // live, writable libc::stat, the layout newfstatat fills on this target.
     let r = unsafe {
         libc::syscall(
             libc::SYS_newfstatat,
@@ -267,6 +272,9 @@ pub unsafe fn stat(path: *const c_char, flags: c_int) -> Option<libc::stat> {
 }
 
 /// Length of a NUL-terminated C string, bounded.
+///
+/// # Safety
+/// `p` points to a NUL-terminated string or to at least `max` readable bytes.
 pub unsafe fn c_strlen(p: *const c_char, max: usize) -> usize {
     let mut n = 0;
     // SAFETY: the caller guarantees p is a C string; we stop at max.
@@ -277,6 +285,9 @@ pub unsafe fn c_strlen(p: *const c_char, max: usize) -> usize {
 }
 
 /// A C string as bytes (without NUL), bounded to `max` bytes.
+///
+/// # Safety
+/// As for `c_strlen`, and the bytes stay unchanged and readable for `'a`.
 pub unsafe fn c_bytes<'a>(p: *const c_char, max: usize) -> &'a [u8] {
     // SAFETY: p points to at least c_strlen(p) readable bytes.
     unsafe { core::slice::from_raw_parts(p.cast(), c_strlen(p, max)) }
