@@ -390,7 +390,9 @@ unsafe fn call_then_judge<R: Outcome>(
             target,
             ..
         } = b;
-        // SAFETY: the kernel read these paths (no EFAULT).
+        // SAFETY: the paths are the program's arguments, which the hooked
+        // function requires to be NULL or C strings; EFAULT, the kernel's
+        // proof that one was unreadable, returned above.
         let a = unsafe { assess(call, raw_stack, base, cwd, abs, abs2, target) };
         // Deny and redirect were handled before the call; here only logging.
         let action = match policy().action_for(a.verdict, false) {

@@ -224,7 +224,8 @@ pub fn doctor_env(envp: *const *const c_char) -> DoctoredEnv {
             count += 1;
         }
     }
-    // SAFETY: C string.
+    // SAFETY: `preload` is one of the program's environment entries, a C
+    // string that starts with the 11 bytes of "LD_PRELOAD=".
     let preload_value =
         (!preload.is_null()).then(|| unsafe { &sys::c_bytes(preload, 1 << 20)[11..] });
     let has_lib =
@@ -265,7 +266,10 @@ pub fn doctor_env(envp: *const *const c_char) -> DoctoredEnv {
     };
     let mut n = 0usize;
     let mut push = |p: *const c_char| {
-        // SAFETY: n < count + extra, within the pointer array.
+        // SAFETY: the array has room for `count + extra + 1` pointers, and
+        // at most that many are pushed: up to `count` of the program's
+        // entries, one LD_PRELOAD, one per NUL-terminated saved entry, the
+        // worker, the root pid and the NULL. The mapping is page-aligned.
         unsafe { *ptrs.add(n) = p };
         n += 1;
     };
