@@ -113,7 +113,7 @@ const MAX_GIVEN: usize = 8192;
 /// from the directory descriptor's path (read into `base`).
 ///
 /// # Safety
-/// `arg.path` is NULL or a readable C string.
+/// `arg.path` is NULL or a path argument as `sys::path_bytes` requires.
 unsafe fn resolve<'a>(
     arg: PathArg,
     base: &mut [u8],
@@ -126,8 +126,8 @@ unsafe fn resolve<'a>(
             abs: None,
         };
     }
-    // SAFETY: the caller's contract.
-    let given: &'a [u8] = unsafe { sys::c_bytes(arg.path, MAX_GIVEN) };
+    // SAFETY: the caller's contract, non-NULL checked above.
+    let given: &'a [u8] = unsafe { sys::path_bytes(arg.path, MAX_GIVEN) };
     let start: Option<&[u8]> = if given.first() == Some(&b'/') {
         None
     } else if arg.dirfd == libc::AT_FDCWD {
