@@ -45,6 +45,10 @@ macro_rules! hook_fn {
             }
             // SAFETY: p is libc's definition of this very function.
             let $real: unsafe extern "C" fn($($ty),*) -> $ret = unsafe { core::mem::transmute(p) };
+            // SAFETY: the body hands the program's arguments, untouched, to
+            // audit.rs and process.rs helpers whose contract is just that
+            // (pointers as valid as libc requires of its caller), and calls
+            // `$real`, libc's function with this export's C signature.
             #[allow(unused_unsafe)]
             unsafe { $body }
         }
@@ -77,6 +81,11 @@ macro_rules! hook_fn {
                 }
                 // SAFETY: p is libc's definition of this very function.
                 let $real: unsafe extern "C" fn($($ty),*) -> $ret = unsafe { core::mem::transmute(p) };
+                // SAFETY: the arguments bound from the stub's registers are
+                // the program's own (the stub only adds the sixth); the body
+                // hands them, untouched, to audit.rs and process.rs helpers
+                // whose contract is just that, and calls `$real`, libc's
+                // function with this export's C signature.
                 #[allow(unused_unsafe)]
                 unsafe { $body }
             }
@@ -127,6 +136,8 @@ fn fopen_call(op: &'static str, path: *const c_char, mode: *const c_char) -> Cal
     let mode = if mode.is_null() {
         &b""[..]
     } else {
+        // SAFETY: fopen requires its mode to be a C string, read here up to
+        // its NUL or 16 bytes (the access letters come first).
         unsafe { crate::sys::c_bytes(mode, 16) }
     };
     open_call(
