@@ -113,7 +113,7 @@ const MAX_GIVEN: usize = 8192;
 /// from the directory descriptor's path (read into `base`).
 ///
 /// # Safety
-/// `arg.path` is NULL or a readable C string.
+/// `arg.path` is NULL or a path argument as `sys::path_bytes` requires.
 unsafe fn resolve<'a>(
     arg: PathArg,
     base: &mut [u8],
@@ -126,8 +126,8 @@ unsafe fn resolve<'a>(
             abs: None,
         };
     }
-    // SAFETY: the caller's contract.
-    let given: &'a [u8] = unsafe { sys::c_bytes(arg.path, MAX_GIVEN) };
+    // SAFETY: the caller's contract, non-NULL checked above.
+    let given: &'a [u8] = unsafe { sys::path_bytes(arg.path, MAX_GIVEN) };
     let start: Option<&[u8]> = if given.first() == Some(&b'/') {
         None
     } else if arg.dirfd == libc::AT_FDCWD {
@@ -263,9 +263,15 @@ unsafe fn assess<'a>(
     abs2: &'a mut [u8],
     object_name: &mut [u8],
 ) -> Assessed<'a> {
-    // SAFETY: the caller's contract.
+    // SAFETY: `call.path` is NULL or a readable C string (this function's
+    // contract), which is all `resolve` needs.
     let path = unsafe { resolve(call.path, base, cwd, abs) };
-    let path2 = call.path2.map(|p| unsafe { resolve(p, base, cwd, abs2) });
+    let path2 = call.path2.map(|p| {
+        // SAFETY: the contract covers the second path too: NULL or the
+        // readable C string the program passed (rename's target, link's
+        // new name, ...).
+        unsafe { resolve(p, base, cwd, abs2) }
+    });
     // The frames' object names may need the cwd and room to make them
     // absolute.
     let mut names = stack::NameScratch {
@@ -384,7 +390,9 @@ unsafe fn call_then_judge<R: Outcome>(
             target,
             ..
         } = b;
-        // SAFETY: the kernel read these paths (no EFAULT).
+        // SAFETY: the paths are the program's arguments, which the hooked
+        // function requires to be NULL or C strings; EFAULT, the kernel's
+        // proof that one was unreadable, returned above.
         let a = unsafe { assess(call, raw_stack, base, cwd, abs, abs2, target) };
         // Deny and redirect were handled before the call; here only logging.
         let action = match policy().action_for(a.verdict, false) {

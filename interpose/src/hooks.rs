@@ -45,6 +45,10 @@ macro_rules! hook_fn {
             }
             // SAFETY: p is libc's definition of this very function.
             let $real: unsafe extern "C" fn($($ty),*) -> $ret = unsafe { core::mem::transmute(p) };
+            // SAFETY: the body hands the program's arguments, untouched, to
+            // audit.rs and process.rs helpers whose contract is just that
+            // (pointers as valid as libc requires of its caller), and calls
+            // `$real`, libc's function with this export's C signature.
             #[allow(unused_unsafe)]
             unsafe { $body }
         }
@@ -77,6 +81,11 @@ macro_rules! hook_fn {
                 }
                 // SAFETY: p is libc's definition of this very function.
                 let $real: unsafe extern "C" fn($($ty),*) -> $ret = unsafe { core::mem::transmute(p) };
+                // SAFETY: the arguments bound from the stub's registers are
+                // the program's own (the stub only adds the sixth); the body
+                // hands them, untouched, to audit.rs and process.rs helpers
+                // whose contract is just that, and calls `$real`, libc's
+                // function with this export's C signature.
                 #[allow(unused_unsafe)]
                 unsafe { $body }
             }
@@ -127,6 +136,8 @@ fn fopen_call(op: &'static str, path: *const c_char, mode: *const c_char) -> Cal
     let mode = if mode.is_null() {
         &b""[..]
     } else {
+        // SAFETY: fopen requires its mode to be a C string, read here up to
+        // its NUL or 16 bytes (the access letters come first).
         unsafe { crate::sys::c_bytes(mode, 16) }
     };
     open_call(
@@ -341,18 +352,29 @@ hooks! {
     // vfork runs as a real fork (as BuildXL does): the child then has its own
     // memory, so our logging in it cannot corrupt the suspended parent.
     fn vfork() -> pid_t => |_real| process::fork(|| {
-        // SAFETY: libc's fork, resolved like every other real function.
-        let f: unsafe extern "C" fn() -> pid_t = core::mem::transmute(real_fn::fork.get());
-        f()
+        // SAFETY: Option<fn> has the layout of a pointer with 0 as None, and
+        // a non-zero value is libc's fork, resolved like every other real
+        // function.
+        let f: Option<unsafe extern "C" fn() -> pid_t> = unsafe { core::mem::transmute(real_fn::fork.get()) };
+        match f {
+            Some(f) => f(),
+            None => <pid_t as crate::real::Missing>::missing(),
+        }
     });
     fn execve(path: *const c_char, argv: *const *const c_char, envp: *const *const c_char) -> c_int =>
         |real| process::exec(path, argv, envp, |env| real(path, argv, env));
     fn execv(path: *const c_char, argv: *const *const c_char) -> c_int =>
-        |_real| process::exec(path, argv, environ, |env| real_execve()(path, argv, env));
+        |_real| process::exec(path, argv, environ, |env| match real_execve() {
+            Some(f) => f(path, argv, env),
+            None => <c_int as crate::real::Missing>::missing(),
+        });
     fn execvpe(file: *const c_char, argv: *const *const c_char, envp: *const *const c_char) -> c_int =>
         |real| exec_searching(file, argv, envp, |env| real(file, argv, env));
     fn execvp(file: *const c_char, argv: *const *const c_char) -> c_int =>
-        |_real| exec_searching(file, argv, environ, |env| real_execvpe()(file, argv, env));
+        |_real| exec_searching(file, argv, environ, |env| match real_execvpe() {
+            Some(f) => f(file, argv, env),
+            None => <c_int as crate::real::Missing>::missing(),
+        });
     fn fexecve(fd: c_int, argv: *const *const c_char, envp: *const *const c_char) -> c_int =>
         |real| {
             let mut claimed = crate::pool::claim();
@@ -378,16 +400,21 @@ hooks! {
     fn _Exit(status: c_int) -> () => |real| { process::log_exit(status); real(status) };
 }
 
-fn real_execve(
-) -> unsafe extern "C" fn(*const c_char, *const *const c_char, *const *const c_char) -> c_int {
-    // SAFETY: libc's execve.
-    unsafe { core::mem::transmute(real_fn::execve.get()) }
+type ExecFn =
+    unsafe extern "C" fn(*const c_char, *const *const c_char, *const *const c_char) -> c_int;
+
+/// libc's execve, or `None` when dlsym did not find it.
+fn real_execve() -> Option<ExecFn> {
+    // SAFETY: Option<fn> has the layout of a pointer with 0 as None, and a
+    // non-zero value is libc's execve.
+    unsafe { core::mem::transmute::<usize, Option<ExecFn>>(real_fn::execve.get()) }
 }
 
-fn real_execvpe(
-) -> unsafe extern "C" fn(*const c_char, *const *const c_char, *const *const c_char) -> c_int {
-    // SAFETY: libc's execvpe.
-    unsafe { core::mem::transmute(real_fn::execvpe.get()) }
+/// libc's execvpe, or `None` when dlsym did not find it.
+fn real_execvpe() -> Option<ExecFn> {
+    // SAFETY: Option<fn> has the layout of a pointer with 0 as None, and a
+    // non-zero value is libc's execvpe.
+    unsafe { core::mem::transmute::<usize, Option<ExecFn>>(real_fn::execvpe.get()) }
 }
 
 /// execvp(e): the event names the program PATH resolves to.

@@ -212,8 +212,11 @@ pub fn doctor_env(envp: *const *const c_char) -> DoctoredEnv {
     let mut count = 0usize;
     let mut preload: *const c_char = core::ptr::null();
     if !envp.is_null() {
-        // SAFETY: NULL-terminated array.
+        // SAFETY: a non-NULL `envp` is the program's environment array, which
+        // execve(2) and posix_spawn(3) require to end with a NULL pointer;
+        // `count` never passes that terminator.
         while !unsafe { *envp.add(count) }.is_null() {
+            // SAFETY: the same slot just read: in bounds, before the NULL.
             let e = unsafe { *envp.add(count) };
             if starts_with(e, b"LD_PRELOAD=") {
                 preload = e;
@@ -221,7 +224,8 @@ pub fn doctor_env(envp: *const *const c_char) -> DoctoredEnv {
             count += 1;
         }
     }
-    // SAFETY: C string.
+    // SAFETY: `preload` is one of the program's environment entries, a C
+    // string that starts with the 11 bytes of "LD_PRELOAD=".
     let preload_value =
         (!preload.is_null()).then(|| unsafe { &sys::c_bytes(preload, 1 << 20)[11..] });
     let has_lib =
@@ -262,7 +266,10 @@ pub fn doctor_env(envp: *const *const c_char) -> DoctoredEnv {
     };
     let mut n = 0usize;
     let mut push = |p: *const c_char| {
-        // SAFETY: n < count + extra, within the pointer array.
+        // SAFETY: the array has room for `count + extra + 1` pointers, and
+        // at most that many are pushed: up to `count` of the program's
+        // entries, one LD_PRELOAD, one per NUL-terminated saved entry, the
+        // worker, the root pid and the NULL. The mapping is page-aligned.
         unsafe { *ptrs.add(n) = p };
         n += 1;
     };
@@ -410,6 +417,9 @@ pub fn search_path(file: *const c_char, out: &mut [u8]) -> Option<usize> {
     let dirs: &[u8] = if path.is_null() {
         b"/bin:/usr/bin"
     } else {
+        // SAFETY: a non-NULL getenv result points at the value of a
+        // NUL-terminated `environ` entry; glibc never frees entries replaced
+        // by setenv/putenv, so it stays readable while we walk it here.
         unsafe { sys::c_bytes(path, 1 << 16) }
     };
     for dir in dirs.split(|&b| b == b':') {
@@ -503,8 +513,10 @@ pub fn spawn(
     drop(entry_errno);
     let r = real(env.envp());
     let saved = sys::ErrnoGuard::save();
-    // SAFETY: pid is the caller's out-pointer (may be NULL).
     let child = if r == 0 && !pid.is_null() {
+        // SAFETY: `pid` is the program's posix_spawn out-pointer, checked
+        // non-NULL; on success (r == 0) the real call has stored the child's
+        // pid through it, so it is valid and initialised.
         unsafe { *pid }
     } else {
         -1

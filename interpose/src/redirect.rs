@@ -215,7 +215,8 @@ fn copy_original(original: &[u8], target: &[u8], src: &mut [u8]) {
     if st.st_mode & libc::S_IFMT != libc::S_IFREG {
         return;
     }
-    // SAFETY: NUL-terminated paths; descriptors closed below.
+    // SAFETY: `src` was NUL-terminated by c_path above; the descriptor is
+    // ours and closed below.
     let from = unsafe {
         sys::openat(
             libc::AT_FDCWD,
@@ -228,6 +229,9 @@ fn copy_original(original: &[u8], target: &[u8], src: &mut [u8]) {
         return;
     }
     let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC;
+    // SAFETY: `target` is prepare_target's whole path buffer, in which it
+    // wrote a NUL at the target's length (< the buffer's length), so openat
+    // reads a C string that ends inside the slice.
     let to = unsafe {
         sys::openat(
             libc::AT_FDCWD,

@@ -364,8 +364,10 @@ pub unsafe fn init(argc: i32, argv: *const *const libc::c_char, envp: *const *co
     }
     init_policy_dirs(saved, &dirs);
 
-    // SAFETY: dladdr on one of our own functions.
+    // SAFETY: Dl_info is pointers and integers, for which all-zero is valid.
     let mut info: libc::Dl_info = unsafe { core::mem::zeroed() };
+    // SAFETY: `init` is an address inside this library and `info` a live,
+    // writable Dl_info that dladdr only fills in.
     if unsafe { libc::dladdr(init as *const libc::c_void, &mut info) } != 0
         && !info.dli_fname.is_null()
     {

@@ -251,9 +251,14 @@ pub fn write_all(fd: c_int, mut buf: &[u8]) {
 }
 
 /// `stat` through the raw syscall (newfstatat), for checks of our own.
+///
+/// # Safety
+/// `path` points to a NUL-terminated string.
 pub unsafe fn stat(path: *const c_char, flags: c_int) -> Option<libc::stat> {
-    // SAFETY: zeroed stat is a valid out-parameter; path is NUL-terminated.
+    // SAFETY: libc::stat is plain integers, for which all-zero is valid.
     let mut st: libc::stat = unsafe { core::mem::zeroed() };
+    // SAFETY: `path` is NUL-terminated (the caller's contract) and `st` is a
+    // live, writable libc::stat, the layout newfstatat fills on this target.
     let r = unsafe {
         libc::syscall(
             libc::SYS_newfstatat,
@@ -267,6 +272,9 @@ pub unsafe fn stat(path: *const c_char, flags: c_int) -> Option<libc::stat> {
 }
 
 /// Length of a NUL-terminated C string, bounded.
+///
+/// # Safety
+/// `p` points to a NUL-terminated string or to at least `max` readable bytes.
 pub unsafe fn c_strlen(p: *const c_char, max: usize) -> usize {
     let mut n = 0;
     // SAFETY: the caller guarantees p is a C string; we stop at max.
@@ -277,9 +285,82 @@ pub unsafe fn c_strlen(p: *const c_char, max: usize) -> usize {
 }
 
 /// A C string as bytes (without NUL), bounded to `max` bytes.
+///
+/// # Safety
+/// As for `c_strlen`, and the bytes stay unchanged and readable for `'a`.
 pub unsafe fn c_bytes<'a>(p: *const c_char, max: usize) -> &'a [u8] {
     // SAFETY: p points to at least c_strlen(p) readable bytes.
     unsafe { core::slice::from_raw_parts(p.cast(), c_strlen(p, max)) }
+}
+
+/// Bytes of a path argument the kernel reads at most (PATH_MAX, its NUL
+/// included): a path call that did not fail with EFAULT has found that many
+/// bytes, or the bytes up to the NUL, readable.
+pub const KERNEL_PATH_READ: usize = 4096;
+
+/// Whether the byte at `addr` is readable, asked of the kernel, which fails
+/// with EFAULT where a load would fault: `process_vm_readv` on ourselves.
+fn readable(addr: *const u8) -> bool {
+    let mut byte = 0u8;
+    let local = libc::iovec {
+        iov_base: (&mut byte as *mut u8).cast(),
+        iov_len: 1,
+    };
+    let remote = libc::iovec {
+        iov_base: addr as *mut libc::c_void,
+        iov_len: 1,
+    };
+    // SAFETY: `local` describes our own live byte; `remote` is only read by
+    // the kernel, which checks it and fails with EFAULT instead of faulting.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_process_vm_readv,
+            getpid(),
+            &local as *const libc::iovec,
+            1usize,
+            &remote as *const libc::iovec,
+            1usize,
+            0usize,
+        )
+    };
+    r == 1
+}
+
+/// A path argument of the program as bytes (without NUL), bounded to `max`.
+/// Linux reads a path only up to `KERNEL_PATH_READ` bytes and fails a
+/// longer one with ENAMETOOLONG, so a buffer with no NUL there may end in
+/// an unreadable page that the bare call never touches. Past those bytes,
+/// each new page is read only after the kernel says it is readable; the
+/// path ends where one is not.
+///
+/// # Safety
+/// `p` is readable up to its NUL or for `KERNEL_PATH_READ` bytes, whichever
+/// comes first (a C string, or memory the kernel reads as a path), and the
+/// bytes stay unchanged and readable for `'a`.
+pub unsafe fn path_bytes<'a>(p: *const c_char, max: usize) -> &'a [u8] {
+    let first = max.min(KERNEL_PATH_READ);
+    // SAFETY: `c_strlen` reads at most `first` bytes, stopping at the NUL:
+    // the part the contract covers.
+    let mut n = unsafe { c_strlen(p, first) };
+    if n == first {
+        while n < max {
+            let at = p.wrapping_add(n).cast::<u8>();
+            // Pages are at least 4 KiB: a byte that does not start one lies
+            // in the page of the byte before it, read already.
+            if at as usize % 4096 == 0 && !readable(at) {
+                break;
+            }
+            // SAFETY: `at` lies in a page just found readable, or in the
+            // page of the byte read before it.
+            if unsafe { *at } == 0 {
+                break;
+            }
+            n += 1;
+        }
+    }
+    // SAFETY: all `n` bytes were read above, so they are readable; the
+    // caller's contract keeps them so for `'a`.
+    unsafe { core::slice::from_raw_parts(p.cast(), n) }
 }
 
 /// A NUL-terminated copy of `bytes` in `buf`, or `None` if it does not fit.

@@ -66,6 +66,8 @@ fn access(p: &Path, mode: libc::c_int) -> bool {
     let Ok(c) = CString::new(p.as_os_str().as_bytes()) else {
         return false;
     };
+    // SAFETY: `c` is a NUL-terminated CString that outlives the call;
+    // access(2) only reads it.
     unsafe { libc::access(c.as_ptr(), mode) == 0 }
 }
 

@@ -182,6 +182,8 @@ pub fn nodefile_slots(text: &str, host: &str) -> usize {
 
 fn hostname() -> String {
     let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most `buf.len()` bytes into `buf`, a live
+    // local array; a name truncated without NUL is handled below.
     let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
     if rc != 0 {
         return String::new();

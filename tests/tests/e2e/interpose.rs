@@ -126,6 +126,31 @@ e2e!(errors_and_errno_are_exactly_what_libc_gives, |dir| {
         .any(|e| e["path"] == "does/not/exist" && e["op"] == "fopen" && e["result"] == -1));
 });
 
+// The kernel reads a path only up to PATH_MAX bytes; the library read on
+// to its own longer limit, into the unreadable page, and crashed the program.
+e2e!(
+    unterminated_path_before_an_unreadable_page_does_not_crash,
+    |dir| {
+        let bare = run_ok(dir.bare(fixture("probe")).arg("unterminated"));
+        assert_eq!(
+            stdout(&bare),
+            "read -1 ENAMETOOLONG\nwrite -1 ENAMETOOLONG\n"
+        );
+        let audited = run_ok(dir.audited(fixture("probe")).arg("unterminated"));
+        assert_eq!(stdout(&audited), stdout(&bare));
+        let long: Vec<_> = dir
+            .events()
+            .into_iter()
+            .filter(|e| e["errno"] == "ENAMETOOLONG")
+            .collect();
+        assert_eq!(long.len(), 2, "both calls are logged");
+        for e in &long {
+            // Everything up to the unreadable page, nothing beyond it.
+            assert_eq!(e["path"].as_str().unwrap().len(), 4096);
+        }
+    }
+);
+
 e2e!(sixty_four_threads_lose_no_event_and_tear_none, |dir| {
     run_ok(dir.audited(fixture("probe")).args(["threads", "64", "500"]));
     let (events, bad) = read_events(&dir.logs());
