@@ -364,7 +364,7 @@ fn is_loader_name(path: &[u8]) -> bool {
 /// An ELF executable without a PT_INTERP program header is statically linked.
 fn is_static_elf(fd: c_int) -> bool {
     let mut hdr = [0u8; 64];
-    if pread(fd, &mut hdr, 0) < 64 || &hdr[..4] != b"\x7fELF" || hdr[4] != 2 {
+    if sys::pread(fd, &mut hdr, 0) < 64 || &hdr[..4] != b"\x7fELF" || hdr[4] != 2 {
         return false; // scripts and 32-bit objects: not judged here
     }
     let u16_at = |b: &[u8], o: usize| u16::from_le_bytes([b[o], b[o + 1]]) as u64;
@@ -375,7 +375,7 @@ fn is_static_elf(fd: c_int) -> bool {
     }
     let mut ph = [0u8; 56];
     for i in 0..phnum.min(128) {
-        if pread(fd, &mut ph, phoff + i * phentsize) < 56 {
+        if sys::pread(fd, &mut ph, phoff + i * phentsize) < 56 {
             return false;
         }
         if u32::from_le_bytes([ph[0], ph[1], ph[2], ph[3]]) == libc::PT_INTERP {
@@ -383,19 +383,6 @@ fn is_static_elf(fd: c_int) -> bool {
         }
     }
     true
-}
-
-fn pread(fd: c_int, buf: &mut [u8], off: u64) -> isize {
-    // SAFETY: buf valid for its length.
-    unsafe {
-        libc::syscall(
-            libc::SYS_pread64,
-            fd,
-            buf.as_mut_ptr(),
-            buf.len(),
-            off as libc::off_t,
-        ) as isize
-    }
 }
 
 /// Resolves `file` through PATH the way execvp does (first executable hit),

@@ -382,3 +382,19 @@ pub fn c_bytes_or_empty<'a>(p: *const c_char, max: usize) -> &'a [u8] {
         unsafe { c_bytes(p, max) }
     }
 }
+
+/// pread(2) as a raw system call (not hooked, errno-only side effects):
+/// the bytes read, or -1.
+pub fn pread(fd: c_int, buf: &mut [u8], off: u64) -> isize {
+    // SAFETY: the kernel writes at most buf.len() bytes into buf, which is
+    // valid for writes for its whole length.
+    unsafe {
+        libc::syscall(
+            libc::SYS_pread64,
+            fd,
+            buf.as_mut_ptr(),
+            buf.len(),
+            off as libc::off_t,
+        ) as isize
+    }
+}

@@ -13,7 +13,7 @@ const GO_BUILDINFO: &[u8] = b".go.buildinfo\0";
 /// A 64-bit little-endian ELF with a `.go.buildinfo` section.
 pub fn is_go_elf(fd: c_int) -> bool {
     let mut hdr = [0u8; 64];
-    if pread(fd, &mut hdr, 0) < 64 || &hdr[..4] != b"\x7fELF" || hdr[4] != 2 || hdr[5] != 1 {
+    if sys::pread(fd, &mut hdr, 0) < 64 || &hdr[..4] != b"\x7fELF" || hdr[4] != 2 || hdr[5] != 1 {
         return false;
     }
     let u16_at = |b: &[u8], o: usize| u16::from_le_bytes([b[o], b[o + 1]]) as u64;
@@ -30,37 +30,24 @@ pub fn is_go_elf(fd: c_int) -> bool {
         return false;
     }
     let mut sh = [0u8; 64];
-    if pread(fd, &mut sh, shoff + shstrndx * shentsize) < 64 {
+    if sys::pread(fd, &mut sh, shoff + shstrndx * shentsize) < 64 {
         return false;
     }
     let (strtab, strtab_size) = (u64_at(&sh, 24), u64_at(&sh, 32));
     let mut name = [0u8; GO_BUILDINFO.len()];
     for i in 0..shnum.min(512) {
-        if pread(fd, &mut sh, shoff + i * shentsize) < 64 {
+        if sys::pread(fd, &mut sh, shoff + i * shentsize) < 64 {
             return false;
         }
         let off = u32_at(&sh, 0);
         if off + name.len() as u64 <= strtab_size
-            && pread(fd, &mut name, strtab + off) == name.len() as isize
+            && sys::pread(fd, &mut name, strtab + off) == name.len() as isize
             && name == GO_BUILDINFO
         {
             return true;
         }
     }
     false
-}
-
-fn pread(fd: c_int, buf: &mut [u8], off: u64) -> isize {
-    // SAFETY: buf valid for its length.
-    unsafe {
-        libc::syscall(
-            libc::SYS_pread64,
-            fd,
-            buf.as_mut_ptr(),
-            buf.len(),
-            off as libc::off_t,
-        ) as isize
-    }
 }
 
 /// Without the runner (no `MPAUDIT_WORKERS`, which it always sets) no
