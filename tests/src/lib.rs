@@ -298,6 +298,33 @@ fn cc(flags: &[&str], src: &Path, out: &Path, libs: &[&str]) -> Command {
     c
 }
 
+/// Spawns `cmd`, retrying while the kernel says ETXTBSY: an executable a
+/// test has just written can still be open for writing in a child another
+/// test thread forked before its own exec closed the descriptor (CI saw
+/// this once with a copied `mpaudit`).
+pub fn spawn_retrying_busy_text(cmd: &mut Command) -> std::process::Child {
+    let mut tries = 0;
+    loop {
+        match cmd.spawn() {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && tries < 100 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            r => return r.expect("spawn"),
+        }
+    }
+}
+
+/// Puts an executable at `to` without ever holding it open for writing
+/// (a hard link; a copy only across file systems), so that running it
+/// cannot fail with ETXTBSY because another thread forked meanwhile.
+pub fn install_executable(from: &Path, to: &Path) {
+    let _ = std::fs::remove_file(to);
+    if std::fs::hard_link(from, to).is_err() {
+        std::fs::copy(from, to).expect("copy executable");
+    }
+}
+
 /// A directory of one's own for a test, under target/e2e/tmp.
 pub struct TestDir {
     pub path: PathBuf,
@@ -410,11 +437,7 @@ pub fn read_log_file(path: &Path) -> (Vec<Value>, usize) {
 /// Runs a command to completion with a deadline; panics with its output on
 /// timeout (a hang is a failure, never a stuck CI).
 pub fn run(cmd: &mut Command, deadline: std::time::Duration) -> Output {
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
+    let mut child = spawn_retrying_busy_text(cmd.stdout(Stdio::piped()).stderr(Stdio::piped()));
     let start = std::time::Instant::now();
     loop {
         if child.try_wait().expect("wait").is_some() {

@@ -13,7 +13,7 @@ fn installed(dir: &TestDir) -> PathBuf {
     let bin = dir.join("bin");
     std::fs::create_dir_all(&bin).unwrap();
     let exe = bin.join("mpaudit");
-    std::fs::copy(&artifacts().runner, &exe).unwrap();
+    install_executable(&artifacts().runner, &exe);
     exe
 }
 

@@ -521,7 +521,7 @@ const LOADER: &str = "/lib/ld-linux-aarch64.so.1";
 // /proc/self/exe is the loader, and the main program's frames were named
 // as the loader (classified as libc: no component).
 e2e!(a_program_run_through_the_loader_is_named_as_itself, |dir| {
-    std::fs::copy(fixture("main_writer"), dir.join("main_writer")).unwrap();
+    install_executable(&fixture("main_writer"), &dir.join("main_writer"));
     let bare = run(dir.bare(LOADER).arg("./main_writer"), HANG);
     let audited = run(dir.audited(LOADER).arg("./main_writer"), HANG);
     same_as_bare(&bare, &audited);

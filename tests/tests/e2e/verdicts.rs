@@ -715,7 +715,7 @@ e2e!(
     |dir| {
         let bin = dir.join("bin");
         std::fs::create_dir_all(&bin).unwrap();
-        std::fs::copy(&artifacts().runner, bin.join("mpaudit")).unwrap();
+        install_executable(&artifacts().runner, &bin.join("mpaudit"));
         std::fs::write(dir.join("job.toml"), "[job]\ncommand = [\"true\"]\n").unwrap();
         // Every cache location is a regular file: no directory can be made.
         let not_a_dir = dir.join("not-a-dir");
