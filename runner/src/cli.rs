@@ -26,6 +26,9 @@ Examples:
   mpaudit exec --mode fork --action redirect --merge 'hist.root=hadd -f {output} {inputs}' \\
     --merge 'summary.log=concat' -- athena.py --nprocs=4 jobOptions.py
 
+  # After `srun -n 4 mpaudit exec --action redirect -- prog`: merge the ranks
+  mpaudit merge --job job.toml
+
   # Report from existing logs, e.g. gathered from several nodes, as JSON
   mpaudit report node1/mpaudit-logs node2/mpaudit-logs --format json
 
@@ -74,6 +77,12 @@ pub enum Command {
         after_help = "Examples:\n  mpaudit report mpaudit-logs\n  mpaudit report mpaudit-logs --run 4242-1763750000123456789\n  mpaudit report node*/mpaudit-logs --format json --job-dir /scratch/job42\n\nReports the latest run in each log directory unless --run or --all-runs.\nExit status: 0 clean, 1 rogue writes or conflicts, 2 usage error, 3 the run's job failed, 4 the audit is incomplete (no logs, unaudited processes)."
     )]
     Report(ReportArgs),
+    /// Merge the per-worker files of a workers directory by [merge] rules:
+    /// after a job step's ranks, or a run with LD_PRELOAD alone.
+    #[command(
+        after_help = "Examples:\n  mpaudit merge --merge 'same.txt=concat'\n  mpaudit merge --job job.toml\n  mpaudit merge /scratch/job/mpaudit-workers --job-dir /scratch/job --merge '*.root=hadd -f {output} {inputs}'\n\nEvery worker_<k>/ and rank_<r>/worker_<k>/ of the workers directory is merged: the files their manifests list, and those a rule matches. Exit status: 0 all merged, 1 files several workers wrote that no rule merges (left in place), 2 usage error, 3 a merge failed or was refused."
+    )]
+    Merge(MergeArgs),
     /// Validate a job file and print the resolved plan; runs nothing.
     #[command(
         after_help = "Example:\n  SLURM_CPUS_PER_TASK=8 mpaudit check job.toml --workers auto\n\nExit status: 0 the job file is valid, 2 it is not."
@@ -208,6 +217,50 @@ pub struct ReportArgs {
     /// Report every run in the log directories together.
     #[arg(long)]
     pub all_runs: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct MergeArgs {
+    /// The workers directory: its worker_<k>/ and rank_<r>/worker_<k>/
+    /// (default: the job file's workers_dir with --job, else
+    /// ./mpaudit-workers).
+    #[arg(value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Take the [merge] rules, the job directory, the workers directory and
+    /// the timeout from this job file.
+    #[arg(long, value_name = "JOB.toml")]
+    pub job: Option<PathBuf>,
+    /// Merge rule, as for `exec` (repeatable; before the job file's rules).
+    #[arg(long, value_name = "GLOB=MERGER")]
+    pub merge: Vec<String>,
+    /// The job directory the workers wrote in (default: the job file's,
+    /// else the current directory).
+    #[arg(long, value_name = "DIR")]
+    pub job_dir: Option<PathBuf>,
+    /// Write merged outputs below DIR instead of at their original place.
+    #[arg(long, value_name = "DIR")]
+    pub merge_dir: Option<PathBuf>,
+    /// Let merges replace files that already exist.
+    #[arg(long)]
+    pub force: bool,
+    /// Stop a merge command after this long (default: the job file's
+    /// timeout, else none).
+    #[arg(long, value_name = "DUR", allow_hyphen_values = true)]
+    pub timeout: Option<String>,
+    /// Time between SIGTERM and SIGKILL when stopping a merge command.
+    #[arg(
+        long,
+        value_name = "DUR",
+        default_value = "10s",
+        allow_hyphen_values = true
+    )]
+    pub grace: String,
+    /// Report format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: Format,
+    /// Print only the summary (the status, and each failed merge's reason).
+    #[arg(long, short)]
+    pub quiet: bool,
 }
 
 #[derive(Debug, Args)]

@@ -33,9 +33,12 @@ use cli::{Cli, Command};
 pub const EXIT_USAGE: u8 = 2;
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.first().map(String::as_str) == Some(control::WATCHDOG_ARG) {
-        return ExitCode::from(control::watchdog_main(&args[1..]));
+    // `args_os`: an argument that is not UTF-8 is clap's to reject, not a
+    // panic here.
+    let first = std::env::args_os().nth(1);
+    if first.as_deref() == Some(std::ffi::OsStr::new(control::WATCHDOG_ARG)) {
+        let args: Vec<String> = std::env::args().skip(2).collect();
+        return ExitCode::from(control::watchdog_main(&args));
     }
     let cli = match Cli::try_parse() {
         Ok(c) => c,
@@ -85,6 +88,7 @@ fn run(cli: Cli) -> Result<u8, String> {
             execute(&plan, &program, a.opts.preload.as_deref())
         }
         Command::Report(a) => report_dirs(&a),
+        Command::Merge(a) => merge_workers(&a),
     }
 }
 
@@ -152,7 +156,7 @@ fn execute(plan: &plan::Plan, program: &Path, preload: Option<&Path>) -> Result<
             &merge::Setup {
                 job_dir: &plan.job_dir,
                 workers_dir: &plan.workers_dir,
-                workers: plan.workers,
+                rank: plan.rank,
                 rules: &plan.merge,
                 merge_dir: plan.merge_dir.as_deref(),
                 force: plan.force,
@@ -188,6 +192,91 @@ fn execute(plan: &plan::Plan, program: &Path, preload: Option<&Path>) -> Result<
     });
     let _ = run_meta::finish(plan, &rep);
     print_report(&rep, plan.format, plan.quiet, &plan.report_to)?;
+    Ok(rep.summary.exit_code)
+}
+
+/// `mpaudit merge [DIR]`: the job-wide merge of a workers directory, after
+/// a job step (`srun`/`mpirun` ranks) or a run with LD_PRELOAD alone, by
+/// the `[merge]` rules of `--merge` and `--job`, its commands supervised as
+/// `mpaudit run`'s are.
+fn merge_workers(a: &cli::MergeArgs) -> Result<u8, String> {
+    let cwd = cwd()?;
+    let file = match &a.job {
+        Some(j) => {
+            let path = plan::resolve(&cwd, j);
+            let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", j.display()))?;
+            let file = jobfile::parse(&text).map_err(|e| e.render(&j.display().to_string()))?;
+            Some((path, file))
+        }
+        None => None,
+    };
+    let mut rules: Vec<jobfile::MergeRule> = a
+        .merge
+        .iter()
+        .map(|m| jobfile::parse_merge_option(m))
+        .collect::<Result<_, _>>()?;
+    let (job_dir, workers_dir, timeout) = match &file {
+        Some((path, f)) => {
+            rules.extend(f.merge.0.iter().cloned());
+            let base = path.parent().unwrap_or(Path::new("/"));
+            let job_dir = plan::resolve(base, Path::new(f.job.dir.as_deref().unwrap_or(".")));
+            let workers = plan::resolve(
+                &job_dir,
+                Path::new(
+                    f.audit
+                        .workers_dir
+                        .as_deref()
+                        .unwrap_or(plan::DEFAULT_WORKERS_DIR),
+                ),
+            );
+            (job_dir, workers, f.job.timeout.map(|t| t.0))
+        }
+        None => (cwd.clone(), cwd.join(plan::DEFAULT_WORKERS_DIR), None),
+    };
+    let job_dir = a.job_dir.as_ref().map_or(job_dir, |d| plan::resolve(&cwd, d));
+    let workers_dir = a.dir.as_ref().map_or(workers_dir, |d| plan::resolve(&cwd, d));
+    let timeout = match &a.timeout {
+        Some(t) => Some(duration::parse_duration(t).map_err(|e| format!("--timeout: {e}"))?),
+        None => timeout,
+    };
+    let grace = duration::parse_duration(&a.grace).map_err(|e| format!("--grace: {e}"))?;
+    if !workers_dir.is_dir() {
+        return Err(format!(
+            "workers directory {}: not a directory (give DIR, or --job)",
+            workers_dir.display()
+        ));
+    }
+    let found = merge::worker_dirs(&workers_dir, None).len();
+    let merge_dir = a.merge_dir.as_ref().map(|d| plan::resolve(&cwd, d));
+    let control = control::Control::take()?;
+    let (merges, warnings) = merge::run(
+        &merge::Setup {
+            job_dir: &job_dir,
+            workers_dir: &workers_dir,
+            rank: None,
+            rules: &rules,
+            merge_dir: merge_dir.as_deref(),
+            force: a.force,
+            // No run to date the files: every file counts (each run's
+            // start clears its manifests' files of the run before).
+            since: std::time::SystemTime::UNIX_EPOCH,
+            timeout,
+            grace,
+            control: Some(&control),
+        },
+        false,
+    );
+    drop(control);
+    for w in &warnings {
+        eprintln!("mpaudit: warning: merge: {w}");
+    }
+    let rep = report::Report::from_merges(&report::MergeFacts {
+        job_dir: &job_dir,
+        workers_dir: &workers_dir,
+        worker_dirs: found,
+        merges: &merges,
+    });
+    print_report(&rep, a.format, a.quiet, &plan::ReportTo::Stdout)?;
     Ok(rep.summary.exit_code)
 }
 

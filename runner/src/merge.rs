@@ -1,45 +1,131 @@
-//! Closing the repair loop: after a run, the per-worker files of a path are
-//! merged back into one file at the path's original place (or below
-//! `--merge-dir`).
+//! Closing the repair loop: after a run (or `mpaudit merge DIR` after a job
+//! step), the per-worker files of a path are merged back into one file at
+//! the path's original place (or below `--merge-dir`).
 //!
-//! Inputs come from two places: the library's manifests
-//! (`worker_<k>/mpaudit-redirects.jsonl`, one line per redirected file) and,
-//! for outputs the framework itself writes per worker, the files inside the
-//! worker directories that a `[merge]` glob matches. Only files modified
-//! during this run count (worker directories may hold an earlier run's).
+//! Workers are every `worker_<k>/` found in the workers directory, and
+//! every `rank_<r>/worker_<k>/` of a launcher's ranks
+//! (mpaudit_core::map::worker_dir_for), whatever the configured count: a
+//! fork-mode framework forks as many as it likes. Inputs come from two
+//! places: the library's manifests (`worker_<k>/mpaudit-redirects.jsonl`,
+//! one line per redirected file) and, for outputs the framework itself
+//! writes per worker, the files inside the worker directories that a
+//! `[merge]` glob matches. Only files modified since `since` count (worker
+//! directories may hold an earlier run's). Names are bytes throughout.
 //!
 //! Every merge writes a temporary file next to its output and renames it
-//! into place; without `--force` the rename refuses to replace an existing
-//! file (`renameat2(RENAME_NOREPLACE)`, else a hard link).
+//! into place. Without `--force` an existing output is replaced only when
+//! it is exactly what an earlier merge wrote there (the record
+//! `<workers dir>/mpaudit-merged.json` holds each merged output's size and
+//! SHA-256); anything else is refused (`renameat2(RENAME_NOREPLACE)`,
+//! else a hard link, so that a file appearing meanwhile is not replaced
+//! either).
 
 use std::collections::BTreeMap;
-use std::ffi::{CString, OsString};
+use std::ffi::{CString, OsStr, OsString};
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use crate::control::{Control, Ended};
 use crate::jobfile::{MergeRule, Merger};
 
 /// Name of the library's per-worker manifest.
 pub const MANIFEST: &str = "mpaudit-redirects.jsonl";
-/// Files of the runner and the library in a worker directory, never merged.
-const OWN_FILES: &[&str] = &["stdout.log", "stderr.log", MANIFEST];
+/// The record of what the merges wrote, in the workers directory.
+pub const RECORD: &str = "mpaudit-merged.json";
 /// Below this depth, and beyond this many files, a worker directory is not
 /// searched further.
 const MAX_DEPTH: usize = 32;
 const MAX_FILES: usize = 100_000;
+/// Longest file name (NAME_MAX on Linux file systems).
+const NAME_MAX: usize = 255;
+
+/// A worker directory's identity: `worker_<k>` directly in the workers
+/// directory (a worker of this run, or a rank that is its own worker), or
+/// `rank_<r>/worker_<k>` (worker k of launcher rank r).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct WorkerId {
+    pub rank: Option<u32>,
+    pub worker: u32,
+}
+
+impl WorkerId {
+    /// As the report names workers: `3`, or `rank 1 worker 0`.
+    pub fn label(&self) -> String {
+        match self.rank {
+            None => self.worker.to_string(),
+            Some(r) => format!("rank {r} worker {}", self.worker),
+        }
+    }
+}
+
+/// Is `name` a worker's (or the runner's and the library's) own file at the
+/// top of a worker directory, never merged: the streams, the manifest, and
+/// anything named `mpaudit-*` or `.mpaudit-*` (the library's tables).
+fn is_own_file(name: &OsStr) -> bool {
+    let n = name.as_bytes();
+    n == b"stdout.log"
+        || n == b"stderr.log"
+        || n.starts_with(b"mpaudit-")
+        || n.starts_with(b".mpaudit-")
+}
+
+/// `<prefix><decimal>` with the canonical digits (no sign, no leading zero).
+fn numbered(name: &OsStr, prefix: &str) -> Option<u32> {
+    let digits = name.as_bytes().strip_prefix(prefix.as_bytes())?;
+    let s = std::str::from_utf8(digits).ok()?;
+    let n: u32 = s.parse().ok()?;
+    (n.to_string() == s).then_some(n)
+}
+
+/// Subdirectories (not symlinks) of `dir` named `<prefix><n>`, by n.
+fn numbered_dirs(dir: &Path, prefix: &str) -> Vec<(u32, PathBuf)> {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut out: Vec<(u32, PathBuf)> = rd
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter_map(|e| Some((numbered(&e.file_name(), prefix)?, e.path())))
+        .collect();
+    out.sort();
+    out
+}
+
+/// Every worker directory of a workers directory: `worker_<k>/` (labelled
+/// with `rank` when the directory is one rank's) and `rank_<r>/worker_<k>/`.
+pub fn worker_dirs(workers_dir: &Path, rank: Option<u32>) -> Vec<(WorkerId, PathBuf)> {
+    let mut out: Vec<(WorkerId, PathBuf)> = numbered_dirs(workers_dir, "worker_")
+        .into_iter()
+        .map(|(k, p)| (WorkerId { rank, worker: k }, p))
+        .collect();
+    let rank_prefix = String::from_utf8_lossy(mpaudit_core::map::RANK_PREFIX).into_owned();
+    for (r, rdir) in numbered_dirs(workers_dir, &rank_prefix) {
+        out.extend(
+            numbered_dirs(&rdir, "worker_")
+                .into_iter()
+                .map(|(k, p)| (WorkerId { rank: Some(r), worker: k }, p)),
+        );
+    }
+    out.sort();
+    out
+}
 
 /// Everything a merge pass needs.
 pub struct Setup<'a> {
     pub job_dir: &'a Path,
+    /// Holds the worker directories (and the merge record).
     pub workers_dir: &'a Path,
-    pub workers: usize,
+    /// The launcher rank whose workers directory this is (`worker_<k>/`
+    /// then belongs to that rank), if any.
+    pub rank: Option<u32>,
     pub rules: &'a [MergeRule],
     pub merge_dir: Option<&'a Path>,
     pub force: bool,
@@ -52,7 +138,7 @@ pub struct Setup<'a> {
     /// The command's owner of signals and processes: merge commands then
     /// run as the workers do (own process group, stopped by timeout or
     /// Ctrl-C with TERM, grace, KILL, nothing left behind). `None` only
-    /// outside `mpaudit run`/`exec` (unit tests): plain child processes.
+    /// in unit tests: plain child processes.
     pub control: Option<&'a Control>,
 }
 
@@ -72,7 +158,7 @@ pub struct Group {
     pub original: PathBuf,
     pub origin: Origin,
     /// (worker, file), in worker order.
-    pub inputs: Vec<(usize, PathBuf)>,
+    pub inputs: Vec<(WorkerId, PathBuf)>,
 }
 
 /// What happened to one group, for the report (paths still absolute here).
@@ -85,15 +171,17 @@ pub struct Outcome {
     pub status: Status,
     pub reason: Option<String>,
     pub bytes: Option<u64>,
+    /// SHA-256 of the merged file, in hex.
+    pub sha256: Option<String>,
 }
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     Merged,
     /// The merger failed: worker files kept, exit status 3.
     Failed,
-    /// The output exists and `--force` was not given: exit status 3.
+    /// The output exists, is not what an earlier merge wrote, and
+    /// `--force` was not given: exit status 3.
     Refused,
     /// Not attempted (the job failed, or no rule for several workers).
     Skipped,
@@ -190,26 +278,104 @@ fn modified_since(p: &Path, since: SystemTime) -> bool {
         .is_some_and(|t| t >= since)
 }
 
-#[derive(serde::Deserialize)]
+/// One line of a manifest. Paths that are not UTF-8 come with their exact
+/// bytes in hex beside the lossy string (docs/events.md).
+#[derive(Deserialize)]
 struct ManifestLine {
     original: String,
     target: String,
+    #[serde(default)]
+    original_hex: Option<String>,
+    #[serde(default)]
+    target_hex: Option<String>,
+}
+
+/// The bytes a hex string spells, if it does.
+pub fn from_hex(s: &str) -> Option<Vec<u8>> {
+    let b = s.as_bytes();
+    if b.len() % 2 != 0 {
+        return None;
+    }
+    b.chunks(2)
+        .map(|p| u8::from_str_radix(std::str::from_utf8(p).ok()?, 16).ok())
+        .collect()
+}
+
+fn to_hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 impl ManifestLine {
-    /// True when `target` is exactly where the library's shared mapping puts
-    /// `original` for worker directory `wdir`: a forged or stale line can
-    /// then neither merge from nor delete anything else.
-    fn target_is_mapped(&self, job: &[u8], wdir: &Path) -> bool {
-        let mut buf = vec![0u8; 16 * 1024];
-        mpaudit_core::map::map_to_worker(
-            self.original.as_bytes(),
-            job,
-            wdir.as_os_str().as_bytes(),
-            &mut buf,
-        )
-        .is_some_and(|len| &buf[..len] == self.target.as_bytes())
+    fn bytes(text: &str, hex: &Option<String>) -> Option<Vec<u8>> {
+        match hex {
+            Some(h) => from_hex(h),
+            None => Some(text.as_bytes().to_vec()),
+        }
     }
+    /// The original and the target, byte for byte.
+    fn paths(&self) -> Option<(PathBuf, PathBuf)> {
+        let o = Self::bytes(&self.original, &self.original_hex)?;
+        let t = Self::bytes(&self.target, &self.target_hex)?;
+        Some((
+            PathBuf::from(OsString::from_vec(o)),
+            PathBuf::from(OsString::from_vec(t)),
+        ))
+    }
+}
+
+/// True when `target` is exactly where the library's shared mapping puts
+/// `original` for worker directory `wdir`: a forged or stale line can then
+/// neither merge from nor delete anything else.
+fn target_is_mapped(original: &Path, target: &Path, job: &[u8], wdir: &Path) -> bool {
+    let mut buf = vec![0u8; 16 * 1024];
+    mpaudit_core::map::map_to_worker(
+        original.as_os_str().as_bytes(),
+        job,
+        wdir.as_os_str().as_bytes(),
+        &mut buf,
+    )
+    .is_some_and(|len| &buf[..len] == target.as_os_str().as_bytes())
+}
+
+/// The manifest lines of a worker directory that parse and map: (line
+/// number, original, target); the others as warnings.
+fn manifest_entries(
+    wdir: &Path,
+    job: &[u8],
+    warnings: &mut Vec<String>,
+) -> Vec<(PathBuf, PathBuf)> {
+    let manifest = wdir.join(MANIFEST);
+    let Ok(f) = File::open(&manifest) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (n, line) in BufReader::new(f).split(b'\n').enumerate() {
+        let Ok(line) = line else { break };
+        let line: Vec<u8> = line.into_iter().filter(|&b| b != 0).collect();
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let Some((original, target)) = serde_json::from_slice::<ManifestLine>(&line)
+            .ok()
+            .and_then(|m| m.paths())
+        else {
+            warnings.push(format!("{}:{}: not a manifest line", manifest.display(), n + 1));
+            continue;
+        };
+        // A manifest cannot send a merge anywhere else.
+        if !target_is_mapped(&original, &target, job, wdir) {
+            warnings.push(format!(
+                "{}:{}: target {} is not where {} maps; ignored",
+                manifest.display(),
+                n + 1,
+                target.display(),
+                original.display()
+            ));
+            continue;
+        }
+        out.push((original, target));
+    }
+    out
 }
 
 /// Finds the groups to merge. Problems that do not stop the others (a
@@ -219,49 +385,18 @@ pub fn collect(s: &Setup) -> (Vec<Group>, Vec<String>) {
     let mut warnings = Vec::new();
     let mut groups: BTreeMap<PathBuf, Group> = BTreeMap::new();
     let job = s.job_dir.as_os_str().as_bytes();
-    for k in 0..s.workers {
-        let wdir = s.workers_dir.join(format!("worker_{k}"));
-        let manifest = wdir.join(MANIFEST);
-        if let Ok(f) = File::open(&manifest) {
-            for (n, line) in BufReader::new(f).split(b'\n').enumerate() {
-                let Ok(line) = line else { break };
-                let line: Vec<u8> = line.into_iter().filter(|&b| b != 0).collect();
-                if line.iter().all(u8::is_ascii_whitespace) {
-                    continue;
-                }
-                let Ok(m) = serde_json::from_slice::<ManifestLine>(&line) else {
-                    warnings.push(format!(
-                        "{}:{}: not a manifest line",
-                        manifest.display(),
-                        n + 1
-                    ));
-                    continue;
-                };
-                // A manifest cannot send a merge anywhere else.
-                if !m.target_is_mapped(job, &wdir) {
-                    warnings.push(format!(
-                        "{}:{}: target {} is not where {} maps; ignored",
-                        manifest.display(),
-                        n + 1,
-                        m.target,
-                        m.original
-                    ));
-                    continue;
-                }
-                let target = PathBuf::from(&m.target);
-                if !modified_since(&target, s.since) {
-                    continue;
-                }
-                let g = groups
-                    .entry(PathBuf::from(&m.original))
-                    .or_insert_with(|| Group {
-                        original: PathBuf::from(&m.original),
-                        origin: Origin::Redirected,
-                        inputs: Vec::new(),
-                    });
-                if !g.inputs.iter().any(|(w, p)| *w == k && *p == target) {
-                    g.inputs.push((k, target));
-                }
+    for (id, wdir) in worker_dirs(s.workers_dir, s.rank) {
+        for (original, target) in manifest_entries(&wdir, job, &mut warnings) {
+            if !modified_since(&target, s.since) {
+                continue;
+            }
+            let g = groups.entry(original.clone()).or_insert_with(|| Group {
+                original,
+                origin: Origin::Redirected,
+                inputs: Vec::new(),
+            });
+            if !g.inputs.iter().any(|(w, p)| *w == id && *p == target) {
+                g.inputs.push((id, target));
             }
         }
         if s.rules.is_empty() {
@@ -269,8 +404,7 @@ pub fn collect(s: &Setup) -> (Vec<Group>, Vec<String>) {
         }
         let mut found = 0;
         walk(&wdir, Path::new(""), 0, &mut found, &mut |rel, full| {
-            if rel.parent() == Some(Path::new("")) && OWN_FILES.iter().any(|o| rel == Path::new(o))
-            {
+            if rel.parent() == Some(Path::new("")) && is_own_file(rel.as_os_str()) {
                 return;
             }
             let original = original_of(rel, s.job_dir);
@@ -282,8 +416,8 @@ pub fn collect(s: &Setup) -> (Vec<Group>, Vec<String>) {
                 origin: Origin::Declared,
                 inputs: Vec::new(),
             });
-            if !g.inputs.iter().any(|(w, p)| *w == k && p == full) {
-                g.inputs.push((k, full.to_path_buf()));
+            if !g.inputs.iter().any(|(w, p)| *w == id && p == full) {
+                g.inputs.push((id, full.to_path_buf()));
             }
         });
     }
@@ -300,34 +434,17 @@ pub fn collect(s: &Setup) -> (Vec<Group>, Vec<String>) {
 /// many files were removed.
 pub fn clear_previous(job_dir: &Path, workers_dir: &Path) -> usize {
     let mut removed = 0;
-    let Ok(rd) = std::fs::read_dir(workers_dir) else {
-        return 0;
-    };
     let job = job_dir.as_os_str().as_bytes();
-    for e in rd.filter_map(Result::ok) {
-        let name = e.file_name();
-        if !name.to_string_lossy().starts_with("worker_") {
-            continue;
-        }
-        let wdir = e.path();
-        let manifest = wdir.join(MANIFEST);
-        let Ok(text) = std::fs::read(&manifest) else {
-            continue;
-        };
-        for line in text.split(|&b| b == b'\n') {
-            let line: Vec<u8> = line.iter().copied().filter(|&b| b != 0).collect();
-            let Ok(m) = serde_json::from_slice::<ManifestLine>(&line) else {
-                continue;
-            };
-            // Only a target the mapping puts inside this worker directory.
-            if m.target_is_mapped(job, &wdir)
-                && std::fs::symlink_metadata(&m.target).is_ok_and(|md| !md.is_dir())
-                && std::fs::remove_file(&m.target).is_ok()
+    for (_, wdir) in worker_dirs(workers_dir, None) {
+        // Only targets the mapping puts inside this worker directory.
+        for (_, target) in manifest_entries(&wdir, job, &mut Vec::new()) {
+            if std::fs::symlink_metadata(&target).is_ok_and(|md| !md.is_dir())
+                && std::fs::remove_file(&target).is_ok()
             {
                 removed += 1;
             }
         }
-        let _ = std::fs::remove_file(&manifest);
+        let _ = std::fs::remove_file(wdir.join(MANIFEST));
     }
     removed
 }
@@ -356,9 +473,71 @@ fn walk(dir: &Path, rel: &Path, depth: usize, found: &mut usize, f: &mut dyn FnM
     }
 }
 
+/// What the merges wrote, kept in the workers directory from one run (or
+/// `mpaudit merge`) to the next: an output that still has the size and hash
+/// recorded for it is the earlier merge's, and may be replaced.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Record {
+    /// By the output's path bytes in hex.
+    outputs: BTreeMap<String, Written>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Written {
+    /// The path, for a person reading the file (lossy when not UTF-8).
+    path: String,
+    size: u64,
+    sha256: String,
+}
+
+impl Record {
+    fn load(workers_dir: &Path) -> Record {
+        std::fs::read(workers_dir.join(RECORD))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    }
+    fn save(&self, workers_dir: &Path) -> std::io::Result<()> {
+        std::fs::create_dir_all(workers_dir)?;
+        let path = workers_dir.join(RECORD);
+        let tmp = workers_dir.join(format!(".{RECORD}.{}", std::process::id()));
+        std::fs::write(&tmp, serde_json::to_vec_pretty(self).unwrap_or_default())?;
+        std::fs::rename(&tmp, path)
+    }
+    fn get(&self, output: &Path) -> Option<&Written> {
+        self.outputs.get(&to_hex(output.as_os_str().as_bytes()))
+    }
+    fn set(&mut self, output: &Path, w: Written) {
+        self.outputs.insert(to_hex(output.as_os_str().as_bytes()), w);
+    }
+}
+
+/// Size and SHA-256 (hex) of a regular file, not following a symlink.
+fn fingerprint(p: &Path) -> Option<(u64, String)> {
+    let md = std::fs::symlink_metadata(p).ok()?;
+    if !md.file_type().is_file() {
+        return None;
+    }
+    let mut f = File::open(p).ok()?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut size = 0u64;
+    loop {
+        let n = f.read(&mut buf).ok()?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+        size += n as u64;
+    }
+    Some((size, to_hex(&h.finalize())))
+}
+
 /// Runs every merge (or, when the job failed, reports them as skipped).
 pub fn run(s: &Setup, job_failed: bool) -> (Vec<Outcome>, Vec<String>) {
-    let (groups, warnings) = collect(s);
+    let (groups, mut warnings) = collect(s);
+    let mut record = Record::load(s.workers_dir);
+    let mut recorded = false;
     let mut out = Vec::new();
     for g in groups {
         // A stop request between two merges (Ctrl-C, TERM) ends the pass.
@@ -384,6 +563,7 @@ pub fn run(s: &Setup, job_failed: bool) -> (Vec<Outcome>, Vec<String>) {
             status: Status::Skipped,
             reason: None,
             bytes: None,
+            sha256: None,
         };
         match merger {
             _ if job_failed => o.reason = Some("the job failed; worker files left in place".into()),
@@ -396,21 +576,50 @@ pub fn run(s: &Setup, job_failed: bool) -> (Vec<Outcome>, Vec<String>) {
             }
             None => {
                 o.reason = Some(format!(
-                "no [merge] rule matches it and {} workers wrote it; worker files left in place",
-                o.group.inputs.len()
-            ))
+                    "no [merge] rule matches it and {} workers wrote it; worker files left in place",
+                    o.group.inputs.len()
+                ))
             }
             Some(m) => {
                 let inputs: Vec<PathBuf> = o.group.inputs.iter().map(|(_, p)| p.clone()).collect();
-                match merge_one(&m, &inputs, &o.output, Some(&o.group.original), s) {
-                    Ok(bytes) => {
+                let replace = if s.force {
+                    Replace::Always
+                } else {
+                    match record.get(&o.output) {
+                        Some(w) => Replace::IfStill(w.size, w.sha256.clone()),
+                        None => Replace::Never,
+                    }
+                };
+                match merge_one(&m, &inputs, &o.output, Some(&o.group.original), replace, s) {
+                    Ok((bytes, sha256)) => {
                         o.status = Status::Merged;
                         o.bytes = Some(bytes);
+                        record.set(
+                            &o.output,
+                            Written {
+                                path: o.output.display().to_string(),
+                                size: bytes,
+                                sha256: sha256.clone(),
+                            },
+                        );
+                        recorded = true;
+                        o.sha256 = Some(sha256);
                     }
                     Err(Refusal::Exists) => {
                         o.status = Status::Refused;
                         o.reason = Some(format!(
-                            "{} already exists (use --force to replace it, or --merge-dir); worker files left in place",
+                            "{} already exists and no earlier merge wrote it (the job, or \
+                             someone else, did): not replaced (use --force to replace it, or \
+                             --merge-dir); worker files left in place",
+                            o.output.display()
+                        ));
+                    }
+                    Err(Refusal::Changed) => {
+                        o.status = Status::Refused;
+                        o.reason = Some(format!(
+                            "{} was written by an earlier merge but has changed since: not \
+                             replaced (use --force to replace it, or --merge-dir); worker \
+                             files left in place",
                             o.output.display()
                         ));
                     }
@@ -423,56 +632,123 @@ pub fn run(s: &Setup, job_failed: bool) -> (Vec<Outcome>, Vec<String>) {
         }
         out.push(o);
     }
+    if recorded {
+        if let Err(e) = record.save(s.workers_dir) {
+            warnings.push(format!(
+                "cannot record the merged outputs in {}: {e} (the next run will refuse to \
+                 replace them)",
+                s.workers_dir.join(RECORD).display()
+            ));
+        }
+    }
     (out, warnings)
 }
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Refusal {
+    /// The output exists and no earlier merge wrote it.
     Exists,
+    /// An earlier merge wrote the output, and it changed since.
+    Changed,
     Failed(String),
 }
 
-/// Merges `inputs` into `output` atomically; the size written.
+/// When a merge may replace an existing output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Replace {
+    Never,
+    /// `--force`.
+    Always,
+    /// Only while it still has this size and SHA-256: what an earlier
+    /// merge wrote.
+    IfStill(u64, String),
+}
+
+/// Merges `inputs` into `output` atomically; the size written and its
+/// SHA-256.
 ///
 /// For `concat`, `base` is the original path: when it exists (a file the
 /// workers appended to, which the library copied into each worker's file
 /// before the first append), its content comes once, then each worker's
-/// additions.
+/// additions. The merged file gets the permission bits of `base` when it
+/// exists (a file written in place keeps its mode), else those every
+/// input has (the workers' copies agree, or the merged file is never
+/// more open than any of them).
 pub fn merge_one(
     m: &Merger,
     inputs: &[PathBuf],
     output: &Path,
     base: Option<&Path>,
+    replace: Replace,
     s: &Setup,
-) -> Result<u64, Refusal> {
-    write_atomic(output, s.force, |tmp| match m {
+) -> Result<(u64, String), Refusal> {
+    let mode = base
+        .and_then(|b| std::fs::metadata(b).ok())
+        .filter(|md| md.is_file())
+        .map(|md| md.permissions().mode() & 0o777)
+        .or_else(|| common_mode(inputs));
+    write_atomic(output, replace, mode, |tmp| match m {
         Merger::Concat => concat_onto(base, inputs, tmp),
         Merger::First => concat(&inputs[..inputs.len().min(1)], tmp),
         Merger::Command(t) => command(t, inputs, tmp, s),
     })
 }
 
+/// The permission bits every one of `files` has (`None`: no file).
+fn common_mode(files: &[PathBuf]) -> Option<u32> {
+    files
+        .iter()
+        .filter_map(|f| std::fs::metadata(f).ok())
+        .map(|md| md.permissions().mode() & 0o777)
+        .reduce(|a, b| a & b)
+}
+
+/// A temporary name next to `output` that fits NAME_MAX whatever the
+/// output's name: `.mpaudit-merge-<pid>`, then the output's extension
+/// when short (a merger that looks at it, hadd and `.root`, sees it).
+fn temp_name(output_name: &OsStr) -> OsString {
+    let mut t = format!(".mpaudit-merge-{}", std::process::id()).into_bytes();
+    let name = output_name.as_bytes();
+    if let Some(dot) = name.iter().rposition(|&b| b == b'.').filter(|&i| i > 0) {
+        let ext = &name[dot..];
+        if t.len() + ext.len() <= NAME_MAX && ext.len() <= 64 {
+            t.extend_from_slice(ext);
+        }
+    }
+    OsString::from_vec(t)
+}
+
 /// Writes through `make(tmp)` into a temporary file next to `output`, then
-/// renames it into place; never replaces an existing file unless `force`.
+/// renames it into place with `mode`; replaces an existing file only as
+/// `replace` says. The size written and its SHA-256.
 pub fn write_atomic(
     output: &Path,
-    force: bool,
+    replace: Replace,
+    mode: Option<u32>,
     make: impl FnOnce(&Path) -> Result<(), String>,
-) -> Result<u64, Refusal> {
-    if !force && std::fs::symlink_metadata(output).is_ok() {
-        return Err(Refusal::Exists);
-    }
+) -> Result<(u64, String), Refusal> {
+    // May it be replaced now? Checked again just before the rename.
+    let replaceable = |replace: &Replace| -> Result<bool, Refusal> {
+        if std::fs::symlink_metadata(output).is_err() {
+            return Ok(false);
+        }
+        match replace {
+            Replace::Always => Ok(true),
+            Replace::Never => Err(Refusal::Exists),
+            Replace::IfStill(size, sha) => match fingerprint(output) {
+                Some((n, h)) if n == *size && h == *sha => Ok(true),
+                _ => Err(Refusal::Changed),
+            },
+        }
+    };
+    replaceable(&replace)?;
     let name = output
         .file_name()
         .ok_or_else(|| Refusal::Failed(format!("{}: not a file name", output.display())))?;
     let dir = output.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)
         .map_err(|e| Refusal::Failed(format!("cannot create {}: {e}", dir.display())))?;
-    // The output's own name last, so a merger that looks at the extension
-    // (hadd and .root) sees the right one.
-    let mut tmp_name = OsString::from(format!(".mpaudit-merge-{}-", std::process::id()));
-    tmp_name.push(name);
-    let tmp = dir.join(tmp_name);
+    let tmp = dir.join(temp_name(name));
     let _ = std::fs::remove_file(&tmp);
     let cleanup = |e: Refusal| {
         let _ = std::fs::remove_file(&tmp);
@@ -489,29 +765,38 @@ pub fn write_atomic(
             "the merger's output is not a regular file".into(),
         )));
     }
+    if let Some(m) = mode {
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(m)).map_err(|e| {
+            cleanup(Refusal::Failed(format!(
+                "cannot set mode {m:o} on {}: {e}",
+                tmp.display()
+            )))
+        })?;
+    }
     if let Ok(f) = File::open(&tmp) {
         let _ = f.sync_all();
     }
-    if force {
-        std::fs::rename(&tmp, output).map_err(|e| {
-            cleanup(Refusal::Failed(format!(
-                "rename to {}: {e}",
-                output.display()
-            )))
-        })?;
-    } else {
-        rename_noreplace(&tmp, output).map_err(|e| {
-            cleanup(if e.kind() == std::io::ErrorKind::AlreadyExists {
-                Refusal::Exists
-            } else {
-                Refusal::Failed(format!("rename to {}: {e}", output.display()))
-            })
-        })?;
-    }
+    let Some((size, sha)) = fingerprint(&tmp) else {
+        return Err(cleanup(Refusal::Failed(format!(
+            "cannot read back {}",
+            tmp.display()
+        ))));
+    };
+    let renamed = match replaceable(&replace).map_err(cleanup)? {
+        true => std::fs::rename(&tmp, output),
+        false => rename_noreplace(&tmp, output),
+    };
+    renamed.map_err(|e| {
+        cleanup(if e.kind() == std::io::ErrorKind::AlreadyExists {
+            Refusal::Exists
+        } else {
+            Refusal::Failed(format!("rename to {}: {e}", output.display()))
+        })
+    })?;
     if let Ok(d) = File::open(dir) {
         let _ = d.sync_all();
     }
-    Ok(meta.len())
+    Ok((size, sha))
 }
 
 /// `rename` that fails with `AlreadyExists` instead of replacing `to`.
@@ -546,7 +831,8 @@ fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<()> {
 }
 
 /// `base` (when it is a file) once, then each input without the copy of
-/// `base` it starts with, if it does.
+/// `base` it starts with. When no input starts with `base` (the workers
+/// truncated or replaced it), `base` is not part of the result.
 pub fn concat_onto(base: Option<&Path>, inputs: &[PathBuf], out: &Path) -> Result<(), String> {
     let b = base
         .filter(|b| std::fs::metadata(b).is_ok_and(|m| m.is_file()))
@@ -556,21 +842,31 @@ pub fn concat_onto(base: Option<&Path>, inputs: &[PathBuf], out: &Path) -> Resul
     let Some(b) = b.filter(|b| !b.is_empty()) else {
         return concat(inputs, out);
     };
+    let starts_with_base = |i: &PathBuf| -> Result<bool, String> {
+        let mut head = Vec::with_capacity(b.len());
+        File::open(i)
+            .and_then(|f| f.take(b.len() as u64).read_to_end(&mut head))
+            .map_err(|e| format!("{}: {e}", i.display()))?;
+        Ok(head == b)
+    };
+    let mut copied_up = Vec::with_capacity(inputs.len());
+    for i in inputs {
+        copied_up.push(starts_with_base(i)?);
+    }
+    if !copied_up.contains(&true) {
+        return concat(inputs, out);
+    }
     let mut w = File::options()
         .write(true)
         .create_new(true)
         .open(out)
         .map_err(|e| format!("{}: {e}", out.display()))?;
     w.write_all(&b).map_err(|e| e.to_string())?;
-    for i in inputs {
+    for (i, has_base) in inputs.iter().zip(copied_up) {
         let mut r = File::open(i).map_err(|e| format!("{}: {e}", i.display()))?;
-        let mut head = Vec::with_capacity(b.len());
-        std::io::Read::by_ref(&mut r)
-            .take(b.len() as u64)
-            .read_to_end(&mut head)
-            .map_err(|e| format!("{}: {e}", i.display()))?;
-        if head != b {
-            w.write_all(&head).map_err(|e| e.to_string())?;
+        if has_base {
+            std::io::copy(&mut std::io::Read::by_ref(&mut r).take(b.len() as u64), &mut std::io::sink())
+                .map_err(|e| format!("{}: {e}", i.display()))?;
         }
         std::io::copy(&mut r, &mut w).map_err(|e| format!("{}: {e}", i.display()))?;
     }
@@ -732,6 +1028,7 @@ fn tail_since(p: &Path, from: u64, n: usize) -> Vec<String> {
     lines[lines.len().saturating_sub(n)..].to_vec()
 }
 
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -754,7 +1051,7 @@ mod tests {
         Setup {
             job_dir: job,
             workers_dir: workers,
-            workers: 3,
+            rank: None,
             rules,
             merge_dir: None,
             force: false,
@@ -882,7 +1179,7 @@ mod tests {
         std::fs::write(&a, "worker 0\n").unwrap();
         std::fs::write(&b, "worker 1\n").unwrap();
         let out = d.join("out.log");
-        let n = write_atomic(&out, false, |t| concat(&[a.clone(), b.clone()], t)).unwrap();
+        let (n, _) = write_atomic(&out, Replace::Never, None, |t| concat(&[a.clone(), b.clone()], t)).unwrap();
         assert_eq!(
             std::fs::read_to_string(&out).unwrap(),
             "worker 0\nworker 1\n"
@@ -890,7 +1187,7 @@ mod tests {
         assert_eq!(n, 18);
         let s = setup(&d, &d, &[]);
         let first = d.join("first.log");
-        merge_one(&Merger::First, &[b.clone(), a.clone()], &first, None, &s).unwrap();
+        merge_one(&Merger::First, &[b.clone(), a.clone()], &first, None, Replace::Never, &s).unwrap();
         // Appends onto an existing file: its content once, then the additions.
         let base = d.join("base");
         std::fs::write(&base, "old\n").unwrap();
@@ -902,6 +1199,7 @@ mod tests {
             &[a.clone(), b.clone()],
             &onto,
             Some(&base),
+            Replace::Never,
             &s,
         )
         .unwrap();
@@ -931,7 +1229,7 @@ mod tests {
         let out = d.join("summary.log");
         std::fs::write(&out, "precious\n").unwrap();
         let mut ran = false;
-        let r = write_atomic(&out, false, |t| {
+        let r = write_atomic(&out, Replace::Never, None, |t| {
             ran = true;
             concat(std::slice::from_ref(&a), t)
         });
@@ -939,7 +1237,7 @@ mod tests {
         assert!(!ran, "the merger does not even run");
         assert_eq!(std::fs::read_to_string(&out).unwrap(), "precious\n");
         // The output appearing while the merger runs: still not replaced.
-        let r = write_atomic(&d.join("race.log"), false, |t| {
+        let r = write_atomic(&d.join("race.log"), Replace::Never, None, |t| {
             std::fs::write(d.join("race.log"), "theirs\n").unwrap();
             concat(std::slice::from_ref(&a), t)
         });
@@ -948,7 +1246,7 @@ mod tests {
             std::fs::read_to_string(d.join("race.log")).unwrap(),
             "theirs\n"
         );
-        write_atomic(&out, true, |t| concat(std::slice::from_ref(&a), t)).unwrap();
+        write_atomic(&out, Replace::Always, None, |t| concat(std::slice::from_ref(&a), t)).unwrap();
         assert_eq!(std::fs::read_to_string(&out).unwrap(), "new\n");
     }
 
@@ -956,13 +1254,13 @@ mod tests {
     fn a_failing_merger_leaves_nothing() {
         let d = tmp("fail");
         let out = d.join("x.log");
-        let r = write_atomic(&out, false, |t| {
+        let r = write_atomic(&out, Replace::Never, None, |t| {
             std::fs::write(t, "partial").unwrap();
             Err("boom".into())
         });
         assert_eq!(r, Err(Refusal::Failed("boom".into())));
         assert_eq!(std::fs::read_dir(&d).unwrap().count(), 0);
-        let r = write_atomic(&out, false, |_| Ok(()));
+        let r = write_atomic(&out, Replace::Never, None, |_| Ok(()));
         assert!(matches!(r, Err(Refusal::Failed(m)) if m.contains("no output")));
     }
 
@@ -979,7 +1277,7 @@ mod tests {
             .iter()
             .map(|s| s.to_string())
             .collect();
-        merge_one(&Merger::Command(t), &inputs, &d.join("sum"), None, &s).unwrap();
+        merge_one(&Merger::Command(t), &inputs, &d.join("sum"), None, Replace::Never, &s).unwrap();
         assert_eq!(std::fs::read_to_string(d.join("sum")).unwrap(), "1\n2\n");
         let t: Vec<String> = [
             "sh",
@@ -991,7 +1289,7 @@ mod tests {
         .iter()
         .map(|s| s.to_string())
         .collect();
-        let r = merge_one(&Merger::Command(t), &inputs, &d.join("h"), None, &s);
+        let r = merge_one(&Merger::Command(t), &inputs, &d.join("h"), None, Replace::Never, &s);
         let Err(Refusal::Failed(why)) = r else {
             panic!("{r:?}")
         };
@@ -1027,7 +1325,7 @@ mod tests {
             ..setup(&d, &w, &[])
         };
         let t: Vec<String> = ["sleep", "30"].iter().map(|s| s.to_string()).collect();
-        let r = merge_one(&Merger::Command(t), &[input], &d.join("out"), None, &s);
+        let r = merge_one(&Merger::Command(t), &[input], &d.join("out"), None, Replace::Never, &s);
         let Err(Refusal::Failed(why)) = r else {
             panic!("{r:?}")
         };
@@ -1086,7 +1384,7 @@ mod tests {
         assert_eq!(groups[0].origin, Origin::Declared);
         assert_eq!(groups[0].inputs.len(), 3);
         assert_eq!(groups[1].origin, Origin::Redirected);
-        let ws: Vec<usize> = groups[1].inputs.iter().map(|(k, _)| *k).collect();
+        let ws: Vec<u32> = groups[1].inputs.iter().map(|(k, _)| k.worker).collect();
         assert_eq!(ws, [0, 2]);
 
         // Run: hist merged by rule, summary and /tmp/x have no rule and two
@@ -1113,5 +1411,146 @@ mod tests {
         let (out, _) = run(&setup(&job, &w, &rules), true);
         assert!(out.iter().all(|o| o.status == Status::Skipped));
         assert!(!job.join("hist.txt").exists());
+    }
+
+    #[test]
+    fn temporary_names_fit_name_max_and_keep_the_extension() {
+        let long = OsString::from(format!("{}.root", "n".repeat(250)));
+        let t = temp_name(&long);
+        assert!(t.len() <= NAME_MAX, "{t:?}");
+        assert!(t.as_bytes().ends_with(b".root"), "{t:?}");
+        let odd = OsString::from_vec(b"caf\xe9.t\xffxt".to_vec());
+        assert!(temp_name(&odd).as_bytes().ends_with(b".t\xffxt"));
+        let huge_ext = OsString::from(format!("a.{}", "x".repeat(250)));
+        assert!(temp_name(&huge_ext).len() <= NAME_MAX);
+        assert!(!temp_name(OsStr::new(".bashrc")).as_bytes().ends_with(b".bashrc"));
+    }
+
+    #[test]
+    fn worker_dirs_are_found_whatever_the_count_with_ranks() {
+        let w = tmp("dirs");
+        for d in [
+            "worker_0",
+            "worker_10",
+            "worker_2",
+            "worker_01",
+            "worker_x",
+            "rank_1/worker_0",
+            "rank_0/worker_3",
+            "rank_00/worker_1",
+            "root",
+        ] {
+            std::fs::create_dir_all(w.join(d)).unwrap();
+        }
+        std::fs::write(w.join("worker_5"), "a file, not a worker").unwrap();
+        std::os::unix::fs::symlink(w.join("worker_0"), w.join("worker_7")).unwrap();
+        let ids: Vec<String> = worker_dirs(&w, None).iter().map(|(k, _)| k.label()).collect();
+        assert_eq!(
+            ids,
+            ["0", "2", "10", "rank 0 worker 3", "rank 1 worker 0"]
+        );
+        // One rank's own directory: its worker_<k>/ are that rank's.
+        let ids: Vec<String> = worker_dirs(&w, Some(4))
+            .iter()
+            .map(|(k, _)| k.label())
+            .filter(|l| l.starts_with("rank 4 "))
+            .collect();
+        assert_eq!(ids, ["rank 4 worker 0", "rank 4 worker 2", "rank 4 worker 10"]);
+        for (own, name) in [
+            (true, "stdout.log"),
+            (true, "mpaudit-redirects.jsonl"),
+            (true, "mpaudit-table.bin"),
+            (true, ".mpaudit-state"),
+            (false, "summary.log"),
+            (false, "my-mpaudit-notes"),
+        ] {
+            assert_eq!(is_own_file(OsStr::new(name)), own, "{name}");
+        }
+    }
+
+    #[test]
+    fn an_earlier_merge_is_replaced_only_while_unchanged() {
+        let d = tmp("record");
+        let out = d.join("out.log");
+        let a = d.join("a");
+        std::fs::write(&a, "one\n").unwrap();
+        let (n, sha) = write_atomic(&out, Replace::Never, None, |t| {
+            concat(std::slice::from_ref(&a), t)
+        })
+        .unwrap();
+        assert_eq!(fingerprint(&out), Some((n, sha.clone())));
+        std::fs::write(&a, "two\n").unwrap();
+        let again = Replace::IfStill(n, sha.clone());
+        write_atomic(&out, again.clone(), None, |t| {
+            concat(std::slice::from_ref(&a), t)
+        })
+        .unwrap();
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), "two\n");
+        // Now it is not what was recorded: refused, the file kept.
+        let r = write_atomic(&out, again, None, |t| concat(std::slice::from_ref(&a), t));
+        assert_eq!(r, Err(Refusal::Changed));
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), "two\n");
+
+        // Through a whole pass: the record in the workers directory.
+        let job = tmp("record-job");
+        let w = job.join("mpaudit-workers");
+        for k in 0..2 {
+            std::fs::create_dir_all(w.join(format!("worker_{k}"))).unwrap();
+            std::fs::write(w.join(format!("worker_{k}/h.txt")), format!("{k}\n")).unwrap();
+        }
+        let rules = [rule("h.txt", Merger::Concat)];
+        let pass = || run(&setup(&job, &w, &rules), false).0;
+        assert_eq!(pass()[0].status, Status::Merged);
+        assert_eq!(pass()[0].status, Status::Merged, "its own output");
+        assert_eq!(std::fs::read_to_string(job.join("h.txt")).unwrap(), "0\n1\n");
+        std::fs::write(job.join("h.txt"), "edited\n").unwrap();
+        let o = &pass()[0];
+        assert_eq!(o.status, Status::Refused);
+        assert!(o.reason.as_deref().unwrap().contains("changed since"), "{o:?}");
+        std::fs::remove_file(w.join(RECORD)).unwrap();
+        std::fs::remove_file(job.join("h.txt")).unwrap();
+        std::fs::write(job.join("h.txt"), "the job's\n").unwrap();
+        let o = &pass()[0];
+        assert_eq!(o.status, Status::Refused);
+        assert!(o.reason.as_deref().unwrap().contains("no earlier merge"), "{o:?}");
+    }
+
+    #[test]
+    fn concat_onto_a_file_the_workers_truncated_leaves_it_out() {
+        let d = tmp("onto-trunc");
+        let base = d.join("base");
+        std::fs::write(&base, "0\n1\n").unwrap();
+        let (a, b) = (d.join("a"), d.join("b"));
+        std::fs::write(&a, "0\n").unwrap();
+        std::fs::write(&b, "1\n").unwrap();
+        concat_onto(Some(&base), &[a.clone(), b.clone()], &d.join("o1")).unwrap();
+        assert_eq!(std::fs::read_to_string(d.join("o1")).unwrap(), "0\n1\n");
+        // One worker appended (its copy starts with the base), one replaced.
+        std::fs::write(&a, "0\n1\nmore\n").unwrap();
+        concat_onto(Some(&base), &[a, b], &d.join("o2")).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(d.join("o2")).unwrap(),
+            "0\n1\nmore\n1\n"
+        );
+    }
+
+    #[test]
+    fn modes_of_the_inputs_and_of_an_existing_original() {
+        let d = tmp("modes");
+        let set = |p: &Path, m: u32| {
+            std::fs::write(p, "x").unwrap();
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
+        };
+        let (a, b, base) = (d.join("a"), d.join("b"), d.join("base"));
+        set(&a, 0o640);
+        set(&b, 0o604);
+        let s = setup(&d, &d, &[]);
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let both = [a.clone(), b.clone()];
+        merge_one(&Merger::Concat, &both, &d.join("o"), None, Replace::Never, &s).unwrap();
+        assert_eq!(mode(&d.join("o")), 0o600);
+        set(&base, 0o751);
+        merge_one(&Merger::First, &both, &d.join("o2"), Some(&base), Replace::Never, &s).unwrap();
+        assert_eq!(mode(&d.join("o2")), 0o751, "the original keeps its mode");
     }
 }

@@ -359,6 +359,7 @@ impl Aggregator {
     pub fn add(&mut self, source: u16, ev: &Event<'_>) {
         let who = Who {
             source,
+            rank: ev.rank,
             worker: ev.worker,
         };
         let c = self.per_worker.entry(who).or_default();
@@ -982,7 +983,7 @@ impl Report {
                     .inputs
                     .iter()
                     .map(|(k, p)| MergeInput {
-                        worker: k.to_string(),
+                        worker: k.label(),
                         path: l.path(&p.display().to_string()),
                     })
                     .collect(),
@@ -991,6 +992,7 @@ impl Report {
                 status: o.status,
                 reason: o.reason.clone(),
                 bytes: o.bytes,
+                sha256: o.sha256.clone(),
             })
             .collect();
         let s = &mut self.summary;
@@ -1275,6 +1277,7 @@ mod tests {
                 .wrapping_add(1442695040888963407);
             let w = Who {
                 source: (x >> 60) as u16 % 3,
+                rank: ((x >> 30) % 5 != 0).then_some((x >> 10) % 3),
                 worker: ((x >> 40) % 7 != 0).then_some((x >> 20) % 9),
             };
             set.insert(w);
@@ -1568,6 +1571,7 @@ mod tests {
                 status: crate::merge::Status::Merged,
                 reason: None,
                 bytes: None,
+                sha256: None,
             })
             .collect();
         r.conclude(&Default::default());

@@ -94,6 +94,7 @@ fn worker_reports(plan: &Plan, r: &RunResult, agg: &Aggregator, l: &Labels) -> V
         agg.per_worker
             .get(&Who {
                 source: 0,
+                rank: plan.rank.map(u64::from),
                 worker: w,
             })
             .copied()
@@ -131,6 +132,7 @@ fn worker_reports(plan: &Plan, r: &RunResult, agg: &Aggregator, l: &Labels) -> V
         });
         out.push(WorkerReport {
             worker: p.worker,
+            rank: plan.rank.map(u64::from),
             log_dir: None,
             pid: (p.pid > 0).then_some(p.pid),
             exit_code: o.exit_code.map(i64::from),
@@ -170,6 +172,7 @@ fn worker_reports(plan: &Plan, r: &RunResult, agg: &Aggregator, l: &Labels) -> V
             let c = counts(Some(k));
             out.push(WorkerReport {
                 worker: Some(k as usize),
+                rank: plan.rank.map(u64::from),
                 pid: Some(**pid),
                 exit_code: agg.exits.get(&(0, **pid as i64)).copied(),
                 memory: Some(*peak),
@@ -189,6 +192,7 @@ fn worker_reports(plan: &Plan, r: &RunResult, agg: &Aggregator, l: &Labels) -> V
                         .map(|((_, p), _)| *p);
                     out.push(WorkerReport {
                         worker: Some(k as usize),
+                        rank: who.rank,
                         pid: pid.map(|p| p as i32),
                         exit_code: pid.and_then(|p| agg.exits.get(&(0, p)).copied()),
                         events: c.events,
@@ -315,6 +319,7 @@ impl Report {
                 };
                 rep.workers.push(WorkerReport {
                     worker: who.worker.map(|k| k as usize),
+                    rank: who.rank,
                     log_dir: log_dir.clone(),
                     pid: pid.map(|p| p as i32),
                     exit_code: pid.and_then(|p| f.agg.exits.get(&(i as u16, p)).copied()),
@@ -360,4 +365,41 @@ fn agg_rows(agg: &Aggregator, source: u16) -> Vec<(Who, crate::report::aggregate
         .filter(|(w, _)| w.source == source)
         .map(|(w, c)| (*w, *c))
         .collect()
+}
+
+/// Everything the report of `mpaudit merge` is made of.
+pub struct MergeFacts<'a> {
+    pub job_dir: &'a std::path::Path,
+    pub workers_dir: &'a std::path::Path,
+    /// Worker directories found in it.
+    pub worker_dirs: usize,
+    pub merges: &'a [crate::merge::Outcome],
+}
+
+impl Report {
+    /// The report of a job-wide merge (`mpaudit merge`): its merges only.
+    pub fn from_merges(f: &MergeFacts) -> Report {
+        let labels = Labels {
+            job_dir: Some(f.job_dir.to_path_buf()),
+            sources: Vec::new(),
+            own_dirs: vec![f.workers_dir.to_path_buf()],
+            allow_conflicts: Vec::new(),
+            components: Vec::new(),
+        };
+        let mut rep = Report::default();
+        rep.set_merges(f.merges, &labels);
+        let s = &mut rep.summary;
+        s.job_dir = Some(f.job_dir.display().to_string());
+        s.workers_dir = Some(labels.path(&f.workers_dir.display().to_string()));
+        s.workers = f.worker_dirs;
+        let unmerged = f
+            .merges
+            .iter()
+            .filter(|o| o.status == crate::merge::Status::Skipped && o.group.inputs.len() > 1)
+            .count();
+        let (code, status) = super::status::decide_merges(s, unmerged);
+        s.exit_code = code;
+        s.status = status.into();
+        rep
+    }
 }

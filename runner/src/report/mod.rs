@@ -11,5 +11,5 @@ pub(crate) mod status;
 pub(crate) mod text;
 
 pub use aggregate::{read_logs, Aggregator};
-pub use build::{LogFacts, LogSource, RunFacts};
+pub use build::{LogFacts, LogSource, MergeFacts, RunFacts};
 pub use model::*;

@@ -10,11 +10,14 @@ use serde::Serialize;
 
 use crate::memory::Peak;
 
-/// Who did something: which log directory (index) and which worker (None:
-/// outside any worker, e.g. the root of fork mode before it forks).
+/// Who did something: which log directory (index), which launcher rank
+/// (None: no launcher) and which worker (None: outside any worker, e.g. the
+/// root of fork mode before it forks). Worker k of rank 0 and worker k of
+/// rank 1 are two workers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Who {
     pub source: u16,
+    pub rank: Option<u64>,
     pub worker: Option<u64>,
 }
 
@@ -32,6 +35,10 @@ pub struct Summary {
     pub workers: usize,
     pub wall_time_ms: Option<u64>,
     pub log_dirs: Vec<String>,
+    /// `mpaudit merge`: the workers directory it merged, and how many
+    /// worker directories it found there.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workers_dir: Option<String>,
     pub log_files: u64,
     pub events: u64,
     pub skipped_lines: u64,
@@ -105,6 +112,9 @@ pub struct Incomplete {
 pub struct WorkerReport {
     /// Worker index; null for the root process of fork mode.
     pub worker: Option<usize>,
+    /// The launcher rank it belongs to, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rank: Option<u64>,
     /// The log directory it came from, when a report reads several.
     pub log_dir: Option<String>,
     pub pid: Option<i32>,
@@ -260,6 +270,9 @@ pub struct MergeReport {
     pub status: crate::merge::Status,
     pub reason: Option<String>,
     pub bytes: Option<u64>,
+    /// SHA-256 of the merged file (hex): what the next run checks before
+    /// it replaces the file.
+    pub sha256: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Default)]
@@ -296,6 +309,17 @@ pub struct Labels {
     pub components: Vec<String>,
 }
 
+/// A worker's name in the report: `3` or `root`, and under a launcher
+/// `rank 1 worker 3` or `rank 1` (a rank's process outside any worker).
+pub fn worker_label(rank: Option<u64>, worker: Option<u64>) -> String {
+    match (rank, worker) {
+        (None, Some(k)) => k.to_string(),
+        (None, None) => "root".into(),
+        (Some(r), Some(k)) => format!("rank {r} worker {k}"),
+        (Some(r), None) => format!("rank {r}"),
+    }
+}
+
 impl Labels {
     /// Inside the runner's own directories (workers, logs).
     pub fn is_own(&self, p: &str) -> bool {
@@ -329,10 +353,7 @@ impl Labels {
         p.to_string()
     }
     pub fn who(&self, w: Who) -> String {
-        let base = match w.worker {
-            Some(k) => k.to_string(),
-            None => "root".into(),
-        };
+        let base = worker_label(w.rank, w.worker);
         if self.sources.len() > 1 {
             format!(
                 "{}:{base}",

@@ -118,6 +118,18 @@ pub fn decide(s: &Summary) -> (u8, &'static str) {
     }
 }
 
+/// The status of `mpaudit merge`: 3 a merge failed or was refused, 1 some
+/// path several workers wrote was left unmerged (no rule), else 0.
+pub fn decide_merges(s: &Summary, unmerged: usize) -> (u8, &'static str) {
+    if s.merge_failures > 0 {
+        (EXIT_JOB_FAILED, "merge failed")
+    } else if unmerged > 0 {
+        (EXIT_FINDINGS, "not merged")
+    } else {
+        (EXIT_OK, "ok")
+    }
+}
+
 impl Report {
     /// Resolves conflicts by the merges, runs the incomplete-audit gate and
     /// sets the exit status: call once, when every section is in.

@@ -22,6 +22,15 @@ impl Report {
         for w in &s.warnings {
             o += &format!("  warning: {w}\n");
         }
+        // Why a merge failed is part of the summary: `--quiet` shows it.
+        for m in self.merges.iter().filter(|m| m.status.is_failure()) {
+            o += &format!(
+                "  merge {}: {}: {}\n",
+                m.status.as_str(),
+                m.output,
+                m.reason.as_deref().unwrap_or("")
+            );
+        }
         if let Some(r) = &s.stop_reason {
             o += &format!("  stopped: {r}\n");
         }
@@ -43,12 +52,18 @@ impl Report {
             }
             o.push('\n');
         }
-        o += &format!(
-            "  logs: {} event(s) in {} file(s) from {}\n",
-            s.events,
-            s.log_files,
-            s.log_dirs.join(", ")
-        );
+        match &s.workers_dir {
+            // `mpaudit merge`: no logs read.
+            Some(w) => o += &format!("  workers dir: {w} ({} worker directories)\n", s.workers),
+            None => {
+                o += &format!(
+                    "  logs: {} event(s) in {} file(s) from {}\n",
+                    s.events,
+                    s.log_files,
+                    s.log_dirs.join(", ")
+                )
+            }
+        }
         if s.skipped_lines > 0 {
             o += &format!(
                 "  skipped {} unparseable line(s), e.g. {}\n",
@@ -272,15 +287,12 @@ pub(super) fn component_name(g: &RogueGroup) -> String {
 }
 
 fn worker_name(w: &WorkerReport, padded: bool) -> String {
-    let base = match w.worker {
-        Some(k) => k.to_string(),
-        None => "root".into(),
-    };
+    let base = worker_label(w.rank, w.worker.map(|k| k as u64));
     let base = match &w.log_dir {
         Some(d) => format!("{d}:{base}"),
         None => base,
     };
-    if padded && w.worker.is_some() {
+    if padded && w.worker.is_some() && w.rank.is_none() {
         format!("worker {base}")
     } else {
         base
@@ -369,7 +381,9 @@ pub fn ranges(names: &[String]) -> String {
         }
     };
     for n in names {
-        let (prefix, last) = match n.rfind(':') {
+        // `n1:3` and `rank 0 worker 3`: the number after the last `:` or
+        // space.
+        let (prefix, last) = match n.rfind([':', ' ']) {
             Some(i) => (&n[..=i], &n[i + 1..]),
             None => ("", n.as_str()),
         };
@@ -454,6 +468,12 @@ mod tests {
         assert_eq!(
             ranges(&names(&["n1:0", "n1:1", "n1:2", "n2:0", "n2:1", "n2:2"])),
             "n1:0-2,n2:0-2"
+        );
+        let ranked: Vec<String> = (0..4).map(|k| format!("rank 1 worker {k}")).collect();
+        assert_eq!(ranges(&ranked), "rank 1 worker 0-3");
+        assert_eq!(
+            ranges(&names(&["rank 0 worker 1", "rank 1 worker 1"])),
+            "rank 0 worker 1,rank 1 worker 1"
         );
         let odd: Vec<String> = (0..40).map(|k| (2 * k).to_string()).collect();
         let r = ranges(&odd);
