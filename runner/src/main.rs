@@ -204,7 +204,8 @@ fn merge_workers(a: &cli::MergeArgs) -> Result<u8, String> {
     let file = match &a.job {
         Some(j) => {
             let path = plan::resolve(&cwd, j);
-            let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", j.display()))?;
+            let text =
+                std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", j.display()))?;
             let file = jobfile::parse(&text).map_err(|e| e.render(&j.display().to_string()))?;
             Some((path, file))
         }
@@ -233,8 +234,14 @@ fn merge_workers(a: &cli::MergeArgs) -> Result<u8, String> {
         }
         None => (cwd.clone(), cwd.join(plan::DEFAULT_WORKERS_DIR), None),
     };
-    let job_dir = a.job_dir.as_ref().map_or(job_dir, |d| plan::resolve(&cwd, d));
-    let workers_dir = a.dir.as_ref().map_or(workers_dir, |d| plan::resolve(&cwd, d));
+    let job_dir = a
+        .job_dir
+        .as_ref()
+        .map_or(job_dir, |d| plan::resolve(&cwd, d));
+    let workers_dir = a
+        .dir
+        .as_ref()
+        .map_or(workers_dir, |d| plan::resolve(&cwd, d));
     let timeout = match &a.timeout {
         Some(t) => Some(duration::parse_duration(t).map_err(|e| format!("--timeout: {e}"))?),
         None => timeout,

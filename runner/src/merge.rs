@@ -108,11 +108,15 @@ pub fn worker_dirs(workers_dir: &Path, rank: Option<u32>) -> Vec<(WorkerId, Path
         .collect();
     let rank_prefix = String::from_utf8_lossy(mpaudit_core::map::RANK_PREFIX).into_owned();
     for (r, rdir) in numbered_dirs(workers_dir, &rank_prefix) {
-        out.extend(
-            numbered_dirs(&rdir, "worker_")
-                .into_iter()
-                .map(|(k, p)| (WorkerId { rank: Some(r), worker: k }, p)),
-        );
+        out.extend(numbered_dirs(&rdir, "worker_").into_iter().map(|(k, p)| {
+            (
+                WorkerId {
+                    rank: Some(r),
+                    worker: k,
+                },
+                p,
+            )
+        }));
     }
     out.sort();
     out
@@ -359,7 +363,11 @@ fn manifest_entries(
             .ok()
             .and_then(|m| m.paths())
         else {
-            warnings.push(format!("{}:{}: not a manifest line", manifest.display(), n + 1));
+            warnings.push(format!(
+                "{}:{}: not a manifest line",
+                manifest.display(),
+                n + 1
+            ));
             continue;
         };
         // A manifest cannot send a merge anywhere else.
@@ -508,7 +516,8 @@ impl Record {
         self.outputs.get(&to_hex(output.as_os_str().as_bytes()))
     }
     fn set(&mut self, output: &Path, w: Written) {
-        self.outputs.insert(to_hex(output.as_os_str().as_bytes()), w);
+        self.outputs
+            .insert(to_hex(output.as_os_str().as_bytes()), w);
     }
 }
 
@@ -574,12 +583,10 @@ pub fn run(s: &Setup, job_failed: bool) -> (Vec<Outcome>, Vec<String>) {
                     interrupted.map(|s| s.as_str()).unwrap_or_default()
                 ));
             }
-            None => {
-                o.reason = Some(format!(
-                    "no [merge] rule matches it and {} workers wrote it; worker files left in place",
-                    o.group.inputs.len()
-                ))
-            }
+            None => o.reason = Some(format!(
+                "no [merge] rule matches it and {} workers wrote it; worker files left in place",
+                o.group.inputs.len()
+            )),
             Some(m) => {
                 let inputs: Vec<PathBuf> = o.group.inputs.iter().map(|(_, p)| p.clone()).collect();
                 let replace = if s.force {
@@ -865,8 +872,11 @@ pub fn concat_onto(base: Option<&Path>, inputs: &[PathBuf], out: &Path) -> Resul
     for (i, has_base) in inputs.iter().zip(copied_up) {
         let mut r = File::open(i).map_err(|e| format!("{}: {e}", i.display()))?;
         if has_base {
-            std::io::copy(&mut std::io::Read::by_ref(&mut r).take(b.len() as u64), &mut std::io::sink())
-                .map_err(|e| format!("{}: {e}", i.display()))?;
+            std::io::copy(
+                &mut std::io::Read::by_ref(&mut r).take(b.len() as u64),
+                &mut std::io::sink(),
+            )
+            .map_err(|e| format!("{}: {e}", i.display()))?;
         }
         std::io::copy(&mut r, &mut w).map_err(|e| format!("{}: {e}", i.display()))?;
     }
@@ -1028,7 +1038,6 @@ fn tail_since(p: &Path, from: u64, n: usize) -> Vec<String> {
     lines[lines.len().saturating_sub(n)..].to_vec()
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1179,7 +1188,10 @@ mod tests {
         std::fs::write(&a, "worker 0\n").unwrap();
         std::fs::write(&b, "worker 1\n").unwrap();
         let out = d.join("out.log");
-        let (n, _) = write_atomic(&out, Replace::Never, None, |t| concat(&[a.clone(), b.clone()], t)).unwrap();
+        let (n, _) = write_atomic(&out, Replace::Never, None, |t| {
+            concat(&[a.clone(), b.clone()], t)
+        })
+        .unwrap();
         assert_eq!(
             std::fs::read_to_string(&out).unwrap(),
             "worker 0\nworker 1\n"
@@ -1187,7 +1199,15 @@ mod tests {
         assert_eq!(n, 18);
         let s = setup(&d, &d, &[]);
         let first = d.join("first.log");
-        merge_one(&Merger::First, &[b.clone(), a.clone()], &first, None, Replace::Never, &s).unwrap();
+        merge_one(
+            &Merger::First,
+            &[b.clone(), a.clone()],
+            &first,
+            None,
+            Replace::Never,
+            &s,
+        )
+        .unwrap();
         // Appends onto an existing file: its content once, then the additions.
         let base = d.join("base");
         std::fs::write(&base, "old\n").unwrap();
@@ -1246,7 +1266,10 @@ mod tests {
             std::fs::read_to_string(d.join("race.log")).unwrap(),
             "theirs\n"
         );
-        write_atomic(&out, Replace::Always, None, |t| concat(std::slice::from_ref(&a), t)).unwrap();
+        write_atomic(&out, Replace::Always, None, |t| {
+            concat(std::slice::from_ref(&a), t)
+        })
+        .unwrap();
         assert_eq!(std::fs::read_to_string(&out).unwrap(), "new\n");
     }
 
@@ -1277,7 +1300,15 @@ mod tests {
             .iter()
             .map(|s| s.to_string())
             .collect();
-        merge_one(&Merger::Command(t), &inputs, &d.join("sum"), None, Replace::Never, &s).unwrap();
+        merge_one(
+            &Merger::Command(t),
+            &inputs,
+            &d.join("sum"),
+            None,
+            Replace::Never,
+            &s,
+        )
+        .unwrap();
         assert_eq!(std::fs::read_to_string(d.join("sum")).unwrap(), "1\n2\n");
         let t: Vec<String> = [
             "sh",
@@ -1289,7 +1320,14 @@ mod tests {
         .iter()
         .map(|s| s.to_string())
         .collect();
-        let r = merge_one(&Merger::Command(t), &inputs, &d.join("h"), None, Replace::Never, &s);
+        let r = merge_one(
+            &Merger::Command(t),
+            &inputs,
+            &d.join("h"),
+            None,
+            Replace::Never,
+            &s,
+        );
         let Err(Refusal::Failed(why)) = r else {
             panic!("{r:?}")
         };
@@ -1325,7 +1363,14 @@ mod tests {
             ..setup(&d, &w, &[])
         };
         let t: Vec<String> = ["sleep", "30"].iter().map(|s| s.to_string()).collect();
-        let r = merge_one(&Merger::Command(t), &[input], &d.join("out"), None, Replace::Never, &s);
+        let r = merge_one(
+            &Merger::Command(t),
+            &[input],
+            &d.join("out"),
+            None,
+            Replace::Never,
+            &s,
+        );
         let Err(Refusal::Failed(why)) = r else {
             panic!("{r:?}")
         };
@@ -1423,7 +1468,9 @@ mod tests {
         assert!(temp_name(&odd).as_bytes().ends_with(b".t\xffxt"));
         let huge_ext = OsString::from(format!("a.{}", "x".repeat(250)));
         assert!(temp_name(&huge_ext).len() <= NAME_MAX);
-        assert!(!temp_name(OsStr::new(".bashrc")).as_bytes().ends_with(b".bashrc"));
+        assert!(!temp_name(OsStr::new(".bashrc"))
+            .as_bytes()
+            .ends_with(b".bashrc"));
     }
 
     #[test]
@@ -1444,18 +1491,21 @@ mod tests {
         }
         std::fs::write(w.join("worker_5"), "a file, not a worker").unwrap();
         std::os::unix::fs::symlink(w.join("worker_0"), w.join("worker_7")).unwrap();
-        let ids: Vec<String> = worker_dirs(&w, None).iter().map(|(k, _)| k.label()).collect();
-        assert_eq!(
-            ids,
-            ["0", "2", "10", "rank 0 worker 3", "rank 1 worker 0"]
-        );
+        let ids: Vec<String> = worker_dirs(&w, None)
+            .iter()
+            .map(|(k, _)| k.label())
+            .collect();
+        assert_eq!(ids, ["0", "2", "10", "rank 0 worker 3", "rank 1 worker 0"]);
         // One rank's own directory: its worker_<k>/ are that rank's.
         let ids: Vec<String> = worker_dirs(&w, Some(4))
             .iter()
             .map(|(k, _)| k.label())
             .filter(|l| l.starts_with("rank 4 "))
             .collect();
-        assert_eq!(ids, ["rank 4 worker 0", "rank 4 worker 2", "rank 4 worker 10"]);
+        assert_eq!(
+            ids,
+            ["rank 4 worker 0", "rank 4 worker 2", "rank 4 worker 10"]
+        );
         for (own, name) in [
             (true, "stdout.log"),
             (true, "mpaudit-redirects.jsonl"),
@@ -1502,17 +1552,26 @@ mod tests {
         let pass = || run(&setup(&job, &w, &rules), false).0;
         assert_eq!(pass()[0].status, Status::Merged);
         assert_eq!(pass()[0].status, Status::Merged, "its own output");
-        assert_eq!(std::fs::read_to_string(job.join("h.txt")).unwrap(), "0\n1\n");
+        assert_eq!(
+            std::fs::read_to_string(job.join("h.txt")).unwrap(),
+            "0\n1\n"
+        );
         std::fs::write(job.join("h.txt"), "edited\n").unwrap();
         let o = &pass()[0];
         assert_eq!(o.status, Status::Refused);
-        assert!(o.reason.as_deref().unwrap().contains("changed since"), "{o:?}");
+        assert!(
+            o.reason.as_deref().unwrap().contains("changed since"),
+            "{o:?}"
+        );
         std::fs::remove_file(w.join(RECORD)).unwrap();
         std::fs::remove_file(job.join("h.txt")).unwrap();
         std::fs::write(job.join("h.txt"), "the job's\n").unwrap();
         let o = &pass()[0];
         assert_eq!(o.status, Status::Refused);
-        assert!(o.reason.as_deref().unwrap().contains("no earlier merge"), "{o:?}");
+        assert!(
+            o.reason.as_deref().unwrap().contains("no earlier merge"),
+            "{o:?}"
+        );
     }
 
     #[test]
@@ -1547,10 +1606,26 @@ mod tests {
         let s = setup(&d, &d, &[]);
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         let both = [a.clone(), b.clone()];
-        merge_one(&Merger::Concat, &both, &d.join("o"), None, Replace::Never, &s).unwrap();
+        merge_one(
+            &Merger::Concat,
+            &both,
+            &d.join("o"),
+            None,
+            Replace::Never,
+            &s,
+        )
+        .unwrap();
         assert_eq!(mode(&d.join("o")), 0o600);
         set(&base, 0o751);
-        merge_one(&Merger::First, &both, &d.join("o2"), Some(&base), Replace::Never, &s).unwrap();
+        merge_one(
+            &Merger::First,
+            &both,
+            &d.join("o2"),
+            Some(&base),
+            Replace::Never,
+            &s,
+        )
+        .unwrap();
         assert_eq!(mode(&d.join("o2")), 0o751, "the original keeps its mode");
     }
 }

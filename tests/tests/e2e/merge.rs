@@ -90,37 +90,50 @@ fn forking_script(n: usize) -> String {
 // configured `workers` (default 1): `exec --mode fork` with 4 forked
 // workers copied back worker 0's file as "first (only one worker wrote
 // it)" and dropped workers 1-3 without a word.
-e2e!(regression_fork_mode_merges_every_worker_that_forked, |dir| {
-    let script = forking_script(4);
-    let bare = run(dir.bare("bash").args(["-c", &script]), DEADLINE);
-    assert!(bare.status.success());
-    let expected = std::fs::read_to_string(dir.join("summary.log")).unwrap();
-    assert_eq!(expected.lines().count(), 4);
-    std::fs::remove_file(dir.join("summary.log")).unwrap();
+e2e!(
+    regression_fork_mode_merges_every_worker_that_forked,
+    |dir| {
+        let script = forking_script(4);
+        let bare = run(dir.bare("bash").args(["-c", &script]), DEADLINE);
+        assert!(bare.status.success());
+        let expected = std::fs::read_to_string(dir.join("summary.log")).unwrap();
+        assert_eq!(expected.lines().count(), 4);
+        std::fs::remove_file(dir.join("summary.log")).unwrap();
 
-    let report = dir.join("report.json");
-    let out = run(
-        mpaudit(&dir.path)
-            .args(["exec", "--mode", "fork", "--action", "redirect"])
-            .args(["--merge", "summary.log=concat", "--format", "json", "--report"])
-            .arg(&report)
-            .args(["--preload"])
-            .arg(lib())
-            .args(["--", "bash", "-c", &script]),
-        DEADLINE,
-    );
-    let r: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
-    assert_eq!(out.status.code(), Some(1), "rogue writes, nothing else: {r:#}");
-    let m = merge_of(&r, "summary.log");
-    assert_eq!(m["status"], "merged", "{m:#}");
-    assert_eq!(m["merger"], "concat");
-    assert_eq!(input_workers(m), ["0", "1", "2", "3"]);
-    assert_eq!(
-        std::fs::read_to_string(dir.join("summary.log")).unwrap(),
-        expected,
-        "the merge holds what the bare run wrote"
-    );
-});
+        let report = dir.join("report.json");
+        let out = run(
+            mpaudit(&dir.path)
+                .args(["exec", "--mode", "fork", "--action", "redirect"])
+                .args([
+                    "--merge",
+                    "summary.log=concat",
+                    "--format",
+                    "json",
+                    "--report",
+                ])
+                .arg(&report)
+                .args(["--preload"])
+                .arg(lib())
+                .args(["--", "bash", "-c", &script]),
+            DEADLINE,
+        );
+        let r: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "rogue writes, nothing else: {r:#}"
+        );
+        let m = merge_of(&r, "summary.log");
+        assert_eq!(m["status"], "merged", "{m:#}");
+        assert_eq!(m["merger"], "concat");
+        assert_eq!(input_workers(m), ["0", "1", "2", "3"]);
+        assert_eq!(
+            std::fs::read_to_string(dir.join("summary.log")).unwrap(),
+            expected,
+            "the merge holds what the bare run wrote"
+        );
+    }
+);
 
 // Regression (issue 12): `[job] workers = 2` and a framework forking 4:
 // the merged summary.log had half its lines.
@@ -144,8 +157,7 @@ e2e!(
         assert_eq!(input_workers(m), ["0", "1", "2", "3"]);
         let merged = std::fs::read_to_string(dir.join("summary.log")).unwrap();
         assert_eq!(
-            merged,
-            "worker 0\nworker 1\nworker 2\nworker 3\n",
+            merged, "worker 0\nworker 1\nworker 2\nworker 3\n",
             "every worker's line"
         );
     }
@@ -217,7 +229,10 @@ e2e!(regression_odd_names_merge_byte_for_byte, |dir| {
     script_job(&dir, b"true\n", "");
     let (code, r, _) = run_job(&dir, &[]);
     assert_eq!(code, 0, "{r:#}");
-    assert!(!worker_copy.exists(), "an earlier run's redirected file is cleared");
+    assert!(
+        !worker_copy.exists(),
+        "an earlier run's redirected file is cleared"
+    );
 });
 
 /// `st_mode & 0o7777` of a file.
@@ -251,7 +266,11 @@ e2e!(regression_merged_files_keep_the_workers_mode, |dir| {
             .env("MPAUDIT_WORKER", "0"),
         DEADLINE,
     );
-    assert!(bare.status.success(), "{}", String::from_utf8_lossy(&bare.stderr));
+    assert!(
+        bare.status.success(),
+        "{}",
+        String::from_utf8_lossy(&bare.stderr)
+    );
     assert_eq!(
         (mode(&dir.join("secret.txt")), mode(&dir.join("tool.sh"))),
         (0o600, 0o700)
@@ -277,58 +296,61 @@ e2e!(regression_merged_files_keep_the_workers_mode, |dir| {
 // directory failed with "merge failed" (`already exists`), and `--quiet`
 // hid why. An earlier run's merged output is replaced when it is exactly
 // what that run merged; anything else is refused, and says so.
-e2e!(regression_a_second_run_replaces_its_own_merged_outputs, |dir| {
-    std::fs::write(
-        dir.join("job.toml"),
-        "[job]\ncommand = [\"sh\", \"-c\", \"echo $MPAUDIT_WORKER > out.txt\"]\nworkers = 2\n\
+e2e!(
+    regression_a_second_run_replaces_its_own_merged_outputs,
+    |dir| {
+        std::fs::write(
+            dir.join("job.toml"),
+            "[job]\ncommand = [\"sh\", \"-c\", \"echo $MPAUDIT_WORKER > out.txt\"]\nworkers = 2\n\
          [audit]\naction = \"redirect\"\n[merge]\n\"out.txt\" = \"concat\"\n",
-    )
-    .unwrap();
-    for n in 1..=2 {
-        let (code, r, _) = run_job(&dir, &[]);
-        assert_eq!(code, 1, "run {n}: rogue writes, nothing else: {r:#}");
-        assert_eq!(merge_of(&r, "out.txt")["status"], "merged", "run {n}");
+        )
+        .unwrap();
+        for n in 1..=2 {
+            let (code, r, _) = run_job(&dir, &[]);
+            assert_eq!(code, 1, "run {n}: rogue writes, nothing else: {r:#}");
+            assert_eq!(merge_of(&r, "out.txt")["status"], "merged", "run {n}");
+            assert_eq!(
+                std::fs::read_to_string(dir.join("out.txt")).unwrap(),
+                "0\n1\n"
+            );
+        }
+        // The user changed the merged file: the next run refuses to replace
+        // it, and --quiet still says why.
+        std::fs::write(dir.join("out.txt"), "mine\n").unwrap();
+        let out = run(
+            mpaudit(&dir.path)
+                .args(["run", "job.toml", "--quiet", "--preload"])
+                .arg(lib()),
+            DEADLINE,
+        );
+        let text = stdout(&out);
+        assert_eq!(out.status.code(), Some(3), "{text}");
+        assert!(
+            text.contains("out.txt") && text.contains("changed since"),
+            "the reason, under --quiet: {text}"
+        );
         assert_eq!(
             std::fs::read_to_string(dir.join("out.txt")).unwrap(),
-            "0\n1\n"
+            "mine\n"
         );
-    }
-    // The user changed the merged file: the next run refuses to replace
-    // it, and --quiet still says why.
-    std::fs::write(dir.join("out.txt"), "mine\n").unwrap();
-    let out = run(
-        mpaudit(&dir.path)
-            .args(["run", "job.toml", "--quiet", "--preload"])
-            .arg(lib()),
-        DEADLINE,
-    );
-    let text = stdout(&out);
-    assert_eq!(out.status.code(), Some(3), "{text}");
-    assert!(
-        text.contains("out.txt") && text.contains("changed since"),
-        "the reason, under --quiet: {text}"
-    );
-    assert_eq!(
-        std::fs::read_to_string(dir.join("out.txt")).unwrap(),
-        "mine\n"
-    );
-    // A file the job itself wrote in place (not a merge) is never
-    // replaced either.
-    std::fs::write(
+        // A file the job itself wrote in place (not a merge) is never
+        // replaced either.
+        std::fs::write(
         dir.join("job.toml"),
         "[job]\ncommand = [\"sh\", \"-c\", \"echo job > log.txt; echo $MPAUDIT_WORKER > mpaudit-workers/worker_$MPAUDIT_WORKER/log.txt\"]\n\
          workers = 2\n[audit]\naction = \"log\"\nallow = [\"log.txt\"]\n[merge]\n\"log.txt\" = \"concat\"\n",
     )
     .unwrap();
-    let (code, r, _) = run_job(&dir, &[]);
-    assert_eq!(code, 3, "{r:#}");
-    let m = merge_of(&r, "log.txt");
-    assert_eq!(m["status"], "refused", "{m:#}");
-    assert_eq!(
-        std::fs::read_to_string(dir.join("log.txt")).unwrap(),
-        "job\n"
-    );
-});
+        let (code, r, _) = run_job(&dir, &[]);
+        assert_eq!(code, 3, "{r:#}");
+        let m = merge_of(&r, "log.txt");
+        assert_eq!(m["status"], "refused", "{m:#}");
+        assert_eq!(
+            std::fs::read_to_string(dir.join("log.txt")).unwrap(),
+            "job\n"
+        );
+    }
+);
 
 /// `mpaudit merge ARGS` in `dir`, JSON: the exit status and the report.
 fn merge_cmd(dir: &Path, args: &[&str]) -> (i32, Value) {
@@ -354,44 +376,53 @@ fn assert_four_ranks_merged(dir: &Path, r: &Value, line: &dyn Fn(u32) -> String)
 // Issue 14: a run done with LD_PRELOAD alone, four ranks (PMI_RANK set per
 // process, as a launcher would) each writing same.txt under redirect into
 // worker_<rank>/, merged job-wide by `mpaudit merge`.
-e2e!(merge_command_merges_a_preload_only_run_of_four_ranks, |dir| {
-    for r in 0..4 {
-        let out = run(
-            dir.audited("sh")
-                .args(["-c", "echo rank $PMI_RANK > same.txt"])
-                .env("PMI_RANK", r.to_string())
-                .env("PMI_SIZE", "4")
-                .env("MPAUDIT_ACTION", "redirect"),
-            DEADLINE,
+e2e!(
+    merge_command_merges_a_preload_only_run_of_four_ranks,
+    |dir| {
+        for r in 0..4 {
+            let out = run(
+                dir.audited("sh")
+                    .args(["-c", "echo rank $PMI_RANK > same.txt"])
+                    .env("PMI_RANK", r.to_string())
+                    .env("PMI_SIZE", "4")
+                    .env("MPAUDIT_ACTION", "redirect"),
+                DEADLINE,
+            );
+            assert!(out.status.success());
+        }
+        assert!(!dir.join("same.txt").exists(), "redirected, not written");
+        // Without a rule, four workers' files are left in place.
+        let (code, r) = merge_cmd(&dir.path, &[]);
+        assert_eq!(code, 0, "{r:#}");
+        assert_eq!(merge_of(&r, "same.txt")["status"], "skipped");
+        assert!(!dir.join("same.txt").exists());
+        let (code, r) = merge_cmd(
+            &dir.path,
+            &["mpaudit-workers", "--merge", "same.txt=concat"],
         );
-        assert!(out.status.success());
+        assert_eq!(code, 0, "{r:#}");
+        assert_four_ranks_merged(&dir.path, &r, &|k| format!("rank {k}"));
+        // Again: the merged file is this command's own, and is replaced.
+        let (code, r) = merge_cmd(&dir.path, &["--merge", "same.txt=concat"]);
+        assert_eq!(code, 0, "{r:#}");
+        assert_four_ranks_merged(&dir.path, &r, &|k| format!("rank {k}"));
+        // A merge command is supervised like `mpaudit run`'s, and its failure
+        // is exit status 3 with the worker files kept.
+        std::fs::remove_file(dir.join("same.txt")).unwrap();
+        let (code, r) = merge_cmd(
+            &dir.path,
+            &["--merge", r#"same.txt=["sh", "-c", "echo no >&2; exit 5"]"#],
+        );
+        assert_eq!(code, 3, "{r:#}");
+        let m = merge_of(&r, "same.txt");
+        assert_eq!(m["status"], "failed");
+        assert!(
+            m["reason"].as_str().unwrap().contains("exit status 5"),
+            "{m:#}"
+        );
+        assert!(dir.join("mpaudit-workers/worker_3/same.txt").exists());
     }
-    assert!(!dir.join("same.txt").exists(), "redirected, not written");
-    // Without a rule, four workers' files are left in place.
-    let (code, r) = merge_cmd(&dir.path, &[]);
-    assert_eq!(code, 0, "{r:#}");
-    assert_eq!(merge_of(&r, "same.txt")["status"], "skipped");
-    assert!(!dir.join("same.txt").exists());
-    let (code, r) = merge_cmd(&dir.path, &["mpaudit-workers", "--merge", "same.txt=concat"]);
-    assert_eq!(code, 0, "{r:#}");
-    assert_four_ranks_merged(&dir.path, &r, &|k| format!("rank {k}"));
-    // Again: the merged file is this command's own, and is replaced.
-    let (code, r) = merge_cmd(&dir.path, &["--merge", "same.txt=concat"]);
-    assert_eq!(code, 0, "{r:#}");
-    assert_four_ranks_merged(&dir.path, &r, &|k| format!("rank {k}"));
-    // A merge command is supervised like `mpaudit run`'s, and its failure
-    // is exit status 3 with the worker files kept.
-    std::fs::remove_file(dir.join("same.txt")).unwrap();
-    let (code, r) = merge_cmd(
-        &dir.path,
-        &["--merge", r#"same.txt=["sh", "-c", "echo no >&2; exit 5"]"#],
-    );
-    assert_eq!(code, 3, "{r:#}");
-    let m = merge_of(&r, "same.txt");
-    assert_eq!(m["status"], "failed");
-    assert!(m["reason"].as_str().unwrap().contains("exit status 5"), "{m:#}");
-    assert!(dir.join("mpaudit-workers/worker_3/same.txt").exists());
-});
+);
 
 // The guide's job-wide merge after `mpirun` (docs/guide.md, "Ranks"),
 // verbatim, with a job file's [merge] rules.
@@ -526,7 +557,11 @@ e2e!(the_same_worker_number_in_two_ranks_is_two_workers, |dir| {
         .as_array()
         .unwrap()
         .iter()
-        .find(|c| c["path"].as_str().is_some_and(|p| p.ends_with("shared.txt")))
+        .find(|c| {
+            c["path"]
+                .as_str()
+                .is_some_and(|p| p.ends_with("shared.txt"))
+        })
         .unwrap_or_else(|| panic!("a conflict: {r:#}"));
     assert_eq!(
         c["writers"],
