@@ -583,10 +583,12 @@ pub fn run(s: &Setup, job_failed: bool) -> (Vec<Outcome>, Vec<String>) {
                     interrupted.map(|s| s.as_str()).unwrap_or_default()
                 ));
             }
-            None => o.reason = Some(format!(
+            None => {
+                o.reason = Some(format!(
                 "no [merge] rule matches it and {} workers wrote it; worker files left in place",
                 o.group.inputs.len()
-            )),
+            ))
+            }
             Some(m) => {
                 let inputs: Vec<PathBuf> = o.group.inputs.iter().map(|(_, p)| p.clone()).collect();
                 let replace = if s.force {

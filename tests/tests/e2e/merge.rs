@@ -391,9 +391,9 @@ e2e!(
             assert!(out.status.success());
         }
         assert!(!dir.join("same.txt").exists(), "redirected, not written");
-        // Without a rule, four workers' files are left in place.
+        // Without a rule, four workers' files are left in place: exit 1.
         let (code, r) = merge_cmd(&dir.path, &[]);
-        assert_eq!(code, 0, "{r:#}");
+        assert_eq!(code, 1, "{r:#}");
         assert_eq!(merge_of(&r, "same.txt")["status"], "skipped");
         assert!(!dir.join("same.txt").exists());
         let (code, r) = merge_cmd(
@@ -411,7 +411,10 @@ e2e!(
         std::fs::remove_file(dir.join("same.txt")).unwrap();
         let (code, r) = merge_cmd(
             &dir.path,
-            &["--merge", r#"same.txt=["sh", "-c", "echo no >&2; exit 5"]"#],
+            &[
+                "--merge",
+                r#"same.txt=["sh", "-c", "echo no >&2; exit 5", "{output}", "{inputs}"]"#,
+            ],
         );
         assert_eq!(code, 3, "{r:#}");
         let m = merge_of(&r, "same.txt");
