@@ -436,14 +436,15 @@ pub fn collect(s: &Setup) -> (Vec<Group>, Vec<String>) {
     (out, warnings)
 }
 
-/// Removes what an earlier run's redirection left in the worker
-/// directories (the files its manifests list, and the manifests), so that
-/// this run's appends do not land after an earlier run's lines. Returns how
-/// many files were removed.
+/// Removes what an earlier run's redirection left in this run's worker
+/// directories (`worker_<k>/` of `workers_dir`: the files its manifests
+/// list, and the manifests), so that this run's appends do not land after
+/// an earlier run's lines. Other ranks' `rank_<r>/` are theirs to clear.
+/// Returns how many files were removed.
 pub fn clear_previous(job_dir: &Path, workers_dir: &Path) -> usize {
     let mut removed = 0;
     let job = job_dir.as_os_str().as_bytes();
-    for (_, wdir) in worker_dirs(workers_dir, None) {
+    for (_, wdir) in numbered_dirs(workers_dir, "worker_") {
         // Only targets the mapping puts inside this worker directory.
         for (_, target) in manifest_entries(&wdir, job, &mut Vec::new()) {
             if std::fs::symlink_metadata(&target).is_ok_and(|md| !md.is_dir())
@@ -1629,5 +1630,46 @@ mod tests {
         )
         .unwrap();
         assert_eq!(mode(&d.join("o2")), 0o751, "the original keeps its mode");
+    }
+
+    #[test]
+    fn manifest_lines_with_hex_paths_are_taken_byte_for_byte() {
+        let job = tmp("hex");
+        let w = job.join("mpaudit-workers");
+        let wd = w.join("rank_2/worker_1");
+        std::fs::create_dir_all(&wd).unwrap();
+        let name = OsStr::from_bytes(b"caf\xe9.txt");
+        std::fs::write(wd.join(name), "x\n").unwrap();
+        let (o, t) = (job.join(name), wd.join(name));
+        let hex = |p: &Path| to_hex(p.as_os_str().as_bytes());
+        let line = format!(
+            "{{\"original\":\"{}\",\"target\":\"{}\",\"original_hex\":\"{}\",\"target_hex\":\"{}\",\"worker\":1,\"pid\":1}}\n",
+            o.to_string_lossy(),
+            t.to_string_lossy(),
+            hex(&o),
+            hex(&t)
+        );
+        std::fs::write(wd.join(MANIFEST), line).unwrap();
+        let (groups, warnings) = collect(&setup(&job, &w, &[]));
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(groups.len(), 1);
+        assert_eq!(groups[0].original, o);
+        assert_eq!(
+            groups[0].inputs,
+            [(
+                WorkerId {
+                    rank: Some(2),
+                    worker: 1
+                },
+                t.clone()
+            )]
+        );
+        // A rank's directory is that rank's to clear, not another run's.
+        assert_eq!(clear_previous(&job, &w), 0);
+        assert!(t.exists());
+        assert_eq!(clear_previous(&job, &w.join("rank_2")), 1);
+        assert!(!t.exists());
+        assert_eq!(from_hex("6x"), None);
+        assert_eq!(from_hex("616"), None);
     }
 }

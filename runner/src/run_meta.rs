@@ -42,7 +42,10 @@ pub fn finish(plan: &Plan, rep: &Report) -> std::io::Result<()> {
         .filter(|m| m.status == crate::merge::Status::Merged)
         .map(|m| m.original.as_str())
         .collect();
-    let v = serde_json::json!({ "job_dir": plan.job_dir, "mode": plan.mode, "workers": plan.workers, "plan": plan, "summary": rep.summary, "worker_outcomes": rep.workers, "merged": merged });
+    // The merges themselves too, each merged output with its size and
+    // SHA-256 (the record the next run checks is the workers directory's
+    // mpaudit-merged.json).
+    let v = serde_json::json!({ "job_dir": plan.job_dir, "mode": plan.mode, "workers": plan.workers, "plan": plan, "summary": rep.summary, "worker_outcomes": rep.workers, "merged": merged, "merges": rep.merges });
     std::fs::write(path, serde_json::to_string_pretty(&v).unwrap_or_default())
 }
 
