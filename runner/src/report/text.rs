@@ -194,7 +194,7 @@ impl Report {
             for r in self.redirected.iter().take(TOP) {
                 o += &format!("  {}\n", r.original);
                 for t in r.targets.iter().take(4) {
-                    o += &format!("    worker {} -> {}\n", t.worker, t.target);
+                    o += &format!("    {} -> {}\n", one_worker(&t.worker), t.target);
                 }
                 more(&mut o, "    ", r.targets.len().max(4), "worker(s)");
             }
@@ -284,6 +284,20 @@ pub(super) fn component_name(g: &RogueGroup) -> String {
         s += &format!(" (not named: {why})");
     }
     s
+}
+
+/// One worker in a sentence: `worker 3`, `n1:worker 3`, but `rank 1 worker
+/// 3` as it is.
+fn one_worker(label: &str) -> String {
+    let (dir, name) = match label.rfind(':') {
+        Some(i) => label.split_at(i + 1),
+        None => ("", label),
+    };
+    if name.starts_with("rank ") || name == "root" {
+        label.to_string()
+    } else {
+        format!("{dir}worker {name}")
+    }
 }
 
 fn worker_name(w: &WorkerReport, padded: bool) -> String {
@@ -457,6 +471,14 @@ mod tests {
 
     fn names(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn one_worker_is_named_once() {
+        assert_eq!(one_worker("3"), "worker 3");
+        assert_eq!(one_worker("n1:3"), "n1:worker 3");
+        assert_eq!(one_worker("rank 1 worker 3"), "rank 1 worker 3");
+        assert_eq!(one_worker("root"), "root");
     }
 
     #[test]
