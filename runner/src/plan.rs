@@ -377,14 +377,15 @@ pub fn build(source: &Source, opts: &RunOpts, ctx: &Context) -> Result<Plan, Str
     let merge_skipped = match (rank, step_size) {
         (Some(r), Some(n)) if n > 1 && merge_dir.is_none() => Some(format!(
             "rank {r} of {n}: merging into the shared job directory would clobber the other \
-             ranks' merges; the redirected files stay in {}/rank_{r}/ (or give each rank its own \
-             --merge-dir)",
+             ranks' merges; the redirected files stay in {}/rank_{r}/: merge all ranks after \
+             the step with `mpaudit merge` (or give each rank its own --merge-dir)",
             workers_dir.display()
         )),
         (Some(r), None) if merge_dir.is_none() => Some(format!(
             "rank {r} of a launcher that does not say how many ranks it started: merging into \
              the shared job directory could clobber the other ranks' merges; the redirected \
-             files stay in {}/rank_{r}/ (or give each rank its own --merge-dir)",
+             files stay in {}/rank_{r}/: merge all ranks after the step with `mpaudit merge` \
+             (or give each rank its own --merge-dir)",
             workers_dir.display()
         )),
         _ => None,
