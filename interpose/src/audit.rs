@@ -135,7 +135,11 @@ unsafe fn resolve<'a>(
     } else {
         sys::fd_path(arg.dirfd, base).map(|n| &base[..n])
     };
-    let abs = absolutize(given, start, out).and_then(|n| follow_magic_link(n, base, out));
+    let len = absolutize(given, start, out)
+        .and_then(|n| follow_magic_link(n, base, out).map(<[u8]>::len))
+        .map(|n| state::unalias_job_dir(out, n));
+    let out: &'a [u8] = out;
+    let abs = len.map(|n| &out[..n]);
     PathPair {
         given: Some(given),
         abs,
@@ -189,13 +193,23 @@ fn policy() -> Policy<'static> {
         allow: GlobList::new(s.allow.as_bytes()),
         action: s.action,
         job_dir: s.job_dir.as_bytes(),
+        own_dir: if s.workers_dir_sound {
+            s.worker_dir.as_bytes()
+        } else {
+            b""
+        },
+        workers_dir: if s.workers_dir_sound {
+            s.workers_dir.as_bytes()
+        } else {
+            b""
+        },
+        log_dir: s.log_dir.as_bytes(),
     }
 }
 
-/// Scratch space and devices, always allowed (see [`mpaudit_core::policy::is_scratch`]).
+/// Scratch space and devices, always allowed (see [`Policy::is_scratch`]).
 fn is_scratch(abs: &[u8]) -> bool {
-    let s = SAVED.get();
-    mpaudit_core::policy::is_scratch(abs, s.job_dir.as_bytes(), s.tmpdir.as_bytes())
+    policy().is_scratch(abs, SAVED.get().tmpdir.as_bytes())
 }
 
 /// The verdict on a write: the worst over the paths it writes.

@@ -95,14 +95,24 @@ pub struct Saved {
     /// The policy (docs/policy.md): glob lists as given, `:`-separated.
     pub outputs: FixedBuf<16384>,
     pub components: FixedBuf<16384>,
-    /// MPAUDIT_ALLOW plus the defaults (/dev, /proc, /sys, the temporary,
-    /// log and workers directories).
+    /// MPAUDIT_ALLOW plus the defaults (/proc, /sys; /dev and the
+    /// temporary directory are `is_scratch`, a worker's own directory is
+    /// `Policy::own_dir`).
     pub allow: FixedBuf<20480>,
     pub action: ActionSetting,
-    /// Normalised absolute job directory.
+    /// Normalised absolute job directory, symlinks resolved (its canonical
+    /// spelling: paths are judged and mapped against this one).
     pub job_dir: FixedBuf<4096>,
+    /// Other spellings of the job directory (through a symlink: `$PWD`, the
+    /// MPAUDIT_JOB_DIR given), each rewritten to `job_dir` in the paths the
+    /// hooks judge (empty: none).
+    pub job_dir_aliases: [FixedBuf<4096>; 2],
     /// Normalised absolute directory holding worker_<k>/.
     pub workers_dir: FixedBuf<4096>,
+    /// `workers_dir` may be guarded and its worker directories allowed
+    /// (`mpaudit_core::policy::workers_dir_is_sound`): false when
+    /// MPAUDIT_WORKERS_DIR is or holds the job directory.
+    pub workers_dir_sound: bool,
     /// This process's worker directory (empty outside a worker).
     pub worker_dir: FixedBuf<4200>,
     /// The normalised temporary directory ($TMPDIR or /tmp).
@@ -123,7 +133,9 @@ pub static SAVED: Global<Saved> = Global::new(Saved {
     allow: FixedBuf::new(),
     action: ActionSetting::Log,
     job_dir: FixedBuf::new(),
+    job_dir_aliases: [FixedBuf::new(), FixedBuf::new()],
     workers_dir: FixedBuf::new(),
+    workers_dir_sound: false,
     worker_dir: FixedBuf::new(),
     tmpdir: FixedBuf::new(),
     worker_counter: FixedBuf::new(),
@@ -317,6 +329,7 @@ pub unsafe fn init(argc: i32, argv: *const *const libc::c_char, envp: *const *co
             b"MPAUDIT_ROOT_PID" => env_root_pid = parse_u32(value),
             b"MPAUDIT_WORKER_COUNTER" => _ = saved.worker_counter.set(value),
             b"TMPDIR" if value.first() == Some(&b'/') => dirs.tmpdir = value,
+            b"PWD" => dirs.pwd = value,
             _ => {
                 match key {
                     b"MPAUDIT_LOG_DIR" => dirs.log_dir = value,
@@ -434,6 +447,61 @@ struct DirSettings<'a> {
     workers_dir: &'a [u8],
     user_allow: &'a [u8],
     tmpdir: &'a [u8],
+    /// `$PWD`: the shell's spelling of the cwd, maybe through a symlink.
+    pwd: &'a [u8],
+}
+
+/// `realpath(abs)` into `out` when it resolves, else `abs` unchanged (a
+/// directory that does not exist yet keeps its lexical form). Load time
+/// only: realpath walks the file system.
+fn canonical_into(abs: &[u8], out: &mut [u8; 4096]) -> usize {
+    let mut c = [0u8; 4097];
+    let mut resolved = [0u8; 4097];
+    let fallback = |out: &mut [u8; 4096]| {
+        let n = abs.len().min(out.len());
+        out[..n].copy_from_slice(&abs[..n]);
+        n
+    };
+    let Some(p) = sys::c_path(abs, &mut c) else {
+        return fallback(out);
+    };
+    // SAFETY: `p` is NUL-terminated in `c`; `resolved` has PATH_MAX + 1
+    // bytes, as realpath requires of a caller's buffer.
+    let r = unsafe { libc::realpath(p, resolved.as_mut_ptr().cast()) };
+    if r.is_null() {
+        return fallback(out);
+    }
+    // SAFETY: realpath wrote a NUL-terminated path into `resolved`.
+    let bytes = unsafe { sys::c_bytes(resolved.as_ptr().cast(), resolved.len()) };
+    if bytes.len() >= out.len() {
+        return fallback(out);
+    }
+    out[..bytes.len()].copy_from_slice(bytes);
+    bytes.len()
+}
+
+/// Rewrites a leading alias of the job directory in `buf[..n]` (a
+/// normalised absolute path) to the canonical job directory, in place, so
+/// that `$PWD/x` through a symlink is judged, mapped and logged as the
+/// job's `x`. Returns the new length (`n` when nothing matched, or when the
+/// result would not fit).
+pub fn unalias_job_dir(buf: &mut [u8], n: usize) -> usize {
+    let saved = SAVED.get();
+    let job = saved.job_dir.as_bytes();
+    for alias in &saved.job_dir_aliases {
+        let alias = alias.as_bytes();
+        let path = &buf[..n];
+        let matches = !alias.is_empty()
+            && (path == alias || mpaudit_core::path::strip_dir(path, alias).is_some());
+        if !matches || n - alias.len() + job.len() > buf.len() {
+            continue;
+        }
+        let new_len = n - alias.len() + job.len();
+        buf.copy_within(alias.len()..n, job.len());
+        buf[..job.len()].copy_from_slice(job);
+        return new_len;
+    }
+    n
 }
 
 /// Resolves the job, workers and allow settings into normalised absolute
@@ -450,17 +518,47 @@ fn init_policy_dirs(saved: &mut Saved, dirs: &DirSettings) {
         dirs.job_dir
     };
     let n = absolutize(job, cwd, &mut buf).unwrap_or(0);
-    saved.job_dir.set(&buf[..n]);
+    let mut canonical = [0u8; 4096];
+    let cn = canonical_into(&buf[..n], &mut canonical);
+    saved.job_dir.set(&canonical[..cn]);
+    // The spelling given, and the shell's `$PWD` when it names the same
+    // directory, are aliases of the canonical one.
+    let mut aliases = 0;
+    if buf[..n] != canonical[..cn] {
+        saved.job_dir_aliases[aliases].set(&buf[..n]);
+        aliases += 1;
+    }
+    if dirs.pwd.first() == Some(&b'/') {
+        let mut pwd = [0u8; 4096];
+        let pn = absolutize(dirs.pwd, None, &mut pwd).unwrap_or(0);
+        let mut resolved = [0u8; 4096];
+        let rn = canonical_into(&pwd[..pn], &mut resolved);
+        if pn > 0 && pwd[..pn] != canonical[..cn] && resolved[..rn] == canonical[..cn] {
+            saved.job_dir_aliases[aliases].set(&pwd[..pn]);
+        }
+    }
     let workers: &[u8] = if dirs.workers_dir.is_empty() {
         b"mpaudit-workers"
     } else {
         dirs.workers_dir
     };
     let wn = absolutize(workers, Some(saved.job_dir.as_bytes()), &mut buf).unwrap_or(0);
+    let wn = unalias_job_dir(&mut buf, wn);
     saved.workers_dir.set(&buf[..wn]);
     if !dirs.log_dir.is_empty() {
         let ln = absolutize(dirs.log_dir, cwd, &mut buf).unwrap_or(0);
+        let ln = unalias_job_dir(&mut buf, ln);
         saved.log_dir.set(&buf[..ln]);
+    }
+    saved.workers_dir_sound = mpaudit_core::policy::workers_dir_is_sound(
+        saved.workers_dir.as_bytes(),
+        saved.job_dir.as_bytes(),
+        saved.log_dir.as_bytes(),
+    );
+    if !saved.workers_dir_sound {
+        crate::process::warn(
+            b"mpaudit: MPAUDIT_WORKERS_DIR is or holds the job directory (or holds the log directory); its worker directories get no special status\n",
+        );
     }
     for (key, value) in [
         (&b"MPAUDIT_JOB_DIR="[..], saved.job_dir.as_bytes()),
@@ -499,10 +597,6 @@ fn init_policy_dirs(saved: &mut Saved, dirs: &DirSettings) {
     let mut t = [0u8; 4096];
     let tn = absolutize(dirs.tmpdir, None, &mut t).unwrap_or(0);
     saved.tmpdir.set(&t[..tn]);
-    if !saved.log_dir.as_bytes().is_empty() {
-        add(&[saved.log_dir.as_bytes(), b"/**"]);
-    }
-    add(&[saved.workers_dir.as_bytes(), b"/**"]);
     let len = sink.len;
     saved.allow.set(&allow[..len]);
     set_worker_dir(saved);

@@ -83,7 +83,8 @@ fn run(cli: Cli) -> Result<u8, String> {
                 seed: a.seed,
                 report: a.report,
             };
-            let plan = plan::build(&source, &a.opts, &ctx)?;
+            let mut plan = plan::build(&source, &a.opts, &ctx)?;
+            plan.canonicalize_dirs();
             let program = preflight::check(&plan, ctx.facts.env.get("PATH").map(String::as_str))?;
             execute(&plan, &program, a.opts.preload.as_deref())
         }
@@ -424,7 +425,18 @@ fn prepare_job(job: &Path, opts: &cli::RunOpts) -> Result<(plan::Plan, PathBuf),
         path,
         file: Box::new(file),
     };
-    let plan = plan::build(&source, opts, &ctx)?;
+    let mut plan = plan::build(&source, opts, &ctx).map_err(|e| {
+        // Directory errors point at their key in the file.
+        for key in ["workers_dir", "log_dir"] {
+            if let Some(msg) = e.strip_prefix(&format!("audit.{key}: ")) {
+                if let Some((l, c)) = jobfile::locate_key(&text, "audit", key) {
+                    return format!("{}:{l}:{c}: key `audit.{key}`: {msg}", job.display());
+                }
+            }
+        }
+        e
+    })?;
+    plan.canonicalize_dirs();
     let program =
         preflight::check(&plan, ctx.facts.env.get("PATH").map(String::as_str)).map_err(|e| {
             // The command's errors point at the command in the file.

@@ -395,6 +395,17 @@ pub fn collect(s: &Setup) -> (Vec<Group>, Vec<String>) {
     let job = s.job_dir.as_os_str().as_bytes();
     for (id, wdir) in worker_dirs(s.workers_dir, s.rank) {
         for (original, target) in manifest_entries(&wdir, job, &mut warnings) {
+            // A worker's write into another worker's directory was kept in
+            // its own (docs/policy.md): merging it back would write over
+            // the other worker's file.
+            if original.starts_with(s.workers_dir) {
+                warnings.push(format!(
+                    "{}: written inside the workers directory; kept in {}, not merged back",
+                    original.display(),
+                    target.display()
+                ));
+                continue;
+            }
             if !modified_since(&target, s.since) {
                 continue;
             }

@@ -390,6 +390,7 @@ pub fn build(source: &Source, opts: &RunOpts, ctx: &Context) -> Result<Plan, Str
         )),
         _ => None,
     };
+    check_dirs(&job_dir, &workers_dir, &log_dir, source, opts)?;
     let (run_workers_dir, run_log_dir) = match rank {
         Some(r) => (rank_dir(&workers_dir, r), rank_dir(&log_dir, r)),
         None => (workers_dir.clone(), log_dir),
@@ -428,6 +429,75 @@ pub fn build(source: &Source, opts: &RunOpts, ctx: &Context) -> Result<Plan, Str
         format: opts.format,
         quiet: opts.quiet,
     })
+}
+
+/// The workers directory must be one of its own (docs/job-file.md): one
+/// that is or holds the job directory (`"."`, `".."`) would put every job
+/// file "in a worker directory", and a log directory inside it would be
+/// open to the workers. Errors name the setting: `audit.workers_dir: …`
+/// for the job file (located by the caller), `--workers-dir: …` for the
+/// command line.
+fn check_dirs(
+    job_dir: &Path,
+    workers_dir: &Path,
+    log_dir: &Path,
+    source: &Source,
+    opts: &RunOpts,
+) -> Result<(), String> {
+    let name = |cli: bool, key: &str, flag: &str| match (cli, source) {
+        (false, Source::JobFile { .. }) => format!("audit.{key}"),
+        _ => flag.to_string(),
+    };
+    if job_dir.starts_with(workers_dir) {
+        return Err(format!(
+            "{}: {} is or holds the job directory {}: every job file would count as a worker's own; give the workers a directory of their own, e.g. \"{DEFAULT_WORKERS_DIR}\"",
+            name(opts.workers_dir.is_some(), "workers_dir", "--workers-dir"),
+            workers_dir.display(),
+            job_dir.display()
+        ));
+    }
+    if log_dir.starts_with(workers_dir) && log_dir != workers_dir {
+        return Err(format!(
+            "{}: {} is inside the workers directory {}: the workers could write over the logs; give it a directory of its own, e.g. \"{DEFAULT_LOG_DIR}\"",
+            name(opts.log_dir.is_some(), "log_dir", "--log-dir"),
+            log_dir.display(),
+            workers_dir.display()
+        ));
+    }
+    if log_dir == workers_dir {
+        return Err(format!(
+            "{}: {} is also the workers directory",
+            name(opts.log_dir.is_some(), "log_dir", "--log-dir"),
+            log_dir.display()
+        ));
+    }
+    Ok(())
+}
+
+impl Plan {
+    /// Resolves symlinks in the job directory (and the directories derived
+    /// from it), as the library does: both judge and map paths against the
+    /// canonical spelling, and the report's paths are relative to it. A
+    /// directory that does not exist yet keeps its lexical form. Touches
+    /// the file system; called once the plan is built.
+    pub fn canonicalize_dirs(&mut self) {
+        let old = self.job_dir.clone();
+        let real = std::fs::canonicalize(&old).unwrap_or_else(|_| old.clone());
+        let fix = |p: &mut PathBuf| {
+            if let Ok(c) = std::fs::canonicalize(&*p) {
+                *p = c;
+            } else if let Ok(rest) = p.strip_prefix(&old) {
+                *p = real.join(rest);
+            }
+        };
+        fix(&mut self.workers_dir);
+        fix(&mut self.shared_workers_dir);
+        fix(&mut self.log_dir);
+        if let Some(m) = &mut self.merge_dir {
+            fix(m);
+        }
+        self.job_dir = real;
+    }
 }
 
 /// The rank line of `mpaudit check`: the rank and the variable that gave

@@ -30,6 +30,12 @@ pub fn write(plan: &Plan) -> Result<(), String> {
     Ok(())
 }
 
+/// The metadata file this run wrote at its start is gone (or is no longer
+/// a file): the job removed or emptied the log directory.
+pub fn vanished() -> bool {
+    FILE.get().is_some_and(|p| !p.is_file())
+}
+
 pub fn finish(plan: &Plan, rep: &Report) -> std::io::Result<()> {
     let Some(path) = FILE.get() else {
         return Ok(());

@@ -91,6 +91,17 @@ pub struct Policy<'a> {
     pub action: ActionSetting,
     /// Normalised absolute job directory; globs also see paths relative to it.
     pub job_dir: &'a [u8],
+    /// This process's own worker directory (empty outside a worker): its
+    /// writes there are always allowed.
+    pub own_dir: &'a [u8],
+    /// The workers directory (may be empty): outside `own_dir`, a write at
+    /// or below it is judged like a job file's, whatever the allow globs or
+    /// scratch rules say, so that workers cannot write over each other's
+    /// results.
+    pub workers_dir: &'a [u8],
+    /// The log directory (may be empty), guarded the same way from every
+    /// process: the job writing there would tamper with its own audit.
+    pub log_dir: &'a [u8],
 }
 
 impl Policy<'_> {
@@ -107,7 +118,7 @@ impl Policy<'_> {
             return Verdict::Read;
         }
         let rel = strip_dir(abs, self.job_dir);
-        if self.allow.matches_path(rel, abs) {
+        if self.in_own_dir(abs) || (!self.is_guarded(abs) && self.allow.matches_path(rel, abs)) {
             Verdict::Allowed
         } else if declared_at_runtime || self.outputs.matches_path(rel, abs) {
             Verdict::Declared
@@ -116,6 +127,25 @@ impl Policy<'_> {
         } else {
             Verdict::Rogue
         }
+    }
+
+    /// `abs` is this process's own worker directory or lies below it (and
+    /// not in the log directory, should that be inside it).
+    pub fn in_own_dir(&self, abs: &[u8]) -> bool {
+        is_at_or_below(abs, self.own_dir) && !is_at_or_below(abs, self.log_dir)
+    }
+
+    /// `abs` is the log directory or below it, or the workers directory or
+    /// below it outside this process's own worker directory.
+    pub fn is_guarded(&self, abs: &[u8]) -> bool {
+        is_at_or_below(abs, self.log_dir)
+            || (is_at_or_below(abs, self.workers_dir) && !self.in_own_dir(abs))
+    }
+
+    /// Scratch space and devices ([`is_scratch`]), unless guarded: a
+    /// workers or log directory under `/tmp` is no scratch.
+    pub fn is_scratch(&self, abs: &[u8], tmpdir: &[u8]) -> bool {
+        is_scratch(abs, self.job_dir, tmpdir) && !self.is_guarded(abs)
     }
 
     /// True when a component glob matches the object's file name (or, for a
@@ -167,9 +197,26 @@ impl Policy<'_> {
 }
 
 /// Globs every job allows besides its own `allow` list (kernel
-/// interfaces); the log and workers directories (`<dir>/**`) come after
-/// them.
+/// interfaces). A worker's own directory is allowed too
+/// ([`Policy::own_dir`]); the rest of the workers directory and the log
+/// directory are not ([`Policy::guarded`]).
 pub const ALWAYS_ALLOWED: &[u8] = b"/proc/**:/sys/**";
+
+/// `abs` equals the normalised absolute `dir` or lies below it; never for
+/// an empty `dir`.
+pub fn is_at_or_below(abs: &[u8], dir: &[u8]) -> bool {
+    !dir.is_empty() && (abs == dir || strip_dir(abs, dir).is_some())
+}
+
+/// The workers directory is usable as one (docs/policy.md): it neither is
+/// nor contains the job directory, and the log directory is not inside one
+/// of its worker directories. A workers directory of `.` or `..` would make
+/// every job file "in a worker directory".
+pub fn workers_dir_is_sound(workers_dir: &[u8], job_dir: &[u8], log_dir: &[u8]) -> bool {
+    !workers_dir.is_empty()
+        && !is_at_or_below(job_dir, workers_dir)
+        && !(strip_dir(log_dir, workers_dir).is_some())
+}
 
 /// Inside /dev or the temporary directory `tmpdir` but not inside the job
 /// directory (which may itself live in /tmp or /dev/shm): scratch space and
@@ -328,6 +375,9 @@ mod tests {
             allow: GlobList::new(b"/tmp/**:*.log:/dev/null"),
             action,
             job_dir: b"/job",
+            own_dir: b"",
+            workers_dir: b"",
+            log_dir: b"",
         }
     }
 
@@ -423,6 +473,66 @@ mod tests {
             rooted.verdict(true, b"/out/x", false, false),
             Verdict::Declared
         );
+    }
+
+    // Regression: every worker could write anywhere under the workers and
+    // log directories (both were allowed).
+    #[test]
+    fn only_the_own_worker_directory_is_allowed() {
+        let p = Policy {
+            own_dir: b"/job/w/worker_2",
+            workers_dir: b"/job/w",
+            log_dir: b"/job/logs",
+            ..policy(ActionSetting::Redirect)
+        };
+        let v = |abs: &[u8]| p.verdict(true, abs, false, false);
+        assert_eq!(v(b"/job/w/worker_2"), Verdict::Allowed);
+        assert_eq!(v(b"/job/w/worker_2/x"), Verdict::Allowed);
+        assert_eq!(v(b"/job/w/worker_3/x"), Verdict::Rogue);
+        assert_eq!(v(b"/job/w/worker_20/x"), Verdict::Rogue);
+        assert_eq!(v(b"/job/w"), Verdict::Rogue);
+        assert_eq!(v(b"/job/logs/mpaudit-1-2.jsonl"), Verdict::Rogue);
+        assert_eq!(v(b"/job/logs"), Verdict::Rogue);
+        // Guarded beats the allow globs (`*.log`, `/tmp/**`) and scratch.
+        assert_eq!(v(b"/job/w/worker_3/stdout.log"), Verdict::Rogue);
+        assert_eq!(v(b"/job/run.log"), Verdict::Allowed);
+        assert_eq!(v(b"/job/w/worker_3/x.root"), Verdict::Declared);
+        let in_tmp = Policy {
+            job_dir: b"/home/job",
+            own_dir: b"/tmp/w/worker_0",
+            workers_dir: b"/tmp/w",
+            log_dir: b"/tmp/logs",
+            ..p
+        };
+        assert!(in_tmp.is_scratch(b"/tmp/other", b"/tmp"));
+        assert!(in_tmp.is_scratch(b"/tmp/w/worker_0/x", b"/tmp"));
+        assert!(!in_tmp.is_scratch(b"/tmp/w/worker_1/x", b"/tmp"));
+        assert!(!in_tmp.is_scratch(b"/tmp/logs/x", b"/tmp"));
+        // A log directory inside the worker's own directory stays guarded.
+        let nested = Policy {
+            log_dir: b"/job/w/worker_2/logs",
+            ..p
+        };
+        assert!(nested.is_guarded(b"/job/w/worker_2/logs/x"));
+        assert!(!nested.is_guarded(b"/job/w/worker_2/x"));
+        // Outside a worker nothing is its own.
+        let root = Policy { own_dir: b"", ..p };
+        assert_eq!(
+            root.verdict(true, b"/job/w/worker_2/x", false, false),
+            Verdict::Rogue
+        );
+    }
+
+    #[test]
+    fn a_workers_dir_that_holds_the_job_is_unsound() {
+        let ok = |w: &[u8], l: &[u8]| workers_dir_is_sound(w, b"/job", l);
+        assert!(ok(b"/job/mpaudit-workers", b"/job/mpaudit-logs"));
+        assert!(ok(b"/scratch/w", b"/job/logs"));
+        assert!(!ok(b"/job", b"/job/logs"));
+        assert!(!ok(b"/", b"/job/logs"));
+        assert!(!ok(b"", b"/job/logs"));
+        assert!(!ok(b"/job/w", b"/job/w/worker_0/logs"));
+        assert!(ok(b"/job/w", b"/job/w2"));
     }
 
     #[test]

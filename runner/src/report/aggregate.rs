@@ -42,7 +42,7 @@ impl<'a> IntoIterator for &'a WhoSet {
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct PathUse {
     writers: WhoSet,
     readers: WhoSet,
@@ -204,6 +204,119 @@ pub struct Aggregator {
     /// The earliest `start` event's `ts`: the run's start, against which
     /// call sites' objects are checked for a rebuild (`crate::symbols`).
     pub run_start_ns: Option<u64>,
+    /// Each process's life as its logs tell it, for the gates on missing
+    /// and unclosed logs (`status::incomplete`): by (source, pid), the
+    /// `(ts, mark)` of its start, exit and exec events, and of the forks
+    /// it made.
+    pub lives: BTreeMap<(u16, i64), Vec<(u64, Mark)>>,
+}
+
+/// What a process event says about the log images of a pid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Mark {
+    /// A log image begins (`start`).
+    Start,
+    /// It closes: `exit`.
+    Exit,
+    /// It is about to exec (`exec` with `result` null); `true` when the
+    /// program is one the library audits, so a new image must follow.
+    ExecBefore(bool),
+    /// The exec returned (failed): the image goes on.
+    ExecFailed,
+    /// It forked this child, which must have a log of its own.
+    Forked(i64),
+}
+
+/// A log image of a process with no closing record, or a process the logs
+/// say must have one: the gates' findings.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct LogGaps {
+    /// Pids whose last image has neither `exit` nor `exec` at its end.
+    pub unclosed: BTreeSet<(u16, i64)>,
+    /// Pids the logs say must have logged (a forked child, the image after
+    /// an audited exec) that have no such log: `(source, pid, why)`.
+    pub missing: Vec<(u16, i64, &'static str)>,
+}
+
+impl Aggregator {
+    /// The gaps in the logs read ([`LogGaps`]).
+    pub fn log_gaps(&self) -> LogGaps {
+        let mut gaps = LogGaps::default();
+        // A forked child may log its start before its parent logs the
+        // fork: any image of the child's pid will do.
+        let has_log = |key: &(u16, i64)| {
+            self.lives
+                .get(key)
+                .is_some_and(|m| m.iter().any(|&(_, m)| m == Mark::Start))
+        };
+        for (key, marks) in &self.lives {
+            let mut marks = marks.clone();
+            marks.sort();
+            let mut open = false;
+            let mut exec_pending = None;
+            for &(ts, m) in &marks {
+                match m {
+                    // An image never closed and followed by another of the
+                    // same pid is a raw exec of a program the library
+                    // loaded in again: seen, no gap.
+                    Mark::Start => {
+                        open = true;
+                        exec_pending = None;
+                    }
+                    Mark::Exit => open = false,
+                    Mark::ExecBefore(audited) => {
+                        open = false;
+                        exec_pending = Some((ts, audited));
+                    }
+                    Mark::ExecFailed => {
+                        open = true;
+                        exec_pending = None;
+                    }
+                    Mark::Forked(child) => {
+                        if !has_log(&(key.0, child)) {
+                            gaps.missing.push((key.0, child, "forked"));
+                        }
+                    }
+                }
+            }
+            if open {
+                gaps.unclosed.insert(*key);
+            }
+            if let Some((_, true)) = exec_pending {
+                gaps.missing.push((key.0, key.1, "exec"));
+            }
+        }
+        gaps
+    }
+}
+
+/// What makes two names one file ([`Aggregator::files`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum FileKey {
+    Inode(u64, u64),
+    Path(PathBuf),
+}
+
+fn file_key(p: &str) -> FileKey {
+    use std::os::unix::fs::MetadataExt;
+    let path = std::path::Path::new(p);
+    if !path.is_absolute() || ignorable(p) {
+        return FileKey::Path(path.to_path_buf());
+    }
+    // Only regular files: a FIFO or device is not opened, and a directory's
+    // inode is no clobber.
+    if let Ok(md) = std::fs::metadata(path) {
+        if md.is_file() {
+            return FileKey::Inode(md.dev(), md.ino());
+        }
+    }
+    match (path.parent(), path.file_name()) {
+        (Some(dir), Some(name)) => match std::fs::canonicalize(dir) {
+            Ok(d) => FileKey::Path(d.join(name)),
+            Err(_) => FileKey::Path(path.to_path_buf()),
+        },
+        _ => FileKey::Path(path.to_path_buf()),
+    }
 }
 
 /// Paths that are never a clobber: device files and kernel interfaces.
@@ -354,6 +467,9 @@ impl Aggregator {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
+        for (k, marks) in o.lives {
+            self.lives.entry(k).or_default().extend(marks);
+        }
     }
 
     pub fn add(&mut self, source: u16, ev: &Event<'_>) {
@@ -376,6 +492,22 @@ impl Aggregator {
     }
 
     fn add_process(&mut self, source: u16, who: Who, ev: &Event<'_>) {
+        // The supervisor's logs have no start or exit (docs/events.md).
+        let mark = match &*ev.op {
+            _ if ev.via.is_some() => None,
+            "start" => Some(Mark::Start),
+            "exit" => Some(Mark::Exit),
+            "exec" if ev.result.is_none() => Some(Mark::ExecBefore(ev.audited != Some(false))),
+            "exec" => Some(Mark::ExecFailed),
+            "fork" => ev.child.filter(|&c| c > 0).map(Mark::Forked),
+            _ => None,
+        };
+        if let Some(m) = mark {
+            self.lives
+                .entry((source, ev.pid))
+                .or_default()
+                .push((ev.ts, m));
+        }
         if ev.op == "start" {
             self.run_start_ns = Some(self.run_start_ns.map_or(ev.ts, |t| t.min(ev.ts)));
         }
@@ -566,6 +698,42 @@ impl Aggregator {
         }
     }
 
+    /// The paths used, one entry per file whatever the names it was
+    /// reached by (review finding F3): names of one regular file (hard
+    /// links, symlinks on the way) are one entry, keyed by its (device,
+    /// inode) when it still exists, else by its parent directory with
+    /// symlinks resolved. Each entry is shown by the first of its names.
+    /// With one writer in all, no two names can conflict, and the files
+    /// are not looked at.
+    fn files(&self) -> BTreeMap<String, PathUse> {
+        let mut writers = WhoSet::default();
+        for u in self.paths.values() {
+            writers.extend(&u.writers);
+            if writers.len() > 1 {
+                break;
+            }
+        }
+        if writers.len() <= 1 {
+            return self
+                .paths
+                .iter()
+                .map(|(p, u)| (p.clone(), u.clone()))
+                .collect();
+        }
+        let mut by_file: HashMap<FileKey, (String, PathUse)> = HashMap::new();
+        let mut names: Vec<&String> = self.paths.keys().collect();
+        names.sort();
+        for p in names {
+            let u = &self.paths[p];
+            let e = by_file
+                .entry(file_key(p))
+                .or_insert_with(|| (p.clone(), PathUse::default()));
+            e.1.writers.extend(&u.writers);
+            e.1.readers.extend(&u.readers);
+        }
+        by_file.into_values().collect()
+    }
+
     pub fn merge_stats(&mut self, s: ReadStats) {
         self.stats.merge(s);
     }
@@ -672,6 +840,8 @@ pub struct Sections {
     pub redirected: Vec<Redirect>,
     pub averted: Vec<Conflict>,
     pub unaudited: Vec<Unaudited>,
+    /// Paths in a log directory that the job wrote or removed, labelled.
+    pub log_writes: Vec<String>,
 }
 
 /// A rogue group's first call site (lowest vaddr) and what it resolved to.
@@ -802,7 +972,12 @@ impl Aggregator {
 
         let mut conflicts = Vec::new();
         let mut overlaps = Vec::new();
-        for (p, u) in &self.paths {
+        let mut log_writes = Vec::new();
+        for (p, u) in &self.files() {
+            let p = p.as_str();
+            if l.is_log(p) && u.writers.len() > 0 {
+                log_writes.push(l.path(p));
+            }
             if l.is_own(p) {
                 continue;
             }
@@ -889,6 +1064,10 @@ impl Aggregator {
             redirected,
             averted,
             unaudited,
+            log_writes: {
+                log_writes.sort();
+                log_writes
+            },
         }
     }
 }
@@ -960,6 +1139,7 @@ impl Report {
         s.dropped_events = agg.dropped_events;
         s.unresolved_frames = agg.unresolved_frames;
         s.averted = sec.averted.len();
+        s.log_writes = sec.log_writes;
         s.warnings = unmatched_components(&l.components, &agg.component_objects);
         self.rogue = sec.rogue;
         self.attempts = sec.attempts;
@@ -1018,6 +1198,52 @@ mod tests {
         // The event borrows from its line: leaked, as a test may keep it.
         let line: &'static str = Box::leak(line.into_boxed_str());
         parse_line(line.as_bytes()).unwrap_or_else(|e| panic!("{e}: {line}"))
+    }
+
+    fn process(pid: i64, ts: u64, op: &str, extra: &str) -> Event<'static> {
+        let line = format!(
+            r#"{{"v":1,"ts":{ts},"kind":"process","op":"{op}","pid":{pid},"ppid":1,"tid":{pid},"worker":0{extra}}}"#
+        );
+        let line: &'static str = Box::leak(line.into_boxed_str());
+        parse_line(line.as_bytes()).unwrap_or_else(|e| panic!("{e}: {line}"))
+    }
+
+    // Review findings F4 and F5: a deleted log and a log with no closing
+    // record are gaps, whatever order the files are read in.
+    #[test]
+    fn missing_and_unclosed_logs_are_gaps() {
+        let events = [
+            // pid 10 forks 11 (logged) and 12 (no log), execs an audited
+            // program (new image, closed), then one with no log.
+            process(10, 1, "start", ""),
+            process(11, 2, "start", ""),
+            process(10, 3, "fork", r#","child":11"#),
+            process(11, 4, "exit", r#","status":0"#),
+            process(10, 5, "fork", r#","child":12"#),
+            process(10, 6, "exec", r#","result":null,"audited":true"#),
+            process(10, 7, "start", ""),
+            process(10, 8, "exec", r#","result":null,"audited":false"#),
+            // pid 20: an exec that failed, then nothing (unclosed).
+            process(20, 1, "start", ""),
+            process(20, 2, "exec", r#","result":null,"audited":true"#),
+            process(20, 3, "exec", r#","result":-1,"audited":true"#),
+            // pid 30: audited exec and no image after it.
+            process(30, 1, "start", ""),
+            process(30, 2, "exec", r#","result":null,"audited":true"#),
+        ];
+        for order in [false, true] {
+            let mut a = Aggregator::default();
+            let mut evs: Vec<&Event> = events.iter().collect();
+            if order {
+                evs.reverse();
+            }
+            for e in evs {
+                a.add(0, e);
+            }
+            let g = a.log_gaps();
+            assert_eq!(g.unclosed.iter().collect::<Vec<_>>(), [&(0, 20)]);
+            assert_eq!(g.missing, [(0, 12, "forked"), (0, 30, "exec")]);
+        }
     }
 
     fn rogue(worker: u64, abs: &str, obj: &str, vaddr: u64, action: &str) -> Event<'static> {

@@ -32,6 +32,7 @@ impl Report {
             job_dir: Some(plan.job_dir.clone()),
             sources: vec![plan.log_dir.display().to_string()],
             own_dirs: vec![plan.workers_dir.clone(), plan.log_dir.clone()],
+            log_dirs: vec![plan.log_dir.clone()],
             allow_conflicts: plan.policy.allow_conflicts.clone(),
             components: plan.policy.components.clone(),
         };
@@ -83,9 +84,25 @@ fn coverage(plan: &Plan, r: &RunResult, agg: &Aggregator) -> Coverage {
             (who, plan.command.first().cloned().unwrap_or_default())
         })
         .collect();
+    let started = r
+        .procs
+        .iter()
+        .filter(|p| p.pid > 0)
+        .filter_map(|p| {
+            let o = p.outcome.as_ref()?;
+            o.spawn_error
+                .is_none()
+                .then_some((p.pid as i64, o.signal.is_some() || o.stopped_by.is_some()))
+        })
+        .collect();
     Coverage {
         unlogged,
         recorded_not_preloaded: Vec::new(),
+        log_dir_vanished: crate::run_meta::vanished(),
+        started,
+        started_unlogged: Vec::new(),
+        run_stopped: r.stop.is_some(),
+        gaps: agg.log_gaps(),
     }
 }
 
@@ -249,16 +266,20 @@ impl Report {
         let mut components = Vec::new();
         for m in &metas {
             components.extend(strings(&m["plan"]["policy"]["components"]));
+            allow_conflicts.extend(strings(&m["plan"]["policy"]["allow_conflicts"]));
+        }
+        for m in &metas {
             if let Some(w) = m["plan"]["workers_dir"].as_str() {
                 own_dirs.push(PathBuf::from(w));
             }
-            allow_conflicts.extend(strings(&m["plan"]["policy"]["allow_conflicts"]));
         }
-        own_dirs.extend(f.sources.iter().map(|s| s.dir.clone()));
+        let log_dirs: Vec<PathBuf> = f.sources.iter().map(|s| s.dir.clone()).collect();
+        own_dirs.extend(log_dirs.iter().cloned());
         let labels = Labels {
             job_dir: f.job_dir.clone(),
             sources: f.sources.iter().map(|s| s.name.clone()).collect(),
             own_dirs,
+            log_dirs,
             allow_conflicts,
             components,
         };
@@ -349,9 +370,58 @@ impl Report {
             .filter(|i| i["reason"] == "not_preloaded")
             .filter_map(|i| i["detail"].as_str().map(String::from))
             .collect();
+        // The processes each run's record lists: a killed one needs no
+        // closing record; one with no log at all was audited (unless the
+        // run itself said it was not) and its log is gone.
+        let mut started = Vec::new();
+        let mut started_unlogged = Vec::new();
+        let logged: BTreeSet<i64> = f.agg.lives.keys().map(|(_, pid)| *pid).collect();
+        for src in f.sources {
+            for m in src.runs.iter().filter_map(|r| r.meta.as_ref()) {
+                let unaudited_run = m["summary"]["incomplete"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|x| x["reason"] == "not_preloaded" || x["reason"] == "no_library");
+                let outcomes: Vec<WorkerReport> =
+                    serde_json::from_value(m["worker_outcomes"].clone()).unwrap_or_default();
+                for w in outcomes {
+                    let Some(pid) = w.pid.filter(|&p| p > 0) else {
+                        continue;
+                    };
+                    if w.spawn_error.is_some() {
+                        continue;
+                    }
+                    let killed = w.signal.is_some() || w.stopped_by.is_some();
+                    // Fork-mode rows of forked workers carry no outcome.
+                    if w.exit_code.is_none() && !killed {
+                        continue;
+                    }
+                    started.push((pid as i64, killed));
+                    if !unaudited_run && !logged.contains(&(pid as i64)) {
+                        let who = match w.worker {
+                            Some(k) => format!("worker {k}"),
+                            None => "root".into(),
+                        };
+                        let label = if several {
+                            format!("{}: {who} (pid {pid})", src.name)
+                        } else {
+                            format!("{who} (pid {pid})")
+                        };
+                        started_unlogged.push(label);
+                    }
+                }
+            }
+        }
+        let run_stopped = metas.iter().any(|m| !m["summary"]["stop_reason"].is_null());
         rep.conclude(&Coverage {
             unlogged: Vec::new(),
             recorded_not_preloaded,
+            log_dir_vanished: false,
+            started,
+            started_unlogged,
+            run_stopped,
+            gaps: f.agg.log_gaps(),
         });
         rep
     }

@@ -69,6 +69,9 @@ pub struct Summary {
     /// Stack frames in no known object (JIT code, glibc < 2.35): their
     /// writes may lack a component.
     pub unresolved_frames: u64,
+    /// Paths in a log directory the job wrote, renamed or removed
+    /// (labelled): the audit's own record was tampered with.
+    pub log_writes: Vec<String>,
     /// Why the audit is incomplete (exit status 4); empty when it is not.
     pub incomplete: Vec<Incomplete>,
     /// `mpaudit report`: the runs reported (docs/report.md, "Runs").
@@ -301,8 +304,12 @@ pub struct Labels {
     /// Names of the log directories when there are several.
     pub sources: Vec<String>,
     /// The runner's own directories (workers and logs): writes there are
-    /// never conflicts.
+    /// never conflicts (a worker writing in another's directory is a rogue
+    /// write already).
     pub own_dirs: Vec<PathBuf>,
+    /// The log directories: every write there is tampering with the audit
+    /// (`Summary::log_writes`).
+    pub log_dirs: Vec<PathBuf>,
     /// `[audit] allow_conflicts`: clobbers of these paths are allowed.
     pub allow_conflicts: Vec<String>,
     /// `[audit] components`: each should match an object seen writing.
@@ -324,6 +331,10 @@ impl Labels {
     /// Inside the runner's own directories (workers, logs).
     pub fn is_own(&self, p: &str) -> bool {
         self.own_dirs.iter().any(|d| Path::new(p).starts_with(d))
+    }
+    /// Inside a log directory.
+    pub fn is_log(&self, p: &str) -> bool {
+        self.log_dirs.iter().any(|d| Path::new(p).starts_with(d))
     }
     /// Matched by an `allow_conflicts` glob, as `[audit]` globs match: the
     /// job-relative path or the absolute one (a glob without `/`: the name).

@@ -3,6 +3,7 @@
 //! incomplete, 1 rogue writes or unresolved conflicts, 0 clean; 2 (usage)
 //! never comes from a report.
 
+use super::aggregate::LogGaps;
 use super::model::{Incomplete, Report, Summary, Unaudited};
 
 pub const EXIT_OK: u8 = 0;
@@ -20,12 +21,27 @@ pub struct Coverage {
     /// `mpaudit report`: what the run's own report found missing that the
     /// logs cannot show again (processes that logged nothing), as it said.
     pub recorded_not_preloaded: Vec<String>,
+    /// The log directory, or the run's metadata file in it, is gone since
+    /// the run began: the job removed or emptied it.
+    pub log_dir_vanished: bool,
+    /// The processes the runner started, as `(pid, killed by a signal)`:
+    /// one that ended without a signal must have closed its log.
+    pub started: Vec<(i64, bool)>,
+    /// Started processes that left no log at all although the run's
+    /// record says they were audited (`mpaudit report`), as `who (pid)`.
+    pub started_unlogged: Vec<String>,
+    /// The run was stopped (timeout, interruption): processes killed then
+    /// have no closing record.
+    pub run_stopped: bool,
+    /// Unclosed and missing logs ([`super::aggregate::Aggregator::log_gaps`]).
+    pub gaps: LogGaps,
 }
 
 /// Why the audit is incomplete, from the summary and the report's sections.
 /// One reason per line: a new one is one more `gap(...)`.
 pub fn incomplete(s: &Summary, unaudited: &[Unaudited], cov: &Coverage) -> Vec<Incomplete> {
     let mut out = Vec::new();
+    let tampered = cov.log_dir_vanished || !s.log_writes.is_empty();
     let mut gap = |missed: bool, reason: &'static str, detail: &dyn Fn() -> String| {
         if missed {
             out.push(Incomplete {
@@ -34,14 +50,82 @@ pub fn incomplete(s: &Summary, unaudited: &[Unaudited], cov: &Coverage) -> Vec<I
             });
         }
     };
-    gap(s.log_files == 0, "no_library", &|| {
-        format!(
-            "no process loaded libmpaudit.so: no event log in {} (check --preload / LD_PRELOAD and MPAUDIT_LOG_DIR)",
+    gap(
+        s.log_files == 0 && !cov.log_dir_vanished,
+        "no_library",
+        &|| {
+            format!(
+            "no process loaded libmpaudit.so: no event log in {} (check --preload / LD_PRELOAD and MPAUDIT_LOG_DIR), or the log directory was removed or emptied",
             s.log_dirs.join(", ")
+        )
+        },
+    );
+    gap(
+        cov.log_dir_vanished || !s.log_writes.is_empty(),
+        "log_tampered",
+        &|| {
+            let mut d = Vec::new();
+            if cov.log_dir_vanished {
+                d.push(format!(
+                    "the log directory was removed or emptied during the run ({})",
+                    s.log_dirs.join(", ")
+                ));
+            }
+            if !s.log_writes.is_empty() {
+                d.push(format!(
+                    "the job wrote or removed {} path(s) in the log directory: {}",
+                    s.log_writes.len(),
+                    super::text::top(&s.log_writes, 5)
+                ));
+            }
+            format!("{}: the events of its processes may be gone", d.join("; "))
+        },
+    );
+    let missing: Vec<String> = cov
+        .gaps
+        .missing
+        .iter()
+        .map(|(_, pid, why)| match *why {
+            "exec" => format!("pid {pid} after an audited exec"),
+            _ => format!("pid {pid} ({why})"),
+        })
+        .chain(cov.started_unlogged.iter().cloned())
+        .chain(
+            cov.unlogged
+                .iter()
+                .filter(|_| tampered)
+                .map(|(who, _)| who.clone()),
+        )
+        .collect();
+    gap(
+        s.log_files > 0 && !missing.is_empty(),
+        "missing_log",
+        &|| {
+            format!(
+            "{} process(es) the logs or the run's record say were audited have no log of their own (deleted?): {}",
+            missing.len(),
+            super::text::top(&missing, 5)
+        )
+        },
+    );
+    let unclosed: Vec<String> = cov
+        .started
+        .iter()
+        .filter(|(pid, killed)| {
+            !killed && !cov.run_stopped && cov.gaps.unclosed.iter().any(|(_, p)| p == pid)
+        })
+        .map(|(pid, _)| format!("pid {pid}"))
+        .collect();
+    gap(!unclosed.is_empty(), "unclosed_log", &|| {
+        format!(
+            "{} process(es) exited without a signal yet their log has no closing exit or exec record: what ran after its last event (a raw execve of a static program, say) was not seen: {}",
+            unclosed.len(),
+            super::text::top(&unclosed, 5)
         )
     });
     gap(
-        s.log_files > 0 && !cov.unlogged.is_empty(),
+        // Logs the job removed are missing, not a preload problem.
+        s.log_files > 0 && !cov.unlogged.is_empty() && !tampered,
         "not_preloaded",
         &|| {
             let list: Vec<String> = cov

@@ -21,7 +21,7 @@ use std::sync::mpsc;
 use mpaudit_core::flags::put_flag_names;
 use mpaudit_core::glob::GlobList;
 use mpaudit_core::path::{absolutize, MAX_ABS};
-use mpaudit_core::policy::{is_scratch, Action, ActionSetting, Policy, Verdict};
+use mpaudit_core::policy::{Action, ActionSetting, Policy, Verdict};
 use serde_json::{json, Map, Value};
 
 use super::calls::{intent_of, Call, Intent, PathArg, Writes};
@@ -54,6 +54,7 @@ pub struct Judge {
     allow: String,
     action: ActionSetting,
     job_dir: String,
+    workers_dir: String,
     tmpdir: String,
     log_dir: PathBuf,
     /// Under a launcher: this runner's rank and the node name, written in
@@ -80,12 +81,11 @@ fn node_name() -> String {
 }
 
 /// The allow globs as the library builds them (interpose/src/state.rs):
-/// the job's, then the kernel interfaces, the log and workers directories.
+/// the job's, then the kernel interfaces. The workers and log directories
+/// are guarded (`Policy::workers_dir`, `log_dir`), not allowed.
 fn allow_list(plan: &Plan) -> String {
     let mut v = plan.policy.allow.clone();
     v.push(String::from_utf8_lossy(mpaudit_core::policy::ALWAYS_ALLOWED).into_owned());
-    v.push(format!("{}/**", plan.log_dir.display()));
-    v.push(format!("{}/**", plan.shared_workers_dir.display()));
     v.join(":")
 }
 
@@ -111,6 +111,7 @@ impl Judge {
                 A::Deny => ActionSetting::Deny,
             },
             job_dir: plan.job_dir.display().to_string(),
+            workers_dir: plan.shared_workers_dir.display().to_string(),
             tmpdir,
             log_dir: plan.log_dir.clone(),
             rank: plan.rank.map(|r| (r, node_name())),
@@ -124,6 +125,11 @@ impl Judge {
             allow: GlobList::new(self.allow.as_bytes()),
             action: self.action,
             job_dir: self.job_dir.as_bytes(),
+            // Supervised processes are not redirected: no directory of
+            // their own.
+            own_dir: b"",
+            workers_dir: self.workers_dir.as_bytes(),
+            log_dir: self.log_dir.as_os_str().as_encoded_bytes(),
         }
     }
 }
@@ -501,9 +507,7 @@ fn access(
     let policy = judge.policy();
     let registered = policy.component_matches(&exe, None);
     let judge_one = |abs: &Option<Vec<u8>>| match abs {
-        Some(a) if is_scratch(a, judge.job_dir.as_bytes(), judge.tmpdir.as_bytes()) => {
-            Verdict::Allowed
-        }
+        Some(a) if policy.is_scratch(a, judge.tmpdir.as_bytes()) => Verdict::Allowed,
         Some(a) => policy.verdict(true, a, false, registered),
         None => Verdict::Allowed,
     };

@@ -9,6 +9,7 @@ mod hook_state;
 mod host_safety;
 mod install;
 mod interpose;
+mod isolation;
 mod launchers;
 mod merge;
 mod policy;
