@@ -17,6 +17,7 @@ mod report;
 mod run_meta;
 mod runs;
 mod seccomp;
+mod stdfds;
 mod supervise;
 mod symbols;
 mod workers;
@@ -49,11 +50,41 @@ fn main() -> ExitCode {
         }
     };
     match run(cli) {
-        Ok(code) => ExitCode::from(code),
+        Ok(code) => {
+            if let Some(sig) = supervise::job_signal_to_reraise() {
+                reraise(sig);
+            }
+            ExitCode::from(code)
+        }
         Err(msg) => {
             eprintln!("mpaudit: error: {msg}");
             ExitCode::from(EXIT_USAGE)
         }
+    }
+}
+
+/// Ends mpaudit by the signal that ended its job, as a shell's child does
+/// (docs/report.md, "Exit status"): a shell loop around `mpaudit exec`
+/// then stops at Ctrl-C as it would around the program itself. No core
+/// file for SIGQUIT: the job's was the one that counted.
+fn reraise(sig: i32) {
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    let no_core = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain system calls on this process: a default disposition,
+    // a zero core limit, the signal unblocked, then raised.
+    unsafe {
+        libc::signal(sig, libc::SIG_DFL);
+        libc::setrlimit(libc::RLIMIT_CORE, &no_core);
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, sig);
+        libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+        libc::raise(sig);
     }
 }
 
@@ -151,6 +182,9 @@ fn execute(plan: &plan::Plan, program: &Path, preload: Option<&Path>) -> Result<
     // From here to the last merge, one owner of the signals and processes.
     let control = control::Control::take()?;
     let result = supervise::run(plan, program, &lib, &control)?;
+    if plan.streams != plan::Streams::Logs {
+        supervise::reraise_after_report(result.terminating_signal());
+    }
     let (merges, merge_warnings) = match &plan.merge_skipped {
         Some(why) => (Vec::new(), vec![format!("not merging: {why}")]),
         None => merge::run(

@@ -85,11 +85,55 @@ pub struct RunResult {
     /// Processes still alive after the started ones ended, which the runner
     /// stopped (daemonised grandchildren, orphaned workers).
     pub strays: Vec<i32>,
+    /// The first signal that interrupted the run (Ctrl-C's SIGINT, a
+    /// batch system's SIGTERM), which stopped the job.
+    pub interrupted_by: Option<i32>,
     pub stop: Option<StopReason>,
     pub wall: Duration,
 }
 
+/// The signal `mpaudit exec` ends by once its report is out (0: none).
+static RERAISE: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+/// Records the job's terminating signal for [`job_signal_to_reraise`].
+pub fn reraise_after_report(sig: Option<i32>) {
+    RERAISE.store(sig.unwrap_or(0), std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The signal that ended the job of `mpaudit exec`, if any.
+pub fn job_signal_to_reraise() -> Option<i32> {
+    match RERAISE.load(std::sync::atomic::Ordering::Relaxed) {
+        0 => None,
+        s => Some(s),
+    }
+}
+
 impl RunResult {
+    /// The signal that ended the job, as a shell would see it: the one
+    /// that interrupted the run, else the one every
+    /// started process that did not succeed died of the same signal, one
+    /// that asks a program to stop (SIGINT, SIGTERM, SIGQUIT, SIGHUP).
+    /// A crash (SIGSEGV, SIGABRT) stays exit status 3.
+    pub fn terminating_signal(&self) -> Option<i32> {
+        // Interrupted: the job was stopped because mpaudit got the signal
+        // (with TERM, or KILL), and the caller (a shell) expects mpaudit to
+        // end by the signal it sent.
+        if let Some(s) = self.interrupted_by {
+            return Some(s);
+        }
+        let mut found = None;
+        for p in &self.procs {
+            let o = p.outcome.as_ref()?;
+            match o.signal {
+                Some(s) if found.is_none_or(|f| f == s) => found = Some(s),
+                Some(_) => return None,
+                None if o.success() => {}
+                None => return None,
+            }
+        }
+        found.filter(|s| [libc::SIGINT, libc::SIGTERM, libc::SIGQUIT, libc::SIGHUP].contains(s))
+    }
+
     /// The job failed: a started process did not exit 0, or the run was
     /// stopped (timeout, interruption).
     pub fn failed(&self) -> bool {
@@ -120,6 +164,7 @@ struct Dispatcher<'a> {
     cleaning: bool,
     strays: BTreeSet<i32>,
     interrupts: u32,
+    interrupted_by: Option<i32>,
     no_children: bool,
     status: Option<StatusLine>,
     /// Threads copying labelled output (`mpaudit exec`, several workers).
@@ -164,6 +209,7 @@ pub fn run(
         cleaning: false,
         strays: BTreeSet::new(),
         interrupts: 0,
+        interrupted_by: None,
         no_children: false,
         // Not over the program's own output on the terminal (exec).
         status: (!plan.quiet && plan.streams == Streams::Logs && std::io::stderr().is_terminal())
@@ -194,6 +240,7 @@ pub fn run(
         procs: d.procs,
         forked: d.forked,
         strays: d.strays.into_iter().collect(),
+        interrupted_by: d.interrupted_by,
         stop: d.stop,
         wall: start.elapsed(),
     })
@@ -232,6 +279,7 @@ impl Dispatcher<'_> {
                 cmd.stdin(Stdio::inherit())
                     .stdout(Stdio::inherit())
                     .stderr(Stdio::inherit());
+                crate::stdfds::keep_closed(&mut cmd);
                 if let Some(fd) = crate::control::controlling_terminal() {
                     self.control.prepare_terminal(&mut cmd, fd);
                 }
@@ -423,6 +471,7 @@ impl Dispatcher<'_> {
             Signal::SIGCHLD | Signal::SIGTSTP | Signal::SIGCONT => {}
             _ => {
                 self.interrupts += 1;
+                self.interrupted_by.get_or_insert(sig as i32);
                 if self.interrupts == 1 && self.phase == Phase::Running {
                     if let Some(s) = &mut self.status {
                         s.clear();

@@ -329,7 +329,6 @@ e2e!(a_log_without_its_closing_record_is_incomplete, |dir| {
         ("sh -c 'kill -9 $$'; true", 0),
         ("sh -c 'kill -ABRT $$'; true", 0),
         ("yes | head -n 1 >/dev/null", 0),
-        ("kill -TERM $$", 3),
     ] {
         let (code, r, _) = exec_sh(&dir.path, &[], script);
         assert_eq!(code, want, "{script}: {:#}", r["summary"]);
@@ -465,3 +464,113 @@ e2e!(aliases_of_one_file_are_one_conflict, |dir| {
         "{conflicts:?}"
     );
 });
+
+// Regression (H5): a standard descriptor closed for `mpaudit exec`
+// reached the program as /dev/null (Rust's start-up reopens fds 0-2).
+e2e!(closed_standard_fds_stay_closed_under_exec, |dir| {
+    // Which of fds 0 and 1 the program has, asked with fcntl (Python does
+    // not reopen closed standard descriptors).
+    std::fs::write(
+        dir.join("probe.py"),
+        "import fcntl, sys\nfor fd in (0, 1):\n    try:\n        fcntl.fcntl(fd, fcntl.F_GETFD)\n        sys.stderr.write(f'{fd} open\\n')\n    except OSError:\n        sys.stderr.write(f'{fd} closed\\n')\n",
+    )
+    .unwrap();
+    let probe = "python3 probe.py";
+    let runner = artifacts().runner.display().to_string();
+    let bare = run(
+        dir.bare("sh")
+            .args(["-c", &format!("exec <&- >&-; sh -c '{probe}'")]),
+        DEADLINE,
+    );
+    let audited = run(
+        Command::new("sh").current_dir(&dir.path).args([
+            "-c",
+            &format!("exec <&- >&-; {runner} exec --report /dev/null -- {probe}"),
+        ]),
+        DEADLINE,
+    );
+    let bare_err = String::from_utf8_lossy(&bare.stderr);
+    assert!(
+        !bare_err.lines().any(|l| l == "0" || l == "1"),
+        "{bare_err}"
+    );
+    assert_eq!(String::from_utf8_lossy(&audited.stderr), bare_err);
+});
+
+// Regression (H6): `mpaudit exec` exited 3 when its job died of SIGINT, so
+// a shell loop around it went on after Ctrl-C.
+e2e!(
+    ctrl_c_stops_a_shell_loop_around_exec_as_around_the_program,
+    |dir| {
+        use std::os::unix::process::{CommandExt, ExitStatusExt};
+        let runner = artifacts().runner.display().to_string();
+        let body = "sh -c 'echo $$ > started.pid; exec sleep 30'";
+        for (name, cmd) in [
+            ("bare", body.to_string()),
+            (
+                "audited",
+                format!("{runner} exec --report /dev/null -- {body}"),
+            ),
+        ] {
+            let _ = std::fs::remove_file(dir.join("started.pid"));
+            let script = format!("for i in 1 2; do {cmd}; echo after $i; done");
+            let child = Command::new("bash")
+                .current_dir(&dir.path)
+                .args(["-c", &script])
+                .env_remove("LD_PRELOAD")
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::piped())
+                .process_group(0)
+                .spawn()
+                .unwrap();
+            let start = std::time::Instant::now();
+            while !dir.join("started.pid").exists() {
+                assert!(start.elapsed() < DEADLINE, "{name}: never started");
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            // Ctrl-C: SIGINT to the terminal's foreground group, the loop's.
+            // SAFETY: kill(2) on the process group of our own child.
+            unsafe { libc::kill(-(child.id() as i32), libc::SIGINT) };
+            let out = child.wait_with_output().unwrap();
+            assert_eq!(stdout(&out), "", "{name}: the loop went on");
+            assert_eq!(
+                out.status.signal(),
+                Some(libc::SIGINT),
+                "{name}: {:?}",
+                out.status
+            );
+        }
+        // Killed by SIGTERM: mpaudit ends by SIGTERM too; a crash stays 3.
+        let term = run(
+            mpaudit(&dir.path).args([
+                "exec",
+                "--report",
+                "/dev/null",
+                "--",
+                "sh",
+                "-c",
+                "kill -TERM $$",
+            ]),
+            DEADLINE,
+        );
+        assert_eq!(
+            term.status.signal(),
+            Some(libc::SIGTERM),
+            "{:?}",
+            term.status
+        );
+        let segv = run(
+            mpaudit(&dir.path).args([
+                "exec",
+                "--report",
+                "/dev/null",
+                "--",
+                "sh",
+                "-c",
+                "kill -SEGV $$",
+            ]),
+            DEADLINE,
+        );
+        assert_eq!(segv.status.code(), Some(3));
+    }
+);
