@@ -125,7 +125,7 @@ impl RunResult {
         for p in &self.procs {
             let o = p.outcome.as_ref()?;
             match o.signal {
-                Some(s) if found.is_none_or(|f| f == s) => found = Some(s),
+                Some(s) if found.map_or(true, |f| f == s) => found = Some(s),
                 Some(_) => return None,
                 None if o.success() => {}
                 None => return None,

@@ -215,7 +215,7 @@ pub fn is_at_or_below(abs: &[u8], dir: &[u8]) -> bool {
 pub fn workers_dir_is_sound(workers_dir: &[u8], job_dir: &[u8], log_dir: &[u8]) -> bool {
     !workers_dir.is_empty()
         && !is_at_or_below(job_dir, workers_dir)
-        && !(strip_dir(log_dir, workers_dir).is_some())
+        && strip_dir(log_dir, workers_dir).is_none()
 }
 
 /// Inside /dev or the temporary directory `tmpdir` but not inside the job
