@@ -290,6 +290,13 @@ impl Aggregator {
     }
 }
 
+/// The dynamic loader's file name (`ld-linux-x86-64.so.2`, `ld64.so.2`),
+/// as the library recognises it (`process::is_loader_name`).
+pub fn is_loader(exe: &str) -> bool {
+    let name = exe.rsplit('/').next().unwrap_or(exe);
+    (name.starts_with("ld-") || name.starts_with("ld64.so")) && name.contains(".so")
+}
+
 /// What makes two names one file ([`Aggregator::files`]).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum FileKey {
@@ -303,9 +310,11 @@ fn file_key(p: &str) -> FileKey {
     if !path.is_absolute() || ignorable(p) {
         return FileKey::Path(path.to_path_buf());
     }
-    // Only regular files: a FIFO or device is not opened, and a directory's
-    // inode is no clobber.
-    if let Ok(md) = std::fs::metadata(path) {
+    // Only regular files, not followed through a final symlink (a symlink
+    // call writes the link, not its target: two `ln -s /etc/passwd`s are
+    // two links). A FIFO or device is not opened, and a directory's inode
+    // is no clobber.
+    if let Ok(md) = std::fs::symlink_metadata(path) {
         if md.is_file() {
             return FileKey::Inode(md.dev(), md.ino());
         }
@@ -497,7 +506,11 @@ impl Aggregator {
             _ if ev.via.is_some() => None,
             "start" => Some(Mark::Start),
             "exit" => Some(Mark::Exit),
-            "exec" if ev.result.is_none() => Some(Mark::ExecBefore(ev.audited != Some(false))),
+            // The dynamic loader run as a program may only print
+            // (`ld.so --version`) and load no library: no image must follow.
+            "exec" if ev.result.is_none() => Some(Mark::ExecBefore(
+                ev.audited != Some(false) && !ev.exe.as_deref().is_some_and(is_loader),
+            )),
             "exec" => Some(Mark::ExecFailed),
             "fork" => ev.child.filter(|&c| c > 0).map(Mark::Forked),
             _ => None,

@@ -453,6 +453,7 @@ impl Report {
             job_dir: Some(f.job_dir.to_path_buf()),
             sources: Vec::new(),
             own_dirs: vec![f.workers_dir.to_path_buf()],
+            log_dirs: Vec::new(),
             allow_conflicts: Vec::new(),
             components: Vec::new(),
         };

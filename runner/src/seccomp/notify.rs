@@ -55,6 +55,9 @@ pub struct Judge {
     action: ActionSetting,
     job_dir: String,
     workers_dir: String,
+    /// This runner's workers' directories are `<run_workers_dir>/worker_<k>`
+    /// (`Plan::worker_dir`).
+    run_workers_dir: PathBuf,
     tmpdir: String,
     log_dir: PathBuf,
     /// Under a launcher: this runner's rank and the node name, written in
@@ -112,6 +115,7 @@ impl Judge {
             },
             job_dir: plan.job_dir.display().to_string(),
             workers_dir: plan.shared_workers_dir.display().to_string(),
+            run_workers_dir: plan.workers_dir.clone(),
             tmpdir,
             log_dir: plan.log_dir.clone(),
             rank: plan.rank.map(|r| (r, node_name())),
@@ -125,8 +129,7 @@ impl Judge {
             allow: GlobList::new(self.allow.as_bytes()),
             action: self.action,
             job_dir: self.job_dir.as_bytes(),
-            // Supervised processes are not redirected: no directory of
-            // their own.
+            // Set per call, from the worker of the process (`judge_call`).
             own_dir: b"",
             workers_dir: self.workers_dir.as_bytes(),
             log_dir: self.log_dir.as_os_str().as_encoded_bytes(),
@@ -504,7 +507,15 @@ fn access(
     let exe = std::fs::read_link(format!("/proc/{tid}/exe"))
         .map(|p| p.as_os_str().as_bytes().to_vec())
         .unwrap_or_default();
-    let policy = judge.policy();
+    // A worker's own directory is allowed to it, as in the library.
+    let own_dir = c
+        .worker
+        .map(|k| judge.run_workers_dir.join(format!("worker_{k}")))
+        .unwrap_or_default();
+    let policy = Policy {
+        own_dir: own_dir.as_os_str().as_bytes(),
+        ..judge.policy()
+    };
     let registered = policy.component_matches(&exe, None);
     let judge_one = |abs: &Option<Vec<u8>>| match abs {
         Some(a) if policy.is_scratch(a, judge.tmpdir.as_bytes()) => Verdict::Allowed,
