@@ -83,7 +83,9 @@ fn open_path(path: &str, flags: i32) -> Result<OwnedFd, i32> {
 }
 
 pub fn errno() -> i32 {
-    std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
+    std::io::Error::last_os_error()
+        .raw_os_error()
+        .unwrap_or(libc::EIO)
 }
 
 /// The task's filesystem context taken by this thread: its cwd (as the
@@ -159,7 +161,13 @@ pub fn open(dirfd: RawFd, path: &CString, flags: i32, mode: u32) -> Result<Owned
     let creates = flags & (libc::O_CREAT | libc::O_TMPFILE) != 0;
     // What is there: a FIFO blocks an open for writing, a terminal or
     // device open acts on the opener; those are left to the kernel.
-    let probe = openat2(dirfd, path, libc::O_PATH | (flags & libc::O_NOFOLLOW), 0, resolve);
+    let probe = openat2(
+        dirfd,
+        path,
+        libc::O_PATH | (flags & libc::O_NOFOLLOW),
+        0,
+        resolve,
+    );
     match probe {
         Ok(fd) => {
             // SAFETY: fstat into a zeroed stat.
@@ -186,7 +194,13 @@ pub fn open(dirfd: RawFd, path: &CString, flags: i32, mode: u32) -> Result<Owned
     }
 }
 
-fn openat2(dirfd: RawFd, path: &CString, flags: i32, mode: u32, resolve: u64) -> Result<OwnedFd, i32> {
+fn openat2(
+    dirfd: RawFd,
+    path: &CString,
+    flags: i32,
+    mode: u32,
+    resolve: u64,
+) -> Result<OwnedFd, i32> {
     // struct open_how { u64 flags; u64 mode; u64 resolve; } (libc's is
     // non-exhaustive: built as the kernel's three words).
     let how: [u64; 3] = [flags as u32 as u64, mode as u64, resolve];
@@ -224,13 +238,24 @@ fn lstat(path: &Path) -> Option<std::fs::Metadata> {
 /// way; no component below the worker directory may be a symlink (it could
 /// lead out of it); with `copy`, the original's content is copied in first
 /// (a write that keeps content, a rename's source, a metadata change).
-pub fn prepare_target(original: &[u8], target: &[u8], worker_dir: &[u8], copy: bool) -> Result<(), i32> {
+pub fn prepare_target(
+    original: &[u8],
+    target: &[u8],
+    worker_dir: &[u8],
+    copy: bool,
+) -> Result<(), i32> {
     if !target.starts_with(worker_dir) || target.len() <= worker_dir.len() {
         return Err(libc::ENAMETOOLONG);
     }
     let below = &target[worker_dir.len()..];
-    let comps: Vec<&[u8]> = below.split(|&b| b == b'/').filter(|c| !c.is_empty()).collect();
-    let orig_comps: Vec<&[u8]> = original.split(|&b| b == b'/').filter(|c| !c.is_empty()).collect();
+    let comps: Vec<&[u8]> = below
+        .split(|&b| b == b'/')
+        .filter(|c| !c.is_empty())
+        .collect();
+    let orig_comps: Vec<&[u8]> = original
+        .split(|&b| b == b'/')
+        .filter(|c| !c.is_empty())
+        .collect();
     let mut t = worker_dir.to_vec();
     for (i, c) in comps.iter().enumerate() {
         t.push(b'/');
@@ -259,7 +284,8 @@ pub fn prepare_target(original: &[u8], target: &[u8], worker_dir: &[u8], copy: b
                         use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
                         let mode = m.permissions().mode() & 0o7777;
                         if std::fs::DirBuilder::new().mode(mode).create(tp).is_ok() {
-                            let _ = std::fs::set_permissions(tp, std::fs::Permissions::from_mode(mode));
+                            let _ =
+                                std::fs::set_permissions(tp, std::fs::Permissions::from_mode(mode));
                         }
                     }
                     _ => break, // no shared parent: the call fails as it would bare

@@ -185,13 +185,45 @@ pub fn i386_rules(o: Options) -> Vec<(i64, Rule)> {
     use Rule::*;
     // Read-only i386 opens and stats are not followed to a redirected file
     // (docs/limitations.md): only the write-intent ones are notified.
-    let mut v = vec![(OPENAT, NotifyIfWriteFlags(2)), (OPEN, NotifyIfWriteFlags(1))];
+    let mut v = vec![
+        (OPENAT, NotifyIfWriteFlags(2)),
+        (OPEN, NotifyIfWriteFlags(1)),
+    ];
     v.extend(
         [
-            OPENAT2, CREAT, LINK, UNLINK, EXECVE, MKNOD, CHMOD, LCHOWN16, UTIME, RENAME, MKDIR,
-            RMDIR, SYMLINK, TRUNCATE, CHOWN16, TRUNCATE64, LCHOWN32, CHOWN32, UTIMES, MKDIRAT,
-            MKNODAT, FCHOWNAT, FUTIMESAT, UNLINKAT, RENAMEAT, LINKAT, SYMLINKAT, FCHMODAT,
-            UTIMENSAT, RENAMEAT2, EXECVEAT, UTIMENSAT_TIME64, FCHMODAT2,
+            OPENAT2,
+            CREAT,
+            LINK,
+            UNLINK,
+            EXECVE,
+            MKNOD,
+            CHMOD,
+            LCHOWN16,
+            UTIME,
+            RENAME,
+            MKDIR,
+            RMDIR,
+            SYMLINK,
+            TRUNCATE,
+            CHOWN16,
+            TRUNCATE64,
+            LCHOWN32,
+            CHOWN32,
+            UTIMES,
+            MKDIRAT,
+            MKNODAT,
+            FCHOWNAT,
+            FUTIMESAT,
+            UNLINKAT,
+            RENAMEAT,
+            LINKAT,
+            SYMLINKAT,
+            FCHMODAT,
+            UTIMENSAT,
+            RENAMEAT2,
+            EXECVEAT,
+            UTIMENSAT_TIME64,
+            FCHMODAT2,
         ]
         .map(|nr| (nr, Notify)),
     );
@@ -279,7 +311,11 @@ fn arch_block(p: &mut Vec<sock_filter>, audit_arch: u32, body: Vec<sock_filter>)
 /// program's ordinary calls run), then the i386 one, then kill.
 pub fn program(o: Options) -> Vec<sock_filter> {
     let mut p = vec![stmt(BPF_LD | BPF_W | BPF_ABS, ARCH)];
-    arch_block(&mut p, AUDIT_ARCH, chain(&rules(o), cfg!(target_arch = "x86_64")));
+    arch_block(
+        &mut p,
+        AUDIT_ARCH,
+        chain(&rules(o), cfg!(target_arch = "x86_64")),
+    );
     #[cfg(target_arch = "x86_64")]
     arch_block(&mut p, AUDIT_ARCH_I386, chain(&i386_rules(o), false));
     p.push(stmt(BPF_RET | BPF_K, libc::SECCOMP_RET_KILL_PROCESS));
@@ -416,9 +452,13 @@ mod tests {
     #[test]
     fn i386_calls_are_notified_not_killed() {
         let p = program(Options::default());
-        let i = |nr: i64, flags: u64| run(&p, AUDIT_ARCH_I386, nr as u32, [0, flags, flags, 0, 0, 0]);
+        let i =
+            |nr: i64, flags: u64| run(&p, AUDIT_ARCH_I386, nr as u32, [0, flags, flags, 0, 0, 0]);
         assert_eq!(i(3, 0), libc::SECCOMP_RET_ALLOW, "read");
-        assert_eq!(i(i386::OPEN, libc::O_RDONLY as u64), libc::SECCOMP_RET_ALLOW);
+        assert_eq!(
+            i(i386::OPEN, libc::O_RDONLY as u64),
+            libc::SECCOMP_RET_ALLOW
+        );
         assert_eq!(
             i(i386::OPEN, (libc::O_WRONLY | libc::O_CREAT) as u64),
             libc::SECCOMP_RET_USER_NOTIF
@@ -439,9 +479,17 @@ mod tests {
             ..Options::default()
         });
         let at = |nr: i64, flags: i32| {
-            run(&p, AUDIT_ARCH, nr as u32, [libc::AT_FDCWD as u64, 0, flags as u64, 0, 0, 0])
+            run(
+                &p,
+                AUDIT_ARCH,
+                nr as u32,
+                [libc::AT_FDCWD as u64, 0, flags as u64, 0, 0, 0],
+            )
         };
-        assert_eq!(at(libc::SYS_openat, libc::O_RDONLY), libc::SECCOMP_RET_USER_NOTIF);
+        assert_eq!(
+            at(libc::SYS_openat, libc::O_RDONLY),
+            libc::SECCOMP_RET_USER_NOTIF
+        );
         assert_eq!(at(libc::SYS_newfstatat, 0), libc::SECCOMP_RET_USER_NOTIF);
         assert_eq!(at(libc::SYS_statx, 0), libc::SECCOMP_RET_USER_NOTIF);
         assert_eq!(at(libc::SYS_read, 0), libc::SECCOMP_RET_ALLOW);

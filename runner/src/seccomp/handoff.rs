@@ -150,7 +150,13 @@ pub fn answer_hello(conn: RawFd, filter: &[u8]) -> Option<(Option<u32>, i32)> {
     let worker = u32::from_ne_bytes(hello[4..8].try_into().ok()?);
     let tid = i32::from_ne_bytes(hello[8..12].try_into().ok()?);
     // SAFETY: sending from our buffer.
-    let sent =
-        unsafe { libc::send(conn, filter.as_ptr().cast(), filter.len(), libc::MSG_NOSIGNAL) };
+    let sent = unsafe {
+        libc::send(
+            conn,
+            filter.as_ptr().cast(),
+            filter.len(),
+            libc::MSG_NOSIGNAL,
+        )
+    };
     (sent == filter.len() as isize).then_some(((worker != u32::MAX).then_some(worker), tid))
 }

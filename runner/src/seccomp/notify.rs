@@ -200,7 +200,10 @@ pub fn run(
     loop {
         loop {
             match rx.try_recv() {
-                Ok(c) => pending.push(Pending { child: c, tid: None }),
+                Ok(c) => pending.push(Pending {
+                    child: c,
+                    tid: None,
+                }),
                 Err(mpsc::TryRecvError::Empty) => break,
                 Err(mpsc::TryRecvError::Disconnected) => {
                     open = false;
@@ -366,7 +369,10 @@ enum Answer {
     /// The call was performed here: its return value.
     Value(i64),
     /// An open performed here: the descriptor to hand over.
-    Fd { fd: OwnedFd, cloexec: bool },
+    Fd {
+        fd: OwnedFd,
+        cloexec: bool,
+    },
 }
 
 /// What the program got: `(result, errno)`; `None` when the kernel
@@ -499,7 +505,9 @@ fn handle(sup: &mut Supervision, l: &mut Listener) -> bool {
         Some(Call::Access {
             intent: Intent::Flags(i),
             ..
-        }) => !mpaudit_core::flags::OpenIntent::from_flags(args[i] as i32).is_write() && !follows(sup),
+        }) => {
+            !mpaudit_core::flags::OpenIntent::from_flags(args[i] as i32).is_write() && !follows(sup)
+        }
         None => true,
         _ => false,
     };
@@ -540,7 +548,9 @@ fn handle(sup: &mut Supervision, l: &mut Listener) -> bool {
             lfd,
             req.id,
         ),
-        Some(Call::Stat { nr, path, out }) => follow_stat(sup, &c, &args, nr, path, out, lfd, req.id),
+        Some(Call::Stat { nr, path, out }) => {
+            follow_stat(sup, &c, &args, nr, path, out, lfd, req.id)
+        }
         Some(Call::Exec {
             path,
             argv,
@@ -583,7 +593,8 @@ fn handle(sup: &mut Supervision, l: &mut Listener) -> bool {
             e.insert("result".into(), json!(result));
             e.insert(
                 "errno".into(),
-                json!(errno.map(|n| mpaudit_core::event::errno_name(n).map_or_else(|| n.to_string(), str::to_string))),
+                json!(errno.map(|n| mpaudit_core::event::errno_name(n)
+                    .map_or_else(|| n.to_string(), str::to_string))),
             );
         }
         match write_event(&sup.judge, l, c.task.pid, &line(e)) {
@@ -763,7 +774,8 @@ fn access(
             // struct open_how { u64 flags; u64 mode; u64 resolve; }
             let mut b = [0u8; 24];
             if args[3] >= 24 && read_mem(tid, args[i], &mut b) == 24 {
-                let f = |k: usize| u64::from_le_bytes(b[8 * k..8 * k + 8].try_into().unwrap_or([0; 8]));
+                let f =
+                    |k: usize| u64::from_le_bytes(b[8 * k..8 * k + 8].try_into().unwrap_or([0; 8]));
                 how = Some([f(0), f(1), f(2)]);
             }
             how.map(|h| h[0] as i32)
@@ -797,7 +809,11 @@ fn access(
         Verdict::Allowed => 1,
         Verdict::Read => 0,
     };
-    let mut verdict = if write { Verdict::Allowed } else { Verdict::Read };
+    let mut verdict = if write {
+        Verdict::Allowed
+    } else {
+        Verdict::Read
+    };
     if a.writes != Writes::Second || !write {
         verdict = judge_one(&p1.1);
     }
@@ -907,11 +923,29 @@ fn access(
     if action == Action::Denied {
         return finish(e, action, Answer::Fail(libc::EACCES), Vec::new());
     }
-    let failed_redirect = |e| finish(e, Action::RedirectFailed, Answer::Fail(libc::EACCES), Vec::new());
+    let failed_redirect = |e| {
+        finish(
+            e,
+            Action::RedirectFailed,
+            Answer::Fail(libc::EACCES),
+            Vec::new(),
+        )
+    };
     if routes.iter().any(|r| r.new && r.target.is_none()) {
         return failed_redirect(e); // the worker's path does not fit
     }
-    match perform(sup, c, args, &a, flags, how, &p1, p2.as_ref(), &routes, intent) {
+    match perform(
+        sup,
+        c,
+        args,
+        &a,
+        flags,
+        how,
+        &p1,
+        p2.as_ref(),
+        &routes,
+        intent,
+    ) {
         Performed::Done(answer) => {
             let record = routes
                 .iter()
@@ -921,7 +955,9 @@ fn access(
                 .collect();
             finish(e, action, answer, record)
         }
-        Performed::Refused(errno) => finish(e, Action::RedirectFailed, Answer::Fail(errno), Vec::new()),
+        Performed::Refused(errno) => {
+            finish(e, Action::RedirectFailed, Answer::Fail(errno), Vec::new())
+        }
         Performed::NotEmulated if redirected => failed_redirect(e),
         Performed::NotEmulated => finish(e, action, Answer::Continue, Vec::new()),
     }
@@ -959,8 +995,9 @@ fn perform(
     }
     let job_dir = sup.judge.job_dir.as_bytes();
     let symlink_text = a.op.starts_with("symlink");
-    let paths: Vec<(PathArg, &(Option<Vec<u8>>, Option<Vec<u8>>))> =
-        std::iter::once((a.path, p1)).chain(a.path2.zip(p2)).collect();
+    let paths: Vec<(PathArg, &(Option<Vec<u8>>, Option<Vec<u8>>))> = std::iter::once((a.path, p1))
+        .chain(a.path2.zip(p2))
+        .collect();
     // The bytes each path argument gets, and whether its directory
     // argument must be translated (a relative path, not redirected).
     let mut used: Vec<(Vec<u8>, bool)> = Vec::new();
@@ -974,7 +1011,9 @@ fn perform(
         };
         if symlink_text && i == 0 {
             used.push((g.clone(), false));
-        } else if !emulate::is_opener_relative(g) && !(g.first() == Some(&b'/') && g.starts_with(b"//")) {
+        } else if !emulate::is_opener_relative(g)
+            && !(g.first() == Some(&b'/') && g.starts_with(b"//"))
+        {
             used.push((g.clone(), g.first() != Some(&b'/')));
         } else if let Some(ab) = abs.as_ref().filter(|ab| !emulate::is_opener_relative(ab)) {
             // Through a magic link of the task: the file it names.
@@ -991,7 +1030,9 @@ fn perform(
         if !route.new {
             continue;
         }
-        let Some(abs) = abs else { return Performed::Refused(libc::EACCES) };
+        let Some(abs) = abs else {
+            return Performed::Refused(libc::EACCES);
+        };
         let _ = job_dir;
         let copy = match a.op {
             "rename" | "renameat" | "renameat2" => i == 0,
@@ -999,7 +1040,9 @@ fn perform(
             | "utime" | "utimes" | "utimensat" | "futimesat" => true,
             _ => a.intent != Intent::Namespace && intent.is_write() && !intent.truncate,
         };
-        let Some(w) = c.worker else { return Performed::Refused(libc::EACCES) };
+        let Some(w) = c.worker else {
+            return Performed::Refused(libc::EACCES);
+        };
         let wd = sup.redirects.worker_dir(w);
         if let Err(e) = emulate::prepare_target(abs, u, wd.as_os_str().as_bytes(), copy) {
             return Performed::Refused(e);
@@ -1013,14 +1056,19 @@ fn perform(
                     Ok(()) => Answer::Value(0),
                     Err(e) => Answer::Fail(e),
                 }
-            } else if std::fs::symlink_metadata(std::ffi::OsStr::from_bytes(abs)).is_ok_and(|m| m.is_dir()) {
+            } else if std::fs::symlink_metadata(std::ffi::OsStr::from_bytes(abs))
+                .is_ok_and(|m| m.is_dir())
+            {
                 Answer::Fail(libc::EISDIR)
             } else {
                 Answer::Value(0)
             });
         }
     }
-    if matches!(a.op, "link" | "linkat") && routes.get(1).is_some_and(|r| r.new) && routes[0].target.is_none() {
+    if matches!(a.op, "link" | "linkat")
+        && routes.get(1).is_some_and(|r| r.new)
+        && routes[0].target.is_none()
+    {
         // A hard link in the worker's directory to a shared file would let
         // the worker change the shared file through it.
         return Performed::Refused(libc::EACCES);
@@ -1032,7 +1080,9 @@ fn perform(
     let mut keep: Vec<CString> = Vec::new();
     let mut dirs: Vec<RawFd> = Vec::new();
     for ((p, _), (u, relative)) in paths.iter().zip(&used) {
-        let Some(cs) = cstring(u) else { return Performed::NotEmulated };
+        let Some(cs) = cstring(u) else {
+            return Performed::NotEmulated;
+        };
         let dirfd = match (p.dirfd, relative) {
             (Some(d), true) => match ctx.dirfd(args[d] as i32) {
                 Ok(fd) => fd,
@@ -1047,10 +1097,16 @@ fn perform(
         a6[p.ptr] = cs.as_ptr() as u64;
         keep.push(cs);
     }
-    let is_open = matches!(a.intent, Intent::Flags(_) | Intent::OpenHow(_) | Intent::Creat);
+    let is_open = matches!(
+        a.intent,
+        Intent::Flags(_) | Intent::OpenHow(_) | Intent::Creat
+    );
     if is_open {
         let (flags, mode) = match (a.intent, how) {
-            (Intent::Creat, _) => (libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC, args[1] as u32),
+            (Intent::Creat, _) => (
+                libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC,
+                args[1] as u32,
+            ),
             (Intent::OpenHow(_), Some([f, m, 0])) => (f as i32, m as u32),
             (Intent::OpenHow(_), _) => return Performed::NotEmulated,
             (Intent::Flags(i), _) => (flags, args[i + 1] as u32),
@@ -1121,7 +1177,9 @@ fn follow_stat(
     }
     let answer = match emulate::syscall(nr, &a6) {
         Ok(v) => match out {
-            Some((i, size)) if write_mem(c.task.tid, args[i], &buf) != size => Answer::Fail(libc::EFAULT),
+            Some((i, size)) if write_mem(c.task.tid, args[i], &buf) != size => {
+                Answer::Fail(libc::EFAULT)
+            }
             _ => Answer::Value(v),
         },
         Err(e) => Answer::Fail(e),
@@ -1149,10 +1207,18 @@ fn write_mem(tid: i32, addr: u64, buf: &[u8]) -> usize {
 /// the filter stays on across it). A set-user-ID program, or one with file
 /// capabilities, runs without them under `PR_SET_NO_NEW_PRIVS`: its run is
 /// not the bare run, so it is listed as not fully audited (review 2, H2).
-fn exec(c: &Caller, args: &[u64; 6], path: PathArg, argv_arg: usize, pointer: usize) -> Map<String, Value> {
+fn exec(
+    c: &Caller,
+    args: &[u64; 6],
+    path: PathArg,
+    argv_arg: usize,
+    pointer: usize,
+) -> Map<String, Value> {
     let tid = c.task.tid;
     let (given, abs) = resolve(tid, args, path);
-    let dropped = abs.as_ref().is_some_and(|a| emulate::gains_privileges(a, &c.task));
+    let dropped = abs
+        .as_ref()
+        .is_some_and(|a| emulate::gains_privileges(a, &c.task));
     let exe = abs.or(given).unwrap_or_default();
     let mut argv = Vec::new();
     let mut at = args[argv_arg];

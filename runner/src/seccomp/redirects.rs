@@ -32,7 +32,9 @@ fn field(v: &Value, key: &str) -> Option<Vec<u8>> {
             .map(|i| u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok())
             .collect();
     }
-    v.get(key).and_then(Value::as_str).map(|s| s.as_bytes().to_vec())
+    v.get(key)
+        .and_then(Value::as_str)
+        .map(|s| s.as_bytes().to_vec())
 }
 
 impl Redirects {
@@ -111,7 +113,11 @@ impl Redirects {
         let mut line = serde_json::to_vec(&v).unwrap_or_default();
         line.push(b'\n');
         // One O_APPEND write per line, as the library writes its lines.
-        if let Ok(mut f) = std::fs::OpenOptions::new().append(true).create(true).open(&path) {
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&path)
+        {
             if f.write_all(&line).is_ok() {
                 let len = f.metadata().map(|m| m.len()).unwrap_or(0);
                 // Our own line is in the table already: skip it when
@@ -143,15 +149,29 @@ mod tests {
         .unwrap();
         let d = dir.clone();
         let mut r = Redirects::new(move |k| d.join(format!("worker_{k}")));
-        assert_eq!(r.lookup(0, b"/j/a").as_deref(), Some(&b"/j/w/worker_0/a"[..]));
-        assert_eq!(r.lookup(0, b"/j/\xff").as_deref(), Some(&b"/j/w/worker_0/\xff"[..]));
+        assert_eq!(
+            r.lookup(0, b"/j/a").as_deref(),
+            Some(&b"/j/w/worker_0/a"[..])
+        );
+        assert_eq!(
+            r.lookup(0, b"/j/\xff").as_deref(),
+            Some(&b"/j/w/worker_0/\xff"[..])
+        );
         assert!(!r.any(1));
         r.record(0, 7, b"/j/b", b"/j/w/worker_0/b");
         let text = std::fs::read_to_string(w0.join(MANIFEST)).unwrap();
-        assert!(text.ends_with("{\"original\":\"/j/b\",\"pid\":7,\"target\":\"/j/w/worker_0/b\",\"worker\":0}\n"), "{text}");
+        assert!(
+            text.ends_with(
+                "{\"original\":\"/j/b\",\"pid\":7,\"target\":\"/j/w/worker_0/b\",\"worker\":0}\n"
+            ),
+            "{text}"
+        );
         let d = dir.clone();
         let mut fresh = Redirects::new(move |k| d.join(format!("worker_{k}")));
-        assert_eq!(fresh.lookup(0, b"/j/b").as_deref(), Some(&b"/j/w/worker_0/b"[..]));
+        assert_eq!(
+            fresh.lookup(0, b"/j/b").as_deref(),
+            Some(&b"/j/w/worker_0/b"[..])
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

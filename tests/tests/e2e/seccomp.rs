@@ -399,22 +399,25 @@ e2e!(
     }
 );
 
-e2e!(a_go_program_execed_by_a_preloaded_shell_is_supervised, |dir| {
-    let Some(prog) = go_fixture("go_static") else {
-        return;
-    };
-    let (out, report) = exec(
-        &dir,
-        &["--workers", "1"],
-        Path::new("/bin/sh"),
-        &["-c", prog.to_str().unwrap()],
-    );
-    assert_eq!(exit_code(&out), 1, "{report:#}");
-    assert_eq!(report["unaudited"], serde_json::json!([]), "{report:#}");
-    let ev = supervised_events(&dir);
-    let w = writes_to(&ev, "go-out.txt");
-    assert_eq!((w.len(), &w[0]["verdict"]), (1, &"rogue".into()), "{ev:#?}");
-});
+e2e!(
+    a_go_program_execed_by_a_preloaded_shell_is_supervised,
+    |dir| {
+        let Some(prog) = go_fixture("go_static") else {
+            return;
+        };
+        let (out, report) = exec(
+            &dir,
+            &["--workers", "1"],
+            Path::new("/bin/sh"),
+            &["-c", prog.to_str().unwrap()],
+        );
+        assert_eq!(exit_code(&out), 1, "{report:#}");
+        assert_eq!(report["unaudited"], serde_json::json!([]), "{report:#}");
+        let ev = supervised_events(&dir);
+        let w = writes_to(&ev, "go-out.txt");
+        assert_eq!((w.len(), &w[0]["verdict"]), (1, &"rogue".into()), "{ev:#?}");
+    }
+);
 
 // Regression: the supervisor judged with the job's allow globs only, not
 // the ones the library always adds (/proc, /sys, the log and workers
@@ -534,7 +537,14 @@ e2e!(
             &dir,
             &prog,
             &[],
-            &["--workers", "1", "--action", "redirect", "--merge-dir", "merged"],
+            &[
+                "--workers",
+                "1",
+                "--action",
+                "redirect",
+                "--merge-dir",
+                "merged",
+            ],
             &redirect_setup,
         );
         assert_eq!(stdout(&out), bare, "the program sees what it sees bare");
@@ -543,22 +553,38 @@ e2e!(
         let job = dir.join("job");
         let w0 = job.join("mpaudit-workers/worker_0");
         // The shared directory is untouched.
-        assert_eq!(std::fs::read_to_string(job.join("keep.txt")).unwrap(), "shared\n");
-        assert!(job.join("keep-shared.txt").exists(), "its unlink stayed in the worker");
+        assert_eq!(
+            std::fs::read_to_string(job.join("keep.txt")).unwrap(),
+            "shared\n"
+        );
+        assert!(
+            job.join("keep-shared.txt").exists(),
+            "its unlink stayed in the worker"
+        );
         for name in ["rw.txt", "rw2.txt", "made", "sub/deep.txt"] {
             assert!(!job.join(name).exists(), "{name} written in the shared dir");
         }
         // The worker's copies.
-        assert_eq!(std::fs::read_to_string(w0.join("keep.txt")).unwrap(), "shared\nmore\n");
+        assert_eq!(
+            std::fs::read_to_string(w0.join("keep.txt")).unwrap(),
+            "shared\nmore\n"
+        );
         assert!(w0.join("made").is_dir());
         assert!(w0.join("sub/deep.txt").is_file());
         assert!(!w0.join("nodir").exists());
         let ev = events_under(&dir.join("job"));
         let opens = writes_to(&ev, "rw.txt");
-        let first = opens.iter().find(|e| e["op"] == "open").expect("the open");
+        let first = opens
+            .iter()
+            .find(|e| e["op"] == "openat")
+            .expect("the open");
         assert_eq!(
             (&first["action"], &first["result"], &first["target"]),
-            (&"redirected".into(), &3.into(), &w0.join("rw.txt").to_str().unwrap().into())
+            (
+                &"redirected".into(),
+                &3.into(),
+                &w0.join("rw.txt").to_str().unwrap().into()
+            )
         );
         // The repair loop closes on the worker's copy (merged apart, so the
         // shared directory stays as it was for the checks above).
@@ -607,10 +633,20 @@ e2e!(
                 .args(["3000", "allowed.txt", "shared.txt"])
                 .current_dir(&bare_dir),
         );
-        assert!(bare_dir.join("shared.txt").exists(), "the race writes both bare");
+        assert!(
+            bare_dir.join("shared.txt").exists(),
+            "the race writes both bare"
+        );
         let (out, report) = exec(
             &dir,
-            &["--workers", "1", "--action", "deny", "--outputs", "allowed.txt"],
+            &[
+                "--workers",
+                "1",
+                "--action",
+                "deny",
+                "--outputs",
+                "allowed.txt",
+            ],
             &prog,
             &["3000", "allowed.txt", "shared.txt"],
         );
@@ -622,7 +658,10 @@ e2e!(
         let ev = supervised_events(&dir);
         let shared = writes_to(&ev, "shared.txt");
         assert!(!shared.is_empty(), "the race was tried: {}", stdout(&out));
-        assert!(shared.iter().all(|e| e["action"] == "denied"), "{shared:#?}");
+        assert!(
+            shared.iter().all(|e| e["action"] == "denied"),
+            "{shared:#?}"
+        );
         for e in writes_to(&ev, "allowed.txt") {
             assert!(e["result"].as_i64().is_some_and(|r| r >= 0), "{e}");
         }
@@ -634,14 +673,21 @@ e2e!(
 e2e!(regression_an_i386_system_call_is_judged_not_killed, |dir| {
     let prog = fixture("static_i386");
     let bare = run_ok(&mut dir.bare(&prog));
-    assert_eq!(stdout(&bare).trim(), "i386 open: 0", "the kernel runs i386 calls");
+    assert_eq!(
+        stdout(&bare).trim(),
+        "i386 open: 0",
+        "the kernel runs i386 calls"
+    );
     std::fs::remove_file(dir.join("i386.txt")).unwrap();
     let (out, report) = exec(&dir, &["--workers", "1"], &prog, &[]);
     assert_eq!(stdout(&out).trim(), "i386 open: 0");
     assert_eq!(exit_code(&out), 1, "a rogue write: {report:#}");
     let ev = supervised_events(&dir);
     let w = writes_to(&ev, "i386.txt");
-    assert_eq!((w.len(), &w[0]["op"], &w[0]["verdict"]), (1, &"open".into(), &"rogue".into()));
+    assert_eq!(
+        (w.len(), &w[0]["op"], &w[0]["verdict"]),
+        (1, &"open".into(), &"rogue".into())
+    );
     std::fs::remove_file(dir.join("i386.txt")).unwrap();
     let (out, _) = exec(&dir, &["--workers", "1", "--action", "deny"], &prog, &[]);
     assert_eq!(stdout(&out).trim(), format!("i386 open: -{}", libc::EACCES));
