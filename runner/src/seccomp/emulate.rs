@@ -221,6 +221,35 @@ fn openat2(
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
+/// Whether resolving `path` from `dirfd` in the supervisor would pass a
+/// magic link (a symlink into `/proc/<pid>/…`, whose target depends on
+/// who resolves it): the directory part always, the whole path when the
+/// call follows a final symlink. `false` means the call must be left to
+/// the kernel.
+pub fn resolves_like_the_task(dirfd: RawFd, path: &CString, follows_final: bool) -> bool {
+    let bytes = path.as_bytes();
+    let no_magic = |p: &CString, flags: i32| {
+        !matches!(
+            openat2(
+                dirfd,
+                p,
+                libc::O_PATH | flags,
+                0,
+                libc::RESOLVE_NO_MAGICLINKS
+            ),
+            Err(libc::ELOOP | libc::EXDEV | libc::EAGAIN | libc::EINVAL)
+        )
+    };
+    if follows_final {
+        return no_magic(path, 0);
+    }
+    match bytes.iter().rposition(|&b| b == b'/') {
+        None => true, // the directory is `dirfd` itself
+        Some(0) => true,
+        Some(i) => CString::new(&bytes[..i]).is_ok_and(|d| no_magic(&d, libc::O_DIRECTORY)),
+    }
+}
+
 /// A path the supervisor must not resolve itself: `/proc/…` and `/dev/…`
 /// name things relative to the opener (`/proc/self`, `/dev/fd/N`,
 /// `/dev/tty`).

@@ -1011,9 +1011,7 @@ fn perform(
         };
         if symlink_text && i == 0 {
             used.push((g.clone(), false));
-        } else if !emulate::is_opener_relative(g)
-            && !(g.first() == Some(&b'/') && g.starts_with(b"//"))
-        {
+        } else if !emulate::is_opener_relative(g) {
             used.push((g.clone(), g.first() != Some(&b'/')));
         } else if let Some(ab) = abs.as_ref().filter(|ab| !emulate::is_opener_relative(ab)) {
             // Through a magic link of the task: the file it names.
@@ -1079,7 +1077,18 @@ fn perform(
     let mut a6 = *args;
     let mut keep: Vec<CString> = Vec::new();
     let mut dirs: Vec<RawFd> = Vec::new();
-    for ((p, _), (u, relative)) in paths.iter().zip(&used) {
+    // Calls that act on what a final symlink points to.
+    let follows_final = |i: usize| match a.op {
+        "truncate" | "chmod" | "fchmodat" | "fchmodat2" | "chown" | "fchownat" | "utime"
+        | "utimes" | "futimesat" | "utimensat" => true,
+        "link" | "linkat" => i == 0,
+        _ => false,
+    };
+    let is_open = matches!(
+        a.intent,
+        Intent::Flags(_) | Intent::OpenHow(_) | Intent::Creat
+    );
+    for (i, ((p, _), (u, relative))) in paths.iter().zip(&used).enumerate() {
         let Some(cs) = cstring(u) else {
             return Performed::NotEmulated;
         };
@@ -1090,6 +1099,15 @@ fn perform(
             },
             _ => libc::AT_FDCWD,
         };
+        // Opens refuse magic links themselves (emulate::open).
+        let text = symlink_text && i == 0;
+        if !text
+            && !is_open
+            && routes[i].target.is_none()
+            && !emulate::resolves_like_the_task(dirfd, &cs, follows_final(i))
+        {
+            return Performed::NotEmulated;
+        }
         if let Some(d) = p.dirfd {
             a6[d] = dirfd as i64 as u64;
         }
@@ -1097,10 +1115,6 @@ fn perform(
         a6[p.ptr] = cs.as_ptr() as u64;
         keep.push(cs);
     }
-    let is_open = matches!(
-        a.intent,
-        Intent::Flags(_) | Intent::OpenHow(_) | Intent::Creat
-    );
     if is_open {
         let (flags, mode) = match (a.intent, how) {
             (Intent::Creat, _) => (

@@ -726,3 +726,44 @@ e2e!(
         );
     }
 );
+
+// A magic link resolved by the supervisor would name the runner's own
+// files: a symlink to /proc/self/exe must touch the program, never mpaudit.
+e2e!(
+    a_call_through_a_magic_link_acts_on_the_program_not_the_supervisor,
+    |dir| {
+        let prog = dir.join("self_toucher");
+        std::fs::copy(fixture("static_redirect"), &prog).unwrap();
+        let runner_mtime = std::fs::metadata(&artifacts().runner)
+            .unwrap()
+            .modified()
+            .unwrap();
+        let (out, report) = exec(
+            &dir,
+            &["--workers", "1", "--allow", "**"],
+            &prog,
+            &["touch-self"],
+        );
+        assert_eq!(exit_code(&out), 0, "{report:#}");
+        assert!(
+            stdout(&out).contains("utimes self-link: 0"),
+            "{}",
+            stdout(&out)
+        );
+        assert_eq!(
+            std::fs::metadata(&prog).unwrap().modified().unwrap(),
+            std::time::UNIX_EPOCH,
+            "the program's own executable was touched"
+        );
+        assert_eq!(
+            std::fs::metadata(&artifacts().runner)
+                .unwrap()
+                .modified()
+                .unwrap(),
+            runner_mtime,
+            "the supervisor touched its own executable"
+        );
+        let ev = supervised_events(&dir);
+        assert!(!writes_to(&ev, "self-link").is_empty(), "{ev:#?}");
+    }
+);
