@@ -151,11 +151,13 @@ pub fn hand_over(buf: &mut [u8]) -> bool {
     let mut listener = install(
         libc::SECCOMP_FILTER_FLAG_NEW_LISTENER | libc::SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV,
     ) as i32;
-    if listener < 0 {
+    if listener < 0 && sys::errno() == libc::EINVAL {
         listener = install(libc::SECCOMP_FILTER_FLAG_NEW_LISTENER) as i32;
     }
     if listener < 0 {
-        return false;
+        // EBUSY: a filter of this process already has a listener (it runs
+        // under the supervisor already), which sees the program too.
+        return sys::errno() == libc::EBUSY;
     }
     let listener = Fd(listener);
     send_fd(sock.0, listener.0)

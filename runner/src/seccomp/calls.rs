@@ -93,10 +93,8 @@ const TIMEVAL2: usize = 2 * std::mem::size_of::<libc::timeval>();
 impl Call {
     /// The native call `nr`.
     pub fn of(nr: i64) -> Option<Call> {
-        use Intent::*;
-        use Writes::*;
         let mut call = Self::described(nr)?;
-        if let Call::Access { replay, op, .. } = &mut call {
+        if let Call::Access { replay, .. } = &mut call {
             let memory = match nr {
                 libc::SYS_utimensat => Some((2, TIMESPEC2)),
                 #[cfg(target_arch = "x86_64")]
@@ -107,10 +105,8 @@ impl Call {
                 libc::SYS_futimesat => Some((2, TIMEVAL2)),
                 _ => None,
             };
-            let _ = op;
             *replay = Replay::Native(nr, memory);
         }
-        let _ = (First, Namespace);
         Some(call)
     }
 

@@ -421,7 +421,7 @@ fn respond(listener: RawFd, id: u64, a: Answer) -> (Option<i64>, Option<i32>) {
                 }
             };
             // Linux ≥ 5.14: the descriptor and the answer in one step.
-            match add(libc::SECCOMP_ADDFD_FLAG_SEND as u64) {
+            match add(libc::SECCOMP_ADDFD_FLAG_SEND) {
                 Ok(n) => (Some(n), None),
                 Err(libc::EINVAL) => match add(0) {
                     Ok(n) => {
@@ -692,11 +692,14 @@ fn base_dir(tid: i32, dirfd: Option<i32>) -> Option<Vec<u8>> {
         .map(|p| p.as_os_str().as_bytes().to_vec())
 }
 
+/// A path argument as given, and made absolute.
+type Resolved = (Option<Vec<u8>>, Option<Vec<u8>>);
+
 /// A path argument read and made absolute: (as given, absolute). A
 /// leading magic link (`/proc/self/cwd/x`, `/dev/fd/3/x`) is followed in
 /// the task's /proc, so the path is judged as the file it names (the
 /// library does the same, review 2's F2).
-fn resolve(tid: i32, args: &[u64; 6], p: PathArg) -> (Option<Vec<u8>>, Option<Vec<u8>>) {
+fn resolve(tid: i32, args: &[u64; 6], p: PathArg) -> Resolved {
     let dirfd = p.dirfd.map(|i| args[i] as i32);
     let given = read_cstr(tid, args[p.ptr]);
     let base = match &given {
@@ -982,8 +985,8 @@ fn perform(
     a: &AccessCall,
     flags: i32,
     how: Option<[u64; 3]>,
-    p1: &(Option<Vec<u8>>, Option<Vec<u8>>),
-    p2: Option<&(Option<Vec<u8>>, Option<Vec<u8>>)>,
+    p1: &Resolved,
+    p2: Option<&Resolved>,
     routes: &[Route],
     intent: mpaudit_core::flags::OpenIntent,
 ) -> Performed {
@@ -993,9 +996,8 @@ fn perform(
     if !c.task.same_credentials() {
         return Performed::NotEmulated;
     }
-    let job_dir = sup.judge.job_dir.as_bytes();
     let symlink_text = a.op.starts_with("symlink");
-    let paths: Vec<(PathArg, &(Option<Vec<u8>>, Option<Vec<u8>>))> = std::iter::once((a.path, p1))
+    let paths: Vec<(PathArg, &Resolved)> = std::iter::once((a.path, p1))
         .chain(a.path2.zip(p2))
         .collect();
     // The bytes each path argument gets, and whether its directory
@@ -1031,7 +1033,6 @@ fn perform(
         let Some(abs) = abs else {
             return Performed::Refused(libc::EACCES);
         };
-        let _ = job_dir;
         let copy = match a.op {
             "rename" | "renameat" | "renameat2" => i == 0,
             "truncate" | "chmod" | "fchmodat" | "fchmodat2" | "chown" | "lchown" | "fchownat"
