@@ -16,6 +16,7 @@ mod real;
 mod redirect;
 mod stack;
 mod state;
+mod supervised;
 mod sys;
 mod unseen;
 

@@ -452,13 +452,29 @@ pub fn exec(
     let entry_errno = sys::ErrnoGuard::save();
     let env = doctor_env(envp);
     let exe_bytes = sys::c_bytes_or_empty(exe, 4096);
-    // The cwd from a pool block: no 4 KiB on a possibly small stack.
+    // The cwd from a pool block: no 4 KiB on a possibly small stack; the
+    // block's target buffer holds the supervisor's filter if needed.
     let mut claimed = crate::pool::claim();
-    let cwd: &[u8] = match claimed.as_mut() {
-        Some(c) => crate::guard::cwd(&mut c.block().cwd).unwrap_or(b""),
-        None => b"",
+    let (cwd, scratch): (&[u8], Option<&mut [u8]>) = match claimed.as_mut() {
+        Some(c) => {
+            let b = c.block();
+            (
+                crate::guard::cwd(&mut b.cwd).unwrap_or(b""),
+                Some(&mut b.target[..]),
+            )
+        }
+        None => (b"", None),
     };
-    let unaudited = unaudited_reason(exe);
+    let mut unaudited = unaudited_reason(exe);
+    // A static or Go program under the runner: put this process under the
+    // supervisor's filter, which audits the program by its system calls.
+    if matches!(unaudited, Some("static" | "go")) {
+        if let Some(buf) = scratch {
+            if crate::supervised::hand_over(buf) {
+                unaudited = None;
+            }
+        }
+    }
     if let Some(reason) = unaudited {
         crate::unseen::warn_without_runner(exe_bytes, reason);
     }

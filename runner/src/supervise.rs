@@ -215,14 +215,17 @@ pub fn run(
         status: (!plan.quiet && plan.streams == Streams::Logs && std::io::stderr().is_terminal())
             .then(|| StatusLine::new(&plan.log_dir)),
         labellers: Vec::new(),
-        seccomp: crate::seccomp::Supervisor::for_program(plan, program)?,
+        seccomp: Some(crate::seccomp::Supervisor::start(plan, program)?),
     };
     let labels: Vec<Option<usize>> = match plan.mode {
         Mode::Spawn => (0..plan.workers).map(Some).collect(),
         Mode::Fork => vec![None],
     };
     for k in labels {
-        let env = plan.mpaudit_env(k, preload, inherited_ld.as_deref());
+        let mut env = plan.mpaudit_env(k, preload, inherited_ld.as_deref());
+        if let Some((var, path)) = d.seccomp.as_ref().and_then(|s| s.env()) {
+            env.push((var.to_string(), path));
+        }
         d.spawn(k, program, &env)?;
     }
     d.dispatch(start);
@@ -306,8 +309,8 @@ impl Dispatcher<'_> {
             (None, None)
         };
         let _armed = match &self.seccomp {
-            Some(s) => Some(s.arm(&mut cmd, k)?),
-            None => None,
+            Some(s) if s.for_the_program() => Some(s.arm(&mut cmd, k)?),
+            _ => None,
         };
         let started = Instant::now();
         match cmd.spawn() {

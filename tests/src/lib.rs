@@ -178,6 +178,24 @@ pub fn fixture(name: &str) -> PathBuf {
         ),
         "static_calls" => cc(&["-static", "-O1"], &src.join("static_calls.c"), &out, &[]),
         "static_loops" => cc(&["-static", "-O2"], &src.join("static_loops.c"), &out, &[]),
+        "static_redirect" => cc(
+            &["-static", "-O1"],
+            &src.join("static_redirect.c"),
+            &out,
+            &[],
+        ),
+        "static_i386" => cc(
+            &["-static", "-no-pie", "-O1"],
+            &src.join("static_i386.c"),
+            &out,
+            &[],
+        ),
+        "static_race" => cc(
+            &["-static", "-O1"],
+            &src.join("static_race.c"),
+            &out,
+            &["-lpthread"],
+        ),
         "uring_writer" => cc(&["-O1"], &src.join("uring_writer.c"), &out, &["-luring"]),
         "go_static" | "go_cgo" => {
             let scratch = harness_target().join("go");

@@ -44,6 +44,18 @@ pub enum Intent {
     Namespace,
 }
 
+/// How the supervisor can perform the call itself (so that the path it
+/// judged is the path used, and the event has the real result).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Replay {
+    /// As this native call, with the path and directory arguments replaced
+    /// and, if set, the struct at argument `.0` (`.1` bytes) copied in.
+    Native(i64, Option<(usize, usize)>),
+    /// Not emulated (an i386 call whose structures differ): the kernel
+    /// performs it after the supervisor's answer.
+    No,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Call {
     Access {
@@ -52,15 +64,54 @@ pub enum Call {
         path2: Option<PathArg>,
         intent: Intent,
         writes: Writes,
+        replay: Replay,
     },
-    /// `execve`/`execveat`: path and argv arguments.
-    Exec { path: PathArg, argv: usize },
+    /// A stat-family call, notified only under redirect so that a path
+    /// the worker redirected is stat'ed in the worker's copy: the native
+    /// call, its path, and its result buffer (argument, size) if any.
+    Stat {
+        nr: i64,
+        path: PathArg,
+        out: Option<(usize, usize)>,
+    },
+    /// `execve`/`execveat`: path and argv arguments, and the width of a
+    /// pointer in the caller's ABI.
+    Exec {
+        path: PathArg,
+        argv: usize,
+        pointer: usize,
+    },
     /// `io_uring_setup` under `io_uring = "allow"`.
     IoUringSetup,
 }
 
+const STAT_SIZE: usize = std::mem::size_of::<libc::stat>();
+const STATX_SIZE: usize = std::mem::size_of::<libc::statx>();
+const TIMESPEC2: usize = 2 * std::mem::size_of::<libc::timespec>();
+const TIMEVAL2: usize = 2 * std::mem::size_of::<libc::timeval>();
+
 impl Call {
+    /// The native call `nr`.
     pub fn of(nr: i64) -> Option<Call> {
+        let mut call = Self::described(nr)?;
+        if let Call::Access { replay, .. } = &mut call {
+            let memory = match nr {
+                libc::SYS_utimensat => Some((2, TIMESPEC2)),
+                #[cfg(target_arch = "x86_64")]
+                libc::SYS_utime => Some((1, std::mem::size_of::<libc::utimbuf>())),
+                #[cfg(target_arch = "x86_64")]
+                libc::SYS_utimes => Some((1, TIMEVAL2)),
+                #[cfg(target_arch = "x86_64")]
+                libc::SYS_futimesat => Some((2, TIMEVAL2)),
+                _ => None,
+            };
+            *replay = Replay::Native(nr, memory);
+        }
+        Some(call)
+    }
+
+    /// The descriptions, with `replay` still to be set by [`Call::of`].
+    fn described(nr: i64) -> Option<Call> {
         use Intent::*;
         use Writes::*;
         let access = |op, path, path2, intent, writes| {
@@ -70,9 +121,11 @@ impl Call {
                 path2,
                 intent,
                 writes,
+                replay: Replay::No,
             })
         };
         let one = |op, path| access(op, path, None, Namespace, First);
+        let stat = |path, out| Some(Call::Stat { nr, path, out });
         match nr {
             libc::SYS_openat => access("openat", at(0, 1), None, Flags(2), First),
             libc::SYS_openat2 => access("openat2", at(0, 1), None, OpenHow(2), First),
@@ -93,12 +146,18 @@ impl Call {
             libc::SYS_execve => Some(Call::Exec {
                 path: cwd(0),
                 argv: 1,
+                pointer: 8,
             }),
             libc::SYS_execveat => Some(Call::Exec {
                 path: at(0, 1),
                 argv: 2,
+                pointer: 8,
             }),
             libc::SYS_io_uring_setup => Some(Call::IoUringSetup),
+            libc::SYS_newfstatat => stat(at(0, 1), Some((2, STAT_SIZE))),
+            libc::SYS_statx => stat(at(0, 1), Some((4, STATX_SIZE))),
+            libc::SYS_faccessat => stat(at(0, 1), None),
+            super::filter::FACCESSAT2 => stat(at(0, 1), None),
             #[cfg(target_arch = "x86_64")]
             n => match n {
                 libc::SYS_open => access("open", cwd(0), None, Flags(1), First),
@@ -116,11 +175,81 @@ impl Call {
                 libc::SYS_utime => one("utime", cwd(0)),
                 libc::SYS_utimes => one("utimes", cwd(0)),
                 libc::SYS_futimesat => one("futimesat", at(0, 1)),
+                libc::SYS_stat => stat(cwd(0), Some((1, STAT_SIZE))),
+                libc::SYS_lstat => stat(cwd(0), Some((1, STAT_SIZE))),
+                libc::SYS_access => stat(cwd(0), None),
                 _ => None,
             },
             #[cfg(not(target_arch = "x86_64"))]
             _ => None,
         }
+    }
+
+    /// An i386 call (`int 0x80`), described as the native call it matches.
+    /// Calls whose arguments have the same meaning at 32 bits are replayed
+    /// as that native call; those with 32-bit structures (time values),
+    /// 16-bit ids or split 64-bit lengths are judged and logged, and left
+    /// to the kernel (`Replay::No`).
+    #[cfg(target_arch = "x86_64")]
+    pub fn of_i386(nr: i64) -> Option<Call> {
+        use super::filter::i386 as x;
+        let (native, replayed) = match nr {
+            x::OPEN => (libc::SYS_open, true),
+            x::CREAT => (libc::SYS_creat, true),
+            x::LINK => (libc::SYS_link, true),
+            x::UNLINK => (libc::SYS_unlink, true),
+            x::MKNOD => (libc::SYS_mknod, true),
+            x::CHMOD => (libc::SYS_chmod, true),
+            x::LCHOWN16 => (libc::SYS_lchown, false),
+            x::UTIME => (libc::SYS_utime, false),
+            x::RENAME => (libc::SYS_rename, true),
+            x::MKDIR => (libc::SYS_mkdir, true),
+            x::RMDIR => (libc::SYS_rmdir, true),
+            x::SYMLINK => (libc::SYS_symlink, true),
+            x::TRUNCATE => (libc::SYS_truncate, true),
+            x::CHOWN16 => (libc::SYS_chown, false),
+            x::TRUNCATE64 => (libc::SYS_truncate, false),
+            x::LCHOWN32 => (libc::SYS_lchown, true),
+            x::CHOWN32 => (libc::SYS_chown, true),
+            x::UTIMES => (libc::SYS_utimes, false),
+            x::OPENAT => (libc::SYS_openat, true),
+            x::MKDIRAT => (libc::SYS_mkdirat, true),
+            x::MKNODAT => (libc::SYS_mknodat, true),
+            x::FCHOWNAT => (libc::SYS_fchownat, true),
+            x::FUTIMESAT => (libc::SYS_futimesat, false),
+            x::UNLINKAT => (libc::SYS_unlinkat, true),
+            x::RENAMEAT => (libc::SYS_renameat, true),
+            x::LINKAT => (libc::SYS_linkat, true),
+            x::SYMLINKAT => (libc::SYS_symlinkat, true),
+            x::FCHMODAT => (libc::SYS_fchmodat, true),
+            x::UTIMENSAT | x::UTIMENSAT_TIME64 => (libc::SYS_utimensat, false),
+            x::RENAMEAT2 => (libc::SYS_renameat2, true),
+            x::OPENAT2 => (libc::SYS_openat2, true),
+            x::FCHMODAT2 => (super::filter::FCHMODAT2, true),
+            x::IO_URING_SETUP => return Some(Call::IoUringSetup),
+            x::EXECVE => {
+                return Some(Call::Exec {
+                    path: cwd(0),
+                    argv: 1,
+                    pointer: 4,
+                })
+            }
+            x::EXECVEAT => {
+                return Some(Call::Exec {
+                    path: at(0, 1),
+                    argv: 2,
+                    pointer: 4,
+                })
+            }
+            _ => return None,
+        };
+        let mut call = Self::of(native)?;
+        if let Call::Access { replay, .. } = &mut call {
+            if !replayed {
+                *replay = Replay::No;
+            }
+        }
+        Some(call)
     }
 }
 
@@ -146,7 +275,17 @@ mod tests {
     #[test]
     fn every_notified_call_is_described() {
         for io_uring in [false, true] {
-            for (nr, rule) in super::super::filter::rules(io_uring) {
+            let o = super::super::filter::Options {
+                io_uring_allowed: io_uring,
+                read_your_writes: true,
+            };
+            #[cfg(target_arch = "x86_64")]
+            for (nr, rule) in super::super::filter::i386_rules(o) {
+                if !matches!(rule, super::super::filter::Rule::Fail(_)) {
+                    assert!(Call::of_i386(nr).is_some(), "i386 call {nr}");
+                }
+            }
+            for (nr, rule) in super::super::filter::rules(o) {
                 if matches!(rule, super::super::filter::Rule::Fail(_)) {
                     continue;
                 }

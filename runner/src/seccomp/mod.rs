@@ -9,13 +9,22 @@
 //! notifications of every listener, reads the paths from the process's
 //! memory, judges them with the library's policy (mpaudit-core), logs the
 //! same events as the library (with `"via": "seccomp"`) and lets the call
-//! go on (log) or fails it with `EACCES` (deny). The filter is inherited
-//! by the process's children and survives their execs. See docs/hooks.md.
+//! answer: the call performed by the supervisor itself (log, or the
+//! worker's copy under redirect, the descriptor handed over with ADDFD) or
+//! `EACCES` (deny). The filter is inherited by the process's children and
+//! survives their execs. Static and Go programs exec'd by preloaded
+//! processes get the filter from the library, which hands the listener to
+//! the supervisor's socket ([`handoff`]). See docs/hooks.md.
 
 mod calls;
 pub mod detect;
+mod emulate;
 pub mod filter;
+mod handoff;
 mod notify;
+mod redirects;
+
+pub use handoff::SOCKET_VAR;
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
@@ -69,12 +78,14 @@ pub fn why(plan: &Plan, program: &Path) -> Option<Why> {
 /// The running supervisor: its thread and the way to hand it new children.
 pub struct Supervisor {
     filter: Vec<libc::sock_filter>,
-    /// Why it runs ([`Why::describe`]).
-    why: &'static str,
+    /// Why the job's own program runs under it ([`Why::describe`]);
+    /// `None`: only for programs exec'd by preloaded processes.
+    why: Option<&'static str>,
     quiet: bool,
     tx: mpsc::Sender<notify::NewChild>,
     wake: OwnedFd,
     thread: Option<JoinHandle<Stats>>,
+    server: Option<handoff::Server>,
 }
 
 /// One child being armed: the runner's copy of the child's end of the
@@ -85,18 +96,21 @@ pub struct Armed {
 }
 
 impl Supervisor {
-    /// Starts the supervisor thread if `program` needs it.
-    pub fn for_program(plan: &Plan, program: &Path) -> Result<Option<Supervisor>, String> {
-        let Some(why) = why(plan, program).map(Why::describe) else {
-            return Ok(None);
-        };
-        if plan.supervise.io_uring_allowed && !plan.quiet {
+    /// Starts the supervisor thread: for `program` itself if it needs it,
+    /// and in any case for the static and Go programs the job's preloaded
+    /// processes exec (their listeners come through the socket).
+    pub fn start(plan: &Plan, program: &Path) -> Result<Supervisor, String> {
+        let why = why(plan, program).map(Why::describe);
+        if why.is_some() && plan.supervise.io_uring_allowed && !plan.quiet {
             eprintln!(
                 "mpaudit: io_uring = \"allow\": file operations submitted through io_uring by {} are not audited",
                 program.display()
             );
         }
-        let filter = filter::program(&filter::rules(plan.supervise.io_uring_allowed));
+        let filter = filter::program(filter::Options {
+            io_uring_allowed: plan.supervise.io_uring_allowed,
+            read_your_writes: plan.policy.action == crate::jobfile::Action::Redirect,
+        });
         // SAFETY: eventfd with constant flags.
         let efd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
         if efd < 0 {
@@ -105,20 +119,48 @@ impl Supervisor {
         // SAFETY: a new descriptor we own.
         let wake = unsafe { OwnedFd::from_raw_fd(efd) };
         let wake_thread = wake.try_clone().map_err(|e| format!("eventfd: {e}"))?;
+        // Without a socket, exec'd static programs stay unaudited (listed
+        // so by the library): worth a warning, not a failed run.
+        let server = match handoff::Server::start() {
+            Ok(s) => Some(s),
+            Err(e) => {
+                if !plan.quiet {
+                    eprintln!("mpaudit: warning: no supervisor socket ({e}): static and Go programs exec'd by the job are not audited");
+                }
+                None
+            }
+        };
+        let server_fd = match &server {
+            Some(s) => Some(s.fd.try_clone().map_err(|e| format!("socket: {e}"))?),
+            None => None,
+        };
         let (tx, rx) = mpsc::channel();
-        let judge = notify::Judge::new(plan, program);
+        let sup = notify::Supervision::new(notify::Judge::new(plan), &filter);
         let thread = std::thread::Builder::new()
             .name("mpaudit-seccomp".into())
-            .spawn(move || notify::run(judge, rx, wake_thread))
+            .spawn(move || notify::run(sup, rx, wake_thread, server_fd))
             .map_err(|e| format!("cannot start the seccomp supervisor: {e}"))?;
-        Ok(Some(Supervisor {
+        Ok(Supervisor {
             filter,
             why,
             quiet: plan.quiet,
             tx,
             wake,
             thread: Some(thread),
-        }))
+            server,
+        })
+    }
+
+    /// Whether the job's own program runs under the filter.
+    pub fn for_the_program(&self) -> bool {
+        self.why.is_some()
+    }
+
+    /// The environment every job process gets: where to hand listeners.
+    pub fn env(&self) -> Option<(&'static str, String)> {
+        self.server
+            .as_ref()
+            .map(|s| (SOCKET_VAR, s.path.display().to_string()))
     }
 
     /// Prepares `cmd` (worker `worker`) to run under the filter: the child
@@ -148,6 +190,7 @@ impl Supervisor {
             .send(notify::NewChild {
                 socket: ours,
                 worker: worker.map(|k| k as u32),
+                hello: false,
             })
             .map_err(|_| "the seccomp supervisor has stopped".to_string())?;
         self.wake_up();
@@ -177,15 +220,18 @@ impl Supervisor {
     pub fn finish(mut self) -> Stats {
         drop(std::mem::replace(&mut self.tx, mpsc::channel().0));
         self.wake_up();
+        drop(self.server.take());
         let stats = self
             .thread
             .take()
             .and_then(|t| t.join().ok())
             .unwrap_or_default();
-        if !self.quiet {
+        if !self.quiet && (self.why.is_some() || stats.notifications > 0) {
             eprintln!(
                 "mpaudit: seccomp supervisor ({}): {} call(s) stopped, {} event(s) logged",
-                self.why, stats.notifications, stats.events
+                self.why.unwrap_or("programs exec'd by the job"),
+                stats.notifications,
+                stats.events
             );
         }
         if stats.lost_events > 0 {
@@ -211,15 +257,26 @@ fn install_in_child(prog: &[libc::sock_filter], sock: RawFd) -> std::io::Result<
         len: prog.len() as u16,
         filter: prog.as_ptr() as *mut libc::sock_filter,
     };
-    // SAFETY: a valid sock_fprog that outlives the call.
-    let listener = unsafe {
-        libc::syscall(
-            libc::SYS_seccomp,
-            libc::SECCOMP_SET_MODE_FILTER,
-            libc::SECCOMP_FILTER_FLAG_NEW_LISTENER,
-            &fprog as *const libc::sock_fprog,
-        )
-    } as RawFd;
+    // Linux ≥ 5.19: once the supervisor has received a call, only a fatal
+    // signal interrupts the wait, so a call it performs is never restarted
+    // and performed twice (an O_EXCL create would then fail).
+    let install = |flags: libc::c_ulong| {
+        // SAFETY: a valid sock_fprog that outlives the call.
+        unsafe {
+            libc::syscall(
+                libc::SYS_seccomp,
+                libc::SECCOMP_SET_MODE_FILTER,
+                flags,
+                &fprog as *const libc::sock_fprog,
+            )
+        }
+    };
+    let mut listener = install(
+        libc::SECCOMP_FILTER_FLAG_NEW_LISTENER | libc::SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV,
+    ) as RawFd;
+    if listener < 0 {
+        listener = install(libc::SECCOMP_FILTER_FLAG_NEW_LISTENER) as RawFd;
+    }
     if listener < 0 {
         return Err(err());
     }

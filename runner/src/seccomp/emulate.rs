@@ -1,0 +1,386 @@
+//! Performing a stopped call in the supervisor instead of letting the
+//! kernel re-read the program's memory (seccomp_unotify(2) "Design
+//! goals"): the path the supervisor read and judged is the path used, the
+//! event gets the call's real result and errno, and an open's descriptor
+//! is handed over with `SECCOMP_IOCTL_NOTIF_ADDFD`.
+//!
+//! The supervisor thread has its own filesystem context
+//! (`unshare(CLONE_FS)`): before each call it takes the stopped task's
+//! cwd (`fchdir` to `/proc/<tid>/cwd`) and umask (`/proc/<tid>/status`),
+//! and relative `*at` calls get a descriptor of the task's directory
+//! (`/proc/<tid>/fd/<n>`). The runner and the program are the same user;
+//! a task whose filesystem ids differ from the runner's is not emulated.
+
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+/// What /proc says of a stopped task.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Task {
+    pub tid: i32,
+    pub pid: i32,
+    pub ppid: i32,
+    /// Filesystem user and group ids (the ones the kernel checks).
+    pub fsuid: u32,
+    pub fsgid: u32,
+    pub umask: u32,
+}
+
+impl Task {
+    pub fn of(tid: i32) -> Task {
+        let status = std::fs::read_to_string(format!("/proc/{tid}/status")).unwrap_or_default();
+        let field = |name: &str| status.lines().find_map(|l| l.strip_prefix(name));
+        let num = |name: &str| field(name).and_then(|v| v.trim().parse::<i32>().ok());
+        // "Uid:\treal\teffective\tsaved\tfs"
+        let fs_id = |name: &str| {
+            field(name)
+                .and_then(|v| v.split_whitespace().nth(3))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(u32::MAX)
+        };
+        Task {
+            tid,
+            pid: num("Tgid:").unwrap_or(tid),
+            ppid: num("PPid:").unwrap_or(0),
+            fsuid: fs_id("Uid:"),
+            fsgid: fs_id("Gid:"),
+            umask: field("Umask:")
+                .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+                .unwrap_or(0o022),
+        }
+    }
+
+    /// The supervisor acts with the runner's credentials: only for a task
+    /// with the same filesystem ids.
+    pub fn same_credentials(&self) -> bool {
+        // SAFETY: plain getters.
+        let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+        self.fsuid == uid && self.fsgid == gid
+    }
+}
+
+/// Gives the calling thread its own cwd and umask, so that taking a
+/// task's never changes the runner's other threads.
+pub fn own_fs_context() -> std::io::Result<()> {
+    // SAFETY: unshare with a constant flag affects only this thread.
+    if unsafe { libc::unshare(libc::CLONE_FS) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn open_path(path: &str, flags: i32) -> Result<OwnedFd, i32> {
+    let c = CString::new(path).map_err(|_| libc::EINVAL)?;
+    // SAFETY: a NUL-terminated path.
+    let fd = unsafe { libc::open(c.as_ptr(), flags | libc::O_PATH | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(errno());
+    }
+    // SAFETY: a new descriptor we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+pub fn errno() -> i32 {
+    std::io::Error::last_os_error()
+        .raw_os_error()
+        .unwrap_or(libc::EIO)
+}
+
+/// The task's filesystem context taken by this thread: its cwd (as the
+/// thread's cwd) and umask, and the directory descriptors its `*at`
+/// arguments name, kept open for the call.
+pub struct Context {
+    tid: i32,
+    dirs: Vec<(i32, OwnedFd)>,
+}
+
+impl Context {
+    pub fn enter(task: &Task) -> Result<Context, i32> {
+        let cwd = open_path(&format!("/proc/{}/cwd", task.tid), libc::O_DIRECTORY)?;
+        // SAFETY: fchdir on our O_PATH descriptor (allowed since 3.5);
+        // umask on this thread's own fs context.
+        unsafe {
+            if libc::fchdir(cwd.as_raw_fd()) != 0 {
+                return Err(errno());
+            }
+            libc::umask(task.umask as libc::mode_t);
+        }
+        Ok(Context {
+            tid: task.tid,
+            dirs: Vec::new(),
+        })
+    }
+
+    /// Our descriptor for the task's directory descriptor `fd`
+    /// (`AT_FDCWD` stays: this thread's cwd is the task's).
+    pub fn dirfd(&mut self, fd: i32) -> Result<RawFd, i32> {
+        if fd == libc::AT_FDCWD {
+            return Ok(libc::AT_FDCWD);
+        }
+        if let Some((_, d)) = self.dirs.iter().find(|(n, _)| *n == fd) {
+            return Ok(d.as_raw_fd());
+        }
+        if fd < 0 {
+            return Err(libc::EBADF);
+        }
+        let d = open_path(&format!("/proc/{}/fd/{fd}", self.tid), 0).map_err(|e| {
+            if e == libc::ENOENT {
+                libc::EBADF
+            } else {
+                e
+            }
+        })?;
+        let raw = d.as_raw_fd();
+        self.dirs.push((fd, d));
+        Ok(raw)
+    }
+}
+
+/// Runs system call `nr` with `args`: its return value, or its errno.
+pub fn syscall(nr: i64, args: &[u64; 6]) -> Result<i64, i32> {
+    // SAFETY: the caller built `args` for `nr`: every pointer in them
+    // points at memory of this process that outlives the call (C strings,
+    // copied structures, result buffers of the right size).
+    let r = unsafe { libc::syscall(nr, args[0], args[1], args[2], args[3], args[4], args[5]) };
+    if r < 0 {
+        Err(errno())
+    } else {
+        Ok(r)
+    }
+}
+
+/// Opens the way `openat2(dirfd, path, how)` would, refusing to follow
+/// magic links (`/proc/self/…`, `/dev/stdout`: in the supervisor they
+/// would name the runner's own files). `Err(None)`: not emulated here
+/// (a magic link on the way, a special file whose open has side effects
+/// or blocks, flags openat2 refuses); the kernel must do it.
+pub fn open(dirfd: RawFd, path: &CString, flags: i32, mode: u32) -> Result<OwnedFd, Option<i32>> {
+    let resolve = libc::RESOLVE_NO_MAGICLINKS;
+    let creates = flags & (libc::O_CREAT | libc::O_TMPFILE) != 0;
+    // What is there: a FIFO blocks an open for writing, a terminal or
+    // device open acts on the opener; those are left to the kernel.
+    let probe = openat2(
+        dirfd,
+        path,
+        libc::O_PATH | (flags & libc::O_NOFOLLOW),
+        0,
+        resolve,
+    );
+    match probe {
+        Ok(fd) => {
+            // SAFETY: fstat into a zeroed stat.
+            let mut st: libc::stat = unsafe { std::mem::zeroed() };
+            // SAFETY: our descriptor, a valid out-pointer.
+            if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } == 0 {
+                let kind = st.st_mode & libc::S_IFMT;
+                if kind != libc::S_IFREG && kind != libc::S_IFDIR && kind != libc::S_IFLNK {
+                    return Err(None);
+                }
+            }
+        }
+        Err(libc::ELOOP | libc::EXDEV | libc::EINVAL | libc::EAGAIN) => return Err(None),
+        Err(_) => {}
+    }
+    let mode = if creates { mode & 0o7777 } else { 0 };
+    match openat2(dirfd, path, flags | libc::O_CLOEXEC, mode, resolve) {
+        Ok(fd) => Ok(fd),
+        // ELOOP may be a magic link on the way; EINVAL flags openat2
+        // refuses where open(2) ignores them; EAGAIN a racing rename
+        // under RESOLVE_*: all left to the kernel.
+        Err(libc::ELOOP | libc::EINVAL | libc::EAGAIN | libc::EXDEV) => Err(None),
+        Err(e) => Err(Some(e)),
+    }
+}
+
+fn openat2(
+    dirfd: RawFd,
+    path: &CString,
+    flags: i32,
+    mode: u32,
+    resolve: u64,
+) -> Result<OwnedFd, i32> {
+    // struct open_how { u64 flags; u64 mode; u64 resolve; } (libc's is
+    // non-exhaustive: built as the kernel's three words).
+    let how: [u64; 3] = [flags as u32 as u64, mode as u64, resolve];
+    // SAFETY: a NUL-terminated path and an open_how of the size given.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            dirfd,
+            path.as_ptr(),
+            how.as_ptr(),
+            std::mem::size_of_val(&how),
+        )
+    };
+    if fd < 0 {
+        return Err(errno());
+    }
+    // SAFETY: a new descriptor we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Whether resolving `path` from `dirfd` in the supervisor would pass a
+/// magic link (a symlink into `/proc/<pid>/…`, whose target depends on
+/// who resolves it): the directory part always, the whole path when the
+/// call follows a final symlink. `false` means the call must be left to
+/// the kernel.
+pub fn resolves_like_the_task(dirfd: RawFd, path: &CString, follows_final: bool) -> bool {
+    let bytes = path.as_bytes();
+    let no_magic = |p: &CString, flags: i32| {
+        !matches!(
+            openat2(
+                dirfd,
+                p,
+                libc::O_PATH | flags,
+                0,
+                libc::RESOLVE_NO_MAGICLINKS
+            ),
+            Err(libc::ELOOP | libc::EXDEV | libc::EAGAIN | libc::EINVAL)
+        )
+    };
+    if follows_final {
+        return no_magic(path, 0);
+    }
+    match bytes.iter().rposition(|&b| b == b'/') {
+        None => true, // the directory is `dirfd` itself
+        Some(0) => true,
+        Some(i) => CString::new(&bytes[..i]).is_ok_and(|d| no_magic(&d, libc::O_DIRECTORY)),
+    }
+}
+
+/// A path the supervisor must not resolve itself: `/proc/…` and `/dev/…`
+/// name things relative to the opener (`/proc/self`, `/dev/fd/N`,
+/// `/dev/tty`).
+pub fn is_opener_relative(path: &[u8]) -> bool {
+    path.starts_with(b"/proc/") || path.starts_with(b"/dev/") || path == b"/proc" || path == b"/dev"
+}
+
+fn lstat(path: &Path) -> Option<std::fs::Metadata> {
+    std::fs::symlink_metadata(path).ok()
+}
+
+/// Makes `target` (below `worker_dir`) ready for a redirected call: each
+/// missing parent is created only where the shared parent exists (with its
+/// mode), so a call the bare run would fail with `ENOENT` fails the same
+/// way; no component below the worker directory may be a symlink (it could
+/// lead out of it); with `copy`, the original's content is copied in first
+/// (a write that keeps content, a rename's source, a metadata change).
+pub fn prepare_target(
+    original: &[u8],
+    target: &[u8],
+    worker_dir: &[u8],
+    copy: bool,
+) -> Result<(), i32> {
+    if !target.starts_with(worker_dir) || target.len() <= worker_dir.len() {
+        return Err(libc::ENAMETOOLONG);
+    }
+    let below = &target[worker_dir.len()..];
+    let comps: Vec<&[u8]> = below
+        .split(|&b| b == b'/')
+        .filter(|c| !c.is_empty())
+        .collect();
+    let orig_comps: Vec<&[u8]> = original
+        .split(|&b| b == b'/')
+        .filter(|c| !c.is_empty())
+        .collect();
+    let mut t = worker_dir.to_vec();
+    for (i, c) in comps.iter().enumerate() {
+        t.push(b'/');
+        t.extend_from_slice(c);
+        let tp = Path::new(std::ffi::OsStr::from_bytes(&t));
+        let last = i + 1 == comps.len();
+        match lstat(tp) {
+            Some(m) if m.file_type().is_symlink() => return Err(libc::ELOOP),
+            Some(_) => continue,
+            None if last => break,
+            None => {
+                // The shared counterpart: as many components up from the
+                // original's end as this one is from the target's.
+                let up = comps.len() - 1 - i;
+                if orig_comps.len() <= up {
+                    break;
+                }
+                let mut o = Vec::new();
+                for oc in &orig_comps[..orig_comps.len() - up] {
+                    o.push(b'/');
+                    o.extend_from_slice(oc);
+                }
+                let op = Path::new(std::ffi::OsStr::from_bytes(&o));
+                match std::fs::metadata(op) {
+                    Ok(m) if m.is_dir() => {
+                        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+                        let mode = m.permissions().mode() & 0o7777;
+                        if std::fs::DirBuilder::new().mode(mode).create(tp).is_ok() {
+                            let _ =
+                                std::fs::set_permissions(tp, std::fs::Permissions::from_mode(mode));
+                        }
+                    }
+                    _ => break, // no shared parent: the call fails as it would bare
+                }
+            }
+        }
+    }
+    if copy {
+        let tp = Path::new(std::ffi::OsStr::from_bytes(target));
+        let op = Path::new(std::ffi::OsStr::from_bytes(original));
+        if lstat(tp).is_none() && std::fs::metadata(op).is_ok_and(|m| m.is_file()) {
+            let _ = std::fs::copy(op, tp);
+        }
+    }
+    Ok(())
+}
+
+/// Whether the path exists (not following a final symlink).
+pub fn exists(path: &[u8]) -> bool {
+    lstat(Path::new(std::ffi::OsStr::from_bytes(path))).is_some()
+}
+
+/// An empty directory, for `rmdir` of a path the worker never wrote:
+/// `Ok` or the errno rmdir would give.
+pub fn removable_dir(path: &[u8]) -> Result<(), i32> {
+    let p = Path::new(std::ffi::OsStr::from_bytes(path));
+    match std::fs::symlink_metadata(p) {
+        Ok(m) if m.is_dir() => match std::fs::read_dir(p) {
+            Ok(mut d) => match d.next() {
+                None => Ok(()),
+                Some(_) => Err(libc::ENOTEMPTY),
+            },
+            Err(e) => Err(e.raw_os_error().unwrap_or(libc::EACCES)),
+        },
+        Ok(_) => Err(libc::ENOTDIR),
+        Err(e) => Err(e.raw_os_error().unwrap_or(libc::ENOENT)),
+    }
+}
+
+/// A set-user-ID or set-group-ID file of another owner, or one with file
+/// capabilities: `PR_SET_NO_NEW_PRIVS` makes exec ignore them, so the
+/// program runs without the privileges it runs with bare.
+pub fn gains_privileges(path: &[u8], task: &Task) -> bool {
+    let p = Path::new(std::ffi::OsStr::from_bytes(path));
+    let Ok(m) = std::fs::metadata(p) else {
+        return false;
+    };
+    use std::os::unix::fs::MetadataExt;
+    let mode = m.mode();
+    if (mode & libc::S_ISUID != 0 && m.uid() != task.fsuid)
+        || (mode & libc::S_ISGID != 0 && m.gid() != task.fsgid)
+    {
+        return true;
+    }
+    let Ok(c) = CString::new(path) else {
+        return false;
+    };
+    // SAFETY: a NUL-terminated path and name; a NULL buffer of size 0
+    // asks for the attribute's size only.
+    let n = unsafe {
+        libc::getxattr(
+            c.as_ptr(),
+            c"security.capability".as_ptr(),
+            std::ptr::null_mut(),
+            0,
+        )
+    };
+    n > 0
+}

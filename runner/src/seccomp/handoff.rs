@@ -1,0 +1,162 @@
+//! The supervisor's socket: a preloaded process about to exec a program the
+//! library cannot audit (static, Go) hands the supervisor a listener for it.
+//!
+//! The runner puts the socket's path in every job process's environment
+//! (`MPAUDIT_SUPERVISOR_SOCKET`). The library's exec hook connects
+//! (`SOCK_SEQPACKET`) and sends a hello, [`HELLO_LEN`] bytes: `MPA1`, its
+//! worker (`u32`, `u32::MAX` for none) and the exec'ing task's id (`i32`),
+//! native byte order. The supervisor checks the peer is the runner's own
+//! user and answers with the BPF program (`sock_filter` array, 8 bytes an
+//! instruction). The process sets `PR_SET_NO_NEW_PRIVS`, installs the
+//! program with `SECCOMP_FILTER_FLAG_NEW_LISTENER`, sends the listener
+//! (`SCM_RIGHTS`) and execs. Its own calls until that exec are not logged:
+//! the library logged the exec (interpose/src/supervised.rs).
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+
+pub const HELLO_LEN: usize = 16;
+pub const HELLO_MAGIC: &[u8; 4] = b"MPA1";
+/// The variable naming the socket.
+pub const SOCKET_VAR: &str = "MPAUDIT_SUPERVISOR_SOCKET";
+
+/// The listening socket and the private directory holding it, removed on
+/// drop.
+pub struct Server {
+    pub fd: OwnedFd,
+    pub path: PathBuf,
+    dir: PathBuf,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+/// A directory only we can enter, short enough for `sun_path` (108 bytes).
+fn private_dir() -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::DirBuilderExt;
+    let tmp = std::env::temp_dir();
+    let base = if tmp.as_os_str().len() <= 60 {
+        tmp
+    } else {
+        PathBuf::from("/tmp")
+    };
+    let ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let dir = base.join(format!("mpaudit-sv-{}-{ns:x}", std::process::id()));
+    std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
+    Ok(dir)
+}
+
+impl Server {
+    pub fn start() -> std::io::Result<Server> {
+        let dir = private_dir()?;
+        let path = dir.join("s");
+        let bytes = path.as_os_str().as_bytes();
+        // SAFETY: a zeroed sockaddr_un is valid.
+        let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+        if bytes.len() >= addr.sun_path.len() {
+            let _ = std::fs::remove_dir(&dir);
+            return Err(std::io::Error::from_raw_os_error(libc::ENAMETOOLONG));
+        }
+        addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+        for (d, s) in addr.sun_path.iter_mut().zip(bytes) {
+            *d = *s as libc::c_char;
+        }
+        // SAFETY: socket with constant arguments.
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_UNIX,
+                libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+                0,
+            )
+        };
+        if fd < 0 {
+            let _ = std::fs::remove_dir(&dir);
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: a new descriptor we own.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let server = Server {
+            fd,
+            path: path.clone(),
+            dir,
+        };
+        // SAFETY: a valid sockaddr_un of the size given.
+        let ok = unsafe {
+            libc::bind(
+                server.fd.as_raw_fd(),
+                (&addr as *const libc::sockaddr_un).cast(),
+                std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t,
+            ) == 0
+                && libc::listen(server.fd.as_raw_fd(), 64) == 0
+        };
+        if !ok {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(server)
+    }
+}
+
+/// Accepts one connection (`None`: nothing to accept).
+pub fn accept(server: RawFd) -> Option<OwnedFd> {
+    // SAFETY: accept4 without an address.
+    let fd = unsafe {
+        libc::accept4(
+            server,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            libc::SOCK_CLOEXEC,
+        )
+    };
+    // SAFETY: a new descriptor we own.
+    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Reads a connection's hello and sends it the filter: `(worker, tid)`, or
+/// `None` for a peer of another user or a malformed hello (the
+/// connection is then dropped and the process execs unsupervised, listed
+/// as unaudited by the library's exec event).
+pub fn answer_hello(conn: RawFd, filter: &[u8]) -> Option<(Option<u32>, i32)> {
+    // SAFETY: a zeroed ucred is valid; getsockopt fills it.
+    let mut cred: libc::ucred = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: a valid out-pointer and length.
+    let got = unsafe {
+        libc::getsockopt(
+            conn,
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    } == 0;
+    // SAFETY: a plain getter.
+    if !got || cred.uid != unsafe { libc::geteuid() } {
+        return None;
+    }
+    let mut hello = [0u8; HELLO_LEN];
+    // SAFETY: reading into our buffer.
+    let n = unsafe { libc::recv(conn, hello.as_mut_ptr().cast(), HELLO_LEN, 0) };
+    if n != HELLO_LEN as isize || &hello[..4] != HELLO_MAGIC {
+        return None;
+    }
+    let worker = u32::from_ne_bytes(hello[4..8].try_into().ok()?);
+    let tid = i32::from_ne_bytes(hello[8..12].try_into().ok()?);
+    // SAFETY: sending from our buffer.
+    let sent = unsafe {
+        libc::send(
+            conn,
+            filter.as_ptr().cast(),
+            filter.len(),
+            libc::MSG_NOSIGNAL,
+        )
+    };
+    (sent == filter.len() as isize).then_some(((worker != u32::MAX).then_some(worker), tid))
+}
