@@ -329,6 +329,7 @@ impl Encode for Staged<'_> {
 /// when it can, else with pwrite. `closing` records may use the tail.
 /// Returns whether the event was written.
 fn write_reserved<E: Encode>(event: &E, closing: bool) -> bool {
+    let _in_flight = InFlight::enter();
     let mut counter = Counter::default();
     event.encode(&mut counter);
     let len = counter.0 as u64;
@@ -353,6 +354,44 @@ fn write_reserved<E: Encode>(event: &E, closing: bool) -> bool {
             stop(reason, errno);
             false
         }
+    }
+}
+
+/// Events between their reservation and the end of their copy. An exec
+/// kills every other thread where it stands: one killed halfway through
+/// copying its event leaves a torn line, so exec waits for this to drain
+/// first ([`wait_for_writers`]).
+static IN_FLIGHT: AtomicU32 = AtomicU32::new(0);
+
+struct InFlight;
+
+impl InFlight {
+    fn enter() -> InFlight {
+        IN_FLIGHT.fetch_add(1, SeqCst);
+        InFlight
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        IN_FLIGHT.fetch_sub(1, SeqCst);
+    }
+}
+
+/// Before an exec (after [`finish`]): waits, bounded, until no other
+/// thread is copying an event, so that the exec cannot tear a line. Spins
+/// with `sched_yield` (async-signal-safe, no lock); gives up after a while
+/// (an exec from a signal handler that interrupted this thread's own
+/// write would wait for itself), leaving at worst the torn line readers
+/// already skip. Writers that start later see `FINAL` and use `pwrite`:
+/// an event within one page is written whole or not at all.
+pub fn wait_for_writers() {
+    for _ in 0..100_000 {
+        if IN_FLIGHT.load(SeqCst) == 0 {
+            return;
+        }
+        // SAFETY: no arguments.
+        unsafe { libc::syscall(libc::SYS_sched_yield) };
     }
 }
 

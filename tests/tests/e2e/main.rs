@@ -10,6 +10,7 @@ mod host_safety;
 mod install;
 mod interpose;
 mod launchers;
+mod libc_calls;
 mod merge;
 mod policy;
 mod runner;
