@@ -803,4 +803,3 @@ pub unsafe fn reroute<R>(arg: PathArg, real: impl FnOnce(*const c_char) -> R) ->
         real(arg.path)
     }
 }
-

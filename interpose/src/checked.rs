@@ -169,6 +169,47 @@ fn kernel_refuses(path: &[u8]) -> bool {
         || path.split(|&b| b == b'/').any(|c| c.len() > NAME_MAX)
 }
 
+/// Copies `out.len()` bytes of the program's memory at `addr` into `out`
+/// (a struct argument such as bind's address or openat2's `open_how`):
+/// false when the kernel says they are unreadable. Where
+/// `process_vm_readv` is refused, they are read directly, as before.
+pub fn copy_in(addr: usize, out: &mut [u8]) -> bool {
+    if out.is_empty() {
+        return true;
+    }
+    let local = libc::iovec {
+        iov_base: out.as_mut_ptr().cast(),
+        iov_len: out.len(),
+    };
+    let remote = libc::iovec {
+        iov_base: addr as *mut libc::c_void,
+        iov_len: out.len(),
+    };
+    // SAFETY: `local` is our own writable buffer; the kernel checks
+    // `remote` and fails with EFAULT instead of faulting.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_process_vm_readv,
+            crate::sys::getpid(),
+            &local as *const libc::iovec,
+            1usize,
+            &remote as *const libc::iovec,
+            1usize,
+            0usize,
+        )
+    };
+    if r == out.len() as libc::c_long {
+        return true;
+    }
+    if r >= 0 || crate::sys::errno() == libc::EFAULT || addr < PAGE {
+        return false;
+    }
+    // SAFETY: the kernel would not say; the program's own argument, which
+    // libc requires to be readable for its length.
+    unsafe { core::ptr::copy_nonoverlapping(addr as *const u8, out.as_mut_ptr(), out.len()) };
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -222,45 +263,4 @@ mod tests {
             libc::munmap(m.cast(), 2 * PAGE);
         }
     }
-}
-
-/// Copies `out.len()` bytes of the program's memory at `addr` into `out`
-/// (a struct argument such as bind's address or openat2's `open_how`):
-/// false when the kernel says they are unreadable. Where
-/// `process_vm_readv` is refused, they are read directly, as before.
-pub fn copy_in(addr: usize, out: &mut [u8]) -> bool {
-    if out.is_empty() {
-        return true;
-    }
-    let local = libc::iovec {
-        iov_base: out.as_mut_ptr().cast(),
-        iov_len: out.len(),
-    };
-    let remote = libc::iovec {
-        iov_base: addr as *mut libc::c_void,
-        iov_len: out.len(),
-    };
-    // SAFETY: `local` is our own writable buffer; the kernel checks
-    // `remote` and fails with EFAULT instead of faulting.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_process_vm_readv,
-            crate::sys::getpid(),
-            &local as *const libc::iovec,
-            1usize,
-            &remote as *const libc::iovec,
-            1usize,
-            0usize,
-        )
-    };
-    if r == out.len() as libc::c_long {
-        return true;
-    }
-    if r >= 0 || crate::sys::errno() == libc::EFAULT || addr < PAGE {
-        return false;
-    }
-    // SAFETY: the kernel would not say; the program's own argument, which
-    // libc requires to be readable for its length.
-    unsafe { core::ptr::copy_nonoverlapping(addr as *const u8, out.as_mut_ptr(), out.len()) };
-    true
 }

@@ -793,43 +793,96 @@ pub unsafe extern "C" fn __mpaudit_syscall(
         w[i] = env as c_long;
         real(w) as c_int
     };
-    // SAFETY (every arm): the program's own arguments, handed to the same
+    // SAFETY: every arm hands the program's own arguments to the same
     // helpers as the wrappers' (pointers as valid as the kernel requires).
     unsafe {
         match number {
             #[cfg(target_arch = "x86_64")]
-            libc::SYS_open => file_access(caller, open_call("open", libc::AT_FDCWD, s(0), d(1)), |p, _| real(with(0, p))),
+            libc::SYS_open => file_access(
+                caller,
+                open_call("open", libc::AT_FDCWD, s(0), d(1)),
+                |p, _| real(with(0, p)),
+            ),
             #[cfg(target_arch = "x86_64")]
-            libc::SYS_creat => file_access(caller, open_call("creat", libc::AT_FDCWD, s(0), libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC), |p, _| real(with(0, p))),
+            libc::SYS_creat => file_access(
+                caller,
+                open_call(
+                    "creat",
+                    libc::AT_FDCWD,
+                    s(0),
+                    libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC,
+                ),
+                |p, _| real(with(0, p)),
+            ),
             #[cfg(target_arch = "x86_64")]
-            libc::SYS_rename => file_access(caller, renaming("rename", cwd(s(0)), cwd(s(1))), |p, q| real(with2(0, p, 1, q))),
+            libc::SYS_rename => {
+                file_access(caller, renaming("rename", cwd(s(0)), cwd(s(1))), |p, q| {
+                    real(with2(0, p, 1, q))
+                })
+            }
             #[cfg(target_arch = "x86_64")]
-            libc::SYS_unlink => file_access(caller, removal("unlink", cwd(s(0))), |p, _| real(with(0, p))),
+            libc::SYS_unlink => file_access(caller, removal("unlink", cwd(s(0))), |p, _| {
+                real(with(0, p))
+            }),
             #[cfg(target_arch = "x86_64")]
-            libc::SYS_rmdir => file_access(caller, removal("rmdir", cwd(s(0))), |p, _| real(with(0, p))),
+            libc::SYS_rmdir => {
+                file_access(caller, removal("rmdir", cwd(s(0))), |p, _| real(with(0, p)))
+            }
             #[cfg(target_arch = "x86_64")]
-            libc::SYS_mkdir => file_access(caller, creation("mkdir", cwd(s(0)), None), |p, _| real(with(0, p))),
+            libc::SYS_mkdir => file_access(caller, creation("mkdir", cwd(s(0)), None), |p, _| {
+                real(with(0, p))
+            }),
             #[cfg(target_arch = "x86_64")]
-            libc::SYS_link => file_access(caller, creation("link", cwd(s(0)), Some(cwd(s(1)))), |p, q| real(with2(0, p, 1, q))),
+            libc::SYS_link => file_access(
+                caller,
+                creation("link", cwd(s(0)), Some(cwd(s(1)))),
+                |p, q| real(with2(0, p, 1, q)),
+            ),
             #[cfg(target_arch = "x86_64")]
-            libc::SYS_symlink => file_access(caller, creation("symlink", cwd(s(0)), Some(cwd(s(1)))), |_, q| real(with(1, q))),
+            libc::SYS_symlink => file_access(
+                caller,
+                creation("symlink", cwd(s(0)), Some(cwd(s(1)))),
+                |_, q| real(with(1, q)),
+            ),
             #[cfg(target_arch = "x86_64")]
-            libc::SYS_chmod => file_access(caller, metadata("chmod", cwd(s(0))), |p, _| real(with(0, p))),
+            libc::SYS_chmod => file_access(caller, metadata("chmod", cwd(s(0))), |p, _| {
+                real(with(0, p))
+            }),
             #[cfg(target_arch = "x86_64")]
-            libc::SYS_chown => file_access(caller, metadata("chown", cwd(s(0))), |p, _| real(with(0, p))),
+            libc::SYS_chown => file_access(caller, metadata("chown", cwd(s(0))), |p, _| {
+                real(with(0, p))
+            }),
             #[cfg(target_arch = "x86_64")]
-            libc::SYS_lchown => file_access(caller, metadata("lchown", cwd(s(0))), |p, _| real(with(0, p))),
+            libc::SYS_lchown => file_access(caller, metadata("lchown", cwd(s(0))), |p, _| {
+                real(with(0, p))
+            }),
             #[cfg(target_arch = "x86_64")]
-            libc::SYS_utime => file_access(caller, metadata("utime", cwd(s(0))), |p, _| real(with(0, p))),
+            libc::SYS_utime => file_access(caller, metadata("utime", cwd(s(0))), |p, _| {
+                real(with(0, p))
+            }),
             #[cfg(target_arch = "x86_64")]
-            libc::SYS_utimes => file_access(caller, metadata("utimes", cwd(s(0))), |p, _| real(with(0, p))),
+            libc::SYS_utimes => file_access(caller, metadata("utimes", cwd(s(0))), |p, _| {
+                real(with(0, p))
+            }),
             #[cfg(target_arch = "x86_64")]
-            libc::SYS_futimesat if a[1] != 0 => file_access(caller, metadata("futimesat", at(d(0), s(1))), |p, _| real(with(1, p))),
+            libc::SYS_futimesat if a[1] != 0 => {
+                file_access(caller, metadata("futimesat", at(d(0), s(1))), |p, _| {
+                    real(with(1, p))
+                })
+            }
             #[cfg(target_arch = "x86_64")]
-            libc::SYS_mknod => file_access(caller, node("mknod", cwd(s(0))), |p, _| real(with(0, p))),
+            libc::SYS_mknod => {
+                file_access(caller, node("mknod", cwd(s(0))), |p, _| real(with(0, p)))
+            }
             #[cfg(target_arch = "x86_64")]
-            libc::SYS_stat | libc::SYS_lstat | libc::SYS_access => reroute(cwd(s(0)), |p| real(with(0, p))),
-            libc::SYS_openat => file_access(caller, open_call("openat", d(0), s(1), d(2)), |p, _| real(with(1, p))),
+            libc::SYS_stat | libc::SYS_lstat | libc::SYS_access => {
+                reroute(cwd(s(0)), |p| real(with(0, p)))
+            }
+            libc::SYS_openat => {
+                file_access(caller, open_call("openat", d(0), s(1), d(2)), |p, _| {
+                    real(with(1, p))
+                })
+            }
             libc::SYS_openat2 => {
                 // struct open_how begins with the u64 flags.
                 let mut how = [0u8; 8];
@@ -837,29 +890,93 @@ pub unsafe extern "C" fn __mpaudit_syscall(
                     return real(a); // EFAULT, as bare
                 }
                 let flags = u64::from_ne_bytes(how) as c_int;
-                file_access(caller, open_call("openat2", d(0), s(1), flags), |p, _| real(with(1, p)))
+                file_access(caller, open_call("openat2", d(0), s(1), flags), |p, _| {
+                    real(with(1, p))
+                })
             }
-            libc::SYS_renameat => file_access(caller, renaming("renameat", at(d(0), s(1)), at(d(2), s(3))), |p, q| real(with2(1, p, 3, q))),
-            libc::SYS_renameat2 => file_access(caller, renaming("renameat2", at(d(0), s(1)), at(d(2), s(3))), |p, q| real(with2(1, p, 3, q))),
-            libc::SYS_unlinkat => file_access(caller, removal("unlinkat", at(d(0), s(1))), |p, _| real(with(1, p))),
-            libc::SYS_mkdirat => file_access(caller, creation("mkdirat", at(d(0), s(1)), None), |p, _| real(with(1, p))),
-            libc::SYS_linkat => file_access(caller, creation("linkat", at(d(0), s(1)), Some(at(d(2), s(3)))), |p, q| real(with2(1, p, 3, q))),
-            libc::SYS_symlinkat => file_access(caller, creation("symlinkat", cwd(s(0)), Some(at(d(1), s(2)))), |_, q| real(with(2, q))),
-            libc::SYS_truncate => file_access(caller, truncation("truncate", cwd(s(0))), |p, _| real(with(0, p))),
-            libc::SYS_fchmodat => file_access(caller, metadata("fchmodat", at(d(0), s(1))), |p, _| real(with(1, p))),
-            SYS_FCHMODAT2 => file_access(caller, metadata("fchmodat2", at(d(0), s(1))), |p, _| real(with(1, p))),
-            libc::SYS_fchownat => file_access(caller, metadata("fchownat", at(d(0), s(1))), |p, _| real(with(1, p))),
-            libc::SYS_utimensat if a[1] != 0 => file_access(caller, metadata("utimensat", at(d(0), s(1))), |p, _| real(with(1, p))),
-            libc::SYS_mknodat => file_access(caller, node("mknodat", at(d(0), s(1))), |p, _| real(with(1, p))),
-            libc::SYS_bind => bind_to_path(caller, d(0), a[1] as *const libc::sockaddr, a[2] as libc::socklen_t, |addr, len| {
-                let mut w = a;
-                w[1] = addr as c_long;
-                w[2] = len as c_long;
-                real(w) as c_int
-            }) as c_long,
-            libc::SYS_execve => process::exec(s(0), a[1] as *const *const c_char, a[2] as *const *const c_char, |env| exec_with(2, env)) as c_long,
-            libc::SYS_execveat => exec_at(d(0), s(1), a[2] as *const *const c_char, a[3] as *const *const c_char, d(4), |env| exec_with(3, env)) as c_long,
-            libc::SYS_newfstatat | libc::SYS_statx | libc::SYS_faccessat | libc::SYS_faccessat2 => reroute(at(d(0), s(1)), |p| real(with(1, p))),
+            libc::SYS_renameat => file_access(
+                caller,
+                renaming("renameat", at(d(0), s(1)), at(d(2), s(3))),
+                |p, q| real(with2(1, p, 3, q)),
+            ),
+            libc::SYS_renameat2 => file_access(
+                caller,
+                renaming("renameat2", at(d(0), s(1)), at(d(2), s(3))),
+                |p, q| real(with2(1, p, 3, q)),
+            ),
+            libc::SYS_unlinkat => {
+                file_access(caller, removal("unlinkat", at(d(0), s(1))), |p, _| {
+                    real(with(1, p))
+                })
+            }
+            libc::SYS_mkdirat => {
+                file_access(caller, creation("mkdirat", at(d(0), s(1)), None), |p, _| {
+                    real(with(1, p))
+                })
+            }
+            libc::SYS_linkat => file_access(
+                caller,
+                creation("linkat", at(d(0), s(1)), Some(at(d(2), s(3)))),
+                |p, q| real(with2(1, p, 3, q)),
+            ),
+            libc::SYS_symlinkat => file_access(
+                caller,
+                creation("symlinkat", cwd(s(0)), Some(at(d(1), s(2)))),
+                |_, q| real(with(2, q)),
+            ),
+            libc::SYS_truncate => file_access(caller, truncation("truncate", cwd(s(0))), |p, _| {
+                real(with(0, p))
+            }),
+            libc::SYS_fchmodat => {
+                file_access(caller, metadata("fchmodat", at(d(0), s(1))), |p, _| {
+                    real(with(1, p))
+                })
+            }
+            SYS_FCHMODAT2 => file_access(caller, metadata("fchmodat2", at(d(0), s(1))), |p, _| {
+                real(with(1, p))
+            }),
+            libc::SYS_fchownat => {
+                file_access(caller, metadata("fchownat", at(d(0), s(1))), |p, _| {
+                    real(with(1, p))
+                })
+            }
+            libc::SYS_utimensat if a[1] != 0 => {
+                file_access(caller, metadata("utimensat", at(d(0), s(1))), |p, _| {
+                    real(with(1, p))
+                })
+            }
+            libc::SYS_mknodat => file_access(caller, node("mknodat", at(d(0), s(1))), |p, _| {
+                real(with(1, p))
+            }),
+            libc::SYS_bind => bind_to_path(
+                caller,
+                d(0),
+                a[1] as *const libc::sockaddr,
+                a[2] as libc::socklen_t,
+                |addr, len| {
+                    let mut w = a;
+                    w[1] = addr as c_long;
+                    w[2] = len as c_long;
+                    real(w) as c_int
+                },
+            ) as c_long,
+            libc::SYS_execve => process::exec(
+                s(0),
+                a[1] as *const *const c_char,
+                a[2] as *const *const c_char,
+                |env| exec_with(2, env),
+            ) as c_long,
+            libc::SYS_execveat => exec_at(
+                d(0),
+                s(1),
+                a[2] as *const *const c_char,
+                a[3] as *const *const c_char,
+                d(4),
+                |env| exec_with(3, env),
+            ) as c_long,
+            libc::SYS_newfstatat | libc::SYS_statx | libc::SYS_faccessat | libc::SYS_faccessat2 => {
+                reroute(at(d(0), s(1)), |p| real(with(1, p)))
+            }
             _ => real(a),
         }
     }

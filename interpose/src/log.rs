@@ -329,18 +329,22 @@ impl Encode for Staged<'_> {
 /// when it can, else with pwrite. `closing` records may use the tail.
 /// Returns whether the event was written.
 fn write_reserved<E: Encode>(event: &E, closing: bool) -> bool {
-    let _in_flight = InFlight::enter();
     let mut counter = Counter::default();
     event.encode(&mut counter);
     let len = counter.0 as u64;
     let Some(off) = reserve(len, closing) else {
         return false;
     };
+    // Counted in flight before FINAL is read: an exec that sets FINAL and
+    // then finds none in flight knows that no copy through the mapping is
+    // under way or will start (both SeqCst).
+    let in_flight = InFlight::enter();
     // Read after the reservation (see the module comment: trim at exit).
     let after_final = FINAL.load(SeqCst);
     if !after_final && !PWRITE_ONLY.load(Relaxed) && write_mapped(off, len, event) {
         return true;
     }
+    drop(in_flight);
     let trimmed = TRIMMED.load(SeqCst);
     let mut r = write_at(off, len, event);
     if r.is_ok() && after_final && !trimmed && wait_for_trim() {
@@ -357,10 +361,10 @@ fn write_reserved<E: Encode>(event: &E, closing: bool) -> bool {
     }
 }
 
-/// Events between their reservation and the end of their copy. An exec
-/// kills every other thread where it stands: one killed halfway through
-/// copying its event leaves a torn line, so exec waits for this to drain
-/// first ([`wait_for_writers`]).
+/// Events being copied through a mapping. An exec kills every other
+/// thread where it stands: one killed halfway through copying its event
+/// leaves a torn line, so exec waits for this to drain first
+/// ([`wait_for_writers`]). Writers that find `FINAL` set use `pwrite`.
 static IN_FLIGHT: AtomicU32 = AtomicU32::new(0);
 
 struct InFlight;
@@ -378,13 +382,14 @@ impl Drop for InFlight {
     }
 }
 
-/// Before an exec (after [`finish`]): waits, bounded, until no other
-/// thread is copying an event, so that the exec cannot tear a line. Spins
-/// with `sched_yield` (async-signal-safe, no lock); gives up after a while
-/// (an exec from a signal handler that interrupted this thread's own
-/// write would wait for itself), leaving at worst the torn line readers
-/// already skip. Writers that start later see `FINAL` and use `pwrite`:
-/// an event within one page is written whole or not at all.
+/// Before an exec (after [`finish`], which sets `FINAL`): waits, bounded,
+/// until no thread is copying an event through a mapping, so that the exec
+/// cannot tear a line; none starts afterwards. Spins with `sched_yield`
+/// (async-signal-safe, no lock); gives up after a while (an exec from a
+/// signal handler that interrupted this thread's own copy would wait for
+/// itself), leaving at worst the torn line readers already skip. Writers
+/// use `pwrite` from then on: an event within one page is written whole
+/// or not at all when the exec kills its thread.
 pub fn wait_for_writers() {
     for _ in 0..100_000 {
         if IN_FLIGHT.load(SeqCst) == 0 {

@@ -584,7 +584,10 @@ pub fn refuse_spawn(file_actions: usize, errno: c_int) -> bool {
         return true;
     }
     for (slot, e) in REFUSED_ACTIONS.iter().zip(&REFUSED_ERRNO) {
-        if slot.compare_exchange(0, file_actions, SeqCst, Relaxed).is_ok() {
+        if slot
+            .compare_exchange(0, file_actions, SeqCst, Relaxed)
+            .is_ok()
+        {
             e.store(errno, SeqCst);
             return true;
         }

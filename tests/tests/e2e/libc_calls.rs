@@ -87,6 +87,11 @@ fn exec(dir: &TestDir, action: &str, workers: u32, args: &[&str]) -> Run {
     if action != "log" {
         c.args(["--action", action]);
     }
+    if action == "redirect" {
+        // Merged elsewhere: the job directory shows what the run itself did
+        // (merging back into it is the runner's business, tested there).
+        c.args(["--merge-dir", "merged"]);
+    }
     c.arg("--").arg(fixture("libc_calls")).args(args);
     let out = run(&mut c, DEADLINE);
     let report: Value = serde_json::from_slice(&std::fs::read(&report_file).unwrap_or_default())
@@ -115,6 +120,9 @@ struct Expect<'a> {
     op: &'a str,
     /// The program's output in deny mode (the call fails with EACCES).
     denied_stdout: &'a str,
+    /// The run's exit status in deny mode: 1 (rogue), or 3 when the
+    /// program itself fails for it (the job failed).
+    denied_code: i32,
     /// The file as the call leaves it (checked on the shared file in log
     /// mode and on the worker's copy under redirect).
     changed: &'a dyn Fn(&Path) -> bool,
@@ -133,7 +141,11 @@ fn rogue_write_in_every_mode(dir: &TestDir, args: &[&str], want: Expect) {
     let log = exec(dir, "log", 1, args);
     assert_eq!(log.stdout(), bare_out, "log mode changes nothing");
     assert_eq!(log.code(), 1, "a rogue write: exit 1\n{}", log.context());
-    assert!((want.changed)(&log.dir.join(want.name)), "{}", log.context());
+    assert!(
+        (want.changed)(&log.dir.join(want.name)),
+        "{}",
+        log.context()
+    );
     let w = log.accesses_by(want.name, want.op);
     assert_eq!(w.len(), 1, "one {} event\n{}", want.op, log.context());
     assert_eq!(w[0]["verdict"], "rogue", "{}", w[0]);
@@ -172,7 +184,7 @@ fn rogue_write_in_every_mode(dir: &TestDir, args: &[&str], want: Expect) {
 
     let deny = exec(dir, "deny", 1, args);
     assert_eq!(deny.stdout(), want.denied_stdout, "{}", deny.context());
-    assert_eq!(deny.code(), 1, "{}", deny.context());
+    assert_eq!(deny.code(), want.denied_code, "{}", deny.context());
     assert!(
         (want.untouched)(&deny.dir.join(want.name)),
         "deny changes nothing\n{}",
@@ -215,6 +227,7 @@ e2e!(raw_syscall_openat_is_a_rogue_write, |dir| {
         Expect {
             name: "raw.txt",
             op: "openat",
+            denied_code: 1,
             denied_stdout: "syscall(SYS_openat): errno 13\ncontent of raw.txt: missing (errno 2)\n",
             changed: &|p| std::fs::read_to_string(p).ok().as_deref() == Some("raw\n"),
             untouched: &missing,
@@ -255,6 +268,7 @@ e2e!(chmod_of_a_shared_file_is_a_rogue_write, |dir| {
         Expect {
             name: "shared.txt",
             op: "chmod",
+            denied_code: 1,
             denied_stdout: "chmod: errno 13\nstat of shared.txt: file mode 644\n",
             changed: &|p| {
                 mode_of(p) == Some(0o600)
@@ -272,6 +286,7 @@ e2e!(fchmodat_of_a_shared_file_is_a_rogue_write, |dir| {
         Expect {
             name: "shared.txt",
             op: "fchmodat",
+            denied_code: 1,
             denied_stdout: "fchmodat: errno 13\nstat of shared.txt: file mode 644\n",
             changed: &|p| mode_of(p) == Some(0o640),
             untouched: &shared_as_before,
@@ -286,6 +301,7 @@ e2e!(utimensat_of_a_shared_file_is_a_rogue_write, |dir| {
         Expect {
             name: "shared.txt",
             op: "utimensat",
+            denied_code: 1,
             denied_stdout: "utimensat: errno 13\nstat of shared.txt: file mode 644\n",
             changed: &|p| mtime_of(p) == Some(1_000_000_000),
             untouched: &|p| shared_as_before(p) && mtime_of(p) != Some(1_000_000_000),
@@ -300,6 +316,7 @@ e2e!(utimes_of_a_shared_file_is_a_rogue_write, |dir| {
         Expect {
             name: "shared.txt",
             op: "utimes",
+            denied_code: 1,
             denied_stdout: "utimes: errno 13\nstat of shared.txt: file mode 644\n",
             changed: &|p| mtime_of(p) == Some(1_000_000_000),
             untouched: &|p| shared_as_before(p) && mtime_of(p) != Some(1_000_000_000),
@@ -316,6 +333,7 @@ e2e!(chown_of_a_shared_file_is_a_rogue_write, |dir| {
         Expect {
             name: "shared.txt",
             op: "chown",
+            denied_code: 1,
             denied_stdout: "chown: errno 13\nstat of shared.txt: file mode 644\n",
             changed: &|p| std::fs::read_to_string(p).ok().as_deref() == Some("hello\n"),
             untouched: &shared_as_before,
@@ -330,6 +348,7 @@ e2e!(mkfifo_in_the_job_directory_is_a_rogue_write, |dir| {
         Expect {
             name: "fifo",
             op: "mkfifo",
+            denied_code: 1,
             denied_stdout: "mkfifo: errno 13\nstat of fifo: missing (errno 2)\n",
             changed: &|p| std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_fifo()),
             untouched: &missing,
@@ -344,6 +363,7 @@ e2e!(mknod_in_the_job_directory_is_a_rogue_write, |dir| {
         Expect {
             name: "node",
             op: "mknod",
+            denied_code: 1,
             denied_stdout: "mknod: errno 13\nstat of node: missing (errno 2)\n",
             changed: &|p| std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_file()),
             untouched: &missing,
@@ -358,6 +378,7 @@ e2e!(binding_a_unix_socket_to_a_path_is_a_rogue_write, |dir| {
         Expect {
             name: "sock",
             op: "bind",
+            denied_code: 1,
             denied_stdout: "bind: errno 13\nstat of sock: missing (errno 2)\n",
             changed: &|p| std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_socket()),
             untouched: &missing,
@@ -373,6 +394,7 @@ e2e!(posix_spawn_file_action_opens_are_rogue_writes, |dir| {
             name: "spawned.txt",
             op: "posix_spawn_file_actions_addopen",
             // The open would fail in the child: posix_spawn returns its errno.
+            denied_code: 1,
             denied_stdout:
                 "addopen: 0\nposix_spawn: 13\ncontent of spawned.txt: missing (errno 2)\n",
             changed: &|p| std::fs::read_to_string(p).ok().as_deref() == Some("spawned\n"),
@@ -382,13 +404,20 @@ e2e!(posix_spawn_file_action_opens_are_rogue_writes, |dir| {
 });
 
 /// A child started with a scrubbed environment still writes as worker 0.
-fn child_is_audited(dir: &TestDir, args: &[&str], name: &str, denied_stdout: &str) {
+fn child_is_audited(
+    dir: &TestDir,
+    args: &[&str],
+    name: &str,
+    denied_stdout: &str,
+    denied_code: i32,
+) {
     rogue_write_in_every_mode(
         dir,
         args,
         Expect {
             name,
             op: "open",
+            denied_code,
             denied_stdout,
             changed: &|p| std::fs::metadata(p).is_ok_and(|m| m.len() > 0),
             untouched: &missing,
@@ -397,7 +426,8 @@ fn child_is_audited(dir: &TestDir, args: &[&str], name: &str, denied_stdout: &st
 }
 
 e2e!(execveat_with_an_empty_environment_stays_audited, |dir| {
-    child_is_audited(&dir, &["execveat"], "execveat.txt", "");
+    // Denied, the shell fails to create its file: the job failed (exit 3).
+    child_is_audited(&dir, &["execveat"], "execveat.txt", "", 3);
     let log = exec(&dir, "log", 1, &["execveat"]);
     let exec_event = log
         .events
@@ -408,11 +438,17 @@ e2e!(execveat_with_an_empty_environment_stays_audited, |dir| {
 });
 
 e2e!(system_after_unsetenv_ld_preload_stays_audited, |dir| {
-    child_is_audited(&dir, &["system"], "system.txt", "system: status 512\n");
+    child_is_audited(&dir, &["system"], "system.txt", "system: status 512\n", 1);
 });
 
 e2e!(popen_after_unsetenv_ld_preload_stays_audited, |dir| {
-    child_is_audited(&dir, &["popen"], "popen.txt", "popen read: pclose: 512\n");
+    child_is_audited(
+        &dir,
+        &["popen"],
+        "popen.txt",
+        "popen read: pclose: 512\n",
+        1,
+    );
 });
 
 e2e!(chmod_of_one_file_by_two_workers_is_a_conflict, |dir| {
@@ -421,22 +457,29 @@ e2e!(chmod_of_one_file_by_two_workers_is_a_conflict, |dir| {
     let conflicts = r.report["conflicts"].as_array().expect("conflicts");
     let c = conflicts
         .iter()
-        .find(|c| c["path"].as_str().is_some_and(|p| p.ends_with("/shared.txt")))
+        .find(|c| {
+            c["path"]
+                .as_str()
+                .is_some_and(|p| p.ends_with("/shared.txt"))
+        })
         .unwrap_or_else(|| panic!("shared.txt is a conflict\n{}", r.context()));
     assert_eq!(c["writers"].as_array().map(Vec::len), Some(2), "{c}");
 });
 
-e2e!(invalid_path_pointers_fail_with_efault_in_every_mode, |dir| {
-    // Before: deny and redirect read the path before the call and crashed
-    // (SIGSEGV) where libc returns EFAULT; exec did in every mode.
-    let args = ["bad-pointers"];
-    let bare_out = bare(&dir, &args);
-    assert!(bare_out.contains("execve envp: errno 14"), "{bare_out}");
-    for mode in ["log", "redirect", "deny"] {
-        let r = exec(&dir, mode, 1, &args);
-        assert_eq!(r.stdout(), bare_out, "{mode}\n{}", r.context());
+e2e!(
+    invalid_path_pointers_fail_with_efault_in_every_mode,
+    |dir| {
+        // Before: deny and redirect read the path before the call and crashed
+        // (SIGSEGV) where libc returns EFAULT; exec did in every mode.
+        let args = ["bad-pointers"];
+        let bare_out = bare(&dir, &args);
+        assert!(bare_out.contains("execve envp: errno 14"), "{bare_out}");
+        for mode in ["log", "redirect", "deny"] {
+            let r = exec(&dir, mode, 1, &args);
+            assert_eq!(r.stdout(), bare_out, "{mode}\n{}", r.context());
+        }
     }
-});
+);
 
 e2e!(deny_of_a_hopeless_path_fails_as_bare, |dir| {
     // Before: a path of 4096 bytes or more under deny gave EACCES where
