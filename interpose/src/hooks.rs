@@ -205,12 +205,47 @@ fn renaming(op: &'static str, old: PathArg, new: PathArg) -> Call {
 }
 
 /// chmod, chown, utimes: an existing file's metadata changes; a redirect
-/// starts from the original (copied up), like a truncate.
+/// starts from the original (copied up), like a truncate. A directory is
+/// not copied up: its change is judged and logged, never redirected, like
+/// a mkdir (a redirect would act on a copy that does not exist).
 fn metadata(op: &'static str, path: PathArg) -> Call {
     Call {
         keeps_content: true,
+        makes_directory: redirecting() && is_directory(path),
         ..ns(op, path, None)
     }
+}
+
+/// This process redirects its rogue writes (a worker under `redirect`).
+fn redirecting() -> bool {
+    crate::state::ready()
+        && crate::state::worker().is_some()
+        && crate::state::SAVED.get().action == mpaudit_core::policy::ActionSetting::Redirect
+}
+
+/// Whether `path` names a directory (following symlinks, as chmod does).
+/// An unreadable path is none: the call fails with EFAULT anyway.
+fn is_directory(path: PathArg) -> bool {
+    let _errno = crate::sys::ErrnoGuard::save();
+    let mut pages = crate::checked::Pages::default();
+    // SAFETY: a checked read of the program's argument.
+    if unsafe { pages.c_bytes(path.path, 4097) }.is_none() {
+        return false;
+    }
+    // SAFETY: libc::stat is plain integers, for which all-zero is valid.
+    let mut st: libc::stat = unsafe { core::mem::zeroed() };
+    // SAFETY: the path was found readable up to its NUL (or the kernel
+    // stops at PATH_MAX); `st` is a writable stat.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_newfstatat,
+            path.dirfd,
+            path.path,
+            &mut st as *mut libc::stat,
+            0,
+        )
+    };
+    r == 0 && st.st_mode & libc::S_IFMT == libc::S_IFDIR
 }
 
 /// mkfifo, mknod, bind: a new file system node (redirected like a created

@@ -332,7 +332,11 @@ fn write_reserved<E: Encode>(event: &E, closing: bool) -> bool {
     let mut counter = Counter::default();
     event.encode(&mut counter);
     let len = counter.0 as u64;
-    let Some(off) = reserve(len, closing) else {
+    // Once the log is trimmed (exit, exec) events go by pwrite, which the
+    // kill of an exec or exit_group can cut at a page boundary: such an
+    // event gets a page to itself when it fits one (NULs before it).
+    let whole_page = FINAL.load(SeqCst);
+    let Some(off) = reserve(len, closing, whole_page) else {
         return false;
     };
     // Counted in flight before FINAL is read: an exec that sets FINAL and
@@ -418,24 +422,32 @@ fn wait_for_trim() -> bool {
 }
 
 /// Reserves `len` bytes, growing the log when needed. `None`: the event
-/// cannot be logged (logging stopped, or stops now).
-fn reserve(len: u64, closing: bool) -> Option<u64> {
+/// cannot be logged (logging stopped, or stops now). `whole_page`: an
+/// event that fits in a page does not straddle two (it starts at the next
+/// page when it would).
+fn reserve(len: u64, closing: bool, whole_page: bool) -> Option<u64> {
+    const PAGE: u64 = 4096;
     let tail = if closing { 0 } else { RESERVE };
     let mut off = OFFSET.load(Relaxed);
     loop {
         if !closing && STOPPED.load(Relaxed) {
             return None;
         }
+        let start = if whole_page && len <= PAGE && off % PAGE + len > PAGE {
+            off.next_multiple_of(PAGE)
+        } else {
+            off
+        };
         let room = CAPACITY.load(Acquire).saturating_sub(tail);
-        if off + len > room {
-            if STOPPED.load(Relaxed) || !grow(off + len + tail) {
+        if start + len > room {
+            if STOPPED.load(Relaxed) || !grow(start + len + tail) {
                 return None;
             }
             off = OFFSET.load(Relaxed);
             continue;
         }
-        match OFFSET.compare_exchange_weak(off, off + len, SeqCst, Relaxed) {
-            Ok(_) => return Some(off),
+        match OFFSET.compare_exchange_weak(off, start + len, SeqCst, Relaxed) {
+            Ok(_) => return Some(start),
             Err(now) => off = now,
         }
     }
