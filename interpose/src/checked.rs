@@ -2,9 +2,9 @@
 //! them. Deny, redirect and exec must read a path (or an argv) before libc
 //! does; bare libc hands an invalid pointer to the kernel, which fails with
 //! EFAULT, where a plain read of ours would fault. So every page such a read
-//! touches is first found readable by the kernel (`process_vm_readv` on
-//! ourselves, one system call per page), and a call whose arguments are not
-//! readable goes to libc untouched, which fails it as bare.
+//! touches is first found readable by the kernel (a zero-timeout futex wait
+//! on a word of it, one system call per page), and a call whose arguments
+//! are not readable goes to libc untouched, which fails it as bare.
 //!
 //! Also here: paths the kernel refuses whatever the policy says (too long,
 //! empty), which a deny must not turn into EACCES.
@@ -23,9 +23,8 @@ pub struct Pages {
 
 impl Pages {
     /// Whether the byte at `addr` is readable: by the page cache above, or
-    /// by asking the kernel. Where `process_vm_readv` is refused (a seccomp
-    /// profile that forbids it: EPERM, ENOSYS) every address counts as
-    /// readable, as before this check existed.
+    /// by asking the kernel. Where the kernel will not say (futex refused)
+    /// every address counts as readable, as before this check existed.
     pub fn readable(&mut self, addr: usize) -> bool {
         let page = addr & !(PAGE - 1);
         if page == self.last && page != 0 {
@@ -94,31 +93,33 @@ impl Pages {
     }
 }
 
-/// The kernel's word that the byte at `addr` cannot be read (EFAULT).
+/// The kernel's word that the byte at `addr` cannot be read (EFAULT):
+/// `futex(FUTEX_WAIT_PRIVATE)` on the aligned word holding it, with a zero
+/// timeout, reads that word (a private futex needs no other lookup) and
+/// returns at once: EAGAIN when it differs from the value given, ETIMEDOUT
+/// when it is equal, EFAULT when it cannot be read. No side effect, no
+/// process id (unlike `process_vm_readv`, which would read the parent's
+/// memory with a pid cached before an unseen fork, and costs twice as
+/// much). Any other error (a seccomp profile refusing futex) says nothing.
 fn unreadable(addr: usize) -> bool {
-    let mut byte = 0u8;
-    let local = libc::iovec {
-        iov_base: (&mut byte as *mut u8).cast(),
-        iov_len: 1,
+    let zero = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
     };
-    let remote = libc::iovec {
-        iov_base: addr as *mut libc::c_void,
-        iov_len: 1,
-    };
-    // SAFETY: `local` describes our own live byte; `remote` is only read by
-    // the kernel, which checks it and fails with EFAULT instead of faulting.
+    // SAFETY: the kernel only reads the word at the aligned address,
+    // checked, and the timespec on our stack.
     let r = unsafe {
         libc::syscall(
-            libc::SYS_process_vm_readv,
-            crate::sys::getpid(),
-            &local as *const libc::iovec,
-            1usize,
-            &remote as *const libc::iovec,
-            1usize,
+            libc::SYS_futex,
+            addr & !3,
+            libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
+            0x5a5a_5a5a_u32,
+            &zero as *const libc::timespec,
             0usize,
+            0u32,
         )
     };
-    r != 1 && crate::sys::errno() == libc::EFAULT
+    r != 0 && crate::sys::errno() == libc::EFAULT
 }
 
 /// What a policy hook may do with a call before running it.
@@ -169,43 +170,20 @@ fn kernel_refuses(path: &[u8]) -> bool {
         || path.split(|&b| b == b'/').any(|c| c.len() > NAME_MAX)
 }
 
-/// Copies `out.len()` bytes of the program's memory at `addr` into `out`
-/// (a struct argument such as bind's address or openat2's `open_how`):
-/// false when the kernel says they are unreadable. Where
-/// `process_vm_readv` is refused, they are read directly, as before.
+/// Copies `out.len()` bytes (at most a page) of the program's memory at
+/// `addr` into `out` (a struct argument such as bind's address or
+/// openat2's `open_how`): false when the kernel says they are unreadable.
 pub fn copy_in(addr: usize, out: &mut [u8]) -> bool {
     if out.is_empty() {
         return true;
     }
-    let local = libc::iovec {
-        iov_base: out.as_mut_ptr().cast(),
-        iov_len: out.len(),
-    };
-    let remote = libc::iovec {
-        iov_base: addr as *mut libc::c_void,
-        iov_len: out.len(),
-    };
-    // SAFETY: `local` is our own writable buffer; the kernel checks
-    // `remote` and fails with EFAULT instead of faulting.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_process_vm_readv,
-            crate::sys::getpid(),
-            &local as *const libc::iovec,
-            1usize,
-            &remote as *const libc::iovec,
-            1usize,
-            0usize,
-        )
-    };
-    if r == out.len() as libc::c_long {
-        return true;
-    }
-    if r >= 0 || crate::sys::errno() == libc::EFAULT || addr < PAGE {
+    debug_assert!(out.len() <= PAGE);
+    let mut pages = Pages::default();
+    if !pages.readable(addr) || !pages.readable(addr + out.len() - 1) {
         return false;
     }
-    // SAFETY: the kernel would not say; the program's own argument, which
-    // libc requires to be readable for its length.
+    // SAFETY: both ends, so (at most a page long) every byte, lie in
+    // readable pages.
     unsafe { core::ptr::copy_nonoverlapping(addr as *const u8, out.as_mut_ptr(), out.len()) };
     true
 }
