@@ -388,11 +388,9 @@ fn is_static_elf(fd: c_int) -> bool {
 /// Resolves `file` through PATH the way execvp does (first executable hit),
 /// into `out`; a name with a slash is used as is.
 pub fn search_path(file: *const c_char, out: &mut [u8]) -> Option<usize> {
-    if file.is_null() {
-        return None;
-    }
-    // SAFETY: C string.
-    let name = unsafe { sys::c_bytes(file, 4096) };
+    // SAFETY: a checked read of the program's argument (an unreadable one
+    // is left to libc, which fails with EFAULT).
+    let name = unsafe { crate::checked::Pages::default().c_bytes(file, 4096) }?;
     if name.contains(&b'/') || name.is_empty() {
         let n = name.len().min(out.len() - 1);
         out[..n].copy_from_slice(&name[..n]);
