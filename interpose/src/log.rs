@@ -248,6 +248,9 @@ pub fn dropped() -> u64 {
 /// plain resets are safe.
 pub fn forget_after_fork() {
     ENABLED.store(false, SeqCst);
+    // The parent's threads copying events are not the child's: its execs
+    // must not wait for them.
+    IN_FLIGHT.store(0, SeqCst);
     for s in SLOT.iter() {
         let base = s.base.swap(0, SeqCst);
         if base != 0 {
@@ -382,7 +385,9 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        IN_FLIGHT.fetch_sub(1, SeqCst);
+        // Saturating: a copy a fork child's signal handler interrupted was
+        // counted in the parent and reset in the child.
+        let _ = IN_FLIGHT.fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1));
     }
 }
 
