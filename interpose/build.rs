@@ -1,6 +1,6 @@
-//! Compiles the C-variadic exec shims (variadic.c) into libmpaudit.so and
-//! exports them: rustc's own version script hides every symbol that is not
-//! a Rust `#[no_mangle]` item, so a second script names these three global.
+//! Compiles the C-variadic shims (variadic.c: the exec family and
+//! syscall) into libmpaudit.so and exports them: rustc's own version script hides every symbol that is not
+//! a Rust `#[no_mangle]` item, so a second script names these global.
 fn main() {
     println!("cargo:rerun-if-changed=src/variadic.c");
     println!("cargo:rerun-if-changed=src/variadic.map");
@@ -13,7 +13,7 @@ fn main() {
         "cargo:rustc-cdylib-link-arg=-Wl,--version-script={}",
         map.display()
     );
-    for sym in ["execl", "execlp", "execle"] {
+    for sym in ["execl", "execlp", "execle", "syscall"] {
         println!("cargo:rustc-cdylib-link-arg=-Wl,--undefined={sym}");
     }
 }

@@ -88,6 +88,19 @@ impl Outcome for c_int {
     }
 }
 
+/// `syscall()`: -1 and errno on failure, like the wrappers.
+impl Outcome for libc::c_long {
+    fn result(self) -> i64 {
+        self
+    }
+    fn failure() -> Self {
+        -1
+    }
+    fn success() -> Option<Self> {
+        Some(0)
+    }
+}
+
 impl Outcome for *mut libc::FILE {
     fn result(self) -> i64 {
         if self.is_null() {
@@ -352,6 +365,21 @@ pub unsafe fn file_access<R: Outcome>(
     };
     let b = claimed.block();
     if may_act {
+        // The paths are read before the call: not if they are unreadable
+        // (libc fails the call with EFAULT), nor judged if the kernel
+        // refuses them anyway (it fails as bare, and is logged).
+        match crate::checked::before_judging(call.path, call.path2) {
+            crate::checked::Before::Judge => {}
+            crate::checked::Before::Unreadable => {
+                drop(entry_errno);
+                return pass_through(real, p1, p2);
+            }
+            crate::checked::Before::Hopeless => {
+                drop(entry_errno);
+                // SAFETY: as for access().
+                return unsafe { call_then_judge(&call, raw_stack, b, real) };
+            }
+        }
         // SAFETY: as for access().
         unsafe { judge_then_call(&call, raw_stack, b, entry_errno, real) }
     } else {
@@ -768,7 +796,14 @@ pub unsafe fn reroute<R>(arg: PathArg, real: impl FnOnce(*const c_char) -> R) ->
         return real(arg.path);
     };
     let b = claimed.block();
-    // SAFETY: the program's C string.
+    if !matches!(
+        crate::checked::before_judging(arg, None),
+        crate::checked::Before::Judge
+    ) {
+        drop(entry_errno);
+        return real(arg.path);
+    }
+    // SAFETY: the program's C string, found readable above.
     let path = unsafe { resolve(arg, &mut b.base, &mut b.cwd, &mut b.abs) };
     let mut failed = 0;
     let routed = path

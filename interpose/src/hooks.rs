@@ -204,6 +204,62 @@ fn renaming(op: &'static str, old: PathArg, new: PathArg) -> Call {
     }
 }
 
+/// chmod, chown, utimes: an existing file's metadata changes; a redirect
+/// starts from the original (copied up), like a truncate. A directory is
+/// not copied up: its change is judged and logged, never redirected, like
+/// a mkdir (a redirect would act on a copy that does not exist).
+fn metadata(op: &'static str, path: PathArg) -> Call {
+    Call {
+        keeps_content: true,
+        makes_directory: redirecting() && is_directory(path),
+        ..ns(op, path, None)
+    }
+}
+
+/// This process redirects its rogue writes (a worker under `redirect`).
+fn redirecting() -> bool {
+    crate::state::ready()
+        && crate::state::worker().is_some()
+        && crate::state::SAVED.get().action == mpaudit_core::policy::ActionSetting::Redirect
+}
+
+/// Whether `path` names a directory (following symlinks, as chmod does).
+/// An unreadable path is none: the call fails with EFAULT anyway.
+fn is_directory(path: PathArg) -> bool {
+    let _errno = crate::sys::ErrnoGuard::save();
+    let mut pages = crate::checked::Pages::default();
+    // SAFETY: a checked read of the program's argument.
+    if unsafe { pages.c_bytes(path.path, 4097) }.is_none() {
+        return false;
+    }
+    // SAFETY: libc::stat is plain integers, for which all-zero is valid.
+    let mut st: libc::stat = unsafe { core::mem::zeroed() };
+    // SAFETY: the path was found readable up to its NUL (or the kernel
+    // stops at PATH_MAX); `st` is a writable stat.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_newfstatat,
+            path.dirfd,
+            path.path,
+            &mut st as *mut libc::stat,
+            0,
+        )
+    };
+    r == 0 && st.st_mode & libc::S_IFMT == libc::S_IFDIR
+}
+
+/// mkfifo, mknod, bind: a new file system node (redirected like a created
+/// file, unlike mkdir).
+fn node(op: &'static str, path: PathArg) -> Call {
+    Call {
+        intent: OpenIntent {
+            create: true,
+            ..OpenIntent::NAMESPACE
+        },
+        ..ns(op, path, None)
+    }
+}
+
 fn truncation(op: &'static str, path: PathArg) -> Call {
     Call {
         intent: OpenIntent {
@@ -307,6 +363,52 @@ hooks! {
     fn symlinkat(target: *const c_char, newdirfd: c_int, linkpath: *const c_char) -> c_int =>
         |real, caller| file_access(caller, creation("symlinkat", cwd(target), Some(at(newdirfd, linkpath))), |_, b| real(target, newdirfd, b));
 
+    // ---- metadata changes (issue 11): write events; under redirect they
+    // change the worker's copy (copied up first), and nodes are created
+    // in the worker's directory ----
+    fn chmod(path: *const c_char, mode: mode_t) -> c_int =>
+        |real, caller| file_access(caller, metadata("chmod", cwd(path)), |p, _| real(p, mode));
+    fn fchmodat(dirfd: c_int, path: *const c_char, mode: mode_t, flags: c_int) -> c_int =>
+        |real, caller| file_access(caller, metadata("fchmodat", at(dirfd, path)), |p, _| real(dirfd, p, mode, flags));
+    fn lchmod(path: *const c_char, mode: mode_t) -> c_int =>
+        |real, caller| file_access(caller, metadata("lchmod", cwd(path)), |p, _| real(p, mode));
+    fn chown(path: *const c_char, owner: libc::uid_t, group: libc::gid_t) -> c_int =>
+        |real, caller| file_access(caller, metadata("chown", cwd(path)), |p, _| real(p, owner, group));
+    fn lchown(path: *const c_char, owner: libc::uid_t, group: libc::gid_t) -> c_int =>
+        |real, caller| file_access(caller, metadata("lchown", cwd(path)), |p, _| real(p, owner, group));
+    fn fchownat(dirfd: c_int, path: *const c_char, owner: libc::uid_t, group: libc::gid_t, flags: c_int) -> c_int =>
+        |real, caller| file_access(caller, metadata("fchownat", at(dirfd, path)), |p, _| real(dirfd, p, owner, group, flags));
+    // A NULL path changes the descriptor's file (futimens): no path to judge.
+    fn utimensat(dirfd: c_int, path: *const c_char, times: *const libc::timespec, flags: c_int) -> c_int =>
+        |real, caller| if path.is_null() { real(dirfd, path, times, flags) } else {
+            file_access(caller, metadata("utimensat", at(dirfd, path)), |p, _| real(dirfd, p, times, flags))
+        };
+    fn futimesat(dirfd: c_int, path: *const c_char, times: *const libc::timeval) -> c_int =>
+        |real, caller| if path.is_null() { real(dirfd, path, times) } else {
+            file_access(caller, metadata("futimesat", at(dirfd, path)), |p, _| real(dirfd, p, times))
+        };
+    fn utimes(path: *const c_char, times: *const libc::timeval) -> c_int =>
+        |real, caller| file_access(caller, metadata("utimes", cwd(path)), |p, _| real(p, times));
+    fn lutimes(path: *const c_char, times: *const libc::timeval) -> c_int =>
+        |real, caller| file_access(caller, metadata("lutimes", cwd(path)), |p, _| real(p, times));
+    fn utime(path: *const c_char, times: *const libc::utimbuf) -> c_int =>
+        |real, caller| file_access(caller, metadata("utime", cwd(path)), |p, _| real(p, times));
+    fn mkfifo(path: *const c_char, mode: mode_t) -> c_int =>
+        |real, caller| file_access(caller, node("mkfifo", cwd(path)), |p, _| real(p, mode));
+    fn mkfifoat(dirfd: c_int, path: *const c_char, mode: mode_t) -> c_int =>
+        |real, caller| file_access(caller, node("mkfifoat", at(dirfd, path)), |p, _| real(dirfd, p, mode));
+    fn mknod(path: *const c_char, mode: mode_t, dev: libc::dev_t) -> c_int =>
+        |real, caller| file_access(caller, node("mknod", cwd(path)), |p, _| real(p, mode, dev));
+    fn mknodat(dirfd: c_int, path: *const c_char, mode: mode_t, dev: libc::dev_t) -> c_int =>
+        |real, caller| file_access(caller, node("mknodat", at(dirfd, path)), |p, _| real(dirfd, p, mode, dev));
+    // Binaries built against glibc < 2.33 call these instead.
+    fn __xmknod(ver: c_int, path: *const c_char, mode: mode_t, dev: *mut libc::dev_t) -> c_int =>
+        |real, caller| file_access(caller, node("__xmknod", cwd(path)), |p, _| real(ver, p, mode, dev));
+    fn __xmknodat(ver: c_int, dirfd: c_int, path: *const c_char, mode: mode_t, dev: *mut libc::dev_t) -> c_int =>
+        |real, caller| file_access(caller, node("__xmknodat", at(dirfd, path)), |p, _| real(ver, dirfd, p, mode, dev));
+    fn bind(fd: c_int, addr: *const libc::sockaddr, len: libc::socklen_t) -> c_int =>
+        |real, caller| bind_to_path(caller, fd, addr, len, |a, l| real(fd, a, l));
+
     // ---- read-your-writes: calls that only look at a path follow its redirect ----
     fn stat(path: *const c_char, buf: *mut c_void) -> c_int => |real| reroute(cwd(path), |p| real(p, buf));
     fn stat64(path: *const c_char, buf: *mut c_void) -> c_int => |real| reroute(cwd(path), |p| real(p, buf));
@@ -387,14 +489,35 @@ hooks! {
         };
     fn posix_spawn(pid: *mut pid_t, path: *const c_char, file_actions: *const libc::posix_spawn_file_actions_t,
                    attrp: *const libc::posix_spawnattr_t, argv: *const *mut c_char, envp: *const *mut c_char) -> c_int =>
-        |real| process::spawn(pid, path, argv.cast(), envp.cast(), |env| real(pid, path, file_actions, attrp, argv, env.cast()));
+        |real| process::spawn(pid, path, argv.cast(), envp.cast(), file_actions as usize, |env| real(pid, path, file_actions, attrp, argv, env.cast()));
     fn posix_spawnp(pid: *mut pid_t, file: *const c_char, file_actions: *const libc::posix_spawn_file_actions_t,
                     attrp: *const libc::posix_spawnattr_t, argv: *const *mut c_char, envp: *const *mut c_char) -> c_int =>
         |real| {
             let mut claimed = crate::pool::claim();
             let resolved = resolve_program(file, claimed.as_mut());
-            process::spawn(pid, resolved, argv.cast(), envp.cast(), |env| real(pid, file, file_actions, attrp, argv, env.cast()))
+            process::spawn(pid, resolved, argv.cast(), envp.cast(), file_actions as usize, |env| real(pid, file, file_actions, attrp, argv, env.cast()))
         };
+    // ---- processes started inside libc, and execveat (issue 11) ----
+    fn execveat(dirfd: c_int, path: *const c_char, argv: *const *const c_char, envp: *const *const c_char, flags: c_int) -> c_int =>
+        |real| exec_at(dirfd, path, argv, envp, flags, |env| real(dirfd, path, argv, env, flags));
+    // glibc's system and popen spawn /bin/sh with `environ` through
+    // internal calls: `environ` is doctored around them instead.
+    fn system(command: *const c_char) -> c_int =>
+        |real| if command.is_null() { real(command) } else { process::with_doctored_environ(|| real(command)) };
+    fn popen(command: *const c_char, mode: *const c_char) -> *mut FILE =>
+        |real| process::with_doctored_environ(|| real(command, mode));
+    // A file action's open runs in the child, out of sight: judged here,
+    // as an open (process.rs says how a denied one fails the spawn).
+    fn posix_spawn_file_actions_addopen(file_actions: *mut libc::posix_spawn_file_actions_t, fd: c_int,
+                                        path: *const c_char, oflag: c_int, mode: mode_t) -> c_int =>
+        |real, caller| spawn_addopen(file_actions as usize, || file_access(caller,
+            open_call("posix_spawn_file_actions_addopen", libc::AT_FDCWD, path, oflag),
+            |p, _| ErrorNumber(real(file_actions, fd, p, oflag, mode))));
+    fn posix_spawn_file_actions_init(file_actions: *mut libc::posix_spawn_file_actions_t) -> c_int =>
+        |real| { process::forget_file_actions(file_actions as usize); real(file_actions) };
+    fn posix_spawn_file_actions_destroy(file_actions: *mut libc::posix_spawn_file_actions_t) -> c_int =>
+        |real| { process::forget_file_actions(file_actions as usize); real(file_actions) };
+
     fn exit(status: c_int) -> () => |real| { process::log_exit(status); real(status) };
     fn _exit(status: c_int) -> () => |real| { process::log_exit(status); real(status) };
     fn _Exit(status: c_int) -> () => |real| { process::log_exit(status); real(status) };
@@ -443,6 +566,459 @@ fn resolve_program(
         None => file,
     }
 }
+
+// ---- execveat, posix_spawn file actions, bind (issue 11) ----------------------
+
+/// execveat: the exec event names the program as a path.
+fn exec_at(
+    dirfd: c_int,
+    path: *const c_char,
+    argv: *const *const c_char,
+    envp: *const *const c_char,
+    flags: c_int,
+    real: impl FnOnce(*const *const c_char) -> c_int,
+) -> c_int {
+    let mut claimed = crate::pool::claim();
+    let exe = match claimed.as_mut() {
+        Some(c) => program_at(dirfd, path, flags, &mut c.block().target),
+        None => path,
+    };
+    process::exec(exe, argv, envp, real)
+}
+
+/// execveat's program as a path in `out`: `path` itself when absolute or
+/// relative to the cwd, else joined to the directory descriptor's path
+/// (with `AT_EMPTY_PATH` and an empty path, the descriptor's own file).
+/// An unreadable `path` is returned as is: the exec fails with EFAULT.
+fn program_at(dirfd: c_int, path: *const c_char, flags: c_int, out: &mut [u8]) -> *const c_char {
+    let mut pages = crate::checked::Pages::default();
+    // SAFETY: a checked read of the program's argument.
+    let Some(given) = (unsafe { pages.c_bytes(path, 4096) }) else {
+        return path;
+    };
+    if given.first() == Some(&b'/') || (dirfd == libc::AT_FDCWD && !given.is_empty()) {
+        return path;
+    }
+    if given.is_empty() && flags & libc::AT_EMPTY_PATH == 0 {
+        return path;
+    }
+    let room = out.len() - 1;
+    let Some(mut n) = crate::sys::fd_path(dirfd, &mut out[..room]) else {
+        return path;
+    };
+    if !given.is_empty() {
+        if n + 1 + given.len() > room {
+            return path;
+        }
+        out[n] = b'/';
+        out[n + 1..n + 1 + given.len()].copy_from_slice(given);
+        n += 1 + given.len();
+    }
+    out[n] = 0;
+    out.as_ptr().cast()
+}
+
+/// The return of `posix_spawn_file_actions_addopen`: 0 or an error number
+/// (errno is not its channel); -1 only for a call the policy refused,
+/// whose errno file_access sets.
+#[derive(Clone, Copy)]
+struct ErrorNumber(c_int);
+
+impl crate::audit::Outcome for ErrorNumber {
+    fn result(self) -> i64 {
+        if self.0 == 0 {
+            0
+        } else {
+            -1
+        }
+    }
+    fn failure() -> Self {
+        ErrorNumber(-1)
+    }
+    fn success() -> Option<Self> {
+        None
+    }
+}
+
+/// addopen judged as an open. The program's errno is left as it was; a
+/// refused open succeeds here and fails the spawn that uses the actions
+/// (see process.rs), unless too many are refused at once: then addopen
+/// itself returns the error.
+fn spawn_addopen(file_actions: usize, judge: impl FnOnce() -> ErrorNumber) -> c_int {
+    let _errno = crate::sys::ErrnoGuard::save();
+    let r = judge();
+    if r.0 != -1 {
+        return r.0;
+    }
+    let refused = match crate::sys::errno() {
+        0 => libc::EACCES,
+        e => e,
+    };
+    if process::refuse_spawn(file_actions, refused) {
+        0
+    } else {
+        refused
+    }
+}
+
+/// Longest `sun_path` bind takes, its NUL included.
+const SUN_PATH: usize = 108;
+
+/// bind of an AF_UNIX socket to a path creates a node there: judged like
+/// mknod, and under redirect bound in the worker's directory. Other
+/// families, abstract names and unreadable addresses go to libc as they
+/// are.
+fn bind_to_path(
+    caller: usize,
+    _fd: c_int,
+    addr: *const libc::sockaddr,
+    len: libc::socklen_t,
+    real: impl Fn(*const libc::sockaddr, libc::socklen_t) -> c_int,
+) -> c_int {
+    const PATH_AT: usize = core::mem::offset_of!(libc::sockaddr_un, sun_path);
+    let n = (len as usize).min(core::mem::size_of::<libc::sockaddr_un>());
+    if addr.is_null() || n <= PATH_AT || !crate::state::ready() {
+        return real(addr, len);
+    }
+    let mut raw = [0u8; core::mem::size_of::<libc::sockaddr_un>()];
+    let entry_errno = crate::sys::ErrnoGuard::save();
+    if !crate::checked::copy_in(addr as usize, &mut raw[..n]) {
+        drop(entry_errno);
+        return real(addr, len);
+    }
+    drop(entry_errno);
+    let family = u16::from_ne_bytes([raw[0], raw[1]]);
+    if family != libc::AF_UNIX as u16 || raw[PATH_AT] == 0 {
+        return real(addr, len);
+    }
+    // sun_path need not end with a NUL: a terminated copy.
+    let mut path = [0u8; SUN_PATH + 1];
+    let given = &raw[PATH_AT..n];
+    let k = given.iter().position(|&b| b == 0).unwrap_or(given.len());
+    path[..k].copy_from_slice(&given[..k]);
+    let own = path.as_ptr().cast::<c_char>();
+    // SAFETY: `own` is our NUL-terminated copy of the program's path.
+    unsafe {
+        file_access(caller, node("bind", cwd(own)), |p, _| {
+            if p == own {
+                real(addr, len)
+            } else {
+                bind_redirected(p, &raw, &real)
+            }
+        })
+    }
+}
+
+/// bind to the redirect's target `p`. A target too long for `sun_path`
+/// (the worker directory is deep) is reached through its directory's
+/// descriptor, `/proc/self/fd/N/NAME`, closed again after the call.
+fn bind_redirected(
+    p: *const c_char,
+    raw: &[u8],
+    real: &impl Fn(*const libc::sockaddr, libc::socklen_t) -> c_int,
+) -> c_int {
+    const PATH_AT: usize = core::mem::offset_of!(libc::sockaddr_un, sun_path);
+    // SAFETY: the target is our own NUL-terminated buffer.
+    let target = unsafe { crate::sys::c_bytes(p, 4096) };
+    let mut moved = [0u8; core::mem::size_of::<libc::sockaddr_un>()];
+    moved[..PATH_AT].copy_from_slice(&raw[..PATH_AT]);
+    let bind_at = |moved: &[u8], path_len: usize| {
+        real(
+            moved.as_ptr().cast(),
+            (PATH_AT + path_len + 1) as libc::socklen_t,
+        )
+    };
+    if target.len() < SUN_PATH {
+        moved[PATH_AT..PATH_AT + target.len()].copy_from_slice(target);
+        return bind_at(&moved, target.len());
+    }
+    let slash = target.iter().rposition(|&b| b == b'/').unwrap_or(0);
+    let (dir, name) = (&target[..slash.max(1)], &target[slash + 1..]);
+    let Some(mut claimed) = crate::pool::claim() else {
+        crate::sys::set_errno(libc::ENAMETOOLONG);
+        return -1;
+    };
+    let buf = &mut claimed.block().base;
+    let Some(dir_c) = crate::sys::c_path(dir, buf) else {
+        crate::sys::set_errno(libc::ENAMETOOLONG);
+        return -1;
+    };
+    // SAFETY: NUL-terminated by c_path; the descriptor is ours, closed below.
+    let dfd = unsafe {
+        crate::sys::openat(
+            libc::AT_FDCWD,
+            dir_c,
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+            0,
+        )
+    };
+    if dfd < 0 {
+        crate::sys::set_errno(-dfd);
+        return -1;
+    }
+    let mut via = mpaudit_core::json::SliceSink::new(&mut moved[PATH_AT..PATH_AT + SUN_PATH - 1]);
+    {
+        use mpaudit_core::json::Sink;
+        via.put(b"/proc/self/fd/");
+        mpaudit_core::json::put_u64(&mut via, dfd as u64);
+        via.put(b"/");
+        via.put(name);
+    }
+    let (overflow, path_len) = (via.overflow, via.len);
+    let r = if overflow {
+        crate::sys::set_errno(libc::ENAMETOOLONG);
+        -1
+    } else {
+        bind_at(&moved, path_len)
+    };
+    let e = crate::sys::ErrnoGuard::save();
+    crate::sys::close(dfd);
+    drop(e);
+    r
+}
+
+// ---- syscall(): file system calls by number (issue 11) -------------------------
+
+extern "C" {
+    /// libc's syscall with six argument words (variadic.c).
+    fn __mpaudit_real_syscall(number: libc::c_long, args: *const libc::c_long) -> libc::c_long;
+    /// Resolves libc's syscall (variadic.c).
+    fn __mpaudit_resolve_syscall();
+}
+
+/// Resolves libc's `syscall` for the C hook (once, at load).
+pub(crate) fn resolve_syscall() {
+    // SAFETY: a dlsym and a lock-free store.
+    unsafe { __mpaudit_resolve_syscall() }
+}
+
+/// The file system calls `syscall()` makes, sent through the code of
+/// their libc wrappers (variadic.c's `syscall` hands over only these
+/// numbers, from the program's call site `caller`); the event's `op` is
+/// the system call's name. The result and errno are libc's syscall's.
+///
+/// # Safety
+/// `args` points to the six argument words the program passed.
+#[no_mangle]
+pub unsafe extern "C" fn __mpaudit_syscall(
+    caller: usize,
+    number: libc::c_long,
+    args: *const libc::c_long,
+) -> libc::c_long {
+    use libc::c_long;
+    // SAFETY: the C hook's array of six words.
+    let a: [c_long; 6] = unsafe { *(args as *const [c_long; 6]) };
+    // SAFETY: libc's syscall with the program's words (some replaced by
+    // our own NUL-terminated paths or environment).
+    let real = |w: [c_long; 6]| unsafe { __mpaudit_real_syscall(number, w.as_ptr()) };
+    let s = |i: usize| a[i] as *const c_char;
+    let d = |i: usize| a[i] as c_int;
+    let with = |i: usize, p: *const c_char| {
+        let mut w = a;
+        w[i] = p as c_long;
+        w
+    };
+    let with2 = |i: usize, p: *const c_char, j: usize, q: *const c_char| {
+        let mut w = with(i, p);
+        w[j] = q as c_long;
+        w
+    };
+    let exec_with = |i: usize, env: *const *const c_char| {
+        let mut w = a;
+        w[i] = env as c_long;
+        real(w) as c_int
+    };
+    // SAFETY: every arm hands the program's own arguments to the same
+    // helpers as the wrappers' (pointers as valid as the kernel requires).
+    unsafe {
+        match number {
+            #[cfg(target_arch = "x86_64")]
+            libc::SYS_open => file_access(
+                caller,
+                open_call("open", libc::AT_FDCWD, s(0), d(1)),
+                |p, _| real(with(0, p)),
+            ),
+            #[cfg(target_arch = "x86_64")]
+            libc::SYS_creat => file_access(
+                caller,
+                open_call(
+                    "creat",
+                    libc::AT_FDCWD,
+                    s(0),
+                    libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC,
+                ),
+                |p, _| real(with(0, p)),
+            ),
+            #[cfg(target_arch = "x86_64")]
+            libc::SYS_rename => {
+                file_access(caller, renaming("rename", cwd(s(0)), cwd(s(1))), |p, q| {
+                    real(with2(0, p, 1, q))
+                })
+            }
+            #[cfg(target_arch = "x86_64")]
+            libc::SYS_unlink => file_access(caller, removal("unlink", cwd(s(0))), |p, _| {
+                real(with(0, p))
+            }),
+            #[cfg(target_arch = "x86_64")]
+            libc::SYS_rmdir => {
+                file_access(caller, removal("rmdir", cwd(s(0))), |p, _| real(with(0, p)))
+            }
+            #[cfg(target_arch = "x86_64")]
+            libc::SYS_mkdir => file_access(caller, creation("mkdir", cwd(s(0)), None), |p, _| {
+                real(with(0, p))
+            }),
+            #[cfg(target_arch = "x86_64")]
+            libc::SYS_link => file_access(
+                caller,
+                creation("link", cwd(s(0)), Some(cwd(s(1)))),
+                |p, q| real(with2(0, p, 1, q)),
+            ),
+            #[cfg(target_arch = "x86_64")]
+            libc::SYS_symlink => file_access(
+                caller,
+                creation("symlink", cwd(s(0)), Some(cwd(s(1)))),
+                |_, q| real(with(1, q)),
+            ),
+            #[cfg(target_arch = "x86_64")]
+            libc::SYS_chmod => file_access(caller, metadata("chmod", cwd(s(0))), |p, _| {
+                real(with(0, p))
+            }),
+            #[cfg(target_arch = "x86_64")]
+            libc::SYS_chown => file_access(caller, metadata("chown", cwd(s(0))), |p, _| {
+                real(with(0, p))
+            }),
+            #[cfg(target_arch = "x86_64")]
+            libc::SYS_lchown => file_access(caller, metadata("lchown", cwd(s(0))), |p, _| {
+                real(with(0, p))
+            }),
+            #[cfg(target_arch = "x86_64")]
+            libc::SYS_utime => file_access(caller, metadata("utime", cwd(s(0))), |p, _| {
+                real(with(0, p))
+            }),
+            #[cfg(target_arch = "x86_64")]
+            libc::SYS_utimes => file_access(caller, metadata("utimes", cwd(s(0))), |p, _| {
+                real(with(0, p))
+            }),
+            #[cfg(target_arch = "x86_64")]
+            libc::SYS_futimesat if a[1] != 0 => {
+                file_access(caller, metadata("futimesat", at(d(0), s(1))), |p, _| {
+                    real(with(1, p))
+                })
+            }
+            #[cfg(target_arch = "x86_64")]
+            libc::SYS_mknod => {
+                file_access(caller, node("mknod", cwd(s(0))), |p, _| real(with(0, p)))
+            }
+            #[cfg(target_arch = "x86_64")]
+            libc::SYS_stat | libc::SYS_lstat | libc::SYS_access => {
+                reroute(cwd(s(0)), |p| real(with(0, p)))
+            }
+            libc::SYS_openat => {
+                file_access(caller, open_call("openat", d(0), s(1), d(2)), |p, _| {
+                    real(with(1, p))
+                })
+            }
+            libc::SYS_openat2 => {
+                // struct open_how begins with the u64 flags.
+                let mut how = [0u8; 8];
+                if !crate::checked::copy_in(a[2] as usize, &mut how) {
+                    return real(a); // EFAULT, as bare
+                }
+                let flags = u64::from_ne_bytes(how) as c_int;
+                file_access(caller, open_call("openat2", d(0), s(1), flags), |p, _| {
+                    real(with(1, p))
+                })
+            }
+            libc::SYS_renameat => file_access(
+                caller,
+                renaming("renameat", at(d(0), s(1)), at(d(2), s(3))),
+                |p, q| real(with2(1, p, 3, q)),
+            ),
+            libc::SYS_renameat2 => file_access(
+                caller,
+                renaming("renameat2", at(d(0), s(1)), at(d(2), s(3))),
+                |p, q| real(with2(1, p, 3, q)),
+            ),
+            libc::SYS_unlinkat => {
+                file_access(caller, removal("unlinkat", at(d(0), s(1))), |p, _| {
+                    real(with(1, p))
+                })
+            }
+            libc::SYS_mkdirat => {
+                file_access(caller, creation("mkdirat", at(d(0), s(1)), None), |p, _| {
+                    real(with(1, p))
+                })
+            }
+            libc::SYS_linkat => file_access(
+                caller,
+                creation("linkat", at(d(0), s(1)), Some(at(d(2), s(3)))),
+                |p, q| real(with2(1, p, 3, q)),
+            ),
+            libc::SYS_symlinkat => file_access(
+                caller,
+                creation("symlinkat", cwd(s(0)), Some(at(d(1), s(2)))),
+                |_, q| real(with(2, q)),
+            ),
+            libc::SYS_truncate => file_access(caller, truncation("truncate", cwd(s(0))), |p, _| {
+                real(with(0, p))
+            }),
+            libc::SYS_fchmodat => {
+                file_access(caller, metadata("fchmodat", at(d(0), s(1))), |p, _| {
+                    real(with(1, p))
+                })
+            }
+            SYS_FCHMODAT2 => file_access(caller, metadata("fchmodat2", at(d(0), s(1))), |p, _| {
+                real(with(1, p))
+            }),
+            libc::SYS_fchownat => {
+                file_access(caller, metadata("fchownat", at(d(0), s(1))), |p, _| {
+                    real(with(1, p))
+                })
+            }
+            libc::SYS_utimensat if a[1] != 0 => {
+                file_access(caller, metadata("utimensat", at(d(0), s(1))), |p, _| {
+                    real(with(1, p))
+                })
+            }
+            libc::SYS_mknodat => file_access(caller, node("mknodat", at(d(0), s(1))), |p, _| {
+                real(with(1, p))
+            }),
+            libc::SYS_bind => bind_to_path(
+                caller,
+                d(0),
+                a[1] as *const libc::sockaddr,
+                a[2] as libc::socklen_t,
+                |addr, len| {
+                    let mut w = a;
+                    w[1] = addr as c_long;
+                    w[2] = len as c_long;
+                    real(w) as c_int
+                },
+            ) as c_long,
+            libc::SYS_execve => process::exec(
+                s(0),
+                a[1] as *const *const c_char,
+                a[2] as *const *const c_char,
+                |env| exec_with(2, env),
+            ) as c_long,
+            libc::SYS_execveat => exec_at(
+                d(0),
+                s(1),
+                a[2] as *const *const c_char,
+                a[3] as *const *const c_char,
+                d(4),
+                |env| exec_with(3, env),
+            ) as c_long,
+            libc::SYS_newfstatat | libc::SYS_statx | libc::SYS_faccessat | libc::SYS_faccessat2 => {
+                reroute(at(d(0), s(1)), |p| real(with(1, p)))
+            }
+            _ => real(a),
+        }
+    }
+}
+
+/// fchmodat2 (Linux 6.6), not yet in every libc crate.
+const SYS_FCHMODAT2: libc::c_long = 452;
 
 /// Marks every thread's cached cwd stale (errno untouched), and passes the
 /// result on.

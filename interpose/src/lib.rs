@@ -7,6 +7,7 @@
 
 mod api;
 mod audit;
+mod checked;
 mod guard;
 mod hooks;
 mod log;
@@ -35,6 +36,7 @@ extern "C" fn mpaudit_init(argc: c_int, argv: *const *const c_char, envp: *const
     };
     let _errno = sys::ErrnoGuard::save();
     hooks::resolve_all();
+    hooks::resolve_syscall();
     hooks::resolve_frame_registry();
     // SAFETY: load time; argv/envp come from the loader.
     unsafe { state::init(argc, argv, envp) };

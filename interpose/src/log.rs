@@ -248,6 +248,9 @@ pub fn dropped() -> u64 {
 /// plain resets are safe.
 pub fn forget_after_fork() {
     ENABLED.store(false, SeqCst);
+    // The parent's threads copying events are not the child's: its execs
+    // must not wait for them.
+    IN_FLIGHT.store(0, SeqCst);
     for s in SLOT.iter() {
         let base = s.base.swap(0, SeqCst);
         if base != 0 {
@@ -332,14 +335,23 @@ fn write_reserved<E: Encode>(event: &E, closing: bool) -> bool {
     let mut counter = Counter::default();
     event.encode(&mut counter);
     let len = counter.0 as u64;
-    let Some(off) = reserve(len, closing) else {
+    // Once the log is trimmed (exit, exec) events go by pwrite, which the
+    // kill of an exec or exit_group can cut at a page boundary: such an
+    // event gets a page to itself when it fits one (NULs before it).
+    let whole_page = FINAL.load(SeqCst);
+    let Some(off) = reserve(len, closing, whole_page) else {
         return false;
     };
+    // Counted in flight before FINAL is read: an exec that sets FINAL and
+    // then finds none in flight knows that no copy through the mapping is
+    // under way or will start (both SeqCst).
+    let in_flight = InFlight::enter();
     // Read after the reservation (see the module comment: trim at exit).
     let after_final = FINAL.load(SeqCst);
     if !after_final && !PWRITE_ONLY.load(Relaxed) && write_mapped(off, len, event) {
         return true;
     }
+    drop(in_flight);
     let trimmed = TRIMMED.load(SeqCst);
     let mut r = write_at(off, len, event);
     if r.is_ok() && after_final && !trimmed && wait_for_trim() {
@@ -353,6 +365,47 @@ fn write_reserved<E: Encode>(event: &E, closing: bool) -> bool {
             stop(reason, errno);
             false
         }
+    }
+}
+
+/// Events being copied through a mapping. An exec kills every other
+/// thread where it stands: one killed halfway through copying its event
+/// leaves a torn line, so exec waits for this to drain first
+/// ([`wait_for_writers`]). Writers that find `FINAL` set use `pwrite`.
+static IN_FLIGHT: AtomicU32 = AtomicU32::new(0);
+
+struct InFlight;
+
+impl InFlight {
+    fn enter() -> InFlight {
+        IN_FLIGHT.fetch_add(1, SeqCst);
+        InFlight
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        // Saturating: a copy a fork child's signal handler interrupted was
+        // counted in the parent and reset in the child.
+        let _ = IN_FLIGHT.fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1));
+    }
+}
+
+/// Before an exec (after [`finish`], which sets `FINAL`): waits, bounded,
+/// until no thread is copying an event through a mapping, so that the exec
+/// cannot tear a line; none starts afterwards. Spins with `sched_yield`
+/// (async-signal-safe, no lock); gives up after a while (an exec from a
+/// signal handler that interrupted this thread's own copy would wait for
+/// itself), leaving at worst the torn line readers already skip. Writers
+/// use `pwrite` from then on: an event within one page is written whole
+/// or not at all when the exec kills its thread.
+pub fn wait_for_writers() {
+    for _ in 0..100_000 {
+        if IN_FLIGHT.load(SeqCst) == 0 {
+            return;
+        }
+        // SAFETY: no arguments.
+        unsafe { libc::syscall(libc::SYS_sched_yield) };
     }
 }
 
@@ -374,24 +427,32 @@ fn wait_for_trim() -> bool {
 }
 
 /// Reserves `len` bytes, growing the log when needed. `None`: the event
-/// cannot be logged (logging stopped, or stops now).
-fn reserve(len: u64, closing: bool) -> Option<u64> {
+/// cannot be logged (logging stopped, or stops now). `whole_page`: an
+/// event that fits in a page does not straddle two (it starts at the next
+/// page when it would).
+fn reserve(len: u64, closing: bool, whole_page: bool) -> Option<u64> {
+    const PAGE: u64 = 4096;
     let tail = if closing { 0 } else { RESERVE };
     let mut off = OFFSET.load(Relaxed);
     loop {
         if !closing && STOPPED.load(Relaxed) {
             return None;
         }
+        let start = if whole_page && len <= PAGE && off % PAGE + len > PAGE {
+            off.next_multiple_of(PAGE)
+        } else {
+            off
+        };
         let room = CAPACITY.load(Acquire).saturating_sub(tail);
-        if off + len > room {
-            if STOPPED.load(Relaxed) || !grow(off + len + tail) {
+        if start + len > room {
+            if STOPPED.load(Relaxed) || !grow(start + len + tail) {
                 return None;
             }
             off = OFFSET.load(Relaxed);
             continue;
         }
-        match OFFSET.compare_exchange_weak(off, off + len, SeqCst, Relaxed) {
-            Ok(_) => return Some(off),
+        match OFFSET.compare_exchange_weak(off, start + len, SeqCst, Relaxed) {
+            Ok(_) => return Some(start),
             Err(now) => off = now,
         }
     }

@@ -7,7 +7,7 @@ use crate::state::{self, SAVED};
 use crate::{log, sys};
 use libc::{c_char, c_int};
 use mpaudit_core::event::{Process, Strings};
-use std::sync::atomic::{AtomicBool, Ordering::*};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering::*};
 
 static EXIT_LOGGED: AtomicBool = AtomicBool::new(false);
 
@@ -388,11 +388,9 @@ fn is_static_elf(fd: c_int) -> bool {
 /// Resolves `file` through PATH the way execvp does (first executable hit),
 /// into `out`; a name with a slash is used as is.
 pub fn search_path(file: *const c_char, out: &mut [u8]) -> Option<usize> {
-    if file.is_null() {
-        return None;
-    }
-    // SAFETY: C string.
-    let name = unsafe { sys::c_bytes(file, 4096) };
+    // SAFETY: a checked read of the program's argument (an unreadable one
+    // is left to libc, which fails with EFAULT).
+    let name = unsafe { crate::checked::Pages::default().c_bytes(file, 4096) }?;
     if name.contains(&b'/') || name.is_empty() {
         let n = name.len().min(out.len() - 1);
         out[..n].copy_from_slice(&name[..n]);
@@ -450,6 +448,10 @@ pub fn exec(
     // Our checks (a stat that fails, say) must not change the errno the
     // program sees: put it back before the real call.
     let entry_errno = sys::ErrnoGuard::save();
+    if !exec_arguments_readable(exe, argv, envp) {
+        drop(entry_errno);
+        return real(envp); // fails with EFAULT, as bare
+    }
     let env = doctor_env(envp);
     let exe_bytes = sys::c_bytes_or_empty(exe, 4096);
     // The cwd from a pool block: no 4 KiB on a possibly small stack; the
@@ -491,6 +493,7 @@ pub fn exec(
     // A successful exec leaves this log behind: trim it now (if exec
     // fails, later events are written with pwrite).
     log::finish();
+    log::wait_for_writers();
     drop(entry_errno);
     let r = real(env.envp());
     let saved = sys::ErrnoGuard::save();
@@ -500,18 +503,55 @@ pub fn exec(
     r
 }
 
-/// posix_spawn(p): doctored environment, a `spawn` event after the call.
+/// Whether exec's path, argv and envp can be read: the kernel fails an
+/// exec of unreadable ones with EFAULT, which our reads must not turn into
+/// a crash (`exe` is the resolved target, NULL when there is none).
+fn exec_arguments_readable(
+    exe: *const c_char,
+    argv: *const *const c_char,
+    envp: *const *const c_char,
+) -> bool {
+    let mut pages = crate::checked::Pages::default();
+    // SAFETY: checked reads only, nothing kept.
+    let exe_ok = unsafe { pages.c_bytes(exe, 4096) }.is_some();
+    exe_ok && pages.string_array(argv, ARGV_ENTRIES) && pages.string_array(envp, ARGV_ENTRIES)
+}
+
+/// Entries of argv and envp the library reads (`CArgv`, `doctor_env`).
+const ARGV_ENTRIES: usize = (1 << 16) + 2;
+
+/// posix_spawn(p): doctored environment, a `spawn` event after the call;
+/// refused up front when one of its file actions was (`file_actions` is
+/// the program's `posix_spawn_file_actions_t` pointer).
 pub fn spawn(
     pid: *mut libc::pid_t,
     exe: *const c_char,
     argv: *const *const c_char,
     envp: *const *const c_char,
+    file_actions: usize,
     real: impl FnOnce(*const *const c_char) -> c_int,
 ) -> c_int {
     if !state::ready() {
         return real(envp);
     }
     let entry_errno = sys::ErrnoGuard::save();
+    if !exec_arguments_readable(exe, argv, envp) {
+        drop(entry_errno);
+        return real(envp); // fails with EFAULT, as bare
+    }
+    if let Some(e) = spawn_refusal(file_actions) {
+        // A file action's open was denied (or could not be redirected):
+        // the spawn fails with its errno, as when the child's open fails.
+        drop(entry_errno);
+        log_process(&Process::Spawn {
+            child: -1,
+            argv: &CArgv(argv),
+            exe: sys::c_bytes_or_empty(exe, 4096),
+            result: e as i64,
+            errno: e,
+        });
+        return e;
+    }
     let env = doctor_env(envp);
     drop(entry_errno);
     let r = real(env.envp());
@@ -532,6 +572,104 @@ pub fn spawn(
         result: r as i64,
         errno: r,
     });
+    drop(saved);
+    r
+}
+
+// ---- posix_spawn file actions ------------------------------------------------
+//
+// glibc opens a file action's path in the child, between clone and exec,
+// with internal calls no hook sees, and its file-actions struct is private.
+// So `posix_spawn_file_actions_addopen` is judged when it is called, with
+// its caller's stack, as an open: logged, its path replaced by the
+// redirect's target (glibc keeps a copy of the path it is given), or, when
+// denied, remembered here so that the spawn using these actions fails with
+// EACCES, as it does when the child's open fails.
+
+const REFUSALS: usize = 64;
+/// (file-actions address, errno) of each refused addopen; 0: a free slot.
+static REFUSED_ACTIONS: [AtomicUsize; REFUSALS] = [const { AtomicUsize::new(0) }; REFUSALS];
+static REFUSED_ERRNO: [AtomicI32; REFUSALS] = [const { AtomicI32::new(0) }; REFUSALS];
+
+/// Makes the spawns that use `file_actions` fail with `errno`. False when
+/// the table is full (the caller then fails the addopen itself).
+pub fn refuse_spawn(file_actions: usize, errno: c_int) -> bool {
+    if spawn_refusal(file_actions).is_some() {
+        return true;
+    }
+    for (slot, e) in REFUSED_ACTIONS.iter().zip(&REFUSED_ERRNO) {
+        if slot
+            .compare_exchange(0, file_actions, SeqCst, Relaxed)
+            .is_ok()
+        {
+            e.store(errno, SeqCst);
+            return true;
+        }
+    }
+    false
+}
+
+/// The errno a spawn with these file actions fails with, if refused.
+fn spawn_refusal(file_actions: usize) -> Option<c_int> {
+    if file_actions == 0 {
+        return None;
+    }
+    REFUSED_ACTIONS
+        .iter()
+        .position(|slot| slot.load(SeqCst) == file_actions)
+        .map(|i| REFUSED_ERRNO[i].load(SeqCst))
+}
+
+/// `posix_spawn_file_actions_init`/`_destroy`: the address may be reused
+/// for other actions.
+pub fn forget_file_actions(file_actions: usize) {
+    for slot in &REFUSED_ACTIONS {
+        let _ = slot.compare_exchange(file_actions, 0, SeqCst, Relaxed);
+    }
+}
+
+// ---- system and popen ---------------------------------------------------------
+
+extern "C" {
+    #[link_name = "environ"]
+    static mut ENVIRON: *const *const c_char;
+}
+
+/// Runs `real` (glibc's `system` or `popen`, which spawn `/bin/sh` with
+/// `environ` through internal calls no hook sees) with `environ` doctored
+/// for the duration: a program that `unsetenv("LD_PRELOAD")` still has its
+/// shell audited. Put back afterwards unless the program changed `environ`
+/// meanwhile (another thread's `setenv`); the doctored block is then left
+/// mapped, since the program's new environment may point into it.
+pub fn with_doctored_environ<R>(real: impl FnOnce() -> R) -> R {
+    if !state::ready() {
+        return real();
+    }
+    let entry_errno = sys::ErrnoGuard::save();
+    // SAFETY: reading the program's environment pointer (a plain load, as
+    // getenv does).
+    let old = unsafe { core::ptr::addr_of!(ENVIRON).read() };
+    let env = doctor_env(old);
+    if env.base.is_null() {
+        drop(entry_errno);
+        return real();
+    }
+    let doctored = env.envp();
+    // SAFETY: a valid NULL-terminated environment in our own mapping, which
+    // stays mapped at least until it is put back below.
+    unsafe { core::ptr::addr_of_mut!(ENVIRON).write(doctored) };
+    drop(entry_errno);
+    let r = real();
+    let saved = sys::ErrnoGuard::save();
+    // SAFETY: as above.
+    unsafe {
+        if core::ptr::addr_of!(ENVIRON).read() == doctored {
+            core::ptr::addr_of_mut!(ENVIRON).write(old);
+            drop(env);
+        } else {
+            core::mem::forget(env);
+        }
+    }
     drop(saved);
     r
 }

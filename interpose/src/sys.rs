@@ -299,31 +299,9 @@ pub unsafe fn c_bytes<'a>(p: *const c_char, max: usize) -> &'a [u8] {
 pub const KERNEL_PATH_READ: usize = 4096;
 
 /// Whether the byte at `addr` is readable, asked of the kernel, which fails
-/// with EFAULT where a load would fault: `process_vm_readv` on ourselves.
+/// with EFAULT where a load would fault (checked.rs says how).
 fn readable(addr: *const u8) -> bool {
-    let mut byte = 0u8;
-    let local = libc::iovec {
-        iov_base: (&mut byte as *mut u8).cast(),
-        iov_len: 1,
-    };
-    let remote = libc::iovec {
-        iov_base: addr as *mut libc::c_void,
-        iov_len: 1,
-    };
-    // SAFETY: `local` describes our own live byte; `remote` is only read by
-    // the kernel, which checks it and fails with EFAULT instead of faulting.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_process_vm_readv,
-            getpid(),
-            &local as *const libc::iovec,
-            1usize,
-            &remote as *const libc::iovec,
-            1usize,
-            0usize,
-        )
-    };
-    r == 1
+    crate::checked::Pages::default().readable(addr as usize)
 }
 
 /// A path argument of the program as bytes (without NUL), bounded to `max`.

@@ -211,7 +211,11 @@ pub fn fixture(name: &str) -> PathBuf {
                 .env("CGO_ENABLED", if name == "go_cgo" { "1" } else { "0" });
             c
         }
-        "small_stacks" | "errno_after_success" | "fork_threads" | "address_space_limit" => cc(
+        "small_stacks"
+        | "errno_after_success"
+        | "fork_threads"
+        | "address_space_limit"
+        | "libc_calls" => cc(
             &["-O1"],
             &src.join(format!("{name}.c")),
             &out,

@@ -51,6 +51,20 @@ e2e!(runner_parses_every_event_the_library_writes, |dir| {
     let mut c = dir.audited(fixture("frames_registered_fork"));
     c.args(["1", "reg"]);
     runs.push(c);
+    // The libc calls that are not opens: raw syscall(), metadata and node
+    // changes, a posix_spawn file action.
+    for args in [
+        ["raw-openat", "raw.txt"],
+        ["chmod", "raw.txt"],
+        ["utimensat", "raw.txt"],
+        ["mkfifo", "fifo"],
+        ["bind", "sock"],
+        ["spawn-open", "spawned.txt"],
+    ] {
+        let mut c = dir.audited(fixture("libc_calls"));
+        c.args(args);
+        runs.push(c);
+    }
     for mut c in runs {
         run(&mut c, DEADLINE);
     }
@@ -68,7 +82,20 @@ e2e!(runner_parses_every_event_the_library_writes, |dir| {
         "an exit event with dropped events"
     );
     for op in [
-        "start", "fork", "spawn", "exec", "exit", "open", "rename", "mkstemp", "symlink",
+        "start",
+        "fork",
+        "spawn",
+        "exec",
+        "exit",
+        "open",
+        "rename",
+        "mkstemp",
+        "symlink",
+        "chmod",
+        "utimensat",
+        "mkfifo",
+        "bind",
+        "posix_spawn_file_actions_addopen",
     ] {
         assert!(
             events.iter().any(|e| e["op"] == op),

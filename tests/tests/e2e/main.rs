@@ -11,6 +11,7 @@ mod install;
 mod interpose;
 mod isolation;
 mod launchers;
+mod libc_calls;
 mod merge;
 mod policy;
 mod runner;
