@@ -13,6 +13,7 @@ mod isolation;
 mod launchers;
 mod merge;
 mod policy;
+mod redirect_shared;
 mod runner;
 mod seccomp;
 mod symbols;
