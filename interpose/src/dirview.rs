@@ -86,7 +86,10 @@ fn slot_of(dir: *mut DIR) -> Option<&'static Slot> {
 
 fn release(dir: *mut DIR) {
     if let Some(s) = slot_of(dir) {
-        if s.dir.compare_exchange(dir as usize, 0, AcqRel, Relaxed).is_ok() {
+        if s.dir
+            .compare_exchange(dir as usize, 0, AcqRel, Relaxed)
+            .is_ok()
+        {
             IN_USE.fetch_sub(1, AcqRel);
         }
     }

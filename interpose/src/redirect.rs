@@ -221,38 +221,52 @@ pub fn table_path() -> &'static [u8] {
 }
 
 /// Creates the table file: `<log dir>/mpaudit-<pid>-<ns>.redirects` (the
-/// runner's log reader only reads `*.jsonl`), or without a log directory
-/// `<worker dir>/.mpaudit-<pid>-<ns>.redirects`.
+/// runner's log reader only reads `*.jsonl`), or, without a usable log
+/// directory, `<worker dir>/.mpaudit-<pid>-<ns>.redirects`.
 fn create_table() -> bool {
     let saved = SAVED.get();
     let worker_dir = saved.worker_dir.as_bytes();
-    let log_dir = saved.log_dir.as_bytes();
-    let mut path = [0u8; 4300];
-    let mut s = SliceSink::new(&mut path);
-    if log_dir.is_empty() {
-        s.put(worker_dir);
-        s.put(b"/.mpaudit-");
-    } else {
-        s.put(log_dir);
-        s.put(b"/mpaudit-");
-    }
-    put_i64(&mut s, crate::state::pid() as i64);
-    s.put(b"-");
-    put_u64(&mut s, sys::now_ns());
-    s.put(b".redirects");
-    let (overflow, n) = (s.overflow, s.len);
-    if overflow || n >= path.len() - 1 {
-        return false;
-    }
-    if log_dir.is_empty() {
-        make_dirs(&mut path[..n]);
-    }
-    // SAFETY: load time or a freshly forked child: single-threaded.
-    let ok = unsafe { TABLE.create(&path[..n], worker_dir) };
-    if !ok {
+    // A pool block for the path: this runs in a forked child's atfork
+    // handler, maybe on a signal handler's small stack.
+    let Some(mut claimed) = crate::pool::claim() else {
         warn_refused(Refused::NoTable);
+        return false;
+    };
+    let path = &mut claimed.block().target[..4300];
+    for in_log_dir in [true, false] {
+        let dir = if in_log_dir {
+            saved.log_dir.as_bytes()
+        } else {
+            worker_dir
+        };
+        if dir.is_empty() {
+            continue;
+        }
+        let mut s = SliceSink::new(path);
+        s.put(dir);
+        s.put(if in_log_dir {
+            b"/mpaudit-"
+        } else {
+            b"/.mpaudit-"
+        });
+        put_i64(&mut s, crate::state::pid() as i64);
+        s.put(b"-");
+        put_u64(&mut s, sys::now_ns());
+        s.put(b".redirects");
+        let (overflow, n) = (s.overflow, s.len);
+        if overflow || n >= path.len() - 1 {
+            continue;
+        }
+        if !in_log_dir {
+            make_dirs(&mut path[..n]);
+        }
+        // SAFETY: load time or a freshly forked child: single-threaded.
+        if unsafe { TABLE.create(&path[..n], worker_dir) } {
+            return true;
+        }
     }
-    ok
+    warn_refused(Refused::NoTable);
+    false
 }
 
 /// `mkdir -p` of the directory part of `path` (the worker directory's top

@@ -183,7 +183,13 @@ mod tests {
     #[test]
     fn unmapping_inverts_the_mapping() {
         let (job, w) = (&b"/job"[..], &b"/job/mpaudit-workers/worker_1"[..]);
-        for abs in [&b"/job"[..], b"/job/a/b", b"/tmp/x", b"/", b"/job/mpaudit-workers/worker_1/z"] {
+        for abs in [
+            &b"/job"[..],
+            b"/job/a/b",
+            b"/tmp/x",
+            b"/",
+            b"/job/mpaudit-workers/worker_1/z",
+        ] {
             let mut t = [0u8; 256];
             let n = map_normal_to_worker(abs, job, w, &mut t).unwrap();
             let mut back = [0u8; 256];
@@ -191,7 +197,10 @@ mod tests {
             let expect: &[u8] = if abs.starts_with(w) { b"/job/z" } else { abs };
             assert_eq!(&back[..m], expect, "{}", String::from_utf8_lossy(abs));
         }
-        assert_eq!(unmap_from_worker(b"/elsewhere/a", job, w, &mut [0u8; 64]), None);
+        assert_eq!(
+            unmap_from_worker(b"/elsewhere/a", job, w, &mut [0u8; 64]),
+            None
+        );
     }
     use proptest::prelude::*;
 

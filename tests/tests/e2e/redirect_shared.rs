@@ -81,24 +81,32 @@ e2e!(regression_a_childs_redirect_is_seen_by_its_parent, |dir| {
 
 // Regression: after 8192 redirected paths the table was full: later files
 // could not be read back and only 8192 reached the manifest.
-e2e!(regression_ten_thousand_redirected_paths_are_read_back_and_listed, |dir| {
-    let (bare_job, job) = twin_jobs(&dir, |_| {});
-    let out = same_output(
-        &dir,
-        &bare_job,
-        &job,
-        "for i in $(seq 10000); do echo $i > f$i; done; n=0; \
+e2e!(
+    regression_ten_thousand_redirected_paths_are_read_back_and_listed,
+    |dir| {
+        let (bare_job, job) = twin_jobs(&dir, |_| {});
+        let out = same_output(
+            &dir,
+            &bare_job,
+            &job,
+            "for i in $(seq 10000); do echo $i > f$i; done; n=0; \
          for i in $(seq 10000); do read x < f$i && [ \"$x\" = $i ] && n=$((n+1)); done; echo $n",
-    );
-    assert_eq!(out, "10000\n");
-    let manifest = std::fs::read_to_string(worker_dir(&dir).join("mpaudit-redirects.jsonl")).unwrap();
-    let originals: std::collections::BTreeSet<String> = manifest
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["original"].to_string())
-        .collect();
-    assert_eq!(originals.len(), 10000, "every redirect is in the manifest");
-    assert_eq!(std::fs::read_dir(&job).unwrap().count(), 0, "nothing in place");
-});
+        );
+        assert_eq!(out, "10000\n");
+        let manifest =
+            std::fs::read_to_string(worker_dir(&dir).join("mpaudit-redirects.jsonl")).unwrap();
+        let originals: std::collections::BTreeSet<String> = manifest
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["original"].to_string())
+            .collect();
+        assert_eq!(originals.len(), 10000, "every redirect is in the manifest");
+        assert_eq!(
+            std::fs::read_dir(&job).unwrap().count(),
+            0,
+            "nothing in place"
+        );
+    }
+);
 
 // Several processes of one worker redirecting at the same time share one
 // table: the parent reads back every file each of them wrote.
@@ -117,41 +125,50 @@ e2e!(concurrent_processes_of_a_worker_share_one_table, |dir| {
 
 // Regression: `ls`, globs and `find` did not show redirected files, and
 // showed files the worker had removed.
-e2e!(regression_listings_show_redirected_files_once_and_hide_removed_ones, |dir| {
-    let (bare_job, job) = twin_jobs(&dir, |d| {
-        for f in ["a", "b", "c", "sub/x", "sub/z"] {
-            write(d.join(f), "shared\n");
-        }
-    });
-    let out = same_output(
-        &dir,
-        &bare_job,
-        &job,
-        "echo new > c; echo mine > d; rm b; rm sub/z; echo y > sub/y; \
+e2e!(
+    regression_listings_show_redirected_files_once_and_hide_removed_ones,
+    |dir| {
+        let (bare_job, job) = twin_jobs(&dir, |d| {
+            for f in ["a", "b", "c", "sub/x", "sub/z"] {
+                write(d.join(f), "shared\n");
+            }
+        });
+        let out = same_output(
+            &dir,
+            &bare_job,
+            &job,
+            "echo new > c; echo mine > d; rm b; rm sub/z; echo y > sub/y; \
          ls; echo *; echo sub/*; find . | sort; ls -l c d | awk '{print $5, $9}'; \
          python3 -c 'import os; print(sorted(os.listdir(\"sub\")))'; cat c d",
-    );
-    assert!(out.contains("a\nc\nd\nsub\n"), "{out}");
-    // The shared files are untouched.
-    assert_eq!(std::fs::read_to_string(job.join("b")).unwrap(), "shared\n");
-    assert_eq!(std::fs::read_to_string(job.join("c")).unwrap(), "shared\n");
-    assert!(!job.join("d").exists());
-});
+        );
+        assert!(out.contains("a\nc\nd\nsub\n"), "{out}");
+        // The shared files are untouched.
+        assert_eq!(std::fs::read_to_string(job.join("b")).unwrap(), "shared\n");
+        assert_eq!(std::fs::read_to_string(job.join("c")).unwrap(), "shared\n");
+        assert!(!job.join("d").exists());
+    }
+);
 
 // Regression: `rm -rf dir` failed with ENOTEMPTY when the directory had
 // redirected entries (fts: openat + fdopendir + readdir + unlinkat).
-e2e!(regression_rm_rf_of_a_directory_with_redirected_entries_succeeds, |dir| {
-    let (bare_job, job) = twin_jobs(&dir, |d| {
-        write(d.join("d/a"), "shared\n");
-        write(d.join("d/sub/s"), "shared\n");
-        write(d.join("keep"), "shared\n");
-    });
-    let out = same_output(
+e2e!(
+    regression_rm_rf_of_a_directory_with_redirected_entries_succeeds,
+    |dir| {
+        let (bare_job, job) = twin_jobs(&dir, |d| {
+            write(d.join("d/a"), "shared\n");
+            write(d.join("d/sub/s"), "shared\n");
+            write(d.join("keep"), "shared\n");
+        });
+        let out = same_output(
         &dir,
         &bare_job,
         &job,
         "echo x > d/b; echo y > d/sub/t; rm -rf d && echo removed; [ -e d ] || echo gone; ls; find . | sort",
     );
-    assert_eq!(out, "removed\ngone\nkeep\n.\n./keep\n");
-    assert_eq!(std::fs::read_to_string(job.join("d/a")).unwrap(), "shared\n");
-});
+        assert_eq!(out, "removed\ngone\nkeep\n.\n./keep\n");
+        assert_eq!(
+            std::fs::read_to_string(job.join("d/a")).unwrap(),
+            "shared\n"
+        );
+    }
+);
