@@ -19,8 +19,12 @@
 //! `glob(3)`, `nftw` and `getdents64` called directly (they read the
 //! directory inside libc or the kernel); more than `STREAMS` merged streams
 //! open at once (the extra ones list the shared directory only).
+//!
+//! Renaming a shared directory fails with `EXDEV` (see [`renamed`]).
 
+use crate::audit::PathArg;
 use crate::guard::HookGuard;
+use crate::pool::Block;
 use crate::redirect::TABLE;
 use crate::state::{self, SAVED};
 use crate::sys;
@@ -28,6 +32,7 @@ use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicUsize, Ordering::*};
 use libc::{c_int, dirent64, DIR};
 use mpaudit_core::path::MAX_ABS;
+use mpaudit_core::policy::ActionSetting;
 
 const STREAMS: usize = 256;
 
@@ -395,4 +400,291 @@ fn fill(entry: &mut dirent64, name: &[u8], st: &libc::stat, off: i64) {
         libc::S_IFBLK => libc::DT_BLK,
         _ => libc::DT_UNKNOWN,
     };
+}
+
+// ---- renaming a shared directory ---------------------------------------------
+
+/// After a `rename`, `renameat` or `renameat2` in a redirecting worker: a
+/// shared directory is not moved, and the program gets `EXDEV`, as from
+/// overlayfs, which does not move a lower directory either. `mv` and
+/// Python's `shutil.move` then copy the tree (each file redirected) and
+/// remove the source (hidden from the worker): the bare result, as the
+/// worker sees it. Two shapes reach here: the redirected rename failed with
+/// `ENOENT` (the worker has no copy of the directory), or it moved only the
+/// worker's copies while the shared directory stays behind (undone, so no
+/// half-moved tree is ever seen). Anything else passes on as it is.
+///
+/// # Safety
+/// `source` and `dest` are the program's arguments of the rename.
+#[inline(always)]
+pub unsafe fn renamed(source: PathArg, dest: PathArg, r: c_int) -> c_int {
+    let failed_enoent = r == -1 && sys::errno() == libc::ENOENT;
+    if !(failed_enoent || r == 0 && crate::redirect::any_redirected()) {
+        return r;
+    }
+    if !state::ready() || SAVED.get().action != ActionSetting::Redirect || state::worker().is_none()
+    {
+        return r;
+    }
+    // SAFETY: the caller's contract.
+    if unsafe { shared_directory_left_behind(source, dest, r == 0) } {
+        sys::set_errno(libc::EXDEV);
+        return -1;
+    }
+    r
+}
+
+/// See [`renamed`]: true when the program must get `EXDEV` (after undoing
+/// the worker-side move when `moved`).
+#[cold]
+#[inline(never)]
+unsafe fn shared_directory_left_behind(source: PathArg, dest: PathArg, moved: bool) -> bool {
+    let Some(_guard) = HookGuard::enter() else {
+        return false;
+    };
+    let _errno = sys::ErrnoGuard::save();
+    let Some(mut claimed) = crate::pool::claim() else {
+        return false;
+    };
+    let b = claimed.block();
+    // SAFETY: the kernel read the source path (no EFAULT).
+    let Some(n) = (unsafe { absolute(source, &mut b.base, &mut b.abs) }) else {
+        return false;
+    };
+    let src = &b.abs[..n];
+    let shared_dir =
+        lstat(src, &mut b.target).is_some_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR);
+    if !shared_dir {
+        return false;
+    }
+    let src_target = crate::redirect::lookup(src);
+    if !moved {
+        return src_target.is_none();
+    }
+    // Moved inside the worker directory: complete when everything the
+    // shared directory holds is the worker's (redirected, or removed).
+    let Some(from) = src_target else {
+        return false; // renamed in place: nothing shared stays behind
+    };
+    let Block {
+        abs,
+        abs2,
+        base,
+        target,
+        target2,
+        work,
+        ..
+    } = b;
+    if !has_unredirected_entries(&abs[..n], work, target) {
+        // The move stands: what was below the old name is now below the
+        // new one, in the worker directory; the table learns the new names.
+        // SAFETY: as above, for the destination.
+        if let Some(m) = unsafe { absolute(dest, base, abs2) } {
+            if let Some(to) = crate::redirect::lookup(&abs2[..m]) {
+                if to.len() < target.len() {
+                    target[..to.len()].copy_from_slice(to);
+                    record_tree(abs2, m, target, to.len(), 0, work);
+                }
+            }
+        }
+        return false;
+    }
+    // SAFETY: as above, for the destination.
+    let Some(m) = (unsafe { absolute(dest, base, abs2) }) else {
+        return false;
+    };
+    let Some(to) = crate::redirect::lookup(&abs2[..m]) else {
+        return false;
+    };
+    // Put the worker's copies back where they were.
+    let (Some(to_c), Some(from_c)) = (sys::c_path(to, target), sys::c_path(from, target2)) else {
+        return false;
+    };
+    // SAFETY: two NUL-terminated paths inside the worker directory.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_renameat,
+            libc::AT_FDCWD,
+            to_c,
+            libc::AT_FDCWD,
+            from_c,
+        )
+    };
+    r == 0
+}
+
+/// Deepest level of a moved tree whose names the table learns.
+const MOVED_TREE_DEPTH: usize = 16;
+
+/// Records every entry below the worker's directory `target[..tlen]` as the
+/// redirect of the same name below `orig[..olen]` (a directory moved inside
+/// the worker directory). Directory entries are read into a temporary
+/// mapping per level (no stack buffers), at most `MOVED_TREE_DEPTH` deep.
+fn record_tree(
+    orig: &mut [u8],
+    olen: usize,
+    target: &mut [u8],
+    tlen: usize,
+    depth: usize,
+    work: &mut [u8],
+) {
+    const BUF: usize = 16384;
+    if depth >= MOVED_TREE_DEPTH || tlen >= target.len() {
+        return;
+    }
+    target[tlen] = 0;
+    // SAFETY: NUL-terminated path; the descriptor is closed below.
+    let fd = unsafe {
+        sys::openat(
+            libc::AT_FDCWD,
+            target.as_ptr().cast(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+            0,
+        )
+    };
+    if fd < 0 {
+        return;
+    }
+    // SAFETY: a fresh private anonymous mapping, unmapped below.
+    let map = unsafe {
+        libc::mmap(
+            core::ptr::null_mut(),
+            BUF,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if map == libc::MAP_FAILED {
+        sys::close(fd);
+        return;
+    }
+    // SAFETY: the mapping is ours, BUF bytes.
+    let buf = unsafe { core::slice::from_raw_parts_mut(map as *mut u8, BUF) };
+    loop {
+        // SAFETY: the kernel writes at most BUF bytes of entries.
+        let n = unsafe { libc::syscall(libc::SYS_getdents64, fd, buf.as_mut_ptr(), BUF) };
+        if n <= 0 {
+            break;
+        }
+        let mut off = 0usize;
+        while off + 19 < n as usize {
+            // SAFETY: a linux_dirent64 the kernel wrote at `off`: d_reclen
+            // at byte 16, d_type at 18, the NUL-terminated name from 19.
+            let (reclen, kind, name) = unsafe {
+                let e = buf.as_ptr().add(off);
+                (
+                    (e.add(16) as *const u16).read_unaligned() as usize,
+                    *e.add(18),
+                    sys::c_bytes(e.add(19).cast(), 256),
+                )
+            };
+            if reclen == 0 {
+                break;
+            }
+            off += reclen;
+            if name == b"." || name == b".." {
+                continue;
+            }
+            let (o, t) = (olen + 1 + name.len(), tlen + 1 + name.len());
+            if o >= orig.len() || t >= target.len() {
+                continue;
+            }
+            orig[olen] = b'/';
+            orig[olen + 1..o].copy_from_slice(name);
+            target[tlen] = b'/';
+            target[tlen + 1..t].copy_from_slice(name);
+            crate::redirect::record(&orig[..o], &target[..t], work);
+            if kind == libc::DT_DIR {
+                record_tree(orig, o, target, t, depth + 1, work);
+            }
+        }
+    }
+    // SAFETY: our own mapping, no longer referenced.
+    unsafe { libc::munmap(map, BUF) };
+    sys::close(fd);
+}
+
+/// Whether the shared directory `dir` holds an entry the worker's table
+/// does not cover (so the worker's copy of the directory is not all of it).
+/// `buf` receives directory entries, `path` the entries' paths.
+fn has_unredirected_entries(dir: &[u8], buf: &mut [u8], path: &mut [u8]) -> bool {
+    let Some(c) = sys::c_path(dir, path) else {
+        return true;
+    };
+    // SAFETY: NUL-terminated path; the descriptor is closed below.
+    let fd = unsafe {
+        sys::openat(
+            libc::AT_FDCWD,
+            c,
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+            0,
+        )
+    };
+    if fd < 0 {
+        return true;
+    }
+    let mut found = false;
+    'read: loop {
+        // SAFETY: the kernel writes at most buf.len() bytes of entries.
+        let n = unsafe { libc::syscall(libc::SYS_getdents64, fd, buf.as_mut_ptr(), buf.len()) };
+        if n <= 0 {
+            found |= n < 0;
+            break;
+        }
+        let mut off = 0usize;
+        while off + 19 < n as usize {
+            // SAFETY: a linux_dirent64 the kernel wrote at `off`: d_reclen
+            // at byte 16, the NUL-terminated name from byte 19.
+            let (reclen, name) = unsafe {
+                let e = buf.as_ptr().add(off);
+                (
+                    (e.add(16) as *const u16).read_unaligned() as usize,
+                    sys::c_bytes(e.add(19).cast(), 256),
+                )
+            };
+            if reclen == 0 {
+                break;
+            }
+            off += reclen;
+            if name == b"." || name == b".." {
+                continue;
+            }
+            let covered = dir.len() + 1 + name.len() < path.len() && {
+                path[dir.len()] = b'/';
+                path[dir.len() + 1..dir.len() + 1 + name.len()].copy_from_slice(name);
+                crate::redirect::lookup(&path[..dir.len() + 1 + name.len()]).is_some()
+            };
+            if !covered {
+                found = true;
+                break 'read;
+            }
+        }
+    }
+    sys::close(fd);
+    found
+}
+
+/// The absolute path of a path argument, into `out` (`base` is scratch).
+///
+/// # Safety
+/// `arg.path` is a path the kernel has read (the call did not fail with
+/// EFAULT).
+unsafe fn absolute(arg: PathArg, base: &mut [u8], out: &mut [u8]) -> Option<usize> {
+    if arg.path.is_null() {
+        return None;
+    }
+    // SAFETY: the caller's contract.
+    let given = unsafe { sys::path_bytes(arg.path, MAX_ABS) };
+    let base = if given.first() == Some(&b'/') {
+        None
+    } else if arg.dirfd == libc::AT_FDCWD {
+        let n = sys::getcwd_raw(base)?;
+        Some(&base[..n])
+    } else {
+        let n = sys::fd_path(arg.dirfd, base)?;
+        Some(&base[..n])
+    };
+    mpaudit_core::path::absolutize(given, base, out)
 }

@@ -172,3 +172,45 @@ e2e!(
         );
     }
 );
+
+// Regression: `mv dir newdir` failed with ENOENT (the worker had no copy of
+// the shared directory). A shared directory is not moved: the rename fails
+// with EXDEV, as on overlayfs, and `mv` copies the tree and removes the
+// source, which gives the bare result as the worker sees it.
+e2e!(
+    regression_mv_of_a_shared_directory_gives_the_bare_result,
+    |dir| {
+        let (bare_job, job) = twin_jobs(&dir, |d| {
+            write(d.join("d/a"), "shared a\n");
+            write(d.join("d/sub/s"), "shared s\n");
+        });
+        let out = same_output(
+            &dir,
+            &bare_job,
+            &job,
+            "echo mine > d/b; mv d newd && echo moved; [ -e d ] || echo gone; find . | sort; \
+         cat newd/a newd/b newd/sub/s; mv newd/b newd/c && cat newd/c; ls newd",
+        );
+        assert!(out.starts_with("moved\ngone\n"), "{out}");
+        assert_eq!(
+            std::fs::read_to_string(job.join("d/a")).unwrap(),
+            "shared a\n"
+        );
+    }
+);
+
+// A directory the worker has a copy of (its files redirected) and that is
+// not shared moves inside the worker directory, as bare.
+e2e!(mv_of_a_directory_the_worker_made_moves_it, |dir| {
+    let (bare_job, job) = twin_jobs(&dir, |d| {
+        std::fs::create_dir_all(d.join("top")).unwrap();
+    });
+    let out = same_output(
+        &dir,
+        &bare_job,
+        &job,
+        "mkdir top/new; echo x > top/new/f; python3 -c 'import os; os.rename(\"top/new\", \"top/moved\")'; \
+         find . | sort; cat top/moved/f",
+    );
+    assert!(out.ends_with("./top/moved/f\nx\n"), "{out}");
+});
