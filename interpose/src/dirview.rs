@@ -20,7 +20,7 @@
 //! directory inside libc or the kernel); more than `STREAMS` merged streams
 //! open at once (the extra ones list the shared directory only).
 //!
-//! Renaming a shared directory fails with `EXDEV` (see [`renamed`]).
+//! Renaming a shared directory copies it up into the worker (see [`renamed`]).
 
 use crate::audit::PathArg;
 use crate::guard::HookGuard;
@@ -404,20 +404,19 @@ fn fill(entry: &mut dirent64, name: &[u8], st: &libc::stat, off: i64) {
 
 // ---- renaming a shared directory ---------------------------------------------
 
-/// After a `rename`, `renameat` or `renameat2` in a redirecting worker: a
-/// shared directory is not moved, and the program gets `EXDEV`, as from
-/// overlayfs, which does not move a lower directory either. `mv` and
-/// Python's `shutil.move` then copy the tree (each file redirected) and
-/// remove the source (hidden from the worker): the bare result, as the
-/// worker sees it. Two shapes reach here: the redirected rename failed with
-/// `ENOENT` (the worker has no copy of the directory), or it moved only the
-/// worker's copies while the shared directory stays behind (undone, so no
-/// half-moved tree is ever seen). Anything else passes on as it is.
+/// After a `rename`, `renameat` or `renameat2` in a redirecting worker whose
+/// source is a shared directory: the redirected call moved only the
+/// worker's copy of it (or failed with `ENOENT`: the worker had none), so
+/// what the shared directory holds is copied up into the moved copy (each
+/// file redirected, the old names hidden), and the table learns every name
+/// below the new one. The worker then sees the bare result. Costs a copy of
+/// the shared tree (bare: one system call). `entry_errno` is the program's
+/// errno from before the call, restored when a failed call is completed.
 ///
 /// # Safety
 /// `source` and `dest` are the program's arguments of the rename.
 #[inline(always)]
-pub unsafe fn renamed(source: PathArg, dest: PathArg, r: c_int) -> c_int {
+pub unsafe fn renamed(source: PathArg, dest: PathArg, entry_errno: c_int, r: c_int) -> c_int {
     let failed_enoent = r == -1 && sys::errno() == libc::ENOENT;
     if !(failed_enoent || r == 0 && crate::redirect::any_redirected()) {
         return r;
@@ -427,44 +426,23 @@ pub unsafe fn renamed(source: PathArg, dest: PathArg, r: c_int) -> c_int {
         return r;
     }
     // SAFETY: the caller's contract.
-    if unsafe { shared_directory_left_behind(source, dest, r == 0) } {
-        sys::set_errno(libc::EXDEV);
-        return -1;
+    if unsafe { complete_directory_rename(source, dest, r == 0) } && failed_enoent {
+        sys::set_errno(entry_errno);
+        return 0;
     }
     r
 }
 
-/// See [`renamed`]: true when the program must get `EXDEV` (after undoing
-/// the worker-side move when `moved`).
+/// See [`renamed`]: true when a failed rename was carried out.
 #[cold]
 #[inline(never)]
-unsafe fn shared_directory_left_behind(source: PathArg, dest: PathArg, moved: bool) -> bool {
+unsafe fn complete_directory_rename(source: PathArg, dest: PathArg, moved: bool) -> bool {
     let Some(_guard) = HookGuard::enter() else {
         return false;
     };
     let _errno = sys::ErrnoGuard::save();
     let Some(mut claimed) = crate::pool::claim() else {
         return false;
-    };
-    let b = claimed.block();
-    // SAFETY: the kernel read the source path (no EFAULT).
-    let Some(n) = (unsafe { absolute(source, &mut b.base, &mut b.abs) }) else {
-        return false;
-    };
-    let src = &b.abs[..n];
-    let shared_dir =
-        lstat(src, &mut b.target).is_some_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR);
-    if !shared_dir {
-        return false;
-    }
-    let src_target = crate::redirect::lookup(src);
-    if !moved {
-        return src_target.is_none();
-    }
-    // Moved inside the worker directory: complete when everything the
-    // shared directory holds is the worker's (redirected, or removed).
-    let Some(from) = src_target else {
-        return false; // renamed in place: nothing shared stays behind
     };
     let Block {
         abs,
@@ -474,43 +452,275 @@ unsafe fn shared_directory_left_behind(source: PathArg, dest: PathArg, moved: bo
         target2,
         work,
         ..
-    } = b;
-    if !has_unredirected_entries(&abs[..n], work, target) {
-        // The move stands: what was below the old name is now below the
-        // new one, in the worker directory; the table learns the new names.
-        // SAFETY: as above, for the destination.
-        if let Some(m) = unsafe { absolute(dest, base, abs2) } {
-            if let Some(to) = crate::redirect::lookup(&abs2[..m]) {
-                if to.len() < target.len() {
-                    target[..to.len()].copy_from_slice(to);
-                    record_tree(abs2, m, target, to.len(), 0, work);
+    } = claimed.block();
+    // SAFETY: the kernel read both paths (no EFAULT).
+    let (Some(n), Some(m)) = (unsafe { absolute(source, base, abs) }, unsafe {
+        absolute(dest, base, abs2)
+    }) else {
+        return false;
+    };
+    let Some(shared) =
+        lstat(&abs[..n], target).filter(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
+    else {
+        return false; // not a shared directory (or renamed in place)
+    };
+    let saved = SAVED.get();
+    let (job, wdir) = (saved.job_dir.as_bytes(), saved.worker_dir.as_bytes());
+    let tlen = if moved {
+        // Only a redirected move (both names in the table) left it behind.
+        if crate::redirect::lookup(&abs[..n]).is_none() {
+            return false;
+        }
+        let Some(t) = crate::redirect::lookup(&abs2[..m]) else {
+            return false;
+        };
+        if t.len() >= target.len() {
+            return false;
+        }
+        target[..t.len()].copy_from_slice(t);
+        t.len()
+    } else {
+        // The worker had no copy: make the new one, if the new name's
+        // parent exists as the worker sees it.
+        if crate::redirect::lookup(&abs[..n]).is_some()
+            || crate::redirect::lookup(&abs2[..m]).is_some()
+        {
+            return false;
+        }
+        let Some(t) =
+            mpaudit_core::map::map_normal_to_worker(&abs2[..m], job, wdir, &mut target[..MAX_ABS])
+        else {
+            return false;
+        };
+        target[t] = 0;
+        // SAFETY: NUL-terminated path inside the worker directory.
+        if unsafe {
+            sys::mkdirat(
+                libc::AT_FDCWD,
+                target.as_ptr().cast(),
+                shared.st_mode & 0o7777,
+            )
+        } != 0
+        {
+            return false;
+        }
+        let Some(wt) =
+            mpaudit_core::map::map_normal_to_worker(&abs[..n], job, wdir, &mut target2[..MAX_ABS])
+        else {
+            return false;
+        };
+        let (src_target, dst_target) = (&target2[..wt], &target[..t]);
+        crate::redirect::record(&abs[..n], src_target, work);
+        crate::redirect::record(&abs2[..m], dst_target, work);
+        t
+    };
+    copy_up(abs, n, target, tlen, target2, work, 0);
+    record_tree(abs2, m, target, tlen, 0, work);
+    true
+}
+
+/// Copies what the shared directory `src[..slen]` holds and the worker's
+/// table does not cover into the worker's directory `dst[..dlen]`, hiding
+/// each copied name under the old path (its redirect target, below the
+/// moved-away copy, does not exist). `scratch` maps paths; `work` records.
+fn copy_up(
+    src: &mut [u8],
+    slen: usize,
+    dst: &mut [u8],
+    dlen: usize,
+    scratch: &mut [u8],
+    work: &mut [u8],
+    depth: usize,
+) {
+    const BUF: usize = 16384;
+    if depth >= MOVED_TREE_DEPTH || slen >= src.len() || dlen >= dst.len() {
+        return;
+    }
+    src[slen] = 0;
+    // SAFETY: NUL-terminated path; the descriptor is closed below.
+    let fd = unsafe {
+        sys::openat(
+            libc::AT_FDCWD,
+            src.as_ptr().cast(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+            0,
+        )
+    };
+    if fd < 0 {
+        return;
+    }
+    let Some(map) = Scratch::new(BUF) else {
+        sys::close(fd);
+        return;
+    };
+    let buf = map.bytes();
+    let saved = SAVED.get();
+    loop {
+        // SAFETY: the kernel writes at most BUF bytes of entries.
+        let n = unsafe { libc::syscall(libc::SYS_getdents64, fd, buf.as_mut_ptr(), BUF) };
+        if n <= 0 {
+            break;
+        }
+        let mut off = 0usize;
+        while off + 19 < n as usize {
+            // SAFETY: a linux_dirent64 the kernel wrote at `off`: d_reclen
+            // at byte 16, the NUL-terminated name from byte 19.
+            let (reclen, name) = unsafe {
+                let e = buf.as_ptr().add(off);
+                (
+                    (e.add(16) as *const u16).read_unaligned() as usize,
+                    sys::c_bytes(e.add(19).cast(), 256),
+                )
+            };
+            if reclen == 0 {
+                break;
+            }
+            off += reclen;
+            if name == b"." || name == b".." {
+                continue;
+            }
+            let (s, d) = (slen + 1 + name.len(), dlen + 1 + name.len());
+            if s >= src.len() || d >= dst.len() {
+                continue;
+            }
+            src[slen] = b'/';
+            src[slen + 1..s].copy_from_slice(name);
+            if crate::redirect::lookup(&src[..s]).is_some() {
+                continue; // the worker's own version (moved along) or removed
+            }
+            dst[dlen] = b'/';
+            dst[dlen + 1..d].copy_from_slice(name);
+            src[s] = 0;
+            dst[d] = 0;
+            // SAFETY: NUL-terminated path.
+            let Some(st) = (unsafe { sys::stat(src.as_ptr().cast(), libc::AT_SYMLINK_NOFOLLOW) })
+            else {
+                continue;
+            };
+            let copied = match st.st_mode & libc::S_IFMT {
+                libc::S_IFDIR => {
+                    // SAFETY: NUL-terminated path in the worker directory.
+                    let r = unsafe {
+                        sys::mkdirat(libc::AT_FDCWD, dst.as_ptr().cast(), st.st_mode & 0o7777)
+                    };
+                    // EEXIST: the worker's copy has it (files of it moved along).
+                    let ok = r == 0 || r == -libc::EEXIST;
+                    if ok {
+                        copy_up(src, s, dst, d, scratch, work, depth + 1);
+                    }
+                    ok
+                }
+                libc::S_IFREG => copy_file(src, dst, st.st_mode & 0o7777, st.st_size as u64),
+                libc::S_IFLNK => copy_link(src, dst, scratch),
+                _ => false,
+            };
+            if copied {
+                if let Some(t) = mpaudit_core::map::map_normal_to_worker(
+                    &src[..s],
+                    saved.job_dir.as_bytes(),
+                    saved.worker_dir.as_bytes(),
+                    &mut scratch[..MAX_ABS],
+                ) {
+                    crate::redirect::record(&src[..s], &scratch[..t], work);
                 }
             }
         }
-        return false;
     }
-    // SAFETY: as above, for the destination.
-    let Some(m) = (unsafe { absolute(dest, base, abs2) }) else {
-        return false;
-    };
-    let Some(to) = crate::redirect::lookup(&abs2[..m]) else {
-        return false;
-    };
-    // Put the worker's copies back where they were.
-    let (Some(to_c), Some(from_c)) = (sys::c_path(to, target), sys::c_path(from, target2)) else {
-        return false;
-    };
-    // SAFETY: two NUL-terminated paths inside the worker directory.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_renameat,
-            libc::AT_FDCWD,
-            to_c,
-            libc::AT_FDCWD,
-            from_c,
+    sys::close(fd);
+}
+
+/// Copies the regular file at the NUL-terminated `from` to a new `to`.
+fn copy_file(from: &[u8], to: &[u8], mode: libc::mode_t, size: u64) -> bool {
+    // SAFETY: NUL-terminated paths; both descriptors are closed below.
+    let (i, o) = unsafe {
+        (
+            sys::openat(
+                libc::AT_FDCWD,
+                from.as_ptr().cast(),
+                libc::O_RDONLY | libc::O_CLOEXEC,
+                0,
+            ),
+            sys::openat(
+                libc::AT_FDCWD,
+                to.as_ptr().cast(),
+                libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC,
+                mode,
+            ),
         )
     };
-    r == 0
+    let mut left = size;
+    let mut ok = i >= 0 && o >= 0;
+    while ok && left > 0 {
+        // SAFETY: plain syscall on our descriptors; copies inside the kernel.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_sendfile,
+                o,
+                i,
+                core::ptr::null_mut::<libc::off_t>(),
+                left.min(1 << 30),
+            )
+        };
+        ok = r > 0;
+        left = left.saturating_sub(r.max(0) as u64);
+    }
+    for fd in [i, o] {
+        if fd >= 0 {
+            sys::close(fd);
+        }
+    }
+    ok
+}
+
+/// Recreates the symlink at the NUL-terminated `from` as `to`.
+fn copy_link(from: &[u8], to: &[u8], scratch: &mut [u8]) -> bool {
+    // SAFETY: NUL-terminated path.
+    let Some(n) = (unsafe { sys::readlink(from.as_ptr().cast(), &mut scratch[..MAX_ABS - 1]) })
+    else {
+        return false;
+    };
+    scratch[n] = 0;
+    // SAFETY: two NUL-terminated strings.
+    unsafe {
+        libc::syscall(
+            libc::SYS_symlinkat,
+            scratch.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+        ) == 0
+    }
+}
+
+/// A private anonymous mapping for directory entries (no stack buffers).
+struct Scratch(*mut libc::c_void, usize);
+
+impl Scratch {
+    fn new(len: usize) -> Option<Scratch> {
+        // SAFETY: a fresh private anonymous mapping, unmapped on drop.
+        let p = unsafe {
+            libc::mmap(
+                core::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        (p != libc::MAP_FAILED).then_some(Scratch(p, len))
+    }
+    #[allow(clippy::mut_from_ref)]
+    fn bytes(&self) -> &mut [u8] {
+        // SAFETY: our mapping of len bytes, used by one caller at a time.
+        unsafe { core::slice::from_raw_parts_mut(self.0 as *mut u8, self.1) }
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        // SAFETY: our own mapping, no longer referenced.
+        unsafe { libc::munmap(self.0, self.1) };
+    }
 }
 
 /// Deepest level of a moved tree whose names the table learns.
@@ -545,23 +755,11 @@ fn record_tree(
     if fd < 0 {
         return;
     }
-    // SAFETY: a fresh private anonymous mapping, unmapped below.
-    let map = unsafe {
-        libc::mmap(
-            core::ptr::null_mut(),
-            BUF,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    if map == libc::MAP_FAILED {
+    let Some(map) = Scratch::new(BUF) else {
         sys::close(fd);
         return;
-    }
-    // SAFETY: the mapping is ours, BUF bytes.
-    let buf = unsafe { core::slice::from_raw_parts_mut(map as *mut u8, BUF) };
+    };
+    let buf = map.bytes();
     loop {
         // SAFETY: the kernel writes at most BUF bytes of entries.
         let n = unsafe { libc::syscall(libc::SYS_getdents64, fd, buf.as_mut_ptr(), BUF) };
@@ -601,69 +799,7 @@ fn record_tree(
             }
         }
     }
-    // SAFETY: our own mapping, no longer referenced.
-    unsafe { libc::munmap(map, BUF) };
     sys::close(fd);
-}
-
-/// Whether the shared directory `dir` holds an entry the worker's table
-/// does not cover (so the worker's copy of the directory is not all of it).
-/// `buf` receives directory entries, `path` the entries' paths.
-fn has_unredirected_entries(dir: &[u8], buf: &mut [u8], path: &mut [u8]) -> bool {
-    let Some(c) = sys::c_path(dir, path) else {
-        return true;
-    };
-    // SAFETY: NUL-terminated path; the descriptor is closed below.
-    let fd = unsafe {
-        sys::openat(
-            libc::AT_FDCWD,
-            c,
-            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
-            0,
-        )
-    };
-    if fd < 0 {
-        return true;
-    }
-    let mut found = false;
-    'read: loop {
-        // SAFETY: the kernel writes at most buf.len() bytes of entries.
-        let n = unsafe { libc::syscall(libc::SYS_getdents64, fd, buf.as_mut_ptr(), buf.len()) };
-        if n <= 0 {
-            found |= n < 0;
-            break;
-        }
-        let mut off = 0usize;
-        while off + 19 < n as usize {
-            // SAFETY: a linux_dirent64 the kernel wrote at `off`: d_reclen
-            // at byte 16, the NUL-terminated name from byte 19.
-            let (reclen, name) = unsafe {
-                let e = buf.as_ptr().add(off);
-                (
-                    (e.add(16) as *const u16).read_unaligned() as usize,
-                    sys::c_bytes(e.add(19).cast(), 256),
-                )
-            };
-            if reclen == 0 {
-                break;
-            }
-            off += reclen;
-            if name == b"." || name == b".." {
-                continue;
-            }
-            let covered = dir.len() + 1 + name.len() < path.len() && {
-                path[dir.len()] = b'/';
-                path[dir.len() + 1..dir.len() + 1 + name.len()].copy_from_slice(name);
-                crate::redirect::lookup(&path[..dir.len() + 1 + name.len()]).is_some()
-            };
-            if !covered {
-                found = true;
-                break 'read;
-            }
-        }
-    }
-    sys::close(fd);
-    found
 }
 
 /// The absolute path of a path argument, into `out` (`base` is scratch).

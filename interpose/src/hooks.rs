@@ -277,11 +277,11 @@ hooks! {
 
     // ---- namespace changes ----
     fn rename(old: *const c_char, new: *const c_char) -> c_int =>
-        |real, caller| crate::dirview::renamed(cwd(old), cwd(new), file_access(caller, renaming("rename", cwd(old), cwd(new)), |a, b| real(a, b)));
+        |real, caller| crate::dirview::renamed(cwd(old), cwd(new), crate::sys::errno(), file_access(caller, renaming("rename", cwd(old), cwd(new)), |a, b| real(a, b)));
     fn renameat(olddirfd: c_int, old: *const c_char, newdirfd: c_int, new: *const c_char) -> c_int =>
-        |real, caller| crate::dirview::renamed(at(olddirfd, old), at(newdirfd, new), file_access(caller, renaming("renameat", at(olddirfd, old), at(newdirfd, new)), |a, b| real(olddirfd, a, newdirfd, b)));
+        |real, caller| crate::dirview::renamed(at(olddirfd, old), at(newdirfd, new), crate::sys::errno(), file_access(caller, renaming("renameat", at(olddirfd, old), at(newdirfd, new)), |a, b| real(olddirfd, a, newdirfd, b)));
     fn renameat2(olddirfd: c_int, old: *const c_char, newdirfd: c_int, new: *const c_char, flags: c_uint) -> c_int =>
-        |real, caller| crate::dirview::renamed(at(olddirfd, old), at(newdirfd, new), file_access(caller, renaming("renameat2", at(olddirfd, old), at(newdirfd, new)), |a, b| real(olddirfd, a, newdirfd, b, flags)));
+        |real, caller| crate::dirview::renamed(at(olddirfd, old), at(newdirfd, new), crate::sys::errno(), file_access(caller, renaming("renameat2", at(olddirfd, old), at(newdirfd, new)), |a, b| real(olddirfd, a, newdirfd, b, flags)));
     fn unlink(path: *const c_char) -> c_int =>
         |real, caller| file_access(caller, removal("unlink", cwd(path)), |p, _| real(p));
     fn unlinkat(dirfd: c_int, path: *const c_char, flags: c_int) -> c_int =>

@@ -174,9 +174,8 @@ e2e!(
 );
 
 // Regression: `mv dir newdir` failed with ENOENT (the worker had no copy of
-// the shared directory). A shared directory is not moved: the rename fails
-// with EXDEV, as on overlayfs, and `mv` copies the tree and removes the
-// source, which gives the bare result as the worker sees it.
+// the shared directory). The worker's copy is moved, what only the shared
+// directory holds is copied up into it, and the old names are hidden.
 e2e!(
     regression_mv_of_a_shared_directory_gives_the_bare_result,
     |dir| {
@@ -199,18 +198,30 @@ e2e!(
     }
 );
 
-// A directory the worker has a copy of (its files redirected) and that is
-// not shared moves inside the worker directory, as bare.
-e2e!(mv_of_a_directory_the_worker_made_moves_it, |dir| {
-    let (bare_job, job) = twin_jobs(&dir, |d| {
-        std::fs::create_dir_all(d.join("top")).unwrap();
-    });
-    let out = same_output(
+// `mkdir tmp; write; rename(tmp, final)` (the directory made in place, its
+// files redirected), and `os.rename` of a shared directory the worker never
+// touched: the files are found under the new names, as bare.
+e2e!(
+    rename_of_directories_made_in_place_or_untouched_gives_the_bare_result,
+    |dir| {
+        let (bare_job, job) = twin_jobs(&dir, |d| {
+            std::fs::create_dir_all(d.join("top")).unwrap();
+            write(d.join("untouched/a"), "a\n");
+            write(d.join("untouched/s/b"), "b\n");
+            std::os::unix::fs::symlink("a", d.join("untouched/l")).unwrap();
+        });
+        let out = same_output(
         &dir,
         &bare_job,
         &job,
         "mkdir top/new; echo x > top/new/f; python3 -c 'import os; os.rename(\"top/new\", \"top/moved\")'; \
-         find . | sort; cat top/moved/f",
+         find . | sort; cat top/moved/f; \
+         python3 -c 'import os; os.rename(\"untouched\", \"renamed\"); print(sorted(os.listdir(\"renamed\")))'; \
+         cat renamed/s/b renamed/l; rm -rf renamed && find . | sort",
     );
-    assert!(out.ends_with("./top/moved/f\nx\n"), "{out}");
-});
+        assert!(
+            out.contains("./top/moved/f\nx\n['a', 'l', 's']\nb\na\n"),
+            "{out}"
+        );
+    }
+);
