@@ -220,7 +220,7 @@ e2e!(
          cat renamed/s/b renamed/l; rm -rf renamed && find . | sort",
     );
         assert!(
-            out.contains("./top/moved/f\nx\n['a', 'l', 's']\nb\na\n"),
+            out.ends_with("x\n['a', 'l', 's']\nb\na\n.\n./top\n./top/moved\n./top/moved/f\n"),
             "{out}"
         );
     }
