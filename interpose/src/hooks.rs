@@ -333,11 +333,11 @@ hooks! {
 
     // ---- namespace changes ----
     fn rename(old: *const c_char, new: *const c_char) -> c_int =>
-        |real, caller| file_access(caller, renaming("rename", cwd(old), cwd(new)), |a, b| real(a, b));
+        |real, caller| crate::dirview::renamed(cwd(old), cwd(new), crate::sys::errno(), file_access(caller, renaming("rename", cwd(old), cwd(new)), |a, b| real(a, b)));
     fn renameat(olddirfd: c_int, old: *const c_char, newdirfd: c_int, new: *const c_char) -> c_int =>
-        |real, caller| file_access(caller, renaming("renameat", at(olddirfd, old), at(newdirfd, new)), |a, b| real(olddirfd, a, newdirfd, b));
+        |real, caller| crate::dirview::renamed(at(olddirfd, old), at(newdirfd, new), crate::sys::errno(), file_access(caller, renaming("renameat", at(olddirfd, old), at(newdirfd, new)), |a, b| real(olddirfd, a, newdirfd, b)));
     fn renameat2(olddirfd: c_int, old: *const c_char, newdirfd: c_int, new: *const c_char, flags: c_uint) -> c_int =>
-        |real, caller| file_access(caller, renaming("renameat2", at(olddirfd, old), at(newdirfd, new)), |a, b| real(olddirfd, a, newdirfd, b, flags));
+        |real, caller| crate::dirview::renamed(at(olddirfd, old), at(newdirfd, new), crate::sys::errno(), file_access(caller, renaming("renameat2", at(olddirfd, old), at(newdirfd, new)), |a, b| real(olddirfd, a, newdirfd, b, flags)));
     fn unlink(path: *const c_char) -> c_int =>
         |real, caller| file_access(caller, removal("unlink", cwd(path)), |p, _| real(p));
     fn unlinkat(dirfd: c_int, path: *const c_char, flags: c_int) -> c_int =>
@@ -432,7 +432,26 @@ hooks! {
     fn access(path: *const c_char, mode: c_int) -> c_int => |real| reroute(cwd(path), |p| real(p, mode));
     fn faccessat(dirfd: c_int, path: *const c_char, mode: c_int, flags: c_int) -> c_int =>
         |real| reroute(at(dirfd, path), |p| real(dirfd, p, mode, flags));
-    fn opendir(path: *const c_char) -> *mut libc::DIR => |real| reroute(cwd(path), |p| real(p));
+
+    // ---- directory views (dirview.rs): a redirecting worker lists its own
+    // files in place of (or alongside) the shared ones, removed ones hidden ----
+    fn opendir(path: *const c_char) -> *mut libc::DIR =>
+        |real| crate::dirview::opened(reroute(cwd(path), |p| real(p)));
+    fn fdopendir(fd: c_int) -> *mut libc::DIR => |real| crate::dirview::opened(real(fd));
+    fn readdir(dir: *mut libc::DIR) -> *mut libc::dirent =>
+        |real| crate::dirview::next(dir, |d| real(d).cast()).cast();
+    fn readdir64(dir: *mut libc::DIR) -> *mut libc::dirent64 => |real| crate::dirview::next(dir, |d| real(d));
+    fn readdir_r(dir: *mut libc::DIR, entry: *mut libc::dirent, result: *mut *mut libc::dirent) -> c_int =>
+        |real| crate::dirview::next_r(dir, entry.cast(), result.cast(), real_fn::readdir64.get())
+            .unwrap_or_else(|| real(dir, entry, result));
+    fn readdir64_r(dir: *mut libc::DIR, entry: *mut libc::dirent64, result: *mut *mut libc::dirent64) -> c_int =>
+        |real| crate::dirview::next_r(dir, entry, result, real_fn::readdir64.get())
+            .unwrap_or_else(|| real(dir, entry, result));
+    fn closedir(dir: *mut libc::DIR) -> c_int => |real| {
+        crate::dirview::closing(dir);
+        real(dir)
+    };
+    // ---- end of directory views ----
 
     // ---- the cwd: hooked only to invalidate the per-thread cwd cache ----
     fn chdir(path: *const c_char) -> c_int => |real| after_chdir(real(path));
@@ -1074,4 +1093,40 @@ frame_registry_hooks! {
     fn __register_frame_info_table(begin: *mut c_void, ob: *mut c_void) registers begin, skip_empty = false;
     fn __register_frame_info_table_bases(begin: *mut c_void, ob: *mut c_void, tbase: *mut c_void, dbase: *mut c_void)
         registers begin, skip_empty = false;
+}
+
+// ---- directory views (dirview.rs): the repositioning calls, which return
+// nothing (so not in `hooks!`, whose missing-function case ends the
+// process); a missing one does nothing ----
+macro_rules! dir_position_hooks {
+    ($( fn $name:ident ( $dir:ident : $dty:ty $(, $arg:ident : $ty:ty)* ); )*) => {
+        #[allow(non_upper_case_globals)]
+        mod real_dir_position {
+            $( pub static $name: crate::real::Real = crate::real::Real::new(concat!(stringify!($name), "\0")); )*
+        }
+
+        /// Resolves the real repositioning functions (once, at load).
+        pub(crate) fn resolve_dir_position() {
+            $( real_dir_position::$name.resolve(); )*
+        }
+
+        $(
+            #[no_mangle]
+            pub unsafe extern "C" fn $name($dir: $dty $(, $arg: $ty)*) {
+                let p = real_dir_position::$name.get();
+                if p != 0 {
+                    // SAFETY: p is libc's definition of this very function.
+                    let real: unsafe extern "C" fn($dty $(, $ty)*) = unsafe { core::mem::transmute(p) };
+                    // SAFETY: the program's own arguments.
+                    unsafe { real($dir $(, $arg)*) };
+                    crate::dirview::repositioned($dir);
+                }
+            }
+        )*
+    };
+}
+
+dir_position_hooks! {
+    fn rewinddir(dir: *mut libc::DIR);
+    fn seekdir(dir: *mut libc::DIR, pos: libc::c_long);
 }

@@ -8,6 +8,7 @@
 mod api;
 mod audit;
 mod checked;
+mod dirview;
 mod guard;
 mod hooks;
 mod log;
@@ -19,6 +20,7 @@ mod stack;
 mod state;
 mod supervised;
 mod sys;
+mod table;
 mod unseen;
 
 use libc::{c_char, c_int};
@@ -38,6 +40,7 @@ extern "C" fn mpaudit_init(argc: c_int, argv: *const *const c_char, envp: *const
     hooks::resolve_all();
     hooks::resolve_syscall();
     hooks::resolve_frame_registry();
+    hooks::resolve_dir_position();
     // SAFETY: load time; argv/envp come from the loader.
     unsafe { state::init(argc, argv, envp) };
     stack::init();
@@ -46,15 +49,13 @@ extern "C" fn mpaudit_init(argc: c_int, argv: *const *const c_char, envp: *const
         libc::pthread_atfork(None, None, Some(process::atfork_child));
         on_exit(process::on_exit_handler, core::ptr::null_mut());
     }
-    if state::SAVED.get().action == mpaudit_core::policy::ActionSetting::Redirect {
-        // An exec'ed image of a worker picks up what the worker redirected.
-        redirect::load_manifest();
-    }
     // The first stack walk of a process pays one-time costs deep in the
     // stack (libgcc's lazy binding, which saves the full vector state on
     // the stack): pay them here, not in a handler on a small stack.
     let _ = stack::capture_raw(0);
     process::open_log_and_start();
+    // After the log directory exists: the table file lives there.
+    redirect::attach_at_load();
     state::map_worker_counter();
     state::set_ready();
 }

@@ -231,8 +231,10 @@ pub fn doctor_env(envp: *const *const c_char) -> DoctoredEnv {
     let has_lib =
         preload_value.is_some_and(|v| v.split(|&b| b == b':' || b == b' ').any(|p| p == lib));
     let entries = saved.env_entries.as_bytes();
-    let strings_size = 11 + lib.len() + 1 + preload_value.map_or(0, |v| v.len()) + 1 + 64 + 64;
-    let extra = entries.iter().filter(|&&b| b == 0).count() + 3;
+    let table = crate::redirect::table_path();
+    let strings_size =
+        11 + lib.len() + 1 + preload_value.map_or(0, |v| v.len()) + 1 + 64 + 64 + 32 + table.len();
+    let extra = entries.iter().filter(|&&b| b == 0).count() + 4;
     let ptrs_size = (count + extra + 1) * core::mem::size_of::<*const c_char>();
     let size = (ptrs_size + strings_size).div_ceil(4096) * 4096;
     // SAFETY: anonymous private mapping.
@@ -269,7 +271,7 @@ pub fn doctor_env(envp: *const *const c_char) -> DoctoredEnv {
         // SAFETY: the array has room for `count + extra + 1` pointers, and
         // at most that many are pushed: up to `count` of the program's
         // entries, one LD_PRELOAD, one per NUL-terminated saved entry, the
-        // worker, the root pid and the NULL. The mapping is page-aligned.
+        // worker, the redirect table, the root pid and the NULL. The mapping is page-aligned.
         unsafe { *ptrs.add(n) = p };
         n += 1;
     };
@@ -295,6 +297,9 @@ pub fn doctor_env(envp: *const *const c_char) -> DoctoredEnv {
     let mut num = [0u8; 24];
     if let Some(w) = state::worker().filter(|_| !state::worker_is_rank()) {
         push(put(&[b"MPAUDIT_WORKER=", fmt_u64(w as u64, &mut num)]));
+    }
+    if !table.is_empty() {
+        push(put(&[b"MPAUDIT_REDIRECT_TABLE=", table]));
     }
     if state::root_pid() > 0 {
         push(put(&[

@@ -2,20 +2,24 @@
 //! stats and renames of the same path follow the write), the outputs a
 //! framework declared at run time, and the once-per-path warnings.
 //!
-//! All tables are fixed-size, lock-free and live in static memory: a forked
-//! child inherits them as they are; an exec'ed image reloads the redirect
-//! table from its worker's manifest, `worker_<k>/mpaudit-redirects.jsonl`.
+//! The redirect table is the worker's, shared by all of its processes
+//! through a mapped file (table.rs); each redirect is also appended to the
+//! worker's manifest, `worker_<k>/mpaudit-redirects.jsonl`, which the
+//! runner's merge reads. The two small per-process tables (declared
+//! outputs, warnings) are fixed-size, lock-free and static.
 
 use crate::state::SAVED;
 use crate::sys;
+use crate::table::{Refused, Table};
 use mpaudit_core::json::{put_hex_string, put_i64, put_str, put_u64, Sink, SliceSink};
 use mpaudit_core::path::MAX_ABS;
+use mpaudit_core::policy::ActionSetting;
 use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::*};
 
 // ---- a byte arena for the tables' strings -------------------------------------
 
-const ARENA_SIZE: usize = 4 << 20;
+const ARENA_SIZE: usize = 1 << 20;
 struct Arena(UnsafeCell<[u8; ARENA_SIZE]>);
 // SAFETY: each range is written once by the thread that reserved it, before
 // the entry pointing at it is published with Release.
@@ -124,20 +128,160 @@ impl<const N: usize> StrMap<N> {
     }
 }
 
-static REDIRECTED: StrMap<8192> = StrMap::new();
 static DECLARED: StrMap<1024> = StrMap::new();
 static WARNED: StrMap<1024> = StrMap::new();
 
-/// The redirected file for `abs`, if this worker redirected it.
+/// This worker's redirect table (table.rs), shared by all its processes.
+pub static TABLE: Table = Table::new();
+
+/// The redirected file for `abs`, if this worker redirected it (in any of
+/// its processes).
 pub fn lookup(abs: &[u8]) -> Option<&'static [u8]> {
-    if REDIRECTED.is_empty() {
-        return None;
-    }
-    REDIRECTED.get(abs)
+    TABLE.get(abs)
 }
 
 pub fn any_redirected() -> bool {
-    !REDIRECTED.is_empty()
+    TABLE.entries() > 0
+}
+
+/// Whether a new redirect can be recorded: 0, or the errno a redirected
+/// call must fail with (the table cannot grow: disk full, RLIMIT_FSIZE, no
+/// address space, or no table). Checked before the call so that a redirect
+/// the worker could not see again never happens (fail closed).
+pub fn reserve() -> i32 {
+    match TABLE.reserve() {
+        Ok(()) => 0,
+        Err(why) => {
+            warn_refused(why);
+            libc::ENOSPC
+        }
+    }
+}
+
+fn warn_refused(why: Refused) {
+    TABLE.note_refused();
+    static WARNED_FULL: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+    if WARNED_FULL.swap(true, Relaxed) {
+        return;
+    }
+    crate::process::warn(match why {
+        Refused::NoTable => {
+            b"mpaudit: no redirect table for this worker; redirected writes fail (redirect-failed)\n"
+        }
+        Refused::Full(libc::EFBIG) => {
+            b"mpaudit: the redirect table reached RLIMIT_FSIZE; further redirected writes fail (redirect-failed)\n"
+        }
+        Refused::Full(_) => {
+            b"mpaudit: the redirect table cannot grow (disk full or all segments used); further redirected writes fail (redirect-failed)\n"
+        }
+    });
+}
+
+// ---- attaching the worker's table ------------------------------------------------
+
+/// At load, in a redirecting worker: attach the table the environment names
+/// (`MPAUDIT_REDIRECT_TABLE`, set by the exec hooks of the worker's other
+/// processes) if it is this worker's, else create one (seeded from the
+/// worker's manifest, so a later command in the same worker still sees what
+/// an earlier one redirected).
+pub fn attach_at_load() {
+    let saved = SAVED.get();
+    if saved.action != ActionSetting::Redirect || saved.worker_dir.as_bytes().is_empty() {
+        return;
+    }
+    let named = saved.redirect_table.as_bytes();
+    // SAFETY: load time, single-threaded.
+    if !named.is_empty() && unsafe { TABLE.open_existing(named, saved.worker_dir.as_bytes()) } {
+        return;
+    }
+    if create_table() {
+        load_manifest();
+    }
+}
+
+/// In a freshly forked child that became a worker (fork mode): a table of
+/// its own (the parent's, if any, belongs to another worker).
+pub fn attach_after_fork() {
+    // SAFETY: the child of a fork is single-threaded here.
+    unsafe { TABLE.detach() };
+    let saved = SAVED.get();
+    if saved.action == ActionSetting::Redirect && !saved.worker_dir.as_bytes().is_empty() {
+        create_table();
+    }
+}
+
+/// The attached table's path, for `MPAUDIT_REDIRECT_TABLE` in the
+/// environment of exec'ed programs (empty when none is attached).
+pub fn table_path() -> &'static [u8] {
+    if TABLE.is_attached() {
+        TABLE.path()
+    } else {
+        b""
+    }
+}
+
+/// Creates the table file: `<log dir>/mpaudit-<pid>-<ns>.redirects` (the
+/// runner's log reader only reads `*.jsonl`), or, without a usable log
+/// directory, `<worker dir>/.mpaudit-<pid>-<ns>.redirects`.
+fn create_table() -> bool {
+    let saved = SAVED.get();
+    let worker_dir = saved.worker_dir.as_bytes();
+    // A pool block for the path: this runs in a forked child's atfork
+    // handler, maybe on a signal handler's small stack.
+    let Some(mut claimed) = crate::pool::claim() else {
+        warn_refused(Refused::NoTable);
+        return false;
+    };
+    let path = &mut claimed.block().target[..4300];
+    for in_log_dir in [true, false] {
+        let dir = if in_log_dir {
+            saved.log_dir.as_bytes()
+        } else {
+            worker_dir
+        };
+        if dir.is_empty() {
+            continue;
+        }
+        let mut s = SliceSink::new(path);
+        s.put(dir);
+        s.put(if in_log_dir {
+            b"/mpaudit-"
+        } else {
+            b"/.mpaudit-"
+        });
+        put_i64(&mut s, crate::state::pid() as i64);
+        s.put(b"-");
+        put_u64(&mut s, sys::now_ns());
+        s.put(b".redirects");
+        let (overflow, n) = (s.overflow, s.len);
+        if overflow || n >= path.len() - 1 {
+            continue;
+        }
+        if !in_log_dir {
+            make_dirs(&mut path[..n]);
+        }
+        // SAFETY: load time or a freshly forked child: single-threaded.
+        if unsafe { TABLE.create(&path[..n], worker_dir) } {
+            return true;
+        }
+    }
+    warn_refused(Refused::NoTable);
+    false
+}
+
+/// `mkdir -p` of the directory part of `path` (the worker directory's top
+/// gets 0700, as in prepare_target).
+fn make_dirs(path: &mut [u8]) {
+    let top = SAVED.get().worker_dir.as_bytes().len();
+    for i in 1..path.len() {
+        if path[i] == b'/' {
+            path[i] = 0;
+            let mode = if i == top { 0o700 } else { 0o755 };
+            // SAFETY: NUL-terminated prefix of path.
+            unsafe { sys::mkdirat(libc::AT_FDCWD, path.as_ptr().cast(), mode) };
+            path[i] = b'/';
+        }
+    }
 }
 
 pub fn declare(abs: &[u8]) -> bool {
@@ -163,6 +307,10 @@ pub fn first_warning(abs: &[u8]) -> bool {
 /// Returns 0 or the errno the call must fail with. `work` is scratch space
 /// (pool.rs; at least `2 * (MAX_ABS + 1)` bytes).
 pub fn prepare_target(original: &[u8], target: &[u8], copy: bool, work: &mut [u8]) -> i32 {
+    let room = reserve();
+    if room != 0 {
+        return room;
+    }
     let saved = SAVED.get();
     let worker_dir = saved.worker_dir.as_bytes();
     let (path, rest) = work.split_at_mut(MAX_ABS + 1);
@@ -277,8 +425,13 @@ fn manifest_path(out: &mut [u8]) -> bool {
 /// time, in the worker's manifest for the runner's merge. `work` is scratch
 /// space (pool.rs) for the manifest's path and line.
 pub fn record(original: &[u8], target: &[u8], work: &mut [u8]) {
-    if !REDIRECTED.insert(original, target) {
-        return;
+    match TABLE.insert(original, target) {
+        Ok(true) => {}
+        Ok(false) => return,
+        // Rare (reserve() made room before the call; another process took
+        // it meanwhile): the manifest still gets the line, so the merge
+        // loses nothing; the worker's later calls may not see the file.
+        Err(why) => warn_refused(why),
     }
     let (path, line) = work.split_at_mut(4300);
     if !manifest_path(path) {
@@ -320,8 +473,9 @@ pub fn record(original: &[u8], target: &[u8], work: &mut [u8]) {
     }
 }
 
-/// After exec in a worker: reload what the worker redirected so far.
-pub fn load_manifest() {
+/// Seeds a new table with what the worker's manifest lists (an earlier
+/// command in the same worker directory).
+fn load_manifest() {
     let mut path = [0u8; 4300];
     if !manifest_path(&mut path) {
         return;
@@ -378,7 +532,7 @@ fn load_line(line: &[u8]) {
     let target = hex_field(line, b"\"target_hex\":\"", &mut t)
         .or_else(|| str_field(line, b"\"target\":\"", &mut t));
     let Some(tn) = target else { return };
-    REDIRECTED.insert(&o[..on], &t[..tn]);
+    let _ = TABLE.insert(&o[..on], &t[..tn]);
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {

@@ -119,6 +119,9 @@ pub struct Saved {
     pub tmpdir: FixedBuf<4096>,
     /// MPAUDIT_WORKER_COUNTER: the file holding the job's next worker index.
     pub worker_counter: FixedBuf<4200>,
+    /// MPAUDIT_REDIRECT_TABLE as found at load: the redirect table of the
+    /// worker's other processes (redirect.rs; handed on by the exec hooks).
+    pub redirect_table: FixedBuf<4300>,
 }
 
 pub static SAVED: Global<Saved> = Global::new(Saved {
@@ -139,6 +142,7 @@ pub static SAVED: Global<Saved> = Global::new(Saved {
     worker_dir: FixedBuf::new(),
     tmpdir: FixedBuf::new(),
     worker_counter: FixedBuf::new(),
+    redirect_table: FixedBuf::new(),
 });
 
 static READY: AtomicBool = AtomicBool::new(false);
@@ -328,6 +332,7 @@ pub unsafe fn init(argc: i32, argv: *const *const libc::c_char, envp: *const *co
             }
             b"MPAUDIT_ROOT_PID" => env_root_pid = parse_u32(value),
             b"MPAUDIT_WORKER_COUNTER" => _ = saved.worker_counter.set(value),
+            b"MPAUDIT_REDIRECT_TABLE" => _ = saved.redirect_table.set(value),
             b"TMPDIR" if value.first() == Some(&b'/') => dirs.tmpdir = value,
             b"PWD" => dirs.pwd = value,
             _ => {
@@ -764,5 +769,6 @@ pub fn after_fork_child() {
         WORKER.store(pending, Relaxed);
         // SAFETY: the child of a fork is single-threaded here.
         set_worker_dir(unsafe { SAVED.get_mut() });
+        crate::redirect::attach_after_fork();
     }
 }

@@ -139,6 +139,33 @@ pub fn is_normal_abs(path: &[u8]) -> bool {
 }
 
 /// Concatenates `parts` into `out`; the length, or `None` when too long.
+/// The inverse of [`map_normal_to_worker`]: the original path a path inside
+/// `worker_dir` stands for (`<worker_dir>/a` → `<job_dir>/a`,
+/// `<worker_dir>/_abs/tmp/x` → `/tmp/x`), into `out`; `None` when `target`
+/// is not inside `worker_dir` or the result does not fit.
+pub fn unmap_from_worker(
+    target: &[u8],
+    job_dir: &[u8],
+    worker_dir: &[u8],
+    out: &mut [u8],
+) -> Option<usize> {
+    if target == worker_dir {
+        return copy_parts(out, &[job_dir]);
+    }
+    let rel = strip_dir(target, worker_dir)?;
+    if rel == OUTSIDE_JOB {
+        return copy_parts(out, &[b"/"]);
+    }
+    if let Some(below) = rel
+        .strip_prefix(OUTSIDE_JOB)
+        .and_then(|r| r.strip_prefix(b"/"))
+    {
+        return copy_parts(out, &[b"/", below]);
+    }
+    let separator: &[u8] = if job_dir == b"/" { b"" } else { b"/" };
+    copy_parts(out, &[job_dir, separator, rel])
+}
+
 fn copy_parts(out: &mut [u8], parts: &[&[u8]]) -> Option<usize> {
     let mut len = 0usize;
     for part in parts {
@@ -152,6 +179,29 @@ fn copy_parts(out: &mut [u8], parts: &[&[u8]]) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unmapping_inverts_the_mapping() {
+        let (job, w) = (&b"/job"[..], &b"/job/mpaudit-workers/worker_1"[..]);
+        for abs in [
+            &b"/job"[..],
+            b"/job/a/b",
+            b"/tmp/x",
+            b"/",
+            b"/job/mpaudit-workers/worker_1/z",
+        ] {
+            let mut t = [0u8; 256];
+            let n = map_normal_to_worker(abs, job, w, &mut t).unwrap();
+            let mut back = [0u8; 256];
+            let m = unmap_from_worker(&t[..n], job, w, &mut back).unwrap();
+            let expect: &[u8] = if abs.starts_with(w) { b"/job/z" } else { abs };
+            assert_eq!(&back[..m], expect, "{}", String::from_utf8_lossy(abs));
+        }
+        assert_eq!(
+            unmap_from_worker(b"/elsewhere/a", job, w, &mut [0u8; 64]),
+            None
+        );
+    }
     use proptest::prelude::*;
 
     const WORKER: &str = "/job/mpaudit-workers/worker_2";

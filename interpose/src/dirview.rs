@@ -1,0 +1,826 @@
+//! Directory listings in a redirecting worker: a directory lists what the
+//! worker would see had it written in place. Its shared entries come first,
+//! each shown as the worker's copy when the worker redirected it, hidden
+//! when the worker removed it (its redirect target does not exist: a
+//! whiteout); then the worker's redirected files that the directory does
+//! not have. No name is listed twice.
+//!
+//! glibc's `readdir` calls `getdents64` internally, so the merge happens at
+//! `readdir`: a stream opened (`opendir`, `fdopendir`) on a directory that
+//! has redirected children (a node in the table, table.rs) gets a slot in a
+//! fixed side table, keyed by its `DIR*`, that holds where the listing is
+//! and the `dirent` last returned. Streams of other directories pay one
+//! atomic load per `readdir`. No allocation, no locks: slots are claimed by
+//! compare-and-swap, and a stream is used by one thread at a time (as POSIX
+//! requires of the program).
+//!
+//! Not emulated: `telldir`/`seekdir` positions inside the worker's own
+//! entries (a `seekdir` restarts them after the shared ones), `scandir`,
+//! `glob(3)`, `nftw` and `getdents64` called directly (they read the
+//! directory inside libc or the kernel); more than `STREAMS` merged streams
+//! open at once (the extra ones list the shared directory only).
+//!
+//! Renaming a shared directory copies it up into the worker (see [`renamed`]).
+
+use crate::audit::PathArg;
+use crate::guard::HookGuard;
+use crate::pool::Block;
+use crate::redirect::TABLE;
+use crate::state::{self, SAVED};
+use crate::sys;
+use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicUsize, Ordering::*};
+use libc::{c_int, dirent64, DIR};
+use mpaudit_core::path::MAX_ABS;
+use mpaudit_core::policy::ActionSetting;
+
+const STREAMS: usize = 256;
+
+struct Listing {
+    /// The directory's node key in the table (`P/`), in the shared mapping.
+    node_ptr: usize,
+    node_len: usize,
+    /// False while the real stream is being read, true once it ended and
+    /// the worker's own entries are listed.
+    own: bool,
+    /// The segment whose children list is being walked.
+    seg: usize,
+    seg_started: bool,
+    /// Next entry id + 1 in that list (0: the list ended).
+    link: u64,
+    /// Synthesised entries are numbered past any real offset.
+    serial: i64,
+    entry: dirent64,
+}
+
+struct Slot {
+    dir: AtomicUsize,
+    listing: UnsafeCell<Listing>,
+}
+
+struct Slots([Slot; STREAMS]);
+// SAFETY: a slot's listing is touched only by the thread that claimed it
+// (the CAS on `dir`) or that reads the stream it belongs to, one at a time.
+unsafe impl Sync for Slots {}
+
+#[allow(clippy::declare_interior_mutable_const)]
+const FREE: Slot = Slot {
+    dir: AtomicUsize::new(0),
+    listing: UnsafeCell::new(Listing {
+        node_ptr: 0,
+        node_len: 0,
+        own: false,
+        seg: 0,
+        seg_started: false,
+        link: 0,
+        serial: 0,
+        // SAFETY: dirent64 is plain integers and bytes.
+        entry: unsafe { core::mem::zeroed() },
+    }),
+};
+static SLOTS: Slots = Slots([FREE; STREAMS]);
+/// Slots in use: zero makes `readdir` a single load.
+static IN_USE: AtomicUsize = AtomicUsize::new(0);
+
+fn slot_of(dir: *mut DIR) -> Option<&'static Slot> {
+    if dir.is_null() || IN_USE.load(Acquire) == 0 {
+        return None;
+    }
+    SLOTS.0.iter().find(|s| s.dir.load(Acquire) == dir as usize)
+}
+
+fn release(dir: *mut DIR) {
+    if let Some(s) = slot_of(dir) {
+        if s.dir
+            .compare_exchange(dir as usize, 0, AcqRel, Relaxed)
+            .is_ok()
+        {
+            IN_USE.fetch_sub(1, AcqRel);
+        }
+    }
+}
+
+/// After a successful `opendir`/`fdopendir`: gives the stream a slot when
+/// the directory it lists has redirected children.
+pub fn opened(dir: *mut DIR) -> *mut DIR {
+    if dir.is_null() || !state::ready() {
+        return dir;
+    }
+    let _errno = sys::ErrnoGuard::save();
+    release(dir); // a stale slot of a closed stream whose DIR* was reused
+    if !crate::redirect::any_redirected() {
+        return dir;
+    }
+    let Some(_guard) = HookGuard::enter() else {
+        return dir;
+    };
+    let Some(mut claimed) = crate::pool::claim() else {
+        return dir;
+    };
+    let b = claimed.block();
+    // SAFETY: `dir` is the live stream libc just returned.
+    let fd = unsafe { libc::dirfd(dir) };
+    let Some(n) = node_key(fd, &mut b.abs, &mut b.abs2) else {
+        return dir;
+    };
+    let Some(node) = TABLE.find(&b.abs[..n]) else {
+        return dir;
+    };
+    claim(dir, node.key);
+    dir
+}
+
+/// The table key of the directory `fd` is open on, as the worker sees it
+/// (`P/`; a redirected directory's original), into `out`.
+fn node_key(fd: c_int, out: &mut [u8], scratch: &mut [u8]) -> Option<usize> {
+    let n = sys::fd_path(fd, &mut scratch[..MAX_ABS - 1])?;
+    let saved = SAVED.get();
+    let mut m = mpaudit_core::map::unmap_from_worker(
+        &scratch[..n],
+        saved.job_dir.as_bytes(),
+        saved.worker_dir.as_bytes(),
+        &mut out[..MAX_ABS - 1],
+    )
+    .unwrap_or_else(|| {
+        out[..n].copy_from_slice(&scratch[..n]);
+        n
+    });
+    if m == 1 {
+        m = 0; // "/" has the node key "/"
+    }
+    out[m] = b'/';
+    Some(m + 1)
+}
+
+fn claim(dir: *mut DIR, node: &'static [u8]) {
+    for s in &SLOTS.0 {
+        if s.dir.load(Relaxed) == 0
+            && s.dir
+                .compare_exchange(0, dir as usize, AcqRel, Relaxed)
+                .is_ok()
+        {
+            // SAFETY: the slot is ours since the CAS; nobody reads its
+            // listing before this stream's next readdir, on this thread or
+            // after the program handed the stream over.
+            let l = unsafe { &mut *s.listing.get() };
+            l.node_ptr = node.as_ptr() as usize;
+            l.node_len = node.len();
+            rewind(l);
+            IN_USE.fetch_add(1, AcqRel);
+            return;
+        }
+    }
+}
+
+fn rewind(l: &mut Listing) {
+    l.own = false;
+    l.seg = 0;
+    l.seg_started = false;
+    l.link = 0;
+    l.serial = 0;
+}
+
+/// Before `closedir`: frees the stream's slot.
+pub fn closing(dir: *mut DIR) {
+    release(dir);
+}
+
+/// After `rewinddir`/`seekdir`: the shared entries are read again from
+/// the stream's new position, the worker's own ones after them. A stream
+/// without a slot gets one if its directory has redirected children now.
+pub fn repositioned(dir: *mut DIR) {
+    let _errno = sys::ErrnoGuard::save();
+    match slot_of(dir) {
+        // SAFETY: the program's stream, read by one thread at a time.
+        Some(s) => rewind(unsafe { &mut *s.listing.get() }),
+        None => _ = opened(dir),
+    }
+}
+
+/// `readdir`/`readdir64`: the next entry of the worker's view. `real`
+/// reads the real stream.
+///
+/// # Safety
+/// `dir` is the program's stream argument.
+pub unsafe fn next(dir: *mut DIR, real: impl Fn(*mut DIR) -> *mut dirent64) -> *mut dirent64 {
+    let Some(slot) = slot_of(dir) else {
+        return real(dir);
+    };
+    let Some(_guard) = HookGuard::enter() else {
+        return real(dir);
+    };
+    let Some(mut claimed) = crate::pool::claim() else {
+        return real(dir);
+    };
+    let b = claimed.block();
+    // SAFETY: the stream's slot, used by the one thread reading it.
+    let l = unsafe { &mut *slot.listing.get() };
+    // SAFETY: node_ptr/len point into the table's shared mapping, which
+    // stays mapped and whose published records never change.
+    let node = unsafe { core::slice::from_raw_parts(l.node_ptr as *const u8, l.node_len) };
+    let entry_errno = sys::errno();
+    while !l.own {
+        sys::set_errno(0);
+        let e = real(dir);
+        if e.is_null() {
+            if sys::errno() != 0 {
+                return e; // a read error: as libc reported it
+            }
+            sys::set_errno(entry_errno);
+            l.own = true;
+            break;
+        }
+        // SAFETY: libc's entry, valid until the next call on the stream.
+        let name = unsafe { name_of(e) };
+        if name == b"." || name == b".." {
+            sys::set_errno(entry_errno);
+            return e;
+        }
+        let Some(key) = join(node, name, &mut b.abs) else {
+            sys::set_errno(entry_errno);
+            return e;
+        };
+        let Some(target) = crate::redirect::lookup(key) else {
+            sys::set_errno(entry_errno);
+            return e;
+        };
+        match lstat(target, &mut b.target) {
+            // Redirected: the worker's copy, under the same name.
+            Some(st) => {
+                // SAFETY: as above.
+                let off = unsafe { (*e).d_off };
+                fill(&mut l.entry, name, &st, off);
+                sys::set_errno(entry_errno);
+                return &mut l.entry;
+            }
+            None => continue, // removed by the worker
+        }
+    }
+    // SAFETY: `dir` is a live stream.
+    let fd = unsafe { libc::dirfd(dir) };
+    loop {
+        if l.link == 0 {
+            if l.seg_started {
+                l.seg += 1;
+                l.seg_started = false;
+            }
+            if l.seg >= TABLE.segments() {
+                sys::set_errno(entry_errno);
+                return core::ptr::null_mut();
+            }
+            l.link = TABLE.children(l.seg, node);
+            l.seg_started = true;
+            continue;
+        }
+        let Some((found, after)) = TABLE.entry(l.link - 1) else {
+            l.link = 0;
+            continue;
+        };
+        l.link = after;
+        // The first entry of this key only (a key may be in two segments).
+        if TABLE.find(found.key).map(|f| f.id) != Some(found.id) {
+            continue;
+        }
+        let Some(name) = found.key.get(node.len()..).filter(|n| !n.is_empty()) else {
+            continue;
+        };
+        let Some(st) = lstat(found.value, &mut b.target) else {
+            continue; // removed by the worker
+        };
+        // Listed already from the real stream.
+        if fd >= 0 && exists_in(fd, name, &mut b.base) {
+            continue;
+        }
+        l.serial += 1;
+        fill(&mut l.entry, name, &st, i64::MAX - l.serial);
+        sys::set_errno(entry_errno);
+        return &mut l.entry;
+    }
+}
+
+/// `readdir_r`/`readdir64_r` on a merged stream: `next`, copied into the
+/// caller's entry. `None` for a stream without a slot (the caller uses the
+/// real function).
+///
+/// # Safety
+/// The program's arguments to readdir_r.
+pub unsafe fn next_r(
+    dir: *mut DIR,
+    entry: *mut dirent64,
+    result: *mut *mut dirent64,
+    real_readdir64: usize,
+) -> Option<c_int> {
+    slot_of(dir)?;
+    if real_readdir64 == 0 || entry.is_null() || result.is_null() {
+        return None;
+    }
+    // SAFETY: libc's readdir64.
+    let real: unsafe extern "C" fn(*mut DIR) -> *mut dirent64 =
+        unsafe { core::mem::transmute(real_readdir64) };
+    let errno = sys::ErrnoGuard::save();
+    sys::set_errno(0);
+    // SAFETY: the program's stream.
+    let e = unsafe { next(dir, |d| real(d)) };
+    if e.is_null() {
+        let err = sys::errno();
+        // SAFETY: result is the program's out-pointer.
+        unsafe { *result = core::ptr::null_mut() };
+        return Some(if err != errno.value() { err } else { 0 });
+    }
+    // SAFETY: both are dirent64s; the program's entry has room for one.
+    unsafe {
+        let reclen = ((*e).d_reclen as usize).min(core::mem::size_of::<dirent64>());
+        core::ptr::copy_nonoverlapping(e as *const u8, entry as *mut u8, reclen);
+        *result = entry;
+    }
+    Some(0)
+}
+
+/// # Safety
+/// `e` is a dirent64 from libc or this module.
+unsafe fn name_of<'a>(e: *const dirent64) -> &'a [u8] {
+    // SAFETY: d_name is NUL-terminated within the entry.
+    unsafe { sys::c_bytes((*e).d_name.as_ptr(), 256) }
+}
+
+/// `<P>/<name>` (the node key is `P/`) into `out`.
+fn join<'a>(node: &[u8], name: &[u8], out: &'a mut [u8]) -> Option<&'a [u8]> {
+    let n = node.len() + name.len();
+    if n >= out.len() || node.is_empty() {
+        return None;
+    }
+    out[..node.len()].copy_from_slice(node);
+    out[node.len()..n].copy_from_slice(name);
+    Some(&out[..n])
+}
+
+fn lstat(path: &[u8], buf: &mut [u8]) -> Option<libc::stat> {
+    let p = sys::c_path(path, buf)?;
+    // SAFETY: NUL-terminated by c_path.
+    unsafe { sys::stat(p, libc::AT_SYMLINK_NOFOLLOW) }
+}
+
+fn exists_in(fd: c_int, name: &[u8], buf: &mut [u8]) -> bool {
+    let Some(p) = sys::c_path(name, buf) else {
+        return false;
+    };
+    // SAFETY: zeroed stat is a valid out-parameter; p is NUL-terminated.
+    let mut st: libc::stat = unsafe { core::mem::zeroed() };
+    // SAFETY: raw newfstatat on the stream's descriptor (not the hooked
+    // fstatat): only fills `st`.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_newfstatat,
+            fd,
+            p,
+            &mut st as *mut libc::stat,
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    r == 0
+}
+
+fn fill(entry: &mut dirent64, name: &[u8], st: &libc::stat, off: i64) {
+    let n = name.len().min(entry.d_name.len() - 1);
+    for (d, &c) in entry.d_name.iter_mut().zip(&name[..n]) {
+        *d = c as libc::c_char;
+    }
+    entry.d_name[n] = 0;
+    entry.d_ino = st.st_ino;
+    entry.d_off = off;
+    let header = core::mem::offset_of!(dirent64, d_name);
+    entry.d_reclen = ((header + n + 1).next_multiple_of(8)) as u16;
+    entry.d_type = match st.st_mode & libc::S_IFMT {
+        libc::S_IFREG => libc::DT_REG,
+        libc::S_IFDIR => libc::DT_DIR,
+        libc::S_IFLNK => libc::DT_LNK,
+        libc::S_IFIFO => libc::DT_FIFO,
+        libc::S_IFSOCK => libc::DT_SOCK,
+        libc::S_IFCHR => libc::DT_CHR,
+        libc::S_IFBLK => libc::DT_BLK,
+        _ => libc::DT_UNKNOWN,
+    };
+}
+
+// ---- renaming a shared directory ---------------------------------------------
+
+/// After a `rename`, `renameat` or `renameat2` in a redirecting worker whose
+/// source is a shared directory: the redirected call moved only the
+/// worker's copy of it (or failed with `ENOENT`: the worker had none), so
+/// what the shared directory holds is copied up into the moved copy (each
+/// file redirected, the old names hidden), and the table learns every name
+/// below the new one. The worker then sees the bare result. Costs a copy of
+/// the shared tree (bare: one system call). `entry_errno` is the program's
+/// errno from before the call, restored when a failed call is completed.
+///
+/// # Safety
+/// `source` and `dest` are the program's arguments of the rename.
+#[inline(always)]
+pub unsafe fn renamed(source: PathArg, dest: PathArg, entry_errno: c_int, r: c_int) -> c_int {
+    let failed_enoent = r == -1 && sys::errno() == libc::ENOENT;
+    if !(failed_enoent || r == 0 && crate::redirect::any_redirected()) {
+        return r;
+    }
+    if !state::ready() || SAVED.get().action != ActionSetting::Redirect || state::worker().is_none()
+    {
+        return r;
+    }
+    // SAFETY: the caller's contract.
+    if unsafe { complete_directory_rename(source, dest, r == 0) } && failed_enoent {
+        sys::set_errno(entry_errno);
+        return 0;
+    }
+    r
+}
+
+/// See [`renamed`]: true when a failed rename was carried out.
+#[cold]
+#[inline(never)]
+unsafe fn complete_directory_rename(source: PathArg, dest: PathArg, moved: bool) -> bool {
+    let Some(_guard) = HookGuard::enter() else {
+        return false;
+    };
+    let _errno = sys::ErrnoGuard::save();
+    let Some(mut claimed) = crate::pool::claim() else {
+        return false;
+    };
+    let Block {
+        abs,
+        abs2,
+        base,
+        target,
+        target2,
+        work,
+        ..
+    } = claimed.block();
+    // SAFETY: the kernel read both paths (no EFAULT).
+    let (Some(n), Some(m)) = (unsafe { absolute(source, base, abs) }, unsafe {
+        absolute(dest, base, abs2)
+    }) else {
+        return false;
+    };
+    let Some(shared) =
+        lstat(&abs[..n], target).filter(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
+    else {
+        return false; // not a shared directory (or renamed in place)
+    };
+    let saved = SAVED.get();
+    let (job, wdir) = (saved.job_dir.as_bytes(), saved.worker_dir.as_bytes());
+    let tlen = if moved {
+        // Only a redirected move (both names in the table) left it behind.
+        if crate::redirect::lookup(&abs[..n]).is_none() {
+            return false;
+        }
+        let Some(t) = crate::redirect::lookup(&abs2[..m]) else {
+            return false;
+        };
+        if t.len() >= target.len() {
+            return false;
+        }
+        target[..t.len()].copy_from_slice(t);
+        t.len()
+    } else {
+        // The worker had no copy: make the new one, if the new name's
+        // parent exists as the worker sees it.
+        if crate::redirect::lookup(&abs[..n]).is_some()
+            || crate::redirect::lookup(&abs2[..m]).is_some()
+        {
+            return false;
+        }
+        let Some(t) =
+            mpaudit_core::map::map_normal_to_worker(&abs2[..m], job, wdir, &mut target[..MAX_ABS])
+        else {
+            return false;
+        };
+        target[t] = 0;
+        // SAFETY: NUL-terminated path inside the worker directory.
+        if unsafe {
+            sys::mkdirat(
+                libc::AT_FDCWD,
+                target.as_ptr().cast(),
+                shared.st_mode & 0o7777,
+            )
+        } != 0
+        {
+            return false;
+        }
+        let Some(wt) =
+            mpaudit_core::map::map_normal_to_worker(&abs[..n], job, wdir, &mut target2[..MAX_ABS])
+        else {
+            return false;
+        };
+        let (src_target, dst_target) = (&target2[..wt], &target[..t]);
+        crate::redirect::record(&abs[..n], src_target, work);
+        crate::redirect::record(&abs2[..m], dst_target, work);
+        t
+    };
+    copy_up(abs, n, target, tlen, target2, work, 0);
+    record_tree(abs2, m, target, tlen, 0, work);
+    true
+}
+
+/// Copies what the shared directory `src[..slen]` holds and the worker's
+/// table does not cover into the worker's directory `dst[..dlen]`, hiding
+/// each copied name under the old path (its redirect target, below the
+/// moved-away copy, does not exist). `scratch` maps paths; `work` records.
+fn copy_up(
+    src: &mut [u8],
+    slen: usize,
+    dst: &mut [u8],
+    dlen: usize,
+    scratch: &mut [u8],
+    work: &mut [u8],
+    depth: usize,
+) {
+    const BUF: usize = 16384;
+    if depth >= MOVED_TREE_DEPTH || slen >= src.len() || dlen >= dst.len() {
+        return;
+    }
+    src[slen] = 0;
+    // SAFETY: NUL-terminated path; the descriptor is closed below.
+    let fd = unsafe {
+        sys::openat(
+            libc::AT_FDCWD,
+            src.as_ptr().cast(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+            0,
+        )
+    };
+    if fd < 0 {
+        return;
+    }
+    let Some(map) = Scratch::new(BUF) else {
+        sys::close(fd);
+        return;
+    };
+    let buf = map.bytes();
+    let saved = SAVED.get();
+    loop {
+        // SAFETY: the kernel writes at most BUF bytes of entries.
+        let n = unsafe { libc::syscall(libc::SYS_getdents64, fd, buf.as_mut_ptr(), BUF) };
+        if n <= 0 {
+            break;
+        }
+        let mut off = 0usize;
+        while off + 19 < n as usize {
+            // SAFETY: a linux_dirent64 the kernel wrote at `off`: d_reclen
+            // at byte 16, the NUL-terminated name from byte 19.
+            let (reclen, name) = unsafe {
+                let e = buf.as_ptr().add(off);
+                (
+                    (e.add(16) as *const u16).read_unaligned() as usize,
+                    sys::c_bytes(e.add(19).cast(), 256),
+                )
+            };
+            if reclen == 0 {
+                break;
+            }
+            off += reclen;
+            if name == b"." || name == b".." {
+                continue;
+            }
+            let (s, d) = (slen + 1 + name.len(), dlen + 1 + name.len());
+            if s >= src.len() || d >= dst.len() {
+                continue;
+            }
+            src[slen] = b'/';
+            src[slen + 1..s].copy_from_slice(name);
+            if crate::redirect::lookup(&src[..s]).is_some() {
+                continue; // the worker's own version (moved along) or removed
+            }
+            dst[dlen] = b'/';
+            dst[dlen + 1..d].copy_from_slice(name);
+            src[s] = 0;
+            dst[d] = 0;
+            // SAFETY: NUL-terminated path.
+            let Some(st) = (unsafe { sys::stat(src.as_ptr().cast(), libc::AT_SYMLINK_NOFOLLOW) })
+            else {
+                continue;
+            };
+            let copied = match st.st_mode & libc::S_IFMT {
+                libc::S_IFDIR => {
+                    // SAFETY: NUL-terminated path in the worker directory.
+                    let r = unsafe {
+                        sys::mkdirat(libc::AT_FDCWD, dst.as_ptr().cast(), st.st_mode & 0o7777)
+                    };
+                    // EEXIST: the worker's copy has it (files of it moved along).
+                    let ok = r == 0 || r == -libc::EEXIST;
+                    if ok {
+                        copy_up(src, s, dst, d, scratch, work, depth + 1);
+                    }
+                    ok
+                }
+                libc::S_IFREG => copy_file(src, dst, st.st_mode & 0o7777, st.st_size as u64),
+                libc::S_IFLNK => copy_link(src, dst, scratch),
+                _ => false,
+            };
+            if copied {
+                if let Some(t) = mpaudit_core::map::map_normal_to_worker(
+                    &src[..s],
+                    saved.job_dir.as_bytes(),
+                    saved.worker_dir.as_bytes(),
+                    &mut scratch[..MAX_ABS],
+                ) {
+                    crate::redirect::record(&src[..s], &scratch[..t], work);
+                }
+            }
+        }
+    }
+    sys::close(fd);
+}
+
+/// Copies the regular file at the NUL-terminated `from` to a new `to`.
+fn copy_file(from: &[u8], to: &[u8], mode: libc::mode_t, size: u64) -> bool {
+    // SAFETY: NUL-terminated paths; both descriptors are closed below.
+    let (i, o) = unsafe {
+        (
+            sys::openat(
+                libc::AT_FDCWD,
+                from.as_ptr().cast(),
+                libc::O_RDONLY | libc::O_CLOEXEC,
+                0,
+            ),
+            sys::openat(
+                libc::AT_FDCWD,
+                to.as_ptr().cast(),
+                libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC,
+                mode,
+            ),
+        )
+    };
+    let mut left = size;
+    let mut ok = i >= 0 && o >= 0;
+    while ok && left > 0 {
+        // SAFETY: plain syscall on our descriptors; copies inside the kernel.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_sendfile,
+                o,
+                i,
+                core::ptr::null_mut::<libc::off_t>(),
+                left.min(1 << 30),
+            )
+        };
+        ok = r > 0;
+        left = left.saturating_sub(r.max(0) as u64);
+    }
+    for fd in [i, o] {
+        if fd >= 0 {
+            sys::close(fd);
+        }
+    }
+    ok
+}
+
+/// Recreates the symlink at the NUL-terminated `from` as `to`.
+fn copy_link(from: &[u8], to: &[u8], scratch: &mut [u8]) -> bool {
+    // SAFETY: NUL-terminated path.
+    let Some(n) = (unsafe { sys::readlink(from.as_ptr().cast(), &mut scratch[..MAX_ABS - 1]) })
+    else {
+        return false;
+    };
+    scratch[n] = 0;
+    // SAFETY: two NUL-terminated strings.
+    unsafe {
+        libc::syscall(
+            libc::SYS_symlinkat,
+            scratch.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+        ) == 0
+    }
+}
+
+/// A private anonymous mapping for directory entries (no stack buffers).
+struct Scratch(*mut libc::c_void, usize);
+
+impl Scratch {
+    fn new(len: usize) -> Option<Scratch> {
+        // SAFETY: a fresh private anonymous mapping, unmapped on drop.
+        let p = unsafe {
+            libc::mmap(
+                core::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        (p != libc::MAP_FAILED).then_some(Scratch(p, len))
+    }
+    #[allow(clippy::mut_from_ref)]
+    fn bytes(&self) -> &mut [u8] {
+        // SAFETY: our mapping of len bytes, used by one caller at a time.
+        unsafe { core::slice::from_raw_parts_mut(self.0 as *mut u8, self.1) }
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        // SAFETY: our own mapping, no longer referenced.
+        unsafe { libc::munmap(self.0, self.1) };
+    }
+}
+
+/// Deepest level of a moved tree whose names the table learns.
+const MOVED_TREE_DEPTH: usize = 16;
+
+/// Records every entry below the worker's directory `target[..tlen]` as the
+/// redirect of the same name below `orig[..olen]` (a directory moved inside
+/// the worker directory). Directory entries are read into a temporary
+/// mapping per level (no stack buffers), at most `MOVED_TREE_DEPTH` deep.
+fn record_tree(
+    orig: &mut [u8],
+    olen: usize,
+    target: &mut [u8],
+    tlen: usize,
+    depth: usize,
+    work: &mut [u8],
+) {
+    const BUF: usize = 16384;
+    if depth >= MOVED_TREE_DEPTH || tlen >= target.len() {
+        return;
+    }
+    target[tlen] = 0;
+    // SAFETY: NUL-terminated path; the descriptor is closed below.
+    let fd = unsafe {
+        sys::openat(
+            libc::AT_FDCWD,
+            target.as_ptr().cast(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+            0,
+        )
+    };
+    if fd < 0 {
+        return;
+    }
+    let Some(map) = Scratch::new(BUF) else {
+        sys::close(fd);
+        return;
+    };
+    let buf = map.bytes();
+    loop {
+        // SAFETY: the kernel writes at most BUF bytes of entries.
+        let n = unsafe { libc::syscall(libc::SYS_getdents64, fd, buf.as_mut_ptr(), BUF) };
+        if n <= 0 {
+            break;
+        }
+        let mut off = 0usize;
+        while off + 19 < n as usize {
+            // SAFETY: a linux_dirent64 the kernel wrote at `off`: d_reclen
+            // at byte 16, d_type at 18, the NUL-terminated name from 19.
+            let (reclen, kind, name) = unsafe {
+                let e = buf.as_ptr().add(off);
+                (
+                    (e.add(16) as *const u16).read_unaligned() as usize,
+                    *e.add(18),
+                    sys::c_bytes(e.add(19).cast(), 256),
+                )
+            };
+            if reclen == 0 {
+                break;
+            }
+            off += reclen;
+            if name == b"." || name == b".." {
+                continue;
+            }
+            let (o, t) = (olen + 1 + name.len(), tlen + 1 + name.len());
+            if o >= orig.len() || t >= target.len() {
+                continue;
+            }
+            orig[olen] = b'/';
+            orig[olen + 1..o].copy_from_slice(name);
+            target[tlen] = b'/';
+            target[tlen + 1..t].copy_from_slice(name);
+            crate::redirect::record(&orig[..o], &target[..t], work);
+            if kind == libc::DT_DIR {
+                record_tree(orig, o, target, t, depth + 1, work);
+            }
+        }
+    }
+    sys::close(fd);
+}
+
+/// The absolute path of a path argument, into `out` (`base` is scratch).
+///
+/// # Safety
+/// `arg.path` is a path the kernel has read (the call did not fail with
+/// EFAULT).
+unsafe fn absolute(arg: PathArg, base: &mut [u8], out: &mut [u8]) -> Option<usize> {
+    if arg.path.is_null() {
+        return None;
+    }
+    // SAFETY: the caller's contract.
+    let given = unsafe { sys::path_bytes(arg.path, MAX_ABS) };
+    let base = if given.first() == Some(&b'/') {
+        None
+    } else if arg.dirfd == libc::AT_FDCWD {
+        let n = sys::getcwd_raw(base)?;
+        Some(&base[..n])
+    } else {
+        let n = sys::fd_path(arg.dirfd, base)?;
+        Some(&base[..n])
+    };
+    mpaudit_core::path::absolutize(given, base, out)
+}
