@@ -739,6 +739,12 @@ enum Variant {
     Bare,
     /// Under the library as worker k with `MPAUDIT_ACTION=redirect`.
     Redirect,
+    /// Self-tests of the comparison, which must fail: bare again, in a
+    /// tree with an extra file `c`...
+    SelfTestExtraFile,
+    /// ... and bare in the job directory itself, with the check that the
+    /// shared tree is untouched.
+    SelfTestInPlace,
 }
 
 /// Everything a shared tree holds that a redirected worker must not
@@ -817,6 +823,9 @@ fn compare(base: &Path, n: usize, case: &Case, variant: Variant) -> Result<(), S
 
     let job = dir.join("job");
     case.tree.build(&job);
+    if variant == Variant::SelfTestExtraFile {
+        std::fs::write(job.join("c"), "X").expect("write the extra file");
+    }
     let before = snapshot(&job);
     let mut second = Command::new(&exec);
     second.arg(&script).current_dir(&job);
@@ -846,16 +855,15 @@ fn compare(base: &Path, n: usize, case: &Case, variant: Variant) -> Result<(), S
             first_difference(&expected.stdout, &got.stdout),
             expected.stdout,
             status_and_stderr(&expected),
-            if variant == Variant::Redirect {
-                "redirect"
-            } else {
-                "bare again"
+            match variant {
+                Variant::Redirect => "redirect",
+                _ => "bare again",
             },
             got.stdout,
             status_and_stderr(&got),
         ));
     }
-    if variant == Variant::Redirect {
+    if matches!(variant, Variant::Redirect | Variant::SelfTestInPlace) {
         let after = snapshot(&job);
         if after != before {
             problems.push(format!(
@@ -908,8 +916,8 @@ fn check(dir: &TestDir, variant: Variant) {
     });
     // Bare against bare must agree on everything: nothing is left out.
     let excluded = match variant {
-        Variant::Bare => Vec::new(),
         Variant::Redirect => excluded(),
+        _ => Vec::new(),
     };
     eprintln!(
         "differential: {cases} cases, MPAUDIT_DIFF_SEED={seed}, excluded features: {excluded:?}"
@@ -962,3 +970,62 @@ e2e!(differential_bare_runs_agree_with_each_other, |dir| {
 e2e!(differential_redirect_behaves_like_writing_in_place, |dir| {
     check(&dir, Variant::Redirect);
 });
+
+/// A case of one script over a tree with `a` = "A" and `d`.
+fn fixed_case(ops: Vec<Op>) -> Case {
+    Case {
+        tree: Tree {
+            e: false,
+            files: vec![("a", "A".into(), 0o644)],
+            symlink: None,
+        },
+        ops,
+        worker: 0,
+        walk_by_readdir: true,
+        walk_reads_links: true,
+    }
+}
+
+e2e!(differential_comparison_notices_a_different_result, |dir| {
+    let case = fixed_case(vec![Op::Stat { path: "c" }]);
+    let why = compare(&dir.path, 0, &case, Variant::SelfTestExtraFile)
+        .expect_err("a run over another tree must differ");
+    assert!(
+        why.contains("results differ") && why.contains("0 stat c -> err ENOENT"),
+        "{why}"
+    );
+});
+
+e2e!(
+    differential_comparison_notices_a_write_to_the_shared_tree,
+    |dir| {
+        let write_a = OpenFlags {
+            access: Access::Write,
+            creat: true,
+            excl: false,
+            trunc: true,
+            append: false,
+            directory: false,
+            nofollow: false,
+        };
+        let case = fixed_case(vec![
+            Op::Open {
+                h: 0,
+                dir: None,
+                path: "a",
+                flags: write_a,
+                mode: 0o644,
+            },
+            Op::Write {
+                h: 0,
+                data: "x".into(),
+            },
+        ]);
+        let why = compare(&dir.path, 0, &case, Variant::SelfTestInPlace)
+            .expect_err("writing the job directory in place must be noticed");
+        assert!(
+            why.contains("the shared job tree changed") && !why.contains("results differ"),
+            "{why}"
+        );
+    }
+);
