@@ -151,6 +151,9 @@ const SHARED_DIRS: &[&str] = &["d", "e", "l", "@/d", "d/.."];
 /// Directories to list: the paths above and the working directory.
 const DIRS: &[&str] = &[".", "d", "e", "l", "x", "d/..", "@/d"];
 
+/// The longest script a case runs.
+const MAX_OPS: usize = 24;
+
 /// Every name component the scripts and trees use: what the final tree is
 /// probed for when readdir is left out (`OPS_EXEC_WALK=probe`).
 const NAMES: &str = "a b c d e l x zz";
@@ -686,7 +689,14 @@ fn case(excluded: Vec<String>) -> impl Strategy<Value = Case> {
     let one_mode = excluded.iter().any(|x| x == "open-creat-mode");
     let walk_by_readdir = !excluded.iter().any(|x| x == "readdir");
     let walk_reads_links = !excluded.iter().any(|x| x == "readlink");
-    (tree(), proptest::collection::vec(op(), 1..24), 0u32..4).prop_map(
+    // Left-out operations are dropped, so more are drawn to keep scripts
+    // of up to MAX_OPS.
+    let drawn = if excluded.is_empty() {
+        MAX_OPS
+    } else {
+        3 * MAX_OPS
+    };
+    (tree(), proptest::collection::vec(op(), 1..drawn), 0u32..4).prop_map(
         move |(mut tree, ops, worker)| Case {
             tree: {
                 tree.e |= e_always;
@@ -699,13 +709,29 @@ fn case(excluded: Vec<String>) -> impl Strategy<Value = Case> {
             },
             ops: ops
                 .into_iter()
-                .filter(|o| !o.features().iter().any(|f| excluded.iter().any(|x| x == f)))
-                .map(|mut o| {
-                    if let (true, Op::Open { mode, .. }) = (one_mode, &mut o) {
-                        *mode = 0o644;
+                .filter_map(|mut o| {
+                    let out = |f: &str| excluded.iter().any(|x| x == f);
+                    // An open whose flags are left out is first mended
+                    // (EXCL dropped, CREAT and TRUNC added) rather than
+                    // dropped, so that writes stay frequent.
+                    if let Op::Open { flags, mode, .. } = &mut o {
+                        if out("open-excl") {
+                            flags.excl = false;
+                        }
+                        let writes = flags.access != Access::Read || flags.trunc;
+                        if out("open-write-nocreat") && writes && !flags.creat {
+                            flags.creat = true;
+                        }
+                        if out("open-creat-keep") && flags.creat && !flags.trunc {
+                            flags.trunc = true;
+                        }
+                        if one_mode {
+                            *mode = 0o644;
+                        }
                     }
-                    o
+                    (!o.features().iter().any(|f| out(f))).then_some(o)
                 })
+                .take(MAX_OPS)
                 .collect(),
             worker,
             walk_by_readdir,
@@ -793,9 +819,10 @@ fn snapshot(root: &Path) -> Vec<String> {
     out
 }
 
-/// Runs one case in a fresh directory below `base`; `Err` says how the two
-/// runs differ.
-fn compare(base: &Path, n: usize, case: &Case, variant: Variant) -> Result<(), String> {
+/// Runs one case in a fresh directory below `base`; `Ok` holds how many
+/// writes the library redirected (so that a run where nothing was
+/// redirected cannot pass for a proof), `Err` says how the two runs differ.
+fn compare(base: &Path, n: usize, case: &Case, variant: Variant) -> Result<usize, String> {
     let exec = fixture("ops_exec");
     let dir = base.join(format!("case-{n}"));
     let _ = std::fs::remove_dir_all(&dir);
@@ -874,8 +901,13 @@ fn compare(base: &Path, n: usize, case: &Case, variant: Variant) -> Result<(), S
         }
     }
     if problems.is_empty() {
+        let redirected = read_events(&dir.join("logs"))
+            .0
+            .iter()
+            .filter(|e| e["action"] == "redirected")
+            .count();
         let _ = std::fs::remove_dir_all(&dir);
-        Ok(())
+        Ok(redirected)
     } else {
         Err(problems.join("\n"))
     }
@@ -935,13 +967,29 @@ fn check(dir: &TestDir, variant: Variant) {
         TestRng::from_seed(RngAlgorithm::ChaCha, &seed_bytes),
     );
     let counter = std::cell::Cell::new(0usize);
+    let (ops, redirected) = (std::cell::Cell::new(0), std::cell::Cell::new(0));
     let result = runner.run(&case(excluded), |c| {
         let n = counter.get();
         counter.set(n + 1);
-        compare(&dir.path, n, &c, variant).map_err(TestCaseError::fail)
+        let r = compare(&dir.path, n, &c, variant).map_err(TestCaseError::fail)?;
+        ops.set(ops.get() + c.ops.len());
+        redirected.set(redirected.get() + r);
+        Ok(())
     });
     match result {
-        Ok(()) => {}
+        Ok(()) => {
+            eprintln!(
+                "differential: {cases} cases passed, {} operations, {} redirected writes",
+                ops.get(),
+                redirected.get()
+            );
+            if variant == Variant::Redirect && cases >= 50 {
+                assert!(
+                    redirected.get() > 0,
+                    "no write was redirected in {cases} cases: the test proved nothing"
+                );
+            }
+        }
         Err(TestError::Fail(_, minimal)) => {
             // Run the minimal case once more, kept on disk, for the message.
             let why = compare(&dir.path, usize::MAX, &minimal, variant)
