@@ -55,8 +55,9 @@ const KNOWN_BROKEN: &[(&str, &str)] = &[
     (
         "file-write-on-shared-dir",
         "a file write aimed at a shared directory (open CREAT, truncate, \
-         symlink, link onto `d`) succeeds or fails with ENOENT instead of \
-         EISDIR/EEXIST: the worker directory has no `d` to collide with",
+         link or unlink of `d`) succeeds or fails with ENOENT instead of \
+         EISDIR/EEXIST: the worker directory has no `d` to collide with \
+         (`unlink d` succeeds and hides `d`)",
     ),
     (
         "path-missing-parent",
