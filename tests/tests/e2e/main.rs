@@ -3,6 +3,7 @@
 
 mod bench;
 mod contract;
+mod differential;
 mod docs;
 mod examples;
 mod hook_state;
