@@ -27,12 +27,6 @@ use std::process::Command;
 /// with `MPAUDIT_DIFF_EXCLUDE=` to see everything that still fails.
 const KNOWN_BROKEN: &[(&str, &str)] = &[
     (
-        "readdir",
-        "a listing shows the shared directory only, never the worker's own \
-         entries (`open d/a CREAT` then `readdir d`); without it the final \
-         tree is probed name by name",
-    ),
-    (
         "open-write-nocreat",
         "O_WRONLY/O_RDWR/O_TRUNC without O_CREAT on an existing shared file \
          fails with ENOENT (no copy-up), and on a shared directory with \
@@ -105,7 +99,8 @@ const KNOWN_BROKEN: &[(&str, &str)] = &[
     ),
     (
         "chmod",
-        "chmod is not rerouted: it changes the shared file's mode in place",
+        "chmod of a shared directory changes it in place (a directory has \
+         no copy-up; `chmod d 644`); files are rerouted to the worker's copy",
     ),
     (
         "rmdir",
@@ -129,12 +124,6 @@ const KNOWN_BROKEN: &[(&str, &str)] = &[
         "readlink is not rerouted: on a file only the worker has it fails \
          with ENOENT (bare: EINVAL); a symlink the worker made cannot be \
          read back",
-    ),
-    (
-        "fork",
-        "the redirect table is per process: what a child redirected is \
-         invisible to its parent (`fork 1; open d/a CREAT`: the parent's \
-         tree has no d/a)",
     ),
 ];
 
