@@ -14,6 +14,7 @@ mod launchers;
 mod libc_calls;
 mod merge;
 mod policy;
+mod redirect_exact;
 mod runner;
 mod seccomp;
 mod symbols;
