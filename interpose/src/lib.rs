@@ -20,6 +20,7 @@ mod state;
 mod supervised;
 mod sys;
 mod unseen;
+mod view;
 
 use libc::{c_char, c_int};
 
