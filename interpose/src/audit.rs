@@ -199,7 +199,17 @@ unsafe fn resolve_in_view<'a>(
     } else if arg.dirfd == libc::AT_FDCWD {
         crate::guard::cwd(cwd)
     } else {
-        sys::fd_path(arg.dirfd, base).map(|n| &base[..n])
+        match sys::fd_path(arg.dirfd, base) {
+            Some(n) => Some(&base[..n]),
+            None => match sys::fstat(arg.dirfd) {
+                // What the kernel says of a bad or non-directory dirfd.
+                None => return bad_dirfd(given, libc::EBADF),
+                Some(st) if st.st_mode & libc::S_IFMT != libc::S_IFDIR => {
+                    return bad_dirfd(given, libc::ENOTDIR)
+                }
+                Some(_) => None,
+            },
+        }
     };
     match view::resolve(given, start, follow_leaf, out, scratch) {
         Ok((n, via_view)) => (
@@ -220,6 +230,16 @@ unsafe fn resolve_in_view<'a>(
             (lexical, viewed)
         }
     }
+}
+
+fn bad_dirfd(given: &[u8], errno: c_int) -> (PathPair<'_>, Viewed) {
+    (
+        PathPair {
+            given: Some(given),
+            abs: None,
+        },
+        Err(view::Unresolved::Errno(errno)),
+    )
 }
 
 /// `out[..n]` with a leading kernel magic link (`/proc/self/cwd`,
@@ -381,16 +401,17 @@ unsafe fn assess<'a>(
 ) -> Assessed<'a> {
     let (path, path2, viewed, viewed2) = match view_scratch {
         Some(scratch) => {
-            // SAFETY: `call.path` is NULL or a readable C string (this
-            // function's contract), which is all the resolvers need.
             let (path, viewed) = if is_symlink(call) {
+                // SAFETY: `call.path` is NULL or a readable C string (this
+                // function's contract), which is all the resolvers need.
                 (unsafe { resolve(call.path, base, cwd, abs) }, Ok(false))
             } else {
+                // SAFETY: as above.
                 unsafe { resolve_in_view(call.path, follows_leaf(call), base, cwd, abs, scratch) }
             };
             let (path2, viewed2) = match call.path2 {
-                // SAFETY: the contract covers the second path too.
                 Some(p) => {
+                    // SAFETY: the contract covers the second path too.
                     let (pp, v) = unsafe { resolve_in_view(p, false, base, cwd, abs2, scratch) };
                     (Some(pp), v)
                 }
@@ -757,12 +778,12 @@ unsafe fn judge_then_call<R: Outcome>(
     // worker's view, and the shared file stays as it is.
     if let (true, Some(r)) = (call.removes, route1) {
         let target_exists = matches!(view::lstat(&target[..r.len], work), Ok(Some(_)));
-        if !target_exists && a.path.abs.is_some_and(|p| exists(p, work)) {
+        // (An earlier redirect whose target is gone is the worker's own
+        // removal: the real call then fails as a second removal does.)
+        if r.new && !target_exists && a.path.abs.is_some_and(|p| exists(p, work)) {
             if let Some(ok) = R::success() {
                 release(held);
-                if r.new {
-                    redirect::record(a.path.abs.unwrap_or_default(), &target[..r.len], work);
-                }
+                redirect::record(a.path.abs.unwrap_or_default(), &target[..r.len], work);
                 finish(call, &a, action, shown_target!(), 0, 0, work);
                 return ok; // entry_errno restores the program's errno
             }
@@ -1029,18 +1050,12 @@ fn call_path(r: Route, target: &[u8], buf: &mut [u8]) -> Result<(*const c_char, 
             s.put(leaf);
             s.put(b"\0");
             let overflow = s.overflow;
-            let mut probe = [0u8; 1];
             buf[dir_len] = 0;
-            // SAFETY: NUL-terminated; at most 1 byte written into probe.
-            let proc_works = unsafe {
-                libc::syscall(
-                    libc::SYS_readlinkat,
-                    libc::AT_FDCWD,
-                    buf.as_ptr(),
-                    probe.as_mut_ptr(),
-                    1usize,
-                )
-            } > 0;
+            // /proc is there when the descriptor's link is (its target may
+            // be too long for readlink).
+            // SAFETY: NUL-terminated path.
+            let proc_works =
+                unsafe { sys::stat(buf.as_ptr().cast(), libc::AT_SYMLINK_NOFOLLOW) }.is_some();
             buf[dir_len] = b'/';
             if proc_works && !overflow {
                 return Ok((buf.as_ptr().cast(), high));
@@ -1274,5 +1289,32 @@ pub unsafe fn reroute<R>(arg: PathArg, real: impl FnOnce(*const c_char) -> R) ->
             r
         }
         None => real(arg.path),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The path of a write cannot be resolved (cwd deeper than getcwd
+    /// reports, a dirfd without a /proc path): deny and redirect refuse it
+    /// rather than let it land in place.
+    #[test]
+    fn an_unresolvable_write_fails_closed_under_deny_and_redirect() {
+        for in_worker in [false, true] {
+            assert_eq!(
+                refusal_of_unresolvable(ActionSetting::Deny, in_worker),
+                Some(Action::Denied)
+            );
+            assert_eq!(refusal_of_unresolvable(ActionSetting::Log, in_worker), None);
+        }
+        assert_eq!(
+            refusal_of_unresolvable(ActionSetting::Redirect, true),
+            Some(Action::RedirectFailed)
+        );
+        assert_eq!(
+            refusal_of_unresolvable(ActionSetting::Redirect, false),
+            None
+        );
     }
 }

@@ -129,7 +129,9 @@ pub fn resolve(
                 if n == 0 {
                     return Err(Errno(libc::ENOENT));
                 }
-                if link[0] != b'/' && out[..cand].starts_with(b"/proc/") {
+                // A descriptor's magic link to no path: `pipe:[42]`.
+                let magic = out[..cand].starts_with(b"/proc/") && link[..n].contains(&b':');
+                if link[0] != b'/' && magic {
                     return Err(Unresolved::NotAPath);
                 }
                 // The rest of the path now follows the link's target.
@@ -278,5 +280,100 @@ pub fn at_path<R>(
 fn close_dirfd(fd: c_int) {
     if fd >= 0 {
         sys::close(fd);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch() -> Vec<u8> {
+        vec![0u8; SCRATCH]
+    }
+
+    /// A fresh directory tree: a/b, lnk -> a/b, file, loop -> loop.
+    fn tree(name: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("mpaudit-view-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(d.join("a/b")).unwrap();
+        std::os::unix::fs::symlink("a/b", d.join("lnk")).unwrap();
+        std::os::unix::fs::symlink("loop", d.join("loop")).unwrap();
+        std::fs::write(d.join("file"), "").unwrap();
+        // Canonical, as the kernel reports a cwd.
+        d.canonicalize().unwrap()
+    }
+
+    fn run(d: &std::path::Path, given: &str, follow: bool) -> Result<String, Unresolved> {
+        let mut out = vec![0u8; MAX_ABS];
+        let start = d.to_str().unwrap().as_bytes();
+        resolve(
+            given.as_bytes(),
+            Some(start),
+            follow,
+            &mut out,
+            &mut scratch(),
+        )
+        .map(|(n, _)| String::from_utf8(out[..n].to_vec()).unwrap())
+    }
+
+    #[test]
+    fn dotdot_is_applied_after_the_parent_is_seen() {
+        let d = tree("dotdot");
+        let s = d.to_str().unwrap();
+        assert_eq!(
+            run(&d, "nodir/../f", true),
+            Err(Unresolved::Errno(libc::ENOENT))
+        );
+        assert_eq!(
+            run(&d, "file/../f", true),
+            Err(Unresolved::Errno(libc::ENOTDIR))
+        );
+        assert_eq!(run(&d, "lnk/../g", true), Ok(format!("{s}/a/g")));
+        assert_eq!(run(&d, "./a//b/./x", false), Ok(format!("{s}/a/b/x")));
+        assert_eq!(
+            run(&d, "loop/x", false),
+            Err(Unresolved::Errno(libc::ELOOP))
+        );
+        // The leaf is followed only when asked.
+        assert_eq!(run(&d, "lnk", false), Ok(format!("{s}/lnk")));
+        assert_eq!(run(&d, "lnk", true), Ok(format!("{s}/a/b")));
+        assert_eq!(run(&d, "", true), Err(Unresolved::Errno(libc::ENOENT)));
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_relative_path_without_a_start_is_unresolvable() {
+        let mut out = vec![0u8; MAX_ABS];
+        let r = resolve(b"f", None, true, &mut out, &mut scratch());
+        assert_eq!(r, Err(Unresolved::NoStart));
+        let r = resolve(b"/", None, true, &mut out, &mut scratch());
+        assert_eq!(r, Ok((1, false)));
+    }
+
+    #[test]
+    fn paths_longer_than_path_max_are_walked_in_pieces() {
+        let d = tree("long");
+        let comp = "c".repeat(200);
+        let mut p = d.clone();
+        let mut cmd = std::process::Command::new("bash");
+        cmd.current_dir(&d).args([
+            "-c",
+            &format!("for i in $(seq 25); do mkdir {comp} && cd {comp} || exit 1; done; : > leaf"),
+        ]);
+        assert!(cmd.status().unwrap().success());
+        for _ in 0..25 {
+            p = p.join(&comp);
+        }
+        let leaf = p.join("leaf");
+        let bytes = leaf.to_str().unwrap().as_bytes();
+        assert!(bytes.len() > PATH_MAX);
+        let mut buf = vec![0u8; PATH_MAX + 1];
+        let st = lstat(bytes, &mut buf).unwrap().expect("exists");
+        assert_eq!(st.st_mode & libc::S_IFMT, libc::S_IFREG);
+        assert!(matches!(
+            lstat(&bytes[..bytes.len() - 1], &mut buf),
+            Ok(None)
+        ));
+        let _ = std::process::Command::new("rm").arg("-rf").arg(&d).status();
     }
 }
