@@ -636,7 +636,13 @@ unsafe fn judge_then_call<R: Outcome>(
         Err(view::Unresolved::Errno(e)) => *e,
         _ => 0,
     };
-    let failed_in_view = match (view_errno(&a.viewed), view_errno(&a.viewed2)) {
+    // Only the paths the call writes: link's source (`linkat` with
+    // AT_EMPTY_PATH and "") is the kernel's to judge.
+    let written = |v: &Viewed, w: bool| if w { view_errno(v) } else { 0 };
+    let failed_in_view = match (
+        written(&a.viewed, call.writes != Writes::Second),
+        written(&a.viewed2, call.writes != Writes::First),
+    ) {
         (0, e) | (e, _) => e,
     };
     if failed_in_view != 0 {
@@ -679,7 +685,11 @@ unsafe fn judge_then_call<R: Outcome>(
         // A hard link into the worker's view links the worker's copy of
         // its source, never the shared file (a write through the new name
         // would reach it).
-        let link_source = call.writes == Writes::Second && route2.is_some() && !is_scratch(abs);
+        let link_source = call.writes == Writes::Second
+            && route2.is_some()
+            && a.viewed.is_ok()
+            && a.path.given.is_some_and(|g| !g.is_empty())
+            && !is_scratch(abs);
         let want = Want {
             new: (redirect_new && call.writes != Writes::Second) || link_source,
             seed: if link_source {
