@@ -660,51 +660,7 @@ unsafe fn judge_then_call<R: Outcome>(
     // Where each path goes: its earlier redirect in this worker, a new
     // redirect (when this call writes it), or nowhere (the original).
     let redirect_new = action == Action::Redirected;
-    let rename_flags = if call.path2.is_some() && call.flags > 0 {
-        call.flags as u32
-    } else {
-        0
-    };
-    let mut failed = 0;
-    let route2 = a.path2.as_ref().and_then(|p| p.abs).and_then(|abs| {
-        let exchange = rename_flags & libc::RENAME_EXCHANGE != 0;
-        let want = Want {
-            new: redirect_new && call.writes != Writes::First,
-            seed: if exchange {
-                redirect::Seed::Content
-            } else {
-                redirect::Seed::Nothing
-            },
-            excl: rename_flags & libc::RENAME_NOREPLACE != 0,
-            opens: false,
-            create_parents: is_write,
-        };
-        route(abs, want, target2, work, &mut failed)
-    });
-    let route1 = a.path.abs.filter(|_| !is_symlink(call)).and_then(|abs| {
-        // A hard link into the worker's view links the worker's copy of
-        // its source, never the shared file (a write through the new name
-        // would reach it).
-        let link_source = call.writes == Writes::Second
-            && route2.is_some()
-            && a.viewed.is_ok()
-            && a.path.given.is_some_and(|g| !g.is_empty())
-            && !is_scratch(abs);
-        let want = Want {
-            new: (redirect_new && call.writes != Writes::Second) || link_source,
-            seed: if link_source {
-                redirect::Seed::Content
-            } else {
-                seed_for(call)
-            },
-            excl: is_open(call)
-                && call.flags & libc::O_CREAT != 0
-                && call.flags & libc::O_EXCL != 0,
-            opens: is_open(call),
-            create_parents: is_write,
-        };
-        route(abs, want, target, work, &mut failed)
-    });
+    let (route1, route2, mut failed) = routes(call, &a, redirect_new, target, target2, work);
     if route1.is_some() || route2.is_some() {
         action = Action::Redirected;
     }
@@ -725,37 +681,7 @@ unsafe fn judge_then_call<R: Outcome>(
     // The names the call is given: a worker target through its parent's
     // descriptor (call_path), a path resolved through the worker's view
     // as resolved, else the program's own.
-    let (call1, call2) = base.split_at_mut(2048);
-    let mut held = [-1; 2];
-    let mut p1 = call.path.path;
-    let mut p2 = call.path2.map_or(core::ptr::null(), |p| p.path);
-    if failed == 0 {
-        match route1 {
-            Some(r) => match call_path(r, target, call1) {
-                Ok((p, fd)) => (p1, held[0]) = (p, fd),
-                Err(e) => failed = e,
-            },
-            None if a.viewed == Ok(true) => match a.path.abs.and_then(|p| sys::c_path(p, target)) {
-                Some(p) if a.path.abs.is_some_and(|p| p.len() < view::PATH_MAX) => p1 = p,
-                _ => failed = libc::ENAMETOOLONG,
-            },
-            None => {}
-        }
-    }
-    if failed == 0 {
-        let abs2 = a.path2.as_ref().and_then(|p| p.abs);
-        match route2 {
-            Some(r) => match call_path(r, target2, call2) {
-                Ok((p, fd)) => (p2, held[1]) = (p, fd),
-                Err(e) => failed = e,
-            },
-            None if a.viewed2 == Ok(true) => match abs2.and_then(|p| sys::c_path(p, target2)) {
-                Some(p) if abs2.is_some_and(|p| p.len() < view::PATH_MAX) => p2 = p,
-                _ => failed = libc::ENAMETOOLONG,
-            },
-            None => {}
-        }
-    }
+    let (p1, p2, held) = call_names(call, &a, route1, route2, base, target, target2, &mut failed);
     let release = |held: [c_int; 2]| {
         for fd in held.into_iter().filter(|&fd| fd >= 0) {
             sys::close(fd);
@@ -815,12 +741,12 @@ unsafe fn judge_then_call<R: Outcome>(
             let called_len = if p1 == target.as_ptr().cast() {
                 r.len
             } else {
-                // SAFETY: call_path NUL-terminated it in call1.
-                unsafe { sys::c_strlen(p1, call1.len()) }
+                // SAFETY: call_path NUL-terminated it in base.
+                unsafe { sys::c_strlen(p1, 2048) }
             };
             let tail = (6 + suffix).min(r.len).min(called_len);
             if p1 != target.as_ptr().cast() {
-                target[r.len - tail..r.len].copy_from_slice(&call1[called_len - tail..called_len]);
+                target[r.len - tail..r.len].copy_from_slice(&base[called_len - tail..called_len]);
             }
             // The program's own template gets the same name, and the event
             // and the table get the filled-in original path (built in
@@ -853,6 +779,119 @@ unsafe fn judge_then_call<R: Outcome>(
         finish(call, &a, action, shown_target!(), result, errno, work);
     }));
     r
+}
+
+/// Where each of the call's paths goes (see [`route`]), and the errno the
+/// call must fail with (0: none). Out of line: its locals stay off the
+/// stack while the paths are resolved (hooks run on small signal stacks).
+#[inline(never)]
+fn routes(
+    call: &Call,
+    a: &Assessed,
+    redirect_new: bool,
+    target: &mut [u8],
+    target2: &mut [u8],
+    work: &mut [u8],
+) -> (Option<Route>, Option<Route>, i32) {
+    let is_write = call.intent.is_write();
+    let rename_flags = if call.path2.is_some() && call.flags > 0 {
+        call.flags as u32
+    } else {
+        0
+    };
+    let mut failed = 0;
+    let route2 = a.path2.as_ref().and_then(|p| p.abs).and_then(|abs| {
+        let exchange = rename_flags & libc::RENAME_EXCHANGE != 0;
+        let want = Want {
+            new: redirect_new && call.writes != Writes::First,
+            seed: if exchange {
+                redirect::Seed::Content
+            } else {
+                redirect::Seed::Nothing
+            },
+            excl: rename_flags & libc::RENAME_NOREPLACE != 0,
+            opens: false,
+            create_parents: is_write,
+        };
+        route(abs, want, target2, work, &mut failed)
+    });
+    let route1 = a.path.abs.filter(|_| !is_symlink(call)).and_then(|abs| {
+        // A hard link into the worker's view links the worker's copy of
+        // its source, never the shared file (a write through the new name
+        // would reach it).
+        let link_source = call.writes == Writes::Second
+            && route2.is_some()
+            && a.viewed.is_ok()
+            && a.path.given.is_some_and(|g| !g.is_empty())
+            && !is_scratch(abs);
+        let want = Want {
+            new: (redirect_new && call.writes != Writes::Second) || link_source,
+            seed: if link_source {
+                redirect::Seed::Content
+            } else {
+                seed_for(call)
+            },
+            excl: is_open(call)
+                && call.flags & libc::O_CREAT != 0
+                && call.flags & libc::O_EXCL != 0,
+            opens: is_open(call),
+            create_parents: is_write,
+        };
+        route(abs, want, target, work, &mut failed)
+    });
+    (route1, route2, failed)
+}
+
+/// The names the call is given, and the descriptors held for it: a worker
+/// target through its parent's descriptor (call_path, in `base`), a path
+/// resolved through the worker's view as resolved, else the program's
+/// own. Sets `failed` when a name cannot be given.
+#[allow(clippy::too_many_arguments)]
+#[inline(never)]
+fn call_names(
+    call: &Call,
+    a: &Assessed,
+    route1: Option<Route>,
+    route2: Option<Route>,
+    base: &mut [u8],
+    target: &mut [u8],
+    target2: &mut [u8],
+    failed: &mut i32,
+) -> (*const c_char, *const c_char, [c_int; 2]) {
+    let mut failed_here = *failed;
+    let (call1, call2) = base.split_at_mut(2048);
+    let mut held = [-1; 2];
+    let mut p1 = call.path.path;
+    let mut p2 = call.path2.map_or(core::ptr::null(), |p| p.path);
+    if failed_here == 0 {
+        match route1 {
+            Some(r) => match call_path(r, target, call1) {
+                Ok((p, fd)) => (p1, held[0]) = (p, fd),
+                Err(e) => failed_here = e,
+            },
+            None if a.viewed == Ok(true) => match a.path.abs.and_then(|p| sys::c_path(p, target)) {
+                Some(p) if a.path.abs.is_some_and(|p| p.len() < view::PATH_MAX) => p1 = p,
+                _ => failed_here = libc::ENAMETOOLONG,
+            },
+            None => {}
+        }
+    }
+    if failed_here == 0 {
+        let abs2 = a.path2.as_ref().and_then(|p| p.abs);
+        match route2 {
+            Some(r) => match call_path(r, target2, call2) {
+                Ok((p, fd)) => (p2, held[1]) = (p, fd),
+                Err(e) => failed_here = e,
+            },
+            None if a.viewed2 == Ok(true) => match abs2.and_then(|p| sys::c_path(p, target2)) {
+                Some(p) if abs2.is_some_and(|p| p.len() < view::PATH_MAX) => p2 = p,
+                _ => failed_here = libc::ENAMETOOLONG,
+            },
+            None => {}
+        }
+    }
+    *failed = failed_here;
+    (p1, p2, held)
 }
 
 /// Fails the call with `errno` without calling it, and logs it.

@@ -71,6 +71,8 @@ pub fn resolve(
     let (mut pos, mut end) = (0usize, given.len());
     let mut links = 0;
     let mut via_view = false;
+    // SAFETY: all-zero is a valid libc::stat (plain integers).
+    let mut st: libc::stat = unsafe { core::mem::zeroed() };
     loop {
         while pos < end && rem[pos] == b'/' {
             pos += 1;
@@ -109,14 +111,14 @@ pub fn resolve(
             len = cand;
             break;
         }
-        let (st, from_worker) = view_lstat(&out[..cand], tmp).map_err(Errno)?;
-        let Some(st) = st else {
+        let (found, from_worker) = view_lstat(&out[..cand], tmp, &mut st).map_err(Errno)?;
+        if !found {
             if last {
                 len = cand;
                 break;
             }
             return Err(Errno(libc::ENOENT));
-        };
+        }
         match st.st_mode & libc::S_IFMT {
             libc::S_IFDIR => len = cand,
             libc::S_IFLNK => {
@@ -162,43 +164,65 @@ pub fn resolve(
     Ok((len, via_view))
 }
 
-/// lstat of `abs` in the worker's view: its redirect's target when it has
-/// one (a missing target is a removal), else the shared path. `Ok(None)`
-/// for a path that does not exist; `.1`: the worker's file was looked at.
-fn view_lstat(abs: &[u8], buf: &mut [u8]) -> Result<(Option<libc::stat>, bool), c_int> {
-    let (path, from_worker) = match redirect::lookup(abs) {
-        Some(t) => (t, true),
-        None => (abs, false),
-    };
-    lstat(path, buf).map(|st| (st, from_worker))
+/// lstat of `abs` in the worker's view into `st`: its redirect's target
+/// when it has one (a missing target is a removal), else the shared path.
+/// `Ok(false)` for a path that does not exist; `.1`: the worker's file was
+/// looked at.
+fn view_lstat(abs: &[u8], buf: &mut [u8], st: &mut libc::stat) -> Result<(bool, bool), c_int> {
+    match redirect::lookup(abs) {
+        Some(t) => lstat_into(t, buf, st).map(|found| (found, true)),
+        None => lstat_into(abs, buf, st).map(|found| (found, false)),
+    }
 }
 
 /// lstat of an absolute path of any length; `Ok(None)` when it does not
 /// exist.
 pub fn lstat(path: &[u8], buf: &mut [u8]) -> Result<Option<libc::stat>, c_int> {
-    let r = at_path(path, buf, |dirfd, name| {
-        // SAFETY: all-zero is a valid libc::stat (plain integers).
-        let mut st: libc::stat = unsafe { core::mem::zeroed() };
-        // SAFETY: `name` is NUL-terminated (at_path) and `st` writable.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_newfstatat,
-                dirfd,
-                name,
-                &mut st as *mut libc::stat,
-                libc::AT_SYMLINK_NOFOLLOW,
-            )
-        };
-        if r == 0 {
-            Ok(st)
-        } else {
-            Err(sys::errno())
-        }
-    })?;
+    // SAFETY: all-zero is a valid libc::stat (plain integers).
+    let mut st: libc::stat = unsafe { core::mem::zeroed() };
+    Ok(lstat_into(path, buf, &mut st)?.then_some(st))
+}
+
+/// lstat into `st` (kept small on the stack: hooks run on signal stacks);
+/// `Ok(false)` when the path does not exist.
+pub fn lstat_into(path: &[u8], buf: &mut [u8], st: &mut libc::stat) -> Result<bool, c_int> {
+    let stp = st as *mut libc::stat;
+    let r = if path.len() < PATH_MAX {
+        let name = sys::c_path(path, buf).ok_or(libc::ENAMETOOLONG)?;
+        // SAFETY: NUL-terminated name; `stp` is a live, writable stat.
+        unsafe { newfstatat(libc::AT_FDCWD, name, stp) }
+    } else {
+        // SAFETY: as above; at_path gives a NUL-terminated name.
+        at_path(path, buf, |dirfd, name| unsafe {
+            newfstatat(dirfd, name, stp)
+        })?
+    };
     match r {
-        Ok(st) => Ok(Some(st)),
-        Err(libc::ENOENT) => Ok(None),
-        Err(e) => Err(e),
+        0 => Ok(true),
+        e if e == libc::ENOENT => Ok(false),
+        e => Err(e),
+    }
+}
+
+/// fstatat(AT_SYMLINK_NOFOLLOW): 0 or the errno.
+///
+/// # Safety
+/// `name` is NUL-terminated, `st` points to a writable libc::stat.
+unsafe fn newfstatat(dirfd: c_int, name: *const c_char, st: *mut libc::stat) -> c_int {
+    // SAFETY: the caller's contract.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_newfstatat,
+            dirfd,
+            name,
+            st,
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    if r == 0 {
+        0
+    } else {
+        sys::errno()
     }
 }
 

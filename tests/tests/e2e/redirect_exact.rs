@@ -373,3 +373,14 @@ e2e!(a_write_from_a_cwd_beyond_path_max_fails_closed, |dir| {
         .unwrap();
     assert_eq!(stdout(&landed), "", "nothing written in place");
 });
+
+e2e!(
+    an_o_tmpfile_linked_into_the_job_dir_is_named_in_the_worker_view,
+    |dir| {
+        let t = Twin::new(&dir, |_| {});
+        let out = t.same(&["tmplink", "named.txt", "cat", "named.txt"]);
+        assert_eq!(out, "tmplink ok\ncat 1 [t]\n");
+        assert!(!dir.join("named.txt").exists());
+        assert!(t.worker_path("named.txt").exists());
+    }
+);
