@@ -1086,6 +1086,12 @@ fn prepared(
 /// leave it, and a target longer than PATH_MAX works. Without /proc or a
 /// spare high descriptor, the target's own path (when it fits).
 fn call_path(r: Route, target: &[u8], buf: &mut [u8]) -> Result<(*const c_char, c_int), c_int> {
+    // A name that fits PATH_MAX is given as is (its directories were just
+    // checked by prepare_target): a call may keep the name for later
+    // (posix_spawn_file_actions_addopen), after the descriptor is closed.
+    if r.len < view::PATH_MAX {
+        return Ok((target.as_ptr().cast(), -1));
+    }
     if r.parent >= 0 {
         let high = high_descriptor(r.parent);
         if high >= 0 {
