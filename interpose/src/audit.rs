@@ -5,7 +5,7 @@
 use crate::guard::HookGuard;
 use crate::pool::{self, Block, CwdCopy};
 use crate::state::SAVED;
-use crate::{log, redirect, stack, state, sys};
+use crate::{log, redirect, stack, state, sys, view};
 use libc::{c_char, c_int};
 use mpaudit_core::event::{
     Access, AccessEvent, Attribution, Common, Frame, Judgement, PathPair, ProcessEvent,
@@ -48,7 +48,8 @@ pub struct Call {
     pub path: PathArg,
     pub path2: Option<PathArg>,
     pub intent: OpenIntent,
-    /// open(2) flags, or -1 for calls without flags.
+    /// open(2) flags, renameat2(2) flags (with `path2`), or -1 for calls
+    /// without flags.
     pub flags: c_int,
     pub writes: Writes,
     /// mkstemp family: the path is a template the call fills in; the value
@@ -157,6 +158,88 @@ unsafe fn resolve<'a>(
         given: Some(given),
         abs,
     }
+}
+
+const _: () = assert!(view::SCRATCH <= crate::pool::WORK_SIZE);
+
+/// How policy mode resolved one path argument (see view.rs): `Ok(true)`
+/// when the walk went through the worker's own view, so the program's
+/// spelling would reach another file.
+pub(crate) type Viewed = Result<bool, view::Unresolved>;
+
+/// [`resolve`] as the kernel would resolve the path in the worker's view
+/// (view.rs), for policy mode, where the result decides the call. The
+/// pair's `abs` is the resolved path; when the walk fails it is the lexical
+/// form (for the event) and the second value says why. `scratch`: view::SCRATCH
+/// bytes.
+///
+/// # Safety
+/// As for [`resolve`].
+unsafe fn resolve_in_view<'a>(
+    arg: PathArg,
+    follow_leaf: bool,
+    base: &mut [u8],
+    cwd: &mut CwdCopy,
+    out: &'a mut [u8],
+    scratch: &mut [u8],
+) -> (PathPair<'a>, Viewed) {
+    if arg.path.is_null() {
+        return (
+            PathPair {
+                given: None,
+                abs: None,
+            },
+            Ok(false),
+        );
+    }
+    // SAFETY: the caller's contract, non-NULL checked above.
+    let given: &'a [u8] = unsafe { sys::path_bytes(arg.path, MAX_GIVEN) };
+    let start: Option<&[u8]> = if given.first() == Some(&b'/') {
+        None
+    } else if arg.dirfd == libc::AT_FDCWD {
+        crate::guard::cwd(cwd)
+    } else {
+        match sys::fd_path(arg.dirfd, base) {
+            Some(n) => Some(&base[..n]),
+            None => match sys::fstat(arg.dirfd) {
+                // What the kernel says of a bad or non-directory dirfd.
+                None => return bad_dirfd(given, libc::EBADF),
+                Some(st) if st.st_mode & libc::S_IFMT != libc::S_IFDIR => {
+                    return bad_dirfd(given, libc::ENOTDIR)
+                }
+                Some(_) => None,
+            },
+        }
+    };
+    match view::resolve(given, start, follow_leaf, out, scratch) {
+        Ok((n, via_view)) => (
+            PathPair {
+                given: Some(given),
+                abs: Some(&out[..n]),
+            },
+            Ok(via_view),
+        ),
+        Err(why) => {
+            // SAFETY: as above.
+            let lexical = unsafe { resolve(arg, base, cwd, out) };
+            let viewed = match why {
+                view::Unresolved::NotAPath => Ok(false),
+                view::Unresolved::NoStart if lexical.abs.is_some() => Ok(false),
+                other => Err(other),
+            };
+            (lexical, viewed)
+        }
+    }
+}
+
+fn bad_dirfd(given: &[u8], errno: c_int) -> (PathPair<'_>, Viewed) {
+    (
+        PathPair {
+            given: Some(given),
+            abs: None,
+        },
+        Err(view::Unresolved::Errno(errno)),
+    )
 }
 
 /// `out[..n]` with a leading kernel magic link (`/proc/self/cwd`,
@@ -275,12 +358,37 @@ fn verdict(
 struct Assessed<'a> {
     path: PathPair<'a>,
     path2: Option<PathPair<'a>>,
+    /// Policy mode: how each path resolved in the worker's view.
+    viewed: Viewed,
+    viewed2: Viewed,
     stack: Option<stack::Stack>,
     verdict: Verdict,
 }
 
+/// open family: one path and open(2) flags.
+fn is_open(call: &Call) -> bool {
+    call.flags >= 0 && call.path2.is_none()
+}
+
+/// symlink's first "path" is the link's content, never resolved.
+fn is_symlink(call: &Call) -> bool {
+    call.op.starts_with("symlink")
+}
+
+/// Whether the kernel follows a symlink in the call's (first) leaf: open
+/// without O_NOFOLLOW (O_CREAT|O_EXCL does not follow either), truncate.
+fn follows_leaf(call: &Call) -> bool {
+    if is_open(call) {
+        let excl = libc::O_CREAT | libc::O_EXCL;
+        call.flags & libc::O_NOFOLLOW == 0 && call.flags & excl != excl
+    } else {
+        call.path2.is_none() && call.intent.truncate
+    }
+}
+
 /// # Safety
 /// The call's paths are NULL or readable C strings.
+#[allow(clippy::too_many_arguments)]
 unsafe fn assess<'a>(
     call: &Call,
     raw_stack: Option<&stack::RawStack>,
@@ -289,16 +397,40 @@ unsafe fn assess<'a>(
     abs: &'a mut [u8],
     abs2: &'a mut [u8],
     object_name: &mut [u8],
+    view_scratch: Option<&mut [u8]>,
 ) -> Assessed<'a> {
-    // SAFETY: `call.path` is NULL or a readable C string (this function's
-    // contract), which is all `resolve` needs.
-    let path = unsafe { resolve(call.path, base, cwd, abs) };
-    let path2 = call.path2.map(|p| {
-        // SAFETY: the contract covers the second path too: NULL or the
-        // readable C string the program passed (rename's target, link's
-        // new name, ...).
-        unsafe { resolve(p, base, cwd, abs2) }
-    });
+    let (path, path2, viewed, viewed2) = match view_scratch {
+        Some(scratch) => {
+            let (path, viewed) = if is_symlink(call) {
+                // SAFETY: `call.path` is NULL or a readable C string (this
+                // function's contract), which is all the resolvers need.
+                (unsafe { resolve(call.path, base, cwd, abs) }, Ok(false))
+            } else {
+                // SAFETY: as above.
+                unsafe { resolve_in_view(call.path, follows_leaf(call), base, cwd, abs, scratch) }
+            };
+            let (path2, viewed2) = match call.path2 {
+                Some(p) => {
+                    // SAFETY: the contract covers the second path too.
+                    let (pp, v) = unsafe { resolve_in_view(p, false, base, cwd, abs2, scratch) };
+                    (Some(pp), v)
+                }
+                None => (None, Ok(false)),
+            };
+            (path, path2, viewed, viewed2)
+        }
+        None => {
+            // SAFETY: as above.
+            let path = unsafe { resolve(call.path, base, cwd, abs) };
+            let path2 = call.path2.map(|p| {
+                // SAFETY: the contract covers the second path too: NULL or the
+                // readable C string the program passed (rename's target, link's
+                // new name, ...).
+                unsafe { resolve(p, base, cwd, abs2) }
+            });
+            (path, path2, Ok(false), Ok(false))
+        }
+    };
     // The frames' object names may need the cwd and room to make them
     // absolute.
     let mut names = stack::NameScratch {
@@ -310,6 +442,8 @@ unsafe fn assess<'a>(
     Assessed {
         path,
         path2,
+        viewed,
+        viewed2,
         stack,
         verdict,
     }
@@ -435,7 +569,7 @@ unsafe fn call_then_judge<R: Outcome>(
         // SAFETY: the paths are the program's arguments, which the hooked
         // function requires to be NULL or C strings; EFAULT, the kernel's
         // proof that one was unreadable, returned above.
-        let a = unsafe { assess(call, raw_stack, base, cwd, abs, abs2, target) };
+        let a = unsafe { assess(call, raw_stack, base, cwd, abs, abs2, target, None) };
         // Deny and redirect were handled before the call; here only logging.
         let action = match policy().action_for(a.verdict, false) {
             Action::Redirected | Action::Denied => Action::Logged,
@@ -467,45 +601,66 @@ unsafe fn judge_then_call<R: Outcome>(
         cwd,
     } = b;
     // SAFETY: paths are the program's C strings (NULL is handled).
-    let a = unsafe { assess(call, raw_stack, base, cwd, abs, abs2, target) };
+    let a = unsafe { assess(call, raw_stack, base, cwd, abs, abs2, target, Some(work)) };
     let truncated = a.stack.as_ref().is_some_and(|st| st.truncated);
-    let mut action = policy().action_for_stack(a.verdict, state::worker().is_some(), truncated);
+    let in_worker = state::worker().is_some();
+    let mut action = policy().action_for_stack(a.verdict, in_worker, truncated);
     if call.makes_directory && action == Action::Redirected {
         action = Action::Logged;
     }
+    let is_write = call.intent.is_write();
+
+    // A write whose destination cannot be known is refused, never let
+    // through to land in place (docs/policy.md, "Unresolvable paths").
+    let no_start = |v: &Viewed, p: Option<&PathPair>| {
+        *v == Err(view::Unresolved::NoStart) && p.is_some_and(|p| p.given.is_some())
+    };
+    let unresolvable = is_write
+        && ((call.writes != Writes::Second && no_start(&a.viewed, Some(&a.path)))
+            || (call.writes != Writes::First && no_start(&a.viewed2, a.path2.as_ref())));
+    if unresolvable {
+        if let Some(refused) = refusal_of_unresolvable(SAVED.get().action, in_worker) {
+            return refuse(call, &a, refused, libc::EACCES, entry_errno, work);
+        }
+    }
 
     if action == Action::Denied {
-        finish(call, &a, action, None, -1, libc::EACCES, work);
-        core::mem::forget(entry_errno);
-        sys::set_errno(libc::EACCES);
-        return R::failure();
+        return refuse(call, &a, action, libc::EACCES, entry_errno, work);
+    }
+
+    // The kernel, resolving the path in the worker's view, would fail the
+    // call: a write fails so without reaching it (the shared tree may
+    // differ from the view: a directory the worker removed is still there).
+    // A read goes to the kernel as the program spelled it.
+    let view_errno = |v: &Viewed| match v {
+        Err(view::Unresolved::Errno(e)) => *e,
+        _ => 0,
+    };
+    // Only the paths the call writes: link's source (`linkat` with
+    // AT_EMPTY_PATH and "") is the kernel's to judge.
+    let written = |v: &Viewed, w: bool| if w { view_errno(v) } else { 0 };
+    let failed_in_view = match (
+        written(&a.viewed, call.writes != Writes::Second),
+        written(&a.viewed2, call.writes != Writes::First),
+    ) {
+        (0, e) | (e, _) => e,
+    };
+    if failed_in_view != 0 {
+        if is_write {
+            return refuse(call, &a, Action::Logged, failed_in_view, entry_errno, work);
+        }
+        drop(entry_errno);
+        return pass_through(
+            real,
+            call.path.path,
+            call.path2.map_or(core::ptr::null(), |p| p.path),
+        );
     }
 
     // Where each path goes: its earlier redirect in this worker, a new
     // redirect (when this call writes it), or nowhere (the original).
     let redirect_new = action == Action::Redirected;
-    let mut failed = 0;
-    let route1 = a.path.abs.and_then(|abs| {
-        let copy = call.keeps_content || (call.flags >= 0 && keeps_content(call.intent));
-        route(
-            abs,
-            redirect_new && call.writes != Writes::Second,
-            copy,
-            target,
-            work,
-            &mut failed,
-        )
-    });
-    let route2 = a.path2.as_ref().and_then(|p| p.abs).and_then(|abs| {
-        route(
-            abs,
-            redirect_new && call.writes != Writes::First,
-            false,
-            target2,
-            work,
-            &mut failed,
-        )
-    });
+    let (route1, route2, mut failed) = routes(call, &a, redirect_new, target, target2, work);
     if route1.is_some() || route2.is_some() {
         action = Action::Redirected;
     }
@@ -523,7 +678,23 @@ unsafe fn judge_then_call<R: Outcome>(
         };
     }
 
+    // The names the call is given: a worker target through its parent's
+    // descriptor (call_path), a path resolved through the worker's view
+    // as resolved, else the program's own.
+    let (p1, p2, held) = call_names(call, &a, route1, route2, base, target, target2, &mut failed);
+    let release = |held: [c_int; 2]| {
+        for fd in held.into_iter().filter(|&fd| fd >= 0) {
+            sys::close(fd);
+        }
+    };
+    for r in [route1, route2].into_iter().flatten() {
+        if r.parent >= 0 {
+            sys::close(r.parent);
+        }
+    }
+
     if failed != 0 {
+        release(held);
         finish(
             call,
             &a,
@@ -542,42 +713,44 @@ unsafe fn judge_then_call<R: Outcome>(
     // original exists, the worker copy does not): it vanishes from the
     // worker's view, and the shared file stays as it is.
     if let (true, Some(r)) = (call.removes, route1) {
-        // SAFETY: NUL-terminated target.
-        let target_exists =
-            unsafe { sys::stat(target.as_ptr().cast(), libc::AT_SYMLINK_NOFOLLOW) }.is_some();
-        if !target_exists && a.path.abs.is_some_and(|p| exists(p, work)) {
+        let target_exists = matches!(view::lstat(&target[..r.len], work), Ok(Some(_)));
+        // (An earlier redirect whose target is gone is the worker's own
+        // removal: the real call then fails as a second removal does.)
+        if r.new && !target_exists && a.path.abs.is_some_and(|p| exists(p, work)) {
             if let Some(ok) = R::success() {
-                if r.new {
-                    redirect::record(a.path.abs.unwrap_or_default(), &target[..r.len], work);
-                }
+                release(held);
+                redirect::record(a.path.abs.unwrap_or_default(), &target[..r.len], work);
                 finish(call, &a, action, shown_target!(), 0, 0, work);
                 return ok; // entry_errno restores the program's errno
             }
         }
     }
 
-    let p1 = if route1.is_some() {
-        target.as_ptr().cast()
-    } else {
-        call.path.path
-    };
-    let p2 = match (route2, call.path2) {
-        (Some(_), _) => target2.as_ptr().cast(),
-        (None, Some(p)) => p.path,
-        (None, None) => core::ptr::null(),
-    };
     drop(entry_errno);
     let r = real(p1, p2);
     let saved_errno = sys::ErrnoGuard::save();
+    release(held);
     let result = r.result();
     let errno = if result < 0 { saved_errno.value() } else { 0 };
 
     let _ = std::panic::catch_unwind(core::panic::AssertUnwindSafe(|| {
         let mut a = a;
         if let (Some(r), Some(suffix), true) = (route1, call.template_suffix, result >= 0) {
-            // mkstemp filled in the redirected template: the program's own
-            // template gets the same name, and the event and the table get
-            // the filled-in original path (built in target2, unused here).
+            // mkstemp filled in the name it was given (maybe our parent's
+            // descriptor path): the target gets the same tail.
+            let called_len = if p1 == target.as_ptr().cast() {
+                r.len
+            } else {
+                // SAFETY: call_path NUL-terminated it in base.
+                unsafe { sys::c_strlen(p1, 2048) }
+            };
+            let tail = (6 + suffix).min(r.len).min(called_len);
+            if p1 != target.as_ptr().cast() {
+                target[r.len - tail..r.len].copy_from_slice(&base[called_len - tail..called_len]);
+            }
+            // The program's own template gets the same name, and the event
+            // and the table get the filled-in original path (built in
+            // target2, unused here).
             let filled = &target[..r.len];
             copy_template_tail(call.path.path as *mut c_char, filled, suffix);
             if let Some(orig) = a.path.abs {
@@ -608,22 +781,195 @@ unsafe fn judge_then_call<R: Outcome>(
     r
 }
 
+/// Where each of the call's paths goes (see [`route`]), and the errno the
+/// call must fail with (0: none). Out of line: its locals stay off the
+/// stack while the paths are resolved (hooks run on small signal stacks).
+#[inline(never)]
+fn routes(
+    call: &Call,
+    a: &Assessed,
+    redirect_new: bool,
+    target: &mut [u8],
+    target2: &mut [u8],
+    work: &mut [u8],
+) -> (Option<Route>, Option<Route>, i32) {
+    let is_write = call.intent.is_write();
+    let rename_flags = if call.path2.is_some() && call.flags > 0 {
+        call.flags as u32
+    } else {
+        0
+    };
+    let mut failed = 0;
+    let route2 = a.path2.as_ref().and_then(|p| p.abs).and_then(|abs| {
+        let exchange = rename_flags & libc::RENAME_EXCHANGE != 0;
+        let want = Want {
+            new: redirect_new && call.writes != Writes::First,
+            seed: if exchange {
+                redirect::Seed::Content
+            } else {
+                redirect::Seed::Nothing
+            },
+            excl: rename_flags & libc::RENAME_NOREPLACE != 0,
+            opens: false,
+            create_parents: is_write,
+        };
+        route(abs, want, target2, work, &mut failed)
+    });
+    let route1 = a.path.abs.filter(|_| !is_symlink(call)).and_then(|abs| {
+        // A hard link into the worker's view links the worker's copy of
+        // its source, never the shared file (a write through the new name
+        // would reach it).
+        let link_source = call.writes == Writes::Second
+            && route2.is_some()
+            && a.viewed.is_ok()
+            && a.path.given.is_some_and(|g| !g.is_empty())
+            && !is_scratch(abs);
+        let want = Want {
+            new: (redirect_new && call.writes != Writes::Second) || link_source,
+            seed: if link_source {
+                redirect::Seed::Content
+            } else {
+                seed_for(call)
+            },
+            excl: is_open(call)
+                && call.flags & libc::O_CREAT != 0
+                && call.flags & libc::O_EXCL != 0,
+            opens: is_open(call),
+            create_parents: is_write,
+        };
+        route(abs, want, target, work, &mut failed)
+    });
+    (route1, route2, failed)
+}
+
+/// The names the call is given, and the descriptors held for it: a worker
+/// target through its parent's descriptor (call_path, in `base`), a path
+/// resolved through the worker's view as resolved, else the program's
+/// own. Sets `failed` when a name cannot be given.
+#[allow(clippy::too_many_arguments)]
+#[inline(never)]
+fn call_names(
+    call: &Call,
+    a: &Assessed,
+    route1: Option<Route>,
+    route2: Option<Route>,
+    base: &mut [u8],
+    target: &mut [u8],
+    target2: &mut [u8],
+    failed: &mut i32,
+) -> (*const c_char, *const c_char, [c_int; 2]) {
+    let mut failed_here = *failed;
+    let (call1, call2) = base.split_at_mut(2048);
+    let mut held = [-1; 2];
+    let mut p1 = call.path.path;
+    let mut p2 = call.path2.map_or(core::ptr::null(), |p| p.path);
+    if failed_here == 0 {
+        match route1 {
+            Some(r) => match call_path(r, target, call1) {
+                Ok((p, fd)) => (p1, held[0]) = (p, fd),
+                Err(e) => failed_here = e,
+            },
+            None if a.viewed == Ok(true) => match a.path.abs.and_then(|p| sys::c_path(p, target)) {
+                Some(p) if a.path.abs.is_some_and(|p| p.len() < view::PATH_MAX) => p1 = p,
+                _ => failed_here = libc::ENAMETOOLONG,
+            },
+            None => {}
+        }
+    }
+    if failed_here == 0 {
+        let abs2 = a.path2.as_ref().and_then(|p| p.abs);
+        match route2 {
+            Some(r) => match call_path(r, target2, call2) {
+                Ok((p, fd)) => (p2, held[1]) = (p, fd),
+                Err(e) => failed_here = e,
+            },
+            None if a.viewed2 == Ok(true) => match abs2.and_then(|p| sys::c_path(p, target2)) {
+                Some(p) if abs2.is_some_and(|p| p.len() < view::PATH_MAX) => p2 = p,
+                _ => failed_here = libc::ENAMETOOLONG,
+            },
+            None => {}
+        }
+    }
+    *failed = failed_here;
+    (p1, p2, held)
+}
+
+/// Fails the call with `errno` without calling it, and logs it.
+fn refuse<R: Outcome>(
+    call: &Call,
+    a: &Assessed,
+    action: Action,
+    errno: c_int,
+    entry_errno: sys::ErrnoGuard,
+    work: &mut [u8],
+) -> R {
+    finish(call, a, action, None, -1, errno, work);
+    core::mem::forget(entry_errno);
+    sys::set_errno(errno);
+    R::failure()
+}
+
+/// What becomes of a write whose path cannot be resolved (a cwd deeper
+/// than the kernel reports, a directory descriptor without a path in
+/// /proc): under deny it is denied, under redirect in a worker it fails as
+/// a redirect that could not be done; both with EACCES. `None`: the call
+/// goes ahead (log mode; redirect outside a worker).
+pub(crate) fn refusal_of_unresolvable(setting: ActionSetting, in_worker: bool) -> Option<Action> {
+    match setting {
+        ActionSetting::Deny => Some(Action::Denied),
+        ActionSetting::Redirect if in_worker => Some(Action::RedirectFailed),
+        _ => None,
+    }
+}
+
+/// What a new redirect of an open (or truncate, rename's source) starts
+/// from.
+fn seed_for(call: &Call) -> redirect::Seed {
+    if call.keeps_content || (is_open(call) && keeps_content(call.intent)) {
+        redirect::Seed::Content
+    } else if is_open(call) && call.intent.truncate {
+        redirect::Seed::ModeOnly
+    } else {
+        redirect::Seed::Nothing
+    }
+}
+
+/// What a path's route must do.
+#[derive(Clone, Copy)]
+struct Want {
+    /// This call may create a redirect (it writes the path).
+    new: bool,
+    seed: redirect::Seed,
+    /// Fail with EEXIST when the original exists (O_CREAT|O_EXCL,
+    /// RENAME_NOREPLACE): the worker's view has it.
+    excl: bool,
+    /// An open: one of an existing non-regular file (directory, FIFO,
+    /// device) is not redirected (nothing to clobber; the call fails or
+    /// works as in place), one of a symlink with O_NOFOLLOW fails (ELOOP).
+    opens: bool,
+    /// Missing worker directories may be made (writes).
+    create_parents: bool,
+}
+
 /// A path's destination: `len` bytes of NUL-terminated target; `new` when
-/// this call creates the redirect (rather than following an earlier one).
+/// this call creates the redirect (rather than following an earlier one);
+/// `parent`: its parent directory's descriptor (or -1), and the leaf's
+/// offset in the target.
 #[derive(Clone, Copy)]
 struct Route {
     len: usize,
     new: bool,
+    parent: c_int,
+    leaf: usize,
 }
 
 /// Decides where `abs` goes and writes the NUL-terminated target into `out`.
-/// `None`: the original path. Sets `failed` to an errno when a new redirect
+/// `None`: the original path. Sets `failed` to an errno when the redirect
 /// cannot be prepared (the call must then fail: never fall back to the
 /// shared file). `work` is scratch space for preparing the target.
 fn route(
     abs: &[u8],
-    redirect_new: bool,
-    copy: bool,
+    want: Want,
     out: &mut [u8],
     work: &mut [u8],
     failed: &mut i32,
@@ -632,9 +978,19 @@ fn route(
         let n = t.len().min(out.len() - 1);
         out[..n].copy_from_slice(&t[..n]);
         out[n] = 0;
-        return Some(Route { len: n, new: false });
+        return Some(prepared(
+            abs,
+            n,
+            want,
+            redirect::Seed::Nothing,
+            None,
+            false,
+            out,
+            work,
+            failed,
+        ));
     }
-    if !redirect_new {
+    if !want.new {
         return None;
     }
     let saved = SAVED.get();
@@ -649,27 +1005,163 @@ fn route(
         return None;
     };
     out[n] = 0;
-    let e = redirect::prepare_target(abs, &out[..n], copy, work);
-    if e != 0 {
-        *failed = e;
+    let unprepared = Route {
+        len: n,
+        new: true,
+        parent: -1,
+        leaf: 0,
+    };
+    let orig = match view::lstat(abs, work) {
+        Ok(st) => st,
+        Err(e) => {
+            *failed = e;
+            return Some(unprepared);
+        }
+    };
+    let kind = orig.map(|st| st.st_mode & libc::S_IFMT);
+    if want.excl && orig.is_some() {
+        *failed = libc::EEXIST;
+        return Some(unprepared);
     }
-    Some(Route { len: n, new: true })
+    if want.opens && kind == Some(libc::S_IFLNK) {
+        *failed = libc::ELOOP;
+        return Some(unprepared);
+    }
+    if want.opens && kind.is_some_and(|k| k != libc::S_IFREG) {
+        return None;
+    }
+    Some(prepared(
+        abs,
+        n,
+        want,
+        want.seed,
+        orig.as_ref(),
+        true,
+        out,
+        work,
+        failed,
+    ))
+}
+
+/// The route to `out[..n]` with its parent prepared (redirect::prepare_target).
+#[allow(clippy::too_many_arguments)]
+fn prepared(
+    abs: &[u8],
+    n: usize,
+    want: Want,
+    seed: redirect::Seed,
+    orig: Option<&libc::stat>,
+    new: bool,
+    out: &[u8],
+    work: &mut [u8],
+    failed: &mut i32,
+) -> Route {
+    match redirect::prepare_target(abs, &out[..n], want.create_parents, seed, orig, work) {
+        Ok(p) => Route {
+            len: n,
+            new,
+            parent: p.parent,
+            leaf: p.leaf,
+        },
+        Err(e) => {
+            // A read whose worker directory is missing goes to the target's
+            // path, where the kernel says ENOENT; a write fails.
+            if want.create_parents {
+                *failed = e;
+            }
+            Route {
+                len: n,
+                new,
+                parent: -1,
+                leaf: 0,
+            }
+        }
+    }
+}
+
+/// The name to give the real call for a routed path: `/proc/self/fd/N/leaf`
+/// with N a descriptor (high, close-on-exec, held during the call; the
+/// second value) of the target's parent, opened without following any
+/// symlink below the worker directory — no name the call resolves can
+/// leave it, and a target longer than PATH_MAX works. Without /proc or a
+/// spare high descriptor, the target's own path (when it fits).
+fn call_path(r: Route, target: &[u8], buf: &mut [u8]) -> Result<(*const c_char, c_int), c_int> {
+    // A name that fits PATH_MAX is given as is (its directories were just
+    // checked by prepare_target): a call may keep the name for later
+    // (posix_spawn_file_actions_addopen), after the descriptor is closed.
+    if r.len < view::PATH_MAX {
+        return Ok((target.as_ptr().cast(), -1));
+    }
+    if r.parent >= 0 {
+        let high = high_descriptor(r.parent);
+        if high >= 0 {
+            let leaf = &target[r.leaf..r.len];
+            let mut s = mpaudit_core::json::SliceSink::new(buf);
+            use mpaudit_core::json::Sink;
+            s.put(b"/proc/self/fd/");
+            mpaudit_core::json::put_u64(&mut s, high as u64);
+            let dir_len = s.len;
+            s.put(b"/");
+            s.put(leaf);
+            s.put(b"\0");
+            let overflow = s.overflow;
+            buf[dir_len] = 0;
+            // /proc is there when the descriptor's link is (its target may
+            // be too long for readlink).
+            // SAFETY: NUL-terminated path.
+            let proc_works =
+                unsafe { sys::stat(buf.as_ptr().cast(), libc::AT_SYMLINK_NOFOLLOW) }.is_some();
+            buf[dir_len] = b'/';
+            if proc_works && !overflow {
+                return Ok((buf.as_ptr().cast(), high));
+            }
+            sys::close(high);
+        }
+    }
+    if r.len < view::PATH_MAX {
+        Ok((target.as_ptr().cast(), -1))
+    } else {
+        Err(libc::ENAMETOOLONG)
+    }
+}
+
+/// A close-on-exec duplicate of `fd` numbered near the top of the usual
+/// descriptor table (below min(RLIMIT_NOFILE, 1024)), so that the call it
+/// is held across gets the descriptor number it would get bare; -1 if none.
+fn high_descriptor(fd: c_int) -> c_int {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: reads our own limit into `lim`.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_prlimit64,
+            0,
+            libc::RLIMIT_NOFILE,
+            core::ptr::null::<libc::rlimit>(),
+            &mut lim as *mut libc::rlimit,
+        )
+    };
+    let top = lim.rlim_cur.min(1024);
+    if r != 0 || top < 128 {
+        return -1;
+    }
+    // SAFETY: duplicating a descriptor of ours.
+    let high = unsafe { libc::syscall(libc::SYS_fcntl, fd, libc::F_DUPFD_CLOEXEC, top - 32) };
+    high as c_int
 }
 
 /// An open that changes an existing file's content without replacing it
-/// (append, read-write, write without truncation) needs the original's
-/// content in the worker's copy first.
+/// (append, read-write, write-only, all without truncation) needs the
+/// original's content in the worker's copy first.
 fn keeps_content(intent: OpenIntent) -> bool {
     use mpaudit_core::flags::AccessMode;
-    intent.mode != AccessMode::Read
-        && !intent.truncate
-        && (intent.append || intent.mode == AccessMode::ReadWrite)
+    intent.mode != AccessMode::Read && !intent.truncate
 }
 
 fn exists(abs: &[u8], work: &mut [u8]) -> bool {
-    // SAFETY: c_path gives a NUL-terminated copy.
-    sys::c_path(abs, work)
-        .is_some_and(|p| unsafe { sys::stat(p, libc::AT_SYMLINK_NOFOLLOW) }.is_some())
+    matches!(view::lstat(abs, work), Ok(Some(_)))
 }
 
 /// Copies the filled-in `XXXXXX` (and suffix) of `filled` into the program's
@@ -803,17 +1295,81 @@ pub unsafe fn reroute<R>(arg: PathArg, real: impl FnOnce(*const c_char) -> R) ->
         drop(entry_errno);
         return real(arg.path);
     }
+    let Block {
+        base,
+        abs,
+        target,
+        work,
+        cwd,
+        ..
+    } = b;
     // SAFETY: the program's C string, found readable above.
-    let path = unsafe { resolve(arg, &mut b.base, &mut b.cwd, &mut b.abs) };
+    let (path, viewed) = unsafe { resolve_in_view(arg, false, base, cwd, abs, work) };
     let mut failed = 0;
-    let routed = path
-        .abs
-        .and_then(|a| route(a, false, false, &mut b.target, &mut b.work, &mut failed))
-        .is_some();
+    let want = Want {
+        new: false,
+        seed: redirect::Seed::Nothing,
+        excl: false,
+        opens: false,
+        create_parents: false,
+    };
+    let routed = match (viewed, path.abs) {
+        (Ok(_), Some(p)) => route(p, want, target, work, &mut failed),
+        _ => None,
+    };
+    let (call_buf, _) = base.split_at_mut(2048);
+    let called = match (routed, viewed, path.abs) {
+        (Some(r), _, _) => {
+            if r.parent >= 0 {
+                let c = call_path(r, target, call_buf).ok();
+                sys::close(r.parent);
+                c
+            } else {
+                Some((target.as_ptr().cast(), -1))
+            }
+        }
+        (None, Ok(true), Some(p)) if p.len() < view::PATH_MAX => {
+            sys::c_path(p, target).map(|p| (p, -1))
+        }
+        _ => None,
+    };
     drop(entry_errno);
-    if routed {
-        real(b.target.as_ptr().cast())
-    } else {
-        real(arg.path)
+    match called {
+        Some((p, held)) => {
+            let r = real(p);
+            let _errno = sys::ErrnoGuard::save();
+            if held >= 0 {
+                sys::close(held);
+            }
+            r
+        }
+        None => real(arg.path),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The path of a write cannot be resolved (cwd deeper than getcwd
+    /// reports, a dirfd without a /proc path): deny and redirect refuse it
+    /// rather than let it land in place.
+    #[test]
+    fn an_unresolvable_write_fails_closed_under_deny_and_redirect() {
+        for in_worker in [false, true] {
+            assert_eq!(
+                refusal_of_unresolvable(ActionSetting::Deny, in_worker),
+                Some(Action::Denied)
+            );
+            assert_eq!(refusal_of_unresolvable(ActionSetting::Log, in_worker), None);
+        }
+        assert_eq!(
+            refusal_of_unresolvable(ActionSetting::Redirect, true),
+            Some(Action::RedirectFailed)
+        );
+        assert_eq!(
+            refusal_of_unresolvable(ActionSetting::Redirect, false),
+            None
+        );
     }
 }

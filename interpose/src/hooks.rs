@@ -337,7 +337,7 @@ hooks! {
     fn renameat(olddirfd: c_int, old: *const c_char, newdirfd: c_int, new: *const c_char) -> c_int =>
         |real, caller| crate::dirview::renamed(at(olddirfd, old), at(newdirfd, new), crate::sys::errno(), file_access(caller, renaming("renameat", at(olddirfd, old), at(newdirfd, new)), |a, b| real(olddirfd, a, newdirfd, b)));
     fn renameat2(olddirfd: c_int, old: *const c_char, newdirfd: c_int, new: *const c_char, flags: c_uint) -> c_int =>
-        |real, caller| crate::dirview::renamed(at(olddirfd, old), at(newdirfd, new), crate::sys::errno(), file_access(caller, renaming("renameat2", at(olddirfd, old), at(newdirfd, new)), |a, b| real(olddirfd, a, newdirfd, b, flags)));
+        |real, caller| crate::dirview::renamed(at(olddirfd, old), at(newdirfd, new), crate::sys::errno(), file_access(caller, Call { flags: flags as c_int, ..renaming("renameat2", at(olddirfd, old), at(newdirfd, new)) }, |a, b| real(olddirfd, a, newdirfd, b, flags)));
     fn unlink(path: *const c_char) -> c_int =>
         |real, caller| file_access(caller, removal("unlink", cwd(path)), |p, _| real(p));
     fn unlinkat(dirfd: c_int, path: *const c_char, flags: c_int) -> c_int =>

@@ -22,6 +22,7 @@ mod supervised;
 mod sys;
 mod table;
 mod unseen;
+mod view;
 
 use libc::{c_char, c_int};
 

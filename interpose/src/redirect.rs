@@ -299,116 +299,283 @@ pub fn first_warning(abs: &[u8]) -> bool {
 
 // ---- preparing a target --------------------------------------------------------
 
-/// Makes `target` (inside the worker directory) ready for the redirected
-/// call: parent directories exist (the worker's top one with mode 0700), no
-/// component below the worker directory is a symlink (which could lead the
-/// write out of it), and, for a write that keeps existing content (append,
-/// read-write, no truncation), the original's content is copied in first.
-/// Returns 0 or the errno the call must fail with. `work` is scratch space
-/// (pool.rs; at least `2 * (MAX_ABS + 1)` bytes).
-pub fn prepare_target(original: &[u8], target: &[u8], copy: bool, work: &mut [u8]) -> i32 {
-    let room = reserve();
-    if room != 0 {
-        return room;
-    }
-    let saved = SAVED.get();
-    let worker_dir = saved.worker_dir.as_bytes();
-    let (path, rest) = work.split_at_mut(MAX_ABS + 1);
-    if target.len() >= path.len() || !target.starts_with(worker_dir) {
-        return libc::ENAMETOOLONG;
-    }
-    path[..target.len()].copy_from_slice(target);
-    let workers_top = saved.workers_dir.as_bytes().len();
-    // Create each missing parent; below the workers directory, refuse any
-    // component that is a symlink.
-    for i in 1..=target.len() {
-        if i != target.len() && path[i] != b'/' {
-            continue;
-        }
-        let saved_byte = path[i];
-        path[i] = 0;
-        if i != target.len() {
-            let mode = if i == worker_dir.len() { 0o700 } else { 0o755 };
-            // SAFETY: NUL-terminated prefix.
-            unsafe { sys::mkdirat(libc::AT_FDCWD, path.as_ptr().cast(), mode) };
-        }
-        if i > workers_top {
-            // SAFETY: NUL-terminated prefix.
-            if let Some(st) = unsafe { sys::stat(path.as_ptr().cast(), libc::AT_SYMLINK_NOFOLLOW) }
-            {
-                if st.st_mode & libc::S_IFMT == libc::S_IFLNK {
-                    return libc::ELOOP;
-                }
-            }
-        }
-        path[i] = saved_byte;
-    }
-    path[target.len()] = 0;
-    if copy {
-        copy_original(original, path, rest);
-    }
-    0
+/// What the worker's copy starts from when a redirect is created.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Seed {
+    /// Nothing: the call itself creates (or fails to find) the file.
+    Nothing,
+    /// The original's content, mode and times (append, read-write or
+    /// write-only opens without O_TRUNC, truncate, rename's source, a
+    /// link's source, both sides of RENAME_EXCHANGE); a symlink is copied
+    /// as a symlink.
+    Content,
+    /// An empty file with the original's mode (O_TRUNC of an existing file
+    /// keeps its mode, whatever mode the call passes).
+    ModeOnly,
 }
 
-/// Copies `original` to the NUL-terminated `target` unless the target exists
-/// already (a previous redirect) or the original does not.
-fn copy_original(original: &[u8], target: &[u8], src: &mut [u8]) {
-    if sys::c_path(original, src).is_none() {
-        return;
+/// A worker-side target ready for the call: a descriptor (O_PATH) of its
+/// parent directory, opened component by component below the worker
+/// directory without following any symlink, and where the leaf's name
+/// starts in the target.
+pub struct Prepared {
+    pub parent: libc::c_int,
+    pub leaf: usize,
+}
+
+/// Opens `target`'s parent directory (inside the worker directory) for the
+/// redirected call of `original` (the path the program reached; for a
+/// write, its parent exists in the worker's view). With `create`, missing
+/// directories are made, each with the mode of the shared directory it
+/// stands for (the worker's top one 0700): a shared directory that does not
+/// exist gives ENOENT and a non-directory ENOTDIR, as the bare call would.
+/// A symlink or non-directory among the worker's components gives ELOOP:
+/// nothing reaches outside the worker directory. Then, as `seed` says,
+/// the original (`orig`: its lstat) is copied in. Returns the descriptor,
+/// which the caller closes, or the errno the call must fail with. `work` is
+/// scratch space (pool.rs; at least 3 * (MAX_ABS + 1) bytes).
+pub fn prepare_target(
+    original: &[u8],
+    target: &[u8],
+    create: bool,
+    seed: Seed,
+    orig: Option<&libc::stat>,
+    work: &mut [u8],
+) -> Result<Prepared, i32> {
+    // The shared table must have room for the entry this redirect makes.
+    let room = reserve();
+    if room != 0 {
+        return Err(room);
     }
-    // SAFETY: NUL-terminated by c_path.
-    let Some(st) = (unsafe { sys::stat(src.as_ptr().cast(), 0) }) else {
-        return;
+    let worker_dir = SAVED.get().worker_dir.as_bytes();
+    let below = match target.strip_prefix(worker_dir) {
+        Some([b'/', rest @ ..]) if !rest.is_empty() && !worker_dir.is_empty() => rest,
+        _ => return Err(libc::EACCES),
     };
-    if st.st_mode & libc::S_IFMT != libc::S_IFREG {
-        return;
-    }
-    // SAFETY: `src` was NUL-terminated by c_path above; the descriptor is
-    // ours and closed below.
-    let from = unsafe {
-        sys::openat(
-            libc::AT_FDCWD,
-            src.as_ptr().cast(),
-            libc::O_RDONLY | libc::O_CLOEXEC,
-            0,
-        )
-    };
-    if from < 0 {
-        return;
-    }
-    let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC;
-    // SAFETY: `target` is prepare_target's whole path buffer, in which it
-    // wrote a NUL at the target's length (< the buffer's length), so openat
-    // reads a C string that ends inside the slice.
-    let to = unsafe {
-        sys::openat(
-            libc::AT_FDCWD,
-            target.as_ptr().cast(),
-            flags,
-            st.st_mode & 0o7777,
-        )
-    };
-    if to >= 0 {
-        let mut left = st.st_size as u64;
-        while left > 0 {
-            // SAFETY: plain syscall on our descriptors; copies inside the kernel.
-            let n = unsafe {
-                libc::syscall(
-                    libc::SYS_sendfile,
-                    to,
-                    from,
-                    core::ptr::null_mut::<libc::off_t>(),
-                    left.min(1 << 30),
-                )
-            };
-            if n <= 0 {
-                break;
+    let (buf, rest) = work.split_at_mut(MAX_ABS + 1);
+    let mut fd = open_worker_dir(create, buf)?;
+    let leaf_at = below.iter().rposition(|&b| b == b'/').map_or(0, |i| i + 1);
+    let mut start = 0;
+    while start < leaf_at {
+        let len = below[start..].iter().position(|&b| b == b'/').unwrap_or(0);
+        let comp = &below[start..start + len];
+        let end = worker_dir.len() + 1 + start + len; // in `target`
+        start += len + 1;
+        let next = match open_dir_below(fd, comp, buf) {
+            Err(libc::ENOENT) if create => {
+                let mode = shared_counterpart_mode(original, target, end, worker_dir.len(), rest);
+                match mode.and_then(|m| mkdir_below(fd, comp, m, buf)) {
+                    Ok(()) => open_dir_below(fd, comp, buf),
+                    Err(e) => Err(e),
+                }
             }
-            left -= n as u64;
-        }
-        sys::close(to);
+            r => r,
+        };
+        sys::close(fd);
+        fd = next?;
     }
-    sys::close(from);
+    let leaf = worker_dir.len() + 1 + leaf_at;
+    if let (Seed::Content | Seed::ModeOnly, Some(st)) = (seed, orig) {
+        let (name, rest) = rest.split_at_mut(MAX_ABS + 1);
+        if let Some(name) = sys::c_path(&target[leaf..], name) {
+            copy_original(original, st, seed, fd, name, buf, rest);
+        }
+    }
+    Ok(Prepared { parent: fd, leaf })
+}
+
+/// The worker directory (O_PATH), made first (with its parents, the top
+/// one 0700) when missing and `create`.
+fn open_worker_dir(create: bool, buf: &mut [u8]) -> Result<libc::c_int, i32> {
+    let saved = SAVED.get();
+    let worker_dir = saved.worker_dir.as_bytes();
+    let dir_flags = libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC;
+    let p = sys::c_path(worker_dir, buf).ok_or(libc::ENAMETOOLONG)?;
+    // SAFETY: NUL-terminated by c_path.
+    let fd = unsafe { sys::openat(libc::AT_FDCWD, p, dir_flags, 0) };
+    if fd >= 0 || fd != -libc::ENOENT || !create {
+        return if fd >= 0 { Ok(fd) } else { Err(-fd) };
+    }
+    for i in 1..=worker_dir.len() {
+        if i != worker_dir.len() && buf[i] != b'/' {
+            continue;
+        }
+        let saved_byte = buf[i];
+        buf[i] = 0;
+        let mode = if i == worker_dir.len() { 0o700 } else { 0o755 };
+        // SAFETY: NUL-terminated prefix.
+        unsafe { sys::mkdirat(libc::AT_FDCWD, buf.as_ptr().cast(), mode) };
+        buf[i] = saved_byte;
+    }
+    // SAFETY: `buf` still holds the NUL-terminated worker directory.
+    let fd = unsafe { sys::openat(libc::AT_FDCWD, buf.as_ptr().cast(), dir_flags, 0) };
+    if fd >= 0 {
+        Ok(fd)
+    } else {
+        Err(-fd)
+    }
+}
+
+/// `comp` below the directory `fd`, as a directory (O_PATH), refusing a
+/// symlink (ELOOP) or anything else that is not a directory.
+fn open_dir_below(fd: libc::c_int, comp: &[u8], buf: &mut [u8]) -> Result<libc::c_int, i32> {
+    let p = sys::c_path(comp, buf).ok_or(libc::ENAMETOOLONG)?;
+    let flags = libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    // SAFETY: NUL-terminated by c_path.
+    let next = unsafe { sys::openat(fd, p, flags, 0) };
+    if next < 0 {
+        return Err(if next == -libc::ENOTDIR {
+            libc::ELOOP
+        } else {
+            -next
+        });
+    }
+    match sys::fstat(next) {
+        Some(st) if st.st_mode & libc::S_IFMT == libc::S_IFDIR => Ok(next),
+        _ => {
+            sys::close(next);
+            Err(libc::ELOOP)
+        }
+    }
+}
+
+fn mkdir_below(fd: libc::c_int, comp: &[u8], mode: u32, buf: &mut [u8]) -> Result<(), i32> {
+    let p = sys::c_path(comp, buf).ok_or(libc::ENAMETOOLONG)?;
+    // SAFETY: NUL-terminated by c_path.
+    let r = unsafe { sys::mkdirat(fd, p, mode) };
+    if r < 0 && r != -libc::EEXIST {
+        return Err(-r);
+    }
+    // The umask must not change what the mirror's mode says.
+    // SAFETY: NUL-terminated name below our descriptor.
+    unsafe { libc::syscall(libc::SYS_fchmodat, fd, p, mode, 0) };
+    Ok(())
+}
+
+/// The mode for the worker's directory `target[..end]`: that of the shared
+/// directory it stands for (`original`'s prefix with the same tail), 0755
+/// for one that stands for none (`_abs`). ENOENT or ENOTDIR when the shared
+/// one is missing or no directory: the bare call would fail so.
+fn shared_counterpart_mode(
+    original: &[u8],
+    target: &[u8],
+    end: usize,
+    worker_len: usize,
+    buf: &mut [u8],
+) -> Result<u32, i32> {
+    let shift = target.len() as isize - original.len() as isize;
+    let shared_end = end as isize - shift;
+    let has_counterpart = end > worker_len
+        && shared_end > 0
+        && (shared_end as usize) < original.len()
+        && original[shared_end as usize] == b'/'
+        && original[shared_end as usize..] == target[end..];
+    if !has_counterpart {
+        return Ok(0o755);
+    }
+    match crate::view::lstat(&original[..shared_end as usize], buf)? {
+        Some(st) if st.st_mode & libc::S_IFMT == libc::S_IFDIR => Ok(st.st_mode & 0o7777),
+        Some(_) => Err(libc::ENOTDIR),
+        None => Err(libc::ENOENT),
+    }
+}
+
+/// Creates `name` below `dir` as the worker's copy of `original` (whose
+/// lstat is `st`), unless it exists already (an earlier copy): a regular
+/// file gets the content (Seed::Content) or none (Seed::ModeOnly), its
+/// mode, and for a content copy its times; a symlink is copied as one.
+fn copy_original(
+    original: &[u8],
+    st: &libc::stat,
+    seed: Seed,
+    dir: libc::c_int,
+    name: *const libc::c_char,
+    buf: &mut [u8],
+    link: &mut [u8],
+) {
+    match st.st_mode & libc::S_IFMT {
+        libc::S_IFREG => {}
+        libc::S_IFLNK if seed == Seed::Content => {
+            let n = crate::view::at_path(original, buf, |d, p| {
+                // SAFETY: NUL-terminated path; the kernel writes at most
+                // link.len() - 1 bytes, leaving room for the NUL.
+                unsafe {
+                    libc::syscall(
+                        libc::SYS_readlinkat,
+                        d,
+                        p,
+                        link.as_mut_ptr(),
+                        link.len() - 1,
+                    )
+                }
+            });
+            if let Ok(n @ 0..) = n {
+                link[n as usize] = 0;
+                // SAFETY: two NUL-terminated strings, a descriptor of ours.
+                unsafe { libc::syscall(libc::SYS_symlinkat, link.as_ptr(), dir, name) };
+            }
+            return;
+        }
+        _ => return,
+    }
+    let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    // SAFETY: NUL-terminated name below our descriptor.
+    let to = unsafe { sys::openat(dir, name, flags, 0o600) };
+    if to < 0 {
+        return;
+    }
+    if seed == Seed::Content {
+        let from = crate::view::at_path(original, buf, |d, p| {
+            // SAFETY: NUL-terminated path.
+            unsafe { sys::openat(d, p, libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW, 0) }
+        });
+        if let Ok(from @ 0..) = from {
+            let mut left = st.st_size as u64;
+            while left > 0 {
+                // SAFETY: plain syscall on our descriptors; copies inside the kernel.
+                let n = unsafe {
+                    libc::syscall(
+                        libc::SYS_sendfile,
+                        to,
+                        from,
+                        core::ptr::null_mut::<libc::off_t>(),
+                        left.min(1 << 30),
+                    )
+                };
+                if n <= 0 {
+                    break;
+                }
+                left -= n as u64;
+            }
+            sys::close(from);
+        }
+    }
+    // SAFETY: our descriptor; the mode bits of the original.
+    unsafe { libc::syscall(libc::SYS_fchmod, to, st.st_mode & 0o7777) };
+    if seed == Seed::Content {
+        let times = [
+            libc::timespec {
+                tv_sec: st.st_atime,
+                tv_nsec: st.st_atime_nsec,
+            },
+            libc::timespec {
+                tv_sec: st.st_mtime,
+                tv_nsec: st.st_mtime_nsec,
+            },
+        ];
+        // SAFETY: our descriptor (NULL path: the descriptor itself) and two
+        // timespecs.
+        unsafe {
+            libc::syscall(
+                libc::SYS_utimensat,
+                to,
+                core::ptr::null::<libc::c_char>(),
+                times.as_ptr(),
+                0,
+            )
+        };
+    }
+    sys::close(to);
 }
 
 /// `<worker dir>/mpaudit-redirects.jsonl` with a NUL, into `out`; false

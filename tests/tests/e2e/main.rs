@@ -15,6 +15,7 @@ mod launchers;
 mod libc_calls;
 mod merge;
 mod policy;
+mod redirect_exact;
 mod redirect_shared;
 mod runner;
 mod seccomp;

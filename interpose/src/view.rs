@@ -1,0 +1,403 @@
+//! A path as the kernel would resolve it in this worker's view: the shared
+//! tree, overlaid by what the worker redirected (its own files, symlinks and
+//! removals, `redirect::lookup`). Policy mode judges and redirects the
+//! result of this walk, never a lexical folding of the spelling: `nodir/..`
+//! fails with ENOENT, a symlinked parent is followed (wherever it lives), and
+//! a symlink the worker put in place of a directory leads the write to
+//! where bare would write — then judged again.
+//!
+//! Raw system calls only, no heap; buffers come from the caller's pool
+//! block. Paths of any length: `at_path` opens a long path's directories
+//! chunk by chunk.
+
+use crate::{redirect, sys};
+use libc::{c_char, c_int};
+use mpaudit_core::path::MAX_ABS;
+
+/// Linux's PATH_MAX: longer names must be walked in pieces.
+pub const PATH_MAX: usize = 4096;
+/// Symlinks followed in one resolution before ELOOP (the kernel's 40).
+const MAX_LINKS: usize = 40;
+
+/// Why a path has no resolution.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unresolved {
+    /// The kernel would fail the call with this errno (ENOENT, ENOTDIR,
+    /// ELOOP, EACCES, ENAMETOOLONG).
+    Errno(c_int),
+    /// The starting directory (the cwd, a directory descriptor) has no
+    /// usable path: nothing can be said about where the call lands.
+    NoStart,
+    /// A magic link that does not lead to a path (a pipe or socket behind
+    /// `/dev/stdout`): only the spelling can be judged.
+    NotAPath,
+}
+
+/// `scratch` layout: the remaining path, a C-string buffer, a link target.
+pub const SCRATCH: usize = MAX_ABS + (MAX_ABS + 1) + PATH_MAX;
+
+/// Resolves `given` (relative to `start`, an absolute canonical directory
+/// path, when it is relative) into `out`: every directory component as the
+/// worker sees it, the leaf too when `follow_leaf` (open without
+/// O_NOFOLLOW, truncate). Returns the length and whether the walk went
+/// through something only the worker's view has (then the program's own
+/// spelling would reach another file: the call must be given the result).
+pub fn resolve(
+    given: &[u8],
+    start: Option<&[u8]>,
+    follow_leaf: bool,
+    out: &mut [u8],
+    scratch: &mut [u8],
+) -> Result<(usize, bool), Unresolved> {
+    use Unresolved::Errno;
+    if given.is_empty() {
+        return Err(Errno(libc::ENOENT));
+    }
+    if given.len() >= PATH_MAX {
+        return Err(Errno(libc::ENAMETOOLONG));
+    }
+    let (rem, rest) = scratch.split_at_mut(MAX_ABS);
+    let (tmp, link) = rest.split_at_mut(MAX_ABS + 1);
+    let mut len = 0usize; // out[..len] is canonical; empty means "/"
+    if given[0] != b'/' {
+        let s = start.ok_or(Unresolved::NoStart)?;
+        if s.first() != Some(&b'/') || s.len() > out.len() {
+            return Err(Unresolved::NoStart);
+        }
+        len = if s == b"/" { 0 } else { s.len() };
+        out[..len].copy_from_slice(&s[..len]);
+    }
+    rem[..given.len()].copy_from_slice(given);
+    let (mut pos, mut end) = (0usize, given.len());
+    let mut links = 0;
+    let mut via_view = false;
+    // SAFETY: all-zero is a valid libc::stat (plain integers).
+    let mut st: libc::stat = unsafe { core::mem::zeroed() };
+    loop {
+        while pos < end && rem[pos] == b'/' {
+            pos += 1;
+        }
+        if pos == end {
+            break;
+        }
+        let c0 = pos;
+        while pos < end && rem[pos] != b'/' {
+            pos += 1;
+        }
+        let comp_len = pos - c0;
+        let slash_follows = pos < end;
+        let last = rem[pos..end].iter().all(|&b| b == b'/');
+        match &rem[c0..pos] {
+            b"." => continue,
+            b".." => {
+                while len > 0 && out[len - 1] != b'/' {
+                    len -= 1;
+                }
+                len = len.saturating_sub(1);
+                continue;
+            }
+            _ => {}
+        }
+        if comp_len > 255 {
+            return Err(Errno(libc::ENAMETOOLONG));
+        }
+        let cand = len + 1 + comp_len;
+        if cand > out.len() {
+            return Err(Errno(libc::ENAMETOOLONG));
+        }
+        out[len] = b'/';
+        out[len + 1..cand].copy_from_slice(&rem[c0..pos]);
+        if last && !slash_follows && !follow_leaf {
+            len = cand;
+            break;
+        }
+        let (found, from_worker) = view_lstat(&out[..cand], tmp, &mut st).map_err(Errno)?;
+        if !found {
+            if last {
+                len = cand;
+                break;
+            }
+            return Err(Errno(libc::ENOENT));
+        }
+        match st.st_mode & libc::S_IFMT {
+            libc::S_IFDIR => len = cand,
+            libc::S_IFLNK => {
+                links += 1;
+                if links > MAX_LINKS {
+                    return Err(Errno(libc::ELOOP));
+                }
+                via_view |= from_worker;
+                let n = view_readlink(&out[..cand], tmp, link).map_err(Errno)?;
+                if n == 0 {
+                    return Err(Errno(libc::ENOENT));
+                }
+                // A descriptor's magic link to no path: `pipe:[42]`.
+                let magic = out[..cand].starts_with(b"/proc/") && link[..n].contains(&b':');
+                if link[0] != b'/' && magic {
+                    return Err(Unresolved::NotAPath);
+                }
+                // The rest of the path now follows the link's target.
+                let tail = end - pos;
+                if n + tail > rem.len() {
+                    return Err(Errno(libc::ENAMETOOLONG));
+                }
+                tmp[..tail].copy_from_slice(&rem[pos..end]);
+                rem[..n].copy_from_slice(&link[..n]);
+                rem[n..n + tail].copy_from_slice(&tmp[..tail]);
+                pos = 0;
+                end = n + tail;
+                if link[0] == b'/' {
+                    len = 0;
+                }
+            }
+            _ if last && !slash_follows => len = cand,
+            _ => return Err(Errno(libc::ENOTDIR)),
+        }
+        if last && !matches!(st.st_mode & libc::S_IFMT, libc::S_IFLNK) {
+            break;
+        }
+    }
+    if len == 0 {
+        *out.first_mut().ok_or(Errno(libc::ENAMETOOLONG))? = b'/';
+        len = 1;
+    }
+    Ok((len, via_view))
+}
+
+/// lstat of `abs` in the worker's view into `st`: its redirect's target
+/// when it has one (a missing target is a removal), else the shared path.
+/// `Ok(false)` for a path that does not exist; `.1`: the worker's file was
+/// looked at.
+fn view_lstat(abs: &[u8], buf: &mut [u8], st: &mut libc::stat) -> Result<(bool, bool), c_int> {
+    match redirect::lookup(abs) {
+        Some(t) => lstat_into(t, buf, st).map(|found| (found, true)),
+        None => lstat_into(abs, buf, st).map(|found| (found, false)),
+    }
+}
+
+/// lstat of an absolute path of any length; `Ok(None)` when it does not
+/// exist.
+pub fn lstat(path: &[u8], buf: &mut [u8]) -> Result<Option<libc::stat>, c_int> {
+    // SAFETY: all-zero is a valid libc::stat (plain integers).
+    let mut st: libc::stat = unsafe { core::mem::zeroed() };
+    Ok(lstat_into(path, buf, &mut st)?.then_some(st))
+}
+
+/// lstat into `st` (kept small on the stack: hooks run on signal stacks);
+/// `Ok(false)` when the path does not exist.
+pub fn lstat_into(path: &[u8], buf: &mut [u8], st: &mut libc::stat) -> Result<bool, c_int> {
+    let stp = st as *mut libc::stat;
+    let r = if path.len() < PATH_MAX {
+        let name = sys::c_path(path, buf).ok_or(libc::ENAMETOOLONG)?;
+        // SAFETY: NUL-terminated name; `stp` is a live, writable stat.
+        unsafe { newfstatat(libc::AT_FDCWD, name, stp) }
+    } else {
+        // SAFETY: as above; at_path gives a NUL-terminated name.
+        at_path(path, buf, |dirfd, name| unsafe {
+            newfstatat(dirfd, name, stp)
+        })?
+    };
+    match r {
+        0 => Ok(true),
+        e if e == libc::ENOENT => Ok(false),
+        e => Err(e),
+    }
+}
+
+/// fstatat(AT_SYMLINK_NOFOLLOW): 0 or the errno.
+///
+/// # Safety
+/// `name` is NUL-terminated, `st` points to a writable libc::stat.
+unsafe fn newfstatat(dirfd: c_int, name: *const c_char, st: *mut libc::stat) -> c_int {
+    // SAFETY: the caller's contract.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_newfstatat,
+            dirfd,
+            name,
+            st,
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    if r == 0 {
+        0
+    } else {
+        sys::errno()
+    }
+}
+
+fn view_readlink(abs: &[u8], buf: &mut [u8], link: &mut [u8]) -> Result<usize, c_int> {
+    let path = redirect::lookup(abs).unwrap_or(abs);
+    let r = at_path(path, buf, |dirfd, name| {
+        // SAFETY: NUL-terminated name; the kernel writes at most link.len().
+        unsafe {
+            libc::syscall(
+                libc::SYS_readlinkat,
+                dirfd,
+                name,
+                link.as_mut_ptr(),
+                link.len(),
+            )
+        }
+    })?;
+    if r < 0 {
+        Err(sys::errno())
+    } else if r as usize >= link.len() {
+        Err(libc::ENAMETOOLONG)
+    } else {
+        Ok(r as usize)
+    }
+}
+
+/// Runs `f(dirfd, name)` for the absolute `path`, whatever its length: as
+/// is (`AT_FDCWD`) when it fits PATH_MAX, else `name` relative to a
+/// descriptor of a directory prefix, opened piece by piece (each piece
+/// shorter than PATH_MAX) and closed afterwards. `buf` holds the C strings
+/// (at least PATH_MAX + 1 bytes). Err: why a piece could not be opened.
+pub fn at_path<R>(
+    path: &[u8],
+    buf: &mut [u8],
+    f: impl FnOnce(c_int, *const c_char) -> R,
+) -> Result<R, c_int> {
+    let mut fd = libc::AT_FDCWD;
+    let mut p = path;
+    while p.len() >= PATH_MAX {
+        let Some(cut) = p[..PATH_MAX - 1]
+            .iter()
+            .rposition(|&b| b == b'/')
+            .filter(|&i| i > 0)
+        else {
+            close_dirfd(fd);
+            return Err(libc::ENAMETOOLONG);
+        };
+        let Some(piece) = sys::c_path(&p[..cut], buf) else {
+            close_dirfd(fd);
+            return Err(libc::ENAMETOOLONG);
+        };
+        // SAFETY: NUL-terminated piece.
+        let next = unsafe {
+            sys::openat(
+                fd,
+                piece,
+                libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+                0,
+            )
+        };
+        close_dirfd(fd);
+        if next < 0 {
+            return Err(-next);
+        }
+        fd = next;
+        p = &p[cut + 1..];
+    }
+    let Some(name) = sys::c_path(p, buf) else {
+        close_dirfd(fd);
+        return Err(libc::ENAMETOOLONG);
+    };
+    let r = f(fd, name);
+    let keep = sys::ErrnoGuard::save();
+    close_dirfd(fd);
+    drop(keep);
+    Ok(r)
+}
+
+fn close_dirfd(fd: c_int) {
+    if fd >= 0 {
+        sys::close(fd);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch() -> Vec<u8> {
+        vec![0u8; SCRATCH]
+    }
+
+    /// A fresh directory tree: a/b, lnk -> a/b, file, loop -> loop.
+    fn tree(name: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("mpaudit-view-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(d.join("a/b")).unwrap();
+        std::os::unix::fs::symlink("a/b", d.join("lnk")).unwrap();
+        std::os::unix::fs::symlink("loop", d.join("loop")).unwrap();
+        std::fs::write(d.join("file"), "").unwrap();
+        // Canonical, as the kernel reports a cwd.
+        d.canonicalize().unwrap()
+    }
+
+    fn run(d: &std::path::Path, given: &str, follow: bool) -> Result<String, Unresolved> {
+        let mut out = vec![0u8; MAX_ABS];
+        let start = d.to_str().unwrap().as_bytes();
+        resolve(
+            given.as_bytes(),
+            Some(start),
+            follow,
+            &mut out,
+            &mut scratch(),
+        )
+        .map(|(n, _)| String::from_utf8(out[..n].to_vec()).unwrap())
+    }
+
+    #[test]
+    fn dotdot_is_applied_after_the_parent_is_seen() {
+        let d = tree("dotdot");
+        let s = d.to_str().unwrap();
+        assert_eq!(
+            run(&d, "nodir/../f", true),
+            Err(Unresolved::Errno(libc::ENOENT))
+        );
+        assert_eq!(
+            run(&d, "file/../f", true),
+            Err(Unresolved::Errno(libc::ENOTDIR))
+        );
+        assert_eq!(run(&d, "lnk/../g", true), Ok(format!("{s}/a/g")));
+        assert_eq!(run(&d, "./a//b/./x", false), Ok(format!("{s}/a/b/x")));
+        assert_eq!(
+            run(&d, "loop/x", false),
+            Err(Unresolved::Errno(libc::ELOOP))
+        );
+        // The leaf is followed only when asked.
+        assert_eq!(run(&d, "lnk", false), Ok(format!("{s}/lnk")));
+        assert_eq!(run(&d, "lnk", true), Ok(format!("{s}/a/b")));
+        assert_eq!(run(&d, "", true), Err(Unresolved::Errno(libc::ENOENT)));
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_relative_path_without_a_start_is_unresolvable() {
+        let mut out = vec![0u8; MAX_ABS];
+        let r = resolve(b"f", None, true, &mut out, &mut scratch());
+        assert_eq!(r, Err(Unresolved::NoStart));
+        let r = resolve(b"/", None, true, &mut out, &mut scratch());
+        assert_eq!(r, Ok((1, false)));
+    }
+
+    #[test]
+    fn paths_longer_than_path_max_are_walked_in_pieces() {
+        let d = tree("long");
+        let comp = "c".repeat(200);
+        let mut p = d.clone();
+        let mut cmd = std::process::Command::new("bash");
+        cmd.current_dir(&d).args([
+            "-c",
+            &format!("for i in $(seq 25); do mkdir {comp} && cd {comp} || exit 1; done; : > leaf"),
+        ]);
+        assert!(cmd.status().unwrap().success());
+        for _ in 0..25 {
+            p = p.join(&comp);
+        }
+        let leaf = p.join("leaf");
+        let bytes = leaf.to_str().unwrap().as_bytes();
+        assert!(bytes.len() > PATH_MAX);
+        let mut buf = vec![0u8; PATH_MAX + 1];
+        let st = lstat(bytes, &mut buf).unwrap().expect("exists");
+        assert_eq!(st.st_mode & libc::S_IFMT, libc::S_IFREG);
+        assert!(matches!(
+            lstat(&bytes[..bytes.len() - 1], &mut buf),
+            Ok(None)
+        ));
+        let _ = std::process::Command::new("rm").arg("-rf").arg(&d).status();
+    }
+}

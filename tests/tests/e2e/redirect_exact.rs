@@ -1,0 +1,386 @@
+//! Redirect returns exactly what writing in place returns (issue 12): each
+//! test runs one sequence of file operations (tests/fixtures/redirect_ops.c)
+//! twice — bare in a scratch copy of the job directory, and redirected in a
+//! worker — and compares every result line (return value, errno, contents
+//! read back), then checks that the shared files were never written.
+
+use mpaudit_tests::*;
+use std::path::Path;
+use std::process::Command;
+
+const WORKER: u32 = 1;
+
+/// The job directory (`dir`) and its scratch twin, both set up by `setup`
+/// (given the directory it prepares).
+struct Twin<'a> {
+    job: &'a TestDir,
+    scratch: TestDir,
+}
+
+impl<'a> Twin<'a> {
+    fn new(job: &'a TestDir, setup: impl Fn(&Path)) -> Self {
+        let scratch = TestDir::new(&format!(
+            "{}-bare",
+            job.path.file_name().unwrap().to_string_lossy()
+        ));
+        setup(&job.path);
+        setup(&scratch.path);
+        Twin { job, scratch }
+    }
+
+    /// `{D}` in an argument stands for the directory the run is in.
+    fn args(dir: &Path, ops: &[&str]) -> Vec<String> {
+        ops.iter()
+            .map(|a| a.replace("{D}", dir.to_str().unwrap()))
+            .collect()
+    }
+
+    fn redirected(&self, action: &str, ops: &[&str]) -> Command {
+        let mut c = self.job.audited(fixture("redirect_ops"));
+        c.env("MPAUDIT_ACTION", action)
+            .env("MPAUDIT_JOB_DIR", &self.job.path)
+            .env("MPAUDIT_WORKER", WORKER.to_string())
+            .args(Self::args(&self.job.path, ops));
+        c
+    }
+
+    fn bare(&self, ops: &[&str]) -> Command {
+        let mut c = self.scratch.bare(fixture("redirect_ops"));
+        c.args(Self::args(&self.scratch.path, ops));
+        c
+    }
+
+    /// Runs `ops` both ways and asserts the same lines; returns them.
+    fn same(&self, ops: &[&str]) -> String {
+        let bare = stdout(&run_ok(&mut self.bare(ops)));
+        let redirected = stdout(&run_ok(&mut self.redirected("redirect", ops)));
+        assert_eq!(
+            redirected, bare,
+            "redirected run (left) differs from the bare run (right) for {ops:?}"
+        );
+        bare
+    }
+
+    fn worker_path(&self, rel: &str) -> std::path::PathBuf {
+        self.job
+            .join(&format!("mpaudit-workers/worker_{WORKER}/{rel}"))
+    }
+}
+
+const SIXTEEN: &str = "0123456789abcdef";
+
+fn data_bin(d: &Path) {
+    std::fs::write(d.join("data.bin"), SIXTEEN).unwrap();
+}
+
+fn mode_of(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777
+}
+
+fn set_mode(p: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+e2e!(
+    write_only_open_without_trunc_copies_the_shared_file_up,
+    |dir| {
+        let t = Twin::new(&dir, data_bin);
+        let out = t.same(&[
+            "open", "data.bin", "wc", "seek", "4", "write", "XY", "close", "cat", "data.bin",
+        ]);
+        assert!(out.contains("cat 16 [0123XY6789abcdef]"), "{out}");
+        // A later process of the worker sees the same.
+        t.same(&["cat", "data.bin"]);
+        assert_eq!(
+            std::fs::read_to_string(dir.join("data.bin")).unwrap(),
+            SIXTEEN
+        );
+    }
+);
+
+e2e!(dd_conv_notrunc_keeps_the_rest_of_the_shared_file, |dir| {
+    let t = Twin::new(&dir, data_bin);
+    let script = "printf XY | dd of=data.bin bs=1 seek=4 conv=notrunc 2>/dev/null; cat data.bin";
+    let bare = stdout(&run_ok(t.scratch.bare("bash").args(["-c", script])));
+    let mut c = dir.audited("bash");
+    c.env("MPAUDIT_ACTION", "redirect")
+        .env("MPAUDIT_JOB_DIR", &dir.path)
+        .env("MPAUDIT_WORKER", WORKER.to_string())
+        .args(["-c", script]);
+    assert_eq!(stdout(&run_ok(&mut c)), bare);
+    assert_eq!(bare, "0123XY6789abcdef");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("data.bin")).unwrap(),
+        SIXTEEN
+    );
+});
+
+e2e!(write_only_open_of_an_existing_shared_file_succeeds, |dir| {
+    let t = Twin::new(&dir, data_bin);
+    let out = t.same(&[
+        "open", "data.bin", "w", "write", "AB", "close", "cat", "data.bin",
+    ]);
+    assert!(out.contains("cat 16 [AB23456789abcdef]"), "{out}");
+    t.same(&["open", "missing.bin", "w"]);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("data.bin")).unwrap(),
+        SIXTEEN
+    );
+});
+
+e2e!(copy_up_keeps_the_mode_and_mtime_of_the_original, |dir| {
+    let t = Twin::new(&dir, |d| {
+        data_bin(d);
+        set_mode(&d.join("data.bin"), 0o600);
+        std::fs::write(d.join("run.sh"), "#!/bin/sh\n").unwrap();
+        set_mode(&d.join("run.sh"), 0o750);
+    });
+    let out = t.same(&[
+        "open", "data.bin", "wa", "write", "+", "close", "mode", "data.bin", "open", "run.sh",
+        "wt", "close", "mode", "run.sh",
+    ]);
+    assert!(
+        out.contains("mode 600") && out.contains("mode 750"),
+        "{out}"
+    );
+    assert_eq!(mode_of(&t.worker_path("data.bin")), 0o600);
+    assert_eq!(mode_of(&t.worker_path("run.sh")), 0o750);
+});
+
+e2e!(exclusive_create_of_a_shared_file_fails_with_eexist, |dir| {
+    let t = Twin::new(&dir, data_bin);
+    let out = t.same(&[
+        "open", "data.bin", "wcx", "unlink", "data.bin", "open", "data.bin", "wcx", "write", "new",
+        "close", "cat", "data.bin",
+    ]);
+    assert!(out.starts_with("open -1 EEXIST\n"), "{out}");
+    assert!(out.ends_with("cat 3 [new]\n"), "{out}");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("data.bin")).unwrap(),
+        SIXTEEN
+    );
+});
+
+fn two_files(d: &Path) {
+    std::fs::write(d.join("a.txt"), "A").unwrap();
+    std::fs::write(d.join("b.txt"), "B").unwrap();
+}
+
+e2e!(
+    rename_noreplace_onto_an_existing_target_fails_with_eexist,
+    |dir| {
+        let t = Twin::new(&dir, two_files);
+        let out = t.same(&[
+            "rename2", "a.txt", "b.txt", "n", "open", "c.txt", "wc", "close", "rename2", "a.txt",
+            "c.txt", "n", "rename2", "a.txt", "d.txt", "n", "cat", "b.txt", "cat", "d.txt", "cat",
+            "a.txt",
+        ]);
+        assert!(out.starts_with("rename2 -1 EEXIST\n"), "{out}");
+        assert_eq!(std::fs::read_to_string(dir.join("b.txt")).unwrap(), "B");
+        assert_eq!(std::fs::read_to_string(dir.join("a.txt")).unwrap(), "A");
+    }
+);
+
+e2e!(rename_exchange_swaps_the_worker_copies, |dir| {
+    let t = Twin::new(&dir, two_files);
+    let out = t.same(&[
+        "rename2", "a.txt", "b.txt", "x", "cat", "a.txt", "cat", "b.txt",
+    ]);
+    assert_eq!(out, "rename2 ok\ncat 1 [B]\ncat 1 [A]\n");
+    t.same(&["cat", "a.txt", "cat", "b.txt"]);
+    assert_eq!(std::fs::read_to_string(dir.join("a.txt")).unwrap(), "A");
+    assert_eq!(std::fs::read_to_string(dir.join("b.txt")).unwrap(), "B");
+});
+
+e2e!(create_in_a_missing_directory_fails_like_in_place, |dir| {
+    let t = Twin::new(&dir, |d| {
+        data_bin(d);
+        std::fs::create_dir(d.join("sub")).unwrap();
+        set_mode(&d.join("sub"), 0o750);
+    });
+    let out = t.same(&[
+        "open",
+        "nodir/f",
+        "wc",
+        "open",
+        "data.bin/f",
+        "wc",
+        "open",
+        "sub/f",
+        "wc",
+        "close",
+    ]);
+    assert_eq!(out, "open -1 ENOENT\nopen -1 ENOTDIR\nopen ok\nclose ok\n");
+    assert!(!t.worker_path("nodir").exists(), "no directory invented");
+    assert_eq!(mode_of(&t.worker_path("sub")), 0o750, "parent mirrors");
+});
+
+e2e!(dotdot_is_resolved_by_the_kernel_not_lexically, |dir| {
+    let t = Twin::new(&dir, |d| {
+        std::fs::create_dir_all(d.join("a/b")).unwrap();
+        std::os::unix::fs::symlink("a/b", d.join("lnk")).unwrap();
+    });
+    let out = t.same(&[
+        "open",
+        "nodir/../f",
+        "wc",
+        "cat",
+        "f",
+        "open",
+        "lnk/../g",
+        "wc",
+        "write",
+        "g",
+        "close",
+        "cat",
+        "a/g",
+        "cat",
+        "g",
+    ]);
+    assert_eq!(
+        out,
+        "open -1 ENOENT\ncat -1 ENOENT\nopen ok\nwrite ok\nclose ok\ncat 1 [g]\ncat -1 ENOENT\n"
+    );
+    assert!(!dir.join("a/g").exists() && !dir.join("g").exists());
+    assert!(t.worker_path("a/g").exists());
+});
+
+/// 16 components of 250 bytes: a relative path of 4016 bytes.
+fn deep_rel() -> String {
+    let c = "d".repeat(250);
+    vec![c; 16].join("/")
+}
+
+e2e!(a_path_near_path_max_succeeds_under_redirect, |dir| {
+    let rel = deep_rel();
+    let t = Twin::new(&dir, |d| {
+        // Built with relative steps: the absolute path exceeds PATH_MAX.
+        let c = "d".repeat(250);
+        let mut cmd = Command::new("bash");
+        cmd.current_dir(d).args([
+            "-c",
+            &format!("for i in $(seq 16); do mkdir {c} && cd {c} || exit 1; done"),
+        ]);
+        run_ok(&mut cmd);
+    });
+    let f = format!("{rel}/f");
+    let out = t.same(&["open", &f, "wc", "write", "hi", "close", "cat", &f]);
+    assert_eq!(out, "open ok\nwrite ok\nclose ok\ncat 2 [hi]\n");
+    t.same(&["cat", &f]);
+});
+
+e2e!(a_hard_link_made_by_a_worker_links_its_own_copies, |dir| {
+    let t = Twin::new(&dir, |d| {
+        std::fs::write(d.join("data.txt"), "orig\n").unwrap()
+    });
+    let ops = [
+        "link",
+        "data.txt",
+        "alias.txt",
+        "open",
+        "alias.txt",
+        "wa",
+        "write",
+        "w\n",
+        "close",
+        "cat",
+        "data.txt",
+        "cat",
+        "alias.txt",
+    ];
+    let bare = stdout(&run_ok(&mut t.bare(&ops)));
+    for k in [1, 2] {
+        let mut c = t.redirected("redirect", &ops);
+        c.env("MPAUDIT_WORKER", k.to_string());
+        assert_eq!(stdout(&run_ok(&mut c)), bare, "worker {k}");
+    }
+    assert!(bare.ends_with("cat 7 [orig\\x0aw\\x0a]\n"), "{bare}");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("data.txt")).unwrap(),
+        "orig\n",
+        "the shared file is never written through a worker's link"
+    );
+});
+
+e2e!(
+    a_symlink_swapped_in_for_a_redirected_directory_does_not_reach_shared_files,
+    |dir| {
+        let t = Twin::new(&dir, |d| {
+            std::fs::create_dir(d.join("d")).unwrap();
+            std::fs::write(d.join("d/f"), "x").unwrap();
+            std::fs::create_dir(d.join("other")).unwrap();
+        });
+        let out = t.same(&[
+            "open",
+            "d/f",
+            "wt",
+            "write",
+            "1",
+            "close",
+            "unlink",
+            "d/f",
+            "rmdir",
+            "d",
+            "symlink",
+            "{D}/other",
+            "d",
+            "open",
+            "d/f",
+            "wc",
+            "write",
+            "2",
+            "close",
+            "cat",
+            "d/f",
+            "cat",
+            "other/f",
+        ]);
+        assert!(out.ends_with("cat 1 [2]\ncat 1 [2]\n"), "{out}");
+        assert!(
+            !dir.join("other/f").exists(),
+            "the write through the worker's symlink was redirected"
+        );
+        assert_eq!(
+            std::fs::read_to_string(t.worker_path("other/f")).unwrap(),
+            "2"
+        );
+        assert_eq!(std::fs::read_to_string(dir.join("d/f")).unwrap(), "x");
+    }
+);
+
+/// Nested directories whose absolute path exceeds what getcwd returns.
+fn cwd_beyond_path_max(d: &Path) {
+    let mut cmd = Command::new(fixture("redirect_ops"));
+    cmd.current_dir(d).args(["longdir", "20", &"e".repeat(250)]);
+    run_ok(&mut cmd);
+}
+
+e2e!(a_write_from_a_cwd_beyond_path_max_fails_closed, |dir| {
+    let t = Twin::new(&dir, cwd_beyond_path_max);
+    let e = "e".repeat(250);
+    let ops = ["longdir", "20", &e, "open", "f", "wc"];
+    assert_eq!(stdout(&run_ok(&mut t.bare(&ops))), "longdir ok\nopen ok\n");
+    for action in ["deny", "redirect"] {
+        let out = stdout(&run_ok(&mut t.redirected(action, &ops)));
+        assert_eq!(out, "longdir ok\nopen -1 EACCES\n", "{action}");
+    }
+    let landed = Command::new("find")
+        .arg(&dir.path)
+        .args(["-name", "f"])
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&landed), "", "nothing written in place");
+});
+
+e2e!(
+    an_o_tmpfile_linked_into_the_job_dir_is_named_in_the_worker_view,
+    |dir| {
+        let t = Twin::new(&dir, |_| {});
+        let out = t.same(&["tmplink", "named.txt", "cat", "named.txt"]);
+        assert_eq!(out, "tmplink ok\ncat 1 [t]\n");
+        assert!(!dir.join("named.txt").exists());
+        assert!(t.worker_path("named.txt").exists());
+    }
+);
