@@ -199,16 +199,18 @@ unsafe fn resolve_in_view<'a>(
     } else if arg.dirfd == libc::AT_FDCWD {
         crate::guard::cwd(cwd)
     } else {
-        match sys::fd_path(arg.dirfd, base) {
-            Some(n) => Some(&base[..n]),
-            None => match sys::fstat(arg.dirfd) {
-                // What the kernel says of a bad or non-directory dirfd.
-                None => return bad_dirfd(given, libc::EBADF),
-                Some(st) if st.st_mode & libc::S_IFMT != libc::S_IFDIR => {
-                    return bad_dirfd(given, libc::ENOTDIR)
-                }
-                Some(_) => None,
-            },
+        // What the kernel says of a bad or non-directory dirfd first: a
+        // deleted file's descriptor still has a path in /proc.
+        match sys::fstat(arg.dirfd) {
+            None => return bad_dirfd(given, None),
+            Some(st) if st.st_mode & libc::S_IFMT != libc::S_IFDIR => {
+                // A non-empty name against a file cannot resolve: the
+                // kernel's to fail. An empty one (AT_EMPTY_PATH) names
+                // the file itself, which the view cannot place.
+                let e = given.is_empty().then_some(libc::ENOTDIR);
+                return bad_dirfd(given, e);
+            }
+            Some(_) => sys::fd_path(arg.dirfd, base).map(|n| &base[..n]),
         }
     };
     match view::resolve(given, start, follow_leaf, out, scratch) {
@@ -232,13 +234,13 @@ unsafe fn resolve_in_view<'a>(
     }
 }
 
-fn bad_dirfd(given: &[u8], errno: c_int) -> (PathPair<'_>, Viewed) {
+fn bad_dirfd(given: &[u8], errno: Option<c_int>) -> (PathPair<'_>, Viewed) {
     (
         PathPair {
             given: Some(given),
             abs: None,
         },
-        Err(view::Unresolved::Errno(errno)),
+        Err(errno.map_or(view::Unresolved::BadDirfd, view::Unresolved::Errno)),
     )
 }
 
@@ -361,7 +363,7 @@ struct Assessed<'a> {
     /// Policy mode: how each path resolved in the worker's view.
     viewed: Viewed,
     viewed2: Viewed,
-    stack: Option<stack::Stack>,
+    stack: Option<&'a stack::Stack>,
     verdict: Verdict,
 }
 
@@ -398,6 +400,7 @@ unsafe fn assess<'a>(
     abs2: &'a mut [u8],
     object_name: &mut [u8],
     view_scratch: Option<&mut [u8]>,
+    stack_out: &'a mut stack::Stack,
 ) -> Assessed<'a> {
     let (path, path2, viewed, viewed2) = match view_scratch {
         Some(scratch) => {
@@ -437,8 +440,8 @@ unsafe fn assess<'a>(
         cwd,
         abs: object_name,
     };
-    let stack = raw_stack.map(|raw| stack::symbolise_stack(raw, &mut names));
-    let verdict = verdict(call, &path, path2.as_ref(), stack.as_ref());
+    let stack = raw_stack.map(|raw| stack::symbolise_stack(raw, &mut names, stack_out));
+    let verdict = verdict(call, &path, path2.as_ref(), stack);
     Assessed {
         path,
         path2,
@@ -564,12 +567,13 @@ unsafe fn call_then_judge<R: Outcome>(
             cwd,
             work,
             target,
+            stack,
             ..
         } = b;
         // SAFETY: the paths are the program's arguments, which the hooked
         // function requires to be NULL or C strings; EFAULT, the kernel's
         // proof that one was unreadable, returned above.
-        let a = unsafe { assess(call, raw_stack, base, cwd, abs, abs2, target, None) };
+        let a = unsafe { assess(call, raw_stack, base, cwd, abs, abs2, target, None, stack) };
         // Deny and redirect were handled before the call; here only logging.
         let action = match policy().action_for(a.verdict, false) {
             Action::Redirected | Action::Denied => Action::Logged,
@@ -599,9 +603,22 @@ unsafe fn judge_then_call<R: Outcome>(
         target2,
         work,
         cwd,
+        stack,
     } = b;
     // SAFETY: paths are the program's C strings (NULL is handled).
-    let a = unsafe { assess(call, raw_stack, base, cwd, abs, abs2, target, Some(work)) };
+    let a = unsafe {
+        assess(
+            call,
+            raw_stack,
+            base,
+            cwd,
+            abs,
+            abs2,
+            target,
+            Some(work),
+            stack,
+        )
+    };
     let truncated = a.stack.as_ref().is_some_and(|st| st.truncated);
     let in_worker = state::worker().is_some();
     let mut action = policy().action_for_stack(a.verdict, in_worker, truncated);
@@ -622,6 +639,23 @@ unsafe fn judge_then_call<R: Outcome>(
         if let Some(refused) = refusal_of_unresolvable(SAVED.get().action, in_worker) {
             return refuse(call, &a, refused, libc::EACCES, entry_errno, work);
         }
+    }
+
+    // A relative name against a descriptor that is not open reaches no
+    // file: the kernel fails the call as it would without us.
+    if a.viewed == Err(view::Unresolved::BadDirfd) || a.viewed2 == Err(view::Unresolved::BadDirfd) {
+        drop(entry_errno);
+        let r = real(
+            call.path.path,
+            call.path2.map_or(core::ptr::null(), |p| p.path),
+        );
+        let saved_errno = sys::ErrnoGuard::save();
+        let result = r.result();
+        let errno = if result < 0 { saved_errno.value() } else { 0 };
+        let _ = std::panic::catch_unwind(core::panic::AssertUnwindSafe(|| {
+            finish(call, &a, Action::Logged, None, result, errno, work)
+        }));
+        return r;
     }
 
     if action == Action::Denied {
@@ -1156,8 +1190,9 @@ fn high_descriptor(fd: c_int) -> c_int {
 /// (append, read-write, write-only, all without truncation) needs the
 /// original's content in the worker's copy first.
 fn keeps_content(intent: OpenIntent) -> bool {
-    use mpaudit_core::flags::AccessMode;
-    intent.mode != AccessMode::Read && !intent.truncate
+    // Any open a redirect is made for writes (or creates) the path; without
+    // O_TRUNC the existing content stays, O_RDONLY|O_CREAT included.
+    !intent.truncate
 }
 
 fn exists(abs: &[u8], work: &mut [u8]) -> bool {

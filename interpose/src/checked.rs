@@ -140,13 +140,17 @@ pub enum Before {
 pub fn before_judging(path: PathArg, path2: Option<PathArg>) -> Before {
     let mut pages = Pages::default();
     let mut hopeless = false;
-    for arg in [Some(path), path2].into_iter().flatten() {
+    // A link's source may be "" with AT_EMPTY_PATH (an O_TMPFILE named by
+    // linkat): the descriptor is the source, and the new name is judged.
+    let two_paths = path2.is_some();
+    for (i, arg) in [Some(path), path2].into_iter().flatten().enumerate() {
         if arg.path.is_null() {
             continue;
         }
         // SAFETY: only checked here; the path is read again by `assess`.
         match unsafe { pages.c_bytes(arg.path, PATH_MAX + 1) } {
             None => return Before::Unreadable,
+            Some([]) if i == 0 && two_paths => {}
             Some(bytes) => hopeless |= kernel_refuses(bytes),
         }
     }

@@ -38,6 +38,8 @@ pub struct Block {
     pub target2: [u8; MAX_ABS + 1],
     pub work: [u8; WORK_SIZE],
     pub cwd: CwdCopy,
+    /// The write's symbolised stack (stack.rs), off the hook's own stack.
+    pub stack: crate::stack::Stack,
 }
 
 /// A copy of the working directory (the same for every thread of the
@@ -67,6 +69,7 @@ const EMPTY_BLOCK: Block = Block {
         len: 0,
         bytes: [0; 4096],
     },
+    stack: crate::stack::Stack::EMPTY,
 };
 
 /// Owner of each block: 0 when free, else the tid of the claiming thread

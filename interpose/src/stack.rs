@@ -158,16 +158,34 @@ pub struct NameScratch<'a> {
     pub abs: &'a mut [u8],
 }
 
-/// Maps the frames of `raw` to (object, vaddr), classifies them and picks
-/// the component.
-pub fn symbolise_stack(raw: &RawStack, scratch: &mut NameScratch) -> Stack {
-    let mut out = Stack {
-        frames: [Frame::default(); MAX_FRAMES],
+impl Stack {
+    /// No frames (the pool block's initial state).
+    pub const EMPTY: Stack = Stack {
+        frames: [Frame {
+            object: None,
+            vaddr: 0,
+        }; MAX_FRAMES],
         symbols: [0; MAX_FRAMES],
         n: 0,
         component: None,
-        truncated: raw.truncated,
+        truncated: false,
     };
+}
+
+/// Maps the frames of `raw` to (object, vaddr), classifies them and picks
+/// the component.
+///
+/// Fills `out` in place (it lives in the hook's pool block, pool.rs): a
+/// stack returned by value would sit in the hook's frames, on what may be a
+/// signal handler's small alternate stack.
+pub fn symbolise_stack<'a>(
+    raw: &RawStack,
+    scratch: &mut NameScratch,
+    out: &'a mut Stack,
+) -> &'a Stack {
+    out.n = 0;
+    out.component = None;
+    out.truncated = raw.truncated;
     let mut classes = [ObjectClass::User; MAX_FRAMES];
     for &site in &raw.sites[..raw.n] {
         if out.n == MAX_FRAMES {

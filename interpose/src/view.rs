@@ -28,6 +28,11 @@ pub enum Unresolved {
     /// The starting directory (the cwd, a directory descriptor) has no
     /// usable path: nothing can be said about where the call lands.
     NoStart,
+    /// A directory descriptor that is not open, or not a directory (with a
+    /// non-empty name): the kernel cannot resolve a relative name against it, so the call fails however it is made, and
+    /// which errno comes first (EBADF, or EINVAL for bad open flags) is the
+    /// kernel's to say.
+    BadDirfd,
     /// A magic link that does not lead to a path (a pipe or socket behind
     /// `/dev/stdout`): only the spelling can be judged.
     NotAPath,

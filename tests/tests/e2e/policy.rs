@@ -295,13 +295,24 @@ e2e!(
             worker_cmd(&dir, "redirect", Some(0), "bash").args(["-c", &script]),
             DEADLINE,
         );
+        // The worker's symlink is followed as the kernel would follow it
+        // in place, and the file it leads to, outside the job directory, is
+        // itself redirected (below `_abs/`): the write succeeds as bare and
+        // lands in the worker directory, never outside it.
         assert!(
-            !out.status.success(),
-            "the write through the redirected symlink must fail"
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
         );
         assert!(
             !outside.join("f").exists(),
             "nothing escaped the worker directory"
+        );
+        let canonical = std::fs::canonicalize(&outside.path).unwrap();
+        let rel = format!("_abs{}/f", canonical.display());
+        assert_eq!(
+            std::fs::read_to_string(worker_file(&dir, 0, &rel)).unwrap(),
+            "pwned\n"
         );
     }
 );
