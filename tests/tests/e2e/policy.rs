@@ -291,8 +291,13 @@ e2e!(
     |dir| {
         let outside = TestDir::new("symlink-outside");
         let script = format!("ln -s {} esc && echo pwned > esc/f", outside.path.display());
+        // The checkout may live under /tmp, whose files outside the job are
+        // scratch (allowed): the program's TMPDIR is elsewhere, so the file
+        // the link leads to is judged like any shared one.
         let out = run(
-            worker_cmd(&dir, "redirect", Some(0), "bash").args(["-c", &script]),
+            worker_cmd(&dir, "redirect", Some(0), "bash")
+                .env("TMPDIR", dir.join("scratch"))
+                .args(["-c", &script]),
             DEADLINE,
         );
         // The worker's symlink is followed as the kernel would follow it
