@@ -14,11 +14,20 @@
 //! compare-and-swap, and a stream is used by one thread at a time (as POSIX
 //! requires of the program).
 //!
+//! `getdents64` called by the program (the libc wrapper or
+//! `syscall(SYS_getdents64)`) on a descriptor of such a directory gets the
+//! same view ([`getdents`]): the kernel's records, filtered in place, then
+//! the worker's own entries, per descriptor (a fixed table indexed by the
+//! descriptor number). glibc's own readers (`scandir`, `glob`, `nftw`)
+//! are in listings.rs.
+//!
 //! Not emulated: `telldir`/`seekdir` positions inside the worker's own
-//! entries (a `seekdir` restarts them after the shared ones), `scandir`,
-//! `glob(3)`, `nftw` and `getdents64` called directly (they read the
-//! directory inside libc or the kernel); more than `STREAMS` merged streams
-//! open at once (the extra ones list the shared directory only).
+//! entries (a `seekdir` restarts them after the shared ones), and an
+//! `lseek` of a descriptor into them (its own entries restart once the
+//! kernel lists shared ones again); more than `STREAMS` merged streams open
+//! at once (the extra ones list the shared directory only); `getdents64`
+//! on descriptors numbered `FD_VIEWS` or more (shared entries filtered,
+//! the worker's own not added).
 //!
 //! Renaming a shared directory copies it up into the worker (see [`renamed`]).
 
@@ -29,7 +38,7 @@ use crate::redirect::TABLE;
 use crate::state::{self, SAVED};
 use crate::sys;
 use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicUsize, Ordering::*};
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering::*};
 use libc::{c_int, dirent64, DIR};
 use mpaudit_core::path::MAX_ABS;
 use mpaudit_core::policy::ActionSetting;
@@ -43,6 +52,14 @@ struct Listing {
     /// False while the real stream is being read, true once it ended and
     /// the worker's own entries are listed.
     own: bool,
+    cursor: Own,
+    entry: dirent64,
+}
+
+/// Where a listing of the worker's own entries of a directory is: its
+/// node's children lists in the table, one per segment.
+#[derive(Clone, Copy)]
+struct Own {
     /// The segment whose children list is being walked.
     seg: usize,
     seg_started: bool,
@@ -50,7 +67,15 @@ struct Listing {
     link: u64,
     /// Synthesised entries are numbered past any real offset.
     serial: i64,
-    entry: dirent64,
+}
+
+impl Own {
+    const START: Own = Own {
+        seg: 0,
+        seg_started: false,
+        link: 0,
+        serial: 0,
+    };
 }
 
 struct Slot {
@@ -70,10 +95,7 @@ const FREE: Slot = Slot {
         node_ptr: 0,
         node_len: 0,
         own: false,
-        seg: 0,
-        seg_started: false,
-        link: 0,
-        serial: 0,
+        cursor: Own::START,
         // SAFETY: dirent64 is plain integers and bytes.
         entry: unsafe { core::mem::zeroed() },
     }),
@@ -174,10 +196,7 @@ fn claim(dir: *mut DIR, node: &'static [u8]) {
 
 fn rewind(l: &mut Listing) {
     l.own = false;
-    l.seg = 0;
-    l.seg_started = false;
-    l.link = 0;
-    l.serial = 0;
+    l.cursor = Own::START;
 }
 
 /// Before `closedir`: frees the stream's slot.
@@ -258,25 +277,46 @@ pub unsafe fn next(dir: *mut DIR, real: impl Fn(*mut DIR) -> *mut dirent64) -> *
     }
     // SAFETY: `dir` is a live stream.
     let fd = unsafe { libc::dirfd(dir) };
+    let own = next_own(&mut l.cursor, node, fd, &mut b.target, &mut b.base);
+    sys::set_errno(entry_errno);
+    match own {
+        Some((name, st, off)) => {
+            fill(&mut l.entry, name, &st, off);
+            &mut l.entry
+        }
+        None => core::ptr::null_mut(),
+    }
+}
+
+/// The next of the worker's own entries below `node` that the directory
+/// `fd` does not list itself (a name the shared directory lacks, whose
+/// redirect target exists): its name, the target's `lstat` and the entry's
+/// offset. `target` and `scratch` are scratch.
+fn next_own(
+    c: &mut Own,
+    node: &[u8],
+    fd: c_int,
+    target: &mut [u8],
+    scratch: &mut [u8],
+) -> Option<(&'static [u8], libc::stat, i64)> {
     loop {
-        if l.link == 0 {
-            if l.seg_started {
-                l.seg += 1;
-                l.seg_started = false;
+        if c.link == 0 {
+            if c.seg_started {
+                c.seg += 1;
+                c.seg_started = false;
             }
-            if l.seg >= TABLE.segments() {
-                sys::set_errno(entry_errno);
-                return core::ptr::null_mut();
+            if c.seg >= TABLE.segments() {
+                return None;
             }
-            l.link = TABLE.children(l.seg, node);
-            l.seg_started = true;
+            c.link = TABLE.children(c.seg, node);
+            c.seg_started = true;
             continue;
         }
-        let Some((found, after)) = TABLE.entry(l.link - 1) else {
-            l.link = 0;
+        let Some((found, after)) = TABLE.entry(c.link - 1) else {
+            c.link = 0;
             continue;
         };
-        l.link = after;
+        c.link = after;
         // The first entry of this key only (a key may be in two segments).
         if TABLE.find(found.key).map(|f| f.id) != Some(found.id) {
             continue;
@@ -284,17 +324,15 @@ pub unsafe fn next(dir: *mut DIR, real: impl Fn(*mut DIR) -> *mut dirent64) -> *
         let Some(name) = found.key.get(node.len()..).filter(|n| !n.is_empty()) else {
             continue;
         };
-        let Some(st) = lstat(found.value, &mut b.target) else {
+        let Some(st) = lstat(found.value, target) else {
             continue; // removed by the worker
         };
         // Listed already from the real stream.
-        if fd >= 0 && exists_in(fd, name, &mut b.base) {
+        if fd >= 0 && exists_in(fd, name, scratch) {
             continue;
         }
-        l.serial += 1;
-        fill(&mut l.entry, name, &st, i64::MAX - l.serial);
-        sys::set_errno(entry_errno);
-        return &mut l.entry;
+        c.serial += 1;
+        return Some((name, st, i64::MAX - c.serial));
     }
 }
 
@@ -334,6 +372,235 @@ pub unsafe fn next_r(
         *result = entry;
     }
     Some(0)
+}
+
+// ---- getdents64 called by the program ----------------------------------------
+
+/// Descriptors below this number get the worker's own entries appended to
+/// a merged `getdents64` (a cursor each, indexed by the number).
+const FD_VIEWS: usize = 1024;
+
+struct FdView {
+    /// Held while one call uses the cursor (two threads reading one
+    /// descriptor at once: the second gets the shared entries only).
+    busy: AtomicBool,
+    cursor: UnsafeCell<FdCursor>,
+}
+
+#[derive(Clone, Copy)]
+struct FdCursor {
+    /// The node the cursor lists (a reused descriptor number starts over).
+    node_ptr: usize,
+    node_len: usize,
+    own: Own,
+}
+
+struct FdViews([FdView; FD_VIEWS]);
+// SAFETY: a cursor is touched only by the call that set its `busy` flag.
+unsafe impl Sync for FdViews {}
+
+#[allow(clippy::declare_interior_mutable_const)]
+const FD_VIEW_FREE: FdView = FdView {
+    busy: AtomicBool::new(false),
+    cursor: UnsafeCell::new(FdCursor {
+        node_ptr: 0,
+        node_len: 0,
+        own: Own::START,
+    }),
+};
+static FD_VIEW: FdViews = FdViews([FD_VIEW_FREE; FD_VIEWS]);
+
+/// `getdents64(fd, buf, count)` (the libc wrapper, or the system call
+/// through `syscall`) on a directory with redirected children: the kernel's
+/// records with each redirected name shown as the worker's copy (`d_ino`,
+/// `d_type`) and each removed one taken out, then, once the kernel has no
+/// more, the worker's own entries, as many whole records as fit (`EINVAL`
+/// when not even one does, as the kernel says). A call whose kernel
+/// records were all removed reads on, so 0 still means the end. The
+/// worker's entries restart whenever the kernel lists entries again (a
+/// new descriptor, an `lseek` back). `real` makes the real call.
+///
+/// # Safety
+/// The program's arguments.
+pub unsafe fn getdents(fd: c_int, buf: *mut u8, count: usize, real: impl Fn() -> isize) -> isize {
+    if buf.is_null() || !state::ready() || !crate::redirect::any_redirected() {
+        return real();
+    }
+    let Some(_guard) = HookGuard::enter() else {
+        return real();
+    };
+    let Some(mut claimed) = crate::pool::claim() else {
+        return real();
+    };
+    let Block {
+        abs,
+        abs2,
+        base,
+        target,
+        work,
+        ..
+    } = claimed.block();
+    let entry_errno = sys::errno();
+    let node = node_key(fd, abs, abs2).and_then(|n| TABLE.find(&abs[..n]));
+    sys::set_errno(entry_errno);
+    let Some(node) = node.map(|f| f.key) else {
+        return real();
+    };
+    let view = usize::try_from(fd)
+        .ok()
+        .and_then(|i| FD_VIEW.0.get(i))
+        .filter(|v| !v.busy.swap(true, Acquire));
+    let mut untracked = FdCursor {
+        node_ptr: 0,
+        node_len: 0,
+        own: Own::START,
+    };
+    let cursor = match view {
+        // SAFETY: ours since the swap above.
+        Some(v) => unsafe { &mut *v.cursor.get() },
+        None => &mut untracked,
+    };
+    if (cursor.node_ptr, cursor.node_len) != (node.as_ptr() as usize, node.len()) {
+        *cursor = FdCursor {
+            node_ptr: node.as_ptr() as usize,
+            node_len: node.len(),
+            own: Own::START,
+        };
+    }
+    let r = loop {
+        let n = real();
+        if n < 0 {
+            break n; // as the kernel said
+        }
+        if n > 0 {
+            cursor.own = Own::START;
+            // SAFETY: the kernel just wrote n bytes of records there.
+            let records = unsafe { core::slice::from_raw_parts_mut(buf, n as usize) };
+            let kept = merge_records(records, node, abs, target);
+            sys::set_errno(entry_errno);
+            if kept > 0 {
+                break kept as isize;
+            }
+            continue;
+        }
+        if view.is_none() {
+            break 0;
+        }
+        let room = count.min(work.len());
+        break own_records(
+            cursor,
+            node,
+            fd,
+            buf,
+            &mut work[..room],
+            target,
+            base,
+            entry_errno,
+        );
+    };
+    if let Some(v) = view {
+        v.busy.store(false, Release);
+    }
+    r
+}
+
+/// Rewrites the kernel's records in place: redirected names get the
+/// worker's copy's inode and type, removed ones are dropped. The length
+/// kept.
+fn merge_records(records: &mut [u8], node: &[u8], key: &mut [u8], scratch: &mut [u8]) -> usize {
+    let (mut read, mut kept) = (0, 0);
+    while let Some(r) = Record::at(records, read) {
+        let len = r.len;
+        let keep = if r.name == b"." || r.name == b".." {
+            true
+        } else {
+            match join(node, r.name, key).and_then(crate::redirect::lookup) {
+                None => true,
+                Some(t) => match lstat(t, scratch) {
+                    Some(st) => {
+                        records[read..read + 8].copy_from_slice(&st.st_ino.to_ne_bytes());
+                        records[read + 18] = d_type(&st);
+                        true
+                    }
+                    None => false, // removed by the worker
+                },
+            }
+        };
+        if keep {
+            records.copy_within(read..read + len, kept);
+            kept += len;
+        }
+        read += len;
+    }
+    kept
+}
+
+/// The worker's own entries after the kernel's, as records, copied out to
+/// the program's `buf` (through the kernel: a bad buffer fails with
+/// `EFAULT` as the real call would, never a fault of ours).
+#[allow(clippy::too_many_arguments)]
+fn own_records(
+    cursor: &mut FdCursor,
+    node: &[u8],
+    fd: c_int,
+    buf: *mut u8,
+    out: &mut [u8],
+    target: &mut [u8],
+    scratch: &mut [u8],
+    entry_errno: c_int,
+) -> isize {
+    let start = cursor.own;
+    let (mut used, mut full) = (0, false);
+    loop {
+        let before = cursor.own;
+        let Some((name, st, off)) = next_own(&mut cursor.own, node, fd, target, scratch) else {
+            break;
+        };
+        match Record::put(&mut out[used..], st.st_ino, off, d_type(&st), name) {
+            Some(n) => used += n,
+            None => {
+                cursor.own = before;
+                full = true;
+                break;
+            }
+        }
+    }
+    if used == 0 {
+        if full {
+            sys::set_errno(libc::EINVAL);
+            return -1;
+        }
+        sys::set_errno(entry_errno);
+        return 0;
+    }
+    let local = libc::iovec {
+        iov_base: out.as_mut_ptr().cast(),
+        iov_len: used,
+    };
+    let remote = libc::iovec {
+        iov_base: buf.cast(),
+        iov_len: used,
+    };
+    // SAFETY: the kernel copies `used` bytes of ours to the program's
+    // buffer, or fails with EFAULT.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_process_vm_writev,
+            sys::getpid(),
+            &local as *const libc::iovec,
+            1,
+            &remote as *const libc::iovec,
+            1,
+            0,
+        )
+    };
+    if r != used as libc::c_long {
+        cursor.own = start;
+        sys::set_errno(libc::EFAULT);
+        return -1;
+    }
+    sys::set_errno(entry_errno);
+    used as isize
 }
 
 /// # Safety
@@ -390,7 +657,11 @@ fn fill(entry: &mut dirent64, name: &[u8], st: &libc::stat, off: i64) {
     entry.d_off = off;
     let header = core::mem::offset_of!(dirent64, d_name);
     entry.d_reclen = ((header + n + 1).next_multiple_of(8)) as u16;
-    entry.d_type = match st.st_mode & libc::S_IFMT {
+    entry.d_type = d_type(st);
+}
+
+fn d_type(st: &libc::stat) -> u8 {
+    match st.st_mode & libc::S_IFMT {
         libc::S_IFREG => libc::DT_REG,
         libc::S_IFDIR => libc::DT_DIR,
         libc::S_IFLNK => libc::DT_LNK,
@@ -399,7 +670,7 @@ fn fill(entry: &mut dirent64, name: &[u8], st: &libc::stat, off: i64) {
         libc::S_IFCHR => libc::DT_CHR,
         libc::S_IFBLK => libc::DT_BLK,
         _ => libc::DT_UNKNOWN,
-    };
+    }
 }
 
 // ---- renaming a shared directory ---------------------------------------------
@@ -532,16 +803,75 @@ fn copy_up(
     work: &mut [u8],
     depth: usize,
 ) {
-    const BUF: usize = 16384;
     if depth >= MOVED_TREE_DEPTH || slen >= src.len() || dlen >= dst.len() {
         return;
     }
-    src[slen] = 0;
+    let saved = SAVED.get();
+    each_entry(&mut src[..], slen, |src, name, _| {
+        let (s, d) = (slen + 1 + name.len(), dlen + 1 + name.len());
+        if s >= src.len() || d >= dst.len() {
+            return;
+        }
+        src[slen] = b'/';
+        src[slen + 1..s].copy_from_slice(name);
+        if crate::redirect::lookup(&src[..s]).is_some() {
+            return; // the worker's own version (moved along) or removed
+        }
+        dst[dlen] = b'/';
+        dst[dlen + 1..d].copy_from_slice(name);
+        src[s] = 0;
+        dst[d] = 0;
+        // SAFETY: NUL-terminated path.
+        let Some(st) = (unsafe { sys::stat(src.as_ptr().cast(), libc::AT_SYMLINK_NOFOLLOW) })
+        else {
+            return;
+        };
+        let copied = match st.st_mode & libc::S_IFMT {
+            libc::S_IFDIR => {
+                // SAFETY: NUL-terminated path in the worker directory.
+                let r = unsafe {
+                    sys::mkdirat(libc::AT_FDCWD, dst.as_ptr().cast(), st.st_mode & 0o7777)
+                };
+                // EEXIST: the worker's copy has it (files of it moved along).
+                let ok = r == 0 || r == -libc::EEXIST;
+                if ok {
+                    copy_up(src, s, dst, d, scratch, work, depth + 1);
+                }
+                ok
+            }
+            libc::S_IFREG => copy_file(src, dst, st.st_mode & 0o7777, st.st_size as u64),
+            libc::S_IFLNK => copy_link(src, dst, scratch),
+            _ => false,
+        };
+        if copied {
+            if let Some(t) = mpaudit_core::map::map_normal_to_worker(
+                &src[..s],
+                saved.job_dir.as_bytes(),
+                saved.worker_dir.as_bytes(),
+                &mut scratch[..MAX_ABS],
+            ) {
+                crate::redirect::record(&src[..s], &scratch[..t], work);
+            }
+        }
+    });
+}
+
+/// The one walker of directories this module reads itself: calls
+/// `each(path, name, d_type)` for every entry but `.` and `..` of the
+/// directory `path[..len]` (opened without following a final symlink),
+/// read with raw `getdents64` into a temporary mapping (no stack buffers).
+/// `path` is handed back for the callback to extend past `len`.
+fn each_entry(path: &mut [u8], len: usize, mut each: impl FnMut(&mut [u8], &[u8], u8)) {
+    const BUF: usize = 16384;
+    if len >= path.len() {
+        return;
+    }
+    path[len] = 0;
     // SAFETY: NUL-terminated path; the descriptor is closed below.
     let fd = unsafe {
         sys::openat(
             libc::AT_FDCWD,
-            src.as_ptr().cast(),
+            path.as_ptr().cast(),
             libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
             0,
         )
@@ -549,84 +879,64 @@ fn copy_up(
     if fd < 0 {
         return;
     }
-    let Some(map) = Scratch::new(BUF) else {
-        sys::close(fd);
-        return;
-    };
-    let buf = map.bytes();
-    let saved = SAVED.get();
-    loop {
-        // SAFETY: the kernel writes at most BUF bytes of entries.
-        let n = unsafe { libc::syscall(libc::SYS_getdents64, fd, buf.as_mut_ptr(), BUF) };
-        if n <= 0 {
-            break;
-        }
-        let mut off = 0usize;
-        while off + 19 < n as usize {
-            // SAFETY: a linux_dirent64 the kernel wrote at `off`: d_reclen
-            // at byte 16, the NUL-terminated name from byte 19.
-            let (reclen, name) = unsafe {
-                let e = buf.as_ptr().add(off);
-                (
-                    (e.add(16) as *const u16).read_unaligned() as usize,
-                    sys::c_bytes(e.add(19).cast(), 256),
-                )
-            };
-            if reclen == 0 {
+    if let Some(map) = Scratch::new(BUF) {
+        let buf = map.bytes();
+        loop {
+            // SAFETY: the kernel writes at most BUF bytes of entries.
+            let n = unsafe { libc::syscall(libc::SYS_getdents64, fd, buf.as_mut_ptr(), BUF) };
+            if n <= 0 {
                 break;
             }
-            off += reclen;
-            if name == b"." || name == b".." {
-                continue;
-            }
-            let (s, d) = (slen + 1 + name.len(), dlen + 1 + name.len());
-            if s >= src.len() || d >= dst.len() {
-                continue;
-            }
-            src[slen] = b'/';
-            src[slen + 1..s].copy_from_slice(name);
-            if crate::redirect::lookup(&src[..s]).is_some() {
-                continue; // the worker's own version (moved along) or removed
-            }
-            dst[dlen] = b'/';
-            dst[dlen + 1..d].copy_from_slice(name);
-            src[s] = 0;
-            dst[d] = 0;
-            // SAFETY: NUL-terminated path.
-            let Some(st) = (unsafe { sys::stat(src.as_ptr().cast(), libc::AT_SYMLINK_NOFOLLOW) })
-            else {
-                continue;
-            };
-            let copied = match st.st_mode & libc::S_IFMT {
-                libc::S_IFDIR => {
-                    // SAFETY: NUL-terminated path in the worker directory.
-                    let r = unsafe {
-                        sys::mkdirat(libc::AT_FDCWD, dst.as_ptr().cast(), st.st_mode & 0o7777)
-                    };
-                    // EEXIST: the worker's copy has it (files of it moved along).
-                    let ok = r == 0 || r == -libc::EEXIST;
-                    if ok {
-                        copy_up(src, s, dst, d, scratch, work, depth + 1);
-                    }
-                    ok
-                }
-                libc::S_IFREG => copy_file(src, dst, st.st_mode & 0o7777, st.st_size as u64),
-                libc::S_IFLNK => copy_link(src, dst, scratch),
-                _ => false,
-            };
-            if copied {
-                if let Some(t) = mpaudit_core::map::map_normal_to_worker(
-                    &src[..s],
-                    saved.job_dir.as_bytes(),
-                    saved.worker_dir.as_bytes(),
-                    &mut scratch[..MAX_ABS],
-                ) {
-                    crate::redirect::record(&src[..s], &scratch[..t], work);
+            let mut off = 0;
+            while let Some(r) = Record::at(&buf[..n as usize], off) {
+                off += r.len;
+                if r.name != b"." && r.name != b".." {
+                    each(path, r.name, r.kind);
                 }
             }
         }
     }
     sys::close(fd);
+}
+
+/// One `linux_dirent64` record in a buffer the kernel filled: `d_ino` at
+/// byte 0, `d_off` at 8, `d_reclen` at 16, `d_type` at 18, the
+/// NUL-terminated name from 19.
+struct Record<'a> {
+    len: usize,
+    kind: u8,
+    name: &'a [u8],
+}
+
+impl<'a> Record<'a> {
+    const NAME: usize = 19;
+
+    fn at(buf: &'a [u8], off: usize) -> Option<Record<'a>> {
+        let head = buf.get(off..off + Self::NAME)?;
+        let len = u16::from_ne_bytes([head[16], head[17]]) as usize;
+        let rec = buf.get(off..off + len).filter(|_| len > Self::NAME)?;
+        let name = &rec[Self::NAME..];
+        let name = &name[..name.iter().position(|&c| c == 0).unwrap_or(name.len())];
+        Some(Record {
+            len,
+            kind: head[18],
+            name,
+        })
+    }
+
+    /// Writes a record for `name` at the start of `out`; its length, or
+    /// `None` when it does not fit.
+    fn put(out: &mut [u8], ino: u64, off: i64, kind: u8, name: &[u8]) -> Option<usize> {
+        let len = (Self::NAME + name.len() + 1).next_multiple_of(8);
+        let rec = out.get_mut(..len)?;
+        rec.fill(0);
+        rec[..8].copy_from_slice(&ino.to_ne_bytes());
+        rec[8..16].copy_from_slice(&off.to_ne_bytes());
+        rec[16..18].copy_from_slice(&(len as u16).to_ne_bytes());
+        rec[18] = kind;
+        rec[Self::NAME..Self::NAME + name.len()].copy_from_slice(name);
+        Some(len)
+    }
 }
 
 /// Copies the regular file at the NUL-terminated `from` to a new `to`.
@@ -728,8 +1038,7 @@ const MOVED_TREE_DEPTH: usize = 16;
 
 /// Records every entry below the worker's directory `target[..tlen]` as the
 /// redirect of the same name below `orig[..olen]` (a directory moved inside
-/// the worker directory). Directory entries are read into a temporary
-/// mapping per level (no stack buffers), at most `MOVED_TREE_DEPTH` deep.
+/// the worker directory), at most `MOVED_TREE_DEPTH` deep.
 fn record_tree(
     orig: &mut [u8],
     olen: usize,
@@ -738,68 +1047,23 @@ fn record_tree(
     depth: usize,
     work: &mut [u8],
 ) {
-    const BUF: usize = 16384;
-    if depth >= MOVED_TREE_DEPTH || tlen >= target.len() {
+    if depth >= MOVED_TREE_DEPTH {
         return;
     }
-    target[tlen] = 0;
-    // SAFETY: NUL-terminated path; the descriptor is closed below.
-    let fd = unsafe {
-        sys::openat(
-            libc::AT_FDCWD,
-            target.as_ptr().cast(),
-            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-            0,
-        )
-    };
-    if fd < 0 {
-        return;
-    }
-    let Some(map) = Scratch::new(BUF) else {
-        sys::close(fd);
-        return;
-    };
-    let buf = map.bytes();
-    loop {
-        // SAFETY: the kernel writes at most BUF bytes of entries.
-        let n = unsafe { libc::syscall(libc::SYS_getdents64, fd, buf.as_mut_ptr(), BUF) };
-        if n <= 0 {
-            break;
+    each_entry(target, tlen, |target, name, kind| {
+        let (o, t) = (olen + 1 + name.len(), tlen + 1 + name.len());
+        if o >= orig.len() || t >= target.len() {
+            return;
         }
-        let mut off = 0usize;
-        while off + 19 < n as usize {
-            // SAFETY: a linux_dirent64 the kernel wrote at `off`: d_reclen
-            // at byte 16, d_type at 18, the NUL-terminated name from 19.
-            let (reclen, kind, name) = unsafe {
-                let e = buf.as_ptr().add(off);
-                (
-                    (e.add(16) as *const u16).read_unaligned() as usize,
-                    *e.add(18),
-                    sys::c_bytes(e.add(19).cast(), 256),
-                )
-            };
-            if reclen == 0 {
-                break;
-            }
-            off += reclen;
-            if name == b"." || name == b".." {
-                continue;
-            }
-            let (o, t) = (olen + 1 + name.len(), tlen + 1 + name.len());
-            if o >= orig.len() || t >= target.len() {
-                continue;
-            }
-            orig[olen] = b'/';
-            orig[olen + 1..o].copy_from_slice(name);
-            target[tlen] = b'/';
-            target[tlen + 1..t].copy_from_slice(name);
-            crate::redirect::record(&orig[..o], &target[..t], work);
-            if kind == libc::DT_DIR {
-                record_tree(orig, o, target, t, depth + 1, work);
-            }
+        orig[olen] = b'/';
+        orig[olen + 1..o].copy_from_slice(name);
+        target[tlen] = b'/';
+        target[tlen + 1..t].copy_from_slice(name);
+        crate::redirect::record(&orig[..o], &target[..t], work);
+        if kind == libc::DT_DIR {
+            record_tree(orig, o, target, t, depth + 1, work);
         }
-    }
-    sys::close(fd);
+    });
 }
 
 /// The absolute path of a path argument, into `out` (`base` is scratch).

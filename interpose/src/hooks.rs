@@ -451,6 +451,29 @@ hooks! {
         crate::dirview::closing(dir);
         real(dir)
     };
+    fn getdents64(fd: c_int, buf: *mut c_void, count: usize) -> isize =>
+        |real| crate::dirview::getdents(fd, buf.cast(), count, || real(fd, buf, count));
+    // glibc's own readers (listings.rs): they read directories inside libc.
+    fn glob(pattern: *const c_char, flags: c_int, errfunc: *mut c_void, pglob: *mut crate::listings::GlobT) -> c_int =>
+        |real| crate::listings::glob(pattern, flags, pglob, |f| real(pattern, f, errfunc, pglob));
+    fn glob64(pattern: *const c_char, flags: c_int, errfunc: *mut c_void, pglob: *mut crate::listings::GlobT) -> c_int =>
+        |real| crate::listings::glob(pattern, flags, pglob, |f| real(pattern, f, errfunc, pglob));
+    fn scandir(dir: *const c_char, namelist: *mut *mut *mut libc::dirent64, select: crate::listings::Select, compare: crate::listings::Compare) -> c_int =>
+        |real| crate::listings::scandirat(libc::AT_FDCWD, dir, namelist, select, compare).unwrap_or_else(|| real(dir, namelist, select, compare));
+    fn scandir64(dir: *const c_char, namelist: *mut *mut *mut libc::dirent64, select: crate::listings::Select, compare: crate::listings::Compare) -> c_int =>
+        |real| crate::listings::scandirat(libc::AT_FDCWD, dir, namelist, select, compare).unwrap_or_else(|| real(dir, namelist, select, compare));
+    fn scandirat(dirfd: c_int, dir: *const c_char, namelist: *mut *mut *mut libc::dirent64, select: crate::listings::Select, compare: crate::listings::Compare) -> c_int =>
+        |real| crate::listings::scandirat(dirfd, dir, namelist, select, compare).unwrap_or_else(|| real(dirfd, dir, namelist, select, compare));
+    fn scandirat64(dirfd: c_int, dir: *const c_char, namelist: *mut *mut *mut libc::dirent64, select: crate::listings::Select, compare: crate::listings::Compare) -> c_int =>
+        |real| crate::listings::scandirat(dirfd, dir, namelist, select, compare).unwrap_or_else(|| real(dirfd, dir, namelist, select, compare));
+    fn nftw(dir: *const c_char, func: crate::listings::WalkFn, descriptors: c_int, flags: c_int) -> c_int =>
+        |real| crate::listings::walk(dir, func, descriptors, flags, true).unwrap_or_else(|| real(dir, func, descriptors, flags));
+    fn nftw64(dir: *const c_char, func: crate::listings::WalkFn, descriptors: c_int, flags: c_int) -> c_int =>
+        |real| crate::listings::walk(dir, func, descriptors, flags, true).unwrap_or_else(|| real(dir, func, descriptors, flags));
+    fn ftw(dir: *const c_char, func: crate::listings::WalkFn, descriptors: c_int) -> c_int =>
+        |real| crate::listings::walk(dir, func, descriptors, 0, false).unwrap_or_else(|| real(dir, func, descriptors));
+    fn ftw64(dir: *const c_char, func: crate::listings::WalkFn, descriptors: c_int) -> c_int =>
+        |real| crate::listings::walk(dir, func, descriptors, 0, false).unwrap_or_else(|| real(dir, func, descriptors));
     // ---- end of directory views ----
 
     // ---- the cwd: hooked only to invalidate the per-thread cwd cache ----
@@ -1002,6 +1025,10 @@ pub unsafe extern "C" fn __mpaudit_syscall(
             libc::SYS_mknodat => file_access(caller, node("mknodat", at(d(0), s(1))), |p, _| {
                 real(with(1, p))
             }),
+            libc::SYS_getdents64 => {
+                crate::dirview::getdents(d(0), a[1] as *mut u8, a[2] as usize, || real(a) as isize)
+                    as c_long
+            }
             libc::SYS_bind => bind_to_path(
                 caller,
                 d(0),

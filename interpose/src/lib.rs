@@ -11,6 +11,7 @@ mod checked;
 mod dirview;
 mod guard;
 mod hooks;
+mod listings;
 mod log;
 mod pool;
 mod process;

@@ -136,6 +136,7 @@ static int is_file_syscall(long n) {
     case SYS_fchownat: case SYS_utimensat: case SYS_mknodat:
     case SYS_execve: case SYS_execveat: case SYS_bind:
     case SYS_newfstatat: case SYS_statx: case SYS_faccessat: case SYS_faccessat2:
+    case SYS_getdents64:
         return 1;
     default:
         return 0;

@@ -222,6 +222,7 @@ pub fn fixture(name: &str) -> PathBuf {
             &["-lpthread"],
         ),
         "redirect_ops" => cc(&["-O1"], &src.join("redirect_ops.c"), &out, &[]),
+        "listings" => cc(&["-O1"], &src.join("listings.c"), &out, &[]),
         "components_main" => cc(&["-O1"], &src.join("components_main.c"), &out, &["-ldl"]),
         "abi_tagged" => {
             // -rdynamic: the writer is in .dynsym, where hooks read names.

@@ -13,6 +13,7 @@ mod interpose;
 mod isolation;
 mod launchers;
 mod libc_calls;
+mod listings;
 mod merge;
 mod policy;
 mod redirect_exact;

@@ -11,7 +11,7 @@ use std::process::Command;
 /// Two identical job directories, `bare/` and `job/`, built by `setup`;
 /// the workers directory and the logs lie outside both, so listings of the
 /// job directory see only the program's files.
-fn twin_jobs(dir: &TestDir, setup: impl Fn(&Path)) -> (PathBuf, PathBuf) {
+pub(crate) fn twin_jobs(dir: &TestDir, setup: impl Fn(&Path)) -> (PathBuf, PathBuf) {
     let (bare, job) = (dir.join("bare"), dir.join("job"));
     for d in [&bare, &job] {
         std::fs::create_dir_all(d).unwrap();
@@ -20,7 +20,7 @@ fn twin_jobs(dir: &TestDir, setup: impl Fn(&Path)) -> (PathBuf, PathBuf) {
     (bare, job)
 }
 
-fn redirected(dir: &TestDir, job: &Path, script: &str) -> Command {
+pub(crate) fn redirected(dir: &TestDir, job: &Path, script: &str) -> Command {
     let mut c = dir.audited("bash");
     c.current_dir(job)
         .args(["-c", script])
@@ -31,19 +31,19 @@ fn redirected(dir: &TestDir, job: &Path, script: &str) -> Command {
     c
 }
 
-fn bare(dir: &TestDir, job: &Path, script: &str) -> Command {
+pub(crate) fn bare(dir: &TestDir, job: &Path, script: &str) -> Command {
     let mut c = dir.bare("bash");
     c.current_dir(job).args(["-c", script]);
     c
 }
 
-fn worker_dir(dir: &TestDir) -> PathBuf {
+pub(crate) fn worker_dir(dir: &TestDir) -> PathBuf {
     dir.join("workers/worker_1")
 }
 
 /// Runs `script` bare and redirected; asserts both print the same and
 /// succeed, and returns that output.
-fn same_output(dir: &TestDir, bare_job: &Path, job: &Path, script: &str) -> String {
+pub(crate) fn same_output(dir: &TestDir, bare_job: &Path, job: &Path, script: &str) -> String {
     let b = run_ok(&mut bare(dir, bare_job, script));
     let r = run(&mut redirected(dir, job, script), DEADLINE);
     assert_eq!(
@@ -56,7 +56,7 @@ fn same_output(dir: &TestDir, bare_job: &Path, job: &Path, script: &str) -> Stri
     stdout(&b)
 }
 
-fn write(p: PathBuf, text: &str) {
+pub(crate) fn write(p: PathBuf, text: &str) {
     std::fs::create_dir_all(p.parent().unwrap()).unwrap();
     std::fs::write(p, text).unwrap();
 }
