@@ -1413,11 +1413,17 @@ fn check(dir: &TestDir, variant: Variant, workers: Workers) {
     match result {
         Ok(()) => {
             eprintln!(
-                "differential: {cases} cases passed, {} operations, {} redirected writes, \
-                 {} cases where two workers' operations overlapped in time",
+                "differential: {cases} cases passed, {} operations, {} redirected writes{}",
                 ops.get(),
                 redirected.get(),
-                overlapped.get()
+                if workers == Workers::Several {
+                    format!(
+                        ", {} cases where two workers' operations overlapped in time",
+                        overlapped.get()
+                    )
+                } else {
+                    String::new()
+                }
             );
             if variant == Variant::Redirect && cases >= 50 {
                 assert!(
@@ -1519,6 +1525,30 @@ e2e!(
             .expect_err("writing the job directory in place must be noticed");
         assert!(
             why.contains("the shared job tree changed") && !why.contains("results differ"),
+            "{why}"
+        );
+    }
+);
+
+e2e!(
+    differential_comparison_judges_each_worker_by_its_own_script,
+    |dir| {
+        // Two workers over a tree with an extra file `c` that their bare
+        // runs do not have: each one's difference is reported, against its
+        // own script (worker 2's first line, worker 0's final tree).
+        let mut case = fixed_case(vec![Op::Stat { path: "a" }]);
+        case.workers.push(Worker {
+            index: 2,
+            ops: vec![Op::Stat { path: "c" }],
+        });
+        let why = compare(&dir.path, 0, &case, Variant::SelfTestExtraFile)
+            .expect_err("runs over another tree must differ");
+        assert!(
+            why.contains("worker 2: results differ (first difference: \"0 stat c -> err ENOENT\"")
+                && why.contains(
+                    "worker 0: results differ (first difference: \"tree ./d: ok d mode=755 nlink=2\" \
+                     vs \"tree ./c: ok f size=1 mode=644 nlink=1\")"
+                ),
             "{why}"
         );
     }
