@@ -463,7 +463,13 @@ pub fn read_log_file(path: &Path) -> (Vec<Value>, usize) {
 /// Runs a command to completion with a deadline; panics with its output on
 /// timeout (a hang is a failure, never a stuck CI).
 pub fn run(cmd: &mut Command, deadline: std::time::Duration) -> Output {
-    let mut child = spawn_retrying_busy_text(cmd.stdout(Stdio::piped()).stderr(Stdio::piped()));
+    let child = spawn_retrying_busy_text(cmd.stdout(Stdio::piped()).stderr(Stdio::piped()));
+    wait_with_deadline(child, deadline)
+}
+
+/// Waits for a spawned child (its output piped) like [`run`]: a child
+/// still running after `deadline` is killed and the test fails.
+pub fn wait_with_deadline(mut child: std::process::Child, deadline: std::time::Duration) -> Output {
     let start = std::time::Instant::now();
     loop {
         if child.try_wait().expect("wait").is_some() {
@@ -538,4 +544,65 @@ pub fn ops(events: &[Value]) -> Vec<String> {
 
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// The `mpaudit` runner as a test starts it in `cwd`: nothing of the
+/// suite's own environment leaks in (no library preloaded, no worker
+/// number, no launcher's rank, no workers directory, Python allowed to
+/// write bytecode as a user's would), and `PWD` says `cwd` the way a shell
+/// would, so that a script's `$PWD` is the spelling the test chose (a
+/// symlinked job directory, say).
+pub fn mpaudit(cwd: &Path) -> Command {
+    let mut c = Command::new(&artifacts().runner);
+    c.current_dir(cwd)
+        .env_remove("LD_PRELOAD")
+        .env_remove("MPAUDIT_WORKER")
+        .env_remove("MPAUDIT_FORK_WORKERS")
+        .env_remove("ATHENA_PROC_NUMBER")
+        .env_remove("MPAUDIT_WORKERS_DIR")
+        .env_remove("PYTHONDONTWRITEBYTECODE")
+        .env("PWD", cwd);
+    for v in mpaudit_core::launcher::RANK_VARIABLES {
+        c.env_remove(v);
+    }
+    c
+}
+
+/// `mpaudit exec --format json --report FILE ARGS -- sh -c SCRIPT` in `cwd`:
+/// its exit status, its report and its output (see [`exec_json`]).
+pub fn exec_sh(cwd: &Path, args: &[&str], script: &str) -> (i32, Value, Output) {
+    exec_json(cwd, args, &["sh", "-c", script])
+}
+
+/// `mpaudit exec --format json --report FILE ARGS -- CMD` in `cwd`: its exit
+/// status, its report and its output. exec leaves stdout and stderr to the
+/// program, so the report goes to a file, kept outside `cwd` (which a
+/// script may empty).
+pub fn exec_json(cwd: &Path, args: &[&str], cmd: &[&str]) -> (i32, Value, Output) {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let file = std::env::temp_dir().join(format!(
+        "mpaudit-e2e-report-{}-{n}.json",
+        std::process::id()
+    ));
+    let out = run(
+        mpaudit(cwd)
+            .args(["exec", "--format", "json", "--report"])
+            .arg(&file)
+            .args(args)
+            .arg("--")
+            .args(cmd),
+        DEADLINE,
+    );
+    let code = out.status.code().unwrap_or(-1);
+    let text = std::fs::read(&file).unwrap_or_default();
+    let _ = std::fs::remove_file(&file);
+    let v = serde_json::from_slice(&text).unwrap_or_else(|e| {
+        panic!(
+            "not a JSON report ({e}): stdout={} stderr={}",
+            stdout(&out),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (code, v, out)
 }

@@ -7,53 +7,7 @@
 use mpaudit_tests::*;
 use serde_json::Value;
 use std::path::Path;
-use std::process::{Command, Output};
-
-fn mpaudit(cwd: &Path) -> Command {
-    let mut c = Command::new(&artifacts().runner);
-    c.current_dir(cwd)
-        .env_remove("LD_PRELOAD")
-        .env_remove("MPAUDIT_WORKER")
-        .env_remove("MPAUDIT_FORK_WORKERS")
-        .env_remove("ATHENA_PROC_NUMBER")
-        .env_remove("MPAUDIT_WORKERS_DIR")
-        .env("PWD", cwd);
-    for v in mpaudit_core::launcher::RANK_VARIABLES {
-        c.env_remove(v);
-    }
-    c
-}
-
-/// `mpaudit exec --format json --report FILE ARGS -- sh -c SCRIPT` in `cwd`:
-/// its exit status and report (the report file lives outside `cwd`, which
-/// the scripts here may empty).
-fn exec_sh(cwd: &Path, args: &[&str], script: &str) -> (i32, Value, Output) {
-    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let file = std::env::temp_dir().join(format!(
-        "mpaudit-isolation-report-{}-{n}.json",
-        std::process::id()
-    ));
-    let out = run(
-        mpaudit(cwd)
-            .args(["exec", "--format", "json", "--report"])
-            .arg(&file)
-            .args(args)
-            .args(["--", "sh", "-c", script]),
-        DEADLINE,
-    );
-    let code = out.status.code().unwrap_or(-1);
-    let text = std::fs::read(&file).unwrap_or_default();
-    let _ = std::fs::remove_file(&file);
-    let v = serde_json::from_slice(&text).unwrap_or_else(|e| {
-        panic!(
-            "not a JSON report ({e}): stdout={} stderr={}",
-            stdout(&out),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    (code, v, out)
-}
+use std::process::Command;
 
 fn report_json(cwd: &Path, dir: &str) -> (i32, Value) {
     let out = run(

@@ -9,54 +9,6 @@ use serde_json::Value;
 use std::path::Path;
 use std::process::{Command, Output};
 
-fn mpaudit(cwd: &Path) -> Command {
-    let mut c = Command::new(&artifacts().runner);
-    c.current_dir(cwd)
-        .env_remove("LD_PRELOAD")
-        .env_remove("MPAUDIT_WORKER")
-        .env_remove("MPAUDIT_FORK_WORKERS")
-        .env_remove("ATHENA_PROC_NUMBER")
-        .env_remove("MPAUDIT_WORKERS_DIR")
-        .env_remove("PYTHONDONTWRITEBYTECODE");
-    c
-}
-
-/// `mpaudit exec --format json ARGS -- sh -c SCRIPT` in `cwd`.
-fn exec_sh(cwd: &Path, args: &[&str], script: &str) -> (i32, Value, Output) {
-    exec_json(cwd, args, &["sh", "-c", script])
-}
-
-/// `mpaudit exec --format json ARGS -- CMD` in `cwd`, and its report (exec
-/// leaves stdout and stderr to the program: the report goes to a file).
-fn exec_json(cwd: &Path, args: &[&str], cmd: &[&str]) -> (i32, Value, Output) {
-    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let file = std::env::temp_dir().join(format!(
-        "mpaudit-verdicts-report-{}-{n}.json",
-        std::process::id()
-    ));
-    let out = run(
-        mpaudit(cwd)
-            .args(["exec", "--format", "json", "--report"])
-            .arg(&file)
-            .args(args)
-            .arg("--")
-            .args(cmd),
-        DEADLINE,
-    );
-    let code = out.status.code().unwrap_or(-1);
-    let text = std::fs::read(&file).unwrap_or_default();
-    let _ = std::fs::remove_file(&file);
-    let v = serde_json::from_slice(&text).unwrap_or_else(|e| {
-        panic!(
-            "not a JSON report ({e}): stdout={} stderr={}",
-            stdout(&out),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    (code, v, out)
-}
-
 fn json_of(out: &Output) -> Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
