@@ -66,17 +66,6 @@ impl WorkerId {
     }
 }
 
-/// Is `name` a worker's (or the runner's and the library's) own file at the
-/// top of a worker directory, never merged: the streams, the manifest, and
-/// anything named `mpaudit-*` or `.mpaudit-*` (the library's tables).
-fn is_own_file(name: &OsStr) -> bool {
-    let n = name.as_bytes();
-    n == b"stdout.log"
-        || n == b"stderr.log"
-        || n.starts_with(b"mpaudit-")
-        || n.starts_with(b".mpaudit-")
-}
-
 /// `<prefix><decimal>` with the canonical digits (no sign, no leading zero).
 fn numbered(name: &OsStr, prefix: &str) -> Option<u32> {
     let digits = name.as_bytes().strip_prefix(prefix.as_bytes())?;
@@ -240,13 +229,21 @@ pub fn output_for(original: &Path, job_dir: &Path, merge_dir: Option<&Path>) -> 
     }
 }
 
-/// The inverse of the library's mapping: a path relative to a worker
-/// directory back to the path the program meant.
-pub fn original_of(worker_rel: &Path, job_dir: &Path) -> PathBuf {
-    match worker_rel.strip_prefix("_abs") {
-        Ok(rest) => Path::new("/").join(rest),
-        Err(_) => job_dir.join(worker_rel),
-    }
+/// The inverse of the library's mapping (mpaudit_core::map): the path the
+/// program meant by `full`, a file found in the worker directory `wdir`;
+/// `None` for the worker directory's own files (its captured output, the
+/// manifest, the tables), which stand for no job file.
+pub fn original_of(full: &Path, wdir: &Path, job_dir: &Path) -> Option<PathBuf> {
+    let target = full.as_os_str().as_bytes();
+    let mut buf = vec![0u8; target.len() + job_dir.as_os_str().len() + 2];
+    let n = mpaudit_core::map::unmap_from_worker(
+        target,
+        job_dir.as_os_str().as_bytes(),
+        wdir.as_os_str().as_bytes(),
+        &mut buf,
+    )?;
+    buf.truncate(n);
+    Some(PathBuf::from(OsString::from_vec(buf)))
 }
 
 /// Expands a command template: `{output}` anywhere in an argument,
@@ -422,11 +419,10 @@ pub fn collect(s: &Setup) -> (Vec<Group>, Vec<String>) {
             continue;
         }
         let mut found = 0;
-        walk(&wdir, Path::new(""), 0, &mut found, &mut |rel, full| {
-            if rel.parent() == Some(Path::new("")) && is_own_file(rel.as_os_str()) {
+        walk(&wdir, 0, &mut found, &mut |full| {
+            let Some(original) = original_of(full, &wdir, s.job_dir) else {
                 return;
-            }
-            let original = original_of(rel, s.job_dir);
+            };
             if rule_for(s.rules, &original, s.job_dir).is_none() || !modified_since(full, s.since) {
                 return;
             }
@@ -469,7 +465,7 @@ pub fn clear_previous(job_dir: &Path, workers_dir: &Path) -> usize {
     removed
 }
 
-fn walk(dir: &Path, rel: &Path, depth: usize, found: &mut usize, f: &mut dyn FnMut(&Path, &Path)) {
+fn walk(dir: &Path, depth: usize, found: &mut usize, f: &mut dyn FnMut(&Path)) {
     if depth > MAX_DEPTH {
         return;
     }
@@ -483,12 +479,11 @@ fn walk(dir: &Path, rel: &Path, depth: usize, found: &mut usize, f: &mut dyn FnM
             return;
         }
         let Ok(t) = e.file_type() else { continue };
-        let r = rel.join(e.file_name());
         if t.is_dir() {
-            walk(&e.path(), &r, depth + 1, found, f);
+            walk(&e.path(), depth + 1, found, f);
         } else if t.is_file() {
             *found += 1;
-            f(&r, &e.path());
+            f(&e.path());
         }
     }
 }
@@ -1172,11 +1167,27 @@ mod tests {
             output_for(Path::new("/tmp/x"), j, Some(Path::new("/m"))),
             Path::new("/m/_abs/tmp/x")
         );
-        assert_eq!(original_of(Path::new("_abs/tmp/x"), j), Path::new("/tmp/x"));
+        let w = Path::new("/w/worker_0");
+        let original = |rel: &str| original_of(&w.join(rel), w, j);
+        assert_eq!(original("_abs/tmp/x").unwrap(), Path::new("/tmp/x"));
+        assert_eq!(original("sub/h.txt").unwrap(), Path::new("/job/sub/h.txt"));
         assert_eq!(
-            original_of(Path::new("sub/h.txt"), j),
-            Path::new("/job/sub/h.txt")
+            original("_stdout.log").unwrap(),
+            Path::new("/job/stdout.log")
         );
+        assert_eq!(original("__abs/x").unwrap(), Path::new("/job/_abs/x"));
+        assert_eq!(
+            original("my-mpaudit-notes").unwrap(),
+            Path::new("/job/my-mpaudit-notes")
+        );
+        for own in [
+            "stdout.log",
+            "stderr.log",
+            "mpaudit-redirects.jsonl",
+            ".mpaudit-1-2.redirects",
+        ] {
+            assert_eq!(original(own), None, "{own}");
+        }
     }
 
     #[test]
@@ -1520,16 +1531,6 @@ mod tests {
             ids,
             ["rank 4 worker 0", "rank 4 worker 2", "rank 4 worker 10"]
         );
-        for (own, name) in [
-            (true, "stdout.log"),
-            (true, "mpaudit-redirects.jsonl"),
-            (true, "mpaudit-table.bin"),
-            (true, ".mpaudit-state"),
-            (false, "summary.log"),
-            (false, "my-mpaudit-notes"),
-        ] {
-            assert_eq!(is_own_file(OsStr::new(name)), own, "{name}");
-        }
     }
 
     #[test]
