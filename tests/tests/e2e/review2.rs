@@ -1,0 +1,185 @@
+//! Hostile review 2 (notes/review2.md): each test reproduces one finding
+//! against the redirect table, the worker's view, the supervisor and the
+//! merge, comparing the audited run with the bare run. Named after the bug.
+
+use mpaudit_tests::*;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Two identical job directories, `bare/` and `job/`, built by `setup`;
+/// the workers directory, the logs and a scratch directory lie outside
+/// both.
+fn twin_jobs(dir: &TestDir, setup: impl Fn(&Path)) -> (PathBuf, PathBuf) {
+    let (bare, job) = (dir.join("bare"), dir.join("job"));
+    for d in [&bare, &job, &dir.join("scratch"), &dir.join("bare-scratch")] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    setup(&bare);
+    setup(&job);
+    (bare, job)
+}
+
+fn worker_dir(dir: &TestDir) -> PathBuf {
+    dir.join("workers/worker_1")
+}
+
+/// `bash -c script` in `job` under the library as worker 1 with `action`;
+/// `W` is the worker's own directory, `TMPDIR` a scratch directory outside
+/// the job.
+fn audited_bash(dir: &TestDir, job: &Path, action: &str, script: &str) -> Command {
+    let mut c = dir.audited("bash");
+    c.current_dir(job)
+        .args(["-c", script])
+        .env("MPAUDIT_ACTION", action)
+        .env("MPAUDIT_WORKER", "1")
+        .env("MPAUDIT_JOB_DIR", job)
+        .env("MPAUDIT_WORKERS_DIR", dir.join("workers"))
+        .env("W", worker_dir(dir))
+        .env("TMPDIR", dir.join("scratch"));
+    c
+}
+
+/// The same script bare, with `W` and `TMPDIR` standing for the same kind
+/// of places (outside the job directory).
+fn bare_bash(dir: &TestDir, bare: &Path, script: &str) -> Command {
+    let mut c = dir.bare("bash");
+    let w = dir.join("bare-worker");
+    std::fs::create_dir_all(&w).unwrap();
+    c.current_dir(bare)
+        .args(["-c", script])
+        .env("W", w)
+        .env("TMPDIR", dir.join("bare-scratch"));
+    c
+}
+
+fn read(p: PathBuf) -> String {
+    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+fn runner(cwd: &Path) -> Command {
+    let mut c = Command::new(&artifacts().runner);
+    c.current_dir(cwd)
+        .env_remove("LD_PRELOAD")
+        .env_remove("MPAUDIT_WORKER")
+        .env_remove("MPAUDIT_FORK_WORKERS")
+        .env_remove("MPAUDIT_WORKERS_DIR")
+        .env_remove("MPAUDIT_LOG_DIR");
+    for v in mpaudit_core::launcher::RANK_VARIABLES {
+        c.env_remove(v);
+    }
+    c
+}
+
+// Finding 1: a job file named `stdout.log` (or `stderr.log`,
+// `mpaudit-redirects.jsonl`) at the top of the job directory is redirected
+// to the very file the runner captures the worker's stdout in (or to the
+// manifest): the runner's writes overwrite what the job wrote, the job
+// reads back something else, and the merge skips or mixes it.
+e2e!(
+    a_job_file_named_stdout_log_is_not_the_runners_capture_of_the_workers_stdout,
+    |dir| {
+        let script = "echo result > stdout.log; echo printed; read -r l < stdout.log; echo \"$l\"";
+        let bare = run_ok(dir.bare("bash").args(["-c", script]));
+        assert_eq!(stdout(&bare), "printed\nresult\n");
+        std::fs::remove_file(dir.join("stdout.log")).unwrap();
+        let out = run(
+            runner(&dir.path)
+                .args([
+                    "exec",
+                    "--workers",
+                    "2",
+                    "--action",
+                    "redirect",
+                    "--preload",
+                ])
+                .arg(lib())
+                .args(["--", "bash", "-c", script]),
+            DEADLINE,
+        );
+        let text = stdout(&out);
+        for k in 0..2 {
+            assert!(
+                text.contains(&format!("{k}: result\n")),
+                "worker {k} did not read back the stdout.log it wrote:\n{text}\nstderr: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+);
+
+// Finding 2: a hard link made from a job file into a place where writes are
+// allowed in place (scratch, the worker's own directory) is a second name
+// of the shared file: writing through it changes the shared file under
+// redirect, and the verdict is "allowed" (finding 3 below).
+e2e!(
+    a_hard_link_from_a_job_file_into_scratch_or_the_worker_dir_does_not_write_the_shared_file,
+    |dir| {
+        let (bare, job) = twin_jobs(&dir, |d| {
+            std::fs::write(d.join("data.txt"), "orig\n").unwrap()
+        });
+        let script = "mkdir -p \"$W\"; ln data.txt \"$TMPDIR/h\" && echo tmp >> \"$TMPDIR/h\"; \
+                      ln data.txt \"$W/in.txt\" && echo own >> \"$W/in.txt\"; cat data.txt";
+        let b = run_ok(&mut bare_bash(&dir, &bare, script));
+        assert_eq!(
+            stdout(&b),
+            "orig\ntmp\nown\n",
+            "bare writes through both links"
+        );
+        let r = run(&mut audited_bash(&dir, &job, "redirect", script), DEADLINE);
+        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+        assert_eq!(
+            read(job.join("data.txt")),
+            "orig\n",
+            "a redirected worker changed the shared data.txt through a hard link"
+        );
+    }
+);
+
+// Finding 3 (falsely green): the same write under `log` is judged
+// "allowed": a job file was changed and no event says rogue.
+e2e!(
+    a_job_file_changed_through_a_hard_link_in_scratch_is_not_judged_allowed,
+    |dir| {
+        let (_, job) = twin_jobs(&dir, |d| {
+            std::fs::write(d.join("data.txt"), "orig\n").unwrap()
+        });
+        let script = "ln data.txt \"$TMPDIR/h\" && echo tmp >> \"$TMPDIR/h\"";
+        run_ok(&mut audited_bash(&dir, &job, "log", script));
+        assert_eq!(read(job.join("data.txt")), "orig\ntmp\n", "log mode writes");
+        let events = dir.events();
+        let rogue: Vec<&Value> = events
+            .iter()
+            .filter(|e| e["kind"] == "access" && e["verdict"] == "rogue")
+            .collect();
+        assert!(
+            !rogue.is_empty(),
+            "data.txt was changed but no write is rogue: {:#?}",
+            events
+                .iter()
+                .filter(|e| e["kind"] == "access")
+                .map(|e| (e["op"].clone(), e["abs"].clone(), e["verdict"].clone()))
+                .collect::<Vec<_>>()
+        );
+    }
+);
+
+// Finding 4: the redirect table is a file the worker's own processes grow,
+// under the job's RLIMIT_FSIZE: with `ulimit -f 100` (100 KiB, plenty for
+// the job's own 3-byte file) the first segment (~270 KB) cannot be
+// allocated and every redirected write fails with ENOSPC.
+e2e!(
+    a_redirected_write_under_a_small_file_size_limit_succeeds_as_bare,
+    |dir| {
+        let (bare, job) = twin_jobs(&dir, |_| {});
+        let script = "ulimit -f 100; echo hi > out.txt && cat out.txt";
+        let b = run_ok(&mut bare_bash(&dir, &bare, script));
+        let r = run(&mut audited_bash(&dir, &job, "redirect", script), DEADLINE);
+        assert_eq!(
+            (stdout(&r), r.status.code()),
+            (stdout(&b), b.status.code()),
+            "stderr: {}",
+            String::from_utf8_lossy(&r.stderr)
+        );
+    }
+);
