@@ -177,6 +177,7 @@ pub fn fixture(name: &str) -> PathBuf {
             &[],
         ),
         "static_calls" => cc(&["-static", "-O1"], &src.join("static_calls.c"), &out, &[]),
+        "static_append" => cc(&["-static", "-O1"], &src.join("static_append.c"), &out, &[]),
         "static_loops" => cc(&["-static", "-O2"], &src.join("static_loops.c"), &out, &[]),
         "static_redirect" => cc(
             &["-static", "-O1"],

@@ -183,3 +183,51 @@ e2e!(
         );
     }
 );
+
+// Finding 5: the supervisor judges a path folded lexically
+// (`absolutize`), then has the kernel resolve the spelling it was given:
+// `$TMPDIR/lnk/../data.txt` with `lnk -> <job>/sub` is judged as
+// `$TMPDIR/data.txt` (scratch: allowed, opened in place) and lands on the
+// job's shared `data.txt`: written under redirect, and the run is green.
+e2e!(
+    a_static_programs_link_dotdot_write_is_judged_where_the_kernel_lands,
+    |dir| {
+        let (_, job) = twin_jobs(&dir, |d| {
+            std::fs::write(d.join("data.txt"), "orig\n").unwrap();
+            std::fs::create_dir_all(d.join("sub")).unwrap();
+        });
+        let scratch = dir.join("scratch");
+        std::os::unix::fs::symlink(job.join("sub"), scratch.join("lnk")).unwrap();
+        let path = scratch.join("lnk/../data.txt");
+        let prog = fixture("static_append");
+        let mut c = runner(&job);
+        c.env("TMPDIR", &scratch);
+        let (out, report) = {
+            let report_file = dir.join("report.json");
+            let out = run(
+                c.args(["exec", "--format", "json", "--report"])
+                    .arg(&report_file)
+                    .arg("--preload")
+                    .arg(lib())
+                    .args(["--action", "redirect", "--"])
+                    .arg(&prog)
+                    .arg(&path)
+                    .arg("new"),
+                DEADLINE,
+            );
+            let report: Value =
+                serde_json::from_slice(&std::fs::read(&report_file).unwrap_or_default())
+                    .unwrap_or_else(|e| {
+                        panic!("report: {e}: {}", String::from_utf8_lossy(&out.stderr))
+                    });
+            (out, report)
+        };
+        assert!(stdout(&out).contains("wrote 4"), "{}", stdout(&out));
+        assert_eq!(
+            read(job.join("data.txt")),
+            "orig\n",
+            "the supervised write reached the shared data.txt: {report:#}"
+        );
+        assert_eq!(out.status.code(), Some(1), "a rogue write: {report:#}");
+    }
+);
