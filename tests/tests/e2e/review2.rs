@@ -4,6 +4,7 @@
 
 use mpaudit_tests::*;
 use serde_json::Value;
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -229,5 +230,95 @@ e2e!(
             "the supervised write reached the shared data.txt: {report:#}"
         );
         assert_eq!(out.status.code(), Some(1), "a rogue write: {report:#}");
+    }
+);
+
+// Finding 6: the merge takes regular files only (`modified_since` filters
+// on `is_file`): a symlink the job made under redirect is listed as
+// redirected, then silently never merged back. Bare, the job directory
+// has the links.
+e2e!(
+    a_symlink_the_job_made_under_redirect_is_merged_back_as_a_symlink,
+    |dir| {
+        let script = "echo t > target.txt; ln -s target.txt link; ln -s no-such-file dangling";
+        let (bare, job) = twin_jobs(&dir, |_| {});
+        run_ok(dir.bare("bash").current_dir(&bare).args(["-c", script]));
+        let out = run(
+            runner(&job)
+                .args(["exec", "--action", "redirect", "--preload"])
+                .arg(lib())
+                .args(["--", "bash", "-c", script]),
+            DEADLINE,
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        for (name, text) in [("link", "target.txt"), ("dangling", "no-such-file")] {
+            assert_eq!(
+                std::fs::read_link(bare.join(name)).unwrap(),
+                Path::new(text),
+                "bare"
+            );
+            assert_eq!(
+                std::fs::read_link(job.join(name)).ok(),
+                Some(PathBuf::from(text)),
+                "{name} was not merged back as the symlink the job made:\n{err}"
+            );
+        }
+        assert_eq!(read(job.join("target.txt")), "t\n");
+    }
+);
+
+// Finding 7: the merge record (`mpaudit-merged.json`) is written once,
+// after the last merge: when mpaudit dies half way (here a merge command
+// kills it), the outputs already renamed into place are recorded nowhere,
+// and the next run refuses to replace them ("exists and no earlier merge
+// wrote it") although that run's merge wrote them.
+e2e!(
+    a_rerun_after_a_merge_killed_half_way_replaces_what_that_merge_wrote,
+    |dir| {
+        let job = dir.join("job");
+        std::fs::create_dir_all(&job).unwrap();
+        let script = "echo $MPAUDIT_WORKER > a.txt; echo x > b.txt";
+        let exec = |b_rule: &str| {
+            let report = dir.join("report.json");
+            let _ = std::fs::remove_file(&report);
+            let out = run(
+                runner(&job)
+                    .args(["exec", "--workers", "2", "--action", "redirect"])
+                    .args(["--merge", "a.txt=concat", "--merge", b_rule])
+                    .args(["--format", "json", "--report"])
+                    .arg(&report)
+                    .arg("--preload")
+                    .arg(lib())
+                    .args(["--", "bash", "-c", script]),
+                DEADLINE,
+            );
+            let r: Value = serde_json::from_slice(&std::fs::read(&report).unwrap_or_default())
+                .unwrap_or(Value::Null);
+            (out, r)
+        };
+        // The merges run in path order: a.txt is in place when b.txt's
+        // merger kills mpaudit.
+        let (out, _) = exec(r#"b.txt=["sh", "-c", "kill -9 $PPID; : {output}", "sh", "{inputs}"]"#);
+        assert_eq!(
+            out.status.signal(),
+            Some(libc::SIGKILL),
+            "mpaudit was killed"
+        );
+        assert_eq!(read(job.join("a.txt")), "0\n1\n", "a.txt was merged");
+        let (out, r) = exec("b.txt=concat");
+        let a = r["merges"]
+            .as_array()
+            .and_then(|m| {
+                m.iter()
+                    .find(|m| m["original"].as_str().is_some_and(|o| o.ends_with("a.txt")))
+            })
+            .cloned()
+            .unwrap_or(Value::Null);
+        assert_eq!(
+            a["status"],
+            "merged",
+            "the re-run refused what the killed run merged: {a:#}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 );
