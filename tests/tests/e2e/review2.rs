@@ -322,3 +322,66 @@ e2e!(
         );
     }
 );
+
+// Finding 8: a routed name that fits PATH_MAX is handed to the real call
+// as a path (audit.rs `call_path`), after prepare_target checked its
+// directories: a thread of the same worker that swaps the worker's copy of
+// a directory for a symlink in between (rename d e; symlink SHARED d) gets
+// the call to follow it into the shared directory. Bare, every append
+// lands in d/f or, while d is the symlink, in SHARED/f; under redirect the
+// shared SHARED/f must stay absent. (A race: 100,000 appends hit it a few
+// times on the development machine.)
+e2e!(
+    a_directory_swapped_for_a_symlink_during_a_redirected_open_does_not_lead_to_the_shared_dir,
+    |dir| {
+        let (_, job) = twin_jobs(&dir, |d| {
+            std::fs::create_dir_all(d.join("x")).unwrap();
+            std::fs::create_dir_all(d.join("shared")).unwrap();
+        });
+        // d exists only in the worker's view (a redirected rename of x), so
+        // an open that finds it gone fails instead of remaking it.
+        let shared = job.join("shared");
+        let script = format!(
+            "mv x d && {} {} 100000",
+            fixture("rename_race").display(),
+            shared.display()
+        );
+        let out = run_ok(&mut audited_bash(&dir, &job, "redirect", &script));
+        let leaked = std::fs::read_to_string(shared.join("f")).unwrap_or_default();
+        assert_eq!(
+            leaked.lines().count(),
+            0,
+            "appends of a redirected worker reached the shared {}/f ({})",
+            shared.display(),
+            stdout(&out).replace('\n', ", ")
+        );
+    }
+);
+
+// Finding 9: the xattr calls are not hooked, so they look for a
+// redirected file in the shared directory: `ls -l` of a file the worker
+// made prints "No such file or directory", and Python's shutil.copy2 (and
+// shutil.copytree, whose default it is) raises FileNotFoundError from
+// os.listxattr.
+e2e!(
+    xattr_calls_on_a_redirected_file_see_the_workers_copy,
+    |dir| {
+        let (bare, job) = twin_jobs(&dir, |_| {});
+        let script = "echo hi > newf; ls -l newf > /dev/null; \
+                      python3 -c 'import shutil; shutil.copy2(\"newf\", \"copy\")' && cat copy";
+        let b = run_ok(&mut bare_bash(&dir, &bare, script));
+        let r = run(&mut audited_bash(&dir, &job, "redirect", script), DEADLINE);
+        assert_eq!(
+            (
+                stdout(&r),
+                String::from_utf8_lossy(&r.stderr).into_owned(),
+                r.status.code()
+            ),
+            (
+                stdout(&b),
+                String::from_utf8_lossy(&b.stderr).into_owned(),
+                b.status.code()
+            ),
+        );
+    }
+);
