@@ -60,8 +60,14 @@ fn read(p: PathBuf) -> String {
 
 fn runner(cwd: &Path) -> Command {
     let mut c = Command::new(&artifacts().runner);
-    c.current_dir(cwd)
-        .env_remove("LD_PRELOAD")
+    c.current_dir(cwd);
+    without_audit_env(&mut c);
+    c
+}
+
+/// Drops what the test's own environment could say about an audit.
+fn without_audit_env(c: &mut Command) {
+    c.env_remove("LD_PRELOAD")
         .env_remove("MPAUDIT_WORKER")
         .env_remove("MPAUDIT_FORK_WORKERS")
         .env_remove("MPAUDIT_WORKERS_DIR")
@@ -69,7 +75,6 @@ fn runner(cwd: &Path) -> Command {
     for v in mpaudit_core::launcher::RANK_VARIABLES {
         c.env_remove(v);
     }
-    c
 }
 
 // Finding 1: a job file named `stdout.log` (or `stderr.log`,
@@ -382,6 +387,52 @@ e2e!(
                 String::from_utf8_lossy(&b.stderr).into_owned(),
                 b.status.code()
             ),
+        );
+    }
+);
+
+// Finding 10: the supervisor writes its event log from the runner's own
+// process, under the user's RLIMIT_FSIZE, with SIGXFSZ at its default: at
+// 64 KiB of events the runner is killed by SIGXFSZ and the job with it
+// (bare, the program runs to its end: it writes an empty file). Its lost
+// events (`Stats::lost_events`) would only be a stderr line: the exit
+// status must say the audit is incomplete (4), never 0.
+e2e!(
+    a_supervised_program_under_a_small_file_size_limit_is_not_killed_with_the_runner,
+    |dir| {
+        let prog = fixture("static_loops");
+        let bare = run(
+            dir.bare("bash")
+                .args(["-c", "ulimit -f 64; exec \"$@\"", "-"])
+                .arg(&prog)
+                .args(["write", "2000"]),
+            DEADLINE,
+        );
+        assert_eq!(bare.status.code(), Some(0), "bare runs to its end");
+        let job = dir.join("job");
+        std::fs::create_dir_all(&job).unwrap();
+        let mut sh = Command::new("bash");
+        without_audit_env(&mut sh);
+        sh.current_dir(&job)
+            .args(["-c", "ulimit -f 64; exec \"$@\"", "-"])
+            .arg(&artifacts().runner)
+            .args(["exec", "--preload"])
+            .arg(lib())
+            .arg("--")
+            .arg(&prog)
+            .args(["write", "2000"]);
+        let out = run(&mut sh, DEADLINE);
+        assert_eq!(
+            out.status.signal(),
+            None,
+            "mpaudit (and with it the job) was killed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(4),
+            "events were lost: the audit is incomplete\n{}",
+            String::from_utf8_lossy(&out.stderr)
         );
     }
 );
