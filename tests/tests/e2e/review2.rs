@@ -436,3 +436,31 @@ e2e!(
         );
     }
 );
+
+// Finding 11: metadata calls on a descriptor (fchmod, futimens/utime on an
+// fd, fchown) are neither hooked nor redirected: through a descriptor
+// opened read-only (never redirected) a worker changes the shared file's
+// mode and times, and no event says so.
+e2e!(
+    fchmod_and_futimens_through_a_read_only_descriptor_do_not_change_the_shared_file,
+    |dir| {
+        use std::os::unix::fs::MetadataExt;
+        let (bare, job) = twin_jobs(&dir, |d| {
+            std::fs::write(d.join("data.txt"), "orig\n").unwrap()
+        });
+        let before = std::fs::metadata(job.join("data.txt")).unwrap();
+        let script = "python3 -c 'import os\n\
+                      fd = os.open(\"data.txt\", os.O_RDONLY)\n\
+                      os.fchmod(fd, 0o600); os.utime(fd, (0, 0))\n\
+                      st = os.stat(\"data.txt\"); print(oct(st.st_mode), st.st_mtime)'";
+        let b = run_ok(&mut bare_bash(&dir, &bare, script));
+        let r = run_ok(&mut audited_bash(&dir, &job, "redirect", script));
+        assert_eq!(stdout(&r), stdout(&b), "the worker sees its change");
+        let after = std::fs::metadata(job.join("data.txt")).unwrap();
+        assert_eq!(
+            (after.mode(), after.mtime()),
+            (before.mode(), before.mtime()),
+            "a redirected worker changed the shared file's mode and times"
+        );
+    }
+);
