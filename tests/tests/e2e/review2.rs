@@ -464,3 +464,41 @@ e2e!(
         );
     }
 );
+
+// Finding 12: `linkat(AT_FDCWD, "/proc/self/fd/N", AT_FDCWD, "alias",
+// AT_SYMLINK_FOLLOW)` (the unprivileged way to name a descriptor's file)
+// and `linkat(fd, "", …, AT_EMPTY_PATH)` (root) under redirect make the
+// worker's `alias` a hard link to the shared file: every later write to
+// `alias` (redirected, in the worker's directory) changes the shared
+// data.txt. The magic-link source is also "copied up" as a path
+// (`W/_abs/proc/<pid>/fd/3`).
+e2e!(
+    a_link_made_from_a_descriptors_magic_link_is_not_a_hard_link_to_the_shared_file,
+    |dir| {
+        let (bare, job) = twin_jobs(&dir, |d| {
+            std::fs::write(d.join("data.txt"), "orig\n").unwrap()
+        });
+        let script = "python3 -c 'import os, ctypes\n\
+                      libc = ctypes.CDLL(None, use_errno=True)\n\
+                      fd = os.open(\"data.txt\", os.O_RDONLY)\n\
+                      print(libc.linkat(-100, b\"/proc/self/fd/%d\" % fd, -100, b\"alias1\", 0x400))\n\
+                      fp = os.open(\"data.txt\", os.O_PATH)\n\
+                      print(libc.linkat(fp, b\"\", -100, b\"alias2\", 0x1000))\n\
+                      for a in (\"alias1\", \"alias2\"):\n\
+                      \x20   if os.path.exists(a): open(a, \"a\").write(a + \"\\n\")\n\
+                      print(open(\"data.txt\").read(), end=\"\")'";
+        let b = run_ok(&mut bare_bash(&dir, &bare, script));
+        assert!(stdout(&b).starts_with("0\n"), "bare links: {}", stdout(&b));
+        let r = run_ok(&mut audited_bash(&dir, &job, "redirect", script));
+        assert_eq!(stdout(&r), stdout(&b), "the worker sees what bare sees");
+        assert_eq!(
+            read(job.join("data.txt")),
+            "orig\n",
+            "writes through the worker's alias reached the shared data.txt"
+        );
+        assert!(
+            !worker_dir(&dir).join("_abs/proc").exists(),
+            "a magic link was copied up as a path"
+        );
+    }
+);
