@@ -502,3 +502,27 @@ e2e!(
         );
     }
 );
+
+// Finding 13: without a log directory the redirect table lives in the
+// worker's own directory (`W/.mpaudit-<pid>-<ns>.redirects`), where every
+// write is allowed in place; it is mapped MAP_SHARED by every process of
+// the worker, so a job that truncates the files of its directory makes the
+// next hook that touches the table die of SIGBUS (bash: "Bus error").
+e2e!(
+    a_job_truncating_the_files_of_its_worker_dir_does_not_crash_on_the_redirect_table,
+    |dir| {
+        let (bare, job) = twin_jobs(&dir, |_| {});
+        let script = "echo a > a.txt; mkdir -p \"$W\"; for f in \"$W\"/.[!.]* \"$W\"/*; do \
+                      [ -f \"$f\" ] && truncate -s 0 \"$f\"; done; echo b > b.txt; echo alive";
+        let b = run_ok(&mut bare_bash(&dir, &bare, script));
+        let mut c = audited_bash(&dir, &job, "redirect", script);
+        c.env_remove("MPAUDIT_LOG_DIR");
+        let r = run(&mut c, DEADLINE);
+        assert_eq!(
+            (r.status.signal(), stdout(&r)),
+            (None, stdout(&b)),
+            "{}",
+            String::from_utf8_lossy(&r.stderr)
+        );
+    }
+);
