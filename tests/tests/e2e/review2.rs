@@ -526,3 +526,32 @@ e2e!(
         );
     }
 );
+
+// Finding 14: the copy-up (redirect.rs `copy_original`) stops at the
+// first sendfile that returns -1, EINTR included, and the call goes on
+// with the partial copy: a program with an interval timer (profilers,
+// Python's signal handlers, ROOT's SIGALRM watchdogs) that appends one
+// byte to a 30 MB shared file sees it shrink to a few MB or to 1 byte;
+// the merge then puts the truncated file back.
+e2e!(
+    a_copy_up_interrupted_by_a_signal_is_completed_not_truncated,
+    |dir| {
+        let big = vec![b'z'; 30_000_000];
+        let (bare, job) = twin_jobs(&dir, |d| std::fs::write(d.join("big.bin"), &big).unwrap());
+        let script = "python3 -c 'import os, signal\n\
+                      signal.signal(signal.SIGALRM, lambda *a: None)\n\
+                      signal.setitimer(signal.ITIMER_REAL, 0.00005, 0.00005)\n\
+                      fd = os.open(\"big.bin\", os.O_WRONLY | os.O_APPEND)\n\
+                      os.write(fd, b\"X\")\n\
+                      signal.setitimer(signal.ITIMER_REAL, 0, 0)\n\
+                      print(os.fstat(fd).st_size)'";
+        let b = run_ok(&mut bare_bash(&dir, &bare, script));
+        assert_eq!(stdout(&b), "30000001\n");
+        let r = run_ok(&mut audited_bash(&dir, &job, "redirect", script));
+        assert_eq!(
+            stdout(&r),
+            stdout(&b),
+            "the worker's copy lost part of the file"
+        );
+    }
+);
