@@ -588,3 +588,88 @@ e2e!(
         }
     }
 );
+
+/// The job directory's files (not mpaudit's own), sorted, with contents.
+fn listing(job: &Path) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = std::fs::read_dir(job)
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with("mpaudit-"))
+        .map(|n| {
+            let text = std::fs::read_to_string(job.join(&n)).unwrap_or_default();
+            (n, text)
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+// Finding 16: a shared file renamed (or chmod'ed) under redirect is never
+// merged back: its copy-up keeps the original's modification time, and the
+// merge takes only files "modified since" the run began, so `mv in.txt
+// out.txt` leaves no out.txt after the merge.
+e2e!(
+    a_shared_file_renamed_under_redirect_is_merged_back_under_its_new_name,
+    |dir| {
+        let (bare, job) = twin_jobs(&dir, |d| std::fs::write(d.join("in.txt"), "in\n").unwrap());
+        let script = "mv in.txt out.txt; cp -p out.txt kept.txt; chmod 600 kept.txt";
+        run_ok(dir.bare("bash").current_dir(&bare).args(["-c", script]));
+        let out = run(
+            runner(&job)
+                .args(["exec", "--action", "redirect", "--preload"])
+                .arg(lib())
+                .args(["--", "bash", "-c", script]),
+            DEADLINE,
+        );
+        for name in ["out.txt", "kept.txt"] {
+            assert_eq!(
+                std::fs::read_to_string(job.join(name)).ok().as_deref(),
+                Some("in\n"),
+                "{name} was not merged back:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+);
+
+// Finding 17: the merge brings back what the worker wrote, never what it
+// removed or renamed away: `rm old.txt; mv in.txt out.txt` leaves, after
+// the merge, old.txt and in.txt in place beside out.txt (bare: out.txt
+// only), with no word in the report.
+e2e!(
+    removals_and_renames_of_shared_files_are_merged_back_or_reported,
+    |dir| {
+        let setup = |d: &Path| {
+            std::fs::write(d.join("old.txt"), "old\n").unwrap();
+            std::fs::write(d.join("in.txt"), "in\n").unwrap();
+        };
+        let (bare, job) = twin_jobs(&dir, setup);
+        let script = "rm old.txt; mv in.txt out.txt";
+        run_ok(dir.bare("bash").current_dir(&bare).args(["-c", script]));
+        let report = dir.join("report.json");
+        let out = run(
+            runner(&job)
+                .args([
+                    "exec", "--action", "redirect", "--format", "json", "--report",
+                ])
+                .arg(&report)
+                .arg("--preload")
+                .arg(lib())
+                .args(["--", "bash", "-c", script]),
+            DEADLINE,
+        );
+        let r: Value = serde_json::from_slice(&std::fs::read(&report).unwrap_or_default())
+            .unwrap_or(Value::Null);
+        let said = serde_json::to_string(&r["merges"]).unwrap_or_default();
+        assert!(
+            listing(&job) == listing(&bare)
+                || (said.contains("old.txt") && said.contains("in.txt")),
+            "after the merge the job directory is {:?}, bare {:?}, and the merges say nothing of \
+             the removals: {said}\n{}",
+            listing(&job),
+            listing(&bare),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+);
