@@ -9,7 +9,7 @@
 //! places: the library's manifests (`worker_<k>/mpaudit-redirects.jsonl`,
 //! one line per redirected file) and, for outputs the framework itself
 //! writes per worker, the files inside the worker directories that a
-//! `[merge]` glob matches. Only files modified since `since` count (worker
+//! `[merge]` glob matches. Only files changed since `since` count (worker
 //! directories may hold an earlier run's). Names are bytes throughout.
 //!
 //! Every merge writes a temporary file next to its output and renames it
@@ -281,12 +281,20 @@ pub fn expand(template: &[String], output: &Path, inputs: &[PathBuf]) -> Vec<OsS
 }
 
 /// A regular file or a symlink (the job's own link, merged as a link)
-/// changed since `since`.
+/// changed since `since`. By its status-change time: a copy-up keeps the
+/// original's modification time (a renamed or chmod'ed shared file, or
+/// `cp -p`, would look older than the run), but a new inode, a rename or a
+/// chmod always sets ctime, which no call can set back.
 fn modified_since(p: &Path, since: SystemTime) -> bool {
+    use std::os::unix::fs::MetadataExt;
     std::fs::symlink_metadata(p)
         .ok()
         .filter(|m| m.file_type().is_file() || m.file_type().is_symlink())
-        .and_then(|m| m.modified().ok())
+        .and_then(|m| {
+            let secs = u64::try_from(m.ctime()).ok()?;
+            let nanos = u32::try_from(m.ctime_nsec()).ok()?;
+            SystemTime::UNIX_EPOCH.checked_add(Duration::new(secs, nanos))
+        })
         .is_some_and(|t| t >= since)
 }
 
