@@ -673,3 +673,94 @@ e2e!(
         );
     }
 );
+
+// Finding 18: under redirect, `rmdir` of a non-empty shared directory
+// succeeds and the directory, with everything in it, vanishes from the
+// worker's view. `rmdir d 2>/dev/null || …` (remove it if empty) is a
+// common idiom: the job loses its inputs.
+e2e!(rmdir_of_a_non_empty_shared_directory_fails_as_bare, |dir| {
+    let (bare, job) = twin_jobs(&dir, |d| {
+        std::fs::create_dir_all(d.join("full")).unwrap();
+        std::fs::write(d.join("full/x"), "keep\n").unwrap();
+    });
+    let script = "rmdir full 2>/dev/null || echo not empty; cat full/x";
+    let b = run_ok(&mut bare_bash(&dir, &bare, script));
+    assert_eq!(stdout(&b), "not empty\nkeep\n");
+    let r = run(&mut audited_bash(&dir, &job, "redirect", script), DEADLINE);
+    assert_eq!(
+        (stdout(&r), r.status.code()),
+        (stdout(&b), b.status.code()),
+        "{}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+});
+
+/// Each call that fails bare, with the errno it gets (a Python script run
+/// in a job directory holding `data.txt` and `full/x`).
+const FAILING_CALLS: &str = r#"
+import os, errno
+def t(name, f):
+    try:
+        f(); print(name, "ok")
+    except OSError as e:
+        print(name, errno.errorcode[e.errno])
+t("open nodir/f", lambda: os.open("nodir/f", os.O_WRONLY | os.O_CREAT))
+t("unlink missing", lambda: os.unlink("missing"))
+t("rmdir full", lambda: os.rmdir("full"))
+t("rename missing", lambda: os.rename("missing", "x"))
+t("open dir for write", lambda: os.open("full", os.O_WRONLY))
+t("truncate missing", lambda: os.truncate("missing", 0))
+t("chmod missing", lambda: os.chmod("missing", 0o600))
+t("link missing", lambda: os.link("missing", "x2"))
+t("symlink over data.txt", lambda: os.symlink("t", "data.txt"))
+t("open excl data.txt", lambda: os.open("data.txt", os.O_WRONLY | os.O_CREAT | os.O_EXCL))
+t("open data.txt/x", lambda: os.open("data.txt/x", os.O_WRONLY | os.O_CREAT))
+t("rename full into itself", lambda: os.rename("full", "full/sub"))
+t("unlink full", lambda: os.unlink("full"))
+"#;
+
+fn failing_calls_setup(d: &Path) {
+    std::fs::write(d.join("data.txt"), "a\n").unwrap();
+    std::fs::create_dir_all(d.join("full")).unwrap();
+    std::fs::write(d.join("full/x"), "").unwrap();
+    std::fs::write(d.join("calls.py"), FAILING_CALLS).unwrap();
+}
+
+// Finding 19: calls that fail bare fail with another errno under redirect
+// (or succeed): `open("full", O_WRONLY)` ENOENT for EISDIR, `unlink` of a
+// directory ENOENT for EISDIR, `open("data.txt/x")` ENOENT for ENOTDIR,
+// `rename(d, d/sub)` ENOENT for EINVAL, `symlink` over an existing shared
+// file succeeds (EEXIST: symlink lock files no longer lock), `rmdir` of a
+// non-empty directory succeeds (finding 18).
+e2e!(
+    redirected_calls_that_fail_bare_fail_with_the_same_errno,
+    |dir| {
+        let (bare, job) = twin_jobs(&dir, failing_calls_setup);
+        let b = run_ok(&mut bare_bash(&dir, &bare, "python3 calls.py"));
+        let r = run_ok(&mut audited_bash(
+            &dir,
+            &job,
+            "redirect",
+            "python3 calls.py",
+        ));
+        assert_eq!(stdout(&r), stdout(&b));
+    }
+);
+
+// Finding 20: under deny, a removal of a file that does not exist fails
+// with EACCES instead of ENOENT: `rm -f missing.txt` (nothing to write,
+// nothing denied bare) prints "Permission denied" and fails, so every
+// `set -e` script that cleans up with `rm -f` stops. The same for the other
+// calls bare fails without writing anything (the table above).
+e2e!(deny_lets_a_call_that_writes_nothing_fail_as_bare, |dir| {
+    let (bare, job) = twin_jobs(&dir, failing_calls_setup);
+    let script = "rm -f missing.txt && echo cleaned; python3 calls.py";
+    let b = run_ok(&mut bare_bash(&dir, &bare, script));
+    let r = run(&mut audited_bash(&dir, &job, "deny", script), DEADLINE);
+    assert_eq!(
+        stdout(&r),
+        stdout(&b),
+        "{}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+});
