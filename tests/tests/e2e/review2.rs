@@ -764,3 +764,36 @@ e2e!(deny_lets_a_call_that_writes_nothing_fail_as_bare, |dir| {
         String::from_utf8_lossy(&r.stderr)
     );
 });
+
+// Finding 11, under deny: `utimensat(fd, "", NULL, AT_EMPTY_PATH)` and
+// `fchownat(fd, "", …, AT_EMPTY_PATH)` on a descriptor opened read-only
+// change the shared file although the same change by path is denied
+// (the empty path is taken for one the kernel refuses: checked.rs
+// `kernel_refuses`, then run as in log mode).
+e2e!(
+    deny_refuses_metadata_changes_through_a_descriptor_as_by_path,
+    |dir| {
+        use std::os::unix::fs::MetadataExt;
+        let (_, job) = twin_jobs(&dir, |d| {
+            std::fs::write(d.join("data.txt"), "orig\n").unwrap()
+        });
+        let old = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(946_684_800);
+        std::fs::File::options()
+            .write(true)
+            .open(job.join("data.txt"))
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        let script = "python3 -c 'import os, ctypes\n\
+                      libc = ctypes.CDLL(None, use_errno=True)\n\
+                      fd = os.open(\"data.txt\", os.O_RDONLY)\n\
+                      print(libc.utimensat(fd, b\"\", None, 0x1000), ctypes.get_errno())'";
+        let r = run_ok(&mut audited_bash(&dir, &job, "deny", script));
+        assert_eq!(
+            std::fs::metadata(job.join("data.txt")).unwrap().mtime(),
+            946_684_800,
+            "a denied worker changed the shared file's times ({})",
+            stdout(&r).trim()
+        );
+    }
+);
