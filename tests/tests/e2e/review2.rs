@@ -797,3 +797,26 @@ e2e!(
         );
     }
 );
+
+// Finding 21: renaming a subdirectory of a shared directory the worker
+// renamed loses the subdirectory's shared contents: `mv d e; mv e/sub
+// e/sub2; cat e/sub2/g` fails with ENOENT (bare prints g). Either rename
+// alone works.
+e2e!(
+    a_subdirectory_of_a_renamed_shared_directory_keeps_its_files_when_renamed,
+    |dir| {
+        let (bare, job) = twin_jobs(&dir, |d| {
+            std::fs::create_dir_all(d.join("d/sub")).unwrap();
+            std::fs::write(d.join("d/sub/g"), "g\n").unwrap();
+        });
+        let script = "mv d e && mv e/sub e/sub2 && cat e/sub2/g && ls -R e";
+        let b = run_ok(&mut bare_bash(&dir, &bare, script));
+        let r = run(&mut audited_bash(&dir, &job, "redirect", script), DEADLINE);
+        assert_eq!(
+            (stdout(&r), r.status.code()),
+            (stdout(&b), b.status.code()),
+            "{}",
+            String::from_utf8_lossy(&r.stderr)
+        );
+    }
+);
