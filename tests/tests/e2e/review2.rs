@@ -805,18 +805,50 @@ e2e!(
 e2e!(
     a_subdirectory_of_a_renamed_shared_directory_keeps_its_files_when_renamed,
     |dir| {
-        let (bare, job) = twin_jobs(&dir, |d| {
-            std::fs::create_dir_all(d.join("d/sub")).unwrap();
-            std::fs::write(d.join("d/sub/g"), "g\n").unwrap();
-        });
-        let script = "mv d e && mv e/sub e/sub2 && cat e/sub2/g && ls -R e";
-        let b = run_ok(&mut bare_bash(&dir, &bare, script));
-        let r = run(&mut audited_bash(&dir, &job, "redirect", script), DEADLINE);
-        assert_eq!(
-            (stdout(&r), r.status.code()),
-            (stdout(&b), b.status.code()),
-            "{}",
-            String::from_utf8_lossy(&r.stderr)
-        );
+        // And a file made in the renamed copy, after renaming it back.
+        for script in [
+            "mv d e && mv e/sub e/sub2 && cat e/sub2/g && ls -R e",
+            "mv d e && echo new > e/n && mv e d && cat d/n",
+        ] {
+            // Fresh twins and worker directory for each script.
+            for d in ["bare", "job", "workers"] {
+                let _ = std::fs::remove_dir_all(dir.join(d));
+            }
+            let (bare, job) = twin_jobs(&dir, |d| {
+                std::fs::create_dir_all(d.join("d/sub")).unwrap();
+                std::fs::write(d.join("d/sub/g"), "g\n").unwrap();
+            });
+            let b = run_ok(&mut bare_bash(&dir, &bare, script));
+            let r = run(&mut audited_bash(&dir, &job, "redirect", script), DEADLINE);
+            assert_eq!(
+                (stdout(&r), r.status.code()),
+                (stdout(&b), b.status.code()),
+                "{script}: {}",
+                String::from_utf8_lossy(&r.stderr)
+            );
+        }
     }
 );
+
+// Finding 22: `chdir` and `readlink` do not follow the worker's view: after
+// `mv d e` (e exists only in the worker's copy) `cd e` fails with ENOENT;
+// a symlink the worker made is unknown to `readlink`, so `realpath -m`
+// gives the link's own path and Python's os.path.realpath / os.readlink
+// raise FileNotFoundError.
+e2e!(chdir_and_readlink_follow_the_workers_view, |dir| {
+    let (bare, job) = twin_jobs(&dir, |d| {
+        std::fs::create_dir_all(d.join("d")).unwrap();
+        std::fs::write(d.join("d/f"), "f\n").unwrap();
+    });
+    let script = "mv d e; (cd e && cat f); ln -s target lnk; realpath -m lnk | sed \"s|^$PWD/||\"; \
+                      python3 -c 'import os; print(os.readlink(\"lnk\"), os.path.basename(os.path.realpath(\"lnk\")))'";
+    let b = run_ok(&mut bare_bash(&dir, &bare, script));
+    assert_eq!(stdout(&b), "f\ntarget\ntarget target\n");
+    let r = run(&mut audited_bash(&dir, &job, "redirect", script), DEADLINE);
+    assert_eq!(
+        (stdout(&r), r.status.code()),
+        (stdout(&b), b.status.code()),
+        "{}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+});
