@@ -800,8 +800,9 @@ e2e!(
 
 // Finding 21: renaming a subdirectory of a shared directory the worker
 // renamed loses the subdirectory's shared contents: `mv d e; mv e/sub
-// e/sub2; cat e/sub2/g` fails with ENOENT (bare prints g). Either rename
-// alone works.
+// e/sub2; cat e/sub2/g` fails with ENOENT (bare prints g); so does a file
+// made in the renamed copy once it is renamed back. Either rename alone
+// works.
 e2e!(
     a_subdirectory_of_a_renamed_shared_directory_keeps_its_files_when_renamed,
     |dir| {
