@@ -9,7 +9,7 @@
 //! places: the library's manifests (`worker_<k>/mpaudit-redirects.jsonl`,
 //! one line per redirected file) and, for outputs the framework itself
 //! writes per worker, the files inside the worker directories that a
-//! `[merge]` glob matches. Only files modified since `since` count (worker
+//! `[merge]` glob matches. Only files changed since `since` count (worker
 //! directories may hold an earlier run's). Names are bytes throughout.
 //!
 //! Every merge writes a temporary file next to its output and renames it
@@ -18,7 +18,9 @@
 //! `<workers dir>/mpaudit-merged.json` holds each merged output's size and
 //! SHA-256); anything else is refused (`renameat2(RENAME_NOREPLACE)`,
 //! else a hard link, so that a file appearing meanwhile is not replaced
-//! either).
+//! either). Each merged output is journaled the moment it is in place
+//! (`mpaudit-merged.journal`), so a pass killed half way still tells the
+//! next run what it wrote. A symlink the job made is merged as a symlink.
 
 use std::collections::BTreeMap;
 use std::ffi::{CString, OsStr, OsString};
@@ -40,6 +42,10 @@ use crate::jobfile::{MergeRule, Merger};
 pub const MANIFEST: &str = "mpaudit-redirects.jsonl";
 /// The record of what the merges wrote, in the workers directory.
 pub const RECORD: &str = "mpaudit-merged.json";
+/// Each output merged during a pass, one JSON line as soon as it is in
+/// place, so that a pass that dies half way (killed, out of memory) still
+/// tells the next run what it wrote; folded into [`RECORD`] at the end.
+pub const JOURNAL: &str = "mpaudit-merged.journal";
 /// Below this depth, and beyond this many files, a worker directory is not
 /// searched further.
 const MAX_DEPTH: usize = 32;
@@ -271,11 +277,21 @@ pub fn expand(template: &[String], output: &Path, inputs: &[PathBuf]) -> Vec<OsS
     out
 }
 
+/// A regular file or a symlink (the job's own link, merged as a link)
+/// changed since `since`. By its status-change time: a copy-up keeps the
+/// original's modification time (a renamed or chmod'ed shared file, or
+/// `cp -p`, would look older than the run), but a new inode, a rename or a
+/// chmod always sets ctime, which no call can set back.
 fn modified_since(p: &Path, since: SystemTime) -> bool {
+    use std::os::unix::fs::MetadataExt;
     std::fs::symlink_metadata(p)
         .ok()
-        .filter(|m| m.file_type().is_file())
-        .and_then(|m| m.modified().ok())
+        .filter(|m| m.file_type().is_file() || m.file_type().is_symlink())
+        .and_then(|m| {
+            let secs = u64::try_from(m.ctime()).ok()?;
+            let nanos = u32::try_from(m.ctime_nsec()).ok()?;
+            SystemTime::UNIX_EPOCH.checked_add(Duration::new(secs, nanos))
+        })
         .is_some_and(|t| t >= since)
 }
 
@@ -497,6 +513,13 @@ struct Record {
     outputs: BTreeMap<String, Written>,
 }
 
+/// One line of [`JOURNAL`].
+#[derive(Serialize, Deserialize)]
+struct JournalLine {
+    output_hex: String,
+    written: Written,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Written {
     /// The path, for a person reading the file (lossy when not UTF-8).
@@ -506,18 +529,47 @@ struct Written {
 }
 
 impl Record {
+    /// The record, with what an interrupted pass journaled on top.
     fn load(workers_dir: &Path) -> Record {
-        std::fs::read(workers_dir.join(RECORD))
+        let mut r: Record = std::fs::read(workers_dir.join(RECORD))
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default()
+            .unwrap_or_default();
+        if let Ok(j) = std::fs::read(workers_dir.join(JOURNAL)) {
+            for line in j.split(|&b| b == b'\n') {
+                if let Ok(e) = serde_json::from_slice::<JournalLine>(line) {
+                    r.outputs.insert(e.output_hex, e.written);
+                }
+            }
+        }
+        r
     }
+    /// Writes the record and drops the journal it now holds.
     fn save(&self, workers_dir: &Path) -> std::io::Result<()> {
         std::fs::create_dir_all(workers_dir)?;
         let path = workers_dir.join(RECORD);
         let tmp = workers_dir.join(format!(".{RECORD}.{}", std::process::id()));
         std::fs::write(&tmp, serde_json::to_vec_pretty(self).unwrap_or_default())?;
-        std::fs::rename(&tmp, path)
+        std::fs::rename(&tmp, path)?;
+        match std::fs::remove_file(workers_dir.join(JOURNAL)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+    /// Appends one merged output to the journal, synced.
+    fn journal(workers_dir: &Path, output: &Path, w: &Written) -> std::io::Result<()> {
+        let mut line = serde_json::to_vec(&JournalLine {
+            output_hex: to_hex(output.as_os_str().as_bytes()),
+            written: w.clone(),
+        })
+        .map_err(std::io::Error::other)?;
+        line.push(b'\n');
+        let mut f = File::options()
+            .create(true)
+            .append(true)
+            .open(workers_dir.join(JOURNAL))?;
+        f.write_all(&line)?;
+        f.sync_data()
     }
     fn get(&self, output: &Path) -> Option<&Written> {
         self.outputs.get(&to_hex(output.as_os_str().as_bytes()))
@@ -528,9 +580,17 @@ impl Record {
     }
 }
 
-/// Size and SHA-256 (hex) of a regular file, not following a symlink.
+/// Size and SHA-256 (hex) of a regular file, not following a symlink;
+/// of a symlink, its text's length and `symlink:` + the SHA-256 of its
+/// text (never a file's).
 fn fingerprint(p: &Path) -> Option<(u64, String)> {
     let md = std::fs::symlink_metadata(p).ok()?;
+    if md.file_type().is_symlink() {
+        let text = std::fs::read_link(p).ok()?;
+        let text = text.as_os_str().as_bytes();
+        let sha = to_hex(&Sha256::digest(text));
+        return Some((text.len() as u64, format!("symlink:{sha}")));
+    }
     if !md.file_type().is_file() {
         return None;
     }
@@ -610,14 +670,19 @@ pub fn run(s: &Setup, job_failed: bool) -> (Vec<Outcome>, Vec<String>) {
                     Ok((bytes, sha256)) => {
                         o.status = Status::Merged;
                         o.bytes = Some(bytes);
-                        record.set(
-                            &o.output,
-                            Written {
-                                path: o.output.display().to_string(),
-                                size: bytes,
-                                sha256: sha256.clone(),
-                            },
-                        );
+                        let w = Written {
+                            path: o.output.display().to_string(),
+                            size: bytes,
+                            sha256: sha256.clone(),
+                        };
+                        if let Err(e) = Record::journal(s.workers_dir, &o.output, &w) {
+                            warnings.push(format!(
+                                "cannot journal the merge of {} in {}: {e}",
+                                o.output.display(),
+                                s.workers_dir.join(JOURNAL).display()
+                            ));
+                        }
+                        record.set(&o.output, w);
                         recorded = true;
                         o.sha256 = Some(sha256);
                     }
@@ -698,6 +763,11 @@ pub fn merge_one(
     replace: Replace,
     s: &Setup,
 ) -> Result<(u64, String), Refusal> {
+    if let Some(link) = symlink_inputs(inputs)? {
+        return write_atomic(output, replace, None, |tmp| {
+            std::os::unix::fs::symlink(&link, tmp).map_err(|e| format!("{}: {e}", tmp.display()))
+        });
+    }
     let mode = base
         .and_then(|b| std::fs::metadata(b).ok())
         .filter(|md| md.is_file())
@@ -708,6 +778,34 @@ pub fn merge_one(
         Merger::First => concat(&inputs[..inputs.len().min(1)], tmp),
         Merger::Command(t) => command(t, inputs, tmp, s),
     })
+}
+
+/// When the inputs are symlinks (the job made a link under redirect), the
+/// one text they all have: the merge makes that link, never a copy of
+/// what it points to. Links with different texts, or links and files,
+/// cannot be merged. `None`: no input is a symlink.
+fn symlink_inputs(inputs: &[PathBuf]) -> Result<Option<PathBuf>, Refusal> {
+    let is_link =
+        |p: &PathBuf| std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_symlink());
+    if !inputs.iter().any(is_link) {
+        return Ok(None);
+    }
+    if !inputs.iter().all(is_link) {
+        return Err(Refusal::Failed(
+            "some workers made a symlink there and others a file: not merged".into(),
+        ));
+    }
+    let texts: Vec<PathBuf> = inputs
+        .iter()
+        .map(std::fs::read_link)
+        .collect::<Result<_, _>>()
+        .map_err(|e| Refusal::Failed(format!("cannot read a worker's symlink: {e}")))?;
+    if texts.windows(2).any(|w| w[0] != w[1]) {
+        return Err(Refusal::Failed(
+            "the workers made symlinks with different targets: not merged".into(),
+        ));
+    }
+    Ok(texts.into_iter().next())
 }
 
 /// The permission bits every one of `files` has (`None`: no file).
@@ -776,12 +874,13 @@ pub fn write_atomic(
             "the merger wrote no output file".to_string(),
         ))
     })?;
-    if !meta.file_type().is_file() {
+    let is_link = meta.file_type().is_symlink();
+    if !meta.file_type().is_file() && !is_link {
         return Err(cleanup(Refusal::Failed(
             "the merger's output is not a regular file".into(),
         )));
     }
-    if let Some(m) = mode {
+    if let (Some(m), false) = (mode, is_link) {
         std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(m)).map_err(|e| {
             cleanup(Refusal::Failed(format!(
                 "cannot set mode {m:o} on {}: {e}",
@@ -789,7 +888,7 @@ pub fn write_atomic(
             )))
         })?;
     }
-    if let Ok(f) = File::open(&tmp) {
+    if let (Ok(f), false) = (File::open(&tmp), is_link) {
         let _ = f.sync_all();
     }
     let Some((size, sha)) = fingerprint(&tmp) else {
@@ -1296,6 +1395,82 @@ mod tests {
         })
         .unwrap();
         assert_eq!(std::fs::read_to_string(&out).unwrap(), "new\n");
+    }
+
+    #[test]
+    fn symlinks_merge_as_the_one_link_the_workers_made() {
+        let d = tmp("links");
+        let (job, workers) = (d.join("job"), d.join("w"));
+        std::fs::create_dir_all(&job).unwrap();
+        let s = setup(&job, &workers, &[]);
+        let link = |name: &str, text: &str| {
+            let p = d.join(name);
+            std::os::unix::fs::symlink(text, &p).unwrap();
+            p
+        };
+        let (a, b, c) = (link("a", "t.txt"), link("b", "t.txt"), link("c", "other"));
+        let file = d.join("plain");
+        std::fs::write(&file, "x").unwrap();
+        let out = job.join("l");
+        let (size, sha) = merge_one(
+            &Merger::First,
+            &[a.clone(), b],
+            &out,
+            None,
+            Replace::Never,
+            &s,
+        )
+        .unwrap();
+        assert_eq!(std::fs::read_link(&out).unwrap(), Path::new("t.txt"));
+        assert_eq!(fingerprint(&out), Some((size, sha.clone())));
+        assert!(sha.starts_with("symlink:"), "never a file's fingerprint");
+        // Replaced while it is still the earlier merge's link.
+        merge_one(
+            &Merger::Concat,
+            std::slice::from_ref(&c),
+            &out,
+            None,
+            Replace::IfStill(size, sha),
+            &s,
+        )
+        .unwrap();
+        assert_eq!(std::fs::read_link(&out).unwrap(), Path::new("other"));
+        for inputs in [vec![a.clone(), c], vec![a, file]] {
+            let r = merge_one(
+                &Merger::Concat,
+                &inputs,
+                &job.join("m"),
+                None,
+                Replace::Never,
+                &s,
+            );
+            assert!(matches!(r, Err(Refusal::Failed(_))), "{r:?}");
+            assert!(std::fs::symlink_metadata(job.join("m")).is_err());
+        }
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_journaled_merge_is_in_the_record_until_the_record_is_saved() {
+        let w = tmp("journal");
+        std::fs::create_dir_all(&w).unwrap();
+        let out = Path::new("/job/a.txt");
+        let written = Written {
+            path: out.display().to_string(),
+            size: 4,
+            sha256: "ab".into(),
+        };
+        Record::journal(&w, out, &written).unwrap();
+        let r = Record::load(&w);
+        assert_eq!(
+            r.get(out),
+            Some(&written),
+            "an interrupted pass's merge counts"
+        );
+        r.save(&w).unwrap();
+        assert!(!w.join(JOURNAL).exists(), "folded into the record");
+        assert_eq!(Record::load(&w).get(out), Some(&written));
+        let _ = std::fs::remove_dir_all(&w);
     }
 
     #[test]
