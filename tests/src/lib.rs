@@ -410,8 +410,9 @@ impl TestDir {
 /// Gives each test its own directory (ripgrep's `rgtest!` habit).
 #[macro_export]
 macro_rules! e2e {
-    ($name:ident, |$dir:ident| $body:block) => {
+    ($(#[$attr:meta])* $name:ident, |$dir:ident| $body:block) => {
         #[test]
+        $(#[$attr])*
         fn $name() {
             let $dir = $crate::TestDir::new(stringify!($name));
             $body
