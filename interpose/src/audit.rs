@@ -1311,10 +1311,30 @@ pub fn log_process(p: &mpaudit_core::event::Process) {
 /// # Safety
 /// `arg.path` is what the program passed.
 pub unsafe fn reroute<R>(arg: PathArg, real: impl FnOnce(*const c_char) -> R) -> R {
+    // SAFETY: the caller's contract.
+    unsafe { reroute_with(arg, true, real) }
+}
+
+/// [`reroute`] for a call that runs the program's own code (dlopen runs
+/// constructors): the re-entry guard is released before the real call, so
+/// what that code opens is audited.
+///
+/// # Safety
+/// `arg.path` is what the program passed.
+pub unsafe fn reroute_unguarded<R>(arg: PathArg, real: impl FnOnce(*const c_char) -> R) -> R {
+    // SAFETY: the caller's contract.
+    unsafe { reroute_with(arg, false, real) }
+}
+
+unsafe fn reroute_with<R>(
+    arg: PathArg,
+    guard_the_call: bool,
+    real: impl FnOnce(*const c_char) -> R,
+) -> R {
     if !state::ready() || !redirect::any_redirected() || arg.path.is_null() {
         return real(arg.path);
     }
-    let Some(_guard) = HookGuard::enter() else {
+    let Some(guard) = HookGuard::enter() else {
         return real(arg.path);
     };
     let entry_errno = sys::ErrnoGuard::save();
@@ -1369,6 +1389,9 @@ pub unsafe fn reroute<R>(arg: PathArg, real: impl FnOnce(*const c_char) -> R) ->
         _ => None,
     };
     drop(entry_errno);
+    if !guard_the_call {
+        drop(guard);
+    }
     match called {
         Some((p, held)) => {
             let r = real(p);

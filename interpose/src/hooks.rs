@@ -481,8 +481,8 @@ hooks! {
     fn fchdir(fd: c_int) -> c_int => |real| after_chdir(real(fd));
 
     // ---- the loader: an unloaded object's cached call sites go stale.
-    // (dlopen is not hooked: glibc resolves its search path from the
-    // caller's RPATH/RUNPATH, which would then be ours.) ----
+    // (dlopen is hooked below, by a stub that keeps the program's return
+    // address.) ----
     fn dlclose(handle: *mut c_void) -> c_int => |real| {
         crate::stack::objects_unloading();
         let r = real(handle);
@@ -1156,4 +1156,94 @@ macro_rules! dir_position_hooks {
 dir_position_hooks! {
     fn rewinddir(dir: *mut libc::DIR);
     fn seekdir(dir: *mut libc::DIR, pos: libc::c_long);
+}
+
+/// glibc's dlopen, found at load like the hooks' real functions.
+static REAL_DLOPEN: crate::real::Real = crate::real::Real::new("dlopen\0");
+
+/// Resolves [`REAL_DLOPEN`] (at load, with the hooks' real functions).
+pub(crate) fn resolve_dlopen() {
+    REAL_DLOPEN.resolve();
+}
+
+/// dlopen: a library the worker built (and so redirected) is loaded from
+/// its worker copy. glibc takes the caller from dlopen's return address
+/// (for the caller's RPATH/RUNPATH with a bare name, `$ORIGIN` in the name,
+/// the caller's namespace), so this stub keeps it: it asks
+/// [`dlopen_target`] where to go and jumps there with the program's
+/// arguments and return address untouched. Only a name that is routed
+/// (an absolute or relative path, no `$`) is loaded from our frame, by its
+/// worker-side path, where none of that matters.
+#[no_mangle]
+#[unsafe(naked)]
+pub unsafe extern "C" fn dlopen(file: *const c_char, mode: c_int) -> *mut c_void {
+    #[cfg(target_arch = "x86_64")]
+    core::arch::naked_asm!(
+        "push rdi",
+        "push rsi",
+        "sub rsp, 8",
+        "call {choose}",
+        "add rsp, 8",
+        "pop rsi",
+        "pop rdi",
+        "jmp rax",
+        choose = sym dlopen_target,
+    );
+    #[cfg(target_arch = "aarch64")]
+    core::arch::naked_asm!(
+        "stp x29, x30, [sp, #-32]!",
+        "stp x0, x1, [sp, #16]",
+        "bl {choose}",
+        "mov x16, x0",
+        "ldp x0, x1, [sp, #16]",
+        "ldp x29, x30, [sp], #32",
+        "br x16",
+        choose = sym dlopen_target,
+    );
+}
+
+/// Where [`dlopen`] goes: glibc's dlopen itself, unless the name is a path
+/// this worker may have redirected.
+extern "C" fn dlopen_target(file: *const c_char) -> usize {
+    let real = REAL_DLOPEN.get();
+    if real == 0 {
+        return dlopen_missing as *const () as usize;
+    }
+    // SAFETY: `file` is the program's dlopen argument (NULL, or a C
+    // string, as dlopen requires); read at most PATH_MAX bytes of it.
+    let routed = crate::state::ready()
+        && crate::redirect::any_redirected()
+        && !file.is_null()
+        && unsafe { routable_library_name(file) };
+    if routed {
+        dlopen_routed as *const () as usize
+    } else {
+        real
+    }
+}
+
+/// A name with a `/` and no dynamic string token (`$ORIGIN`, `$LIB`…):
+/// the loader opens it as it stands, with no search path.
+///
+/// # Safety
+/// `file` is a readable C string.
+unsafe fn routable_library_name(file: *const c_char) -> bool {
+    // SAFETY: the caller's contract; bounded read.
+    let name = unsafe { crate::sys::c_bytes(file, crate::view::PATH_MAX) };
+    name.contains(&b'/') && !name.contains(&b'$')
+}
+
+unsafe extern "C" fn dlopen_routed(file: *const c_char, mode: c_int) -> *mut c_void {
+    let p = REAL_DLOPEN.get();
+    // SAFETY: p is glibc's dlopen ([`dlopen_target`] checked it is found).
+    let real: unsafe extern "C" fn(*const c_char, c_int) -> *mut c_void =
+        unsafe { core::mem::transmute(p) };
+    // SAFETY: the program's argument, a readable C string (checked by
+    // reroute before use); the routed name is a NUL-terminated path.
+    unsafe { crate::audit::reroute_unguarded(cwd(file), |p| real(p, mode)) }
+}
+
+/// dlopen when glibc's could not be found: fails as a missing library.
+extern "C" fn dlopen_missing(_file: *const c_char, _mode: c_int) -> *mut c_void {
+    core::ptr::null_mut()
 }

@@ -40,6 +40,7 @@ extern "C" fn mpaudit_init(argc: c_int, argv: *const *const c_char, envp: *const
     };
     let _errno = sys::ErrnoGuard::save();
     hooks::resolve_all();
+    hooks::resolve_dlopen();
     hooks::resolve_syscall();
     hooks::resolve_frame_registry();
     hooks::resolve_dir_position();

@@ -378,7 +378,10 @@ pub fn prepare_target(
     if let (Seed::Content | Seed::ModeOnly, Some(st)) = (seed, orig) {
         let (name, rest) = rest.split_at_mut(MAX_ABS + 1);
         if let Some(name) = sys::c_path(&target[leaf..], name) {
-            copy_original(original, st, seed, fd, name, buf, rest);
+            if let Err(e) = copy_original(original, st, seed, fd, name, buf, rest) {
+                sys::close(fd);
+                return Err(e);
+            }
         }
     }
     Ok(Prepared { parent: fd, leaf })
@@ -484,6 +487,9 @@ fn shared_counterpart_mode(
 /// lstat is `st`), unless it exists already (an earlier copy): a regular
 /// file gets the content (Seed::Content) or none (Seed::ModeOnly), its
 /// mode, and for a content copy its times; a symlink is copied as one.
+/// A content copy is whole or absent: when it cannot be completed the
+/// partial copy is removed and the errno returned, so the call fails
+/// rather than go on with a file that does not hold the original.
 fn copy_original(
     original: &[u8],
     st: &libc::stat,
@@ -492,7 +498,7 @@ fn copy_original(
     name: *const libc::c_char,
     buf: &mut [u8],
     link: &mut [u8],
-) {
+) -> Result<(), i32> {
     match st.st_mode & libc::S_IFMT {
         libc::S_IFREG => {}
         libc::S_IFLNK if seed == Seed::Content => {
@@ -514,40 +520,42 @@ fn copy_original(
                 // SAFETY: two NUL-terminated strings, a descriptor of ours.
                 unsafe { libc::syscall(libc::SYS_symlinkat, link.as_ptr(), dir, name) };
             }
-            return;
+            return Ok(());
         }
-        _ => return,
+        _ => return Ok(()),
+    }
+    // The copy is written under the program's RLIMIT_FSIZE: past it the
+    // kernel would kill the program with SIGXFSZ, where in place the open
+    // itself writes nothing.
+    if seed == Seed::Content && st.st_size as u64 > sys::file_size_limit() {
+        return Err(libc::EFBIG);
     }
     let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC;
     // SAFETY: NUL-terminated name below our descriptor.
     let to = unsafe { sys::openat(dir, name, flags, 0o600) };
     if to < 0 {
-        return;
+        return Ok(()); // an earlier copy
     }
     if seed == Seed::Content {
         let from = crate::view::at_path(original, buf, |d, p| {
             // SAFETY: NUL-terminated path.
             unsafe { sys::openat(d, p, libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW, 0) }
         });
-        if let Ok(from @ 0..) = from {
-            let mut left = st.st_size as u64;
-            while left > 0 {
-                // SAFETY: plain syscall on our descriptors; copies inside the kernel.
-                let n = unsafe {
-                    libc::syscall(
-                        libc::SYS_sendfile,
-                        to,
-                        from,
-                        core::ptr::null_mut::<libc::off_t>(),
-                        left.min(1 << 30),
-                    )
-                };
-                if n <= 0 {
-                    break;
-                }
-                left -= n as u64;
+        let copied = match from {
+            Ok(from @ 0..) => {
+                let r = copy_content(to, from, st.st_size as u64, buf);
+                sys::close(from);
+                r
             }
-            sys::close(from);
+            Ok(e) => Err(-e),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = copied {
+            sys::close(to);
+            // SAFETY: NUL-terminated name below our descriptor: the file we
+            // just created.
+            unsafe { libc::syscall(libc::SYS_unlinkat, dir, name, 0) };
+            return Err(e);
         }
     }
     // SAFETY: our descriptor; the mode bits of the original.
@@ -576,6 +584,58 @@ fn copy_original(
         };
     }
     sys::close(to);
+    Ok(())
+}
+
+/// Copies `size` bytes from `from` to `to` (both at offset 0), in the
+/// kernel where it can (sendfile), through `buf` where it cannot. Signals
+/// restart the copy where it was (a program's interval timer must not
+/// leave a truncated copy); a source that ends early ends the copy, as a
+/// read in place would.
+fn copy_content(to: libc::c_int, from: libc::c_int, size: u64, buf: &mut [u8]) -> Result<(), i32> {
+    let mut done = 0u64;
+    while done < size {
+        let n = sys::sendfile(to, from, (size - done).min(1 << 30));
+        match n {
+            0 => return Ok(()),
+            1.. => done += n as u64,
+            _ if n == -(libc::EINTR as libc::c_long) || n == -(libc::EAGAIN as libc::c_long) => {}
+            _ if n == -(libc::EINVAL as libc::c_long) || n == -(libc::ENOSYS as libc::c_long) => {
+                return copy_by_reads(to, from, done, size, buf);
+            }
+            _ => return Err(-n as i32),
+        }
+    }
+    Ok(())
+}
+
+/// [`copy_content`]'s fallback for files sendfile cannot read.
+fn copy_by_reads(
+    to: libc::c_int,
+    from: libc::c_int,
+    mut done: u64,
+    size: u64,
+    buf: &mut [u8],
+) -> Result<(), i32> {
+    while done < size {
+        let want = buf.len().min((size - done) as usize);
+        let n = sys::pread(from, &mut buf[..want], done);
+        if n == 0 {
+            return Ok(());
+        }
+        if n < 0 {
+            match sys::errno() {
+                libc::EINTR | libc::EAGAIN => continue,
+                e => return Err(e),
+            }
+        }
+        let w = sys::pwrite_all(to, &buf[..n as usize], done);
+        if w < 0 {
+            return Err(-w as i32);
+        }
+        done += n as u64;
+    }
+    Ok(())
 }
 
 /// `<worker dir>/mpaudit-redirects.jsonl` with a NUL, into `out`; false

@@ -191,6 +191,22 @@ pub fn pwrite_all(fd: c_int, mut buf: &[u8], mut off: u64) -> c_long {
     0
 }
 
+/// sendfile(2) from the current offset of `from` to that of `to`: the bytes
+/// copied, or -errno.
+pub fn sendfile(to: c_int, from: c_int, len: u64) -> c_long {
+    // SAFETY: plain syscall on descriptors of ours; a NULL offset uses and
+    // advances `from`'s file offset; the kernel copies without our memory.
+    ret(unsafe {
+        libc::syscall(
+            libc::SYS_sendfile,
+            to,
+            from,
+            core::ptr::null_mut::<libc::off_t>(),
+            len,
+        )
+    })
+}
+
 /// Sets the file's size (here only ever to shrink it). Returns 0 or -errno.
 pub fn ftruncate(fd: c_int, len: u64) -> c_long {
     // SAFETY: plain syscall on our own descriptor.

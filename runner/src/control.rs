@@ -85,6 +85,65 @@ pub struct Control {
     /// descriptor and that process's group, which holds the terminal as
     /// its foreground group whenever mpaudit would.
     terminal: Cell<Option<(libc::c_int, i32)>>,
+    /// What the job's processes get back before exec: the file-size limit
+    /// and SIGXFSZ disposition mpaudit was started with (see
+    /// [`RunnerLimits`]).
+    job_limits: RunnerLimits,
+}
+
+/// The runner's own files (the supervisor's event logs, reports, merged
+/// outputs) are the audit's, not the job's: a small RLIMIT_FSIZE given to
+/// the job by its batch system must not kill the runner with SIGXFSZ
+/// mid-run (and the job with it). The runner lifts its soft limit to the
+/// hard one and ignores SIGXFSZ (past the hard limit a write then fails
+/// with EFBIG, which is reported); every process of the job gets the
+/// original limit and disposition back before it runs.
+#[derive(Clone, Copy)]
+struct RunnerLimits {
+    file_size: libc::rlimit,
+    xfsz_ignored: bool,
+}
+
+impl RunnerLimits {
+    fn lift() -> RunnerLimits {
+        let mut file_size = libc::rlimit {
+            rlim_cur: libc::RLIM_INFINITY,
+            rlim_max: libc::RLIM_INFINITY,
+        };
+        // SAFETY: a valid rlimit to fill, then to set (raising the soft limit
+        // up to the hard one needs no privilege).
+        unsafe {
+            if libc::getrlimit(libc::RLIMIT_FSIZE, &mut file_size) == 0
+                && file_size.rlim_cur != file_size.rlim_max
+            {
+                let lifted = libc::rlimit {
+                    rlim_cur: file_size.rlim_max,
+                    rlim_max: file_size.rlim_max,
+                };
+                libc::setrlimit(libc::RLIMIT_FSIZE, &lifted);
+            }
+        }
+        // SAFETY: SIG_IGN is a valid disposition for SIGXFSZ; the previous
+        // one is only compared, never called.
+        let previous = unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
+        RunnerLimits {
+            file_size,
+            xfsz_ignored: previous == libc::SIG_IGN,
+        }
+    }
+
+    /// Puts the original limit and disposition back. Async-signal-safe
+    /// (between fork and exec; an ignored signal stays ignored across exec).
+    fn restore(&self) {
+        // SAFETY: plain system calls on this process: lowering the soft
+        // limit back is always allowed.
+        unsafe {
+            libc::setrlimit(libc::RLIMIT_FSIZE, &self.file_size);
+            if !self.xfsz_ignored {
+                libc::signal(libc::SIGXFSZ, libc::SIG_DFL);
+            }
+        }
+    }
 }
 
 impl Control {
@@ -163,6 +222,7 @@ impl Control {
             interrupted: Cell::new(None),
             paused: Cell::new(Duration::ZERO),
             terminal: Cell::new(None),
+            job_limits: RunnerLimits::lift(),
         })
     }
 
@@ -184,9 +244,11 @@ impl Control {
         cmd.env(RUN_ID_VAR, &self.run_id);
         let mask = self.original_mask;
         let parent = self.me;
+        let limits = self.job_limits;
         // SAFETY: only async-signal-safe calls between fork and exec.
         unsafe {
             cmd.pre_exec(move || {
+                limits.restore();
                 libc::pthread_sigmask(libc::SIG_SETMASK, &mask, std::ptr::null_mut());
                 if libc::setpgid(0, 0) != 0 {
                     return Err(std::io::Error::last_os_error());
@@ -470,6 +532,7 @@ impl Drop for Control {
             unsafe { libc::pthread_kill(t.as_pthread_t(), libc::SIGCHLD) };
             let _ = t.join();
         }
+        self.job_limits.restore();
         // SAFETY: valid set pointer.
         unsafe {
             libc::pthread_sigmask(libc::SIG_SETMASK, &self.original_mask, std::ptr::null_mut())

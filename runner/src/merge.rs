@@ -9,7 +9,7 @@
 //! places: the library's manifests (`worker_<k>/mpaudit-redirects.jsonl`,
 //! one line per redirected file) and, for outputs the framework itself
 //! writes per worker, the files inside the worker directories that a
-//! `[merge]` glob matches. Only files modified since `since` count (worker
+//! `[merge]` glob matches. Only files changed since `since` count (worker
 //! directories may hold an earlier run's). Names are bytes throughout.
 //!
 //! Every merge writes a temporary file next to its output and renames it
@@ -18,7 +18,9 @@
 //! `<workers dir>/mpaudit-merged.json` holds each merged output's size and
 //! SHA-256); anything else is refused (`renameat2(RENAME_NOREPLACE)`,
 //! else a hard link, so that a file appearing meanwhile is not replaced
-//! either).
+//! either). Each merged output is journaled the moment it is in place
+//! (`mpaudit-merged.journal`), so a pass killed half way still tells the
+//! next run what it wrote. A symlink the job made is merged as a symlink.
 
 use std::collections::BTreeMap;
 use std::ffi::{CString, OsStr, OsString};
@@ -40,6 +42,10 @@ use crate::jobfile::{MergeRule, Merger};
 pub const MANIFEST: &str = "mpaudit-redirects.jsonl";
 /// The record of what the merges wrote, in the workers directory.
 pub const RECORD: &str = "mpaudit-merged.json";
+/// Each output merged during a pass, one JSON line as soon as it is in
+/// place, so that a pass that dies half way (killed, out of memory) still
+/// tells the next run what it wrote; folded into [`RECORD`] at the end.
+pub const JOURNAL: &str = "mpaudit-merged.journal";
 /// Below this depth, and beyond this many files, a worker directory is not
 /// searched further.
 const MAX_DEPTH: usize = 32;
@@ -64,17 +70,6 @@ impl WorkerId {
             Some(r) => format!("rank {r} worker {}", self.worker),
         }
     }
-}
-
-/// Is `name` a worker's (or the runner's and the library's) own file at the
-/// top of a worker directory, never merged: the streams, the manifest, and
-/// anything named `mpaudit-*` or `.mpaudit-*` (the library's tables).
-fn is_own_file(name: &OsStr) -> bool {
-    let n = name.as_bytes();
-    n == b"stdout.log"
-        || n == b"stderr.log"
-        || n.starts_with(b"mpaudit-")
-        || n.starts_with(b".mpaudit-")
 }
 
 /// `<prefix><decimal>` with the canonical digits (no sign, no leading zero).
@@ -240,13 +235,21 @@ pub fn output_for(original: &Path, job_dir: &Path, merge_dir: Option<&Path>) -> 
     }
 }
 
-/// The inverse of the library's mapping: a path relative to a worker
-/// directory back to the path the program meant.
-pub fn original_of(worker_rel: &Path, job_dir: &Path) -> PathBuf {
-    match worker_rel.strip_prefix("_abs") {
-        Ok(rest) => Path::new("/").join(rest),
-        Err(_) => job_dir.join(worker_rel),
-    }
+/// The inverse of the library's mapping (mpaudit_core::map): the path the
+/// program meant by `full`, a file found in the worker directory `wdir`;
+/// `None` for the worker directory's own files (its captured output, the
+/// manifest, the tables), which stand for no job file.
+pub fn original_of(full: &Path, wdir: &Path, job_dir: &Path) -> Option<PathBuf> {
+    let target = full.as_os_str().as_bytes();
+    let mut buf = vec![0u8; target.len() + job_dir.as_os_str().len() + 2];
+    let n = mpaudit_core::map::unmap_from_worker(
+        target,
+        job_dir.as_os_str().as_bytes(),
+        wdir.as_os_str().as_bytes(),
+        &mut buf,
+    )?;
+    buf.truncate(n);
+    Some(PathBuf::from(OsString::from_vec(buf)))
 }
 
 /// Expands a command template: `{output}` anywhere in an argument,
@@ -274,11 +277,21 @@ pub fn expand(template: &[String], output: &Path, inputs: &[PathBuf]) -> Vec<OsS
     out
 }
 
+/// A regular file or a symlink (the job's own link, merged as a link)
+/// changed since `since`. By its status-change time: a copy-up keeps the
+/// original's modification time (a renamed or chmod'ed shared file, or
+/// `cp -p`, would look older than the run), but a new inode, a rename or a
+/// chmod always sets ctime, which no call can set back.
 fn modified_since(p: &Path, since: SystemTime) -> bool {
+    use std::os::unix::fs::MetadataExt;
     std::fs::symlink_metadata(p)
         .ok()
-        .filter(|m| m.file_type().is_file())
-        .and_then(|m| m.modified().ok())
+        .filter(|m| m.file_type().is_file() || m.file_type().is_symlink())
+        .and_then(|m| {
+            let secs = u64::try_from(m.ctime()).ok()?;
+            let nanos = u32::try_from(m.ctime_nsec()).ok()?;
+            SystemTime::UNIX_EPOCH.checked_add(Duration::new(secs, nanos))
+        })
         .is_some_and(|t| t >= since)
 }
 
@@ -422,11 +435,10 @@ pub fn collect(s: &Setup) -> (Vec<Group>, Vec<String>) {
             continue;
         }
         let mut found = 0;
-        walk(&wdir, Path::new(""), 0, &mut found, &mut |rel, full| {
-            if rel.parent() == Some(Path::new("")) && is_own_file(rel.as_os_str()) {
+        walk(&wdir, 0, &mut found, &mut |full| {
+            let Some(original) = original_of(full, &wdir, s.job_dir) else {
                 return;
-            }
-            let original = original_of(rel, s.job_dir);
+            };
             if rule_for(s.rules, &original, s.job_dir).is_none() || !modified_since(full, s.since) {
                 return;
             }
@@ -469,7 +481,7 @@ pub fn clear_previous(job_dir: &Path, workers_dir: &Path) -> usize {
     removed
 }
 
-fn walk(dir: &Path, rel: &Path, depth: usize, found: &mut usize, f: &mut dyn FnMut(&Path, &Path)) {
+fn walk(dir: &Path, depth: usize, found: &mut usize, f: &mut dyn FnMut(&Path)) {
     if depth > MAX_DEPTH {
         return;
     }
@@ -483,12 +495,11 @@ fn walk(dir: &Path, rel: &Path, depth: usize, found: &mut usize, f: &mut dyn FnM
             return;
         }
         let Ok(t) = e.file_type() else { continue };
-        let r = rel.join(e.file_name());
         if t.is_dir() {
-            walk(&e.path(), &r, depth + 1, found, f);
+            walk(&e.path(), depth + 1, found, f);
         } else if t.is_file() {
             *found += 1;
-            f(&r, &e.path());
+            f(&e.path());
         }
     }
 }
@@ -502,6 +513,13 @@ struct Record {
     outputs: BTreeMap<String, Written>,
 }
 
+/// One line of [`JOURNAL`].
+#[derive(Serialize, Deserialize)]
+struct JournalLine {
+    output_hex: String,
+    written: Written,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Written {
     /// The path, for a person reading the file (lossy when not UTF-8).
@@ -511,18 +529,47 @@ struct Written {
 }
 
 impl Record {
+    /// The record, with what an interrupted pass journaled on top.
     fn load(workers_dir: &Path) -> Record {
-        std::fs::read(workers_dir.join(RECORD))
+        let mut r: Record = std::fs::read(workers_dir.join(RECORD))
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default()
+            .unwrap_or_default();
+        if let Ok(j) = std::fs::read(workers_dir.join(JOURNAL)) {
+            for line in j.split(|&b| b == b'\n') {
+                if let Ok(e) = serde_json::from_slice::<JournalLine>(line) {
+                    r.outputs.insert(e.output_hex, e.written);
+                }
+            }
+        }
+        r
     }
+    /// Writes the record and drops the journal it now holds.
     fn save(&self, workers_dir: &Path) -> std::io::Result<()> {
         std::fs::create_dir_all(workers_dir)?;
         let path = workers_dir.join(RECORD);
         let tmp = workers_dir.join(format!(".{RECORD}.{}", std::process::id()));
         std::fs::write(&tmp, serde_json::to_vec_pretty(self).unwrap_or_default())?;
-        std::fs::rename(&tmp, path)
+        std::fs::rename(&tmp, path)?;
+        match std::fs::remove_file(workers_dir.join(JOURNAL)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+    /// Appends one merged output to the journal, synced.
+    fn journal(workers_dir: &Path, output: &Path, w: &Written) -> std::io::Result<()> {
+        let mut line = serde_json::to_vec(&JournalLine {
+            output_hex: to_hex(output.as_os_str().as_bytes()),
+            written: w.clone(),
+        })
+        .map_err(std::io::Error::other)?;
+        line.push(b'\n');
+        let mut f = File::options()
+            .create(true)
+            .append(true)
+            .open(workers_dir.join(JOURNAL))?;
+        f.write_all(&line)?;
+        f.sync_data()
     }
     fn get(&self, output: &Path) -> Option<&Written> {
         self.outputs.get(&to_hex(output.as_os_str().as_bytes()))
@@ -533,9 +580,17 @@ impl Record {
     }
 }
 
-/// Size and SHA-256 (hex) of a regular file, not following a symlink.
+/// Size and SHA-256 (hex) of a regular file, not following a symlink;
+/// of a symlink, its text's length and `symlink:` + the SHA-256 of its
+/// text (never a file's).
 fn fingerprint(p: &Path) -> Option<(u64, String)> {
     let md = std::fs::symlink_metadata(p).ok()?;
+    if md.file_type().is_symlink() {
+        let text = std::fs::read_link(p).ok()?;
+        let text = text.as_os_str().as_bytes();
+        let sha = to_hex(&Sha256::digest(text));
+        return Some((text.len() as u64, format!("symlink:{sha}")));
+    }
     if !md.file_type().is_file() {
         return None;
     }
@@ -615,14 +670,19 @@ pub fn run(s: &Setup, job_failed: bool) -> (Vec<Outcome>, Vec<String>) {
                     Ok((bytes, sha256)) => {
                         o.status = Status::Merged;
                         o.bytes = Some(bytes);
-                        record.set(
-                            &o.output,
-                            Written {
-                                path: o.output.display().to_string(),
-                                size: bytes,
-                                sha256: sha256.clone(),
-                            },
-                        );
+                        let w = Written {
+                            path: o.output.display().to_string(),
+                            size: bytes,
+                            sha256: sha256.clone(),
+                        };
+                        if let Err(e) = Record::journal(s.workers_dir, &o.output, &w) {
+                            warnings.push(format!(
+                                "cannot journal the merge of {} in {}: {e}",
+                                o.output.display(),
+                                s.workers_dir.join(JOURNAL).display()
+                            ));
+                        }
+                        record.set(&o.output, w);
                         recorded = true;
                         o.sha256 = Some(sha256);
                     }
@@ -703,6 +763,11 @@ pub fn merge_one(
     replace: Replace,
     s: &Setup,
 ) -> Result<(u64, String), Refusal> {
+    if let Some(link) = symlink_inputs(inputs)? {
+        return write_atomic(output, replace, None, |tmp| {
+            std::os::unix::fs::symlink(&link, tmp).map_err(|e| format!("{}: {e}", tmp.display()))
+        });
+    }
     let mode = base
         .and_then(|b| std::fs::metadata(b).ok())
         .filter(|md| md.is_file())
@@ -713,6 +778,34 @@ pub fn merge_one(
         Merger::First => concat(&inputs[..inputs.len().min(1)], tmp),
         Merger::Command(t) => command(t, inputs, tmp, s),
     })
+}
+
+/// When the inputs are symlinks (the job made a link under redirect), the
+/// one text they all have: the merge makes that link, never a copy of
+/// what it points to. Links with different texts, or links and files,
+/// cannot be merged. `None`: no input is a symlink.
+fn symlink_inputs(inputs: &[PathBuf]) -> Result<Option<PathBuf>, Refusal> {
+    let is_link =
+        |p: &PathBuf| std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_symlink());
+    if !inputs.iter().any(is_link) {
+        return Ok(None);
+    }
+    if !inputs.iter().all(is_link) {
+        return Err(Refusal::Failed(
+            "some workers made a symlink there and others a file: not merged".into(),
+        ));
+    }
+    let texts: Vec<PathBuf> = inputs
+        .iter()
+        .map(std::fs::read_link)
+        .collect::<Result<_, _>>()
+        .map_err(|e| Refusal::Failed(format!("cannot read a worker's symlink: {e}")))?;
+    if texts.windows(2).any(|w| w[0] != w[1]) {
+        return Err(Refusal::Failed(
+            "the workers made symlinks with different targets: not merged".into(),
+        ));
+    }
+    Ok(texts.into_iter().next())
 }
 
 /// The permission bits every one of `files` has (`None`: no file).
@@ -781,12 +874,13 @@ pub fn write_atomic(
             "the merger wrote no output file".to_string(),
         ))
     })?;
-    if !meta.file_type().is_file() {
+    let is_link = meta.file_type().is_symlink();
+    if !meta.file_type().is_file() && !is_link {
         return Err(cleanup(Refusal::Failed(
             "the merger's output is not a regular file".into(),
         )));
     }
-    if let Some(m) = mode {
+    if let (Some(m), false) = (mode, is_link) {
         std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(m)).map_err(|e| {
             cleanup(Refusal::Failed(format!(
                 "cannot set mode {m:o} on {}: {e}",
@@ -794,7 +888,7 @@ pub fn write_atomic(
             )))
         })?;
     }
-    if let Ok(f) = File::open(&tmp) {
+    if let (Ok(f), false) = (File::open(&tmp), is_link) {
         let _ = f.sync_all();
     }
     let Some((size, sha)) = fingerprint(&tmp) else {
@@ -1172,11 +1266,27 @@ mod tests {
             output_for(Path::new("/tmp/x"), j, Some(Path::new("/m"))),
             Path::new("/m/_abs/tmp/x")
         );
-        assert_eq!(original_of(Path::new("_abs/tmp/x"), j), Path::new("/tmp/x"));
+        let w = Path::new("/w/worker_0");
+        let original = |rel: &str| original_of(&w.join(rel), w, j);
+        assert_eq!(original("_abs/tmp/x").unwrap(), Path::new("/tmp/x"));
+        assert_eq!(original("sub/h.txt").unwrap(), Path::new("/job/sub/h.txt"));
         assert_eq!(
-            original_of(Path::new("sub/h.txt"), j),
-            Path::new("/job/sub/h.txt")
+            original("_stdout.log").unwrap(),
+            Path::new("/job/stdout.log")
         );
+        assert_eq!(original("__abs/x").unwrap(), Path::new("/job/_abs/x"));
+        assert_eq!(
+            original("my-mpaudit-notes").unwrap(),
+            Path::new("/job/my-mpaudit-notes")
+        );
+        for own in [
+            "stdout.log",
+            "stderr.log",
+            "mpaudit-redirects.jsonl",
+            ".mpaudit-1-2.redirects",
+        ] {
+            assert_eq!(original(own), None, "{own}");
+        }
     }
 
     #[test]
@@ -1285,6 +1395,82 @@ mod tests {
         })
         .unwrap();
         assert_eq!(std::fs::read_to_string(&out).unwrap(), "new\n");
+    }
+
+    #[test]
+    fn symlinks_merge_as_the_one_link_the_workers_made() {
+        let d = tmp("links");
+        let (job, workers) = (d.join("job"), d.join("w"));
+        std::fs::create_dir_all(&job).unwrap();
+        let s = setup(&job, &workers, &[]);
+        let link = |name: &str, text: &str| {
+            let p = d.join(name);
+            std::os::unix::fs::symlink(text, &p).unwrap();
+            p
+        };
+        let (a, b, c) = (link("a", "t.txt"), link("b", "t.txt"), link("c", "other"));
+        let file = d.join("plain");
+        std::fs::write(&file, "x").unwrap();
+        let out = job.join("l");
+        let (size, sha) = merge_one(
+            &Merger::First,
+            &[a.clone(), b],
+            &out,
+            None,
+            Replace::Never,
+            &s,
+        )
+        .unwrap();
+        assert_eq!(std::fs::read_link(&out).unwrap(), Path::new("t.txt"));
+        assert_eq!(fingerprint(&out), Some((size, sha.clone())));
+        assert!(sha.starts_with("symlink:"), "never a file's fingerprint");
+        // Replaced while it is still the earlier merge's link.
+        merge_one(
+            &Merger::Concat,
+            std::slice::from_ref(&c),
+            &out,
+            None,
+            Replace::IfStill(size, sha),
+            &s,
+        )
+        .unwrap();
+        assert_eq!(std::fs::read_link(&out).unwrap(), Path::new("other"));
+        for inputs in [vec![a.clone(), c], vec![a, file]] {
+            let r = merge_one(
+                &Merger::Concat,
+                &inputs,
+                &job.join("m"),
+                None,
+                Replace::Never,
+                &s,
+            );
+            assert!(matches!(r, Err(Refusal::Failed(_))), "{r:?}");
+            assert!(std::fs::symlink_metadata(job.join("m")).is_err());
+        }
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_journaled_merge_is_in_the_record_until_the_record_is_saved() {
+        let w = tmp("journal");
+        std::fs::create_dir_all(&w).unwrap();
+        let out = Path::new("/job/a.txt");
+        let written = Written {
+            path: out.display().to_string(),
+            size: 4,
+            sha256: "ab".into(),
+        };
+        Record::journal(&w, out, &written).unwrap();
+        let r = Record::load(&w);
+        assert_eq!(
+            r.get(out),
+            Some(&written),
+            "an interrupted pass's merge counts"
+        );
+        r.save(&w).unwrap();
+        assert!(!w.join(JOURNAL).exists(), "folded into the record");
+        assert_eq!(Record::load(&w).get(out), Some(&written));
+        let _ = std::fs::remove_dir_all(&w);
     }
 
     #[test]
@@ -1520,16 +1706,6 @@ mod tests {
             ids,
             ["rank 4 worker 0", "rank 4 worker 2", "rank 4 worker 10"]
         );
-        for (own, name) in [
-            (true, "stdout.log"),
-            (true, "mpaudit-redirects.jsonl"),
-            (true, "mpaudit-table.bin"),
-            (true, ".mpaudit-state"),
-            (false, "summary.log"),
-            (false, "my-mpaudit-notes"),
-        ] {
-            assert_eq!(is_own_file(OsStr::new(name)), own, "{name}");
-        }
     }
 
     #[test]

@@ -177,6 +177,9 @@ pub fn fixture(name: &str) -> PathBuf {
             &[],
         ),
         "static_calls" => cc(&["-static", "-O1"], &src.join("static_calls.c"), &out, &[]),
+        "static_append" => cc(&["-static", "-O1"], &src.join("static_append.c"), &out, &[]),
+        "rename_race" => cc(&["-O1"], &src.join("rename_race.c"), &out, &["-lpthread"]),
+        "sigchld_exec" => cc(&["-O1"], &src.join("sigchld_exec.c"), &out, &["-lpthread"]),
         "static_loops" => cc(&["-static", "-O2"], &src.join("static_loops.c"), &out, &[]),
         "static_redirect" => cc(
             &["-static", "-O1"],
@@ -408,8 +411,9 @@ impl TestDir {
 /// Gives each test its own directory (ripgrep's `rgtest!` habit).
 #[macro_export]
 macro_rules! e2e {
-    ($name:ident, |$dir:ident| $body:block) => {
+    ($(#[$attr:meta])* $name:ident, |$dir:ident| $body:block) => {
         #[test]
+        $(#[$attr])*
         fn $name() {
             let $dir = $crate::TestDir::new(stringify!($name));
             $body

@@ -11,6 +11,30 @@ use crate::path::{absolutize, strip_dir, MAX_ABS};
 /// job directory (`/tmp/x` becomes `<worker_dir>/_abs/tmp/x`).
 pub const OUTSIDE_JOB: &[u8] = b"_abs";
 
+/// Names the runner and the library keep at the top of a worker directory
+/// for themselves: the worker's captured output, its redirect manifest and
+/// its redirect tables (`.mpaudit-<pid>-<ns>.redirects`).
+pub fn is_own_top_name(name: &[u8]) -> bool {
+    matches!(
+        name,
+        b"stdout.log" | b"stderr.log" | b"mpaudit-redirects.jsonl"
+    ) || name.starts_with(b".mpaudit-")
+}
+
+/// True when a job file whose path starts with the component `first` is
+/// kept below an escaped name, `_<first>`: names the worker directory uses
+/// for itself ([`OUTSIDE_JOB`], [`is_own_top_name`]) and, so that the
+/// escape is reversible, every name that starts with `_`. A job file
+/// called `stdout.log` then never lands on the worker's captured output,
+/// and a job directory `_abs` never meets the paths from outside the job.
+fn is_escaped_top_name(first: &[u8]) -> bool {
+    first.starts_with(b"_") || is_own_top_name(first)
+}
+
+fn first_component(rel: &[u8]) -> &[u8] {
+    rel.split(|&b| b == b'/').next().unwrap_or(rel)
+}
+
 /// Maps the absolute path `abs` into `worker_dir`, writing it to `out`.
 ///
 /// Inside `job_dir` the path keeps its job-relative part
@@ -56,6 +80,9 @@ pub fn map_normal_to_worker(
         return copy_parts(out, &[worker_dir]);
     }
     if let Some(rel) = strip_dir(abs, job_dir) {
+        if is_escaped_top_name(first_component(rel)) {
+            return copy_parts(out, &[worker_dir, b"/_", rel]);
+        }
         return copy_parts(out, &[worker_dir, b"/", rel]);
     }
     match abs.get(1..) {
@@ -142,7 +169,9 @@ pub fn is_normal_abs(path: &[u8]) -> bool {
 /// The inverse of [`map_normal_to_worker`]: the original path a path inside
 /// `worker_dir` stands for (`<worker_dir>/a` → `<job_dir>/a`,
 /// `<worker_dir>/_abs/tmp/x` → `/tmp/x`), into `out`; `None` when `target`
-/// is not inside `worker_dir` or the result does not fit.
+/// is not inside `worker_dir`, is one of the worker directory's own files
+/// ([`is_own_top_name`]) or a name no mapping makes, or the result does not
+/// fit.
 pub fn unmap_from_worker(
     target: &[u8],
     job_dir: &[u8],
@@ -153,17 +182,21 @@ pub fn unmap_from_worker(
         return copy_parts(out, &[job_dir]);
     }
     let rel = strip_dir(target, worker_dir)?;
-    if rel == OUTSIDE_JOB {
-        return copy_parts(out, &[b"/"]);
+    let first = first_component(rel);
+    if first == OUTSIDE_JOB {
+        return match rel.get(OUTSIDE_JOB.len() + 1..) {
+            Some(below) if !below.is_empty() => copy_parts(out, &[b"/", below]),
+            _ => copy_parts(out, &[b"/"]),
+        };
     }
-    if let Some(below) = rel
-        .strip_prefix(OUTSIDE_JOB)
-        .and_then(|r| r.strip_prefix(b"/"))
-    {
-        return copy_parts(out, &[b"/", below]);
-    }
+    let job_rel = match first.strip_prefix(b"_") {
+        Some(unescaped) if is_escaped_top_name(unescaped) => rel.get(1..)?,
+        Some(_) => return None,
+        None if is_own_top_name(first) => return None,
+        None => rel,
+    };
     let separator: &[u8] = if job_dir == b"/" { b"" } else { b"/" };
-    copy_parts(out, &[job_dir, separator, rel])
+    copy_parts(out, &[job_dir, separator, job_rel])
 }
 
 fn copy_parts(out: &mut [u8], parts: &[&[u8]]) -> Option<usize> {
@@ -201,6 +234,94 @@ mod tests {
             unmap_from_worker(b"/elsewhere/a", job, w, &mut [0u8; 64]),
             None
         );
+        // The worker directory's own files stand for no job file.
+        for own in [
+            &b"/job/mpaudit-workers/worker_1/stdout.log"[..],
+            b"/job/mpaudit-workers/worker_1/mpaudit-redirects.jsonl",
+            b"/job/mpaudit-workers/worker_1/.mpaudit-7-9.redirects",
+            b"/job/mpaudit-workers/worker_1/_unescaped",
+        ] {
+            assert_eq!(unmap_from_worker(own, job, w, &mut [0u8; 256]), None);
+        }
+    }
+
+    /// Regression (review 2, F1): a job file named `stdout.log` was mapped
+    /// onto the worker's captured stdout, and a job directory `_abs` onto the
+    /// paths from outside the job.
+    #[test]
+    fn regression_job_files_named_like_the_worker_dirs_own_never_meet_them() {
+        let (job, w) = ("/job", "/w/worker_0");
+        assert_eq!(
+            map("/job/stdout.log", job, w).unwrap(),
+            "/w/worker_0/_stdout.log"
+        );
+        assert_eq!(
+            map("/job/_abs/tmp/x", job, w).unwrap(),
+            "/w/worker_0/__abs/tmp/x"
+        );
+        assert_ne!(map("/job/_abs/tmp/x", job, w), map("/tmp/x", job, w));
+    }
+
+    fn tricky_path() -> impl Strategy<Value = Vec<u8>> {
+        let names = prop::sample::select(vec![
+            "a",
+            "_",
+            "__",
+            "_abs",
+            "__abs",
+            "abs",
+            "stdout.log",
+            "_stdout.log",
+            "stderr.log",
+            "mpaudit-redirects.jsonl",
+            ".mpaudit-1-2.redirects",
+            "_.mpaudit-x",
+            "w",
+            "worker_0",
+            "job",
+        ]);
+        (
+            prop::sample::select(vec!["/job", "/", "/elsewhere", "/w", "/w/worker_0"]),
+            prop::collection::vec(names, 0..4),
+        )
+            .prop_map(|(root, parts)| {
+                let mut p = root.to_string();
+                for c in parts {
+                    if !p.ends_with('/') {
+                        p.push('/');
+                    }
+                    p.push_str(c);
+                }
+                p.into_bytes()
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// Distinct paths never share a worker-side name, and unmapping gives
+        /// the path back (paths already in the worker directory stand for
+        /// themselves, so they are left out of the round trip).
+        #[test]
+        fn mapping_is_injective_and_unmapping_inverts_it(a in tricky_path(), b in tricky_path()) {
+            let (job, w) = (&b"/job"[..], &b"/w/worker_0"[..]);
+            let mut ta = [0u8; 256];
+            let mut tb = [0u8; 256];
+            let na = map_normal_to_worker(&a, job, w, &mut ta).unwrap();
+            let nb = map_normal_to_worker(&b, job, w, &mut tb).unwrap();
+            let inside = |p: &[u8]| p == w || strip_dir(p, w).is_some();
+            if !inside(&a) && !inside(&b) && a != b {
+                prop_assert_ne!(&ta[..na], &tb[..nb]);
+            }
+            if !inside(&a) {
+                let mut back = [0u8; 256];
+                let m = unmap_from_worker(&ta[..na], job, w, &mut back).unwrap();
+                prop_assert_eq!(&back[..m], &a[..]);
+                // No job file lands on one of the worker directory's own names.
+                let top = first_component(strip_dir(&ta[..na], w).unwrap_or(b""));
+                prop_assert!(!is_own_top_name(top));
+            }
+        }
     }
     use proptest::prelude::*;
 
@@ -251,7 +372,19 @@ mod tests {
                 Some("W/mpaudit-workers/worker_3/x"),
             ),
             ("sub/out.root", None),
-            ("/job/_abs/tmp/x", Some("W/_abs/tmp/x")),
+            ("/job/_abs/tmp/x", Some("W/__abs/tmp/x")),
+            ("/job/stdout.log", Some("W/_stdout.log")),
+            ("/job/stderr.log/x", Some("W/_stderr.log/x")),
+            (
+                "/job/mpaudit-redirects.jsonl",
+                Some("W/_mpaudit-redirects.jsonl"),
+            ),
+            (
+                "/job/.mpaudit-1-2.redirects",
+                Some("W/_.mpaudit-1-2.redirects"),
+            ),
+            ("/job/_x", Some("W/__x")),
+            ("/job/sub/stdout.log", Some("W/sub/stdout.log")),
         ];
         let mut worker = [0u8; 64];
         let n = worker_dir_into(b"/job/mpaudit-workers", 2, &mut worker).unwrap();

@@ -18,6 +18,7 @@ mod merge;
 mod policy;
 mod redirect_exact;
 mod redirect_shared;
+mod review2;
 mod runner;
 mod seccomp;
 mod symbols;
