@@ -853,3 +853,76 @@ e2e!(chdir_and_readlink_follow_the_workers_view, |dir| {
         String::from_utf8_lossy(&r.stderr)
     );
 });
+
+// Finding 23: exec does not follow the worker's view: a script or binary
+// the job wrote (redirected into W) cannot be run by its name,
+// `./s.sh: No such file or directory` (bash, execve) and Python's
+// subprocess raises FileNotFoundError; building a helper then running it
+// (`gcc -o b/x x.c && ./b/x`) fails the same way.
+e2e!(
+    a_program_the_worker_wrote_can_be_executed_by_its_name,
+    |dir| {
+        let (bare, job) = twin_jobs(&dir, |_| {});
+        let script = "printf '#!/bin/sh\\necho hi\\n' > s.sh; chmod +x s.sh; ./s.sh; \
+                      python3 -c 'import subprocess; print(subprocess.run([\"./s.sh\"], capture_output=True).stdout)'";
+        let b = run_ok(&mut bare_bash(&dir, &bare, script));
+        assert_eq!(stdout(&b), "hi\nb'hi\\n'\n");
+        let r = run(&mut audited_bash(&dir, &job, "redirect", script), DEADLINE);
+        assert_eq!(
+            (stdout(&r), r.status.code()),
+            (stdout(&b), b.status.code()),
+            "{}",
+            String::from_utf8_lossy(&r.stderr)
+        );
+    }
+);
+
+// Finding 24: dlopen does not follow the worker's view: a shared library
+// the job built (ROOT's ACLiC, `.L macro.C+`, builds one in the job
+// directory and loads it) is redirected into W and then "cannot open
+// shared object file: No such file or directory" (the loader's own opens
+// are not hooked).
+e2e!(a_library_the_worker_built_can_be_dlopened, |dir| {
+    let (bare, job) = twin_jobs(&dir, |d| {
+        std::fs::write(d.join("l.c"), "int f(void) { return 7; }\n").unwrap()
+    });
+    let script = "gcc -shared -fPIC -o libl.so l.c && \
+                      python3 -c 'import ctypes; print(ctypes.CDLL(\"./libl.so\").f())'";
+    let b = run_ok(&mut bare_bash(&dir, &bare, script));
+    assert_eq!(stdout(&b), "7\n");
+    let r = run(&mut audited_bash(&dir, &job, "redirect", script), DEADLINE);
+    assert_eq!(
+        (stdout(&r), r.status.code()),
+        (stdout(&b), b.status.code()),
+        "{}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+});
+
+// Finding 25: mkdir is carried out in the shared directory even under
+// redirect (a mkdir is never rogue), but its removal is redirected: a job
+// that makes and removes a scratch directory (`mkdir tmpw; …; rm -rf
+// tmpw`) leaves `tmpw/` in the shared job directory after the run (bare:
+// nothing), and another worker sees it meanwhile (its own `mkdir tmpw`
+// fails with EEXIST).
+e2e!(
+    a_directory_made_and_removed_by_a_redirected_worker_is_not_left_in_the_shared_dir,
+    |dir| {
+        let (bare, job) = twin_jobs(&dir, |_| {});
+        let script = "mkdir tmpw && echo x > tmpw/f && rm -rf tmpw";
+        run_ok(&mut bare_bash(&dir, &bare, script));
+        let out = run(
+            runner(&job)
+                .args(["exec", "--action", "redirect", "--preload"])
+                .arg(lib())
+                .args(["--", "bash", "-c", script]),
+            DEADLINE,
+        );
+        assert_eq!(out.status.code(), Some(1), "rogue writes, redirected");
+        assert_eq!(
+            listing(&job),
+            listing(&bare),
+            "the job directory after the run"
+        );
+    }
+);
