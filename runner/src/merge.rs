@@ -149,6 +149,10 @@ pub enum Origin {
     Redirected,
     /// Matched by a `[merge]` glob inside a worker directory.
     Declared,
+    /// Listed in a manifest whose target is gone while the original is
+    /// still there: the worker removed (or renamed away) a shared file.
+    /// Removals are not merged back; the report names them.
+    Removed,
 }
 
 /// One path to merge: its original (absolute) place and its worker files.
@@ -405,6 +409,7 @@ fn manifest_entries(
 pub fn collect(s: &Setup) -> (Vec<Group>, Vec<String>) {
     let mut warnings = Vec::new();
     let mut groups: BTreeMap<PathBuf, Group> = BTreeMap::new();
+    let mut removed: BTreeMap<PathBuf, Vec<(WorkerId, PathBuf)>> = BTreeMap::new();
     let job = s.job_dir.as_os_str().as_bytes();
     for (id, wdir) in worker_dirs(s.workers_dir, s.rank) {
         for (original, target) in manifest_entries(&wdir, job, &mut warnings) {
@@ -420,6 +425,16 @@ pub fn collect(s: &Setup) -> (Vec<Group>, Vec<String>) {
                 continue;
             }
             if !modified_since(&target, s.since) {
+                // The worker's copy is gone and the shared file is not:
+                // the worker removed it in its view.
+                if std::fs::symlink_metadata(&target).is_err()
+                    && std::fs::symlink_metadata(&original).is_ok()
+                {
+                    let ids = removed.entry(original).or_default();
+                    if !ids.iter().any(|(w, _)| *w == id) {
+                        ids.push((id, target));
+                    }
+                }
                 continue;
             }
             let g = groups.entry(original.clone()).or_insert_with(|| Group {
@@ -451,6 +466,28 @@ pub fn collect(s: &Setup) -> (Vec<Group>, Vec<String>) {
                 g.inputs.push((id, full.to_path_buf()));
             }
         });
+    }
+    // Removals: one group each, unless a worker wrote the path (the write
+    // is merged) or its directory was removed too (that one names it).
+    let removed_dirs: Vec<PathBuf> = removed.keys().cloned().collect();
+    for (original, inputs) in removed {
+        if groups.contains_key(&original)
+            || original.ancestors().skip(1).any(|a| {
+                removed_dirs
+                    .binary_search_by(|d| d.as_path().cmp(a))
+                    .is_ok()
+            })
+        {
+            continue;
+        }
+        groups.insert(
+            original.clone(),
+            Group {
+                original,
+                origin: Origin::Removed,
+                inputs,
+            },
+        );
     }
     let mut out: Vec<Group> = groups.into_values().collect();
     for g in &mut out {
@@ -624,6 +661,7 @@ pub fn run(s: &Setup, job_failed: bool) -> (Vec<Outcome>, Vec<String>) {
         let output = output_for(&g.original, s.job_dir, s.merge_dir);
         let rule = rule_for(s.rules, &g.original, s.job_dir);
         let (merger, label) = match rule {
+            _ if g.origin == Origin::Removed => (None, "none".into()),
             Some(r) => (Some(r.merger.clone()), r.merger.describe()),
             None if g.inputs.len() == 1 => (
                 Some(Merger::First),
@@ -642,6 +680,14 @@ pub fn run(s: &Setup, job_failed: bool) -> (Vec<Outcome>, Vec<String>) {
             sha256: None,
         };
         match merger {
+            _ if o.group.origin == Origin::Removed => {
+                let who: Vec<String> = o.group.inputs.iter().map(|(w, _)| w.label()).collect();
+                o.reason = Some(format!(
+                    "removed (or renamed away) by worker(s) {} in its view; removals are not \
+                     merged back: the original is left in place",
+                    who.join(",")
+                ));
+            }
             _ if job_failed => o.reason = Some("the job failed; worker files left in place".into()),
             _ if interrupted.is_some() => {
                 o.status = Status::Failed;
@@ -1447,6 +1493,57 @@ mod tests {
             assert!(matches!(r, Err(Refusal::Failed(_))), "{r:?}");
             assert!(std::fs::symlink_metadata(job.join("m")).is_err());
         }
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn removals_are_groups_of_their_own_named_once_per_removed_tree() {
+        let d = tmp("removed");
+        let (job, workers) = (d.join("job"), d.join("w"));
+        let wd = workers.join("worker_0");
+        std::fs::create_dir_all(job.join("d/sub")).unwrap();
+        std::fs::create_dir_all(&wd).unwrap();
+        for f in ["old.txt", "d/f", "d/sub/g", "kept.txt"] {
+            std::fs::write(job.join(f), "x").unwrap();
+        }
+        // The worker removed old.txt and the tree d, and rewrote kept.txt.
+        std::fs::write(wd.join("kept.txt"), "new").unwrap();
+        let line = |o: &str| {
+            format!(
+                "{{\"original\":\"{}\",\"target\":\"{}\",\"worker\":0,\"pid\":1}}\n",
+                job.join(o).display(),
+                wd.join(o).display()
+            )
+        };
+        let manifest: String = [
+            "old.txt", "d/f", "d/sub/g", "d/sub", "d", "kept.txt", "tmp.txt",
+        ]
+        .iter()
+        .map(|o| line(o))
+        .collect();
+        std::fs::write(wd.join(MANIFEST), manifest).unwrap();
+        let (groups, _) = collect(&setup(&job, &workers, &[]));
+        let got: Vec<(PathBuf, Origin)> = groups
+            .iter()
+            .map(|g| (g.original.clone(), g.origin))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (job.join("d"), Origin::Removed),
+                (job.join("kept.txt"), Origin::Redirected),
+                (job.join("old.txt"), Origin::Removed),
+            ],
+            "tmp.txt (made and removed by the job) is no removal of a shared file"
+        );
+        let (out, _) = run(&setup(&job, &workers, &[]), false);
+        let old = out
+            .iter()
+            .find(|o| o.group.original == job.join("old.txt"))
+            .unwrap();
+        assert_eq!(old.status, Status::Skipped);
+        assert!(old.reason.as_deref().unwrap().contains("not merged back"));
+        assert!(job.join("old.txt").exists(), "left in place");
         let _ = std::fs::remove_dir_all(&d);
     }
 
