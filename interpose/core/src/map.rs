@@ -73,7 +73,15 @@ pub fn map_normal_to_worker(
     if !is_normal_abs(abs) || abs.len() > MAX_ABS {
         return None;
     }
-    if abs == worker_dir || strip_dir(abs, worker_dir).is_some() {
+    if let Some(rel) = strip_dir(abs, worker_dir) {
+        // The worker directory's own files are the audit's: a write aimed
+        // at one lands beside them, as a path from outside the job would.
+        if is_own_top_name(first_component(rel)) {
+            return copy_parts(out, &[worker_dir, b"/", OUTSIDE_JOB, abs]);
+        }
+        return copy_parts(out, &[abs]);
+    }
+    if abs == worker_dir {
         return copy_parts(out, &[abs]);
     }
     if abs == job_dir {
@@ -367,6 +375,10 @@ mod tests {
             ("/jobs/x", Some("W/_abs/jobs/x")),
             ("/", Some("W/_abs")),
             ("/job/mpaudit-workers/worker_2/out.root", Some("W/out.root")),
+            (
+                "/job/mpaudit-workers/worker_2/mpaudit-redirects.jsonl",
+                Some("W/_abs/job/mpaudit-workers/worker_2/mpaudit-redirects.jsonl"),
+            ),
             (
                 "/job/mpaudit-workers/worker_3/x",
                 Some("W/mpaudit-workers/worker_3/x"),

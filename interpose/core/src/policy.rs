@@ -132,14 +132,20 @@ impl Policy<'_> {
     /// `abs` is this process's own worker directory or lies below it (and
     /// not in the log directory, should that be inside it).
     pub fn in_own_dir(&self, abs: &[u8]) -> bool {
-        is_at_or_below(abs, self.own_dir) && !is_at_or_below(abs, self.log_dir)
+        is_at_or_below(abs, self.own_dir)
+            && !is_at_or_below(abs, self.log_dir)
+            && !is_worker_dir_own_file(abs, self.own_dir)
     }
 
-    /// `abs` is the log directory or below it, or the workers directory or
-    /// below it outside this process's own worker directory.
+    /// `abs` is the log directory or below it, the workers directory or
+    /// below it outside this process's own worker directory, or one of the
+    /// audit's own files at the top of that directory (its redirect
+    /// manifest and tables, the captured output): the job writing there
+    /// would tamper with its own audit.
     pub fn is_guarded(&self, abs: &[u8]) -> bool {
         is_at_or_below(abs, self.log_dir)
             || (is_at_or_below(abs, self.workers_dir) && !self.in_own_dir(abs))
+            || is_worker_dir_own_file(abs, self.own_dir)
     }
 
     /// Scratch space and devices ([`is_scratch`]), unless guarded: a
@@ -204,6 +210,15 @@ pub const ALWAYS_ALLOWED: &[u8] = b"/proc/**:/sys/**";
 
 /// `abs` equals the normalised absolute `dir` or lies below it; never for
 /// an empty `dir`.
+/// `abs` is, or lies below, one of the audit's own files at the top of
+/// the worker directory `own_dir` ([`crate::map::is_own_top_name`]).
+pub fn is_worker_dir_own_file(abs: &[u8], own_dir: &[u8]) -> bool {
+    !own_dir.is_empty()
+        && strip_dir(abs, own_dir).is_some_and(|rel| {
+            crate::map::is_own_top_name(rel.split(|&b| b == b'/').next().unwrap_or(rel))
+        })
+}
+
 pub fn is_at_or_below(abs: &[u8], dir: &[u8]) -> bool {
     !dir.is_empty() && (abs == dir || strip_dir(abs, dir).is_some())
 }
@@ -495,6 +510,14 @@ mod tests {
         assert_eq!(v(b"/job/logs"), Verdict::Rogue);
         // Guarded beats the allow globs (`*.log`, `/tmp/**`) and scratch.
         assert_eq!(v(b"/job/w/worker_3/stdout.log"), Verdict::Rogue);
+        // Regression (review 2, F13): the audit's own files at the top of
+        // the worker's own directory were "allowed" to the job, which could
+        // truncate the redirect table under every process of the worker.
+        assert_eq!(v(b"/job/w/worker_2/.mpaudit-1-2.redirects"), Verdict::Rogue);
+        assert_eq!(v(b"/job/w/worker_2/mpaudit-redirects.jsonl"), Verdict::Rogue);
+        assert_eq!(v(b"/job/w/worker_2/stdout.log"), Verdict::Rogue);
+        assert_eq!(v(b"/job/w/worker_2/sub/stdout.log"), Verdict::Allowed);
+        assert_eq!(v(b"/job/w/worker_2/_stdout.log"), Verdict::Allowed);
         assert_eq!(v(b"/job/run.log"), Verdict::Allowed);
         assert_eq!(v(b"/job/w/worker_3/x.root"), Verdict::Declared);
         let in_tmp = Policy {
