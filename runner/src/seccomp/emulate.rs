@@ -276,6 +276,16 @@ pub fn prepare_target(
     if !target.starts_with(worker_dir) || target.len() <= worker_dir.len() {
         return Err(libc::ENAMETOOLONG);
     }
+    let wd = Path::new(std::ffi::OsStr::from_bytes(worker_dir));
+    if lstat(wd).is_none() {
+        // A worker beyond the configured count (fork mode): its directory
+        // is made on its first redirect, 0700 as the library makes it.
+        use std::os::unix::fs::DirBuilderExt;
+        let _ = std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(wd);
+    }
     let below = &target[worker_dir.len()..];
     let comps: Vec<&[u8]> = below
         .split(|&b| b == b'/')

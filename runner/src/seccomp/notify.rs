@@ -61,6 +61,104 @@ struct Listener {
     /// exec (which the library logged; its own calls before it are not
     /// the program's).
     pre_exec: Option<i32>,
+    /// Fork mode, a listener without a worker (the root's): the worker of
+    /// each of its processes, numbered as the library numbers them.
+    numbering: Option<Numbering>,
+}
+
+/// Worker numbering under the fork-mode root's filter, the library's rule
+/// (interpose/src/state.rs, `before_fork`): each child the root forks is
+/// the next worker, from 0 for each root image; every other process
+/// belongs to its parent's worker. The supervisor learns of a process at
+/// its first stopped call; it then numbers all the root's children it has
+/// not numbered yet, oldest first (the order they were forked in), so a
+/// worker that writes first is not numbered first.
+#[derive(Default)]
+struct Numbering {
+    /// The root's pid (the first process the listener stopped).
+    root: Option<i32>,
+    next: u32,
+    /// Process (by tid or pid) → its start time and worker.
+    known: std::collections::HashMap<i32, (u64, Option<u32>)>,
+}
+
+/// `(parent pid, start time)` of task `tid`, from /proc/TID/stat.
+fn parent_and_start(tid: i32) -> Option<(i32, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{tid}/stat")).ok()?;
+    // After "pid (comm) ": state ppid ... field 22 is starttime.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split(' ').collect();
+    Some((f.get(1)?.parse().ok()?, f.get(19)?.parse().ok()?))
+}
+
+impl Numbering {
+    /// The worker of task `tid` (process `pid`), `None` for the root (and
+    /// a process whose ancestry is lost: its parent died before it was
+    /// seen, so it was reparented).
+    fn worker_of(&mut self, pid: i32) -> Option<u32> {
+        let root = *self.root.get_or_insert(pid);
+        if pid == root {
+            return None;
+        }
+        self.of_process(pid, 0)
+    }
+
+    fn of_process(&mut self, pid: i32, depth: u32) -> Option<u32> {
+        let root = self.root?;
+        let (ppid, start) = parent_and_start(pid)?;
+        if let Some(&(s, w)) = self.known.get(&pid) {
+            if s == start {
+                return w;
+            }
+        }
+        let w = if ppid == root {
+            self.number_children_of_root();
+            match self.known.get(&pid) {
+                Some(&(s, w)) if s == start => w,
+                _ => Some(self.take_next()),
+            }
+        } else if depth < 64 && ppid > 1 {
+            self.of_process(ppid, depth + 1)
+        } else {
+            None
+        };
+        self.known.insert(pid, (start, w));
+        w
+    }
+
+    fn take_next(&mut self) -> u32 {
+        self.next += 1;
+        self.next - 1
+    }
+
+    /// Numbers the root's live children not numbered yet, in fork order.
+    fn number_children_of_root(&mut self) {
+        let Some(root) = self.root else { return };
+        let mut children: Vec<(u64, i32)> = Vec::new();
+        let tasks = std::fs::read_dir(format!("/proc/{root}/task"))
+            .into_iter()
+            .flatten();
+        for t in tasks.flatten() {
+            let text = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+            for c in text
+                .split_whitespace()
+                .filter_map(|c| c.parse::<i32>().ok())
+            {
+                if let Some((ppid, start)) = parent_and_start(c) {
+                    let known = self.known.get(&c).is_some_and(|&(s, _)| s == start);
+                    if ppid == root && !known {
+                        children.push((start, c));
+                    }
+                }
+            }
+        }
+        // Pids grow with each fork (short of a wrap) within a clock tick.
+        children.sort_unstable();
+        for (start, c) in children {
+            let w = self.take_next();
+            self.known.insert(c, (start, Some(w)));
+        }
+    }
 }
 
 /// A process still to send its listener.
@@ -87,6 +185,10 @@ pub struct Judge {
     /// Under a launcher: this runner's rank and the node name, written in
     /// every event and in log names, as the library does.
     rank: Option<(u32, String)>,
+    /// Fork mode: the children the root forks are workers.
+    fork_mode: bool,
+    /// Under redirect: worker tables are followed (`MPAUDIT_REDIRECT_TABLE`).
+    redirect: bool,
 }
 
 /// `uname -n`, as the library reads it.
@@ -143,6 +245,8 @@ impl Judge {
             tmpdir,
             log_dir: plan.log_dir.clone(),
             rank: plan.rank.map(|r| (r, node_name())),
+            fork_mode: plan.mode == crate::jobfile::Mode::Fork,
+            redirect: plan.policy.action == A::Redirect,
         }
     }
 
@@ -173,6 +277,7 @@ pub struct Supervision {
 impl Supervision {
     pub fn new(judge: Judge, filter: &[libc::sock_filter]) -> Supervision {
         let workers_dir = judge.run_workers_dir.clone();
+        let log_dir = judge.log_dir.clone();
         let mut bytes = Vec::with_capacity(filter.len() * 8);
         for i in filter {
             bytes.extend_from_slice(&i.code.to_ne_bytes());
@@ -182,7 +287,7 @@ impl Supervision {
         }
         Supervision {
             judge,
-            redirects: Redirects::new(move |k| workers_dir.join(format!("worker_{k}"))),
+            redirects: Redirects::new(log_dir, move |k| workers_dir.join(format!("worker_{k}"))),
             filter: bytes,
             stats: Stats::default(),
         }
@@ -289,12 +394,22 @@ pub fn run(
                             SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP,
                         )
                     };
+                    let numbering = (c.child.worker.is_none() && sup.judge.fork_mode).then(|| {
+                        Numbering {
+                            // The library's root execs the program: it is
+                            // the root (a child of the runner: its first
+                            // stopped call, its exec, says).
+                            root: c.tid.map(|t| Task::of(t).pid),
+                            ..Numbering::default()
+                        }
+                    });
                     listeners.push(Listener {
                         fd,
                         worker: c.child.worker,
                         log: None,
                         io_uring_noted: BTreeSet::new(),
                         pre_exec: c.tid,
+                        numbering,
                     });
                 }
                 resolved.push(i);
@@ -456,6 +571,35 @@ fn still_valid(listener: RawFd, id: u64) -> bool {
     unsafe { libc::ioctl(listener, libc::SECCOMP_IOCTL_NOTIF_ID_VALID, &id) == 0 }
 }
 
+/// The redirect table an exec'ing task hands its new image
+/// (`MPAUDIT_REDIRECT_TABLE` in the `envp` at `envp_addr`, the library's
+/// doctored environment), taken as worker `w`'s.
+fn adopt_named_table(sup: &mut Supervision, tid: i32, envp_addr: u64, pointer: usize, w: u32) {
+    const VAR: &[u8] = b"MPAUDIT_REDIRECT_TABLE=";
+    let mut at = envp_addr;
+    for _ in 0..100_000 {
+        if at == 0 {
+            return;
+        }
+        let mut b = [0u8; 8];
+        if read_mem(tid, at, &mut b[..pointer]) != pointer {
+            return;
+        }
+        let entry = u64::from_le_bytes(b);
+        if entry == 0 {
+            return; // the end of the array
+        }
+        if let Some(path) = read_cstr(tid, entry)
+            .as_deref()
+            .and_then(|e| e.strip_prefix(VAR))
+        {
+            sup.redirects.adopt(w, path);
+            return;
+        }
+        at += pointer as u64;
+    }
+}
+
 /// What handling a call produced: the answer, and an event whose
 /// `result`/`errno` are filled in from what the program got.
 struct Handled {
@@ -493,19 +637,26 @@ fn handle(sup: &mut Supervision, l: &mut Listener) -> bool {
         a if a == super::filter::AUDIT_ARCH_I386 => Call::of_i386(nr),
         _ => None,
     };
+    let args = req.data.args;
     if l.pre_exec == Some(tid) {
         // The library's own calls between installing the filter and the
-        // exec it logged itself.
-        if matches!(call, Some(Call::Exec { .. })) {
+        // exec it logged itself; the exec names the worker's table.
+        if let Some(Call::Exec { argv, pointer, .. }) = call {
             l.pre_exec = None;
+            if let (Some(w), true) = (l.worker, sup.judge.redirect) {
+                adopt_named_table(sup, tid, args[argv + 1], pointer, w);
+            }
         }
         respond(lfd, req.id, Answer::Continue);
         return true;
     }
-    let args = req.data.args;
     // Reads and stats are notified only to follow redirects: most of them
     // are answered here, before any /proc read.
-    let follows = |sup: &mut Supervision| l.worker.is_some_and(|w| sup.redirects.any(w));
+    let follows = |sup: &mut Supervision| match l.worker {
+        Some(w) => sup.redirects.any(w),
+        // The root's processes: whichever worker they are.
+        None => l.numbering.is_some() && sup.redirects.any_worker(),
+    };
     let quick = match call {
         Some(Call::Stat { .. }) => !follows(sup),
         Some(Call::Access {
@@ -521,9 +672,14 @@ fn handle(sup: &mut Supervision, l: &mut Listener) -> bool {
         respond(lfd, req.id, Answer::Continue);
         return true;
     }
+    let task = Task::of(tid);
+    let worker = match &mut l.numbering {
+        Some(n) => n.worker_of(task.pid),
+        None => l.worker,
+    };
     let c = Caller {
-        task: Task::of(tid),
-        worker: l.worker,
+        task,
+        worker,
         rank: sup.judge.rank.as_ref(),
     };
     let rank = sup.judge.rank.clone();
@@ -561,11 +717,16 @@ fn handle(sup: &mut Supervision, l: &mut Listener) -> bool {
             path,
             argv,
             pointer,
-        }) => Handled {
-            answer: Answer::Continue,
-            event: Some(exec(&c, &args, path, argv, pointer)),
-            record: Vec::new(),
-        },
+        }) => {
+            if let (Some(w), true) = (c.worker, sup.judge.redirect) {
+                adopt_named_table(sup, tid, args[argv + 1], pointer, w);
+            }
+            Handled {
+                answer: Answer::Continue,
+                event: Some(exec(&c, &args, path, argv, pointer)),
+                record: Vec::new(),
+            }
+        }
         Some(Call::IoUringSetup) => {
             let pid = c.task.pid;
             let event = l.io_uring_noted.insert(pid).then(|| {
@@ -948,6 +1109,13 @@ fn access(
     };
     if routes.iter().any(|r| r.new && r.target.is_none()) {
         return failed_redirect(e); // the worker's path does not fit
+    }
+    if let (true, Some(w)) = (routes.iter().any(|r| r.new), c.worker) {
+        // Room in the worker's table first: a redirect its processes could
+        // not find again must not happen (fail closed, as the library).
+        if let Err(errno) = sup.redirects.reserve(w) {
+            return finish(e, Action::RedirectFailed, Answer::Fail(errno), Vec::new());
+        }
     }
     match perform(
         sup,

@@ -767,3 +767,155 @@ e2e!(
         assert!(!writes_to(&ev, "self-link").is_empty(), "{ev:#?}");
     }
 );
+
+// Issue 12 (last requirement): the supervisor kept a redirect table of its
+// own, fed from the worker's manifest: a redirected shell never saw what a
+// static program it ran had redirected (`cat b.txt` failed after it), and
+// the program saw the shell's redirects only as far as the manifest said.
+// Now the supervisor maps the worker's one table file (mpaudit-core's
+// table, the file the library named in `MPAUDIT_REDIRECT_TABLE`): each
+// side sees the other's redirects, whiteouts and O_EXCL results at once,
+// and a second static process of the worker sees them too.
+e2e!(
+    regression_a_static_program_and_its_shell_share_the_workers_redirect_table,
+    |dir| {
+        let prog = fixture("static_table");
+        let script = format!(
+            "echo shell > a.txt\nrm gone.txt\n{} check\ncat b.txt\n\
+             [ -e gone.txt ] && echo gone-visible || echo gone-hidden\n",
+            prog.display()
+        );
+        let setup = |d: &Path| std::fs::write(d.join("gone.txt"), "shared\n").unwrap();
+        let (bare, out, report) = bare_and_audited(
+            &dir,
+            Path::new("/bin/sh"),
+            &["-c", &script],
+            &[
+                "--workers",
+                "1",
+                "--action",
+                "redirect",
+                "--merge-dir",
+                "merged",
+            ],
+            &setup,
+        );
+        for line in [
+            "read a.txt: [shell\n]",
+            "size 6",
+            "open a.txt O_EXCL: -1 File exists",
+            "open gone.txt: -1 No such file or directory",
+            "stat gone.txt: -1 No such file or directory",
+            "read b.txt: [from static\n]",
+            "from static\ngone-hidden",
+        ] {
+            assert!(bare.contains(line), "{line:?} in the bare run: {bare}");
+        }
+        assert_eq!(stdout(&out), bare, "the worker sees what it sees bare");
+        assert_eq!(exit_code(&out), 1, "rogue writes, redirected: {report:#}");
+        let job = dir.join("job");
+        let w0 = job.join("mpaudit-workers/worker_0");
+        assert!(!job.join("a.txt").exists() && !job.join("b.txt").exists());
+        assert!(job.join("gone.txt").exists(), "the rm stayed in the worker");
+        assert_eq!(
+            std::fs::read_to_string(w0.join("b.txt")).unwrap(),
+            "from static\n"
+        );
+        let ev = events_under(&job);
+        let b: Vec<&Value> = accesses(&ev, "b.txt")
+            .into_iter()
+            .filter(|e| e["via"] == "seccomp" && e["create"] == true)
+            .collect();
+        assert_eq!(b.len(), 1, "{ev:#?}");
+        assert_eq!(b[0]["action"], "redirected");
+        assert_eq!(b[0]["worker"], 0);
+        // The merge has both sides' redirects.
+        assert_eq!(
+            std::fs::read_to_string(job.join("merged/b.txt")).unwrap(),
+            "from static\n",
+            "{report:#}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(job.join("merged/a.txt")).unwrap(),
+            "shell\n"
+        );
+    }
+);
+
+/// `mpaudit exec --mode fork ARGS -- static_table fork 3` in `dir`: the
+/// output and the report.
+fn forked_static_workers(dir: &TestDir, args: &[&str]) -> (Output, Value) {
+    let mut all = vec!["--mode", "fork"];
+    all.extend_from_slice(args);
+    exec(dir, &all, &fixture("static_table"), &["fork", "3"])
+}
+
+// Issue 11/12, fork mode: a static framework forking its workers got no
+// worker numbering under the supervisor (every event had `worker: null`),
+// so three workers writing out.txt were one anonymous writer, no clobber
+// was reported, and redirect had no worker to redirect to. The supervisor
+// now numbers the root's children as the library does (fork order, from
+// 0), and each child's descendants belong to its worker.
+e2e!(
+    regression_workers_forked_by_a_static_framework_are_numbered,
+    |dir| {
+        let bare_dir = dir.join("bare");
+        std::fs::create_dir_all(&bare_dir).unwrap();
+        run_ok(
+            Command::new(fixture("static_table"))
+                .args(["fork", "3"])
+                .current_dir(&bare_dir),
+        );
+        let bare = std::fs::read_to_string(bare_dir.join("out.txt")).unwrap();
+        assert!(bare.starts_with("worker "), "one survivor bare: {bare}");
+
+        let (out, report) = forked_static_workers(&dir, &[]);
+        assert_eq!(exit_code(&out), 1, "rogue writes: {report:#}");
+        let ev = supervised_events(&dir);
+        let w = writes_to(&ev, "out.txt");
+        let mut workers: Vec<i64> = w
+            .iter()
+            .map(|e| e["worker"].as_i64().expect("a worker"))
+            .collect();
+        workers.sort_unstable();
+        assert_eq!(workers, [0, 1, 2], "{w:#?}");
+        assert!(w.iter().all(|e| e["verdict"] == "rogue"));
+        let c = report["conflicts"]
+            .as_array()
+            .expect("conflicts")
+            .iter()
+            .find(|c| c["path"] == "out.txt")
+            .unwrap_or_else(|| panic!("no conflict on out.txt: {report:#}"));
+        assert_eq!(c["kind"], "clobber", "{c:#}");
+        let mut writers: Vec<String> = c["writers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| w.as_str().map_or_else(|| w.to_string(), str::to_string))
+            .collect();
+        writers.sort();
+        assert_eq!(writers, ["0", "1", "2"], "{c:#}");
+    }
+);
+
+e2e!(
+    regression_a_static_frameworks_forked_workers_are_redirected_and_merged,
+    |dir| {
+        let (out, report) =
+            forked_static_workers(&dir, &["--action", "redirect", "--merge", "out.txt=concat"]);
+        assert_eq!(exit_code(&out), 1, "rogue writes, redirected: {report:#}");
+        let workers = dir.join("mpaudit-workers");
+        for k in 0..3 {
+            assert_eq!(
+                std::fs::read_to_string(workers.join(format!("worker_{k}/out.txt"))).unwrap(),
+                format!("worker {k}\n"),
+                "worker k is the k-th child forked"
+            );
+        }
+        assert_eq!(
+            std::fs::read_to_string(dir.join("out.txt")).unwrap(),
+            "worker 0\nworker 1\nworker 2\n",
+            "every worker's copy merged: {report:#}"
+        );
+    }
+);
