@@ -1096,6 +1096,45 @@ fn access(
             record,
         }
     };
+    // A write whose destination cannot be known (a working directory
+    // deeper than /proc reports, a path too long once made absolute) is
+    // refused under deny and under redirect in a worker, never let through
+    // to land in place, as in the library (docs/policy.md, "Unresolvable
+    // paths fail closed"). A directory descriptor that is not open reaches
+    // no file: the call fails as bare (EBADF).
+    let bad_dirfd = |p: PathArg| {
+        p.dirfd
+            .map(|d| args[d] as i32)
+            .filter(|&fd| fd != libc::AT_FDCWD)
+            .is_some_and(|fd| std::fs::symlink_metadata(format!("/proc/{tid}/fd/{fd}")).is_err())
+    };
+    let unresolvable = write
+        && std::iter::once((&p1, a.path))
+            .chain(p2.as_ref().zip(a.path2))
+            .enumerate()
+            .any(|(i, ((given, abs), arg))| {
+                written(i)
+                    && !(symlink_text && i == 0)
+                    && given.as_ref().is_some_and(|g| !g.is_empty())
+                    && abs.is_none()
+                    && !bad_dirfd(arg)
+            });
+    if unresolvable {
+        match sup.judge.action {
+            ActionSetting::Deny => {
+                return finish(e, Action::Denied, Answer::Fail(libc::EACCES), Vec::new())
+            }
+            ActionSetting::Redirect if c.worker.is_some() => {
+                return finish(
+                    e,
+                    Action::RedirectFailed,
+                    Answer::Fail(libc::EACCES),
+                    Vec::new(),
+                )
+            }
+            _ => {}
+        }
+    }
     if action == Action::Denied {
         return finish(e, action, Answer::Fail(libc::EACCES), Vec::new());
     }

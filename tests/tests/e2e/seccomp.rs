@@ -919,3 +919,52 @@ e2e!(
         );
     }
 );
+
+// Issue 12 ("Fails open"), under the supervisor: a write from a working
+// directory deeper than /proc/PID/cwd can name had no absolute path, was
+// judged "allowed" and was performed in place, under deny and under
+// redirect. It now fails closed with EACCES, as in the library
+// (docs/policy.md, "Unresolvable paths fail closed").
+e2e!(
+    regression_a_supervised_write_from_an_unnameable_cwd_fails_closed,
+    |dir| {
+        let prog = fixture("static_table");
+        let setup = |d: &Path| _ = run_ok(Command::new(&prog).arg("mkdeep").current_dir(d));
+        for action in ["deny", "redirect"] {
+            let (bare, out, report) = bare_and_audited(
+                &dir,
+                &prog,
+                &["deep"],
+                &["--workers", "1", "--action", action],
+                &setup,
+            );
+            assert_eq!(bare, "open deep.txt: 3 \n", "bare, it is created");
+            assert_eq!(
+                stdout(&out),
+                "open deep.txt: -1 Permission denied\n",
+                "{action}: {report:#}"
+            );
+            let check = |d: &Path| {
+                stdout(&run_ok(
+                    Command::new(&prog).arg("deep-check").current_dir(d),
+                ))
+            };
+            assert_eq!(check(&dir.join("job")), "deep.txt absent\n", "{action}");
+            let ev = events_under(&dir.join("job"));
+            let w = writes_to(&ev, "deep.txt");
+            let expected = if action == "deny" {
+                "denied"
+            } else {
+                "redirect-failed"
+            };
+            assert_eq!(
+                (w.len(), &w[0]["action"], &w[0]["errno"]),
+                (1, &expected.into(), &"EACCES".into()),
+                "{w:#?}"
+            );
+            for d in ["bare", "job"] {
+                std::fs::remove_dir_all(dir.join(d)).unwrap();
+            }
+        }
+    }
+);
