@@ -744,11 +744,18 @@ fn handle(sup: &mut Supervision, l: &mut Listener) -> bool {
         None => Handled::quiet(Answer::Continue),
     };
     // The paths read belong to the stopped call only if it still waits.
-    if !still_valid(lfd, req.id) {
+    // A call performed here whose task went away meanwhile (killed) has
+    // changed the file system all the same: its event is logged (result
+    // unknown) and its redirect recorded, so no write goes unseen.
+    let performed = matches!(h.answer, Answer::Value(_) | Answer::Fd { .. });
+    let (result, errno) = if still_valid(lfd, req.id) {
+        respond(lfd, req.id, h.answer)
+    } else if performed {
+        (None, None)
+    } else {
         return true;
-    }
-    let (result, errno) = respond(lfd, req.id, h.answer);
-    if result.is_some_and(|r| r >= 0) {
+    };
+    if result.is_some_and(|r| r >= 0) || (result.is_none() && performed) {
         if let Some(w) = c.worker {
             for (o, t) in &h.record {
                 sup.redirects.record(w, c.task.pid, o, t);
