@@ -897,11 +897,13 @@ fn follow_magic_link(tid: i32, abs: Vec<u8>) -> Vec<u8> {
         return abs;
     };
     let l = &link[..n];
+    // `/proc/<pid>/…` names the same file for the supervisor (one pid
+    // namespace); `self` and `thread-self` are the task's.
     let ours = [&b"/proc/self/"[..], b"/proc/thread-self/"]
         .iter()
         .find_map(|p| l.strip_prefix(*p))
-        .map(|rest| format!("/proc/{tid}/{}", String::from_utf8_lossy(rest)));
-    let Some(ours) = ours else { return abs };
+        .map(|rest| format!("/proc/{tid}/{}", String::from_utf8_lossy(rest)))
+        .unwrap_or_else(|| String::from_utf8_lossy(l).into_owned());
     match std::fs::read_link(&ours) {
         Ok(t) if t.as_os_str().as_bytes().first() == Some(&b'/') => {
             let mut joined = t.as_os_str().as_bytes().to_vec();

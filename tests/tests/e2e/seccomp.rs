@@ -968,3 +968,58 @@ e2e!(
         }
     }
 );
+
+// Review of what the supervisor leaves to the kernel: a path through
+// another spelling of the task's own magic links, `/proc/<pid>/cwd/…`
+// (its pid, not `self`), was judged as a `/proc/**` path ("allowed") and
+// left to the kernel, which wrote the job's file: a rogue write reported
+// as allowed, performed in place under deny and redirect. The link is now
+// followed as `/proc/self/…` is.
+e2e!(
+    regression_a_write_through_proc_pid_cwd_is_judged_as_the_file_it_names,
+    |dir| {
+        let prog = fixture("static_table");
+        for action in ["log", "deny", "redirect"] {
+            let (bare, out, report) = bare_and_audited(
+                &dir,
+                &prog,
+                &["procpid"],
+                &[
+                    "--workers",
+                    "1",
+                    "--action",
+                    action,
+                    "--merge-dir",
+                    "merged",
+                ],
+                &|_| {},
+            );
+            assert_eq!(bare, "open /proc/PID/cwd/procpid.txt: 3 \n");
+            assert_eq!(exit_code(&out), 1, "{action}: a rogue write: {report:#}");
+            let job = dir.join("job");
+            let ev = events_under(&job);
+            let w = writes_to(&ev, "procpid.txt");
+            assert_eq!(w.len(), 1, "{w:#?}");
+            assert_eq!(w[0]["abs"], job.join("procpid.txt").to_str().unwrap());
+            assert_eq!(w[0]["verdict"], "rogue", "{action}");
+            let (action_logged, in_place, out_text) = match action {
+                "log" => ("logged", true, "open /proc/PID/cwd/procpid.txt: 3 \n"),
+                "deny" => (
+                    "denied",
+                    false,
+                    "open /proc/PID/cwd/procpid.txt: -1 Permission denied\n",
+                ),
+                _ => ("redirected", false, "open /proc/PID/cwd/procpid.txt: 3 \n"),
+            };
+            assert_eq!(w[0]["action"], action_logged);
+            assert_eq!(stdout(&out), out_text, "{action}");
+            assert_eq!(job.join("procpid.txt").exists(), in_place, "{action}");
+            if action == "redirect" {
+                assert!(job.join("mpaudit-workers/worker_0/procpid.txt").exists());
+            }
+            for d in ["bare", "job"] {
+                std::fs::remove_dir_all(dir.join(d)).unwrap();
+            }
+        }
+    }
+);
