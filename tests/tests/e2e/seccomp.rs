@@ -970,20 +970,27 @@ e2e!(
 );
 
 // Review of what the supervisor leaves to the kernel: a path through
-// another spelling of the task's own magic links, `/proc/<pid>/cwd/…`
-// (its pid, not `self`), was judged as a `/proc/**` path ("allowed") and
-// left to the kernel, which wrote the job's file: a rogue write reported
-// as allowed, performed in place under deny and redirect. The link is now
-// followed as `/proc/self/…` is.
+// other spellings of the task's own magic links, `/proc/<pid>/cwd/…` (its
+// pid, not `self`) and `/proc/self/task/<tid>/cwd/…`, was judged as a
+// `/proc/**` path ("allowed") and left to the kernel, which wrote the
+// job's file: a rogue write reported as allowed, performed in place under
+// deny and redirect. These links are now followed as `/proc/self/…` is
+// (the task form in mpaudit-core, for the library too).
 e2e!(
     regression_a_write_through_proc_pid_cwd_is_judged_as_the_file_it_names,
     |dir| {
         let prog = fixture("static_table");
-        for action in ["log", "deny", "redirect"] {
+        for (mode, action) in [
+            ("procpid", "log"),
+            ("procpid", "deny"),
+            ("procpid", "redirect"),
+            ("proctask", "log"),
+            ("proctask", "redirect"),
+        ] {
             let (bare, out, report) = bare_and_audited(
                 &dir,
                 &prog,
-                &["procpid"],
+                &[mode],
                 &[
                     "--workers",
                     "1",
@@ -995,7 +1002,11 @@ e2e!(
                 &|_| {},
             );
             assert_eq!(bare, "open /proc/PID/cwd/procpid.txt: 3 \n");
-            assert_eq!(exit_code(&out), 1, "{action}: a rogue write: {report:#}");
+            assert_eq!(
+                exit_code(&out),
+                1,
+                "{mode} {action}: a rogue write: {report:#}"
+            );
             let job = dir.join("job");
             let ev = events_under(&job);
             let w = writes_to(&ev, "procpid.txt");
