@@ -1034,3 +1034,33 @@ e2e!(
         }
     }
 );
+
+// Review of what the supervisor leaves to the kernel: every open of a
+// `/dev` path was left to the kernel (CONTINUE, `result: null`), the one
+// Go's os/exec makes for `/dev/null` included, so another thread could
+// change the path between the judgement and the kernel's read. The memory
+// devices, the same for every opener, are now opened by the supervisor.
+e2e!(
+    regression_an_open_of_dev_null_is_performed_by_the_supervisor,
+    |dir| {
+        let prog = fixture("static_table");
+        let (bare, out, report) = bare_and_audited(
+            &dir,
+            &prog,
+            &["devnull"],
+            &["--workers", "1", "--action", "deny"],
+            &|_| {},
+        );
+        assert_eq!(bare, "open /dev/null: 3 \nwrite: 1 \ncloexec: 1 \n");
+        assert_eq!(stdout(&out), bare, "{report:#}");
+        assert_eq!(exit_code(&out), 0, "{report:#}");
+        let ev = events_under(&dir.join("job"));
+        let w: Vec<&Value> = ev.iter().filter(|e| e["abs"] == "/dev/null").collect();
+        assert_eq!(w.len(), 1, "{ev:#?}");
+        assert_eq!(
+            (&w[0]["result"], &w[0]["verdict"], &w[0]["via"]),
+            (&Value::from(3), &"allowed".into(), &"seccomp".into()),
+            "performed here: its real result"
+        );
+    }
+);
