@@ -1064,3 +1064,32 @@ e2e!(
         );
     }
 );
+
+// The same through the library's hand-over: the preloaded root (a shell)
+// execs the static framework in its place, so the framework is the root
+// and its children are workers 0, 1, 2, as the library would number them.
+e2e!(
+    regression_a_static_framework_execd_by_a_preloaded_root_numbers_its_workers,
+    |dir| {
+        let script = format!("exec {} fork 3", fixture("static_table").display());
+        let (out, report) = exec(
+            &dir,
+            &[
+                "--mode",
+                "fork",
+                "--action",
+                "redirect",
+                "--merge",
+                "out.txt=concat",
+            ],
+            Path::new("/bin/sh"),
+            &["-c", &script],
+        );
+        assert_eq!(exit_code(&out), 1, "rogue writes, redirected: {report:#}");
+        assert_eq!(
+            std::fs::read_to_string(dir.join("out.txt")).unwrap(),
+            "worker 0\nworker 1\nworker 2\n",
+            "every worker's copy merged: {report:#}"
+        );
+    }
+);
