@@ -103,8 +103,10 @@ pub struct Redirects {
     /// Where the tables the supervisor creates go.
     log_dir: PathBuf,
     /// Each worker's table, once attached (boxed: its mappings are
-    /// referenced for the run's duration, and never unmapped).
-    tables: HashMap<u32, Box<Table>>,
+    /// referenced for the run's duration, and never unmapped), and whether
+    /// it is one the supervisor created and recorded nothing in yet (its
+    /// entries are the manifest's).
+    tables: HashMap<u32, (Box<Table>, bool)>,
     /// Whether the refused-insert warning was printed.
     warned: bool,
 }
@@ -149,17 +151,24 @@ impl Redirects {
     }
 
     /// Takes `path`, the table a process of `worker` names, as the
-    /// worker's table, unless the worker has one already or the file is
-    /// not that worker's.
+    /// worker's table, unless the worker has one already (one the
+    /// supervisor created and recorded nothing in gives way: another
+    /// thread's call may have come before the exec that names the file)
+    /// or the file is not that worker's.
     pub fn adopt(&mut self, worker: u32, path: &[u8]) {
-        if self.tables.contains_key(&worker) {
-            return;
+        if let Some((t, unused)) = self.tables.get(&worker) {
+            if !*unused || t.path() == path {
+                return;
+            }
         }
         let wd = self.worker_dir(worker);
         let t = Box::new(Table::new());
         // SAFETY: a table no other thread sees yet.
         if unsafe { t.open_existing_if(path, |owner| same_dir(owner, &wd)) } {
-            self.tables.insert(worker, t);
+            // A replaced table stays mapped (nothing refers to it).
+            if let Some((old, _)) = self.tables.insert(worker, (t, false)) {
+                Box::leak(old);
+            }
         }
     }
 
@@ -180,9 +189,9 @@ impl Redirects {
                 return None;
             }
             seed_from_manifest(&t, &wd.join(MANIFEST));
-            self.tables.insert(worker, t);
+            self.tables.insert(worker, (t, true));
         }
-        self.tables.get(&worker).map(|t| &**t)
+        self.tables.get(&worker).map(|(t, _)| &**t)
     }
 
     /// The worker's copy of `abs`, if the worker redirected it (in any of
@@ -199,7 +208,7 @@ impl Redirects {
 
     /// Whether any worker has redirected anything.
     pub fn any_worker(&self) -> bool {
-        self.tables.values().any(|t| t.entries() > 0)
+        self.tables.values().any(|(t, _)| t.entries() > 0)
     }
 
     /// Whether a new redirect of the worker can be recorded, as the
@@ -217,7 +226,7 @@ impl Redirects {
     }
 
     fn refused(&mut self, worker: u32, why: Refused) {
-        if let Some(t) = self.tables.get(&worker) {
+        if let Some((t, _)) = self.tables.get(&worker) {
             t.note_refused();
         }
         if !std::mem::replace(&mut self.warned, true) {
@@ -239,6 +248,9 @@ impl Redirects {
             None => Err(Refused::NoTable),
             Some(t) => t.insert(original, target),
         };
+        if let Some((_, unused)) = self.tables.get_mut(&worker) {
+            *unused = false;
+        }
         match inserted {
             Ok(false) => return, // in the table (and the manifest) already
             Ok(true) => {}
@@ -332,9 +344,12 @@ mod tests {
         );
         // A second user of the file (a library process of the worker)
         // sees the supervisor's redirect at once, and the other way round.
-        let path = r.tables[&0].path().to_vec();
+        let path = r.tables[&0].0.path().to_vec();
         let d = dir.clone();
         let mut other = Redirects::new(logs.clone(), move |k| d.join(format!("worker_{k}")));
+        // A table of its own first (a call before the exec that names
+        // the worker's), which gives way, having recorded nothing.
+        assert!(other.any(0), "seeded from the manifest");
         other.adopt(0, &path);
         assert_eq!(
             other.lookup(0, b"/j/b").as_deref(),
