@@ -571,32 +571,39 @@ fn still_valid(listener: RawFd, id: u64) -> bool {
     unsafe { libc::ioctl(listener, libc::SECCOMP_IOCTL_NOTIF_ID_VALID, &id) == 0 }
 }
 
-/// The redirect table an exec'ing task hands its new image
-/// (`MPAUDIT_REDIRECT_TABLE` in the `envp` at `envp_addr`, the library's
-/// doctored environment), taken as worker `w`'s.
-fn adopt_named_table(sup: &mut Supervision, tid: i32, envp_addr: u64, pointer: usize, w: u32) {
-    const VAR: &[u8] = b"MPAUDIT_REDIRECT_TABLE=";
+/// The value of variable `var` (`NAME=`) in the environment array at
+/// `envp_addr` of task `tid` (an exec's `envp`: the library's doctored
+/// environment when a preloaded process execs).
+fn env_value(tid: i32, envp_addr: u64, pointer: usize, var: &[u8]) -> Option<Vec<u8>> {
     let mut at = envp_addr;
     for _ in 0..100_000 {
         if at == 0 {
-            return;
+            return None;
         }
         let mut b = [0u8; 8];
         if read_mem(tid, at, &mut b[..pointer]) != pointer {
-            return;
+            return None;
         }
         let entry = u64::from_le_bytes(b);
         if entry == 0 {
-            return; // the end of the array
+            return None; // the end of the array
         }
-        if let Some(path) = read_cstr(tid, entry)
+        if let Some(v) = read_cstr(tid, entry)
             .as_deref()
-            .and_then(|e| e.strip_prefix(VAR))
+            .and_then(|e| e.strip_prefix(var))
         {
-            sup.redirects.adopt(w, path);
-            return;
+            return Some(v.to_vec());
         }
         at += pointer as u64;
+    }
+    None
+}
+
+/// Takes the redirect table an exec'ing task hands its new image
+/// (`MPAUDIT_REDIRECT_TABLE`) as worker `w`'s.
+fn adopt_named_table(sup: &mut Supervision, tid: i32, envp_addr: u64, pointer: usize, w: u32) {
+    if let Some(path) = env_value(tid, envp_addr, pointer, b"MPAUDIT_REDIRECT_TABLE=") {
+        sup.redirects.adopt(w, &path);
     }
 }
 
@@ -645,6 +652,16 @@ fn handle(sup: &mut Supervision, l: &mut Listener) -> bool {
             l.pre_exec = None;
             if let (Some(w), true) = (l.worker, sup.judge.redirect) {
                 adopt_named_table(sup, tid, args[argv + 1], pointer, w);
+            }
+            // Without a worker, the process numbers its forks only if it is
+            // the root (the library's `MPAUDIT_ROOT_PID`): the children of
+            // another process without a worker have none either.
+            let root = env_value(tid, args[argv + 1], pointer, b"MPAUDIT_ROOT_PID=")
+                .and_then(|v| std::str::from_utf8(&v).ok()?.parse::<i32>().ok());
+            if let (Some(n), Some(root)) = (&l.numbering, root) {
+                if n.root != Some(root) {
+                    l.numbering = None;
+                }
             }
         }
         respond(lfd, req.id, Answer::Continue);
