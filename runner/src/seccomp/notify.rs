@@ -277,7 +277,7 @@ pub struct Supervision {
 impl Supervision {
     pub fn new(judge: Judge, filter: &[libc::sock_filter]) -> Supervision {
         let workers_dir = judge.run_workers_dir.clone();
-        let log_dir = judge.log_dir.clone();
+        let log_dir = judge.redirect.then(|| judge.log_dir.clone());
         let mut bytes = Vec::with_capacity(filter.len() * 8);
         for i in filter {
             bytes.extend_from_slice(&i.code.to_ne_bytes());

@@ -100,8 +100,9 @@ type Table = mpaudit_core::table::Table<LibcIo>;
 pub struct Redirects {
     /// `worker_<k>` directory of each worker.
     worker_dir: Box<dyn Fn(u32) -> PathBuf + Send>,
-    /// Where the tables the supervisor creates go.
-    log_dir: PathBuf,
+    /// Where the tables the supervisor creates go; `None` when the policy
+    /// does not redirect (no worker has a table then).
+    log_dir: Option<PathBuf>,
     /// Each worker's table, once attached (boxed: its mappings are
     /// referenced for the run's duration, and never unmapped), and whether
     /// it is one the supervisor created and recorded nothing in yet (its
@@ -134,8 +135,10 @@ fn same_dir(a: &[u8], b: &Path) -> bool {
 }
 
 impl Redirects {
+    /// `log_dir`: where to create tables, `None` when nothing is
+    /// redirected.
     pub fn new(
-        log_dir: PathBuf,
+        log_dir: Option<PathBuf>,
         worker_dir: impl Fn(u32) -> PathBuf + Send + 'static,
     ) -> Redirects {
         Redirects {
@@ -176,6 +179,7 @@ impl Redirects {
     /// has none yet; `None` when none can be created.
     fn table(&mut self, worker: u32) -> Option<&Table> {
         if !self.tables.contains_key(&worker) {
+            let log_dir = self.log_dir.as_ref()?;
             let wd = self.worker_dir(worker);
             let t = Box::new(Table::new());
             let ns = std::time::SystemTime::now()
@@ -183,7 +187,7 @@ impl Redirects {
                 .map(|d| d.as_nanos())
                 .unwrap_or(0);
             let name = format!("mpaudit-{}-{ns}.redirects", std::process::id());
-            let path = self.log_dir.join(name);
+            let path = log_dir.join(name);
             // SAFETY: a table no other thread sees yet.
             if !unsafe { t.create(path.as_os_str().as_bytes(), wd.as_os_str().as_bytes()) } {
                 return None;
@@ -325,7 +329,7 @@ mod tests {
         )
         .unwrap();
         let d = dir.clone();
-        let mut r = Redirects::new(logs.clone(), move |k| d.join(format!("worker_{k}")));
+        let mut r = Redirects::new(Some(logs.clone()), move |k| d.join(format!("worker_{k}")));
         assert_eq!(
             r.lookup(0, b"/j/a").as_deref(),
             Some(&b"/j/w/worker_0/a"[..])
@@ -346,7 +350,7 @@ mod tests {
         // sees the supervisor's redirect at once, and the other way round.
         let path = r.tables[&0].0.path().to_vec();
         let d = dir.clone();
-        let mut other = Redirects::new(logs.clone(), move |k| d.join(format!("worker_{k}")));
+        let mut other = Redirects::new(Some(logs.clone()), move |k| d.join(format!("worker_{k}")));
         // A table of its own first (a call before the exec that names
         // the worker's), which gives way, having recorded nothing.
         assert!(other.any(0), "seeded from the manifest");
@@ -361,7 +365,7 @@ mod tests {
             Some(&b"/j/w/worker_0/c"[..])
         );
         // Another worker's table is not taken.
-        let mut third = Redirects::new(logs, {
+        let mut third = Redirects::new(Some(logs), {
             let d = dir.clone();
             move |k| d.join(format!("worker_{}", k + 1))
         });
