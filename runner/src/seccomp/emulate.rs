@@ -223,6 +223,24 @@ fn openat2(
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
+/// The absolute path of directory `dir` resolved by the kernel from
+/// `start` (symlinks followed, magic links refused): `None` when it does
+/// not resolve to a directory here.
+pub fn resolved_dir(start: RawFd, dir: &[u8]) -> Option<Vec<u8>> {
+    let c = CString::new(dir).ok()?;
+    let fd = openat2(
+        start,
+        &c,
+        libc::O_PATH | libc::O_DIRECTORY,
+        0,
+        libc::RESOLVE_NO_MAGICLINKS,
+    )
+    .ok()?;
+    let p = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).ok()?;
+    let b = p.as_os_str().as_bytes();
+    (b.first() == Some(&b'/')).then(|| b.to_vec())
+}
+
 /// Whether resolving `path` from `dirfd` in the supervisor would pass a
 /// magic link (a symlink into `/proc/<pid>/…`, whose target depends on
 /// who resolves it): the directory part always, the whole path when the

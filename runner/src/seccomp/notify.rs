@@ -230,6 +230,12 @@ impl Judge {
             .or_else(|| std::env::var("TMPDIR").ok())
             .filter(|t| t.starts_with('/'))
             .unwrap_or_else(|| "/tmp".into());
+        // Paths are judged where the kernel lands (`kernel_path`): the
+        // scratch directory's real place too.
+        let tmpdir = std::fs::canonicalize(&tmpdir)
+            .ok()
+            .and_then(|p| p.to_str().map(str::to_string))
+            .unwrap_or(tmpdir);
         Judge {
             outputs: plan.policy.outputs.join(":"),
             components: plan.policy.components.join(":"),
@@ -932,6 +938,60 @@ fn follow_magic_link(tid: i32, abs: Vec<u8>) -> Vec<u8> {
     }
 }
 
+/// The absolute path the kernel reaches for `given` in task `tid`: its
+/// directories resolved by the kernel (symlinks and `..` in their order),
+/// and a final symlink followed when `follow_final`. `None` when that
+/// cannot be told here (a directory that does not exist, so the call fails
+/// as bare; a magic link on the way, followed by [`follow_magic_link`]).
+/// The task's root is taken to be the supervisor's.
+fn kernel_path(tid: i32, dirfd: Option<i32>, given: &[u8], follow_final: bool) -> Option<Vec<u8>> {
+    let mut base = if given.first() == Some(&b'/') {
+        b"/".to_vec()
+    } else {
+        base_dir(tid, dirfd)?
+    };
+    let mut path = given.to_vec();
+    // The kernel's bound on symlinks followed in one lookup.
+    for _ in 0..40 {
+        let trimmed_len = path.len() - path.iter().rev().take_while(|&&b| b == b'/').count();
+        let body = &path[..trimmed_len.max(1).min(path.len())];
+        let (dir, leaf): (&[u8], &[u8]) = match body.iter().rposition(|&b| b == b'/') {
+            Some(0) => (b"/", &body[1..]),
+            Some(i) => (&body[..i], &body[i + 1..]),
+            None => (b".", body),
+        };
+        let (dir, leaf) = if matches!(leaf, b"" | b"." | b"..") || trimmed_len < path.len() {
+            (body, &b""[..]) // a directory, all of it resolved
+        } else {
+            (dir, leaf)
+        };
+        let start = if dir.first() == Some(&b'/') {
+            &b"/"[..]
+        } else {
+            &base[..]
+        };
+        let start_fd = std::fs::File::open(std::ffi::OsStr::from_bytes(start)).ok()?;
+        let real_dir = emulate::resolved_dir(start_fd.as_raw_fd(), dir)?;
+        if leaf.is_empty() {
+            return Some(real_dir);
+        }
+        let mut full = real_dir.clone();
+        if full != b"/" {
+            full.push(b'/');
+        }
+        full.extend_from_slice(leaf);
+        if follow_final {
+            if let Ok(t) = std::fs::read_link(std::ffi::OsStr::from_bytes(&full)) {
+                path = t.as_os_str().as_bytes().to_vec();
+                base = real_dir;
+                continue;
+            }
+        }
+        return (full.len() < MAX_ABS).then_some(full);
+    }
+    None
+}
+
 /// An access call's description ([`Call::Access`]).
 struct AccessCall {
     op: &'static str,
@@ -979,8 +1039,34 @@ fn access(
         _ => None,
     };
     let (intent, flags) = intent_of(a.intent, flags);
-    let p1 = resolve(tid, args, a.path);
-    let p2 = a.path2.map(|p| resolve(tid, args, p));
+    // Judged where the kernel lands (review 2, F5): `lnk/../f` with `lnk`
+    // a symlink is not the lexical `f`, nor is a final symlink its name
+    // when the call follows it.
+    let follows_final = |i: usize| match a.op {
+        "open" | "openat" | "openat2" => {
+            flags & libc::O_NOFOLLOW == 0
+                && flags & (libc::O_CREAT | libc::O_EXCL) != libc::O_CREAT | libc::O_EXCL
+        }
+        "creat" | "truncate" | "chmod" | "chown" | "utime" | "utimes" | "futimesat" => true,
+        "fchmodat" | "fchmodat2" => true,
+        "fchownat" => args[4] as i32 & libc::AT_SYMLINK_NOFOLLOW == 0,
+        "utimensat" => args[3] as i32 & libc::AT_SYMLINK_NOFOLLOW == 0,
+        "linkat" => i == 0 && args[4] as i32 & libc::AT_SYMLINK_FOLLOW != 0,
+        _ => false,
+    };
+    let in_kernel_view = |i: usize, p: PathArg, r: Resolved| -> Resolved {
+        let (given, abs) = r;
+        let text = a.op.starts_with("symlink") && i == 0;
+        let kernel = match (&given, text) {
+            (Some(g), false) if !g.is_empty() && !emulate::is_opener_relative(g) => {
+                kernel_path(tid, p.dirfd.map(|d| args[d] as i32), g, follows_final(i))
+            }
+            _ => None,
+        };
+        (given, kernel.or(abs))
+    };
+    let p1 = in_kernel_view(0, a.path, resolve(tid, args, a.path));
+    let p2 = a.path2.map(|p| in_kernel_view(1, p, resolve(tid, args, p)));
     if !still_valid(lfd, id) {
         return Handled::quiet(Answer::Continue);
     }
