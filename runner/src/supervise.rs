@@ -90,6 +90,9 @@ pub struct RunResult {
     pub interrupted_by: Option<i32>,
     pub stop: Option<StopReason>,
     pub wall: Duration,
+    /// Events the seccomp supervisor could not log (the audit is then
+    /// incomplete).
+    pub supervisor_lost_events: u64,
 }
 
 /// The signal `mpaudit exec` ends by once its report is out (0: none).
@@ -229,9 +232,7 @@ pub fn run(
         d.spawn(k, program, &env)?;
     }
     d.dispatch(start);
-    if let Some(s) = d.seccomp.take() {
-        s.finish();
-    }
+    let supervisor_lost_events = d.seccomp.take().map_or(0, |s| s.finish().lost_events);
     if let Some(s) = &mut d.status {
         s.clear();
     }
@@ -246,6 +247,7 @@ pub fn run(
         interrupted_by: d.interrupted_by,
         stop: d.stop,
         wall: start.elapsed(),
+        supervisor_lost_events,
     })
 }
 

@@ -187,6 +187,7 @@ pub fn fixture(name: &str) -> PathBuf {
             &out,
             &[],
         ),
+        "static_table" => cc(&["-static", "-O1"], &src.join("static_table.c"), &out, &[]),
         "static_i386" => cc(
             &["-static", "-no-pie", "-O1"],
             &src.join("static_i386.c"),

@@ -12,3 +12,4 @@ pub mod map;
 pub mod objects;
 pub mod path;
 pub mod policy;
+pub mod table;

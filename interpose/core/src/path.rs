@@ -192,8 +192,18 @@ pub fn magic_link(abs: &[u8], link: &mut [u8; 64]) -> Option<(usize, usize)> {
     if !(who == b"self" || who == b"thread-self" || digits(who)) {
         return None;
     }
-    let what_end = component_end(who_end + 1);
-    let what = &abs[who_end + 1..what_end];
+    let mut what_start = who_end + 1;
+    // `/proc/<pid>/task/<tid>/…` holds the same links for one thread.
+    if abs.get(what_start..component_end(what_start)) == Some(&b"task"[..]) {
+        let tid_start = component_end(what_start) + 1;
+        let tid_end = component_end(tid_start);
+        if !abs.get(tid_start..tid_end).is_some_and(digits) {
+            return None;
+        }
+        what_start = tid_end + 1;
+    }
+    let what_end = component_end(what_start);
+    let what = abs.get(what_start..what_end)?;
     match what {
         b"cwd" | b"root" | b"exe" => {
             let n = put(&[&abs[..what_end]])?;
@@ -243,6 +253,14 @@ mod magic_link_tests {
             link("/proc/self/fd/3/sub/f"),
             l("/proc/self/fd/3", "/sub/f")
         );
+        assert_eq!(
+            link("/proc/self/task/77/cwd/out.txt"),
+            l("/proc/self/task/77/cwd", "/out.txt")
+        );
+        assert_eq!(
+            link("/proc/4242/task/4243/fd/5/x"),
+            l("/proc/4242/task/4243/fd/5", "/x")
+        );
         assert_eq!(link("/dev/fd/3"), l("/proc/self/fd/3", ""));
         assert_eq!(link("/dev/stdout"), l("/proc/self/fd/1", ""));
         assert_eq!(link("/dev/stderr/x"), l("/proc/self/fd/2", "/x"));
@@ -252,8 +270,8 @@ mod magic_link_tests {
         // It runs in hooks: no input may make it panic.
         #[test]
         fn never_panics(tail in proptest::collection::vec(proptest::sample::select(
-            b"/0123selfthread-cwdrootexefdstdinoutrx".to_vec()), 0..40),
-            prefix in proptest::sample::select(vec![&b"/proc/"[..], b"/dev/", b"/dev/fd/", b"/proc/self/fd/"])) {
+            b"/0123selfthread-cwdrootexefdstdinoutrxtask".to_vec()), 0..40),
+            prefix in proptest::sample::select(vec![&b"/proc/"[..], b"/dev/", b"/dev/fd/", b"/proc/self/fd/", b"/proc/self/task/"])) {
             let mut abs = prefix.to_vec();
             abs.extend_from_slice(&tail);
             let mut buf = [0u8; 64];
@@ -269,6 +287,10 @@ mod magic_link_tests {
             "/proc/self/status",
             "/proc/self/fd",
             "/proc/self/fd/x",
+            "/proc/self/task",
+            "/proc/self/task/77",
+            "/proc/self/task/x/cwd",
+            "/proc/self/task/77/status",
             "/proc/sys/kernel/x",
             "/proc/cpuinfo",
             "/dev/null",

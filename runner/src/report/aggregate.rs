@@ -1946,6 +1946,15 @@ mod tests {
         });
         assert_eq!(r.summary.exit_code, 4);
         assert_eq!(r.summary.incomplete[0].reason, "not_preloaded");
+        // Events the supervisor could not write: the run said so on
+        // stderr only, and exited 0 (an "ok" with writes missing).
+        let mut r = concluded(&mut Aggregator::default(), &[], &[]);
+        r.conclude(&Coverage {
+            supervisor_lost_events: 2,
+            ..Default::default()
+        });
+        assert_eq!(r.summary.exit_code, 4);
+        assert_eq!(r.summary.incomplete[0].reason, "supervisor_lost_events");
     }
 
     // Regression: `ln -s /etc/passwd mylink` was a rogue write to, and with

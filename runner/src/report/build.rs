@@ -103,6 +103,7 @@ fn coverage(plan: &Plan, r: &RunResult, agg: &Aggregator) -> Coverage {
         started_unlogged: Vec::new(),
         run_stopped: r.stop.is_some(),
         gaps: agg.log_gaps(),
+        supervisor_lost_events: r.supervisor_lost_events,
     }
 }
 
@@ -422,6 +423,18 @@ impl Report {
             started_unlogged,
             run_stopped,
             gaps: f.agg.log_gaps(),
+            // Said by each run's own record, not by the logs.
+            supervisor_lost_events: metas
+                .iter()
+                .flat_map(|m| m["summary"]["incomplete"].as_array().into_iter().flatten())
+                .filter(|i| i["reason"] == "supervisor_lost_events")
+                .map(|i| {
+                    i["detail"]
+                        .as_str()
+                        .and_then(|d| d.split(' ').find_map(|w| w.parse::<u64>().ok()))
+                        .unwrap_or(1)
+                })
+                .sum(),
         });
         rep
     }

@@ -35,6 +35,8 @@ pub struct Coverage {
     pub run_stopped: bool,
     /// Unclosed and missing logs ([`super::aggregate::Aggregator::log_gaps`]).
     pub gaps: LogGaps,
+    /// Events the seccomp supervisor could not write to its logs.
+    pub supervisor_lost_events: u64,
 }
 
 /// Why the audit is incomplete, from the summary and the report's sections.
@@ -179,6 +181,16 @@ pub fn incomplete(s: &Summary, unaudited: &[Unaudited], cov: &Coverage) -> Vec<I
             s.dropped_events
         )
     });
+    gap(
+        cov.supervisor_lost_events > 0,
+        "supervisor_lost_events",
+        &|| {
+            format!(
+                "the seccomp supervisor could not log {} event(s)",
+                cov.supervisor_lost_events
+            )
+        },
+    );
     out
 }
 

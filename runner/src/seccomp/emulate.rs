@@ -175,7 +175,9 @@ pub fn open(dirfd: RawFd, path: &CString, flags: i32, mode: u32) -> Result<Owned
             // SAFETY: our descriptor, a valid out-pointer.
             if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } == 0 {
                 let kind = st.st_mode & libc::S_IFMT;
-                if kind != libc::S_IFREG && kind != libc::S_IFDIR && kind != libc::S_IFLNK {
+                let plain = kind == libc::S_IFCHR && is_plain_device(st.st_rdev);
+                if kind != libc::S_IFREG && kind != libc::S_IFDIR && kind != libc::S_IFLNK && !plain
+                {
                     return Err(None);
                 }
             }
@@ -221,6 +223,24 @@ fn openat2(
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
+/// The absolute path of directory `dir` resolved by the kernel from
+/// `start` (symlinks followed, magic links refused): `None` when it does
+/// not resolve to a directory here.
+pub fn resolved_dir(start: RawFd, dir: &[u8]) -> Option<Vec<u8>> {
+    let c = CString::new(dir).ok()?;
+    let fd = openat2(
+        start,
+        &c,
+        libc::O_PATH | libc::O_DIRECTORY,
+        0,
+        libc::RESOLVE_NO_MAGICLINKS,
+    )
+    .ok()?;
+    let p = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).ok()?;
+    let b = p.as_os_str().as_bytes();
+    (b.first() == Some(&b'/')).then(|| b.to_vec())
+}
+
 /// Whether resolving `path` from `dirfd` in the supervisor would pass a
 /// magic link (a symlink into `/proc/<pid>/…`, whose target depends on
 /// who resolves it): the directory part always, the whole path when the
@@ -252,9 +272,29 @@ pub fn resolves_like_the_task(dirfd: RawFd, path: &CString, follows_final: bool)
 
 /// A path the supervisor must not resolve itself: `/proc/…` and `/dev/…`
 /// name things relative to the opener (`/proc/self`, `/dev/fd/N`,
-/// `/dev/tty`).
+/// `/dev/tty`), except the memory devices, which are the same for every
+/// opener (so a Go program's `/dev/null` is opened here, with no window
+/// for another thread to change the path before the kernel reads it).
 pub fn is_opener_relative(path: &[u8]) -> bool {
-    path.starts_with(b"/proc/") || path.starts_with(b"/dev/") || path == b"/proc" || path == b"/dev"
+    const SAME_FOR_ALL: [&[u8]; 5] = [
+        b"/dev/null",
+        b"/dev/zero",
+        b"/dev/full",
+        b"/dev/random",
+        b"/dev/urandom",
+    ];
+    (path.starts_with(b"/proc/")
+        || path.starts_with(b"/dev/")
+        || path == b"/proc"
+        || path == b"/dev")
+        && !SAME_FOR_ALL.contains(&path)
+}
+
+/// The memory devices (major 1: null 3, zero 5, full 7, random 8,
+/// urandom 9): opening one has no side effect and does not depend on who
+/// opens it.
+fn is_plain_device(rdev: libc::dev_t) -> bool {
+    libc::major(rdev) == 1 && matches!(libc::minor(rdev), 3 | 5 | 7 | 8 | 9)
 }
 
 fn lstat(path: &Path) -> Option<std::fs::Metadata> {
@@ -275,6 +315,16 @@ pub fn prepare_target(
 ) -> Result<(), i32> {
     if !target.starts_with(worker_dir) || target.len() <= worker_dir.len() {
         return Err(libc::ENAMETOOLONG);
+    }
+    let wd = Path::new(std::ffi::OsStr::from_bytes(worker_dir));
+    if lstat(wd).is_none() {
+        // A worker beyond the configured count (fork mode): its directory
+        // is made on its first redirect, 0700 as the library makes it.
+        use std::os::unix::fs::DirBuilderExt;
+        let _ = std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(wd);
     }
     let below = &target[worker_dir.len()..];
     let comps: Vec<&[u8]> = below
@@ -326,7 +376,13 @@ pub fn prepare_target(
         let tp = Path::new(std::ffi::OsStr::from_bytes(target));
         let op = Path::new(std::ffi::OsStr::from_bytes(original));
         if lstat(tp).is_none() && std::fs::metadata(op).is_ok_and(|m| m.is_file()) {
-            let _ = std::fs::copy(op, tp);
+            // A copy that fails (disk full, RLIMIT_FSIZE) must not leave a
+            // short worker's copy that later calls and the merge would
+            // take for the file: the call fails instead.
+            if let Err(e) = std::fs::copy(op, tp) {
+                let _ = std::fs::remove_file(tp);
+                return Err(e.raw_os_error().unwrap_or(libc::EIO));
+            }
         }
     }
     Ok(())

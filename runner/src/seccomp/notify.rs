@@ -61,6 +61,104 @@ struct Listener {
     /// exec (which the library logged; its own calls before it are not
     /// the program's).
     pre_exec: Option<i32>,
+    /// Fork mode, a listener without a worker (the root's): the worker of
+    /// each of its processes, numbered as the library numbers them.
+    numbering: Option<Numbering>,
+}
+
+/// Worker numbering under the fork-mode root's filter, the library's rule
+/// (interpose/src/state.rs, `before_fork`): each child the root forks is
+/// the next worker, from 0 for each root image; every other process
+/// belongs to its parent's worker. The supervisor learns of a process at
+/// its first stopped call; it then numbers all the root's children it has
+/// not numbered yet, oldest first (the order they were forked in), so a
+/// worker that writes first is not numbered first.
+#[derive(Default)]
+struct Numbering {
+    /// The root's pid (the first process the listener stopped).
+    root: Option<i32>,
+    next: u32,
+    /// Process (by tid or pid) → its start time and worker.
+    known: std::collections::HashMap<i32, (u64, Option<u32>)>,
+}
+
+/// `(parent pid, start time)` of task `tid`, from /proc/TID/stat.
+fn parent_and_start(tid: i32) -> Option<(i32, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{tid}/stat")).ok()?;
+    // After "pid (comm) ": state ppid ... field 22 is starttime.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split(' ').collect();
+    Some((f.get(1)?.parse().ok()?, f.get(19)?.parse().ok()?))
+}
+
+impl Numbering {
+    /// The worker of task `tid` (process `pid`), `None` for the root (and
+    /// a process whose ancestry is lost: its parent died before it was
+    /// seen, so it was reparented).
+    fn worker_of(&mut self, pid: i32) -> Option<u32> {
+        let root = *self.root.get_or_insert(pid);
+        if pid == root {
+            return None;
+        }
+        self.of_process(pid, 0)
+    }
+
+    fn of_process(&mut self, pid: i32, depth: u32) -> Option<u32> {
+        let root = self.root?;
+        let (ppid, start) = parent_and_start(pid)?;
+        if let Some(&(s, w)) = self.known.get(&pid) {
+            if s == start {
+                return w;
+            }
+        }
+        let w = if ppid == root {
+            self.number_children_of_root();
+            match self.known.get(&pid) {
+                Some(&(s, w)) if s == start => w,
+                _ => Some(self.take_next()),
+            }
+        } else if depth < 64 && ppid > 1 {
+            self.of_process(ppid, depth + 1)
+        } else {
+            None
+        };
+        self.known.insert(pid, (start, w));
+        w
+    }
+
+    fn take_next(&mut self) -> u32 {
+        self.next += 1;
+        self.next - 1
+    }
+
+    /// Numbers the root's live children not numbered yet, in fork order.
+    fn number_children_of_root(&mut self) {
+        let Some(root) = self.root else { return };
+        let mut children: Vec<(u64, i32)> = Vec::new();
+        let tasks = std::fs::read_dir(format!("/proc/{root}/task"))
+            .into_iter()
+            .flatten();
+        for t in tasks.flatten() {
+            let text = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+            for c in text
+                .split_whitespace()
+                .filter_map(|c| c.parse::<i32>().ok())
+            {
+                if let Some((ppid, start)) = parent_and_start(c) {
+                    let known = self.known.get(&c).is_some_and(|&(s, _)| s == start);
+                    if ppid == root && !known {
+                        children.push((start, c));
+                    }
+                }
+            }
+        }
+        // Pids grow with each fork (short of a wrap) within a clock tick.
+        children.sort_unstable();
+        for (start, c) in children {
+            let w = self.take_next();
+            self.known.insert(c, (start, Some(w)));
+        }
+    }
 }
 
 /// A process still to send its listener.
@@ -87,6 +185,10 @@ pub struct Judge {
     /// Under a launcher: this runner's rank and the node name, written in
     /// every event and in log names, as the library does.
     rank: Option<(u32, String)>,
+    /// Fork mode: the children the root forks are workers.
+    fork_mode: bool,
+    /// Under redirect: worker tables are followed (`MPAUDIT_REDIRECT_TABLE`).
+    redirect: bool,
 }
 
 /// `uname -n`, as the library reads it.
@@ -128,6 +230,12 @@ impl Judge {
             .or_else(|| std::env::var("TMPDIR").ok())
             .filter(|t| t.starts_with('/'))
             .unwrap_or_else(|| "/tmp".into());
+        // Paths are judged where the kernel lands (`kernel_path`): the
+        // scratch directory's real place too.
+        let tmpdir = std::fs::canonicalize(&tmpdir)
+            .ok()
+            .and_then(|p| p.to_str().map(str::to_string))
+            .unwrap_or(tmpdir);
         Judge {
             outputs: plan.policy.outputs.join(":"),
             components: plan.policy.components.join(":"),
@@ -143,6 +251,8 @@ impl Judge {
             tmpdir,
             log_dir: plan.log_dir.clone(),
             rank: plan.rank.map(|r| (r, node_name())),
+            fork_mode: plan.mode == crate::jobfile::Mode::Fork,
+            redirect: plan.policy.action == A::Redirect,
         }
     }
 
@@ -173,6 +283,7 @@ pub struct Supervision {
 impl Supervision {
     pub fn new(judge: Judge, filter: &[libc::sock_filter]) -> Supervision {
         let workers_dir = judge.run_workers_dir.clone();
+        let log_dir = judge.redirect.then(|| judge.log_dir.clone());
         let mut bytes = Vec::with_capacity(filter.len() * 8);
         for i in filter {
             bytes.extend_from_slice(&i.code.to_ne_bytes());
@@ -182,7 +293,7 @@ impl Supervision {
         }
         Supervision {
             judge,
-            redirects: Redirects::new(move |k| workers_dir.join(format!("worker_{k}"))),
+            redirects: Redirects::new(log_dir, move |k| workers_dir.join(format!("worker_{k}"))),
             filter: bytes,
             stats: Stats::default(),
         }
@@ -289,12 +400,22 @@ pub fn run(
                             SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP,
                         )
                     };
+                    let numbering = (c.child.worker.is_none() && sup.judge.fork_mode).then(|| {
+                        Numbering {
+                            // The library's root execs the program: it is
+                            // the root (a child of the runner: its first
+                            // stopped call, its exec, says).
+                            root: c.tid.map(|t| Task::of(t).pid),
+                            ..Numbering::default()
+                        }
+                    });
                     listeners.push(Listener {
                         fd,
                         worker: c.child.worker,
                         log: None,
                         io_uring_noted: BTreeSet::new(),
                         pre_exec: c.tid,
+                        numbering,
                     });
                 }
                 resolved.push(i);
@@ -456,6 +577,42 @@ fn still_valid(listener: RawFd, id: u64) -> bool {
     unsafe { libc::ioctl(listener, libc::SECCOMP_IOCTL_NOTIF_ID_VALID, &id) == 0 }
 }
 
+/// The value of variable `var` (`NAME=`) in the environment array at
+/// `envp_addr` of task `tid` (an exec's `envp`: the library's doctored
+/// environment when a preloaded process execs).
+fn env_value(tid: i32, envp_addr: u64, pointer: usize, var: &[u8]) -> Option<Vec<u8>> {
+    let mut at = envp_addr;
+    for _ in 0..100_000 {
+        if at == 0 {
+            return None;
+        }
+        let mut b = [0u8; 8];
+        if read_mem(tid, at, &mut b[..pointer]) != pointer {
+            return None;
+        }
+        let entry = u64::from_le_bytes(b);
+        if entry == 0 {
+            return None; // the end of the array
+        }
+        if let Some(v) = read_cstr(tid, entry)
+            .as_deref()
+            .and_then(|e| e.strip_prefix(var))
+        {
+            return Some(v.to_vec());
+        }
+        at += pointer as u64;
+    }
+    None
+}
+
+/// Takes the redirect table an exec'ing task hands its new image
+/// (`MPAUDIT_REDIRECT_TABLE`) as worker `w`'s.
+fn adopt_named_table(sup: &mut Supervision, tid: i32, envp_addr: u64, pointer: usize, w: u32) {
+    if let Some(path) = env_value(tid, envp_addr, pointer, b"MPAUDIT_REDIRECT_TABLE=") {
+        sup.redirects.adopt(w, &path);
+    }
+}
+
 /// What handling a call produced: the answer, and an event whose
 /// `result`/`errno` are filled in from what the program got.
 struct Handled {
@@ -493,19 +650,36 @@ fn handle(sup: &mut Supervision, l: &mut Listener) -> bool {
         a if a == super::filter::AUDIT_ARCH_I386 => Call::of_i386(nr),
         _ => None,
     };
+    let args = req.data.args;
     if l.pre_exec == Some(tid) {
         // The library's own calls between installing the filter and the
-        // exec it logged itself.
-        if matches!(call, Some(Call::Exec { .. })) {
+        // exec it logged itself; the exec names the worker's table.
+        if let Some(Call::Exec { argv, pointer, .. }) = call {
             l.pre_exec = None;
+            if let (Some(w), true) = (l.worker, sup.judge.redirect) {
+                adopt_named_table(sup, tid, args[argv + 1], pointer, w);
+            }
+            // Without a worker, the process numbers its forks only if it is
+            // the root (the library's `MPAUDIT_ROOT_PID`): the children of
+            // another process without a worker have none either.
+            let root = env_value(tid, args[argv + 1], pointer, b"MPAUDIT_ROOT_PID=")
+                .and_then(|v| std::str::from_utf8(&v).ok()?.parse::<i32>().ok());
+            if let (Some(n), Some(root)) = (&l.numbering, root) {
+                if n.root != Some(root) {
+                    l.numbering = None;
+                }
+            }
         }
         respond(lfd, req.id, Answer::Continue);
         return true;
     }
-    let args = req.data.args;
     // Reads and stats are notified only to follow redirects: most of them
     // are answered here, before any /proc read.
-    let follows = |sup: &mut Supervision| l.worker.is_some_and(|w| sup.redirects.any(w));
+    let follows = |sup: &mut Supervision| match l.worker {
+        Some(w) => sup.redirects.any(w),
+        // The root's processes: whichever worker they are.
+        None => l.numbering.is_some() && sup.redirects.any_worker(),
+    };
     let quick = match call {
         Some(Call::Stat { .. }) => !follows(sup),
         Some(Call::Access {
@@ -521,9 +695,14 @@ fn handle(sup: &mut Supervision, l: &mut Listener) -> bool {
         respond(lfd, req.id, Answer::Continue);
         return true;
     }
+    let task = Task::of(tid);
+    let worker = match &mut l.numbering {
+        Some(n) => n.worker_of(task.pid),
+        None => l.worker,
+    };
     let c = Caller {
-        task: Task::of(tid),
-        worker: l.worker,
+        task,
+        worker,
         rank: sup.judge.rank.as_ref(),
     };
     let rank = sup.judge.rank.clone();
@@ -561,11 +740,16 @@ fn handle(sup: &mut Supervision, l: &mut Listener) -> bool {
             path,
             argv,
             pointer,
-        }) => Handled {
-            answer: Answer::Continue,
-            event: Some(exec(&c, &args, path, argv, pointer)),
-            record: Vec::new(),
-        },
+        }) => {
+            if let (Some(w), true) = (c.worker, sup.judge.redirect) {
+                adopt_named_table(sup, tid, args[argv + 1], pointer, w);
+            }
+            Handled {
+                answer: Answer::Continue,
+                event: Some(exec(&c, &args, path, argv, pointer)),
+                record: Vec::new(),
+            }
+        }
         Some(Call::IoUringSetup) => {
             let pid = c.task.pid;
             let event = l.io_uring_noted.insert(pid).then(|| {
@@ -583,11 +767,18 @@ fn handle(sup: &mut Supervision, l: &mut Listener) -> bool {
         None => Handled::quiet(Answer::Continue),
     };
     // The paths read belong to the stopped call only if it still waits.
-    if !still_valid(lfd, req.id) {
+    // A call performed here whose task went away meanwhile (killed) has
+    // changed the file system all the same: its event is logged (result
+    // unknown) and its redirect recorded, so no write goes unseen.
+    let performed = matches!(h.answer, Answer::Value(_) | Answer::Fd { .. });
+    let (result, errno) = if still_valid(lfd, req.id) {
+        respond(lfd, req.id, h.answer)
+    } else if performed {
+        (None, None)
+    } else {
         return true;
-    }
-    let (result, errno) = respond(lfd, req.id, h.answer);
-    if result.is_some_and(|r| r >= 0) {
+    };
+    if result.is_some_and(|r| r >= 0) || (result.is_none() && performed) {
         if let Some(w) = c.worker {
             for (o, t) in &h.record {
                 sup.redirects.record(w, c.task.pid, o, t);
@@ -729,11 +920,13 @@ fn follow_magic_link(tid: i32, abs: Vec<u8>) -> Vec<u8> {
         return abs;
     };
     let l = &link[..n];
+    // `/proc/<pid>/…` names the same file for the supervisor (one pid
+    // namespace); `self` and `thread-self` are the task's.
     let ours = [&b"/proc/self/"[..], b"/proc/thread-self/"]
         .iter()
         .find_map(|p| l.strip_prefix(*p))
-        .map(|rest| format!("/proc/{tid}/{}", String::from_utf8_lossy(rest)));
-    let Some(ours) = ours else { return abs };
+        .map(|rest| format!("/proc/{tid}/{}", String::from_utf8_lossy(rest)))
+        .unwrap_or_else(|| String::from_utf8_lossy(l).into_owned());
     match std::fs::read_link(&ours) {
         Ok(t) if t.as_os_str().as_bytes().first() == Some(&b'/') => {
             let mut joined = t.as_os_str().as_bytes().to_vec();
@@ -743,6 +936,60 @@ fn follow_magic_link(tid: i32, abs: Vec<u8>) -> Vec<u8> {
         }
         _ => abs,
     }
+}
+
+/// The absolute path the kernel reaches for `given` in task `tid`: its
+/// directories resolved by the kernel (symlinks and `..` in their order),
+/// and a final symlink followed when `follow_final`. `None` when that
+/// cannot be told here (a directory that does not exist, so the call fails
+/// as bare; a magic link on the way, followed by [`follow_magic_link`]).
+/// The task's root is taken to be the supervisor's.
+fn kernel_path(tid: i32, dirfd: Option<i32>, given: &[u8], follow_final: bool) -> Option<Vec<u8>> {
+    let mut base = if given.first() == Some(&b'/') {
+        b"/".to_vec()
+    } else {
+        base_dir(tid, dirfd)?
+    };
+    let mut path = given.to_vec();
+    // The kernel's bound on symlinks followed in one lookup.
+    for _ in 0..40 {
+        let trimmed_len = path.len() - path.iter().rev().take_while(|&&b| b == b'/').count();
+        let body = &path[..trimmed_len.max(1).min(path.len())];
+        let (dir, leaf): (&[u8], &[u8]) = match body.iter().rposition(|&b| b == b'/') {
+            Some(0) => (b"/", &body[1..]),
+            Some(i) => (&body[..i], &body[i + 1..]),
+            None => (b".", body),
+        };
+        let (dir, leaf) = if matches!(leaf, b"" | b"." | b"..") || trimmed_len < path.len() {
+            (body, &b""[..]) // a directory, all of it resolved
+        } else {
+            (dir, leaf)
+        };
+        let start = if dir.first() == Some(&b'/') {
+            &b"/"[..]
+        } else {
+            &base[..]
+        };
+        let start_fd = std::fs::File::open(std::ffi::OsStr::from_bytes(start)).ok()?;
+        let real_dir = emulate::resolved_dir(start_fd.as_raw_fd(), dir)?;
+        if leaf.is_empty() {
+            return Some(real_dir);
+        }
+        let mut full = real_dir.clone();
+        if full != b"/" {
+            full.push(b'/');
+        }
+        full.extend_from_slice(leaf);
+        if follow_final {
+            if let Ok(t) = std::fs::read_link(std::ffi::OsStr::from_bytes(&full)) {
+                path = t.as_os_str().as_bytes().to_vec();
+                base = real_dir;
+                continue;
+            }
+        }
+        return (full.len() < MAX_ABS).then_some(full);
+    }
+    None
 }
 
 /// An access call's description ([`Call::Access`]).
@@ -792,8 +1039,34 @@ fn access(
         _ => None,
     };
     let (intent, flags) = intent_of(a.intent, flags);
-    let p1 = resolve(tid, args, a.path);
-    let p2 = a.path2.map(|p| resolve(tid, args, p));
+    // Judged where the kernel lands (review 2, F5): `lnk/../f` with `lnk`
+    // a symlink is not the lexical `f`, nor is a final symlink its name
+    // when the call follows it.
+    let follows_final = |i: usize| match a.op {
+        "open" | "openat" | "openat2" => {
+            flags & libc::O_NOFOLLOW == 0
+                && flags & (libc::O_CREAT | libc::O_EXCL) != libc::O_CREAT | libc::O_EXCL
+        }
+        "creat" | "truncate" | "chmod" | "chown" | "utime" | "utimes" | "futimesat" => true,
+        "fchmodat" | "fchmodat2" => true,
+        "fchownat" => args[4] as i32 & libc::AT_SYMLINK_NOFOLLOW == 0,
+        "utimensat" => args[3] as i32 & libc::AT_SYMLINK_NOFOLLOW == 0,
+        "linkat" => i == 0 && args[4] as i32 & libc::AT_SYMLINK_FOLLOW != 0,
+        _ => false,
+    };
+    let in_kernel_view = |i: usize, p: PathArg, r: Resolved| -> Resolved {
+        let (given, abs) = r;
+        let text = a.op.starts_with("symlink") && i == 0;
+        let kernel = match (&given, text) {
+            (Some(g), false) if !g.is_empty() && !emulate::is_opener_relative(g) => {
+                kernel_path(tid, p.dirfd.map(|d| args[d] as i32), g, follows_final(i))
+            }
+            _ => None,
+        };
+        (given, kernel.or(abs))
+    };
+    let p1 = in_kernel_view(0, a.path, resolve(tid, args, a.path));
+    let p2 = a.path2.map(|p| in_kernel_view(1, p, resolve(tid, args, p)));
     if !still_valid(lfd, id) {
         return Handled::quiet(Answer::Continue);
     }
@@ -935,6 +1208,45 @@ fn access(
             record,
         }
     };
+    // A write whose destination cannot be known (a working directory
+    // deeper than /proc reports, a path too long once made absolute) is
+    // refused under deny and under redirect in a worker, never let through
+    // to land in place, as in the library (docs/policy.md, "Unresolvable
+    // paths fail closed"). A directory descriptor that is not open reaches
+    // no file: the call fails as bare (EBADF).
+    let bad_dirfd = |p: PathArg| {
+        p.dirfd
+            .map(|d| args[d] as i32)
+            .filter(|&fd| fd != libc::AT_FDCWD)
+            .is_some_and(|fd| std::fs::symlink_metadata(format!("/proc/{tid}/fd/{fd}")).is_err())
+    };
+    let unresolvable = write
+        && std::iter::once((&p1, a.path))
+            .chain(p2.as_ref().zip(a.path2))
+            .enumerate()
+            .any(|(i, ((given, abs), arg))| {
+                written(i)
+                    && !(symlink_text && i == 0)
+                    && given.as_ref().is_some_and(|g| !g.is_empty())
+                    && abs.is_none()
+                    && !bad_dirfd(arg)
+            });
+    if unresolvable {
+        match sup.judge.action {
+            ActionSetting::Deny => {
+                return finish(e, Action::Denied, Answer::Fail(libc::EACCES), Vec::new())
+            }
+            ActionSetting::Redirect if c.worker.is_some() => {
+                return finish(
+                    e,
+                    Action::RedirectFailed,
+                    Answer::Fail(libc::EACCES),
+                    Vec::new(),
+                )
+            }
+            _ => {}
+        }
+    }
     if action == Action::Denied {
         return finish(e, action, Answer::Fail(libc::EACCES), Vec::new());
     }
@@ -948,6 +1260,13 @@ fn access(
     };
     if routes.iter().any(|r| r.new && r.target.is_none()) {
         return failed_redirect(e); // the worker's path does not fit
+    }
+    if let (true, Some(w)) = (routes.iter().any(|r| r.new), c.worker) {
+        // Room in the worker's table first: a redirect its processes could
+        // not find again must not happen (fail closed, as the library).
+        if let Err(errno) = sup.redirects.reserve(w) {
+            return finish(e, Action::RedirectFailed, Answer::Fail(errno), Vec::new());
+        }
     }
     match perform(
         sup,

@@ -1,29 +1,115 @@
-//! The supervisor's redirect table, per worker: which paths a worker's
-//! supervised processes redirected (so their later opens, stats and
-//! renames of the path use the worker's copy), shared with the library
-//! through the worker's manifest, `worker_<k>/mpaudit-redirects.jsonl`
-//! (docs/events.md): the supervisor appends what it redirects, and reads
-//! what the worker's preloaded processes redirected.
+//! The supervisor's side of the worker's redirect table: the very table
+//! the library's processes of the worker use (`mpaudit_core::table`, a
+//! `MAP_SHARED` file), so a redirect made by a supervised process is seen
+//! by the worker's preloaded ones and the other way round, at once.
+//!
+//! Which file: the one a process of the worker names when it execs
+//! (`MPAUDIT_REDIRECT_TABLE`, which the library puts in the environment of
+//! every program it execs, [`Redirects::adopt`]); for a worker that has
+//! none (a static program started by the runner, a worker the supervisor
+//! numbered), one the supervisor creates, as the library would:
+//! `<log dir>/mpaudit-<pid>-<ns>.redirects`, seeded from the worker's
+//! manifest. Every new redirect is also appended to the manifest,
+//! `worker_<k>/mpaudit-redirects.jsonl` (docs/events.md), which the merge
+//! reads.
 
 use std::collections::HashMap;
-use std::io::{Read, Seek, SeekFrom, Write};
-use std::path::PathBuf;
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
 
+use mpaudit_core::table::{Refused, TableIo};
 use serde_json::Value;
 
 use crate::merge::MANIFEST;
 
-#[derive(Default)]
-struct Table {
-    map: HashMap<Vec<u8>, Vec<u8>>,
-    /// Bytes of the manifest already read.
-    read: u64,
+/// The table's file operations through libc.
+pub struct LibcIo;
+
+impl TableIo for LibcIo {
+    fn open(path: &[u8], create: bool) -> Option<i32> {
+        let mut flags = libc::O_RDWR | libc::O_CLOEXEC;
+        if create {
+            flags |= libc::O_CREAT | libc::O_EXCL;
+        }
+        // SAFETY: the table passes its path with a NUL after it.
+        let fd = unsafe { libc::open(path.as_ptr().cast(), flags, 0o600) };
+        (fd >= 0).then_some(fd)
+    }
+
+    fn close(fd: i32) {
+        // SAFETY: the table's own descriptor.
+        unsafe { libc::close(fd) };
+    }
+
+    fn fallocate(fd: i32, off: u64, len: u64) -> i64 {
+        // SAFETY: the table's own descriptor.
+        let r = unsafe { libc::fallocate(fd, 0, off as libc::off_t, len as libc::off_t) };
+        if r == 0 {
+            0
+        } else {
+            -(super::emulate::errno() as i64)
+        }
+    }
+
+    fn size(fd: i32) -> Option<u64> {
+        // SAFETY: a zeroed stat is a valid out-parameter.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: a valid out-pointer.
+        (unsafe { libc::fstat(fd, &mut st) } == 0).then_some(st.st_size as u64)
+    }
+
+    fn map(fd: i32, off: u64, len: u64) -> Option<usize> {
+        // SAFETY: a fresh shared mapping of the table's own descriptor; the
+        // kernel checks the arguments.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len as usize,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd,
+                off as libc::off_t,
+            )
+        };
+        (p != libc::MAP_FAILED).then_some(p as usize)
+    }
+
+    fn unmap(addr: usize, len: u64) {
+        // SAFETY: a mapping the table made and never published.
+        unsafe { libc::munmap(addr as *mut libc::c_void, len as usize) };
+    }
+
+    fn file_size_limit() -> u64 {
+        let mut lim = libc::rlimit {
+            rlim_cur: libc::RLIM_INFINITY,
+            rlim_max: libc::RLIM_INFINITY,
+        };
+        // SAFETY: a valid out-pointer.
+        let r = unsafe { libc::getrlimit(libc::RLIMIT_FSIZE, &mut lim) };
+        if r != 0 || lim.rlim_cur == libc::RLIM_INFINITY {
+            u64::MAX
+        } else {
+            lim.rlim_cur
+        }
+    }
 }
+
+type Table = mpaudit_core::table::Table<LibcIo>;
 
 pub struct Redirects {
     /// `worker_<k>` directory of each worker.
     worker_dir: Box<dyn Fn(u32) -> PathBuf + Send>,
-    tables: HashMap<u32, Table>,
+    /// Where the tables the supervisor creates go; `None` when the policy
+    /// does not redirect (no worker has a table then).
+    log_dir: Option<PathBuf>,
+    /// Each worker's table, once attached (boxed: its mappings are
+    /// referenced for the run's duration, and never unmapped), and whether
+    /// it is one the supervisor created and recorded nothing in yet (its
+    /// entries are the manifest's).
+    tables: HashMap<u32, (Box<Table>, bool)>,
+    /// Whether the refused-insert warning was printed.
+    warned: bool,
 }
 
 fn field(v: &Value, key: &str) -> Option<Vec<u8>> {
@@ -37,11 +123,29 @@ fn field(v: &Value, key: &str) -> Option<Vec<u8>> {
         .map(|s| s.as_bytes().to_vec())
 }
 
+/// Whether two spellings name one directory (the library normalises its
+/// worker directory; the runner's may differ in spelling only).
+fn same_dir(a: &[u8], b: &Path) -> bool {
+    let a = Path::new(std::ffi::OsStr::from_bytes(a));
+    a == b
+        || matches!(
+            (std::fs::canonicalize(a), std::fs::canonicalize(b)),
+            (Ok(x), Ok(y)) if x == y
+        )
+}
+
 impl Redirects {
-    pub fn new(worker_dir: impl Fn(u32) -> PathBuf + Send + 'static) -> Redirects {
+    /// `log_dir`: where to create tables, `None` when nothing is
+    /// redirected.
+    pub fn new(
+        log_dir: Option<PathBuf>,
+        worker_dir: impl Fn(u32) -> PathBuf + Send + 'static,
+    ) -> Redirects {
         Redirects {
             worker_dir: Box::new(worker_dir),
+            log_dir,
             tables: HashMap::new(),
+            warned: false,
         }
     }
 
@@ -49,55 +153,115 @@ impl Redirects {
         (self.worker_dir)(worker)
     }
 
-    /// Reads the manifest lines added since the last look.
-    fn refresh(&mut self, worker: u32) -> &mut Table {
-        let path = self.worker_dir(worker).join(MANIFEST);
-        let t = self.tables.entry(worker).or_default();
-        let Ok(mut f) = std::fs::File::open(&path) else {
-            return t;
-        };
-        let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-        if len <= t.read || f.seek(SeekFrom::Start(t.read)).is_err() {
-            return t;
-        }
-        let mut text = Vec::new();
-        if f.read_to_end(&mut text).is_err() {
-            return t;
-        }
-        // Only whole lines: a line being written is read next time.
-        let whole = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-        for line in text[..whole].split(|&b| b == b'\n') {
-            let Ok(v) = serde_json::from_slice::<Value>(line) else {
-                continue;
-            };
-            if let (Some(o), Some(tg)) = (field(&v, "original"), field(&v, "target")) {
-                t.map.entry(o).or_insert(tg);
+    /// Takes `path`, the table a process of `worker` names, as the
+    /// worker's table, unless the worker has one already (one the
+    /// supervisor created and recorded nothing in gives way: another
+    /// thread's call may have come before the exec that names the file)
+    /// or the file is not that worker's.
+    pub fn adopt(&mut self, worker: u32, path: &[u8]) {
+        if let Some((t, unused)) = self.tables.get(&worker) {
+            if !*unused || t.path() == path {
+                return;
             }
         }
-        t.read += whole as u64;
-        t
+        let wd = self.worker_dir(worker);
+        let t = Box::new(Table::new());
+        // SAFETY: a table no other thread sees yet.
+        if unsafe { t.open_existing_if(path, |owner| same_dir(owner, &wd)) } {
+            // A replaced table stays mapped (nothing refers to it).
+            if let Some((old, _)) = self.tables.insert(worker, (t, false)) {
+                Box::leak(old);
+            }
+        }
     }
 
-    /// The worker's copy of `abs`, if the worker redirected it.
+    /// The worker's table, created (and seeded from its manifest) if it
+    /// has none yet; `None` when none can be created.
+    fn table(&mut self, worker: u32) -> Option<&Table> {
+        if !self.tables.contains_key(&worker) {
+            let log_dir = self.log_dir.as_ref()?;
+            let wd = self.worker_dir(worker);
+            let t = Box::new(Table::new());
+            let ns = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0);
+            let name = format!("mpaudit-{}-{ns}.redirects", std::process::id());
+            let path = log_dir.join(name);
+            // SAFETY: a table no other thread sees yet.
+            if !unsafe { t.create(path.as_os_str().as_bytes(), wd.as_os_str().as_bytes()) } {
+                return None;
+            }
+            seed_from_manifest(&t, &wd.join(MANIFEST));
+            self.tables.insert(worker, (t, true));
+        }
+        self.tables.get(&worker).map(|(t, _)| &**t)
+    }
+
+    /// The worker's copy of `abs`, if the worker redirected it (in any of
+    /// its processes, supervised or preloaded).
     pub fn lookup(&mut self, worker: u32, abs: &[u8]) -> Option<Vec<u8>> {
-        self.refresh(worker).map.get(abs).cloned()
+        self.table(worker)?.get(abs).map(<[u8]>::to_vec)
     }
 
     /// Whether the worker has redirected anything (a cheap test for the
     /// reads and stats that are notified only to follow redirects).
     pub fn any(&mut self, worker: u32) -> bool {
-        !self.refresh(worker).map.is_empty()
+        self.table(worker).is_some_and(|t| t.entries() > 0)
     }
 
-    /// Records a new redirect in the table and the worker's manifest (for
-    /// the merge, and for the worker's other processes).
-    pub fn record(&mut self, worker: u32, pid: i32, original: &[u8], target: &[u8]) {
-        let path = self.worker_dir(worker).join(MANIFEST);
-        let t = self.refresh(worker);
-        if t.map.contains_key(original) {
-            return;
+    /// Whether any worker has redirected anything.
+    pub fn any_worker(&self) -> bool {
+        self.tables.values().any(|(t, _)| t.entries() > 0)
+    }
+
+    /// Whether a new redirect of the worker can be recorded, as the
+    /// library checks before a redirected call (so a redirect the worker
+    /// could not see again never happens): `Err(errno)` to fail with.
+    pub fn reserve(&mut self, worker: u32) -> Result<(), i32> {
+        let r = match self.table(worker) {
+            None => Err(Refused::NoTable),
+            Some(t) => t.reserve(),
+        };
+        r.map_err(|why| {
+            self.refused(worker, why);
+            libc::ENOSPC
+        })
+    }
+
+    fn refused(&mut self, worker: u32, why: Refused) {
+        if let Some((t, _)) = self.tables.get(&worker) {
+            t.note_refused();
         }
-        t.map.insert(original.to_vec(), target.to_vec());
+        if !std::mem::replace(&mut self.warned, true) {
+            let what = match why {
+                Refused::NoTable => "no redirect table".to_string(),
+                Refused::Full(e) => format!(
+                    "the redirect table cannot grow ({})",
+                    std::io::Error::from_raw_os_error(e)
+                ),
+            };
+            eprintln!("mpaudit: seccomp supervisor: worker {worker}: {what}; further redirected writes fail (redirect-failed)");
+        }
+    }
+
+    /// Records a new redirect in the worker's table and its manifest (for
+    /// the merge).
+    pub fn record(&mut self, worker: u32, pid: i32, original: &[u8], target: &[u8]) {
+        let inserted = match self.table(worker) {
+            None => Err(Refused::NoTable),
+            Some(t) => t.insert(original, target),
+        };
+        if let Some((_, unused)) = self.tables.get_mut(&worker) {
+            *unused = false;
+        }
+        match inserted {
+            Ok(false) => return, // in the table (and the manifest) already
+            Ok(true) => {}
+            // Rare (reserve made room before the call): the manifest still
+            // gets the line, so the merge has the file.
+            Err(why) => self.refused(worker, why),
+        }
         let lossy = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
         let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
         let mut v = serde_json::json!({
@@ -113,20 +277,35 @@ impl Redirects {
         let mut line = serde_json::to_vec(&v).unwrap_or_default();
         line.push(b'\n');
         // One O_APPEND write per line, as the library writes its lines.
-        if let Ok(mut f) = std::fs::OpenOptions::new()
+        let path = self.worker_dir(worker).join(MANIFEST);
+        let written = std::fs::OpenOptions::new()
             .append(true)
             .create(true)
             .open(&path)
-        {
-            if f.write_all(&line).is_ok() {
-                let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-                // Our own line is in the table already: skip it when
-                // nothing else was appended meanwhile.
-                let t = self.tables.entry(worker).or_default();
-                if len == t.read + line.len() as u64 {
-                    t.read = len;
-                }
-            }
+            .and_then(|mut f| f.write_all(&line));
+        if let Err(e) = written {
+            eprintln!(
+                "mpaudit: seccomp supervisor: {}: {e}: the merge will miss {}",
+                path.display(),
+                lossy(original)
+            );
+        }
+    }
+}
+
+/// Puts the redirects of the worker's manifest into a new table (a later
+/// command of the worker sees what an earlier one redirected, as in the
+/// library's `load_manifest`).
+fn seed_from_manifest(t: &Table, manifest: &Path) {
+    let Ok(text) = std::fs::read(manifest) else {
+        return;
+    };
+    for line in text.split(|&b| b == b'\n') {
+        let Ok(v) = serde_json::from_slice::<Value>(line) else {
+            continue;
+        };
+        if let (Some(o), Some(tg)) = (field(&v, "original"), field(&v, "target")) {
+            let _ = t.insert(&o, &tg);
         }
     }
 }
@@ -136,10 +315,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_manifest_is_shared_with_the_library_both_ways() {
+    fn the_table_is_shared_with_the_library_and_seeded_from_the_manifest() {
         let dir = std::env::temp_dir().join(format!("mpaudit-redirects-{}", std::process::id()));
         let w0 = dir.join("worker_0");
+        let logs = dir.join("logs");
         std::fs::create_dir_all(&w0).unwrap();
+        std::fs::create_dir_all(&logs).unwrap();
         // A line the library wrote, one of them in hex.
         std::fs::write(
             w0.join(MANIFEST),
@@ -148,7 +329,7 @@ mod tests {
         )
         .unwrap();
         let d = dir.clone();
-        let mut r = Redirects::new(move |k| d.join(format!("worker_{k}")));
+        let mut r = Redirects::new(Some(logs.clone()), move |k| d.join(format!("worker_{k}")));
         assert_eq!(
             r.lookup(0, b"/j/a").as_deref(),
             Some(&b"/j/w/worker_0/a"[..])
@@ -157,7 +338,6 @@ mod tests {
             r.lookup(0, b"/j/\xff").as_deref(),
             Some(&b"/j/w/worker_0/\xff"[..])
         );
-        assert!(!r.any(1));
         r.record(0, 7, b"/j/b", b"/j/w/worker_0/b");
         let text = std::fs::read_to_string(w0.join(MANIFEST)).unwrap();
         assert!(
@@ -166,12 +346,31 @@ mod tests {
             ),
             "{text}"
         );
+        // A second user of the file (a library process of the worker)
+        // sees the supervisor's redirect at once, and the other way round.
+        let path = r.tables[&0].0.path().to_vec();
         let d = dir.clone();
-        let mut fresh = Redirects::new(move |k| d.join(format!("worker_{k}")));
+        let mut other = Redirects::new(Some(logs.clone()), move |k| d.join(format!("worker_{k}")));
+        // A table of its own first (a call before the exec that names
+        // the worker's), which gives way, having recorded nothing.
+        assert!(other.any(0), "seeded from the manifest");
+        other.adopt(0, &path);
         assert_eq!(
-            fresh.lookup(0, b"/j/b").as_deref(),
+            other.lookup(0, b"/j/b").as_deref(),
             Some(&b"/j/w/worker_0/b"[..])
         );
+        other.record(0, 8, b"/j/c", b"/j/w/worker_0/c");
+        assert_eq!(
+            r.lookup(0, b"/j/c").as_deref(),
+            Some(&b"/j/w/worker_0/c"[..])
+        );
+        // Another worker's table is not taken.
+        let mut third = Redirects::new(Some(logs), {
+            let d = dir.clone();
+            move |k| d.join(format!("worker_{}", k + 1))
+        });
+        third.adopt(0, &path);
+        assert_eq!(third.lookup(0, b"/j/c"), None);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

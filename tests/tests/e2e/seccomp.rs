@@ -767,3 +767,329 @@ e2e!(
         assert!(!writes_to(&ev, "self-link").is_empty(), "{ev:#?}");
     }
 );
+
+// Issue 12 (last requirement): the supervisor kept a redirect table of its
+// own, fed from the worker's manifest: a redirected shell never saw what a
+// static program it ran had redirected (`cat b.txt` failed after it), and
+// the program saw the shell's redirects only as far as the manifest said.
+// Now the supervisor maps the worker's one table file (mpaudit-core's
+// table, the file the library named in `MPAUDIT_REDIRECT_TABLE`): each
+// side sees the other's redirects, whiteouts and O_EXCL results at once,
+// and a second static process of the worker sees them too.
+e2e!(
+    regression_a_static_program_and_its_shell_share_the_workers_redirect_table,
+    |dir| {
+        let prog = fixture("static_table");
+        let script = format!(
+            "echo shell > a.txt\nrm gone.txt\n{} check\ncat b.txt\n\
+             [ -e gone.txt ] && echo gone-visible || echo gone-hidden\n",
+            prog.display()
+        );
+        let setup = |d: &Path| std::fs::write(d.join("gone.txt"), "shared\n").unwrap();
+        let (bare, out, report) = bare_and_audited(
+            &dir,
+            Path::new("/bin/sh"),
+            &["-c", &script],
+            &[
+                "--workers",
+                "1",
+                "--action",
+                "redirect",
+                "--merge-dir",
+                "merged",
+            ],
+            &setup,
+        );
+        for line in [
+            "read a.txt: [shell\n]",
+            "size 6",
+            "open a.txt O_EXCL: -1 File exists",
+            "open gone.txt: -1 No such file or directory",
+            "stat gone.txt: -1 No such file or directory",
+            "read b.txt: [from static\n]",
+            "from static\ngone-hidden",
+        ] {
+            assert!(bare.contains(line), "{line:?} in the bare run: {bare}");
+        }
+        assert_eq!(stdout(&out), bare, "the worker sees what it sees bare");
+        assert_eq!(exit_code(&out), 1, "rogue writes, redirected: {report:#}");
+        let job = dir.join("job");
+        let w0 = job.join("mpaudit-workers/worker_0");
+        assert!(!job.join("a.txt").exists() && !job.join("b.txt").exists());
+        assert!(job.join("gone.txt").exists(), "the rm stayed in the worker");
+        assert_eq!(
+            std::fs::read_to_string(w0.join("b.txt")).unwrap(),
+            "from static\n"
+        );
+        let ev = events_under(&job);
+        let b: Vec<&Value> = accesses(&ev, "b.txt")
+            .into_iter()
+            .filter(|e| e["via"] == "seccomp" && e["create"] == true)
+            .collect();
+        assert_eq!(b.len(), 1, "{ev:#?}");
+        assert_eq!(b[0]["action"], "redirected");
+        assert_eq!(b[0]["worker"], 0);
+        // The merge has both sides' redirects.
+        assert_eq!(
+            std::fs::read_to_string(job.join("merged/b.txt")).unwrap(),
+            "from static\n",
+            "{report:#}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(job.join("merged/a.txt")).unwrap(),
+            "shell\n"
+        );
+    }
+);
+
+/// `mpaudit exec --mode fork ARGS -- static_table fork 3` in `dir`: the
+/// output and the report.
+fn forked_static_workers(dir: &TestDir, args: &[&str]) -> (Output, Value) {
+    let mut all = vec!["--mode", "fork"];
+    all.extend_from_slice(args);
+    exec(dir, &all, &fixture("static_table"), &["fork", "3"])
+}
+
+// Issue 11/12, fork mode: a static framework forking its workers got no
+// worker numbering under the supervisor (every event had `worker: null`),
+// so three workers writing out.txt were one anonymous writer, no clobber
+// was reported, and redirect had no worker to redirect to. The supervisor
+// now numbers the root's children as the library does (fork order, from
+// 0), and each child's descendants belong to its worker.
+e2e!(
+    regression_workers_forked_by_a_static_framework_are_numbered,
+    |dir| {
+        let bare_dir = dir.join("bare");
+        std::fs::create_dir_all(&bare_dir).unwrap();
+        run_ok(
+            Command::new(fixture("static_table"))
+                .args(["fork", "3"])
+                .current_dir(&bare_dir),
+        );
+        let bare = std::fs::read_to_string(bare_dir.join("out.txt")).unwrap();
+        assert!(bare.starts_with("worker "), "one survivor bare: {bare}");
+
+        let (out, report) = forked_static_workers(&dir, &[]);
+        assert_eq!(exit_code(&out), 1, "rogue writes: {report:#}");
+        let ev = supervised_events(&dir);
+        let w = writes_to(&ev, "out.txt");
+        let mut workers: Vec<i64> = w
+            .iter()
+            .map(|e| e["worker"].as_i64().expect("a worker"))
+            .collect();
+        workers.sort_unstable();
+        assert_eq!(workers, [0, 1, 2], "{w:#?}");
+        assert!(w.iter().all(|e| e["verdict"] == "rogue"));
+        let c = report["conflicts"]
+            .as_array()
+            .expect("conflicts")
+            .iter()
+            .find(|c| c["path"] == "out.txt")
+            .unwrap_or_else(|| panic!("no conflict on out.txt: {report:#}"));
+        assert_eq!(c["kind"], "clobber", "{c:#}");
+        let mut writers: Vec<String> = c["writers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| w.as_str().map_or_else(|| w.to_string(), str::to_string))
+            .collect();
+        writers.sort();
+        assert_eq!(writers, ["0", "1", "2"], "{c:#}");
+    }
+);
+
+e2e!(
+    regression_a_static_frameworks_forked_workers_are_redirected_and_merged,
+    |dir| {
+        let (out, report) =
+            forked_static_workers(&dir, &["--action", "redirect", "--merge", "out.txt=concat"]);
+        assert_eq!(exit_code(&out), 1, "rogue writes, redirected: {report:#}");
+        let workers = dir.join("mpaudit-workers");
+        for k in 0..3 {
+            assert_eq!(
+                std::fs::read_to_string(workers.join(format!("worker_{k}/out.txt"))).unwrap(),
+                format!("worker {k}\n"),
+                "worker k is the k-th child forked"
+            );
+        }
+        assert_eq!(
+            std::fs::read_to_string(dir.join("out.txt")).unwrap(),
+            "worker 0\nworker 1\nworker 2\n",
+            "every worker's copy merged: {report:#}"
+        );
+    }
+);
+
+// Issue 12 ("Fails open"), under the supervisor: a write from a working
+// directory deeper than /proc/PID/cwd can name had no absolute path, was
+// judged "allowed" and was performed in place, under deny and under
+// redirect. It now fails closed with EACCES, as in the library
+// (docs/policy.md, "Unresolvable paths fail closed").
+e2e!(
+    regression_a_supervised_write_from_an_unnameable_cwd_fails_closed,
+    |dir| {
+        let prog = fixture("static_table");
+        let setup = |d: &Path| _ = run_ok(Command::new(&prog).arg("mkdeep").current_dir(d));
+        for action in ["deny", "redirect"] {
+            let (bare, out, report) = bare_and_audited(
+                &dir,
+                &prog,
+                &["deep"],
+                &["--workers", "1", "--action", action],
+                &setup,
+            );
+            assert_eq!(bare, "open deep.txt: 3 \n", "bare, it is created");
+            assert_eq!(
+                stdout(&out),
+                "open deep.txt: -1 Permission denied\n",
+                "{action}: {report:#}"
+            );
+            let check = |d: &Path| {
+                stdout(&run_ok(
+                    Command::new(&prog).arg("deep-check").current_dir(d),
+                ))
+            };
+            assert_eq!(check(&dir.join("job")), "deep.txt absent\n", "{action}");
+            let ev = events_under(&dir.join("job"));
+            let w = writes_to(&ev, "deep.txt");
+            let expected = if action == "deny" {
+                "denied"
+            } else {
+                "redirect-failed"
+            };
+            assert_eq!(
+                (w.len(), &w[0]["action"], &w[0]["errno"]),
+                (1, &expected.into(), &"EACCES".into()),
+                "{w:#?}"
+            );
+            for d in ["bare", "job"] {
+                std::fs::remove_dir_all(dir.join(d)).unwrap();
+            }
+        }
+    }
+);
+
+// Review of what the supervisor leaves to the kernel: a path through
+// other spellings of the task's own magic links, `/proc/<pid>/cwd/…` (its
+// pid, not `self`) and `/proc/self/task/<tid>/cwd/…`, was judged as a
+// `/proc/**` path ("allowed") and left to the kernel, which wrote the
+// job's file: a rogue write reported as allowed, performed in place under
+// deny and redirect. These links are now followed as `/proc/self/…` is
+// (the task form in mpaudit-core, for the library too).
+e2e!(
+    regression_a_write_through_proc_pid_cwd_is_judged_as_the_file_it_names,
+    |dir| {
+        let prog = fixture("static_table");
+        for (mode, action) in [
+            ("procpid", "log"),
+            ("procpid", "deny"),
+            ("procpid", "redirect"),
+            ("proctask", "log"),
+            ("proctask", "redirect"),
+        ] {
+            let (bare, out, report) = bare_and_audited(
+                &dir,
+                &prog,
+                &[mode],
+                &[
+                    "--workers",
+                    "1",
+                    "--action",
+                    action,
+                    "--merge-dir",
+                    "merged",
+                ],
+                &|_| {},
+            );
+            assert_eq!(bare, "open /proc/PID/cwd/procpid.txt: 3 \n");
+            assert_eq!(
+                exit_code(&out),
+                1,
+                "{mode} {action}: a rogue write: {report:#}"
+            );
+            let job = dir.join("job");
+            let ev = events_under(&job);
+            let w = writes_to(&ev, "procpid.txt");
+            assert_eq!(w.len(), 1, "{w:#?}");
+            assert_eq!(w[0]["abs"], job.join("procpid.txt").to_str().unwrap());
+            assert_eq!(w[0]["verdict"], "rogue", "{action}");
+            let (action_logged, in_place, out_text) = match action {
+                "log" => ("logged", true, "open /proc/PID/cwd/procpid.txt: 3 \n"),
+                "deny" => (
+                    "denied",
+                    false,
+                    "open /proc/PID/cwd/procpid.txt: -1 Permission denied\n",
+                ),
+                _ => ("redirected", false, "open /proc/PID/cwd/procpid.txt: 3 \n"),
+            };
+            assert_eq!(w[0]["action"], action_logged);
+            assert_eq!(stdout(&out), out_text, "{action}");
+            assert_eq!(job.join("procpid.txt").exists(), in_place, "{action}");
+            if action == "redirect" {
+                assert!(job.join("mpaudit-workers/worker_0/procpid.txt").exists());
+            }
+            for d in ["bare", "job"] {
+                std::fs::remove_dir_all(dir.join(d)).unwrap();
+            }
+        }
+    }
+);
+
+// Review of what the supervisor leaves to the kernel: every open of a
+// `/dev` path was left to the kernel (CONTINUE, `result: null`), the one
+// Go's os/exec makes for `/dev/null` included, so another thread could
+// change the path between the judgement and the kernel's read. The memory
+// devices, the same for every opener, are now opened by the supervisor.
+e2e!(
+    regression_an_open_of_dev_null_is_performed_by_the_supervisor,
+    |dir| {
+        let prog = fixture("static_table");
+        let (bare, out, report) = bare_and_audited(
+            &dir,
+            &prog,
+            &["devnull"],
+            &["--workers", "1", "--action", "deny"],
+            &|_| {},
+        );
+        assert_eq!(bare, "open /dev/null: 3 \nwrite: 1 \ncloexec: 1 \n");
+        assert_eq!(stdout(&out), bare, "{report:#}");
+        assert_eq!(exit_code(&out), 0, "{report:#}");
+        let ev = events_under(&dir.join("job"));
+        let w: Vec<&Value> = ev.iter().filter(|e| e["abs"] == "/dev/null").collect();
+        assert_eq!(w.len(), 1, "{ev:#?}");
+        assert_eq!(
+            (&w[0]["result"], &w[0]["verdict"], &w[0]["via"]),
+            (&Value::from(3), &"allowed".into(), &"seccomp".into()),
+            "performed here: its real result"
+        );
+    }
+);
+
+// The same through the library's hand-over: the preloaded root (a shell)
+// execs the static framework in its place, so the framework is the root
+// and its children are workers 0, 1, 2, as the library would number them.
+e2e!(
+    regression_a_static_framework_execd_by_a_preloaded_root_numbers_its_workers,
+    |dir| {
+        let script = format!("exec {} fork 3", fixture("static_table").display());
+        let (out, report) = exec(
+            &dir,
+            &[
+                "--mode",
+                "fork",
+                "--action",
+                "redirect",
+                "--merge",
+                "out.txt=concat",
+            ],
+            Path::new("/bin/sh"),
+            &["-c", &script],
+        );
+        assert_eq!(exit_code(&out), 1, "rogue writes, redirected: {report:#}");
+        assert_eq!(
+            std::fs::read_to_string(dir.join("out.txt")).unwrap(),
+            "worker 0\nworker 1\nworker 2\n",
+            "every worker's copy merged: {report:#}"
+        );
+    }
+);
