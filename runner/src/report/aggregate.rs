@@ -209,10 +209,6 @@ pub struct Aggregator {
     /// `(ts, mark)` of its start, exit and exec events, and of the forks
     /// it made.
     pub lives: BTreeMap<(u16, i64), Vec<(u64, Mark)>>,
-    /// The program of each pid's latest audited exec: a static or Go
-    /// program the library handed to the seccomp supervisor has no log of
-    /// its own (the supervisor's has no `start`), so no image must follow.
-    pub last_exec: BTreeMap<(u16, i64), (u64, String)>,
 }
 
 /// What a process event says about the log images of a pid.
@@ -287,28 +283,10 @@ impl Aggregator {
                 gaps.unclosed.insert(*key);
             }
             if let Some((_, true)) = exec_pending {
-                if !self.handed_to_the_supervisor(key) {
-                    gaps.missing.push((key.0, key.1, "exec"));
-                }
+                gaps.missing.push((key.0, key.1, "exec"));
             }
         }
         gaps
-    }
-}
-
-impl Aggregator {
-    /// Whether the last program `key` exec'd is one the library cannot load
-    /// into (static or Go), so that the exec event's `audited: true` means
-    /// the seccomp supervisor took it over. Only asked for a gap, so the
-    /// file is read rarely.
-    fn handed_to_the_supervisor(&self, key: &(u16, i64)) -> bool {
-        use crate::seccomp::detect::{unseen, Unseen};
-        self.last_exec.get(key).is_some_and(|(_, exe)| {
-            matches!(
-                unseen(std::path::Path::new(exe)),
-                Some(Unseen::Static | Unseen::Go)
-            )
-        })
     }
 }
 
@@ -498,12 +476,6 @@ impl Aggregator {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        for (k, v) in o.last_exec {
-            let e = self.last_exec.entry(k).or_insert_with(|| v.clone());
-            if v.0 > e.0 {
-                *e = v;
-            }
-        }
         for (k, marks) in o.lives {
             self.lives.entry(k).or_default().extend(marks);
         }
@@ -536,17 +508,13 @@ impl Aggregator {
             "exit" => Some(Mark::Exit),
             // The dynamic loader run as a program may only print
             // (`ld.so --version`) and load no library: no image must follow.
-            "exec" if ev.result.is_none() => {
-                let audited =
-                    ev.audited != Some(false) && !ev.exe.as_deref().is_some_and(is_loader);
-                if let (true, Some(exe)) = (audited, ev.exe.as_deref()) {
-                    let e = self.last_exec.entry((source, ev.pid)).or_default();
-                    if ev.ts >= e.0 {
-                        *e = (ev.ts, exe.to_string());
-                    }
-                }
-                Some(Mark::ExecBefore(audited))
-            }
+            // A program handed to the seccomp supervisor has no log of
+            // its own either: the supervisor's has no `start`.
+            "exec" if ev.result.is_none() => Some(Mark::ExecBefore(
+                ev.audited != Some(false)
+                    && ev.supervised != Some(true)
+                    && !ev.exe.as_deref().is_some_and(is_loader),
+            )),
             "exec" => Some(Mark::ExecFailed),
             "fork" => ev.child.filter(|&c| c > 0).map(Mark::Forked),
             _ => None,
@@ -567,7 +535,14 @@ impl Aggregator {
             self.dropped_events += ev.dropped.unwrap_or(0);
             self.unresolved_frames += ev.unresolved_frames.unwrap_or(0);
         }
-        if ev.op == "exec" && ev.audited == Some(false) {
+        // A spawn that started a program the library cannot audit (and no
+        // supervisor took) is as unaudited as such an exec.
+        let started_unaudited = match &*ev.op {
+            "exec" => true,
+            "spawn" => ev.result == Some(0),
+            _ => false,
+        };
+        if started_unaudited && ev.audited == Some(false) {
             let exe = ev.exe.as_deref().unwrap_or_default().to_string();
             let reason = ev
                 .reason
