@@ -15,7 +15,7 @@
 //! The spawn trampoline: posix_spawn execs its target inside glibc's own
 //! clone child, out of every hook's reach, so a spawn of a static or Go
 //! program is made a spawn of the runner ([`TRAMPOLINE_VAR`]) with
-//! [`trampoline_argv`]'s arguments; the runner, before its own runtime
+//! arguments saying what to exec; the runner, before its own runtime
 //! starts (runner/src/seccomp/trampoline.rs), hands itself over and execs
 //! the program, reporting to the spawning process ([`Report`]).
 
