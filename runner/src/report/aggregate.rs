@@ -1254,6 +1254,15 @@ mod tests {
             // pid 30: audited exec and no image after it.
             process(30, 1, "start", ""),
             process(30, 2, "exec", r#","result":null,"audited":true"#),
+            // pid 40: an exec handed to the supervisor: no image follows,
+            // and none is missing.
+            process(40, 1, "start", ""),
+            process(
+                40,
+                2,
+                "exec",
+                r#","result":null,"audited":true,"supervised":true"#,
+            ),
         ];
         for order in [false, true] {
             let mut a = Aggregator::default();
@@ -1268,6 +1277,35 @@ mod tests {
             assert_eq!(g.unclosed.iter().collect::<Vec<_>>(), [&(0, 20)]);
             assert_eq!(g.missing, [(0, 12, "forked"), (0, 30, "exec")]);
         }
+    }
+
+    // A spawn of a program no one audits is listed as an unaudited
+    // process, as such an exec is; a failed one or a supervised one is not.
+    #[test]
+    fn an_unaudited_spawn_is_listed() {
+        let mut a = Aggregator::default();
+        for (pid, extra) in [
+            (
+                1,
+                r#","child":2,"argv":["s"],"exe":"/x/s","result":0,"audited":false,"reason":"static""#,
+            ),
+            (
+                3,
+                r#","child":-1,"argv":["s"],"exe":"/x/s","result":2,"audited":true"#,
+            ),
+            (
+                4,
+                r#","child":5,"argv":["g"],"exe":"/x/g","result":0,"audited":true,"supervised":true"#,
+            ),
+        ] {
+            a.add(0, &process(pid, 1, "spawn", extra));
+        }
+        let listed: Vec<_> = a
+            .unaudited
+            .iter()
+            .map(|((e, r), u)| (e.as_str(), r.as_str(), u.count))
+            .collect();
+        assert_eq!(listed, [("/x/s", "static", 1)]);
     }
 
     fn rogue(worker: u64, abs: &str, obj: &str, vaddr: u64, action: &str) -> Event<'static> {
