@@ -551,18 +551,24 @@ fn exec_arguments_readable(
 /// Entries of argv and envp the library reads (`CArgv`, `doctor_env`).
 const ARGV_ENTRIES: usize = (1 << 16) + 2;
 
+/// A spawn's program: `given` as passed, `exe` as resolved (posix_spawnp's
+/// PATH search), `resolved` false when that search found nothing.
+pub struct SpawnTarget {
+    pub given: *const c_char,
+    pub exe: *const c_char,
+    pub resolved: bool,
+}
+
 /// posix_spawn(p): doctored environment, a `spawn` event after the call;
 /// refused up front when one of its file actions was (`file_actions` is
-/// the program's `posix_spawn_file_actions_t` pointer). `given` is the
-/// program as passed, `exe` as resolved (posix_spawnp's PATH search);
+/// the program's `posix_spawn_file_actions_t` pointer);
 /// `real(pid_out, path, argv, envp)` is the real call with the program's
 /// file actions and attributes. A static or Go program is spawned through
 /// the runner's trampoline, which hands it to the supervisor
 /// (supervised.rs): glibc execs it in a child no hook sees.
 pub fn spawn(
     pid: *mut libc::pid_t,
-    given: *const c_char,
-    exe: *const c_char,
+    program: SpawnTarget,
     argv: *const *const c_char,
     envp: *const *const c_char,
     file_actions: usize,
@@ -573,6 +579,11 @@ pub fn spawn(
         *const *const c_char,
     ) -> c_int,
 ) -> c_int {
+    let SpawnTarget {
+        given,
+        exe,
+        resolved,
+    } = program;
     if !state::ready() {
         return real(pid, given, argv, envp);
     }
@@ -605,7 +616,7 @@ pub fn spawn(
         sys::set_errno(program_errno);
         real(p, path, a, e)
     };
-    let outcome = if needs_the_supervisor(unaudited) {
+    let outcome = if resolved && needs_the_supervisor(unaudited) {
         crate::supervised::spawn_through_trampoline(exe, argv, env.envp(), real)
     } else {
         Err(real)

@@ -990,6 +990,7 @@ e2e!(
             std::os::unix::fs::PermissionsExt::from_mode(0o644),
         )
         .unwrap();
+        std::fs::copy(&child, dir.join("static_spawned")).unwrap();
         let abs = child.to_str().unwrap();
         let cases: Vec<Vec<&str>> = vec![
             vec![abs, "none", "7"],
@@ -1002,6 +1003,8 @@ e2e!(
             vec!["/nonexistent/static_spawned"],
             vec![not_executable.to_str().unwrap()],
             vec!["-p", "no-such-program-anywhere"],
+            // Not on PATH, only in the cwd: posix_spawnp fails with ENOENT.
+            vec!["-p", "static_spawned"],
         ];
         for case in cases {
             for f in ["spawned-stdout.txt", "sub/in-sub.txt", "none"] {
