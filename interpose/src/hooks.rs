@@ -531,13 +531,18 @@ hooks! {
         };
     fn posix_spawn(pid: *mut pid_t, path: *const c_char, file_actions: *const libc::posix_spawn_file_actions_t,
                    attrp: *const libc::posix_spawnattr_t, argv: *const *mut c_char, envp: *const *mut c_char) -> c_int =>
-        |real| process::spawn(pid, path, argv.cast(), envp.cast(), file_actions as usize, |env| real(pid, path, file_actions, attrp, argv, env.cast()));
+        |real| process::spawn(pid, process::SpawnTarget { given: path, exe: path, resolved: true }, argv.cast(), envp.cast(), file_actions as usize,
+            |p, prog, args, env| real(p, prog, file_actions, attrp, args.cast(), env.cast()));
     fn posix_spawnp(pid: *mut pid_t, file: *const c_char, file_actions: *const libc::posix_spawn_file_actions_t,
                     attrp: *const libc::posix_spawnattr_t, argv: *const *mut c_char, envp: *const *mut c_char) -> c_int =>
         |real| {
             let mut claimed = crate::pool::claim();
             let resolved = resolve_program(file, claimed.as_mut());
-            process::spawn(pid, resolved, argv.cast(), envp.cast(), file_actions as usize, |env| real(pid, file, file_actions, attrp, argv, env.cast()))
+            // Not found on PATH: a file of that name in the cwd is not
+            // what glibc runs (it fails with ENOENT), so no trampoline.
+            let target = process::SpawnTarget { given: file, exe: resolved, resolved: resolved != file };
+            process::spawn(pid, target, argv.cast(), envp.cast(), file_actions as usize,
+                |p, prog, args, env| real(p, prog, file_actions, attrp, args.cast(), env.cast()))
         };
     // ---- processes started inside libc, and execveat (issue 11) ----
     fn execveat(dirfd: c_int, path: *const c_char, argv: *const *const c_char, envp: *const *const c_char, flags: c_int) -> c_int =>

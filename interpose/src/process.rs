@@ -390,7 +390,8 @@ fn is_static_elf(fd: c_int) -> bool {
     true
 }
 
-/// Resolves `file` through PATH the way execvp does (first executable hit),
+/// Resolves `file` through PATH the way execvp and posix_spawnp do (the
+/// caller's PATH, else `/bin:/usr/bin`; the first executable regular file),
 /// into `out`; a name with a slash is used as is.
 pub fn search_path(file: *const c_char, out: &mut [u8]) -> Option<usize> {
     // SAFETY: a checked read of the program's argument (an unreadable one
@@ -423,7 +424,7 @@ pub fn search_path(file: *const c_char, out: &mut [u8]) -> Option<usize> {
         out[dir.len() + 1..n].copy_from_slice(name);
         out[n] = 0;
         // SAFETY: NUL-terminated candidate.
-        let ok = unsafe {
+        let executable = unsafe {
             libc::syscall(
                 libc::SYS_faccessat,
                 libc::AT_FDCWD,
@@ -432,6 +433,12 @@ pub fn search_path(file: *const c_char, out: &mut [u8]) -> Option<usize> {
                 0,
             )
         } == 0;
+        // A directory passes X_OK, but exec fails on it and glibc's
+        // search goes on to the next entry.
+        // SAFETY: NUL-terminated candidate.
+        let ok = executable
+            && unsafe { sys::stat(out.as_ptr().cast(), 0) }
+                .is_some_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFREG);
         if ok {
             return Some(n);
         }
@@ -472,19 +479,7 @@ pub fn exec(
         }
         None => (b"", None),
     };
-    let mut unaudited = unaudited_reason(exe);
-    // A static or Go program under the runner: put this process under the
-    // supervisor's filter, which audits the program by its system calls.
-    if matches!(unaudited, Some("static" | "go")) {
-        if let Some(buf) = scratch {
-            if crate::supervised::hand_over(buf) {
-                unaudited = None;
-            }
-        }
-    }
-    if let Some(reason) = unaudited {
-        crate::unseen::warn_without_runner(exe_bytes, reason);
-    }
+    let (unaudited, supervised) = hand_over_if_needed(exe, exe_bytes, scratch);
     let args = CArgv(argv);
     let event = |result, errno| Process::Exec {
         argv: &args,
@@ -493,6 +488,7 @@ pub fn exec(
         result,
         errno,
         unaudited,
+        supervised,
     };
     log_process(&event(None, 0));
     // A successful exec leaves this log behind: trim it now (if exec
@@ -506,6 +502,36 @@ pub fn exec(
     drop(env);
     drop(saved);
     r
+}
+
+/// Whether `exe` needs the supervisor (static or Go), and if so puts this
+/// process under its filter (`buf` receives the BPF program; without one
+/// the program stays unaudited): `(why the
+/// program is not audited, whether it was handed over)`. Warns on stderr
+/// without a runner. The exec hook's decision; the spawn hook makes the
+/// same one with [`needs_the_supervisor`].
+fn hand_over_if_needed(
+    exe: *const c_char,
+    exe_bytes: &[u8],
+    buf: Option<&mut [u8]>,
+) -> (Option<&'static str>, bool) {
+    let reason = unaudited_reason(exe);
+    if let (true, Some(buf)) = (needs_the_supervisor(reason), buf) {
+        if crate::supervised::hand_over(buf) {
+            return (None, true);
+        }
+    }
+    if let Some(r) = reason {
+        crate::unseen::warn_without_runner(exe_bytes, r);
+    }
+    (reason, false)
+}
+
+/// The programs the supervisor audits in the library's stead: static and
+/// Go ones (a setuid program stays unaudited: the filter would drop its
+/// privileges).
+fn needs_the_supervisor(reason: Option<&str>) -> bool {
+    matches!(reason, Some("static" | "go"))
 }
 
 /// Whether exec's path, argv and envp can be read: the kernel fails an
@@ -525,25 +551,48 @@ fn exec_arguments_readable(
 /// Entries of argv and envp the library reads (`CArgv`, `doctor_env`).
 const ARGV_ENTRIES: usize = (1 << 16) + 2;
 
+/// A spawn's program: `given` as passed, `exe` as resolved (posix_spawnp's
+/// PATH search), `resolved` false when that search found nothing.
+pub struct SpawnTarget {
+    pub given: *const c_char,
+    pub exe: *const c_char,
+    pub resolved: bool,
+}
+
 /// posix_spawn(p): doctored environment, a `spawn` event after the call;
 /// refused up front when one of its file actions was (`file_actions` is
-/// the program's `posix_spawn_file_actions_t` pointer).
+/// the program's `posix_spawn_file_actions_t` pointer);
+/// `real(pid_out, path, argv, envp)` is the real call with the program's
+/// file actions and attributes. A static or Go program is spawned through
+/// the runner's trampoline, which hands it to the supervisor
+/// (supervised.rs): glibc execs it in a child no hook sees.
 pub fn spawn(
     pid: *mut libc::pid_t,
-    exe: *const c_char,
+    program: SpawnTarget,
     argv: *const *const c_char,
     envp: *const *const c_char,
     file_actions: usize,
-    real: impl FnOnce(*const *const c_char) -> c_int,
+    real: impl FnOnce(
+        *mut libc::pid_t,
+        *const c_char,
+        *const *const c_char,
+        *const *const c_char,
+    ) -> c_int,
 ) -> c_int {
+    let SpawnTarget {
+        given,
+        exe,
+        resolved,
+    } = program;
     if !state::ready() {
-        return real(envp);
+        return real(pid, given, argv, envp);
     }
     let entry_errno = sys::ErrnoGuard::save();
     if !exec_arguments_readable(exe, argv, envp) {
         drop(entry_errno);
-        return real(envp); // fails with EFAULT, as bare
+        return real(pid, given, argv, envp); // fails with EFAULT, as bare
     }
+    let exe_bytes = sys::c_bytes_or_empty(exe, 4096);
     if let Some(e) = spawn_refusal(file_actions) {
         // A file action's open was denied (or could not be redirected):
         // the spawn fails with its errno, as when the child's open fails.
@@ -551,32 +600,72 @@ pub fn spawn(
         log_process(&Process::Spawn {
             child: -1,
             argv: &CArgv(argv),
-            exe: sys::c_bytes_or_empty(exe, 4096),
+            exe: exe_bytes,
             result: e as i64,
             errno: e,
+            unaudited: None,
+            supervised: false,
         });
         return e;
     }
     let env = doctor_env(envp);
-    drop(entry_errno);
-    let r = real(env.envp());
-    let saved = sys::ErrnoGuard::save();
-    let child = if r == 0 && !pid.is_null() {
-        // SAFETY: `pid` is the program's posix_spawn out-pointer, checked
-        // non-NULL; on success (r == 0) the real call has stored the child's
-        // pid through it, so it is valid and initialised.
-        unsafe { *pid }
-    } else {
-        -1
+    let mut unaudited = unaudited_reason(exe);
+    let mut supervised = false;
+    let program_errno = entry_errno.value();
+    let real = |p, path, a, e| {
+        sys::set_errno(program_errno);
+        real(p, path, a, e)
     };
-    let exe_bytes = sys::c_bytes_or_empty(exe, 4096);
+    let outcome = if resolved && needs_the_supervisor(unaudited) {
+        crate::supervised::spawn_through_trampoline(exe, argv, env.envp(), real)
+    } else {
+        Err(real)
+    };
+    drop(entry_errno);
+    let (r, child) = match outcome {
+        Ok(s) => {
+            if s.handed_over {
+                (unaudited, supervised) = (None, true);
+            }
+            if s.result == 0 && !pid.is_null() {
+                // SAFETY: the program's posix_spawn out-pointer, non-NULL,
+                // written on success as glibc does.
+                unsafe { *pid = s.child };
+            } else if s.result != 0 {
+                // glibc leaves errno as the failed call in its child left it.
+                sys::set_errno(s.result);
+            }
+            (s.result, s.child)
+        }
+        Err(real) => {
+            let r = real(pid, given, argv, env.envp());
+            let child = if r == 0 && !pid.is_null() {
+                // SAFETY: `pid` is the program's posix_spawn out-pointer, checked
+                // non-NULL; on success (r == 0) the real call has stored the child's
+                // pid through it, so it is valid and initialised.
+                unsafe { *pid }
+            } else {
+                -1
+            };
+            (r, child)
+        }
+    };
+    let saved = sys::ErrnoGuard::save();
+    if r == 0 {
+        if let Some(reason) = unaudited {
+            crate::unseen::warn_without_runner(exe_bytes, reason);
+        }
+    }
     log_process(&Process::Spawn {
         child,
         argv: &CArgv(argv),
         exe: exe_bytes,
         result: r as i64,
         errno: r,
+        unaudited: unaudited.filter(|_| r == 0),
+        supervised,
     });
+    drop(env);
     drop(saved);
     r
 }

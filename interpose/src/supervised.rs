@@ -1,202 +1,456 @@
-//! Handing a static or Go exec target to the runner's seccomp supervisor:
-//! just before the real `execve`, this process connects to the socket the
-//! runner named (`MPAUDIT_SUPERVISOR_SOCKET`), says who it is, receives the
-//! BPF program, sets `PR_SET_NO_NEW_PRIVS`, installs the filter with a new
-//! listener and sends the listener over (`SCM_RIGHTS`); the program then
-//! runs under the filter, audited by the supervisor (runner/src/seccomp/
-//! handoff.rs has the protocol). Raw system calls on caller-provided
-//! buffers only: exec may run in a fork child or a signal handler.
+//! Handing a static or Go program to the runner's seccomp supervisor
+//! (protocol and client: mpaudit_core::handoff).
+//!
+//! - exec: just before the real `execve`, this process puts itself under
+//!   the supervisor's filter ([`hand_over`]); the program then runs under
+//!   it, audited by the supervisor.
+//! - posix_spawn: glibc execs the target inside its own clone child, where
+//!   no hook runs, so [`spawn_through_trampoline`] spawns the runner's
+//!   trampoline instead, with the program's file actions and attributes;
+//!   the trampoline hands itself over and execs the program (same pid,
+//!   argv, environment) and reports to this process, which waits for it as
+//!   glibc waits for its child's exec.
 
 use crate::state::SAVED;
 use crate::sys;
+use libc::{c_char, c_int, pid_t};
+use mpaudit_core::handoff::{self, Report};
 
-const VAR: &[u8] = b"MPAUDIT_SUPERVISOR_SOCKET=";
-const HELLO_MAGIC: &[u8; 4] = b"MPA1";
-/// How long to wait for the supervisor's answer before exec'ing
-/// unsupervised (listed as unaudited, as without the runner).
-const ANSWER_TIMEOUT_S: i64 = 10;
-
-/// The socket path from the saved environment, if the runner gave one.
-fn socket_path() -> Option<&'static [u8]> {
+/// The value of `MPAUDIT_<var>=` in the saved environment, if not empty.
+fn saved_var(var: &str) -> Option<&'static [u8]> {
     SAVED
         .get()
         .env_entries
         .as_bytes()
         .split(|&b| b == 0)
-        .find_map(|e| e.strip_prefix(VAR))
+        .find_map(|e| {
+            e.strip_prefix(var.as_bytes())
+                .and_then(|rest| rest.strip_prefix(b"="))
+        })
         .filter(|p| !p.is_empty())
 }
 
-struct Fd(i32);
+/// Puts this process under the supervisor's filter. True when the
+/// listener was handed over: the exec that follows is audited. `buf`
+/// holds the BPF program (at least a few KiB). False, with nothing
+/// changed, when there is no supervisor or it does not answer.
+pub fn hand_over(buf: &mut [u8]) -> bool {
+    let Some(path) = saved_var(handoff::SOCKET_VAR) else {
+        return false;
+    };
+    handoff::hand_over(path, crate::state::worker(), buf)
+}
+
+struct Fd(c_int);
 impl Drop for Fd {
     fn drop(&mut self) {
         sys::close(self.0);
     }
 }
 
-/// Puts this process under the supervisor's filter. True when the
-/// listener was handed over: the exec that follows is audited. `buf`
-/// holds the BPF program (at least a few KiB). False, with nothing
-/// changed, when there is no supervisor or it does not answer; once the
-/// filter is installed there is no way back, so every step that can fail
-/// comes before it.
-pub fn hand_over(buf: &mut [u8]) -> bool {
-    let Some(path) = socket_path() else {
-        return false;
+/// What a spawn through the trampoline came to.
+pub struct Spawned {
+    /// posix_spawn's return: 0, or the error number.
+    pub result: c_int,
+    /// The program's pid (-1 when the spawn failed).
+    pub child: pid_t,
+    /// Whether the program runs under the supervisor.
+    pub handed_over: bool,
+}
+
+/// An anonymous mapping holding the trampoline's argv and envp, unmapped
+/// on drop (no malloc: hooks do not allocate).
+struct Block {
+    base: *mut u8,
+    size: usize,
+}
+
+impl Drop for Block {
+    fn drop(&mut self) {
+        // SAFETY: our own mapping.
+        unsafe { libc::munmap(self.base.cast(), self.size) };
+    }
+}
+
+/// Entries of a NULL-terminated array (read by the caller beforehand with
+/// checked reads: `exec_arguments_readable`).
+fn count(array: *const *const c_char) -> usize {
+    let mut n = 0;
+    // SAFETY: a readable NULL-terminated array (see above).
+    while !array.is_null() && !unsafe { *array.add(n) }.is_null() {
+        n += 1;
+    }
+    n
+}
+
+/// Spawns `exe` (NUL-terminated; posix_spawnp's already resolved) through
+/// the runner's trampoline: `real(pid_out, path, argv, envp)` is the real
+/// posix_spawn with the program's file actions and attributes, `envp` the
+/// environment the program gets (doctored). `Err(real)`, unused, when
+/// there is no trampoline or supervisor to hand it to.
+pub fn spawn_through_trampoline<F>(
+    exe: *const c_char,
+    argv: *const *const c_char,
+    envp: *const *const c_char,
+    real: F,
+) -> Result<Spawned, F>
+where
+    F: FnOnce(*mut pid_t, *const c_char, *const *const c_char, *const *const c_char) -> c_int,
+{
+    match prepare(exe, argv, envp) {
+        Some(p) => Ok(p.spawn(real)),
+        None => Err(real),
+    }
+}
+
+/// The trampoline's report socket, argv and envp, ready to spawn.
+struct Prepared {
+    listener: Fd,
+    block: Block,
+    env_at: usize,
+}
+
+fn prepare(
+    exe: *const c_char,
+    argv: *const *const c_char,
+    envp: *const *const c_char,
+) -> Option<Prepared> {
+    saved_var(handoff::SOCKET_VAR)?;
+    let trampoline = saved_var(handoff::TRAMPOLINE_VAR)?;
+    // A runner gone (or not executable) would fail the spawn, after the
+    // file actions ran: keep the program's own spawn then.
+    let mut path = [0u8; 4096];
+    let t = sys::c_path(trampoline, &mut path)?;
+    // SAFETY: a NUL-terminated path in our buffer.
+    if unsafe { libc::syscall(libc::SYS_faccessat, libc::AT_FDCWD, t, libc::X_OK, 0) } != 0 {
+        return None;
+    }
+    // The report socket: an abstract name no file stands for.
+    let mut name = [0u8; 80];
+    let name_len = {
+        use mpaudit_core::json::{put_u64, Sink, SliceSink};
+        let mut s = SliceSink::new(&mut name);
+        s.put(b"mpaudit-spawn-");
+        put_u64(&mut s, sys::getpid() as u64);
+        s.put(b"-");
+        put_u64(&mut s, sys::gettid() as u64);
+        s.put(b"-");
+        put_u64(&mut s, sys::now_ns());
+        if s.overflow {
+            return None;
+        }
+        s.len
     };
-    // SAFETY: a zeroed sockaddr_un is valid.
-    let mut addr: libc::sockaddr_un = unsafe { core::mem::zeroed() };
-    if path.len() >= addr.sun_path.len() {
-        return false;
+    let listener = listen_on(&name[..name_len])?;
+
+    // argv: TRAMPOLINE ARG NAME WORKER EXE argv..., envp: the program's
+    // with LD_PRELOAD hidden; the strings after the two arrays.
+    let nargs = count(argv);
+    let nenv = count(envp);
+    let mut worker = [0u8; 24];
+    let worker = match crate::state::worker() {
+        Some(w) => {
+            let mut s = mpaudit_core::json::SliceSink::new(&mut worker);
+            mpaudit_core::json::put_u64(&mut s, w as u64);
+            let n = s.len;
+            &worker[..n]
+        }
+        None => &b"-"[..],
+    };
+    let preloads: usize = (0..nenv)
+        .map(|i| {
+            // SAFETY: i < nenv: an entry of the array.
+            let e = unsafe { *envp.add(i) };
+            if starts_with(e, b"LD_PRELOAD=") {
+                // SAFETY: an environment entry is a C string.
+                unsafe { sys::c_bytes(e, 1 << 20) }.len() + 1
+            } else {
+                0
+            }
+        })
+        .sum();
+    let ptrs = (5 + nargs + 1) + (nenv + 1);
+    let strings = trampoline.len()
+        + handoff::TRAMPOLINE_ARG.len()
+        + name_len
+        + worker.len()
+        + 4
+        + preloads
+        + nenv * handoff::HIDDEN_PRELOAD_PREFIX.len();
+    let size = (ptrs * core::mem::size_of::<*const c_char>() + strings).div_ceil(4096) * 4096;
+    // SAFETY: anonymous private mapping.
+    let base = unsafe {
+        libc::mmap(
+            core::ptr::null_mut(),
+            size,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if base == libc::MAP_FAILED {
+        return None;
     }
-    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
-    for (d, s) in addr.sun_path.iter_mut().zip(path) {
-        *d = *s as libc::c_char;
+    let block = Block {
+        base: base.cast(),
+        size,
+    };
+    // SAFETY: the mapping is `size` bytes, page-aligned; the pointer
+    // arrays take the first `ptrs` slots, the strings the rest.
+    let (slots, text) = unsafe {
+        let slots = core::slice::from_raw_parts_mut(block.base.cast::<*const c_char>(), ptrs);
+        let off = ptrs * core::mem::size_of::<*const c_char>();
+        (
+            slots,
+            core::slice::from_raw_parts_mut(block.base.add(off), size - off),
+        )
+    };
+    let mut used = 0usize;
+    let mut put = |parts: &[&[u8]]| -> *const c_char {
+        let start = used;
+        for p in parts {
+            text[used..used + p.len()].copy_from_slice(p);
+            used += p.len();
+        }
+        text[used] = 0;
+        used += 1;
+        text[start..].as_ptr().cast()
+    };
+    slots[0] = put(&[trampoline]);
+    slots[1] = put(&[handoff::TRAMPOLINE_ARG]);
+    slots[2] = put(&[&name[..name_len]]);
+    slots[3] = put(&[worker]);
+    slots[4] = exe;
+    for i in 0..nargs {
+        // SAFETY: i < nargs.
+        slots[5 + i] = unsafe { *argv.add(i) };
     }
+    slots[5 + nargs] = core::ptr::null();
+    let env_at = 5 + nargs + 1;
+    for i in 0..nenv {
+        // SAFETY: i < nenv.
+        let e = unsafe { *envp.add(i) };
+        slots[env_at + i] = if starts_with(e, b"LD_PRELOAD=") {
+            // SAFETY: an environment entry is a C string.
+            put(&[handoff::HIDDEN_PRELOAD_PREFIX, unsafe {
+                sys::c_bytes(e, 1 << 20)
+            }])
+        } else {
+            e
+        };
+    }
+    slots[env_at + nenv] = core::ptr::null();
+    Some(Prepared {
+        listener,
+        block,
+        env_at,
+    })
+}
+
+impl Prepared {
+    fn spawn(
+        self,
+        real: impl FnOnce(
+            *mut pid_t,
+            *const c_char,
+            *const *const c_char,
+            *const *const c_char,
+        ) -> c_int,
+    ) -> Spawned {
+        let slots = self.block.base.cast::<*const c_char>();
+        let mut child: pid_t = -1;
+        // SAFETY: the block's arrays, NULL-terminated, built by `prepare`;
+        // slot 0 is the trampoline's path.
+        let r = unsafe { real(&mut child, *slots, slots, slots.add(self.env_at)) };
+        drop(self.block);
+        self.listener.await_spawned(r, child)
+    }
+}
+
+impl Fd {
+    fn await_spawned(self, r: c_int, child: pid_t) -> Spawned {
+        let listener = self;
+        if r != 0 {
+            // The trampoline was not started: a file action failed (as it
+            // would have for the program), or the trampoline is gone.
+            return Spawned {
+                result: r,
+                child: -1,
+                handed_over: false,
+            };
+        }
+        let (handed_over, exec_errno) = await_report(listener.0, child);
+        drop(listener);
+        if let Some(e) = exec_errno {
+            // As glibc: the child that could not exec its program is reaped
+            // and the spawn fails with the exec's errno.
+            reap(child);
+            return Spawned {
+                result: e,
+                child: -1,
+                handed_over,
+            };
+        }
+        Spawned {
+            result: 0,
+            child,
+            handed_over,
+        }
+    }
+}
+
+fn starts_with(p: *const c_char, prefix: &[u8]) -> bool {
+    // SAFETY: a C string; we stop at a mismatch, which its NUL always is.
+    prefix
+        .iter()
+        .enumerate()
+        .all(|(i, &b)| unsafe { *p.add(i) } as u8 == b)
+}
+
+/// A listening `SOCK_SEQPACKET` socket on the abstract `name`.
+fn listen_on(name: &[u8]) -> Option<Fd> {
+    let (addr, len) = handoff::unix_address(name, true)?;
     // SAFETY: socket with constant arguments.
     let fd = unsafe {
         libc::syscall(
             libc::SYS_socket,
             libc::AF_UNIX,
-            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
             0,
         )
-    } as i32;
+    } as c_int;
     if fd < 0 {
-        return false;
+        return None;
     }
     let sock = Fd(fd);
-    let timeout = libc::timeval {
-        tv_sec: ANSWER_TIMEOUT_S,
-        tv_usec: 0,
-    };
-    // SAFETY: setsockopt and connect with valid pointers and sizes.
-    let connected = unsafe {
-        for opt in [libc::SO_RCVTIMEO, libc::SO_SNDTIMEO] {
-            libc::syscall(
-                libc::SYS_setsockopt,
-                sock.0,
-                libc::SOL_SOCKET,
-                opt,
-                &timeout as *const libc::timeval,
-                core::mem::size_of::<libc::timeval>(),
-            );
-        }
+    // SAFETY: bind and listen on our socket with a valid address.
+    let ok = unsafe {
         libc::syscall(
-            libc::SYS_connect,
+            libc::SYS_bind,
             sock.0,
             &addr as *const libc::sockaddr_un,
-            core::mem::size_of::<libc::sockaddr_un>(),
+            len,
         ) == 0
+            && libc::syscall(libc::SYS_listen, sock.0, 1) == 0
     };
-    if !connected {
-        return false;
-    }
-    let mut hello = [0u8; 16];
-    hello[..4].copy_from_slice(HELLO_MAGIC);
-    hello[4..8].copy_from_slice(&crate::state::worker().unwrap_or(u32::MAX).to_ne_bytes());
-    // SAFETY: gettid takes no arguments.
-    let tid = unsafe { libc::syscall(libc::SYS_gettid) } as i32;
-    hello[8..12].copy_from_slice(&tid.to_ne_bytes());
-    // SAFETY: sendto/recvfrom on our socket with our buffers.
-    let n = unsafe {
-        if libc::syscall(
-            libc::SYS_sendto,
-            sock.0,
-            hello.as_ptr(),
-            hello.len(),
-            libc::MSG_NOSIGNAL,
-            0usize,
-            0usize,
-        ) != hello.len() as i64
-        {
-            return false;
-        }
-        libc::syscall(
-            libc::SYS_recvfrom,
-            sock.0,
-            buf.as_mut_ptr(),
-            buf.len(),
-            0,
-            0usize,
-            0usize,
-        )
-    };
-    let instruction = core::mem::size_of::<libc::sock_filter>();
-    if n <= 0 || n as usize % instruction != 0 || n as usize / instruction > 4096 {
-        return false;
-    }
-    let fprog = libc::sock_fprog {
-        len: (n as usize / instruction) as u16,
-        filter: buf.as_mut_ptr().cast(),
-    };
-    // SAFETY: prctl with integer arguments.
-    if unsafe { libc::syscall(libc::SYS_prctl, libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
-        return false;
-    }
-    // Linux ≥ 5.19: a call the supervisor has received is interrupted only
-    // by a fatal signal, so it is never performed twice.
-    let install = |flags: libc::c_ulong| {
-        // SAFETY: a sock_fprog pointing at the received program, which
-        // outlives the call (the kernel copies it).
-        unsafe {
-            libc::syscall(
-                libc::SYS_seccomp,
-                libc::SECCOMP_SET_MODE_FILTER,
-                flags,
-                &fprog as *const libc::sock_fprog,
-            )
-        }
-    };
-    let mut listener = install(
-        libc::SECCOMP_FILTER_FLAG_NEW_LISTENER | libc::SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV,
-    ) as i32;
-    if listener < 0 && sys::errno() == libc::EINVAL {
-        listener = install(libc::SECCOMP_FILTER_FLAG_NEW_LISTENER) as i32;
-    }
-    if listener < 0 {
-        // EBUSY: a filter of this process already has a listener (it runs
-        // under the supervisor already), which sees the program too.
-        return sys::errno() == libc::EBUSY;
-    }
-    let listener = Fd(listener);
-    send_fd(sock.0, listener.0)
+    ok.then_some(sock)
 }
 
-/// Sends `fd` over `sock` with SCM_RIGHTS (one byte of data).
-fn send_fd(sock: i32, fd: i32) -> bool {
-    let mut space = [0u64; 4];
-    let mut byte = [0u8; 1];
-    let mut iov = libc::iovec {
-        iov_base: byte.as_mut_ptr().cast(),
-        iov_len: 1,
+/// Waits for the trampoline `child` to report on `listener`: whether it
+/// was handed over, and the errno of its exec if that failed. Gives up
+/// (not handed over, exec'd) when the child dies first or after
+/// [`handoff::ANSWER_TIMEOUT_S`] without a word.
+fn await_report(listener: c_int, child: pid_t) -> (bool, Option<c_int>) {
+    // SAFETY: pidfd_open with integer arguments; -1 when unsupported.
+    let pidfd = Fd(unsafe { libc::syscall(libc::SYS_pidfd_open, child, 0) } as c_int);
+    let deadline = sys::now_ns() + handoff::ANSWER_TIMEOUT_S as u64 * 1_000_000_000;
+    let conn = loop {
+        let now = sys::now_ns();
+        if now >= deadline {
+            return (false, None);
+        }
+        let mut fds = [
+            libc::pollfd {
+                fd: listener,
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: pidfd.0,
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        let ms = ((deadline - now) / 1_000_000).max(1) as c_int;
+        // SAFETY: poll on our array of two pollfds (a negative fd is
+        // ignored).
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, ms) };
+        if n < 0 && sys::errno() != libc::EINTR {
+            return (false, None);
+        }
+        if fds[0].revents & libc::POLLIN != 0 {
+            // SAFETY: accept4 without an address.
+            let fd = unsafe {
+                libc::syscall(
+                    libc::SYS_accept4,
+                    listener,
+                    0usize,
+                    0usize,
+                    libc::SOCK_CLOEXEC,
+                )
+            } as c_int;
+            if fd >= 0 {
+                let conn = Fd(fd);
+                if peer_pid(conn.0) == Some(child) {
+                    break conn;
+                }
+            }
+            continue;
+        }
+        if fds[1].revents != 0 {
+            return (false, None); // it died before reporting
+        }
     };
-    // SAFETY: msghdr is plain data; the pointers set below stay valid for
-    // the sendmsg call; the control buffer has room for one descriptor.
+    let timeout = libc::timeval {
+        tv_sec: handoff::ANSWER_TIMEOUT_S,
+        tv_usec: 0,
+    };
+    // SAFETY: setsockopt with a valid timeval.
     unsafe {
-        let mut msg: libc::msghdr = core::mem::zeroed();
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = space.as_mut_ptr().cast();
-        msg.msg_controllen = libc::CMSG_SPACE(core::mem::size_of::<i32>() as u32) as usize;
-        let cmsg = libc::CMSG_FIRSTHDR(&msg);
-        (*cmsg).cmsg_level = libc::SOL_SOCKET;
-        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-        (*cmsg).cmsg_len = libc::CMSG_LEN(core::mem::size_of::<i32>() as u32) as usize;
-        core::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<i32>(), fd);
-        loop {
-            let r = libc::syscall(
-                libc::SYS_sendmsg,
-                sock,
-                &msg as *const libc::msghdr,
-                libc::MSG_NOSIGNAL,
-            );
-            if r >= 0 {
-                return true;
-            }
-            if sys::errno() != libc::EINTR {
-                return false;
-            }
+        libc::setsockopt(
+            conn.0,
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&timeout as *const libc::timeval).cast(),
+            core::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    };
+    let mut handed_over = false;
+    loop {
+        let mut m = [0u8; Report::LEN];
+        // SAFETY: recv into our buffer.
+        let n = unsafe { libc::recv(conn.0, m.as_mut_ptr().cast(), m.len(), 0) };
+        if n < 0 && sys::errno() == libc::EINTR {
+            continue;
+        }
+        if n <= 0 {
+            // The socket closed on exec: the program runs.
+            return (handed_over, None);
+        }
+        match Report::decode(&m[..n as usize]) {
+            Some(Report::HandedOver(yes)) => handed_over = yes,
+            Some(Report::ExecFailed(e)) => return (handed_over, Some(e)),
+            None => return (false, None),
+        }
+    }
+}
+
+/// The pid of the process at the other end of `sock`.
+fn peer_pid(sock: c_int) -> Option<pid_t> {
+    // SAFETY: a zeroed ucred is valid; getsockopt fills it.
+    let mut cred: libc::ucred = unsafe { core::mem::zeroed() };
+    let mut len = core::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: a valid out-pointer and length.
+    let ok = unsafe {
+        libc::getsockopt(
+            sock,
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    } == 0;
+    ok.then_some(cred.pid)
+}
+
+/// Reaps the trampoline that could not exec its program.
+fn reap(child: pid_t) {
+    loop {
+        // SAFETY: waitpid on our own child, no status wanted.
+        let r = unsafe { libc::waitpid(child, core::ptr::null_mut(), 0) };
+        if r >= 0 || sys::errno() != libc::EINTR {
+            return;
         }
     }
 }

@@ -218,6 +218,10 @@ pub struct Event<'a> {
     pub audited: Option<bool>,
     #[serde(borrow, default, deserialize_with = "opt_str")]
     pub reason: Option<Cow<'a, str>>,
+    /// `exec`, `spawn`: the program was handed to the seccomp supervisor,
+    /// which audits it (no log image of the library's follows).
+    #[serde(default)]
+    pub supervised: Option<bool>,
     /// `"seccomp"` on events the runner's seccomp supervisor logged.
     #[serde(borrow, default, deserialize_with = "opt_str")]
     pub via: Option<Cow<'a, str>>,
@@ -538,6 +542,12 @@ mod tests {
 
     #[test]
     fn log_stopped_and_dropped() {
+        let line = r#"{"v":1,"ts":1,"kind":"process","op":"spawn","pid":1,"ppid":0,"tid":1,"worker":0,"child":2,"argv":["/x/static"],"exe":"/x/static","result":0,"errno":null,"audited":true,"supervised":true}"#;
+        let e = parse_line(line.as_bytes()).expect("a supervised spawn parses");
+        assert_eq!(
+            (e.audited, e.supervised, e.child),
+            (Some(true), Some(true), Some(2))
+        );
         let line = r#"{"v":1,"ts":1,"kind":"log_stopped","pid":7,"ppid":1,"tid":7,"worker":null,"reason":"file_size_limit","errno":27}"#;
         let e = parse_line(line.as_bytes()).unwrap();
         assert_eq!(e.kind, Kind::LogStopped);

@@ -226,8 +226,8 @@ pub fn run(
     };
     for k in labels {
         let mut env = plan.mpaudit_env(k, preload, inherited_ld.as_deref());
-        if let Some((var, path)) = d.seccomp.as_ref().and_then(|s| s.env()) {
-            env.push((var.to_string(), path));
+        for (var, value) in d.seccomp.as_ref().map(|s| s.env()).unwrap_or_default() {
+            env.push((var.to_string(), value));
         }
         d.spawn(k, program, &env)?;
     }

@@ -180,6 +180,13 @@ pub fn fixture(name: &str) -> PathBuf {
         "static_append" => cc(&["-static", "-O1"], &src.join("static_append.c"), &out, &[]),
         "rename_race" => cc(&["-O1"], &src.join("rename_race.c"), &out, &["-lpthread"]),
         "sigchld_exec" => cc(&["-O1"], &src.join("sigchld_exec.c"), &out, &["-lpthread"]),
+        "static_spawned" => cc(
+            &["-static", "-O1"],
+            &src.join("static_spawned.c"),
+            &out,
+            &[],
+        ),
+        "spawner" => cc(&["-O1", "-Wall"], &src.join("spawner.c"), &out, &[]),
         "static_loops" => cc(&["-static", "-O2"], &src.join("static_loops.c"), &out, &[]),
         "static_redirect" => cc(
             &["-static", "-O1"],

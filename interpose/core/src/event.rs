@@ -140,6 +140,11 @@ pub enum Process<'a> {
         exe: &'a [u8],
         result: i64,
         errno: i32,
+        /// `Some(reason)` when the spawned program runs unaudited
+        /// (`"static"`, `"go"`, `"setuid"`).
+        unaudited: Option<&'a str>,
+        /// It was handed to the seccomp supervisor, which audits it.
+        supervised: bool,
     },
     Exec {
         argv: &'a dyn Strings,
@@ -149,6 +154,9 @@ pub enum Process<'a> {
         errno: i32,
         /// `Some(reason)` when the target cannot be audited (`"static"`, `"setuid"`).
         unaudited: Option<&'a str>,
+        /// The target was handed to the seccomp supervisor, which audits
+        /// it: no log image of the library's follows.
+        supervised: bool,
     },
     Exit {
         status: i32,
@@ -384,6 +392,20 @@ fn put_program<S: Sink + ?Sized>(s: &mut S, argv: &dyn Strings, exe: &[u8], cwd:
     }
 }
 
+/// `"audited"`, with `"reason"` when false, and `"supervised":true` when
+/// the program was handed to the seccomp supervisor (exec and spawn).
+fn put_audited<S: Sink + ?Sized>(s: &mut S, unaudited: Option<&str>, supervised: bool) {
+    s.put(b",\"audited\":");
+    put_bool(s, unaudited.is_none());
+    if let Some(reason) = unaudited {
+        s.put(b",\"reason\":");
+        put_str(s, reason.as_bytes());
+    }
+    if supervised {
+        s.put(b",\"supervised\":true");
+    }
+}
+
 /// Encodes one process event as a JSON line (with the trailing newline).
 pub fn encode_process<S: Sink + ?Sized>(s: &mut S, c: &Common, p: &Process) {
     let op = match p {
@@ -415,6 +437,8 @@ pub fn encode_process<S: Sink + ?Sized>(s: &mut S, c: &Common, p: &Process) {
             exe,
             result,
             errno,
+            unaudited,
+            supervised,
         } => {
             s.put(b",\"child\":");
             put_i64(s, *child as i64);
@@ -422,6 +446,7 @@ pub fn encode_process<S: Sink + ?Sized>(s: &mut S, c: &Common, p: &Process) {
             s.put(b",\"result\":");
             put_i64(s, *result);
             put_errno(s, *errno);
+            put_audited(s, *unaudited, *supervised);
         }
         Process::Exec {
             argv,
@@ -430,6 +455,7 @@ pub fn encode_process<S: Sink + ?Sized>(s: &mut S, c: &Common, p: &Process) {
             result,
             errno,
             unaudited,
+            supervised,
         } => {
             put_program(s, *argv, exe, Some(cwd));
             s.put(b",\"result\":");
@@ -438,12 +464,7 @@ pub fn encode_process<S: Sink + ?Sized>(s: &mut S, c: &Common, p: &Process) {
                 None => s.put(b"null"),
             }
             put_errno(s, *errno);
-            s.put(b",\"audited\":");
-            put_bool(s, unaudited.is_none());
-            if let Some(reason) = unaudited {
-                s.put(b",\"reason\":");
-                put_str(s, reason.as_bytes());
-            }
+            put_audited(s, *unaudited, *supervised);
         }
         Process::Exit {
             status,
@@ -627,6 +648,7 @@ mod tests {
                 result: None,
                 errno: 0,
                 unaudited: Some("static"),
+                supervised: false,
             },
         );
         let j: Value = serde_json::from_slice(&v).unwrap();
@@ -635,6 +657,40 @@ mod tests {
         assert_eq!(j["audited"], false);
         assert_eq!(j["reason"], "static");
         assert_eq!(j["result"], Value::Null);
+        assert!(j.get("supervised").is_none());
+    }
+
+    #[test]
+    fn a_spawn_says_who_audits_its_program() {
+        let argv: &[&[u8]] = &[b"prog"];
+        let line = |unaudited, supervised| {
+            let mut v = Vec::new();
+            encode_process(
+                &mut v,
+                &C,
+                &Process::Spawn {
+                    child: 42,
+                    argv: &argv,
+                    exe: b"/bin/prog",
+                    result: 0,
+                    errno: 0,
+                    unaudited,
+                    supervised,
+                },
+            );
+            serde_json::from_slice::<Value>(&v).unwrap()
+        };
+        let handed = line(None, true);
+        assert_eq!(
+            (&handed["audited"], &handed["supervised"], &handed["child"]),
+            (&Value::Bool(true), &Value::Bool(true), &Value::from(42))
+        );
+        let unseen = line(Some("go"), false);
+        assert_eq!(
+            (&unseen["audited"], &unseen["reason"]),
+            (&Value::Bool(false), &Value::from("go"))
+        );
+        assert!(unseen.get("supervised").is_none());
     }
 
     #[test]

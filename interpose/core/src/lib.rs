@@ -6,6 +6,7 @@
 pub mod event;
 pub mod flags;
 pub mod glob;
+pub mod handoff;
 pub mod json;
 pub mod launcher;
 pub mod map;

@@ -514,7 +514,10 @@ mod tests {
         // the worker's own directory were "allowed" to the job, which could
         // truncate the redirect table under every process of the worker.
         assert_eq!(v(b"/job/w/worker_2/.mpaudit-1-2.redirects"), Verdict::Rogue);
-        assert_eq!(v(b"/job/w/worker_2/mpaudit-redirects.jsonl"), Verdict::Rogue);
+        assert_eq!(
+            v(b"/job/w/worker_2/mpaudit-redirects.jsonl"),
+            Verdict::Rogue
+        );
         assert_eq!(v(b"/job/w/worker_2/stdout.log"), Verdict::Rogue);
         assert_eq!(v(b"/job/w/worker_2/sub/stdout.log"), Verdict::Allowed);
         assert_eq!(v(b"/job/w/worker_2/_stdout.log"), Verdict::Allowed);

@@ -209,10 +209,6 @@ pub struct Aggregator {
     /// `(ts, mark)` of its start, exit and exec events, and of the forks
     /// it made.
     pub lives: BTreeMap<(u16, i64), Vec<(u64, Mark)>>,
-    /// The program of each pid's latest audited exec: a static or Go
-    /// program the library handed to the seccomp supervisor has no log of
-    /// its own (the supervisor's has no `start`), so no image must follow.
-    pub last_exec: BTreeMap<(u16, i64), (u64, String)>,
 }
 
 /// What a process event says about the log images of a pid.
@@ -287,28 +283,10 @@ impl Aggregator {
                 gaps.unclosed.insert(*key);
             }
             if let Some((_, true)) = exec_pending {
-                if !self.handed_to_the_supervisor(key) {
-                    gaps.missing.push((key.0, key.1, "exec"));
-                }
+                gaps.missing.push((key.0, key.1, "exec"));
             }
         }
         gaps
-    }
-}
-
-impl Aggregator {
-    /// Whether the last program `key` exec'd is one the library cannot load
-    /// into (static or Go), so that the exec event's `audited: true` means
-    /// the seccomp supervisor took it over. Only asked for a gap, so the
-    /// file is read rarely.
-    fn handed_to_the_supervisor(&self, key: &(u16, i64)) -> bool {
-        use crate::seccomp::detect::{unseen, Unseen};
-        self.last_exec.get(key).is_some_and(|(_, exe)| {
-            matches!(
-                unseen(std::path::Path::new(exe)),
-                Some(Unseen::Static | Unseen::Go)
-            )
-        })
     }
 }
 
@@ -498,12 +476,6 @@ impl Aggregator {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        for (k, v) in o.last_exec {
-            let e = self.last_exec.entry(k).or_insert_with(|| v.clone());
-            if v.0 > e.0 {
-                *e = v;
-            }
-        }
         for (k, marks) in o.lives {
             self.lives.entry(k).or_default().extend(marks);
         }
@@ -536,17 +508,13 @@ impl Aggregator {
             "exit" => Some(Mark::Exit),
             // The dynamic loader run as a program may only print
             // (`ld.so --version`) and load no library: no image must follow.
-            "exec" if ev.result.is_none() => {
-                let audited =
-                    ev.audited != Some(false) && !ev.exe.as_deref().is_some_and(is_loader);
-                if let (true, Some(exe)) = (audited, ev.exe.as_deref()) {
-                    let e = self.last_exec.entry((source, ev.pid)).or_default();
-                    if ev.ts >= e.0 {
-                        *e = (ev.ts, exe.to_string());
-                    }
-                }
-                Some(Mark::ExecBefore(audited))
-            }
+            // A program handed to the seccomp supervisor has no log of
+            // its own either: the supervisor's has no `start`.
+            "exec" if ev.result.is_none() => Some(Mark::ExecBefore(
+                ev.audited != Some(false)
+                    && ev.supervised != Some(true)
+                    && !ev.exe.as_deref().is_some_and(is_loader),
+            )),
             "exec" => Some(Mark::ExecFailed),
             "fork" => ev.child.filter(|&c| c > 0).map(Mark::Forked),
             _ => None,
@@ -567,7 +535,14 @@ impl Aggregator {
             self.dropped_events += ev.dropped.unwrap_or(0);
             self.unresolved_frames += ev.unresolved_frames.unwrap_or(0);
         }
-        if ev.op == "exec" && ev.audited == Some(false) {
+        // A spawn that started a program the library cannot audit (and no
+        // supervisor took) is as unaudited as such an exec.
+        let started_unaudited = match &*ev.op {
+            "exec" => true,
+            "spawn" => ev.result == Some(0),
+            _ => false,
+        };
+        if started_unaudited && ev.audited == Some(false) {
             let exe = ev.exe.as_deref().unwrap_or_default().to_string();
             let reason = ev
                 .reason
@@ -1279,6 +1254,15 @@ mod tests {
             // pid 30: audited exec and no image after it.
             process(30, 1, "start", ""),
             process(30, 2, "exec", r#","result":null,"audited":true"#),
+            // pid 40: an exec handed to the supervisor: no image follows,
+            // and none is missing.
+            process(40, 1, "start", ""),
+            process(
+                40,
+                2,
+                "exec",
+                r#","result":null,"audited":true,"supervised":true"#,
+            ),
         ];
         for order in [false, true] {
             let mut a = Aggregator::default();
@@ -1293,6 +1277,35 @@ mod tests {
             assert_eq!(g.unclosed.iter().collect::<Vec<_>>(), [&(0, 20)]);
             assert_eq!(g.missing, [(0, 12, "forked"), (0, 30, "exec")]);
         }
+    }
+
+    // A spawn of a program no one audits is listed as an unaudited
+    // process, as such an exec is; a failed one or a supervised one is not.
+    #[test]
+    fn an_unaudited_spawn_is_listed() {
+        let mut a = Aggregator::default();
+        for (pid, extra) in [
+            (
+                1,
+                r#","child":2,"argv":["s"],"exe":"/x/s","result":0,"audited":false,"reason":"static""#,
+            ),
+            (
+                3,
+                r#","child":-1,"argv":["s"],"exe":"/x/s","result":2,"audited":true"#,
+            ),
+            (
+                4,
+                r#","child":5,"argv":["g"],"exe":"/x/g","result":0,"audited":true,"supervised":true"#,
+            ),
+        ] {
+            a.add(0, &process(pid, 1, "spawn", extra));
+        }
+        let listed: Vec<_> = a
+            .unaudited
+            .iter()
+            .map(|((e, r), u)| (e.as_str(), r.as_str(), u.count))
+            .collect();
+        assert_eq!(listed, [("/x/s", "static", 1)]);
     }
 
     fn rogue(worker: u64, abs: &str, obj: &str, vaddr: u64, action: &str) -> Event<'static> {

@@ -1,25 +1,20 @@
 //! The supervisor's socket: a preloaded process about to exec a program the
-//! library cannot audit (static, Go) hands the supervisor a listener for it.
+//! library cannot audit (static, Go), or the spawn trampoline about to exec
+//! one for a posix_spawn, hands the supervisor a listener for it.
 //!
 //! The runner puts the socket's path in every job process's environment
-//! (`MPAUDIT_SUPERVISOR_SOCKET`). The library's exec hook connects
-//! (`SOCK_SEQPACKET`) and sends a hello, [`HELLO_LEN`] bytes: `MPA1`, its
-//! worker (`u32`, `u32::MAX` for none) and the exec'ing task's id (`i32`),
-//! native byte order. The supervisor checks the peer is the runner's own
-//! user and answers with the BPF program (`sock_filter` array, 8 bytes an
-//! instruction). The process sets `PR_SET_NO_NEW_PRIVS`, installs the
-//! program with `SECCOMP_FILTER_FLAG_NEW_LISTENER`, sends the listener
-//! (`SCM_RIGHTS`) and execs. Its own calls until that exec are not logged:
-//! the library logged the exec (interpose/src/supervised.rs).
+//! ([`SOCKET_VAR`]). The client (mpaudit_core::handoff, which has the
+//! protocol) sends a hello with its worker and task id; the supervisor
+//! checks the peer is the runner's own user and answers with the BPF
+//! program; the client installs it and sends the listener back. Its own
+//! calls until its exec are not logged: the library logged the exec or
+//! the spawn.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
-pub const HELLO_LEN: usize = 16;
-pub const HELLO_MAGIC: &[u8; 4] = b"MPA1";
-/// The variable naming the socket.
-pub const SOCKET_VAR: &str = "MPAUDIT_SUPERVISOR_SOCKET";
+pub use mpaudit_core::handoff::{HELLO_LEN, HELLO_MAGIC, SOCKET_VAR};
 
 /// The listening socket and the private directory holding it, removed on
 /// drop.

@@ -23,6 +23,7 @@ pub mod filter;
 mod handoff;
 mod notify;
 mod redirects;
+mod trampoline;
 
 pub use handoff::SOCKET_VAR;
 
@@ -156,11 +157,25 @@ impl Supervisor {
         self.why.is_some()
     }
 
-    /// The environment every job process gets: where to hand listeners.
-    pub fn env(&self) -> Option<(&'static str, String)> {
-        self.server
-            .as_ref()
-            .map(|s| (SOCKET_VAR, s.path.display().to_string()))
+    /// The environment every job process gets: where to hand listeners,
+    /// and the spawn trampoline (this executable) for the static and Go
+    /// programs the job's processes posix_spawn.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        let Some(server) = &self.server else {
+            return Vec::new();
+        };
+        let mut env = vec![(SOCKET_VAR, server.path.display().to_string())];
+        match std::env::current_exe() {
+            Ok(me) => env.push((
+                mpaudit_core::handoff::TRAMPOLINE_VAR,
+                me.display().to_string(),
+            )),
+            Err(e) if !self.quiet => eprintln!(
+                "mpaudit: warning: cannot name the spawn trampoline ({e}): static and Go programs posix_spawn'd by the job are not audited"
+            ),
+            Err(_) => {}
+        }
+        env
     }
 
     /// Prepares `cmd` (worker `worker`) to run under the filter: the child
@@ -280,42 +295,8 @@ fn install_in_child(prog: &[libc::sock_filter], sock: RawFd) -> std::io::Result<
     if listener < 0 {
         return Err(err());
     }
-    let sent = send_fd(sock, listener);
+    let sent = mpaudit_core::handoff::send_fd(sock, listener);
     // SAFETY: our own descriptor; the program must not inherit it.
     unsafe { libc::close(listener) };
-    sent
-}
-
-/// Sends `fd` over the Unix socket `sock` (SCM_RIGHTS), without allocating.
-fn send_fd(sock: RawFd, fd: RawFd) -> std::io::Result<()> {
-    // Room for one cmsghdr with one int, 8-byte aligned.
-    let mut space = [0u64; 4];
-    let mut byte = [0u8; 1];
-    let mut iov = libc::iovec {
-        iov_base: byte.as_mut_ptr().cast(),
-        iov_len: 1,
-    };
-    // SAFETY: msghdr is plain data; the pointers set below stay valid for
-    // the sendmsg call.
-    unsafe {
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = space.as_mut_ptr().cast();
-        msg.msg_controllen = libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) as usize;
-        let cmsg = libc::CMSG_FIRSTHDR(&msg);
-        (*cmsg).cmsg_level = libc::SOL_SOCKET;
-        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as usize;
-        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>(), fd);
-        loop {
-            if libc::sendmsg(sock, &msg, libc::MSG_NOSIGNAL) >= 0 {
-                return Ok(());
-            }
-            let e = std::io::Error::last_os_error();
-            if e.kind() != std::io::ErrorKind::Interrupted {
-                return Err(e);
-            }
-        }
-    }
+    sent.map_err(std::io::Error::from_raw_os_error)
 }

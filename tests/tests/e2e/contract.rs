@@ -65,9 +65,20 @@ e2e!(runner_parses_every_event_the_library_writes, |dir| {
         c.args(args);
         runs.push(c);
     }
+    // A static program posix_spawn'd without the runner: a spawn event
+    // with `audited: false` and its reason.
+    let mut c = dir.audited(fixture("spawner"));
+    c.args([fixture("static_spawned").to_str().unwrap(), "none", "0"]);
+    runs.push(c);
     for mut c in runs {
         run(&mut c, DEADLINE);
     }
+    assert!(
+        events_of(&dir)
+            .iter()
+            .any(|e| e["op"] == "spawn" && e["audited"] == false && e["reason"] == "static"),
+        "an unaudited spawn event"
+    );
     let (events, bad) = read_events(&dir.logs());
     assert_eq!(bad, 0);
     let stopped = events
@@ -180,6 +191,10 @@ e2e!(runner_parses_every_event_the_library_writes, |dir| {
         report["summary"]
     );
 });
+
+fn events_of(dir: &TestDir) -> Vec<Value> {
+    read_events(&dir.logs()).0
+}
 
 e2e!(static_binaries_are_reported_as_unaudited, |dir| {
     let exe = fixture("static_writer");
