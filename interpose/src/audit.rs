@@ -60,10 +60,11 @@ pub struct Call {
     /// rename's source and truncate: a redirect must start from the
     /// original's content.
     pub keeps_content: bool,
-    /// mkdir: creating a directory cannot clobber anything, and declared
-    /// outputs may be written into it, so it is judged and logged but never
-    /// redirected (rogue files inside it are, with their parents).
-    pub makes_directory: bool,
+    /// chmod, chown, utimes: `Some(follows)` (whether the call follows a
+    /// symlink in the leaf). A redirect gives the worker its own copy of
+    /// the file or directory first (content or directory, mode, owner,
+    /// times), which the call then changes.
+    pub changes_metadata: Option<bool>,
 }
 
 /// A hooked call's return value.
@@ -99,6 +100,36 @@ impl Outcome for libc::c_long {
     }
     fn success() -> Option<Self> {
         Some(0)
+    }
+}
+
+/// readlink's `ssize_t`.
+impl Outcome for isize {
+    fn result(self) -> i64 {
+        self as i64
+    }
+    fn failure() -> Self {
+        -1
+    }
+    fn success() -> Option<Self> {
+        None
+    }
+}
+
+/// opendir's stream.
+impl Outcome for *mut libc::DIR {
+    fn result(self) -> i64 {
+        if self.is_null() {
+            -1
+        } else {
+            0
+        }
+    }
+    fn failure() -> Self {
+        core::ptr::null_mut()
+    }
+    fn success() -> Option<Self> {
+        None
     }
 }
 
@@ -377,9 +408,19 @@ fn is_symlink(call: &Call) -> bool {
     call.op.starts_with("symlink")
 }
 
+/// mkdir and mkdirat: the directory is made in the worker's view (its
+/// own directory, parents mirrored), failing with EEXIST when the view has
+/// the name.
+fn is_mkdir(call: &Call) -> bool {
+    call.op.starts_with("mkdir")
+}
+
 /// Whether the kernel follows a symlink in the call's (first) leaf: open
 /// without O_NOFOLLOW (O_CREAT|O_EXCL does not follow either), truncate.
 fn follows_leaf(call: &Call) -> bool {
+    if let Some(follows) = call.changes_metadata {
+        return follows;
+    }
     if is_open(call) {
         let excl = libc::O_CREAT | libc::O_EXCL;
         call.flags & libc::O_NOFOLLOW == 0 && call.flags & excl != excl
@@ -622,9 +663,6 @@ unsafe fn judge_then_call<R: Outcome>(
     let truncated = a.stack.as_ref().is_some_and(|st| st.truncated);
     let in_worker = state::worker().is_some();
     let mut action = policy().action_for_stack(a.verdict, in_worker, truncated);
-    if call.makes_directory && action == Action::Redirected {
-        action = Action::Logged;
-    }
     let is_write = call.intent.is_write();
 
     // A write whose destination cannot be known is refused, never let
@@ -680,7 +718,11 @@ unsafe fn judge_then_call<R: Outcome>(
         (0, e) | (e, _) => e,
     };
     if failed_in_view != 0 {
-        if is_write {
+        // A read through the view fails as the view says when the walk
+        // cannot go on (a shared link to a file the worker made is no
+        // directory); anything else is the kernel's to say.
+        let view_says = matches!(failed_in_view, libc::ENOENT | libc::ENOTDIR | libc::ELOOP);
+        if is_write || view_says {
             return refuse(call, &a, Action::Logged, failed_in_view, entry_errno, work);
         }
         drop(entry_errno);
@@ -729,6 +771,8 @@ unsafe fn judge_then_call<R: Outcome>(
 
     if failed != 0 {
         release(held);
+        unseed(route1, target);
+        unseed(route2, target2);
         finish(
             call,
             &a,
@@ -766,6 +810,12 @@ unsafe fn judge_then_call<R: Outcome>(
     release(held);
     let result = r.result();
     let errno = if result < 0 { saved_errno.value() } else { 0 };
+    if result < 0 {
+        // A failed call leaves no trace: the copy made for it would
+        // shadow the shared file.
+        unseed(route1, target);
+        unseed(route2, target2);
+    }
 
     let _ = std::panic::catch_unwind(core::panic::AssertUnwindSafe(|| {
         let mut a = a;
@@ -813,6 +863,21 @@ unsafe fn judge_then_call<R: Outcome>(
         finish(call, &a, action, shown_target!(), result, errno, work);
     }));
     r
+}
+
+/// Removes the worker's copy a route's preparation made (redirect::Seeded)
+/// for a call that then failed or was not made.
+fn unseed(route: Option<Route>, target: &[u8]) {
+    let Some(r) = route else { return };
+    let flags = match r.seeded {
+        redirect::Seeded::Nothing => return,
+        redirect::Seeded::File => 0,
+        redirect::Seeded::Directory => libc::AT_REMOVEDIR,
+    };
+    if r.len < view::PATH_MAX && target.get(r.len) == Some(&0) {
+        // SAFETY: the NUL-terminated target this call prepared.
+        unsafe { libc::syscall(libc::SYS_unlinkat, libc::AT_FDCWD, target.as_ptr(), flags) };
+    }
 }
 
 /// Where each of the call's paths goes (see [`route`]), and the errno the
@@ -865,9 +930,10 @@ fn routes(
             } else {
                 seed_for(call)
             },
-            excl: is_open(call)
-                && call.flags & libc::O_CREAT != 0
-                && call.flags & libc::O_EXCL != 0,
+            excl: is_mkdir(call)
+                || (is_open(call)
+                    && call.flags & libc::O_CREAT != 0
+                    && call.flags & libc::O_EXCL != 0),
             opens: is_open(call),
             create_parents: is_write,
         };
@@ -959,7 +1025,9 @@ pub(crate) fn refusal_of_unresolvable(setting: ActionSetting, in_worker: bool) -
 /// What a new redirect of an open (or truncate, rename's source) starts
 /// from.
 fn seed_for(call: &Call) -> redirect::Seed {
-    if call.keeps_content || (is_open(call) && keeps_content(call.intent)) {
+    if call.changes_metadata.is_some() {
+        redirect::Seed::Metadata
+    } else if call.keeps_content || (is_open(call) && keeps_content(call.intent)) {
         redirect::Seed::Content
     } else if is_open(call) && call.intent.truncate {
         redirect::Seed::ModeOnly
@@ -995,6 +1063,9 @@ struct Route {
     new: bool,
     parent: c_int,
     leaf: usize,
+    /// This call made the worker's copy (redirect::Seeded): a failed call
+    /// removes it again.
+    seeded: redirect::Seeded,
 }
 
 /// Decides where `abs` goes and writes the NUL-terminated target into `out`.
@@ -1044,6 +1115,7 @@ fn route(
         new: true,
         parent: -1,
         leaf: 0,
+        seeded: redirect::Seeded::Nothing,
     };
     let orig = match view::lstat(abs, work) {
         Ok(st) => st,
@@ -1096,6 +1168,7 @@ fn prepared(
             new,
             parent: p.parent,
             leaf: p.leaf,
+            seeded: p.seeded,
         },
         Err(e) => {
             // A read whose worker directory is missing goes to the target's
@@ -1108,6 +1181,7 @@ fn prepared(
                 new,
                 parent: -1,
                 leaf: 0,
+                seeded: redirect::Seeded::Nothing,
             }
         }
     }
@@ -1305,12 +1379,22 @@ pub fn log_process(p: &mpaudit_core::event::Process) {
     });
 }
 
-/// Reroutes a call that only reads a path (stat, access, opendir, …) to its
-/// redirected file, so a worker sees what it wrote. Not logged.
+/// Reroutes a call that only reads a path (stat, access, opendir,
+/// readlink, …) to its redirected file, so a worker sees what it wrote.
+/// `follow`: the call follows a symlink in the leaf (stat, not lstat), so
+/// the leaf is resolved in the worker's view too (a shared link to a file
+/// the worker redirected leads to the worker's file). A path the kernel
+/// could not resolve in the worker's view (ENOENT, ENOTDIR, ELOOP: the view
+/// differs from the shared tree along the way) fails so without reaching
+/// the kernel. Not logged.
 ///
 /// # Safety
 /// `arg.path` is what the program passed.
-pub unsafe fn reroute<R>(arg: PathArg, real: impl FnOnce(*const c_char) -> R) -> R {
+pub unsafe fn reroute<R: Outcome>(
+    arg: PathArg,
+    follow: bool,
+    real: impl FnOnce(*const c_char) -> R,
+) -> R {
     if !state::ready() || !redirect::any_redirected() || arg.path.is_null() {
         return real(arg.path);
     }
@@ -1339,7 +1423,12 @@ pub unsafe fn reroute<R>(arg: PathArg, real: impl FnOnce(*const c_char) -> R) ->
         ..
     } = b;
     // SAFETY: the program's C string, found readable above.
-    let (path, viewed) = unsafe { resolve_in_view(arg, false, base, cwd, abs, work) };
+    let (path, viewed) = unsafe { resolve_in_view(arg, follow, base, cwd, abs, work) };
+    if let Err(view::Unresolved::Errno(e @ (libc::ENOENT | libc::ENOTDIR | libc::ELOOP))) = viewed {
+        core::mem::forget(entry_errno);
+        sys::set_errno(e);
+        return R::failure();
+    }
     let mut failed = 0;
     let want = Want {
         new: false,

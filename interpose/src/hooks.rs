@@ -120,7 +120,7 @@ fn open_call(op: &'static str, dirfd: c_int, path: *const c_char, flags: c_int) 
         template_suffix: None,
         removes: false,
         keeps_content: false,
-        makes_directory: false,
+        changes_metadata: None,
     }
 }
 
@@ -167,7 +167,7 @@ fn ns(op: &'static str, path: PathArg, path2: Option<PathArg>) -> Call {
         template_suffix: None,
         removes: false,
         keeps_content: false,
-        makes_directory: false,
+        changes_metadata: None,
     }
 }
 
@@ -182,7 +182,6 @@ fn removal(op: &'static str, path: PathArg) -> Call {
 fn creation(op: &'static str, path: PathArg, path2: Option<PathArg>) -> Call {
     let base = ns(op, path, path2);
     Call {
-        makes_directory: path2.is_none(),
         intent: OpenIntent {
             create: true,
             ..OpenIntent::NAMESPACE
@@ -205,47 +204,21 @@ fn renaming(op: &'static str, old: PathArg, new: PathArg) -> Call {
 }
 
 /// chmod, chown, utimes: an existing file's metadata changes; a redirect
-/// starts from the original (copied up), like a truncate. A directory is
-/// not copied up: its change is judged and logged, never redirected, like
-/// a mkdir (a redirect would act on a copy that does not exist).
-fn metadata(op: &'static str, path: PathArg) -> Call {
+/// starts from the original (copied up: a file's content, a directory as
+/// a directory, with mode, owner and times), like a truncate. `follows`:
+/// the call follows a symlink in the leaf (chmod, not lchown, nor
+/// `AT_SYMLINK_NOFOLLOW`).
+fn metadata(op: &'static str, path: PathArg, follows: bool) -> Call {
     Call {
         keeps_content: true,
-        makes_directory: redirecting() && is_directory(path),
+        changes_metadata: Some(follows),
         ..ns(op, path, None)
     }
 }
 
-/// This process redirects its rogue writes (a worker under `redirect`).
-fn redirecting() -> bool {
-    crate::state::ready()
-        && crate::state::worker().is_some()
-        && crate::state::SAVED.get().action == mpaudit_core::policy::ActionSetting::Redirect
-}
-
-/// Whether `path` names a directory (following symlinks, as chmod does).
-/// An unreadable path is none: the call fails with EFAULT anyway.
-fn is_directory(path: PathArg) -> bool {
-    let _errno = crate::sys::ErrnoGuard::save();
-    let mut pages = crate::checked::Pages::default();
-    // SAFETY: a checked read of the program's argument.
-    if unsafe { pages.c_bytes(path.path, 4097) }.is_none() {
-        return false;
-    }
-    // SAFETY: libc::stat is plain integers, for which all-zero is valid.
-    let mut st: libc::stat = unsafe { core::mem::zeroed() };
-    // SAFETY: the path was found readable up to its NUL (or the kernel
-    // stops at PATH_MAX); `st` is a writable stat.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_newfstatat,
-            path.dirfd,
-            path.path,
-            &mut st as *mut libc::stat,
-            0,
-        )
-    };
-    r == 0 && st.st_mode & libc::S_IFMT == libc::S_IFDIR
+/// The `*at` calls' AT_SYMLINK_NOFOLLOW.
+fn follows(flags: c_int) -> bool {
+    flags & libc::AT_SYMLINK_NOFOLLOW == 0
 }
 
 /// mkfifo, mknod, bind: a new file system node (redirected like a created
@@ -367,32 +340,32 @@ hooks! {
     // change the worker's copy (copied up first), and nodes are created
     // in the worker's directory ----
     fn chmod(path: *const c_char, mode: mode_t) -> c_int =>
-        |real, caller| file_access(caller, metadata("chmod", cwd(path)), |p, _| real(p, mode));
+        |real, caller| file_access(caller, metadata("chmod", cwd(path), true), |p, _| real(p, mode));
     fn fchmodat(dirfd: c_int, path: *const c_char, mode: mode_t, flags: c_int) -> c_int =>
-        |real, caller| file_access(caller, metadata("fchmodat", at(dirfd, path)), |p, _| real(dirfd, p, mode, flags));
+        |real, caller| file_access(caller, metadata("fchmodat", at(dirfd, path), follows(flags)), |p, _| real(dirfd, p, mode, flags));
     fn lchmod(path: *const c_char, mode: mode_t) -> c_int =>
-        |real, caller| file_access(caller, metadata("lchmod", cwd(path)), |p, _| real(p, mode));
+        |real, caller| file_access(caller, metadata("lchmod", cwd(path), false), |p, _| real(p, mode));
     fn chown(path: *const c_char, owner: libc::uid_t, group: libc::gid_t) -> c_int =>
-        |real, caller| file_access(caller, metadata("chown", cwd(path)), |p, _| real(p, owner, group));
+        |real, caller| file_access(caller, metadata("chown", cwd(path), true), |p, _| real(p, owner, group));
     fn lchown(path: *const c_char, owner: libc::uid_t, group: libc::gid_t) -> c_int =>
-        |real, caller| file_access(caller, metadata("lchown", cwd(path)), |p, _| real(p, owner, group));
+        |real, caller| file_access(caller, metadata("lchown", cwd(path), false), |p, _| real(p, owner, group));
     fn fchownat(dirfd: c_int, path: *const c_char, owner: libc::uid_t, group: libc::gid_t, flags: c_int) -> c_int =>
-        |real, caller| file_access(caller, metadata("fchownat", at(dirfd, path)), |p, _| real(dirfd, p, owner, group, flags));
+        |real, caller| file_access(caller, metadata("fchownat", at(dirfd, path), follows(flags)), |p, _| real(dirfd, p, owner, group, flags));
     // A NULL path changes the descriptor's file (futimens): no path to judge.
     fn utimensat(dirfd: c_int, path: *const c_char, times: *const libc::timespec, flags: c_int) -> c_int =>
         |real, caller| if path.is_null() { real(dirfd, path, times, flags) } else {
-            file_access(caller, metadata("utimensat", at(dirfd, path)), |p, _| real(dirfd, p, times, flags))
+            file_access(caller, metadata("utimensat", at(dirfd, path), follows(flags)), |p, _| real(dirfd, p, times, flags))
         };
     fn futimesat(dirfd: c_int, path: *const c_char, times: *const libc::timeval) -> c_int =>
         |real, caller| if path.is_null() { real(dirfd, path, times) } else {
-            file_access(caller, metadata("futimesat", at(dirfd, path)), |p, _| real(dirfd, p, times))
+            file_access(caller, metadata("futimesat", at(dirfd, path), true), |p, _| real(dirfd, p, times))
         };
     fn utimes(path: *const c_char, times: *const libc::timeval) -> c_int =>
-        |real, caller| file_access(caller, metadata("utimes", cwd(path)), |p, _| real(p, times));
+        |real, caller| file_access(caller, metadata("utimes", cwd(path), true), |p, _| real(p, times));
     fn lutimes(path: *const c_char, times: *const libc::timeval) -> c_int =>
-        |real, caller| file_access(caller, metadata("lutimes", cwd(path)), |p, _| real(p, times));
+        |real, caller| file_access(caller, metadata("lutimes", cwd(path), false), |p, _| real(p, times));
     fn utime(path: *const c_char, times: *const libc::utimbuf) -> c_int =>
-        |real, caller| file_access(caller, metadata("utime", cwd(path)), |p, _| real(p, times));
+        |real, caller| file_access(caller, metadata("utime", cwd(path), true), |p, _| real(p, times));
     fn mkfifo(path: *const c_char, mode: mode_t) -> c_int =>
         |real, caller| file_access(caller, node("mkfifo", cwd(path)), |p, _| real(p, mode));
     fn mkfifoat(dirfd: c_int, path: *const c_char, mode: mode_t) -> c_int =>
@@ -410,33 +383,37 @@ hooks! {
         |real, caller| bind_to_path(caller, fd, addr, len, |a, l| real(fd, a, l));
 
     // ---- read-your-writes: calls that only look at a path follow its redirect ----
-    fn stat(path: *const c_char, buf: *mut c_void) -> c_int => |real| reroute(cwd(path), |p| real(p, buf));
-    fn stat64(path: *const c_char, buf: *mut c_void) -> c_int => |real| reroute(cwd(path), |p| real(p, buf));
-    fn lstat(path: *const c_char, buf: *mut c_void) -> c_int => |real| reroute(cwd(path), |p| real(p, buf));
-    fn lstat64(path: *const c_char, buf: *mut c_void) -> c_int => |real| reroute(cwd(path), |p| real(p, buf));
+    fn stat(path: *const c_char, buf: *mut c_void) -> c_int => |real| reroute(cwd(path), true, |p| real(p, buf));
+    fn stat64(path: *const c_char, buf: *mut c_void) -> c_int => |real| reroute(cwd(path), true, |p| real(p, buf));
+    fn lstat(path: *const c_char, buf: *mut c_void) -> c_int => |real| reroute(cwd(path), false, |p| real(p, buf));
+    fn lstat64(path: *const c_char, buf: *mut c_void) -> c_int => |real| reroute(cwd(path), false, |p| real(p, buf));
     fn fstatat(dirfd: c_int, path: *const c_char, buf: *mut c_void, flags: c_int) -> c_int =>
-        |real| reroute(at(dirfd, path), |p| real(dirfd, p, buf, flags));
+        |real| reroute(at(dirfd, path), flags & libc::AT_SYMLINK_NOFOLLOW == 0, |p| real(dirfd, p, buf, flags));
     fn fstatat64(dirfd: c_int, path: *const c_char, buf: *mut c_void, flags: c_int) -> c_int =>
-        |real| reroute(at(dirfd, path), |p| real(dirfd, p, buf, flags));
+        |real| reroute(at(dirfd, path), flags & libc::AT_SYMLINK_NOFOLLOW == 0, |p| real(dirfd, p, buf, flags));
     fn statx(dirfd: c_int, path: *const c_char, flags: c_int, mask: c_uint, buf: *mut c_void) -> c_int =>
-        |real| reroute(at(dirfd, path), |p| real(dirfd, p, flags, mask, buf));
+        |real| reroute(at(dirfd, path), flags & libc::AT_SYMLINK_NOFOLLOW == 0, |p| real(dirfd, p, flags, mask, buf));
     // Binaries built against glibc < 2.33 call these instead.
-    fn __xstat(ver: c_int, path: *const c_char, buf: *mut c_void) -> c_int => |real| reroute(cwd(path), |p| real(ver, p, buf));
-    fn __xstat64(ver: c_int, path: *const c_char, buf: *mut c_void) -> c_int => |real| reroute(cwd(path), |p| real(ver, p, buf));
-    fn __lxstat(ver: c_int, path: *const c_char, buf: *mut c_void) -> c_int => |real| reroute(cwd(path), |p| real(ver, p, buf));
-    fn __lxstat64(ver: c_int, path: *const c_char, buf: *mut c_void) -> c_int => |real| reroute(cwd(path), |p| real(ver, p, buf));
+    fn __xstat(ver: c_int, path: *const c_char, buf: *mut c_void) -> c_int => |real| reroute(cwd(path), true, |p| real(ver, p, buf));
+    fn __xstat64(ver: c_int, path: *const c_char, buf: *mut c_void) -> c_int => |real| reroute(cwd(path), true, |p| real(ver, p, buf));
+    fn __lxstat(ver: c_int, path: *const c_char, buf: *mut c_void) -> c_int => |real| reroute(cwd(path), false, |p| real(ver, p, buf));
+    fn __lxstat64(ver: c_int, path: *const c_char, buf: *mut c_void) -> c_int => |real| reroute(cwd(path), false, |p| real(ver, p, buf));
     fn __fxstatat(ver: c_int, dirfd: c_int, path: *const c_char, buf: *mut c_void, flags: c_int) -> c_int =>
-        |real| reroute(at(dirfd, path), |p| real(ver, dirfd, p, buf, flags));
+        |real| reroute(at(dirfd, path), flags & libc::AT_SYMLINK_NOFOLLOW == 0, |p| real(ver, dirfd, p, buf, flags));
     fn __fxstatat64(ver: c_int, dirfd: c_int, path: *const c_char, buf: *mut c_void, flags: c_int) -> c_int =>
-        |real| reroute(at(dirfd, path), |p| real(ver, dirfd, p, buf, flags));
-    fn access(path: *const c_char, mode: c_int) -> c_int => |real| reroute(cwd(path), |p| real(p, mode));
+        |real| reroute(at(dirfd, path), flags & libc::AT_SYMLINK_NOFOLLOW == 0, |p| real(ver, dirfd, p, buf, flags));
+    fn readlink(path: *const c_char, buf: *mut c_char, size: libc::size_t) -> libc::ssize_t =>
+        |real| reroute(cwd(path), false, |p| real(p, buf, size));
+    fn readlinkat(dirfd: c_int, path: *const c_char, buf: *mut c_char, size: libc::size_t) -> libc::ssize_t =>
+        |real| reroute(at(dirfd, path), false, |p| real(dirfd, p, buf, size));
+    fn access(path: *const c_char, mode: c_int) -> c_int => |real| reroute(cwd(path), true, |p| real(p, mode));
     fn faccessat(dirfd: c_int, path: *const c_char, mode: c_int, flags: c_int) -> c_int =>
-        |real| reroute(at(dirfd, path), |p| real(dirfd, p, mode, flags));
+        |real| reroute(at(dirfd, path), flags & libc::AT_SYMLINK_NOFOLLOW == 0, |p| real(dirfd, p, mode, flags));
 
     // ---- directory views (dirview.rs): a redirecting worker lists its own
     // files in place of (or alongside) the shared ones, removed ones hidden ----
     fn opendir(path: *const c_char) -> *mut libc::DIR =>
-        |real| crate::dirview::opened(reroute(cwd(path), |p| real(p)));
+        |real| crate::dirview::opened(reroute(cwd(path), true, |p| real(p)));
     fn fdopendir(fd: c_int) -> *mut libc::DIR => |real| crate::dirview::opened(real(fd));
     fn readdir(dir: *mut libc::DIR) -> *mut libc::dirent =>
         |real| crate::dirview::next(dir, |d| real(d).cast()).cast();
@@ -899,39 +876,41 @@ pub unsafe extern "C" fn __mpaudit_syscall(
                 |_, q| real(with(1, q)),
             ),
             #[cfg(target_arch = "x86_64")]
-            libc::SYS_chmod => file_access(caller, metadata("chmod", cwd(s(0))), |p, _| {
+            libc::SYS_chmod => file_access(caller, metadata("chmod", cwd(s(0)), true), |p, _| {
                 real(with(0, p))
             }),
             #[cfg(target_arch = "x86_64")]
-            libc::SYS_chown => file_access(caller, metadata("chown", cwd(s(0))), |p, _| {
+            libc::SYS_chown => file_access(caller, metadata("chown", cwd(s(0)), true), |p, _| {
                 real(with(0, p))
             }),
             #[cfg(target_arch = "x86_64")]
-            libc::SYS_lchown => file_access(caller, metadata("lchown", cwd(s(0))), |p, _| {
-                real(with(0, p))
-            }),
-            #[cfg(target_arch = "x86_64")]
-            libc::SYS_utime => file_access(caller, metadata("utime", cwd(s(0))), |p, _| {
-                real(with(0, p))
-            }),
-            #[cfg(target_arch = "x86_64")]
-            libc::SYS_utimes => file_access(caller, metadata("utimes", cwd(s(0))), |p, _| {
-                real(with(0, p))
-            }),
-            #[cfg(target_arch = "x86_64")]
-            libc::SYS_futimesat if a[1] != 0 => {
-                file_access(caller, metadata("futimesat", at(d(0), s(1))), |p, _| {
-                    real(with(1, p))
+            libc::SYS_lchown => {
+                file_access(caller, metadata("lchown", cwd(s(0)), false), |p, _| {
+                    real(with(0, p))
                 })
             }
+            #[cfg(target_arch = "x86_64")]
+            libc::SYS_utime => file_access(caller, metadata("utime", cwd(s(0)), true), |p, _| {
+                real(with(0, p))
+            }),
+            #[cfg(target_arch = "x86_64")]
+            libc::SYS_utimes => file_access(caller, metadata("utimes", cwd(s(0)), true), |p, _| {
+                real(with(0, p))
+            }),
+            #[cfg(target_arch = "x86_64")]
+            libc::SYS_futimesat if a[1] != 0 => file_access(
+                caller,
+                metadata("futimesat", at(d(0), s(1)), true),
+                |p, _| real(with(1, p)),
+            ),
             #[cfg(target_arch = "x86_64")]
             libc::SYS_mknod => {
                 file_access(caller, node("mknod", cwd(s(0))), |p, _| real(with(0, p)))
             }
             #[cfg(target_arch = "x86_64")]
-            libc::SYS_stat | libc::SYS_lstat | libc::SYS_access => {
-                reroute(cwd(s(0)), |p| real(with(0, p)))
-            }
+            libc::SYS_stat | libc::SYS_access => reroute(cwd(s(0)), true, |p| real(with(0, p))),
+            #[cfg(target_arch = "x86_64")]
+            libc::SYS_lstat => reroute(cwd(s(0)), false, |p| real(with(0, p))),
             libc::SYS_openat => {
                 file_access(caller, open_call("openat", d(0), s(1), d(2)), |p, _| {
                     real(with(1, p))
@@ -981,24 +960,26 @@ pub unsafe extern "C" fn __mpaudit_syscall(
             libc::SYS_truncate => file_access(caller, truncation("truncate", cwd(s(0))), |p, _| {
                 real(with(0, p))
             }),
-            libc::SYS_fchmodat => {
-                file_access(caller, metadata("fchmodat", at(d(0), s(1))), |p, _| {
-                    real(with(1, p))
-                })
-            }
-            SYS_FCHMODAT2 => file_access(caller, metadata("fchmodat2", at(d(0), s(1))), |p, _| {
-                real(with(1, p))
-            }),
-            libc::SYS_fchownat => {
-                file_access(caller, metadata("fchownat", at(d(0), s(1))), |p, _| {
-                    real(with(1, p))
-                })
-            }
-            libc::SYS_utimensat if a[1] != 0 => {
-                file_access(caller, metadata("utimensat", at(d(0), s(1))), |p, _| {
-                    real(with(1, p))
-                })
-            }
+            libc::SYS_fchmodat => file_access(
+                caller,
+                metadata("fchmodat", at(d(0), s(1)), true),
+                |p, _| real(with(1, p)),
+            ),
+            SYS_FCHMODAT2 => file_access(
+                caller,
+                metadata("fchmodat2", at(d(0), s(1)), follows(d(3))),
+                |p, _| real(with(1, p)),
+            ),
+            libc::SYS_fchownat => file_access(
+                caller,
+                metadata("fchownat", at(d(0), s(1)), follows(d(4))),
+                |p, _| real(with(1, p)),
+            ),
+            libc::SYS_utimensat if a[1] != 0 => file_access(
+                caller,
+                metadata("utimensat", at(d(0), s(1)), follows(d(3))),
+                |p, _| real(with(1, p)),
+            ),
             libc::SYS_mknodat => file_access(caller, node("mknodat", at(d(0), s(1))), |p, _| {
                 real(with(1, p))
             }),
@@ -1028,9 +1009,19 @@ pub unsafe extern "C" fn __mpaudit_syscall(
                 d(4),
                 |env| exec_with(3, env),
             ) as c_long,
-            libc::SYS_newfstatat | libc::SYS_statx | libc::SYS_faccessat | libc::SYS_faccessat2 => {
-                reroute(at(d(0), s(1)), |p| real(with(1, p)))
+            // The flags: newfstatat's and faccessat2's fourth word,
+            // statx's third (faccessat has none: it follows).
+            libc::SYS_newfstatat | libc::SYS_faccessat2 => {
+                reroute(at(d(0), s(1)), d(3) & libc::AT_SYMLINK_NOFOLLOW == 0, |p| {
+                    real(with(1, p))
+                })
             }
+            libc::SYS_statx => {
+                reroute(at(d(0), s(1)), d(2) & libc::AT_SYMLINK_NOFOLLOW == 0, |p| {
+                    real(with(1, p))
+                })
+            }
+            libc::SYS_faccessat => reroute(at(d(0), s(1)), true, |p| real(with(1, p))),
             _ => real(a),
         }
     }

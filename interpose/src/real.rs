@@ -53,6 +53,13 @@ impl Missing for libc::c_int {
     }
 }
 
+impl Missing for isize {
+    fn missing() -> Self {
+        crate::sys::set_errno(libc::ENOSYS);
+        -1
+    }
+}
+
 impl<T> Missing for *mut T {
     fn missing() -> Self {
         crate::sys::set_errno(libc::ENOSYS);

@@ -312,6 +312,20 @@ pub enum Seed {
     /// An empty file with the original's mode (O_TRUNC of an existing file
     /// keeps its mode, whatever mode the call passes).
     ModeOnly,
+    /// As `Content`, and a directory as a directory with the original's
+    /// mode, owner and times (chmod, chown, utimes: the worker's own copy
+    /// of its metadata; its entries stay the shared ones).
+    Metadata,
+}
+
+/// What preparing a target made in the worker's tree for the call.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Seeded {
+    Nothing,
+    /// A file or symlink (a copy of the original).
+    File,
+    /// A directory (Seed::Metadata).
+    Directory,
 }
 
 /// A worker-side target ready for the call: a descriptor (O_PATH) of its
@@ -321,6 +335,7 @@ pub enum Seed {
 pub struct Prepared {
     pub parent: libc::c_int,
     pub leaf: usize,
+    pub seeded: Seeded,
 }
 
 /// Opens `target`'s parent directory (inside the worker directory) for the
@@ -375,13 +390,18 @@ pub fn prepare_target(
         fd = next?;
     }
     let leaf = worker_dir.len() + 1 + leaf_at;
-    if let (Seed::Content | Seed::ModeOnly, Some(st)) = (seed, orig) {
+    let mut seeded = Seeded::Nothing;
+    if let (Seed::Content | Seed::ModeOnly | Seed::Metadata, Some(st)) = (seed, orig) {
         let (name, rest) = rest.split_at_mut(MAX_ABS + 1);
         if let Some(name) = sys::c_path(&target[leaf..], name) {
-            copy_original(original, st, seed, fd, name, buf, rest);
+            seeded = copy_original(original, st, seed, fd, name, buf, rest);
         }
     }
-    Ok(Prepared { parent: fd, leaf })
+    Ok(Prepared {
+        parent: fd,
+        leaf,
+        seeded,
+    })
 }
 
 /// The worker directory (O_PATH), made first (with its parents, the top
@@ -482,8 +502,11 @@ fn shared_counterpart_mode(
 
 /// Creates `name` below `dir` as the worker's copy of `original` (whose
 /// lstat is `st`), unless it exists already (an earlier copy): a regular
-/// file gets the content (Seed::Content) or none (Seed::ModeOnly), its
-/// mode, and for a content copy its times; a symlink is copied as one.
+/// file gets the content (Seed::Content, Seed::Metadata) or none
+/// (Seed::ModeOnly), its mode, and for a content copy its times; a symlink
+/// is copied as one; for Seed::Metadata a directory is made (or the mirror
+/// made for its entries taken) with the original's mode, owner and times.
+/// Says what it made.
 fn copy_original(
     original: &[u8],
     st: &libc::stat,
@@ -492,10 +515,48 @@ fn copy_original(
     name: *const libc::c_char,
     buf: &mut [u8],
     link: &mut [u8],
-) {
+) -> Seeded {
+    let times = [
+        libc::timespec {
+            tv_sec: st.st_atime,
+            tv_nsec: st.st_atime_nsec,
+        },
+        libc::timespec {
+            tv_sec: st.st_mtime,
+            tv_nsec: st.st_mtime_nsec,
+        },
+    ];
     match st.st_mode & libc::S_IFMT {
         libc::S_IFREG => {}
-        libc::S_IFLNK if seed == Seed::Content => {
+        libc::S_IFDIR if seed == Seed::Metadata => {
+            // SAFETY: NUL-terminated name below our descriptor.
+            let made = unsafe { sys::mkdirat(dir, name, 0o700) } == 0;
+            // SAFETY: as above; plain integers and two timespecs.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_fchownat,
+                    dir,
+                    name,
+                    st.st_uid,
+                    st.st_gid,
+                    libc::AT_SYMLINK_NOFOLLOW,
+                );
+                libc::syscall(libc::SYS_fchmodat, dir, name, st.st_mode & 0o7777, 0);
+                libc::syscall(
+                    libc::SYS_utimensat,
+                    dir,
+                    name,
+                    times.as_ptr(),
+                    libc::AT_SYMLINK_NOFOLLOW,
+                );
+            }
+            return if made {
+                Seeded::Directory
+            } else {
+                Seeded::Nothing
+            };
+        }
+        libc::S_IFLNK if matches!(seed, Seed::Content | Seed::Metadata) => {
             let n = crate::view::at_path(original, buf, |d, p| {
                 // SAFETY: NUL-terminated path; the kernel writes at most
                 // link.len() - 1 bytes, leaving room for the NUL.
@@ -512,19 +573,22 @@ fn copy_original(
             if let Ok(n @ 0..) = n {
                 link[n as usize] = 0;
                 // SAFETY: two NUL-terminated strings, a descriptor of ours.
-                unsafe { libc::syscall(libc::SYS_symlinkat, link.as_ptr(), dir, name) };
+                if unsafe { libc::syscall(libc::SYS_symlinkat, link.as_ptr(), dir, name) } == 0 {
+                    return Seeded::File;
+                }
             }
-            return;
+            return Seeded::Nothing;
         }
-        _ => return,
+        _ => return Seeded::Nothing,
     }
     let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC;
     // SAFETY: NUL-terminated name below our descriptor.
     let to = unsafe { sys::openat(dir, name, flags, 0o600) };
     if to < 0 {
-        return;
+        return Seeded::Nothing;
     }
-    if seed == Seed::Content {
+    let content = matches!(seed, Seed::Content | Seed::Metadata);
+    if content {
         let from = crate::view::at_path(original, buf, |d, p| {
             // SAFETY: NUL-terminated path.
             unsafe { sys::openat(d, p, libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW, 0) }
@@ -552,17 +616,7 @@ fn copy_original(
     }
     // SAFETY: our descriptor; the mode bits of the original.
     unsafe { libc::syscall(libc::SYS_fchmod, to, st.st_mode & 0o7777) };
-    if seed == Seed::Content {
-        let times = [
-            libc::timespec {
-                tv_sec: st.st_atime,
-                tv_nsec: st.st_atime_nsec,
-            },
-            libc::timespec {
-                tv_sec: st.st_mtime,
-                tv_nsec: st.st_mtime_nsec,
-            },
-        ];
+    if content {
         // SAFETY: our descriptor (NULL path: the descriptor itself) and two
         // timespecs.
         unsafe {
@@ -576,6 +630,7 @@ fn copy_original(
         };
     }
     sys::close(to);
+    Seeded::File
 }
 
 /// `<worker dir>/mpaudit-redirects.jsonl` with a NUL, into `out`; false

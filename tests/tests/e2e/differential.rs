@@ -732,52 +732,6 @@ enum Variant {
     SelfTestInPlace,
 }
 
-/// Everything a shared tree holds that a redirected worker must not
-/// change, inode numbers and modification times included (a file replaced
-/// or rewritten with the same bytes is still a write).
-fn snapshot(root: &Path) -> Vec<String> {
-    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
-        let mut names: Vec<_> = std::fs::read_dir(dir)
-            .expect("read a shared dir")
-            .map(|e| e.expect("entry").path())
-            .collect();
-        names.sort();
-        for p in names {
-            let m = std::fs::symlink_metadata(&p).expect("lstat a shared entry");
-            let rel = p
-                .strip_prefix(root)
-                .expect("below root")
-                .display()
-                .to_string();
-            let what = if m.file_type().is_symlink() {
-                format!("-> {}", std::fs::read_link(&p).expect("readlink").display())
-            } else if m.is_file() {
-                format!(
-                    "{:?}",
-                    String::from_utf8_lossy(&std::fs::read(&p).expect("read"))
-                )
-            } else {
-                String::from("dir")
-            };
-            out.push(format!(
-                "{rel} ino={} mode={:o} nlink={} size={} mtime={}.{} {what}",
-                m.ino(),
-                m.mode(),
-                m.nlink(),
-                if m.is_dir() { 0 } else { m.size() },
-                m.mtime(),
-                m.mtime_nsec()
-            ));
-            if m.is_dir() {
-                walk(root, &p, out);
-            }
-        }
-    }
-    let mut out = Vec::new();
-    walk(root, root, &mut out);
-    out
-}
-
 /// Runs one case in a fresh directory below `base`; `Ok` holds how many
 /// writes the library redirected (so that a run where nothing was
 /// redirected cannot pass for a proof), `Err` says how the two runs differ.
@@ -812,7 +766,7 @@ fn compare(base: &Path, n: usize, case: &Case, variant: Variant) -> Result<usize
     if variant == Variant::SelfTestExtraFile {
         std::fs::write(job.join("c"), "X").expect("write the extra file");
     }
-    let before = snapshot(&job);
+    let before = shared_snapshot(&job);
     let mut second = Command::new(&exec);
     second.arg(&script).current_dir(&job);
     walk_env(&mut second);
@@ -850,7 +804,7 @@ fn compare(base: &Path, n: usize, case: &Case, variant: Variant) -> Result<usize
         ));
     }
     if matches!(variant, Variant::Redirect | Variant::SelfTestInPlace) {
-        let after = snapshot(&job);
+        let after = shared_snapshot(&job);
         if after != before {
             problems.push(format!(
                 "the shared job tree changed\n--- before ---\n{}\n--- after ---\n{}",
