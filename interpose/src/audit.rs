@@ -225,6 +225,7 @@ unsafe fn resolve_in_view<'a>(
     }
     // SAFETY: the caller's contract, non-NULL checked above.
     let given: &'a [u8] = unsafe { sys::path_bytes(arg.path, MAX_GIVEN) };
+    let (scratch, spare) = scratch.split_at_mut(view::SCRATCH);
     let start: Option<&[u8]> = if given.first() == Some(&b'/') {
         None
     } else if arg.dirfd == libc::AT_FDCWD {
@@ -244,6 +245,7 @@ unsafe fn resolve_in_view<'a>(
             Some(_) => sys::fd_path(arg.dirfd, base).map(|n| &base[..n]),
         }
     };
+    let start = start.map(|s| seen_from_job(s, spare));
     match view::resolve(given, start, follow_leaf, out, scratch) {
         Ok((n, via_view)) => (
             PathPair {
@@ -264,6 +266,28 @@ unsafe fn resolve_in_view<'a>(
         }
     }
 }
+
+/// A starting directory (the cwd, a directory descriptor) inside this
+/// redirecting worker's own directory is where the worker's view put it
+/// (`cd newdir` into a directory it made, an `openat` of one): the path it
+/// stands for in the job, unmapped into `spare`, so that what is made
+/// there is redirected and recorded like any write in the view.
+fn seen_from_job<'s>(start: &'s [u8], spare: &'s mut [u8]) -> &'s [u8] {
+    let saved = SAVED.get();
+    let worker_dir = saved.worker_dir.as_bytes();
+    if saved.action != ActionSetting::Redirect
+        || worker_dir.is_empty()
+        || !state::worker().is_some()
+    {
+        return start;
+    }
+    match mpaudit_core::map::unmap_from_worker(start, saved.job_dir.as_bytes(), worker_dir, spare) {
+        Some(n) => &spare[..n],
+        None => start,
+    }
+}
+
+const _: () = assert!(view::SCRATCH + MAX_ABS <= crate::pool::WORK_SIZE);
 
 fn bad_dirfd(given: &[u8], errno: Option<c_int>) -> (PathPair<'_>, Viewed) {
     (
@@ -1395,6 +1419,62 @@ pub unsafe fn reroute<R: Outcome>(
     follow: bool,
     real: impl FnOnce(*const c_char) -> R,
 ) -> R {
+    // SAFETY: the caller's contract.
+    unsafe { reroute_as(arg, follow, false, real) }
+}
+
+/// [`reroute`] for opendir: a directory the worker redirected that is a
+/// directory in the shared tree too (a copy of its metadata, a directory
+/// removed and made again) is listed from the shared one, which the
+/// directory view (dirview.rs) merges with the worker's entries.
+///
+/// # Safety
+/// `arg.path` is what the program passed.
+pub unsafe fn reroute_listing<R: Outcome>(
+    arg: PathArg,
+    real: impl FnOnce(*const c_char) -> R,
+) -> R {
+    // SAFETY: the caller's contract.
+    unsafe { reroute_as(arg, true, true, real) }
+}
+
+/// After a stat-like call on `arg` that reached a directory: `nlink` becomes
+/// its link count in the worker's view (view::dir_nlink). The program's
+/// errno is kept.
+///
+/// # Safety
+/// `arg.path` is what the program passed (the call read it).
+pub unsafe fn view_dir_nlink(arg: PathArg, follow: bool, nlink: &mut u64) {
+    if !state::ready() || !redirect::any_redirected() || arg.path.is_null() {
+        return;
+    }
+    let Some(_guard) = HookGuard::enter() else {
+        return;
+    };
+    let _errno = sys::ErrnoGuard::save();
+    let Some(mut claimed) = pool::claim() else {
+        return;
+    };
+    let Block {
+        base,
+        abs,
+        work,
+        cwd,
+        ..
+    } = claimed.block();
+    // SAFETY: the program's C string, which the call just read.
+    let (path, viewed) = unsafe { resolve_in_view(arg, follow, base, cwd, abs, work) };
+    if let (Ok(_), Some(p)) = (viewed, path.abs) {
+        *nlink = view::dir_nlink(p, *nlink, work);
+    }
+}
+
+unsafe fn reroute_as<R: Outcome>(
+    arg: PathArg,
+    follow: bool,
+    lists: bool,
+    real: impl FnOnce(*const c_char) -> R,
+) -> R {
     if !state::ready() || !redirect::any_redirected() || arg.path.is_null() {
         return real(arg.path);
     }
@@ -1441,6 +1521,26 @@ pub unsafe fn reroute<R: Outcome>(
         (Ok(_), Some(p)) => route(p, want, target, work, &mut failed),
         _ => None,
     };
+    if let (true, Some(r), Some(p)) = (lists, routed, path.abs) {
+        let dir = |st: Option<libc::stat>| {
+            st.is_some_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
+        };
+        if dir(view::lstat(p, work).ok().flatten())
+            && dir(view::lstat(&target[..r.len], work).ok().flatten())
+            && p.len() < view::PATH_MAX
+        {
+            if r.parent >= 0 {
+                sys::close(r.parent);
+            }
+            if let Some(c) = sys::c_path(p, target) {
+                drop(entry_errno);
+                let r = real(c);
+                return r;
+            }
+            drop(entry_errno);
+            return real(arg.path);
+        }
+    }
     let (call_buf, _) = base.split_at_mut(2048);
     let called = match (routed, viewed, path.abs) {
         (Some(r), _, _) => {

@@ -221,6 +221,42 @@ fn follows(flags: c_int) -> bool {
     flags & libc::AT_SYMLINK_NOFOLLOW == 0
 }
 
+/// After a stat-like call that filled the `struct stat` at `buf`: a
+/// directory gets its link count in the worker's view (subdirectories the
+/// worker made or removed count). The result is passed on.
+fn statted(arg: PathArg, follows: bool, buf: *mut c_void, r: c_int) -> c_int {
+    if r != 0 || buf.is_null() || !crate::redirect::any_redirected() {
+        return r;
+    }
+    // SAFETY: the call succeeded, so `buf` is the stat it filled (the
+    // kernel's layout, which is libc's struct stat on Linux).
+    let st = unsafe { &mut *(buf as *mut libc::stat) };
+    if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
+        let mut n = st.st_nlink as u64;
+        // SAFETY: the program's path, which the call read.
+        unsafe { crate::audit::view_dir_nlink(arg, follows, &mut n) };
+        st.st_nlink = n as _;
+    }
+    r
+}
+
+/// [`statted`] for statx's `struct statx`.
+fn statx_done(arg: PathArg, follows: bool, buf: *mut c_void, r: c_int) -> c_int {
+    if r != 0 || buf.is_null() || !crate::redirect::any_redirected() {
+        return r;
+    }
+    // SAFETY: the call succeeded, so `buf` is the statx it filled.
+    let st = unsafe { &mut *(buf as *mut libc::statx) };
+    let wanted = libc::STATX_TYPE | libc::STATX_NLINK;
+    if st.stx_mask & wanted == wanted && st.stx_mode as u32 & libc::S_IFMT == libc::S_IFDIR {
+        let mut n = st.stx_nlink as u64;
+        // SAFETY: the program's path, which the call read.
+        unsafe { crate::audit::view_dir_nlink(arg, follows, &mut n) };
+        st.stx_nlink = n as u32;
+    }
+    r
+}
+
 /// mkfifo, mknod, bind: a new file system node (redirected like a created
 /// file, unlike mkdir).
 fn node(op: &'static str, path: PathArg) -> Call {
@@ -383,25 +419,25 @@ hooks! {
         |real, caller| bind_to_path(caller, fd, addr, len, |a, l| real(fd, a, l));
 
     // ---- read-your-writes: calls that only look at a path follow its redirect ----
-    fn stat(path: *const c_char, buf: *mut c_void) -> c_int => |real| reroute(cwd(path), true, |p| real(p, buf));
-    fn stat64(path: *const c_char, buf: *mut c_void) -> c_int => |real| reroute(cwd(path), true, |p| real(p, buf));
-    fn lstat(path: *const c_char, buf: *mut c_void) -> c_int => |real| reroute(cwd(path), false, |p| real(p, buf));
-    fn lstat64(path: *const c_char, buf: *mut c_void) -> c_int => |real| reroute(cwd(path), false, |p| real(p, buf));
+    fn stat(path: *const c_char, buf: *mut c_void) -> c_int => |real| statted(cwd(path), true, buf, reroute(cwd(path), true, |p| real(p, buf)));
+    fn stat64(path: *const c_char, buf: *mut c_void) -> c_int => |real| statted(cwd(path), true, buf, reroute(cwd(path), true, |p| real(p, buf)));
+    fn lstat(path: *const c_char, buf: *mut c_void) -> c_int => |real| statted(cwd(path), false, buf, reroute(cwd(path), false, |p| real(p, buf)));
+    fn lstat64(path: *const c_char, buf: *mut c_void) -> c_int => |real| statted(cwd(path), false, buf, reroute(cwd(path), false, |p| real(p, buf)));
     fn fstatat(dirfd: c_int, path: *const c_char, buf: *mut c_void, flags: c_int) -> c_int =>
-        |real| reroute(at(dirfd, path), flags & libc::AT_SYMLINK_NOFOLLOW == 0, |p| real(dirfd, p, buf, flags));
+        |real| statted(at(dirfd, path), follows(flags), buf, reroute(at(dirfd, path), follows(flags), |p| real(dirfd, p, buf, flags)));
     fn fstatat64(dirfd: c_int, path: *const c_char, buf: *mut c_void, flags: c_int) -> c_int =>
-        |real| reroute(at(dirfd, path), flags & libc::AT_SYMLINK_NOFOLLOW == 0, |p| real(dirfd, p, buf, flags));
+        |real| statted(at(dirfd, path), follows(flags), buf, reroute(at(dirfd, path), follows(flags), |p| real(dirfd, p, buf, flags)));
     fn statx(dirfd: c_int, path: *const c_char, flags: c_int, mask: c_uint, buf: *mut c_void) -> c_int =>
-        |real| reroute(at(dirfd, path), flags & libc::AT_SYMLINK_NOFOLLOW == 0, |p| real(dirfd, p, flags, mask, buf));
+        |real| statx_done(at(dirfd, path), follows(flags), buf, reroute(at(dirfd, path), follows(flags), |p| real(dirfd, p, flags, mask, buf)));
     // Binaries built against glibc < 2.33 call these instead.
-    fn __xstat(ver: c_int, path: *const c_char, buf: *mut c_void) -> c_int => |real| reroute(cwd(path), true, |p| real(ver, p, buf));
-    fn __xstat64(ver: c_int, path: *const c_char, buf: *mut c_void) -> c_int => |real| reroute(cwd(path), true, |p| real(ver, p, buf));
-    fn __lxstat(ver: c_int, path: *const c_char, buf: *mut c_void) -> c_int => |real| reroute(cwd(path), false, |p| real(ver, p, buf));
-    fn __lxstat64(ver: c_int, path: *const c_char, buf: *mut c_void) -> c_int => |real| reroute(cwd(path), false, |p| real(ver, p, buf));
+    fn __xstat(ver: c_int, path: *const c_char, buf: *mut c_void) -> c_int => |real| statted(cwd(path), true, buf, reroute(cwd(path), true, |p| real(ver, p, buf)));
+    fn __xstat64(ver: c_int, path: *const c_char, buf: *mut c_void) -> c_int => |real| statted(cwd(path), true, buf, reroute(cwd(path), true, |p| real(ver, p, buf)));
+    fn __lxstat(ver: c_int, path: *const c_char, buf: *mut c_void) -> c_int => |real| statted(cwd(path), false, buf, reroute(cwd(path), false, |p| real(ver, p, buf)));
+    fn __lxstat64(ver: c_int, path: *const c_char, buf: *mut c_void) -> c_int => |real| statted(cwd(path), false, buf, reroute(cwd(path), false, |p| real(ver, p, buf)));
     fn __fxstatat(ver: c_int, dirfd: c_int, path: *const c_char, buf: *mut c_void, flags: c_int) -> c_int =>
-        |real| reroute(at(dirfd, path), flags & libc::AT_SYMLINK_NOFOLLOW == 0, |p| real(ver, dirfd, p, buf, flags));
+        |real| statted(at(dirfd, path), follows(flags), buf, reroute(at(dirfd, path), follows(flags), |p| real(ver, dirfd, p, buf, flags)));
     fn __fxstatat64(ver: c_int, dirfd: c_int, path: *const c_char, buf: *mut c_void, flags: c_int) -> c_int =>
-        |real| reroute(at(dirfd, path), flags & libc::AT_SYMLINK_NOFOLLOW == 0, |p| real(ver, dirfd, p, buf, flags));
+        |real| statted(at(dirfd, path), follows(flags), buf, reroute(at(dirfd, path), follows(flags), |p| real(ver, dirfd, p, buf, flags)));
     fn readlink(path: *const c_char, buf: *mut c_char, size: libc::size_t) -> libc::ssize_t =>
         |real| reroute(cwd(path), false, |p| real(p, buf, size));
     fn readlinkat(dirfd: c_int, path: *const c_char, buf: *mut c_char, size: libc::size_t) -> libc::ssize_t =>
@@ -413,7 +449,7 @@ hooks! {
     // ---- directory views (dirview.rs): a redirecting worker lists its own
     // files in place of (or alongside) the shared ones, removed ones hidden ----
     fn opendir(path: *const c_char) -> *mut libc::DIR =>
-        |real| crate::dirview::opened(reroute(cwd(path), true, |p| real(p)));
+        |real| crate::dirview::opened(crate::audit::reroute_listing(cwd(path), |p| real(p)));
     fn fdopendir(fd: c_int) -> *mut libc::DIR => |real| crate::dirview::opened(real(fd));
     fn readdir(dir: *mut libc::DIR) -> *mut libc::dirent =>
         |real| crate::dirview::next(dir, |d| real(d).cast()).cast();
@@ -431,7 +467,8 @@ hooks! {
     // ---- end of directory views ----
 
     // ---- the cwd: hooked only to invalidate the per-thread cwd cache ----
-    fn chdir(path: *const c_char) -> c_int => |real| after_chdir(real(path));
+    // A directory the worker made is entered in its worker directory.
+    fn chdir(path: *const c_char) -> c_int => |real| after_chdir(reroute(cwd(path), true, |p| real(p)));
     fn fchdir(fd: c_int) -> c_int => |real| after_chdir(real(fd));
 
     // ---- the loader: an unloaded object's cached call sites go stale.
