@@ -741,6 +741,10 @@ unsafe fn judge_then_call<R: Outcome>(
     ) {
         (0, e) | (e, _) => e,
     };
+    let failed_in_view = match failed_in_view {
+        0 => 0,
+        e => invalid_open_flags(call).unwrap_or(e),
+    };
     if failed_in_view != 0 {
         // A read through the view fails as the view says when the walk
         // cannot go on (a shared link to a file the worker made is no
@@ -761,6 +765,9 @@ unsafe fn judge_then_call<R: Outcome>(
     // redirect (when this call writes it), or nowhere (the original).
     let redirect_new = action == Action::Redirected;
     let (route1, route2, mut failed) = routes(call, &a, redirect_new, target, target2, work);
+    if failed != 0 {
+        failed = invalid_open_flags(call).unwrap_or(failed);
+    }
     if route1.is_some() || route2.is_some() {
         action = Action::Redirected;
     }
@@ -887,6 +894,23 @@ unsafe fn judge_then_call<R: Outcome>(
         finish(call, &a, action, shown_target!(), result, errno, work);
     }));
     r
+}
+
+/// EINVAL when the kernel refuses the open's flags themselves
+/// (O_CREAT|O_DIRECTORY, O_TMPFILE without write access): it says so
+/// before it looks at the path, so that comes first. Asked of the kernel
+/// with an empty name, which no open can create or reach.
+fn invalid_open_flags(call: &Call) -> Option<c_int> {
+    if !is_open(call) {
+        return None;
+    }
+    // SAFETY: an empty NUL-terminated name: the call fails (ENOENT) unless
+    // the flags are refused first (EINVAL).
+    let fd = unsafe { sys::openat(libc::AT_FDCWD, c"".as_ptr(), call.flags, 0) };
+    if fd >= 0 {
+        sys::close(fd);
+    }
+    (fd == -libc::EINVAL).then_some(libc::EINVAL)
 }
 
 /// Removes the worker's copy a route's preparation made (redirect::Seeded)

@@ -27,28 +27,11 @@ use std::process::Command;
 /// with `MPAUDIT_DIFF_EXCLUDE=` to see everything that still fails.
 const KNOWN_BROKEN: &[(&str, &str)] = &[
     (
-        "open-directory",
-        "a redirected open that fails after its worker copy was seeded \
-         (O_CREAT|O_TRUNC|O_DIRECTORY gives EINVAL) leaves the seeded copy, \
-         which then shadows the shared file (`open a WRONLY|CREAT|TRUNC|\
-         DIRECTORY; truncate a 1`: bare \"A\", redirect \"\\0\")",
-    ),
-    (
         "open-read",
         "a descriptor opened read-only before the worker's first write to \
          that file keeps reading the shared file (the copy-up makes a new \
          inode), so it misses the worker's own writes; not emulated \
          (docs/policy.md)",
-    ),
-    (
-        "mkdir",
-        "mkdir is never redirected: it creates the directory in the shared \
-         tree (docs/policy.md)",
-    ),
-    (
-        "readlink",
-        "readlink is not rerouted: a symlink the worker made cannot be read \
-         back (ENOENT; `symlink a a`)",
     ),
     (
         "rmdir",
@@ -63,11 +46,6 @@ const KNOWN_BROKEN: &[(&str, &str)] = &[
         "file-write-on-shared-dir",
         "file writes aimed at a shared directory do not always fail as in \
          place (the worker directory has no `d` to collide with)",
-    ),
-    (
-        "chmod",
-        "chmod of a shared directory changes it in place (a directory has \
-         no copy-up; `chmod d 644`); files are rerouted to the worker's copy",
     ),
     (
         "rename",
@@ -87,12 +65,6 @@ const KNOWN_BROKEN: &[(&str, &str)] = &[
     (
         "link",
         "link of a shared directory gives ENOENT (bare: EPERM; `link d a`)",
-    ),
-    (
-        "path-symlink",
-        "a read through a shared symlink to a redirected file is resolved \
-         lexically (`open a RDONLY|CREAT; lstat l/a` with l -> a: bare \
-         ENOTDIR, redirect ENOENT)",
     ),
 ];
 
