@@ -890,6 +890,11 @@ unsafe fn judge_then_call<R: Outcome>(
                     redirect::record(orig, &target2[..r.len], work);
                 }
             }
+            for (r, t) in [(route1, &target[..]), (route2, &target2[..])] {
+                if let Some((r, (dev, ino))) = r.and_then(|r| r.copied.map(|c| (r, c))) {
+                    redirect::follow_copy_up(dev, ino, &t[..r.len], work);
+                }
+            }
         }
         finish(call, &a, action, shown_target!(), result, errno, work);
     }));
@@ -1114,6 +1119,10 @@ struct Route {
     /// This call made the worker's copy (redirect::Seeded): a failed call
     /// removes it again.
     seeded: redirect::Seeded,
+    /// The device and inode of the shared regular file the copy was made
+    /// from: after the call, this process's read-only descriptors of it
+    /// are moved to the copy (redirect::follow_copy_up).
+    copied: Option<(u64, u64)>,
 }
 
 /// Decides where `abs` goes and writes the NUL-terminated target into `out`.
@@ -1164,6 +1173,7 @@ fn route(
         parent: -1,
         leaf: 0,
         seeded: redirect::Seeded::Nothing,
+        copied: None,
     };
     let orig = match view::lstat(abs, work) {
         Ok(st) => st,
@@ -1217,6 +1227,11 @@ fn prepared(
             parent: p.parent,
             leaf: p.leaf,
             seeded: p.seeded,
+            copied: orig
+                .filter(|st| {
+                    p.seeded == redirect::Seeded::File && st.st_mode & libc::S_IFMT == libc::S_IFREG
+                })
+                .map(|st| (st.st_dev, st.st_ino)),
         },
         Err(e) => {
             // A read whose worker directory is missing goes to the target's
@@ -1230,6 +1245,7 @@ fn prepared(
                 parent: -1,
                 leaf: 0,
                 seeded: redirect::Seeded::Nothing,
+                copied: None,
             }
         }
     }

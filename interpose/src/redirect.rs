@@ -633,6 +633,115 @@ fn copy_original(
     Seeded::File
 }
 
+/// After a copy-up of the shared regular file `(dev, ino)` to the worker's
+/// `target`: every read-only descriptor of this process still open on the
+/// shared file is moved to the copy (a new open description at the same
+/// offset, with the same status and close-on-exec flags, put in its place
+/// with dup3), so a file opened for reading before the worker's first write
+/// to it reads what the worker wrote, as in place. The open descriptors are
+/// listed from /proc/self/fd (`work`: scratch for the listing, at least
+/// 4 KiB). Not emulated: descriptors held by the worker's other processes
+/// and open file descriptions shared with them (an offset stays shared
+/// only within this process), mappings, and descriptors without /proc.
+pub fn follow_copy_up(dev: u64, ino: u64, target: &[u8], work: &mut [u8]) {
+    if target.len() >= crate::view::PATH_MAX || work.len() < 4096 {
+        return;
+    }
+    let (listing, name) = work.split_at_mut(work.len() - (crate::view::PATH_MAX + 1));
+    let Some(target_c) = sys::c_path(target, name) else {
+        return;
+    };
+    // SAFETY: a NUL-terminated literal; the descriptor is closed below.
+    let dir = unsafe {
+        sys::openat(
+            libc::AT_FDCWD,
+            c"/proc/self/fd".as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+            0,
+        )
+    };
+    if dir < 0 {
+        return;
+    }
+    let room = listing.len().min(16384);
+    let buf = &mut listing[..room];
+    loop {
+        // SAFETY: the kernel writes at most buf.len() bytes of entries.
+        let n = unsafe { libc::syscall(libc::SYS_getdents64, dir, buf.as_mut_ptr(), buf.len()) };
+        if n <= 0 {
+            break;
+        }
+        let mut off = 0usize;
+        while off + 19 < n as usize {
+            // SAFETY: a linux_dirent64 the kernel wrote at `off`: d_reclen
+            // at byte 16, the NUL-terminated name from byte 19.
+            let (reclen, fd) = unsafe {
+                let e = buf.as_ptr().add(off);
+                let name = sys::c_bytes(e.add(19).cast(), 256);
+                (
+                    (e.add(16) as *const u16).read_unaligned() as usize,
+                    name.iter().try_fold(0i32, |v, &c| {
+                        c.is_ascii_digit().then(|| v * 10 + (c - b'0') as i32)
+                    }),
+                )
+            };
+            if reclen == 0 {
+                break;
+            }
+            off += reclen;
+            match fd {
+                Some(fd) if fd != dir => move_reader(fd, dev, ino, target_c),
+                _ => {}
+            }
+        }
+    }
+    sys::close(dir);
+}
+
+/// Moves the descriptor `fd` to `target` if it is a read-only descriptor
+/// of the regular file `(dev, ino)` (see [`follow_copy_up`]).
+fn move_reader(fd: libc::c_int, dev: u64, ino: u64, target: *const libc::c_char) {
+    let Some(st) = sys::fstat(fd) else { return };
+    if st.st_dev != dev || st.st_ino != ino || st.st_mode & libc::S_IFMT != libc::S_IFREG {
+        return;
+    }
+    // SAFETY: fcntl queries on a descriptor of this process.
+    let (status, fd_flags) = unsafe {
+        (
+            libc::syscall(libc::SYS_fcntl, fd, libc::F_GETFL),
+            libc::syscall(libc::SYS_fcntl, fd, libc::F_GETFD),
+        )
+    };
+    if status < 0
+        || fd_flags < 0
+        || status as i32 & (libc::O_ACCMODE | libc::O_PATH) != libc::O_RDONLY
+    {
+        return;
+    }
+    // SAFETY: reads the descriptor's offset.
+    let offset = unsafe { libc::syscall(libc::SYS_lseek, fd, 0, libc::SEEK_CUR) };
+    // SAFETY: a NUL-terminated path; the new descriptor is closed below.
+    let copy = unsafe { sys::openat(libc::AT_FDCWD, target, libc::O_RDONLY | libc::O_CLOEXEC, 0) };
+    if copy < 0 {
+        return;
+    }
+    let cloexec = if fd_flags as i32 & libc::FD_CLOEXEC != 0 {
+        libc::O_CLOEXEC
+    } else {
+        0
+    };
+    // SAFETY: plain syscalls on descriptors of this process; dup3 replaces
+    // `fd` atomically with the copy's description.
+    unsafe {
+        libc::syscall(libc::SYS_fcntl, copy, libc::F_SETFL, status);
+        if offset >= 0 {
+            libc::syscall(libc::SYS_lseek, copy, offset, libc::SEEK_SET);
+        }
+        libc::syscall(libc::SYS_dup3, copy, fd, cloexec);
+    }
+    sys::close(copy);
+}
+
 /// `<worker dir>/mpaudit-redirects.jsonl` with a NUL, into `out`; false
 /// outside a worker or when it does not fit.
 fn manifest_path(out: &mut [u8]) -> bool {

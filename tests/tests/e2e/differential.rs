@@ -27,13 +27,6 @@ use std::process::Command;
 /// with `MPAUDIT_DIFF_EXCLUDE=` to see everything that still fails.
 const KNOWN_BROKEN: &[(&str, &str)] = &[
     (
-        "open-read",
-        "a descriptor opened read-only before the worker's first write to \
-         that file keeps reading the shared file (the copy-up makes a new \
-         inode), so it misses the worker's own writes; not emulated \
-         (docs/policy.md)",
-    ),
-    (
         "rmdir",
         "rmdir of a shared file succeeds (bare: ENOTDIR; `rmdir @/d/b`)",
     ),

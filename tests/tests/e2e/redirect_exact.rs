@@ -573,3 +573,44 @@ e2e!(a_failed_redirected_open_leaves_no_trace, |dir| {
     );
     assert!(!worker.join("d/a").exists(), "no seeded copy is left");
 });
+
+// Regression: a descriptor opened read-only before the worker's first write
+// to the file kept the shared inode and missed the worker's writes.
+e2e!(
+    a_descriptor_opened_before_the_copy_up_reads_the_workers_writes,
+    |dir| {
+        let (out, _) = same_ops(
+            &dir,
+            |d| std::fs::write(d.join("a"), "ABCDEF").unwrap(),
+            "open 1 a RDONLY 644\nread 1 2\nopen 0 a WRONLY 644\npwrite 0 3 XY\nread 1 4\n\
+         open 2 d/../a RDONLY 644\nopen 3 a RDONLY|CREAT|TRUNC 644\nread 2 1\nfstat 1\n",
+        );
+        assert!(out.contains("read 1 4 -> ok \"CXYF\""), "{out}");
+        // The shell's way: the descriptor is dup2'ed to 3 first.
+        let script = "exec 3<a; echo x >> a; cat <&3";
+        let job = dir.join("sh-job");
+        let bare_dir = dir.join("sh-bare");
+        for d in [&job, &bare_dir] {
+            std::fs::create_dir_all(d).unwrap();
+            std::fs::write(d.join("a"), "A\n").unwrap();
+        }
+        let bare = stdout(&run_ok(
+            Command::new("bash")
+                .args(["-c", script])
+                .current_dir(&bare_dir),
+        ));
+        assert_eq!(bare, "A\nx\n");
+        let before = shared_snapshot(&job);
+        let mut c = Command::new("bash");
+        c.args(["-c", script])
+            .current_dir(&job)
+            .env("LD_PRELOAD", lib())
+            .env("MPAUDIT_ACTION", "redirect")
+            .env("MPAUDIT_JOB_DIR", &job)
+            .env("MPAUDIT_WORKERS_DIR", dir.join("sh-workers"))
+            .env("MPAUDIT_LOG_DIR", dir.join("sh-logs"))
+            .env("MPAUDIT_WORKER", WORKER.to_string());
+        assert_eq!(stdout(&run_ok(&mut c)), bare);
+        assert_eq!(shared_snapshot(&job), before);
+    }
+);
