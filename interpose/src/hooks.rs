@@ -257,6 +257,61 @@ fn statx_done(arg: PathArg, follows: bool, buf: *mut c_void, r: c_int) -> c_int 
     r
 }
 
+/// This process redirects its rogue writes (a worker under `redirect`).
+fn redirecting() -> bool {
+    crate::state::ready()
+        && crate::state::worker().is_some()
+        && crate::state::SAVED.get().action == mpaudit_core::policy::ActionSetting::Redirect
+}
+
+/// fchmod, fchown, futimens: the file a descriptor is open on changes. In
+/// a redirecting worker, a descriptor of a file or directory is judged as
+/// the same change by path (`fd`'s path): redirected, the worker's copy is
+/// made (with this process's read-only descriptors of a file moved to it,
+/// redirect::follow_copy_up) and changed by path, `real(Some(path))`, so the
+/// shared inode is never touched; else `real(None)` changes it through the
+/// descriptor, as the program asked.
+fn by_descriptor(
+    caller: usize,
+    op: &'static str,
+    fd: c_int,
+    real: impl Fn(Option<*const c_char>) -> c_int,
+) -> c_int {
+    if !redirecting() {
+        return real(None);
+    }
+    let entry_errno = crate::sys::ErrnoGuard::save();
+    let mut claimed = crate::pool::claim();
+    let Some(block) = claimed.as_mut().map(|c| c.block()) else {
+        drop(entry_errno);
+        return real(None);
+    };
+    let buf = &mut block.target;
+    let room = buf.len() - 1;
+    // SAFETY: a query of the descriptor's status flags.
+    let status = unsafe { libc::syscall(libc::SYS_fcntl, fd, libc::F_GETFL) };
+    let kind = crate::sys::fstat(fd)
+        .filter(|st| st.st_nlink > 0 && status >= 0 && status as c_int & libc::O_PATH == 0)
+        .map(|st| st.st_mode & libc::S_IFMT);
+    let n = match kind {
+        Some(libc::S_IFREG | libc::S_IFDIR) => crate::sys::fd_path(fd, &mut buf[..room]),
+        _ => None,
+    };
+    let Some(n) = n.filter(|_| buf.first() == Some(&b'/')) else {
+        drop(entry_errno);
+        return real(None);
+    };
+    buf[n] = 0;
+    let own = buf.as_ptr().cast::<c_char>();
+    drop(entry_errno);
+    // SAFETY: `own` is our NUL-terminated copy of the descriptor's path.
+    unsafe {
+        file_access(caller, metadata(op, cwd(own), false), |p, _| {
+            real((p != own).then_some(p))
+        })
+    }
+}
+
 /// mkfifo, mknod, bind: a new file system node (redirected like a created
 /// file, unlike mkdir).
 fn node(op: &'static str, path: PathArg) -> Call {
@@ -389,13 +444,37 @@ hooks! {
         |real, caller| file_access(caller, metadata("fchownat", at(dirfd, path), follows(flags)), |p, _| real(dirfd, p, owner, group, flags));
     // A NULL path changes the descriptor's file (futimens): no path to judge.
     fn utimensat(dirfd: c_int, path: *const c_char, times: *const libc::timespec, flags: c_int) -> c_int =>
-        |real, caller| if path.is_null() { real(dirfd, path, times, flags) } else {
+        |real, caller| if path.is_null() {
+            by_descriptor(caller, "futimens", dirfd, |p| match p {
+                None => real(dirfd, path, times, flags),
+                // SAFETY: our NUL-terminated target and the program's times.
+                Some(p) => unsafe { libc::syscall(libc::SYS_utimensat, libc::AT_FDCWD, p, times, 0) as c_int },
+            })
+        } else {
             file_access(caller, metadata("utimensat", at(dirfd, path), follows(flags)), |p, _| real(dirfd, p, times, flags))
         };
     fn futimesat(dirfd: c_int, path: *const c_char, times: *const libc::timeval) -> c_int =>
         |real, caller| if path.is_null() { real(dirfd, path, times) } else {
             file_access(caller, metadata("futimesat", at(dirfd, path), true), |p, _| real(dirfd, p, times))
         };
+    fn fchmod(fd: c_int, mode: mode_t) -> c_int =>
+        |real, caller| by_descriptor(caller, "fchmod", fd, |p| match p {
+            None => real(fd, mode),
+            // SAFETY: our NUL-terminated target.
+            Some(p) => unsafe { libc::syscall(libc::SYS_fchmodat, libc::AT_FDCWD, p, mode) as c_int },
+        });
+    fn fchown(fd: c_int, owner: libc::uid_t, group: libc::gid_t) -> c_int =>
+        |real, caller| by_descriptor(caller, "fchown", fd, |p| match p {
+            None => real(fd, owner, group),
+            // SAFETY: our NUL-terminated target.
+            Some(p) => unsafe { libc::syscall(libc::SYS_fchownat, libc::AT_FDCWD, p, owner, group, 0) as c_int },
+        });
+    fn futimens(fd: c_int, times: *const libc::timespec) -> c_int =>
+        |real, caller| by_descriptor(caller, "futimens", fd, |p| match p {
+            None => real(fd, times),
+            // SAFETY: our NUL-terminated target and the program's times.
+            Some(p) => unsafe { libc::syscall(libc::SYS_utimensat, libc::AT_FDCWD, p, times, 0) as c_int },
+        });
     fn utimes(path: *const c_char, times: *const libc::timeval) -> c_int =>
         |real, caller| file_access(caller, metadata("utimes", cwd(path), true), |p, _| real(p, times));
     fn lutimes(path: *const c_char, times: *const libc::timeval) -> c_int =>

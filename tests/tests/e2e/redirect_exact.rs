@@ -614,3 +614,53 @@ e2e!(
         assert_eq!(shared_snapshot(&job), before);
     }
 );
+
+// fchmod, fchown and futimens through a read-only descriptor of a shared
+// file or directory changed the shared inode in place (the descriptor
+// calls were not hooked).
+e2e!(
+    metadata_changes_through_a_descriptor_stay_in_the_worker,
+    |dir| {
+        let script = "import os\n\
+        fd = os.open('a', os.O_RDONLY)\n\
+        os.fchmod(fd, 0o600); os.fchown(fd, 12, 34); os.utime(fd, (7, 7))\n\
+        st, fst = os.stat('a'), os.fstat(fd)\n\
+        print(oct(st.st_mode), st.st_uid, st.st_gid, st.st_mtime, oct(fst.st_mode), os.read(fd, 9))\n\
+        dfd = os.open('d', os.O_RDONLY)\n\
+        os.fchmod(dfd, 0o700); os.utime(dfd, (8, 8))\n\
+        st = os.stat('d')\n\
+        print(oct(st.st_mode), st.st_mtime, sorted(os.listdir('d')))\n";
+        let job = dir.join("job");
+        let bare_dir = dir.join("bare");
+        for d in [&job, &bare_dir] {
+            std::fs::create_dir_all(d.join("d")).unwrap();
+            std::fs::write(d.join("a"), "A").unwrap();
+            std::fs::write(d.join("d/b"), "B").unwrap();
+        }
+        let bare = stdout(&run_ok(
+            Command::new("python3")
+                .args(["-c", script])
+                .current_dir(&bare_dir),
+        ));
+        assert_eq!(
+            bare, "0o100600 12 34 7.0 0o100600 b'A'\n0o40700 8.0 ['b']\n",
+            "the bare run"
+        );
+        let before = shared_snapshot(&job);
+        let mut c = Command::new("python3");
+        c.args(["-c", script])
+            .current_dir(&job)
+            .env("LD_PRELOAD", lib())
+            .env("MPAUDIT_ACTION", "redirect")
+            .env("MPAUDIT_JOB_DIR", &job)
+            .env("MPAUDIT_WORKERS_DIR", dir.join("workers"))
+            .env("MPAUDIT_LOG_DIR", dir.join("logs"))
+            .env("MPAUDIT_WORKER", WORKER.to_string());
+        assert_eq!(stdout(&run_ok(&mut c)), bare);
+        assert_eq!(
+            shared_snapshot(&job),
+            before,
+            "the shared inodes are untouched"
+        );
+    }
+);
