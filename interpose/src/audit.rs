@@ -275,9 +275,7 @@ unsafe fn resolve_in_view<'a>(
 fn seen_from_job<'s>(start: &'s [u8], spare: &'s mut [u8]) -> &'s [u8] {
     let saved = SAVED.get();
     let worker_dir = saved.worker_dir.as_bytes();
-    if saved.action != ActionSetting::Redirect
-        || worker_dir.is_empty()
-        || !state::worker().is_some()
+    if saved.action != ActionSetting::Redirect || worker_dir.is_empty() || state::worker().is_none()
     {
         return start;
     }

@@ -232,6 +232,7 @@ fn statted(arg: PathArg, follows: bool, buf: *mut c_void, r: c_int) -> c_int {
     // kernel's layout, which is libc's struct stat on Linux).
     let st = unsafe { &mut *(buf as *mut libc::stat) };
     if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
+        #[allow(clippy::unnecessary_cast)] // nlink_t is u32 on aarch64
         let mut n = st.st_nlink as u64;
         // SAFETY: the program's path, which the call read.
         unsafe { crate::audit::view_dir_nlink(arg, follows, &mut n) };

@@ -268,6 +268,7 @@ pub fn dir_nlink(abs: &[u8], statted: u64, buf: &mut [u8]) -> u64 {
         |st: Option<libc::stat>| st.is_some_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR);
     let (key, buf) = buf.split_at_mut(MAX_ABS);
     let shared = lstat(abs, buf).ok().flatten();
+    #[allow(clippy::unnecessary_cast)] // nlink_t is u32 on aarch64
     let mut nlink = match (redirect::lookup(abs), shared) {
         (_, Some(st)) if is_dir(Some(st)) => st.st_nlink as u64,
         (Some(_), _) => return statted,
