@@ -267,8 +267,8 @@ unsafe fn resolve_in_view<'a>(
     }
 }
 
-/// A starting directory (the cwd, a directory descriptor) inside this
-/// redirecting worker's own directory is where the worker's view put it
+/// A starting directory (the cwd, a directory descriptor) that is a
+/// directory this redirecting worker redirected is where the worker's view put it
 /// (`cd newdir` into a directory it made, an `openat` of one): the path it
 /// stands for in the job, unmapped into `spare`, so that what is made
 /// there is redirected and recorded like any write in the view.
@@ -279,9 +279,11 @@ fn seen_from_job<'s>(start: &'s [u8], spare: &'s mut [u8]) -> &'s [u8] {
     {
         return start;
     }
+    // Only a directory the worker's view has as its own (a redirected one):
+    // its own files (stdout.log, the manifest) and mirrors stay as they are.
     match mpaudit_core::map::unmap_from_worker(start, saved.job_dir.as_bytes(), worker_dir, spare) {
-        Some(n) => &spare[..n],
-        None => start,
+        Some(n) if redirect::lookup(&spare[..n]).is_some() => &spare[..n],
+        _ => start,
     }
 }
 
@@ -814,6 +816,18 @@ unsafe fn judge_then_call<R: Outcome>(
         core::mem::forget(entry_errno);
         sys::set_errno(failed);
         return R::failure();
+    }
+
+    // A write that goes in place (declared, allowed) into a directory
+    // only the worker's view has: the directory is made in place first.
+    if is_write {
+        if let (None, Some(p), true) = (route1, a.path.abs, call.writes != Writes::Second) {
+            redirect::make_shared_parents(p, work);
+        }
+        let abs2 = a.path2.as_ref().and_then(|p| p.abs);
+        if let (None, Some(p), true) = (route2, abs2, call.writes != Writes::First) {
+            redirect::make_shared_parents(p, work);
+        }
     }
 
     // A removal of a path this worker redirected but never wrote (the

@@ -742,6 +742,47 @@ fn move_reader(fd: libc::c_int, dev: u64, ino: u64, target: *const libc::c_char)
     sys::close(copy);
 }
 
+/// Before a write that goes to `abs` in place (declared, registered or
+/// allowed: not redirected): the directories above it that only the
+/// worker's view has (it made them: their redirect targets are
+/// directories) are made in the shared tree, outermost first, each with
+/// the mode of the worker's, so that a declared output written into a
+/// directory the worker made lands where the program put it. `work`:
+/// 2 * (PATH_MAX + 1) bytes of scratch.
+pub fn make_shared_parents(abs: &[u8], work: &mut [u8]) {
+    if !any_redirected() || abs.len() >= crate::view::PATH_MAX {
+        return;
+    }
+    let job = SAVED.get().job_dir.as_bytes();
+    let Some(below) = abs.strip_prefix(job).filter(|b| b.first() == Some(&b'/')) else {
+        return;
+    };
+    let (name, buf) = work.split_at_mut(crate::view::PATH_MAX + 1);
+    let parent_end = job.len() + below.iter().rposition(|&b| b == b'/').unwrap_or(0);
+    for i in job.len() + 1..=parent_end {
+        if i != parent_end && abs[i] != b'/' {
+            continue;
+        }
+        let prefix = &abs[..i];
+        if !matches!(crate::view::lstat(prefix, buf), Ok(None)) {
+            continue; // there (or not to be made)
+        }
+        let mode = match lookup(prefix).map(|t| crate::view::lstat(t, buf)) {
+            Some(Ok(Some(st))) if st.st_mode & libc::S_IFMT == libc::S_IFDIR => st.st_mode & 0o7777,
+            _ => return,
+        };
+        let Some(p) = sys::c_path(prefix, name) else {
+            return;
+        };
+        // SAFETY: a NUL-terminated path; plain mkdir and chmod (past the umask).
+        unsafe {
+            if sys::mkdirat(libc::AT_FDCWD, p, mode) == 0 {
+                libc::syscall(libc::SYS_fchmodat, libc::AT_FDCWD, p, mode, 0);
+            }
+        }
+    }
+}
+
 /// `<worker dir>/mpaudit-redirects.jsonl` with a NUL, into `out`; false
 /// outside a worker or when it does not fit.
 fn manifest_path(out: &mut [u8]) -> bool {

@@ -176,7 +176,13 @@ pub fn resolve(
 fn view_lstat(abs: &[u8], buf: &mut [u8], st: &mut libc::stat) -> Result<(bool, bool), c_int> {
     match redirect::lookup(abs) {
         Some(t) => lstat_into(t, buf, st).map(|found| (found, true)),
-        None => lstat_into(abs, buf, st).map(|found| (found, false)),
+        // The walk reached `abs`'s parent as a directory of the view: a
+        // shared parent that is no directory (the worker replaced a file
+        // with a directory) has no such child.
+        None => match lstat_into(abs, buf, st) {
+            Err(libc::ENOTDIR) => Ok((false, false)),
+            r => r.map(|found| (found, false)),
+        },
     }
 }
 
