@@ -6,7 +6,7 @@ use crate::guard::HookGuard;
 use crate::pool::{self, Block, CwdCopy};
 use crate::state::SAVED;
 use crate::{log, redirect, stack, state, sys, view};
-use libc::{c_char, c_int};
+use libc::{c_char, c_int, c_void};
 use mpaudit_core::event::{
     Access, AccessEvent, Attribution, Common, Frame, Judgement, PathPair, ProcessEvent,
 };
@@ -60,10 +60,11 @@ pub struct Call {
     /// rename's source and truncate: a redirect must start from the
     /// original's content.
     pub keeps_content: bool,
-    /// mkdir: creating a directory cannot clobber anything, and declared
-    /// outputs may be written into it, so it is judged and logged but never
-    /// redirected (rogue files inside it are, with their parents).
-    pub makes_directory: bool,
+    /// chmod, chown, utimes: `Some(follows)` (whether the call follows a
+    /// symlink in the leaf). A redirect gives the worker its own copy of
+    /// the file or directory first (content or directory, mode, owner,
+    /// times), which the call then changes.
+    pub changes_metadata: Option<bool>,
 }
 
 /// A hooked call's return value.
@@ -99,6 +100,52 @@ impl Outcome for libc::c_long {
     }
     fn success() -> Option<Self> {
         Some(0)
+    }
+}
+
+/// readlink's `ssize_t`.
+impl Outcome for isize {
+    fn result(self) -> i64 {
+        self as i64
+    }
+    fn failure() -> Self {
+        -1
+    }
+    fn success() -> Option<Self> {
+        None
+    }
+}
+
+/// opendir's stream.
+impl Outcome for *mut c_void {
+    fn result(self) -> i64 {
+        if self.is_null() {
+            -1
+        } else {
+            0
+        }
+    }
+    fn failure() -> Self {
+        core::ptr::null_mut()
+    }
+    fn success() -> Option<Self> {
+        None
+    }
+}
+
+impl Outcome for *mut libc::DIR {
+    fn result(self) -> i64 {
+        if self.is_null() {
+            -1
+        } else {
+            0
+        }
+    }
+    fn failure() -> Self {
+        core::ptr::null_mut()
+    }
+    fn success() -> Option<Self> {
+        None
     }
 }
 
@@ -194,6 +241,7 @@ unsafe fn resolve_in_view<'a>(
     }
     // SAFETY: the caller's contract, non-NULL checked above.
     let given: &'a [u8] = unsafe { sys::path_bytes(arg.path, MAX_GIVEN) };
+    let (scratch, spare) = scratch.split_at_mut(view::SCRATCH);
     let start: Option<&[u8]> = if given.first() == Some(&b'/') {
         None
     } else if arg.dirfd == libc::AT_FDCWD {
@@ -213,6 +261,7 @@ unsafe fn resolve_in_view<'a>(
             Some(_) => sys::fd_path(arg.dirfd, base).map(|n| &base[..n]),
         }
     };
+    let start = start.map(|s| seen_from_job(s, spare));
     match view::resolve(given, start, follow_leaf, out, scratch) {
         Ok((n, via_view)) => (
             PathPair {
@@ -233,6 +282,28 @@ unsafe fn resolve_in_view<'a>(
         }
     }
 }
+
+/// A starting directory (the cwd, a directory descriptor) that is a
+/// directory this redirecting worker redirected is where the worker's view put it
+/// (`cd newdir` into a directory it made, an `openat` of one): the path it
+/// stands for in the job, unmapped into `spare`, so that what is made
+/// there is redirected and recorded like any write in the view.
+fn seen_from_job<'s>(start: &'s [u8], spare: &'s mut [u8]) -> &'s [u8] {
+    let saved = SAVED.get();
+    let worker_dir = saved.worker_dir.as_bytes();
+    if saved.action != ActionSetting::Redirect || worker_dir.is_empty() || state::worker().is_none()
+    {
+        return start;
+    }
+    // Only a directory the worker's view has as its own (a redirected one):
+    // its own files (stdout.log, the manifest) and mirrors stay as they are.
+    match mpaudit_core::map::unmap_from_worker(start, saved.job_dir.as_bytes(), worker_dir, spare) {
+        Some(n) if redirect::lookup(&spare[..n]).is_some() => &spare[..n],
+        _ => start,
+    }
+}
+
+const _: () = assert!(view::SCRATCH + MAX_ABS <= crate::pool::WORK_SIZE);
 
 fn bad_dirfd(given: &[u8], errno: Option<c_int>) -> (PathPair<'_>, Viewed) {
     (
@@ -377,9 +448,19 @@ fn is_symlink(call: &Call) -> bool {
     call.op.starts_with("symlink")
 }
 
+/// mkdir and mkdirat: the directory is made in the worker's view (its
+/// own directory, parents mirrored), failing with EEXIST when the view has
+/// the name.
+fn is_mkdir(call: &Call) -> bool {
+    call.op.starts_with("mkdir")
+}
+
 /// Whether the kernel follows a symlink in the call's (first) leaf: open
 /// without O_NOFOLLOW (O_CREAT|O_EXCL does not follow either), truncate.
 fn follows_leaf(call: &Call) -> bool {
+    if let Some(follows) = call.changes_metadata {
+        return follows;
+    }
     if is_open(call) {
         let excl = libc::O_CREAT | libc::O_EXCL;
         call.flags & libc::O_NOFOLLOW == 0 && call.flags & excl != excl
@@ -622,9 +703,6 @@ unsafe fn judge_then_call<R: Outcome>(
     let truncated = a.stack.as_ref().is_some_and(|st| st.truncated);
     let in_worker = state::worker().is_some();
     let mut action = policy().action_for_stack(a.verdict, in_worker, truncated);
-    if call.makes_directory && action == Action::Redirected {
-        action = Action::Logged;
-    }
     let is_write = call.intent.is_write();
 
     // A write whose destination cannot be known is refused, never let
@@ -679,8 +757,16 @@ unsafe fn judge_then_call<R: Outcome>(
     ) {
         (0, e) | (e, _) => e,
     };
+    let failed_in_view = match failed_in_view {
+        0 => 0,
+        e => invalid_open_flags(call).unwrap_or(e),
+    };
     if failed_in_view != 0 {
-        if is_write {
+        // A read through the view fails as the view says when the walk
+        // cannot go on (a shared link to a file the worker made is no
+        // directory); anything else is the kernel's to say.
+        let view_says = matches!(failed_in_view, libc::ENOENT | libc::ENOTDIR | libc::ELOOP);
+        if is_write || view_says {
             return refuse(call, &a, Action::Logged, failed_in_view, entry_errno, work);
         }
         drop(entry_errno);
@@ -695,6 +781,9 @@ unsafe fn judge_then_call<R: Outcome>(
     // redirect (when this call writes it), or nowhere (the original).
     let redirect_new = action == Action::Redirected;
     let (route1, route2, mut failed) = routes(call, &a, redirect_new, target, target2, work);
+    if failed != 0 {
+        failed = invalid_open_flags(call).unwrap_or(failed);
+    }
     if route1.is_some() || route2.is_some() {
         action = Action::Redirected;
     }
@@ -729,6 +818,8 @@ unsafe fn judge_then_call<R: Outcome>(
 
     if failed != 0 {
         release(held);
+        unseed(route1, target);
+        unseed(route2, target2);
         finish(
             call,
             &a,
@@ -741,6 +832,18 @@ unsafe fn judge_then_call<R: Outcome>(
         core::mem::forget(entry_errno);
         sys::set_errno(failed);
         return R::failure();
+    }
+
+    // A write that goes in place (declared, allowed) into a directory
+    // only the worker's view has: the directory is made in place first.
+    if is_write {
+        if let (None, Some(p), true) = (route1, a.path.abs, call.writes != Writes::Second) {
+            redirect::make_shared_parents(p, work);
+        }
+        let abs2 = a.path2.as_ref().and_then(|p| p.abs);
+        if let (None, Some(p), true) = (route2, abs2, call.writes != Writes::First) {
+            redirect::make_shared_parents(p, work);
+        }
     }
 
     // A removal of a path this worker redirected but never wrote (the
@@ -766,6 +869,12 @@ unsafe fn judge_then_call<R: Outcome>(
     release(held);
     let result = r.result();
     let errno = if result < 0 { saved_errno.value() } else { 0 };
+    if result < 0 {
+        // A failed call leaves no trace: the copy made for it would
+        // shadow the shared file.
+        unseed(route1, target);
+        unseed(route2, target2);
+    }
 
     let _ = std::panic::catch_unwind(core::panic::AssertUnwindSafe(|| {
         let mut a = a;
@@ -809,10 +918,47 @@ unsafe fn judge_then_call<R: Outcome>(
                     redirect::record(orig, &target2[..r.len], work);
                 }
             }
+            for (r, t) in [(route1, &target[..]), (route2, &target2[..])] {
+                if let Some((r, (dev, ino))) = r.and_then(|r| r.copied.map(|c| (r, c))) {
+                    redirect::follow_copy_up(dev, ino, &t[..r.len], work);
+                }
+            }
         }
         finish(call, &a, action, shown_target!(), result, errno, work);
     }));
     r
+}
+
+/// EINVAL when the kernel refuses the open's flags themselves
+/// (O_CREAT|O_DIRECTORY, O_TMPFILE without write access): it says so
+/// before it looks at the path, so that comes first. Asked of the kernel
+/// with an empty name, which no open can create or reach.
+fn invalid_open_flags(call: &Call) -> Option<c_int> {
+    if !is_open(call) {
+        return None;
+    }
+    // SAFETY: an empty NUL-terminated name: the call fails (ENOENT) unless
+    // the flags are refused first (EINVAL).
+    let fd = unsafe { sys::openat(libc::AT_FDCWD, c"".as_ptr(), call.flags, 0) };
+    if fd >= 0 {
+        sys::close(fd);
+    }
+    (fd == -libc::EINVAL).then_some(libc::EINVAL)
+}
+
+/// Removes the worker's copy a route's preparation made (redirect::Seeded)
+/// for a call that then failed or was not made.
+fn unseed(route: Option<Route>, target: &[u8]) {
+    let Some(r) = route else { return };
+    let flags = match r.seeded {
+        redirect::Seeded::Nothing => return,
+        redirect::Seeded::File => 0,
+        redirect::Seeded::Directory => libc::AT_REMOVEDIR,
+    };
+    if r.len < view::PATH_MAX && target.get(r.len) == Some(&0) {
+        // SAFETY: the NUL-terminated target this call prepared.
+        unsafe { libc::syscall(libc::SYS_unlinkat, libc::AT_FDCWD, target.as_ptr(), flags) };
+    }
 }
 
 /// Where each of the call's paths goes (see [`route`]), and the errno the
@@ -865,9 +1011,10 @@ fn routes(
             } else {
                 seed_for(call)
             },
-            excl: is_open(call)
-                && call.flags & libc::O_CREAT != 0
-                && call.flags & libc::O_EXCL != 0,
+            excl: is_mkdir(call)
+                || (is_open(call)
+                    && call.flags & libc::O_CREAT != 0
+                    && call.flags & libc::O_EXCL != 0),
             opens: is_open(call),
             create_parents: is_write,
         };
@@ -959,7 +1106,9 @@ pub(crate) fn refusal_of_unresolvable(setting: ActionSetting, in_worker: bool) -
 /// What a new redirect of an open (or truncate, rename's source) starts
 /// from.
 fn seed_for(call: &Call) -> redirect::Seed {
-    if call.keeps_content || (is_open(call) && keeps_content(call.intent)) {
+    if call.changes_metadata.is_some() {
+        redirect::Seed::Metadata
+    } else if call.keeps_content || (is_open(call) && keeps_content(call.intent)) {
         redirect::Seed::Content
     } else if is_open(call) && call.intent.truncate {
         redirect::Seed::ModeOnly
@@ -995,6 +1144,13 @@ struct Route {
     new: bool,
     parent: c_int,
     leaf: usize,
+    /// This call made the worker's copy (redirect::Seeded): a failed call
+    /// removes it again.
+    seeded: redirect::Seeded,
+    /// The device and inode of the shared regular file the copy was made
+    /// from: after the call, this process's read-only descriptors of it
+    /// are moved to the copy (redirect::follow_copy_up).
+    copied: Option<(u64, u64)>,
 }
 
 /// Decides where `abs` goes and writes the NUL-terminated target into `out`.
@@ -1044,6 +1200,8 @@ fn route(
         new: true,
         parent: -1,
         leaf: 0,
+        seeded: redirect::Seeded::Nothing,
+        copied: None,
     };
     let orig = match view::lstat(abs, work) {
         Ok(st) => st,
@@ -1096,6 +1254,12 @@ fn prepared(
             new,
             parent: p.parent,
             leaf: p.leaf,
+            seeded: p.seeded,
+            copied: orig
+                .filter(|st| {
+                    p.seeded == redirect::Seeded::File && st.st_mode & libc::S_IFMT == libc::S_IFREG
+                })
+                .map(|st| (st.st_dev, st.st_ino)),
         },
         Err(e) => {
             // A read whose worker directory is missing goes to the target's
@@ -1108,6 +1272,8 @@ fn prepared(
                 new,
                 parent: -1,
                 leaf: 0,
+                seeded: redirect::Seeded::Nothing,
+                copied: None,
             }
         }
     }
@@ -1305,14 +1471,24 @@ pub fn log_process(p: &mpaudit_core::event::Process) {
     });
 }
 
-/// Reroutes a call that only reads a path (stat, access, opendir, …) to its
-/// redirected file, so a worker sees what it wrote. Not logged.
+/// Reroutes a call that only reads a path (stat, access, opendir,
+/// readlink, …) to its redirected file, so a worker sees what it wrote.
+/// `follow`: the call follows a symlink in the leaf (stat, not lstat), so
+/// the leaf is resolved in the worker's view too (a shared link to a file
+/// the worker redirected leads to the worker's file). A path the kernel
+/// could not resolve in the worker's view (ENOENT, ENOTDIR, ELOOP: the view
+/// differs from the shared tree along the way) fails so without reaching
+/// the kernel. Not logged.
 ///
 /// # Safety
 /// `arg.path` is what the program passed.
-pub unsafe fn reroute<R>(arg: PathArg, real: impl FnOnce(*const c_char) -> R) -> R {
+pub unsafe fn reroute<R: Outcome>(
+    arg: PathArg,
+    follow: bool,
+    real: impl FnOnce(*const c_char) -> R,
+) -> R {
     // SAFETY: the caller's contract.
-    unsafe { reroute_with(arg, true, real) }
+    unsafe { reroute_as(arg, follow, false, true, real) }
 }
 
 /// [`reroute`] for a call that runs the program's own code (dlopen runs
@@ -1321,13 +1497,65 @@ pub unsafe fn reroute<R>(arg: PathArg, real: impl FnOnce(*const c_char) -> R) ->
 ///
 /// # Safety
 /// `arg.path` is what the program passed.
-pub unsafe fn reroute_unguarded<R>(arg: PathArg, real: impl FnOnce(*const c_char) -> R) -> R {
+pub unsafe fn reroute_unguarded<R: Outcome>(
+    arg: PathArg,
+    follow: bool,
+    real: impl FnOnce(*const c_char) -> R,
+) -> R {
     // SAFETY: the caller's contract.
-    unsafe { reroute_with(arg, false, real) }
+    unsafe { reroute_as(arg, follow, false, false, real) }
 }
 
-unsafe fn reroute_with<R>(
+/// [`reroute`] for opendir: a directory the worker redirected that is a
+/// directory in the shared tree too (a copy of its metadata, a directory
+/// removed and made again) is listed from the shared one, which the
+/// directory view (dirview.rs) merges with the worker's entries.
+///
+/// # Safety
+/// `arg.path` is what the program passed.
+pub unsafe fn reroute_listing<R: Outcome>(
     arg: PathArg,
+    real: impl FnOnce(*const c_char) -> R,
+) -> R {
+    // SAFETY: the caller's contract.
+    unsafe { reroute_as(arg, true, true, true, real) }
+}
+
+/// After a stat-like call on `arg` that reached a directory: `nlink` becomes
+/// its link count in the worker's view (view::dir_nlink). The program's
+/// errno is kept.
+///
+/// # Safety
+/// `arg.path` is what the program passed (the call read it).
+pub unsafe fn view_dir_nlink(arg: PathArg, follow: bool, nlink: &mut u64) {
+    if !state::ready() || !redirect::any_redirected() || arg.path.is_null() {
+        return;
+    }
+    let Some(_guard) = HookGuard::enter() else {
+        return;
+    };
+    let _errno = sys::ErrnoGuard::save();
+    let Some(mut claimed) = pool::claim() else {
+        return;
+    };
+    let Block {
+        base,
+        abs,
+        work,
+        cwd,
+        ..
+    } = claimed.block();
+    // SAFETY: the program's C string, which the call just read.
+    let (path, viewed) = unsafe { resolve_in_view(arg, follow, base, cwd, abs, work) };
+    if let (Ok(_), Some(p)) = (viewed, path.abs) {
+        *nlink = view::dir_nlink(p, *nlink, work);
+    }
+}
+
+unsafe fn reroute_as<R: Outcome>(
+    arg: PathArg,
+    follow: bool,
+    lists: bool,
     guard_the_call: bool,
     real: impl FnOnce(*const c_char) -> R,
 ) -> R {
@@ -1359,7 +1587,17 @@ unsafe fn reroute_with<R>(
         ..
     } = b;
     // SAFETY: the program's C string, found readable above.
-    let (path, viewed) = unsafe { resolve_in_view(arg, false, base, cwd, abs, work) };
+    let (path, viewed) = unsafe { resolve_in_view(arg, follow, base, cwd, abs, work) };
+    // A read the view says fails, fails so without the kernel; not a dlopen
+    // (the unguarded caller), whose failure must come with the loader's
+    // dlerror message: the loader then meets the shared tree's answer.
+    if let (true, Err(view::Unresolved::Errno(e @ (libc::ENOENT | libc::ENOTDIR | libc::ELOOP)))) =
+        (guard_the_call, viewed)
+    {
+        core::mem::forget(entry_errno);
+        sys::set_errno(e);
+        return R::failure();
+    }
     let mut failed = 0;
     let want = Want {
         new: false,
@@ -1372,6 +1610,26 @@ unsafe fn reroute_with<R>(
         (Ok(_), Some(p)) => route(p, want, target, work, &mut failed),
         _ => None,
     };
+    if let (true, Some(r), Some(p)) = (lists, routed, path.abs) {
+        let dir = |st: Option<libc::stat>| {
+            st.is_some_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
+        };
+        if dir(view::lstat(p, work).ok().flatten())
+            && dir(view::lstat(&target[..r.len], work).ok().flatten())
+            && p.len() < view::PATH_MAX
+        {
+            if r.parent >= 0 {
+                sys::close(r.parent);
+            }
+            if let Some(c) = sys::c_path(p, target) {
+                drop(entry_errno);
+                let r = real(c);
+                return r;
+            }
+            drop(entry_errno);
+            return real(arg.path);
+        }
+    }
     let (call_buf, _) = base.split_at_mut(2048);
     let called = match (routed, viewed, path.abs) {
         (Some(r), _, _) => {

@@ -733,6 +733,18 @@ unsafe fn complete_directory_rename(source: PathArg, dest: PathArg, moved: bool)
     let Some(shared) =
         lstat(&abs[..n], target).filter(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
     else {
+        // A directory only the worker has (it made it) moved with its
+        // entries, whose new names the table learns.
+        if let (true, Some(t)) = (moved, crate::redirect::lookup(&abs2[..m])) {
+            if t.len() < target.len() {
+                target[..t.len()].copy_from_slice(t);
+                let is_dir =
+                    lstat(t, target2).is_some_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR);
+                if is_dir {
+                    record_tree(abs2, m, target, t.len(), 0, work);
+                }
+            }
+        }
         return false; // not a shared directory (or renamed in place)
     };
     let saved = SAVED.get();

@@ -120,7 +120,7 @@ fn open_call(op: &'static str, dirfd: c_int, path: *const c_char, flags: c_int) 
         template_suffix: None,
         removes: false,
         keeps_content: false,
-        makes_directory: false,
+        changes_metadata: None,
     }
 }
 
@@ -167,7 +167,7 @@ fn ns(op: &'static str, path: PathArg, path2: Option<PathArg>) -> Call {
         template_suffix: None,
         removes: false,
         keeps_content: false,
-        makes_directory: false,
+        changes_metadata: None,
     }
 }
 
@@ -182,7 +182,6 @@ fn removal(op: &'static str, path: PathArg) -> Call {
 fn creation(op: &'static str, path: PathArg, path2: Option<PathArg>) -> Call {
     let base = ns(op, path, path2);
     Call {
-        makes_directory: path2.is_none(),
         intent: OpenIntent {
             create: true,
             ..OpenIntent::NAMESPACE
@@ -205,15 +204,58 @@ fn renaming(op: &'static str, old: PathArg, new: PathArg) -> Call {
 }
 
 /// chmod, chown, utimes: an existing file's metadata changes; a redirect
-/// starts from the original (copied up), like a truncate. A directory is
-/// not copied up: its change is judged and logged, never redirected, like
-/// a mkdir (a redirect would act on a copy that does not exist).
-fn metadata(op: &'static str, path: PathArg) -> Call {
+/// starts from the original (copied up: a file's content, a directory as
+/// a directory, with mode, owner and times), like a truncate. `follows`:
+/// the call follows a symlink in the leaf (chmod, not lchown, nor
+/// `AT_SYMLINK_NOFOLLOW`).
+fn metadata(op: &'static str, path: PathArg, follows: bool) -> Call {
     Call {
         keeps_content: true,
-        makes_directory: redirecting() && is_directory(path),
+        changes_metadata: Some(follows),
         ..ns(op, path, None)
     }
+}
+
+/// The `*at` calls' AT_SYMLINK_NOFOLLOW.
+fn follows(flags: c_int) -> bool {
+    flags & libc::AT_SYMLINK_NOFOLLOW == 0
+}
+
+/// After a stat-like call that filled the `struct stat` at `buf`: a
+/// directory gets its link count in the worker's view (subdirectories the
+/// worker made or removed count). The result is passed on.
+fn statted(arg: PathArg, follows: bool, buf: *mut c_void, r: c_int) -> c_int {
+    if r != 0 || buf.is_null() || !crate::redirect::any_redirected() {
+        return r;
+    }
+    // SAFETY: the call succeeded, so `buf` is the stat it filled (the
+    // kernel's layout, which is libc's struct stat on Linux).
+    let st = unsafe { &mut *(buf as *mut libc::stat) };
+    if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
+        #[allow(clippy::unnecessary_cast)] // nlink_t is u32 on aarch64
+        let mut n = st.st_nlink as u64;
+        // SAFETY: the program's path, which the call read.
+        unsafe { crate::audit::view_dir_nlink(arg, follows, &mut n) };
+        st.st_nlink = n as _;
+    }
+    r
+}
+
+/// [`statted`] for statx's `struct statx`.
+fn statx_done(arg: PathArg, follows: bool, buf: *mut c_void, r: c_int) -> c_int {
+    if r != 0 || buf.is_null() || !crate::redirect::any_redirected() {
+        return r;
+    }
+    // SAFETY: the call succeeded, so `buf` is the statx it filled.
+    let st = unsafe { &mut *(buf as *mut libc::statx) };
+    let wanted = libc::STATX_TYPE | libc::STATX_NLINK;
+    if st.stx_mask & wanted == wanted && st.stx_mode as u32 & libc::S_IFMT == libc::S_IFDIR {
+        let mut n = st.stx_nlink as u64;
+        // SAFETY: the program's path, which the call read.
+        unsafe { crate::audit::view_dir_nlink(arg, follows, &mut n) };
+        st.stx_nlink = n as u32;
+    }
+    r
 }
 
 /// This process redirects its rogue writes (a worker under `redirect`).
@@ -223,29 +265,52 @@ fn redirecting() -> bool {
         && crate::state::SAVED.get().action == mpaudit_core::policy::ActionSetting::Redirect
 }
 
-/// Whether `path` names a directory (following symlinks, as chmod does).
-/// An unreadable path is none: the call fails with EFAULT anyway.
-fn is_directory(path: PathArg) -> bool {
-    let _errno = crate::sys::ErrnoGuard::save();
-    let mut pages = crate::checked::Pages::default();
-    // SAFETY: a checked read of the program's argument.
-    if unsafe { pages.c_bytes(path.path, 4097) }.is_none() {
-        return false;
+/// fchmod, fchown, futimens: the file a descriptor is open on changes. In
+/// a redirecting worker, a descriptor of a file or directory is judged as
+/// the same change by path (`fd`'s path): redirected, the worker's copy is
+/// made (with this process's read-only descriptors of a file moved to it,
+/// redirect::follow_copy_up) and changed by path, `real(Some(path))`, so the
+/// shared inode is never touched; else `real(None)` changes it through the
+/// descriptor, as the program asked.
+fn by_descriptor(
+    caller: usize,
+    op: &'static str,
+    fd: c_int,
+    real: impl Fn(Option<*const c_char>) -> c_int,
+) -> c_int {
+    if !redirecting() {
+        return real(None);
     }
-    // SAFETY: libc::stat is plain integers, for which all-zero is valid.
-    let mut st: libc::stat = unsafe { core::mem::zeroed() };
-    // SAFETY: the path was found readable up to its NUL (or the kernel
-    // stops at PATH_MAX); `st` is a writable stat.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_newfstatat,
-            path.dirfd,
-            path.path,
-            &mut st as *mut libc::stat,
-            0,
-        )
+    let entry_errno = crate::sys::ErrnoGuard::save();
+    let mut claimed = crate::pool::claim();
+    let Some(block) = claimed.as_mut().map(|c| c.block()) else {
+        drop(entry_errno);
+        return real(None);
     };
-    r == 0 && st.st_mode & libc::S_IFMT == libc::S_IFDIR
+    let buf = &mut block.target;
+    let room = buf.len() - 1;
+    // SAFETY: a query of the descriptor's status flags.
+    let status = unsafe { libc::syscall(libc::SYS_fcntl, fd, libc::F_GETFL) };
+    let kind = crate::sys::fstat(fd)
+        .filter(|st| st.st_nlink > 0 && status >= 0 && status as c_int & libc::O_PATH == 0)
+        .map(|st| st.st_mode & libc::S_IFMT);
+    let n = match kind {
+        Some(libc::S_IFREG | libc::S_IFDIR) => crate::sys::fd_path(fd, &mut buf[..room]),
+        _ => None,
+    };
+    let Some(n) = n.filter(|_| buf.first() == Some(&b'/')) else {
+        drop(entry_errno);
+        return real(None);
+    };
+    buf[n] = 0;
+    let own = buf.as_ptr().cast::<c_char>();
+    drop(entry_errno);
+    // SAFETY: `own` is our NUL-terminated copy of the descriptor's path.
+    unsafe {
+        file_access(caller, metadata(op, cwd(own), false), |p, _| {
+            real((p != own).then_some(p))
+        })
+    }
 }
 
 /// mkfifo, mknod, bind: a new file system node (redirected like a created
@@ -367,32 +432,56 @@ hooks! {
     // change the worker's copy (copied up first), and nodes are created
     // in the worker's directory ----
     fn chmod(path: *const c_char, mode: mode_t) -> c_int =>
-        |real, caller| file_access(caller, metadata("chmod", cwd(path)), |p, _| real(p, mode));
+        |real, caller| file_access(caller, metadata("chmod", cwd(path), true), |p, _| real(p, mode));
     fn fchmodat(dirfd: c_int, path: *const c_char, mode: mode_t, flags: c_int) -> c_int =>
-        |real, caller| file_access(caller, metadata("fchmodat", at(dirfd, path)), |p, _| real(dirfd, p, mode, flags));
+        |real, caller| file_access(caller, metadata("fchmodat", at(dirfd, path), follows(flags)), |p, _| real(dirfd, p, mode, flags));
     fn lchmod(path: *const c_char, mode: mode_t) -> c_int =>
-        |real, caller| file_access(caller, metadata("lchmod", cwd(path)), |p, _| real(p, mode));
+        |real, caller| file_access(caller, metadata("lchmod", cwd(path), false), |p, _| real(p, mode));
     fn chown(path: *const c_char, owner: libc::uid_t, group: libc::gid_t) -> c_int =>
-        |real, caller| file_access(caller, metadata("chown", cwd(path)), |p, _| real(p, owner, group));
+        |real, caller| file_access(caller, metadata("chown", cwd(path), true), |p, _| real(p, owner, group));
     fn lchown(path: *const c_char, owner: libc::uid_t, group: libc::gid_t) -> c_int =>
-        |real, caller| file_access(caller, metadata("lchown", cwd(path)), |p, _| real(p, owner, group));
+        |real, caller| file_access(caller, metadata("lchown", cwd(path), false), |p, _| real(p, owner, group));
     fn fchownat(dirfd: c_int, path: *const c_char, owner: libc::uid_t, group: libc::gid_t, flags: c_int) -> c_int =>
-        |real, caller| file_access(caller, metadata("fchownat", at(dirfd, path)), |p, _| real(dirfd, p, owner, group, flags));
+        |real, caller| file_access(caller, metadata("fchownat", at(dirfd, path), follows(flags)), |p, _| real(dirfd, p, owner, group, flags));
     // A NULL path changes the descriptor's file (futimens): no path to judge.
     fn utimensat(dirfd: c_int, path: *const c_char, times: *const libc::timespec, flags: c_int) -> c_int =>
-        |real, caller| if path.is_null() { real(dirfd, path, times, flags) } else {
-            file_access(caller, metadata("utimensat", at(dirfd, path)), |p, _| real(dirfd, p, times, flags))
+        |real, caller| if path.is_null() {
+            by_descriptor(caller, "futimens", dirfd, |p| match p {
+                None => real(dirfd, path, times, flags),
+                // SAFETY: our NUL-terminated target and the program's times.
+                Some(p) => unsafe { libc::syscall(libc::SYS_utimensat, libc::AT_FDCWD, p, times, 0) as c_int },
+            })
+        } else {
+            file_access(caller, metadata("utimensat", at(dirfd, path), follows(flags)), |p, _| real(dirfd, p, times, flags))
         };
     fn futimesat(dirfd: c_int, path: *const c_char, times: *const libc::timeval) -> c_int =>
         |real, caller| if path.is_null() { real(dirfd, path, times) } else {
-            file_access(caller, metadata("futimesat", at(dirfd, path)), |p, _| real(dirfd, p, times))
+            file_access(caller, metadata("futimesat", at(dirfd, path), true), |p, _| real(dirfd, p, times))
         };
+    fn fchmod(fd: c_int, mode: mode_t) -> c_int =>
+        |real, caller| by_descriptor(caller, "fchmod", fd, |p| match p {
+            None => real(fd, mode),
+            // SAFETY: our NUL-terminated target.
+            Some(p) => unsafe { libc::syscall(libc::SYS_fchmodat, libc::AT_FDCWD, p, mode) as c_int },
+        });
+    fn fchown(fd: c_int, owner: libc::uid_t, group: libc::gid_t) -> c_int =>
+        |real, caller| by_descriptor(caller, "fchown", fd, |p| match p {
+            None => real(fd, owner, group),
+            // SAFETY: our NUL-terminated target.
+            Some(p) => unsafe { libc::syscall(libc::SYS_fchownat, libc::AT_FDCWD, p, owner, group, 0) as c_int },
+        });
+    fn futimens(fd: c_int, times: *const libc::timespec) -> c_int =>
+        |real, caller| by_descriptor(caller, "futimens", fd, |p| match p {
+            None => real(fd, times),
+            // SAFETY: our NUL-terminated target and the program's times.
+            Some(p) => unsafe { libc::syscall(libc::SYS_utimensat, libc::AT_FDCWD, p, times, 0) as c_int },
+        });
     fn utimes(path: *const c_char, times: *const libc::timeval) -> c_int =>
-        |real, caller| file_access(caller, metadata("utimes", cwd(path)), |p, _| real(p, times));
+        |real, caller| file_access(caller, metadata("utimes", cwd(path), true), |p, _| real(p, times));
     fn lutimes(path: *const c_char, times: *const libc::timeval) -> c_int =>
-        |real, caller| file_access(caller, metadata("lutimes", cwd(path)), |p, _| real(p, times));
+        |real, caller| file_access(caller, metadata("lutimes", cwd(path), false), |p, _| real(p, times));
     fn utime(path: *const c_char, times: *const libc::utimbuf) -> c_int =>
-        |real, caller| file_access(caller, metadata("utime", cwd(path)), |p, _| real(p, times));
+        |real, caller| file_access(caller, metadata("utime", cwd(path), true), |p, _| real(p, times));
     fn mkfifo(path: *const c_char, mode: mode_t) -> c_int =>
         |real, caller| file_access(caller, node("mkfifo", cwd(path)), |p, _| real(p, mode));
     fn mkfifoat(dirfd: c_int, path: *const c_char, mode: mode_t) -> c_int =>
@@ -410,33 +499,37 @@ hooks! {
         |real, caller| bind_to_path(caller, fd, addr, len, |a, l| real(fd, a, l));
 
     // ---- read-your-writes: calls that only look at a path follow its redirect ----
-    fn stat(path: *const c_char, buf: *mut c_void) -> c_int => |real| reroute(cwd(path), |p| real(p, buf));
-    fn stat64(path: *const c_char, buf: *mut c_void) -> c_int => |real| reroute(cwd(path), |p| real(p, buf));
-    fn lstat(path: *const c_char, buf: *mut c_void) -> c_int => |real| reroute(cwd(path), |p| real(p, buf));
-    fn lstat64(path: *const c_char, buf: *mut c_void) -> c_int => |real| reroute(cwd(path), |p| real(p, buf));
+    fn stat(path: *const c_char, buf: *mut c_void) -> c_int => |real| statted(cwd(path), true, buf, reroute(cwd(path), true, |p| real(p, buf)));
+    fn stat64(path: *const c_char, buf: *mut c_void) -> c_int => |real| statted(cwd(path), true, buf, reroute(cwd(path), true, |p| real(p, buf)));
+    fn lstat(path: *const c_char, buf: *mut c_void) -> c_int => |real| statted(cwd(path), false, buf, reroute(cwd(path), false, |p| real(p, buf)));
+    fn lstat64(path: *const c_char, buf: *mut c_void) -> c_int => |real| statted(cwd(path), false, buf, reroute(cwd(path), false, |p| real(p, buf)));
     fn fstatat(dirfd: c_int, path: *const c_char, buf: *mut c_void, flags: c_int) -> c_int =>
-        |real| reroute(at(dirfd, path), |p| real(dirfd, p, buf, flags));
+        |real| statted(at(dirfd, path), follows(flags), buf, reroute(at(dirfd, path), follows(flags), |p| real(dirfd, p, buf, flags)));
     fn fstatat64(dirfd: c_int, path: *const c_char, buf: *mut c_void, flags: c_int) -> c_int =>
-        |real| reroute(at(dirfd, path), |p| real(dirfd, p, buf, flags));
+        |real| statted(at(dirfd, path), follows(flags), buf, reroute(at(dirfd, path), follows(flags), |p| real(dirfd, p, buf, flags)));
     fn statx(dirfd: c_int, path: *const c_char, flags: c_int, mask: c_uint, buf: *mut c_void) -> c_int =>
-        |real| reroute(at(dirfd, path), |p| real(dirfd, p, flags, mask, buf));
+        |real| statx_done(at(dirfd, path), follows(flags), buf, reroute(at(dirfd, path), follows(flags), |p| real(dirfd, p, flags, mask, buf)));
     // Binaries built against glibc < 2.33 call these instead.
-    fn __xstat(ver: c_int, path: *const c_char, buf: *mut c_void) -> c_int => |real| reroute(cwd(path), |p| real(ver, p, buf));
-    fn __xstat64(ver: c_int, path: *const c_char, buf: *mut c_void) -> c_int => |real| reroute(cwd(path), |p| real(ver, p, buf));
-    fn __lxstat(ver: c_int, path: *const c_char, buf: *mut c_void) -> c_int => |real| reroute(cwd(path), |p| real(ver, p, buf));
-    fn __lxstat64(ver: c_int, path: *const c_char, buf: *mut c_void) -> c_int => |real| reroute(cwd(path), |p| real(ver, p, buf));
+    fn __xstat(ver: c_int, path: *const c_char, buf: *mut c_void) -> c_int => |real| statted(cwd(path), true, buf, reroute(cwd(path), true, |p| real(ver, p, buf)));
+    fn __xstat64(ver: c_int, path: *const c_char, buf: *mut c_void) -> c_int => |real| statted(cwd(path), true, buf, reroute(cwd(path), true, |p| real(ver, p, buf)));
+    fn __lxstat(ver: c_int, path: *const c_char, buf: *mut c_void) -> c_int => |real| statted(cwd(path), false, buf, reroute(cwd(path), false, |p| real(ver, p, buf)));
+    fn __lxstat64(ver: c_int, path: *const c_char, buf: *mut c_void) -> c_int => |real| statted(cwd(path), false, buf, reroute(cwd(path), false, |p| real(ver, p, buf)));
     fn __fxstatat(ver: c_int, dirfd: c_int, path: *const c_char, buf: *mut c_void, flags: c_int) -> c_int =>
-        |real| reroute(at(dirfd, path), |p| real(ver, dirfd, p, buf, flags));
+        |real| statted(at(dirfd, path), follows(flags), buf, reroute(at(dirfd, path), follows(flags), |p| real(ver, dirfd, p, buf, flags)));
     fn __fxstatat64(ver: c_int, dirfd: c_int, path: *const c_char, buf: *mut c_void, flags: c_int) -> c_int =>
-        |real| reroute(at(dirfd, path), |p| real(ver, dirfd, p, buf, flags));
-    fn access(path: *const c_char, mode: c_int) -> c_int => |real| reroute(cwd(path), |p| real(p, mode));
+        |real| statted(at(dirfd, path), follows(flags), buf, reroute(at(dirfd, path), follows(flags), |p| real(ver, dirfd, p, buf, flags)));
+    fn readlink(path: *const c_char, buf: *mut c_char, size: libc::size_t) -> libc::ssize_t =>
+        |real| reroute(cwd(path), false, |p| real(p, buf, size));
+    fn readlinkat(dirfd: c_int, path: *const c_char, buf: *mut c_char, size: libc::size_t) -> libc::ssize_t =>
+        |real| reroute(at(dirfd, path), false, |p| real(dirfd, p, buf, size));
+    fn access(path: *const c_char, mode: c_int) -> c_int => |real| reroute(cwd(path), true, |p| real(p, mode));
     fn faccessat(dirfd: c_int, path: *const c_char, mode: c_int, flags: c_int) -> c_int =>
-        |real| reroute(at(dirfd, path), |p| real(dirfd, p, mode, flags));
+        |real| reroute(at(dirfd, path), flags & libc::AT_SYMLINK_NOFOLLOW == 0, |p| real(dirfd, p, mode, flags));
 
     // ---- directory views (dirview.rs): a redirecting worker lists its own
     // files in place of (or alongside) the shared ones, removed ones hidden ----
     fn opendir(path: *const c_char) -> *mut libc::DIR =>
-        |real| crate::dirview::opened(reroute(cwd(path), |p| real(p)));
+        |real| crate::dirview::opened(crate::audit::reroute_listing(cwd(path), |p| real(p)));
     fn fdopendir(fd: c_int) -> *mut libc::DIR => |real| crate::dirview::opened(real(fd));
     fn readdir(dir: *mut libc::DIR) -> *mut libc::dirent =>
         |real| crate::dirview::next(dir, |d| real(d).cast()).cast();
@@ -477,7 +570,8 @@ hooks! {
     // ---- end of directory views ----
 
     // ---- the cwd: hooked only to invalidate the per-thread cwd cache ----
-    fn chdir(path: *const c_char) -> c_int => |real| after_chdir(real(path));
+    // A directory the worker made is entered in its worker directory.
+    fn chdir(path: *const c_char) -> c_int => |real| after_chdir(reroute(cwd(path), true, |p| real(p)));
     fn fchdir(fd: c_int) -> c_int => |real| after_chdir(real(fd));
 
     // ---- the loader: an unloaded object's cached call sites go stale.
@@ -927,39 +1021,41 @@ pub unsafe extern "C" fn __mpaudit_syscall(
                 |_, q| real(with(1, q)),
             ),
             #[cfg(target_arch = "x86_64")]
-            libc::SYS_chmod => file_access(caller, metadata("chmod", cwd(s(0))), |p, _| {
+            libc::SYS_chmod => file_access(caller, metadata("chmod", cwd(s(0)), true), |p, _| {
                 real(with(0, p))
             }),
             #[cfg(target_arch = "x86_64")]
-            libc::SYS_chown => file_access(caller, metadata("chown", cwd(s(0))), |p, _| {
+            libc::SYS_chown => file_access(caller, metadata("chown", cwd(s(0)), true), |p, _| {
                 real(with(0, p))
             }),
             #[cfg(target_arch = "x86_64")]
-            libc::SYS_lchown => file_access(caller, metadata("lchown", cwd(s(0))), |p, _| {
-                real(with(0, p))
-            }),
-            #[cfg(target_arch = "x86_64")]
-            libc::SYS_utime => file_access(caller, metadata("utime", cwd(s(0))), |p, _| {
-                real(with(0, p))
-            }),
-            #[cfg(target_arch = "x86_64")]
-            libc::SYS_utimes => file_access(caller, metadata("utimes", cwd(s(0))), |p, _| {
-                real(with(0, p))
-            }),
-            #[cfg(target_arch = "x86_64")]
-            libc::SYS_futimesat if a[1] != 0 => {
-                file_access(caller, metadata("futimesat", at(d(0), s(1))), |p, _| {
-                    real(with(1, p))
+            libc::SYS_lchown => {
+                file_access(caller, metadata("lchown", cwd(s(0)), false), |p, _| {
+                    real(with(0, p))
                 })
             }
+            #[cfg(target_arch = "x86_64")]
+            libc::SYS_utime => file_access(caller, metadata("utime", cwd(s(0)), true), |p, _| {
+                real(with(0, p))
+            }),
+            #[cfg(target_arch = "x86_64")]
+            libc::SYS_utimes => file_access(caller, metadata("utimes", cwd(s(0)), true), |p, _| {
+                real(with(0, p))
+            }),
+            #[cfg(target_arch = "x86_64")]
+            libc::SYS_futimesat if a[1] != 0 => file_access(
+                caller,
+                metadata("futimesat", at(d(0), s(1)), true),
+                |p, _| real(with(1, p)),
+            ),
             #[cfg(target_arch = "x86_64")]
             libc::SYS_mknod => {
                 file_access(caller, node("mknod", cwd(s(0))), |p, _| real(with(0, p)))
             }
             #[cfg(target_arch = "x86_64")]
-            libc::SYS_stat | libc::SYS_lstat | libc::SYS_access => {
-                reroute(cwd(s(0)), |p| real(with(0, p)))
-            }
+            libc::SYS_stat | libc::SYS_access => reroute(cwd(s(0)), true, |p| real(with(0, p))),
+            #[cfg(target_arch = "x86_64")]
+            libc::SYS_lstat => reroute(cwd(s(0)), false, |p| real(with(0, p))),
             libc::SYS_openat => {
                 file_access(caller, open_call("openat", d(0), s(1), d(2)), |p, _| {
                     real(with(1, p))
@@ -1009,24 +1105,26 @@ pub unsafe extern "C" fn __mpaudit_syscall(
             libc::SYS_truncate => file_access(caller, truncation("truncate", cwd(s(0))), |p, _| {
                 real(with(0, p))
             }),
-            libc::SYS_fchmodat => {
-                file_access(caller, metadata("fchmodat", at(d(0), s(1))), |p, _| {
-                    real(with(1, p))
-                })
-            }
-            SYS_FCHMODAT2 => file_access(caller, metadata("fchmodat2", at(d(0), s(1))), |p, _| {
-                real(with(1, p))
-            }),
-            libc::SYS_fchownat => {
-                file_access(caller, metadata("fchownat", at(d(0), s(1))), |p, _| {
-                    real(with(1, p))
-                })
-            }
-            libc::SYS_utimensat if a[1] != 0 => {
-                file_access(caller, metadata("utimensat", at(d(0), s(1))), |p, _| {
-                    real(with(1, p))
-                })
-            }
+            libc::SYS_fchmodat => file_access(
+                caller,
+                metadata("fchmodat", at(d(0), s(1)), true),
+                |p, _| real(with(1, p)),
+            ),
+            SYS_FCHMODAT2 => file_access(
+                caller,
+                metadata("fchmodat2", at(d(0), s(1)), follows(d(3))),
+                |p, _| real(with(1, p)),
+            ),
+            libc::SYS_fchownat => file_access(
+                caller,
+                metadata("fchownat", at(d(0), s(1)), follows(d(4))),
+                |p, _| real(with(1, p)),
+            ),
+            libc::SYS_utimensat if a[1] != 0 => file_access(
+                caller,
+                metadata("utimensat", at(d(0), s(1)), follows(d(3))),
+                |p, _| real(with(1, p)),
+            ),
             libc::SYS_mknodat => file_access(caller, node("mknodat", at(d(0), s(1))), |p, _| {
                 real(with(1, p))
             }),
@@ -1060,9 +1158,19 @@ pub unsafe extern "C" fn __mpaudit_syscall(
                 d(4),
                 |env| exec_with(3, env),
             ) as c_long,
-            libc::SYS_newfstatat | libc::SYS_statx | libc::SYS_faccessat | libc::SYS_faccessat2 => {
-                reroute(at(d(0), s(1)), |p| real(with(1, p)))
+            // The flags: newfstatat's and faccessat2's fourth word,
+            // statx's third (faccessat has none: it follows).
+            libc::SYS_newfstatat | libc::SYS_faccessat2 => {
+                reroute(at(d(0), s(1)), d(3) & libc::AT_SYMLINK_NOFOLLOW == 0, |p| {
+                    real(with(1, p))
+                })
             }
+            libc::SYS_statx => {
+                reroute(at(d(0), s(1)), d(2) & libc::AT_SYMLINK_NOFOLLOW == 0, |p| {
+                    real(with(1, p))
+                })
+            }
+            libc::SYS_faccessat => reroute(at(d(0), s(1)), true, |p| real(with(1, p))),
             _ => real(a),
         }
     }
@@ -1245,7 +1353,7 @@ unsafe extern "C" fn dlopen_routed(file: *const c_char, mode: c_int) -> *mut c_v
         unsafe { core::mem::transmute(p) };
     // SAFETY: the program's argument, a readable C string (checked by
     // reroute before use); the routed name is a NUL-terminated path.
-    unsafe { crate::audit::reroute_unguarded(cwd(file), |p| real(p, mode)) }
+    unsafe { crate::audit::reroute_unguarded(cwd(file), true, |p| real(p, mode)) }
 }
 
 /// dlopen when glibc's could not be found: fails as a missing library.

@@ -150,7 +150,7 @@ unsafe fn opendirat(dirfd: c_int, name: *const c_char, extra: c_int) -> *mut DIR
     let flags = libc::O_RDONLY | libc::O_NONBLOCK | libc::O_DIRECTORY | extra;
     // SAFETY: the program's path; sys::openat is the raw system call.
     let fd = unsafe {
-        reroute(PathArg { dirfd, path: name }, |p| {
+        reroute(PathArg { dirfd, path: name }, true, |p| {
             sys::openat(dirfd, p, flags, 0)
         })
     };

@@ -312,6 +312,20 @@ pub enum Seed {
     /// An empty file with the original's mode (O_TRUNC of an existing file
     /// keeps its mode, whatever mode the call passes).
     ModeOnly,
+    /// As `Content`, and a directory as a directory with the original's
+    /// mode, owner and times (chmod, chown, utimes: the worker's own copy
+    /// of its metadata; its entries stay the shared ones).
+    Metadata,
+}
+
+/// What preparing a target made in the worker's tree for the call.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Seeded {
+    Nothing,
+    /// A file or symlink (a copy of the original).
+    File,
+    /// A directory (Seed::Metadata).
+    Directory,
 }
 
 /// A worker-side target ready for the call: a descriptor (O_PATH) of its
@@ -321,6 +335,7 @@ pub enum Seed {
 pub struct Prepared {
     pub parent: libc::c_int,
     pub leaf: usize,
+    pub seeded: Seeded,
 }
 
 /// Opens `target`'s parent directory (inside the worker directory) for the
@@ -375,16 +390,24 @@ pub fn prepare_target(
         fd = next?;
     }
     let leaf = worker_dir.len() + 1 + leaf_at;
-    if let (Seed::Content | Seed::ModeOnly, Some(st)) = (seed, orig) {
+    let mut seeded = Seeded::Nothing;
+    if let (Seed::Content | Seed::ModeOnly | Seed::Metadata, Some(st)) = (seed, orig) {
         let (name, rest) = rest.split_at_mut(MAX_ABS + 1);
         if let Some(name) = sys::c_path(&target[leaf..], name) {
-            if let Err(e) = copy_original(original, st, seed, fd, name, buf, rest) {
-                sys::close(fd);
-                return Err(e);
+            match copy_original(original, st, seed, fd, name, buf, rest) {
+                Ok(s) => seeded = s,
+                Err(e) => {
+                    sys::close(fd);
+                    return Err(e);
+                }
             }
         }
     }
-    Ok(Prepared { parent: fd, leaf })
+    Ok(Prepared {
+        parent: fd,
+        leaf,
+        seeded,
+    })
 }
 
 /// The worker directory (O_PATH), made first (with its parents, the top
@@ -485,11 +508,14 @@ fn shared_counterpart_mode(
 
 /// Creates `name` below `dir` as the worker's copy of `original` (whose
 /// lstat is `st`), unless it exists already (an earlier copy): a regular
-/// file gets the content (Seed::Content) or none (Seed::ModeOnly), its
-/// mode, and for a content copy its times; a symlink is copied as one.
-/// A content copy is whole or absent: when it cannot be completed the
-/// partial copy is removed and the errno returned, so the call fails
-/// rather than go on with a file that does not hold the original.
+/// file gets the content (Seed::Content, Seed::Metadata) or none
+/// (Seed::ModeOnly), its mode, and for a content copy its times; a symlink
+/// is copied as one; for Seed::Metadata a directory is made (or the mirror
+/// made for its entries taken) with the original's mode, owner and times.
+/// Says what it made. A content copy is whole or absent: when it cannot
+/// be completed the partial copy is removed and the errno returned, so the
+/// call fails rather than go on with a file that does not hold the
+/// original.
 fn copy_original(
     original: &[u8],
     st: &libc::stat,
@@ -498,10 +524,48 @@ fn copy_original(
     name: *const libc::c_char,
     buf: &mut [u8],
     link: &mut [u8],
-) -> Result<(), i32> {
+) -> Result<Seeded, i32> {
+    let times = [
+        libc::timespec {
+            tv_sec: st.st_atime,
+            tv_nsec: st.st_atime_nsec,
+        },
+        libc::timespec {
+            tv_sec: st.st_mtime,
+            tv_nsec: st.st_mtime_nsec,
+        },
+    ];
     match st.st_mode & libc::S_IFMT {
         libc::S_IFREG => {}
-        libc::S_IFLNK if seed == Seed::Content => {
+        libc::S_IFDIR if seed == Seed::Metadata => {
+            // SAFETY: NUL-terminated name below our descriptor.
+            let made = unsafe { sys::mkdirat(dir, name, 0o700) } == 0;
+            // SAFETY: as above; plain integers and two timespecs.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_fchownat,
+                    dir,
+                    name,
+                    st.st_uid,
+                    st.st_gid,
+                    libc::AT_SYMLINK_NOFOLLOW,
+                );
+                libc::syscall(libc::SYS_fchmodat, dir, name, st.st_mode & 0o7777, 0);
+                libc::syscall(
+                    libc::SYS_utimensat,
+                    dir,
+                    name,
+                    times.as_ptr(),
+                    libc::AT_SYMLINK_NOFOLLOW,
+                );
+            }
+            return Ok(if made {
+                Seeded::Directory
+            } else {
+                Seeded::Nothing
+            });
+        }
+        libc::S_IFLNK if matches!(seed, Seed::Content | Seed::Metadata) => {
             let n = crate::view::at_path(original, buf, |d, p| {
                 // SAFETY: NUL-terminated path; the kernel writes at most
                 // link.len() - 1 bytes, leaving room for the NUL.
@@ -518,25 +582,29 @@ fn copy_original(
             if let Ok(n @ 0..) = n {
                 link[n as usize] = 0;
                 // SAFETY: two NUL-terminated strings, a descriptor of ours.
-                unsafe { libc::syscall(libc::SYS_symlinkat, link.as_ptr(), dir, name) };
+                if unsafe { libc::syscall(libc::SYS_symlinkat, link.as_ptr(), dir, name) } == 0 {
+                    return Ok(Seeded::File);
+                }
             }
-            return Ok(());
+            return Ok(Seeded::Nothing);
         }
-        _ => return Ok(()),
+        _ => return Ok(Seeded::Nothing),
     }
     // The copy is written under the program's RLIMIT_FSIZE: past it the
     // kernel would kill the program with SIGXFSZ, where in place the open
     // itself writes nothing.
-    if seed == Seed::Content && st.st_size as u64 > sys::file_size_limit() {
+    if matches!(seed, Seed::Content | Seed::Metadata) && st.st_size as u64 > sys::file_size_limit()
+    {
         return Err(libc::EFBIG);
     }
     let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC;
     // SAFETY: NUL-terminated name below our descriptor.
     let to = unsafe { sys::openat(dir, name, flags, 0o600) };
     if to < 0 {
-        return Ok(()); // an earlier copy
+        return Ok(Seeded::Nothing); // an earlier copy
     }
-    if seed == Seed::Content {
+    let content = matches!(seed, Seed::Content | Seed::Metadata);
+    if content {
         let from = crate::view::at_path(original, buf, |d, p| {
             // SAFETY: NUL-terminated path.
             unsafe { sys::openat(d, p, libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW, 0) }
@@ -560,17 +628,7 @@ fn copy_original(
     }
     // SAFETY: our descriptor; the mode bits of the original.
     unsafe { libc::syscall(libc::SYS_fchmod, to, st.st_mode & 0o7777) };
-    if seed == Seed::Content {
-        let times = [
-            libc::timespec {
-                tv_sec: st.st_atime,
-                tv_nsec: st.st_atime_nsec,
-            },
-            libc::timespec {
-                tv_sec: st.st_mtime,
-                tv_nsec: st.st_mtime_nsec,
-            },
-        ];
+    if content {
         // SAFETY: our descriptor (NULL path: the descriptor itself) and two
         // timespecs.
         unsafe {
@@ -584,7 +642,7 @@ fn copy_original(
         };
     }
     sys::close(to);
-    Ok(())
+    Ok(Seeded::File)
 }
 
 /// Copies `size` bytes from `from` to `to` (both at offset 0), in the
@@ -636,6 +694,156 @@ fn copy_by_reads(
         done += n as u64;
     }
     Ok(())
+}
+
+/// After a copy-up of the shared regular file `(dev, ino)` to the worker's
+/// `target`: every read-only descriptor of this process still open on the
+/// shared file is moved to the copy (a new open description at the same
+/// offset, with the same status and close-on-exec flags, put in its place
+/// with dup3), so a file opened for reading before the worker's first write
+/// to it reads what the worker wrote, as in place. The open descriptors are
+/// listed from /proc/self/fd (`work`: scratch for the listing, at least
+/// 4 KiB). Not emulated: descriptors held by the worker's other processes
+/// and open file descriptions shared with them (an offset stays shared
+/// only within this process), mappings, and descriptors without /proc.
+pub fn follow_copy_up(dev: u64, ino: u64, target: &[u8], work: &mut [u8]) {
+    if target.len() >= crate::view::PATH_MAX || work.len() < 4096 {
+        return;
+    }
+    let (listing, name) = work.split_at_mut(work.len() - (crate::view::PATH_MAX + 1));
+    let Some(target_c) = sys::c_path(target, name) else {
+        return;
+    };
+    // SAFETY: a NUL-terminated literal; the descriptor is closed below.
+    let dir = unsafe {
+        sys::openat(
+            libc::AT_FDCWD,
+            c"/proc/self/fd".as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+            0,
+        )
+    };
+    if dir < 0 {
+        return;
+    }
+    let room = listing.len().min(16384);
+    let buf = &mut listing[..room];
+    loop {
+        // SAFETY: the kernel writes at most buf.len() bytes of entries.
+        let n = unsafe { libc::syscall(libc::SYS_getdents64, dir, buf.as_mut_ptr(), buf.len()) };
+        if n <= 0 {
+            break;
+        }
+        let mut off = 0usize;
+        while off + 19 < n as usize {
+            // SAFETY: a linux_dirent64 the kernel wrote at `off`: d_reclen
+            // at byte 16, the NUL-terminated name from byte 19.
+            let (reclen, fd) = unsafe {
+                let e = buf.as_ptr().add(off);
+                let name = sys::c_bytes(e.add(19).cast(), 256);
+                (
+                    (e.add(16) as *const u16).read_unaligned() as usize,
+                    name.iter().try_fold(0i32, |v, &c| {
+                        c.is_ascii_digit().then(|| v * 10 + (c - b'0') as i32)
+                    }),
+                )
+            };
+            if reclen == 0 {
+                break;
+            }
+            off += reclen;
+            match fd {
+                Some(fd) if fd != dir => move_reader(fd, dev, ino, target_c),
+                _ => {}
+            }
+        }
+    }
+    sys::close(dir);
+}
+
+/// Moves the descriptor `fd` to `target` if it is a read-only descriptor
+/// of the regular file `(dev, ino)` (see [`follow_copy_up`]).
+fn move_reader(fd: libc::c_int, dev: u64, ino: u64, target: *const libc::c_char) {
+    let Some(st) = sys::fstat(fd) else { return };
+    if st.st_dev != dev || st.st_ino != ino || st.st_mode & libc::S_IFMT != libc::S_IFREG {
+        return;
+    }
+    // SAFETY: fcntl queries on a descriptor of this process.
+    let (status, fd_flags) = unsafe {
+        (
+            libc::syscall(libc::SYS_fcntl, fd, libc::F_GETFL),
+            libc::syscall(libc::SYS_fcntl, fd, libc::F_GETFD),
+        )
+    };
+    if status < 0
+        || fd_flags < 0
+        || status as i32 & (libc::O_ACCMODE | libc::O_PATH) != libc::O_RDONLY
+    {
+        return;
+    }
+    // SAFETY: reads the descriptor's offset.
+    let offset = unsafe { libc::syscall(libc::SYS_lseek, fd, 0, libc::SEEK_CUR) };
+    // SAFETY: a NUL-terminated path; the new descriptor is closed below.
+    let copy = unsafe { sys::openat(libc::AT_FDCWD, target, libc::O_RDONLY | libc::O_CLOEXEC, 0) };
+    if copy < 0 {
+        return;
+    }
+    let cloexec = if fd_flags as i32 & libc::FD_CLOEXEC != 0 {
+        libc::O_CLOEXEC
+    } else {
+        0
+    };
+    // SAFETY: plain syscalls on descriptors of this process; dup3 replaces
+    // `fd` atomically with the copy's description.
+    unsafe {
+        libc::syscall(libc::SYS_fcntl, copy, libc::F_SETFL, status);
+        if offset >= 0 {
+            libc::syscall(libc::SYS_lseek, copy, offset, libc::SEEK_SET);
+        }
+        libc::syscall(libc::SYS_dup3, copy, fd, cloexec);
+    }
+    sys::close(copy);
+}
+
+/// Before a write that goes to `abs` in place (declared, registered or
+/// allowed: not redirected): the directories above it that only the
+/// worker's view has (it made them: their redirect targets are
+/// directories) are made in the shared tree, outermost first, each with
+/// the mode of the worker's, so that a declared output written into a
+/// directory the worker made lands where the program put it. `work`:
+/// 2 * (PATH_MAX + 1) bytes of scratch.
+pub fn make_shared_parents(abs: &[u8], work: &mut [u8]) {
+    if !any_redirected() || abs.len() >= crate::view::PATH_MAX {
+        return;
+    }
+    let job = SAVED.get().job_dir.as_bytes();
+    let Some(below) = abs.strip_prefix(job).filter(|b| b.first() == Some(&b'/')) else {
+        return;
+    };
+    let (name, buf) = work.split_at_mut(crate::view::PATH_MAX + 1);
+    let parent_end = job.len() + below.iter().rposition(|&b| b == b'/').unwrap_or(0);
+    for i in job.len() + 1..=parent_end {
+        if i != parent_end && abs[i] != b'/' {
+            continue;
+        }
+        let prefix = &abs[..i];
+        if !matches!(crate::view::lstat(prefix, buf), Ok(None)) {
+            continue; // there (or not to be made)
+        }
+        let mode = match lookup(prefix).map(|t| crate::view::lstat(t, buf)) {
+            Some(Ok(Some(st))) if st.st_mode & libc::S_IFMT == libc::S_IFDIR => st.st_mode & 0o7777,
+            _ => return,
+        };
+        let Some(p) = sys::c_path(prefix, name) else {
+            return;
+        };
+        // SAFETY: a NUL-terminated path; plain mkdir and chmod (past the umask).
+        unsafe {
+            if sys::mkdirat(libc::AT_FDCWD, p, mode) == 0 {
+                libc::syscall(libc::SYS_fchmodat, libc::AT_FDCWD, p, mode, 0);
+            }
+        }
+    }
 }
 
 /// `<worker dir>/mpaudit-redirects.jsonl` with a NUL, into `out`; false

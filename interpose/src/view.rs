@@ -176,7 +176,13 @@ pub fn resolve(
 fn view_lstat(abs: &[u8], buf: &mut [u8], st: &mut libc::stat) -> Result<(bool, bool), c_int> {
     match redirect::lookup(abs) {
         Some(t) => lstat_into(t, buf, st).map(|found| (found, true)),
-        None => lstat_into(abs, buf, st).map(|found| (found, false)),
+        // The walk reached `abs`'s parent as a directory of the view: a
+        // shared parent that is no directory (the worker replaced a file
+        // with a directory) has no such child.
+        None => match lstat_into(abs, buf, st) {
+            Err(libc::ENOTDIR) => Ok((false, false)),
+            r => r.map(|found| (found, false)),
+        },
     }
 }
 
@@ -252,6 +258,56 @@ fn view_readlink(abs: &[u8], buf: &mut [u8], link: &mut [u8]) -> Result<usize, c
     } else {
         Ok(r as usize)
     }
+}
+
+/// The link count the directory `abs` (canonical, resolved in the
+/// worker's view) has in that view, given `statted`, the count of the
+/// directory the call reached: the shared one, or the worker's own copy
+/// when the worker redirected `abs`. A worker-only directory's count is its
+/// own (all its entries are the worker's); otherwise it is the shared
+/// directory's, plus each redirected child that is a directory in the view
+/// but not in the shared tree, minus each one the other way round (a
+/// subdirectory the worker made, removed or replaced). Costs an lstat pair
+/// per redirected child. `buf`: MAX_ABS + PATH_MAX + 1 bytes of scratch.
+pub fn dir_nlink(abs: &[u8], statted: u64, buf: &mut [u8]) -> u64 {
+    let is_dir =
+        |st: Option<libc::stat>| st.is_some_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR);
+    let (key, buf) = buf.split_at_mut(MAX_ABS);
+    let shared = lstat(abs, buf).ok().flatten();
+    #[allow(clippy::unnecessary_cast)] // nlink_t is u32 on aarch64
+    let mut nlink = match (redirect::lookup(abs), shared) {
+        (_, Some(st)) if is_dir(Some(st)) => st.st_nlink as u64,
+        (Some(_), _) => return statted,
+        (None, _) => statted,
+    };
+    let node_len = if abs == b"/" { 1 } else { abs.len() + 1 };
+    if node_len > key.len() {
+        return statted;
+    }
+    key[..abs.len()].copy_from_slice(abs);
+    key[node_len - 1] = b'/';
+    let table = &redirect::TABLE;
+    for seg in 0..table.segments() {
+        let mut link = table.children(seg, &key[..node_len]);
+        while link != 0 {
+            let Some((found, after)) = table.entry(link - 1) else {
+                break;
+            };
+            link = after;
+            // The first entry of this key only (a key may be in two segments).
+            if table.find(found.key).map(|f| f.id) != Some(found.id) {
+                continue;
+            }
+            let in_view = is_dir(lstat(found.value, buf).ok().flatten());
+            let in_shared = is_dir(lstat(found.key, buf).ok().flatten());
+            match (in_view, in_shared) {
+                (true, false) => nlink += 1,
+                (false, true) => nlink = nlink.saturating_sub(1),
+                _ => {}
+            }
+        }
+    }
+    nlink
 }
 
 /// Runs `f(dirfd, name)` for the absolute `path`, whatever its length: as

@@ -413,6 +413,11 @@ pub fn collect(s: &Setup) -> (Vec<Group>, Vec<String>) {
     let job = s.job_dir.as_os_str().as_bytes();
     for (id, wdir) in worker_dirs(s.workers_dir, s.rank) {
         for (original, target) in manifest_entries(&wdir, job, &mut warnings) {
+            // A directory the worker made is made again by make_directories,
+            // not merged as a file.
+            if std::fs::symlink_metadata(&target).is_ok_and(|md| md.is_dir()) {
+                continue;
+            }
             // A worker's write into another worker's directory was kept in
             // its own (docs/policy.md): merging it back would write over
             // the other worker's file.
@@ -647,8 +652,60 @@ fn fingerprint(p: &Path) -> Option<(u64, String)> {
 }
 
 /// Runs every merge (or, when the job failed, reports them as skipped).
+/// Makes in the job directory (or below `--merge-dir`) each directory a
+/// worker made (a redirected mkdir: a manifest line whose target is a
+/// directory), parents first, with the worker's mode, so that a directory
+/// the job left empty comes back too; a directory that exists already is
+/// left as it is. Problems come back as warnings.
+pub fn make_directories(s: &Setup) -> Vec<String> {
+    let mut warnings = Vec::new();
+    let job = s.job_dir.as_os_str().as_bytes();
+    let mut dirs: BTreeMap<PathBuf, u32> = BTreeMap::new();
+    for (_, wdir) in worker_dirs(s.workers_dir, s.rank) {
+        for (original, target) in manifest_entries(&wdir, job, &mut Vec::new()) {
+            let Ok(md) = std::fs::symlink_metadata(&target) else {
+                continue;
+            };
+            // Made by this run (a directory's time is its last change).
+            let recent = md.modified().is_ok_and(|t| t >= s.since);
+            if md.is_dir() && !original.starts_with(s.workers_dir) && recent {
+                dirs.entry(original)
+                    .or_insert(md.permissions().mode() & 0o7777);
+            }
+        }
+    }
+    // Sorted paths put a parent before its children.
+    for (original, mode) in dirs {
+        let output = output_for(&original, s.job_dir, s.merge_dir);
+        match std::fs::symlink_metadata(&output) {
+            Ok(md) if md.is_dir() => continue,
+            Ok(_) => {
+                warnings.push(format!(
+                    "{}: a worker made a directory there, but it exists and is no directory; not made",
+                    output.display()
+                ));
+                continue;
+            }
+            Err(_) => {}
+        }
+        let made = std::fs::create_dir_all(&output).and_then(|()| {
+            std::fs::set_permissions(&output, std::fs::Permissions::from_mode(mode))
+        });
+        if let Err(e) = made {
+            warnings.push(format!(
+                "cannot make the directory {}: {e}",
+                output.display()
+            ));
+        }
+    }
+    warnings
+}
+
 pub fn run(s: &Setup, job_failed: bool) -> (Vec<Outcome>, Vec<String>) {
     let (groups, mut warnings) = collect(s);
+    if !job_failed {
+        warnings.extend(make_directories(s));
+    }
     let mut record = Record::load(s.workers_dir);
     let mut recorded = false;
     let mut out = Vec::new();

@@ -618,3 +618,52 @@ pub fn exec_json(cwd: &Path, args: &[&str], cmd: &[&str]) -> (i32, Value, Output
     });
     (code, v, out)
 }
+
+/// Everything a shared tree holds that a redirected worker must not
+/// change, one line per entry (sorted walk): inode number, mode, link
+/// count, size, modification time and content or link target (a file
+/// replaced or rewritten with the same bytes is still a write).
+pub fn shared_snapshot(root: &Path) -> Vec<String> {
+    use std::os::unix::fs::MetadataExt;
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
+        let mut names: Vec<_> = std::fs::read_dir(dir)
+            .expect("read a shared dir")
+            .map(|e| e.expect("entry").path())
+            .collect();
+        names.sort();
+        for p in names {
+            let m = std::fs::symlink_metadata(&p).expect("lstat a shared entry");
+            let rel = p
+                .strip_prefix(root)
+                .expect("below root")
+                .display()
+                .to_string();
+            let what = if m.file_type().is_symlink() {
+                format!("-> {}", std::fs::read_link(&p).expect("readlink").display())
+            } else if m.is_file() {
+                format!(
+                    "{:?}",
+                    String::from_utf8_lossy(&std::fs::read(&p).expect("read"))
+                )
+            } else {
+                String::from("dir")
+            };
+            out.push(format!(
+                "{rel} ino={} mode={:o} uid={} nlink={} size={} mtime={}.{} {what}",
+                m.ino(),
+                m.mode(),
+                m.uid(),
+                m.nlink(),
+                if m.is_dir() { 0 } else { m.size() },
+                m.mtime(),
+                m.mtime_nsec()
+            ));
+            if m.is_dir() {
+                walk(root, &p, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(root, root, &mut out);
+    out
+}

@@ -664,7 +664,9 @@ impl Aggregator {
         // the event names the source's target only).
         let destination_redirected =
             redirected && shape == Shape::Rename && ev.verdict == Some(Verdict::Rogue);
-        if redirected {
+        // A directory the worker made is no redirected file (and no
+        // clobber when several workers make it).
+        if redirected && !makes_directory {
             if let Some(t) = target {
                 with_slot(&mut self.redirected, target_of, |per| {
                     let ts = per.entry(who).or_default();

@@ -24,7 +24,7 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestError, TestRng, TestRunner};
 use std::fmt;
 use std::os::fd::{FromRawFd, OwnedFd};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
@@ -33,30 +33,6 @@ use std::process::{Command, Stdio};
 /// docs/differential.md). Remove an entry once its fix has landed; run
 /// with `MPAUDIT_DIFF_EXCLUDE=` to see everything that still fails.
 const KNOWN_BROKEN: &[(&str, &str)] = &[
-    (
-        "open-directory",
-        "a redirected open that fails after its worker copy was seeded \
-         (O_CREAT|O_TRUNC|O_DIRECTORY gives EINVAL) leaves the seeded copy, \
-         which then shadows the shared file (`open a WRONLY|CREAT|TRUNC|\
-         DIRECTORY; truncate a 1`: bare \"A\", redirect \"\\0\")",
-    ),
-    (
-        "open-read",
-        "a descriptor opened read-only before the worker's first write to \
-         that file keeps reading the shared file (the copy-up makes a new \
-         inode), so it misses the worker's own writes; not emulated \
-         (docs/policy.md)",
-    ),
-    (
-        "mkdir",
-        "mkdir is never redirected: it creates the directory in the shared \
-         tree (docs/policy.md)",
-    ),
-    (
-        "readlink",
-        "readlink is not rerouted: a symlink the worker made cannot be read \
-         back (ENOENT; `symlink a a`)",
-    ),
     (
         "rmdir",
         "rmdir of a shared file succeeds (bare: ENOTDIR; `rmdir @/d/b`)",
@@ -70,11 +46,6 @@ const KNOWN_BROKEN: &[(&str, &str)] = &[
         "file-write-on-shared-dir",
         "file writes aimed at a shared directory do not always fail as in \
          place (the worker directory has no `d` to collide with)",
-    ),
-    (
-        "chmod",
-        "chmod of a shared directory changes it in place (a directory has \
-         no copy-up; `chmod d 644`); files are rerouted to the worker's copy",
     ),
     (
         "rename",
@@ -94,12 +65,6 @@ const KNOWN_BROKEN: &[(&str, &str)] = &[
     (
         "link",
         "link of a shared directory gives ENOENT (bare: EPERM; `link d a`)",
-    ),
-    (
-        "path-symlink",
-        "a read through a shared symlink to a redirected file is resolved \
-         lexically (`open a RDONLY|CREAT; lstat l/a` with l -> a: bare \
-         ENOTDIR, redirect ENOENT)",
     ),
     (
         "open-tmpfile",
@@ -1076,52 +1041,6 @@ enum Variant {
     SelfTestInPlace,
 }
 
-/// Everything a shared tree holds that a redirected worker must not
-/// change, inode numbers and modification times included (a file replaced
-/// or rewritten with the same bytes is still a write).
-fn snapshot(root: &Path) -> Vec<String> {
-    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
-        let mut names: Vec<_> = std::fs::read_dir(dir)
-            .expect("read a shared dir")
-            .map(|e| e.expect("entry").path())
-            .collect();
-        names.sort();
-        for p in names {
-            let m = std::fs::symlink_metadata(&p).expect("lstat a shared entry");
-            let rel = p
-                .strip_prefix(root)
-                .expect("below root")
-                .display()
-                .to_string();
-            let what = if m.file_type().is_symlink() {
-                format!("-> {}", std::fs::read_link(&p).expect("readlink").display())
-            } else if m.is_file() {
-                format!(
-                    "{:?}",
-                    String::from_utf8_lossy(&std::fs::read(&p).expect("read"))
-                )
-            } else {
-                String::from("dir")
-            };
-            out.push(format!(
-                "{rel} ino={} mode={:o} nlink={} size={} mtime={}.{} {what}",
-                m.ino(),
-                m.mode(),
-                m.nlink(),
-                if m.is_dir() { 0 } else { m.size() },
-                m.mtime(),
-                m.mtime_nsec()
-            ));
-            if m.is_dir() {
-                walk(root, &p, out);
-            }
-        }
-    }
-    let mut out = Vec::new();
-    walk(root, root, &mut out);
-    out
-}
-
 /// What a passing case showed: how many writes the library redirected
 /// (so that a run where nothing was redirected cannot pass for a proof),
 /// and whether two workers' file operations overlapped in time.
@@ -1249,7 +1168,7 @@ fn compare(base: &Path, n: usize, case: &Case, variant: Variant) -> Result<Outco
     if variant == Variant::SelfTestExtraFile {
         std::fs::write(job.join("c"), "X").expect("write the extra file");
     }
-    let before = snapshot(&job);
+    let before = shared_snapshot(&job);
     let second_runs = case
         .workers
         .iter()
@@ -1302,7 +1221,7 @@ fn compare(base: &Path, n: usize, case: &Case, variant: Variant) -> Result<Outco
         }
     }
     if matches!(variant, Variant::Redirect | Variant::SelfTestInPlace) {
-        let after = snapshot(&job);
+        let after = shared_snapshot(&job);
         if after != before {
             problems.push(format!(
                 "the shared job tree changed\n--- before ---\n{}\n--- after ---\n{}",

@@ -294,11 +294,11 @@ e2e!(chmod_of_a_shared_file_is_a_rogue_write, |dir| {
 });
 
 e2e!(
-    chmod_of_a_shared_directory_is_logged_not_redirected,
+    chmod_of_a_shared_directory_is_redirected_to_the_workers_copy,
     |dir| {
-        // A redirect would act on a worker copy of the directory, which does
-        // not exist (ENOENT where bare succeeds): judged and logged instead,
-        // like a mkdir; denied like any rogue write.
+        // The worker gets its own copy of the directory's metadata, which
+        // the chmod changes (the worker sees the bare result); the shared
+        // directory keeps its mode. Denied like any rogue write.
         let args = ["chmod", "sub"];
         let make_sub = |d: &Path| {
             std::fs::create_dir(d.join("sub")).unwrap();
@@ -314,7 +314,7 @@ e2e!(
         };
         assert_eq!(bare_out, "chmod: ok\nstat of sub: dir mode 600\n");
         for (mode, want_stdout, want_action) in [
-            ("redirect", bare_out.as_str(), "logged"),
+            ("redirect", bare_out.as_str(), "redirected"),
             (
                 "deny",
                 "chmod: errno 13\nstat of sub: dir mode 755\n",
@@ -327,6 +327,8 @@ e2e!(
             assert_eq!(w.len(), 1, "{}", r.context());
             assert_eq!(w[0]["action"], want_action, "{}", w[0]);
             assert_eq!(w[0]["verdict"], "rogue", "{}", w[0]);
+            let shared = std::fs::metadata(dir.join(mode).join("sub")).unwrap();
+            assert_eq!(shared.permissions().mode() & 0o7777, 0o755, "{mode}");
         }
     }
 );

@@ -578,3 +578,37 @@ e2e!(the_same_worker_number_in_two_ranks_is_two_workers, |dir| {
         "{text}"
     );
 });
+
+// Regression (issue 12): a redirected mkdir makes the directory in the
+// worker's view only; the merge makes it in the job directory, empty or
+// not, with the worker's mode, and merges the files in it.
+e2e!(
+    regression_directories_a_worker_made_are_merged_back,
+    |dir| {
+        let script = "mkdir -p out/empty && mkdir -m 700 priv && echo x > out/f && \
+                  [ -d out/empty ] && ls out > listing.txt";
+        std::fs::write(dir.join("job.sh"), script).unwrap();
+        std::fs::write(
+        dir.join("job.toml"),
+        "[job]\ncommand = [\"bash\", \"job.sh\"]\nworkers = 1\n[audit]\naction = \"redirect\"\n",
+    )
+    .unwrap();
+        let (_, r, _) = run_job(&dir, &[]);
+        assert_eq!(r["summary"]["merge_failures"], 0, "{:#}", r["merges"]);
+        assert_eq!(
+            std::fs::read_to_string(dir.join("listing.txt")).unwrap_or_default(),
+            "empty\nf\n",
+            "the worker saw its directories: {:#}",
+            r["merges"]
+        );
+        assert!(
+            dir.join("out/empty").is_dir(),
+            "the empty directory came back"
+        );
+        assert_eq!(std::fs::read_to_string(dir.join("out/f")).unwrap(), "x\n");
+        assert_eq!(mode(&dir.join("priv")), 0o700);
+        // The directories were never made in place while the job ran: the
+        // worker's copies hold them.
+        assert!(dir.join("mpaudit-workers/worker_0/out/empty").is_dir());
+    }
+);

@@ -384,3 +384,283 @@ e2e!(
         assert!(t.worker_path("named.txt").exists());
     }
 );
+
+// ---- scripts of the differential test's executor (tests/fixtures/ops_exec.c)
+
+/// Runs the executor `script` bare in a scratch copy and redirected as a
+/// worker in the job directory (its workers and logs outside it, so that the
+/// worker's listings hold what bare ones do), both over the tree `setup`
+/// makes; asserts the same output and exit status, and that the shared tree
+/// is exactly as it was (inode, mode, owner, times, content). Returns the
+/// output and the worker directory.
+fn same_ops(dir: &TestDir, setup: impl Fn(&Path), script: &str) -> (String, std::path::PathBuf) {
+    let bare_dir = dir.join("bare");
+    let job = dir.join("job");
+    for d in [&bare_dir, &job] {
+        std::fs::create_dir_all(d).unwrap();
+        setup(d);
+    }
+    let script_file = dir.join("script.txt");
+    std::fs::write(&script_file, script).unwrap();
+    let exec = fixture("ops_exec");
+    let bare = run(
+        Command::new(&exec).arg(&script_file).current_dir(&bare_dir),
+        DEADLINE,
+    );
+    let before = shared_snapshot(&job);
+    let workers = dir.join("workers");
+    let mut c = Command::new(&exec);
+    c.arg(&script_file)
+        .current_dir(&job)
+        .env("LD_PRELOAD", lib())
+        .env("MPAUDIT_ACTION", "redirect")
+        .env("MPAUDIT_JOB_DIR", &job)
+        .env("MPAUDIT_WORKERS_DIR", &workers)
+        .env("MPAUDIT_LOG_DIR", dir.join("logs"))
+        .env("MPAUDIT_WORKER", WORKER.to_string())
+        .env_remove("MPAUDIT_FORK_WORKERS")
+        .env_remove("MPAUDIT_ROOT_PID");
+    for v in mpaudit_core::launcher::RANK_VARIABLES {
+        c.env_remove(v);
+    }
+    let redirected = run(&mut c, DEADLINE);
+    assert_eq!(
+        (stdout(&redirected), redirected.status.code()),
+        (stdout(&bare), bare.status.code()),
+        "redirected run (left) differs from the bare run (right) for\n{script}"
+    );
+    assert_eq!(
+        shared_snapshot(&job),
+        before,
+        "the shared tree changed under redirect for\n{script}"
+    );
+    (stdout(&bare), workers.join(format!("worker_{WORKER}")))
+}
+
+/// `d/` and `a` = "A".
+fn d_and_a(d: &Path) {
+    std::fs::create_dir(d.join("d")).unwrap();
+    std::fs::write(d.join("a"), "A").unwrap();
+}
+
+// Regression: mkdir under redirect created the directory in the shared tree.
+e2e!(
+    mkdir_under_redirect_creates_the_directory_in_the_workers_view,
+    |dir| {
+        let (out, worker) = same_ops(
+            &dir,
+            d_and_a,
+            "mkdir n 777\nstat n\nmkdir n 755\nmkdir d 755\nmkdir a 755\nmkdir x/n 755\n\
+         mkdir a/n 755\nmkdir d/n 700\nstat d/n\nstat d\nstat d/..\n\
+         open 0 n/f WRONLY|CREAT|TRUNC 644\nwrite 0 hi\nclose 0\nreaddir n\nreaddir d\n\
+         readdir .\nmkdir d/n/m 755\nrmdir d/n/m\nstat d/n\nmkdir e 755\nrmdir e\nstat e\n",
+        );
+        assert!(out.contains("mkdir n 755 -> err EEXIST"), "{out}");
+        assert!(out.contains("mkdir a/n 755 -> err ENOTDIR"), "{out}");
+        assert!(worker.join("n/f").is_file() && worker.join("d/n").is_dir());
+    }
+);
+
+e2e!(
+    a_directory_the_worker_made_can_be_renamed_and_emptied,
+    |dir| {
+        same_ops(
+            &dir,
+            d_and_a,
+            "mkdir n 755\nopen 0 n/f WRONLY|CREAT|TRUNC 644\nwrite 0 hi\nclose 0\n\
+             rename n m 0\nstat n\nstat m/f\nreaddir m\nopen 1 m/f RDONLY 644\nread 1 5\n\
+             unlink m/f\nrmdir m\nstat m\nmkdir d/n 755\nrename d/n e 0\nstat e\nstat d\n",
+        );
+    }
+);
+
+// Regression: chmod of a shared directory changed it in place.
+e2e!(
+    chmod_of_a_shared_directory_changes_only_the_workers_view,
+    |dir| {
+        let (out, worker) = same_ops(
+            &dir,
+            |d| {
+                d_and_a(d);
+                std::fs::write(d.join("d/b"), "B").unwrap();
+            },
+            "chmod d 700\nstat d\nlstat d\nstat d/b\nreaddir d\nopen 0 d/b RDONLY 644\nread 0 3\n\
+         open 1 d/c WRONLY|CREAT|TRUNC 644\nreaddir d\nchmod d 751\nstat d\nstat @/d\n",
+        );
+        assert!(out.contains("stat d -> ok d mode=700"), "{out}");
+        assert!(worker.join("d").is_dir());
+    }
+);
+
+// The other metadata calls on a shared directory: chown, utimensat (touch).
+e2e!(
+    chown_and_touch_of_a_shared_directory_stay_in_the_worker,
+    |dir| {
+        let script = "chmod 700 d && touch -d @1000000000 d && chown 12:34 d && \
+                  stat -c '%a %u %g %Y' d && ls d";
+        let job = dir.join("job");
+        let bare_dir = dir.join("bare");
+        for d in [&job, &bare_dir] {
+            std::fs::create_dir_all(d.join("d")).unwrap();
+            std::fs::write(d.join("d/b"), "B").unwrap();
+        }
+        let bare = stdout(&run_ok(
+            Command::new("bash")
+                .args(["-c", script])
+                .current_dir(&bare_dir),
+        ));
+        assert_eq!(bare, "700 12 34 1000000000\nb\n");
+        let before = shared_snapshot(&job);
+        let mut c = Command::new("bash");
+        c.args(["-c", script])
+            .current_dir(&job)
+            .env("LD_PRELOAD", lib())
+            .env("MPAUDIT_ACTION", "redirect")
+            .env("MPAUDIT_JOB_DIR", &job)
+            .env("MPAUDIT_WORKERS_DIR", dir.join("workers"))
+            .env("MPAUDIT_LOG_DIR", dir.join("logs"))
+            .env("MPAUDIT_WORKER", WORKER.to_string());
+        assert_eq!(stdout(&run_ok(&mut c)), bare);
+        assert_eq!(shared_snapshot(&job), before);
+    }
+);
+
+// Regression: readlink was not rerouted: a symlink the worker made read
+// ENOENT.
+e2e!(readlink_reads_the_workers_own_symlinks, |dir| {
+    let (out, _) = same_ops(
+        &dir,
+        d_and_a,
+        "symlink c c\nreadlink c\nsymlink d/zz b\nreadlink b\nreadlink @/b\n\
+         open 0 g WRONLY|CREAT|TRUNC 644\nreadlink g\nunlink b\nreadlink b\n",
+    );
+    assert!(out.contains("readlink c -> ok \"c\""), "{out}");
+});
+
+// Regression: a read through a shared symlink to a file the worker
+// redirected reached the shared file (or its absence).
+e2e!(
+    a_read_through_a_shared_symlink_follows_the_workers_file,
+    |dir| {
+        same_ops(
+            &dir,
+            |d| std::os::unix::fs::symlink("a", d.join("l")).unwrap(),
+            "open 0 a RDONLY|CREAT 644\nlstat l/a\nstat l/a\nopen 1 l/a RDONLY 644\nstat l\n\
+         access l\nopen 2 a WRONLY|TRUNC 644\nwrite 2 XY\nclose 2\nopen 3 l RDONLY 644\n\
+         read 3 5\nstat l\nreadlink l\n",
+        );
+        same_ops(
+            &TestDir::new("symlink-to-dir"),
+            |d| {
+                std::fs::create_dir(d.join("d")).unwrap();
+                std::os::unix::fs::symlink("d", d.join("l")).unwrap();
+            },
+            "open 0 d/a WRONLY|CREAT|TRUNC 644\nwrite 0 Q\nstat l/a\nreaddir l\nunlink d/a\n\
+         stat l/a\nreaddir l\n",
+        );
+    }
+);
+
+// Regression: a redirected open that failed after its worker copy was
+// seeded (O_CREAT|O_TRUNC|O_DIRECTORY: EINVAL) left the copy, which then
+// shadowed the shared file.
+e2e!(a_failed_redirected_open_leaves_no_trace, |dir| {
+    let (_, worker) = same_ops(
+        &dir,
+        d_and_a,
+        "open 0 a WRONLY|CREAT|TRUNC|DIRECTORY 644\ntruncate a 1\nopen 1 d/a RDWR|CREAT|DIRECTORY 644\n\
+         stat d/a\nreaddir d\nopen 2 a RDWR|DIRECTORY 644\nstat a\n",
+    );
+    assert!(!worker.join("d/a").exists(), "no seeded copy is left");
+});
+
+// Regression: a descriptor opened read-only before the worker's first write
+// to the file kept the shared inode and missed the worker's writes.
+e2e!(
+    a_descriptor_opened_before_the_copy_up_reads_the_workers_writes,
+    |dir| {
+        let (out, _) = same_ops(
+            &dir,
+            |d| std::fs::write(d.join("a"), "ABCDEF").unwrap(),
+            "open 1 a RDONLY 644\nread 1 2\nopen 0 a WRONLY 644\npwrite 0 3 XY\nread 1 4\n\
+         open 2 d/../a RDONLY 644\nopen 3 a RDONLY|CREAT|TRUNC 644\nread 2 1\nfstat 1\n",
+        );
+        assert!(out.contains("read 1 4 -> ok \"CXYF\""), "{out}");
+        // The shell's way: the descriptor is dup2'ed to 3 first.
+        let script = "exec 3<a; echo x >> a; cat <&3";
+        let job = dir.join("sh-job");
+        let bare_dir = dir.join("sh-bare");
+        for d in [&job, &bare_dir] {
+            std::fs::create_dir_all(d).unwrap();
+            std::fs::write(d.join("a"), "A\n").unwrap();
+        }
+        let bare = stdout(&run_ok(
+            Command::new("bash")
+                .args(["-c", script])
+                .current_dir(&bare_dir),
+        ));
+        assert_eq!(bare, "A\nx\n");
+        let before = shared_snapshot(&job);
+        let mut c = Command::new("bash");
+        c.args(["-c", script])
+            .current_dir(&job)
+            .env("LD_PRELOAD", lib())
+            .env("MPAUDIT_ACTION", "redirect")
+            .env("MPAUDIT_JOB_DIR", &job)
+            .env("MPAUDIT_WORKERS_DIR", dir.join("sh-workers"))
+            .env("MPAUDIT_LOG_DIR", dir.join("sh-logs"))
+            .env("MPAUDIT_WORKER", WORKER.to_string());
+        assert_eq!(stdout(&run_ok(&mut c)), bare);
+        assert_eq!(shared_snapshot(&job), before);
+    }
+);
+
+// fchmod, fchown and futimens through a read-only descriptor of a shared
+// file or directory changed the shared inode in place (the descriptor
+// calls were not hooked).
+e2e!(
+    metadata_changes_through_a_descriptor_stay_in_the_worker,
+    |dir| {
+        let script = "import os\n\
+        fd = os.open('a', os.O_RDONLY)\n\
+        os.fchmod(fd, 0o600); os.fchown(fd, 12, 34); os.utime(fd, (7, 7))\n\
+        st, fst = os.stat('a'), os.fstat(fd)\n\
+        print(oct(st.st_mode), st.st_uid, st.st_gid, st.st_mtime, oct(fst.st_mode), os.read(fd, 9))\n\
+        dfd = os.open('d', os.O_RDONLY)\n\
+        os.fchmod(dfd, 0o700); os.utime(dfd, (8, 8))\n\
+        st = os.stat('d')\n\
+        print(oct(st.st_mode), st.st_mtime, sorted(os.listdir('d')))\n";
+        let job = dir.join("job");
+        let bare_dir = dir.join("bare");
+        for d in [&job, &bare_dir] {
+            std::fs::create_dir_all(d.join("d")).unwrap();
+            std::fs::write(d.join("a"), "A").unwrap();
+            std::fs::write(d.join("d/b"), "B").unwrap();
+        }
+        let bare = stdout(&run_ok(
+            Command::new("python3")
+                .args(["-c", script])
+                .current_dir(&bare_dir),
+        ));
+        assert_eq!(
+            bare, "0o100600 12 34 7.0 0o100600 b'A'\n0o40700 8.0 ['b']\n",
+            "the bare run"
+        );
+        let before = shared_snapshot(&job);
+        let mut c = Command::new("python3");
+        c.args(["-c", script])
+            .current_dir(&job)
+            .env("LD_PRELOAD", lib())
+            .env("MPAUDIT_ACTION", "redirect")
+            .env("MPAUDIT_JOB_DIR", &job)
+            .env("MPAUDIT_WORKERS_DIR", dir.join("workers"))
+            .env("MPAUDIT_LOG_DIR", dir.join("logs"))
+            .env("MPAUDIT_WORKER", WORKER.to_string());
+        assert_eq!(stdout(&run_ok(&mut c)), bare);
+        assert_eq!(
+            shared_snapshot(&job),
+            before,
+            "the shared inodes are untouched"
+        );
+    }
+);
