@@ -9,6 +9,7 @@ pub mod glob;
 pub mod json;
 pub mod launcher;
 pub mod map;
+pub mod namei;
 pub mod objects;
 pub mod path;
 pub mod policy;
