@@ -12,6 +12,7 @@ use mpaudit_core::event::{
 };
 use mpaudit_core::flags::OpenIntent;
 use mpaudit_core::glob::GlobList;
+use mpaudit_core::namei::Proceed;
 use mpaudit_core::path::{absolutize, MAX_ABS};
 use mpaudit_core::policy::{Action, ActionSetting, Policy, Verdict};
 
@@ -64,6 +65,9 @@ pub struct Call {
     /// outputs may be written into it, so it is judged and logged but never
     /// redirected (rogue files inside it are, with their parents).
     pub makes_directory: bool,
+    /// The `*at` flags of unlinkat and linkat (`AT_REMOVEDIR`,
+    /// `AT_SYMLINK_FOLLOW`, `AT_EMPTY_PATH`); 0 for other calls.
+    pub at_flags: c_int,
 }
 
 /// A hooked call's return value.
@@ -670,11 +674,13 @@ unsafe fn judge_then_call<R: Outcome>(
         Err(view::Unresolved::Errno(e)) => *e,
         _ => 0,
     };
-    // Only the paths the call writes: link's source (`linkat` with
-    // AT_EMPTY_PATH and "") is the kernel's to judge.
+    // Only the paths the call writes, and link's source, which the kernel
+    // looks up first (but `linkat` with AT_EMPTY_PATH and "" names a
+    // descriptor: the kernel's to judge).
     let written = |v: &Viewed, w: bool| if w { view_errno(v) } else { 0 };
+    let link_source = !is_symlink(call) && a.path.given.is_some_and(|g| !g.is_empty());
     let failed_in_view = match (
-        written(&a.viewed, call.writes != Writes::Second),
+        written(&a.viewed, call.writes != Writes::Second || link_source),
         written(&a.viewed2, call.writes != Writes::First),
     ) {
         (0, e) | (e, _) => e,
@@ -689,6 +695,30 @@ unsafe fn judge_then_call<R: Outcome>(
             call.path.path,
             call.path2.map_or(core::ptr::null(), |p| p.path),
         );
+    }
+
+    // What the kernel would answer in the worker's view (precheck.rs): the
+    // worker paths a redirected call reaches lack the shared entries it
+    // collides with. A call that would fail there fails so, leaving no
+    // trace; a rename onto the same file succeeds without a call.
+    let routed = |v: &Viewed, p: Option<&PathPair>| {
+        *v == Ok(true) || p.and_then(|p| p.abs).is_some_and(|p| redirect::lookup(p).is_some())
+    };
+    if is_write
+        && (action == Action::Redirected
+            || routed(&a.viewed, Some(&a.path))
+            || routed(&a.viewed2, a.path2.as_ref()))
+    {
+        match precheck(call, &a, work) {
+            Some(Err(e)) => return refuse(call, &a, Action::Logged, e, entry_errno, work),
+            Some(Ok(Proceed::Nothing)) => {
+                if let Some(ok) = R::success() {
+                    finish(call, &a, action, None, 0, 0, work);
+                    return ok; // entry_errno restores the program's errno
+                }
+            }
+            _ => {}
+        }
     }
 
     // Where each path goes: its earlier redirect in this worker, a new
@@ -813,6 +843,30 @@ unsafe fn judge_then_call<R: Outcome>(
         finish(call, &a, action, shown_target!(), result, errno, work);
     }));
     r
+}
+
+/// [`crate::precheck::answer`] for the call's names as resolved in the
+/// view; `None` when a name is missing or the call is not modelled.
+fn precheck(call: &Call, a: &Assessed, work: &mut [u8]) -> Option<Result<Proceed, c_int>> {
+    use crate::precheck::Spelled;
+    fn spelled<'p>(p: &PathPair<'p>) -> Option<Spelled<'p>> {
+        Some(Spelled {
+            given: p.given?,
+            abs: p.abs?,
+        })
+    }
+    let op = crate::precheck::op_of(call)?;
+    let two = match &a.path2 {
+        Some(p) => Some(spelled(p)?),
+        None => None,
+    };
+    // symlink's first path is the link's text; its name is the second.
+    let (first, second) = if is_symlink(call) {
+        (two?, None)
+    } else {
+        (spelled(&a.path)?, two)
+    };
+    crate::precheck::answer(call, op, first, second, work)
 }
 
 /// Where each of the call's paths goes (see [`route`]), and the errno the
