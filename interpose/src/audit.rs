@@ -106,6 +106,22 @@ impl Outcome for libc::c_long {
     }
 }
 
+impl Outcome for *mut libc::DIR {
+    fn result(self) -> i64 {
+        if self.is_null() {
+            -1
+        } else {
+            0
+        }
+    }
+    fn failure() -> Self {
+        core::ptr::null_mut()
+    }
+    fn success() -> Option<Self> {
+        None
+    }
+}
+
 impl Outcome for *mut libc::FILE {
     fn result(self) -> i64 {
         if self.is_null() {
@@ -689,6 +705,12 @@ unsafe fn judge_then_call<R: Outcome>(
         if is_write {
             return refuse(call, &a, Action::Logged, failed_in_view, entry_errno, work);
         }
+        // A read the worker's own entries make fail (a removed directory, a
+        // file put in place of one): the spelled path would reach the
+        // shared entry the view hides.
+        if hidden_by_view(failed_in_view) {
+            return refuse(call, &a, Action::Logged, failed_in_view, entry_errno, work);
+        }
         drop(entry_errno);
         return pass_through(
             real,
@@ -702,7 +724,9 @@ unsafe fn judge_then_call<R: Outcome>(
     // collides with. A call that would fail there fails so, leaving no
     // trace; a rename onto the same file succeeds without a call.
     let routed = |v: &Viewed, p: Option<&PathPair>| {
-        *v == Ok(true) || p.and_then(|p| p.abs).is_some_and(|p| redirect::lookup(p).is_some())
+        *v == Ok(true)
+            || p.and_then(|p| p.abs)
+                .is_some_and(|p| redirect::lookup(p).is_some())
     };
     if is_write
         && (action == Action::Redirected
@@ -1359,30 +1383,60 @@ pub fn log_process(p: &mpaudit_core::event::Process) {
     });
 }
 
+/// Whether a read whose path fails to resolve in the worker's view with
+/// `errno` must fail so rather than reach the kernel as spelled: a missing
+/// entry or a non-directory on the way is what the worker's removals and
+/// files make of the shared tree. Other errnos (ELOOP, EACCES,
+/// ENAMETOOLONG) are the kernel's to give.
+fn hidden_by_view(errno: c_int) -> bool {
+    redirect::any_redirected() && (errno == libc::ENOENT || errno == libc::ENOTDIR)
+}
+
 /// Reroutes a call that only reads a path (stat, access, opendir, …) to its
 /// redirected file, so a worker sees what it wrote. Not logged.
 ///
 /// # Safety
 /// `arg.path` is what the program passed.
-pub unsafe fn reroute<R>(arg: PathArg, real: impl FnOnce(*const c_char) -> R) -> R {
+pub unsafe fn reroute<R: Outcome>(arg: PathArg, real: impl FnOnce(*const c_char) -> R) -> R {
     // SAFETY: the caller's contract.
-    unsafe { reroute_with(arg, true, real) }
+    unsafe { reroute_with(arg, true, false, Some(R::failure()), real) }
+}
+
+/// [`reroute`] for a call that follows a symlink in its leaf (`follow`:
+/// stat, access, opendir; the `*at` forms without AT_SYMLINK_NOFOLLOW): the
+/// link is followed in the worker's view, so one the worker made leads
+/// where bare would, relative to the directory the program sees.
+///
+/// # Safety
+/// `arg.path` is what the program passed.
+pub unsafe fn reroute_following<R: Outcome>(
+    arg: PathArg,
+    follow: bool,
+    real: impl FnOnce(*const c_char) -> R,
+) -> R {
+    // SAFETY: the caller's contract.
+    unsafe { reroute_with(arg, true, follow, Some(R::failure()), real) }
 }
 
 /// [`reroute`] for a call that runs the program's own code (dlopen runs
 /// constructors): the re-entry guard is released before the real call, so
-/// what that code opens is audited.
+/// what that code opens is audited. A path the worker's view hides goes to
+/// the kernel as spelled (dlopen reports through dlerror, not errno).
 ///
 /// # Safety
 /// `arg.path` is what the program passed.
 pub unsafe fn reroute_unguarded<R>(arg: PathArg, real: impl FnOnce(*const c_char) -> R) -> R {
     // SAFETY: the caller's contract.
-    unsafe { reroute_with(arg, false, real) }
+    unsafe { reroute_with(arg, false, false, None, real) }
 }
 
+/// `failure`: the value a call whose path the worker's view hides returns
+/// (errno set), or `None` to let the kernel answer as spelled.
 unsafe fn reroute_with<R>(
     arg: PathArg,
     guard_the_call: bool,
+    follow: bool,
+    failure: Option<R>,
     real: impl FnOnce(*const c_char) -> R,
 ) -> R {
     if !state::ready() || !redirect::any_redirected() || arg.path.is_null() {
@@ -1413,7 +1467,16 @@ unsafe fn reroute_with<R>(
         ..
     } = b;
     // SAFETY: the program's C string, found readable above.
-    let (path, viewed) = unsafe { resolve_in_view(arg, false, base, cwd, abs, work) };
+    let (path, viewed) = unsafe { resolve_in_view(arg, follow, base, cwd, abs, work) };
+    // (An empty name with AT_EMPTY_PATH names the descriptor itself.)
+    let named = path.given.is_some_and(|g| !g.is_empty());
+    if let (Err(view::Unresolved::Errno(e)), true, Some(failed)) = (viewed, named, failure) {
+        if hidden_by_view(e) {
+            core::mem::forget(entry_errno);
+            sys::set_errno(e);
+            return failed;
+        }
+    }
     let mut failed = 0;
     let want = Want {
         new: false,

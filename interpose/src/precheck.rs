@@ -63,9 +63,7 @@ pub fn answer(
 ) -> Option<Result<Proceed, c_int>> {
     // linkat's AT_EMPTY_PATH names a descriptor, AT_SYMLINK_FOLLOW follows
     // a source the view walk did not: the kernel's to judge.
-    if op == Op::Link
-        && (first.given.is_empty() || call.at_flags & libc::AT_SYMLINK_FOLLOW != 0)
-    {
+    if op == Op::Link && (first.given.is_empty() || call.at_flags & libc::AT_SYMLINK_FOLLOW != 0) {
         return None;
     }
     // `remove` is unlink, then rmdir for a directory.

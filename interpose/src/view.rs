@@ -173,7 +173,11 @@ pub fn resolve(
 /// when it has one (a missing target is a removal), else the shared path.
 /// `Ok(false)` for a path that does not exist; `.1`: the worker's file was
 /// looked at.
-pub(crate) fn view_lstat(abs: &[u8], buf: &mut [u8], st: &mut libc::stat) -> Result<(bool, bool), c_int> {
+pub(crate) fn view_lstat(
+    abs: &[u8],
+    buf: &mut [u8],
+    st: &mut libc::stat,
+) -> Result<(bool, bool), c_int> {
     match redirect::lookup(abs) {
         Some(t) => lstat_into(t, buf, st).map(|found| (found, true)),
         None => lstat_into(abs, buf, st).map(|found| (found, false)),
@@ -222,9 +226,8 @@ pub fn empty_in_view(dir: &[u8], work: &mut [u8]) -> Result<bool, c_int> {
         }
         let found = loop {
             // SAFETY: the kernel writes at most DIRENTS bytes of entries.
-            let n = unsafe {
-                libc::syscall(libc::SYS_getdents64, fd, dirents.as_mut_ptr(), DIRENTS)
-            };
+            let n =
+                unsafe { libc::syscall(libc::SYS_getdents64, fd, dirents.as_mut_ptr(), DIRENTS) };
             if n <= 0 {
                 break Ok(false);
             }
