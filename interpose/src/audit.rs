@@ -694,9 +694,16 @@ unsafe fn judge_then_call<R: Outcome>(
     // looks up first (but `linkat` with AT_EMPTY_PATH and "" names a
     // descriptor: the kernel's to judge).
     let written = |v: &Viewed, w: bool| if w { view_errno(v) } else { 0 };
-    let link_source = !is_symlink(call) && a.path.given.is_some_and(|g| !g.is_empty());
+    let link_source = call.writes == Writes::Second
+        && !is_symlink(call)
+        && a.path.given.is_some_and(|g| !g.is_empty());
+    let first_errno = match written(&a.viewed, call.writes != Writes::Second || link_source) {
+        // The source must exist before the new name is looked at.
+        0 if link_source && a.path.abs.is_some_and(|p| !exists_in_view(p, work)) => libc::ENOENT,
+        e => e,
+    };
     let failed_in_view = match (
-        written(&a.viewed, call.writes != Writes::Second || link_source),
+        first_errno,
         written(&a.viewed2, call.writes != Writes::First),
     ) {
         (0, e) | (e, _) => e,
@@ -708,7 +715,7 @@ unsafe fn judge_then_call<R: Outcome>(
         // A read the worker's own entries make fail (a removed directory, a
         // file put in place of one): the spelled path would reach the
         // shared entry the view hides.
-        if hidden_by_view(failed_in_view) {
+        if hidden_by_view(failed_in_view) && a.path.given.is_some_and(|g| !g.is_empty()) {
             return refuse(call, &a, Action::Logged, failed_in_view, entry_errno, work);
         }
         drop(entry_errno);
@@ -1273,6 +1280,14 @@ fn keeps_content(intent: OpenIntent) -> bool {
     !intent.truncate
 }
 
+/// Whether `abs` exists in the worker's view (its redirect's target, or
+/// the shared path); an error counts as existing (the call answers).
+fn exists_in_view(abs: &[u8], work: &mut [u8]) -> bool {
+    // SAFETY: all-zero is a valid libc::stat (plain integers).
+    let mut st: libc::stat = unsafe { core::mem::zeroed() };
+    view::view_lstat(abs, &mut work[..view::PATH_MAX + 1], &mut st).map_or(true, |(found, _)| found)
+}
+
 fn exists(abs: &[u8], work: &mut [u8]) -> bool {
     matches!(view::lstat(abs, work), Ok(Some(_)))
 }
@@ -1385,11 +1400,11 @@ pub fn log_process(p: &mpaudit_core::event::Process) {
 
 /// Whether a read whose path fails to resolve in the worker's view with
 /// `errno` must fail so rather than reach the kernel as spelled: a missing
-/// entry or a non-directory on the way is what the worker's removals and
-/// files make of the shared tree. Other errnos (ELOOP, EACCES,
-/// ENAMETOOLONG) are the kernel's to give.
+/// entry, a non-directory on the way or a symlink loop is what the
+/// worker's removals, files and symlinks make of the shared tree. EACCES
+/// and ENAMETOOLONG are the kernel's to give (its limits, not the view's).
 fn hidden_by_view(errno: c_int) -> bool {
-    redirect::any_redirected() && (errno == libc::ENOENT || errno == libc::ENOTDIR)
+    redirect::any_redirected() && matches!(errno, libc::ENOENT | libc::ENOTDIR | libc::ELOOP)
 }
 
 /// Reroutes a call that only reads a path (stat, access, opendir, …) to its

@@ -729,15 +729,14 @@ unsafe fn complete_directory_rename(source: PathArg, dest: PathArg, exchange: bo
     };
     // Copy both sides up first: the names each records (its old entries
     // hidden) must not keep the other side's entries from being copied.
-    let mut moved = [false; 2];
-    moved[0] = copy_side(abs, n, &abs2[..m], target, target2, work);
+    copy_side(abs, n, &abs2[..m], target, target2, work);
     if exchange {
-        moved[1] = copy_side(abs2, m, &abs[..n], target, target2, work);
+        copy_side(abs2, m, &abs[..n], target, target2, work);
     }
-    if moved[0] {
-        record_side(abs2, m, target, work);
-    }
-    if moved[1] {
+    // A moved directory, shared or the worker's own: the table learns the
+    // names below its new place.
+    record_side(abs2, m, target, work);
+    if exchange {
         record_side(abs, n, target, work);
     }
 }
@@ -751,23 +750,22 @@ fn copy_side(
     target: &mut [u8],
     scratch: &mut [u8],
     work: &mut [u8],
-) -> bool {
+) {
     let shared_dir =
         lstat(&from[..flen], target).is_some_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR);
     // Only a redirected move (both names in the table) left it behind.
     if !shared_dir || crate::redirect::lookup(&from[..flen]).is_none() {
-        return false;
+        return;
     }
     let Some(t) = crate::redirect::lookup(to).filter(|t| t.len() < target.len()) else {
-        return false;
+        return;
     };
     target[..t.len()].copy_from_slice(t);
     copy_up(from, flen, target, t.len(), scratch, work, 0);
-    true
 }
 
-/// Records every name below `key[..klen]`'s worker directory (see
-/// [`record_tree`]).
+/// Records every name below `key[..klen]`'s worker directory, if it is one
+/// (see [`record_tree`]).
 fn record_side(key: &mut [u8], klen: usize, target: &mut [u8], work: &mut [u8]) {
     let Some(t) = crate::redirect::lookup(&key[..klen]).filter(|t| t.len() < target.len()) else {
         return;

@@ -8,7 +8,7 @@
 
 #![allow(clippy::missing_safety_doc)]
 
-use crate::audit::{file_access, reroute, Call, PathArg, Writes};
+use crate::audit::{file_access, reroute, reroute_following, Call, PathArg, Writes};
 use crate::process;
 use libc::{c_char, c_int, c_uint, c_void, mode_t, pid_t, FILE};
 use mpaudit_core::flags::{fopen_mode_flags, OpenIntent};
@@ -273,6 +273,11 @@ fn truncation(op: &'static str, path: PathArg) -> Call {
     }
 }
 
+/// Whether a `*at` call with these flags follows a symlink in its leaf.
+fn follows(flags: c_int) -> bool {
+    flags & libc::AT_SYMLINK_NOFOLLOW == 0
+}
+
 fn cwd(path: *const c_char) -> PathArg {
     PathArg::cwd(path)
 }
@@ -412,33 +417,33 @@ hooks! {
         |real, caller| bind_to_path(caller, fd, addr, len, |a, l| real(fd, a, l));
 
     // ---- read-your-writes: calls that only look at a path follow its redirect ----
-    fn stat(path: *const c_char, buf: *mut c_void) -> c_int => |real| reroute(cwd(path), |p| real(p, buf));
-    fn stat64(path: *const c_char, buf: *mut c_void) -> c_int => |real| reroute(cwd(path), |p| real(p, buf));
+    fn stat(path: *const c_char, buf: *mut c_void) -> c_int => |real| reroute_following(cwd(path), true, |p| real(p, buf));
+    fn stat64(path: *const c_char, buf: *mut c_void) -> c_int => |real| reroute_following(cwd(path), true, |p| real(p, buf));
     fn lstat(path: *const c_char, buf: *mut c_void) -> c_int => |real| reroute(cwd(path), |p| real(p, buf));
     fn lstat64(path: *const c_char, buf: *mut c_void) -> c_int => |real| reroute(cwd(path), |p| real(p, buf));
     fn fstatat(dirfd: c_int, path: *const c_char, buf: *mut c_void, flags: c_int) -> c_int =>
-        |real| reroute(at(dirfd, path), |p| real(dirfd, p, buf, flags));
+        |real| reroute_following(at(dirfd, path), follows(flags), |p| real(dirfd, p, buf, flags));
     fn fstatat64(dirfd: c_int, path: *const c_char, buf: *mut c_void, flags: c_int) -> c_int =>
-        |real| reroute(at(dirfd, path), |p| real(dirfd, p, buf, flags));
+        |real| reroute_following(at(dirfd, path), follows(flags), |p| real(dirfd, p, buf, flags));
     fn statx(dirfd: c_int, path: *const c_char, flags: c_int, mask: c_uint, buf: *mut c_void) -> c_int =>
-        |real| reroute(at(dirfd, path), |p| real(dirfd, p, flags, mask, buf));
+        |real| reroute_following(at(dirfd, path), follows(flags), |p| real(dirfd, p, flags, mask, buf));
     // Binaries built against glibc < 2.33 call these instead.
-    fn __xstat(ver: c_int, path: *const c_char, buf: *mut c_void) -> c_int => |real| reroute(cwd(path), |p| real(ver, p, buf));
-    fn __xstat64(ver: c_int, path: *const c_char, buf: *mut c_void) -> c_int => |real| reroute(cwd(path), |p| real(ver, p, buf));
+    fn __xstat(ver: c_int, path: *const c_char, buf: *mut c_void) -> c_int => |real| reroute_following(cwd(path), true, |p| real(ver, p, buf));
+    fn __xstat64(ver: c_int, path: *const c_char, buf: *mut c_void) -> c_int => |real| reroute_following(cwd(path), true, |p| real(ver, p, buf));
     fn __lxstat(ver: c_int, path: *const c_char, buf: *mut c_void) -> c_int => |real| reroute(cwd(path), |p| real(ver, p, buf));
     fn __lxstat64(ver: c_int, path: *const c_char, buf: *mut c_void) -> c_int => |real| reroute(cwd(path), |p| real(ver, p, buf));
     fn __fxstatat(ver: c_int, dirfd: c_int, path: *const c_char, buf: *mut c_void, flags: c_int) -> c_int =>
-        |real| reroute(at(dirfd, path), |p| real(ver, dirfd, p, buf, flags));
+        |real| reroute_following(at(dirfd, path), follows(flags), |p| real(ver, dirfd, p, buf, flags));
     fn __fxstatat64(ver: c_int, dirfd: c_int, path: *const c_char, buf: *mut c_void, flags: c_int) -> c_int =>
-        |real| reroute(at(dirfd, path), |p| real(ver, dirfd, p, buf, flags));
-    fn access(path: *const c_char, mode: c_int) -> c_int => |real| reroute(cwd(path), |p| real(p, mode));
+        |real| reroute_following(at(dirfd, path), follows(flags), |p| real(ver, dirfd, p, buf, flags));
+    fn access(path: *const c_char, mode: c_int) -> c_int => |real| reroute_following(cwd(path), true, |p| real(p, mode));
     fn faccessat(dirfd: c_int, path: *const c_char, mode: c_int, flags: c_int) -> c_int =>
-        |real| reroute(at(dirfd, path), |p| real(dirfd, p, mode, flags));
+        |real| reroute_following(at(dirfd, path), follows(flags), |p| real(dirfd, p, mode, flags));
 
     // ---- directory views (dirview.rs): a redirecting worker lists its own
     // files in place of (or alongside) the shared ones, removed ones hidden ----
     fn opendir(path: *const c_char) -> *mut libc::DIR =>
-        |real| crate::dirview::opened(reroute(cwd(path), |p| real(p)));
+        |real| crate::dirview::opened(reroute_following(cwd(path), true, |p| real(p)));
     fn fdopendir(fd: c_int) -> *mut libc::DIR => |real| crate::dirview::opened(real(fd));
     fn readdir(dir: *mut libc::DIR) -> *mut libc::dirent =>
         |real| crate::dirview::next(dir, |d| real(d).cast()).cast();
