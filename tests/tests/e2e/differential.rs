@@ -1057,7 +1057,7 @@ enum Variant {
 /// Everything a shared tree holds that a redirected worker must not
 /// change, inode numbers and modification times included (a file replaced
 /// or rewritten with the same bytes is still a write).
-fn snapshot(root: &Path) -> Vec<String> {
+pub(crate) fn snapshot(root: &Path) -> Vec<String> {
     fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
         let mut names: Vec<_> = std::fs::read_dir(dir)
             .expect("read a shared dir")
