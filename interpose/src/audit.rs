@@ -270,7 +270,11 @@ fn bad_dirfd(given: &[u8], errno: Option<c_int>) -> (PathPair<'_>, Viewed) {
 /// redirected) as the job's `out.txt`, not as `/proc/**`. A link that does
 /// not lead to a path (a pipe, a socket, an unreadable process) keeps the
 /// spelling. `base` is scratch here (the dirfd's path is used by then).
-fn follow_magic_link<'a>(n: usize, base: &mut [u8], out: &'a mut [u8]) -> Option<&'a [u8]> {
+pub(crate) fn follow_magic_link<'a>(
+    n: usize,
+    base: &mut [u8],
+    out: &'a mut [u8],
+) -> Option<&'a [u8]> {
     let mut link = [0u8; 64];
     let Some((_, prefix)) = mpaudit_core::path::magic_link(&out[..n], &mut link) else {
         return Some(&out[..n]);

@@ -1061,14 +1061,20 @@ unsafe fn absolute(arg: PathArg, base: &mut [u8], out: &mut [u8]) -> Option<usiz
     }
     // SAFETY: the caller's contract.
     let given = unsafe { sys::path_bytes(arg.path, MAX_ABS) };
-    let base = if given.first() == Some(&b'/') {
-        None
-    } else if arg.dirfd == libc::AT_FDCWD {
-        let n = sys::getcwd_raw(base)?;
-        Some(&base[..n])
-    } else {
-        let n = sys::fd_path(arg.dirfd, base)?;
-        Some(&base[..n])
+    let n = {
+        let start = if given.first() == Some(&b'/') {
+            None
+        } else if arg.dirfd == libc::AT_FDCWD {
+            let n = sys::getcwd_raw(base)?;
+            Some(&base[..n])
+        } else {
+            let n = sys::fd_path(arg.dirfd, base)?;
+            Some(&base[..n])
+        };
+        mpaudit_core::path::absolutize(given, start, out)?
     };
-    mpaudit_core::path::absolutize(given, base, out)
+    // Spelled as the redirect table has it: through /proc/self/cwd or
+    // /proc/self/fd/N, and the job directory's other spellings (audit.rs).
+    let n = crate::audit::follow_magic_link(n, base, out)?.len();
+    Some(state::unalias_job_dir(out, n))
 }

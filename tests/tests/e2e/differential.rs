@@ -63,6 +63,12 @@ const KNOWN_BROKEN: &[(&str, &str)] = &[
          no copy-up; `chmod d 644`); files are rerouted to the worker's copy",
     ),
     (
+        "chdir",
+        "chdir is not rerouted: it enters the shared directory even where \
+         the worker's view has none (`rename d d/../a EXCHANGE; chdir @/d`: \
+         bare ENOTDIR, redirect ok)",
+    ),
+    (
         "dir-nlink",
         "a directory's link count in the worker's view does not count the \
          subdirectories the worker moved into or out of it (the shared \
