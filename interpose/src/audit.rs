@@ -665,14 +665,47 @@ unsafe fn judge_then_call<R: Outcome>(
         }
     }
 
+    // The kernel resolves a rename's or link's first name before it looks
+    // at the second's descriptor: a first name the worker's view fails
+    // fails the call so (a link's source must also exist).
+    if a.viewed2 == Err(view::Unresolved::BadDirfd)
+        && is_write
+        && !is_symlink(call)
+        && a.path.given.is_some_and(|g| !g.is_empty())
+    {
+        let first = match a.viewed {
+            Err(view::Unresolved::Errno(e)) => e,
+            Ok(_)
+                if call.writes == Writes::Second
+                    && a.path.abs.is_some_and(|p| !exists_in_view(p, work)) =>
+            {
+                libc::ENOENT
+            }
+            _ => 0,
+        };
+        if first != 0 {
+            return refuse(call, &a, Action::Logged, first, entry_errno, work);
+        }
+    }
     // A relative name against a descriptor that is not open reaches no
     // file: the kernel fails the call as it would without us.
     if a.viewed == Err(view::Unresolved::BadDirfd) || a.viewed2 == Err(view::Unresolved::BadDirfd) {
+        // A first name found in the view is given as the view has it (the
+        // worker's copy, or the shared path), so that the kernel gets past
+        // it to the bad descriptor as it would in place.
+        let mut p1 = call.path.path;
+        if a.viewed.is_ok() && a.viewed2 == Err(view::Unresolved::BadDirfd) && !is_symlink(call) {
+            if let Some(abs) = a.path.abs {
+                let reached = redirect::lookup(abs).unwrap_or(abs);
+                if reached.len() < view::PATH_MAX {
+                    if let Some(p) = sys::c_path(reached, target) {
+                        p1 = p;
+                    }
+                }
+            }
+        }
         drop(entry_errno);
-        let r = real(
-            call.path.path,
-            call.path2.map_or(core::ptr::null(), |p| p.path),
-        );
+        let r = real(p1, call.path2.map_or(core::ptr::null(), |p| p.path));
         let saved_errno = sys::ErrnoGuard::save();
         let result = r.result();
         let errno = if result < 0 { saved_errno.value() } else { 0 };

@@ -61,13 +61,24 @@ pub fn answer(
     second: Option<Spelled>,
     work: &mut [u8],
 ) -> Option<Result<Proceed, c_int>> {
-    // linkat's AT_EMPTY_PATH names a descriptor, AT_SYMLINK_FOLLOW follows
-    // a source the view walk did not: the kernel's to judge.
-    if op == Op::Link && (first.given.is_empty() || call.at_flags & libc::AT_SYMLINK_FOLLOW != 0) {
-        return None;
+    // An empty link source is ENOENT, or with AT_EMPTY_PATH the (open)
+    // descriptor's file, which exists.
+    let empty_source = op == Op::Link && first.given.is_empty();
+    if empty_source && call.at_flags & libc::AT_EMPTY_PATH == 0 {
+        return Some(Err(libc::ENOENT));
     }
     // `remove` is unlink, then rmdir for a directory.
-    let (st1, kind1) = look(first.abs, work)?;
+    let (st1, kind1) = if empty_source {
+        (None, Kind::Regular)
+    } else {
+        look(first.abs, work)?
+    };
+    // linkat's AT_SYMLINK_FOLLOW follows a source symlink the view walk did
+    // not: only the new name's checks are said here (a link exists), the
+    // rest is the kernel's.
+    let followed_link =
+        op == Op::Link && call.at_flags & libc::AT_SYMLINK_FOLLOW != 0 && kind1 == Kind::Symlink;
+    let kind1 = if followed_link { Kind::Regular } else { kind1 };
     let op = match (op, call.op) {
         (Op::Unlink, "remove") if kind1 == Kind::Dir => Op::Rmdir,
         (op, _) => op,
@@ -95,7 +106,10 @@ pub fn answer(
         facts.second_below_first = namei::strictly_below(second.abs, first.abs);
         facts.first_below_second = namei::strictly_below(first.abs, second.abs);
     }
-    Some(namei::answer(&facts))
+    match namei::answer(&facts) {
+        Ok(_) if followed_link => None,
+        r => Some(r),
+    }
 }
 
 /// The entry at `abs` in the worker's view, and its kind; `None` when it

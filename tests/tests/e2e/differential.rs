@@ -96,34 +96,6 @@ const KNOWN_BROKEN: &[(&str, &str)] = &[
          EXDEV); `linkat cwd %1 3 b FOLLOW` of an O_TMPFILE gives ENOENT \
          (bare: ok; found by hand)",
     ),
-    (
-        "unlinkat-removedir",
-        "as rmdir: unlinkat(AT_REMOVEDIR) of a shared file succeeds (bare: \
-         ENOTDIR; `unlinkat cwd d/../a REMOVEDIR`)",
-    ),
-    (
-        "renameat",
-        "as rename: moving a shared directory into another leaves the \
-         target's link count as it was (`renameat cwd e cwd d/a 0`: bare \
-         `d` nlink=3, redirect nlink=2)",
-    ),
-    (
-        "renameat-noreplace",
-        "as rename-noreplace: the target is checked first (`renameat cwd d/a \
-         cwd d NOREPLACE`: bare ENOENT, redirect EEXIST)",
-    ),
-    (
-        "renameat-exchange",
-        "exchanging a shared directory with a missing entry succeeds and \
-         makes a directory there (`renameat cwd d cwd d/a EXCHANGE`: bare \
-         ENOENT)",
-    ),
-    (
-        "linkat",
-        "a link onto an existing shared file succeeds and replaces it in the \
-         worker's view (`mkstemp 0 c; linkat cwd c cwd b 0` with b: bare \
-         EEXIST)",
-    ),
 ];
 
 /// Names the operations use: a few files and directories, nested one level,
