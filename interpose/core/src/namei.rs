@@ -551,7 +551,7 @@ mod tests {
         }
 
         fn empty(p: &Path) -> bool {
-            std::fs::read_dir(p).map_or(false, |mut d| d.next().is_none())
+            std::fs::read_dir(p).is_ok_and(|mut d| d.next().is_none())
         }
 
         fn make_strategy() -> impl Strategy<Value = Make> {
