@@ -12,6 +12,7 @@ use mpaudit_core::event::{
 };
 use mpaudit_core::flags::OpenIntent;
 use mpaudit_core::glob::GlobList;
+use mpaudit_core::namei::Proceed;
 use mpaudit_core::path::{absolutize, MAX_ABS};
 use mpaudit_core::policy::{Action, ActionSetting, Policy, Verdict};
 
@@ -65,6 +66,9 @@ pub struct Call {
     /// the file or directory first (content or directory, mode, owner,
     /// times), which the call then changes.
     pub changes_metadata: Option<bool>,
+    /// The `*at` flags of unlinkat and linkat (`AT_REMOVEDIR`,
+    /// `AT_SYMLINK_FOLLOW`, `AT_EMPTY_PATH`); 0 for other calls.
+    pub at_flags: c_int,
 }
 
 /// A hooked call's return value.
@@ -321,7 +325,11 @@ fn bad_dirfd(given: &[u8], errno: Option<c_int>) -> (PathPair<'_>, Viewed) {
 /// redirected) as the job's `out.txt`, not as `/proc/**`. A link that does
 /// not lead to a path (a pipe, a socket, an unreadable process) keeps the
 /// spelling. `base` is scratch here (the dirfd's path is used by then).
-fn follow_magic_link<'a>(n: usize, base: &mut [u8], out: &'a mut [u8]) -> Option<&'a [u8]> {
+pub(crate) fn follow_magic_link<'a>(
+    n: usize,
+    base: &mut [u8],
+    out: &'a mut [u8],
+) -> Option<&'a [u8]> {
     let mut link = [0u8; 64];
     let Some((_, prefix)) = mpaudit_core::path::magic_link(&out[..n], &mut link) else {
         return Some(&out[..n]);
@@ -719,14 +727,47 @@ unsafe fn judge_then_call<R: Outcome>(
         }
     }
 
+    // The kernel resolves a rename's or link's first name before it looks
+    // at the second's descriptor: a first name the worker's view fails
+    // fails the call so (a link's source must also exist).
+    if a.viewed2 == Err(view::Unresolved::BadDirfd)
+        && is_write
+        && !is_symlink(call)
+        && a.path.given.is_some_and(|g| !g.is_empty())
+    {
+        let first = match a.viewed {
+            Err(view::Unresolved::Errno(e)) => e,
+            Ok(_)
+                if call.writes == Writes::Second
+                    && a.path.abs.is_some_and(|p| !exists_in_view(p, work)) =>
+            {
+                libc::ENOENT
+            }
+            _ => 0,
+        };
+        if first != 0 {
+            return refuse(call, &a, Action::Logged, first, entry_errno, work);
+        }
+    }
     // A relative name against a descriptor that is not open reaches no
     // file: the kernel fails the call as it would without us.
     if a.viewed == Err(view::Unresolved::BadDirfd) || a.viewed2 == Err(view::Unresolved::BadDirfd) {
+        // A first name found in the view is given as the view has it (the
+        // worker's copy, or the shared path), so that the kernel gets past
+        // it to the bad descriptor as it would in place.
+        let mut p1 = call.path.path;
+        if a.viewed.is_ok() && a.viewed2 == Err(view::Unresolved::BadDirfd) && !is_symlink(call) {
+            if let Some(abs) = a.path.abs {
+                let reached = redirect::lookup(abs).unwrap_or(abs);
+                if reached.len() < view::PATH_MAX {
+                    if let Some(p) = sys::c_path(reached, target) {
+                        p1 = p;
+                    }
+                }
+            }
+        }
         drop(entry_errno);
-        let r = real(
-            call.path.path,
-            call.path2.map_or(core::ptr::null(), |p| p.path),
-        );
+        let r = real(p1, call.path2.map_or(core::ptr::null(), |p| p.path));
         let saved_errno = sys::ErrnoGuard::save();
         let result = r.result();
         let errno = if result < 0 { saved_errno.value() } else { 0 };
@@ -748,11 +789,20 @@ unsafe fn judge_then_call<R: Outcome>(
         Err(view::Unresolved::Errno(e)) => *e,
         _ => 0,
     };
-    // Only the paths the call writes: link's source (`linkat` with
-    // AT_EMPTY_PATH and "") is the kernel's to judge.
+    // Only the paths the call writes, and link's source, which the kernel
+    // looks up first (but `linkat` with AT_EMPTY_PATH and "" names a
+    // descriptor: the kernel's to judge).
     let written = |v: &Viewed, w: bool| if w { view_errno(v) } else { 0 };
+    let link_source = call.writes == Writes::Second
+        && !is_symlink(call)
+        && a.path.given.is_some_and(|g| !g.is_empty());
+    let first_errno = match written(&a.viewed, call.writes != Writes::Second || link_source) {
+        // The source must exist before the new name is looked at.
+        0 if link_source && a.path.abs.is_some_and(|p| !exists_in_view(p, work)) => libc::ENOENT,
+        e => e,
+    };
     let failed_in_view = match (
-        written(&a.viewed, call.writes != Writes::Second),
+        first_errno,
         written(&a.viewed2, call.writes != Writes::First),
     ) {
         (0, e) | (e, _) => e,
@@ -769,12 +819,44 @@ unsafe fn judge_then_call<R: Outcome>(
         if is_write || view_says {
             return refuse(call, &a, Action::Logged, failed_in_view, entry_errno, work);
         }
+        // A read the worker's own entries make fail (a removed directory, a
+        // file put in place of one): the spelled path would reach the
+        // shared entry the view hides.
+        if hidden_by_view(failed_in_view) && a.path.given.is_some_and(|g| !g.is_empty()) {
+            return refuse(call, &a, Action::Logged, failed_in_view, entry_errno, work);
+        }
         drop(entry_errno);
         return pass_through(
             real,
             call.path.path,
             call.path2.map_or(core::ptr::null(), |p| p.path),
         );
+    }
+
+    // What the kernel would answer in the worker's view (precheck.rs): the
+    // worker paths a redirected call reaches lack the shared entries it
+    // collides with. A call that would fail there fails so, leaving no
+    // trace; a rename onto the same file succeeds without a call.
+    let routed = |v: &Viewed, p: Option<&PathPair>| {
+        *v == Ok(true)
+            || p.and_then(|p| p.abs)
+                .is_some_and(|p| redirect::lookup(p).is_some())
+    };
+    if is_write
+        && (action == Action::Redirected
+            || routed(&a.viewed, Some(&a.path))
+            || routed(&a.viewed2, a.path2.as_ref()))
+    {
+        match precheck(call, &a, work) {
+            Some(Err(e)) => return refuse(call, &a, Action::Logged, e, entry_errno, work),
+            Some(Ok(Proceed::Nothing)) => {
+                if let Some(ok) = R::success() {
+                    finish(call, &a, action, None, 0, 0, work);
+                    return ok; // entry_errno restores the program's errno
+                }
+            }
+            _ => {}
+        }
     }
 
     // Where each path goes: its earlier redirect in this worker, a new
@@ -959,6 +1041,30 @@ fn unseed(route: Option<Route>, target: &[u8]) {
         // SAFETY: the NUL-terminated target this call prepared.
         unsafe { libc::syscall(libc::SYS_unlinkat, libc::AT_FDCWD, target.as_ptr(), flags) };
     }
+}
+
+/// [`crate::precheck::answer`] for the call's names as resolved in the
+/// view; `None` when a name is missing or the call is not modelled.
+fn precheck(call: &Call, a: &Assessed, work: &mut [u8]) -> Option<Result<Proceed, c_int>> {
+    use crate::precheck::Spelled;
+    fn spelled<'p>(p: &PathPair<'p>) -> Option<Spelled<'p>> {
+        Some(Spelled {
+            given: p.given?,
+            abs: p.abs?,
+        })
+    }
+    let op = crate::precheck::op_of(call)?;
+    let two = match &a.path2 {
+        Some(p) => Some(spelled(p)?),
+        None => None,
+    };
+    // symlink's first path is the link's text; its name is the second.
+    let (first, second) = if is_symlink(call) {
+        (two?, None)
+    } else {
+        (spelled(&a.path)?, two)
+    };
+    crate::precheck::answer(call, op, first, second, work)
 }
 
 /// Where each of the call's paths goes (see [`route`]), and the errno the
@@ -1361,6 +1467,14 @@ fn keeps_content(intent: OpenIntent) -> bool {
     !intent.truncate
 }
 
+/// Whether `abs` exists in the worker's view (its redirect's target, or
+/// the shared path); an error counts as existing (the call answers).
+fn exists_in_view(abs: &[u8], work: &mut [u8]) -> bool {
+    // SAFETY: all-zero is a valid libc::stat (plain integers).
+    let mut st: libc::stat = unsafe { core::mem::zeroed() };
+    view::view_lstat(abs, &mut work[..view::PATH_MAX + 1], &mut st).map_or(true, |(found, _)| found)
+}
+
 fn exists(abs: &[u8], work: &mut [u8]) -> bool {
     matches!(view::lstat(abs, work), Ok(Some(_)))
 }
@@ -1471,6 +1585,15 @@ pub fn log_process(p: &mpaudit_core::event::Process) {
     });
 }
 
+/// Whether a read whose path fails to resolve in the worker's view with
+/// `errno` must fail so rather than reach the kernel as spelled: a missing
+/// entry, a non-directory on the way or a symlink loop is what the
+/// worker's removals, files and symlinks make of the shared tree. EACCES
+/// and ENAMETOOLONG are the kernel's to give (its limits, not the view's).
+fn hidden_by_view(errno: c_int) -> bool {
+    redirect::any_redirected() && matches!(errno, libc::ENOENT | libc::ENOTDIR | libc::ELOOP)
+}
+
 /// Reroutes a call that only reads a path (stat, access, opendir,
 /// readlink, …) to its redirected file, so a worker sees what it wrote.
 /// `follow`: the call follows a symlink in the leaf (stat, not lstat), so
@@ -1493,7 +1616,8 @@ pub unsafe fn reroute<R: Outcome>(
 
 /// [`reroute`] for a call that runs the program's own code (dlopen runs
 /// constructors): the re-entry guard is released before the real call, so
-/// what that code opens is audited.
+/// what that code opens is audited. A path the worker's view hides goes to
+/// the kernel as spelled (dlopen reports through dlerror, not errno).
 ///
 /// # Safety
 /// `arg.path` is what the program passed.
@@ -1591,8 +1715,13 @@ unsafe fn reroute_as<R: Outcome>(
     // A read the view says fails, fails so without the kernel; not a dlopen
     // (the unguarded caller), whose failure must come with the loader's
     // dlerror message: the loader then meets the shared tree's answer.
-    if let (true, Err(view::Unresolved::Errno(e @ (libc::ENOENT | libc::ENOTDIR | libc::ELOOP)))) =
-        (guard_the_call, viewed)
+    // (An empty name with AT_EMPTY_PATH names the descriptor itself.)
+    let named = path.given.is_some_and(|g| !g.is_empty());
+    if let (
+        true,
+        true,
+        Err(view::Unresolved::Errno(e @ (libc::ENOENT | libc::ENOTDIR | libc::ELOOP))),
+    ) = (guard_the_call, named, viewed)
     {
         core::mem::forget(entry_errno);
         sys::set_errno(e);

@@ -677,19 +677,19 @@ fn d_type(st: &libc::stat) -> u8 {
 
 /// After a `rename`, `renameat` or `renameat2` in a redirecting worker whose
 /// source is a shared directory: the redirected call moved only the
-/// worker's copy of it (or failed with `ENOENT`: the worker had none), so
-/// what the shared directory holds is copied up into the moved copy (each
-/// file redirected, the old names hidden), and the table learns every name
-/// below the new one. The worker then sees the bare result. Costs a copy of
-/// the shared tree (bare: one system call). `entry_errno` is the program's
-/// errno from before the call, restored when a failed call is completed.
+/// worker's copy of it (made empty before the call when the worker had
+/// none, redirect.rs), so what the shared directory holds is copied up into
+/// the moved copy (each file redirected, the old names hidden), and the
+/// table learns every name below the new one. With `RENAME_EXCHANGE` both
+/// sides are completed so. The worker then sees the bare result. Costs a
+/// copy of the shared tree (bare: one system call). A call that failed
+/// (the kernel's answer in the view, precheck.rs) changes nothing.
 ///
 /// # Safety
 /// `source` and `dest` are the program's arguments of the rename.
 #[inline(always)]
-pub unsafe fn renamed(source: PathArg, dest: PathArg, entry_errno: c_int, r: c_int) -> c_int {
-    let failed_enoent = r == -1 && sys::errno() == libc::ENOENT;
-    if !(failed_enoent || r == 0 && crate::redirect::any_redirected()) {
+pub unsafe fn renamed(source: PathArg, dest: PathArg, flags: libc::c_uint, r: c_int) -> c_int {
+    if r != 0 || !crate::redirect::any_redirected() {
         return r;
     }
     if !state::ready() || SAVED.get().action != ActionSetting::Redirect || state::worker().is_none()
@@ -697,23 +697,20 @@ pub unsafe fn renamed(source: PathArg, dest: PathArg, entry_errno: c_int, r: c_i
         return r;
     }
     // SAFETY: the caller's contract.
-    if unsafe { complete_directory_rename(source, dest, r == 0) } && failed_enoent {
-        sys::set_errno(entry_errno);
-        return 0;
-    }
+    unsafe { complete_directory_rename(source, dest, flags & libc::RENAME_EXCHANGE != 0) };
     r
 }
 
-/// See [`renamed`]: true when a failed rename was carried out.
+/// See [`renamed`].
 #[cold]
 #[inline(never)]
-unsafe fn complete_directory_rename(source: PathArg, dest: PathArg, moved: bool) -> bool {
+unsafe fn complete_directory_rename(source: PathArg, dest: PathArg, exchange: bool) {
     let Some(_guard) = HookGuard::enter() else {
-        return false;
+        return;
     };
     let _errno = sys::ErrnoGuard::save();
     let Some(mut claimed) = crate::pool::claim() else {
-        return false;
+        return;
     };
     let Block {
         abs,
@@ -728,78 +725,53 @@ unsafe fn complete_directory_rename(source: PathArg, dest: PathArg, moved: bool)
     let (Some(n), Some(m)) = (unsafe { absolute(source, base, abs) }, unsafe {
         absolute(dest, base, abs2)
     }) else {
-        return false;
+        return;
     };
-    let Some(shared) =
-        lstat(&abs[..n], target).filter(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
-    else {
-        // A directory only the worker has (it made it) moved with its
-        // entries, whose new names the table learns.
-        if let (true, Some(t)) = (moved, crate::redirect::lookup(&abs2[..m])) {
-            if t.len() < target.len() {
-                target[..t.len()].copy_from_slice(t);
-                let is_dir =
-                    lstat(t, target2).is_some_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR);
-                if is_dir {
-                    record_tree(abs2, m, target, t.len(), 0, work);
-                }
-            }
-        }
-        return false; // not a shared directory (or renamed in place)
+    // Copy both sides up first: the names each records (its old entries
+    // hidden) must not keep the other side's entries from being copied.
+    copy_side(abs, n, &abs2[..m], target, target2, work);
+    if exchange {
+        copy_side(abs2, m, &abs[..n], target, target2, work);
+    }
+    // A moved directory, shared or the worker's own: the table learns the
+    // names below its new place.
+    record_side(abs2, m, target, work);
+    if exchange {
+        record_side(abs, n, target, work);
+    }
+}
+
+/// If `from[..flen]` is a shared directory whose worker copy was moved to
+/// `to`'s target, copies its shared entries there (see [`copy_up`]).
+fn copy_side(
+    from: &mut [u8],
+    flen: usize,
+    to: &[u8],
+    target: &mut [u8],
+    scratch: &mut [u8],
+    work: &mut [u8],
+) {
+    let shared_dir =
+        lstat(&from[..flen], target).is_some_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR);
+    // Only a redirected move (both names in the table) left it behind.
+    if !shared_dir || crate::redirect::lookup(&from[..flen]).is_none() {
+        return;
+    }
+    let Some(t) = crate::redirect::lookup(to).filter(|t| t.len() < target.len()) else {
+        return;
     };
-    let saved = SAVED.get();
-    let (job, wdir) = (saved.job_dir.as_bytes(), saved.worker_dir.as_bytes());
-    let tlen = if moved {
-        // Only a redirected move (both names in the table) left it behind.
-        if crate::redirect::lookup(&abs[..n]).is_none() {
-            return false;
-        }
-        let Some(t) = crate::redirect::lookup(&abs2[..m]) else {
-            return false;
-        };
-        if t.len() >= target.len() {
-            return false;
-        }
-        target[..t.len()].copy_from_slice(t);
-        t.len()
-    } else {
-        // The worker had no copy: make the new one, if the new name's
-        // parent exists as the worker sees it.
-        if crate::redirect::lookup(&abs[..n]).is_some()
-            || crate::redirect::lookup(&abs2[..m]).is_some()
-        {
-            return false;
-        }
-        let Some(t) =
-            mpaudit_core::map::map_normal_to_worker(&abs2[..m], job, wdir, &mut target[..MAX_ABS])
-        else {
-            return false;
-        };
-        target[t] = 0;
-        // SAFETY: NUL-terminated path inside the worker directory.
-        if unsafe {
-            sys::mkdirat(
-                libc::AT_FDCWD,
-                target.as_ptr().cast(),
-                shared.st_mode & 0o7777,
-            )
-        } != 0
-        {
-            return false;
-        }
-        let Some(wt) =
-            mpaudit_core::map::map_normal_to_worker(&abs[..n], job, wdir, &mut target2[..MAX_ABS])
-        else {
-            return false;
-        };
-        let (src_target, dst_target) = (&target2[..wt], &target[..t]);
-        crate::redirect::record(&abs[..n], src_target, work);
-        crate::redirect::record(&abs2[..m], dst_target, work);
-        t
+    target[..t.len()].copy_from_slice(t);
+    copy_up(from, flen, target, t.len(), scratch, work, 0);
+}
+
+/// Records every name below `key[..klen]`'s worker directory, if it is one
+/// (see [`record_tree`]).
+fn record_side(key: &mut [u8], klen: usize, target: &mut [u8], work: &mut [u8]) {
+    let Some(t) = crate::redirect::lookup(&key[..klen]).filter(|t| t.len() < target.len()) else {
+        return;
     };
-    copy_up(abs, n, target, tlen, target2, work, 0);
-    record_tree(abs2, m, target, tlen, 0, work);
-    true
+    target[..t.len()].copy_from_slice(t);
+    record_tree(key, klen, target, t.len(), 0, work);
 }
 
 /// Copies what the shared directory `src[..slen]` holds and the worker's
@@ -1089,14 +1061,20 @@ unsafe fn absolute(arg: PathArg, base: &mut [u8], out: &mut [u8]) -> Option<usiz
     }
     // SAFETY: the caller's contract.
     let given = unsafe { sys::path_bytes(arg.path, MAX_ABS) };
-    let base = if given.first() == Some(&b'/') {
-        None
-    } else if arg.dirfd == libc::AT_FDCWD {
-        let n = sys::getcwd_raw(base)?;
-        Some(&base[..n])
-    } else {
-        let n = sys::fd_path(arg.dirfd, base)?;
-        Some(&base[..n])
+    let n = {
+        let start = if given.first() == Some(&b'/') {
+            None
+        } else if arg.dirfd == libc::AT_FDCWD {
+            let n = sys::getcwd_raw(base)?;
+            Some(&base[..n])
+        } else {
+            let n = sys::fd_path(arg.dirfd, base)?;
+            Some(&base[..n])
+        };
+        mpaudit_core::path::absolutize(given, start, out)?
     };
-    mpaudit_core::path::absolutize(given, base, out)
+    // Spelled as the redirect table has it: through /proc/self/cwd or
+    // /proc/self/fd/N, and the job directory's other spellings (audit.rs).
+    let n = crate::audit::follow_magic_link(n, base, out)?.len();
+    Some(state::unalias_job_dir(out, n))
 }

@@ -121,6 +121,7 @@ fn open_call(op: &'static str, dirfd: c_int, path: *const c_char, flags: c_int) 
         removes: false,
         keeps_content: false,
         changes_metadata: None,
+        at_flags: 0,
     }
 }
 
@@ -168,6 +169,7 @@ fn ns(op: &'static str, path: PathArg, path2: Option<PathArg>) -> Call {
         removes: false,
         keeps_content: false,
         changes_metadata: None,
+        at_flags: 0,
     }
 }
 
@@ -398,15 +400,15 @@ hooks! {
 
     // ---- namespace changes ----
     fn rename(old: *const c_char, new: *const c_char) -> c_int =>
-        |real, caller| crate::dirview::renamed(cwd(old), cwd(new), crate::sys::errno(), file_access(caller, renaming("rename", cwd(old), cwd(new)), |a, b| real(a, b)));
+        |real, caller| crate::dirview::renamed(cwd(old), cwd(new), 0, file_access(caller, renaming("rename", cwd(old), cwd(new)), |a, b| real(a, b)));
     fn renameat(olddirfd: c_int, old: *const c_char, newdirfd: c_int, new: *const c_char) -> c_int =>
-        |real, caller| crate::dirview::renamed(at(olddirfd, old), at(newdirfd, new), crate::sys::errno(), file_access(caller, renaming("renameat", at(olddirfd, old), at(newdirfd, new)), |a, b| real(olddirfd, a, newdirfd, b)));
+        |real, caller| crate::dirview::renamed(at(olddirfd, old), at(newdirfd, new), 0, file_access(caller, renaming("renameat", at(olddirfd, old), at(newdirfd, new)), |a, b| real(olddirfd, a, newdirfd, b)));
     fn renameat2(olddirfd: c_int, old: *const c_char, newdirfd: c_int, new: *const c_char, flags: c_uint) -> c_int =>
-        |real, caller| crate::dirview::renamed(at(olddirfd, old), at(newdirfd, new), crate::sys::errno(), file_access(caller, Call { flags: flags as c_int, ..renaming("renameat2", at(olddirfd, old), at(newdirfd, new)) }, |a, b| real(olddirfd, a, newdirfd, b, flags)));
+        |real, caller| crate::dirview::renamed(at(olddirfd, old), at(newdirfd, new), flags, file_access(caller, Call { flags: flags as c_int, ..renaming("renameat2", at(olddirfd, old), at(newdirfd, new)) }, |a, b| real(olddirfd, a, newdirfd, b, flags)));
     fn unlink(path: *const c_char) -> c_int =>
         |real, caller| file_access(caller, removal("unlink", cwd(path)), |p, _| real(p));
     fn unlinkat(dirfd: c_int, path: *const c_char, flags: c_int) -> c_int =>
-        |real, caller| file_access(caller, removal("unlinkat", at(dirfd, path)), |p, _| real(dirfd, p, flags));
+        |real, caller| file_access(caller, Call { at_flags: flags, ..removal("unlinkat", at(dirfd, path)) }, |p, _| real(dirfd, p, flags));
     fn remove(path: *const c_char) -> c_int =>
         |real, caller| file_access(caller, removal("remove", cwd(path)), |p, _| real(p));
     fn rmdir(path: *const c_char) -> c_int =>
@@ -422,7 +424,7 @@ hooks! {
     fn link(old: *const c_char, new: *const c_char) -> c_int =>
         |real, caller| file_access(caller, creation("link", cwd(old), Some(cwd(new))), |a, b| real(a, b));
     fn linkat(olddirfd: c_int, old: *const c_char, newdirfd: c_int, new: *const c_char, flags: c_int) -> c_int =>
-        |real, caller| file_access(caller, creation("linkat", at(olddirfd, old), Some(at(newdirfd, new))), |a, b| real(olddirfd, a, newdirfd, b, flags));
+        |real, caller| file_access(caller, Call { at_flags: flags, ..creation("linkat", at(olddirfd, old), Some(at(newdirfd, new))) }, |a, b| real(olddirfd, a, newdirfd, b, flags));
     fn symlink(target: *const c_char, linkpath: *const c_char) -> c_int =>
         |real, caller| file_access(caller, creation("symlink", cwd(target), Some(cwd(linkpath))), |_, b| real(target, b));
     fn symlinkat(target: *const c_char, newdirfd: c_int, linkpath: *const c_char) -> c_int =>
@@ -1079,13 +1081,19 @@ pub unsafe extern "C" fn __mpaudit_syscall(
             ),
             libc::SYS_renameat2 => file_access(
                 caller,
-                renaming("renameat2", at(d(0), s(1)), at(d(2), s(3))),
+                Call {
+                    flags: d(4),
+                    ..renaming("renameat2", at(d(0), s(1)), at(d(2), s(3)))
+                },
                 |p, q| real(with2(1, p, 3, q)),
             ),
             libc::SYS_unlinkat => {
-                file_access(caller, removal("unlinkat", at(d(0), s(1))), |p, _| {
-                    real(with(1, p))
-                })
+                let call = removal("unlinkat", at(d(0), s(1)));
+                let call = Call {
+                    at_flags: d(2),
+                    ..call
+                };
+                file_access(caller, call, |p, _| real(with(1, p)))
             }
             libc::SYS_mkdirat => {
                 file_access(caller, creation("mkdirat", at(d(0), s(1)), None), |p, _| {
@@ -1094,7 +1102,10 @@ pub unsafe extern "C" fn __mpaudit_syscall(
             }
             libc::SYS_linkat => file_access(
                 caller,
-                creation("linkat", at(d(0), s(1)), Some(at(d(2), s(3)))),
+                Call {
+                    at_flags: d(4),
+                    ..creation("linkat", at(d(0), s(1)), Some(at(d(2), s(3))))
+                },
                 |p, q| real(with2(1, p, 3, q)),
             ),
             libc::SYS_symlinkat => file_access(

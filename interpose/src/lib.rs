@@ -14,6 +14,7 @@ mod hooks;
 mod listings;
 mod log;
 mod pool;
+mod precheck;
 mod process;
 mod real;
 mod redirect;

@@ -307,7 +307,8 @@ pub enum Seed {
     /// The original's content, mode and times (append, read-write or
     /// write-only opens without O_TRUNC, truncate, rename's source, a
     /// link's source, both sides of RENAME_EXCHANGE); a symlink is copied
-    /// as a symlink.
+    /// as a symlink, a directory as an empty one with its mode (a rename
+    /// moves it; dirview.rs fills it).
     Content,
     /// An empty file with the original's mode (O_TRUNC of an existing file
     /// keeps its mode, whatever mode the call passes).
@@ -558,6 +559,21 @@ fn copy_original(
                     times.as_ptr(),
                     libc::AT_SYMLINK_NOFOLLOW,
                 );
+            }
+            return Ok(if made {
+                Seeded::Directory
+            } else {
+                Seeded::Nothing
+            });
+        }
+        // A shared directory about to be renamed: an empty copy with its
+        // mode, which the rename moves and dirview.rs then fills.
+        libc::S_IFDIR if seed == Seed::Content => {
+            // SAFETY: NUL-terminated name below our descriptor.
+            let made = unsafe { sys::mkdirat(dir, name, 0o700) } == 0;
+            if made {
+                // SAFETY: as above; the umask must not change the mode.
+                unsafe { libc::syscall(libc::SYS_fchmodat, dir, name, st.st_mode & 0o7777, 0) };
             }
             return Ok(if made {
                 Seeded::Directory

@@ -173,7 +173,11 @@ pub fn resolve(
 /// when it has one (a missing target is a removal), else the shared path.
 /// `Ok(false)` for a path that does not exist; `.1`: the worker's file was
 /// looked at.
-fn view_lstat(abs: &[u8], buf: &mut [u8], st: &mut libc::stat) -> Result<(bool, bool), c_int> {
+pub(crate) fn view_lstat(
+    abs: &[u8],
+    buf: &mut [u8],
+    st: &mut libc::stat,
+) -> Result<(bool, bool), c_int> {
     match redirect::lookup(abs) {
         Some(t) => lstat_into(t, buf, st).map(|found| (found, true)),
         // The walk reached `abs`'s parent as a directory of the view: a
@@ -185,6 +189,107 @@ fn view_lstat(abs: &[u8], buf: &mut [u8], st: &mut libc::stat) -> Result<(bool, 
         },
     }
 }
+
+/// Whether the directory `dir` (a canonical path, a directory in the
+/// worker's view) has no entry in that view: none of the names its shared
+/// directory, its worker copy (if the table has one) or the table's
+/// entries below it hold is visible through [`view_lstat`] (each may be a
+/// removal). `work`: at least `DIRENTS + MAX_ABS + PATH_MAX + 1` bytes.
+pub fn empty_in_view(dir: &[u8], work: &mut [u8]) -> Result<bool, c_int> {
+    let (dirents, rest) = work.split_at_mut(DIRENTS);
+    let (child, buf) = rest.split_at_mut(MAX_ABS);
+    if dir.len() + 1 >= child.len() {
+        return Err(libc::ENAMETOOLONG);
+    }
+    let base = if dir == b"/" { 0 } else { dir.len() };
+    child[..base].copy_from_slice(&dir[..base]);
+    child[base] = b'/';
+    // SAFETY: all-zero is a valid libc::stat (plain integers).
+    let mut st: libc::stat = unsafe { core::mem::zeroed() };
+    let mut visible = |name: &[u8], buf: &mut [u8], st: &mut libc::stat| -> Result<bool, c_int> {
+        let end = base + 1 + name.len();
+        if end > child.len() {
+            return Ok(false);
+        }
+        child[base + 1..end].copy_from_slice(name);
+        Ok(view_lstat(&child[..end], buf, st)?.0)
+    };
+    let own = redirect::lookup(dir).filter(|t| *t != dir);
+    for physical in [Some(dir), own].into_iter().flatten() {
+        let fd = at_path(physical, buf, |d, name| {
+            // SAFETY: NUL-terminated name; the descriptor is closed below.
+            unsafe {
+                sys::openat(
+                    d,
+                    name,
+                    libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+                    0,
+                )
+            }
+        })?;
+        if fd < 0 {
+            continue; // nothing there (a removed or never copied directory)
+        }
+        let found = loop {
+            // SAFETY: the kernel writes at most DIRENTS bytes of entries.
+            let n =
+                unsafe { libc::syscall(libc::SYS_getdents64, fd, dirents.as_mut_ptr(), DIRENTS) };
+            if n <= 0 {
+                break Ok(false);
+            }
+            let mut off = 0usize;
+            let mut hit = Ok(false);
+            while off + 19 < n as usize {
+                // SAFETY: a linux_dirent64 the kernel wrote at `off`: d_reclen
+                // at byte 16, the NUL-terminated name from byte 19.
+                let (reclen, name) = unsafe {
+                    let e = dirents.as_ptr().add(off);
+                    (
+                        (e.add(16) as *const u16).read_unaligned() as usize,
+                        sys::c_bytes(e.add(19).cast(), 256),
+                    )
+                };
+                if reclen == 0 {
+                    break;
+                }
+                off += reclen;
+                if name == b"." || name == b".." {
+                    continue;
+                }
+                hit = visible(name, buf, &mut st);
+                if hit != Ok(false) {
+                    break;
+                }
+            }
+            if hit != Ok(false) {
+                break hit;
+            }
+        };
+        sys::close(fd);
+        if found? {
+            return Ok(false);
+        }
+    }
+    // The worker's own entries below it (files it made, removals).
+    let node = &mut child[..base + 1];
+    let node: &[u8] = node;
+    for seg in 0..redirect::TABLE.segments() {
+        let mut link = redirect::TABLE.children(seg, node);
+        while link != 0 {
+            let Some((entry, after)) = redirect::TABLE.entry(link - 1) else {
+                break;
+            };
+            link = after;
+            if view_lstat(entry.key, buf, &mut st)?.0 {
+                return Ok(false);
+            }
+        }
+    }
+    Ok(true)
+}
+
+/// Room for one batch of directory entries in [`empty_in_view`].
+pub const DIRENTS: usize = 4096;
 
 /// lstat of an absolute path of any length; `Ok(None)` when it does not
 /// exist.

@@ -10,6 +10,7 @@ pub mod handoff;
 pub mod json;
 pub mod launcher;
 pub mod map;
+pub mod namei;
 pub mod objects;
 pub mod path;
 pub mod policy;

@@ -664,3 +664,275 @@ e2e!(
         );
     }
 );
+
+// ---- calls aimed at shared entries: the kernel's answer in the worker's
+// view (interpose/src/precheck.rs, mpaudit_core::namei) ----
+
+/// Runs the ops_exec script (tests/fixtures/ops_exec.c) bare in a tree made
+/// by `setup` (bash), then as redirected worker 1 in the same tree as the
+/// job directory (workers and log directories outside it, so listings
+/// agree); asserts the same output, status and error output, and that the
+/// shared tree did not change at all. Returns the output and the worker
+/// directory.
+fn ops_both(dir: &TestDir, setup: &str, script: &str) -> (String, std::path::PathBuf) {
+    let (bare_dir, job) = (dir.join("bare"), dir.join("job"));
+    for d in [&bare_dir, &job] {
+        std::fs::create_dir_all(d).unwrap();
+        run_ok(Command::new("bash").current_dir(d).args(["-c", setup]));
+    }
+    let feed = |c: &mut Command| {
+        use std::io::Write;
+        // Symlink targets are not shown: readlink is not rerouted yet
+        // (KNOWN_BROKEN in differential.rs).
+        c.arg("-")
+            .env("OPS_EXEC_WALK", "readdir")
+            .env("OPS_EXEC_NO_READLINK", "1")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(script.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let bare = feed(Command::new(fixture("ops_exec")).current_dir(&bare_dir));
+    let before = shared_snapshot(&job);
+    let workers = dir.join("workers");
+    let redirected = feed(
+        Command::new(fixture("ops_exec"))
+            .current_dir(&job)
+            .env("LD_PRELOAD", lib())
+            .env("MPAUDIT_ACTION", "redirect")
+            .env("MPAUDIT_JOB_DIR", &job)
+            .env("MPAUDIT_WORKERS_DIR", &workers)
+            .env("MPAUDIT_LOG_DIR", dir.join("logs"))
+            .env("MPAUDIT_WORKER", WORKER.to_string())
+            .env_remove("MPAUDIT_FORK_WORKERS")
+            .env_remove("MPAUDIT_ROOT_PID"),
+    );
+    let (b, r) = (stdout(&bare), stdout(&redirected));
+    assert_eq!(
+        r, b,
+        "redirected (left) differs from bare (right)\n{script}"
+    );
+    assert_eq!(redirected.status.code(), bare.status.code());
+    assert_eq!(redirected.stderr, bare.stderr);
+    assert_eq!(shared_snapshot(&job), before, "the shared tree changed");
+    (b, workers.join(format!("worker_{WORKER}")))
+}
+
+e2e!(
+    rmdir_of_a_shared_file_or_a_non_empty_shared_dir_fails_as_in_place,
+    |dir| {
+        let (out, w) = ops_both(
+            &dir,
+            "mkdir d e; touch d/b",
+            "rmdir @/d/b\nrmdir d\nrmdir e/..\nunlink d/b\nrmdir d\nstat d\nrmdir e\nreaddir .\n",
+        );
+        assert!(
+            out.starts_with(
+                "0 rmdir @/d/b -> err ENOTDIR\n1 rmdir d -> err ENOTEMPTY\n\
+                 2 rmdir e/.. -> err ENOTEMPTY\n3 unlink d/b -> ok\n4 rmdir d -> ok\n\
+                 5 stat d -> err ENOENT\n6 rmdir e -> ok\n7 readdir . -> ok []\n"
+            ),
+            "{out}"
+        );
+        assert!(
+            !w.join("d").exists() && !w.join("e").exists(),
+            "no copy left"
+        );
+    }
+);
+
+e2e!(
+    symlink_onto_an_existing_shared_name_fails_with_eexist,
+    |dir| {
+        let (out, w) = ops_both(
+            &dir,
+            "mkdir d; touch b d/b",
+            "symlink a b\nsymlink a d\nsymlink a @/d/b\nsymlink a d/.\nsymlink b c\nstat c\n",
+        );
+        assert!(
+            out.starts_with(
+                "0 symlink a b -> err EEXIST\n1 symlink a d -> err EEXIST\n\
+             2 symlink a @/d/b -> err EEXIST\n3 symlink a d/. -> err EEXIST\n\
+             4 symlink b c -> ok\n5 stat c -> ok f size=0"
+            ),
+            "{out}"
+        );
+        assert!(
+            !w.join("b").exists() && !w.join("d/b").exists(),
+            "no copy left"
+        );
+    }
+);
+
+e2e!(
+    file_writes_aimed_at_a_shared_directory_fail_as_in_place,
+    |dir| {
+        let (out, w) = ops_both(
+            &dir,
+            "mkdir d; echo A > a",
+            "open 0 d RDONLY|CREAT|TRUNC 644\nopen 0 d WRONLY 644\nopen 0 d RDONLY|TRUNC 644\n\
+         open 0 d RDONLY|CREAT|EXCL 644\nopen 0 a WRONLY|CREAT|DIRECTORY 644\ntruncate d 0\n\
+         unlink d\nlink a d\nstat a\n",
+        );
+        assert!(
+            out.starts_with(
+                "0 open 0 d RDONLY|CREAT|TRUNC 644 -> err EISDIR\n\
+             1 open 0 d WRONLY 644 -> err EISDIR\n\
+             2 open 0 d RDONLY|TRUNC 644 -> err EISDIR\n\
+             3 open 0 d RDONLY|CREAT|EXCL 644 -> err EEXIST\n\
+             4 open 0 a WRONLY|CREAT|DIRECTORY 644 -> err EINVAL\n\
+             5 truncate d 0 -> err EISDIR\n6 unlink d -> err EISDIR\n\
+             7 link a d -> err EEXIST\n8 stat a -> ok f size=2 mode=644 nlink=1\n"
+            ),
+            "{out}"
+        );
+        assert!(!w.join("a").exists(), "the failed calls seeded no copy");
+    }
+);
+
+e2e!(rename_onto_shared_entries_fails_as_in_place, |dir| {
+    let (out, w) = ops_both(
+        &dir,
+        "mkdir d e f; touch a d/b e/b",
+        "rename d a 0\nrename a d 0\nrename d e 0\nrename d d/x 0\nrename d/b d 0\n\
+         rename x a NOREPLACE\nrename a x EXCHANGE\n",
+    );
+    assert!(
+        out.starts_with(
+            "0 rename d a 0 -> err ENOTDIR\n1 rename a d 0 -> err EISDIR\n\
+             2 rename d e 0 -> err ENOTEMPTY\n3 rename d d/x 0 -> err EINVAL\n\
+             4 rename d/b d 0 -> err ENOTEMPTY\n5 rename x a NOREPLACE -> err ENOENT\n\
+             6 rename a x EXCHANGE -> err ENOENT\n"
+        ),
+        "{out}"
+    );
+    assert!(
+        !w.join("d").exists() && !w.join("a").exists(),
+        "the failed renames left no copy"
+    );
+});
+
+e2e!(renaming_a_shared_directory_hides_its_old_names, |dir| {
+    let (out, _) = ops_both(
+        &dir,
+        "mkdir d f; touch d/b",
+        "rename d g 0\nstat d/b\nstat g/b\nreaddir g\nrename g f 0\nreaddir f\nrmdir g\n",
+    );
+    assert!(
+        out.starts_with(
+            "0 rename d g 0 -> ok\n1 stat d/b -> err ENOENT\n2 stat g/b -> ok f size=0 \
+             mode=644 nlink=1\n3 readdir g -> ok [b]\n4 rename g f 0 -> ok\n\
+             5 readdir f -> ok [b]\n6 rmdir g -> err ENOENT\n"
+        ),
+        "{out}"
+    );
+});
+
+e2e!(
+    rename_exchange_of_a_shared_symlink_and_a_shared_directory_swaps_them,
+    |dir| {
+        let (out, _) = ops_both(
+            &dir,
+            "mkdir d e; touch a d/b e/c; ln -s a l",
+            "rename l d EXCHANGE\nlstat l\nstat l/b\nlstat d\nrename l e EXCHANGE\n\
+             readdir l\nreaddir e\n",
+        );
+        assert!(
+            out.starts_with(
+                "0 rename l d EXCHANGE -> ok\n1 lstat l -> ok d mode=755 nlink=2\n\
+                 2 stat l/b -> ok f size=0 mode=644 nlink=1\n3 lstat d -> ok l mode=777 nlink=1\n\
+                 4 rename l e EXCHANGE -> ok\n5 readdir l -> ok [c]\n6 readdir e -> ok [b]\n"
+            ),
+            "{out}"
+        );
+    }
+);
+
+e2e!(
+    link_of_a_shared_directory_fails_with_eperm_and_onto_itself_with_eexist,
+    |dir| {
+        let (out, w) = ops_both(
+            &dir,
+            "mkdir d; touch d/a",
+            "link d a\nlink d/a d/a\nlink x/a b\nlink zz d/a\nstat d/a\n",
+        );
+        assert!(
+            out.starts_with(
+                "0 link d a -> err EPERM\n1 link d/a d/a -> err EEXIST\n\
+                 2 link x/a b -> err ENOENT\n3 link zz d/a -> err ENOENT\n\
+                 4 stat d/a -> ok f size=0 mode=644 nlink=1\n"
+            ),
+            "{out}"
+        );
+        assert!(!w.join("d/a").exists(), "no copy of the source was made");
+    }
+);
+
+e2e!(
+    mv_ln_rmdir_and_rm_r_on_shared_entries_behave_as_in_place,
+    |dir| {
+        let script = r#"export LC_ALL=C
+        rmdir d; echo "rmdir d: $?"
+        rmdir d/b; echo "rmdir d/b: $?"
+        ln -s x f; echo "ln -s: $?"
+        ln d dd; echo "ln dir: $?"
+        ln f f; echo "ln self: $?"
+        mv d e; echo "mv d e: $?"
+        ls -R
+        mv f e/d; echo "mv f e/d: $?"
+        mv e/d e/d/sub; echo "mv into itself: $?"
+        rm -r e; echo "rm -r e: $?"
+        ls
+        rmdir g; echo "rmdir g: $?"
+        ls"#;
+        let setup = "mkdir d e g; touch d/b f; echo x > d/c";
+        let (bare_dir, job) = (dir.join("bare"), dir.join("job"));
+        for d in [&bare_dir, &job] {
+            std::fs::create_dir_all(d).unwrap();
+            run_ok(Command::new("bash").current_dir(d).args(["-c", setup]));
+        }
+        let bare = run(
+            Command::new("bash")
+                .current_dir(&bare_dir)
+                .args(["-c", script]),
+            std::time::Duration::from_secs(60),
+        );
+        let before = shared_snapshot(&job);
+        let redirected = run(
+            Command::new("bash")
+                .current_dir(&job)
+                .args(["-c", script])
+                .env("LD_PRELOAD", lib())
+                .env("MPAUDIT_ACTION", "redirect")
+                .env("MPAUDIT_JOB_DIR", &job)
+                .env("MPAUDIT_WORKERS_DIR", dir.join("workers"))
+                .env("MPAUDIT_LOG_DIR", dir.join("logs"))
+                .env("MPAUDIT_WORKER", WORKER.to_string()),
+            std::time::Duration::from_secs(60),
+        );
+        let (b, r) = (stdout(&bare), stdout(&redirected));
+        assert_eq!(r, b);
+        assert_eq!(
+            String::from_utf8_lossy(&redirected.stderr),
+            String::from_utf8_lossy(&bare.stderr)
+        );
+        assert!(
+            b.contains("rmdir d: 1")
+                && b.contains("ln -s: 1")
+                && b.contains("ln dir: 1")
+                && b.contains("mv d e: 0")
+                && b.contains("mv into itself: 1")
+                && b.contains("rm -r e: 0")
+                && b.contains("rmdir g: 0"),
+            "{b}"
+        );
+        assert_eq!(shared_snapshot(&job), before);
+    }
+);

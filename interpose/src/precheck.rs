@@ -1,0 +1,131 @@
+//! Before a redirected namespace call: what the kernel would answer it in
+//! the worker's view. The worker directory lacks the shared entries the
+//! call collides with (`rmdir d` with a shared `d/b`, `symlink x f` over a
+//! shared `f`, `link d a` of a shared directory), so the real call, given
+//! worker paths, would answer otherwise. The names are looked up in the
+//! merged view (view.rs) and the decision is the kernel's order of checks
+//! (`mpaudit_core::namei`); a call that would fail there fails so before
+//! anything is seeded, created or recorded.
+//!
+//! Raw system calls on the caller's pool block, no heap, bounded stack.
+
+use crate::audit::Call;
+use crate::view;
+use libc::c_int;
+use mpaudit_core::namei::{self, Facts, Kind, Name, Op, Proceed};
+use mpaudit_core::path::MAX_ABS;
+
+/// One name of the call: as the program spelled it, and where it resolved
+/// in the worker's view.
+#[derive(Clone, Copy)]
+pub struct Spelled<'a> {
+    pub given: &'a [u8],
+    pub abs: &'a [u8],
+}
+
+/// The namespace operation a call is, for the kernel's checks; `None` for
+/// calls this does not model (mkstemp templates, metadata changes, nodes,
+/// O_TMPFILE links), which the real call answers. mkdir is modelled in
+/// core but not applied here: it is not redirected.
+pub fn op_of(call: &Call) -> Option<Op> {
+    if call.template_suffix.is_some() {
+        return None;
+    }
+    if call.flags >= 0 && call.path2.is_none() {
+        return Some(Op::Open(call.flags));
+    }
+    Some(match call.op {
+        "truncate" | "truncate64" => Op::Truncate,
+        "unlink" | "remove" => Op::Unlink,
+        "unlinkat" if call.at_flags & libc::AT_REMOVEDIR != 0 => Op::Rmdir,
+        "unlinkat" => Op::Unlink,
+        "rmdir" => Op::Rmdir,
+        "symlink" | "symlinkat" => Op::Symlink,
+        "link" | "linkat" => Op::Link,
+        "rename" | "renameat" => Op::Rename(0),
+        "renameat2" => Op::Rename(call.flags.max(0) as u32),
+        _ => return None,
+    })
+}
+
+/// What the kernel would answer `op` on these names in the worker's view;
+/// `None` when it cannot be said here (the real call answers). `first` is
+/// the call's only name, symlink's new name, or link's and rename's
+/// source; `second` link's and rename's destination. `work`: pool scratch
+/// (at least `view::DIRENTS + MAX_ABS + PATH_MAX + 1` bytes).
+#[inline(never)]
+pub fn answer(
+    call: &Call,
+    op: Op,
+    first: Spelled,
+    second: Option<Spelled>,
+    work: &mut [u8],
+) -> Option<Result<Proceed, c_int>> {
+    // An empty link source is ENOENT, or with AT_EMPTY_PATH the (open)
+    // descriptor's file, which exists.
+    let empty_source = op == Op::Link && first.given.is_empty();
+    if empty_source && call.at_flags & libc::AT_EMPTY_PATH == 0 {
+        return Some(Err(libc::ENOENT));
+    }
+    // `remove` is unlink, then rmdir for a directory.
+    let (st1, kind1) = if empty_source {
+        (None, Kind::Regular)
+    } else {
+        look(first.abs, work)?
+    };
+    // linkat's AT_SYMLINK_FOLLOW follows a source symlink the view walk did
+    // not: only the new name's checks are said here (a link exists), the
+    // rest is the kernel's.
+    let followed_link =
+        op == Op::Link && call.at_flags & libc::AT_SYMLINK_FOLLOW != 0 && kind1 == Kind::Symlink;
+    let kind1 = if followed_link { Kind::Regular } else { kind1 };
+    let op = match (op, call.op) {
+        (Op::Unlink, "remove") if kind1 == Kind::Dir => Op::Rmdir,
+        (op, _) => op,
+    };
+    let needs_empty = |op: Op, is_second: bool| match op {
+        Op::Rmdir => !is_second,
+        Op::Rename(_) => is_second,
+        _ => false,
+    };
+    let empty1 = kind1 == Kind::Dir && needs_empty(op, false) && empty(first.abs, work)?;
+    let mut facts = Facts {
+        op,
+        first: Name::new(first.given, kind1, empty1),
+        second: Name::new(b"", Kind::Absent, false),
+        same_file: false,
+        second_below_first: false,
+        first_below_second: false,
+    };
+    if let Some(second) = second {
+        let (st2, kind2) = look(second.abs, work)?;
+        let empty2 = kind2 == Kind::Dir && needs_empty(op, true) && empty(second.abs, work)?;
+        facts.second = Name::new(second.given, kind2, empty2);
+        facts.same_file = matches!((st1, st2), (Some(a), Some(b))
+            if a.st_dev == b.st_dev && a.st_ino == b.st_ino);
+        facts.second_below_first = namei::strictly_below(second.abs, first.abs);
+        facts.first_below_second = namei::strictly_below(first.abs, second.abs);
+    }
+    match namei::answer(&facts) {
+        Ok(_) if followed_link => None,
+        r => Some(r),
+    }
+}
+
+/// The entry at `abs` in the worker's view, and its kind; `None` when it
+/// cannot be looked up (the real call answers).
+fn look(abs: &[u8], work: &mut [u8]) -> Option<(Option<libc::stat>, Kind)> {
+    // SAFETY: all-zero is a valid libc::stat (plain integers).
+    let mut st: libc::stat = unsafe { core::mem::zeroed() };
+    let (found, _) = view::view_lstat(abs, &mut work[..view::PATH_MAX + 1], &mut st).ok()?;
+    Some(if found {
+        (Some(st), Kind::of_mode(st.st_mode))
+    } else {
+        (None, Kind::Absent)
+    })
+}
+
+fn empty(abs: &[u8], work: &mut [u8]) -> Option<bool> {
+    const _: () = assert!(view::DIRENTS + MAX_ABS + view::PATH_MAX < crate::pool::WORK_SIZE);
+    view::empty_in_view(abs, work).ok()
+}
