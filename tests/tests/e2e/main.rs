@@ -23,3 +23,4 @@ mod runner;
 mod seccomp;
 mod symbols;
 mod verdicts;
+mod view_renames;
