@@ -735,7 +735,24 @@ unsafe fn judge_then_call<R: Outcome>(
         && !is_symlink(call)
         && a.path.given.is_some_and(|g| !g.is_empty())
     {
+        // A rename looks up only the first name's parent before the second's
+        // descriptor (do_renameat2: both parents, then the old entry): a
+        // missing last component of the first name comes after EBADF.
+        let mut first_parent_is_a_dir = || {
+            a.path.abs.is_some_and(|p| {
+                let parent = &p[..p.iter().rposition(|&b| b == b'/').unwrap_or(0).max(1)];
+                view::lstat(parent, work)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
+            })
+        };
         let first = match a.viewed {
+            Err(view::Unresolved::Errno(libc::ENOENT))
+                if call.writes != Writes::Second && first_parent_is_a_dir() =>
+            {
+                0
+            }
             Err(view::Unresolved::Errno(e)) => e,
             Ok(_)
                 if call.writes == Writes::Second

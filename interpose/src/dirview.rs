@@ -1066,6 +1066,7 @@ unsafe fn absolute(arg: PathArg, base: &mut [u8], out: &mut [u8]) -> Option<usiz
             None
         } else if arg.dirfd == libc::AT_FDCWD {
             let n = sys::getcwd_raw(base)?;
+            let n = crate::guard::as_job_path(base, n);
             Some(&base[..n])
         } else {
             let n = sys::fd_path(arg.dirfd, base)?;

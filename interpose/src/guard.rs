@@ -85,8 +85,55 @@ pub fn cwd(copy: &mut CwdCopy) -> Option<&[u8]> {
     if copy.generation != generation {
         let len = crate::sys::getcwd_raw(&mut copy.bytes);
         copy.valid = len.is_some();
-        copy.len = len.unwrap_or(0);
+        copy.len = len.map_or(0, |n| as_job_path(&mut copy.bytes, n));
         copy.generation = generation;
     }
     copy.valid.then(|| &copy.bytes[..copy.len])
+}
+
+/// A cwd inside the worker's directory that stands for a job directory (a
+/// directory the worker made or moved under redirect, entered by a
+/// rerouted chdir) is the job path it stands for, rewritten in place in
+/// `bytes[..len]`: relative paths from there are then judged, redirected
+/// and recorded as the job's, as they would be from the shared directory.
+/// The worker's own directory entered for itself (a framework writing its
+/// per-worker outputs there) stays what it is. Returns the new length.
+pub(crate) fn as_job_path(bytes: &mut [u8], len: usize) -> usize {
+    let saved = crate::state::SAVED.get();
+    let (job, wdir) = (saved.job_dir.as_bytes(), saved.worker_dir.as_bytes());
+    if job.len() < 2 || wdir.is_empty() || !crate::redirect::any_redirected() {
+        return len;
+    }
+    let Some(rel) = mpaudit_core::path::strip_dir(&bytes[..len], wdir) else {
+        return len;
+    };
+    let first = rel.split(|&b| b == b'/').next().unwrap_or(rel);
+    // Only names the mapping makes for job paths: `_<escaped>` or plain.
+    if first == mpaudit_core::map::OUTSIDE_JOB || mpaudit_core::map::is_own_top_name(first) {
+        return len;
+    }
+    let (skip, prefix): (usize, &[u8]) = (usize::from(first.starts_with(b"_")), job);
+    let rel_start = len - rel.len() + skip;
+    let moved_to = prefix.len() + 1;
+    let new_len = moved_to + (len - rel_start);
+    if new_len > bytes.len() {
+        return len;
+    }
+    bytes.copy_within(rel_start..len, moved_to);
+    bytes[..prefix.len()].copy_from_slice(prefix);
+    bytes[prefix.len()] = b'/';
+    // The table must send the job path to exactly this directory.
+    let stands_for_it = crate::redirect::lookup(&bytes[..new_len])
+        .is_some_and(|t| t.len() == len && mpaudit_core::path::strip_dir(t, wdir).is_some());
+    if stands_for_it {
+        return new_len;
+    }
+    // Not a redirected directory: the worker directory's own path, back.
+    bytes.copy_within(moved_to..new_len, rel_start);
+    bytes[..wdir.len()].copy_from_slice(wdir);
+    bytes[wdir.len()] = b'/';
+    if skip == 1 {
+        bytes[wdir.len() + 1] = b'_';
+    }
+    len
 }

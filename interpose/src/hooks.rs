@@ -574,6 +574,7 @@ hooks! {
     // ---- the cwd: hooked only to invalidate the per-thread cwd cache ----
     // A directory the worker made is entered in its worker directory.
     fn chdir(path: *const c_char) -> c_int => |real| after_chdir(reroute(cwd(path), true, |p| real(p)));
+    fn getcwd(buf: *mut c_char, size: libc::size_t) -> *mut c_char => |real| cwd_in_view(real(buf, size), buf, size);
     fn fchdir(fd: c_int) -> c_int => |real| after_chdir(real(fd));
 
     // ---- the loader: an unloaded object's cached call sites go stale.
@@ -1370,4 +1371,49 @@ unsafe extern "C" fn dlopen_routed(file: *const c_char, mode: c_int) -> *mut c_v
 /// dlopen when glibc's could not be found: fails as a missing library.
 extern "C" fn dlopen_missing(_file: *const c_char, _mode: c_int) -> *mut c_void {
     core::ptr::null_mut()
+}
+
+/// After getcwd: a cwd inside the worker's directory that stands for a job
+/// directory (entered by a rerouted chdir: one the worker made or moved)
+/// reads as the job path, as in place (`guard::as_job_path`). ERANGE when
+/// that does not fit the caller's buffer; a buffer glibc allocated
+/// (`buf` NULL) is grown with realloc.
+fn cwd_in_view(r: *mut c_char, buf: *mut c_char, size: libc::size_t) -> *mut c_char {
+    if r.is_null() || !crate::redirect::any_redirected() {
+        return r;
+    }
+    let _errno = crate::sys::ErrnoGuard::save();
+    let Some(mut claimed) = crate::pool::claim() else {
+        return r;
+    };
+    let work = &mut claimed.block().work;
+    // SAFETY: getcwd returned a NUL-terminated path in `r`.
+    let given = unsafe { crate::sys::c_bytes(r, work.len() - 1) };
+    let len = given.len();
+    work[..len].copy_from_slice(given);
+    let n = crate::guard::as_job_path(work, len);
+    if n == len && work[..n] == *given {
+        return r;
+    }
+    let out = if !buf.is_null() {
+        if n + 1 > size {
+            drop(_errno);
+            crate::sys::set_errno(libc::ERANGE);
+            return core::ptr::null_mut();
+        }
+        buf
+    } else {
+        // SAFETY: `r` is the block glibc's getcwd allocated for the caller.
+        let grown = unsafe { libc::realloc(r.cast(), (n + 1).max(size)) }.cast::<c_char>();
+        if grown.is_null() {
+            return r;
+        }
+        grown
+    };
+    // SAFETY: `out` holds at least n + 1 bytes (checked or allocated above).
+    unsafe {
+        core::ptr::copy_nonoverlapping(work.as_ptr(), out.cast::<u8>(), n);
+        *out.add(n) = 0;
+    }
+    out
 }

@@ -115,7 +115,18 @@ e2e!(
             &["--workers", "2", "--action", "redirect"],
             script,
         );
-        assert_eq!(code, 1, "{:#}", r["summary"]);
+        // Worker 1's rm cannot empty its own directory either: the audit's
+        // files in it (captured output, manifest, redirect table) are
+        // guarded (review 2, F13), so rm says "Directory not empty" there
+        // and the job fails: exit 3, never "ok".
+        assert_eq!(code, 3, "{:#}", r["summary"]);
+        assert!(
+            r["workers"]
+                .to_string()
+                .contains("worker_1': Directory not empty"),
+            "{:#}",
+            r["workers"]
+        );
         assert_eq!(read(dir.join("mpaudit-workers/worker_0/out.txt")), "0\n");
         // Worker 0's write is still in the report, with its log.
         assert!(
