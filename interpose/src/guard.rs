@@ -104,6 +104,16 @@ pub(crate) fn as_job_path(bytes: &mut [u8], len: usize) -> usize {
     if job.len() < 2 || wdir.is_empty() || !crate::redirect::any_redirected() {
         return len;
     }
+    if bytes[..len] == *wdir {
+        // The worker directory as the copy of the job directory itself (a
+        // walk's fchdir to a rerouted descriptor of the job directory).
+        let stands_for_job = crate::redirect::lookup(job).is_some_and(|t| t == wdir);
+        if stands_for_job && job.len() <= bytes.len() {
+            bytes[..job.len()].copy_from_slice(job);
+            return job.len();
+        }
+        return len;
+    }
     let Some(rel) = mpaudit_core::path::strip_dir(&bytes[..len], wdir) else {
         return len;
     };

@@ -136,7 +136,11 @@ e2e!(
         );
         assert!(reasons(&r).is_empty(), "{:#}", r["summary"]["incomplete"]);
         let (code, r) = report_json(&dir.path, "mpaudit-logs");
-        assert_eq!(code, 1, "{:#}", r["summary"]);
+        assert_eq!(
+            code, 3,
+            "the report remembers the failed job: {:#}",
+            r["summary"]
+        );
 
         // Logged (in place): rm really removes the logs, and the run must not
         // pass for complete.
