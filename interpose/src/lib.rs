@@ -8,6 +8,7 @@
 mod api;
 mod audit;
 mod checked;
+mod descriptor;
 mod dirview;
 mod guard;
 mod hooks;
