@@ -26,6 +26,7 @@ mod sys;
 mod table;
 mod unseen;
 mod view;
+mod xattrs;
 
 use libc::{c_char, c_int};
 
