@@ -90,8 +90,11 @@ fn xattrs(p: &Path) -> BTreeMap<String, Vec<u8>> {
     out
 }
 
-/// Every file of the shared tree: name → (mode, mtime, content, xattrs).
-fn snapshot(job: &Path) -> BTreeMap<String, (u32, i64, Vec<u8>, BTreeMap<String, Vec<u8>>)> {
+/// One file's mode, mtime, content and xattrs.
+type FileState = (u32, i64, Vec<u8>, BTreeMap<String, Vec<u8>>);
+
+/// Every file of the shared tree by name.
+fn snapshot(job: &Path) -> BTreeMap<String, FileState> {
     let mut out = BTreeMap::new();
     for e in std::fs::read_dir(job).unwrap() {
         let p = e.unwrap().path();
