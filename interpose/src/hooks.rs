@@ -9,6 +9,7 @@
 #![allow(clippy::missing_safety_doc)]
 
 use crate::audit::{file_access, reroute, Call, PathArg, Writes};
+use crate::descriptor::{empty_path, metadata_change};
 use crate::process;
 use libc::{c_char, c_int, c_uint, c_void, mode_t, pid_t, FILE};
 use mpaudit_core::flags::{fopen_mode_flags, OpenIntent};
@@ -210,7 +211,7 @@ fn renaming(op: &'static str, old: PathArg, new: PathArg) -> Call {
 /// a directory, with mode, owner and times), like a truncate. `follows`:
 /// the call follows a symlink in the leaf (chmod, not lchown, nor
 /// `AT_SYMLINK_NOFOLLOW`).
-fn metadata(op: &'static str, path: PathArg, follows: bool) -> Call {
+pub(crate) fn metadata(op: &'static str, path: PathArg, follows: bool) -> Call {
     Call {
         keeps_content: true,
         changes_metadata: Some(follows),
@@ -258,61 +259,6 @@ fn statx_done(arg: PathArg, follows: bool, buf: *mut c_void, r: c_int) -> c_int 
         st.stx_nlink = n as u32;
     }
     r
-}
-
-/// This process redirects its rogue writes (a worker under `redirect`).
-fn redirecting() -> bool {
-    crate::state::ready()
-        && crate::state::worker().is_some()
-        && crate::state::SAVED.get().action == mpaudit_core::policy::ActionSetting::Redirect
-}
-
-/// fchmod, fchown, futimens: the file a descriptor is open on changes. In
-/// a redirecting worker, a descriptor of a file or directory is judged as
-/// the same change by path (`fd`'s path): redirected, the worker's copy is
-/// made (with this process's read-only descriptors of a file moved to it,
-/// redirect::follow_copy_up) and changed by path, `real(Some(path))`, so the
-/// shared inode is never touched; else `real(None)` changes it through the
-/// descriptor, as the program asked.
-fn by_descriptor(
-    caller: usize,
-    op: &'static str,
-    fd: c_int,
-    real: impl Fn(Option<*const c_char>) -> c_int,
-) -> c_int {
-    if !redirecting() {
-        return real(None);
-    }
-    let entry_errno = crate::sys::ErrnoGuard::save();
-    let mut claimed = crate::pool::claim();
-    let Some(block) = claimed.as_mut().map(|c| c.block()) else {
-        drop(entry_errno);
-        return real(None);
-    };
-    let buf = &mut block.target;
-    let room = buf.len() - 1;
-    // SAFETY: a query of the descriptor's status flags.
-    let status = unsafe { libc::syscall(libc::SYS_fcntl, fd, libc::F_GETFL) };
-    let kind = crate::sys::fstat(fd)
-        .filter(|st| st.st_nlink > 0 && status >= 0 && status as c_int & libc::O_PATH == 0)
-        .map(|st| st.st_mode & libc::S_IFMT);
-    let n = match kind {
-        Some(libc::S_IFREG | libc::S_IFDIR) => crate::sys::fd_path(fd, &mut buf[..room]),
-        _ => None,
-    };
-    let Some(n) = n.filter(|_| buf.first() == Some(&b'/')) else {
-        drop(entry_errno);
-        return real(None);
-    };
-    buf[n] = 0;
-    let own = buf.as_ptr().cast::<c_char>();
-    drop(entry_errno);
-    // SAFETY: `own` is our NUL-terminated copy of the descriptor's path.
-    unsafe {
-        file_access(caller, metadata(op, cwd(own), false), |p, _| {
-            real((p != own).then_some(p))
-        })
-    }
 }
 
 /// mkfifo, mknod, bind: a new file system node (redirected like a created
@@ -436,7 +382,11 @@ hooks! {
     fn chmod(path: *const c_char, mode: mode_t) -> c_int =>
         |real, caller| file_access(caller, metadata("chmod", cwd(path), true), |p, _| real(p, mode));
     fn fchmodat(dirfd: c_int, path: *const c_char, mode: mode_t, flags: c_int) -> c_int =>
-        |real, caller| file_access(caller, metadata("fchmodat", at(dirfd, path), follows(flags)), |p, _| real(dirfd, p, mode, flags));
+        |real, caller| if empty_path(path, flags) {
+            metadata_change(caller, "fchmodat", dirfd, |f| real(f, path, mode, flags))
+        } else {
+            file_access(caller, metadata("fchmodat", at(dirfd, path), follows(flags)), |p, _| real(dirfd, p, mode, flags))
+        };
     fn lchmod(path: *const c_char, mode: mode_t) -> c_int =>
         |real, caller| file_access(caller, metadata("lchmod", cwd(path), false), |p, _| real(p, mode));
     fn chown(path: *const c_char, owner: libc::uid_t, group: libc::gid_t) -> c_int =>
@@ -444,40 +394,49 @@ hooks! {
     fn lchown(path: *const c_char, owner: libc::uid_t, group: libc::gid_t) -> c_int =>
         |real, caller| file_access(caller, metadata("lchown", cwd(path), false), |p, _| real(p, owner, group));
     fn fchownat(dirfd: c_int, path: *const c_char, owner: libc::uid_t, group: libc::gid_t, flags: c_int) -> c_int =>
-        |real, caller| file_access(caller, metadata("fchownat", at(dirfd, path), follows(flags)), |p, _| real(dirfd, p, owner, group, flags));
-    // A NULL path changes the descriptor's file (futimens): no path to judge.
+        |real, caller| if empty_path(path, flags) {
+            metadata_change(caller, "fchownat", dirfd, |f| real(f, path, owner, group, flags))
+        } else {
+            file_access(caller, metadata("fchownat", at(dirfd, path), follows(flags)), |p, _| real(dirfd, p, owner, group, flags))
+        };
+    // A NULL path (futimens) or an empty one with AT_EMPTY_PATH changes the
+    // descriptor's file: judged by the descriptor's path (descriptor.rs).
     fn utimensat(dirfd: c_int, path: *const c_char, times: *const libc::timespec, flags: c_int) -> c_int =>
-        |real, caller| if path.is_null() {
-            by_descriptor(caller, "futimens", dirfd, |p| match p {
-                None => real(dirfd, path, times, flags),
-                // SAFETY: our NUL-terminated target and the program's times.
-                Some(p) => unsafe { libc::syscall(libc::SYS_utimensat, libc::AT_FDCWD, p, times, 0) as c_int },
-            })
+        |real, caller| if path.is_null() || empty_path(path, flags) {
+            metadata_change(caller, "utimensat", dirfd, |f| real(f, path, times, flags))
         } else {
             file_access(caller, metadata("utimensat", at(dirfd, path), follows(flags)), |p, _| real(dirfd, p, times, flags))
         };
     fn futimesat(dirfd: c_int, path: *const c_char, times: *const libc::timeval) -> c_int =>
-        |real, caller| if path.is_null() { real(dirfd, path, times) } else {
+        |real, caller| if path.is_null() {
+            metadata_change(caller, "futimesat", dirfd, |f| real(f, path, times))
+        } else {
             file_access(caller, metadata("futimesat", at(dirfd, path), true), |p, _| real(dirfd, p, times))
         };
+    // ---- metadata changes through a descriptor (review 2, F11): judged as
+    // changes of the descriptor's file (descriptor.rs) ----
     fn fchmod(fd: c_int, mode: mode_t) -> c_int =>
-        |real, caller| by_descriptor(caller, "fchmod", fd, |p| match p {
-            None => real(fd, mode),
-            // SAFETY: our NUL-terminated target.
-            Some(p) => unsafe { libc::syscall(libc::SYS_fchmodat, libc::AT_FDCWD, p, mode) as c_int },
-        });
+        |real, caller| metadata_change(caller, "fchmod", fd, |f| real(f, mode));
     fn fchown(fd: c_int, owner: libc::uid_t, group: libc::gid_t) -> c_int =>
-        |real, caller| by_descriptor(caller, "fchown", fd, |p| match p {
-            None => real(fd, owner, group),
-            // SAFETY: our NUL-terminated target.
-            Some(p) => unsafe { libc::syscall(libc::SYS_fchownat, libc::AT_FDCWD, p, owner, group, 0) as c_int },
-        });
+        |real, caller| metadata_change(caller, "fchown", fd, |f| real(f, owner, group));
     fn futimens(fd: c_int, times: *const libc::timespec) -> c_int =>
-        |real, caller| by_descriptor(caller, "futimens", fd, |p| match p {
-            None => real(fd, times),
-            // SAFETY: our NUL-terminated target and the program's times.
-            Some(p) => unsafe { libc::syscall(libc::SYS_utimensat, libc::AT_FDCWD, p, times, 0) as c_int },
-        });
+        |real, caller| metadata_change(caller, "futimens", fd, |f| real(f, times));
+    fn futimes(fd: c_int, times: *const libc::timeval) -> c_int =>
+        |real, caller| metadata_change(caller, "futimes", fd, |f| real(f, times));
+    fn fsetxattr(fd: c_int, name: *const c_char, value: *const c_void, size: usize, flags: c_int) -> c_int =>
+        |real, caller| metadata_change(caller, "fsetxattr", fd, |f| real(f, name, value, size, flags));
+    fn fremovexattr(fd: c_int, name: *const c_char) -> c_int =>
+        |real, caller| metadata_change(caller, "fremovexattr", fd, |f| real(f, name));
+    // ---- extended attributes by path (review 2, F9): setting or removing
+    // one is a metadata change, like chmod ----
+    fn setxattr(path: *const c_char, name: *const c_char, value: *const c_void, size: usize, flags: c_int) -> c_int =>
+        |real, caller| file_access(caller, metadata("setxattr", cwd(path), true), |p, _| real(p, name, value, size, flags));
+    fn lsetxattr(path: *const c_char, name: *const c_char, value: *const c_void, size: usize, flags: c_int) -> c_int =>
+        |real, caller| file_access(caller, metadata("lsetxattr", cwd(path), false), |p, _| real(p, name, value, size, flags));
+    fn removexattr(path: *const c_char, name: *const c_char) -> c_int =>
+        |real, caller| file_access(caller, metadata("removexattr", cwd(path), true), |p, _| real(p, name));
+    fn lremovexattr(path: *const c_char, name: *const c_char) -> c_int =>
+        |real, caller| file_access(caller, metadata("lremovexattr", cwd(path), false), |p, _| real(p, name));
     fn utimes(path: *const c_char, times: *const libc::timeval) -> c_int =>
         |real, caller| file_access(caller, metadata("utimes", cwd(path), true), |p, _| real(p, times));
     fn lutimes(path: *const c_char, times: *const libc::timeval) -> c_int =>
@@ -525,6 +484,16 @@ hooks! {
     fn readlinkat(dirfd: c_int, path: *const c_char, buf: *mut c_char, size: libc::size_t) -> libc::ssize_t =>
         |real| reroute(at(dirfd, path), false, |p| real(dirfd, p, buf, size));
     fn access(path: *const c_char, mode: c_int) -> c_int => |real| reroute(cwd(path), true, |p| real(p, mode));
+    // Extended attributes are read where stat looks (review 2, F9: `ls -l`,
+    // shutil.copy2 read them).
+    fn getxattr(path: *const c_char, name: *const c_char, value: *mut c_void, size: usize) -> isize =>
+        |real| reroute(cwd(path), true, |p| real(p, name, value, size));
+    fn lgetxattr(path: *const c_char, name: *const c_char, value: *mut c_void, size: usize) -> isize =>
+        |real| reroute(cwd(path), false, |p| real(p, name, value, size));
+    fn listxattr(path: *const c_char, list: *mut c_char, size: usize) -> isize =>
+        |real| reroute(cwd(path), true, |p| real(p, list, size));
+    fn llistxattr(path: *const c_char, list: *mut c_char, size: usize) -> isize =>
+        |real| reroute(cwd(path), false, |p| real(p, list, size));
     fn faccessat(dirfd: c_int, path: *const c_char, mode: c_int, flags: c_int) -> c_int =>
         |real| reroute(at(dirfd, path), flags & libc::AT_SYMLINK_NOFOLLOW == 0, |p| real(dirfd, p, mode, flags));
 
@@ -967,6 +936,19 @@ pub unsafe extern "C" fn __mpaudit_syscall(
         w[j] = q as c_long;
         w
     };
+    // A call on the descriptor in word `i`: judged by its file's path.
+    let by_descriptor = |op: &'static str, i: usize, call: &dyn Fn([c_long; 6]) -> c_long| {
+        // SAFETY: the program's words, handed on with only the descriptor
+        // (maybe) replaced by one of the worker's copy.
+        let r = unsafe {
+            metadata_change(caller, op, d(i), |f| {
+                let mut w = a;
+                w[i] = f as c_long;
+                call(w) as c_int
+            })
+        };
+        r as c_long
+    };
     let exec_with = |i: usize, env: *const *const c_char| {
         let mut w = a;
         w[i] = env as c_long;
@@ -1117,6 +1099,44 @@ pub unsafe extern "C" fn __mpaudit_syscall(
             libc::SYS_truncate => file_access(caller, truncation("truncate", cwd(s(0))), |p, _| {
                 real(with(0, p))
             }),
+            // The descriptor forms (review 2, F11) before the path forms.
+            SYS_FCHMODAT2 if empty_path(s(1), d(3)) => by_descriptor("fchmodat2", 0, &|w| real(w)),
+            libc::SYS_fchownat if empty_path(s(1), d(4)) => {
+                by_descriptor("fchownat", 0, &|w| real(w))
+            }
+            libc::SYS_utimensat if a[1] == 0 || empty_path(s(1), d(3)) => {
+                by_descriptor("utimensat", 0, &|w| real(w))
+            }
+            #[cfg(target_arch = "x86_64")]
+            libc::SYS_futimesat if a[1] == 0 => by_descriptor("futimesat", 0, &|w| real(w)),
+            libc::SYS_fchmod => by_descriptor("fchmod", 0, &|w| real(w)),
+            libc::SYS_fchown => by_descriptor("fchown", 0, &|w| real(w)),
+            libc::SYS_fsetxattr => by_descriptor("fsetxattr", 0, &|w| real(w)),
+            libc::SYS_fremovexattr => by_descriptor("fremovexattr", 0, &|w| real(w)),
+            libc::SYS_setxattr
+            | libc::SYS_lsetxattr
+            | libc::SYS_removexattr
+            | libc::SYS_lremovexattr => {
+                let op = match number {
+                    libc::SYS_setxattr => "setxattr",
+                    libc::SYS_lsetxattr => "lsetxattr",
+                    libc::SYS_removexattr => "removexattr",
+                    _ => "lremovexattr",
+                };
+                file_access(
+                    caller,
+                    metadata(op, cwd(s(0)), !op.starts_with('l')),
+                    |p, _| real(with(0, p)),
+                )
+            }
+            libc::SYS_getxattr
+            | libc::SYS_lgetxattr
+            | libc::SYS_listxattr
+            | libc::SYS_llistxattr => reroute(
+                cwd(s(0)),
+                matches!(number, libc::SYS_getxattr | libc::SYS_listxattr),
+                |p| real(with(0, p)),
+            ),
             libc::SYS_fchmodat => file_access(
                 caller,
                 metadata("fchmodat", at(d(0), s(1)), true),

@@ -8,6 +8,7 @@
 mod api;
 mod audit;
 mod checked;
+mod descriptor;
 mod dirview;
 mod guard;
 mod hooks;
@@ -25,6 +26,7 @@ mod sys;
 mod table;
 mod unseen;
 mod view;
+mod xattrs;
 
 use libc::{c_char, c_int};
 

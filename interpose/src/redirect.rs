@@ -628,6 +628,9 @@ fn copy_original(
         let copied = match from {
             Ok(from @ 0..) => {
                 let r = copy_content(to, from, st.st_size as u64, buf);
+                if r.is_ok() {
+                    crate::xattrs::copy_all(to, from, buf, link);
+                }
                 sys::close(from);
                 r
             }

@@ -137,6 +137,9 @@ static int is_file_syscall(long n) {
     case SYS_execve: case SYS_execveat: case SYS_bind:
     case SYS_newfstatat: case SYS_statx: case SYS_faccessat: case SYS_faccessat2:
     case SYS_getdents64:
+    case SYS_fchmod: case SYS_fchown: case SYS_fsetxattr: case SYS_fremovexattr:
+    case SYS_setxattr: case SYS_lsetxattr: case SYS_removexattr: case SYS_lremovexattr:
+    case SYS_getxattr: case SYS_lgetxattr: case SYS_listxattr: case SYS_llistxattr:
         return 1;
     default:
         return 0;

@@ -3,6 +3,7 @@
 
 mod bench;
 mod contract;
+mod descriptor_metadata;
 mod differential;
 mod docs;
 mod examples;
