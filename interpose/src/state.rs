@@ -37,6 +37,16 @@ impl<const N: usize> FixedBuf<N> {
         self.len = bytes.len();
         true
     }
+    /// Sets the contents to what `build` writes into the buffer itself
+    /// (its length, or `None`: empty), NUL-terminated. No path-sized copy on
+    /// the stack: used in a fork child's atfork handler, which may run on a
+    /// signal handler's small stack.
+    pub fn fill_with(&mut self, build: impl FnOnce(&mut [u8]) -> Option<usize>) -> bool {
+        let n = build(&mut self.data[..N - 1]).filter(|&n| n < N);
+        self.len = n.unwrap_or(0);
+        self.data[self.len] = 0;
+        n.is_some()
+    }
     /// Appends `bytes` and a NUL; false if it does not fit.
     pub fn push_cstr(&mut self, bytes: &[u8]) -> bool {
         if self.len + bytes.len() + 1 > N {
@@ -609,16 +619,18 @@ fn init_policy_dirs(saved: &mut Saved, dirs: &DirSettings) {
 
 /// Recomputes `worker_dir` for the current worker index.
 fn set_worker_dir(saved: &mut Saved) {
-    let mut buf = [0u8; 4200];
     // A rank that is its own worker is `worker_<rank>`; a local worker of a
     // rank is `rank_<r>/worker_<k>` (mpaudit_core::map::worker_dir_for).
     let rank = rank().filter(|_| !worker_is_rank());
-    match worker().and_then(|w| {
-        mpaudit_core::map::worker_dir_for(saved.workers_dir.as_bytes(), rank, w, &mut buf)
-    }) {
-        Some(n) => _ = saved.worker_dir.set(&buf[..n]),
-        None => _ = saved.worker_dir.set(b""),
-    }
+    let Saved {
+        workers_dir,
+        worker_dir,
+        ..
+    } = saved;
+    worker_dir.fill_with(|out| {
+        worker()
+            .and_then(|w| mpaudit_core::map::worker_dir_for(workers_dir.as_bytes(), rank, w, out))
+    });
 }
 
 /// Python's multiprocessing forkserver, recognised by the command line
