@@ -246,9 +246,15 @@ unsafe fn resolve_in_view<'a>(
     // SAFETY: the caller's contract, non-NULL checked above.
     let given: &'a [u8] = unsafe { sys::path_bytes(arg.path, MAX_GIVEN) };
     let (scratch, spare) = scratch.split_at_mut(view::SCRATCH);
+    // Whether the start the view uses is not the kernel's (a directory of
+    // the worker's that stands for a job directory): the program's relative
+    // spelling would then reach another file (`..` from a directory the
+    // worker made leads into the worker's directory, not the job's).
+    let mut start_moved = false;
     let start: Option<&[u8]> = if given.first() == Some(&b'/') {
         None
     } else if arg.dirfd == libc::AT_FDCWD {
+        start_moved = crate::guard::cwd(cwd).is_some() && cwd.stands_for_job;
         crate::guard::cwd(cwd)
     } else {
         // What the kernel says of a bad or non-directory dirfd first: a
@@ -265,14 +271,18 @@ unsafe fn resolve_in_view<'a>(
             Some(_) => sys::fd_path(arg.dirfd, base).map(|n| &base[..n]),
         }
     };
-    let start = start.map(|s| seen_from_job(s, spare));
+    let start = start.map(|s| {
+        let seen = seen_from_job(s, spare);
+        start_moved |= seen.as_ptr() != s.as_ptr();
+        seen
+    });
     match view::resolve(given, start, follow_leaf, out, scratch) {
         Ok((n, via_view)) => (
             PathPair {
                 given: Some(given),
                 abs: Some(&out[..n]),
             },
-            Ok(via_view),
+            Ok(via_view || start_moved),
         ),
         Err(why) => {
             // SAFETY: as above.

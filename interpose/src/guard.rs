@@ -85,7 +85,8 @@ pub fn cwd(copy: &mut CwdCopy) -> Option<&[u8]> {
     if copy.generation != generation {
         let len = crate::sys::getcwd_raw(&mut copy.bytes);
         copy.valid = len.is_some();
-        copy.len = len.map_or(0, |n| as_job_path(&mut copy.bytes, n));
+        let (n, moved) = len.map_or((0, false), |n| job_path_of(&mut copy.bytes, n));
+        (copy.len, copy.stands_for_job) = (n, moved);
         copy.generation = generation;
     }
     copy.valid.then(|| &copy.bytes[..copy.len])
@@ -99,10 +100,15 @@ pub fn cwd(copy: &mut CwdCopy) -> Option<&[u8]> {
 /// The worker's own directory entered for itself (a framework writing its
 /// per-worker outputs there) stays what it is. Returns the new length.
 pub(crate) fn as_job_path(bytes: &mut [u8], len: usize) -> usize {
+    job_path_of(bytes, len).0
+}
+
+/// [`as_job_path`], and whether the path was rewritten.
+pub(crate) fn job_path_of(bytes: &mut [u8], len: usize) -> (usize, bool) {
     let saved = crate::state::SAVED.get();
     let (job, wdir) = (saved.job_dir.as_bytes(), saved.worker_dir.as_bytes());
     if job.len() < 2 || wdir.is_empty() || !crate::redirect::any_redirected() {
-        return len;
+        return (len, false);
     }
     if bytes[..len] == *wdir {
         // The worker directory as the copy of the job directory itself (a
@@ -110,24 +116,24 @@ pub(crate) fn as_job_path(bytes: &mut [u8], len: usize) -> usize {
         let stands_for_job = crate::redirect::lookup(job).is_some_and(|t| t == wdir);
         if stands_for_job && job.len() <= bytes.len() {
             bytes[..job.len()].copy_from_slice(job);
-            return job.len();
+            return (job.len(), true);
         }
-        return len;
+        return (len, false);
     }
     let Some(rel) = mpaudit_core::path::strip_dir(&bytes[..len], wdir) else {
-        return len;
+        return (len, false);
     };
     let first = rel.split(|&b| b == b'/').next().unwrap_or(rel);
     // Only names the mapping makes for job paths: `_<escaped>` or plain.
     if first == mpaudit_core::map::OUTSIDE_JOB || mpaudit_core::map::is_own_top_name(first) {
-        return len;
+        return (len, false);
     }
     let (skip, prefix): (usize, &[u8]) = (usize::from(first.starts_with(b"_")), job);
     let rel_start = len - rel.len() + skip;
     let moved_to = prefix.len() + 1;
     let new_len = moved_to + (len - rel_start);
     if new_len > bytes.len() {
-        return len;
+        return (len, false);
     }
     bytes.copy_within(rel_start..len, moved_to);
     bytes[..prefix.len()].copy_from_slice(prefix);
@@ -136,7 +142,7 @@ pub(crate) fn as_job_path(bytes: &mut [u8], len: usize) -> usize {
     let stands_for_it = crate::redirect::lookup(&bytes[..new_len])
         .is_some_and(|t| t.len() == len && mpaudit_core::path::strip_dir(t, wdir).is_some());
     if stands_for_it {
-        return new_len;
+        return (new_len, true);
     }
     // Not a redirected directory: the worker directory's own path, back.
     bytes.copy_within(moved_to..new_len, rel_start);
@@ -145,5 +151,5 @@ pub(crate) fn as_job_path(bytes: &mut [u8], len: usize) -> usize {
     if skip == 1 {
         bytes[wdir.len() + 1] = b'_';
     }
-    len
+    (len, false)
 }

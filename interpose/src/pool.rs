@@ -49,6 +49,9 @@ pub struct CwdCopy {
     pub generation: u64,
     /// False when the kernel gave no usable path (too long, unreachable).
     pub valid: bool,
+    /// True when `bytes` is the job path a worker-directory cwd stands for
+    /// (guard::as_job_path): the kernel resolves relative names elsewhere.
+    pub stands_for_job: bool,
     pub len: usize,
     pub bytes: [u8; 4096],
 }
@@ -65,6 +68,7 @@ const EMPTY_BLOCK: Block = Block {
     work: [0; WORK_SIZE],
     cwd: CwdCopy {
         generation: 0,
+        stands_for_job: false,
         valid: false,
         len: 0,
         bytes: [0; 4096],

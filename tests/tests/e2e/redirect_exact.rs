@@ -936,3 +936,21 @@ e2e!(
         assert_eq!(shared_snapshot(&job), before);
     }
 );
+
+// Regression: from a directory the worker made (it exists only in the
+// worker's directory), a relative `..` was handed to the kernel as spelled
+// and reached the worker's directory, not the job's: `../a` (a shared file
+// never copied) was missing and `chdir ..` entered the worker directory
+// (nftw with FTW_CHDIR|FTW_DEPTH then reported the wrong cwd).
+e2e!(
+    dotdot_from_a_directory_the_worker_made_reaches_the_job_directory,
+    |dir| {
+        let (out, _) = same_ops(
+            &dir,
+            d_and_a,
+            "mkdir n 755\nchdir n\nopen 0 ../a RDONLY 644\nread 0 8\nclose 0\nstat ../d\n\
+             chdir ..\nopen 1 a RDONLY 644\nread 1 8\nreaddir .\n",
+        );
+        assert!(out.contains("read 0 8 -> ok \"A\""), "{out}");
+    }
+);
