@@ -1027,9 +1027,21 @@ unsafe fn judge_then_call<R: Outcome>(
                     redirect::record(orig, &target2[..r.len], work);
                 }
             }
-            for (r, t) in [(route1, &target[..]), (route2, &target2[..])] {
-                if let Some((r, (dev, ino))) = r.and_then(|r| r.copied.map(|c| (r, c))) {
-                    redirect::follow_copy_up(dev, ino, &t[..r.len], work);
+            // Where each copy is now: a rename moved the first path's copy
+            // to the second name (and an exchange the second's to the
+            // first); readers of a shared file follow its content there.
+            let exchange = call.writes == Writes::Both
+                && call.flags > 0
+                && call.flags as u32 & libc::RENAME_EXCHANGE != 0;
+            let (len1, len2) = (route1.map_or(0, |r| r.len), route2.map_or(0, |r| r.len));
+            let now_at: [(Option<Route>, &[u8]); 2] = match call.writes {
+                Writes::Both if exchange => [(route1, &target2[..len2]), (route2, &target[..len1])],
+                Writes::Both => [(route1, &target2[..len2]), (None, &[])],
+                _ => [(route1, &target[..len1]), (route2, &target2[..len2])],
+            };
+            for (r, t) in now_at {
+                if let Some((dev, ino)) = r.and_then(|r| r.copied).filter(|_| !t.is_empty()) {
+                    redirect::follow_copy_up(dev, ino, t, work);
                 }
             }
         }

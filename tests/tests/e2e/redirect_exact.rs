@@ -954,3 +954,24 @@ e2e!(
         assert!(out.contains("read 0 8 -> ok \"A\""), "{out}");
     }
 );
+
+// Regression (differential, concurrent workers): a descriptor opened for
+// reading before a redirected exchange was moved to the copy now at its old
+// name (the other file's content): bare it keeps reading its own file,
+// wherever the exchange put it.
+e2e!(
+    a_reader_opened_before_an_exchange_keeps_reading_its_own_file,
+    |dir| {
+        let (out, _) = same_ops(
+            &dir,
+            |d| {
+                std::fs::create_dir(d.join("d")).unwrap();
+                std::fs::write(d.join("d/b"), "BBBB").unwrap();
+                std::fs::write(d.join("a"), "").unwrap();
+            },
+            "open 0 d/b RDONLY 644\nrename d/b a EXCHANGE\nread 0 1\n\
+             open 1 a RDONLY 644\nrename a d/b -\nread 1 2\n",
+        );
+        assert!(out.contains("read 0 1 -> ok \"B\""), "{out}");
+    }
+);
