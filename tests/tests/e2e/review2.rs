@@ -883,7 +883,6 @@ e2e!(chdir_and_readlink_follow_the_workers_view, |dir| {
 // subprocess raises FileNotFoundError; building a helper then running it
 // (`gcc -o b/x x.c && ./b/x`) fails the same way.
 e2e!(
-    #[ignore = "review2 F23 open: exec paths are not routed through the worker view"]
     a_program_the_worker_wrote_can_be_executed_by_its_name,
     |dir| {
         let (bare, job) = twin_jobs(&dir, |_| {});
