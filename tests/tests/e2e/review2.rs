@@ -582,7 +582,6 @@ e2e!(
 // unsupervised, its writes unseen (exit 4 instead of 1). Racy: tried up
 // to 8 times; on main about one try in three loses the supervisor.
 e2e!(
-    #[ignore = "review2 F15 open: the exec hand-over gives up on EINTR"]
     a_signal_during_the_hand_over_does_not_leave_a_static_program_unsupervised,
     |dir| {
         let (prog, writer) = (fixture("sigchld_exec"), fixture("static_writer"));
