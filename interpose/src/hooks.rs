@@ -663,7 +663,7 @@ fn exec_searching(
     file: *const c_char,
     argv: *const *const c_char,
     envp: *const *const c_char,
-    real: impl FnOnce(Option<*const c_char>, *const *const c_char) -> c_int,
+    real: impl FnMut(Option<*const c_char>, *const *const c_char) -> c_int,
 ) -> c_int {
     let mut claimed = crate::pool::claim();
     let resolved = resolve_program(file, claimed.as_mut());
@@ -700,7 +700,7 @@ fn exec_at(
     argv: *const *const c_char,
     envp: *const *const c_char,
     flags: c_int,
-    real: impl FnOnce(Option<*const c_char>, *const *const c_char) -> c_int,
+    real: impl FnMut(Option<*const c_char>, *const *const c_char) -> c_int,
 ) -> c_int {
     let mut claimed = crate::pool::claim();
     let exe = match claimed.as_mut() {

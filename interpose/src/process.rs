@@ -499,7 +499,7 @@ pub fn exec(
     named: Named,
     argv: *const *const c_char,
     envp: *const *const c_char,
-    real: impl FnOnce(Option<*const c_char>, *const *const c_char) -> c_int,
+    mut real: impl FnMut(Option<*const c_char>, *const *const c_char) -> c_int,
 ) -> c_int {
     if !state::ready() {
         return real(None, envp);
@@ -556,6 +556,7 @@ pub fn exec(
     log::wait_for_writers();
     drop(entry_errno);
     let r = match routed {
+        Ok(p) if supervised => exec_under_the_filter(|| real(p, env.envp())),
         Ok(p) => real(p, env.envp()),
         Err(e) => {
             sys::set_errno(e);
@@ -567,6 +568,24 @@ pub fn exec(
     drop(env);
     drop(saved);
     r
+}
+
+/// The real exec once this process is under the supervisor's filter: the
+/// filter stops execve for the supervisor, and a signal that comes before
+/// the supervisor took the call fails it with EINTR when the program's
+/// handler has no SA_RESTART (an exec never fails so bare): the call did
+/// not happen and is made again, for at most
+/// [`mpaudit_core::handoff::ANSWER_TIMEOUT_S`].
+fn exec_under_the_filter(mut exec: impl FnMut() -> c_int) -> c_int {
+    let deadline = sys::now_ns() + mpaudit_core::handoff::ANSWER_TIMEOUT_S as u64 * 1_000_000_000;
+    let program_errno = sys::errno();
+    loop {
+        let r = exec();
+        if r != -1 || sys::errno() != libc::EINTR || sys::now_ns() > deadline {
+            return r;
+        }
+        sys::set_errno(program_errno);
+    }
 }
 
 /// Whether `exe` needs the supervisor (static or Go), and if so puts this

@@ -578,9 +578,13 @@ e2e!(
 // (supervised.rs `hand_over`) gives up at the first EINTR of connect,
 // sendto or recvfrom (a socket with SO_RCVTIMEO is never restarted, even
 // with SA_RESTART): a process receiving signals while it execs a static
-// program (here SIGCHLD from children it forks) runs that program
-// unsupervised, its writes unseen (exit 4 instead of 1). Racy: tried up
-// to 8 times; on main about one try in three loses the supervisor.
+// program (here SIGCHLD, handled without SA_RESTART, sent by a child in a
+// loop) runs that program unsupervised, its writes unseen (exit 4 instead
+// of 1). Once under the filter, the execve and the log's own open are
+// stopped for the supervisor, and a signal before it takes them fails
+// them with EINTR too (the exec returned -1, the log stopped: exit 3).
+// Racy: tried 8 times; before the fix three runs in four lost the
+// supervisor.
 e2e!(
     a_signal_during_the_hand_over_does_not_leave_a_static_program_unsupervised,
     |dir| {
