@@ -420,6 +420,7 @@ pub fn search_path(file: *const c_char, out: &mut [u8]) -> Option<usize> {
     } else {
         None
     };
+    let mut hidden: Option<&[u8]> = None;
     for dir in dirs.split(|&b| b == b':') {
         let dir: &[u8] = if dir.is_empty() { b"." } else { dir };
         let n = dir.len() + 1 + name.len();
@@ -430,32 +431,53 @@ pub fn search_path(file: *const c_char, out: &mut [u8]) -> Option<usize> {
         out[dir.len()] = b'/';
         out[dir.len() + 1..n].copy_from_slice(name);
         out[n] = 0;
-        if runnable_in_view(out.as_ptr().cast(), &mut claimed) {
-            return Some(n);
+        match runnable_in_view(out.as_ptr().cast(), &mut claimed) {
+            Some(true) => return Some(n),
+            Some(false) => {}
+            None => hidden = hidden.or(Some(dir)),
         }
     }
-    None
+    // Nothing to run, but the worker's view hides a file glibc's own
+    // search would find in the shared tree (the worker removed it): that
+    // candidate, which the exec then fails with the view's ENOENT.
+    let dir = hidden?;
+    let n = dir.len() + 1 + name.len();
+    out[..dir.len()].copy_from_slice(dir);
+    out[dir.len()] = b'/';
+    out[dir.len() + 1..n].copy_from_slice(name);
+    out[n] = 0;
+    Some(n)
 }
 
 /// Whether a PATH candidate is what glibc's search would run: an
 /// executable regular file, in the worker's view (a program the worker
-/// wrote is in its directory; one it removed is not there).
-fn runnable_in_view(candidate: *const c_char, claimed: &mut Option<crate::pool::Claimed>) -> bool {
+/// wrote is in its directory); `None` when the view hides it (the worker
+/// removed it).
+fn runnable_in_view(
+    candidate: *const c_char,
+    claimed: &mut Option<crate::pool::Claimed>,
+) -> Option<bool> {
     let out = claimed.as_mut().map(|c| &mut c.block().target2[..]);
-    let path = match routed_program(candidate, Named::Path { follow: true }, out) {
-        Ok(Some(p)) => p,
-        Ok(None) => candidate,
-        Err(_) => return false,
+    let (path, routed) = match routed_program(candidate, Named::Path { follow: true }, out) {
+        Ok(Some(p)) => (p, true),
+        Ok(None) => (candidate, false),
+        Err(_) => return None,
     };
     // SAFETY: NUL-terminated path.
     let executable =
         unsafe { libc::syscall(libc::SYS_faccessat, libc::AT_FDCWD, path, libc::X_OK, 0) } == 0;
+    // A file the worker removed is routed to its absence.
+    if routed && !executable && sys::errno() == libc::ENOENT {
+        return None;
+    }
     // A directory passes X_OK, but exec fails on it and glibc's
     // search goes on to the next entry.
     // SAFETY: NUL-terminated path.
-    executable
-        && unsafe { sys::stat(path, 0) }
-            .is_some_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFREG)
+    Some(
+        executable
+            && unsafe { sys::stat(path, 0) }
+                .is_some_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFREG),
+    )
 }
 
 /// How an exec names its program: by a path the worker's view routes
