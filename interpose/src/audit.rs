@@ -1669,6 +1669,80 @@ pub unsafe fn reroute_unguarded<R: Outcome>(
     unsafe { reroute_as(arg, follow, false, false, real) }
 }
 
+/// Where an exec (execve, execveat, posix_spawn, a PATH search's
+/// candidate) finds its program in the worker's view, as open-for-read
+/// does: `Ok(true)` with the redirected file's NUL-terminated path in
+/// `out` (a script or binary the worker wrote is in its directory),
+/// `Ok(false)` for the path as spelled, `Err(errno)` when the view hides
+/// it (the worker removed it or a directory on the way: ENOENT, ENOTDIR,
+/// ELOOP), the exec then failing so without the kernel. A routed path
+/// that does not fit PATH_MAX is given as spelled. The program's errno is
+/// kept.
+///
+/// # Safety
+/// `arg.path` is what the program passed (a readable C string, checked
+/// by the caller).
+pub unsafe fn exec_in_view(arg: PathArg, follow: bool, out: &mut [u8]) -> Result<bool, c_int> {
+    if !state::ready() || !redirect::any_redirected() || arg.path.is_null() {
+        return Ok(false);
+    }
+    let Some(_guard) = HookGuard::enter() else {
+        return Ok(false);
+    };
+    let _errno = sys::ErrnoGuard::save();
+    let Some(mut claimed) = pool::claim() else {
+        return Ok(false);
+    };
+    if !matches!(
+        crate::checked::before_judging(arg, None),
+        crate::checked::Before::Judge
+    ) {
+        return Ok(false);
+    }
+    let Block {
+        base,
+        abs,
+        target,
+        work,
+        cwd,
+        ..
+    } = claimed.block();
+    // SAFETY: the program's C string, found readable above.
+    let (path, viewed) = unsafe { resolve_in_view(arg, follow, base, cwd, abs, work) };
+    let named = path.given.is_some_and(|g| !g.is_empty());
+    if let (true, Err(view::Unresolved::Errno(e @ (libc::ENOENT | libc::ENOTDIR | libc::ELOOP)))) =
+        (named, viewed)
+    {
+        return Err(e);
+    }
+    let want = Want {
+        new: false,
+        seed: redirect::Seed::Nothing,
+        excl: false,
+        opens: false,
+        create_parents: false,
+    };
+    let mut failed = 0;
+    let routed = match (viewed, path.abs) {
+        (Ok(_), Some(p)) => route(p, want, target, work, &mut failed),
+        _ => None,
+    };
+    let chosen: Option<&[u8]> = match (routed, viewed, path.abs) {
+        (Some(r), _, _) => {
+            if r.parent >= 0 {
+                sys::close(r.parent);
+            }
+            Some(&target[..r.len])
+        }
+        (None, Ok(true), Some(p)) => Some(p),
+        _ => None,
+    };
+    match chosen {
+        Some(p) if p.len() < view::PATH_MAX && sys::c_path(p, out).is_some() => Ok(true),
+        _ => Ok(false),
+    }
+}
+
 /// [`reroute`] for opendir: a directory the worker redirected that is a
 /// directory in the shared tree too (a copy of its metadata, a directory
 /// removed and made again) is listed from the shared one, which the

@@ -572,17 +572,17 @@ hooks! {
         }
     });
     fn execve(path: *const c_char, argv: *const *const c_char, envp: *const *const c_char) -> c_int =>
-        |real| process::exec(path, argv, envp, |env| real(path, argv, env));
+        |real| process::exec(path, FOLLOWS, argv, envp, |p, env| real(p.unwrap_or(path), argv, env));
     fn execv(path: *const c_char, argv: *const *const c_char) -> c_int =>
-        |_real| process::exec(path, argv, environ, |env| match real_execve() {
-            Some(f) => f(path, argv, env),
+        |_real| process::exec(path, FOLLOWS, argv, environ, |p, env| match real_execve() {
+            Some(f) => f(p.unwrap_or(path), argv, env),
             None => <c_int as crate::real::Missing>::missing(),
         });
     fn execvpe(file: *const c_char, argv: *const *const c_char, envp: *const *const c_char) -> c_int =>
-        |real| exec_searching(file, argv, envp, |env| real(file, argv, env));
+        |real| exec_searching(file, argv, envp, |p, env| real(p.unwrap_or(file), argv, env));
     fn execvp(file: *const c_char, argv: *const *const c_char) -> c_int =>
-        |_real| exec_searching(file, argv, environ, |env| match real_execvpe() {
-            Some(f) => f(file, argv, env),
+        |_real| exec_searching(file, argv, environ, |p, env| match real_execvpe() {
+            Some(f) => f(p.unwrap_or(file), argv, env),
             None => <c_int as crate::real::Missing>::missing(),
         });
     fn fexecve(fd: c_int, argv: *const *const c_char, envp: *const *const c_char) -> c_int =>
@@ -593,7 +593,7 @@ hooks! {
             let room = exe.len() - 1;
             let n = crate::sys::fd_path(fd, &mut exe[..room]).unwrap_or(0);
             exe[n] = 0;
-            process::exec(exe.as_ptr().cast(), argv, envp, |env| real(fd, argv, env))
+            process::exec(exe.as_ptr().cast(), process::Named::AsIs, argv, envp, |_, env| real(fd, argv, env))
         };
     fn posix_spawn(pid: *mut pid_t, path: *const c_char, file_actions: *const libc::posix_spawn_file_actions_t,
                    attrp: *const libc::posix_spawnattr_t, argv: *const *mut c_char, envp: *const *mut c_char) -> c_int =>
@@ -612,7 +612,7 @@ hooks! {
         };
     // ---- processes started inside libc, and execveat (issue 11) ----
     fn execveat(dirfd: c_int, path: *const c_char, argv: *const *const c_char, envp: *const *const c_char, flags: c_int) -> c_int =>
-        |real| exec_at(dirfd, path, argv, envp, flags, |env| real(dirfd, path, argv, env, flags));
+        |real| exec_at(dirfd, path, argv, envp, flags, |p, env| real(dirfd, p.unwrap_or(path), argv, env, flags));
     // glibc's system and popen spawn /bin/sh with `environ` through
     // internal calls: `environ` is doctored around them instead.
     fn system(command: *const c_char) -> c_int =>
@@ -636,6 +636,9 @@ hooks! {
     fn _Exit(status: c_int) -> () => |real| { process::log_exit(status); real(status) };
 }
 
+/// execve's program: a path, its symlink leaf followed.
+const FOLLOWS: process::Named = process::Named::Path { follow: true };
+
 type ExecFn =
     unsafe extern "C" fn(*const c_char, *const *const c_char, *const *const c_char) -> c_int;
 
@@ -653,16 +656,24 @@ fn real_execvpe() -> Option<ExecFn> {
     unsafe { core::mem::transmute::<usize, Option<ExecFn>>(real_fn::execvpe.get()) }
 }
 
-/// execvp(e): the event names the program PATH resolves to.
+/// execvp(e): the event names the program PATH resolves to; a program
+/// the worker wrote (under redirect) is found in its view and run by its
+/// routed path (which has a slash: no second search).
 fn exec_searching(
     file: *const c_char,
     argv: *const *const c_char,
     envp: *const *const c_char,
-    real: impl FnOnce(*const *const c_char) -> c_int,
+    real: impl FnMut(Option<*const c_char>, *const *const c_char) -> c_int,
 ) -> c_int {
     let mut claimed = crate::pool::claim();
     let resolved = resolve_program(file, claimed.as_mut());
-    process::exec(resolved, argv, envp, real)
+    // Not found on PATH: glibc's own search fails it, as bare.
+    let named = if resolved == file {
+        process::Named::AsIs
+    } else {
+        FOLLOWS
+    };
+    process::exec(resolved, named, argv, envp, real)
 }
 
 /// `file` resolved through PATH into a pool block (`file` itself without
@@ -689,14 +700,30 @@ fn exec_at(
     argv: *const *const c_char,
     envp: *const *const c_char,
     flags: c_int,
-    real: impl FnOnce(*const *const c_char) -> c_int,
+    real: impl FnMut(Option<*const c_char>, *const *const c_char) -> c_int,
 ) -> c_int {
     let mut claimed = crate::pool::claim();
     let exe = match claimed.as_mut() {
         Some(c) => program_at(dirfd, path, flags, &mut c.block().target),
         None => path,
     };
-    process::exec(exe, argv, envp, real)
+    // An empty name with AT_EMPTY_PATH runs the descriptor's own file; a
+    // name relative to a directory descriptor that could not be made a
+    // path runs as is (program_at).
+    // SAFETY: a checked read of the program's argument.
+    let given = unsafe { crate::checked::Pages::default().c_bytes(path, 4096) };
+    let as_path = match given {
+        None | Some([]) => false,
+        Some(g) => g[0] == b'/' || dirfd == libc::AT_FDCWD || exe != path,
+    };
+    let named = if as_path {
+        process::Named::Path {
+            follow: flags & libc::AT_SYMLINK_NOFOLLOW == 0,
+        }
+    } else {
+        process::Named::AsIs
+    };
+    process::exec(exe, named, argv, envp, real)
 }
 
 /// execveat's program as a path in `out`: `path` itself when absolute or
@@ -949,8 +976,11 @@ pub unsafe extern "C" fn __mpaudit_syscall(
         };
         r as c_long
     };
-    let exec_with = |i: usize, env: *const *const c_char| {
+    let exec_with = |at: usize, p: Option<*const c_char>, i: usize, env: *const *const c_char| {
         let mut w = a;
+        if let Some(p) = p {
+            w[at] = p as c_long;
+        }
         w[i] = env as c_long;
         real(w) as c_int
     };
@@ -1178,9 +1208,10 @@ pub unsafe extern "C" fn __mpaudit_syscall(
             ) as c_long,
             libc::SYS_execve => process::exec(
                 s(0),
+                FOLLOWS,
                 a[1] as *const *const c_char,
                 a[2] as *const *const c_char,
-                |env| exec_with(2, env),
+                |p, env| exec_with(0, p, 2, env),
             ) as c_long,
             libc::SYS_execveat => exec_at(
                 d(0),
@@ -1188,7 +1219,7 @@ pub unsafe extern "C" fn __mpaudit_syscall(
                 a[2] as *const *const c_char,
                 a[3] as *const *const c_char,
                 d(4),
-                |env| exec_with(3, env),
+                |p, env| exec_with(1, p, 3, env),
             ) as c_long,
             // The flags: newfstatat's and faccessat2's fourth word,
             // statx's third (faccessat has none: it follows).

@@ -530,15 +530,25 @@ fn with_log<R>(f: impl FnOnce(c_int) -> R) -> Result<R, (StopReason, c_int)> {
     let _errno = sys::ErrnoGuard::save();
     // SAFETY: PATH is NUL-terminated and no longer written (see LogPath).
     let path = unsafe { (*PATH.0.get()).as_ptr() };
-    // SAFETY: as above.
-    let fd = unsafe {
-        sys::openat(
-            libc::AT_FDCWD,
-            path.cast(),
-            libc::O_RDWR | libc::O_CLOEXEC | libc::O_NOFOLLOW | libc::O_NOCTTY,
-            0,
-        )
-    };
+    // An open of a regular file is not interrupted, except under the
+    // supervisor's filter (between an exec's hand-over and the exec): a
+    // signal that comes before the supervisor took the call fails it with
+    // EINTR when the program's handler has no SA_RESTART. Bounded.
+    let mut fd = -libc::EINTR;
+    for _ in 0..10_000 {
+        // SAFETY: as above.
+        fd = unsafe {
+            sys::openat(
+                libc::AT_FDCWD,
+                path.cast(),
+                libc::O_RDWR | libc::O_CLOEXEC | libc::O_NOFOLLOW | libc::O_NOCTTY,
+                0,
+            )
+        };
+        if fd != -libc::EINTR {
+            break;
+        }
+    }
     if fd < 0 {
         let reason = match -fd {
             libc::EMFILE | libc::ENFILE => StopReason::NoDescriptor,

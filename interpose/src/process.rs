@@ -413,6 +413,14 @@ pub fn search_path(file: *const c_char, out: &mut [u8]) -> Option<usize> {
         // by setenv/putenv, so it stays readable while we walk it here.
         unsafe { sys::c_bytes(path, 1 << 16) }
     };
+    // A block for a candidate's path in the worker's view, only when the
+    // worker has redirected anything.
+    let mut claimed = if crate::redirect::any_redirected() {
+        crate::pool::claim()
+    } else {
+        None
+    };
+    let mut hidden: Option<&[u8]> = None;
     for dir in dirs.split(|&b| b == b':') {
         let dir: &[u8] = if dir.is_empty() { b"." } else { dir };
         let n = dir.len() + 1 + name.len();
@@ -423,63 +431,136 @@ pub fn search_path(file: *const c_char, out: &mut [u8]) -> Option<usize> {
         out[dir.len()] = b'/';
         out[dir.len() + 1..n].copy_from_slice(name);
         out[n] = 0;
-        // SAFETY: NUL-terminated candidate.
-        let executable = unsafe {
-            libc::syscall(
-                libc::SYS_faccessat,
-                libc::AT_FDCWD,
-                out.as_ptr(),
-                libc::X_OK,
-                0,
-            )
-        } == 0;
-        // A directory passes X_OK, but exec fails on it and glibc's
-        // search goes on to the next entry.
-        // SAFETY: NUL-terminated candidate.
-        let ok = executable
-            && unsafe { sys::stat(out.as_ptr().cast(), 0) }
-                .is_some_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFREG);
-        if ok {
-            return Some(n);
+        match runnable_in_view(out.as_ptr().cast(), &mut claimed) {
+            Some(true) => return Some(n),
+            Some(false) => {}
+            None => hidden = hidden.or(Some(dir)),
         }
     }
-    None
+    // Nothing to run, but the worker's view hides a file glibc's own
+    // search would find in the shared tree (the worker removed it): that
+    // candidate, which the exec then fails with the view's ENOENT.
+    let dir = hidden?;
+    let n = dir.len() + 1 + name.len();
+    out[..dir.len()].copy_from_slice(dir);
+    out[dir.len()] = b'/';
+    out[dir.len() + 1..n].copy_from_slice(name);
+    out[n] = 0;
+    Some(n)
+}
+
+/// Whether a PATH candidate is what glibc's search would run: an
+/// executable regular file, in the worker's view (a program the worker
+/// wrote is in its directory); `None` when the view hides it (the worker
+/// removed it).
+fn runnable_in_view(
+    candidate: *const c_char,
+    claimed: &mut Option<crate::pool::Claimed>,
+) -> Option<bool> {
+    let out = claimed.as_mut().map(|c| &mut c.block().target2[..]);
+    let (path, routed) = match routed_program(candidate, Named::Path { follow: true }, out) {
+        Ok(Some(p)) => (p, true),
+        Ok(None) => (candidate, false),
+        Err(_) => return None,
+    };
+    // SAFETY: NUL-terminated path.
+    let executable =
+        unsafe { libc::syscall(libc::SYS_faccessat, libc::AT_FDCWD, path, libc::X_OK, 0) } == 0;
+    // A file the worker removed is routed to its absence.
+    if routed && !executable && sys::errno() == libc::ENOENT {
+        return None;
+    }
+    // A directory passes X_OK, but exec fails on it and glibc's
+    // search goes on to the next entry.
+    // SAFETY: NUL-terminated path.
+    Some(
+        executable
+            && unsafe { sys::stat(path, 0) }
+                .is_some_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFREG),
+    )
+}
+
+/// How an exec names its program: by a path the worker's view routes
+/// (`follow`: through a symlink leaf, as execve does; not with execveat's
+/// `AT_SYMLINK_NOFOLLOW`), or as is: a descriptor (fexecve, execveat's
+/// `AT_EMPTY_PATH`) names the file itself, and a name PATH does not hold
+/// is left to libc's search to fail.
+#[derive(Clone, Copy)]
+pub enum Named {
+    Path { follow: bool },
+    AsIs,
+}
+
+/// Where an exec or spawn of `exe` finds its program in the worker's view
+/// (audit::exec_in_view): `Ok(Some(path))` the worker's file, in `out`.
+fn routed_program(
+    exe: *const c_char,
+    named: Named,
+    out: Option<&mut [u8]>,
+) -> Result<Option<*const c_char>, c_int> {
+    let (Named::Path { follow }, Some(out)) = (named, out) else {
+        return Ok(None);
+    };
+    // SAFETY: `exe` was found readable (exec_arguments_readable).
+    match unsafe { crate::audit::exec_in_view(crate::audit::PathArg::cwd(exe), follow, out) } {
+        Ok(true) => Ok(Some(out.as_ptr().cast())),
+        Ok(false) => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// Logs an exec about to happen, runs it with a doctored environment, and
-/// logs its failure if it returns. `exe` is the resolved target (NUL-terminated).
+/// logs its failure if it returns. `exe` is the resolved target
+/// (NUL-terminated), which the event names; `real(routed, envp)` runs it,
+/// `routed` the worker's file when the worker's view has the program in
+/// its directory (a script or binary the job wrote under redirect), `None`
+/// for the program's own path. A program the view hides fails with the
+/// view's errno (ENOENT) without the kernel.
 pub fn exec(
     exe: *const c_char,
+    named: Named,
     argv: *const *const c_char,
     envp: *const *const c_char,
-    real: impl FnOnce(*const *const c_char) -> c_int,
+    mut real: impl FnMut(Option<*const c_char>, *const *const c_char) -> c_int,
 ) -> c_int {
     if !state::ready() {
-        return real(envp);
+        return real(None, envp);
     }
     // Our checks (a stat that fails, say) must not change the errno the
     // program sees: put it back before the real call.
     let entry_errno = sys::ErrnoGuard::save();
     if !exec_arguments_readable(exe, argv, envp) {
         drop(entry_errno);
-        return real(envp); // fails with EFAULT, as bare
+        return real(None, envp); // fails with EFAULT, as bare
     }
     let env = doctor_env(envp);
     let exe_bytes = sys::c_bytes_or_empty(exe, 4096);
     // The cwd from a pool block: no 4 KiB on a possibly small stack; the
-    // block's target buffer holds the supervisor's filter if needed.
+    // block's target buffer holds the supervisor's filter if needed, its
+    // second one the program's path in the worker's view.
     let mut claimed = crate::pool::claim();
-    let (cwd, scratch): (&[u8], Option<&mut [u8]>) = match claimed.as_mut() {
-        Some(c) => {
-            let b = c.block();
-            (
-                crate::guard::cwd(&mut b.cwd).unwrap_or(b""),
-                Some(&mut b.target[..]),
-            )
-        }
-        None => (b"", None),
+    let (cwd, scratch, routed): (&[u8], Option<&mut [u8]>, Option<&mut [u8]>) =
+        match claimed.as_mut() {
+            Some(c) => {
+                let b = c.block();
+                (
+                    crate::guard::cwd(&mut b.cwd).unwrap_or(b""),
+                    Some(&mut b.target[..]),
+                    Some(&mut b.target2[..]),
+                )
+            }
+            None => (b"", None, None),
+        };
+    let routed = routed_program(exe, named, routed);
+    let program = match routed {
+        Ok(Some(p)) => p,
+        _ => exe,
     };
-    let (unaudited, supervised) = hand_over_if_needed(exe, exe_bytes, scratch);
+    let (unaudited, supervised) = if routed.is_ok() {
+        hand_over_if_needed(program, exe_bytes, scratch)
+    } else {
+        (None, false) // fails without the kernel: stays here, unfiltered
+    };
     let args = CArgv(argv);
     let event = |result, errno| Process::Exec {
         argv: &args,
@@ -496,12 +577,37 @@ pub fn exec(
     log::finish();
     log::wait_for_writers();
     drop(entry_errno);
-    let r = real(env.envp());
+    let r = match routed {
+        Ok(p) if supervised => exec_under_the_filter(|| real(p, env.envp())),
+        Ok(p) => real(p, env.envp()),
+        Err(e) => {
+            sys::set_errno(e);
+            -1
+        }
+    };
     let saved = sys::ErrnoGuard::save();
     log_process(&event(Some(r as i64), saved.value()));
     drop(env);
     drop(saved);
     r
+}
+
+/// The real exec once this process is under the supervisor's filter: the
+/// filter stops execve for the supervisor, and a signal that comes before
+/// the supervisor took the call fails it with EINTR when the program's
+/// handler has no SA_RESTART (an exec never fails so bare): the call did
+/// not happen and is made again, for at most
+/// [`mpaudit_core::handoff::ANSWER_TIMEOUT_S`].
+fn exec_under_the_filter(mut exec: impl FnMut() -> c_int) -> c_int {
+    let deadline = sys::now_ns() + mpaudit_core::handoff::ANSWER_TIMEOUT_S as u64 * 1_000_000_000;
+    let program_errno = sys::errno();
+    loop {
+        let r = exec();
+        if r != -1 || sys::errno() != libc::EINTR || sys::now_ns() > deadline {
+            return r;
+        }
+        sys::set_errno(program_errno);
+    }
 }
 
 /// Whether `exe` needs the supervisor (static or Go), and if so puts this
@@ -593,10 +699,28 @@ pub fn spawn(
         return real(pid, given, argv, envp); // fails with EFAULT, as bare
     }
     let exe_bytes = sys::c_bytes_or_empty(exe, 4096);
-    if let Some(e) = spawn_refusal(file_actions) {
-        // A file action's open was denied (or could not be redirected):
-        // the spawn fails with its errno, as when the child's open fails.
+    // The program in the worker's view (a script or binary the job wrote
+    // under redirect), run in its stead; the event names the job's path.
+    let mut claimed = crate::pool::claim();
+    let routed = if resolved {
+        let out = claimed.as_mut().map(|c| &mut c.block().target2[..]);
+        routed_program(exe, Named::Path { follow: true }, out)
+    } else {
+        Ok(None)
+    };
+    // The file actions run in the child before its exec: theirs first.
+    let refused =
+        spawn_refusal(file_actions).map_or(routed.err().map(|e| (e, true)), |e| Some((e, false)));
+    if let Some((e, exec_failed)) = refused {
+        // A file action's open was denied (or could not be redirected), or
+        // the worker's view hides the program: the spawn fails with its
+        // errno, as when the child's open or exec fails.
         drop(entry_errno);
+        if exec_failed {
+            // glibc's child shares the caller's errno: its failed exec
+            // leaves it there.
+            sys::set_errno(e);
+        }
         log_process(&Process::Spawn {
             child: -1,
             argv: &CArgv(argv),
@@ -608,8 +732,12 @@ pub fn spawn(
         });
         return e;
     }
+    let (run, program) = match routed {
+        Ok(Some(p)) => (p, p),
+        _ => (given, exe),
+    };
     let env = doctor_env(envp);
-    let mut unaudited = unaudited_reason(exe);
+    let mut unaudited = unaudited_reason(program);
     let mut supervised = false;
     let program_errno = entry_errno.value();
     let real = |p, path, a, e| {
@@ -617,7 +745,7 @@ pub fn spawn(
         real(p, path, a, e)
     };
     let outcome = if resolved && needs_the_supervisor(unaudited) {
-        crate::supervised::spawn_through_trampoline(exe, argv, env.envp(), real)
+        crate::supervised::spawn_through_trampoline(program, argv, env.envp(), real)
     } else {
         Err(real)
     };
@@ -638,7 +766,7 @@ pub fn spawn(
             (s.result, s.child)
         }
         Err(real) => {
-            let r = real(pid, given, argv, env.envp());
+            let r = real(pid, run, argv, env.envp());
             let child = if r == 0 && !pid.is_null() {
                 // SAFETY: `pid` is the program's posix_spawn out-pointer, checked
                 // non-NULL; on success (r == 0) the real call has stored the child's

@@ -111,9 +111,81 @@ pub fn unix_address(name: &[u8], abstract_name: bool) -> Option<(libc::sockaddr_
     Some((addr, len))
 }
 
+/// CLOCK_MONOTONIC in nanoseconds (a raw call: no vDSO, no libc state).
+fn monotonic_ns() -> i64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime into our timespec.
+    unsafe {
+        libc::syscall(
+            libc::SYS_clock_gettime,
+            libc::CLOCK_MONOTONIC,
+            &mut ts as *mut libc::timespec,
+        )
+    };
+    ts.tv_sec * 1_000_000_000 + ts.tv_nsec
+}
+
+/// The time a socket call may still wait before `deadline` (monotonic ns),
+/// as a socket timeout: `None` when it has passed. Never the zero
+/// timeval, which means "wait for ever".
+pub fn remaining(deadline: i64, now: i64) -> Option<libc::timeval> {
+    let left = deadline.checked_sub(now).filter(|&l| l > 0)?;
+    let us = (left / 1000).max(1);
+    Some(libc::timeval {
+        tv_sec: us / 1_000_000,
+        tv_usec: us % 1_000_000,
+    })
+}
+
+/// Sets `sock`'s send and receive timeouts (connect waits by the send
+/// one) to `timeout`.
+fn set_timeouts(sock: c_int, timeout: &libc::timeval) {
+    for opt in [libc::SO_RCVTIMEO, libc::SO_SNDTIMEO] {
+        // SAFETY: setsockopt with a valid pointer and size.
+        unsafe {
+            libc::syscall(
+                libc::SYS_setsockopt,
+                sock,
+                libc::SOL_SOCKET,
+                opt,
+                timeout as *const libc::timeval,
+                core::mem::size_of::<libc::timeval>(),
+            )
+        };
+    }
+}
+
+/// Runs the socket call `call` on `sock` until it is not interrupted: a
+/// socket with a timeout is never restarted after a signal handler, even
+/// with `SA_RESTART` (a process forking children gets SIGCHLD all the
+/// time). Each new try waits only what is left until `deadline`; when
+/// nothing is, the call's EINTR stands. Returns the call's return.
+fn uninterrupted(sock: c_int, deadline: i64, mut call: impl FnMut() -> i64) -> i64 {
+    loop {
+        let r = call();
+        if r >= 0 || errno() != libc::EINTR {
+            return r;
+        }
+        match remaining(deadline, monotonic_ns()) {
+            Some(t) => set_timeouts(sock, &t),
+            None => return r,
+        }
+    }
+}
+
 /// A `SOCK_SEQPACKET` socket connected to `name` (see [`unix_address`]),
 /// with send and receive timeouts of [`ANSWER_TIMEOUT_S`]; close-on-exec.
 pub fn connect(name: &[u8], abstract_name: bool) -> Option<c_int> {
+    let deadline = monotonic_ns() + ANSWER_TIMEOUT_S * 1_000_000_000;
+    connect_by(name, abstract_name, deadline)
+}
+
+/// [`connect`], the timeouts (and retries after a signal) what is left
+/// until `deadline` (monotonic ns).
+fn connect_by(name: &[u8], abstract_name: bool, deadline: i64) -> Option<c_int> {
     let (addr, len) = unix_address(name, abstract_name)?;
     // SAFETY: socket with constant arguments.
     let fd = unsafe {
@@ -128,30 +200,21 @@ pub fn connect(name: &[u8], abstract_name: bool) -> Option<c_int> {
         return None;
     }
     let sock = Fd(fd);
-    let timeout = libc::timeval {
-        tv_sec: ANSWER_TIMEOUT_S,
-        tv_usec: 0,
-    };
-    // SAFETY: setsockopt and connect with valid pointers and sizes.
-    let connected = unsafe {
-        for opt in [libc::SO_RCVTIMEO, libc::SO_SNDTIMEO] {
+    set_timeouts(sock.0, &remaining(deadline, monotonic_ns())?);
+    // An interrupted connect of a Unix socket has not connected (it was
+    // waiting for room in the listener's backlog): it is tried again.
+    let r = uninterrupted(sock.0, deadline, || {
+        // SAFETY: connect with a valid address and its size.
+        unsafe {
             libc::syscall(
-                libc::SYS_setsockopt,
+                libc::SYS_connect,
                 sock.0,
-                libc::SOL_SOCKET,
-                opt,
-                &timeout as *const libc::timeval,
-                core::mem::size_of::<libc::timeval>(),
-            );
+                &addr as *const libc::sockaddr_un,
+                len,
+            )
         }
-        libc::syscall(
-            libc::SYS_connect,
-            sock.0,
-            &addr as *const libc::sockaddr_un,
-            len,
-        ) == 0
-    };
-    if !connected {
+    });
+    if r != 0 && errno() != libc::EISCONN {
         return None;
     }
     let fd = sock.0;
@@ -161,9 +224,14 @@ pub fn connect(name: &[u8], abstract_name: bool) -> Option<c_int> {
 
 /// Sends `msg` as one message on `sock`. True when all of it went.
 pub fn send(sock: c_int, msg: &[u8]) -> bool {
-    loop {
+    send_by(sock, msg, monotonic_ns() + ANSWER_TIMEOUT_S * 1_000_000_000)
+}
+
+/// [`send`], tried again after a signal until `deadline` (monotonic ns).
+fn send_by(sock: c_int, msg: &[u8], deadline: i64) -> bool {
+    let n = uninterrupted(sock, deadline, || {
         // SAFETY: sendto on the caller's socket from the caller's buffer.
-        let n = unsafe {
+        unsafe {
             libc::syscall(
                 libc::SYS_sendto,
                 sock,
@@ -173,11 +241,9 @@ pub fn send(sock: c_int, msg: &[u8]) -> bool {
                 0usize,
                 0usize,
             )
-        };
-        if n >= 0 || errno() != libc::EINTR {
-            return n == msg.len() as i64;
         }
-    }
+    });
+    n == msg.len() as i64
 }
 
 /// Puts this process under the supervisor's filter. True when the
@@ -187,7 +253,9 @@ pub fn send(sock: c_int, msg: &[u8]) -> bool {
 /// filter is installed there is no way back, so every step that can fail
 /// comes before it.
 pub fn hand_over(socket_path: &[u8], worker: Option<u32>, buf: &mut [u8]) -> bool {
-    let Some(fd) = connect(socket_path, false) else {
+    // One deadline for the whole exchange, however many signals come.
+    let deadline = monotonic_ns() + ANSWER_TIMEOUT_S * 1_000_000_000;
+    let Some(fd) = connect_by(socket_path, false, deadline) else {
         return false;
     };
     let sock = Fd(fd);
@@ -197,21 +265,25 @@ pub fn hand_over(socket_path: &[u8], worker: Option<u32>, buf: &mut [u8]) -> boo
     // SAFETY: gettid takes no arguments.
     let tid = unsafe { libc::syscall(libc::SYS_gettid) } as i32;
     hello[8..12].copy_from_slice(&tid.to_ne_bytes());
-    if !send(sock.0, &hello) {
+    if !send_by(sock.0, &hello, deadline) {
         return false;
     }
-    // SAFETY: recvfrom on our socket into the caller's buffer.
-    let n = unsafe {
-        libc::syscall(
-            libc::SYS_recvfrom,
-            sock.0,
-            buf.as_mut_ptr(),
-            buf.len(),
-            0,
-            0usize,
-            0usize,
-        )
-    };
+    // A message comes whole or not at all (SOCK_SEQPACKET): an interrupted
+    // wait has taken nothing.
+    let n = uninterrupted(sock.0, deadline, || {
+        // SAFETY: recvfrom on our socket into the caller's buffer.
+        unsafe {
+            libc::syscall(
+                libc::SYS_recvfrom,
+                sock.0,
+                buf.as_mut_ptr(),
+                buf.len(),
+                0,
+                0usize,
+                0usize,
+            )
+        }
+    });
     let instruction = core::mem::size_of::<libc::sock_filter>();
     if n <= 0 || n as usize % instruction != 0 || n as usize / instruction > 4096 {
         return false;
@@ -319,6 +391,19 @@ mod tests {
         }
         assert_eq!(Report::decode(b"X0000000"), None);
         assert_eq!(Report::decode(b"H"), None);
+    }
+
+    #[test]
+    fn a_retry_waits_only_what_is_left_of_the_deadline() {
+        let s = 1_000_000_000;
+        let t = remaining(10 * s, 7 * s + 250_000_000).unwrap();
+        assert_eq!((t.tv_sec, t.tv_usec), (2, 750_000));
+        // Less than a microsecond left is still a wait, never the zero
+        // timeval (no timeout at all).
+        let t = remaining(10 * s, 10 * s - 1).unwrap();
+        assert_eq!((t.tv_sec, t.tv_usec), (0, 1));
+        assert!(remaining(10 * s, 10 * s).is_none());
+        assert!(remaining(10 * s, 11 * s).is_none());
     }
 
     #[test]
