@@ -177,7 +177,6 @@ e2e!(
 // the job's own 3-byte file) the first segment (~270 KB) cannot be
 // allocated and every redirected write fails with ENOSPC.
 e2e!(
-    #[ignore = "review2 F4 open: the redirect table is grown under the job RLIMIT_FSIZE"]
     a_redirected_write_under_a_small_file_size_limit_succeeds_as_bare,
     |dir| {
         let (bare, job) = twin_jobs(&dir, |_| {});
@@ -771,22 +770,18 @@ e2e!(
 // nothing denied bare) prints "Permission denied" and fails, so every
 // `set -e` script that cleans up with `rm -f` stops. The same for the other
 // calls bare fails without writing anything (the table above).
-e2e!(
-    #[ignore = "review2 F20 open: deny answers EACCES before the kernel answer over the view"]
-    deny_lets_a_call_that_writes_nothing_fail_as_bare,
-    |dir| {
-        let (bare, job) = twin_jobs(&dir, failing_calls_setup);
-        let script = "rm -f missing.txt && echo cleaned; python3 calls.py";
-        let b = run_ok(&mut bare_bash(&dir, &bare, script));
-        let r = run(&mut audited_bash(&dir, &job, "deny", script), DEADLINE);
-        assert_eq!(
-            stdout(&r),
-            stdout(&b),
-            "{}",
-            String::from_utf8_lossy(&r.stderr)
-        );
-    }
-);
+e2e!(deny_lets_a_call_that_writes_nothing_fail_as_bare, |dir| {
+    let (bare, job) = twin_jobs(&dir, failing_calls_setup);
+    let script = "rm -f missing.txt && echo cleaned; python3 calls.py";
+    let b = run_ok(&mut bare_bash(&dir, &bare, script));
+    let r = run(&mut audited_bash(&dir, &job, "deny", script), DEADLINE);
+    assert_eq!(
+        stdout(&r),
+        stdout(&b),
+        "{}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+});
 
 // Finding 11, under deny: `utimensat(fd, "", NULL, AT_EMPTY_PATH)` and
 // `fchownat(fd, "", …, AT_EMPTY_PATH)` on a descriptor opened read-only
