@@ -783,6 +783,65 @@ e2e!(deny_lets_a_call_that_writes_nothing_fail_as_bare, |dir| {
     );
 });
 
+// Finding 20, the verdict: under `mpaudit exec --action deny`, calls that
+// fail as bare (`rm -f missing.txt`, `mkdir -p` of an existing directory,
+// the table above) are attempts and the run stays green (exit 0); a write
+// deny refuses still makes it rogue (exit 1).
+e2e!(
+    under_deny_a_call_failing_as_bare_is_an_attempt_and_a_denied_write_is_rogue,
+    |dir| {
+        let (_, job) = twin_jobs(&dir, failing_calls_setup);
+        let cases = [
+            (
+                "rm -f missing.txt && mkdir -p full && python3 calls.py >/dev/null",
+                0,
+                0,
+            ),
+            ("rm -f missing.txt; echo x > data.txt; true", 1, 1),
+        ];
+        for (i, (script, code, rogue)) in cases.into_iter().enumerate() {
+            let report_file = dir.join(&format!("report-{i}.json"));
+            let out = run(
+                runner(&job)
+                    .args(["exec", "--format", "json", "--report"])
+                    .arg(&report_file)
+                    .arg("--preload")
+                    .arg(lib())
+                    .args([
+                        "--workers",
+                        "1",
+                        "--action",
+                        "deny",
+                        "--",
+                        "bash",
+                        "-c",
+                        script,
+                    ]),
+                DEADLINE,
+            );
+            let report: Value =
+                serde_json::from_slice(&std::fs::read(&report_file).unwrap_or_default())
+                    .unwrap_or_else(|e| {
+                        panic!("report: {e}: {}", String::from_utf8_lossy(&out.stderr))
+                    });
+            assert_eq!(
+                (
+                    out.status.code(),
+                    report["summary"]["rogue_writes"].as_u64()
+                ),
+                (Some(code), Some(rogue)),
+                "{script}: {}\n{report:#}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(
+                report["summary"]["attempts"].as_u64() >= Some(1),
+                "{script}: rm -f missing.txt is an attempt: {report:#}"
+            );
+        }
+        assert_eq!(read(job.join("data.txt")), "a\n");
+    }
+);
+
 // Finding 11, under deny: `utimensat(fd, "", NULL, AT_EMPTY_PATH)` and
 // `fchownat(fd, "", …, AT_EMPTY_PATH)` on a descriptor opened read-only
 // change the shared file although the same change by path is denied
