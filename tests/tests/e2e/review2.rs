@@ -842,6 +842,55 @@ e2e!(
     }
 );
 
+// Finding 20, under the supervisor: a static program's calls that fail
+// bare fail so under deny (they were EACCES), and are attempts; its one
+// write that would succeed is denied (EACCES), and the run is rogue.
+e2e!(
+    the_supervisor_under_deny_lets_a_call_that_writes_nothing_fail_as_bare,
+    |dir| {
+        let (bare, job) = twin_jobs(&dir, failing_calls_setup);
+        let prog = fixture("static_failing");
+        let b = run_ok(dir.bare(&prog).current_dir(&bare));
+        let report_file = dir.join("report.json");
+        let out = run(
+            runner(&job)
+                .args(["exec", "--format", "json", "--report"])
+                .arg(&report_file)
+                .arg("--preload")
+                .arg(lib())
+                .args(["--workers", "1", "--action", "deny", "--"])
+                .arg(&prog),
+            DEADLINE,
+        );
+        let report: Value =
+            serde_json::from_slice(&std::fs::read(&report_file).unwrap_or_default())
+                .unwrap_or_else(|e| {
+                    panic!("report: {e}: {}", String::from_utf8_lossy(&out.stderr))
+                });
+        let bare_out = stdout(&b);
+        let (failing, last) = bare_out.trim_end().rsplit_once('\n').unwrap();
+        assert_eq!(last, "open data.txt for write ok");
+        assert_eq!(
+            stdout(&out),
+            format!("{failing}\nopen data.txt for write Permission denied\n"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            (
+                out.status.code(),
+                report["summary"]["rogue_writes"].as_u64()
+            ),
+            (Some(1), Some(1)),
+            "{report:#}"
+        );
+        assert!(
+            report["summary"]["attempts"].as_u64() >= Some(14),
+            "{report:#}"
+        );
+    }
+);
+
 // Finding 11, under deny: `utimensat(fd, "", NULL, AT_EMPTY_PATH)` and
 // `fchownat(fd, "", …, AT_EMPTY_PATH)` on a descriptor opened read-only
 // change the shared file although the same change by path is denied
