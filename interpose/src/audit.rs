@@ -1083,12 +1083,9 @@ fn failing_anyway(call: &Call, a: &Assessed, work: &mut [u8]) -> Option<c_int> {
         return (!exists_in_view(abs, work)).then_some(libc::ENOENT);
     }
     let op = crate::precheck::op_of_refused(call)?;
-    match precheck(call, a, op, work)? {
-        Err(e) => Some(e),
-        // Proceed::Nothing (a rename onto the same file) succeeds bare: it
-        // is refused like any write that would succeed.
-        Ok(_) => None,
-    }
+    // Proceed::Nothing (a rename onto the same file) succeeds bare: it is
+    // refused like any write that would succeed.
+    precheck(call, a, op, work)?.err()
 }
 
 /// [`crate::precheck::answer`] for the call's names as resolved in the
