@@ -228,3 +228,66 @@ fn open_dir(at: i32, path: &[u8], how: i32) -> Result<OwnedFd, i32> {
     // SAFETY: a fresh descriptor nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn named<'a>(base: &std::path::Path, given: &'a [u8]) -> Named<'a> {
+        Named {
+            base: Some(base.as_os_str().as_bytes().to_vec()),
+            given: Some(given),
+        }
+    }
+
+    /// The kernel's errno for calls that fail by themselves; `None` for
+    /// those that would succeed (deny refuses them) or cannot be told.
+    #[test]
+    fn calls_that_fail_anyway_get_the_kernels_errno() {
+        let d = std::env::temp_dir().join(format!("mpaudit-failing-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(d.join("full")).unwrap();
+        std::fs::write(d.join("full/x"), "").unwrap();
+        std::fs::write(d.join("data.txt"), "a\n").unwrap();
+        std::fs::create_dir_all(d.join("empty")).unwrap();
+        let creat = libc::O_WRONLY | libc::O_CREAT;
+        let one = |op: &str, flags: i32, at: u64, p: &[u8]| {
+            failing_anyway(op, flags, at, true, named(&d, p), None)
+        };
+        let two = |op: &str, a: &[u8], b: &[u8]| {
+            failing_anyway(op, -1, 0, false, named(&d, a), Some(named(&d, b)))
+        };
+        assert_eq!(one("unlink", -1, 0, b"missing"), Some(libc::ENOENT));
+        assert_eq!(one("unlink", -1, 0, b"full"), Some(libc::EISDIR));
+        assert_eq!(one("unlink", -1, 0, b"data.txt"), None);
+        assert_eq!(
+            one("unlinkat", -1, libc::AT_REMOVEDIR as u64, b"full"),
+            Some(libc::ENOTEMPTY)
+        );
+        assert_eq!(one("rmdir", -1, 0, b"empty"), None);
+        assert_eq!(one("mkdir", -1, 0, b"full"), Some(libc::EEXIST));
+        assert_eq!(one("mkdir", -1, 0, b"new"), None);
+        assert_eq!(one("openat", creat, 0, b"nodir/f"), Some(libc::ENOENT));
+        assert_eq!(one("openat", creat, 0, b"data.txt/x"), Some(libc::ENOTDIR));
+        assert_eq!(
+            one("openat", creat | libc::O_EXCL, 0, b"data.txt"),
+            Some(libc::EEXIST)
+        );
+        assert_eq!(
+            one("openat", libc::O_WRONLY, 0, b"full"),
+            Some(libc::EISDIR)
+        );
+        assert_eq!(one("openat", creat, 0, b"data.txt"), None);
+        assert_eq!(one("chmod", -1, 0, b"missing"), Some(libc::ENOENT));
+        assert_eq!(one("chmod", -1, 0, b"data.txt"), None);
+        assert_eq!(one("mknodat", -1, 0, b"data.txt"), None);
+        assert_eq!(two("rename", b"full", b"full/sub"), Some(libc::EINVAL));
+        assert_eq!(two("rename", b"missing", b"x"), Some(libc::ENOENT));
+        assert_eq!(two("rename", b"data.txt", b"y"), None);
+        assert_eq!(two("symlink", b"t", b"data.txt"), Some(libc::EEXIST));
+        assert_eq!(two("link", b"missing", b"x2"), Some(libc::ENOENT));
+        // A magic link is not looked up in the supervisor's own /proc.
+        assert_eq!(one("unlink", -1, 0, b"/proc/self/cwd/missing"), None);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+}
