@@ -804,10 +804,6 @@ unsafe fn judge_then_call<R: Outcome>(
         return r;
     }
 
-    if action == Action::Denied {
-        return refuse(call, &a, action, libc::EACCES, entry_errno, work);
-    }
-
     // The kernel, resolving the path in the worker's view, would fail the
     // call: a write fails so without reaching it (the shared tree may
     // differ from the view: a directory the worker removed is still there).
@@ -860,6 +856,17 @@ unsafe fn judge_then_call<R: Outcome>(
         );
     }
 
+    // A refused call the kernel would fail anyway writes nothing: it fails
+    // with the kernel's errno, as bare (an attempt, not a denied write;
+    // review 2, F20: `rm -f missing` is ENOENT). EACCES only for a call
+    // that would succeed, or when that cannot be said (fail closed).
+    if action == Action::Denied {
+        return match failing_anyway(call, &a, work) {
+            Some(e) => refuse(call, &a, Action::Logged, e, entry_errno, work),
+            None => refuse(call, &a, action, libc::EACCES, entry_errno, work),
+        };
+    }
+
     // What the kernel would answer in the worker's view (precheck.rs): the
     // worker paths a redirected call reaches lack the shared entries it
     // collides with. A call that would fail there fails so, leaving no
@@ -874,7 +881,7 @@ unsafe fn judge_then_call<R: Outcome>(
             || routed(&a.viewed, Some(&a.path))
             || routed(&a.viewed2, a.path2.as_ref()))
     {
-        match precheck(call, &a, work) {
+        match crate::precheck::op_of(call).and_then(|op| precheck(call, &a, op, work)) {
             Some(Err(e)) => return refuse(call, &a, Action::Logged, e, entry_errno, work),
             Some(Ok(Proceed::Nothing)) => {
                 if let Some(ok) = R::success() {
@@ -1082,9 +1089,35 @@ fn unseed(route: Option<Route>, target: &[u8]) {
     }
 }
 
+/// Under deny: the errno the kernel would fail a write with by itself
+/// (its names are resolved, and the resolution's errors handled, before
+/// this), so that nothing needs refusing; `None` when the call would
+/// succeed or that cannot be said. A metadata change (chmod, utimes,
+/// setxattr, ...) needs an existing file; the namespace calls, mkdir and
+/// mkfifo get [`crate::precheck::answer`]'s decision. Not modelled, so
+/// refused with EACCES: permissions, read-only mounts, a truncate's
+/// negative length, an xattr's own errors (ENODATA, EEXIST), mknod.
+fn failing_anyway(call: &Call, a: &Assessed, work: &mut [u8]) -> Option<c_int> {
+    if call.changes_metadata.is_some() {
+        // The walk followed the leaf when the call does: a dangling link's
+        // target is missing too. (A lookup that fails counts as existing.)
+        let abs = a.path.abs?;
+        return (!exists_in_view(abs, work)).then_some(libc::ENOENT);
+    }
+    let op = crate::precheck::op_of_refused(call)?;
+    // Proceed::Nothing (a rename onto the same file) succeeds bare: it is
+    // refused like any write that would succeed.
+    precheck(call, a, op, work)?.err()
+}
+
 /// [`crate::precheck::answer`] for the call's names as resolved in the
-/// view; `None` when a name is missing or the call is not modelled.
-fn precheck(call: &Call, a: &Assessed, work: &mut [u8]) -> Option<Result<Proceed, c_int>> {
+/// view; `None` when a name is missing.
+fn precheck(
+    call: &Call,
+    a: &Assessed,
+    op: mpaudit_core::namei::Op,
+    work: &mut [u8],
+) -> Option<Result<Proceed, c_int>> {
     use crate::precheck::Spelled;
     fn spelled<'p>(p: &PathPair<'p>) -> Option<Spelled<'p>> {
         Some(Spelled {
@@ -1092,7 +1125,6 @@ fn precheck(call: &Call, a: &Assessed, work: &mut [u8]) -> Option<Result<Proceed
             abs: p.abs?,
         })
     }
-    let op = crate::precheck::op_of(call)?;
     let two = match &a.path2 {
         Some(p) => Some(spelled(p)?),
         None => None,

@@ -48,6 +48,20 @@ pub fn op_of(call: &Call) -> Option<Op> {
     })
 }
 
+/// [`op_of`] for a call that is refused rather than redirected (deny):
+/// nothing is made in a worker's view, so mkdir and mkfifo are modelled
+/// too (`filename_create`'s checks: an existing name is EEXIST). Not
+/// mknod (its mode is checked first, EPERM or EINVAL, and is not known
+/// here) nor bind (EADDRINUSE).
+pub fn op_of_refused(call: &Call) -> Option<Op> {
+    match call.op {
+        "mkdir" | "mkdirat" => Some(Op::Mkdir),
+        // symlink's checks of its new name are filename_create's.
+        "mkfifo" | "mkfifoat" => Some(Op::Symlink),
+        _ => op_of(call),
+    }
+}
+
 /// What the kernel would answer `op` on these names in the worker's view;
 /// `None` when it cannot be said here (the real call answers). `first` is
 /// the call's only name, symlink's new name, or link's and rename's

@@ -58,6 +58,10 @@ impl mpaudit_core::table::TableIo for RawIo {
     fn file_size_limit() -> u64 {
         sys::file_size_limit()
     }
+
+    fn set_size(fd: i32, len: u64) -> i64 {
+        sys::ftruncate(fd, len) as i64
+    }
 }
 
 pub type Table = mpaudit_core::table::Table<RawIo>;

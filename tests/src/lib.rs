@@ -177,6 +177,12 @@ pub fn fixture(name: &str) -> PathBuf {
             &[],
         ),
         "static_calls" => cc(&["-static", "-O1"], &src.join("static_calls.c"), &out, &[]),
+        "static_failing" => cc(
+            &["-static", "-O1"],
+            &src.join("static_failing.c"),
+            &out,
+            &[],
+        ),
         "static_append" => cc(&["-static", "-O1"], &src.join("static_append.c"), &out, &[]),
         "rename_race" => cc(&["-O1"], &src.join("rename_race.c"), &out, &["-lpthread"]),
         "sigchld_exec" => cc(&["-O1"], &src.join("sigchld_exec.c"), &out, &[]),

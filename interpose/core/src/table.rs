@@ -48,6 +48,9 @@ pub trait TableIo {
     fn unmap(addr: usize, len: u64);
     /// The soft `RLIMIT_FSIZE` in bytes (`u64::MAX`: unlimited).
     fn file_size_limit() -> u64;
+    /// Sets the file's size (`ftruncate`: no blocks are given): 0 or
+    /// `-errno`. Only called with a size within [`TableIo::file_size_limit`].
+    fn set_size(fd: i32, len: u64) -> i64;
 }
 
 /// Longest table file path.
@@ -102,6 +105,15 @@ const ARENA0: u64 = 3 << 19;
 const SEG_HEADER: u64 = 4096;
 /// Arena space is given blocks in chunks of this size, as it fills.
 const CHUNK: u64 = 1 << 20;
+/// The file's size from its creation on (sparse: blocks are still given
+/// as the segments fill): the first three segments (~56 Ki entries). The
+/// worker's processes give blocks within it whatever `RLIMIT_FSIZE` the
+/// job sets later (`ulimit -f 100`: review 2, F4), since only a growth of
+/// the file's size is limited; past it, growth is refused beyond the limit.
+const PRESIZED: u64 = HEADER_SIZE
+    + (SEG_HEADER + SLOTS0 * 16 + ARENA0)
+    + (SEG_HEADER + (SLOTS0 << 1) * 16 + (ARENA0 << 1))
+    + (SEG_HEADER + (SLOTS0 << 2) * 16 + (ARENA0 << 2));
 /// Room a reservation keeps for one entry and its directory node: two
 /// paths and two record headers.
 const ENTRY_ROOM: u64 = 2 * (crate::path::MAX_ABS as u64 + 1) + 64;
@@ -274,6 +286,10 @@ impl<I: TableIo> Table<I> {
             return false;
         };
         let ok = HEADER_SIZE <= I::file_size_limit() && I::fallocate(fd, 0, HEADER_SIZE) == 0;
+        // Best effort: without it the table grows within the limit only.
+        if ok && PRESIZED <= I::file_size_limit() {
+            let _ = I::set_size(fd, PRESIZED);
+        }
         let p = if ok { I::map(fd, 0, HEADER_SIZE) } else { None };
         I::close(fd);
         let Some(p) = p else {
@@ -502,10 +518,11 @@ impl<I: TableIo> Table<I> {
         // Blocks for the segment's header and slots (and, below, its first
         // arena chunk); concurrent growers allocate the same range.
         let end = seg_offset(s) + SEG_HEADER + slots(s) * 16;
-        if end > I::file_size_limit() {
+        let fd = self.open(false).ok_or(Refused::NoTable)?;
+        if !Self::may_reach(fd, end) {
+            I::close(fd);
             return Err(Refused::Full(libc::EFBIG));
         }
-        let fd = self.open(false).ok_or(Refused::NoTable)?;
         let r = I::fallocate(fd, seg_offset(s), end - seg_offset(s));
         I::close(fd);
         if r != 0 {
@@ -530,6 +547,14 @@ impl<I: TableIo> Table<I> {
         }
     }
 
+    /// Whether blocks may be given up to `end` of the file: it is that
+    /// large already (the size set at creation, [`PRESIZED`]; it never
+    /// shrinks), or growing it so stays within `RLIMIT_FSIZE` (past it
+    /// the kernel would raise SIGXFSZ in the job).
+    fn may_reach(fd: i32, end: u64) -> bool {
+        I::size(fd).is_some_and(|n| end <= n) || end <= I::file_size_limit()
+    }
+
     /// Gives blocks to segment `s`'s arena up to `upto` bytes.
     fn arena_ready(&self, base: *mut u8, s: usize, upto: u64) -> Result<(), Refused> {
         let sh = Self::seg_header(base);
@@ -539,10 +564,11 @@ impl<I: TableIo> Table<I> {
         }
         let want = upto.div_ceil(CHUNK).saturating_mul(CHUNK).min(arena(s));
         let arena_start = seg_offset(s) + SEG_HEADER + slots(s) * 16;
-        if arena_start + want > I::file_size_limit() {
+        let fd = self.open(false).ok_or(Refused::NoTable)?;
+        if !Self::may_reach(fd, arena_start + want) {
+            I::close(fd);
             return Err(Refused::Full(libc::EFBIG));
         }
-        let fd = self.open(false).ok_or(Refused::NoTable)?;
         let r = I::fallocate(fd, arena_start + ready, want - ready);
         I::close(fd);
         if r != 0 {
@@ -771,10 +797,72 @@ mod tests {
             unsafe { libc::munmap(addr as *mut libc::c_void, len as usize) };
         }
         fn file_size_limit() -> u64 {
-            u64::MAX
+            LIMIT.with(|l| l.get())
+        }
+        fn set_size(fd: i32, len: u64) -> i64 {
+            // SAFETY: the table's own descriptor.
+            if unsafe { libc::ftruncate(fd, len as libc::off_t) } == 0 {
+                0
+            } else {
+                -(std::io::Error::last_os_error()
+                    .raw_os_error()
+                    .unwrap_or(libc::EIO) as i64)
+            }
         }
     }
     type Table = super::Table<LibcIo>;
+
+    std::thread_local! {
+        /// This test thread's RLIMIT_FSIZE as the table sees it.
+        static LIMIT: core::cell::Cell<u64> = const { core::cell::Cell::new(u64::MAX) };
+    }
+
+    /// Review 2, F4: a job that lowers RLIMIT_FSIZE after the table was
+    /// made (`ulimit -f 100`) still gets its first segments; past the size
+    /// set at creation the table refuses to grow beyond the limit (EFBIG),
+    /// never growing the file past it (SIGXFSZ).
+    #[test]
+    fn the_first_segments_grow_under_a_file_size_limit_set_after_creation() {
+        let path = temp("fsize");
+        let t = Table::new();
+        // SAFETY: single-threaded test.
+        assert!(unsafe { t.create(&path, b"/w/worker_1") });
+        assert_eq!(
+            std::fs::metadata(&*String::from_utf8_lossy(&path))
+                .unwrap()
+                .len(),
+            PRESIZED
+        );
+        LIMIT.with(|l| l.set(100 * 1024));
+        assert_eq!(t.insert(b"/job/a", b"/w/worker_1/a"), Ok(true));
+        assert_eq!(t.get(b"/job/a"), Some(&b"/w/worker_1/a"[..]));
+        let mut refused = None;
+        for i in 0..200_000u32 {
+            let k = format!("/job/many/{i}");
+            match t.insert(k.as_bytes(), k.as_bytes()) {
+                Ok(_) => {}
+                Err(e) => {
+                    refused = Some((i, e));
+                    break;
+                }
+            }
+        }
+        let (n, why) = refused.expect("the table grew past its size under the limit");
+        assert_eq!(why, Refused::Full(libc::EFBIG));
+        assert!(
+            n > 40_000,
+            "only {n} entries within the size set at creation"
+        );
+        assert_eq!(
+            std::fs::metadata(&*String::from_utf8_lossy(&path))
+                .unwrap()
+                .len(),
+            PRESIZED
+        );
+        LIMIT.with(|l| l.set(u64::MAX));
+        assert!(t.insert(b"/job/after", b"/w/worker_1/after").is_ok());
+        let _ = std::fs::remove_file(&*String::from_utf8_lossy(&path));
+    }
 
     fn temp(name: &str) -> Vec<u8> {
         let p = std::env::temp_dir().join(format!("mpaudit-table-{name}-{}", std::process::id()));

@@ -19,6 +19,7 @@
 mod calls;
 pub mod detect;
 mod emulate;
+mod failing;
 pub mod filter;
 mod handoff;
 mod notify;

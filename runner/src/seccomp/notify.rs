@@ -1248,7 +1248,44 @@ fn access(
         }
     }
     if action == Action::Denied {
-        return finish(e, action, Answer::Fail(libc::EACCES), Vec::new());
+        // A call the kernel would fail anyway writes nothing: it fails as
+        // bare, an attempt (review 2, F20); EACCES for one that would
+        // succeed, or when that cannot be told.
+        fn named_in<'r>(
+            tid: i32,
+            args: &[u64; 6],
+            p: PathArg,
+            r: &'r Resolved,
+        ) -> super::failing::Named<'r> {
+            let given = r.0.as_deref();
+            super::failing::Named {
+                base: match given {
+                    Some(g) if g.first() != Some(&b'/') => {
+                        base_dir(tid, p.dirfd.map(|d| args[d] as i32))
+                    }
+                    _ => None,
+                },
+                given,
+            }
+        }
+        let named = |p: PathArg, r| named_in(tid, args, p, r);
+        let at_flags = match a.op {
+            "unlinkat" => args[2],
+            "linkat" | "renameat2" => args[4],
+            _ => 0,
+        };
+        let anyway = super::failing::failing_anyway(
+            a.op,
+            flags,
+            at_flags,
+            follows_final(0),
+            named(a.path, &p1),
+            a.path2.zip(p2.as_ref()).map(|(p, r)| named(p, r)),
+        );
+        return match anyway {
+            Some(errno) => finish(e, Action::Logged, Answer::Fail(errno), Vec::new()),
+            None => finish(e, action, Answer::Fail(libc::EACCES), Vec::new()),
+        };
     }
     let failed_redirect = |e| {
         finish(

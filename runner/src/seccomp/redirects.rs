@@ -93,6 +93,17 @@ impl TableIo for LibcIo {
             lim.rlim_cur
         }
     }
+
+    fn set_size(fd: i32, len: u64) -> i64 {
+        // SAFETY: the table's own descriptor.
+        if unsafe { libc::ftruncate(fd, len as libc::off_t) } == 0 {
+            0
+        } else {
+            -(std::io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(libc::EIO) as i64)
+        }
+    }
 }
 
 type Table = mpaudit_core::table::Table<LibcIo>;

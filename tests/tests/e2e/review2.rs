@@ -177,7 +177,6 @@ e2e!(
 // the job's own 3-byte file) the first segment (~270 KB) cannot be
 // allocated and every redirected write fails with ENOSPC.
 e2e!(
-    #[ignore = "review2 F4 open: the redirect table is grown under the job RLIMIT_FSIZE"]
     a_redirected_write_under_a_small_file_size_limit_succeeds_as_bare,
     |dir| {
         let (bare, job) = twin_jobs(&dir, |_| {});
@@ -774,19 +773,123 @@ e2e!(
 // nothing denied bare) prints "Permission denied" and fails, so every
 // `set -e` script that cleans up with `rm -f` stops. The same for the other
 // calls bare fails without writing anything (the table above).
+e2e!(deny_lets_a_call_that_writes_nothing_fail_as_bare, |dir| {
+    let (bare, job) = twin_jobs(&dir, failing_calls_setup);
+    let script = "rm -f missing.txt && echo cleaned; python3 calls.py";
+    let b = run_ok(&mut bare_bash(&dir, &bare, script));
+    let r = run(&mut audited_bash(&dir, &job, "deny", script), DEADLINE);
+    assert_eq!(
+        stdout(&r),
+        stdout(&b),
+        "{}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+});
+
+// Finding 20, the verdict: under `mpaudit exec --action deny`, calls that
+// fail as bare (`rm -f missing.txt`, `mkdir -p` of an existing directory,
+// the table above) are attempts and the run stays green (exit 0); a write
+// deny refuses still makes it rogue (exit 1).
 e2e!(
-    #[ignore = "review2 F20 open: deny answers EACCES before the kernel answer over the view"]
-    deny_lets_a_call_that_writes_nothing_fail_as_bare,
+    under_deny_a_call_failing_as_bare_is_an_attempt_and_a_denied_write_is_rogue,
+    |dir| {
+        let (_, job) = twin_jobs(&dir, failing_calls_setup);
+        let cases = [
+            (
+                "rm -f missing.txt && mkdir -p full && python3 calls.py >/dev/null",
+                0,
+                0,
+            ),
+            ("rm -f missing.txt; echo x > data.txt; true", 1, 1),
+        ];
+        for (i, (script, code, rogue)) in cases.into_iter().enumerate() {
+            let report_file = dir.join(&format!("report-{i}.json"));
+            let out = run(
+                runner(&job)
+                    .args(["exec", "--format", "json", "--report"])
+                    .arg(&report_file)
+                    .arg("--preload")
+                    .arg(lib())
+                    .args([
+                        "--workers",
+                        "1",
+                        "--action",
+                        "deny",
+                        "--",
+                        "bash",
+                        "-c",
+                        script,
+                    ]),
+                DEADLINE,
+            );
+            let report: Value =
+                serde_json::from_slice(&std::fs::read(&report_file).unwrap_or_default())
+                    .unwrap_or_else(|e| {
+                        panic!("report: {e}: {}", String::from_utf8_lossy(&out.stderr))
+                    });
+            assert_eq!(
+                (
+                    out.status.code(),
+                    report["summary"]["rogue_writes"].as_u64()
+                ),
+                (Some(code), Some(rogue)),
+                "{script}: {}\n{report:#}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(
+                report["summary"]["attempts"].as_u64() >= Some(1),
+                "{script}: rm -f missing.txt is an attempt: {report:#}"
+            );
+        }
+        assert_eq!(read(job.join("data.txt")), "a\n");
+    }
+);
+
+// Finding 20, under the supervisor: a static program's calls that fail
+// bare fail so under deny (they were EACCES), and are attempts; its one
+// write that would succeed is denied (EACCES), and the run is rogue.
+e2e!(
+    the_supervisor_under_deny_lets_a_call_that_writes_nothing_fail_as_bare,
     |dir| {
         let (bare, job) = twin_jobs(&dir, failing_calls_setup);
-        let script = "rm -f missing.txt && echo cleaned; python3 calls.py";
-        let b = run_ok(&mut bare_bash(&dir, &bare, script));
-        let r = run(&mut audited_bash(&dir, &job, "deny", script), DEADLINE);
+        let prog = fixture("static_failing");
+        let b = run_ok(dir.bare(&prog).current_dir(&bare));
+        let report_file = dir.join("report.json");
+        let out = run(
+            runner(&job)
+                .args(["exec", "--format", "json", "--report"])
+                .arg(&report_file)
+                .arg("--preload")
+                .arg(lib())
+                .args(["--workers", "1", "--action", "deny", "--"])
+                .arg(&prog),
+            DEADLINE,
+        );
+        let report: Value =
+            serde_json::from_slice(&std::fs::read(&report_file).unwrap_or_default())
+                .unwrap_or_else(|e| {
+                    panic!("report: {e}: {}", String::from_utf8_lossy(&out.stderr))
+                });
+        let bare_out = stdout(&b);
+        let (failing, last) = bare_out.trim_end().rsplit_once('\n').unwrap();
+        assert_eq!(last, "open data.txt for write ok");
         assert_eq!(
-            stdout(&r),
-            stdout(&b),
+            stdout(&out),
+            format!("{failing}\nopen data.txt for write Permission denied\n"),
             "{}",
-            String::from_utf8_lossy(&r.stderr)
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            (
+                out.status.code(),
+                report["summary"]["rogue_writes"].as_u64()
+            ),
+            (Some(1), Some(1)),
+            "{report:#}"
+        );
+        assert!(
+            report["summary"]["attempts"].as_u64() >= Some(14),
+            "{report:#}"
         );
     }
 );

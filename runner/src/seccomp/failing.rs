@@ -1,0 +1,293 @@
+//! Under deny: what the kernel would answer a refused call by itself
+//! (review 2, F20), as the library does (interpose/src/precheck.rs). A
+//! call that fails anyway (`unlink` of a missing file, `mkdir` of an
+//! existing directory, `open("data.txt/x")`) writes nothing, so nothing
+//! needs refusing: it fails with the kernel's errno, as bare, and its
+//! event is a failed call (an attempt). The names are looked up in the
+//! task's tree (their directories by the kernel itself, through a
+//! descriptor of the task's starting directory), and
+//! `mpaudit_core::namei` decides in the kernel's order of checks. `None`
+//! whenever that cannot be told here (a magic link, an `openat2`, an empty
+//! name, an unreadable directory): the call is then refused with EACCES.
+
+use mpaudit_core::namei::{self, Facts, Kind, Name, Op};
+use std::ffi::{CString, OsStr};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+
+/// One of the call's names: the directory a relative name starts from
+/// (the task's cwd or directory descriptor, as a path), and the name as
+/// the program gave it.
+pub struct Named<'a> {
+    pub base: Option<Vec<u8>>,
+    pub given: Option<&'a [u8]>,
+}
+
+/// A name looked up: where it is, what it is.
+struct Looked {
+    abs: Vec<u8>,
+    file: Option<(u64, u64)>,
+    kind: Kind,
+    dir_empty: bool,
+}
+
+/// The errno the kernel would fail `op` with on these names by itself, or
+/// `None` (it would succeed, or that cannot be told). `flags`: the open
+/// flags; `follow_first`: the call follows a symlink in the first name's
+/// leaf; `at_flags`: unlinkat's, linkat's or renameat2's flags argument.
+pub fn failing_anyway(
+    op: &str,
+    flags: i32,
+    at_flags: u64,
+    follow_first: bool,
+    first: Named,
+    second: Option<Named>,
+) -> Option<i32> {
+    let op = match op {
+        "open" | "openat" | "creat" => Op::Open(flags),
+        "truncate" => Op::Truncate,
+        "unlink" => Op::Unlink,
+        "unlinkat" if at_flags as i32 & libc::AT_REMOVEDIR != 0 => Op::Rmdir,
+        "unlinkat" => Op::Unlink,
+        "rmdir" => Op::Rmdir,
+        "mkdir" | "mkdirat" => Op::Mkdir,
+        "symlink" | "symlinkat" => Op::Symlink,
+        "link" | "linkat" => Op::Link,
+        "rename" | "renameat" => Op::Rename(0),
+        "renameat2" => Op::Rename(at_flags as u32),
+        "chmod" | "chown" | "lchown" | "utime" | "utimes" | "futimesat" | "fchmodat"
+        | "fchmodat2" | "fchownat" | "utimensat" => {
+            // A metadata change needs an existing file.
+            let (given, l) = match look_up(&first, follow_first, false) {
+                Ok(r) => r,
+                Err(e) => return e,
+            };
+            let n = Name::new(given, l.kind, false);
+            return match l.kind {
+                Kind::Absent => Some(libc::ENOENT),
+                Kind::Symlink if n.trailing_slash => None,
+                Kind::Dir => None,
+                _ if n.trailing_slash => Some(libc::ENOTDIR),
+                _ => None,
+            };
+        }
+        // openat2 (its RESOLVE_* flags), mknod (its mode is checked
+        // first), anything else: the call is refused.
+        _ => return None,
+    };
+    let (first, second) = match op {
+        // symlink's first path is the link's text; its name is the second.
+        Op::Symlink => (second?, None),
+        _ => (first, second),
+    };
+    if op == Op::Link && at_flags as i32 & libc::AT_EMPTY_PATH != 0 {
+        return None;
+    }
+    let needs_empty = |is_second: bool| match op {
+        Op::Rmdir => !is_second,
+        Op::Rename(_) => is_second,
+        _ => false,
+    };
+    let follow = matches!(op, Op::Open(_) | Op::Truncate) && follow_first;
+    let (g1, l1) = match look_up(&first, follow, needs_empty(false)) {
+        Ok(r) => r,
+        Err(e) => return e,
+    };
+    // linkat's AT_SYMLINK_FOLLOW follows a source symlink: the kernel's.
+    if op == Op::Link && at_flags as i32 & libc::AT_SYMLINK_FOLLOW != 0 && l1.kind == Kind::Symlink
+    {
+        return None;
+    }
+    let mut facts = Facts {
+        op,
+        first: Name::new(g1, l1.kind, l1.dir_empty),
+        second: Name::new(b"", Kind::Absent, false),
+        same_file: false,
+        second_below_first: false,
+        first_below_second: false,
+    };
+    if let Some(second) = second {
+        let (g2, l2) = match look_up(&second, false, needs_empty(true)) {
+            Ok(r) => r,
+            Err(e) => return e,
+        };
+        facts.second = Name::new(g2, l2.kind, l2.dir_empty);
+        facts.same_file = l1.file.is_some() && l1.file == l2.file;
+        facts.second_below_first = namei::strictly_below(&l2.abs, &l1.abs);
+        facts.first_below_second = namei::strictly_below(&l1.abs, &l2.abs);
+    }
+    namei::answer(&facts).err()
+}
+
+/// `name` looked up: its directories by the kernel (`Err(Some(errno))`
+/// when that fails), then its leaf (followed when `follow`). `Err(None)`:
+/// it cannot be told here.
+fn look_up<'a>(
+    name: &Named<'a>,
+    follow: bool,
+    want_empty: bool,
+) -> Result<(&'a [u8], Looked), Option<i32>> {
+    let given = name.given.filter(|g| !g.is_empty()).ok_or(None)?;
+    // The task's magic links (/proc/self, /dev/fd/N) are not the
+    // supervisor's.
+    let magic = |p: &[u8]| {
+        p.starts_with(b"/proc") || p.starts_with(b"/dev") || p.windows(6).any(|w| w == b"/proc/")
+    };
+    let base: &[u8] = if given[0] == b'/' {
+        b"/"
+    } else {
+        name.base.as_deref().ok_or(None)?
+    };
+    if magic(given) || magic(base) {
+        return Err(None);
+    }
+    let end = given.iter().rposition(|&b| b != b'/').map_or(0, |i| i + 1);
+    let body = &given[..end];
+    let (dir, leaf): (&[u8], &[u8]) = match body.iter().rposition(|&b| b == b'/') {
+        Some(0) => (b"/", &body[1..]),
+        Some(i) => (&body[..i], &body[i + 1..]),
+        None => (b".", body),
+    };
+    // `.`, `..` and `/` name a directory: all of it is looked up as one.
+    let (dir, leaf) = if matches!(leaf, b"" | b"." | b"..") {
+        (if body.is_empty() { &b"/"[..] } else { body }, &b"."[..])
+    } else {
+        (dir, leaf)
+    };
+    let start = open_dir(libc::AT_FDCWD, base, libc::O_RDONLY).map_err(|_| None)?;
+    let d = open_dir(start.as_raw_fd(), dir, libc::O_PATH).map_err(Some)?;
+    let real_dir = std::fs::read_link(format!("/proc/self/fd/{}", d.as_raw_fd()))
+        .map_err(|_| None)?
+        .into_os_string()
+        .into_encoded_bytes();
+    let mut abs = real_dir;
+    if leaf != b"." {
+        if abs != b"/" {
+            abs.push(b'/');
+        }
+        abs.extend_from_slice(leaf);
+    }
+    let leaf_c = CString::new(leaf).map_err(|_| None)?;
+    let stat = |how: i32| -> Result<Option<libc::stat>, i32> {
+        // SAFETY: all-zero is a valid libc::stat; fstatat fills it.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: a descriptor of ours, a NUL-terminated name, a valid
+        // out-pointer.
+        let r = unsafe { libc::fstatat(d.as_raw_fd(), leaf_c.as_ptr(), &mut st, how) };
+        match r {
+            0 => Ok(Some(st)),
+            _ => match std::io::Error::last_os_error().raw_os_error() {
+                Some(libc::ENOENT) => Ok(None),
+                e => Err(e.unwrap_or(libc::EIO)),
+            },
+        }
+    };
+    let mut st = stat(libc::AT_SYMLINK_NOFOLLOW).map_err(|_| None)?;
+    let is_link = st.is_some_and(|s| s.st_mode & libc::S_IFMT == libc::S_IFLNK);
+    if is_link && (follow || body.len() < given.len()) {
+        if !follow {
+            return Err(None); // a trailing slash follows it too
+        }
+        st = match stat(0) {
+            Ok(s) => s,
+            Err(libc::ELOOP) => return Err(Some(libc::ELOOP)),
+            Err(_) => return Err(None),
+        };
+        // Where the link leads is not `abs`: only renames (which do not
+        // follow) need it.
+    }
+    let kind = st.map_or(Kind::Absent, |s| Kind::of_mode(s.st_mode));
+    let dir_empty = want_empty
+        && kind == Kind::Dir
+        && std::fs::read_dir(OsStr::from_bytes(&abs))
+            .map_err(|_| None)?
+            .next()
+            .is_none();
+    Ok((
+        given,
+        Looked {
+            abs,
+            file: st.map(|s| (s.st_dev, s.st_ino)),
+            kind,
+            dir_empty,
+        },
+    ))
+}
+
+/// `path` opened as a directory relative to `at`: the kernel's errno when
+/// it is none (ENOENT, ENOTDIR, ELOOP, EACCES).
+fn open_dir(at: i32, path: &[u8], how: i32) -> Result<OwnedFd, i32> {
+    let c = CString::new(path).map_err(|_| libc::EINVAL)?;
+    // SAFETY: a NUL-terminated path; the descriptor returned is ours.
+    let fd = unsafe { libc::openat(at, c.as_ptr(), how | libc::O_DIRECTORY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO));
+    }
+    // SAFETY: a fresh descriptor nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn named<'a>(base: &std::path::Path, given: &'a [u8]) -> Named<'a> {
+        Named {
+            base: Some(base.as_os_str().as_bytes().to_vec()),
+            given: Some(given),
+        }
+    }
+
+    /// The kernel's errno for calls that fail by themselves; `None` for
+    /// those that would succeed (deny refuses them) or cannot be told.
+    #[test]
+    fn calls_that_fail_anyway_get_the_kernels_errno() {
+        let d = std::env::temp_dir().join(format!("mpaudit-failing-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(d.join("full")).unwrap();
+        std::fs::write(d.join("full/x"), "").unwrap();
+        std::fs::write(d.join("data.txt"), "a\n").unwrap();
+        std::fs::create_dir_all(d.join("empty")).unwrap();
+        let creat = libc::O_WRONLY | libc::O_CREAT;
+        let one = |op: &str, flags: i32, at: u64, p: &[u8]| {
+            failing_anyway(op, flags, at, true, named(&d, p), None)
+        };
+        let two = |op: &str, a: &[u8], b: &[u8]| {
+            failing_anyway(op, -1, 0, false, named(&d, a), Some(named(&d, b)))
+        };
+        assert_eq!(one("unlink", -1, 0, b"missing"), Some(libc::ENOENT));
+        assert_eq!(one("unlink", -1, 0, b"full"), Some(libc::EISDIR));
+        assert_eq!(one("unlink", -1, 0, b"data.txt"), None);
+        assert_eq!(
+            one("unlinkat", -1, libc::AT_REMOVEDIR as u64, b"full"),
+            Some(libc::ENOTEMPTY)
+        );
+        assert_eq!(one("rmdir", -1, 0, b"empty"), None);
+        assert_eq!(one("mkdir", -1, 0, b"full"), Some(libc::EEXIST));
+        assert_eq!(one("mkdir", -1, 0, b"new"), None);
+        assert_eq!(one("openat", creat, 0, b"nodir/f"), Some(libc::ENOENT));
+        assert_eq!(one("openat", creat, 0, b"data.txt/x"), Some(libc::ENOTDIR));
+        assert_eq!(
+            one("openat", creat | libc::O_EXCL, 0, b"data.txt"),
+            Some(libc::EEXIST)
+        );
+        assert_eq!(
+            one("openat", libc::O_WRONLY, 0, b"full"),
+            Some(libc::EISDIR)
+        );
+        assert_eq!(one("openat", creat, 0, b"data.txt"), None);
+        assert_eq!(one("chmod", -1, 0, b"missing"), Some(libc::ENOENT));
+        assert_eq!(one("chmod", -1, 0, b"data.txt"), None);
+        assert_eq!(one("mknodat", -1, 0, b"data.txt"), None);
+        assert_eq!(two("rename", b"full", b"full/sub"), Some(libc::EINVAL));
+        assert_eq!(two("rename", b"missing", b"x"), Some(libc::ENOENT));
+        assert_eq!(two("rename", b"data.txt", b"y"), None);
+        assert_eq!(two("symlink", b"t", b"data.txt"), Some(libc::EEXIST));
+        assert_eq!(two("link", b"missing", b"x2"), Some(libc::ENOENT));
+        // A magic link is not looked up in the supervisor's own /proc.
+        assert_eq!(one("unlink", -1, 0, b"/proc/self/cwd/missing"), None);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+}
