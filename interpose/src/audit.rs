@@ -411,13 +411,6 @@ fn verdicts(
         Some(abs) => p.verdict(true, abs, redirect::is_declared(abs), registered),
         None => Verdict::Allowed, // nothing a path-based policy can say
     };
-    let rank = |v: Verdict| match v {
-        Verdict::Rogue => 4,
-        Verdict::Registered => 3,
-        Verdict::Declared => 2,
-        Verdict::Allowed => 1,
-        Verdict::Read => 0,
-    };
     let first = if call.writes != Writes::Second || is_hard_link(call) {
         judge(path)
     } else {
@@ -427,11 +420,7 @@ fn verdicts(
         (Some(p2), true) => judge(p2),
         _ => Verdict::Read,
     };
-    let worst = if rank(second) > rank(first) {
-        second
-    } else {
-        first
-    };
+    let worst = first.worse(second);
     if worst == Verdict::Read {
         [Verdict::Allowed, first, second]
     } else {
@@ -1150,13 +1139,8 @@ fn routes(
         // write of the source would be (scratch and the worker's own
         // directory take writes in place). A source whose writes go in
         // place anyway (allowed) is linked as it is.
-        let source_is_shared = match a.verdict1 {
-            Verdict::Rogue => route2.is_some() || redirect_new,
-            Verdict::Declared | Verdict::Registered => route2.is_some(),
-            Verdict::Allowed | Verdict::Read => false,
-        };
         let link_source = is_hard_link(call)
-            && source_is_shared
+            && mpaudit_core::policy::link_copies_source(a.verdict1, route2.is_some(), redirect_new)
             && a.viewed.is_ok()
             && a.path.given.is_some_and(|g| !g.is_empty());
         let want = Want {
