@@ -603,12 +603,15 @@ e2e!(
 e2e!(
     a_supervised_hard_link_of_a_job_file_into_scratch_is_not_judged_allowed,
     |dir| {
-        std::fs::write(dir.join("data.txt"), "orig\n").unwrap();
-        let scratch = dir.join("scratch");
-        std::fs::create_dir_all(&scratch).unwrap();
+        // Scratch outside the job directory (inside it, it is no scratch).
+        let (job, scratch) = (dir.join("job"), dir.join("scratch"));
+        for d in [&job, &scratch] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        std::fs::write(job.join("data.txt"), "orig\n").unwrap();
         let report_file = dir.join("report.json");
         let mut c = Command::new(&artifacts().runner);
-        c.current_dir(&dir.path)
+        c.current_dir(&job)
             .env("TMPDIR", &scratch)
             .args(["exec", "--format", "json", "--report"])
             .arg(&report_file)
@@ -624,11 +627,11 @@ e2e!(
             stdout(&out)
         );
         assert_eq!(
-            std::fs::read_to_string(dir.join("data.txt")).unwrap(),
+            std::fs::read_to_string(job.join("data.txt")).unwrap(),
             "orig\ntmp\n",
             "log mode writes through the link"
         );
-        let ev = supervised_events(&dir);
+        let ev = events_under(&job);
         let links: Vec<&Value> = writes_to(&ev, "data.txt")
             .into_iter()
             .filter(|e| e["op"] == "link" || e["op"] == "linkat")
