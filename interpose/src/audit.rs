@@ -399,15 +399,18 @@ fn is_scratch(abs: &[u8]) -> bool {
     policy().is_scratch(abs, SAVED.get().tmpdir.as_bytes())
 }
 
-/// The verdict on a write: the worst over the paths it writes.
-fn verdict(
+/// The verdicts on a write: the worst over the paths it judges, and each
+/// path's own (`Read` for a path the call does not judge). A hard link is
+/// judged by its source too: it gives the source a second name through
+/// which it can be written (docs/policy.md, "Hard links").
+fn verdicts(
     call: &Call,
     path: &PathPair,
     path2: Option<&PathPair>,
     st: Option<&stack::Stack>,
-) -> Verdict {
+) -> [Verdict; 3] {
     if !call.intent.is_write() {
-        return Verdict::Read;
+        return [Verdict::Read; 3];
     }
     let p = policy();
     let registered = st.is_some_and(|st| {
@@ -418,29 +421,20 @@ fn verdict(
         Some(abs) => p.verdict(true, abs, redirect::is_declared(abs), registered),
         None => Verdict::Allowed, // nothing a path-based policy can say
     };
-    let rank = |v: Verdict| match v {
-        Verdict::Rogue => 4,
-        Verdict::Registered => 3,
-        Verdict::Declared => 2,
-        Verdict::Allowed => 1,
-        Verdict::Read => 0,
-    };
-    let mut worst = Verdict::Read;
-    let mut consider = |v: Verdict| {
-        if rank(v) > rank(worst) {
-            worst = v
-        }
-    };
-    if call.writes != Writes::Second {
-        consider(judge(path));
-    }
-    if let (Some(p2), true) = (path2, call.writes != Writes::First) {
-        consider(judge(p2));
-    }
-    if worst == Verdict::Read {
-        Verdict::Allowed
+    let first = if call.writes != Writes::Second || is_hard_link(call) {
+        judge(path)
     } else {
-        worst
+        Verdict::Read
+    };
+    let second = match (path2, call.writes != Writes::First) {
+        (Some(p2), true) => judge(p2),
+        _ => Verdict::Read,
+    };
+    let worst = first.worse(second);
+    if worst == Verdict::Read {
+        [Verdict::Allowed, first, second]
+    } else {
+        [worst, first, second]
     }
 }
 
@@ -454,6 +448,9 @@ struct Assessed<'a> {
     viewed2: Viewed,
     stack: Option<&'a stack::Stack>,
     verdict: Verdict,
+    /// Each path's own verdict ([`verdicts`]).
+    verdict1: Verdict,
+    verdict2: Verdict,
 }
 
 /// open family: one path and open(2) flags.
@@ -464,6 +461,11 @@ fn is_open(call: &Call) -> bool {
 /// symlink's first "path" is the link's content, never resolved.
 fn is_symlink(call: &Call) -> bool {
     call.op.starts_with("symlink")
+}
+
+/// link and linkat: a second name for an existing file.
+fn is_hard_link(call: &Call) -> bool {
+    call.op.starts_with("link")
 }
 
 /// mkdir and mkdirat: the directory is made in the worker's view (its
@@ -478,6 +480,11 @@ fn is_mkdir(call: &Call) -> bool {
 fn follows_leaf(call: &Call) -> bool {
     if let Some(follows) = call.changes_metadata {
         return follows;
+    }
+    // linkat's AT_SYMLINK_FOLLOW links what the source leads to (a
+    // descriptor's /proc/self/fd/N: its file).
+    if is_hard_link(call) {
+        return call.at_flags & libc::AT_SYMLINK_FOLLOW != 0;
     }
     if is_open(call) {
         let excl = libc::O_CREAT | libc::O_EXCL;
@@ -540,7 +547,7 @@ unsafe fn assess<'a>(
         abs: object_name,
     };
     let stack = raw_stack.map(|raw| stack::symbolise_stack(raw, &mut names, stack_out));
-    let verdict = verdict(call, &path, path2.as_ref(), stack);
+    let [verdict, verdict1, verdict2] = verdicts(call, &path, path2.as_ref(), stack);
     Assessed {
         path,
         path2,
@@ -548,6 +555,8 @@ unsafe fn assess<'a>(
         viewed2,
         stack,
         verdict,
+        verdict1,
+        verdict2,
     }
 }
 
@@ -1159,8 +1168,13 @@ fn routes(
     let mut failed = 0;
     let route2 = a.path2.as_ref().and_then(|p| p.abs).and_then(|abs| {
         let exchange = rename_flags & libc::RENAME_EXCHANGE != 0;
+        // A hard link judged rogue by its source only makes its new name
+        // in place (scratch, the worker's own directory): the source is
+        // what is redirected (route1).
+        let new2 =
+            call.writes != Writes::First && (!is_hard_link(call) || a.verdict2 == Verdict::Rogue);
         let want = Want {
-            new: redirect_new && call.writes != Writes::First,
+            new: redirect_new && new2,
             seed: if exchange {
                 redirect::Seed::Content
             } else {
@@ -1173,14 +1187,16 @@ fn routes(
         route(abs, want, target2, work, &mut failed)
     });
     let route1 = a.path.abs.filter(|_| !is_symlink(call)).and_then(|abs| {
-        // A hard link into the worker's view links the worker's copy of
-        // its source, never the shared file (a write through the new name
-        // would reach it).
-        let link_source = call.writes == Writes::Second
-            && route2.is_some()
+        // A hard link of a shared file links the worker's copy of it,
+        // never the shared file (a write through the new name would reach
+        // it): when the new name is redirected, or wherever it is when a
+        // write of the source would be (scratch and the worker's own
+        // directory take writes in place). A source whose writes go in
+        // place anyway (allowed) is linked as it is.
+        let link_source = is_hard_link(call)
+            && mpaudit_core::policy::link_copies_source(a.verdict1, route2.is_some(), redirect_new)
             && a.viewed.is_ok()
-            && a.path.given.is_some_and(|g| !g.is_empty())
-            && !is_scratch(abs);
+            && a.path.given.is_some_and(|g| !g.is_empty());
         let want = Want {
             new: (redirect_new && call.writes != Writes::Second) || link_source,
             seed: if link_source {

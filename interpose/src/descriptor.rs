@@ -10,7 +10,7 @@
 //! later `fstat` or read on it sees what the worker made. Under deny the
 //! call fails as the path form does.
 
-use crate::audit::{file_access, PathArg};
+use crate::audit::{file_access, Call, PathArg};
 use crate::{state, sys};
 use libc::{c_char, c_int};
 use mpaudit_core::policy::ActionSetting;
@@ -133,6 +133,96 @@ fn replace(fd: c_int, cfd: c_int, status: c_int) {
         if let Some(off) = offset {
             libc::syscall(libc::SYS_lseek, fd, off as libc::off_t, libc::SEEK_SET);
         }
+    }
+}
+
+/// `linkat(fd, "", newdirfd, new, AT_EMPTY_PATH)`: a new name for the
+/// descriptor's file (review 2, F12), judged and redirected as the link of
+/// the path `/proc/self/fd/N` names, so that a descriptor of a shared file
+/// never gives the worker a hard link to it: under redirect the worker's
+/// copy is linked (copied up first) by its path. A descriptor without a
+/// path (a pipe, a removed or `O_TMPFILE` file: not a shared file's name)
+/// is linked as it is, its new name judged and redirected as usual.
+/// `real(olddirfd, old, new, flags)` is the libc call with the program's
+/// `newdirfd`.
+///
+/// # Safety
+/// The program's arguments, as valid as libc requires of its caller.
+#[inline(always)]
+pub(crate) unsafe fn link_of_descriptor(
+    caller: usize,
+    op: &'static str,
+    fd: c_int,
+    old: *const c_char,
+    new: PathArg,
+    flags: c_int,
+    real: impl Fn(c_int, *const c_char, *const c_char, c_int) -> c_int,
+) -> c_int {
+    let as_given = Call {
+        at_flags: flags,
+        ..crate::hooks::creation(
+            op,
+            PathArg {
+                dirfd: fd,
+                path: old,
+            },
+            Some(new),
+        )
+    };
+    if !state::ready() {
+        return real(fd, old, new.path, flags);
+    }
+    let entry_errno = sys::ErrnoGuard::save();
+    let Some(mut claimed) = crate::pool::claim() else {
+        drop(entry_errno);
+        // SAFETY: the program's arguments.
+        return unsafe { file_access(caller, as_given, |_, q| real(fd, old, q, flags)) };
+    };
+    let name = &mut claimed.block().target;
+    let room = name.len() - 1;
+    let n = match sys::fd_path(fd, &mut name[..room]) {
+        Some(n) if !name[..n].ends_with(b" (deleted)") => n,
+        _ => {
+            drop(entry_errno);
+            drop(claimed);
+            // SAFETY: the program's arguments.
+            return unsafe { file_access(caller, as_given, |_, q| real(fd, old, q, flags)) };
+        }
+    };
+    name[n] = 0;
+    drop(entry_errno);
+    let own: *const c_char = name.as_ptr().cast();
+    let own_bytes = &name[..n];
+    // The descriptor's file itself: its path's leaf is not followed.
+    let by_path = Call {
+        at_flags: flags & !(libc::AT_EMPTY_PATH | libc::AT_SYMLINK_FOLLOW),
+        ..crate::hooks::creation(op, PathArg::cwd(own), Some(new))
+    };
+    // SAFETY: `own` is our NUL-terminated copy of the descriptor's path;
+    // the rest are the program's arguments.
+    unsafe {
+        file_access(caller, by_path, |p, q| {
+            if p == own || sys::c_bytes(p, 4096) == own_bytes {
+                return real(fd, old, q, flags);
+            }
+            // The worker's copy, by its path. The kernel's lookup of the
+            // descriptor comes first (AT_EMPTY_PATH needs the opener's
+            // credentials or CAP_DAC_READ_SEARCH): asked with "/" as the
+            // new name, which a lookup that passes fails with EEXIST,
+            // creating nothing.
+            let probe = libc::syscall(
+                libc::SYS_linkat,
+                fd,
+                c"".as_ptr(),
+                libc::AT_FDCWD,
+                c"/".as_ptr(),
+                flags,
+            );
+            if probe < 0 && sys::errno() != libc::EEXIST {
+                return -1;
+            }
+            real(libc::AT_FDCWD, p, q, 0)
+        })
     }
 }
 

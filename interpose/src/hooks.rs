@@ -9,7 +9,7 @@
 #![allow(clippy::missing_safety_doc)]
 
 use crate::audit::{file_access, reroute, Call, PathArg, Writes};
-use crate::descriptor::{empty_path, metadata_change};
+use crate::descriptor::{empty_path, link_of_descriptor, metadata_change};
 use crate::process;
 use libc::{c_char, c_int, c_uint, c_void, mode_t, pid_t, FILE};
 use mpaudit_core::flags::{fopen_mode_flags, OpenIntent};
@@ -182,7 +182,7 @@ fn removal(op: &'static str, path: PathArg) -> Call {
 }
 
 /// mkdir, link, symlink: the (last) path is created.
-fn creation(op: &'static str, path: PathArg, path2: Option<PathArg>) -> Call {
+pub(crate) fn creation(op: &'static str, path: PathArg, path2: Option<PathArg>) -> Call {
     let base = ns(op, path, path2);
     Call {
         intent: OpenIntent {
@@ -369,8 +369,14 @@ hooks! {
         |real, caller| file_access(caller, creation("mkdirat", at(dirfd, path), None), |p, _| real(dirfd, p, mode));
     fn link(old: *const c_char, new: *const c_char) -> c_int =>
         |real, caller| file_access(caller, creation("link", cwd(old), Some(cwd(new))), |a, b| real(a, b));
+    // AT_EMPTY_PATH with "" links the descriptor's file: judged by its path
+    // (descriptor.rs).
     fn linkat(olddirfd: c_int, old: *const c_char, newdirfd: c_int, new: *const c_char, flags: c_int) -> c_int =>
-        |real, caller| file_access(caller, Call { at_flags: flags, ..creation("linkat", at(olddirfd, old), Some(at(newdirfd, new))) }, |a, b| real(olddirfd, a, newdirfd, b, flags));
+        |real, caller| if empty_path(old, flags) {
+            link_of_descriptor(caller, "linkat", olddirfd, old, at(newdirfd, new), flags, |d, a, b, f| real(d, a, newdirfd, b, f))
+        } else {
+            file_access(caller, Call { at_flags: flags, ..creation("linkat", at(olddirfd, old), Some(at(newdirfd, new))) }, |a, b| real(olddirfd, a, newdirfd, b, flags))
+        };
     fn symlink(target: *const c_char, linkpath: *const c_char) -> c_int =>
         |real, caller| file_access(caller, creation("symlink", cwd(target), Some(cwd(linkpath))), |_, b| real(target, b));
     fn symlinkat(target: *const c_char, newdirfd: c_int, linkpath: *const c_char) -> c_int =>
@@ -1113,6 +1119,20 @@ pub unsafe extern "C" fn __mpaudit_syscall(
                     real(with(1, p))
                 })
             }
+            libc::SYS_linkat if empty_path(s(1), d(4)) => link_of_descriptor(
+                caller,
+                "linkat",
+                d(0),
+                s(1),
+                at(d(2), s(3)),
+                d(4),
+                |fd, p, q, flags| {
+                    let mut w = with2(1, p, 3, q);
+                    w[0] = fd as c_long;
+                    w[4] = flags as c_long;
+                    real(w) as c_int
+                },
+            ) as c_long,
             libc::SYS_linkat => file_access(
                 caller,
                 Call {

@@ -20,6 +20,24 @@ pub enum Verdict {
 }
 
 impl Verdict {
+    /// The worse of two verdicts: rogue, registered, declared, allowed,
+    /// read, in that order (a call's verdict is the worst over the paths
+    /// it writes).
+    pub fn worse(self, other: Verdict) -> Verdict {
+        let rank = |v: Verdict| match v {
+            Verdict::Rogue => 4,
+            Verdict::Registered => 3,
+            Verdict::Declared => 2,
+            Verdict::Allowed => 1,
+            Verdict::Read => 0,
+        };
+        if rank(other) > rank(self) {
+            other
+        } else {
+            self
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Verdict::Read => "read",
@@ -202,6 +220,22 @@ impl Policy<'_> {
     }
 }
 
+/// Under redirect, whether a hard link must link the worker's copy of its
+/// source (copied up first) rather than the source itself, given the
+/// source's own verdict as a write: a rogue source always when this call
+/// redirects (wherever the new name is: a second name of the shared file
+/// in scratch or the worker's own directory would take writes in place),
+/// a declared or registered one only when the new name is itself routed
+/// into the worker's directory (`new_name_routed`), an allowed one never
+/// (its writes go in place anyway).
+pub fn link_copies_source(source: Verdict, new_name_routed: bool, redirecting: bool) -> bool {
+    match source {
+        Verdict::Rogue => new_name_routed || redirecting,
+        Verdict::Declared | Verdict::Registered => new_name_routed,
+        Verdict::Allowed | Verdict::Read => false,
+    }
+}
+
 /// Globs every job allows besides its own `allow` list (kernel
 /// interfaces). A worker's own directory is allowed too
 /// ([`Policy::own_dir`]); the rest of the workers directory and the log
@@ -380,6 +414,39 @@ impl NameWriter<'_> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    const ALL: [Verdict; 5] = [
+        Verdict::Read,
+        Verdict::Allowed,
+        Verdict::Declared,
+        Verdict::Registered,
+        Verdict::Rogue,
+    ];
+
+    #[test]
+    fn the_worse_verdict_is_the_later_in_rogue_registered_declared_allowed_read() {
+        for (i, &a) in ALL.iter().enumerate() {
+            for (j, &b) in ALL.iter().enumerate() {
+                assert_eq!(a.worse(b), ALL[i.max(j)], "{a:?} {b:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_rogue_link_source_is_copied_wherever_the_new_name_is() {
+        // `ln data.txt "$TMPDIR/h"` under redirect: the new name is in place.
+        assert!(link_copies_source(Verdict::Rogue, false, true));
+        assert!(link_copies_source(Verdict::Rogue, true, false));
+        // Log mode, or a rogue write only logged (truncated stack).
+        assert!(!link_copies_source(Verdict::Rogue, false, false));
+        for v in [Verdict::Declared, Verdict::Registered] {
+            assert!(link_copies_source(v, true, true));
+            assert!(!link_copies_source(v, false, true));
+        }
+        for v in [Verdict::Allowed, Verdict::Read] {
+            assert!(!link_copies_source(v, true, true));
+        }
+    }
 
     fn policy(action: ActionSetting) -> Policy<'static> {
         Policy {

@@ -1102,7 +1102,9 @@ fn access(
     } else {
         Verdict::Read
     };
-    if a.writes != Writes::Second || !write {
+    // A hard link is judged by its source too: a second name through which
+    // the source can be written (docs/policy.md, review 2, F3).
+    if a.writes != Writes::Second || !write || matches!(a.op, "link" | "linkat") {
         verdict = judge_one(&p1.1);
     }
     if let (Some(p2), true) = (&p2, a.writes != Writes::First) {

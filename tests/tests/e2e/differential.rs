@@ -47,12 +47,6 @@ const KNOWN_BROKEN: &[(&str, &str)] = &[
          `rename e d/a` with shared d and e: bare d nlink=3, redirect 2",
     ),
     (
-        "linkat-follow",
-        "linkat(AT_SYMLINK_FOLLOW) through a symlink the worker exchanged \
-         gives ENOTDIR (bare: ENOENT; `fopen 0 d/b w; mkdir d/../a 644; \
-         rename l d/b EXCHANGE; linkat cwd d/b cwd l/a FOLLOW` with l -> a)",
-    ),
-    (
         "open-tmpfile",
         "O_TMPFILE|O_RDONLY in a missing directory gives ENOENT (bare: \
          EINVAL, the kernel checks the access mode first; `open 0 e/a \

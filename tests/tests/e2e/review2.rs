@@ -119,7 +119,6 @@ e2e!(
 // of the shared file: writing through it changes the shared file under
 // redirect, and the verdict is "allowed" (finding 3 below).
 e2e!(
-    #[ignore = "review2 F2 open: a link from a job file into scratch or the worker dir is judged by its new name only"]
     a_hard_link_from_a_job_file_into_scratch_or_the_worker_dir_does_not_write_the_shared_file,
     |dir| {
         let (bare, job) = twin_jobs(&dir, |d| {
@@ -146,7 +145,6 @@ e2e!(
 // Finding 3 (falsely green): the same write under `log` is judged
 // "allowed": a job file was changed and no event says rogue.
 e2e!(
-    #[ignore = "review2 F3 open: same root cause as F2"]
     a_job_file_changed_through_a_hard_link_in_scratch_is_not_judged_allowed,
     |dir| {
         let (_, job) = twin_jobs(&dir, |d| {
@@ -489,7 +487,6 @@ e2e!(
 // data.txt. The magic-link source is also "copied up" as a path
 // (`W/_abs/proc/<pid>/fd/3`).
 e2e!(
-    #[ignore = "review2 F12 open: link sources do not follow AT_SYMLINK_FOLLOW magic links"]
     a_link_made_from_a_descriptors_magic_link_is_not_a_hard_link_to_the_shared_file,
     |dir| {
         let (bare, job) = twin_jobs(&dir, |d| {

@@ -596,6 +596,53 @@ e2e!(
     }
 );
 
+// Review 2, F3 under the supervisor: a static program's hard link of a job
+// file into scratch was judged by its new name only ("allowed"), and the
+// append through that name changed the job file with no rogue event. The
+// link is judged by its source too.
+e2e!(
+    a_supervised_hard_link_of_a_job_file_into_scratch_is_not_judged_allowed,
+    |dir| {
+        // Scratch outside the job directory (inside it, it is no scratch).
+        let (job, scratch) = (dir.join("job"), dir.join("scratch"));
+        for d in [&job, &scratch] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        std::fs::write(job.join("data.txt"), "orig\n").unwrap();
+        let report_file = dir.join("report.json");
+        let mut c = Command::new(&artifacts().runner);
+        c.current_dir(&job)
+            .env("TMPDIR", &scratch)
+            .args(["exec", "--format", "json", "--report"])
+            .arg(&report_file)
+            .arg("--preload")
+            .arg(lib())
+            .args(["--workers", "1", "--"])
+            .arg(fixture("static_redirect"))
+            .arg("link-scratch");
+        let out = run(&mut c, DEADLINE);
+        assert!(
+            stdout(&out).contains("link data.txt: 0"),
+            "{}",
+            stdout(&out)
+        );
+        assert_eq!(
+            std::fs::read_to_string(job.join("data.txt")).unwrap(),
+            "orig\ntmp\n",
+            "log mode writes through the link"
+        );
+        let ev = events_under(&job);
+        let links: Vec<&Value> = writes_to(&ev, "data.txt")
+            .into_iter()
+            .filter(|e| e["op"] == "link" || e["op"] == "linkat")
+            .collect();
+        assert!(
+            !links.is_empty() && links.iter().all(|e| e["verdict"] == "rogue"),
+            "{ev:#?}"
+        );
+    }
+);
+
 // Review 2, W1: a call the supervisor let through was logged with
 // `result: null`, so a failed open counted as a rogue write. The
 // supervisor now performs it and logs its real result: a failed call is
