@@ -269,6 +269,10 @@ impl Dispatcher<'_> {
             .envs(plan.env.iter())
             .envs(env.iter().map(|(k, v)| (k, v)));
         self.control.prepare(&mut cmd);
+        // The labelled copies are made before the program starts: once it
+        // runs, it may remove its worker directory (`rm -rf ./*`), and a
+        // copy made after that would end the run with no report.
+        let mut label_logs: [Option<File>; 2] = [None, None];
         let files = match plan.streams {
             Streams::Logs => {
                 let out =
@@ -302,6 +306,11 @@ impl Dispatcher<'_> {
                 cmd.stdin(stdin)
                     .stdout(Stdio::piped())
                     .stderr(Stdio::piped());
+                for (slot, path) in label_logs.iter_mut().zip([&out_path, &err_path]) {
+                    *slot = Some(
+                        File::create(path).map_err(|e| format!("{}: {e}", path.display()))?,
+                    );
+                }
                 true
             }
         };
@@ -326,7 +335,7 @@ impl Dispatcher<'_> {
                             .stdout
                             .take()
                             .map(|o| File::from(std::os::fd::OwnedFd::from(o))),
-                        &out_path,
+                        label_logs[0].take(),
                         false,
                     ),
                     (
@@ -334,7 +343,7 @@ impl Dispatcher<'_> {
                             .stderr
                             .take()
                             .map(|e| File::from(std::os::fd::OwnedFd::from(e))),
-                        &err_path,
+                        label_logs[1].take(),
                         true,
                     ),
                 ];
@@ -342,7 +351,6 @@ impl Dispatcher<'_> {
                     let (Some(pipe), Some(log)) = (pipe, log) else {
                         continue;
                     };
-                    let log = File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
                     let label = k.unwrap_or(0);
                     let t = std::thread::Builder::new()
                         .name(format!("mpaudit-label-{label}"))
