@@ -168,6 +168,9 @@ pub struct DoctoredEnv {
     base: *mut u8,
     size: usize,
     envp: *const *const c_char,
+    /// Offset of the mapping's unused bytes (room for one rewritten
+    /// `LD_PRELOAD`, see [`DoctoredEnv::without_the_library`]).
+    spare: usize,
 }
 
 impl Drop for DoctoredEnv {
@@ -182,6 +185,59 @@ impl Drop for DoctoredEnv {
 impl DoctoredEnv {
     pub fn envp(&self) -> *const *const c_char {
         self.envp
+    }
+
+    /// For a program handed to the supervisor, which audits it whole: the
+    /// library out of its `LD_PRELOAD` (mpaudit_core::handoff::preload_without),
+    /// the variable dropped when nothing else is left in it. Nothing
+    /// changes when the environment could not be doctored.
+    pub fn without_the_library(&mut self) {
+        if self.base.is_null() {
+            return;
+        }
+        let lib = SAVED.get().lib_path.as_bytes();
+        let ptrs = self.base as *mut *const c_char;
+        let mut i = 0usize;
+        // SAFETY: `ptrs` is the NULL-terminated array doctor_env built in
+        // our mapping; its entries are C strings; the spare bytes from
+        // `self.spare` to `self.size` are ours and unused.
+        unsafe {
+            loop {
+                let e = *ptrs.add(i);
+                if e.is_null() {
+                    return;
+                }
+                if starts_with(e, b"LD_PRELOAD=") {
+                    break;
+                }
+                i += 1;
+            }
+            let value = &sys::c_bytes(*ptrs.add(i), 1 << 20)[11..];
+            let spare = core::slice::from_raw_parts_mut(self.base.add(self.spare), self.size - self.spare);
+            if spare.len() < 12 + value.len() {
+                return;
+            }
+            spare[..11].copy_from_slice(b"LD_PRELOAD=");
+            let end = spare.len() - 1;
+            let Some(n) = mpaudit_core::handoff::preload_without(value, lib, &mut spare[11..end]) else {
+                return;
+            };
+            spare[11 + n] = 0;
+            if n > 0 {
+                *ptrs.add(i) = spare.as_ptr().cast();
+                self.spare += 12 + n;
+                return;
+            }
+            // Nothing else was preloaded: the variable goes.
+            loop {
+                let next = *ptrs.add(i + 1);
+                *ptrs.add(i) = next;
+                if next.is_null() {
+                    return;
+                }
+                i += 1;
+            }
+        }
     }
 }
 
@@ -203,6 +259,7 @@ pub fn doctor_env(envp: *const *const c_char) -> DoctoredEnv {
         base: core::ptr::null_mut(),
         size: 0,
         envp,
+        spare: 0,
     };
     let saved = SAVED.get();
     let lib = saved.lib_path.as_bytes();
@@ -232,8 +289,20 @@ pub fn doctor_env(envp: *const *const c_char) -> DoctoredEnv {
         preload_value.is_some_and(|v| v.split(|&b| b == b':' || b == b' ').any(|p| p == lib));
     let entries = saved.env_entries.as_bytes();
     let table = crate::redirect::table_path();
-    let strings_size =
-        11 + lib.len() + 1 + preload_value.map_or(0, |v| v.len()) + 1 + 64 + 64 + 32 + table.len();
+    // The last term: room for the LD_PRELOAD without the library
+    // (DoctoredEnv::without_the_library).
+    let strings_size = 11
+        + lib.len()
+        + 1
+        + preload_value.map_or(0, |v| v.len())
+        + 1
+        + 64
+        + 64
+        + 32
+        + table.len()
+        + 12
+        + lib.len()
+        + preload_value.map_or(0, |v| v.len());
     let extra = entries.iter().filter(|&&b| b == 0).count() + 4;
     let ptrs_size = (count + extra + 1) * core::mem::size_of::<*const c_char>();
     let size = (ptrs_size + strings_size).div_ceil(4096) * 4096;
@@ -312,6 +381,7 @@ pub fn doctor_env(envp: *const *const c_char) -> DoctoredEnv {
         base,
         size,
         envp: ptrs as *const *const c_char,
+        spare: ptrs_size + used,
     }
 }
 
@@ -533,7 +603,7 @@ pub fn exec(
         drop(entry_errno);
         return real(None, envp); // fails with EFAULT, as bare
     }
-    let env = doctor_env(envp);
+    let mut env = doctor_env(envp);
     let exe_bytes = sys::c_bytes_or_empty(exe, 4096);
     // The cwd from a pool block: no 4 KiB on a possibly small stack; the
     // block's target buffer holds the supervisor's filter if needed, its
@@ -578,7 +648,10 @@ pub fn exec(
     log::wait_for_writers();
     drop(entry_errno);
     let r = match routed {
-        Ok(p) if supervised => exec_under_the_filter(|| real(p, env.envp())),
+        Ok(p) if supervised => {
+            env.without_the_library();
+            exec_under_the_filter(|| real(p, env.envp()))
+        }
         Ok(p) => real(p, env.envp()),
         Err(e) => {
             sys::set_errno(e);
@@ -736,7 +809,7 @@ pub fn spawn(
         Ok(Some(p)) => (p, p),
         _ => (given, exe),
     };
-    let env = doctor_env(envp);
+    let mut env = doctor_env(envp);
     let mut unaudited = unaudited_reason(program);
     let mut supervised = false;
     let program_errno = entry_errno.value();
@@ -745,6 +818,7 @@ pub fn spawn(
         real(p, path, a, e)
     };
     let outcome = if resolved && needs_the_supervisor(unaudited) {
+        env.without_the_library();
         crate::supervised::spawn_through_trampoline(program, argv, env.envp(), real)
     } else {
         Err(real)

@@ -376,6 +376,33 @@ pub fn send_fd(sock: c_int, fd: c_int) -> Result<(), c_int> {
     }
 }
 
+/// An `LD_PRELOAD` value without `lib`: the environment of a program
+/// handed to the supervisor, which audits it whole (loaded into a dynamic
+/// Go program, the library would log its few libc calls a second time and
+/// the supervisor would judge the library's own log file a write of the
+/// job's). The loader's separators are `:` and ` `; the other entries keep
+/// their order, joined by `:`. The length written into `out`, or `None`
+/// when it does not fit.
+pub fn preload_without(value: &[u8], lib: &[u8], out: &mut [u8]) -> Option<usize> {
+    let mut n = 0;
+    for entry in value
+        .split(|&b| b == b':' || b == b' ')
+        .filter(|e| !e.is_empty() && *e != lib)
+    {
+        let sep = usize::from(n > 0);
+        let end = n + sep + entry.len();
+        if end > out.len() {
+            return None;
+        }
+        if sep == 1 {
+            out[n] = b':';
+        }
+        out[n + sep..end].copy_from_slice(entry);
+        n = end;
+    }
+    Some(n)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -413,5 +440,21 @@ mod tests {
         assert_eq!(len as usize, 2 + 1 + 4);
         assert!(unix_address(&[b'x'; 200], false).is_none());
         assert!(unix_address(b"", false).is_none());
+    }
+
+    #[test]
+    fn the_library_leaves_ld_preload_and_the_rest_stays_in_order() {
+        let lib = b"/c/libmpaudit.so";
+        let mut out = [0u8; 64];
+        let mut without = |v: &[u8]| {
+            let n = preload_without(v, lib, &mut out).unwrap();
+            String::from_utf8(out[..n].to_vec()).unwrap()
+        };
+        assert_eq!(without(b"/c/libmpaudit.so"), "");
+        assert_eq!(without(b"/c/libmpaudit.so:/a.so"), "/a.so");
+        assert_eq!(without(b"/a.so /c/libmpaudit.so::/b.so"), "/a.so:/b.so");
+        assert_eq!(without(b"/a.so:/c/libmpaudit.so.1"), "/a.so:/c/libmpaudit.so.1");
+        assert_eq!(without(b""), "");
+        assert_eq!(preload_without(b"/a.so:/b.so", lib, &mut [0u8; 8]), None);
     }
 }
