@@ -685,15 +685,17 @@ e2e!(
         let prog = fixture("static_race");
         let bare_dir = dir.join("bare");
         std::fs::create_dir_all(&bare_dir).unwrap();
-        run_ok(
-            Command::new(&prog)
-                .args(["3000", "allowed.txt", "shared.txt"])
-                .current_dir(&bare_dir),
-        );
-        assert!(
-            bare_dir.join("shared.txt").exists(),
-            "the race writes both bare"
-        );
+        // The race is real bare: some of the tries reach the other name (on
+        // a loaded machine not in every round of 3000: up to ten rounds).
+        let raced = (0..10).any(|_| {
+            run_ok(
+                Command::new(&prog)
+                    .args(["3000", "allowed.txt", "shared.txt"])
+                    .current_dir(&bare_dir),
+            );
+            bare_dir.join("shared.txt").exists()
+        });
+        assert!(raced, "the race writes both bare");
         let (out, report) = exec(
             &dir,
             &[
