@@ -213,13 +213,15 @@ impl DoctoredEnv {
                 i += 1;
             }
             let value = &sys::c_bytes(*ptrs.add(i), 1 << 20)[11..];
-            let spare = core::slice::from_raw_parts_mut(self.base.add(self.spare), self.size - self.spare);
+            let spare =
+                core::slice::from_raw_parts_mut(self.base.add(self.spare), self.size - self.spare);
             if spare.len() < 12 + value.len() {
                 return;
             }
             spare[..11].copy_from_slice(b"LD_PRELOAD=");
             let end = spare.len() - 1;
-            let Some(n) = mpaudit_core::handoff::preload_without(value, lib, &mut spare[11..end]) else {
+            let Some(n) = mpaudit_core::handoff::preload_without(value, lib, &mut spare[11..end])
+            else {
                 return;
             };
             spare[11 + n] = 0;

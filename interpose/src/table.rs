@@ -30,31 +30,6 @@ impl mpaudit_core::table::TableIo for RawIo {
         sys::fallocate(fd, off, len) as i64
     }
 
-    fn size(fd: i32) -> Option<u64> {
-        sys::fstat(fd).map(|st| st.st_size as u64)
-    }
-
-    fn map(fd: i32, off: u64, len: u64) -> Option<usize> {
-        // SAFETY: a fresh shared mapping of the table's own descriptor; the
-        // kernel checks the arguments.
-        let p = unsafe {
-            libc::mmap(
-                core::ptr::null_mut(),
-                len as usize,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                fd,
-                off as libc::off_t,
-            )
-        };
-        (p != libc::MAP_FAILED).then_some(p as usize)
-    }
-
-    fn unmap(addr: usize, len: u64) {
-        // SAFETY: a mapping the table made and never published.
-        unsafe { libc::munmap(addr as *mut libc::c_void, len as usize) };
-    }
-
     fn file_size_limit() -> u64 {
         sys::file_size_limit()
     }

@@ -307,9 +307,8 @@ impl Dispatcher<'_> {
                     .stdout(Stdio::piped())
                     .stderr(Stdio::piped());
                 for (slot, path) in label_logs.iter_mut().zip([&out_path, &err_path]) {
-                    *slot = Some(
-                        File::create(path).map_err(|e| format!("{}: {e}", path.display()))?,
-                    );
+                    *slot =
+                        Some(File::create(path).map_err(|e| format!("{}: {e}", path.display()))?);
                 }
                 true
             }

@@ -453,7 +453,10 @@ mod tests {
         assert_eq!(without(b"/c/libmpaudit.so"), "");
         assert_eq!(without(b"/c/libmpaudit.so:/a.so"), "/a.so");
         assert_eq!(without(b"/a.so /c/libmpaudit.so::/b.so"), "/a.so:/b.so");
-        assert_eq!(without(b"/a.so:/c/libmpaudit.so.1"), "/a.so:/c/libmpaudit.so.1");
+        assert_eq!(
+            without(b"/a.so:/c/libmpaudit.so.1"),
+            "/a.so:/c/libmpaudit.so.1"
+        );
         assert_eq!(without(b""), "");
         assert_eq!(preload_without(b"/a.so:/b.so", lib, &mut [0u8; 8]), None);
     }

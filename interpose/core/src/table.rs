@@ -42,10 +42,34 @@ pub trait TableIo {
     /// Gives blocks to `[off, off + len)` of the file: 0 or `-errno`.
     fn fallocate(fd: i32, off: u64, len: u64) -> i64;
     /// The file's size.
-    fn size(fd: i32) -> Option<u64>;
+    fn size(fd: i32) -> Option<u64> {
+        // SAFETY: a zeroed stat is a valid out-parameter.
+        let mut st: libc::stat = unsafe { core::mem::zeroed() };
+        // SAFETY: a valid out-pointer. The raw system call: libc's fstat may
+        // go through fstatat, which the library hooks.
+        let r = unsafe { libc::syscall(libc::SYS_fstat, fd, &mut st as *mut libc::stat) };
+        (r == 0).then_some(st.st_size as u64)
+    }
     /// A `MAP_SHARED` read-write mapping of `len` bytes of `fd` at `off`.
-    fn map(fd: i32, off: u64, len: u64) -> Option<usize>;
-    fn unmap(addr: usize, len: u64);
+    fn map(fd: i32, off: u64, len: u64) -> Option<usize> {
+        // SAFETY: a fresh shared mapping of the table's own descriptor; the
+        // kernel checks the arguments.
+        let p = unsafe {
+            libc::mmap(
+                core::ptr::null_mut(),
+                len as usize,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd,
+                off as libc::off_t,
+            )
+        };
+        (p != libc::MAP_FAILED).then_some(p as usize)
+    }
+    fn unmap(addr: usize, len: u64) {
+        // SAFETY: a mapping the table made and never published.
+        unsafe { libc::munmap(addr as *mut libc::c_void, len as usize) };
+    }
     /// The soft `RLIMIT_FSIZE` in bytes (`u64::MAX`: unlimited).
     fn file_size_limit() -> u64;
     /// Sets the file's size (`ftruncate`: no blocks are given): 0 or
@@ -771,30 +795,6 @@ mod tests {
                     .raw_os_error()
                     .unwrap_or(libc::EIO) as i64)
             }
-        }
-        fn size(fd: i32) -> Option<u64> {
-            // SAFETY: a zeroed stat is a valid out-parameter.
-            let mut st: libc::stat = unsafe { core::mem::zeroed() };
-            // SAFETY: a valid out-pointer.
-            (unsafe { libc::fstat(fd, &mut st) } == 0).then_some(st.st_size as u64)
-        }
-        fn map(fd: i32, off: u64, len: u64) -> Option<usize> {
-            // SAFETY: a fresh shared mapping of our own descriptor.
-            let p = unsafe {
-                libc::mmap(
-                    core::ptr::null_mut(),
-                    len as usize,
-                    libc::PROT_READ | libc::PROT_WRITE,
-                    libc::MAP_SHARED,
-                    fd,
-                    off as libc::off_t,
-                )
-            };
-            (p != libc::MAP_FAILED).then_some(p as usize)
-        }
-        fn unmap(addr: usize, len: u64) {
-            // SAFETY: a mapping of ours, never published.
-            unsafe { libc::munmap(addr as *mut libc::c_void, len as usize) };
         }
         fn file_size_limit() -> u64 {
             LIMIT.with(|l| l.get())

@@ -1289,8 +1289,7 @@ e2e!(
                 return;
             };
             let _ = std::fs::remove_file(dir.join("go-out.txt"));
-            let (out, report) =
-                exec_with_env(&dir, &[], &spawner, &[prog.to_str().unwrap()], &[]);
+            let (out, report) = exec_with_env(&dir, &[], &spawner, &[prog.to_str().unwrap()], &[]);
             supervised_rogue_write(&dir, &out, &report, "go-out.txt");
             assert_eq!(report["summary"]["rogue_writes"], 1, "{name}: {report:#}");
             assert!(stdout(&out).contains("exit=0"), "{}", stdout(&out));
