@@ -54,6 +54,18 @@ fn bare_bash(dir: &TestDir, bare: &Path, script: &str) -> Command {
     c
 }
 
+/// `script` run under redirect in `job` (as [`audited_bash`]) prints what
+/// the bare run `bare` printed and ends with its status.
+fn redirected_as_bare(dir: &TestDir, job: &Path, script: &str, bare: &std::process::Output) {
+    let r = run(&mut audited_bash(dir, job, "redirect", script), DEADLINE);
+    assert_eq!(
+        (stdout(&r), r.status.code()),
+        (stdout(bare), bare.status.code()),
+        "{}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+}
+
 fn read(p: PathBuf) -> String {
     std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
@@ -704,13 +716,7 @@ e2e!(rmdir_of_a_non_empty_shared_directory_fails_as_bare, |dir| {
     let script = "rmdir full 2>/dev/null || echo not empty; cat full/x";
     let b = run_ok(&mut bare_bash(&dir, &bare, script));
     assert_eq!(stdout(&b), "not empty\nkeep\n");
-    let r = run(&mut audited_bash(&dir, &job, "redirect", script), DEADLINE);
-    assert_eq!(
-        (stdout(&r), r.status.code()),
-        (stdout(&b), b.status.code()),
-        "{}",
-        String::from_utf8_lossy(&r.stderr)
-    );
+    redirected_as_bare(&dir, &job, script, &b);
 });
 
 /// Each call that fails bare, with the errno it gets (a Python script run
@@ -971,13 +977,7 @@ e2e!(chdir_and_readlink_follow_the_workers_view, |dir| {
                       python3 -c 'import os; print(os.readlink(\"lnk\"), os.path.basename(os.path.realpath(\"lnk\")))'";
     let b = run_ok(&mut bare_bash(&dir, &bare, script));
     assert_eq!(stdout(&b), "f\ntarget\ntarget target\n");
-    let r = run(&mut audited_bash(&dir, &job, "redirect", script), DEADLINE);
-    assert_eq!(
-        (stdout(&r), r.status.code()),
-        (stdout(&b), b.status.code()),
-        "{}",
-        String::from_utf8_lossy(&r.stderr)
-    );
+    redirected_as_bare(&dir, &job, script, &b);
 });
 
 // Finding 23: exec does not follow the worker's view: a script or binary
@@ -993,13 +993,7 @@ e2e!(
                       python3 -c 'import subprocess; print(subprocess.run([\"./s.sh\"], capture_output=True).stdout)'";
         let b = run_ok(&mut bare_bash(&dir, &bare, script));
         assert_eq!(stdout(&b), "hi\nb'hi\\n'\n");
-        let r = run(&mut audited_bash(&dir, &job, "redirect", script), DEADLINE);
-        assert_eq!(
-            (stdout(&r), r.status.code()),
-            (stdout(&b), b.status.code()),
-            "{}",
-            String::from_utf8_lossy(&r.stderr)
-        );
+        redirected_as_bare(&dir, &job, script, &b);
     }
 );
 
@@ -1044,13 +1038,7 @@ e2e!(every_exec_form_runs_the_program_the_worker_wrote, |dir| {
         "x 42\nnew\ngone 127\nhi a\nhi b\nenv x 42\nenv gone 127\n\
          hi c\nposix_spawn 0\nhi c\nposix_spawnp 0\nposix_spawn 2\nhi d\n"
     );
-    let r = run(&mut audited_bash(&dir, &job, "redirect", script), DEADLINE);
-    assert_eq!(
-        (stdout(&r), r.status.code()),
-        (stdout(&b), b.status.code()),
-        "{}",
-        String::from_utf8_lossy(&r.stderr)
-    );
+    redirected_as_bare(&dir, &job, script, &b);
     assert_eq!(
         std::fs::read_to_string(job.join("old.sh")).unwrap(),
         "#!/bin/sh\necho old\n",
@@ -1072,13 +1060,7 @@ e2e!(a_library_the_worker_built_can_be_dlopened, |dir| {
                       python3 -c 'import ctypes; print(ctypes.CDLL(\"./libl.so\").f())'";
     let b = run_ok(&mut bare_bash(&dir, &bare, script));
     assert_eq!(stdout(&b), "7\n");
-    let r = run(&mut audited_bash(&dir, &job, "redirect", script), DEADLINE);
-    assert_eq!(
-        (stdout(&r), r.status.code()),
-        (stdout(&b), b.status.code()),
-        "{}",
-        String::from_utf8_lossy(&r.stderr)
-    );
+    redirected_as_bare(&dir, &job, script, &b);
 });
 
 // Finding 25: mkdir is carried out in the shared directory even under
