@@ -1115,39 +1115,35 @@ e2e!(
 // worker, has no view of them. A Python multiprocessing pool whose parent
 // gathers the workers' outputs at the end (AthenaMP's mother merging its
 // workers' files) fails with FileNotFoundError; bare it works.
-e2e!(
-    #[ignore = "review2 F26 open: a fork-mode root has no view of its workers redirects"]
-    in_fork_mode_the_root_reads_what_its_workers_wrote,
-    |dir| {
-        let script = "import multiprocessing as mp\n\
+e2e!(in_fork_mode_the_root_reads_what_its_workers_wrote, |dir| {
+    let script = "import multiprocessing as mp\n\
                       def work(k):\n\
                       \x20   open(f\"out_{k}.txt\", \"w\").write(f\"{k}\\n\")\n\
                       if __name__ == \"__main__\":\n\
                       \x20   mp.set_start_method(\"fork\")\n\
                       \x20   with mp.Pool(2) as p: p.map(work, range(4))\n\
                       \x20   print(sorted(open(f\"out_{k}.txt\").read().strip() for k in range(4)))\n";
-        let (bare, job) = twin_jobs(&dir, |d| std::fs::write(d.join("mp.py"), script).unwrap());
-        let b = run_ok(dir.bare("python3").current_dir(&bare).arg("mp.py"));
-        assert_eq!(stdout(&b), "['0', '1', '2', '3']\n");
-        let out = run(
-            runner(&job)
-                .args([
-                    "exec",
-                    "--mode",
-                    "fork",
-                    "--action",
-                    "redirect",
-                    "--preload",
-                ])
-                .arg(lib())
-                .args(["--", "python3", "mp.py"]),
-            DEADLINE,
-        );
-        assert_eq!(
-            stdout(&out),
-            stdout(&b),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-);
+    let (bare, job) = twin_jobs(&dir, |d| std::fs::write(d.join("mp.py"), script).unwrap());
+    let b = run_ok(dir.bare("python3").current_dir(&bare).arg("mp.py"));
+    assert_eq!(stdout(&b), "['0', '1', '2', '3']\n");
+    let out = run(
+        runner(&job)
+            .args([
+                "exec",
+                "--mode",
+                "fork",
+                "--action",
+                "redirect",
+                "--preload",
+            ])
+            .arg(lib())
+            .args(["--", "python3", "mp.py"]),
+        DEADLINE,
+    );
+    assert_eq!(
+        stdout(&out),
+        stdout(&b),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+});
