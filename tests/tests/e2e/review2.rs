@@ -1220,3 +1220,49 @@ if __name__ == "__main__":
         assert_eq!(out, "worker worker\nroot worker\n");
     }
 );
+
+// F26, several writers: a name two workers wrote is, for the root, the
+// shared file until the merge decides (policy.md, "The fork-mode root's
+// view of its workers"); bare it is the last writer's. A name only one of
+// them wrote is that worker's.
+e2e!(
+    in_fork_mode_a_name_two_workers_wrote_is_the_shared_one_for_the_root,
+    |dir| {
+        let script = r#"import multiprocessing as mp
+def work(k):
+    open("same.txt", "w").write(f"w{k}")
+    open(f"own_{k}.txt", "w").write(f"w{k}")
+if __name__ == "__main__":
+    mp.set_start_method("fork")
+    for k in range(2):
+        p = mp.Process(target=work, args=(k,)); p.start(); p.join()
+    print(open("same.txt").read(), open("own_0.txt").read(), open("own_1.txt").read())
+"#;
+        let (bare, job) = twin_jobs(&dir, |d| {
+            std::fs::write(d.join("mp.py"), script).unwrap();
+            std::fs::write(d.join("same.txt"), "shared").unwrap();
+        });
+        let b = run_ok(dir.bare("python3").current_dir(&bare).arg("mp.py"));
+        assert_eq!(stdout(&b), "w1 w0 w1\n");
+        let out = run(
+            runner(&job)
+                .args([
+                    "exec",
+                    "--mode",
+                    "fork",
+                    "--action",
+                    "redirect",
+                    "--preload",
+                ])
+                .arg(lib())
+                .args(["--", "python3", "mp.py"]),
+            DEADLINE,
+        );
+        assert_eq!(
+            stdout(&out),
+            "shared w0 w1\n",
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+);
