@@ -582,7 +582,10 @@ pub unsafe fn file_access<R: Outcome>(
     let saved = SAVED.get();
     let is_write = call.intent.is_write();
     let in_worker = state::worker().is_some();
+    // The fork-mode root reads in its workers' view (redirect.rs,
+    // `root_lookup`); its writes are never acted on there.
     let may_act = redirect::any_redirected()
+        || (!is_write && redirect::any_in_view())
         || (is_write
             && (saved.action == ActionSetting::Deny
                 || (saved.action == ActionSetting::Redirect && in_worker)));
@@ -682,6 +685,15 @@ unsafe fn call_then_judge<R: Outcome>(
         // function requires to be NULL or C strings; EFAULT, the kernel's
         // proof that one was unreadable, returned above.
         let a = unsafe { assess(call, raw_stack, base, cwd, abs, abs2, target, None, stack) };
+        if call.intent.is_write() {
+            // The fork-mode root's own writes: read back in place.
+            for p in [a.path.abs, a.path2.as_ref().and_then(|p| p.abs)]
+                .into_iter()
+                .flatten()
+            {
+                redirect::root_wrote(p);
+            }
+        }
         // Deny and redirect were handled before the call; here only logging.
         let action = match policy().action_for(a.verdict, false) {
             Action::Redirected | Action::Denied => Action::Logged,
@@ -1678,7 +1690,7 @@ pub fn log_process(p: &mpaudit_core::event::Process) {
 /// worker's removals, files and symlinks make of the shared tree. EACCES
 /// and ENAMETOOLONG are the kernel's to give (its limits, not the view's).
 fn hidden_by_view(errno: c_int) -> bool {
-    redirect::any_redirected() && matches!(errno, libc::ENOENT | libc::ENOTDIR | libc::ELOOP)
+    redirect::any_in_view() && matches!(errno, libc::ENOENT | libc::ENOTDIR | libc::ELOOP)
 }
 
 /// Reroutes a call that only reads a path (stat, access, opendir,
@@ -1731,7 +1743,7 @@ pub unsafe fn reroute_unguarded<R: Outcome>(
 /// `arg.path` is what the program passed (a readable C string, checked
 /// by the caller).
 pub unsafe fn exec_in_view(arg: PathArg, follow: bool, out: &mut [u8]) -> Result<bool, c_int> {
-    if !state::ready() || !redirect::any_redirected() || arg.path.is_null() {
+    if !state::ready() || !redirect::any_in_view() || arg.path.is_null() {
         return Ok(false);
     }
     let Some(_guard) = HookGuard::enter() else {
@@ -1844,7 +1856,7 @@ unsafe fn reroute_as<R: Outcome>(
     guard_the_call: bool,
     real: impl FnOnce(*const c_char) -> R,
 ) -> R {
-    if !state::ready() || !redirect::any_redirected() || arg.path.is_null() {
+    if !state::ready() || !redirect::any_in_view() || arg.path.is_null() {
         return real(arg.path);
     }
     let Some(guard) = HookGuard::enter() else {

@@ -135,13 +135,123 @@ static WARNED: StrMap<1024> = StrMap::new();
 pub static TABLE: Table = Table::new();
 
 /// The redirected file for `abs`, if this worker redirected it (in any of
-/// its processes).
+/// its processes); in the fork-mode root, which redirects nothing, the
+/// file one of its workers made for it (`root_lookup`). The root only
+/// reaches this for calls that read (its writes are not acted on:
+/// audit.rs `file_access`), so its view never leads a write anywhere.
 pub fn lookup(abs: &[u8]) -> Option<&'static [u8]> {
-    TABLE.get(abs)
+    if TABLE.is_attached() {
+        return TABLE.get(abs);
+    }
+    root_lookup(abs)
 }
 
 pub fn any_redirected() -> bool {
     TABLE.entries() > 0
+}
+
+/// A read may find something in this process's view that is not in the
+/// shared tree: its own redirects, or, in the fork-mode root, its
+/// workers' (`root_lookup`).
+pub fn any_in_view() -> bool {
+    any_redirected() || root_view_active()
+}
+
+// ---- the fork-mode root's view of its workers' files ------------------------------
+//
+// The root (AthenaMP's mother, a multiprocessing pool's parent) is no
+// worker: its writes go to the shared tree as they always did. Its reads
+// see what its workers wrote, as bare: a name that exactly one worker's
+// table has is read from that worker's file (a removal there is a
+// removal); a name none has, or several have (which one wins is the
+// merge's decision), is the shared one. Worker `k`'s table is
+// `<counter file>.<k>.redirects` (create_table), attached read only on
+// first use; the first ROOT_TABLES workers are seen.
+
+/// Workers whose tables the root consults.
+pub const ROOT_TABLES: usize = 256;
+static ROOT_VIEW: [crate::table::ReadOnlyTable; ROOT_TABLES] =
+    [const { crate::table::ReadOnlyTable::new() }; ROOT_TABLES];
+/// Per table: 0 not attached, 1 being attached (by one thread), 2 attached.
+static ROOT_VIEW_STATE: [core::sync::atomic::AtomicU8; ROOT_TABLES] =
+    [const { core::sync::atomic::AtomicU8::new(0) }; ROOT_TABLES];
+/// Names the root itself wrote (made, changed, removed, renamed): read
+/// from the shared tree, where its write went.
+static ROOT_WROTE: StrMap<1024> = StrMap::new();
+/// The root's view is off for good (ROOT_WROTE is full: a name it wrote
+/// could no longer be told from one it did not).
+static ROOT_VIEW_OFF: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+fn root_view_active() -> bool {
+    SAVED.get().action == ActionSetting::Redirect
+        && !ROOT_VIEW_OFF.load(Relaxed)
+        && crate::state::workers_counted().is_some_and(|n| n > 0)
+}
+
+/// In the fork-mode root, after a call that writes `abs` (in place): later
+/// reads of `abs` are the shared file's.
+pub fn root_wrote(abs: &[u8]) {
+    if !root_view_active() {
+        return;
+    }
+    if !ROOT_WROTE.insert(abs, b"") && ROOT_WROTE.get(abs).is_none() {
+        ROOT_VIEW_OFF.store(true, Relaxed);
+    }
+}
+
+/// Worker `k`'s table, attached on first use.
+fn root_table(k: usize) -> Option<&'static crate::table::ReadOnlyTable> {
+    let state = &ROOT_VIEW_STATE[k];
+    match state.load(Acquire) {
+        2 => return Some(&ROOT_VIEW[k]),
+        1 => return None,
+        _ => {}
+    }
+    if state.compare_exchange(0, 1, Acquire, Relaxed).is_err() {
+        return (state.load(Acquire) == 2).then_some(&ROOT_VIEW[k]);
+    }
+    let attached = (|| {
+        let mut claimed = crate::pool::claim()?;
+        let b = claimed.block();
+        let (path, owner) = (&mut b.target, &mut b.target2);
+        let counter = SAVED.get().worker_counter.as_bytes();
+        let mut s = SliceSink::new(path);
+        s.put(counter);
+        s.put(b".");
+        put_u64(&mut s, k as u64);
+        s.put(b".redirects");
+        let (overflow, n) = (s.overflow, s.len);
+        if overflow || n > mpaudit_core::table::MAX_PATH {
+            return None;
+        }
+        let on = crate::state::worker_dir_of(k as u32, owner)?;
+        // SAFETY: this thread alone attaches table `k` (state 1 above);
+        // nobody reads it before state 2 is published.
+        unsafe { ROOT_VIEW[k].open_existing(&path[..n], &owner[..on]) }.then_some(())
+    })()
+    .is_some();
+    state.store(if attached { 2 } else { 0 }, Release);
+    attached.then_some(&ROOT_VIEW[k])
+}
+
+/// The root's view of `abs`: the file of the one worker that redirected
+/// it, if exactly one did (and the root did not write it itself).
+fn root_lookup(abs: &[u8]) -> Option<&'static [u8]> {
+    if !root_view_active() || (!ROOT_WROTE.is_empty() && ROOT_WROTE.get(abs).is_some()) {
+        return None;
+    }
+    let n = crate::state::workers_counted().unwrap_or(0) as usize;
+    let mut found = None;
+    for k in 0..n.min(ROOT_TABLES) {
+        let Some(t) = root_table(k) else { continue };
+        if let Some(v) = t.get(abs) {
+            if found.is_some() {
+                return None; // several workers wrote it: the merge decides
+            }
+            found = Some(v);
+        }
+    }
+    found
 }
 
 /// Whether a new redirect can be recorded: 0, or the errno a redirected
@@ -194,7 +304,7 @@ pub fn attach_at_load() {
     if !named.is_empty() && unsafe { TABLE.open_existing(named, saved.worker_dir.as_bytes()) } {
         return;
     }
-    if create_table() {
+    if create_table(None) {
         load_manifest();
     }
 }
@@ -206,7 +316,10 @@ pub fn attach_after_fork() {
     unsafe { TABLE.detach() };
     let saved = SAVED.get();
     if saved.action == ActionSetting::Redirect && !saved.worker_dir.as_bytes().is_empty() {
-        create_table();
+        let indexed = crate::state::numbered_by_counter()
+            .then(crate::state::worker)
+            .flatten();
+        create_table(indexed);
     }
 }
 
@@ -222,8 +335,10 @@ pub fn table_path() -> &'static [u8] {
 
 /// Creates the table file: `<log dir>/mpaudit-<pid>-<ns>.redirects` (the
 /// runner's log reader only reads `*.jsonl`), or, without a usable log
-/// directory, `<worker dir>/.mpaudit-<pid>-<ns>.redirects`.
-fn create_table() -> bool {
+/// directory, `<worker dir>/.mpaudit-<pid>-<ns>.redirects`. A worker
+/// `indexed` by the job's shared counter (fork mode) first tries
+/// `<counter file>.<k>.redirects`, where its root finds it (root_table).
+fn create_table(indexed: Option<u32>) -> bool {
     let saved = SAVED.get();
     let worker_dir = saved.worker_dir.as_bytes();
     // A pool block for the path: this runs in a forked child's atfork
@@ -233,6 +348,18 @@ fn create_table() -> bool {
         return false;
     };
     let path = &mut claimed.block().target[..4300];
+    if let Some(k) = indexed {
+        let mut s = SliceSink::new(path);
+        s.put(saved.worker_counter.as_bytes());
+        s.put(b".");
+        put_u64(&mut s, k as u64);
+        s.put(b".redirects");
+        let (overflow, n) = (s.overflow, s.len);
+        // SAFETY: a freshly forked child: single-threaded.
+        if !overflow && n < path.len() - 1 && unsafe { TABLE.create(&path[..n], worker_dir) } {
+            return true;
+        }
+    }
     for in_log_dir in [true, false] {
         let dir = if in_log_dir {
             saved.log_dir.as_bytes()

@@ -243,6 +243,26 @@ fn next_worker_counter() -> &'static AtomicU32 {
         p => unsafe { &*(p as *const AtomicU32) },
     }
 }
+/// In the fork-mode root, when its workers are numbered by the job's
+/// shared counter (a log directory exists): how many indices it and the
+/// fork servers below it handed out so far (each a worker whose redirect
+/// table is `<counter>.<k>.redirects`, redirect.rs). `None` elsewhere.
+pub fn workers_counted() -> Option<u32> {
+    let p = SHARED_NEXT.load(Relaxed);
+    (p != 0 && is_root() && !SAVED.get().worker_counter.as_bytes().is_empty())
+        .then(|| next_worker_counter().load(Relaxed))
+}
+/// Worker `k`'s directory (as `set_worker_dir` computes it in the worker)
+/// into `out`.
+pub fn worker_dir_of(k: u32, out: &mut [u8]) -> Option<usize> {
+    let rank = rank().filter(|_| !worker_is_rank());
+    mpaudit_core::map::worker_dir_for(SAVED.get().workers_dir.as_bytes(), rank, k, out)
+}
+/// The worker index of this process came from the job's shared counter
+/// (a fork of the root or of a fork server that maps it).
+pub fn numbered_by_counter() -> bool {
+    SHARED_NEXT.load(Relaxed) != 0 && !SAVED.get().worker_counter.as_bytes().is_empty()
+}
 /// Whether `addr` lies in libmpaudit.so's loaded segments.
 #[inline]
 pub fn is_own_address(addr: usize) -> bool {

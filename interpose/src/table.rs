@@ -40,3 +40,71 @@ impl mpaudit_core::table::TableIo for RawIo {
 }
 
 pub type Table = mpaudit_core::table::Table<RawIo>;
+
+/// Another worker's table, read only: the fork-mode root's view of what
+/// its workers redirected (redirect.rs, `root_lookup`). Opened `O_RDONLY`
+/// and mapped `PROT_READ`: the root can never change a worker's table.
+pub struct ReadOnlyIo;
+
+impl mpaudit_core::table::TableIo for ReadOnlyIo {
+    fn open(path: &[u8], create: bool) -> Option<i32> {
+        if create {
+            return None;
+        }
+        // SAFETY: the table passes its path with a NUL after it.
+        let fd = unsafe {
+            sys::openat(
+                libc::AT_FDCWD,
+                path.as_ptr().cast(),
+                libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW,
+                0,
+            )
+        };
+        (fd >= 0).then_some(fd)
+    }
+
+    fn close(fd: i32) {
+        sys::close(fd)
+    }
+
+    fn fallocate(_fd: i32, _off: u64, _len: u64) -> i64 {
+        -(libc::EBADF as i64)
+    }
+
+    fn size(fd: i32) -> Option<u64> {
+        sys::fstat(fd).map(|st| st.st_size as u64)
+    }
+
+    fn map(fd: i32, off: u64, len: u64) -> Option<usize> {
+        // A segment the worker has not given blocks to yet is never mapped
+        // (the table maps only published segments), so no read faults.
+        // SAFETY: a fresh shared read-only mapping of the table's own
+        // descriptor; the kernel checks the arguments.
+        let p = unsafe {
+            libc::mmap(
+                core::ptr::null_mut(),
+                len as usize,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                fd,
+                off as libc::off_t,
+            )
+        };
+        (p != libc::MAP_FAILED).then_some(p as usize)
+    }
+
+    fn unmap(addr: usize, len: u64) {
+        // SAFETY: a mapping the table made and never published.
+        unsafe { libc::munmap(addr as *mut libc::c_void, len as usize) };
+    }
+
+    fn file_size_limit() -> u64 {
+        0
+    }
+
+    fn set_size(_fd: i32, _len: u64) -> i64 {
+        -(libc::EBADF as i64)
+    }
+}
+
+pub type ReadOnlyTable = mpaudit_core::table::Table<ReadOnlyIo>;

@@ -1097,20 +1097,135 @@ e2e!(
 // worker, has no view of them. A Python multiprocessing pool whose parent
 // gathers the workers' outputs at the end (AthenaMP's mother merging its
 // workers' files) fails with FileNotFoundError; bare it works.
-e2e!(
-    #[ignore = "review2 F26 open: a fork-mode root has no view of its workers redirects"]
-    in_fork_mode_the_root_reads_what_its_workers_wrote,
-    |dir| {
-        let script = "import multiprocessing as mp\n\
+e2e!(in_fork_mode_the_root_reads_what_its_workers_wrote, |dir| {
+    let script = "import multiprocessing as mp\n\
                       def work(k):\n\
                       \x20   open(f\"out_{k}.txt\", \"w\").write(f\"{k}\\n\")\n\
                       if __name__ == \"__main__\":\n\
                       \x20   mp.set_start_method(\"fork\")\n\
                       \x20   with mp.Pool(2) as p: p.map(work, range(4))\n\
                       \x20   print(sorted(open(f\"out_{k}.txt\").read().strip() for k in range(4)))\n";
-        let (bare, job) = twin_jobs(&dir, |d| std::fs::write(d.join("mp.py"), script).unwrap());
+    let (bare, job) = twin_jobs(&dir, |d| std::fs::write(d.join("mp.py"), script).unwrap());
+    let b = run_ok(dir.bare("python3").current_dir(&bare).arg("mp.py"));
+    assert_eq!(stdout(&b), "['0', '1', '2', '3']\n");
+    let out = run(
+        runner(&job)
+            .args([
+                "exec",
+                "--mode",
+                "fork",
+                "--action",
+                "redirect",
+                "--preload",
+            ])
+            .arg(lib())
+            .args(["--", "python3", "mp.py"]),
+        DEADLINE,
+    );
+    assert_eq!(
+        stdout(&out),
+        stdout(&b),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+});
+
+/// Runs `script` (mp.py, in a job set up by `setup`) bare and under
+/// `exec --mode fork --action redirect`: the same output. Returns it.
+fn fork_mode_like_bare(dir: &TestDir, script: &str, setup: impl Fn(&Path)) -> String {
+    let (bare, job) = twin_jobs(dir, |d| {
+        std::fs::write(d.join("mp.py"), script).unwrap();
+        setup(d);
+    });
+    let b = run_ok(dir.bare("python3").current_dir(&bare).arg("mp.py"));
+    let out = run(
+        runner(&job)
+            .args([
+                "exec",
+                "--mode",
+                "fork",
+                "--action",
+                "redirect",
+                "--preload",
+            ])
+            .arg(lib())
+            .args(["--", "python3", "mp.py"]),
+        DEADLINE,
+    );
+    assert_eq!(
+        stdout(&out),
+        stdout(&b),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout(&b).to_string()
+}
+
+// F26, removals: a shared file one worker removes is gone for the root too
+// (bare: it is gone); a shared file no worker touched is still there.
+e2e!(
+    in_fork_mode_the_root_sees_a_file_its_worker_removed_as_gone,
+    |dir| {
+        let script = r#"import multiprocessing as mp, os
+def work(k):
+    if k == 0: os.remove("gone.txt")
+if __name__ == "__main__":
+    mp.set_start_method("fork")
+    with mp.Pool(2) as p: p.map(work, range(2))
+    print(os.path.exists("gone.txt"), os.path.exists("kept.txt"))
+"#;
+        let out = fork_mode_like_bare(&dir, script, |d| {
+            std::fs::write(d.join("gone.txt"), "g\n").unwrap();
+            std::fs::write(d.join("kept.txt"), "k\n").unwrap();
+        });
+        assert_eq!(out, "False True\n");
+    }
+);
+
+// F26, the root's own writes: a name the root writes after its worker did
+// is read back as the root wrote it (bare: the root's write is the last);
+// the other worker's file is still the worker's.
+e2e!(
+    in_fork_mode_the_root_reads_back_its_own_write_over_a_workers,
+    |dir| {
+        let script = r#"import multiprocessing as mp
+def work(k):
+    open(f"out_{k}.txt", "w").write("worker")
+if __name__ == "__main__":
+    mp.set_start_method("fork")
+    with mp.Pool(2) as p: p.map(work, range(2))
+    print(open("out_0.txt").read(), open("out_1.txt").read())
+    open("out_0.txt", "w").write("root")
+    print(open("out_0.txt").read(), open("out_1.txt").read())
+"#;
+        let out = fork_mode_like_bare(&dir, script, |_| {});
+        assert_eq!(out, "worker worker\nroot worker\n");
+    }
+);
+
+// F26, several writers: a name two workers wrote is, for the root, the
+// shared file until the merge decides (policy.md, "The fork-mode root's
+// view of its workers"); bare it is the last writer's. A name only one of
+// them wrote is that worker's.
+e2e!(
+    in_fork_mode_a_name_two_workers_wrote_is_the_shared_one_for_the_root,
+    |dir| {
+        let script = r#"import multiprocessing as mp
+def work(k):
+    open("same.txt", "w").write(f"w{k}")
+    open(f"own_{k}.txt", "w").write(f"w{k}")
+if __name__ == "__main__":
+    mp.set_start_method("fork")
+    for k in range(2):
+        p = mp.Process(target=work, args=(k,)); p.start(); p.join()
+    print(open("same.txt").read(), open("own_0.txt").read(), open("own_1.txt").read())
+"#;
+        let (bare, job) = twin_jobs(&dir, |d| {
+            std::fs::write(d.join("mp.py"), script).unwrap();
+            std::fs::write(d.join("same.txt"), "shared").unwrap();
+        });
         let b = run_ok(dir.bare("python3").current_dir(&bare).arg("mp.py"));
-        assert_eq!(stdout(&b), "['0', '1', '2', '3']\n");
+        assert_eq!(stdout(&b), "w1 w0 w1\n");
         let out = run(
             runner(&job)
                 .args([
@@ -1127,7 +1242,7 @@ e2e!(
         );
         assert_eq!(
             stdout(&out),
-            stdout(&b),
+            "shared w0 w1\n",
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
