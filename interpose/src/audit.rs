@@ -1507,11 +1507,15 @@ fn call_path(
         // No room near the top (a small RLIMIT_NOFILE): any number. A
         // descriptor the call makes may then get a higher number than bare.
         // SAFETY: duplicating a descriptor of ours.
-        high = unsafe { libc::syscall(libc::SYS_fcntl, r.parent, libc::F_DUPFD_CLOEXEC, 0) }
-            as c_int;
+        high =
+            unsafe { libc::syscall(libc::SYS_fcntl, r.parent, libc::F_DUPFD_CLOEXEC, 0) } as c_int;
     }
     if high < 0 {
-        return Err(if fits { libc::EMFILE } else { libc::ENAMETOOLONG });
+        return Err(if fits {
+            libc::EMFILE
+        } else {
+            libc::ENAMETOOLONG
+        });
     }
     let leaf = &target[r.leaf..r.len];
     let mut s = mpaudit_core::json::SliceSink::new(buf);
@@ -1527,13 +1531,19 @@ fn call_path(
         sys::close(high);
         return Err(libc::ENAMETOOLONG);
     }
-    buf[dir_len] = 0;
     // /proc is there when the descriptor's link is (its target may be too
-    // long for readlink).
+    // long for readlink). Probed until it once worked: a /proc that goes
+    // away later (a chroot) fails the call in the kernel (ENOENT), which
+    // still never reaches a shared file.
+    if PROC_FD_WORKS.load(core::sync::atomic::Ordering::Relaxed) {
+        return Ok((buf.as_ptr().cast(), high));
+    }
+    buf[dir_len] = 0;
     // SAFETY: NUL-terminated path.
     let proc_works = unsafe { sys::stat(buf.as_ptr().cast(), libc::AT_SYMLINK_NOFOLLOW) }.is_some();
     buf[dir_len] = b'/';
     if proc_works {
+        PROC_FD_WORKS.store(true, core::sync::atomic::Ordering::Relaxed);
         return Ok((buf.as_ptr().cast(), high));
     }
     sys::close(high);
@@ -1541,6 +1551,9 @@ fn call_path(
     // closed rather than risk following a swapped-in symlink.
     Err(libc::EACCES)
 }
+
+/// `/proc/self/fd/N` resolved a held descriptor once (call_path).
+static PROC_FD_WORKS: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
 
 /// A close-on-exec duplicate of `fd` numbered near the top of the usual
 /// descriptor table (below min(RLIMIT_NOFILE, 1024)), so that the call it
