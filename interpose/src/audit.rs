@@ -1247,11 +1247,13 @@ fn call_names(
     let mut failed_here = *failed;
     let (call1, call2) = base.split_at_mut(2048);
     let mut held = [-1; 2];
+    // The child of a posix_spawn makes the open later, by this name.
+    let keeps_name = call.op == "posix_spawn_file_actions_addopen";
     let mut p1 = call.path.path;
     let mut p2 = call.path2.map_or(core::ptr::null(), |p| p.path);
     if failed_here == 0 {
         match route1 {
-            Some(r) => match call_path(r, target, call1) {
+            Some(r) => match call_path(r, target, call1, keeps_name) {
                 Ok((p, fd)) => (p1, held[0]) = (p, fd),
                 Err(e) => failed_here = e,
             },
@@ -1265,7 +1267,7 @@ fn call_names(
     if failed_here == 0 {
         let abs2 = a.path2.as_ref().and_then(|p| p.abs);
         match route2 {
-            Some(r) => match call_path(r, target2, call2) {
+            Some(r) => match call_path(r, target2, call2, keeps_name) {
                 Ok((p, fd)) => (p2, held[1]) = (p, fd),
                 Err(e) => failed_here = e,
             },
@@ -1487,48 +1489,83 @@ fn prepared(
 /// The name to give the real call for a routed path: `/proc/self/fd/N/leaf`
 /// with N a descriptor (high, close-on-exec, held during the call; the
 /// second value) of the target's parent, opened without following any
-/// symlink below the worker directory — no name the call resolves can
-/// leave it, and a target longer than PATH_MAX works. Without /proc or a
-/// spare high descriptor, the target's own path (when it fits).
-fn call_path(r: Route, target: &[u8], buf: &mut [u8]) -> Result<(*const c_char, c_int), c_int> {
-    // A name that fits PATH_MAX is given as is (its directories were just
-    // checked by prepare_target): a call may keep the name for later
-    // (posix_spawn_file_actions_addopen), after the descriptor is closed.
-    if r.len < view::PATH_MAX {
-        return Ok((target.as_ptr().cast(), -1));
+/// symlink below the worker directory by prepare_target. The kernel
+/// resolves only the leaf by name, inside that directory: no component the
+/// worker's own threads swap for a symlink between the check and the call
+/// (review 2, F8) can lead it out, and a target longer than PATH_MAX works.
+/// Fails closed (EACCES) when /proc does not resolve the descriptor.
+///
+/// `keeps_name`: the call keeps the name past its return, when the
+/// descriptor is closed (posix_spawn_file_actions_addopen: the child opens
+/// it): the target's own path (when it fits). A route without a parent
+/// (a read whose worker directory is missing) gets the target's path too,
+/// where the kernel answers ENOENT.
+fn call_path(
+    r: Route,
+    target: &[u8],
+    buf: &mut [u8],
+    keeps_name: bool,
+) -> Result<(*const c_char, c_int), c_int> {
+    let fits = r.len < view::PATH_MAX;
+    if keeps_name || r.parent < 0 {
+        return if fits {
+            Ok((target.as_ptr().cast(), -1))
+        } else {
+            Err(libc::ENAMETOOLONG)
+        };
     }
-    if r.parent >= 0 {
-        let high = high_descriptor(r.parent);
-        if high >= 0 {
-            let leaf = &target[r.leaf..r.len];
-            let mut s = mpaudit_core::json::SliceSink::new(buf);
-            use mpaudit_core::json::Sink;
-            s.put(b"/proc/self/fd/");
-            mpaudit_core::json::put_u64(&mut s, high as u64);
-            let dir_len = s.len;
-            s.put(b"/");
-            s.put(leaf);
-            s.put(b"\0");
-            let overflow = s.overflow;
-            buf[dir_len] = 0;
-            // /proc is there when the descriptor's link is (its target may
-            // be too long for readlink).
-            // SAFETY: NUL-terminated path.
-            let proc_works =
-                unsafe { sys::stat(buf.as_ptr().cast(), libc::AT_SYMLINK_NOFOLLOW) }.is_some();
-            buf[dir_len] = b'/';
-            if proc_works && !overflow {
-                return Ok((buf.as_ptr().cast(), high));
-            }
-            sys::close(high);
-        }
+    let mut high = high_descriptor(r.parent);
+    if high < 0 {
+        // No room near the top (a small RLIMIT_NOFILE): any number. A
+        // descriptor the call makes may then get a higher number than bare.
+        // SAFETY: duplicating a descriptor of ours.
+        high =
+            unsafe { libc::syscall(libc::SYS_fcntl, r.parent, libc::F_DUPFD_CLOEXEC, 0) } as c_int;
     }
-    if r.len < view::PATH_MAX {
-        Ok((target.as_ptr().cast(), -1))
-    } else {
-        Err(libc::ENAMETOOLONG)
+    if high < 0 {
+        return Err(if fits {
+            libc::EMFILE
+        } else {
+            libc::ENAMETOOLONG
+        });
     }
+    let leaf = &target[r.leaf..r.len];
+    let mut s = mpaudit_core::json::SliceSink::new(buf);
+    use mpaudit_core::json::Sink;
+    s.put(b"/proc/self/fd/");
+    mpaudit_core::json::put_u64(&mut s, high as u64);
+    let dir_len = s.len;
+    s.put(b"/");
+    s.put(leaf);
+    s.put(b"\0");
+    if s.overflow {
+        // A leaf longer than any name the kernel takes (NAME_MAX).
+        sys::close(high);
+        return Err(libc::ENAMETOOLONG);
+    }
+    // /proc is there when the descriptor's link is (its target may be too
+    // long for readlink). Probed until it once worked: a /proc that goes
+    // away later (a chroot) fails the call in the kernel (ENOENT), which
+    // still never reaches a shared file.
+    if PROC_FD_WORKS.load(core::sync::atomic::Ordering::Relaxed) {
+        return Ok((buf.as_ptr().cast(), high));
+    }
+    buf[dir_len] = 0;
+    // SAFETY: NUL-terminated path.
+    let proc_works = unsafe { sys::stat(buf.as_ptr().cast(), libc::AT_SYMLINK_NOFOLLOW) }.is_some();
+    buf[dir_len] = b'/';
+    if proc_works {
+        PROC_FD_WORKS.store(true, core::sync::atomic::Ordering::Relaxed);
+        return Ok((buf.as_ptr().cast(), high));
+    }
+    sys::close(high);
+    // Without /proc the name would be walked again by the kernel: fail
+    // closed rather than risk following a swapped-in symlink.
+    Err(libc::EACCES)
 }
+
+/// `/proc/self/fd/N` resolved a held descriptor once (call_path).
+static PROC_FD_WORKS: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
 
 /// A close-on-exec duplicate of `fd` numbered near the top of the usual
 /// descriptor table (below min(RLIMIT_NOFILE, 1024)), so that the call it
@@ -1936,9 +1973,18 @@ unsafe fn reroute_as<R: Outcome>(
     let called = match (routed, viewed, path.abs) {
         (Some(r), _, _) => {
             if r.parent >= 0 {
-                let c = call_path(r, target, call_buf).ok();
+                let c = call_path(r, target, call_buf, false);
                 sys::close(r.parent);
-                c
+                match c {
+                    Ok(c) => Some(c),
+                    // The worker's copy cannot be reached through its
+                    // directory: never the shared file in its place.
+                    Err(e) => {
+                        core::mem::forget(entry_errno);
+                        sys::set_errno(e);
+                        return R::failure();
+                    }
+                }
             } else {
                 Some((target.as_ptr().cast(), -1))
             }

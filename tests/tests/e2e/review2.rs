@@ -353,7 +353,6 @@ e2e!(
 // shared SHARED/f must stay absent. (A race: 100,000 appends hit it a few
 // times on the development machine; the test tries three rounds.)
 e2e!(
-    #[ignore = "review2 F8 open: a routed path is handed to the real call by name (a race)"]
     a_directory_swapped_for_a_symlink_during_a_redirected_open_does_not_lead_to_the_shared_dir,
     |dir| {
         let (_, job) = twin_jobs(&dir, |d| {
