@@ -794,7 +794,11 @@ unsafe fn judge_then_call<R: Outcome>(
         let mut p1 = call.path.path;
         if a.viewed.is_ok() && a.viewed2 == Err(view::Unresolved::BadDirfd) && !is_symlink(call) {
             if let Some(abs) = a.path.abs {
-                let reached = redirect::lookup(abs).unwrap_or(abs);
+                let (own, buf) = work.split_at_mut(MAX_ABS + 1);
+                let reached = match view::in_worker_dir(abs, own, buf) {
+                    Some(n) => &own[..n],
+                    None => redirect::lookup(abs).unwrap_or(abs),
+                };
                 if reached.len() < view::PATH_MAX {
                     if let Some(p) = sys::c_path(reached, target) {
                         p1 = p;
@@ -1373,8 +1377,26 @@ fn route(
             failed,
         ));
     }
+    // Below a directory of the worker's that stands over a shared
+    // non-directory: the kernel must be given the worker's path, the
+    // shared spelling leads through the shared file or symlink.
+    let (hidden, buf) = work.split_at_mut(MAX_ABS + 1);
+    let below_own_dir = view::in_worker_dir(abs, hidden, buf);
     if !want.new {
-        return None;
+        let n = below_own_dir?;
+        out[..n].copy_from_slice(&hidden[..n]);
+        out[n] = 0;
+        return Some(prepared(
+            abs,
+            n,
+            want,
+            redirect::Seed::Nothing,
+            None,
+            false,
+            out,
+            work,
+            failed,
+        ));
     }
     let saved = SAVED.get();
     let cap = out.len() - 1;
@@ -1397,6 +1419,9 @@ fn route(
         copied: None,
     };
     let orig = match view::lstat(abs, work) {
+        // The view hides the shared path (the walk reached a directory of
+        // the worker's): nothing is seeded from it.
+        _ if below_own_dir.is_some() => None,
         Ok(st) => st,
         Err(e) => {
             *failed = e;

@@ -975,3 +975,47 @@ e2e!(
         assert!(out.contains("read 0 1 -> ok \"B\""), "{out}");
     }
 );
+
+/// `a` = "A", `d/`, and `l -> a`.
+fn a_d_and_link_to_a(d: &Path) {
+    d_and_a(d);
+    std::os::unix::fs::symlink("a", d.join("l")).unwrap();
+}
+
+// Regression (differential, seeds 1796190101165386314 and
+// 1796187887824496031): after `rename d l EXCHANGE` over a shared symlink
+// to a file, `l/a` (no entry of its own below the worker's directory `l`)
+// was given to the kernel as spelled, which resolved it through the shared
+// symlink: ENOTDIR for stat, open and chmod (whose copy-up also seeded
+// from the hidden shared path); bare ENOENT.
+e2e!(
+    a_name_below_a_directory_exchanged_over_a_shared_symlink_is_looked_up_in_the_worker,
+    |dir| {
+        let (out, _) = same_ops(
+            &dir,
+            a_d_and_link_to_a,
+            "rename d l EXCHANGE\nstat l/a\nchmod l/a 644\nopen 0 l/a RDONLY 644\nlstat l/a\n\
+             readlink l/a\nopen 1 l/a WRONLY|CREAT 600\nwrite 1 x\nstat l/a\nchmod l/a 644\n\
+             readdir l\n",
+        );
+        assert!(out.contains("1 stat l/a -> err ENOENT"), "{out}");
+    }
+);
+
+// Regression (differential, seed 1796190210216771180): a renameat whose
+// first name lies below the worker's directory exchanged over a shared
+// file, against a descriptor that is not open, gave the kernel the shared
+// spelling of the first name, which fails ENOTDIR before the kernel looks
+// at the bad descriptor (bare EBADF).
+e2e!(
+    a_rename_from_below_an_exchanged_directory_to_a_bad_descriptor_is_ebadf,
+    |dir| {
+        let (out, _) = same_ops(
+            &dir,
+            a_d_and_link_to_a,
+            "rename d d/../a EXCHANGE\nfopen 2 ^/a r\nopen 0 a RDONLY 644\nrenameat 2 a 1 a 0\n\
+             renameat cwd a/a 1 a 0\nlinkat cwd a/a 1 a 0\n",
+        );
+        assert!(out.contains("3 renameat 2 a 1 a 0 -> err EBADF"), "{out}");
+    }
+);
