@@ -132,7 +132,14 @@ pub fn resolve(
                     return Err(Errno(libc::ELOOP));
                 }
                 via_view |= from_worker;
-                let n = view_readlink(&out[..cand], tmp, link).map_err(Errno)?;
+                let mut n = view_readlink(&out[..cand], tmp, link).map_err(Errno)?;
+                // A magic link (/proc/self/cwd after a rerouted chdir, a
+                // descriptor's) into a directory of the worker's that
+                // stands for a job directory leads to that job directory
+                // in the view, as the cwd does (guard::as_job_path).
+                if out[..cand].starts_with(b"/proc/") && n > 0 && link[0] == b'/' {
+                    n = crate::guard::as_job_path(link, n);
+                }
                 if n == 0 {
                     return Err(Errno(libc::ENOENT));
                 }

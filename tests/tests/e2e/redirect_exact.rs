@@ -1019,3 +1019,23 @@ e2e!(
         assert!(out.contains("3 renameat 2 a 1 a 0 -> err EBADF"), "{out}");
     }
 );
+
+// Regression (differential with chdir back in, seed 1796190101165386314,
+// concurrent): after a chmod gave the worker its own copy of `d`, `chdir d`
+// entered that copy and `^/a` (/proc/self/cwd/a) was resolved through the
+// kernel's link text, the worker directory itself: the file was made there
+// unrecorded, and `d/a` was missing from the worker's view.
+e2e!(
+    a_file_made_through_proc_self_cwd_after_a_rerouted_chdir_is_in_the_view,
+    |dir| {
+        let (out, _) = same_ops(
+            &dir,
+            |d| {
+                std::fs::create_dir(d.join("d")).unwrap();
+                std::os::unix::fs::symlink("d", d.join("l")).unwrap();
+            },
+            "chmod l 644\nchdir d\nopen 0 ^/a RDONLY|CREAT 644\nstat @/d/a\nstat ^/a\nreaddir ^\n",
+        );
+        assert!(out.contains("3 stat @/d/a -> ok f"), "{out}");
+    }
+);
