@@ -759,11 +759,14 @@ unsafe fn judge_then_call<R: Outcome>(
         // missing last component of the first name comes after EBADF.
         let mut first_parent_is_a_dir = || {
             a.path.abs.is_some_and(|p| {
+                // In the worker's view: a directory the worker removed is
+                // none, though the shared one is still there.
                 let parent = &p[..p.iter().rposition(|&b| b == b'/').unwrap_or(0).max(1)];
-                view::lstat(parent, work)
-                    .ok()
-                    .flatten()
-                    .is_some_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
+                // SAFETY: all-zero is a valid libc::stat (plain integers).
+                let mut st: libc::stat = unsafe { core::mem::zeroed() };
+                view::view_lstat(parent, &mut work[..view::PATH_MAX + 1], &mut st)
+                    .is_ok_and(|(found, _)| found)
+                    && st.st_mode & libc::S_IFMT == libc::S_IFDIR
             })
         };
         let first = match a.viewed {

@@ -1039,3 +1039,23 @@ e2e!(
         assert!(out.contains("3 stat @/d/a -> ok f"), "{out}");
     }
 );
+
+// Regression (differential, seed 1796187887824496031, concurrent): after a
+// redirected `rmdir d`, a renameat of `d/a` against a descriptor that is
+// not open asked the shared tree whether `d` is a directory (it still is
+// there) and let the kernel answer EBADF; bare the missing parent is
+// ENOENT first.
+e2e!(
+    a_rename_from_a_removed_directory_to_a_bad_descriptor_is_enoent,
+    |dir| {
+        let (out, _) = same_ops(
+            &dir,
+            d_and_a,
+            "rmdir d\nrenameat cwd d/a 0 a 0\nlinkat cwd d/a 0 a 0\n",
+        );
+        assert!(
+            out.contains("1 renameat cwd d/a 0 a 0 -> err ENOENT"),
+            "{out}"
+        );
+    }
+);
