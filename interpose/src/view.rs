@@ -136,9 +136,13 @@ pub fn resolve(
                 // A magic link (/proc/self/cwd after a rerouted chdir, a
                 // descriptor's) into a directory of the worker's that
                 // stands for a job directory leads to that job directory
-                // in the view, as the cwd does (guard::as_job_path).
+                // in the view, as the cwd does (guard::as_job_path); the
+                // kernel, following the link, would reach the worker's
+                // directory instead: the call must be given the result.
                 if out[..cand].starts_with(b"/proc/") && n > 0 && link[0] == b'/' {
-                    n = crate::guard::as_job_path(link, n);
+                    let moved;
+                    (n, moved) = crate::guard::job_path_of(link, n);
+                    via_view |= moved;
                 }
                 if n == 0 {
                     return Err(Errno(libc::ENOENT));

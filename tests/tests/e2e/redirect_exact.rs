@@ -1059,3 +1059,23 @@ e2e!(
         );
     }
 );
+
+// Regression (differential, seed 1796187887824496031, concurrent): after
+// `chmod d` and `chdir d` (into the worker's copy of `d`'s metadata), a
+// read of `^/a` was resolved in the view to the shared `d/a` but given to
+// the kernel as spelled, through /proc/self/cwd into the worker's copy,
+// which has no `a`: ENOENT (bare: the file).
+e2e!(
+    a_read_through_proc_self_cwd_after_a_rerouted_chdir_sees_the_shared_file,
+    |dir| {
+        let (out, _) = same_ops(
+            &dir,
+            |d| {
+                std::fs::create_dir(d.join("d")).unwrap();
+                std::fs::write(d.join("d/a"), "A").unwrap();
+            },
+            "chmod d 755\nchdir d\nstat ^/a\nopen 0 ^/a RDONLY 644\nread 0 4\nreaddir ^\n",
+        );
+        assert!(out.contains("2 stat ^/a -> ok f"), "{out}");
+    }
+);
