@@ -771,11 +771,14 @@ unsafe fn judge_then_call<R: Outcome>(
         // missing last component of the first name comes after EBADF.
         let mut first_parent_is_a_dir = || {
             a.path.abs.is_some_and(|p| {
+                // In the worker's view: a directory the worker removed is
+                // none, though the shared one is still there.
                 let parent = &p[..p.iter().rposition(|&b| b == b'/').unwrap_or(0).max(1)];
-                view::lstat(parent, work)
-                    .ok()
-                    .flatten()
-                    .is_some_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
+                // SAFETY: all-zero is a valid libc::stat (plain integers).
+                let mut st: libc::stat = unsafe { core::mem::zeroed() };
+                view::view_lstat(parent, &mut work[..view::PATH_MAX + 1], &mut st)
+                    .is_ok_and(|(found, _)| found)
+                    && st.st_mode & libc::S_IFMT == libc::S_IFDIR
             })
         };
         let first = match a.viewed {
@@ -806,7 +809,11 @@ unsafe fn judge_then_call<R: Outcome>(
         let mut p1 = call.path.path;
         if a.viewed.is_ok() && a.viewed2 == Err(view::Unresolved::BadDirfd) && !is_symlink(call) {
             if let Some(abs) = a.path.abs {
-                let reached = redirect::lookup(abs).unwrap_or(abs);
+                let (own, buf) = work.split_at_mut(MAX_ABS + 1);
+                let reached = match view::in_worker_dir(abs, own, buf) {
+                    Some(n) => &own[..n],
+                    None => redirect::lookup(abs).unwrap_or(abs),
+                };
                 if reached.len() < view::PATH_MAX {
                     if let Some(p) = sys::c_path(reached, target) {
                         p1 = p;
@@ -1387,8 +1394,26 @@ fn route(
             failed,
         ));
     }
+    // Below a directory of the worker's that stands over a shared
+    // non-directory: the kernel must be given the worker's path, the
+    // shared spelling leads through the shared file or symlink.
+    let (hidden, buf) = work.split_at_mut(MAX_ABS + 1);
+    let below_own_dir = view::in_worker_dir(abs, hidden, buf);
     if !want.new {
-        return None;
+        let n = below_own_dir?;
+        out[..n].copy_from_slice(&hidden[..n]);
+        out[n] = 0;
+        return Some(prepared(
+            abs,
+            n,
+            want,
+            redirect::Seed::Nothing,
+            None,
+            false,
+            out,
+            work,
+            failed,
+        ));
     }
     let saved = SAVED.get();
     let cap = out.len() - 1;
@@ -1411,6 +1436,9 @@ fn route(
         copied: None,
     };
     let orig = match view::lstat(abs, work) {
+        // The view hides the shared path (the walk reached a directory of
+        // the worker's): nothing is seeded from it.
+        _ if below_own_dir.is_some() => None,
         Ok(st) => st,
         Err(e) => {
             *failed = e;

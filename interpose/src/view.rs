@@ -132,7 +132,18 @@ pub fn resolve(
                     return Err(Errno(libc::ELOOP));
                 }
                 via_view |= from_worker;
-                let n = view_readlink(&out[..cand], tmp, link).map_err(Errno)?;
+                let mut n = view_readlink(&out[..cand], tmp, link).map_err(Errno)?;
+                // A magic link (/proc/self/cwd after a rerouted chdir, a
+                // descriptor's) into a directory of the worker's that
+                // stands for a job directory leads to that job directory
+                // in the view, as the cwd does (guard::as_job_path); the
+                // kernel, following the link, would reach the worker's
+                // directory instead: the call must be given the result.
+                if out[..cand].starts_with(b"/proc/") && n > 0 && link[0] == b'/' {
+                    let moved;
+                    (n, moved) = crate::guard::job_path_of(link, n);
+                    via_view |= moved;
+                }
                 if n == 0 {
                     return Err(Errno(libc::ENOENT));
                 }
@@ -187,6 +198,60 @@ pub(crate) fn view_lstat(
             Err(libc::ENOTDIR) => Ok((false, false)),
             r => r.map(|found| (found, false)),
         },
+    }
+}
+
+/// Where the kernel finds `abs` (canonical, resolved in the worker's view)
+/// when it has no entry of its own but lies below a directory of the
+/// worker's that stands where the shared tree has something else (an
+/// exchange or rename put it over a shared file or symlink): that
+/// directory's target with the rest of `abs` appended,
+/// NUL-terminated in `out`; its length. The shared spelling would be
+/// resolved through the shared file (ENOTDIR) or symlink instead. `None`
+/// when `abs` has an entry, no such directory is above it, or the result
+/// does not fit `out`. A directory the worker made where the shared tree
+/// has nothing is not one: the spelling meets no shared file there, and a
+/// write allowed in place makes its directories in place (audit.rs).
+/// `buf`: PATH_MAX + 1 bytes of scratch.
+pub fn in_worker_dir(abs: &[u8], out: &mut [u8], buf: &mut [u8]) -> Option<usize> {
+    if redirect::lookup(abs).is_some() {
+        return None;
+    }
+    let is_dir = |p: &[u8], buf: &mut [u8]| {
+        lstat(p, buf)
+            .ok()
+            .flatten()
+            .is_some_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
+    };
+    // Something that is no directory: a file, a symlink, or a name the
+    // kernel cannot reach (ENOTDIR, ELOOP on the way).
+    let replaced = |p: &[u8], buf: &mut [u8]| match lstat(p, buf) {
+        Ok(Some(st)) => st.st_mode & libc::S_IFMT != libc::S_IFDIR,
+        Ok(None) => false,
+        Err(_) => true,
+    };
+    let mut end = abs.len();
+    loop {
+        let cut = abs[..end].iter().rposition(|&b| b == b'/')?;
+        if cut == 0 {
+            return None;
+        }
+        let above = &abs[..cut];
+        if let Some(t) = redirect::lookup(above) {
+            if !is_dir(t, buf) || !replaced(above, buf) {
+                return None;
+            }
+            let rest = &abs[cut..];
+            let n = t.len() + rest.len();
+            if n >= out.len() {
+                return None;
+            }
+            out[..t.len()].copy_from_slice(t);
+            out[t.len()..n].copy_from_slice(rest);
+            out[n] = 0;
+            return Some(n);
+        }
+        end = cut;
     }
 }
 

@@ -34,23 +34,11 @@ use std::process::{Command, Stdio};
 /// with `MPAUDIT_DIFF_EXCLUDE=` to see everything that still fails.
 const KNOWN_BROKEN: &[(&str, &str)] = &[
     (
-        "chdir",
-        "chdir is not rerouted: it enters the shared directory even where \
-         the worker's view has none (`rename d d/../a EXCHANGE; chdir @/d`: \
-         bare ENOTDIR, redirect ok)",
-    ),
-    (
         "dir-nlink",
         "a directory's link count in the worker's view does not count the \
          subdirectories the worker moved into or out of it (the shared \
          directory's own stat is shown; not emulated, docs/policy.md): \
          `rename e d/a` with shared d and e: bare d nlink=3, redirect 2",
-    ),
-    (
-        "open-tmpfile",
-        "O_TMPFILE|O_RDONLY in a missing directory gives ENOENT (bare: \
-         EINVAL, the kernel checks the access mode first; `open 0 e/a \
-         RDONLY|TMPFILE 644` without e)",
     ),
     (
         "path-proc-fd",

@@ -975,3 +975,107 @@ e2e!(
         assert!(out.contains("read 0 1 -> ok \"B\""), "{out}");
     }
 );
+
+/// `a` = "A", `d/`, and `l -> a`.
+fn a_d_and_link_to_a(d: &Path) {
+    d_and_a(d);
+    std::os::unix::fs::symlink("a", d.join("l")).unwrap();
+}
+
+// Regression (differential, seeds 1796190101165386314 and
+// 1796187887824496031): after `rename d l EXCHANGE` over a shared symlink
+// to a file, `l/a` (no entry of its own below the worker's directory `l`)
+// was given to the kernel as spelled, which resolved it through the shared
+// symlink: ENOTDIR for stat, open and chmod (whose copy-up also seeded
+// from the hidden shared path); bare ENOENT.
+e2e!(
+    a_name_below_a_directory_exchanged_over_a_shared_symlink_is_looked_up_in_the_worker,
+    |dir| {
+        let (out, _) = same_ops(
+            &dir,
+            a_d_and_link_to_a,
+            "rename d l EXCHANGE\nstat l/a\nchmod l/a 644\nopen 0 l/a RDONLY 644\nlstat l/a\n\
+             readlink l/a\nopen 1 l/a WRONLY|CREAT 600\nwrite 1 x\nstat l/a\nchmod l/a 644\n\
+             readdir l\n",
+        );
+        assert!(out.contains("1 stat l/a -> err ENOENT"), "{out}");
+    }
+);
+
+// Regression (differential, seed 1796190210216771180): a renameat whose
+// first name lies below the worker's directory exchanged over a shared
+// file, against a descriptor that is not open, gave the kernel the shared
+// spelling of the first name, which fails ENOTDIR before the kernel looks
+// at the bad descriptor (bare EBADF).
+e2e!(
+    a_rename_from_below_an_exchanged_directory_to_a_bad_descriptor_is_ebadf,
+    |dir| {
+        let (out, _) = same_ops(
+            &dir,
+            a_d_and_link_to_a,
+            "rename d d/../a EXCHANGE\nfopen 2 ^/a r\nopen 0 a RDONLY 644\nrenameat 2 a 1 a 0\n\
+             renameat cwd a/a 1 a 0\nlinkat cwd a/a 1 a 0\n",
+        );
+        assert!(out.contains("3 renameat 2 a 1 a 0 -> err EBADF"), "{out}");
+    }
+);
+
+// Regression (differential with chdir back in, seed 1796190101165386314,
+// concurrent): after a chmod gave the worker its own copy of `d`, `chdir d`
+// entered that copy and `^/a` (/proc/self/cwd/a) was resolved through the
+// kernel's link text, the worker directory itself: the file was made there
+// unrecorded, and `d/a` was missing from the worker's view.
+e2e!(
+    a_file_made_through_proc_self_cwd_after_a_rerouted_chdir_is_in_the_view,
+    |dir| {
+        let (out, _) = same_ops(
+            &dir,
+            |d| {
+                std::fs::create_dir(d.join("d")).unwrap();
+                std::os::unix::fs::symlink("d", d.join("l")).unwrap();
+            },
+            "chmod l 644\nchdir d\nopen 0 ^/a RDONLY|CREAT 644\nstat @/d/a\nstat ^/a\nreaddir ^\n",
+        );
+        assert!(out.contains("3 stat @/d/a -> ok f"), "{out}");
+    }
+);
+
+// Regression (differential, seed 1796187887824496031, concurrent): after a
+// redirected `rmdir d`, a renameat of `d/a` against a descriptor that is
+// not open asked the shared tree whether `d` is a directory (it still is
+// there) and let the kernel answer EBADF; bare the missing parent is
+// ENOENT first.
+e2e!(
+    a_rename_from_a_removed_directory_to_a_bad_descriptor_is_enoent,
+    |dir| {
+        let (out, _) = same_ops(
+            &dir,
+            d_and_a,
+            "rmdir d\nrenameat cwd d/a 0 a 0\nlinkat cwd d/a 0 a 0\n",
+        );
+        assert!(
+            out.contains("1 renameat cwd d/a 0 a 0 -> err ENOENT"),
+            "{out}"
+        );
+    }
+);
+
+// Regression (differential, seed 1796187887824496031, concurrent): after
+// `chmod d` and `chdir d` (into the worker's copy of `d`'s metadata), a
+// read of `^/a` was resolved in the view to the shared `d/a` but given to
+// the kernel as spelled, through /proc/self/cwd into the worker's copy,
+// which has no `a`: ENOENT (bare: the file).
+e2e!(
+    a_read_through_proc_self_cwd_after_a_rerouted_chdir_sees_the_shared_file,
+    |dir| {
+        let (out, _) = same_ops(
+            &dir,
+            |d| {
+                std::fs::create_dir(d.join("d")).unwrap();
+                std::fs::write(d.join("d/a"), "A").unwrap();
+            },
+            "chmod d 755\nchdir d\nstat ^/a\nopen 0 ^/a RDONLY 644\nread 0 4\nreaddir ^\n",
+        );
+        assert!(out.contains("2 stat ^/a -> ok f"), "{out}");
+    }
+);
