@@ -846,7 +846,9 @@ unsafe fn judge_then_call<R: Outcome>(
     let written = |v: &Viewed, w: bool| if w { view_errno(v) } else { 0 };
     let link_source = call.writes == Writes::Second
         && !is_symlink(call)
-        && a.path.given.is_some_and(|g| !g.is_empty());
+        && a.path
+            .given
+            .is_some_and(|g| !g.is_empty() || call.at_flags & libc::AT_EMPTY_PATH == 0);
     let first_errno = match written(&a.viewed, call.writes != Writes::Second || link_source) {
         // The source must exist before the new name is looked at.
         0 if link_source && a.path.abs.is_some_and(|p| !exists_in_view(p, work)) => libc::ENOENT,

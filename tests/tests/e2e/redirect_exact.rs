@@ -1079,3 +1079,22 @@ e2e!(
         assert!(out.contains("2 stat ^/a -> ok f"), "{out}");
     }
 );
+
+// Regression (differential, MPAUDIT_DIFF_SEED=1796191756052239550): an
+// empty source name without AT_EMPTY_PATH fails with ENOENT before the
+// kernel looks at the new name; under redirect the new name's parent (a
+// file the worker wrote) was checked first: ENOTDIR.
+e2e!(
+    a_link_from_an_empty_name_fails_with_enoent_before_the_new_name_is_looked_at,
+    |dir| {
+        let (out, _) = same_ops(
+            &dir,
+            d_and_a,
+            "fopen 0 l w\nlinkat cwd \"\" cwd l/a 0\nlinkat cwd \"\" cwd d/n 0\nlink \"\" l/b\n",
+        );
+        assert!(
+            out.contains("linkat cwd \"\" cwd l/a 0 -> err ENOENT"),
+            "{out}"
+        );
+    }
+);
