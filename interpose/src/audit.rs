@@ -844,12 +844,14 @@ unsafe fn judge_then_call<R: Outcome>(
     // looks up first (but `linkat` with AT_EMPTY_PATH and "" names a
     // descriptor: the kernel's to judge).
     let written = |v: &Viewed, w: bool| if w { view_errno(v) } else { 0 };
-    let link_source = call.writes == Writes::Second
-        && !is_symlink(call)
-        && a.path
-            .given
-            .is_some_and(|g| !g.is_empty() || call.at_flags & libc::AT_EMPTY_PATH == 0);
+    let is_link = call.writes == Writes::Second && !is_symlink(call);
+    let link_source = is_link && a.path.given.is_some_and(|g| !g.is_empty());
+    // An empty source name without AT_EMPTY_PATH: the kernel fails the
+    // call (ENOENT) before it looks at any descriptor or the new name.
+    let empty_source =
+        is_link && a.path.given == Some(b"") && call.at_flags & libc::AT_EMPTY_PATH == 0;
     let first_errno = match written(&a.viewed, call.writes != Writes::Second || link_source) {
+        _ if empty_source => libc::ENOENT,
         // The source must exist before the new name is looked at.
         0 if link_source && a.path.abs.is_some_and(|p| !exists_in_view(p, work)) => libc::ENOENT,
         e => e,

@@ -1098,3 +1098,14 @@ e2e!(
         );
     }
 );
+
+// Regression (differential, pinned seed, after the fix above): the empty
+// name against a descriptor of a file, without AT_EMPTY_PATH, is ENOENT
+// too (it was ENOTDIR: the descriptor was looked at first).
+e2e!(
+    a_link_from_an_empty_name_at_a_file_descriptor_fails_with_enoent,
+    |dir| {
+        let (out, _) = same_ops(&dir, d_and_a, "fopen 3 e w\nlinkat 3 \"\" cwd b 0\n");
+        assert!(out.contains("linkat 3 \"\" cwd b 0 -> err ENOENT"), "{out}");
+    }
+);
