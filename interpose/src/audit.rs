@@ -254,8 +254,10 @@ unsafe fn resolve_in_view<'a>(
     let start: Option<&[u8]> = if given.first() == Some(&b'/') {
         None
     } else if arg.dirfd == libc::AT_FDCWD {
-        start_moved = crate::guard::cwd(cwd).is_some() && cwd.stands_for_job;
-        crate::guard::cwd(cwd)
+        crate::guard::cwd_as_job(cwd).map(|(path, moved)| {
+            start_moved = moved;
+            path
+        })
     } else {
         // What the kernel says of a bad or non-directory dirfd first: a
         // deleted file's descriptor still has a path in /proc.
@@ -1386,38 +1388,16 @@ fn route(
         let n = t.len().min(out.len() - 1);
         out[..n].copy_from_slice(&t[..n]);
         out[n] = 0;
-        return Some(prepared(
-            abs,
-            n,
-            want,
-            redirect::Seed::Nothing,
-            None,
-            false,
-            out,
-            work,
-            failed,
-        ));
+        return Some(existing(abs, n, want, out, work, failed));
     }
     // Below a directory of the worker's that stands over a shared
     // non-directory: the kernel must be given the worker's path, the
     // shared spelling leads through the shared file or symlink.
-    let (hidden, buf) = work.split_at_mut(MAX_ABS + 1);
-    let below_own_dir = view::in_worker_dir(abs, hidden, buf);
+    // (Written to `out`, which a new redirect overwrites below.)
+    let below_own_dir = view::in_worker_dir(abs, out, &mut work[..MAX_ABS + 1]);
     if !want.new {
         let n = below_own_dir?;
-        out[..n].copy_from_slice(&hidden[..n]);
-        out[n] = 0;
-        return Some(prepared(
-            abs,
-            n,
-            want,
-            redirect::Seed::Nothing,
-            None,
-            false,
-            out,
-            work,
-            failed,
-        ));
+        return Some(existing(abs, n, want, out, work, failed));
     }
     let saved = SAVED.get();
     let cap = out.len() - 1;
@@ -1472,6 +1452,30 @@ fn route(
         work,
         failed,
     ))
+}
+
+/// The route to `out[..n]`, a worker path that already exists in the view
+/// (the table's redirect, or a name below the worker's own directory):
+/// nothing is seeded.
+fn existing(
+    abs: &[u8],
+    n: usize,
+    want: Want,
+    out: &[u8],
+    work: &mut [u8],
+    failed: &mut i32,
+) -> Route {
+    prepared(
+        abs,
+        n,
+        want,
+        redirect::Seed::Nothing,
+        None,
+        false,
+        out,
+        work,
+        failed,
+    )
 }
 
 /// The route to `out[..n]` with its parent prepared (redirect::prepare_target).

@@ -81,6 +81,12 @@ pub fn cwd_changed() {
 /// kernel when a `chdir` happened since it was read. `None` when the kernel
 /// gives no usable path.
 pub fn cwd(copy: &mut CwdCopy) -> Option<&[u8]> {
+    cwd_as_job(copy).map(|(path, _)| path)
+}
+
+/// [`cwd`], and whether it is a directory of the worker's that stands for
+/// a job directory ([`as_job_path`] rewrote it).
+pub fn cwd_as_job(copy: &mut CwdCopy) -> Option<(&[u8], bool)> {
     let generation = CWD_GENERATION.load(SeqCst);
     if copy.generation != generation {
         let len = crate::sys::getcwd_raw(&mut copy.bytes);
@@ -89,7 +95,8 @@ pub fn cwd(copy: &mut CwdCopy) -> Option<&[u8]> {
         (copy.len, copy.stands_for_job) = (n, moved);
         copy.generation = generation;
     }
-    copy.valid.then(|| &copy.bytes[..copy.len])
+    copy.valid
+        .then(|| (&copy.bytes[..copy.len], copy.stands_for_job))
 }
 
 /// A cwd inside the worker's directory that stands for a job directory (a

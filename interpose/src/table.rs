@@ -78,24 +78,7 @@ impl mpaudit_core::table::TableIo for ReadOnlyIo {
     fn map(fd: i32, off: u64, len: u64) -> Option<usize> {
         // A segment the worker has not given blocks to yet is never mapped
         // (the table maps only published segments), so no read faults.
-        // SAFETY: a fresh shared read-only mapping of the table's own
-        // descriptor; the kernel checks the arguments.
-        let p = unsafe {
-            libc::mmap(
-                core::ptr::null_mut(),
-                len as usize,
-                libc::PROT_READ,
-                libc::MAP_SHARED,
-                fd,
-                off as libc::off_t,
-            )
-        };
-        (p != libc::MAP_FAILED).then_some(p as usize)
-    }
-
-    fn unmap(addr: usize, len: u64) {
-        // SAFETY: a mapping the table made and never published.
-        unsafe { libc::munmap(addr as *mut libc::c_void, len as usize) };
+        mpaudit_core::table::map_shared(fd, off, len, libc::PROT_READ)
     }
 
     fn file_size_limit() -> u64 {

@@ -52,19 +52,7 @@ pub trait TableIo {
     }
     /// A `MAP_SHARED` read-write mapping of `len` bytes of `fd` at `off`.
     fn map(fd: i32, off: u64, len: u64) -> Option<usize> {
-        // SAFETY: a fresh shared mapping of the table's own descriptor; the
-        // kernel checks the arguments.
-        let p = unsafe {
-            libc::mmap(
-                core::ptr::null_mut(),
-                len as usize,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                fd,
-                off as libc::off_t,
-            )
-        };
-        (p != libc::MAP_FAILED).then_some(p as usize)
+        map_shared(fd, off, len, libc::PROT_READ | libc::PROT_WRITE)
     }
     fn unmap(addr: usize, len: u64) {
         // SAFETY: a mapping the table made and never published.
@@ -75,6 +63,81 @@ pub trait TableIo {
     /// Sets the file's size (`ftruncate`: no blocks are given): 0 or
     /// `-errno`. Only called with a size within [`TableIo::file_size_limit`].
     fn set_size(fd: i32, len: u64) -> i64;
+}
+
+/// A `MAP_SHARED` mapping of `len` bytes of `fd` at `off` with protection
+/// `prot` (the default [`TableIo::map`], and a read-only table's).
+pub fn map_shared(fd: i32, off: u64, len: u64, prot: i32) -> Option<usize> {
+    // SAFETY: a fresh shared mapping of the table's own descriptor; the
+    // kernel checks the arguments.
+    let p = unsafe {
+        libc::mmap(
+            core::ptr::null_mut(),
+            len as usize,
+            prot,
+            libc::MAP_SHARED,
+            fd,
+            off as libc::off_t,
+        )
+    };
+    (p != libc::MAP_FAILED).then_some(p as usize)
+}
+
+/// The table's file operations through libc's wrappers: the runner's
+/// (its seccomp supervisor shares the worker's table). Not for the
+/// library, whose hooks these wrappers would enter: it has raw system
+/// calls of its own.
+pub struct LibcIo;
+
+/// `0` for a libc call's success, else `-errno`.
+fn minus_errno(r: i32) -> i64 {
+    if r == 0 {
+        0
+    } else {
+        // SAFETY: errno is this thread's.
+        -(unsafe { *libc::__errno_location() } as i64)
+    }
+}
+
+impl TableIo for LibcIo {
+    fn open(path: &[u8], create: bool) -> Option<i32> {
+        let mut flags = libc::O_RDWR | libc::O_CLOEXEC;
+        if create {
+            flags |= libc::O_CREAT | libc::O_EXCL;
+        }
+        // SAFETY: the table passes its path with a NUL after it.
+        let fd = unsafe { libc::open(path.as_ptr().cast(), flags, 0o600) };
+        (fd >= 0).then_some(fd)
+    }
+
+    fn close(fd: i32) {
+        // SAFETY: the table's own descriptor.
+        unsafe { libc::close(fd) };
+    }
+
+    fn fallocate(fd: i32, off: u64, len: u64) -> i64 {
+        // SAFETY: the table's own descriptor.
+        minus_errno(unsafe { libc::fallocate(fd, 0, off as libc::off_t, len as libc::off_t) })
+    }
+
+    fn file_size_limit() -> u64 {
+        let mut lim = libc::rlimit {
+            rlim_cur: libc::RLIM_INFINITY,
+            rlim_max: libc::RLIM_INFINITY,
+        };
+        // SAFETY: a valid out-pointer.
+        let r = unsafe { libc::getrlimit(libc::RLIMIT_FSIZE, &mut lim) };
+        if r != 0 || lim.rlim_cur == libc::RLIM_INFINITY {
+            u64::MAX
+        } else {
+            lim.rlim_cur
+        }
+    }
+
+    fn set_size(fd: i32, len: u64) -> i64 {
+        // SAFETY: the table's own descriptor.
+        minus_errno(unsafe { libc::ftruncate(fd, len as libc::off_t) })
+    }
 }
 
 /// Longest table file path.
@@ -769,48 +832,27 @@ impl<I: TableIo> Table<I> {
 mod tests {
     use super::*;
 
-    /// The operations through libc, as the runner makes them.
-    pub struct LibcIo;
-    impl TableIo for LibcIo {
+    /// The runner's operations ([`LibcIo`]), with this test thread's
+    /// RLIMIT_FSIZE.
+    pub struct TestIo;
+    impl TableIo for TestIo {
         fn open(path: &[u8], create: bool) -> Option<i32> {
-            let mut flags = libc::O_RDWR | libc::O_CLOEXEC;
-            if create {
-                flags |= libc::O_CREAT | libc::O_EXCL;
-            }
-            // SAFETY: `path` ends with a NUL.
-            let fd = unsafe { libc::open(path.as_ptr().cast(), flags, 0o600) };
-            (fd >= 0).then_some(fd)
+            LibcIo::open(path, create)
         }
         fn close(fd: i32) {
-            // SAFETY: the table's own descriptor.
-            unsafe { libc::close(fd) };
+            LibcIo::close(fd)
         }
         fn fallocate(fd: i32, off: u64, len: u64) -> i64 {
-            // SAFETY: the table's own descriptor.
-            let r = unsafe { libc::fallocate(fd, 0, off as libc::off_t, len as libc::off_t) };
-            if r == 0 {
-                0
-            } else {
-                -(std::io::Error::last_os_error()
-                    .raw_os_error()
-                    .unwrap_or(libc::EIO) as i64)
-            }
+            LibcIo::fallocate(fd, off, len)
         }
         fn file_size_limit() -> u64 {
             LIMIT.with(|l| l.get())
         }
         fn set_size(fd: i32, len: u64) -> i64 {
-            // SAFETY: the table's own descriptor.
-            if unsafe { libc::ftruncate(fd, len as libc::off_t) } == 0 {
-                0
-            } else {
-                -(std::io::Error::last_os_error()
-                    .raw_os_error()
-                    .unwrap_or(libc::EIO) as i64)
-            }
+            LibcIo::set_size(fd, len)
         }
     }
-    type Table = super::Table<LibcIo>;
+    type Table = super::Table<TestIo>;
 
     std::thread_local! {
         /// This test thread's RLIMIT_FSIZE as the table sees it.

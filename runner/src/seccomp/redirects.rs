@@ -18,65 +18,10 @@ use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use mpaudit_core::table::{Refused, TableIo};
+use mpaudit_core::table::{LibcIo, Refused};
 use serde_json::Value;
 
 use crate::merge::MANIFEST;
-
-/// The table's file operations through libc.
-pub struct LibcIo;
-
-impl TableIo for LibcIo {
-    fn open(path: &[u8], create: bool) -> Option<i32> {
-        let mut flags = libc::O_RDWR | libc::O_CLOEXEC;
-        if create {
-            flags |= libc::O_CREAT | libc::O_EXCL;
-        }
-        // SAFETY: the table passes its path with a NUL after it.
-        let fd = unsafe { libc::open(path.as_ptr().cast(), flags, 0o600) };
-        (fd >= 0).then_some(fd)
-    }
-
-    fn close(fd: i32) {
-        // SAFETY: the table's own descriptor.
-        unsafe { libc::close(fd) };
-    }
-
-    fn fallocate(fd: i32, off: u64, len: u64) -> i64 {
-        // SAFETY: the table's own descriptor.
-        let r = unsafe { libc::fallocate(fd, 0, off as libc::off_t, len as libc::off_t) };
-        if r == 0 {
-            0
-        } else {
-            -(super::emulate::errno() as i64)
-        }
-    }
-
-    fn file_size_limit() -> u64 {
-        let mut lim = libc::rlimit {
-            rlim_cur: libc::RLIM_INFINITY,
-            rlim_max: libc::RLIM_INFINITY,
-        };
-        // SAFETY: a valid out-pointer.
-        let r = unsafe { libc::getrlimit(libc::RLIMIT_FSIZE, &mut lim) };
-        if r != 0 || lim.rlim_cur == libc::RLIM_INFINITY {
-            u64::MAX
-        } else {
-            lim.rlim_cur
-        }
-    }
-
-    fn set_size(fd: i32, len: u64) -> i64 {
-        // SAFETY: the table's own descriptor.
-        if unsafe { libc::ftruncate(fd, len as libc::off_t) } == 0 {
-            0
-        } else {
-            -(std::io::Error::last_os_error()
-                .raw_os_error()
-                .unwrap_or(libc::EIO) as i64)
-        }
-    }
-}
 
 type Table = mpaudit_core::table::Table<LibcIo>;
 
