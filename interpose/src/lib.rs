@@ -19,6 +19,7 @@ mod precheck;
 mod process;
 mod real;
 mod redirect;
+mod script;
 mod stack;
 mod state;
 mod supervised;

@@ -624,6 +624,26 @@ pub fn exec(
             None => (b"", None, None),
         };
     let routed = routed_program(exe, named, routed);
+    // A script the worker wrote runs as from its job path: its interpreter
+    // is exec'ed, itself as found in the view (script.rs).
+    let mut script = match routed {
+        // SAFETY: `p` is the routed path, NUL-terminated; `exe` and `argv`
+        // were found readable.
+        Ok(Some(p)) => unsafe { crate::script::prepare(p, exe, argv) },
+        _ => None,
+    };
+    let routed = match (&mut script, routed) {
+        (Some(s), Ok(Some(_))) => {
+            let interpreter = s.interpreter;
+            routed_program(
+                interpreter,
+                Named::Path { follow: true },
+                Some(s.program_buf()),
+            )
+            .map(|r| Some(r.unwrap_or(interpreter)))
+        }
+        (_, r) => r,
+    };
     let program = match routed {
         Ok(Some(p)) => p,
         _ => exe,
@@ -649,17 +669,26 @@ pub fn exec(
     log::finish();
     log::wait_for_writers();
     drop(entry_errno);
-    let r = match routed {
-        Ok(p) if supervised => {
+    let r = match (routed, &script) {
+        (Ok(Some(interpreter)), Some(s)) => {
+            if supervised {
+                env.without_the_library();
+                exec_under_the_filter(|| sys::execve(interpreter, s.argv(), env.envp()))
+            } else {
+                sys::execve(interpreter, s.argv(), env.envp())
+            }
+        }
+        (Ok(p), _) if supervised => {
             env.without_the_library();
             exec_under_the_filter(|| real(p, env.envp()))
         }
-        Ok(p) => real(p, env.envp()),
-        Err(e) => {
+        (Ok(p), _) => real(p, env.envp()),
+        (Err(e), _) => {
             sys::set_errno(e);
             -1
         }
     };
+    drop(script);
     let saved = sys::ErrnoGuard::save();
     log_process(&event(Some(r as i64), saved.value()));
     drop(env);
@@ -807,9 +836,25 @@ pub fn spawn(
         });
         return e;
     }
-    let (run, program) = match routed {
-        Ok(Some(p)) => (p, p),
-        _ => (given, exe),
+    // A script the worker wrote runs as from its job path (script.rs).
+    // posix_spawnp would search PATH for an interpreter named without a
+    // slash, where the kernel does not: such a one runs the worker's file.
+    let mut script = match routed {
+        // SAFETY: `p` is the routed path, NUL-terminated; `exe` and `argv`
+        // were found readable.
+        Ok(Some(p)) => unsafe { crate::script::prepare(p, exe, argv) }
+            .filter(|s| sys::c_bytes_or_empty(s.interpreter, 4096).contains(&b'/')),
+        _ => None,
+    };
+    let interpreter = script.as_mut().and_then(|s| {
+        let named = s.interpreter;
+        let found = routed_program(named, Named::Path { follow: true }, Some(s.program_buf()));
+        found.ok().map(|p| (p.unwrap_or(named), s.argv()))
+    });
+    let (run, program, run_argv) = match (routed, interpreter) {
+        (Ok(Some(_)), Some((i, a))) => (i, i, a),
+        (Ok(Some(p)), None) => (p, p, argv),
+        _ => (given, exe, argv),
     };
     let mut env = doctor_env(envp);
     let mut unaudited = unaudited_reason(program);
@@ -821,7 +866,7 @@ pub fn spawn(
     };
     let outcome = if resolved && needs_the_supervisor(unaudited) {
         env.without_the_library();
-        crate::supervised::spawn_through_trampoline(program, argv, env.envp(), real)
+        crate::supervised::spawn_through_trampoline(program, run_argv, env.envp(), real)
     } else {
         Err(real)
     };
@@ -842,7 +887,7 @@ pub fn spawn(
             (s.result, s.child)
         }
         Err(real) => {
-            let r = real(pid, run, argv, env.envp());
+            let r = real(pid, run, run_argv, env.envp());
             let child = if r == 0 && !pid.is_null() {
                 // SAFETY: `pid` is the program's posix_spawn out-pointer, checked
                 // non-NULL; on success (r == 0) the real call has stored the child's

@@ -49,6 +49,17 @@ pub unsafe fn openat(dirfd: c_int, path: *const c_char, flags: c_int, mode: libc
     ret(unsafe { libc::syscall(libc::SYS_openat, dirfd, path, flags, mode as c_long) }) as c_int
 }
 
+/// execve(2) as a raw system call: returns only on failure (-1, errno set).
+pub fn execve(
+    path: *const c_char,
+    argv: *const *const c_char,
+    envp: *const *const c_char,
+) -> c_int {
+    // SAFETY: the kernel checks the pointers (EFAULT); on success this
+    // image is gone.
+    unsafe { libc::syscall(libc::SYS_execve, path, argv, envp) as c_int }
+}
+
 pub fn close(fd: c_int) {
     // SAFETY: closing a descriptor this library owns.
     unsafe { libc::syscall(libc::SYS_close, fd) };

@@ -14,4 +14,5 @@ pub mod namei;
 pub mod objects;
 pub mod path;
 pub mod policy;
+pub mod script;
 pub mod table;

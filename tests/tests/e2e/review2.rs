@@ -1046,6 +1046,74 @@ e2e!(every_exec_form_runs_the_program_the_worker_wrote, |dir| {
     assert!(job.join("gone.sh").exists() && !job.join("s.sh").exists());
 });
 
+// After finding 23: a script the worker wrote ran from its file in the
+// worker directory, so the interpreter was given that path as the script's
+// name: `$0`, Python's `__file__` named the worker directory, and a script
+// that reads beside itself (`cd "$(dirname "$0")"`) left the job's tree
+// (its `data.txt`: ENOENT). Every exec form: bash's execve, by relative
+// and absolute name and from a subdirectory, a `#!` line with an argument
+// and `env`'s execvp, Python's subprocess and posix_spawn.
+e2e!(a_script_the_worker_wrote_is_given_its_job_name, |dir| {
+    let (bare, job) = twin_jobs(&dir, |d| {
+        std::fs::write(d.join("data.txt"), "shared data\n").unwrap();
+    });
+    let script = r#"export JOB=$PWD
+cat > s.sh <<'EOF'
+#!/bin/sh -e
+case "$0" in "$JOB"/*) echo "job ${0#"$JOB"}";; *) echo "as given $0";; esac
+cd "$(dirname "$0")" && cat data.txt
+EOF
+cat > p.py <<'EOF'
+#!/usr/bin/env python3
+import os, sys
+here = os.path.dirname(os.path.abspath(__file__))
+print(os.path.relpath(os.path.abspath(__file__), os.environ['JOB']), sys.argv[1:])
+print(open(os.path.join(here, 'data.txt')).read(), end='')
+EOF
+chmod +x s.sh p.py
+./s.sh; "$PWD/s.sh"; mkdir sub; (cd sub && ../s.sh); ./p.py a b; env ./p.py c
+python3 -c 'import subprocess; subprocess.run(["./p.py", "d"])'
+python3 -c 'import os; os.waitpid(os.posix_spawn("./s.sh", ["./s.sh"], os.environ), 0)'
+"#;
+    let b = run_ok(&mut bare_bash(&dir, &bare, script));
+    assert_eq!(
+        stdout(&b),
+        "as given ./s.sh\nshared data\njob /s.sh\nshared data\nas given ../s.sh\nshared data\n\
+         p.py ['a', 'b']\nshared data\np.py ['c']\nshared data\np.py ['d']\nshared data\n\
+         as given ./s.sh\nshared data\n"
+    );
+    redirected_as_bare(&dir, &job, script, &b);
+    assert!(!job.join("s.sh").exists(), "the script is the worker's");
+});
+
+// The `#!` line is read as the kernel reads it (mpaudit_core::script): the
+// kernel's run of each header, bare, against the library's emulation of it
+// for the worker's copy. Blanks around and inside the argument, tabs, a
+// carriage return, a NUL in the line, an argument cut at the kernel's 256
+// bytes, a name that does not end within them (ENOEXEC: bash then runs the
+// file itself), no interpreter at all, and a file without execute
+// permission (EACCES).
+e2e!(
+    a_scripts_hash_bang_line_is_read_as_the_kernel_reads_it,
+    |dir| {
+        let (bare, job) = twin_jobs(&dir, |_| {});
+        let script = r##"python3 - <<'EOF'
+import os
+heads = [b"#!/bin/echo", b"#! /bin/echo  a  b \t", b"#!\t/bin/echo\t-n x\r", b"#!/bin/echo a\0b c",
+         b"#!/bin/echo " + b"y" * 300, b"#!/" + b"z" * 300, b"#!   ", b"#!/bin/echo x y"]
+for i, h in enumerate(heads):
+    with open("h%d" % i, "wb") as f:
+        f.write(h + b"\necho shell %d\n" % i)
+    os.chmod("h%d" % i, 0o644 if i == 7 else 0o755)
+EOF
+for i in 0 1 2 3 4 5 6 7; do ./h$i arg; echo "rc $?"; done 2>&1 | sed "s|$PWD|@|g"
+"##;
+        let b = run_ok(&mut bare_bash(&dir, &bare, script));
+        assert!(stdout(&b).contains("shell 5\n") && stdout(&b).contains("rc 126"));
+        redirected_as_bare(&dir, &job, script, &b);
+    }
+);
+
 // Finding 24: dlopen does not follow the worker's view: a shared library
 // the job built (ROOT's ACLiC, `.L macro.C+`, builds one in the job
 // directory and loads it) is redirected into W and then "cannot open
