@@ -494,15 +494,9 @@ pub fn search_path(file: *const c_char, out: &mut [u8]) -> Option<usize> {
     };
     let mut hidden: Option<&[u8]> = None;
     for dir in dirs.split(|&b| b == b':') {
-        let dir: &[u8] = if dir.is_empty() { b"." } else { dir };
-        let n = dir.len() + 1 + name.len();
-        if n + 1 > out.len() {
+        let Some(n) = candidate(dir, name, out) else {
             continue;
-        }
-        out[..dir.len()].copy_from_slice(dir);
-        out[dir.len()] = b'/';
-        out[dir.len() + 1..n].copy_from_slice(name);
-        out[n] = 0;
+        };
         match runnable_in_view(out.as_ptr().cast(), &mut claimed) {
             Some(true) => return Some(n),
             Some(false) => {}
@@ -512,11 +506,22 @@ pub fn search_path(file: *const c_char, out: &mut [u8]) -> Option<usize> {
     // Nothing to run, but the worker's view hides a file glibc's own
     // search would find in the shared tree (the worker removed it): that
     // candidate, which the exec then fails with the view's ENOENT.
-    let dir = hidden?;
-    let n = dir.len() + 1 + name.len();
+    candidate(hidden?, name, out)
+}
+
+/// The path glibc's PATH search tries for `name` in `dir`, NUL-terminated
+/// in `out`: `dir/name`, or `name` alone for an empty entry (the cwd:
+/// glibc adds no `./`, and a script run from there sees that name as
+/// `$0`). `None` when it does not fit.
+fn candidate(dir: &[u8], name: &[u8], out: &mut [u8]) -> Option<usize> {
+    let sep = usize::from(!dir.is_empty());
+    let n = dir.len() + sep + name.len();
+    if n + 1 > out.len() {
+        return None;
+    }
     out[..dir.len()].copy_from_slice(dir);
-    out[dir.len()] = b'/';
-    out[dir.len() + 1..n].copy_from_slice(name);
+    out[dir.len()..dir.len() + sep].fill(b'/');
+    out[dir.len() + sep..n].copy_from_slice(name);
     out[n] = 0;
     Some(n)
 }

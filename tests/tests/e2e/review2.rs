@@ -1071,7 +1071,7 @@ print(os.path.relpath(os.path.abspath(__file__), os.environ['JOB']), sys.argv[1:
 print(open(os.path.join(here, 'data.txt')).read(), end='')
 EOF
 chmod +x s.sh p.py
-./s.sh; "$PWD/s.sh"; mkdir sub; (cd sub && ../s.sh); ./p.py a b; env ./p.py c
+./s.sh; "$PWD/s.sh"; mkdir sub; (cd sub && ../s.sh); ./p.py a b; env ./p.py c; PATH=":$PATH" env s.sh
 python3 -c 'import subprocess; subprocess.run(["./p.py", "d"])'
 python3 -c 'import os; os.waitpid(os.posix_spawn("./s.sh", ["./s.sh"], os.environ), 0)'
 "#;
@@ -1079,7 +1079,8 @@ python3 -c 'import os; os.waitpid(os.posix_spawn("./s.sh", ["./s.sh"], os.enviro
     assert_eq!(
         stdout(&b),
         "as given ./s.sh\nshared data\njob /s.sh\nshared data\nas given ../s.sh\nshared data\n\
-         p.py ['a', 'b']\nshared data\np.py ['c']\nshared data\np.py ['d']\nshared data\n\
+         p.py ['a', 'b']\nshared data\np.py ['c']\nshared data\nas given s.sh\nshared data\n\
+         p.py ['d']\nshared data\n\
          as given ./s.sh\nshared data\n"
     );
     redirected_as_bare(&dir, &job, script, &b);
