@@ -866,7 +866,9 @@ unsafe fn judge_then_call<R: Outcome>(
     };
     let failed_in_view = match failed_in_view {
         0 => 0,
-        e => invalid_open_flags(call).unwrap_or(e),
+        e => invalid_open_flags(call)
+            .or_else(|| made_over_a_slash(call, &a, e, first_errno == 0, work))
+            .unwrap_or(e),
     };
     if failed_in_view != 0 {
         // A read through the view fails as the view says when the walk
@@ -1106,6 +1108,47 @@ fn invalid_open_flags(call: &Call) -> Option<c_int> {
         sys::close(fd);
     }
     (fd == -libc::EINVAL).then_some(libc::EINVAL)
+}
+
+/// A name the call makes, spelled with a trailing slash after an existing
+/// non-directory (`mkdir a/`, `open("a/", O_CREAT)` with a file `a`): the
+/// view's walk stops there with ENOTDIR, but the kernel answers from the
+/// creation's own checks first: EISDIR for an open with O_CREAT (a
+/// trailing slash asks for a directory, which open never makes), EEXIST
+/// for mkdir, mknod, mkfifo, symlink and link (`filename_create` finds the
+/// name). `e`: the walk's errno; `second_failed`: it was the second name's
+/// (link's and symlink's new name). The name is looked up as its lexical
+/// path, which the walk gives when it fails; a spelling with `..` is left
+/// as the walk said.
+fn made_over_a_slash(
+    call: &Call,
+    a: &Assessed,
+    e: c_int,
+    second_failed: bool,
+    work: &mut [u8],
+) -> Option<c_int> {
+    if e != libc::ENOTDIR {
+        return None;
+    }
+    let makes_node =
+        is_mkdir(call) || call.op.starts_with("mkfifo") || call.op.starts_with("mknod");
+    let (name, errno) = if is_open(call) && call.flags & libc::O_CREAT != 0 {
+        (&a.path, libc::EISDIR)
+    } else if makes_node {
+        (&a.path, libc::EEXIST)
+    } else if (is_symlink(call) || is_hard_link(call)) && second_failed {
+        (a.path2.as_ref()?, libc::EEXIST)
+    } else {
+        return None;
+    };
+    let given = name.given?;
+    if !given.ends_with(b"/") || given.split(|&b| b == b'/').any(|c| c == b"..") {
+        return None;
+    }
+    // SAFETY: all-zero is a valid libc::stat (plain integers).
+    let mut st: libc::stat = unsafe { core::mem::zeroed() };
+    let found = view::view_lstat(name.abs?, &mut work[..view::PATH_MAX + 1], &mut st).ok()?;
+    (found.0 && st.st_mode & libc::S_IFMT != libc::S_IFDIR).then_some(errno)
 }
 
 /// Removes the worker's copy a route's preparation made (redirect::Seeded)

@@ -1109,3 +1109,46 @@ e2e!(
         assert!(out.contains("linkat 3 \"\" cwd b 0 -> err ENOENT"), "{out}");
     }
 );
+
+// Regression: a name the call makes, spelled with a trailing slash after
+// an existing file (`mkdir a/`, `open("a/", O_CREAT)`), failed with the
+// view walk's ENOTDIR; bare, the kernel's creation checks answer first
+// (EEXIST, EISDIR). The sweep tries every namespace call with trailing
+// slashes on files, directories and missing names, shared and the
+// worker's own (after the prelude), against the bare run.
+e2e!(
+    names_spelled_with_a_trailing_slash_fail_or_succeed_as_bare,
+    |dir| {
+        let setup = |d: &Path| {
+            d_and_a(d);
+            std::fs::write(d.join("b"), "B").unwrap();
+            std::fs::create_dir(d.join("e")).unwrap();
+        };
+        let mut failed = Vec::new();
+        // The prelude makes the worker's own `a`, `d/f`, `m` and `e2`.
+        for pre in ["", "open 3 a WRONLY|APPEND\nwrite 3 x\nclose 3\nopen 3 d/f WRONLY|CREAT 644\nclose 3\nmkdir m 755\nrename e e2\n"] {
+        for op in [
+            "stat a/", "lstat a/", "open 0 a/ RDONLY", "open 0 a/ WRONLY|CREAT 644", "open 0 n/ WRONLY|CREAT 644",
+            "unlink a/", "rename a c/", "rename a/ c", "rename d/ c/", "rename d c/", "rename b a/",
+            "mkdir n/ 755", "mkdir a/ 755", "rmdir d/", "rmdir m/", "rmdir a/", "chmod a/ 600", "truncate a/ 0",
+            "link a c/", "link a/ c", "symlink a s/", "stat d/f/", "unlink d/f/", "rename e2/ e3/", "stat e2/",
+            "rename m/ m2", "readdir m/", "access a/", "readlink a/", "open 0 d/ RDONLY|DIRECTORY", "rename a d/f/",
+            "rename m d/", "rename d/f d/g/", "symlink a b/", "link a b/", "symlink zz d/f/", "link b d/f/",
+            "open 0 d/f/ RDONLY|CREAT 644", "mkdir d/f/ 700", "open 0 l/ WRONLY|CREAT 644",
+        ] {
+            let script = format!("{pre}{op}\n");
+            for d in ["bare", "job", "workers", "logs"] {
+                let _ = std::fs::remove_dir_all(dir.join(d));
+            }
+            let differs = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                same_ops(&dir, setup, &script)
+            }))
+            .is_err();
+            if differs {
+                failed.push(script);
+            }
+        }
+    }
+        assert!(failed.is_empty(), "differs from bare: {failed:?}");
+    }
+);
