@@ -1152,3 +1152,45 @@ e2e!(
         assert!(failed.is_empty(), "differs from bare: {failed:?}");
     }
 );
+
+// A sweep of `.`, `..` and doubled slashes in the names of every
+// namespace call, over shared names and the worker's own (after the
+// prelude), bare vs redirected (it found nothing when written, after the
+// trailing-slash sweep above found four).
+e2e!(
+    names_with_dot_components_and_doubled_slashes_resolve_as_bare,
+    |dir| {
+        let setup = |d: &Path| {
+            d_and_a(d);
+            std::fs::write(d.join("b"), "B").unwrap();
+            std::fs::create_dir(d.join("e")).unwrap();
+            std::fs::write(d.join("e/x"), "X").unwrap();
+        };
+        let mut failed = Vec::new();
+        for pre in ["", "open 3 a WRONLY|APPEND\nwrite 3 x\nclose 3\nopen 3 d/f WRONLY|CREAT 644\nclose 3\nmkdir m 755\nrename e e2\n"] {
+        for op in [
+            "stat a/.", "open 0 a/. RDONLY", "open 0 d/. WRONLY|CREAT 644", "open 0 d/. RDONLY", "mkdir d/. 755", "mkdir m/. 755",
+            "rmdir d/.", "rmdir m/.", "rmdir m/..", "unlink d/.", "rename d/. c", "rename a d/.", "rename m/. c", "rename a m/..",
+            "open 0 .//a WRONLY|TRUNC", "open 0 d//f WRONLY|CREAT 644", "stat d//f", "mkdir ./m//n/ 700", "rename ./a// c",
+            "rmdir .", "rmdir ..", "mkdir . 755", "mkdir .. 755", "unlink .", "rename . c", "rename a .", "rename a ..",
+            "link a .", "link . c", "symlink a .", "symlink a d/.", "open 0 . WRONLY", "open 0 .. RDONLY|DIRECTORY",
+            "truncate d/. 0", "chmod d/. 700", "chmod m/. 700", "stat m/.", "readdir m/.", "readdir e2/.", "rename e2/x e2/.",
+            "open 0 e2/x/.. RDONLY", "stat d/f/..", "rename m d/f/..", "rmdir e2", "unlink e2/x/",
+            "rename m e", "rename m e2", "rename e2 m", "rename d m", "rename m d", "link e2/x e/x", "rename e2/x e/x",
+        ] {
+            let script = format!("{pre}{op}\n");
+            for d in ["bare", "job", "workers", "logs"] {
+                let _ = std::fs::remove_dir_all(dir.join(d));
+            }
+            let differs = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                same_ops(&dir, setup, &script)
+            }))
+            .is_err();
+            if differs {
+                failed.push(script);
+            }
+        }
+    }
+        assert!(failed.is_empty(), "differs from bare: {failed:?}");
+    }
+);
