@@ -280,6 +280,13 @@ pub fn fixture(name: &str) -> PathBuf {
         "main_writer" => cc(&["-O1", "-g"], &src.join("main_writer.c"), &out, &[]),
         "raw_execve" => cc(&["-O1"], &src.join("raw_execve.c"), &out, &[]),
         "ops_exec" => cc(&["-O1", "-Wall"], &src.join("ops_exec.c"), &out, &[]),
+        // The same executor for the seccomp supervisor (static: no preload).
+        "ops_exec_static" => cc(
+            &["-static", "-O1", "-Wall"],
+            &src.join("ops_exec.c"),
+            &out,
+            &[],
+        ),
         "stale_main" => cc(&["-O1"], &src.join("stale_main.c"), &out, &["-ldl"]),
         "libstale_good.so" | "libstale_bad.so" => cc(
             &["-shared", "-fPIC", "-O1"],

@@ -388,6 +388,30 @@ pub fn prepare_target(
     Ok(())
 }
 
+/// An empty worker's copy of `original` (a regular file) with its mode, for
+/// an open that truncates it without `O_CREAT`: the kernel opens the
+/// existing file, so the worker's copy must exist (without it the open
+/// would fail with ENOENT), and its content is not needed. Nothing is done
+/// when the copy exists or the original is no regular file.
+pub fn seed_empty(original: &[u8], target: &[u8]) -> Result<(), i32> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let tp = Path::new(std::ffi::OsStr::from_bytes(target));
+    let Ok(m) = std::fs::metadata(std::ffi::OsStr::from_bytes(original)) else {
+        return Ok(());
+    };
+    if lstat(tp).is_some() || !m.is_file() {
+        return Ok(());
+    }
+    let mode = m.permissions().mode() & 0o7777;
+    let made = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(tp)
+        .and_then(|f| f.set_permissions(std::fs::Permissions::from_mode(mode)));
+    made.map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))
+}
+
 /// Whether the path exists (not following a final symlink).
 pub fn exists(path: &[u8]) -> bool {
     lstat(Path::new(std::ffi::OsStr::from_bytes(path))).is_some()

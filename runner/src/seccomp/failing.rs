@@ -31,10 +31,18 @@ struct Looked {
     dir_empty: bool,
 }
 
+/// The worker's redirects, for a call answered in the worker's view: the
+/// worker's copy of a shared path (a missing copy: the worker removed it),
+/// `None` for a path it has not redirected.
+pub type View<'v> = &'v mut dyn FnMut(&[u8]) -> Option<Vec<u8>>;
+
 /// The errno the kernel would fail `op` with on these names by itself, or
 /// `None` (it would succeed, or that cannot be told). `flags`: the open
 /// flags; `follow_first`: the call follows a symlink in the first name's
 /// leaf; `at_flags`: unlinkat's, linkat's or renameat2's flags argument.
+/// With `view` (redirect), the names are what the worker's view shows:
+/// a leaf the worker redirected is its copy; a name whose directory the
+/// worker changed (made, moved, removed) cannot be told.
 pub fn failing_anyway(
     op: &str,
     flags: i32,
@@ -42,6 +50,7 @@ pub fn failing_anyway(
     follow_first: bool,
     first: Named,
     second: Option<Named>,
+    mut view: Option<View>,
 ) -> Option<i32> {
     let op = match op {
         "open" | "openat" | "creat" => Op::Open(flags),
@@ -58,7 +67,7 @@ pub fn failing_anyway(
         "chmod" | "chown" | "lchown" | "utime" | "utimes" | "futimesat" | "fchmodat"
         | "fchmodat2" | "fchownat" | "utimensat" => {
             // A metadata change needs an existing file.
-            let (given, l) = match look_up(&first, follow_first, false) {
+            let (given, l) = match look_up(&first, follow_first, false, &mut view) {
                 Ok(r) => r,
                 Err(e) => return e,
             };
@@ -89,7 +98,7 @@ pub fn failing_anyway(
         _ => false,
     };
     let follow = matches!(op, Op::Open(_) | Op::Truncate) && follow_first;
-    let (g1, l1) = match look_up(&first, follow, needs_empty(false)) {
+    let (g1, l1) = match look_up(&first, follow, needs_empty(false), &mut view) {
         Ok(r) => r,
         Err(e) => return e,
     };
@@ -107,7 +116,7 @@ pub fn failing_anyway(
         first_below_second: false,
     };
     if let Some(second) = second {
-        let (g2, l2) = match look_up(&second, false, needs_empty(true)) {
+        let (g2, l2) = match look_up(&second, false, needs_empty(true), &mut view) {
             Ok(r) => r,
             Err(e) => return e,
         };
@@ -126,6 +135,7 @@ fn look_up<'a>(
     name: &Named<'a>,
     follow: bool,
     want_empty: bool,
+    view: &mut Option<View>,
 ) -> Result<(&'a [u8], Looked), Option<i32>> {
     let given = name.given.filter(|g| !g.is_empty()).ok_or(None)?;
     // The task's magic links (/proc/self, /dev/fd/N) are not the
@@ -155,11 +165,28 @@ fn look_up<'a>(
         (dir, leaf)
     };
     let start = open_dir(libc::AT_FDCWD, base, libc::O_RDONLY).map_err(|_| None)?;
-    let d = open_dir(start.as_raw_fd(), dir, libc::O_PATH).map_err(Some)?;
+    // In the worker's view a directory missing from the shared tree may
+    // be the worker's.
+    let d =
+        open_dir(start.as_raw_fd(), dir, libc::O_PATH).map_err(|e| view.is_none().then_some(e))?;
     let real_dir = std::fs::read_link(format!("/proc/self/fd/{}", d.as_raw_fd()))
         .map_err(|_| None)?
         .into_os_string()
         .into_encoded_bytes();
+    if let Some(view) = view.as_mut() {
+        // The directory or one above it redirected: the view's walk, not
+        // the shared tree's.
+        let mut end = real_dir.len();
+        while end > 1 {
+            if view(&real_dir[..end]).is_some() {
+                return Err(None);
+            }
+            end = real_dir[..end]
+                .iter()
+                .rposition(|&b| b == b'/')
+                .unwrap_or(0);
+        }
+    }
     let mut abs = real_dir;
     if leaf != b"." {
         if abs != b"/" {
@@ -182,6 +209,34 @@ fn look_up<'a>(
             },
         }
     };
+    // The leaf in the worker's view: its copy when it has one.
+    let copy = match view.as_mut() {
+        Some(view) if leaf != b"." => view(&abs),
+        _ => None,
+    };
+    if let Some(copy) = copy {
+        let st = std::fs::symlink_metadata(OsStr::from_bytes(&copy)).ok();
+        if st.as_ref().is_some_and(|m| m.is_dir() || m.is_symlink()) {
+            return Err(None); // its entries, a link's target: the view's
+        }
+        let kind = st.as_ref().map_or(Kind::Absent, |m| {
+            use std::os::unix::fs::MetadataExt;
+            Kind::of_mode(m.mode())
+        });
+        let file = st.as_ref().map(|m| {
+            use std::os::unix::fs::MetadataExt;
+            (m.dev(), m.ino())
+        });
+        return Ok((
+            given,
+            Looked {
+                abs,
+                file,
+                kind,
+                dir_empty: false,
+            },
+        ));
+    }
     let mut st = stat(libc::AT_SYMLINK_NOFOLLOW).map_err(|_| None)?;
     let is_link = st.is_some_and(|s| s.st_mode & libc::S_IFMT == libc::S_IFLNK);
     if is_link && (follow || body.len() < given.len()) {
@@ -197,6 +252,11 @@ fn look_up<'a>(
         // follow) need it.
     }
     let kind = st.map_or(Kind::Absent, |s| Kind::of_mode(s.st_mode));
+    if view.is_some() && kind == Kind::Dir && want_empty && leaf != b"." {
+        // A shared directory's entries the worker may have changed: only
+        // the kernel's own checks below the name are the view's.
+        return Err(None);
+    }
     let dir_empty = want_empty
         && kind == Kind::Dir
         && std::fs::read_dir(OsStr::from_bytes(&abs))
@@ -252,10 +312,10 @@ mod tests {
         std::fs::create_dir_all(d.join("empty")).unwrap();
         let creat = libc::O_WRONLY | libc::O_CREAT;
         let one = |op: &str, flags: i32, at: u64, p: &[u8]| {
-            failing_anyway(op, flags, at, true, named(&d, p), None)
+            failing_anyway(op, flags, at, true, named(&d, p), None, None)
         };
         let two = |op: &str, a: &[u8], b: &[u8]| {
-            failing_anyway(op, -1, 0, false, named(&d, a), Some(named(&d, b)))
+            failing_anyway(op, -1, 0, false, named(&d, a), Some(named(&d, b)), None)
         };
         assert_eq!(one("unlink", -1, 0, b"missing"), Some(libc::ENOENT));
         assert_eq!(one("unlink", -1, 0, b"full"), Some(libc::EISDIR));

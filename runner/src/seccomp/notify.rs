@@ -1249,45 +1249,58 @@ fn access(
             _ => {}
         }
     }
-    if action == Action::Denied {
-        // A call the kernel would fail anyway writes nothing: it fails as
-        // bare, an attempt (review 2, F20); EACCES for one that would
-        // succeed, or when that cannot be told.
-        fn named_in<'r>(
-            tid: i32,
-            args: &[u64; 6],
-            p: PathArg,
-            r: &'r Resolved,
-        ) -> super::failing::Named<'r> {
-            let given = r.0.as_deref();
-            super::failing::Named {
-                base: match given {
-                    Some(g) if g.first() != Some(&b'/') => {
-                        base_dir(tid, p.dirfd.map(|d| args[d] as i32))
-                    }
-                    _ => None,
-                },
-                given,
-            }
+    fn named_in<'r>(
+        tid: i32,
+        args: &[u64; 6],
+        p: PathArg,
+        r: &'r Resolved,
+    ) -> super::failing::Named<'r> {
+        let given = r.0.as_deref();
+        super::failing::Named {
+            base: match given {
+                Some(g) if g.first() != Some(&b'/') => {
+                    base_dir(tid, p.dirfd.map(|d| args[d] as i32))
+                }
+                _ => None,
+            },
+            given,
         }
-        let named = |p: PathArg, r| named_in(tid, args, p, r);
-        let at_flags = match a.op {
-            "unlinkat" => args[2],
-            "linkat" | "renameat2" => args[4],
-            _ => 0,
-        };
-        let anyway = super::failing::failing_anyway(
+    }
+    let named = |p: PathArg, r| named_in(tid, args, p, r);
+    let at_flags = match a.op {
+        "unlinkat" => args[2],
+        "linkat" | "renameat2" => args[4],
+        _ => 0,
+    };
+    let anyway = |view| {
+        super::failing::failing_anyway(
             a.op,
             flags,
             at_flags,
             follows_final(0),
             named(a.path, &p1),
             a.path2.zip(p2.as_ref()).map(|(p, r)| named(p, r)),
-        );
-        return match anyway {
+            view,
+        )
+    };
+    if action == Action::Denied {
+        // A call the kernel would fail anyway writes nothing: it fails as
+        // bare, an attempt (review 2, F20); EACCES for one that would
+        // succeed, or when that cannot be told.
+        return match anyway(None) {
             Some(errno) => finish(e, Action::Logged, Answer::Fail(errno), Vec::new()),
             None => finish(e, action, Answer::Fail(libc::EACCES), Vec::new()),
         };
+    }
+    if let (true, Some(w)) = (redirected || routes.iter().any(|r| r.new), c.worker) {
+        // What the kernel would answer in the worker's view, as the
+        // library's precheck: the worker paths lack the shared entries the
+        // call collides with, and the spelling's trailing slash or `.`
+        // (`mkdir a/`, `rmdir d/.`, `rename a b NOREPLACE`) would be lost.
+        let mut lookup = |abs: &[u8]| sup.redirects.lookup(w, abs);
+        if let Some(errno) = anyway(Some(&mut lookup)) {
+            return finish(e, Action::Logged, Answer::Fail(errno), Vec::new());
+        }
     }
     let failed_redirect = |e| {
         finish(
@@ -1375,7 +1388,13 @@ fn perform(
     let mut used: Vec<(Vec<u8>, bool)> = Vec::new();
     for (i, ((_, (given, abs)), route)) in paths.iter().zip(routes).enumerate() {
         if let Some(t) = &route.target {
-            used.push((t.clone(), false));
+            // The spelling's trailing slash is the kernel's to judge on
+            // the worker's copy too (`stat("a/")` of a file: ENOTDIR).
+            let mut t = t.clone();
+            if given.as_ref().is_some_and(|g| g.ends_with(b"/")) {
+                t.push(b'/');
+            }
+            used.push((t, false));
             continue;
         }
         let Some(g) = given else {
@@ -1415,6 +1434,12 @@ fn perform(
         let wd = sup.redirects.worker_dir(w);
         if let Err(e) = emulate::prepare_target(abs, u, wd.as_os_str().as_bytes(), copy) {
             return Performed::Refused(e);
+        }
+        let opens_existing = a.intent != Intent::Namespace && flags & libc::O_CREAT == 0;
+        if opens_existing && intent.truncate && !copy {
+            if let Err(e) = emulate::seed_empty(abs, u) {
+                return Performed::Refused(e);
+            }
         }
         if removes && !emulate::exists(u) && emulate::exists(abs) {
             // A removal of a shared file this worker never wrote: it
@@ -1539,14 +1564,18 @@ fn follow_stat(
     lfd: RawFd,
     id: u64,
 ) -> Handled {
-    let (_, abs) = resolve(c.task.tid, args, path);
+    let (given, abs) = resolve(c.task.tid, args, path);
     let target = match (c.worker, abs) {
         (Some(w), Some(abs)) => sup.redirects.lookup(w, &abs),
         _ => None,
     };
-    let Some(target) = target else {
+    let Some(mut target) = target else {
         return Handled::quiet(Answer::Continue);
     };
+    // `stat("a/")` of a file is ENOTDIR on the worker's copy too.
+    if given.is_some_and(|g| g.ends_with(b"/")) {
+        target.push(b'/');
+    }
     if !still_valid(lfd, id) {
         return Handled::quiet(Answer::Continue);
     }
