@@ -1067,6 +1067,14 @@ fn access(
     };
     let p1 = in_kernel_view(0, a.path, resolve(tid, args, a.path));
     let p2 = a.path2.map(|p| in_kernel_view(1, p, resolve(tid, args, p)));
+    // A final symlink the worker made is followed in the view (as the
+    // library does): the call is then made on the name it leads to,
+    // given as an absolute path; the event keeps the program's spelling.
+    let spelled = p1.0.clone();
+    let (p1, through_own_link) = match (c.worker, follows_final(0)) {
+        (Some(w), true) => through_own_symlinks(sup, w, tid, p1),
+        _ => (p1, false),
+    };
     if !still_valid(lfd, id) {
         return Handled::quiet(Answer::Continue);
     }
@@ -1161,7 +1169,7 @@ fn access(
         };
         routes.push(route);
     }
-    if !write && routes.iter().all(|r| r.target.is_none()) {
+    if !write && !through_own_link && routes.iter().all(|r| r.target.is_none()) {
         // A read of a path not redirected: nothing to follow.
         return Handled::quiet(Answer::Continue);
     }
@@ -1171,7 +1179,7 @@ fn access(
     }
     let shown_target = routes.iter().find_map(|r| r.target.clone());
     let mut e = common(c, "access", a.op);
-    put_path(&mut e, "path", p1.0.as_deref());
+    put_path(&mut e, "path", spelled.as_deref());
     put_path(&mut e, "abs", p1.1.as_deref());
     if let Some((g, ab)) = &p2 {
         put_path(&mut e, "path2", g.as_deref());
@@ -1347,6 +1355,41 @@ fn access(
         Performed::NotEmulated if redirected => failed_redirect(e),
         Performed::NotEmulated => finish(e, action, Answer::Continue, Vec::new()),
     }
+}
+
+/// `p` (a name the call follows to its end) through the symlinks the
+/// worker made under redirect: their copies are symlinks in the worker
+/// directory, whose targets the kernel would resolve there, not from the
+/// job path they stand for. Each is read and its text resolved from the
+/// link's job directory, up to the kernel's 40 links; the result is the
+/// name in the shared tree (its directories resolved by the kernel) and
+/// is what the call is then given. The flag: a link of the worker's was
+/// followed.
+fn through_own_symlinks(sup: &mut Supervision, w: u32, tid: i32, p: Resolved) -> (Resolved, bool) {
+    let (given, Some(mut abs)) = p else {
+        return (p, false);
+    };
+    let mut followed = false;
+    for _ in 0..40 {
+        let Some(copy) = sup.redirects.lookup(w, &abs) else {
+            break;
+        };
+        let Ok(text) = std::fs::read_link(std::ffi::OsStr::from_bytes(&copy)) else {
+            break; // no symlink (or removed): the copy itself
+        };
+        let parent = &abs[..abs.iter().rposition(|&b| b == b'/').unwrap_or(0).max(1)];
+        let mut out = vec![0u8; MAX_ABS];
+        match mpaudit_core::path::absolutize(text.as_os_str().as_bytes(), Some(parent), &mut out) {
+            Some(n) => abs = out[..n].to_vec(),
+            None => break,
+        }
+        followed = true;
+    }
+    if !followed {
+        return ((given, Some(abs)), false);
+    }
+    let abs = kernel_path(tid, None, &abs, true).unwrap_or(abs);
+    ((Some(abs.clone()), Some(abs)), true)
 }
 
 enum Performed {

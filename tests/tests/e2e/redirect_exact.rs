@@ -1197,8 +1197,9 @@ e2e!(
 
 /// [`same_ops`] for a static executor under the runner's seccomp
 /// supervisor (`mpaudit exec --action redirect`): the ops' results and the
-/// tree probed by name (the supervisor has no listing view), bare vs
-/// supervised, and the shared tree untouched (merge into another dir).
+/// tree probed by name, without symlink targets (the supervisor has no
+/// listing nor readlink view), bare vs supervised, and the shared tree
+/// untouched (merge into another dir).
 fn same_supervised_ops(dir: &TestDir, setup: impl Fn(&Path), script: &str) -> Result<(), String> {
     const NAMES: &str = "a b c d e e2 e3 f g l m m2 n s x";
     for d in ["bare", "job", "workers", "logs", "merged"] {
@@ -1218,7 +1219,8 @@ fn same_supervised_ops(dir: &TestDir, setup: impl Fn(&Path), script: &str) -> Re
             .arg(&script_file)
             .current_dir(&bare_dir)
             .env("OPS_EXEC_WALK", "probe")
-            .env("OPS_EXEC_NAMES", NAMES),
+            .env("OPS_EXEC_NAMES", NAMES)
+            .env("OPS_EXEC_NO_READLINK", "1"),
         DEADLINE,
     );
     let before = shared_snapshot(&job);
@@ -1235,6 +1237,7 @@ fn same_supervised_ops(dir: &TestDir, setup: impl Fn(&Path), script: &str) -> Re
         .arg(&script_file)
         .env("OPS_EXEC_WALK", "probe")
         .env("OPS_EXEC_NAMES", NAMES)
+        .env("OPS_EXEC_NO_READLINK", "1")
         .env_remove("LD_PRELOAD")
         .env_remove("MPAUDIT_WORKER");
     let sup = run(&mut c, DEADLINE);
@@ -1307,6 +1310,9 @@ e2e!(
                 "unlink d/f/",
                 "open 0 d/f/ WRONLY|CREAT 644",
                 "rename d/f b NOREPLACE",
+                "symlink a s\nopen 0 s WRONLY|APPEND\nwrite 0 k\nclose 0\nopen 1 a RDONLY\nread 1 9",
+                "symlink d/f s\nopen 0 s RDONLY\nread 0 9\ntruncate s 0\nchmod s 600\nstat d/f",
+                "symlink zz s\nopen 0 s WRONLY|CREAT 644\nclose 0\nlstat zz",
             ] {
                 let script = format!("{pre}{op}\n");
                 if let Err(e) = same_supervised_ops(&dir, setup, &script) {
