@@ -1465,8 +1465,10 @@ fn perform(
         let Some(abs) = abs else {
             return Performed::Refused(libc::EACCES);
         };
+        // An exchange moves both names' files: both are the worker's.
+        let exchange = a.op == "renameat2" && args[4] as u32 & libc::RENAME_EXCHANGE != 0;
         let copy = match a.op {
-            "rename" | "renameat" | "renameat2" => i == 0,
+            "rename" | "renameat" | "renameat2" => i == 0 || exchange,
             "truncate" | "chmod" | "fchmodat" | "fchmodat2" | "chown" | "lchown" | "fchownat"
             | "utime" | "utimes" | "utimensat" | "futimesat" => true,
             _ => a.intent != Intent::Namespace && intent.is_write() && !intent.truncate,

@@ -1310,6 +1310,8 @@ e2e!(
                 "unlink d/f/",
                 "open 0 d/f/ WRONLY|CREAT 644",
                 "rename d/f b NOREPLACE",
+                "rename a b EXCHANGE\nopen 0 b RDONLY\nread 0 5\nopen 1 a RDONLY\nread 1 5",
+                "rename a zz EXCHANGE", "rename d/f a EXCHANGE\nstat d/f",
                 "symlink a s\nopen 0 s WRONLY|APPEND\nwrite 0 k\nclose 0\nopen 1 a RDONLY\nread 1 9",
                 "symlink d/f s\nopen 0 s RDONLY\nread 0 9\ntruncate s 0\nchmod s 600\nstat d/f",
                 "symlink zz s\nopen 0 s WRONLY|CREAT 644\nclose 0\nlstat zz",
