@@ -412,6 +412,11 @@ pub fn seed_empty(original: &[u8], target: &[u8]) -> Result<(), i32> {
     made.map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))
 }
 
+/// Whether the path is a directory (not following a final symlink).
+pub fn is_dir(path: &[u8]) -> bool {
+    lstat(Path::new(std::ffi::OsStr::from_bytes(path))).is_some_and(|m| m.is_dir())
+}
+
 /// Whether the path exists (not following a final symlink).
 pub fn exists(path: &[u8]) -> bool {
     lstat(Path::new(std::ffi::OsStr::from_bytes(path))).is_some()

@@ -216,9 +216,15 @@ fn look_up<'a>(
     };
     if let Some(copy) = copy {
         let st = std::fs::symlink_metadata(OsStr::from_bytes(&copy)).ok();
-        if st.as_ref().is_some_and(|m| m.is_dir() || m.is_symlink()) {
-            return Err(None); // its entries, a link's target: the view's
+        if st.as_ref().is_some_and(|m| m.is_symlink()) {
+            return Err(None); // a link's target: the view's
         }
+        let dir_empty = match (&st, view.as_mut()) {
+            (Some(m), Some(view)) if m.is_dir() && want_empty => {
+                empty_in_view(&abs, Some(&copy), view).ok_or(None)?
+            }
+            _ => false,
+        };
         let kind = st.as_ref().map_or(Kind::Absent, |m| {
             use std::os::unix::fs::MetadataExt;
             Kind::of_mode(m.mode())
@@ -233,7 +239,7 @@ fn look_up<'a>(
                 abs,
                 file,
                 kind,
-                dir_empty: false,
+                dir_empty,
             },
         ));
     }
@@ -252,10 +258,18 @@ fn look_up<'a>(
         // follow) need it.
     }
     let kind = st.map_or(Kind::Absent, |s| Kind::of_mode(s.st_mode));
-    if view.is_some() && kind == Kind::Dir && want_empty && leaf != b"." {
-        // A shared directory's entries the worker may have changed: only
-        // the kernel's own checks below the name are the view's.
-        return Err(None);
+    if let (Some(view), Kind::Dir, true) = (view.as_mut(), kind, want_empty) {
+        // A shared directory's entries as the worker sees them.
+        let dir_empty = empty_in_view(&abs, None, view).ok_or(None)?;
+        return Ok((
+            given,
+            Looked {
+                abs,
+                file: st.map(|s| (s.st_dev, s.st_ino)),
+                kind,
+                dir_empty,
+            },
+        ));
     }
     let dir_empty = want_empty
         && kind == Kind::Dir
@@ -272,6 +286,38 @@ fn look_up<'a>(
             dir_empty,
         },
     ))
+}
+
+/// Whether the directory `abs` has no entry in the worker's view: its
+/// worker's `copy` (when it has one) and the shared directory, less the
+/// shared entries the worker removed. `None`: a directory that cannot be
+/// read.
+fn empty_in_view(abs: &[u8], copy: Option<&[u8]>, view: &mut View) -> Option<bool> {
+    if let Some(copy) = copy {
+        if std::fs::read_dir(OsStr::from_bytes(copy))
+            .ok()?
+            .next()
+            .is_some()
+        {
+            return Some(false);
+        }
+    }
+    let shared = match std::fs::read_dir(OsStr::from_bytes(abs)) {
+        Ok(d) => d,
+        Err(_) if copy.is_some() => return Some(true),
+        Err(_) => return None,
+    };
+    for entry in shared {
+        let mut child = abs.to_vec();
+        child.push(b'/');
+        child.extend_from_slice(entry.ok()?.file_name().as_bytes());
+        let removed =
+            view(&child).is_some_and(|t| std::fs::symlink_metadata(OsStr::from_bytes(&t)).is_err());
+        if !removed {
+            return Some(false);
+        }
+    }
+    Some(true)
 }
 
 /// `path` opened as a directory relative to `at`: the kernel's errno when

@@ -1328,6 +1328,38 @@ fn access(
             return finish(e, Action::RedirectFailed, Answer::Fail(errno), Vec::new());
         }
     }
+    // A shared directory renamed (or exchanged) under redirect: the
+    // worker's copy is made first, holding what the shared one holds that
+    // the worker has not redirected (docs/policy.md, "Renaming a
+    // directory"); the worker's copies then move in the worker directory.
+    let renames = matches!(a.op, "rename" | "renameat" | "renameat2");
+    let mut made_dirs: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    if let (true, Some(w)) = (renames, c.worker) {
+        let exchange = a.op == "renameat2" && args[4] as u32 & libc::RENAME_EXCHANGE != 0;
+        let sides = std::iter::once(&p1).chain(p2.as_ref()).zip(&routes);
+        for (i, (p, r)) in sides.enumerate() {
+            let (Some(abs), Some(t), true) = (&p.1, &r.target, i == 0 || exchange) else {
+                continue;
+            };
+            // The worker's copy may exist already, made as the parent of
+            // a file it wrote: the shared entries are added to it.
+            if r.new && emulate::is_dir(abs) {
+                let created = !emulate::exists(t);
+                let wd = sup.redirects.worker_dir(w);
+                let made = emulate::prepare_target(abs, t, wd.as_os_str().as_bytes(), false)
+                    .and_then(|()| copy_dir_up(sup, w, abs, t));
+                if let Err(errno) = made {
+                    if created {
+                        let _ = std::fs::remove_dir_all(std::ffi::OsStr::from_bytes(t));
+                    }
+                    return finish(e, Action::RedirectFailed, Answer::Fail(errno), Vec::new());
+                }
+                if created {
+                    made_dirs.push((abs.clone(), t.clone()));
+                }
+            }
+        }
+    }
     match perform(
         sup,
         c,
@@ -1341,12 +1373,42 @@ fn access(
         intent,
     ) {
         Performed::Done(answer) => {
-            let record = routes
+            let mut record: Vec<(Vec<u8>, Vec<u8>)> = routes
                 .iter()
                 .zip(std::iter::once(&p1).chain(p2.as_ref()))
                 .filter(|(r, _)| r.new)
                 .filter_map(|(r, p)| Some((p.1.clone()?, r.target.clone()?)))
                 .collect();
+            let moved = matches!(answer, Answer::Value(0));
+            if renames && moved {
+                // Every name below a moved directory, under its new name
+                // (what the merge takes back), and the old names of the
+                // copied-up entries as removed.
+                let sides: Vec<_> = std::iter::once(&p1)
+                    .chain(p2.as_ref())
+                    .zip(&routes)
+                    .collect();
+                for (p, r) in &sides {
+                    if let (Some(abs), Some(t)) = (&p.1, &r.target) {
+                        below(t, &mut |rel| record.push((join(abs, rel), join(t, rel))));
+                    }
+                }
+                for (old, copy) in &made_dirs {
+                    // The copied entries now lie below the other name.
+                    let other = sides.iter().find(|(p, _)| p.1.as_ref() != Some(old));
+                    if let Some(moved_to) = other.and_then(|(_, r)| r.target.as_ref()) {
+                        below(moved_to, &mut |rel| {
+                            record.push((join(old, rel), join(copy, rel)))
+                        });
+                    }
+                }
+                let mut seen = std::collections::HashSet::new();
+                record.retain(|(original, _)| seen.insert(original.clone()));
+            } else {
+                for (_, copy) in &made_dirs {
+                    let _ = std::fs::remove_dir_all(std::ffi::OsStr::from_bytes(copy));
+                }
+            }
             finish(e, action, answer, record)
         }
         Performed::Refused(errno) => {
@@ -1355,6 +1417,81 @@ fn access(
         Performed::NotEmulated if redirected => failed_redirect(e),
         Performed::NotEmulated => finish(e, action, Answer::Continue, Vec::new()),
     }
+}
+
+/// Copies into `copy` (the worker's new copy of the shared directory
+/// `shared`) every entry of `shared` the worker has not redirected or
+/// removed: files with their content and mode, symlinks as symlinks,
+/// directories recursively.
+fn copy_dir_up(sup: &mut Supervision, w: u32, shared: &[u8], copy: &[u8]) -> Result<(), i32> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let errno = |e: std::io::Error| e.raw_os_error().unwrap_or(libc::EIO);
+    let os = |b: &[u8]| std::ffi::OsStr::from_bytes(b).to_owned();
+    let mode = std::fs::metadata(os(shared))
+        .map_err(errno)?
+        .permissions()
+        .mode()
+        & 0o7777;
+    let _ = std::fs::DirBuilder::new().mode(mode).create(os(copy));
+    std::fs::set_permissions(os(copy), std::fs::Permissions::from_mode(mode)).map_err(errno)?;
+    for entry in std::fs::read_dir(os(shared)).map_err(errno)? {
+        let entry = entry.map_err(errno)?;
+        let name = entry.file_name();
+        let (from, to) = (join(shared, name.as_bytes()), join(copy, name.as_bytes()));
+        if sup.redirects.lookup(w, &from).is_some() {
+            continue; // the worker's own, or removed by it
+        }
+        let kind = entry.file_type().map_err(errno)?;
+        if kind.is_dir() {
+            copy_dir_up(sup, w, &from, &to)?;
+        } else if kind.is_symlink() {
+            let text = std::fs::read_link(os(&from)).map_err(errno)?;
+            std::os::unix::fs::symlink(text, os(&to)).map_err(errno)?;
+        } else if kind.is_file() {
+            std::fs::copy(os(&from), os(&to)).map_err(errno)?;
+        }
+    }
+    Ok(())
+}
+
+/// Every path below the directory `dir` (none when it is no directory),
+/// relative to it, parents first.
+fn below(dir: &[u8], each: &mut dyn FnMut(&[u8])) {
+    fn walk(root: &[u8], rel: &mut Vec<u8>, each: &mut dyn FnMut(&[u8])) {
+        let here = if rel.is_empty() {
+            root.to_vec()
+        } else {
+            join(root, rel)
+        };
+        let Ok(entries) = std::fs::read_dir(std::ffi::OsStr::from_bytes(&here)) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let n = rel.len();
+            if n > 0 {
+                rel.push(b'/');
+            }
+            rel.extend_from_slice(entry.file_name().as_bytes());
+            each(rel);
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                walk(root, rel, each);
+            }
+            rel.truncate(n);
+        }
+    }
+    let is_dir =
+        std::fs::symlink_metadata(std::ffi::OsStr::from_bytes(dir)).is_ok_and(|m| m.is_dir());
+    if is_dir {
+        walk(dir, &mut Vec::new(), each);
+    }
+}
+
+/// `dir/name`.
+fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
+    let mut p = dir.to_vec();
+    p.push(b'/');
+    p.extend_from_slice(name);
+    p
 }
 
 /// `p` (a name the call follows to its end) through the symlinks the
