@@ -1145,7 +1145,16 @@ fn access(
                 target: Some(t),
                 new: false,
             },
-            None if action == Action::Redirected && write && written(i) => {
+            // A hard link judged rogue by its source only makes its new
+            // name in place (scratch, the worker's own directory): the
+            // source is what is redirected (below), as in the library.
+            None if action == Action::Redirected
+                && write
+                && written(i)
+                && !(matches!(a.op, "link" | "linkat")
+                    && i == 1
+                    && judge_one(&p.1) != Verdict::Rogue) =>
+            {
                 let target = match (c.worker, &p.1) {
                     (Some(w), Some(abs)) => {
                         let wd = sup.redirects.worker_dir(w);
@@ -1168,6 +1177,30 @@ fn access(
             },
         };
         routes.push(route);
+    }
+    // A hard link of a shared file links the worker's copy of it, never
+    // the shared file (a write through the new name would reach it), as
+    // the library does (mpaudit_core::policy::link_copies_source).
+    let hard_link = matches!(a.op, "link" | "linkat");
+    if let (true, Action::Redirected, Some(w), Some(src)) = (hard_link, action, c.worker, &p1.1) {
+        let new_name_routed = routes.get(1).is_some_and(|r| r.target.is_some());
+        let regular =
+            std::fs::symlink_metadata(std::ffi::OsStr::from_bytes(src)).is_ok_and(|m| m.is_file());
+        if routes[0].target.is_none()
+            && regular
+            && mpaudit_core::policy::link_copies_source(judge_one(&p1.1), new_name_routed, true)
+        {
+            let wd = sup.redirects.worker_dir(w);
+            let mut out = vec![0u8; MAX_ABS];
+            let target = mpaudit_core::map::map_to_worker(
+                src,
+                judge.job_dir.as_bytes(),
+                wd.as_os_str().as_bytes(),
+                &mut out,
+            )
+            .map(|n| out[..n].to_vec());
+            routes[0] = Route { target, new: true };
+        }
     }
     if !write && !through_own_link && routes.iter().all(|r| r.target.is_none()) {
         // A read of a path not redirected: nothing to follow.
@@ -1606,6 +1639,7 @@ fn perform(
         let exchange = a.op == "renameat2" && args[4] as u32 & libc::RENAME_EXCHANGE != 0;
         let copy = match a.op {
             "rename" | "renameat" | "renameat2" => i == 0 || exchange,
+            "link" | "linkat" => i == 0,
             "truncate" | "chmod" | "fchmodat" | "fchmodat2" | "chown" | "lchown" | "fchownat"
             | "utime" | "utimes" | "utimensat" | "futimesat" => true,
             _ => a.intent != Intent::Namespace && intent.is_write() && !intent.truncate,

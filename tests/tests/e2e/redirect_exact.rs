@@ -1312,6 +1312,8 @@ e2e!(
                 "rename d/f b NOREPLACE",
                 "rename a b EXCHANGE\nopen 0 b RDONLY\nread 0 5\nopen 1 a RDONLY\nread 1 5",
                 "rename a zz EXCHANGE",
+                "link a g\nopen 0 g WRONLY|APPEND\nwrite 0 q\nclose 0\nopen 1 a RDONLY\nread 1 9\nstat g",
+                "link b d/h\nunlink b\nstat d/h\nlink d/h b\nstat b", "link d g", "link zz g",
                 "rename e m2\nstat m2/x\nstat e/x\nopen 0 m2/x RDWR\nread 0 5\nwrite 0 y\nstat e",
                 "rename e d\nstat d/x\nrmdir e", "rename d e", "rename e d EXCHANGE\nstat d/x\nstat e/x\nrmdir e",
                 "rename d m2\nstat m2/f\nrename m2 d\nstat d/f", "rmdir e", "unlink e/x\nrmdir e\nstat e",

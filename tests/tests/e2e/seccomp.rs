@@ -610,6 +610,55 @@ e2e!(
 // file into scratch was judged by its new name only ("allowed"), and the
 // append through that name changed the job file with no rogue event. The
 // link is judged by its source too.
+// Regression: under redirect, a supervised hard link of a job file into
+// scratch was refused (EACCES), then, once the source was copied up, its
+// new name was redirected into `worker_<k>/_abs/…`, whose parents do not
+// exist (ENOENT). The library links the worker's copy where the new name
+// is; so does the supervisor now: the write through the link reaches the
+// worker's copy, never the shared file, and the run reports it.
+e2e!(
+    a_supervised_hard_link_of_a_job_file_into_scratch_links_the_workers_copy,
+    |dir| {
+        let (job, scratch) = (dir.join("job"), dir.join("scratch"));
+        for d in [&job, &scratch] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        std::fs::write(job.join("data.txt"), "orig\n").unwrap();
+        let mut c = Command::new(&artifacts().runner);
+        c.current_dir(&job)
+            .env("TMPDIR", &scratch)
+            .args(["exec", "-q", "--action", "redirect", "--workers-dir"])
+            .arg(dir.join("workers"))
+            .arg("--merge-dir")
+            .arg(dir.join("merged"))
+            .arg("--preload")
+            .arg(lib())
+            .args(["--workers", "1", "--"])
+            .arg(fixture("static_redirect"))
+            .arg("link-scratch");
+        let out = run(&mut c, DEADLINE);
+        assert!(
+            stdout(&out).contains("link data.txt: 0") && stdout(&out).contains("write: 4"),
+            "{}{}",
+            stdout(&out),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(out.status.code(), Some(1), "a rogue write is reported");
+        assert_eq!(
+            std::fs::read_to_string(job.join("data.txt")).unwrap(),
+            "orig\n"
+        );
+        let copy = dir.join("workers/worker_0/data.txt");
+        assert_eq!(std::fs::read_to_string(&copy).unwrap(), "orig\ntmp\n");
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(
+            std::fs::metadata(scratch.join("h")).unwrap().ino(),
+            std::fs::metadata(&copy).unwrap().ino(),
+            "the new name is a link to the worker's copy"
+        );
+    }
+);
+
 e2e!(
     a_supervised_hard_link_of_a_job_file_into_scratch_is_not_judged_allowed,
     |dir| {
