@@ -1918,6 +1918,72 @@ pub unsafe fn view_dir_nlink(arg: PathArg, follow: bool, nlink: &mut u64) {
     }
 }
 
+/// After a readlink that read `r` bytes into the program's `buf` (`size`
+/// bytes): when the link is a magic one of /proc (a descriptor's
+/// `/proc/self/fd/N`, `/proc/self/cwd`) whose text names a file or
+/// directory of the worker's that stands for a job path (a redirected file,
+/// a directory the worker made), the text is that job path, as bare would
+/// read it (` (deleted)` kept), truncated to `size` as the kernel
+/// truncates. Anything else is passed on.
+///
+/// # Safety
+/// `arg.path` is what the program passed, and the call read it; `buf` is
+/// writable for `size` bytes.
+pub unsafe fn magic_link_text(arg: PathArg, buf: *mut c_char, size: usize, r: isize) -> isize {
+    if r < 0 || buf.is_null() || arg.path.is_null() || !state::ready() {
+        return r;
+    }
+    if !redirect::any_redirected() {
+        return r;
+    }
+    let Some(_guard) = HookGuard::enter() else {
+        return r;
+    };
+    let _errno = sys::ErrnoGuard::save();
+    let Some(mut claimed) = pool::claim() else {
+        return r;
+    };
+    let Block {
+        base,
+        abs,
+        target,
+        work,
+        cwd,
+        ..
+    } = claimed.block();
+    // SAFETY: the program's C string, which the call just read.
+    let (path, viewed) = unsafe { resolve_in_view(arg, false, base, cwd, abs, work) };
+    let Some(p) = path.abs.filter(|_| viewed.is_ok()) else {
+        return r;
+    };
+    let mut link = [0u8; 64];
+    let whole =
+        matches!(mpaudit_core::path::magic_link(p, &mut link), Some((_, end)) if end == p.len());
+    if !whole || !p.starts_with(b"/proc/") {
+        return r;
+    }
+    let room = target.len() - 16;
+    // SAFETY: `link` is NUL-terminated by magic_link.
+    let Some(n) = (unsafe { sys::readlink(link.as_ptr().cast(), &mut target[..room]) }) else {
+        return r;
+    };
+    const DELETED: &[u8] = b" (deleted)";
+    let deleted = target[..n].ends_with(DELETED);
+    let len = if deleted { n - DELETED.len() } else { n };
+    let (mut len, moved) = crate::guard::job_path_of(&mut target[..room], len);
+    if !moved {
+        return r;
+    }
+    if deleted {
+        target[len..len + DELETED.len()].copy_from_slice(DELETED);
+        len += DELETED.len();
+    }
+    let k = len.min(size);
+    // SAFETY: the program's buffer is writable for `size` bytes, k <= size.
+    unsafe { core::ptr::copy_nonoverlapping(target.as_ptr(), buf.cast::<u8>(), k) };
+    k as isize
+}
+
 unsafe fn reroute_as<R: Outcome>(
     arg: PathArg,
     follow: bool,

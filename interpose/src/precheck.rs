@@ -110,6 +110,7 @@ pub fn answer(
         same_file: false,
         second_below_first: false,
         first_below_second: false,
+        cross_mount: false,
     };
     if let Some(second) = second {
         let (st2, kind2) = look(second.abs, work)?;
@@ -119,6 +120,21 @@ pub fn answer(
             if a.st_dev == b.st_dev && a.st_ino == b.st_ino);
         facts.second_below_first = namei::strictly_below(second.abs, first.abs);
         facts.first_below_second = namei::strictly_below(first.abs, second.abs);
+        facts.cross_mount = matches!(op, Op::Rename(_))
+            && matches!(
+                (mount_of_parent(first.abs, work), mount_of_parent(second.abs, work)),
+                (Some(a), Some(b)) if a != b
+            );
+        // A link across mounts: the real call answers (EXDEV, or the new
+        // name's file system first: /proc's ENOENT).
+        if op == Op::Link
+            && matches!(
+                (mount_of_parent(first.abs, work), mount_of_parent(second.abs, work)),
+                (Some(a), Some(b)) if a != b
+            )
+        {
+            return None;
+        }
     }
     match namei::answer(&facts) {
         Ok(_) if followed_link => None,
@@ -142,4 +158,52 @@ fn look(abs: &[u8], work: &mut [u8]) -> Option<(Option<libc::stat>, Kind)> {
 fn empty(abs: &[u8], work: &mut [u8]) -> Option<bool> {
     const _: () = assert!(view::DIRENTS + MAX_ABS + view::PATH_MAX < crate::pool::WORK_SIZE);
     view::empty_in_view(abs, work).ok()
+}
+
+/// The mount the directory holding `abs` (canonical, resolved in the
+/// worker's view) is on, as a bare run would find it: the nearest
+/// directory at or above that parent that the shared tree has (a directory
+/// only the worker's view has would be made there bare). `None` when the
+/// kernel does not say (before Linux 5.8), so that nothing is decided on it.
+fn mount_of_parent(abs: &[u8], work: &mut [u8]) -> Option<u64> {
+    let mut end = abs.iter().rposition(|&b| b == b'/')?;
+    loop {
+        let dir = if end == 0 { &b"/"[..] } else { &abs[..end] };
+        match mount_id(dir, work) {
+            Ok(id) => return Some(id),
+            Err(libc::ENOENT | libc::ENOTDIR) if end > 0 => {
+                end = abs[..end].iter().rposition(|&b| b == b'/')?;
+            }
+            Err(_) => return None,
+        }
+    }
+}
+
+/// statx's mount id of the directory `dir` (followed).
+fn mount_id(dir: &[u8], work: &mut [u8]) -> Result<u64, c_int> {
+    // SAFETY: all-zero is a valid statx (plain integers).
+    let mut stx: libc::statx = unsafe { core::mem::zeroed() };
+    let stxp = &mut stx as *mut libc::statx;
+    let r = view::at_path(dir, &mut work[..view::PATH_MAX + 1], |dirfd, name| {
+        // SAFETY: a NUL-terminated name; `stxp` points to a live statx.
+        unsafe {
+            libc::syscall(
+                libc::SYS_statx,
+                dirfd,
+                name,
+                0,
+                libc::STATX_TYPE | libc::STATX_MNT_ID,
+                stxp,
+            )
+        }
+    })?;
+    if r != 0 {
+        return Err(crate::sys::errno());
+    }
+    if stx.stx_mask & libc::STATX_MNT_ID == 0
+        || u32::from(stx.stx_mode) & libc::S_IFMT != libc::S_IFDIR
+    {
+        return Err(libc::ENOTDIR);
+    }
+    Ok(stx.stx_mnt_id)
 }

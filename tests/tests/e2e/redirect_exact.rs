@@ -1109,3 +1109,83 @@ e2e!(
         assert!(out.contains("linkat 3 \"\" cwd b 0 -> err ENOENT"), "{out}");
     }
 );
+
+// Regression (differential, path-proc-fd, pinned seed): a rename onto
+// `/proc/self/fd/-1` (a closed handle) is EXDEV bare, as the kernel
+// compares the parents' mounts before it looks the old name up; under
+// redirect the worker's view answered first: ENOENT. (A link there is
+// ENOENT bare: /proc answers the new name's lookup first.)
+e2e!(
+    a_rename_across_mounts_fails_with_exdev_before_the_names_are_looked_up,
+    |dir| {
+        let (out, _) = same_ops(
+            &dir,
+            d_and_a,
+            "rename x %0 0\nrename d %0 0\nrename a %1/a 0\nlink a %0\nlink x %0\n",
+        );
+        assert!(out.contains("0 rename x %0 0 -> err EXDEV"), "{out}");
+        assert!(out.contains("2 rename a %1/a 0 -> err ENOENT"), "{out}");
+    }
+);
+
+// Regression (differential, path-proc-fd): `/proc/self/fd/N` of a file
+// that lost its name (renamed over by the next mkstemp) was resolved by its
+// text, `… (deleted)`, which names nothing: ENOENT, bare ENOTDIR below it
+// and the file itself at it.
+e2e!(
+    a_descriptor_s_proc_link_leads_to_its_file_after_the_file_was_renamed_over,
+    |dir| {
+        let (out, _) = same_ops(
+            &dir,
+            d_and_a,
+            "mkstemp 1 d/../a\nwrite 1 one\nmkstemp 0 d/../a\nmkstemp 2 %1/a\nstat %1\n\
+             open 3 %1 RDONLY 644\nread 3 5\nopen 2 %1 WRONLY|APPEND 644\nwrite 2 X\n\
+             truncate %1 1\nfstat 1\nreadlink %1\nread 0 3\n",
+        );
+        assert!(out.contains("3 mkstemp 2 %1/a -> err ENOTDIR"), "{out}");
+        assert!(out.contains("6 read 3 5 -> ok \"one\""), "{out}");
+    }
+);
+
+// Regression (differential, path-proc-fd, found by hand): the man page's
+// way to name an O_TMPFILE, `linkat(AT_FDCWD, "/proc/self/fd/N", dirfd,
+// name, AT_SYMLINK_FOLLOW)`, failed with ENOENT (the text `#ino
+// (deleted)` was walked).
+e2e!(
+    an_o_tmpfile_can_be_linked_through_its_proc_self_fd_link,
+    |dir| {
+        let (out, _) = same_ops(
+            &dir,
+            d_and_a,
+            "open 1 d RDWR|TMPFILE 600\nwrite 1 x\nopen 3 d RDONLY 644\n\
+             linkat cwd %1 3 c FOLLOW\nstat d/c\nlinkat cwd %1 3 c FOLLOW\n\
+             linkat cwd %1 cwd b FOLLOW\nopen 2 %1 RDONLY 644\nstat %2\nread 2 3\nreaddir d\n",
+        );
+        assert!(out.contains("3 linkat cwd %1 3 c FOLLOW -> ok"), "{out}");
+        assert!(
+            out.contains("5 linkat cwd %1 3 c FOLLOW -> err EEXIST"),
+            "{out}"
+        );
+    }
+);
+
+// Regression (differential, pinned seed): readlink of a descriptor's
+// `/proc/self/fd/N` (and of /proc/self/cwd) read the worker's path of a
+// redirected file or directory; bare reads the job's.
+e2e!(
+    readlink_of_a_descriptor_s_proc_link_reads_the_job_path,
+    |dir| {
+        let (out, _) = same_ops(
+            &dir,
+            d_and_a,
+            "open 0 e RDONLY|CREAT 644\nreadlink %0\nmkstemp 1 d/../a\nreadlink %1\n\
+             mkstemp 2 a\nreadlink %1\nmkdir n 755\nopen 3 n RDONLY 644\nreadlink %3\n\
+             chdir n\nreadlink ^\n",
+        );
+        assert!(out.contains("1 readlink %0 -> ok \"@/e\""), "{out}");
+        assert!(
+            out.contains("5 readlink %1 -> ok \"@/a (deleted)\""),
+            "{out}"
+        );
+    }
+);
