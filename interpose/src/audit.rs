@@ -1004,6 +1004,18 @@ unsafe fn judge_then_call<R: Outcome>(
         if r.new && !target_exists && a.path.abs.is_some_and(|p| exists(p, work)) {
             if let Some(ok) = R::success() {
                 release(held);
+                // Bare, this process's descriptors of it now hold a file
+                // without a name: moved to a copy made at the target and
+                // removed again.
+                let at = &target[..r.len];
+                let orphaned = redirect::orphan_readers(a.path.abs.unwrap_or_default(), at, work);
+                if let Some((_, _, dir)) = orphaned {
+                    let flags = if dir { libc::AT_REMOVEDIR } else { 0 };
+                    // SAFETY: the NUL-terminated target this call prepared.
+                    unsafe {
+                        libc::syscall(libc::SYS_unlinkat, libc::AT_FDCWD, target.as_ptr(), flags)
+                    };
+                }
                 redirect::record(a.path.abs.unwrap_or_default(), &target[..r.len], work);
                 finish(call, &a, action, shown_target!(), 0, 0, work);
                 return ok; // entry_errno restores the program's errno
@@ -1011,12 +1023,49 @@ unsafe fn judge_then_call<R: Outcome>(
         }
     }
 
+    // A rename over a shared file the view named: bare, this process's
+    // descriptors of it then hold a file without a name. They are moved to
+    // a copy at the new redirect's target, which the rename replaces (and
+    // back to the shared file if the call fails).
+    let exchanges = call.flags > 0 && call.flags as u32 & libc::RENAME_EXCHANGE != 0;
+    let replaced = match (call.writes, exchanges, route2) {
+        (Writes::Both, false, Some(r)) if r.new && r.len < target2.len() => a
+            .path2
+            .as_ref()
+            .and_then(|p| p.abs)
+            .and_then(|orig| redirect::orphan_readers(orig, &target2[..r.len], work)),
+        _ => None,
+    };
+    // The same for an rmdir of a shared directory the worker's view has a
+    // directory for (made for an earlier redirect below it), which the
+    // call removes: its descriptors are moved there first.
+    let emptied = match (call.removes, route1) {
+        (true, Some(r)) if r.new && r.len < target.len() && is_dir(&target[..r.len], work) => a
+            .path
+            .abs
+            .and_then(|orig| redirect::orphan_readers(orig, &target[..r.len], work)),
+        _ => None,
+    };
     drop(entry_errno);
     let r = real(p1, p2);
     let saved_errno = sys::ErrnoGuard::save();
     release(held);
     let result = r.result();
     let errno = if result < 0 { saved_errno.value() } else { 0 };
+    if let (Some((dev, ino, true)), Some(orig), true) = (emptied, a.path.abs, result < 0) {
+        redirect::follow_dir_move(dev, ino, orig, work);
+    }
+    if let (Some((dev, ino, dir)), true) = (replaced, result < 0) {
+        if let Some(orig) = a.path2.as_ref().and_then(|p| p.abs) {
+            match dir {
+                true => redirect::follow_dir_move(dev, ino, orig, work),
+                false => redirect::follow_copy_up(dev, ino, orig, work),
+            }
+        }
+        let flags = if dir { libc::AT_REMOVEDIR } else { 0 };
+        // SAFETY: the NUL-terminated target of the route.
+        unsafe { libc::syscall(libc::SYS_unlinkat, libc::AT_FDCWD, target2.as_ptr(), flags) };
+    }
     if result < 0 {
         // A failed call leaves no trace: the copy made for it would
         // shadow the shared file.
@@ -1066,12 +1115,12 @@ unsafe fn judge_then_call<R: Outcome>(
                     redirect::record(orig, &target2[..r.len], work);
                 }
             }
-            // Where each copy is now: a rename moved the first path's copy
-            // to the second name (and an exchange the second's to the
-            // first); readers of a shared file follow its content there.
             let exchange = call.writes == Writes::Both
                 && call.flags > 0
                 && call.flags as u32 & libc::RENAME_EXCHANGE != 0;
+            // Where each copy is now: a rename moved the first path's copy
+            // to the second name (and an exchange the second's to the
+            // first); readers of a shared file follow its content there.
             let (len1, len2) = (route1.map_or(0, |r| r.len), route2.map_or(0, |r| r.len));
             let now_at: [(Option<Route>, &[u8]); 2] = match call.writes {
                 Writes::Both if exchange => [(route1, &target2[..len2]), (route2, &target[..len1])],
@@ -1641,6 +1690,10 @@ fn exists_in_view(abs: &[u8], work: &mut [u8]) -> bool {
     // SAFETY: all-zero is a valid libc::stat (plain integers).
     let mut st: libc::stat = unsafe { core::mem::zeroed() };
     view::view_lstat(abs, &mut work[..view::PATH_MAX + 1], &mut st).map_or(true, |(found, _)| found)
+}
+
+fn is_dir(abs: &[u8], work: &mut [u8]) -> bool {
+    matches!(view::lstat(abs, work), Ok(Some(st)) if st.st_mode & libc::S_IFMT == libc::S_IFDIR)
 }
 
 fn exists(abs: &[u8], work: &mut [u8]) -> bool {

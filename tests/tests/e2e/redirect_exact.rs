@@ -1189,3 +1189,75 @@ e2e!(
         );
     }
 );
+
+// Regression (found with path-proc-fd back in): a descriptor of a shared
+// file the worker then removed or renamed over still held the shared file,
+// which the view still had: `fstat` said nlink 1 (bare 0), and
+// `/proc/self/fd/N` led to the worker's new file or to nothing (bare: the
+// removed file, readable and writable through the link).
+e2e!(
+    a_descriptor_of_a_shared_file_the_worker_removes_holds_a_file_without_a_name,
+    |dir| {
+        let (out, _) = same_ops(
+            &dir,
+            d_and_a,
+            "open 0 a RDONLY 644\nunlink a\nfstat 0\nstat %0\nopen 1 %0 RDWR 644\nread 1 3\n\
+             write 1 Q\nreadlink %0\nread 0 5\nopen 2 d/../a WRONLY|CREAT 644\nfstat 0\n",
+        );
+        assert!(
+            out.contains("2 fstat 0 -> ok f size=1 mode=644 nlink=0"),
+            "{out}"
+        );
+        assert!(out.contains("8 read 0 5 -> ok \"AQ\""), "{out}");
+    }
+);
+
+e2e!(
+    a_descriptor_of_a_shared_file_the_worker_renames_over_holds_a_file_without_a_name,
+    |dir| {
+        let (out, _) = same_ops(
+            &dir,
+            |d| {
+                d_and_a(d);
+                std::fs::write(d.join("d/b"), "B").unwrap();
+            },
+            "open 0 a RDONLY 644\nmkstemp 1 a\nfstat 0\nread 0 4\nreadlink %0\n\
+             open 2 %0 WRONLY 644\nwrite 2 zz\nfstat 0\nopen 3 d/b RDONLY 644\nrename a d/b 0\n\
+             fstat 3\nreadlink %3\nrename x d/b 0\nfstat 3\nstat d/b\n",
+        );
+        assert!(
+            out.contains("2 fstat 0 -> ok f size=1 mode=644 nlink=0"),
+            "{out}"
+        );
+        assert!(
+            out.contains("10 fstat 3 -> ok f size=1 mode=644 nlink=0"),
+            "{out}"
+        );
+    }
+);
+
+// Regression (found with path-proc-fd back in): a descriptor of a shared
+// directory did not follow the worker's rename of it (`%0/b` was ENOENT,
+// bare the moved directory's file), and one of a shared directory the
+// worker removed still listed and counted links (bare: nlink 0, no
+// entries, nothing can be made in it).
+e2e!(
+    a_descriptor_of_a_shared_directory_follows_the_workers_rename_and_removal_of_it,
+    |dir| {
+        let (out, _) = same_ops(
+            &dir,
+            |d| {
+                d_and_a(d);
+                std::fs::write(d.join("d/b"), "B").unwrap();
+                std::fs::create_dir(d.join("e")).unwrap();
+            },
+            "open 0 d RDONLY 644\nrename d c 0\nstat %0/b\nopen 1 %0/a WRONLY|CREAT 644\n\
+             write 1 hi\nreaddir c\nreadlink %0\nfstat 0\nreaddir %0\n\
+             open 2 e RDONLY 644\nrmdir e\nfstat 2\nstat %2\nopen 3 %2/a WRONLY|CREAT 644\n\
+             readlink %2\nmkdir e 755\nfstat 2\nreaddir %2\n\
+             open 3 c RDONLY 644\nunlink c/b\nunlink c/a\nrmdir c\nfstat 3\nreadlink %3\n",
+        );
+        assert!(out.contains("2 stat %0/b -> ok f size=1"), "{out}");
+        assert!(out.contains("11 fstat 2 -> ok d mode=755 nlink=0"), "{out}");
+    }
+);
