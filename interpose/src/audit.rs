@@ -769,17 +769,24 @@ unsafe fn judge_then_call<R: Outcome>(
         // A rename looks up only the first name's parent before the second's
         // descriptor (do_renameat2: both parents, then the old entry): a
         // missing last component of the first name comes after EBADF.
+        // (The lexical parent says nothing of a spelling with `..`: its
+        // walk failed on the way, before its last component.)
+        let dotdot = a
+            .path
+            .given
+            .is_some_and(|g| g.split(|&b| b == b'/').any(|c| c == b".."));
         let mut first_parent_is_a_dir = || {
-            a.path.abs.is_some_and(|p| {
-                // In the worker's view: a directory the worker removed is
-                // none, though the shared one is still there.
-                let parent = &p[..p.iter().rposition(|&b| b == b'/').unwrap_or(0).max(1)];
-                // SAFETY: all-zero is a valid libc::stat (plain integers).
-                let mut st: libc::stat = unsafe { core::mem::zeroed() };
-                view::view_lstat(parent, &mut work[..view::PATH_MAX + 1], &mut st)
-                    .is_ok_and(|(found, _)| found)
-                    && st.st_mode & libc::S_IFMT == libc::S_IFDIR
-            })
+            !dotdot
+                && a.path.abs.is_some_and(|p| {
+                    // In the worker's view: a directory the worker removed is
+                    // none, though the shared one is still there.
+                    let parent = &p[..p.iter().rposition(|&b| b == b'/').unwrap_or(0).max(1)];
+                    // SAFETY: all-zero is a valid libc::stat (plain integers).
+                    let mut st: libc::stat = unsafe { core::mem::zeroed() };
+                    view::view_lstat(parent, &mut work[..view::PATH_MAX + 1], &mut st)
+                        .is_ok_and(|(found, _)| found)
+                        && st.st_mode & libc::S_IFMT == libc::S_IFDIR
+                })
         };
         let first = match a.viewed {
             Err(view::Unresolved::Errno(libc::ENOENT))

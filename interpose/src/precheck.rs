@@ -120,20 +120,27 @@ pub fn answer(
             if a.st_dev == b.st_dev && a.st_ino == b.st_ino);
         facts.second_below_first = namei::strictly_below(second.abs, first.abs);
         facts.first_below_second = namei::strictly_below(first.abs, second.abs);
-        facts.cross_mount = matches!(op, Op::Rename(_))
+        // A link followed from a descriptor's link (an O_TMPFILE's) is on
+        // its file's mount, which the real call checks.
+        let followed_descriptor = op == Op::Link
+            && call.at_flags & libc::AT_SYMLINK_FOLLOW != 0
+            && mpaudit_core::path::own_descriptor(first.abs, crate::state::pid()).is_some();
+        let across = !followed_descriptor
             && matches!(
                 (mount_of_parent(first.abs, work), mount_of_parent(second.abs, work)),
                 (Some(a), Some(b)) if a != b
             );
-        // A link across mounts: the real call answers (EXDEV, or the new
-        // name's file system first: /proc's ENOENT).
-        if op == Op::Link
-            && matches!(
-                (mount_of_parent(first.abs, work), mount_of_parent(second.abs, work)),
-                (Some(a), Some(b)) if a != b
-            )
-        {
-            return None;
+        facts.cross_mount = across && matches!(op, Op::Rename(_));
+        if across && op == Op::Link {
+            // do_linkat: the old name, then the new one (filename_create:
+            // EEXIST, or /proc's own ENOENT for a name it does not have),
+            // then EXDEV; the worker's path the new name is redirected to
+            // would not collide.
+            return Some(match namei::answer(&facts) {
+                Err(e) if e != libc::EPERM => Err(e),
+                _ if on_proc(second.abs, work) => Err(libc::ENOENT),
+                _ => Err(libc::EXDEV),
+            });
         }
     }
     match namei::answer(&facts) {
@@ -206,4 +213,29 @@ fn mount_id(dir: &[u8], work: &mut [u8]) -> Result<u64, c_int> {
         return Err(libc::ENOTDIR);
     }
     Ok(stx.stx_mnt_id)
+}
+
+/// Whether the directory holding `abs` is on a proc file system, whose
+/// lookup of a name it does not have fails (ENOENT) instead of leaving a
+/// name to create.
+fn on_proc(abs: &[u8], work: &mut [u8]) -> bool {
+    const PROC_SUPER_MAGIC: i64 = 0x9fa0;
+    let end = abs.iter().rposition(|&b| b == b'/').unwrap_or(0).max(1);
+    // SAFETY: all-zero is a valid statfs (plain integers).
+    let mut sf: libc::statfs = unsafe { core::mem::zeroed() };
+    let sfp = &mut sf as *mut libc::statfs;
+    let r = view::at_path(
+        &abs[..end],
+        &mut work[..view::PATH_MAX + 1],
+        |dirfd, name| {
+            if dirfd != libc::AT_FDCWD {
+                return -1;
+            }
+            // SAFETY: a NUL-terminated name; `sfp` points to a live statfs.
+            unsafe { libc::syscall(libc::SYS_statfs, name, sfp) }
+        },
+    );
+    #[allow(clippy::unnecessary_cast)] // f_type's width differs by target
+    let proc = sf.f_type as i64 == PROC_SUPER_MAGIC;
+    r == Ok(0) && proc
 }

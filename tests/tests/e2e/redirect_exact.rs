@@ -1261,3 +1261,42 @@ e2e!(
         assert!(out.contains("11 fstat 2 -> ok d mode=755 nlink=0"), "{out}");
     }
 );
+
+// Regression (differential, MPAUDIT_DIFF_SEED=2752928570631, concurrent):
+// a link of a descriptor's `/proc/self/fd/N` itself (not followed) onto
+// an existing shared name is EEXIST bare (the new name is looked up before
+// the mounts are compared); under redirect the real call, given the
+// worker's path for the new name, said EXDEV.
+e2e!(
+    a_link_across_mounts_onto_an_existing_name_fails_with_eexist,
+    |dir| {
+        let (out, _) = same_ops(
+            &dir,
+            d_and_a,
+            "open 0 a RDONLY 644\nlinkat cwd %0 cwd d 0\nlinkat cwd %0 cwd c 0\n\
+             linkat cwd a cwd %1 0\nlinkat cwd a cwd %0 0\nlinkat cwd %0 cwd c FOLLOW\n",
+        );
+        assert!(out.contains("1 linkat cwd %0 cwd d 0 -> err EEXIST"), "{out}");
+        assert!(out.contains("2 linkat cwd %0 cwd c 0 -> err EXDEV"), "{out}");
+    }
+);
+
+// Regression (differential, MPAUDIT_DIFF_SEED=2752928570631): a rename's
+// first name `d/../a` with `d` removed fails with ENOENT before the
+// second name's bad descriptor is looked at (its parent `d/..` does not
+// resolve); its lexical parent, the job directory, passed for a real one:
+// EBADF.
+e2e!(
+    a_rename_whose_first_name_goes_through_a_removed_directory_fails_before_a_bad_descriptor,
+    |dir| {
+        let (out, _) = same_ops(
+            &dir,
+            d_and_a,
+            "rmdir d\nrenameat cwd d/../a 0 a 0\nrenameat cwd d/a 0 a 0\nrenameat cwd a 0 a 0\n",
+        );
+        assert!(
+            out.contains("1 renameat cwd d/../a 0 a 0 -> err ENOENT"),
+            "{out}"
+        );
+    }
+);
