@@ -276,6 +276,21 @@ unsafe fn resolve_in_view<'a>(
         start_moved |= seen.as_ptr() != s.as_ptr();
         seen
     });
+    // A relative name in a working directory that was removed: the
+    // kernel finds nothing there (and makes nothing), but `.` and `..`.
+    let first = given.split(|&b| b == b'/').next().unwrap_or(b"");
+    if start.is_none()
+        && arg.dirfd == libc::AT_FDCWD
+        && !given.is_empty()
+        && given[0] != b'/'
+        && first != b"."
+        && first != b".."
+        && cwd_removed()
+    {
+        // SAFETY: as above.
+        let lexical = unsafe { resolve(arg, base, cwd, out) };
+        return (lexical, Err(view::Unresolved::Errno(libc::ENOENT)));
+    }
     match view::resolve(given, start, follow_leaf, out, scratch) {
         Ok((n, via_view)) => (
             PathPair {
@@ -295,6 +310,15 @@ unsafe fn resolve_in_view<'a>(
             (lexical, viewed)
         }
     }
+}
+
+/// Whether this process's working directory was removed (getcwd's
+/// ENOENT, which the kernel checks before the buffer's size).
+fn cwd_removed() -> bool {
+    let mut buf = [0u8; 2];
+    // SAFETY: the kernel writes at most buf.len() bytes.
+    let r = unsafe { libc::syscall(libc::SYS_getcwd, buf.as_mut_ptr(), buf.len()) };
+    r < 0 && sys::errno() == libc::ENOENT
 }
 
 /// A starting directory (the cwd, a directory descriptor) that is a

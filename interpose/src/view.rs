@@ -76,6 +76,11 @@ pub fn resolve(
     let (mut pos, mut end) = (0usize, given.len());
     let mut links = 0;
     let mut via_view = false;
+    // The length of `out` when it first took in a directory the worker's
+    // view has as its own: a `..` back above it leaves a walk the kernel
+    // could not make by the spelling (the shared tree may lack that
+    // directory), so the result must be given.
+    let mut in_own_dir: Option<usize> = None;
     // SAFETY: all-zero is a valid libc::stat (plain integers).
     let mut st: libc::stat = unsafe { core::mem::zeroed() };
     loop {
@@ -99,6 +104,10 @@ pub fn resolve(
                     len -= 1;
                 }
                 len = len.saturating_sub(1);
+                if in_own_dir.is_some_and(|at| len < at) {
+                    via_view = true;
+                    in_own_dir = None;
+                }
                 continue;
             }
             _ => {}
@@ -125,7 +134,12 @@ pub fn resolve(
             return Err(Errno(libc::ENOENT));
         }
         match st.st_mode & libc::S_IFMT {
-            libc::S_IFDIR => len = cand,
+            libc::S_IFDIR => {
+                if from_worker && in_own_dir.is_none() {
+                    in_own_dir = Some(cand);
+                }
+                len = cand;
+            }
             libc::S_IFLNK => {
                 links += 1;
                 if links > MAX_LINKS {

@@ -1276,8 +1276,14 @@ e2e!(
             "open 0 a RDONLY 644\nlinkat cwd %0 cwd d 0\nlinkat cwd %0 cwd c 0\n\
              linkat cwd a cwd %1 0\nlinkat cwd a cwd %0 0\nlinkat cwd %0 cwd c FOLLOW\n",
         );
-        assert!(out.contains("1 linkat cwd %0 cwd d 0 -> err EEXIST"), "{out}");
-        assert!(out.contains("2 linkat cwd %0 cwd c 0 -> err EXDEV"), "{out}");
+        assert!(
+            out.contains("1 linkat cwd %0 cwd d 0 -> err EEXIST"),
+            "{out}"
+        );
+        assert!(
+            out.contains("2 linkat cwd %0 cwd c 0 -> err EXDEV"),
+            "{out}"
+        );
     }
 );
 
@@ -1298,5 +1304,43 @@ e2e!(
             out.contains("1 renameat cwd d/../a 0 a 0 -> err ENOENT"),
             "{out}"
         );
+    }
+);
+
+// Regression (differential, MPAUDIT_DIFF_SEED=10658547398350283390,
+// concurrent): `chdir d/..` from the shared `d`, through a `d/d` only the
+// worker's view has, went to the kernel as spelled, which found no shared
+// `d/d`: ENOENT (bare: ok). A `..` back out of a directory of the
+// worker's now gives the kernel the resolved path.
+e2e!(
+    a_dotdot_out_of_a_directory_only_the_worker_has_is_resolved_in_its_view,
+    |dir| {
+        let (out, _) = same_ops(
+            &dir,
+            |d| {
+                std::fs::create_dir_all(d.join("d")).unwrap();
+                std::fs::create_dir_all(d.join("e")).unwrap();
+            },
+            "chdir d\nmkdir d 644\nchdir d/..\nstat d\nmkdir d/e 755\nstat d/e/../../d\n\
+             open 0 d/e/../x WRONLY|CREAT 644\nreaddir .\n",
+        );
+        assert!(out.contains("2 chdir d/.. -> ok"), "{out}");
+    }
+);
+
+// Regression (differential, MPAUDIT_DIFF_SEED=10658547398350283390): in a
+// working directory that was removed (`chdir` through a descriptor of it),
+// a write of a relative name failed closed with EACCES (no cwd to resolve
+// against); bare the kernel finds and makes nothing there: ENOENT.
+e2e!(
+    a_relative_write_in_a_removed_working_directory_fails_with_enoent,
+    |dir| {
+        let (out, _) = same_ops(
+            &dir,
+            |d| std::os::unix::fs::symlink("a", d.join("l")).unwrap(),
+            "mkdir d/../a 644\nopen 0 l RDONLY 644\nrmdir d/../a\nchdir %0\nrmdir a\n\
+             open 1 b WRONLY|CREAT 644\nstat .\nmkdir x 755\nstat x\n",
+        );
+        assert!(out.contains("4 rmdir a -> err ENOENT"), "{out}");
     }
 );
