@@ -1159,8 +1159,10 @@ unsafe fn judge_then_call<R: Outcome>(
                 _ => [(route1, &target[..len1]), (route2, &target2[..len2])],
             };
             for (r, t) in now_at {
-                if let Some((dev, ino)) = r.and_then(|r| r.copied).filter(|_| !t.is_empty()) {
-                    redirect::follow_copy_up(dev, ino, t, work);
+                match r.and_then(|r| r.copied).filter(|_| !t.is_empty()) {
+                    Some((dev, ino, false)) => redirect::follow_copy_up(dev, ino, t, work),
+                    Some((dev, ino, true)) => redirect::follow_dir_move(dev, ino, t, work),
+                    None => {}
                 }
             }
         }
@@ -1242,8 +1244,17 @@ fn precheck(
         None => None,
     };
     // symlink's first path is the link's text; its name is the second.
+    // A link's empty source names its descriptor (AT_EMPTY_PATH), which
+    // has no path to resolve (a removed file's): the new name is checked.
+    let empty_source = is_hard_link(call) && a.path.given == Some(b"");
     let (first, second) = if is_symlink(call) {
         (two?, None)
+    } else if empty_source {
+        let none = Spelled {
+            given: b"",
+            abs: b"",
+        };
+        (spelled(&a.path).unwrap_or(none), two)
     } else {
         (spelled(&a.path)?, two)
     };
@@ -1448,7 +1459,9 @@ struct Route {
     /// The device and inode of the shared regular file the copy was made
     /// from: after the call, this process's read-only descriptors of it
     /// are moved to the copy (redirect::follow_copy_up).
-    copied: Option<(u64, u64)>,
+    /// `.2`: a shared directory whose metadata the worker's copy took
+    /// (its descriptors are moved to the copy, redirect::follow_dir_move).
+    copied: Option<(u64, u64, bool)>,
 }
 
 /// Decides where `abs` goes and writes the NUL-terminated target into `out`.
@@ -1576,9 +1589,14 @@ fn prepared(
             seeded: p.seeded,
             copied: orig
                 .filter(|st| {
-                    p.seeded == redirect::Seeded::File && st.st_mode & libc::S_IFMT == libc::S_IFREG
+                    let kind = st.st_mode & libc::S_IFMT;
+                    (p.seeded == redirect::Seeded::File && kind == libc::S_IFREG)
+                        || (p.seeded == redirect::Seeded::Directory && kind == libc::S_IFDIR)
                 })
-                .map(|st| (st.st_dev, st.st_ino)),
+                .map(|st| {
+                    let dir = st.st_mode & libc::S_IFMT == libc::S_IFDIR;
+                    (st.st_dev, st.st_ino, dir)
+                }),
         },
         Err(e) => {
             // A read whose worker directory is missing goes to the target's

@@ -1344,3 +1344,46 @@ e2e!(
         assert!(out.contains("4 rmdir a -> err ENOENT"), "{out}");
     }
 );
+
+// Regression (found by hand with path-proc-fd back in; was "not emulated"
+// in docs/policy.md): a descriptor of a shared directory whose metadata the
+// worker then changed stayed on the shared directory: `fstat` showed the
+// shared mode (bare: the new one).
+e2e!(
+    a_descriptor_of_a_shared_directory_sees_the_workers_chmod_of_it,
+    |dir| {
+        let (out, _) = same_ops(
+            &dir,
+            d_and_a,
+            "open 0 d RDONLY 644\nchmod d 700\nfstat 0\nopen 1 %0/b WRONLY|CREAT 644\n\
+             readdir %0\nreadlink %0\nopen 2 %0 RDONLY 644\nfstat 2\nopen 3 d RDONLY 644\n\
+             chmod d 755\nfstat 3\nfstat 0\nrename d e 0\nreadlink %0\nreaddir %3\n",
+        );
+        assert!(out.contains("2 fstat 0 -> ok d mode=700"), "{out}");
+    }
+);
+
+// Regression (differential, MPAUDIT_DIFF_SEED=12615398291772900285): a
+// link of a removed file's descriptor (`AT_EMPTY_PATH`) onto an existing
+// shared name is EEXIST bare; under redirect the new name's checks were
+// skipped (the descriptor has no path) and the real call, on the worker's
+// path, said ENOENT (a removed file cannot be linked).
+e2e!(
+    a_link_of_a_removed_file_s_descriptor_onto_an_existing_name_fails_with_eexist,
+    |dir| {
+        let (out, _) = same_ops(
+            &dir,
+            |d| {
+                std::fs::create_dir_all(d.join("d")).unwrap();
+                std::fs::create_dir_all(d.join("e")).unwrap();
+            },
+            "open 1 d/b RDONLY|CREAT 644\nunlink d/b\nlinkat 1 \"\" cwd e EMPTY\n\
+             linkat 1 \"\" cwd c EMPTY\nopen 2 d/a WRONLY|CREAT 644\nlinkat 2 \"\" cwd e EMPTY\n\
+             linkat 2 \"\" cwd c EMPTY\nopen 3 d RDONLY 644\nlinkat 3 \"\" cwd f EMPTY\n",
+        );
+        assert!(
+            out.contains("2 linkat 1 \"\" cwd e EMPTY -> err EEXIST"),
+            "{out}"
+        );
+    }
+);
