@@ -193,8 +193,23 @@ pub fn answer(f: &Facts) -> Result<Proceed, c_int> {
 fn open(flags: c_int, n: &Name) -> Result<(), c_int> {
     use libc::{EEXIST, EINVAL, EISDIR, ELOOP, ENOENT, ENOTDIR};
     let has = |f: c_int| flags & f == f;
-    // O_TMPFILE and O_PATH take other paths through the kernel.
-    if has(libc::O_TMPFILE) || has(libc::O_PATH) {
+    // O_TMPFILE makes its file in the directory the name is
+    // (`do_tmpfile`: a lookup with LOOKUP_DIRECTORY; a symlink left
+    // unfollowed by O_NOFOLLOW is no directory either).
+    if has(libc::O_TMPFILE) {
+        let kind = if n.last == Last::Normal {
+            n.kind
+        } else {
+            Kind::Dir
+        };
+        return match kind {
+            Kind::Absent => Err(ENOENT),
+            Kind::Dir => Ok(()),
+            _ => Err(ENOTDIR),
+        };
+    }
+    // O_PATH takes another path through the kernel.
+    if has(libc::O_PATH) {
         return Ok(());
     }
     let creat = has(libc::O_CREAT);

@@ -1387,3 +1387,28 @@ e2e!(
         );
     }
 );
+
+// Regression (differential, MPAUDIT_DIFF_SEED=6554503326302899321):
+// `O_TMPFILE|O_NOFOLLOW` on a symlink is ENOTDIR bare (the name must be a
+// directory, and the link is not followed); under redirect the route's
+// check of an open of a symlink said ELOOP first.
+e2e!(
+    an_o_tmpfile_open_of_a_name_that_is_no_directory_fails_with_enotdir,
+    |dir| {
+        let (out, _) = same_ops(
+            &dir,
+            |d| {
+                std::fs::create_dir(d.join("d")).unwrap();
+                std::fs::write(d.join("b"), "B").unwrap();
+                std::os::unix::fs::symlink("a", d.join("l")).unwrap();
+            },
+            "open 0 l WRONLY|NOFOLLOW|TMPFILE 644\nopen 0 l WRONLY|TMPFILE 644\n\
+             open 0 b WRONLY|TMPFILE 644\nopen 0 x WRONLY|TMPFILE 644\nopen 0 d/. WRONLY|TMPFILE 644\n\
+             open 0 b/ WRONLY|TMPFILE 644\nopen 1 d RDWR|TMPFILE|NOFOLLOW 644\n",
+        );
+        assert!(
+            out.contains("0 open 0 l WRONLY|NOFOLLOW|TMPFILE 644 -> err ENOTDIR"),
+            "{out}"
+        );
+    }
+);
