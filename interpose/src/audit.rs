@@ -945,7 +945,11 @@ unsafe fn judge_then_call<R: Outcome>(
             || routed(&a.viewed2, a.path2.as_ref()))
     {
         match crate::precheck::op_of(call).and_then(|op| precheck(call, &a, op, work)) {
-            Some(Err(e)) => return refuse(call, &a, Action::Logged, e, entry_errno, work),
+            Some(Err(e)) => {
+                // The kernel refuses bad open flags before it looks at the name.
+                let e = invalid_open_flags(call).unwrap_or(e);
+                return refuse(call, &a, Action::Logged, e, entry_errno, work);
+            }
             Some(Ok(Proceed::Nothing)) => {
                 if let Some(ok) = R::success() {
                     finish(call, &a, action, None, 0, 0, work);

@@ -197,6 +197,10 @@ fn open(flags: c_int, n: &Name) -> Result<(), c_int> {
     // (`do_tmpfile`: a lookup with LOOKUP_DIRECTORY; a symlink left
     // unfollowed by O_NOFOLLOW is no directory either).
     if has(libc::O_TMPFILE) {
+        // build_open_flags: write access, and no O_CREAT, first.
+        if flags & libc::O_ACCMODE == libc::O_RDONLY || has(libc::O_CREAT) {
+            return Err(EINVAL);
+        }
         let kind = if n.last == Last::Normal {
             n.kind
         } else {

@@ -1412,3 +1412,22 @@ e2e!(
         );
     }
 );
+
+// Regression (differential, MPAUDIT_DIFF_SEED=17763165809111165962, after
+// the fix above): a read-only `O_TMPFILE` open of a missing name is EINVAL
+// bare (the flags are refused first); the view's ENOENT came first.
+e2e!(
+    a_read_only_o_tmpfile_open_fails_with_einval_whatever_the_name,
+    |dir| {
+        let (out, _) = same_ops(
+            &dir,
+            d_and_a,
+            "open 0 x RDONLY|TMPFILE 644\nopen 0 e/x RDONLY|TMPFILE 644\nopen 0 d RDONLY|TMPFILE 644\n\
+             open 0 a RDONLY|TMPFILE 644\nopen 0 d WRONLY|CREAT|TMPFILE 644\n",
+        );
+        assert!(
+            out.contains("0 open 0 x RDONLY|TMPFILE 644 -> err EINVAL"),
+            "{out}"
+        );
+    }
+);
