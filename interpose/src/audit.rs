@@ -278,6 +278,21 @@ unsafe fn resolve_in_view<'a>(
         start_moved |= seen.as_ptr() != s.as_ptr();
         seen
     });
+    // A relative name in a working directory that was removed: the
+    // kernel finds nothing there (and makes nothing), but `.` and `..`.
+    let first = given.split(|&b| b == b'/').next().unwrap_or(b"");
+    if start.is_none()
+        && arg.dirfd == libc::AT_FDCWD
+        && !given.is_empty()
+        && given[0] != b'/'
+        && first != b"."
+        && first != b".."
+        && cwd_removed()
+    {
+        // SAFETY: as above.
+        let lexical = unsafe { resolve(arg, base, cwd, out) };
+        return (lexical, Err(view::Unresolved::Errno(libc::ENOENT)));
+    }
     match view::resolve(given, start, follow_leaf, out, scratch) {
         Ok((n, via_view)) => (
             PathPair {
@@ -297,6 +312,15 @@ unsafe fn resolve_in_view<'a>(
             (lexical, viewed)
         }
     }
+}
+
+/// Whether this process's working directory was removed (getcwd's
+/// ENOENT, which the kernel checks before the buffer's size).
+fn cwd_removed() -> bool {
+    let mut buf = [0u8; 2];
+    // SAFETY: the kernel writes at most buf.len() bytes.
+    let r = unsafe { libc::syscall(libc::SYS_getcwd, buf.as_mut_ptr(), buf.len()) };
+    r < 0 && sys::errno() == libc::ENOENT
 }
 
 /// A starting directory (the cwd, a directory descriptor) that is a
@@ -771,17 +795,24 @@ unsafe fn judge_then_call<R: Outcome>(
         // A rename looks up only the first name's parent before the second's
         // descriptor (do_renameat2: both parents, then the old entry): a
         // missing last component of the first name comes after EBADF.
+        // (The lexical parent says nothing of a spelling with `..`: its
+        // walk failed on the way, before its last component.)
+        let dotdot = a
+            .path
+            .given
+            .is_some_and(|g| g.split(|&b| b == b'/').any(|c| c == b".."));
         let mut first_parent_is_a_dir = || {
-            a.path.abs.is_some_and(|p| {
-                // In the worker's view: a directory the worker removed is
-                // none, though the shared one is still there.
-                let parent = &p[..p.iter().rposition(|&b| b == b'/').unwrap_or(0).max(1)];
-                // SAFETY: all-zero is a valid libc::stat (plain integers).
-                let mut st: libc::stat = unsafe { core::mem::zeroed() };
-                view::view_lstat(parent, &mut work[..view::PATH_MAX + 1], &mut st)
-                    .is_ok_and(|(found, _)| found)
-                    && st.st_mode & libc::S_IFMT == libc::S_IFDIR
-            })
+            !dotdot
+                && a.path.abs.is_some_and(|p| {
+                    // In the worker's view: a directory the worker removed is
+                    // none, though the shared one is still there.
+                    let parent = &p[..p.iter().rposition(|&b| b == b'/').unwrap_or(0).max(1)];
+                    // SAFETY: all-zero is a valid libc::stat (plain integers).
+                    let mut st: libc::stat = unsafe { core::mem::zeroed() };
+                    view::view_lstat(parent, &mut work[..view::PATH_MAX + 1], &mut st)
+                        .is_ok_and(|(found, _)| found)
+                        && st.st_mode & libc::S_IFMT == libc::S_IFDIR
+                })
         };
         let first = match a.viewed {
             Err(view::Unresolved::Errno(libc::ENOENT))
@@ -918,7 +949,11 @@ unsafe fn judge_then_call<R: Outcome>(
             || routed(&a.viewed2, a.path2.as_ref()))
     {
         match crate::precheck::op_of(call).and_then(|op| precheck(call, &a, op, work)) {
-            Some(Err(e)) => return refuse(call, &a, Action::Logged, e, entry_errno, work),
+            Some(Err(e)) => {
+                // The kernel refuses bad open flags before it looks at the name.
+                let e = invalid_open_flags(call).unwrap_or(e);
+                return refuse(call, &a, Action::Logged, e, entry_errno, work);
+            }
             Some(Ok(Proceed::Nothing)) => {
                 if let Some(ok) = R::success() {
                     finish(call, &a, action, None, 0, 0, work);
@@ -1008,6 +1043,18 @@ unsafe fn judge_then_call<R: Outcome>(
         if r.new && !target_exists && a.path.abs.is_some_and(|p| exists(p, work)) {
             if let Some(ok) = R::success() {
                 release(held);
+                // Bare, this process's descriptors of it now hold a file
+                // without a name: moved to a copy made at the target and
+                // removed again.
+                let at = &target[..r.len];
+                let orphaned = redirect::orphan_readers(a.path.abs.unwrap_or_default(), at, work);
+                if let Some((_, _, dir)) = orphaned {
+                    let flags = if dir { libc::AT_REMOVEDIR } else { 0 };
+                    // SAFETY: the NUL-terminated target this call prepared.
+                    unsafe {
+                        libc::syscall(libc::SYS_unlinkat, libc::AT_FDCWD, target.as_ptr(), flags)
+                    };
+                }
                 redirect::record(a.path.abs.unwrap_or_default(), &target[..r.len], work);
                 finish(call, &a, action, shown_target!(), 0, 0, work);
                 return ok; // entry_errno restores the program's errno
@@ -1015,12 +1062,49 @@ unsafe fn judge_then_call<R: Outcome>(
         }
     }
 
+    // A rename over a shared file the view named: bare, this process's
+    // descriptors of it then hold a file without a name. They are moved to
+    // a copy at the new redirect's target, which the rename replaces (and
+    // back to the shared file if the call fails).
+    let exchanges = call.flags > 0 && call.flags as u32 & libc::RENAME_EXCHANGE != 0;
+    let replaced = match (call.writes, exchanges, route2) {
+        (Writes::Both, false, Some(r)) if r.new && r.len < target2.len() => a
+            .path2
+            .as_ref()
+            .and_then(|p| p.abs)
+            .and_then(|orig| redirect::orphan_readers(orig, &target2[..r.len], work)),
+        _ => None,
+    };
+    // The same for an rmdir of a shared directory the worker's view has a
+    // directory for (made for an earlier redirect below it), which the
+    // call removes: its descriptors are moved there first.
+    let emptied = match (call.removes, route1) {
+        (true, Some(r)) if r.new && r.len < target.len() && is_dir(&target[..r.len], work) => a
+            .path
+            .abs
+            .and_then(|orig| redirect::orphan_readers(orig, &target[..r.len], work)),
+        _ => None,
+    };
     drop(entry_errno);
     let r = real(p1, p2);
     let saved_errno = sys::ErrnoGuard::save();
     release(held);
     let result = r.result();
     let errno = if result < 0 { saved_errno.value() } else { 0 };
+    if let (Some((dev, ino, true)), Some(orig), true) = (emptied, a.path.abs, result < 0) {
+        redirect::follow_dir_move(dev, ino, orig, work);
+    }
+    if let (Some((dev, ino, dir)), true) = (replaced, result < 0) {
+        if let Some(orig) = a.path2.as_ref().and_then(|p| p.abs) {
+            match dir {
+                true => redirect::follow_dir_move(dev, ino, orig, work),
+                false => redirect::follow_copy_up(dev, ino, orig, work),
+            }
+        }
+        let flags = if dir { libc::AT_REMOVEDIR } else { 0 };
+        // SAFETY: the NUL-terminated target of the route.
+        unsafe { libc::syscall(libc::SYS_unlinkat, libc::AT_FDCWD, target2.as_ptr(), flags) };
+    }
     if result < 0 {
         // A failed call leaves no trace: the copy made for it would
         // shadow the shared file.
@@ -1070,12 +1154,12 @@ unsafe fn judge_then_call<R: Outcome>(
                     redirect::record(orig, &target2[..r.len], work);
                 }
             }
-            // Where each copy is now: a rename moved the first path's copy
-            // to the second name (and an exchange the second's to the
-            // first); readers of a shared file follow its content there.
             let exchange = call.writes == Writes::Both
                 && call.flags > 0
                 && call.flags as u32 & libc::RENAME_EXCHANGE != 0;
+            // Where each copy is now: a rename moved the first path's copy
+            // to the second name (and an exchange the second's to the
+            // first); readers of a shared file follow its content there.
             let (len1, len2) = (route1.map_or(0, |r| r.len), route2.map_or(0, |r| r.len));
             let now_at: [(Option<Route>, &[u8]); 2] = match call.writes {
                 Writes::Both if exchange => [(route1, &target2[..len2]), (route2, &target[..len1])],
@@ -1083,8 +1167,10 @@ unsafe fn judge_then_call<R: Outcome>(
                 _ => [(route1, &target[..len1]), (route2, &target2[..len2])],
             };
             for (r, t) in now_at {
-                if let Some((dev, ino)) = r.and_then(|r| r.copied).filter(|_| !t.is_empty()) {
-                    redirect::follow_copy_up(dev, ino, t, work);
+                match r.and_then(|r| r.copied).filter(|_| !t.is_empty()) {
+                    Some((dev, ino, false)) => redirect::follow_copy_up(dev, ino, t, work),
+                    Some((dev, ino, true)) => redirect::follow_dir_move(dev, ino, t, work),
+                    None => {}
                 }
             }
         }
@@ -1207,8 +1293,17 @@ fn precheck(
         None => None,
     };
     // symlink's first path is the link's text; its name is the second.
+    // A link's empty source names its descriptor (AT_EMPTY_PATH), which
+    // has no path to resolve (a removed file's): the new name is checked.
+    let empty_source = is_hard_link(call) && a.path.given == Some(b"");
     let (first, second) = if is_symlink(call) {
         (two?, None)
+    } else if empty_source {
+        let none = Spelled {
+            given: b"",
+            abs: b"",
+        };
+        (spelled(&a.path).unwrap_or(none), two)
     } else {
         (spelled(&a.path)?, two)
     };
@@ -1413,7 +1508,9 @@ struct Route {
     /// The device and inode of the shared regular file the copy was made
     /// from: after the call, this process's read-only descriptors of it
     /// are moved to the copy (redirect::follow_copy_up).
-    copied: Option<(u64, u64)>,
+    /// `.2`: a shared directory whose metadata the worker's copy took
+    /// (its descriptors are moved to the copy, redirect::follow_dir_move).
+    copied: Option<(u64, u64, bool)>,
 }
 
 /// Decides where `abs` goes and writes the NUL-terminated target into `out`.
@@ -1543,9 +1640,14 @@ fn prepared(
             seeded: p.seeded,
             copied: orig
                 .filter(|st| {
-                    p.seeded == redirect::Seeded::File && st.st_mode & libc::S_IFMT == libc::S_IFREG
+                    let kind = st.st_mode & libc::S_IFMT;
+                    (p.seeded == redirect::Seeded::File && kind == libc::S_IFREG)
+                        || (p.seeded == redirect::Seeded::Directory && kind == libc::S_IFDIR)
                 })
-                .map(|st| (st.st_dev, st.st_ino)),
+                .map(|st| {
+                    let dir = st.st_mode & libc::S_IFMT == libc::S_IFDIR;
+                    (st.st_dev, st.st_ino, dir)
+                }),
         },
         Err(e) => {
             // A read whose worker directory is missing goes to the target's
@@ -1688,6 +1790,10 @@ fn exists_in_view(abs: &[u8], work: &mut [u8]) -> bool {
     // SAFETY: all-zero is a valid libc::stat (plain integers).
     let mut st: libc::stat = unsafe { core::mem::zeroed() };
     view::view_lstat(abs, &mut work[..view::PATH_MAX + 1], &mut st).map_or(true, |(found, _)| found)
+}
+
+fn is_dir(abs: &[u8], work: &mut [u8]) -> bool {
+    matches!(view::lstat(abs, work), Ok(Some(st)) if st.st_mode & libc::S_IFMT == libc::S_IFDIR)
 }
 
 fn exists(abs: &[u8], work: &mut [u8]) -> bool {
@@ -1963,6 +2069,72 @@ pub unsafe fn view_dir_nlink(arg: PathArg, follow: bool, nlink: &mut u64) {
     if let (Ok(_), Some(p)) = (viewed, path.abs) {
         *nlink = view::dir_nlink(p, *nlink, work);
     }
+}
+
+/// After a readlink that read `r` bytes into the program's `buf` (`size`
+/// bytes): when the link is a magic one of /proc (a descriptor's
+/// `/proc/self/fd/N`, `/proc/self/cwd`) whose text names a file or
+/// directory of the worker's that stands for a job path (a redirected file,
+/// a directory the worker made), the text is that job path, as bare would
+/// read it (` (deleted)` kept), truncated to `size` as the kernel
+/// truncates. Anything else is passed on.
+///
+/// # Safety
+/// `arg.path` is what the program passed, and the call read it; `buf` is
+/// writable for `size` bytes.
+pub unsafe fn magic_link_text(arg: PathArg, buf: *mut c_char, size: usize, r: isize) -> isize {
+    if r < 0 || buf.is_null() || arg.path.is_null() || !state::ready() {
+        return r;
+    }
+    if !redirect::any_redirected() {
+        return r;
+    }
+    let Some(_guard) = HookGuard::enter() else {
+        return r;
+    };
+    let _errno = sys::ErrnoGuard::save();
+    let Some(mut claimed) = pool::claim() else {
+        return r;
+    };
+    let Block {
+        base,
+        abs,
+        target,
+        work,
+        cwd,
+        ..
+    } = claimed.block();
+    // SAFETY: the program's C string, which the call just read.
+    let (path, viewed) = unsafe { resolve_in_view(arg, false, base, cwd, abs, work) };
+    let Some(p) = path.abs.filter(|_| viewed.is_ok()) else {
+        return r;
+    };
+    let mut link = [0u8; 64];
+    let whole =
+        matches!(mpaudit_core::path::magic_link(p, &mut link), Some((_, end)) if end == p.len());
+    if !whole || !p.starts_with(b"/proc/") {
+        return r;
+    }
+    let room = target.len() - 16;
+    // SAFETY: `link` is NUL-terminated by magic_link.
+    let Some(n) = (unsafe { sys::readlink(link.as_ptr().cast(), &mut target[..room]) }) else {
+        return r;
+    };
+    const DELETED: &[u8] = b" (deleted)";
+    let deleted = target[..n].ends_with(DELETED);
+    let len = if deleted { n - DELETED.len() } else { n };
+    let (mut len, moved) = crate::guard::job_path_of(&mut target[..room], len);
+    if !moved {
+        return r;
+    }
+    if deleted {
+        target[len..len + DELETED.len()].copy_from_slice(DELETED);
+        len += DELETED.len();
+    }
+    let k = len.min(size);
+    // SAFETY: the program's buffer is writable for `size` bytes, k <= size.
+    unsafe { core::ptr::copy_nonoverlapping(target.as_ptr(), buf.cast::<u8>(), k) };
+    k as isize
 }
 
 unsafe fn reroute_as<R: Outcome>(

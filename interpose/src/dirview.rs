@@ -733,6 +733,11 @@ unsafe fn complete_directory_rename(source: PathArg, dest: PathArg, exchange: bo
     if exchange {
         copy_side(abs2, m, &abs[..n], target, target2, work);
     }
+    // Descriptors of a moved shared directory follow it, as bare.
+    follow_side(&abs[..n], &abs2[..m], target, work);
+    if exchange {
+        follow_side(&abs2[..m], &abs[..n], target, work);
+    }
     // A moved directory, shared or the worker's own: the table learns the
     // names below its new place.
     record_side(abs2, m, target, work);
@@ -762,6 +767,22 @@ fn copy_side(
     };
     target[..t.len()].copy_from_slice(t);
     copy_up(from, flen, target, t.len(), scratch, work, 0);
+}
+
+/// If `from` is a shared directory whose worker copy is now `to`'s
+/// target: this process's descriptors of the shared one are moved there
+/// (redirect::follow_dir_move).
+fn follow_side(from: &[u8], to: &[u8], scratch: &mut [u8], work: &mut [u8]) {
+    let Some(st) = lstat(from, scratch).filter(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
+    else {
+        return;
+    };
+    if crate::redirect::lookup(from).is_none() {
+        return;
+    }
+    if let Some(t) = crate::redirect::lookup(to) {
+        crate::redirect::follow_dir_move(st.st_dev, st.st_ino, t, work);
+    }
 }
 
 /// Records every name below `key[..klen]`'s worker directory, if it is one

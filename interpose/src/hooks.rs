@@ -8,7 +8,7 @@
 
 #![allow(clippy::missing_safety_doc)]
 
-use crate::audit::{file_access, reroute, Call, PathArg, Writes};
+use crate::audit::{file_access, magic_link_text, reroute, Call, PathArg, Writes};
 use crate::descriptor::{empty_path, link_of_descriptor, metadata_change};
 use crate::process;
 use libc::{c_char, c_int, c_uint, c_void, mode_t, pid_t, FILE};
@@ -486,9 +486,9 @@ hooks! {
     fn __fxstatat64(ver: c_int, dirfd: c_int, path: *const c_char, buf: *mut c_void, flags: c_int) -> c_int =>
         |real| statted(at(dirfd, path), follows(flags), buf, reroute(at(dirfd, path), follows(flags), |p| real(ver, dirfd, p, buf, flags)));
     fn readlink(path: *const c_char, buf: *mut c_char, size: libc::size_t) -> libc::ssize_t =>
-        |real| reroute(cwd(path), false, |p| real(p, buf, size));
+        |real| magic_link_text(cwd(path), buf, size, reroute(cwd(path), false, |p| real(p, buf, size)));
     fn readlinkat(dirfd: c_int, path: *const c_char, buf: *mut c_char, size: libc::size_t) -> libc::ssize_t =>
-        |real| reroute(at(dirfd, path), false, |p| real(dirfd, p, buf, size));
+        |real| magic_link_text(at(dirfd, path), buf, size, reroute(at(dirfd, path), false, |p| real(dirfd, p, buf, size)));
     fn access(path: *const c_char, mode: c_int) -> c_int => |real| reroute(cwd(path), true, |p| real(p, mode));
     // Extended attributes are read where stat looks (review 2, F9: `ls -l`,
     // shutil.copy2 read them).

@@ -110,6 +110,7 @@ pub fn answer(
         same_file: false,
         second_below_first: false,
         first_below_second: false,
+        cross_mount: false,
     };
     if let Some(second) = second {
         let (st2, kind2) = look(second.abs, work)?;
@@ -119,6 +120,28 @@ pub fn answer(
             if a.st_dev == b.st_dev && a.st_ino == b.st_ino);
         facts.second_below_first = namei::strictly_below(second.abs, first.abs);
         facts.first_below_second = namei::strictly_below(first.abs, second.abs);
+        // A link followed from a descriptor's link (an O_TMPFILE's) is on
+        // its file's mount, which the real call checks.
+        let followed_descriptor = op == Op::Link
+            && call.at_flags & libc::AT_SYMLINK_FOLLOW != 0
+            && mpaudit_core::path::own_descriptor(first.abs, crate::state::pid()).is_some();
+        let across = !followed_descriptor
+            && matches!(
+                (mount_of_parent(first.abs, work), mount_of_parent(second.abs, work)),
+                (Some(a), Some(b)) if a != b
+            );
+        facts.cross_mount = across && matches!(op, Op::Rename(_));
+        if across && op == Op::Link {
+            // do_linkat: the old name, then the new one (filename_create:
+            // EEXIST, or /proc's own ENOENT for a name it does not have),
+            // then EXDEV; the worker's path the new name is redirected to
+            // would not collide.
+            return Some(match namei::answer(&facts) {
+                Err(e) if e != libc::EPERM => Err(e),
+                _ if on_proc(second.abs, work) => Err(libc::ENOENT),
+                _ => Err(libc::EXDEV),
+            });
+        }
     }
     match namei::answer(&facts) {
         Ok(_) if followed_link => None,
@@ -142,4 +165,77 @@ fn look(abs: &[u8], work: &mut [u8]) -> Option<(Option<libc::stat>, Kind)> {
 fn empty(abs: &[u8], work: &mut [u8]) -> Option<bool> {
     const _: () = assert!(view::DIRENTS + MAX_ABS + view::PATH_MAX < crate::pool::WORK_SIZE);
     view::empty_in_view(abs, work).ok()
+}
+
+/// The mount the directory holding `abs` (canonical, resolved in the
+/// worker's view) is on, as a bare run would find it: the nearest
+/// directory at or above that parent that the shared tree has (a directory
+/// only the worker's view has would be made there bare). `None` when the
+/// kernel does not say (before Linux 5.8), so that nothing is decided on it.
+fn mount_of_parent(abs: &[u8], work: &mut [u8]) -> Option<u64> {
+    let mut end = abs.iter().rposition(|&b| b == b'/')?;
+    loop {
+        let dir = if end == 0 { &b"/"[..] } else { &abs[..end] };
+        match mount_id(dir, work) {
+            Ok(id) => return Some(id),
+            Err(libc::ENOENT | libc::ENOTDIR) if end > 0 => {
+                end = abs[..end].iter().rposition(|&b| b == b'/')?;
+            }
+            Err(_) => return None,
+        }
+    }
+}
+
+/// statx's mount id of the directory `dir` (followed).
+fn mount_id(dir: &[u8], work: &mut [u8]) -> Result<u64, c_int> {
+    // SAFETY: all-zero is a valid statx (plain integers).
+    let mut stx: libc::statx = unsafe { core::mem::zeroed() };
+    let stxp = &mut stx as *mut libc::statx;
+    let r = view::at_path(dir, &mut work[..view::PATH_MAX + 1], |dirfd, name| {
+        // SAFETY: a NUL-terminated name; `stxp` points to a live statx.
+        unsafe {
+            libc::syscall(
+                libc::SYS_statx,
+                dirfd,
+                name,
+                0,
+                libc::STATX_TYPE | libc::STATX_MNT_ID,
+                stxp,
+            )
+        }
+    })?;
+    if r != 0 {
+        return Err(crate::sys::errno());
+    }
+    if stx.stx_mask & libc::STATX_MNT_ID == 0
+        || u32::from(stx.stx_mode) & libc::S_IFMT != libc::S_IFDIR
+    {
+        return Err(libc::ENOTDIR);
+    }
+    Ok(stx.stx_mnt_id)
+}
+
+/// Whether the directory holding `abs` is on a proc file system, whose
+/// lookup of a name it does not have fails (ENOENT) instead of leaving a
+/// name to create.
+fn on_proc(abs: &[u8], work: &mut [u8]) -> bool {
+    const PROC_SUPER_MAGIC: i64 = 0x9fa0;
+    let end = abs.iter().rposition(|&b| b == b'/').unwrap_or(0).max(1);
+    // SAFETY: all-zero is a valid statfs (plain integers).
+    let mut sf: libc::statfs = unsafe { core::mem::zeroed() };
+    let sfp = &mut sf as *mut libc::statfs;
+    let r = view::at_path(
+        &abs[..end],
+        &mut work[..view::PATH_MAX + 1],
+        |dirfd, name| {
+            if dirfd != libc::AT_FDCWD {
+                return -1;
+            }
+            // SAFETY: a NUL-terminated name; `sfp` points to a live statfs.
+            unsafe { libc::syscall(libc::SYS_statfs, name, sfp) }
+        },
+    );
+    #[allow(clippy::unnecessary_cast)] // f_type's width differs by target
+    let proc = sf.f_type as i64 == PROC_SUPER_MAGIC;
+    r == Ok(0) && proc
 }

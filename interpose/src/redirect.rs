@@ -860,6 +860,131 @@ pub fn follow_copy_up(dev: u64, ino: u64, target: &[u8], work: &mut [u8]) {
     let Some(target_c) = sys::c_path(target, name) else {
         return;
     };
+    each_descriptor(listing, |fd| move_reader(fd, dev, ino, target_c));
+}
+
+/// When the worker's view is about to stop naming the shared path `abs`
+/// (a removal it records, a rename of the worker's over it) while this
+/// process holds read-only descriptors of the regular file there: bare,
+/// they would then hold a file without a name (`fstat` says nlink 0,
+/// `/proc/self/fd/N` reads `… (deleted)`, and opens through it reach it).
+/// They are moved to a copy made at `at` (the worker's path the removal or
+/// the rename then takes away: the same content, mode and times), as
+/// [`follow_copy_up`] moves them. The shared file is left as it is.
+/// Returns the copy's device and inode, `None` when nothing was moved.
+/// Costs a listing of /proc/self/fd, and the copy only when a descriptor
+/// holds the file. `work`: pool scratch.
+///
+/// A directory's descriptors (any access mode) are moved so to an empty
+/// directory made at `at`, or the worker's directory already there (the
+/// removal then removes it: bare, a removed directory has no entries and
+/// link count 0). `.2`: it was a directory.
+pub fn orphan_readers(abs: &[u8], at: &[u8], work: &mut [u8]) -> Option<(u64, u64, bool)> {
+    let st = crate::view::lstat(abs, work).ok()??;
+    let dir = match st.st_mode & libc::S_IFMT {
+        libc::S_IFREG => false,
+        libc::S_IFDIR => true,
+        _ => return None,
+    };
+    let (dev, ino) = (st.st_dev, st.st_ino);
+    let mut reader = -1;
+    each_descriptor(work, |fd| {
+        if reader < 0 && (is_reader(fd, dev, ino) || holds_dir(fd, dev, ino)) {
+            reader = fd;
+        }
+    });
+    if reader < 0 || at.len() >= crate::view::PATH_MAX {
+        return None;
+    }
+    let (name, rest) = work.split_at_mut(crate::view::PATH_MAX + 1);
+    let at_c = sys::c_path(at, name)?;
+    if dir {
+        // SAFETY: a NUL-terminated path.
+        let r =
+            unsafe { libc::syscall(libc::SYS_mkdirat, libc::AT_FDCWD, at_c, st.st_mode & 0o7777) };
+        // A directory already there (made as a parent of an earlier
+        // redirect, which the removal then removes) is used as it is.
+        let made = if r == 0 || sys::errno() == libc::EEXIST {
+            lstat_c(at_c).filter(|m| m.st_mode & libc::S_IFMT == libc::S_IFDIR)
+        } else {
+            None
+        };
+        let made = made?;
+        each_descriptor(rest, |fd| move_dir_holder(fd, dev, ino, at_c));
+        return Some((made.st_dev, made.st_ino, true));
+    }
+    // SAFETY: a NUL-terminated path; the descriptor is closed below.
+    let copy = unsafe {
+        sys::openat(
+            libc::AT_FDCWD,
+            at_c,
+            libc::O_CREAT | libc::O_EXCL | libc::O_RDWR | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+            0o600,
+        )
+    };
+    if copy < 0 {
+        return None;
+    }
+    let mut from_name = [0u8; 32];
+    let from = descriptor_link(reader, &mut from_name);
+    // SAFETY: a NUL-terminated path; a new description, so the reader's
+    // offset stays where it is.
+    let src = unsafe { sys::openat(libc::AT_FDCWD, from, libc::O_RDONLY | libc::O_CLOEXEC, 0) };
+    let copied = src >= 0 && copy_content(copy, src, st.st_size as u64, rest).is_ok();
+    if src >= 0 {
+        sys::close(src);
+    }
+    let copy_st = sys::fstat(copy);
+    let moved = match (copied, copy_st) {
+        (true, Some(cst)) => {
+            let times = [
+                libc::timespec {
+                    tv_sec: st.st_atime,
+                    tv_nsec: st.st_atime_nsec,
+                },
+                libc::timespec {
+                    tv_sec: st.st_mtime,
+                    tv_nsec: st.st_mtime_nsec,
+                },
+            ];
+            // SAFETY: plain syscalls on our own descriptor; `times` is live.
+            unsafe {
+                libc::syscall(libc::SYS_fchmod, copy, st.st_mode & 0o7777);
+                libc::syscall(
+                    libc::SYS_utimensat,
+                    copy,
+                    core::ptr::null::<libc::c_char>(),
+                    times.as_ptr(),
+                    0,
+                );
+            }
+            each_descriptor(rest, |fd| move_reader(fd, dev, ino, at_c));
+            Some((cst.st_dev, cst.st_ino, false))
+        }
+        _ => {
+            // SAFETY: the NUL-terminated path made above.
+            unsafe { libc::syscall(libc::SYS_unlinkat, libc::AT_FDCWD, at_c, 0) };
+            None
+        }
+    };
+    sys::close(copy);
+    moved
+}
+
+/// `/proc/self/fd/N`, NUL-terminated in `buf`.
+fn descriptor_link(fd: libc::c_int, buf: &mut [u8; 32]) -> *const libc::c_char {
+    let mut s = mpaudit_core::json::SliceSink::new(&mut buf[..31]);
+    use mpaudit_core::json::Sink;
+    s.put(b"/proc/self/fd/");
+    mpaudit_core::json::put_u64(&mut s, fd as u64);
+    let n = s.len;
+    buf[n] = 0;
+    buf.as_ptr().cast()
+}
+
+/// Runs `f` on every descriptor this process has open (listed from
+/// /proc/self/fd through `work`, at least 4 KiB), but the listing's own.
+fn each_descriptor(work: &mut [u8], mut f: impl FnMut(libc::c_int)) {
     // SAFETY: a NUL-terminated literal; the descriptor is closed below.
     let dir = unsafe {
         sys::openat(
@@ -872,8 +997,8 @@ pub fn follow_copy_up(dev: u64, ino: u64, target: &[u8], work: &mut [u8]) {
     if dir < 0 {
         return;
     }
-    let room = listing.len().min(16384);
-    let buf = &mut listing[..room];
+    let room = work.len().min(16384);
+    let buf = &mut work[..room];
     loop {
         // SAFETY: the kernel writes at most buf.len() bytes of entries.
         let n = unsafe { libc::syscall(libc::SYS_getdents64, dir, buf.as_mut_ptr(), buf.len()) };
@@ -899,7 +1024,7 @@ pub fn follow_copy_up(dev: u64, ino: u64, target: &[u8], work: &mut [u8]) {
             }
             off += reclen;
             match fd {
-                Some(fd) if fd != dir => move_reader(fd, dev, ino, target_c),
+                Some(fd) if fd != dir => f(fd),
                 _ => {}
             }
         }
@@ -907,11 +1032,51 @@ pub fn follow_copy_up(dev: u64, ino: u64, target: &[u8], work: &mut [u8]) {
     sys::close(dir);
 }
 
-/// Moves the descriptor `fd` to `target` if it is a read-only descriptor
-/// of the regular file `(dev, ino)` (see [`follow_copy_up`]).
-fn move_reader(fd: libc::c_int, dev: u64, ino: u64, target: *const libc::c_char) {
-    let Some(st) = sys::fstat(fd) else { return };
-    if st.st_dev != dev || st.st_ino != ino || st.st_mode & libc::S_IFMT != libc::S_IFREG {
+/// lstat of a NUL-terminated path.
+fn lstat_c(p: *const libc::c_char) -> Option<libc::stat> {
+    // SAFETY: all-zero is a valid libc::stat (plain integers).
+    let mut st: libc::stat = unsafe { core::mem::zeroed() };
+    // SAFETY: a NUL-terminated path and a live stat.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_newfstatat,
+            libc::AT_FDCWD,
+            p,
+            &mut st as *mut libc::stat,
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    (r == 0).then_some(st)
+}
+
+/// After the worker's view moved the shared directory `(dev, ino)` to the
+/// worker's `target` (a rename of it, completed by dirview.rs): this
+/// process's descriptors of it are moved there, as bare they would follow
+/// the directory (see [`move_dir_holder`]). `work`: at least 4 KiB.
+pub fn follow_dir_move(dev: u64, ino: u64, target: &[u8], work: &mut [u8]) {
+    if target.len() >= crate::view::PATH_MAX || work.len() < 4096 + crate::view::PATH_MAX + 1 {
+        return;
+    }
+    let (listing, name) = work.split_at_mut(work.len() - (crate::view::PATH_MAX + 1));
+    let Some(target_c) = sys::c_path(target, name) else {
+        return;
+    };
+    each_descriptor(listing, |fd| move_dir_holder(fd, dev, ino, target_c));
+}
+
+/// Whether `fd` is a descriptor of the directory `(dev, ino)`.
+fn holds_dir(fd: libc::c_int, dev: u64, ino: u64) -> bool {
+    sys::fstat(fd).is_some_and(|st| {
+        st.st_dev == dev && st.st_ino == ino && st.st_mode & libc::S_IFMT == libc::S_IFDIR
+    })
+}
+
+/// Moves `fd`, a descriptor of the directory `(dev, ino)`, to the
+/// directory `target`: a new description (O_PATH if it was one, else
+/// read-only, with its status flags; listing from the start) put in its
+/// place with dup3, close-on-exec kept.
+fn move_dir_holder(fd: libc::c_int, dev: u64, ino: u64, target: *const libc::c_char) {
+    if !holds_dir(fd, dev, ino) {
         return;
     }
     // SAFETY: fcntl queries on a descriptor of this process.
@@ -921,10 +1086,63 @@ fn move_reader(fd: libc::c_int, dev: u64, ino: u64, target: *const libc::c_char)
             libc::syscall(libc::SYS_fcntl, fd, libc::F_GETFD),
         )
     };
-    if status < 0
-        || fd_flags < 0
-        || status as i32 & (libc::O_ACCMODE | libc::O_PATH) != libc::O_RDONLY
-    {
+    if status < 0 || fd_flags < 0 {
+        return;
+    }
+    let access = if status as i32 & libc::O_PATH != 0 {
+        libc::O_PATH
+    } else {
+        libc::O_RDONLY
+    };
+    let flags = access | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    // SAFETY: a NUL-terminated path; the new descriptor is closed below.
+    let copy = unsafe { sys::openat(libc::AT_FDCWD, target, flags, 0) };
+    if copy < 0 {
+        return;
+    }
+    let cloexec = if fd_flags as i32 & libc::FD_CLOEXEC != 0 {
+        libc::O_CLOEXEC
+    } else {
+        0
+    };
+    // SAFETY: plain syscalls on descriptors of this process; dup3 replaces
+    // `fd` atomically.
+    unsafe {
+        if access != libc::O_PATH {
+            libc::syscall(libc::SYS_fcntl, copy, libc::F_SETFL, status);
+        }
+        libc::syscall(libc::SYS_dup3, copy, fd, cloexec);
+    }
+    sys::close(copy);
+}
+
+/// Whether `fd` is a read-only descriptor of the regular file `(dev, ino)`.
+fn is_reader(fd: libc::c_int, dev: u64, ino: u64) -> bool {
+    let Some(st) = sys::fstat(fd) else {
+        return false;
+    };
+    if st.st_dev != dev || st.st_ino != ino || st.st_mode & libc::S_IFMT != libc::S_IFREG {
+        return false;
+    }
+    // SAFETY: an fcntl query on a descriptor of this process.
+    let status = unsafe { libc::syscall(libc::SYS_fcntl, fd, libc::F_GETFL) };
+    status >= 0 && status as i32 & (libc::O_ACCMODE | libc::O_PATH) == libc::O_RDONLY
+}
+
+/// Moves the descriptor `fd` to `target` if it is a read-only descriptor
+/// of the regular file `(dev, ino)` (see [`follow_copy_up`]).
+fn move_reader(fd: libc::c_int, dev: u64, ino: u64, target: *const libc::c_char) {
+    if !is_reader(fd, dev, ino) {
+        return;
+    }
+    // SAFETY: fcntl queries on a descriptor of this process.
+    let (status, fd_flags) = unsafe {
+        (
+            libc::syscall(libc::SYS_fcntl, fd, libc::F_GETFL),
+            libc::syscall(libc::SYS_fcntl, fd, libc::F_GETFD),
+        )
+    };
+    if status < 0 || fd_flags < 0 {
         return;
     }
     // SAFETY: reads the descriptor's offset.

@@ -76,6 +76,11 @@ pub fn resolve(
     let (mut pos, mut end) = (0usize, given.len());
     let mut links = 0;
     let mut via_view = false;
+    // The length of `out` when it first took in a directory the worker's
+    // view has as its own: a `..` back above it leaves a walk the kernel
+    // could not make by the spelling (the shared tree may lack that
+    // directory), so the result must be given.
+    let mut in_own_dir: Option<usize> = None;
     // SAFETY: all-zero is a valid libc::stat (plain integers).
     let mut st: libc::stat = unsafe { core::mem::zeroed() };
     loop {
@@ -99,6 +104,10 @@ pub fn resolve(
                     len -= 1;
                 }
                 len = len.saturating_sub(1);
+                if in_own_dir.is_some_and(|at| len < at) {
+                    via_view = true;
+                    in_own_dir = None;
+                }
                 continue;
             }
             _ => {}
@@ -125,7 +134,12 @@ pub fn resolve(
             return Err(Errno(libc::ENOENT));
         }
         match st.st_mode & libc::S_IFMT {
-            libc::S_IFDIR => len = cand,
+            libc::S_IFDIR => {
+                if from_worker && in_own_dir.is_none() {
+                    in_own_dir = Some(cand);
+                }
+                len = cand;
+            }
             libc::S_IFLNK => {
                 links += 1;
                 if links > MAX_LINKS {
@@ -133,6 +147,13 @@ pub fn resolve(
                 }
                 via_view |= from_worker;
                 let mut n = view_readlink(&out[..cand], tmp, link).map_err(Errno)?;
+                // A descriptor's link is followed to its open file, not by
+                // its text: a file without a name is reached only so.
+                if let Some(anon) = nameless(&out[..cand], &link[..n], last, slash_follows) {
+                    anon.map_err(Errno)?;
+                    len = cand;
+                    break;
+                }
                 // A magic link (/proc/self/cwd after a rerouted chdir, a
                 // descriptor's) into a directory of the worker's that
                 // stands for a job directory leads to that job directory
@@ -178,6 +199,72 @@ pub fn resolve(
         len = 1;
     }
     Ok((len, via_view))
+}
+
+/// At `abs`, a magic link of one of this process's descriptors that reads
+/// `text`: when the descriptor's file has no name any more (removed,
+/// renamed over, an `O_TMPFILE`: the text ends in ` (deleted)`), the kernel
+/// still follows the link to it, where walking the text would find nothing.
+/// `Some(Ok(()))`: the walk ends at the link itself, which leads the call
+/// to that file as the program spelled it; `Some(Err(e))`: the kernel's
+/// errno for a name below it (a file is no directory, a removed directory
+/// has no entries); `None`: walk the text as any link's.
+///
+/// A file that lost this name in the shared tree but still has another one
+/// could be a shared file someone else removed a name of: a write through
+/// the link would reach the other name. Such a descriptor, read-only, is
+/// walked by its text, as before (fail closed). Not one: a file with no
+/// name at all, one the worker's directory named, an `O_TMPFILE`'s (its
+/// name is `#<inode>`, and the links the worker made are its own), and a
+/// descriptor open for writing (the worker writes that file anyway).
+fn nameless(abs: &[u8], text: &[u8], last: bool, slash_follows: bool) -> Option<Result<(), c_int>> {
+    let fd = mpaudit_core::path::own_descriptor(abs, crate::state::pid())?;
+    let gone = text.strip_suffix(b" (deleted)")?;
+    let st = sys::fstat(fd)?;
+    let dir = st.st_mode & libc::S_IFMT == libc::S_IFDIR;
+    if st.st_nlink > 0 && !dir && !named_by_the_worker(gone, &st) {
+        // SAFETY: F_GETFL reads the descriptor's status flags, nothing else.
+        let status = unsafe { libc::syscall(libc::SYS_fcntl, fd, libc::F_GETFL) } as c_int;
+        let writable =
+            status >= 0 && status & libc::O_PATH == 0 && status & libc::O_ACCMODE != libc::O_RDONLY;
+        if !writable {
+            return None;
+        }
+    }
+    Some(if !last {
+        Err(if dir { libc::ENOENT } else { libc::ENOTDIR })
+    } else if slash_follows && !dir {
+        Err(libc::ENOTDIR)
+    } else {
+        Ok(())
+    })
+}
+
+/// Whether the removed name `gone` of the file `st` was none of the shared
+/// tree's: below the worker's directory, outside the job directory, or an
+/// `O_TMPFILE`'s `#<inode>`.
+fn named_by_the_worker(gone: &[u8], st: &libc::stat) -> bool {
+    let saved = crate::state::SAVED.get();
+    let (job, own) = (saved.job_dir.as_bytes(), saved.worker_dir.as_bytes());
+    let below = |dir: &[u8]| {
+        !dir.is_empty() && (gone == dir || mpaudit_core::path::strip_dir(gone, dir).is_some())
+    };
+    if below(own) || !below(job) {
+        return true;
+    }
+    let leaf = &gone[gone.iter().rposition(|&b| b == b'/').map_or(0, |i| i + 1)..];
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    let mut v = st.st_ino;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    leaf.strip_prefix(b"#") == Some(&digits[i..])
 }
 
 /// lstat of `abs` in the worker's view into `st`: its redirect's target

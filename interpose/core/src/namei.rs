@@ -158,6 +158,11 @@ pub struct Facts {
     pub second_below_first: bool,
     /// The first name lies strictly below the second.
     pub first_below_second: bool,
+    /// The two names' parent directories are on different mounts: a rename
+    /// fails with EXDEV as soon as both parents are found. (A link's is
+    /// checked after the file system looked its new name up, which /proc
+    /// answers its own way: the real call's to say.)
+    pub cross_mount: bool,
 }
 
 /// What the kernel would do with a call that does not fail.
@@ -188,8 +193,27 @@ pub fn answer(f: &Facts) -> Result<Proceed, c_int> {
 fn open(flags: c_int, n: &Name) -> Result<(), c_int> {
     use libc::{EEXIST, EINVAL, EISDIR, ELOOP, ENOENT, ENOTDIR};
     let has = |f: c_int| flags & f == f;
-    // O_TMPFILE and O_PATH take other paths through the kernel.
-    if has(libc::O_TMPFILE) || has(libc::O_PATH) {
+    // O_TMPFILE makes its file in the directory the name is
+    // (`do_tmpfile`: a lookup with LOOKUP_DIRECTORY; a symlink left
+    // unfollowed by O_NOFOLLOW is no directory either).
+    if has(libc::O_TMPFILE) {
+        // build_open_flags: write access, and no O_CREAT, first.
+        if flags & libc::O_ACCMODE == libc::O_RDONLY || has(libc::O_CREAT) {
+            return Err(EINVAL);
+        }
+        let kind = if n.last == Last::Normal {
+            n.kind
+        } else {
+            Kind::Dir
+        };
+        return match kind {
+            Kind::Absent => Err(ENOENT),
+            Kind::Dir => Ok(()),
+            _ => Err(ENOTDIR),
+        };
+    }
+    // O_PATH takes another path through the kernel.
+    if has(libc::O_PATH) {
         return Ok(());
     }
     let creat = has(libc::O_CREAT);
@@ -320,6 +344,9 @@ fn rename(flags: u32, f: &Facts) -> Result<Proceed, c_int> {
         return Err(EINVAL);
     }
     let (old, new) = (&f.first, &f.second);
+    if f.cross_mount {
+        return Err(libc::EXDEV);
+    }
     if old.last != Last::Normal {
         return Err(EBUSY);
     }
@@ -382,6 +409,7 @@ mod tests {
             same_file: false,
             second_below_first: false,
             first_below_second: false,
+            cross_mount: false,
         }
     }
 
@@ -473,6 +501,18 @@ mod tests {
             one(Op::Open(O_WRONLY | O_NOFOLLOW), name(Kind::Symlink)),
             Err(ELOOP)
         );
+    }
+
+    #[test]
+    fn a_rename_across_mounts_is_exdev_before_its_names_are_looked_at() {
+        // rename: as soon as both parents are found, before the old name.
+        let mut r = facts(Op::Rename(0), name(Kind::Absent), name(Kind::Absent));
+        r.cross_mount = true;
+        assert_eq!(answer(&r), Err(EXDEV));
+        r.first = Name::new(b"d/..", Kind::Dir, false);
+        assert_eq!(answer(&r), Err(EXDEV));
+        r.op = Op::Rename(RENAME_EXCHANGE | RENAME_NOREPLACE);
+        assert_eq!(answer(&r), Err(EINVAL));
     }
 
     #[test]
@@ -703,6 +743,7 @@ mod tests {
                     same_file: matches!((&m1, &m2), (Some(a), Some(b)) if a.ino() == b.ino() && a.dev() == b.dev()),
                     second_below_first: rel == Rel::SecondInsideFirst,
                     first_below_second: rel == Rel::FirstInsideSecond,
+                    cross_mount: false,
                 };
                 let (c1, c2) = (CString::new(s1).unwrap(), CString::new(s2).unwrap());
                 let got = kernel(op, &c1, &c2);

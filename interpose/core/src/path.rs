@@ -222,6 +222,61 @@ pub fn magic_link(abs: &[u8], link: &mut [u8; 64]) -> Option<(usize, usize)> {
     }
 }
 
+/// The descriptor number `abs` names when it is exactly a descriptor's
+/// magic link of the process `pid` (`/proc/self/fd/N`,
+/// `/proc/thread-self/fd/N`, `/proc/<pid>/fd/N`, and the same below
+/// `task/<tid>/`): the kernel follows such a link to the descriptor's open
+/// file, whatever its text says (a removed file, an `O_TMPFILE`).
+pub fn own_descriptor(abs: &[u8], pid: i32) -> Option<i32> {
+    let rest = abs.strip_prefix(b"/proc/")?;
+    let mut parts = rest.split(|&b| b == b'/');
+    let digits = |s: &[u8]| !s.is_empty() && s.len() <= 10 && s.iter().all(u8::is_ascii_digit);
+    let number = |s: &[u8]| -> Option<i64> {
+        digits(s).then(|| s.iter().fold(0i64, |v, &c| v * 10 + i64::from(c - b'0')))
+    };
+    let who = parts.next()?;
+    let ours =
+        who == b"self" || who == b"thread-self" || (pid > 0 && number(who) == Some(i64::from(pid)));
+    if !ours {
+        return None;
+    }
+    let mut what = parts.next()?;
+    if what == b"task" && who != b"thread-self" {
+        number(parts.next()?)?;
+        what = parts.next()?;
+    }
+    if what != b"fd" {
+        return None;
+    }
+    let fd = number(parts.next()?)?;
+    if parts.next().is_some() || fd > i64::from(i32::MAX) {
+        return None;
+    }
+    Some(fd as i32)
+}
+
+#[cfg(test)]
+mod own_descriptor_tests {
+    use super::own_descriptor;
+
+    #[test]
+    fn only_this_process_s_descriptor_links_are_descriptors() {
+        let fd = |p: &str| own_descriptor(p.as_bytes(), 42);
+        assert_eq!(fd("/proc/self/fd/3"), Some(3));
+        assert_eq!(fd("/proc/thread-self/fd/0"), Some(0));
+        assert_eq!(fd("/proc/42/fd/17"), Some(17));
+        assert_eq!(fd("/proc/42/task/43/fd/5"), Some(5));
+        assert_eq!(fd("/proc/self/task/43/fd/5"), Some(5));
+        assert_eq!(fd("/proc/41/fd/3"), None);
+        assert_eq!(fd("/proc/self/fd/3/x"), None);
+        assert_eq!(fd("/proc/self/fd/-1"), None);
+        assert_eq!(fd("/proc/self/fd"), None);
+        assert_eq!(fd("/proc/self/cwd"), None);
+        assert_eq!(fd("/proc/self/fd/99999999999"), None);
+        assert_eq!(fd("/proc/thread-self/task/1/fd/3"), None);
+    }
+}
+
 #[cfg(test)]
 mod magic_link_tests {
     use super::magic_link;

@@ -114,6 +114,7 @@ pub fn failing_anyway(
         same_file: false,
         second_below_first: false,
         first_below_second: false,
+        cross_mount: false,
     };
     if let Some(second) = second {
         let (g2, l2) = match look_up(&second, false, needs_empty(true), &mut view) {

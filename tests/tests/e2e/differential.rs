@@ -32,24 +32,13 @@ use std::process::{Command, Stdio};
 /// them wrong, each with the reason (the minimal failing script is in
 /// docs/differential.md). Remove an entry once its fix has landed; run
 /// with `MPAUDIT_DIFF_EXCLUDE=` to see everything that still fails.
-const KNOWN_BROKEN: &[(&str, &str)] = &[
-    (
-        "dir-nlink",
-        "a directory's link count in the worker's view does not count the \
+const KNOWN_BROKEN: &[(&str, &str)] = &[(
+    "dir-nlink",
+    "a directory's link count in the worker's view does not count the \
          subdirectories the worker moved into or out of it (the shared \
          directory's own stat is shown; not emulated, docs/policy.md): \
          `rename e d/a` with shared d and e: bare d nlink=3, redirect 2",
-    ),
-    (
-        "path-proc-fd",
-        "/proc/self/fd/N is resolved by its link text, not by the descriptor: \
-         under a file that was renamed over it gives ENOENT (bare: ENOTDIR; \
-         `mkstemp 1 d/../a; mkstemp 0 d/../a; mkstemp 2 %1/a`); \
-         `renameat cwd a cwd %0 0` with handle 0 closed gives ENOENT (bare: \
-         EXDEV); `linkat cwd %1 3 b FOLLOW` of an O_TMPFILE gives ENOENT \
-         (bare: ok; found by hand)",
-    ),
-];
+)];
 
 /// Names the operations use: a few files and directories, nested one level,
 /// a symlink, a missing parent, `..`, absolute spellings (`@` is the

@@ -1336,3 +1336,325 @@ e2e!(
         );
     }
 );
+
+// Regression (differential, path-proc-fd, pinned seed): a rename onto
+// `/proc/self/fd/-1` (a closed handle) is EXDEV bare, as the kernel
+// compares the parents' mounts before it looks the old name up; under
+// redirect the worker's view answered first: ENOENT. (A link there is
+// ENOENT bare: /proc answers the new name's lookup first.)
+e2e!(
+    a_rename_across_mounts_fails_with_exdev_before_the_names_are_looked_up,
+    |dir| {
+        let (out, _) = same_ops(
+            &dir,
+            d_and_a,
+            "rename x %0 0\nrename d %0 0\nrename a %1/a 0\nlink a %0\nlink x %0\n",
+        );
+        assert!(out.contains("0 rename x %0 0 -> err EXDEV"), "{out}");
+        assert!(out.contains("2 rename a %1/a 0 -> err ENOENT"), "{out}");
+    }
+);
+
+// Regression (differential, path-proc-fd): `/proc/self/fd/N` of a file
+// that lost its name (renamed over by the next mkstemp) was resolved by its
+// text, `… (deleted)`, which names nothing: ENOENT, bare ENOTDIR below it
+// and the file itself at it.
+e2e!(
+    a_descriptor_s_proc_link_leads_to_its_file_after_the_file_was_renamed_over,
+    |dir| {
+        let (out, _) = same_ops(
+            &dir,
+            d_and_a,
+            "mkstemp 1 d/../a\nwrite 1 one\nmkstemp 0 d/../a\nmkstemp 2 %1/a\nstat %1\n\
+             open 3 %1 RDONLY 644\nread 3 5\nopen 2 %1 WRONLY|APPEND 644\nwrite 2 X\n\
+             truncate %1 1\nfstat 1\nreadlink %1\nread 0 3\n",
+        );
+        assert!(out.contains("3 mkstemp 2 %1/a -> err ENOTDIR"), "{out}");
+        assert!(out.contains("6 read 3 5 -> ok \"one\""), "{out}");
+    }
+);
+
+// Regression (differential, path-proc-fd, found by hand): the man page's
+// way to name an O_TMPFILE, `linkat(AT_FDCWD, "/proc/self/fd/N", dirfd,
+// name, AT_SYMLINK_FOLLOW)`, failed with ENOENT (the text `#ino
+// (deleted)` was walked).
+e2e!(
+    an_o_tmpfile_can_be_linked_through_its_proc_self_fd_link,
+    |dir| {
+        let (out, _) = same_ops(
+            &dir,
+            d_and_a,
+            "open 1 d RDWR|TMPFILE 600\nwrite 1 x\nopen 3 d RDONLY 644\n\
+             linkat cwd %1 3 c FOLLOW\nstat d/c\nlinkat cwd %1 3 c FOLLOW\n\
+             linkat cwd %1 cwd b FOLLOW\nopen 2 %1 RDONLY 644\nstat %2\nread 2 3\nreaddir d\n",
+        );
+        assert!(out.contains("3 linkat cwd %1 3 c FOLLOW -> ok"), "{out}");
+        assert!(
+            out.contains("5 linkat cwd %1 3 c FOLLOW -> err EEXIST"),
+            "{out}"
+        );
+    }
+);
+
+// Regression (differential, pinned seed): readlink of a descriptor's
+// `/proc/self/fd/N` (and of /proc/self/cwd) read the worker's path of a
+// redirected file or directory; bare reads the job's.
+e2e!(
+    readlink_of_a_descriptor_s_proc_link_reads_the_job_path,
+    |dir| {
+        let (out, _) = same_ops(
+            &dir,
+            d_and_a,
+            "open 0 e RDONLY|CREAT 644\nreadlink %0\nmkstemp 1 d/../a\nreadlink %1\n\
+             mkstemp 2 a\nreadlink %1\nmkdir n 755\nopen 3 n RDONLY 644\nreadlink %3\n\
+             chdir n\nreadlink ^\n",
+        );
+        assert!(out.contains("1 readlink %0 -> ok \"@/e\""), "{out}");
+        assert!(
+            out.contains("5 readlink %1 -> ok \"@/a (deleted)\""),
+            "{out}"
+        );
+    }
+);
+
+// Regression (found with path-proc-fd back in): a descriptor of a shared
+// file the worker then removed or renamed over still held the shared file,
+// which the view still had: `fstat` said nlink 1 (bare 0), and
+// `/proc/self/fd/N` led to the worker's new file or to nothing (bare: the
+// removed file, readable and writable through the link).
+e2e!(
+    a_descriptor_of_a_shared_file_the_worker_removes_holds_a_file_without_a_name,
+    |dir| {
+        let (out, _) = same_ops(
+            &dir,
+            d_and_a,
+            "open 0 a RDONLY 644\nunlink a\nfstat 0\nstat %0\nopen 1 %0 RDWR 644\nread 1 3\n\
+             write 1 Q\nreadlink %0\nread 0 5\nopen 2 d/../a WRONLY|CREAT 644\nfstat 0\n",
+        );
+        assert!(
+            out.contains("2 fstat 0 -> ok f size=1 mode=644 nlink=0"),
+            "{out}"
+        );
+        assert!(out.contains("8 read 0 5 -> ok \"AQ\""), "{out}");
+    }
+);
+
+e2e!(
+    a_descriptor_of_a_shared_file_the_worker_renames_over_holds_a_file_without_a_name,
+    |dir| {
+        let (out, _) = same_ops(
+            &dir,
+            |d| {
+                d_and_a(d);
+                std::fs::write(d.join("d/b"), "B").unwrap();
+            },
+            "open 0 a RDONLY 644\nmkstemp 1 a\nfstat 0\nread 0 4\nreadlink %0\n\
+             open 2 %0 WRONLY 644\nwrite 2 zz\nfstat 0\nopen 3 d/b RDONLY 644\nrename a d/b 0\n\
+             fstat 3\nreadlink %3\nrename x d/b 0\nfstat 3\nstat d/b\n",
+        );
+        assert!(
+            out.contains("2 fstat 0 -> ok f size=1 mode=644 nlink=0"),
+            "{out}"
+        );
+        assert!(
+            out.contains("10 fstat 3 -> ok f size=1 mode=644 nlink=0"),
+            "{out}"
+        );
+    }
+);
+
+// Regression (found with path-proc-fd back in): a descriptor of a shared
+// directory did not follow the worker's rename of it (`%0/b` was ENOENT,
+// bare the moved directory's file), and one of a shared directory the
+// worker removed still listed and counted links (bare: nlink 0, no
+// entries, nothing can be made in it).
+e2e!(
+    a_descriptor_of_a_shared_directory_follows_the_workers_rename_and_removal_of_it,
+    |dir| {
+        let (out, _) = same_ops(
+            &dir,
+            |d| {
+                d_and_a(d);
+                std::fs::write(d.join("d/b"), "B").unwrap();
+                std::fs::create_dir(d.join("e")).unwrap();
+            },
+            "open 0 d RDONLY 644\nrename d c 0\nstat %0/b\nopen 1 %0/a WRONLY|CREAT 644\n\
+             write 1 hi\nreaddir c\nreadlink %0\nfstat 0\nreaddir %0\n\
+             open 2 e RDONLY 644\nrmdir e\nfstat 2\nstat %2\nopen 3 %2/a WRONLY|CREAT 644\n\
+             readlink %2\nmkdir e 755\nfstat 2\nreaddir %2\n\
+             open 3 c RDONLY 644\nunlink c/b\nunlink c/a\nrmdir c\nfstat 3\nreadlink %3\n",
+        );
+        assert!(out.contains("2 stat %0/b -> ok f size=1"), "{out}");
+        assert!(out.contains("11 fstat 2 -> ok d mode=755 nlink=0"), "{out}");
+    }
+);
+
+// Regression (differential, MPAUDIT_DIFF_SEED=2752928570631, concurrent):
+// a link of a descriptor's `/proc/self/fd/N` itself (not followed) onto
+// an existing shared name is EEXIST bare (the new name is looked up before
+// the mounts are compared); under redirect the real call, given the
+// worker's path for the new name, said EXDEV.
+e2e!(
+    a_link_across_mounts_onto_an_existing_name_fails_with_eexist,
+    |dir| {
+        let (out, _) = same_ops(
+            &dir,
+            d_and_a,
+            "open 0 a RDONLY 644\nlinkat cwd %0 cwd d 0\nlinkat cwd %0 cwd c 0\n\
+             linkat cwd a cwd %1 0\nlinkat cwd a cwd %0 0\nlinkat cwd %0 cwd c FOLLOW\n",
+        );
+        assert!(
+            out.contains("1 linkat cwd %0 cwd d 0 -> err EEXIST"),
+            "{out}"
+        );
+        assert!(
+            out.contains("2 linkat cwd %0 cwd c 0 -> err EXDEV"),
+            "{out}"
+        );
+    }
+);
+
+// Regression (differential, MPAUDIT_DIFF_SEED=2752928570631): a rename's
+// first name `d/../a` with `d` removed fails with ENOENT before the
+// second name's bad descriptor is looked at (its parent `d/..` does not
+// resolve); its lexical parent, the job directory, passed for a real one:
+// EBADF.
+e2e!(
+    a_rename_whose_first_name_goes_through_a_removed_directory_fails_before_a_bad_descriptor,
+    |dir| {
+        let (out, _) = same_ops(
+            &dir,
+            d_and_a,
+            "rmdir d\nrenameat cwd d/../a 0 a 0\nrenameat cwd d/a 0 a 0\nrenameat cwd a 0 a 0\n",
+        );
+        assert!(
+            out.contains("1 renameat cwd d/../a 0 a 0 -> err ENOENT"),
+            "{out}"
+        );
+    }
+);
+
+// Regression (differential, MPAUDIT_DIFF_SEED=10658547398350283390,
+// concurrent): `chdir d/..` from the shared `d`, through a `d/d` only the
+// worker's view has, went to the kernel as spelled, which found no shared
+// `d/d`: ENOENT (bare: ok). A `..` back out of a directory of the
+// worker's now gives the kernel the resolved path.
+e2e!(
+    a_dotdot_out_of_a_directory_only_the_worker_has_is_resolved_in_its_view,
+    |dir| {
+        let (out, _) = same_ops(
+            &dir,
+            |d| {
+                std::fs::create_dir_all(d.join("d")).unwrap();
+                std::fs::create_dir_all(d.join("e")).unwrap();
+            },
+            "chdir d\nmkdir d 644\nchdir d/..\nstat d\nmkdir d/e 755\nstat d/e/../../d\n\
+             open 0 d/e/../x WRONLY|CREAT 644\nreaddir .\n",
+        );
+        assert!(out.contains("2 chdir d/.. -> ok"), "{out}");
+    }
+);
+
+// Regression (differential, MPAUDIT_DIFF_SEED=10658547398350283390): in a
+// working directory that was removed (`chdir` through a descriptor of it),
+// a write of a relative name failed closed with EACCES (no cwd to resolve
+// against); bare the kernel finds and makes nothing there: ENOENT.
+e2e!(
+    a_relative_write_in_a_removed_working_directory_fails_with_enoent,
+    |dir| {
+        let (out, _) = same_ops(
+            &dir,
+            |d| std::os::unix::fs::symlink("a", d.join("l")).unwrap(),
+            "mkdir d/../a 644\nopen 0 l RDONLY 644\nrmdir d/../a\nchdir %0\nrmdir a\n\
+             open 1 b WRONLY|CREAT 644\nstat .\nmkdir x 755\nstat x\n",
+        );
+        assert!(out.contains("4 rmdir a -> err ENOENT"), "{out}");
+    }
+);
+
+// Regression (found by hand with path-proc-fd back in; was "not emulated"
+// in docs/policy.md): a descriptor of a shared directory whose metadata the
+// worker then changed stayed on the shared directory: `fstat` showed the
+// shared mode (bare: the new one).
+e2e!(
+    a_descriptor_of_a_shared_directory_sees_the_workers_chmod_of_it,
+    |dir| {
+        let (out, _) = same_ops(
+            &dir,
+            d_and_a,
+            "open 0 d RDONLY 644\nchmod d 700\nfstat 0\nopen 1 %0/b WRONLY|CREAT 644\n\
+             readdir %0\nreadlink %0\nopen 2 %0 RDONLY 644\nfstat 2\nopen 3 d RDONLY 644\n\
+             chmod d 755\nfstat 3\nfstat 0\nrename d e 0\nreadlink %0\nreaddir %3\n",
+        );
+        assert!(out.contains("2 fstat 0 -> ok d mode=700"), "{out}");
+    }
+);
+
+// Regression (differential, MPAUDIT_DIFF_SEED=12615398291772900285): a
+// link of a removed file's descriptor (`AT_EMPTY_PATH`) onto an existing
+// shared name is EEXIST bare; under redirect the new name's checks were
+// skipped (the descriptor has no path) and the real call, on the worker's
+// path, said ENOENT (a removed file cannot be linked).
+e2e!(
+    a_link_of_a_removed_file_s_descriptor_onto_an_existing_name_fails_with_eexist,
+    |dir| {
+        let (out, _) = same_ops(
+            &dir,
+            |d| {
+                std::fs::create_dir_all(d.join("d")).unwrap();
+                std::fs::create_dir_all(d.join("e")).unwrap();
+            },
+            "open 1 d/b RDONLY|CREAT 644\nunlink d/b\nlinkat 1 \"\" cwd e EMPTY\n\
+             linkat 1 \"\" cwd c EMPTY\nopen 2 d/a WRONLY|CREAT 644\nlinkat 2 \"\" cwd e EMPTY\n\
+             linkat 2 \"\" cwd c EMPTY\nopen 3 d RDONLY 644\nlinkat 3 \"\" cwd f EMPTY\n",
+        );
+        assert!(
+            out.contains("2 linkat 1 \"\" cwd e EMPTY -> err EEXIST"),
+            "{out}"
+        );
+    }
+);
+
+// Regression (differential, MPAUDIT_DIFF_SEED=6554503326302899321):
+// `O_TMPFILE|O_NOFOLLOW` on a symlink is ENOTDIR bare (the name must be a
+// directory, and the link is not followed); under redirect the route's
+// check of an open of a symlink said ELOOP first.
+e2e!(
+    an_o_tmpfile_open_of_a_name_that_is_no_directory_fails_with_enotdir,
+    |dir| {
+        let (out, _) = same_ops(
+            &dir,
+            |d| {
+                std::fs::create_dir(d.join("d")).unwrap();
+                std::fs::write(d.join("b"), "B").unwrap();
+                std::os::unix::fs::symlink("a", d.join("l")).unwrap();
+            },
+            "open 0 l WRONLY|NOFOLLOW|TMPFILE 644\nopen 0 l WRONLY|TMPFILE 644\n\
+             open 0 b WRONLY|TMPFILE 644\nopen 0 x WRONLY|TMPFILE 644\nopen 0 d/. WRONLY|TMPFILE 644\n\
+             open 0 b/ WRONLY|TMPFILE 644\nopen 1 d RDWR|TMPFILE|NOFOLLOW 644\n",
+        );
+        assert!(
+            out.contains("0 open 0 l WRONLY|NOFOLLOW|TMPFILE 644 -> err ENOTDIR"),
+            "{out}"
+        );
+    }
+);
+
+// Regression (differential, MPAUDIT_DIFF_SEED=17763165809111165962, after
+// the fix above): a read-only `O_TMPFILE` open of a missing name is EINVAL
+// bare (the flags are refused first); the view's ENOENT came first.
+e2e!(
+    a_read_only_o_tmpfile_open_fails_with_einval_whatever_the_name,
+    |dir| {
+        let (out, _) = same_ops(
+            &dir,
+            d_and_a,
+            "open 0 x RDONLY|TMPFILE 644\nopen 0 e/x RDONLY|TMPFILE 644\nopen 0 d RDONLY|TMPFILE 644\n\
+             open 0 a RDONLY|TMPFILE 644\nopen 0 d WRONLY|CREAT|TMPFILE 644\n",
+        );
+        assert!(
+            out.contains("0 open 0 x RDONLY|TMPFILE 644 -> err EINVAL"),
+            "{out}"
+        );
+    }
+);
