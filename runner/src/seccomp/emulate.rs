@@ -175,6 +175,11 @@ pub fn open(dirfd: RawFd, path: &CString, flags: i32, mode: u32) -> Result<Owned
             // SAFETY: our descriptor, a valid out-pointer.
             if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } == 0 {
                 let kind = st.st_mode & libc::S_IFMT;
+                // O_NOFOLLOW on a symlink leaf: the kernel's ELOOP.
+                let nofollow = flags & (libc::O_NOFOLLOW | libc::O_PATH) == libc::O_NOFOLLOW;
+                if kind == libc::S_IFLNK && nofollow {
+                    return Err(Some(libc::ELOOP));
+                }
                 let plain = kind == libc::S_IFCHR && is_plain_device(st.st_rdev);
                 if kind != libc::S_IFREG && kind != libc::S_IFDIR && kind != libc::S_IFLNK && !plain
                 {
@@ -375,6 +380,23 @@ pub fn prepare_target(
     if copy {
         let tp = Path::new(std::ffi::OsStr::from_bytes(target));
         let op = Path::new(std::ffi::OsStr::from_bytes(original));
+        // A shared symlink (a rename's or link's source): the worker's
+        // copy is a symlink with the same text; a shared directory (a
+        // metadata change): an empty one with its mode, whose entries the
+        // shared one still gives.
+        if let (None, Ok(text)) = (lstat(tp), std::fs::read_link(op)) {
+            return std::os::unix::fs::symlink(text, tp)
+                .map_err(|e| e.raw_os_error().unwrap_or(libc::EIO));
+        }
+        if let (None, Some(m)) = (lstat(tp), lstat(op).filter(|m| m.is_dir())) {
+            use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+            let mode = m.permissions().mode() & 0o7777;
+            return std::fs::DirBuilder::new()
+                .mode(mode)
+                .create(tp)
+                .and_then(|()| std::fs::set_permissions(tp, std::fs::Permissions::from_mode(mode)))
+                .map_err(|e| e.raw_os_error().unwrap_or(libc::EIO));
+        }
         if lstat(tp).is_none() && std::fs::metadata(op).is_ok_and(|m| m.is_file()) {
             // A copy that fails (disk full, RLIMIT_FSIZE) must not leave a
             // short worker's copy that later calls and the merge would

@@ -52,6 +52,22 @@ pub fn failing_anyway(
     second: Option<Named>,
     mut view: Option<View>,
 ) -> Option<i32> {
+    // An empty name is ENOENT before anything else, but for the calls
+    // whose AT_EMPTY_PATH form names a descriptor (their flags are not
+    // all known here).
+    let empty = |n: &Named| n.given == Some(b"");
+    let may_name_a_descriptor = matches!(
+        op,
+        "fchmodat" | "fchmodat2" | "fchownat" | "utimensat" | "futimesat" | "openat2"
+    ) || (op == "linkat" && at_flags as i32 & libc::AT_EMPTY_PATH != 0);
+    if (empty(&first) && !may_name_a_descriptor) || second.as_ref().is_some_and(empty) {
+        return Some(libc::ENOENT);
+    }
+    // Open flags the kernel refuses (O_TMPFILE without write access, with
+    // O_CREAT): EINVAL before the name is looked at.
+    if matches!(op, "open" | "openat") && invalid_open_flags(flags) {
+        return Some(libc::EINVAL);
+    }
     let op = match op {
         "open" | "openat" | "creat" => Op::Open(flags),
         "truncate" => Op::Truncate,
@@ -89,7 +105,8 @@ pub fn failing_anyway(
         Op::Symlink => (second?, None),
         _ => (first, second),
     };
-    if op == Op::Link && at_flags as i32 & libc::AT_EMPTY_PATH != 0 {
+    // An empty source with AT_EMPTY_PATH names a descriptor: the kernel's.
+    if op == Op::Link && at_flags as i32 & libc::AT_EMPTY_PATH != 0 && empty(&first) {
         return None;
     }
     let needs_empty = |is_second: bool| match op {
@@ -102,6 +119,11 @@ pub fn failing_anyway(
         Ok(r) => r,
         Err(e) => return e,
     };
+    // link looks its source up whole before the new name: a missing one
+    // is ENOENT whatever the new name is.
+    if op == Op::Link && l1.kind == Kind::Absent {
+        return Some(libc::ENOENT);
+    }
     // linkat's AT_SYMLINK_FOLLOW follows a source symlink: the kernel's.
     if op == Op::Link && at_flags as i32 & libc::AT_SYMLINK_FOLLOW != 0 && l1.kind == Kind::Symlink
     {
@@ -165,22 +187,47 @@ fn look_up<'a>(
     } else {
         (dir, leaf)
     };
+    if let Some(view) = view.as_mut() {
+        spelled_dirs_in_view(base, dir, view)?;
+    }
     let start = open_dir(libc::AT_FDCWD, base, libc::O_RDONLY).map_err(|_| None)?;
     // In the worker's view a directory missing from the shared tree may
-    // be the worker's.
-    let d =
-        open_dir(start.as_raw_fd(), dir, libc::O_PATH).map_err(|e| view.is_none().then_some(e))?;
+    // be the worker's: the shared tree's errno stands only where the
+    // worker has redirected nothing on the way.
+    let d = match open_dir(start.as_raw_fd(), dir, libc::O_PATH) {
+        Ok(d) => d,
+        Err(e) => {
+            let Some(view) = view.as_mut() else {
+                return Err(Some(e));
+            };
+            let mut lexical = vec![0u8; mpaudit_core::path::MAX_ABS];
+            let n = mpaudit_core::path::absolutize(dir, Some(base), &mut lexical).ok_or(None)?;
+            let mut end = n;
+            while end > 1 {
+                if view(&lexical[..end]).is_some() {
+                    return Err(None);
+                }
+                end = lexical[..end].iter().rposition(|&b| b == b'/').unwrap_or(0);
+            }
+            return Err(Some(e));
+        }
+    };
     let real_dir = std::fs::read_link(format!("/proc/self/fd/{}", d.as_raw_fd()))
         .map_err(|_| None)?
         .into_os_string()
         .into_encoded_bytes();
     if let Some(view) = view.as_mut() {
-        // The directory or one above it redirected: the view's walk, not
-        // the shared tree's.
+        // The directory or one above it redirected: removed by the worker
+        // (ENOENT), or the worker's (the view's walk, not the shared
+        // tree's: cannot be told), but for a copy of a shared directory
+        // that merges with it (a metadata change, a file's parent).
         let mut end = real_dir.len();
         while end > 1 {
-            if view(&real_dir[..end]).is_some() {
-                return Err(None);
+            if let Some(copy) = view(&real_dir[..end]) {
+                match in_view(&copy, &real_dir[..end]) {
+                    Ok(()) => {}
+                    Err(e) => return Err(e),
+                }
             }
             end = real_dir[..end]
                 .iter()
@@ -287,6 +334,68 @@ fn look_up<'a>(
             dir_empty,
         },
     ))
+}
+
+/// Whether the kernel refuses these open flags whatever the name (it
+/// checks them first): asked of the kernel with an empty name, which fails
+/// with ENOENT unless the flags fail first with EINVAL.
+fn invalid_open_flags(flags: i32) -> bool {
+    // SAFETY: a NUL-terminated empty name; a descriptor returned is closed.
+    let fd = unsafe { libc::openat(libc::AT_FDCWD, c"".as_ptr(), flags, 0) };
+    if fd >= 0 {
+        // SAFETY: our own descriptor.
+        unsafe { libc::close(fd) };
+        return false;
+    }
+    std::io::Error::last_os_error().raw_os_error() == Some(libc::EINVAL)
+}
+
+/// A directory `shared` of a path, which the worker redirected to `copy`:
+/// removed (ENOENT), a file (ENOTDIR), or the worker's own directory or
+/// symlink (the view's walk: `Err(None)`); a directory copy of a shared
+/// directory merges with it (`Ok`: the shared walk stands).
+fn in_view(copy: &[u8], shared: &[u8]) -> Result<(), Option<i32>> {
+    let is_dir = |p: &[u8]| std::fs::symlink_metadata(OsStr::from_bytes(p)).map(|m| m.is_dir());
+    match std::fs::symlink_metadata(OsStr::from_bytes(copy)) {
+        Err(_) => Err(Some(libc::ENOENT)),
+        Ok(m) if !m.is_dir() && !m.is_symlink() => Err(Some(libc::ENOTDIR)),
+        Ok(m) if m.is_dir() && is_dir(shared).unwrap_or(false) => Ok(()),
+        Ok(_) => Err(None),
+    }
+}
+
+/// The directories of `dir` (relative to `base`) as spelled, in order,
+/// in the worker's view: one the worker removed is `Err(Some(ENOENT))`
+/// (the shared tree still has it: the kernel, walking the shared tree,
+/// would go on, `d/..` included), one the worker made or moved there
+/// `Err(None)` (the view's own walk). Stops at a shared symlink, which the
+/// kernel's walk below follows.
+pub fn spelled_dirs_in_view(base: &[u8], dir: &[u8], view: &mut View) -> Result<(), Option<i32>> {
+    let mut p: Vec<u8> = if dir.first() == Some(&b'/') {
+        Vec::new()
+    } else {
+        base.to_vec()
+    };
+    for comp in dir.split(|&b| b == b'/') {
+        match comp {
+            b"" | b"." => continue,
+            b".." => {
+                let cut = p.iter().rposition(|&b| b == b'/').unwrap_or(0);
+                p.truncate(cut);
+                continue;
+            }
+            _ => {}
+        }
+        p.push(b'/');
+        p.extend_from_slice(comp);
+        if let Some(copy) = view(&p) {
+            in_view(&copy, &p)?;
+        }
+        if std::fs::symlink_metadata(OsStr::from_bytes(&p)).is_ok_and(|m| m.is_symlink()) {
+            return Ok(());
+        }
+    }
+    Ok(())
 }
 
 /// Whether the directory `abs` has no entry in the worker's view: its

@@ -1075,6 +1075,10 @@ fn access(
         (Some(w), true) => through_own_symlinks(sup, w, tid, p1),
         _ => (p1, false),
     };
+    if through_own_link && p1.1.is_none() {
+        // Fails in the kernel's walk, before anything is written.
+        return Handled::quiet(Answer::Fail(libc::ELOOP));
+    }
     if !still_valid(lfd, id) {
         return Handled::quiet(Answer::Continue);
     }
@@ -1184,8 +1188,11 @@ fn access(
     let hard_link = matches!(a.op, "link" | "linkat");
     if let (true, Action::Redirected, Some(w), Some(src)) = (hard_link, action, c.worker, &p1.1) {
         let new_name_routed = routes.get(1).is_some_and(|r| r.target.is_some());
-        let regular =
-            std::fs::symlink_metadata(std::ffi::OsStr::from_bytes(src)).is_ok_and(|m| m.is_file());
+        // A regular file, or a symlink linked itself (without
+        // AT_SYMLINK_FOLLOW): its copy is a symlink (prepare_target).
+        let follows = a.op == "linkat" && args[4] as i32 & libc::AT_SYMLINK_FOLLOW != 0;
+        let regular = std::fs::symlink_metadata(std::ffi::OsStr::from_bytes(src))
+            .is_ok_and(|m| m.is_file() || (m.is_symlink() && !follows));
         if routes[0].target.is_none()
             && regular
             && mpaudit_core::policy::link_copies_source(judge_one(&p1.1), new_name_routed, true)
@@ -1200,6 +1207,28 @@ fn access(
             )
             .map(|n| out[..n].to_vec());
             routes[0] = Route { target, new: true };
+        }
+    }
+    if let (false, Some(w), Some(abs)) = (write, c.worker, &p1.1) {
+        if let Some(errno) = blocked_in_view(sup, w, abs) {
+            return Handled::quiet(Answer::Fail(errno));
+        }
+        // A spelling through a directory the worker removed (`d/../a`):
+        // the kernel's walk of the shared tree goes on, the view's not.
+        let given = spelled.as_deref().unwrap_or_default();
+        let dir = &given[..given.iter().rposition(|&b| b == b'/').unwrap_or(0)];
+        if dir.split(|&b| b == b'/').any(|c| c == b"..") {
+            let base = base_dir(tid, a.path.dirfd.map(|d| args[d] as i32));
+            let mut lookup = |p: &[u8]| sup.redirects.lookup(w, p);
+            let mut view: super::failing::View = &mut lookup;
+            let found = super::failing::spelled_dirs_in_view(
+                base.as_deref().unwrap_or(b"/"),
+                dir,
+                &mut view,
+            );
+            if let Err(Some(errno)) = found {
+                return Handled::quiet(Answer::Fail(errno));
+            }
         }
     }
     if !write && !through_own_link && routes.iter().all(|r| r.target.is_none()) {
@@ -1263,33 +1292,26 @@ fn access(
             .filter(|&fd| fd != libc::AT_FDCWD)
             .is_some_and(|fd| std::fs::symlink_metadata(format!("/proc/{tid}/fd/{fd}")).is_err())
     };
-    let unresolvable = write
-        && std::iter::once((&p1, a.path))
-            .chain(p2.as_ref().zip(a.path2))
-            .enumerate()
-            .any(|(i, ((given, abs), arg))| {
-                written(i)
-                    && !(symlink_text && i == 0)
-                    && given.as_ref().is_some_and(|g| !g.is_empty())
-                    && abs.is_none()
-                    && !bad_dirfd(arg)
-            });
-    if unresolvable {
-        match sup.judge.action {
-            ActionSetting::Deny => {
-                return finish(e, Action::Denied, Answer::Fail(libc::EACCES), Vec::new())
-            }
-            ActionSetting::Redirect if c.worker.is_some() => {
-                return finish(
-                    e,
-                    Action::RedirectFailed,
-                    Answer::Fail(libc::EACCES),
-                    Vec::new(),
-                )
-            }
-            _ => {}
-        }
-    }
+    // A relative name against a descriptor that is not open, or not a
+    // directory: the kernel fails the call at that name's lookup (EBADF,
+    // ENOTDIR, or an earlier name's errno) before anything is changed; it
+    // is the kernel's to answer.
+    let not_a_dir = |p: PathArg| {
+        p.dirfd
+            .map(|d| args[d] as i32)
+            .filter(|&fd| fd != libc::AT_FDCWD)
+            .is_some_and(|fd| {
+                std::fs::metadata(format!("/proc/{tid}/fd/{fd}")).is_ok_and(|m| !m.is_dir())
+            })
+    };
+    let hopeless = std::iter::once((&p1, a.path))
+        .chain(p2.as_ref().zip(a.path2))
+        .any(|((given, _), arg)| {
+            given
+                .as_ref()
+                .is_some_and(|g| !g.is_empty() && g[0] != b'/')
+                && (bad_dirfd(arg) || not_a_dir(arg))
+        });
     fn named_in<'r>(
         tid: i32,
         args: &[u64; 6],
@@ -1324,6 +1346,43 @@ fn access(
             view,
         )
     };
+    if hopeless {
+        // Under redirect, an earlier name the worker's view fails first.
+        if let (ActionSetting::Redirect, Some(w)) = (sup.judge.action, c.worker) {
+            let mut lookup = |abs: &[u8]| sup.redirects.lookup(w, abs);
+            if let Some(errno) = anyway(Some(&mut lookup)) {
+                return finish(e, Action::Logged, Answer::Fail(errno), Vec::new());
+            }
+        }
+        return finish(e, Action::Logged, Answer::Continue, Vec::new());
+    }
+    let unresolvable = write
+        && std::iter::once((&p1, a.path))
+            .chain(p2.as_ref().zip(a.path2))
+            .enumerate()
+            .any(|(i, ((given, abs), arg))| {
+                written(i)
+                    && !(symlink_text && i == 0)
+                    && given.as_ref().is_some_and(|g| !g.is_empty())
+                    && abs.is_none()
+                    && !bad_dirfd(arg)
+            });
+    if unresolvable {
+        match sup.judge.action {
+            ActionSetting::Deny => {
+                return finish(e, Action::Denied, Answer::Fail(libc::EACCES), Vec::new())
+            }
+            ActionSetting::Redirect if c.worker.is_some() => {
+                return finish(
+                    e,
+                    Action::RedirectFailed,
+                    Answer::Fail(libc::EACCES),
+                    Vec::new(),
+                )
+            }
+            _ => {}
+        }
+    }
     if action == Action::Denied {
         // A call the kernel would fail anyway writes nothing: it fails as
         // bare, an attempt (review 2, F20); EACCES for one that would
@@ -1527,6 +1586,25 @@ fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
     p
 }
 
+/// The errno a read of `abs` gets where one of its directories is, in the
+/// worker's view, something the shared tree does not say: removed by the
+/// worker (ENOENT) or a file of the worker's (ENOTDIR). `None`: the
+/// shared tree's walk stands (or the directory is the worker's own).
+fn blocked_in_view(sup: &mut Supervision, w: u32, abs: &[u8]) -> Option<i32> {
+    let mut end = 0;
+    while let Some(i) = abs[end + 1..].iter().position(|&b| b == b'/') {
+        end += 1 + i;
+        if let Some(copy) = sup.redirects.lookup(w, &abs[..end]) {
+            return match std::fs::symlink_metadata(std::ffi::OsStr::from_bytes(&copy)) {
+                Err(_) => Some(libc::ENOENT),
+                Ok(m) if !m.is_dir() && !m.is_symlink() => Some(libc::ENOTDIR),
+                Ok(_) => None,
+            };
+        }
+    }
+    None
+}
+
 /// `p` (a name the call follows to its end) through the symlinks the
 /// worker made under redirect: their copies are symlinks in the worker
 /// directory, whose targets the kernel would resolve there, not from the
@@ -1534,19 +1612,31 @@ fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
 /// link's job directory, up to the kernel's 40 links; the result is the
 /// name in the shared tree (its directories resolved by the kernel) and
 /// is what the call is then given. The flag: a link of the worker's was
-/// followed.
+/// followed (with no name: more than the kernel's 40, ELOOP).
 fn through_own_symlinks(sup: &mut Supervision, w: u32, tid: i32, p: Resolved) -> (Resolved, bool) {
     let (given, Some(mut abs)) = p else {
         return (p, false);
     };
+    let original = abs.clone();
     let mut followed = false;
-    for _ in 0..40 {
-        let Some(copy) = sup.redirects.lookup(w, &abs) else {
-            break;
+    for hop in 0..=40 {
+        // The worker's copy, or the shared name (a chain may pass both).
+        // The task's own magic links (`/proc/self/cwd/…`), not ours.
+        abs = follow_magic_link(tid, abs);
+        let (link, own) = match sup.redirects.lookup(w, &abs) {
+            Some(copy) => (copy, true),
+            None => (abs.clone(), false),
         };
-        let Ok(text) = std::fs::read_link(std::ffi::OsStr::from_bytes(&copy)) else {
+        let Ok(text) = std::fs::read_link(std::ffi::OsStr::from_bytes(&link)) else {
             break; // no symlink (or removed): the copy itself
         };
+        if hop == 40 {
+            // The kernel's limit: a 41st link is ELOOP.
+            return ((given, None), true);
+        }
+        if !own && !followed {
+            break; // a shared link first: the kernel's own walk
+        }
         let parent = &abs[..abs.iter().rposition(|&b| b == b'/').unwrap_or(0).max(1)];
         let mut out = vec![0u8; MAX_ABS];
         match mpaudit_core::path::absolutize(text.as_os_str().as_bytes(), Some(parent), &mut out) {
@@ -1556,7 +1646,7 @@ fn through_own_symlinks(sup: &mut Supervision, w: u32, tid: i32, p: Resolved) ->
         followed = true;
     }
     if !followed {
-        return ((given, Some(abs)), false);
+        return ((given, Some(original)), false);
     }
     let abs = kernel_path(tid, None, &abs, true).unwrap_or(abs);
     ((Some(abs.clone()), Some(abs)), true)
@@ -1651,8 +1741,9 @@ fn perform(
         if let Err(e) = emulate::prepare_target(abs, u, wd.as_os_str().as_bytes(), copy) {
             return Performed::Refused(e);
         }
-        let opens_existing = a.intent != Intent::Namespace && flags & libc::O_CREAT == 0;
-        if opens_existing && intent.truncate && !copy {
+        // A truncating open of an existing file keeps its mode (with
+        // O_CREAT too: the mode argument applies only to a new file).
+        if a.intent != Intent::Namespace && intent.truncate && !copy {
             if let Err(e) = emulate::seed_empty(abs, u) {
                 return Performed::Refused(e);
             }
@@ -1781,6 +1872,11 @@ fn follow_stat(
     id: u64,
 ) -> Handled {
     let (given, abs) = resolve(c.task.tid, args, path);
+    if let (Some(w), Some(abs)) = (c.worker, &abs) {
+        if let Some(errno) = blocked_in_view(sup, w, abs) {
+            return Handled::quiet(Answer::Fail(errno));
+        }
+    }
     let target = match (c.worker, abs) {
         (Some(w), Some(abs)) => sup.redirects.lookup(w, &abs),
         _ => None,
