@@ -1431,3 +1431,27 @@ e2e!(
         );
     }
 );
+
+// Regression (differential, MPAUDIT_DIFF_SEED=16269345934585845669): after
+// `rename l e EXCHANGE` (`l -> d`, `e` an empty directory), `rmdir l/a`
+// looked `l/a` up through the shared symlink `l`, found the shared `d/a`
+// and said ENOTDIR; bare `l` is the empty directory: ENOENT. The view's
+// lookups below a directory of the worker's that stands over a shared
+// symlink or file now go to the worker's directory.
+e2e!(
+    a_name_below_a_directory_exchanged_over_a_shared_symlink_is_looked_up_in_it,
+    |dir| {
+        let (out, _) = same_ops(
+            &dir,
+            |d| {
+                std::fs::create_dir_all(d.join("d")).unwrap();
+                std::fs::create_dir_all(d.join("e")).unwrap();
+                std::fs::write(d.join("d/a"), "").unwrap();
+                std::os::unix::fs::symlink("d", d.join("l")).unwrap();
+            },
+            "rename l e EXCHANGE\nrmdir l/a\nstat l/a\nunlink l/a\nopen 0 l/a WRONLY|CREAT 644\n\
+             rmdir l/a\nunlink l/a\nmkdir l/a 755\nrmdir l/a\nreaddir l\nreaddir e\n",
+        );
+        assert!(out.contains("1 rmdir l/a -> err ENOENT"), "{out}");
+    }
+);
