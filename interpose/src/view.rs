@@ -210,6 +210,9 @@ pub fn resolve(
 /// errno for a name below it (a file is no directory, a removed directory
 /// has no entries); `None`: walk the text as any link's.
 ///
+/// Below a descriptor's link of a file, any name is ENOTDIR, whatever the
+/// text says.
+///
 /// A file that lost this name in the shared tree but still has another one
 /// could be a shared file someone else removed a name of: a write through
 /// the link would reach the other name. Such a descriptor, read-only, is
@@ -219,9 +222,16 @@ pub fn resolve(
 /// descriptor open for writing (the worker writes that file anyway).
 fn nameless(abs: &[u8], text: &[u8], last: bool, slash_follows: bool) -> Option<Result<(), c_int>> {
     let fd = mpaudit_core::path::own_descriptor(abs, crate::state::pid())?;
-    let gone = text.strip_suffix(b" (deleted)")?;
     let st = sys::fstat(fd)?;
     let dir = st.st_mode & libc::S_IFMT == libc::S_IFDIR;
+    // Whatever its name, a descriptor of a file is no directory: a name
+    // below its link is ENOTDIR (its text may name what the view put in
+    // its place, or nothing: a parent's descriptor of a shared file a
+    // forked child's view moved away).
+    if !dir && (!last || slash_follows) && text.first() == Some(&b'/') {
+        return Some(Err(libc::ENOTDIR));
+    }
+    let gone = text.strip_suffix(b" (deleted)")?;
     if st.st_nlink > 0 && !dir && !named_by_the_worker(gone, &st) {
         // SAFETY: F_GETFL reads the descriptor's status flags, nothing else.
         let status = unsafe { libc::syscall(libc::SYS_fcntl, fd, libc::F_GETFL) } as c_int;

@@ -1455,3 +1455,21 @@ e2e!(
         assert!(out.contains("1 rmdir l/a -> err ENOENT"), "{out}");
     }
 );
+
+// Regression (differential, MPAUDIT_DIFF_SEED=14939668329720672521,
+// concurrent): a forked child's rename of a shared file moved only the
+// child's descriptors to the worker's copy; the parent's `%1/a` was walked
+// by its handle's text, the shared name the view had removed: ENOENT (bare:
+// the descriptor is a file, ENOTDIR below it, wherever it went).
+e2e!(
+    a_name_below_a_file_descriptor_s_proc_link_is_enotdir_whatever_its_text,
+    |dir| {
+        let (out, _) = same_ops(
+            &dir,
+            d_and_a,
+            "open 1 d/../a RDONLY 644\nfork 1\nrename d/../a e 0\nrename %1/a a 0\nstat %1/\n\
+             stat %1/x/y\nopen 2 d RDONLY 644\nstat %2/b\n",
+        );
+        assert!(out.contains("3 rename %1/a a 0 -> err ENOTDIR"), "{out}");
+    }
+);
