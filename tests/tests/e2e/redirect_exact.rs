@@ -1473,3 +1473,24 @@ e2e!(
         assert!(out.contains("3 rename %1/a a 0 -> err ENOTDIR"), "{out}");
     }
 );
+
+// Regression (differential, MPAUDIT_DIFF_SEED=16975275980080885493): a
+// rename's first name in a directory only the worker's view has (`mkdir
+// e; renameat cwd e/a 0 a 0`, handle 0 closed) was given to the kernel by
+// its shared spelling, whose parent does not exist: ENOENT before the bad
+// descriptor (bare: EBADF).
+e2e!(
+    a_rename_from_a_directory_the_worker_made_fails_with_ebadf_for_a_bad_second_descriptor,
+    |dir| {
+        let (out, _) = same_ops(
+            &dir,
+            d_and_a,
+            "mkdir e 644\nrenameat cwd e/a 0 a 0\nrenameat cwd d/a 0 a 0\nmkdir d/n 755\n\
+             renameat cwd d/n/x 0 a 0\nlinkat cwd e/a 0 a 0\n",
+        );
+        assert!(
+            out.contains("1 renameat cwd e/a 0 a 0 -> err EBADF"),
+            "{out}"
+        );
+    }
+);
