@@ -845,8 +845,12 @@ unsafe fn judge_then_call<R: Outcome>(
                 // (one the worker made): that directory's target, so that
                 // the kernel finds the parent as bare would.
                 let cut = abs.iter().rposition(|&b| b == b'/').unwrap_or(0);
-                let in_own_parent = |own: &mut [u8]| {
+                let in_own_parent = |own: &mut [u8], buf: &mut [u8]| {
                     let t = redirect::lookup(&abs[..cut]).filter(|_| cut > 0)?;
+                    // Not a shared directory the worker has a copy of.
+                    if !matches!(view::lstat(&abs[..cut], buf), Ok(None)) {
+                        return None;
+                    }
                     let n = t.len() + abs.len() - cut;
                     (n < own.len()).then(|| {
                         own[..t.len()].copy_from_slice(t);
@@ -858,7 +862,7 @@ unsafe fn judge_then_call<R: Outcome>(
                     Some(n) => &own[..n],
                     None => match redirect::lookup(abs) {
                         Some(t) => t,
-                        None => match in_own_parent(own) {
+                        None => match in_own_parent(own, buf) {
                             Some(n) => &own[..n],
                             None => abs,
                         },

@@ -1484,12 +1484,22 @@ e2e!(
     |dir| {
         let (out, _) = same_ops(
             &dir,
-            d_and_a,
+            |d| {
+                d_and_a(d);
+                std::fs::write(d.join("d/b"), "B").unwrap();
+            },
             "mkdir e 644\nrenameat cwd e/a 0 a 0\nrenameat cwd d/a 0 a 0\nmkdir d/n 755\n\
-             renameat cwd d/n/x 0 a 0\nlinkat cwd e/a 0 a 0\n",
+             renameat cwd d/n/x 0 a 0\nlinkat cwd e/a 0 a 0\nchmod d 700\n\
+             linkat cwd @/d/b 0 a 0\nrenameat cwd d/b 0 a 0\n",
         );
         assert!(
             out.contains("1 renameat cwd e/a 0 a 0 -> err EBADF"),
+            "{out}"
+        );
+        // A shared directory with the worker's metadata copy is no directory
+        // only the view has (the same seed, after the first fix).
+        assert!(
+            out.contains("7 linkat cwd @/d/b 0 a 0 -> err EBADF"),
             "{out}"
         );
     }
