@@ -843,9 +843,32 @@ unsafe fn judge_then_call<R: Outcome>(
         if a.viewed.is_ok() && a.viewed2 == Err(view::Unresolved::BadDirfd) && !is_symlink(call) {
             if let Some(abs) = a.path.abs {
                 let (own, buf) = work.split_at_mut(MAX_ABS + 1);
+                // A name the view has not, in a directory only the view has
+                // (one the worker made): that directory's target, so that
+                // the kernel finds the parent as bare would.
+                let cut = abs.iter().rposition(|&b| b == b'/').unwrap_or(0);
+                let in_own_parent = |own: &mut [u8], buf: &mut [u8]| {
+                    let t = redirect::lookup(&abs[..cut]).filter(|_| cut > 0)?;
+                    // Not a shared directory the worker has a copy of.
+                    if !matches!(view::lstat(&abs[..cut], buf), Ok(None)) {
+                        return None;
+                    }
+                    let n = t.len() + abs.len() - cut;
+                    (n < own.len()).then(|| {
+                        own[..t.len()].copy_from_slice(t);
+                        own[t.len()..n].copy_from_slice(&abs[cut..]);
+                        n
+                    })
+                };
                 let reached = match view::in_worker_dir(abs, own, buf) {
                     Some(n) => &own[..n],
-                    None => redirect::lookup(abs).unwrap_or(abs),
+                    None => match redirect::lookup(abs) {
+                        Some(t) => t,
+                        None => match in_own_parent(own, buf) {
+                            Some(n) => &own[..n],
+                            None => abs,
+                        },
+                    },
                 };
                 if reached.len() < view::PATH_MAX {
                     if let Some(p) = sys::c_path(reached, target) {

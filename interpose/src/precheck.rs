@@ -81,6 +81,12 @@ pub fn answer(
     if empty_source && call.at_flags & libc::AT_EMPTY_PATH == 0 {
         return Some(Err(libc::ENOENT));
     }
+    // A descriptor's link the walk ended at (a file without a name, which
+    // the kernel reaches through it): the real call answers.
+    let pid = crate::state::pid();
+    if mpaudit_core::path::own_descriptor(first.abs, pid).is_some() && matches!(op, Op::Open(_)) {
+        return None;
+    }
     // `remove` is unlink, then rmdir for a directory.
     let (st1, kind1) = if empty_source {
         (None, Kind::Regular)

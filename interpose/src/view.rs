@@ -210,6 +210,9 @@ pub fn resolve(
 /// errno for a name below it (a file is no directory, a removed directory
 /// has no entries); `None`: walk the text as any link's.
 ///
+/// Below a descriptor's link of a file, any name is ENOTDIR, whatever the
+/// text says.
+///
 /// A file that lost this name in the shared tree but still has another one
 /// could be a shared file someone else removed a name of: a write through
 /// the link would reach the other name. Such a descriptor, read-only, is
@@ -219,9 +222,16 @@ pub fn resolve(
 /// descriptor open for writing (the worker writes that file anyway).
 fn nameless(abs: &[u8], text: &[u8], last: bool, slash_follows: bool) -> Option<Result<(), c_int>> {
     let fd = mpaudit_core::path::own_descriptor(abs, crate::state::pid())?;
-    let gone = text.strip_suffix(b" (deleted)")?;
     let st = sys::fstat(fd)?;
     let dir = st.st_mode & libc::S_IFMT == libc::S_IFDIR;
+    // Whatever its name, a descriptor of a file is no directory: a name
+    // below its link is ENOTDIR (its text may name what the view put in
+    // its place, or nothing: a parent's descriptor of a shared file a
+    // forked child's view moved away).
+    if !dir && (!last || slash_follows) && text.first() == Some(&b'/') {
+        return Some(Err(libc::ENOTDIR));
+    }
+    let gone = text.strip_suffix(b" (deleted)")?;
     if st.st_nlink > 0 && !dir && !named_by_the_worker(gone, &st) {
         // SAFETY: F_GETFL reads the descriptor's status flags, nothing else.
         let status = unsafe { libc::syscall(libc::SYS_fcntl, fd, libc::F_GETFL) } as c_int;
@@ -278,14 +288,65 @@ pub(crate) fn view_lstat(
 ) -> Result<(bool, bool), c_int> {
     match redirect::lookup(abs) {
         Some(t) => lstat_into(t, buf, st).map(|found| (found, true)),
-        // The walk reached `abs`'s parent as a directory of the view: a
-        // shared parent that is no directory (the worker replaced a file
-        // with a directory) has no such child.
-        None => match lstat_into(abs, buf, st) {
-            Err(libc::ENOTDIR) => Ok((false, false)),
-            r => r.map(|found| (found, false)),
-        },
+        None => {
+            // Below a directory of the worker's that stands over a shared
+            // file or symlink: the shared spelling would go through that.
+            if let Some(r) = below_own_dir(abs, buf, st) {
+                return r.map(|found| (found, true));
+            }
+            // The walk reached `abs`'s parent as a directory of the view: a
+            // shared parent that is no directory (the worker replaced a file
+            // with a directory) has no such child.
+            match lstat_into(abs, buf, st) {
+                Err(libc::ENOTDIR) => Ok((false, false)),
+                r => r.map(|found| (found, false)),
+            }
+        }
     }
+}
+
+/// [`in_worker_dir`] for [`view_lstat`], in its own buffer: when the
+/// nearest ancestor of `abs` the table has is a directory of the worker's
+/// standing over a shared non-directory, the lstat of `abs`'s place below
+/// it (`Ok(false)`: absent). `None` otherwise, or when that path does not
+/// fit `buf` below PATH_MAX.
+fn below_own_dir(abs: &[u8], buf: &mut [u8], st: &mut libc::stat) -> Option<Result<bool, c_int>> {
+    let mut end = abs.len();
+    let (cut, t) = loop {
+        let cut = abs[..end].iter().rposition(|&b| b == b'/')?;
+        if cut == 0 {
+            return None;
+        }
+        if let Some(t) = redirect::lookup(&abs[..cut]) {
+            break (cut, t);
+        }
+        end = cut;
+    };
+    let n = t.len() + (abs.len() - cut);
+    if n >= PATH_MAX || n >= buf.len() {
+        return None;
+    }
+    let is_dir = lstat_into(t, buf, st).ok()? && st.st_mode & libc::S_IFMT == libc::S_IFDIR;
+    let replaced = match lstat_into(&abs[..cut], buf, st) {
+        Ok(true) => st.st_mode & libc::S_IFMT != libc::S_IFDIR,
+        Ok(false) => false,
+        Err(_) => true,
+    };
+    if !is_dir || !replaced {
+        return None;
+    }
+    buf[..t.len()].copy_from_slice(t);
+    buf[t.len()..n].copy_from_slice(&abs[cut..]);
+    buf[n] = 0;
+    let stp = st as *mut libc::stat;
+    // SAFETY: `buf` holds a NUL-terminated path; `stp` is a live stat.
+    Some(
+        match unsafe { newfstatat(libc::AT_FDCWD, buf.as_ptr().cast(), stp) } {
+            0 => Ok(true),
+            e if e == libc::ENOENT => Ok(false),
+            e => Err(e),
+        },
+    )
 }
 
 /// Where the kernel finds `abs` (canonical, resolved in the worker's view)

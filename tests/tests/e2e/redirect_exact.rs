@@ -1658,3 +1658,76 @@ e2e!(
         );
     }
 );
+
+// Regression (differential, MPAUDIT_DIFF_SEED=16269345934585845669): after
+// `rename l e EXCHANGE` (`l -> d`, `e` an empty directory), `rmdir l/a`
+// looked `l/a` up through the shared symlink `l`, found the shared `d/a`
+// and said ENOTDIR; bare `l` is the empty directory: ENOENT. The view's
+// lookups below a directory of the worker's that stands over a shared
+// symlink or file now go to the worker's directory.
+e2e!(
+    a_name_below_a_directory_exchanged_over_a_shared_symlink_is_looked_up_in_it,
+    |dir| {
+        let (out, _) = same_ops(
+            &dir,
+            |d| {
+                std::fs::create_dir_all(d.join("d")).unwrap();
+                std::fs::create_dir_all(d.join("e")).unwrap();
+                std::fs::write(d.join("d/a"), "").unwrap();
+                std::os::unix::fs::symlink("d", d.join("l")).unwrap();
+            },
+            "rename l e EXCHANGE\nrmdir l/a\nstat l/a\nunlink l/a\nopen 0 l/a WRONLY|CREAT 644\n\
+             rmdir l/a\nunlink l/a\nmkdir l/a 755\nrmdir l/a\nreaddir l\nreaddir e\n",
+        );
+        assert!(out.contains("1 rmdir l/a -> err ENOENT"), "{out}");
+    }
+);
+
+// Regression (differential, MPAUDIT_DIFF_SEED=14939668329720672521,
+// concurrent): a forked child's rename of a shared file moved only the
+// child's descriptors to the worker's copy; the parent's `%1/a` was walked
+// by its handle's text, the shared name the view had removed: ENOENT (bare:
+// the descriptor is a file, ENOTDIR below it, wherever it went).
+e2e!(
+    a_name_below_a_file_descriptor_s_proc_link_is_enotdir_whatever_its_text,
+    |dir| {
+        let (out, _) = same_ops(
+            &dir,
+            d_and_a,
+            "open 1 d/../a RDONLY 644\nfork 1\nrename d/../a e 0\nrename %1/a a 0\nstat %1/\n\
+             stat %1/x/y\nopen 2 d RDONLY 644\nstat %2/b\n",
+        );
+        assert!(out.contains("3 rename %1/a a 0 -> err ENOTDIR"), "{out}");
+    }
+);
+
+// Regression (differential, MPAUDIT_DIFF_SEED=16975275980080885493): a
+// rename's first name in a directory only the worker's view has (`mkdir
+// e; renameat cwd e/a 0 a 0`, handle 0 closed) was given to the kernel by
+// its shared spelling, whose parent does not exist: ENOENT before the bad
+// descriptor (bare: EBADF).
+e2e!(
+    a_rename_from_a_directory_the_worker_made_fails_with_ebadf_for_a_bad_second_descriptor,
+    |dir| {
+        let (out, _) = same_ops(
+            &dir,
+            |d| {
+                d_and_a(d);
+                std::fs::write(d.join("d/b"), "B").unwrap();
+            },
+            "mkdir e 644\nrenameat cwd e/a 0 a 0\nrenameat cwd d/a 0 a 0\nmkdir d/n 755\n\
+             renameat cwd d/n/x 0 a 0\nlinkat cwd e/a 0 a 0\nchmod d 700\n\
+             linkat cwd @/d/b 0 a 0\nrenameat cwd d/b 0 a 0\n",
+        );
+        assert!(
+            out.contains("1 renameat cwd e/a 0 a 0 -> err EBADF"),
+            "{out}"
+        );
+        // A shared directory with the worker's metadata copy is no directory
+        // only the view has (the same seed, after the first fix).
+        assert!(
+            out.contains("7 linkat cwd @/d/b 0 a 0 -> err EBADF"),
+            "{out}"
+        );
+    }
+);
