@@ -287,16 +287,46 @@ pub fn expand(template: &[String], output: &Path, inputs: &[PathBuf]) -> Vec<OsS
 /// `cp -p`, would look older than the run), but a new inode, a rename or a
 /// chmod always sets ctime, which no call can set back.
 fn modified_since(p: &Path, since: SystemTime) -> bool {
-    use std::os::unix::fs::MetadataExt;
     std::fs::symlink_metadata(p)
         .ok()
         .filter(|m| m.file_type().is_file() || m.file_type().is_symlink())
-        .and_then(|m| {
-            let secs = u64::try_from(m.ctime()).ok()?;
-            let nanos = u32::try_from(m.ctime_nsec()).ok()?;
-            SystemTime::UNIX_EPOCH.checked_add(Duration::new(secs, nanos))
-        })
-        .is_some_and(|t| t >= since)
+        .is_some_and(|m| changed_since(&m, since))
+}
+
+/// The status-change time of `m` is `since` or later (see
+/// [`modified_since`]; directories too: `cp -a`, `tar x` or `touch -d`
+/// set a new directory's mtime back, never its ctime).
+fn changed_since(m: &std::fs::Metadata, since: SystemTime) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let ctime = || {
+        let secs = u64::try_from(m.ctime()).ok()?;
+        let nanos = u32::try_from(m.ctime_nsec()).ok()?;
+        SystemTime::UNIX_EPOCH.checked_add(Duration::new(secs, nanos))
+    };
+    ctime().is_some_and(|t| t >= since)
+}
+
+/// The first symlink among the directories leading to `output` below the
+/// place merged outputs go (`--merge-dir`, else the job directory). The
+/// originals are resolved names (the library records no symlink in
+/// them), so such a link was made after the worker wrote below it: by
+/// another worker (merged as a link just before) or by someone else
+/// meanwhile. Writing through it would put the file somewhere no worker
+/// wrote (outside the job directory, say).
+fn symlink_on_the_way(output: &Path, s: &Setup) -> Option<PathBuf> {
+    let root = [s.merge_dir, Some(s.job_dir)]
+        .into_iter()
+        .flatten()
+        .find(|r| output.starts_with(r))?;
+    let mut up: Vec<&Path> = output
+        .ancestors()
+        .skip(1)
+        .take_while(|a| *a != root && a.starts_with(root))
+        .collect();
+    up.reverse();
+    up.into_iter()
+        .find(|a| std::fs::symlink_metadata(a).is_ok_and(|m| m.file_type().is_symlink()))
+        .map(Path::to_path_buf)
 }
 
 /// One line of a manifest. Paths that are not UTF-8 come with their exact
@@ -666,8 +696,8 @@ pub fn make_directories(s: &Setup) -> Vec<String> {
             let Ok(md) = std::fs::symlink_metadata(&target) else {
                 continue;
             };
-            // Made by this run (a directory's time is its last change).
-            let recent = md.modified().is_ok_and(|t| t >= s.since);
+            // Made (or changed) by this run: by ctime, as files are.
+            let recent = changed_since(&md, s.since);
             if md.is_dir() && !original.starts_with(s.workers_dir) && recent {
                 dirs.entry(original)
                     .or_insert(md.permissions().mode() & 0o7777);
@@ -687,6 +717,14 @@ pub fn make_directories(s: &Setup) -> Vec<String> {
                 continue;
             }
             Err(_) => {}
+        }
+        if let Some(link) = symlink_on_the_way(&output, s) {
+            warnings.push(format!(
+                "{}: a worker made a directory there, but {} is now a symlink; not made through it",
+                output.display(),
+                link.display()
+            ));
+            continue;
         }
         let made = std::fs::create_dir_all(&output).and_then(|()| {
             std::fs::set_permissions(&output, std::fs::Permissions::from_mode(mode))
@@ -726,6 +764,7 @@ pub fn run(s: &Setup, job_failed: bool) -> (Vec<Outcome>, Vec<String>) {
             ),
             None => (None, "none".into()),
         };
+        let through = merger.as_ref().and_then(|_| symlink_on_the_way(&output, s));
         let mut o = Outcome {
             group: g,
             output,
@@ -758,6 +797,15 @@ pub fn run(s: &Setup, job_failed: bool) -> (Vec<Outcome>, Vec<String>) {
                 "no [merge] rule matches it and {} workers wrote it; worker files left in place",
                 o.group.inputs.len()
             ))
+            }
+            Some(_) if through.is_some() => {
+                let link = through.unwrap_or_default();
+                o.status = Status::Failed;
+                o.reason = Some(format!(
+                    "{} is a symlink made after the workers wrote below it (by another worker, \
+                     or since): not merged through it; worker files left in place",
+                    link.display()
+                ));
             }
             Some(m) => {
                 let inputs: Vec<PathBuf> = o.group.inputs.iter().map(|(_, p)| p.clone()).collect();

@@ -1,0 +1,130 @@
+//! Hostile review 3, runner side: the merge (symlinks, change detection,
+//! crashed workers), the report's verdicts. Each test reproduces one
+//! finding against `mpaudit run`, compared with the bare run where there is
+//! one. Named after the bug.
+
+use crate::merge::{merge_of, run_job};
+use mpaudit_tests::*;
+use serde_json::Value;
+
+fn job_file(dir: &TestDir, toml: &str) {
+    std::fs::write(dir.join("job.toml"), toml).unwrap();
+}
+
+// Finding R3-1 (lost data, F16): a directory the job made under redirect
+// but whose modification time lies before the run (`cp -a` or `tar x` of a
+// tree with an empty directory, `touch -d`) was not made again by the
+// merge: directories were dated by mtime, which any call sets back, files
+// by ctime. The report said nothing; the empty directory was just gone.
+e2e!(
+    a_directory_the_job_made_with_an_old_mtime_is_merged_back,
+    |dir| {
+        let script = "mkdir -p tpl/empty && touch -d 2000-01-01 tpl/empty && \
+                      cp -a tpl out && echo x > out/f";
+        let bare = run_ok(dir.bare("bash").args(["-c", script]));
+        assert!(bare.status.success());
+        assert!(dir.join("out/empty").is_dir(), "bare: cp -a keeps it");
+        std::fs::remove_dir_all(dir.join("out")).unwrap();
+        std::fs::remove_dir_all(dir.join("tpl")).unwrap();
+        job_file(
+            &dir,
+            &format!(
+                "[job]\ncommand = [\"bash\", \"-c\", {}]\n[audit]\naction = \"redirect\"\n",
+                serde_json::to_string(script).unwrap()
+            ),
+        );
+        let (code, r, _) = run_job(&dir, &[]);
+        assert_eq!(code, 1, "rogue writes, nothing else: {r:#}");
+        for d in ["tpl/empty", "out/empty"] {
+            assert!(
+                dir.join(d).is_dir(),
+                "{d} made by the job, not merged back: {:#}",
+                r["merges"]
+            );
+        }
+        assert_eq!(std::fs::read_to_string(dir.join("out/f")).unwrap(), "x\n");
+    }
+);
+
+// Finding R3-2 (escape, falsely green): the job directory has an empty
+// directory `a`; worker 0 replaces it, in its view, by a symlink to a
+// directory outside the job; worker 1 writes `a/evil`. With `--merge-dir`
+// the merge put the symlink in place, then wrote `a/evil` through it: a
+// file outside the job directory that no worker wrote there, exit 0.
+e2e!(
+    a_merge_never_writes_through_a_symlink_another_worker_made,
+    |dir| {
+        let victim = TestDir::new("review3-victim");
+        std::fs::create_dir(dir.join("a")).unwrap();
+        std::fs::write(
+            dir.join("job.sh"),
+            format!(
+                "if [ \"$MPAUDIT_WORKER\" = 0 ]; then rmdir a && ln -s {} a; \
+                 else echo pwn > a/evil; fi\n",
+                victim.path.display()
+            ),
+        )
+        .unwrap();
+        job_file(
+            &dir,
+            "[job]\ncommand = [\"bash\", \"job.sh\"]\nworkers = 2\n[audit]\naction = \"redirect\"\n",
+        );
+        let (code, r, _) = run_job(&dir, &["--merge-dir", "merged"]);
+        let left: Vec<_> = std::fs::read_dir(&victim.path)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert!(
+            left.is_empty(),
+            "the merge wrote outside the job directory: {left:?}\n{:#}",
+            r["merges"]
+        );
+        let m = merge_of(&r, "a/evil");
+        assert_ne!(m["status"], "merged", "{m:#}");
+        assert!(
+            m["reason"].as_str().is_some_and(|s| s.contains("symlink")),
+            "{m:#}"
+        );
+        assert_eq!(code, 3, "{r:#}");
+    }
+);
+
+// Finding R3-3 (falsely green): in fork mode a worker killed by SIGKILL
+// after writing its per-worker file (a `[merge]` glob of files the
+// framework writes in the worker directories) had its partial file merged,
+// and the run said "ok (exit status 0)"; only the workers table said
+// "outcome not recorded".
+e2e!(a_merge_of_a_crashed_workers_file_is_not_green, |dir| {
+    std::fs::write(
+        dir.join("w.sh"),
+        "d=mpaudit-workers/worker_$MPAUDIT_WORKER; mkdir -p $d; \
+             echo \"part of $MPAUDIT_WORKER\" >> $d/hist.txt\n\
+             [ \"$1\" = crash ] && kill -9 $$\ntrue\n",
+    )
+    .unwrap();
+    job_file(
+            &dir,
+            "[job]\ncommand = [\"bash\", \"-c\", \"bash w.sh & wait; bash w.sh crash & wait; bash w.sh & wait; true\"]\n\
+             mode = \"fork\"\n[audit]\naction = \"redirect\"\n[merge]\n\"hist.txt\" = \"concat\"\n",
+        );
+    let (code, r, _) = run_job(&dir, &[]);
+    let m = merge_of(&r, "hist.txt");
+    assert!(
+        m["reason"]
+            .as_str()
+            .is_some_and(|s| s.contains("worker(s) 1 ")),
+        "the merge says worker 1 may be partial: {m:#}"
+    );
+    let reasons: Vec<&Value> = r["summary"]["incomplete"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| &i["reason"])
+        .collect();
+    assert!(
+        reasons.iter().any(|x| *x == "merged_unfinished"),
+        "{:#}",
+        r["summary"]
+    );
+    assert_eq!(code, 4, "{:#}", r["summary"]);
+});
