@@ -128,3 +128,58 @@ e2e!(a_merge_of_a_crashed_workers_file_is_not_green, |dir| {
     );
     assert_eq!(code, 4, "{:#}", r["summary"]);
 });
+
+/// A job that writes a file named `_` + 254 bytes (255 in all, the
+/// longest name) at the top of the job directory and reads it back.
+const LONG_ESCAPED_NAME: &str = "n=\"_$(head -c 254 /dev/zero | tr '\\0' z)\"; \
+                                 echo hi > \"$n\" && cat \"$n\"; echo rc=$?";
+
+// Finding R3-4 (falsely green): under redirect, a job file whose name is
+// 255 bytes and starts with `_` maps to a 256-byte name in the worker
+// directory (the `_` escape of mpaudit_core::map): the write fails with
+// ENAMETOOLONG where the bare run succeeds, and the report counted it as
+// an "attempt" (a call that failed by itself), "ok (exit status 0)".
+e2e!(
+    a_write_that_fails_only_because_it_was_redirected_is_not_green,
+    |dir| {
+        job_file(
+            &dir,
+            &format!(
+                "[job]\ncommand = [\"bash\", \"-c\", {}]\n[audit]\naction = \"redirect\"\n",
+                serde_json::to_string(LONG_ESCAPED_NAME).unwrap()
+            ),
+        );
+        let (code, r, _) = run_job(&dir, &[]);
+        let stdout = std::fs::read_to_string(dir.join("mpaudit-workers/worker_0/stdout.log"))
+            .unwrap_or_default();
+        if stdout != "hi\nrc=0\n" {
+            assert_ne!(
+                code, 0,
+                "the redirect changed the job's result ({stdout:?}), yet: {:#}",
+                r["summary"]
+            );
+            assert!(r["summary"]["rogue_writes"].as_u64() > Some(0), "{r:#}");
+        }
+    }
+);
+
+// Finding R3-5 (exactness, the mapping itself): the same job prints what
+// the bare run prints.
+e2e!(
+    #[ignore = "interpose/core map: the `_` escape of a 255-byte name needs 256 bytes; a mapping change in mpaudit_core::map (interpose side, not the runner's)"]
+    a_255_byte_name_starting_with_underscore_is_redirected_as_bare,
+    |dir| {
+        let bare = run_ok(dir.bare("bash").args(["-c", LONG_ESCAPED_NAME]));
+        for e in std::fs::read_dir(&dir.path).unwrap() {
+            std::fs::remove_file(e.unwrap().path()).unwrap();
+        }
+        let out = run(
+            dir.audited("bash")
+                .args(["-c", LONG_ESCAPED_NAME])
+                .env("MPAUDIT_ACTION", "redirect")
+                .env("MPAUDIT_WORKER", "0"),
+            DEADLINE,
+        );
+        assert_eq!(stdout(&out), stdout(&bare));
+    }
+);
