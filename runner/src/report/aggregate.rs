@@ -225,6 +225,9 @@ pub enum Mark {
     ExecFailed,
     /// It forked this child, which must have a log of its own.
     Forked(i64),
+    /// It spawned this child running a program the library said it
+    /// audits (not handed to the supervisor): the child must log too.
+    Spawned(i64),
 }
 
 /// A log image of a process with no closing record, or a process the logs
@@ -275,6 +278,11 @@ impl Aggregator {
                     Mark::Forked(child) => {
                         if !has_log(&(key.0, child)) {
                             gaps.missing.push((key.0, child, "forked"));
+                        }
+                    }
+                    Mark::Spawned(child) => {
+                        if !has_log(&(key.0, child)) {
+                            gaps.missing.push((key.0, child, "spawned"));
                         }
                     }
                 }
@@ -517,6 +525,14 @@ impl Aggregator {
             )),
             "exec" => Some(Mark::ExecFailed),
             "fork" => ev.child.filter(|&c| c > 0).map(Mark::Forked),
+            "spawn"
+                if ev.result == Some(0)
+                    && ev.audited != Some(false)
+                    && ev.supervised != Some(true)
+                    && !ev.exe.as_deref().is_some_and(is_loader) =>
+            {
+                ev.child.filter(|&c| c > 0).map(Mark::Spawned)
+            }
             _ => None,
         };
         if let Some(m) = mark {

@@ -261,7 +261,7 @@ impl Report {
             .filter(|c| c.resolution.is_none())
             .count();
         let mut cov = cov.clone();
-        cov.merged_unfinished = self.mark_merges_of_unfinished_workers();
+        cov.merged_unfinished = self.mark_merges_of_unfinished_workers(&cov.gaps.unclosed);
         self.summary.incomplete = incomplete(&self.summary, &self.unaudited, &cov);
         let (code, status) = decide(&self.summary);
         self.summary.exit_code = code;
@@ -272,12 +272,22 @@ impl Report {
 impl Report {
     /// Says, in each merged output's reason, which of its inputs came from
     /// a worker that did not end with exit status 0 (a forked worker killed
-    /// mid-write: its file may be partial); one line per such output.
-    fn mark_merges_of_unfinished_workers(&mut self) -> Vec<String> {
+    /// mid-write: its file may be partial); one line per such output. A
+    /// worker without a recorded outcome counts when its log image was
+    /// left unclosed (`unclosed`, by source and pid): a program the
+    /// supervisor audits has no `exit` record of its own.
+    fn mark_merges_of_unfinished_workers(
+        &mut self,
+        unclosed: &std::collections::BTreeSet<(u16, i64)>,
+    ) -> Vec<String> {
         let unfinished: std::collections::BTreeSet<String> = self
             .workers
             .iter()
-            .filter(|w| w.exit_code != Some(0) || w.signal.is_some())
+            .filter(|w| match (w.exit_code, w.signal) {
+                (_, Some(_)) => true,
+                (Some(c), None) => c != 0,
+                (None, None) => w.pid.is_some_and(|p| unclosed.contains(&(0, i64::from(p)))),
+            })
             .filter_map(|w| {
                 let k = w.worker?;
                 Some(match w.rank {

@@ -183,3 +183,175 @@ e2e!(
         assert_eq!(stdout(&out), stdout(&bare));
     }
 );
+
+// Finding R3-6 (falsely green): a static program posix_spawned with a
+// relative path after a file action's chdir (`addchdir_np("sub")`,
+// `../static_writer`) was taken for an audited program (the library looked
+// the name up from the spawner's directory, found nothing, and logged the
+// spawn `audited: true`): it ran with neither the library nor the
+// supervisor, wrote a job file unseen, and the run said "ok (exit status
+// 0)". A spawn the library calls audited must be followed by the child's
+// own log, as a fork is.
+e2e!(a_spawned_program_that_never_logged_is_not_green, |dir| {
+    std::fs::create_dir(dir.join("sub")).unwrap();
+    install_executable(&fixture("static_writer"), &dir.join("static_writer"));
+    let spawner = fixture("spawner");
+    let (code, r, out) = exec_json(
+        &dir.path,
+        &["--preload", lib().to_str().unwrap()],
+        &[
+            spawner.to_str().unwrap(),
+            "-chdir",
+            "sub",
+            "../static_writer",
+        ],
+    );
+    assert!(stdout(&out).contains("exit=0"), "{}", stdout(&out));
+    assert!(dir.join("sub/static-out.txt").exists(), "it ran and wrote");
+    assert_ne!(code, 0, "a write nobody saw, yet: {:#}", r["summary"]);
+    let reasons: Vec<&Value> = r["summary"]["incomplete"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| &i["reason"])
+        .collect();
+    assert!(
+        reasons.iter().any(|x| *x == "missing_log"),
+        "{:#}",
+        r["summary"]
+    );
+});
+
+/// A static program that prints its argv, `/proc/self/cmdline`, its
+/// directory and its environment (sorted, without `MPAUDIT_*`), and exits
+/// with status 7; built in `dir`.
+fn static_showenv(dir: &TestDir) -> std::path::PathBuf {
+    let src = dir.join("showenv.c");
+    std::fs::write(
+        &src,
+        r#"#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+extern char **environ;
+static int cmp(const void *a, const void *b) { return strcmp(*(char **)a, *(char **)b); }
+int main(int argc, char **argv) {
+    for (int i = 0; i < argc; i++) printf("argv[%d]=%s\n", i, argv[i]);
+    char buf[4096]; FILE *f = fopen("/proc/self/cmdline", "r");
+    size_t n = f ? fread(buf, 1, sizeof buf, f) : 0;
+    printf("cmdline=");
+    for (size_t i = 0; i < n; i++) putchar(buf[i] ? buf[i] : '|');
+    putchar('\n');
+    if (getcwd(buf, sizeof buf)) printf("cwd=%s\n", buf);
+    int c = 0; while (environ[c]) c++;
+    qsort(environ, c, sizeof *environ, cmp);
+    for (int i = 0; i < c; i++) if (strncmp(environ[i], "MPAUDIT_", 8)) printf("env %s\n", environ[i]);
+    return 7;
+}
+"#,
+    )
+    .unwrap();
+    let out = dir.join("showenv");
+    run_ok(
+        std::process::Command::new("cc")
+            .args(["-static", "-O1", "-o"])
+            .arg(&out)
+            .arg(&src),
+    );
+    out
+}
+
+// Finding R3-7 (exactness): a static program handed to the supervisor got
+// the host's LD_PRELOAD with its separators rewritten ("libm.so.6  libdl.so.2"
+// came as "libm.so.6:libdl.so.2"): mpaudit_core::handoff::preload_without
+// joined the entries left with `:`. Now byte for byte, whether the program
+// is exec'd by a shell or posix_spawned through the trampoline, the
+// library given by its path or through a symlink.
+e2e!(
+    a_handed_over_program_sees_the_environment_and_argv_of_the_bare_run,
+    |dir| {
+        let prog = static_showenv(&dir);
+        let spawner = fixture("spawner");
+        let link = dir.join("lib-link.so");
+        std::os::unix::fs::symlink(lib(), &link).unwrap();
+        let host_preload = "libm.so.6  libdl.so.2";
+        let shell = format!("exec -a zeroth {} one 't w o'", prog.display());
+        let forms: [Vec<&str>; 2] = [
+            vec!["bash", "-c", &shell],
+            vec![
+                spawner.to_str().unwrap(),
+                prog.to_str().unwrap(),
+                "one",
+                "t w o",
+            ],
+        ];
+        for form in &forms {
+            let env = [
+                ("PATH", "/usr/local/bin:/usr/bin:/bin"),
+                ("HOME", "/nonexistent"),
+                ("FOO", "a  b"),
+                ("LD_PRELOAD", host_preload),
+                ("PWD", dir.path.to_str().unwrap()),
+            ];
+            let bare = run(
+                dir.bare(form[0]).args(&form[1..]).env_clear().envs(env),
+                DEADLINE,
+            );
+            // The spawner prints the child's pid: the one line that
+            // differs; and its own lines race the child's (sorted).
+            let no_pid = |text: String| -> String {
+                let mut lines: Vec<&str> = text.lines().collect();
+                lines.sort();
+                lines
+                    .into_iter()
+                    .map(|l| match l.find(" pid=") {
+                        Some(i) if l.starts_with("spawn rc=") => {
+                            let rest = &l[i + 5..];
+                            let end = rest.find(' ').unwrap_or(rest.len());
+                            format!("{}{}\n", &l[..i], &rest[end..])
+                        }
+                        _ => format!("{l}\n"),
+                    })
+                    .collect()
+            };
+            let expected = no_pid(stdout(&bare));
+            assert!(
+                expected.contains("env LD_PRELOAD=libm.so.6  libdl.so.2"),
+                "{expected}"
+            );
+            for preload in [lib(), link.as_path()] {
+                let (_, r, out) = {
+                    let mut c = mpaudit(&dir.path);
+                    c.env_clear().envs(env);
+                    let report = dir.join("report.json");
+                    let out = run(
+                        c.args(["exec", "--quiet", "--format", "json", "--report"])
+                            .arg(&report)
+                            .arg("--preload")
+                            .arg(preload)
+                            .arg("--")
+                            .args(form),
+                        DEADLINE,
+                    );
+                    let r: Value =
+                        serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+                    (0, r, out)
+                };
+                let got = no_pid(stdout(&out));
+                let differ: Vec<(&str, &str)> = got
+                    .lines()
+                    .zip(expected.lines())
+                    .filter(|(a, b)| a != b)
+                    .collect();
+                assert_eq!(
+                    got,
+                    expected,
+                    "{form:?} with --preload {}: {differ:?}\n{}\n{:#}",
+                    preload.display(),
+                    String::from_utf8_lossy(&out.stderr),
+                    r["unaudited"]
+                );
+            }
+        }
+    }
+);
