@@ -592,6 +592,14 @@ struct JournalLine {
     written: Written,
 }
 
+/// A line of [`JOURNAL`] written before a merger starts: the temporary
+/// file it writes. A pass killed meanwhile leaves it half written; the
+/// next pass removes it.
+#[derive(Serialize, Deserialize)]
+struct TempLine {
+    temp_hex: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Written {
     /// The path, for a person reading the file (lossy when not UTF-8).
@@ -630,12 +638,35 @@ impl Record {
     }
     /// Appends one merged output to the journal, synced.
     fn journal(workers_dir: &Path, output: &Path, w: &Written) -> std::io::Result<()> {
-        let mut line = serde_json::to_vec(&JournalLine {
+        let line = serde_json::to_vec(&JournalLine {
             output_hex: to_hex(output.as_os_str().as_bytes()),
             written: w.clone(),
         })
         .map_err(std::io::Error::other)?;
+        Self::append(workers_dir, line)
+    }
+    /// Appends the temporary file a merger is about to write, synced.
+    fn journal_temp(workers_dir: &Path, temp: &Path) -> std::io::Result<()> {
+        let line = serde_json::to_vec(&TempLine {
+            temp_hex: to_hex(temp.as_os_str().as_bytes()),
+        })
+        .map_err(std::io::Error::other)?;
+        Self::append(workers_dir, line)
+    }
+    /// The temporary files an interrupted pass journaled.
+    fn journaled_temps(workers_dir: &Path) -> Vec<PathBuf> {
+        let Ok(j) = std::fs::read(workers_dir.join(JOURNAL)) else {
+            return Vec::new();
+        };
+        j.split(|&b| b == b'\n')
+            .filter_map(|l| serde_json::from_slice::<TempLine>(l).ok())
+            .filter_map(|t| from_hex(&t.temp_hex))
+            .map(|b| PathBuf::from(OsString::from_vec(b)))
+            .collect()
+    }
+    fn append(workers_dir: &Path, mut line: Vec<u8>) -> std::io::Result<()> {
         line.push(b'\n');
+        std::fs::create_dir_all(workers_dir)?;
         let mut f = File::options()
             .create(true)
             .append(true)
@@ -744,6 +775,7 @@ pub fn run(s: &Setup, job_failed: bool) -> (Vec<Outcome>, Vec<String>) {
     if !job_failed {
         warnings.extend(make_directories(s));
     }
+    warnings.extend(remove_interrupted_temps(s.workers_dir));
     let mut record = Record::load(s.workers_dir);
     let mut recorded = false;
     let mut out = Vec::new();
@@ -876,6 +908,45 @@ pub fn run(s: &Setup, job_failed: bool) -> (Vec<Outcome>, Vec<String>) {
     (out, warnings)
 }
 
+/// Removes the temporary files of merges a killed pass left half
+/// written (journaled by [`merge_one`] before each merger ran), unless
+/// the process named in the file (`.mpaudit-merge-<pid>…`) still runs.
+fn remove_interrupted_temps(workers_dir: &Path) -> Vec<String> {
+    let mut warnings = Vec::new();
+    for t in Record::journaled_temps(workers_dir) {
+        let Some(pid) = t.file_name().and_then(|n| {
+            let rest = n.as_bytes().strip_prefix(b".mpaudit-merge-")?;
+            let digits: Vec<u8> = rest
+                .iter()
+                .copied()
+                .take_while(u8::is_ascii_digit)
+                .collect();
+            std::str::from_utf8(&digits).ok()?.parse::<i32>().ok()
+        }) else {
+            continue;
+        };
+        // SAFETY: kill with signal 0 only checks that the process exists.
+        let alive = pid == std::process::id() as i32 || unsafe { libc::kill(pid, 0) } == 0;
+        let is_file = std::fs::symlink_metadata(&t)
+            .is_ok_and(|m| m.file_type().is_file() || m.file_type().is_symlink());
+        if alive || !is_file {
+            continue;
+        }
+        match std::fs::remove_file(&t) {
+            Ok(()) => warnings.push(format!(
+                "removed {}: the half-written output of a merge that was interrupted (the \
+                 runner was killed)",
+                t.display()
+            )),
+            Err(e) => warnings.push(format!(
+                "cannot remove {}, the half-written output of an interrupted merge: {e}",
+                t.display()
+            )),
+        }
+    }
+    warnings
+}
+
 #[derive(Debug, PartialEq, Eq)]
 pub enum Refusal {
     /// The output exists and no earlier merge wrote it.
@@ -918,6 +989,12 @@ pub fn merge_one(
         return write_atomic(output, replace, None, |tmp| {
             std::os::unix::fs::symlink(&link, tmp).map_err(|e| format!("{}: {e}", tmp.display()))
         });
+    }
+    // Journaled before the merger runs: a pass killed meanwhile leaves
+    // this file half written, and the next pass removes it. (Best effort:
+    // a journal that cannot be written is said after the merge.)
+    if let (Some(name), Some(dir)) = (output.file_name(), output.parent()) {
+        let _ = Record::journal_temp(s.workers_dir, &dir.join(temp_name(name)));
     }
     let mode = base
         .and_then(|b| std::fs::metadata(b).ok())
@@ -1673,6 +1750,34 @@ mod tests {
         assert!(!w.join(JOURNAL).exists(), "folded into the record");
         assert_eq!(Record::load(&w).get(out), Some(&written));
         let _ = std::fs::remove_dir_all(&w);
+    }
+
+    #[test]
+    fn a_killed_passs_temporary_file_is_removed_by_the_next_pass() {
+        let d = tmp("temps");
+        let w = d.join("w");
+        // A pid that no longer runs: a child we reaped.
+        let mut c = Command::new("true").spawn().unwrap();
+        let dead = c.id();
+        c.wait().unwrap();
+        let stale = d.join(format!(".mpaudit-merge-{dead}.txt"));
+        let ours = d.join(format!(".mpaudit-merge-{}.txt", std::process::id()));
+        let other = d.join("not-a-temp");
+        for t in [&stale, &ours, &other] {
+            std::fs::write(t, "part").unwrap();
+            Record::journal_temp(&w, t).unwrap();
+        }
+        let warnings = remove_interrupted_temps(&w);
+        assert!(!stale.exists(), "half written, its pass gone");
+        assert!(
+            ours.exists() && other.exists(),
+            "a live pass's, and no temp"
+        );
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("interrupted"), "{warnings:?}");
+        // The journal's temp lines are no record entries.
+        assert!(Record::load(&w).outputs.is_empty());
+        let _ = std::fs::remove_dir_all(&d);
     }
 
     #[test]

@@ -355,3 +355,74 @@ e2e!(
         }
     }
 );
+
+// Finding R3-8 (F7, half-written output left behind): `mpaudit run` killed
+// (SIGKILL) while a merge command was writing left the command's
+// temporary file, `.mpaudit-merge-<pid>.txt` with half an output in it, in
+// the job directory for good: the journal said nothing of it and no later
+// run removed it. Merges done before the kill were journaled and are
+// replaced by the next run.
+e2e!(
+    a_merge_killed_half_way_leaves_no_half_written_file_after_the_next_run,
+    |dir| {
+        let job = |b_merger: &str| {
+            job_file(
+                &dir,
+                &format!(
+                    "[job]\ncommand = [\"sh\", \"-c\", \"echo $MPAUDIT_WORKER > a.txt; echo $MPAUDIT_WORKER > b.txt\"]\n\
+                     workers = 2\n[audit]\naction = \"redirect\"\n[merge]\n\"a.txt\" = \"concat\"\n\"b.txt\" = {b_merger}\n"
+                ),
+            )
+        };
+        job(r#"["sh", "-c", "echo part > \"$0\"; sleep 60", "{output}", "{inputs}"]"#);
+        let temps = || -> Vec<String> {
+            std::fs::read_dir(&dir.path)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(".mpaudit-merge"))
+                .collect()
+        };
+        let mut child = mpaudit(&dir.path)
+            .args(["run", "job.toml", "--quiet", "--preload"])
+            .arg(lib())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let start = std::time::Instant::now();
+        while temps().is_empty() {
+            assert!(
+                start.elapsed() < DEADLINE,
+                "the merge command never started"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.join("a.txt")).unwrap(),
+            "0\n1\n"
+        );
+        assert_eq!(temps().len(), 1, "the killed merge's temporary file");
+
+        job("\"concat\"");
+        let (code, r, out) = run_job(&dir, &[]);
+        assert_eq!(code, 1, "rogue writes, nothing else: {r:#}");
+        assert_eq!(merge_of(&r, "a.txt")["status"], "merged", "journaled");
+        assert_eq!(
+            std::fs::read_to_string(dir.join("b.txt")).unwrap(),
+            "0\n1\n"
+        );
+        assert_eq!(
+            temps(),
+            Vec::<String>::new(),
+            "half-written file left behind"
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("interrupted"),
+            "the run says it removed it: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+);
