@@ -426,3 +426,35 @@ e2e!(
         );
     }
 );
+
+// Finding R3-9 (exactness, interpose side): a successful posix_spawnp of a
+// static program found through PATH leaves errno changed under the audit
+// (the spawner's `errno_kept=0`; bare 1): the library's own PATH lookup for
+// the hand-over does not restore errno.
+e2e!(
+    #[ignore = "interpose: the posix_spawnp hook's PATH lookup (supervised.rs) leaves errno set on success; not the runner's"]
+    a_posix_spawnp_through_the_trampoline_keeps_errno_as_bare,
+    |dir| {
+        static_showenv(&dir);
+        let spawner = fixture("spawner");
+        let path = format!("{}:/usr/bin:/bin", dir.path.display());
+        let bare = run(
+            dir.bare(&spawner)
+                .args(["-p", "showenv"])
+                .env("PATH", &path),
+            DEADLINE,
+        );
+        assert!(stdout(&bare).contains("errno_kept=1"), "{}", stdout(&bare));
+        let out = run(
+            mpaudit(&dir.path)
+                .env("PATH", &path)
+                .args(["exec", "--quiet", "--preload"])
+                .arg(lib())
+                .arg("--")
+                .arg(&spawner)
+                .args(["-p", "showenv"]),
+            DEADLINE,
+        );
+        assert!(stdout(&out).contains("errno_kept=1"), "{}", stdout(&out));
+    }
+);
