@@ -1204,7 +1204,8 @@ pub fn concat_onto(base: Option<&Path>, inputs: &[PathBuf], out: &Path) -> Resul
         .create_new(true)
         .open(out)
         .map_err(|e| format!("{}: {e}", out.display()))?;
-    w.write_all(&b).map_err(|e| e.to_string())?;
+    w.write_all(&b)
+        .map_err(|e| format!("writing the merged output {}: {e}", out.display()))?;
     for (i, has_base) in inputs.iter().zip(copied_up) {
         let mut r = File::open(i).map_err(|e| format!("{}: {e}", i.display()))?;
         if has_base {
@@ -1214,9 +1215,31 @@ pub fn concat_onto(base: Option<&Path>, inputs: &[PathBuf], out: &Path) -> Resul
             )
             .map_err(|e| format!("{}: {e}", i.display()))?;
         }
-        std::io::copy(&mut r, &mut w).map_err(|e| format!("{}: {e}", i.display()))?;
+        copy_into(&mut r, i, &mut w, out)?;
     }
     w.flush().map_err(|e| e.to_string())
+}
+
+/// Copies `r` (the file `rname`) to the end of `w` (the file `wname`): an
+/// error names the file it came from, the input for a read, the merged
+/// output for a write (a full disk is the output's, not a worker's file).
+fn copy_into(
+    r: &mut impl Read,
+    rname: &Path,
+    w: &mut impl Write,
+    wname: &Path,
+) -> Result<(), String> {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match r.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(format!("reading {}: {e}", rname.display())),
+        };
+        w.write_all(&buf[..n])
+            .map_err(|e| format!("writing the merged output {}: {e}", wname.display()))?;
+    }
 }
 
 /// The inputs one after the other.
@@ -1228,7 +1251,7 @@ pub fn concat(inputs: &[PathBuf], out: &Path) -> Result<(), String> {
         .map_err(|e| format!("{}: {e}", out.display()))?;
     for i in inputs {
         let mut r = File::open(i).map_err(|e| format!("{}: {e}", i.display()))?;
-        std::io::copy(&mut r, &mut w).map_err(|e| format!("{}: {e}", i.display()))?;
+        copy_into(&mut r, i, &mut w, out)?;
     }
     w.flush().map_err(|e| e.to_string())
 }
@@ -1777,6 +1800,29 @@ mod tests {
         assert!(warnings[0].contains("interrupted"), "{warnings:?}");
         // The journal's temp lines are no record entries.
         assert!(Record::load(&w).outputs.is_empty());
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_full_disk_is_said_of_the_output_not_of_an_input() {
+        let d = tmp("full");
+        let input = d.join("worker_1.txt");
+        std::fs::write(&input, "x".repeat(1000)).unwrap();
+        let mut full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
+        let e = copy_into(
+            &mut File::open(&input).unwrap(),
+            &input,
+            &mut full,
+            Path::new("/job/out.txt"),
+        )
+        .unwrap_err();
+        assert!(
+            e.starts_with("writing the merged output /job/out.txt:") && !e.contains("worker_1"),
+            "{e}"
+        );
         let _ = std::fs::remove_dir_all(&d);
     }
 
