@@ -287,16 +287,46 @@ pub fn expand(template: &[String], output: &Path, inputs: &[PathBuf]) -> Vec<OsS
 /// `cp -p`, would look older than the run), but a new inode, a rename or a
 /// chmod always sets ctime, which no call can set back.
 fn modified_since(p: &Path, since: SystemTime) -> bool {
-    use std::os::unix::fs::MetadataExt;
     std::fs::symlink_metadata(p)
         .ok()
         .filter(|m| m.file_type().is_file() || m.file_type().is_symlink())
-        .and_then(|m| {
-            let secs = u64::try_from(m.ctime()).ok()?;
-            let nanos = u32::try_from(m.ctime_nsec()).ok()?;
-            SystemTime::UNIX_EPOCH.checked_add(Duration::new(secs, nanos))
-        })
-        .is_some_and(|t| t >= since)
+        .is_some_and(|m| changed_since(&m, since))
+}
+
+/// The status-change time of `m` is `since` or later (see
+/// [`modified_since`]; directories too: `cp -a`, `tar x` or `touch -d`
+/// set a new directory's mtime back, never its ctime).
+fn changed_since(m: &std::fs::Metadata, since: SystemTime) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let ctime = || {
+        let secs = u64::try_from(m.ctime()).ok()?;
+        let nanos = u32::try_from(m.ctime_nsec()).ok()?;
+        SystemTime::UNIX_EPOCH.checked_add(Duration::new(secs, nanos))
+    };
+    ctime().is_some_and(|t| t >= since)
+}
+
+/// The first symlink among the directories leading to `output` below the
+/// place merged outputs go (`--merge-dir`, else the job directory). The
+/// originals are resolved names (the library records no symlink in
+/// them), so such a link was made after the worker wrote below it: by
+/// another worker (merged as a link just before) or by someone else
+/// meanwhile. Writing through it would put the file somewhere no worker
+/// wrote (outside the job directory, say).
+fn symlink_on_the_way(output: &Path, s: &Setup) -> Option<PathBuf> {
+    let root = [s.merge_dir, Some(s.job_dir)]
+        .into_iter()
+        .flatten()
+        .find(|r| output.starts_with(r))?;
+    let mut up: Vec<&Path> = output
+        .ancestors()
+        .skip(1)
+        .take_while(|a| *a != root && a.starts_with(root))
+        .collect();
+    up.reverse();
+    up.into_iter()
+        .find(|a| std::fs::symlink_metadata(a).is_ok_and(|m| m.file_type().is_symlink()))
+        .map(Path::to_path_buf)
 }
 
 /// One line of a manifest. Paths that are not UTF-8 come with their exact
@@ -562,6 +592,14 @@ struct JournalLine {
     written: Written,
 }
 
+/// A line of [`JOURNAL`] written before a merger starts: the temporary
+/// file it writes. A pass killed meanwhile leaves it half written; the
+/// next pass removes it.
+#[derive(Serialize, Deserialize)]
+struct TempLine {
+    temp_hex: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Written {
     /// The path, for a person reading the file (lossy when not UTF-8).
@@ -600,12 +638,35 @@ impl Record {
     }
     /// Appends one merged output to the journal, synced.
     fn journal(workers_dir: &Path, output: &Path, w: &Written) -> std::io::Result<()> {
-        let mut line = serde_json::to_vec(&JournalLine {
+        let line = serde_json::to_vec(&JournalLine {
             output_hex: to_hex(output.as_os_str().as_bytes()),
             written: w.clone(),
         })
         .map_err(std::io::Error::other)?;
+        Self::append(workers_dir, line)
+    }
+    /// Appends the temporary file a merger is about to write, synced.
+    fn journal_temp(workers_dir: &Path, temp: &Path) -> std::io::Result<()> {
+        let line = serde_json::to_vec(&TempLine {
+            temp_hex: to_hex(temp.as_os_str().as_bytes()),
+        })
+        .map_err(std::io::Error::other)?;
+        Self::append(workers_dir, line)
+    }
+    /// The temporary files an interrupted pass journaled.
+    fn journaled_temps(workers_dir: &Path) -> Vec<PathBuf> {
+        let Ok(j) = std::fs::read(workers_dir.join(JOURNAL)) else {
+            return Vec::new();
+        };
+        j.split(|&b| b == b'\n')
+            .filter_map(|l| serde_json::from_slice::<TempLine>(l).ok())
+            .filter_map(|t| from_hex(&t.temp_hex))
+            .map(|b| PathBuf::from(OsString::from_vec(b)))
+            .collect()
+    }
+    fn append(workers_dir: &Path, mut line: Vec<u8>) -> std::io::Result<()> {
         line.push(b'\n');
+        std::fs::create_dir_all(workers_dir)?;
         let mut f = File::options()
             .create(true)
             .append(true)
@@ -666,8 +727,8 @@ pub fn make_directories(s: &Setup) -> Vec<String> {
             let Ok(md) = std::fs::symlink_metadata(&target) else {
                 continue;
             };
-            // Made by this run (a directory's time is its last change).
-            let recent = md.modified().is_ok_and(|t| t >= s.since);
+            // Made (or changed) by this run: by ctime, as files are.
+            let recent = changed_since(&md, s.since);
             if md.is_dir() && !original.starts_with(s.workers_dir) && recent {
                 dirs.entry(original)
                     .or_insert(md.permissions().mode() & 0o7777);
@@ -688,6 +749,14 @@ pub fn make_directories(s: &Setup) -> Vec<String> {
             }
             Err(_) => {}
         }
+        if let Some(link) = symlink_on_the_way(&output, s) {
+            warnings.push(format!(
+                "{}: a worker made a directory there, but {} is now a symlink; not made through it",
+                output.display(),
+                link.display()
+            ));
+            continue;
+        }
         let made = std::fs::create_dir_all(&output).and_then(|()| {
             std::fs::set_permissions(&output, std::fs::Permissions::from_mode(mode))
         });
@@ -706,6 +775,7 @@ pub fn run(s: &Setup, job_failed: bool) -> (Vec<Outcome>, Vec<String>) {
     if !job_failed {
         warnings.extend(make_directories(s));
     }
+    warnings.extend(remove_interrupted_temps(s.workers_dir));
     let mut record = Record::load(s.workers_dir);
     let mut recorded = false;
     let mut out = Vec::new();
@@ -726,6 +796,7 @@ pub fn run(s: &Setup, job_failed: bool) -> (Vec<Outcome>, Vec<String>) {
             ),
             None => (None, "none".into()),
         };
+        let through = merger.as_ref().and_then(|_| symlink_on_the_way(&output, s));
         let mut o = Outcome {
             group: g,
             output,
@@ -758,6 +829,15 @@ pub fn run(s: &Setup, job_failed: bool) -> (Vec<Outcome>, Vec<String>) {
                 "no [merge] rule matches it and {} workers wrote it; worker files left in place",
                 o.group.inputs.len()
             ))
+            }
+            Some(_) if through.is_some() => {
+                let link = through.unwrap_or_default();
+                o.status = Status::Failed;
+                o.reason = Some(format!(
+                    "{} is a symlink made after the workers wrote below it (by another worker, \
+                     or since): not merged through it; worker files left in place",
+                    link.display()
+                ));
             }
             Some(m) => {
                 let inputs: Vec<PathBuf> = o.group.inputs.iter().map(|(_, p)| p.clone()).collect();
@@ -828,6 +908,45 @@ pub fn run(s: &Setup, job_failed: bool) -> (Vec<Outcome>, Vec<String>) {
     (out, warnings)
 }
 
+/// Removes the temporary files of merges a killed pass left half
+/// written (journaled by [`merge_one`] before each merger ran), unless
+/// the process named in the file (`.mpaudit-merge-<pid>…`) still runs.
+fn remove_interrupted_temps(workers_dir: &Path) -> Vec<String> {
+    let mut warnings = Vec::new();
+    for t in Record::journaled_temps(workers_dir) {
+        let Some(pid) = t.file_name().and_then(|n| {
+            let rest = n.as_bytes().strip_prefix(b".mpaudit-merge-")?;
+            let digits: Vec<u8> = rest
+                .iter()
+                .copied()
+                .take_while(u8::is_ascii_digit)
+                .collect();
+            std::str::from_utf8(&digits).ok()?.parse::<i32>().ok()
+        }) else {
+            continue;
+        };
+        // SAFETY: kill with signal 0 only checks that the process exists.
+        let alive = pid == std::process::id() as i32 || unsafe { libc::kill(pid, 0) } == 0;
+        let is_file = std::fs::symlink_metadata(&t)
+            .is_ok_and(|m| m.file_type().is_file() || m.file_type().is_symlink());
+        if alive || !is_file {
+            continue;
+        }
+        match std::fs::remove_file(&t) {
+            Ok(()) => warnings.push(format!(
+                "removed {}: the half-written output of a merge that was interrupted (the \
+                 runner was killed)",
+                t.display()
+            )),
+            Err(e) => warnings.push(format!(
+                "cannot remove {}, the half-written output of an interrupted merge: {e}",
+                t.display()
+            )),
+        }
+    }
+    warnings
+}
+
 #[derive(Debug, PartialEq, Eq)]
 pub enum Refusal {
     /// The output exists and no earlier merge wrote it.
@@ -870,6 +989,12 @@ pub fn merge_one(
         return write_atomic(output, replace, None, |tmp| {
             std::os::unix::fs::symlink(&link, tmp).map_err(|e| format!("{}: {e}", tmp.display()))
         });
+    }
+    // Journaled before the merger runs: a pass killed meanwhile leaves
+    // this file half written, and the next pass removes it. (Best effort:
+    // a journal that cannot be written is said after the merge.)
+    if let (Some(name), Some(dir)) = (output.file_name(), output.parent()) {
+        let _ = Record::journal_temp(s.workers_dir, &dir.join(temp_name(name)));
     }
     let mode = base
         .and_then(|b| std::fs::metadata(b).ok())
@@ -1079,7 +1204,8 @@ pub fn concat_onto(base: Option<&Path>, inputs: &[PathBuf], out: &Path) -> Resul
         .create_new(true)
         .open(out)
         .map_err(|e| format!("{}: {e}", out.display()))?;
-    w.write_all(&b).map_err(|e| e.to_string())?;
+    w.write_all(&b)
+        .map_err(|e| format!("writing the merged output {}: {e}", out.display()))?;
     for (i, has_base) in inputs.iter().zip(copied_up) {
         let mut r = File::open(i).map_err(|e| format!("{}: {e}", i.display()))?;
         if has_base {
@@ -1089,9 +1215,31 @@ pub fn concat_onto(base: Option<&Path>, inputs: &[PathBuf], out: &Path) -> Resul
             )
             .map_err(|e| format!("{}: {e}", i.display()))?;
         }
-        std::io::copy(&mut r, &mut w).map_err(|e| format!("{}: {e}", i.display()))?;
+        copy_into(&mut r, i, &mut w, out)?;
     }
     w.flush().map_err(|e| e.to_string())
+}
+
+/// Copies `r` (the file `rname`) to the end of `w` (the file `wname`): an
+/// error names the file it came from, the input for a read, the merged
+/// output for a write (a full disk is the output's, not a worker's file).
+fn copy_into(
+    r: &mut impl Read,
+    rname: &Path,
+    w: &mut impl Write,
+    wname: &Path,
+) -> Result<(), String> {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match r.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(format!("reading {}: {e}", rname.display())),
+        };
+        w.write_all(&buf[..n])
+            .map_err(|e| format!("writing the merged output {}: {e}", wname.display()))?;
+    }
 }
 
 /// The inputs one after the other.
@@ -1103,7 +1251,7 @@ pub fn concat(inputs: &[PathBuf], out: &Path) -> Result<(), String> {
         .map_err(|e| format!("{}: {e}", out.display()))?;
     for i in inputs {
         let mut r = File::open(i).map_err(|e| format!("{}: {e}", i.display()))?;
-        std::io::copy(&mut r, &mut w).map_err(|e| format!("{}: {e}", i.display()))?;
+        copy_into(&mut r, i, &mut w, out)?;
     }
     w.flush().map_err(|e| e.to_string())
 }
@@ -1625,6 +1773,57 @@ mod tests {
         assert!(!w.join(JOURNAL).exists(), "folded into the record");
         assert_eq!(Record::load(&w).get(out), Some(&written));
         let _ = std::fs::remove_dir_all(&w);
+    }
+
+    #[test]
+    fn a_killed_passs_temporary_file_is_removed_by_the_next_pass() {
+        let d = tmp("temps");
+        let w = d.join("w");
+        // A pid that no longer runs: a child we reaped.
+        let mut c = Command::new("true").spawn().unwrap();
+        let dead = c.id();
+        c.wait().unwrap();
+        let stale = d.join(format!(".mpaudit-merge-{dead}.txt"));
+        let ours = d.join(format!(".mpaudit-merge-{}.txt", std::process::id()));
+        let other = d.join("not-a-temp");
+        for t in [&stale, &ours, &other] {
+            std::fs::write(t, "part").unwrap();
+            Record::journal_temp(&w, t).unwrap();
+        }
+        let warnings = remove_interrupted_temps(&w);
+        assert!(!stale.exists(), "half written, its pass gone");
+        assert!(
+            ours.exists() && other.exists(),
+            "a live pass's, and no temp"
+        );
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("interrupted"), "{warnings:?}");
+        // The journal's temp lines are no record entries.
+        assert!(Record::load(&w).outputs.is_empty());
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_full_disk_is_said_of_the_output_not_of_an_input() {
+        let d = tmp("full");
+        let input = d.join("worker_1.txt");
+        std::fs::write(&input, "x".repeat(1000)).unwrap();
+        let mut full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
+        let e = copy_into(
+            &mut File::open(&input).unwrap(),
+            &input,
+            &mut full,
+            Path::new("/job/out.txt"),
+        )
+        .unwrap_err();
+        assert!(
+            e.starts_with("writing the merged output /job/out.txt:") && !e.contains("worker_1"),
+            "{e}"
+        );
+        let _ = std::fs::remove_dir_all(&d);
     }
 
     #[test]

@@ -380,25 +380,59 @@ pub fn send_fd(sock: c_int, fd: c_int) -> Result<(), c_int> {
 /// handed to the supervisor, which audits it whole (loaded into a dynamic
 /// Go program, the library would log its few libc calls a second time and
 /// the supervisor would judge the library's own log file a write of the
-/// job's). The loader's separators are `:` and ` `; the other entries keep
-/// their order, joined by `:`. The length written into `out`, or `None`
-/// when it does not fit.
+/// job's). The loader's separators are `:` and ` `; each entry that is
+/// `lib` goes with one separator after it (before it, when last), and
+/// every other byte stays as it was: the runner's `lib:<host value>`
+/// gives back the host's value exactly, spaces and empty entries
+/// included. The length written into `out`, or `None` when it does not
+/// fit.
 pub fn preload_without(value: &[u8], lib: &[u8], out: &mut [u8]) -> Option<usize> {
+    let is_sep = |b: u8| b == b':' || b == b' ';
     let mut n = 0;
-    for entry in value
-        .split(|&b| b == b':' || b == b' ')
-        .filter(|e| !e.is_empty() && *e != lib)
-    {
-        let sep = usize::from(n > 0);
-        let end = n + sep + entry.len();
-        if end > out.len() {
-            return None;
+    let mut push = |bytes: &[u8], n: &mut usize| -> Option<()> {
+        let end = *n + bytes.len();
+        out.get_mut(*n..end)?.copy_from_slice(bytes);
+        *n = end;
+        Some(())
+    };
+    let mut i = 0;
+    // A separator kept so far that a last removed entry takes back.
+    let mut pending_sep: Option<u8> = None;
+    while i < value.len() {
+        if is_sep(value[i]) {
+            if let Some(p) = pending_sep.replace(value[i]) {
+                push(&[p], &mut n)?;
+            }
+            i += 1;
+            continue;
         }
-        if sep == 1 {
-            out[n] = b':';
+        let end = value[i..]
+            .iter()
+            .position(|&b| is_sep(b))
+            .map_or(value.len(), |p| i + p);
+        let entry = &value[i..end];
+        if entry == lib {
+            if end < value.len() {
+                // The entry and the separator after it.
+                if let Some(p) = pending_sep.take() {
+                    push(&[p], &mut n)?;
+                }
+                i = end + 1;
+            } else {
+                // Last: the separator before it goes instead.
+                pending_sep = None;
+                i = end;
+            }
+            continue;
         }
-        out[n + sep..end].copy_from_slice(entry);
-        n = end;
+        if let Some(p) = pending_sep.take() {
+            push(&[p], &mut n)?;
+        }
+        push(entry, &mut n)?;
+        i = end;
+    }
+    if let Some(p) = pending_sep {
+        push(&[p], &mut n)?;
     }
     Some(n)
 }
@@ -452,7 +486,13 @@ mod tests {
         };
         assert_eq!(without(b"/c/libmpaudit.so"), "");
         assert_eq!(without(b"/c/libmpaudit.so:/a.so"), "/a.so");
-        assert_eq!(without(b"/a.so /c/libmpaudit.so::/b.so"), "/a.so:/b.so");
+        // The runner's `lib:<host>` gives back the host's value exactly.
+        assert_eq!(without(b"/c/libmpaudit.so:a.so  b.so"), "a.so  b.so");
+        assert_eq!(without(b"/c/libmpaudit.so::/b.so:"), ":/b.so:");
+        assert_eq!(without(b"/c/libmpaudit.so: "), " ");
+        assert_eq!(without(b"/a.so /c/libmpaudit.so::/b.so"), "/a.so :/b.so");
+        assert_eq!(without(b"/a.so /c/libmpaudit.so"), "/a.so");
+        assert_eq!(without(b"/a.so::/c/libmpaudit.so"), "/a.so:");
         assert_eq!(
             without(b"/a.so:/c/libmpaudit.so.1"),
             "/a.so:/c/libmpaudit.so.1"

@@ -225,6 +225,9 @@ pub enum Mark {
     ExecFailed,
     /// It forked this child, which must have a log of its own.
     Forked(i64),
+    /// It spawned this child running a program the library said it
+    /// audits (not handed to the supervisor): the child must log too.
+    Spawned(i64),
 }
 
 /// A log image of a process with no closing record, or a process the logs
@@ -275,6 +278,11 @@ impl Aggregator {
                     Mark::Forked(child) => {
                         if !has_log(&(key.0, child)) {
                             gaps.missing.push((key.0, child, "forked"));
+                        }
+                    }
+                    Mark::Spawned(child) => {
+                        if !has_log(&(key.0, child)) {
+                            gaps.missing.push((key.0, child, "spawned"));
                         }
                     }
                 }
@@ -517,6 +525,14 @@ impl Aggregator {
             )),
             "exec" => Some(Mark::ExecFailed),
             "fork" => ev.child.filter(|&c| c > 0).map(Mark::Forked),
+            "spawn"
+                if ev.result == Some(0)
+                    && ev.audited != Some(false)
+                    && ev.supervised != Some(true)
+                    && !ev.exe.as_deref().is_some_and(is_loader) =>
+            {
+                ev.child.filter(|&c| c > 0).map(Mark::Spawned)
+            }
             _ => None,
         };
         if let Some(m) = mark {
@@ -580,7 +596,9 @@ impl Aggregator {
         let makes_directory = ev.op == "mkdir" || ev.op == "mkdirat";
         // The call failed by itself (not because the policy refused it):
         // it wrote nothing, an attempt rather than a write.
-        let attempt = !ev.succeeded() && !matches!(action, Taken::Denied | Taken::RedirectFailed);
+        let attempt = !ev.succeeded()
+            && !matches!(action, Taken::Denied | Taken::RedirectFailed)
+            && !failed_by_the_redirect(action, ev.errno.as_deref(), first_path, second_path);
         if ev.verdict == Some(Verdict::Rogue) && !makes_directory && attempt {
             let shown = match shape {
                 Shape::Link | Shape::Symlink => second_path.unwrap_or(first_path),
@@ -1205,6 +1223,25 @@ impl Report {
         s.merges = self.merges.len();
         s.merge_failures = outcomes.iter().filter(|o| o.status.is_failure()).count();
     }
+}
+
+/// A redirected call that failed with ENAMETOOLONG although every name
+/// the program gave fits (components of at most NAME_MAX bytes, the
+/// whole under PATH_MAX): the name in the worker directory was too long
+/// (the `_` escape of a 255-byte name), and the bare call would have
+/// written. A write the redirect broke, not an attempt that wrote
+/// nothing by itself: it counts as a rogue write, never as "ok".
+fn failed_by_the_redirect(
+    action: Taken,
+    errno: Option<&str>,
+    first: &str,
+    second: Option<&str>,
+) -> bool {
+    let fits = |p: &str| p.len() < 4096 && p.split('/').all(|c| c.len() <= 255);
+    action == Taken::Redirected
+        && errno == Some("ENAMETOOLONG")
+        && fits(first)
+        && second.map_or(true, fits)
 }
 
 #[cfg(test)]

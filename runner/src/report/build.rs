@@ -104,6 +104,7 @@ fn coverage(plan: &Plan, r: &RunResult, agg: &Aggregator) -> Coverage {
         run_stopped: r.stop.is_some(),
         gaps: agg.log_gaps(),
         supervisor_lost_events: r.supervisor_lost_events,
+        merged_unfinished: Vec::new(),
     }
 }
 
@@ -435,6 +436,7 @@ impl Report {
                         .unwrap_or(1)
                 })
                 .sum(),
+            merged_unfinished: Vec::new(),
         });
         rep
     }

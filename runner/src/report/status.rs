@@ -37,6 +37,10 @@ pub struct Coverage {
     pub gaps: LogGaps,
     /// Events the seccomp supervisor could not write to its logs.
     pub supervisor_lost_events: u64,
+    /// Merged outputs that took the file of a worker that did not end
+    /// with exit status 0 (set by [`Report::conclude`]), as
+    /// `output <- worker(s) ...`.
+    pub merged_unfinished: Vec<String>,
 }
 
 /// Why the audit is incomplete, from the summary and the report's sections.
@@ -191,6 +195,17 @@ pub fn incomplete(s: &Summary, unaudited: &[Unaudited], cov: &Coverage) -> Vec<I
             )
         },
     );
+    gap(
+        !cov.merged_unfinished.is_empty(),
+        "merged_unfinished",
+        &|| {
+            format!(
+            "{} merged output(s) took the file of a worker that did not end with exit status 0 (killed by a signal, or its outcome not recorded): what it wrote may be partial: {}",
+            cov.merged_unfinished.len(),
+            super::text::top(&cov.merged_unfinished, 5)
+        )
+        },
+    );
     out
 }
 
@@ -245,9 +260,64 @@ impl Report {
             .iter()
             .filter(|c| c.resolution.is_none())
             .count();
-        self.summary.incomplete = incomplete(&self.summary, &self.unaudited, cov);
+        let mut cov = cov.clone();
+        cov.merged_unfinished = self.mark_merges_of_unfinished_workers(&cov.gaps.unclosed);
+        self.summary.incomplete = incomplete(&self.summary, &self.unaudited, &cov);
         let (code, status) = decide(&self.summary);
         self.summary.exit_code = code;
         self.summary.status = status.into();
+    }
+}
+
+impl Report {
+    /// Says, in each merged output's reason, which of its inputs came from
+    /// a worker that did not end with exit status 0 (a forked worker killed
+    /// mid-write: its file may be partial); one line per such output. A
+    /// worker without a recorded outcome counts when its log image was
+    /// left unclosed (`unclosed`, by source and pid): a program the
+    /// supervisor audits has no `exit` record of its own.
+    fn mark_merges_of_unfinished_workers(
+        &mut self,
+        unclosed: &std::collections::BTreeSet<(u16, i64)>,
+    ) -> Vec<String> {
+        let unfinished: std::collections::BTreeSet<String> = self
+            .workers
+            .iter()
+            .filter(|w| match (w.exit_code, w.signal) {
+                (_, Some(_)) => true,
+                (Some(c), None) => c != 0,
+                (None, None) => w.pid.is_some_and(|p| unclosed.contains(&(0, i64::from(p)))),
+            })
+            .filter_map(|w| {
+                let k = w.worker?;
+                Some(match w.rank {
+                    None => k.to_string(),
+                    Some(r) => format!("rank {r} worker {k}"),
+                })
+            })
+            .collect();
+        let mut out = Vec::new();
+        for m in &mut self.merges {
+            if m.status != crate::merge::Status::Merged {
+                continue;
+            }
+            let mut who: Vec<&str> = m
+                .inputs
+                .iter()
+                .map(|i| i.worker.as_str())
+                .filter(|w| unfinished.contains(*w))
+                .collect();
+            who.dedup();
+            if who.is_empty() {
+                continue;
+            }
+            let who = who.join(",");
+            m.reason = Some(format!(
+                "merged, but worker(s) {who} did not end with exit status 0 (killed by a \
+                 signal, or the outcome not recorded): what they wrote may be partial"
+            ));
+            out.push(format!("{} <- worker(s) {who}", m.output));
+        }
+        out
     }
 }

@@ -40,7 +40,7 @@ fn json_of(out: &Output) -> Value {
 
 /// `mpaudit run job.toml --format json ARGS` in `dir`: the exit status and
 /// the report.
-fn run_job(dir: &TestDir, args: &[&str]) -> (i32, Value, Output) {
+pub(crate) fn run_job(dir: &TestDir, args: &[&str]) -> (i32, Value, Output) {
     let out = run(
         mpaudit(&dir.path)
             .args(["run", "job.toml", "--format", "json", "--preload"])
@@ -52,7 +52,7 @@ fn run_job(dir: &TestDir, args: &[&str]) -> (i32, Value, Output) {
     (out.status.code().unwrap_or(-1), v, out)
 }
 
-fn merge_of<'a>(r: &'a Value, original_ends: &str) -> &'a Value {
+pub(crate) fn merge_of<'a>(r: &'a Value, original_ends: &str) -> &'a Value {
     r["merges"]
         .as_array()
         .expect("merges")
@@ -65,7 +65,7 @@ fn merge_of<'a>(r: &'a Value, original_ends: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no merge of {original_ends}: {:#}", r["merges"]))
 }
 
-fn input_workers(m: &Value) -> Vec<String> {
+pub(crate) fn input_workers(m: &Value) -> Vec<String> {
     m["inputs"]
         .as_array()
         .unwrap()
