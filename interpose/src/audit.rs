@@ -593,6 +593,20 @@ pub unsafe fn file_access<R: Outcome>(
         return real(p1, p2);
     }
     let Some(_guard) = HookGuard::enter() else {
+        // A hook entered while this thread is inside one (a signal handler
+        // that writes, review 3): it cannot be judged here (the interrupted
+        // hook may be midway through the table or the log). A write that
+        // may have to be redirected or denied must not reach the shared
+        // file in place: it fails closed, and is counted among the exit
+        // event's dropped ones (the audit is incomplete).
+        if is_write
+            && (saved.action == ActionSetting::Deny
+                || (saved.action == ActionSetting::Redirect && in_worker))
+        {
+            pool::count_unaudited();
+            sys::set_errno(libc::EACCES);
+            return R::failure();
+        }
         return pass_through(real, p1, p2);
     };
     // Whatever we do before the real call (a failed lookup, a mkdir of a
