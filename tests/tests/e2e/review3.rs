@@ -36,3 +36,51 @@ e2e!(
         assert!(stdout(&r).contains("size-ok 1"), "{}", stdout(&r));
     }
 );
+
+/// Fills the descriptor table under a soft limit of 64 (the hard one
+/// unchanged), leaves one descriptor free, then writes, makes, renames and
+/// removes job files; prints each call's result.
+const FULL_TABLE: &str = r#"
+import os, resource
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+fds = []
+while True:
+    try: fds.append(os.open("/dev/null", os.O_RDONLY))
+    except OSError: break
+os.close(fds.pop())
+def t(name, f):
+    try: print(name, f())
+    except OSError as e: print(name, "errno", e.errno)
+t("open", lambda: os.open("sub/data.txt", os.O_WRONLY | os.O_APPEND) - fds[-1])
+t("open2", lambda: os.open("sub/new.txt", os.O_WRONLY | os.O_CREAT, 0o644))
+t("mkdir", lambda: os.mkdir("sub/newdir"))
+t("rename", lambda: os.rename("sub/data.txt", "sub/d2"))
+t("unlink", lambda: os.unlink("top.txt"))
+print("limit", resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+for fd in fds[:5]: os.close(fd)
+os.write(os.open("sub/d2", os.O_WRONLY | os.O_APPEND), b"more\n")
+print(sorted(os.listdir("sub")), sorted(os.listdir(".")), open("sub/d2").read())
+"#;
+
+// Finding 2 (errno): a routed call holds its target's parent directory
+// (F8) in a descriptor of its own: with the program's table full but for
+// one descriptor, the open that bare gets that descriptor failed with
+// EMFILE, and with the table full mkdir, rename and unlink did too.
+e2e!(
+    a_redirected_open_with_one_descriptor_left_gets_it_as_bare_not_emfile,
+    |dir| {
+        let setup = |d: &std::path::Path| {
+            std::fs::create_dir(d.join("sub")).unwrap();
+            std::fs::write(d.join("sub/data.txt"), "old\n").unwrap();
+            std::fs::write(d.join("top.txt"), "t\n").unwrap();
+            std::fs::write(d.join("full.py"), FULL_TABLE).unwrap();
+        };
+        let (bare, job) = twin_jobs(&dir, setup);
+        let script = "python3 full.py";
+        let b = run_ok(&mut bare_bash(&dir, &bare, script));
+        assert!(stdout(&b).starts_with("open 1\n"), "{}", stdout(&b));
+        redirected_as_bare(&dir, &job, script, &b);
+        assert_eq!(read(job.join("sub/data.txt")), "old\n");
+        assert_eq!(read(job.join("top.txt")), "t\n");
+    }
+);
