@@ -1136,7 +1136,7 @@ e2e!(in_fork_mode_the_root_reads_what_its_workers_wrote, |dir| {
 
 /// Runs `script` (mp.py, in a job set up by `setup`) bare and under
 /// `exec --mode fork --action redirect`: the same output. Returns it.
-fn fork_mode_like_bare(dir: &TestDir, script: &str, setup: impl Fn(&Path)) -> String {
+pub(crate) fn fork_mode_like_bare(dir: &TestDir, script: &str, setup: impl Fn(&Path)) -> String {
     let (bare, job) = twin_jobs(dir, |d| {
         std::fs::write(d.join("mp.py"), script).unwrap();
         setup(d);
