@@ -1273,8 +1273,20 @@ fn routes(
             && mpaudit_core::policy::link_copies_source(a.verdict1, route2.is_some(), redirect_new)
             && a.viewed.is_ok()
             && a.path.given.is_some_and(|g| !g.is_empty());
+        // A rename of a scratch file (or one of the worker's own) into
+        // the job directory moves it in place: only the new name is
+        // redirected (an earlier redirect of the source is still followed).
+        let saved = SAVED.get();
+        let moves_in_place = call.writes == Writes::Both
+            && rename_flags & libc::RENAME_EXCHANGE == 0
+            && mpaudit_core::policy::rename_source_moves_in_place(
+                a.verdict1,
+                abs,
+                saved.job_dir.as_bytes(),
+                saved.worker_dir.as_bytes(),
+            );
         let want = Want {
-            new: (redirect_new && call.writes != Writes::Second) || link_source,
+            new: (redirect_new && call.writes != Writes::Second && !moves_in_place) || link_source,
             seed: if link_source {
                 redirect::Seed::Content
             } else {

@@ -112,3 +112,35 @@ if __name__ == "__main__":
         assert_eq!(out, "['w0', 'root']\n['w1'] False\n");
     }
 );
+
+// Finding 4 (content, inode): a rename of a scratch file into the job
+// directory (write in $TMPDIR, then move into place) copied the scratch
+// file into the worker's directory and renamed the copy: a second hard
+// link of it in scratch no longer reached the moved file, the inode
+// changed, and the scratch file stayed behind (the disk held it twice).
+e2e!(
+    a_scratch_file_moved_into_the_job_dir_is_moved_not_copied,
+    |dir| {
+        let (bare, job) = twin_jobs(&dir, |_| {});
+        let script = "echo t > \"$TMPDIR/t\"; ln \"$TMPDIR/t\" \"$TMPDIR/h\"; \
+                      i=$(stat -c %i \"$TMPDIR/t\"); mv \"$TMPDIR/t\" out.txt; \
+                      echo more >> \"$TMPDIR/h\"; cat out.txt; stat -c %h out.txt; \
+                      [ \"$i\" = \"$(stat -c %i out.txt)\" ] && echo same inode";
+        let b = run_ok(&mut bare_bash(&dir, &bare, script));
+        assert_eq!(stdout(&b), "t\nmore\n2\nsame inode\n");
+        redirected_as_bare(&dir, &job, script, &b);
+        let names = |d: std::path::PathBuf| {
+            let mut v: Vec<_> = std::fs::read_dir(d)
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(
+            names(dir.join("scratch")),
+            names(dir.join("bare-scratch")),
+            "the scratch directory after the move"
+        );
+    }
+);
