@@ -599,13 +599,8 @@ pub unsafe fn file_access<R: Outcome>(
         // may have to be redirected or denied must not reach the shared
         // file in place: it fails closed, and is counted among the exit
         // event's dropped ones (the audit is incomplete).
-        if is_write
-            && (saved.action == ActionSetting::Deny
-                || (saved.action == ActionSetting::Redirect && in_worker))
-        {
-            pool::count_unaudited();
-            sys::set_errno(libc::EACCES);
-            return R::failure();
+        if must_be_judged(is_write, saved.action, in_worker) {
+            return unjudged();
         }
         return pass_through(real, p1, p2);
     };
@@ -622,6 +617,12 @@ pub unsafe fn file_access<R: Outcome>(
     };
     let raw_stack = raw_stack.as_ref();
     let Some(mut claimed) = pool::claim() else {
+        // No buffers (an address-space cap): the same as a nested hook
+        // (review 3: passed through, a worker's write made shared files).
+        if must_be_judged(is_write, saved.action, in_worker) {
+            core::mem::forget(entry_errno);
+            return unjudged();
+        }
         drop(entry_errno);
         return pass_through(real, p1, p2);
     };
@@ -649,6 +650,23 @@ pub unsafe fn file_access<R: Outcome>(
         // SAFETY: as for access().
         unsafe { call_then_judge(&call, raw_stack, b, real) }
     }
+}
+
+/// A write that deny, or a worker's redirect, may have to act on: one the
+/// library cannot judge (a nested hook, no buffers) must not pass through
+/// to the shared file.
+fn must_be_judged(is_write: bool, action: ActionSetting, in_worker: bool) -> bool {
+    is_write && (action == ActionSetting::Deny || (action == ActionSetting::Redirect && in_worker))
+}
+
+/// Fails a write that could not be judged (must_be_judged) with EACCES,
+/// counted among the exit event's dropped calls (the audit is incomplete).
+#[cold]
+#[inline(never)]
+fn unjudged<R: Outcome>() -> R {
+    pool::count_unaudited();
+    sys::set_errno(libc::EACCES);
+    R::failure()
 }
 
 /// The rare unaudited paths (a nested hook, no block). Cold and out of

@@ -151,7 +151,7 @@ fn claim_temporary() -> Option<Claimed> {
         if !WARNED.swap(true, Relaxed) {
             crate::sys::write_all(
                 2,
-                b"mpaudit: no memory for a hook's buffers; such calls pass through unlogged\n",
+                b"mpaudit: no memory for a hook's buffers; such calls pass through unlogged (writes a redirect or deny acts on fail)\n",
             );
         }
         return None;

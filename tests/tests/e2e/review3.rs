@@ -144,3 +144,27 @@ e2e!(
         );
     }
 );
+
+// Finding 5 (a shared file reached): under an address-space cap the pool
+// cannot give a hook its buffers and the call passed through: a
+// redirected worker's opens created and appended to shared job files
+// (as/wN.txt, 150 threads) in place.
+e2e!(
+    a_redirected_write_without_hook_buffers_does_not_reach_the_shared_file,
+    |dir| {
+        let (_, job) = twin_jobs(&dir, |d| std::fs::create_dir(d.join("as")).unwrap());
+        let script = fixture("address_space_limit").display().to_string();
+        let r = run_ok(&mut audited_bash(&dir, &job, "redirect", &script));
+        let shared: Vec<_> = std::fs::read_dir(job.join("as"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert!(
+            shared.is_empty(),
+            "{} shared files made in place ({}): {:?}",
+            shared.len(),
+            stdout(&r),
+            &shared[..shared.len().min(5)]
+        );
+    }
+);
