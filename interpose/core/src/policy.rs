@@ -436,6 +436,30 @@ mod tests {
     ];
 
     #[test]
+    fn only_an_allowed_rename_source_outside_the_job_dir_or_in_the_own_dir_moves_in_place() {
+        let (job, own) = (&b"/j"[..], &b"/j/mpaudit-workers/worker_1"[..]);
+        for v in ALL {
+            let allowed = v == Verdict::Allowed;
+            assert_eq!(
+                rename_source_moves_in_place(v, b"/tmp/t", job, own),
+                allowed
+            );
+            assert_eq!(
+                rename_source_moves_in_place(v, b"/j/mpaudit-workers/worker_1/s", job, own),
+                allowed
+            );
+            assert!(!rename_source_moves_in_place(v, b"/j/x.log", job, own));
+            assert!(!rename_source_moves_in_place(v, b"/j", job, own));
+        }
+        assert!(rename_source_moves_in_place(
+            Verdict::Allowed,
+            b"/jx/t",
+            job,
+            own
+        ));
+    }
+
+    #[test]
     fn the_worse_verdict_is_the_later_in_rogue_registered_declared_allowed_read() {
         for (i, &a) in ALL.iter().enumerate() {
             for (j, &b) in ALL.iter().enumerate() {
