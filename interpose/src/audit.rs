@@ -655,7 +655,7 @@ pub unsafe fn file_access<R: Outcome>(
 /// A write that deny, or a worker's redirect, may have to act on: one the
 /// library cannot judge (a nested hook, no buffers) must not pass through
 /// to the shared file.
-fn must_be_judged(is_write: bool, action: ActionSetting, in_worker: bool) -> bool {
+pub(crate) fn must_be_judged(is_write: bool, action: ActionSetting, in_worker: bool) -> bool {
     is_write && (action == ActionSetting::Deny || (action == ActionSetting::Redirect && in_worker))
 }
 
@@ -663,7 +663,7 @@ fn must_be_judged(is_write: bool, action: ActionSetting, in_worker: bool) -> boo
 /// counted among the exit event's dropped calls (the audit is incomplete).
 #[cold]
 #[inline(never)]
-fn unjudged<R: Outcome>() -> R {
+pub(crate) fn unjudged<R: Outcome>() -> R {
     pool::count_unaudited();
     sys::set_errno(libc::EACCES);
     R::failure()

@@ -168,3 +168,30 @@ e2e!(
         );
     }
 );
+
+// Finding 6 (a shared file reached): the same cap, for a descriptor's
+// metadata change: 150 threads' fchmod of a shared file opened for
+// reading changed the shared file's mode in place when no buffers were
+// left (with them it is the worker's copy's).
+e2e!(
+    a_redirected_fchmod_without_hook_buffers_does_not_change_the_shared_file,
+    |dir| {
+        use std::os::unix::fs::PermissionsExt;
+        let (_, job) = twin_jobs(&dir, |d| {
+            std::fs::create_dir(d.join("as")).unwrap();
+            std::fs::write(d.join("as/shared.txt"), "s\n").unwrap();
+            std::fs::set_permissions(
+                d.join("as/shared.txt"),
+                std::fs::Permissions::from_mode(0o644),
+            )
+            .unwrap();
+        });
+        let script = format!("AS_FCHMOD=1 {}", fixture("address_space_limit").display());
+        run_ok(&mut audited_bash(&dir, &job, "redirect", &script));
+        let mode = std::fs::metadata(job.join("as/shared.txt"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o644, "the shared file's mode changed");
+    }
+);
