@@ -619,6 +619,15 @@ pub unsafe fn file_access<R: Outcome>(
         return real(p1, p2);
     }
     let Some(_guard) = HookGuard::enter() else {
+        // A hook entered while this thread is inside one (a signal handler
+        // that writes, review 3): it cannot be judged here (the interrupted
+        // hook may be midway through the table or the log). A write that
+        // may have to be redirected or denied must not reach the shared
+        // file in place: it fails closed, and is counted among the exit
+        // event's dropped ones (the audit is incomplete).
+        if must_be_judged(is_write, saved.action, in_worker) {
+            return unjudged();
+        }
         return pass_through(real, p1, p2);
     };
     // Whatever we do before the real call (a failed lookup, a mkdir of a
@@ -634,6 +643,12 @@ pub unsafe fn file_access<R: Outcome>(
     };
     let raw_stack = raw_stack.as_ref();
     let Some(mut claimed) = pool::claim() else {
+        // No buffers (an address-space cap): the same as a nested hook
+        // (review 3: passed through, a worker's write made shared files).
+        if must_be_judged(is_write, saved.action, in_worker) {
+            core::mem::forget(entry_errno);
+            return unjudged();
+        }
         drop(entry_errno);
         return pass_through(real, p1, p2);
     };
@@ -661,6 +676,23 @@ pub unsafe fn file_access<R: Outcome>(
         // SAFETY: as for access().
         unsafe { call_then_judge(&call, raw_stack, b, real) }
     }
+}
+
+/// A write that deny, or a worker's redirect, may have to act on: one the
+/// library cannot judge (a nested hook, no buffers) must not pass through
+/// to the shared file.
+pub(crate) fn must_be_judged(is_write: bool, action: ActionSetting, in_worker: bool) -> bool {
+    is_write && (action == ActionSetting::Deny || (action == ActionSetting::Redirect && in_worker))
+}
+
+/// Fails a write that could not be judged (must_be_judged) with EACCES,
+/// counted among the exit event's dropped calls (the audit is incomplete).
+#[cold]
+#[inline(never)]
+pub(crate) fn unjudged<R: Outcome>() -> R {
+    pool::count_unaudited();
+    sys::set_errno(libc::EACCES);
+    R::failure()
 }
 
 /// The rare unaudited paths (a nested hook, no block). Cold and out of
@@ -990,7 +1022,8 @@ unsafe fn judge_then_call<R: Outcome>(
     // Where each path goes: its earlier redirect in this worker, a new
     // redirect (when this call writes it), or nowhere (the original).
     let redirect_new = action == Action::Redirected;
-    let (route1, route2, mut failed) = routes(call, &a, redirect_new, target, target2, work);
+    let (mut route1, mut route2, mut failed) =
+        routes(call, &a, redirect_new, target, target2, work);
     if failed != 0 {
         failed = invalid_open_flags(call).unwrap_or(failed);
     }
@@ -1014,15 +1047,53 @@ unsafe fn judge_then_call<R: Outcome>(
     // The names the call is given: a worker target through its parent's
     // descriptor (call_path), a path resolved through the worker's view
     // as resolved, else the program's own.
-    let (p1, p2, held) = call_names(call, &a, route1, route2, base, target, target2, &mut failed);
+    let (mut p1, mut p2, mut held) = call_names(
+        call,
+        &a,
+        route1,
+        route2,
+        base,
+        target,
+        target2,
+        &mut failed,
+        None,
+    );
     let release = |held: [c_int; 2]| {
         for fd in held.into_iter().filter(|&fd| fd >= 0) {
             sys::close(fd);
         }
     };
-    for r in [route1, route2].into_iter().flatten() {
-        if r.parent >= 0 {
-            sys::close(r.parent);
+    let close_parents = |routes: [Option<Route>; 2]| {
+        for r in routes.into_iter().flatten() {
+            if r.parent >= 0 {
+                sys::close(r.parent);
+            }
+        }
+    };
+    close_parents([route1, route2]);
+    // No descriptor left for the routing (the program filled its table,
+    // review 3): once more with the soft limit raised a little, the held
+    // descriptors above the program's limit, which is back before the
+    // call, so the call finds the table as bare.
+    if failed == libc::EMFILE {
+        if let Some(room) = FdRoom::raise() {
+            release(held);
+            unseed(route1, target);
+            unseed(route2, target2);
+            (route1, route2, failed) = routes(call, &a, redirect_new, target, target2, work);
+            (p1, p2, held) = call_names(
+                call,
+                &a,
+                route1,
+                route2,
+                base,
+                target,
+                target2,
+                &mut failed,
+                Some(room.limit()),
+            );
+            close_parents([route1, route2]);
+            drop(room);
         }
     }
 
@@ -1383,8 +1454,20 @@ fn routes(
             && mpaudit_core::policy::link_copies_source(a.verdict1, route2.is_some(), redirect_new)
             && a.viewed.is_ok()
             && a.path.given.is_some_and(|g| !g.is_empty());
+        // A rename of a scratch file (or one of the worker's own) into
+        // the job directory moves it in place: only the new name is
+        // redirected (an earlier redirect of the source is still followed).
+        let saved = SAVED.get();
+        let moves_in_place = call.writes == Writes::Both
+            && rename_flags & libc::RENAME_EXCHANGE == 0
+            && mpaudit_core::policy::rename_source_moves_in_place(
+                a.verdict1,
+                abs,
+                saved.job_dir.as_bytes(),
+                saved.worker_dir.as_bytes(),
+            );
         let want = Want {
-            new: (redirect_new && call.writes != Writes::Second) || link_source,
+            new: (redirect_new && call.writes != Writes::Second && !moves_in_place) || link_source,
             seed: if link_source {
                 redirect::Seed::Content
             } else {
@@ -1417,6 +1500,7 @@ fn call_names(
     target: &mut [u8],
     target2: &mut [u8],
     failed: &mut i32,
+    held_from: Option<c_int>,
 ) -> (*const c_char, *const c_char, [c_int; 2]) {
     let mut failed_here = *failed;
     let (call1, call2) = base.split_at_mut(2048);
@@ -1427,7 +1511,7 @@ fn call_names(
     let mut p2 = call.path2.map_or(core::ptr::null(), |p| p.path);
     if failed_here == 0 {
         match route1 {
-            Some(r) => match call_path(r, target, call1, keeps_name) {
+            Some(r) => match call_path(r, target, call1, keeps_name, held_from) {
                 Ok((p, fd)) => (p1, held[0]) = (p, fd),
                 Err(e) => failed_here = e,
             },
@@ -1441,7 +1525,7 @@ fn call_names(
     if failed_here == 0 {
         let abs2 = a.path2.as_ref().and_then(|p| p.abs);
         match route2 {
-            Some(r) => match call_path(r, target2, call2, keeps_name) {
+            Some(r) => match call_path(r, target2, call2, keeps_name, held_from) {
                 Ok((p, fd)) => (p2, held[1]) = (p, fd),
                 Err(e) => failed_here = e,
             },
@@ -1704,11 +1788,15 @@ fn prepared(
 /// it): the target's own path (when it fits). A route without a parent
 /// (a read whose worker directory is missing) gets the target's path too,
 /// where the kernel answers ENOENT.
+///
+/// `held_from`: the descriptor is numbered from there (the program's own
+/// soft limit while it is raised, FdRoom), or fails with EMFILE.
 fn call_path(
     r: Route,
     target: &[u8],
     buf: &mut [u8],
     keeps_name: bool,
+    held_from: Option<c_int>,
 ) -> Result<(*const c_char, c_int), c_int> {
     let fits = r.len < view::PATH_MAX;
     if keeps_name || r.parent < 0 {
@@ -1718,8 +1806,14 @@ fn call_path(
             Err(libc::ENAMETOOLONG)
         };
     }
-    let mut high = high_descriptor(r.parent);
-    if high < 0 {
+    let mut high = match held_from {
+        // SAFETY: duplicating a descriptor of ours.
+        Some(from) => unsafe {
+            libc::syscall(libc::SYS_fcntl, r.parent, libc::F_DUPFD_CLOEXEC, from) as c_int
+        },
+        None => high_descriptor(r.parent),
+    };
+    if high < 0 && held_from.is_none() {
         // No room near the top (a small RLIMIT_NOFILE): any number. A
         // descriptor the call makes may then get a higher number than bare.
         // SAFETY: duplicating a descriptor of ours.
@@ -1766,6 +1860,86 @@ fn call_path(
     // Without /proc the name would be walked again by the kernel: fail
     // closed rather than risk following a swapped-in symlink.
     Err(libc::EACCES)
+}
+
+/// The soft RLIMIT_NOFILE raised by a few descriptors for one routed call
+/// whose routing found the program's table full (judge_then_call), put
+/// back on drop. One call at a time (RAISED): two raising threads could
+/// otherwise leave the limit raised. Not emulated: while it is raised,
+/// another thread's open that would fail with EMFILE bare succeeds, and a
+/// limit at its hard maximum cannot be raised (the call fails with EMFILE
+/// as before).
+struct FdRoom {
+    old: libc::rlimit,
+}
+
+static RAISED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+impl FdRoom {
+    fn raise() -> Option<FdRoom> {
+        use core::sync::atomic::Ordering::*;
+        let mut old = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: reads our own limit into `old`.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_prlimit64,
+                0,
+                libc::RLIMIT_NOFILE,
+                core::ptr::null::<libc::rlimit>(),
+                &mut old as *mut libc::rlimit,
+            )
+        };
+        if r != 0 || old.rlim_cur >= old.rlim_max || old.rlim_cur > c_int::MAX as u64 - 8 {
+            return None;
+        }
+        if RAISED.swap(true, Acquire) {
+            return None;
+        }
+        let new = libc::rlimit {
+            rlim_cur: (old.rlim_cur + 8).min(old.rlim_max),
+            rlim_max: old.rlim_max,
+        };
+        // SAFETY: sets our own soft limit from a valid struct.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_prlimit64,
+                0,
+                libc::RLIMIT_NOFILE,
+                &new as *const libc::rlimit,
+                core::ptr::null_mut::<libc::rlimit>(),
+            )
+        };
+        if r != 0 {
+            RAISED.store(false, Release);
+            return None;
+        }
+        Some(FdRoom { old })
+    }
+
+    /// The program's own soft limit: the first number above its table.
+    fn limit(&self) -> c_int {
+        self.old.rlim_cur as c_int
+    }
+}
+
+impl Drop for FdRoom {
+    fn drop(&mut self) {
+        // SAFETY: puts back our own limit, read by raise(); descriptors
+        // above it stay open (the kernel checks the limit on allocation).
+        unsafe {
+            libc::syscall(
+                libc::SYS_prlimit64,
+                0,
+                libc::RLIMIT_NOFILE,
+                &self.old as *const libc::rlimit,
+                core::ptr::null_mut::<libc::rlimit>(),
+            )
+        };
+        RAISED.store(false, core::sync::atomic::Ordering::Release);
+    }
 }
 
 /// `/proc/self/fd/N` resolved a held descriptor once (call_path).
@@ -2247,7 +2421,7 @@ unsafe fn reroute_as<R: Outcome>(
     let called = match (routed, viewed, path.abs) {
         (Some(r), _, _) => {
             if r.parent >= 0 {
-                let c = call_path(r, target, call_buf, false);
+                let c = call_path(r, target, call_buf, false, None);
                 sys::close(r.parent);
                 match c {
                     Ok(c) => Some(c),

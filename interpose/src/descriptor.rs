@@ -40,6 +40,14 @@ pub(crate) unsafe fn metadata_change(
     }
     let entry_errno = sys::ErrnoGuard::save();
     let Some(mut claimed) = crate::pool::claim() else {
+        // No buffers: the descriptor may be a shared file's (review 3:
+        // fchmod changed it in place); fail closed where a redirect or
+        // deny may have to act.
+        let in_worker = state::worker().is_some();
+        if crate::audit::must_be_judged(true, saved.action, in_worker) {
+            core::mem::forget(entry_errno);
+            return crate::audit::unjudged::<c_int>();
+        }
         drop(entry_errno);
         return real(fd);
     };

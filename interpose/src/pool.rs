@@ -151,7 +151,7 @@ fn claim_temporary() -> Option<Claimed> {
         if !WARNED.swap(true, Relaxed) {
             crate::sys::write_all(
                 2,
-                b"mpaudit: no memory for a hook's buffers; such calls pass through unlogged\n",
+                b"mpaudit: no memory for a hook's buffers; such calls pass through unlogged (writes a redirect or deny acts on fail)\n",
             );
         }
         return None;
@@ -165,6 +165,12 @@ fn claim_temporary() -> Option<Claimed> {
 /// Calls that went to libc unaudited for want of a block (this process
 /// image's own: a forked child starts from 0). The exit event counts them
 /// among its `dropped` events, so the run says the audit is incomplete.
+/// A call that could not be audited and was failed rather than passed
+/// through (audit.rs: a nested hook's write): counted with them.
+pub fn count_unaudited() {
+    PASSED_THROUGH.fetch_add(1, Relaxed);
+}
+
 pub fn passed_through() -> u64 {
     PASSED_THROUGH.load(Relaxed)
 }

@@ -301,6 +301,7 @@ pub fn fixture(name: &str) -> PathBuf {
                 .arg(src.join("ofstream.cpp"));
             c
         }
+        "signal_writer" => cc(&["-O1"], &src.join("signal_writer.c"), &out, &[]),
         "rust_create" => {
             let mut c = Command::new("rustc");
             c.args(["-O", "-o"])

@@ -236,6 +236,18 @@ pub fn link_copies_source(source: Verdict, new_name_routed: bool, redirecting: b
     }
 }
 
+/// A rename's source whose writes go in place (`source` allowed) and that
+/// lies outside the job directory `job` (scratch, /tmp) or in the worker's
+/// own directory `own`: it is moved as it is, in place, to a redirected
+/// new name. Copying it into the worker's directory first (as a shared
+/// file's source is) left it behind in scratch under another inode: its
+/// other hard links no longer reached the moved file (review 3). An
+/// allowed source in the job directory is still copied (the shared tree
+/// keeps its file until the merge).
+pub fn rename_source_moves_in_place(source: Verdict, abs: &[u8], job: &[u8], own: &[u8]) -> bool {
+    source == Verdict::Allowed && (!is_at_or_below(abs, job) || is_at_or_below(abs, own))
+}
+
 /// Globs every job allows besides its own `allow` list (kernel
 /// interfaces). A worker's own directory is allowed too
 /// ([`Policy::own_dir`]); the rest of the workers directory and the log
@@ -422,6 +434,30 @@ mod tests {
         Verdict::Registered,
         Verdict::Rogue,
     ];
+
+    #[test]
+    fn only_an_allowed_rename_source_outside_the_job_dir_or_in_the_own_dir_moves_in_place() {
+        let (job, own) = (&b"/j"[..], &b"/j/mpaudit-workers/worker_1"[..]);
+        for v in ALL {
+            let allowed = v == Verdict::Allowed;
+            assert_eq!(
+                rename_source_moves_in_place(v, b"/tmp/t", job, own),
+                allowed
+            );
+            assert_eq!(
+                rename_source_moves_in_place(v, b"/j/mpaudit-workers/worker_1/s", job, own),
+                allowed
+            );
+            assert!(!rename_source_moves_in_place(v, b"/j/x.log", job, own));
+            assert!(!rename_source_moves_in_place(v, b"/j", job, own));
+        }
+        assert!(rename_source_moves_in_place(
+            Verdict::Allowed,
+            b"/jx/t",
+            job,
+            own
+        ));
+    }
 
     #[test]
     fn the_worse_verdict_is_the_later_in_rogue_registered_declared_allowed_read() {

@@ -20,6 +20,7 @@ mod policy;
 mod redirect_exact;
 mod redirect_shared;
 mod review2;
+mod review3;
 mod review3_runner;
 mod runner;
 mod seccomp;

@@ -11,7 +11,7 @@ use std::process::Command;
 /// Two identical job directories, `bare/` and `job/`, built by `setup`;
 /// the workers directory, the logs and a scratch directory lie outside
 /// both.
-fn twin_jobs(dir: &TestDir, setup: impl Fn(&Path)) -> (PathBuf, PathBuf) {
+pub(crate) fn twin_jobs(dir: &TestDir, setup: impl Fn(&Path)) -> (PathBuf, PathBuf) {
     let (bare, job) = (dir.join("bare"), dir.join("job"));
     for d in [&bare, &job, &dir.join("scratch"), &dir.join("bare-scratch")] {
         std::fs::create_dir_all(d).unwrap();
@@ -21,14 +21,14 @@ fn twin_jobs(dir: &TestDir, setup: impl Fn(&Path)) -> (PathBuf, PathBuf) {
     (bare, job)
 }
 
-fn worker_dir(dir: &TestDir) -> PathBuf {
+pub(crate) fn worker_dir(dir: &TestDir) -> PathBuf {
     dir.join("workers/worker_1")
 }
 
 /// `bash -c script` in `job` under the library as worker 1 with `action`;
 /// `W` is the worker's own directory, `TMPDIR` a scratch directory outside
 /// the job.
-fn audited_bash(dir: &TestDir, job: &Path, action: &str, script: &str) -> Command {
+pub(crate) fn audited_bash(dir: &TestDir, job: &Path, action: &str, script: &str) -> Command {
     let mut c = dir.audited("bash");
     c.current_dir(job)
         .args(["-c", script])
@@ -43,7 +43,7 @@ fn audited_bash(dir: &TestDir, job: &Path, action: &str, script: &str) -> Comman
 
 /// The same script bare, with `W` and `TMPDIR` standing for the same kind
 /// of places (outside the job directory).
-fn bare_bash(dir: &TestDir, bare: &Path, script: &str) -> Command {
+pub(crate) fn bare_bash(dir: &TestDir, bare: &Path, script: &str) -> Command {
     let mut c = dir.bare("bash");
     let w = dir.join("bare-worker");
     std::fs::create_dir_all(&w).unwrap();
@@ -56,7 +56,12 @@ fn bare_bash(dir: &TestDir, bare: &Path, script: &str) -> Command {
 
 /// `script` run under redirect in `job` (as [`audited_bash`]) prints what
 /// the bare run `bare` printed and ends with its status.
-fn redirected_as_bare(dir: &TestDir, job: &Path, script: &str, bare: &std::process::Output) {
+pub(crate) fn redirected_as_bare(
+    dir: &TestDir,
+    job: &Path,
+    script: &str,
+    bare: &std::process::Output,
+) {
     let r = run(&mut audited_bash(dir, job, "redirect", script), DEADLINE);
     assert_eq!(
         (stdout(&r), r.status.code()),
@@ -66,7 +71,7 @@ fn redirected_as_bare(dir: &TestDir, job: &Path, script: &str, bare: &std::proce
     );
 }
 
-fn read(p: PathBuf) -> String {
+pub(crate) fn read(p: PathBuf) -> String {
     std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
@@ -1200,7 +1205,7 @@ e2e!(in_fork_mode_the_root_reads_what_its_workers_wrote, |dir| {
 
 /// Runs `script` (mp.py, in a job set up by `setup`) bare and under
 /// `exec --mode fork --action redirect`: the same output. Returns it.
-fn fork_mode_like_bare(dir: &TestDir, script: &str, setup: impl Fn(&Path)) -> String {
+pub(crate) fn fork_mode_like_bare(dir: &TestDir, script: &str, setup: impl Fn(&Path)) -> String {
     let (bare, job) = twin_jobs(dir, |d| {
         std::fs::write(d.join("mp.py"), script).unwrap();
         setup(d);
