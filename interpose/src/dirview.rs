@@ -1007,34 +1007,17 @@ fn copy_link(from: &[u8], to: &[u8], scratch: &mut [u8]) -> bool {
 }
 
 /// A private anonymous mapping for directory entries (no stack buffers).
-struct Scratch(*mut libc::c_void, usize);
+struct Scratch(crate::sys::Mapping);
 
 impl Scratch {
     fn new(len: usize) -> Option<Scratch> {
-        // SAFETY: a fresh private anonymous mapping, unmapped on drop.
-        let p = unsafe {
-            libc::mmap(
-                core::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        (p != libc::MAP_FAILED).then_some(Scratch(p, len))
+        crate::sys::Mapping::anonymous(len).map(Scratch)
     }
     #[allow(clippy::mut_from_ref)]
     fn bytes(&self) -> &mut [u8] {
-        // SAFETY: our mapping of len bytes, used by one caller at a time.
-        unsafe { core::slice::from_raw_parts_mut(self.0 as *mut u8, self.1) }
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        // SAFETY: our own mapping, no longer referenced.
-        unsafe { libc::munmap(self.0, self.1) };
+        // SAFETY: our mapping of its size in bytes, used by one caller at
+        // a time.
+        unsafe { core::slice::from_raw_parts_mut(self.0.base(), self.0.size()) }
     }
 }
 

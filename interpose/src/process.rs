@@ -163,23 +163,14 @@ pub fn fork(real: impl FnOnce() -> libc::pid_t) -> libc::pid_t {
 // ---- exec and spawn ----------------------------------------------------------
 
 /// An environment block built in its own anonymous mapping (no malloc: exec
-/// may run in a vfork/fork child or a signal handler), unmapped on drop.
+/// may run in a vfork/fork child or a signal handler); none when the
+/// program's environment is used unchanged.
 pub struct DoctoredEnv {
-    base: *mut u8,
-    size: usize,
+    map: Option<sys::Mapping>,
     envp: *const *const c_char,
     /// Offset of the mapping's unused bytes (room for one rewritten
     /// `LD_PRELOAD`, see [`DoctoredEnv::without_the_library`]).
     spare: usize,
-}
-
-impl Drop for DoctoredEnv {
-    fn drop(&mut self) {
-        if !self.base.is_null() {
-            // SAFETY: our own mapping.
-            unsafe { libc::munmap(self.base.cast(), self.size) };
-        }
-    }
 }
 
 impl DoctoredEnv {
@@ -192,15 +183,16 @@ impl DoctoredEnv {
     /// the variable dropped when nothing else is left in it. Nothing
     /// changes when the environment could not be doctored.
     pub fn without_the_library(&mut self) {
-        if self.base.is_null() {
+        let Some(map) = &self.map else {
             return;
-        }
+        };
+        let (base, size) = (map.base(), map.size());
         let lib = SAVED.get().lib_path.as_bytes();
-        let ptrs = self.base as *mut *const c_char;
+        let ptrs = base as *mut *const c_char;
         let mut i = 0usize;
         // SAFETY: `ptrs` is the NULL-terminated array doctor_env built in
         // our mapping; its entries are C strings; the spare bytes from
-        // `self.spare` to `self.size` are ours and unused.
+        // `self.spare` to the mapping's end are ours and unused.
         unsafe {
             loop {
                 let e = *ptrs.add(i);
@@ -213,8 +205,7 @@ impl DoctoredEnv {
                 i += 1;
             }
             let value = &sys::c_bytes(*ptrs.add(i), 1 << 20)[11..];
-            let spare =
-                core::slice::from_raw_parts_mut(self.base.add(self.spare), self.size - self.spare);
+            let spare = core::slice::from_raw_parts_mut(base.add(self.spare), size - self.spare);
             if spare.len() < 12 + value.len() {
                 return;
             }
@@ -258,8 +249,7 @@ fn starts_with(p: *const c_char, prefix: &[u8]) -> bool {
 /// when anything fails.
 pub fn doctor_env(envp: *const *const c_char) -> DoctoredEnv {
     let unchanged = DoctoredEnv {
-        base: core::ptr::null_mut(),
-        size: 0,
+        map: None,
         envp,
         spare: 0,
     };
@@ -307,22 +297,10 @@ pub fn doctor_env(envp: *const *const c_char) -> DoctoredEnv {
         + preload_value.map_or(0, |v| v.len());
     let extra = entries.iter().filter(|&&b| b == 0).count() + 4;
     let ptrs_size = (count + extra + 1) * core::mem::size_of::<*const c_char>();
-    let size = (ptrs_size + strings_size).div_ceil(4096) * 4096;
-    // SAFETY: anonymous private mapping.
-    let base = unsafe {
-        libc::mmap(
-            core::ptr::null_mut(),
-            size,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    if base == libc::MAP_FAILED {
+    let Some(map) = sys::Mapping::anonymous(ptrs_size + strings_size) else {
         return unchanged;
-    }
-    let base = base as *mut u8;
+    };
+    let (base, size) = (map.base(), map.size());
     let ptrs = base as *mut *const c_char;
     // SAFETY: strings area follows the pointer array inside the mapping.
     let strings = unsafe { core::slice::from_raw_parts_mut(base.add(ptrs_size), size - ptrs_size) };
@@ -380,8 +358,7 @@ pub fn doctor_env(envp: *const *const c_char) -> DoctoredEnv {
     }
     push(core::ptr::null());
     DoctoredEnv {
-        base,
-        size,
+        map: Some(map),
         envp: ptrs as *const *const c_char,
         spare: ptrs_size + used,
     }
@@ -998,7 +975,7 @@ pub fn with_doctored_environ<R>(real: impl FnOnce() -> R) -> R {
     // getenv does).
     let old = unsafe { core::ptr::addr_of!(ENVIRON).read() };
     let env = doctor_env(old);
-    if env.base.is_null() {
+    if env.map.is_none() {
         drop(entry_errno);
         return real();
     }

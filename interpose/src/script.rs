@@ -17,10 +17,9 @@ use crate::sys;
 
 /// The exec of a script's interpreter: its argv, the `#!` line and room
 /// for the interpreter's path in the worker's view, in one anonymous
-/// mapping (no heap in a hook), unmapped on drop.
+/// mapping (no heap in a hook).
 pub struct ScriptExec {
-    base: *mut u8,
-    size: usize,
+    map: sys::Mapping,
     argv_len: usize,
     /// The interpreter as the `#!` line names it (NUL-terminated, in the
     /// mapping).
@@ -30,7 +29,7 @@ pub struct ScriptExec {
 impl ScriptExec {
     /// The argv to exec the interpreter with (NULL-terminated).
     pub fn argv(&self) -> *const *const c_char {
-        self.base as *const *const c_char
+        self.map.base() as *const *const c_char
     }
 
     /// Room for the interpreter's path in the worker's view.
@@ -39,17 +38,10 @@ impl ScriptExec {
         // MAX_ABS + 1 bytes of room (prepare); it is ours until drop.
         unsafe {
             core::slice::from_raw_parts_mut(
-                self.base.add(self.argv_len + HEADER_SIZE + 1),
+                self.map.base().add(self.argv_len + HEADER_SIZE + 1),
                 MAX_ABS + 1,
             )
         }
-    }
-}
-
-impl Drop for ScriptExec {
-    fn drop(&mut self) {
-        // SAFETY: the mapping prepare made, used by nothing after this.
-        unsafe { libc::munmap(self.base.cast(), self.size) };
     }
 }
 
@@ -83,30 +75,14 @@ pub unsafe fn prepare(
         return None;
     }
     let argv_len = (argc + 3) * core::mem::size_of::<*const c_char>();
-    let size = (argv_len + HEADER_SIZE + 1 + MAX_ABS + 1).div_ceil(4096) * 4096;
-    // SAFETY: an anonymous private mapping.
-    let base = unsafe {
-        libc::mmap(
-            core::ptr::null_mut(),
-            size,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    if base == libc::MAP_FAILED {
-        return None;
-    }
     let mut exec = ScriptExec {
-        base: base.cast(),
-        size,
+        map: sys::Mapping::anonymous(argv_len + HEADER_SIZE + 1 + MAX_ABS + 1)?,
         argv_len,
         interpreter: core::ptr::null(),
     };
     // SAFETY: the header's place in the mapping (above), zeroed by mmap.
     let header =
-        unsafe { core::slice::from_raw_parts_mut(exec.base.add(argv_len), HEADER_SIZE + 1) };
+        unsafe { core::slice::from_raw_parts_mut(exec.map.base().add(argv_len), HEADER_SIZE + 1) };
     if !read_header(file, &mut header[..HEADER_SIZE]) {
         return None;
     }
@@ -120,7 +96,7 @@ pub unsafe fn prepare(
     });
     let interpreter: *const c_char = header[found.name.start..].as_ptr().cast();
     exec.interpreter = interpreter;
-    let ptrs = exec.base as *mut *const c_char;
+    let ptrs = exec.map.base() as *mut *const c_char;
     let mut n = 0;
     let mut push = |p: *const c_char| {
         // SAFETY: room for argc + 3 pointers: the interpreter, its

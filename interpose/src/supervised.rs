@@ -58,20 +58,6 @@ pub struct Spawned {
     pub handed_over: bool,
 }
 
-/// An anonymous mapping holding the trampoline's argv and envp, unmapped
-/// on drop (no malloc: hooks do not allocate).
-struct Block {
-    base: *mut u8,
-    size: usize,
-}
-
-impl Drop for Block {
-    fn drop(&mut self) {
-        // SAFETY: our own mapping.
-        unsafe { libc::munmap(self.base.cast(), self.size) };
-    }
-}
-
 /// Entries of a NULL-terminated array (read by the caller beforehand with
 /// checked reads: `exec_arguments_readable`).
 fn count(array: *const *const c_char) -> usize {
@@ -106,7 +92,7 @@ where
 /// The trampoline's report socket, argv and envp, ready to spawn.
 struct Prepared {
     listener: Fd,
-    block: Block,
+    block: crate::sys::Mapping,
     env_at: usize,
 }
 
@@ -177,33 +163,18 @@ fn prepare(
         + 4
         + preloads
         + nenv * handoff::HIDDEN_PRELOAD_PREFIX.len();
-    let size = (ptrs * core::mem::size_of::<*const c_char>() + strings).div_ceil(4096) * 4096;
-    // SAFETY: anonymous private mapping.
-    let base = unsafe {
-        libc::mmap(
-            core::ptr::null_mut(),
-            size,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    if base == libc::MAP_FAILED {
-        return None;
-    }
-    let block = Block {
-        base: base.cast(),
-        size,
-    };
+    // The trampoline's argv and envp (no malloc: hooks do not allocate).
+    let block =
+        crate::sys::Mapping::anonymous(ptrs * core::mem::size_of::<*const c_char>() + strings)?;
+    let size = block.size();
     // SAFETY: the mapping is `size` bytes, page-aligned; the pointer
     // arrays take the first `ptrs` slots, the strings the rest.
     let (slots, text) = unsafe {
-        let slots = core::slice::from_raw_parts_mut(block.base.cast::<*const c_char>(), ptrs);
+        let slots = core::slice::from_raw_parts_mut(block.base().cast::<*const c_char>(), ptrs);
         let off = ptrs * core::mem::size_of::<*const c_char>();
         (
             slots,
-            core::slice::from_raw_parts_mut(block.base.add(off), size - off),
+            core::slice::from_raw_parts_mut(block.base().add(off), size - off),
         )
     };
     let mut used = 0usize;
@@ -258,7 +229,7 @@ impl Prepared {
             *const *const c_char,
         ) -> c_int,
     ) -> Spawned {
-        let slots = self.block.base.cast::<*const c_char>();
+        let slots = self.block.base().cast::<*const c_char>();
         let mut child: pid_t = -1;
         // SAFETY: the block's arrays, NULL-terminated, built by `prepare`;
         // slot 0 is the trampoline's path.

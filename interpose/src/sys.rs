@@ -403,3 +403,51 @@ pub fn pread(fd: c_int, buf: &mut [u8], off: u64) -> isize {
         ) as isize
     }
 }
+
+/// An anonymous private read-write mapping, unmapped on drop: the hooks'
+/// heap-free room for the argv and environment blocks they build (exec may
+/// run in a fork child or a signal handler, where malloc may not).
+pub struct Mapping {
+    base: *mut u8,
+    size: usize,
+}
+
+impl Mapping {
+    /// At least `len` bytes, whole pages, zeroed; `None` when mmap fails.
+    pub fn anonymous(len: usize) -> Option<Mapping> {
+        let size = len.max(1).div_ceil(4096) * 4096;
+        // SAFETY: a fresh anonymous private mapping; the kernel checks the
+        // arguments.
+        let base = unsafe {
+            libc::mmap(
+                core::ptr::null_mut(),
+                size,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        (base != libc::MAP_FAILED).then(|| Mapping {
+            base: base.cast(),
+            size,
+        })
+    }
+
+    /// Its first byte (page-aligned).
+    pub fn base(&self) -> *mut u8 {
+        self.base
+    }
+
+    /// Its length in bytes.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: our own mapping, used by nothing after this.
+        unsafe { libc::munmap(self.base.cast(), self.size) };
+    }
+}

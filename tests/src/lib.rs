@@ -30,6 +30,27 @@ pub struct Artifacts {
 
 /// Builds libmpaudit.so and the mpaudit binary once per test run
 /// (`cargo build --message-format=json`, reading the artifact paths).
+/// `mpaudit exec -q --action redirect` in `job`, its workers, log and
+/// merge directories in `outside` (so that the job directory holds only
+/// the job's tree and the merge leaves it alone), without the audit
+/// environment of the test's own; the caller adds `--` and the command.
+pub fn redirecting_runner(job: &Path, outside: &Path) -> Command {
+    let mut c = Command::new(&artifacts().runner);
+    c.current_dir(job)
+        .args(["exec", "-q", "--action", "redirect", "--workers-dir"])
+        .arg(outside.join("workers"))
+        .arg("--log-dir")
+        .arg(outside.join("logs"))
+        .arg("--merge-dir")
+        .arg(outside.join("merged"))
+        .env_remove("LD_PRELOAD")
+        .env_remove("MPAUDIT_WORKER");
+    for v in mpaudit_core::launcher::RANK_VARIABLES {
+        c.env_remove(v);
+    }
+    c
+}
+
 pub fn artifacts() -> &'static Artifacts {
     static A: OnceLock<Artifacts> = OnceLock::new();
     A.get_or_init(|| build_artifacts(false, &harness_target()))

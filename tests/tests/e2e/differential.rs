@@ -1159,15 +1159,8 @@ fn compare(base: &Path, n: usize, case: &Case, variant: Variant) -> Result<Outco
                 return executor(script, &again);
             }
             if supervised {
-                let mut c = Command::new(&artifacts().runner);
-                c.current_dir(&job)
-                    .args(["exec", "-q", "--action", "redirect", "--workers-dir"])
-                    .arg(dir.join("workers"))
-                    .arg("--log-dir")
-                    .arg(dir.join("logs"))
-                    .arg("--merge-dir")
-                    .arg(dir.join("merged"))
-                    .arg("--")
+                let mut c = redirecting_runner(&job, &dir);
+                c.arg("--")
                     .arg(&exec)
                     .arg(script)
                     .envs(
@@ -1175,12 +1168,7 @@ fn compare(base: &Path, n: usize, case: &Case, variant: Variant) -> Result<Outco
                             .get_envs()
                             .filter_map(|(k, v)| Some((k, v?))),
                     )
-                    .env_remove("LD_PRELOAD")
-                    .env_remove("MPAUDIT_WORKER")
                     .env_remove("OPS_EXEC_START_CWD");
-                for v in mpaudit_core::launcher::RANK_VARIABLES {
-                    c.env_remove(v);
-                }
                 return c;
             }
             let mut c = executor(script, &job);
