@@ -306,25 +306,15 @@ fn look_up<'a>(
         // follow) need it.
     }
     let kind = st.map_or(Kind::Absent, |s| Kind::of_mode(s.st_mode));
-    if let (Some(view), Kind::Dir, true) = (view.as_mut(), kind, want_empty) {
+    let dir_empty = match (view.as_mut(), kind == Kind::Dir && want_empty) {
+        (_, false) => false,
         // A shared directory's entries as the worker sees them.
-        let dir_empty = empty_in_view(&abs, None, view).ok_or(None)?;
-        return Ok((
-            given,
-            Looked {
-                abs,
-                file: st.map(|s| (s.st_dev, s.st_ino)),
-                kind,
-                dir_empty,
-            },
-        ));
-    }
-    let dir_empty = want_empty
-        && kind == Kind::Dir
-        && std::fs::read_dir(OsStr::from_bytes(&abs))
+        (Some(view), true) => empty_in_view(&abs, None, view).ok_or(None)?,
+        (None, true) => std::fs::read_dir(OsStr::from_bytes(&abs))
             .map_err(|_| None)?
             .next()
-            .is_none();
+            .is_none(),
+    };
     Ok((
         given,
         Looked {
