@@ -688,6 +688,9 @@ fn resolve_program(
     file: *const c_char,
     claimed: Option<&mut crate::pool::Claimed>,
 ) -> *const c_char {
+    // The search's own calls (faccessat, stat) must not change the errno
+    // the program sees (review 3, R3-9: a successful posix_spawnp).
+    let _errno = crate::sys::ErrnoGuard::save();
     match claimed {
         Some(c) => {
             let exe = &mut c.block().target;

@@ -428,11 +428,10 @@ e2e!(
 );
 
 // Finding R3-9 (exactness, interpose side): a successful posix_spawnp of a
-// static program found through PATH leaves errno changed under the audit
-// (the spawner's `errno_kept=0`; bare 1): the library's own PATH lookup for
-// the hand-over does not restore errno.
+// static program found through PATH left errno changed under the audit
+// (the spawner's `errno_kept=0`; bare 1): the library's own PATH lookup
+// (hooks.rs, resolve_program) did not restore errno.
 e2e!(
-    #[ignore = "interpose: the posix_spawnp hook's PATH lookup (supervised.rs) leaves errno set on success; not the runner's"]
     a_posix_spawnp_through_the_trampoline_keeps_errno_as_bare,
     |dir| {
         static_showenv(&dir);
