@@ -190,7 +190,9 @@ fn look_up<'a>(
     if let Some(view) = view.as_mut() {
         spelled_dirs_in_view(base, dir, view)?;
     }
-    let start = open_dir(libc::AT_FDCWD, base, libc::O_RDONLY).map_err(|_| None)?;
+    // A relative name against a descriptor of a file: ENOTDIR.
+    let start = open_dir(libc::AT_FDCWD, base, libc::O_RDONLY)
+        .map_err(|e| (e == libc::ENOTDIR && given[0] != b'/').then_some(e))?;
     // In the worker's view a directory missing from the shared tree may
     // be the worker's: the shared tree's errno stands only where the
     // worker has redirected nothing on the way.

@@ -1210,25 +1210,9 @@ fn access(
         }
     }
     if let (false, Some(w), Some(abs)) = (write, c.worker, &p1.1) {
-        if let Some(errno) = blocked_in_view(sup, w, abs) {
+        let spelling = spelled.as_deref().unwrap_or_default();
+        if let Some(errno) = read_blocked_in_view(sup, w, tid, args, a.path, spelling, abs) {
             return Handled::quiet(Answer::Fail(errno));
-        }
-        // A spelling through a directory the worker removed (`d/../a`):
-        // the kernel's walk of the shared tree goes on, the view's not.
-        let given = spelled.as_deref().unwrap_or_default();
-        let dir = &given[..given.iter().rposition(|&b| b == b'/').unwrap_or(0)];
-        if dir.split(|&b| b == b'/').any(|c| c == b"..") {
-            let base = base_dir(tid, a.path.dirfd.map(|d| args[d] as i32));
-            let mut lookup = |p: &[u8]| sup.redirects.lookup(w, p);
-            let mut view: super::failing::View = &mut lookup;
-            let found = super::failing::spelled_dirs_in_view(
-                base.as_deref().unwrap_or(b"/"),
-                dir,
-                &mut view,
-            );
-            if let Err(Some(errno)) = found {
-                return Handled::quiet(Answer::Fail(errno));
-            }
         }
     }
     if !write && !through_own_link && routes.iter().all(|r| r.target.is_none()) {
@@ -1352,6 +1336,14 @@ fn access(
             let mut lookup = |abs: &[u8]| sup.redirects.lookup(w, abs);
             if let Some(errno) = anyway(Some(&mut lookup)) {
                 return finish(e, Action::Logged, Answer::Fail(errno), Vec::new());
+            }
+            // A first name only the worker's view has, then a second name
+            // against a closed descriptor: the kernel, walking the shared
+            // tree, would stop at the first (ENOENT); bare gets to EBADF.
+            let own_first = p1.1.as_ref().and_then(|abs| sup.redirects.lookup(w, abs));
+            let second_bad = a.path2.is_some_and(&bad_dirfd);
+            if second_bad && own_first.is_some_and(|copy| emulate::exists(&copy)) {
+                return finish(e, Action::Logged, Answer::Fail(libc::EBADF), Vec::new());
             }
         }
         return finish(e, Action::Logged, Answer::Continue, Vec::new());
@@ -1584,6 +1576,36 @@ fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
     p.push(b'/');
     p.extend_from_slice(name);
     p
+}
+
+/// The errno a read of `spelling` (resolved by the kernel in the shared
+/// tree to `abs`) gets in the worker's view: [`blocked_in_view`], and a
+/// spelling through a directory the worker removed (`d/../a`), where the
+/// kernel's walk of the shared tree goes on and the view's does not.
+#[allow(clippy::too_many_arguments)]
+fn read_blocked_in_view(
+    sup: &mut Supervision,
+    w: u32,
+    tid: i32,
+    args: &[u64; 6],
+    path: PathArg,
+    spelling: &[u8],
+    abs: &[u8],
+) -> Option<i32> {
+    if let Some(errno) = blocked_in_view(sup, w, abs) {
+        return Some(errno);
+    }
+    let dir = &spelling[..spelling.iter().rposition(|&b| b == b'/').unwrap_or(0)];
+    if !dir.split(|&b| b == b'/').any(|c| c == b"..") {
+        return None;
+    }
+    let base = base_dir(tid, path.dirfd.map(|d| args[d] as i32));
+    let mut lookup = |p: &[u8]| sup.redirects.lookup(w, p);
+    let mut view: super::failing::View = &mut lookup;
+    match super::failing::spelled_dirs_in_view(base.as_deref().unwrap_or(b"/"), dir, &mut view) {
+        Err(Some(errno)) => Some(errno),
+        _ => None,
+    }
 }
 
 /// The errno a read of `abs` gets where one of its directories is, in the
@@ -1873,7 +1895,8 @@ fn follow_stat(
 ) -> Handled {
     let (given, abs) = resolve(c.task.tid, args, path);
     if let (Some(w), Some(abs)) = (c.worker, &abs) {
-        if let Some(errno) = blocked_in_view(sup, w, abs) {
+        let spelling = given.as_deref().unwrap_or_default();
+        if let Some(errno) = read_blocked_in_view(sup, w, c.task.tid, args, path, spelling, abs) {
             return Handled::quiet(Answer::Fail(errno));
         }
     }

@@ -1389,6 +1389,10 @@ e2e!(
                 "symlink a s\nopen 0 s WRONLY|APPEND\nwrite 0 k\nclose 0\nopen 1 a RDONLY\nread 1 9",
                 "symlink d/f s\nopen 0 s RDONLY\nread 0 9\ntruncate s 0\nchmod s 600\nstat d/f",
                 "symlink zz s\nopen 0 s WRONLY|CREAT 644\nclose 0\nlstat zz",
+            // Found by the supervised differential (seeds 20261202, 22).
+            "rename d c\naccess d/../a\nstat d/../a",
+            "mkstemp 0 c\nlinkat cwd c 0 g 0",
+            "mkstemp 0 c\nlinkat cwd c 1 g 0",
 ];
         let failed = sweep(&[prelude], &ops, |script| {
             same_supervised_ops(&dir, sweep_tree, script)
