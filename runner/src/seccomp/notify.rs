@@ -1330,23 +1330,43 @@ fn access(
             view,
         )
     };
-    if hopeless {
-        // Under redirect, an earlier name the worker's view fails first.
-        if let (ActionSetting::Redirect, Some(w)) = (sup.judge.action, c.worker) {
-            let mut lookup = |abs: &[u8]| sup.redirects.lookup(w, abs);
-            if let Some(errno) = anyway(Some(&mut lookup)) {
-                return finish(e, Action::Logged, Answer::Fail(errno), Vec::new());
-            }
-            // A first name only the worker's view has, then a second name
-            // against a closed descriptor: the kernel, walking the shared
-            // tree, would stop at the first (ENOENT); bare gets to EBADF.
-            let own_first = p1.1.as_ref().and_then(|abs| sup.redirects.lookup(w, abs));
-            let second_bad = a.path2.is_some_and(&bad_dirfd);
-            if second_bad && own_first.is_some_and(|copy| emulate::exists(&copy)) {
-                return finish(e, Action::Logged, Answer::Fail(libc::EBADF), Vec::new());
-            }
-        }
+    // A write under redirect or deny is answered here, never given to the
+    // kernel as spelled: another thread of the task could make the
+    // descriptor one of the job's directories before the kernel looks
+    // (fail closed).
+    let answers_here = write
+        && matches!(
+            sup.judge.action,
+            ActionSetting::Redirect | ActionSetting::Deny
+        );
+    if hopeless && !answers_here {
         return finish(e, Action::Logged, Answer::Continue, Vec::new());
+    }
+    if hopeless {
+        // An earlier name the view (or the shared tree) fails first;
+        // else the name with the bad descriptor: EBADF, or ENOTDIR for a
+        // file's (a link's missing source, ENOENT, is said by `anyway`).
+        let first = match (sup.judge.action, c.worker) {
+            (ActionSetting::Redirect, Some(w)) => {
+                let mut lookup = |abs: &[u8]| sup.redirects.lookup(w, abs);
+                anyway(Some(&mut lookup))
+            }
+            _ => anyway(None),
+        };
+        let own = std::iter::once((&p1, a.path))
+            .chain(p2.as_ref().zip(a.path2))
+            .find_map(|((given, _), arg)| {
+                let relative = given
+                    .as_ref()
+                    .is_some_and(|g| !g.is_empty() && g[0] != b'/');
+                match (relative, bad_dirfd(arg), not_a_dir(arg)) {
+                    (true, true, _) => Some(libc::EBADF),
+                    (true, _, true) => Some(libc::ENOTDIR),
+                    _ => None,
+                }
+            });
+        let errno = first.or(own).unwrap_or(libc::EBADF);
+        return finish(e, Action::Logged, Answer::Fail(errno), Vec::new());
     }
     let unresolvable = write
         && std::iter::once((&p1, a.path))
