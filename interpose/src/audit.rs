@@ -1870,7 +1870,7 @@ fn call_path(
 /// limit at its hard maximum cannot be raised (the call fails with EMFILE
 /// as before).
 struct FdRoom {
-    old: libc::rlimit,
+    old: libc::rlimit64,
 }
 
 static RAISED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
@@ -1878,41 +1878,18 @@ static RAISED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::
 impl FdRoom {
     fn raise() -> Option<FdRoom> {
         use core::sync::atomic::Ordering::*;
-        let mut old = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        // SAFETY: reads our own limit into `old`.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_prlimit64,
-                0,
-                libc::RLIMIT_NOFILE,
-                core::ptr::null::<libc::rlimit>(),
-                &mut old as *mut libc::rlimit,
-            )
-        };
-        if r != 0 || old.rlim_cur >= old.rlim_max || old.rlim_cur > c_int::MAX as u64 - 8 {
+        let old = sys::rlimit(libc::RLIMIT_NOFILE)?;
+        if old.rlim_cur >= old.rlim_max || old.rlim_cur > c_int::MAX as u64 - 8 {
             return None;
         }
         if RAISED.swap(true, Acquire) {
             return None;
         }
-        let new = libc::rlimit {
+        let new = libc::rlimit64 {
             rlim_cur: (old.rlim_cur + 8).min(old.rlim_max),
             rlim_max: old.rlim_max,
         };
-        // SAFETY: sets our own soft limit from a valid struct.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_prlimit64,
-                0,
-                libc::RLIMIT_NOFILE,
-                &new as *const libc::rlimit,
-                core::ptr::null_mut::<libc::rlimit>(),
-            )
-        };
-        if r != 0 {
+        if !sys::set_rlimit(libc::RLIMIT_NOFILE, &new) {
             RAISED.store(false, Release);
             return None;
         }
@@ -1927,17 +1904,9 @@ impl FdRoom {
 
 impl Drop for FdRoom {
     fn drop(&mut self) {
-        // SAFETY: puts back our own limit, read by raise(); descriptors
-        // above it stay open (the kernel checks the limit on allocation).
-        unsafe {
-            libc::syscall(
-                libc::SYS_prlimit64,
-                0,
-                libc::RLIMIT_NOFILE,
-                &self.old as *const libc::rlimit,
-                core::ptr::null_mut::<libc::rlimit>(),
-            )
-        };
+        // Puts back our own limit, read by raise(); descriptors above it
+        // stay open (the kernel checks the limit on allocation).
+        sys::set_rlimit(libc::RLIMIT_NOFILE, &self.old);
         RAISED.store(false, core::sync::atomic::Ordering::Release);
     }
 }
@@ -1949,22 +1918,11 @@ static PROC_FD_WORKS: core::sync::atomic::AtomicBool = core::sync::atomic::Atomi
 /// descriptor table (below min(RLIMIT_NOFILE, 1024)), so that the call it
 /// is held across gets the descriptor number it would get bare; -1 if none.
 fn high_descriptor(fd: c_int) -> c_int {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: reads our own limit into `lim`.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_prlimit64,
-            0,
-            libc::RLIMIT_NOFILE,
-            core::ptr::null::<libc::rlimit>(),
-            &mut lim as *mut libc::rlimit,
-        )
+    let Some(lim) = sys::rlimit(libc::RLIMIT_NOFILE) else {
+        return -1;
     };
     let top = lim.rlim_cur.min(1024);
-    if r != 0 || top < 128 {
+    if top < 128 {
         return -1;
     }
     // SAFETY: duplicating a descriptor of ours.

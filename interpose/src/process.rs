@@ -345,7 +345,7 @@ pub fn doctor_env(envp: *const *const c_char) -> DoctoredEnv {
     }
     let mut num = [0u8; 24];
     if let Some(w) = state::worker().filter(|_| !state::worker_is_rank()) {
-        push(put(&[b"MPAUDIT_WORKER=", fmt_u64(w as u64, &mut num)]));
+        push(put(&[b"MPAUDIT_WORKER=", sys::decimal(w as u64, &mut num)]));
     }
     if !table.is_empty() {
         push(put(&[b"MPAUDIT_REDIRECT_TABLE=", table]));
@@ -353,7 +353,7 @@ pub fn doctor_env(envp: *const *const c_char) -> DoctoredEnv {
     if state::root_pid() > 0 {
         push(put(&[
             b"MPAUDIT_ROOT_PID=",
-            fmt_u64(state::root_pid() as u64, &mut num),
+            sys::decimal(state::root_pid() as u64, &mut num),
         ]));
     }
     push(core::ptr::null());
@@ -362,13 +362,6 @@ pub fn doctor_env(envp: *const *const c_char) -> DoctoredEnv {
         envp: ptrs as *const *const c_char,
         spare: ptrs_size + used,
     }
-}
-
-fn fmt_u64(v: u64, buf: &mut [u8; 24]) -> &[u8] {
-    let mut sink = mpaudit_core::json::SliceSink::new(buf);
-    mpaudit_core::json::put_u64(&mut sink, v);
-    let n = sink.len;
-    &buf[..n]
 }
 
 /// Why an exec target cannot be audited by a preload library, if so.

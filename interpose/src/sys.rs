@@ -107,24 +107,22 @@ pub unsafe fn readlink(path: *const c_char, buf: &mut [u8]) -> Option<usize> {
     }
 }
 
+/// `v` in decimal, in `buf`.
+pub fn decimal(v: u64, buf: &mut [u8; 24]) -> &[u8] {
+    let mut sink = mpaudit_core::json::SliceSink::new(buf);
+    mpaudit_core::json::put_u64(&mut sink, v);
+    let n = sink.len;
+    &buf[..n]
+}
+
 /// The path a directory descriptor refers to, via /proc/self/fd/N.
 pub fn fd_path(fd: c_int, buf: &mut [u8]) -> Option<usize> {
     let mut link = [0u8; 32];
     let prefix = b"/proc/self/fd/";
     link[..prefix.len()].copy_from_slice(prefix);
     let mut n = prefix.len();
-    let mut digits = [0u8; 12];
-    let mut i = digits.len();
-    let mut v = fd as u32;
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    let d = &digits[i..];
+    let mut digits = [0u8; 24];
+    let d = decimal(fd as u32 as u64, &mut digits);
     link[n..n + d.len()].copy_from_slice(d);
     n += d.len();
     link[n] = 0;
@@ -239,9 +237,8 @@ pub fn tell(fd: c_int) -> Option<u64> {
     (r >= 0).then_some(r as u64)
 }
 
-/// The soft `RLIMIT_FSIZE` in bytes (`u64::MAX` when unlimited): a write or
-/// growth past it raises SIGXFSZ.
-pub fn file_size_limit() -> u64 {
+/// This process's limit `resource` (prlimit64, not libc's wrapper).
+pub fn rlimit(resource: libc::__rlimit_resource_t) -> Option<libc::rlimit64> {
     let mut lim = libc::rlimit64 {
         rlim_cur: libc::RLIM64_INFINITY,
         rlim_max: libc::RLIM64_INFINITY,
@@ -251,15 +248,35 @@ pub fn file_size_limit() -> u64 {
         libc::syscall(
             libc::SYS_prlimit64,
             0,
-            libc::RLIMIT_FSIZE,
+            resource,
             core::ptr::null::<libc::rlimit64>(),
             &mut lim as *mut libc::rlimit64,
         )
     };
-    if r != 0 || lim.rlim_cur == libc::RLIM64_INFINITY {
-        u64::MAX
-    } else {
-        lim.rlim_cur
+    (r == 0).then_some(lim)
+}
+
+/// Sets this process's limit `resource`; whether it was set.
+pub fn set_rlimit(resource: libc::__rlimit_resource_t, lim: &libc::rlimit64) -> bool {
+    // SAFETY: prlimit64 on ourselves from a valid struct, not reading back.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_prlimit64,
+            0,
+            resource,
+            lim as *const libc::rlimit64,
+            core::ptr::null_mut::<libc::rlimit64>(),
+        )
+    };
+    r == 0
+}
+
+/// The soft `RLIMIT_FSIZE` in bytes (`u64::MAX` when unlimited): a write or
+/// growth past it raises SIGXFSZ.
+pub fn file_size_limit() -> u64 {
+    match rlimit(libc::RLIMIT_FSIZE) {
+        Some(lim) if lim.rlim_cur != libc::RLIM64_INFINITY => lim.rlim_cur,
+        _ => u64::MAX,
     }
 }
 

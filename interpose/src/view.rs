@@ -263,18 +263,8 @@ fn named_by_the_worker(gone: &[u8], st: &libc::stat) -> bool {
         return true;
     }
     let leaf = &gone[gone.iter().rposition(|&b| b == b'/').map_or(0, |i| i + 1)..];
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    let mut v = st.st_ino;
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    leaf.strip_prefix(b"#") == Some(&digits[i..])
+    let mut digits = [0u8; 24];
+    leaf.strip_prefix(b"#") == Some(sys::decimal(st.st_ino, &mut digits))
 }
 
 /// lstat of `abs` in the worker's view into `st`: its redirect's target
