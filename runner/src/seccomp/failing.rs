@@ -346,7 +346,7 @@ fn invalid_open_flags(flags: i32) -> bool {
 /// removed (ENOENT), a file (ENOTDIR), or the worker's own directory or
 /// symlink (the view's walk: `Err(None)`); a directory copy of a shared
 /// directory merges with it (`Ok`: the shared walk stands).
-fn in_view(copy: &[u8], shared: &[u8]) -> Result<(), Option<i32>> {
+pub fn in_view(copy: &[u8], shared: &[u8]) -> Result<(), Option<i32>> {
     let is_dir = |p: &[u8]| std::fs::symlink_metadata(OsStr::from_bytes(p)).map(|m| m.is_dir());
     match std::fs::symlink_metadata(OsStr::from_bytes(copy)) {
         Err(_) => Err(Some(libc::ENOENT)),

@@ -1278,8 +1278,7 @@ fn access(
     };
     // A relative name against a descriptor that is not open, or not a
     // directory: the kernel fails the call at that name's lookup (EBADF,
-    // ENOTDIR, or an earlier name's errno) before anything is changed; it
-    // is the kernel's to answer.
+    // ENOTDIR, or an earlier name's errno) before anything is changed.
     let not_a_dir = |p: PathArg| {
         p.dirfd
             .map(|d| args[d] as i32)
@@ -1288,13 +1287,18 @@ fn access(
                 std::fs::metadata(format!("/proc/{tid}/fd/{fd}")).is_ok_and(|m| !m.is_dir())
             })
     };
+    // The errno of the first such name: EBADF, or ENOTDIR for a file's.
     let hopeless = std::iter::once((&p1, a.path))
         .chain(p2.as_ref().zip(a.path2))
-        .any(|((given, _), arg)| {
-            given
+        .find_map(|((given, _), arg)| {
+            let relative = given
                 .as_ref()
-                .is_some_and(|g| !g.is_empty() && g[0] != b'/')
-                && (bad_dirfd(arg) || not_a_dir(arg))
+                .is_some_and(|g| !g.is_empty() && g[0] != b'/');
+            match (relative, bad_dirfd(arg), not_a_dir(arg)) {
+                (true, true, _) => Some(libc::EBADF),
+                (true, _, true) => Some(libc::ENOTDIR),
+                _ => None,
+            }
         });
     fn named_in<'r>(
         tid: i32,
@@ -1339,13 +1343,13 @@ fn access(
             sup.judge.action,
             ActionSetting::Redirect | ActionSetting::Deny
         );
-    if hopeless && !answers_here {
+    if let (Some(_), false) = (hopeless, answers_here) {
         return finish(e, Action::Logged, Answer::Continue, Vec::new());
     }
-    if hopeless {
+    if let Some(bad_name) = hopeless {
         // An earlier name the view (or the shared tree) fails first;
-        // else the name with the bad descriptor: EBADF, or ENOTDIR for a
-        // file's (a link's missing source, ENOENT, is said by `anyway`).
+        // else the name with the bad descriptor (a link's missing source,
+        // ENOENT, is said by `anyway`).
         let first = match (sup.judge.action, c.worker) {
             (ActionSetting::Redirect, Some(w)) => {
                 let mut lookup = |abs: &[u8]| sup.redirects.lookup(w, abs);
@@ -1353,19 +1357,7 @@ fn access(
             }
             _ => anyway(None),
         };
-        let own = std::iter::once((&p1, a.path))
-            .chain(p2.as_ref().zip(a.path2))
-            .find_map(|((given, _), arg)| {
-                let relative = given
-                    .as_ref()
-                    .is_some_and(|g| !g.is_empty() && g[0] != b'/');
-                match (relative, bad_dirfd(arg), not_a_dir(arg)) {
-                    (true, true, _) => Some(libc::EBADF),
-                    (true, _, true) => Some(libc::ENOTDIR),
-                    _ => None,
-                }
-            });
-        let errno = first.or(own).unwrap_or(libc::EBADF);
+        let errno = first.unwrap_or(bad_name);
         return finish(e, Action::Logged, Answer::Fail(errno), Vec::new());
     }
     let unresolvable = write
@@ -1637,11 +1629,8 @@ fn blocked_in_view(sup: &mut Supervision, w: u32, abs: &[u8]) -> Option<i32> {
     while let Some(i) = abs[end + 1..].iter().position(|&b| b == b'/') {
         end += 1 + i;
         if let Some(copy) = sup.redirects.lookup(w, &abs[..end]) {
-            return match std::fs::symlink_metadata(std::ffi::OsStr::from_bytes(&copy)) {
-                Err(_) => Some(libc::ENOENT),
-                Ok(m) if !m.is_dir() && !m.is_symlink() => Some(libc::ENOTDIR),
-                Ok(_) => None,
-            };
+            // A directory or symlink of the worker's: the shared walk's.
+            return super::failing::in_view(&copy, &abs[..end]).err().flatten();
         }
     }
     None
