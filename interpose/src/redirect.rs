@@ -1079,16 +1079,9 @@ fn move_dir_holder(fd: libc::c_int, dev: u64, ino: u64, target: *const libc::c_c
     if !holds_dir(fd, dev, ino) {
         return;
     }
-    // SAFETY: fcntl queries on a descriptor of this process.
-    let (status, fd_flags) = unsafe {
-        (
-            libc::syscall(libc::SYS_fcntl, fd, libc::F_GETFL),
-            libc::syscall(libc::SYS_fcntl, fd, libc::F_GETFD),
-        )
-    };
-    if status < 0 || fd_flags < 0 {
+    let Some((status, fd_flags)) = descriptor_flags(fd) else {
         return;
-    }
+    };
     let access = if status as i32 & libc::O_PATH != 0 {
         libc::O_PATH
     } else {
@@ -1100,20 +1093,11 @@ fn move_dir_holder(fd: libc::c_int, dev: u64, ino: u64, target: *const libc::c_c
     if copy < 0 {
         return;
     }
-    let cloexec = if fd_flags as i32 & libc::FD_CLOEXEC != 0 {
-        libc::O_CLOEXEC
-    } else {
-        0
-    };
-    // SAFETY: plain syscalls on descriptors of this process; dup3 replaces
-    // `fd` atomically.
-    unsafe {
-        if access != libc::O_PATH {
-            libc::syscall(libc::SYS_fcntl, copy, libc::F_SETFL, status);
-        }
-        libc::syscall(libc::SYS_dup3, copy, fd, cloexec);
+    if access != libc::O_PATH {
+        // SAFETY: an fcntl on our own new descriptor.
+        unsafe { libc::syscall(libc::SYS_fcntl, copy, libc::F_SETFL, status) };
     }
-    sys::close(copy);
+    replace_description(copy, fd, fd_flags);
 }
 
 /// Whether `fd` is a read-only descriptor of the regular file `(dev, ino)`.
@@ -1135,16 +1119,9 @@ fn move_reader(fd: libc::c_int, dev: u64, ino: u64, target: *const libc::c_char)
     if !is_reader(fd, dev, ino) {
         return;
     }
-    // SAFETY: fcntl queries on a descriptor of this process.
-    let (status, fd_flags) = unsafe {
-        (
-            libc::syscall(libc::SYS_fcntl, fd, libc::F_GETFL),
-            libc::syscall(libc::SYS_fcntl, fd, libc::F_GETFD),
-        )
-    };
-    if status < 0 || fd_flags < 0 {
+    let Some((status, fd_flags)) = descriptor_flags(fd) else {
         return;
-    }
+    };
     // SAFETY: reads the descriptor's offset.
     let offset = unsafe { libc::syscall(libc::SYS_lseek, fd, 0, libc::SEEK_CUR) };
     // SAFETY: a NUL-terminated path; the new descriptor is closed below.
@@ -1152,20 +1129,38 @@ fn move_reader(fd: libc::c_int, dev: u64, ino: u64, target: *const libc::c_char)
     if copy < 0 {
         return;
     }
-    let cloexec = if fd_flags as i32 & libc::FD_CLOEXEC != 0 {
-        libc::O_CLOEXEC
-    } else {
-        0
-    };
-    // SAFETY: plain syscalls on descriptors of this process; dup3 replaces
-    // `fd` atomically with the copy's description.
+    // SAFETY: plain syscalls on our own new descriptor.
     unsafe {
         libc::syscall(libc::SYS_fcntl, copy, libc::F_SETFL, status);
         if offset >= 0 {
             libc::syscall(libc::SYS_lseek, copy, offset, libc::SEEK_SET);
         }
-        libc::syscall(libc::SYS_dup3, copy, fd, cloexec);
     }
+    replace_description(copy, fd, fd_flags);
+}
+
+/// A descriptor's status flags and descriptor flags (F_GETFL, F_GETFD).
+fn descriptor_flags(fd: libc::c_int) -> Option<(libc::c_long, libc::c_long)> {
+    // SAFETY: fcntl queries on a descriptor of this process.
+    let (status, fd_flags) = unsafe {
+        (
+            libc::syscall(libc::SYS_fcntl, fd, libc::F_GETFL),
+            libc::syscall(libc::SYS_fcntl, fd, libc::F_GETFD),
+        )
+    };
+    (status >= 0 && fd_flags >= 0).then_some((status, fd_flags))
+}
+
+/// Puts `copy`'s open file description in `fd`'s place (dup3, atomic),
+/// keeping `fd`'s close-on-exec from `fd_flags`, and closes `copy`.
+fn replace_description(copy: libc::c_int, fd: libc::c_int, fd_flags: libc::c_long) {
+    let cloexec = if fd_flags as i32 & libc::FD_CLOEXEC != 0 {
+        libc::O_CLOEXEC
+    } else {
+        0
+    };
+    // SAFETY: dup3 between descriptors of this process.
+    unsafe { libc::syscall(libc::SYS_dup3, copy, fd, cloexec) };
     sys::close(copy);
 }
 
