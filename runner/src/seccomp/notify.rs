@@ -1575,9 +1575,7 @@ fn below(dir: &[u8], each: &mut dyn FnMut(&[u8])) {
             rel.truncate(n);
         }
     }
-    let is_dir =
-        std::fs::symlink_metadata(std::ffi::OsStr::from_bytes(dir)).is_ok_and(|m| m.is_dir());
-    if is_dir {
+    if emulate::is_dir(dir) {
         walk(dir, &mut Vec::new(), each);
     }
 }
