@@ -14,39 +14,22 @@ use crate::{redirect, sys};
 use libc::{c_char, c_int};
 use mpaudit_core::path::MAX_ABS;
 
-/// Linux's PATH_MAX: longer names must be walked in pieces.
-pub const PATH_MAX: usize = 4096;
-/// Symlinks followed in one resolution before ELOOP (the kernel's 40).
-const MAX_LINKS: usize = 40;
+use mpaudit_core::namei::Kind;
+use mpaudit_core::walk::{self, Follow, Lookup};
+pub use mpaudit_core::walk::{Unresolved, PATH_MAX};
 
-/// Why a path has no resolution.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Unresolved {
-    /// The kernel would fail the call with this errno (ENOENT, ENOTDIR,
-    /// ELOOP, EACCES, ENAMETOOLONG).
-    Errno(c_int),
-    /// The starting directory (the cwd, a directory descriptor) has no
-    /// usable path: nothing can be said about where the call lands.
-    NoStart,
-    /// A directory descriptor that is not open, or not a directory (with a
-    /// non-empty name): the kernel cannot resolve a relative name against it, so the call fails however it is made, and
-    /// which errno comes first (EBADF, or EINVAL for bad open flags) is the
-    /// kernel's to say.
-    BadDirfd,
-    /// A magic link that does not lead to a path (a pipe or socket behind
-    /// `/dev/stdout`): only the spelling can be judged.
-    NotAPath,
-}
-
-/// `scratch` layout: the remaining path, a C-string buffer, a link target.
-pub const SCRATCH: usize = MAX_ABS + (MAX_ABS + 1) + PATH_MAX;
+/// `scratch` layout: the walk's own (the remaining path, a link's text),
+/// then a C-string buffer for the lookups.
+pub const SCRATCH: usize = walk::SCRATCH + MAX_ABS + 1;
 
 /// Resolves `given` (relative to `start`, an absolute canonical directory
-/// path, when it is relative) into `out`: every directory component as the
-/// worker sees it, the leaf too when `follow_leaf` (open without
-/// O_NOFOLLOW, truncate). Returns the length and whether the walk went
-/// through something only the worker's view has (then the program's own
-/// spelling would reach another file: the call must be given the result).
+/// path, when it is relative) into `out` in this worker's view
+/// ([`mpaudit_core::walk::resolve`] over [`ThisView`]): every directory
+/// component as the worker sees it, the leaf too when `follow_leaf` (open
+/// without O_NOFOLLOW, truncate). Returns the length and whether the walk
+/// went through something only the worker's view has (then the program's
+/// own spelling would reach another file: the call must be given the
+/// result).
 pub fn resolve(
     given: &[u8],
     start: Option<&[u8]>,
@@ -54,151 +37,72 @@ pub fn resolve(
     out: &mut [u8],
     scratch: &mut [u8],
 ) -> Result<(usize, bool), Unresolved> {
-    use Unresolved::Errno;
-    if given.is_empty() {
-        return Err(Errno(libc::ENOENT));
+    let (walk_scratch, buf) = scratch.split_at_mut(walk::SCRATCH);
+    walk::resolve(
+        &mut ThisView { buf },
+        given,
+        start,
+        follow_leaf,
+        out,
+        walk_scratch,
+    )
+}
+
+/// This process's view: the redirect table over the shared tree, read with
+/// raw system calls into `buf` (a C-string buffer, PATH_MAX + 1 bytes or
+/// more).
+struct ThisView<'b> {
+    buf: &'b mut [u8],
+}
+
+impl Lookup for ThisView<'_> {
+    fn lstat(&mut self, abs: &[u8]) -> Result<(Kind, bool), c_int> {
+        // SAFETY: all-zero is a valid libc::stat (plain integers).
+        let mut st: libc::stat = unsafe { core::mem::zeroed() };
+        let (found, own) = view_lstat(abs, self.buf, &mut st)?;
+        let kind = if found {
+            Kind::of_mode(st.st_mode)
+        } else {
+            Kind::Absent
+        };
+        Ok((kind, own))
     }
-    if given.len() >= PATH_MAX {
-        return Err(Errno(libc::ENAMETOOLONG));
+
+    fn readlink(&mut self, abs: &[u8], link: &mut [u8]) -> Result<usize, c_int> {
+        view_readlink(abs, self.buf, link)
     }
-    let (rem, rest) = scratch.split_at_mut(MAX_ABS);
-    let (tmp, link) = rest.split_at_mut(MAX_ABS + 1);
-    let mut len = 0usize; // out[..len] is canonical; empty means "/"
-    if given[0] != b'/' {
-        let s = start.ok_or(Unresolved::NoStart)?;
-        if s.first() != Some(&b'/') || s.len() > out.len() {
-            return Err(Unresolved::NoStart);
+
+    fn follow(
+        &mut self,
+        abs: &[u8],
+        link: &mut [u8],
+        len: usize,
+        last: bool,
+        slash_follows: bool,
+    ) -> Follow {
+        // A descriptor's link is followed to its open file, not by its
+        // text: a file without a name is reached only so.
+        match nameless(abs, &link[..len], last, slash_follows) {
+            Some(Ok(())) => return Follow::Here,
+            Some(Err(e)) => return Follow::Fail(e),
+            None => {}
         }
-        len = if s == b"/" { 0 } else { s.len() };
-        out[..len].copy_from_slice(&s[..len]);
+        // A magic link (/proc/self/cwd after a rerouted chdir, a
+        // descriptor's) into a directory of the worker's that stands for a
+        // job directory leads to that job directory in the view, as the
+        // cwd does (guard::as_job_path); the kernel, following the link,
+        // would reach the worker's directory instead: the call must be
+        // given the result.
+        let (mut n, mut moved) = (len, false);
+        if abs.starts_with(b"/proc/") && n > 0 && link[0] == b'/' {
+            (n, moved) = crate::guard::job_path_of(link, n);
+        }
+        // A descriptor's magic link to no path: `pipe:[42]`.
+        if n > 0 && abs.starts_with(b"/proc/") && link[0] != b'/' && link[..n].contains(&b':') {
+            return Follow::NotAPath;
+        }
+        Follow::Text { len: n, moved }
     }
-    rem[..given.len()].copy_from_slice(given);
-    let (mut pos, mut end) = (0usize, given.len());
-    let mut links = 0;
-    let mut via_view = false;
-    // The length of `out` when it first took in a directory the worker's
-    // view has as its own: a `..` back above it leaves a walk the kernel
-    // could not make by the spelling (the shared tree may lack that
-    // directory), so the result must be given.
-    let mut in_own_dir: Option<usize> = None;
-    // SAFETY: all-zero is a valid libc::stat (plain integers).
-    let mut st: libc::stat = unsafe { core::mem::zeroed() };
-    loop {
-        while pos < end && rem[pos] == b'/' {
-            pos += 1;
-        }
-        if pos == end {
-            break;
-        }
-        let c0 = pos;
-        while pos < end && rem[pos] != b'/' {
-            pos += 1;
-        }
-        let comp_len = pos - c0;
-        let slash_follows = pos < end;
-        let last = rem[pos..end].iter().all(|&b| b == b'/');
-        match &rem[c0..pos] {
-            b"." => continue,
-            b".." => {
-                while len > 0 && out[len - 1] != b'/' {
-                    len -= 1;
-                }
-                len = len.saturating_sub(1);
-                if in_own_dir.is_some_and(|at| len < at) {
-                    via_view = true;
-                    in_own_dir = None;
-                }
-                continue;
-            }
-            _ => {}
-        }
-        if comp_len > 255 {
-            return Err(Errno(libc::ENAMETOOLONG));
-        }
-        let cand = len + 1 + comp_len;
-        if cand > out.len() {
-            return Err(Errno(libc::ENAMETOOLONG));
-        }
-        out[len] = b'/';
-        out[len + 1..cand].copy_from_slice(&rem[c0..pos]);
-        if last && !slash_follows && !follow_leaf {
-            len = cand;
-            break;
-        }
-        let (found, from_worker) = view_lstat(&out[..cand], tmp, &mut st).map_err(Errno)?;
-        if !found {
-            if last {
-                len = cand;
-                break;
-            }
-            return Err(Errno(libc::ENOENT));
-        }
-        match st.st_mode & libc::S_IFMT {
-            libc::S_IFDIR => {
-                if from_worker && in_own_dir.is_none() {
-                    in_own_dir = Some(cand);
-                }
-                len = cand;
-            }
-            libc::S_IFLNK => {
-                links += 1;
-                if links > MAX_LINKS {
-                    return Err(Errno(libc::ELOOP));
-                }
-                via_view |= from_worker;
-                let mut n = view_readlink(&out[..cand], tmp, link).map_err(Errno)?;
-                // A descriptor's link is followed to its open file, not by
-                // its text: a file without a name is reached only so.
-                if let Some(anon) = nameless(&out[..cand], &link[..n], last, slash_follows) {
-                    anon.map_err(Errno)?;
-                    len = cand;
-                    break;
-                }
-                // A magic link (/proc/self/cwd after a rerouted chdir, a
-                // descriptor's) into a directory of the worker's that
-                // stands for a job directory leads to that job directory
-                // in the view, as the cwd does (guard::as_job_path); the
-                // kernel, following the link, would reach the worker's
-                // directory instead: the call must be given the result.
-                if out[..cand].starts_with(b"/proc/") && n > 0 && link[0] == b'/' {
-                    let moved;
-                    (n, moved) = crate::guard::job_path_of(link, n);
-                    via_view |= moved;
-                }
-                if n == 0 {
-                    return Err(Errno(libc::ENOENT));
-                }
-                // A descriptor's magic link to no path: `pipe:[42]`.
-                let magic = out[..cand].starts_with(b"/proc/") && link[..n].contains(&b':');
-                if link[0] != b'/' && magic {
-                    return Err(Unresolved::NotAPath);
-                }
-                // The rest of the path now follows the link's target.
-                let tail = end - pos;
-                if n + tail > rem.len() {
-                    return Err(Errno(libc::ENAMETOOLONG));
-                }
-                tmp[..tail].copy_from_slice(&rem[pos..end]);
-                rem[..n].copy_from_slice(&link[..n]);
-                rem[n..n + tail].copy_from_slice(&tmp[..tail]);
-                pos = 0;
-                end = n + tail;
-                if link[0] == b'/' {
-                    len = 0;
-                }
-            }
-            _ if last && !slash_follows => len = cand,
-            _ => return Err(Errno(libc::ENOTDIR)),
-        }
-        if last && !matches!(st.st_mode & libc::S_IFMT, libc::S_IFLNK) {
-            break;
-        }
-    }
-    if len == 0 {
-        *out.first_mut().ok_or(Errno(libc::ENAMETOOLONG))? = b'/';
-        len = 1;
-    }
-    Ok((len, via_view))
 }
 
 /// At `abs`, a magic link of one of this process's descriptors that reads

@@ -16,3 +16,4 @@ pub mod path;
 pub mod policy;
 pub mod script;
 pub mod table;
+pub mod walk;

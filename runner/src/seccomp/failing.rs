@@ -10,9 +10,10 @@
 //! whenever that cannot be told here (a magic link, an `openat2`, an empty
 //! name, an unreadable directory): the call is then refused with EACCES.
 
+use super::view::{Seen, TaskView};
 use mpaudit_core::namei::{self, Facts, Kind, Name, Op};
-use std::ffi::{CString, OsStr};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use mpaudit_core::walk::Unresolved;
+use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 
 /// One of the call's names: the directory a relative name starts from
@@ -114,7 +115,8 @@ pub fn failing_anyway(
         Op::Rename(_) => is_second,
         _ => false,
     };
-    let follow = matches!(op, Op::Open(_) | Op::Truncate) && follow_first;
+    // linkat's AT_SYMLINK_FOLLOW: the source is what its links lead to.
+    let follow = matches!(op, Op::Open(_) | Op::Truncate | Op::Link) && follow_first;
     let (g1, l1) = match look_up(&first, follow, needs_empty(false), &mut view) {
         Ok(r) => r,
         Err(e) => return e,
@@ -151,9 +153,10 @@ pub fn failing_anyway(
     namei::answer(&facts).err()
 }
 
-/// `name` looked up: its directories by the kernel (`Err(Some(errno))`
-/// when that fails), then its leaf (followed when `follow`). `Err(None)`:
-/// it cannot be told here.
+/// `name` looked up in the worker's view (the shared tree without one),
+/// by the library's walk: its directories (`Err(Some(errno))` when that
+/// fails), then its leaf (followed when `follow`). `Err(None)`: it cannot
+/// be told here.
 fn look_up<'a>(
     name: &Named<'a>,
     follow: bool,
@@ -174,6 +177,27 @@ fn look_up<'a>(
     if magic(given) || magic(base) {
         return Err(None);
     }
+    // A relative name against a descriptor of a file: ENOTDIR.
+    if given[0] != b'/' {
+        match std::fs::metadata(OsStr::from_bytes(base)) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => return Err(Some(libc::ENOTDIR)),
+            Err(_) => return Err(None),
+        }
+    }
+    let mut shared = |_: &[u8]| None;
+    let in_view = view.is_some();
+    let mut tv = TaskView {
+        task: None,
+        view: match view.as_mut() {
+            Some(v) => &mut **v,
+            None => &mut shared,
+        },
+    };
+    let errno = |u| match u {
+        Unresolved::Errno(e) => Some(e),
+        _ => None,
+    };
     let end = given.iter().rposition(|&b| b != b'/').map_or(0, |i| i + 1);
     let body = &given[..end];
     let (dir, leaf): (&[u8], &[u8]) = match body.iter().rposition(|&b| b == b'/') {
@@ -187,132 +211,43 @@ fn look_up<'a>(
     } else {
         (dir, leaf)
     };
-    if let Some(view) = view.as_mut() {
-        spelled_dirs_in_view(base, dir, view)?;
+    // The directory, resolved in the view (its links followed), must be
+    // one there.
+    let (mut abs, _) = super::view::resolve(&mut tv, dir, Some(base), true).map_err(errno)?;
+    match super::view::look(&mut tv, &abs).map_err(|_| None)?.kind {
+        Kind::Dir => {}
+        Kind::Absent => return Err(Some(libc::ENOENT)),
+        _ => return Err(Some(libc::ENOTDIR)),
     }
-    // A relative name against a descriptor of a file: ENOTDIR.
-    let start = open_dir(libc::AT_FDCWD, base, libc::O_RDONLY)
-        .map_err(|e| (e == libc::ENOTDIR && given[0] != b'/').then_some(e))?;
-    // In the worker's view a directory missing from the shared tree may
-    // be the worker's: the shared tree's errno stands only where the
-    // worker has redirected nothing on the way.
-    let d = match open_dir(start.as_raw_fd(), dir, libc::O_PATH) {
-        Ok(d) => d,
-        Err(e) => {
-            let Some(view) = view.as_mut() else {
-                return Err(Some(e));
-            };
-            let mut lexical = vec![0u8; mpaudit_core::path::MAX_ABS];
-            let n = mpaudit_core::path::absolutize(dir, Some(base), &mut lexical).ok_or(None)?;
-            let mut end = n;
-            while end > 1 {
-                if view(&lexical[..end]).is_some() {
-                    return Err(None);
-                }
-                end = lexical[..end].iter().rposition(|&b| b == b'/').unwrap_or(0);
-            }
-            return Err(Some(e));
-        }
-    };
-    let real_dir = std::fs::read_link(format!("/proc/self/fd/{}", d.as_raw_fd()))
-        .map_err(|_| None)?
-        .into_os_string()
-        .into_encoded_bytes();
-    if let Some(view) = view.as_mut() {
-        // The directory or one above it redirected: removed by the worker
-        // (ENOENT), or the worker's (the view's walk, not the shared
-        // tree's: cannot be told), but for a copy of a shared directory
-        // that merges with it (a metadata change, a file's parent).
-        let mut end = real_dir.len();
-        while end > 1 {
-            if let Some(copy) = view(&real_dir[..end]) {
-                match in_view(&copy, &real_dir[..end]) {
-                    Ok(()) => {}
-                    Err(e) => return Err(e),
-                }
-            }
-            end = real_dir[..end]
-                .iter()
-                .rposition(|&b| b == b'/')
-                .unwrap_or(0);
-        }
-    }
-    let mut abs = real_dir;
     if leaf != b"." {
         if abs != b"/" {
             abs.push(b'/');
         }
         abs.extend_from_slice(leaf);
     }
-    let leaf_c = CString::new(leaf).map_err(|_| None)?;
-    let stat = |how: i32| -> Result<Option<libc::stat>, i32> {
-        // SAFETY: all-zero is a valid libc::stat; fstatat fills it.
-        let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        // SAFETY: a descriptor of ours, a NUL-terminated name, a valid
-        // out-pointer.
-        let r = unsafe { libc::fstatat(d.as_raw_fd(), leaf_c.as_ptr(), &mut st, how) };
-        match r {
-            0 => Ok(Some(st)),
-            _ => match std::io::Error::last_os_error().raw_os_error() {
-                Some(libc::ENOENT) => Ok(None),
-                e => Err(e.unwrap_or(libc::EIO)),
-            },
-        }
-    };
-    // The leaf in the worker's view: its copy when it has one.
-    let copy = match view.as_mut() {
-        Some(view) if leaf != b"." => view(&abs),
-        _ => None,
-    };
-    if let Some(copy) = copy {
-        let st = std::fs::symlink_metadata(OsStr::from_bytes(&copy)).ok();
-        if st.as_ref().is_some_and(|m| m.is_symlink()) {
-            return Err(None); // a link's target: the view's
-        }
-        let dir_empty = match (&st, view.as_mut()) {
-            (Some(m), Some(view)) if m.is_dir() && want_empty => {
-                empty_in_view(&abs, Some(&copy), view).ok_or(None)?
-            }
-            _ => false,
-        };
-        let kind = st.as_ref().map_or(Kind::Absent, |m| {
-            use std::os::unix::fs::MetadataExt;
-            Kind::of_mode(m.mode())
-        });
-        let file = st.as_ref().map(|m| {
-            use std::os::unix::fs::MetadataExt;
-            (m.dev(), m.ino())
-        });
-        return Ok((
-            given,
-            Looked {
-                abs,
-                file,
-                kind,
-                dir_empty,
-            },
-        ));
-    }
-    let mut st = stat(libc::AT_SYMLINK_NOFOLLOW).map_err(|_| None)?;
-    let is_link = st.is_some_and(|s| s.st_mode & libc::S_IFMT == libc::S_IFLNK);
-    if is_link && (follow || body.len() < given.len()) {
+    let Seen {
+        mut kind,
+        mut file,
+        place,
+    } = super::view::look(&mut tv, &abs).map_err(|_| None)?;
+    if kind == Kind::Symlink && (follow || body.len() < given.len()) {
         if !follow {
             return Err(None); // a trailing slash follows it too
         }
-        st = match stat(0) {
-            Ok(s) => s,
-            Err(libc::ELOOP) => return Err(Some(libc::ELOOP)),
-            Err(_) => return Err(None),
-        };
         // Where the link leads is not `abs`: only renames (which do not
         // follow) need it.
+        let (to, _) = super::view::resolve(&mut tv, &abs, None, true).map_err(errno)?;
+        let seen = super::view::look(&mut tv, &to).map_err(|_| None)?;
+        (kind, file) = (seen.kind, seen.file);
     }
-    let kind = st.map_or(Kind::Absent, |s| Kind::of_mode(s.st_mode));
-    let dir_empty = match (view.as_mut(), kind == Kind::Dir && want_empty) {
-        (_, false) => false,
-        // A shared directory's entries as the worker sees them.
-        (Some(view), true) => empty_in_view(&abs, None, view).ok_or(None)?,
-        (None, true) => std::fs::read_dir(OsStr::from_bytes(&abs))
+    let dir_empty = match (kind == Kind::Dir && want_empty, in_view) {
+        (false, _) => false,
+        // A directory's entries as the worker sees them.
+        (true, true) => {
+            let copy = (place != abs).then_some(&place[..]);
+            empty_in_view(&abs, copy, &mut tv.view).ok_or(None)?
+        }
+        (true, false) => std::fs::read_dir(OsStr::from_bytes(&abs))
             .map_err(|_| None)?
             .next()
             .is_none(),
@@ -321,7 +256,7 @@ fn look_up<'a>(
         given,
         Looked {
             abs,
-            file: st.map(|s| (s.st_dev, s.st_ino)),
+            file,
             kind,
             dir_empty,
         },
@@ -420,21 +355,6 @@ fn empty_in_view(abs: &[u8], copy: Option<&[u8]>, view: &mut View) -> Option<boo
         }
     }
     Some(true)
-}
-
-/// `path` opened as a directory relative to `at`: the kernel's errno when
-/// it is none (ENOENT, ENOTDIR, ELOOP, EACCES).
-fn open_dir(at: i32, path: &[u8], how: i32) -> Result<OwnedFd, i32> {
-    let c = CString::new(path).map_err(|_| libc::EINVAL)?;
-    // SAFETY: a NUL-terminated path; the descriptor returned is ours.
-    let fd = unsafe { libc::openat(at, c.as_ptr(), how | libc::O_DIRECTORY | libc::O_CLOEXEC) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error()
-            .raw_os_error()
-            .unwrap_or(libc::EIO));
-    }
-    // SAFETY: a fresh descriptor nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 #[cfg(test)]

@@ -25,6 +25,7 @@ mod handoff;
 mod notify;
 mod redirects;
 mod trampoline;
+mod view;
 
 pub use handoff::SOCKET_VAR;
 

@@ -912,6 +912,67 @@ fn resolve(tid: i32, args: &[u64; 6], p: PathArg) -> Resolved {
     (given, abs.map(|a| follow_magic_link(tid, a)))
 }
 
+/// A redirecting worker's name walked in its view, by the library's walk
+/// (mpaudit_core::walk): through the symlinks it made, wherever they are,
+/// the directories it made or moved, and not past a name it removed. The
+/// name found, and whether the walk went through something only the view
+/// has. `None`: not walked here (an empty name, a magic link of the
+/// task's, not a redirecting worker); `Err`: the kernel would fail the
+/// call with this errno in the view.
+fn walk_in_view(
+    sup: &mut Supervision,
+    c: &Caller,
+    args: &[u64; 6],
+    p: PathArg,
+    given: Option<&[u8]>,
+    follow: bool,
+) -> Option<Result<(Vec<u8>, bool), i32>> {
+    let (Some(w), ActionSetting::Redirect) = (c.worker, sup.judge.action) else {
+        return None;
+    };
+    let given = given?;
+    if given.is_empty() || emulate::is_opener_relative(given) {
+        return None;
+    }
+    let tid = c.task.tid;
+    let base = match given[0] {
+        b'/' => None,
+        _ => Some(base_dir(tid, p.dirfd.map(|d| args[d] as i32))?),
+    };
+    // A start that is no directory (a file's descriptor, a removed
+    // directory): the kernel's errno, said elsewhere.
+    if let Some(b) = &base {
+        if !std::fs::metadata(std::ffi::OsStr::from_bytes(b)).is_ok_and(|m| m.is_dir()) {
+            return None;
+        }
+    }
+    let mut lookup = |abs: &[u8]| sup.redirects.lookup(w, abs);
+    let mut view = super::view::TaskView {
+        task: Some((tid, c.task.pid)),
+        view: &mut lookup,
+    };
+    match super::view::resolve(&mut view, given, base.as_deref(), follow) {
+        Ok(found) => Some(Ok(found)),
+        Err(mpaudit_core::walk::Unresolved::Errno(e)) => Some(Err(e)),
+        Err(_) => None,
+    }
+}
+
+/// Where worker `w`'s view has `abs` when that is not the shared path
+/// (`TaskView::place`): its copy, or its place below a directory of the
+/// worker's that stands over a shared file or symlink.
+fn place_in_view(redirects: &mut Redirects, w: u32, abs: &[u8]) -> Option<Vec<u8>> {
+    let mut lookup = |p: &[u8]| redirects.lookup(w, p);
+    let mut view = super::view::TaskView {
+        task: None,
+        view: &mut lookup,
+    };
+    match view.place(abs) {
+        (place, true) => Some(place),
+        (_, false) => None,
+    }
+}
+
 /// `abs` with a leading `/proc/self/…`, `/proc/thread-self/…`,
 /// `/dev/std*` or `/dev/fd/N` link replaced by its target in task `tid`.
 fn follow_magic_link(tid: i32, abs: Vec<u8>) -> Vec<u8> {
@@ -1065,15 +1126,53 @@ fn access(
         };
         (given, kernel.or(abs))
     };
-    let p1 = in_kernel_view(0, a.path, resolve(tid, args, a.path));
-    let p2 = a.path2.map(|p| in_kernel_view(1, p, resolve(tid, args, p)));
-    // A final symlink the worker made is followed in the view (as the
-    // library does): the call is then made on the name it leads to,
-    // given as an absolute path; the event keeps the program's spelling.
-    let spelled = p1.0.clone();
-    let (p1, through_own_link) = match (c.worker, follows_final(0)) {
-        (Some(w), true) => through_own_symlinks(sup, w, tid, p1),
-        _ => (p1, false),
+    let r1 = resolve(tid, args, a.path);
+    let r2 = a.path2.map(|p| (p, resolve(tid, args, p)));
+    let text = |i: usize| a.op.starts_with("symlink") && i == 0;
+    let walked1 = match text(0) {
+        false => walk_in_view(sup, c, args, a.path, r1.0.as_deref(), follows_final(0)),
+        true => None,
+    };
+    let walked2 = match &r2 {
+        Some((p, r)) => walk_in_view(sup, c, args, *p, r.0.as_deref(), follows_final(1)),
+        None => None,
+    };
+    let walked = walked1.is_some();
+    // The event keeps the program's spelling.
+    let spelled = r1.0.clone();
+    let spelled2 = r2.as_ref().and_then(|(_, r)| r.0.clone());
+    let mut walk_errno = None;
+    let mut via_view = false;
+    let mut placed =
+        |i: usize, p: PathArg, r: Resolved, walked: Option<Result<(Vec<u8>, bool), i32>>| {
+            match walked {
+                // Where the program's spelling would reach another file, the
+                // call is given the name the walk found (the trailing slash,
+                // the kernel's to judge, kept).
+                Some(Ok((abs, true))) => {
+                    via_view = true;
+                    let mut given = abs.clone();
+                    if r.0.as_ref().is_some_and(|g| g.ends_with(b"/")) && !given.ends_with(b"/") {
+                        given.push(b'/');
+                    }
+                    (Some(given), Some(abs))
+                }
+                Some(Ok((abs, false))) => (r.0, Some(abs)),
+                Some(Err(e)) => {
+                    walk_errno.get_or_insert(e);
+                    r
+                }
+                None => in_kernel_view(i, p, r),
+            }
+        };
+    let p1 = placed(0, a.path, r1, walked1);
+    let p2 = r2.map(|(p, r)| placed(1, p, r, walked2));
+    // Without the walk, a final symlink the worker made is followed in the
+    // view all the same: the call is then made on the name it leads to,
+    // given as an absolute path.
+    let (p1, through_own_link) = match (c.worker, follows_final(0), walked) {
+        (Some(w), true, false) => through_own_symlinks(sup, w, tid, p1),
+        _ => (p1, via_view),
     };
     if through_own_link && p1.1.is_none() {
         // Fails in the kernel's walk, before anything is written.
@@ -1141,6 +1240,10 @@ fn access(
     let mut routes: Vec<Route> = Vec::new();
     for (i, p) in std::iter::once(&p1).chain(p2.as_ref()).enumerate() {
         let earlier = match (c.worker, &p.1) {
+            // A read looks where the view has the name (below a directory
+            // of the worker's that replaced a shared file or symlink, the
+            // spelling would go through that).
+            (Some(w), Some(abs)) if !write && walked => place_in_view(&mut sup.redirects, w, abs),
             (Some(w), Some(abs)) if !(symlink_text && i == 0) => sup.redirects.lookup(w, abs),
             _ => None,
         };
@@ -1209,7 +1312,10 @@ fn access(
             routes[0] = Route { target, new: true };
         }
     }
-    if let (false, Some(w), Some(abs)) = (write, c.worker, &p1.1) {
+    if let (false, Some(errno)) = (write, walk_errno) {
+        return Handled::quiet(Answer::Fail(errno));
+    }
+    if let (false, Some(w), Some(abs), false) = (write, c.worker, &p1.1, walked) {
         let spelling = spelled.as_deref().unwrap_or_default();
         if let Some(errno) = read_blocked_in_view(sup, w, tid, args, a.path, spelling, abs) {
             return Handled::quiet(Answer::Fail(errno));
@@ -1227,8 +1333,8 @@ fn access(
     let mut e = common(c, "access", a.op);
     put_path(&mut e, "path", spelled.as_deref());
     put_path(&mut e, "abs", p1.1.as_deref());
-    if let Some((g, ab)) = &p2 {
-        put_path(&mut e, "path2", g.as_deref());
+    if let Some((_, ab)) = &p2 {
+        put_path(&mut e, "path2", spelled2.as_deref());
         put_path(&mut e, "abs2", ab.as_deref());
     }
     e.insert("mode".into(), json!(intent.mode.as_str()));
@@ -1304,9 +1410,8 @@ fn access(
         tid: i32,
         args: &[u64; 6],
         p: PathArg,
-        r: &'r Resolved,
+        given: Option<&'r [u8]>,
     ) -> super::failing::Named<'r> {
-        let given = r.0.as_deref();
         super::failing::Named {
             base: match given {
                 Some(g) if g.first() != Some(&b'/') => {
@@ -1329,8 +1434,8 @@ fn access(
             flags,
             at_flags,
             follows_final(0),
-            named(a.path, &p1),
-            a.path2.zip(p2.as_ref()).map(|(p, r)| named(p, r)),
+            named(a.path, spelled.as_deref()),
+            a.path2.map(|p| named(p, spelled2.as_deref())),
             view,
         )
     };
@@ -1405,6 +1510,10 @@ fn access(
         if let Some(errno) = anyway(Some(&mut lookup)) {
             return finish(e, Action::Logged, Answer::Fail(errno), Vec::new());
         }
+    }
+    if let Some(errno) = walk_errno {
+        // A name the view's walk cannot reach: nothing is written.
+        return finish(e, Action::Logged, Answer::Fail(errno), Vec::new());
     }
     let failed_redirect = |e| {
         finish(
@@ -1748,7 +1857,8 @@ fn perform(
     let removes = matches!(a.op, "unlink" | "unlinkat" | "rmdir");
     let rmdir = a.op == "rmdir" || (a.op == "unlinkat" && args[2] as i32 & libc::AT_REMOVEDIR != 0);
     for (i, (((_, (_, abs)), route), (u, _))) in paths.iter().zip(routes).zip(&used).enumerate() {
-        if !route.new {
+        // The second name the first one (`rename l l`): prepared once.
+        if !route.new || (i == 1 && routes[0].target == route.target) {
             continue;
         }
         let Some(abs) = abs else {
@@ -1901,15 +2011,40 @@ fn follow_stat(
     id: u64,
 ) -> Handled {
     let (given, abs) = resolve(c.task.tid, args, path);
-    if let (Some(w), Some(abs)) = (c.worker, &abs) {
-        let spelling = given.as_deref().unwrap_or_default();
-        if let Some(errno) = read_blocked_in_view(sup, w, c.task.tid, args, path, spelling, abs) {
-            return Handled::quiet(Answer::Fail(errno));
+    let nofollow = |flags: u64| flags as i32 & libc::AT_SYMLINK_NOFOLLOW != 0;
+    let follows = match nr {
+        libc::SYS_newfstatat => !nofollow(args[3]),
+        libc::SYS_statx => !nofollow(args[2]),
+        super::filter::FACCESSAT2 => !nofollow(args[3]),
+        #[cfg(target_arch = "x86_64")]
+        libc::SYS_lstat => false,
+        _ => true,
+    };
+    let target = match walk_in_view(sup, c, args, path, given.as_deref(), follows) {
+        Some(Err(errno)) => return Handled::quiet(Answer::Fail(errno)),
+        // The worker's copy, or where the walk went when the spelling
+        // would reach another file.
+        Some(Ok((abs, via_view))) => match c
+            .worker
+            .and_then(|w| place_in_view(&mut sup.redirects, w, &abs))
+        {
+            Some(copy) => Some(copy),
+            None => via_view.then_some(abs),
+        },
+        None => {
+            if let (Some(w), Some(abs)) = (c.worker, &abs) {
+                let spelling = given.as_deref().unwrap_or_default();
+                if let Some(errno) =
+                    read_blocked_in_view(sup, w, c.task.tid, args, path, spelling, abs)
+                {
+                    return Handled::quiet(Answer::Fail(errno));
+                }
+            }
+            match (c.worker, abs) {
+                (Some(w), Some(abs)) => sup.redirects.lookup(w, &abs),
+                _ => None,
+            }
         }
-    }
-    let target = match (c.worker, abs) {
-        (Some(w), Some(abs)) => sup.redirects.lookup(w, &abs),
-        _ => None,
     };
     let Some(mut target) = target else {
         return Handled::quiet(Answer::Continue);

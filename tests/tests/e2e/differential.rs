@@ -51,17 +51,6 @@ const SUPERVISOR_GAPS: &[(&str, &str)] = &[
         "linkat-empty-path",
         "a link of a descriptor's file is the kernel's",
     ),
-    (
-        "symlink",
-        "a symlink the worker made is followed in the view only as the last \
-         component, and chains through `..`, magic links or shared links \
-         are the kernel's walk of the shared tree",
-    ),
-    (
-        "path-symlink",
-        "the supervisor walks a path's directories in the shared tree: \
-         where the view changed `l` or its target, `l/a` is not the view's",
-    ),
 ];
 
 const KNOWN_BROKEN: &[(&str, &str)] = &[(

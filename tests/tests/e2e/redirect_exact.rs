@@ -1393,6 +1393,22 @@ e2e!(
             "rename d c\naccess d/../a\nstat d/../a",
             "mkstemp 0 c\nlinkat cwd c 0 g 0",
             "mkstemp 0 c\nlinkat cwd c 1 g 0",
+            // Names through the worker's own symlinks and directories,
+            // walked in the view (mpaudit_core::walk).
+            "rmdir m/.",
+            "mkdir m/n 755\nrmdir m/n/.\nrmdir m/n/\nstat m/n",
+            "symlink d s\nopen 0 s/f WRONLY|APPEND\nwrite 0 k\nclose 0\nopen 1 d/f RDONLY\nread 1 9",
+            "symlink d s\nmkdir s/n 755\nstat d/n\nrmdir s/n\nstat d/n",
+            "symlink d s\nunlink s/f\nstat d/f",
+            "symlink d s\nrename s/f s/g\nstat d/g\nstat d/f",
+            "symlink e s\nopen 0 s/x RDWR\nread 0 5\nwrite 0 y\nstat e/x",
+            "symlink e s\nrmdir s/.",
+            "symlink m s\nopen 0 s/q WRONLY|CREAT 644\nclose 0\nstat m/q",
+            "symlink s2 s\nsymlink d s2\nopen 0 s/f WRONLY|TRUNC\nstat d/f",
+            "symlink . s\nstat s/a\nstat s/s/s/d/f\naccess s/s/a",
+            "symlink m/.. s\nstat s/a\nopen 0 s/a WRONLY|APPEND\nwrite 0 w\nclose 0\nopen 1 a RDONLY\nread 1 9",
+            "mkdir m/n 755\nsymlink m/n s\nopen 0 s/../a RDONLY\nread 0 5",
+            "symlink zz s\nlinkat cwd s cwd g FOLLOW\nsymlink a s2\nlinkat cwd s2 cwd g FOLLOW\nstat g",
 ];
         let failed = sweep(&[prelude], &ops, |script| {
             same_supervised_ops(&dir, sweep_tree, script)
@@ -1403,6 +1419,35 @@ e2e!(
             failed.len(),
             failed.join("\n-----\n")
         );
+    }
+);
+
+// Regression (supervised differential, seeds 20261202 and 99, once paths
+// through symlinks were walked in the view): under the supervisor, with a
+// shared symlink `l -> d`, `rename l l` failed with ELOOP (the second
+// name's copy was prepared again over the first's symlink), and after the
+// worker exchanged a directory of its own onto `l`, `l/a` was still the
+// shared `d/a` (a read below a directory of the worker's that replaced a
+// shared symlink went to the kernel, which followed the shared link).
+e2e!(
+    the_supervisor_reads_below_a_directory_the_worker_put_over_a_shared_symlink,
+    |dir| {
+        let tree = |d: &Path| {
+            std::fs::create_dir(d.join("d")).unwrap();
+            std::fs::write(d.join("d/a"), "").unwrap();
+            std::os::unix::fs::symlink("d", d.join("l")).unwrap();
+        };
+        for script in [
+            "rename l l 0\nlstat l",
+            "linkat cwd l cwd g FOLLOW\nlinkat cwd l/a cwd g FOLLOW\nstat g",
+            "rename d/a a 0\nrename d/../a d EXCHANGE\nrenameat cwd a cwd l EXCHANGE\n\
+             lstat l/a\nstat l/a\naccess l/a\nopen 0 l/a RDONLY\nlstat l",
+            "mkdir m 755\nrename m l EXCHANGE\nstat l/a\nopen 0 l/a WRONLY|CREAT 644\nclose 0\nstat l/a\nstat d/a",
+        ] {
+            if let Err(e) = same_supervised_ops(&dir, tree, script) {
+                panic!("{e}");
+            }
+        }
     }
 );
 

@@ -1,0 +1,157 @@
+//! A stopped task's path resolved in its worker's view, by the library's
+//! own walk (`mpaudit_core::walk`): the shared tree overlaid by the
+//! worker's redirects, as the library resolves it in a preloaded process.
+//! Symlinks the worker made are followed wherever they are in a path, a
+//! directory the worker made or moved is walked through its copy, and a
+//! name the worker removed stops the walk, as the kernel would in the
+//! worker's place.
+
+use mpaudit_core::namei::Kind;
+use mpaudit_core::path::MAX_ABS;
+use mpaudit_core::walk::{self, Follow, Lookup, Unresolved};
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+
+/// The view of one worker, for task `task` (its `/proc/self` is the
+/// task's, not the supervisor's), or for no task (a path that passes no
+/// magic link).
+pub struct TaskView<'a> {
+    pub task: Option<(i32, i32)>,
+    pub view: &'a mut dyn FnMut(&[u8]) -> Option<Vec<u8>>,
+}
+
+impl TaskView<'_> {
+    /// Where the worker's view has `abs`: its copy, or the shared path;
+    /// below a directory of the worker's that stands where the shared tree
+    /// has a file or symlink (an exchange or rename put it there), its
+    /// place in that directory (the library's `view::below_own_dir`): the
+    /// shared spelling would go through the shared file or symlink.
+    pub fn place(&mut self, abs: &[u8]) -> (Vec<u8>, bool) {
+        if let Some(copy) = (self.view)(abs) {
+            return (copy, true);
+        }
+        let is_dir = |p: &[u8]| lstat(p).ok().flatten().is_some_and(|m| m.is_dir());
+        let mut end = abs.len();
+        while let Some(cut) = abs[..end].iter().rposition(|&b| b == b'/') {
+            if cut == 0 {
+                break;
+            }
+            if let Some(mut t) = (self.view)(&abs[..cut]) {
+                let replaced = match lstat(&abs[..cut]) {
+                    Ok(Some(m)) => !m.is_dir(),
+                    Ok(None) => false,
+                    Err(_) => true,
+                };
+                if is_dir(&t) && replaced {
+                    t.extend_from_slice(&abs[cut..]);
+                    return (t, true);
+                }
+                break;
+            }
+            end = cut;
+        }
+        (abs.to_vec(), false)
+    }
+}
+
+/// lstat of `p`: `None` when there is nothing (a missing name, or a
+/// parent that is no directory).
+fn lstat(p: &[u8]) -> Result<Option<std::fs::Metadata>, i32> {
+    match std::fs::symlink_metadata(OsStr::from_bytes(p)) {
+        Ok(m) => Ok(Some(m)),
+        Err(e) => match e.raw_os_error() {
+            Some(libc::ENOENT | libc::ENOTDIR) => Ok(None),
+            e => Err(e.unwrap_or(libc::EIO)),
+        },
+    }
+}
+
+impl Lookup for TaskView<'_> {
+    fn lstat(&mut self, abs: &[u8]) -> Result<(Kind, bool), i32> {
+        let (place, own) = self.place(abs);
+        let kind = lstat(&place)?.map_or(Kind::Absent, |m| Kind::of_mode(m.mode()));
+        Ok((kind, own))
+    }
+
+    fn readlink(&mut self, abs: &[u8], link: &mut [u8]) -> Result<usize, i32> {
+        // The task's own /proc/self and /proc/thread-self.
+        let own_text = match self.task {
+            Some((_, pid)) if abs == b"/proc/self" => Some(pid.to_string()),
+            Some((tid, pid)) if abs == b"/proc/thread-self" => Some(format!("{pid}/task/{tid}")),
+            _ => None,
+        };
+        let text = match own_text {
+            Some(t) => t.into_bytes(),
+            None => {
+                let (place, _) = self.place(abs);
+                std::fs::read_link(OsStr::from_bytes(&place))
+                    .map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?
+                    .into_os_string()
+                    .into_encoded_bytes()
+            }
+        };
+        let n = text.len().min(link.len());
+        link[..n].copy_from_slice(&text[..n]);
+        Ok(text.len())
+    }
+
+    fn follow(
+        &mut self,
+        abs: &[u8],
+        link: &mut [u8],
+        len: usize,
+        _last: bool,
+        _slash_follows: bool,
+    ) -> Follow {
+        let magic = abs.starts_with(b"/proc/");
+        // A descriptor's link to no path (`pipe:[42]`), or to a file that
+        // lost its name (`/job/a (deleted)`), which only the kernel
+        // reaches through the link.
+        if magic
+            && ((link[0] != b'/' && link[..len].contains(&b':'))
+                || link[..len].ends_with(b" (deleted)"))
+        {
+            return Follow::NotAPath;
+        }
+        Follow::Text { len, moved: false }
+    }
+}
+
+/// `given`, relative to `base` (the task's cwd or directory descriptor, a
+/// canonical path) when relative, resolved in the view: the path, and
+/// whether the walk went through something only the view has (the
+/// kernel, given the spelling, would reach another file). The leaf is
+/// followed when `follow` (or a slash follows it).
+pub fn resolve(
+    view: &mut TaskView,
+    given: &[u8],
+    base: Option<&[u8]>,
+    follow: bool,
+) -> Result<(Vec<u8>, bool), Unresolved> {
+    let mut out = vec![0u8; MAX_ABS];
+    let mut scratch = vec![0u8; walk::SCRATCH];
+    let (n, via_view) = walk::resolve(view, given, base, follow, &mut out, &mut scratch)?;
+    out.truncate(n);
+    Ok((out, via_view))
+}
+
+/// What a name resolved in the view is there.
+pub struct Seen {
+    pub kind: Kind,
+    /// Its file's (device, inode).
+    pub file: Option<(u64, u64)>,
+    /// Where it is: the worker's copy, or the shared path.
+    pub place: Vec<u8>,
+}
+
+/// What `abs` (resolved in the view) is there.
+pub fn look(view: &mut TaskView, abs: &[u8]) -> Result<Seen, i32> {
+    let (place, _) = view.place(abs);
+    let m = lstat(&place)?;
+    Ok(Seen {
+        kind: m.as_ref().map_or(Kind::Absent, |m| Kind::of_mode(m.mode())),
+        file: m.map(|m| (m.dev(), m.ino())),
+        place,
+    })
+}
