@@ -22,6 +22,10 @@ use std::os::unix::ffi::OsStrExt;
 pub struct Named<'a> {
     pub base: Option<Vec<u8>>,
     pub given: Option<&'a [u8]>,
+    /// The task (thread, process) whose `/proc/self` the name's magic
+    /// links are; without one, a name through `/proc` or `/dev` cannot be
+    /// told.
+    pub task: Option<(i32, i32)>,
 }
 
 /// A name looked up: where it is, what it is.
@@ -174,7 +178,7 @@ fn look_up<'a>(
     } else {
         name.base.as_deref().ok_or(None)?
     };
-    if magic(given) || magic(base) {
+    if (magic(given) || magic(base)) && name.task.is_none() {
         return Err(None);
     }
     // A relative name against a descriptor of a file: ENOTDIR.
@@ -188,7 +192,7 @@ fn look_up<'a>(
     let mut shared = |_: &[u8]| None;
     let in_view = view.is_some();
     let mut tv = TaskView {
-        task: None,
+        task: name.task,
         view: match view.as_mut() {
             Some(v) => &mut **v,
             None => &mut shared,
@@ -339,10 +343,13 @@ fn empty_in_view(abs: &[u8], copy: Option<&[u8]>, view: &mut View) -> Option<boo
             return Some(false);
         }
     }
+    // A copy standing where the shared tree has a symlink (an exchange)
+    // merges with nothing: the link's target is not below it.
+    let shared_dir = std::fs::symlink_metadata(OsStr::from_bytes(abs)).is_ok_and(|m| m.is_dir());
     let shared = match std::fs::read_dir(OsStr::from_bytes(abs)) {
-        Ok(d) => d,
-        Err(_) if copy.is_some() => return Some(true),
-        Err(_) => return None,
+        Ok(d) if shared_dir || copy.is_none() => d,
+        _ if copy.is_some() => return Some(true),
+        _ => return None,
     };
     for entry in shared {
         let mut child = abs.to_vec();
@@ -365,6 +372,7 @@ mod tests {
         Named {
             base: Some(base.as_os_str().as_bytes().to_vec()),
             given: Some(given),
+            task: None,
         }
     }
 

@@ -931,7 +931,7 @@ fn walk_in_view(
         return None;
     };
     let given = given?;
-    if given.is_empty() || emulate::is_opener_relative(given) {
+    if given.is_empty() {
         return None;
     }
     let tid = c.task.tid;
@@ -946,16 +946,50 @@ fn walk_in_view(
             return None;
         }
     }
+    // A start in the worker's directory (a descriptor of a directory the
+    // worker made, opened through its view) is the job directory it stands
+    // for, as in the library (audit.rs, `seen_from_job`): what is made
+    // there is redirected and recorded like any write in the view, and
+    // the call must be given the result.
+    let mut start_moved = false;
+    let base = base.map(|b| match job_path_of(sup, w, &b) {
+        Some(job) => {
+            start_moved = true;
+            job
+        }
+        None => b,
+    });
     let mut lookup = |abs: &[u8]| sup.redirects.lookup(w, abs);
     let mut view = super::view::TaskView {
         task: Some((tid, c.task.pid)),
         view: &mut lookup,
     };
-    match super::view::resolve(&mut view, given, base.as_deref(), follow) {
+    match super::view::resolve(&mut view, given, base.as_deref(), follow)
+        .map(|(abs, via)| (abs, via || start_moved))
+    {
+        // A name that ends in the task's /proc or /dev (a descriptor's
+        // link to a closed descriptor, a terminal): the kernel's walk of
+        // the magic links, not the supervisor's.
+        Ok((abs, _)) if emulate::is_opener_relative(&abs) => None,
         Ok(found) => Some(Ok(found)),
         Err(mpaudit_core::walk::Unresolved::Errno(e)) => Some(Err(e)),
         Err(_) => None,
     }
+}
+
+/// The job path the directory `dir` in worker `w`'s directory stands for:
+/// the one whose redirect it is. `None` for any other directory.
+fn job_path_of(sup: &mut Supervision, w: u32, dir: &[u8]) -> Option<Vec<u8>> {
+    let wd = sup.redirects.worker_dir(w);
+    let mut out = vec![0u8; MAX_ABS];
+    let n = mpaudit_core::map::unmap_from_worker(
+        dir,
+        sup.judge.job_dir.as_bytes(),
+        wd.as_os_str().as_bytes(),
+        &mut out,
+    )?;
+    let job = out[..n].to_vec();
+    (sup.redirects.lookup(w, &job).as_deref() == Some(dir)).then_some(job)
 }
 
 /// Where worker `w`'s view has `abs` when that is not the shared path
@@ -1407,12 +1441,14 @@ fn access(
             }
         });
     fn named_in<'r>(
-        tid: i32,
+        task: &Task,
         args: &[u64; 6],
         p: PathArg,
         given: Option<&'r [u8]>,
     ) -> super::failing::Named<'r> {
+        let tid = task.tid;
         super::failing::Named {
+            task: Some((tid, task.pid)),
             base: match given {
                 Some(g) if g.first() != Some(&b'/') => {
                     base_dir(tid, p.dirfd.map(|d| args[d] as i32))
@@ -1422,7 +1458,7 @@ fn access(
             given,
         }
     }
-    let named = |p: PathArg, r| named_in(tid, args, p, r);
+    let named = |p: PathArg, r| named_in(&c.task, args, p, r);
     let at_flags = match a.op {
         "unlinkat" => args[2],
         "linkat" | "renameat2" => args[4],
@@ -1538,7 +1574,9 @@ fn access(
     // the worker has not redirected (docs/policy.md, "Renaming a
     // directory"); the worker's copies then move in the worker directory.
     let renames = matches!(a.op, "rename" | "renameat" | "renameat2");
-    let mut made_dirs: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    // Each shared directory copied up: its name, its copy, and whether
+    // the copy was made here (removed again if the call fails).
+    let mut made_dirs: Vec<(Vec<u8>, Vec<u8>, bool)> = Vec::new();
     if let (true, Some(w)) = (renames, c.worker) {
         let exchange = a.op == "renameat2" && args[4] as u32 & libc::RENAME_EXCHANGE != 0;
         let sides = std::iter::once(&p1).chain(p2.as_ref()).zip(&routes);
@@ -1559,9 +1597,10 @@ fn access(
                     }
                     return finish(e, Action::RedirectFailed, Answer::Fail(errno), Vec::new());
                 }
-                if created {
-                    made_dirs.push((abs.clone(), t.clone()));
-                }
+                // A copy that was there already (the parent of a file the
+                // worker wrote) got the shared entries too: their old
+                // names are removed from the view as well.
+                made_dirs.push((abs.clone(), t.clone(), created));
             }
         }
     }
@@ -1598,7 +1637,7 @@ fn access(
                         below(t, &mut |rel| record.push((join(abs, rel), join(t, rel))));
                     }
                 }
-                for (old, copy) in &made_dirs {
+                for (old, copy, _) in &made_dirs {
                     // The copied entries now lie below the other name.
                     let other = sides.iter().find(|(p, _)| p.1.as_ref() != Some(old));
                     if let Some(moved_to) = other.and_then(|(_, r)| r.target.as_ref()) {
@@ -1610,7 +1649,7 @@ fn access(
                 let mut seen = std::collections::HashSet::new();
                 record.retain(|(original, _)| seen.insert(original.clone()));
             } else {
-                for (_, copy) in &made_dirs {
+                for (_, copy, _) in made_dirs.iter().filter(|d| d.2) {
                     let _ = std::fs::remove_dir_all(std::ffi::OsStr::from_bytes(copy));
                 }
             }
@@ -1620,6 +1659,21 @@ fn access(
             finish(e, Action::RedirectFailed, Answer::Fail(errno), Vec::new())
         }
         Performed::NotEmulated if redirected => failed_redirect(e),
+        // The view's walk went elsewhere than the spelling (through a
+        // symlink of the worker's, to a magic link of the task's): the
+        // kernel, given the spelling, would reach another file. The call
+        // fails where that name does not exist, else closed.
+        Performed::NotEmulated if through_own_link => {
+            let missing = p1.1.as_ref().and_then(|abs| {
+                std::fs::metadata(std::ffi::OsStr::from_bytes(abs))
+                    .err()
+                    .and_then(|e| e.raw_os_error())
+            });
+            match missing {
+                Some(errno) => finish(e, Action::Logged, Answer::Fail(errno), Vec::new()),
+                None => failed_redirect(e),
+            }
+        }
         Performed::NotEmulated => finish(e, action, Answer::Continue, Vec::new()),
     }
 }

@@ -615,13 +615,19 @@ fn main() {
                 runner.clone(),
                 lib.clone(),
             );
+            let (w3, b3, r3, l3) = (work.clone(), sbench.clone(), runner.clone(), lib.clone());
             let a1 = args.clone();
+            let a3 = args.clone();
             let logs = work.join("logs");
+            // Under redirect the workers, logs and merge directories lie
+            // outside the job directory (`work`), as jobs keep them.
+            let outside = work.with_extension("outside");
             let clean = {
-                let w = work.clone();
+                let (w, o) = (work.clone(), outside.clone());
                 move || {
                     rm(&w.join("logs"));
                     rm(&w.join("mpaudit-workers"));
+                    rm(&o);
                 }
             };
             let configs = vec![
@@ -650,15 +656,45 @@ fn main() {
                         Ok(quiet(c))
                     }),
                     ok_codes: &[0, 1],
+                    prepare: Box::new(clean.clone()),
+                },
+                Config {
+                    name: "mpaudit exec --action redirect, seccomp supervisor (end to end)",
+                    make: Box::new(move || {
+                        let o = w3.with_extension("outside");
+                        let mut c = Command::new(&r3);
+                        c.args(["exec", "--workers", "1", "--quiet", "--action", "redirect"])
+                            .arg("--preload")
+                            .arg(&l3)
+                            .arg("--workers-dir")
+                            .arg(o.join("workers"))
+                            .arg("--log-dir")
+                            .arg(o.join("logs"))
+                            .arg("--merge-dir")
+                            .arg(o.join("merged"))
+                            .arg("--")
+                            .arg(&b3)
+                            .args(&a3)
+                            .current_dir(&w3);
+                        Ok(quiet(c))
+                    }),
+                    ok_codes: &[0, 1],
                     prepare: Box::new(clean),
                 },
             ];
-            let r = interleave(name, &configs, runs, &[None, target]);
-            if notified > 0 {
-                if let (Ok(b), Ok(s)) = (&r[0].samples, &r[1].samples) {
+            let r = interleave(name, &configs, runs, &[None, target, None]);
+            // The read loop's opens are notified under redirect only
+            // (read-your-writes).
+            let stopped = [notified, notified.max(n_read * (notified == 0) as u64)];
+            for (k, how) in [(1, "the supervisor"), (2, "the supervisor, redirecting")] {
+                let calls = stopped[k - 1];
+                if calls == 0 {
+                    continue;
+                }
+                if let (Ok(b), Ok(s)) = (&r[0].samples, &r[k].samples) {
                     notes.push(format!(
-                        "{name}: {:.1} µs per notified call under the supervisor (median difference / {notified} calls, runner start-up included)",
-                        (median(s) - median(b)) / notified as f64 * 1e6
+                        "{name}: {:.1} µs per notified call under {how} (median difference / {calls} calls, runner start-up included)",
+                        (median(s) - median(b)) / calls as f64 * 1e6
                     ));
                 }
             }

@@ -43,10 +43,9 @@ const SUPERVISOR_GAPS: &[(&str, &str)] = &[
     ),
     ("fchdir", "as chdir"),
     (
-        "path-proc-cwd",
-        "the task's magic links are folded lexically",
+        "path-proc-fd",
+        "the task's descriptors' magic links are the kernel's",
     ),
-    ("path-proc-fd", "as path-proc-cwd"),
     (
         "linkat-empty-path",
         "a link of a descriptor's file is the kernel's",

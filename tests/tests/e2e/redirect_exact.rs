@@ -1409,6 +1409,11 @@ e2e!(
             "symlink m/.. s\nstat s/a\nopen 0 s/a WRONLY|APPEND\nwrite 0 w\nclose 0\nopen 1 a RDONLY\nread 1 9",
             "mkdir m/n 755\nsymlink m/n s\nopen 0 s/../a RDONLY\nread 0 5",
             "symlink zz s\nlinkat cwd s cwd g FOLLOW\nsymlink a s2\nlinkat cwd s2 cwd g FOLLOW\nstat g",
+            // Found by the supervised differential once symlinks were in
+            // (seeds 5, 7, 11 at 200 cases).
+            "rename d e EXCHANGE\nstat d/f\nstat e/f\nstat d/x\nstat e/x",
+            "open 0 m RDONLY\nlinkat cwd a 0 a 0\nstat m/a\nopen 1 m/a RDONLY\nread 1 9",
+            "symlink /proc/self/fd/77 s\nrename s a\nopen 0 a RDONLY\nstat a",
 ];
         let failed = sweep(&[prelude], &ops, |script| {
             same_supervised_ops(&dir, sweep_tree, script)
@@ -1436,9 +1441,11 @@ e2e!(
             std::fs::create_dir(d.join("d")).unwrap();
             std::fs::write(d.join("d/a"), "").unwrap();
             std::os::unix::fs::symlink("d", d.join("l")).unwrap();
+            std::fs::create_dir(d.join("e")).unwrap();
         };
         for script in [
             "rename l l 0\nlstat l",
+            "rename l e EXCHANGE\nunlinkat cwd l REMOVEDIR\nlstat e\nlstat l",
             "linkat cwd l cwd g FOLLOW\nlinkat cwd l/a cwd g FOLLOW\nstat g",
             "rename d/a a 0\nrename d/../a d EXCHANGE\nrenameat cwd a cwd l EXCHANGE\n\
              lstat l/a\nstat l/a\naccess l/a\nopen 0 l/a RDONLY\nlstat l",
