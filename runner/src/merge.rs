@@ -1526,6 +1526,13 @@ mod tests {
             Path::new("/job/stdout.log")
         );
         assert_eq!(original("__abs/x").unwrap(), Path::new("/job/_abs/x"));
+        // A 255-byte `_` name keeps its bytes below `_long` (review 3, R3-5).
+        let long = format!("_{}", "z".repeat(254));
+        assert_eq!(
+            original(&format!("_long/{long}/f")).unwrap(),
+            j.join(&long).join("f")
+        );
+        assert_eq!(original("_long"), None);
         assert_eq!(
             original("my-mpaudit-notes").unwrap(),
             Path::new("/job/my-mpaudit-notes")
