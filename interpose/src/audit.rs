@@ -721,6 +721,9 @@ unsafe fn call_then_judge<R: Outcome>(
 ) -> R {
     let p1 = call.path.path;
     let p2 = call.path2.map_or(core::ptr::null(), |p| p.path);
+    if call.intent.is_write() && redirect::root_view_active() {
+        root_takes(call, b);
+    }
     let r = real(p1, p2);
     let saved_errno = sys::ErrnoGuard::save();
     let result = r.result();
@@ -760,6 +763,45 @@ unsafe fn call_then_judge<R: Outcome>(
         finish(call, &a, action, None, result, errno, work);
     }));
     r
+}
+
+/// The fork-mode root, before a write in place: what its view reads from
+/// a worker at the names the call writes is put in place first
+/// (redirect::root_take), so that the call changes the file the root
+/// saw. Not for unreadable paths (the call fails with EFAULT) nor a
+/// symlink's contents. Keeps errno.
+#[cold]
+#[inline(never)]
+fn root_takes(call: &Call, b: &mut Block) {
+    let _errno = sys::ErrnoGuard::save();
+    if !matches!(
+        crate::checked::before_judging(call.path, call.path2),
+        crate::checked::Before::Judge
+    ) {
+        return;
+    }
+    let _ = std::panic::catch_unwind(core::panic::AssertUnwindSafe(|| {
+        let Block {
+            base,
+            abs,
+            abs2,
+            cwd,
+            work,
+            ..
+        } = b;
+        if !is_symlink(call) {
+            // SAFETY: a readable C string or NULL (before_judging).
+            if let Some(a) = unsafe { resolve(call.path, base, cwd, abs) }.abs {
+                redirect::root_take(a, work);
+            }
+        }
+        if let Some(p) = call.path2 {
+            // SAFETY: as above.
+            if let Some(a) = unsafe { resolve(p, base, cwd, abs2) }.abs {
+                redirect::root_take(a, work);
+            }
+        }
+    }));
 }
 
 /// Policy mode: decide before the call, because the call itself changes.

@@ -130,12 +130,18 @@ pub(crate) fn job_path_of(bytes: &mut [u8], len: usize) -> (usize, bool) {
     let Some(rel) = mpaudit_core::path::strip_dir(&bytes[..len], wdir) else {
         return (len, false);
     };
-    let first = rel.split(|&b| b == b'/').next().unwrap_or(rel);
-    // Only names the mapping makes for job paths: `_<escaped>` or plain.
-    if first == mpaudit_core::map::OUTSIDE_JOB || mpaudit_core::map::is_own_top_name(first) {
+    // Only names the mapping makes for job paths (mpaudit_core::map): the
+    // escape in front of the job-relative part is kept to be put back.
+    let Some(job_rel) = mpaudit_core::map::job_rel_of(rel) else {
         return (len, false);
-    }
-    let (skip, prefix): (usize, &[u8]) = (usize::from(first.starts_with(b"_")), job);
+    };
+    let skip = rel.len() - job_rel.len();
+    let mut escape = [0u8; 8];
+    let Some(escape) = escape.get_mut(..skip) else {
+        return (len, false);
+    };
+    escape.copy_from_slice(&rel[..skip]);
+    let prefix = job;
     let rel_start = len - rel.len() + skip;
     let moved_to = prefix.len() + 1;
     let new_len = moved_to + (len - rel_start);
@@ -155,8 +161,6 @@ pub(crate) fn job_path_of(bytes: &mut [u8], len: usize) -> (usize, bool) {
     bytes.copy_within(moved_to..new_len, rel_start);
     bytes[..wdir.len()].copy_from_slice(wdir);
     bytes[wdir.len()] = b'/';
-    if skip == 1 {
-        bytes[wdir.len() + 1] = b'_';
-    }
+    bytes[wdir.len() + 1..wdir.len() + 1 + skip].copy_from_slice(escape);
     (len, false)
 }

@@ -182,7 +182,7 @@ static ROOT_WROTE: StrMap<1024> = StrMap::new();
 /// could no longer be told from one it did not).
 static ROOT_VIEW_OFF: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
 
-fn root_view_active() -> bool {
+pub fn root_view_active() -> bool {
     SAVED.get().action == ActionSetting::Redirect
         && !ROOT_VIEW_OFF.load(Relaxed)
         && crate::state::workers_counted().is_some_and(|n| n > 0)
@@ -237,6 +237,11 @@ fn root_table(k: usize) -> Option<&'static crate::table::ReadOnlyTable> {
 /// The root's view of `abs`: the file of the one worker that redirected
 /// it, if exactly one did (and the root did not write it itself).
 fn root_lookup(abs: &[u8]) -> Option<&'static [u8]> {
+    root_lookup_worker(abs).map(|(_, target)| target)
+}
+
+/// [`root_lookup`], with the worker whose file it is.
+fn root_lookup_worker(abs: &[u8]) -> Option<(usize, &'static [u8])> {
     if !root_view_active() || (!ROOT_WROTE.is_empty() && ROOT_WROTE.get(abs).is_some()) {
         return None;
     }
@@ -248,10 +253,76 @@ fn root_lookup(abs: &[u8]) -> Option<&'static [u8]> {
             if found.is_some() {
                 return None; // several workers wrote it: the merge decides
             }
-            found = Some(v);
+            found = Some((k, v));
         }
     }
     found
+}
+
+/// In the fork-mode root, before a call that writes `abs` in place (an
+/// open for writing, truncate, rename's either name, unlink, link,
+/// chmod…): the root writes in place what its view shows there, as bare
+/// (review 3, finding 3). The directories above `abs` that only a
+/// worker's view has are made in the shared tree (make_shared_parents);
+/// a file or symlink the root reads from worker `k` (root_lookup) is
+/// moved from `k`'s directory to `abs` (one rename: the same inode and
+/// content, replacing a shared file there, which the worker had
+/// replaced in its view; a shared file the worker removed in its view is
+/// removed), and worker `k`'s manifest gets a line saying
+/// the root took it, so the merge neither reports it as removed nor
+/// merges an old copy back. The call then runs in place on the file the
+/// root saw: an append keeps the worker's content, a rename moves it.
+/// Nothing is taken for a directory, or when the rename fails (a workers
+/// directory on another file system): the call runs in place as before.
+/// Keeps errno.
+/// `work`: 2 * (PATH_MAX + 1) bytes of scratch at least.
+pub fn root_take(abs: &[u8], work: &mut [u8]) {
+    if !root_view_active() || abs.len() >= crate::view::PATH_MAX {
+        return;
+    }
+    let _errno = sys::ErrnoGuard::save();
+    // The parents only when the leaf's directory is missing (one lstat in
+    // the common case, not one per component).
+    let parent = &abs[..abs.iter().rposition(|&b| b == b'/').unwrap_or(0)];
+    if !parent.is_empty() && matches!(crate::view::lstat(parent, work), Ok(None)) {
+        make_shared_parents(abs, work);
+    }
+    let Some((k, target)) = root_lookup_worker(abs) else {
+        return;
+    };
+    let (from, rest) = work.split_at_mut(crate::view::PATH_MAX + 1);
+    let (to, rest) = rest.split_at_mut(crate::view::PATH_MAX + 1);
+    let not_dir = |st: &libc::stat| st.st_mode & libc::S_IFMT != libc::S_IFDIR;
+    let (Some(f), Some(t)) = (sys::c_path(target, from), sys::c_path(abs, to)) else {
+        return;
+    };
+    let taken = match crate::view::lstat(target, rest) {
+        // SAFETY: NUL-terminated paths; a plain rename.
+        Ok(Some(st)) if not_dir(&st) => unsafe {
+            libc::syscall(libc::SYS_renameat2, libc::AT_FDCWD, f, libc::AT_FDCWD, t, 0) == 0
+        },
+        // The worker removed (or renamed away) the name in its view, which
+        // is the root's: its removal is taken in place too.
+        Ok(None) => match crate::view::lstat(abs, rest) {
+            // SAFETY: a NUL-terminated path; a plain unlink.
+            Ok(Some(st)) if not_dir(&st) => unsafe { libc::unlink(t) == 0 },
+            _ => false,
+        },
+        _ => false,
+    };
+    if !taken {
+        return;
+    }
+    root_wrote(abs);
+    let (path, line) = rest.split_at_mut(4300);
+    let Some(n) = crate::state::worker_dir_of(k as u32, path) else {
+        return;
+    };
+    let mut p = SliceSink::new(&mut path[n..]);
+    p.put(b"/mpaudit-redirects.jsonl\0");
+    if !p.overflow {
+        append_manifest_line(path, line, abs, target, k as u64, true);
+    }
 }
 
 /// Whether a new redirect can be recorded: 0, or the errno a redirected
@@ -1172,7 +1243,7 @@ fn replace_description(copy: libc::c_int, fd: libc::c_int, fd_flags: libc::c_lon
 /// directory the worker made lands where the program put it. `work`:
 /// 2 * (PATH_MAX + 1) bytes of scratch.
 pub fn make_shared_parents(abs: &[u8], work: &mut [u8]) {
-    if !any_redirected() || abs.len() >= crate::view::PATH_MAX {
+    if !any_in_view() || abs.len() >= crate::view::PATH_MAX {
         return;
     }
     let job = SAVED.get().job_dir.as_bytes();
@@ -1231,6 +1302,22 @@ pub fn record(original: &[u8], target: &[u8], work: &mut [u8]) {
     if !manifest_path(path) {
         return;
     }
+    let worker = crate::state::worker().unwrap_or(0) as u64;
+    append_manifest_line(path, line, original, target, worker, false);
+}
+
+/// Appends one manifest line to the NUL-terminated `path`, built in
+/// `line`: `original` redirected to `target` by `worker`, or, with
+/// `taken`, `target` moved back to `original` by the fork-mode root
+/// (root_take; `"taken":true`, read by the runner's merge).
+fn append_manifest_line(
+    path: &[u8],
+    line: &mut [u8],
+    original: &[u8],
+    target: &[u8],
+    worker: u64,
+    taken: bool,
+) {
     let mut s = SliceSink::new(line);
     s.put(b"{\"original\":");
     put_str(&mut s, original);
@@ -1243,9 +1330,12 @@ pub fn record(original: &[u8], target: &[u8], work: &mut [u8]) {
         put_hex_string(&mut s, target);
     }
     s.put(b",\"worker\":");
-    put_u64(&mut s, crate::state::worker().unwrap_or(0) as u64);
+    put_u64(&mut s, worker);
     s.put(b",\"pid\":");
     put_i64(&mut s, crate::state::pid() as i64);
+    if taken {
+        s.put(b",\"taken\":true");
+    }
     s.put(b"}\n");
     if s.overflow {
         return;

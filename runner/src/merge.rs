@@ -339,6 +339,11 @@ struct ManifestLine {
     original_hex: Option<String>,
     #[serde(default)]
     target_hex: Option<String>,
+    /// The fork-mode root moved the worker's file back to `original` before
+    /// writing it in place (docs/policy.md, "The fork-mode root's view of
+    /// its workers"): not a removal, nothing to merge.
+    #[serde(default)]
+    taken: bool,
 }
 
 /// The bytes a hex string spells, if it does.
@@ -395,6 +400,20 @@ fn manifest_entries(
     job: &[u8],
     warnings: &mut Vec<String>,
 ) -> Vec<(PathBuf, PathBuf)> {
+    manifest_lines(wdir, job, warnings)
+        .into_iter()
+        .filter(|(_, _, taken)| !taken)
+        .map(|(original, target, _)| (original, target))
+        .collect()
+}
+
+/// [`manifest_entries`], with the lines of files the fork-mode root took
+/// back in place (`"taken":true`, third field true).
+fn manifest_lines(
+    wdir: &Path,
+    job: &[u8],
+    warnings: &mut Vec<String>,
+) -> Vec<(PathBuf, PathBuf, bool)> {
     let manifest = wdir.join(MANIFEST);
     let Ok(f) = File::open(&manifest) else {
         return Vec::new();
@@ -406,9 +425,9 @@ fn manifest_entries(
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        let Some((original, target)) = serde_json::from_slice::<ManifestLine>(&line)
+        let Some((original, target, taken)) = serde_json::from_slice::<ManifestLine>(&line)
             .ok()
-            .and_then(|m| m.paths())
+            .and_then(|m| m.paths().map(|(o, t)| (o, t, m.taken)))
         else {
             warnings.push(format!(
                 "{}:{}: not a manifest line",
@@ -428,7 +447,7 @@ fn manifest_entries(
             ));
             continue;
         }
-        out.push((original, target));
+        out.push((original, target, taken));
     }
     out
 }
@@ -442,7 +461,10 @@ pub fn collect(s: &Setup) -> (Vec<Group>, Vec<String>) {
     let mut removed: BTreeMap<PathBuf, Vec<(WorkerId, PathBuf)>> = BTreeMap::new();
     let job = s.job_dir.as_os_str().as_bytes();
     for (id, wdir) in worker_dirs(s.workers_dir, s.rank) {
-        for (original, target) in manifest_entries(&wdir, job, &mut warnings) {
+        let (taken, lines): (Vec<_>, Vec<_>) = manifest_lines(&wdir, job, &mut warnings)
+            .into_iter()
+            .partition(|(_, _, taken)| *taken);
+        for (original, target, _) in lines {
             // A directory the worker made is made again by make_directories,
             // not merged as a file.
             if std::fs::symlink_metadata(&target).is_ok_and(|md| md.is_dir()) {
@@ -462,8 +484,12 @@ pub fn collect(s: &Setup) -> (Vec<Group>, Vec<String>) {
             if !modified_since(&target, s.since) {
                 // The worker's copy is gone and the shared file is not:
                 // the worker removed it in its view.
+                // Unless the fork-mode root took it back in place: the
+                // shared file is the worker's, moved.
+                let took = || taken.iter().any(|(o, t, _)| *o == original && *t == target);
                 if std::fs::symlink_metadata(&target).is_err()
                     && std::fs::symlink_metadata(&original).is_ok()
+                    && !took()
                 {
                     let ids = removed.entry(original).or_default();
                     if !ids.iter().any(|(w, _)| *w == id) {
@@ -1526,6 +1552,13 @@ mod tests {
             Path::new("/job/stdout.log")
         );
         assert_eq!(original("__abs/x").unwrap(), Path::new("/job/_abs/x"));
+        // A 255-byte `_` name keeps its bytes below `_long` (review 3, R3-5).
+        let long = format!("_{}", "z".repeat(254));
+        assert_eq!(
+            original(&format!("_long/{long}/f")).unwrap(),
+            j.join(&long).join("f")
+        );
+        assert_eq!(original("_long"), None);
         assert_eq!(
             original("my-mpaudit-notes").unwrap(),
             Path::new("/job/my-mpaudit-notes")
@@ -1749,6 +1782,56 @@ mod tests {
         assert_eq!(old.status, Status::Skipped);
         assert!(old.reason.as_deref().unwrap().contains("not merged back"));
         assert!(job.join("old.txt").exists(), "left in place");
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    /// Review 3, finding 3: a file the fork-mode root took back in place
+    /// (moved from the worker directory, `"taken":true` in the worker's
+    /// manifest) is neither a removal nor merged again; a worker's new copy
+    /// written after the take still is.
+    #[test]
+    fn files_the_fork_mode_root_took_back_in_place_are_no_removals() {
+        let d = tmp("taken");
+        let (job, workers) = (d.join("job"), d.join("w"));
+        let wd = workers.join("worker_0");
+        std::fs::create_dir_all(&job).unwrap();
+        std::fs::create_dir_all(&wd).unwrap();
+        // out.txt: taken and appended to by the root; again.txt: taken, then
+        // written by the worker again; gone.txt: removed by the worker.
+        std::fs::write(job.join("out.txt"), "w0\nroot\n").unwrap();
+        std::fs::write(job.join("again.txt"), "w0\n").unwrap();
+        std::fs::write(wd.join("again.txt"), "w0 later\n").unwrap();
+        std::fs::write(job.join("gone.txt"), "g\n").unwrap();
+        let line = |o: &str, taken: bool| {
+            format!(
+                "{{\"original\":\"{}\",\"target\":\"{}\",\"worker\":0,\"pid\":1{}}}\n",
+                job.join(o).display(),
+                wd.join(o).display(),
+                if taken { ",\"taken\":true" } else { "" }
+            )
+        };
+        let manifest = [
+            line("out.txt", false),
+            line("again.txt", false),
+            line("gone.txt", false),
+            line("out.txt", true),
+            line("again.txt", true),
+        ]
+        .concat();
+        std::fs::write(wd.join(MANIFEST), manifest).unwrap();
+        let (groups, warnings) = collect(&setup(&job, &workers, &[]));
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let got: Vec<(PathBuf, Origin)> = groups
+            .iter()
+            .map(|g| (g.original.clone(), g.origin))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (job.join("again.txt"), Origin::Redirected),
+                (job.join("gone.txt"), Origin::Removed),
+            ]
+        );
         let _ = std::fs::remove_dir_all(&d);
     }
 

@@ -11,6 +11,17 @@ use crate::path::{absolutize, strip_dir, MAX_ABS};
 /// job directory (`/tmp/x` becomes `<worker_dir>/_abs/tmp/x`).
 pub const OUTSIDE_JOB: &[u8] = b"_abs";
 
+/// Component under the worker directory that holds the job's top names an
+/// escape would make too long (`/job/_<254 bytes>` becomes
+/// `<worker_dir>/_long/_<254 bytes>`): the escaped form of a name of
+/// [`NAME_MAX`] bytes has one byte more than any file system takes, so such
+/// a name keeps its own bytes, one directory down. `long` is no escaped
+/// name, so no job path maps to `_long` itself.
+pub const LONG_ESCAPED: &[u8] = b"_long";
+
+/// The longest file name Linux file systems take.
+pub const NAME_MAX: usize = 255;
+
 /// Names the runner and the library keep at the top of a worker directory
 /// for themselves: the worker's captured output, its redirect manifest and
 /// its redirect tables (`.mpaudit-<pid>-<ns>.redirects`).
@@ -33,6 +44,44 @@ fn is_escaped_top_name(first: &[u8]) -> bool {
 
 fn first_component(rel: &[u8]) -> &[u8] {
     rel.split(|&b| b == b'/').next().unwrap_or(rel)
+}
+
+/// How a job-relative path `rel` (not empty) is kept below the worker
+/// directory: the prefix that goes before it. Plain names go as they are;
+/// escaped ones ([`is_escaped_top_name`]) get one more `_` in front, or,
+/// when that would not fit [`NAME_MAX`], go below [`LONG_ESCAPED`] as
+/// they are.
+fn escape_of(rel: &[u8]) -> &'static [u8] {
+    let first = first_component(rel);
+    if !is_escaped_top_name(first) {
+        b""
+    } else if first.len() < NAME_MAX {
+        b"_"
+    } else {
+        b"_long/"
+    }
+}
+
+/// The job-relative path a worker-relative path `rel` (below the worker
+/// directory, not empty) stands for: a suffix of `rel`, with the escape
+/// of [`escape_of`] taken off; `None` for a name no job path maps to (the
+/// worker directory's own files, [`OUTSIDE_JOB`], [`LONG_ESCAPED`] itself,
+/// or a `_` name whose rest needs no escape).
+pub fn job_rel_of(rel: &[u8]) -> Option<&[u8]> {
+    let first = first_component(rel);
+    if first == OUTSIDE_JOB || is_own_top_name(first) {
+        return None;
+    }
+    let job_rel = if first == LONG_ESCAPED {
+        rel.get(LONG_ESCAPED.len() + 1..)?
+    } else if first.starts_with(b"_") {
+        rel.get(1..)?
+    } else {
+        rel
+    };
+    // One to one: only the form escape_of gives the job path stands for it.
+    let escaped_so = rel.len() - job_rel.len() == escape_of(job_rel).len();
+    (!job_rel.is_empty() && escaped_so).then_some(job_rel)
 }
 
 /// Maps the absolute path `abs` into `worker_dir`, writing it to `out`.
@@ -88,10 +137,7 @@ pub fn map_normal_to_worker(
         return copy_parts(out, &[worker_dir]);
     }
     if let Some(rel) = strip_dir(abs, job_dir) {
-        if is_escaped_top_name(first_component(rel)) {
-            return copy_parts(out, &[worker_dir, b"/_", rel]);
-        }
-        return copy_parts(out, &[worker_dir, b"/", rel]);
+        return copy_parts(out, &[worker_dir, b"/", escape_of(rel), rel]);
     }
     match abs.get(1..) {
         Some(below_root) if !below_root.is_empty() => {
@@ -197,12 +243,7 @@ pub fn unmap_from_worker(
             _ => copy_parts(out, &[b"/"]),
         };
     }
-    let job_rel = match first.strip_prefix(b"_") {
-        Some(unescaped) if is_escaped_top_name(unescaped) => rel.get(1..)?,
-        Some(_) => return None,
-        None if is_own_top_name(first) => return None,
-        None => rel,
-    };
+    let job_rel = job_rel_of(rel)?;
     let separator: &[u8] = if job_dir == b"/" { b"" } else { b"/" };
     copy_parts(out, &[job_dir, separator, job_rel])
 }
@@ -270,6 +311,144 @@ mod tests {
         assert_ne!(map("/job/_abs/tmp/x", job, w), map("/tmp/x", job, w));
     }
 
+    /// The worker-relative part of `abs` mapped for `/job` into `/w/worker_0`,
+    /// and what it unmaps to.
+    fn round_trip(abs: &[u8]) -> (Vec<u8>, Option<Vec<u8>>) {
+        let (job, w) = (&b"/job"[..], &b"/w/worker_0"[..]);
+        let mut t = vec![0u8; 4 * NAME_MAX];
+        let n = map_normal_to_worker(abs, job, w, &mut t).unwrap();
+        let mut back = vec![0u8; 4 * NAME_MAX];
+        let m = unmap_from_worker(&t[..n], job, w, &mut back);
+        let rel = strip_dir(&t[..n], w).unwrap().to_vec();
+        (rel, m.map(|m| back[..m].to_vec()))
+    }
+
+    /// Regression (review 3, R3-5): a job file at the top whose name starts
+    /// with `_` (or is one of the worker directory's own names) and is 255
+    /// bytes long was escaped to 256 bytes, which no file system takes: the
+    /// redirected write failed with ENAMETOOLONG where in place it worked.
+    /// Every length up to NAME_MAX now has a worker-side name whose every
+    /// component fits, and maps back.
+    #[test]
+    fn regression_every_top_name_up_to_name_max_has_a_worker_side_name_that_fits() {
+        for len in 1..=NAME_MAX {
+            for lead in [&b"_"[..], b"__", b".mpaudit-", b"z", b"_abs", b"_long"] {
+                if lead.len() > len {
+                    continue;
+                }
+                let mut name = lead.to_vec();
+                name.resize(len, b'z');
+                for tail in [&b""[..], b"/x", b"/_y/stdout.log"] {
+                    let mut abs = b"/job/".to_vec();
+                    abs.extend_from_slice(&name);
+                    abs.extend_from_slice(tail);
+                    let (rel, back) = round_trip(&abs);
+                    let shown = String::from_utf8_lossy(&rel).into_owned();
+                    assert!(
+                        rel.split(|&b| b == b'/').all(|c| c.len() <= NAME_MAX),
+                        "{len}: {shown}"
+                    );
+                    assert_eq!(back.as_deref(), Some(&abs[..]), "{len}: {shown}");
+                }
+            }
+        }
+        let mut long = b"/job/_".to_vec();
+        long.resize(5 + NAME_MAX, b'z');
+        let mut want = b"_long/_".to_vec();
+        want.resize(6 + NAME_MAX, b'z');
+        assert_eq!(
+            round_trip(&long).0,
+            want,
+            "the name's own bytes, below _long"
+        );
+        // One byte less still takes the `_` escape, as before.
+        long.pop();
+        assert_eq!(round_trip(&long).0[..2], *b"__");
+    }
+
+    /// The layout of worker directories written before `_long` still reads
+    /// back the same, and `_long` holds nothing but the names that need it.
+    #[test]
+    fn existing_layouts_unmap_as_before_and_long_holds_only_long_names() {
+        let (job, w) = (&b"/job"[..], &b"/w/worker_0"[..]);
+        let unmap = |t: &str| {
+            let mut out = [0u8; 1024];
+            let n = unmap_from_worker(t.as_bytes(), job, w, &mut out)?;
+            Some(String::from_utf8(out[..n].to_vec()).unwrap())
+        };
+        for (t, want) in [
+            ("/w/worker_0/__x/y", Some("/job/_x/y")),
+            ("/w/worker_0/__abs/tmp/x", Some("/job/_abs/tmp/x")),
+            ("/w/worker_0/_stdout.log", Some("/job/stdout.log")),
+            (
+                "/w/worker_0/_.mpaudit-1-2.redirects",
+                Some("/job/.mpaudit-1-2.redirects"),
+            ),
+            ("/w/worker_0/_abs/tmp/x", Some("/tmp/x")),
+            ("/w/worker_0/long", Some("/job/long")),
+            ("/w/worker_0/__long", Some("/job/_long")),
+            ("/w/worker_0/_long", None),
+            ("/w/worker_0/_long/x", None),
+            ("/w/worker_0/_long/_short", None),
+            ("/w/worker_0/_x", None),
+        ] {
+            assert_eq!(unmap(t).as_deref(), want, "{t}");
+        }
+        let mut t = b"/w/worker_0/_long/_".to_vec();
+        t.resize(t.len() + NAME_MAX - 1, b'z');
+        assert!(unmap(std::str::from_utf8(&t).unwrap()).is_some());
+    }
+
+    /// A top name of any legal bytes and length, often one the escape is
+    /// for, with a short rest.
+    fn any_top_name_path() -> impl Strategy<Value = Vec<u8>> {
+        let lead = prop::sample::select(vec![
+            &b""[..],
+            b"_",
+            b"__",
+            b"_long",
+            b"_abs",
+            b".mpaudit-",
+            b"stdout.log",
+        ]);
+        let byte = (1u8..=255).prop_filter("no slash", |&b| b != b'/');
+        (
+            lead,
+            prop::collection::vec(byte, 0..=NAME_MAX),
+            prop::sample::select(vec![&b""[..], b"/a", b"/_b/c"]),
+        )
+            .prop_filter_map("a real name", |(lead, body, tail)| {
+                let mut name = lead.to_vec();
+                name.extend_from_slice(&body);
+                name.truncate(NAME_MAX);
+                if name.is_empty() || name == b"." || name == b".." {
+                    return None;
+                }
+                let mut abs = b"/job/".to_vec();
+                abs.extend_from_slice(&name);
+                abs.extend_from_slice(tail);
+                Some(abs)
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+
+        /// Every legal top name: its worker-side components fit NAME_MAX,
+        /// it maps back byte for byte, and two names never share one.
+        #[test]
+        fn every_legal_top_name_fits_maps_back_and_is_its_own(a in any_top_name_path(), b in any_top_name_path()) {
+            let (ra, back) = round_trip(&a);
+            prop_assert!(ra.split(|&c| c == b'/').all(|c| c.len() <= NAME_MAX));
+            prop_assert_eq!(back, Some(a.clone()));
+            prop_assert!(!is_own_top_name(first_component(&ra)));
+            prop_assert!(first_component(&ra) != OUTSIDE_JOB);
+            if a != b {
+                prop_assert_ne!(ra, round_trip(&b).0);
+            }
+        }
+    }
+
     fn tricky_path() -> impl Strategy<Value = Vec<u8>> {
         let names = prop::sample::select(vec![
             "a",
@@ -284,6 +463,9 @@ mod tests {
             "mpaudit-redirects.jsonl",
             ".mpaudit-1-2.redirects",
             "_.mpaudit-x",
+            "_long",
+            "__long",
+            "long",
             "w",
             "worker_0",
             "job",

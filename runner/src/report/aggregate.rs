@@ -1228,7 +1228,7 @@ impl Report {
 /// A redirected call that failed with ENAMETOOLONG although every name
 /// the program gave fits (components of at most NAME_MAX bytes, the
 /// whole under PATH_MAX): the name in the worker directory was too long
-/// (the `_` escape of a 255-byte name), and the bare call would have
+/// (the worker directory's prefix took the whole past PATH_MAX), and the bare call would have
 /// written. A write the redirect broke, not an attempt that wrote
 /// nothing by itself: it counts as a rogue write, never as "ok".
 fn failed_by_the_redirect(

@@ -164,9 +164,9 @@ e2e!(
 );
 
 // Finding R3-5 (exactness, the mapping itself): the same job prints what
-// the bare run prints.
+// the bare run prints (the name goes below `_long/` in the worker
+// directory, with its own bytes: mpaudit_core::map::LONG_ESCAPED).
 e2e!(
-    #[ignore = "interpose/core map: the `_` escape of a 255-byte name needs 256 bytes; a mapping change in mpaudit_core::map (interpose side, not the runner's)"]
     a_255_byte_name_starting_with_underscore_is_redirected_as_bare,
     |dir| {
         let bare = run_ok(dir.bare("bash").args(["-c", LONG_ESCAPED_NAME]));
