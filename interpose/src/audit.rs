@@ -1780,7 +1780,15 @@ fn prepared(
     work: &mut [u8],
     failed: &mut i32,
 ) -> Route {
-    match redirect::prepare_target(abs, &out[..n], want.create_parents, seed, orig, work) {
+    // A new redirect needs room in the shared table for its entry (an
+    // existing one, or a read in a worker's view, makes none: the fork-mode
+    // root, which has no table, warned that redirected writes fail).
+    let room = if new { redirect::reserve() } else { 0 };
+    let prepared = match room {
+        0 => redirect::prepare_target(abs, &out[..n], want.create_parents, seed, orig, work),
+        e => Err(e),
+    };
+    match prepared {
         Ok(p) => Route {
             len: n,
             new,
@@ -1800,8 +1808,9 @@ fn prepared(
         },
         Err(e) => {
             // A read whose worker directory is missing goes to the target's
-            // path, where the kernel says ENOENT; a write fails.
-            if want.create_parents {
+            // path, where the kernel says ENOENT; a write fails, and so
+            // does a new redirect the table has no room for.
+            if want.create_parents || room != 0 {
                 *failed = e;
             }
             Route {

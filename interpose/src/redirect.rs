@@ -556,11 +556,6 @@ pub fn prepare_target(
     orig: Option<&libc::stat>,
     work: &mut [u8],
 ) -> Result<Prepared, i32> {
-    // The shared table must have room for the entry this redirect makes.
-    let room = reserve();
-    if room != 0 {
-        return Err(room);
-    }
     let worker_dir = SAVED.get().worker_dir.as_bytes();
     let below = match target.strip_prefix(worker_dir) {
         Some([b'/', rest @ ..]) if !rest.is_empty() && !worker_dir.is_empty() => rest,

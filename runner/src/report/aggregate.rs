@@ -683,8 +683,10 @@ impl Aggregator {
         let destination_redirected =
             redirected && shape == Shape::Rename && ev.verdict == Some(Verdict::Rogue);
         // A directory the worker made is no redirected file (and no
-        // clobber when several workers make it).
-        if redirected && !makes_directory {
+        // clobber when several workers make it); a read in a worker's
+        // view (the fork-mode root reading its workers' outputs) wrote
+        // nothing.
+        if redirected && write && !makes_directory {
             if let Some(t) = target {
                 with_slot(&mut self.redirected, target_of, |per| {
                     let ts = per.entry(who).or_default();
@@ -1499,6 +1501,41 @@ mod tests {
         assert_eq!(o.len(), 1, "{o:?}");
         assert_eq!((o[0].path.as_str(), o[0].kind), ("w0.txt", "write-read"));
         assert_eq!(o[0].readers, ["1"]);
+    }
+
+    // Regression: in fork mode the root's read of a worker's output, which
+    // the library makes in the workers' view (action `redirected`, mode
+    // `read`), was listed as a redirect of the root's and made the output
+    // a "clobber averted", "written by workers root,0".
+    #[test]
+    fn a_read_in_a_workers_view_is_no_redirected_write() {
+        let mut a = Aggregator::default();
+        let target = r#","action":"redirected","target":"/job/mpaudit-workers/worker_0/out.txt""#;
+        a.add(
+            0,
+            &access(
+                None,
+                "open64",
+                "/job/out.txt",
+                "read",
+                &format!(r#","verdict":"read"{target}"#),
+            ),
+        );
+        a.add(
+            0,
+            &access(
+                Some(0),
+                "open64",
+                "/job/out.txt",
+                "write",
+                &format!(r#","verdict":"rogue"{target}"#),
+            ),
+        );
+        let sec = a.sections(&labels());
+        assert!(sec.averted.is_empty(), "{:?}", sec.averted);
+        assert_eq!(sec.redirected.len(), 1);
+        assert_eq!(sec.redirected[0].targets.len(), 1, "{:?}", sec.redirected);
+        assert_eq!(sec.redirected[0].targets[0].worker, "0");
     }
 
     #[test]

@@ -1918,6 +1918,7 @@ fn perform(
         let Some(abs) = abs else {
             return Performed::Refused(libc::EACCES);
         };
+        let tmpfile = flags & libc::O_TMPFILE == libc::O_TMPFILE;
         // An exchange moves both names' files: both are the worker's.
         let exchange = a.op == "renameat2" && args[4] as u32 & libc::RENAME_EXCHANGE != 0;
         let copy = match a.op {
@@ -1925,7 +1926,11 @@ fn perform(
             "link" | "linkat" => i == 0,
             "truncate" | "chmod" | "fchmodat" | "fchmodat2" | "chown" | "lchown" | "fchownat"
             | "utime" | "utimes" | "utimensat" | "futimesat" => true,
-            _ => a.intent != Intent::Namespace && intent.is_write() && !intent.truncate,
+            // An O_TMPFILE names its directory, which O_TRUNC does not
+            // empty: the worker's copy of the directory is made.
+            _ => {
+                a.intent != Intent::Namespace && intent.is_write() && (!intent.truncate || tmpfile)
+            }
         };
         let Some(w) = c.worker else {
             return Performed::Refused(libc::EACCES);

@@ -1414,6 +1414,9 @@ e2e!(
             "rename d e EXCHANGE\nstat d/f\nstat e/f\nstat d/x\nstat e/x",
             "open 0 m RDONLY\nlinkat cwd a 0 a 0\nstat m/a\nopen 1 m/a RDONLY\nread 1 9",
             "symlink /proc/self/fd/77 s\nrename s a\nopen 0 a RDONLY\nstat a",
+            // A random seed of the full run: O_TMPFILE with O_TRUNC made
+            // no copy of its directory (ENOENT).
+            "open 0 d WRONLY|TRUNC|TMPFILE 644\nwrite 0 x\nstat d",
 ];
         let failed = sweep(&[prelude], &ops, |script| {
             same_supervised_ops(&dir, sweep_tree, script)
