@@ -22,6 +22,7 @@ mod emulate;
 mod failing;
 pub mod filter;
 mod handoff;
+mod holders;
 mod notify;
 mod redirects;
 mod trampoline;

@@ -1406,6 +1406,50 @@ e2e!(
     }
 );
 
+// Regression (issue 12, differential seed 24 at 300 supervised cases):
+// under the supervisor a descriptor the task opened on a shared file
+// before the worker's copy was made kept the shared file (`open 3 a
+// RDONLY; open 0 a RDONLY|TRUNC; read 3`: bare reads the truncated file,
+// the supervised task read the shared one). The library moves such
+// descriptors to the copy (interpose/src/redirect.rs, `follow_copy_up`,
+// `orphan_readers`); the supervisor now does the same for the task whose
+// call made the copy: a copy-up, a truncating open's seed, a rename's or
+// an exchange's copy, a link's source, a metadata change, and a removal
+// of (or rename over) a shared name the task holds. Each alone and after
+// the prelude (the worker's own `a`), bare vs supervised.
+e2e!(
+    the_supervisor_moves_the_task_s_descriptors_of_a_shared_file_to_the_worker_s_copy,
+    |dir| {
+        let prelude = "open 3 a WRONLY|APPEND\nwrite 3 x\nclose 3\n";
+        let ops = [
+            "open 3 a RDONLY\nopen 0 a RDONLY|TRUNC\nread 3 9\nfstat 3",
+            "open 3 a RDONLY\nopen 0 a WRONLY|APPEND\nwrite 0 Z\nclose 0\nread 3 9\nfstat 3",
+            "open 3 a RDONLY\nread 3 1\nopen 0 a WRONLY|APPEND\nwrite 0 Z\nread 3 9",
+            "open 3 a RDONLY\nopen 0 a WRONLY|TRUNC\nexec\nread 3 9\nfstat 3",
+            "open 3 a RDONLY\ntruncate a 0\nfstat 3\nread 3 9",
+            "open 3 a RDONLY\nchmod a 600\nfstat 3",
+            "open 3 a RDONLY\nrename a c 0\nopen 0 c WRONLY|APPEND\nwrite 0 Z\nclose 0\nread 3 9",
+            "open 3 a RDONLY\nopen 2 b RDONLY\nrename a b EXCHANGE\nopen 0 b WRONLY|APPEND\nwrite 0 Z\nclose 0\nopen 1 a WRONLY|APPEND\nwrite 1 Y\nread 3 9\nread 2 9",
+            "open 3 a RDONLY\nlink a g\nopen 0 g WRONLY|APPEND\nwrite 0 q\nclose 0\nread 3 9",
+            "open 3 a RDONLY\nunlink a\nfstat 3\nread 3 9",
+            "open 3 b RDONLY\nrename a b 0\nfstat 3\nread 3 9\nstat b",
+            "open 3 b RDONLY\nrename d b 0\nfstat 3\nread 3 9",
+            "open 3 d RDONLY\nchmod d 700\nfstat 3",
+            "open 3 d RDONLY\nrmdir d\nfstat 3\nopenat 0 3 zz WRONLY|CREAT 644",
+            "open 3 e RDONLY\nrename e m2\nfstat 3\nopenat 0 3 x RDONLY 644\nread 0 9",
+        ];
+        let failed = sweep(&[prelude], &ops, |script| {
+            same_supervised_ops(&dir, sweep_tree, script)
+        });
+        assert!(
+            failed.is_empty(),
+            "{} differ:\n{}",
+            failed.len(),
+            failed.join("\n-----\n")
+        );
+    }
+);
+
 // Regression (differential, path-proc-fd, pinned seed): a rename onto
 // `/proc/self/fd/-1` (a closed handle) is EXDEV bare, as the kernel
 // compares the parents' mounts before it looks the old name up; under
