@@ -23,6 +23,7 @@ mod failing;
 pub mod filter;
 mod handoff;
 mod holders;
+mod linkfd;
 mod notify;
 mod redirects;
 mod trampoline;

@@ -1079,6 +1079,17 @@ fn access(
         // Fails in the kernel's walk, before anything is written.
         return Handled::quiet(Answer::Fail(libc::ELOOP));
     }
+    // A link of a descriptor's file: judged as the link of its path
+    // (super::linkfd), none followed.
+    let link_fd = match super::linkfd::source(tid, a.op, args, spelled.as_deref()) {
+        Some(Err(errno)) => return Handled::quiet(Answer::Fail(errno)),
+        Some(Ok(s)) => Some(s),
+        None => None,
+    };
+    let (p1, through_own_link) = match &link_fd {
+        Some(s) => ((p1.0, s.path.clone()), false),
+        None => (p1, through_own_link),
+    };
     if !still_valid(lfd, id) {
         return Handled::quiet(Answer::Continue);
     }
@@ -1324,6 +1335,10 @@ fn access(
         _ => 0,
     };
     let anyway = |view| {
+        if let Some(s) = &link_fd {
+            let second = a.path2.zip(p2.as_ref()).map(|(p, r)| named(p, r));
+            return super::linkfd::failing_anyway(s, at_flags, second, view);
+        }
         super::failing::failing_anyway(
             a.op,
             flags,
@@ -1476,6 +1491,13 @@ fn access(
         &routes,
         intent,
         &mut copies,
+        link_fd.as_ref().map(|s| {
+            let own = sup.redirects.worker_dir(c.worker.unwrap_or_default());
+            (
+                s.fd,
+                c.worker.is_some() && s.linkable_in_place(own.as_os_str().as_bytes()),
+            )
+        }),
     );
     let succeeded = matches!(
         &performed,
@@ -1864,6 +1886,7 @@ fn perform(
     routes: &[Route],
     intent: mpaudit_core::flags::OpenIntent,
     copies: &mut Vec<(usize, super::holders::Held)>,
+    link_fd: Option<(i32, bool)>,
 ) -> Performed {
     let Replay::Native(nr, memory) = a.replay else {
         return Performed::NotEmulated;
@@ -1879,6 +1902,11 @@ fn perform(
     // argument must be translated (a relative path, not redirected).
     let mut used: Vec<(Vec<u8>, bool)> = Vec::new();
     for (i, ((_, (given, abs)), route)) in paths.iter().zip(routes).enumerate() {
+        if i == 0 && link_fd.is_some() && route.target.is_none() {
+            // The task's descriptor itself (below).
+            used.push((Vec::new(), false));
+            continue;
+        }
         if let Some(t) = &route.target {
             // The spelling's trailing slash is the kernel's to judge on
             // the worker's copy too (`stat("a/")` of a file: ENOTDIR).
@@ -1967,6 +1995,7 @@ fn perform(
     if matches!(a.op, "link" | "linkat")
         && routes.get(1).is_some_and(|r| r.new)
         && routes[0].target.is_none()
+        && !link_fd.is_some_and(|(_, in_place)| in_place)
     {
         // A hard link in the worker's directory to a shared file would let
         // the worker change the shared file through it.
@@ -2002,8 +2031,11 @@ fn perform(
         };
         // Opens refuse magic links themselves (emulate::open).
         let text = symlink_text && i == 0;
+        // A descriptor source is not walked (super::linkfd).
+        let walked = i > 0 || link_fd.is_none();
         if !text
             && !is_open
+            && walked
             && routes[i].target.is_none()
             && !emulate::resolves_like_the_task(dirfd, &cs, follows_final(i))
         {
@@ -2015,6 +2047,19 @@ fn perform(
         dirs.push(dirfd);
         a6[p.ptr] = cs.as_ptr() as u64;
         keep.push(cs);
+    }
+    if let Some((fd, _)) = link_fd {
+        // The source is the task's file, linked as it is through the
+        // supervisor's descriptor of it, or the worker's copy by its path.
+        let flags = args[4] as i32 & !(libc::AT_EMPTY_PATH | libc::AT_SYMLINK_FOLLOW);
+        a6[4] = flags as u64;
+        if routes[0].target.is_none() {
+            match ctx.dirfd(fd) {
+                Ok(d) => a6[a.path.dirfd.unwrap_or(0)] = d as i64 as u64,
+                Err(e) => return Performed::Done(Answer::Fail(e)),
+            }
+            a6[4] = (flags | libc::AT_EMPTY_PATH) as u64;
+        }
     }
     if is_open {
         let (flags, mode) = match (a.intent, how) {

@@ -48,10 +48,6 @@ const SUPERVISOR_GAPS: &[(&str, &str)] = &[
     ),
     ("path-proc-fd", "as path-proc-cwd"),
     (
-        "linkat-empty-path",
-        "a link of a descriptor's file is the kernel's",
-    ),
-    (
         "symlink",
         "a symlink the worker made is followed in the view only as the last \
          component, and chains through `..`, magic links or shared links \

@@ -1450,6 +1450,42 @@ e2e!(
     }
 );
 
+// Regression (issue 12, SUPERVISOR_GAPS `linkat-empty-path`): under the
+// supervisor a link of a descriptor's file (`linkat(fd, "", …,
+// AT_EMPTY_PATH)`, or `/proc/self/fd/N` with AT_SYMLINK_FOLLOW) was the
+// kernel's: a descriptor of a shared file gave the worker a second name of
+// the shared file, not of the worker's copy. The library judges it as a
+// link of the descriptor's path (interpose/src/descriptor.rs,
+// `link_of_descriptor`); the supervisor now does the same. Each alone and
+// after the prelude (the worker's own `a`), bare vs supervised.
+e2e!(
+    the_supervisor_links_a_descriptor_s_file_in_the_view_as_bare,
+    |dir| {
+        let prelude = "open 3 a WRONLY|APPEND\nwrite 3 x\nclose 3\n";
+        let ops = [
+            "open 0 a RDONLY\nlinkat 0 \"\" cwd g EMPTY\nopen 1 g WRONLY|APPEND\nwrite 1 q\nclose 1\nopen 2 a RDONLY\nread 2 9\nstat a\nread 0 9",
+            "open 0 a RDONLY\nlinkat cwd %0 cwd g FOLLOW\nopen 1 g WRONLY|APPEND\nwrite 1 q\nclose 1\nopen 2 a RDONLY\nread 2 9\nstat a\nread 0 9",
+            "open 0 a RDONLY\nlinkat 0 \"\" cwd b EMPTY\nlinkat 0 \"\" cwd d/g EMPTY\nstat d/g",
+            "open 0 d RDONLY\nlinkat 0 \"\" cwd g EMPTY\nlinkat 0 \"\" 0 g EMPTY",
+            "open 0 a RDONLY\nlinkat 0 \"\" cwd x/g EMPTY\nlinkat 0 \"\" cwd g 0",
+            "open 0 a RDONLY\nunlink a\nlinkat 0 \"\" cwd g EMPTY\nstat g",
+            "open 0 d/f WRONLY|CREAT 644\nwrite 0 y\nlinkat 0 \"\" cwd g EMPTY\nstat g\nstat d/f",
+            "open 1 d RDWR|TMPFILE 600\nwrite 1 x\nlinkat 1 \"\" cwd c EMPTY\nstat c\nlinkat 1 \"\" cwd c EMPTY",
+            "open 0 e RDONLY\nlinkat 0 x 0 y EMPTY\nlinkat cwd %0 0 z FOLLOW|EMPTY\nopen 1 e/y WRONLY|APPEND\nwrite 1 q\nclose 1\nstat e/x",
+            "symlink a s\nopen 0 s RDONLY|NOFOLLOW\nlinkat 0 \"\" cwd g EMPTY",
+        ];
+        let failed = sweep(&[prelude], &ops, |script| {
+            same_supervised_ops(&dir, sweep_tree, script)
+        });
+        assert!(
+            failed.is_empty(),
+            "{} differ:\n{}",
+            failed.len(),
+            failed.join("\n-----\n")
+        );
+    }
+);
+
 // Regression (differential, path-proc-fd, pinned seed): a rename onto
 // `/proc/self/fd/-1` (a closed handle) is EXDEV bare, as the kernel
 // compares the parents' mounts before it looks the old name up; under
