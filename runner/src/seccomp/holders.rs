@@ -11,7 +11,10 @@
 //! `/proc/<tid>/fdinfo/<n>` gives, and put at the same number with
 //! `SECCOMP_IOCTL_NOTIF_ADDFD` and `SECCOMP_ADDFD_FLAG_SETFD` (an atomic
 //! replacement, as the library's `dup3`), close-on-exec kept, while the
-//! call is still stopped. As in the library, a regular file's read-only
+//! call is still stopped. A directory's are moved for a rename and a
+//! removal only, not to the copy a metadata change or an `O_TMPFILE`
+//! makes (names relative to them would be resolved in the copy, which
+//! lacks the shared entries). As in the library, a regular file's read-only
 //! descriptors are moved (a write descriptor of a shared file is the
 //! worker's copy already; `O_PATH` ones stay), and a directory's of any
 //! access mode (`O_PATH` kept, else read-only with its status flags; its

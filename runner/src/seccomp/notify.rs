@@ -1934,6 +1934,9 @@ fn perform(
     // Prepare new redirects: parents where the shared ones exist, the
     // original's content for calls that keep or change it.
     let removes = matches!(a.op, "unlink" | "unlinkat" | "rmdir");
+    let is_tmpfile = matches!(a.intent, Intent::Flags(_) | Intent::OpenHow(_))
+        && flags >= 0
+        && flags & libc::O_TMPFILE == libc::O_TMPFILE;
     let rmdir = a.op == "rmdir" || (a.op == "unlinkat" && args[2] as i32 & libc::AT_REMOVEDIR != 0);
     for (i, (((_, (_, abs)), route), (u, _))) in paths.iter().zip(routes).zip(&used).enumerate() {
         if !route.new {
@@ -1949,6 +1952,9 @@ fn perform(
             "link" | "linkat" => i == 0,
             "truncate" | "chmod" | "fchmodat" | "fchmodat2" | "chown" | "lchown" | "fchownat"
             | "utime" | "utimes" | "utimensat" | "futimesat" => true,
+            // O_TMPFILE names a directory, whose copy it needs whatever
+            // O_TRUNC says (the kernel ignores it there).
+            _ if is_tmpfile => true,
             _ => a.intent != Intent::Namespace && intent.is_write() && !intent.truncate,
         };
         let Some(w) = c.worker else {
@@ -1956,11 +1962,15 @@ fn perform(
         };
         let wd = sup.redirects.worker_dir(w);
         let seeds = copy || (a.intent != Intent::Namespace && intent.truncate);
-        // The shared file or directory this call copies, for the task's
-        // descriptors of it (super::holders).
+        // The shared regular file this call copies, for the task's
+        // descriptors of it (super::holders). Not a directory's copy (a
+        // metadata change, O_TMPFILE): the supervisor resolves a name
+        // relative to a descriptor of the worker's copy in the worker's
+        // directory, which lacks the shared entries.
         let held = (seeds && !emulate::exists(u))
             .then(|| super::holders::Held::at(abs))
-            .flatten();
+            .flatten()
+            .filter(|h| !h.is_dir());
         if let Err(e) = emulate::prepare_target(abs, u, wd.as_os_str().as_bytes(), copy) {
             return Performed::Refused(e);
         }

@@ -1393,6 +1393,9 @@ e2e!(
             "rename d c\naccess d/../a\nstat d/../a",
             "mkstemp 0 c\nlinkat cwd c 0 g 0",
             "mkstemp 0 c\nlinkat cwd c 1 g 0",
+            // Seed 24 at 300 cases: O_TMPFILE with O_TRUNC in a shared
+            // directory was ENOENT (no worker's copy of the directory).
+            "open 0 d WRONLY|TRUNC|TMPFILE 644\nwrite 0 t\nlinkat 0 \"\" cwd d/t EMPTY\nstat d/t",
 ];
         let failed = sweep(&[prelude], &ops, |script| {
             same_supervised_ops(&dir, sweep_tree, script)
@@ -1437,6 +1440,9 @@ e2e!(
             "open 3 d RDONLY\nchmod d 700\nfstat 3",
             "open 3 d RDONLY\nrmdir d\nfstat 3\nopenat 0 3 zz WRONLY|CREAT 644",
             "open 3 e RDONLY\nrename e m2\nfstat 3\nopenat 0 3 x RDONLY 644\nread 0 9",
+            "open 3 e RDONLY\nchmod e 700\nfstat 3\nopenat 0 3 x RDONLY 644\nread 0 9",
+            "open 3 e RDONLY\nopen 0 e RDWR|TMPFILE 600\nopenat 1 3 x RDONLY 644\nread 1 9",
+            "open 3 e RDONLY\nopen 0 e WRONLY|TRUNC|TMPFILE 644\nwrite 0 t\nopenat 1 3 x RDONLY 644\nread 1 9",
         ];
         let failed = sweep(&[prelude], &ops, |script| {
             same_supervised_ops(&dir, sweep_tree, script)
