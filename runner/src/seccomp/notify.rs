@@ -2007,6 +2007,17 @@ fn perform(
         && routes[0].target.is_none()
         && !link_fd.is_some_and(|(_, in_place)| in_place)
     {
+        // A source neither the shared tree nor the worker's table has (a
+        // name below a directory only the view has) is missing in the
+        // view too: the kernel's ENOENT, looked up before the new name.
+        let missing = |p: &Resolved| {
+            p.1.as_ref().is_some_and(|abs| {
+                std::fs::symlink_metadata(std::ffi::OsStr::from_bytes(abs)).is_err()
+            })
+        };
+        if link_fd.is_none() && missing(p1) {
+            return Performed::Done(Answer::Fail(libc::ENOENT));
+        }
         // A hard link in the worker's directory to a shared file would let
         // the worker change the shared file through it.
         return Performed::Refused(libc::EACCES);

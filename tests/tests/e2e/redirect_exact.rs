@@ -1396,6 +1396,10 @@ e2e!(
             // Seed 24 at 300 cases: O_TMPFILE with O_TRUNC in a shared
             // directory was ENOENT (no worker's copy of the directory).
             "open 0 d WRONLY|TRUNC|TMPFILE 644\nwrite 0 t\nlinkat 0 \"\" cwd d/t EMPTY\nstat d/t",
+            // Seed 24 at 300 cases, next: a link whose missing source is
+            // below a directory only the view has was EACCES (ENOENT).
+            "mkdir n 644\nlink n/a g",
+            "mkdir n 755\nlink n/a b",
 ];
         let failed = sweep(&[prelude], &ops, |script| {
             same_supervised_ops(&dir, sweep_tree, script)
