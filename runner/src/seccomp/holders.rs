@@ -243,3 +243,157 @@ pub fn orphan(s: Stopped, abs: &[u8], at: &[u8]) -> Option<Orphaned> {
     follow(s, held, at);
     Some(Orphaned { copy, made })
 }
+
+/// One of a call's names as the supervisor routed it.
+pub struct Side {
+    /// The name in the shared tree.
+    pub abs: Option<Vec<u8>>,
+    /// The worker's path it goes to, when redirected.
+    pub target: Option<Vec<u8>>,
+    /// The call makes the redirect.
+    pub new: bool,
+}
+
+/// A redirected call whose task's descriptors may have to follow it.
+pub struct Call<'a> {
+    pub stopped: Stopped,
+    pub op: &'a str,
+    pub args: &'a [u64; 6],
+    pub sides: Vec<Side>,
+    /// The worker's directory (`None`: no worker, nothing redirected).
+    pub worker_dir: Option<Vec<u8>>,
+}
+
+/// What [`Call::before`] did to the task's descriptors before the call,
+/// for [`Call::after`] to finish or undo.
+pub enum Before {
+    Nothing,
+    /// A removal the view answers (the shared name stays, the call does
+    /// nothing): the descriptors are moved after it succeeds.
+    RemovalInView(Vec<u8>, Vec<u8>),
+    /// The descriptors of the shared name were moved to the worker's path
+    /// the call then removes or replaces (the name, the worker's path).
+    Orphaned(Vec<u8>, Vec<u8>, Orphaned),
+}
+
+impl Call<'_> {
+    fn renames(&self) -> bool {
+        matches!(self.op, "rename" | "renameat" | "renameat2")
+    }
+
+    fn exchange(&self) -> bool {
+        self.op == "renameat2" && self.args[4] as u32 & libc::RENAME_EXCHANGE != 0
+    }
+
+    /// Side `i`'s shared name and worker's path, when the call makes its
+    /// redirect.
+    fn new_side(&self, i: usize) -> Option<(Vec<u8>, Vec<u8>)> {
+        let side = self.sides.get(i).filter(|r| r.new)?;
+        Some((side.abs.clone()?, side.target.clone()?))
+    }
+
+    /// Before a redirected call that makes the worker's view stop naming
+    /// a shared file or directory the task holds: as the library (audit.rs,
+    /// `orphan_readers`), the descriptors are moved to a copy at the
+    /// worker's path that a rename over it replaces, or to the worker's
+    /// directory an rmdir removes. A removal of a shared name the worker
+    /// never wrote is noted for after the call (it changes nothing on disk).
+    pub fn before(&self) -> Before {
+        use super::emulate;
+        let s = self.stopped;
+        let rmdir = self.op == "rmdir"
+            || (self.op == "unlinkat" && self.args[2] as i32 & libc::AT_REMOVEDIR != 0);
+        if self.renames() && !self.exchange() {
+            let (Some((abs, t)), Some(wd)) = (self.new_side(1), &self.worker_dir) else {
+                return Before::Nothing;
+            };
+            if (emulate::exists(&t) && !emulate::is_dir(&t)) || !holds(s.tid, &abs) {
+                return Before::Nothing;
+            }
+            // The parents the call's own preparation makes (perform).
+            if emulate::prepare_target(&abs, &t, wd, false).is_err() {
+                return Before::Nothing;
+            }
+            return match orphan(s, &abs, &t) {
+                Some(o) => Before::Orphaned(abs, t, o),
+                None => Before::Nothing,
+            };
+        }
+        if !matches!(self.op, "unlink" | "unlinkat" | "rmdir") {
+            return Before::Nothing;
+        }
+        let Some((abs, t)) = self.new_side(0) else {
+            return Before::Nothing;
+        };
+        if !emulate::exists(&t) {
+            return match emulate::exists(&abs) {
+                true => Before::RemovalInView(abs, t),
+                false => Before::Nothing,
+            };
+        }
+        if rmdir && emulate::is_dir(&t) {
+            if let Some(o) = orphan(s, &abs, &t) {
+                return Before::Orphaned(abs, t, o);
+            }
+        }
+        Before::Nothing
+    }
+
+    /// After the call, while it is still stopped: the task's descriptors
+    /// of the shared files whose copies the call made (`copies`: by side)
+    /// and of the shared directories a rename moved (`moved_dirs`) follow
+    /// them (a rename's copy is at the other name now), a removal the
+    /// view answered leaves them on a copy without a name, and what
+    /// [`Call::before`] moved is moved back when the call failed.
+    pub fn after(
+        &self,
+        before: Before,
+        succeeded: bool,
+        copies: &[(usize, Held)],
+        moved_dirs: &[(usize, Held)],
+    ) {
+        let s = self.stopped;
+        let remove = |t: &[u8], dir: bool| {
+            let t = OsStr::from_bytes(t);
+            let _ = if dir {
+                std::fs::remove_dir(t)
+            } else {
+                std::fs::remove_file(t)
+            };
+        };
+        match before {
+            Before::Nothing => {}
+            Before::RemovalInView(abs, t) if succeeded => {
+                if let Some(o) = orphan(s, &abs, &t) {
+                    remove(&t, o.copy.is_dir());
+                }
+            }
+            Before::RemovalInView(..) => {}
+            Before::Orphaned(abs, t, o) if !succeeded => {
+                follow(s, o.copy, &abs);
+                if o.made {
+                    remove(&t, o.copy.is_dir());
+                }
+            }
+            Before::Orphaned(..) => {}
+        }
+        if !succeeded {
+            return;
+        }
+        let (renames, exchange) = (self.renames(), self.exchange());
+        // Where side `i`'s copy is after the call.
+        let now_at = |i: usize| {
+            if renames && !exchange && i == 1 {
+                return None;
+            }
+            let j = if renames { 1 - i.min(1) } else { i };
+            let side = self.sides.get(j)?;
+            side.target.clone().or_else(|| side.abs.clone())
+        };
+        for &(i, held) in copies.iter().chain(moved_dirs) {
+            if let Some(t) = now_at(i) {
+                follow(s, held, &t);
+            }
+        }
+    }
+}

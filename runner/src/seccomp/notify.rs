@@ -21,7 +21,7 @@ use std::ffi::CString;
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::PathBuf;
 use std::sync::mpsc;
 
@@ -1475,9 +1475,26 @@ fn access(
             }
         }
     }
-    let stopped = super::holders::Stopped { lfd, id, tid };
-    let sides: Vec<&Resolved> = std::iter::once(&p1).chain(p2.as_ref()).collect();
-    let before = descriptors_before(sup, c, args, &a, stopped, &sides, &routes);
+    // The task's descriptors of what the call copies or takes from the
+    // view follow it (super::holders).
+    let moves = super::holders::Call {
+        stopped: super::holders::Stopped { lfd, id, tid },
+        op: a.op,
+        args,
+        sides: std::iter::once(&p1)
+            .chain(p2.as_ref())
+            .zip(&routes)
+            .map(|(p, r)| super::holders::Side {
+                abs: p.1.clone(),
+                target: r.target.clone(),
+                new: r.new,
+            })
+            .collect(),
+        worker_dir: c
+            .worker
+            .map(|w| sup.redirects.worker_dir(w).into_os_string().into_vec()),
+    };
+    let before = moves.before();
     let mut copies = Vec::new();
     let performed = perform(
         sup,
@@ -1503,17 +1520,7 @@ fn access(
         &performed,
         Performed::Done(Answer::Value(0..) | Answer::Fd { .. })
     );
-    descriptors_after(
-        stopped,
-        before,
-        succeeded,
-        &a,
-        args,
-        &sides,
-        &routes,
-        &copies,
-        &moved_dirs,
-    );
+    moves.after(before, succeeded, &copies, &moved_dirs);
     match performed {
         Performed::Done(answer) => {
             let mut record: Vec<(Vec<u8>, Vec<u8>)> = routes
@@ -1559,140 +1566,6 @@ fn access(
         }
         Performed::NotEmulated if redirected => failed_redirect(e),
         Performed::NotEmulated => finish(e, action, Answer::Continue, Vec::new()),
-    }
-}
-
-/// What [`descriptors_before`] did to the task's descriptors before the
-/// call, for [`descriptors_after`] to finish or undo.
-enum Before {
-    Nothing,
-    /// A removal the view answers (the shared name stays, the call does
-    /// nothing): the descriptors are moved after it succeeds.
-    RemovalInView(Vec<u8>, Vec<u8>),
-    /// The descriptors of the shared name were moved to the worker's path
-    /// the call then removes or replaces (the name, the worker's path).
-    Orphaned(Vec<u8>, Vec<u8>, super::holders::Orphaned),
-}
-
-/// Before a redirected call that makes the worker's view stop naming a
-/// shared file or directory the task holds: as the library (audit.rs,
-/// `orphan_readers`), the descriptors are moved to a copy at the worker's
-/// path that a rename over it replaces, or to the worker's directory an
-/// rmdir removes. A removal of a shared name the worker never wrote is
-/// noted for after the call (it changes nothing on disk).
-fn descriptors_before(
-    sup: &Supervision,
-    c: &Caller,
-    args: &[u64; 6],
-    a: &AccessCall,
-    s: super::holders::Stopped,
-    paths: &[&Resolved],
-    routes: &[Route],
-) -> Before {
-    let side = |i: usize| {
-        let r = routes.get(i).filter(|r| r.new)?;
-        Some((paths.get(i)?.1.clone()?, r.target.clone()?))
-    };
-    let exchange = a.op == "renameat2" && args[4] as u32 & libc::RENAME_EXCHANGE != 0;
-    let renames = matches!(a.op, "rename" | "renameat" | "renameat2");
-    let rmdir = a.op == "rmdir" || (a.op == "unlinkat" && args[2] as i32 & libc::AT_REMOVEDIR != 0);
-    if renames && !exchange {
-        let (Some((abs, t)), Some(w)) = (side(1), c.worker) else {
-            return Before::Nothing;
-        };
-        if (emulate::exists(&t) && !emulate::is_dir(&t)) || !super::holders::holds(s.tid, &abs) {
-            return Before::Nothing;
-        }
-        // The parents the call's own preparation makes (perform).
-        let wd = sup.redirects.worker_dir(w);
-        if emulate::prepare_target(&abs, &t, wd.as_os_str().as_bytes(), false).is_err() {
-            return Before::Nothing;
-        }
-        return match super::holders::orphan(s, &abs, &t) {
-            Some(o) => Before::Orphaned(abs, t, o),
-            None => Before::Nothing,
-        };
-    }
-    if !matches!(a.op, "unlink" | "unlinkat" | "rmdir") {
-        return Before::Nothing;
-    }
-    let Some((abs, t)) = side(0) else {
-        return Before::Nothing;
-    };
-    if !emulate::exists(&t) {
-        return match emulate::exists(&abs) {
-            true => Before::RemovalInView(abs, t),
-            false => Before::Nothing,
-        };
-    }
-    if rmdir && emulate::is_dir(&t) {
-        if let Some(o) = super::holders::orphan(s, &abs, &t) {
-            return Before::Orphaned(abs, t, o);
-        }
-    }
-    Before::Nothing
-}
-
-/// After the call, while it is still stopped: the task's descriptors of
-/// the shared files and directories whose copies the call made follow
-/// them ([`super::holders`]; a rename's copy is at the other name now),
-/// a removal the view answered leaves them on a copy without a name, and
-/// what [`descriptors_before`] moved is moved back when the call failed.
-#[allow(clippy::too_many_arguments)]
-fn descriptors_after(
-    s: super::holders::Stopped,
-    before: Before,
-    succeeded: bool,
-    a: &AccessCall,
-    args: &[u64; 6],
-    paths: &[&Resolved],
-    routes: &[Route],
-    copies: &[(usize, super::holders::Held)],
-    moved_dirs: &[(usize, super::holders::Held)],
-) {
-    use super::holders::{follow, orphan};
-    let remove = |t: &[u8], dir: bool| {
-        let t = std::ffi::OsStr::from_bytes(t);
-        let _ = if dir {
-            std::fs::remove_dir(t)
-        } else {
-            std::fs::remove_file(t)
-        };
-    };
-    match before {
-        Before::Nothing => {}
-        Before::RemovalInView(abs, t) if succeeded => {
-            if let Some(o) = orphan(s, &abs, &t) {
-                remove(&t, o.copy.is_dir());
-            }
-        }
-        Before::RemovalInView(..) => {}
-        Before::Orphaned(abs, t, o) if !succeeded => {
-            follow(s, o.copy, &abs);
-            if o.made {
-                remove(&t, o.copy.is_dir());
-            }
-        }
-        Before::Orphaned(..) => {}
-    }
-    if !succeeded {
-        return;
-    }
-    let renames = matches!(a.op, "rename" | "renameat" | "renameat2");
-    let exchange = a.op == "renameat2" && args[4] as u32 & libc::RENAME_EXCHANGE != 0;
-    // Where side `i`'s copy is after the call.
-    let now_at = |i: usize| {
-        let j = if renames { 1 - i.min(1) } else { i };
-        if renames && !exchange && i == 1 {
-            return None;
-        }
-        let r = routes.get(j)?;
-        r.target.clone().or_else(|| paths.get(j)?.1.clone())
-    };
-    for &(i, held) in copies.iter().chain(moved_dirs) {
-        if let Some(t) = now_at(i) {
-            follow(s, held, &t);
-        }
     }
 }
 
