@@ -9,7 +9,8 @@
 //! removed one: its link says ` (deleted)` and it has no links left) is
 //! linked as it is, its new name judged and redirected as usual; one whose
 //! link says ` (deleted)` but that still has a name elsewhere could be a
-//! shared file's: refused (`EACCES`, fail closed). Not redirected, the
+//! shared file's: refused under redirect and deny (`EACCES`, fail closed:
+//! a new name in scratch would let the worker write it). Not redirected, the
 //! call is made on the task's file itself: the supervisor's descriptor of
 //! it with `AT_EMPTY_PATH` (so a directory is `EPERM`, a removed file
 //! `ENOENT`, as bare). The kernel's own check for `AT_EMPTY_PATH` (the
@@ -87,14 +88,27 @@ pub fn source(
     }))
 }
 
+/// How a descriptor's file may be linked under redirect or deny.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Linkable {
+    /// As it is, also into the worker's directory: a file without a name
+    /// and without links, or one of the worker's own directory.
+    InPlace,
+    /// As the link of its path (a shared file: the worker's copy).
+    ByPath,
+    /// Never: its link says ` (deleted)` but it has links left, which
+    /// may be a shared file's names.
+    Never,
+}
+
 impl Source {
-    /// Whether the file may be linked into the worker's directory as it
-    /// is: no name (and no links left), or a file of the worker's own
-    /// directory (`own_dir`, as given and resolved).
-    pub fn linkable_in_place(&self, own_dir: &[u8]) -> bool {
-        match &self.path {
-            None => self.nlink == 0,
-            Some(p) => below(p, own_dir),
+    /// How the file may be linked, `own_dir` the worker's directory.
+    pub fn linkable(&self, own_dir: Option<&[u8]>) -> Linkable {
+        match (&self.path, own_dir) {
+            (None, _) if self.nlink == 0 => Linkable::InPlace,
+            (None, _) => Linkable::Never,
+            (Some(p), Some(d)) if below(p, d) => Linkable::InPlace,
+            (Some(_), _) => Linkable::ByPath,
         }
     }
 }

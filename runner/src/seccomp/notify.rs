@@ -1509,10 +1509,10 @@ fn access(
         intent,
         &mut copies,
         link_fd.as_ref().map(|s| {
-            let own = sup.redirects.worker_dir(c.worker.unwrap_or_default());
+            let own = c.worker.map(|w| sup.redirects.worker_dir(w));
             (
                 s.fd,
-                c.worker.is_some() && s.linkable_in_place(own.as_os_str().as_bytes()),
+                s.linkable(own.as_ref().map(|d| d.as_os_str().as_bytes())),
             )
         }),
     );
@@ -1759,7 +1759,7 @@ fn perform(
     routes: &[Route],
     intent: mpaudit_core::flags::OpenIntent,
     copies: &mut Vec<(usize, super::holders::Held)>,
-    link_fd: Option<(i32, bool)>,
+    link_fd: Option<(i32, super::linkfd::Linkable)>,
 ) -> Performed {
     let Replay::Native(nr, memory) = a.replay else {
         return Performed::NotEmulated;
@@ -1875,10 +1875,15 @@ fn perform(
             });
         }
     }
+    if link_fd.is_some_and(|(_, l)| l == super::linkfd::Linkable::Never)
+        && sup.judge.action != ActionSetting::Log
+    {
+        return Performed::Refused(libc::EACCES);
+    }
     if matches!(a.op, "link" | "linkat")
         && routes.get(1).is_some_and(|r| r.new)
         && routes[0].target.is_none()
-        && !link_fd.is_some_and(|(_, in_place)| in_place)
+        && !link_fd.is_some_and(|(_, l)| l == super::linkfd::Linkable::InPlace)
     {
         // A source neither the shared tree nor the worker's table has (a
         // name below a directory only the view has) is missing in the
