@@ -1081,10 +1081,12 @@ fn access(
     }
     // A link of a descriptor's file: judged as the link of its path
     // (super::linkfd), none followed.
-    let link_fd = match super::linkfd::source(tid, a.op, args, spelled.as_deref()) {
-        Some(Err(errno)) => return Handled::quiet(Answer::Fail(errno)),
-        Some(Ok(s)) => Some(s),
-        None => None,
+    // (A descriptor that is not open fails the call: `hopeless`, below.)
+    let (link_fd, closed_link_fd) = match super::linkfd::source(tid, a.op, args, spelled.as_deref())
+    {
+        Some(Err(errno)) => (None, Some(errno)),
+        Some(Ok(s)) => (Some(s), None),
+        None => (None, None),
     };
     let (p1, through_own_link) = match &link_fd {
         Some(s) => ((p1.0, s.path.clone()), false),
@@ -1299,18 +1301,20 @@ fn access(
             })
     };
     // The errno of the first such name: EBADF, or ENOTDIR for a file's.
-    let hopeless = std::iter::once((&p1, a.path))
-        .chain(p2.as_ref().zip(a.path2))
-        .find_map(|((given, _), arg)| {
-            let relative = given
-                .as_ref()
-                .is_some_and(|g| !g.is_empty() && g[0] != b'/');
-            match (relative, bad_dirfd(arg), not_a_dir(arg)) {
-                (true, true, _) => Some(libc::EBADF),
-                (true, _, true) => Some(libc::ENOTDIR),
-                _ => None,
-            }
-        });
+    let hopeless = closed_link_fd.or_else(|| {
+        std::iter::once((&p1, a.path))
+            .chain(p2.as_ref().zip(a.path2))
+            .find_map(|((given, _), arg)| {
+                let relative = given
+                    .as_ref()
+                    .is_some_and(|g| !g.is_empty() && g[0] != b'/');
+                match (relative, bad_dirfd(arg), not_a_dir(arg)) {
+                    (true, true, _) => Some(libc::EBADF),
+                    (true, _, true) => Some(libc::ENOTDIR),
+                    _ => None,
+                }
+            })
+    });
     fn named_in<'r>(
         tid: i32,
         args: &[u64; 6],
