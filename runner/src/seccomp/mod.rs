@@ -22,6 +22,8 @@ mod emulate;
 mod failing;
 pub mod filter;
 mod handoff;
+mod holders;
+mod linkfd;
 mod notify;
 mod redirects;
 mod trampoline;

@@ -21,7 +21,7 @@ use std::ffi::CString;
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::PathBuf;
 use std::sync::mpsc;
 
@@ -1212,6 +1212,19 @@ fn access(
         // Fails in the kernel's walk, before anything is written.
         return Handled::quiet(Answer::Fail(libc::ELOOP));
     }
+    // A link of a descriptor's file: judged as the link of its path
+    // (super::linkfd), none followed.
+    // (A descriptor that is not open fails the call: `hopeless`, below.)
+    let (link_fd, closed_link_fd) = match super::linkfd::source(tid, a.op, args, spelled.as_deref())
+    {
+        Some(Err(errno)) => (None, Some(errno)),
+        Some(Ok(s)) => (Some(s), None),
+        None => (None, None),
+    };
+    let (p1, through_own_link) = match &link_fd {
+        Some(s) => ((p1.0, s.path.clone()), false),
+        None => (p1, through_own_link),
+    };
     if !still_valid(lfd, id) {
         return Handled::quiet(Answer::Continue);
     }
@@ -1428,18 +1441,20 @@ fn access(
             })
     };
     // The errno of the first such name: EBADF, or ENOTDIR for a file's.
-    let hopeless = std::iter::once((&p1, a.path))
-        .chain(p2.as_ref().zip(a.path2))
-        .find_map(|((given, _), arg)| {
-            let relative = given
-                .as_ref()
-                .is_some_and(|g| !g.is_empty() && g[0] != b'/');
-            match (relative, bad_dirfd(arg), not_a_dir(arg)) {
-                (true, true, _) => Some(libc::EBADF),
-                (true, _, true) => Some(libc::ENOTDIR),
-                _ => None,
-            }
-        });
+    let hopeless = closed_link_fd.or_else(|| {
+        std::iter::once((&p1, a.path))
+            .chain(p2.as_ref().zip(a.path2))
+            .find_map(|((given, _), arg)| {
+                let relative = given
+                    .as_ref()
+                    .is_some_and(|g| !g.is_empty() && g[0] != b'/');
+                match (relative, bad_dirfd(arg), not_a_dir(arg)) {
+                    (true, true, _) => Some(libc::EBADF),
+                    (true, _, true) => Some(libc::ENOTDIR),
+                    _ => None,
+                }
+            })
+    });
     fn named_in<'r>(
         task: &Task,
         args: &[u64; 6],
@@ -1465,6 +1480,10 @@ fn access(
         _ => 0,
     };
     let anyway = |view| {
+        if let Some(s) = &link_fd {
+            let second = a.path2.map(|p| named(p, spelled2.as_deref()));
+            return super::linkfd::failing_anyway(s, at_flags, second, view);
+        }
         super::failing::failing_anyway(
             a.op,
             flags,
@@ -1577,6 +1596,9 @@ fn access(
     // Each shared directory copied up: its name, its copy, and whether
     // the copy was made here (removed again if the call fails).
     let mut made_dirs: Vec<(Vec<u8>, Vec<u8>, bool)> = Vec::new();
+    // The shared directories whose copies the rename moves: the task's
+    // descriptors of them follow (super::holders).
+    let mut moved_dirs: Vec<(usize, super::holders::Held)> = Vec::new();
     if let (true, Some(w)) = (renames, c.worker) {
         let exchange = a.op == "renameat2" && args[4] as u32 & libc::RENAME_EXCHANGE != 0;
         let sides = std::iter::once(&p1).chain(p2.as_ref()).zip(&routes);
@@ -1587,6 +1609,7 @@ fn access(
             // The worker's copy may exist already, made as the parent of
             // a file it wrote: the shared entries are added to it.
             if r.new && emulate::is_dir(abs) {
+                moved_dirs.extend(super::holders::Held::at(abs).map(|h| (i, h)));
                 let created = !emulate::exists(t);
                 let wd = sup.redirects.worker_dir(w);
                 let made = emulate::prepare_target(abs, t, wd.as_os_str().as_bytes(), false)
@@ -1604,7 +1627,28 @@ fn access(
             }
         }
     }
-    match perform(
+    // The task's descriptors of what the call copies or takes from the
+    // view follow it (super::holders).
+    let moves = super::holders::Call {
+        stopped: super::holders::Stopped { lfd, id, tid },
+        op: a.op,
+        args,
+        sides: std::iter::once(&p1)
+            .chain(p2.as_ref())
+            .zip(&routes)
+            .map(|(p, r)| super::holders::Side {
+                abs: p.1.clone(),
+                target: r.target.clone(),
+                new: r.new,
+            })
+            .collect(),
+        worker_dir: c
+            .worker
+            .map(|w| sup.redirects.worker_dir(w).into_os_string().into_vec()),
+    };
+    let before = moves.before();
+    let mut copies = Vec::new();
+    let performed = perform(
         sup,
         c,
         args,
@@ -1615,7 +1659,21 @@ fn access(
         p2.as_ref(),
         &routes,
         intent,
-    ) {
+        &mut copies,
+        link_fd.as_ref().map(|s| {
+            let own = c.worker.map(|w| sup.redirects.worker_dir(w));
+            (
+                s.fd,
+                s.linkable(own.as_ref().map(|d| d.as_os_str().as_bytes())),
+            )
+        }),
+    );
+    let succeeded = matches!(
+        &performed,
+        Performed::Done(Answer::Value(0..) | Answer::Fd { .. })
+    );
+    moves.after(before, succeeded, &copies, &moved_dirs);
+    match performed {
         Performed::Done(answer) => {
             let mut record: Vec<(Vec<u8>, Vec<u8>)> = routes
                 .iter()
@@ -1867,6 +1925,8 @@ fn perform(
     p2: Option<&Resolved>,
     routes: &[Route],
     intent: mpaudit_core::flags::OpenIntent,
+    copies: &mut Vec<(usize, super::holders::Held)>,
+    link_fd: Option<(i32, super::linkfd::Linkable)>,
 ) -> Performed {
     let Replay::Native(nr, memory) = a.replay else {
         return Performed::NotEmulated;
@@ -1882,6 +1942,11 @@ fn perform(
     // argument must be translated (a relative path, not redirected).
     let mut used: Vec<(Vec<u8>, bool)> = Vec::new();
     for (i, ((_, (given, abs)), route)) in paths.iter().zip(routes).enumerate() {
+        if i == 0 && link_fd.is_some() && route.target.is_none() {
+            // The task's descriptor itself (below).
+            used.push((Vec::new(), false));
+            continue;
+        }
         if let Some(t) = &route.target {
             // The spelling's trailing slash is the kernel's to judge on
             // the worker's copy too (`stat("a/")` of a file: ENOTDIR).
@@ -1909,6 +1974,9 @@ fn perform(
     // Prepare new redirects: parents where the shared ones exist, the
     // original's content for calls that keep or change it.
     let removes = matches!(a.op, "unlink" | "unlinkat" | "rmdir");
+    let is_tmpfile = matches!(a.intent, Intent::Flags(_) | Intent::OpenHow(_))
+        && flags >= 0
+        && flags & libc::O_TMPFILE == libc::O_TMPFILE;
     let rmdir = a.op == "rmdir" || (a.op == "unlinkat" && args[2] as i32 & libc::AT_REMOVEDIR != 0);
     for (i, (((_, (_, abs)), route), (u, _))) in paths.iter().zip(routes).zip(&used).enumerate() {
         // The second name the first one (`rename l l`): prepared once.
@@ -1918,7 +1986,6 @@ fn perform(
         let Some(abs) = abs else {
             return Performed::Refused(libc::EACCES);
         };
-        let tmpfile = flags & libc::O_TMPFILE == libc::O_TMPFILE;
         // An exchange moves both names' files: both are the worker's.
         let exchange = a.op == "renameat2" && args[4] as u32 & libc::RENAME_EXCHANGE != 0;
         let copy = match a.op {
@@ -1926,16 +1993,25 @@ fn perform(
             "link" | "linkat" => i == 0,
             "truncate" | "chmod" | "fchmodat" | "fchmodat2" | "chown" | "lchown" | "fchownat"
             | "utime" | "utimes" | "utimensat" | "futimesat" => true,
-            // An O_TMPFILE names its directory, which O_TRUNC does not
-            // empty: the worker's copy of the directory is made.
-            _ => {
-                a.intent != Intent::Namespace && intent.is_write() && (!intent.truncate || tmpfile)
-            }
+            // O_TMPFILE names a directory, whose copy it needs whatever
+            // O_TRUNC says (the kernel ignores it there).
+            _ if is_tmpfile => true,
+            _ => a.intent != Intent::Namespace && intent.is_write() && !intent.truncate,
         };
         let Some(w) = c.worker else {
             return Performed::Refused(libc::EACCES);
         };
         let wd = sup.redirects.worker_dir(w);
+        let seeds = copy || (a.intent != Intent::Namespace && intent.truncate);
+        // The shared regular file this call copies, for the task's
+        // descriptors of it (super::holders). Not a directory's copy (a
+        // metadata change, O_TMPFILE): the supervisor resolves a name
+        // relative to a descriptor of the worker's copy in the worker's
+        // directory, which lacks the shared entries.
+        let held = (seeds && !emulate::exists(u))
+            .then(|| super::holders::Held::at(abs))
+            .flatten()
+            .filter(|h| !h.is_dir());
         if let Err(e) = emulate::prepare_target(abs, u, wd.as_os_str().as_bytes(), copy) {
             return Performed::Refused(e);
         }
@@ -1945,6 +2021,9 @@ fn perform(
             if let Err(e) = emulate::seed_empty(abs, u) {
                 return Performed::Refused(e);
             }
+        }
+        if let Some(h) = held.filter(|_| emulate::exists(u)) {
+            copies.push((i, h));
         }
         if removes && !emulate::exists(u) && emulate::exists(abs) {
             // A removal of a shared file this worker never wrote: it
@@ -1964,10 +2043,27 @@ fn perform(
             });
         }
     }
+    if link_fd.is_some_and(|(_, l)| l == super::linkfd::Linkable::Never)
+        && sup.judge.action != ActionSetting::Log
+    {
+        return Performed::Refused(libc::EACCES);
+    }
     if matches!(a.op, "link" | "linkat")
         && routes.get(1).is_some_and(|r| r.new)
         && routes[0].target.is_none()
+        && !link_fd.is_some_and(|(_, l)| l == super::linkfd::Linkable::InPlace)
     {
+        // A source neither the shared tree nor the worker's table has (a
+        // name below a directory only the view has) is missing in the
+        // view too: the kernel's ENOENT, looked up before the new name.
+        let missing = |p: &Resolved| {
+            p.1.as_ref().is_some_and(|abs| {
+                std::fs::symlink_metadata(std::ffi::OsStr::from_bytes(abs)).is_err()
+            })
+        };
+        if link_fd.is_none() && missing(p1) {
+            return Performed::Done(Answer::Fail(libc::ENOENT));
+        }
         // A hard link in the worker's directory to a shared file would let
         // the worker change the shared file through it.
         return Performed::Refused(libc::EACCES);
@@ -2002,8 +2098,11 @@ fn perform(
         };
         // Opens refuse magic links themselves (emulate::open).
         let text = symlink_text && i == 0;
+        // A descriptor source is not walked (super::linkfd).
+        let walked = i > 0 || link_fd.is_none();
         if !text
             && !is_open
+            && walked
             && routes[i].target.is_none()
             && !emulate::resolves_like_the_task(dirfd, &cs, follows_final(i))
         {
@@ -2015,6 +2114,19 @@ fn perform(
         dirs.push(dirfd);
         a6[p.ptr] = cs.as_ptr() as u64;
         keep.push(cs);
+    }
+    if let Some((fd, _)) = link_fd {
+        // The source is the task's file, linked as it is through the
+        // supervisor's descriptor of it, or the worker's copy by its path.
+        let flags = args[4] as i32 & !(libc::AT_EMPTY_PATH | libc::AT_SYMLINK_FOLLOW);
+        a6[4] = flags as u64;
+        if routes[0].target.is_none() {
+            match ctx.dirfd(fd) {
+                Ok(d) => a6[a.path.dirfd.unwrap_or(0)] = d as i64 as u64,
+                Err(e) => return Performed::Done(Answer::Fail(e)),
+            }
+            a6[4] = (flags | libc::AT_EMPTY_PATH) as u64;
+        }
     }
     if is_open {
         let (flags, mode) = match (a.intent, how) {

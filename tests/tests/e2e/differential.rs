@@ -46,10 +46,6 @@ const SUPERVISOR_GAPS: &[(&str, &str)] = &[
         "path-proc-fd",
         "the task's descriptors' magic links are the kernel's",
     ),
-    (
-        "linkat-empty-path",
-        "a link of a descriptor's file is the kernel's",
-    ),
 ];
 
 const KNOWN_BROKEN: &[(&str, &str)] = &[(

@@ -1414,9 +1414,13 @@ e2e!(
             "rename d e EXCHANGE\nstat d/f\nstat e/f\nstat d/x\nstat e/x",
             "open 0 m RDONLY\nlinkat cwd a 0 a 0\nstat m/a\nopen 1 m/a RDONLY\nread 1 9",
             "symlink /proc/self/fd/77 s\nrename s a\nopen 0 a RDONLY\nstat a",
-            // A random seed of the full run: O_TMPFILE with O_TRUNC made
-            // no copy of its directory (ENOENT).
-            "open 0 d WRONLY|TRUNC|TMPFILE 644\nwrite 0 x\nstat d",
+            // Seed 24 at 300 cases: O_TMPFILE with O_TRUNC in a shared
+            // directory was ENOENT (no worker's copy of the directory).
+            "open 0 d WRONLY|TRUNC|TMPFILE 644\nwrite 0 t\nlinkat 0 \"\" cwd d/t EMPTY\nstat d/t",
+            // Seed 24 at 300 cases, next: a link whose missing source is
+            // below a directory only the view has was EACCES (ENOENT).
+            "mkdir n 644\nlink n/a g",
+            "mkdir n 755\nlink n/a b",
 ];
         let failed = sweep(&[prelude], &ops, |script| {
             same_supervised_ops(&dir, sweep_tree, script)
@@ -1458,6 +1462,89 @@ e2e!(
                 panic!("{e}");
             }
         }
+    }
+);
+
+// Regression (issue 12, differential seed 24 at 300 supervised cases):
+// under the supervisor a descriptor the task opened on a shared file
+// before the worker's copy was made kept the shared file (`open 3 a
+// RDONLY; open 0 a RDONLY|TRUNC; read 3`: bare reads the truncated file,
+// the supervised task read the shared one). The library moves such
+// descriptors to the copy (interpose/src/redirect.rs, `follow_copy_up`,
+// `orphan_readers`); the supervisor now does the same for the task whose
+// call made the copy: a copy-up, a truncating open's seed, a rename's or
+// an exchange's copy, a link's source, a metadata change, and a removal
+// of (or rename over) a shared name the task holds. Each alone and after
+// the prelude (the worker's own `a`), bare vs supervised.
+e2e!(
+    the_supervisor_moves_the_task_s_descriptors_of_a_shared_file_to_the_worker_s_copy,
+    |dir| {
+        let prelude = "open 3 a WRONLY|APPEND\nwrite 3 x\nclose 3\n";
+        let ops = [
+            "open 3 a RDONLY\nopen 0 a RDONLY|TRUNC\nread 3 9\nfstat 3",
+            "open 3 a RDONLY\nopen 0 a WRONLY|APPEND\nwrite 0 Z\nclose 0\nread 3 9\nfstat 3",
+            "open 3 a RDONLY\nread 3 1\nopen 0 a WRONLY|APPEND\nwrite 0 Z\nread 3 9",
+            "open 3 a RDONLY\nopen 0 a WRONLY|TRUNC\nexec\nread 3 9\nfstat 3",
+            "open 3 a RDONLY\ntruncate a 0\nfstat 3\nread 3 9",
+            "open 3 a RDONLY\nchmod a 600\nfstat 3",
+            "open 3 a RDONLY\nrename a c 0\nopen 0 c WRONLY|APPEND\nwrite 0 Z\nclose 0\nread 3 9",
+            "open 3 a RDONLY\nopen 2 b RDONLY\nrename a b EXCHANGE\nopen 0 b WRONLY|APPEND\nwrite 0 Z\nclose 0\nopen 1 a WRONLY|APPEND\nwrite 1 Y\nread 3 9\nread 2 9",
+            "open 3 a RDONLY\nlink a g\nopen 0 g WRONLY|APPEND\nwrite 0 q\nclose 0\nread 3 9",
+            "open 3 a RDONLY\nunlink a\nfstat 3\nread 3 9",
+            "open 3 b RDONLY\nrename a b 0\nfstat 3\nread 3 9\nstat b",
+            "open 3 b RDONLY\nrename d b 0\nfstat 3\nread 3 9",
+            "open 3 d RDONLY\nchmod d 700\nfstat 3",
+            "open 3 d RDONLY\nrmdir d\nfstat 3\nopenat 0 3 zz WRONLY|CREAT 644",
+            "open 3 e RDONLY\nrename e m2\nfstat 3\nopenat 0 3 x RDONLY 644\nread 0 9",
+            "open 3 e RDONLY\nchmod e 700\nfstat 3\nopenat 0 3 x RDONLY 644\nread 0 9",
+            "open 3 e RDONLY\nopen 0 e RDWR|TMPFILE 600\nopenat 1 3 x RDONLY 644\nread 1 9",
+            "open 3 e RDONLY\nopen 0 e WRONLY|TRUNC|TMPFILE 644\nwrite 0 t\nopenat 1 3 x RDONLY 644\nread 1 9",
+        ];
+        let failed = sweep(&[prelude], &ops, |script| {
+            same_supervised_ops(&dir, sweep_tree, script)
+        });
+        assert!(
+            failed.is_empty(),
+            "{} differ:\n{}",
+            failed.len(),
+            failed.join("\n-----\n")
+        );
+    }
+);
+
+// Regression (issue 12, SUPERVISOR_GAPS `linkat-empty-path`): under the
+// supervisor a link of a descriptor's file (`linkat(fd, "", …,
+// AT_EMPTY_PATH)`, or `/proc/self/fd/N` with AT_SYMLINK_FOLLOW) was the
+// kernel's: a descriptor of a shared file gave the worker a second name of
+// the shared file, not of the worker's copy. The library judges it as a
+// link of the descriptor's path (interpose/src/descriptor.rs,
+// `link_of_descriptor`); the supervisor now does the same. Each alone and
+// after the prelude (the worker's own `a`), bare vs supervised.
+e2e!(
+    the_supervisor_links_a_descriptor_s_file_in_the_view_as_bare,
+    |dir| {
+        let prelude = "open 3 a WRONLY|APPEND\nwrite 3 x\nclose 3\n";
+        let ops = [
+            "open 0 a RDONLY\nlinkat 0 \"\" cwd g EMPTY\nopen 1 g WRONLY|APPEND\nwrite 1 q\nclose 1\nopen 2 a RDONLY\nread 2 9\nstat a\nread 0 9",
+            "open 0 a RDONLY\nlinkat cwd %0 cwd g FOLLOW\nopen 1 g WRONLY|APPEND\nwrite 1 q\nclose 1\nopen 2 a RDONLY\nread 2 9\nstat a\nread 0 9",
+            "open 0 a RDONLY\nlinkat 0 \"\" cwd b EMPTY\nlinkat 0 \"\" cwd d/g EMPTY\nstat d/g",
+            "open 0 d RDONLY\nlinkat 0 \"\" cwd g EMPTY\nlinkat 0 \"\" 0 g EMPTY",
+            "open 0 a RDONLY\nlinkat 0 \"\" cwd x/g EMPTY\nlinkat 0 \"\" cwd g 0",
+            "open 0 a RDONLY\nunlink a\nlinkat 0 \"\" cwd g EMPTY\nstat g",
+            "open 0 d/f WRONLY|CREAT 644\nwrite 0 y\nlinkat 0 \"\" cwd g EMPTY\nstat g\nstat d/f",
+            "open 1 d RDWR|TMPFILE 600\nwrite 1 x\nlinkat 1 \"\" cwd c EMPTY\nstat c\nlinkat 1 \"\" cwd c EMPTY",
+            "open 0 e RDONLY\nlinkat 0 x 0 y EMPTY\nlinkat cwd %0 0 z FOLLOW|EMPTY\nopen 1 e/y WRONLY|APPEND\nwrite 1 q\nclose 1\nstat e/x",
+            "symlink a s\nopen 0 s RDONLY|NOFOLLOW\nlinkat 0 \"\" cwd g EMPTY",
+        ];
+        let failed = sweep(&[prelude], &ops, |script| {
+            same_supervised_ops(&dir, sweep_tree, script)
+        });
+        assert!(
+            failed.is_empty(),
+            "{} differ:\n{}",
+            failed.len(),
+            failed.join("\n-----\n")
+        );
     }
 );
 
