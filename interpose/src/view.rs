@@ -97,8 +97,7 @@ impl Lookup for ThisView<'_> {
         if abs.starts_with(b"/proc/") && n > 0 && link[0] == b'/' {
             (n, moved) = crate::guard::job_path_of(link, n);
         }
-        // A descriptor's magic link to no path: `pipe:[42]`.
-        if n > 0 && abs.starts_with(b"/proc/") && link[0] != b'/' && link[..n].contains(&b':') {
+        if walk::leads_to_no_path(abs, &link[..n]) {
             return Follow::NotAPath;
         }
         Follow::Text { len: n, moved }

@@ -75,13 +75,18 @@ pub trait Lookup {
         last: bool,
         slash_follows: bool,
     ) -> Follow {
-        let _ = (abs, last, slash_follows);
-        // A descriptor's magic link to no path: `pipe:[42]`.
-        if abs.starts_with(b"/proc/") && link[0] != b'/' && link[..len].contains(&b':') {
+        let _ = (last, slash_follows);
+        if leads_to_no_path(abs, &link[..len]) {
             return Follow::NotAPath;
         }
         Follow::Text { len, moved: false }
     }
+}
+
+/// Whether the link `abs` reading `text` is a descriptor's magic link to
+/// no path: `pipe:[42]`, `socket:[7]`, `anon_inode:[eventfd]`.
+pub fn leads_to_no_path(abs: &[u8], text: &[u8]) -> bool {
+    abs.starts_with(b"/proc/") && text.first() != Some(&b'/') && text.contains(&b':')
 }
 
 /// Resolves `given` (relative to `start`, an absolute canonical directory

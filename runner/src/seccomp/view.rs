@@ -104,13 +104,12 @@ impl Lookup for TaskView<'_> {
         _last: bool,
         _slash_follows: bool,
     ) -> Follow {
-        let magic = abs.starts_with(b"/proc/");
         // A descriptor's link to no path (`pipe:[42]`), or to a file that
         // lost its name (`/job/a (deleted)`), which only the kernel
         // reaches through the link.
-        if magic
-            && ((link[0] != b'/' && link[..len].contains(&b':'))
-                || link[..len].ends_with(b" (deleted)"))
+        let text = &link[..len];
+        if walk::leads_to_no_path(abs, text)
+            || (abs.starts_with(b"/proc/") && text.ends_with(b" (deleted)"))
         {
             return Follow::NotAPath;
         }
