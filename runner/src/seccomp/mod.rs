@@ -25,6 +25,7 @@ mod handoff;
 mod notify;
 mod redirects;
 mod trampoline;
+mod views;
 
 pub use handoff::SOCKET_VAR;
 

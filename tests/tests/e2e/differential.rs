@@ -36,7 +36,6 @@ use std::process::{Command, Stdio};
 /// (docs/limitations.md, "Under the supervisor"), besides [`KNOWN_BROKEN`].
 const SUPERVISOR_GAPS: &[(&str, &str)] = &[
     ("readdir", "listings show the shared directory"),
-    ("readlink", "readlink shows no symlink of the worker's"),
     (
         "chdir",
         "a supervisor cannot move the task into the worker directory",

@@ -1285,7 +1285,35 @@ e2e!(
 /// listing nor readlink view), bare vs supervised, and the shared tree
 /// untouched (merge into another dir).
 fn same_supervised_ops(dir: &TestDir, setup: impl Fn(&Path), script: &str) -> Result<(), String> {
-    const NAMES: &str = "a b c d e e2 e3 f g l m m2 n s x";
+    same_supervised_run(dir, setup, script, Shown::default())
+}
+
+/// What the final tree of [`same_supervised_run`] shows beyond the names
+/// probed one by one.
+#[derive(Clone, Copy, Default)]
+struct Shown {
+    /// Walked by `readdir` (the listing view), not probed by name.
+    listings: bool,
+    /// Symlinks' targets (the readlink view).
+    link_targets: bool,
+}
+
+/// [`same_supervised_ops`], the final tree shown as `shown` says.
+fn same_supervised_run(
+    dir: &TestDir,
+    setup: impl Fn(&Path),
+    script: &str,
+    shown: Shown,
+) -> Result<(), String> {
+    const NAMES: &str = "a b c d e e2 e3 f g k l m m2 n s x zz";
+    let probe = |c: &mut Command| {
+        if !shown.listings {
+            c.env("OPS_EXEC_WALK", "probe").env("OPS_EXEC_NAMES", NAMES);
+        }
+        if !shown.link_targets {
+            c.env("OPS_EXEC_NO_READLINK", "1");
+        }
+    };
     for d in ["bare", "job", "workers", "logs", "merged"] {
         let _ = std::fs::remove_dir_all(dir.join(d));
     }
@@ -1298,23 +1326,14 @@ fn same_supervised_ops(dir: &TestDir, setup: impl Fn(&Path), script: &str) -> Re
     let script_file = dir.join("script.txt");
     std::fs::write(&script_file, script).unwrap();
     let exec = fixture("ops_exec_static");
-    let bare = run(
-        Command::new(&exec)
-            .arg(&script_file)
-            .current_dir(&bare_dir)
-            .env("OPS_EXEC_WALK", "probe")
-            .env("OPS_EXEC_NAMES", NAMES)
-            .env("OPS_EXEC_NO_READLINK", "1"),
-        DEADLINE,
-    );
+    let mut b = Command::new(&exec);
+    b.arg(&script_file).current_dir(&bare_dir);
+    probe(&mut b);
+    let bare = run(&mut b, DEADLINE);
     let before = shared_snapshot(&job);
     let mut c = redirecting_runner(&job, &dir.path);
-    c.arg("--")
-        .arg(&exec)
-        .arg(&script_file)
-        .env("OPS_EXEC_WALK", "probe")
-        .env("OPS_EXEC_NAMES", NAMES)
-        .env("OPS_EXEC_NO_READLINK", "1");
+    c.arg("--").arg(&exec).arg(&script_file);
+    probe(&mut c);
     let sup = run(&mut c, DEADLINE);
     if stdout(&sup) != stdout(&bare) {
         return Err(format!(
@@ -1405,6 +1424,52 @@ e2e!(
         );
     }
 );
+
+/// [`sweep_tree`] with two shared symlinks: `l -> a` and `k -> d`.
+fn sweep_tree_with_links(d: &Path) {
+    sweep_tree(d);
+    std::os::unix::fs::symlink("a", d.join("l")).unwrap();
+    std::os::unix::fs::symlink("d", d.join("k")).unwrap();
+}
+
+// Regression (issue 12, read-your-writes): under the seccomp supervisor
+// `readlink` of a symlink the worker made (or of a shared one it removed
+// or replaced) read the shared tree: ENOENT for the worker's link, the
+// shared text for a replaced one, and a removed link still read. Bare vs
+// supervised, the final tree walked with readlink (and readdir).
+e2e!(the_supervisor_reads_links_in_the_view_as_bare, |dir| {
+    let prelude = "open 3 a WRONLY|APPEND\nwrite 3 x\nclose 3\nmkdir m 755\nsymlink zz s\n";
+    let ops = [
+        "symlink a s\nreadlink s",
+        "symlink d/f m/s\nreadlink m/s\nreadlink @/m/s",
+        "readlink l\nreadlink k",
+        "unlink l\nreadlink l",
+        "unlink l\nsymlink b l\nreadlink l\nreadlink @/l",
+        "rename l n\nreadlink n\nreadlink l",
+        "readlink a",
+        "readlink d",
+        "readlink zz",
+        "readlink s/",
+        "symlink d s\nreadlink s/\nreadlink s",
+        "readlinkn s 1\nreadlinkn s 2\nreadlinkn s 0\nreadlinkn l 1",
+        "symlink averyveryverylongtarget s\nreadlinkn s 5\nreadlinkn s 100",
+        "unlink s\nreadlink s",
+        "rmdir m\nreadlink m/s",
+    ];
+    let failed = sweep(&[prelude], &ops, |script| {
+        let shown = Shown {
+            listings: false,
+            link_targets: true,
+        };
+        same_supervised_run(&dir, sweep_tree_with_links, script, shown)
+    });
+    assert!(
+        failed.is_empty(),
+        "{} differ:\n{}",
+        failed.len(),
+        failed.join("\n-----\n")
+    );
+});
 
 // Regression (differential, path-proc-fd, pinned seed): a rename onto
 // `/proc/self/fd/-1` (a closed handle) is EXDEV bare, as the kernel
