@@ -175,7 +175,7 @@ pub struct Judge {
     components: String,
     allow: String,
     action: ActionSetting,
-    job_dir: String,
+    pub(super) job_dir: String,
     workers_dir: String,
     /// This runner's workers' directories are `<run_workers_dir>/worker_<k>`
     /// (`Plan::worker_dir`).
@@ -681,7 +681,7 @@ fn handle(sup: &mut Supervision, l: &mut Listener) -> bool {
         None => l.numbering.is_some() && sup.redirects.any_worker(),
     };
     let quick = match call {
-        Some(Call::Stat { .. } | Call::Readlink { .. }) => !follows(sup),
+        Some(Call::Stat { .. } | Call::Readlink { .. } | Call::Getdents { .. }) => !follows(sup),
         Some(Call::Access {
             intent: Intent::Flags(i),
             ..
@@ -736,6 +736,7 @@ fn handle(sup: &mut Supervision, l: &mut Listener) -> bool {
         Some(Call::Stat { nr, path, out }) => {
             follow_stat(sup, &c, &args, nr, path, out, lfd, req.id)
         }
+        Some(Call::Getdents { wide }) => super::views::getdents(sup, &c, &args, wide, lfd, req.id),
         Some(Call::Readlink { path, buf, size }) => {
             super::views::readlink(sup, &c, &args, path, buf, size, lfd, req.id)
         }
@@ -1613,7 +1614,11 @@ pub(super) fn read_blocked_in_view(
     if let Some(errno) = blocked_in_view(sup, w, abs) {
         return Some(errno);
     }
-    let dir = &spelling[..spelling.iter().rposition(|&b| b == b'/').unwrap_or(0)];
+    // A last `..` (or `.`) is a directory of the walk too (`d/..`).
+    let dir = match spelling.rsplit(|&b| b == b'/').next() {
+        Some(b".." | b".") => spelling,
+        _ => &spelling[..spelling.iter().rposition(|&b| b == b'/').unwrap_or(0)],
+    };
     if !dir.split(|&b| b == b'/').any(|c| c == b"..") {
         return None;
     }
