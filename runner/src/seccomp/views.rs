@@ -264,6 +264,10 @@ fn listing(
 ) -> Option<Result<Vec<Entry>, i32>> {
     let children = sup.redirects.children(w, dir);
     let redirect = sup.redirects.lookup(w, dir);
+    let on_shared = open == dir;
+    if children.is_empty() && on_shared && redirect.is_none() {
+        return None; // the common case, told without a look at the disk
+    }
     let shared_dir = lstat(dir).is_some_and(|m| m.is_dir());
     // The worker's copy of the directory.
     let copy = redirect.clone().or_else(|| {
@@ -276,7 +280,6 @@ fn listing(
     let copy_dir = copy
         .as_deref()
         .filter(|c| lstat(c).is_some_and(|m| m.is_dir()));
-    let on_shared = open == dir;
     if on_shared && redirect.is_some() && copy_dir.is_none() {
         // A shared directory the worker removed (or replaced by a file)
         // while this descriptor was open on it: a removed directory.
