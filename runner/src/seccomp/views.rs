@@ -163,11 +163,13 @@ fn through_slash(
     }
 }
 
-/// One entry of a listing in the view: name, inode number, `d_type`.
+/// One entry of a listing: name, inode number, `d_type`, and the
+/// position after it (`d_off`).
 struct Entry {
     name: Vec<u8>,
     ino: u64,
     kind: u8,
+    off: u64,
 }
 
 fn d_type(m: &std::fs::Metadata) -> u8 {
@@ -196,72 +198,130 @@ fn lstat(p: &[u8]) -> Option<std::fs::Metadata> {
     std::fs::symlink_metadata(OsStr::from_bytes(p)).ok()
 }
 
-/// The kernel's records of the directory `dir` (`.` and `..` included),
-/// in its order, read through a description of our own.
-fn kernel_entries(dir: &[u8]) -> Option<Vec<Entry>> {
+/// The two record layouts: `getdents64`'s (`wide`) and the old
+/// `getdents`'s (`d_type` in the record's last byte).
+fn parse(buf: &[u8], wide: bool) -> Vec<Entry> {
+    let mut out = Vec::new();
+    let mut at = 0usize;
+    let name_at = if wide { 19 } else { 18 };
+    while at + name_at <= buf.len() {
+        let word =
+            |o: usize| u64::from_ne_bytes(buf[at + o..at + o + 8].try_into().unwrap_or([0; 8]));
+        let reclen = u16::from_ne_bytes([buf[at + 16], buf[at + 17]]) as usize;
+        if reclen < name_at || at + reclen > buf.len() {
+            break;
+        }
+        let rec = &buf[at..at + reclen];
+        let kind = if wide { rec[18] } else { rec[reclen - 1] };
+        let name = &rec[name_at..];
+        let name = &name[..name.iter().position(|&b| b == 0).unwrap_or(name.len())];
+        out.push(Entry {
+            name: name.to_vec(),
+            ino: word(0),
+            kind,
+            off: word(8),
+        });
+        at += reclen;
+    }
+    out
+}
+
+/// `e` as one record of the layout, or `None` when it does not fit in
+/// `room` bytes.
+fn put(out: &mut Vec<u8>, e: &Entry, room: usize, wide: bool) -> bool {
+    let (header, tail) = if wide { (19, 1) } else { (18, 2) };
+    let reclen = (header + e.name.len() + tail).next_multiple_of(8);
+    if out.len() + reclen > room || reclen > u16::MAX as usize {
+        return false;
+    }
+    let start = out.len();
+    out.resize(start + reclen, 0);
+    let r = &mut out[start..];
+    r[0..8].copy_from_slice(&e.ino.to_ne_bytes());
+    r[8..16].copy_from_slice(&e.off.to_ne_bytes());
+    r[16..18].copy_from_slice(&(reclen as u16).to_ne_bytes());
+    if wide {
+        r[18] = e.kind;
+        r[19..19 + e.name.len()].copy_from_slice(&e.name);
+    } else {
+        r[18..18 + e.name.len()].copy_from_slice(&e.name);
+        r[reclen - 1] = e.kind;
+    }
+    true
+}
+
+/// One `getdents` call of the given layout on our descriptor `fd`, into
+/// `len` bytes: the records, or the kernel's errno.
+fn read_records(fd: RawFd, len: usize, wide: bool) -> Result<Vec<u8>, i32> {
+    let mut buf = vec![0u8; len];
+    #[cfg(target_arch = "x86_64")]
+    let nr = if wide {
+        libc::SYS_getdents64
+    } else {
+        libc::SYS_getdents
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let nr = libc::SYS_getdents64;
+    // SAFETY: our buffer and its length.
+    let n = unsafe { libc::syscall(nr, fd, buf.as_mut_ptr(), buf.len()) };
+    if n < 0 {
+        return Err(super::emulate::errno());
+    }
+    buf.truncate(n as usize);
+    Ok(buf)
+}
+
+fn open_dir(dir: &[u8]) -> Option<OwnedFd> {
     let cs = std::ffi::CString::new(dir).ok()?;
-    // SAFETY: a NUL-terminated path; the descriptor is closed below.
+    // SAFETY: a NUL-terminated path; the descriptor returned is ours.
     let fd = unsafe {
         libc::open(
             cs.as_ptr(),
             libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC | libc::O_NOFOLLOW,
         )
     };
-    if fd < 0 {
-        return None;
-    }
-    // SAFETY: ours from here on.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    let mut out = Vec::new();
-    let mut buf = vec![0u8; 32 * 1024];
-    loop {
-        // SAFETY: our buffer and its length.
-        let n = unsafe {
-            libc::syscall(
-                libc::SYS_getdents64,
-                fd.as_raw_fd(),
-                buf.as_mut_ptr(),
-                buf.len(),
-            )
-        };
-        if n < 0 {
-            return None;
-        }
-        if n == 0 {
-            return Some(out);
-        }
-        let mut at = 0usize;
-        while at + 19 < n as usize {
-            let ino = u64::from_ne_bytes(buf[at..at + 8].try_into().ok()?);
-            let reclen = u16::from_ne_bytes(buf[at + 16..at + 18].try_into().ok()?) as usize;
-            let kind = buf[at + 18];
-            let name = &buf[at + 19..at + reclen];
-            let name = &name[..name.iter().position(|&b| b == 0).unwrap_or(name.len())];
-            out.push(Entry {
-                name: name.to_vec(),
-                ino,
-                kind,
-            });
-            at += reclen.max(1);
-        }
-    }
+    // SAFETY: a new descriptor we own.
+    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// The listing of the job directory `dir` in worker `w`'s view, or `None`
-/// when it is the kernel's listing of `open` (the directory the
-/// descriptor is open on) as it is: nothing of the worker's in it.
-/// As the library's (dirview.rs): the shared entries first, in the
-/// kernel's order (`.` and `..` as the kernel gives them), each the
-/// worker redirected shown as its copy (`d_ino`, `d_type`), each it
-/// removed left out; then the worker's own (its copy of the directory,
-/// then its redirects below it) that the shared directory lacks. A
-/// directory the worker made, moved or replaced is its copy's listing.
-fn listing(
+/// The names of the directory `dir` (without `.` and `..`).
+fn names_of(dir: &[u8]) -> std::collections::HashSet<Vec<u8>> {
+    let mut out = std::collections::HashSet::new();
+    let Some(fd) = open_dir(dir) else {
+        return out;
+    };
+    while let Ok(b) = read_records(fd.as_raw_fd(), 32 * 1024, true) {
+        if b.is_empty() {
+            break;
+        }
+        out.extend(parse(&b, true).into_iter().map(|e| e.name));
+    }
+    out
+}
+
+/// What a directory is in the worker's view, for a listing: the
+/// directory whose kernel records come first (`primary`: the shared one,
+/// or the worker's copy when it does not merge with a shared one), the
+/// worker's copy of it, and its redirected names.
+struct DirView {
+    primary: Vec<u8>,
+    /// The primary is the shared directory (its names are the job's, the
+    /// worker's redirects apply to them).
+    merges: bool,
+    copy: Option<Vec<u8>>,
+    children: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// The view of the job directory `dir` the descriptor open on `open`
+/// lists, or `None` when the kernel's listing of `open` is the view
+/// (nothing of the worker's below it); `Err(ENOENT)` for a shared
+/// directory the worker removed while the descriptor was open on it.
+fn dir_view(
     sup: &mut Supervision,
     w: u32,
     open: &[u8],
     dir: &[u8],
-) -> Option<Result<Vec<Entry>, i32>> {
+) -> Option<Result<DirView, i32>> {
     let children = sup.redirects.children(w, dir);
     let redirect = sup.redirects.lookup(w, dir);
     let on_shared = open == dir;
@@ -277,10 +337,8 @@ fn listing(
         mpaudit_core::map::map_to_worker(dir, job.as_bytes(), wd.as_os_str().as_bytes(), &mut out)
             .map(|n| out[..n].to_vec())
     });
-    let copy_dir = copy
-        .as_deref()
-        .filter(|c| lstat(c).is_some_and(|m| m.is_dir()));
-    if on_shared && redirect.is_some() && copy_dir.is_none() {
+    let copy = copy.filter(|c| lstat(c).is_some_and(|m| m.is_dir()));
+    if on_shared && shared_dir && redirect.is_some() && copy.is_none() {
         // A shared directory the worker removed (or replaced by a file)
         // while this descriptor was open on it: a removed directory.
         return Some(Err(libc::ENOENT));
@@ -291,18 +349,52 @@ fn listing(
     if children.is_empty() && (on_shared || !merges) {
         return None;
     }
-    let primary: &[u8] = if merges { dir } else { open };
-    let mut out: Vec<Entry> = Vec::new();
-    let mut seen: std::collections::HashSet<Vec<u8>> = std::collections::HashSet::new();
-    let own: std::collections::HashMap<&[u8], &[u8]> = children
+    Some(Ok(DirView {
+        primary: if merges { dir.to_vec() } else { open.to_vec() },
+        merges,
+        copy,
+        children,
+    }))
+}
+
+/// Positions from this one to [`OWN_END`] are the supervisor's, in the
+/// worker's own entries (those after the primary directory's):
+/// `OWN_BASE + k` before the `k`-th. Past every offset tmpfs, ext4 (its
+/// 64-bit hash cookies but for one in 2^31) and most file systems give,
+/// and below ext4's end of directory (`i64::MAX`).
+const OWN_BASE: u64 = (i64::MAX as u64) - (1 << 32);
+const OWN_END: u64 = OWN_BASE + (1 << 31);
+
+fn in_own_range(pos: u64) -> bool {
+    (OWN_BASE..OWN_END).contains(&pos)
+}
+
+/// The kernel's records of the primary directory from the position, as
+/// the view shows them: the shared names the worker redirected with
+/// their copy's `d_ino` and `d_type`, those it removed left out; the
+/// worker's copy's names as the job names they stand for.
+fn view_records(sup: &Supervision, w: u32, v: &DirView, raw: &[u8], wide: bool) -> Vec<Entry> {
+    let own: std::collections::HashMap<&[u8], &[u8]> = v
+        .children
         .iter()
         .map(|(n, t)| (n.as_slice(), t.as_slice()))
         .collect();
-    let first = kernel_entries(primary)?;
-    for mut e in first {
-        seen.insert(e.name.clone());
-        if merges && e.name != b"." && e.name != b".." {
-            if let Some(t) = own.get(e.name.as_slice()) {
+    let mut out = Vec::new();
+    for mut e in parse(raw, wide) {
+        if e.name == b"." || e.name == b".." {
+            out.push(e);
+            continue;
+        }
+        if !v.merges {
+            match view_name(sup, w, &v.primary, &e.name) {
+                Some(n) => e.name = n,
+                None => continue,
+            }
+        }
+        if let Some(t) = own.get(e.name.as_slice()) {
+            if !v.merges && v.primary.len() < t.len() && t.starts_with(&v.primary) {
+                // The copy's own entry (the name is its redirect's).
+            } else {
                 match lstat(t) {
                     Some(m) => {
                         use std::os::unix::fs::MetadataExt;
@@ -315,14 +407,34 @@ fn listing(
         }
         out.push(e);
     }
-    if merges {
-        if let Some(c) = copy_dir {
-            for mut e in kernel_entries(c).unwrap_or_default() {
+    out
+}
+
+/// The worker's own entries after the primary directory's: its copy's
+/// names (when the primary is the shared directory), then its redirects
+/// below the directory, that the primary does not have.
+fn own_entries(sup: &Supervision, w: u32, v: &DirView) -> Vec<Entry> {
+    let mut seen = names_of(&v.primary);
+    if !v.merges {
+        // The primary's names are the copy's spelling: as the job's.
+        seen = seen
+            .into_iter()
+            .filter_map(|n| view_name(sup, w, &v.primary, &n))
+            .collect();
+    }
+    let mut out = Vec::new();
+    if let (true, Some(c)) = (v.merges, &v.copy) {
+        let Some(fd) = open_dir(c) else {
+            return out;
+        };
+        while let Ok(b) = read_records(fd.as_raw_fd(), 32 * 1024, true) {
+            if b.is_empty() {
+                break;
+            }
+            for mut e in parse(&b, true) {
                 if e.name == b"." || e.name == b".." {
                     continue;
                 }
-                // The name it stands for (the top of the worker directory
-                // escapes some, and keeps the runner's own files).
                 let Some(name) = view_name(sup, w, c, &e.name) else {
                     continue;
                 };
@@ -333,7 +445,7 @@ fn listing(
             }
         }
     }
-    for (name, target) in &children {
+    for (name, target) in &v.children {
         if seen.contains(name) {
             continue;
         }
@@ -344,10 +456,14 @@ fn listing(
                 name: name.clone(),
                 ino: m.ino(),
                 kind: d_type(&m),
+                off: 0,
             });
         }
     }
-    Some(Ok(out))
+    for (k, e) in out.iter_mut().enumerate() {
+        e.off = OWN_BASE + k as u64 + 1;
+    }
+    out
 }
 
 /// The job name an entry `name` of the worker's directory `copy` stands
@@ -370,37 +486,6 @@ fn view_name(sup: &Supervision, w: u32, copy: &[u8], name: &[u8]) -> Option<Vec<
     (!leaf.is_empty()).then(|| leaf.to_vec())
 }
 
-/// The records of `entries[from..]` that fit in `count` bytes, as
-/// `getdents64` (`wide`) or the old `getdents` lays them out, each
-/// `d_off` the position after it; and that position.
-fn records(entries: &[Entry], from: usize, count: usize, wide: bool) -> (Vec<u8>, usize) {
-    let mut out = Vec::new();
-    let mut at = from;
-    for e in entries.iter().skip(from) {
-        let header = if wide { 19 } else { 18 };
-        let tail = if wide { 1 } else { 2 };
-        let reclen = (header + e.name.len() + tail).next_multiple_of(8);
-        if out.len() + reclen > count || reclen > u16::MAX as usize {
-            break;
-        }
-        let start = out.len();
-        out.resize(start + reclen, 0);
-        let r = &mut out[start..];
-        r[0..8].copy_from_slice(&e.ino.to_ne_bytes());
-        r[8..16].copy_from_slice(&((at + 1) as u64).to_ne_bytes());
-        r[16..18].copy_from_slice(&(reclen as u16).to_ne_bytes());
-        if wide {
-            r[18] = e.kind;
-            r[19..19 + e.name.len()].copy_from_slice(&e.name);
-        } else {
-            r[18..18 + e.name.len()].copy_from_slice(&e.name);
-            r[reclen - 1] = e.kind;
-        }
-        at += 1;
-    }
-    (out, at)
-}
-
 /// A copy of the task's descriptor `fd`: the same open file description
 /// (its position is the program's), through `pidfd_getfd` (Linux 5.6).
 fn their_description(pid: i32, fd: i32) -> Option<OwnedFd> {
@@ -420,20 +505,34 @@ fn their_description(pid: i32, fd: i32) -> Option<OwnedFd> {
     Some(unsafe { OwnedFd::from_raw_fd(got as RawFd) })
 }
 
+fn seek(fd: RawFd, pos: u64) -> bool {
+    // SAFETY: lseek on a descriptor of ours.
+    unsafe { libc::lseek(fd, pos as libc::off_t, libc::SEEK_SET) >= 0 }
+}
+
+fn position(fd: RawFd) -> Option<u64> {
+    // SAFETY: lseek on a descriptor of ours.
+    let p = unsafe { libc::lseek(fd, 0, libc::SEEK_CUR) };
+    u64::try_from(p).ok()
+}
+
 /// `getdents64(fd, buf, count)` (`wide`) or `getdents` of a directory
 /// whose view differs from what the kernel lists (the worker made,
 /// removed or redirected names in it, or it is the worker's copy of a
-/// shared directory): the records of [`listing`], from the position of
-/// the task's open file description, which is then moved past them. The
-/// position is the description's own, so it is shared as bare (across
-/// `dup` and `fork`), starts at 0 for every new open (a reused descriptor
-/// number included) and goes back with `lseek(fd, 0, SEEK_SET)`
-/// (`rewinddir`); each record's `d_off` is the position after it
-/// (`telldir`/`seekdir` work with it). `EINVAL` when not one record fits,
-/// `EFAULT` for a buffer the task cannot have written. Anything else
-/// (nothing of the worker's, not a directory, an `O_PATH` descriptor) is
-/// the kernel's.
-#[allow(clippy::too_many_arguments)]
+/// shared directory), as the library's view (dirview.rs): the kernel's
+/// records of the shared directory (or of the worker's own copy) from the
+/// task's position, filtered ([`view_records`]; a call whose records were
+/// all left out reads on, so 0 still means the end), then the worker's
+/// own entries ([`own_entries`]). The position is the task's open file
+/// description's (taken with `pidfd_getfd`): the kernel's offsets while
+/// the primary directory is read, `OWN_BASE + k` in the worker's
+/// entries; so it is shared across `fork` and `dup` as bare, starts
+/// again for each open (a reused descriptor number too) and with
+/// `rewinddir`, goes on from where the kernel was when the worker wrote
+/// between two reads, and `telldir`/`seekdir` take the records' `d_off`.
+/// `EINVAL` when not one record fits, `EFAULT` for a buffer the task
+/// cannot have written. Anything else (nothing of the worker's, not a
+/// directory, an `O_PATH` descriptor) is the kernel's.
 pub fn getdents(
     sup: &mut Supervision,
     c: &Caller,
@@ -465,7 +564,7 @@ pub fn getdents(
         &mut out,
     )
     .map_or_else(|| open.clone(), |n| out[..n].to_vec());
-    let entries = match listing(sup, w, &open, &dir) {
+    let v = match dir_view(sup, w, &open, &dir) {
         None => return continue_(),
         Some(Err(e)) => return Handled::quiet(Answer::Fail(e)),
         Some(Ok(v)) => v,
@@ -473,37 +572,69 @@ pub fn getdents(
     let Some(desc) = their_description(c.task.pid, fd) else {
         return continue_();
     };
-    // SAFETY: fcntl and lseek on our copy of the description.
-    let (flags, pos) = unsafe {
-        (
-            libc::fcntl(desc.as_raw_fd(), libc::F_GETFL),
-            libc::lseek(desc.as_raw_fd(), 0, libc::SEEK_CUR),
-        )
+    // SAFETY: fcntl on our copy of the description.
+    let flags = unsafe { libc::fcntl(desc.as_raw_fd(), libc::F_GETFL) };
+    let Some(pos) = position(desc.as_raw_fd()) else {
+        return continue_();
     };
-    if flags < 0 || flags & libc::O_PATH != 0 || pos < 0 {
+    if flags < 0 || flags & libc::O_PATH != 0 {
         return continue_();
     }
-    let from = usize::try_from(pos)
-        .unwrap_or(usize::MAX)
-        .min(entries.len());
-    let (bytes, next) = records(&entries, from, count, wide);
-    if bytes.is_empty() {
-        return Handled::quiet(if next < entries.len() {
-            Answer::Fail(libc::EINVAL)
-        } else {
-            Answer::Value(0)
-        });
+    // As many records as fit, as the kernel gives: the primary
+    // directory's from the task's position (through a description of our
+    // own: the task's may be on the copy), then the worker's own.
+    let room = count.min(1 << 20);
+    let mut bytes = Vec::new();
+    let mut next = pos;
+    let mut own_from = None;
+    if in_own_range(pos) {
+        own_from = Some((pos - OWN_BASE) as usize);
+    } else {
+        let Some(pfd) = open_dir(&v.primary) else {
+            return continue_();
+        };
+        if pos != 0 && !seek(pfd.as_raw_fd(), pos) {
+            return continue_();
+        }
+        loop {
+            let raw = match read_records(pfd.as_raw_fd(), room - bytes.len(), wide) {
+                Ok(r) => r,
+                // The next record does not fit: the call's end.
+                Err(libc::EINVAL) if !bytes.is_empty() => break,
+                Err(e) => return Handled::quiet(Answer::Fail(e)),
+            };
+            if raw.is_empty() {
+                own_from = Some(0);
+                break;
+            }
+            for e in view_records(sup, w, &v, &raw, wide) {
+                put(&mut bytes, &e, room, wide);
+            }
+            let Some(p) = position(pfd.as_raw_fd()) else {
+                return continue_();
+            };
+            next = p;
+        }
+    }
+    if let Some(from) = own_from {
+        let own = own_entries(sup, w, &v);
+        let mut k = from.min(own.len());
+        while k < own.len() && put(&mut bytes, &own[k], room, wide) {
+            k += 1;
+        }
+        next = OWN_BASE + k as u64;
+        if bytes.is_empty() && k < own.len() {
+            return Handled::quiet(Answer::Fail(libc::EINVAL));
+        }
     }
     if !notify::still_valid(lfd, id) {
         return continue_();
     }
-    // SAFETY: lseek on our copy of the description.
-    if unsafe { libc::lseek(desc.as_raw_fd(), next as libc::off_t, libc::SEEK_SET) } < 0 {
+    if !seek(desc.as_raw_fd(), next) {
         return continue_();
     }
-    if notify::write_mem(tid, buf, &bytes) != bytes.len() {
-        // SAFETY: as above: the position as it was.
-        unsafe { libc::lseek(desc.as_raw_fd(), pos, libc::SEEK_SET) };
+    if !bytes.is_empty() && notify::write_mem(tid, buf, &bytes) != bytes.len() {
+        seek(desc.as_raw_fd(), pos);
         return Handled::quiet(Answer::Fail(libc::EFAULT));
     }
     Handled::quiet(Answer::Value(bytes.len() as i64))

@@ -1503,6 +1503,9 @@ e2e!(
             "open 0 d RDONLY|DIRECTORY\nopen 3 d/h WRONLY|CREAT 644\nclose 3\ngetdents 0 4096 0",
             "open 0 e RDONLY|DIRECTORY\ngetdents 0 4096 0\nopen 1 e RDONLY|DIRECTORY\ngetdents 1 24 0",
             "open 0 a RDONLY\ngetdents 0 4096 0",
+            "open 0 b RDONLY\nunlink b\ngetdents 0 4096 0",
+            "open 0 e RDONLY|DIRECTORY\nunlink e/x\nrmdir e\ngetdents 0 4096 0",
+            "open 0 e RDONLY|DIRECTORY\ngetdents 0 48 1\nunlink e/x\ngetdents 0 4096 0",
             "open 0 . RDONLY|DIRECTORY\ngetdents32 0 48 1\ngetdents32 0 4096 0\ngetdents32 0 8 1",
             // Found by the supervised differential with listings (seeds
             // 7, 22): a last `..` through a directory the worker removed
