@@ -1,6 +1,7 @@
 //! Reads answered in the worker's view under redirect (read-your-writes,
 //! issue 12), beyond opens and stats: `readlink`/`readlinkat` of a name
-//! the worker redirected ([`readlink`]). Each is notified only under
+//! the worker redirected ([`readlink`]), and `getdents64`/`getdents` of a
+//! directory the worker changed ([`getdents`]). Each is notified only under
 //! redirect ([`super::filter::Options::read_your_writes`]) and answered
 //! here only when the worker's view has something of its own for the
 //! name; otherwise the kernel performs it (CONTINUE).

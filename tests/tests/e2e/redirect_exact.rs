@@ -1281,9 +1281,9 @@ e2e!(
 
 /// [`same_ops`] for a static executor under the runner's seccomp
 /// supervisor (`mpaudit exec --action redirect`): the ops' results and the
-/// tree probed by name, without symlink targets (the supervisor has no
-/// listing nor readlink view), bare vs supervised, and the shared tree
-/// untouched (merge into another dir).
+/// tree probed by name, without symlink targets (see [`same_supervised_run`]
+/// for the listing and readlink views), bare vs supervised, and the shared
+/// tree untouched (merge into another dir).
 fn same_supervised_ops(dir: &TestDir, setup: impl Fn(&Path), script: &str) -> Result<(), String> {
     same_supervised_run(dir, setup, script, Shown::default())
 }
@@ -1360,8 +1360,9 @@ fn same_supervised_run(
 // supervised, on shared names and on the worker's own (after the
 // prelude). Later cases: shared-directory renames and exchanges, hard
 // links of shared files and symlinks the worker made (ENOENT or EACCES
-// before). What the supervisor still does not emulate (listings,
-// readlink, paths through symlinks) is in docs/limitations.md.
+// before). What the supervisor still does not emulate (paths through
+// symlinks) is in docs/limitations.md; listings and readlink have their
+// own sweeps below.
 e2e!(
     the_supervisor_answers_namespace_calls_in_the_view_as_bare,
     |dir| {
