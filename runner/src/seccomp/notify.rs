@@ -1150,6 +1150,11 @@ fn access(
     let mut routes: Vec<Route> = Vec::new();
     for (i, p) in std::iter::once(&p1).chain(p2.as_ref()).enumerate() {
         let earlier = match (c.worker, &p.1) {
+            // A read finds a name below a directory of the worker's own
+            // that the table does not list (made through a descriptor).
+            (Some(w), Some(abs)) if !(write || symlink_text && i == 0) => {
+                super::views::own_copy(&mut sup.redirects, w, abs)
+            }
             (Some(w), Some(abs)) if !(symlink_text && i == 0) => sup.redirects.lookup(w, abs),
             _ => None,
         };
@@ -1926,7 +1931,7 @@ fn follow_stat(
         }
     }
     let target = match (c.worker, abs) {
-        (Some(w), Some(abs)) => sup.redirects.lookup(w, &abs),
+        (Some(w), Some(abs)) => super::views::own_copy(&mut sup.redirects, w, &abs),
         _ => None,
     };
     let Some(mut target) = target else {

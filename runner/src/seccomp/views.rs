@@ -14,6 +14,7 @@ use mpaudit_core::path::{absolutize, MAX_ABS};
 
 use super::calls::PathArg;
 use super::notify::{self, Answer, Caller, Handled, Supervision};
+use super::redirects::Redirects;
 
 /// The longest text a symlink holds (the kernel's PATH_MAX).
 const LINK_MAX: usize = 4096;
@@ -22,8 +23,8 @@ const LINK_MAX: usize = 4096;
 /// below a directory of the worker's own (one it made or moved, which
 /// does not merge with a shared one) that the table does not list by
 /// itself. `None`: the view has nothing of the worker's for `abs`.
-fn own_copy(sup: &mut Supervision, w: u32, abs: &[u8]) -> Option<Vec<u8>> {
-    if let Some(copy) = sup.redirects.lookup(w, abs) {
+pub(super) fn own_copy(redirects: &mut Redirects, w: u32, abs: &[u8]) -> Option<Vec<u8>> {
+    if let Some(copy) = redirects.lookup(w, abs) {
         return Some(copy);
     }
     let mut end = abs.len();
@@ -32,7 +33,7 @@ fn own_copy(sup: &mut Supervision, w: u32, abs: &[u8]) -> Option<Vec<u8>> {
             break;
         }
         end = i;
-        if let Some(copy) = sup.redirects.lookup(w, &abs[..end]) {
+        if let Some(copy) = redirects.lookup(w, &abs[..end]) {
             let dir = std::fs::symlink_metadata(OsStr::from_bytes(&copy)).is_ok_and(|m| m.is_dir());
             let shared_dir =
                 std::fs::symlink_metadata(OsStr::from_bytes(&abs[..end])).is_ok_and(|m| m.is_dir());
@@ -98,7 +99,7 @@ pub fn readlink(
     if let Some(errno) = notify::read_blocked_in_view(sup, w, tid, args, path, &given, &abs) {
         return Handled::quiet(Answer::Fail(errno));
     }
-    let Some(copy) = own_copy(sup, w, &abs) else {
+    let Some(copy) = own_copy(&mut sup.redirects, w, &abs) else {
         return continue_();
     };
     let answer = if given.ends_with(b"/") {

@@ -1513,6 +1513,12 @@ e2e!(
             // or replaced by a file was opened in the shared tree.
             "rmdir d\nreaddir d/..\naccess d/..",
             "rename b d EXCHANGE\nreaddir d/..\naccess d/..",
+            // Found by the supervised differential (seed 5): a name made
+            // relative to a descriptor of a directory the worker made
+            // was made in its copy without a redirect: stat and open by
+            // the job name said ENOENT.
+            "mkdir n 755\nopen 0 n RDONLY\nopenat 1 0 x WRONLY|CREAT 644\nwrite 1 q\nstat n/x\nopen 2 n/x RDONLY\nread 2 5\nreaddir n",
+            "mkdir n 755\nopen 0 n RDONLY\nlinkat cwd b 0 x 0\nstat n/x\nlstat n/x\naccess n/x",
         ];
         let failed = sweep(&[prelude], &ops, |script| {
             let shown = Shown {
