@@ -1937,6 +1937,12 @@ fn follow_stat(
     let Some(mut target) = target else {
         return Handled::quiet(Answer::Continue);
     };
+    // An empty (or NULL) name is the descriptor itself (`fstat`'s
+    // `AT_EMPTY_PATH`): a shared file whose name the worker removed is
+    // still the descriptor's file (not ENOENT).
+    if matches!(given.as_deref(), None | Some(b"")) && !emulate::exists(&target) {
+        return Handled::quiet(Answer::Continue);
+    }
     // `stat("a/")` of a file is ENOTDIR on the worker's copy too.
     if given.is_some_and(|g| g.ends_with(b"/")) {
         target.push(b'/');

@@ -1413,6 +1413,7 @@ e2e!(
             "rename d c\naccess d/../a\nstat d/../a",
             "mkstemp 0 c\nlinkat cwd c 0 g 0",
             "mkstemp 0 c\nlinkat cwd c 1 g 0",
+
 ];
         let failed = sweep(&[prelude], &ops, |script| {
             same_supervised_ops(&dir, sweep_tree, script)
@@ -1533,6 +1534,32 @@ e2e!(
             failed.len(),
             failed.join("\n-----\n")
         );
+    }
+);
+
+// Regression (supervised differential, seed 31337): under the seccomp
+// supervisor `fstat` (static glibc: `fstatat(fd, "", AT_EMPTY_PATH)`) of a
+// descriptor of a shared file the worker then removed stat'ed the removed
+// copy by the descriptor's name: ENOENT on a valid descriptor. The
+// descriptor keeps the shared file (not emulated: bare says nlink=0,
+// docs/limitations.md), so its fstat succeeds.
+e2e!(
+    fstat_of_a_descriptor_whose_shared_file_the_worker_removed_succeeds,
+    |dir| {
+        let job = dir.join("job");
+        std::fs::create_dir_all(&job).unwrap();
+        sweep_tree(&job);
+        let script = dir.join("script.txt");
+        std::fs::write(&script, "open 2 b RDONLY\nunlink b\nfstat 2\nstat b\n").unwrap();
+        let mut c = redirecting_runner(&job, &dir.path);
+        c.arg("--")
+            .arg(fixture("ops_exec_static"))
+            .arg(&script)
+            .env("OPS_EXEC_WALK", "probe")
+            .env("OPS_EXEC_NAMES", "b");
+        let out = stdout(&run(&mut c, DEADLINE));
+        assert!(out.contains("2 fstat 2 -> ok f size=1 mode=644"), "{out}");
+        assert!(out.contains("3 stat b -> err ENOENT"), "{out}");
     }
 );
 
