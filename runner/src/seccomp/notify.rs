@@ -1415,7 +1415,7 @@ fn access(
         // library's precheck: the worker paths lack the shared entries the
         // call collides with, and the spelling's trailing slash or `.`
         // (`mkdir a/`, `rmdir d/.`, `rename a b NOREPLACE`) would be lost.
-        let mut lookup = |abs: &[u8]| sup.redirects.lookup(w, abs);
+        let mut lookup = |abs: &[u8]| super::views::own_copy(&mut sup.redirects, w, abs);
         if let Some(errno) = anyway(Some(&mut lookup)) {
             return finish(e, Action::Logged, Answer::Fail(errno), Vec::new());
         }

@@ -20,9 +20,12 @@ use super::redirects::Redirects;
 const LINK_MAX: usize = 4096;
 
 /// The worker's copy of `abs` in its view: its redirect, or the name
-/// below a directory of the worker's own (one it made or moved, which
-/// does not merge with a shared one) that the table does not list by
-/// itself. `None`: the view has nothing of the worker's for `abs`.
+/// below a directory the worker redirected that the table does not list
+/// by itself (made there through a descriptor of the copy): in a
+/// directory of the worker's own (made or moved, merging with no shared
+/// one) whatever the copy has, in a copy of a shared directory only what
+/// it has (the rest is the shared directory's). `None`: the view has
+/// nothing of the worker's for `abs`.
 pub(super) fn own_copy(redirects: &mut Redirects, w: u32, abs: &[u8]) -> Option<Vec<u8>> {
     if let Some(copy) = redirects.lookup(w, abs) {
         return Some(copy);
@@ -37,12 +40,13 @@ pub(super) fn own_copy(redirects: &mut Redirects, w: u32, abs: &[u8]) -> Option<
             let dir = std::fs::symlink_metadata(OsStr::from_bytes(&copy)).is_ok_and(|m| m.is_dir());
             let shared_dir =
                 std::fs::symlink_metadata(OsStr::from_bytes(&abs[..end])).is_ok_and(|m| m.is_dir());
-            if dir && !shared_dir {
-                let mut p = copy;
-                p.extend_from_slice(&abs[end..]);
-                return Some(p);
+            if !dir {
+                return None;
             }
-            return None;
+            let mut p = copy;
+            p.extend_from_slice(&abs[end..]);
+            let has = || std::fs::symlink_metadata(OsStr::from_bytes(&p)).is_ok();
+            return (!shared_dir || has()).then_some(p);
         }
     }
     None

@@ -1520,6 +1520,7 @@ e2e!(
             // the job name said ENOENT.
             "mkdir n 755\nopen 0 n RDONLY\nopenat 1 0 x WRONLY|CREAT 644\nwrite 1 q\nstat n/x\nopen 2 n/x RDONLY\nread 2 5\nreaddir n",
             "mkdir n 755\nopen 0 n RDONLY\nlinkat cwd b 0 x 0\nstat n/x\nlstat n/x\naccess n/x",
+            "chmod d 700\nopen 0 d RDONLY\nopenat 1 0 y WRONLY|CREAT 644\nstat d/y\nopen 2 d/y RDONLY\nreaddir d",
         ];
         let failed = sweep(&[prelude], &ops, |script| {
             let shown = Shown {
