@@ -418,6 +418,14 @@ impl TestDir {
         self.path.join(p)
     }
 
+    /// The directory's path, kept after the test (a template several
+    /// tests copy from).
+    pub fn kept(self) -> PathBuf {
+        let path = self.path.clone();
+        std::mem::forget(self);
+        path
+    }
+
     pub fn logs(&self) -> PathBuf {
         self.path.join("logs")
     }
@@ -448,6 +456,17 @@ impl TestDir {
 
     pub fn events(&self) -> Vec<Value> {
         read_events(&self.logs()).0
+    }
+}
+
+/// A passing test's directory is removed (some hold hundreds of MB, and a
+/// suite run leaves thousands); a failing one's is kept for inspection,
+/// and every one with `MPAUDIT_TESTS_KEEP=1`.
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        if !std::thread::panicking() && std::env::var_os("MPAUDIT_TESTS_KEEP").is_none() {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
     }
 }
 

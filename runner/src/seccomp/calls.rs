@@ -74,6 +74,17 @@ pub enum Call {
         path: PathArg,
         out: Option<(usize, usize)>,
     },
+    /// `readlink`/`readlinkat`, notified only under redirect (the
+    /// worker's own symlinks, [`super::views::readlink`]): its path, and
+    /// the buffer and size arguments.
+    Readlink {
+        path: PathArg,
+        buf: usize,
+        size: usize,
+    },
+    /// `getdents64` (`wide`) or `getdents`, notified only under redirect
+    /// (the worker's view of a directory, [`super::views::getdents`]).
+    Getdents { wide: bool },
     /// `execve`/`execveat`: path and argv arguments, and the width of a
     /// pointer in the caller's ABI.
     Exec {
@@ -157,6 +168,12 @@ impl Call {
             libc::SYS_newfstatat => stat(at(0, 1), Some((2, STAT_SIZE))),
             libc::SYS_statx => stat(at(0, 1), Some((4, STATX_SIZE))),
             libc::SYS_faccessat => stat(at(0, 1), None),
+            libc::SYS_getdents64 => Some(Call::Getdents { wide: true }),
+            libc::SYS_readlinkat => Some(Call::Readlink {
+                path: at(0, 1),
+                buf: 2,
+                size: 3,
+            }),
             super::filter::FACCESSAT2 => stat(at(0, 1), None),
             #[cfg(target_arch = "x86_64")]
             n => match n {
@@ -178,6 +195,12 @@ impl Call {
                 libc::SYS_stat => stat(cwd(0), Some((1, STAT_SIZE))),
                 libc::SYS_lstat => stat(cwd(0), Some((1, STAT_SIZE))),
                 libc::SYS_access => stat(cwd(0), None),
+                libc::SYS_getdents => Some(Call::Getdents { wide: false }),
+                libc::SYS_readlink => Some(Call::Readlink {
+                    path: cwd(0),
+                    buf: 1,
+                    size: 2,
+                }),
                 _ => None,
             },
             #[cfg(not(target_arch = "x86_64"))]

@@ -50,8 +50,8 @@ pub struct Options {
     /// `[audit] io_uring = "allow"`: `io_uring_setup` is notified (the
     /// process is listed as not fully audited) instead of failing.
     pub io_uring_allowed: bool,
-    /// The policy redirects: read-only opens and the stat family are
-    /// notified too, so that a worker reads and stats what it wrote
+    /// The policy redirects: read-only opens, the stat family, `readlink`
+    /// and `getdents` are notified too, so that a worker reads and stats what it wrote
     /// (read-your-writes); the supervisor lets the others go on unlogged.
     pub read_your_writes: bool,
 }
@@ -110,12 +110,16 @@ pub fn rules(o: Options) -> Vec<(i64, Rule)> {
             (libc::SYS_statx, Notify),
             (libc::SYS_faccessat, Notify),
             (FACCESSAT2, Notify),
+            (libc::SYS_readlinkat, Notify),
+            (libc::SYS_getdents64, Notify),
         ]);
         #[cfg(target_arch = "x86_64")]
         v.extend([
             (libc::SYS_stat, Notify),
             (libc::SYS_lstat, Notify),
             (libc::SYS_access, Notify),
+            (libc::SYS_readlink, Notify),
+            (libc::SYS_getdents, Notify),
         ]);
     }
     v.push((
@@ -492,6 +496,8 @@ mod tests {
         );
         assert_eq!(at(libc::SYS_newfstatat, 0), libc::SECCOMP_RET_USER_NOTIF);
         assert_eq!(at(libc::SYS_statx, 0), libc::SECCOMP_RET_USER_NOTIF);
+        assert_eq!(at(libc::SYS_readlinkat, 0), libc::SECCOMP_RET_USER_NOTIF);
+        assert_eq!(at(libc::SYS_getdents64, 0), libc::SECCOMP_RET_USER_NOTIF);
         assert_eq!(at(libc::SYS_read, 0), libc::SECCOMP_RET_ALLOW);
         let plain = program(Options::default());
         assert_eq!(

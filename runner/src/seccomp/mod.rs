@@ -28,6 +28,7 @@ mod notify;
 mod redirects;
 mod trampoline;
 mod view;
+mod views;
 
 pub use handoff::SOCKET_VAR;
 

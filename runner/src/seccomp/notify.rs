@@ -175,7 +175,7 @@ pub struct Judge {
     components: String,
     allow: String,
     action: ActionSetting,
-    job_dir: String,
+    pub(super) job_dir: String,
     workers_dir: String,
     /// This runner's workers' directories are `<run_workers_dir>/worker_<k>`
     /// (`Plan::worker_dir`).
@@ -274,7 +274,7 @@ impl Judge {
 /// Everything the loop serves calls with.
 pub struct Supervision {
     pub judge: Judge,
-    redirects: Redirects,
+    pub(super) redirects: Redirects,
     /// The BPF program, as bytes, for processes that connect to the socket.
     filter: Vec<u8>,
     stats: Stats,
@@ -482,14 +482,14 @@ fn recv_fd(sock: RawFd) -> Option<OwnedFd> {
 }
 
 /// The task whose call is stopped, and its worker.
-struct Caller<'j> {
-    task: Task,
-    worker: Option<u32>,
+pub(super) struct Caller<'j> {
+    pub(super) task: Task,
+    pub(super) worker: Option<u32>,
     rank: Option<&'j (u32, String)>,
 }
 
 /// What to answer a stopped call.
-enum Answer {
+pub(super) enum Answer {
     /// Let the kernel perform it (not emulated, or nothing to do).
     Continue,
     Fail(i32),
@@ -572,7 +572,7 @@ fn respond(listener: RawFd, id: u64, a: Answer) -> (Option<i64>, Option<i32>) {
 }
 
 /// Whether the stopped call still waits (the memory read was its).
-fn still_valid(listener: RawFd, id: u64) -> bool {
+pub(super) fn still_valid(listener: RawFd, id: u64) -> bool {
     // SAFETY: ID_VALID reads the u64 id it is given.
     unsafe { libc::ioctl(listener, libc::SECCOMP_IOCTL_NOTIF_ID_VALID, &id) == 0 }
 }
@@ -615,7 +615,7 @@ fn adopt_named_table(sup: &mut Supervision, tid: i32, envp_addr: u64, pointer: u
 
 /// What handling a call produced: the answer, and an event whose
 /// `result`/`errno` are filled in from what the program got.
-struct Handled {
+pub(super) struct Handled {
     answer: Answer,
     event: Option<Map<String, Value>>,
     /// New redirects to record once the call succeeded.
@@ -623,7 +623,7 @@ struct Handled {
 }
 
 impl Handled {
-    fn quiet(answer: Answer) -> Handled {
+    pub(super) fn quiet(answer: Answer) -> Handled {
         Handled {
             answer,
             event: None,
@@ -681,7 +681,7 @@ fn handle(sup: &mut Supervision, l: &mut Listener) -> bool {
         None => l.numbering.is_some() && sup.redirects.any_worker(),
     };
     let quick = match call {
-        Some(Call::Stat { .. }) => !follows(sup),
+        Some(Call::Stat { .. } | Call::Readlink { .. } | Call::Getdents { .. }) => !follows(sup),
         Some(Call::Access {
             intent: Intent::Flags(i),
             ..
@@ -735,6 +735,10 @@ fn handle(sup: &mut Supervision, l: &mut Listener) -> bool {
         ),
         Some(Call::Stat { nr, path, out }) => {
             follow_stat(sup, &c, &args, nr, path, out, lfd, req.id)
+        }
+        Some(Call::Getdents { wide }) => super::views::getdents(sup, &c, &args, wide, lfd, req.id),
+        Some(Call::Readlink { path, buf, size }) => {
+            super::views::readlink(sup, &c, &args, path, buf, size, lfd, req.id)
         }
         Some(Call::Exec {
             path,
@@ -879,7 +883,7 @@ fn read_cstr(tid: i32, addr: u64) -> Option<Vec<u8>> {
 
 /// The directory a relative path is resolved against: the task's cwd, or
 /// the directory its descriptor names.
-fn base_dir(tid: i32, dirfd: Option<i32>) -> Option<Vec<u8>> {
+pub(super) fn base_dir(tid: i32, dirfd: Option<i32>) -> Option<Vec<u8>> {
     let link = match dirfd {
         None | Some(libc::AT_FDCWD) => format!("/proc/{tid}/cwd"),
         Some(fd) => format!("/proc/{tid}/fd/{fd}"),
@@ -890,13 +894,13 @@ fn base_dir(tid: i32, dirfd: Option<i32>) -> Option<Vec<u8>> {
 }
 
 /// A path argument as given, and made absolute.
-type Resolved = (Option<Vec<u8>>, Option<Vec<u8>>);
+pub(super) type Resolved = (Option<Vec<u8>>, Option<Vec<u8>>);
 
 /// A path argument read and made absolute: (as given, absolute). A
 /// leading magic link (`/proc/self/cwd/x`, `/dev/fd/3/x`) is followed in
 /// the task's /proc, so the path is judged as the file it names (the
 /// library does the same, review 2's F2).
-fn resolve(tid: i32, args: &[u64; 6], p: PathArg) -> Resolved {
+pub(super) fn resolve(tid: i32, args: &[u64; 6], p: PathArg) -> Resolved {
     let dirfd = p.dirfd.map(|i| args[i] as i32);
     let given = read_cstr(tid, args[p.ptr]);
     let base = match &given {
@@ -992,21 +996,6 @@ fn job_path_of(sup: &mut Supervision, w: u32, dir: &[u8]) -> Option<Vec<u8>> {
     (sup.redirects.lookup(w, &job).as_deref() == Some(dir)).then_some(job)
 }
 
-/// Where worker `w`'s view has `abs` when that is not the shared path
-/// (`TaskView::place`): its copy, or its place below a directory of the
-/// worker's that stands over a shared file or symlink.
-fn place_in_view(redirects: &mut Redirects, w: u32, abs: &[u8]) -> Option<Vec<u8>> {
-    let mut lookup = |p: &[u8]| redirects.lookup(w, p);
-    let mut view = super::view::TaskView {
-        task: None,
-        view: &mut lookup,
-    };
-    match view.place(abs) {
-        (place, true) => Some(place),
-        (_, false) => None,
-    }
-}
-
 /// `abs` with a leading `/proc/self/…`, `/proc/thread-self/…`,
 /// `/dev/std*` or `/dev/fd/N` link replaced by its target in task `tid`.
 fn follow_magic_link(tid: i32, abs: Vec<u8>) -> Vec<u8> {
@@ -1039,7 +1028,12 @@ fn follow_magic_link(tid: i32, abs: Vec<u8>) -> Vec<u8> {
 /// cannot be told here (a directory that does not exist, so the call fails
 /// as bare; a magic link on the way, followed by [`follow_magic_link`]).
 /// The task's root is taken to be the supervisor's.
-fn kernel_path(tid: i32, dirfd: Option<i32>, given: &[u8], follow_final: bool) -> Option<Vec<u8>> {
+pub(super) fn kernel_path(
+    tid: i32,
+    dirfd: Option<i32>,
+    given: &[u8],
+    follow_final: bool,
+) -> Option<Vec<u8>> {
     let mut base = if given.first() == Some(&b'/') {
         b"/".to_vec()
     } else {
@@ -1287,10 +1281,11 @@ fn access(
     let mut routes: Vec<Route> = Vec::new();
     for (i, p) in std::iter::once(&p1).chain(p2.as_ref()).enumerate() {
         let earlier = match (c.worker, &p.1) {
-            // A read looks where the view has the name (below a directory
-            // of the worker's that replaced a shared file or symlink, the
-            // spelling would go through that).
-            (Some(w), Some(abs)) if !write && walked => place_in_view(&mut sup.redirects, w, abs),
+            // A read finds a name below a directory of the worker's own
+            // that the table does not list (made through a descriptor).
+            (Some(w), Some(abs)) if !(write || symlink_text && i == 0) => {
+                super::view::own_copy(&mut |p: &[u8]| sup.redirects.lookup(w, p), abs)
+            }
             (Some(w), Some(abs)) if !(symlink_text && i == 0) => sup.redirects.lookup(w, abs),
             _ => None,
         };
@@ -1814,7 +1809,7 @@ fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
 /// spelling through a directory the worker removed (`d/../a`), where the
 /// kernel's walk of the shared tree goes on and the view's does not.
 #[allow(clippy::too_many_arguments)]
-fn read_blocked_in_view(
+pub(super) fn read_blocked_in_view(
     sup: &mut Supervision,
     w: u32,
     tid: i32,
@@ -1826,7 +1821,11 @@ fn read_blocked_in_view(
     if let Some(errno) = blocked_in_view(sup, w, abs) {
         return Some(errno);
     }
-    let dir = &spelling[..spelling.iter().rposition(|&b| b == b'/').unwrap_or(0)];
+    // A last `..` (or `.`) is a directory of the walk too (`d/..`).
+    let dir = match spelling.rsplit(|&b| b == b'/').next() {
+        Some(b".." | b".") => spelling,
+        _ => &spelling[..spelling.iter().rposition(|&b| b == b'/').unwrap_or(0)],
+    };
     if !dir.split(|&b| b == b'/').any(|c| c == b"..") {
         return None;
     }
@@ -1863,7 +1862,12 @@ fn blocked_in_view(sup: &mut Supervision, w: u32, abs: &[u8]) -> Option<i32> {
 /// name in the shared tree (its directories resolved by the kernel) and
 /// is what the call is then given. The flag: a link of the worker's was
 /// followed (with no name: more than the kernel's 40, ELOOP).
-fn through_own_symlinks(sup: &mut Supervision, w: u32, tid: i32, p: Resolved) -> (Resolved, bool) {
+pub(super) fn through_own_symlinks(
+    sup: &mut Supervision,
+    w: u32,
+    tid: i32,
+    p: Resolved,
+) -> (Resolved, bool) {
     let (given, Some(mut abs)) = p else {
         return (p, false);
     };
@@ -2197,7 +2201,7 @@ fn follow_stat(
         // would reach another file.
         Some(Ok((abs, via_view))) => match c
             .worker
-            .and_then(|w| place_in_view(&mut sup.redirects, w, &abs))
+            .and_then(|w| super::view::own_copy(&mut |p: &[u8]| sup.redirects.lookup(w, p), &abs))
         {
             Some(copy) => Some(copy),
             None => via_view.then_some(abs),
@@ -2212,7 +2216,9 @@ fn follow_stat(
                 }
             }
             match (c.worker, abs) {
-                (Some(w), Some(abs)) => sup.redirects.lookup(w, &abs),
+                (Some(w), Some(abs)) => {
+                    super::view::own_copy(&mut |p: &[u8]| sup.redirects.lookup(w, p), &abs)
+                }
                 _ => None,
             }
         }
@@ -2220,6 +2226,12 @@ fn follow_stat(
     let Some(mut target) = target else {
         return Handled::quiet(Answer::Continue);
     };
+    // An empty (or NULL) name is the descriptor itself (`fstat`'s
+    // `AT_EMPTY_PATH`): a shared file whose name the worker removed is
+    // still the descriptor's file (not ENOENT).
+    if matches!(given.as_deref(), None | Some(b"")) && !emulate::exists(&target) {
+        return Handled::quiet(Answer::Continue);
+    }
     // `stat("a/")` of a file is ENOTDIR on the worker's copy too.
     if given.is_some_and(|g| g.ends_with(b"/")) {
         target.push(b'/');
@@ -2250,7 +2262,7 @@ fn follow_stat(
 }
 
 /// Writes `buf` at `addr` in task `tid`'s memory; the bytes written.
-fn write_mem(tid: i32, addr: u64, buf: &[u8]) -> usize {
+pub(super) fn write_mem(tid: i32, addr: u64, buf: &[u8]) -> usize {
     let local = libc::iovec {
         iov_base: buf.as_ptr() as *mut libc::c_void,
         iov_len: buf.len(),

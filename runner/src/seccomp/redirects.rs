@@ -132,6 +132,45 @@ impl Redirects {
         self.table(worker)?.get(abs).map(<[u8]>::to_vec)
     }
 
+    /// The names the worker redirected directly below the directory `dir`
+    /// (an absolute path), each with its copy (a missing copy: removed),
+    /// in the table's order (as the library lists them, dirview.rs).
+    pub fn children(&mut self, worker: u32, dir: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let Some(t) = self.table(worker) else {
+            return Vec::new();
+        };
+        let mut node = dir.to_vec();
+        if node != b"/" {
+            node.push(b'/');
+        }
+        let mut out = Vec::new();
+        for seg in 0..t.segments() {
+            let mut link = t.children(seg, &node);
+            // Bounded by the table's size: a damaged list cannot loop.
+            for _ in 0..=t.entries() {
+                if link == 0 {
+                    break;
+                }
+                let Some((found, after)) = t.entry(link - 1) else {
+                    break;
+                };
+                link = after;
+                // The first entry of a key only (a key may be in two
+                // segments).
+                if t.find(found.key).map(|f| f.id) != Some(found.id) {
+                    continue;
+                }
+                match found.key.get(node.len()..) {
+                    Some(name) if !name.is_empty() && !name.contains(&b'/') => {
+                        out.push((name.to_vec(), found.value.to_vec()));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        out
+    }
+
     /// Whether the worker has redirected anything (a cheap test for the
     /// reads and stats that are notified only to follow redirects).
     pub fn any(&mut self, worker: u32) -> bool {

@@ -22,37 +22,48 @@ pub struct TaskView<'a> {
 }
 
 impl TaskView<'_> {
-    /// Where the worker's view has `abs`: its copy, or the shared path;
-    /// below a directory of the worker's that stands where the shared tree
-    /// has a file or symlink (an exchange or rename put it there), its
-    /// place in that directory (the library's `view::below_own_dir`): the
-    /// shared spelling would go through the shared file or symlink.
+    /// Where the worker's view has `abs`: its copy ([`own_copy`]), or the
+    /// shared path; whether it is the worker's.
     pub fn place(&mut self, abs: &[u8]) -> (Vec<u8>, bool) {
-        if let Some(copy) = (self.view)(abs) {
-            return (copy, true);
+        match own_copy(self.view, abs) {
+            Some(p) => (p, true),
+            None => (abs.to_vec(), false),
         }
-        let is_dir = |p: &[u8]| lstat(p).ok().flatten().is_some_and(|m| m.is_dir());
-        let mut end = abs.len();
-        while let Some(cut) = abs[..end].iter().rposition(|&b| b == b'/') {
-            if cut == 0 {
-                break;
-            }
-            if let Some(mut t) = (self.view)(&abs[..cut]) {
-                let replaced = match lstat(&abs[..cut]) {
-                    Ok(Some(m)) => !m.is_dir(),
-                    Ok(None) => false,
-                    Err(_) => true,
-                };
-                if is_dir(&t) && replaced {
-                    t.extend_from_slice(&abs[cut..]);
-                    return (t, true);
-                }
-                break;
-            }
-            end = cut;
-        }
-        (abs.to_vec(), false)
     }
+}
+
+/// The worker's copy of `abs` in its view (`lookup`: the worker's
+/// redirects): its redirect, or its place below the nearest directory
+/// the worker redirected, when that is a directory of the worker's: in
+/// one that stands where the shared tree has no directory (made, moved,
+/// exchanged over a shared file or symlink: the shared spelling would go
+/// through that) whatever the copy has, in a copy of a shared directory
+/// only what the copy has (made there through a descriptor of the copy;
+/// the rest is the shared directory's). `None`: the view has nothing of
+/// the worker's for `abs`.
+pub fn own_copy(lookup: &mut dyn FnMut(&[u8]) -> Option<Vec<u8>>, abs: &[u8]) -> Option<Vec<u8>> {
+    if let Some(copy) = lookup(abs) {
+        return Some(copy);
+    }
+    let is_dir =
+        |p: &[u8]| std::fs::symlink_metadata(OsStr::from_bytes(p)).is_ok_and(|m| m.is_dir());
+    let mut end = abs.len();
+    while let Some(i) = abs[..end].iter().rposition(|&b| b == b'/') {
+        if i == 0 {
+            break;
+        }
+        end = i;
+        if let Some(mut p) = lookup(&abs[..end]) {
+            if !is_dir(&p) {
+                return None;
+            }
+            let shared_dir = is_dir(&abs[..end]);
+            p.extend_from_slice(&abs[end..]);
+            let has = || std::fs::symlink_metadata(OsStr::from_bytes(&p)).is_ok();
+            return (!shared_dir || has()).then_some(p);
+        }
+    }
+    None
 }
 
 /// lstat of `p`: `None` when there is nothing (a missing name, or a

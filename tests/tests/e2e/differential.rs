@@ -35,8 +35,6 @@ use std::process::{Command, Stdio};
 /// What the seccomp supervisor does not emulate, left out of its variant
 /// (docs/limitations.md, "Under the supervisor"), besides [`KNOWN_BROKEN`].
 const SUPERVISOR_GAPS: &[(&str, &str)] = &[
-    ("readdir", "listings show the shared directory"),
-    ("readlink", "readlink shows no symlink of the worker's"),
     (
         "chdir",
         "a supervisor cannot move the task into the worker directory",

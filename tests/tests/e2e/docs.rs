@@ -95,7 +95,7 @@ fn blocks() -> Vec<Block> {
 fn template() -> &'static Path {
     static T: OnceLock<PathBuf> = OnceLock::new();
     T.get_or_init(|| {
-        let t = TestDir::new("docs-template").path;
+        let t = TestDir::new("docs-template").kept();
         super::examples::copy_tree(&workspace_root().join("examples"), &t.join("examples"));
         let b = run(
             &mut Command::new(t.join("examples/athena-like/build.sh")),
