@@ -1701,6 +1701,12 @@ fn copy_dir_up(sup: &mut Supervision, w: u32, shared: &[u8], copy: &[u8]) -> Res
             continue; // the worker's own, or removed by it
         }
         let kind = entry.file_type().map_err(errno)?;
+        // The program may write its worker directory: a symlink it put
+        // where an entry's copy goes would be followed by the copy (or
+        // the recursion) into the shared tree (review 4, finding 2).
+        if std::fs::symlink_metadata(os(&to)).is_ok_and(|m| m.file_type().is_symlink()) {
+            return Err(libc::ELOOP);
+        }
         if kind.is_dir() {
             copy_dir_up(sup, w, &from, &to)?;
         } else if kind.is_symlink() {
@@ -1966,6 +1972,19 @@ fn perform(
         // A hard link in the worker's directory to a shared file would let
         // the worker change the shared file through it.
         return Performed::Refused(libc::EACCES);
+    }
+    // No routed call is made through a symlink below the worker
+    // directory (one the program put there would lead out of it).
+    if let Some(w) = c.worker {
+        let wd = sup.redirects.worker_dir(w);
+        let wd = wd.as_os_str().as_bytes();
+        if routes
+            .iter()
+            .filter_map(|r| r.target.as_ref())
+            .any(|t| emulate::symlink_below(wd, t, false))
+        {
+            return Performed::Refused(libc::EACCES);
+        }
     }
     let Ok(mut ctx) = Context::enter(&c.task) else {
         return Performed::NotEmulated;

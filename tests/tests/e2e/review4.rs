@@ -25,7 +25,9 @@ fn supervised(dir: &TestDir, setup: impl Fn(&Path), script: &str) -> (String, bo
     std::fs::write(&script_file, &script).unwrap();
     let before = shared_snapshot(&job);
     let mut c = redirecting_runner(&job, &dir.path);
-    c.arg("--").arg(fixture("ops_exec_static")).arg(&script_file);
+    c.arg("--")
+        .arg(fixture("ops_exec_static"))
+        .arg(&script_file);
     let out = run(&mut c, DEADLINE);
     let changed = shared_snapshot(&job) != before;
     (
