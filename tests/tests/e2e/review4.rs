@@ -107,3 +107,96 @@ e2e!(
         assert!(!changed, "the shared tree changed:\n{out}");
     }
 );
+
+/// `script` bare (in `dir/bare`) and under the supervisor (in `dir/job`),
+/// both set up by `setup`: `Err` with both outputs when they differ or
+/// the shared tree changed.
+fn same_as_bare(dir: &TestDir, setup: impl Fn(&Path), script: &str) -> Result<(), String> {
+    const NAMES: &str = "a b c d e f g l m n s x";
+    let bare_dir = dir.join("bare");
+    let _ = std::fs::remove_dir_all(&bare_dir);
+    std::fs::create_dir_all(&bare_dir).unwrap();
+    setup(&bare_dir);
+    let script_file = dir.join("bare-script.txt");
+    std::fs::write(&script_file, script).unwrap();
+    let bare = run(
+        std::process::Command::new(fixture("ops_exec_static"))
+            .arg(&script_file)
+            .current_dir(&bare_dir)
+            .env("OPS_EXEC_WALK", "probe")
+            .env("OPS_EXEC_NAMES", NAMES)
+            .env("OPS_EXEC_NO_READLINK", "1"),
+        DEADLINE,
+    );
+    for d in ["job", "workers", "logs", "merged"] {
+        let _ = std::fs::remove_dir_all(dir.join(d));
+    }
+    let job = dir.join("job");
+    std::fs::create_dir_all(&job).unwrap();
+    setup(&job);
+    let before = shared_snapshot(&job);
+    let mut c = redirecting_runner(&job, &dir.path);
+    c.arg("--")
+        .arg(fixture("ops_exec_static"))
+        .arg(&script_file)
+        .env("OPS_EXEC_WALK", "probe")
+        .env("OPS_EXEC_NAMES", NAMES)
+        .env("OPS_EXEC_NO_READLINK", "1");
+    let sup = run(&mut c, DEADLINE);
+    if stdout(&sup) != stdout(&bare) {
+        return Err(format!(
+            "{script}\nsupervised: {}\nbare:       {}\n{}",
+            stdout(&sup),
+            stdout(&bare),
+            String::from_utf8_lossy(&sup.stderr)
+        ));
+    }
+    if shared_snapshot(&job) != before {
+        return Err(format!("{script}: the shared tree changed"));
+    }
+    Ok(())
+}
+
+// Finding 3: below a directory the worker put over a shared symlink
+// (`rename m l EXCHANGE`, `l -> d`), a name whose nearest recorded
+// ancestor is a subdirectory of it (`l/sub`) was looked up in the shared
+// tree (TaskView::place stopped at the nearest entry, whose shared
+// counterpart `l/sub` the kernel finds through the shared link, as `d/sub`):
+// `stat l/sub/y` found the shared `d/sub/y`, bare ENOENT.
+e2e!(
+    a_name_deep_below_a_directory_the_worker_put_over_a_shared_symlink_is_the_worker_s,
+    |dir| {
+        let tree = |d: &Path| {
+            std::fs::create_dir_all(d.join("d/sub")).unwrap();
+            std::fs::write(d.join("d/sub/y"), "Y\n").unwrap();
+            std::os::unix::fs::symlink("d", d.join("l")).unwrap();
+        };
+        for script in [
+            "mkdir m 755\nmkdir m/sub 755\nrename m l EXCHANGE\nstat l/sub/y\nopen 0 l/sub/y RDONLY\nread 0 5\n",
+            "mkdir m 755\nmkdir m/sub 755\nrename m l EXCHANGE\naccess l/sub/y\nopen 0 l/sub/y WRONLY|CREAT 644\nwrite 0 w\nclose 0\nstat d/sub/y\n",
+        ] {
+            if let Err(e) = same_as_bare(&dir, tree, script) {
+                panic!("{e}");
+            }
+        }
+    }
+);
+
+// Finding 4: a relative name against a descriptor of a directory the
+// worker made (opened through its view, so on its copy) was walked from
+// the job directory it stands for, but the view's namei checks
+// (failing::failing_anyway) looked it up from the copy's own path: `..`
+// there is the worker directory, so `openat(m, "../a", O_WRONLY)` of the
+// shared `a` failed with ENOENT (bare: opens `a`).
+e2e!(
+    a_name_against_a_descriptor_of_the_worker_s_directory_is_checked_from_its_job_directory,
+    |dir| {
+        let tree = |d: &Path| std::fs::write(d.join("a"), "A\n").unwrap();
+        let script = "mkdir m 755\nopen 0 m RDONLY|DIRECTORY\nopenat 1 0 ../a WRONLY|APPEND\n\
+                      write 1 z\nclose 1\nopen 2 a RDONLY\nread 2 9\nopenat 3 0 ../m/../b WRONLY|CREAT 644\n\
+                      close 3\nstat b\nunlinkat 0 ../a 0\nstat a\n";
+        if let Err(e) = same_as_bare(&dir, tree, script) {
+            panic!("{e}");
+        }
+    }
+);
