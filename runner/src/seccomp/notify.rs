@@ -1440,25 +1440,26 @@ fn access(
                 _ => None,
             }
         });
-    fn named_in<'r>(
-        task: &Task,
-        args: &[u64; 6],
-        p: PathArg,
-        given: Option<&'r [u8]>,
-    ) -> super::failing::Named<'r> {
-        let tid = task.tid;
-        super::failing::Named {
-            task: Some((tid, task.pid)),
-            base: match given {
-                Some(g) if g.first() != Some(&b'/') => {
-                    base_dir(tid, p.dirfd.map(|d| args[d] as i32))
-                }
-                _ => None,
-            },
-            given,
+    // The directory a relative name starts from, as the view has it: a
+    // descriptor of a directory of the worker's stands for its job
+    // directory (as in `walk_in_view`; review 4, finding 4).
+    let mut start_of = |p: PathArg, given: Option<&[u8]>| -> Option<Vec<u8>> {
+        let b = match given {
+            Some(g) if g.first() != Some(&b'/') => base_dir(tid, p.dirfd.map(|d| args[d] as i32)),
+            _ => None,
+        }?;
+        match (c.worker, sup.judge.action) {
+            (Some(w), ActionSetting::Redirect) => Some(job_path_of(sup, w, &b).unwrap_or(b)),
+            _ => Some(b),
         }
-    }
-    let named = |p: PathArg, r| named_in(&c.task, args, p, r);
+    };
+    let start1 = start_of(a.path, spelled.as_deref());
+    let start2 = a.path2.and_then(|p| start_of(p, spelled2.as_deref()));
+    let named = |base: &Option<Vec<u8>>, given| super::failing::Named {
+        task: Some((tid, c.task.pid)),
+        base: base.clone(),
+        given,
+    };
     let at_flags = match a.op {
         "unlinkat" => args[2],
         "linkat" | "renameat2" => args[4],
@@ -1470,8 +1471,8 @@ fn access(
             flags,
             at_flags,
             follows_final(0),
-            named(a.path, spelled.as_deref()),
-            a.path2.map(|p| named(p, spelled2.as_deref())),
+            named(&start1, spelled.as_deref()),
+            a.path2.map(|_| named(&start2, spelled2.as_deref())),
             view,
         )
     };

@@ -25,7 +25,8 @@ impl TaskView<'_> {
     /// Where the worker's view has `abs`: its copy, or the shared path;
     /// below a directory of the worker's that stands where the shared tree
     /// has a file or symlink (an exchange or rename put it there), its
-    /// place in that directory (the library's `view::below_own_dir`): the
+    /// place in that directory (the library's `view::below_own_dir`, which
+    /// looks at the nearest such ancestor only; here every one is): the
     /// shared spelling would go through the shared file or symlink.
     pub fn place(&mut self, abs: &[u8]) -> (Vec<u8>, bool) {
         if let Some(copy) = (self.view)(abs) {
@@ -47,7 +48,11 @@ impl TaskView<'_> {
                     t.extend_from_slice(&abs[cut..]);
                     return (t, true);
                 }
-                break;
+                // A nearer directory of the worker's whose shared name is
+                // a directory may still lie below one that replaced a
+                // shared symlink (`l/sub` after `rename m l EXCHANGE`,
+                // `l -> d`): the shared `l/sub` is `d/sub`, not the view's
+                // (review 4, finding 3). The higher ones are looked at.
             }
             end = cut;
         }
