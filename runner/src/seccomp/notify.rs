@@ -1163,12 +1163,39 @@ fn access(
     let r1 = resolve(tid, args, a.path);
     let r2 = a.path2.map(|p| (p, resolve(tid, args, p)));
     let text = |i: usize| a.op.starts_with("symlink") && i == 0;
+    // The name a call makes or removes (its parent looked up, the last
+    // component taken as it is): a trailing slash does not follow a
+    // symlink there (`mkdir l/` is EEXIST, `rmdir l/`, `rename l/ x`
+    // ENOTDIR with `l -> d`), so it is walked without its trailing
+    // slashes, which the call keeps (review 4, finding 5).
+    let made_or_removed = |i: usize| match a.op {
+        "mkdir" | "mkdirat" | "rmdir" | "unlink" | "unlinkat" | "mknod" | "mknodat" => i == 0,
+        "rename" | "renameat" | "renameat2" => true,
+        "link" | "linkat" | "symlink" | "symlinkat" => i == 1,
+        _ => false,
+    };
+    let walk_name = |i: usize, g: Option<&[u8]>| -> Option<Vec<u8>> {
+        let g = g?;
+        let mut n = g.len();
+        if made_or_removed(i) {
+            while n > 1 && g[n - 1] == b'/' {
+                n -= 1;
+            }
+        }
+        Some(g[..n].to_vec())
+    };
     let walked1 = match text(0) {
-        false => walk_in_view(sup, c, args, a.path, r1.0.as_deref(), follows_final(0)),
+        false => {
+            let name = walk_name(0, r1.0.as_deref());
+            walk_in_view(sup, c, args, a.path, name.as_deref(), follows_final(0))
+        }
         true => None,
     };
     let walked2 = match &r2 {
-        Some((p, r)) => walk_in_view(sup, c, args, *p, r.0.as_deref(), follows_final(1)),
+        Some((p, r)) => {
+            let name = walk_name(1, r.0.as_deref());
+            walk_in_view(sup, c, args, *p, name.as_deref(), follows_final(1))
+        }
         None => None,
     };
     let walked = walked1.is_some();

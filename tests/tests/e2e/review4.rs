@@ -200,3 +200,46 @@ e2e!(
         }
     }
 );
+
+// Finding 5: the last name of a call that makes or removes it (mkdir,
+// rmdir, unlink, rename, the new name of link and symlink) is not followed
+// when it is a symlink, trailing slash or not (the kernel looks its parent
+// up and takes the last component as it is): `mkdir l/` is EEXIST, `rmdir
+// l/`, `unlink l/`, `rename l/ x` ENOTDIR with `l -> d`. The view's walk
+// followed it (as a lookup would, for a trailing slash): under the
+// supervisor `rename l/ x` moved `d` (in the view), `mkdir l/` made it
+// again, `rmdir l/` said ENOTEMPTY; with a symlink the worker made as
+// with a shared one.
+e2e!(
+    a_trailing_slash_does_not_follow_a_symlink_a_call_makes_or_removes,
+    |dir| {
+        let tree = |d: &Path| {
+            std::fs::create_dir(d.join("d")).unwrap();
+            std::fs::write(d.join("d/f"), "F\n").unwrap();
+            std::fs::write(d.join("a"), "A\n").unwrap();
+            std::os::unix::fs::symlink("d", d.join("l")).unwrap();
+        };
+        let mut failed = Vec::new();
+        for link in ["", "symlink d s\n", "symlink zz s\n"] {
+            let s = if link.is_empty() { "l" } else { "s" };
+            for op in [
+                "rmdir S/",
+                "unlink S/",
+                "rename S/ x 0\nlstat x",
+                "rename S// x NOREPLACE",
+                "mkdir S/ 755",
+                "symlink a S/",
+                "link a S/",
+                "unlinkat cwd S/ REMOVEDIR",
+                "rename a S/ 0",
+                "stat S/\nlstat S/",
+            ] {
+                let script = format!("{link}{}\nlstat d\nlstat zz\n", op.replace('S', s));
+                if let Err(e) = same_as_bare(&dir, tree, &script) {
+                    failed.push(e);
+                }
+            }
+        }
+        assert!(failed.is_empty(), "{}", failed.join("\n-----\n"));
+    }
+);
