@@ -243,3 +243,25 @@ e2e!(
         assert!(failed.is_empty(), "{}", failed.join("\n-----\n"));
     }
 );
+
+// Supervised differential (seeds 31337, 5551212): `fstat` of a descriptor
+// of a shared file the worker then removed fails with ENOENT (bare: the
+// file, nlink 0). A static fstat is `newfstatat(fd, "", AT_EMPTY_PATH)`;
+// follow_stat takes the descriptor's path (/proc/<tid>/fd/N, the shared
+// name) as a name and follows its redirect, the removal. Not new today (the
+// lookup by the descriptor's name predates the walk); a descriptor held
+// across the worker's change of its name is what the descriptor work
+// (ADDFD) is fixing.
+e2e!(
+    #[ignore = "follow_stat follows an AT_EMPTY_PATH descriptor's name to the worker's removal of it (ENOENT); descriptors held across a change of their name are the descriptor work's"]
+    fstat_of_a_descriptor_whose_shared_name_the_worker_removed_is_the_file,
+    |dir| {
+        let tree = |d: &Path| {
+            std::fs::create_dir(d.join("d")).unwrap();
+            std::fs::write(d.join("d/b"), "").unwrap();
+        };
+        if let Err(e) = same_as_bare(&dir, tree, "open 1 d/b RDONLY 644\nunlink d/b\nfstat 1\n") {
+            panic!("{e}");
+        }
+    }
+);
