@@ -1959,6 +1959,14 @@ fn perform(
             "link" | "linkat" => i == 0,
             "truncate" | "chmod" | "fchmodat" | "fchmodat2" | "chown" | "lchown" | "fchownat"
             | "utime" | "utimes" | "utimensat" | "futimesat" => true,
+            // O_TMPFILE names the directory the file is made in: its copy
+            // must exist, O_TRUNC or not (review 4, supervised differential).
+            _ if matches!(a.intent, Intent::Flags(_) | Intent::OpenHow(_))
+                && flags >= 0
+                && flags & libc::O_TMPFILE == libc::O_TMPFILE =>
+            {
+                true
+            }
             _ => a.intent != Intent::Namespace && intent.is_write() && !intent.truncate,
         };
         let Some(w) = c.worker else {

@@ -265,3 +265,19 @@ e2e!(
         }
     }
 );
+
+// Supervised differential (seed 1618): `open("d", O_WRONLY|O_TRUNC|O_TMPFILE)`
+// in a shared directory failed with ENOENT under the supervisor (bare: an
+// unnamed file in `d`): a truncating open makes no copy of the original
+// (seed_empty does nothing for a directory), so the worker's copy of `d`,
+// where the file is made, did not exist.
+e2e!(
+    an_o_tmpfile_open_with_o_trunc_in_a_shared_directory_is_made_in_its_copy,
+    |dir| {
+        let tree = |d: &Path| std::fs::create_dir(d.join("d")).unwrap();
+        let script = "open 0 d WRONLY|TRUNC|TMPFILE 644\nwrite 0 x\nfstat 0\nopen 1 d RDWR|TRUNC|TMPFILE 600\nfstat 1\n";
+        if let Err(e) = same_as_bare(&dir, tree, script) {
+            panic!("{e}");
+        }
+    }
+);
