@@ -1702,6 +1702,24 @@ fn access(
                 None => failed_redirect(e),
             }
         }
+        // A change of the worker's own directory is never left to the
+        // kernel: made outside the supervisor's order of calls, it could
+        // swap a copy's parent for a symlink between another call's check
+        // and its performing (review 4; a name through a symlink to
+        // /proc/self/cwd is not performed here, so it would be).
+        Performed::NotEmulated
+            if write
+                && c.worker.is_some()
+                && sup.judge.action == ActionSetting::Redirect
+                && std::iter::once(&p1.1)
+                    .chain(p2.as_ref().map(|p| &p.1))
+                    .flatten()
+                    .any(|a| {
+                        mpaudit_core::policy::is_at_or_below(a, own_dir.as_os_str().as_bytes())
+                    }) =>
+        {
+            failed_redirect(e)
+        }
         Performed::NotEmulated => finish(e, action, Answer::Continue, Vec::new()),
     }
 }

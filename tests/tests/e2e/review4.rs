@@ -281,3 +281,27 @@ e2e!(
         }
     }
 );
+
+// Finding 6: a change of the worker's own directory spelled through a
+// symlink the program put there to /proc/self/cwd (a magic link, which
+// the supervisor does not resolve for the call: resolves_like_the_task)
+// was left to the kernel (`result: null`): performed outside the
+// supervisor's order of calls, such a rename can swap a copy's parent
+// for a symlink to the shared tree between another thread's check
+// (finding 1) and its call. It fails closed now.
+e2e!(
+    a_change_of_the_worker_directory_is_never_left_to_the_kernel,
+    |dir| {
+        let (out, changed) = supervised(
+            &dir,
+            |j| std::fs::write(j.join("a"), "A\n").unwrap(),
+            "open 0 a WRONLY|APPEND\nclose 0\nsymlink /proc/self/cwd {W}/pl\nmkdir {W}/dA 755\n\
+             rename {W}/pl/../workers/worker_0/dA {W}/pl/../workers/worker_0/dB 0\n",
+        );
+        assert!(!changed, "the shared tree changed:\n{out}");
+        assert!(out.contains("3 mkdir"), "{out}");
+        assert!(out.contains("worker_0/dB 0 -> err EACCES"), "{out}");
+        let wd = dir.join("workers/worker_0");
+        assert!(wd.join("dA").is_dir() && !wd.join("dB").exists(), "{out}");
+    }
+);
