@@ -305,3 +305,116 @@ e2e!(
         assert!(wd.join("dA").is_dir() && !wd.join("dB").exists(), "{out}");
     }
 );
+
+/// `script` bare and preloaded (libmpaudit.so, redirect, the dynamic
+/// executor), as redirect_exact's `same_ops`: `Err` when they differ or
+/// the shared tree changed.
+fn same_as_bare_preloaded(
+    dir: &TestDir,
+    setup: impl Fn(&Path),
+    script: &str,
+) -> Result<(), String> {
+    for d in ["bare", "job", "workers", "logs"] {
+        let _ = std::fs::remove_dir_all(dir.join(d));
+    }
+    let (bare_dir, job) = (dir.join("bare"), dir.join("job"));
+    for d in [&bare_dir, &job] {
+        std::fs::create_dir_all(d).unwrap();
+        setup(d);
+    }
+    let script_file = dir.join("script.txt");
+    std::fs::write(&script_file, script).unwrap();
+    let exec = fixture("ops_exec");
+    let bare = run(
+        std::process::Command::new(&exec)
+            .arg(&script_file)
+            .current_dir(&bare_dir),
+        DEADLINE,
+    );
+    let before = shared_snapshot(&job);
+    let mut c = std::process::Command::new(&exec);
+    c.arg(&script_file)
+        .current_dir(&job)
+        .env("LD_PRELOAD", lib())
+        .env("MPAUDIT_ACTION", "redirect")
+        .env("MPAUDIT_JOB_DIR", &job)
+        .env("MPAUDIT_WORKERS_DIR", dir.join("workers"))
+        .env("MPAUDIT_LOG_DIR", dir.join("logs"))
+        .env("MPAUDIT_WORKER", "1")
+        .env_remove("MPAUDIT_FORK_WORKERS")
+        .env_remove("MPAUDIT_ROOT_PID");
+    for v in mpaudit_core::launcher::RANK_VARIABLES {
+        c.env_remove(v);
+    }
+    let lib_run = run(&mut c, DEADLINE);
+    if stdout(&lib_run) != stdout(&bare) {
+        return Err(format!(
+            "{script}\npreloaded: {}\nbare:      {}",
+            stdout(&lib_run),
+            stdout(&bare)
+        ));
+    }
+    if shared_snapshot(&job) != before {
+        return Err(format!("{script}: the shared tree changed"));
+    }
+    Ok(())
+}
+
+// Finding 5 in the library: the preloaded library walks a trailing slash
+// of the name a call makes or removes through a final symlink too
+// (audit.rs gives view::resolve `follow_leaf` for the slash whatever the
+// call): `rmdir l/` ENOTEMPTY (bare ENOTDIR), `unlink l/` EISDIR (ENOTDIR),
+// `rename l/ x` moves `d` in the view (ENOTDIR); with a symlink the worker
+// made as with a shared one (`mkdir`, `symlink`, `link` agree with bare).
+// The supervisor's fix (walk_in_view's names without their trailing
+// slashes, failing::look_up `taken_as_is`) has no library counterpart yet.
+e2e!(
+    #[ignore = "library: audit.rs walks a made or removed name's trailing slash through a final symlink (view::resolve follows the leaf for a slash whatever the call); the namei precheck then answers for the link's target"]
+    the_library_does_not_follow_a_trailing_slash_of_a_name_a_call_makes_or_removes,
+    |dir| {
+        let tree = |d: &Path| {
+            std::fs::create_dir(d.join("d")).unwrap();
+            std::fs::write(d.join("d/f"), "F\n").unwrap();
+            std::fs::write(d.join("a"), "A\n").unwrap();
+            std::os::unix::fs::symlink("d", d.join("l")).unwrap();
+        };
+        let mut failed = Vec::new();
+        for link in ["", "symlink d s\n"] {
+            let s = if link.is_empty() { "l" } else { "s" };
+            for op in [
+                "rmdir S/",
+                "unlink S/",
+                "rename S/ x 0\nlstat x",
+                "mkdir S/ 755",
+                "symlink a S/",
+                "link a S/",
+            ] {
+                let script = format!("{link}{}\nlstat d\n", op.replace('S', s));
+                if let Err(e) = same_as_bare_preloaded(&dir, tree, &script) {
+                    failed.push(e);
+                }
+            }
+        }
+        assert!(failed.is_empty(), "{}", failed.join("\n-----\n"));
+    }
+);
+
+// Finding 3 in the library: view.rs `below_own_dir` looks at the nearest
+// recorded ancestor only (as TaskView::place did): after `rename m l
+// EXCHANGE` (`l -> d`, `m/sub` the worker's), `stat l/sub/y` finds the
+// shared `d/sub/y` through the shared link (bare ENOENT).
+e2e!(
+    #[ignore = "library: view.rs below_own_dir stops at the nearest recorded ancestor (l/sub, whose shared name the kernel reaches through the shared link l); the replaced l above it is not looked at"]
+    the_library_finds_a_name_deep_below_a_directory_the_worker_put_over_a_shared_symlink,
+    |dir| {
+        let tree = |d: &Path| {
+            std::fs::create_dir_all(d.join("d/sub")).unwrap();
+            std::fs::write(d.join("d/sub/y"), "Y\n").unwrap();
+            std::os::unix::fs::symlink("d", d.join("l")).unwrap();
+        };
+        let script = "mkdir m 755\nmkdir m/sub 755\nrename m l EXCHANGE\nstat l/sub/y\nopen 0 l/sub/y RDONLY\nread 0 5\n";
+        if let Err(e) = same_as_bare_preloaded(&dir, tree, script) {
+            panic!("{e}");
+        }
+    }
+);
