@@ -198,36 +198,39 @@ pub(crate) fn view_lstat(
     }
 }
 
-/// [`in_worker_dir`] for [`view_lstat`], in its own buffer: when the
-/// nearest ancestor of `abs` the table has is a directory of the worker's
+/// [`in_worker_dir`] for [`view_lstat`], in its own buffer: when an
+/// ancestor of `abs` the table has is a directory of the worker's
 /// standing over a shared non-directory, the lstat of `abs`'s place below
 /// it (`Ok(false)`: absent). `None` otherwise, or when that path does not
 /// fit `buf` below PATH_MAX.
 fn below_own_dir(abs: &[u8], buf: &mut [u8], st: &mut libc::stat) -> Option<Result<bool, c_int>> {
     let mut end = abs.len();
-    let (cut, t) = loop {
+    // Every ancestor the table has, nearest first, until one is a
+    // directory of the worker's standing over a shared non-directory (a
+    // nearer one may lie below it; review 4, finding 3).
+    let (cut, t, n) = loop {
         let cut = abs[..end].iter().rposition(|&b| b == b'/')?;
         if cut == 0 {
             return None;
         }
-        if let Some(t) = redirect::lookup(&abs[..cut]) {
-            break (cut, t);
-        }
         end = cut;
+        let Some(t) = redirect::lookup(&abs[..cut]) else {
+            continue;
+        };
+        let n = t.len() + (abs.len() - cut);
+        if n >= PATH_MAX || n >= buf.len() {
+            return None;
+        }
+        let is_dir = lstat_into(t, buf, st).ok()? && st.st_mode & libc::S_IFMT == libc::S_IFDIR;
+        let replaced = match lstat_into(&abs[..cut], buf, st) {
+            Ok(true) => st.st_mode & libc::S_IFMT != libc::S_IFDIR,
+            Ok(false) => false,
+            Err(_) => true,
+        };
+        if is_dir && replaced {
+            break (cut, t, n);
+        }
     };
-    let n = t.len() + (abs.len() - cut);
-    if n >= PATH_MAX || n >= buf.len() {
-        return None;
-    }
-    let is_dir = lstat_into(t, buf, st).ok()? && st.st_mode & libc::S_IFMT == libc::S_IFDIR;
-    let replaced = match lstat_into(&abs[..cut], buf, st) {
-        Ok(true) => st.st_mode & libc::S_IFMT != libc::S_IFDIR,
-        Ok(false) => false,
-        Err(_) => true,
-    };
-    if !is_dir || !replaced {
-        return None;
-    }
     buf[..t.len()].copy_from_slice(t);
     buf[t.len()..n].copy_from_slice(&abs[cut..]);
     buf[n] = 0;
@@ -279,8 +282,13 @@ pub fn in_worker_dir(abs: &[u8], out: &mut [u8], buf: &mut [u8]) -> Option<usize
         }
         let above = &abs[..cut];
         if let Some(t) = redirect::lookup(above) {
+            // A nearer directory of the worker's whose shared name is a
+            // directory may lie below one that replaced a shared symlink
+            // (`l/sub` after `rename m l EXCHANGE`, `l -> d`): the higher
+            // ones are looked at too (review 4, finding 3).
             if !is_dir(t, buf) || !replaced(above, buf) {
-                return None;
+                end = cut;
+                continue;
             }
             let rest = &abs[cut..];
             let n = t.len() + rest.len();

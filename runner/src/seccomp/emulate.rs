@@ -410,6 +410,37 @@ pub fn prepare_target(
     Ok(())
 }
 
+/// Whether a directory of `target` below `worker_dir` (its leaf too
+/// when `with_leaf`) is a symlink: the program may write its own worker
+/// directory, so a copy's parent recorded earlier may have become a
+/// symlink to the shared tree since, which the kernel would follow
+/// (review 4, finding 1). A routed call is never made through one.
+pub fn symlink_below(worker_dir: &[u8], target: &[u8], with_leaf: bool) -> bool {
+    let Some(below) = target.strip_prefix(worker_dir) else {
+        return true;
+    };
+    let comps: Vec<&[u8]> = below
+        .split(|&b| b == b'/')
+        .filter(|c| !c.is_empty())
+        .collect();
+    let upto = if with_leaf {
+        comps.len()
+    } else {
+        comps.len().saturating_sub(1)
+    };
+    let mut t = worker_dir.to_vec();
+    for c in &comps[..upto] {
+        t.push(b'/');
+        t.extend_from_slice(c);
+        if lstat(Path::new(std::ffi::OsStr::from_bytes(&t)))
+            .is_some_and(|m| m.file_type().is_symlink())
+        {
+            return true;
+        }
+    }
+    false
+}
+
 /// An empty worker's copy of `original` (a regular file) with its mode, for
 /// an open that truncates it without `O_CREAT`: the kernel opens the
 /// existing file, so the worker's copy must exist (without it the open

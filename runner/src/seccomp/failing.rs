@@ -88,7 +88,7 @@ pub fn failing_anyway(
         "chmod" | "chown" | "lchown" | "utime" | "utimes" | "futimesat" | "fchmodat"
         | "fchmodat2" | "fchownat" | "utimensat" => {
             // A metadata change needs an existing file.
-            let (given, l) = match look_up(&first, follow_first, false, &mut view) {
+            let (given, l) = match look_up(&first, follow_first, false, false, &mut view) {
                 Ok(r) => r,
                 Err(e) => return e,
             };
@@ -121,7 +121,11 @@ pub fn failing_anyway(
     };
     // linkat's AT_SYMLINK_FOLLOW: the source is what its links lead to.
     let follow = matches!(op, Op::Open(_) | Op::Truncate | Op::Link) && follow_first;
-    let (g1, l1) = match look_up(&first, follow, needs_empty(false), &mut view) {
+    // The name a call makes or removes is its parent's entry, taken as it
+    // is: a trailing slash does not follow a symlink there (`rmdir l/` is
+    // ENOTDIR; review 4, finding 5). link's source is looked up whole.
+    let taken_as_is = op != Op::Link && !matches!(op, Op::Open(_) | Op::Truncate);
+    let (g1, l1) = match look_up(&first, follow, needs_empty(false), taken_as_is, &mut view) {
         Ok(r) => r,
         Err(e) => return e,
     };
@@ -145,7 +149,7 @@ pub fn failing_anyway(
         cross_mount: false,
     };
     if let Some(second) = second {
-        let (g2, l2) = match look_up(&second, false, needs_empty(true), &mut view) {
+        let (g2, l2) = match look_up(&second, false, needs_empty(true), true, &mut view) {
             Ok(r) => r,
             Err(e) => return e,
         };
@@ -160,11 +164,13 @@ pub fn failing_anyway(
 /// `name` looked up in the worker's view (the shared tree without one),
 /// by the library's walk: its directories (`Err(Some(errno))` when that
 /// fails), then its leaf (followed when `follow`). `Err(None)`: it cannot
-/// be told here.
+/// be told here. `taken_as_is`: a trailing slash does not follow a final
+/// symlink (the name a call makes or removes).
 fn look_up<'a>(
     name: &Named<'a>,
     follow: bool,
     want_empty: bool,
+    taken_as_is: bool,
     view: &mut Option<View>,
 ) -> Result<(&'a [u8], Looked), Option<i32>> {
     let given = name.given.filter(|g| !g.is_empty()).ok_or(None)?;
@@ -234,7 +240,7 @@ fn look_up<'a>(
         mut file,
         place,
     } = super::view::look(&mut tv, &abs).map_err(|_| None)?;
-    if kind == Kind::Symlink && (follow || body.len() < given.len()) {
+    if kind == Kind::Symlink && (follow || (!taken_as_is && body.len() < given.len())) {
         if !follow {
             return Err(None); // a trailing slash follows it too
         }

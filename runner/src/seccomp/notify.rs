@@ -1157,12 +1157,39 @@ fn access(
     let r1 = resolve(tid, args, a.path);
     let r2 = a.path2.map(|p| (p, resolve(tid, args, p)));
     let text = |i: usize| a.op.starts_with("symlink") && i == 0;
+    // The name a call makes or removes (its parent looked up, the last
+    // component taken as it is): a trailing slash does not follow a
+    // symlink there (`mkdir l/` is EEXIST, `rmdir l/`, `rename l/ x`
+    // ENOTDIR with `l -> d`), so it is walked without its trailing
+    // slashes, which the call keeps (review 4, finding 5).
+    let made_or_removed = |i: usize| match a.op {
+        "mkdir" | "mkdirat" | "rmdir" | "unlink" | "unlinkat" | "mknod" | "mknodat" => i == 0,
+        "rename" | "renameat" | "renameat2" => true,
+        "link" | "linkat" | "symlink" | "symlinkat" => i == 1,
+        _ => false,
+    };
+    let walk_name = |i: usize, g: Option<&[u8]>| -> Option<Vec<u8>> {
+        let g = g?;
+        let mut n = g.len();
+        if made_or_removed(i) {
+            while n > 1 && g[n - 1] == b'/' {
+                n -= 1;
+            }
+        }
+        Some(g[..n].to_vec())
+    };
     let walked1 = match text(0) {
-        false => walk_in_view(sup, c, args, a.path, r1.0.as_deref(), follows_final(0)),
+        false => {
+            let name = walk_name(0, r1.0.as_deref());
+            walk_in_view(sup, c, args, a.path, name.as_deref(), follows_final(0))
+        }
         true => None,
     };
     let walked2 = match &r2 {
-        Some((p, r)) => walk_in_view(sup, c, args, *p, r.0.as_deref(), follows_final(1)),
+        Some((p, r)) => {
+            let name = walk_name(1, r.0.as_deref());
+            walk_in_view(sup, c, args, *p, name.as_deref(), follows_final(1))
+        }
         None => None,
     };
     let walked = walked1.is_some();
@@ -1450,25 +1477,26 @@ fn access(
                 }
             })
     });
-    fn named_in<'r>(
-        task: &Task,
-        args: &[u64; 6],
-        p: PathArg,
-        given: Option<&'r [u8]>,
-    ) -> super::failing::Named<'r> {
-        let tid = task.tid;
-        super::failing::Named {
-            task: Some((tid, task.pid)),
-            base: match given {
-                Some(g) if g.first() != Some(&b'/') => {
-                    base_dir(tid, p.dirfd.map(|d| args[d] as i32))
-                }
-                _ => None,
-            },
-            given,
+    // The directory a relative name starts from, as the view has it: a
+    // descriptor of a directory of the worker's stands for its job
+    // directory (as in `walk_in_view`; review 4, finding 4).
+    let mut start_of = |p: PathArg, given: Option<&[u8]>| -> Option<Vec<u8>> {
+        let b = match given {
+            Some(g) if g.first() != Some(&b'/') => base_dir(tid, p.dirfd.map(|d| args[d] as i32)),
+            _ => None,
+        }?;
+        match (c.worker, sup.judge.action) {
+            (Some(w), ActionSetting::Redirect) => Some(job_path_of(sup, w, &b).unwrap_or(b)),
+            _ => Some(b),
         }
-    }
-    let named = |p: PathArg, r| named_in(&c.task, args, p, r);
+    };
+    let start1 = start_of(a.path, spelled.as_deref());
+    let start2 = a.path2.and_then(|p| start_of(p, spelled2.as_deref()));
+    let named = |base: &Option<Vec<u8>>, given| super::failing::Named {
+        task: Some((tid, c.task.pid)),
+        base: base.clone(),
+        given,
+    };
     let at_flags = match a.op {
         "unlinkat" => args[2],
         "linkat" | "renameat2" => args[4],
@@ -1476,7 +1504,7 @@ fn access(
     };
     let anyway = |view| {
         if let Some(s) = &link_fd {
-            let second = a.path2.map(|p| named(p, spelled2.as_deref()));
+            let second = a.path2.map(|_| named(&start2, spelled2.as_deref()));
             return super::linkfd::failing_anyway(s, at_flags, second, view);
         }
         super::failing::failing_anyway(
@@ -1484,8 +1512,8 @@ fn access(
             flags,
             at_flags,
             follows_final(0),
-            named(a.path, spelled.as_deref()),
-            a.path2.map(|p| named(p, spelled2.as_deref())),
+            named(&start1, spelled.as_deref()),
+            a.path2.map(|_| named(&start2, spelled2.as_deref())),
             view,
         )
     };
@@ -1727,6 +1755,24 @@ fn access(
                 None => failed_redirect(e),
             }
         }
+        // A change of the worker's own directory is never left to the
+        // kernel: made outside the supervisor's order of calls, it could
+        // swap a copy's parent for a symlink between another call's check
+        // and its performing (review 4; a name through a symlink to
+        // /proc/self/cwd is not performed here, so it would be).
+        Performed::NotEmulated
+            if write
+                && c.worker.is_some()
+                && sup.judge.action == ActionSetting::Redirect
+                && std::iter::once(&p1.1)
+                    .chain(p2.as_ref().map(|p| &p.1))
+                    .flatten()
+                    .any(|a| {
+                        mpaudit_core::policy::is_at_or_below(a, own_dir.as_os_str().as_bytes())
+                    }) =>
+        {
+            failed_redirect(e)
+        }
         Performed::NotEmulated => finish(e, action, Answer::Continue, Vec::new()),
     }
 }
@@ -1754,6 +1800,12 @@ fn copy_dir_up(sup: &mut Supervision, w: u32, shared: &[u8], copy: &[u8]) -> Res
             continue; // the worker's own, or removed by it
         }
         let kind = entry.file_type().map_err(errno)?;
+        // The program may write its worker directory: a symlink it put
+        // where an entry's copy goes would be followed by the copy (or
+        // the recursion) into the shared tree (review 4, finding 2).
+        if std::fs::symlink_metadata(os(&to)).is_ok_and(|m| m.file_type().is_symlink()) {
+            return Err(libc::ELOOP);
+        }
         if kind.is_dir() {
             copy_dir_up(sup, w, &from, &to)?;
         } else if kind.is_symlink() {
@@ -2071,6 +2123,19 @@ fn perform(
         // A hard link in the worker's directory to a shared file would let
         // the worker change the shared file through it.
         return Performed::Refused(libc::EACCES);
+    }
+    // No routed call is made through a symlink below the worker
+    // directory (one the program put there would lead out of it).
+    if let Some(w) = c.worker {
+        let wd = sup.redirects.worker_dir(w);
+        let wd = wd.as_os_str().as_bytes();
+        if routes
+            .iter()
+            .filter_map(|r| r.target.as_ref())
+            .any(|t| emulate::symlink_below(wd, t, false))
+        {
+            return Performed::Refused(libc::EACCES);
+        }
     }
     let Ok(mut ctx) = Context::enter(&c.task) else {
         return Performed::NotEmulated;

@@ -33,37 +33,48 @@ impl TaskView<'_> {
 }
 
 /// The worker's copy of `abs` in its view (`lookup`: the worker's
-/// redirects): its redirect, or its place below the nearest directory
-/// the worker redirected, when that is a directory of the worker's: in
-/// one that stands where the shared tree has no directory (made, moved,
-/// exchanged over a shared file or symlink: the shared spelling would go
-/// through that) whatever the copy has, in a copy of a shared directory
-/// only what the copy has (made there through a descriptor of the copy;
-/// the rest is the shared directory's). `None`: the view has nothing of
-/// the worker's for `abs`.
+/// redirects): its redirect, or its place below a directory the worker
+/// redirected that is a directory of the worker's: below one that stands
+/// where the shared tree has no directory (made, moved, exchanged over a
+/// shared file or symlink: the shared spelling would go through that),
+/// at any height, whatever the copy has (review 4, finding 3: `l/sub/y`
+/// after `rename m l EXCHANGE` with `l -> d` is not the shared `d/sub/y`);
+/// else below the nearest one, a copy of a shared directory, only what the
+/// copy has (made there through a descriptor of the copy; the rest is the
+/// shared directory's). `None`: the view has nothing of the worker's for
+/// `abs`.
 pub fn own_copy(lookup: &mut dyn FnMut(&[u8]) -> Option<Vec<u8>>, abs: &[u8]) -> Option<Vec<u8>> {
     if let Some(copy) = lookup(abs) {
         return Some(copy);
     }
     let is_dir =
         |p: &[u8]| std::fs::symlink_metadata(OsStr::from_bytes(p)).is_ok_and(|m| m.is_dir());
+    let mut nearest: Option<Vec<u8>> = None;
     let mut end = abs.len();
     while let Some(i) = abs[..end].iter().rposition(|&b| b == b'/') {
         if i == 0 {
             break;
         }
         end = i;
-        if let Some(mut p) = lookup(&abs[..end]) {
-            if !is_dir(&p) {
+        let Some(mut p) = lookup(&abs[..end]) else {
+            continue;
+        };
+        if !is_dir(&p) {
+            // Removed, or a file of the worker's: nothing below it (the
+            // walk stops there); higher up only if a nearer one merged.
+            if nearest.is_none() {
                 return None;
             }
-            let shared_dir = is_dir(&abs[..end]);
-            p.extend_from_slice(&abs[end..]);
-            let has = || std::fs::symlink_metadata(OsStr::from_bytes(&p)).is_ok();
-            return (!shared_dir || has()).then_some(p);
+            continue;
         }
+        let replaced = !is_dir(&abs[..end]);
+        p.extend_from_slice(&abs[end..]);
+        if replaced {
+            return Some(p);
+        }
+        nearest.get_or_insert(p);
     }
-    None
+    nearest.filter(|p| std::fs::symlink_metadata(OsStr::from_bytes(p)).is_ok())
 }
 
 /// lstat of `p`: `None` when there is nothing (a missing name, or a

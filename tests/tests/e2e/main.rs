@@ -22,6 +22,7 @@ mod redirect_shared;
 mod review2;
 mod review3;
 mod review3_runner;
+mod review4;
 mod runner;
 mod seccomp;
 mod symbols;
