@@ -62,9 +62,7 @@ pub fn own_copy(lookup: &mut dyn FnMut(&[u8]) -> Option<Vec<u8>>, abs: &[u8]) ->
         if !is_dir(&p) {
             // Removed, or a file of the worker's: nothing below it (the
             // walk stops there); higher up only if a nearer one merged.
-            if nearest.is_none() {
-                return None;
-            }
+            nearest.as_ref()?;
             continue;
         }
         let replaced = !is_dir(&abs[..end]);
