@@ -923,7 +923,7 @@ pub(super) fn resolve(tid: i32, args: &[u64; 6], p: PathArg) -> Resolved {
 /// has. `None`: not walked here (an empty name, a magic link of the
 /// task's, not a redirecting worker); `Err`: the kernel would fail the
 /// call with this errno in the view.
-fn walk_in_view(
+pub(super) fn walk_in_view(
     sup: &mut Supervision,
     c: &Caller,
     args: &[u64; 6],

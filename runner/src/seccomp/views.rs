@@ -49,28 +49,46 @@ pub fn readlink(
     let (Some(given), Some(lexical)) = (given, lexical) else {
         return continue_();
     };
-    // An empty name (a descriptor's own link) and the task's magic links
-    // (`/proc/self/fd/N`, whose text is the kernel's) are the kernel's.
-    let mut plain = vec![0u8; MAX_ABS];
-    let base = match given.first() {
-        Some(b'/') => None,
-        _ => notify::base_dir(tid, path.dirfd.map(|d| args[d] as i32)),
+    // The name walked in the worker's view (through its symlinks and
+    // directories, the task's /proc/self/cwd): a name the view cannot
+    // reach fails there; a name ending in the task's /proc or /dev (a
+    // descriptor's own link), or an empty one, is the kernel's.
+    let walked = match notify::walk_in_view(sup, c, args, path, Some(&given), false) {
+        Some(Err(errno)) => return Handled::quiet(Answer::Fail(errno)),
+        Some(Ok(found)) => Some(found),
+        None => None,
     };
-    let Some(n) = absolutize(&given, base.as_deref(), &mut plain) else {
-        return continue_();
+    let (abs, via_view) = match walked {
+        Some(found) => found,
+        None => {
+            let mut plain = vec![0u8; MAX_ABS];
+            let base = match given.first() {
+                Some(b'/') => None,
+                _ => notify::base_dir(tid, path.dirfd.map(|d| args[d] as i32)),
+            };
+            let Some(n) = absolutize(&given, base.as_deref(), &mut plain) else {
+                return continue_();
+            };
+            let plain = &plain[..n];
+            if given.is_empty() || plain.starts_with(b"/proc/") || plain.starts_with(b"/dev/") {
+                return continue_();
+            }
+            // The directories as the kernel walks them in the shared tree.
+            let dirfd = path.dirfd.map(|d| args[d] as i32);
+            let abs = notify::kernel_path(tid, dirfd, &given, false).unwrap_or(lexical);
+            if let Some(errno) = notify::read_blocked_in_view(sup, w, tid, args, path, &given, &abs)
+            {
+                return Handled::quiet(Answer::Fail(errno));
+            }
+            (abs, false)
+        }
     };
-    let plain = &plain[..n];
-    if given.is_empty() || plain.starts_with(b"/proc/") || plain.starts_with(b"/dev/") {
-        return continue_();
-    }
-    // The directories as the kernel walks them in the shared tree.
-    let dirfd = path.dirfd.map(|d| args[d] as i32);
-    let abs = notify::kernel_path(tid, dirfd, &given, false).unwrap_or(lexical);
-    if let Some(errno) = notify::read_blocked_in_view(sup, w, tid, args, path, &given, &abs) {
-        return Handled::quiet(Answer::Fail(errno));
-    }
-    let Some(copy) = super::view::own_copy(&mut |p: &[u8]| sup.redirects.lookup(w, p), &abs) else {
-        return continue_();
+    // The worker's copy; or, where the walk went elsewhere than the
+    // spelling, the name it reached (read here, not by the kernel).
+    let copy = match super::view::own_copy(&mut |p: &[u8]| sup.redirects.lookup(w, p), &abs) {
+        Some(copy) => copy,
+        None if via_view => abs.clone(),
+        None => return continue_(),
     };
     let answer = if given.ends_with(b"/") {
         // `readlink("s/")` follows `s`: what it leads to in the view is
