@@ -75,7 +75,7 @@ pub enum Call {
         out: Option<(usize, usize)>,
     },
     /// `readlink`/`readlinkat`, notified only under redirect (the
-    /// worker's own symlinks, [`super::views::readlink`]): its path, and
+    /// worker's own symlinks, [`super::reads::readlink`]): its path, and
     /// the buffer and size arguments.
     Readlink {
         path: PathArg,
@@ -83,7 +83,7 @@ pub enum Call {
         size: usize,
     },
     /// `getdents64` (`wide`) or `getdents`, notified only under redirect
-    /// (the worker's view of a directory, [`super::views::getdents`]).
+    /// (the worker's view of a directory, [`super::reads::getdents`]).
     Getdents { wide: bool },
     /// `execve`/`execveat`: path and argv arguments, and the width of a
     /// pointer in the caller's ABI.

@@ -28,7 +28,7 @@ mod notify;
 mod redirects;
 mod trampoline;
 mod view;
-mod views;
+mod reads;
 
 pub use handoff::SOCKET_VAR;
 

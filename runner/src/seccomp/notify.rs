@@ -736,9 +736,9 @@ fn handle(sup: &mut Supervision, l: &mut Listener) -> bool {
         Some(Call::Stat { nr, path, out }) => {
             follow_stat(sup, &c, &args, nr, path, out, lfd, req.id)
         }
-        Some(Call::Getdents { wide }) => super::views::getdents(sup, &c, &args, wide, lfd, req.id),
+        Some(Call::Getdents { wide }) => super::reads::getdents(sup, &c, &args, wide, lfd, req.id),
         Some(Call::Readlink { path, buf, size }) => {
-            super::views::readlink(sup, &c, &args, path, buf, size, lfd, req.id)
+            super::reads::readlink(sup, &c, &args, path, buf, size, lfd, req.id)
         }
         Some(Call::Exec {
             path,
