@@ -25,10 +25,10 @@ mod handoff;
 mod holders;
 mod linkfd;
 mod notify;
+mod reads;
 mod redirects;
 mod trampoline;
 mod view;
-mod reads;
 
 pub use handoff::SOCKET_VAR;
 

@@ -1284,7 +1284,11 @@ e2e!(
 /// tree probed by name, without symlink targets (see [`same_supervised_run`]
 /// for the listing and readlink views), bare vs supervised, and the shared
 /// tree untouched (merge into another dir).
-fn same_supervised_ops(dir: &TestDir, setup: impl Fn(&Path), script: &str) -> Result<(), String> {
+pub(crate) fn same_supervised_ops(
+    dir: &TestDir,
+    setup: impl Fn(&Path),
+    script: &str,
+) -> Result<(), String> {
     same_supervised_run(dir, setup, script, Shown::default())
 }
 

@@ -108,53 +108,10 @@ e2e!(
     }
 );
 
-/// `script` bare (in `dir/bare`) and under the supervisor (in `dir/job`),
-/// both set up by `setup`: `Err` with both outputs when they differ or
-/// the shared tree changed.
+/// `script` bare and under the supervisor, both set up by `setup`: `Err`
+/// with both outputs when they differ or the shared tree changed.
 fn same_as_bare(dir: &TestDir, setup: impl Fn(&Path), script: &str) -> Result<(), String> {
-    const NAMES: &str = "a b c d e f g l m n s x";
-    let bare_dir = dir.join("bare");
-    let _ = std::fs::remove_dir_all(&bare_dir);
-    std::fs::create_dir_all(&bare_dir).unwrap();
-    setup(&bare_dir);
-    let script_file = dir.join("bare-script.txt");
-    std::fs::write(&script_file, script).unwrap();
-    let bare = run(
-        std::process::Command::new(fixture("ops_exec_static"))
-            .arg(&script_file)
-            .current_dir(&bare_dir)
-            .env("OPS_EXEC_WALK", "probe")
-            .env("OPS_EXEC_NAMES", NAMES)
-            .env("OPS_EXEC_NO_READLINK", "1"),
-        DEADLINE,
-    );
-    for d in ["job", "workers", "logs", "merged"] {
-        let _ = std::fs::remove_dir_all(dir.join(d));
-    }
-    let job = dir.join("job");
-    std::fs::create_dir_all(&job).unwrap();
-    setup(&job);
-    let before = shared_snapshot(&job);
-    let mut c = redirecting_runner(&job, &dir.path);
-    c.arg("--")
-        .arg(fixture("ops_exec_static"))
-        .arg(&script_file)
-        .env("OPS_EXEC_WALK", "probe")
-        .env("OPS_EXEC_NAMES", NAMES)
-        .env("OPS_EXEC_NO_READLINK", "1");
-    let sup = run(&mut c, DEADLINE);
-    if stdout(&sup) != stdout(&bare) {
-        return Err(format!(
-            "{script}\nsupervised: {}\nbare:       {}\n{}",
-            stdout(&sup),
-            stdout(&bare),
-            String::from_utf8_lossy(&sup.stderr)
-        ));
-    }
-    if shared_snapshot(&job) != before {
-        return Err(format!("{script}: the shared tree changed"));
-    }
-    Ok(())
+    super::redirect_exact::same_supervised_ops(dir, setup, script)
 }
 
 // Finding 3: below a directory the worker put over a shared symlink
