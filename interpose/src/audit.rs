@@ -229,6 +229,7 @@ pub(crate) type Viewed = Result<bool, view::Unresolved>;
 unsafe fn resolve_in_view<'a>(
     arg: PathArg,
     follow_leaf: bool,
+    entry: bool,
     base: &mut [u8],
     cwd: &mut CwdCopy,
     out: &'a mut [u8],
@@ -293,7 +294,14 @@ unsafe fn resolve_in_view<'a>(
         let lexical = unsafe { resolve(arg, base, cwd, out) };
         return (lexical, Err(view::Unresolved::Errno(libc::ENOENT)));
     }
-    match view::resolve(given, start, follow_leaf, out, scratch) {
+    // The name a call makes or removes is its parent's entry: a trailing
+    // slash does not follow a final symlink there (`rmdir l/` is ENOTDIR,
+    // `mkdir l/` EEXIST); the spelling keeps it for the kernel's checks.
+    let walked = match given.iter().rposition(|&b| b != b'/') {
+        Some(end) if entry => &given[..end + 1],
+        _ => given,
+    };
+    match view::resolve(walked, start, follow_leaf, out, scratch) {
         Ok((n, via_view)) => (
             PathPair {
                 given: Some(given),
@@ -501,6 +509,17 @@ fn is_mkdir(call: &Call) -> bool {
     call.op.starts_with("mkdir")
 }
 
+/// Whether the call's (first) name is an entry it makes or removes
+/// (mkdir, mknod, mkfifo, unlink, rmdir, remove, rename's source), whose
+/// trailing slash does not follow a final symlink.
+fn names_an_entry(call: &Call) -> bool {
+    let op = call.op;
+    ["mkdir", "mknod", "mkfifo", "unlink", "rename"]
+        .iter()
+        .any(|p| op.starts_with(p))
+        || matches!(op, "rmdir" | "remove")
+}
+
 /// Whether the kernel follows a symlink in the call's (first) leaf: open
 /// without O_NOFOLLOW (O_CREAT|O_EXCL does not follow either), truncate.
 fn follows_leaf(call: &Call) -> bool {
@@ -542,12 +561,25 @@ unsafe fn assess<'a>(
                 (unsafe { resolve(call.path, base, cwd, abs) }, Ok(false))
             } else {
                 // SAFETY: as above.
-                unsafe { resolve_in_view(call.path, follows_leaf(call), base, cwd, abs, scratch) }
+                unsafe {
+                    resolve_in_view(
+                        call.path,
+                        follows_leaf(call),
+                        names_an_entry(call),
+                        base,
+                        cwd,
+                        abs,
+                        scratch,
+                    )
+                }
             };
             let (path2, viewed2) = match call.path2 {
                 Some(p) => {
                     // SAFETY: the contract covers the second path too.
-                    let (pp, v) = unsafe { resolve_in_view(p, false, base, cwd, abs2, scratch) };
+                    // A second name is always one the call makes (rename's
+                    // destination, link's and symlink's new name).
+                    let (pp, v) =
+                        unsafe { resolve_in_view(p, false, true, base, cwd, abs2, scratch) };
                     (Some(pp), v)
                 }
                 None => (None, Ok(false)),
@@ -2196,7 +2228,7 @@ pub unsafe fn exec_in_view(arg: PathArg, follow: bool, out: &mut [u8]) -> Result
         ..
     } = claimed.block();
     // SAFETY: the program's C string, found readable above.
-    let (path, viewed) = unsafe { resolve_in_view(arg, follow, base, cwd, abs, work) };
+    let (path, viewed) = unsafe { resolve_in_view(arg, follow, false, base, cwd, abs, work) };
     let named = path.given.is_some_and(|g| !g.is_empty());
     if let (true, Err(view::Unresolved::Errno(e @ (libc::ENOENT | libc::ENOTDIR | libc::ELOOP)))) =
         (named, viewed)
@@ -2271,7 +2303,7 @@ pub unsafe fn view_dir_nlink(arg: PathArg, follow: bool, nlink: &mut u64) {
         ..
     } = claimed.block();
     // SAFETY: the program's C string, which the call just read.
-    let (path, viewed) = unsafe { resolve_in_view(arg, follow, base, cwd, abs, work) };
+    let (path, viewed) = unsafe { resolve_in_view(arg, follow, false, base, cwd, abs, work) };
     if let (Ok(_), Some(p)) = (viewed, path.abs) {
         *nlink = view::dir_nlink(p, *nlink, work);
     }
@@ -2311,7 +2343,7 @@ pub unsafe fn magic_link_text(arg: PathArg, buf: *mut c_char, size: usize, r: is
         ..
     } = claimed.block();
     // SAFETY: the program's C string, which the call just read.
-    let (path, viewed) = unsafe { resolve_in_view(arg, false, base, cwd, abs, work) };
+    let (path, viewed) = unsafe { resolve_in_view(arg, false, false, base, cwd, abs, work) };
     let Some(p) = path.abs.filter(|_| viewed.is_ok()) else {
         return r;
     };
@@ -2378,7 +2410,7 @@ unsafe fn reroute_as<R: Outcome>(
         ..
     } = b;
     // SAFETY: the program's C string, found readable above.
-    let (path, viewed) = unsafe { resolve_in_view(arg, follow, base, cwd, abs, work) };
+    let (path, viewed) = unsafe { resolve_in_view(arg, follow, false, base, cwd, abs, work) };
     // A read the view says fails, fails so without the kernel; not a dlopen
     // (the unguarded caller), whose failure must come with the loader's
     // dlerror message: the loader then meets the shared tree's answer.

@@ -206,11 +206,10 @@ e2e!(
 // file, nlink 0). A static fstat is `newfstatat(fd, "", AT_EMPTY_PATH)`;
 // follow_stat takes the descriptor's path (/proc/<tid>/fd/N, the shared
 // name) as a name and follows its redirect, the removal. Not new today (the
-// lookup by the descriptor's name predates the walk); a descriptor held
-// across the worker's change of its name is what the descriptor work
-// (ADDFD) is fixing.
+// lookup by the descriptor's name predates the walk). Passes since the
+// supervisor moves a held descriptor when the view removes its name
+// (holders.rs) and fstat of an empty name is the descriptor's file.
 e2e!(
-    #[ignore = "follow_stat follows an AT_EMPTY_PATH descriptor's name to the worker's removal of it (ENOENT); descriptors held across a change of their name are the descriptor work's"]
     fstat_of_a_descriptor_whose_shared_name_the_worker_removed_is_the_file,
     |dir| {
         let tree = |d: &Path| {
@@ -328,10 +327,9 @@ fn same_as_bare_preloaded(
 // call): `rmdir l/` ENOTEMPTY (bare ENOTDIR), `unlink l/` EISDIR (ENOTDIR),
 // `rename l/ x` moves `d` in the view (ENOTDIR); with a symlink the worker
 // made as with a shared one (`mkdir`, `symlink`, `link` agree with bare).
-// The supervisor's fix (walk_in_view's names without their trailing
-// slashes, failing::look_up `taken_as_is`) has no library counterpart yet.
+// Fixed as in the supervisor: the name a call makes or removes is walked
+// without its trailing slashes (audit.rs `names_an_entry`).
 e2e!(
-    #[ignore = "library: audit.rs walks a made or removed name's trailing slash through a final symlink (view::resolve follows the leaf for a slash whatever the call); the namei precheck then answers for the link's target"]
     the_library_does_not_follow_a_trailing_slash_of_a_name_a_call_makes_or_removes,
     |dir| {
         let tree = |d: &Path| {
