@@ -276,7 +276,7 @@ fn look_up<'a>(
 /// Whether the kernel refuses these open flags whatever the name (it
 /// checks them first): asked of the kernel with an empty name, which fails
 /// with ENOENT unless the flags fail first with EINVAL.
-fn invalid_open_flags(flags: i32) -> bool {
+pub(super) fn invalid_open_flags(flags: i32) -> bool {
     // SAFETY: a NUL-terminated empty name; a descriptor returned is closed.
     let fd = unsafe { libc::openat(libc::AT_FDCWD, c"".as_ptr(), flags, 0) };
     if fd >= 0 {

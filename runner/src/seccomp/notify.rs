@@ -1485,8 +1485,11 @@ fn access(
             Some(g) if g.first() != Some(&b'/') => base_dir(tid, p.dirfd.map(|d| args[d] as i32)),
             _ => None,
         }?;
+        // Only a directory stands for one (a file's descriptor is ENOTDIR
+        // whatever its name in the view).
+        let dir = std::fs::metadata(std::ffi::OsStr::from_bytes(&b)).is_ok_and(|m| m.is_dir());
         match (c.worker, sup.judge.action) {
-            (Some(w), ActionSetting::Redirect) => Some(job_path_of(sup, w, &b).unwrap_or(b)),
+            (Some(w), ActionSetting::Redirect) if dir => Some(job_path_of(sup, w, &b).unwrap_or(b)),
             _ => Some(b),
         }
     };
@@ -1590,7 +1593,13 @@ fn access(
         }
     }
     if let Some(errno) = walk_errno {
-        // A name the view's walk cannot reach: nothing is written.
+        // A name the view's walk cannot reach: nothing is written (open
+        // flags the kernel refuses fail first).
+        let opens = matches!(a.op, "open" | "openat" | "openat2" | "creat");
+        let errno = match opens && super::failing::invalid_open_flags(flags) {
+            true => libc::EINVAL,
+            false => errno,
+        };
         return finish(e, Action::Logged, Answer::Fail(errno), Vec::new());
     }
     let failed_redirect = |e| {
@@ -1631,7 +1640,10 @@ fn access(
             };
             // The worker's copy may exist already, made as the parent of
             // a file it wrote: the shared entries are added to it.
-            if r.new && emulate::is_dir(abs) {
+            // A copy made earlier for a metadata change (`chmod d`) holds
+            // none of the shared entries yet: they are added to it too,
+            // as the library's rename completion does.
+            if emulate::is_dir(abs) {
                 moved_dirs.extend(super::holders::Held::at(abs).map(|h| (i, h)));
                 let created = !emulate::exists(t);
                 let wd = sup.redirects.worker_dir(w);
@@ -1745,6 +1757,11 @@ fn access(
         // kernel, given the spelling, would reach another file. The call
         // fails where that name does not exist, else closed.
         Performed::NotEmulated if through_own_link => {
+            // Open flags the kernel refuses fail before any lookup.
+            let opens = matches!(a.op, "open" | "openat" | "openat2" | "creat");
+            if opens && super::failing::invalid_open_flags(flags) {
+                return finish(e, Action::Logged, Answer::Fail(libc::EINVAL), Vec::new());
+            }
             let missing = p1.1.as_ref().and_then(|abs| {
                 std::fs::metadata(std::ffi::OsStr::from_bytes(abs))
                     .err()
@@ -1790,8 +1807,15 @@ fn copy_dir_up(sup: &mut Supervision, w: u32, shared: &[u8], copy: &[u8]) -> Res
         .permissions()
         .mode()
         & 0o7777;
-    let _ = std::fs::DirBuilder::new().mode(mode).create(os(copy));
-    std::fs::set_permissions(os(copy), std::fs::Permissions::from_mode(mode)).map_err(errno)?;
+    // A copy that exists already keeps its own mode (a `chmod` of the
+    // shared directory made it).
+    if std::fs::DirBuilder::new()
+        .mode(mode)
+        .create(os(copy))
+        .is_ok()
+    {
+        std::fs::set_permissions(os(copy), std::fs::Permissions::from_mode(mode)).map_err(errno)?;
+    }
     for entry in std::fs::read_dir(os(shared)).map_err(errno)? {
         let entry = entry.map_err(errno)?;
         let name = entry.file_name();
@@ -1803,11 +1827,16 @@ fn copy_dir_up(sup: &mut Supervision, w: u32, shared: &[u8], copy: &[u8]) -> Res
         // The program may write its worker directory: a symlink it put
         // where an entry's copy goes would be followed by the copy (or
         // the recursion) into the shared tree (review 4, finding 2).
-        if std::fs::symlink_metadata(os(&to)).is_ok_and(|m| m.file_type().is_symlink()) {
+        let there = std::fs::symlink_metadata(os(&to));
+        if there.as_ref().is_ok_and(|m| m.file_type().is_symlink()) {
             return Err(libc::ELOOP);
         }
         if kind.is_dir() {
             copy_dir_up(sup, w, &from, &to)?;
+        } else if there.is_ok() {
+            // What the copy holds already is the worker's (made through a
+            // descriptor of the copy): never overwritten by the shared one.
+            continue;
         } else if kind.is_symlink() {
             let text = std::fs::read_link(os(&from)).map_err(errno)?;
             std::os::unix::fs::symlink(text, os(&to)).map_err(errno)?;

@@ -1438,6 +1438,12 @@ e2e!(
             "rename d e EXCHANGE\nstat d/f\nstat e/f\nstat d/x\nstat e/x",
             "open 0 m RDONLY\nlinkat cwd a 0 a 0\nstat m/a\nopen 1 m/a RDONLY\nread 1 9",
             "symlink /proc/self/fd/77 s\nrename s a\nopen 0 a RDONLY\nstat a",
+            // Random seeds 101 and 404 at 300 cases: a directory whose
+            // copy a chmod made was renamed without its shared entries;
+            // O_CREAT|O_DIRECTORY through a worker's link to a closed
+            // descriptor said ENOENT (bare EINVAL: the flags first).
+            "chmod e 700\nrename e c\nstat c/x\nopen 0 c/x RDONLY\nread 0 5\nstat e",
+            "symlink /proc/self/fd/77 s\nrename s a\nopen 0 a RDONLY|CREAT|DIRECTORY 644",
             // Seed 24 at 300 cases: O_TMPFILE with O_TRUNC in a shared
             // directory was ENOENT (no worker's copy of the directory).
             "open 0 d WRONLY|TRUNC|TMPFILE 644\nwrite 0 t\nlinkat 0 \"\" cwd d/t EMPTY\nstat d/t",
@@ -1476,6 +1482,10 @@ e2e!(
         };
         for script in [
             "rename l l 0\nlstat l",
+            // Random seed 101: a relative name against a descriptor of the
+            // worker's file standing for a shared symlink was walked from
+            // the symlink's target (ENOENT, bare ENOTDIR).
+            "mkstemp 3 l\nrenameat 3 d/a cwd a 0\nlstat l",
             "rename l e EXCHANGE\nunlinkat cwd l REMOVEDIR\nlstat e\nlstat l",
             "linkat cwd l cwd g FOLLOW\nlinkat cwd l/a cwd g FOLLOW\nstat g",
             "rename d/a a 0\nrename d/../a d EXCHANGE\nrenameat cwd a cwd l EXCHANGE\n\
