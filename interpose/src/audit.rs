@@ -297,9 +297,9 @@ unsafe fn resolve_in_view<'a>(
     // The name a call makes or removes is its parent's entry: a trailing
     // slash does not follow a final symlink there (`rmdir l/` is ENOTDIR,
     // `mkdir l/` EEXIST); the spelling keeps it for the kernel's checks.
-    let walked = match given.iter().rposition(|&b| b != b'/') {
-        Some(end) if entry => &given[..end + 1],
-        _ => given,
+    let walked = match entry {
+        true => mpaudit_core::namei::without_trailing_slashes(given),
+        false => given,
     };
     match view::resolve(walked, start, follow_leaf, out, scratch) {
         Ok((n, via_view)) => (
@@ -509,17 +509,6 @@ fn is_mkdir(call: &Call) -> bool {
     call.op.starts_with("mkdir")
 }
 
-/// Whether the call's (first) name is an entry it makes or removes
-/// (mkdir, mknod, mkfifo, unlink, rmdir, remove, rename's source), whose
-/// trailing slash does not follow a final symlink.
-fn names_an_entry(call: &Call) -> bool {
-    let op = call.op;
-    ["mkdir", "mknod", "mkfifo", "unlink", "rename"]
-        .iter()
-        .any(|p| op.starts_with(p))
-        || matches!(op, "rmdir" | "remove")
-}
-
 /// Whether the kernel follows a symlink in the call's (first) leaf: open
 /// without O_NOFOLLOW (O_CREAT|O_EXCL does not follow either), truncate.
 fn follows_leaf(call: &Call) -> bool {
@@ -565,7 +554,7 @@ unsafe fn assess<'a>(
                     resolve_in_view(
                         call.path,
                         follows_leaf(call),
-                        names_an_entry(call),
+                        mpaudit_core::namei::names_an_entry(call.op, false),
                         base,
                         cwd,
                         abs,
@@ -575,11 +564,10 @@ unsafe fn assess<'a>(
             };
             let (path2, viewed2) = match call.path2 {
                 Some(p) => {
+                    let entry = mpaudit_core::namei::names_an_entry(call.op, true);
                     // SAFETY: the contract covers the second path too.
-                    // A second name is always one the call makes (rename's
-                    // destination, link's and symlink's new name).
                     let (pp, v) =
-                        unsafe { resolve_in_view(p, false, true, base, cwd, abs2, scratch) };
+                        unsafe { resolve_in_view(p, false, entry, base, cwd, abs2, scratch) };
                     (Some(pp), v)
                 }
                 None => (None, Ok(false)),

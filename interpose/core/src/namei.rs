@@ -85,6 +85,30 @@ impl Name {
     }
 }
 
+/// Whether a name of the call `op` (a libc or system call's name) is an
+/// entry the call makes or removes: its parent is looked up and its last
+/// component taken as it is, so a trailing slash does not follow a final
+/// symlink there (`rmdir l/` is ENOTDIR, `mkdir l/` EEXIST with `l -> d`).
+/// `second`: the call's second name, always one (rename's destination,
+/// link's and symlink's new name); a first name is for mkdir, mknod,
+/// mkfifo, unlink, rmdir, remove and rename.
+pub fn names_an_entry(op: &str, second: bool) -> bool {
+    second
+        || ["mkdir", "mknod", "mkfifo", "unlink", "rename"]
+            .iter()
+            .any(|p| op.starts_with(p))
+        || matches!(op, "rmdir" | "remove")
+}
+
+/// `name` without its trailing slashes, as an entry is walked
+/// ([`names_an_entry`]); a name of slashes only is kept.
+pub fn without_trailing_slashes(name: &[u8]) -> &[u8] {
+    match name.iter().rposition(|&b| b != b'/') {
+        Some(end) => &name[..=end],
+        None => name,
+    }
+}
+
 /// The type of the last component of `spelling`, and whether a slash
 /// follows it.
 pub fn last_component(spelling: &[u8]) -> (Last, bool) {
@@ -436,6 +460,33 @@ mod tests {
         assert!(!strictly_below(b"/j/da", b"/j/d"));
         assert!(!strictly_below(b"/j/d", b"/j/d"));
         assert!(strictly_below(b"/j", b"/"));
+    }
+
+    #[test]
+    fn the_names_a_call_makes_or_removes_are_entries() {
+        for op in [
+            "mkdir",
+            "mkdirat",
+            "mknodat",
+            "mkfifo",
+            "unlink",
+            "unlinkat",
+            "rmdir",
+            "remove",
+            "renameat2",
+        ] {
+            assert!(names_an_entry(op, false), "{op}");
+        }
+        for op in [
+            "open", "openat", "creat", "truncate", "link", "linkat", "symlink", "chmod",
+        ] {
+            assert!(!names_an_entry(op, false), "{op}");
+        }
+        assert!(names_an_entry("linkat", true) && names_an_entry("symlink", true));
+        assert_eq!(without_trailing_slashes(b"l//"), b"l");
+        assert_eq!(without_trailing_slashes(b"d/l/"), b"d/l");
+        assert_eq!(without_trailing_slashes(b"l"), b"l");
+        assert_eq!(without_trailing_slashes(b"//"), b"//");
     }
 
     #[test]

@@ -73,6 +73,7 @@ pub fn failing_anyway(
     if matches!(op, "open" | "openat") && invalid_open_flags(flags) {
         return Some(libc::EINVAL);
     }
+    let call = op;
     let op = match op {
         "open" | "openat" | "creat" => Op::Open(flags),
         "truncate" => Op::Truncate,
@@ -124,7 +125,7 @@ pub fn failing_anyway(
     // The name a call makes or removes is its parent's entry, taken as it
     // is: a trailing slash does not follow a symlink there (`rmdir l/` is
     // ENOTDIR; review 4, finding 5). link's source is looked up whole.
-    let taken_as_is = op != Op::Link && !matches!(op, Op::Open(_) | Op::Truncate);
+    let taken_as_is = namei::names_an_entry(call, op == Op::Symlink);
     let (g1, l1) = match look_up(&first, follow, needs_empty(false), taken_as_is, &mut view) {
         Ok(r) => r,
         Err(e) => return e,

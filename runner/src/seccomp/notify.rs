@@ -27,6 +27,7 @@ use std::sync::mpsc;
 
 use mpaudit_core::flags::put_flag_names;
 use mpaudit_core::glob::GlobList;
+use mpaudit_core::namei;
 use mpaudit_core::path::{absolutize, MAX_ABS};
 use mpaudit_core::policy::{Action, ActionSetting, Policy, Verdict};
 use serde_json::{json, Map, Value};
@@ -1162,21 +1163,12 @@ fn access(
     // symlink there (`mkdir l/` is EEXIST, `rmdir l/`, `rename l/ x`
     // ENOTDIR with `l -> d`), so it is walked without its trailing
     // slashes, which the call keeps (review 4, finding 5).
-    let made_or_removed = |i: usize| match a.op {
-        "mkdir" | "mkdirat" | "rmdir" | "unlink" | "unlinkat" | "mknod" | "mknodat" => i == 0,
-        "rename" | "renameat" | "renameat2" => true,
-        "link" | "linkat" | "symlink" | "symlinkat" => i == 1,
-        _ => false,
-    };
     let walk_name = |i: usize, g: Option<&[u8]>| -> Option<Vec<u8>> {
         let g = g?;
-        let mut n = g.len();
-        if made_or_removed(i) {
-            while n > 1 && g[n - 1] == b'/' {
-                n -= 1;
-            }
-        }
-        Some(g[..n].to_vec())
+        Some(match namei::names_an_entry(a.op, i == 1) {
+            true => namei::without_trailing_slashes(g).to_vec(),
+            false => g.to_vec(),
+        })
     };
     let walked1 = match text(0) {
         false => {
