@@ -1800,10 +1800,15 @@ fn prepared(
     work: &mut [u8],
     failed: &mut i32,
 ) -> Route {
-    // A new redirect needs room in the shared table for its entry (an
-    // existing one, or a read in a worker's view, makes none: the fork-mode
-    // root, which has no table, warned that redirected writes fail).
-    let room = if new { redirect::reserve() } else { 0 };
+    // A write needs room in the shared table for the entries it may make
+    // (its own, a renamed directory's names); a read in a worker's view
+    // makes none (the fork-mode root, which has no table, warned that
+    // redirected writes fail).
+    let room = if new || want.new {
+        redirect::reserve()
+    } else {
+        0
+    };
     let prepared = match room {
         0 => redirect::prepare_target(abs, &out[..n], want.create_parents, seed, orig, work),
         e => Err(e),

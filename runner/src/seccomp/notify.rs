@@ -1635,7 +1635,9 @@ fn access(
             // A copy made earlier for a metadata change (`chmod d`) holds
             // none of the shared entries yet: they are added to it too,
             // as the library's rename completion does.
-            if emulate::is_dir(abs) {
+            // (Only a directory is copied up: the worker's own symlink or
+            // file at the name is renamed as it is.)
+            if emulate::is_dir(abs) && (r.new || emulate::is_dir(t)) {
                 moved_dirs.extend(super::holders::Held::at(abs).map(|h| (i, h)));
                 let created = !emulate::exists(t);
                 let wd = sup.redirects.worker_dir(w);

@@ -2117,3 +2117,126 @@ e2e!(
         );
     }
 );
+
+// Review 5 (against 29356d7): under the supervisor, renaming a shared
+// directory whose subdirectory has a worker's copy (a `chmod` made it)
+// loses the subdirectory's shared entries: copy_dir_up skips an entry with
+// a route ("the worker's own") instead of adding the shared entries to its
+// copy, so `f/s/z` is ENOENT (bare: the file). Also with `chmod e` first.
+e2e!(
+    #[ignore = "supervisor: copy_dir_up skips an entry that has a route (a subdirectory a chmod copied) instead of adding the shared entries to its copy; found by review 5, predates stop 18"]
+    the_supervisor_renames_a_directory_with_the_shared_entries_of_a_subdirectory_a_chmod_copied,
+    |dir| {
+        let tree = |d: &Path| {
+            sweep_tree(d);
+            std::fs::create_dir(d.join("e/s")).unwrap();
+            std::fs::write(d.join("e/s/z"), "Z").unwrap();
+        };
+        let mut failed = Vec::new();
+        for script in [
+            "chmod e/s 700\nrename e f\nstat f/s/z\n",
+            "chmod e 700\nchmod e/s 700\nrename e f\nstat f\nstat f/s\nstat f/s/z\n",
+        ] {
+            if let Err(e) = same_supervised_ops(&dir, tree, script) {
+                failed.push(e);
+            }
+        }
+        assert!(failed.is_empty(), "{}", failed.join("\n-----\n"));
+    }
+);
+
+// Review 5: under the supervisor, a directory moved from one shared
+// directory into another leaves both parents' link counts as they were
+// (`stat d` nlink=2 after `rename e/s d/s`, bare 3; `e` keeps 3, bare 2).
+e2e!(
+    #[ignore = "a directory's link count in the view is not emulated (KNOWN_BROKEN dir-nlink, docs/policy.md); review 5"]
+    the_supervisor_counts_the_links_of_directories_a_moved_directory_left_and_entered,
+    |dir| {
+        let tree = |d: &Path| {
+            sweep_tree(d);
+            std::fs::create_dir(d.join("e/s")).unwrap();
+        };
+        let mut failed = Vec::new();
+        for script in [
+            "rename e/s d/s\nstat d\nstat e\n",
+            "chmod d 700\nrename e/s d/s\nstat d\nstat e\n",
+        ] {
+            if let Err(e) = same_supervised_ops(&dir, tree, script) {
+                failed.push(e);
+            }
+        }
+        assert!(failed.is_empty(), "{}", failed.join("\n-----\n"));
+    }
+);
+
+// Review 5: under the library, mkfifo of a name only the shared tree holds
+// succeeds (the worker's fifo then shadows the shared file or directory),
+// bare EEXIST; with a trailing slash on a missing name it succeeds too
+// (bare ENOENT). mkdir and O_CREAT|O_EXCL answer as bare. Not a regression
+// of dbe7e58 (the library of its parent does the same).
+e2e!(
+    #[ignore = "library: mkfifo/mknod under redirect are not prechecked in the view (precheck::op_of models them only when refused); review 5, predates stop 18"]
+    mkfifo_under_redirect_of_a_shared_name_fails_eexist_as_bare,
+    |dir| {
+        let mut failed = Vec::new();
+        for script in [
+            "mkfifo a 644\nlstat a",
+            "mkfifo d 644\nlstat d",
+            "mkfifo e/x 644\nlstat e/x",
+            "mkfifo a/ 644\nlstat a",
+            "mkfifo zz/ 644\nlstat zz",
+            "mkfifo d/. 644\nlstat d",
+        ] {
+            if let Err(e) = same_ops_or_err(&dir, sweep_tree, script) {
+                failed.push(e);
+            }
+        }
+        assert!(failed.is_empty(), "{}", failed.join("\n-----\n"));
+    }
+);
+
+// Review 5: mkfifo under the supervisor, bare vs supervised.
+e2e!(
+    #[ignore = "supervisor: mknod under redirect is not prechecked in the view (failing_anyway refuses mknod: its mode is checked first); review 5, predates stop 18"]
+    the_supervisor_answers_mkfifo_as_bare,
+    |dir| {
+        let mut failed = Vec::new();
+        for script in [
+            "mkfifo a 644\nlstat a\n",
+            "mkfifo d 644\nlstat d\n",
+            "mkfifo a/ 644\nlstat a\n",
+            "mkfifo zz/ 644\nlstat zz\n",
+            "mkfifo d/. 644\n",
+            "mkfifo zz 644\nlstat zz\n",
+        ] {
+            if let Err(e) = same_supervised_ops(&dir, sweep_tree, script) {
+                failed.push(e);
+            }
+        }
+        assert!(failed.is_empty(), "{}", failed.join("\n-----\n"));
+    }
+);
+
+// Review 5, regression of 29356d7 (copy_dir_up for every rename of a
+// shared directory's name, not only a new route): after the worker renamed
+// the shared `e` away and put a symlink (or a file) of its own at `e`,
+// `rename e f` is ELOOP under the supervisor (bare: ok, `f` the symlink):
+// the shared `e` is still a directory, so its "copy" (the worker's
+// symlink) gets the shared entries.
+e2e!(
+    the_supervisor_renames_a_symlink_the_worker_put_where_a_shared_directory_was,
+    |dir| {
+        let mut failed = Vec::new();
+        for script in [
+            "rename e e2\nsymlink e2 e\nrename e f\nlstat f\nstat f/x\n",
+            "rename e e2\nsymlink d e\nrename e f\nlstat f\n",
+            "rename e e2\nopen 0 e WRONLY|CREAT 644\nclose 0\nrename e f\nlstat f\n",
+            "unlink e/x\nrmdir e\nsymlink d e\nrename e f\nlstat f\n",
+        ] {
+            if let Err(e) = same_supervised_ops(&dir, sweep_tree, script) {
+                failed.push(e);
+            }
+        }
+        assert!(failed.is_empty(), "{}", failed.join("\n-----\n"));
+    }
+);
