@@ -379,3 +379,88 @@ e2e!(
         }
     }
 );
+
+// The check-then-call race below the worker directory (review 4, left
+// open in stop 18): the supervisor checked that no directory of a routed
+// target below the worker directory is a symlink, then made the call by
+// the target's absolute path, which the kernel resolved again. A process
+// outside the supervisor's calls (here the test itself; in a job an
+// unsupervised process or io_uring) that swaps the worker's copy of `d`
+// for a symlink to the shared `d` in between made the supervisor truncate
+// and write the shared `d/f`. Every routed call now goes through a
+// descriptor of its parent opened beneath the worker directory without
+// following any symlink — that is the fix to build; not done yet.
+e2e!(
+    #[ignore = "not fixed: the supervisor's routed calls re-resolve the target's absolute path after symlink_below's check (fix: openat2 RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS on a held parent); reproduced once (shared d/f became RACED), another run passed the 120 s deadline"]
+    a_symlink_raced_into_the_worker_directory_never_leads_a_routed_call_to_the_shared_tree,
+    |dir| {
+        use std::os::unix::ffi::OsStrExt;
+        let job = dir.join("job");
+        std::fs::create_dir_all(job.join("d")).unwrap();
+        std::fs::write(job.join("d/f"), "SHARED").unwrap();
+        let wd = dir.join("workers").join("worker_0");
+        let mut script = String::from("open 0 d/f WRONLY|CREAT|TRUNC 644\nclose 0\n");
+        for _ in 0..6000 {
+            script.push_str("open 0 d/f WRONLY|TRUNC 0\nwrite 0 RACED\nclose 0\nchmod d/f 600\n");
+        }
+        let script_file = dir.join("script.txt");
+        std::fs::write(&script_file, &script).unwrap();
+        let mut c = redirecting_runner(&job, &dir.path);
+        c.arg("--")
+            .arg(fixture("ops_exec_static"))
+            .arg(&script_file)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let child = c.spawn().unwrap();
+        // Wait for the worker's copy of `d`, then exchange it with a
+        // symlink to the shared `d` as fast as possible until the run ends.
+        let copy = wd.join("d");
+        let start = std::time::Instant::now();
+        while !copy.join("f").exists() && start.elapsed() < DEADLINE {
+            std::thread::yield_now();
+        }
+        let link = wd.join("dl");
+        std::os::unix::fs::symlink(job.join("d"), &link).unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let swapper = {
+            let stop = stop.clone();
+            let (a, b) = (
+                std::ffi::CString::new(copy.as_os_str().as_bytes()).unwrap(),
+                std::ffi::CString::new(link.as_os_str().as_bytes()).unwrap(),
+            );
+            std::thread::spawn(move || {
+                let mut swaps = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    // SAFETY: two NUL-terminated paths.
+                    let r = unsafe {
+                        libc::syscall(
+                            libc::SYS_renameat2,
+                            libc::AT_FDCWD,
+                            a.as_ptr(),
+                            libc::AT_FDCWD,
+                            b.as_ptr(),
+                            libc::RENAME_EXCHANGE,
+                        )
+                    };
+                    if r == 0 {
+                        swaps += 1;
+                    }
+                }
+                swaps
+            })
+        };
+        let out = wait_with_deadline(child, DEADLINE);
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let swaps = swapper.join().unwrap();
+        let shared = std::fs::read_to_string(job.join("d/f")).unwrap();
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(job.join("d/f")).unwrap().permissions(),
+        ) & 0o777;
+        assert!(swaps > 1000, "the race did not run: {swaps} swaps");
+        assert!(
+            shared == "SHARED" && mode != 0o600,
+            "the shared d/f was written through the raced symlink ({swaps} swaps): {shared:?} mode {mode:o}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+);
