@@ -69,6 +69,10 @@ pub struct Call {
     /// The `*at` flags of unlinkat and linkat (`AT_REMOVEDIR`,
     /// `AT_SYMLINK_FOLLOW`, `AT_EMPTY_PATH`); 0 for other calls.
     pub at_flags: c_int,
+    /// mknod and mkfifo: the `st_mode` the kernel's mknodat gets (the
+    /// node's type and permissions, mkfifo's with S_IFIFO as libc adds
+    /// it); `None` for other calls (bind's socket is not checked so).
+    pub node_mode: Option<u32>,
 }
 
 /// A hooked call's return value.
@@ -1019,6 +1023,10 @@ unsafe fn judge_then_call<R: Outcome>(
             .unwrap_or(e),
     };
     if failed_in_view != 0 {
+        // mknod checks the node's type before it resolves the name.
+        if let Some(Err(e)) = call.node_mode.map(mpaudit_core::namei::may_mknod) {
+            return refuse(call, &a, Action::Logged, e, entry_errno, work);
+        }
         // A read through the view fails as the view says when the walk
         // cannot go on (a shared link to a file the worker made is no
         // directory); anything else is the kernel's to say.
@@ -1412,10 +1420,11 @@ fn unseed(route: Option<Route>, target: &[u8]) {
 /// (its names are resolved, and the resolution's errors handled, before
 /// this), so that nothing needs refusing; `None` when the call would
 /// succeed or that cannot be said. A metadata change (chmod, utimes,
-/// setxattr, ...) needs an existing file; the namespace calls, mkdir and
-/// mkfifo get [`crate::precheck::answer`]'s decision. Not modelled, so
-/// refused with EACCES: permissions, read-only mounts, a truncate's
-/// negative length, an xattr's own errors (ENODATA, EEXIST), mknod.
+/// setxattr, ...) needs an existing file; the namespace calls, mkdir,
+/// mknod and mkfifo get [`crate::precheck::answer`]'s decision. Not
+/// modelled, so refused with EACCES: permissions, read-only mounts, a
+/// truncate's negative length, an xattr's own errors (ENODATA, EEXIST),
+/// bind.
 fn failing_anyway(call: &Call, a: &Assessed, work: &mut [u8]) -> Option<c_int> {
     if call.changes_metadata.is_some() {
         // The walk followed the leaf when the call does: a dangling link's

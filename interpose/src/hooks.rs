@@ -123,6 +123,7 @@ fn open_call(op: &'static str, dirfd: c_int, path: *const c_char, flags: c_int) 
         keeps_content: false,
         changes_metadata: None,
         at_flags: 0,
+        node_mode: None,
     }
 }
 
@@ -171,6 +172,7 @@ fn ns(op: &'static str, path: PathArg, path2: Option<PathArg>) -> Call {
         keeps_content: false,
         changes_metadata: None,
         at_flags: 0,
+        node_mode: None,
     }
 }
 
@@ -262,9 +264,10 @@ fn statx_done(arg: PathArg, follows: bool, buf: *mut c_void, r: c_int) -> c_int 
 }
 
 /// mkfifo, mknod, bind: a new file system node (redirected like a created
-/// file, unlike mkdir).
-fn node(op: &'static str, path: PathArg) -> Call {
+/// file, unlike mkdir); `mode`: mknod's (see `Call::node_mode`).
+fn node(op: &'static str, path: PathArg, mode: Option<u32>) -> Call {
     Call {
+        node_mode: mode,
         intent: OpenIntent {
             create: true,
             ..OpenIntent::NAMESPACE
@@ -450,18 +453,18 @@ hooks! {
     fn utime(path: *const c_char, times: *const libc::utimbuf) -> c_int =>
         |real, caller| file_access(caller, metadata("utime", cwd(path), true), |p, _| real(p, times));
     fn mkfifo(path: *const c_char, mode: mode_t) -> c_int =>
-        |real, caller| file_access(caller, node("mkfifo", cwd(path)), |p, _| real(p, mode));
+        |real, caller| file_access(caller, node("mkfifo", cwd(path), Some(mode | libc::S_IFIFO)), |p, _| real(p, mode));
     fn mkfifoat(dirfd: c_int, path: *const c_char, mode: mode_t) -> c_int =>
-        |real, caller| file_access(caller, node("mkfifoat", at(dirfd, path)), |p, _| real(dirfd, p, mode));
+        |real, caller| file_access(caller, node("mkfifoat", at(dirfd, path), Some(mode | libc::S_IFIFO)), |p, _| real(dirfd, p, mode));
     fn mknod(path: *const c_char, mode: mode_t, dev: libc::dev_t) -> c_int =>
-        |real, caller| file_access(caller, node("mknod", cwd(path)), |p, _| real(p, mode, dev));
+        |real, caller| file_access(caller, node("mknod", cwd(path), Some(mode)), |p, _| real(p, mode, dev));
     fn mknodat(dirfd: c_int, path: *const c_char, mode: mode_t, dev: libc::dev_t) -> c_int =>
-        |real, caller| file_access(caller, node("mknodat", at(dirfd, path)), |p, _| real(dirfd, p, mode, dev));
+        |real, caller| file_access(caller, node("mknodat", at(dirfd, path), Some(mode)), |p, _| real(dirfd, p, mode, dev));
     // Binaries built against glibc < 2.33 call these instead.
     fn __xmknod(ver: c_int, path: *const c_char, mode: mode_t, dev: *mut libc::dev_t) -> c_int =>
-        |real, caller| file_access(caller, node("__xmknod", cwd(path)), |p, _| real(ver, p, mode, dev));
+        |real, caller| file_access(caller, node("__xmknod", cwd(path), Some(mode)), |p, _| real(ver, p, mode, dev));
     fn __xmknodat(ver: c_int, dirfd: c_int, path: *const c_char, mode: mode_t, dev: *mut libc::dev_t) -> c_int =>
-        |real, caller| file_access(caller, node("__xmknodat", at(dirfd, path)), |p, _| real(ver, dirfd, p, mode, dev));
+        |real, caller| file_access(caller, node("__xmknodat", at(dirfd, path), Some(mode)), |p, _| real(ver, dirfd, p, mode, dev));
     fn bind(fd: c_int, addr: *const libc::sockaddr, len: libc::socklen_t) -> c_int =>
         |real, caller| bind_to_path(caller, fd, addr, len, |a, l| real(fd, a, l));
 
@@ -848,7 +851,7 @@ fn bind_to_path(
     let own = path.as_ptr().cast::<c_char>();
     // SAFETY: `own` is our NUL-terminated copy of the program's path.
     unsafe {
-        file_access(caller, node("bind", cwd(own)), |p, _| {
+        file_access(caller, node("bind", cwd(own), None), |p, _| {
             if p == own {
                 real(addr, len)
             } else {
@@ -1074,7 +1077,7 @@ pub unsafe extern "C" fn __mpaudit_syscall(
             ),
             #[cfg(target_arch = "x86_64")]
             libc::SYS_mknod => {
-                file_access(caller, node("mknod", cwd(s(0))), |p, _| real(with(0, p)))
+                file_access(caller, node("mknod", cwd(s(0)), Some(a[1] as u32)), |p, _| real(with(0, p)))
             }
             #[cfg(target_arch = "x86_64")]
             libc::SYS_stat | libc::SYS_access => reroute(cwd(s(0)), true, |p| real(with(0, p))),
@@ -1210,7 +1213,7 @@ pub unsafe extern "C" fn __mpaudit_syscall(
                 metadata("utimensat", at(d(0), s(1)), follows(d(3))),
                 |p, _| real(with(1, p)),
             ),
-            libc::SYS_mknodat => file_access(caller, node("mknodat", at(d(0), s(1))), |p, _| {
+            libc::SYS_mknodat => file_access(caller, node("mknodat", at(d(0), s(1)), Some(a[2] as u32)), |p, _| {
                 real(with(1, p))
             }),
             libc::SYS_getdents64 => {

@@ -24,12 +24,16 @@ pub struct Spelled<'a> {
 }
 
 /// The namespace operation a call is, for the kernel's checks; `None` for
-/// calls this does not model (mkstemp templates, metadata changes, nodes,
+/// calls this does not model (mkstemp templates, metadata changes, bind,
 /// O_TMPFILE links), which the real call answers. mkdir is modelled in
-/// core but not applied here: it is not redirected.
+/// core but not applied here: it is not redirected. mknod and mkfifo are
+/// (the worker's copy lacks the shared name they must fail EEXIST on).
 pub fn op_of(call: &Call) -> Option<Op> {
     if call.template_suffix.is_some() {
         return None;
+    }
+    if let Some(mode) = call.node_mode {
+        return Some(Op::Mknod(mode));
     }
     if call.flags >= 0 && call.path2.is_none() {
         return Some(Op::Open(call.flags));
@@ -49,15 +53,12 @@ pub fn op_of(call: &Call) -> Option<Op> {
 }
 
 /// [`op_of`] for a call that is refused rather than redirected (deny):
-/// nothing is made in a worker's view, so mkdir and mkfifo are modelled
-/// too (`filename_create`'s checks: an existing name is EEXIST). Not
-/// mknod (its mode is checked first, EPERM or EINVAL, and is not known
-/// here) nor bind (EADDRINUSE).
+/// nothing is made in a worker's view, so mkdir is modelled too
+/// (`filename_create`'s checks: an existing name is EEXIST). Not bind
+/// (EADDRINUSE).
 pub fn op_of_refused(call: &Call) -> Option<Op> {
     match call.op {
         "mkdir" | "mkdirat" => Some(Op::Mkdir),
-        // symlink's checks of its new name are filename_create's.
-        "mkfifo" | "mkfifoat" => Some(Op::Symlink),
         _ => op_of(call),
     }
 }

@@ -158,6 +158,9 @@ pub enum Op {
     Unlink,
     Rmdir,
     Mkdir,
+    /// mknod(2) (mkfifo, a socket's bind is not this) of a node of this
+    /// `st_mode`: its type is checked before the name is looked up.
+    Mknod(u32),
     /// The name is the new link's.
     Symlink,
     /// link(2) from the first name (followed when `AT_SYMLINK_FOLLOW`) to
@@ -207,6 +210,7 @@ pub fn answer(f: &Facts) -> Result<Proceed, c_int> {
         Op::Unlink => call(unlink(&f.first)),
         Op::Rmdir => call(rmdir(&f.first)),
         Op::Mkdir => call(create(&f.first, true)),
+        Op::Mknod(mode) => call(may_mknod(mode).and_then(|()| create(&f.first, false))),
         Op::Symlink => call(create(&f.first, false)),
         Op::Link => call(link(&f.first, &f.second)),
         Op::Rename(flags) => rename(flags, f),
@@ -331,6 +335,17 @@ fn create(n: &Name, dir: bool) -> Result<(), c_int> {
         return Err(libc::ENOENT);
     }
     Ok(())
+}
+
+/// `may_mknod`: the node types mknod makes (0 is a regular file); a
+/// directory is EPERM, anything else EINVAL. `do_mknodat` checks this
+/// before it resolves the name, so it comes before any walk's errno.
+pub fn may_mknod(mode: u32) -> Result<(), c_int> {
+    match mode & libc::S_IFMT {
+        0 | libc::S_IFREG | libc::S_IFCHR | libc::S_IFBLK | libc::S_IFIFO | libc::S_IFSOCK => Ok(()),
+        libc::S_IFDIR => Err(libc::EPERM),
+        _ => Err(libc::EINVAL),
+    }
 }
 
 /// `do_linkat`: the old name is looked up first, then the new one is
@@ -521,6 +536,18 @@ mod tests {
     }
 
     #[test]
+    fn mknod_checks_its_type_before_the_name() {
+        let fifo = Op::Mknod(libc::S_IFIFO | 0o644);
+        assert_eq!(one(fifo, name(Kind::Regular)), Err(EEXIST));
+        assert_eq!(one(fifo, Name::new(b"x/", Kind::Absent, false)), Err(ENOENT));
+        assert_eq!(one(fifo, Name::new(b"d/.", Kind::Dir, false)), Err(EEXIST));
+        assert_eq!(one(Op::Mknod(0o644), name(Kind::Absent)), OK);
+        let dir = Op::Mknod(libc::S_IFDIR | 0o755);
+        assert_eq!(one(dir, name(Kind::Regular)), Err(EPERM));
+        assert_eq!(one(Op::Mknod(libc::S_IFMT), name(Kind::Regular)), Err(EINVAL));
+    }
+
+    #[test]
     fn link_checks_the_source_then_the_new_name_then_the_directory() {
         assert_eq!(two(Op::Link, Kind::Dir, Kind::Absent), Err(EPERM));
         assert_eq!(two(Op::Link, Kind::Dir, Kind::Regular), Err(EEXIST));
@@ -673,6 +700,17 @@ mod tests {
                 Just(Op::Rmdir),
                 Just(Op::Mkdir),
                 Just(Op::Symlink),
+                // The node types mknod makes, and refuses (a directory, a
+                // type that is none).
+                prop_oneof![
+                    Just(0),
+                    Just(libc::S_IFIFO),
+                    Just(libc::S_IFREG),
+                    Just(libc::S_IFSOCK),
+                    Just(libc::S_IFDIR),
+                    Just(libc::S_IFMT),
+                ]
+                .prop_map(|t| Op::Mknod(t | 0o644)),
                 Just(Op::Link),
                 prop_oneof![Just(0), Just(RENAME_NOREPLACE), Just(RENAME_EXCHANGE)]
                     .prop_map(Op::Rename),
@@ -704,6 +742,7 @@ mod tests {
                     Op::Rmdir => libc::rmdir(a.as_ptr()) as c_long,
                     Op::Mkdir => libc::mkdir(a.as_ptr(), 0o755) as c_long,
                     Op::Symlink => libc::symlink(c"t".as_ptr(), a.as_ptr()) as c_long,
+                    Op::Mknod(mode) => libc::mknod(a.as_ptr(), mode, 0) as c_long,
                     Op::Link => libc::link(a.as_ptr(), b.as_ptr()) as c_long,
                     Op::Rename(flags) => libc::syscall(
                         SYS_renameat2,

@@ -2175,7 +2175,6 @@ e2e!(
 // (bare ENOENT). mkdir and O_CREAT|O_EXCL answer as bare. Not a regression
 // of dbe7e58 (the library of its parent does the same).
 e2e!(
-    #[ignore = "library: mkfifo/mknod under redirect are not prechecked in the view (precheck::op_of models them only when refused); review 5, predates stop 18"]
     mkfifo_under_redirect_of_a_shared_name_fails_eexist_as_bare,
     |dir| {
         let mut failed = Vec::new();
