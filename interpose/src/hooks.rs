@@ -1076,9 +1076,11 @@ pub unsafe extern "C" fn __mpaudit_syscall(
                 |p, _| real(with(1, p)),
             ),
             #[cfg(target_arch = "x86_64")]
-            libc::SYS_mknod => {
-                file_access(caller, node("mknod", cwd(s(0)), Some(a[1] as u32)), |p, _| real(with(0, p)))
-            }
+            libc::SYS_mknod => file_access(
+                caller,
+                node("mknod", cwd(s(0)), Some(a[1] as u32)),
+                |p, _| real(with(0, p)),
+            ),
             #[cfg(target_arch = "x86_64")]
             libc::SYS_stat | libc::SYS_access => reroute(cwd(s(0)), true, |p| real(with(0, p))),
             #[cfg(target_arch = "x86_64")]
@@ -1213,9 +1215,11 @@ pub unsafe extern "C" fn __mpaudit_syscall(
                 metadata("utimensat", at(d(0), s(1)), follows(d(3))),
                 |p, _| real(with(1, p)),
             ),
-            libc::SYS_mknodat => file_access(caller, node("mknodat", at(d(0), s(1)), Some(a[2] as u32)), |p, _| {
-                real(with(1, p))
-            }),
+            libc::SYS_mknodat => file_access(
+                caller,
+                node("mknodat", at(d(0), s(1)), Some(a[2] as u32)),
+                |p, _| real(with(1, p)),
+            ),
             libc::SYS_getdents64 => {
                 crate::dirview::getdents(d(0), a[1] as *mut u8, a[2] as usize, || real(a) as isize)
                     as c_long

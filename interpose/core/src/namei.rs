@@ -342,7 +342,9 @@ fn create(n: &Name, dir: bool) -> Result<(), c_int> {
 /// before it resolves the name, so it comes before any walk's errno.
 pub fn may_mknod(mode: u32) -> Result<(), c_int> {
     match mode & libc::S_IFMT {
-        0 | libc::S_IFREG | libc::S_IFCHR | libc::S_IFBLK | libc::S_IFIFO | libc::S_IFSOCK => Ok(()),
+        0 | libc::S_IFREG | libc::S_IFCHR | libc::S_IFBLK | libc::S_IFIFO | libc::S_IFSOCK => {
+            Ok(())
+        }
         libc::S_IFDIR => Err(libc::EPERM),
         _ => Err(libc::EINVAL),
     }
@@ -539,12 +541,18 @@ mod tests {
     fn mknod_checks_its_type_before_the_name() {
         let fifo = Op::Mknod(libc::S_IFIFO | 0o644);
         assert_eq!(one(fifo, name(Kind::Regular)), Err(EEXIST));
-        assert_eq!(one(fifo, Name::new(b"x/", Kind::Absent, false)), Err(ENOENT));
+        assert_eq!(
+            one(fifo, Name::new(b"x/", Kind::Absent, false)),
+            Err(ENOENT)
+        );
         assert_eq!(one(fifo, Name::new(b"d/.", Kind::Dir, false)), Err(EEXIST));
         assert_eq!(one(Op::Mknod(0o644), name(Kind::Absent)), OK);
         let dir = Op::Mknod(libc::S_IFDIR | 0o755);
         assert_eq!(one(dir, name(Kind::Regular)), Err(EPERM));
-        assert_eq!(one(Op::Mknod(libc::S_IFMT), name(Kind::Regular)), Err(EINVAL));
+        assert_eq!(
+            one(Op::Mknod(libc::S_IFMT), name(Kind::Regular)),
+            Err(EINVAL)
+        );
     }
 
     #[test]
