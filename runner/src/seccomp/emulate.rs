@@ -153,21 +153,34 @@ pub fn syscall(nr: i64, args: &[u64; 6]) -> Result<i64, i32> {
 
 /// Opens the way `openat2(dirfd, path, how)` would, refusing to follow
 /// magic links (`/proc/self/…`, `/dev/stdout`: in the supervisor they
-/// would name the runner's own files). `Err(None)`: not emulated here
-/// (a magic link on the way, a special file whose open has side effects
-/// or blocks, flags openat2 refuses); the kernel must do it.
-pub fn open(dirfd: RawFd, path: &CString, flags: i32, mode: u32) -> Result<OwnedFd, Option<i32>> {
-    let resolve = libc::RESOLVE_NO_MAGICLINKS;
+/// would name the runner's own files). `below_worker`: `dirfd` is the held
+/// parent of a worker's copy and `path` its leaf (super::beneath): no
+/// symlink is followed either, a final one the open would follow fails it
+/// closed (the worker's own were followed in the view before). `Err(None)`:
+/// not emulated here (a magic link on the way, a special file whose open
+/// has side effects or blocks, flags openat2 refuses); the kernel must do
+/// it, or, below a worker, the call is refused.
+pub fn open(
+    dirfd: RawFd,
+    path: &CString,
+    flags: i32,
+    mode: u32,
+    below_worker: bool,
+) -> Result<OwnedFd, Option<i32>> {
+    let resolve = if below_worker {
+        libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS
+    } else {
+        libc::RESOLVE_NO_MAGICLINKS
+    };
     let creates = flags & (libc::O_CREAT | libc::O_TMPFILE) != 0;
     // What is there: a FIFO blocks an open for writing, a terminal or
     // device open acts on the opener; those are left to the kernel.
-    let probe = openat2(
-        dirfd,
-        path,
-        libc::O_PATH | (flags & libc::O_NOFOLLOW),
-        0,
-        resolve,
-    );
+    let probe_nofollow = if below_worker {
+        libc::O_NOFOLLOW
+    } else {
+        flags & libc::O_NOFOLLOW
+    };
+    let probe = openat2(dirfd, path, libc::O_PATH | probe_nofollow, 0, resolve);
     match probe {
         Ok(fd) => {
             // SAFETY: fstat into a zeroed stat.
@@ -179,6 +192,16 @@ pub fn open(dirfd: RawFd, path: &CString, flags: i32, mode: u32) -> Result<Owned
                 let nofollow = flags & (libc::O_NOFOLLOW | libc::O_PATH) == libc::O_NOFOLLOW;
                 if kind == libc::S_IFLNK && nofollow {
                     return Err(Some(libc::ELOOP));
+                }
+                if kind == libc::S_IFLNK && below_worker {
+                    let excl = libc::O_CREAT | libc::O_EXCL;
+                    if flags & excl == excl {
+                        return Err(Some(libc::EEXIST));
+                    }
+                    if flags & (libc::O_NOFOLLOW | libc::O_PATH) != libc::O_NOFOLLOW | libc::O_PATH
+                    {
+                        return Err(None); // would follow it: refused
+                    }
                 }
                 let plain = kind == libc::S_IFCHR && is_plain_device(st.st_rdev);
                 if kind != libc::S_IFREG && kind != libc::S_IFDIR && kind != libc::S_IFLNK && !plain
@@ -201,32 +224,7 @@ pub fn open(dirfd: RawFd, path: &CString, flags: i32, mode: u32) -> Result<Owned
     }
 }
 
-fn openat2(
-    dirfd: RawFd,
-    path: &CString,
-    flags: i32,
-    mode: u32,
-    resolve: u64,
-) -> Result<OwnedFd, i32> {
-    // struct open_how { u64 flags; u64 mode; u64 resolve; } (libc's is
-    // non-exhaustive: built as the kernel's three words).
-    let how: [u64; 3] = [flags as u32 as u64, mode as u64, resolve];
-    // SAFETY: a NUL-terminated path and an open_how of the size given.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            dirfd,
-            path.as_ptr(),
-            how.as_ptr(),
-            std::mem::size_of_val(&how),
-        )
-    };
-    if fd < 0 {
-        return Err(errno());
-    }
-    // SAFETY: a new descriptor we own.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
-}
+use super::beneath::{openat2, Place};
 
 /// The absolute path of directory `dir` resolved by the kernel from
 /// `start` (symlinks followed, magic links refused): `None` when it does
@@ -340,105 +338,105 @@ pub fn prepare_target(
         .split(|&b| b == b'/')
         .filter(|c| !c.is_empty())
         .collect();
-    let mut t = worker_dir.to_vec();
-    for (i, c) in comps.iter().enumerate() {
-        t.push(b'/');
-        t.extend_from_slice(c);
-        let tp = Path::new(std::ffi::OsStr::from_bytes(&t));
-        let last = i + 1 == comps.len();
-        match lstat(tp) {
-            Some(m) if m.file_type().is_symlink() => return Err(libc::ELOOP),
-            Some(_) => continue,
-            None if last => break,
+    // Each directory is held as it is reached (super::beneath): a symlink
+    // in the way is ELOOP, never followed into the shared tree.
+    let mut cur = Place::of(worker_dir, worker_dir)?;
+    let Some((leaf, dirs)) = comps.split_last() else {
+        return Err(libc::ENAMETOOLONG);
+    };
+    for (i, c) in dirs.iter().enumerate() {
+        let here = Place::in_held(&cur.held_dir()?, c)?;
+        match here.lstat() {
+            Some(st) if st.st_mode & libc::S_IFMT == libc::S_IFLNK => return Err(libc::ELOOP),
+            Some(st) if st.st_mode & libc::S_IFMT == libc::S_IFDIR => {}
+            Some(_) => return Ok(()), // a file in the way: the call's ENOTDIR
             None => {
                 // The shared counterpart: as many components up from the
                 // original's end as this one is from the target's.
                 let up = comps.len() - 1 - i;
                 if orig_comps.len() <= up {
-                    break;
+                    return Ok(());
                 }
                 let mut o = Vec::new();
                 for oc in &orig_comps[..orig_comps.len() - up] {
                     o.push(b'/');
                     o.extend_from_slice(oc);
                 }
-                let op = Path::new(std::ffi::OsStr::from_bytes(&o));
-                match std::fs::metadata(op) {
+                match std::fs::metadata(std::ffi::OsStr::from_bytes(&o)) {
                     Ok(m) if m.is_dir() => {
-                        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-                        let mode = m.permissions().mode() & 0o7777;
-                        if std::fs::DirBuilder::new().mode(mode).create(tp).is_ok() {
-                            let _ =
-                                std::fs::set_permissions(tp, std::fs::Permissions::from_mode(mode));
+                        use std::os::unix::fs::PermissionsExt;
+                        if here.make_dir(m.permissions().mode()).is_err() {
+                            return Ok(()); // the call's own errno
                         }
                     }
-                    _ => break, // no shared parent: the call fails as it would bare
+                    _ => return Ok(()), // no shared parent: the call fails as it would bare
                 }
             }
         }
+        cur = here;
     }
-    if copy {
-        let tp = Path::new(std::ffi::OsStr::from_bytes(target));
+    let place = Place::in_held(&cur.held_dir()?, leaf)?;
+    if place
+        .lstat()
+        .is_some_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFLNK)
+    {
+        return Err(libc::ELOOP);
+    }
+    if copy && place.lstat().is_none() {
         let op = Path::new(std::ffi::OsStr::from_bytes(original));
         // A shared symlink (a rename's or link's source): the worker's
         // copy is a symlink with the same text; a shared directory (a
         // metadata change): an empty one with its mode, whose entries the
         // shared one still gives.
-        if let (None, Ok(text)) = (lstat(tp), std::fs::read_link(op)) {
-            return std::os::unix::fs::symlink(text, tp)
-                .map_err(|e| e.raw_os_error().unwrap_or(libc::EIO));
+        if let Ok(text) = std::fs::read_link(op) {
+            return place.make_symlink(text.as_os_str().as_bytes());
         }
-        if let (None, Some(m)) = (lstat(tp), lstat(op).filter(|m| m.is_dir())) {
-            use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-            let mode = m.permissions().mode() & 0o7777;
-            return std::fs::DirBuilder::new()
-                .mode(mode)
-                .create(tp)
-                .and_then(|()| std::fs::set_permissions(tp, std::fs::Permissions::from_mode(mode)))
-                .map_err(|e| e.raw_os_error().unwrap_or(libc::EIO));
-        }
-        if lstat(tp).is_none() && std::fs::metadata(op).is_ok_and(|m| m.is_file()) {
+        use std::os::unix::fs::PermissionsExt;
+        match lstat(op) {
+            Some(m) if m.is_dir() => {
+                place.make_dir(m.permissions().mode())?;
+            }
             // A copy that fails (disk full, RLIMIT_FSIZE) must not leave a
             // short worker's copy that later calls and the merge would
             // take for the file: the call fails instead.
-            if let Err(e) = std::fs::copy(op, tp) {
-                let _ = std::fs::remove_file(tp);
-                return Err(e.raw_os_error().unwrap_or(libc::EIO));
+            Some(m) if m.is_file() => {
+                let mut from =
+                    std::fs::File::open(op).map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
+                place.make_file(m.permissions().mode(), |to| {
+                    std::io::copy(&mut from, to).map(|_| ())
+                })?;
             }
+            _ => {}
         }
     }
     Ok(())
 }
 
-/// Whether a directory of `target` below `worker_dir` (its leaf too
-/// when `with_leaf`) is a symlink: the program may write its own worker
-/// directory, so a copy's parent recorded earlier may have become a
-/// symlink to the shared tree since, which the kernel would follow
-/// (review 4, finding 1). A routed call is never made through one.
-pub fn symlink_below(worker_dir: &[u8], target: &[u8], with_leaf: bool) -> bool {
-    let Some(below) = target.strip_prefix(worker_dir) else {
-        return true;
-    };
-    let comps: Vec<&[u8]> = below
-        .split(|&b| b == b'/')
-        .filter(|c| !c.is_empty())
-        .collect();
-    let upto = if with_leaf {
-        comps.len()
-    } else {
-        comps.len().saturating_sub(1)
-    };
-    let mut t = worker_dir.to_vec();
-    for c in &comps[..upto] {
-        t.push(b'/');
-        t.extend_from_slice(c);
-        if lstat(Path::new(std::ffi::OsStr::from_bytes(&t)))
-            .is_some_and(|m| m.file_type().is_symlink())
-        {
-            return true;
-        }
-    }
-    false
+/// Whether descriptor `fd` (an `O_PATH` one) is of a symlink.
+pub fn is_symlink_fd(fd: RawFd) -> bool {
+    // SAFETY: an all-zero stat is a valid out-buffer.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: a descriptor of ours and a live buffer.
+    unsafe { libc::fstat(fd, &mut st) == 0 && st.st_mode & libc::S_IFMT == libc::S_IFLNK }
+}
+
+/// Whether call `op` changes a file's metadata (content size, mode,
+/// owner, times) rather than a directory's entries.
+pub fn changes_metadata(op: &str) -> bool {
+    matches!(
+        op,
+        "truncate"
+            | "chmod"
+            | "fchmodat"
+            | "fchmodat2"
+            | "chown"
+            | "lchown"
+            | "fchownat"
+            | "utime"
+            | "utimes"
+            | "utimensat"
+            | "futimesat"
+    )
 }
 
 /// An empty worker's copy of `original` (a regular file) with its mode, for
@@ -446,23 +444,23 @@ pub fn symlink_below(worker_dir: &[u8], target: &[u8], with_leaf: bool) -> bool 
 /// existing file, so the worker's copy must exist (without it the open
 /// would fail with ENOENT), and its content is not needed. Nothing is done
 /// when the copy exists or the original is no regular file.
-pub fn seed_empty(original: &[u8], target: &[u8]) -> Result<(), i32> {
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let tp = Path::new(std::ffi::OsStr::from_bytes(target));
+pub fn seed_empty(original: &[u8], worker_dir: &[u8], target: &[u8]) -> Result<(), i32> {
+    use std::os::unix::fs::PermissionsExt;
     let Ok(m) = std::fs::metadata(std::ffi::OsStr::from_bytes(original)) else {
         return Ok(());
     };
-    if lstat(tp).is_some() || !m.is_file() {
+    if !m.is_file() {
         return Ok(());
     }
-    let mode = m.permissions().mode() & 0o7777;
-    let made = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(tp)
-        .and_then(|f| f.set_permissions(std::fs::Permissions::from_mode(mode)));
-    made.map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))
+    let place = match Place::of(worker_dir, target) {
+        Ok(p) => p,
+        Err(e) if super::beneath::is_escape(e) => return Err(e),
+        Err(_) => return Ok(()), // no parent: the call's own errno
+    };
+    if place.lstat().is_some() {
+        return Ok(());
+    }
+    place.make_file(m.permissions().mode(), |_| Ok(()))
 }
 
 /// Whether the path is a directory (not following a final symlink).

@@ -28,7 +28,7 @@
 use std::ffi::{CString, OsStr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 
 /// A shared regular file or directory, by device and inode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -193,50 +193,39 @@ pub struct Orphaned {
 /// times; a directory: an empty one with its mode), as the library's
 /// `orphan_readers` does. `None`: nothing held, or the copy could not be
 /// made (the descriptors then keep the shared file).
-pub fn orphan(s: Stopped, abs: &[u8], at: &[u8]) -> Option<Orphaned> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+pub fn orphan(s: Stopped, abs: &[u8], worker_dir: &[u8], at: &[u8]) -> Option<Orphaned> {
+    use std::os::unix::fs::PermissionsExt;
     let held = Held::at(abs)?;
     let reader = holders(s.tid, held).into_iter().next()?;
-    let at_os = OsStr::from_bytes(at);
     let shared = std::fs::symlink_metadata(OsStr::from_bytes(abs)).ok()?;
     let mode = shared.permissions().mode() & 0o7777;
+    // Made through its parent held beneath the worker directory
+    // (super::beneath), never through a symlink.
+    let place = super::beneath::Place::of(worker_dir, at).ok()?;
     let made = if held.dir {
-        let made = std::fs::DirBuilder::new().mode(mode).create(at_os).is_ok();
-        if made {
-            let _ = std::fs::set_permissions(at_os, std::fs::Permissions::from_mode(mode));
-        }
-        made
+        place.make_dir(mode).ok()?
     } else {
         // The content through the task's own descriptor: the same file,
         // whatever the name holds by now.
-        let from = std::fs::File::open(format!("/proc/{}/fd/{}", s.tid, reader.fd)).ok()?;
-        let mut to = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .mode(0o600)
-            .open(at_os)
+        let mut from = std::fs::File::open(format!("/proc/{}/fd/{}", s.tid, reader.fd)).ok()?;
+        place
+            .make_file(mode, |to| {
+                std::io::copy(&mut from, to)?;
+                let times = [
+                    libc::timespec {
+                        tv_sec: shared.atime(),
+                        tv_nsec: shared.atime_nsec(),
+                    },
+                    libc::timespec {
+                        tv_sec: shared.mtime(),
+                        tv_nsec: shared.mtime_nsec(),
+                    },
+                ];
+                // SAFETY: our own descriptor and two live timespecs.
+                unsafe { libc::futimens(to.as_raw_fd(), times.as_ptr()) };
+                Ok(())
+            })
             .ok()?;
-        let copied = std::io::copy(&mut &from, &mut to).is_ok()
-            && to
-                .set_permissions(std::fs::Permissions::from_mode(mode))
-                .is_ok();
-        let times = [
-            libc::timespec {
-                tv_sec: shared.atime(),
-                tv_nsec: shared.atime_nsec(),
-            },
-            libc::timespec {
-                tv_sec: shared.mtime(),
-                tv_nsec: shared.mtime_nsec(),
-            },
-        ];
-        // SAFETY: our own descriptor and two live timespecs.
-        unsafe { libc::futimens(to.as_raw_fd(), times.as_ptr()) };
-        if !copied {
-            let _ = std::fs::remove_file(at_os);
-            return None;
-        }
         true
     };
     let copy = Held::at(at).filter(|c| c.dir == held.dir)?;
@@ -314,7 +303,7 @@ impl Call<'_> {
             if emulate::prepare_target(&abs, &t, wd, false).is_err() {
                 return Before::Nothing;
             }
-            return match orphan(s, &abs, &t) {
+            return match orphan(s, &abs, wd, &t) {
                 Some(o) => Before::Orphaned(abs, t, o),
                 None => Before::Nothing,
             };
@@ -331,8 +320,9 @@ impl Call<'_> {
                 false => Before::Nothing,
             };
         }
+        let wd = self.worker_dir.as_deref().unwrap_or_default();
         if rmdir && emulate::is_dir(&t) {
-            if let Some(o) = orphan(s, &abs, &t) {
+            if let Some(o) = orphan(s, &abs, wd, &t) {
                 return Before::Orphaned(abs, t, o);
             }
         }
@@ -353,18 +343,16 @@ impl Call<'_> {
         moved_dirs: &[(usize, Held)],
     ) {
         let s = self.stopped;
+        let wd = self.worker_dir.as_deref().unwrap_or_default();
         let remove = |t: &[u8], dir: bool| {
-            let t = OsStr::from_bytes(t);
-            let _ = if dir {
-                std::fs::remove_dir(t)
-            } else {
-                std::fs::remove_file(t)
-            };
+            if let Ok(place) = super::beneath::Place::of(wd, t) {
+                place.remove_entry(dir);
+            }
         };
         match before {
             Before::Nothing => {}
             Before::RemovalInView(abs, t) if succeeded => {
-                if let Some(o) = orphan(s, &abs, &t) {
+                if let Some(o) = orphan(s, &abs, wd, &t) {
                     remove(&t, o.copy.is_dir());
                 }
             }

@@ -16,6 +16,7 @@
 //! processes get the filter from the library, which hands the listener to
 //! the supervisor's socket ([`handoff`]). See docs/hooks.md.
 
+mod beneath;
 mod calls;
 pub mod detect;
 mod emulate;

@@ -32,6 +32,7 @@ use mpaudit_core::path::{absolutize, MAX_ABS};
 use mpaudit_core::policy::{Action, ActionSetting, Policy, Verdict};
 use serde_json::{json, Map, Value};
 
+use super::beneath::{self, Place};
 use super::calls::{intent_of, Call, Intent, PathArg, Replay, Writes};
 use super::emulate::{self, Context, Task};
 use super::redirects::Redirects;
@@ -1132,18 +1133,7 @@ fn access(
     // Judged where the kernel lands (review 2, F5): `lnk/../f` with `lnk`
     // a symlink is not the lexical `f`, nor is a final symlink its name
     // when the call follows it.
-    let follows_final = |i: usize| match a.op {
-        "open" | "openat" | "openat2" => {
-            flags & libc::O_NOFOLLOW == 0
-                && flags & (libc::O_CREAT | libc::O_EXCL) != libc::O_CREAT | libc::O_EXCL
-        }
-        "creat" | "truncate" | "chmod" | "chown" | "utime" | "utimes" | "futimesat" => true,
-        "fchmodat" | "fchmodat2" => true,
-        "fchownat" => args[4] as i32 & libc::AT_SYMLINK_NOFOLLOW == 0,
-        "utimensat" => args[3] as i32 & libc::AT_SYMLINK_NOFOLLOW == 0,
-        "linkat" => i == 0 && args[4] as i32 & libc::AT_SYMLINK_FOLLOW != 0,
-        _ => false,
-    };
+    let follows_final = |i: usize| follows_final(a.op, args, flags, i);
     let in_kernel_view = |i: usize, p: PathArg, r: Resolved| -> Resolved {
         let (given, abs) = r;
         let text = a.op.starts_with("symlink") && i == 0;
@@ -1645,7 +1635,7 @@ fn access(
                     .and_then(|()| copy_dir_up(sup, w, abs, t));
                 if let Err(errno) = made {
                     if created {
-                        let _ = std::fs::remove_dir_all(std::ffi::OsStr::from_bytes(t));
+                        remove_below(sup, w, t);
                     }
                     return finish(e, Action::RedirectFailed, Answer::Fail(errno), Vec::new());
                 }
@@ -1737,7 +1727,9 @@ fn access(
                 record.retain(|(original, _)| seen.insert(original.clone()));
             } else {
                 for (_, copy, _) in made_dirs.iter().filter(|d| d.2) {
-                    let _ = std::fs::remove_dir_all(std::ffi::OsStr::from_bytes(copy));
+                    if let Some(w) = c.worker {
+                        remove_below(sup, w, copy);
+                    }
                 }
             }
             finish(e, action, answer, record)
@@ -1793,23 +1785,24 @@ fn access(
 /// removed: files with their content and mode, symlinks as symlinks,
 /// directories recursively.
 fn copy_dir_up(sup: &mut Supervision, w: u32, shared: &[u8], copy: &[u8]) -> Result<(), i32> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    use std::os::unix::fs::PermissionsExt;
     let errno = |e: std::io::Error| e.raw_os_error().unwrap_or(libc::EIO);
     let os = |b: &[u8]| std::ffi::OsStr::from_bytes(b).to_owned();
     let mode = std::fs::metadata(os(shared))
         .map_err(errno)?
         .permissions()
-        .mode()
-        & 0o7777;
+        .mode();
+    // Everything is made through the copy's descriptor, held beneath the
+    // worker directory (super::beneath): the program may write its worker
+    // directory, and a symlink it put where an entry's copy goes would be
+    // followed by the copy (or the recursion) into the shared tree
+    // (review 4, finding 2).
+    let wd = sup.redirects.worker_dir(w);
+    let place = Place::of(wd.as_os_str().as_bytes(), copy)?;
     // A copy that exists already keeps its own mode (a `chmod` of the
     // shared directory made it).
-    if std::fs::DirBuilder::new()
-        .mode(mode)
-        .create(os(copy))
-        .is_ok()
-    {
-        std::fs::set_permissions(os(copy), std::fs::Permissions::from_mode(mode)).map_err(errno)?;
-    }
+    place.make_dir(mode)?;
+    let dir = place.held_dir()?;
     for entry in std::fs::read_dir(os(shared)).map_err(errno)? {
         let entry = entry.map_err(errno)?;
         let name = entry.file_name();
@@ -1818,27 +1811,36 @@ fn copy_dir_up(sup: &mut Supervision, w: u32, shared: &[u8], copy: &[u8]) -> Res
             continue; // the worker's own, or removed by it
         }
         let kind = entry.file_type().map_err(errno)?;
-        // The program may write its worker directory: a symlink it put
-        // where an entry's copy goes would be followed by the copy (or
-        // the recursion) into the shared tree (review 4, finding 2).
-        let there = std::fs::symlink_metadata(os(&to));
-        if there.as_ref().is_ok_and(|m| m.file_type().is_symlink()) {
+        let here = Place::in_held(&dir, name.as_bytes())?;
+        let there = here.lstat();
+        if there.is_some_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFLNK) {
             return Err(libc::ELOOP);
         }
         if kind.is_dir() {
             copy_dir_up(sup, w, &from, &to)?;
-        } else if there.is_ok() {
+        } else if there.is_some() {
             // What the copy holds already is the worker's (made through a
             // descriptor of the copy): never overwritten by the shared one.
             continue;
         } else if kind.is_symlink() {
             let text = std::fs::read_link(os(&from)).map_err(errno)?;
-            std::os::unix::fs::symlink(text, os(&to)).map_err(errno)?;
+            here.make_symlink(text.as_os_str().as_bytes())?;
         } else if kind.is_file() {
-            std::fs::copy(os(&from), os(&to)).map_err(errno)?;
+            let mut f = File::open(os(&from)).map_err(errno)?;
+            let mode = f.metadata().map_err(errno)?.permissions().mode();
+            here.make_file(mode, |to| std::io::copy(&mut f, to).map(|_| ()))?;
         }
     }
     Ok(())
+}
+
+/// Removes the copy at `t` (with what it holds) below the worker
+/// directory, never through a symlink (super::beneath).
+fn remove_below(sup: &Supervision, w: u32, t: &[u8]) {
+    let wd = sup.redirects.worker_dir(w);
+    if let Ok(place) = Place::of(wd.as_os_str().as_bytes(), t) {
+        place.remove(true);
+    }
 }
 
 /// Every path below the directory `dir` (none when it is no directory),
@@ -1981,6 +1983,22 @@ pub(super) fn through_own_symlinks(
     ((Some(abs.clone()), Some(abs)), true)
 }
 
+/// Whether call `op` follows a final symlink of its path argument `i`.
+fn follows_final(op: &str, args: &[u64; 6], flags: i32, i: usize) -> bool {
+    match op {
+        "open" | "openat" | "openat2" => {
+            flags & libc::O_NOFOLLOW == 0
+                && flags & (libc::O_CREAT | libc::O_EXCL) != libc::O_CREAT | libc::O_EXCL
+        }
+        "creat" | "truncate" | "chmod" | "chown" | "utime" | "utimes" | "futimesat" => true,
+        "fchmodat" | "fchmodat2" => true,
+        "fchownat" => args[4] as i32 & libc::AT_SYMLINK_NOFOLLOW == 0,
+        "utimensat" => args[3] as i32 & libc::AT_SYMLINK_NOFOLLOW == 0,
+        "linkat" => i == 0 && args[4] as i32 & libc::AT_SYMLINK_FOLLOW != 0,
+        _ => false,
+    }
+}
+
 enum Performed {
     /// The call was performed (or answered) here.
     Done(Answer),
@@ -2097,7 +2115,7 @@ fn perform(
         // A truncating open of an existing file keeps its mode (with
         // O_CREAT too: the mode argument applies only to a new file).
         if a.intent != Intent::Namespace && intent.truncate && !copy {
-            if let Err(e) = emulate::seed_empty(abs, u) {
+            if let Err(e) = emulate::seed_empty(abs, wd.as_os_str().as_bytes(), u) {
                 return Performed::Refused(e);
             }
         }
@@ -2147,37 +2165,75 @@ fn perform(
         // the worker change the shared file through it.
         return Performed::Refused(libc::EACCES);
     }
-    // No routed call is made through a symlink below the worker
-    // directory (one the program put there would lead out of it).
-    if let Some(w) = c.worker {
-        let wd = sup.redirects.worker_dir(w);
-        let wd = wd.as_os_str().as_bytes();
-        if routes
-            .iter()
-            .filter_map(|r| r.target.as_ref())
-            .any(|t| emulate::symlink_below(wd, t, false))
-        {
-            return Performed::Refused(libc::EACCES);
-        }
-    }
     let Ok(mut ctx) = Context::enter(&c.task) else {
         return Performed::NotEmulated;
     };
     let mut a6 = *args;
     let mut keep: Vec<CString> = Vec::new();
     let mut dirs: Vec<RawFd> = Vec::new();
-    // Calls that act on what a final symlink points to.
-    let follows_final = |i: usize| match a.op {
+    // The routed names' held parents and leaves (super::beneath).
+    let mut held: Vec<OwnedFd> = Vec::new();
+    let wd = c.worker.map(|w| sup.redirects.worker_dir(w));
+    // Calls that may act on what a final symlink points to (the magic
+    // link check below).
+    let may_follow_final = |i: usize| match a.op {
         "truncate" | "chmod" | "fchmodat" | "fchmodat2" | "chown" | "fchownat" | "utime"
         | "utimes" | "futimesat" | "utimensat" => true,
         "link" | "linkat" => i == 0,
         _ => false,
+    };
+    // Whether the call acts on what its final symlink points to (a
+    // trailing slash makes a metadata change follow one too).
+    let leaf_followed = |i: usize, slash: bool| {
+        follows_final(a.op, args, flags, i) || (slash && emulate::changes_metadata(a.op))
     };
     let is_open = matches!(
         a.intent,
         Intent::Flags(_) | Intent::OpenHow(_) | Intent::Creat
     );
     for (i, ((p, _), (u, relative))) in paths.iter().zip(&used).enumerate() {
+        if routes[i].target.is_some() {
+            // A name below the worker directory: made on its parent held
+            // beneath it, a symlink in the way refused (review 4).
+            let Some(wd) = &wd else {
+                return Performed::Refused(libc::EACCES);
+            };
+            let place = match Place::of(wd.as_os_str().as_bytes(), u) {
+                Ok(place) => place,
+                Err(e) if beneath::is_escape(e) => return Performed::Refused(libc::EACCES),
+                Err(e) => return Performed::Done(Answer::Fail(e)),
+            };
+            let (dirfd, name) = if is_open {
+                (place.dir(), place.leaf().clone())
+            } else if leaf_followed(i, u.ends_with(b"/")) {
+                // Acted on through a descriptor of the leaf itself: a
+                // symlink there (none of the worker's, those were
+                // followed in the view) is refused, not followed.
+                let leaf = match place.open_leaf(0) {
+                    Ok(fd) => fd,
+                    Err(e) if beneath::is_escape(e) => return Performed::Refused(libc::EACCES),
+                    Err(e) => return Performed::Done(Answer::Fail(e)),
+                };
+                if emulate::is_symlink_fd(leaf.as_raw_fd()) {
+                    return Performed::Refused(libc::EACCES);
+                }
+                let name = beneath::fd_path(leaf.as_raw_fd());
+                held.push(leaf);
+                (libc::AT_FDCWD, name)
+            } else if p.dirfd.is_some() {
+                (place.dir(), place.leaf().clone())
+            } else {
+                (libc::AT_FDCWD, place.path())
+            };
+            if let Some(d) = p.dirfd {
+                a6[d] = dirfd as i64 as u64;
+            }
+            dirs.push(dirfd);
+            a6[p.ptr] = name.as_ptr() as u64;
+            keep.push(name);
+            held.push(place.into_dir());
+            continue;
+        }
         let Some(cs) = cstring(u) else {
             return Performed::NotEmulated;
         };
@@ -2196,7 +2252,7 @@ fn perform(
             && !is_open
             && walked
             && routes[i].target.is_none()
-            && !emulate::resolves_like_the_task(dirfd, &cs, follows_final(i))
+            && !emulate::resolves_like_the_task(dirfd, &cs, may_follow_final(i))
         {
             return Performed::NotEmulated;
         }
@@ -2231,7 +2287,7 @@ fn perform(
             (Intent::Flags(i), _) => (flags, args[i + 1] as u32),
             _ => return Performed::NotEmulated,
         };
-        return match emulate::open(dirs[0], &keep[0], flags, mode) {
+        return match emulate::open(dirs[0], &keep[0], flags, mode, routes[0].target.is_some()) {
             Ok(fd) => Performed::Done(Answer::Fd {
                 fd,
                 cloexec: flags & libc::O_CLOEXEC != 0,
@@ -2253,7 +2309,7 @@ fn perform(
         }
     }
     let r = emulate::syscall(nr, &a6);
-    drop((keep, copied, ctx));
+    drop((keep, copied, held, ctx));
     Performed::Done(match r {
         Ok(v) => Answer::Value(v),
         Err(e) => Answer::Fail(e),
