@@ -2174,6 +2174,9 @@ fn perform(
     // The routed names' held parents and leaves (super::beneath).
     let mut held: Vec<OwnedFd> = Vec::new();
     let wd = c.worker.map(|w| sup.redirects.worker_dir(w));
+    // Which names are given as a descriptor of their leaf (a magic link
+    // the call must follow).
+    let mut through_leaf = [false; 2];
     // Calls that may act on what a final symlink points to (the magic
     // link check below).
     let may_follow_final = |i: usize| match a.op {
@@ -2219,6 +2222,7 @@ fn perform(
                 }
                 let name = beneath::fd_path(leaf.as_raw_fd());
                 held.push(leaf);
+                through_leaf[i] = true;
                 (libc::AT_FDCWD, name)
             } else if p.dirfd.is_some() {
                 (place.dir(), place.leaf().clone())
@@ -2274,6 +2278,9 @@ fn perform(
                 Err(e) => return Performed::Done(Answer::Fail(e)),
             }
             a6[4] = (flags | libc::AT_EMPTY_PATH) as u64;
+        } else if through_leaf[0] {
+            // The worker's copy through its leaf's descriptor: followed.
+            a6[4] = (flags | libc::AT_SYMLINK_FOLLOW) as u64;
         }
     }
     if is_open {
