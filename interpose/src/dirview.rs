@@ -819,13 +819,25 @@ fn copy_up(
         }
         src[slen] = b'/';
         src[slen + 1..s].copy_from_slice(name);
-        if crate::redirect::lookup(&src[..s]).is_some() {
-            return; // the worker's own version (moved along) or removed
-        }
         dst[dlen] = b'/';
         dst[dlen + 1..d].copy_from_slice(name);
         src[s] = 0;
         dst[d] = 0;
+        if crate::redirect::lookup(&src[..s]).is_some() {
+            // The worker's own version (moved along) or removed; but a
+            // shared directory whose copy a metadata change made (`chmod
+            // d/s`) holds none of the shared entries yet: they are added
+            // (its removed names are in the table, so stay removed).
+            let is_dir = |p: &[u8]| {
+                // SAFETY: NUL-terminated path.
+                unsafe { sys::stat(p.as_ptr().cast(), libc::AT_SYMLINK_NOFOLLOW) }
+                    .is_some_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
+            };
+            if is_dir(src) && is_dir(dst) {
+                copy_up(src, s, dst, d, scratch, work, depth + 1);
+            }
+            return;
+        }
         // SAFETY: NUL-terminated path.
         let Some(st) = (unsafe { sys::stat(src.as_ptr().cast(), libc::AT_SYMLINK_NOFOLLOW) })
         else {

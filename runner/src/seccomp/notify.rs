@@ -1807,12 +1807,21 @@ fn copy_dir_up(sup: &mut Supervision, w: u32, shared: &[u8], copy: &[u8]) -> Res
         let entry = entry.map_err(errno)?;
         let name = entry.file_name();
         let (from, to) = (join(shared, name.as_bytes()), join(copy, name.as_bytes()));
-        if sup.redirects.lookup(w, &from).is_some() {
-            continue; // the worker's own, or removed by it
-        }
         let kind = entry.file_type().map_err(errno)?;
         let here = Place::in_held(&dir, name.as_bytes())?;
         let there = here.lstat();
+        if let Some(own) = sup.redirects.lookup(w, &from) {
+            // The worker's own, or removed by it; but a shared directory
+            // whose copy a metadata change made (`chmod d/s`) holds none
+            // of the shared entries yet: they are added to it too.
+            let metadata_copy = own == to
+                && kind.is_dir()
+                && there.is_some_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR);
+            if metadata_copy {
+                copy_dir_up(sup, w, &from, &to)?;
+            }
+            continue;
+        }
         if there.is_some_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFLNK) {
             return Err(libc::ELOOP);
         }

@@ -2120,24 +2120,44 @@ e2e!(
 
 // Review 5 (against 29356d7): under the supervisor, renaming a shared
 // directory whose subdirectory has a worker's copy (a `chmod` made it)
-// loses the subdirectory's shared entries: copy_dir_up skips an entry with
-// a route ("the worker's own") instead of adding the shared entries to its
-// copy, so `f/s/z` is ENOENT (bare: the file). Also with `chmod e` first.
+// lost the subdirectory's shared entries: copy_dir_up skipped an entry
+// with a route ("the worker's own") instead of adding the shared entries
+// to its copy, so `f/s/z` was ENOENT (bare: the file). Also with `chmod e`
+// first, and the same scripts in the library.
+const CHMOD_COPIED_SUBDIR_SCRIPTS: &[&str] = &[
+    "chmod e/s 700\nrename e f\nstat f/s/z\n",
+    "chmod e 700\nchmod e/s 700\nrename e f\nstat f\nstat f/s\nstat f/s/z\n",
+    "chmod e/s 700\nmkdir e/s/n 755\nrename e f\nstat f/s/z\nstat f/s/n\nrename f e\nstat e/s/z\n",
+    // The worker's own directory where the shared one was: stays empty.
+    "unlink e/s/z\nrmdir e/s\nmkdir e/s 755\nrename e f\nstat f/s/z\nlstat f/s\n",
+    "rename e/s g\nmkdir e/s 700\nrename e f\nstat f/s/z\nstat g/z\n",
+];
+
+fn chmod_copied_subdir_tree(d: &Path) {
+    sweep_tree(d);
+    std::fs::create_dir(d.join("e/s")).unwrap();
+    std::fs::write(d.join("e/s/z"), "Z").unwrap();
+}
+
 e2e!(
-    #[ignore = "supervisor: copy_dir_up skips an entry that has a route (a subdirectory a chmod copied) instead of adding the shared entries to its copy; found by review 5, predates stop 18"]
     the_supervisor_renames_a_directory_with_the_shared_entries_of_a_subdirectory_a_chmod_copied,
     |dir| {
-        let tree = |d: &Path| {
-            sweep_tree(d);
-            std::fs::create_dir(d.join("e/s")).unwrap();
-            std::fs::write(d.join("e/s/z"), "Z").unwrap();
-        };
         let mut failed = Vec::new();
-        for script in [
-            "chmod e/s 700\nrename e f\nstat f/s/z\n",
-            "chmod e 700\nchmod e/s 700\nrename e f\nstat f\nstat f/s\nstat f/s/z\n",
-        ] {
-            if let Err(e) = same_supervised_ops(&dir, tree, script) {
+        for script in CHMOD_COPIED_SUBDIR_SCRIPTS {
+            if let Err(e) = same_supervised_ops(&dir, chmod_copied_subdir_tree, script) {
+                failed.push(e);
+            }
+        }
+        assert!(failed.is_empty(), "{}", failed.join("\n-----\n"));
+    }
+);
+
+e2e!(
+    the_library_renames_a_directory_with_the_shared_entries_of_a_subdirectory_a_chmod_copied,
+    |dir| {
+        let mut failed = Vec::new();
+        for script in CHMOD_COPIED_SUBDIR_SCRIPTS {
+            if let Err(e) = same_ops_or_err(&dir, chmod_copied_subdir_tree, script) {
                 failed.push(e);
             }
         }
