@@ -44,7 +44,8 @@ pub type View<'v> = &'v mut dyn FnMut(&[u8]) -> Option<Vec<u8>>;
 /// The errno the kernel would fail `op` with on these names by itself, or
 /// `None` (it would succeed, or that cannot be told). `flags`: the open
 /// flags; `follow_first`: the call follows a symlink in the first name's
-/// leaf; `at_flags`: unlinkat's, linkat's or renameat2's flags argument.
+/// leaf; `at_flags`: unlinkat's, linkat's or renameat2's flags argument,
+/// mknod's mode.
 /// With `view` (redirect), the names are what the worker's view shows:
 /// a leaf the worker redirected is its copy; a name whose directory the
 /// worker changed (made, moved, removed) cannot be told.
@@ -82,6 +83,11 @@ pub fn failing_anyway(
         "unlinkat" => Op::Unlink,
         "rmdir" => Op::Rmdir,
         "mkdir" | "mkdirat" => Op::Mkdir,
+        // The node's type is checked before the name is looked up.
+        "mknod" | "mknodat" => match namei::may_mknod(at_flags as u32) {
+            Ok(()) => Op::Mknod(at_flags as u32),
+            Err(e) => return Some(e),
+        },
         "symlink" | "symlinkat" => Op::Symlink,
         "link" | "linkat" => Op::Link,
         "rename" | "renameat" => Op::Rename(0),
@@ -102,8 +108,8 @@ pub fn failing_anyway(
                 _ => None,
             };
         }
-        // openat2 (its RESOLVE_* flags), mknod (its mode is checked
-        // first), anything else: the call is refused.
+        // openat2 (its RESOLVE_* flags), anything else: the call is
+        // refused.
         _ => return None,
     };
     let (first, second) = match op {
@@ -423,7 +429,14 @@ mod tests {
         assert_eq!(one("openat", creat, 0, b"data.txt"), None);
         assert_eq!(one("chmod", -1, 0, b"missing"), Some(libc::ENOENT));
         assert_eq!(one("chmod", -1, 0, b"data.txt"), None);
-        assert_eq!(one("mknodat", -1, 0, b"data.txt"), None);
+        let fifo = u64::from(libc::S_IFIFO | 0o644);
+        assert_eq!(one("mknodat", -1, fifo, b"data.txt"), Some(libc::EEXIST));
+        assert_eq!(one("mknodat", -1, fifo, b"nodir/f"), Some(libc::ENOENT));
+        assert_eq!(one("mknodat", -1, fifo, b"new"), None);
+        // The type before the name: a directory node is EPERM even where
+        // the name exists.
+        let dir = u64::from(libc::S_IFDIR | 0o755);
+        assert_eq!(one("mknodat", -1, dir, b"data.txt"), Some(libc::EPERM));
         assert_eq!(two("rename", b"full", b"full/sub"), Some(libc::EINVAL));
         assert_eq!(two("rename", b"missing", b"x"), Some(libc::ENOENT));
         assert_eq!(two("rename", b"data.txt", b"y"), None);

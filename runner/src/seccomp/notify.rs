@@ -1483,8 +1483,9 @@ fn access(
         given,
     };
     let at_flags = match a.op {
-        "unlinkat" => args[2],
+        "unlinkat" | "mknodat" => args[2],
         "linkat" | "renameat2" => args[4],
+        "mknod" => args[1],
         _ => 0,
     };
     let anyway = |view| {
