@@ -143,11 +143,11 @@ pub fn answer(
             // EEXIST, or /proc's own ENOENT for a name it does not have),
             // then EXDEV; the worker's path the new name is redirected to
             // would not collide.
-            return Some(match namei::answer(&facts) {
-                Err(e) if e != libc::EPERM => Err(e),
-                _ if on_proc(second.abs, work) => Err(libc::ENOENT),
-                _ => Err(libc::EXDEV),
-            });
+            let on_proc = on_proc(second.abs, work);
+            return Some(Err(namei::link_across_mounts(
+                namei::answer(&facts),
+                on_proc,
+            )));
         }
     }
     match namei::answer(&facts) {

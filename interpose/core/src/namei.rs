@@ -337,6 +337,20 @@ fn create(n: &Name, dir: bool) -> Result<(), c_int> {
     Ok(())
 }
 
+/// `do_linkat` when the two names' parents are on different mounts: the
+/// old name is looked up, then the new one is made (`filename_create`:
+/// EEXIST for a name there, and a proc file system's own ENOENT for a name
+/// it does not have), and only then is the link refused with EXDEV.
+/// `answer`: [`answer`] of the link's facts; `new_on_proc`: the new
+/// name's directory is on a proc file system.
+pub fn link_across_mounts(answer: Result<Proceed, c_int>, new_on_proc: bool) -> c_int {
+    match answer {
+        Err(e) if e != libc::EPERM => e,
+        _ if new_on_proc => libc::ENOENT,
+        _ => libc::EXDEV,
+    }
+}
+
 /// `may_mknod`: the node types mknod makes (0 is a regular file); a
 /// directory is EPERM, anything else EINVAL. `do_mknodat` checks this
 /// before it resolves the name, so it comes before any walk's errno.
@@ -587,6 +601,16 @@ mod tests {
             one(Op::Open(O_WRONLY | O_NOFOLLOW), name(Kind::Symlink)),
             Err(ELOOP)
         );
+    }
+
+    #[test]
+    fn a_link_across_mounts_fails_on_its_names_first_then_exdev() {
+        assert_eq!(link_across_mounts(Err(libc::ENOENT), true), libc::ENOENT);
+        assert_eq!(link_across_mounts(Err(libc::EEXIST), false), libc::EEXIST);
+        // EPERM (a directory's link) comes after the mounts are compared.
+        assert_eq!(link_across_mounts(Err(libc::EPERM), false), libc::EXDEV);
+        assert_eq!(link_across_mounts(Ok(Proceed::Call), true), libc::ENOENT);
+        assert_eq!(link_across_mounts(Ok(Proceed::Call), false), libc::EXDEV);
     }
 
     #[test]

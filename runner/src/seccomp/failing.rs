@@ -164,8 +164,69 @@ pub fn failing_anyway(
         facts.same_file = l1.file.is_some() && l1.file == l2.file;
         facts.second_below_first = namei::strictly_below(&l2.abs, &l1.abs);
         facts.first_below_second = namei::strictly_below(&l1.abs, &l2.abs);
+        // A link followed from a descriptor's link (an O_TMPFILE's) is on
+        // its file's mount, which the real call checks.
+        let pid = first.task.map_or(0, |(_, pid)| pid);
+        let followed_descriptor = op == Op::Link
+            && at_flags as i32 & libc::AT_SYMLINK_FOLLOW != 0
+            && mpaudit_core::path::own_descriptor(&l1.abs, pid).is_some();
+        let across = !followed_descriptor
+            && matches!(
+                (mount_of_parent(&l1.abs), mount_of_parent(&l2.abs)),
+                (Some(a), Some(b)) if a != b
+            );
+        facts.cross_mount = across && matches!(op, Op::Rename(_));
+        if across && op == Op::Link {
+            let on_proc = on_proc(&l2.abs);
+            return Some(namei::link_across_mounts(namei::answer(&facts), on_proc));
+        }
     }
     namei::answer(&facts).err()
+}
+
+/// The mount the directory holding `abs` (a name of the shared tree or
+/// the task's /proc) is on, as a bare run finds it: the nearest directory
+/// at or above that parent the tree has (one only the worker's view has
+/// would be made there bare). `None` when the kernel does not say, so
+/// that nothing is decided on it. As the library's (precheck.rs).
+fn mount_of_parent(abs: &[u8]) -> Option<u64> {
+    let mut end = abs.iter().rposition(|&b| b == b'/')?;
+    loop {
+        let dir = if end == 0 { &b"/"[..] } else { &abs[..end] };
+        let c = std::ffi::CString::new(dir).ok()?;
+        // SAFETY: all-zero is a valid statx (plain integers).
+        let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+        // SAFETY: a NUL-terminated path and a live statx.
+        let r = unsafe { libc::statx(libc::AT_FDCWD, c.as_ptr(), 0, libc::STATX_MNT_ID, &mut stx) };
+        if r == 0 {
+            let is_dir = u32::from(stx.stx_mode) & libc::S_IFMT == libc::S_IFDIR;
+            return (stx.stx_mask & libc::STATX_MNT_ID != 0 && is_dir).then_some(stx.stx_mnt_id);
+        }
+        match super::emulate::errno() {
+            libc::ENOENT | libc::ENOTDIR if end > 0 => {
+                end = abs[..end].iter().rposition(|&b| b == b'/')?;
+            }
+            _ => return None,
+        }
+    }
+}
+
+/// Whether the directory holding `abs` is on a proc file system, whose
+/// lookup of a name it does not have fails (ENOENT) instead of leaving a
+/// name to create.
+fn on_proc(abs: &[u8]) -> bool {
+    const PROC_SUPER_MAGIC: i64 = 0x9fa0;
+    let end = abs.iter().rposition(|&b| b == b'/').unwrap_or(0).max(1);
+    let Ok(c) = std::ffi::CString::new(&abs[..end]) else {
+        return false;
+    };
+    // SAFETY: all-zero is a valid statfs (plain integers).
+    let mut sf: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a NUL-terminated path and a live statfs.
+    let r = unsafe { libc::statfs(c.as_ptr(), &mut sf) };
+    #[allow(clippy::unnecessary_cast)] // f_type's width differs by target
+    let proc = sf.f_type as i64 == PROC_SUPER_MAGIC;
+    r == 0 && proc
 }
 
 /// `name` looked up in the worker's view (the shared tree without one),
