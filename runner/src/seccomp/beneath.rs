@@ -73,6 +73,28 @@ pub fn fd_path(fd: RawFd) -> CString {
     CString::new(format!("/proc/thread-self/fd/{fd}")).expect("no NUL in a number")
 }
 
+/// Our descriptor (`O_PATH`) of the file the task's descriptor `n`
+/// holds, when that file is still the one the call was judged on:
+/// `judged`, its link text as read before (a file that lost its name,
+/// `… (deleted)`, which only the link reaches). Checked on our own
+/// descriptor, so a `dup2` racing in the task cannot change what is used.
+pub fn task_descriptor(tid: i32, n: i32, judged: &[u8]) -> Result<OwnedFd, i32> {
+    let link = CString::new(format!("/proc/{tid}/fd/{n}")).map_err(|_| libc::EINVAL)?;
+    // SAFETY: a NUL-terminated path; the descriptor is owned below.
+    let fd = unsafe { libc::open(link.as_ptr(), libc::O_PATH | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(super::emulate::errno());
+    }
+    // SAFETY: a new descriptor we own.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let now = std::fs::read_link(std::ffi::OsStr::from_bytes(fd_path(fd.as_raw_fd()).as_bytes()))
+        .map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
+    if now.as_os_str().as_bytes() != judged {
+        return Err(libc::EAGAIN);
+    }
+    Ok(fd)
+}
+
 /// `name` in the directory of descriptor `dir`, as a path.
 pub fn in_dir(dir: RawFd, name: &[u8]) -> CString {
     let mut p = fd_path(dir).into_bytes();

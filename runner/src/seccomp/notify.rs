@@ -2187,6 +2187,9 @@ fn perform(
     // Which names are given as a descriptor of their leaf (a magic link
     // the call must follow).
     let mut through_leaf = [false; 2];
+    // Which names are our descriptor of a task's descriptor's file.
+    let mut through_task_fd = [false; 2];
+    let walked_at = |i: usize| i > 0 || link_fd.is_none();
     // Calls that may act on what a final symlink points to (the magic
     // link check below).
     let may_follow_final = |i: usize| match a.op {
@@ -2248,6 +2251,30 @@ fn perform(
             held.push(place.into_dir());
             continue;
         }
+        // The task's descriptor link to a file that lost its name (the
+        // worker's orphaned copy, `… (deleted)`): only the link reaches
+        // it, so the call is made through our descriptor of that file.
+        let lost_name = paths[i].1 .1.as_ref().filter(|ab| ab.ends_with(b" (deleted)"));
+        let descriptor = paths[i].1 .0.as_ref().and_then(|g| {
+            mpaudit_core::path::own_descriptor(g, c.task.pid)
+        });
+        let follows = if is_open { follows_final(a.op, args, flags, 0) } else { leaf_followed(i, false) };
+        if let (Some(judged), Some(n), true, true) = (lost_name, descriptor, follows, walked_at(i)) {
+            let fd = match beneath::task_descriptor(c.task.tid, n, judged) {
+                Ok(fd) => fd,
+                Err(_) => return Performed::NotEmulated,
+            };
+            let name = beneath::fd_path(fd.as_raw_fd());
+            if let Some(d) = p.dirfd {
+                a6[d] = libc::AT_FDCWD as i64 as u64;
+            }
+            dirs.push(libc::AT_FDCWD);
+            a6[p.ptr] = name.as_ptr() as u64;
+            keep.push(name);
+            held.push(fd);
+            through_task_fd[i] = true;
+            continue;
+        }
         let Some(cs) = cstring(u) else {
             return Performed::NotEmulated;
         };
@@ -2304,6 +2331,20 @@ fn perform(
             (Intent::Flags(i), _) => (flags, args[i + 1] as u32),
             _ => return Performed::NotEmulated,
         };
+        if through_task_fd[0] {
+            // A reopen through the magic link of our descriptor (which
+            // emulate::open refuses to follow).
+            // SAFETY: a NUL-terminated path; the descriptor is owned below.
+            let fd = unsafe { libc::open(keep[0].as_ptr(), flags | libc::O_CLOEXEC, mode) };
+            if fd < 0 {
+                return Performed::Done(Answer::Fail(emulate::errno()));
+            }
+            return Performed::Done(Answer::Fd {
+                // SAFETY: a new descriptor we own.
+                fd: unsafe { OwnedFd::from_raw_fd(fd) },
+                cloexec: flags & libc::O_CLOEXEC != 0,
+            });
+        }
         return match emulate::open(dirs[0], &keep[0], flags, mode, routes[0].target.is_some()) {
             Ok(fd) => Performed::Done(Answer::Fd {
                 fd,
