@@ -2194,7 +2194,6 @@ const DIR_NLINK_SCRIPTS: &[&str] = &[
 // between, made in or removed from shared directories count as bare
 // (the library variant of the supervisor's test above).
 e2e!(
-    #[ignore = "library: fstat of a held directory descriptor is not adjusted (view::dir_nlink runs for path stats only): `open 0 e DIRECTORY; rename e/s d/s; fstat 0` nlink 3, bare 2"]
     a_directory_link_count_counts_the_subdirectories_of_the_view,
     |dir| {
         let mut failed = Vec::new();
