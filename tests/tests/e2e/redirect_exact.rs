@@ -2149,7 +2149,6 @@ e2e!(
 // directory into another leaves both parents' link counts as they were
 // (`stat d` nlink=2 after `rename e/s d/s`, bare 3; `e` keeps 3, bare 2).
 e2e!(
-    #[ignore = "a directory's link count in the supervisor's view is not emulated at all (KNOWN_BROKEN dir-nlink, docs/policy.md): not even a worker-made subdirectory counts (`mkdir m; stat .`); review 5"]
     the_supervisor_counts_the_links_of_directories_a_moved_directory_left_and_entered,
     |dir| {
         let mut failed = Vec::new();
