@@ -2205,6 +2205,46 @@ e2e!(
     }
 );
 
+// A shared directory moved through a symlink the worker made (`symlink d
+// k; rename e/s k/s`) keeps its entries in the view: the library lost
+// `d/s/t` (the walk of `d/s` found nothing below it).
+e2e!(
+    a_directory_moved_through_a_symlink_the_worker_made_keeps_its_entries,
+    |dir| {
+        let mut failed = Vec::new();
+        for script in [
+            "symlink d k\nrename e/s k/s\nstat d/s/t\nstat d/s\nstat d\nstat e\n",
+            "symlink d k\nrename e/s k/s\nstat k/s/t\nrmdir d/s/t\nstat d/s\n",
+            "symlink @/d k\nrename e/s k/s\nstat d/s/t\nstat k/s\n",
+        ] {
+            if let Err(e) = same_ops_or_err(&dir, dir_nlink_tree, script) {
+                failed.push(e);
+            }
+            if let Err(e) = same_supervised_ops(&dir, dir_nlink_tree, script) {
+                failed.push(format!("supervised: {e}"));
+            }
+        }
+        // Through a shared symlink `k -> d`, and exchanged through one.
+        let linked = |d: &Path| {
+            dir_nlink_tree(d);
+            std::os::unix::fs::symlink("d", d.join("k")).unwrap();
+        };
+        for script in [
+            "rename e/s k/s\nstat d/s/t\nstat d\nstat e\n",
+            "mkdir d/s 755\nrename e/s k/s EXCHANGE\nstat d/s/t\nstat e/s\nstat d\n",
+            "symlink e j\nmkdir d/s 755\nrename j/s k/s EXCHANGE\nstat d/s/t\nstat e/s\nstat k/s\n",
+        ] {
+            if let Err(e) = same_ops_or_err(&dir, linked, script) {
+                failed.push(e);
+            }
+            if let Err(e) = same_supervised_ops(&dir, linked, script) {
+                failed.push(format!("supervised: {e}"));
+            }
+        }
+        assert!(failed.is_empty(), "{}", failed.join("\n-----\n"));
+    }
+);
+
 // Review 5: under the library, mkfifo of a name only the shared tree holds
 // succeeds (the worker's fifo then shadows the shared file or directory),
 // bare EEXIST; with a trailing slash on a missing name it succeeds too
