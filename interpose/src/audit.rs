@@ -2281,15 +2281,28 @@ pub unsafe fn reroute_listing<R: Outcome>(
 }
 
 /// After a stat-like call on `arg` that reached a directory: `nlink` becomes
-/// its link count in the worker's view (view::dir_nlink). The program's
-/// errno is kept.
+/// its link count in the worker's view (view::dir_nlink). A held
+/// directory's descriptor (fstat, `AT_EMPTY_PATH`) counts as `.` from it:
+/// its name in /proc, as the job path it stands for. The program's errno
+/// is kept.
 ///
 /// # Safety
 /// `arg.path` is what the program passed (the call read it).
 pub unsafe fn view_dir_nlink(arg: PathArg, follow: bool, nlink: &mut u64) {
-    if !state::ready() || !redirect::any_redirected() || arg.path.is_null() {
+    if !state::ready() || !redirect::any_redirected() {
         return;
     }
+    // A call that succeeded with no name (fstat, `AT_EMPTY_PATH` with ""
+    // or NULL) stat'ed the descriptor's own directory: `.` from it.
+    // SAFETY: a non-NULL path is the program's C string, which the call read.
+    let arg = if arg.path.is_null() || unsafe { *arg.path } == 0 {
+        PathArg {
+            dirfd: arg.dirfd,
+            path: c".".as_ptr(),
+        }
+    } else {
+        arg
+    };
     let Some(_guard) = HookGuard::enter() else {
         return;
     };

@@ -727,6 +727,9 @@ unsafe fn complete_directory_rename(source: PathArg, dest: PathArg, exchange: bo
     }) else {
         return;
     };
+    // The names the table has: each parent as the view resolves it.
+    let n = parent_in_view(abs, n, target, work);
+    let m = parent_in_view(abs2, m, target, work);
     // Copy both sides up first: the names each records (its old entries
     // hidden) must not keep the other side's entries from being copied.
     copy_side(abs, n, &abs2[..m], target, target2, work);
@@ -744,6 +747,34 @@ unsafe fn complete_directory_rename(source: PathArg, dest: PathArg, exchange: bo
     if exchange {
         record_side(abs, n, target, work);
     }
+}
+
+/// `path[..len]` (absolute) with its parent as the worker's view resolves
+/// it, through the symlinks the worker made or moved (`rename e/s k/s` with
+/// the worker's `k -> d` moved the copy to `d/s`'s redirect); the leaf is
+/// not followed. Unchanged when the parent does not resolve. `tmp`: MAX_ABS
+/// bytes; `scratch`: view::SCRATCH bytes. Returns the new length.
+fn parent_in_view(path: &mut [u8], len: usize, tmp: &mut [u8], scratch: &mut [u8]) -> usize {
+    let Some(cut) = path[..len].iter().rposition(|&b| b == b'/') else {
+        return len;
+    };
+    if cut == 0 || cut + 1 >= len || tmp.len() < MAX_ABS || scratch.len() < crate::view::SCRATCH {
+        return len;
+    }
+    let leaf = len - cut - 1;
+    let (parent, tmp) = (&path[..cut], &mut tmp[..MAX_ABS]);
+    let m = match crate::view::resolve(parent, None, true, tmp, scratch) {
+        Ok((m, _)) if tmp[..m] == *b"/" => 0,
+        Ok((m, _)) => m,
+        Err(_) => return len,
+    };
+    if tmp[..m] == path[..cut] || m + 1 + leaf > path.len() {
+        return len;
+    }
+    path.copy_within(cut + 1..len, m + 1);
+    path[..m].copy_from_slice(&tmp[..m]);
+    path[m] = b'/';
+    m + 1 + leaf
 }
 
 /// If `from[..flen]` is a shared directory whose worker copy was moved to

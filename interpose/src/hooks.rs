@@ -295,6 +295,12 @@ fn at(dirfd: c_int, path: *const c_char) -> PathArg {
     PathArg { dirfd, path }
 }
 
+/// The descriptor `fd` itself (fstat): an empty name from it, as
+/// `AT_EMPTY_PATH` reads it.
+fn held(fd: c_int) -> PathArg {
+    at(fd, c"".as_ptr())
+}
+
 hooks! {
     // ---- open family ----
     fn open(path: *const c_char, flags: c_int, mode: mode_t) -> c_int =>
@@ -479,7 +485,12 @@ hooks! {
         |real| statted(at(dirfd, path), follows(flags), buf, reroute(at(dirfd, path), follows(flags), |p| real(dirfd, p, buf, flags)));
     fn statx(dirfd: c_int, path: *const c_char, flags: c_int, mask: c_uint, buf: *mut c_void) -> c_int =>
         |real| statx_done(at(dirfd, path), follows(flags), buf, reroute(at(dirfd, path), follows(flags), |p| real(dirfd, p, flags, mask, buf)));
+    // A held descriptor's own file: a directory's link count is the view's.
+    fn fstat(fd: c_int, buf: *mut c_void) -> c_int => |real| statted(held(fd), true, buf, real(fd, buf));
+    fn fstat64(fd: c_int, buf: *mut c_void) -> c_int => |real| statted(held(fd), true, buf, real(fd, buf));
     // Binaries built against glibc < 2.33 call these instead.
+    fn __fxstat(ver: c_int, fd: c_int, buf: *mut c_void) -> c_int => |real| statted(held(fd), true, buf, real(ver, fd, buf));
+    fn __fxstat64(ver: c_int, fd: c_int, buf: *mut c_void) -> c_int => |real| statted(held(fd), true, buf, real(ver, fd, buf));
     fn __xstat(ver: c_int, path: *const c_char, buf: *mut c_void) -> c_int => |real| statted(cwd(path), true, buf, reroute(cwd(path), true, |p| real(ver, p, buf)));
     fn __xstat64(ver: c_int, path: *const c_char, buf: *mut c_void) -> c_int => |real| statted(cwd(path), true, buf, reroute(cwd(path), true, |p| real(ver, p, buf)));
     fn __lxstat(ver: c_int, path: *const c_char, buf: *mut c_void) -> c_int => |real| statted(cwd(path), false, buf, reroute(cwd(path), false, |p| real(ver, p, buf)));

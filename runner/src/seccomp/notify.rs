@@ -2397,18 +2397,31 @@ fn follow_stat(
         libc::SYS_lstat => false,
         _ => true,
     };
+    // The name in the view (a job path) of what the call reaches, and the
+    // descriptor's path when it is the descriptor's own file.
+    let (mut in_view, mut held) = (None, None);
     let target = match walk_in_view(sup, c, args, path, given.as_deref(), follows) {
         Some(Err(errno)) => return Handled::quiet(Answer::Fail(errno)),
         // The worker's copy, or where the walk went when the spelling
         // would reach another file.
-        Some(Ok((abs, via_view))) => match c
-            .worker
-            .and_then(|w| super::view::own_copy(&mut |p: &[u8]| sup.redirects.lookup(w, p), &abs))
-        {
-            Some(copy) => Some(copy),
-            None => via_view.then_some(abs),
-        },
+        Some(Ok((abs, via_view))) => {
+            in_view = Some(abs.clone());
+            match c.worker.and_then(|w| {
+                super::view::own_copy(&mut |p: &[u8]| sup.redirects.lookup(w, p), &abs)
+            }) {
+                Some(copy) => Some(copy),
+                None => via_view.then_some(abs),
+            }
+        }
         None => {
+            // The descriptor itself (an empty name): its directory's name,
+            // as the job path a directory of the worker's stands for.
+            if let (Some(w), Some(a), true) =
+                (c.worker, &abs, matches!(given.as_deref(), None | Some(b"")))
+            {
+                held = Some(a.clone());
+                in_view = Some(job_path_of(sup, w, a).unwrap_or_else(|| a.clone()));
+            }
             if let (Some(w), Some(abs)) = (c.worker, &abs) {
                 let spelling = given.as_deref().unwrap_or_default();
                 if let Some(errno) =
@@ -2425,8 +2438,20 @@ fn follow_stat(
             }
         }
     };
-    let Some(mut target) = target else {
-        return Handled::quiet(Answer::Continue);
+    // A directory's link count in the view (the subdirectories the worker
+    // made, moved or removed count): the call is answered here when the
+    // kernel's count is not the view's.
+    let nlink = match (c.worker, &in_view, out) {
+        (Some(w), Some(dir), Some(_)) => {
+            let reached = target.clone().or(held).unwrap_or_else(|| dir.clone());
+            super::reads::view_nlink(sup, w, dir, &reached).map(|n| (n, reached))
+        }
+        _ => None,
+    };
+    let (mut target, nlink) = match (target, nlink) {
+        (Some(t), n) => (t, n.map(|(n, _)| n)),
+        (None, Some((n, reached))) => (reached, Some(n)),
+        (None, None) => return Handled::quiet(Answer::Continue),
     };
     // An empty (or NULL) name is the descriptor itself (`fstat`'s
     // `AT_EMPTY_PATH`): a shared file whose name the worker removed is
@@ -2453,7 +2478,9 @@ fn follow_stat(
     }
     let answer = match emulate::syscall(nr, &a6) {
         Ok(v) => match out {
-            Some((i, size)) if write_mem(c.task.tid, args[i], &buf) != size => {
+            Some((i, size))
+                if write_mem(c.task.tid, args[i], &with_nlink(nr, buf, nlink)) != size =>
+            {
                 Answer::Fail(libc::EFAULT)
             }
             _ => Answer::Value(v),
@@ -2461,6 +2488,40 @@ fn follow_stat(
         Err(e) => Answer::Fail(e),
     };
     Handled::quiet(answer)
+}
+
+/// The stat-family result `buf` of the call `nr` (a `struct statx` for
+/// statx, else a `struct stat`) with a directory's link count `nlink`.
+fn with_nlink(nr: i64, mut buf: Vec<u8>, nlink: Option<u64>) -> Vec<u8> {
+    let Some(n) = nlink else {
+        return buf;
+    };
+    let is_dir = |mode: u32| mode & libc::S_IFMT == libc::S_IFDIR;
+    if nr == libc::SYS_statx {
+        if buf.len() < std::mem::size_of::<libc::statx>() {
+            return buf;
+        }
+        // SAFETY: buf holds a whole statx (read unaligned: a Vec<u8>).
+        let mut st: libc::statx = unsafe { std::ptr::read_unaligned(buf.as_ptr().cast()) };
+        let wanted = libc::STATX_TYPE | libc::STATX_NLINK;
+        if st.stx_mask & wanted == wanted && is_dir(st.stx_mode as u32) {
+            st.stx_nlink = n as u32;
+            // SAFETY: as above, written back in place.
+            unsafe { std::ptr::write_unaligned(buf.as_mut_ptr().cast(), st) };
+        }
+    } else {
+        if buf.len() < std::mem::size_of::<libc::stat>() {
+            return buf;
+        }
+        // SAFETY: buf holds a whole struct stat (read unaligned).
+        let mut st: libc::stat = unsafe { std::ptr::read_unaligned(buf.as_ptr().cast()) };
+        if is_dir(st.st_mode) {
+            st.st_nlink = n as _;
+            // SAFETY: as above, written back in place.
+            unsafe { std::ptr::write_unaligned(buf.as_mut_ptr().cast(), st) };
+        }
+    }
+    buf
 }
 
 /// Writes `buf` at `addr` in task `tid`'s memory; the bytes written.

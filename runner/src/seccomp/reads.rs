@@ -629,3 +629,84 @@ pub fn getdents(
     }
     Handled::quiet(Answer::Value(bytes.len() as i64))
 }
+
+/// A directory's link count in the view: `nlink`, the count of the
+/// directory whose entries the view starts from (with `subdirs` of its own
+/// subdirectories), moved by the subdirectories the view adds or removes
+/// (`view_subdirs` in all). Only where the count follows the rule of ext4
+/// and tmpfs (2 + subdirectories); a file system that counts otherwise
+/// (btrfs' 1) is left alone.
+pub(super) fn view_link_count(nlink: u64, subdirs: u64, view_subdirs: u64) -> u64 {
+    if nlink == 2 + subdirs {
+        2 + view_subdirs
+    } else {
+        nlink
+    }
+}
+
+/// The link count worker `w`'s view gives the directory `dir` (a job path
+/// the view resolved to a directory) whose stat reached `reached` (the
+/// shared directory, or the worker's copy): counted from the merged
+/// listing (as getdents lists it) when the worker changed something below
+/// it, `Some(0)` for a shared directory the worker removed (a descriptor
+/// still open on it), `None` when the kernel's count is the view's.
+pub(super) fn view_nlink(sup: &mut Supervision, w: u32, dir: &[u8], reached: &[u8]) -> Option<u64> {
+    let v = match dir_view(sup, w, reached, dir)? {
+        Ok(v) => v,
+        Err(_) => return Some(0),
+    };
+    let fd = open_dir(&v.primary)?;
+    // SAFETY: all-zero is a valid libc::stat (plain integers).
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: our descriptor, a valid out-pointer.
+    if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {
+        return None;
+    }
+    let mut raw = Vec::new();
+    loop {
+        match read_records(fd.as_raw_fd(), 32 * 1024, true) {
+            Ok(b) if b.is_empty() => break,
+            Ok(b) => raw.extend_from_slice(&b),
+            Err(_) => return None,
+        }
+    }
+    let is_dir = |e: &Entry| {
+        if e.name == b"." || e.name == b".." {
+            return false;
+        }
+        match e.kind {
+            libc::DT_DIR => true,
+            libc::DT_UNKNOWN => {
+                let mut p = v.primary.clone();
+                p.push(b'/');
+                p.extend_from_slice(&e.name);
+                lstat(&p).is_some_and(|m| m.is_dir())
+            }
+            _ => false,
+        }
+    };
+    let subdirs = parse(&raw, true).iter().filter(|e| is_dir(e)).count() as u64;
+    let mut listed = view_records(sup, w, &v, &raw, true);
+    listed.extend(own_entries(sup, w, &v));
+    let view_subdirs = listed.iter().filter(|e| is_dir(e)).count() as u64;
+    #[allow(clippy::unnecessary_cast)] // nlink_t is u32 on aarch64
+    Some(view_link_count(st.st_nlink as u64, subdirs, view_subdirs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::view_link_count;
+
+    #[test]
+    fn a_view_link_count_counts_the_subdirectories_of_the_view_where_the_file_system_does() {
+        // ext4/tmpfs: 2 + subdirectories, whatever the view adds or removes.
+        assert_eq!(view_link_count(2, 0, 0), 2);
+        assert_eq!(view_link_count(2, 0, 1), 3);
+        assert_eq!(view_link_count(3, 1, 0), 2);
+        assert_eq!(view_link_count(5, 3, 1), 3);
+        // btrfs counts 1 for every directory; other counts are left alone.
+        assert_eq!(view_link_count(1, 0, 1), 1);
+        assert_eq!(view_link_count(1, 2, 0), 1);
+        assert_eq!(view_link_count(7, 1, 2), 7);
+    }
+}

@@ -46,13 +46,7 @@ const SUPERVISOR_GAPS: &[(&str, &str)] = &[
     ),
 ];
 
-const KNOWN_BROKEN: &[(&str, &str)] = &[(
-    "dir-nlink",
-    "a directory's link count in the worker's view does not count the \
-         subdirectories the worker moved into or out of it (the shared \
-         directory's own stat is shown; not emulated, docs/policy.md): \
-         `rename e d/a` with shared d and e: bare d nlink=3, redirect 2",
-)];
+const KNOWN_BROKEN: &[(&str, &str)] = &[];
 
 /// Names the operations use: a few files and directories, nested one level,
 /// a symlink, a missing parent, `..`, absolute spellings (`@` is the

@@ -2169,7 +2169,6 @@ e2e!(
 // directory into another leaves both parents' link counts as they were
 // (`stat d` nlink=2 after `rename e/s d/s`, bare 3; `e` keeps 3, bare 2).
 e2e!(
-    #[ignore = "a directory's link count in the supervisor's view is not emulated at all (KNOWN_BROKEN dir-nlink, docs/policy.md): not even a worker-made subdirectory counts (`mkdir m; stat .`); review 5"]
     the_supervisor_counts_the_links_of_directories_a_moved_directory_left_and_entered,
     |dir| {
         let mut failed = Vec::new();
@@ -2214,13 +2213,52 @@ const DIR_NLINK_SCRIPTS: &[&str] = &[
 // between, made in or removed from shared directories count as bare
 // (the library variant of the supervisor's test above).
 e2e!(
-    #[ignore = "library: fstat of a held directory descriptor is not adjusted (view::dir_nlink runs for path stats only): `open 0 e DIRECTORY; rename e/s d/s; fstat 0` nlink 3, bare 2"]
     a_directory_link_count_counts_the_subdirectories_of_the_view,
     |dir| {
         let mut failed = Vec::new();
         for script in DIR_NLINK_SCRIPTS {
             if let Err(e) = same_ops_or_err(&dir, dir_nlink_tree, script) {
                 failed.push(e);
+            }
+        }
+        assert!(failed.is_empty(), "{}", failed.join("\n-----\n"));
+    }
+);
+
+// A shared directory moved through a symlink the worker made (`symlink d
+// k; rename e/s k/s`) keeps its entries in the view: the library lost
+// `d/s/t` (the walk of `d/s` found nothing below it).
+e2e!(
+    a_directory_moved_through_a_symlink_the_worker_made_keeps_its_entries,
+    |dir| {
+        let mut failed = Vec::new();
+        for script in [
+            "symlink d k\nrename e/s k/s\nstat d/s/t\nstat d/s\nstat d\nstat e\n",
+            "symlink d k\nrename e/s k/s\nstat k/s/t\nrmdir d/s/t\nstat d/s\n",
+            "symlink @/d k\nrename e/s k/s\nstat d/s/t\nstat k/s\n",
+        ] {
+            if let Err(e) = same_ops_or_err(&dir, dir_nlink_tree, script) {
+                failed.push(e);
+            }
+            if let Err(e) = same_supervised_ops(&dir, dir_nlink_tree, script) {
+                failed.push(format!("supervised: {e}"));
+            }
+        }
+        // Through a shared symlink `k -> d`, and exchanged through one.
+        let linked = |d: &Path| {
+            dir_nlink_tree(d);
+            std::os::unix::fs::symlink("d", d.join("k")).unwrap();
+        };
+        for script in [
+            "rename e/s k/s\nstat d/s/t\nstat d\nstat e\n",
+            "mkdir d/s 755\nrename e/s k/s EXCHANGE\nstat d/s/t\nstat e/s\nstat d\n",
+            "symlink e j\nmkdir d/s 755\nrename j/s k/s EXCHANGE\nstat d/s/t\nstat e/s\nstat k/s\n",
+        ] {
+            if let Err(e) = same_ops_or_err(&dir, linked, script) {
+                failed.push(e);
+            }
+            if let Err(e) = same_supervised_ops(&dir, linked, script) {
+                failed.push(format!("supervised: {e}"));
             }
         }
         assert!(failed.is_empty(), "{}", failed.join("\n-----\n"));
