@@ -58,15 +58,8 @@ pub fn failing_anyway(
     second: Option<Named>,
     mut view: Option<View>,
 ) -> Option<i32> {
-    // An empty name is ENOENT before anything else, but for the calls
-    // whose AT_EMPTY_PATH form names a descriptor (their flags are not
-    // all known here).
     let empty = |n: &Named| n.given == Some(b"");
-    let may_name_a_descriptor = matches!(
-        op,
-        "fchmodat" | "fchmodat2" | "fchownat" | "utimensat" | "futimesat" | "openat2"
-    ) || (op == "linkat" && at_flags as i32 & libc::AT_EMPTY_PATH != 0);
-    if (empty(&first) && !may_name_a_descriptor) || second.as_ref().is_some_and(empty) {
+    if an_empty_name_fails(op, at_flags, empty(&first), second.as_ref().is_some_and(empty)) {
         return Some(libc::ENOENT);
     }
     // Open flags the kernel refuses (O_TMPFILE without write access, with
@@ -227,6 +220,17 @@ fn on_proc(abs: &[u8]) -> bool {
     #[allow(clippy::unnecessary_cast)] // f_type's width differs by target
     let proc = sf.f_type as i64 == PROC_SUPER_MAGIC;
     r == 0 && proc
+}
+
+/// An empty name is ENOENT before anything else, but for the calls whose
+/// AT_EMPTY_PATH form names a descriptor (their flags are not all known
+/// here): whether the call's names (`first_empty`, `second_empty`) fail so.
+pub fn an_empty_name_fails(op: &str, at_flags: u64, first_empty: bool, second_empty: bool) -> bool {
+    let may_name_a_descriptor = matches!(
+        op,
+        "fchmodat" | "fchmodat2" | "fchownat" | "utimensat" | "futimesat" | "openat2"
+    ) || (op == "linkat" && at_flags as i32 & libc::AT_EMPTY_PATH != 0);
+    (first_empty && !may_name_a_descriptor) || second_empty
 }
 
 /// `name` looked up in the worker's view (the shared tree without one),

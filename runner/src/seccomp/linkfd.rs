@@ -29,6 +29,10 @@ pub struct Source {
     pub path: Option<Vec<u8>>,
     /// The file's link count (0: an `O_TMPFILE` or removed file).
     pub nlink: u64,
+    /// The name it had, for a file that lost it (the link's text without
+    /// ` (deleted)`).
+    pub lost: Option<Vec<u8>>,
+    pub ino: u64,
 }
 
 /// The descriptor number a source spelled `/proc/self/fd/N`,
@@ -81,10 +85,13 @@ pub fn source(
     };
     let text = text.as_os_str().as_bytes().to_vec();
     let named = text.first() == Some(&b'/') && !text.ends_with(b" (deleted)");
+    let lost = text.strip_suffix(b" (deleted)").map(<[u8]>::to_vec);
     Some(Ok(Source {
         fd,
         path: named.then_some(text),
         nlink: m.nlink(),
+        lost,
+        ino: m.ino(),
     }))
 }
 
@@ -106,10 +113,27 @@ impl Source {
     pub fn linkable(&self, own_dir: Option<&[u8]>) -> Linkable {
         match (&self.path, own_dir) {
             (None, _) if self.nlink == 0 => Linkable::InPlace,
+            // The names an O_TMPFILE (its name `#<inode>`) or a file of
+            // the worker's directory has since are the worker's own (as
+            // the library's view.rs `named_by_the_worker`).
+            (None, _) if self.named_by_the_worker(own_dir) => Linkable::InPlace,
             (None, _) => Linkable::Never,
             (Some(p), Some(d)) if below(p, d) => Linkable::InPlace,
             (Some(_), _) => Linkable::ByPath,
         }
+    }
+}
+
+impl Source {
+    fn named_by_the_worker(&self, own_dir: Option<&[u8]>) -> bool {
+        let Some(lost) = &self.lost else {
+            return false;
+        };
+        if own_dir.is_some_and(|d| below(lost, d)) {
+            return true;
+        }
+        let leaf = &lost[lost.iter().rposition(|&b| b == b'/').map_or(0, |i| i + 1)..];
+        leaf.strip_prefix(b"#") == Some(self.ino.to_string().as_bytes())
     }
 }
 

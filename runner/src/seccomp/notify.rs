@@ -903,6 +903,14 @@ pub(super) type Resolved = (Option<Vec<u8>>, Option<Vec<u8>>);
 /// the task's /proc, so the path is judged as the file it names (the
 /// library does the same, review 2's F2).
 pub(super) fn resolve(tid: i32, args: &[u64; 6], p: PathArg) -> Resolved {
+    resolve_name(tid, args, p, true)
+}
+
+/// [`resolve`] for a call that follows a final symlink of its name or
+/// not (`follow_final`): a name that is itself one of the task's magic
+/// links (`unlink("/proc/self/fd/3")`) is then /proc's entry, not the file
+/// it leads to.
+pub(super) fn resolve_name(tid: i32, args: &[u64; 6], p: PathArg, follow_final: bool) -> Resolved {
     let dirfd = p.dirfd.map(|i| args[i] as i32);
     let given = read_cstr(tid, args[p.ptr]);
     let base = match &given {
@@ -915,7 +923,15 @@ pub(super) fn resolve(tid: i32, args: &[u64; 6], p: PathArg) -> Resolved {
         // A NULL path (utimensat on a descriptor): the descriptor's file.
         None => base.filter(|b| b.first() == Some(&b'/')),
     };
-    (given, abs.map(|a| follow_magic_link(tid, a)))
+    let ends_in_magic_link = |a: &[u8]| {
+        let mut link = [0u8; 64];
+        mpaudit_core::path::magic_link(a, &mut link).is_some_and(|(_, prefix)| prefix == a.len())
+    };
+    let abs = abs.map(|a| match follow_final || !ends_in_magic_link(&a) {
+        true => follow_magic_link(tid, a),
+        false => a,
+    });
+    (given, abs)
 }
 
 /// A redirecting worker's name walked in its view, by the library's walk
@@ -1145,8 +1161,8 @@ fn access(
         };
         (given, kernel.or(abs))
     };
-    let r1 = resolve(tid, args, a.path);
-    let r2 = a.path2.map(|p| (p, resolve(tid, args, p)));
+    let r1 = resolve_name(tid, args, a.path, follows_final(0));
+    let r2 = a.path2.map(|p| (p, resolve_name(tid, args, p, follows_final(1))));
     let text = |i: usize| a.op.starts_with("symlink") && i == 0;
     // The name a call makes or removes (its parent looked up, the last
     // component taken as it is): a trailing slash does not follow a
@@ -1196,7 +1212,7 @@ fn access(
                 }
                 Some(Ok((abs, false))) => (r.0, Some(abs)),
                 Some(Err(e)) => {
-                    walk_errno.get_or_insert(e);
+                    walk_errno.get_or_insert((i, e));
                     r
                 }
                 None => in_kernel_view(i, p, r),
@@ -1363,7 +1379,7 @@ fn access(
             routes[0] = Route { target, new: true };
         }
     }
-    if let (false, Some(errno)) = (write, walk_errno) {
+    if let (false, Some((_, errno))) = (write, walk_errno) {
         return Handled::quiet(Answer::Fail(errno));
     }
     if let (false, Some(w), Some(abs), false) = (write, c.worker, &p1.1, walked) {
@@ -1488,7 +1504,7 @@ fn access(
         "mknod" => args[1],
         _ => 0,
     };
-    let anyway = |view| {
+    let anyway = |view: Option<super::failing::View<'_>>| {
         if let Some(s) = &link_fd {
             let second = a.path2.map(|_| named(&start2, spelled2.as_deref()));
             return super::linkfd::failing_anyway(s, at_flags, second, view);
@@ -1528,6 +1544,18 @@ fn access(
         };
         let errno = first.unwrap_or(bad_name);
         return finish(e, Action::Logged, Answer::Fail(errno), Vec::new());
+    }
+    // Open flags the kernel refuses fail before it looks at a name, then
+    // an empty name (not a descriptor's AT_EMPTY_PATH).
+    if write
+        && matches!(a.op, "open" | "openat" | "creat")
+        && super::failing::invalid_open_flags(flags)
+    {
+        return finish(e, Action::Logged, Answer::Fail(libc::EINVAL), Vec::new());
+    }
+    let empty = |g: &Option<Vec<u8>>| g.as_deref() == Some(b"");
+    if write && super::failing::an_empty_name_fails(a.op, at_flags, empty(&spelled), empty(&spelled2)) {
+        return finish(e, Action::Logged, Answer::Fail(libc::ENOENT), Vec::new());
     }
     let unresolvable = write
         && std::iter::once((&p1, a.path))
@@ -1575,13 +1603,22 @@ fn access(
             return finish(e, Action::Logged, Answer::Fail(errno), Vec::new());
         }
     }
-    if let Some(errno) = walk_errno {
+    if let Some((at, errno)) = walk_errno {
         // A name the view's walk cannot reach: nothing is written (open
         // flags the kernel refuses fail first).
         let opens = matches!(a.op, "open" | "openat" | "openat2" | "creat");
         let errno = match opens && super::failing::invalid_open_flags(flags) {
             true => libc::EINVAL,
             false => errno,
+        };
+        // The second name's walk fails after the first name's own checks
+        // (a link's missing or empty source is ENOENT first).
+        let errno = match (at, c.worker, sup.judge.action) {
+            (1, Some(w), ActionSetting::Redirect) => {
+                let mut lookup = |abs: &[u8]| sup.redirects.lookup(w, abs);
+                anyway(Some(&mut lookup)).unwrap_or(errno)
+            }
+            _ => errno,
         };
         return finish(e, Action::Logged, Answer::Fail(errno), Vec::new());
     }

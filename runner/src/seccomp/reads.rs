@@ -49,6 +49,18 @@ pub fn readlink(
     let (Some(given), Some(lexical)) = (given, lexical) else {
         return continue_();
     };
+    // The task's descriptor link of a worker's copy reads as the job path
+    // it stands for (as the library's readlink, guard::job_path_of).
+    if let Some(text) = descriptor_link_in_view(sup, w, c, args, path, &given) {
+        let k = text.len().min(bufsiz as usize);
+        if !notify::still_valid(lfd, id) {
+            return continue_();
+        }
+        return Handled::quiet(match notify::write_mem(tid, args[buf], &text[..k]) == k {
+            true => Answer::Value(k as i64),
+            false => Answer::Fail(libc::EFAULT),
+        });
+    }
     // The name walked in the worker's view (through its symlinks and
     // directories, the task's /proc/self/cwd): a name the view cannot
     // reach fails there; a name ending in the task's /proc or /dev (a
@@ -691,6 +703,45 @@ pub(super) fn view_nlink(sup: &mut Supervision, w: u32, dir: &[u8], reached: &[u
     let view_subdirs = listed.iter().filter(|e| is_dir(e)).count() as u64;
     #[allow(clippy::unnecessary_cast)] // nlink_t is u32 on aarch64
     Some(view_link_count(st.st_nlink as u64, subdirs, view_subdirs))
+}
+
+
+/// The text of the task's descriptor link `given` names
+/// (`/proc/self/fd/N`), when it is the worker's copy of a job path (a
+/// file that lost its name too, ` (deleted)` kept): that job path, as bare.
+/// `None`: any other name, left to the kernel.
+fn descriptor_link_in_view(
+    sup: &Supervision,
+    w: u32,
+    c: &Caller,
+    args: &[u64; 6],
+    path: PathArg,
+    given: &[u8],
+) -> Option<Vec<u8>> {
+    let base = match given.first() {
+        Some(b'/') => None,
+        _ => notify::base_dir(c.task.tid, path.dirfd.map(|d| args[d] as i32)),
+    };
+    let mut plain = vec![0u8; MAX_ABS];
+    let n = absolutize(given, base.as_deref(), &mut plain)?;
+    let fd = mpaudit_core::path::own_descriptor(&plain[..n], c.task.pid)?;
+    let text = std::fs::read_link(format!("/proc/{}/fd/{fd}", c.task.tid)).ok()?;
+    let text = text.as_os_str().as_bytes();
+    let (name, suffix) = match text.strip_suffix(b" (deleted)") {
+        Some(name) => (name, &b" (deleted)"[..]),
+        None => (text, &b""[..]),
+    };
+    let wd = sup.redirects.worker_dir(w);
+    let mut out = vec![0u8; MAX_ABS];
+    let n = mpaudit_core::map::unmap_from_worker(
+        name,
+        sup.judge.job_dir.as_bytes(),
+        wd.as_os_str().as_bytes(),
+        &mut out,
+    )?;
+    out.truncate(n);
+    out.extend_from_slice(suffix);
+    Some(out)
 }
 
 #[cfg(test)]

@@ -121,13 +121,31 @@ impl Lookup for TaskView<'_> {
         abs: &[u8],
         link: &mut [u8],
         len: usize,
-        _last: bool,
-        _slash_follows: bool,
+        last: bool,
+        slash_follows: bool,
     ) -> Follow {
         // A descriptor's link to no path (`pipe:[42]`), or to a file that
         // lost its name (`/job/a (deleted)`), which only the kernel
         // reaches through the link.
         let text = &link[..len];
+        // A descriptor's link leads to its open file, not by its text
+        // (as the library's view.rs `nameless`): a name below the link of
+        // a file is ENOTDIR whatever the text says, and below that of a
+        // file that lost its name, ENOTDIR (a file) or ENOENT (a removed
+        // directory has no entries).
+        if let Some((tid, pid)) = self.task {
+            if let Some(n) = mpaudit_core::path::own_descriptor(abs, pid) {
+                if let Ok(m) = std::fs::metadata(format!("/proc/{tid}/fd/{n}")) {
+                    let dir = m.is_dir();
+                    if !dir && (!last || slash_follows) && text.first() == Some(&b'/') {
+                        return Follow::Fail(libc::ENOTDIR);
+                    }
+                    if !last && text.ends_with(b" (deleted)") {
+                        return Follow::Fail(libc::ENOENT);
+                    }
+                }
+            }
+        }
         if walk::leads_to_no_path(abs, text)
             || (abs.starts_with(b"/proc/") && text.ends_with(b" (deleted)"))
         {

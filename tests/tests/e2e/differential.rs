@@ -40,10 +40,6 @@ const SUPERVISOR_GAPS: &[(&str, &str)] = &[
         "a supervisor cannot move the task into the worker directory",
     ),
     ("fchdir", "as chdir"),
-    (
-        "path-proc-fd",
-        "the task's descriptors' magic links are the kernel's",
-    ),
 ];
 
 const KNOWN_BROKEN: &[(&str, &str)] = &[];

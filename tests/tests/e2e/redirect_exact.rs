@@ -2332,19 +2332,55 @@ e2e!(
     }
 );
 
+// path-proc-fd under the supervisor, drawn by the supervised differential
+// once path-proc-fd left SUPERVISOR_GAPS (seeds 20261202, 7, 101, 404, 606
+// and the first run of 20261202): `unlink %0` removed the descriptor's
+// file (bare EPERM: /proc's entry, the final magic link not followed);
+// `readlink %0` gave the worker's path (bare the job path); a second
+// name's walk error (`link a %1/a` ENOTDIR) came before the first name's
+// (bare ENOENT: the missing or empty source); `open %0 CREAT|DIRECTORY`
+// EACCES (bare EINVAL, the flags first).
+e2e!(
+    the_supervisor_answers_the_differential_s_descriptor_link_scripts_as_bare,
+    |dir| {
+        let tree = |d: &Path| std::fs::create_dir(d.join("d")).unwrap();
+        let with_b = |d: &Path| {
+            tree(d);
+            std::fs::write(d.join("d/b"), "").unwrap();
+        };
+        type Tree<'a> = &'a dyn Fn(&Path);
+        let cases: &[(Tree, &str)] = &[
+            (&tree, "fopen 0 e w\nunlink %0\nlstat e\n"),
+            (&tree, "open 0 e RDONLY|CREAT 644\nreadlink %0\n"),
+            (&tree, "open 0 e RDONLY|CREAT 644\nunlink e\nreadlink %0\n"),
+            (&tree, "open 1 e RDONLY|CREAT 644\nlinkat 1 \"\" cwd %0 0\n"),
+            (&with_b, "open 0 d/b WRONLY 644\nopen 1 %0 RDONLY|CREAT|DIRECTORY 644\n"),
+            (&tree, "open 1 e RDONLY|CREAT 644\nlinkat cwd \"\" cwd %1/a 0\n"),
+            (&tree, "open 1 e RDONLY|CREAT 644\nlink a %1/a\n"),
+            (&tree, "open 1 e RDONLY|CREAT 644\nrmdir %1\nmkdir %1 755\nrename %1 d/x 0\n"),
+        ];
+        let mut failed = Vec::new();
+        for (tree, script) in cases {
+            if let Err(e) = same_supervised_ops(&dir, tree, script) {
+                failed.push(e);
+            }
+        }
+        assert!(failed.is_empty(), "{} differ:\n{}", failed.len(), failed.join("\n-----\n"));
+    }
+);
+
 // path-proc-fd under the supervisor: names through the task's descriptor
 // links (`/proc/self/fd/N/x`, `/proc/self/fd/N`) were the kernel's walk of
-// the magic link, not the worker's view (SUPERVISOR_GAPS). The library's
-// regression scripts for path-proc-fd (above), bare vs supervised. Fails
-// today: `rename x %0` ENOENT (bare EXDEV, the mounts compared first),
-// `link a %0` / `linkat a %1` EACCES (bare ENOENT, /proc's lookup of the
-// new name), `mkstemp %1/a` of a renamed-over file ENOENT (bare ENOTDIR),
-// `open %0 RDWR` / `truncate %1` of a file that lost its name ENOENT (bare
-// ok, the link leads to the file), `linkat %0 c 0` ok (bare EXDEV),
-// `linkat %0 c FOLLOW` EEXIST after it, `linkat %1 b FOLLOW` of an
-// O_TMPFILE into the job directory EACCES (bare ok).
+// the magic link, not the worker's view (SUPERVISOR_GAPS until this
+// test). The library's regression scripts for path-proc-fd (above), bare
+// vs supervised. Failed: `rename x %0` ENOENT (bare EXDEV, the mounts
+// compared first), `link a %0` / `linkat a %1` EACCES (bare ENOENT,
+// /proc's lookup of the new name), `mkstemp %1/a` of a renamed-over file
+// ENOENT (bare ENOTDIR), `open %0 RDWR` / `truncate %1` of a file that
+// lost its name ENOENT (bare ok, the link leads to the file), `linkat %0
+// c 0` ok (bare EXDEV), `linkat %0 c FOLLOW` EEXIST after it, `linkat %1
+// b FOLLOW` of an O_TMPFILE into the job directory EACCES (bare ok).
 e2e!(
-    #[ignore = "supervisor: names through the task's descriptor links are the kernel's walk of the magic link (SUPERVISOR_GAPS path-proc-fd); failing.rs lacks the library's EXDEV and /proc-lookup ENOENT rules (precheck.rs mount_of_parent, on_proc)"]
     the_supervisor_answers_names_through_descriptor_links_as_bare,
     |dir| {
         let with_b = |d: &Path| {
