@@ -87,8 +87,10 @@ pub fn task_descriptor(tid: i32, n: i32, judged: &[u8]) -> Result<OwnedFd, i32> 
     }
     // SAFETY: a new descriptor we own.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    let now = std::fs::read_link(std::ffi::OsStr::from_bytes(fd_path(fd.as_raw_fd()).as_bytes()))
-        .map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
+    let now = std::fs::read_link(std::ffi::OsStr::from_bytes(
+        fd_path(fd.as_raw_fd()).as_bytes(),
+    ))
+    .map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
     if now.as_os_str().as_bytes() != judged {
         return Err(libc::EAGAIN);
     }

@@ -59,7 +59,12 @@ pub fn failing_anyway(
     mut view: Option<View>,
 ) -> Option<i32> {
     let empty = |n: &Named| n.given == Some(b"");
-    if an_empty_name_fails(op, at_flags, empty(&first), second.as_ref().is_some_and(empty)) {
+    if an_empty_name_fails(
+        op,
+        at_flags,
+        empty(&first),
+        second.as_ref().is_some_and(empty),
+    ) {
         return Some(libc::ENOENT);
     }
     // Open flags the kernel refuses (O_TMPFILE without write access, with

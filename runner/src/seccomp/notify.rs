@@ -1162,7 +1162,9 @@ fn access(
         (given, kernel.or(abs))
     };
     let r1 = resolve_name(tid, args, a.path, follows_final(0));
-    let r2 = a.path2.map(|p| (p, resolve_name(tid, args, p, follows_final(1))));
+    let r2 = a
+        .path2
+        .map(|p| (p, resolve_name(tid, args, p, follows_final(1))));
     let text = |i: usize| a.op.starts_with("symlink") && i == 0;
     // The name a call makes or removes (its parent looked up, the last
     // component taken as it is): a trailing slash does not follow a
@@ -1554,7 +1556,9 @@ fn access(
         return finish(e, Action::Logged, Answer::Fail(libc::EINVAL), Vec::new());
     }
     let empty = |g: &Option<Vec<u8>>| g.as_deref() == Some(b"");
-    if write && super::failing::an_empty_name_fails(a.op, at_flags, empty(&spelled), empty(&spelled2)) {
+    if write
+        && super::failing::an_empty_name_fails(a.op, at_flags, empty(&spelled), empty(&spelled2))
+    {
         return finish(e, Action::Logged, Answer::Fail(libc::ENOENT), Vec::new());
     }
     let unresolvable = write
@@ -1805,7 +1809,9 @@ fn access(
             if write
                 && c.worker.is_some()
                 && sup.judge.action == ActionSetting::Redirect
+                // (A link's source is not changed: its new name is.)
                 && std::iter::once(&p1.1)
+                    .filter(|_| !matches!(a.op, "link" | "linkat"))
                     .chain(p2.as_ref().map(|p| &p.1))
                     .flatten()
                     .any(|a| {
@@ -2291,12 +2297,23 @@ fn perform(
         // The task's descriptor link to a file that lost its name (the
         // worker's orphaned copy, `… (deleted)`): only the link reaches
         // it, so the call is made through our descriptor of that file.
-        let lost_name = paths[i].1 .1.as_ref().filter(|ab| ab.ends_with(b" (deleted)"));
-        let descriptor = paths[i].1 .0.as_ref().and_then(|g| {
-            mpaudit_core::path::own_descriptor(g, c.task.pid)
-        });
-        let follows = if is_open { follows_final(a.op, args, flags, 0) } else { leaf_followed(i, false) };
-        if let (Some(judged), Some(n), true, true) = (lost_name, descriptor, follows, walked_at(i)) {
+        let lost_name = paths[i]
+            .1
+             .1
+            .as_ref()
+            .filter(|ab| ab.ends_with(b" (deleted)"));
+        let descriptor = paths[i]
+            .1
+             .0
+            .as_ref()
+            .and_then(|g| mpaudit_core::path::own_descriptor(g, c.task.pid));
+        let follows = if is_open {
+            follows_final(a.op, args, flags, 0)
+        } else {
+            leaf_followed(i, false)
+        };
+        if let (Some(judged), Some(n), true, true) = (lost_name, descriptor, follows, walked_at(i))
+        {
             let fd = match beneath::task_descriptor(c.task.tid, n, judged) {
                 Ok(fd) => fd,
                 Err(_) => return Performed::NotEmulated,

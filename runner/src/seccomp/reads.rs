@@ -705,7 +705,6 @@ pub(super) fn view_nlink(sup: &mut Supervision, w: u32, dir: &[u8], reached: &[u
     Some(view_link_count(st.st_nlink as u64, subdirs, view_subdirs))
 }
 
-
 /// The text of the task's descriptor link `given` names
 /// (`/proc/self/fd/N`), when it is the worker's copy of a job path (a
 /// file that lost its name too, ` (deleted)` kept): that job path, as bare.

@@ -2339,7 +2339,9 @@ e2e!(
 // `readlink %0` gave the worker's path (bare the job path); a second
 // name's walk error (`link a %1/a` ENOTDIR) came before the first name's
 // (bare ENOENT: the missing or empty source); `open %0 CREAT|DIRECTORY`
-// EACCES (bare EINVAL, the flags first).
+// EACCES (bare EINVAL, the flags first); `linkat 1 "" cwd %0 EMPTY` of the
+// worker's own file EACCES (bare ENOENT: a link's source is not a change
+// of the worker's directory, its new name is /proc's).
 e2e!(
     the_supervisor_answers_the_differential_s_descriptor_link_scripts_as_bare,
     |dir| {
@@ -2354,10 +2356,23 @@ e2e!(
             (&tree, "open 0 e RDONLY|CREAT 644\nreadlink %0\n"),
             (&tree, "open 0 e RDONLY|CREAT 644\nunlink e\nreadlink %0\n"),
             (&tree, "open 1 e RDONLY|CREAT 644\nlinkat 1 \"\" cwd %0 0\n"),
-            (&with_b, "open 0 d/b WRONLY 644\nopen 1 %0 RDONLY|CREAT|DIRECTORY 644\n"),
-            (&tree, "open 1 e RDONLY|CREAT 644\nlinkat cwd \"\" cwd %1/a 0\n"),
+            (
+                &tree,
+                "open 1 e RDONLY|CREAT 644\nlinkat 1 \"\" cwd %0 EMPTY\n",
+            ),
+            (
+                &with_b,
+                "open 0 d/b WRONLY 644\nopen 1 %0 RDONLY|CREAT|DIRECTORY 644\n",
+            ),
+            (
+                &tree,
+                "open 1 e RDONLY|CREAT 644\nlinkat cwd \"\" cwd %1/a 0\n",
+            ),
             (&tree, "open 1 e RDONLY|CREAT 644\nlink a %1/a\n"),
-            (&tree, "open 1 e RDONLY|CREAT 644\nrmdir %1\nmkdir %1 755\nrename %1 d/x 0\n"),
+            (
+                &tree,
+                "open 1 e RDONLY|CREAT 644\nrmdir %1\nmkdir %1 755\nrename %1 d/x 0\n",
+            ),
         ];
         let mut failed = Vec::new();
         for (tree, script) in cases {
@@ -2365,7 +2380,12 @@ e2e!(
                 failed.push(e);
             }
         }
-        assert!(failed.is_empty(), "{} differ:\n{}", failed.len(), failed.join("\n-----\n"));
+        assert!(
+            failed.is_empty(),
+            "{} differ:\n{}",
+            failed.len(),
+            failed.join("\n-----\n")
+        );
     }
 );
 
