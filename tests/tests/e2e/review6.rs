@@ -71,7 +71,7 @@ e2e!(
 );
 
 // Finding 2 (new in 8e4d612): a metadata change of the job directory
-// spelled with a trailing slash (`@/`, the copy being the worker
+// spelled with a trailing slash (`@/`, `./`: the copy being the worker
 // directory itself plus "/") fails with ENAMETOOLONG: prepare_target's
 // `comps.split_last()` is None for no component (emulate.rs). Before:
 // `chmod @/` and `lchown @/` answered ok. Bare: ok, the directory changed.
@@ -86,6 +86,7 @@ e2e!(
                 "lchown @/ 1234\ntimes @",
                 "utimensat @/ 1000 NOFOLLOW\ntimes @",
                 "utimensat @/ 1000 0\ntimes @",
+                "chmod ./ 700\nstat .",
             ],
         );
     }
@@ -106,6 +107,8 @@ e2e!(
                 "chmod @ 700\nstat @",
                 "utimensat . 1000 0\ntimes .",
                 "fchownat . 1234 NOFOLLOW\ntimes .",
+                "chmod d/.. 700\nstat .",
+                "utimensat @/. 1000 0\ntimes .",
             ],
         );
     }
@@ -234,7 +237,128 @@ e2e!(
                 "open 0 e RDONLY\nrmdir e",
                 "open 0 e/x RDONLY\nunlink e/x\nread 0 9",
                 "open 0 a RDONLY\nrename b a\nread 0 9",
+                "rmdir d/..",
+                "mkdir d/.. 755",
+                "rename a d/..",
+                "unlink d/..",
+                "open 0 d/.. WRONLY",
+                "chmod e/. 700\nstat e",
+                "lchown e/. 1234\ntimes e",
+                "utimensat e/. 1000 NOFOLLOW\ntimes e",
+                "symlink a s\ntruncate s/ 0",
+                "symlink d s\nrmdir s/",
+                "symlink d s\nunlink s/",
+                "symlink d s\nrename s/ n",
+                "symlink d s\nrename s n/",
+                "symlink d s\nmkdir s/ 755",
+                "open 0 a WRONLY\nunlink a\nwrite 0 z\nfstat 0\nopen 1 a WRONLY|CREAT 644\nfstat 1",
+                "open 0 e RDONLY|DIRECTORY\nrmdir e\nrename e/x b\nrmdir e\nstat e",
             ],
         );
+    }
+);
+
+// Finding 5 (before 8e4d612 too): an open of a FIFO or device the worker
+// made (its copy) is refused with EACCES (emulate::open leaves them to
+// the kernel, Err(None), which perform refuses for a routed name); bare:
+// a FIFO opened O_RDWR does not block, a device 0 is ENXIO.
+e2e!(
+    #[ignore = "review 6 finding 5: a worker's FIFO or device opened for writing is EACCES"]
+    the_supervisor_opens_a_fifo_or_device_of_the_worker_s_as_bare,
+    |dir| {
+        check(
+            &dir,
+            &[
+                "mkfifo p 644\nopen 0 p RDWR\nwrite 0 x\nread 0 1",
+                "mkfifo d/p 644\nopen 0 d/p RDWR\nwrite 0 x\nread 0 1",
+                "mknod n 020644\nopen 0 n RDWR",
+            ],
+        );
+    }
+);
+
+/// Runs a script under the supervisor that redirects `b`, then waits on
+/// a FIFO outside the job while `swap(workers_dir)` runs (a process the
+/// supervisor does not stop), then truncates `a`, makes `n` and appends
+/// to `e/x`: the shared tree before and after, and the run's output.
+fn raced(dir: &TestDir, swap: impl FnOnce(&Path, &Path)) -> (Vec<String>, Vec<String>, String) {
+    use std::io::Write;
+    for d in ["job", "workers", "logs", "merged"] {
+        let _ = std::fs::remove_dir_all(dir.join(d));
+    }
+    let job = dir.join("job");
+    std::fs::create_dir_all(&job).unwrap();
+    tree(&job);
+    let sync = dir.join("sync");
+    let _ = std::fs::remove_file(&sync);
+    let c = std::ffi::CString::new(sync.to_str().unwrap()).unwrap();
+    // SAFETY: a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let script = format!(
+        "open 1 b WRONLY|APPEND\nwrite 1 x\nclose 1\nopen 0 {} RDONLY\nread 0 1\nclose 0\n\
+         open 2 a WRONLY|TRUNC\nwrite 2 Z\nclose 2\nmkdir n 755\nopen 3 e/x WRONLY|APPEND\nwrite 3 y\nclose 3\n",
+        sync.display()
+    );
+    let script_file = dir.join("script.txt");
+    std::fs::write(&script_file, &script).unwrap();
+    let before = shared_snapshot(&job);
+    let mut cmd = redirecting_runner(&job, &dir.path);
+    cmd.arg("--")
+        .arg(fixture("ops_exec_static"))
+        .arg(&script_file)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = cmd.spawn().unwrap();
+    // Blocks until the script opens the FIFO: its worker directory exists.
+    let mut w = std::fs::OpenOptions::new().write(true).open(&sync).unwrap();
+    swap(&dir.join("workers"), &job);
+    w.write_all(b"g").unwrap();
+    drop(w);
+    let out = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (before, shared_snapshot(&job), text)
+}
+
+// Finding 6 (goal 2): Place::of opens the worker directory itself with
+// only RESOLVE_NO_MAGICLINKS (beneath.rs, `root`), following a symlink
+// at its own name, and the manifest line is appended by absolute path
+// (redirects.rs, `record`): a process the supervisor does not stop that
+// swaps `workers/worker_0` for a symlink to the job directory once the
+// worker directory exists makes every later routed call land in the
+// shared tree (`a` truncated, `n` made, `e/x` appended, the manifest
+// written into the job). Deterministic: the script waits on a FIFO.
+e2e!(
+    #[ignore = "review 6 finding 6: a worker directory swapped for a symlink leads routed calls into the shared tree"]
+    a_worker_directory_swapped_for_a_symlink_is_not_followed,
+    |dir| {
+        let (before, after, out) = raced(&dir, |workers, job| {
+            let wd = workers.join("worker_0");
+            assert!(wd.is_dir());
+            std::fs::rename(&wd, workers.join("worker_0.old")).unwrap();
+            std::os::unix::fs::symlink(job, &wd).unwrap();
+        });
+        assert_eq!(after, before, "the shared tree changed:\n{out}");
+    }
+);
+
+// Finding 7 (goal 2): the manifest is opened O_APPEND|O_CREAT by its
+// absolute path (redirects.rs `record`), following a symlink: one put at
+// `workers/worker_0/mpaudit-redirects.jsonl` by a process the supervisor
+// does not stop gets the next redirect's JSON line appended to the shared
+// file it names.
+e2e!(
+    #[ignore = "review 6 finding 7: the manifest is appended through a symlink put at its name"]
+    a_manifest_swapped_for_a_symlink_is_not_followed,
+    |dir| {
+        let (before, after, out) = raced(&dir, |workers, job| {
+            let m = workers.join("worker_0").join("mpaudit-redirects.jsonl");
+            std::fs::rename(&m, workers.join("manifest.old")).unwrap();
+            std::os::unix::fs::symlink(job.join("b"), &m).unwrap();
+        });
+        assert_eq!(after, before, "the shared tree changed:\n{out}");
     }
 );
