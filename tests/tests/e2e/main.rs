@@ -23,6 +23,7 @@ mod review2;
 mod review3;
 mod review3_runner;
 mod review4;
+mod review6;
 mod runner;
 mod seccomp;
 mod symbols;
