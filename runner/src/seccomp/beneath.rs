@@ -105,6 +105,36 @@ pub fn in_dir(dir: RawFd, name: &[u8]) -> CString {
     CString::new(p).unwrap_or_else(|_| fd_path(dir))
 }
 
+/// The worker directory itself, held: its own name is not followed
+/// either (a process outside the supervisor's calls could put a symlink to
+/// the job directory there; review 6, finding 6).
+pub fn open_worker_dir(worker_dir: &[u8]) -> Result<OwnedFd, i32> {
+    let cs = |b: &[u8]| CString::new(b).map_err(|_| libc::EINVAL);
+    let cut = worker_dir
+        .iter()
+        .rposition(|&b| b == b'/')
+        .ok_or(libc::EXDEV)?;
+    let parent = if cut == 0 {
+        &b"/"[..]
+    } else {
+        &worker_dir[..cut]
+    };
+    let parent = openat2(
+        libc::AT_FDCWD,
+        &cs(parent)?,
+        libc::O_PATH | libc::O_DIRECTORY,
+        0,
+        libc::RESOLVE_NO_MAGICLINKS,
+    )?;
+    openat2(
+        parent.as_raw_fd(),
+        &cs(&worker_dir[cut + 1..])?,
+        libc::O_PATH | libc::O_DIRECTORY,
+        0,
+        BENEATH,
+    )
+}
+
 /// A name below a worker directory: a descriptor of its parent (reached
 /// without a symlink) and its last component (with the spelling's
 /// trailing slashes, which are the kernel's to judge).
@@ -123,13 +153,7 @@ impl Place {
         if !below.is_empty() && below[0] != b'/' {
             return Err(libc::EXDEV);
         }
-        let root = openat2(
-            libc::AT_FDCWD,
-            &cs(worker_dir)?,
-            libc::O_PATH | libc::O_DIRECTORY,
-            0,
-            libc::RESOLVE_NO_MAGICLINKS,
-        )?;
+        let root = open_worker_dir(worker_dir)?;
         let base_len = below.len() - below.iter().rev().take_while(|&&b| b == b'/').count();
         let base = &below[..base_len];
         if base.is_empty() {
@@ -284,6 +308,13 @@ impl Place {
             return Err(e.raw_os_error().unwrap_or(libc::EIO));
         }
         Ok(())
+    }
+
+    /// The leaf opened for appending, made with `mode` if missing, never
+    /// through a symlink.
+    pub fn open_append(&self, mode: u32) -> Result<std::fs::File, i32> {
+        let flags = libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT | libc::O_NOFOLLOW;
+        openat2(self.dir(), &self.leaf, flags, mode, BENEATH).map(std::fs::File::from)
     }
 
     /// Removes the leaf's entry (an empty directory when `dir`).

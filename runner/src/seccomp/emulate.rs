@@ -316,7 +316,7 @@ pub fn prepare_target(
     worker_dir: &[u8],
     copy: bool,
 ) -> Result<(), i32> {
-    if !target.starts_with(worker_dir) || target.len() <= worker_dir.len() {
+    if !target.starts_with(worker_dir) {
         return Err(libc::ENAMETOOLONG);
     }
     let wd = Path::new(std::ffi::OsStr::from_bytes(worker_dir));
@@ -342,7 +342,9 @@ pub fn prepare_target(
     // in the way is ELOOP, never followed into the shared tree.
     let mut cur = Place::of(worker_dir, worker_dir)?;
     let Some((leaf, dirs)) = comps.split_last() else {
-        return Err(libc::ENAMETOOLONG);
+        // The worker directory itself, the job directory's copy (`chmod
+        // .`): there already.
+        return Ok(());
     };
     for (i, c) in dirs.iter().enumerate() {
         let here = Place::in_held(&cur.held_dir()?, c)?;

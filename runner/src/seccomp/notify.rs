@@ -2044,7 +2044,8 @@ fn follows_final(op: &str, args: &[u64; 6], flags: i32, i: usize) -> bool {
                 && flags & (libc::O_CREAT | libc::O_EXCL) != libc::O_CREAT | libc::O_EXCL
         }
         "creat" | "truncate" | "chmod" | "chown" | "utime" | "utimes" | "futimesat" => true,
-        "fchmodat" | "fchmodat2" => true,
+        "fchmodat" => true,
+        "fchmodat2" => args[3] as i32 & libc::AT_SYMLINK_NOFOLLOW == 0,
         "fchownat" => args[4] as i32 & libc::AT_SYMLINK_NOFOLLOW == 0,
         "utimensat" => args[3] as i32 & libc::AT_SYMLINK_NOFOLLOW == 0,
         "linkat" => i == 0 && args[4] as i32 & libc::AT_SYMLINK_FOLLOW != 0,
@@ -2418,6 +2419,20 @@ fn perform(
                 return Performed::Done(Answer::Fail(libc::EFAULT));
             }
             a6[i] = copied.as_ptr() as u64;
+        }
+    }
+    // A name given as its leaf's descriptor link must be followed to the
+    // leaf (a trailing slash made a no-follow change follow; the leaf is
+    // no symlink): the call's own no-follow would act on the magic link
+    // (review 6, finding 1).
+    let mut nr = nr;
+    if through_leaf[0] {
+        let nofollow = libc::AT_SYMLINK_NOFOLLOW as u64;
+        match a.op {
+            "fchownat" => a6[4] &= !nofollow,
+            "utimensat" | "fchmodat2" => a6[3] &= !nofollow,
+            "lchown" => nr = libc::SYS_chown,
+            _ => {}
         }
     }
     let r = emulate::syscall(nr, &a6);

@@ -244,12 +244,15 @@ impl Redirects {
         let mut line = serde_json::to_vec(&v).unwrap_or_default();
         line.push(b'\n');
         // One O_APPEND write per line, as the library writes its lines.
-        let path = self.worker_dir(worker).join(MANIFEST);
-        let written = std::fs::OpenOptions::new()
-            .append(true)
-            .create(true)
-            .open(&path)
-            .and_then(|mut f| f.write_all(&line));
+        // Through the worker directory held, the name not followed: the
+        // program may put a symlink there (review 6, finding 7).
+        let wd = self.worker_dir(worker);
+        let path = wd.join(MANIFEST);
+        let written =
+            super::beneath::Place::of(wd.as_os_str().as_bytes(), path.as_os_str().as_bytes())
+                .and_then(|place| place.open_append(0o644))
+                .map_err(std::io::Error::from_raw_os_error)
+                .and_then(|mut f| f.write_all(&line));
         if let Err(e) = written {
             eprintln!(
                 "mpaudit: seccomp supervisor: {}: {e}: the merge will miss {}",
