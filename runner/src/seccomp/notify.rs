@@ -1002,16 +1002,23 @@ pub(super) fn walk_in_view(
 /// The job path the directory `dir` in worker `w`'s directory stands for:
 /// the one whose redirect it is. `None` for any other directory.
 fn job_path_of(sup: &mut Supervision, w: u32, dir: &[u8]) -> Option<Vec<u8>> {
+    let job = job_name_of(sup, w, dir)?;
+    (sup.redirects.lookup(w, &job).as_deref() == Some(dir)).then_some(job)
+}
+
+/// The job path whose worker's name (mpaudit_core::map) `path` in worker
+/// `w`'s directory is, recorded or not.
+pub(super) fn job_name_of(sup: &Supervision, w: u32, path: &[u8]) -> Option<Vec<u8>> {
     let wd = sup.redirects.worker_dir(w);
     let mut out = vec![0u8; MAX_ABS];
     let n = mpaudit_core::map::unmap_from_worker(
-        dir,
+        path,
         sup.judge.job_dir.as_bytes(),
         wd.as_os_str().as_bytes(),
         &mut out,
     )?;
-    let job = out[..n].to_vec();
-    (sup.redirects.lookup(w, &job).as_deref() == Some(dir)).then_some(job)
+    out.truncate(n);
+    Some(out)
 }
 
 /// `abs` with a leading `/proc/self/…`, `/proc/thread-self/…`,

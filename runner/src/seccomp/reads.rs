@@ -730,15 +730,7 @@ fn descriptor_link_in_view(
         Some(name) => (name, &b" (deleted)"[..]),
         None => (text, &b""[..]),
     };
-    let wd = sup.redirects.worker_dir(w);
-    let mut out = vec![0u8; MAX_ABS];
-    let n = mpaudit_core::map::unmap_from_worker(
-        name,
-        sup.judge.job_dir.as_bytes(),
-        wd.as_os_str().as_bytes(),
-        &mut out,
-    )?;
-    out.truncate(n);
+    let mut out = notify::job_name_of(sup, w, name)?;
     out.extend_from_slice(suffix);
     Some(out)
 }

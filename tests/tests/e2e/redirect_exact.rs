@@ -1125,7 +1125,7 @@ const SWEPT_PRELUDE_WITH_RENAME: &str = "open 3 a WRONLY|APPEND\nwrite 3 x\nclos
 
 /// Each of `ops` alone and after each of `preludes`, checked by `check`:
 /// how the scripts whose runs differ differ.
-fn sweep(
+pub(crate) fn sweep(
     preludes: &[&str],
     ops: &[&str],
     mut check: impl FnMut(&str) -> Result<(), String>,

@@ -6,7 +6,7 @@
 //! `fchownat`, `utimensat` and `fchmodat2` operations and its `PATH` open
 //! flag.
 
-use crate::redirect_exact::same_supervised_ops;
+use crate::redirect_exact::{same_supervised_ops, sweep};
 use mpaudit_tests::*;
 use std::path::Path;
 
@@ -26,14 +26,9 @@ const PRELUDE: &str = "open 3 a WRONLY|APPEND\nwrite 3 x\nclose 3\n\
 /// Each of `ops` alone and after [`PRELUDE`], bare vs supervised: the
 /// scripts whose runs differ, with how.
 fn check(dir: &TestDir, ops: &[&str]) {
-    let mut failed = Vec::new();
-    for pre in ["", PRELUDE] {
-        for op in ops {
-            if let Err(e) = same_supervised_ops(dir, tree, &format!("{pre}{op}\n")) {
-                failed.push(e);
-            }
-        }
-    }
+    let failed = sweep(&[PRELUDE], ops, |script| {
+        same_supervised_ops(dir, tree, script)
+    });
     assert!(
         failed.is_empty(),
         "{} differ:\n{}",
