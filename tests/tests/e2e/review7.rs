@@ -216,3 +216,57 @@ e2e!(
         );
     }
 );
+
+// Finding 1 under `deny` (the same cause, linkfd.rs `named_by_the_worker`
+// making the source `Linkable::InPlace`): a hard link of the shared file
+// named `#<ino> (deleted)` to a scratch name (/tmp) is `allowed`, and a
+// write through it changes the shared file in a run that reports no
+// rogue write (exit 0). policy.md: under deny a hard link of a job file
+// fails with EACCES wherever its new name is, as `a`'s and `x
+// (deleted)`'s do.
+e2e!(
+    #[ignore = "review 7 finding 1 (deny): a job file named `#<ino> (deleted)` is linked to scratch as allowed and written"]
+    the_supervisor_denies_a_hard_link_of_a_job_file_named_deleted,
+    |dir| {
+        let mut failed = Vec::new();
+        for (i, src) in ["a", "s", "l"].iter().enumerate() {
+            let job = dir.join(&format!("job{i}"));
+            std::fs::create_dir_all(&job).unwrap();
+            tree(&job);
+            let before = shared_snapshot(&job);
+            // A scratch name (/tmp): its write is `allowed`.
+            let k = std::path::PathBuf::from(format!(
+                "/tmp/mpaudit-review7-{}-{i}",
+                std::process::id()
+            ));
+            let _ = std::fs::remove_file(&k);
+            let script = format!(
+                "open 0 {src} RDONLY\nlinkat cwd %0 cwd {k} FOLLOW\nopen 1 {k} WRONLY|APPEND\nwrite 1 Z\nclose 1\n",
+                k = k.display()
+            );
+            let script_file = dir.join(&format!("script{i}.txt"));
+            std::fs::write(&script_file, &script).unwrap();
+            let mut c = std::process::Command::new(&artifacts().runner);
+            c.current_dir(&job)
+                .args(["exec", "-q", "--action", "deny", "--workers-dir"])
+                .arg(dir.join(&format!("workers{i}")))
+                .arg("--log-dir")
+                .arg(dir.join(&format!("logs{i}")))
+                .env_remove("LD_PRELOAD")
+                .env_remove("MPAUDIT_WORKER")
+                .arg("--")
+                .arg(fixture("ops_exec_static"))
+                .arg(&script_file);
+            for v in mpaudit_core::launcher::RANK_VARIABLES {
+                c.env_remove(v);
+            }
+            let out = run(&mut c, DEADLINE);
+            let _ = std::fs::remove_file(&k);
+            let said = stdout(&out);
+            if !said.contains("FOLLOW -> err EACCES") || shared_snapshot(&job) != before {
+                failed.push(format!("{script}{said}"));
+            }
+        }
+        assert!(failed.is_empty(), "{}", failed.join("\n-----\n"));
+    }
+);
