@@ -24,6 +24,7 @@ mod review3;
 mod review3_runner;
 mod review4;
 mod review6;
+mod review7;
 mod runner;
 mod seccomp;
 mod symbols;
