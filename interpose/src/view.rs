@@ -82,7 +82,7 @@ impl Lookup for ThisView<'_> {
     ) -> Follow {
         // A descriptor's link is followed to its open file, not by its
         // text: a file without a name is reached only so.
-        match nameless(abs, &link[..len], last, slash_follows) {
+        match nameless(abs, link, len, last, slash_follows) {
             Some(Ok(())) => return Follow::Here,
             Some(Err(e)) => return Follow::Fail(e),
             None => {}
@@ -123,8 +123,16 @@ impl Lookup for ThisView<'_> {
 /// name at all, one the worker's directory named, an `O_TMPFILE`'s (its
 /// name is `#<inode>`, and the links the worker made are its own), and a
 /// descriptor open for writing (the worker writes that file anyway).
-fn nameless(abs: &[u8], text: &[u8], last: bool, slash_follows: bool) -> Option<Result<(), c_int>> {
+fn nameless(
+    abs: &[u8],
+    link: &mut [u8],
+    len: usize,
+    last: bool,
+    slash_follows: bool,
+) -> Option<Result<(), c_int>> {
     let fd = mpaudit_core::path::own_descriptor(abs, crate::state::pid())?;
+    let named = really_named(link, len, fd);
+    let text = &link[..len];
     let st = sys::fstat(fd)?;
     let dir = st.st_mode & libc::S_IFMT == libc::S_IFDIR;
     // Whatever its name, a descriptor of a file is no directory: a name
@@ -135,6 +143,11 @@ fn nameless(abs: &[u8], text: &[u8], last: bool, slash_follows: bool) -> Option<
         return Some(Err(libc::ENOTDIR));
     }
     let gone = text.strip_suffix(b" (deleted)")?;
+    if named {
+        // A file whose name really ends in ` (deleted)` (review 7): the
+        // text is its path, walked as any link's.
+        return None;
+    }
     if st.st_nlink > 0 && !dir && !named_by_the_worker(gone, &st) {
         // SAFETY: F_GETFL reads the descriptor's status flags, nothing else.
         let status = unsafe { libc::syscall(libc::SYS_fcntl, fd, libc::F_GETFL) } as c_int;
@@ -151,6 +164,24 @@ fn nameless(abs: &[u8], text: &[u8], last: bool, slash_follows: bool) -> Option<
     } else {
         Ok(())
     })
+}
+
+/// Whether the link text `link[..len]` of descriptor `fd` is a name the
+/// file has (one that ends in ` (deleted)` may be: the kernel appends the
+/// suffix to a removed file's name, and a file may be called so).
+fn really_named(link: &mut [u8], len: usize, fd: c_int) -> bool {
+    if len >= link.len() || !link[..len].ends_with(b" (deleted)") {
+        return false;
+    }
+    let Some(held) = sys::fstat(fd) else {
+        return false;
+    };
+    let kept = link[len];
+    link[len] = 0;
+    // SAFETY: NUL-terminated just above; the byte is put back below.
+    let there = unsafe { sys::stat(link.as_ptr().cast(), libc::AT_SYMLINK_NOFOLLOW) };
+    link[len] = kept;
+    there.is_some_and(|st| st.st_dev == held.st_dev && st.st_ino == held.st_ino)
 }
 
 /// Whether the removed name `gone` of the file `st` was none of the shared

@@ -58,6 +58,9 @@ pub fn failing_anyway(
     second: Option<Named>,
     mut view: Option<View>,
 ) -> Option<i32> {
+    if invalid_at_flags(op, at_flags) {
+        return Some(libc::EINVAL);
+    }
     let empty = |n: &Named| n.given == Some(b"");
     if an_empty_name_fails(
         op,
@@ -225,6 +228,28 @@ fn on_proc(abs: &[u8]) -> bool {
     #[allow(clippy::unnecessary_cast)] // f_type's width differs by target
     let proc = sf.f_type as i64 == PROC_SUPER_MAGIC;
     r == 0 && proc
+}
+
+/// Flags the kernel refuses (EINVAL) before it looks at a name: unlinkat's
+/// other than AT_REMOVEDIR, linkat's other than AT_SYMLINK_FOLLOW and
+/// AT_EMPTY_PATH, renameat2's unknown ones and RENAME_EXCHANGE with
+/// another (review 7, finding 3).
+pub fn invalid_at_flags(op: &str, at_flags: u64) -> bool {
+    let f = at_flags as u32;
+    let (exchange, noreplace, whiteout) = (
+        libc::RENAME_EXCHANGE,
+        libc::RENAME_NOREPLACE,
+        libc::RENAME_WHITEOUT,
+    );
+    match op {
+        "unlinkat" => f & !(libc::AT_REMOVEDIR as u32) != 0,
+        "linkat" => f & !((libc::AT_SYMLINK_FOLLOW | libc::AT_EMPTY_PATH) as u32) != 0,
+        "renameat2" => {
+            f & !(exchange | noreplace | whiteout) != 0
+                || (f & exchange != 0 && f & (noreplace | whiteout) != 0)
+        }
+        _ => false,
+    }
 }
 
 /// An empty name is ENOENT before anything else, but for the calls whose

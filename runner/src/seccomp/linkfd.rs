@@ -84,8 +84,12 @@ pub fn source(
         }));
     };
     let text = text.as_os_str().as_bytes().to_vec();
-    let named = text.first() == Some(&b'/') && !text.ends_with(b" (deleted)");
-    let lost = text.strip_suffix(b" (deleted)").map(<[u8]>::to_vec);
+    let named = text.first() == Some(&b'/')
+        && (!text.ends_with(b" (deleted)") || super::view::really_named(&text, &m));
+    let lost = match named {
+        true => None,
+        false => text.strip_suffix(b" (deleted)").map(<[u8]>::to_vec),
+    };
     Some(Ok(Source {
         fd,
         path: named.then_some(text),

@@ -1562,6 +1562,9 @@ fn access(
     {
         return finish(e, Action::Logged, Answer::Fail(libc::EINVAL), Vec::new());
     }
+    if write && super::failing::invalid_at_flags(a.op, at_flags) {
+        return finish(e, Action::Logged, Answer::Fail(libc::EINVAL), Vec::new());
+    }
     let empty = |g: &Option<Vec<u8>>| g.as_deref() == Some(b"");
     if write
         && super::failing::an_empty_name_fails(a.op, at_flags, empty(&spelled), empty(&spelled2))
@@ -2305,11 +2308,10 @@ fn perform(
         // The task's descriptor link to a file that lost its name (the
         // worker's orphaned copy, `… (deleted)`): only the link reaches
         // it, so the call is made through our descriptor of that file.
-        let lost_name = paths[i]
-            .1
-             .1
-            .as_ref()
-            .filter(|ab| ab.ends_with(b" (deleted)"));
+        let lost_name = paths[i].1 .1.as_ref().filter(|ab| {
+            ab.ends_with(b" (deleted)")
+                && std::fs::symlink_metadata(std::ffi::OsStr::from_bytes(ab)).is_err()
+        });
         let descriptor = paths[i]
             .1
              .0

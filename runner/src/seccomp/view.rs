@@ -133,6 +133,7 @@ impl Lookup for TaskView<'_> {
         // a file is ENOTDIR whatever the text says, and below that of a
         // file that lost its name, ENOTDIR (a file) or ENOENT (a removed
         // directory has no entries).
+        let mut named = true;
         if let Some((tid, pid)) = self.task {
             if let Some(n) = mpaudit_core::path::own_descriptor(abs, pid) {
                 if let Ok(m) = std::fs::metadata(format!("/proc/{tid}/fd/{n}")) {
@@ -140,19 +141,30 @@ impl Lookup for TaskView<'_> {
                     if !dir && (!last || slash_follows) && text.first() == Some(&b'/') {
                         return Follow::Fail(libc::ENOTDIR);
                     }
-                    if !last && text.ends_with(b" (deleted)") {
+                    named = !text.ends_with(b" (deleted)") || really_named(text, &m);
+                    if !last && !named {
                         return Follow::Fail(libc::ENOENT);
                     }
                 }
             }
         }
         if walk::leads_to_no_path(abs, text)
-            || (abs.starts_with(b"/proc/") && text.ends_with(b" (deleted)"))
+            || (abs.starts_with(b"/proc/") && text.ends_with(b" (deleted)") && !named)
         {
             return Follow::NotAPath;
         }
         Follow::Text { len, moved: false }
     }
+}
+
+/// Whether a descriptor's link text that ends in ` (deleted)` (a removed
+/// file's name, with the kernel's suffix) is a name the descriptor's file
+/// `held` really has: a file may be called so (review 7: a shared
+/// `#<inode> (deleted)` taken for a lost O_TMPFILE was written).
+pub fn really_named(text: &[u8], held: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(OsStr::from_bytes(text))
+        .is_ok_and(|m| m.dev() == held.dev() && m.ino() == held.ino())
 }
 
 /// `given`, relative to `base` (the task's cwd or directory descriptor, a

@@ -55,7 +55,6 @@ fn check(dir: &TestDir, ops: &[&str]) {
 // file (the run says ok). Bare: the shared file is written too, but in
 // the worker's view it must stay a copy.
 e2e!(
-    #[ignore = "review 7 finding 1: linkfd named_by_the_worker trusts the link text; a shared file named `#<ino> (deleted)` is hard-linked in place into the worker directory and written"]
     the_supervisor_links_no_shared_file_named_like_a_lost_tmpfile_in_place,
     |dir| {
         check(
@@ -74,7 +73,6 @@ e2e!(
 // named `d (deleted)` is taken for a removed one, and every name below
 // its descriptor link is ENOENT (bare: the directory's entries).
 e2e!(
-    #[ignore = "review 7 finding 2: a descriptor link's text ending in ` (deleted)` is not proof the file lost its name (view.rs follow)"]
     the_supervisor_walks_below_a_descriptor_of_a_directory_named_deleted_as_bare,
     |dir| {
         check(
@@ -96,7 +94,6 @@ e2e!(
 // unlinkat and linkat refuse unknown flags with EINVAL before they look
 // at a name.
 e2e!(
-    #[ignore = "review 7 finding 3: unlinkat/linkat flags the kernel refuses fail EINVAL before an empty name's ENOENT"]
     the_supervisor_refuses_bad_at_flags_before_an_empty_name_as_bare,
     |dir| {
         check(
@@ -225,7 +222,6 @@ e2e!(
 // fails with EACCES wherever its new name is, as `a`'s and `x
 // (deleted)`'s do.
 e2e!(
-    #[ignore = "review 7 finding 1 (deny): a job file named `#<ino> (deleted)` is linked to scratch as allowed and written"]
     the_supervisor_denies_a_hard_link_of_a_job_file_named_deleted,
     |dir| {
         let mut failed = Vec::new();
@@ -282,7 +278,6 @@ e2e!(
 // shows the name, which holds the inode number.) `x (deleted)` and
 // `d (deleted)/f` stay routed.
 e2e!(
-    #[ignore = "review 7 finding 4: the library writes a shared file named `#<ino> (deleted)` through its descriptor link (view.rs nameless/named_by_the_worker trust the link text)"]
     the_library_writes_no_shared_file_named_like_a_lost_tmpfile_through_its_descriptor_link,
     |dir| {
         let mut failed = Vec::new();
