@@ -6,7 +6,7 @@
 //! supervised, as redirect_exact::same_supervised_ops (which also checks
 //! that the shared tree is untouched).
 
-use crate::redirect_exact::same_supervised_ops;
+use crate::redirect_exact::{same_supervised_ops, sweep};
 use mpaudit_tests::*;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -31,12 +31,7 @@ fn tree(d: &Path) {
 }
 
 fn check(dir: &TestDir, ops: &[&str]) {
-    let mut failed = Vec::new();
-    for op in ops {
-        if let Err(e) = same_supervised_ops(dir, tree, &format!("{op}\n")) {
-            failed.push(e);
-        }
-    }
+    let failed = sweep(&[], ops, |script| same_supervised_ops(dir, tree, script));
     assert!(
         failed.is_empty(),
         "{} differ:\n{}",
