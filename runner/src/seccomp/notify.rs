@@ -2243,6 +2243,7 @@ fn perform(
     let mut through_leaf = [false; 2];
     // Which names are our descriptor of a task's descriptor's file.
     let mut through_task_fd = [false; 2];
+    // A descriptor source is not walked (super::linkfd).
     let walked_at = |i: usize| i > 0 || link_fd.is_none();
     // Calls that may act on what a final symlink points to (the magic
     // link check below).
@@ -2351,11 +2352,9 @@ fn perform(
         };
         // Opens refuse magic links themselves (emulate::open).
         let text = symlink_text && i == 0;
-        // A descriptor source is not walked (super::linkfd).
-        let walked = i > 0 || link_fd.is_none();
         if !text
             && !is_open
-            && walked
+            && walked_at(i)
             && routes[i].target.is_none()
             && !emulate::resolves_like_the_task(dirfd, &cs, may_follow_final(i))
         {
