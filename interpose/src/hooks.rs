@@ -111,6 +111,12 @@ extern "C" {
 }
 
 fn open_call(op: &'static str, dirfd: c_int, path: *const c_char, flags: c_int) -> Call {
+    // What open(2) keeps beside O_PATH; openat2 refuses the rest itself.
+    let flags = if op == "openat2" {
+        flags
+    } else {
+        mpaudit_core::flags::open_flags_in_effect(flags)
+    };
     Call {
         op,
         path: PathArg { dirfd, path },

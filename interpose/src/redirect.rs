@@ -1166,7 +1166,8 @@ fn move_dir_holder(fd: libc::c_int, dev: u64, ino: u64, target: *const libc::c_c
     replace_description(copy, fd, fd_flags);
 }
 
-/// Whether `fd` is a read-only descriptor of the regular file `(dev, ino)`.
+/// Whether `fd` is a read-only (or `O_PATH`) descriptor of the regular
+/// file `(dev, ino)`.
 fn is_reader(fd: libc::c_int, dev: u64, ino: u64) -> bool {
     let Some(st) = sys::fstat(fd) else {
         return false;
@@ -1176,7 +1177,11 @@ fn is_reader(fd: libc::c_int, dev: u64, ino: u64) -> bool {
     }
     // SAFETY: an fcntl query on a descriptor of this process.
     let status = unsafe { libc::syscall(libc::SYS_fcntl, fd, libc::F_GETFL) };
-    status >= 0 && status as i32 & (libc::O_ACCMODE | libc::O_PATH) == libc::O_RDONLY
+    status >= 0
+        && matches!(
+            status as i32 & (libc::O_ACCMODE | libc::O_PATH),
+            libc::O_RDONLY | libc::O_PATH
+        )
 }
 
 /// Moves the descriptor `fd` to `target` if it is a read-only descriptor
@@ -1188,18 +1193,23 @@ fn move_reader(fd: libc::c_int, dev: u64, ino: u64, target: *const libc::c_char)
     let Some((status, fd_flags)) = descriptor_flags(fd) else {
         return;
     };
+    // An O_PATH descriptor has no offset nor status flags to keep.
+    let handle = status as i32 & libc::O_PATH != 0;
     // SAFETY: reads the descriptor's offset.
     let offset = unsafe { libc::syscall(libc::SYS_lseek, fd, 0, libc::SEEK_CUR) };
+    let access = if handle { libc::O_PATH } else { libc::O_RDONLY };
     // SAFETY: a NUL-terminated path; the new descriptor is closed below.
-    let copy = unsafe { sys::openat(libc::AT_FDCWD, target, libc::O_RDONLY | libc::O_CLOEXEC, 0) };
+    let copy = unsafe { sys::openat(libc::AT_FDCWD, target, access | libc::O_CLOEXEC, 0) };
     if copy < 0 {
         return;
     }
-    // SAFETY: plain syscalls on our own new descriptor.
-    unsafe {
-        libc::syscall(libc::SYS_fcntl, copy, libc::F_SETFL, status);
-        if offset >= 0 {
-            libc::syscall(libc::SYS_lseek, copy, offset, libc::SEEK_SET);
+    if !handle {
+        // SAFETY: plain syscalls on our own new descriptor.
+        unsafe {
+            libc::syscall(libc::SYS_fcntl, copy, libc::F_SETFL, status);
+            if offset >= 0 {
+                libc::syscall(libc::SYS_lseek, copy, offset, libc::SEEK_SET);
+            }
         }
     }
     replace_description(copy, fd, fd_flags);

@@ -29,8 +29,27 @@ pub struct OpenIntent {
     pub append: bool,
 }
 
+/// The flags `open(2)` keeps beside `O_PATH` (the kernel's
+/// `O_PATH_FLAGS`); `build_open_how` drops every other one, access mode,
+/// `O_CREAT`, `O_EXCL` and `O_TRUNC` included. `openat2` refuses them
+/// with EINVAL instead.
+pub const O_PATH_KEEPS: i32 = libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+
+/// The flags an `open`, `openat` or `creat` acts with: an `O_PATH` open
+/// only finds its file.
+pub fn open_flags_in_effect(flags: i32) -> i32 {
+    if flags & libc::O_PATH != 0 {
+        flags & O_PATH_KEEPS
+    } else {
+        flags
+    }
+}
+
 impl OpenIntent {
+    /// An `O_PATH` open neither reads nor writes its file: a read here,
+    /// whatever else it says (`openat2` fails such flags with EINVAL).
     pub fn from_flags(flags: i32) -> Self {
+        let flags = open_flags_in_effect(flags);
         let mode = match flags & libc::O_ACCMODE {
             libc::O_WRONLY => AccessMode::Write,
             libc::O_RDWR => AccessMode::ReadWrite,
@@ -176,6 +195,14 @@ mod tests {
         // O_RDONLY|O_TRUNC truncates: a write for the policy.
         assert!(OpenIntent::from_flags(libc::O_RDONLY | libc::O_TRUNC).is_write());
         assert!(OpenIntent::from_flags(libc::O_RDWR | libc::O_TMPFILE).create);
+        // O_PATH drops everything but O_DIRECTORY, O_NOFOLLOW, O_CLOEXEC.
+        let path = libc::O_PATH | libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC;
+        assert!(!OpenIntent::from_flags(path).is_write());
+        assert!(!OpenIntent::from_flags(libc::O_PATH | libc::O_TMPFILE | libc::O_RDWR).is_write());
+        assert_eq!(
+            open_flags_in_effect(path | libc::O_NOFOLLOW | libc::O_CLOEXEC),
+            libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC
+        );
     }
 
     #[test]

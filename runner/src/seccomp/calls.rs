@@ -284,6 +284,11 @@ pub fn intent_of(intent: Intent, flags: Option<i32>) -> (OpenIntent, i32) {
             let f = libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC;
             (OpenIntent::from_flags(f), f)
         }
+        // What open(2) keeps beside O_PATH (openat2 refuses the rest).
+        (Intent::Flags(_), Some(f)) => {
+            let f = mpaudit_core::flags::open_flags_in_effect(f);
+            (OpenIntent::from_flags(f), f)
+        }
         (_, Some(f)) => (OpenIntent::from_flags(f), f),
         // openat2 whose struct could not be read: the kernel will fail it
         // with EFAULT too; judged as a write so that deny still holds.

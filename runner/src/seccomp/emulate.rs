@@ -215,6 +215,7 @@ pub fn open(
     }
     let mode = if creates { mode & 0o7777 } else { 0 };
     match openat2(dirfd, path, flags | libc::O_CLOEXEC, mode, resolve) {
+        Ok(fd) if flags & libc::O_PATH != 0 => passable(fd),
         Ok(fd) => Ok(fd),
         // ELOOP may be a magic link on the way; EINVAL flags openat2
         // refuses where open(2) ignores them; EAGAIN a racing rename
@@ -225,6 +226,43 @@ pub fn open(
 }
 
 use super::beneath::{openat2, Place};
+
+/// A descriptor the task can be given for an `O_PATH` open of `fd`'s
+/// file. `SECCOMP_IOCTL_NOTIF_ADDFD` takes no `O_PATH` descriptor (the
+/// kernel's `fget` skips them: EBADF), so a regular file or a directory
+/// is given opened without side effects, which serves every use of an
+/// `O_PATH` descriptor (fstat, a directory for the `*at` calls, fchdir,
+/// `/proc/self/fd/N`, fexecve) but `F_GETFL`. A regular file is opened
+/// with access mode 3 (neither read nor write: `read` and `write` fail
+/// with EBADF as on `O_PATH`), or read-only where its permissions refuse
+/// that; a directory read-only. Anything else (a symlink under
+/// `O_NOFOLLOW`, a FIFO, a device, a file the caller may not read) is
+/// `Err(None)`: refused when routed (docs/policy.md, "Not emulated").
+pub fn passable(fd: OwnedFd) -> Result<OwnedFd, Option<i32>> {
+    // SAFETY: fstat into a zeroed stat.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: our descriptor, a valid out-pointer.
+    if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {
+        return Err(Some(errno()));
+    }
+    const NO_READ_NOR_WRITE: i32 = libc::O_ACCMODE;
+    let tries: &[i32] = match st.st_mode & libc::S_IFMT {
+        libc::S_IFREG => &[NO_READ_NOR_WRITE, libc::O_RDONLY],
+        libc::S_IFDIR => &[libc::O_RDONLY | libc::O_DIRECTORY],
+        _ => return Err(None),
+    };
+    let link = CString::new(format!("/proc/thread-self/fd/{}", fd.as_raw_fd()))
+        .expect("no NUL in a number");
+    for how in tries {
+        // SAFETY: a NUL-terminated path; the descriptor is owned below.
+        let r = unsafe { libc::open(link.as_ptr(), how | libc::O_CLOEXEC | libc::O_NOCTTY) };
+        if r >= 0 {
+            // SAFETY: a new descriptor we own.
+            return Ok(unsafe { OwnedFd::from_raw_fd(r) });
+        }
+    }
+    Err(None)
+}
 
 /// The absolute path of directory `dir` resolved by the kernel from
 /// `start` (symlinks followed, magic links refused): `None` when it does

@@ -15,10 +15,11 @@
 //! removal only, not to the copy a metadata change or an `O_TMPFILE`
 //! makes (names relative to them would be resolved in the copy, which
 //! lacks the shared entries). As in the library, a regular file's read-only
-//! descriptors are moved (a write descriptor of a shared file is the
-//! worker's copy already; `O_PATH` ones stay), and a directory's of any
-//! access mode (`O_PATH` kept, else read-only with its status flags; its
-//! listing starts again). A descriptor that cannot be moved (the copy
+//! and `O_PATH` descriptors are moved (a write descriptor of a shared file
+//! is the worker's copy already), and a directory's of any access mode
+//! (read-only with its status flags; its listing starts again). ADDFD
+//! installs no `O_PATH` descriptor, so an `O_PATH` one is replaced by the
+//! descriptor `emulate::passable` gives (docs/policy.md). A descriptor that cannot be moved (the copy
 //! cannot be opened, no /proc, the call went away) keeps the shared file,
 //! as in the library: it can only read it (a write open through its
 //! `/proc/self/fd/N` is judged as the shared path and redirected), so
@@ -100,7 +101,11 @@ fn holders(tid: i32, held: Held) -> Vec<Holder> {
                 return None;
             }
             let (flags, pos) = fdinfo(tid, fd)?;
-            let read_only = flags & (libc::O_ACCMODE | libc::O_PATH) == libc::O_RDONLY;
+            // Access mode 3 (neither read nor write): one passable gave.
+            let read_only = matches!(
+                flags & (libc::O_ACCMODE | libc::O_PATH),
+                libc::O_RDONLY | libc::O_PATH | libc::O_ACCMODE
+            );
             (held.dir || read_only).then_some(Holder { fd, flags, pos })
         })
         .collect()
@@ -115,12 +120,12 @@ pub fn holds(tid: i32, abs: &[u8]) -> bool {
 /// A new open description of `to` for holder `h`: as the library's
 /// `move_reader` and `move_dir_holder` open it.
 fn reopen(h: &Holder, dir: bool, to: &CString) -> Option<OwnedFd> {
-    let path = h.flags & libc::O_PATH != 0;
+    let path = h.flags & libc::O_PATH != 0 || h.flags & libc::O_ACCMODE == libc::O_ACCMODE;
     let flags = match (dir, path) {
-        (true, true) => libc::O_PATH | libc::O_DIRECTORY,
+        (_, true) => libc::O_PATH,
         (true, false) => libc::O_RDONLY | libc::O_DIRECTORY,
         // The copy is a regular file this call made.
-        (false, _) => libc::O_RDONLY,
+        (false, false) => libc::O_RDONLY,
     } | libc::O_NOFOLLOW
         | libc::O_CLOEXEC;
     // SAFETY: a NUL-terminated path; the descriptor is owned below.
@@ -130,12 +135,15 @@ fn reopen(h: &Holder, dir: bool, to: &CString) -> Option<OwnedFd> {
     }
     // SAFETY: a new descriptor we own.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    if !path {
-        // The status flags F_SETFL can set (O_APPEND, O_NONBLOCK,
-        // O_NOATIME, O_DIRECT, O_ASYNC); it ignores the others.
-        // SAFETY: fcntl on our own descriptor.
-        unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, h.flags & !libc::O_CLOEXEC) };
+    if path {
+        // ADDFD installs no O_PATH descriptor: the task's is replaced by
+        // one that serves the same uses (emulate::passable).
+        return super::emulate::passable(fd).ok();
     }
+    // The status flags F_SETFL can set (O_APPEND, O_NONBLOCK, O_NOATIME,
+    // O_DIRECT, O_ASYNC); it ignores the others.
+    // SAFETY: fcntl on our own descriptor.
+    unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, h.flags & !libc::O_CLOEXEC) };
     if !dir && h.pos > 0 {
         // SAFETY: lseek on our own descriptor.
         unsafe { libc::lseek(fd.as_raw_fd(), h.pos, libc::SEEK_SET) };

@@ -1470,20 +1470,46 @@ fn access(
             })
     };
     // The errno of the first such name: EBADF, or ENOTDIR for a file's.
+    // A name through the descriptor link of a descriptor the task does
+    // not have (`/proc/self/fd/N…`): the kernel's lookup ends there with
+    // ENOENT. `Some(true)`: the link is the name's last component, looked
+    // up after every name's parent (a later name's bad descriptor first).
+    let no_such_link = |g: &[u8]| -> Option<bool> {
+        let rest = g
+            .strip_prefix(b"/proc/self/fd/")
+            .or_else(|| g.strip_prefix(b"/proc/thread-self/fd/"))?;
+        let n = rest
+            .split(|&b| b == b'/')
+            .next()
+            .filter(|n| !n.is_empty())?;
+        let mut at = format!("/proc/{tid}/fd/").into_bytes();
+        at.extend_from_slice(n);
+        let missing = std::fs::symlink_metadata(std::ffi::OsStr::from_bytes(&at)).is_err();
+        missing.then(|| rest[n.len()..].iter().all(|&b| b == b'/'))
+    };
+    // (whether at the last component, errno) of each name's first failure.
+    let failures: Vec<(bool, i32)> = std::iter::once((&p1, a.path))
+        .chain(p2.as_ref().zip(a.path2))
+        .enumerate()
+        .filter(|(i, _)| !(a.op.starts_with("symlink") && *i == 0))
+        .filter_map(|(_, ((given, _), arg))| {
+            let relative = given
+                .as_ref()
+                .is_some_and(|g| !g.is_empty() && g[0] != b'/');
+            match (relative, bad_dirfd(arg), not_a_dir(arg)) {
+                (true, true, _) => Some((false, libc::EBADF)),
+                (true, _, true) => Some((false, libc::ENOTDIR)),
+                _ => Some((given.as_deref().and_then(no_such_link)?, libc::ENOENT)),
+            }
+        })
+        .collect();
     let hopeless = closed_link_fd.or_else(|| {
-        std::iter::once((&p1, a.path))
-            .chain(p2.as_ref().zip(a.path2))
-            .find_map(|((given, _), arg)| {
-                let relative = given
-                    .as_ref()
-                    .is_some_and(|g| !g.is_empty() && g[0] != b'/');
-                match (relative, bad_dirfd(arg), not_a_dir(arg)) {
-                    (true, true, _) => Some(libc::EBADF),
-                    (true, _, true) => Some(libc::ENOTDIR),
-                    _ => None,
-                }
-            })
+        let walk = failures.iter().find(|(last, _)| !last);
+        walk.map(|&(_, errno)| errno)
     });
+    // A missing descriptor link as a name's last component: after every
+    // name's walk (below, where the name proves unresolvable).
+    let missing_last = failures.iter().any(|&(last, _)| last);
     // The directory a relative name starts from, as the view has it: a
     // descriptor of a directory of the worker's stands for its job
     // directory (as in `walk_in_view`; review 4, finding 4).
@@ -1582,6 +1608,19 @@ fn access(
                     && abs.is_none()
                     && !bad_dirfd(arg)
             });
+    if write && missing_last {
+        // Nothing is written: the kernel fails the call at its own checks
+        // (EXDEV across mounts), a name's walk, or the link it cannot find.
+        let errno = match (sup.judge.action, c.worker) {
+            (ActionSetting::Redirect, Some(w)) => {
+                let mut lookup = |abs: &[u8]| sup.redirects.lookup(w, abs);
+                anyway(Some(&mut lookup))
+            }
+            _ => anyway(None),
+        };
+        let errno = errno.or(walk_errno.map(|(_, e)| e)).unwrap_or(libc::ENOENT);
+        return finish(e, Action::Logged, Answer::Fail(errno), Vec::new());
+    }
     if unresolvable {
         match sup.judge.action {
             ActionSetting::Deny => {
@@ -2394,6 +2433,11 @@ fn perform(
             (Intent::Flags(i), _) => (flags, args[i + 1] as u32),
             _ => return Performed::NotEmulated,
         };
+        if through_task_fd[0] && flags & libc::O_PATH != 0 {
+            // Only a handle on the task's own file: the kernel's to give
+            // (no O_PATH descriptor passes through ADDFD).
+            return Performed::NotEmulated;
+        }
         if through_task_fd[0] {
             // A reopen through the magic link of our descriptor (which
             // emulate::open refuses to follow).

@@ -40,6 +40,11 @@ const SUPERVISOR_GAPS: &[(&str, &str)] = &[
         "a supervisor cannot move the task into the worker directory",
     ),
     ("fchdir", "as chdir"),
+    (
+        "open-path",
+        "no O_PATH descriptor passes through SECCOMP_IOCTL_NOTIF_ADDFD: a worker's file is given opened \
+         with access mode 3, on which lseek, fchmod and the like succeed (EBADF bare)",
+    ),
 ];
 
 const KNOWN_BROKEN: &[(&str, &str)] = &[];
@@ -100,6 +105,8 @@ struct OpenFlags {
     directory: bool,
     nofollow: bool,
     tmpfile: bool,
+    /// O_PATH: open(2) drops every other flag but O_DIRECTORY, O_NOFOLLOW.
+    path: bool,
 }
 
 impl fmt::Display for OpenFlags {
@@ -117,6 +124,7 @@ impl fmt::Display for OpenFlags {
             (self.directory, "DIRECTORY"),
             (self.nofollow, "NOFOLLOW"),
             (self.tmpfile, "TMPFILE"),
+            (self.path, "PATH"),
         ] {
             if on {
                 write!(f, "|{name}")?;
@@ -141,9 +149,10 @@ fn open_flags() -> impl Strategy<Value = OpenFlags> {
         weighted(0.1),
         weighted(0.1),
         weighted(0.06),
+        weighted(0.05),
     )
         .prop_map(
-            |(access, creat, excl, trunc, append, directory, nofollow, tmpfile)| OpenFlags {
+            |(access, creat, excl, trunc, append, directory, nofollow, tmpfile, path)| OpenFlags {
                 access,
                 creat,
                 excl,
@@ -152,6 +161,7 @@ fn open_flags() -> impl Strategy<Value = OpenFlags> {
                 directory,
                 nofollow,
                 tmpfile,
+                path,
             },
         )
 }
@@ -450,11 +460,23 @@ fn fopen_flags(mode: &str) -> OpenFlags {
         directory: false,
         nofollow: false,
         tmpfile: false,
+        path: false,
     }
 }
 
 /// The open flavours a set of flags takes (see [`Op::features`]).
 fn open_features(flags: &OpenFlags, v: &mut Vec<&'static str>) {
+    if flags.path {
+        // The other flags are dropped: what they would do is not done.
+        v.push("open-path");
+        if flags.nofollow {
+            v.push("open-path-nofollow");
+        }
+        if flags.directory {
+            v.push("open-directory");
+        }
+        return;
+    }
     let writes = flags.access != Access::Read;
     if (writes || flags.trunc) && !flags.creat {
         v.push("open-write-nocreat");
@@ -1419,6 +1441,7 @@ e2e!(
             directory: false,
             nofollow: false,
             tmpfile: false,
+            path: false,
         };
         let case = fixed_case(vec![
             Op::Open {

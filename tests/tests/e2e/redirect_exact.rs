@@ -1142,7 +1142,7 @@ pub(crate) fn sweep(
 }
 
 /// [`same_ops`] as a result: the script when the runs differ.
-fn same_ops_or_err(dir: &TestDir, setup: fn(&Path), script: &str) -> Result<(), String> {
+pub(crate) fn same_ops_or_err(dir: &TestDir, setup: fn(&Path), script: &str) -> Result<(), String> {
     for d in ["bare", "job", "workers", "logs"] {
         let _ = std::fs::remove_dir_all(dir.join(d));
     }
@@ -2369,6 +2369,16 @@ e2e!(
                 "open 1 e RDONLY|CREAT 644\nlinkat cwd \"\" cwd %1/a 0\n",
             ),
             (&tree, "open 1 e RDONLY|CREAT 644\nlink a %1/a\n"),
+            // Seed 99, once O_PATH was drawn (the draws moved).
+            (&tree, "fopen 1 a w\nsymlink %1/a %0\n"),
+            (&tree, "renameat cwd %0 0 a 0\n"),
+            (&tree, "renameat cwd %0/x 0 a 0\n"),
+            (&tree, "open 1 e RDONLY|CREAT 644\nrenameat cwd %0 1 a 0\n"),
+            (&tree, "mkdir %0 755\n"),
+            (&tree, "mkdir %0/ 755\n"),
+            // Seed 707: the first name's walk fails first (ENOTDIR).
+            (&tree, "mkstemp 1 d/a\nrename %1/a %0 0\n"),
+            (&tree, "rename %0 a 0\n"),
             (
                 &tree,
                 "open 1 e RDONLY|CREAT 644\nrmdir %1\nmkdir %1 755\nrename %1 d/x 0\n",
