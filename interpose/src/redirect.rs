@@ -557,6 +557,9 @@ pub fn prepare_target(
     work: &mut [u8],
 ) -> Result<Prepared, i32> {
     let worker_dir = SAVED.get().worker_dir.as_bytes();
+    if target == worker_dir && !worker_dir.is_empty() {
+        return prepare_worker_dir(seed, orig, work);
+    }
     let below = match target.strip_prefix(worker_dir) {
         Some([b'/', rest @ ..]) if !rest.is_empty() && !worker_dir.is_empty() => rest,
         _ => return Err(libc::EACCES),
@@ -601,6 +604,32 @@ pub fn prepare_target(
         parent: fd,
         leaf,
         seeded,
+    })
+}
+
+/// The job directory's own copy, the worker directory itself (a metadata
+/// change of `.`): the call is given `/proc/self/fd/N/` of it (an empty
+/// leaf; the trailing slash makes the kernel follow the descriptor link,
+/// also for the no-follow calls, as bare `.` names the directory). Its
+/// metadata is first seeded from the job directory's, as a copy's is.
+fn prepare_worker_dir(
+    seed: Seed,
+    orig: Option<&libc::stat>,
+    work: &mut [u8],
+) -> Result<Prepared, i32> {
+    let (buf, rest) = work.split_at_mut(MAX_ABS + 1);
+    let fd = open_worker_dir(true, buf)?;
+    if let (Seed::Metadata, Some(st)) = (seed, orig) {
+        if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
+            let (link, _) = rest.split_at_mut(MAX_ABS + 1);
+            // `.` exists: only its owner, mode and times are set.
+            copy_original(b"", st, seed, fd, c".".as_ptr(), buf, link)?;
+        }
+    }
+    Ok(Prepared {
+        parent: fd,
+        leaf: SAVED.get().worker_dir.as_bytes().len(),
+        seeded: Seeded::Nothing,
     })
 }
 
@@ -1316,7 +1345,7 @@ pub fn record(original: &[u8], target: &[u8], work: &mut [u8]) {
 /// `taken`, `target` moved back to `original` by the fork-mode root
 /// (root_take; `"taken":true`, read by the runner's merge).
 fn append_manifest_line(
-    path: &[u8],
+    path: &mut [u8],
     line: &mut [u8],
     original: &[u8],
     target: &[u8],
@@ -1346,16 +1375,67 @@ fn append_manifest_line(
         return;
     }
     let n = s.len;
+    let flags = libc::O_WRONLY | libc::O_APPEND | libc::O_NOFOLLOW | libc::O_CLOEXEC;
     // SAFETY: NUL-terminated path. One O_APPEND write per line keeps lines
     // whole across the worker's processes.
-    let fd = unsafe {
-        sys::openat(
-            libc::AT_FDCWD,
-            path.as_ptr().cast(),
-            libc::O_WRONLY | libc::O_CREAT | libc::O_APPEND | libc::O_CLOEXEC,
-            0o644,
-        )
-    };
+    let mut fd = unsafe { sys::openat(libc::AT_FDCWD, path.as_ptr().cast(), flags, 0) };
+    if fd == -libc::ENOENT {
+        // Made now, the manifest would change the worker directory's times
+        // after the call: in the worker's view they are the job
+        // directory's own (`touch .`), so they are put back.
+        let slash = path
+            .iter()
+            .position(|&b| b == 0)
+            .and_then(|end| path[..end].iter().rposition(|&b| b == b'/'));
+        let dir_times = |path: &mut [u8], set: Option<&[libc::timespec; 2]>| {
+            let at = slash?;
+            path[at] = 0;
+            // The directory's path is NUL-terminated at `at` (restored below).
+            let r = match set {
+                // SAFETY: a NUL-terminated path.
+                None => unsafe { sys::stat(path.as_ptr().cast(), 0) }.map(|st| {
+                    [
+                        libc::timespec {
+                            tv_sec: st.st_atime,
+                            tv_nsec: st.st_atime_nsec,
+                        },
+                        libc::timespec {
+                            tv_sec: st.st_mtime,
+                            tv_nsec: st.st_mtime_nsec,
+                        },
+                    ]
+                }),
+                Some(t) => {
+                    // SAFETY: a NUL-terminated path and two timespecs.
+                    unsafe {
+                        libc::syscall(
+                            libc::SYS_utimensat,
+                            libc::AT_FDCWD,
+                            path.as_ptr(),
+                            t.as_ptr(),
+                            0,
+                        )
+                    };
+                    None
+                }
+            };
+            path[at] = b'/';
+            r
+        };
+        let before = dir_times(path, None);
+        // SAFETY: as above.
+        fd = unsafe {
+            sys::openat(
+                libc::AT_FDCWD,
+                path.as_ptr().cast(),
+                flags | libc::O_CREAT,
+                0o644,
+            )
+        };
+        if let (true, Some(t)) = (fd >= 0, before) {
+            dir_times(path, Some(&t));
+        }
+    }
     if fd >= 0 {
         sys::write_all(fd, &line[..n]);
         sys::close(fd);

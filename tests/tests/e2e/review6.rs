@@ -69,8 +69,9 @@ e2e!(
 // directory itself plus "/") fails with ENAMETOOLONG: prepare_target's
 // `comps.split_last()` is None for no component (emulate.rs). Before:
 // `chmod @/` and `lchown @/` answered ok. Bare: ok, the directory changed.
+// Fixed; utimensat too since the manifest, made in the worker directory
+// after the call, puts the directory's times back (redirects.rs).
 e2e!(
-    #[ignore = "review 6 finding 2, fixed but for utimensat: chmod/lchown/fchownat of `@/` answer as bare; the times of the job directory's copy (the worker directory itself) are changed again by the redirect manifest appended there after the call"]
     the_supervisor_changes_the_job_directory_named_with_a_slash_as_bare,
     |dir| {
         check(
@@ -89,9 +90,8 @@ e2e!(
 // Finding 3 (before 8e4d612 too): a metadata change of the job directory
 // itself (`.` from it, or its absolute name) is ENAMETOOLONG:
 // prepare_target refuses a target no longer than the worker directory
-// (emulate.rs, `target.len() <= worker_dir.len()`).
+// (emulate.rs, `target.len() <= worker_dir.len()`). Fixed, as finding 2.
 e2e!(
-    #[ignore = "review 6 finding 3, fixed but for utimensat: as finding 2 (the manifest in the worker directory changes its mtime after the call)"]
     the_supervisor_changes_the_job_directory_itself_as_bare,
     |dir| {
         check(
@@ -170,6 +170,32 @@ e2e!(
                 "{e}"
             );
         }
+    }
+);
+
+// The library refused a metadata change of the job directory itself with
+// EACCES (redirect.rs prepare_target: no leaf below the worker
+// directory), and its manifest, made after the call, changed the times.
+e2e!(
+    the_library_changes_the_job_directory_itself_as_bare,
+    |dir| {
+        let ops = [
+            "utimensat @/ 1000 NOFOLLOW\ntimes @",
+            "utimensat @/ 1000 0\ntimes @",
+            "utimensat . 1000 0\ntimes .",
+            "utimensat @/. 1000 0\ntimes .",
+            "chmod . 700\nstat .",
+            "fchownat . 1234 NOFOLLOW\ntimes .",
+        ];
+        let failed = sweep(&[PRELUDE], &ops, |script| {
+            crate::redirect_exact::same_ops_or_err(&dir, tree, script)
+        });
+        assert!(
+            failed.is_empty(),
+            "{} differ:\n{}",
+            failed.len(),
+            failed.join("\n-----\n")
+        );
     }
 );
 
