@@ -729,6 +729,15 @@ fn shared_counterpart_mode(
     }
 }
 
+/// A file's access and modification times, as utimensat takes them.
+fn times_of(st: &libc::stat) -> [libc::timespec; 2] {
+    let ts = |tv_sec, tv_nsec| libc::timespec { tv_sec, tv_nsec };
+    [
+        ts(st.st_atime, st.st_atime_nsec),
+        ts(st.st_mtime, st.st_mtime_nsec),
+    ]
+}
+
 /// Creates `name` below `dir` as the worker's copy of `original` (whose
 /// lstat is `st`), unless it exists already (an earlier copy): a regular
 /// file gets the content (Seed::Content, Seed::Metadata) or none
@@ -748,16 +757,7 @@ fn copy_original(
     buf: &mut [u8],
     link: &mut [u8],
 ) -> Result<Seeded, i32> {
-    let times = [
-        libc::timespec {
-            tv_sec: st.st_atime,
-            tv_nsec: st.st_atime_nsec,
-        },
-        libc::timespec {
-            tv_sec: st.st_mtime,
-            tv_nsec: st.st_mtime_nsec,
-        },
-    ];
+    let times = times_of(st);
     match st.st_mode & libc::S_IFMT {
         libc::S_IFREG => {}
         libc::S_IFDIR if seed == Seed::Metadata => {
@@ -1393,18 +1393,7 @@ fn append_manifest_line(
             // The directory's path is NUL-terminated at `at` (restored below).
             let r = match set {
                 // SAFETY: a NUL-terminated path.
-                None => unsafe { sys::stat(path.as_ptr().cast(), 0) }.map(|st| {
-                    [
-                        libc::timespec {
-                            tv_sec: st.st_atime,
-                            tv_nsec: st.st_atime_nsec,
-                        },
-                        libc::timespec {
-                            tv_sec: st.st_mtime,
-                            tv_nsec: st.st_mtime_nsec,
-                        },
-                    ]
-                }),
+                None => unsafe { sys::stat(path.as_ptr().cast(), 0) }.map(|st| times_of(&st)),
                 Some(t) => {
                     // SAFETY: a NUL-terminated path and two timespecs.
                     unsafe {

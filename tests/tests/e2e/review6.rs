@@ -37,6 +37,19 @@ fn check(dir: &TestDir, ops: &[&str]) {
     );
 }
 
+/// [`check`] for the preloaded library: bare vs redirected.
+fn check_library(dir: &TestDir, ops: &[&str]) {
+    let failed = sweep(&[PRELUDE], ops, |script| {
+        crate::redirect_exact::same_ops_or_err(dir, tree, script)
+    });
+    assert!(
+        failed.is_empty(),
+        "{} differ:\n{}",
+        failed.len(),
+        failed.join("\n-----\n")
+    );
+}
+
 // Finding 1 (new in 8e4d612): a metadata change that does not follow a
 // final symlink (utimensat AT_SYMLINK_NOFOLLOW, lchown, fchownat
 // AT_SYMLINK_NOFOLLOW) of a routed name with a trailing slash is made on
@@ -187,15 +200,7 @@ e2e!(
             "chmod . 700\nstat .",
             "fchownat . 1234 NOFOLLOW\ntimes .",
         ];
-        let failed = sweep(&[PRELUDE], &ops, |script| {
-            crate::redirect_exact::same_ops_or_err(&dir, tree, script)
-        });
-        assert!(
-            failed.is_empty(),
-            "{} differ:\n{}",
-            failed.len(),
-            failed.join("\n-----\n")
-        );
+        check_library(&dir, &ops);
     }
 );
 
@@ -205,15 +210,7 @@ e2e!(the_library_opens_o_path_as_bare, |dir| {
         .chain(O_PATH_OF_A_WORKER_S_SYMLINK)
         .copied()
         .collect();
-    let failed = sweep(&[PRELUDE], &all, |script| {
-        crate::redirect_exact::same_ops_or_err(&dir, tree, script)
-    });
-    assert!(
-        failed.is_empty(),
-        "{} differ:\n{}",
-        failed.len(),
-        failed.join("\n-----\n")
-    );
+    check_library(&dir, &all);
 });
 
 // Regression (passes): calls on routed names that 8e4d612 makes through a
