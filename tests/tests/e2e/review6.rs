@@ -349,7 +349,7 @@ e2e!(
 // the kernel, Err(None), which perform refuses for a routed name); bare:
 // a FIFO opened O_RDWR does not block, a device 0 is ENXIO.
 e2e!(
-    #[ignore = "review 6 finding 5: a worker's FIFO or device opened for writing is EACCES"]
+    #[ignore = "review 6 finding 5, not fixed yet (branch fifo: tests only; see its report)"]
     the_supervisor_opens_a_fifo_or_device_of_the_worker_s_as_bare,
     |dir| {
         check(
@@ -360,6 +360,145 @@ e2e!(
                 "mknod n 020644\nopen 0 n RDWR",
             ],
         );
+    }
+);
+
+// Finding 5, the opens that do not block, inline in the supervisor: the
+// status flags are the caller's (a blocking O_WRONLY made through
+// O_NONBLOCK has it cleared), creation and type flags answer as bare.
+e2e!(
+    #[ignore = "review 6 finding 5, not fixed yet (branch fifo: tests only; see its report)"]
+    the_supervisor_opens_a_fifo_of_the_worker_s_without_blocking_as_bare,
+    |dir| {
+        check(
+            &dir,
+            &[
+                "mkfifo p 644\nopen 0 p RDONLY|NONBLOCK\ngetfl 0\nread 0 1",
+                "mkfifo p 644\nopen 0 p WRONLY|NONBLOCK",
+                "mkfifo p 644\nopen 0 p RDWR|NONBLOCK\ngetfl 0\nwrite 0 x\nread 0 1",
+                "mkfifo p 644\nopen 0 p RDONLY|NONBLOCK\nopen 1 p WRONLY\ngetfl 1\nwrite 1 y\nread 0 1",
+                "mkfifo p 644\nopen 0 p RDONLY|NONBLOCK\nopen 1 p WRONLY|APPEND\ngetfl 1",
+                "mkfifo p 644\nopen 0 p PATH\nfstat 0",
+                "mkfifo p 644\nopen 0 p RDWR|CREAT|EXCL 644",
+                "mkfifo p 644\nopen 0 p RDWR|CREAT 644\nwrite 0 x\nread 0 1",
+                "mkfifo p 644\nopen 0 p RDWR|DIRECTORY",
+                "mkfifo p 644\nopen 0 p RDWR|NOFOLLOW|TRUNC\ngetfl 0",
+                "mkfifo p 000\nopen 0 p RDWR",
+                "mkfifo p 644\nsymlink p s\nopen 0 s RDWR\nwrite 0 x\nread 0 1",
+                "mkfifo p 644\nsymlink p s\nopen 0 s RDWR|NOFOLLOW",
+                "mknod p 0140644\nopen 0 p RDWR",
+                "mkdir n 755\nmkfifo n/p 644\nopen 0 n/p RDWR\ngetfl 0",
+            ],
+        );
+    }
+);
+
+/// `script` bare and supervised (the job's tree from [`tree`]): the same
+/// output lines, sorted (the processes of a script that `bg`s print in
+/// either order), within `deadline`; the supervised run's events.
+fn same_lines(
+    dir: &TestDir,
+    script: &str,
+    deadline: std::time::Duration,
+) -> Vec<serde_json::Value> {
+    use std::process::Command;
+    for d in ["bare", "job", "workers", "logs", "merged"] {
+        let _ = std::fs::remove_dir_all(dir.join(d));
+    }
+    let bare_dir = dir.join("bare");
+    let job = dir.join("job");
+    for d in [&bare_dir, &job] {
+        std::fs::create_dir_all(d).unwrap();
+        tree(d);
+    }
+    let script_file = dir.join("script.txt");
+    std::fs::write(&script_file, script).unwrap();
+    let exec = fixture("ops_exec_static");
+    let sorted = |o: &std::process::Output| {
+        let mut v: Vec<String> = stdout(o).lines().map(str::to_owned).collect();
+        v.sort();
+        v
+    };
+    let bare = run(
+        Command::new(&exec).arg(&script_file).current_dir(&bare_dir),
+        deadline,
+    );
+    let mut c = redirecting_runner(&job, &dir.path);
+    c.arg("--").arg(&exec).arg(&script_file);
+    let sup = run(&mut c, deadline);
+    assert_eq!(
+        sorted(&sup),
+        sorted(&bare),
+        "{script}\nsupervised: {}\nbare: {}\n{}",
+        stdout(&sup),
+        stdout(&bare),
+        String::from_utf8_lossy(&sup.stderr)
+    );
+    assert_eq!(sup.status.code(), bare.status.code(), "{script}");
+    read_events(&dir.join("logs")).0
+}
+
+// Finding 5, the opens that block: a FIFO of the worker's opened for
+// reading by one supervised process and for writing by another (a
+// partner whose own open waits for the supervisor, so the supervisor
+// must not wait in the first open), in either order; data passes, both
+// exit as bare, each open's event has its result.
+e2e!(
+    #[ignore = "review 6 finding 5, not fixed yet (branch fifo: tests only; see its report)"]
+    the_supervisor_opens_a_fifo_of_the_worker_s_for_two_processes_as_bare,
+    |dir| {
+        let scripts = [
+            // The writer first (blocked until the reader comes).
+            "mkfifo p 644\nbg 4\nopen 1 p WRONLY\ngetfl 1\nwrite 1 hello\nclose 1\n\
+             sleep 300\nopen 0 p RDONLY\ngetfl 0\nread 0 5\nwait",
+            // The reader first.
+            "mkfifo p 644\nbg 5\nsleep 300\nopen 1 p WRONLY\ngetfl 1\nwrite 1 hello\nclose 1\n\
+             open 0 p RDONLY\ngetfl 0\nread 0 5\nwait",
+            // At once, the reader in the child.
+            "mkfifo d/p 644\nbg 3\nopen 1 d/p RDONLY\nread 1 2\nclose 1\n\
+             open 0 d/p WRONLY\nwrite 0 hi\nclose 0\nwait",
+        ];
+        for script in scripts {
+            let events = same_lines(&dir, script, std::time::Duration::from_secs(60));
+            let opens: Vec<_> = events
+                .iter()
+                .filter(|e| {
+                    e["kind"] == "access" && e["op"].as_str().is_some_and(|o| o.starts_with("open"))
+                })
+                .filter(|e| e["path"].as_str().is_some_and(|p| p.ends_with('p')))
+                .collect();
+            assert_eq!(opens.len(), 2, "{script}: {opens:?}");
+            for e in opens {
+                assert!(
+                    e["result"].as_i64().is_some_and(|r| r >= 0),
+                    "{script}: {e}"
+                );
+                assert_eq!(e["action"], "redirected", "{script}: {e}");
+            }
+        }
+    }
+);
+
+// Finding 5: a blocking open of a FIFO of the worker's interrupted by a
+// signal: without SA_RESTART it fails with EINTR, with SA_RESTART it
+// goes on waiting and opens when the partner comes; the supervisor
+// releases the open it was making for the interrupted call, and the run
+// does not hang.
+e2e!(
+    #[ignore = "review 6 finding 5, not fixed yet (branch fifo: tests only; see its report)"]
+    the_supervisor_lets_a_signal_interrupt_a_blocking_fifo_open_as_bare,
+    |dir| {
+        let scripts = [
+            "mkfifo p 644\nsigalrm 200 0\nopen 0 p RDONLY\nopen 1 p RDWR\nwrite 1 x\nread 1 1",
+            "mkfifo p 644\nsigalrm 200 0\nopen 0 p WRONLY\nopen 1 p RDWR\nwrite 1 x\nread 1 1",
+            "mkfifo p 644\nbg 3\nsleep 800\nopen 1 p WRONLY\nwrite 1 x\n\
+             sigalrm 100 RESTART\nopen 0 p RDONLY\nread 0 1\nwait",
+            "mkfifo p 644\nbg 3\nsleep 800\nopen 1 p RDONLY\nread 1 1\n\
+             sigalrm 100 RESTART\nopen 0 p WRONLY\nwrite 0 x\nwait",
+        ];
+        for script in scripts {
+            same_lines(&dir, script, std::time::Duration::from_secs(60));
+        }
     }
 );
 
