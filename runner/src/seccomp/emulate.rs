@@ -204,6 +204,13 @@ pub fn open(
                     }
                 }
                 let plain = kind == libc::S_IFCHR && is_plain_device(st.st_rdev);
+                let special = matches!(
+                    kind,
+                    libc::S_IFIFO | libc::S_IFCHR | libc::S_IFBLK | libc::S_IFSOCK
+                );
+                if below_worker && special && !plain && flags & libc::O_PATH == 0 {
+                    return open_special(&fd, kind, flags);
+                }
                 if kind != libc::S_IFREG && kind != libc::S_IFDIR && kind != libc::S_IFLNK && !plain
                 {
                     return Err(None);
@@ -225,7 +232,58 @@ pub fn open(
     }
 }
 
-use super::beneath::{openat2, Place};
+use super::beneath::{fd_path, openat2, Place};
+
+/// An open of the worker's own FIFO, device or socket (`probe`, its
+/// `O_PATH` descriptor, found without following anything), made here when
+/// it cannot block this thread, which serves every supervised task: a
+/// FIFO opened read-write or `O_NONBLOCK`, for writing while a reader is
+/// there (opened `O_NONBLOCK`, the flag then cleared), a device (opened
+/// `O_NONBLOCK|O_NOCTTY`, the flag then set as asked: no wait for a
+/// carrier, and no terminal becomes the supervisor's), a socket (ENXIO).
+/// An open that would wait for its FIFO's partner is `Err(None)`, refused
+/// (docs/policy.md, "Not emulated").
+fn open_special(probe: &OwnedFd, kind: u32, flags: i32) -> Result<OwnedFd, Option<i32>> {
+    let excl = libc::O_CREAT | libc::O_EXCL;
+    if flags & excl == excl {
+        return Err(Some(libc::EEXIST));
+    }
+    if flags & libc::O_DIRECTORY != 0 {
+        return Err(Some(libc::ENOTDIR));
+    }
+    let nonblock = flags & libc::O_NONBLOCK != 0;
+    let waits = kind == libc::S_IFIFO && !nonblock && flags & libc::O_ACCMODE != libc::O_RDWR;
+    if waits && flags & libc::O_ACCMODE == libc::O_RDONLY {
+        return Err(None); // waits for a writer: not told from here
+    }
+    // Through the probe's link: O_NOFOLLOW would refuse the link itself,
+    // O_CREAT and O_TRUNC do nothing on what is there.
+    let kept = flags & !(libc::O_NOFOLLOW | libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC);
+    let extra = match kind {
+        libc::S_IFCHR | libc::S_IFBLK => libc::O_NONBLOCK | libc::O_NOCTTY,
+        _ if waits => libc::O_NONBLOCK,
+        _ => 0,
+    };
+    let link = fd_path(probe.as_raw_fd());
+    // SAFETY: a NUL-terminated path; the descriptor is owned below.
+    let r = unsafe { libc::open(link.as_ptr(), kept | extra | libc::O_CLOEXEC) };
+    if r < 0 {
+        return match errno() {
+            libc::ENXIO if waits => Err(None), // no reader yet: it would wait
+            e => Err(Some(e)),
+        };
+    }
+    // SAFETY: a new descriptor we own.
+    let fd = unsafe { OwnedFd::from_raw_fd(r) };
+    if extra & libc::O_NONBLOCK != 0 && !nonblock {
+        // SAFETY: fcntl on our own descriptor.
+        unsafe {
+            let status = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
+            libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, status & !libc::O_NONBLOCK);
+        }
+    }
+    Ok(fd)
+}
 
 /// A descriptor the task can be given for an `O_PATH` open of `fd`'s
 /// file. `SECCOMP_IOCTL_NOTIF_ADDFD` takes no `O_PATH` descriptor (the
@@ -251,8 +309,7 @@ pub fn passable(fd: OwnedFd) -> Result<OwnedFd, Option<i32>> {
         libc::S_IFDIR => &[libc::O_RDONLY | libc::O_DIRECTORY],
         _ => return Err(None),
     };
-    let link = CString::new(format!("/proc/thread-self/fd/{}", fd.as_raw_fd()))
-        .expect("no NUL in a number");
+    let link = fd_path(fd.as_raw_fd());
     for how in tries {
         // SAFETY: a NUL-terminated path; the descriptor is owned below.
         let r = unsafe { libc::open(link.as_ptr(), how | libc::O_CLOEXEC | libc::O_NOCTTY) };
