@@ -1302,6 +1302,28 @@ struct Shown {
     link_targets: bool,
 }
 
+/// A bare tree and a job tree, each made by `setup`, for one supervised
+/// comparison of `script` (written beside them; the runs of before
+/// removed): `(bare, job, script file)`.
+pub(crate) fn fresh_runs(
+    dir: &TestDir,
+    setup: impl Fn(&Path),
+    script: &str,
+) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    for d in ["bare", "job", "workers", "logs", "merged"] {
+        let _ = std::fs::remove_dir_all(dir.join(d));
+    }
+    let bare_dir = dir.join("bare");
+    let job = dir.join("job");
+    for d in [&bare_dir, &job] {
+        std::fs::create_dir_all(d).unwrap();
+        setup(d);
+    }
+    let script_file = dir.join("script.txt");
+    std::fs::write(&script_file, script).unwrap();
+    (bare_dir, job, script_file)
+}
+
 /// [`same_supervised_ops`], the final tree shown as `shown` says.
 fn same_supervised_run(
     dir: &TestDir,
@@ -1318,17 +1340,7 @@ fn same_supervised_run(
             c.env("OPS_EXEC_NO_READLINK", "1");
         }
     };
-    for d in ["bare", "job", "workers", "logs", "merged"] {
-        let _ = std::fs::remove_dir_all(dir.join(d));
-    }
-    let bare_dir = dir.join("bare");
-    let job = dir.join("job");
-    for d in [&bare_dir, &job] {
-        std::fs::create_dir_all(d).unwrap();
-        setup(d);
-    }
-    let script_file = dir.join("script.txt");
-    std::fs::write(&script_file, script).unwrap();
+    let (bare_dir, job, script_file) = fresh_runs(dir, setup, script);
     let exec = fixture("ops_exec_static");
     let mut b = Command::new(&exec);
     b.arg(&script_file).current_dir(&bare_dir);

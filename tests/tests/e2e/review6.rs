@@ -404,17 +404,7 @@ fn same_lines(
     deadline: std::time::Duration,
 ) -> Vec<serde_json::Value> {
     use std::process::Command;
-    for d in ["bare", "job", "workers", "logs", "merged"] {
-        let _ = std::fs::remove_dir_all(dir.join(d));
-    }
-    let bare_dir = dir.join("bare");
-    let job = dir.join("job");
-    for d in [&bare_dir, &job] {
-        std::fs::create_dir_all(d).unwrap();
-        tree(d);
-    }
-    let script_file = dir.join("script.txt");
-    std::fs::write(&script_file, script).unwrap();
+    let (bare_dir, job, script_file) = crate::redirect_exact::fresh_runs(dir, tree, script);
     let exec = fixture("ops_exec_static");
     let sorted = |o: &std::process::Output| {
         let mut v: Vec<String> = stdout(o).lines().map(str::to_owned).collect();
