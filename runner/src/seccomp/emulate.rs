@@ -160,13 +160,20 @@ pub fn syscall(nr: i64, args: &[u64; 6]) -> Result<i64, i32> {
 /// not emulated here (a magic link on the way, a special file whose open
 /// has side effects or blocks, flags openat2 refuses); the kernel must do
 /// it, or, below a worker, the call is refused.
+/// An open made here: at once, or waiting for a FIFO's other end (its
+/// `O_PATH` probe and the flags to open it with, waiting.rs).
+pub enum Opened {
+    Now(OwnedFd),
+    Waits { probe: OwnedFd, flags: i32 },
+}
+
 pub fn open(
     dirfd: RawFd,
     path: &CString,
     flags: i32,
     mode: u32,
     below_worker: bool,
-) -> Result<OwnedFd, Option<i32>> {
+) -> Result<Opened, Option<i32>> {
     let resolve = if below_worker {
         libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS
     } else {
@@ -209,7 +216,7 @@ pub fn open(
                     libc::S_IFIFO | libc::S_IFCHR | libc::S_IFBLK | libc::S_IFSOCK
                 );
                 if below_worker && special && !plain && flags & libc::O_PATH == 0 {
-                    return open_special(&fd, kind, flags);
+                    return open_special(fd, kind, flags);
                 }
                 if kind != libc::S_IFREG && kind != libc::S_IFDIR && kind != libc::S_IFLNK && !plain
                 {
@@ -222,8 +229,8 @@ pub fn open(
     }
     let mode = if creates { mode & 0o7777 } else { 0 };
     match openat2(dirfd, path, flags | libc::O_CLOEXEC, mode, resolve) {
-        Ok(fd) if flags & libc::O_PATH != 0 => passable(fd),
-        Ok(fd) => Ok(fd),
+        Ok(fd) if flags & libc::O_PATH != 0 => passable(fd).map(Opened::Now),
+        Ok(fd) => Ok(Opened::Now(fd)),
         // ELOOP may be a magic link on the way; EINVAL flags openat2
         // refuses where open(2) ignores them; EAGAIN a racing rename
         // under RESOLVE_*: all left to the kernel.
@@ -241,9 +248,8 @@ use super::beneath::{fd_path, openat2, Place};
 /// there (opened `O_NONBLOCK`, the flag then cleared), a device (opened
 /// `O_NONBLOCK|O_NOCTTY`, the flag then set as asked: no wait for a
 /// carrier, and no terminal becomes the supervisor's), a socket (ENXIO).
-/// An open that would wait for its FIFO's partner is `Err(None)`, refused
-/// (docs/policy.md, "Not emulated").
-fn open_special(probe: &OwnedFd, kind: u32, flags: i32) -> Result<OwnedFd, Option<i32>> {
+/// An open that would wait for its FIFO's partner is [`Opened::Waits`].
+fn open_special(probe: OwnedFd, kind: u32, flags: i32) -> Result<Opened, Option<i32>> {
     let excl = libc::O_CREAT | libc::O_EXCL;
     if flags & excl == excl {
         return Err(Some(libc::EEXIST));
@@ -253,12 +259,13 @@ fn open_special(probe: &OwnedFd, kind: u32, flags: i32) -> Result<OwnedFd, Optio
     }
     let nonblock = flags & libc::O_NONBLOCK != 0;
     let waits = kind == libc::S_IFIFO && !nonblock && flags & libc::O_ACCMODE != libc::O_RDWR;
-    if waits && flags & libc::O_ACCMODE == libc::O_RDONLY {
-        return Err(None); // waits for a writer: not told from here
-    }
     // Through the probe's link: O_NOFOLLOW would refuse the link itself,
     // O_CREAT and O_TRUNC do nothing on what is there.
     let kept = flags & !(libc::O_NOFOLLOW | libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC);
+    if waits && flags & libc::O_ACCMODE == libc::O_RDONLY {
+        // Waits for a writer, which cannot be told from here.
+        return Ok(Opened::Waits { probe, flags: kept });
+    }
     let extra = match kind {
         libc::S_IFCHR | libc::S_IFBLK => libc::O_NONBLOCK | libc::O_NOCTTY,
         _ if waits => libc::O_NONBLOCK,
@@ -269,7 +276,8 @@ fn open_special(probe: &OwnedFd, kind: u32, flags: i32) -> Result<OwnedFd, Optio
     let r = unsafe { libc::open(link.as_ptr(), kept | extra | libc::O_CLOEXEC) };
     if r < 0 {
         return match errno() {
-            libc::ENXIO if waits => Err(None), // no reader yet: it would wait
+            // No reader yet: it waits for one.
+            libc::ENXIO if waits => Ok(Opened::Waits { probe, flags: kept }),
             e => Err(Some(e)),
         };
     }
@@ -282,7 +290,7 @@ fn open_special(probe: &OwnedFd, kind: u32, flags: i32) -> Result<OwnedFd, Optio
             libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, status & !libc::O_NONBLOCK);
         }
     }
-    Ok(fd)
+    Ok(Opened::Now(fd))
 }
 
 /// A descriptor the task can be given for an `O_PATH` open of `fd`'s

@@ -30,6 +30,7 @@ mod reads;
 mod redirects;
 mod trampoline;
 mod view;
+mod waiting;
 
 pub use handoff::SOCKET_VAR;
 

@@ -342,12 +342,19 @@ pub fn run(
         // The runner stops us only when the job's processes are gone; a
         // listener still open then belongs to nothing that can call: a
         // short timeout lets the loop end.
-        let timeout = if open { -1 } else { 100 };
+        // A FIFO open waiting on its thread is checked every 50 ms: its
+        // task may have been interrupted (waiting.rs).
+        let timeout = match (open, super::waiting::any()) {
+            (true, false) => -1,
+            (true, true) => 50,
+            (false, _) => 100,
+        };
         // SAFETY: a valid array of pollfd.
         let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
         if n < 0 {
             continue; // EINTR
         }
+        super::waiting::release_interrupted();
         if n == 0 && !open {
             break;
         }
@@ -442,6 +449,7 @@ pub fn run(
             }
         }
     }
+    super::waiting::settle(&mut sup.stats);
     sup.stats
 }
 
@@ -502,6 +510,31 @@ pub(super) enum Answer {
         fd: OwnedFd,
         cloexec: bool,
     },
+    /// An open of the worker's FIFO that waits for its other end: made on
+    /// a thread of its own, which answers (waiting.rs).
+    Waits {
+        tid: i32,
+        probe: OwnedFd,
+        flags: i32,
+        cloexec: bool,
+    },
+}
+
+/// The answer of an open made by waiting.rs.
+pub(super) fn respond_waited(
+    listener: RawFd,
+    id: u64,
+    opened: Result<OwnedFd, i32>,
+    cloexec: bool,
+) -> (Option<i64>, Option<i32>) {
+    respond(
+        listener,
+        id,
+        match opened {
+            Ok(fd) => Answer::Fd { fd, cloexec },
+            Err(e) => Answer::Fail(e),
+        },
+    )
 }
 
 /// What the program got: `(result, errno)`; `None` when the kernel
@@ -522,6 +555,11 @@ fn respond(listener: RawFd, id: u64, a: Answer) -> (Option<i64>, Option<i32>) {
         Answer::Continue => {
             send(0, 0, libc::SECCOMP_USER_NOTIF_FLAG_CONTINUE as u32);
             (None, None)
+        }
+        // `handle` gives these to waiting.rs; refused if one gets here.
+        Answer::Waits { .. } => {
+            send(0, -libc::EACCES, 0);
+            (Some(-1), Some(libc::EACCES))
         }
         Answer::Fail(e) => {
             send(0, -e, 0);
@@ -776,6 +814,36 @@ fn handle(sup: &mut Supervision, l: &mut Listener) -> bool {
     // A call performed here whose task went away meanwhile (killed) has
     // changed the file system all the same: its event is logged (result
     // unknown) and its redirect recorded, so no write goes unseen.
+    if let Answer::Waits {
+        tid,
+        probe,
+        flags,
+        cloexec,
+    } = h.answer
+    {
+        // Answered, and its event logged with the result, by its thread.
+        if still_valid(lfd, req.id) {
+            let open = super::waiting::Open {
+                listener: lfd,
+                id: req.id,
+                tid,
+                probe,
+                flags,
+                cloexec,
+                event: h.event.map(|e| (e, log_path(&sup.judge, c.task.pid))),
+            };
+            if let Err(unlogged) = super::waiting::start(open) {
+                let (result, errno) = respond(lfd, req.id, Answer::Fail(libc::EACCES));
+                if let Some(e) = unlogged {
+                    match write_event(&sup.judge, l, c.task.pid, &finished(e, result, errno)) {
+                        Ok(()) => sup.stats.events += 1,
+                        Err(_) => sup.stats.lost_events += 1,
+                    }
+                }
+            }
+        }
+        return true;
+    }
     let performed = matches!(h.answer, Answer::Value(_) | Answer::Fd { .. });
     let (result, errno) = if still_valid(lfd, req.id) {
         respond(lfd, req.id, h.answer)
@@ -791,16 +859,8 @@ fn handle(sup: &mut Supervision, l: &mut Listener) -> bool {
             }
         }
     }
-    if let Some(mut e) = h.event {
-        if e.get("kind") == Some(&json!("access")) {
-            e.insert("result".into(), json!(result));
-            e.insert(
-                "errno".into(),
-                json!(errno.map(|n| mpaudit_core::event::errno_name(n)
-                    .map_or_else(|| n.to_string(), str::to_string))),
-            );
-        }
-        match write_event(&sup.judge, l, c.task.pid, &line(e)) {
+    if let Some(e) = h.event {
+        match write_event(&sup.judge, l, c.task.pid, &finished(e, result, errno)) {
             Ok(()) => sup.stats.events += 1,
             Err(_) => sup.stats.lost_events += 1,
         }
@@ -808,26 +868,47 @@ fn handle(sup: &mut Supervision, l: &mut Listener) -> bool {
     true
 }
 
-/// Appends one event line to the listener's log, created on first use as
-/// `mpaudit-<pid>-<ns>.jsonl` (the name the report looks for).
+/// Event `e`'s line, an access event with what the program got.
+pub(super) fn finished(
+    mut e: Map<String, Value>,
+    result: Option<i64>,
+    errno: Option<i32>,
+) -> Vec<u8> {
+    if e.get("kind") == Some(&json!("access")) {
+        e.insert("result".into(), json!(result));
+        e.insert(
+            "errno".into(),
+            json!(errno.map(|n| mpaudit_core::event::errno_name(n)
+                .map_or_else(|| n.to_string(), str::to_string))),
+        );
+    }
+    line(e)
+}
+
+/// A new log of process `pid`'s events: `mpaudit-<pid>-<ns>.jsonl` (the
+/// name the report looks for).
+fn log_path(judge: &Judge, pid: i32) -> std::path::PathBuf {
+    let launcher = match &judge.rank {
+        Some((rank, node)) => {
+            let mut name = String::new();
+            mpaudit_core::launcher::put_node_file_name(node.as_bytes(), |b| name.push(b as char));
+            let node = name;
+            format!("{node}-r{rank}-")
+        }
+        None => String::new(),
+    };
+    judge
+        .log_dir
+        .join(format!("mpaudit-{launcher}{pid}-{}.jsonl", now_ns()))
+}
+
+/// Appends one event line to the listener's log, created on first use.
 fn write_event(judge: &Judge, l: &mut Listener, pid: i32, line: &[u8]) -> std::io::Result<()> {
     if l.log.is_none() {
-        let launcher = match &judge.rank {
-            Some((rank, node)) => {
-                let mut name = String::new();
-                mpaudit_core::launcher::put_node_file_name(node.as_bytes(), |b| {
-                    name.push(b as char)
-                });
-                let node = name;
-                format!("{node}-r{rank}-")
-            }
-            None => String::new(),
-        };
-        let name = format!("mpaudit-{launcher}{pid}-{}.jsonl", now_ns());
         let f = std::fs::OpenOptions::new()
             .append(true)
             .create_new(true)
-            .open(judge.log_dir.join(name))?;
+            .open(log_path(judge, pid))?;
         l.log = Some(f);
     }
     l.log.as_mut().map_or(Ok(()), |f| f.write_all(line))
@@ -2452,10 +2533,14 @@ fn perform(
                 cloexec: flags & libc::O_CLOEXEC != 0,
             });
         }
+        let cloexec = flags & libc::O_CLOEXEC != 0;
         return match emulate::open(dirs[0], &keep[0], flags, mode, routes[0].target.is_some()) {
-            Ok(fd) => Performed::Done(Answer::Fd {
-                fd,
-                cloexec: flags & libc::O_CLOEXEC != 0,
+            Ok(emulate::Opened::Now(fd)) => Performed::Done(Answer::Fd { fd, cloexec }),
+            Ok(emulate::Opened::Waits { probe, flags }) => Performed::Done(Answer::Waits {
+                tid: c.task.tid,
+                probe,
+                flags,
+                cloexec,
             }),
             Err(Some(e)) => Performed::Done(Answer::Fail(e)),
             Err(None) if routes[0].target.is_some() => Performed::Refused(libc::EACCES),
