@@ -229,6 +229,9 @@ pub fn open(
     }
     let mode = if creates { mode & 0o7777 } else { 0 };
     match openat2(dirfd, path, flags | libc::O_CLOEXEC, mode, resolve) {
+        // Also a shared file reached through the worker's symlink: its
+        // stand-in allows what a read-only open of it would (fchmod is not
+        // judged under the supervisor either way: limitations.md).
         Ok(fd) if flags & libc::O_PATH != 0 => passable(fd).map(Opened::Now),
         Ok(fd) => Ok(Opened::Now(fd)),
         // ELOOP may be a magic link on the way; EINVAL flags openat2
@@ -260,8 +263,9 @@ fn open_special(probe: OwnedFd, kind: u32, flags: i32) -> Result<Opened, Option<
     let nonblock = flags & libc::O_NONBLOCK != 0;
     let waits = kind == libc::S_IFIFO && !nonblock && flags & libc::O_ACCMODE != libc::O_RDWR;
     // Through the probe's link: O_NOFOLLOW would refuse the link itself,
-    // O_CREAT and O_TRUNC do nothing on what is there.
-    let kept = flags & !(libc::O_NOFOLLOW | libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC);
+    // O_CREAT does nothing on what is there (O_TRUNC still asks for write
+    // permission, O_EXCL claims a block device: kept).
+    let kept = flags & !(libc::O_NOFOLLOW | libc::O_CREAT);
     if waits && flags & libc::O_ACCMODE == libc::O_RDONLY {
         // Waits for a writer, which cannot be told from here.
         return Ok(Opened::Waits { probe, flags: kept });
@@ -312,8 +316,13 @@ pub fn passable(fd: OwnedFd) -> Result<OwnedFd, Option<i32>> {
         return Err(Some(errno()));
     }
     const NO_READ_NOR_WRITE: i32 = libc::O_ACCMODE;
+    // O_NONBLOCK: a lease on the file is not broken, nor waited for, by
+    // an open the task meant only as a handle (review 8, F3).
     let tries: &[i32] = match st.st_mode & libc::S_IFMT {
-        libc::S_IFREG => &[NO_READ_NOR_WRITE, libc::O_RDONLY],
+        libc::S_IFREG => &[
+            NO_READ_NOR_WRITE | libc::O_NONBLOCK,
+            libc::O_RDONLY | libc::O_NONBLOCK,
+        ],
         libc::S_IFDIR => &[libc::O_RDONLY | libc::O_DIRECTORY],
         _ => return Err(None),
     };

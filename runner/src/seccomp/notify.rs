@@ -1556,16 +1556,21 @@ fn access(
     // ENOENT. `Some(true)`: the link is the name's last component, looked
     // up after every name's parent (a later name's bad descriptor first).
     let no_such_link = |g: &[u8]| -> Option<bool> {
-        let rest = g
-            .strip_prefix(b"/proc/self/fd/")
-            .or_else(|| g.strip_prefix(b"/proc/thread-self/fd/"))?;
+        // `self` is the process's table, `thread-self` the thread's (a
+        // thread may have its own: unshare(CLONE_FILES)).
+        let (rest, whose) = match g.strip_prefix(b"/proc/self/fd/") {
+            Some(rest) => (rest, c.task.pid),
+            None => (g.strip_prefix(b"/proc/thread-self/fd/")?, tid),
+        };
         let n = rest
             .split(|&b| b == b'/')
             .next()
             .filter(|n| !n.is_empty())?;
-        let mut at = format!("/proc/{tid}/fd/").into_bytes();
+        let mut at = format!("/proc/{whose}/fd/").into_bytes();
         at.extend_from_slice(n);
-        let missing = std::fs::symlink_metadata(std::ffi::OsStr::from_bytes(&at)).is_err();
+        // Only a missing entry (EACCES is not ours to tell).
+        let missing = std::fs::symlink_metadata(std::ffi::OsStr::from_bytes(&at))
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound);
         missing.then(|| rest[n.len()..].iter().all(|&b| b == b'/'))
     };
     // (whether at the last component, errno) of each name's first failure.
@@ -1689,7 +1694,7 @@ fn access(
                     && abs.is_none()
                     && !bad_dirfd(arg)
             });
-    if write && missing_last {
+    if answers_here && missing_last {
         // Nothing is written: the kernel fails the call at its own checks
         // (EXDEV across mounts), a name's walk, or the link it cannot find.
         let errno = match (sup.judge.action, c.worker) {
