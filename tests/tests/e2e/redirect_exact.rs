@@ -394,14 +394,7 @@ e2e!(
 /// is exactly as it was (inode, mode, owner, times, content). Returns the
 /// output and the worker directory.
 fn same_ops(dir: &TestDir, setup: impl Fn(&Path), script: &str) -> (String, std::path::PathBuf) {
-    let bare_dir = dir.join("bare");
-    let job = dir.join("job");
-    for d in [&bare_dir, &job] {
-        std::fs::create_dir_all(d).unwrap();
-        setup(d);
-    }
-    let script_file = dir.join("script.txt");
-    std::fs::write(&script_file, script).unwrap();
+    let (bare_dir, job, script_file) = fresh_runs(dir, setup, script);
     let exec = fixture("ops_exec");
     let bare = run(
         Command::new(&exec).arg(&script_file).current_dir(&bare_dir),
@@ -1302,7 +1295,7 @@ struct Shown {
     link_targets: bool,
 }
 
-/// A bare tree and a job tree, each made by `setup`, for one supervised
+/// A bare tree and a job tree, each made by `setup`, for one
 /// comparison of `script` (written beside them; the runs of before
 /// removed): `(bare, job, script file)`.
 pub(crate) fn fresh_runs(
