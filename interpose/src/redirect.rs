@@ -1383,35 +1383,8 @@ fn append_manifest_line(
         // Made now, the manifest would change the worker directory's times
         // after the call: in the worker's view they are the job
         // directory's own (`touch .`), so they are put back.
-        let slash = path
-            .iter()
-            .position(|&b| b == 0)
-            .and_then(|end| path[..end].iter().rposition(|&b| b == b'/'));
-        let dir_times = |path: &mut [u8], set: Option<&[libc::timespec; 2]>| {
-            let at = slash?;
-            path[at] = 0;
-            // The directory's path is NUL-terminated at `at` (restored below).
-            let r = match set {
-                // SAFETY: a NUL-terminated path.
-                None => unsafe { sys::stat(path.as_ptr().cast(), 0) }.map(|st| times_of(&st)),
-                Some(t) => {
-                    // SAFETY: a NUL-terminated path and two timespecs.
-                    unsafe {
-                        libc::syscall(
-                            libc::SYS_utimensat,
-                            libc::AT_FDCWD,
-                            path.as_ptr(),
-                            t.as_ptr(),
-                            0,
-                        )
-                    };
-                    None
-                }
-            };
-            path[at] = b'/';
-            r
-        };
-        let before = dir_times(path, None);
+        // SAFETY: a NUL-terminated path.
+        let before = in_parent(path, |dir| unsafe { sys::stat(dir, 0) }).flatten();
         // SAFETY: as above.
         fd = unsafe {
             sys::openat(
@@ -1421,14 +1394,31 @@ fn append_manifest_line(
                 0o644,
             )
         };
-        if let (true, Some(t)) = (fd >= 0, before) {
-            dir_times(path, Some(&t));
+        if let (true, Some(st)) = (fd >= 0, before) {
+            let times = times_of(&st);
+            in_parent(path, |dir| {
+                // SAFETY: a NUL-terminated path and two timespecs.
+                unsafe {
+                    libc::syscall(libc::SYS_utimensat, libc::AT_FDCWD, dir, times.as_ptr(), 0)
+                }
+            });
         }
     }
     if fd >= 0 {
         sys::write_all(fd, &line[..n]);
         sys::close(fd);
     }
+}
+
+/// `f` given the directory of the NUL-terminated `path` (cut at its last
+/// slash for the call, then restored); `None` without a slash.
+fn in_parent<R>(path: &mut [u8], f: impl FnOnce(*const libc::c_char) -> R) -> Option<R> {
+    let end = path.iter().position(|&b| b == 0)?;
+    let at = path[..end].iter().rposition(|&b| b == b'/')?;
+    path[at] = 0;
+    let r = f(path.as_ptr().cast());
+    path[at] = b'/';
+    Some(r)
 }
 
 /// Seeds a new table with what the worker's manifest lists (an earlier

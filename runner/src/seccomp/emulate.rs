@@ -151,6 +151,13 @@ pub fn syscall(nr: i64, args: &[u64; 6]) -> Result<i64, i32> {
     }
 }
 
+/// An open made here: at once, or waiting for a FIFO's other end (its
+/// `O_PATH` probe and the flags to open it with, waiting.rs).
+pub enum Opened {
+    Now(OwnedFd),
+    Waits { probe: OwnedFd, flags: i32 },
+}
+
 /// Opens the way `openat2(dirfd, path, how)` would, refusing to follow
 /// magic links (`/proc/self/…`, `/dev/stdout`: in the supervisor they
 /// would name the runner's own files). `below_worker`: `dirfd` is the held
@@ -159,14 +166,8 @@ pub fn syscall(nr: i64, args: &[u64; 6]) -> Result<i64, i32> {
 /// closed (the worker's own were followed in the view before). `Err(None)`:
 /// not emulated here (a magic link on the way, a special file whose open
 /// has side effects or blocks, flags openat2 refuses); the kernel must do
-/// it, or, below a worker, the call is refused.
-/// An open made here: at once, or waiting for a FIFO's other end (its
-/// `O_PATH` probe and the flags to open it with, waiting.rs).
-pub enum Opened {
-    Now(OwnedFd),
-    Waits { probe: OwnedFd, flags: i32 },
-}
-
+/// it, or, below a worker, the call is refused. The worker's own FIFO,
+/// device or socket: see [`open_special`].
 pub fn open(
     dirfd: RawFd,
     path: &CString,

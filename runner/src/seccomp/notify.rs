@@ -2519,12 +2519,12 @@ fn perform(
             (Intent::Flags(i), _) => (flags, args[i + 1] as u32),
             _ => return Performed::NotEmulated,
         };
-        if through_task_fd[0] && flags & libc::O_PATH != 0 {
-            // Only a handle on the task's own file: the kernel's to give
-            // (no O_PATH descriptor passes through ADDFD).
-            return Performed::NotEmulated;
-        }
         if through_task_fd[0] {
+            if flags & libc::O_PATH != 0 {
+                // Only a handle on the task's own file: the kernel's to
+                // give (no O_PATH descriptor passes through ADDFD).
+                return Performed::NotEmulated;
+            }
             // A reopen through the magic link of our descriptor (which
             // emulate::open refuses to follow).
             // SAFETY: a NUL-terminated path; the descriptor is owned below.
