@@ -843,6 +843,11 @@ fn copy_up(
         return;
     }
     let saved = SAVED.get();
+    // Bare, the moved directory keeps its times: the entries copied into
+    // its copy change none (review 8 F1).
+    dst[dlen] = 0;
+    // SAFETY: NUL-terminated path.
+    let before = unsafe { sys::stat(dst.as_ptr().cast(), libc::AT_SYMLINK_NOFOLLOW) };
     each_entry(&mut src[..], slen, |src, name, _| {
         let (s, d) = (slen + 1 + name.len(), dlen + 1 + name.len());
         if s >= src.len() || d >= dst.len() {
@@ -885,6 +890,11 @@ fn copy_up(
                 if ok {
                     copy_up(src, s, dst, d, scratch, work, depth + 1);
                 }
+                if r == 0 {
+                    // A new copy: the shared directory's times.
+                    dst[d] = 0;
+                    set_times(dst, &mpaudit_core::times::of(&st));
+                }
                 ok
             }
             libc::S_IFREG => copy_file(src, dst, st.st_mode & 0o7777, st.st_size as u64),
@@ -902,6 +912,28 @@ fn copy_up(
             }
         }
     });
+    dst[dlen] = 0;
+    // SAFETY: NUL-terminated path.
+    let after = unsafe { sys::stat(dst.as_ptr().cast(), libc::AT_SYMLINK_NOFOLLOW) };
+    if let (Some(b), Some(a)) = (before, after) {
+        if mpaudit_core::times::modified_between(&b, &a) {
+            set_times(dst, &mpaudit_core::times::of(&b));
+        }
+    }
+}
+
+/// utimensat of the NUL-terminated `path`, a symlink not followed.
+fn set_times(path: &[u8], times: &[libc::timespec; 2]) {
+    // SAFETY: a NUL-terminated path and two timespecs.
+    unsafe {
+        libc::syscall(
+            libc::SYS_utimensat,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
 }
 
 /// The one walker of directories this module reads itself: calls

@@ -576,7 +576,8 @@ pub fn prepare_target(
         let next = match open_dir_below(fd, comp, buf) {
             Err(libc::ENOENT) if create => {
                 let mode = shared_counterpart_mode(original, target, end, worker_dir.len(), rest);
-                match mode.and_then(|m| mkdir_below(fd, comp, m, buf)) {
+                let made = mode.and_then(|m| keeping_times(fd, || mkdir_below(fd, comp, m, buf)));
+                match made {
                     Ok(()) => open_dir_below(fd, comp, buf),
                     Err(e) => Err(e),
                 }
@@ -591,7 +592,9 @@ pub fn prepare_target(
     if let (Seed::Content | Seed::ModeOnly | Seed::Metadata, Some(st)) = (seed, orig) {
         let (name, rest) = rest.split_at_mut(MAX_ABS + 1);
         if let Some(name) = sys::c_path(&target[leaf..], name) {
-            match copy_original(original, st, seed, fd, name, buf, rest) {
+            match keeping_times(fd, || {
+                copy_original(original, st, seed, fd, name, buf, rest)
+            }) {
                 Ok(s) => seeded = s,
                 Err(e) => {
                     sys::close(fd);
@@ -729,14 +732,41 @@ fn shared_counterpart_mode(
     }
 }
 
-/// A file's access and modification times, as utimensat takes them.
-fn times_of(st: &libc::stat) -> [libc::timespec; 2] {
-    let ts = |tv_sec, tv_nsec| libc::timespec { tv_sec, tv_nsec };
-    [
-        ts(st.st_atime, st.st_atime_nsec),
-        ts(st.st_mtime, st.st_mtime_nsec),
-    ]
+/// Runs `make`, which adds to the worker's directory `dir` (O_PATH) an
+/// entry the worker's view already showed (a copy-up, a parent made for
+/// one, a copy of a subdirectory's metadata): bare, the directory's times
+/// stay, so they are put back (review 8 F1; the view shows them once the
+/// worker set them). A change of the program's own to the directory
+/// between the two is lost with them (docs/limitations.md).
+fn keeping_times<R>(dir: libc::c_int, make: impl FnOnce() -> R) -> R {
+    let before = sys::fstat(dir);
+    let made = make();
+    if let (Some(b), Some(a)) = (before, sys::fstat(dir)) {
+        if mpaudit_core::times::modified_between(&b, &a) {
+            set_dir_times(dir, &times_of(&b));
+        }
+    }
+    made
 }
+
+/// Marks the worker's directory `dir` (a descriptor) changed now, as
+/// removing an entry does bare: for a removal the view makes without
+/// touching the directory's copy (a shared name hidden by the table).
+pub fn touch_dir(dir: libc::c_int) {
+    set_dir_times(dir, &mpaudit_core::times::ENTRY_REMOVED);
+}
+
+/// utimensat of the directory a descriptor (O_PATH too) holds, through
+/// its `/proc/self/fd` link: no name below the worker directory is
+/// resolved again.
+fn set_dir_times(dir: libc::c_int, times: &[libc::timespec; 2]) {
+    let mut link = [0u8; 32];
+    let p = descriptor_link(dir, &mut link);
+    // SAFETY: a NUL-terminated path and two timespecs.
+    unsafe { libc::syscall(libc::SYS_utimensat, libc::AT_FDCWD, p, times.as_ptr(), 0) };
+}
+
+use mpaudit_core::times::of as times_of;
 
 /// Creates `name` below `dir` as the worker's copy of `original` (whose
 /// lstat is `st`), unless it exists already (an earlier copy): a regular

@@ -16,4 +16,5 @@ pub mod path;
 pub mod policy;
 pub mod script;
 pub mod table;
+pub mod times;
 pub mod walk;

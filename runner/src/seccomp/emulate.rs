@@ -479,9 +479,20 @@ pub fn prepare_target(
                 }
                 match std::fs::metadata(std::ffi::OsStr::from_bytes(&o)) {
                     Ok(m) if m.is_dir() => {
-                        use std::os::unix::fs::PermissionsExt;
-                        if here.make_dir(m.permissions().mode()).is_err() {
-                            return Ok(()); // the call's own errno
+                        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+                        match here.make_dir(m.permissions().mode()) {
+                            // The copy stands for the shared directory in
+                            // the view: its times too (review 8 F1).
+                            Ok(true) => {
+                                let times = mpaudit_core::times::pair(
+                                    (m.atime(), m.atime_nsec()),
+                                    (m.mtime(), m.mtime_nsec()),
+                                );
+                                let made = here.held_dir()?;
+                                super::beneath::set_times(made.as_raw_fd(), &times);
+                            }
+                            Ok(false) => {}
+                            Err(_) => return Ok(()), // the call's own errno
                         }
                     }
                     _ => return Ok(()), // no shared parent: the call fails as it would bare

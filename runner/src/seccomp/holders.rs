@@ -219,16 +219,10 @@ pub fn orphan(s: Stopped, abs: &[u8], worker_dir: &[u8], at: &[u8]) -> Option<Or
         place
             .make_file(mode, |to| {
                 std::io::copy(&mut from, to)?;
-                let times = [
-                    libc::timespec {
-                        tv_sec: shared.atime(),
-                        tv_nsec: shared.atime_nsec(),
-                    },
-                    libc::timespec {
-                        tv_sec: shared.mtime(),
-                        tv_nsec: shared.mtime_nsec(),
-                    },
-                ];
+                let times = mpaudit_core::times::pair(
+                    (shared.atime(), shared.atime_nsec()),
+                    (shared.mtime(), shared.mtime_nsec()),
+                );
                 // SAFETY: our own descriptor and two live timespecs.
                 unsafe { libc::futimens(to.as_raw_fd(), times.as_ptr()) };
                 Ok(())

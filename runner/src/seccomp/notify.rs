@@ -1979,9 +1979,11 @@ fn copy_dir_up(sup: &mut Supervision, w: u32, shared: &[u8], copy: &[u8]) -> Res
     let wd = sup.redirects.worker_dir(w);
     let place = Place::of(wd.as_os_str().as_bytes(), copy)?;
     // A copy that exists already keeps its own mode (a `chmod` of the
-    // shared directory made it).
-    place.make_dir(mode)?;
+    // shared directory made it) and times; a new one takes the shared
+    // directory's, as the moved directory keeps them bare (review 8 F1).
+    let made = place.make_dir(mode)?;
     let dir = place.held_dir()?;
+    let shared_times = std::fs::symlink_metadata(os(shared)).map_err(errno)?;
     for entry in std::fs::read_dir(os(shared)).map_err(errno)? {
         let entry = entry.map_err(errno)?;
         let name = entry.file_name();
@@ -2018,6 +2020,13 @@ fn copy_dir_up(sup: &mut Supervision, w: u32, shared: &[u8], copy: &[u8]) -> Res
             let mode = f.metadata().map_err(errno)?.permissions().mode();
             here.make_file(mode, |to| std::io::copy(&mut f, to).map(|_| ()))?;
         }
+    }
+    if made {
+        use std::os::unix::fs::MetadataExt;
+        let m = &shared_times;
+        let times =
+            mpaudit_core::times::pair((m.atime(), m.atime_nsec()), (m.mtime(), m.mtime_nsec()));
+        beneath::set_times(dir.as_raw_fd(), &times);
     }
     Ok(())
 }
@@ -2315,7 +2324,7 @@ fn perform(
             // A removal of a shared file this worker never wrote: it
             // vanishes from the worker's view (the new redirect names a
             // copy that does not exist); the shared file stays.
-            return Performed::Done(if rmdir {
+            let answer = if rmdir {
                 match emulate::removable_dir(abs) {
                     Ok(()) => Answer::Value(0),
                     Err(e) => Answer::Fail(e),
@@ -2326,7 +2335,15 @@ fn perform(
                 Answer::Fail(libc::EISDIR)
             } else {
                 Answer::Value(0)
-            });
+            };
+            // Bare, the directory's times change (its copy's, when the
+            // view shows them: review 8 F1).
+            if matches!(answer, Answer::Value(0)) {
+                if let Ok(place) = Place::of(wd.as_os_str().as_bytes(), u) {
+                    place.touch_parent();
+                }
+            }
+            return Performed::Done(answer);
         }
     }
     if link_fd.is_some_and(|(_, l)| l == super::linkfd::Linkable::Never)

@@ -15,7 +15,6 @@
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::os::fd::RawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -251,18 +250,11 @@ impl Redirects {
         let path = wd.join(MANIFEST);
         let written =
             super::beneath::Place::of(wd.as_os_str().as_bytes(), path.as_os_str().as_bytes())
-                .and_then(|place| {
-                    // Made now, the manifest would change the worker
-                    // directory's times after the call: in the worker's
-                    // view they are the job directory's own (`touch .`;
-                    // review 6, findings 2 and 3), so they are put back.
-                    let times = place.lstat().is_none().then(|| times_of(place.dir()));
-                    let f = place.open_append(0o644)?;
-                    if let Some(Some(t)) = times {
-                        set_times(place.dir(), &t);
-                    }
-                    Ok(f)
-                })
+                // Made now, the manifest would change the worker
+                // directory's times after the call: in the worker's view
+                // they are the job directory's own (`touch .`; review 6,
+                // findings 2 and 3), so they are put back.
+                .and_then(|place| place.keeping_times(|| place.open_append(0o644)))
                 .map_err(std::io::Error::from_raw_os_error)
                 .and_then(|mut f| f.write_all(&line));
         if let Err(e) = written {
@@ -273,32 +265,6 @@ impl Redirects {
             );
         }
     }
-}
-
-/// The access and modification times of the directory `dir`.
-fn times_of(dir: RawFd) -> Option<[libc::timespec; 2]> {
-    // SAFETY: an all-zero stat is a valid out-buffer.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: our descriptor, a live buffer.
-    if unsafe { libc::fstat(dir, &mut st) } != 0 {
-        return None;
-    }
-    let ts = |sec, nsec| libc::timespec {
-        tv_sec: sec,
-        tv_nsec: nsec,
-    };
-    Some([
-        ts(st.st_atime, st.st_atime_nsec),
-        ts(st.st_mtime, st.st_mtime_nsec),
-    ])
-}
-
-/// Sets the times of the directory `dir` (held, possibly `O_PATH`: through
-/// its descriptor link).
-fn set_times(dir: RawFd, times: &[libc::timespec; 2]) {
-    let link = super::beneath::fd_path(dir);
-    // SAFETY: a NUL-terminated path, two timespecs.
-    unsafe { libc::utimensat(libc::AT_FDCWD, link.as_ptr(), times.as_ptr(), 0) };
 }
 
 /// Puts the redirects of the worker's manifest into a new table (a later

@@ -25,6 +25,7 @@ mod review3_runner;
 mod review4;
 mod review6;
 mod review7;
+mod review8;
 mod runner;
 mod seccomp;
 mod symbols;
