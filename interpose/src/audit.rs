@@ -1206,6 +1206,22 @@ unsafe fn judge_then_call<R: Outcome>(
         // removal: the real call then fails as a second removal does.)
         if r.new && !target_exists && a.path.abs.is_some_and(|p| exists(p, work)) {
             if let Some(ok) = R::success() {
+                // Bare, the kernel first asks whether the directory may
+                // lose the name (may_delete): its copy has the view's mode
+                // and owner (review 8 F2).
+                let owner = a.path.abs.and_then(|p| view::lstat(p, work).ok().flatten());
+                let refused = match (held[0] >= 0, owner) {
+                    (true, Some(st)) => redirect::may_remove_from(held[0], st.st_uid).err(),
+                    _ => None,
+                };
+                if let Some(e) = refused {
+                    release(held);
+                    unseed(route1, target);
+                    finish(call, &a, action, shown_target!(), -1, e, work);
+                    core::mem::forget(entry_errno);
+                    sys::set_errno(e);
+                    return R::failure();
+                }
                 // Bare, the directory's times change (its copy's, when the
                 // view shows them: review 8 F1).
                 if held[0] >= 0 {

@@ -319,7 +319,7 @@ pub fn root_take(abs: &[u8], work: &mut [u8]) {
         return;
     };
     let mut p = SliceSink::new(&mut path[n..]);
-    p.put(b"/mpaudit-redirects.jsonl\0");
+    p.put(MANIFEST_NAME);
     if !p.overflow {
         append_manifest_line(path, line, abs, target, k as u64, true);
     }
@@ -576,7 +576,7 @@ pub fn prepare_target(
         let next = match open_dir_below(fd, comp, buf) {
             Err(libc::ENOENT) if create => {
                 let mode = shared_counterpart_mode(original, target, end, worker_dir.len(), rest);
-                let made = mode.and_then(|m| keeping_times(fd, || mkdir_below(fd, comp, m, buf)));
+                let made = mode.and_then(|m| adding_unseen(fd, || mkdir_below(fd, comp, m, buf)));
                 match made {
                     Ok(()) => open_dir_below(fd, comp, buf),
                     Err(e) => Err(e),
@@ -592,7 +592,7 @@ pub fn prepare_target(
     if let (Seed::Content | Seed::ModeOnly | Seed::Metadata, Some(st)) = (seed, orig) {
         let (name, rest) = rest.split_at_mut(MAX_ABS + 1);
         if let Some(name) = sys::c_path(&target[leaf..], name) {
-            match keeping_times(fd, || {
+            match adding_unseen(fd, || {
                 copy_original(original, st, seed, fd, name, buf, rest)
             }) {
                 Ok(s) => seeded = s,
@@ -734,13 +734,33 @@ fn shared_counterpart_mode(
 
 /// Runs `make`, which adds to the worker's directory `dir` (O_PATH) an
 /// entry the worker's view already showed (a copy-up, a parent made for
-/// one, a copy of a subdirectory's metadata): bare, the directory's times
-/// stay, so they are put back (review 8 F1; the view shows them once the
-/// worker set them). A change of the program's own to the directory
-/// between the two is lost with them (docs/limitations.md).
-fn keeping_times<R>(dir: libc::c_int, make: impl FnOnce() -> R) -> R {
+/// one, a copy of a subdirectory's metadata, the manifest). Bare, the
+/// directory is not written:
+/// - a copy the worker made read-only (`chmod 555 d`, or the shared
+///   directory's own mode) is given owner write and search for the time
+///   of `make`, then its mode back (review 8 F2: a non-root worker's
+///   copy-ups failed with EACCES where bare succeeds);
+/// - its times stay, so they are put back (review 8 F1; the view shows
+///   them once the worker set them).
+///
+/// A change of the program's own to the directory between the two is lost
+/// with them (docs/policy.md, "Not emulated").
+fn adding_unseen<R>(dir: libc::c_int, make: impl FnOnce() -> R) -> R {
     let before = sys::fstat(dir);
+    let mut link = [0u8; 32];
+    let p = descriptor_link(dir, &mut link);
+    let locked = before.filter(|b| b.st_mode & 0o300 != 0o300);
+    let chmod = |mode: u32| {
+        // SAFETY: a NUL-terminated path; the descriptor's directory.
+        unsafe { libc::syscall(libc::SYS_fchmodat, libc::AT_FDCWD, p, mode, 0) }
+    };
+    if let Some(b) = locked {
+        chmod(b.st_mode & 0o7777 | 0o300);
+    }
     let made = make();
+    if let Some(b) = locked {
+        chmod(b.st_mode & 0o7777);
+    }
     if let (Some(b), Some(a)) = (before, sys::fstat(dir)) {
         if mpaudit_core::times::modified_between(&b, &a) {
             set_dir_times(dir, &times_of(&b));
@@ -754,6 +774,45 @@ fn keeping_times<R>(dir: libc::c_int, make: impl FnOnce() -> R) -> R {
 /// touching the directory's copy (a shared name hidden by the table).
 pub fn touch_dir(dir: libc::c_int) {
     set_dir_times(dir, &mpaudit_core::times::ENTRY_REMOVED);
+}
+
+/// Whether this process may remove an entry owned by `owner` from the
+/// worker's directory `dir` (a descriptor of it), as the kernel's
+/// may_delete asks: write and search permission on it (EACCES), and in a
+/// sticky directory the entry's or the directory's ownership (EPERM).
+pub fn may_remove_from(dir: libc::c_int, owner: libc::uid_t) -> Result<(), i32> {
+    let mut link = [0u8; 32];
+    let p = descriptor_link(dir, &mut link);
+    let how = libc::W_OK | libc::X_OK;
+    // SAFETY: a NUL-terminated path; plain integers.
+    let mut r = unsafe {
+        libc::syscall(
+            libc::SYS_faccessat2,
+            libc::AT_FDCWD,
+            p,
+            how,
+            libc::AT_EACCESS,
+        )
+    };
+    if r < 0 && sys::errno() == libc::ENOSYS {
+        // Before Linux 5.8: the real ids, which a worker rarely sets apart.
+        // SAFETY: as above.
+        r = unsafe { libc::syscall(libc::SYS_faccessat, libc::AT_FDCWD, p, how) };
+    }
+    if r < 0 {
+        return match sys::errno() {
+            libc::EACCES | libc::EROFS => Err(sys::errno()),
+            _ => Ok(()), // the call's own checks answer
+        };
+    }
+    // SAFETY: a plain getter.
+    let euid = unsafe { libc::geteuid() };
+    match sys::fstat(dir) {
+        Some(st) if !mpaudit_core::namei::sticky_allows(st.st_mode, st.st_uid, owner, euid) => {
+            Err(libc::EPERM)
+        }
+        _ => Ok(()),
+    }
 }
 
 /// utimensat of the directory a descriptor (O_PATH too) holds, through
@@ -1342,11 +1401,15 @@ pub fn make_shared_parents(abs: &[u8], work: &mut [u8]) {
 
 /// `<worker dir>/mpaudit-redirects.jsonl` with a NUL, into `out`; false
 /// outside a worker or when it does not fit.
+/// The manifest's name in the worker directory, NUL-terminated, with its
+/// slash.
+const MANIFEST_NAME: &[u8] = b"/mpaudit-redirects.jsonl\0";
+
 fn manifest_path(out: &mut [u8]) -> bool {
     let worker_dir = SAVED.get().worker_dir.as_bytes();
     let mut p = SliceSink::new(out);
     p.put(worker_dir);
-    p.put(b"/mpaudit-redirects.jsonl\0");
+    p.put(MANIFEST_NAME);
     !worker_dir.is_empty() && !p.overflow
 }
 
@@ -1410,33 +1473,39 @@ fn append_manifest_line(
     // whole across the worker's processes.
     let mut fd = unsafe { sys::openat(libc::AT_FDCWD, path.as_ptr().cast(), flags, 0) };
     if fd == -libc::ENOENT {
-        // Made now, the manifest would change the worker directory's times
-        // after the call: in the worker's view they are the job
-        // directory's own (`touch .`), so they are put back.
+        // Made now in the worker directory, which stands for the job
+        // directory in the worker's view (its times, `touch .`; its mode,
+        // `chmod 555 .`): made without a trace there.
+        let dir_flags = libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
         // SAFETY: a NUL-terminated path.
-        let before = in_parent(path, |dir| unsafe { sys::stat(dir, 0) }).flatten();
-        // SAFETY: as above.
-        fd = unsafe {
-            sys::openat(
-                libc::AT_FDCWD,
-                path.as_ptr().cast(),
-                flags | libc::O_CREAT,
-                0o644,
-            )
-        };
-        if let (true, Some(st)) = (fd >= 0, before) {
-            let times = times_of(&st);
-            in_parent(path, |dir| {
-                // SAFETY: a NUL-terminated path and two timespecs.
-                unsafe {
-                    libc::syscall(libc::SYS_utimensat, libc::AT_FDCWD, dir, times.as_ptr(), 0)
-                }
+        let dir = in_parent(path, |d| unsafe {
+            sys::openat(libc::AT_FDCWD, d, dir_flags, 0)
+        });
+        if let Some(dir @ 0..) = dir {
+            let leaf = &MANIFEST_NAME[1..];
+            fd = adding_unseen(dir, || {
+                // SAFETY: a NUL-terminated name below our descriptor.
+                unsafe { sys::openat(dir, leaf.as_ptr().cast(), flags | libc::O_CREAT, 0o644) }
             });
+            sys::close(dir);
         }
     }
     if fd >= 0 {
         sys::write_all(fd, &line[..n]);
         sys::close(fd);
+    } else {
+        warn_manifest_unwritable();
+    }
+}
+
+/// Once per process: the manifest could not be written (its line is
+/// lost; the merge finds the worker's files by walking its directory).
+fn warn_manifest_unwritable() {
+    static WARNED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+    if !WARNED.swap(true, Relaxed) {
+        crate::process::warn(
+            b"mpaudit: cannot write the worker's redirect manifest; the merge may miss removals and renames of this worker\n",
+        );
     }
 }
 

@@ -308,6 +308,14 @@ fn unlink(n: &Name) -> Result<(), c_int> {
     }
 }
 
+/// `check_sticky` of `may_delete`: in a sticky directory (mode
+/// `dir_mode`, owner `dir_uid`) only the entry's owner, the directory's
+/// owner or root (`euid` 0, CAP_FOWNER) may remove an entry owned by
+/// `entry_uid`.
+pub fn sticky_allows(dir_mode: u32, dir_uid: u32, entry_uid: u32, euid: u32) -> bool {
+    dir_mode & libc::S_ISVTX == 0 || euid == 0 || euid == entry_uid || euid == dir_uid
+}
+
 /// `do_rmdir`, `may_delete(dir, victim, true)` and the file system's
 /// emptiness check.
 fn rmdir(n: &Name) -> Result<(), c_int> {
@@ -549,6 +557,16 @@ mod tests {
             Err(ENOENT)
         );
         assert_eq!(one(Op::Mkdir, Name::new(b"x/", Kind::Absent, false)), OK);
+    }
+
+    #[test]
+    fn a_sticky_directory_lets_only_owners_and_root_remove() {
+        let sticky = libc::S_IFDIR | 0o1777;
+        assert!(sticky_allows(libc::S_IFDIR | 0o777, 1, 2, 3));
+        assert!(!sticky_allows(sticky, 1, 2, 3));
+        assert!(sticky_allows(sticky, 1, 2, 2));
+        assert!(sticky_allows(sticky, 3, 2, 3));
+        assert!(sticky_allows(sticky, 1, 2, 0));
     }
 
     #[test]

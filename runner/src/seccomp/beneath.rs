@@ -261,13 +261,30 @@ impl Place {
     /// Runs `make`, which adds the leaf to the held parent where the
     /// worker's view already showed a name (every copy the supervisor
     /// makes: a copy-up, a parent made for one, a directory's copy being
-    /// filled, the manifest): bare, the directory's times stay, so they
-    /// are put back (review 8 F1; the view shows them once the worker set
-    /// them). A change of the program's own to the directory between the
-    /// two is lost with them (docs/limitations.md).
-    pub fn keeping_times<R>(&self, make: impl FnOnce() -> R) -> R {
+    /// filled, the manifest). Bare, the directory is not written:
+    /// - a copy the worker made read-only (`chmod 555 d`, or the shared
+    ///   directory's own mode) is given owner write and search for the
+    ///   time of `make`, then its mode back (review 8 F2);
+    /// - its times stay, so they are put back (review 8 F1; the view
+    ///   shows them once the worker set them).
+    ///
+    /// A change of the program's own to the directory between the two is
+    /// lost with them (docs/policy.md, "Not emulated").
+    pub fn adding_unseen<R>(&self, make: impl FnOnce() -> R) -> R {
         let before = fstat(self.dir());
+        let locked = before.filter(|b| b.st_mode & 0o300 != 0o300);
+        let link = fd_path(self.dir());
+        let chmod = |mode: u32| {
+            // SAFETY: a NUL-terminated path: the held directory's link.
+            unsafe { libc::fchmodat(libc::AT_FDCWD, link.as_ptr(), mode, 0) };
+        };
+        if let Some(b) = locked {
+            chmod(b.st_mode & 0o7777 | 0o300);
+        }
         let made = make();
+        if let Some(b) = locked {
+            chmod(b.st_mode & 0o7777);
+        }
         if let (Some(b), Some(a)) = (before, fstat(self.dir())) {
             if mpaudit_core::times::modified_between(&b, &a) {
                 set_times(self.dir(), &mpaudit_core::times::of(&b));
@@ -283,10 +300,36 @@ impl Place {
         set_times(self.dir(), &mpaudit_core::times::ENTRY_REMOVED);
     }
 
+    /// Whether the supervisor (with the task's filesystem ids: it acts
+    /// only for such tasks) may remove an entry owned by `owner` from the
+    /// held parent, as the kernel's may_delete asks: write and search
+    /// permission (EACCES), and in a sticky directory the entry's or the
+    /// directory's ownership (EPERM). For a removal the view makes without
+    /// a call (review 8 F2).
+    pub fn may_remove(&self, owner: u32) -> Result<(), i32> {
+        let link = fd_path(self.dir());
+        let how = libc::W_OK | libc::X_OK;
+        // SAFETY: a NUL-terminated path; plain integers.
+        if unsafe { libc::faccessat(libc::AT_FDCWD, link.as_ptr(), how, libc::AT_EACCESS) } != 0 {
+            return match super::emulate::errno() {
+                e @ (libc::EACCES | libc::EROFS) => Err(e),
+                _ => Ok(()), // the call's own checks answer
+            };
+        }
+        // SAFETY: a plain getter.
+        let euid = unsafe { libc::geteuid() };
+        match fstat(self.dir()) {
+            Some(st) if !mpaudit_core::namei::sticky_allows(st.st_mode, st.st_uid, owner, euid) => {
+                Err(libc::EPERM)
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Makes the leaf a directory with exactly `mode` (umask aside).
     /// `Ok(false)`: something is there already, left as it is.
     pub fn make_dir(&self, mode: u32) -> Result<bool, i32> {
-        self.keeping_times(|| {
+        self.adding_unseen(|| {
             // SAFETY: our descriptor and a NUL-terminated name.
             if unsafe { libc::mkdirat(self.dir(), self.leaf.as_ptr(), mode as libc::mode_t) } != 0 {
                 return match super::emulate::errno() {
@@ -303,7 +346,7 @@ impl Place {
     /// Makes the leaf a symlink with `text`.
     pub fn make_symlink(&self, text: &[u8]) -> Result<(), i32> {
         let text = CString::new(text).map_err(|_| libc::EINVAL)?;
-        self.keeping_times(|| {
+        self.adding_unseen(|| {
             // SAFETY: two NUL-terminated strings and our descriptor.
             if unsafe { libc::symlinkat(text.as_ptr(), self.dir(), self.leaf.as_ptr()) } != 0 {
                 return Err(super::emulate::errno());
@@ -320,7 +363,7 @@ impl Place {
         mode: u32,
         fill: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
     ) -> Result<(), i32> {
-        self.keeping_times(|| self.make_file_now(mode, fill))
+        self.adding_unseen(|| self.make_file_now(mode, fill))
     }
 
     fn make_file_now(

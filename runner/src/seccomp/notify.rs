@@ -2323,7 +2323,17 @@ fn perform(
         if removes && !emulate::exists(u) && emulate::exists(abs) {
             // A removal of a shared file this worker never wrote: it
             // vanishes from the worker's view (the new redirect names a
-            // copy that does not exist); the shared file stays.
+            // copy that does not exist); the shared file stays. The
+            // kernel first asks whether the directory may lose the name
+            // (may_delete): its copy has the view's mode and owner.
+            let place = Place::of(wd.as_os_str().as_bytes(), u).ok();
+            let owner = std::fs::symlink_metadata(std::ffi::OsStr::from_bytes(abs)).ok();
+            if let (Some(place), Some(owner)) = (&place, owner) {
+                use std::os::unix::fs::MetadataExt;
+                if let Err(e) = place.may_remove(owner.uid()) {
+                    return Performed::Done(Answer::Fail(e));
+                }
+            }
             let answer = if rmdir {
                 match emulate::removable_dir(abs) {
                     Ok(()) => Answer::Value(0),
@@ -2338,10 +2348,8 @@ fn perform(
             };
             // Bare, the directory's times change (its copy's, when the
             // view shows them: review 8 F1).
-            if matches!(answer, Answer::Value(0)) {
-                if let Ok(place) = Place::of(wd.as_os_str().as_bytes(), u) {
-                    place.touch_parent();
-                }
+            if let (Answer::Value(0), Some(place)) = (&answer, &place) {
+                place.touch_parent();
             }
             return Performed::Done(answer);
         }

@@ -254,7 +254,7 @@ impl Redirects {
                 // directory's times after the call: in the worker's view
                 // they are the job directory's own (`touch .`; review 6,
                 // findings 2 and 3), so they are put back.
-                .and_then(|place| place.keeping_times(|| place.open_append(0o644)))
+                .and_then(|place| place.adding_unseen(|| place.open_append(0o644)))
                 .map_err(std::io::Error::from_raw_os_error)
                 .and_then(|mut f| f.write_all(&line));
         if let Err(e) = written {

@@ -394,15 +394,34 @@ e2e!(
 /// is exactly as it was (inode, mode, owner, times, content). Returns the
 /// output and the worker directory.
 fn same_ops(dir: &TestDir, setup: impl Fn(&Path), script: &str) -> (String, std::path::PathBuf) {
+    same_ops_as(dir, setup, script, None)
+}
+
+/// [`same_ops`], both runs as the user `uid` (its group too, no
+/// supplementary groups) when given.
+fn same_ops_as(
+    dir: &TestDir,
+    setup: impl Fn(&Path),
+    script: &str,
+    uid: Option<u32>,
+) -> (String, std::path::PathBuf) {
+    use std::os::unix::process::CommandExt;
     let (bare_dir, job, script_file) = fresh_runs(dir, setup, script);
     let exec = fixture("ops_exec");
+    let executor = || {
+        let mut c = Command::new(&exec);
+        if let Some(u) = uid {
+            c.uid(u).gid(u);
+        }
+        c
+    };
     let bare = run(
-        Command::new(&exec).arg(&script_file).current_dir(&bare_dir),
+        executor().arg(&script_file).current_dir(&bare_dir),
         DEADLINE,
     );
     let before = shared_snapshot(&job);
     let workers = dir.join("workers");
-    let mut c = Command::new(&exec);
+    let mut c = executor();
     c.arg(&script_file)
         .current_dir(&job)
         .env("LD_PRELOAD", lib())
@@ -1136,11 +1155,21 @@ pub(crate) fn sweep(
 
 /// [`same_ops`] as a result: the script when the runs differ.
 pub(crate) fn same_ops_or_err(dir: &TestDir, setup: fn(&Path), script: &str) -> Result<(), String> {
+    same_ops_as_or_err(dir, setup, script, None)
+}
+
+/// [`same_ops_or_err`], both runs as the user `uid` when given.
+pub(crate) fn same_ops_as_or_err(
+    dir: &TestDir,
+    setup: fn(&Path),
+    script: &str,
+    uid: Option<u32>,
+) -> Result<(), String> {
     for d in ["bare", "job", "workers", "logs"] {
         let _ = std::fs::remove_dir_all(dir.join(d));
     }
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        same_ops(dir, setup, script)
+        same_ops_as(dir, setup, script, uid)
     }))
     .map(|_| ())
     .map_err(|_| script.to_owned())
@@ -1282,7 +1311,7 @@ pub(crate) fn same_supervised_ops(
     setup: impl Fn(&Path),
     script: &str,
 ) -> Result<(), String> {
-    same_supervised_run(dir, setup, script, Shown::default())
+    same_supervised_run(dir, setup, script, Shown::default(), None)
 }
 
 /// What the final tree of [`same_supervised_run`] shows beyond the names
@@ -1317,13 +1346,27 @@ pub(crate) fn fresh_runs(
     (bare_dir, job, script_file)
 }
 
-/// [`same_supervised_ops`], the final tree shown as `shown` says.
+/// [`same_supervised_ops`], both runs (the runner too) as the user `uid`
+/// (its group, no supplementary groups).
+pub(crate) fn same_supervised_ops_as(
+    dir: &TestDir,
+    setup: impl Fn(&Path),
+    script: &str,
+    uid: u32,
+) -> Result<(), String> {
+    same_supervised_run(dir, setup, script, Shown::default(), Some(uid))
+}
+
+/// [`same_supervised_ops`], the final tree shown as `shown` says, both
+/// runs as the user `uid` when given.
 fn same_supervised_run(
     dir: &TestDir,
     setup: impl Fn(&Path),
     script: &str,
     shown: Shown,
+    uid: Option<u32>,
 ) -> Result<(), String> {
+    use std::os::unix::process::CommandExt;
     const NAMES: &str = "a b c d e e2 e3 f g k l m m2 n s x zz";
     let probe = |c: &mut Command| {
         if !shown.listings {
@@ -1338,11 +1381,15 @@ fn same_supervised_run(
     let mut b = Command::new(&exec);
     b.arg(&script_file).current_dir(&bare_dir);
     probe(&mut b);
-    let bare = run(&mut b, DEADLINE);
-    let before = shared_snapshot(&job);
     let mut c = redirecting_runner(&job, &dir.path);
     c.arg("--").arg(&exec).arg(&script_file);
     probe(&mut c);
+    if let Some(u) = uid {
+        b.uid(u).gid(u);
+        c.uid(u).gid(u);
+    }
+    let bare = run(&mut b, DEADLINE);
+    let before = shared_snapshot(&job);
     let sup = run(&mut c, DEADLINE);
     if stdout(&sup) != stdout(&bare) {
         return Err(format!(
@@ -1591,7 +1638,7 @@ e2e!(the_supervisor_reads_links_in_the_view_as_bare, |dir| {
             listings: false,
             link_targets: true,
         };
-        same_supervised_run(&dir, sweep_tree_with_links, script, shown)
+        same_supervised_run(&dir, sweep_tree_with_links, script, shown, None)
     });
     assert!(
         failed.is_empty(),
@@ -1655,7 +1702,7 @@ e2e!(
                 listings: true,
                 link_targets: true,
             };
-            same_supervised_run(&dir, sweep_tree_with_links, script, shown)
+            same_supervised_run(&dir, sweep_tree_with_links, script, shown, None)
         });
         assert!(
             failed.is_empty(),

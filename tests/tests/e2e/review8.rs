@@ -2,7 +2,9 @@
 //! do once the worker changed them, bare vs redirected (library) and bare
 //! vs supervised, as review 6's sweeps.
 
-use crate::redirect_exact::{same_ops_or_err, same_supervised_ops, sweep};
+use crate::redirect_exact::{
+    same_ops_as_or_err, same_ops_or_err, same_supervised_ops, same_supervised_ops_as, sweep,
+};
 use mpaudit_tests::*;
 use std::path::Path;
 
@@ -106,5 +108,78 @@ e2e!(
     the_supervisor_keeps_the_times_the_worker_set_on_a_directory,
     |dir| {
         assert_none(differing(&dir, TIMES_OF_A_DIRECTORY_THE_WORKER_SET, true));
+    }
+);
+
+/// The user the F2 scripts run as (bare and redirected): the tree and the
+/// test's directory are theirs.
+const NOBODY: u32 = 65534;
+
+/// [`tree`] owned by [`NOBODY`], and the directory the runs' workers and
+/// logs directories go in too.
+fn nobody_s_tree(d: &Path) {
+    tree(d);
+    let own = |p: &Path| std::os::unix::fs::lchown(p, Some(NOBODY), Some(NOBODY)).unwrap();
+    own(d.parent().unwrap());
+    for p in ["", "a", "d", "e", "e/x", "e/s", "e/s/y"] {
+        own(&d.join(p));
+    }
+}
+
+/// F2: a directory the worker (not root) made read-only, or that is
+/// read-only in the shared tree, still takes the copy-ups of its files,
+/// as bare the open, truncate or chmod of an existing file writes no
+/// directory; what would add a name fails with EACCES, as bare.
+const A_NON_ROOT_WORKER_S_READ_ONLY_DIRECTORY: &[&str] = &[
+    "chmod . 555\nopen 0 a WRONLY|APPEND\nwrite 0 z\nclose 0\nstat .",
+    "chmod . 555\nopen 0 e/x WRONLY|APPEND\nwrite 0 z\nclose 0",
+    "chmod e 555\nopen 0 e/x WRONLY|APPEND\nwrite 0 z\nclose 0\nstat e",
+    "chmod e 555\ntruncate e/x 0",
+    "chmod e 555\nchmod e/x 600\nstat e/x",
+    "chmod e 555\nopen 0 e/s/y RDWR\nwrite 0 z",
+    "chmod e 555\nchmod e/s 700\nstat e/s",
+    "chmod e 555\nopen 0 e/n WRONLY|CREAT 644",
+    "chmod e 555\nunlink e/x",
+    "chmod e 555\nrename e/x e/y",
+    "chmod e 555\nmkdir e/n 755",
+    "chmod . 555\nopen 0 n WRONLY|CREAT 644",
+    "chmod . 555\nmkdir m 755",
+    "chmod e 500\nopen 0 e/x WRONLY|APPEND\nwrite 0 z\nclose 0",
+    "chmod e 0\nopen 0 e/x WRONLY|APPEND\nchmod e 755\nopen 0 e/x WRONLY|APPEND\nwrite 0 z",
+    "chmod e 1777\nunlink e/x",
+    "chmod e 555\nrmdir d",
+    "chmod e 555\nchmod e 755\nunlink e/x\nstat e/x",
+    "chmod e 555\nchmod e 755\nopen 0 e/n WRONLY|CREAT 644\nstat e",
+];
+
+fn differing_as_nobody(dir: &TestDir, ops: &[&str], supervised: bool) -> Vec<String> {
+    sweep(&[], ops, |script| {
+        if supervised {
+            same_supervised_ops_as(dir, nobody_s_tree, script, NOBODY)
+        } else {
+            same_ops_as_or_err(dir, nobody_s_tree, script, Some(NOBODY))
+        }
+    })
+}
+
+e2e!(
+    the_library_copies_up_into_a_non_root_worker_s_read_only_directory,
+    |dir| {
+        assert_none(differing_as_nobody(
+            &dir,
+            A_NON_ROOT_WORKER_S_READ_ONLY_DIRECTORY,
+            false,
+        ));
+    }
+);
+
+e2e!(
+    the_supervisor_copies_up_into_a_non_root_worker_s_read_only_directory,
+    |dir| {
+        assert_none(differing_as_nobody(
+            &dir,
+            A_NON_ROOT_WORKER_S_READ_ONLY_DIRECTORY,
+            true,
+        ));
     }
 );
