@@ -48,6 +48,7 @@ extern "C" fn mpaudit_init(argc: c_int, argv: *const *const c_char, envp: *const
     hooks::resolve_syscall();
     hooks::resolve_frame_registry();
     hooks::resolve_dir_position();
+    note_kernel_release();
     // SAFETY: load time; argv/envp come from the loader.
     unsafe { state::init(argc, argv, envp) };
     stack::init();
@@ -65,6 +66,24 @@ extern "C" fn mpaudit_init(argc: c_int, argv: *const *const c_char, envp: *const
     redirect::attach_at_load();
     state::map_worker_counter();
     state::set_ready();
+}
+
+/// Tells the flag rules which kernel this is (`O_PATH|O_TMPFILE` before
+/// 5.6: mpaudit_core::flags).
+fn note_kernel_release() {
+    // SAFETY: an all-zero utsname is valid; uname fills it.
+    let mut u: libc::utsname = unsafe { core::mem::zeroed() };
+    // SAFETY: a live out-buffer.
+    if unsafe { libc::syscall(libc::SYS_uname, &mut u) } == 0 {
+        let release = &u.release;
+        let n = release
+            .iter()
+            .position(|&c| c == 0)
+            .unwrap_or(release.len());
+        // SAFETY: c_char and u8 have the same size; `n` is within the array.
+        let bytes = unsafe { core::slice::from_raw_parts(release.as_ptr().cast::<u8>(), n) };
+        mpaudit_core::flags::note_kernel_release(bytes);
+    }
 }
 
 #[used]

@@ -35,10 +35,59 @@ pub struct OpenIntent {
 /// with EINVAL instead.
 pub const O_PATH_KEEPS: i32 = libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
 
+/// Whether the running kernel makes a tmpfile for `O_PATH|O_TMPFILE`:
+/// before Linux 5.6, `build_open_flags` looked at `__O_TMPFILE` first and
+/// only otherwise reduced an `O_PATH` open's flags (review 8 F6). Set once
+/// at start ([`note_kernel_release`]); an atomic, so hooks read it from
+/// signal handlers.
+static O_PATH_TMPFILE_CREATES: core::sync::atomic::AtomicBool =
+    core::sync::atomic::AtomicBool::new(false);
+
+/// `__O_TMPFILE`, the bit `O_TMPFILE` adds to `O_DIRECTORY`.
+const TMPFILE_BIT: i32 = libc::O_TMPFILE & !libc::O_DIRECTORY;
+
+/// Records the running kernel's release (`uname -r`, as `6.1.0-13-amd64`)
+/// for [`open_flags_in_effect`]; one that does not parse counts as new.
+pub fn note_kernel_release(release: &[u8]) {
+    O_PATH_TMPFILE_CREATES.store(
+        kernel_before(release, (5, 6)),
+        core::sync::atomic::Ordering::Relaxed,
+    );
+}
+
+/// Whether `release` names a kernel older than `major.minor`.
+fn kernel_before(release: &[u8], (major, minor): (u32, u32)) -> bool {
+    let mut parts = release.split(|&b| b == b'.').map(|p| {
+        let digits = p.iter().take_while(|b| b.is_ascii_digit());
+        digits.fold(None, |n: Option<u32>, &d| {
+            Some(
+                n.unwrap_or(0)
+                    .saturating_mul(10)
+                    .saturating_add(u32::from(d - b'0')),
+            )
+        })
+    });
+    match (parts.next().flatten(), parts.next().flatten()) {
+        (Some(a), Some(b)) => (a, b) < (major, minor),
+        _ => false,
+    }
+}
+
 /// The flags an `open`, `openat` or `creat` acts with: an `O_PATH` open
-/// only finds its file.
+/// only finds its file (but for an `O_TMPFILE` one before Linux 5.6, which
+/// makes its tmpfile).
 pub fn open_flags_in_effect(flags: i32) -> i32 {
-    if flags & libc::O_PATH != 0 {
+    in_effect(
+        flags,
+        O_PATH_TMPFILE_CREATES.load(core::sync::atomic::Ordering::Relaxed),
+    )
+}
+
+/// [`open_flags_in_effect`] on a kernel that makes (`o_path_tmpfile`) or
+/// does not make a tmpfile for `O_PATH|O_TMPFILE`.
+fn in_effect(flags: i32, o_path_tmpfile: bool) -> i32 {
+    let tmpfile = flags & TMPFILE_BIT != 0 && o_path_tmpfile;
+    if flags & libc::O_PATH != 0 && !tmpfile {
         flags & O_PATH_KEEPS
     } else {
         flags
@@ -157,6 +206,30 @@ pub fn put_flag_names<S: Sink + ?Sized>(s: &mut S, flags: i32) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn kernel_releases_compare_by_major_and_minor() {
+        use super::kernel_before;
+        assert!(kernel_before(b"5.5.19-generic", (5, 6)));
+        assert!(kernel_before(b"4.18.0-513.el8.x86_64", (5, 6)));
+        assert!(!kernel_before(b"5.6.0", (5, 6)));
+        assert!(!kernel_before(b"6.1.0-13-amd64", (5, 6)));
+        assert!(!kernel_before(b"10.0", (5, 6)));
+        assert!(!kernel_before(b"garbage", (5, 6)));
+        assert!(!kernel_before(b"", (5, 6)));
+    }
+
+    #[test]
+    fn o_path_o_tmpfile_makes_a_tmpfile_only_before_5_6() {
+        let flags = libc::O_PATH | libc::O_TMPFILE | libc::O_RDWR;
+        assert_eq!(
+            super::in_effect(flags, false),
+            libc::O_PATH | libc::O_DIRECTORY
+        );
+        assert_eq!(super::in_effect(flags, true), flags);
+        let create = libc::O_PATH | libc::O_CREAT;
+        assert_eq!(super::in_effect(create, true), libc::O_PATH);
+    }
+
     use super::*;
 
     fn names(flags: i32) -> Vec<String> {

@@ -308,6 +308,10 @@ pub fn run(
     wake: OwnedFd,
     server: Option<OwnedFd>,
 ) -> Stats {
+    if let Ok(release) = std::fs::read("/proc/sys/kernel/osrelease") {
+        // The flag rules differ before Linux 5.6 (O_PATH|O_TMPFILE).
+        mpaudit_core::flags::note_kernel_release(&release);
+    }
     if let Err(e) = emulate::own_fs_context() {
         // Without its own cwd and umask the thread cannot take a task's:
         // emulated calls would resolve against the runner's cwd.
