@@ -261,6 +261,15 @@ enum Op {
         path: &'static str,
         mode: u32,
     },
+    /// utimensat(path, 1000 s): times the executor prints exactly, so a
+    /// copy that takes or loses them shows (review 8 F1).
+    Utimes {
+        path: &'static str,
+    },
+    /// The mtime ("recent" or exact) and owner.
+    Times {
+        path: &'static str,
+    },
     /// fopen(3) with a mode of [`FOPEN_MODES`]; the handle gets a dup of
     /// the stream's descriptor.
     Fopen {
@@ -357,6 +366,8 @@ impl fmt::Display for Op {
             Op::Rmdir { path } => write!(f, "rmdir {path}"),
             Op::Truncate { path, len } => write!(f, "truncate {path} {len}"),
             Op::Chmod { path, mode } => write!(f, "chmod {path} {mode:o}"),
+            Op::Utimes { path } => write!(f, "utimensat {path} 1000 0"),
+            Op::Times { path } => write!(f, "times {path}"),
             Op::Fopen { h, path, mode } => write!(f, "fopen {h} {path} {mode}"),
             Op::Mkstemp { h, path } => write!(f, "mkstemp {h} {path}"),
             Op::Renameat {
@@ -642,6 +653,14 @@ impl Op {
                 v.push("chmod");
                 paths.push(path);
             }
+            Op::Utimes { path } => {
+                v.push("utimes");
+                paths.push(path);
+            }
+            Op::Times { path } => {
+                v.push("times");
+                paths.push(path);
+            }
             Op::Fork { .. } => v.push("fork"),
             Op::Exec => v.push("exec"),
         }
@@ -744,6 +763,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => path().prop_map(|path| Op::Rmdir { path }),
         1 => (path(), len()).prop_map(|(path, len)| Op::Truncate { path, len }),
         1 => (path(), mode()).prop_map(|(path, mode)| Op::Chmod { path, mode }),
+        1 => path().prop_map(|path| Op::Utimes { path }),
+        1 => path().prop_map(|path| Op::Times { path }),
         2 => (h(), path(), proptest::sample::select(FOPEN_MODES))
             .prop_map(|(h, path, mode)| Op::Fopen { h, path, mode }),
         1 => (h(), path()).prop_map(|(h, path)| Op::Mkstemp { h, path }),
