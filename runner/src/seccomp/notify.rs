@@ -1318,13 +1318,21 @@ fn access(
     // view all the same: the call is then made on the name it leads to,
     // given as an absolute path.
     let (p1, through_own_link) = match (c.worker, follows_final(0), walked) {
-        (Some(w), true, false) => through_own_symlinks(sup, w, tid, p1),
+        (Some(w), true, false) => {
+            let (p1, through) = through_own_symlinks(sup, w, tid, p1);
+            if through && p1.1.is_none() {
+                // Fails in the kernel's walk, before anything is written.
+                return Handled::quiet(Answer::Fail(libc::ELOOP));
+            }
+            (p1, through)
+        }
+        // (A first name without a path here is one the walk could not
+        // place, a descriptor that is not open: `hopeless`, below. The
+        // second name's walk may still have gone through the view:
+        // differential seed 99, `linkat 9 a cwd d/../g` after `chmod d`,
+        // was ELOOP, bare EBADF.)
         _ => (p1, via_view),
     };
-    if through_own_link && p1.1.is_none() {
-        // Fails in the kernel's walk, before anything is written.
-        return Handled::quiet(Answer::Fail(libc::ELOOP));
-    }
     // A link of a descriptor's file: judged as the link of its path
     // (super::linkfd), none followed.
     // (A descriptor that is not open fails the call: `hopeless`, below.)

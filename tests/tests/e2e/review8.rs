@@ -183,3 +183,23 @@ e2e!(
         ));
     }
 );
+
+// Found by the differential once it drew `utimensat` (seed 99): a link
+// whose source is relative to a descriptor that is not open fails EBADF
+// bare; under the supervisor, with its new name walked through a
+// directory the worker copied (`chmod d`), it was ELOOP (notify.rs: the
+// first name had no path, and the second name's walk counted as the
+// first's own symlinks).
+e2e!(
+    the_supervisor_fails_a_link_from_a_closed_descriptor_ebadf_whatever_its_new_name,
+    |dir| {
+        let ops = [
+            "chmod d 755\nlinkat 0 a cwd d/../g 0",
+            "chmod d 644\nlinkat 0 a cwd d/../a 0",
+            "chmod e 755\nrenameat 0 a cwd e/../g 0",
+            "chmod d 755\nlinkat 0 a cwd d/g 0",
+        ];
+        let failed = sweep(&[], &ops, |script| same_supervised_ops(&dir, tree, script));
+        assert_none(failed);
+    }
+);
