@@ -1880,7 +1880,8 @@ fn prepared(
     }
 }
 
-/// The name to give the real call for a routed path: `/proc/self/fd/N/leaf`
+/// The name to give the real call for a routed path: `/proc/thread-self/fd/N/leaf`
+/// (this thread's table: review 9)
 /// with N a descriptor (high, close-on-exec, held during the call; the
 /// second value) of the target's parent, opened without following any
 /// symlink below the worker directory by prepare_target. The kernel
@@ -1936,7 +1937,7 @@ fn call_path(
     let leaf = &target[r.leaf..r.len];
     let mut s = mpaudit_core::json::SliceSink::new(buf);
     use mpaudit_core::json::Sink;
-    s.put(b"/proc/self/fd/");
+    s.put(b"/proc/thread-self/fd/");
     mpaudit_core::json::put_u64(&mut s, high as u64);
     let dir_len = s.len;
     s.put(b"/");

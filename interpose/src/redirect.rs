@@ -1155,25 +1155,28 @@ pub fn orphan_readers(abs: &[u8], at: &[u8], work: &mut [u8]) -> Option<(u64, u6
     moved
 }
 
-/// `/proc/self/fd/N`, NUL-terminated in `buf`.
+/// `/proc/thread-self/fd/N`, NUL-terminated in `buf`: this thread's
+/// descriptor table (`/proc/self` names the process's, the main thread's,
+/// which a thread that called `unshare(CLONE_FILES)` does not use:
+/// review 9).
 fn descriptor_link(fd: libc::c_int, buf: &mut [u8; 32]) -> *const libc::c_char {
     let mut s = mpaudit_core::json::SliceSink::new(&mut buf[..31]);
     use mpaudit_core::json::Sink;
-    s.put(b"/proc/self/fd/");
+    s.put(b"/proc/thread-self/fd/");
     mpaudit_core::json::put_u64(&mut s, fd as u64);
     let n = s.len;
     buf[n] = 0;
     buf.as_ptr().cast()
 }
 
-/// Runs `f` on every descriptor this process has open (listed from
-/// /proc/self/fd through `work`, at least 4 KiB), but the listing's own.
+/// Runs `f` on every descriptor this thread's table has open (listed from
+/// /proc/thread-self/fd through `work`, at least 4 KiB), but the listing's own.
 fn each_descriptor(work: &mut [u8], mut f: impl FnMut(libc::c_int)) {
     // SAFETY: a NUL-terminated literal; the descriptor is closed below.
     let dir = unsafe {
         sys::openat(
             libc::AT_FDCWD,
-            c"/proc/self/fd".as_ptr(),
+            c"/proc/thread-self/fd".as_ptr(),
             libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
             0,
         )
