@@ -108,3 +108,147 @@ e2e!(
         same_from_an_unshared_table(&dir, "copyup");
     }
 );
+
+/// The user the scripts below run as (bare and redirected).
+const NOBODY: u32 = 65534;
+
+/// Review 8's tree owned by [`NOBODY`] (shared `a`, an empty `d`, `e`
+/// holding `e/x` and `e/s/y`; the test's directory too), with root's
+/// `t` (sticky, 1777) holding root's `t/x` and nobody's `t/n`, and root's
+/// `r` (755) holding nobody's `r/x`.
+fn nobody_s_tree_with_root_s_dirs(d: &Path) {
+    std::fs::create_dir(d.join("d")).unwrap();
+    std::fs::write(d.join("a"), "A").unwrap();
+    std::fs::create_dir_all(d.join("e/s")).unwrap();
+    std::fs::write(d.join("e/x"), "X").unwrap();
+    std::fs::write(d.join("e/s/y"), "Y").unwrap();
+    let own = |p: &Path| std::os::unix::fs::lchown(p, Some(NOBODY), Some(NOBODY)).unwrap();
+    own(d.parent().unwrap());
+    for p in ["", "a", "d", "e", "e/x", "e/s", "e/s/y"] {
+        own(&d.join(p));
+    }
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir(d.join("t")).unwrap();
+    std::fs::set_permissions(d.join("t"), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    std::fs::write(d.join("t/x"), "X").unwrap();
+    std::fs::write(d.join("t/n"), "N").unwrap();
+    own(&d.join("t/n"));
+    std::fs::create_dir(d.join("r")).unwrap();
+    std::fs::write(d.join("r/x"), "X").unwrap();
+    own(&d.join("r/x"));
+}
+
+/// A removal the view makes without a call (a shared name hidden) asks
+/// what the kernel's may_delete asks of the directory as the view shows
+/// it: its owner is the shared directory's (root's `t`, `r`), not the
+/// worker's mirror's. Bare: EPERM (sticky, neither the entry's nor the
+/// directory's owner), EACCES (no write permission on root's 755 `r`).
+const REMOVALS_IN_A_DIRECTORY_OF_ANOTHER_OWNER: &[&str] = &[
+    "unlink t/x\nstat t/x",
+    "unlink t/n\nstat t/n",
+    "unlink r/x\nstat r/x",
+];
+
+fn differing_as_nobody(dir: &TestDir, ops: &[&str], supervised: bool) -> Vec<String> {
+    use crate::redirect_exact::{same_ops_as_or_err, same_supervised_ops_as, sweep};
+    sweep(&[], ops, |script| {
+        if supervised {
+            same_supervised_ops_as(dir, nobody_s_tree_with_root_s_dirs, script, NOBODY)
+        } else {
+            same_ops_as_or_err(dir, nobody_s_tree_with_root_s_dirs, script, Some(NOBODY))
+        }
+    })
+}
+
+fn assert_none(failed: Vec<String>) {
+    assert!(
+        failed.is_empty(),
+        "{} differ:\n{}",
+        failed.len(),
+        failed.join("\n-----\n")
+    );
+}
+
+e2e!(
+    #[ignore = "review 9 F3: the mirror of another owner's directory is the worker's (docs/policy.md, Not emulated)"]
+    the_library_removes_no_name_from_another_owner_s_directory_bare_keeps,
+    |dir| {
+        assert_none(differing_as_nobody(
+            &dir,
+            REMOVALS_IN_A_DIRECTORY_OF_ANOTHER_OWNER,
+            false,
+        ));
+    }
+);
+
+e2e!(
+    #[ignore = "review 9 F3: the mirror of another owner's directory is the worker's (docs/policy.md, Not emulated)"]
+    the_supervisor_removes_no_name_from_another_owner_s_directory_bare_keeps,
+    |dir| {
+        assert_none(differing_as_nobody(
+            &dir,
+            REMOVALS_IN_A_DIRECTORY_OF_ANOTHER_OWNER,
+            true,
+        ));
+    }
+);
+
+/// Errno orders and times near review 8's scripts, as nobody in a
+/// directory the worker made read-only or set the times of.
+const NEAR_REVIEW_8: &[&str] = &[
+    "chmod e 555\nrmdir e/s/y",
+    "chmod e 555\nrename e/x a",
+    "chmod e 555\nlinkat cwd e/x cwd e/z 0\nstat e/z",
+    "chmod e 555\nopen 0 e/x WRONLY|TRUNC\nchmod e 755\nunlink e/x\nstat e/x\nstat e",
+    "chmod e 2755\nopen 0 e/x WRONLY|APPEND\nstat e",
+    "chmod e 2555\nopen 0 e/x WRONLY|APPEND\nstat e",
+    "chmod e 1555\nopen 0 e/x WRONLY|APPEND\nstat e",
+    "utimensat e 1000 0\nunlink e/s\ntimes e",
+    "utimensat e 1000 0\nrmdir e/s\ntimes e",
+    "utimensat e 1000 0\nrmdir e/x\ntimes e",
+    "utimensat e 1000 0\nunlink e/x/\ntimes e",
+    "utimensat e 1000 0\nchmod e 555\nunlink e/x\ntimes e",
+    "utimensat e 1000 0\nrename e/s/y e/y\ntimes e\ntimes e/s",
+];
+
+e2e!(the_library_answers_near_review_8_as_bare, |dir| {
+    assert_none(differing_as_nobody(&dir, NEAR_REVIEW_8, false));
+});
+
+e2e!(the_supervisor_answers_near_review_8_as_bare, |dir| {
+    assert_none(differing_as_nobody(&dir, NEAR_REVIEW_8, true));
+});
+
+/// may_delete asks for write and search permission on the directory
+/// before it looks at the victim's type: bare, `unlink` of a directory
+/// and `rmdir` of a file in a read-only directory are EACCES. The view's
+/// own answers (EISDIR, ENOTDIR) come first redirected and supervised.
+const TYPE_ANSWERS_IN_A_READ_ONLY_DIRECTORY: &[&str] = &[
+    "chmod e 555\nunlink e/s",
+    "chmod e 555\nrmdir e/x",
+    "chmod . 555\nunlink e",
+];
+
+e2e!(
+    #[ignore = "review 9 F2: the view's EISDIR/ENOTDIR answer before may_delete's permission check (as ENOTEMPTY, docs/policy.md)"]
+    the_library_refuses_a_removal_of_the_wrong_type_in_a_read_only_directory_as_bare,
+    |dir| {
+        assert_none(differing_as_nobody(
+            &dir,
+            TYPE_ANSWERS_IN_A_READ_ONLY_DIRECTORY,
+            false,
+        ));
+    }
+);
+
+e2e!(
+    #[ignore = "review 9 F2: the view's EISDIR/ENOTDIR answer before may_delete's permission check (as ENOTEMPTY, docs/policy.md)"]
+    the_supervisor_refuses_a_removal_of_the_wrong_type_in_a_read_only_directory_as_bare,
+    |dir| {
+        assert_none(differing_as_nobody(
+            &dir,
+            TYPE_ANSWERS_IN_A_READ_ONLY_DIRECTORY,
+            true,
+        ));
+    }
+);
