@@ -197,6 +197,8 @@ e2e!(
 /// directory the worker made read-only or set the times of.
 const NEAR_REVIEW_8: &[&str] = &[
     "chmod e 555\nrmdir e/s/y",
+    "chmod . 555\nunlink a\nstat a",
+    "chmod . 555\nrmdir d\nstat d",
     "chmod e 555\nrename e/x a",
     "chmod e 555\nlinkat cwd e/x cwd e/z 0\nstat e/z",
     "chmod e 555\nopen 0 e/x WRONLY|TRUNC\nchmod e 755\nunlink e/x\nstat e/x\nstat e",
@@ -248,6 +250,64 @@ e2e!(
         assert_none(differing_as_nobody(
             &dir,
             TYPE_ANSWERS_IN_A_READ_ONLY_DIRECTORY,
+            true,
+        ));
+    }
+);
+
+/// [`nobody_s_tree_with_root_s_dirs`] with `e` and the job directory
+/// read-only (555) in the shared tree itself.
+fn nobody_s_read_only_tree(d: &Path) {
+    nobody_s_tree_with_root_s_dirs(d);
+    use std::os::unix::fs::PermissionsExt;
+    for p in ["e", ""] {
+        std::fs::set_permissions(d.join(p), std::fs::Permissions::from_mode(0o555)).unwrap();
+    }
+}
+
+/// A removal of a shared name the view hides, in a directory that is
+/// read-only in the shared tree (no copy of it the worker changed): bare,
+/// EACCES.
+const REMOVALS_IN_A_SHARED_READ_ONLY_DIRECTORY: &[&str] = &[
+    "unlink e/x\nstat e/x",
+    "unlink a\nstat a",
+    "rmdir d\nstat d",
+    "rename e/x e/y\nstat e/x",
+    "chmod . 755\nunlink a\nstat a",
+    "chmod e 755\nunlink e/x\nstat e/x",
+    "chmod . 755\nchmod . 555\nunlink a\nstat a",
+    "open 0 e/x WRONLY|APPEND\nwrite 0 z\nclose 0\nstat e",
+    "utimensat e 1000 0\nunlink e/x\ntimes e",
+];
+
+fn differing_in_a_read_only_tree(dir: &TestDir, ops: &[&str], supervised: bool) -> Vec<String> {
+    use crate::redirect_exact::{same_ops_as_or_err, same_supervised_ops_as, sweep};
+    sweep(&[], ops, |script| {
+        if supervised {
+            same_supervised_ops_as(dir, nobody_s_read_only_tree, script, NOBODY)
+        } else {
+            same_ops_as_or_err(dir, nobody_s_read_only_tree, script, Some(NOBODY))
+        }
+    })
+}
+
+e2e!(
+    the_library_removes_no_name_from_a_shared_read_only_directory,
+    |dir| {
+        assert_none(differing_in_a_read_only_tree(
+            &dir,
+            REMOVALS_IN_A_SHARED_READ_ONLY_DIRECTORY,
+            false,
+        ));
+    }
+);
+
+e2e!(
+    the_supervisor_removes_no_name_from_a_shared_read_only_directory,
+    |dir| {
+        assert_none(differing_in_a_read_only_tree(
+            &dir,
+            REMOVALS_IN_A_SHARED_READ_ONLY_DIRECTORY,
             true,
         ));
     }
