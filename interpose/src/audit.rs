@@ -1209,9 +1209,28 @@ unsafe fn judge_then_call<R: Outcome>(
                 // Bare, the kernel first asks whether the directory may
                 // lose the name (may_delete): its copy has the view's mode
                 // and owner (review 8 F2).
+                // The directory as the view shows it: the shared one
+                // where the worker never changed its metadata (review 9,
+                // F3: its mirror's owner is the worker's).
                 let owner = a.path.abs.and_then(|p| view::lstat(p, work).ok().flatten());
-                let refused = match (held[0] >= 0, owner) {
-                    (true, Some(st)) => redirect::may_remove_from(held[0], st.st_uid).err(),
+                let parent = a.path.abs.and_then(|p| {
+                    let at = p.iter().rposition(|&b| b == b'/')?;
+                    Some(&p[..at.max(1)])
+                });
+                let shared_shown = parent.is_some_and(|pp| {
+                    // SAFETY: all-zero is a valid libc::stat.
+                    let mut st: libc::stat = unsafe { core::mem::zeroed() };
+                    let buf = &mut work[..view::PATH_MAX + 1];
+                    matches!(view::view_lstat(pp, buf, &mut st), Ok((true, false)))
+                });
+                let refused = match (shared_shown, held[0] >= 0, owner, parent) {
+                    (true, _, Some(st), Some(pp)) => match sys::c_path(pp, work) {
+                        Some(c) => redirect::may_remove_from_shared(c, st.st_uid).err(),
+                        None => None,
+                    },
+                    (false, true, Some(st), _) => {
+                        redirect::may_remove_from(held[0], st.st_uid).err()
+                    }
                     _ => None,
                 };
                 if let Some(e) = refused {

@@ -782,7 +782,26 @@ pub fn touch_dir(dir: libc::c_int) {
 /// sticky directory the entry's or the directory's ownership (EPERM).
 pub fn may_remove_from(dir: libc::c_int, owner: libc::uid_t) -> Result<(), i32> {
     let mut link = [0u8; 32];
-    let p = descriptor_link(dir, &mut link);
+    may_delete(descriptor_link(dir, &mut link), sys::fstat(dir), owner)
+}
+
+/// [`may_remove_from`] of the shared directory `dir` (a NUL-terminated
+/// path) the worker's view shows (it never changed the directory's
+/// metadata: its mirror, if any, has the worker's owner, and the worker
+/// directory standing for the job directory neither the job directory's
+/// mode nor owner: review 9, F3). Only asked, never written.
+pub fn may_remove_from_shared(dir: *const libc::c_char, owner: libc::uid_t) -> Result<(), i32> {
+    // SAFETY: the caller's NUL-terminated path.
+    may_delete(dir, unsafe { sys::stat(dir, 0) }, owner)
+}
+
+/// may_delete's questions of the directory `p` (a NUL-terminated path),
+/// whose stat is `st`.
+fn may_delete(
+    p: *const libc::c_char,
+    st: Option<libc::stat>,
+    owner: libc::uid_t,
+) -> Result<(), i32> {
     let how = libc::W_OK | libc::X_OK;
     // SAFETY: a NUL-terminated path; plain integers.
     let mut r = unsafe {
@@ -807,7 +826,7 @@ pub fn may_remove_from(dir: libc::c_int, owner: libc::uid_t) -> Result<(), i32> 
     }
     // SAFETY: a plain getter.
     let euid = unsafe { libc::geteuid() };
-    match sys::fstat(dir) {
+    match st {
         Some(st) if !mpaudit_core::namei::sticky_allows(st.st_mode, st.st_uid, owner, euid) => {
             Err(libc::EPERM)
         }
