@@ -181,7 +181,6 @@ e2e!(
 );
 
 e2e!(
-    #[ignore = "review 9 F3: the mirror of another owner's directory is the worker's (docs/policy.md, Not emulated)"]
     the_supervisor_removes_no_name_from_another_owner_s_directory_bare_keeps,
     |dir| {
         assert_none(differing_as_nobody(
