@@ -59,6 +59,7 @@ fn same_from_an_unshared_table(dir: &TestDir, mode: &str) {
         c.env_remove(v);
     }
     let redirected = run(&mut c, DEADLINE);
+    let _ = std::fs::remove_dir(&outside);
     assert_eq!(
         shared_snapshot(&job),
         before,
