@@ -1209,9 +1209,28 @@ unsafe fn judge_then_call<R: Outcome>(
                 // Bare, the kernel first asks whether the directory may
                 // lose the name (may_delete): its copy has the view's mode
                 // and owner (review 8 F2).
+                // The directory as the view shows it: the shared one
+                // where the worker never changed its metadata (review 9,
+                // F3: its mirror's owner is the worker's).
                 let owner = a.path.abs.and_then(|p| view::lstat(p, work).ok().flatten());
-                let refused = match (held[0] >= 0, owner) {
-                    (true, Some(st)) => redirect::may_remove_from(held[0], st.st_uid).err(),
+                let parent = a.path.abs.and_then(|p| {
+                    let at = p.iter().rposition(|&b| b == b'/')?;
+                    Some(&p[..at.max(1)])
+                });
+                let shared_shown = parent.is_some_and(|pp| {
+                    // SAFETY: all-zero is a valid libc::stat.
+                    let mut st: libc::stat = unsafe { core::mem::zeroed() };
+                    let buf = &mut work[..view::PATH_MAX + 1];
+                    matches!(view::view_lstat(pp, buf, &mut st), Ok((true, false)))
+                });
+                let refused = match (shared_shown, held[0] >= 0, owner, parent) {
+                    (true, _, Some(st), Some(pp)) => match sys::c_path(pp, work) {
+                        Some(c) => redirect::may_remove_from_shared(c, st.st_uid).err(),
+                        None => None,
+                    },
+                    (false, true, Some(st), _) => {
+                        redirect::may_remove_from(held[0], st.st_uid).err()
+                    }
                     _ => None,
                 };
                 if let Some(e) = refused {
@@ -1880,7 +1899,8 @@ fn prepared(
     }
 }
 
-/// The name to give the real call for a routed path: `/proc/self/fd/N/leaf`
+/// The name to give the real call for a routed path: `/proc/thread-self/fd/N/leaf`
+/// (this thread's table: review 9)
 /// with N a descriptor (high, close-on-exec, held during the call; the
 /// second value) of the target's parent, opened without following any
 /// symlink below the worker directory by prepare_target. The kernel
@@ -1936,7 +1956,7 @@ fn call_path(
     let leaf = &target[r.leaf..r.len];
     let mut s = mpaudit_core::json::SliceSink::new(buf);
     use mpaudit_core::json::Sink;
-    s.put(b"/proc/self/fd/");
+    s.put(b"/proc/thread-self/fd/");
     mpaudit_core::json::put_u64(&mut s, high as u64);
     let dir_len = s.len;
     s.put(b"/");

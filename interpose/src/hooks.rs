@@ -880,7 +880,8 @@ fn bind_to_path(
 
 /// bind to the redirect's target `p`. A target too long for `sun_path`
 /// (the worker directory is deep) is reached through its directory's
-/// descriptor, `/proc/self/fd/N/NAME`, closed again after the call.
+/// descriptor, `/proc/thread-self/fd/N/NAME` (this thread's table),
+/// closed again after the call.
 fn bind_redirected(
     p: *const c_char,
     raw: &[u8],
@@ -928,7 +929,7 @@ fn bind_redirected(
     let mut via = mpaudit_core::json::SliceSink::new(&mut moved[PATH_AT..PATH_AT + SUN_PATH - 1]);
     {
         use mpaudit_core::json::Sink;
-        via.put(b"/proc/self/fd/");
+        via.put(b"/proc/thread-self/fd/");
         mpaudit_core::json::put_u64(&mut via, dfd as u64);
         via.put(b"/");
         via.put(name);

@@ -782,7 +782,26 @@ pub fn touch_dir(dir: libc::c_int) {
 /// sticky directory the entry's or the directory's ownership (EPERM).
 pub fn may_remove_from(dir: libc::c_int, owner: libc::uid_t) -> Result<(), i32> {
     let mut link = [0u8; 32];
-    let p = descriptor_link(dir, &mut link);
+    may_delete(descriptor_link(dir, &mut link), sys::fstat(dir), owner)
+}
+
+/// [`may_remove_from`] of the shared directory `dir` (a NUL-terminated
+/// path) the worker's view shows (it never changed the directory's
+/// metadata: its mirror, if any, has the worker's owner, and the worker
+/// directory standing for the job directory neither the job directory's
+/// mode nor owner: review 9, F3). Only asked, never written.
+pub fn may_remove_from_shared(dir: *const libc::c_char, owner: libc::uid_t) -> Result<(), i32> {
+    // SAFETY: the caller's NUL-terminated path.
+    may_delete(dir, unsafe { sys::stat(dir, 0) }, owner)
+}
+
+/// may_delete's questions of the directory `p` (a NUL-terminated path),
+/// whose stat is `st`.
+fn may_delete(
+    p: *const libc::c_char,
+    st: Option<libc::stat>,
+    owner: libc::uid_t,
+) -> Result<(), i32> {
     let how = libc::W_OK | libc::X_OK;
     // SAFETY: a NUL-terminated path; plain integers.
     let mut r = unsafe {
@@ -807,7 +826,7 @@ pub fn may_remove_from(dir: libc::c_int, owner: libc::uid_t) -> Result<(), i32> 
     }
     // SAFETY: a plain getter.
     let euid = unsafe { libc::geteuid() };
-    match sys::fstat(dir) {
+    match st {
         Some(st) if !mpaudit_core::namei::sticky_allows(st.st_mode, st.st_uid, owner, euid) => {
             Err(libc::EPERM)
         }
@@ -1155,25 +1174,28 @@ pub fn orphan_readers(abs: &[u8], at: &[u8], work: &mut [u8]) -> Option<(u64, u6
     moved
 }
 
-/// `/proc/self/fd/N`, NUL-terminated in `buf`.
+/// `/proc/thread-self/fd/N`, NUL-terminated in `buf`: this thread's
+/// descriptor table (`/proc/self` names the process's, the main thread's,
+/// which a thread that called `unshare(CLONE_FILES)` does not use:
+/// review 9).
 fn descriptor_link(fd: libc::c_int, buf: &mut [u8; 32]) -> *const libc::c_char {
     let mut s = mpaudit_core::json::SliceSink::new(&mut buf[..31]);
     use mpaudit_core::json::Sink;
-    s.put(b"/proc/self/fd/");
+    s.put(b"/proc/thread-self/fd/");
     mpaudit_core::json::put_u64(&mut s, fd as u64);
     let n = s.len;
     buf[n] = 0;
     buf.as_ptr().cast()
 }
 
-/// Runs `f` on every descriptor this process has open (listed from
-/// /proc/self/fd through `work`, at least 4 KiB), but the listing's own.
+/// Runs `f` on every descriptor this thread's table has open (listed from
+/// /proc/thread-self/fd through `work`, at least 4 KiB), but the listing's own.
 fn each_descriptor(work: &mut [u8], mut f: impl FnMut(libc::c_int)) {
     // SAFETY: a NUL-terminated literal; the descriptor is closed below.
     let dir = unsafe {
         sys::openat(
             libc::AT_FDCWD,
-            c"/proc/self/fd".as_ptr(),
+            c"/proc/thread-self/fd".as_ptr(),
             libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
             0,
         )

@@ -115,10 +115,12 @@ pub fn decimal(v: u64, buf: &mut [u8; 24]) -> &[u8] {
     &buf[..n]
 }
 
-/// The path a directory descriptor refers to, via /proc/self/fd/N.
+/// The path a directory descriptor refers to, via /proc/thread-self/fd/N
+/// (this thread's descriptor table, which a thread that unshared its own
+/// does not find in /proc/self/fd: review 9).
 pub fn fd_path(fd: c_int, buf: &mut [u8]) -> Option<usize> {
     let mut link = [0u8; 32];
-    let prefix = b"/proc/self/fd/";
+    let prefix = b"/proc/thread-self/fd/";
     link[..prefix.len()].copy_from_slice(prefix);
     let mut n = prefix.len();
     let mut digits = [0u8; 24];

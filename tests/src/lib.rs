@@ -206,6 +206,12 @@ pub fn fixture(name: &str) -> PathBuf {
         ),
         "static_append" => cc(&["-static", "-O1"], &src.join("static_append.c"), &out, &[]),
         "rename_race" => cc(&["-O1"], &src.join("rename_race.c"), &out, &["-lpthread"]),
+        "unshared_files" => cc(
+            &["-O1", "-Wall"],
+            &src.join("unshared_files.c"),
+            &out,
+            &["-lpthread"],
+        ),
         "sigchld_exec" => cc(&["-O1"], &src.join("sigchld_exec.c"), &out, &[]),
         "static_spawned" => cc(
             &["-static", "-O1"],

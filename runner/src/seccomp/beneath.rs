@@ -307,23 +307,7 @@ impl Place {
     /// directory's ownership (EPERM). For a removal the view makes without
     /// a call (review 8 F2).
     pub fn may_remove(&self, owner: u32) -> Result<(), i32> {
-        let link = fd_path(self.dir());
-        let how = libc::W_OK | libc::X_OK;
-        // SAFETY: a NUL-terminated path; plain integers.
-        if unsafe { libc::faccessat(libc::AT_FDCWD, link.as_ptr(), how, libc::AT_EACCESS) } != 0 {
-            return match super::emulate::errno() {
-                e @ (libc::EACCES | libc::EROFS) => Err(e),
-                _ => Ok(()), // the call's own checks answer
-            };
-        }
-        // SAFETY: a plain getter.
-        let euid = unsafe { libc::geteuid() };
-        match fstat(self.dir()) {
-            Some(st) if !mpaudit_core::namei::sticky_allows(st.st_mode, st.st_uid, owner, euid) => {
-                Err(libc::EPERM)
-            }
-            _ => Ok(()),
-        }
+        may_delete(&fd_path(self.dir()), fstat(self.dir()), owner)
     }
 
     /// Makes the leaf a directory with exactly `mode` (umask aside).
@@ -413,6 +397,42 @@ impl Place {
             // SAFETY: our descriptor and a NUL-terminated name.
             unsafe { libc::unlinkat(self.dir(), self.leaf.as_ptr(), 0) };
         }
+    }
+}
+
+/// [`Place::may_remove`] of the shared directory `dir` the worker's view
+/// shows (the worker never changed its metadata: its mirror, if any, is
+/// the worker's, and the worker directory standing for the job directory
+/// has neither the job directory's mode nor owner: review 9, F3). Only
+/// asked, never written.
+pub fn may_remove_from_shared(dir: &[u8], owner: u32) -> Result<(), i32> {
+    let path = CString::new(dir).map_err(|_| libc::EINVAL)?;
+    // SAFETY: an all-zero stat is a valid out-buffer.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: a NUL-terminated path, a live buffer.
+    let st = (unsafe { libc::stat(path.as_ptr(), &mut st) } == 0).then_some(st);
+    may_delete(&path, st, owner)
+}
+
+/// may_delete's questions of the directory `path`, whose stat is `st`:
+/// write and search permission (EACCES), the sticky bit's ownership rule
+/// (EPERM).
+fn may_delete(path: &std::ffi::CStr, st: Option<libc::stat>, owner: u32) -> Result<(), i32> {
+    let how = libc::W_OK | libc::X_OK;
+    // SAFETY: a NUL-terminated path; plain integers.
+    if unsafe { libc::faccessat(libc::AT_FDCWD, path.as_ptr(), how, libc::AT_EACCESS) } != 0 {
+        return match super::emulate::errno() {
+            e @ (libc::EACCES | libc::EROFS) => Err(e),
+            _ => Ok(()), // the call's own checks answer
+        };
+    }
+    // SAFETY: a plain getter.
+    let euid = unsafe { libc::geteuid() };
+    match st {
+        Some(st) if !mpaudit_core::namei::sticky_allows(st.st_mode, st.st_uid, owner, euid) => {
+            Err(libc::EPERM)
+        }
+        _ => Ok(()),
     }
 }
 

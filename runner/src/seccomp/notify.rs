@@ -2340,9 +2340,21 @@ fn perform(
             // (may_delete): its copy has the view's mode and owner.
             let place = Place::of(wd.as_os_str().as_bytes(), u).ok();
             let owner = std::fs::symlink_metadata(std::ffi::OsStr::from_bytes(abs)).ok();
-            if let (Some(place), Some(owner)) = (&place, owner) {
+            // The directory as the view shows it: the shared one where
+            // the worker never changed its metadata (review 9, F3).
+            let parent = abs
+                .iter()
+                .rposition(|&b| b == b'/')
+                .map(|at| &abs[..at.max(1)]);
+            let shared_shown = parent.filter(|p| sup.redirects.lookup_made(w, p).is_none());
+            if let Some(owner) = owner {
                 use std::os::unix::fs::MetadataExt;
-                if let Err(e) = place.may_remove(owner.uid()) {
+                let asked = match (shared_shown, &place) {
+                    (Some(p), _) => beneath::may_remove_from_shared(p, owner.uid()),
+                    (None, Some(place)) => place.may_remove(owner.uid()),
+                    (None, None) => Ok(()),
+                };
+                if let Err(e) = asked {
                     return Performed::Done(Answer::Fail(e));
                 }
             }

@@ -132,6 +132,12 @@ impl Redirects {
         self.table(worker)?.get(abs).map(<[u8]>::to_vec)
     }
 
+    /// [`Redirects::lookup`] without making the worker's table (without
+    /// one, the worker redirected nothing this run saw).
+    pub fn lookup_made(&self, worker: u32, abs: &[u8]) -> Option<Vec<u8>> {
+        self.tables.get(&worker)?.0.get(abs).map(<[u8]>::to_vec)
+    }
+
     /// The names the worker redirected directly below the directory `dir`
     /// (an absolute path), each with its copy (a missing copy: removed),
     /// in the table's order (as the library lists them, dirview.rs).

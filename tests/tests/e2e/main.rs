@@ -26,6 +26,7 @@ mod review4;
 mod review6;
 mod review7;
 mod review8;
+mod review9;
 mod runner;
 mod seccomp;
 mod symbols;

@@ -1,0 +1,313 @@
+//! Hostile review 9 (of review 8's F1 and F2 fixes): what the library's
+//! names through `/proc/self/fd/N` reach from a thread whose descriptor
+//! table is its own.
+
+use mpaudit_tests::*;
+use std::path::Path;
+use std::process::Command;
+
+const WORKER: u32 = 1;
+
+/// Shared `a` and `e/x`, every time 500.
+fn tree(d: &Path) {
+    std::fs::create_dir_all(d.join("e")).unwrap();
+    std::fs::write(d.join("a"), "A").unwrap();
+    std::fs::write(d.join("e/x"), "X").unwrap();
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(500);
+    let times = std::fs::FileTimes::new().set_accessed(t).set_modified(t);
+    for p in ["a", "e/x", "e", "."] {
+        std::fs::File::open(d.join(p))
+            .unwrap()
+            .set_times(times)
+            .unwrap();
+    }
+}
+
+/// `unshared_files MODE` bare and under the library's redirect: the same
+/// output, and the shared tree as it was.
+fn same_from_an_unshared_table(dir: &TestDir, mode: &str) {
+    let exec = fixture("unshared_files");
+    // Outside the job and the test's directory (a path the library takes
+    // for one outside it, and passes through).
+    let outside = std::env::temp_dir().join(format!("mpaudit-review9-{}", std::process::id()));
+    std::fs::create_dir_all(&outside).unwrap();
+    let (bare_dir, job) = (dir.join("bare"), dir.join("job"));
+    for d in [&bare_dir, &job] {
+        let _ = std::fs::remove_dir_all(d);
+        std::fs::create_dir(d).unwrap();
+        tree(d);
+    }
+    let bare = run(
+        Command::new(&exec)
+            .args([mode, outside.to_str().unwrap()])
+            .current_dir(&bare_dir),
+        DEADLINE,
+    );
+    let before = shared_snapshot(&job);
+    let mut c = Command::new(&exec);
+    c.args([mode, outside.to_str().unwrap()])
+        .current_dir(&job)
+        .env("LD_PRELOAD", lib())
+        .env("MPAUDIT_ACTION", "redirect")
+        .env("MPAUDIT_JOB_DIR", &job)
+        .env("MPAUDIT_WORKERS_DIR", dir.join("workers"))
+        .env("MPAUDIT_LOG_DIR", dir.join("logs"))
+        .env("MPAUDIT_WORKER", WORKER.to_string())
+        .env_remove("MPAUDIT_FORK_WORKERS")
+        .env_remove("MPAUDIT_ROOT_PID");
+    for v in mpaudit_core::launcher::RANK_VARIABLES {
+        c.env_remove(v);
+    }
+    let redirected = run(&mut c, DEADLINE);
+    let _ = std::fs::remove_dir(&outside);
+    assert_eq!(
+        shared_snapshot(&job),
+        before,
+        "the shared tree changed under redirect for {mode}:\n{}{}",
+        stdout(&redirected),
+        String::from_utf8_lossy(&redirected.stderr)
+    );
+    assert_eq!(
+        stdout(&redirected),
+        stdout(&bare),
+        "redirected (left) vs bare (right) for {mode}:\n{}",
+        String::from_utf8_lossy(&redirected.stderr)
+    );
+}
+
+// Escape: a thread with a descriptor table of its own (unshare
+// CLONE_FILES) opens the job directory and writes `a` through it. The
+// library read the descriptor's path through /proc/self/fd/N, the main
+// thread's table, where N is a directory outside the job: the write was
+// taken for one outside, not redirected, and truncated the shared `a`.
+e2e!(
+    a_thread_with_its_own_descriptor_table_writes_no_shared_file_through_a_dirfd,
+    |dir| {
+        same_from_an_unshared_table(&dir, "dirfd");
+    }
+);
+
+// Escape (review 8's F1 fix): the times put back on the directory's copy
+// after a parent mirror or a copy-up is made, and the "now" of a removal
+// the table records, went through /proc/self/fd/N: from a thread with a
+// table of its own they set the times of whatever the main thread holds
+// at N (here the shared `a`).
+e2e!(
+    a_thread_with_its_own_descriptor_table_sets_no_shared_file_s_times,
+    |dir| {
+        same_from_an_unshared_table(&dir, "unlink");
+    }
+);
+
+// Escape (review 8's F2 fix): the owner write and search given to a
+// read-only directory copy for a copy-up, and its mode put back, went
+// through /proc/self/fd/N: from a thread with a table of its own they
+// chmod whatever the main thread holds at N (here the shared `a`).
+e2e!(
+    a_thread_with_its_own_descriptor_table_chmods_no_shared_file,
+    |dir| {
+        same_from_an_unshared_table(&dir, "copyup");
+    }
+);
+
+/// The user the scripts below run as (bare and redirected).
+const NOBODY: u32 = 65534;
+
+/// Review 8's tree owned by [`NOBODY`] (shared `a`, an empty `d`, `e`
+/// holding `e/x` and `e/s/y`; the test's directory too), with root's
+/// `t` (sticky, 1777) holding root's `t/x` and nobody's `t/n`, and root's
+/// `r` (755) holding nobody's `r/x`.
+fn nobody_s_tree_with_root_s_dirs(d: &Path) {
+    std::fs::create_dir(d.join("d")).unwrap();
+    std::fs::write(d.join("a"), "A").unwrap();
+    std::fs::create_dir_all(d.join("e/s")).unwrap();
+    std::fs::write(d.join("e/x"), "X").unwrap();
+    std::fs::write(d.join("e/s/y"), "Y").unwrap();
+    let own = |p: &Path| std::os::unix::fs::lchown(p, Some(NOBODY), Some(NOBODY)).unwrap();
+    own(d.parent().unwrap());
+    for p in ["", "a", "d", "e", "e/x", "e/s", "e/s/y"] {
+        own(&d.join(p));
+    }
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir(d.join("t")).unwrap();
+    std::fs::set_permissions(d.join("t"), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    std::fs::write(d.join("t/x"), "X").unwrap();
+    std::fs::write(d.join("t/n"), "N").unwrap();
+    own(&d.join("t/n"));
+    std::fs::create_dir(d.join("r")).unwrap();
+    std::fs::write(d.join("r/x"), "X").unwrap();
+    own(&d.join("r/x"));
+}
+
+/// A removal the view makes without a call (a shared name hidden) asks
+/// what the kernel's may_delete asks of the directory as the view shows
+/// it: its owner is the shared directory's (root's `t`, `r`), not the
+/// worker's mirror's. Bare: EPERM (sticky, neither the entry's nor the
+/// directory's owner), EACCES (no write permission on root's 755 `r`).
+const REMOVALS_IN_A_DIRECTORY_OF_ANOTHER_OWNER: &[&str] = &[
+    "unlink t/x\nstat t/x",
+    "unlink t/n\nstat t/n",
+    "unlink r/x\nstat r/x",
+];
+
+fn differing_as_nobody(dir: &TestDir, ops: &[&str], supervised: bool) -> Vec<String> {
+    use crate::redirect_exact::{same_ops_as_or_err, same_supervised_ops_as, sweep};
+    sweep(&[], ops, |script| {
+        if supervised {
+            same_supervised_ops_as(dir, nobody_s_tree_with_root_s_dirs, script, NOBODY)
+        } else {
+            same_ops_as_or_err(dir, nobody_s_tree_with_root_s_dirs, script, Some(NOBODY))
+        }
+    })
+}
+
+fn assert_none(failed: Vec<String>) {
+    assert!(
+        failed.is_empty(),
+        "{} differ:\n{}",
+        failed.len(),
+        failed.join("\n-----\n")
+    );
+}
+
+e2e!(
+    the_library_removes_no_name_from_another_owner_s_directory_bare_keeps,
+    |dir| {
+        assert_none(differing_as_nobody(
+            &dir,
+            REMOVALS_IN_A_DIRECTORY_OF_ANOTHER_OWNER,
+            false,
+        ));
+    }
+);
+
+e2e!(
+    the_supervisor_removes_no_name_from_another_owner_s_directory_bare_keeps,
+    |dir| {
+        assert_none(differing_as_nobody(
+            &dir,
+            REMOVALS_IN_A_DIRECTORY_OF_ANOTHER_OWNER,
+            true,
+        ));
+    }
+);
+
+/// Errno orders and times near review 8's scripts, as nobody in a
+/// directory the worker made read-only or set the times of.
+const NEAR_REVIEW_8: &[&str] = &[
+    "chmod e 555\nrmdir e/s/y",
+    "chmod . 555\nunlink a\nstat a",
+    "chmod . 555\nrmdir d\nstat d",
+    "chmod e 555\nrename e/x a",
+    "chmod e 555\nlinkat cwd e/x cwd e/z 0\nstat e/z",
+    "chmod e 555\nopen 0 e/x WRONLY|TRUNC\nchmod e 755\nunlink e/x\nstat e/x\nstat e",
+    "chmod e 2755\nopen 0 e/x WRONLY|APPEND\nstat e",
+    "chmod e 2555\nopen 0 e/x WRONLY|APPEND\nstat e",
+    "chmod e 1555\nopen 0 e/x WRONLY|APPEND\nstat e",
+    "utimensat e 1000 0\nunlink e/s\ntimes e",
+    "utimensat e 1000 0\nrmdir e/s\ntimes e",
+    "utimensat e 1000 0\nrmdir e/x\ntimes e",
+    "utimensat e 1000 0\nunlink e/x/\ntimes e",
+    "utimensat e 1000 0\nchmod e 555\nunlink e/x\ntimes e",
+    "utimensat e 1000 0\nrename e/s/y e/y\ntimes e\ntimes e/s",
+];
+
+e2e!(the_library_answers_near_review_8_as_bare, |dir| {
+    assert_none(differing_as_nobody(&dir, NEAR_REVIEW_8, false));
+});
+
+e2e!(the_supervisor_answers_near_review_8_as_bare, |dir| {
+    assert_none(differing_as_nobody(&dir, NEAR_REVIEW_8, true));
+});
+
+/// may_delete asks for write and search permission on the directory
+/// before it looks at the victim's type: bare, `unlink` of a directory
+/// and `rmdir` of a file in a read-only directory are EACCES. The view's
+/// own answers (EISDIR, ENOTDIR) come first redirected and supervised.
+const TYPE_ANSWERS_IN_A_READ_ONLY_DIRECTORY: &[&str] = &[
+    "chmod e 555\nunlink e/s",
+    "chmod e 555\nrmdir e/x",
+    "chmod . 555\nunlink e",
+];
+
+e2e!(
+    #[ignore = "review 9 F2: the view's EISDIR/ENOTDIR answer before may_delete's permission check (as ENOTEMPTY, docs/policy.md)"]
+    the_library_refuses_a_removal_of_the_wrong_type_in_a_read_only_directory_as_bare,
+    |dir| {
+        assert_none(differing_as_nobody(
+            &dir,
+            TYPE_ANSWERS_IN_A_READ_ONLY_DIRECTORY,
+            false,
+        ));
+    }
+);
+
+e2e!(
+    #[ignore = "review 9 F2: the view's EISDIR/ENOTDIR answer before may_delete's permission check (as ENOTEMPTY, docs/policy.md)"]
+    the_supervisor_refuses_a_removal_of_the_wrong_type_in_a_read_only_directory_as_bare,
+    |dir| {
+        assert_none(differing_as_nobody(
+            &dir,
+            TYPE_ANSWERS_IN_A_READ_ONLY_DIRECTORY,
+            true,
+        ));
+    }
+);
+
+/// [`nobody_s_tree_with_root_s_dirs`] with `e` and the job directory
+/// read-only (555) in the shared tree itself.
+fn nobody_s_read_only_tree(d: &Path) {
+    nobody_s_tree_with_root_s_dirs(d);
+    use std::os::unix::fs::PermissionsExt;
+    for p in ["e", ""] {
+        std::fs::set_permissions(d.join(p), std::fs::Permissions::from_mode(0o555)).unwrap();
+    }
+}
+
+/// A removal of a shared name the view hides, in a directory that is
+/// read-only in the shared tree (no copy of it the worker changed): bare,
+/// EACCES.
+const REMOVALS_IN_A_SHARED_READ_ONLY_DIRECTORY: &[&str] = &[
+    "unlink e/x\nstat e/x",
+    "unlink a\nstat a",
+    "rmdir d\nstat d",
+    "rename e/x e/y\nstat e/x",
+    "chmod . 755\nunlink a\nstat a",
+    "chmod e 755\nunlink e/x\nstat e/x",
+    "chmod . 755\nchmod . 555\nunlink a\nstat a",
+    "open 0 e/x WRONLY|APPEND\nwrite 0 z\nclose 0\nstat e",
+    "utimensat e 1000 0\nunlink e/x\ntimes e",
+];
+
+fn differing_in_a_read_only_tree(dir: &TestDir, ops: &[&str], supervised: bool) -> Vec<String> {
+    use crate::redirect_exact::{same_ops_as_or_err, same_supervised_ops_as, sweep};
+    sweep(&[], ops, |script| {
+        if supervised {
+            same_supervised_ops_as(dir, nobody_s_read_only_tree, script, NOBODY)
+        } else {
+            same_ops_as_or_err(dir, nobody_s_read_only_tree, script, Some(NOBODY))
+        }
+    })
+}
+
+e2e!(
+    the_library_removes_no_name_from_a_shared_read_only_directory,
+    |dir| {
+        assert_none(differing_in_a_read_only_tree(
+            &dir,
+            REMOVALS_IN_A_SHARED_READ_ONLY_DIRECTORY,
+            false,
+        ));
+    }
+);
+
+e2e!(
+    the_supervisor_removes_no_name_from_a_shared_read_only_directory,
+    |dir| {
+        assert_none(differing_in_a_read_only_tree(
+            &dir,
+            REMOVALS_IN_A_SHARED_READ_ONLY_DIRECTORY,
+            true,
+        ));
+    }
+);
