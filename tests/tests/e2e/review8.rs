@@ -203,3 +203,26 @@ e2e!(
         assert_none(failed);
     }
 );
+
+/// The differential's tree for seed 99: an empty `d`, `l -> d`.
+fn seed_99_tree(d: &Path) {
+    std::fs::create_dir(d.join("d")).unwrap();
+    std::os::unix::fs::symlink("d", d.join("l")).unwrap();
+}
+
+// Found by the differential once it drew `utimensat` (supervised seed 99,
+// its second minimal script): `symlink X /proc/self/fd/N` whose
+// descriptor holds a file of the worker's (mkstemp'd) is EEXIST bare
+// (/proc's entry), EACCES under the supervisor (refused: the name is
+// judged as the descriptor's file). Not fixed this stop.
+e2e!(
+    #[ignore = "supervisor: a symlink made at a descriptor link of a worker's file is refused EACCES, bare EEXIST (stop 24 closing note)"]
+    the_supervisor_answers_a_symlink_at_a_descriptor_link_of_a_worker_s_file_eexist,
+    |dir| {
+        let ops = ["mkstemp 0 d/a\nopen 1 a RDONLY|CREAT 644\nsymlink %1/a %0"];
+        let failed = sweep(&[], &ops, |script| {
+            same_supervised_ops(&dir, seed_99_tree, script)
+        });
+        assert_none(failed);
+    }
+);
