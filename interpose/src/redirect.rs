@@ -818,24 +818,15 @@ fn may_delete(
         // SAFETY: as above.
         r = unsafe { libc::syscall(libc::SYS_faccessat, libc::AT_FDCWD, p, how) };
     }
-    if r < 0 {
-        return match sys::errno() {
-            libc::EACCES | libc::EROFS => Err(sys::errno()),
-            _ => Ok(()), // the call's own checks answer
-        };
-    }
+    let access = if r < 0 { sys::errno() } else { 0 };
     // SAFETY: a plain getter.
     let euid = unsafe { libc::geteuid() };
-    match st {
-        Some(st) if !mpaudit_core::namei::sticky_allows(st.st_mode, st.st_uid, owner, euid) => {
-            Err(libc::EPERM)
-        }
-        _ => Ok(()),
-    }
+    let dir = st.map(|st| (st.st_mode, st.st_uid));
+    mpaudit_core::namei::may_delete(access, dir, owner, euid)
 }
 
 /// utimensat of the directory a descriptor (O_PATH too) holds, through
-/// its `/proc/self/fd` link: no name below the worker directory is
+/// its `/proc/thread-self/fd` link: no name below the worker directory is
 /// resolved again.
 fn set_dir_times(dir: libc::c_int, times: &[libc::timespec; 2]) {
     let mut link = [0u8; 32];

@@ -308,11 +308,35 @@ fn unlink(n: &Name) -> Result<(), c_int> {
     }
 }
 
+/// `may_delete`'s answer for removing an entry owned by `entry_uid` from a
+/// directory: `access` is faccessat(dir, W_OK|X_OK, AT_EACCESS)'s errno
+/// (0: allowed; only EACCES and EROFS are the kernel's answer here, any
+/// other leaves it to the call's own checks), `dir` its stat, `euid` the
+/// caller's. Asked by the library and the supervisor for a removal the
+/// view makes without a call (review 8 F2, review 9 F3).
+pub fn may_delete(
+    access: c_int,
+    dir: Option<(u32, u32)>,
+    entry_uid: u32,
+    euid: u32,
+) -> Result<(), c_int> {
+    match access {
+        libc::EACCES | libc::EROFS => return Err(access),
+        _ => {}
+    }
+    match dir {
+        Some((mode, uid)) if access == 0 && !sticky_allows(mode, uid, entry_uid, euid) => {
+            Err(libc::EPERM)
+        }
+        _ => Ok(()),
+    }
+}
+
 /// `check_sticky` of `may_delete`: in a sticky directory (mode
 /// `dir_mode`, owner `dir_uid`) only the entry's owner, the directory's
 /// owner or root (`euid` 0, CAP_FOWNER) may remove an entry owned by
 /// `entry_uid`.
-pub fn sticky_allows(dir_mode: u32, dir_uid: u32, entry_uid: u32, euid: u32) -> bool {
+fn sticky_allows(dir_mode: u32, dir_uid: u32, entry_uid: u32, euid: u32) -> bool {
     dir_mode & libc::S_ISVTX == 0 || euid == 0 || euid == entry_uid || euid == dir_uid
 }
 
@@ -557,6 +581,17 @@ mod tests {
             Err(ENOENT)
         );
         assert_eq!(one(Op::Mkdir, Name::new(b"x/", Kind::Absent, false)), OK);
+    }
+
+    #[test]
+    fn may_delete_asks_permission_before_the_sticky_rule() {
+        let sticky = Some((libc::S_IFDIR | 0o1777, 1));
+        assert_eq!(may_delete(libc::EACCES, sticky, 2, 3), Err(libc::EACCES));
+        assert_eq!(may_delete(libc::EROFS, None, 2, 3), Err(libc::EROFS));
+        assert_eq!(may_delete(0, sticky, 2, 3), Err(libc::EPERM));
+        assert_eq!(may_delete(0, sticky, 3, 3), Ok(()));
+        assert_eq!(may_delete(libc::ENOENT, sticky, 2, 3), Ok(()));
+        assert_eq!(may_delete(0, None, 2, 3), Ok(()));
     }
 
     #[test]

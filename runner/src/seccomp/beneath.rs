@@ -420,20 +420,12 @@ pub fn may_remove_from_shared(dir: &[u8], owner: u32) -> Result<(), i32> {
 fn may_delete(path: &std::ffi::CStr, st: Option<libc::stat>, owner: u32) -> Result<(), i32> {
     let how = libc::W_OK | libc::X_OK;
     // SAFETY: a NUL-terminated path; plain integers.
-    if unsafe { libc::faccessat(libc::AT_FDCWD, path.as_ptr(), how, libc::AT_EACCESS) } != 0 {
-        return match super::emulate::errno() {
-            e @ (libc::EACCES | libc::EROFS) => Err(e),
-            _ => Ok(()), // the call's own checks answer
-        };
-    }
+    let r = unsafe { libc::faccessat(libc::AT_FDCWD, path.as_ptr(), how, libc::AT_EACCESS) };
+    let access = if r != 0 { super::emulate::errno() } else { 0 };
     // SAFETY: a plain getter.
     let euid = unsafe { libc::geteuid() };
-    match st {
-        Some(st) if !mpaudit_core::namei::sticky_allows(st.st_mode, st.st_uid, owner, euid) => {
-            Err(libc::EPERM)
-        }
-        _ => Ok(()),
-    }
+    let dir = st.map(|st| (st.st_mode, st.st_uid));
+    mpaudit_core::namei::may_delete(access, dir, owner, euid)
 }
 
 /// The stat of the file of descriptor `fd` (an `O_PATH` one too).

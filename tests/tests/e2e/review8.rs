@@ -48,7 +48,7 @@ fn differing(dir: &TestDir, ops: &[&str], supervised: bool) -> Vec<String> {
     failed
 }
 
-fn assert_none(failed: Vec<String>) {
+pub(crate) fn assert_none(failed: Vec<String>) {
     assert!(
         failed.is_empty(),
         "{} differ:\n{}",
@@ -113,11 +113,11 @@ e2e!(
 
 /// The user the F2 scripts run as (bare and redirected): the tree and the
 /// test's directory are theirs.
-const NOBODY: u32 = 65534;
+pub(crate) const NOBODY: u32 = 65534;
 
 /// [`tree`] owned by [`NOBODY`], and the directory the runs' workers and
 /// logs directories go in too.
-fn nobody_s_tree(d: &Path) {
+pub(crate) fn nobody_s_tree(d: &Path) {
     tree(d);
     let own = |p: &Path| std::os::unix::fs::lchown(p, Some(NOBODY), Some(NOBODY)).unwrap();
     own(d.parent().unwrap());
@@ -153,11 +153,23 @@ const A_NON_ROOT_WORKER_S_READ_ONLY_DIRECTORY: &[&str] = &[
 ];
 
 fn differing_as_nobody(dir: &TestDir, ops: &[&str], supervised: bool) -> Vec<String> {
+    differing_as(dir, nobody_s_tree, NOBODY, ops, supervised)
+}
+
+/// The scripts of `ops` whose runs as `uid` over the tree `setup` makes
+/// differ, bare vs redirected (library) or supervised.
+pub(crate) fn differing_as(
+    dir: &TestDir,
+    setup: fn(&Path),
+    uid: u32,
+    ops: &[&str],
+    supervised: bool,
+) -> Vec<String> {
     sweep(&[], ops, |script| {
         if supervised {
-            same_supervised_ops_as(dir, nobody_s_tree, script, NOBODY)
+            same_supervised_ops_as(dir, setup, script, uid)
         } else {
-            same_ops_as_or_err(dir, nobody_s_tree, script, Some(NOBODY))
+            same_ops_as_or_err(dir, setup, script, Some(uid))
         }
     })
 }

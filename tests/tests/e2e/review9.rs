@@ -2,6 +2,7 @@
 //! names through `/proc/self/fd/N` reach from a thread whose descriptor
 //! table is its own.
 
+use crate::review8::{assert_none, differing_as, nobody_s_tree, NOBODY};
 use mpaudit_tests::*;
 use std::path::Path;
 use std::process::Command;
@@ -110,24 +111,13 @@ e2e!(
     }
 );
 
-/// The user the scripts below run as (bare and redirected).
-const NOBODY: u32 = 65534;
-
 /// Review 8's tree owned by [`NOBODY`] (shared `a`, an empty `d`, `e`
 /// holding `e/x` and `e/s/y`; the test's directory too), with root's
 /// `t` (sticky, 1777) holding root's `t/x` and nobody's `t/n`, and root's
 /// `r` (755) holding nobody's `r/x`.
 fn nobody_s_tree_with_root_s_dirs(d: &Path) {
-    std::fs::create_dir(d.join("d")).unwrap();
-    std::fs::write(d.join("a"), "A").unwrap();
-    std::fs::create_dir_all(d.join("e/s")).unwrap();
-    std::fs::write(d.join("e/x"), "X").unwrap();
-    std::fs::write(d.join("e/s/y"), "Y").unwrap();
+    nobody_s_tree(d);
     let own = |p: &Path| std::os::unix::fs::lchown(p, Some(NOBODY), Some(NOBODY)).unwrap();
-    own(d.parent().unwrap());
-    for p in ["", "a", "d", "e", "e/x", "e/s", "e/s/y"] {
-        own(&d.join(p));
-    }
     use std::os::unix::fs::PermissionsExt;
     std::fs::create_dir(d.join("t")).unwrap();
     std::fs::set_permissions(d.join("t"), std::fs::Permissions::from_mode(0o1777)).unwrap();
@@ -151,23 +141,7 @@ const REMOVALS_IN_A_DIRECTORY_OF_ANOTHER_OWNER: &[&str] = &[
 ];
 
 fn differing_as_nobody(dir: &TestDir, ops: &[&str], supervised: bool) -> Vec<String> {
-    use crate::redirect_exact::{same_ops_as_or_err, same_supervised_ops_as, sweep};
-    sweep(&[], ops, |script| {
-        if supervised {
-            same_supervised_ops_as(dir, nobody_s_tree_with_root_s_dirs, script, NOBODY)
-        } else {
-            same_ops_as_or_err(dir, nobody_s_tree_with_root_s_dirs, script, Some(NOBODY))
-        }
-    })
-}
-
-fn assert_none(failed: Vec<String>) {
-    assert!(
-        failed.is_empty(),
-        "{} differ:\n{}",
-        failed.len(),
-        failed.join("\n-----\n")
-    );
+    differing_as(dir, nobody_s_tree_with_root_s_dirs, NOBODY, ops, supervised)
 }
 
 e2e!(
@@ -280,14 +254,7 @@ const REMOVALS_IN_A_SHARED_READ_ONLY_DIRECTORY: &[&str] = &[
 ];
 
 fn differing_in_a_read_only_tree(dir: &TestDir, ops: &[&str], supervised: bool) -> Vec<String> {
-    use crate::redirect_exact::{same_ops_as_or_err, same_supervised_ops_as, sweep};
-    sweep(&[], ops, |script| {
-        if supervised {
-            same_supervised_ops_as(dir, nobody_s_read_only_tree, script, NOBODY)
-        } else {
-            same_ops_as_or_err(dir, nobody_s_read_only_tree, script, Some(NOBODY))
-        }
-    })
+    differing_as(dir, nobody_s_read_only_tree, NOBODY, ops, supervised)
 }
 
 e2e!(
