@@ -422,19 +422,8 @@ fn same_ops_as(
     let before = shared_snapshot(&job);
     let workers = dir.join("workers");
     let mut c = executor();
-    c.arg(&script_file)
-        .current_dir(&job)
-        .env("LD_PRELOAD", lib())
-        .env("MPAUDIT_ACTION", "redirect")
-        .env("MPAUDIT_JOB_DIR", &job)
-        .env("MPAUDIT_WORKERS_DIR", &workers)
-        .env("MPAUDIT_LOG_DIR", dir.join("logs"))
-        .env("MPAUDIT_WORKER", WORKER.to_string())
-        .env_remove("MPAUDIT_FORK_WORKERS")
-        .env_remove("MPAUDIT_ROOT_PID");
-    for v in mpaudit_core::launcher::RANK_VARIABLES {
-        c.env_remove(v);
-    }
+    c.arg(&script_file);
+    as_redirecting_worker(&mut c, &job, dir, WORKER);
     let redirected = run(&mut c, DEADLINE);
     assert_eq!(
         (stdout(&redirected), redirected.status.code()),
@@ -447,6 +436,24 @@ fn same_ops_as(
         "the shared tree changed under redirect for\n{script}"
     );
     (stdout(&bare), workers.join(format!("worker_{WORKER}")))
+}
+
+/// `c` run as worker `worker` of the job directory `job` with the library
+/// preloaded, redirecting (no runner): its workers and logs directories in
+/// `dir`, outside the job directory.
+pub(crate) fn as_redirecting_worker(c: &mut Command, job: &Path, dir: &TestDir, worker: u32) {
+    c.current_dir(job)
+        .env("LD_PRELOAD", lib())
+        .env("MPAUDIT_ACTION", "redirect")
+        .env("MPAUDIT_JOB_DIR", job)
+        .env("MPAUDIT_WORKERS_DIR", dir.join("workers"))
+        .env("MPAUDIT_LOG_DIR", dir.join("logs"))
+        .env("MPAUDIT_WORKER", worker.to_string())
+        .env_remove("MPAUDIT_FORK_WORKERS")
+        .env_remove("MPAUDIT_ROOT_PID");
+    for v in mpaudit_core::launcher::RANK_VARIABLES {
+        c.env_remove(v);
+    }
 }
 
 /// `d/` and `a` = "A".

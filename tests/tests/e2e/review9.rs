@@ -46,19 +46,8 @@ fn same_from_an_unshared_table(dir: &TestDir, mode: &str) {
     );
     let before = shared_snapshot(&job);
     let mut c = Command::new(&exec);
-    c.args([mode, outside.to_str().unwrap()])
-        .current_dir(&job)
-        .env("LD_PRELOAD", lib())
-        .env("MPAUDIT_ACTION", "redirect")
-        .env("MPAUDIT_JOB_DIR", &job)
-        .env("MPAUDIT_WORKERS_DIR", dir.join("workers"))
-        .env("MPAUDIT_LOG_DIR", dir.join("logs"))
-        .env("MPAUDIT_WORKER", WORKER.to_string())
-        .env_remove("MPAUDIT_FORK_WORKERS")
-        .env_remove("MPAUDIT_ROOT_PID");
-    for v in mpaudit_core::launcher::RANK_VARIABLES {
-        c.env_remove(v);
-    }
+    c.args([mode, outside.to_str().unwrap()]);
+    crate::redirect_exact::as_redirecting_worker(&mut c, &job, dir, WORKER);
     let redirected = run(&mut c, DEADLINE);
     let _ = std::fs::remove_dir(&outside);
     assert_eq!(
