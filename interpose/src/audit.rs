@@ -1207,11 +1207,10 @@ unsafe fn judge_then_call<R: Outcome>(
         if r.new && !target_exists && a.path.abs.is_some_and(|p| exists(p, work)) {
             if let Some(ok) = R::success() {
                 // Bare, the kernel first asks whether the directory may
-                // lose the name (may_delete): its copy has the view's mode
-                // and owner (review 8 F2).
-                // The directory as the view shows it: the shared one
-                // where the worker never changed its metadata (review 9,
-                // F3: its mirror's owner is the worker's).
+                // lose the name (may_delete; review 8 F2). Asked of the
+                // directory as the view shows it: its copy where the
+                // worker changed its metadata, else the shared one (a
+                // mirror's owner is the worker's; review 9 F3).
                 let owner = a.path.abs.and_then(|p| view::lstat(p, work).ok().flatten());
                 let parent = a.path.abs.and_then(|p| {
                     let at = p.iter().rposition(|&b| b == b'/')?;

@@ -2337,11 +2337,12 @@ fn perform(
             // vanishes from the worker's view (the new redirect names a
             // copy that does not exist); the shared file stays. The
             // kernel first asks whether the directory may lose the name
-            // (may_delete): its copy has the view's mode and owner.
+            // (may_delete; review 8 F2), of the directory as the view
+            // shows it: its copy where the worker changed its metadata,
+            // else the shared one (a mirror's owner is the worker's;
+            // review 9 F3).
             let place = Place::of(wd.as_os_str().as_bytes(), u).ok();
             let owner = std::fs::symlink_metadata(std::ffi::OsStr::from_bytes(abs)).ok();
-            // The directory as the view shows it: the shared one where
-            // the worker never changed its metadata (review 9, F3).
             let parent = abs
                 .iter()
                 .rposition(|&b| b == b'/')
