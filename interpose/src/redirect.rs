@@ -763,7 +763,7 @@ fn adding_unseen<R>(dir: libc::c_int, make: impl FnOnce() -> R) -> R {
     }
     if let (Some(b), Some(a)) = (before, sys::fstat(dir)) {
         if mpaudit_core::times::modified_between(&b, &a) {
-            set_dir_times(dir, &times_of(&b));
+            set_dir_times(dir, &mpaudit_core::times::of(&b));
         }
     }
     made
@@ -835,8 +835,6 @@ fn set_dir_times(dir: libc::c_int, times: &[libc::timespec; 2]) {
     unsafe { libc::syscall(libc::SYS_utimensat, libc::AT_FDCWD, p, times.as_ptr(), 0) };
 }
 
-use mpaudit_core::times::of as times_of;
-
 /// Creates `name` below `dir` as the worker's copy of `original` (whose
 /// lstat is `st`), unless it exists already (an earlier copy): a regular
 /// file gets the content (Seed::Content, Seed::Metadata) or none
@@ -856,7 +854,7 @@ fn copy_original(
     buf: &mut [u8],
     link: &mut [u8],
 ) -> Result<Seeded, i32> {
-    let times = times_of(st);
+    let times = mpaudit_core::times::of(st);
     match st.st_mode & libc::S_IFMT {
         libc::S_IFREG => {}
         libc::S_IFDIR if seed == Seed::Metadata => {
@@ -1412,12 +1410,12 @@ pub fn make_shared_parents(abs: &[u8], work: &mut [u8]) {
     }
 }
 
-/// `<worker dir>/mpaudit-redirects.jsonl` with a NUL, into `out`; false
-/// outside a worker or when it does not fit.
 /// The manifest's name in the worker directory, NUL-terminated, with its
 /// slash.
 const MANIFEST_NAME: &[u8] = b"/mpaudit-redirects.jsonl\0";
 
+/// `<worker dir>/mpaudit-redirects.jsonl` with a NUL, into `out`; false
+/// outside a worker or when it does not fit.
 fn manifest_path(out: &mut [u8]) -> bool {
     let worker_dir = SAVED.get().worker_dir.as_bytes();
     let mut p = SliceSink::new(out);
