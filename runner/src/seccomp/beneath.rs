@@ -273,17 +273,12 @@ impl Place {
     pub fn adding_unseen<R>(&self, make: impl FnOnce() -> R) -> R {
         let before = fstat(self.dir());
         let locked = before.filter(|b| b.st_mode & 0o300 != 0o300);
-        let link = fd_path(self.dir());
-        let chmod = |mode: u32| {
-            // SAFETY: a NUL-terminated path: the held directory's link.
-            unsafe { libc::fchmodat(libc::AT_FDCWD, link.as_ptr(), mode, 0) };
-        };
         if let Some(b) = locked {
-            chmod(b.st_mode & 0o7777 | 0o300);
+            let _ = set_mode(self.dir(), b.st_mode | 0o300);
         }
         let made = make();
         if let Some(b) = locked {
-            chmod(b.st_mode & 0o7777);
+            let _ = set_mode(self.dir(), b.st_mode);
         }
         if let (Some(b), Some(a)) = (before, fstat(self.dir())) {
             if mpaudit_core::times::modified_between(&b, &a) {
