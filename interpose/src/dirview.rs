@@ -793,11 +793,17 @@ fn copy_side(
     if !shared_dir || crate::redirect::lookup(&from[..flen]).is_none() {
         return;
     }
-    let Some(t) = crate::redirect::lookup(to).filter(|t| t.len() < target.len()) else {
+    let Some(t) = crate::redirect::lookup(to) else {
         return;
     };
-    target[..t.len()].copy_from_slice(t);
-    copy_up(from, flen, target, t.len(), scratch, work, 0);
+    // The copy is held, and every entry made below a descriptor of it: a
+    // symlink a thread of the program swaps into the worker's tree is
+    // never followed (review 9).
+    let Ok(copy) = crate::redirect::open_copy(t, target) else {
+        return;
+    };
+    copy_up(from, flen, copy, target, scratch, work, 0);
+    sys::close(copy);
 }
 
 /// If `from` is a shared directory whose worker copy is now `to`'s
@@ -827,113 +833,117 @@ fn record_side(key: &mut [u8], klen: usize, target: &mut [u8], work: &mut [u8]) 
 }
 
 /// Copies what the shared directory `src[..slen]` holds and the worker's
-/// table does not cover into the worker's directory `dst[..dlen]`, hiding
-/// each copied name under the old path (its redirect target, below the
-/// moved-away copy, does not exist). `scratch` maps paths; `work` records.
+/// table does not cover into the worker's directory `copy` (a descriptor),
+/// hiding each copied name under the old path (its redirect target, below
+/// the moved-away copy, does not exist). Each file is copied as a copy-up
+/// copies it (content, mode, times, extended attributes: redirect.rs
+/// copy_original), as bare the moved inode keeps them. `buf` and `scratch`
+/// (MAX_ABS + 1 bytes each) are scratch space; `work` records.
 fn copy_up(
     src: &mut [u8],
     slen: usize,
-    dst: &mut [u8],
-    dlen: usize,
+    copy: c_int,
+    buf: &mut [u8],
     scratch: &mut [u8],
     work: &mut [u8],
     depth: usize,
 ) {
-    if depth >= MOVED_TREE_DEPTH || slen >= src.len() || dlen >= dst.len() {
+    if depth >= MOVED_TREE_DEPTH || slen >= src.len() {
         return;
     }
-    let saved = SAVED.get();
-    // Bare, the moved directory keeps its times: the entries copied into
-    // its copy change none (review 8 F1).
-    dst[dlen] = 0;
-    // SAFETY: NUL-terminated path.
-    let before = unsafe { sys::stat(dst.as_ptr().cast(), libc::AT_SYMLINK_NOFOLLOW) };
-    each_entry(&mut src[..], slen, |src, name, _| {
-        let (s, d) = (slen + 1 + name.len(), dlen + 1 + name.len());
-        if s >= src.len() || d >= dst.len() {
-            return;
-        }
-        src[slen] = b'/';
-        src[slen + 1..s].copy_from_slice(name);
-        dst[dlen] = b'/';
-        dst[dlen + 1..d].copy_from_slice(name);
-        src[s] = 0;
-        dst[d] = 0;
-        if crate::redirect::lookup(&src[..s]).is_some() {
-            // The worker's own version (moved along) or removed; but a
-            // shared directory whose copy a metadata change made (`chmod
-            // d/s`) holds none of the shared entries yet: they are added
-            // (its removed names are in the table, so stay removed).
-            let is_dir = |p: &[u8]| {
-                // SAFETY: NUL-terminated path.
-                unsafe { sys::stat(p.as_ptr().cast(), libc::AT_SYMLINK_NOFOLLOW) }
-                    .is_some_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
-            };
-            if is_dir(src) && is_dir(dst) {
-                copy_up(src, s, dst, d, scratch, work, depth + 1);
-            }
-            return;
-        }
-        // SAFETY: NUL-terminated path.
-        let Some(st) = (unsafe { sys::stat(src.as_ptr().cast(), libc::AT_SYMLINK_NOFOLLOW) })
-        else {
-            return;
-        };
-        let copied = match st.st_mode & libc::S_IFMT {
-            libc::S_IFDIR => {
-                // SAFETY: NUL-terminated path in the worker directory.
-                let r = unsafe {
-                    sys::mkdirat(libc::AT_FDCWD, dst.as_ptr().cast(), st.st_mode & 0o7777)
-                };
-                // EEXIST: the worker's copy has it (files of it moved along).
-                let ok = r == 0 || r == -libc::EEXIST;
-                if ok {
-                    copy_up(src, s, dst, d, scratch, work, depth + 1);
-                }
-                if r == 0 {
-                    // A new copy: the shared directory's times.
-                    dst[d] = 0;
-                    set_times(dst, &mpaudit_core::times::of(&st));
-                }
-                ok
-            }
-            libc::S_IFREG => copy_file(src, dst, st.st_mode & 0o7777, st.st_size as u64),
-            libc::S_IFLNK => copy_link(src, dst, scratch),
-            _ => false,
-        };
-        if copied {
-            if let Some(t) = mpaudit_core::map::map_normal_to_worker(
-                &src[..s],
-                saved.job_dir.as_bytes(),
-                saved.worker_dir.as_bytes(),
-                &mut scratch[..MAX_ABS],
-            ) {
-                crate::redirect::record(&src[..s], &scratch[..t], work);
-            }
-        }
+    // Bare, the moved directory keeps its times: the entries added to its
+    // copy change none (review 8 F1); a copy the shared directory's mode
+    // made read-only still takes them (F2).
+    crate::redirect::adding_unseen(copy, || {
+        each_entry(&mut src[..], slen, |src, name, _| {
+            copy_entry(src, slen, name, copy, buf, scratch, work, depth);
+        })
     });
-    dst[dlen] = 0;
-    // SAFETY: NUL-terminated path.
-    let after = unsafe { sys::stat(dst.as_ptr().cast(), libc::AT_SYMLINK_NOFOLLOW) };
-    if let (Some(b), Some(a)) = (before, after) {
-        if mpaudit_core::times::modified_between(&b, &a) {
-            set_times(dst, &mpaudit_core::times::of(&b));
-        }
-    }
 }
 
-/// utimensat of the NUL-terminated `path`, a symlink not followed.
-fn set_times(path: &[u8], times: &[libc::timespec; 2]) {
-    // SAFETY: a NUL-terminated path and two timespecs.
-    unsafe {
-        libc::syscall(
-            libc::SYS_utimensat,
-            libc::AT_FDCWD,
-            path.as_ptr(),
-            times.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
+/// [`copy_up`] of the shared entry `name` of `src[..slen]`.
+#[allow(clippy::too_many_arguments)]
+fn copy_entry(
+    src: &mut [u8],
+    slen: usize,
+    name: &[u8],
+    copy: c_int,
+    buf: &mut [u8],
+    scratch: &mut [u8],
+    work: &mut [u8],
+    depth: usize,
+) {
+    let s = slen + 1 + name.len();
+    if s >= src.len() || name.len() >= scratch.len() {
+        return;
+    }
+    src[slen] = b'/';
+    src[slen + 1..s].copy_from_slice(name);
+    src[s] = 0;
+    // SAFETY: NUL-terminated path.
+    let st = unsafe { sys::stat(src.as_ptr().cast(), libc::AT_SYMLINK_NOFOLLOW) };
+    let is_dir = st.is_some_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR);
+    if crate::redirect::lookup(&src[..s]).is_some() {
+        // The worker's own version (moved along) or removed; but a shared
+        // directory whose copy a metadata change made (`chmod d/s`) holds
+        // none of the shared entries yet: they are added (its removed
+        // names are in the table, so stay removed).
+        if is_dir {
+            if let Ok(sub) = crate::redirect::open_dir_below(copy, name, buf) {
+                copy_up(src, s, sub, buf, scratch, work, depth + 1);
+                sys::close(sub);
+            }
+        }
+        return;
+    }
+    let Some(st) = st else {
+        return;
+    };
+    let copied = if is_dir {
+        // Exists already: the worker's copy has it (files of it moved
+        // along), and keeps its own mode and times.
+        match crate::redirect::mkdir_below(copy, name, st.st_mode & 0o7777, buf) {
+            Ok(made) => {
+                if let Ok(sub) = crate::redirect::open_dir_below(copy, name, buf) {
+                    copy_up(src, s, sub, buf, scratch, work, depth + 1);
+                    if made {
+                        // A new copy: the shared directory's times.
+                        crate::redirect::set_dir_times(sub, &mpaudit_core::times::of(&st));
+                    }
+                    sys::close(sub);
+                }
+                true
+            }
+            Err(_) => false,
+        }
+    } else {
+        scratch[..name.len()].copy_from_slice(name);
+        scratch[name.len()] = 0;
+        let (link, _) = work.split_at_mut(MAX_ABS + 1);
+        matches!(
+            crate::redirect::copy_original(
+                &src[..s],
+                &st,
+                crate::redirect::Seed::Content,
+                copy,
+                scratch.as_ptr().cast(),
+                buf,
+                link,
+            ),
+            Ok(crate::redirect::Seeded::File)
         )
     };
+    if copied {
+        let saved = SAVED.get();
+        if let Some(t) = mpaudit_core::map::map_normal_to_worker(
+            &src[..s],
+            saved.job_dir.as_bytes(),
+            saved.worker_dir.as_bytes(),
+            &mut scratch[..MAX_ABS],
+        ) {
+            crate::redirect::record(&src[..s], &scratch[..t], work);
+        }
+    }
 }
 
 /// The one walker of directories this module reads itself: calls
@@ -1016,68 +1026,6 @@ impl<'a> Record<'a> {
         rec[18] = kind;
         rec[Self::NAME..Self::NAME + name.len()].copy_from_slice(name);
         Some(len)
-    }
-}
-
-/// Copies the regular file at the NUL-terminated `from` to a new `to`.
-fn copy_file(from: &[u8], to: &[u8], mode: libc::mode_t, size: u64) -> bool {
-    // SAFETY: NUL-terminated paths; both descriptors are closed below.
-    let (i, o) = unsafe {
-        (
-            sys::openat(
-                libc::AT_FDCWD,
-                from.as_ptr().cast(),
-                libc::O_RDONLY | libc::O_CLOEXEC,
-                0,
-            ),
-            sys::openat(
-                libc::AT_FDCWD,
-                to.as_ptr().cast(),
-                libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC,
-                mode,
-            ),
-        )
-    };
-    let mut left = size;
-    let mut ok = i >= 0 && o >= 0;
-    while ok && left > 0 {
-        // SAFETY: plain syscall on our descriptors; copies inside the kernel.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_sendfile,
-                o,
-                i,
-                core::ptr::null_mut::<libc::off_t>(),
-                left.min(1 << 30),
-            )
-        };
-        ok = r > 0;
-        left = left.saturating_sub(r.max(0) as u64);
-    }
-    for fd in [i, o] {
-        if fd >= 0 {
-            sys::close(fd);
-        }
-    }
-    ok
-}
-
-/// Recreates the symlink at the NUL-terminated `from` as `to`.
-fn copy_link(from: &[u8], to: &[u8], scratch: &mut [u8]) -> bool {
-    // SAFETY: NUL-terminated path.
-    let Some(n) = (unsafe { sys::readlink(from.as_ptr().cast(), &mut scratch[..MAX_ABS - 1]) })
-    else {
-        return false;
-    };
-    scratch[n] = 0;
-    // SAFETY: two NUL-terminated strings.
-    unsafe {
-        libc::syscall(
-            libc::SYS_symlinkat,
-            scratch.as_ptr(),
-            libc::AT_FDCWD,
-            to.as_ptr(),
-        ) == 0
     }
 }
 

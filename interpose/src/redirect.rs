@@ -578,7 +578,7 @@ pub fn prepare_target(
                 let mode = shared_counterpart_mode(original, target, end, worker_dir.len(), rest);
                 let made = mode.and_then(|m| adding_unseen(fd, || mkdir_below(fd, comp, m, buf)));
                 match made {
-                    Ok(()) => open_dir_below(fd, comp, buf),
+                    Ok(_) => open_dir_below(fd, comp, buf),
                     Err(e) => Err(e),
                 }
             }
@@ -668,9 +668,39 @@ fn open_worker_dir(create: bool, buf: &mut [u8]) -> Result<libc::c_int, i32> {
     }
 }
 
+/// The worker's directory `target` (a path in or below the worker
+/// directory, as the table has it), opened (O_PATH) component by component
+/// below the worker directory without following any symlink, as
+/// [`prepare_target`] opens a parent. `buf`: MAX_ABS + 1 bytes.
+pub(crate) fn open_copy(target: &[u8], buf: &mut [u8]) -> Result<libc::c_int, i32> {
+    let worker_dir = SAVED.get().worker_dir.as_bytes();
+    let below = match target.strip_prefix(worker_dir) {
+        _ if worker_dir.is_empty() => return Err(libc::EACCES),
+        Some([]) => &[][..],
+        Some([b'/', rest @ ..]) => rest,
+        _ => return Err(libc::EACCES),
+    };
+    let mut fd = open_worker_dir(false, buf)?;
+    for comp in below.split(|&b| b == b'/').filter(|c| !c.is_empty()) {
+        // The table's names are normal: a `..` would leave the worker
+        // directory.
+        let next = match comp {
+            b"." | b".." => Err(libc::EACCES),
+            _ => open_dir_below(fd, comp, buf),
+        };
+        sys::close(fd);
+        fd = next?;
+    }
+    Ok(fd)
+}
+
 /// `comp` below the directory `fd`, as a directory (O_PATH), refusing a
 /// symlink (ELOOP) or anything else that is not a directory.
-fn open_dir_below(fd: libc::c_int, comp: &[u8], buf: &mut [u8]) -> Result<libc::c_int, i32> {
+pub(crate) fn open_dir_below(
+    fd: libc::c_int,
+    comp: &[u8],
+    buf: &mut [u8],
+) -> Result<libc::c_int, i32> {
     let p = sys::c_path(comp, buf).ok_or(libc::ENAMETOOLONG)?;
     let flags = libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
     // SAFETY: NUL-terminated by c_path.
@@ -691,17 +721,27 @@ fn open_dir_below(fd: libc::c_int, comp: &[u8], buf: &mut [u8]) -> Result<libc::
     }
 }
 
-fn mkdir_below(fd: libc::c_int, comp: &[u8], mode: u32, buf: &mut [u8]) -> Result<(), i32> {
+/// Makes the directory `comp` below `fd` with `mode` (whatever the
+/// umask); whether it made it (`false`: it exists, and is left as it is).
+pub(crate) fn mkdir_below(
+    fd: libc::c_int,
+    comp: &[u8],
+    mode: u32,
+    buf: &mut [u8],
+) -> Result<bool, i32> {
     let p = sys::c_path(comp, buf).ok_or(libc::ENAMETOOLONG)?;
     // SAFETY: NUL-terminated by c_path.
     let r = unsafe { sys::mkdirat(fd, p, mode) };
-    if r < 0 && r != -libc::EEXIST {
+    if r == -libc::EEXIST {
+        return Ok(false);
+    }
+    if r < 0 {
         return Err(-r);
     }
     // The umask must not change what the mirror's mode says.
     // SAFETY: NUL-terminated name below our descriptor.
     unsafe { libc::syscall(libc::SYS_fchmodat, fd, p, mode, 0) };
-    Ok(())
+    Ok(true)
 }
 
 /// The mode for the worker's directory `target[..end]`: that of the shared
@@ -745,7 +785,7 @@ fn shared_counterpart_mode(
 ///
 /// A change of the program's own to the directory between the two is lost
 /// with them (docs/policy.md, "Not emulated").
-fn adding_unseen<R>(dir: libc::c_int, make: impl FnOnce() -> R) -> R {
+pub(crate) fn adding_unseen<R>(dir: libc::c_int, make: impl FnOnce() -> R) -> R {
     let before = sys::fstat(dir);
     let mut link = [0u8; 32];
     let p = descriptor_link(dir, &mut link);
@@ -828,7 +868,7 @@ fn may_delete(
 /// utimensat of the directory a descriptor (O_PATH too) holds, through
 /// its `/proc/thread-self/fd` link: no name below the worker directory is
 /// resolved again.
-fn set_dir_times(dir: libc::c_int, times: &[libc::timespec; 2]) {
+pub(crate) fn set_dir_times(dir: libc::c_int, times: &[libc::timespec; 2]) {
     let mut link = [0u8; 32];
     let p = descriptor_link(dir, &mut link);
     // SAFETY: a NUL-terminated path and two timespecs.
@@ -845,7 +885,7 @@ fn set_dir_times(dir: libc::c_int, times: &[libc::timespec; 2]) {
 /// be completed the partial copy is removed and the errno returned, so the
 /// call fails rather than go on with a file that does not hold the
 /// original.
-fn copy_original(
+pub(crate) fn copy_original(
     original: &[u8],
     st: &libc::stat,
     seed: Seed,
@@ -886,13 +926,24 @@ fn copy_original(
             });
         }
         // A shared directory about to be renamed: an empty copy with its
-        // mode, which the rename moves and dirview.rs then fills.
+        // mode and times (bare, the moved directory keeps them), which the
+        // rename moves and dirview.rs then fills.
         libc::S_IFDIR if seed == Seed::Content => {
             // SAFETY: NUL-terminated name below our descriptor.
             let made = unsafe { sys::mkdirat(dir, name, 0o700) } == 0;
             if made {
-                // SAFETY: as above; the umask must not change the mode.
-                unsafe { libc::syscall(libc::SYS_fchmodat, dir, name, st.st_mode & 0o7777, 0) };
+                // SAFETY: as above; the umask must not change the mode;
+                // two timespecs.
+                unsafe {
+                    libc::syscall(libc::SYS_fchmodat, dir, name, st.st_mode & 0o7777, 0);
+                    libc::syscall(
+                        libc::SYS_utimensat,
+                        dir,
+                        name,
+                        times.as_ptr(),
+                        libc::AT_SYMLINK_NOFOLLOW,
+                    );
+                }
             }
             return Ok(if made {
                 Seeded::Directory

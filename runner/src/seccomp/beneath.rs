@@ -369,6 +369,29 @@ impl Place {
         Ok(())
     }
 
+    /// Makes the leaf a copy of the regular file `from` (whose metadata is
+    /// `shared`): its content, mode and times, as a copy-up or a moved
+    /// directory's file keeps them bare (the same inode).
+    pub fn copy_file(
+        &self,
+        from: &mut std::fs::File,
+        shared: &std::fs::Metadata,
+    ) -> Result<(), i32> {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let times = mpaudit_core::times::pair(
+            (shared.atime(), shared.atime_nsec()),
+            (shared.mtime(), shared.mtime_nsec()),
+        );
+        self.make_file(shared.permissions().mode(), |to| {
+            std::io::copy(from, to)?;
+            // SAFETY: our own descriptor and two live timespecs.
+            if unsafe { libc::futimens(to.as_raw_fd(), times.as_ptr()) } != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    }
+
     /// The leaf opened for appending, made with `mode` if missing, never
     /// through a symlink.
     pub fn open_append(&self, mode: u32) -> Result<std::fs::File, i32> {

@@ -528,9 +528,7 @@ pub fn prepare_target(
             Some(m) if m.is_file() => {
                 let mut from =
                     std::fs::File::open(op).map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
-                place.make_file(m.permissions().mode(), |to| {
-                    std::io::copy(&mut from, to).map(|_| ())
-                })?;
+                place.copy_file(&mut from, &m)?;
             }
             _ => {}
         }

@@ -216,18 +216,7 @@ pub fn orphan(s: Stopped, abs: &[u8], worker_dir: &[u8], at: &[u8]) -> Option<Or
         // The content through the task's own descriptor: the same file,
         // whatever the name holds by now.
         let mut from = std::fs::File::open(format!("/proc/{}/fd/{}", s.tid, reader.fd)).ok()?;
-        place
-            .make_file(mode, |to| {
-                std::io::copy(&mut from, to)?;
-                let times = mpaudit_core::times::pair(
-                    (shared.atime(), shared.atime_nsec()),
-                    (shared.mtime(), shared.mtime_nsec()),
-                );
-                // SAFETY: our own descriptor and two live timespecs.
-                unsafe { libc::futimens(to.as_raw_fd(), times.as_ptr()) };
-                Ok(())
-            })
-            .ok()?;
+        place.copy_file(&mut from, &shared).ok()?;
         true
     };
     let copy = Held::at(at).filter(|c| c.dir == held.dir)?;

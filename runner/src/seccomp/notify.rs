@@ -2029,8 +2029,8 @@ fn copy_dir_up(sup: &mut Supervision, w: u32, shared: &[u8], copy: &[u8]) -> Res
             here.make_symlink(text.as_os_str().as_bytes())?;
         } else if kind.is_file() {
             let mut f = File::open(os(&from)).map_err(errno)?;
-            let mode = f.metadata().map_err(errno)?.permissions().mode();
-            here.make_file(mode, |to| std::io::copy(&mut f, to).map(|_| ()))?;
+            let m = f.metadata().map_err(errno)?;
+            here.copy_file(&mut f, &m)?;
         }
     }
     if made {

@@ -19,6 +19,7 @@ mod merge;
 mod policy;
 mod redirect_exact;
 mod redirect_shared;
+mod renamed_dir_fill;
 mod review2;
 mod review3;
 mod review3_runner;
