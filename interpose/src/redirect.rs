@@ -974,6 +974,36 @@ pub(crate) fn copy_original(
             }
             return Ok(Seeded::Nothing);
         }
+        // A FIFO, socket or device node: a node of the same kind, mode and
+        // times (a rename's or link's source, a moved directory's entry).
+        // A device node needs CAP_MKNOD: the call fails with mknod's errno.
+        libc::S_IFIFO | libc::S_IFSOCK | libc::S_IFCHR | libc::S_IFBLK
+            if matches!(seed, Seed::Content | Seed::Metadata) =>
+        {
+            let kind = st.st_mode & libc::S_IFMT;
+            // SAFETY: NUL-terminated name below our descriptor.
+            let r =
+                unsafe { libc::syscall(libc::SYS_mknodat, dir, name, kind | 0o600, st.st_rdev) };
+            if r != 0 {
+                return match sys::errno() {
+                    libc::EEXIST => Ok(Seeded::Nothing), // an earlier copy
+                    e => Err(e),
+                };
+            }
+            // SAFETY: as above; the umask must not change the mode; two
+            // timespecs.
+            unsafe {
+                libc::syscall(libc::SYS_fchmodat, dir, name, st.st_mode & 0o7777, 0);
+                libc::syscall(
+                    libc::SYS_utimensat,
+                    dir,
+                    name,
+                    times.as_ptr(),
+                    libc::AT_SYMLINK_NOFOLLOW,
+                );
+            }
+            return Ok(Seeded::File);
+        }
         _ => return Ok(Seeded::Nothing),
     }
     // The copy is written under the program's RLIMIT_FSIZE: past it the

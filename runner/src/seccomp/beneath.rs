@@ -322,6 +322,36 @@ impl Place {
         })
     }
 
+    /// Makes the leaf a node of the FIFO, socket or device `shared` with
+    /// its mode and times (a device node needs CAP_MKNOD: mknod's errno).
+    pub fn make_node(&self, shared: &std::fs::Metadata) -> Result<(), i32> {
+        use std::os::unix::fs::MetadataExt;
+        let kind = shared.mode() & libc::S_IFMT;
+        if !matches!(
+            kind,
+            libc::S_IFIFO | libc::S_IFSOCK | libc::S_IFCHR | libc::S_IFBLK
+        ) {
+            return Err(libc::EINVAL);
+        }
+        let times = mpaudit_core::times::pair(
+            (shared.atime(), shared.atime_nsec()),
+            (shared.mtime(), shared.mtime_nsec()),
+        );
+        self.adding_unseen(|| {
+            // SAFETY: our descriptor and a NUL-terminated name.
+            let r = unsafe {
+                libc::mknodat(self.dir(), self.leaf.as_ptr(), kind | 0o600, shared.rdev())
+            };
+            if r != 0 {
+                return Err(super::emulate::errno());
+            }
+            let made = self.open_leaf(0)?;
+            set_mode(made.as_raw_fd(), shared.mode())?;
+            set_times(made.as_raw_fd(), &times);
+            Ok(())
+        })
+    }
+
     /// Makes the leaf a symlink with `text`.
     pub fn make_symlink(&self, text: &[u8]) -> Result<(), i32> {
         let text = CString::new(text).map_err(|_| libc::EINVAL)?;

@@ -530,7 +530,9 @@ pub fn prepare_target(
                     std::fs::File::open(op).map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
                 place.copy_file(&mut from, &m)?;
             }
-            _ => {}
+            // A FIFO, socket or device node: the same kind of node.
+            Some(m) => place.make_node(&m)?,
+            None => {}
         }
     }
     Ok(())

@@ -1460,11 +1460,12 @@ fn access(
     let hard_link = matches!(a.op, "link" | "linkat");
     if let (true, Action::Redirected, Some(w), Some(src)) = (hard_link, action, c.worker, &p1.1) {
         let new_name_routed = routes.get(1).is_some_and(|r| r.target.is_some());
-        // A regular file, or a symlink linked itself (without
+        // A regular file or a FIFO, socket or device node (its copy is a
+        // node of the same kind), or a symlink linked itself (without
         // AT_SYMLINK_FOLLOW): its copy is a symlink (prepare_target).
         let follows = a.op == "linkat" && args[4] as i32 & libc::AT_SYMLINK_FOLLOW != 0;
         let regular = std::fs::symlink_metadata(std::ffi::OsStr::from_bytes(src))
-            .is_ok_and(|m| m.is_file() || (m.is_symlink() && !follows));
+            .is_ok_and(|m| !m.is_dir() && !(m.is_symlink() && follows));
         if routes[0].target.is_none()
             && regular
             && mpaudit_core::policy::link_copies_source(judge_one(&p1.1), new_name_routed, true)
@@ -2031,6 +2032,8 @@ fn copy_dir_up(sup: &mut Supervision, w: u32, shared: &[u8], copy: &[u8]) -> Res
             let mut f = File::open(os(&from)).map_err(errno)?;
             let m = f.metadata().map_err(errno)?;
             here.copy_file(&mut f, &m)?;
+        } else {
+            here.make_node(&std::fs::symlink_metadata(os(&from)).map_err(errno)?)?;
         }
     }
     if made {

@@ -102,3 +102,34 @@ e2e!(
         }));
     }
 );
+
+/// [`tree`] with a FIFO `e/p` (0640) and a socket node `e/k`.
+fn tree_with_special_files(d: &Path) {
+    tree(d);
+    for (p, kind) in [("e/p", libc::S_IFIFO), ("e/k", libc::S_IFSOCK)] {
+        let c = std::ffi::CString::new(d.join(p).as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a NUL-terminated path; a FIFO or socket node needs no device.
+        assert_eq!(unsafe { libc::mknod(c.as_ptr(), kind | 0o640, 0) }, 0);
+    }
+}
+
+/// A special file moves with its directory, and by its own rename, as
+/// bare: under its new name with its mode, gone under the old one.
+const SPECIAL: &[&str] = &[
+    "rename e f\nlstat f/p\nlstat e/p\nlstat f/k\nreaddir f",
+    "rename e/p e/q\nlstat e/q\nlstat e/p\nreaddir e",
+    "rename e/k k\nlstat k\nlstat e/k",
+    "linkat cwd e/p cwd q 0\nlstat q\nlstat e/p",
+];
+
+e2e!(
+    a_special_file_moves_with_its_renamed_shared_directory,
+    |dir| {
+        assert_none(sweep(&[], SPECIAL, |script| {
+            same_ops_or_err(&dir, tree_with_special_files, script)
+        }));
+        assert_none(sweep(&[], SPECIAL, |script| {
+            same_supervised_ops(&dir, tree_with_special_files, script)
+        }));
+    }
+);
