@@ -1465,7 +1465,7 @@ fn access(
         // AT_SYMLINK_FOLLOW): its copy is a symlink (prepare_target).
         let follows = a.op == "linkat" && args[4] as i32 & libc::AT_SYMLINK_FOLLOW != 0;
         let regular = std::fs::symlink_metadata(std::ffi::OsStr::from_bytes(src))
-            .is_ok_and(|m| !m.is_dir() && !(m.is_symlink() && follows));
+            .is_ok_and(|m| !(m.is_dir() || m.is_symlink() && follows));
         if routes[0].target.is_none()
             && regular
             && mpaudit_core::policy::link_copies_source(judge_one(&p1.1), new_name_routed, true)
