@@ -1957,9 +1957,10 @@ fn access(
             if write
                 && c.worker.is_some()
                 && sup.judge.action == ActionSetting::Redirect
-                // (A link's source is not changed: its new name is.)
+                // (A link's source is not changed, nor a symlink's text:
+                // their new name is.)
                 && std::iter::once(&p1.1)
-                    .filter(|_| !matches!(a.op, "link" | "linkat"))
+                    .filter(|_| !matches!(a.op, "link" | "linkat") && !text(0))
                     .chain(p2.as_ref().map(|p| &p.1))
                     .flatten()
                     .any(|a| {
