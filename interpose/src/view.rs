@@ -292,14 +292,20 @@ fn own_place(abs: &[u8], buf: &mut [u8], st: &mut libc::stat) -> Option<usize> {
 /// shows (its mode, owner, permissions).
 pub(crate) fn place(abs: &[u8], out: &mut [u8]) -> Option<(*const c_char, bool)> {
     if let Some(t) = redirect::lookup(abs) {
-        return (t.len() < PATH_MAX).then(|| sys::c_path(t, out)).flatten().map(|p| (p, true));
+        return (t.len() < PATH_MAX)
+            .then(|| sys::c_path(t, out))
+            .flatten()
+            .map(|p| (p, true));
     }
     // SAFETY: all-zero is a valid libc::stat (plain integers).
     let mut st: libc::stat = unsafe { core::mem::zeroed() };
     if own_place(abs, out, &mut st).is_some() {
         return Some((out.as_ptr().cast(), true));
     }
-    (abs.len() < PATH_MAX).then(|| sys::c_path(abs, out)).flatten().map(|p| (p, false))
+    (abs.len() < PATH_MAX)
+        .then(|| sys::c_path(abs, out))
+        .flatten()
+        .map(|p| (p, false))
 }
 
 /// Where the kernel finds `abs` (canonical, resolved in the worker's view)

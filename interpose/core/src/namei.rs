@@ -630,19 +630,49 @@ mod tests {
         };
         // unlink: after the trailing slash's own answer, before EISDIR.
         assert_eq!(one(Op::Unlink, denied(Kind::Dir, b"s", false)), Err(EACCES));
-        assert_eq!(one(Op::Unlink, denied(Kind::Regular, b"x", false)), Err(EACCES));
-        assert_eq!(one(Op::Unlink, denied(Kind::Regular, b"x/", false)), Err(ENOTDIR));
-        assert_eq!(one(Op::Unlink, denied(Kind::Dir, b"s/", false)), Err(EISDIR));
-        assert_eq!(one(Op::Unlink, denied(Kind::Absent, b"m", false)), Err(ENOENT));
-        assert_eq!(one(Op::Unlink, denied(Kind::Dir, b"s/.", false)), Err(EISDIR));
+        assert_eq!(
+            one(Op::Unlink, denied(Kind::Regular, b"x", false)),
+            Err(EACCES)
+        );
+        assert_eq!(
+            one(Op::Unlink, denied(Kind::Regular, b"x/", false)),
+            Err(ENOTDIR)
+        );
+        assert_eq!(
+            one(Op::Unlink, denied(Kind::Dir, b"s/", false)),
+            Err(EISDIR)
+        );
+        assert_eq!(
+            one(Op::Unlink, denied(Kind::Absent, b"m", false)),
+            Err(ENOENT)
+        );
+        assert_eq!(
+            one(Op::Unlink, denied(Kind::Dir, b"s/.", false)),
+            Err(EISDIR)
+        );
         // rmdir: before ENOTDIR and ENOTEMPTY, after `.`/`..` and ENOENT.
-        assert_eq!(one(Op::Rmdir, denied(Kind::Regular, b"x", false)), Err(EACCES));
-        assert_eq!(one(Op::Rmdir, denied(Kind::Regular, b"x/", false)), Err(EACCES));
+        assert_eq!(
+            one(Op::Rmdir, denied(Kind::Regular, b"x", false)),
+            Err(EACCES)
+        );
+        assert_eq!(
+            one(Op::Rmdir, denied(Kind::Regular, b"x/", false)),
+            Err(EACCES)
+        );
         assert_eq!(one(Op::Rmdir, denied(Kind::Dir, b"s", false)), Err(EACCES));
         assert_eq!(one(Op::Rmdir, denied(Kind::Dir, b"s", true)), Err(EACCES));
-        assert_eq!(one(Op::Rmdir, denied(Kind::Absent, b"m", false)), Err(ENOENT));
-        assert_eq!(one(Op::Rmdir, denied(Kind::Dir, b"s/..", false)), Err(ENOTEMPTY));
-        assert_eq!(one(Op::Rmdir, denied(Kind::Dir, b"s/.", false)), Err(EINVAL));
+        assert_eq!(
+            one(Op::Rmdir, denied(Kind::Absent, b"m", false)),
+            Err(ENOENT)
+        );
+        assert_eq!(
+            one(Op::Rmdir, denied(Kind::Dir, b"s/..", false)),
+            Err(ENOTEMPTY)
+        );
+        assert_eq!(
+            one(Op::Rmdir, denied(Kind::Dir, b"s/.", false)),
+            Err(EINVAL)
+        );
         let mut sticky = name(Kind::Regular);
         sticky.dir_allows = Err(EPERM);
         assert_eq!(one(Op::Unlink, sticky), Err(EPERM));
