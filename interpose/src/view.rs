@@ -72,6 +72,10 @@ impl Lookup for ThisView<'_> {
         view_readlink(abs, self.buf, link)
     }
 
+    fn search(&mut self, abs: &[u8]) -> Result<(), c_int> {
+        search_in_view(abs, self.buf)
+    }
+
     fn follow(
         &mut self,
         abs: &[u8],
@@ -199,6 +203,26 @@ fn named_by_the_worker(gone: &[u8], st: &libc::stat) -> bool {
     let leaf = &gone[gone.iter().rposition(|&b| b == b'/').map_or(0, |i| i + 1)..];
     let mut digits = [0u8; 24];
     leaf.strip_prefix(b"#") == Some(sys::decimal(st.st_ino, &mut digits))
+}
+
+/// may_lookup's search permission of the directory `abs` as the view
+/// shows it, where the kernel would not ask it itself: a directory the
+/// table has (its copy, whose mode the worker changed, stands for the
+/// shared one a call is given). `Err(EACCES)` when this process's
+/// effective ids may not search the copy (root may); `Ok` otherwise (a
+/// shared directory is the kernel's, or the walk's own lstat's, to
+/// refuse). `buf`: PATH_MAX + 1 bytes.
+pub(crate) fn search_in_view(abs: &[u8], buf: &mut [u8]) -> Result<(), c_int> {
+    let Some(t) = redirect::lookup(abs) else {
+        return Ok(());
+    };
+    let Some(p) = (t.len() < PATH_MAX).then(|| sys::c_path(t, buf)).flatten() else {
+        return Ok(());
+    };
+    match redirect::access(p, libc::X_OK) {
+        libc::EACCES => Err(libc::EACCES),
+        _ => Ok(()),
+    }
 }
 
 /// lstat of `abs` in the worker's view into `st`: its redirect's target
