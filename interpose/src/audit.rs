@@ -1030,7 +1030,12 @@ unsafe fn judge_then_call<R: Outcome>(
         // A read through the view fails as the view says when the walk
         // cannot go on (a shared link to a file the worker made is no
         // directory); anything else is the kernel's to say.
-        let view_says = matches!(failed_in_view, libc::ENOENT | libc::ENOTDIR | libc::ELOOP);
+        // (EACCES: a directory whose copy's mode denies search, which the
+        // shared spelling would walk through.)
+        let view_says = matches!(
+            failed_in_view,
+            libc::ENOENT | libc::ENOTDIR | libc::ELOOP | libc::EACCES
+        );
         if is_write || view_says {
             return refuse(call, &a, Action::Logged, failed_in_view, entry_errno, work);
         }
@@ -2189,8 +2194,10 @@ pub fn log_process(p: &mpaudit_core::event::Process) {
 /// Whether a read whose path fails to resolve in the worker's view with
 /// `errno` must fail so rather than reach the kernel as spelled: a missing
 /// entry, a non-directory on the way or a symlink loop is what the
-/// worker's removals, files and symlinks make of the shared tree. EACCES
-/// and ENAMETOOLONG are the kernel's to give (its limits, not the view's).
+/// worker's removals, files and symlinks make of the shared tree.
+/// ENAMETOOLONG is the kernel's to give (its limits, not the view's); an
+/// EACCES of the walk (a directory whose copy denies search) is refused
+/// before this is asked.
 fn hidden_by_view(errno: c_int) -> bool {
     redirect::any_in_view() && matches!(errno, libc::ENOENT | libc::ENOTDIR | libc::ELOOP)
 }
@@ -2272,8 +2279,12 @@ pub unsafe fn exec_in_view(arg: PathArg, follow: bool, out: &mut [u8]) -> Result
     // SAFETY: the program's C string, found readable above.
     let (path, viewed) = unsafe { resolve_in_view(arg, follow, false, base, cwd, abs, work) };
     let named = path.given.is_some_and(|g| !g.is_empty());
-    if let (true, Err(view::Unresolved::Errno(e @ (libc::ENOENT | libc::ENOTDIR | libc::ELOOP)))) =
-        (named, viewed)
+    if let (
+        true,
+        Err(view::Unresolved::Errno(
+            e @ (libc::ENOENT | libc::ENOTDIR | libc::ELOOP | libc::EACCES),
+        )),
+    ) = (named, viewed)
     {
         return Err(e);
     }
@@ -2474,7 +2485,9 @@ unsafe fn reroute_as<R: Outcome>(
     if let (
         true,
         true,
-        Err(view::Unresolved::Errno(e @ (libc::ENOENT | libc::ENOTDIR | libc::ELOOP))),
+        Err(view::Unresolved::Errno(
+            e @ (libc::ENOENT | libc::ENOTDIR | libc::ELOOP | libc::EACCES),
+        )),
     ) = (guard_the_call, named, viewed)
     {
         core::mem::forget(entry_errno);
@@ -2503,6 +2516,16 @@ unsafe fn reroute_as<R: Outcome>(
         {
             if r.parent >= 0 {
                 sys::close(r.parent);
+            }
+            // The listing opens the shared directory: bare, the open asks
+            // read permission of the directory as the view shows it (its
+            // copy, whose mode the worker changed).
+            let denied = sys::c_path(&target[..r.len], work)
+                .is_some_and(|c| redirect::access(c, libc::R_OK) == libc::EACCES);
+            if denied {
+                core::mem::forget(entry_errno);
+                sys::set_errno(libc::EACCES);
+                return R::failure();
             }
             if let Some(c) = sys::c_path(p, target) {
                 drop(entry_errno);

@@ -119,10 +119,20 @@ pub fn answer(
         first_below_second: false,
         cross_mount: false,
     };
+    // may_delete's permission and sticky checks of the directories a
+    // removal or a rename changes, as the view shows them (review 9 F2):
+    // the kernel asks them before it compares the names' types.
+    let asks_directories = matches!(op, Op::Unlink | Op::Rmdir | Op::Rename(_));
+    if let (true, Some(st)) = (asks_directories, st1.as_ref()) {
+        facts.first.dir_allows = dir_allows(first.abs, Some(st), work);
+    }
     if let Some(second) = second {
         let (st2, kind2) = look(second.abs, work)?;
         let empty2 = kind2 == Kind::Dir && needs_empty(op, true) && empty(second.abs, work)?;
         facts.second = Name::new(second.given, kind2, empty2);
+        if asks_directories {
+            facts.second.dir_allows = dir_allows(second.abs, st2.as_ref(), work);
+        }
         facts.same_file = matches!((st1, st2), (Some(a), Some(b))
             if a.st_dev == b.st_dev && a.st_ino == b.st_ino);
         facts.second_below_first = namei::strictly_below(second.abs, first.abs);
@@ -167,6 +177,25 @@ fn look(abs: &[u8], work: &mut [u8]) -> Option<(Option<libc::stat>, Kind)> {
     } else {
         (None, Kind::Absent)
     })
+}
+
+/// What the kernel asks of the directory holding `abs` (canonical,
+/// resolved in the worker's view), as the view shows it (`view::place`:
+/// its copy once the worker changed its metadata, else the shared one,
+/// only asked), before it removes the entry `entry` there (may_delete:
+/// EACCES, EPERM) or, for no entry, makes one (may_create: EACCES). `Ok`
+/// when it cannot be asked: the real call answers.
+fn dir_allows(abs: &[u8], entry: Option<&libc::stat>, work: &mut [u8]) -> Result<(), c_int> {
+    let Some(at) = abs.iter().rposition(|&b| b == b'/') else {
+        return Ok(());
+    };
+    let Some((dir, _)) = view::place(&abs[..at.max(1)], &mut work[..view::PATH_MAX + 1]) else {
+        return Ok(());
+    };
+    match entry {
+        Some(st) => crate::redirect::may_remove_in(dir, st.st_uid),
+        None => crate::redirect::may_create_in(dir),
+    }
 }
 
 fn empty(abs: &[u8], work: &mut [u8]) -> Option<bool> {

@@ -831,8 +831,21 @@ pub fn may_remove_from(dir: libc::c_int, owner: libc::uid_t) -> Result<(), i32> 
 /// directory standing for the job directory neither the job directory's
 /// mode nor owner: review 9, F3). Only asked, never written.
 pub fn may_remove_from_shared(dir: *const libc::c_char, owner: libc::uid_t) -> Result<(), i32> {
+    may_remove_in(dir, owner)
+}
+
+/// [`may_remove_from`] of the directory at the NUL-terminated path `dir`
+/// (the one the view shows: `view::place`). Only asked.
+pub fn may_remove_in(dir: *const libc::c_char, owner: libc::uid_t) -> Result<(), i32> {
     // SAFETY: the caller's NUL-terminated path.
     may_delete(dir, unsafe { sys::stat(dir, 0) }, owner)
+}
+
+/// may_create's question of the directory `dir` (a NUL-terminated path)
+/// the view shows, for a rename's new name: write and search permission
+/// (EACCES). Only asked.
+pub fn may_create_in(dir: *const libc::c_char) -> Result<(), i32> {
+    mpaudit_core::namei::may_create(access(dir, libc::W_OK | libc::X_OK))
 }
 
 /// may_delete's questions of the directory `p` (a NUL-terminated path),
@@ -842,7 +855,17 @@ fn may_delete(
     st: Option<libc::stat>,
     owner: libc::uid_t,
 ) -> Result<(), i32> {
-    let how = libc::W_OK | libc::X_OK;
+    let access = access(p, libc::W_OK | libc::X_OK);
+    // SAFETY: a plain getter.
+    let euid = unsafe { libc::geteuid() };
+    let dir = st.map(|st| (st.st_mode, st.st_uid));
+    mpaudit_core::namei::may_delete(access, dir, owner, euid)
+}
+
+/// faccessat(p, how, AT_EACCESS)'s errno (0: allowed) for the
+/// NUL-terminated path `p`: the kernel's permission answer for this
+/// process's effective ids.
+pub fn access(p: *const libc::c_char, how: libc::c_int) -> i32 {
     // SAFETY: a NUL-terminated path; plain integers.
     let mut r = unsafe {
         libc::syscall(
@@ -858,11 +881,11 @@ fn may_delete(
         // SAFETY: as above.
         r = unsafe { libc::syscall(libc::SYS_faccessat, libc::AT_FDCWD, p, how) };
     }
-    let access = if r < 0 { sys::errno() } else { 0 };
-    // SAFETY: a plain getter.
-    let euid = unsafe { libc::geteuid() };
-    let dir = st.map(|st| (st.st_mode, st.st_uid));
-    mpaudit_core::namei::may_delete(access, dir, owner, euid)
+    if r < 0 {
+        sys::errno()
+    } else {
+        0
+    }
 }
 
 /// utimensat of the directory a descriptor (O_PATH too) holds, through

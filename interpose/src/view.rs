@@ -72,6 +72,10 @@ impl Lookup for ThisView<'_> {
         view_readlink(abs, self.buf, link)
     }
 
+    fn search(&mut self, abs: &[u8]) -> Result<(), c_int> {
+        search_in_view(abs, self.buf)
+    }
+
     fn follow(
         &mut self,
         abs: &[u8],
@@ -201,6 +205,26 @@ fn named_by_the_worker(gone: &[u8], st: &libc::stat) -> bool {
     leaf.strip_prefix(b"#") == Some(sys::decimal(st.st_ino, &mut digits))
 }
 
+/// may_lookup's search permission of the directory `abs` as the view
+/// shows it, where the kernel would not ask it itself: a directory the
+/// table has (its copy, whose mode the worker changed, stands for the
+/// shared one a call is given). `Err(EACCES)` when this process's
+/// effective ids may not search the copy (root may); `Ok` otherwise (a
+/// shared directory is the kernel's, or the walk's own lstat's, to
+/// refuse). `buf`: PATH_MAX + 1 bytes.
+pub(crate) fn search_in_view(abs: &[u8], buf: &mut [u8]) -> Result<(), c_int> {
+    let Some(t) = redirect::lookup(abs) else {
+        return Ok(());
+    };
+    let Some(p) = (t.len() < PATH_MAX).then(|| sys::c_path(t, buf)).flatten() else {
+        return Ok(());
+    };
+    match redirect::access(p, libc::X_OK) {
+        libc::EACCES => Err(libc::EACCES),
+        _ => Ok(()),
+    }
+}
+
 /// lstat of `abs` in the worker's view into `st`: its redirect's target
 /// when it has one (a missing target is a removal), else the shared path.
 /// `Ok(false)` for a path that does not exist; `.1`: the worker's file was
@@ -235,6 +259,22 @@ pub(crate) fn view_lstat(
 /// it (`Ok(false)`: absent). `None` otherwise, or when that path does not
 /// fit `buf` below PATH_MAX.
 fn below_own_dir(abs: &[u8], buf: &mut [u8], st: &mut libc::stat) -> Option<Result<bool, c_int>> {
+    own_place(abs, buf, st)?;
+    let stp = st as *mut libc::stat;
+    // SAFETY: `buf` holds a NUL-terminated path; `stp` is a live stat.
+    Some(
+        match unsafe { newfstatat(libc::AT_FDCWD, buf.as_ptr().cast(), stp) } {
+            0 => Ok(true),
+            e if e == libc::ENOENT => Ok(false),
+            e => Err(e),
+        },
+    )
+}
+
+/// The place of `abs` below a directory of the worker's standing over a
+/// shared non-directory ([`below_own_dir`]), NUL-terminated in `buf`; its
+/// length. `st`: scratch.
+fn own_place(abs: &[u8], buf: &mut [u8], st: &mut libc::stat) -> Option<usize> {
     let mut end = abs.len();
     // Every ancestor the table has, nearest first, until one is a
     // directory of the worker's standing over a shared non-directory (a
@@ -265,15 +305,31 @@ fn below_own_dir(abs: &[u8], buf: &mut [u8], st: &mut libc::stat) -> Option<Resu
     buf[..t.len()].copy_from_slice(t);
     buf[t.len()..n].copy_from_slice(&abs[cut..]);
     buf[n] = 0;
-    let stp = st as *mut libc::stat;
-    // SAFETY: `buf` holds a NUL-terminated path; `stp` is a live stat.
-    Some(
-        match unsafe { newfstatat(libc::AT_FDCWD, buf.as_ptr().cast(), stp) } {
-            0 => Ok(true),
-            e if e == libc::ENOENT => Ok(false),
-            e => Err(e),
-        },
-    )
+    Some(n)
+}
+
+/// Where the worker's view has `abs` (as [`view_lstat`] looks at it: its
+/// redirect's target, its place below a directory of the worker's, else
+/// the shared path), NUL-terminated in `out` (PATH_MAX + 1 bytes or
+/// more); whether it is the worker's. `None` when it does not fit below
+/// PATH_MAX. For the questions the kernel asks of a directory the view
+/// shows (its mode, owner, permissions).
+pub(crate) fn place(abs: &[u8], out: &mut [u8]) -> Option<(*const c_char, bool)> {
+    if let Some(t) = redirect::lookup(abs) {
+        return (t.len() < PATH_MAX)
+            .then(|| sys::c_path(t, out))
+            .flatten()
+            .map(|p| (p, true));
+    }
+    // SAFETY: all-zero is a valid libc::stat (plain integers).
+    let mut st: libc::stat = unsafe { core::mem::zeroed() };
+    if own_place(abs, out, &mut st).is_some() {
+        return Some((out.as_ptr().cast(), true));
+    }
+    (abs.len() < PATH_MAX)
+        .then(|| sys::c_path(abs, out))
+        .flatten()
+        .map(|p| (p, false))
 }
 
 /// Where the kernel finds `abs` (canonical, resolved in the worker's view)

@@ -69,6 +69,14 @@ pub struct Name {
     /// The spelling ends in `/` after its last component.
     pub trailing_slash: bool,
     pub last: Last,
+    /// What `may_delete` (or, for a rename's absent new name,
+    /// `may_create`) asks of the directory holding the name, as the view
+    /// shows it: write and search permission (EACCES), the sticky rule
+    /// (EPERM). Asked by the kernel after the name is found and before its
+    /// type is compared with the call's (EISDIR, ENOTDIR) or a directory's
+    /// emptiness (ENOTEMPTY); `Ok` when allowed or not asked. Only
+    /// removals and renames look at it ([`may_delete`], [`may_create`]).
+    pub dir_allows: Result<(), c_int>,
 }
 
 impl Name {
@@ -81,6 +89,7 @@ impl Name {
             empty: kind == Kind::Dir && empty,
             trailing_slash,
             last,
+            dir_allows: Ok(()),
         }
     }
 }
@@ -295,15 +304,19 @@ fn truncate(n: &Name) -> Result<(), c_int> {
     }
 }
 
-/// `do_unlinkat` and `may_delete(dir, victim, false)`.
+/// `do_unlinkat` and `may_delete(dir, victim, false)`: a name spelled
+/// with a trailing slash is refused by its type before `may_delete`, any
+/// other after its permission and sticky checks.
 fn unlink(n: &Name) -> Result<(), c_int> {
     if n.last != Last::Normal {
         return Err(libc::EISDIR);
     }
     match n.kind {
         Kind::Absent => Err(libc::ENOENT),
-        Kind::Dir => Err(libc::EISDIR),
+        Kind::Dir if n.trailing_slash => Err(libc::EISDIR),
         _ if n.trailing_slash => Err(libc::ENOTDIR),
+        _ if n.dir_allows.is_err() => n.dir_allows,
+        Kind::Dir => Err(libc::EISDIR),
         _ => Ok(()),
     }
 }
@@ -332,6 +345,15 @@ pub fn may_delete(
     }
 }
 
+/// `may_create`'s permission answer for a new name in a directory (a
+/// rename's absent new name): `access` as [`may_delete`]'s.
+pub fn may_create(access: c_int) -> Result<(), c_int> {
+    match access {
+        libc::EACCES | libc::EROFS => Err(access),
+        _ => Ok(()),
+    }
+}
+
 /// `check_sticky` of `may_delete`: in a sticky directory (mode
 /// `dir_mode`, owner `dir_uid`) only the entry's owner, the directory's
 /// owner or root (`euid` 0, CAP_FOWNER) may remove an entry owned by
@@ -340,8 +362,8 @@ fn sticky_allows(dir_mode: u32, dir_uid: u32, entry_uid: u32, euid: u32) -> bool
     dir_mode & libc::S_ISVTX == 0 || euid == 0 || euid == entry_uid || euid == dir_uid
 }
 
-/// `do_rmdir`, `may_delete(dir, victim, true)` and the file system's
-/// emptiness check.
+/// `do_rmdir`, `may_delete(dir, victim, true)` (permission and sticky
+/// checks, then the type) and the file system's emptiness check.
 fn rmdir(n: &Name) -> Result<(), c_int> {
     match n.last {
         Last::DotDot => return Err(libc::ENOTEMPTY),
@@ -351,6 +373,7 @@ fn rmdir(n: &Name) -> Result<(), c_int> {
     }
     match n.kind {
         Kind::Absent => Err(libc::ENOENT),
+        _ if n.dir_allows.is_err() => n.dir_allows,
         Kind::Dir if n.empty => Ok(()),
         Kind::Dir => Err(libc::ENOTEMPTY),
         _ => Err(libc::ENOTDIR),
@@ -468,6 +491,11 @@ fn rename(flags: u32, f: &Facts) -> Result<Proceed, c_int> {
     if f.same_file {
         return Ok(Proceed::Nothing);
     }
+    // vfs_rename: may_delete of the old name, then may_create of an absent
+    // new one or may_delete of an existing one (its permission and sticky
+    // checks before the types).
+    old.dir_allows?;
+    new.dir_allows?;
     if new.kind.exists() && !exchange {
         match (old.kind == Kind::Dir, new.kind == Kind::Dir) {
             (true, false) => return Err(ENOTDIR),
@@ -592,6 +620,80 @@ mod tests {
         assert_eq!(may_delete(0, sticky, 3, 3), Ok(()));
         assert_eq!(may_delete(libc::ENOENT, sticky, 2, 3), Ok(()));
         assert_eq!(may_delete(0, None, 2, 3), Ok(()));
+    }
+
+    #[test]
+    fn may_delete_s_permission_comes_before_the_victim_s_type() {
+        let denied = |kind, spelling: &[u8], empty| Name {
+            dir_allows: Err(EACCES),
+            ..Name::new(spelling, kind, empty)
+        };
+        // unlink: after the trailing slash's own answer, before EISDIR.
+        assert_eq!(one(Op::Unlink, denied(Kind::Dir, b"s", false)), Err(EACCES));
+        assert_eq!(
+            one(Op::Unlink, denied(Kind::Regular, b"x", false)),
+            Err(EACCES)
+        );
+        assert_eq!(
+            one(Op::Unlink, denied(Kind::Regular, b"x/", false)),
+            Err(ENOTDIR)
+        );
+        assert_eq!(
+            one(Op::Unlink, denied(Kind::Dir, b"s/", false)),
+            Err(EISDIR)
+        );
+        assert_eq!(
+            one(Op::Unlink, denied(Kind::Absent, b"m", false)),
+            Err(ENOENT)
+        );
+        assert_eq!(
+            one(Op::Unlink, denied(Kind::Dir, b"s/.", false)),
+            Err(EISDIR)
+        );
+        // rmdir: before ENOTDIR and ENOTEMPTY, after `.`/`..` and ENOENT.
+        assert_eq!(
+            one(Op::Rmdir, denied(Kind::Regular, b"x", false)),
+            Err(EACCES)
+        );
+        assert_eq!(
+            one(Op::Rmdir, denied(Kind::Regular, b"x/", false)),
+            Err(EACCES)
+        );
+        assert_eq!(one(Op::Rmdir, denied(Kind::Dir, b"s", false)), Err(EACCES));
+        assert_eq!(one(Op::Rmdir, denied(Kind::Dir, b"s", true)), Err(EACCES));
+        assert_eq!(
+            one(Op::Rmdir, denied(Kind::Absent, b"m", false)),
+            Err(ENOENT)
+        );
+        assert_eq!(
+            one(Op::Rmdir, denied(Kind::Dir, b"s/..", false)),
+            Err(ENOTEMPTY)
+        );
+        assert_eq!(
+            one(Op::Rmdir, denied(Kind::Dir, b"s/.", false)),
+            Err(EINVAL)
+        );
+        let mut sticky = name(Kind::Regular);
+        sticky.dir_allows = Err(EPERM);
+        assert_eq!(one(Op::Unlink, sticky), Err(EPERM));
+        // rename: after the trailing slashes, the trap and the same file,
+        // before the types and the emptiness of a replaced directory.
+        let r = Op::Rename(0);
+        let mut f = facts(r, denied(Kind::Dir, b"s", false), name(Kind::Regular));
+        assert_eq!(answer(&f), Err(EACCES));
+        f.first = name(Kind::Dir);
+        f.second = denied(Kind::Dir, b"full", false);
+        assert_eq!(answer(&f), Err(EACCES));
+        f.second = denied(Kind::Absent, b"y/", false);
+        f.first = name(Kind::Regular);
+        assert_eq!(answer(&f), Err(ENOTDIR));
+        f.first = denied(Kind::Dir, b"s", false);
+        f.second = name(Kind::Dir);
+        f.same_file = true;
+        assert_eq!(answer(&f), Ok(Proceed::Nothing));
+        assert_eq!(may_create(EACCES), Err(EACCES));
+        assert_eq!(may_create(ENOENT), Ok(()));
+        assert_eq!(may_create(0), Ok(()));
     }
 
     #[test]

@@ -454,6 +454,12 @@ impl Place {
 /// has neither the job directory's mode nor owner: review 9, F3). Only
 /// asked, never written.
 pub fn may_remove_from_shared(dir: &[u8], owner: u32) -> Result<(), i32> {
+    may_remove_in(dir, owner)
+}
+
+/// [`Place::may_remove`] of the directory at the path `dir` (the one the
+/// worker's view shows). Only asked.
+pub fn may_remove_in(dir: &[u8], owner: u32) -> Result<(), i32> {
     let path = CString::new(dir).map_err(|_| libc::EINVAL)?;
     // SAFETY: an all-zero stat is a valid out-buffer.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
@@ -462,14 +468,31 @@ pub fn may_remove_from_shared(dir: &[u8], owner: u32) -> Result<(), i32> {
     may_delete(&path, st, owner)
 }
 
+/// may_create's question of the directory at the path `dir` the worker's
+/// view shows, for a rename's new name: write and search permission
+/// (EACCES). Only asked.
+pub fn may_create_in(dir: &[u8]) -> Result<(), i32> {
+    let path = CString::new(dir).map_err(|_| libc::EINVAL)?;
+    mpaudit_core::namei::may_create(access(&path, libc::W_OK | libc::X_OK))
+}
+
+/// faccessat(path, how, AT_EACCESS)'s errno (0: allowed), with the
+/// supervisor's ids (the task's filesystem ids).
+fn access(path: &std::ffi::CStr, how: i32) -> i32 {
+    // SAFETY: a NUL-terminated path; plain integers.
+    let r = unsafe { libc::faccessat(libc::AT_FDCWD, path.as_ptr(), how, libc::AT_EACCESS) };
+    if r != 0 {
+        super::emulate::errno()
+    } else {
+        0
+    }
+}
+
 /// may_delete's questions of the directory `path`, whose stat is `st`:
 /// write and search permission (EACCES), the sticky bit's ownership rule
 /// (EPERM).
 fn may_delete(path: &std::ffi::CStr, st: Option<libc::stat>, owner: u32) -> Result<(), i32> {
-    let how = libc::W_OK | libc::X_OK;
-    // SAFETY: a NUL-terminated path; plain integers.
-    let r = unsafe { libc::faccessat(libc::AT_FDCWD, path.as_ptr(), how, libc::AT_EACCESS) };
-    let access = if r != 0 { super::emulate::errno() } else { 0 };
+    let access = access(path, libc::W_OK | libc::X_OK);
     // SAFETY: a plain getter.
     let euid = unsafe { libc::geteuid() };
     let dir = st.map(|st| (st.st_mode, st.st_uid));

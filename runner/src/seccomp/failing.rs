@@ -34,6 +34,9 @@ struct Looked {
     file: Option<(u64, u64)>,
     kind: Kind,
     dir_empty: bool,
+    /// What may_delete (may_create for no entry) asks of the directory
+    /// holding it, as the view shows it; `Ok` when not asked.
+    dir_allows: Result<(), i32>,
 }
 
 /// The worker's redirects, for a call answered in the worker's view: the
@@ -96,7 +99,7 @@ pub fn failing_anyway(
         "chmod" | "chown" | "lchown" | "utime" | "utimes" | "futimesat" | "fchmodat"
         | "fchmodat2" | "fchownat" | "utimensat" => {
             // A metadata change needs an existing file.
-            let (given, l) = match look_up(&first, follow_first, false, false, &mut view) {
+            let (given, l) = match look_up(&first, follow_first, false, false, false, &mut view) {
                 Ok(r) => r,
                 Err(e) => return e,
             };
@@ -133,7 +136,18 @@ pub fn failing_anyway(
     // is: a trailing slash does not follow a symlink there (`rmdir l/` is
     // ENOTDIR; review 4, finding 5). link's source is looked up whole.
     let taken_as_is = namei::names_an_entry(call, op == Op::Symlink);
-    let (g1, l1) = match look_up(&first, follow, needs_empty(false), taken_as_is, &mut view) {
+    // may_delete's permission and sticky checks of the directories a
+    // removal or a rename changes, which the kernel asks before it
+    // compares the names' types (review 9 F2).
+    let asks_dir = matches!(op, Op::Unlink | Op::Rmdir | Op::Rename(_));
+    let (g1, l1) = match look_up(
+        &first,
+        follow,
+        needs_empty(false),
+        taken_as_is,
+        asks_dir,
+        &mut view,
+    ) {
         Ok(r) => r,
         Err(e) => return e,
     };
@@ -149,7 +163,10 @@ pub fn failing_anyway(
     }
     let mut facts = Facts {
         op,
-        first: Name::new(g1, l1.kind, l1.dir_empty),
+        first: Name {
+            dir_allows: l1.dir_allows,
+            ..Name::new(g1, l1.kind, l1.dir_empty)
+        },
         second: Name::new(b"", Kind::Absent, false),
         same_file: false,
         second_below_first: false,
@@ -157,11 +174,14 @@ pub fn failing_anyway(
         cross_mount: false,
     };
     if let Some(second) = second {
-        let (g2, l2) = match look_up(&second, false, needs_empty(true), true, &mut view) {
+        let (g2, l2) = match look_up(&second, false, needs_empty(true), true, asks_dir, &mut view) {
             Ok(r) => r,
             Err(e) => return e,
         };
-        facts.second = Name::new(g2, l2.kind, l2.dir_empty);
+        facts.second = Name {
+            dir_allows: l2.dir_allows,
+            ..Name::new(g2, l2.kind, l2.dir_empty)
+        };
         facts.same_file = l1.file.is_some() && l1.file == l2.file;
         facts.second_below_first = namei::strictly_below(&l2.abs, &l1.abs);
         facts.first_below_second = namei::strictly_below(&l1.abs, &l2.abs);
@@ -267,12 +287,14 @@ pub fn an_empty_name_fails(op: &str, at_flags: u64, first_empty: bool, second_em
 /// by the library's walk: its directories (`Err(Some(errno))` when that
 /// fails), then its leaf (followed when `follow`). `Err(None)`: it cannot
 /// be told here. `taken_as_is`: a trailing slash does not follow a final
-/// symlink (the name a call makes or removes).
+/// symlink (the name a call makes or removes). `asks_dir`: ask what
+/// may_delete or may_create asks of the name's directory.
 fn look_up<'a>(
     name: &Named<'a>,
     follow: bool,
     want_empty: bool,
     taken_as_is: bool,
+    asks_dir: bool,
     view: &mut Option<View>,
 ) -> Result<(&'a [u8], Looked), Option<i32>> {
     let given = name.given.filter(|g| !g.is_empty()).ok_or(None)?;
@@ -364,6 +386,10 @@ fn look_up<'a>(
             .next()
             .is_none(),
     };
+    let dir_allows = match asks_dir {
+        true => dir_allows(&mut tv, &abs, &place, kind),
+        false => Ok(()),
+    };
     Ok((
         given,
         Looked {
@@ -371,8 +397,38 @@ fn look_up<'a>(
             file,
             kind,
             dir_empty,
+            dir_allows,
         },
     ))
+}
+
+/// What the kernel asks of the directory holding `abs` (in the worker's
+/// view, at `place`), as the view shows it: its copy once the worker
+/// changed its metadata (the table has it, or it stands over a shared
+/// non-directory), else the shared one, only asked (as the library's
+/// `view::place`). For an entry there (`kind`), may_delete's write and
+/// search permission and sticky rule; for none, may_create's permission.
+/// `Ok` when it cannot be asked: the real call answers.
+fn dir_allows(tv: &mut TaskView, abs: &[u8], place: &[u8], kind: Kind) -> Result<(), i32> {
+    let Some(at) = abs.iter().rposition(|&b| b == b'/') else {
+        return Ok(());
+    };
+    let dir = &abs[..at.max(1)];
+    let shared_is_dir =
+        || std::fs::symlink_metadata(OsStr::from_bytes(dir)).is_ok_and(|m| m.is_dir());
+    let shown = match (tv.place(dir), (tv.view)(dir)) {
+        ((copy, true), Some(_)) => copy,
+        ((copy, true), None) if !shared_is_dir() => copy,
+        _ => dir.to_vec(),
+    };
+    if kind == Kind::Absent {
+        return super::beneath::may_create_in(&shown);
+    }
+    use std::os::unix::fs::MetadataExt;
+    match std::fs::symlink_metadata(OsStr::from_bytes(place)) {
+        Ok(m) => super::beneath::may_remove_in(&shown, m.uid()),
+        Err(_) => Ok(()),
+    }
 }
 
 /// Whether the kernel refuses these open flags whatever the name (it

@@ -88,6 +88,26 @@ fn lstat(p: &[u8]) -> Result<Option<std::fs::Metadata>, i32> {
 }
 
 impl Lookup for TaskView<'_> {
+    /// may_lookup's search permission of a directory the worker's table
+    /// has (its copy, whose mode the worker changed, stands for the shared
+    /// one a call is given), asked with the supervisor's ids (the task's
+    /// filesystem ids); a shared directory is the kernel's to refuse.
+    fn search(&mut self, abs: &[u8]) -> Result<(), i32> {
+        let Some(copy) = (self.view)(abs) else {
+            return Ok(());
+        };
+        let Ok(c) = std::ffi::CString::new(copy) else {
+            return Ok(());
+        };
+        // SAFETY: a NUL-terminated path; plain integers.
+        let r =
+            unsafe { libc::faccessat(libc::AT_FDCWD, c.as_ptr(), libc::X_OK, libc::AT_EACCESS) };
+        match r != 0 && super::emulate::errno() == libc::EACCES {
+            true => Err(libc::EACCES),
+            false => Ok(()),
+        }
+    }
+
     fn lstat(&mut self, abs: &[u8]) -> Result<(Kind, bool), i32> {
         let (place, own) = self.place(abs);
         let kind = lstat(&place)?.map_or(Kind::Absent, |m| Kind::of_mode(m.mode()));
