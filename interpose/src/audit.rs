@@ -1377,7 +1377,14 @@ unsafe fn judge_then_call<R: Outcome>(
             for (r, t) in now_at {
                 match r.and_then(|r| r.copied).filter(|_| !t.is_empty()) {
                     Some((dev, ino, false)) => redirect::follow_copy_up(dev, ino, t, work),
-                    Some((dev, ino, true)) => redirect::follow_dir_move(dev, ino, t, work),
+                    // A moved directory; not one whose metadata the call
+                    // changed: its descriptors stay on the shared one,
+                    // whose listing the view merges (fstat shows the
+                    // copy's metadata: view_dir_stat).
+                    Some((dev, ino, true)) if call.writes == Writes::Both => {
+                        redirect::follow_dir_move(dev, ino, t, work)
+                    }
+                    Some((_, _, true)) => {}
                     None => {}
                 }
             }
@@ -1595,6 +1602,13 @@ fn routes(
             opens: is_open(call),
             create_parents: is_write,
         };
+        // A read open of a shared directory whose metadata the worker
+        // changed (its copy holds only the worker's entries): the shared
+        // one, whose listing the view merges (dirview.rs); its metadata
+        // is the copy's all the same (fstat: view_dir_stat).
+        if is_open(call) && !is_write && view::copy_of_shared_dir(abs, work).is_some() {
+            return None;
+        }
         route(abs, want, target, work, &mut failed)
     });
     (route1, route2, failed)
@@ -2332,16 +2346,24 @@ pub unsafe fn reroute_listing<R: Outcome>(
 }
 
 /// After a stat-like call on `arg` that reached a directory: `nlink` becomes
-/// its link count in the worker's view (view::dir_nlink). A held
-/// directory's descriptor (fstat, `AT_EMPTY_PATH`) counts as `.` from it:
-/// its name in /proc, as the job path it stands for. The program's errno
-/// is kept.
+/// its link count in the worker's view (view::dir_nlink), and the copy's
+/// stat is returned when the view shows the metadata of a copy the call
+/// did not reach (`dev`, `ino`: the one it reached; a descriptor of a
+/// shared directory whose metadata the worker changed): its mode, owner
+/// and times are the view's. A held directory's descriptor (fstat,
+/// `AT_EMPTY_PATH`) counts as `.` from it: its name in /proc, as the job
+/// path it stands for. The program's errno is kept.
 ///
 /// # Safety
 /// `arg.path` is what the program passed (the call read it).
-pub unsafe fn view_dir_nlink(arg: PathArg, follow: bool, nlink: &mut u64) {
+pub unsafe fn view_dir_stat(
+    arg: PathArg,
+    follow: bool,
+    reached: (u64, u64),
+    nlink: &mut u64,
+) -> Option<libc::stat> {
     if !state::ready() || !redirect::any_redirected() {
-        return;
+        return None;
     }
     // A call that succeeded with no name (fstat, `AT_EMPTY_PATH` with ""
     // or NULL) stat'ed the descriptor's own directory: `.` from it.
@@ -2354,13 +2376,9 @@ pub unsafe fn view_dir_nlink(arg: PathArg, follow: bool, nlink: &mut u64) {
     } else {
         arg
     };
-    let Some(_guard) = HookGuard::enter() else {
-        return;
-    };
+    let _guard = HookGuard::enter()?;
     let _errno = sys::ErrnoGuard::save();
-    let Some(mut claimed) = pool::claim() else {
-        return;
-    };
+    let mut claimed = pool::claim()?;
     let Block {
         base,
         abs,
@@ -2370,9 +2388,11 @@ pub unsafe fn view_dir_nlink(arg: PathArg, follow: bool, nlink: &mut u64) {
     } = claimed.block();
     // SAFETY: the program's C string, which the call just read.
     let (path, viewed) = unsafe { resolve_in_view(arg, follow, false, base, cwd, abs, work) };
-    if let (Ok(_), Some(p)) = (viewed, path.abs) {
-        *nlink = view::dir_nlink(p, *nlink, work);
-    }
+    let (Ok(_), Some(p)) = (viewed, path.abs) else {
+        return None;
+    };
+    *nlink = view::dir_nlink(p, *nlink, work);
+    view::copy_of_shared_dir(p, work).filter(|c| (c.st_dev, c.st_ino) != reached)
 }
 
 /// After a readlink that read `r` bytes into the program's `buf` (`size`

@@ -245,9 +245,17 @@ fn statted(arg: PathArg, follows: bool, buf: *mut c_void, r: c_int) -> c_int {
     if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
         #[allow(clippy::unnecessary_cast)] // nlink_t is u32 on aarch64
         let mut n = st.st_nlink as u64;
+        let reached = (st.st_dev, st.st_ino);
         // SAFETY: the program's path, which the call read.
-        unsafe { crate::audit::view_dir_nlink(arg, follows, &mut n) };
+        let copy = unsafe { crate::audit::view_dir_stat(arg, follows, reached, &mut n) };
         st.st_nlink = n as _;
+        if let Some(c) = copy {
+            st.st_mode = c.st_mode;
+            (st.st_uid, st.st_gid) = (c.st_uid, c.st_gid);
+            (st.st_atime, st.st_atime_nsec) = (c.st_atime, c.st_atime_nsec);
+            (st.st_mtime, st.st_mtime_nsec) = (c.st_mtime, c.st_mtime_nsec);
+            (st.st_ctime, st.st_ctime_nsec) = (c.st_ctime, c.st_ctime_nsec);
+        }
     }
     r
 }
@@ -262,9 +270,21 @@ fn statx_done(arg: PathArg, follows: bool, buf: *mut c_void, r: c_int) -> c_int 
     let wanted = libc::STATX_TYPE | libc::STATX_NLINK;
     if st.stx_mask & wanted == wanted && st.stx_mode as u32 & libc::S_IFMT == libc::S_IFDIR {
         let mut n = st.stx_nlink as u64;
+        let dev = libc::makedev(st.stx_dev_major, st.stx_dev_minor);
         // SAFETY: the program's path, which the call read.
-        unsafe { crate::audit::view_dir_nlink(arg, follows, &mut n) };
+        let copy = unsafe { crate::audit::view_dir_stat(arg, follows, (dev, st.stx_ino), &mut n) };
         st.stx_nlink = n as u32;
+        if let Some(c) = copy {
+            st.stx_mode = c.st_mode as u16;
+            (st.stx_uid, st.stx_gid) = (c.st_uid, c.st_gid);
+            for (t, s, ns) in [
+                (&mut st.stx_atime, c.st_atime, c.st_atime_nsec),
+                (&mut st.stx_mtime, c.st_mtime, c.st_mtime_nsec),
+                (&mut st.stx_ctime, c.st_ctime, c.st_ctime_nsec),
+            ] {
+                (t.tv_sec, t.tv_nsec) = (s, ns as u32);
+            }
+        }
     }
     r
 }

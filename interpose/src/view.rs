@@ -225,6 +225,19 @@ pub(crate) fn search_in_view(abs: &[u8], buf: &mut [u8]) -> Result<(), c_int> {
     }
 }
 
+/// The stat of the worker's copy of `abs` when `abs` is a shared directory
+/// whose metadata the worker changed (the table has it, and its copy is a
+/// directory): the view shows the copy's mode, owner and times, and the
+/// shared directory's entries merged with the worker's. `buf`: PATH_MAX +
+/// 1 bytes or more.
+pub(crate) fn copy_of_shared_dir(abs: &[u8], buf: &mut [u8]) -> Option<libc::stat> {
+    let t = redirect::lookup(abs)?;
+    let is_dir = |st: &libc::stat| st.st_mode & libc::S_IFMT == libc::S_IFDIR;
+    let copy = lstat(t, buf).ok().flatten().filter(is_dir)?;
+    lstat(abs, buf).ok().flatten().filter(is_dir)?;
+    Some(copy)
+}
+
 /// lstat of `abs` in the worker's view into `st`: its redirect's target
 /// when it has one (a missing target is a removal), else the shared path.
 /// `Ok(false)` for a path that does not exist; `.1`: the worker's file was

@@ -6,6 +6,7 @@ mod contract;
 mod descriptor_metadata;
 mod differential;
 mod docs;
+mod entry_times;
 mod examples;
 mod hook_state;
 mod host_safety;
