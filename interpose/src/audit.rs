@@ -1605,9 +1605,16 @@ fn routes(
         // A read open of a shared directory whose metadata the worker
         // changed (its copy holds only the worker's entries): the shared
         // one, whose listing the view merges (dirview.rs); its metadata
-        // is the copy's all the same (fstat: view_dir_stat).
+        // is the copy's all the same (fstat: view_dir_stat). Unless the
+        // copy denies reading: the kernel's EACCES from the copy.
         if is_open(call) && !is_write && view::copy_of_shared_dir(abs, work).is_some() {
-            return None;
+            let path_only = call.flags & libc::O_PATH != 0;
+            let readable = redirect::lookup(abs)
+                .and_then(|t| sys::c_path(t, work))
+                .is_some_and(|c| redirect::access(c, libc::R_OK) != libc::EACCES);
+            if path_only || readable {
+                return None;
+            }
         }
         route(abs, want, target, work, &mut failed)
     });

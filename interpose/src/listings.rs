@@ -25,7 +25,7 @@
 //! are not hook paths (none of them is async-signal-safe in libc either),
 //! and no hook guard is held while the program's callbacks run.
 
-use crate::audit::{reroute, PathArg};
+use crate::audit::{reroute_listing, PathArg};
 use crate::sys;
 use libc::{c_char, c_int, c_void, dirent64, DIR};
 
@@ -150,7 +150,7 @@ unsafe fn opendirat(dirfd: c_int, name: *const c_char, extra: c_int) -> *mut DIR
     let flags = libc::O_RDONLY | libc::O_NONBLOCK | libc::O_DIRECTORY | extra;
     // SAFETY: the program's path; sys::openat is the raw system call.
     let fd = unsafe {
-        reroute(PathArg { dirfd, path: name }, true, |p| {
+        reroute_listing(PathArg { dirfd, path: name }, |p| {
             sys::openat(dirfd, p, flags, 0)
         })
     };
