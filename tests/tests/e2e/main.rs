@@ -28,6 +28,7 @@ mod review6;
 mod review7;
 mod review8;
 mod review9;
+mod review10;
 mod runner;
 mod seccomp;
 mod symbols;
