@@ -544,7 +544,9 @@ pub struct Prepared {
 /// stands for (the worker's top one 0700): a shared directory that does not
 /// exist gives ENOENT and a non-directory ENOTDIR, as the bare call would.
 /// A symlink or non-directory among the worker's components gives ELOOP:
-/// nothing reaches outside the worker directory. Then, as `seed` says,
+/// nothing reaches outside the worker directory. `first`: a first
+/// redirect of `original` (the table has none), whose place must not
+/// hold a symlink unless the original is one (ELOOP). Then, as `seed` says,
 /// the original (`orig`: its lstat) is copied in. Returns the descriptor,
 /// which the caller closes, or the errno the call must fail with. `work` is
 /// scratch space (pool.rs; at least 3 * (MAX_ABS + 1) bytes).
@@ -554,6 +556,7 @@ pub fn prepare_target(
     create: bool,
     seed: Seed,
     orig: Option<&libc::stat>,
+    first: bool,
     work: &mut [u8],
 ) -> Result<Prepared, i32> {
     let worker_dir = SAVED.get().worker_dir.as_bytes();
@@ -588,6 +591,33 @@ pub fn prepare_target(
         fd = next?;
     }
     let leaf = worker_dir.len() + 1 + leaf_at;
+    // A first redirect's place holds no symlink of ours unless the shared
+    // original is one: a symlink the program put in its worker directory
+    // there (it may write it) would be taken for an earlier copy and
+    // followed by the seeding and the call into the shared tree (review
+    // 10, F1). As the supervisor, the call fails with ELOOP.
+    let orig_is_link = orig.is_some_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFLNK);
+    if first && !orig_is_link {
+        let is_link = sys::c_path(&target[leaf..], buf).is_some_and(|p| {
+            // SAFETY: all-zero is a valid libc::stat (plain integers).
+            let mut st: libc::stat = unsafe { core::mem::zeroed() };
+            // SAFETY: NUL-terminated name below our descriptor; a live stat.
+            let r = unsafe {
+                libc::syscall(
+                    libc::SYS_newfstatat,
+                    fd,
+                    p,
+                    &mut st as *mut libc::stat,
+                    libc::AT_SYMLINK_NOFOLLOW,
+                )
+            };
+            r == 0 && st.st_mode & libc::S_IFMT == libc::S_IFLNK
+        });
+        if is_link {
+            sys::close(fd);
+            return Err(libc::ELOOP);
+        }
+    }
     let mut seeded = Seeded::Nothing;
     if let (Seed::Content | Seed::ModeOnly | Seed::Metadata, Some(st)) = (seed, orig) {
         let (name, rest) = rest.split_at_mut(MAX_ABS + 1);
