@@ -769,9 +769,29 @@ pub(crate) fn mkdir_below(
         return Err(-r);
     }
     // The umask must not change what the mirror's mode says.
-    // SAFETY: NUL-terminated name below our descriptor.
-    unsafe { libc::syscall(libc::SYS_fchmodat, fd, p, mode, 0) };
+    set_mode_below(fd, p, libc::S_IFDIR, mode);
     Ok(true)
+}
+
+/// chmod of the entry `name` (NUL-terminated) below `dir` that this
+/// module just made as a `kind` (its S_IFMT bits), through a held
+/// descriptor of it: never by name, which would follow a symlink a thread
+/// of the program swapped in since (review 10, F2); nothing when what is
+/// there is of another kind.
+fn set_mode_below(dir: libc::c_int, name: *const libc::c_char, kind: u32, mode: u32) {
+    let flags = libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    // SAFETY: a NUL-terminated name below our descriptor.
+    let fd = unsafe { sys::openat(dir, name, flags, 0) };
+    if fd < 0 {
+        return;
+    }
+    if sys::fstat(fd).is_some_and(|st| st.st_mode & libc::S_IFMT == kind) {
+        let mut link = [0u8; 32];
+        let p = descriptor_link(fd, &mut link);
+        // SAFETY: a NUL-terminated path: the descriptor's own link.
+        unsafe { libc::syscall(libc::SYS_fchmodat, libc::AT_FDCWD, p, mode & 0o7777, 0) };
+    }
+    sys::close(fd);
 }
 
 /// The mode for the worker's directory `target[..end]`: that of the shared
@@ -963,7 +983,6 @@ pub(crate) fn copy_original(
                     st.st_gid,
                     libc::AT_SYMLINK_NOFOLLOW,
                 );
-                libc::syscall(libc::SYS_fchmodat, dir, name, st.st_mode & 0o7777, 0);
                 libc::syscall(
                     libc::SYS_utimensat,
                     dir,
@@ -972,6 +991,7 @@ pub(crate) fn copy_original(
                     libc::AT_SYMLINK_NOFOLLOW,
                 );
             }
+            set_mode_below(dir, name, libc::S_IFDIR, st.st_mode);
             return Ok(if made {
                 Seeded::Directory
             } else {
@@ -985,10 +1005,10 @@ pub(crate) fn copy_original(
             // SAFETY: NUL-terminated name below our descriptor.
             let made = unsafe { sys::mkdirat(dir, name, 0o700) } == 0;
             if made {
-                // SAFETY: as above; the umask must not change the mode;
-                // two timespecs.
+                // The umask must not change the mode.
+                set_mode_below(dir, name, libc::S_IFDIR, st.st_mode);
+                // SAFETY: as above; two timespecs.
                 unsafe {
-                    libc::syscall(libc::SYS_fchmodat, dir, name, st.st_mode & 0o7777, 0);
                     libc::syscall(
                         libc::SYS_utimensat,
                         dir,
@@ -1043,10 +1063,10 @@ pub(crate) fn copy_original(
                     e => Err(e),
                 };
             }
-            // SAFETY: as above; the umask must not change the mode; two
-            // timespecs.
+            // The umask must not change the mode.
+            set_mode_below(dir, name, kind, st.st_mode);
+            // SAFETY: as above; two timespecs.
             unsafe {
-                libc::syscall(libc::SYS_fchmodat, dir, name, st.st_mode & 0o7777, 0);
                 libc::syscall(
                     libc::SYS_utimensat,
                     dir,
