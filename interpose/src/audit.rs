@@ -1831,6 +1831,9 @@ fn route(
         want.seed,
         orig.as_ref(),
         true,
+        // (Below a directory of the worker's, its own entries, symlinks
+        // too, are not in the table.)
+        below_own_dir.is_none(),
         out,
         work,
         failed,
@@ -1855,13 +1858,15 @@ fn existing(
         redirect::Seed::Nothing,
         None,
         false,
+        false,
         out,
         work,
         failed,
     )
 }
 
-/// The route to `out[..n]` with its parent prepared (redirect::prepare_target).
+/// The route to `out[..n]` with its parent prepared (redirect::prepare_target;
+/// `first`: a first redirect, whose place holds no symlink the program put).
 #[allow(clippy::too_many_arguments)]
 fn prepared(
     abs: &[u8],
@@ -1870,6 +1875,7 @@ fn prepared(
     seed: redirect::Seed,
     orig: Option<&libc::stat>,
     new: bool,
+    first: bool,
     out: &[u8],
     work: &mut [u8],
     failed: &mut i32,
@@ -1884,7 +1890,7 @@ fn prepared(
         0
     };
     let prepared = match room {
-        0 => redirect::prepare_target(abs, &out[..n], want.create_parents, seed, orig, work),
+        0 => redirect::prepare_target(abs, &out[..n], want.create_parents, seed, orig, first, work),
         e => Err(e),
     };
     match prepared {

@@ -544,7 +544,9 @@ pub struct Prepared {
 /// stands for (the worker's top one 0700): a shared directory that does not
 /// exist gives ENOENT and a non-directory ENOTDIR, as the bare call would.
 /// A symlink or non-directory among the worker's components gives ELOOP:
-/// nothing reaches outside the worker directory. Then, as `seed` says,
+/// nothing reaches outside the worker directory. `first`: a first
+/// redirect of `original` (the table has none), whose place must not
+/// hold a symlink unless the original is one (ELOOP). Then, as `seed` says,
 /// the original (`orig`: its lstat) is copied in. Returns the descriptor,
 /// which the caller closes, or the errno the call must fail with. `work` is
 /// scratch space (pool.rs; at least 3 * (MAX_ABS + 1) bytes).
@@ -554,6 +556,7 @@ pub fn prepare_target(
     create: bool,
     seed: Seed,
     orig: Option<&libc::stat>,
+    first: bool,
     work: &mut [u8],
 ) -> Result<Prepared, i32> {
     let worker_dir = SAVED.get().worker_dir.as_bytes();
@@ -588,6 +591,33 @@ pub fn prepare_target(
         fd = next?;
     }
     let leaf = worker_dir.len() + 1 + leaf_at;
+    // A first redirect's place holds no symlink of ours unless the shared
+    // original is one: a symlink the program put in its worker directory
+    // there (it may write it) would be taken for an earlier copy and
+    // followed by the seeding and the call into the shared tree (review
+    // 10, F1). As the supervisor, the call fails with ELOOP.
+    let orig_is_link = orig.is_some_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFLNK);
+    if first && !orig_is_link {
+        let is_link = sys::c_path(&target[leaf..], buf).is_some_and(|p| {
+            // SAFETY: all-zero is a valid libc::stat (plain integers).
+            let mut st: libc::stat = unsafe { core::mem::zeroed() };
+            // SAFETY: NUL-terminated name below our descriptor; a live stat.
+            let r = unsafe {
+                libc::syscall(
+                    libc::SYS_newfstatat,
+                    fd,
+                    p,
+                    &mut st as *mut libc::stat,
+                    libc::AT_SYMLINK_NOFOLLOW,
+                )
+            };
+            r == 0 && st.st_mode & libc::S_IFMT == libc::S_IFLNK
+        });
+        if is_link {
+            sys::close(fd);
+            return Err(libc::ELOOP);
+        }
+    }
     let mut seeded = Seeded::Nothing;
     if let (Seed::Content | Seed::ModeOnly | Seed::Metadata, Some(st)) = (seed, orig) {
         let (name, rest) = rest.split_at_mut(MAX_ABS + 1);
@@ -739,9 +769,29 @@ pub(crate) fn mkdir_below(
         return Err(-r);
     }
     // The umask must not change what the mirror's mode says.
-    // SAFETY: NUL-terminated name below our descriptor.
-    unsafe { libc::syscall(libc::SYS_fchmodat, fd, p, mode, 0) };
+    set_mode_below(fd, p, libc::S_IFDIR, mode);
     Ok(true)
+}
+
+/// chmod of the entry `name` (NUL-terminated) below `dir` that this
+/// module just made as a `kind` (its S_IFMT bits), through a held
+/// descriptor of it: never by name, which would follow a symlink a thread
+/// of the program swapped in since (review 10, F2); nothing when what is
+/// there is of another kind.
+fn set_mode_below(dir: libc::c_int, name: *const libc::c_char, kind: u32, mode: u32) {
+    let flags = libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    // SAFETY: a NUL-terminated name below our descriptor.
+    let fd = unsafe { sys::openat(dir, name, flags, 0) };
+    if fd < 0 {
+        return;
+    }
+    if sys::fstat(fd).is_some_and(|st| st.st_mode & libc::S_IFMT == kind) {
+        let mut link = [0u8; 32];
+        let p = descriptor_link(fd, &mut link);
+        // SAFETY: a NUL-terminated path: the descriptor's own link.
+        unsafe { libc::syscall(libc::SYS_fchmodat, libc::AT_FDCWD, p, mode & 0o7777, 0) };
+    }
+    sys::close(fd);
 }
 
 /// The mode for the worker's directory `target[..end]`: that of the shared
@@ -933,7 +983,6 @@ pub(crate) fn copy_original(
                     st.st_gid,
                     libc::AT_SYMLINK_NOFOLLOW,
                 );
-                libc::syscall(libc::SYS_fchmodat, dir, name, st.st_mode & 0o7777, 0);
                 libc::syscall(
                     libc::SYS_utimensat,
                     dir,
@@ -942,6 +991,7 @@ pub(crate) fn copy_original(
                     libc::AT_SYMLINK_NOFOLLOW,
                 );
             }
+            set_mode_below(dir, name, libc::S_IFDIR, st.st_mode);
             return Ok(if made {
                 Seeded::Directory
             } else {
@@ -955,10 +1005,10 @@ pub(crate) fn copy_original(
             // SAFETY: NUL-terminated name below our descriptor.
             let made = unsafe { sys::mkdirat(dir, name, 0o700) } == 0;
             if made {
-                // SAFETY: as above; the umask must not change the mode;
-                // two timespecs.
+                // The umask must not change the mode.
+                set_mode_below(dir, name, libc::S_IFDIR, st.st_mode);
+                // SAFETY: as above; two timespecs.
                 unsafe {
-                    libc::syscall(libc::SYS_fchmodat, dir, name, st.st_mode & 0o7777, 0);
                     libc::syscall(
                         libc::SYS_utimensat,
                         dir,
@@ -1013,10 +1063,10 @@ pub(crate) fn copy_original(
                     e => Err(e),
                 };
             }
-            // SAFETY: as above; the umask must not change the mode; two
-            // timespecs.
+            // The umask must not change the mode.
+            set_mode_below(dir, name, kind, st.st_mode);
+            // SAFETY: as above; two timespecs.
             unsafe {
-                libc::syscall(libc::SYS_fchmodat, dir, name, st.st_mode & 0o7777, 0);
                 libc::syscall(
                     libc::SYS_utimensat,
                     dir,

@@ -206,6 +206,7 @@ pub fn fixture(name: &str) -> PathBuf {
         ),
         "static_append" => cc(&["-static", "-O1"], &src.join("static_append.c"), &out, &[]),
         "rename_race" => cc(&["-O1"], &src.join("rename_race.c"), &out, &["-lpthread"]),
+        "fill_race" => cc(&["-O1"], &src.join("fill_race.c"), &out, &["-lpthread"]),
         "unshared_files" => cc(
             &["-O1", "-Wall"],
             &src.join("unshared_files.c"),

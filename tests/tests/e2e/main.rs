@@ -21,6 +21,7 @@ mod policy;
 mod redirect_exact;
 mod redirect_shared;
 mod renamed_dir_fill;
+mod review10;
 mod review2;
 mod review3;
 mod review3_runner;
