@@ -2381,7 +2381,8 @@ pub unsafe fn view_dir_stat(
     // A call that succeeded with no name (fstat, `AT_EMPTY_PATH` with ""
     // or NULL) stat'ed the descriptor's own directory: `.` from it.
     // SAFETY: a non-NULL path is the program's C string, which the call read.
-    let arg = if arg.path.is_null() || unsafe { *arg.path } == 0 {
+    let unnamed = arg.path.is_null() || unsafe { *arg.path } == 0;
+    let arg = if unnamed {
         PathArg {
             dirfd: arg.dirfd,
             path: c".".as_ptr(),
@@ -2399,10 +2400,27 @@ pub unsafe fn view_dir_stat(
         cwd,
         ..
     } = claimed.block();
-    // SAFETY: the program's C string, which the call just read.
-    let (path, viewed) = unsafe { resolve_in_view(arg, follow, false, base, cwd, abs, work) };
-    let (Ok(_), Some(p)) = (viewed, path.abs) else {
-        return None;
+    // A descriptor's own directory is its path (the job path a copy
+    // stands for), not walked: the kernel asks no search permission of
+    // the directory a descriptor holds (review 10, F3).
+    let held = match (unnamed, sys::fd_path(arg.dirfd, abs)) {
+        (true, Some(n)) if arg.dirfd >= 0 => {
+            let n = crate::guard::as_job_path(abs, n);
+            Some(state::unalias_job_dir(abs, n))
+        }
+        _ => None,
+    };
+    let p = match held {
+        Some(n) => &abs[..n],
+        None => {
+            // SAFETY: the program's C string, which the call just read.
+            let (path, viewed) =
+                unsafe { resolve_in_view(arg, follow, false, base, cwd, abs, work) };
+            match (viewed, path.abs) {
+                (Ok(_), Some(p)) => p,
+                _ => return None,
+            }
+        }
     };
     *nlink = view::dir_nlink(p, *nlink, work);
     view::copy_of_shared_dir(p, work).filter(|c| (c.st_dev, c.st_ino) != reached)

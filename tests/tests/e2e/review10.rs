@@ -154,9 +154,11 @@ e2e!(
 // shared ones), where bare (and `stat e`) says 3. With mode 100 (search
 // allowed) the count is right: the count of the descriptor's job path is
 // taken through a walk that now stops at the copy's missing search
-// permission, and falls back to the copy's raw count.
+// permission, and falls back to the copy's raw count. (Then, with the
+// O_PATH open given the shared directory, the count was right and the
+// mode the shared one's.) A held descriptor's directory is now its path,
+// not walked.
 e2e!(
-    #[ignore = "library: a held descriptor's link count is walked through may_lookup of the directory itself (review 10 F3)"]
     a_held_descriptor_of_a_directory_whose_copy_denies_search_counts_its_links,
     |dir| {
         let ops = [
