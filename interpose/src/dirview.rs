@@ -631,20 +631,9 @@ fn exists_in(fd: c_int, name: &[u8], buf: &mut [u8]) -> bool {
     let Some(p) = sys::c_path(name, buf) else {
         return false;
     };
-    // SAFETY: zeroed stat is a valid out-parameter; p is NUL-terminated.
-    let mut st: libc::stat = unsafe { core::mem::zeroed() };
-    // SAFETY: raw newfstatat on the stream's descriptor (not the hooked
-    // fstatat): only fills `st`.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_newfstatat,
-            fd,
-            p,
-            &mut st as *mut libc::stat,
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    };
-    r == 0
+    // SAFETY: NUL-terminated by c_path; the raw call on the stream's
+    // descriptor (not the hooked fstatat).
+    unsafe { sys::stat_at(fd, p, libc::AT_SYMLINK_NOFOLLOW) }.is_some()
 }
 
 fn fill(entry: &mut dirent64, name: &[u8], st: &libc::stat, off: i64) {

@@ -599,19 +599,9 @@ pub fn prepare_target(
     let orig_is_link = orig.is_some_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFLNK);
     if first && !orig_is_link {
         let is_link = sys::c_path(&target[leaf..], buf).is_some_and(|p| {
-            // SAFETY: all-zero is a valid libc::stat (plain integers).
-            let mut st: libc::stat = unsafe { core::mem::zeroed() };
-            // SAFETY: NUL-terminated name below our descriptor; a live stat.
-            let r = unsafe {
-                libc::syscall(
-                    libc::SYS_newfstatat,
-                    fd,
-                    p,
-                    &mut st as *mut libc::stat,
-                    libc::AT_SYMLINK_NOFOLLOW,
-                )
-            };
-            r == 0 && st.st_mode & libc::S_IFMT == libc::S_IFLNK
+            // SAFETY: NUL-terminated name below our descriptor.
+            unsafe { sys::stat_at(fd, p, libc::AT_SYMLINK_NOFOLLOW) }
+                .is_some_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFLNK)
         });
         if is_link {
             sys::close(fd);
@@ -779,6 +769,18 @@ pub(crate) fn mkdir_below(
 /// of the program swapped in since (review 10, F2); nothing when what is
 /// there is of another kind.
 fn set_mode_below(dir: libc::c_int, name: *const libc::c_char, kind: u32, mode: u32) {
+    set_made(dir, name, kind, mode, None);
+}
+
+/// [`set_mode_below`], and the entry's times when given (its
+/// descriptor's link: not the name, which a thread could swap).
+fn set_made(
+    dir: libc::c_int,
+    name: *const libc::c_char,
+    kind: u32,
+    mode: u32,
+    times: Option<&[libc::timespec; 2]>,
+) {
     let flags = libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC;
     // SAFETY: a NUL-terminated name below our descriptor.
     let fd = unsafe { sys::openat(dir, name, flags, 0) };
@@ -788,8 +790,14 @@ fn set_mode_below(dir: libc::c_int, name: *const libc::c_char, kind: u32, mode: 
     if sys::fstat(fd).is_some_and(|st| st.st_mode & libc::S_IFMT == kind) {
         let mut link = [0u8; 32];
         let p = descriptor_link(fd, &mut link);
-        // SAFETY: a NUL-terminated path: the descriptor's own link.
-        unsafe { libc::syscall(libc::SYS_fchmodat, libc::AT_FDCWD, p, mode & 0o7777, 0) };
+        // SAFETY: a NUL-terminated path: the descriptor's own link; two
+        // timespecs.
+        unsafe {
+            libc::syscall(libc::SYS_fchmodat, libc::AT_FDCWD, p, mode & 0o7777, 0);
+            if let Some(t) = times {
+                libc::syscall(libc::SYS_utimensat, libc::AT_FDCWD, p, t.as_ptr(), 0);
+            }
+        }
     }
     sys::close(fd);
 }
@@ -1006,17 +1014,7 @@ pub(crate) fn copy_original(
             let made = unsafe { sys::mkdirat(dir, name, 0o700) } == 0;
             if made {
                 // The umask must not change the mode.
-                set_mode_below(dir, name, libc::S_IFDIR, st.st_mode);
-                // SAFETY: as above; two timespecs.
-                unsafe {
-                    libc::syscall(
-                        libc::SYS_utimensat,
-                        dir,
-                        name,
-                        times.as_ptr(),
-                        libc::AT_SYMLINK_NOFOLLOW,
-                    );
-                }
+                set_made(dir, name, libc::S_IFDIR, st.st_mode, Some(&times));
             }
             return Ok(if made {
                 Seeded::Directory
@@ -1064,17 +1062,7 @@ pub(crate) fn copy_original(
                 };
             }
             // The umask must not change the mode.
-            set_mode_below(dir, name, kind, st.st_mode);
-            // SAFETY: as above; two timespecs.
-            unsafe {
-                libc::syscall(
-                    libc::SYS_utimensat,
-                    dir,
-                    name,
-                    times.as_ptr(),
-                    libc::AT_SYMLINK_NOFOLLOW,
-                );
-            }
+            set_made(dir, name, kind, st.st_mode, Some(&times));
             return Ok(Seeded::File);
         }
         _ => return Ok(Seeded::Nothing),
@@ -1383,19 +1371,8 @@ fn each_descriptor(work: &mut [u8], mut f: impl FnMut(libc::c_int)) {
 
 /// lstat of a NUL-terminated path.
 fn lstat_c(p: *const libc::c_char) -> Option<libc::stat> {
-    // SAFETY: all-zero is a valid libc::stat (plain integers).
-    let mut st: libc::stat = unsafe { core::mem::zeroed() };
-    // SAFETY: a NUL-terminated path and a live stat.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_newfstatat,
-            libc::AT_FDCWD,
-            p,
-            &mut st as *mut libc::stat,
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    };
-    (r == 0).then_some(st)
+    // SAFETY: a NUL-terminated path.
+    unsafe { sys::stat(p, libc::AT_SYMLINK_NOFOLLOW) }
 }
 
 /// After the worker's view moved the shared directory `(dev, ino)` to the

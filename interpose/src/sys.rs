@@ -301,15 +301,24 @@ pub fn write_all(fd: c_int, mut buf: &[u8]) {
 /// # Safety
 /// `path` points to a NUL-terminated string.
 pub unsafe fn stat(path: *const c_char, flags: c_int) -> Option<libc::stat> {
+    // SAFETY: the caller's contract.
+    unsafe { stat_at(libc::AT_FDCWD, path, flags) }
+}
+
+/// [`stat`] of `name` relative to the directory `dirfd`.
+///
+/// # Safety
+/// `name` points to a NUL-terminated string.
+pub unsafe fn stat_at(dirfd: c_int, name: *const c_char, flags: c_int) -> Option<libc::stat> {
     // SAFETY: libc::stat is plain integers, for which all-zero is valid.
     let mut st: libc::stat = unsafe { core::mem::zeroed() };
-    // SAFETY: `path` is NUL-terminated (the caller's contract) and `st` is a
+    // SAFETY: `name` is NUL-terminated (the caller's contract) and `st` is a
     // live, writable libc::stat, the layout newfstatat fills on this target.
     let r = unsafe {
         libc::syscall(
             libc::SYS_newfstatat,
-            libc::AT_FDCWD,
-            path,
+            dirfd,
+            name,
             &mut st as *mut libc::stat,
             flags,
         )
