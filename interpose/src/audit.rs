@@ -1284,10 +1284,12 @@ unsafe fn judge_then_call<R: Outcome>(
         _ => None,
     };
     // The same for an rmdir of a shared directory the worker's view has a
-    // directory for (made for an earlier redirect below it), which the
-    // call removes: its descriptors are moved there first.
+    // directory for (made for an earlier redirect below it, or its copy
+    // after a metadata change, whose descriptors stay on the shared one:
+    // review 11), which the call removes: its descriptors are moved there
+    // first.
     let emptied = match (call.removes, route1) {
-        (true, Some(r)) if r.new && r.len < target.len() && is_dir(&target[..r.len], work) => a
+        (true, Some(r)) if r.len < target.len() && is_dir(&target[..r.len], work) => a
             .path
             .abs
             .and_then(|orig| redirect::orphan_readers(orig, &target[..r.len], work)),
@@ -2403,12 +2405,13 @@ pub unsafe fn view_dir_stat(
     // A descriptor's own directory is its path (the job path a copy
     // stands for), not walked: the kernel asks no search permission of
     // the directory a descriptor holds (review 10, F3).
-    let held = match (unnamed, sys::fd_path(arg.dirfd, abs)) {
-        (true, Some(n)) if arg.dirfd >= 0 => {
+    // (Read only for such a call: a stat by name costs no readlink.)
+    let held = match unnamed && arg.dirfd >= 0 {
+        true => sys::fd_path(arg.dirfd, abs).map(|n| {
             let n = crate::guard::as_job_path(abs, n);
-            Some(state::unalias_job_dir(abs, n))
-        }
-        _ => None,
+            state::unalias_job_dir(abs, n)
+        }),
+        false => None,
     };
     let p = match held {
         Some(n) => &abs[..n],
@@ -2424,6 +2427,26 @@ pub unsafe fn view_dir_stat(
     };
     *nlink = view::dir_nlink(p, *nlink, work);
     view::copy_of_shared_dir(p, work).filter(|c| (c.st_dev, c.st_ino) != reached)
+}
+
+/// fchdir(`fd`): `EACCES` when `fd` holds a shared directory whose
+/// metadata the worker changed and the copy (its mode in the view) denies
+/// search, as the kernel's fchdir of the copy would (review 11, F3);
+/// `None` to let the call go on.
+pub fn fchdir_denied(fd: c_int) -> Option<c_int> {
+    if fd < 0 || !state::ready() || !redirect::any_redirected() {
+        return None;
+    }
+    let _guard = HookGuard::enter()?;
+    let _errno = sys::ErrnoGuard::save();
+    let mut claimed = pool::claim()?;
+    let Block { abs, work, .. } = claimed.block();
+    let n = sys::fd_path(fd, abs)?;
+    let n = crate::guard::as_job_path(abs, n);
+    let n = state::unalias_job_dir(abs, n);
+    view::copy_of_shared_dir(&abs[..n], work)?;
+    let copy = redirect::lookup(&abs[..n]).and_then(|t| sys::c_path(t, work))?;
+    (redirect::access(copy, libc::X_OK) == libc::EACCES).then_some(libc::EACCES)
 }
 
 /// After a readlink that read `r` bytes into the program's `buf` (`size`

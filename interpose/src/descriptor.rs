@@ -7,7 +7,9 @@
 //! same change by path. Under redirect the worker's copy is changed (copied
 //! up first) and, when the descriptor was opened read-only or `O_PATH`, the
 //! copy is put in its place (`dup3`, same number, flags and offset), so a
-//! later `fstat` or read on it sees what the worker made. Under deny the
+//! later `fstat` or read on it sees what the worker made; a directory's
+//! descriptor stays on the shared directory (its listing merged, its
+//! `fstat` the copy's metadata). Under deny the
 //! call fails as the path form does.
 
 use crate::audit::{file_access, Call, PathArg};
@@ -109,7 +111,11 @@ fn change_the_copy(
     }
     let r = real(cfd);
     let errno = sys::ErrnoGuard::save();
-    if r == 0 && (path_only || status & libc::O_ACCMODE == libc::O_RDONLY) {
+    // A directory's descriptor stays on the shared directory, whose
+    // listing the view merges (the copy holds only the worker's entries);
+    // fstat through it shows the copy's metadata (audit::view_dir_stat).
+    let is_dir = || sys::fstat(cfd).is_some_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR);
+    if r == 0 && (path_only || status & libc::O_ACCMODE == libc::O_RDONLY) && !is_dir() {
         replace(fd, cfd, status);
     }
     sys::close(cfd);

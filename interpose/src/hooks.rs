@@ -250,6 +250,9 @@ fn statted(arg: PathArg, follows: bool, buf: *mut c_void, r: c_int) -> c_int {
         let copy = unsafe { crate::audit::view_dir_stat(arg, follows, reached, &mut n) };
         st.st_nlink = n as _;
         if let Some(c) = copy {
+            // The copy's identity too: what stat of the name shows
+            // (fts, os.fwalk compare the two).
+            (st.st_dev, st.st_ino) = (c.st_dev, c.st_ino);
             st.st_mode = c.st_mode;
             (st.st_uid, st.st_gid) = (c.st_uid, c.st_gid);
             (st.st_atime, st.st_atime_nsec) = (c.st_atime, c.st_atime_nsec);
@@ -275,6 +278,8 @@ fn statx_done(arg: PathArg, follows: bool, buf: *mut c_void, r: c_int) -> c_int 
         let copy = unsafe { crate::audit::view_dir_stat(arg, follows, (dev, st.stx_ino), &mut n) };
         st.stx_nlink = n as u32;
         if let Some(c) = copy {
+            (st.stx_dev_major, st.stx_dev_minor) = (libc::major(c.st_dev), libc::minor(c.st_dev));
+            st.stx_ino = c.st_ino;
             st.stx_mode = c.st_mode as u16;
             (st.stx_uid, st.stx_gid) = (c.st_uid, c.st_gid);
             for (t, s, ns) in [
@@ -590,7 +595,12 @@ hooks! {
     // A directory the worker made is entered in its worker directory.
     fn chdir(path: *const c_char) -> c_int => |real| after_chdir(reroute(cwd(path), true, |p| real(p)));
     fn getcwd(buf: *mut c_char, size: libc::size_t) -> *mut c_char => |real| cwd_in_view(real(buf, size), buf, size);
-    fn fchdir(fd: c_int) -> c_int => |real| after_chdir(real(fd));
+    // A held shared directory whose copy denies search fails as the
+    // copy would (review 11, F3).
+    fn fchdir(fd: c_int) -> c_int => |real| match crate::audit::fchdir_denied(fd) {
+        Some(e) => { crate::sys::set_errno(e); -1 }
+        None => after_chdir(real(fd)),
+    };
 
     // ---- the loader: an unloaded object's cached call sites go stale.
     // (dlopen is hooked below, by a stub that keeps the program's return

@@ -22,6 +22,7 @@ mod redirect_exact;
 mod redirect_shared;
 mod renamed_dir_fill;
 mod review10;
+mod review11;
 mod review2;
 mod review3;
 mod review3_runner;
