@@ -1229,7 +1229,7 @@ unsafe fn judge_then_call<R: Outcome>(
                 });
                 let refused = match (shared_shown, held[0] >= 0, owner, parent) {
                     (true, _, Some(st), Some(pp)) => match sys::c_path(pp, work) {
-                        Some(c) => redirect::may_remove_from_shared(c, st.st_uid).err(),
+                        Some(c) => redirect::may_remove_in(c, st.st_uid).err(),
                         None => None,
                     },
                     (false, true, Some(st), _) => {
@@ -1611,10 +1611,7 @@ fn routes(
         // copy denies reading: the kernel's EACCES from the copy.
         if is_open(call) && !is_write && view::copy_of_shared_dir(abs, work).is_some() {
             let path_only = call.flags & libc::O_PATH != 0;
-            let readable = redirect::lookup(abs)
-                .and_then(|t| sys::c_path(t, work))
-                .is_some_and(|c| redirect::access(c, libc::R_OK) != libc::EACCES);
-            if path_only || readable {
+            if path_only || !view::copy_denies(abs, libc::R_OK, work) {
                 return None;
             }
         }
@@ -2445,8 +2442,7 @@ pub fn fchdir_denied(fd: c_int) -> Option<c_int> {
     let n = crate::guard::as_job_path(abs, n);
     let n = state::unalias_job_dir(abs, n);
     view::copy_of_shared_dir(&abs[..n], work)?;
-    let copy = redirect::lookup(&abs[..n]).and_then(|t| sys::c_path(t, work))?;
-    (redirect::access(copy, libc::X_OK) == libc::EACCES).then_some(libc::EACCES)
+    view::search_in_view(&abs[..n], work).err()
 }
 
 /// After a readlink that read `r` bytes into the program's `buf` (`size`

@@ -883,17 +883,12 @@ pub fn may_remove_from(dir: libc::c_int, owner: libc::uid_t) -> Result<(), i32> 
     may_delete(descriptor_link(dir, &mut link), sys::fstat(dir), owner)
 }
 
-/// [`may_remove_from`] of the shared directory `dir` (a NUL-terminated
-/// path) the worker's view shows (it never changed the directory's
-/// metadata: its mirror, if any, has the worker's owner, and the worker
-/// directory standing for the job directory neither the job directory's
-/// mode nor owner: review 9, F3). Only asked, never written.
-pub fn may_remove_from_shared(dir: *const libc::c_char, owner: libc::uid_t) -> Result<(), i32> {
-    may_remove_in(dir, owner)
-}
-
 /// [`may_remove_from`] of the directory at the NUL-terminated path `dir`
-/// (the one the view shows: `view::place`). Only asked.
+/// (the one the view shows: `view::place`; the shared one where the
+/// worker never changed its metadata: its mirror, if any, has the
+/// worker's owner, and the worker directory standing for the job
+/// directory neither the job directory's mode nor owner: review 9, F3).
+/// Only asked, never written.
 pub fn may_remove_in(dir: *const libc::c_char, owner: libc::uid_t) -> Result<(), i32> {
     // SAFETY: the caller's NUL-terminated path.
     may_delete(dir, unsafe { sys::stat(dir, 0) }, owner)

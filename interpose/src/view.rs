@@ -213,16 +213,24 @@ fn named_by_the_worker(gone: &[u8], st: &libc::stat) -> bool {
 /// shared directory is the kernel's, or the walk's own lstat's, to
 /// refuse). `buf`: PATH_MAX + 1 bytes.
 pub(crate) fn search_in_view(abs: &[u8], buf: &mut [u8]) -> Result<(), c_int> {
+    match copy_denies(abs, libc::X_OK, buf) {
+        true => Err(libc::EACCES),
+        false => Ok(()),
+    }
+}
+
+/// Whether the worker's copy of `abs` (the table's target) denies this
+/// process's effective ids the access `how` (faccessat's EACCES); false
+/// when the table has none or it does not fit below PATH_MAX. `buf`:
+/// PATH_MAX + 1 bytes.
+pub(crate) fn copy_denies(abs: &[u8], how: c_int, buf: &mut [u8]) -> bool {
     let Some(t) = redirect::lookup(abs) else {
-        return Ok(());
+        return false;
     };
     let Some(p) = (t.len() < PATH_MAX).then(|| sys::c_path(t, buf)).flatten() else {
-        return Ok(());
+        return false;
     };
-    match redirect::access(p, libc::X_OK) {
-        libc::EACCES => Err(libc::EACCES),
-        _ => Ok(()),
-    }
+    redirect::access(p, how) == libc::EACCES
 }
 
 /// The stat of the worker's copy of `abs` when `abs` is a shared directory

@@ -448,17 +448,11 @@ impl Place {
     }
 }
 
-/// [`Place::may_remove`] of the shared directory `dir` the worker's view
-/// shows (the worker never changed its metadata: its mirror, if any, is
-/// the worker's, and the worker directory standing for the job directory
-/// has neither the job directory's mode nor owner: review 9, F3). Only
-/// asked, never written.
-pub fn may_remove_from_shared(dir: &[u8], owner: u32) -> Result<(), i32> {
-    may_remove_in(dir, owner)
-}
-
 /// [`Place::may_remove`] of the directory at the path `dir` (the one the
-/// worker's view shows). Only asked.
+/// worker's view shows; the shared one where the worker never changed
+/// its metadata: its mirror, if any, is the worker's, and the worker
+/// directory standing for the job directory has neither the job
+/// directory's mode nor owner: review 9, F3). Only asked, never written.
 pub fn may_remove_in(dir: &[u8], owner: u32) -> Result<(), i32> {
     let path = CString::new(dir).map_err(|_| libc::EINVAL)?;
     // SAFETY: an all-zero stat is a valid out-buffer.

@@ -2355,7 +2355,7 @@ fn perform(
             if let Some(owner) = owner {
                 use std::os::unix::fs::MetadataExt;
                 let asked = match (shared_shown, &place) {
-                    (Some(p), _) => beneath::may_remove_from_shared(p, owner.uid()),
+                    (Some(p), _) => beneath::may_remove_in(p, owner.uid()),
                     (None, Some(place)) => place.may_remove(owner.uid()),
                     (None, None) => Ok(()),
                 };
